@@ -1,0 +1,82 @@
+// Package config loads duetd's configuration: embedded defaults, then a
+// YAML file, then DUETD_* environment variables, then command-line flags,
+// each overriding the one before. No other package reads viper.
+package config
+
+import "time"
+
+// Config is duetd's whole configuration. The mapstructure tags are the
+// keys used in the YAML file, in DUETD_* variables (dots become
+// underscores: DUETD_TCP_LISTEN) and in `duetd check-config`.
+type Config struct {
+	TCP     TCP     `mapstructure:"tcp"`
+	WS      WS      `mapstructure:"ws"`
+	Admin   Admin   `mapstructure:"admin"`
+	Log     Log     `mapstructure:"log"`
+	Limits  Limits  `mapstructure:"limits"`
+	Auth    Auth    `mapstructure:"auth"`
+	Cluster Cluster `mapstructure:"cluster"`
+	// ShutdownTimeout bounds a graceful shutdown: users are told, queued
+	// output is flushed, and whatever is left is closed at the deadline.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// TrustedProxies lists the addresses or CIDRs (e.g. 127.0.0.1/32)
+	// whose PROXY protocol header or X-Forwarded-For is believed.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
+}
+
+// TCP is the line-protocol listener for netcat and telnet.
+type TCP struct {
+	Listen string `mapstructure:"listen"` // "" disables it; default ":7070"
+}
+
+// WS is the HTTP listener that serves the web client at / and WebSocket at /ws.
+type WS struct {
+	Listen string `mapstructure:"listen"` // "" disables it; default ":8080"
+	// AllowedOrigins lists the Origin values a browser may upgrade from.
+	// Empty means the request's own host only (same origin); "*" allows any.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+}
+
+// Admin is the loopback listener for /metrics, /healthz and /readyz.
+type Admin struct {
+	Listen string `mapstructure:"listen"` // "" disables it; default "127.0.0.1:9090"
+}
+
+// Log selects zap's level and encoding.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error; default info
+	Format string `mapstructure:"format"` // json, console, or auto (console on a terminal); default auto
+}
+
+// Limits bound what one client can cost everyone else.
+type Limits struct {
+	MaxLine         int           `mapstructure:"max_line"`          // bytes in one TCP line, default 16 KiB
+	MaxFrame        int           `mapstructure:"max_frame"`         // bytes in one WebSocket message, default 64 KiB
+	MaxText         int           `mapstructure:"max_text"`          // bytes of text in one message, default 16 KiB
+	LoginTimeout    time.Duration `mapstructure:"login_timeout"`     // time to log in after connecting, default 60s
+	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"` // time to finish an HTTP request or WebSocket upgrade, default 5s
+	IdleTimeout     time.Duration `mapstructure:"idle_timeout"`      // WebSocket: close after this long with no frame (pings keep it alive), default 90s
+	PingInterval    time.Duration `mapstructure:"ping_interval"`     // WebSocket ping period, default 30s
+	TCPKeepAlive    time.Duration `mapstructure:"tcp_keepalive"`     // TCP keepalive idle time, default 60s
+	MaxConns        int           `mapstructure:"max_conns"`         // connections in all, default 100000
+	MaxConnsPerIP   int           `mapstructure:"max_conns_per_ip"`  // connections from one address, default 64
+	MessageRate     float64       `mapstructure:"message_rate"`      // commands per second per connection (token bucket rate), default 200
+	MessageBurst    int           `mapstructure:"message_burst"`     // token bucket size, default 2000
+	OutboundHigh    int           `mapstructure:"outbound_high"`     // queued bytes for a reader before its sender is paused, default 256 KiB
+	OutboundMax     int           `mapstructure:"outbound_max"`      // queued bytes past which a reader is cut off, default 4 MiB
+	SlowTimeout     time.Duration `mapstructure:"slow_timeout"`      // a reader that drains nothing for this long while backlogged is cut off, default 30s
+	ConnectFailures int           `mapstructure:"connect_failures"`  // failed connects per address before throttling, default 10
+}
+
+// Auth selects who may log in.
+type Auth struct {
+	Mode      string `mapstructure:"mode"`       // open (default) or accounts
+	UsersFile string `mapstructure:"users_file"` // htpasswd file with bcrypt entries, accounts mode
+	Takeover  bool   `mapstructure:"takeover"`   // a second login of an online account replaces the first
+}
+
+// Cluster joins several duetd nodes into one token space through Redis.
+type Cluster struct {
+	Redis  string `mapstructure:"redis"`   // redis:// URL; "" means a single node, all in memory
+	NodeID string `mapstructure:"node_id"` // default: hostname plus a random suffix
+}

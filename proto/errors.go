@@ -1,0 +1,47 @@
+package proto
+
+// Error is a failure told to the client it concerns. Code is the stable
+// API (clients switch on it); Text is for people and may change.
+type Error struct {
+	Code string
+	Text string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Text }
+
+// The errors duet reports. Each is a value with a stable code; the
+// connection that receives one stays usable unless the text says so.
+var (
+	ErrNotLoggedIn     = &Error{"not_logged_in", "log in first: /login NAME"}
+	ErrAlreadyLoggedIn = &Error{"already_logged_in", "you are already logged in"}
+	ErrBadName         = &Error{"bad_name", "a name is 1 to 32 letters, digits, '_', '-' or '.'"}
+	ErrNameTaken       = &Error{"name_taken", "that name is in use; pick another"}
+	ErrBadToken        = &Error{"bad_token", "a token is 32 hexadecimal characters"}
+	ErrUnknownToken    = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
+	ErrSelfConnect     = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
+	ErrAlreadyPaired   = &Error{"already_paired", "you are already connected; /leave first"}
+	ErrRoomFull        = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
+	ErrNotPaired       = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
+	ErrUnknownCommand  = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
+	ErrUnknownType     = &Error{"unknown_type", "unknown message type"}
+	ErrBadJSON         = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
+	ErrBadMessage      = &Error{"bad_message", "a required field is missing or not a string"}
+	ErrTooLong         = &Error{"too_long", "message too long; it was not sent"}
+	ErrInvalidUTF8     = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
+	ErrEmptyMessage    = &Error{"empty_message", "nothing to send"}
+	ErrRateLimited     = &Error{"rate_limited", "too many requests; slow down"}
+	ErrThrottled       = &Error{"throttled", "too many failed connect attempts from your address; wait and try again"}
+	ErrAuthFailed      = &Error{"auth_failed", "wrong name or password"}
+	ErrAlreadyOnline   = &Error{"already_online", "that account is already logged in elsewhere"}
+	ErrUnavailable     = &Error{"unavailable", "the server cannot do that right now; try again shortly"}
+	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
+)
+
+// Errors lists every error, for documentation and tests.
+var Errors = []*Error{
+	ErrNotLoggedIn, ErrAlreadyLoggedIn, ErrBadName, ErrNameTaken, ErrBadToken,
+	ErrUnknownToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
+	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
+	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
+	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
+}

@@ -1,0 +1,133 @@
+// Package proto is the vocabulary both of duet's wire protocols share:
+// the commands a client sends, the events the server sends back, the
+// stable error codes, and the 128-bit token that names a user.
+//
+// The line protocol (package proto/line, for netcat and telnet) and the
+// JSON protocol (package proto/jsonproto, for browsers over WebSocket)
+// are two spellings of these same values. The pairing core speaks only
+// this vocabulary and never sees bytes from a socket.
+package proto
+
+// Op says what a client asks for.
+type Op uint8
+
+// The commands a client can send. The zero Op is never produced by a
+// decoder; it marks an empty Command.
+const (
+	OpNone     Op = iota
+	OpLogin       // log in under a name (and, in accounts mode, a password)
+	OpConnect     // pair with the user who holds a token
+	OpSay         // send text to the peer
+	OpLeave       // end the pairing, stay logged in
+	OpWho         // report own name, token and peer
+	OpHelp        // list the commands
+	OpQuit        // end the session and close the connection
+	OpNewToken    // replace own token with a fresh one
+)
+
+var opNames = [...]string{
+	OpNone:     "none",
+	OpLogin:    "login",
+	OpConnect:  "connect",
+	OpSay:      "say",
+	OpLeave:    "leave",
+	OpWho:      "who",
+	OpHelp:     "help",
+	OpQuit:     "quit",
+	OpNewToken: "newtoken",
+}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return "unknown"
+}
+
+// Command is one decoded client request. Its byte slices alias the
+// decoder's input: they are valid only until that input is reused, so a
+// consumer that keeps one must copy it. This keeps decoding free of
+// allocations on the relay path.
+type Command struct {
+	Op       Op
+	Name     []byte // OpLogin
+	Password []byte // OpLogin, accounts mode only; empty otherwise
+	Token    []byte // OpConnect, as sent; checked with ParseToken
+	Text     []byte // OpSay, valid UTF-8
+}
+
+// EventKind says what the server is telling a client.
+type EventKind uint8
+
+// The events the server sends.
+const (
+	EvNone     EventKind = iota
+	EvHello              // greeting on connect: how to start, which auth mode is on
+	EvWelcome            // logged in: Name, Token
+	EvPaired             // paired with Peer; Initiator is true for the side that connected
+	EvMessage            // From sent Text
+	EvPeerLeft           // Peer is gone for Reason; Count messages to it were not delivered
+	EvLeft               // you left your pairing with Peer
+	EvStatus             // answer to who: Name, Token, Peer (empty when not paired)
+	EvHelp               // answer to help
+	EvError              // Err says what went wrong; the connection stays usable
+	EvShutdown           // the server is shutting down; the connection closes next
+	EvBye                // answer to quit; the connection closes next
+	EvNotice             // Text is a server notice that needs no reply (e.g. throttling)
+)
+
+var eventNames = [...]string{
+	EvNone:     "none",
+	EvHello:    "hello",
+	EvWelcome:  "welcome",
+	EvPaired:   "paired",
+	EvMessage:  "message",
+	EvPeerLeft: "peer_left",
+	EvLeft:     "left",
+	EvStatus:   "status",
+	EvHelp:     "help",
+	EvError:    "error",
+	EvShutdown: "shutdown",
+	EvBye:      "bye",
+	EvNotice:   "notice",
+}
+
+// String returns the event's JSON "type" value.
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// Reason says why a pairing ended, as seen by the partner who stayed.
+type Reason string
+
+// The reasons a peer can leave. They are part of the protocol: clients
+// may switch on them.
+const (
+	ReasonLeft         Reason = "left"         // the peer asked to leave (leave or quit)
+	ReasonDisconnected Reason = "disconnected" // the peer's connection closed or died
+	ReasonShutdown     Reason = "shutdown"     // the peer's server is shutting down
+	ReasonSlow         Reason = "slow"         // the peer stopped reading and was cut off
+	ReasonTimeout      Reason = "timeout"      // the peer went silent past the idle limit
+	ReasonReplaced     Reason = "replaced"     // the peer's account logged in elsewhere
+	ReasonLinkLost     Reason = "link_lost"    // the link to the peer's server was lost
+)
+
+// Event is one thing the server tells one session. Text may alias the
+// sender's input buffer; an encoder must finish with an Event before the
+// call that handed it over returns.
+type Event struct {
+	Kind      EventKind
+	Name      string // EvWelcome, EvStatus: the session's own name
+	Token     Token  // EvWelcome, EvStatus
+	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus
+	From      string // EvMessage
+	Text      []byte // EvMessage, EvNotice
+	Initiator bool   // EvPaired: true when this side sent connect
+	Reason    Reason // EvPeerLeft
+	Count     int    // EvPeerLeft: messages to the peer that were not delivered
+	Err       *Error // EvError
+	Auth      string // EvHello: "open" or "accounts"
+}
