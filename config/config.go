@@ -50,22 +50,22 @@ type Log struct {
 
 // Limits bound what one client can cost everyone else.
 type Limits struct {
-	MaxLine         int           `mapstructure:"max_line"`          // bytes in one TCP line, default 16 KiB
-	MaxFrame        int           `mapstructure:"max_frame"`         // bytes in one WebSocket message, default 64 KiB
-	MaxText         int           `mapstructure:"max_text"`          // bytes of text in one message, default 16 KiB
-	LoginTimeout    time.Duration `mapstructure:"login_timeout"`     // time to log in after connecting, default 60s
+	MaxLine          int           `mapstructure:"max_line"`          // bytes in one TCP line, default 16 KiB
+	MaxFrame         int           `mapstructure:"max_frame"`         // bytes in one WebSocket message, default 64 KiB
+	MaxText          int           `mapstructure:"max_text"`          // bytes of text in one message, default 16 KiB
+	LoginTimeout     time.Duration `mapstructure:"login_timeout"`     // time to log in after connecting, default 60s
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"` // time to finish an HTTP request or WebSocket upgrade, default 5s
-	IdleTimeout     time.Duration `mapstructure:"idle_timeout"`      // WebSocket: close after this long with no frame (pings keep it alive), default 90s
-	PingInterval    time.Duration `mapstructure:"ping_interval"`     // WebSocket ping period, default 30s
-	TCPKeepAlive    time.Duration `mapstructure:"tcp_keepalive"`     // TCP keepalive idle time, default 60s
-	MaxConns        int           `mapstructure:"max_conns"`         // connections in all, default 100000
-	MaxConnsPerIP   int           `mapstructure:"max_conns_per_ip"`  // connections from one address, default 64
-	MessageRate     float64       `mapstructure:"message_rate"`      // commands per second per connection (token bucket rate), default 200
-	MessageBurst    int           `mapstructure:"message_burst"`     // token bucket size, default 2000
-	OutboundHigh    int           `mapstructure:"outbound_high"`     // queued bytes for a reader before its sender is paused, default 256 KiB
-	OutboundMax     int           `mapstructure:"outbound_max"`      // queued bytes past which a reader is cut off, default 4 MiB
-	SlowTimeout     time.Duration `mapstructure:"slow_timeout"`      // a reader that drains nothing for this long while backlogged is cut off, default 30s
-	ConnectFailures int           `mapstructure:"connect_failures"`  // failed connects per address before throttling, default 10
+	IdleTimeout      time.Duration `mapstructure:"idle_timeout"`      // WebSocket: close after this long with no frame (pings keep it alive), default 90s
+	PingInterval     time.Duration `mapstructure:"ping_interval"`     // WebSocket ping period, default 30s
+	TCPKeepAlive     time.Duration `mapstructure:"tcp_keepalive"`     // TCP keepalive idle time, default 60s
+	MaxConns         int           `mapstructure:"max_conns"`         // connections in all, default 100000
+	MaxConnsPerIP    int           `mapstructure:"max_conns_per_ip"`  // connections from one address, default 64
+	MessageRate      float64       `mapstructure:"message_rate"`      // commands per second per connection (token bucket rate), default 200
+	MessageBurst     int           `mapstructure:"message_burst"`     // token bucket size, default 2000
+	OutboundHigh     int           `mapstructure:"outbound_high"`     // queued bytes for a reader before its sender is paused, default 256 KiB
+	OutboundMax      int           `mapstructure:"outbound_max"`      // queued bytes past which a reader is cut off, default 4 MiB
+	SlowTimeout      time.Duration `mapstructure:"slow_timeout"`      // a reader that drains nothing for this long while backlogged is cut off, default 30s
+	ConnectFailures  int           `mapstructure:"connect_failures"`  // failed connects per address before throttling, default 10
 }
 
 // Auth selects who may log in.
