@@ -1,0 +1,347 @@
+// Package hub is duet's pairing core: users, the token directory,
+// two-slot rooms and the notifications that go with them.
+//
+// It knows nothing of sockets, protocols or event loops. A connection
+// logs in with an Outbox, the hub's only way to reach it, and from then
+// on drives its Session with method calls; every outcome is an Event
+// handed to the Outbox of the session it concerns. The engine turns those
+// events into bytes for whichever protocol that session speaks.
+//
+// Locking: Hub.mu guards the directory (names, tokens) and the creation
+// and teardown of rooms; room.mu guards one pairing. The order is always
+// Hub.mu before room.mu. Relaying a message takes only its room's lock,
+// so pairs never contend with each other on the hot path.
+package hub
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"duet/proto"
+)
+
+// Outbox is how the hub reaches one session's connection.
+type Outbox interface {
+	// Deliver hands ev to the connection. It must not block, and must not
+	// keep ev or its byte slices after it returns (encode, then forget).
+	// It may be called from any goroutine, with hub locks held: it must
+	// not call back into the hub.
+	Deliver(ev *proto.Event)
+}
+
+// Options are the core's limits. Zero values take the defaults.
+type Options struct {
+	MaxText int // longest message text in bytes; default 16 KiB
+}
+
+// Hub is one node's pairing core. The zero value is not usable; call New.
+type Hub struct {
+	maxText atomic.Int64
+
+	mu     sync.Mutex
+	names  map[string]*Session // by folded name: names are unique regardless of case
+	tokens map[proto.Token]*Session
+	rooms  int // rooms open now
+
+	pairings atomic.Uint64 // pairings ever made
+	// Counters of sessions already closed; live sessions keep their own.
+	closedMessages atomic.Uint64
+	closedBytes    atomic.Uint64
+}
+
+// New returns an empty hub.
+func New(opts Options) *Hub {
+	h := &Hub{
+		names:  make(map[string]*Session),
+		tokens: make(map[proto.Token]*Session),
+	}
+	h.SetOptions(opts)
+	return h
+}
+
+// SetOptions changes the limits; safe at any time (config reload).
+func (h *Hub) SetOptions(opts Options) {
+	if opts.MaxText <= 0 {
+		opts.MaxText = 16 << 10
+	}
+	h.maxText.Store(int64(opts.MaxText))
+}
+
+// Session is one logged-in user. It outlives no connection today, but it
+// is kept apart from the connection that carries it (the Outbox) so that
+// a later resume can attach a new one.
+type Session struct {
+	hub  *Hub
+	name string
+	key  string // folded name, the directory key
+	out  Outbox
+
+	room atomic.Pointer[room] // nil when not paired
+
+	// Guarded by hub.mu.
+	token  proto.Token
+	closed bool
+
+	// scratch carries each message to the peer's Outbox. Say is called
+	// only by the session's own connection, one call at a time, so reusing
+	// it keeps the relay path free of allocations (an Event passed through
+	// an interface would otherwise escape to the heap).
+	scratch proto.Event
+
+	// Written only by the session's own connection, read by Stats.
+	sentMessages atomic.Uint64
+	sentBytes    atomic.Uint64
+}
+
+// Name returns the name the user logged in with.
+func (s *Session) Name() string { return s.name }
+
+// Token returns the session's current token.
+func (s *Session) Token() proto.Token {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.token
+}
+
+// Peer returns the name of the session's partner, or "" when not paired.
+func (s *Session) Peer() string {
+	r := s.room.Load()
+	if r == nil {
+		return ""
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.other(s); p != nil {
+		return p.name
+	}
+	return ""
+}
+
+// room is a two-slot pairing. Once closed it is never reopened: a new
+// pairing gets a new room, so a message racing a leave can never reach a
+// partner from a later pairing.
+type room struct {
+	mu   sync.Mutex
+	a, b *Session // a sent connect, b held the token
+	open bool
+}
+
+func (r *room) other(s *Session) *Session {
+	if !r.open {
+		return nil
+	}
+	if r.a == s {
+		return r.b
+	}
+	return r.a
+}
+
+func fold(name string) string { return strings.ToLower(name) }
+
+// Login creates a session named name that reaches its connection through
+// out, and tells it its token. Names are unique among users online,
+// compared without regard to case.
+func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
+	if !proto.ValidName(name) {
+		return nil, proto.ErrBadName
+	}
+	s := &Session{hub: h, name: string(name), out: out}
+	s.key = fold(s.name)
+
+	h.mu.Lock()
+	if _, taken := h.names[s.key]; taken {
+		h.mu.Unlock()
+		return nil, proto.ErrNameTaken
+	}
+	s.token = h.freshTokenLocked()
+	h.names[s.key] = s
+	h.tokens[s.token] = s
+	out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	h.mu.Unlock()
+	return s, nil
+}
+
+// freshTokenLocked draws a token no one holds. A collision of 128 random
+// bits will not happen, but the check costs one map lookup.
+func (h *Hub) freshTokenLocked() proto.Token {
+	for {
+		t := proto.NewToken()
+		if _, used := h.tokens[t]; !used && !t.IsZero() {
+			return t
+		}
+	}
+}
+
+// Connect pairs s with the holder of token. Both are told, each naming
+// the other. A holder who is already paired answers room_full, and the
+// asker learns nothing of that pair.
+func (s *Session) Connect(token []byte) *proto.Error {
+	t, err := proto.ParseToken(token)
+	if err != nil {
+		return proto.ErrBadToken
+	}
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		return proto.ErrNotLoggedIn
+	}
+	if s.room.Load() != nil {
+		return proto.ErrAlreadyPaired
+	}
+	target, ok := h.tokens[t]
+	if !ok {
+		return proto.ErrUnknownToken
+	}
+	if target == s {
+		return proto.ErrSelfConnect
+	}
+	if target.room.Load() != nil {
+		return proto.ErrRoomFull
+	}
+	r := &room{a: s, b: target, open: true}
+	s.room.Store(r)
+	target.room.Store(r)
+	h.rooms++
+	h.pairings.Add(1)
+	// Tell the token's holder first: by the time the asker hears it is
+	// paired and starts talking, the holder already knows who it is.
+	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
+	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
+	return nil
+}
+
+// Say relays text to s's partner and returns the partner's Outbox, so
+// the caller can watch how far behind that reader is. Messages from one
+// session arrive in the order Say was called. Say must not be called
+// concurrently for the same session.
+func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
+	if len(text) == 0 {
+		return nil, proto.ErrEmptyMessage
+	}
+	if int64(len(text)) > s.hub.maxText.Load() {
+		return nil, proto.ErrTooLong
+	}
+	r := s.room.Load()
+	if r == nil {
+		return nil, proto.ErrNotPaired
+	}
+	r.mu.Lock()
+	peer := r.other(s)
+	if peer == nil {
+		r.mu.Unlock()
+		return nil, proto.ErrNotPaired
+	}
+	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name, Text: text}
+	peer.out.Deliver(&s.scratch)
+	s.scratch.Text = nil // do not pin the caller's buffer
+	r.mu.Unlock()
+	s.sentMessages.Add(1)
+	s.sentBytes.Add(uint64(len(text)))
+	return peer.out, nil
+}
+
+// Leave ends s's pairing: s is told it left, its partner is told why,
+// and both are free to be joined again.
+func (s *Session) Leave() *proto.Error {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	peer := h.unpairLocked(s, proto.ReasonLeft, 0)
+	if peer == nil {
+		return proto.ErrNotPaired
+	}
+	s.out.Deliver(&proto.Event{Kind: proto.EvLeft, Peer: peer.name})
+	return nil
+}
+
+// unpairLocked closes s's room, if any, tells the partner, and returns it.
+func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Session {
+	r := s.room.Load()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	peer := r.other(s)
+	r.open = false
+	s.room.Store(nil)
+	if peer != nil {
+		peer.room.Store(nil)
+		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+	}
+	r.mu.Unlock()
+	h.rooms--
+	return peer
+}
+
+// Who tells s its name, token and partner.
+func (s *Session) Who() {
+	h := s.hub
+	h.mu.Lock()
+	ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
+	s.out.Deliver(&ev)
+	h.mu.Unlock()
+}
+
+// NewToken replaces s's token with a fresh one, so a token that was
+// shared too widely stops working. A current pairing is not affected.
+func (s *Session) NewToken() *proto.Error {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		return proto.ErrNotLoggedIn
+	}
+	delete(h.tokens, s.token)
+	s.token = h.freshTokenLocked()
+	h.tokens[s.token] = s
+	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	return nil
+}
+
+// Close logs s out: its partner, if any, is told reason, along with how
+// many of the partner's messages to s were lost (undelivered), and its
+// name and token are freed at once so no ghost holds them. Close is
+// idempotent.
+func (s *Session) Close(reason proto.Reason, undelivered int) {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	h.unpairLocked(s, reason, undelivered)
+	delete(h.names, s.key)
+	delete(h.tokens, s.token)
+	h.closedMessages.Add(s.sentMessages.Load())
+	h.closedBytes.Add(s.sentBytes.Load())
+}
+
+// Stats is a snapshot of the hub's gauges and counters.
+type Stats struct {
+	Users    int    // sessions logged in now
+	Pairs    int    // rooms open now
+	Pairings uint64 // pairings made since start
+	Messages uint64 // messages relayed since start
+	Bytes    uint64 // message text bytes relayed since start
+}
+
+// Stats returns the current gauges and counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := Stats{
+		Users:    len(h.names),
+		Pairs:    h.rooms,
+		Pairings: h.pairings.Load(),
+		Messages: h.closedMessages.Load(),
+		Bytes:    h.closedBytes.Load(),
+	}
+	for _, s := range h.names {
+		st.Messages += s.sentMessages.Load()
+		st.Bytes += s.sentBytes.Load()
+	}
+	return st
+}
