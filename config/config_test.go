@@ -1,0 +1,695 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	}
+}
+
+var noEnv = env(nil)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "duetd.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// errorKeys returns the Key of every *Error in err, in order.
+func errorKeys(err error) []string {
+	var list []error
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		list = joined.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	var out []string
+	for _, e := range list {
+		var ce *Error
+		if errors.As(e, &ce) {
+			out = append(out, ce.Key)
+		}
+	}
+	return out
+}
+
+func TestDefaults(t *testing.T) {
+	d := Defaults()
+	if err := d.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	cfg, src, err := Load(nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*cfg, d) {
+		t.Errorf("Load with nothing set:\n got %+v\nwant %+v", *cfg, d)
+	}
+	for _, k := range Keys() {
+		if got := src.Of(k); got != SourceDefault {
+			t.Errorf("source of %s = %q, want default", k, got)
+		}
+	}
+	if src.File != "" {
+		t.Errorf("File = %q, want none", src.File)
+	}
+	// Defaults hands out fresh slices: callers may not corrupt each other.
+	d.WS.AllowedOrigins = append(d.WS.AllowedOrigins, "x")
+	if len(Defaults().WS.AllowedOrigins) != 0 {
+		t.Error("Defaults shares its slices")
+	}
+}
+
+// The shipped example must say exactly what the defaults say, and must
+// mention every key.
+func TestExampleFileIsDefaults(t *testing.T) {
+	path := filepath.Join("..", "scripts", "duetd.yaml")
+	cfg, src, err := Load([]string{"--config", path}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Defaults(); !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("scripts/duetd.yaml differs from Defaults:\n got %+v\nwant %+v", *cfg, want)
+	}
+	for _, k := range Keys() {
+		if got := src.Of(k); got != SourceFile {
+			t.Errorf("scripts/duetd.yaml does not set %s (source %q)", k, got)
+		}
+	}
+}
+
+func TestKeysAndEnvNames(t *testing.T) {
+	ks := Keys()
+	if len(ks) != 29 {
+		t.Errorf("got %d keys, want 29: %v", len(ks), ks)
+	}
+	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
+		if !slices.Contains(ks, want) {
+			t.Errorf("missing key %s", want)
+		}
+	}
+	for key, want := range map[string]string{
+		"tcp.listen":         "DUETD_TCP_LISTEN",
+		"limits.max_line":    "DUETD_LIMITS_MAX_LINE",
+		"ws.allowed_origins": "DUETD_WS_ALLOWED_ORIGINS",
+		"shutdown_timeout":   "DUETD_SHUTDOWN_TIMEOUT",
+	} {
+		if got := EnvName(key); got != want {
+			t.Errorf("EnvName(%s) = %s, want %s", key, got, want)
+		}
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	const file = `
+tcp:
+  listen: ":7001"
+log:
+  level: debug
+limits:
+  max_line: 20000
+`
+	tests := []struct {
+		name    string
+		file    string
+		env     map[string]string
+		args    []string
+		get     func(*Config) any
+		key     string
+		want    any
+		wantSrc string
+	}{
+		{
+			name: "default", key: "tcp.listen",
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: ":7070", wantSrc: SourceDefault,
+		},
+		{
+			name: "file over default", file: file, key: "tcp.listen",
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: ":7001", wantSrc: SourceFile,
+		},
+		{
+			name: "env over file", file: file, key: "tcp.listen",
+			env:  map[string]string{"DUETD_TCP_LISTEN": ":7002"},
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: ":7002", wantSrc: SourceEnv,
+		},
+		{
+			name: "flag over env", file: file, key: "tcp.listen",
+			env:  map[string]string{"DUETD_TCP_LISTEN": ":7002"},
+			args: []string{"--tcp-listen", ":7003"},
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: ":7003", wantSrc: SourceFlag,
+		},
+		{
+			name: "flag with equals sign", key: "log.format",
+			args: []string{"--log-format=json"},
+			get:  func(c *Config) any { return c.Log.Format },
+			want: "json", wantSrc: SourceFlag,
+		},
+		{
+			name: "flag default does not shadow file", file: file, key: "log.level",
+			args: []string{"--log-format", "console"},
+			get:  func(c *Config) any { return c.Log.Level },
+			want: "debug", wantSrc: SourceFile,
+		},
+		{
+			name: "env over file, number", file: file, key: "limits.max_line",
+			env:  map[string]string{"DUETD_LIMITS_MAX_LINE": "32768"},
+			get:  func(c *Config) any { return c.Limits.MaxLine },
+			want: 32768, wantSrc: SourceEnv,
+		},
+		{
+			name: "empty env disables a listener", key: "tcp.listen",
+			env:  map[string]string{"DUETD_TCP_LISTEN": ""},
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: "", wantSrc: SourceEnv,
+		},
+		{
+			name: "empty flag disables a listener", file: file, key: "tcp.listen",
+			args: []string{"--tcp-listen="},
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: "", wantSrc: SourceFlag,
+		},
+		{
+			name: "env list", key: "ws.allowed_origins",
+			env:  map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://a.example, https://b.example,"},
+			get:  func(c *Config) any { return c.WS.AllowedOrigins },
+			want: []string{"https://a.example", "https://b.example"}, wantSrc: SourceEnv,
+		},
+		{
+			name: "empty env list", key: "trusted_proxies",
+			file: "trusted_proxies: [10.0.0.0/8]\n",
+			env:  map[string]string{"DUETD_TRUSTED_PROXIES": ""},
+			get:  func(c *Config) any { return c.TrustedProxies },
+			want: []string{}, wantSrc: SourceEnv,
+		},
+		{
+			name: "file list", key: "trusted_proxies",
+			file: "trusted_proxies:\n  - 127.0.0.1\n  - 10.0.0.0/8\n",
+			get:  func(c *Config) any { return c.TrustedProxies },
+			want: []string{"127.0.0.1", "10.0.0.0/8"}, wantSrc: SourceFile,
+		},
+		{
+			name: "file duration", key: "limits.idle_timeout",
+			file: "limits:\n  idle_timeout: 2m30s\n",
+			get:  func(c *Config) any { return c.Limits.IdleTimeout },
+			want: 150 * time.Second, wantSrc: SourceFile,
+		},
+		{
+			name: "env duration", key: "shutdown_timeout",
+			env:  map[string]string{"DUETD_SHUTDOWN_TIMEOUT": "1500ms"},
+			get:  func(c *Config) any { return c.ShutdownTimeout },
+			want: 1500 * time.Millisecond, wantSrc: SourceEnv,
+		},
+		{
+			name: "env float", key: "limits.message_rate",
+			env:  map[string]string{"DUETD_LIMITS_MESSAGE_RATE": "12.5"},
+			get:  func(c *Config) any { return c.Limits.MessageRate },
+			want: 12.5, wantSrc: SourceEnv,
+		},
+		{
+			name: "env bool", key: "auth.takeover",
+			env:  map[string]string{"DUETD_AUTH_TAKEOVER": "true"},
+			get:  func(c *Config) any { return c.Auth.Takeover },
+			want: true, wantSrc: SourceEnv,
+		},
+		{
+			name: "yaml empty string value", key: "ws.listen",
+			file: "ws:\n  listen:\n",
+			get:  func(c *Config) any { return c.WS.Listen },
+			want: "", wantSrc: SourceFile,
+		},
+		{
+			name: "yaml section with everything commented out", key: "tcp.listen",
+			file: "tcp:\n  # listen: \":1\"\n",
+			get:  func(c *Config) any { return c.TCP.Listen },
+			want: ":7070", wantSrc: SourceDefault,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeConfig(t, tt.file)}, args...)
+			}
+			cfg, src, err := Load(args, env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.get(cfg); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("%s = %#v, want %#v", tt.key, got, tt.want)
+			}
+			if got := src.Of(tt.key); got != tt.wantSrc {
+				t.Errorf("source of %s = %q, want %q", tt.key, got, tt.wantSrc)
+			}
+		})
+	}
+}
+
+// Everything not set by a layer keeps the value and source of the layer
+// below, key by key rather than section by section.
+func TestLayersMergePerKey(t *testing.T) {
+	path := writeConfig(t, "limits:\n  max_line: 20000\n  max_frame: 70000\n")
+	cfg, src, err := Load([]string{"--config", path, "--admin-listen", "127.0.0.1:9999"},
+		env(map[string]string{"DUETD_LIMITS_MAX_FRAME": "80000", "DUETD_LOG_LEVEL": "warn"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults()
+	want.Limits.MaxLine = 20000
+	want.Limits.MaxFrame = 80000
+	want.Log.Level = "warn"
+	want.Admin.Listen = "127.0.0.1:9999"
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("got %+v\nwant %+v", *cfg, want)
+	}
+	wantSrc := map[string]string{
+		"limits.max_line":  SourceFile,
+		"limits.max_frame": SourceEnv,
+		"limits.max_text":  SourceDefault,
+		"log.level":        SourceEnv,
+		"log.format":       SourceDefault,
+		"admin.listen":     SourceFlag,
+		"tcp.listen":       SourceDefault,
+	}
+	for k, w := range wantSrc {
+		if got := src.Of(k); got != w {
+			t.Errorf("source of %s = %q, want %q", k, got, w)
+		}
+	}
+	if src.File != path {
+		t.Errorf("File = %q, want %q", src.File, path)
+	}
+}
+
+func TestConfigFileFromEnv(t *testing.T) {
+	fromEnv := writeConfig(t, "log:\n  level: warn\n")
+	fromFlag := writeConfig(t, "log:\n  level: error\n")
+
+	cfg, src, err := Load(nil, env(map[string]string{"DUETD_CONFIG": fromEnv}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Level != "warn" || src.File != fromEnv {
+		t.Errorf("DUETD_CONFIG: level %q from %q", cfg.Log.Level, src.File)
+	}
+
+	cfg, src, err = Load([]string{"--config", fromFlag}, env(map[string]string{"DUETD_CONFIG": fromEnv}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Level != "error" || src.File != fromFlag {
+		t.Errorf("--config over DUETD_CONFIG: level %q from %q", cfg.Log.Level, src.File)
+	}
+
+	// --config= with nothing reads no file, whatever DUETD_CONFIG says.
+	cfg, src, err = Load([]string{"--config="}, env(map[string]string{"DUETD_CONFIG": fromEnv}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Level != "info" || src.File != "" {
+		t.Errorf("--config=: level %q from %q", cfg.Log.Level, src.File)
+	}
+}
+
+// Every validation error is an *Error naming the key to fix, and only
+// that key.
+func TestValidationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		key  string
+	}{
+		{"tcp listen without port", map[string]string{"DUETD_TCP_LISTEN": "7070"}, "tcp.listen"},
+		{"ws listen port too big", map[string]string{"DUETD_WS_LISTEN": ":65536"}, "ws.listen"},
+		{"admin listen named port", map[string]string{"DUETD_ADMIN_LISTEN": "localhost:http"}, "admin.listen"},
+		{"admin listen empty port", map[string]string{"DUETD_ADMIN_LISTEN": "localhost:"}, "admin.listen"},
+		{"two listeners on one address", map[string]string{"DUETD_WS_LISTEN": ":7070"}, "ws.listen"},
+		{"all listeners off", map[string]string{"DUETD_TCP_LISTEN": "", "DUETD_WS_LISTEN": "", "DUETD_ADMIN_LISTEN": ""}, "tcp.listen"},
+		{"log level", map[string]string{"DUETD_LOG_LEVEL": "verbose"}, "log.level"},
+		{"log format", map[string]string{"DUETD_LOG_FORMAT": "text"}, "log.format"},
+		{"shutdown timeout zero", map[string]string{"DUETD_SHUTDOWN_TIMEOUT": "0s"}, "shutdown_timeout"},
+		{"trusted proxy", map[string]string{"DUETD_TRUSTED_PROXIES": "10.0.0.1,10.0.0.0/33"}, "trusted_proxies"},
+		{"trusted proxy hostname", map[string]string{"DUETD_TRUSTED_PROXIES": "proxy.local"}, "trusted_proxies"},
+		{"max_line zero", map[string]string{"DUETD_LIMITS_MAX_LINE": "0"}, "limits.max_line"},
+		{"max_frame negative", map[string]string{"DUETD_LIMITS_MAX_FRAME": "-1"}, "limits.max_frame"},
+		{"login_timeout zero", map[string]string{"DUETD_LIMITS_LOGIN_TIMEOUT": "0s"}, "limits.login_timeout"},
+		{"handshake_timeout negative", map[string]string{"DUETD_LIMITS_HANDSHAKE_TIMEOUT": "-5s"}, "limits.handshake_timeout"},
+		{"tcp_keepalive zero", map[string]string{"DUETD_LIMITS_TCP_KEEPALIVE": "0s"}, "limits.tcp_keepalive"},
+		{"max_conns zero", map[string]string{"DUETD_LIMITS_MAX_CONNS": "0"}, "limits.max_conns"},
+		{"max_conns_per_ip zero", map[string]string{"DUETD_LIMITS_MAX_CONNS_PER_IP": "0"}, "limits.max_conns_per_ip"},
+		{"message_rate zero", map[string]string{"DUETD_LIMITS_MESSAGE_RATE": "0"}, "limits.message_rate"},
+		{"message_burst zero", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "0"}, "limits.message_burst"},
+		{"slow_timeout zero", map[string]string{"DUETD_LIMITS_SLOW_TIMEOUT": "0s"}, "limits.slow_timeout"},
+		{"connect_failures zero", map[string]string{"DUETD_LIMITS_CONNECT_FAILURES": "0"}, "limits.connect_failures"},
+		{"max_text over max_line", map[string]string{"DUETD_LIMITS_MAX_LINE": "1000", "DUETD_LIMITS_MAX_TEXT": "1001"}, "limits.max_text"},
+		{"max_text over max_frame", map[string]string{"DUETD_LIMITS_MAX_FRAME": "1000", "DUETD_LIMITS_MAX_TEXT": "1001"}, "limits.max_text"},
+		{"outbound_high not below max", map[string]string{"DUETD_LIMITS_OUTBOUND_HIGH": "4194304"}, "limits.outbound_high"},
+		{"ping not below idle", map[string]string{"DUETD_LIMITS_PING_INTERVAL": "90s"}, "limits.ping_interval"},
+		{"auth mode", map[string]string{"DUETD_AUTH_MODE": "ldap"}, "auth.mode"},
+		{"accounts without users file", map[string]string{"DUETD_AUTH_MODE": "accounts"}, "auth.users_file"},
+		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379"}, "cluster.redis"},
+		{"redis without host", map[string]string{"DUETD_CLUSTER_REDIS": "redis://"}, "cluster.redis"},
+		{"redis not a url", map[string]string{"DUETD_CLUSTER_REDIS": "redis://a b:%zz"}, "cluster.redis"},
+		// Values that cannot even be read as their type.
+		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
+		{"int fraction", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "1.5"}, "limits.message_burst"},
+		{"duration without unit", map[string]string{"DUETD_LIMITS_IDLE_TIMEOUT": "90"}, "limits.idle_timeout"},
+		{"float not finite", map[string]string{"DUETD_LIMITS_MESSAGE_RATE": "NaN"}, "limits.message_rate"},
+		{"bool", map[string]string{"DUETD_AUTH_TAKEOVER": "sometimes"}, "auth.takeover"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Load(nil, env(tt.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T) is not an *Error", err, err)
+			}
+			if got := errorKeys(err); !slices.Equal(got, []string{tt.key}) {
+				t.Errorf("error keys %v, want [%s]; error: %v", got, tt.key, err)
+			}
+			if !strings.HasPrefix(err.Error(), "config: "+tt.key+": ") {
+				t.Errorf("error %q does not start with config: %s:", err, tt.key)
+			}
+		})
+	}
+}
+
+func TestValidationReportsEverything(t *testing.T) {
+	_, _, err := Load(nil, env(map[string]string{
+		"DUETD_LOG_LEVEL":        "loud",
+		"DUETD_LIMITS_MAX_CONNS": "0",
+		"DUETD_AUTH_MODE":        "nobody",
+	}))
+	want := []string{"log.level", "limits.max_conns", "auth.mode"}
+	if got := errorKeys(err); !slices.Equal(got, want) {
+		t.Errorf("error keys %v, want %v", got, want)
+	}
+	// Each says where the bad value was set.
+	if !strings.Contains(err.Error(), "config: log.level: want debug, info, warn or error, got \"loud\" (set from DUETD_LOG_LEVEL)") {
+		t.Errorf("error does not name the variable:\n%v", err)
+	}
+}
+
+func TestValidateAcceptsEdgeValues(t *testing.T) {
+	c := Defaults()
+	c.TCP.Listen = "[::1]:0"
+	c.WS.Listen = "[::1]:0" // two ephemeral ports do not collide
+	c.Admin.Listen = "localhost:65535"
+	c.Limits.MaxText = c.Limits.MaxLine
+	c.Auth.Mode = "accounts"
+	c.Auth.UsersFile = "/etc/duetd/users"
+	c.Cluster.Redis = "rediss://:secret@redis.internal:6380/2"
+	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		keys    []string
+		contain string
+	}{
+		{"unknown key", "tcp:\n  lisen: \":7000\"\n", []string{"tcp.lisen"}, "did you mean tcp.listen?"},
+		{"unknown section", "limit:\n  max_line: 10\n", []string{"limit"}, "did you mean limits?"},
+		{"unknown top-level key", "verbose: true\n", []string{"verbose"}, "unknown key"},
+		{"keys are case-sensitive", "TCP:\n  listen: \":7000\"\n", []string{"TCP"}, "unknown key"},
+		{"all unknown keys reported", "tcp:\n  port: 1\nws:\n  origin: x\n", []string{"tcp.port", "ws.origin"}, "unknown key"},
+		{"numeric key", "limits:\n  1: 2\n", []string{"limits.1"}, "unknown key"},
+		{"section given a value", "tcp: \":7000\"\n", []string{"tcp"}, "want a mapping"},
+		{"key given a mapping", "tcp:\n  listen:\n    port: 1\n", []string{"tcp.listen"}, "want a string"},
+		{"string given a number", "tcp:\n  listen: 7070\n", []string{"tcp.listen"}, "quote it"},
+		{"duration given a number", "limits:\n  idle_timeout: 90\n", []string{"limits.idle_timeout"}, "unit"},
+		{"number left empty", "limits:\n  max_line:\n", []string{"limits.max_line"}, "no value"},
+		{"list of non-strings", "trusted_proxies: [1, 2]\n", []string{"trusted_proxies"}, "want a string"},
+		{"invalid value in file", "log:\n  level: loud\n", []string{"log.level"}, "(set in "},
+		// A bad value is refused even when a higher layer hides it today.
+		{"bad file value under a flag", "log:\n  format: 3\n", []string{"log.format"}, "quote it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.yaml)
+			_, _, err := Load([]string{"--config", path, "--log-format", "json"}, noEnv)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := errorKeys(err); !slices.Equal(got, tt.keys) {
+				t.Errorf("error keys %v, want %v; error: %v", got, tt.keys, err)
+			}
+			if !strings.Contains(err.Error(), tt.contain) {
+				t.Errorf("error %q does not contain %q", err, tt.contain)
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestUnreadableFiles(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	if _, _, err := Load([]string{"--config", missing}, noEnv); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("missing file: error %v", err)
+	}
+	for name, yaml := range map[string]string{
+		"syntax":        "tcp:\n  listen: \":1\n",
+		"not a mapping": "- a\n- b\n",
+		"duplicate key": "tcp:\n  listen: \":1\"\n  listen: \":2\"\n",
+	} {
+		path := writeConfig(t, yaml)
+		if _, _, err := Load([]string{"--config", path}, noEnv); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %v does not name %s", name, err, path)
+		}
+	}
+	// An empty file, or one of only comments, is valid and changes nothing.
+	cfg, _, err := Load([]string{"--config", writeConfig(t, "# nothing yet\n")}, noEnv)
+	if err != nil || !reflect.DeepEqual(*cfg, Defaults()) {
+		t.Errorf("comment-only file: %+v, %v", cfg, err)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"--tcp-listen", ":1", "--help"}} {
+		_, _, err := Load(args, noEnv)
+		if !errors.Is(err, ErrHelp) || !errors.Is(err, pflag.ErrHelp) {
+			t.Errorf("%v: error %v, want ErrHelp", args, err)
+			continue
+		}
+		if err.Error() != Usage() {
+			t.Errorf("%v: help error text is not the usage:\n%s", args, err)
+		}
+	}
+	if _, _, err := Load([]string{"--tcp-listn", ":1"}, noEnv); err == nil || !strings.Contains(err.Error(), "tcp-listn") {
+		t.Errorf("unknown flag: error %v", err)
+	}
+	if _, _, err := Load([]string{"--limits-max-line", "1"}, noEnv); err == nil {
+		t.Error("a key without a flag was accepted as one")
+	}
+	if _, _, err := Load([]string{"serve"}, noEnv); err == nil || !strings.Contains(err.Error(), `"serve"`) {
+		t.Errorf("positional argument: error %v", err)
+	}
+	if _, _, err := Load([]string{"--tcp-listen"}, noEnv); err == nil {
+		t.Error("flag without value accepted")
+	}
+	usage := Usage()
+	for _, want := range []string{"--config", "--tcp-listen", "--ws-listen", "--admin-listen", "--log-level", "--log-format", `":7070"`, "DUETD_TCP_LISTEN"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage)
+		}
+	}
+}
+
+func TestReload(t *testing.T) {
+	path := writeConfig(t, "log:\n  level: debug\n")
+	args := []string{"--config", path, "--tcp-listen", ":7001"}
+	vars := map[string]string{"DUETD_LIMITS_MAX_CONNS": "500"}
+	cfg, src, err := Load(args, env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Level != "debug" {
+		t.Fatalf("level %q", cfg.Log.Level)
+	}
+	// The caller's slice is not kept: reusing it must not change Reload.
+	args[3] = ":9999"
+
+	if err := os.WriteFile(path, []byte("log:\n  level: warn\nlimits:\n  max_conns_per_ip: 8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg2, src2, err := src.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg2.Log.Level != "warn" || cfg2.Limits.MaxConnsPerIP != 8 {
+		t.Errorf("reload did not pick up the file: %+v", cfg2)
+	}
+	if cfg2.TCP.Listen != ":7001" || cfg2.Limits.MaxConns != 500 {
+		t.Errorf("reload lost the flag or env: tcp %q, max_conns %d", cfg2.TCP.Listen, cfg2.Limits.MaxConns)
+	}
+	if src2.Of("limits.max_conns_per_ip") != SourceFile || src2.Of("tcp.listen") != SourceFlag || src2.Of("limits.max_conns") != SourceEnv {
+		t.Errorf("reload sources wrong:\n%s", cfg2.Describe(src2))
+	}
+	if cfg.Log.Level != "debug" {
+		t.Error("reload changed the old config")
+	}
+
+	for name, broken := range map[string]string{
+		"syntax":  "log: [\n",
+		"typo":    "log:\n  levl: warn\n",
+		"invalid": "log:\n  level: shout\n",
+	} {
+		if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if c, s, err := src2.Reload(); err == nil || c != nil || s != nil {
+			t.Errorf("%s: reload of a broken file returned %v, %v, %v", name, c, s, err)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := src2.Reload(); err == nil {
+		t.Error("reload of a removed file succeeded")
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	path := writeConfig(t, "log:\n  level: debug\ncluster:\n  redis: \"redis://:hunter2@10.0.0.5:6379/0\"\n")
+	cfg, src, err := Load([]string{"--config", path, "--tcp-listen", ":7001"},
+		env(map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://a.example,https://b.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := cfg.Describe(src)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if lines[0] != "# config file: "+path {
+		t.Errorf("first line %q", lines[0])
+	}
+	lines = lines[1:]
+	if len(lines) != len(Keys()) {
+		t.Fatalf("%d lines for %d keys:\n%s", len(lines), len(Keys()), out)
+	}
+	for i, k := range Keys() {
+		fields := strings.Fields(lines[i])
+		if fields[0] != k {
+			t.Errorf("line %d is %q, want key %s (sorted)", i, lines[i], k)
+		}
+		if last := fields[len(fields)-1]; last != src.Of(k) {
+			t.Errorf("line %q ends in %q, want source %q", lines[i], last, src.Of(k))
+		}
+	}
+	for _, want := range []string{
+		`tcp.listen `, `":7001"`, `flag`,
+		`log.level `, `"debug"`,
+		`ws.allowed_origins `, `["https://a.example", "https://b.example"]`,
+		`limits.idle_timeout `, `1m30s`,
+		`limits.login_timeout `, ` 1m `,
+		`limits.message_rate `, ` 200 `,
+		`auth.takeover `, ` false `,
+		`trusted_proxies `, ` [] `,
+		`cluster.redis `, `"redis://:xxxxx@10.0.0.5:6379/0"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Describe lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Errorf("Describe shows the redis password:\n%s", out)
+	}
+	lineOf := func(k string) string {
+		for _, l := range lines {
+			if strings.HasPrefix(l, k+" ") {
+				return l
+			}
+		}
+		return ""
+	}
+	for k, source := range map[string]string{"tcp.listen": "flag", "log.level": "file", "ws.allowed_origins": "env", "log.format": "default"} {
+		if l := lineOf(k); !strings.HasSuffix(l, " "+source) {
+			t.Errorf("line for %s is %q, want source %s", k, l, source)
+		}
+	}
+
+	// Without sources (a Config built in code) every line still renders.
+	d := Defaults()
+	if out := d.Describe(nil); !strings.Contains(out, "# config file: none") || strings.Count(out, "\n") != len(Keys())+1 {
+		t.Errorf("Describe(nil):\n%s", out)
+	}
+}
+
+func TestRedisPasswordNeverInErrors(t *testing.T) {
+	_, _, err := Load(nil, env(map[string]string{"DUETD_CLUSTER_REDIS": "http://:hunter2@host:6379"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestTrustedNets(t *testing.T) {
+	c := Defaults()
+	c.TrustedProxies = []string{"127.0.0.1", "10.1.2.3/8", "::1", "fd00::/8"}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("fd00::/8"),
+	}
+	if got := c.TrustedNets(); !slices.Equal(got, want) {
+		t.Errorf("TrustedNets = %v, want %v", got, want)
+	}
+	if got := (&Config{}).TrustedNets(); len(got) != 0 {
+		t.Errorf("default TrustedNets = %v", got)
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		30 * time.Second:                   "30s",
+		60 * time.Second:                   "1m",
+		90 * time.Second:                   "1m30s",
+		time.Hour:                          "1h",
+		time.Hour + time.Minute:            "1h1m",
+		1500 * time.Millisecond:            "1.5s",
+		time.Hour + 30*time.Millisecond:    "1h0m0.03s",
+		2*time.Hour + 3*time.Second:        "2h0m3s",
+		500 * time.Millisecond:             "500ms",
+		10*time.Minute + 10*time.Second:    "10m10s",
+		10 * time.Minute:                   "10m",
+		100*time.Hour + 10*time.Minute:     "100h10m",
+		100 * time.Hour:                    "100h",
+		time.Duration(0):                   "0s",
+		-5 * time.Second:                   "-5s",
+		time.Minute + 500*time.Millisecond: "1m0.5s",
+	} {
+		if got := formatDuration(d); got != want {
+			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := time.ParseDuration(formatDuration(d)); err != nil || back != d {
+			t.Errorf("formatDuration(%v) = %q does not parse back: %v, %v", d, formatDuration(d), back, err)
+		}
+	}
+}

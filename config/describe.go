@@ -1,0 +1,91 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Describe renders every effective key, its value and its source, one per
+// line and sorted by key, after a first line naming the config file. It is
+// the output of `duetd check-config`, so a password in cluster.redis is
+// masked. src may be nil, in which case sources show as "-".
+func (c *Config) Describe(src *Sources) string {
+	var b strings.Builder
+	file := "none"
+	if src != nil && src.File != "" {
+		file = src.File
+	}
+	fmt.Fprintf(&b, "# config file: %s\n", file)
+
+	sorted := slices.Clone(keys)
+	slices.SortFunc(sorted, func(a, b key) int { return strings.Compare(a.name, b.name) })
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, k := range sorted {
+		source := "-"
+		if src != nil {
+			source = src.Of(k.name)
+		}
+		value := formatValue(k.field(c))
+		if k.name == "cluster.redis" {
+			value = strconv.Quote(redact(c.Cluster.Redis))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.name, value, source)
+	}
+	tw.Flush()
+	return b.String()
+}
+
+// formatValue writes a value as it would be written in the YAML file.
+func formatValue(v reflect.Value) string {
+	if v.Type() == durationType {
+		return formatDuration(time.Duration(v.Int()))
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return strconv.Quote(v.String())
+	case reflect.Int:
+		return strconv.FormatInt(v.Int(), 10)
+	case reflect.Float64:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool())
+	case reflect.Slice:
+		items := make([]string, v.Len())
+		for i := range items {
+			items[i] = strconv.Quote(v.Index(i).String())
+		}
+		return "[" + strings.Join(items, ", ") + "]"
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// formatDuration drops the zero tails time.Duration.String leaves:
+// "1m" rather than "1m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func redact(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// Cannot tell where a password would be; show nothing of it.
+		return "(not a valid URL)"
+	}
+	return u.Redacted()
+}

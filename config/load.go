@@ -1,0 +1,390 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// Where a value came from, as recorded in Sources and shown by Describe.
+const (
+	SourceDefault = "default"
+	SourceFile    = "file"
+	SourceEnv     = "env"
+	SourceFlag    = "flag"
+)
+
+// ErrHelp matches, with errors.Is, the error Load returns when the
+// arguments ask for help (-h or --help). It is pflag's, so callers may
+// test for either.
+var ErrHelp = pflag.ErrHelp
+
+// HelpError is what Load returns for -h or --help: its text is Usage(),
+// ready to print before exiting successfully.
+type HelpError struct {
+	Usage string
+}
+
+func (e *HelpError) Error() string { return e.Usage }
+
+// Unwrap makes errors.Is(err, ErrHelp) hold.
+func (e *HelpError) Unwrap() error { return ErrHelp }
+
+// configEnv names the config file when --config is not given, for
+// containers and service managers that prefer the environment.
+const configEnv = envPrefix + "CONFIG"
+
+// flagKeys are the keys that have a command-line flag. Only the settings
+// an operator changes per run get one; everything else is file or env.
+var flagKeys = []struct{ flag, key, usage string }{
+	{"tcp-listen", "tcp.listen", `line-protocol (netcat, telnet) listen address; "" disables it`},
+	{"ws-listen", "ws.listen", `HTTP and WebSocket listen address; "" disables it`},
+	{"admin-listen", "admin.listen", `metrics and health listen address; "" disables it`},
+	{"log-level", "log.level", "debug, info, warn or error"},
+	{"log-format", "log.format", "json, console, or auto (console on a terminal)"},
+}
+
+// Sources records where each effective value came from, and holds what
+// is needed to load the same configuration again on SIGHUP.
+type Sources struct {
+	// File is the config file that was read, "" if none.
+	File string
+
+	source map[string]string // key -> SourceDefault, SourceFile, SourceEnv or SourceFlag
+	args   []string
+	env    func(string) (string, bool)
+}
+
+// Of returns where key's value came from: "default", "file", "env" or
+// "flag"; "" for a name that is not a key.
+func (s *Sources) Of(key string) string {
+	if s == nil {
+		return ""
+	}
+	return s.source[key]
+}
+
+// origin spells out a source for error messages, precisely enough for an
+// operator to find the line to fix.
+func (s *Sources) origin(key string) string {
+	switch s.source[key] {
+	case SourceFile:
+		return "in " + s.File
+	case SourceEnv:
+		return "from " + EnvName(key)
+	case SourceFlag:
+		for _, f := range flagKeys {
+			if f.key == key {
+				return "from --" + f.flag
+			}
+		}
+	}
+	return "by default"
+}
+
+// Load parses args (flags only, without the program name) and reads the
+// environment through lookupEnv (os.LookupEnv in production), returning
+// the effective configuration and where each value came from. Precedence,
+// lowest first: Defaults, the YAML file (--config or DUETD_CONFIG),
+// DUETD_* variables, flags. Every problem found is reported, each as an
+// *Error naming its key where there is one; -h or --help returns a
+// *HelpError, which errors.Is matches to ErrHelp.
+// A nil lookupEnv means an empty environment.
+func Load(args []string, lookupEnv func(string) (string, bool)) (*Config, *Sources, error) {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	flags := newFlagSet()
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, nil, &HelpError{Usage: Usage()}
+		}
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	if flags.NArg() > 0 {
+		return nil, nil, fmt.Errorf("config: unexpected argument %q", flags.Arg(0))
+	}
+
+	src := &Sources{
+		source: make(map[string]string, len(keys)),
+		args:   slices.Clone(args),
+		env:    lookupEnv,
+	}
+	if flags.Changed("config") {
+		src.File, _ = flags.GetString("config")
+	} else if path, ok := lookupEnv(configEnv); ok {
+		src.File = path
+	}
+
+	v := viper.New()
+	// Every key gets a default, zero values included: viper only knows a
+	// key that some layer holds (the reason AutomaticEnv alone never
+	// reaches Unmarshal), and the defaults layer is the one that always
+	// holds every key.
+	defaults := Defaults()
+	for _, k := range keys {
+		v.SetDefault(k.name, k.field(&defaults).Interface())
+		src.source[k.name] = SourceDefault
+	}
+
+	var problems []error
+	if src.File != "" {
+		fileValues, err := readFile(src.File)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := v.MergeConfigMap(nest(fileValues)); err != nil {
+			return nil, nil, fmt.Errorf("config: %s: %w", src.File, err)
+		}
+		for name := range fileValues {
+			src.source[name] = SourceFile
+		}
+	}
+
+	// viper reads the process environment itself (AutomaticEnv calls
+	// os.LookupEnv), which tests cannot substitute and which hides from
+	// us which variables were set. So the environment is read here,
+	// through lookupEnv, and merged over the file in viper's config
+	// layer: same precedence, and each value checked where it came from.
+	// A variable that is set but empty counts: DUETD_TCP_LISTEN= turns
+	// the TCP listener off.
+	envValues := make(map[string]any)
+	for _, k := range keys {
+		raw, ok := lookupEnv(EnvName(k.name))
+		if !ok {
+			continue
+		}
+		if _, err := k.decode(raw); err != nil {
+			problems = append(problems, &Error{Key: k.name, Msg: err.Error() + " from " + EnvName(k.name)})
+			continue
+		}
+		envValues[k.name] = raw
+		src.source[k.name] = SourceEnv
+	}
+	if err := v.MergeConfigMap(nest(envValues)); err != nil {
+		return nil, nil, fmt.Errorf("config: environment: %w", err)
+	}
+
+	// Flags go in viper's own flag layer: viper consults a bound flag
+	// only when it was given on the command line, so the flag defaults
+	// (shown by --help) never shadow the file or the environment.
+	for _, f := range flagKeys {
+		if err := v.BindPFlag(f.key, flags.Lookup(f.flag)); err != nil {
+			return nil, nil, fmt.Errorf("config: --%s: %w", f.flag, err)
+		}
+		if flags.Changed(f.flag) {
+			src.source[f.key] = SourceFlag
+		}
+	}
+	if len(problems) > 0 {
+		return nil, nil, errors.Join(problems...)
+	}
+
+	cfg := new(Config)
+	for _, k := range keys {
+		val, err := k.decode(v.Get(k.name))
+		if err != nil {
+			problems = append(problems, &Error{Key: k.name, Msg: err.Error() + " " + src.origin(k.name)})
+			continue
+		}
+		k.field(cfg).Set(val)
+	}
+	if len(problems) > 0 {
+		return nil, nil, errors.Join(problems...)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, annotate(err, src)
+	}
+	return cfg, src, nil
+}
+
+// Reload loads again from the same file, environment and flags as the
+// Load that returned s, for SIGHUP. On error the caller keeps its current
+// configuration; nothing here has side effects.
+func (s *Sources) Reload() (*Config, *Sources, error) {
+	return Load(s.args, s.env)
+}
+
+// Usage returns the flag and environment help printed for --help.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("Flags:\n")
+	b.WriteString(newFlagSet().FlagUsages())
+	b.WriteString("\nEvery key can also be set in the environment as DUETD_<KEY>, dots as\n")
+	b.WriteString("underscores (DUETD_TCP_LISTEN, DUETD_LIMITS_MAX_LINE); lists are\n")
+	b.WriteString("comma-separated. Flags override the environment, which overrides the\n")
+	b.WriteString("file, which overrides the defaults.\n")
+	return b.String()
+}
+
+func newFlagSet() *pflag.FlagSet {
+	defaults := Defaults()
+	fs := pflag.NewFlagSet("duetd", pflag.ContinueOnError)
+	// Load returns errors and Usage returns text; nothing is printed here.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.String("config", "", "YAML config file (default $"+configEnv+", else none)")
+	for _, f := range flagKeys {
+		fs.String(f.flag, keyByName[f.key].field(&defaults).String(), f.usage)
+	}
+	return fs
+}
+
+// readFile reads the YAML file at path into a flat map from key to raw
+// value. Unknown keys are errors, not warnings: a misspelt key that is
+// silently ignored leaves the default in force, and nobody notices until
+// it matters.
+func readFile(path string) (map[string]any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	values := make(map[string]any)
+	var problems []error
+	flattenYAML(doc, "", path, values, &problems)
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return values, nil
+}
+
+func flattenYAML(m map[string]any, prefix, path string, out map[string]any, problems *[]error) {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		raw := m[name]
+		full := name
+		if prefix != "" {
+			full = prefix + "." + name
+		}
+		k, isKey := keyByName[full]
+		switch {
+		case isKey && raw == nil && k.emptyAllowed():
+			// "listen:" with nothing after it means empty.
+			val, _ := k.decode("")
+			out[full] = val.Interface()
+		case isKey && raw == nil:
+			*problems = append(*problems, &Error{Key: full, Msg: "no value in " + path + "; remove the line to use the default"})
+		case isKey:
+			if _, err := k.decode(raw); err != nil {
+				*problems = append(*problems, &Error{Key: full, Msg: err.Error() + " in " + path})
+				continue
+			}
+			out[full] = raw
+		case sections[full]:
+			switch sub := raw.(type) {
+			case nil:
+				// A section whose keys are all commented out.
+			case map[string]any:
+				flattenYAML(sub, full, path, out, problems)
+			case map[any]any:
+				// yaml.v3 uses this type when some key is not a string
+				// (a number, say); such a key is unknown like any other.
+				flattenYAML(stringKeys(sub), full, path, out, problems)
+			default:
+				*problems = append(*problems, &Error{Key: full, Msg: "want a mapping of keys, got " + describeRaw(raw) + " in " + path})
+			}
+		default:
+			msg := "unknown key in " + path
+			if guess := nearestKey(full); guess != "" {
+				msg += "; did you mean " + guess + "?"
+			}
+			*problems = append(*problems, &Error{Key: full, Msg: msg})
+		}
+	}
+}
+
+func stringKeys(m map[any]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[fmt.Sprint(k)] = v
+	}
+	return out
+}
+
+// nest turns flat dotted keys back into the nested maps viper merges.
+func nest(flat map[string]any) map[string]any {
+	root := make(map[string]any)
+	for name, val := range flat {
+		m := root
+		parts := strings.Split(name, ".")
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = make(map[string]any)
+				m[p] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = val
+	}
+	return root
+}
+
+// nearestKey suggests the key or section a misspelt name probably meant,
+// or "" if nothing is close.
+func nearestKey(name string) string {
+	best, bestDist := "", 3
+	consider := func(candidate string) {
+		if d := editDistance(name, candidate); d < bestDist || (d == bestDist && candidate < best) {
+			best, bestDist = candidate, d
+		}
+	}
+	for _, k := range keys {
+		consider(k.name)
+	}
+	for s := range sections {
+		consider(s)
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// annotate adds to each validation error where the offending value came
+// from, so "must be greater than 0" points at the file, variable or flag.
+func annotate(err error, src *Sources) error {
+	var list []error
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		list = joined.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	out := make([]error, 0, len(list))
+	for _, e := range list {
+		var ce *Error
+		if errors.As(e, &ce) && src.Of(ce.Key) != SourceDefault && src.Of(ce.Key) != "" {
+			e = &Error{Key: ce.Key, Msg: ce.Msg + " (set " + src.origin(ce.Key) + ")"}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
