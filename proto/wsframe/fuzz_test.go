@@ -1,0 +1,108 @@
+package wsframe
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// readerSeed is a starting input for FuzzReader: a byte stream and the
+// message limit to read it with.
+type readerSeed struct {
+	name       string
+	data       []byte
+	maxMessage uint16
+}
+
+func readerSeeds(tb testing.TB) []readerSeed {
+	ping := clientFrame(tb, true, ws.OpPing, []byte("hi"))
+	return []readerSeed{
+		{"text", clientFrame(tb, true, ws.OpText, []byte("hello")), 0},
+		{"several_frames", concat(
+			clientFrame(tb, true, ws.OpText, []byte("one")),
+			ping,
+			clientFrame(tb, true, ws.OpBinary, []byte{0, 1, 2}),
+			clientFrame(tb, true, ws.OpClose, closeBody(ws.StatusNormalClosure, "bye")),
+		), 0},
+		{"fragmented_text_with_ping", concat(
+			clientFrame(tb, false, ws.OpText, []byte("snow\xe2")),
+			ping,
+			clientFrame(tb, false, ws.OpContinuation, []byte("\x98")),
+			clientFrame(tb, true, ws.OpContinuation, []byte("\x83man")),
+		), 64},
+		{"text_16bit_length", clientFrame(tb, true, ws.OpText, bytes.Repeat([]byte("a"), 300)), 300},
+		{"over_limit_header", clientFrame(tb, true, ws.OpBinary, bytes.Repeat([]byte("b"), 70000))[:14], 1000},
+		{"unmasked", rawFrame(tb, ws.Header{Fin: true, OpCode: ws.OpText, Length: 1}, []byte("x")), 0},
+		{"rsv1", rawFrame(tb, ws.Header{Fin: true, Rsv: 4, OpCode: ws.OpText, Masked: true, Mask: testMask, Length: 1}, []byte("x")), 0},
+		{"bad_close_code", clientFrame(tb, true, ws.OpClose, closeBody(1005, "")), 0},
+		{"invalid_utf8", clientFrame(tb, true, ws.OpText, []byte{0xc3, 0x28}), 0},
+		{"length_msb", []byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 0},
+	}
+}
+
+// FuzzReader holds Next to its contract on any input: no panic, never
+// more consumed than given, never more assembled than the limit, and the
+// same messages and error whether the stream comes at once or one byte at
+// a time (readWhole and readBytewise check the first two at every step).
+func FuzzReader(f *testing.F) {
+	for _, seed := range readerSeeds(f) {
+		f.Add(seed.data, seed.maxMessage)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, maxMessage uint16) {
+		whole := readWhole(t, &Reader{MaxMessage: int(maxMessage)}, data)
+		if len(data) > 4096 {
+			// Feeding byte by byte is quadratic in the header re-reads.
+			return
+		}
+		bytewise := readBytewise(t, &Reader{MaxMessage: int(maxMessage)}, data)
+		checkEvents(t, bytewise, whole)
+	})
+}
+
+func upgradeSeeds(tb testing.TB) map[string]string {
+	return map[string]string{
+		"good":           goodRequest,
+		"wrong_version":  strings.Replace(goodRequest, "Version: 13", "Version: 8", 1),
+		"origin_refused": strings.Replace(goodRequest, "http://duet.test", "http://evil.test", 1),
+		"missing_key":    without(goodRequest, "Sec-WebSocket-Key"),
+		"wrong_path":     strings.Replace(goodRequest, "/ws", "/x?y", 1),
+		"cut_short":      goodRequest[:50],
+		"bare_newlines":  strings.ReplaceAll(goodRequest, "\r\n", "\n"),
+	}
+}
+
+// FuzzUpgrade holds Upgrade to its contract on any head: no panic, the
+// head left as it was, and always a complete response whose status
+// matches the error.
+func FuzzUpgrade(f *testing.F) {
+	for _, head := range upgradeSeeds(f) {
+		f.Add([]byte(head))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		original := bytes.Clone(head)
+		resp, err := Upgrade(head, testConfig)
+		if !bytes.Equal(head, original) {
+			t.Fatal("Upgrade modified the head")
+		}
+		status := http.StatusSwitchingProtocols
+		if err != nil {
+			var rejected *ws.ConnectionRejectedError
+			if !errors.As(err, &rejected) {
+				t.Fatalf("error %v carries no HTTP status", err)
+			}
+			status = rejected.StatusCode()
+		}
+		res, perr := http.ReadResponse(bufio.NewReader(bytes.NewReader(resp)), nil)
+		if perr != nil {
+			t.Fatalf("response %q: %v", resp, perr)
+		}
+		if res.StatusCode != status {
+			t.Fatalf("status %d, error says %d (%v)", res.StatusCode, status, err)
+		}
+	})
+}

@@ -1,0 +1,169 @@
+package wsframe
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/gobwas/ws"
+)
+
+// UpgradeConfig is what the server checks in a handshake beyond RFC 6455.
+type UpgradeConfig struct {
+	// Path is the request path that upgrades, such as "/ws". A query
+	// string is ignored. Empty accepts any path.
+	Path string
+	// CheckOrigin decides whether a browser page from origin may connect
+	// to host. Both alias the request and are valid only during the call.
+	// origin is nil when the request has no Origin header, which is how
+	// clients other than browsers connect. nil allows every origin.
+	CheckOrigin func(origin, host []byte) bool
+}
+
+// Handshake failures that are ours rather than RFC 6455's. Upgrade returns
+// them as they are, so errors.Is works; the other failures are gobwas's
+// ws.ErrHandshake* values and ws.ErrMalformedRequest. All of them are
+// *ws.ConnectionRejectedError, whose StatusCode is the HTTP status sent.
+var (
+	ErrOriginRefused = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusForbidden),
+		ws.RejectionReason("handshake error: origin not allowed"),
+	)
+	ErrPathNotFound = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusNotFound),
+		ws.RejectionReason("handshake error: no WebSocket endpoint at this path"),
+	)
+	ErrDuplicateHeader = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("handshake error: repeated Host or Origin header"),
+	)
+)
+
+var headTerminator = []byte("\r\n\r\n")
+
+// HeadEnd returns the length of the HTTP request head at the front of buf,
+// including the blank line that ends it, or 0 while that line has not
+// arrived. The caller bounds how long it waits: a head that grows past its
+// limit without ending should be answered with 431 or simply closed.
+func HeadEnd(buf []byte) int {
+	i := bytes.Index(buf, headTerminator)
+	if i < 0 {
+		return 0
+	}
+	return i + len(headTerminator)
+}
+
+// Upgrade runs the server side of the opening handshake on one complete
+// request head, as measured by HeadEnd, with ws.Upgrader reading from and
+// writing to memory. head is not modified.
+//
+// On success resp is the 101 Switching Protocols response and err is nil.
+// On failure resp is a complete HTTP error response to write before
+// closing the connection, and err says why: 400 for a malformed or
+// incomplete handshake, 403 for a refused Origin, 404 for another path,
+// 405 for a method other than GET, 426 with "Sec-WebSocket-Version: 13" for
+// a version other than 13, and 505 for HTTP older than 1.1.
+//
+// No subprotocol or extension is negotiated, so frames never carry RSV
+// bits, which Reader enforces.
+func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
+	var (
+		host, origin         []byte
+		seenHost, seenOrigin bool
+	)
+	upgrader := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			if cfg.Path != "" && !bytes.Equal(requestPath(uri), []byte(cfg.Path)) {
+				return ErrPathNotFound
+			}
+			return nil
+		},
+		// The callbacks' arguments point into the upgrader's read buffer,
+		// which later lines may overwrite, so they are copied.
+		OnHost: func(value []byte) error {
+			if seenHost {
+				return ErrDuplicateHeader
+			}
+			seenHost = true
+			host = bytes.Clone(value)
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			// gobwas has already put key in canonical form.
+			if string(key) != "Origin" {
+				return nil
+			}
+			if seenOrigin {
+				return ErrDuplicateHeader
+			}
+			seenOrigin = true
+			origin = bytes.Clone(value)
+			if origin == nil {
+				// An empty Origin header is still an Origin header.
+				origin = []byte{}
+			}
+			return nil
+		},
+		// The Origin check waits for the end of the head because Host and
+		// Origin may come in either order.
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if cfg.CheckOrigin != nil && !cfg.CheckOrigin(origin, host) {
+				return nil, ErrOriginRefused
+			}
+			return nil, nil
+		},
+	}
+
+	var out bytes.Buffer
+	conn := struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(head), &out}
+	_, err = upgrader.Upgrade(conn)
+	if err == nil {
+		return out.Bytes(), nil
+	}
+	if out.Len() == 0 {
+		// gobwas answers nothing when it cannot parse the request line or
+		// the head ends before its blank line; the client still deserves
+		// a 400 rather than a silent close.
+		if !errors.Is(err, ws.ErrMalformedRequest) {
+			err = fmt.Errorf("%w: %w", ws.ErrMalformedRequest, err)
+		}
+		return badRequest(ws.ErrMalformedRequest.Error()), err
+	}
+	return withConnectionClose(out.Bytes()), err
+}
+
+// requestPath returns the path of a request target, without its query.
+func requestPath(uri []byte) []byte {
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		return uri[:i]
+	}
+	return uri
+}
+
+// withConnectionClose adds "Connection: close" after the status line of an
+// error response, telling the client that the connection ends with it.
+func withConnectionClose(resp []byte) []byte {
+	i := bytes.Index(resp, []byte("\r\n"))
+	if i < 0 {
+		return resp
+	}
+	const header = "Connection: close\r\n"
+	out := make([]byte, 0, len(resp)+len(header))
+	out = append(out, resp[:i+2]...)
+	out = append(out, header...)
+	return append(out, resp[i+2:]...)
+}
+
+// badRequest builds a 400 response in the same form gobwas uses for its
+// own rejections.
+func badRequest(body string) []byte {
+	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\n"+
+		"Connection: close\r\n"+
+		"Content-Type: text/plain; charset=utf-8\r\n"+
+		"Content-Length: %d\r\n\r\n%s", len(body), body)
+}

@@ -1,0 +1,363 @@
+package wsframe
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// sameOrigin allows a browser page only from the host it connects to,
+// which is what the engine does when no origins are configured.
+func sameOrigin(origin, host []byte) bool {
+	return origin == nil || string(origin) == "http://"+string(host)
+}
+
+var testConfig = UpgradeConfig{Path: "/ws", CheckOrigin: sameOrigin}
+
+// TestUpgradeWithGobwasDialer runs a real client handshake over a pipe,
+// serves it the way the engine will (accumulate until HeadEnd, Upgrade,
+// write the response), then exchanges one message each way.
+func TestUpgradeWithGobwasDialer(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	client.SetDeadline(deadline)
+	server.SetDeadline(deadline)
+
+	serverErr := make(chan error, 1)
+	go func() {
+		serverErr <- serveOne(server)
+	}()
+
+	dialer := ws.Dialer{
+		Header: ws.HandshakeHeaderHTTP(http.Header{"Origin": {"http://duet.test"}}),
+	}
+	u, _ := url.Parse("ws://duet.test/ws?v=1")
+	br, _, err := dialer.Upgrade(client, u)
+	if err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	if br != nil {
+		t.Fatal("server sent bytes after the handshake response")
+	}
+	if err := wsutil.WriteClientText(client, []byte("ping from client")); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := wsutil.ReadServerText(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(reply) != "echo: ping from client" {
+		t.Fatalf("reply %q", reply)
+	}
+	if err := <-serverErr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveOne plays the engine for one connection: it reads in small pieces
+// so that the head and the frame arrive split.
+func serveOne(conn net.Conn) error {
+	var inbound []byte
+	chunk := make([]byte, 7)
+	read := func() error {
+		n, err := conn.Read(chunk)
+		inbound = append(inbound, chunk[:n]...)
+		return err
+	}
+	for HeadEnd(inbound) == 0 {
+		if err := read(); err != nil {
+			return err
+		}
+	}
+	end := HeadEnd(inbound)
+	resp, err := Upgrade(inbound[:end], testConfig)
+	if _, werr := conn.Write(resp); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	inbound = inbound[end:]
+
+	var r Reader
+	for {
+		msg, ok, n, err := r.Next(inbound)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if err := read(); err != nil {
+				return err
+			}
+			continue
+		}
+		inbound = inbound[n:]
+		if ok {
+			_, err := conn.Write(AppendFrame(nil, ws.OpText, append([]byte("echo: "), msg.Payload...)))
+			return err
+		}
+	}
+}
+
+// TestUpgradeDialerRefused checks that a refused handshake reaches the
+// client as the HTTP status it should.
+func TestUpgradeDialerRefused(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	client.SetDeadline(deadline)
+	server.SetDeadline(deadline)
+
+	serverErr := make(chan error, 1)
+	go func() {
+		err := serveOne(server)
+		server.Close()
+		serverErr <- err
+	}()
+
+	dialer := ws.Dialer{
+		Header: ws.HandshakeHeaderHTTP(http.Header{"Origin": {"http://elsewhere.test"}}),
+	}
+	u, _ := url.Parse("ws://duet.test/ws")
+	_, _, err := dialer.Upgrade(client, u)
+	var status ws.StatusError
+	if !errors.As(err, &status) || int(status) != http.StatusForbidden {
+		t.Fatalf("client got %v, want status 403", err)
+	}
+	if err := <-serverErr; !errors.Is(err, ErrOriginRefused) {
+		t.Fatalf("server got %v, want ErrOriginRefused", err)
+	}
+}
+
+// dialerRequest captures the exact request head gobwas's dialer writes.
+func dialerRequest(t *testing.T, header http.Header) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	// The dialer reads a response after writing; an empty one ends it.
+	conn := struct {
+		io.Reader
+		io.Writer
+	}{strings.NewReader(""), &out}
+	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
+	u, _ := url.Parse("ws://duet.test/ws")
+	dialer.Upgrade(conn, u)
+	if HeadEnd(out.Bytes()) != out.Len() {
+		t.Fatalf("dialer wrote %q, not one request head", out.Bytes())
+	}
+	return out.Bytes()
+}
+
+const goodRequest = "GET /ws HTTP/1.1\r\n" +
+	"Host: duet.test\r\n" +
+	"Upgrade: websocket\r\n" +
+	"Connection: keep-alive, Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+	"Sec-WebSocket-Version: 13\r\n" +
+	"Origin: http://duet.test\r\n" +
+	"\r\n"
+
+// without removes the header line that starts with name.
+func without(request, name string) string {
+	var b strings.Builder
+	for line := range strings.SplitAfterSeq(request, "\r\n") {
+		if !strings.HasPrefix(line, name+":") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// with adds header lines just before the blank line.
+func with(request string, lines ...string) string {
+	return strings.TrimSuffix(request, "\r\n") + strings.Join(lines, "\r\n") + "\r\n\r\n"
+}
+
+func TestUpgrade(t *testing.T) {
+	cases := []struct {
+		name    string
+		head    string
+		status  int
+		err     error
+		headers map[string]string
+	}{
+		{name: "good", head: goodRequest, status: 101, headers: map[string]string{"Sec-WebSocket-Accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}},
+		{name: "query string", head: strings.Replace(goodRequest, "/ws", "/ws?x=1", 1), status: 101},
+		{name: "no Origin, not a browser", head: without(goodRequest, "Origin"), status: 101},
+		{name: "lowercase method", head: "get" + goodRequest[3:], status: 405, err: ws.ErrHandshakeBadMethod},
+		{name: "lowercase header names", head: "GET /ws HTTP/1.1\r\nhost: duet.test\r\nupgrade: WebSocket\r\nconnection: upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n", status: 101},
+		{name: "missing Host", head: without(goodRequest, "Host"), status: 400, err: ws.ErrHandshakeBadHost},
+		{name: "missing Upgrade", head: without(goodRequest, "Upgrade"), status: 400, err: ws.ErrHandshakeBadUpgrade},
+		{name: "missing Connection", head: without(goodRequest, "Connection"), status: 400, err: ws.ErrHandshakeBadConnection},
+		{name: "missing key", head: without(goodRequest, "Sec-WebSocket-Key"), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "short key", head: strings.Replace(goodRequest, "dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=", 1), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "missing version", head: without(goodRequest, "Sec-WebSocket-Version"), status: 400, err: ws.ErrHandshakeBadSecVersion},
+		{
+			name: "wrong version", head: strings.Replace(goodRequest, "Version: 13", "Version: 8", 1),
+			status: 426, err: ws.ErrHandshakeUpgradeRequired, headers: map[string]string{"Sec-WebSocket-Version": "13"},
+		},
+		{name: "Origin refused", head: strings.Replace(goodRequest, "http://duet.test", "https://evil.test", 1), status: 403, err: ErrOriginRefused},
+		{name: "Origin before Host refused", head: "GET /ws HTTP/1.1\r\nOrigin: http://a.test\r\nHost: b.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", status: 403, err: ErrOriginRefused},
+		{name: "two Origins", head: with(goodRequest, "Origin: http://duet.test"), status: 400, err: ErrDuplicateHeader},
+		{name: "two Hosts", head: with(goodRequest, "Host: other.test"), status: 400, err: ErrDuplicateHeader},
+		{name: "wrong path", head: strings.Replace(goodRequest, "/ws", "/chat", 1), status: 404, err: ErrPathNotFound},
+		{name: "POST", head: strings.Replace(goodRequest, "GET", "POST", 1), status: 405, err: ws.ErrHandshakeBadMethod},
+		{name: "HTTP/1.0", head: strings.Replace(goodRequest, "HTTP/1.1", "HTTP/1.0", 1), status: 505, err: ws.ErrHandshakeBadProtocol},
+		{name: "header line without colon", head: with(goodRequest, "nonsense"), status: 400, err: ws.ErrMalformedRequest},
+		{name: "garbage request line", head: "\x00\x01\x02\r\n\r\n", status: 400, err: ws.ErrMalformedRequest},
+		{name: "head cut short", head: goodRequest[:40], status: 400, err: ws.ErrMalformedRequest},
+		{name: "empty", head: "", status: 400, err: ws.ErrMalformedRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			head := []byte(tc.head)
+			resp, err := Upgrade(head, testConfig)
+			if string(head) != tc.head {
+				t.Fatal("Upgrade modified the request head")
+			}
+			if tc.err == nil && err != nil || tc.err != nil && !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			var rejected *ws.ConnectionRejectedError
+			if err != nil && (!errors.As(err, &rejected) || rejected.StatusCode() != tc.status) {
+				t.Fatalf("err %v does not carry status %d", err, tc.status)
+			}
+			checkResponse(t, resp, tc.status, tc.headers)
+		})
+	}
+}
+
+// checkResponse parses resp as a whole HTTP response: an error response
+// must be complete, with its body, so that the client reads it before the
+// connection closes.
+func checkResponse(t *testing.T, resp []byte, status int, headers map[string]string) {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(resp))
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		t.Fatalf("response %q: %v", resp, err)
+	}
+	if res.StatusCode != status {
+		t.Fatalf("status %d, want %d; response %q", res.StatusCode, status, resp)
+	}
+	for name, value := range headers {
+		if got := res.Header.Get(name); got != value {
+			t.Fatalf("%s: %q, want %q", name, got, value)
+		}
+	}
+	if status == http.StatusSwitchingProtocols {
+		if br.Buffered() != 0 {
+			t.Fatalf("101 response followed by %d stray bytes", br.Buffered())
+		}
+		return
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil || len(body) == 0 || int64(len(body)) != res.ContentLength {
+		t.Fatalf("body %q (%v), Content-Length %d", body, err, res.ContentLength)
+	}
+	if !res.Close {
+		t.Fatal("error response does not say Connection: close")
+	}
+	if br.Buffered() != 0 {
+		t.Fatalf("response followed by %d stray bytes", br.Buffered())
+	}
+}
+
+func TestUpgradeDialerRequest(t *testing.T) {
+	head := dialerRequest(t, http.Header{"Origin": {"http://duet.test"}})
+	resp, err := Upgrade(head, testConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResponse(t, resp, http.StatusSwitchingProtocols, nil)
+}
+
+func TestUpgradeWithoutChecks(t *testing.T) {
+	head := strings.Replace(goodRequest, "http://duet.test", "https://anywhere.test", 1)
+	head = strings.Replace(head, "/ws", "/anything", 1)
+	resp, err := Upgrade([]byte(head), UpgradeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResponse(t, resp, http.StatusSwitchingProtocols, nil)
+}
+
+func TestUpgradeOriginArguments(t *testing.T) {
+	var gotOrigin, gotHost string
+	var originNil bool
+	cfg := UpgradeConfig{CheckOrigin: func(origin, host []byte) bool {
+		gotOrigin, gotHost, originNil = string(origin), string(host), origin == nil
+		return true
+	}}
+	if _, err := Upgrade([]byte(goodRequest), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if gotOrigin != "http://duet.test" || gotHost != "duet.test" || originNil {
+		t.Fatalf("CheckOrigin(%q, %q)", gotOrigin, gotHost)
+	}
+	if _, err := Upgrade([]byte(with(without(goodRequest, "Origin"), "Origin:")), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if originNil {
+		t.Fatal("an empty Origin header reached CheckOrigin as no header")
+	}
+	if _, err := Upgrade([]byte(without(goodRequest, "Origin")), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !originNil {
+		t.Fatal("a request without Origin reached CheckOrigin with one")
+	}
+}
+
+func TestHeadEnd(t *testing.T) {
+	frame := text(t, "first frame right behind the head")
+	stream := append([]byte(goodRequest), frame...)
+	for i := 0; i <= len(goodRequest); i++ {
+		want := 0
+		if i == len(goodRequest) {
+			want = len(goodRequest)
+		}
+		if got := HeadEnd(stream[:i]); got != want {
+			t.Fatalf("HeadEnd of the first %d bytes = %d, want %d", i, got, want)
+		}
+	}
+	if got := HeadEnd(stream); got != len(goodRequest) {
+		t.Fatalf("HeadEnd with a frame behind the head = %d, want %d", got, len(goodRequest))
+	}
+	if got := HeadEnd([]byte("GET / HTTP/1.1\n\n")); got != 0 {
+		t.Fatalf("bare newlines ended a head at %d", got)
+	}
+}
+
+// TestUpgradeSplitHead feeds the head in two reads at every split: the
+// result is the same wherever the split fell.
+func TestUpgradeSplitHead(t *testing.T) {
+	want, err := Upgrade([]byte(goodRequest), testConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for split := 0; split < len(goodRequest); split++ {
+		inbound := []byte(goodRequest[:split])
+		if HeadEnd(inbound) != 0 {
+			t.Fatalf("head complete after %d of %d bytes", split, len(goodRequest))
+		}
+		inbound = append(inbound, goodRequest[split:]...)
+		end := HeadEnd(inbound)
+		got, err := Upgrade(inbound[:end], testConfig)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("split at %d: %q, %v", split, got, err)
+		}
+	}
+}
