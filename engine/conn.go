@@ -1,0 +1,426 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+
+	"duet/engine/hub"
+	"duet/proto"
+	"duet/proto/line"
+	"duet/proto/wsframe"
+)
+
+// stage is where a connection is in its life.
+type stage uint8
+
+const (
+	stageLine stage = iota // line protocol (netcat, telnet)
+	stageHTTP              // HTTP requests on the web port, before any upgrade
+	stageWS                // WebSocket, JSON protocol
+)
+
+// conn is duet's state for one connection. Everything in it is touched
+// only on the connection's event loop, except out (its own locking).
+type conn struct {
+	srv  *Server
+	loop *loopState
+	c    gnet.Conn
+	id   uint64
+	ip   string
+
+	stage  stage
+	framer line.Framer    // stageLine
+	wsr    wsframe.Reader // stageWS
+
+	sess *hub.Session
+	out  outbox
+
+	opened   time.Time
+	lastRecv time.Time // WebSocket idle detection
+	lastPing time.Time
+
+	// Back-pressure: while paused the connection's input is left unread
+	// (and its socket's read interest disarmed) until waitingOn drains.
+	paused    bool
+	waitingOn *outbox
+
+	// Slow-reader tracking while gnet holds output for this connection.
+	heldBytes    int       // gnet's outbound buffer at the last check
+	lastProgress time.Time // when that buffer last shrank
+	lastBatch    int       // relayed messages in the last batch handed to gnet
+
+	closing     bool         // close once the output is flushed
+	closeReason proto.Reason // what the partner is told; "" means disconnected
+	closed      bool
+}
+
+func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *conn {
+	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), ip: ip, opened: ls.now}
+	cn.out.cn = cn
+	cn.lastRecv = ls.now
+	cn.lastPing = ls.now
+	lim := s.lim()
+	if isLine {
+		cn.stage = stageLine
+		cn.framer.Max = lim.MaxLine
+	} else {
+		cn.stage = stageHTTP
+	}
+	return cn
+}
+
+func (cn *conn) logger() *zap.Logger {
+	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.ip))
+}
+
+// appendEvent encodes ev for this connection's protocol. It runs under
+// the outbox lock, possibly on another loop's goroutine, so it reads only
+// fields fixed before the connection could receive events.
+func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
+	if cn.stage == stageLine {
+		return line.AppendEvent(dst, ev)
+	}
+	return appendJSONFrame(dst, ev)
+}
+
+// onTraffic reads what has arrived and acts on each complete command.
+func (cn *conn) onTraffic() gnet.Action {
+	if cn.paused {
+		if cn.waitingOn != nil && cn.waitingOn.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 && !cn.waitingOn.isClosed() {
+			cn.disarmRead() // gnet re-armed it after a write; keep waiting
+			return gnet.None
+		}
+		cn.resume()
+	}
+	buf, _ := cn.c.Peek(-1)
+	var used int
+	switch cn.stage {
+	case stageLine:
+		used = cn.readLines(buf)
+	case stageHTTP, stageWS:
+		used = cn.readWeb(buf)
+	}
+	if used > 0 {
+		_, _ = cn.c.Discard(used)
+	}
+	cn.flush()
+	if cn.closing && !cn.closed && !cn.out.pending() && cn.c.OutboundBuffered() == 0 {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// readLines handles every complete line in buf and returns the bytes used.
+func (cn *conn) readLines(buf []byte) int {
+	used := 0
+	for !cn.paused && !cn.closing {
+		ln, n, err := cn.framer.Next(buf[used:])
+		if n == 0 && err == nil {
+			break
+		}
+		used += n
+		if err != nil {
+			cn.tell(err)
+			continue
+		}
+		if ln == nil {
+			continue
+		}
+		cmd, perr := line.Decode(ln)
+		if perr != nil {
+			cn.tell(perr)
+			continue
+		}
+		if cmd.Op == proto.OpNone {
+			continue
+		}
+		cn.handle(&cmd)
+	}
+	return used
+}
+
+// tell sends an error to this connection.
+func (cn *conn) tell(err *proto.Error) {
+	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
+}
+
+// handle carries out one command: the one place both protocols meet.
+func (cn *conn) handle(cmd *proto.Command) {
+	if cn.sess == nil {
+		switch cmd.Op {
+		case proto.OpLogin:
+			if len(cmd.Password) > 0 && cn.srv.opts.AuthMode == "open" {
+				// In open mode a second word can only be a name with a
+				// space in it, which no name may have.
+				cn.tell(proto.ErrBadName)
+				return
+			}
+			s, err := cn.srv.hub.Login(cmd.Name, &cn.out)
+			if err != nil {
+				cn.tell(err)
+				return
+			}
+			cn.sess = s
+		case proto.OpHelp:
+			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
+		case proto.OpQuit:
+			cn.quit()
+		default:
+			cn.tell(proto.ErrNotLoggedIn)
+		}
+		return
+	}
+	var err *proto.Error
+	switch cmd.Op {
+	case proto.OpSay:
+		var to hub.Outbox
+		to, err = cn.sess.Say(cmd.Text)
+		if peer, ok := to.(*outbox); ok && err == nil {
+			cn.backPressure(peer)
+		}
+	case proto.OpLogin:
+		err = proto.ErrAlreadyLoggedIn
+	case proto.OpConnect:
+		err = cn.sess.Connect(cmd.Token)
+	case proto.OpLeave:
+		err = cn.sess.Leave()
+	case proto.OpWho:
+		cn.sess.Who()
+	case proto.OpHelp:
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
+	case proto.OpNewToken:
+		err = cn.sess.NewToken()
+	case proto.OpQuit:
+		cn.quit()
+	default:
+		err = proto.ErrUnknownCommand
+	}
+	if err != nil {
+		cn.tell(err)
+	}
+	// A client that never reads its own replies is paused like any other
+	// slow reader: its input waits until its output drains.
+	cn.backPressure(&cn.out)
+}
+
+// quit ends the session at the user's request and closes after the bye.
+func (cn *conn) quit() {
+	if cn.sess != nil {
+		cn.sess.Close(proto.ReasonLeft, 0)
+	}
+	cn.closeReason = proto.ReasonLeft
+	cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
+	if cn.stage == stageWS {
+		cn.out.deliverRaw(wsframe.AppendClose(nil, 1000, "bye"))
+	}
+	cn.closing = true
+}
+
+// backPressure pauses this connection's input when reader (its partner,
+// or itself) has more queued than limits.outbound_high.
+func (cn *conn) backPressure(reader *outbox) {
+	high := int64(cn.srv.lim().OutboundHigh)
+	if reader.backlog.Load() <= high {
+		return
+	}
+	if reader.wait(cn, high/2) {
+		cn.paused = true
+		cn.waitingOn = reader
+		cn.disarmRead()
+	}
+}
+
+func (cn *conn) disarmRead() {
+	if cn.loop.epfd >= 0 {
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0)
+	}
+}
+
+// resume re-arms reading after a pause.
+func (cn *conn) resume() {
+	cn.paused = false
+	cn.waitingOn = nil
+	if cn.loop.epfd >= 0 {
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0)
+	}
+}
+
+// wake is called from any goroutine when the reader this connection
+// waits on has drained: the connection's loop re-reads its input.
+func (cn *conn) wake() {
+	_ = cn.c.Wake(nil)
+}
+
+func (o *outbox) isClosed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closed
+}
+
+// flush hands queued output to gnet. It runs on the connection's loop.
+func (cn *conn) flush() {
+	if cn.closed {
+		return
+	}
+	held := cn.c.OutboundBuffered()
+	b, msgs := cn.out.take(held)
+	if b != nil {
+		cn.lastBatch = msgs
+		_, _ = cn.c.Write(*b) // gnet copies what the socket does not take
+		putBuf(b)
+		if cn.closed { // the write failed and gnet closed the connection
+			return
+		}
+		held = cn.c.OutboundBuffered()
+	}
+	cn.settle(held)
+}
+
+// settle records gnet's backlog, tracks progress and wakes senders.
+func (cn *conn) settle(held int) {
+	if held > 0 {
+		if _, ok := cn.loop.backlogged[cn]; !ok {
+			cn.loop.backlogged[cn] = struct{}{}
+			cn.lastProgress = cn.loop.now
+		} else if held < cn.heldBytes {
+			cn.lastProgress = cn.loop.now
+		}
+	} else {
+		delete(cn.loop.backlogged, cn)
+	}
+	cn.heldBytes = held
+	for _, w := range cn.out.settle(held, int64(cn.srv.lim().OutboundHigh)/2) {
+		w.wake()
+	}
+}
+
+// checkBacklog runs each tick for a connection whose socket was full: it
+// flushes once gnet has drained, and cuts off a reader that has made no
+// progress for limits.slow_timeout or holds more than limits.outbound_max.
+func (cn *conn) checkBacklog() {
+	if cn.closed {
+		return
+	}
+	lim := cn.srv.lim()
+	held := cn.c.OutboundBuffered()
+	if held == 0 {
+		cn.flush()
+	} else {
+		cn.settle(held)
+	}
+	if cn.closing && held == 0 && !cn.out.pending() {
+		_ = cn.c.Close()
+		return
+	}
+	if _, still := cn.loop.backlogged[cn]; !still {
+		return
+	}
+	if cn.out.backlog.Load() > int64(lim.OutboundMax) || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
+		cn.cut(proto.ReasonSlow, "stopped reading")
+	}
+}
+
+// checkDeadlines runs once a second for every connection.
+func (cn *conn) checkDeadlines() {
+	if cn.closed || cn.closing {
+		return
+	}
+	lim := cn.srv.lim()
+	now := cn.loop.now
+	switch cn.stage {
+	case stageHTTP:
+		if now.Sub(cn.opened) > lim.HandshakeTimeout {
+			cn.out.deliverRaw(webError(408, "request timeout"))
+			cn.closeNow(proto.ReasonTimeout)
+		}
+	case stageLine:
+		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+			cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: errLoginTimeout})
+			cn.closeNow(proto.ReasonTimeout)
+		}
+	case stageWS:
+		if now.Sub(cn.lastRecv) > lim.IdleTimeout {
+			cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
+			cn.closeNow(proto.ReasonTimeout)
+			return
+		}
+		if now.Sub(cn.lastPing) >= lim.PingInterval {
+			cn.lastPing = now
+			cn.out.deliverRaw(wsframe.AppendFrame(nil, 0x9, nil))
+			cn.flush()
+		}
+	}
+}
+
+var errLoginTimeout = &proto.Error{Code: "login_timeout", Text: "no login in time; goodbye"}
+
+// cut drops a connection that broke a limit, telling its partner.
+func (cn *conn) cut(reason proto.Reason, why string) {
+	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
+	cn.closeNow(reason)
+}
+
+// closeNow flushes what it can and closes with the given reason for the
+// partner.
+func (cn *conn) closeNow(reason proto.Reason) {
+	cn.closeReason = reason
+	cn.closing = true
+	cn.flush()
+	_ = cn.c.Close()
+}
+
+// shutdown tells this connection's user the server is going away; it is
+// closed once its output has drained (see checkBacklog) or at the
+// deadline.
+func (cn *conn) shutdown() {
+	if cn.closed {
+		return
+	}
+	cn.closeReason = proto.ReasonShutdown
+	if cn.sess != nil {
+		cn.sess.Close(proto.ReasonShutdown, 0)
+	}
+	switch cn.stage {
+	case stageLine:
+		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
+	case stageWS:
+		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
+		cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
+	}
+	cn.closing = true
+	cn.paused = false
+	cn.flush()
+	if cn.c.OutboundBuffered() == 0 {
+		_ = cn.c.Close()
+	} else {
+		cn.loop.backlogged[cn] = struct{}{}
+	}
+}
+
+// onClose ends the session: the partner is told why, and how many of its
+// messages to this connection were never sent.
+func (cn *conn) onClose(err error) {
+	cn.closed = true
+	lost, waiters := cn.out.close()
+	if cn.c.OutboundBuffered() > 0 {
+		lost += cn.lastBatch
+	}
+	reason := cn.closeReason
+	if reason == "" {
+		reason = proto.ReasonDisconnected
+	}
+	if cn.sess != nil {
+		cn.sess.Close(reason, lost)
+	}
+	for _, w := range waiters {
+		w.wake()
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		cn.logger().Debug("connection closed", zap.Error(err))
+	}
+}

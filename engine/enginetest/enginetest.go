@@ -1,0 +1,291 @@
+// Package enginetest starts a real duet engine on loopback for tests and
+// gives them clients that speak its protocols the way users' programs do:
+// a line client like netcat, and a WebSocket client like a browser.
+package enginetest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"duet/config"
+	"duet/engine"
+	"duet/engine/hub"
+	"duet/web"
+)
+
+// Timeout bounds every wait in these helpers, so a broken server fails a
+// test instead of hanging it.
+const Timeout = 10 * time.Second
+
+// Daemon is a running engine on random loopback ports.
+type Daemon struct {
+	*engine.Server
+	Hub *hub.Hub
+	TCP string // host:port of the line protocol
+	WS  string // host:port of HTTP/WebSocket
+}
+
+// Start runs an engine on 127.0.0.1 with both listeners on free ports and
+// stops it when the test ends. edit may change the options first.
+func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
+	t.Helper()
+	site, err := web.NewSite()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(hub.Options{})
+	opts := engine.Options{
+		TCPListen: "127.0.0.1:0",
+		WSListen:  "127.0.0.1:0",
+		Limits:    config.Defaults().Limits,
+		Hub:       h,
+		Site:      site,
+		Logger:    zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Loops:     2,
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	srv, err := engine.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{Server: srv, Hub: h}
+	if a := srv.TCPAddr(); a != nil {
+		d.TCP = a.String()
+	}
+	if a := srv.WSAddr(); a != nil {
+		d.WS = a.String()
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return d
+}
+
+// LineClient is a netcat-like client of the line protocol.
+type LineClient struct {
+	t    testing.TB
+	Conn net.Conn
+	r    *bufio.Reader
+	Name string
+	// Token is set by Login.
+	Token string
+}
+
+// DialLine connects to the line port and reads the greeting.
+func (d *Daemon) DialLine(t testing.TB) *LineClient {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", d.TCP, Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	if g := lc.Line(); !strings.HasPrefix(g, "* welcome to duet") || !strings.Contains(g, "/login") {
+		t.Fatalf("greeting: %q", g)
+	}
+	return lc
+}
+
+// Send writes one line.
+func (lc *LineClient) Send(line string) {
+	lc.t.Helper()
+	lc.Conn.SetWriteDeadline(time.Now().Add(Timeout))
+	if _, err := lc.Conn.Write([]byte(line + "\n")); err != nil {
+		lc.t.Fatalf("send %q: %v", line, err)
+	}
+}
+
+// Line reads one line without its terminator; it fails the test on
+// timeout or a stray '\r'.
+func (lc *LineClient) Line() string {
+	lc.t.Helper()
+	lc.Conn.SetReadDeadline(time.Now().Add(Timeout))
+	s, err := lc.r.ReadString('\n')
+	if err != nil {
+		lc.t.Fatalf("read (after %q): %v", s, err)
+	}
+	if !strings.HasSuffix(s, "\r\n") {
+		lc.t.Fatalf("line not ended by CRLF: %q", s)
+	}
+	s = strings.TrimSuffix(s, "\r\n")
+	if strings.ContainsRune(s, '\r') {
+		lc.t.Fatalf("stray CR in %q", s)
+	}
+	return s
+}
+
+// Expect reads one line and checks it against a regular expression.
+func (lc *LineClient) Expect(pattern string) string {
+	lc.t.Helper()
+	s := lc.Line()
+	if !regexp.MustCompile(pattern).MatchString(s) {
+		lc.t.Fatalf("got %q, want match for %q", s, pattern)
+	}
+	return s
+}
+
+var tokenRE = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+
+// Login logs in as name and records the token.
+func (lc *LineClient) Login(name string) *LineClient {
+	lc.t.Helper()
+	lc.Send("/login " + name)
+	s := lc.Line()
+	m := tokenRE.FindStringSubmatch(s)
+	if m == nil || !strings.Contains(s, name) {
+		lc.t.Fatalf("login %s: %q", name, s)
+	}
+	lc.Name, lc.Token = name, m[1]
+	return lc
+}
+
+// ExpectClosed checks that the server closes the connection (after any
+// lines still in flight).
+func (lc *LineClient) ExpectClosed() {
+	lc.t.Helper()
+	lc.Conn.SetReadDeadline(time.Now().Add(Timeout))
+	for {
+		if _, err := lc.r.ReadString('\n'); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				lc.t.Fatal("connection not closed")
+			}
+			return
+		}
+	}
+}
+
+// WSClient is a browser-like client of the JSON protocol.
+type WSClient struct {
+	t     testing.TB
+	Conn  net.Conn
+	Name  string
+	Token string
+	Hello map[string]any
+	rw    io.ReadWriter
+}
+
+// DialWS upgrades to WebSocket at /ws and reads the hello event.
+func (d *Daemon) DialWS(t testing.TB) *WSClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	c, br, _, err := ws.Dial(ctx, "ws://"+d.WS+"/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	wc := &WSClient{t: t, Conn: c, rw: c}
+	if br != nil {
+		// Frames that arrived with the handshake response wait in br.
+		wc.rw = struct {
+			io.Reader
+			io.Writer
+		}{io.MultiReader(br, c), c}
+	}
+	wc.Hello = wc.Expect("hello")
+	return wc
+}
+
+// Send writes one JSON message.
+func (wc *WSClient) Send(v any) {
+	wc.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		wc.t.Fatal(err)
+	}
+	wc.SendRaw(b)
+}
+
+// SendRaw writes one text frame as given.
+func (wc *WSClient) SendRaw(b []byte) {
+	wc.t.Helper()
+	wc.Conn.SetWriteDeadline(time.Now().Add(Timeout))
+	if err := wsutil.WriteClientText(wc.Conn, b); err != nil {
+		wc.t.Fatalf("send: %v", err)
+	}
+}
+
+// Next reads one event. Pings are answered by wsutil; a close fails.
+func (wc *WSClient) Next() map[string]any {
+	wc.t.Helper()
+	wc.Conn.SetReadDeadline(time.Now().Add(Timeout))
+	for {
+		b, op, err := wsutil.ReadServerData(wc.rw)
+		if err != nil {
+			wc.t.Fatalf("read: %v", err)
+		}
+		if op != ws.OpText {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(b, &ev); err != nil {
+			wc.t.Fatalf("bad JSON %q: %v", b, err)
+		}
+		return ev
+	}
+}
+
+// Expect reads one event and checks its type.
+func (wc *WSClient) Expect(typ string) map[string]any {
+	wc.t.Helper()
+	ev := wc.Next()
+	if ev["type"] != typ {
+		wc.t.Fatalf("got %v, want type %q", ev, typ)
+	}
+	return ev
+}
+
+// ExpectError reads one event and checks it is the error code.
+func (wc *WSClient) ExpectError(code string) {
+	wc.t.Helper()
+	ev := wc.Expect("error")
+	if ev["code"] != code {
+		wc.t.Fatalf("got %v, want code %q", ev, code)
+	}
+}
+
+// Login logs in as name and records the token.
+func (wc *WSClient) Login(name string) *WSClient {
+	wc.t.Helper()
+	wc.Send(map[string]string{"type": "login", "name": name})
+	ev := wc.Expect("welcome")
+	tok, _ := ev["token"].(string)
+	if ev["name"] != name || len(tok) != 32 {
+		wc.t.Fatalf("welcome: %v", ev)
+	}
+	wc.Name, wc.Token = name, tok
+	return wc
+}
+
+// Say sends a message.
+func (wc *WSClient) Say(text string) {
+	wc.Send(map[string]string{"type": "say", "text": text})
+}
+
+// Connect asks to pair with token.
+func (wc *WSClient) Connect(token string) {
+	wc.Send(map[string]string{"type": "connect", "token": token})
+}
+
+// Describe is a short label for failure messages.
+func (wc *WSClient) String() string { return fmt.Sprintf("ws:%s", wc.Name) }

@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"duet/proto/jsonproto"
+)
+
+// loopState is duet's state for one gnet event loop. Fields marked
+// loop-only are touched only by code running on that loop's goroutine
+// (gnet callbacks and tasks passed to Execute), so they need no lock.
+type loopState struct {
+	srv  *Server
+	el   gnet.EventLoop
+	epfd int // the loop's epoll descriptor, or -1 (see readpause_linux.go)
+
+	// loop-only
+	conns      map[*conn]struct{}
+	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
+	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
+	now        time.Time          // refreshed each tick
+	ticks      uint64
+
+	// Shared: connections to flush, filled by Deliver on any goroutine.
+	mu        sync.Mutex
+	pending   []*conn
+	spare     []*conn
+	triggered bool
+
+	flushTask, tickTask gnet.Runnable // made once: a method value would allocate per call
+}
+
+func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
+	ls := &loopState{
+		srv:        srv,
+		el:         el,
+		epfd:       epfd,
+		conns:      make(map[*conn]struct{}),
+		backlogged: make(map[*conn]struct{}),
+		now:        time.Now(),
+	}
+	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
+	ls.tickTask = gnet.RunnableFunc(ls.tick)
+	return ls
+}
+
+// schedule queues cn for a flush on this loop. Only the first connection
+// queued since the last flush wakes the loop.
+func (ls *loopState) schedule(cn *conn) {
+	ls.mu.Lock()
+	ls.pending = append(ls.pending, cn)
+	wake := !ls.triggered
+	ls.triggered = true
+	ls.mu.Unlock()
+	if wake {
+		if err := ls.el.Execute(context.Background(), ls.flushTask); err != nil {
+			// The loop is shutting down; its connections are being closed.
+			ls.mu.Lock()
+			ls.triggered = false
+			ls.mu.Unlock()
+		}
+	}
+}
+
+// flushPending runs on the loop: it writes out every queued connection.
+func (ls *loopState) flushPending(context.Context) error {
+	ls.mu.Lock()
+	list := ls.pending
+	ls.pending = ls.spare[:0]
+	ls.triggered = false
+	ls.mu.Unlock()
+	for i, cn := range list {
+		cn.flush()
+		list[i] = nil
+	}
+	ls.mu.Lock()
+	if cap(list) <= 4096 {
+		ls.spare = list[:0]
+	}
+	ls.mu.Unlock()
+	return nil
+}
+
+// tick runs on the loop every tick interval: it retries flushes for
+// readers whose sockets were full, and once a second it enforces the
+// deadlines (handshake, login, idle, slow reader).
+func (ls *loopState) tick(context.Context) error {
+	ls.ticks++
+	ls.now = time.Now()
+	for cn := range ls.backlogged {
+		cn.checkBacklog()
+	}
+	if ls.ticks%ticksPerSecond == 0 {
+		for cn := range ls.conns {
+			cn.checkDeadlines()
+		}
+	}
+	return nil
+}
+
+// eachConn runs fn on the loop for each of its connections.
+func (ls *loopState) eachConn(fn func(*conn)) error {
+	return ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		for cn := range ls.conns {
+			fn(cn)
+		}
+		return nil
+	}))
+}

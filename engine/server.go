@@ -1,0 +1,462 @@
+// Package engine is duet's network side: one gnet engine that accepts the
+// line protocol on one port and HTTP/WebSocket on another, turns bytes
+// into proto.Commands for the pairing core (package hub), and turns the
+// core's events back into bytes for whichever protocol each session
+// speaks. It moves bytes and enforces limits; it makes no pairing
+// decisions.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"duet/config"
+	"duet/engine/hub"
+	"duet/proto"
+	"duet/proto/line"
+	"duet/web"
+)
+
+// tickInterval is how often each loop rechecks readers whose sockets were
+// full. It bounds how long a drained socket waits for more output.
+const (
+	tickInterval   = 10 * time.Millisecond
+	ticksPerSecond = uint64(time.Second / tickInterval)
+)
+
+// Options configure a Server.
+type Options struct {
+	TCPListen      string // "" disables the line-protocol listener
+	WSListen       string // "" disables the HTTP/WebSocket listener
+	AllowedOrigins []string
+	Limits         config.Limits
+	AuthMode       string // "open" or "accounts"; told to clients in the greeting
+	Hub            *hub.Hub
+	Site           *web.Site // the browser client; nil serves 404 for pages
+	Logger         *zap.Logger
+	Loops          int // event loops; 0 means one per CPU
+}
+
+// Server is a running duet engine.
+type Server struct {
+	opts   Options
+	log    *zap.Logger
+	hub    *hub.Hub
+	limits atomic.Pointer[config.Limits]
+	origin atomic.Pointer[[]string]
+
+	eng     gnet.Engine
+	tcpAddr net.Addr
+	wsAddr  net.Addr
+	booted  chan struct{}
+	done    chan error
+
+	draining atomic.Bool
+	nextID   atomic.Uint64
+	conns    atomic.Int64
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loopState
+
+	perIP ipCounter
+}
+
+// New checks opts and returns a server that is not yet listening.
+func New(opts Options) (*Server, error) {
+	if opts.TCPListen == "" && opts.WSListen == "" {
+		return nil, errors.New("engine: no listener configured")
+	}
+	if opts.Hub == nil {
+		return nil, errors.New("engine: no hub")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.AuthMode == "" {
+		opts.AuthMode = "open"
+	}
+	s := &Server{
+		opts:   opts,
+		log:    opts.Logger,
+		hub:    opts.Hub,
+		booted: make(chan struct{}),
+		done:   make(chan error, 1),
+		loops:  make(map[gnet.EventLoop]*loopState),
+	}
+	s.SetLimits(opts.Limits)
+	s.SetAllowedOrigins(opts.AllowedOrigins)
+	s.perIP.counts = make(map[string]int)
+	return s, nil
+}
+
+// SetLimits replaces the limits; connections see them from their next
+// event on. Safe at any time (config reload).
+func (s *Server) SetLimits(l config.Limits) {
+	l = withDefaultLimits(l)
+	s.limits.Store(&l)
+	s.hub.SetOptions(hub.Options{MaxText: l.MaxText})
+}
+
+// SetAllowedOrigins replaces the WebSocket Origin allow-list.
+func (s *Server) SetAllowedOrigins(origins []string) {
+	o := append([]string(nil), origins...)
+	s.origin.Store(&o)
+}
+
+func (s *Server) lim() *config.Limits { return s.limits.Load() }
+
+// withDefaultLimits fills zero limits from the embedded defaults, so a
+// test or embedder may set only what it cares about.
+func withDefaultLimits(l config.Limits) config.Limits {
+	d := config.Defaults().Limits
+	fill := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	fillD := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	fill(&l.MaxLine, d.MaxLine)
+	fill(&l.MaxFrame, d.MaxFrame)
+	fill(&l.MaxText, d.MaxText)
+	fillD(&l.LoginTimeout, d.LoginTimeout)
+	fillD(&l.HandshakeTimeout, d.HandshakeTimeout)
+	fillD(&l.IdleTimeout, d.IdleTimeout)
+	fillD(&l.PingInterval, d.PingInterval)
+	fillD(&l.TCPKeepAlive, d.TCPKeepAlive)
+	fill(&l.MaxConns, d.MaxConns)
+	fill(&l.MaxConnsPerIP, d.MaxConnsPerIP)
+	if l.MessageRate <= 0 {
+		l.MessageRate = d.MessageRate
+	}
+	fill(&l.MessageBurst, d.MessageBurst)
+	fill(&l.OutboundHigh, d.OutboundHigh)
+	fill(&l.OutboundMax, d.OutboundMax)
+	fillD(&l.SlowTimeout, d.SlowTimeout)
+	fill(&l.ConnectFailures, d.ConnectFailures)
+	return l
+}
+
+// Start binds the listeners and runs the engine in the background. It
+// returns once every listener accepts connections, or with the error
+// that stopped it.
+func (s *Server) Start() error {
+	var err error
+	if s.opts.TCPListen, err = concretePort(s.opts.TCPListen); err != nil {
+		return err
+	}
+	if s.opts.WSListen, err = concretePort(s.opts.WSListen); err != nil {
+		return err
+	}
+	var addrs []string
+	if s.opts.TCPListen != "" {
+		addrs = append(addrs, "tcp://"+s.opts.TCPListen)
+	}
+	if s.opts.WSListen != "" {
+		addrs = append(addrs, "tcp://"+s.opts.WSListen)
+	}
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithTicker(true),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPKeepAlive(s.lim().TCPKeepAlive),
+		gnet.WithLogger(gnetLogger{s.log.Sugar()}),
+	}
+	if s.opts.Loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(s.opts.Loops))
+	}
+	go func() { s.done <- gnet.Rotate(s, addrs, opts...) }()
+	select {
+	case <-s.booted:
+		return nil
+	case err := <-s.done:
+		if err == nil {
+			err = errors.New("engine stopped before it started")
+		}
+		return fmt.Errorf("engine: %w", err)
+	}
+}
+
+// TCPAddr is the bound line-protocol address (nil when disabled).
+func (s *Server) TCPAddr() net.Addr { return s.tcpAddr }
+
+// WSAddr is the bound HTTP/WebSocket address (nil when disabled).
+func (s *Server) WSAddr() net.Addr { return s.wsAddr }
+
+// Conns is the number of open connections.
+func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// Done is closed... it yields the engine's exit error once it has stopped.
+func (s *Server) Done() <-chan error { return s.done }
+
+// Shutdown stops the server gracefully: new connections are refused,
+// every connected user is told the server is shutting down, their
+// partners are told why, queued output is flushed, and whatever is still
+// open when ctx ends is closed anyway. It returns when the engine stopped.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.draining.Swap(true) {
+		return errors.New("engine: already shutting down")
+	}
+	for _, ls := range s.loopList() {
+		_ = ls.eachConn(func(cn *conn) { cn.shutdown() })
+	}
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-poll.C:
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.eng.Stop(stopCtx)
+	if exitErr := <-s.done; err == nil {
+		err = exitErr
+	}
+	return err
+}
+
+func (s *Server) loopList() []*loopState {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	out := make([]*loopState, 0, len(s.loops))
+	for _, ls := range s.loops {
+		out = append(out, ls)
+	}
+	return out
+}
+
+// loopFor returns the state of the loop that owns c, creating it on the
+// loop's first connection (gnet does not list its loops up front).
+func (s *Server) loopFor(c gnet.Conn) *loopState {
+	el := c.EventLoop()
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	ls, ok := s.loops[el]
+	if !ok {
+		ls = newLoopState(s, el, epollFD(c))
+		if ls.epfd < 0 {
+			s.log.Warn("cannot pause reads on this platform or gnet version; senders to slow readers are buffered up to limits.outbound_max instead")
+		}
+		s.loops[el] = ls
+	}
+	return ls
+}
+
+// OnBoot records the bound addresses (a configured port 0 gets a real one).
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	var err error
+	if s.opts.TCPListen != "" {
+		if s.tcpAddr, err = boundAddr(eng, s.opts.TCPListen); err != nil {
+			s.log.Error("cannot read bound address", zap.String("listen", s.opts.TCPListen), zap.Error(err))
+		}
+	}
+	if s.opts.WSListen != "" {
+		if s.wsAddr, err = boundAddr(eng, s.opts.WSListen); err != nil {
+			s.log.Error("cannot read bound address", zap.String("listen", s.opts.WSListen), zap.Error(err))
+		}
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+// concretePort replaces port 0 with a free port. gnet can find a
+// listener again only by the address string it was given, so two
+// listeners both given port 0 could not be told apart once bound.
+func concretePort(listen string) (string, error) {
+	if listen == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port != "0" {
+		return listen, nil // gnet reports a malformed address itself
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", fmt.Errorf("engine: %w", err)
+	}
+	defer ln.Close()
+	return net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)), nil
+}
+
+func boundAddr(eng gnet.Engine, listen string) (net.Addr, error) {
+	fd, err := eng.DupListener("tcp", listen)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+	}
+	return nil, fmt.Errorf("unexpected socket address %T", sa)
+}
+
+// localPort is the port a connection arrived on. gnet reports the
+// listener's configured address as LocalAddr, which says port 0 when the
+// port was chosen by the kernel, so ask the socket itself.
+func localPort(c gnet.Conn) int {
+	sa, err := unix.Getsockname(c.Fd())
+	if err != nil {
+		return portOf(c.LocalAddr())
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return -1
+}
+
+func portOf(a net.Addr) int {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.Port
+	}
+	return -1
+}
+
+// OnShutdown implements gnet.EventHandler.
+func (s *Server) OnShutdown(gnet.Engine) {}
+
+// OnOpen admits a connection, or refuses it with one line (or an HTTP
+// 503) saying why.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
+	refuse := func(code, text string) ([]byte, gnet.Action) {
+		if isLine {
+			return []byte("! " + code + ": " + text + "\r\n"), gnet.Close
+		}
+		return web.ErrorResponse(503, text+"\n"), gnet.Close
+	}
+	if s.draining.Load() {
+		return refuse(proto.ErrShuttingDown.Code, proto.ErrShuttingDown.Text)
+	}
+	lim := s.lim()
+	ip := remoteIP(c.RemoteAddr())
+	if s.conns.Load() >= int64(lim.MaxConns) {
+		s.log.Warn("connection refused: server full", zap.String("remote", ip))
+		return refuse("server_full", "the server has too many connections; try again later")
+	}
+	if !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
+		s.log.Warn("connection refused: too many from one address", zap.String("remote", ip))
+		return refuse("too_many_connections", "too many connections from your address")
+	}
+	s.conns.Add(1)
+	ls := s.loopFor(c)
+	cn := newConn(s, ls, c, isLine, ip)
+	c.SetContext(cn)
+	ls.conns[cn] = struct{}{}
+	if isLine {
+		return line.AppendEvent(nil, &proto.Event{Kind: proto.EvHello, Auth: s.opts.AuthMode}), gnet.None
+	}
+	return nil, gnet.None
+}
+
+// OnTraffic implements gnet.EventHandler.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	return cn.onTraffic()
+}
+
+// OnClose implements gnet.EventHandler.
+func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	cn.onClose(err)
+	delete(cn.loop.conns, cn)
+	delete(cn.loop.backlogged, cn)
+	s.perIP.release(cn.ip)
+	s.conns.Add(-1)
+	return gnet.None
+}
+
+// OnTick runs on gnet's ticker goroutine, not on a loop: it only asks
+// each loop to run its own tick.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	for _, ls := range s.loopList() {
+		_ = ls.el.Execute(context.Background(), ls.tickTask)
+	}
+	return tickInterval, gnet.None
+}
+
+func remoteIP(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// ipCounter counts open connections per remote address.
+type ipCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (p *ipCounter) acquire(ip string, max int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.counts[ip] >= max {
+		return false
+	}
+	p.counts[ip]++
+	return true
+}
+
+func (p *ipCounter) release(ip string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.counts[ip] <= 1 {
+		delete(p.counts, ip)
+		return
+	}
+	p.counts[ip]--
+}
+
+// gnetLogger routes gnet's own log lines into zap, tagged as gnet's.
+type gnetLogger struct{ s *zap.SugaredLogger }
+
+func (l gnetLogger) Debugf(f string, a ...any) { l.s.Debugf("gnet: "+f, a...) }
+func (l gnetLogger) Infof(f string, a ...any)  { l.s.Infof("gnet: "+f, a...) }
+func (l gnetLogger) Warnf(f string, a ...any)  { l.s.Warnf("gnet: "+f, a...) }
+func (l gnetLogger) Errorf(f string, a ...any) { l.s.Errorf("gnet: "+f, a...) }
+func (l gnetLogger) Fatalf(f string, a ...any) {
+	// gnet calls Fatalf for errors it cannot recover from; log them loudly
+	// but leave the decision to exit to the daemon.
+	l.s.Errorf("gnet fatal: "+strings.TrimSpace(f), a...)
+}

@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gobwas/ws"
+
+	"duet/proto"
+	"duet/proto/jsonproto"
+	"duet/proto/wsframe"
+	"duet/web"
+)
+
+// maxRequestHead bounds an HTTP request head; a longer one gets 431.
+const maxRequestHead = 8 << 10
+
+// wsPath is where the WebSocket endpoint lives; everything else on the
+// web port is the browser client.
+const wsPath = "/ws"
+
+// readWeb handles HTTP requests and, after an upgrade, WebSocket frames.
+// It returns the bytes of buf it used.
+func (cn *conn) readWeb(buf []byte) int {
+	used := 0
+	for !cn.paused && !cn.closing && used < len(buf) {
+		var n int
+		if cn.stage == stageHTTP {
+			n = cn.readRequest(buf[used:])
+		} else {
+			n = cn.readFrame(buf[used:])
+		}
+		if n == 0 {
+			break
+		}
+		used += n
+	}
+	return used
+}
+
+// readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
+// or a page of the browser client.
+func (cn *conn) readRequest(buf []byte) int {
+	end := wsframe.HeadEnd(buf)
+	if end == 0 {
+		if len(buf) > maxRequestHead {
+			cn.out.deliverRaw(webError(431, "request header too large"))
+			cn.closeNow(proto.ReasonDisconnected)
+			return len(buf)
+		}
+		return 0
+	}
+	head := buf[:end]
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	if err != nil {
+		cn.out.deliverRaw(webError(400, "malformed request"))
+		cn.closeNow(proto.ReasonDisconnected)
+		return end
+	}
+	if req.URL.Path == wsPath {
+		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin})
+		cn.out.deliverRaw(resp)
+		if err != nil {
+			cn.closeNow(proto.ReasonDisconnected)
+			return end
+		}
+		cn.stage = stageWS
+		cn.wsr.MaxMessage = cn.srv.lim().MaxFrame
+		cn.lastRecv = cn.loop.now
+		cn.opened = cn.loop.now
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
+		return end
+	}
+	// A request body is never expected here: do not try to skip one,
+	// answer and close instead.
+	hasBody := req.ContentLength != 0 || len(req.TransferEncoding) > 0
+	var resp []byte
+	keep := false
+	if cn.srv.opts.Site != nil {
+		resp, keep = cn.srv.opts.Site.Respond(req)
+	} else {
+		resp = webError(404, "not found")
+	}
+	cn.out.deliverRaw(resp)
+	if !keep || hasBody {
+		cn.closeNow(proto.ReasonDisconnected)
+		return len(buf)
+	}
+	cn.opened = cn.loop.now // the next request gets its own deadline
+	return end
+}
+
+// readFrame handles one WebSocket frame.
+func (cn *conn) readFrame(buf []byte) int {
+	msg, ok, n, err := cn.wsr.Next(buf)
+	if err != nil {
+		code, reason := ws.StatusProtocolError, "protocol error"
+		if ce, isClose := err.(*wsframe.CloseError); isClose {
+			code, reason = ce.Code, ce.Reason
+		}
+		cn.out.deliverRaw(wsframe.AppendClose(nil, code, reason))
+		cn.closeNow(proto.ReasonDisconnected)
+		return len(buf)
+	}
+	if n == 0 {
+		return 0
+	}
+	cn.lastRecv = cn.loop.now
+	if !ok {
+		return n
+	}
+	switch msg.Op {
+	case ws.OpText:
+		cmd, perr := cn.loop.json.Decode(msg.Payload)
+		if perr != nil {
+			cn.tell(perr)
+			return n
+		}
+		cn.handle(&cmd)
+	case ws.OpBinary:
+		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
+		cn.closeNow(proto.ReasonDisconnected)
+	case ws.OpPing:
+		cn.out.deliverRaw(wsframe.AppendFrame(nil, ws.OpPong, msg.Payload))
+	case ws.OpPong:
+	case ws.OpClose:
+		// Echo the close and end: the user closed the page or the socket.
+		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusNormalClosure, ""))
+		cn.closeNow(proto.ReasonDisconnected)
+	}
+	return n
+}
+
+// checkOrigin guards against cross-site WebSocket hijacking: a browser
+// page from another site must not act as the user. Requests without an
+// Origin header come from non-browser clients and are allowed.
+func (s *Server) checkOrigin(origin, host []byte) bool {
+	if len(origin) == 0 {
+		return true
+	}
+	allowed := *s.origin.Load()
+	o := string(origin)
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, o) {
+			return true
+		}
+	}
+	if len(allowed) > 0 {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, string(host))
+}
+
+// appendJSONFrame encodes ev as a JSON text frame. The payload's length
+// is known only after encoding, so it is encoded after a 4-byte header
+// (right for 126..65535 bytes) and moved once if another size is needed.
+func appendJSONFrame(dst []byte, ev *proto.Event) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = jsonproto.AppendEvent(dst, ev)
+	n := len(dst) - start - 4
+	switch {
+	case n < 126:
+		dst[start] = 0x80 | byte(ws.OpText)
+		dst[start+1] = byte(n)
+		copy(dst[start+2:], dst[start+4:])
+		dst = dst[:len(dst)-2]
+	case n <= 0xFFFF:
+		dst[start] = 0x80 | byte(ws.OpText)
+		dst[start+1] = 126
+		binary.BigEndian.PutUint16(dst[start+2:], uint16(n))
+	default:
+		dst = append(dst, make([]byte, 6)...)
+		copy(dst[start+10:], dst[start+4:start+4+n])
+		dst[start] = 0x80 | byte(ws.OpText)
+		dst[start+1] = 127
+		binary.BigEndian.PutUint64(dst[start+2:], uint64(n))
+	}
+	return dst
+}
+
+func webError(status int, text string) []byte { return web.ErrorResponse(status, text+"\n") }
