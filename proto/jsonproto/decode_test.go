@@ -1,0 +1,182 @@
+package jsonproto
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"duet/proto"
+)
+
+// formatCommand renders a decoding result on one line, for tables and
+// golden files: the op, then the fields that op carries, quoted.
+func formatCommand(cmd proto.Command, err *proto.Error) string {
+	if err != nil {
+		return "error " + err.Code
+	}
+	var b strings.Builder
+	b.WriteString(cmd.Op.String())
+	switch cmd.Op {
+	case proto.OpLogin:
+		fmt.Fprintf(&b, " name=%q", cmd.Name)
+		if len(cmd.Password) > 0 {
+			fmt.Fprintf(&b, " password=%q", cmd.Password)
+		}
+	case proto.OpConnect:
+		fmt.Fprintf(&b, " token=%q", cmd.Token)
+	case proto.OpSay:
+		fmt.Fprintf(&b, " text=%q", cmd.Text)
+	}
+	return b.String()
+}
+
+func TestDecode(t *testing.T) {
+	const token = "0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		msg  string
+		want string
+	}{
+		// Every type.
+		{`{"type":"login","name":"alice"}`, `login name="alice"`},
+		{`{"type":"login","name":"alice","password":"s3cret pass"}`, `login name="alice" password="s3cret pass"`},
+		{`{"type":"connect","token":"` + token + `"}`, `connect token="` + token + `"`},
+		{`{"type":"say","text":"hello"}`, `say text="hello"`},
+		{`{"type":"leave"}`, "leave"},
+		{`{"type":"who"}`, "who"},
+		{`{"type":"help"}`, "help"},
+		{`{"type":"quit"}`, "quit"},
+		{`{"type":"newtoken"}`, "newtoken"},
+
+		// Layout and order do not matter; unknown fields are ignored.
+		{" \r\n\t{ \"text\" : \"hi\" , \"type\" : \"say\" } \n", `say text="hi"`},
+		{`{"type":"say","text":"hi","id":7,"meta":{"a":[1,2,{"b":null}]},"x":true}`, `say text="hi"`},
+		{`{"type":"who","text":42,"name":null}`, "who"},
+
+		// Escapes are undone; text is taken as sent.
+		{`{"type":"say","text":"line\none\ttab \"q\" \\ \/ \b\f\r \u00e9\u0000"}`, `say text="line\none\ttab \"q\" \\ / \b\f\r é\x00"`},
+		{`{"type":"say","text":"\ud83d\ude42 and \uD83D\uDE42"}`, `say text="🙂 and 🙂"`},
+		{`{"type":"say","text":"  spaced  "}`, `say text="  spaced  "`},
+		{`{"type":"say","text":"é ✓ 🙂"}`, `say text="é ✓ 🙂"`},
+		{`{"t\u0079pe":"say","te\u0078t":"escaped keys"}`, `say text="escaped keys"`},
+		{`{"type":"say","text":""}`, `say text=""`},
+		{`{"type":"say","text":"\u2028"}`, `say text="\u2028"`},
+
+		// Not JSON, or not an object.
+		{``, "error bad_json"},
+		{`   `, "error bad_json"},
+		{`{`, "error bad_json"},
+		{`{"type":"say","text":"hi"`, "error bad_json"},
+		{`{"type":"say","text":"hi"}{}`, "error bad_json"},
+		{`{"type":"say","text":"hi"} x`, "error bad_json"},
+		{`{'type':'say'}`, "error bad_json"},
+		{`{type:"say"}`, "error bad_json"},
+		{`{"type":"say",}`, "error bad_json"},
+		{`{"type":"say","n":NaN}`, "error bad_json"},
+		{`{"type":"say","n":1.2.3}`, "error bad_json"},
+		{`{"type":"say","n":01}`, "error bad_json"},
+		{`{"type":"say","n":+1}`, "error bad_json"},
+		{`{"type":"say","text":"a` + "\n" + `b"}`, "error bad_json"},
+		{`{"type":"say","text":"a` + "\t" + `b"}`, "error bad_json"},
+		{`{"type":"say","text":"\q"}`, "error bad_json"},
+		{`{"type":"say","text":"\u12"}`, "error bad_json"},
+		{`{"type":"say","text":"\u12G4"}`, "error bad_json"},
+		{`["type","say"]`, "error bad_json"},
+		{`"say"`, "error bad_json"},
+		{`42`, "error bad_json"},
+		{`null`, "error bad_json"},
+		{`{"a":` + strings.Repeat("[", 400) + strings.Repeat("]", 400) + `}`, "error bad_json"},
+
+		// A type that is missing, not a string, or unknown.
+		{`{}`, "error bad_message"},
+		{`{"text":"hi"}`, "error bad_message"},
+		{`{"type":null}`, "error bad_message"},
+		{`{"type":1}`, "error bad_message"},
+		{`{"type":["say"]}`, "error bad_message"},
+		{`{"type":"shout","text":"hi"}`, "error unknown_type"},
+		{`{"type":"Say","text":"hi"}`, "error unknown_type"},
+		{`{"type":""}`, "error unknown_type"},
+		{`{"type":"message","text":"hi"}`, "error unknown_type"},
+
+		// Required fields.
+		{`{"type":"login"}`, "error bad_name"},
+		{`{"type":"login","name":7}`, "error bad_message"},
+		{`{"type":"login","name":null}`, "error bad_message"},
+		{`{"type":"login","name":"alice","password":1}`, "error bad_message"},
+		{`{"type":"login","name":""}`, `login name=""`},
+		{`{"type":"connect"}`, "error bad_token"},
+		{`{"type":"connect","token":12345}`, "error bad_message"},
+		{`{"type":"say"}`, "error bad_message"},
+		{`{"type":"say","text":null}`, "error bad_message"},
+		{`{"type":"say","text":["hi"]}`, "error bad_message"},
+
+		// A field duet reads may appear once.
+		{`{"type":"say","text":"a","text":"b"}`, "error bad_message"},
+		{`{"type":"say","type":"login","name":"x","text":"hi"}`, "error bad_message"},
+		{`{"type":"say","text":"a","te\u0078t":"b"}`, "error bad_message"},
+		{`{"type":"say","text":"a","x":1,"x":2}`, `say text="a"`},
+
+		// UTF-8: raw bytes and escaped surrogates.
+		{"{\"type\":\"say\",\"text\":\"caf\xe9\"}", "error invalid_utf8"},
+		{"{\"type\":\"say\",\"text\":\"ok\",\"x\":\"\xff\"}", "error invalid_utf8"},
+		{"\xff{}", "error invalid_utf8"},
+		{`{"type":"say","text":"\ud83d"}`, "error invalid_utf8"},
+		{`{"type":"say","text":"\ude42"}`, "error invalid_utf8"},
+		{`{"type":"say","text":"\ud83dx"}`, "error invalid_utf8"},
+		{`{"type":"say","text":"\ud83d\u0041"}`, "error invalid_utf8"},
+		{`{"type":"say","text":"\ud83d\ud83d\ude42"}`, "error invalid_utf8"},
+		{`{"type":"say","text":"\\ud83d"}`, `say text="\\ud83d"`},
+		{`{"type":"say","text":"\\\ud83d\ude42"}`, `say text="\\🙂"`},
+		{`{"type":"who","x":"\udc00"}`, "error invalid_utf8"},
+	}
+	var d Decoder
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.msg), func(t *testing.T) {
+			if got := formatCommand(d.Decode([]byte(tt.msg))); got != tt.want {
+				t.Errorf("Decode(%s) = %s, want %s", tt.msg, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecodeAliases checks that the Command's slices live in the
+// Decoder's buffer, not the message, and cannot be appended to over what
+// follows them.
+func TestDecodeAliases(t *testing.T) {
+	var d Decoder
+	msg := []byte(`{"type":"login","name":"alice","password":"pw"}`)
+	cmd, err := d.Decode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(cmd.Name) != len(cmd.Name) {
+		t.Errorf("cap(Name) = %d, want %d", cap(cmd.Name), len(cmd.Name))
+	}
+	_ = append(cmd.Name, "XXXXXXXXXXXXXXXXXXXX"...)
+	if string(cmd.Password) != "pw" {
+		t.Errorf("appending to Name changed Password: %q", cmd.Password)
+	}
+	msg[24] = 'X'
+	if string(cmd.Name) != "alice" {
+		t.Errorf("changing the message changed Name: %q", cmd.Name)
+	}
+}
+
+// TestDecodeReuse checks that a Decoder gives the same answers however
+// often it is reused, and whatever it decoded before.
+func TestDecodeReuse(t *testing.T) {
+	var d Decoder
+	msgs := []string{
+		`{"type":"say","text":"one"}`,
+		`{"type":"login","name":"bob","a":{"b":{"c":[1,2,3]}}}`,
+		`not json`,
+		`{"type":"say","text":"t\u0077o"}`,
+	}
+	want := []string{`say text="one"`, `login name="bob"`, "error bad_json", `say text="two"`}
+	for round := range 3 {
+		for i, m := range msgs {
+			if got := formatCommand(d.Decode([]byte(m))); got != want[i] {
+				t.Errorf("round %d: Decode(%s) = %s, want %s", round, m, got, want[i])
+			}
+		}
+	}
+}

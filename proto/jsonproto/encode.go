@@ -1,0 +1,175 @@
+package jsonproto
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"duet/proto"
+)
+
+// helpText answers help: the message types, for whoever reads the frame.
+const helpText = "" +
+	"login {name, password?}: log in; password only when the server uses accounts\n" +
+	"connect {token}: talk with the person who gave you the token\n" +
+	"say {text}: send text to the person you are talking with\n" +
+	"leave: end the conversation and stay logged in\n" +
+	"who: get your name, your token and who you are talking with\n" +
+	"newtoken: get a new token; the old one stops working\n" +
+	"help: show this list\n" +
+	"quit: close the connection"
+
+// shutdownText goes with the shutdown event.
+const shutdownText = "the server is shutting down; goodbye"
+
+// AppendEvent appends ev as one compact JSON object, without a trailing
+// newline. Strings are escaped by appendString. An event of unknown kind
+// appends nothing.
+func AppendEvent(dst []byte, ev *proto.Event) []byte {
+	switch ev.Kind {
+	case proto.EvHello:
+		auth := ev.Auth
+		if auth == "" {
+			auth = "open"
+		}
+		dst = append(dst, `{"type":"hello","auth":`...)
+		dst = appendString(dst, auth)
+		return append(dst, `,"server":"duet"}`...)
+	case proto.EvWelcome:
+		dst = append(dst, `{"type":"welcome","name":`...)
+		dst = appendString(dst, ev.Name)
+		return appendToken(dst, ev.Token, '}')
+	case proto.EvPaired:
+		dst = append(dst, `{"type":"paired","peer":`...)
+		dst = appendString(dst, ev.Peer)
+		if ev.Initiator {
+			return append(dst, `,"initiator":true}`...)
+		}
+		return append(dst, `,"initiator":false}`...)
+	case proto.EvMessage:
+		dst = append(dst, `{"type":"message","from":`...)
+		dst = appendString(dst, ev.From)
+		dst = append(dst, `,"text":`...)
+		dst = appendString(dst, ev.Text)
+		return append(dst, '}')
+	case proto.EvPeerLeft:
+		dst = append(dst, `{"type":"peer_left","peer":`...)
+		dst = appendString(dst, ev.Peer)
+		dst = append(dst, `,"reason":`...)
+		dst = appendString(dst, string(ev.Reason))
+		if ev.Count > 0 {
+			dst = append(dst, `,"undelivered":`...)
+			dst = strconv.AppendInt(dst, int64(ev.Count), 10)
+		}
+		return append(dst, '}')
+	case proto.EvLeft:
+		dst = append(dst, `{"type":"left","peer":`...)
+		dst = appendString(dst, ev.Peer)
+		return append(dst, '}')
+	case proto.EvStatus:
+		dst = append(dst, `{"type":"status","name":`...)
+		dst = appendString(dst, ev.Name)
+		if ev.Peer == "" {
+			return appendToken(dst, ev.Token, '}')
+		}
+		dst = appendToken(dst, ev.Token, ',')
+		dst = append(dst, `"peer":`...)
+		dst = appendString(dst, ev.Peer)
+		return append(dst, '}')
+	case proto.EvHelp:
+		dst = append(dst, `{"type":"help","text":`...)
+		dst = appendString(dst, helpText)
+		return append(dst, '}')
+	case proto.EvError:
+		err := ev.Err
+		if err == nil {
+			// An error event without an error is a bug upstream; say
+			// something true and stable rather than send a null code.
+			err = proto.ErrUnavailable
+		}
+		dst = append(dst, `{"type":"error","code":`...)
+		dst = appendString(dst, err.Code)
+		dst = append(dst, `,"text":`...)
+		dst = appendString(dst, err.Text)
+		return append(dst, '}')
+	case proto.EvShutdown:
+		dst = append(dst, `{"type":"shutdown","text":`...)
+		dst = appendString(dst, shutdownText)
+		return append(dst, '}')
+	case proto.EvBye:
+		return append(dst, `{"type":"bye"}`...)
+	case proto.EvNotice:
+		dst = append(dst, `{"type":"notice","text":`...)
+		dst = appendString(dst, ev.Text)
+		return append(dst, '}')
+	}
+	return dst
+}
+
+// appendToken appends the "token" member and then next (',' or '}').
+// A token is hexadecimal: it needs no escaping.
+func appendToken(dst []byte, t proto.Token, next byte) []byte {
+	dst = append(dst, `,"token":"`...)
+	dst = t.Append(dst)
+	return append(dst, '"', next)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, quotes included. It escapes
+// exactly as encoding/json does with HTML escaping off: '"' and '\\',
+// control characters (\b \f \n \r \t by name, the rest as \u00XX), and
+// U+2028 and U+2029, which JavaScript once took for line ends; each byte
+// that is not UTF-8 becomes \ufffd. Everything else is copied as is.
+func appendString[Bytes []byte | string](dst []byte, s Bytes) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		// Converting at most utf8.UTFMax bytes to a string lets the
+		// compiler keep the copy on the stack, so []byte input does not
+		// allocate.
+		n := min(len(s)-i, utf8.UTFMax)
+		r, size := utf8.DecodeRuneInString(string(s[i : i+n]))
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,130 @@
+package line
+
+import (
+	"unicode/utf8"
+
+	"duet/proto"
+)
+
+// Decode parses one line from Framer.Next into a Command. Blank lines
+// (empty, or only spaces and tabs) return Command{Op: proto.OpNone}, nil:
+// the engine ignores them.
+//
+// A line that starts with '/' is a command; "//" escapes a message that
+// starts with a slash. Any other line is a message, sent as it is: its
+// spaces are part of it. The Command's slices alias line.
+func Decode(line []byte) (proto.Command, *proto.Error) {
+	// Validate first, so no command or message ever carries bytes that
+	// are not UTF-8, whatever path it takes below.
+	if !utf8.Valid(line) {
+		return proto.Command{}, proto.ErrInvalidUTF8
+	}
+	if isBlank(line) {
+		return proto.Command{Op: proto.OpNone}, nil
+	}
+	if line[0] != '/' {
+		return proto.Command{Op: proto.OpSay, Text: line[:len(line):len(line)]}, nil
+	}
+	if len(line) > 1 && line[1] == '/' {
+		return proto.Command{Op: proto.OpSay, Text: line[1:len(line):len(line)]}, nil
+	}
+
+	// The command's name follows the slash directly: "/ who" is not /who.
+	end := 1
+	for end < len(line) && !isBlankByte(line[end]) {
+		end++
+	}
+	name, args := line[1:end], line[end:]
+	switch {
+	case equalFoldASCII(name, "login"):
+		user, rest := cutWord(args)
+		if len(user) == 0 {
+			return proto.Command{}, proto.ErrBadName
+		}
+		// The password is the rest of the line, so that it may contain
+		// spaces; only the blanks around it are dropped.
+		return proto.Command{Op: proto.OpLogin, Name: user, Password: trimBlanks(rest)}, nil
+	case equalFoldASCII(name, "connect"):
+		// The token is the rest of the line: a token with a space in it
+		// is a bad token, not a good one followed by noise.
+		token := trimBlanks(args)
+		if len(token) == 0 {
+			return proto.Command{}, proto.ErrBadToken
+		}
+		return proto.Command{Op: proto.OpConnect, Token: token}, nil
+	case equalFoldASCII(name, "leave"):
+		return proto.Command{Op: proto.OpLeave}, nil
+	case equalFoldASCII(name, "who"):
+		return proto.Command{Op: proto.OpWho}, nil
+	case equalFoldASCII(name, "help"):
+		return proto.Command{Op: proto.OpHelp}, nil
+	case equalFoldASCII(name, "quit"), equalFoldASCII(name, "exit"):
+		return proto.Command{Op: proto.OpQuit}, nil
+	case equalFoldASCII(name, "newtoken"):
+		return proto.Command{Op: proto.OpNewToken}, nil
+	}
+	return proto.Command{}, proto.ErrUnknownCommand
+}
+
+func isBlankByte(c byte) bool { return c == ' ' || c == '\t' }
+
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if !isBlankByte(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// trimBlanks drops the spaces and tabs around b. It returns nil for an
+// all-blank b, so an absent argument is always nil.
+func trimBlanks(b []byte) []byte {
+	start, end := 0, len(b)
+	for start < end && isBlankByte(b[start]) {
+		start++
+	}
+	for end > start && isBlankByte(b[end-1]) {
+		end--
+	}
+	if start == end {
+		return nil
+	}
+	return b[start:end:end]
+}
+
+// cutWord returns the first blank-separated word of b, and what follows
+// it (with its leading blanks).
+func cutWord(b []byte) (word, rest []byte) {
+	start := 0
+	for start < len(b) && isBlankByte(b[start]) {
+		start++
+	}
+	end := start
+	for end < len(b) && !isBlankByte(b[end]) {
+		end++
+	}
+	if start == end {
+		return nil, nil
+	}
+	return b[start:end:end], b[end:]
+}
+
+// equalFoldASCII compares b with the lowercase ASCII word without regard
+// to ASCII case. Commands are ASCII; bytes.EqualFold would also match
+// Unicode look-alikes such as the Kelvin sign for 'k'.
+func equalFoldASCII(b []byte, word string) bool {
+	if len(b) != len(word) {
+		return false
+	}
+	for i := range len(b) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != word[i] {
+			return false
+		}
+	}
+	return true
+}

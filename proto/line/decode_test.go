@@ -1,0 +1,136 @@
+package line
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"duet/proto"
+)
+
+// formatCommand renders a decoding result on one line, for tables and
+// golden files: the op, then the fields that op carries, quoted.
+func formatCommand(cmd proto.Command, err *proto.Error) string {
+	if err != nil {
+		return "error " + err.Code
+	}
+	var b strings.Builder
+	b.WriteString(cmd.Op.String())
+	switch cmd.Op {
+	case proto.OpLogin:
+		fmt.Fprintf(&b, " name=%q", cmd.Name)
+		if len(cmd.Password) > 0 {
+			fmt.Fprintf(&b, " password=%q", cmd.Password)
+		}
+	case proto.OpConnect:
+		fmt.Fprintf(&b, " token=%q", cmd.Token)
+	case proto.OpSay:
+		fmt.Fprintf(&b, " text=%q", cmd.Text)
+	}
+	return b.String()
+}
+
+func TestDecode(t *testing.T) {
+	const token = "0123456789abcdef0123456789ABCDEF"
+	tests := []struct {
+		line string
+		want string
+	}{
+		// Messages.
+		{"hello", `say text="hello"`},
+		{"  hello  there\t", `say text="  hello  there\t"`},
+		{"héllo wörld ✓", `say text="héllo wörld ✓"`},
+		{"//etc/passwd", `say text="/etc/passwd"`},
+		{"//", `say text="/"`},
+		{"// x ", `say text="/ x "`},
+		{" /who", `say text=" /who"`},
+		{"\x00", `say text="\x00"`},
+
+		// Blank lines.
+		{"", "none"},
+		{"   ", "none"},
+		{"\t \t", "none"},
+
+		// Commands.
+		{"/login alice", `login name="alice"`},
+		{"/LOGIN alice", `login name="alice"`},
+		{"/Login\talice\t", `login name="alice"`},
+		{"  /login alice", `say text="  /login alice"`},
+		{"/login alice s3cret", `login name="alice" password="s3cret"`},
+		{"/login alice  two words  ", `login name="alice" password="two words"`},
+		{"/login", "error bad_name"},
+		{"/login   \t", "error bad_name"},
+		{"/connect " + token, `connect token="` + token + `"`},
+		{"/CONNECT   " + token + "  ", `connect token="` + token + `"`},
+		{"/connect abc def", `connect token="abc def"`},
+		{"/connect", "error bad_token"},
+		{"/connect  ", "error bad_token"},
+		{"/leave", "leave"},
+		{"/who", "who"},
+		{"/WHO", "who"},
+		{"/help", "help"},
+		{"/quit", "quit"},
+		{"/exit", "quit"},
+		{"/quit see you", "quit"},
+		{"/newtoken", "newtoken"},
+		{"/NewToken", "newtoken"},
+
+		// Unknown commands.
+		{"/", "error unknown_command"},
+		{"/ who", "error unknown_command"},
+		{"/whom", "error unknown_command"},
+		{"/wh", "error unknown_command"},
+		{"/msg bob hi", "error unknown_command"},
+		{"/newto\u212Aen", "error unknown_command"},    // Kelvin sign, which Unicode folds to 'k'
+		{"/l\u043egin alice", "error unknown_command"}, // Cyrillic o
+
+		// Invalid UTF-8 is checked before anything else.
+		{"caf\xe9", "error invalid_utf8"},
+		{"/login \xffalice", "error invalid_utf8"},
+		{"\xff", "error invalid_utf8"},
+		{"/bogus \xc3", "error invalid_utf8"},
+		{"\xed\xa0\x80", "error invalid_utf8"}, // an encoded surrogate
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.line), func(t *testing.T) {
+			if got := formatCommand(Decode([]byte(tt.line))); got != tt.want {
+				t.Errorf("Decode(%q) = %s, want %s", tt.line, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecodeErrorsAreProtoErrors checks that every error Decode returns
+// is one of the values in proto.Errors, so clients can rely on its code.
+func TestDecodeErrorsAreProtoErrors(t *testing.T) {
+	for _, line := range []string{"/login", "/connect", "/nope", "\xff"} {
+		_, err := Decode([]byte(line))
+		found := false
+		for _, known := range proto.Errors {
+			found = found || err == known
+		}
+		if !found {
+			t.Errorf("Decode(%q) returned %v, not in proto.Errors", line, err)
+		}
+	}
+}
+
+// TestDecodeAliases checks that a Command points into the line it came
+// from, and that its slices cannot be appended to over the rest of it.
+func TestDecodeAliases(t *testing.T) {
+	line := []byte("/login alice pw")
+	cmd, err := Decode(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &cmd.Name[0] != &line[7] {
+		t.Error("Name does not alias the line")
+	}
+	if cap(cmd.Name) != len(cmd.Name) {
+		t.Errorf("cap(Name) = %d, want %d", cap(cmd.Name), len(cmd.Name))
+	}
+	_ = append(cmd.Name, '!')
+	if string(line) != "/login alice pw" {
+		t.Errorf("appending to Name changed the line: %q", line)
+	}
+}

@@ -1,0 +1,133 @@
+package line
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"duet/proto"
+)
+
+// FuzzFramer feeds a byte stream to a Framer in reads of a fuzzed size
+// and checks it against refFrame, the byte-at-a-time model: the same
+// lines and errors in the same order, whatever the read boundaries. drain
+// checks the per-call invariants (n within buf, progress once buf holds
+// Max bytes, no line breaks in a line, ErrTooLong only with n > 0).
+func FuzzFramer(f *testing.F) {
+	f.Add([]byte("hello\r\nworld\n"), uint16(16), uint8(1))
+	f.Add([]byte("\xff\xfb\x01hi\xff\xff\r\x00x\n"), uint16(16), uint8(2))
+	f.Add([]byte("\xff\xfa\x1f\x00\x0a\xff\xff\n\xff\xf0ok\n"), uint16(64), uint8(3))
+	f.Add([]byte("0123456789abcdef\nok\n"), uint16(8), uint8(5))
+	f.Add([]byte("\xff\xfa\x01never ends\nline\nline\n"), uint16(6), uint8(4))
+	f.Add([]byte("abc\xff\xfd\nde\r\n"), uint16(4), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
+		fr := &Framer{Max: 1 + int(maxLine)%512}
+		step := 1 + int(readSize)%64
+
+		var got []string
+		var pending []byte
+		for i := 0; i < len(data); i += step {
+			pending = append(pending, data[i:min(i+step, len(data))]...)
+			for _, entry := range drain(t, fr, &pending) {
+				// The model does not know how many bytes each call
+				// consumed: compare what was framed, not how.
+				if strings.HasPrefix(entry, "line ") {
+					got = append(got, entry)
+				} else if strings.HasPrefix(entry, "too_long ") {
+					got = append(got, "too_long")
+				}
+			}
+		}
+		want := refFrame(data, fr.maxLine())
+		if !slices.Equal(got, want) {
+			t.Fatalf("Max %d, reads of %d:\n got  %q\n want %q", fr.maxLine(), step, got, want)
+		}
+	})
+}
+
+// FuzzDecode checks that Decode never panics and keeps its promises:
+// invalid UTF-8 is always refused, a message is the line (or, after
+// "//", the line without its first slash), and every field is valid
+// UTF-8 that came from the line.
+func FuzzDecode(f *testing.F) {
+	for _, seed := range []string{
+		"", "   ", "hello", "//x", "/login alice", "/login alice pw word", "/LOGIN\tbob",
+		"/connect 0123456789abcdef0123456789abcdef", "/connect", "/who", "/quit", "/exit",
+		"/newtoken", "/nope", "/", "caf\xe9", "\xff\xfe", " /who",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		orig := slices.Clone(line)
+		cmd, err := Decode(line)
+		if !bytes.Equal(line, orig) {
+			t.Fatalf("Decode changed its input: %q -> %q", orig, line)
+		}
+		if !utf8.Valid(line) {
+			if err != proto.ErrInvalidUTF8 {
+				t.Fatalf("Decode(%q) = %v, want invalid_utf8", line, err)
+			}
+			return
+		}
+		if err != nil {
+			if cmd.Op != proto.OpNone {
+				t.Fatalf("Decode(%q) returned op %v with error %v", line, cmd.Op, err)
+			}
+			if !slices.Contains(proto.Errors, err) {
+				t.Fatalf("Decode(%q) returned unknown error %v", line, err)
+			}
+			return
+		}
+		for _, field := range [][]byte{cmd.Name, cmd.Password, cmd.Token, cmd.Text} {
+			if !utf8.Valid(field) || !bytes.Contains(line, field) {
+				t.Fatalf("Decode(%q) returned field %q", line, field)
+			}
+		}
+		switch cmd.Op {
+		case proto.OpNone:
+			if !isBlank(line) {
+				t.Fatalf("Decode(%q) returned none for a line that is not blank", line)
+			}
+		case proto.OpSay:
+			want := line
+			if bytes.HasPrefix(line, []byte("//")) {
+				want = line[1:]
+			}
+			if !bytes.Equal(cmd.Text, want) {
+				t.Fatalf("Decode(%q) says %q, want %q", line, cmd.Text, want)
+			}
+		case proto.OpLogin:
+			if len(cmd.Name) == 0 || bytes.ContainsAny(cmd.Name, " \t") {
+				t.Fatalf("Decode(%q) logs in as %q", line, cmd.Name)
+			}
+		case proto.OpConnect:
+			if len(cmd.Token) == 0 {
+				t.Fatalf("Decode(%q) connects to an empty token", line)
+			}
+		}
+		if cmd.Op != proto.OpSay && cmd.Op != proto.OpNone && line[0] != '/' {
+			t.Fatalf("Decode(%q) = %v for a line that does not start with '/'", line, cmd.Op)
+		}
+	})
+}
+
+// FuzzAppendEvent checks that whatever a peer sends, the line it is
+// rendered to is whole lines with no control characters but tab.
+func FuzzAppendEvent(f *testing.F) {
+	f.Add("alice", []byte("hi"))
+	f.Add("bob", []byte("a\r\nb\n\x1b[31m\u009b\x7f\xff"))
+	f.Add("", []byte("\n"))
+	f.Fuzz(func(t *testing.T, from string, text []byte) {
+		for _, kind := range []proto.EventKind{proto.EvMessage, proto.EvNotice} {
+			out := AppendEvent(nil, &proto.Event{Kind: kind, From: from, Text: text})
+			if !utf8.Valid(out) {
+				t.Fatalf("output is not UTF-8: %q", out)
+			}
+			checkLines(t, string(out))
+		}
+		out := AppendEvent(nil, &proto.Event{Kind: proto.EvPeerLeft, Peer: from, Reason: proto.Reason(text), Count: len(text)})
+		checkLines(t, string(out))
+	})
+}
