@@ -54,9 +54,10 @@ type conn struct {
 	lastProgress time.Time // when that buffer last shrank
 	lastBatch    int       // relayed messages in the last batch handed to gnet
 
-	closing     bool         // close once the output is flushed
-	closeReason proto.Reason // what the partner is told; "" means disconnected
-	closed      bool
+	drainingInput bool         // onClose is using up held-back input; do not pause
+	closing       bool         // close once the output is flushed
+	closeReason   proto.Reason // what the partner is told; "" means disconnected
+	closed        bool
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *conn {
@@ -90,13 +91,32 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
+	rearm := false
 	if cn.paused {
-		if cn.waitingOn != nil && cn.waitingOn.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 && !cn.waitingOn.isClosed() {
+		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 {
 			cn.disarmRead() // gnet re-armed it after a write; keep waiting
 			return gnet.None
 		}
-		cn.resume()
+		cn.paused, cn.waitingOn = false, nil
+		rearm = true
 	}
+	cn.readInput()
+	cn.flush()
+	if rearm && !cn.paused {
+		// Re-arm only once the input held back is used up: gnet closes a
+		// connection as soon as it reads end-of-file, without handing over
+		// what is still buffered (onClose then drains it).
+		cn.armRead()
+	}
+	if cn.closing && !cn.closed && !cn.out.pending() && cn.c.OutboundBuffered() == 0 {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// readInput acts on the complete commands buffered so far and discards
+// the bytes it used.
+func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
 	switch cn.stage {
@@ -108,11 +128,6 @@ func (cn *conn) onTraffic() gnet.Action {
 	if used > 0 {
 		_, _ = cn.c.Discard(used)
 	}
-	cn.flush()
-	if cn.closing && !cn.closed && !cn.out.pending() && cn.c.OutboundBuffered() == 0 {
-		return gnet.Close
-	}
-	return gnet.None
 }
 
 // readLines handles every complete line in buf and returns the bytes used.
@@ -224,6 +239,9 @@ func (cn *conn) quit() {
 // backPressure pauses this connection's input when reader (its partner,
 // or itself) has more queued than limits.outbound_high.
 func (cn *conn) backPressure(reader *outbox) {
+	if cn.drainingInput {
+		return
+	}
 	high := int64(cn.srv.lim().OutboundHigh)
 	if reader.backlog.Load() <= high {
 		return
@@ -241,10 +259,8 @@ func (cn *conn) disarmRead() {
 	}
 }
 
-// resume re-arms reading after a pause.
-func (cn *conn) resume() {
-	cn.paused = false
-	cn.waitingOn = nil
+// armRead re-arms reading after a pause.
+func (cn *conn) armRead() {
 	if cn.loop.epfd >= 0 {
 		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0)
 	}
@@ -405,6 +421,14 @@ func (cn *conn) shutdown() {
 // onClose ends the session: the partner is told why, and how many of its
 // messages to this connection were never sent.
 func (cn *conn) onClose(err error) {
+	// Commands that arrived before the end but were held back by a pause
+	// still count: a file piped through netcat ends with end-of-file right
+	// after its last line. Their number is bounded by the pause itself.
+	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP {
+		cn.paused, cn.closing = false, false
+		cn.drainingInput = true
+		cn.readInput()
+	}
 	cn.closed = true
 	lost, waiters := cn.out.close()
 	if cn.c.OutboundBuffered() > 0 {

@@ -349,13 +349,13 @@ func TestShutdownTellsEveryone(t *testing.T) {
 
 // peer drives one user over either protocol for the bulk tests.
 type peer struct {
-	t     *testing.T
+	t       *testing.T
 	name    string
 	token   string
 	partner string // whose messages it must receive
-	line  *enginetest.LineClient
-	ws    *enginetest.WSClient
-	r     *bufio.Reader
+	line    *enginetest.LineClient
+	ws      *enginetest.WSClient
+	r       *bufio.Reader
 }
 
 func newPeer(t *testing.T, d *enginetest.Daemon, kind, name string) *peer {

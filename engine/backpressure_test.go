@@ -1,0 +1,166 @@
+package engine_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+)
+
+// numberedLines writes count lines "prefix N <padding>" of about size bytes.
+func numberedLines(w io.Writer, prefix string, count, size int) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	pad := strings.Repeat("x", size)
+	for i := 0; i < count; i++ {
+		if _, err := fmt.Fprintf(bw, "%s %d %s\n", prefix, i, pad); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// TestBackPressureLosesNothing: a sender pastes far more than any buffer
+// holds while its partner does not read for a while. The sender is slowed
+// (its input is not read), not cut off, and once the partner reads,
+// every line arrives in order.
+func TestBackPressureLosesNothing(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 10
+		o.Limits.SlowTimeout = 30 * time.Second
+	})
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`is connected`)
+	bob.Expect(`connected with alice`)
+
+	const lines, size = 100_000, 200 // about 20 MB
+	sent := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		alice.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
+		sent <- numberedLines(alice.Conn, "alice", lines, size)
+	}()
+
+	// bob does not read for a while: alice must be held back, not refused.
+	time.Sleep(1500 * time.Millisecond)
+	select {
+	case err := <-sent:
+		t.Fatalf("20 MB went nowhere in %v with a reader not reading (err %v): no back-pressure", time.Since(start), err)
+	default:
+	}
+	pad := strings.Repeat("x", size)
+	for i := 0; i < lines; i++ {
+		want := "<alice> alice " + strconv.Itoa(i) + " " + pad
+		if got := bob.Line(); got != want {
+			t.Fatalf("line %d: got %.60q, want %.60q", i, got, want)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	// The pair still works both ways.
+	bob.Send("got it all")
+	alice.Expect(`^<bob> got it all$`)
+}
+
+// TestSlowReaderIsCut: a partner that never reads is cut off after
+// limits.slow_timeout, and the sender is told with a count of the
+// messages that were not delivered.
+func TestSlowReaderIsCut(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 10
+		o.Limits.SlowTimeout = time.Second
+	})
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`is connected`)
+	bob.Expect(`connected with alice`)
+
+	go func() {
+		alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_ = numberedLines(alice.Conn, "alice", 200_000, 200)
+	}()
+	re := regexp.MustCompile(`^\* bob stopped reading and was cut off; (\d+) of your messages were not delivered`)
+	for {
+		l := alice.Line()
+		if strings.HasPrefix(l, "! not_paired") {
+			t.Fatalf("not_paired before the cut notice")
+		}
+		if m := re.FindStringSubmatch(l); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n <= 0 {
+				t.Fatalf("count %d in %q", n, l)
+			}
+			break
+		}
+	}
+	bob.ExpectClosed()
+}
+
+// TestNetcatPipesAFile pipes a file through the real netcat binary, as a
+// user would (`nc host 7070 < file`), to a partner that reads it all.
+func TestNetcatPipesAFile(t *testing.T) {
+	nc, err := exec.LookPath("nc")
+	if err != nil {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
+		}
+		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
+	}
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+
+	const lines = 50_000
+	file := filepath.Join(t.TempDir(), "input.txt")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "/login piper\n/connect %s\n", bob.Token)
+	if err := numberedLines(f, "line", lines, 100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	in, _ := os.Open(file)
+	defer in.Close()
+	host, port, _ := strings.Cut(d.TCP, ":")
+	cmd := exec.Command(nc, "-N", host, port) // -N: shut down the socket at end of input
+	cmd.Stdin = in
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	bob.Expect(`^\* piper is connected$`)
+	pad := strings.Repeat("x", 100)
+	for i := 0; i < lines; i++ {
+		if got, want := bob.Line(), "<piper> line "+strconv.Itoa(i)+" "+pad; got != want {
+			t.Fatalf("line %d: got %.50q", i, got)
+		}
+	}
+	bob.Expect(`^\* piper disconnected; `)
+	select {
+	case <-done:
+	case <-time.After(enginetest.Timeout):
+		_ = cmd.Process.Kill()
+		t.Fatal("nc did not finish")
+	}
+	if !strings.Contains(out.String(), "you are connected with bob") {
+		t.Fatalf("nc saw: %.300q", out.String())
+	}
+}
