@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, the real programs duet's tests talk to:
+# netcat and telnet (line-protocol users), redis-server (cluster mode),
+# chromium (the browser client), htpasswd (accounts files), nginx (the TLS
+# front) and systemd-analyze (the unit file). Only what is missing is
+# installed, and only when running as root with apt-get; otherwise it
+# says what is missing and the tests that need it skip (or fail, under
+# the DUET_REQUIRE_* variables that CI sets).
+set -euo pipefail
+
+declare -A need=(
+  [nc]=netcat-openbsd
+  [telnet]=telnet
+  [redis-server]=redis-server
+  [chromium]=chromium
+  [htpasswd]=apache2-utils
+  [nginx]=nginx
+  [systemd-analyze]=systemd
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    missing+=("${need[$cmd]}")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "deps: missing ${missing[*]} (install them with apt-get); tests that need them will skip" >&2
+fi
