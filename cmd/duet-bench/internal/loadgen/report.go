@@ -1,0 +1,204 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Report is what one run measured. Its JSON form is the machine-readable
+// output (-json); WriteTable prints the same for people.
+type Report struct {
+	Proto           Proto   `json:"proto"`
+	Mode            string  `json:"mode"` // "relay" or "idle"
+	Pairs           int     `json:"pairs"`
+	MessagesPerSide int     `json:"messages_per_side,omitempty"`
+	DurationSeconds float64 `json:"duration_seconds,omitempty"` // the requested sending time
+	Size            int     `json:"size"`
+	Window          int     `json:"window"`
+
+	Connect Phase         `json:"connect"`
+	Pair    Phase         `json:"pair"`
+	Relay   *RelayReport  `json:"relay,omitempty"`
+	Errors  ErrorReport   `json:"errors"`
+	RSS     *MemoryReport `json:"rss,omitempty"`
+}
+
+// Phase is a setup phase: how many succeeded, and how fast.
+type Phase struct {
+	Count     int     `json:"count"` // connections opened, or pairs formed
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+}
+
+// RelayReport is the message phase.
+type RelayReport struct {
+	Sent              int64         `json:"sent"`
+	Delivered         int64         `json:"delivered"`
+	Seconds           float64       `json:"seconds"` // first message sent to last received
+	MessagesPerSecond float64       `json:"messages_per_second"`
+	Latency           LatencyReport `json:"latency_us"`
+}
+
+// LatencyReport summarises send-to-receive times in microseconds.
+type LatencyReport struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   int64   `json:"p50"`
+	P99   int64   `json:"p99"`
+	P999  int64   `json:"p999"`
+	Max   int64   `json:"max"`
+}
+
+func summarise(h *hdrhistogram.Histogram) LatencyReport {
+	return LatencyReport{
+		Count: h.TotalCount(),
+		Mean:  h.Mean(),
+		P50:   h.ValueAtQuantile(50),
+		P99:   h.ValueAtQuantile(99),
+		P999:  h.ValueAtQuantile(99.9),
+		Max:   h.Max(),
+	}
+}
+
+// ErrorReport counts everything that went wrong, by kind.
+type ErrorReport struct {
+	// Server counts error replies by their code (e.g. rate_limited).
+	Server map[string]int64 `json:"server,omitempty"`
+	// ConnectFailed and PairFailed count connections that could not be
+	// opened and pairs that could not be formed; Reasons says why.
+	ConnectFailed int              `json:"connect_failed"`
+	PairFailed    int              `json:"pair_failed"`
+	Reasons       map[string]int64 `json:"reasons,omitempty"`
+	// Rejected messages got an error reply instead of being relayed.
+	Rejected int64 `json:"rejected"`
+	// Lost messages were sent, not rejected, and never arrived.
+	Lost int64 `json:"lost"`
+	// OutOfOrder messages arrived after a later one from the same sender.
+	OutOfOrder int64 `json:"out_of_order"`
+	// Corrupt texts did not read back as what was sent.
+	Corrupt int64 `json:"corrupt"`
+	// PeerLeft counts notices that a peer went away mid-run.
+	PeerLeft int64 `json:"peer_left"`
+	// Disconnected counts connections that ended before the run closed them.
+	Disconnected int `json:"disconnected"`
+	// Stalled is set when the relay ended by timeout, not completion.
+	Stalled string `json:"stalled,omitempty"`
+}
+
+// MemoryReport is the server's resident memory around the run.
+type MemoryReport struct {
+	PID                int     `json:"pid"`
+	BeforeKiB          int64   `json:"before_kib"`
+	AfterKiB           int64   `json:"after_kib"`
+	Connections        int     `json:"connections"`
+	PerConnectionBytes float64 `json:"per_connection_bytes"`
+}
+
+// OK reports whether every pair formed and every message arrived, once,
+// intact and in order. The command exits non-zero otherwise.
+func (r *Report) OK() bool {
+	e := &r.Errors
+	if e.ConnectFailed > 0 || e.PairFailed > 0 || e.Stalled != "" {
+		return false
+	}
+	if r.Relay == nil {
+		return true
+	}
+	return e.Rejected == 0 && e.Lost == 0 && e.OutOfOrder == 0 && e.Corrupt == 0 &&
+		r.Relay.Delivered == r.Relay.Sent
+}
+
+// WriteTable prints the report for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	line := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
+
+	run := fmt.Sprintf("proto=%s pairs=%d size=%d window=%d", r.Proto, r.Pairs, r.Size, r.Window)
+	switch {
+	case r.Mode == "idle":
+		run += " idle"
+	case r.DurationSeconds > 0:
+		run += fmt.Sprintf(" duration=%gs", r.DurationSeconds)
+	default:
+		run += fmt.Sprintf(" messages/side=%d", r.MessagesPerSide)
+	}
+	line("run\t%s", run)
+	line("connect\t%d connections\t%.3fs\t%s conn/s", r.Connect.Count, r.Connect.Seconds, thousands(r.Connect.PerSecond))
+	line("pair\t%d pairs\t%.3fs\t%s pairings/s", r.Pair.Count, r.Pair.Seconds, thousands(r.Pair.PerSecond))
+	if rr := r.Relay; rr != nil {
+		line("relay\t%d of %d delivered\t%.3fs\t%s messages/s", rr.Delivered, rr.Sent, rr.Seconds, thousands(rr.MessagesPerSecond))
+		l := rr.Latency
+		line("latency µs\tp50 %d  p99 %d  p999 %d\tmax %d\tmean %.0f", l.P50, l.P99, l.P999, l.Max, l.Mean)
+	}
+	line("errors\t%s", r.Errors.summary())
+	if m := r.RSS; m != nil {
+		line("server RSS\tpid %d: %.1f MiB before, %.1f MiB after\t%d conns\t%s bytes/conn",
+			m.PID, float64(m.BeforeKiB)/1024, float64(m.AfterKiB)/1024, m.Connections, thousands(m.PerConnectionBytes))
+	}
+	if r.OK() {
+		line("result\tOK")
+	} else {
+		line("result\tFAILED")
+	}
+	return tw.Flush()
+}
+
+func (e *ErrorReport) summary() string {
+	var parts []string
+	add := func(name string, n int64) {
+		if n != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", name, n))
+		}
+	}
+	add("connect_failed", int64(e.ConnectFailed))
+	add("pair_failed", int64(e.PairFailed))
+	add("rejected", e.Rejected)
+	add("lost", e.Lost)
+	add("out_of_order", e.OutOfOrder)
+	add("corrupt", e.Corrupt)
+	add("peer_left", e.PeerLeft)
+	add("disconnected", int64(e.Disconnected))
+	for _, code := range slices.Sorted(maps.Keys(e.Server)) {
+		add("server:"+code, e.Server[code])
+	}
+	for _, reason := range slices.Sorted(maps.Keys(e.Reasons)) {
+		add("reason:"+reason, e.Reasons[reason])
+	}
+	if e.Stalled != "" {
+		parts = append(parts, "stalled ("+e.Stalled+")")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+// thousands formats a rate as an integer with thousands separators.
+func thousands(v float64) string {
+	n := int64(v + 0.5)
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func perSecond(count int64, seconds float64) float64 {
+	if seconds <= 0 {
+		return 0
+	}
+	return float64(count) / seconds
+}
