@@ -72,6 +72,10 @@ func Start(addr string, opts Options) (*Relay, error) {
 	gopts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		// The relay closes a partner when its pair ends, leaving TIME_WAIT
+		// sockets on the listening port; like net.Listen, set SO_REUSEADDR
+		// so a restarted relay can bind again at once.
+		gnet.WithReuseAddr(true),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	}
 	if opts.EventLoops > 0 {

@@ -386,7 +386,8 @@ func TestRunCountsFaults(t *testing.T) {
 			cfg.Timeout = 300 * time.Millisecond
 			start := time.Now()
 			rep, err := Run(context.Background(), cfg)
-			if took := time.Since(start); took > 5*time.Second {
+			// A guard against hanging, loose enough for -race on a busy machine.
+			if took := time.Since(start); took > 10*time.Second {
 				t.Errorf("run took %v", took)
 			}
 			if tt.stalls != errors.Is(err, errStalled) {
