@@ -26,7 +26,11 @@
 // peers over the relay's wall time), latency percentiles in microseconds
 // (p50, p99, p99.9, from an HdrHistogram), pairings per second, errors by
 // kind (server error codes, rejected, lost and out-of-order messages), and
-// with -pid the server's resident memory per connection. It exits 1 when
+// with -pid the server's resident memory per connection: VmRSS from
+// /proc/PID/status read before connecting and again after the relay (or
+// after -idle's hold), divided by the connections opened. Against a server
+// that has served earlier runs, "before" already holds their leftovers, so
+// measure memory with -idle on a fresh server. It exits 1 when
 // any pair failed to form or any message was lost, rejected, corrupted or
 // reordered, and 2 on bad flags.
 //
@@ -66,7 +70,13 @@
 //
 // bare-relay is the ceiling: a multicore gnet v2 server that pairs
 // connections in the order they open and forwards whole lines to the
-// partner, with no protocol. Drive it with -proto bare.
+// partner, with no protocol. Drive it with -proto bare. It raises
+// GOMAXPROCS to the event-loop count plus two unless GOMAXPROCS is set:
+// gnet's loops wait in epoll_wait outside the Go netpoller and keep their
+// P meanwhile, and with GOMAXPROCS equal to the loop count a woken loop
+// could wait for sysmon to hand it a P, which showed as relayed lines
+// delayed by 100ms to seconds (see barerelay.ProcsFor). A gnet server such
+// as duetd needs the same headroom.
 //
 // goroutine-relay is what most people write first: the net package, one
 // goroutine per connection with bufio, and a mutex-protected token map. It
