@@ -55,7 +55,8 @@ func ProcsFor(eventLoops int) int {
 type Options struct {
 	// EventLoops is the number of event loops; 0 means one per CPU.
 	EventLoops int
-	// Logger receives gnet's own log lines; nil keeps only errors.
+	// Logger receives gnet's own log lines; nil leaves them to gnet's
+	// default logger, which writes to stderr.
 	Logger logging.Logger
 }
 
@@ -76,7 +77,6 @@ func Start(addr string, opts Options) (*Relay, error) {
 		// sockets on the listening port; like net.Listen, set SO_REUSEADDR
 		// so a restarted relay can bind again at once.
 		gnet.WithReuseAddr(true),
-		gnet.WithLogLevel(logging.ErrorLevel),
 	}
 	if opts.EventLoops > 0 {
 		gopts = append(gopts, gnet.WithNumEventLoop(opts.EventLoops))
@@ -260,8 +260,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		if p.closed {
 			h.dropped.Add(int64(end))
 		} else {
-			_, _ = p.conn.Write(lines)
 			h.forwarded.Add(int64(end))
+			_, _ = p.conn.Write(lines)
 		}
 	} else {
 		p.enqueue(lines)
@@ -303,8 +303,8 @@ func (p *relayConn) Run(context.Context) error {
 	} else if len(out) > 0 {
 		// Write sends what the socket takes now and copies the rest into
 		// gnet's outbound buffer, so out is free again when it returns.
-		_, _ = p.conn.Write(out)
 		p.h.forwarded.Add(int64(len(out)))
+		_, _ = p.conn.Write(out)
 	}
 	if cap(out) > maxKeptBuffer {
 		out = nil

@@ -82,8 +82,13 @@ func TestForwardsWholeLinesBothWays(t *testing.T) {
 
 	write(t, b, "back\r\n")
 	readExactly(t, a, "back\r\n")
-	if st := r.Stats(); st.Forwarded != int64(len("hello\nworld\nback\r\n")) || st.Dropped != 0 {
-		t.Fatalf("stats %+v", st)
+	want := int64(len("hello\nworld\nback\r\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().Forwarded != want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if st := r.Stats(); st.Forwarded != want || st.Dropped != 0 {
+		t.Fatalf("stats %+v, want %d bytes forwarded", st, want)
 	}
 }
 
