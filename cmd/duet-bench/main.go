@@ -57,6 +57,7 @@
 //	-timeout T              bound on every connect and setup step, and on the
 //	                        relay going without progress (15s)
 //	-concurrency C          connections or pairs being set up at once (128)
+//	-cpuprofile FILE        write the load generator's own CPU profile
 //
 // Only loopback targets and sources are accepted: duet-bench measures a
 // server on the same machine.
@@ -106,6 +107,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"duet/cmd/duet-bench/internal/barerelay"
@@ -170,6 +172,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each setup step and on the relay going without progress")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "connections or pairs set up at once")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -191,6 +194,19 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "run:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "run:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, runErr := loadgen.Run(ctx, cfg)
 	if rep != nil {
 		if *asJSON {
