@@ -356,7 +356,7 @@ func (cn *conn) checkDeadlines() {
 		}
 	case stageLine:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
-			cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: errLoginTimeout})
+			cn.tell(proto.ErrLoginTimeout)
 			cn.closeNow(proto.ReasonTimeout)
 		}
 	case stageWS:
@@ -372,8 +372,6 @@ func (cn *conn) checkDeadlines() {
 		}
 	}
 }
-
-var errLoginTimeout = &proto.Error{Code: "login_timeout", Text: "no login in time; goodbye"}
 
 // cut drops a connection that broke a limit, telling its partner.
 func (cn *conn) cut(reason proto.Reason, why string) {

@@ -346,24 +346,24 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
-	refuse := func(code, text string) ([]byte, gnet.Action) {
+	refuse := func(err *proto.Error) ([]byte, gnet.Action) {
 		if isLine {
-			return []byte("! " + code + ": " + text + "\r\n"), gnet.Close
+			return line.AppendEvent(nil, &proto.Event{Kind: proto.EvError, Err: err}), gnet.Close
 		}
-		return web.ErrorResponse(503, text+"\n"), gnet.Close
+		return web.ErrorResponse(503, err.Text+"\n"), gnet.Close
 	}
 	if s.draining.Load() {
-		return refuse(proto.ErrShuttingDown.Code, proto.ErrShuttingDown.Text)
+		return refuse(proto.ErrShuttingDown)
 	}
 	lim := s.lim()
 	ip := remoteIP(c.RemoteAddr())
 	if s.conns.Load() >= int64(lim.MaxConns) {
 		s.log.Warn("connection refused: server full", zap.String("remote", ip))
-		return refuse("server_full", "the server has too many connections; try again later")
+		return refuse(proto.ErrServerFull)
 	}
 	if !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
 		s.log.Warn("connection refused: too many from one address", zap.String("remote", ip))
-		return refuse("too_many_connections", "too many connections from your address")
+		return refuse(proto.ErrTooManyConns)
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
