@@ -103,6 +103,9 @@ func TestLineTranscript(t *testing.T) {
 	bob.send("/connect " + token)
 	bob.expect(`^\* you are connected with alice$`)
 	alice.expect(`^\* bob is connected$`)
+	if n := s.Paired(); n != 2 {
+		t.Fatalf("%d sessions paired, want 2", n)
+	}
 	bob.send("/connect " + token)
 	bob.expect(`^! already_paired: `)
 

@@ -37,6 +37,8 @@ func TestReportOK(t *testing.T) {
 		{"pair failed", func(r *Report) { r.Errors.PairFailed = 1 }},
 		{"connect failed", func(r *Report) { r.Errors.ConnectFailed = 1 }},
 		{"stalled", func(r *Report) { r.Errors.Stalled = "relay stalled" }},
+		{"disconnected", func(r *Report) { r.Errors.Disconnected = 1 }},
+		{"peer left", func(r *Report) { r.Errors.PeerLeft = 1 }},
 		{"short delivery", func(r *Report) { r.Relay.Delivered-- }},
 	}
 	if r := sampleReport(); !r.OK() {

@@ -182,6 +182,32 @@ func TestRunIdle(t *testing.T) {
 	}
 }
 
+func TestRunIdleNoticesDroppedConnections(t *testing.T) {
+	s, err := gorelay.Listen(gorelay.Config{LineAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(ProtoTCP, 3, 0)
+	cfg.TCPAddr = s.LineAddr().String()
+	cfg.Idle = true
+	cfg.Hold = time.Second
+	// The server goes away while the pairs are held.
+	go func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for s.Paired() < 6 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		_ = s.Close()
+	}()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || rep.Errors.Disconnected != 6 {
+		t.Fatalf("idle run over a closed server: %s", rep.Errors.summary())
+	}
+}
+
 func TestRunRefusesToStartWithoutServer(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
