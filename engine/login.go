@@ -31,9 +31,10 @@ type AuthOptions struct {
 
 // logins checks accounts-mode logins. A password check is a bcrypt
 // comparison, milliseconds of CPU, so it never runs on an event loop:
-// the connection stops reading, the check runs on the pool, and the
-// result comes back to the connection's own loop (conn.finishLogin),
-// which then goes on with the input that waited.
+// the check runs on the pool while the connection reads no further
+// input, and the result comes back to the connection's own loop
+// (conn.finishLogin), which then goes on with the input that waited.
+// A login the full pool refuses is answered at once, without pausing.
 type logins struct {
 	accounts *auth.Accounts
 	takeover atomic.Bool
@@ -99,40 +100,58 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		return
 	}
 	pl := &pendingLogin{name: bytes.Clone(cmd.Name), password: bytes.Clone(cmd.Password), ip: cn.ip}
-	// Hold the rest of the input until the answer: a connect or a message
-	// right behind the login must see the session it creates.
+	delay := l.throttle.Delay(cn.ip, string(pl.name))
+	if delay <= 0 {
+		if !l.submit(cn, pl) {
+			// Answered at once: under a flood this is the common case,
+			// and it costs the loop no pause and no wake-up.
+			cn.tell(proto.ErrUnavailable)
+			return
+		}
+		cn.holdInput(pl)
+		return
+	}
+	cn.holdInput(pl)
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
+		"too many failed logins from your address or for that name: this one is checked in %s", delay.Round(time.Second/10))})
+	time.AfterFunc(delay, func() {
+		if !l.submit(cn, pl) {
+			pl.err = proto.ErrUnavailable
+			cn.loginChecked(pl)
+		}
+	})
+}
+
+// holdInput keeps the rest of the connection's input unread until the
+// login is answered: a connect or a message right behind the login must
+// see the session it creates. The answer arrives through onTraffic.
+func (cn *conn) holdInput(pl *pendingLogin) {
 	cn.login = pl
 	cn.paused = true
 	cn.disarmRead()
-
-	delay := l.throttle.Delay(cn.ip, string(pl.name))
-	if delay <= 0 {
-		l.check(cn, pl)
-		return
-	}
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
-		"too many failed logins from your address or for that name: this one is checked in %s", delay.Round(time.Second/10))})
-	time.AfterFunc(delay, func() { l.check(cn, pl) })
 }
 
-// check hands the comparison to the pool, or answers unavailable when the
-// pool is full. It may run on any goroutine.
-func (l *logins) check(cn *conn, pl *pendingLogin) {
+// submit hands the comparison to the pool; it reports false, having
+// dropped the password, when the pool is full. It may run on any
+// goroutine. A job that completes calls loginChecked, which reaches the
+// connection's loop only after the call that submitted it (on that same
+// loop) has returned, so holding the input after a successful submit is
+// in time.
+func (l *logins) submit(cn *conn, pl *pendingLogin) bool {
 	ok := l.pool.Submit(func() {
 		l.verify(pl)
 		cn.loginChecked(pl)
 	})
 	if !ok {
+		clear(pl.password)
 		l.refused.Add(1)
 		now, last := time.Now().UnixNano(), l.refusedLogged.Load()
 		if now-last >= int64(time.Second) && l.refusedLogged.CompareAndSwap(last, now) {
 			l.log.Warn("logins refused: the password check queue is full",
 				zap.Int64("refused", l.refused.Swap(0)), zap.String("last_remote", pl.ip))
 		}
-		clear(pl.password)
-		pl.err = proto.ErrUnavailable
-		cn.loginChecked(pl)
 	}
+	return ok
 }
 
 // verify compares the password and records the outcome. It runs on the

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Hashes as htpasswd writes them (password "pw" unless noted).
@@ -114,5 +116,24 @@ func TestEmptyTableVerifies(t *testing.T) {
 	}
 	if _, ok := NewAccounts(tab).Verify([]byte("alice"), []byte("pw")); ok {
 		t.Fatal("login with no accounts")
+	}
+}
+
+// TestDummyHashHasTheCommonCost: an unknown name is checked against a
+// hash of the cost most accounts have, so it takes as long as theirs.
+func TestDummyHashHasTheCommonCost(t *testing.T) {
+	tab, err := Parse(strings.NewReader("a:"+hashY+"\nb:"+hashA+"\nc:"+emptyTableDummy+"\n"), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, _ := bcrypt.Cost(tab.dummy); cost != 4 {
+		t.Fatalf("dummy cost %d, want 4 (two accounts at 4, one at 5)", cost)
+	}
+	tab, err = Parse(strings.NewReader(""), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost(tab.dummy); err != nil || cost != 5 {
+		t.Fatalf("empty table: dummy cost %d (%v), want htpasswd's default 5", cost, err)
 	}
 }
