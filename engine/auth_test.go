@@ -369,3 +369,22 @@ func TestAccountsReload(t *testing.T) {
 	c.Expect(`bye`)
 	d.DialWS(t).LoginPassword("carol", "pw3")
 }
+
+func TestLoginThrottleWS(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 200 * time.Millisecond}
+	})
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "wrong"})
+	w.ExpectError("auth_failed")
+	start := time.Now()
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "s3cret"})
+	if ev := w.Expect("notice"); !strings.Contains(ev["text"].(string), "checked in 200ms") {
+		t.Fatalf("notice: %v", ev)
+	}
+	w.Expect("welcome")
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("throttled login answered after %v, before its delay", took)
+	}
+}
