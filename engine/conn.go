@@ -49,6 +49,8 @@ type conn struct {
 	paused    bool
 	waitingOn *outbox
 
+	login *pendingLogin // accounts mode: a login being checked (see login.go); input waits
+
 	// Slow-reader tracking while gnet holds output for this connection.
 	heldBytes    int       // gnet's outbound buffer at the last check
 	lastProgress time.Time // when that buffer last shrank
@@ -92,6 +94,10 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
 	rearm := false
+	if cn.login != nil && !cn.finishLogin() {
+		cn.disarmRead() // gnet re-armed it after a write; the login is still being checked
+		return gnet.None
+	}
 	if cn.paused {
 		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 {
 			cn.disarmRead() // gnet re-armed it after a write; keep waiting
@@ -173,6 +179,10 @@ func (cn *conn) handle(cmd *proto.Command) {
 				// In open mode a second word can only be a name with a
 				// space in it, which no name may have.
 				cn.tell(proto.ErrBadName)
+				return
+			}
+			if cn.srv.logins != nil {
+				cn.startLogin(cmd)
 				return
 			}
 			s, err := cn.srv.hub.Login(cmd.Name, &cn.out)

@@ -41,6 +41,7 @@ type Options struct {
 	AllowedOrigins []string
 	Limits         config.Limits
 	AuthMode       string // "open" or "accounts"; told to clients in the greeting
+	Auth           AuthOptions
 	Hub            *hub.Hub
 	Site           *web.Site // the browser client; nil serves 404 for pages
 	Logger         *zap.Logger
@@ -52,6 +53,7 @@ type Server struct {
 	opts   Options
 	log    *zap.Logger
 	hub    *hub.Hub
+	logins *logins // nil in open mode
 	limits atomic.Pointer[config.Limits]
 	origin atomic.Pointer[[]string]
 
@@ -92,6 +94,10 @@ func New(opts Options) (*Server, error) {
 		booted: make(chan struct{}),
 		done:   make(chan error, 1),
 		loops:  make(map[gnet.EventLoop]*loopState),
+	}
+	var err error
+	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
+		return nil, err
 	}
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)

@@ -28,6 +28,7 @@ import (
 
 	"duet/config"
 	"duet/engine"
+	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/web"
 )
@@ -77,6 +78,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot build the web client", zap.Error(err))
 		return 1
 	}
+	var accounts *auth.Accounts
+	if cfg.Auth.Mode == "accounts" {
+		if accounts, err = auth.Load(cfg.Auth.UsersFile); err != nil {
+			log.Error("cannot load auth.users_file", zap.Error(err))
+			return 2
+		}
+		log.Info("accounts loaded", zap.String("file", accounts.Path()), zap.Int("accounts", accounts.Len()))
+	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
@@ -84,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AllowedOrigins: cfg.WS.AllowedOrigins,
 		Limits:         cfg.Limits,
 		AuthMode:       cfg.Auth.Mode,
+		Auth:           engine.AuthOptions{Accounts: accounts, Takeover: cfg.Auth.Takeover},
 		Hub:            core,
 		Site:           site,
 		Logger:         log,
