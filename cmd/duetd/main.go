@@ -121,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				cfg, src = reload(log, level, srv, cfg, src)
+				cfg, src = reload(log, level, srv, accounts, cfg, src)
 				continue
 			}
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", cfg.ShutdownTimeout))
@@ -139,7 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // reload re-reads the configuration on SIGHUP. What can change without
 // dropping a connection changes; a bad file keeps the old configuration.
-func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, old *config.Config, src *config.Sources) (*config.Config, *config.Sources) {
+func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, accounts *auth.Accounts, old *config.Config, src *config.Sources) (*config.Config, *config.Sources) {
 	cfg, newSrc, err := src.Reload()
 	if err != nil {
 		log.Error("reload failed; keeping the old configuration", zap.Error(err))
@@ -150,6 +150,19 @@ func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, old *con
 	}
 	srv.SetLimits(cfg.Limits)
 	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
+	srv.SetTakeover(cfg.Auth.Takeover)
+	if accounts != nil {
+		// The users file is re-read even when the config file did not
+		// change: adding an account is the common reason for a reload.
+		if err := accounts.Reload(); err != nil {
+			log.Error("users file reload failed; keeping the old accounts", zap.Error(err))
+		} else {
+			log.Info("accounts reloaded", zap.Int("accounts", accounts.Len()))
+		}
+	}
+	if cfg.Auth.Mode != old.Auth.Mode || cfg.Auth.UsersFile != old.Auth.UsersFile {
+		log.Warn("auth.mode and auth.users_file change only on restart")
+	}
 	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen {
 		log.Warn("listen addresses change only on restart")
 	}
