@@ -175,10 +175,14 @@ func checkStrings(msg []byte) *proto.Error {
 			break
 		}
 		i += j + 1
-		// A string without escapes was checked whole by the validator:
-		// skip it with two vectorized searches. Only strings with escapes
-		// are walked byte by byte.
+		// A string without escapes needs only a check for raw control
+		// characters (the validator lets some through, e.g. a NUL right
+		// before a raw backspace): two vectorized searches and one scan.
+		// Only strings with escapes are walked escape by escape.
 		if k := bytes.IndexByte(msg[i:], '"'); k >= 0 && bytes.IndexByte(msg[i:i+k], '\\') < 0 {
+			if hasControl(msg[i : i+k]) {
+				return proto.ErrBadJSON
+			}
 			i += k + 1
 			continue
 		}
@@ -226,6 +230,17 @@ func checkStrings(msg []byte) *proto.Error {
 		return proto.ErrInvalidUTF8
 	}
 	return nil
+}
+
+// hasControl reports whether b holds a byte below 0x20, which JSON never
+// allows raw inside a string.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 // hex4 reads the four hexadecimal digits at msg[at:].
