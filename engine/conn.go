@@ -19,9 +19,10 @@ import (
 type stage uint8
 
 const (
-	stageLine stage = iota // line protocol (netcat, telnet)
-	stageHTTP              // HTTP requests on the web port, before any upgrade
-	stageWS                // WebSocket, JSON protocol
+	stageLine  stage = iota // line protocol (netcat, telnet)
+	stageHTTP               // HTTP requests on the web port, before any upgrade
+	stageWS                 // WebSocket, JSON protocol
+	stageProxy              // line protocol, before the first line: a PROXY header? (realaddr.go)
 )
 
 // conn is duet's state for one connection. Everything in it is touched
@@ -31,7 +32,11 @@ type conn struct {
 	loop *loopState
 	c    gnet.Conn
 	id   uint64
-	ip   string
+	ip   string // the client's address: the peer's, or what a trusted proxy vouches for
+
+	peerIP    string // the socket peer's address
+	fromProxy bool   // the peer is a trusted proxy
+	ipHeld    bool   // counted against ip's connection limit (claimAddr)
 
 	stage  stage
 	framer line.Framer    // stageLine
@@ -67,7 +72,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *con
 	cn.lastPing = ls.now
 	lim := s.lim()
 	if isLine {
-		cn.stage = stageLine
+		cn.stage = stageProxy
 		cn.framer.Max = lim.MaxLine
 	} else {
 		cn.stage = stageHTTP
@@ -83,7 +88,7 @@ func (cn *conn) logger() *zap.Logger {
 // the outbox lock, possibly on another loop's goroutine, so it reads only
 // fields fixed before the connection could receive events.
 func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
-	if cn.stage == stageLine {
+	if cn.stage == stageLine || cn.stage == stageProxy {
 		return line.AppendEvent(dst, ev)
 	}
 	return appendJSONFrame(dst, ev)
@@ -120,6 +125,8 @@ func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
 	switch cn.stage {
+	case stageProxy:
+		used = cn.readPreamble(buf)
 	case stageLine:
 		used = cn.readLines(buf)
 	case stageHTTP, stageWS:
@@ -161,6 +168,7 @@ func (cn *conn) readLines(buf []byte) int {
 
 // tell sends an error to this connection.
 func (cn *conn) tell(err *proto.Error) {
+	cn.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
 }
 
@@ -349,6 +357,8 @@ func (cn *conn) checkDeadlines() {
 	lim := cn.srv.lim()
 	now := cn.loop.now
 	switch cn.stage {
+	case stageProxy:
+		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
 			cn.out.deliverRaw(webError(408, "request timeout"))
@@ -378,6 +388,9 @@ var errLoginTimeout = &proto.Error{Code: "login_timeout", Text: "no login in tim
 // cut drops a connection that broke a limit, telling its partner.
 func (cn *conn) cut(reason proto.Reason, why string) {
 	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
+	if reason == proto.ReasonSlow {
+		cn.srv.metrics.SlowCut()
+	}
 	cn.closeNow(reason)
 }
 
@@ -402,7 +415,7 @@ func (cn *conn) shutdown() {
 		cn.sess.Close(proto.ReasonShutdown, 0)
 	}
 	switch cn.stage {
-	case stageLine:
+	case stageLine, stageProxy:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
 	case stageWS:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,6 @@ import (
 	"duet/config"
 	"duet/engine/hub"
 	"duet/proto"
-	"duet/proto/line"
 	"duet/web"
 )
 
@@ -45,6 +45,10 @@ type Options struct {
 	Site           *web.Site // the browser client; nil serves 404 for pages
 	Logger         *zap.Logger
 	Loops          int // event loops; 0 means one per CPU
+	// TrustedProxies are the peers whose PROXY header (line port) or
+	// X-Forwarded-For (web port) names the real client.
+	TrustedProxies []netip.Prefix
+	Metrics        Metrics // nil counts nothing
 }
 
 // Server is a running duet engine.
@@ -54,6 +58,9 @@ type Server struct {
 	hub    *hub.Hub
 	limits atomic.Pointer[config.Limits]
 	origin atomic.Pointer[[]string]
+
+	trusted atomic.Pointer[[]netip.Prefix]
+	metrics Metrics
 
 	eng     gnet.Engine
 	tcpAddr net.Addr
@@ -95,6 +102,10 @@ func New(opts Options) (*Server, error) {
 	}
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)
+	s.SetTrustedProxies(opts.TrustedProxies)
+	if s.metrics = opts.Metrics; s.metrics == nil {
+		s.metrics = noMetrics{}
+	}
 	s.perIP.counts = make(map[string]int)
 	return s, nil
 }
@@ -347,6 +358,7 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
 	refuse := func(code, text string) ([]byte, gnet.Action) {
+		s.metrics.Rejected(code)
 		if isLine {
 			return []byte("! " + code + ": " + text + "\r\n"), gnet.Close
 		}
@@ -361,17 +373,22 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.log.Warn("connection refused: server full", zap.String("remote", ip))
 		return refuse("server_full", "the server has too many connections; try again later")
 	}
-	if !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
+	// A trusted proxy's connection is counted once the client it carries
+	// is known (realaddr.go), not against the proxy's own address.
+	fromProxy := s.trustedPeer(c.RemoteAddr())
+	if !fromProxy && !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
 		s.log.Warn("connection refused: too many from one address", zap.String("remote", ip))
 		return refuse("too_many_connections", "too many connections from your address")
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, ip)
+	cn.peerIP, cn.fromProxy, cn.ipHeld = ip, fromProxy, !fromProxy
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
-	if isLine {
-		return line.AppendEvent(nil, &proto.Event{Kind: proto.EvHello, Auth: s.opts.AuthMode}), gnet.None
+	s.metrics.ConnOpened(cn.protocol())
+	if isLine && !fromProxy {
+		return s.lineHello(), gnet.None
 	}
 	return nil, gnet.None
 }
@@ -394,7 +411,8 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	cn.onClose(err)
 	delete(cn.loop.conns, cn)
 	delete(cn.loop.backlogged, cn)
-	s.perIP.release(cn.ip)
+	cn.releaseAddr()
+	s.metrics.ConnClosed(cn.protocol())
 	s.conns.Add(-1)
 	return gnet.None
 }
