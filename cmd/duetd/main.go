@@ -78,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	ops := newOperations(log, core)
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
@@ -87,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Hub:            core,
 		Site:           site,
 		Logger:         log,
+		TrustedProxies: cfg.TrustedNets(),
+		Metrics:        ops.metrics,
 	})
 	if err != nil {
 		log.Error("bad configuration", zap.Error(err))
@@ -100,6 +103,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zap.Stringer("tcp", addrOrNone(srv.TCPAddr())),
 		zap.Stringer("ws", addrOrNone(srv.WSAddr())),
 		zap.String("version", buildVersion()))
+	if err := ops.started(cfg, srv); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	defer ops.stop()
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -111,10 +120,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
+				ops.reloading()
 				cfg, src = reload(log, level, srv, cfg, src)
+				ops.reloaded()
 				continue
 			}
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", cfg.ShutdownTimeout))
+			ops.stopping()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			err := srv.Shutdown(ctx)
 			cancel()
@@ -140,7 +152,8 @@ func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, old *con
 	}
 	srv.SetLimits(cfg.Limits)
 	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
-	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen {
+	srv.SetTrustedProxies(cfg.TrustedNets())
+	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen || cfg.Admin.Listen != old.Admin.Listen {
 		log.Warn("listen addresses change only on restart")
 	}
 	log.Info("configuration reloaded", zap.String("log_level", cfg.Log.Level))
