@@ -189,6 +189,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 				return
 			}
 			cn.sess = s
+			cn.logLogin()
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:

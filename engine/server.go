@@ -387,6 +387,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
 	s.metrics.ConnOpened(cn.protocol())
+	cn.logOpened()
 	if isLine && !fromProxy {
 		return s.lineHello(), gnet.None
 	}
@@ -409,6 +410,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	cn.onClose(err)
+	cn.logClosed()
 	delete(cn.loop.conns, cn)
 	delete(cn.loop.backlogged, cn)
 	cn.releaseAddr()

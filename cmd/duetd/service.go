@@ -53,14 +53,7 @@ func (o *operations) started(cfg *config.Config, srv *engine.Server) error {
 		st := o.core.Stats()
 		return fmt.Sprintf("%d connections, %d users, %d pairs", srv.Conns(), st.Users, st.Pairs)
 	}
-	healthy := func() bool {
-		select {
-		case <-srv.Done():
-			return false
-		default:
-			return true
-		}
-	}
+	healthy := func() bool { return srv.Healthy(5 * time.Second) }
 	go o.notifier.Run(ctx, status, healthy)
 	return nil
 }
