@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,25 +55,15 @@ func duetdBinary(t *testing.T) string {
 	return filepath.Join(buildDir, "duetd")
 }
 
-// freePort returns a loopback address with a port free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// daemon is a duetd process with its JSON log lines collected.
+// daemon is a duetd process with its JSON log lines collected. It
+// listens on ports the kernel picks; their numbers come from its log.
 type daemon struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	TCP   string
-	WS    string
-	Admin string
-	Conf  string // the config file
+	t    *testing.T
+	cmd  *exec.Cmd
+	Conf string // the config file
+
+	// Set by WaitReady.
+	TCP, WS, Admin string
 
 	mu     sync.Mutex
 	lines  []string
@@ -88,8 +77,7 @@ type daemon struct {
 // environment. It is killed when the test ends, if still running.
 func startDaemon(t *testing.T, extra string, env ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, TCP: freePort(t), WS: freePort(t), Admin: freePort(t),
-		notify: make(chan struct{}), exited: make(chan struct{})}
+	d := &daemon{t: t, notify: make(chan struct{}), exited: make(chan struct{})}
 	d.Conf = filepath.Join(t.TempDir(), "duetd.yaml")
 	d.writeConfig(extra)
 	d.cmd = exec.Command(duetdBinary(t), "--config", d.Conf)
@@ -117,10 +105,18 @@ func startDaemon(t *testing.T, extra string, env ...string) *daemon {
 	return d
 }
 
+// writeConfig writes the config file: the bound addresses once known,
+// so that a reload keeps them, and extra.
 func (d *daemon) writeConfig(extra string) {
 	d.t.Helper()
+	or0 := func(addr string) string {
+		if addr == "" {
+			return "127.0.0.1:0"
+		}
+		return addr
+	}
 	yaml := fmt.Sprintf("tcp:\n  listen: %q\nws:\n  listen: %q\nadmin:\n  listen: %q\n%s",
-		d.TCP, d.WS, d.Admin, extra)
+		or0(d.TCP), or0(d.WS), or0(d.Admin), extra)
 	if err := os.WriteFile(d.Conf, []byte(yaml), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
@@ -179,10 +175,17 @@ func (d *daemon) WaitLog(from int, msg string) (logEntry, int) {
 	}
 }
 
-// WaitReady waits until duetd logs that it listens.
+// WaitReady waits until duetd logs that it listens, and records where.
 func (d *daemon) WaitReady() {
 	d.t.Helper()
-	d.WaitLog(0, "admin listening")
+	e, _ := d.WaitLog(0, "duetd listening")
+	d.TCP, _ = e["tcp"].(string)
+	d.WS, _ = e["ws"].(string)
+	e, _ = d.WaitLog(0, "admin listening")
+	d.Admin, _ = e["admin"].(string)
+	if d.TCP == "" || d.WS == "" || d.Admin == "" {
+		d.t.Fatalf("addresses tcp %q ws %q admin %q", d.TCP, d.WS, d.Admin)
+	}
 }
 
 // Signal sends sig to the process.
