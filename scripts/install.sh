@@ -33,7 +33,10 @@ run() {
 }
 
 binary=${DUETD_BINARY:-}
-if [ -z "$binary" ]; then
+if [ -z "$binary" ] && [ "$dry" = 1 ]; then
+  binary=./duetd
+  echo "would run: go build -o $binary ./cmd/duetd"
+elif [ -z "$binary" ]; then
   binary=$(mktemp -d)/duetd
   version=$(git describe --always --dirty 2>/dev/null || echo dev)
   run go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$binary" ./cmd/duetd
