@@ -19,10 +19,12 @@ import (
 type stage uint8
 
 const (
-	stageLine  stage = iota // line protocol (netcat, telnet)
-	stageHTTP               // HTTP requests on the web port, before any upgrade
-	stageWS                 // WebSocket, JSON protocol
-	stageProxy              // line protocol, before the first line: a PROXY header? (realaddr.go)
+	stageLine stage = iota // line protocol (netcat, telnet)
+	stageHTTP              // HTTP requests on the web port, before any upgrade
+	stageWS                // WebSocket, JSON protocol
+	// The line protocol before its first line, which may be a PROXY
+	// protocol header (realaddr.go).
+	stageProxy
 )
 
 // conn is duet's state for one connection. Everything in it is touched
