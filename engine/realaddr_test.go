@@ -148,3 +148,38 @@ func TestForwardedFor(t *testing.T) {
 	b.Close()
 	waitAddrs(t, d)
 }
+
+// TestProxyHeaderDeadline: a trusted proxy that sends no header is cut
+// off after limits.handshake_timeout.
+func TestProxyHeaderDeadline(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		o.Limits.HandshakeTimeout = time.Second
+	})
+	c := dialFrom(t, "127.0.0.1", d.TCP)
+	start := time.Now()
+	c.Write([]byte("PROXY TCP4 192.0.2.7")) // and nothing more
+	l, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(l, "! bad_proxy_header:") {
+		t.Fatalf("got %q", l)
+	}
+	if waited := time.Since(start); waited < time.Second || waited > 5*time.Second {
+		t.Fatalf("cut off after %v, want about 1-2s", waited)
+	}
+}
+
+// TestTrustedProxiesChange: SetTrustedProxies (config reload) applies to
+// the next connection.
+func TestTrustedProxiesChange(t *testing.T) {
+	d := startBehindProxy(t)
+	d.SetTrustedProxies(nil)
+	c := dialFrom(t, "127.0.0.1", d.TCP)
+	r := bufio.NewReader(c)
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome") {
+		t.Fatalf("greeting %q", l)
+	}
+	c.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 1 2\r\n"))
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "! untrusted_proxy:") {
+		t.Fatalf("got %q", l)
+	}
+}
