@@ -81,7 +81,14 @@ func startDaemon(t *testing.T, extra string, env ...string) *daemon {
 	d.Conf = filepath.Join(t.TempDir(), "duetd.yaml")
 	d.writeConfig(extra)
 	d.cmd = exec.Command(duetdBinary(t), "--config", d.Conf)
-	d.cmd.Env = append(os.Environ(), "DUETD_LOG_FORMAT=json")
+	// Only the config file counts, and log.format stays "auto": stderr is
+	// a pipe here, as under systemd, so the logs must come out as JSON,
+	// which WaitLog relies on.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DUETD_") {
+			d.cmd.Env = append(d.cmd.Env, kv)
+		}
+	}
 	d.cmd.Env = append(d.cmd.Env, env...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
