@@ -163,8 +163,8 @@ func TestProxyHeaderDeadline(t *testing.T) {
 	if !strings.HasPrefix(l, "! bad_proxy_header:") {
 		t.Fatalf("got %q", l)
 	}
-	if waited := time.Since(start); waited < time.Second || waited > 5*time.Second {
-		t.Fatalf("cut off after %v, want about 1-2s", waited)
+	if waited := time.Since(start); waited < time.Second || waited > 8*time.Second {
+		t.Fatalf("cut off after %v, want a little over 1s", waited)
 	}
 }
 
