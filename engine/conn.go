@@ -22,6 +22,9 @@ const (
 	stageLine stage = iota // line protocol (netcat, telnet)
 	stageHTTP              // HTTP requests on the web port, before any upgrade
 	stageWS                // WebSocket, JSON protocol
+	// The line protocol before its first line, which may be a PROXY
+	// protocol header (realaddr.go).
+	stageProxy
 )
 
 // conn is duet's state for one connection. Everything in it is touched
@@ -31,7 +34,11 @@ type conn struct {
 	loop *loopState
 	c    gnet.Conn
 	id   uint64
-	ip   string
+	ip   string // the client's address: the peer's, or what a trusted proxy vouches for
+
+	peerIP    string // the socket peer's address
+	fromProxy bool   // the peer is a trusted proxy
+	ipHeld    bool   // counted against ip's connection limit (claimAddr)
 
 	stage  stage
 	framer line.Framer    // stageLine
@@ -69,7 +76,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *con
 	cn.lastPing = ls.now
 	lim := s.lim()
 	if isLine {
-		cn.stage = stageLine
+		cn.stage = stageProxy
 		cn.framer.Max = lim.MaxLine
 	} else {
 		cn.stage = stageHTTP
@@ -85,7 +92,7 @@ func (cn *conn) logger() *zap.Logger {
 // the outbox lock, possibly on another loop's goroutine, so it reads only
 // fields fixed before the connection could receive events.
 func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
-	if cn.stage == stageLine {
+	if cn.stage == stageLine || cn.stage == stageProxy {
 		return line.AppendEvent(dst, ev)
 	}
 	return appendJSONFrame(dst, ev)
@@ -126,6 +133,8 @@ func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
 	switch cn.stage {
+	case stageProxy:
+		used = cn.readPreamble(buf)
 	case stageLine:
 		used = cn.readLines(buf)
 	case stageHTTP, stageWS:
@@ -167,6 +176,7 @@ func (cn *conn) readLines(buf []byte) int {
 
 // tell sends an error to this connection.
 func (cn *conn) tell(err *proto.Error) {
+	cn.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
 }
 
@@ -191,6 +201,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 				return
 			}
 			cn.sess = s
+			cn.logLogin()
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
@@ -359,6 +370,8 @@ func (cn *conn) checkDeadlines() {
 	lim := cn.srv.lim()
 	now := cn.loop.now
 	switch cn.stage {
+	case stageProxy:
+		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
 			cn.out.deliverRaw(webError(408, "request timeout"))
@@ -386,6 +399,9 @@ func (cn *conn) checkDeadlines() {
 // cut drops a connection that broke a limit, telling its partner.
 func (cn *conn) cut(reason proto.Reason, why string) {
 	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
+	if reason == proto.ReasonSlow {
+		cn.srv.metrics.SlowCut()
+	}
 	cn.closeNow(reason)
 }
 
@@ -410,7 +426,7 @@ func (cn *conn) shutdown() {
 		cn.sess.Close(proto.ReasonShutdown, 0)
 	}
 	switch cn.stage {
-	case stageLine:
+	case stageLine, stageProxy:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
 	case stageWS:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})

@@ -87,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("accounts loaded", zap.String("file", accounts.Path()), zap.Int("accounts", accounts.Len()))
 	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	ops := newOperations(log, core)
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
@@ -97,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Hub:            core,
 		Site:           site,
 		Logger:         log,
+		TrustedProxies: cfg.TrustedNets(),
+		Metrics:        ops.metrics,
 	})
 	if err != nil {
 		log.Error("bad configuration", zap.Error(err))
@@ -110,6 +113,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zap.Stringer("tcp", addrOrNone(srv.TCPAddr())),
 		zap.Stringer("ws", addrOrNone(srv.WSAddr())),
 		zap.String("version", buildVersion()))
+	if err := ops.started(cfg, srv); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	defer ops.stop()
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -121,10 +130,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
+				ops.reloading()
 				cfg, src = reload(log, level, srv, accounts, cfg, src)
+				ops.reloaded()
 				continue
 			}
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", cfg.ShutdownTimeout))
+			ops.stopping()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			err := srv.Shutdown(ctx)
 			cancel()
@@ -163,7 +175,8 @@ func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, accounts
 	if cfg.Auth.Mode != old.Auth.Mode || cfg.Auth.UsersFile != old.Auth.UsersFile {
 		log.Warn("auth.mode and auth.users_file change only on restart")
 	}
-	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen {
+	srv.SetTrustedProxies(cfg.TrustedNets())
+	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen || cfg.Admin.Listen != old.Admin.Listen {
 		log.Warn("listen addresses change only on restart")
 	}
 	log.Info("configuration reloaded", zap.String("log_level", cfg.Log.Level))
