@@ -44,8 +44,9 @@ type conn struct {
 	framer line.Framer    // stageLine
 	wsr    wsframe.Reader // stageWS
 
-	sess *hub.Session
-	out  outbox
+	sess  *hub.Session
+	out   outbox
+	guard *inputGuard // rate limit and throttle state; nil until needed (ratelimit.go)
 
 	opened   time.Time
 	lastRecv time.Time // WebSocket idle detection
@@ -100,6 +101,9 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
+	if cn.holdingConnect() {
+		return gnet.None
+	}
 	rearm := false
 	if cn.login != nil && !cn.finishLogin() {
 		cn.disarmRead() // gnet re-armed it after a write; the login is still being checked
@@ -155,7 +159,7 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		used += n
 		if err != nil {
-			cn.tell(err)
+			cn.rejectInput(err)
 			continue
 		}
 		if ln == nil {
@@ -163,7 +167,7 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		cmd, perr := line.Decode(ln)
 		if perr != nil {
-			cn.tell(perr)
+			cn.rejectInput(perr)
 			continue
 		}
 		if cmd.Op == proto.OpNone {
@@ -182,6 +186,9 @@ func (cn *conn) tell(err *proto.Error) {
 
 // handle carries out one command: the one place both protocols meet.
 func (cn *conn) handle(cmd *proto.Command) {
+	if !cn.admit(cmd) {
+		return
+	}
 	if cn.sess == nil {
 		switch cmd.Op {
 		case proto.OpLogin:
@@ -222,7 +229,10 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpLogin:
 		err = proto.ErrAlreadyLoggedIn
 	case proto.OpConnect:
-		err = cn.sess.Connect(cmd.Token)
+		var held bool
+		if err, held = cn.connect(cmd.Token); held {
+			return
+		}
 	case proto.OpLeave:
 		err = cn.sess.Leave()
 	case proto.OpWho:
@@ -236,9 +246,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	default:
 		err = proto.ErrUnknownCommand
 	}
-	if err != nil {
-		cn.tell(err)
-	}
+	cn.answer(cmd.Op, err)
 	// A client that never reads its own replies is paused like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(&cn.out)

@@ -101,6 +101,7 @@ func (ls *loopState) tick(context.Context) error {
 	if ls.ticks%ticksPerSecond == 0 {
 		for cn := range ls.conns {
 			cn.checkDeadlines()
+			cn.checkGuard()
 		}
 	}
 	return nil

@@ -78,7 +78,8 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
-	perIP ipCounter
+	perIP        ipCounter
+	connectFails failureTable // failed connects per address (throttle.go)
 }
 
 // New checks opts and returns a server that is not yet listening.

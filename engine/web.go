@@ -83,6 +83,13 @@ func (cn *conn) readRequest(buf []byte) int {
 	// A request body is never expected here: do not try to skip one,
 	// answer and close instead.
 	hasBody := req.ContentLength != 0 || len(req.TransferEncoding) > 0
+	if !cn.spend() {
+		// Pipelined requests past the rate limit: a browser loading the
+		// client sends a handful.
+		cn.out.deliverRaw(webError(429, "too many requests"))
+		cn.closeNow(proto.ReasonDisconnected)
+		return len(buf)
+	}
 	var resp []byte
 	keep := false
 	if cn.srv.opts.Site != nil {
@@ -96,6 +103,10 @@ func (cn *conn) readRequest(buf []byte) int {
 		return len(buf)
 	}
 	cn.opened = cn.loop.now // the next request gets its own deadline
+	// A client that pipelines requests without reading the responses is
+	// paused like any slow reader, so each request read cannot grow the
+	// queue by a whole page.
+	cn.backPressure(&cn.out)
 	return end
 }
 
@@ -122,7 +133,7 @@ func (cn *conn) readFrame(buf []byte) int {
 	case ws.OpText:
 		cmd, perr := cn.loop.json.Decode(msg.Payload)
 		if perr != nil {
-			cn.tell(perr)
+			cn.rejectInput(perr)
 			return n
 		}
 		cn.handle(&cmd)
@@ -130,7 +141,12 @@ func (cn *conn) readFrame(buf []byte) int {
 		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
 		cn.closeNow(proto.ReasonDisconnected)
 	case ws.OpPing:
-		cn.out.deliverRaw(wsframe.AppendFrame(nil, ws.OpPong, msg.Payload))
+		// Each ping costs a pong: pings spend tokens like commands, and a
+		// client that does not read its pongs is paused like any reader.
+		if cn.spend() {
+			cn.out.deliverRaw(wsframe.AppendFrame(nil, ws.OpPong, msg.Payload))
+		}
+		cn.backPressure(&cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
 		// Echo the close and end: the user closed the page or the socket.

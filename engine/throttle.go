@@ -1,0 +1,230 @@
+package engine
+
+import (
+	"container/list"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"duet/proto"
+)
+
+// Guessing a token is hopeless (128 random bits), but a client that tries
+// many is still worth slowing and noting. After limits.connect_failures
+// failed connects (unknown_token or bad_token) from one address, every
+// further connect from it is held: the connection's input is not read for
+// a delay that doubles with each failure, from throttleFirstDelay up to
+// throttleMaxDelay, and then the token is checked. A right token still
+// works, so a user behind the same address as a guesser is only slowed; a
+// wrong one is answered throttled. The holds of one address queue behind
+// each other whichever connection they come on, so opening more
+// connections does not buy more guesses; a connect that would wait longer
+// than throttleMaxWait is answered throttled at once, without its token
+// being checked.
+//
+// A right token from any other address is not affected at all.
+const (
+	throttleFirstDelay = 250 * time.Millisecond
+	throttleMaxDelay   = 8 * time.Second
+	throttleMaxWait    = 16 * time.Second
+	// throttleForget is how long an address must go without a failed
+	// connect before its record is forgotten.
+	throttleForget = 10 * time.Minute
+	// throttleMaxAddrs bounds the table. An attacker with more addresses
+	// than this evicts the oldest records; each costs about 150 bytes, so
+	// the table never holds more than a few MiB.
+	throttleMaxAddrs = 16384
+	// heldTokenMax is how much of a held token is kept: one byte past a
+	// token's length is enough to stay invalid.
+	heldTokenMax = proto.TokenLen + 1
+)
+
+// failureTable counts failed connects per address, most recent first.
+// Its zero value is ready to use; it is safe for concurrent use.
+type failureTable struct {
+	mu      sync.Mutex
+	entries map[string]*list.Element // of *failureRecord
+	order   list.List                // front: most recent failure
+}
+
+type failureRecord struct {
+	key      string
+	fails    int
+	lastFail time.Time
+	nextSlot time.Time // when the last hold queued for this address ends
+}
+
+// failureKey is the address a record is kept under. An IPv6 user
+// usually holds a whole /64, so the /64 counts as one address.
+func failureKey(ip string) string {
+	parsed := net.ParseIP(ip)
+	if parsed == nil || parsed.To4() != nil {
+		return ip
+	}
+	return parsed.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// lookupLocked returns the live record for key, forgetting a stale one.
+func (t *failureTable) lookupLocked(key string, now time.Time) *failureRecord {
+	el, ok := t.entries[key]
+	if !ok {
+		return nil
+	}
+	rec := el.Value.(*failureRecord)
+	if now.Sub(rec.lastFail) > throttleForget && !rec.nextSlot.After(now) {
+		t.order.Remove(el)
+		delete(t.entries, key)
+		return nil
+	}
+	return rec
+}
+
+// admit says how long a connect from ip must be held before its token is
+// checked (zero: at once), or refuse when the address has queued so much
+// that it is answered throttled without a check.
+func (t *failureTable) admit(ip string, now time.Time, limit int) (wait time.Duration, refuse bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec := t.lookupLocked(failureKey(ip), now)
+	if rec == nil || rec.fails < limit {
+		return 0, false
+	}
+	start := now
+	if rec.nextSlot.After(now) {
+		start = rec.nextSlot
+	}
+	end := start.Add(throttleDelay(rec.fails - limit))
+	if end.Sub(now) > throttleMaxWait {
+		return 0, true
+	}
+	rec.nextSlot = end
+	return end.Sub(now), false
+}
+
+// throttleDelay is the hold for a connect after excess failures past the
+// limit.
+func throttleDelay(excess int) time.Duration {
+	if excess >= 16 {
+		return throttleMaxDelay
+	}
+	return min(throttleFirstDelay<<excess, throttleMaxDelay)
+}
+
+// failed records a failed connect from ip and returns the address's count.
+func (t *failureTable) failed(ip string, now time.Time) int {
+	key := failureKey(ip)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.entries == nil {
+		t.entries = make(map[string]*list.Element)
+	}
+	rec := t.lookupLocked(key, now)
+	if rec == nil {
+		for t.order.Len() >= throttleMaxAddrs {
+			oldest := t.order.Back()
+			t.order.Remove(oldest)
+			delete(t.entries, oldest.Value.(*failureRecord).key)
+		}
+		rec = &failureRecord{key: key}
+		t.entries[key] = t.order.PushFront(rec)
+	} else {
+		t.order.MoveToFront(t.entries[key])
+	}
+	rec.fails++
+	rec.lastFail = now
+	return rec.fails
+}
+
+// size is the number of addresses on record.
+func (t *failureTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.order.Len()
+}
+
+// connect carries out a connect command under the failed-connect
+// throttle. held reports that the connection's input is now paused until
+// the hold ends; holdingConnect then finishes the command.
+func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
+	now := time.Now()
+	wait, refuse := cn.srv.connectFails.admit(cn.ip, now, cn.srv.lim().ConnectFailures)
+	if refuse || (wait > 0 && (cn.drainingInput || cn.closing)) {
+		// Nobody waits at the end of a connection: a guesser who sends a
+		// thousand tokens and hangs up must not have them all checked.
+		return proto.ErrThrottled, false
+	}
+	if wait == 0 {
+		return cn.checkConnect(token, false), false
+	}
+	g := cn.guardFor()
+	g.holding = true
+	g.holdUntil = now.Add(wait)
+	g.heldToken = append(g.heldToken[:0], token[:min(len(token), heldTokenMax)]...)
+	cn.paused, cn.waitingOn = true, nil
+	cn.disarmRead()
+	time.AfterFunc(wait, cn.wake)
+	return nil, true
+}
+
+// checkConnect tries token and records a failure against the address.
+func (cn *conn) checkConnect(token []byte, throttled bool) *proto.Error {
+	err := cn.sess.Connect(token)
+	if err != proto.ErrUnknownToken && err != proto.ErrBadToken {
+		return err
+	}
+	limit := cn.srv.lim().ConnectFailures
+	fails := cn.srv.connectFails.failed(cn.ip, time.Now())
+	fields := []zap.Field{
+		zap.String("token_prefix", tokenPrefix(token)),
+		zap.String("error", err.Code),
+		zap.Int("failures", fails),
+	}
+	if fails == limit {
+		cn.logger().Warn("failed connects from this address reached limits.connect_failures; further connects are slowed", fields...)
+	} else {
+		cn.logger().Info("connect failed", fields...)
+	}
+	if throttled {
+		return proto.ErrThrottled
+	}
+	return err
+}
+
+// tokenPrefix is what the log may show of a token someone tried: its
+// first six characters, enough to match a report, far too few to use.
+// Anything but a hexadecimal digit is shown as '?'.
+func tokenPrefix(token []byte) string {
+	var b [6]byte
+	n := min(len(token), len(b))
+	for i := 0; i < n; i++ {
+		c := token[i]
+		if c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' {
+			b[i] = c
+		} else {
+			b[i] = '?'
+		}
+	}
+	return string(b[:n])
+}
+
+// holdingConnect runs first on every read event. While a connect is held
+// it keeps reading disarmed and reports true; once the hold is over it
+// finishes the connect and lets reading resume.
+func (cn *conn) holdingConnect() bool {
+	g := cn.guard
+	if g == nil || !g.holding {
+		return false
+	}
+	if time.Now().Before(g.holdUntil) {
+		cn.disarmRead()
+		return true
+	}
+	g.holding = false
+	if cn.sess != nil && !cn.closing {
+		cn.answer(proto.OpConnect, cn.checkConnect(g.heldToken, true))
+	}
+	g.heldToken = g.heldToken[:0]
+	return false
+}
