@@ -83,8 +83,9 @@ func (t *failureTable) lookupLocked(key string, now time.Time) *failureRecord {
 
 // admit says how long a connect from ip must be held before its token is
 // checked (zero: at once), or refuse when the address has queued so much
-// that it is answered throttled without a check.
-func (t *failureTable) admit(ip string, now time.Time, limit int) (wait time.Duration, refuse bool) {
+// that it is answered throttled without a check. With reserve false it
+// only asks, and queues nothing.
+func (t *failureTable) admit(ip string, now time.Time, limit int, reserve bool) (wait time.Duration, refuse bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	rec := t.lookupLocked(failureKey(ip), now)
@@ -99,7 +100,9 @@ func (t *failureTable) admit(ip string, now time.Time, limit int) (wait time.Dur
 	if end.Sub(now) > throttleMaxWait {
 		return 0, true
 	}
-	rec.nextSlot = end
+	if reserve {
+		rec.nextSlot = end
+	}
 	return end.Sub(now), false
 }
 
@@ -149,8 +152,9 @@ func (t *failureTable) size() int {
 // the hold ends; holdingConnect then finishes the command.
 func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	now := time.Now()
-	wait, refuse := cn.srv.connectFails.admit(cn.ip, now, cn.srv.lim().ConnectFailures)
-	if refuse || (wait > 0 && (cn.drainingInput || cn.closing)) {
+	ending := cn.drainingInput || cn.closing
+	wait, refuse := cn.srv.connectFails.admit(cn.ip, now, cn.srv.lim().ConnectFailures, !ending)
+	if refuse || (wait > 0 && ending) {
 		// Nobody waits at the end of a connection: a guesser who sends a
 		// thousand tokens and hangs up must not have them all checked.
 		return proto.ErrThrottled, false

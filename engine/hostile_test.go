@@ -1,0 +1,1090 @@
+package engine_test
+
+// The hostile-client suite: each test runs an attack against a real
+// daemon on loopback while one healthy pair (a netcat-style user and a
+// browser-style user, both from 127.0.0.3) keeps exchanging numbered
+// messages, and checks that the pair lost nothing and kept order, that
+// the attacker got a clear answer, and that the daemon's memory stayed
+// bounded. Attackers dial from other loopback addresses (127.0.0.1,
+// 127.0.0.2, ...) by binding the local address (dialFrom, in
+// realaddr_test.go), so per-address limits can be told apart.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+)
+
+// healthyIP is where the healthy pair connects from; attackers use others.
+const healthyIP = "127.0.0.3"
+
+// startDaemon runs a daemon with the given limits edited in.
+func startDaemon(t *testing.T, edit func(o *engine.Options)) *enginetest.Daemon {
+	t.Helper()
+	return enginetest.Start(t, edit)
+}
+
+// lineConn is a bare line-protocol client.
+type lineConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func newLineConn(t *testing.T, c net.Conn) *lineConn {
+	return &lineConn{t: t, c: c, r: bufio.NewReaderSize(c, 64<<10)}
+}
+
+// dialLine connects from local and reads the greeting.
+func dialLine(t *testing.T, d *enginetest.Daemon, local string) *lineConn {
+	t.Helper()
+	lc := newLineConn(t, dialFrom(t, local, d.TCP))
+	lc.expect(`^\* welcome to duet`)
+	return lc
+}
+
+func (lc *lineConn) send(s string) {
+	lc.t.Helper()
+	lc.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := io.WriteString(lc.c, s+"\n"); err != nil {
+		lc.t.Fatalf("send %.40q: %v", s, err)
+	}
+}
+
+// read returns the next line without CRLF, or the error.
+func (lc *lineConn) read(timeout time.Duration) (string, error) {
+	lc.c.SetReadDeadline(time.Now().Add(timeout))
+	s, err := lc.r.ReadString('\n')
+	return strings.TrimSuffix(s, "\r\n"), err
+}
+
+func (lc *lineConn) expect(pattern string) string {
+	lc.t.Helper()
+	s, err := lc.read(enginetest.Timeout)
+	if err != nil {
+		lc.t.Fatalf("read (want %q): %v after %q", pattern, err, s)
+	}
+	if !regexp.MustCompile(pattern).MatchString(s) {
+		lc.t.Fatalf("got %q, want match for %q", s, pattern)
+	}
+	return s
+}
+
+var tokenInLine = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+
+func (lc *lineConn) login(name string) string {
+	lc.t.Helper()
+	lc.send("/login " + name)
+	m := tokenInLine.FindStringSubmatch(lc.expect(`^\* you are ` + name))
+	return m[1]
+}
+
+// expectClosed reads until the server closes the connection, returning
+// what it said meanwhile.
+func (lc *lineConn) expectClosed(within time.Duration) []string {
+	lc.t.Helper()
+	var got []string
+	deadline := time.Now().Add(within)
+	for {
+		s, err := lc.read(time.Until(deadline))
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				lc.t.Fatalf("not closed within %v; last lines %q", within, tail(got, 3))
+			}
+			return got
+		}
+		got = append(got, s)
+	}
+}
+
+func tail(s []string, n int) []string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// wsConn is a bare WebSocket client: it writes frames by hand and reads
+// the server's frames as they are.
+type wsConn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+// upgradeRequest is a valid WebSocket upgrade; extra holds more header
+// lines, each ending in CRLF.
+func upgradeRequest(host, extra string) string {
+	return "GET /ws HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n"
+}
+
+// dialWSRaw upgrades from local and returns the response status; on 101
+// it also reads the hello event.
+func dialWSRaw(t *testing.T, d *enginetest.Daemon, local, extra string) (*wsConn, int) {
+	t.Helper()
+	c := dialFrom(t, local, d.WS)
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := io.WriteString(c, upgradeRequest(d.WS, extra)); err != nil {
+		t.Fatal(err)
+	}
+	wc := &wsConn{t: t, c: c, r: bufio.NewReader(c)}
+	resp, err := http.ReadResponse(wc.r, nil)
+	if err != nil {
+		t.Fatalf("upgrade response: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return wc, resp.StatusCode
+	}
+	if ev := wc.event(); ev["type"] != "hello" {
+		t.Fatalf("first event %v, want hello", ev)
+	}
+	return wc, resp.StatusCode
+}
+
+func dialWS(t *testing.T, d *enginetest.Daemon, local string) *wsConn {
+	t.Helper()
+	wc, status := dialWSRaw(t, d, local, "")
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status %d", status)
+	}
+	return wc
+}
+
+// clientFrame builds a client frame by hand: b0 is FIN, RSV and opcode as
+// they go on the wire.
+func clientFrame(b0 byte, payload []byte, masked bool) []byte {
+	out := appendFrameHeader([]byte{b0}, len(payload), masked)
+	if !masked {
+		return append(out, payload...)
+	}
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	out = append(out, key[:]...)
+	p := append([]byte(nil), payload...)
+	ws.Cipher(p, key, 0)
+	return append(out, p...)
+}
+
+// appendFrameHeader appends the length byte(s) after b0.
+func appendFrameHeader(out []byte, n int, masked bool) []byte {
+	var maskBit byte
+	if masked {
+		maskBit = 0x80
+	}
+	switch {
+	case n < 126:
+		return append(out, maskBit|byte(n))
+	case n <= 0xFFFF:
+		return append(out, maskBit|126, byte(n>>8), byte(n))
+	}
+	out = append(out, maskBit|127)
+	return binary.BigEndian.AppendUint64(out, uint64(n))
+}
+
+func (wc *wsConn) write(b []byte) {
+	wc.t.Helper()
+	wc.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := wc.c.Write(b); err != nil {
+		wc.t.Fatalf("write: %v", err)
+	}
+}
+
+func (wc *wsConn) sendJSON(v any) {
+	wc.t.Helper()
+	b, _ := json.Marshal(v)
+	wc.write(clientFrame(0x81, b, true))
+}
+
+// frame reads one server frame.
+func (wc *wsConn) frame(timeout time.Duration) (ws.Frame, error) {
+	wc.c.SetReadDeadline(time.Now().Add(timeout))
+	return ws.ReadFrame(wc.r)
+}
+
+// event reads the next JSON event, skipping pings.
+func (wc *wsConn) event() map[string]any {
+	wc.t.Helper()
+	for {
+		f, err := wc.frame(enginetest.Timeout)
+		if err != nil {
+			wc.t.Fatalf("read event: %v", err)
+		}
+		switch f.Header.OpCode {
+		case ws.OpText:
+			var ev map[string]any
+			if err := json.Unmarshal(f.Payload, &ev); err != nil {
+				wc.t.Fatalf("bad JSON %q", f.Payload)
+			}
+			return ev
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			wc.t.Fatalf("closed %d %q while waiting for an event", code, reason)
+		}
+	}
+}
+
+// expectClose reads until a close frame and returns its code and reason;
+// the server must then close the TCP connection.
+func (wc *wsConn) expectClose() (ws.StatusCode, string) {
+	wc.t.Helper()
+	for {
+		f, err := wc.frame(enginetest.Timeout)
+		if err != nil {
+			wc.t.Fatalf("no close frame: %v", err)
+		}
+		if f.Header.OpCode != ws.OpClose {
+			continue
+		}
+		code, reason := ws.ParseCloseFrameData(f.Payload)
+		wc.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		if _, err := wc.r.ReadByte(); err == nil {
+			wc.t.Fatalf("data after the close frame")
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			wc.t.Fatalf("connection left open after close %d", code)
+		}
+		return code, reason
+	}
+}
+
+// healthyPair is two users who keep talking through every attack: a
+// line user and a WebSocket user, each sending a numbered message every
+// few milliseconds and checking that the other's arrive complete and in
+// order.
+type healthyPair struct {
+	t          *testing.T
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	errs       chan error
+	sentA      atomic.Int64 // line user's messages sent
+	sentB      atomic.Int64
+	gotA, gotB atomic.Int64 // messages received in order, by sender
+}
+
+const healthyEnd = "end"
+
+func startHealthyPair(t *testing.T, d *enginetest.Daemon) *healthyPair {
+	t.Helper()
+	a := dialLine(t, d, healthyIP)
+	tokenA := a.login("healthyA")
+	b := dialWS(t, d, healthyIP)
+	b.sendJSON(map[string]string{"type": "login", "name": "healthyB"})
+	if ev := b.event(); ev["type"] != "welcome" {
+		t.Fatalf("healthyB login: %v", ev)
+	}
+	b.sendJSON(map[string]string{"type": "connect", "token": tokenA})
+	if ev := b.event(); ev["type"] != "paired" {
+		t.Fatalf("healthyB connect: %v", ev)
+	}
+	a.expect(`^\* healthyB is connected$`)
+	a.c.SetDeadline(time.Time{})
+	b.c.SetDeadline(time.Time{})
+
+	p := &healthyPair{t: t, stop: make(chan struct{}), errs: make(chan error, 4)}
+	p.wg.Add(4)
+	send := func(sent *atomic.Int64, write func(string) error) {
+		defer p.wg.Done()
+		tick := time.NewTicker(4 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				if err := write(healthyEnd); err != nil {
+					p.errs <- err
+				}
+				return
+			case <-tick.C:
+			}
+			if err := write(strconv.Itoa(i)); err != nil {
+				p.errs <- err
+				return
+			}
+			sent.Add(1)
+		}
+	}
+	go send(&p.sentA, func(s string) error {
+		a.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		_, err := io.WriteString(a.c, s+"\n")
+		return err
+	})
+	go send(&p.sentB, func(s string) error {
+		msg, _ := json.Marshal(map[string]string{"type": "say", "text": s})
+		b.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		_, err := b.c.Write(clientFrame(0x81, msg, true))
+		return err
+	})
+	// check takes each received text in turn; it returns true at the end.
+	check := func(got *atomic.Int64, who, text string) (bool, error) {
+		if text == healthyEnd {
+			return true, nil
+		}
+		if want := strconv.FormatInt(got.Load(), 10); text != want {
+			return false, fmt.Errorf("healthy pair: %s got %q, want %q", who, text, want)
+		}
+		got.Add(1)
+		return false, nil
+	}
+	go func() { // the line user reads the WebSocket user's messages
+		defer p.wg.Done()
+		for {
+			s, err := a.read(time.Minute)
+			if err != nil {
+				p.errs <- fmt.Errorf("healthy pair: healthyA read: %v", err)
+				return
+			}
+			text, ok := strings.CutPrefix(s, "<healthyB> ")
+			if !ok {
+				p.errs <- fmt.Errorf("healthy pair: healthyA got %q", s)
+				return
+			}
+			if end, err := check(&p.gotB, "healthyA", text); err != nil || end {
+				if err != nil {
+					p.errs <- err
+				}
+				return
+			}
+		}
+	}()
+	go func() { // the WebSocket user reads the line user's messages
+		defer p.wg.Done()
+		for {
+			f, err := b.frame(time.Minute)
+			if err != nil {
+				p.errs <- fmt.Errorf("healthy pair: healthyB read: %v", err)
+				return
+			}
+			if f.Header.OpCode != ws.OpText {
+				continue
+			}
+			var ev struct{ Type, From, Text string }
+			if err := json.Unmarshal(f.Payload, &ev); err != nil || ev.Type != "message" || ev.From != "healthyA" {
+				p.errs <- fmt.Errorf("healthy pair: healthyB got %q", f.Payload)
+				return
+			}
+			if end, err := check(&p.gotA, "healthyB", ev.Text); err != nil || end {
+				if err != nil {
+					p.errs <- err
+				}
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// finish stops the pair and checks that every message arrived in order.
+func (p *healthyPair) finish() {
+	p.t.Helper()
+	// However fast the attack was over, the pair must have talked.
+	for deadline := time.Now().Add(enginetest.Timeout); p.sentA.Load() < 10 || p.sentB.Load() < 10; {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("healthy pair: sent only %d and %d messages", p.sentA.Load(), p.sentB.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(p.stop)
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case err := <-p.errs:
+		p.t.Fatal(err)
+	case <-time.After(20 * time.Second):
+		p.t.Fatal("healthy pair: did not finish")
+	}
+	select {
+	case err := <-p.errs:
+		p.t.Fatal(err)
+	default:
+	}
+	if p.gotA.Load() != p.sentA.Load() || p.gotB.Load() != p.sentB.Load() {
+		p.t.Fatalf("healthy pair lost messages: A sent %d, B got %d; B sent %d, A got %d",
+			p.sentA.Load(), p.gotA.Load(), p.sentB.Load(), p.gotB.Load())
+	}
+	if p.sentA.Load() == 0 || p.sentB.Load() == 0 {
+		p.t.Fatal("healthy pair sent nothing")
+	}
+	p.t.Logf("healthy pair: %d + %d messages, none lost, in order", p.sentA.Load(), p.sentB.Load())
+}
+
+// waitConns waits until the daemon holds n connections.
+func waitConns(t *testing.T, d *enginetest.Daemon, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for d.Conns() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon holds %d connections, want %d", d.Conns(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// heapInuse is the Go heap in use after a collection.
+func heapInuse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// heapPeak samples HeapInuse until stopped and returns the highest seen.
+func heapPeak() (stop func() uint64) {
+	var peak atomic.Uint64
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(quit); <-done; return peak.Load() }
+}
+
+// vmRSS is the process's resident set from /proc, for the log.
+func vmRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+const mib = 1 << 20
+
+// TestHostileSlowloris: bytes trickled into an HTTP request, a WebSocket
+// upgrade, a WebSocket frame and a line-protocol login are cut at their
+// deadlines, not held open.
+func TestHostileSlowloris(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.HandshakeTimeout = time.Second
+		o.Limits.LoginTimeout = time.Second
+		o.Limits.IdleTimeout = 2 * time.Second
+	})
+	pair := startHealthyPair(t, d)
+
+	trickle := func(c net.Conn, s string, stop <-chan struct{}) {
+		for i := 0; i < len(s); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte{s[i]}); err != nil {
+				return
+			}
+		}
+	}
+	// cutWithin checks the server answers and closes within the limit
+	// plus the once-a-second deadline check and some slack.
+	cutWithin := func(name string, c net.Conn, payload string, want string, limit time.Duration) {
+		stop := make(chan struct{})
+		defer close(stop)
+		start := time.Now()
+		go trickle(c, payload, stop)
+		// The deadlines are checked once a second; the slack is for a
+		// loaded machine.
+		c.SetReadDeadline(time.Now().Add(limit + 8*time.Second))
+		got, err := io.ReadAll(c)
+		took := time.Since(start)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: not cut within %v (got %q)", name, limit+8*time.Second, got)
+			return
+		}
+		if !bytes.Contains(got, []byte(want)) {
+			t.Errorf("%s: got %q, want %q", name, got, want)
+		}
+		if took < limit-50*time.Millisecond {
+			t.Errorf("%s: cut after %v, before the limit %v", name, took, limit)
+		}
+		t.Logf("%s: cut after %v", name, took.Round(time.Millisecond))
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		cutWithin("HTTP request", c, "GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n\r\n", "408", time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		cutWithin("WebSocket upgrade", c, upgradeRequest(d.WS, ""), "408", time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		c := dialFrom(t, "127.0.0.1", d.TCP)
+		cutWithin("line login", c, "/login slowpoke\n", "! login_timeout", time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		// Upgraded, then a frame trickled a byte at a time: no frame is
+		// ever complete, so the idle timeout ends it with 1001.
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		io.WriteString(c, upgradeRequest(d.WS, ""))
+		frame := clientFrame(0x81, []byte(`{"type":"who"}`), true)
+		stop := make(chan struct{})
+		defer close(stop)
+		go trickle(c, string(frame[:len(frame)-1]), stop)
+		c.SetReadDeadline(time.Now().Add(12 * time.Second))
+		got, _ := io.ReadAll(c)
+		i := bytes.LastIndex(got, []byte{0x88})
+		if i < 0 || len(got) < i+4 || binary.BigEndian.Uint16(got[i+2:]) != 1001 {
+			t.Errorf("trickled frame: want close 1001 at the idle timeout, got %q", got)
+		}
+	}()
+	wg.Wait()
+	pair.finish()
+}
+
+// TestHostileLongLine: a 10 MB line with no newline is refused once
+// with too_long, the rest is dropped without being buffered, and the
+// connection works again after the newline. On the web port the same
+// bytes are a request head too large: 431.
+func TestHostileLongLine(t *testing.T) {
+	d := startDaemon(t, nil)
+	pair := startHealthyPair(t, d)
+	base := heapInuse()
+	peak := heapPeak()
+
+	lc := dialLine(t, d, "127.0.0.1")
+	lc.login("longliner")
+	sent := make(chan error, 1)
+	go func() {
+		lc.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		chunk := bytes.Repeat([]byte("y"), 64<<10)
+		for i := 0; i < 160; i++ { // 10 MiB
+			if _, err := lc.c.Write(chunk); err != nil {
+				sent <- err
+				return
+			}
+		}
+		_, err := io.WriteString(lc.c, "\n/who\n")
+		sent <- err
+	}()
+	lc.expect(`^! too_long: `)
+	lc.expect(`^\* you are longliner, your token is [0-9a-f]{32}, not connected$`)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+
+	c := dialFrom(t, "127.0.0.1", d.WS)
+	go func() {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		c.Write(bytes.Repeat([]byte("z"), 10<<20))
+	}()
+	c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("10 MB request head: %v %v", resp, err)
+	}
+	if grown := int64(peak()) - int64(base); grown > 32*mib {
+		t.Fatalf("heap grew by %d MiB for a 10 MB line", grown/mib)
+	}
+	pair.finish()
+}
+
+// TestHostileRandomBinary: random bytes on both ports. The line port
+// answers only with well-formed server lines (rate limited), the web
+// port with an HTTP error, a WebSocket with a protocol close; the daemon
+// goes on serving.
+func TestHostileRandomBinary(t *testing.T) {
+	d := startDaemon(t, nil)
+	pair := startHealthyPair(t, d)
+	rng := rand.New(rand.NewSource(42))
+	junk := make([]byte, 1<<20)
+	rng.Read(junk)
+
+	lc := dialLine(t, d, "127.0.0.1")
+	go func() {
+		lc.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		lc.c.Write(junk)
+		lc.c.(*net.TCPConn).CloseWrite()
+	}()
+	rateLimited := 0
+	for n := 0; ; n++ {
+		s, err := lc.read(enginetest.Timeout)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("line port: no end after %d lines", n)
+			}
+			break
+		}
+		if !strings.HasPrefix(s, "! ") && !strings.HasPrefix(s, "* ") {
+			t.Fatalf("line port answered random bytes with %q", s)
+		}
+		if strings.HasPrefix(s, "! rate_limited") {
+			rateLimited++
+		}
+	}
+	if rateLimited > 3 {
+		t.Errorf("%d rate_limited errors for one burst of junk; want at most one a second", rateLimited)
+	}
+
+	// The web port, before an upgrade: an HTTP error, then the close.
+	c := dialFrom(t, "127.0.0.1", d.WS)
+	go func() { c.SetWriteDeadline(time.Now().Add(5 * time.Second)); c.Write(junk[:64<<10]) }()
+	c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	got, _ := io.ReadAll(c)
+	if !regexp.MustCompile(`^HTTP/1\.1 4\d\d `).Match(got) {
+		t.Errorf("web port answered random bytes with %.80q", got)
+	}
+
+	// After an upgrade: a close frame with a protocol status.
+	for i := 0; i < 5; i++ {
+		wc := dialWS(t, d, "127.0.0.1")
+		go func(off int) {
+			wc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			wc.c.Write(junk[off : off+128<<10])
+		}(i * 128 << 10)
+		switch code, _ := wc.expectClose(); code {
+		case ws.StatusProtocolError, ws.StatusUnsupportedData, ws.StatusInvalidFramePayloadData, ws.StatusMessageTooBig:
+		default:
+			t.Errorf("random frame bytes closed with %d", code)
+		}
+	}
+	waitConns(t, d, 2)
+	pair.finish()
+}
+
+// TestHostileAbruptClose: sockets closed mid-line, mid-frame and
+// mid-handshake, some with a reset, leave nothing behind.
+func TestHostileAbruptClose(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	pair := startHealthyPair(t, d)
+	for _, reset := range []bool{false, true} {
+		hangUp := func(c net.Conn) {
+			if reset {
+				c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+		}
+		lc := dialLine(t, d, "127.0.0.1")
+		lc.login("dropper")
+		io.WriteString(lc.c, "half a li")
+		hangUp(lc.c)
+
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgr")
+		hangUp(c)
+
+		wc := dialWS(t, d, "127.0.0.1")
+		f := clientFrame(0x81, bytes.Repeat([]byte("a"), 300), true)
+		wc.write(f[:100])
+		hangUp(wc.c)
+
+		wc = dialWS(t, d, "127.0.0.1")
+		wc.write(f[:1]) // in the middle of a frame header
+		hangUp(wc.c)
+	}
+	waitConns(t, d, 2)
+	pair.finish()
+}
+
+// TestHostileTokenGuessing: a thousand wrong tokens from one address are
+// answered unknown_token up to limits.connect_failures, then held with
+// a growing delay and answered throttled; each failure is logged with
+// the address and six characters of the token, never all of it. A right
+// token from another address still works at once.
+func TestHostileTokenGuessing(t *testing.T) {
+	t.Parallel()
+	const limit = 5
+	core, logs := observer.New(zap.InfoLevel)
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.ConnectFailures = limit
+		o.Logger = zap.New(core)
+	})
+	pair := startHealthyPair(t, d)
+
+	guesser := dialLine(t, d, "127.0.0.1")
+	guesser.login("guesser")
+	rng := rand.New(rand.NewSource(7))
+	var batch strings.Builder
+	guesses := make([]string, 1000)
+	for i := range guesses {
+		guesses[i] = fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64())
+		batch.WriteString("/connect " + guesses[i] + "\n")
+	}
+	start := time.Now()
+	io.WriteString(guesser.c, batch.String())
+	for i := 0; i < limit; i++ {
+		guesser.expect(`^! unknown_token: `)
+	}
+	fast := time.Since(start)
+	guesser.expect(`^! throttled: `)
+	first := time.Since(start)
+	guesser.expect(`^! throttled: `)
+	second := time.Since(start)
+	t.Logf("first %d answered after %v; the next two after %v and %v", limit, fast, first, second)
+	// The holds are 250 ms and then 500 ms.
+	if first < 250*time.Millisecond || second < first+450*time.Millisecond {
+		t.Errorf("answers after %v and %v: want holds of 250 ms, then 500 ms", first, second)
+	}
+
+	// While 127.0.0.1 is held, a right token from 127.0.0.2 is instant.
+	host := dialLine(t, d, "127.0.0.4")
+	token := host.login("host")
+	friend := dialLine(t, d, "127.0.0.2")
+	friend.login("friend")
+	t0 := time.Now()
+	friend.send("/connect " + token)
+	friend.expect(`^\* you are connected with host$`)
+	if took := time.Since(t0); took > time.Second {
+		t.Errorf("a right token from another address took %v", took)
+	}
+	host.expect(`^\* friend is connected$`)
+
+	// The guesser hangs up with hundreds of guesses unread: none of them
+	// is checked.
+	guesser.c.Close()
+	waitConns(t, d, 4)
+	var failures []observer.LoggedEntry
+	for _, e := range logs.All() {
+		if _, ok := e.ContextMap()["token_prefix"]; ok {
+			failures = append(failures, e)
+		}
+	}
+	if len(failures) < limit || len(failures) > limit+4 {
+		t.Errorf("%d connect failures logged; want the %d answered ones (+ the held)", len(failures), limit)
+	}
+	for _, e := range failures {
+		f := e.ContextMap()
+		if f["remote"] != "127.0.0.1" || len(fmt.Sprint(f["token_prefix"])) != 6 {
+			t.Errorf("log entry %q %v: want remote 127.0.0.1 and a 6-character token_prefix", e.Message, f)
+		}
+	}
+	for _, e := range logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		for _, g := range guesses {
+			if strings.Contains(line, g[:12]) {
+				t.Fatalf("log shows more of a token than its prefix: %q", line)
+			}
+		}
+	}
+	pair.finish()
+}
+
+// TestHostileCommandFlood: commands past the rate are dropped with one
+// rate_limited error a second, and a flood far past it is disconnected
+// with a stated reason; a fast paste to a partner is never refused.
+func TestHostileCommandFlood(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.MessageRate = 10
+		o.Limits.MessageBurst = 20
+	})
+	pair := startHealthyPair(t, d)
+
+	flooder := dialLine(t, d, "127.0.0.1")
+	flooder.login("flooder")
+	go func() {
+		flooder.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		flooder.c.Write([]byte(strings.Repeat("/who\n", 5000)))
+	}()
+	lines := flooder.expectClosed(enginetest.Timeout)
+	status, limited := 0, 0
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "* you are flooder"):
+			status++
+		case l == "! rate_limited: too many requests; slow down":
+			limited++
+		}
+	}
+	last := lines[len(lines)-1]
+	if status < 19 || status > 22 || limited != 1 || !strings.HasPrefix(last, "! rate_limited: too many requests for too long; closing") {
+		t.Errorf("flood answered with %d statuses, %d rate_limited, last %q", status, limited, last)
+	}
+
+	// Says are not limited: 3000 lines at a rate of 10 a second all arrive.
+	alice := dialLine(t, d, "127.0.0.1")
+	alice.login("alice")
+	bob := dialLine(t, d, "127.0.0.2")
+	bob.send("/login bob")
+	bob.expect(`you are bob`)
+	bob.send("/connect " + tokenOf(t, alice))
+	bob.expect(`connected with alice`)
+	alice.expect(`bob is connected`)
+	go numberedLines(alice.c, "paste", 3000, 50)
+	pad := strings.Repeat("x", 50)
+	for i := 0; i < 3000; i++ {
+		bob.expect(`^<alice> paste ` + strconv.Itoa(i) + ` ` + pad + `$`)
+	}
+
+	// After the pair ends, a sender still pasting gets one not_paired and
+	// then a count each second, not an error per line.
+	bob.send("/leave")
+	bob.expect(`you left alice`)
+	alice.expect(`bob left`)
+	go numberedLines(alice.c, "late", 3000, 50)
+	alice.expect(`^! not_paired: `)
+	notSent := regexp.MustCompile(`^\* (\d+) more lines? (?:was|were) not sent: you are not connected to anyone$`)
+	for total := 1; total < 3000; {
+		s := alice.expect(`^\* \d+ more line`)
+		n, _ := strconv.Atoi(notSent.FindStringSubmatch(s)[1])
+		total += n
+	}
+	alice.send("/who")
+	alice.expect(`^\* you are alice, .*not connected$`)
+	pair.finish()
+}
+
+// tokenOf asks a logged-in line user for its token.
+func tokenOf(t *testing.T, lc *lineConn) string {
+	t.Helper()
+	lc.send("/who")
+	return tokenInLine.FindStringSubmatch(lc.expect(`your token is`))[1]
+}
+
+// TestHostileConnectionFlood: connections past the per-address cap and
+// past the total cap are refused with a line (line port) or a 503 (web
+// port), and the caps free up when connections close.
+func TestHostileConnectionFlood(t *testing.T) {
+	t.Parallel()
+	const perIP, total = 5, 14
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.MaxConnsPerIP = perIP
+		o.Limits.MaxConns = total
+	})
+	pair := startHealthyPair(t, d) // 2 connections from 127.0.0.3
+
+	refusedLine := func(local, want string) {
+		t.Helper()
+		lc := newLineConn(t, dialFrom(t, local, d.TCP))
+		lc.expect(`^! ` + want + `: `)
+		lc.expectClosed(enginetest.Timeout)
+	}
+	refusedWeb := func(local string) {
+		t.Helper()
+		c := dialFrom(t, local, d.WS)
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		got, _ := io.ReadAll(c)
+		if !bytes.HasPrefix(got, []byte("HTTP/1.1 503 ")) {
+			t.Fatalf("web port over the cap answered %.60q", got)
+		}
+	}
+
+	var held []net.Conn
+	for i := 0; i < perIP; i++ {
+		held = append(held, dialLine(t, d, "127.0.0.1").c)
+	}
+	for i := 0; i < 20; i++ {
+		refusedLine("127.0.0.1", "too_many_connections")
+	}
+	refusedWeb("127.0.0.1")
+	dialLine(t, d, "127.0.0.2") // another address is still welcome
+	for _, c := range held {
+		c.Close()
+	}
+	waitConns(t, d, 3)
+	dialLine(t, d, "127.0.0.1").c.Close() // and the first again
+	waitConns(t, d, 3)
+
+	for i := 0; d.Conns() < total; i++ {
+		dialLine(t, d, fmt.Sprintf("127.0.1.%d", 1+i/2))
+	}
+	refusedLine("127.0.2.1", "server_full")
+	refusedWeb("127.0.2.1")
+	pair.finish()
+}
+
+// TestHostileSlowReader: a partner that never reads while its partner
+// sends 100 MB is cut off, the sender is told how many messages were not
+// delivered, and the daemon's heap stays within 64 MiB of where it was.
+func TestHostileSlowReader(t *testing.T) {
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = time.Second
+	})
+	pair := startHealthyPair(t, d)
+	base := heapInuse()
+	rssBefore := vmRSS()
+	peak := heapPeak()
+
+	sender := dialLine(t, d, "127.0.0.1")
+	sender.login("sender")
+	sleeper := dialLine(t, d, "127.0.0.2")
+	sleeper.send("/login sleeper")
+	sleeper.send("/connect " + tokenOf(t, sender))
+	sender.expect(`sleeper is connected`)
+
+	base0 := time.Now()
+	const total, size = 100 << 20, 16000
+	sent := make(chan error, 1)
+	go func() {
+		sender.c.SetWriteDeadline(time.Now().Add(40 * time.Second))
+		sent <- numberedLines(sender.c, "bulk", total/size, size-len("bulk 00000 \n"))
+	}()
+	cut := regexp.MustCompile(`^\* sleeper stopped reading and was cut off; (\d+) of your messages were not delivered`)
+	m := cut.FindStringSubmatch(sender.expect(`^\* sleeper stopped reading`))
+	if n, _ := strconv.Atoi(m[1]); n <= 0 {
+		t.Fatalf("cut notice without a count: %q", m[0])
+	}
+	t.Logf("cut notice at %v", time.Since(base0))
+	sender.expect(`^! not_paired: `)
+	t.Logf("not_paired at %v", time.Since(base0))
+	// Then only a count a second, until well after the last line.
+	for done := false; ; {
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatalf("sender: %v", err)
+			}
+			done = true
+			t.Logf("sent at %v", time.Since(base0))
+		default:
+		}
+		s, err := sender.read(1200 * time.Millisecond)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && done {
+			break
+		} else if err != nil && !(ok && ne.Timeout()) {
+			t.Fatalf("sender: %v", err)
+		}
+		if s != "" && !regexp.MustCompile(`^\* \d+ more lines were not sent`).MatchString(s) {
+			t.Fatalf("sender got %q", s)
+		}
+	}
+	grown := int64(peak()) - int64(base)
+	t.Logf("100 MB to a reader that never reads: heap %d MiB at start, peak +%d MiB; VmRSS %s -> %s",
+		base/mib, grown/mib, rssBefore, vmRSS())
+	if grown > 64*mib {
+		t.Fatalf("heap grew by %d MiB; the bound is 64 MiB", grown/mib)
+	}
+	pair.finish()
+}
+
+// TestHostilePipelinedRequests: thousands of pipelined requests from a
+// client that reads no responses do not pile pages up in memory.
+func TestHostilePipelinedRequests(t *testing.T) {
+	d := startDaemon(t, nil)
+	pair := startHealthyPair(t, d)
+	base := heapInuse()
+	peak := heapPeak()
+	c := dialFrom(t, "127.0.0.1", d.WS)
+	req := "GET /app.js HTTP/1.1\r\nHost: " + d.WS + "\r\n\r\n"
+	go func() {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(strings.Repeat(req, 1900)))
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	grown := int64(peak()) - int64(base)
+	if grown > 16*mib {
+		t.Fatalf("heap grew by %d MiB for pipelined requests not read", grown/mib)
+	}
+	// Reading resumes the answers: every one arrives.
+	r := bufio.NewReader(c)
+	for i := 0; i < 1900; i++ {
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("response %d: %v %v", i, resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	pair.finish()
+}
+
+// TestHostileWebSocketViolations: each RFC 6455 violation closes the
+// connection with its status code and a reason.
+func TestHostileWebSocketViolations(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.MaxFrame = 1024 })
+	pair := startHealthyPair(t, d)
+	text := []byte(`{"type":"who"}`)
+	cases := []struct {
+		name  string
+		bytes []byte
+		code  ws.StatusCode
+	}{
+		{"unmasked frame", clientFrame(0x81, text, false), ws.StatusProtocolError},
+		{"reserved bit RSV1", clientFrame(0xC1, text, true), ws.StatusProtocolError},
+		{"reserved bits RSV2 RSV3", clientFrame(0xB1, text, true), ws.StatusProtocolError},
+		{"unknown data opcode", clientFrame(0x83, text, true), ws.StatusProtocolError},
+		{"unknown control opcode", clientFrame(0x8B, nil, true), ws.StatusProtocolError},
+		{"fragmented ping", clientFrame(0x09, []byte("p"), true), ws.StatusProtocolError},
+		{"ping over 125 bytes", clientFrame(0x89, bytes.Repeat([]byte("p"), 126), true), ws.StatusProtocolError},
+		{"continuation without a start", clientFrame(0x80, text, true), ws.StatusProtocolError},
+		{"new message inside a fragmented one", append(clientFrame(0x01, text[:3], true), clientFrame(0x81, text, true)...), ws.StatusProtocolError},
+		{"invalid UTF-8 in a text frame", clientFrame(0x81, []byte("{\"text\":\"\xff\xfe\"}"), true), ws.StatusInvalidFramePayloadData},
+		{"invalid UTF-8 across fragments", append(clientFrame(0x01, []byte("ok \xe2\x82"), true), clientFrame(0x80, []byte("\x28"), true)...), ws.StatusInvalidFramePayloadData},
+		{"frame over the size limit", append(appendFrameHeader([]byte{0x81}, 2000, true), 1, 2, 3, 4), ws.StatusMessageTooBig},
+		{"frame claiming 2^62 bytes", append(appendFrameHeader([]byte{0x82}, 1<<62, true), 1, 2, 3, 4), ws.StatusMessageTooBig},
+		{"fragments over the size limit", append(clientFrame(0x01, make([]byte, 800), true), clientFrame(0x80, make([]byte, 800), true)...), ws.StatusMessageTooBig},
+		{"binary frame", clientFrame(0x82, text, true), ws.StatusUnsupportedData},
+		{"close with an invalid code", clientFrame(0x88, []byte{0x03, 0xe7}, true), ws.StatusProtocolError},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wc := dialWS(t, d, "127.0.0.1")
+			wc.write(tc.bytes)
+			code, reason := wc.expectClose()
+			if code != tc.code || reason == "" {
+				t.Errorf("closed with %d %q, want %d and a reason", code, reason, tc.code)
+			}
+		})
+	}
+	waitConns(t, d, 2)
+	pair.finish()
+}
+
+// TestHostileCrossOrigin: a page from another site cannot open a
+// WebSocket as the user (403); the server's own pages can.
+func TestHostileCrossOrigin(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	pair := startHealthyPair(t, d)
+	for _, tc := range []struct {
+		origin string
+		status int
+	}{
+		{"http://evil.example", http.StatusForbidden},
+		{"http://" + d.WS + ".evil.example", http.StatusForbidden},
+		{"null", http.StatusForbidden},
+		{"http://" + d.WS, http.StatusSwitchingProtocols},
+	} {
+		_, status := dialWSRaw(t, d, "127.0.0.1", "Origin: "+tc.origin+"\r\n")
+		if status != tc.status {
+			t.Errorf("Origin %s: status %d, want %d", tc.origin, status, tc.status)
+		}
+	}
+	pair.finish()
+}
