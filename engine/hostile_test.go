@@ -836,6 +836,54 @@ func TestHostileCommandFlood(t *testing.T) {
 		t.Errorf("flood answered with %d statuses, %d rate_limited, last %q", status, limited, last)
 	}
 
+	// The same over WebSocket ends with close 1008, and pipelined HTTP
+	// requests past the burst with 429.
+	wf := dialWS(t, d, "127.0.0.1")
+	var frames []byte
+	for i := 0; i < 1000; i++ {
+		frames = append(frames, clientFrame(0x81, []byte(`{"type":"who"}`), true)...)
+	}
+	go func() { wf.c.SetWriteDeadline(time.Now().Add(10 * time.Second)); wf.c.Write(frames) }()
+	wsLimited := 0
+	for {
+		f, err := wf.frame(enginetest.Timeout)
+		if err != nil {
+			t.Fatalf("WebSocket flood: %v", err)
+		}
+		if f.Header.OpCode == ws.OpClose {
+			if code, reason := ws.ParseCloseFrameData(f.Payload); code != ws.StatusPolicyViolation || reason == "" {
+				t.Errorf("WebSocket flood closed with %d %q, want 1008", code, reason)
+			}
+			break
+		}
+		if bytes.Contains(f.Payload, []byte(`"rate_limited"`)) {
+			wsLimited++
+		}
+	}
+	if wsLimited != 2 { // one told on the way, one with the close
+		t.Errorf("WebSocket flood: %d rate_limited errors, want 2", wsLimited)
+	}
+	hc := dialFrom(t, "127.0.0.1", d.WS)
+	go func() {
+		hc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(hc, strings.Repeat("GET /favicon.svg HTTP/1.1\r\nHost: "+d.WS+"\r\n\r\n", 100))
+	}()
+	hr := bufio.NewReader(hc)
+	for i := 0; ; i++ {
+		hc.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		resp, err := http.ReadResponse(hr, nil)
+		if err != nil {
+			t.Fatalf("pipelined request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if i < 19 || i > 22 {
+				t.Errorf("429 after %d requests, want after about a burst of 20", i)
+			}
+			break
+		}
+	}
+
 	// Says are not limited: 3000 lines at a rate of 10 a second all arrive.
 	alice := dialLine(t, d, "127.0.0.1")
 	alice.login("alice")
@@ -1087,4 +1135,31 @@ func TestHostileCrossOrigin(t *testing.T) {
 		}
 	}
 	pair.finish()
+}
+
+// TestHostileIdleConnectionsStayCheap: a thousand connections that log in
+// and then say nothing cost the daemon a few KiB of heap each (measured
+// about 2 KiB, client side included), so holding connections open is not
+// a cheap way to exhaust its memory.
+func TestHostileIdleConnectionsStayCheap(t *testing.T) {
+	const n = 1000
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = 2 * n })
+	base := heapInuse()
+	buf := make([]byte, 512)
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c := dialFrom(t, "127.0.0.1", d.TCP)
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		c.Read(buf) // the greeting
+		fmt.Fprintf(c, "/login idle%d\n", i)
+		c.Read(buf)
+		conns[i] = c
+	}
+	waitConns(t, d, n)
+	perConn := (int64(heapInuse()) - int64(base)) / n
+	t.Logf("%d idle logged-in connections: %d bytes of heap each, client side included", n, perConn)
+	if perConn > 8<<10 {
+		t.Fatalf("an idle connection costs %d bytes of heap; want under 8 KiB", perConn)
+	}
+	runtime.KeepAlive(conns)
 }
