@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"net/http"
 	"net/url"
@@ -45,22 +43,23 @@ func (cn *conn) readWeb(buf []byte) int {
 // readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
 // or a page of the browser client.
 func (cn *conn) readRequest(buf []byte) int {
-	end := wsframe.HeadEnd(buf)
-	if end == 0 {
-		if len(buf) > maxRequestHead {
-			cn.out.deliverRaw(webError(431, "request header too large"))
-			cn.closeNow(proto.ReasonDisconnected)
-			return len(buf)
+	h := parseRequestHead(buf)
+	switch h.status {
+	case 0:
+		if h.end == 0 {
+			return 0
 		}
-		return 0
-	}
-	head := buf[:end]
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
-	if err != nil {
-		cn.out.deliverRaw(webError(400, "malformed request"))
+	case http.StatusRequestHeaderFieldsTooLarge:
+		cn.out.deliverRaw(webError(h.status, "request header too large"))
 		cn.closeNow(proto.ReasonDisconnected)
-		return end
+		return h.used
+	default:
+		cn.out.deliverRaw(webError(h.status, "malformed request"))
+		cn.closeNow(proto.ReasonDisconnected)
+		return h.used
 	}
+	req, end := h.req, h.end
+	head := buf[:end]
 	if !cn.forwardedFor(req) {
 		return len(buf)
 	}
