@@ -126,19 +126,15 @@ func (cn *conn) dropInput(g *inputGuard) {
 	}
 }
 
-// errFlooded is told before a connection that kept flooding is closed.
-// It shares rate_limited's code, so clients need to know only one.
-var errFlooded = &proto.Error{Code: proto.ErrRateLimited.Code, Text: "too many requests for too long; closing the connection"}
-
 // closeForFlood ends a connection that kept sending far past its rate.
 func (cn *conn) closeForFlood() {
 	cn.logger().Warn("connection closed: input flood past the rate limit",
 		zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.srv.lim().MessageRate))
 	switch cn.stage {
 	case stageLine:
-		cn.tell(errFlooded)
+		cn.tell(proto.ErrFlooded)
 	case stageWS:
-		cn.tell(errFlooded)
+		cn.tell(proto.ErrFlooded)
 		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
 	case stageHTTP:
 		cn.out.deliverRaw(webError(429, "too many requests"))

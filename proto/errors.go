@@ -40,6 +40,9 @@ var (
 	ErrLoginTimeout = &Error{"login_timeout", "no login in time; goodbye"}
 	ErrServerFull   = &Error{"server_full", "the server has too many connections; try again later"}
 	ErrTooManyConns = &Error{"too_many_connections", "too many connections from your address"}
+	// ErrFlooded shares rate_limited's code, so a client needs to know
+	// only one; its text says the connection is being closed.
+	ErrFlooded = &Error{"rate_limited", "too many requests for too long; closing the connection"}
 )
 
 // Errors lists every error, for documentation and tests.
@@ -49,5 +52,5 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
-	ErrLoginTimeout, ErrServerFull, ErrTooManyConns,
+	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrFlooded,
 }

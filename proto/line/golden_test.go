@@ -203,7 +203,7 @@ func parseEventSpec(t *testing.T, spec []byte) *proto.Event {
 	}
 	if s.Err != "" {
 		for _, e := range proto.Errors {
-			if e.Code == s.Err {
+			if e.Code == s.Err && ev.Err == nil { // the first error with the code is its usual text
 				ev.Err = e
 			}
 		}
