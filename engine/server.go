@@ -80,6 +80,7 @@ type Server struct {
 
 	perIP        ipCounter
 	connectFails failureTable // failed connects per address (throttle.go)
+	refusalLog   logSampler   // refused connections are logged at most once a second
 }
 
 // New checks opts and returns a server that is not yet listening.
@@ -378,14 +379,14 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	lim := s.lim()
 	ip := remoteIP(c.RemoteAddr())
 	if s.conns.Load() >= int64(lim.MaxConns) {
-		s.log.Warn("connection refused: server full", zap.String("remote", ip))
+		s.logRefusal("connection refused: server full", ip)
 		return refuse(proto.ErrServerFull)
 	}
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
 	if !fromProxy && !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
-		s.log.Warn("connection refused: too many from one address", zap.String("remote", ip))
+		s.logRefusal("connection refused: too many from one address", ip)
 		return refuse(proto.ErrTooManyConns)
 	}
 	s.conns.Add(1)
