@@ -923,6 +923,22 @@ func TestHostileCommandFlood(t *testing.T) {
 	}
 	alice.send("/who")
 	alice.expect(`^\* you are alice, .*not connected$`)
+
+	// The same for a browser: one error, then a count of messages.
+	wl := dialWS(t, d, "127.0.0.1")
+	wl.sendJSON(map[string]string{"type": "login", "name": "lonely"})
+	wl.event()
+	var says []byte
+	for i := 0; i < 50; i++ {
+		says = append(says, clientFrame(0x81, []byte(`{"type":"say","text":"anyone?"}`), true)...)
+	}
+	wl.write(says)
+	if ev := wl.event(); ev["type"] != "error" || ev["code"] != "not_paired" {
+		t.Fatalf("first say with no partner: %v", ev)
+	}
+	if ev := wl.event(); ev["type"] != "notice" || ev["text"] != "49 more messages were not sent: you are not connected to anyone" {
+		t.Fatalf("then: %v", ev)
+	}
 	pair.finish()
 }
 
