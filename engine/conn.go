@@ -110,7 +110,7 @@ func (cn *conn) onTraffic() gnet.Action {
 		return gnet.None
 	}
 	if cn.paused {
-		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 {
+		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 && !cn.heldInputOverflows() {
 			cn.disarmRead() // gnet re-armed it after a write; keep waiting
 			return gnet.None
 		}
@@ -274,6 +274,9 @@ func (cn *conn) backPressure(reader *outbox) {
 	high := int64(cn.srv.lim().OutboundHigh)
 	if reader.backlog.Load() <= high {
 		return
+	}
+	if cn.heldInputOverflows() && reader.backlog.Load() <= int64(cn.srv.lim().OutboundMax) {
+		return // see heldinput.go
 	}
 	if reader.wait(cn, high/2) {
 		cn.paused = true
