@@ -29,7 +29,7 @@ const (
 	// browserTestTimeout bounds one browser test from Chromium's start to
 	// its end; when it runs out the browser is killed and every action
 	// fails, so a hung page cannot hang the suite.
-	browserTestTimeout = 45 * time.Second
+	browserTestTimeout = 60 * time.Second
 	// waitTimeout bounds one wait for the page to show something.
 	waitTimeout = enginetest.Timeout
 	// pollEvery is how often a wait looks at the page again.
@@ -75,6 +75,10 @@ type browserTest struct {
 // out, whichever is first.
 func startBrowserTest(t *testing.T) *browserTest {
 	t.Helper()
+	// Most of a browser test is waiting on Chromium and the network, not
+	// computing: two at a time (go test's -parallel is GOMAXPROCS) take
+	// about half the time of one after another.
+	t.Parallel()
 	chromium := findChromium(t)
 	d := enginetest.Start(t, nil)
 	profile := t.TempDir()
@@ -137,10 +141,11 @@ func (bt *browserTest) pageURL() string { return "http://" + bt.daemon.WS + "/" 
 
 // person is one user of the page: a tab in a browser context of its own.
 type person struct {
-	t    *testing.T
-	bt   *browserTest
-	name string
-	ctx  context.Context
+	t     *testing.T
+	bt    *browserTest
+	name  string
+	ctx   context.Context
+	close context.CancelFunc // closes the tab, as a person closes a window
 
 	mu       sync.Mutex
 	problems []string // console errors, exceptions, CSP violations
@@ -155,7 +160,7 @@ func (bt *browserTest) newPerson(name string) *person {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(bt.root, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
-	p := &person{t: t, bt: bt, name: name, ctx: ctx}
+	p := &person{t: t, bt: bt, name: name, ctx: ctx, close: cancel}
 	if err := chromedp.Listen(ctx, p.record); err != nil {
 		t.Fatalf("%s: open a tab: %v", name, err)
 	}
@@ -280,6 +285,8 @@ func (p *person) login() string {
 	// whose submit button is disabled ignores Enter.
 	p.do("log in",
 		chromedp.WaitEnabled(chromedp.ID("login")),
+		// After logging out the box still holds the old name.
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('name').value = ''`),
 		chromedp.SendKeys(chromedp.ID("name"), p.name),
 		chromedp.Click(chromedp.ID("login")),
 	)
@@ -304,6 +311,8 @@ func (p *person) shareLink() string {
 func (p *person) connectTo(token string) {
 	p.t.Helper()
 	p.do("connect",
+		// A token that failed stays in the box to be corrected; start over.
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('connect-token').value = ''`),
 		chromedp.SendKeys(chromedp.ID("connect-token"), token),
 		chromedp.Click(chromedp.ID("connect")),
 	)
@@ -741,4 +750,61 @@ func (p *person) expectOnScreen(ids ...string) {
 	if bad := eval[[]string](p, fmt.Sprintf(check, list)); len(bad) > 0 {
 		p.t.Errorf("%s at %dpx: %s", p.name, eval[int](p, `window.innerWidth`), strings.Join(bad, "; "))
 	}
+}
+
+// TestBrowserSessionControls: a new token retires the old link, Shift+Enter
+// writes a line break, a closed tab ends the conversation, and logging out
+// frees the name for logging in again.
+func TestBrowserSessionControls(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	oldToken := alice.login()
+	oldLink := alice.shareLink()
+
+	alice.do("new token", chromedp.Click(chromedp.ID("newtoken")))
+	alice.waitJS("a new token", fmt.Sprintf(`(() => {
+		const t = document.getElementById('token').textContent;
+		return /^[0-9a-f]{32}$/.test(t) && t !== %q;
+	})()`, oldToken))
+	newToken := eval[string](alice, `document.getElementById('token').textContent`)
+	if link := alice.shareLink(); link != bt.pageURL()+"#"+newToken {
+		t.Fatalf("share link %q after newtoken %s", link, newToken)
+	}
+
+	// The old link no longer works.
+	bob.open(oldLink)
+	bob.login()
+	e := bob.expectEntry("an error", func(e logEntry) bool { return e.has("error") })
+	if e.Code != "unknown_token" {
+		t.Fatalf("the old link gave %v, want unknown_token", e)
+	}
+	bob.connectTo(newToken)
+	bob.waitPaired("alice")
+	alice.waitPaired("bob")
+
+	// Shift+Enter is a line break in the message, Enter sends.
+	alice.do("type two lines",
+		chromedp.SendKeys(chromedp.ID("message"), "line one"),
+		chromedp.KeyEvent("\r", chromedp.KeyModifiers(chromedp.ModifierShift)),
+		chromedp.SendKeys(chromedp.ID("message"), "line two\r"),
+	)
+	alice.expectMessage("mine", "You", "line one\nline two")
+	bob.expectMessage("theirs", "alice", "line one\nline two")
+
+	// Closing the tab drops bob's WebSocket; alice is told at once.
+	bob.close()
+	e = alice.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "disconnected" || e.Text != "bob disconnected." {
+		t.Fatalf("peer_left notice: %v", e)
+	}
+
+	alice.do("log out", chromedp.Click(chromedp.ID("logout")))
+	alice.waitJS("the login form", `!document.getElementById('login-view').hidden
+		&& document.getElementById('session-view').hidden`)
+	alice.expectEntry("a logged-out notice", func(e logEntry) bool { return e.Text == "Logged out." })
+	if token := alice.login(); token == newToken || token == oldToken {
+		t.Fatalf("logged in again with an old token %s", token)
+	}
+	alice.screenshot("logged-in-again")
 }
