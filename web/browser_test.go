@@ -22,6 +22,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"duet/engine"
 	"duet/engine/enginetest"
 )
 
@@ -807,4 +808,68 @@ func TestBrowserSessionControls(t *testing.T) {
 		t.Fatalf("logged in again with an old token %s", token)
 	}
 	alice.screenshot("logged-in-again")
+}
+
+// TestBrowserReconnects: when the server shuts down the page says so,
+// and when a server is back on the same address the page reconnects and
+// logs in again under the same name by itself.
+func TestBrowserReconnects(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	oldToken := alice.login()
+	bob := bt.daemon.DialLine(t).Login("bob")
+	bob.Send("/connect " + oldToken)
+	bob.Expect(`connected with alice`)
+	alice.waitPaired("bob")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := bt.daemon.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	alice.expectEntry("a shutdown notice", func(e logEntry) bool { return e.Kind == "shutdown" })
+	e := alice.expectEntry("a connection notice", func(e logEntry) bool { return e.Kind == "connection" })
+	if !strings.Contains(e.Text, "logged in again as alice") {
+		t.Errorf("connection notice: %v", e)
+	}
+	// The end of the conversation is told either by bob's peer_left
+	// (his connection closed first) or with the closed connection.
+	alice.expectEntry("the end of the conversation", func(e logEntry) bool {
+		return e.Kind == "peer_left" && e.Reason == "shutdown" ||
+			e.Kind == "connection" && strings.Contains(e.Text, "conversation with bob has ended")
+	})
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'
+		&& !document.getElementById('reconnect').hidden
+		&& document.getElementById('peer').textContent === 'Not connected to anyone'`)
+	alice.screenshot("server-gone")
+
+	enginetest.Start(t, func(o *engine.Options) {
+		o.WSListen = bt.daemon.WS
+		o.TCPListen = "127.0.0.1:0"
+	})
+	// "Retry now" instead of sitting out the back-off keeps the test
+	// short. The button is hidden while an attempt is under way, so it is
+	// pressed from script only if it is there; the timer gets there too.
+	alice.do("retry now", chromedp.Evaluate[chromedp.Void](`(() => {
+		const retry = document.getElementById('reconnect');
+		if (!retry.hidden) retry.click();
+	})()`))
+	alice.waitJS("online again", `document.getElementById('state').dataset.state === 'online'`)
+	alice.expectEntry("a logged-in-again notice", func(e logEntry) bool {
+		return strings.HasPrefix(e.Text, "Logged in again as alice.")
+	})
+	alice.waitJS("a new token", fmt.Sprintf(`(() => {
+		const t = document.getElementById('token').textContent;
+		return /^[0-9a-f]{32}$/.test(t) && t !== %q;
+	})()`, oldToken))
+	alice.screenshot("back")
+
+	// While the server was away the browser's own attempts to connect
+	// failed, and it says so in the console; nothing else may appear.
+	for _, p := range alice.takeProblems() {
+		if !strings.Contains(p, "WebSocket connection to") {
+			t.Errorf("the page reported: %s", p)
+		}
+	}
 }
