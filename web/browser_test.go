@@ -8,6 +8,8 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -646,7 +648,9 @@ func TestBrowserMessagesAreText(t *testing.T) {
 func TestBrowserPageLoadsClean(t *testing.T) {
 	bt := startBrowserTest(t)
 	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
+	// By name rather than address, as people type it: the WebSocket's
+	// Origin and Host are then names too, and must still match.
+	alice.open(strings.Replace(bt.pageURL(), "127.0.0.1", "localhost", 1))
 	alice.login()
 	// Anything logged after load (a late asset, the favicon) has arrived
 	// once the page has been online and logged in for a moment.
@@ -868,6 +872,42 @@ func TestBrowserReconnects(t *testing.T) {
 	// While the server was away the browser's own attempts to connect
 	// failed, and it says so in the console; nothing else may appear.
 	for _, p := range alice.takeProblems() {
+		if !strings.Contains(p, "WebSocket connection to") {
+			t.Errorf("the page reported: %s", p)
+		}
+	}
+}
+
+// TestBrowserOtherSiteCannotConnect: a page from another origin cannot
+// open a WebSocket to the daemon and act as whoever visits it.
+func TestBrowserOtherSiteCannotConnect(t *testing.T) {
+	bt := startBrowserTest(t)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>another site</title>")
+	}))
+	t.Cleanup(other.Close)
+
+	mallory := bt.newPerson("mallory")
+	mallory.do("open another site", chromedp.Navigate(other.URL))
+	try := fmt.Sprintf(`new Promise((resolve) => {
+		const ws = new WebSocket('ws://%s/ws');
+		ws.onopen = () => { ws.close(); resolve('opened'); };
+		ws.onmessage = (ev) => resolve('message: ' + ev.data);
+		ws.onclose = () => resolve('refused');
+	})`, bt.daemon.WS)
+	ctx, cancel := context.WithTimeout(mallory.ctx, waitTimeout)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](try, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "refused" {
+		t.Fatalf("a WebSocket from %s to the daemon: %s", other.URL, got)
+	}
+	// Chromium reports the refused handshake in the console; that is the
+	// point of the test, and the only report allowed.
+	for _, p := range mallory.takeProblems() {
 		if !strings.Contains(p, "WebSocket connection to") {
 			t.Errorf("the page reported: %s", p)
 		}
