@@ -716,7 +716,19 @@ func TestBrowserNarrowScreen(t *testing.T) {
 	alice.expectMessage("theirs", "bob", "hi from a terminal")
 	alice.say("hi from a phone")
 	bob.Expect(`^<alice> hi from a phone$`)
+	// A long word (a link, a token) wraps inside its bubble.
+	long := "https://example.com/" + strings.Repeat("0123456789abcdef", 12)
+	bob.Send(long)
+	alice.expectMessage("theirs", "bob", long)
 	alice.expectOnScreen("peer", "leave", "log", "message", "send")
+	if wide := eval[[]string](alice, `(() => {
+		const log = document.getElementById('log').getBoundingClientRect();
+		return [...document.querySelectorAll('#log li')]
+			.filter((li) => li.getBoundingClientRect().right > log.right + 0.5)
+			.map((li) => li.textContent.slice(0, 40));
+	})()`); len(wide) > 0 {
+		t.Errorf("log entries wider than the log: %q", wide)
+	}
 	alice.screenshot("narrow-chat")
 }
 
