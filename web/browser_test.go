@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
@@ -302,6 +303,26 @@ func (p *person) login() string {
 		p.t.Fatalf("%s: token %q", p.name, token)
 	}
 	return token
+}
+
+// allowClipboard lets pages of the origin write and read the clipboard
+// without asking, as a person who clicked "Allow" would.
+func (p *person) allowClipboard(origin string) {
+	p.t.Helper()
+	id := chromedp.FromContext(p.ctx).BrowserContextID
+	for _, name := range []string{"clipboard-write", "clipboard-read"} {
+		ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
+		_, err := chromedp.CallBrowser(ctx, browser.SetPermission, browser.SetPermissionParams{
+			Permission:       &browser.PermissionDescriptor{Name: name},
+			Setting:          browser.PermissionSettingGranted,
+			Origin:           strings.TrimSuffix(origin, "/"),
+			BrowserContextID: id,
+		})
+		cancel()
+		if err != nil {
+			p.t.Fatalf("%s: allow %s: %v", p.name, name, err)
+		}
+	}
 }
 
 // shareLink is the href of #share-link.
@@ -778,6 +799,19 @@ func TestBrowserSessionControls(t *testing.T) {
 	alice.open(bt.pageURL())
 	oldToken := alice.login()
 	oldLink := alice.shareLink()
+
+	// The copy buttons put the token and the link on the clipboard.
+	alice.allowClipboard(bt.pageURL())
+	for _, c := range []struct{ button, want string }{{"copy", oldToken}, {"copy-link", oldLink}} {
+		alice.do("copy", chromedp.Click(chromedp.ID(c.button)))
+		alice.waitJS(c.button+" says Copied", fmt.Sprintf(`document.getElementById(%q).textContent === 'Copied'`, c.button))
+		ctx, cancel := context.WithTimeout(alice.ctx, waitTimeout)
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.clipboard.readText()`, chromedp.EvalAwaitPromise))
+		cancel()
+		if err != nil || got != c.want {
+			t.Fatalf("after #%s the clipboard holds %q (%v), want %q", c.button, got, err, c.want)
+		}
+	}
 
 	alice.do("new token", chromedp.Click(chromedp.ID("newtoken")))
 	alice.waitJS("a new token", fmt.Sprintf(`(() => {
