@@ -490,6 +490,10 @@ func TestBrowserPairByShareLink(t *testing.T) {
 	bob.login()
 	bob.waitPaired("alice")
 	alice.waitPaired("bob")
+	// The token is spent: a reload must not try it again.
+	if hash := eval[string](bob, `location.hash`); hash != "" {
+		t.Errorf("the link's token stays in the address bar: %q", hash)
+	}
 
 	conversation := []struct {
 		from, to *person
@@ -830,8 +834,14 @@ func TestBrowserSessionControls(t *testing.T) {
 	if e.Code != "unknown_token" {
 		t.Fatalf("the old link gave %v, want unknown_token", e)
 	}
-	bob.connectTo(newToken)
+	// Opening the new link in the same tab, already logged in, connects
+	// at once (the page hears of it as a hashchange, not a load).
+	bob.do("open the new link", chromedp.Evaluate[chromedp.Void](
+		fmt.Sprintf(`location.href = %q`, bt.pageURL()+"#"+newToken)))
 	bob.waitPaired("alice")
+	if hash := eval[string](bob, `location.hash`); hash != "" {
+		t.Errorf("the link's token stays in the address bar: %q", hash)
+	}
 	alice.waitPaired("bob")
 
 	// Shift+Enter is a line break in the message, Enter sends.
