@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -381,11 +382,7 @@ type logEntry struct {
 func (e logEntry) has(classes ...string) bool {
 	fields := strings.Fields(e.Class)
 	for _, c := range classes {
-		found := false
-		for _, f := range fields {
-			found = found || f == c
-		}
-		if !found {
+		if !slices.Contains(fields, c) {
 			return false
 		}
 	}
