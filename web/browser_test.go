@@ -36,9 +36,11 @@ const (
 	// browserTestTimeout bounds one browser test from Chromium's start to
 	// its end; when it runs out the browser is killed and every action
 	// fails, so a hung page cannot hang the suite.
-	browserTestTimeout = 60 * time.Second
-	// waitTimeout bounds one wait for the page to show something.
-	waitTimeout = enginetest.Timeout
+	browserTestTimeout = 90 * time.Second
+	// waitTimeout bounds one action or one wait for the page to show
+	// something. It is generous because a busy machine can stall Chromium
+	// for many seconds; a test that passes takes a fraction of it.
+	waitTimeout = 20 * time.Second
 	// pollEvery is how often a wait looks at the page again.
 	pollEvery = 40 * time.Millisecond
 	// A laptop's browser window, in CSS pixels, unless a test emulates
