@@ -22,6 +22,9 @@ const (
 	stageLine stage = iota // line protocol (netcat, telnet)
 	stageHTTP              // HTTP requests on the web port, before any upgrade
 	stageWS                // WebSocket, JSON protocol
+	// The line protocol before its first line, which may be a PROXY
+	// protocol header (realaddr.go).
+	stageProxy
 )
 
 // conn is duet's state for one connection. Everything in it is touched
@@ -31,7 +34,11 @@ type conn struct {
 	loop *loopState
 	c    gnet.Conn
 	id   uint64
-	ip   string
+	ip   string // the client's address: the peer's, or what a trusted proxy vouches for
+
+	peerIP    string // the socket peer's address
+	fromProxy bool   // the peer is a trusted proxy
+	ipHeld    bool   // counted against ip's connection limit (claimAddr)
 
 	stage  stage
 	framer line.Framer    // stageLine
@@ -48,6 +55,8 @@ type conn struct {
 	// (and its socket's read interest disarmed) until waitingOn drains.
 	paused    bool
 	waitingOn *outbox
+
+	login *pendingLogin // accounts mode: a login being checked (see login.go); input waits
 
 	// Slow-reader tracking while gnet holds output for this connection.
 	heldBytes    int       // gnet's outbound buffer at the last check
@@ -67,7 +76,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *con
 	cn.lastPing = ls.now
 	lim := s.lim()
 	if isLine {
-		cn.stage = stageLine
+		cn.stage = stageProxy
 		cn.framer.Max = lim.MaxLine
 	} else {
 		cn.stage = stageHTTP
@@ -83,7 +92,7 @@ func (cn *conn) logger() *zap.Logger {
 // the outbox lock, possibly on another loop's goroutine, so it reads only
 // fields fixed before the connection could receive events.
 func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
-	if cn.stage == stageLine {
+	if cn.stage == stageLine || cn.stage == stageProxy {
 		return line.AppendEvent(dst, ev)
 	}
 	return appendJSONFrame(dst, ev)
@@ -92,6 +101,10 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
 	rearm := false
+	if cn.login != nil && !cn.finishLogin() {
+		cn.disarmRead() // gnet re-armed it after a write; the login is still being checked
+		return gnet.None
+	}
 	if cn.paused {
 		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 {
 			cn.disarmRead() // gnet re-armed it after a write; keep waiting
@@ -120,6 +133,8 @@ func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
 	switch cn.stage {
+	case stageProxy:
+		used = cn.readPreamble(buf)
 	case stageLine:
 		used = cn.readLines(buf)
 	case stageHTTP, stageWS:
@@ -161,6 +176,7 @@ func (cn *conn) readLines(buf []byte) int {
 
 // tell sends an error to this connection.
 func (cn *conn) tell(err *proto.Error) {
+	cn.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
 }
 
@@ -175,12 +191,17 @@ func (cn *conn) handle(cmd *proto.Command) {
 				cn.tell(proto.ErrBadName)
 				return
 			}
+			if cn.srv.logins != nil {
+				cn.startLogin(cmd)
+				return
+			}
 			s, err := cn.srv.hub.Login(cmd.Name, &cn.out)
 			if err != nil {
 				cn.tell(err)
 				return
 			}
 			cn.sess = s
+			cn.logLogin()
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
@@ -349,6 +370,8 @@ func (cn *conn) checkDeadlines() {
 	lim := cn.srv.lim()
 	now := cn.loop.now
 	switch cn.stage {
+	case stageProxy:
+		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
 			cn.out.deliverRaw(webError(408, "request timeout"))
@@ -356,7 +379,7 @@ func (cn *conn) checkDeadlines() {
 		}
 	case stageLine:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
-			cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: errLoginTimeout})
+			cn.tell(proto.ErrLoginTimeout)
 			cn.closeNow(proto.ReasonTimeout)
 		}
 	case stageWS:
@@ -373,11 +396,12 @@ func (cn *conn) checkDeadlines() {
 	}
 }
 
-var errLoginTimeout = &proto.Error{Code: "login_timeout", Text: "no login in time; goodbye"}
-
 // cut drops a connection that broke a limit, telling its partner.
 func (cn *conn) cut(reason proto.Reason, why string) {
 	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
+	if reason == proto.ReasonSlow {
+		cn.srv.metrics.SlowCut()
+	}
 	cn.closeNow(reason)
 }
 
@@ -402,7 +426,7 @@ func (cn *conn) shutdown() {
 		cn.sess.Close(proto.ReasonShutdown, 0)
 	}
 	switch cn.stage {
-	case stageLine:
+	case stageLine, stageProxy:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
 	case stageWS:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})

@@ -77,9 +77,13 @@ func (ls *loopState) flushPending(context.Context) error {
 		cn.flush()
 		list[i] = nil
 	}
+	// Keep the list for the next swap, unless a burst made it huge. Never
+	// leave spare pointing at the array that pending now uses.
 	ls.mu.Lock()
 	if cap(list) <= 4096 {
 		ls.spare = list[:0]
+	} else {
+		ls.spare = nil
 	}
 	ls.mu.Unlock()
 	return nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,10 +42,15 @@ type Options struct {
 	AllowedOrigins []string
 	Limits         config.Limits
 	AuthMode       string // "open" or "accounts"; told to clients in the greeting
+	Auth           AuthOptions
 	Hub            *hub.Hub
 	Site           *web.Site // the browser client; nil serves 404 for pages
 	Logger         *zap.Logger
 	Loops          int // event loops; 0 means one per CPU
+	// TrustedProxies are the peers whose PROXY header (line port) or
+	// X-Forwarded-For (web port) names the real client.
+	TrustedProxies []netip.Prefix
+	Metrics        Metrics // nil counts nothing
 }
 
 // Server is a running duet engine.
@@ -52,8 +58,12 @@ type Server struct {
 	opts   Options
 	log    *zap.Logger
 	hub    *hub.Hub
+	logins *logins // nil in open mode
 	limits atomic.Pointer[config.Limits]
 	origin atomic.Pointer[[]string]
+
+	trusted atomic.Pointer[[]netip.Prefix]
+	metrics Metrics
 
 	eng     gnet.Engine
 	tcpAddr net.Addr
@@ -93,8 +103,16 @@ func New(opts Options) (*Server, error) {
 		done:   make(chan error, 1),
 		loops:  make(map[gnet.EventLoop]*loopState),
 	}
+	var err error
+	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
+		return nil, err
+	}
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)
+	s.SetTrustedProxies(opts.TrustedProxies)
+	if s.metrics = opts.Metrics; s.metrics == nil {
+		s.metrics = noMetrics{}
+	}
 	s.perIP.counts = make(map[string]int)
 	return s, nil
 }
@@ -346,32 +364,39 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
-	refuse := func(code, text string) ([]byte, gnet.Action) {
+	refuse := func(err *proto.Error) ([]byte, gnet.Action) {
+		s.metrics.Rejected(err.Code)
 		if isLine {
-			return []byte("! " + code + ": " + text + "\r\n"), gnet.Close
+			return line.AppendEvent(nil, &proto.Event{Kind: proto.EvError, Err: err}), gnet.Close
 		}
-		return web.ErrorResponse(503, text+"\n"), gnet.Close
+		return web.ErrorResponse(503, err.Text+"\n"), gnet.Close
 	}
 	if s.draining.Load() {
-		return refuse(proto.ErrShuttingDown.Code, proto.ErrShuttingDown.Text)
+		return refuse(proto.ErrShuttingDown)
 	}
 	lim := s.lim()
 	ip := remoteIP(c.RemoteAddr())
 	if s.conns.Load() >= int64(lim.MaxConns) {
 		s.log.Warn("connection refused: server full", zap.String("remote", ip))
-		return refuse("server_full", "the server has too many connections; try again later")
+		return refuse(proto.ErrServerFull)
 	}
-	if !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
+	// A trusted proxy's connection is counted once the client it carries
+	// is known (realaddr.go), not against the proxy's own address.
+	fromProxy := s.trustedPeer(c.RemoteAddr())
+	if !fromProxy && !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
 		s.log.Warn("connection refused: too many from one address", zap.String("remote", ip))
-		return refuse("too_many_connections", "too many connections from your address")
+		return refuse(proto.ErrTooManyConns)
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, ip)
+	cn.peerIP, cn.fromProxy, cn.ipHeld = ip, fromProxy, !fromProxy
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
-	if isLine {
-		return line.AppendEvent(nil, &proto.Event{Kind: proto.EvHello, Auth: s.opts.AuthMode}), gnet.None
+	s.metrics.ConnOpened(cn.protocol())
+	cn.logOpened()
+	if isLine && !fromProxy {
+		return s.lineHello(), gnet.None
 	}
 	return nil, gnet.None
 }
@@ -392,9 +417,11 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	cn.onClose(err)
+	cn.logClosed()
 	delete(cn.loop.conns, cn)
 	delete(cn.loop.backlogged, cn)
-	s.perIP.release(cn.ip)
+	cn.releaseAddr()
+	s.metrics.ConnClosed(cn.protocol())
 	s.conns.Add(-1)
 	return gnet.None
 }

@@ -61,6 +61,9 @@ func (cn *conn) readRequest(buf []byte) int {
 		cn.closeNow(proto.ReasonDisconnected)
 		return end
 	}
+	if !cn.forwardedFor(req) {
+		return len(buf)
+	}
 	if req.URL.Path == wsPath {
 		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin})
 		cn.out.deliverRaw(resp)
@@ -69,6 +72,8 @@ func (cn *conn) readRequest(buf []byte) int {
 			return end
 		}
 		cn.stage = stageWS
+		cn.srv.metrics.ConnClosed(protoHTTP)
+		cn.srv.metrics.ConnOpened(protoWS)
 		cn.wsr.MaxMessage = cn.srv.lim().MaxFrame
 		cn.lastRecv = cn.loop.now
 		cn.opened = cn.loop.now

@@ -35,6 +35,11 @@ var (
 	ErrAlreadyOnline   = &Error{"already_online", "that account is already logged in elsewhere"}
 	ErrUnavailable     = &Error{"unavailable", "the server cannot do that right now; try again shortly"}
 	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
+
+	// Connection-level errors: the connection closes right after them.
+	ErrLoginTimeout = &Error{"login_timeout", "no login in time; goodbye"}
+	ErrServerFull   = &Error{"server_full", "the server has too many connections; try again later"}
+	ErrTooManyConns = &Error{"too_many_connections", "too many connections from your address"}
 )
 
 // Errors lists every error, for documentation and tests.
@@ -44,4 +49,5 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
+	ErrLoginTimeout, ErrServerFull, ErrTooManyConns,
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the real programs duet's tests talk to:
 # netcat and telnet (line-protocol users), redis-server (cluster mode),
-# chromium (the browser client), htpasswd (accounts files), nginx (the TLS
-# front) and systemd-analyze (the unit file). Only what is missing is
+# chromium (the browser client), htpasswd (accounts files), nginx with
+# its stream module (the TLS front) and systemd-analyze (the unit file). Only what is missing is
 # installed, and only when running as root with apt-get; otherwise it
 # says what is missing and the tests that need it skip (or fail, under
 # the DUET_REQUIRE_* variables that CI sets).
@@ -23,6 +23,11 @@ for cmd in "${!need[@]}"; do
     missing+=("${need[$cmd]}")
   fi
 done
+# nginx's stream module (the TLS front for the line protocol) is a
+# package of its own on Debian.
+if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+  missing+=(libnginx-mod-stream)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -26,7 +26,11 @@
 // peers over the relay's wall time), latency percentiles in microseconds
 // (p50, p99, p99.9, from an HdrHistogram), pairings per second, errors by
 // kind (server error codes, rejected, lost and out-of-order messages), and
-// with -pid the server's resident memory per connection. It exits 1 when
+// with -pid the server's resident memory per connection: VmRSS from
+// /proc/PID/status read before connecting and again after the relay (or
+// after -idle's hold), divided by the connections opened. Against a server
+// that has served earlier runs, "before" already holds their leftovers, so
+// measure memory with -idle on a fresh server. It exits 1 when
 // any pair failed to form or any message was lost, rejected, corrupted or
 // reordered, and 2 on bad flags.
 //
@@ -53,6 +57,7 @@
 //	-timeout T              bound on every connect and setup step, and on the
 //	                        relay going without progress (15s)
 //	-concurrency C          connections or pairs being set up at once (128)
+//	-cpuprofile FILE        write the load generator's own CPU profile
 //
 // Only loopback targets and sources are accepted: duet-bench measures a
 // server on the same machine.
@@ -66,7 +71,13 @@
 //
 // bare-relay is the ceiling: a multicore gnet v2 server that pairs
 // connections in the order they open and forwards whole lines to the
-// partner, with no protocol. Drive it with -proto bare.
+// partner, with no protocol. Drive it with -proto bare. It raises
+// GOMAXPROCS to the event-loop count plus two unless GOMAXPROCS is set:
+// gnet's loops wait in epoll_wait outside the Go netpoller and keep their
+// P meanwhile, and with GOMAXPROCS equal to the loop count a woken loop
+// could wait for sysmon to hand it a P, which showed as relayed lines
+// delayed by 100ms to seconds (see barerelay.ProcsFor). A gnet server such
+// as duetd needs the same headroom.
 //
 // goroutine-relay is what most people write first: the net package, one
 // goroutine per connection with bufio, and a mutex-protected token map. It
@@ -96,6 +107,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"duet/cmd/duet-bench/internal/barerelay"
@@ -160,6 +172,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each setup step and on the relay going without progress")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "connections or pairs set up at once")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -181,6 +194,19 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "run:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "run:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep, runErr := loadgen.Run(ctx, cfg)
 	if rep != nil {
 		if *asJSON {

@@ -28,6 +28,7 @@ import (
 
 	"duet/config"
 	"duet/engine"
+	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/web"
 )
@@ -77,16 +78,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot build the web client", zap.Error(err))
 		return 1
 	}
+	var accounts *auth.Accounts
+	if cfg.Auth.Mode == "accounts" {
+		if accounts, err = auth.Load(cfg.Auth.UsersFile); err != nil {
+			log.Error("cannot load auth.users_file", zap.Error(err))
+			return 2
+		}
+		log.Info("accounts loaded", zap.String("file", accounts.Path()), zap.Int("accounts", accounts.Len()))
+	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	ops := newOperations(log, core)
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
 		AllowedOrigins: cfg.WS.AllowedOrigins,
 		Limits:         cfg.Limits,
 		AuthMode:       cfg.Auth.Mode,
+		Auth:           engine.AuthOptions{Accounts: accounts, Takeover: cfg.Auth.Takeover},
 		Hub:            core,
 		Site:           site,
 		Logger:         log,
+		TrustedProxies: cfg.TrustedNets(),
+		Metrics:        ops.metrics,
 	})
 	if err != nil {
 		log.Error("bad configuration", zap.Error(err))
@@ -100,6 +113,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zap.Stringer("tcp", addrOrNone(srv.TCPAddr())),
 		zap.Stringer("ws", addrOrNone(srv.WSAddr())),
 		zap.String("version", buildVersion()))
+	if err := ops.started(cfg, srv); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	defer ops.stop()
 
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -111,10 +130,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				cfg, src = reload(log, level, srv, cfg, src)
+				ops.reloading()
+				cfg, src = reload(log, level, srv, accounts, cfg, src)
+				ops.reloaded()
 				continue
 			}
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", cfg.ShutdownTimeout))
+			ops.stopping()
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 			err := srv.Shutdown(ctx)
 			cancel()
@@ -129,7 +151,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // reload re-reads the configuration on SIGHUP. What can change without
 // dropping a connection changes; a bad file keeps the old configuration.
-func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, old *config.Config, src *config.Sources) (*config.Config, *config.Sources) {
+func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, accounts *auth.Accounts, old *config.Config, src *config.Sources) (*config.Config, *config.Sources) {
 	cfg, newSrc, err := src.Reload()
 	if err != nil {
 		log.Error("reload failed; keeping the old configuration", zap.Error(err))
@@ -140,7 +162,21 @@ func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, old *con
 	}
 	srv.SetLimits(cfg.Limits)
 	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
-	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen {
+	srv.SetTakeover(cfg.Auth.Takeover)
+	if accounts != nil {
+		// The users file is re-read even when the config file did not
+		// change: adding an account is the common reason for a reload.
+		if err := accounts.Reload(); err != nil {
+			log.Error("users file reload failed; keeping the old accounts", zap.Error(err))
+		} else {
+			log.Info("accounts reloaded", zap.Int("accounts", accounts.Len()))
+		}
+	}
+	if cfg.Auth.Mode != old.Auth.Mode || cfg.Auth.UsersFile != old.Auth.UsersFile {
+		log.Warn("auth.mode and auth.users_file change only on restart")
+	}
+	srv.SetTrustedProxies(cfg.TrustedNets())
+	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen || cfg.Admin.Listen != old.Admin.Listen {
 		log.Warn("listen addresses change only on restart")
 	}
 	log.Info("configuration reloaded", zap.String("log_level", cfg.Log.Level))

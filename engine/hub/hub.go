@@ -308,6 +308,11 @@ func (s *Session) Close(reason proto.Reason, undelivered int) {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.closeLocked(s, reason, undelivered)
+}
+
+// closeLocked is Close with h.mu held.
+func (h *Hub) closeLocked(s *Session, reason proto.Reason, undelivered int) {
 	if s.closed {
 		return
 	}

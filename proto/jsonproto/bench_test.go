@@ -12,6 +12,7 @@ import (
 func BenchmarkDecodeSay(b *testing.B) {
 	msg := []byte(`{"type":"say","text":"hello bob, this is a fairly ordinary chat message."}`)
 	var d Decoder
+	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
@@ -26,6 +27,7 @@ func BenchmarkDecodeSay(b *testing.B) {
 func BenchmarkDecodeSayEscaped(b *testing.B) {
 	msg := []byte(`{"type":"say","text":"h\u00e9llo bob,\nthis is a \"fairly\" ordinary chat message \ud83d\ude42"}`)
 	var d Decoder
+	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
@@ -39,6 +41,7 @@ func BenchmarkDecodeSayEscaped(b *testing.B) {
 func BenchmarkDecodeSayLong(b *testing.B) {
 	msg := []byte(`{"type":"say","text":"` + strings.Repeat("lorem ipsum ", 8<<10/12) + `"}`)
 	var d Decoder
+	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {

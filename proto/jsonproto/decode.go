@@ -69,13 +69,13 @@ func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	}
 	// fastjson's parser is lenient (it takes NaN, 1.2.3 and raw control
 	// characters in strings, and keeps bad escapes as text); its
-	// validator is strict. Validate first, so that anything the parser
-	// then accepts is JSON.
+	// validator is strict but for one gap, which checkStrings closes.
+	// Validate first, so that anything the parser then accepts is JSON.
 	if fastjson.ValidateBytes(msg) != nil {
 		return proto.Command{}, proto.ErrBadJSON
 	}
-	if hasLoneSurrogate(msg) {
-		return proto.Command{}, proto.ErrInvalidUTF8
+	if err := checkStrings(msg); err != nil {
+		return proto.Command{}, err
 	}
 	v, err := d.parser.ParseBytes(msg)
 	if err != nil {
@@ -152,56 +152,115 @@ func stringOf(v *fastjson.Value) ([]byte, bool) {
 	return s[:len(s):len(s)], true
 }
 
-// hasLoneSurrogate reports whether valid JSON msg has a \u escape for a
-// UTF-16 surrogate that is not part of a high-low pair. Such a string has
-// no UTF-8 form. encoding/json would turn it into U+FFFD; duet refuses it
-// instead, as it refuses any other text that is not UTF-8, so what the
-// peer reads is what was sent.
-func hasLoneSurrogate(msg []byte) bool {
+// checkStrings walks the strings of msg, which fastjson.ValidateBytes
+// has accepted, for what that validator lets through. It misses a raw
+// control character in a string that also holds an escape (it checks only
+// the part after the last escape), which is not JSON: proto.ErrBadJSON.
+// And JSON allows a \u escape for half of a UTF-16 surrogate pair with
+// the other half missing, which has no UTF-8 form: proto.ErrInvalidUTF8.
+// encoding/json would turn such a half into U+FFFD; duet refuses it, as it
+// refuses any other text that is not UTF-8, so that what the peer reads
+// is what was sent. Malformed JSON wins over a lone surrogate, whichever
+// comes first.
+func checkStrings(msg []byte) *proto.Error {
+	// Validation promises that every string closes and every escape is
+	// complete; the bounds are checked all the same, so that a hole in it
+	// is a bad_json answer rather than a panic.
+	var lone bool
 	i := 0
 	for {
-		j := bytes.IndexByte(msg[i:], '\\')
+		// Outside strings, a '"' can only open one.
+		j := bytes.IndexByte(msg[i:], '"')
 		if j < 0 {
-			return false
+			break
 		}
-		i += j
-		// In valid JSON a backslash appears only inside a string, and
-		// begins a complete escape: '\\' and one byte, or "\\u" and four
-		// hexadecimal digits.
-		if msg[i+1] != 'u' {
-			i += 2
+		i += j + 1
+		// A string without escapes needs only a check for raw control
+		// characters (the validator lets some through, e.g. a NUL right
+		// before a raw backspace): two vectorized searches and one scan.
+		// Only strings with escapes are walked escape by escape.
+		if k := bytes.IndexByte(msg[i:], '"'); k >= 0 && bytes.IndexByte(msg[i:i+k], '\\') < 0 {
+			if hasControl(msg[i : i+k]) {
+				return proto.ErrBadJSON
+			}
+			i += k + 1
 			continue
 		}
-		r := hex4(msg[i+2 : i+6])
-		i += 6
-		switch {
-		case 0xD800 <= r && r < 0xDC00:
-			if i+6 > len(msg) || msg[i] != '\\' || msg[i+1] != 'u' {
-				return true
+		for {
+			for i < len(msg) && msg[i] >= 0x20 && msg[i] != '"' && msg[i] != '\\' {
+				i++
 			}
-			if low := hex4(msg[i+2 : i+6]); low < 0xDC00 || low >= 0xE000 {
-				return true
+			if i >= len(msg) || msg[i] < 0x20 {
+				return proto.ErrBadJSON
+			}
+			if msg[i] == '"' {
+				i++
+				break
+			}
+			if i+1 >= len(msg) {
+				return proto.ErrBadJSON
+			}
+			if msg[i+1] != 'u' {
+				i += 2
+				continue
+			}
+			r, ok := hex4(msg, i+2)
+			if !ok {
+				return proto.ErrBadJSON
 			}
 			i += 6
-		case 0xDC00 <= r && r < 0xE000:
+			switch {
+			case 0xD800 <= r && r < 0xDC00:
+				// A high half must be followed at once by a low half. If
+				// another escape follows instead, leave it to the next
+				// round: it may be the high half of a pair of its own.
+				if i+1 < len(msg) && msg[i] == '\\' && msg[i+1] == 'u' {
+					if low, ok := hex4(msg, i+2); ok && 0xDC00 <= low && low < 0xE000 {
+						i += 6
+						continue
+					}
+				}
+				lone = true
+			case 0xDC00 <= r && r < 0xE000:
+				lone = true
+			}
+		}
+	}
+	if lone {
+		return proto.ErrInvalidUTF8
+	}
+	return nil
+}
+
+// hasControl reports whether b holds a byte below 0x20, which JSON never
+// allows raw inside a string.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
 			return true
 		}
 	}
+	return false
 }
 
-// hex4 reads four hexadecimal digits, already validated.
-func hex4(b []byte) rune {
+// hex4 reads the four hexadecimal digits at msg[at:].
+func hex4(msg []byte, at int) (rune, bool) {
+	if at+4 > len(msg) {
+		return 0, false
+	}
 	var r rune
-	for _, c := range b[:4] {
+	for _, c := range msg[at : at+4] {
 		switch {
 		case '0' <= c && c <= '9':
 			c -= '0'
 		case 'a' <= c && c <= 'f':
 			c -= 'a' - 10
-		default:
+		case 'A' <= c && c <= 'F':
 			c -= 'A' - 10
+		default:
+			return 0, false
 		}
 		r = r<<4 | rune(c)
 	}
-	return r
+	return r, true
 }

@@ -77,6 +77,13 @@ func TestDecode(t *testing.T) {
 		{`{"type":"say","n":+1}`, "error bad_json"},
 		{`{"type":"say","text":"a` + "\n" + `b"}`, "error bad_json"},
 		{`{"type":"say","text":"a` + "\t" + `b"}`, "error bad_json"},
+		// fastjson's validator misses these: a raw control character in
+		// a string, or a key, that also holds an escape.
+		{"{\"type\":\"say\",\"text\":\"\x01\\n\"}", "error bad_json"},
+		{"{\"type\":\"say\",\"text\":\"a\tb\\nc\"}", "error bad_json"},
+		{"{\"type\":\"say\",\"text\":\"\\n\x1f\\n\"}", "error bad_json"},
+		{"{\"t\x01\\u0079pe\":\"say\",\"text\":\"hi\"}", "error bad_json"},
+		{"{\"type\":\"say\",\"text\":\"\\ud83d\x01\\n\"}", "error bad_json"},
 		{`{"type":"say","text":"\q"}`, "error bad_json"},
 		{`{"type":"say","text":"\u12"}`, "error bad_json"},
 		{`{"type":"say","text":"\u12G4"}`, "error bad_json"},

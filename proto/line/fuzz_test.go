@@ -2,6 +2,7 @@ package line
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -130,4 +131,37 @@ func FuzzAppendEvent(f *testing.F) {
 		out := AppendEvent(nil, &proto.Event{Kind: proto.EvPeerLeft, Peer: from, Reason: proto.Reason(text), Count: len(text)})
 		checkLines(t, string(out))
 	})
+}
+
+// TestFramerMatchesModel runs FuzzFramer's comparison on many random
+// streams drawn from the bytes that matter to framing, with random read
+// sizes that change from read to read, so that every go test covers far
+// more than the seed corpus.
+func TestFramerMatchesModel(t *testing.T) {
+	const alphabet = "ab\r\n\x00\xff\xfa\xf0\xfb\xfd\xf1"
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		data := make([]byte, rng.IntN(80))
+		for i := range data {
+			data[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		fr := &Framer{Max: 1 + rng.IntN(24)}
+		var got []string
+		var pending []byte
+		for i := 0; i < len(data); {
+			end := min(len(data), i+1+rng.IntN(12))
+			pending = append(pending, data[i:end]...)
+			i = end
+			for _, entry := range drain(t, fr, &pending) {
+				if strings.HasPrefix(entry, "line ") {
+					got = append(got, entry)
+				} else if strings.HasPrefix(entry, "too_long ") {
+					got = append(got, "too_long")
+				}
+			}
+		}
+		if want := refFrame(data, fr.Max); !slices.Equal(got, want) {
+			t.Fatalf("Max %d, input %q:\n got  %q\n want %q", fr.Max, data, got, want)
+		}
+	}
 }

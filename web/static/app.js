@@ -376,6 +376,9 @@ const handlers = {
     st.autoLogin = false;
     st.nameBusy = false;
     st.peer = '';
+    // The close that follows is part of the goodbye, not a lost
+    // connection: open a fresh one at once, without a warning.
+    st.quitting = true;
     notice('Logged out.');
   },
 };

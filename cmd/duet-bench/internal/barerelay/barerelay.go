@@ -55,7 +55,8 @@ func ProcsFor(eventLoops int) int {
 type Options struct {
 	// EventLoops is the number of event loops; 0 means one per CPU.
 	EventLoops int
-	// Logger receives gnet's own log lines; nil keeps only errors.
+	// Logger receives gnet's own log lines; nil leaves them to gnet's
+	// default logger, which writes to stderr.
 	Logger logging.Logger
 }
 
@@ -72,7 +73,10 @@ func Start(addr string, opts Options) (*Relay, error) {
 	gopts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogLevel(logging.ErrorLevel),
+		// The relay closes a partner when its pair ends, leaving TIME_WAIT
+		// sockets on the listening port; like net.Listen, set SO_REUSEADDR
+		// so a restarted relay can bind again at once.
+		gnet.WithReuseAddr(true),
 	}
 	if opts.EventLoops > 0 {
 		gopts = append(gopts, gnet.WithNumEventLoop(opts.EventLoops))
@@ -256,8 +260,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		if p.closed {
 			h.dropped.Add(int64(end))
 		} else {
-			_, _ = p.conn.Write(lines)
 			h.forwarded.Add(int64(end))
+			_, _ = p.conn.Write(lines)
 		}
 	} else {
 		p.enqueue(lines)
@@ -299,8 +303,8 @@ func (p *relayConn) Run(context.Context) error {
 	} else if len(out) > 0 {
 		// Write sends what the socket takes now and copies the rest into
 		// gnet's outbound buffer, so out is free again when it returns.
-		_, _ = p.conn.Write(out)
 		p.h.forwarded.Add(int64(len(out)))
+		_, _ = p.conn.Write(out)
 	}
 	if cap(out) > maxKeptBuffer {
 		out = nil

@@ -133,6 +133,19 @@ func (s *Server) WSAddr() net.Addr {
 	return s.wsLn.Addr()
 }
 
+// Paired counts the sessions that have a peer now.
+func (s *Server) Paired() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ss := range s.names {
+		if ss.peer != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Close stops accepting, closes every connection and waits for their
 // goroutines to end.
 func (s *Server) Close() error {

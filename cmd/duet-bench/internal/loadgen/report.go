@@ -100,11 +100,12 @@ type MemoryReport struct {
 	PerConnectionBytes float64 `json:"per_connection_bytes"`
 }
 
-// OK reports whether every pair formed and every message arrived, once,
-// intact and in order. The command exits non-zero otherwise.
+// OK reports whether every pair formed and stayed up, and every message
+// arrived, once, intact and in order. The command exits non-zero
+// otherwise.
 func (r *Report) OK() bool {
 	e := &r.Errors
-	if e.ConnectFailed > 0 || e.PairFailed > 0 || e.Stalled != "" {
+	if e.ConnectFailed > 0 || e.PairFailed > 0 || e.Stalled != "" || e.Disconnected > 0 || e.PeerLeft > 0 {
 		return false
 	}
 	if r.Relay == nil {

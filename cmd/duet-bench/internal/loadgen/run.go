@@ -86,6 +86,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, errors.New("no pair could be formed")
 	}
 
+	// Every paired connection gets its reading goroutine in both modes:
+	// an idle connection still answers pings and notices being dropped.
+	rl := newRelay(&r.cfg, r.clock)
+	for _, e := range paired {
+		rl.wg.Add(1)
+		go rl.readLoop(e)
+	}
 	var runErr error
 	if cfg.Idle {
 		select {
@@ -94,19 +101,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-time.After(cfg.Hold):
 		}
 	} else {
-		runErr = r.relay(ctx, paired, rep)
+		runErr = r.relay(ctx, rl, paired, rep)
 	}
 
+	// Read the server's memory while every connection is still open.
+	var rssErr error
 	if cfg.PID > 0 {
 		rssAfter, err := ReadRSS(cfg.PID)
-		if err != nil {
-			return rep, fmt.Errorf("server RSS: %w", err)
+		if err == nil {
+			m := &MemoryReport{PID: cfg.PID, BeforeKiB: rssBefore, AfterKiB: rssAfter, Connections: len(connected)}
+			m.PerConnectionBytes = float64(rssAfter-rssBefore) * 1024 / float64(len(connected))
+			rep.RSS = m
+		} else {
+			rssErr = fmt.Errorf("server RSS: %w", err)
 		}
-		m := &MemoryReport{PID: cfg.PID, BeforeKiB: rssBefore, AfterKiB: rssAfter, Connections: len(connected)}
-		m.PerConnectionBytes = float64(rssAfter-rssBefore) * 1024 / float64(len(connected))
-		rep.RSS = m
 	}
-	return rep, runErr
+
+	rl.closing.Store(true)
+	for _, e := range paired {
+		_ = e.conn.Close()
+	}
+	rl.wg.Wait()
+	collectErrors(rl, paired, rep)
+	return rep, errors.Join(runErr, rssErr)
 }
 
 func (r *runner) newEndpoints() []*endpoint {
@@ -406,14 +423,9 @@ func appendHello(dst []byte, index int) []byte {
 	return fmt.Appendf(dst, "hello %d\n", index)
 }
 
-// relay runs the message phase and fills in the report's relay numbers
-// and message errors.
-func (r *runner) relay(ctx context.Context, paired []*endpoint, rep *Report) error {
-	rl := newRelay(&r.cfg, r.clock)
-	for _, e := range paired {
-		rl.wg.Add(1)
-		go rl.readLoop(e)
-	}
+// relay runs the message phase over paired endpoints whose readers are
+// running, and fills in the report's relay numbers.
+func (r *runner) relay(ctx context.Context, rl *relay, paired []*endpoint, rep *Report) error {
 	start := r.clock.now()
 	for _, e := range paired {
 		rl.sendMore(e)
@@ -424,19 +436,22 @@ func (r *runner) relay(ctx context.Context, paired []*endpoint, rep *Report) err
 	for _, e := range paired {
 		end = max(end, e.lastReceive.Load())
 	}
-
-	rl.closing.Store(true)
-	for _, e := range paired {
-		_ = e.conn.Close()
+	rep.Relay = &RelayReport{Seconds: float64(end-start) / 1e9}
+	if waitErr != nil {
+		rep.Errors.Stalled = waitErr.Error()
 	}
-	rl.wg.Wait()
+	return waitErr
+}
 
-	rr := &RelayReport{Seconds: float64(end-start) / 1e9}
+// collectErrors adds up what the readers saw, once they have all exited,
+// and completes the relay numbers that depend on it.
+func collectErrors(rl *relay, paired []*endpoint, rep *Report) {
 	errs := &rep.Errors
+	var sent, delivered int64
 	for _, e := range paired {
 		in := &e.in
-		rr.Sent += e.out.sent.Load()
-		rr.Delivered += in.delivered
+		sent += e.out.sent.Load()
+		delivered += in.delivered
 		errs.Rejected += in.rejected
 		errs.OutOfOrder += in.outOfOrder
 		errs.Corrupt += in.corrupt
@@ -451,12 +466,12 @@ func (r *runner) relay(ctx context.Context, paired []*endpoint, rep *Report) err
 			errs.Server[code] += n
 		}
 	}
-	errs.Lost = max(rr.Sent-rr.Delivered-errs.Rejected-errs.Corrupt, 0)
-	rr.MessagesPerSecond = perSecond(rr.Delivered, rr.Seconds)
-	rr.Latency = summarise(rl.histogram())
-	rep.Relay = rr
-	if waitErr != nil {
-		errs.Stalled = waitErr.Error()
+	rr := rep.Relay
+	if rr == nil {
+		return
 	}
-	return waitErr
+	rr.Sent, rr.Delivered = sent, delivered
+	errs.Lost = max(sent-delivered-errs.Rejected-errs.Corrupt, 0)
+	rr.MessagesPerSecond = perSecond(delivered, rr.Seconds)
+	rr.Latency = summarise(rl.histogram())
 }

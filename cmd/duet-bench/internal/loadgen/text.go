@@ -1,5 +1,7 @@
 package loadgen
 
+import "slices"
+
 // A benchmark message's text carries its own sequence number and send
 // time, so the receiver can check order and measure latency without any
 // shared state with the sender:
@@ -43,9 +45,7 @@ func appendText(dst []byte, seq uint64, stamp int64, padding []byte) []byte {
 // only the low 4*width bits.
 func appendFixedHex(dst []byte, v uint64, width int) []byte {
 	n := len(dst)
-	for i := 0; i < width; i++ {
-		dst = append(dst, '0')
-	}
+	dst = slices.Grow(dst, width)[:n+width]
 	for i := n + width - 1; i >= n; i-- {
 		dst[i] = hexDigits[v&0xf]
 		v >>= 4

@@ -1,0 +1,264 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+func TestClassifyLine(t *testing.T) {
+	tests := []struct {
+		line string
+		kind eventKind
+		text string // message text or token
+		code string
+	}{
+		{"* welcome to duet; log in with /login NAME", evNotice, "", ""},
+		{"* you are alice, your token is 0123456789abcdef0123456789abcdef", evWelcome, "0123456789abcdef0123456789abcdef", ""},
+		{"* you are alice, your token is 0123456789abcdef0123456789abcdef.", evWelcome, "0123456789abcdef0123456789abcdef", ""},
+		{"* you are connected with alice", evPaired, "", ""},
+		{"* bob is connected", evPaired, "", ""},
+		{"* bob left; 3 messages were not delivered", evPeerLeft, "", ""},
+		{"<alice> hello there", evMessage, "hello there", ""},
+		{"<alice> > quoted", evMessage, "> quoted", ""},
+		{"<alice> ", evMessage, "", ""},
+		{"! rate_limited: too many requests; slow down", evError, "", "rate_limited"},
+		{"! room_full: Room is Full", evError, "", "room_full"},
+		{"! odd", evError, "", "odd"},
+		{"<no end of name", evNotice, "", ""},
+		{"", evNotice, "", ""},
+		{"plain", evNotice, "", ""},
+	}
+	for _, tt := range tests {
+		ev := classifyLine([]byte(tt.line))
+		if ev.kind != tt.kind || string(ev.text) != tt.text || string(ev.code) != tt.code {
+			t.Errorf("classifyLine(%q) = %v %q %q; want %v %q %q", tt.line, ev.kind, ev.text, ev.code, tt.kind, tt.text, tt.code)
+		}
+	}
+}
+
+func TestLineCodecRead(t *testing.T) {
+	long := strings.Repeat("y", 5000)
+	input := "* hi\r\n<bob> abc\r\n" + long + "\r\n<bob> def\n"
+	br := bufio.NewReaderSize(strings.NewReader(input), 4096)
+	var c lineCodec
+	want := []struct {
+		kind eventKind
+		text string
+	}{{evNotice, ""}, {evMessage, "abc"}, {evOversize, ""}, {evMessage, "def"}}
+	for i, w := range want {
+		ev, err := c.read(br)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if ev.kind != w.kind || string(ev.text) != w.text {
+			t.Fatalf("event %d = %v %q, want %v %q", i, ev.kind, ev.text, w.kind, w.text)
+		}
+	}
+	if _, err := c.read(br); err != io.EOF {
+		t.Fatalf("after the last line: %v, want EOF", err)
+	}
+}
+
+func TestClassifyJSON(t *testing.T) {
+	tests := []struct {
+		obj  string
+		kind eventKind
+		text string
+		code string
+	}{
+		{`{"type":"hello","auth":"open"}`, evNotice, "", ""},
+		{`{"type":"welcome","name":"alice","token":"0123456789abcdef0123456789abcdef"}`, evWelcome, "0123456789abcdef0123456789abcdef", ""},
+		{`{"type":"paired","peer":"bob","initiator":true}`, evPaired, "", ""},
+		{`{"type":"message","from":"alice","text":"abc"}`, evMessage, "abc", ""},
+		{`{"from":"alice", "text" : "abc", "type" : "message"}`, evMessage, "abc", ""},
+		{`{"type":"message","from":"text","text":"a\"b\u0041"}`, evMessage, `a"bA`, ""},
+		{`{"type":"error","code":"rate_limited","text":"slow down"}`, evError, "", "rate_limited"},
+		{`{"type":"peer_left","peer":"bob","reason":"left","count":0}`, evPeerLeft, "", ""},
+		{`{"type":"future"}`, evNotice, "", ""},
+		{`not json`, evNotice, "", ""},
+		{`{"type":`, evNotice, "", ""},
+	}
+	for _, tt := range tests {
+		ev := classifyJSON([]byte(tt.obj))
+		if ev.kind != tt.kind || string(ev.text) != tt.text || string(ev.code) != tt.code {
+			t.Errorf("classifyJSON(%s) = %v %q %q; want %v %q %q", tt.obj, ev.kind, ev.text, ev.code, tt.kind, tt.text, tt.code)
+		}
+	}
+}
+
+// TestWSClientFrames checks the hand-built client frames with gobwas/ws's
+// own reader, as a server would see them.
+func TestWSClientFrames(t *testing.T) {
+	c := newWSCodec(42)
+	pad := padding(200) // payload over 125 bytes: 16-bit length
+	var buf []byte
+	buf = c.appendLogin(buf, "alice")
+	buf = c.appendConnect(buf, []byte("0123456789abcdef0123456789abcdef"))
+	buf = c.appendMessage(buf, 7, 99, pad)
+	buf = c.appendMessage(buf, 8, 100, padding(70000)) // 64-bit length
+
+	r := bytes.NewReader(buf)
+	var got []string
+	for r.Len() > 0 {
+		h, err := ws.ReadHeader(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !h.Fin || h.OpCode != ws.OpText || !h.Masked {
+			t.Fatalf("header %+v: want a final, masked text frame", h)
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			t.Fatal(err)
+		}
+		ws.Cipher(payload, h.Mask, 0)
+		got = append(got, string(payload))
+	}
+	want := []string{
+		`{"type":"login","name":"alice"}`,
+		`{"type":"connect","token":"0123456789abcdef0123456789abcdef"}`,
+		`{"type":"say","text":"` + string(appendText(nil, 7, 99, pad)) + `"}`,
+		`{"type":"say","text":"` + string(appendText(nil, 8, 100, padding(70000))) + `"}`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("frame %d = %.80q..., want %.80q...", i, got[i], want[i])
+		}
+	}
+}
+
+func serverFrames(t *testing.T, frames ...ws.Frame) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, f := range frames {
+		if err := ws.WriteFrame(&b, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes()
+}
+
+func message(text string) []byte {
+	return []byte(`{"type":"message","from":"alice","text":"` + text + `"}`)
+}
+
+func TestWSCodecRead(t *testing.T) {
+	big := strings.Repeat("z", 10000) // larger than the read buffer
+	masked := ws.MaskFrame(ws.NewTextFrame(message("masked")))
+	input := serverFrames(t,
+		ws.NewTextFrame([]byte(`{"type":"hello","auth":"open"}`)),
+		ws.NewTextFrame(message("one")),
+		ws.NewPingFrame([]byte("p")),
+		ws.NewFrame(ws.OpText, false, message("fragmented")[:10]),
+		ws.NewPongFrame(nil),
+		ws.NewFrame(ws.OpContinuation, false, message("fragmented")[10:20]),
+		ws.NewFrame(ws.OpContinuation, true, message("fragmented")[20:]),
+		ws.NewTextFrame(message(big)),
+		masked,
+		ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")),
+	)
+	br := bufio.NewReaderSize(bytes.NewReader(input), 4096)
+	c := newWSCodec(1)
+	want := []struct {
+		kind eventKind
+		text string
+	}{
+		{evNotice, ""}, {evMessage, "one"}, {evPing, "p"}, {evMessage, "fragmented"},
+		{evMessage, big}, {evMessage, "masked"}, {evClosed, ""},
+	}
+	for i, w := range want {
+		ev, err := c.read(br)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if ev.kind != w.kind || string(ev.text) != w.text {
+			t.Fatalf("event %d = %v %.40q, want %v %.40q", i, ev.kind, ev.text, w.kind, w.text)
+		}
+	}
+}
+
+func TestWSCodecRejectsHugeFrame(t *testing.T) {
+	hdr := []byte{0x81, 127, 0, 0, 0, 1, 0, 0, 0, 0} // 4 GiB
+	br := bufio.NewReader(bytes.NewReader(hdr))
+	if _, err := newWSCodec(1).read(br); err != errOversize {
+		t.Fatalf("err = %v, want errOversize", err)
+	}
+}
+
+func TestMessageBuffered(t *testing.T) {
+	frame := serverFrames(t, ws.NewTextFrame(message("abc")))
+	tests := []struct {
+		name     string
+		c        codec
+		first    []byte // read first
+		rest     []byte // left in the buffer
+		buffered bool
+	}{
+		{"line whole", lineCodec{}, []byte("<a> x\n"), []byte("<a> y\n"), true},
+		{"line partial", lineCodec{}, []byte("<a> x\n"), []byte("<a> y"), false},
+		{"line empty", lineCodec{}, []byte("<a> x\n"), nil, false},
+		{"ws whole", newWSCodec(1), frame, frame, true},
+		{"ws partial payload", newWSCodec(1), frame, frame[:len(frame)-1], false},
+		{"ws partial header", newWSCodec(1), frame, frame[:1], false},
+		{"ws empty", newWSCodec(1), frame, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			input := append(append([]byte(nil), tt.first...), tt.rest...)
+			br := bufio.NewReaderSize(bytes.NewReader(input), 4096)
+			if _, err := tt.c.read(br); err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.c.messageBuffered(br); got != tt.buffered {
+				t.Fatalf("messageBuffered = %v, want %v", got, tt.buffered)
+			}
+		})
+	}
+}
+
+func TestParseHello(t *testing.T) {
+	for _, tt := range []struct {
+		text string
+		n    int
+		ok   bool
+	}{
+		{"hello 0", 0, true}, {"hello 17", 17, true}, {"hello ", 0, false},
+		{"hello x", 0, false}, {"hello 1234567890", 0, false}, {"hi 1", 0, false},
+	} {
+		n, ok := parseHello([]byte(tt.text))
+		if n != tt.n || ok != tt.ok {
+			t.Errorf("parseHello(%q) = %d, %v; want %d, %v", tt.text, n, ok, tt.n, tt.ok)
+		}
+	}
+	if got := string(appendHello(nil, 42)); got != "hello 42\n" {
+		t.Errorf("appendHello = %q", got)
+	}
+}
+
+// FuzzServerBytes feeds arbitrary server bytes to every codec: each must
+// return events or an error, never panic or loop.
+func FuzzServerBytes(f *testing.F) {
+	f.Add([]byte("* hi\r\n<bob> 0000000000000000000000\r\n! x: y\r\n"))
+	f.Add(append([]byte{0x81, 5}, "hello"...))
+	f.Add([]byte{0x01, 3, 'a', 'b', 'c', 0x80, 1, 'd'})
+	f.Add([]byte{0x81, 126, 0, 200})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, c := range []codec{lineCodec{}, bareCodec{}, newWSCodec(1)} {
+			br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
+			for range len(data) + 1 {
+				c.messageBuffered(br)
+				if _, err := c.read(br); err != nil {
+					break
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,515 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"duet/engine/enginetest"
+)
+
+func TestVersionAndCheckConfig(t *testing.T) {
+	bin := duetdBinary(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("limits:\n  max_line: -5\n"), 0o644)
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("log:\n  level: debug\n"), 0o644)
+	tests := []struct {
+		name   string
+		args   []string
+		env    []string
+		code   int
+		stdout string // a pattern the output must match
+		stderr string
+	}{
+		{"version", []string{"version"}, nil, 0, `^duetd \S+\n$`, `^$`},
+		{"check-config defaults", []string{"check-config"}, nil, 0, `(?m)^tcp\.listen\s+":7070"\s+default$`, `^$`},
+		{"check-config file", []string{"check-config", "--config", good}, nil, 0, `(?m)^log\.level\s+"debug"\s+file$`, `^$`},
+		{"check-config bad file", []string{"check-config", "--config", bad}, nil, 2, `^$`, `limits\.max_line`},
+		{"check-config bad env", []string{"check-config"}, []string{"DUETD_LOG_LEVEL=loud"}, 2, `^$`, `log\.level`},
+		{"run with a bad file", []string{"--config", bad}, nil, 2, `^$`, `limits\.max_line`},
+		{"missing file", []string{"check-config", "--config", filepath.Join(dir, "none.yaml")}, nil, 2, `^$`, `none\.yaml`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stderr %q", code, tt.code, stderr.String())
+			}
+			if !regexp.MustCompile(tt.stdout).Match(stdout.Bytes()) {
+				t.Errorf("stdout %q does not match %q", stdout.String(), tt.stdout)
+			}
+			if !regexp.MustCompile(tt.stderr).Match(stderr.Bytes()) {
+				t.Errorf("stderr %q does not match %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+// TestNotify: sd_notify over a real NOTIFY_SOCKET. READY=1 comes only
+// once both ports accept connections, then STATUS= and WATCHDOG=1, and
+// STOPPING=1 on SIGTERM.
+func TestNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	pc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	d := startDaemon(t, "", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+
+	// Notifications arrive in order; the first must be READY=1, sent only
+	// once both ports accept connections: the test dials them as soon as
+	// it reads READY=1, before it reads anything else.
+	pc.SetReadDeadline(time.Now().Add(2 * waitLimit))
+	buf := make([]byte, 4096)
+	n, _, err := pc.ReadFromUnix(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	first := string(buf[:n])
+	if first != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", first)
+	}
+	d.WaitReady() // the addresses; logged before READY=1 was sent
+	if !canDial(d.TCP) || !canDial(d.WS) || !canDial(d.Admin) {
+		t.Fatal("READY=1 but a port does not accept connections")
+	}
+
+	notes := make(chan string, 64)
+	go func() {
+		defer close(notes)
+		for {
+			n, _, err := pc.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			notes <- string(buf[:n])
+		}
+	}()
+	order := []string{first}
+	seen := map[string]bool{}
+	for !(seen["STATUS"] && seen["WATCHDOG=1"]) {
+		nt, ok := <-notes
+		if !ok {
+			t.Fatalf("notify socket closed; saw %q", order)
+		}
+		order = append(order, nt)
+		switch {
+		case strings.HasPrefix(nt, "STATUS="):
+			if !regexp.MustCompile(`^STATUS=\d+ connections, \d+ users, \d+ pairs$`).MatchString(nt) {
+				t.Fatalf("status %q", nt)
+			}
+			seen["STATUS"] = true
+		case nt == "WATCHDOG=1":
+			seen["WATCHDOG=1"] = true
+		}
+	}
+
+	d.Signal(syscall.SIGTERM)
+	stopping := false
+	for nt := range notes {
+		if nt == "STOPPING=1" {
+			stopping = true
+			break
+		}
+	}
+	if !stopping {
+		t.Fatal("no STOPPING=1 after SIGTERM")
+	}
+	if code := d.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func canDial(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// TestReloadKeepsPairsTalking: SIGHUP applies a new log level at once; a
+// bad file is logged and the old configuration kept; a pair connected
+// across both reloads keeps talking.
+func TestReloadKeepsPairsTalking(t *testing.T) {
+	d := startDaemon(t, "log:\n  level: info\n")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	for _, l := range d.Lines() {
+		if strings.Contains(l, `"level":"debug"`) {
+			t.Fatalf("debug line at info level: %s", l)
+		}
+	}
+
+	d.writeConfig("log:\n  level: debug\n")
+	d.Signal(syscall.SIGHUP)
+	_, next := d.WaitLog(0, "configuration reloaded")
+	carol := cl.DialLine(t) // a new connection logs at debug now
+	e, _ := d.WaitLog(next, "connection opened")
+	if e.level() != "debug" || e["conn"] == nil || e["remote"] != "127.0.0.1" {
+		t.Fatalf("debug line %v", e)
+	}
+	carol.Conn.Close()
+	alice.Send("still here")
+	if ev := bob.Expect("message"); ev["text"] != "still here" {
+		t.Fatalf("message %v", ev)
+	}
+
+	d.writeConfig("log:\n  level: loud\n")
+	d.Signal(syscall.SIGHUP)
+	e, next = d.WaitLog(next, "reload failed; keeping the old configuration")
+	if !strings.Contains(e["error"].(string), "log.level") {
+		t.Errorf("reload error %v does not name the key", e["error"])
+	}
+	bob.Say("and me")
+	alice.Expect(`^<bob> and me$`)
+	dave := cl.DialLine(t) // still at debug: the bad file changed nothing
+	d.WaitLog(next, "connection opened")
+	dave.Conn.Close()
+
+	d.Signal(syscall.SIGTERM)
+	if code := d.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestSIGTERMWithPairs: paired users on both protocols are told the
+// server is shutting down, and duetd exits 0 within shutdown_timeout.
+func TestSIGTERMWithPairs(t *testing.T) {
+	d := startDaemon(t, "shutdown_timeout: 5s\n")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialWS(t).Login("bob")
+	carol := cl.DialLine(t).Login("carol")
+	dan := cl.DialLine(t).Login("dan")
+	bob.Connect(alice.Token)
+	alice.Expect(`is connected`)
+	bob.Expect("paired")
+	dan.Send("/connect " + carol.Token)
+	carol.Expect(`is connected`)
+	dan.Expect(`connected with carol`)
+
+	start := time.Now()
+	d.Signal(syscall.SIGTERM)
+	for _, lc := range []*enginetest.LineClient{alice, carol, dan} {
+		// A partner's notice may come first.
+		for lc.Line() != "* the server is shutting down; goodbye" {
+		}
+		lc.ExpectClosed()
+	}
+	for {
+		if ev := bob.Next(); ev["type"] == "shutdown" {
+			break
+		}
+	}
+	if code := d.WaitExit(6 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	t.Logf("stopped in %v", time.Since(start))
+}
+
+// TestMetrics checks /metrics, parsed as Prometheus text, against the
+// traffic sent: 3 pairings, 10 messages, a room_full error, a refused
+// connection. /healthz and /readyz answer too.
+func TestMetrics(t *testing.T) {
+	d := startDaemon(t, "")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	var holders []*enginetest.LineClient
+	var joiners []*enginetest.WSClient
+	for i := 0; i < 3; i++ {
+		h := cl.DialLine(t).Login("holder" + string(rune('a'+i)))
+		j := cl.DialWS(t).Login("joiner" + string(rune('a'+i)))
+		j.Connect(h.Token)
+		h.Expect(`is connected`)
+		j.Expect("paired")
+		holders, joiners = append(holders, h), append(joiners, j)
+	}
+	text := "0123456789" // 10 bytes a message
+	for i := 0; i < 10; i++ {
+		holders[i%3].Send(text)
+		joiners[i%3].Expect("message")
+	}
+	third := cl.DialLine(t).Login("third")
+	third.Send("/connect " + holders[0].Token)
+	third.Expect(`^! room_full:`)
+	// A PROXY header from an address that is no trusted proxy.
+	c, err := net.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n"))
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	answer, _ := readAll(c)
+	if !strings.Contains(answer, "! untrusted_proxy:") {
+		t.Fatalf("untrusted PROXY header answered %q", answer)
+	}
+
+	want := map[string]float64{
+		`duet_pairings_total`:                 3,
+		`duet_pairs`:                          3,
+		`duet_users`:                          7,
+		`duet_messages_relayed_total`:         10,
+		`duet_relayed_bytes_total`:            100,
+		`duet_errors_total{code="room_full"}`: 1,
+		`duet_connections_rejected_total{reason="untrusted_proxy"}`: 1,
+		`duet_connections{protocol="line"}`:                         4,
+		`duet_connections{protocol="ws"}`:                           3,
+		`duet_connections_opened_total{protocol="ws"}`:              3,
+		`duet_slow_consumer_cuts_total`:                             0,
+	}
+	var got map[string]float64
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got = scrape(t, "http://"+d.Admin+"/metrics")
+		if matches(got, want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_open_fds"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("no %s", name)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + d.Admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+func readAll(c net.Conn) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1024)
+	for {
+		n, err := c.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String(), err
+		}
+	}
+}
+
+func matches(got, want map[string]float64) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// scrape reads a Prometheus text page into "name{label="value"}" keys.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("content type %q", ct)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			key := name
+			if lp := m.GetLabel(); len(lp) > 0 {
+				var parts []string
+				for _, l := range lp {
+					parts = append(parts, l.GetName()+`="`+l.GetValue()+`"`)
+				}
+				key += "{" + strings.Join(parts, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key] = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				out[key] = m.Untyped.GetValue()
+			default:
+				out[key] = -1 // summaries and histograms: present
+			}
+		}
+	}
+	return out
+}
+
+// TestLogsKeepSecrets: a whole session logged at debug level shows no
+// message text and no full token, and every connection line carries the
+// connection's id and address.
+func TestLogsKeepSecrets(t *testing.T) {
+	d := startDaemon(t, "log:\n  level: debug\n")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`is connected`)
+	bob.Expect("paired")
+	secrets := []string{"the-secret-plan-is-blue", "tell-no-one-4242"}
+	alice.Send(secrets[0])
+	bob.Expect("message")
+	bob.Say(secrets[1])
+	alice.Expect(secrets[1])
+	alice.Send("/newtoken")
+	newToken := alice.Expect(`your token is`)
+	alice.Send("/leave")
+	alice.Expect(`you left`)
+	bob.Expect("peer_left")
+	alice.Send("/quit")
+	alice.ExpectClosed()
+	bob.Conn.Close()
+	d.Signal(syscall.SIGTERM)
+	if code := d.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+
+	tokens := []string{alice.Token, bob.Token, newToken[len(newToken)-32:]}
+	lines := d.Lines()
+	connLines := 0
+	for _, l := range lines {
+		for _, s := range append(secrets, tokens...) {
+			if strings.Contains(strings.ToLower(l), strings.ToLower(s)) {
+				t.Errorf("log line shows %q: %s", s, l)
+			}
+		}
+		if strings.Contains(l, `"msg":"connection `) || strings.Contains(l, `"msg":"logged in"`) {
+			connLines++
+			if !strings.Contains(l, `"conn":`) || !strings.Contains(l, `"remote":"127.0.0.1"`) {
+				t.Errorf("connection log line without conn id or address: %s", l)
+			}
+		}
+	}
+	if connLines < 4 {
+		t.Errorf("only %d connection log lines at debug level:\n%s", connLines, strings.Join(lines, "\n"))
+	}
+	var sawShort bool
+	for _, l := range lines {
+		if strings.Contains(l, `"token":"`+alice.Token[:6]+`"`) {
+			sawShort = true
+		}
+	}
+	if !sawShort {
+		t.Errorf("no log line with the token's first 6 characters")
+	}
+}
+
+// TestUnitFileVerifies runs systemd-analyze verify on the unit, with
+// ExecStart pointed at the freshly built binary (verify checks it exists).
+func TestUnitFileVerifies(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	unit, err := os.ReadFile("../../scripts/duetd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=notify", "Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
+		"ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service",
+		"MemoryDenyWriteExecute=yes", "LimitNOFILE=1048576", "WatchdogSec=30", "ExecReload=/bin/kill -HUP $MAINPID",
+		"--config /etc/duetd/duetd.yaml"} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "duetd.service")
+	unit = bytes.Replace(unit, []byte("/usr/local/bin/duetd"), []byte(duetdBinary(t)), 1)
+	if err := os.WriteFile(path, unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// verify exits 0 on unknown keys and bad values; it only warns.
+	if bytes.Contains(out, []byte("duetd.service")) {
+		t.Fatalf("systemd-analyze verify warns:\n%s", out)
+	}
+}
+
+// TestInstallScript installs into a staging root twice: the second run
+// changes nothing it does not own, and keeps an edited config.
+func TestInstallScript(t *testing.T) {
+	root := t.TempDir()
+	install := func(args ...string) string {
+		cmd := exec.Command("bash", append([]string{"../../scripts/install.sh"}, args...)...)
+		cmd.Env = append(os.Environ(), "DESTDIR="+root, "DUETD_BINARY="+duetdBinary(t))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	install("--dry-run")
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("--dry-run wrote %v", entries)
+	}
+	install()
+	for _, p := range []string{"usr/local/bin/duetd", "etc/systemd/system/duetd.service", "etc/duetd/duetd.yaml",
+		"usr/local/share/doc/duetd/OPERATIONS.md"} {
+		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+			t.Errorf("not installed: %s", p)
+		}
+	}
+	cfg := filepath.Join(root, "etc/duetd/duetd.yaml")
+	os.WriteFile(cfg, []byte("log:\n  level: debug\n"), 0o644)
+	if out := install(); !strings.Contains(out, "keeping the existing") {
+		t.Errorf("second run: %s", out)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != "log:\n  level: debug\n" {
+		t.Errorf("config overwritten: %q", b)
+	}
+	// The installed example config is valid as it stands.
+	out, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("check-config on the example: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,200 @@
+// Package auth is duet's accounts mode: user names and bcrypt password
+// hashes from an htpasswd file, checked off the event loops by a bounded
+// pool, with failed logins slowed down per address and per account.
+//
+// It knows nothing of sockets or protocols. The engine asks it three
+// things: how long a login attempt must wait (Throttle), whether a name
+// and password match (Accounts.Verify, run on a Pool), and to record the
+// outcome.
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"duet/proto"
+)
+
+// maxFileLine bounds one line of an htpasswd file. A bcrypt entry is a
+// name of at most 32 bytes, a colon and 60 bytes of hash; the bound only
+// keeps a wrong file (a binary, a log) from being read into one line.
+const maxFileLine = 4096
+
+// LineError is a line of an htpasswd file that duet refuses. It names
+// the file, the line and, when it could be read, the user.
+type LineError struct {
+	File string // as given to Parse; may be empty
+	Line int    // 1-based
+	User string // "" when the line has no user field
+	Msg  string
+}
+
+func (e *LineError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteByte(':')
+	}
+	fmt.Fprintf(&b, "%d: ", e.Line)
+	if e.User != "" {
+		fmt.Fprintf(&b, "user %q: ", e.User)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Table is a parsed htpasswd file: account names and their bcrypt
+// hashes. It is never changed once built, so any number of logins may
+// read it while a reload builds the next one.
+type Table struct {
+	byKey map[string]entry // by folded name: duet names are unique regardless of case
+	dummy []byte           // see dummyHash
+}
+
+type entry struct {
+	name string // as written in the file; the session gets this spelling
+	hash []byte
+}
+
+// Len is the number of accounts.
+func (t *Table) Len() int { return len(t.byKey) }
+
+// Parse reads an htpasswd file. Every entry must be a bcrypt hash as
+// `htpasswd -B` writes it ($2y$, or $2a$/$2b$ from other tools); any
+// other kind of hash is refused, naming the line and the user, because
+// MD5, SHA-1, crypt and plain entries can be cracked or read far more
+// easily than bcrypt. Blank lines and lines starting with '#' are
+// skipped. A user name must be a valid duet name, and may appear only
+// once, regardless of case. file names the source in errors.
+func Parse(r io.Reader, file string) (*Table, error) {
+	t := &Table{byKey: make(map[string]entry)}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 256), maxFileLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := bytes.TrimRight(sc.Bytes(), " \t\r")
+		trimmed := bytes.TrimLeft(line, " \t")
+		if len(trimmed) == 0 || trimmed[0] == '#' {
+			continue
+		}
+		fail := func(user, format string, args ...any) error {
+			return &LineError{File: file, Line: n, User: user, Msg: fmt.Sprintf(format, args...)}
+		}
+		user, hash, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return nil, fail("", "not NAME:HASH")
+		}
+		name := string(user)
+		if !proto.ValidName(user) {
+			// A name duet cannot log in under is a mistake in the file;
+			// say so now rather than let the account silently not work.
+			return nil, fail(printable(name), "not a valid duet name (1 to %d letters, digits, '_', '-' or '.')", proto.MaxNameLen)
+		}
+		if kind := hashKind(hash); kind != "" {
+			return nil, fail(name, "%s hash; only bcrypt is accepted: recreate it with htpasswd -B", kind)
+		}
+		if _, err := bcrypt.Cost(hash); err != nil || len(hash) != bcryptLen {
+			return nil, fail(name, "malformed bcrypt hash")
+		}
+		key := fold(name)
+		if prev, dup := t.byKey[key]; dup {
+			return nil, fail(name, "appears twice (also as %q); names are unique regardless of case", prev.name)
+		}
+		t.byKey[key] = entry{name: name, hash: bytes.Clone(hash)}
+	}
+	if err := sc.Err(); err != nil {
+		if err == bufio.ErrTooLong {
+			return nil, &LineError{File: file, Line: n + 1, Msg: fmt.Sprintf("line longer than %d bytes: not an htpasswd file", maxFileLine)}
+		}
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	t.dummy = dummyHash(t)
+	return t, nil
+}
+
+// bcryptLen is the length of every bcrypt hash in modular crypt format:
+// "$2y$", two cost digits, "$", 22 characters of salt, 31 of hash.
+const bcryptLen = 60
+
+// hashKind names the kind of a hash duet refuses, or returns "" for a
+// bcrypt one. The names follow htpasswd's own options, so the operator
+// knows which entry to recreate and how.
+func hashKind(hash []byte) string {
+	s := string(hash)
+	switch {
+	case strings.HasPrefix(s, "$2y$"), strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"):
+		return ""
+	case strings.HasPrefix(s, "$apr1$"):
+		return "MD5 ($apr1$, htpasswd -m)"
+	case strings.HasPrefix(s, "{SHA}"):
+		return "SHA-1 ({SHA}, htpasswd -s)"
+	case strings.HasPrefix(s, "$1$"):
+		return "MD5-crypt ($1$)"
+	case strings.HasPrefix(s, "$5$"):
+		return "SHA-256-crypt ($5$, htpasswd -2)"
+	case strings.HasPrefix(s, "$6$"):
+		return "SHA-512-crypt ($6$, htpasswd -5)"
+	case strings.HasPrefix(s, "$2"):
+		return "unknown bcrypt variant"
+	case len(s) == 0:
+		return "empty"
+	case len(s) == 13 && isCryptAlphabet(s):
+		return "crypt (DES, htpasswd -d)"
+	}
+	return "plain-text or unknown"
+}
+
+func isCryptAlphabet(s string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// dummyHash picks the hash an unknown name is compared against, so that
+// a login under a name that does not exist costs as much as one that
+// does, and timing does not tell an attacker which names exist. It is a
+// copy of a real entry of the most common cost: its cost is what most
+// logins pay. The result of that comparison is never used.
+func dummyHash(t *Table) []byte {
+	counts := make(map[int]int)
+	var best []byte
+	bestCount := 0
+	for _, e := range t.byKey {
+		c, _ := bcrypt.Cost(e.hash)
+		counts[c]++
+		if counts[c] > bestCount {
+			bestCount = counts[c]
+			best = e.hash
+		}
+	}
+	if best == nil {
+		// No accounts: every login fails, but still at the price of a
+		// comparison at htpasswd -B's default cost (5).
+		return []byte(emptyTableDummy)
+	}
+	return best
+}
+
+// emptyTableDummy is a bcrypt hash (cost 5) of a random password nobody
+// knows; only its cost matters.
+const emptyTableDummy = "$2y$05$MX7pMQaRnK0k6vpSsoeZ9Oa3CDCxKAD0DepvrsnTLSd4hRvw43hv2"
+
+func fold(name string) string { return strings.ToLower(name) }
+
+// printable quotes at most 40 bytes of a name for an error message, so a
+// long or binary line does not flood the log.
+func printable(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}

@@ -1,0 +1,139 @@
+package auth
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Hashes as htpasswd writes them (password "pw" unless noted).
+const (
+	hashY   = "$2y$04$OTGhsW1/M1LpZQYfxMlHSuOcxDk6tnWWQmuxyps9QFPViP6LqS3N2" // htpasswd -B -C 4
+	hashA   = "$2a$04$OTGhsW1/M1LpZQYfxMlHSuOcxDk6tnWWQmuxyps9QFPViP6LqS3N2" // the same, as Go and older tools write it
+	hashB   = "$2b$04$OTGhsW1/M1LpZQYfxMlHSuOcxDk6tnWWQmuxyps9QFPViP6LqS3N2" // the same, as OpenBSD writes it
+	hashMD5 = "$apr1$/2EsexAY$8pepVp3tFVBvBl7Vb8plX0"                        // htpasswd -m
+	hashSHA = "{SHA}GpHWL3ymc5liWkNopqtdSjuqYHM="                            // htpasswd -s
+	hashDES = "2NCaSD63HV5mw"                                                // htpasswd -d
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		users   []string // accounts expected, in any case
+		errLine int      // 0: no error
+		errUser string
+		errHas  string
+	}{
+		{name: "empty", file: "", users: nil},
+		{name: "one $2y$", file: "alice:" + hashY + "\n", users: []string{"alice"}},
+		{name: "$2a$ and $2b$", file: "a:" + hashA + "\nb:" + hashB + "\n", users: []string{"a", "b"}},
+		{name: "no final newline", file: "alice:" + hashY, users: []string{"alice"}},
+		{name: "CRLF", file: "alice:" + hashY + "\r\nbob:" + hashY + "\r\n", users: []string{"alice", "bob"}},
+		{name: "comments and blanks", file: "# users\n\n  \n\t# indented comment\nalice:" + hashY + "\n", users: []string{"alice"}},
+		{name: "md5", file: "alice:" + hashY + "\nbob:" + hashMD5 + "\n", errLine: 2, errUser: "bob", errHas: "MD5"},
+		{name: "sha", file: "# c\nbob:" + hashSHA + "\n", errLine: 2, errUser: "bob", errHas: "SHA-1"},
+		{name: "crypt", file: "carol:" + hashDES + "\n", errLine: 1, errUser: "carol", errHas: "crypt"},
+		{name: "plain", file: "dave:secret\n", errLine: 1, errUser: "dave", errHas: "plain"},
+		{name: "empty hash", file: "dave:\n", errLine: 1, errUser: "dave", errHas: "empty"},
+		{name: "sha512-crypt", file: "erin:$6$salt$abc\n", errLine: 1, errUser: "erin", errHas: "SHA-512"},
+		{name: "truncated bcrypt", file: "frank:" + hashY[:50] + "\n", errLine: 1, errUser: "frank", errHas: "malformed"},
+		{name: "bcrypt with junk", file: "frank:" + hashY + "x\n", errLine: 1, errUser: "frank", errHas: "malformed"},
+		{name: "bad cost", file: "frank:$2y$99" + hashY[6:] + "\n", errLine: 1, errUser: "frank", errHas: "malformed"},
+		{name: "no colon", file: "\nalice " + hashY + "\n", errLine: 2, errHas: "NAME:HASH"},
+		{name: "bad name", file: "al ice:" + hashY + "\n", errLine: 1, errUser: "al ice", errHas: "valid duet name"},
+		{name: "empty name", file: ":" + hashY + "\n", errLine: 1, errHas: "valid duet name"},
+		{name: "duplicate in another case", file: "alice:" + hashY + "\nAlice:" + hashY + "\n", errLine: 2, errUser: "Alice", errHas: "twice"},
+		{name: "long line", file: strings.Repeat("x", 5000) + "\n", errLine: 1, errHas: "longer than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab, err := Parse(strings.NewReader(tt.file), "users")
+			if tt.errLine != 0 {
+				var le *LineError
+				if !errors.As(err, &le) {
+					t.Fatalf("err = %v, want a LineError", err)
+				}
+				if le.Line != tt.errLine || le.User != tt.errUser || !strings.Contains(le.Msg, tt.errHas) {
+					t.Fatalf("err = %+v, want line %d user %q msg with %q", le, tt.errLine, tt.errUser, tt.errHas)
+				}
+				if !strings.HasPrefix(err.Error(), "users:") {
+					t.Fatalf("error does not name the file: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tab.Len() != len(tt.users) {
+				t.Fatalf("%d accounts, want %d", tab.Len(), len(tt.users))
+			}
+			for _, u := range tt.users {
+				if _, ok := tab.byKey[fold(u)]; !ok {
+					t.Errorf("account %q missing", u)
+				}
+			}
+			if len(tab.dummy) != bcryptLen {
+				t.Errorf("dummy hash %q", tab.dummy)
+			}
+		})
+	}
+}
+
+func TestVerify(t *testing.T) {
+	tab, err := Parse(strings.NewReader("Alice:"+hashY+"\nbob:"+hashA+"\n"), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAccounts(tab)
+	tests := []struct {
+		name, password string
+		want           string
+		ok             bool
+	}{
+		{"Alice", "pw", "Alice", true},
+		{"alice", "pw", "Alice", true}, // any case; the file's spelling wins
+		{"bob", "pw", "bob", true},     // $2a$
+		{"alice", "PW", "", false},
+		{"alice", "", "", false},
+		{"nobody", "pw", "", false},
+		{"nobody", "", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := a.Verify([]byte(tt.name), []byte(tt.password))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("Verify(%q, %q) = %q, %v; want %q, %v", tt.name, tt.password, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestEmptyTableVerifies(t *testing.T) {
+	tab, err := Parse(strings.NewReader("# nobody yet\n"), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := NewAccounts(tab).Verify([]byte("alice"), []byte("pw")); ok {
+		t.Fatal("login with no accounts")
+	}
+}
+
+// TestDummyHashHasTheCommonCost: an unknown name is checked against a
+// hash of the cost most accounts have, so it takes as long as theirs.
+func TestDummyHashHasTheCommonCost(t *testing.T) {
+	tab, err := Parse(strings.NewReader("a:"+hashY+"\nb:"+hashA+"\nc:"+emptyTableDummy+"\n"), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, _ := bcrypt.Cost(tab.dummy); cost != 4 {
+		t.Fatalf("dummy cost %d, want 4 (two accounts at 4, one at 5)", cost)
+	}
+	tab, err = Parse(strings.NewReader(""), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost(tab.dummy); err != nil || cost != 5 {
+		t.Fatalf("empty table: dummy cost %d (%v), want htpasswd's default 5", cost, err)
+	}
+}

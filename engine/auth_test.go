@@ -1,0 +1,390 @@
+package engine_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"duet/engine"
+	"duet/engine/auth"
+	"duet/engine/auth/authtest"
+	"duet/engine/enginetest"
+)
+
+// The accounts files in these tests are written by the real htpasswd.
+
+func TestAccountsLoginBothProtocols(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret", "Bob", "two words")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+
+	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+
+	bob := d.DialWS(t)
+	if bob.Hello["auth"] != "accounts" {
+		t.Fatalf("hello: %v", bob.Hello)
+	}
+	// Any case logs in to the account; the session has the file's spelling.
+	bob.Send(map[string]string{"type": "login", "name": "bob", "password": "two words"})
+	if ev := bob.Expect("welcome"); ev["name"] != "Bob" {
+		t.Fatalf("welcome: %v", ev)
+	}
+	bob.Name = "Bob"
+	bob.Send(map[string]string{"type": "connect", "token": alice.Token})
+	alice.Expect(`^\* Bob is connected$`)
+	bob.Expect("paired")
+	alice.Send("hi Bob")
+	if ev := bob.Expect("message"); ev["from"] != "alice" || ev["text"] != "hi Bob" {
+		t.Fatalf("message: %v", ev)
+	}
+}
+
+func TestAccountsInputWaitsForTheLogin(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	c := d.DialLine(t)
+	// Everything in one write: the commands after the login must see the
+	// session it creates, in order.
+	if _, err := c.Conn.Write([]byte("/login alice s3cret\n/who\nhello\n/login alice s3cret\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(`^\* you are alice, your token is [0-9a-f]{32}$`)
+	c.Expect(`^\* you are alice, your token is [0-9a-f]{32}, not connected$`)
+	c.Expect(`^! not_paired: `)
+	c.Expect(`^! already_logged_in: `)
+}
+
+func TestAccountsWrongPasswordAndUnknownNameLookAlike(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+
+	c := d.DialLine(t)
+	c.Send("/login alice wrong")
+	wrong := c.Line()
+	c.Send("/login mallory wrong")
+	unknown := c.Line()
+	c.Send("/login alice")
+	none := c.Line()
+	if wrong != "! auth_failed: wrong name or password" || unknown != wrong || none != wrong {
+		t.Fatalf("wrong password %q, unknown name %q, no password %q", wrong, unknown, none)
+	}
+	c.Send("/login bad!name pw")
+	c.Expect(`^! bad_name: `)
+	c.LoginPassword("alice", "s3cret") // the connection is still usable
+
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "wrong"})
+	ev1 := w.Next()
+	w.Send(map[string]string{"type": "login", "name": "mallory", "password": "wrong"})
+	ev2 := w.Next()
+	if ev1["code"] != "auth_failed" || !reflect.DeepEqual(ev1, ev2) {
+		t.Fatalf("wrong password %v, unknown name %v", ev1, ev2)
+	}
+}
+
+func TestOpenModeRefusesPasswords(t *testing.T) {
+	d := enginetest.Start(t, nil)
+	c := d.DialLine(t)
+	c.Send("/login alice s3cret")
+	c.Expect(`^! bad_name: `)
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "s3cret"})
+	w.ExpectError("bad_name")
+}
+
+// timedLogin sends a login line and returns the lines up to the answer
+// (a welcome or an error) and how long the answer took.
+func timedLogin(c *enginetest.LineClient, name, password string) ([]string, time.Duration) {
+	start := time.Now()
+	c.Send("/login " + name + " " + password)
+	var lines []string
+	for {
+		l := c.Line()
+		lines = append(lines, l)
+		if strings.HasPrefix(l, "! ") || strings.Contains(l, "your token is") {
+			return lines, time.Since(start)
+		}
+	}
+}
+
+func TestLoginThrottle(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 2, Base: 300 * time.Millisecond, Max: 600 * time.Millisecond, Forget: 1500 * time.Millisecond}
+	})
+	c := d.DialLine(t)
+	for i := range 2 {
+		// Not delayed: no notice. (Timings are checked only from below:
+		// a loaded machine may answer late, never early.)
+		lines, _ := timedLogin(c, "alice", "wrong")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "! auth_failed:") {
+			t.Fatalf("failure %d: %q, want auth_failed without a delay", i+1, lines)
+		}
+	}
+	for _, want := range []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, 600 * time.Millisecond} {
+		lines, took := timedLogin(c, "alice", "wrong")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], "* too many failed logins") ||
+			!strings.Contains(lines[0], want.String()) || !strings.HasPrefix(lines[1], "! auth_failed:") || took < want {
+			t.Fatalf("throttled attempt: %q after %v, want a notice, then auth_failed after %v", lines, took, want)
+		}
+	}
+	// A throttled attempt with the right password waits, then gets in:
+	// failing on purpose cannot lock a user out.
+	lines, took := timedLogin(c, "alice", "s3cret")
+	if len(lines) != 2 || !strings.Contains(lines[1], "you are alice") || took < 600*time.Millisecond {
+		t.Fatalf("right password while throttled: %q after %v", lines, took)
+	}
+	// The address is still throttled for other accounts...
+	c2 := d.DialLine(t)
+	if lines, _ := timedLogin(c2, "bob", "wrong"); len(lines) != 2 {
+		t.Fatalf("other account from the same address: %q, want throttled", lines)
+	}
+	// ...until its failures are forgotten.
+	time.Sleep(1600 * time.Millisecond)
+	lines, _ = timedLogin(c2, "bob", "hunter2")
+	if len(lines) != 1 || !strings.Contains(lines[0], "you are bob") {
+		t.Fatalf("after the throttle lifted: %q, want a welcome without a delay", lines)
+	}
+	// Another address was never slowed.
+	c3 := d.DialLineFrom(t, "127.0.0.2")
+	if lines, _ := timedLogin(c3, "carol", "x"); len(lines) != 1 {
+		t.Fatalf("another address: %q, want no delay", lines)
+	}
+}
+
+// TestLoginFloodKeepsPairsChatting: connections from another address
+// flood the server with wrong logins for as long as a pair chats, with no
+// throttle to slow them and a small check queue. Every message of the
+// pair arrives, in order; every flooding login is answered (auth_failed,
+// or unavailable when the queue is full), none is left unanswered.
+func TestLoginFloodKeepsPairsChatting(t *testing.T) {
+	path := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+	// The flood's account at htpasswd's default cost, as operators have it.
+	authtest.RunExact(t, "-B", "-b", path, "mallory", "letmein")
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
+		o.Auth.Workers = 1
+		o.Auth.Queue = 4
+	})
+	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := d.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`bob is connected`)
+	bob.Expect(`connected with alice`)
+
+	const floodConns = 16
+	stop := make(chan struct{})
+	results := make(chan floodResult, floodConns)
+	for range floodConns {
+		go func() { results <- flood(d.TCP, "127.0.0.2", stop) }()
+	}
+
+	const messages = 300
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range messages {
+			if _, err := fmt.Fprintf(alice.Conn, "m %d\n", i); err != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	var worst time.Duration
+	last := time.Now()
+	for i := range messages {
+		if got, want := bob.Line(), "<alice> m "+strconv.Itoa(i); got != want {
+			t.Fatalf("message %d: got %q, want %q", i, got, want)
+		}
+		worst = max(worst, time.Since(last))
+		last = time.Now()
+	}
+	<-sent
+	bob.Send("all here")
+	alice.Expect(`^<bob> all here$`)
+	close(stop)
+
+	answers := map[string]int{}
+	for range floodConns {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.answered != r.sent {
+			t.Errorf("a flooding connection sent %d logins and got %d answers", r.sent, r.answered)
+		}
+		for code, n := range r.codes {
+			answers[code] += n
+		}
+	}
+	for code, n := range answers {
+		if code != "auth_failed" && code != "unavailable" {
+			t.Errorf("flood got %d %q", n, code)
+		}
+	}
+	if answers["auth_failed"] == 0 {
+		t.Errorf("no flooding login was checked: %v", answers)
+	}
+	t.Logf("flood answers %v; longest gap between the pair's messages %v", answers, worst)
+}
+
+type floodResult struct {
+	sent, answered int
+	codes          map[string]int
+	err            error
+}
+
+// flood logs in with a wrong password from localIP, in batches, reading
+// every answer, until stop is closed.
+func flood(addr, localIP string, stop <-chan struct{}) (res floodResult) {
+	res.codes = map[string]int{}
+	dialer := net.Dialer{Timeout: enginetest.Timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	c, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	if _, res.err = r.ReadString('\n'); res.err != nil { // the greeting
+		return res
+	}
+	const batch = 5
+	for {
+		select {
+		case <-stop:
+			return res
+		default:
+		}
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		if _, err := c.Write([]byte(strings.Repeat("/login mallory wrong\n", batch))); err != nil {
+			res.err = err
+			return res
+		}
+		res.sent += batch
+		for range batch {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				res.err = fmt.Errorf("flood: answer %d: %v", res.answered+1, err)
+				return res
+			}
+			code, _, ok := strings.Cut(strings.TrimPrefix(l, "! "), ":")
+			if !ok || !strings.HasPrefix(l, "! ") {
+				res.err = fmt.Errorf("flood: unexpected %q", l)
+				return res
+			}
+			res.codes[code]++
+			res.answered++
+		}
+	}
+}
+
+func TestTakeoverOff(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := d.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`bob is connected`)
+	bob.Expect(`connected with alice`)
+
+	again := d.DialWS(t)
+	again.Send(map[string]string{"type": "login", "name": "ALICE", "password": "s3cret"})
+	again.ExpectError("already_online")
+	// A wrong password for an online account is auth_failed, as for any.
+	again.Send(map[string]string{"type": "login", "name": "alice", "password": "nope"})
+	again.ExpectError("auth_failed")
+	// The first session is untouched.
+	bob.Send("still there?")
+	alice.Expect(`^<bob> still there\?$`)
+}
+
+func TestTakeoverOn(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) { o.Auth.Takeover = true })
+
+	// alice on netcat, paired with bob in a browser.
+	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := d.DialWS(t).LoginPassword("bob", "hunter2")
+	bob.Connect(alice.Token)
+	alice.Expect(`bob is connected`)
+	bob.Expect("paired")
+
+	// alice logs in again from a browser: the netcat session is told and
+	// closed, bob is told she was replaced.
+	alice2 := d.DialWS(t).LoginPassword("alice", "s3cret")
+	alice.Expect(`^\* your account logged in on another connection; this one is closed$`)
+	alice.Expect(`^\* bye$`)
+	alice.ExpectClosed()
+	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "replaced" {
+		t.Fatalf("bob: %v", ev)
+	}
+	// The new session works; the old token does not.
+	if alice2.Token == alice.Token {
+		t.Fatal("same token after takeover")
+	}
+	bob.Connect(alice.Token)
+	bob.ExpectError("unknown_token")
+	bob.Connect(alice2.Token)
+	alice2.Expect("paired")
+	bob.Expect("paired")
+
+	// And from the browser to netcat: the browser is told, then bye.
+	alice3 := d.DialLine(t).LoginPassword("alice", "s3cret")
+	if ev := alice2.Expect("notice"); !strings.Contains(ev["text"].(string), "logged in on another connection") {
+		t.Fatalf("notice: %v", ev)
+	}
+	alice2.Expect("bye")
+	if ev := bob.Expect("peer_left"); ev["reason"] != "replaced" {
+		t.Fatalf("bob: %v", ev)
+	}
+	alice3.Send("/who")
+	alice3.Expect(`^\* you are alice, .*not connected$`)
+}
+
+func TestAccountsReload(t *testing.T) {
+	path := authtest.Users(t, "alice", "s3cret")
+	d, accounts := enginetest.StartAccounts(t, path, nil)
+	c := d.DialLine(t)
+	c.Send("/login carol pw3")
+	c.Expect(`^! auth_failed: `)
+
+	authtest.Run(t, "-B", path, "carol", "pw3")
+	if err := accounts.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c.LoginPassword("carol", "pw3")
+
+	authtest.Run(t, "-m", path, "mallory", "pw")
+	if err := accounts.Reload(); err == nil || !strings.Contains(err.Error(), `:3: user "mallory": MD5`) {
+		t.Fatalf("reload of a bad file: %v", err)
+	}
+	d.DialLine(t).LoginPassword("alice", "s3cret")
+	c.Send("/quit")
+	c.Expect(`bye`)
+	d.DialWS(t).LoginPassword("carol", "pw3")
+}
+
+func TestLoginThrottleWS(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 200 * time.Millisecond}
+	})
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "wrong"})
+	w.ExpectError("auth_failed")
+	start := time.Now()
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "s3cret"})
+	if ev := w.Expect("notice"); !strings.Contains(ev["text"].(string), "checked in 200ms") {
+		t.Fatalf("notice: %v", ev)
+	}
+	w.Expect("welcome")
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("throttled login answered after %v, before its delay", took)
+	}
+}

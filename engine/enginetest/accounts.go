@@ -1,0 +1,74 @@
+package enginetest
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+
+	"duet/engine"
+	"duet/engine/auth"
+)
+
+// StartAccounts runs an engine in accounts mode with the accounts loaded
+// from the htpasswd file at path (see package auth/authtest to write
+// one). edit may change the options further.
+func StartAccounts(t testing.TB, path string, edit func(*engine.Options)) (*Daemon, *auth.Accounts) {
+	t.Helper()
+	accounts, err := auth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Start(t, func(o *engine.Options) {
+		o.AuthMode = "accounts"
+		o.Auth.Accounts = accounts
+		if edit != nil {
+			edit(o)
+		}
+	})
+	return d, accounts
+}
+
+// LoginPassword logs in with a password and records the token.
+func (lc *LineClient) LoginPassword(name, password string) *LineClient {
+	lc.t.Helper()
+	lc.Send("/login " + name + " " + password)
+	s := lc.Line()
+	m := tokenRE.FindStringSubmatch(s)
+	if m == nil || !strings.Contains(strings.ToLower(s), strings.ToLower(name)) {
+		lc.t.Fatalf("login %s: %q", name, s)
+	}
+	lc.Name, lc.Token = name, m[1]
+	return lc
+}
+
+// LoginPassword logs in with a password and records the token.
+func (wc *WSClient) LoginPassword(name, password string) *WSClient {
+	wc.t.Helper()
+	wc.Send(map[string]string{"type": "login", "name": name, "password": password})
+	ev := wc.Expect("welcome")
+	tok, _ := ev["token"].(string)
+	if n, _ := ev["name"].(string); !strings.EqualFold(n, name) || len(tok) != 32 {
+		wc.t.Fatalf("welcome: %v", ev)
+	}
+	wc.Name, wc.Token = name, tok
+	return wc
+}
+
+// DialLineFrom is DialLine from another loopback address (127.0.0.2,
+// say), so a test can play a second client machine: limits and throttles
+// count per address.
+func (d *Daemon) DialLineFrom(t testing.TB, localIP string) *LineClient {
+	t.Helper()
+	dialer := net.Dialer{Timeout: Timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	c, err := dialer.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	if g := lc.Line(); !strings.HasPrefix(g, "* welcome to duet") {
+		t.Fatalf("greeting: %q", g)
+	}
+	return lc
+}

@@ -1,0 +1,51 @@
+package engine
+
+// Metrics receives the counts only the engine can make: connections as
+// they open and close, refusals, errors told to users and slow readers cut
+// off. Everything the pairing core knows (users, pairs, messages) is read
+// from hub.Stats at scrape time instead, so relaying a message costs no
+// metric update at all.
+//
+// The methods are called on event loops and must not block.
+type Metrics interface {
+	// ConnOpened and ConnClosed bracket a connection of one protocol:
+	// "line", "http" (the web port before an upgrade) or "ws". An upgrade
+	// closes the "http" connection and opens a "ws" one.
+	ConnOpened(protocol string)
+	ConnClosed(protocol string)
+	// Rejected counts a connection refused before it could be used, by
+	// reason: "shutting_down", "server_full", "too_many_connections",
+	// "untrusted_proxy", "bad_proxy_header".
+	Rejected(reason string)
+	// Error counts an error told to a user, by its stable code.
+	Error(code string)
+	// SlowCut counts a reader cut off for not reading.
+	SlowCut()
+}
+
+// Protocol names used with Metrics.
+const (
+	protoLine = "line"
+	protoHTTP = "http"
+	protoWS   = "ws"
+)
+
+// noMetrics is the default when Options.Metrics is nil.
+type noMetrics struct{}
+
+func (noMetrics) ConnOpened(string) {}
+func (noMetrics) ConnClosed(string) {}
+func (noMetrics) Rejected(string)   {}
+func (noMetrics) Error(string)      {}
+func (noMetrics) SlowCut()          {}
+
+// protocol names the protocol a connection speaks now, for Metrics.
+func (cn *conn) protocol() string {
+	switch cn.stage {
+	case stageHTTP:
+		return protoHTTP
+	case stageWS:
+		return protoWS
+	}
+	return protoLine
+}

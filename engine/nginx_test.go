@@ -1,0 +1,319 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"duet/engine/enginetest"
+)
+
+// TestNginxFront runs scripts/nginx/duet.conf in a real nginx in front of
+// a daemon that trusts it: a TLS line client and a wss:// client, each
+// from its own loopback address, pair and chat through it, and the daemon
+// sees their own addresses, not nginx's.
+func TestNginxFront(t *testing.T) {
+	nginx := requireNginx(t)
+	d := startBehindProxy(t)
+	dir := t.TempDir()
+	certPEM := writeSelfSigned(t, dir)
+	tlsPort, httpsPort := freeLoopbackPort(t), freeLoopbackPort(t)
+
+	tmpl, err := os.ReadFile("../scripts/nginx/duet.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers as root too: they read files in a private temp dir
+	}
+	conf := string(tmpl)
+	for _, r := range [][2]string{
+		{"user www-data;", user},
+		{"worker_processes auto;", "worker_processes 1;"},
+		// Debian's module snippets name modules relative to the prefix,
+		// which -p moves.
+		{"include /etc/nginx/modules-enabled/*.conf;", "load_module " + streamModule + ";"},
+		{"worker_rlimit_nofile 1048576;", ""},
+		{"worker_connections 65536;", "worker_connections 256;"},
+		{"listen 7443 ssl;", "listen " + tlsPort + " ssl;"},
+		{"listen 443 ssl;", "listen " + httpsPort + " ssl;"},
+		{"/etc/nginx/tls/duet.crt", filepath.Join(dir, "cert.pem")},
+		{"/etc/nginx/tls/duet.key", filepath.Join(dir, "key.pem")},
+		{"proxy_pass 127.0.0.1:7070;", "proxy_pass " + d.TCP + ";"},
+		{"http://127.0.0.1:8080", "http://" + d.WS},
+		{"/var/log/nginx/duet-access.log", filepath.Join(dir, "access.log")},
+		{"http {\n", "http {\n" + tempPaths(dir)},
+	} {
+		if !strings.Contains(conf, r[0]) {
+			t.Fatalf("scripts/nginx/duet.conf no longer has %q; update this test with it", r[0])
+		}
+		conf = strings.ReplaceAll(conf, r[0], r[1])
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNginx(t, nginx, dir)
+	waitListening(t, tlsPort)
+	waitListening(t, httpsPort)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	tlsConf := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+
+	// alice: the line protocol over TLS, from 127.0.0.2.
+	raw := dialFrom(t, "127.0.0.2", tlsPort)
+	alice := tls.Client(raw, tlsConf)
+	ar := bufio.NewReader(alice)
+	readLine := func() string {
+		t.Helper()
+		l, err := ar.ReadString('\n')
+		if err != nil {
+			t.Fatalf("line client: %v (after %q)", err, l)
+		}
+		return strings.TrimRight(l, "\r\n")
+	}
+	if g := readLine(); !strings.HasPrefix(g, "* welcome to duet") {
+		t.Fatalf("greeting %q", g)
+	}
+	alice.Write([]byte("/login alice\r\n"))
+	welcome := readLine()
+	token := welcome[len(welcome)-32:]
+
+	// bob: wss:// from 127.0.0.3.
+	dialer := ws.Dialer{
+		TLSConfig: tlsConf,
+		Timeout:   enginetest.Timeout,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}
+			return nd.DialContext(ctx, network, addr)
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	bob, br, _, err := dialer.Dial(ctx, "wss://"+httpsPort+"/ws")
+	if err != nil {
+		t.Fatalf("wss dial: %v", err)
+	}
+	t.Cleanup(func() { bob.Close() })
+	bob.SetDeadline(time.Now().Add(enginetest.Timeout))
+	var bobR io.Reader = bob
+	if br != nil {
+		bobR = io.MultiReader(br, bob)
+	}
+	next := func() string {
+		t.Helper()
+		for {
+			b, op, err := wsutil.ReadServerData(struct {
+				io.Reader
+				io.Writer
+			}{bobR, bob})
+			if err != nil {
+				t.Fatalf("wss read: %v", err)
+			}
+			if op == ws.OpText {
+				return string(b)
+			}
+		}
+	}
+	send := func(s string) {
+		t.Helper()
+		if err := wsutil.WriteClientText(bob, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := next(); !strings.Contains(h, `"hello"`) {
+		t.Fatalf("hello %q", h)
+	}
+	send(`{"type":"login","name":"bob"}`)
+	if w := next(); !strings.Contains(w, `"welcome"`) {
+		t.Fatalf("welcome %q", w)
+	}
+	send(`{"type":"connect","token":"` + token + `"}`)
+	if p := next(); !strings.Contains(p, `"paired"`) {
+		t.Fatalf("paired %q", p)
+	}
+	if l := readLine(); l != "* bob is connected" {
+		t.Fatalf("alice got %q", l)
+	}
+	alice.Write([]byte("hello over tls\r\n"))
+	if m := next(); !strings.Contains(m, `"text":"hello over tls"`) {
+		t.Fatalf("bob got %q", m)
+	}
+	send(`{"type":"say","text":"hello over wss"}`)
+	if l := readLine(); l != "<bob> hello over wss" {
+		t.Fatalf("alice got %q", l)
+	}
+
+	waitAddrs(t, d, "127.0.0.2", "127.0.0.3")
+
+	// The page itself, over https.
+	client := &http.Client{Timeout: enginetest.Timeout, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	resp, err := client.Get("https://" + httpsPort + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(strings.ToLower(string(body)), "<html") {
+		t.Fatalf("page: %d %.80q", resp.StatusCode, body)
+	}
+
+	// Straight to the daemon, not through nginx: a PROXY header from an
+	// untrusted address is refused.
+	c := dialFrom(t, "127.0.0.4", d.TCP)
+	cr := bufio.NewReader(c)
+	cr.ReadString('\n')
+	c.Write([]byte("PROXY TCP4 203.0.113.1 127.0.0.1 1234 7070\r\n"))
+	if l, _ := cr.ReadString('\n'); !strings.HasPrefix(l, "! untrusted_proxy:") {
+		t.Fatalf("untrusted PROXY header answered %q", l)
+	}
+}
+
+// streamModule is where Debian's libnginx-mod-stream puts the module.
+const streamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+// requireNginx finds nginx with its stream module, or skips the test
+// (fails it under DUET_REQUIRE_TOOLS=1).
+func requireNginx(t *testing.T) string {
+	t.Helper()
+	missing := func(what string) {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s is missing and DUET_REQUIRE_TOOLS=1 (scripts/deps.sh installs it)", what)
+		}
+		t.Skipf("%s is missing; scripts/deps.sh installs it", what)
+	}
+	path, err := exec.LookPath("nginx")
+	if err != nil {
+		path = "/usr/sbin/nginx"
+		if _, err := os.Stat(path); err != nil {
+			missing("nginx")
+		}
+	}
+	if _, err := os.Stat(streamModule); err != nil {
+		missing("nginx's stream module (libnginx-mod-stream)")
+	}
+	return path
+}
+
+// startNginx runs nginx in the foreground with its files in dir, and
+// stops it (and its workers) when the test ends.
+func startNginx(t *testing.T, nginx, dir string) {
+	t.Helper()
+	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"),
+		"-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+"; error_log stderr;")
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM) // the master stops its workers
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("nginx:\n%s", stderr.String())
+		}
+	})
+	select {
+	case <-exited:
+		t.Fatalf("nginx exited at once:\n%s", stderr.String())
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// tempPaths keeps nginx's buffering files in dir.
+func tempPaths(dir string) string {
+	var b strings.Builder
+	for _, k := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		b.WriteString("    " + k + "_temp_path " + filepath.Join(dir, k) + ";\n")
+	}
+	return b.String()
+}
+
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeSelfSigned writes a certificate for localhost and 127.0.0.1 and
+// its key to dir, and returns the certificate.
+func writeSelfSigned(t *testing.T, dir string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	os.WriteFile(filepath.Join(dir, "cert.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return certPEM
+}

@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+
+	"duet/proto"
+	"duet/proto/line"
+)
+
+// Real client addresses behind a TLS front. A connection from a peer in
+// trusted_proxies is counted against the per-address limit, and logged,
+// under the address the proxy vouches for: the PROXY protocol header on
+// the line port, X-Forwarded-For on the web port. From any other peer
+// both are refused or ignored, since they would let a client pick its
+// own address.
+
+var (
+	errUntrustedProxy = &proto.Error{Code: "untrusted_proxy", Text: "a PROXY header is accepted only from a trusted proxy"}
+	errBadProxy       = &proto.Error{Code: "bad_proxy_header", Text: "malformed or missing PROXY protocol header"}
+	errTooManyFromIP  = &proto.Error{Code: "too_many_connections", Text: "too many connections from your address"}
+)
+
+// SetTrustedProxies replaces the peers whose PROXY header or
+// X-Forwarded-For is believed; new connections see them (config reload).
+func (s *Server) SetTrustedProxies(nets []netip.Prefix) {
+	n := slices.Clone(nets)
+	s.trusted.Store(&n)
+}
+
+// trustedAddr reports whether ip is a trusted proxy.
+func (s *Server) trustedAddr(ip netip.Addr) bool {
+	nets := s.trusted.Load()
+	if nets == nil || !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range *nets {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) trustedPeer(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(t.IP)
+	return ok && s.trustedAddr(ip)
+}
+
+// claimAddr counts the connection against ip's limit, moving it from the
+// address it was counted under before. It reports false, leaving the
+// connection uncounted, when ip has too many connections already.
+func (cn *conn) claimAddr(ip string) bool {
+	if cn.ipHeld && ip == cn.ip {
+		return true
+	}
+	cn.releaseAddr()
+	cn.ip = ip
+	if !cn.srv.perIP.acquire(ip, cn.srv.lim().MaxConnsPerIP) {
+		return false
+	}
+	cn.ipHeld = true
+	return true
+}
+
+// releaseAddr undoes claimAddr.
+func (cn *conn) releaseAddr() {
+	if cn.ipHeld {
+		cn.srv.perIP.release(cn.ip)
+		cn.ipHeld = false
+	}
+}
+
+// readPreamble handles a line connection's first bytes (stageProxy). From
+// a trusted proxy they must be a PROXY header, whose client address the
+// connection takes before it is greeted; from anyone else they must not
+// be one. Either way the connection then speaks the line protocol, and
+// what followed the header is read as lines at once.
+func (cn *conn) readPreamble(buf []byte) int {
+	if !cn.fromProxy {
+		yes, more := looksLikeProxyHeader(buf)
+		switch {
+		case yes:
+			cn.refuse(errUntrustedProxy, "untrusted_proxy")
+			return len(buf)
+		case more:
+			return 0
+		}
+		cn.stage = stageLine
+		return cn.readLines(buf)
+	}
+	client, n, err := parseProxyHeader(buf)
+	if err != nil {
+		cn.refuse(errBadProxy, "bad_proxy_header")
+		return len(buf)
+	}
+	if n == 0 {
+		return 0
+	}
+	ip := cn.ip
+	if client.IsValid() {
+		ip = client.String()
+	}
+	if !cn.claimAddr(ip) {
+		cn.refuse(errTooManyFromIP, "too_many_connections")
+		return len(buf)
+	}
+	cn.stage = stageLine
+	cn.logger().Debug("connection via proxy")
+	cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
+	return n + cn.readLines(buf[n:])
+}
+
+// refuse tells a line connection why it is refused and closes it.
+func (cn *conn) refuse(err *proto.Error, reason string) {
+	cn.srv.metrics.Rejected(reason)
+	cn.logger().Info("connection refused", zap.String("reason", reason))
+	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
+	cn.closeNow(proto.ReasonDisconnected)
+}
+
+// checkPreamble enforces limits.handshake_timeout on a proxy's
+// connection still waiting for its PROXY header, and the login timeout on
+// a user's connection that has not sent a whole line yet.
+func (cn *conn) checkPreamble(now time.Time) {
+	lim := cn.srv.lim()
+	switch {
+	case cn.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
+		cn.refuse(errBadProxy, "bad_proxy_header")
+	case !cn.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
+		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrLoginTimeout})
+		cn.closeNow(proto.ReasonTimeout)
+	}
+}
+
+// forwardedFor takes the client's address from X-Forwarded-For on a
+// request from a trusted proxy: the rightmost entry that is not itself a
+// trusted proxy, since everything left of it was written by the client.
+// It reports false when the connection was refused for that address.
+func (cn *conn) forwardedFor(req *http.Request) bool {
+	if !cn.fromProxy {
+		return true
+	}
+	ip := cn.peerIP
+	values := req.Header.Values("X-Forwarded-For")
+	for i := len(values) - 1; i >= 0 && ip == cn.peerIP; i-- {
+		parts := strings.Split(values[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				break // a garbled entry: trust nothing left of it
+			}
+			if !cn.srv.trustedAddr(a) {
+				ip = a.Unmap().String()
+				break
+			}
+		}
+	}
+	if !cn.claimAddr(ip) {
+		cn.srv.metrics.Rejected("too_many_connections")
+		cn.out.deliverRaw(webError(503, "too many connections from your address"))
+		cn.closeNow(proto.ReasonDisconnected)
+		return false
+	}
+	return true
+}
+
+// lineHello is the greeting a line connection gets on open.
+func (s *Server) lineHello() []byte {
+	return line.AppendEvent(nil, &proto.Event{Kind: proto.EvHello, Auth: s.opts.AuthMode})
+}
+
+// RemoteAddrs lists the client address of every open connection, as
+// duetd sees it (behind a trusted proxy, the address the proxy vouches
+// for). It is for tests and diagnostics; it waits for each loop.
+func (s *Server) RemoteAddrs() []string {
+	var out []string
+	for _, ls := range s.loopList() {
+		ch := make(chan []string, 1)
+		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			var addrs []string
+			for cn := range ls.conns {
+				if !cn.closed {
+					addrs = append(addrs, cn.ip)
+				}
+			}
+			ch <- addrs
+			return nil
+		}))
+		if err != nil {
+			continue
+		}
+		select {
+		case a := <-ch:
+			out = append(out, a...)
+		case <-time.After(5 * time.Second):
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,185 @@
+package engine_test
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+)
+
+// dialFrom connects to addr from the loopback source address src.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: enginetest.Timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	return c
+}
+
+func startBehindProxy(t *testing.T) *enginetest.Daemon {
+	return enginetest.Start(t, func(o *engine.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+}
+
+// waitAddrs waits until the daemon's view of client addresses is want.
+func waitAddrs(t *testing.T, d *enginetest.Daemon, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		got := d.RemoteAddrs()
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("remote addresses %v, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestProxyHeaderFromTrustedProxy: the header may arrive in pieces, the
+// greeting waits for it, and the client's address replaces the proxy's.
+func TestProxyHeaderFromTrustedProxy(t *testing.T) {
+	d := startBehindProxy(t)
+	for _, tc := range []struct {
+		name, header, want string
+	}{
+		{"v1", "PROXY TCP4 192.0.2.7 127.0.0.1 40000 7070\r\n", "192.0.2.7"},
+		{"v2", "\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x24" +
+			"\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x09" +
+			"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01" +
+			"\x9c\x40\x1b\x9e", "2001:db8::9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.TCP)
+			r := bufio.NewReader(c)
+			// Nothing is said before the header is complete.
+			c.Write([]byte(tc.header[:7]))
+			c.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+			if b, err := r.Peek(1); err == nil {
+				t.Fatalf("greeted before the PROXY header: %q", b)
+			}
+			c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+			c.Write([]byte(tc.header[7:] + "/login x" + tc.name + "\r\n"))
+			if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome to duet") {
+				t.Fatalf("greeting %q", l)
+			}
+			if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* you are x"+tc.name) {
+				t.Fatalf("login reply %q", l)
+			}
+			waitAddrs(t, d, tc.want)
+			c.Close()
+			waitAddrs(t, d)
+		})
+	}
+}
+
+func TestProxyHeaderRefused(t *testing.T) {
+	d := startBehindProxy(t)
+	for _, tc := range []struct {
+		name, src, send, want string
+	}{
+		{"untrusted v1", "127.0.0.5", "PROXY TCP4 192.0.2.7 127.0.0.1 40000 7070\r\n", "! untrusted_proxy:"},
+		{"untrusted v2", "127.0.0.5", "\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c", "! untrusted_proxy:"},
+		{"trusted, no header", "127.0.0.1", "/login alice\r\n", "! bad_proxy_header:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, tc.src, d.TCP)
+			r := bufio.NewReader(c)
+			if tc.src != "127.0.0.1" {
+				if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome") {
+					t.Fatalf("greeting %q", l)
+				}
+			}
+			c.Write([]byte(tc.send))
+			l, _ := r.ReadString('\n')
+			if !strings.HasPrefix(l, tc.want) {
+				t.Fatalf("got %q, want %q", l, tc.want)
+			}
+			if _, err := r.ReadString('\n'); err == nil {
+				t.Fatal("connection still open")
+			}
+		})
+	}
+	// An untrusted user whose first line merely starts like one is fine.
+	c := dialFrom(t, "127.0.0.5", d.TCP)
+	r := bufio.NewReader(c)
+	r.ReadString('\n')
+	c.Write([]byte("PRO\r\n"))
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "! not_logged_in") {
+		t.Fatalf("got %q", l)
+	}
+}
+
+// TestForwardedFor: X-Forwarded-For names the client only when a trusted
+// proxy sends it.
+func TestForwardedFor(t *testing.T) {
+	d := startBehindProxy(t)
+	upgrade := func(src, xff string) net.Conn {
+		c := dialFrom(t, src, d.WS)
+		req := "GET /ws HTTP/1.1\r\nHost: " + d.WS + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+		if xff != "" {
+			req += "X-Forwarded-For: " + xff + "\r\n"
+		}
+		c.Write([]byte(req + "\r\n"))
+		l, _ := bufio.NewReader(c).ReadString('\n')
+		if !strings.Contains(l, "101") {
+			t.Fatalf("upgrade: %q", l)
+		}
+		return c
+	}
+	a := upgrade("127.0.0.1", "203.0.113.9, 198.51.100.4, 127.0.0.1")
+	b := upgrade("127.0.0.6", "203.0.113.10")
+	waitAddrs(t, d, "198.51.100.4", "127.0.0.6")
+	a.Close()
+	b.Close()
+	waitAddrs(t, d)
+}
+
+// TestProxyHeaderDeadline: a trusted proxy that sends no header is cut
+// off after limits.handshake_timeout.
+func TestProxyHeaderDeadline(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		o.Limits.HandshakeTimeout = time.Second
+	})
+	c := dialFrom(t, "127.0.0.1", d.TCP)
+	start := time.Now()
+	c.Write([]byte("PROXY TCP4 192.0.2.7")) // and nothing more
+	l, _ := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(l, "! bad_proxy_header:") {
+		t.Fatalf("got %q", l)
+	}
+	if waited := time.Since(start); waited < time.Second || waited > 8*time.Second {
+		t.Fatalf("cut off after %v, want a little over 1s", waited)
+	}
+}
+
+// TestTrustedProxiesChange: SetTrustedProxies (config reload) applies to
+// the next connection.
+func TestTrustedProxiesChange(t *testing.T) {
+	d := startBehindProxy(t)
+	d.SetTrustedProxies(nil)
+	c := dialFrom(t, "127.0.0.1", d.TCP)
+	r := bufio.NewReader(c)
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome") {
+		t.Fatalf("greeting %q", l)
+	}
+	c.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 1 2\r\n"))
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "! untrusted_proxy:") {
+		t.Fatalf("got %q", l)
+	}
+}

@@ -1,0 +1,91 @@
+package service
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"duet/engine/hub"
+)
+
+func TestAdminEndpoints(t *testing.T) {
+	m := NewMetrics(hub.New(hub.Options{}))
+	m.ConnOpened("line")
+	m.ConnOpened("http")
+	m.ConnClosed("http")
+	m.ConnOpened("ws")
+	m.ConnOpened("nonsense") // not a protocol: ignored, not a new series
+	m.Rejected("server_full")
+	m.Error("room_full")
+	m.SlowCut()
+	a, err := StartAdmin("127.0.0.1:0", m.Registry, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.Close(ctx)
+	})
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get("http://" + a.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	steps := []struct {
+		name  string
+		ready *bool
+		path  string
+		code  int
+	}{
+		{"healthz", nil, "/healthz", 200},
+		{"readyz before ready", nil, "/readyz", 503},
+		{"readyz when ready", ptr(true), "/readyz", 200},
+		{"readyz when stopping", ptr(false), "/readyz", 503},
+		{"healthz when stopping", nil, "/healthz", 200},
+		{"metrics", nil, "/metrics", 200},
+		{"unknown path", nil, "/nope", 404},
+	}
+	for _, s := range steps {
+		if s.ready != nil {
+			a.SetReady(*s.ready)
+		}
+		code, body := get(s.path)
+		if code != s.code {
+			t.Errorf("%s: %d, want %d", s.name, code, s.code)
+		}
+		if s.path == "/metrics" {
+			for _, want := range []string{
+				`duet_connections{protocol="line"} 1`,
+				`duet_connections{protocol="http"} 0`,
+				`duet_connections{protocol="ws"} 1`,
+				`duet_connections_opened_total{protocol="http"} 1`,
+				`duet_connections_rejected_total{reason="server_full"} 1`,
+				`duet_errors_total{code="room_full"} 1`,
+				`duet_slow_consumer_cuts_total 1`,
+				`duet_users 0`,
+				`go_goroutines `,
+			} {
+				if !strings.Contains(body, want+"") {
+					t.Errorf("metrics lack %q", want)
+				}
+			}
+			if strings.Contains(body, "nonsense") {
+				t.Errorf("an unknown protocol made a series")
+			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,128 @@
+// Package service is what duetd needs to run as a system service beside
+// the engine: Prometheus metrics, the admin HTTP listener (/metrics,
+// /healthz, /readyz) and systemd's notification protocol (readiness,
+// status, watchdog, stopping).
+package service
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"duet/engine/hub"
+)
+
+// Metrics is duetd's Prometheus registry. It implements engine.Metrics
+// for the counts only the engine can make, and reads the pairing core's
+// own counters at scrape time, so relaying a message updates no metric.
+// It uses a registry of its own rather than the global one, so two
+// daemons in one test process do not collide.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	conns       *prometheus.GaugeVec
+	opened      *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
+	errors      *prometheus.CounterVec
+	slowCuts    prometheus.Counter
+	byProtocol  map[string]prometheus.Gauge
+	openedByPro map[string]prometheus.Counter
+}
+
+// Protocols as the engine names them.
+var protocols = []string{"line", "http", "ws"}
+
+// NewMetrics registers duetd's metrics, reading users, pairs and relay
+// counters from core when scraped.
+func NewMetrics(core *hub.Hub) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "duet_connections",
+			Help: "Open connections by protocol: line (TCP), http (web port before an upgrade), ws (WebSocket).",
+		}, []string{"protocol"}),
+		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_connections_opened_total",
+			Help: "Connections accepted by protocol; a WebSocket upgrade counts as a ws connection.",
+		}, []string{"protocol"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_connections_rejected_total",
+			Help: "Connections refused, by reason.",
+		}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_errors_total",
+			Help: "Errors told to users, by code.",
+		}, []string{"code"}),
+		slowCuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duet_slow_consumer_cuts_total",
+			Help: "Readers cut off for not reading their messages.",
+		}),
+		byProtocol:  make(map[string]prometheus.Gauge),
+		openedByPro: make(map[string]prometheus.Counter),
+	}
+	// Resolve the per-protocol series once: the map is read-only after
+	// this, so the engine's loops can use it without a lock, and every
+	// series shows from the first scrape on, at zero.
+	for _, p := range protocols {
+		m.byProtocol[p] = m.conns.WithLabelValues(p)
+		m.openedByPro[p] = m.opened.WithLabelValues(p)
+	}
+	m.Registry.MustRegister(
+		m.conns, m.opened, m.rejected, m.errors, m.slowCuts,
+		hubCollector{core},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// ConnOpened implements engine.Metrics.
+func (m *Metrics) ConnOpened(protocol string) {
+	if g, ok := m.byProtocol[protocol]; ok {
+		g.Inc()
+		m.openedByPro[protocol].Inc()
+	}
+}
+
+// ConnClosed implements engine.Metrics.
+func (m *Metrics) ConnClosed(protocol string) {
+	if g, ok := m.byProtocol[protocol]; ok {
+		g.Dec()
+	}
+}
+
+// Rejected implements engine.Metrics.
+func (m *Metrics) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// Error implements engine.Metrics.
+func (m *Metrics) Error(code string) { m.errors.WithLabelValues(code).Inc() }
+
+// SlowCut implements engine.Metrics.
+func (m *Metrics) SlowCut() { m.slowCuts.Inc() }
+
+// hubCollector reads the pairing core's gauges and counters when scraped.
+type hubCollector struct{ core *hub.Hub }
+
+var (
+	usersDesc    = prometheus.NewDesc("duet_users", "Users logged in now.", nil, nil)
+	pairsDesc    = prometheus.NewDesc("duet_pairs", "Pairs talking now.", nil, nil)
+	pairingsDesc = prometheus.NewDesc("duet_pairings_total", "Pairings made since start.", nil, nil)
+	messagesDesc = prometheus.NewDesc("duet_messages_relayed_total", "Messages relayed since start.", nil, nil)
+	bytesDesc    = prometheus.NewDesc("duet_relayed_bytes_total", "Bytes of message text relayed since start.", nil, nil)
+)
+
+func (hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- usersDesc
+	ch <- pairsDesc
+	ch <- pairingsDesc
+	ch <- messagesDesc
+	ch <- bytesDesc
+}
+
+func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.core.Stats()
+	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(st.Users))
+	ch <- prometheus.MustNewConstMetric(pairsDesc, prometheus.GaugeValue, float64(st.Pairs))
+	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
+	ch <- prometheus.MustNewConstMetric(messagesDesc, prometheus.CounterValue, float64(st.Messages))
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(st.Bytes))
+}
