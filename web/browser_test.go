@@ -29,6 +29,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"duet/engine"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 )
 
@@ -84,12 +85,25 @@ type browserTest struct {
 // out, whichever is first.
 func startBrowserTest(t *testing.T) *browserTest {
 	t.Helper()
+	chromium := setUpBrowserTest(t)
+	return launchBrowser(t, chromium, enginetest.Start(t, nil))
+}
+
+// setUpBrowserTest runs the test beside others and returns the path of
+// Chromium, or skips the test.
+func setUpBrowserTest(t *testing.T) string {
+	t.Helper()
 	// Most of a browser test is waiting on Chromium and the network, not
 	// computing: two at a time (go test's -parallel is GOMAXPROCS) take
 	// about half the time of one after another.
 	t.Parallel()
-	chromium := findChromium(t)
-	d := enginetest.Start(t, nil)
+	return findChromium(t)
+}
+
+// launchBrowser starts Chromium for a test against the daemon d, which
+// must have been started first so that it stops after the browser.
+func launchBrowser(t *testing.T, chromium string, d *enginetest.Daemon) *browserTest {
+	t.Helper()
 	profile := t.TempDir()
 	// Screenshots go to the test's temporary directory, or, to look at
 	// them afterwards, to DUET_SCREENSHOT_DIR.
@@ -290,15 +304,32 @@ var tokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // login logs in with the form and returns the token the page shows.
 func (p *person) login() string {
 	p.t.Helper()
+	p.submitLogin("")
+	return p.waitLoggedIn()
+}
+
+// submitLogin fills in the login form, with a password unless it is
+// empty, and submits it.
+func (p *person) submitLogin(password string) {
+	p.t.Helper()
 	// The button is enabled once the server's hello has arrived; a form
 	// whose submit button is disabled ignores Enter.
-	p.do("log in",
+	steps := []chromedp.Action[chromedp.Void]{
 		chromedp.WaitEnabled(chromedp.ID("login")),
-		// After logging out the box still holds the old name.
+		// After logging out, or a refused login, the box still holds the
+		// old name.
 		chromedp.Evaluate[chromedp.Void](`document.getElementById('name').value = ''`),
 		chromedp.SendKeys(chromedp.ID("name"), p.name),
-		chromedp.Click(chromedp.ID("login")),
-	)
+	}
+	if password != "" {
+		steps = append(steps, chromedp.SendKeys(chromedp.ID("password"), password))
+	}
+	p.do("log in", append(steps, chromedp.Click(chromedp.ID("login")))...)
+}
+
+// waitLoggedIn waits for the session view and returns the token.
+func (p *person) waitLoggedIn() string {
+	p.t.Helper()
 	p.waitJS("logged in", `/^[0-9a-f]{32}$/.test(document.getElementById('token').textContent)`)
 	token := eval[string](p, `document.getElementById('token').textContent`)
 	if me := eval[string](p, `document.getElementById('me').textContent`); me != p.name {
@@ -978,4 +1009,43 @@ func TestBrowserOtherSiteCannotConnect(t *testing.T) {
 			t.Errorf("the page reported: %s", p)
 		}
 	}
+}
+
+// TestBrowserAccounts: with accounts, the page asks for a password, shows
+// a wrong one refused, and logs in with the right one; a share link
+// still connects at once.
+func TestBrowserAccounts(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	users := authtest.Users(t, "alice", "correct horse", "bob", "battery staple")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	bt := launchBrowser(t, chromium, d)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+
+	alice.open(bt.pageURL())
+	alice.expectOnScreen("name", "password", "login")
+
+	// Caught by the page before anything is sent.
+	alice.submitLogin("")
+	e := alice.expectEntry("an error", func(e logEntry) bool { return e.has("error") })
+	if e.Code != "password_required" {
+		t.Fatalf("login without a password: %v", e)
+	}
+	alice.submitLogin("wrong horse")
+	e = alice.expectEntry("auth_failed", func(e logEntry) bool { return e.Code == "auth_failed" })
+	if !strings.Contains(e.Text, "wrong name or password") {
+		t.Errorf("auth_failed shown as %v", e)
+	}
+	alice.waitJS("the login form still there", `!document.getElementById('login-view').hidden
+		&& document.getElementById('password').value === ''`)
+	alice.submitLogin("correct horse")
+	alice.waitLoggedIn()
+
+	bob.open(alice.shareLink())
+	bob.submitLogin("battery staple")
+	bob.waitLoggedIn()
+	bob.waitPaired("alice")
+	alice.waitPaired("bob")
+	bob.say("hello with a password")
+	alice.expectMessage("theirs", "bob", "hello with a password")
+	alice.screenshot("accounts")
 }
