@@ -37,7 +37,7 @@ const (
 	// browserTestTimeout bounds one browser test from Chromium's start to
 	// its end; when it runs out the browser is killed and every action
 	// fails, so a hung page cannot hang the suite.
-	browserTestTimeout = 90 * time.Second
+	browserTestTimeout = 120 * time.Second
 	// waitTimeout bounds one action or one wait for the page to show
 	// something. It is generous because a busy machine can stall Chromium
 	// for many seconds; a test that passes takes a fraction of it.
