@@ -117,7 +117,9 @@ func (cn *conn) onTraffic() gnet.Action {
 		cn.paused, cn.waitingOn = false, nil
 		rearm = true
 	}
+	cn.out.inline.Store(true)
 	cn.readInput()
+	cn.out.inline.Store(false)
 	cn.flush()
 	if rearm && !cn.paused {
 		// Re-arm only once the input held back is used up: gnet closes a

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -32,6 +33,8 @@ type loopState struct {
 	triggered bool
 
 	flushTask, tickTask gnet.Runnable // made once: a method value would allocate per call
+
+	busy atomic.Bool // the loop is in a read callback and flushes when it ends
 }
 
 func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
@@ -53,8 +56,15 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 func (ls *loopState) schedule(cn *conn) {
 	ls.mu.Lock()
 	ls.pending = append(ls.pending, cn)
-	wake := !ls.triggered
-	ls.triggered = true
+	// A loop busy in a read callback flushes its list when the callback
+	// ends (see endTraffic), so it needs no wake-up: under load that
+	// saves an eventfd write and an extra turn of the loop per batch.
+	// busy is read under mu, and endTraffic clears it before it takes the
+	// list under mu, so an entry added while busy is always flushed.
+	wake := !ls.triggered && !ls.busy.Load()
+	if wake {
+		ls.triggered = true
+	}
 	ls.mu.Unlock()
 	if wake {
 		if err := ls.el.Execute(context.Background(), ls.flushTask); err != nil {
@@ -63,6 +73,19 @@ func (ls *loopState) schedule(cn *conn) {
 			ls.triggered = false
 			ls.mu.Unlock()
 		}
+	}
+}
+
+// beginTraffic and endTraffic bracket a read callback on the loop.
+func (ls *loopState) beginTraffic() { ls.busy.Store(true) }
+
+func (ls *loopState) endTraffic() {
+	ls.busy.Store(false)
+	ls.mu.Lock()
+	n := len(ls.pending)
+	ls.mu.Unlock()
+	if n > 0 {
+		_ = ls.flushPending(nil)
 	}
 }
 

@@ -25,6 +25,12 @@ type outbox struct {
 	// gnet held at the last flush. Senders read it to decide to pause.
 	backlog atomic.Int64
 
+	// inline is set while the connection's own loop is acting on its
+	// input and will flush before it returns: replies to the connection's
+	// own commands (welcome, errors, status) then need no wake-up of the
+	// loop, which halves the system calls of a login.
+	inline atomic.Bool
+
 	mu        sync.Mutex
 	buf       *[]byte // encoded, not yet handed to gnet; nil when empty
 	msgs      int     // relayed messages in buf
@@ -85,8 +91,13 @@ func (o *outbox) deliverRaw(b []byte) {
 
 // scheduleLocked asks the loop to flush and unlocks o.mu.
 func (o *outbox) scheduleLocked() {
-	need := !o.scheduled
-	o.scheduled = true
+	// Read inline under the lock: onTraffic clears it before the flush
+	// takes the queue under this same lock, so a delivery that saw it set
+	// is always in that flush, and one that did not is scheduled.
+	need := !o.scheduled && !o.inline.Load()
+	if need {
+		o.scheduled = true
+	}
 	o.mu.Unlock()
 	if need {
 		o.cn.loop.schedule(o.cn)

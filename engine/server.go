@@ -409,7 +409,10 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
-	return cn.onTraffic()
+	cn.loop.beginTraffic()
+	action := cn.onTraffic()
+	cn.loop.endTraffic()
+	return action
 }
 
 // OnClose implements gnet.EventHandler.
