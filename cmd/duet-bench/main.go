@@ -6,7 +6,7 @@
 //
 //	duet-bench run [flags]                  drive load at a server and report
 //	duet-bench bare-relay -listen ADDR      the ceiling: a bare gnet v2 relay
-//	duet-bench goroutine-relay -listen ADDR [-ws ADDR]
+//	duet-bench goroutine-relay -listen ADDR [-ws ADDR] [-batch]
 //	                                        the floor: a goroutine-per-connection relay
 //
 // # run
@@ -261,6 +261,7 @@ func goroutineRelayCommand(ctx context.Context, args []string, stderr io.Writer)
 	fs.StringVar(&cfg.LineAddr, "listen", ":7072", "line protocol `address`")
 	fs.StringVar(&cfg.WSAddr, "ws", "", "WebSocket `address` (off when empty)")
 	fs.StringVar(&cfg.WSPath, "ws-path", "/ws", "WebSocket path")
+	fs.BoolVar(&cfg.Batch, "batch", false, "coalesce a burst of relayed messages into one write (a tuned version; default: one write per message, as a first version does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

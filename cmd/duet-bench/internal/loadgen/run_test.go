@@ -91,9 +91,9 @@ func startBareRelay(t *testing.T) string {
 	return r.Addr().String()
 }
 
-func startGoroutineRelay(t *testing.T) (lineAddr, wsAddr string) {
+func startGoroutineRelay(t *testing.T, batch bool) (lineAddr, wsAddr string) {
 	t.Helper()
-	s, err := gorelay.Listen(gorelay.Config{LineAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0"})
+	s, err := gorelay.Listen(gorelay.Config{LineAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", Batch: batch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,23 +109,25 @@ func TestRunAgainstBareRelay(t *testing.T) {
 }
 
 func TestRunAgainstGoroutineRelay(t *testing.T) {
-	lineAddr, wsAddr := startGoroutineRelay(t)
-	for _, proto := range []Proto{ProtoTCP, ProtoWS, ProtoMix} {
-		t.Run(string(proto), func(t *testing.T) {
-			cfg := testConfig(proto, 10, 200)
-			cfg.TCPAddr, cfg.WSAddr = lineAddr, wsAddr
-			cfg.PID = os.Getpid()
-			rep, err := Run(context.Background(), cfg)
-			checkReport(t, rep, err, 10, 200)
-			if rep.RSS == nil || rep.RSS.Connections != 20 || rep.RSS.BeforeKiB <= 0 {
-				t.Errorf("rss report %+v", rep.RSS)
-			}
-		})
+	for _, batch := range []bool{false, true} {
+		lineAddr, wsAddr := startGoroutineRelay(t, batch)
+		for _, proto := range []Proto{ProtoTCP, ProtoWS, ProtoMix} {
+			t.Run(fmt.Sprintf("%s/batch=%v", proto, batch), func(t *testing.T) {
+				cfg := testConfig(proto, 10, 200)
+				cfg.TCPAddr, cfg.WSAddr = lineAddr, wsAddr
+				cfg.PID = os.Getpid()
+				rep, err := Run(context.Background(), cfg)
+				checkReport(t, rep, err, 10, 200)
+				if rep.RSS == nil || rep.RSS.Connections != 20 || rep.RSS.BeforeKiB <= 0 {
+					t.Errorf("rss report %+v", rep.RSS)
+				}
+			})
+		}
 	}
 }
 
 func TestRunShapes(t *testing.T) {
-	lineAddr, _ := startGoroutineRelay(t)
+	lineAddr, _ := startGoroutineRelay(t, false)
 	tests := []struct {
 		name   string
 		change func(*Config)
@@ -148,7 +150,7 @@ func TestRunShapes(t *testing.T) {
 }
 
 func TestRunForDuration(t *testing.T) {
-	lineAddr, _ := startGoroutineRelay(t)
+	lineAddr, _ := startGoroutineRelay(t, false)
 	cfg := testConfig(ProtoTCP, 4, 0)
 	cfg.TCPAddr = lineAddr
 	cfg.Duration = 300 * time.Millisecond
@@ -164,7 +166,7 @@ func TestRunForDuration(t *testing.T) {
 }
 
 func TestRunIdle(t *testing.T) {
-	lineAddr, _ := startGoroutineRelay(t)
+	lineAddr, _ := startGoroutineRelay(t, false)
 	cfg := testConfig(ProtoTCP, 5, 0)
 	cfg.TCPAddr = lineAddr
 	cfg.Idle = true
