@@ -1,0 +1,252 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+	"duet/engine/hub"
+)
+
+// redisServer is a throwaway redis-server on a loopback port, with no
+// persistence, so a restart forgets everything as a crashed Redis would.
+type redisServer struct {
+	t    testing.TB
+	port string
+	cmd  *exec.Cmd
+}
+
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server not found and DUET_REQUIRE_REDIS=1")
+		}
+		t.Skip("redis-server not installed; cluster tests skipped (scripts/deps.sh installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	r := &redisServer{t: t, port: port}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", r.port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	defer c.Close()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatal("redis-server did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills Redis outright, as a crash would.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// testNode is one duetd node: a hub, its cluster node and an engine.
+type testNode struct {
+	*Node
+	*enginetest.Daemon
+}
+
+func startNode(t *testing.T, r *redisServer, id string) *testNode {
+	t.Helper()
+	h := hub.New(hub.Options{})
+	n, err := Join(h, Options{
+		RedisURL: r.url(),
+		NodeID:   id,
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.Up() {
+		t.Fatalf("node %s did not link to Redis", id)
+	}
+	// Registered first, so it runs after the engine's shutdown.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Hub = h
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
+	})
+	return &testNode{Node: n, Daemon: d}
+}
+
+const (
+	roomFull    = `^! room_full: Room is Full`
+	unavailable = `^! unavailable: `
+)
+
+// TestCrossNodeChat pairs a netcat user on one node with a browser user
+// on another, and relays 5,000 messages each way, in order.
+func TestCrossNodeChat(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	if ev := bob.Expect("paired"); ev["peer"] != "alice" || ev["initiator"] != true {
+		t.Fatalf("bob paired: %v", ev)
+	}
+
+	const n = 5000
+	var lines strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&lines, "from alice %d\n", i)
+	}
+	alice.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := alice.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		bob.Say("from bob " + strconv.Itoa(i))
+	}
+	for i := 0; i < n; i++ {
+		ev := bob.Expect("message")
+		if want := "from alice " + strconv.Itoa(i); ev["from"] != "alice" || ev["text"] != want {
+			t.Fatalf("bob's message %d: %v, want %q", i, ev, want)
+		}
+	}
+	for i := 0; i < n; i++ {
+		alice.Expect(`^<bob> from bob ` + strconv.Itoa(i) + `$`)
+	}
+
+	// Same-node pairs on a cluster node talk as on a single node.
+	carol := b.DialLine(t).Login("carol")
+	dave := b.DialLine(t).Login("dave")
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+	dave.Send("hi carol")
+	carol.Expect(`^<dave> hi carol$`)
+
+	// A name is unique across the cluster, in any case.
+	dup := a.DialLine(t)
+	dup.Send("/login Bob")
+	dup.Expect(`^! name_taken: `)
+}
+
+// TestRaceForOneToken has 50 users on three nodes connect to one token
+// at once: exactly one wins, every other one is told Room is Full.
+func TestRaceForOneToken(t *testing.T) {
+	r := startRedis(t)
+	nodes := []*testNode{startNode(t, r, "n0"), startNode(t, r, "n1"), startNode(t, r, "n2")}
+	owner := nodes[0].DialLine(t).Login("owner")
+
+	const racers = 50
+	clients := make([]*enginetest.LineClient, racers)
+	for i := range clients {
+		clients[i] = nodes[i%3].DialLine(t).Login(fmt.Sprintf("racer%d", i))
+	}
+	start := make(chan struct{})
+	errs := make(chan error, racers)
+	for _, c := range clients {
+		go func() {
+			<-start
+			_, err := c.Conn.Write([]byte("/connect " + owner.Token + "\n"))
+			errs <- err
+		}()
+	}
+	close(start)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	winner := -1
+	for i, c := range clients {
+		s := c.Line()
+		switch {
+		case s == "* you are connected with owner":
+			if winner >= 0 {
+				t.Fatalf("racer%d and racer%d both won", winner, i)
+			}
+			winner = i
+		case strings.HasPrefix(s, "! room_full: Room is Full"):
+		default:
+			t.Fatalf("racer%d: %q", i, s)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("nobody won")
+	}
+	owner.Expect(fmt.Sprintf(`^\* racer%d is connected$`, winner))
+	clients[winner].Send("I won")
+	owner.Expect(fmt.Sprintf(`^<racer%d> I won$`, winner))
+}
+
+// TestLeaveFreesAcrossNodes: a leave or quit on one node frees the user
+// on the other, and a quit frees the name cluster-wide.
+func TestLeaveFreesAcrossNodes(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	carol := b.DialLine(t).Login("carol")
+
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(roomFull)
+
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	alice.Expect(`^\* bob left; you are free to be joined again$`)
+
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* carol is connected$`)
+	alice.Send("hello carol")
+	carol.Expect(`^<alice> hello carol$`)
+
+	alice.Send("/quit")
+	alice.Expect(`^\* bye`)
+	carol.Expect(`^\* alice left; you are free to be joined again$`)
+	again := b.DialLine(t).Login("alice")
+	bob.Send("/connect " + again.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	again.Expect(`^\* bob is connected$`)
+}
