@@ -250,3 +250,106 @@ func TestLeaveFreesAcrossNodes(t *testing.T) {
 	bob.Expect(`^\* you are connected with alice$`)
 	again.Expect(`^\* bob is connected$`)
 }
+
+// deathBound is the stated bound for telling a dead node's partners:
+// the lease outlives the last renewal by LeaseTTL, and the other nodes
+// look every Heartbeat (docs/CLUSTER.md).
+const deathBound = 3*time.Second + time.Second
+
+// TestNodeDeath stops a node as a crash would, leaving Redis as it was:
+// its user's partner on another node is told within the bound, and the
+// dead node's user's name and the partner are free again.
+func TestNodeDeath(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+
+	died := time.Now()
+	b.halt()
+	alice.Expect(`^\* bob disconnected; you are free to be joined again$`)
+	took := time.Since(died)
+	t.Logf("told after %v", took)
+	if took > deathBound+500*time.Millisecond {
+		t.Fatalf("alice told after %v, bound is %v", took, deathBound)
+	}
+
+	carol := a.DialLine(t).Login("carol")
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* carol is connected$`)
+
+	// bob's name was reaped with its node.
+	a.DialLine(t).Login("bob")
+}
+
+// TestRedisDown kills Redis under a running cluster and brings it back:
+// cross-node pairs are told the link is lost, same-node pairs go on,
+// logins and connects answer unavailable, and the nodes recover by
+// themselves once Redis is back.
+func TestRedisDown(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	carol := a.DialLine(t).Login("carol")
+	dave := a.DialLine(t).Login("dave")
+	frank := a.DialLine(t).Login("frank")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+
+	r.stop()
+	alice.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
+	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "link_lost" {
+		t.Fatalf("bob: %v", ev)
+	}
+	dave.Send("still here")
+	carol.Expect(`^<dave> still here$`)
+	carol.Send("so am I")
+	dave.Expect(`^<carol> so am I$`)
+
+	erin := a.DialLine(t)
+	erin.Send("/login erin")
+	erin.Expect(unavailable)
+	frank.Send("/connect " + alice.Token)
+	frank.Expect(unavailable)
+	bob.Connect(alice.Token)
+	bob.ExpectError("unavailable")
+
+	r.start()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for !a.Up() || !b.Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("nodes did not recover")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Everyone was written back: names are still taken, the same-node
+	// pair is still a pair, and cross-node pairing works again.
+	erin.Login("erin")
+	dup := b.DialLine(t)
+	dup.Send("/login frank")
+	dup.Expect(`^! name_taken: `)
+	dup.Login("gina")
+	dup.Send("/connect " + carol.Token)
+	dup.Expect(roomFull)
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	alice.Send("welcome back")
+	if ev := bob.Expect("message"); ev["text"] != "welcome back" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("thanks")
+	alice.Expect(`^<bob> thanks$`)
+	dave.Send("and we never stopped")
+	carol.Expect(`^<dave> and we never stopped$`)
+}
