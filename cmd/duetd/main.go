@@ -78,6 +78,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	leaveCluster, err := joinCluster(cfg.Cluster, core, log)
+	if err != nil {
+		log.Error("bad cluster configuration", zap.Error(err))
+		return 2
+	}
+	defer leaveCluster()
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
