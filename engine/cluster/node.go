@@ -254,7 +254,7 @@ func (n *Node) Claim(key string, token proto.Token) (hub.Claim, *proto.Error) {
 	defer cancel()
 	res, err := claimScript.Run(ctx, n.rdb,
 		[]string{n.userKey(key), n.tokenKey(token), n.leaseOf(n.id)},
-		key, n.id, n.opts.Prefix).StringSlice()
+		key, n.id, n.opts.Prefix, time.Now().UnixMicro()).StringSlice()
 	if err != nil {
 		n.linkLost("connect", err)
 		return hub.Claim{}, proto.ErrUnavailable

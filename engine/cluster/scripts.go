@@ -49,7 +49,8 @@ return 'ok'
 
 // claimScript pairs the asker with the token's holder if both are free
 // and the holder's node is alive, and numbers the pairing.
-// KEYS: asker, token, this node's lease. ARGV: asker's key, node, prefix.
+// KEYS: asker, token, this node's lease.
+// ARGV: asker's key, node, prefix, a starting pairing number.
 // Returns an error code, or {'ok', holder key, holder name, holder node, pair id}.
 var claimScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'unavailable'} end
@@ -64,10 +65,15 @@ local holder = redis.call('HMGET', hkey, 'name', 'node', 'peer')
 if not holder[1] then return {'unknown_token'} end
 if redis.call('EXISTS', ARGV[3] .. 'lease:' .. holder[2]) == 0 then return {'unknown_token'} end
 if holder[3] ~= '' then return {'room_full'} end
-local id = redis.call('INCR', ARGV[3] .. 'pairseq')
+-- Pairing numbers must not repeat after Redis restarts empty, or a
+-- notice about an old pairing could end a new one: a fresh counter
+-- starts from the claimant's clock in microseconds.
+redis.call('SET', ARGV[3] .. 'pairseq', ARGV[4], 'NX')
+-- (%d, not tostring: Lua would write a large number as 1.7e+15.)
+local id = string.format('%d', redis.call('INCR', ARGV[3] .. 'pairseq'))
 redis.call('HSET', KEYS[1], 'peer', hk, 'pair', id)
 redis.call('HSET', hkey, 'peer', ARGV[1], 'pair', id)
-return {'ok', hk, holder[1], holder[2], tostring(id)}
+return {'ok', hk, holder[1], holder[2], id}
 `)
 
 // releaseScript marks a user of this node as out of one pairing.
