@@ -353,3 +353,40 @@ func TestRedisDown(t *testing.T) {
 	dave.Send("and we never stopped")
 	carol.Expect(`^<dave> and we never stopped$`)
 }
+
+// TestGracefulShutdown: a node that shuts down tells its users' partners
+// on other nodes why, after their last messages, and leaves nothing
+// behind in Redis.
+func TestGracefulShutdown(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	bob.Send("last words")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Daemon.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Node.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Expect(`^<bob> last words$`)
+	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
+
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "duet:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.Contains(k, "bob") || strings.HasSuffix(k, ":b") {
+			t.Errorf("left behind: %s", k)
+		}
+	}
+}
