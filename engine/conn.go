@@ -55,6 +55,7 @@ type conn struct {
 	lastBatch    int       // relayed messages in the last batch handed to gnet
 
 	drainingInput bool         // onClose is using up held-back input; do not pause
+	awaiting      bool         // a command is with the cluster directory (directory.go); input waits
 	closing       bool         // close once the output is flushed
 	closeReason   proto.Reason // what the partner is told; "" means disconnected
 	closed        bool
@@ -91,6 +92,10 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
+	if cn.awaiting {
+		cn.disarmRead() // gnet re-armed it after a write; keep waiting
+		return gnet.None
+	}
 	rearm := false
 	if cn.paused {
 		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 {
@@ -166,6 +171,9 @@ func (cn *conn) tell(err *proto.Error) {
 
 // handle carries out one command: the one place both protocols meet.
 func (cn *conn) handle(cmd *proto.Command) {
+	if cn.offLoop(cmd) {
+		return
+	}
 	if cn.sess == nil {
 		switch cmd.Op {
 		case proto.OpLogin:
@@ -424,7 +432,7 @@ func (cn *conn) onClose(err error) {
 	// Commands that arrived before the end but were held back by a pause
 	// still count: a file piped through netcat ends with end-of-file right
 	// after its last line. Their number is bounded by the pause itself.
-	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP {
+	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting {
 		cn.paused, cn.closing = false, false
 		cn.drainingInput = true
 		cn.readInput()

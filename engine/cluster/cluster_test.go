@@ -390,3 +390,25 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestPipedSession sends a whole session through netcat at once, ending
+// with end-of-file: the commands that wait on the directory hold the
+// rest back, and everything arrives, in order.
+func TestPipedSession(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	piped := b.DialLine(t)
+	script := "/login pipey\n/connect " + alice.Token + "\nhello alice\n/newtoken\nstill me\n"
+	if _, err := piped.Conn.Write([]byte(script)); err != nil {
+		t.Fatal(err)
+	}
+	piped.Conn.(*net.TCPConn).CloseWrite()
+	alice.Expect(`^\* pipey is connected$`)
+	alice.Expect(`^<pipey> hello alice$`)
+	alice.Expect(`^<pipey> still me$`)
+	alice.Expect(`^\* pipey disconnected; you are free to be joined again$`)
+	piped.Expect(`^\* you are pipey, your token is `)
+	piped.Expect(`^\* you are connected with alice$`)
+	piped.Expect(`^\* you are pipey, your token is `)
+}

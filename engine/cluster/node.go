@@ -669,6 +669,7 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.ctx.Err() != nil {
 		return nil // halted already
 	}
+	n.hub.WaitClosing()
 	n.mu.Lock()
 	senders := make([]*sender, 0, len(n.senders))
 	for _, s := range n.senders {

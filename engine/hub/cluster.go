@@ -79,6 +79,9 @@ type RemoteCut struct {
 type clusterState struct {
 	dir Directory
 
+	// closing counts logouts whose directory work is still running.
+	closing sync.WaitGroup
+
 	// remote holds the cross-node rooms by pairing. Written under Hub.mu
 	// (pairing and unpairing happen there) and mu; read under mu alone on
 	// the inbound message path. mu is never held while taking a room lock.
@@ -91,6 +94,19 @@ type remoteRoom struct {
 	local *Session // the session on this node
 	stub  *Session // stands in for the partner on node
 	node  string
+}
+
+// Clustered reports whether the hub consults a cluster directory, whose
+// calls may wait on the network: callers on an event loop should make
+// them from another goroutine.
+func (h *Hub) Clustered() bool { return h.cl != nil }
+
+// WaitClosing waits until the directory work of every logout so far is
+// done, so that their partners on other nodes have been told.
+func (h *Hub) WaitClosing() {
+	if h.cl != nil {
+		h.cl.closing.Wait()
+	}
 }
 
 // SetDirectory puts the hub in cluster mode. It must be called before
@@ -153,6 +169,16 @@ func (s *Session) clusterConnect(t proto.Token) *proto.Error {
 	}
 
 	h.mu.Lock()
+	if s.closed && c.PeerNode != h.cl.dir.NodeID() {
+		// s logged out while the claim was on its way. Only the holder's
+		// node may free the holder, so it is told of the pairing and of
+		// its end at once.
+		out := h.cl.dir.Remote(c.PeerNode, c.PeerKey, s.key, c.PairID)
+		out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
+		out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: proto.ReasonDisconnected})
+		h.mu.Unlock()
+		return proto.ErrNotLoggedIn
+	}
 	if c.PeerNode == h.cl.dir.NodeID() {
 		target := h.names[c.PeerKey]
 		if s.closed || target == nil || target.closed || target.room.Load() != nil {
@@ -274,6 +300,14 @@ func (s *Session) clusterNewToken() *proto.Error {
 		return err
 	}
 	h.mu.Lock()
+	if s.closed {
+		// Logged out meanwhile, under the old token: the record now
+		// holds the new one, which the logout did not remove.
+		delete(h.tokens, fresh)
+		h.mu.Unlock()
+		h.cl.dir.Unregister(s.key, fresh)
+		return proto.ErrNotLoggedIn
+	}
 	delete(h.tokens, old)
 	s.token = fresh
 	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
@@ -281,8 +315,10 @@ func (s *Session) clusterNewToken() *proto.Error {
 	return nil
 }
 
-// clusterClose frees the session's name and token, and a same-node
-// partner's record, in the directory before the partner is told.
+// clusterClose logs s out at once on this node; the directory work runs
+// on its own goroutine (Close is called on event loops), freeing the
+// session's name and token, and a same-node partner's record, before the
+// partner is told.
 func (s *Session) clusterClose(reason proto.Reason, undelivered int) {
 	h := s.hub
 	h.mu.Lock()
@@ -304,18 +340,21 @@ func (s *Session) clusterClose(reason proto.Reason, undelivered int) {
 			localPeer = p
 		}
 	}
+	h.cl.closing.Add(1)
 	h.mu.Unlock()
 
-	h.cl.dir.Unregister(s.key, token)
-	if localPeer != nil {
-		h.cl.dir.Release(localPeer.key, r.pairID)
-	}
-
-	h.mu.Lock()
-	h.clusterUnpairLocked(s, reason, undelivered)
-	h.closedMessages.Add(s.sentMessages.Load())
-	h.closedBytes.Add(s.sentBytes.Load())
-	h.mu.Unlock()
+	go func() {
+		defer h.cl.closing.Done()
+		h.cl.dir.Unregister(s.key, token)
+		if localPeer != nil {
+			h.cl.dir.Release(localPeer.key, r.pairID)
+		}
+		h.mu.Lock()
+		h.clusterUnpairLocked(s, reason, undelivered)
+		h.closedMessages.Add(s.sentMessages.Load())
+		h.closedBytes.Add(s.sentBytes.Load())
+		h.mu.Unlock()
+	}()
 }
 
 // RemotePaired pairs the session key of this node, whose token a user
