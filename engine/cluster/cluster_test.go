@@ -86,12 +86,22 @@ type testNode struct {
 
 func startNode(t *testing.T, r *redisServer, id string) *testNode {
 	t.Helper()
+	return startNodeWith(t, r, id, nil)
+}
+
+// startNodeWith is startNode with options edited first.
+func startNodeWith(t *testing.T, r *redisServer, id string, edit func(*Options)) *testNode {
+	t.Helper()
 	h := hub.New(hub.Options{})
-	n, err := Join(h, Options{
+	opts := Options{
 		RedisURL: r.url(),
 		NodeID:   id,
-		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
-	})
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)).Named(id),
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	n, err := Join(h, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,4 +421,50 @@ func TestPipedSession(t *testing.T) {
 	piped.Expect(`^\* you are pipey, your token is `)
 	piped.Expect(`^\* you are connected with alice$`)
 	piped.Expect(`^\* you are pipey, your token is `)
+}
+
+// TestSenderFull: when more is queued for another node than MaxQueue
+// allows, the pairing is cut with link_lost and the speaker is told how
+// many messages did not go; nothing is dropped without a word.
+func TestSenderFull(t *testing.T) {
+	r := startRedis(t)
+	a := startNodeWith(t, r, "a", func(o *Options) { o.MaxQueue = 1 })
+	b := startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+
+	const n = 2000
+	var lines strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&lines, "flood %d\n", i)
+	}
+	if _, err := alice.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	cut := alice.Expect(`^\* lost the link to bob's server; \d+ of your messages (was|were) not delivered; you are free to be joined again$`)
+	var undelivered int
+	fmt.Sscanf(cut[strings.Index(cut, "; ")+2:], "%d", &undelivered)
+
+	// bob got a prefix of the flood, in order, then the cut.
+	got := 0
+	for {
+		ev := bob.Next()
+		if ev["type"] == "peer_left" {
+			if ev["reason"] != "link_lost" {
+				t.Fatalf("bob: %v", ev)
+			}
+			break
+		}
+		if ev["type"] != "message" || ev["text"] != "flood "+strconv.Itoa(got) {
+			t.Fatalf("bob's message %d: %v", got, ev)
+		}
+		got++
+	}
+	if got+undelivered > n || undelivered == 0 {
+		t.Fatalf("bob got %d, alice told %d undelivered, of %d", got, undelivered, n)
+	}
+	t.Logf("delivered %d, cut with %d undelivered", got, undelivered)
 }

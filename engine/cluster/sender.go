@@ -147,7 +147,9 @@ type remoteOutbox struct {
 func (o *remoteOutbox) Deliver(ev *proto.Event) {
 	switch ev.Kind {
 	case proto.EvMessage:
-		if !o.s.add(false, frameMessage, o.pair, o.to, o.from, ev.Text, 0) {
+		// Once one message is refused, so is every later one until the
+		// cut: the partner gets a gapless prefix, never a hole.
+		if o.dropped.Load() > 0 || !o.s.add(false, frameMessage, o.pair, o.to, o.from, ev.Text, 0) {
 			if o.dropped.Add(1) == 1 {
 				o.s.n.requestCut(o.pair, o)
 			}
