@@ -359,9 +359,14 @@ func (n *Node) run() {
 			n.recover()
 			continue
 		}
-		if err := n.heartbeat(); err != nil {
+		lapsed, err := n.heartbeat()
+		if err == nil && lapsed {
+			err = errors.New("this node's lease had lapsed")
+		}
+		if err != nil {
 			n.linkLost("heartbeat", err)
 			n.goDown()
+			n.recover() // at once: a lapsed lease needs no wait
 			continue
 		}
 		n.check()
@@ -410,15 +415,21 @@ func (n *Node) goDown() {
 	}
 }
 
-func (n *Node) heartbeat() error {
+// heartbeat renews this node's lease. It reports whether the lease was
+// still there: if not, the node went unheard for longer than the lease
+// (a stall, or a Redis that restarted), the other nodes may have reaped
+// its users, and it must write them back.
+func (n *Node) heartbeat() (lapsed bool, err error) {
 	ctx, cancel := n.op()
 	defer cancel()
-	_, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	var had *redis.IntCmd
+	_, err = n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		had = p.Exists(ctx, n.leaseOf(n.id))
 		p.Set(ctx, n.leaseOf(n.id), "1", n.opts.LeaseTTL)
 		p.SAdd(ctx, n.nodesKey(), n.id)
 		return nil
 	})
-	return err
+	return err == nil && had.Val() == 0, err
 }
 
 // recover links the node to Redis again: it listens on its channel,
@@ -436,7 +447,7 @@ func (n *Node) recover() bool {
 		_ = ps.Close()
 		return false
 	}
-	if err := n.heartbeat(); err != nil {
+	if _, err := n.heartbeat(); err != nil {
 		_ = ps.Close()
 		return false
 	}
@@ -512,8 +523,8 @@ func loadScripts(ctx context.Context, rdb *redis.Client) error {
 
 // check finds dead nodes (no lease), reaps their users from the
 // directory, and tells this node's users paired with them that their
-// peer is gone; a node that had no listener but still holds its lease
-// lost its own link, and its pairings are cut with link_lost.
+// peer is gone; a node that had no listener for a batch but still holds
+// its lease lost its own link, and its pairings are cut with link_lost.
 func (n *Node) check() {
 	ctx, cancel := n.op()
 	defer cancel()
@@ -539,12 +550,8 @@ func (n *Node) check() {
 	}
 	pipe := n.rdb.Pipeline()
 	leases := make(map[string]*redis.IntCmd, len(nodes))
-	numsub := make(map[string]*redis.MapStringIntCmd)
 	for node := range nodes {
 		leases[node] = pipe.Exists(ctx, n.leaseOf(node))
-		if suspects[node] {
-			numsub[node] = pipe.PubSubNumSub(ctx, n.channelOf(node))
-		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		n.linkLost("check", err)
@@ -555,7 +562,9 @@ func (n *Node) check() {
 	for node, c := range leases {
 		if c.Val() == 0 {
 			dead[node] = true
-		} else if ns, ok := numsub[node]; ok && ns.Val()[n.channelOf(node)] == 0 {
+		} else if suspects[node] {
+			// Alive, but a batch reached nobody: it is lost, even if the
+			// node listens again by now, so its pairings end.
 			deaf[node] = true
 		}
 	}
@@ -639,7 +648,9 @@ func (n *Node) dispatch(batch []byte) {
 		case framePaired:
 			if !n.hub.RemotePaired(f.to, f.pair, f.a, string(f.b), src) {
 				// The holder logged out as it was claimed: the
-				// claimant's node frees its user and tells it.
+				// claimant's node frees its user and tells it, and the
+				// claim's mark on the holder's record goes.
+				n.Release(f.to, f.pair)
 				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonDisconnected), nil, 0)
 			}
 		case frameMessage:
@@ -655,7 +666,11 @@ func (n *Node) dispatch(batch []byte) {
 				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonLinkLost), nil, 0)
 			}
 		case frameLeft:
-			n.hub.RemoteLeft(f.to, f.pair, proto.Reason(f.a), int(f.n))
+			if !n.hub.RemoteLeft(f.to, f.pair, proto.Reason(f.a), int(f.n)) {
+				// A pairing this node never saw (its paired frame was
+				// lost with a link): only the claim marked the record.
+				n.Release(f.to, f.pair)
+			}
 		default:
 			n.log.Error("unknown frame kind", zap.String("from_node", src), zap.Int("kind", int(f.kind)))
 		}

@@ -280,11 +280,14 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	r.mu.Lock()
 	peer := r.other(s)
 	r.open = false
-	s.room.Store(nil)
 	if peer != nil {
-		peer.room.Store(nil)
+		// Told before its room is cleared: a Say racing this sees the
+		// room (and waits for its lock) until peer_left is queued, so
+		// the partner never reads not_paired before it.
 		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		peer.room.Store(nil)
 	}
+	s.room.Store(nil)
 	r.mu.Unlock()
 	h.rooms--
 	return peer
