@@ -297,14 +297,29 @@ func (n *Node) sender(node string) *sender {
 	s, ok := n.senders[node]
 	if !ok {
 		s = newSender(n, node)
+		ctx, stop := context.WithCancel(n.ctx)
+		s.stop = stop
 		n.senders[node] = s
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			s.run(n.ctx)
+			s.run(ctx)
 		}()
 	}
 	return s
+}
+
+// forgetSender stops the sender for a dead node. Node ids are new at
+// every start, so without this a long-lived node would keep one idle
+// goroutine for every node that ever restarted.
+func (n *Node) forgetSender(node string) {
+	n.mu.Lock()
+	s, ok := n.senders[node]
+	delete(n.senders, node)
+	n.mu.Unlock()
+	if ok {
+		s.stop()
+	}
 }
 
 // linkLost is called by whoever finds Redis unreachable. The node's own
@@ -574,6 +589,7 @@ func (n *Node) check() {
 		}
 		for node := range dead {
 			n.reap(node)
+			n.forgetSender(node)
 		}
 	}
 	if len(deaf) > 0 {

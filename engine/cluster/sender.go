@@ -21,6 +21,7 @@ type sender struct {
 	dest    string
 	channel string
 	wake    chan struct{}
+	stop    context.CancelFunc // ends run; the node is dead
 
 	mu    sync.Mutex
 	buf   []byte // the pending batch, header included; nil when empty
