@@ -67,7 +67,7 @@ type Node struct {
 	hub  *hub.Hub
 
 	up     atomic.Bool   // Redis reachable and this node registered in it
-	downCh chan struct{} // a goroutine saw the link fail
+	downCh chan struct{} // wakes run: the link failed, or a pairing is to be cut
 
 	mu       sync.Mutex
 	senders  map[string]*sender
