@@ -370,6 +370,7 @@ func TestValidationErrors(t *testing.T) {
 		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379"}, "cluster.redis"},
 		{"redis without host", map[string]string{"DUETD_CLUSTER_REDIS": "redis://"}, "cluster.redis"},
 		{"redis not a url", map[string]string{"DUETD_CLUSTER_REDIS": "redis://a b:%zz"}, "cluster.redis"},
+		{"accounts in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users"}, "auth.mode"},
 		// Values that cannot even be read as their type.
 		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
 		{"int fraction", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "1.5"}, "limits.message_burst"},
@@ -419,10 +420,14 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.WS.Listen = "[::1]:0" // two ephemeral ports do not collide
 	c.Admin.Listen = "localhost:65535"
 	c.Limits.MaxText = c.Limits.MaxLine
-	c.Auth.Mode = "accounts"
-	c.Auth.UsersFile = "/etc/duetd/users"
 	c.Cluster.Redis = "rediss://:secret@redis.internal:6380/2"
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Cluster.Redis = ""
+	c.Auth.Mode = "accounts"
+	c.Auth.UsersFile = "/etc/duetd/users"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

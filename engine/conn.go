@@ -65,6 +65,7 @@ type conn struct {
 	lastBatch    int       // relayed messages in the last batch handed to gnet
 
 	drainingInput bool         // onClose is using up held-back input; do not pause
+	awaiting      bool         // a command is with the cluster directory (directory.go); input waits
 	closing       bool         // close once the output is flushed
 	closeReason   proto.Reason // what the partner is told; "" means disconnected
 	closed        bool
@@ -102,6 +103,10 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
 	if cn.holdingConnect() {
+		return gnet.None
+	}
+	if cn.awaiting {
+		cn.disarmRead() // gnet re-armed it after a write; keep waiting
 		return gnet.None
 	}
 	rearm := false
@@ -189,6 +194,9 @@ func (cn *conn) tell(err *proto.Error) {
 // handle carries out one command: the one place both protocols meet.
 func (cn *conn) handle(cmd *proto.Command) {
 	if !cn.admit(cmd) {
+		return
+	}
+	if cn.offLoop(cmd) {
 		return
 	}
 	if cn.sess == nil {
@@ -461,7 +469,7 @@ func (cn *conn) onClose(err error) {
 	// Commands that arrived before the end but were held back by a pause
 	// still count: a file piped through netcat ends with end-of-file right
 	// after its last line. Their number is bounded by the pause itself.
-	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP {
+	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting {
 		cn.paused, cn.closing = false, false
 		cn.drainingInput = true
 		cn.readInput()

@@ -48,6 +48,10 @@ type Hub struct {
 	// Counters of sessions already closed; live sessions keep their own.
 	closedMessages atomic.Uint64
 	closedBytes    atomic.Uint64
+
+	// cl is set in cluster mode (see cluster.go); nil keeps everything in
+	// this process, as a single node.
+	cl *clusterState
 }
 
 // New returns an empty hub.
@@ -125,6 +129,8 @@ type room struct {
 	mu   sync.Mutex
 	a, b *Session // a sent connect, b held the token
 	open bool
+
+	pairID uint64 // cluster mode: the pairing's cluster-wide number
 }
 
 func (r *room) other(s *Session) *Session {
@@ -145,6 +151,9 @@ func fold(name string) string { return strings.ToLower(name) }
 func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 	if !proto.ValidName(name) {
 		return nil, proto.ErrBadName
+	}
+	if h.cl != nil {
+		return h.clusterLogin(name, out)
 	}
 	s := &Session{hub: h, name: string(name), out: out}
 	s.key = fold(s.name)
@@ -182,6 +191,9 @@ func (s *Session) Connect(token []byte) *proto.Error {
 		return proto.ErrBadToken
 	}
 	h := s.hub
+	if h.cl != nil {
+		return s.clusterConnect(t)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.closed {
@@ -246,6 +258,9 @@ func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
 // and both are free to be joined again.
 func (s *Session) Leave() *proto.Error {
 	h := s.hub
+	if h.cl != nil {
+		return s.clusterLeave()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	peer := h.unpairLocked(s, proto.ReasonLeft, 0)
@@ -265,11 +280,14 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	r.mu.Lock()
 	peer := r.other(s)
 	r.open = false
-	s.room.Store(nil)
 	if peer != nil {
-		peer.room.Store(nil)
+		// Told before its room is cleared: a Say racing this sees the
+		// room (and waits for its lock) until peer_left is queued, so
+		// the partner never reads not_paired before it.
 		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		peer.room.Store(nil)
 	}
+	s.room.Store(nil)
 	r.mu.Unlock()
 	h.rooms--
 	return peer
@@ -288,6 +306,9 @@ func (s *Session) Who() {
 // shared too widely stops working. A current pairing is not affected.
 func (s *Session) NewToken() *proto.Error {
 	h := s.hub
+	if h.cl != nil {
+		return s.clusterNewToken()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.closed {
@@ -306,6 +327,10 @@ func (s *Session) NewToken() *proto.Error {
 // idempotent.
 func (s *Session) Close(reason proto.Reason, undelivered int) {
 	h := s.hub
+	if h.cl != nil {
+		s.clusterClose(reason, undelivered)
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closeLocked(s, reason, undelivered)

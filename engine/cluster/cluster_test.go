@@ -1,0 +1,518 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+	"duet/engine/hub"
+)
+
+// redisServer is a throwaway redis-server on a loopback port, with no
+// persistence, so a restart forgets everything as a crashed Redis would.
+type redisServer struct {
+	t    testing.TB
+	port string
+	cmd  *exec.Cmd
+}
+
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server not found and DUET_REQUIRE_REDIS=1")
+		}
+		t.Skip("redis-server not installed; cluster tests skipped (scripts/deps.sh installs it)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	r := &redisServer{t: t, port: port}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", "--port", r.port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	defer c.Close()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			r.t.Fatal("redis-server did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills Redis outright, as a crash would.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// testNode is one duetd node: a hub, its cluster node and an engine.
+type testNode struct {
+	*Node
+	*enginetest.Daemon
+}
+
+func startNode(t *testing.T, r *redisServer, id string) *testNode {
+	t.Helper()
+	return startNodeWith(t, r, id, nil)
+}
+
+// startNodeWith is startNode with options edited first.
+func startNodeWith(t *testing.T, r *redisServer, id string, edit func(*Options)) *testNode {
+	t.Helper()
+	h := hub.New(hub.Options{})
+	opts := Options{
+		RedisURL: r.url(),
+		NodeID:   id,
+		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
+		// Test machines are often loaded: a generous lease and round
+		// trip keep a slow moment from looking like a failure. Tests of
+		// the bounds themselves use the defaults.
+		LeaseTTL:  10 * time.Second,
+		OpTimeout: 3 * time.Second,
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	n, err := Join(h, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(enginetest.Timeout)
+	for !n.Up() {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s did not link to Redis", id)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Registered first, so it runs after the engine's shutdown.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Hub = h
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
+	})
+	return &testNode{Node: n, Daemon: d}
+}
+
+const (
+	roomFull    = `^! room_full: Room is Full`
+	unavailable = `^! unavailable: `
+)
+
+// TestCrossNodeChat pairs a netcat user on one node with a browser user
+// on another, and relays 5,000 messages each way, in order.
+func TestCrossNodeChat(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	if ev := bob.Expect("paired"); ev["peer"] != "alice" || ev["initiator"] != true {
+		t.Fatalf("bob paired: %v", ev)
+	}
+
+	const n = 5000
+	var lines strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&lines, "from alice %d\n", i)
+	}
+	alice.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := alice.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		bob.Say("from bob " + strconv.Itoa(i))
+	}
+	for i := 0; i < n; i++ {
+		ev := bob.Expect("message")
+		if want := "from alice " + strconv.Itoa(i); ev["from"] != "alice" || ev["text"] != want {
+			t.Fatalf("bob's message %d: %v, want %q", i, ev, want)
+		}
+	}
+	for i := 0; i < n; i++ {
+		alice.Expect(`^<bob> from bob ` + strconv.Itoa(i) + `$`)
+	}
+
+	// Same-node pairs on a cluster node talk as on a single node.
+	carol := b.DialLine(t).Login("carol")
+	dave := b.DialLine(t).Login("dave")
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+	dave.Send("hi carol")
+	carol.Expect(`^<dave> hi carol$`)
+
+	// A name is unique across the cluster, in any case.
+	dup := a.DialLine(t)
+	dup.Send("/login Bob")
+	dup.Expect(`^! name_taken: `)
+}
+
+// TestRaceForOneToken has 50 users on three nodes connect to one token
+// at once: exactly one wins, every other one is told Room is Full.
+func TestRaceForOneToken(t *testing.T) {
+	r := startRedis(t)
+	nodes := []*testNode{startNode(t, r, "n0"), startNode(t, r, "n1"), startNode(t, r, "n2")}
+	owner := nodes[0].DialLine(t).Login("owner")
+
+	const racers = 50
+	clients := make([]*enginetest.LineClient, racers)
+	for i := range clients {
+		clients[i] = nodes[i%3].DialLine(t).Login(fmt.Sprintf("racer%d", i))
+	}
+	start := make(chan struct{})
+	errs := make(chan error, racers)
+	for _, c := range clients {
+		go func() {
+			<-start
+			_, err := c.Conn.Write([]byte("/connect " + owner.Token + "\n"))
+			errs <- err
+		}()
+	}
+	close(start)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	winner := -1
+	for i, c := range clients {
+		s := c.Line()
+		switch {
+		case s == "* you are connected with owner":
+			if winner >= 0 {
+				t.Fatalf("racer%d and racer%d both won", winner, i)
+			}
+			winner = i
+		case strings.HasPrefix(s, "! room_full: Room is Full"):
+		default:
+			t.Fatalf("racer%d: %q", i, s)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("nobody won")
+	}
+	owner.Expect(fmt.Sprintf(`^\* racer%d is connected$`, winner))
+	clients[winner].Send("I won")
+	owner.Expect(fmt.Sprintf(`^<racer%d> I won$`, winner))
+}
+
+// TestLeaveFreesAcrossNodes: a leave or quit on one node frees the user
+// on the other, and a quit frees the name cluster-wide.
+func TestLeaveFreesAcrossNodes(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	carol := b.DialLine(t).Login("carol")
+
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(roomFull)
+
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	alice.Expect(`^\* bob left; you are free to be joined again$`)
+
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* carol is connected$`)
+	alice.Send("hello carol")
+	carol.Expect(`^<alice> hello carol$`)
+
+	alice.Send("/quit")
+	alice.Expect(`^\* bye`)
+	carol.Expect(`^\* alice left; you are free to be joined again$`)
+	again := b.DialLine(t).Login("alice")
+	bob.Send("/connect " + again.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	again.Expect(`^\* bob is connected$`)
+}
+
+// deathBound is the stated bound for telling a dead node's partners:
+// the lease outlives the last renewal by LeaseTTL, and the other nodes
+// look every Heartbeat (docs/CLUSTER.md).
+const deathBound = 3*time.Second + time.Second
+
+// TestNodeDeath stops a node as a crash would, leaving Redis as it was:
+// its user's partner on another node is told within the bound, and the
+// dead node's user's name and the partner are free again.
+func TestNodeDeath(t *testing.T) {
+	r := startRedis(t)
+	defaults := func(o *Options) { o.LeaseTTL = 0 }
+	a, b := startNodeWith(t, r, "a", defaults), startNodeWith(t, r, "b", defaults)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+
+	died := time.Now()
+	b.halt()
+	alice.Expect(`^\* bob disconnected; you are free to be joined again$`)
+	took := time.Since(died)
+	t.Logf("told after %v", took)
+	// The margin is for a loaded test machine's scheduling, not design.
+	if took > deathBound+time.Second {
+		t.Fatalf("alice told after %v, bound is %v", took, deathBound)
+	}
+
+	carol := a.DialLine(t).Login("carol")
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* carol is connected$`)
+
+	// bob's name was reaped with its node.
+	a.DialLine(t).Login("bob")
+}
+
+// TestRedisDown kills Redis under a running cluster and brings it back:
+// cross-node pairs are told the link is lost, same-node pairs go on,
+// logins and connects answer unavailable, and the nodes recover by
+// themselves once Redis is back.
+func TestRedisDown(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	carol := a.DialLine(t).Login("carol")
+	dave := a.DialLine(t).Login("dave")
+	frank := a.DialLine(t).Login("frank")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+
+	r.stop()
+	alice.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
+	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "link_lost" {
+		t.Fatalf("bob: %v", ev)
+	}
+	dave.Send("still here")
+	carol.Expect(`^<dave> still here$`)
+	carol.Send("so am I")
+	dave.Expect(`^<carol> so am I$`)
+
+	erin := a.DialLine(t)
+	erin.Send("/login erin")
+	erin.Expect(unavailable)
+	frank.Send("/connect " + alice.Token)
+	frank.Expect(unavailable)
+	bob.Connect(alice.Token)
+	bob.ExpectError("unavailable")
+
+	r.start()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for !a.Up() || !b.Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("nodes did not recover")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Everyone was written back: names are still taken, the same-node
+	// pair is still a pair, and cross-node pairing works again.
+	erin.Login("erin")
+	dup := b.DialLine(t)
+	dup.Send("/login frank")
+	dup.Expect(`^! name_taken: `)
+	dup.Login("gina")
+	dup.Send("/connect " + carol.Token)
+	dup.Expect(roomFull)
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	alice.Send("welcome back")
+	if ev := bob.Expect("message"); ev["text"] != "welcome back" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("thanks")
+	alice.Expect(`^<bob> thanks$`)
+	dave.Send("and we never stopped")
+	carol.Expect(`^<dave> and we never stopped$`)
+}
+
+// TestGracefulShutdown: a node that shuts down tells its users' partners
+// on other nodes why, after their last messages, and leaves nothing
+// behind in Redis.
+func TestGracefulShutdown(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	bob.Send("last words")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Daemon.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Node.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Expect(`^<bob> last words$`)
+	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
+
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	defer c.Close()
+	keys, err := c.Keys(ctx, "duet:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.Contains(k, "bob") || strings.HasSuffix(k, ":b") {
+			t.Errorf("left behind: %s", k)
+		}
+	}
+}
+
+// TestPipedSession sends a whole session through netcat at once, ending
+// with end-of-file: the commands that wait on the directory hold the
+// rest back, and everything arrives, in order.
+func TestPipedSession(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	piped := b.DialLine(t)
+	script := "/login pipey\n/connect " + alice.Token + "\nhello alice\n/newtoken\nstill me\n"
+	if _, err := piped.Conn.Write([]byte(script)); err != nil {
+		t.Fatal(err)
+	}
+	piped.Conn.(*net.TCPConn).CloseWrite()
+	alice.Expect(`^\* pipey is connected$`)
+	alice.Expect(`^<pipey> hello alice$`)
+	alice.Expect(`^<pipey> still me$`)
+	alice.Expect(`^\* pipey disconnected; you are free to be joined again$`)
+	piped.Expect(`^\* you are pipey, your token is `)
+	piped.Expect(`^\* you are connected with alice$`)
+	piped.Expect(`^\* you are pipey, your token is `)
+}
+
+// TestSenderFull: when more is queued for another node than MaxQueue
+// allows, the pairing is cut with link_lost and the speaker is told how
+// many messages did not go; nothing is dropped without a word.
+func TestSenderFull(t *testing.T) {
+	r := startRedis(t)
+	a := startNodeWith(t, r, "a", func(o *Options) { o.MaxQueue = 1 })
+	b := startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+
+	const n = 2000
+	var lines strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&lines, "flood %d\n", i)
+	}
+	if _, err := alice.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	cut := alice.Expect(`^\* lost the link to bob's server; \d+ of your messages (was|were) not delivered; you are free to be joined again$`)
+	var undelivered int
+	fmt.Sscanf(cut[strings.Index(cut, "; ")+2:], "%d", &undelivered)
+
+	// bob got a prefix of the flood, in order, then the cut.
+	got := 0
+	for {
+		ev := bob.Next()
+		if ev["type"] == "peer_left" {
+			if ev["reason"] != "link_lost" {
+				t.Fatalf("bob: %v", ev)
+			}
+			break
+		}
+		if ev["type"] != "message" || ev["text"] != "flood "+strconv.Itoa(got) {
+			t.Fatalf("bob's message %d: %v", got, ev)
+		}
+		got++
+	}
+	if got+undelivered > n || undelivered == 0 {
+		t.Fatalf("bob got %d, alice told %d undelivered, of %d", got, undelivered, n)
+	}
+	t.Logf("delivered %d, cut with %d undelivered", got, undelivered)
+}
+
+// TestLeaseLapse: a node whose lease lapsed (a long stall looks like
+// this to the others) is reaped by them, notices at its next heartbeat,
+// and writes its users back by itself.
+func TestLeaseLapse(t *testing.T) {
+	r := startRedis(t)
+	defaults := func(o *Options) { o.LeaseTTL = 0 }
+	a, b := startNodeWith(t, r, "a", defaults), startNodeWith(t, r, "b", defaults)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	defer c.Close()
+	if err := c.Del(context.Background(), "duet:lease:a").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// a notices at its next heartbeat, within a second, and writes
+	// alice back; b may reap her first, and then she is written back.
+	ctx := context.Background()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatal("alice was never written back")
+		}
+		lease, _ := c.Exists(ctx, "duet:lease:a").Result()
+		node, _ := c.HGet(ctx, "duet:user:alice", "node").Result()
+		if lease == 1 && node == "a" && a.Up() {
+			break
+		}
+	}
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	alice.Send("back again")
+	bob.Expect(`^<alice> back again$`)
+}

@@ -1,0 +1,165 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"duet/proto"
+)
+
+// sender carries this node's events for one other node. Deliver on a
+// remote partner's outbox appends a frame to the pending batch under a
+// short lock and never waits for Redis; the sender's goroutine publishes
+// the whole batch at once, so a burst costs one round trip, and batches
+// go out one after another, which keeps every pairing's events in order.
+type sender struct {
+	n       *Node
+	dest    string
+	channel string
+	wake    chan struct{}
+	stop    context.CancelFunc // ends run; the node is dead
+
+	mu    sync.Mutex
+	buf   []byte // the pending batch, header included; nil when empty
+	spare []byte
+	busy  bool // a batch is being published
+}
+
+func newSender(n *Node, dest string) *sender {
+	return &sender{n: n, dest: dest, channel: n.channelOf(dest), wake: make(chan struct{}, 1)}
+}
+
+// add appends one frame. A message (not control) is refused once the
+// pending batch holds maxQueue bytes: the node cannot keep up with what
+// its users say to that node, and the pairing is cut rather than
+// buffered without bound. Control frames are small and always taken, so
+// the other side is always told.
+func (s *sender) add(control bool, kind byte, pair uint64, to, a string, b []byte, n uint64) bool {
+	s.mu.Lock()
+	if !control && len(s.buf) >= s.n.opts.MaxQueue {
+		s.mu.Unlock()
+		return false
+	}
+	if s.buf == nil {
+		s.buf = appendStr(s.spare[:0], s.n.id)
+		s.spare = nil
+	}
+	s.buf = appendFrame(s.buf, kind, pair, to, a, b, n)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (s *sender) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.flush(ctx)
+	}
+}
+
+// flush publishes the pending batch.
+func (s *sender) flush(ctx context.Context) {
+	s.mu.Lock()
+	b := s.buf
+	s.buf = nil
+	s.busy = b != nil
+	s.mu.Unlock()
+	if b == nil {
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		if cap(b) <= 1<<20 {
+			s.spare = b[:0]
+		}
+		s.busy = false
+		s.mu.Unlock()
+	}()
+	if !s.n.up.Load() {
+		// The link is down: the pairings these frames belong to are
+		// being cut and their users told link_lost.
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.n.opts.OpTimeout)
+	defer cancel()
+	receivers, err := s.n.rdb.Publish(ctx, s.channel, b).Result()
+	if err != nil {
+		s.n.linkLost("publish", err)
+		return
+	}
+	if receivers == 0 {
+		// Nobody listens on that node's channel: it died, or lost its
+		// own link to Redis. The next check finds out which and tells
+		// the users paired with it.
+		s.n.suspect(s.dest)
+	}
+}
+
+// drain waits until everything queued so far has been published, or ctx
+// ends.
+func (s *sender) drain(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		empty := s.buf == nil && !s.busy
+		s.mu.Unlock()
+		if empty || ctx.Err() != nil || s.n.ctx.Err() != nil {
+			return
+		}
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// discard drops what is pending; used when the link is lost.
+func (s *sender) discard() {
+	s.mu.Lock()
+	s.buf = nil
+	s.mu.Unlock()
+}
+
+// remoteOutbox is the hub.Outbox of a partner on another node: it turns
+// the hub's events for that partner into frames for its node.
+type remoteOutbox struct {
+	s    *sender
+	to   string // the partner's key
+	from string // the key of the session here it is paired with
+	pair uint64
+
+	// dropped counts messages refused because the sender was full; the
+	// first one asks the node to cut the pairing.
+	dropped atomic.Int64
+}
+
+// Deliver implements hub.Outbox. It runs under hub locks and only queues.
+func (o *remoteOutbox) Deliver(ev *proto.Event) {
+	switch ev.Kind {
+	case proto.EvMessage:
+		// Once one message is refused, so is every later one until the
+		// cut: the partner gets a gapless prefix, never a hole.
+		if o.dropped.Load() > 0 || !o.s.add(false, frameMessage, o.pair, o.to, o.from, ev.Text, 0) {
+			if o.dropped.Add(1) == 1 {
+				o.s.n.requestCut(o.pair, o)
+			}
+		}
+	case proto.EvPaired:
+		o.s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), 0)
+	case proto.EvPeerLeft:
+		o.s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
+	default:
+		o.s.n.log.Debug("event with no meaning for a remote partner", zap.Stringer("kind", ev.Kind))
+	}
+}

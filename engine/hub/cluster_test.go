@@ -1,0 +1,239 @@
+package hub
+
+import (
+	"sync"
+	"testing"
+
+	"duet/proto"
+)
+
+// fakeDirectory is an in-memory Directory for node "here": tokens it
+// was told of, plus holders on other nodes a test adds, and a record of
+// what the hub released.
+type fakeDirectory struct {
+	mu       sync.Mutex
+	down     bool
+	names    map[string]bool
+	holders  map[proto.Token]Claim // token -> its holder
+	paired   map[string]bool
+	released []string
+	remote   map[string]*recorder // outboxes handed out, by partner key
+	nextPair uint64
+}
+
+func newFakeDirectory() *fakeDirectory {
+	return &fakeDirectory{
+		names:   make(map[string]bool),
+		holders: make(map[proto.Token]Claim),
+		paired:  make(map[string]bool),
+		remote:  make(map[string]*recorder),
+	}
+}
+
+func (d *fakeDirectory) NodeID() string { return "here" }
+
+func (d *fakeDirectory) Register(name, key string, token proto.Token) *proto.Error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.down {
+		return proto.ErrUnavailable
+	}
+	if d.names[key] {
+		return proto.ErrNameTaken
+	}
+	d.names[key] = true
+	d.holders[token] = Claim{PeerKey: key, PeerName: name, PeerNode: "here"}
+	return nil
+}
+
+func (d *fakeDirectory) Unregister(key string, token proto.Token) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.names, key)
+	delete(d.holders, token)
+}
+
+func (d *fakeDirectory) Retoken(key string, old, fresh proto.Token) *proto.Error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.holders[fresh] = d.holders[old]
+	delete(d.holders, old)
+	return nil
+}
+
+func (d *fakeDirectory) Claim(key string, token proto.Token) (Claim, *proto.Error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.down {
+		return Claim{}, proto.ErrUnavailable
+	}
+	c, ok := d.holders[token]
+	if !ok {
+		return Claim{}, proto.ErrUnknownToken
+	}
+	if d.paired[c.PeerKey] {
+		return Claim{}, proto.ErrRoomFull
+	}
+	d.nextPair++
+	c.PairID = d.nextPair
+	d.paired[key], d.paired[c.PeerKey] = true, true
+	return c, nil
+}
+
+func (d *fakeDirectory) Release(key string, pairID uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.paired, key)
+	d.released = append(d.released, key)
+}
+
+func (d *fakeDirectory) Remote(node, key, from string, pairID uint64) Outbox {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := &recorder{}
+	d.remote[key] = r
+	return r
+}
+
+func (d *fakeDirectory) addRemoteHolder(name string) proto.Token {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := proto.NewToken()
+	d.holders[t] = Claim{PeerKey: name, PeerName: name, PeerNode: "there"}
+	return t
+}
+
+func TestClusterLoginConsultsDirectory(t *testing.T) {
+	h := New(Options{})
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	login(t, h, "alice")
+
+	d.mu.Lock()
+	d.names["bob"] = true // bob is online on another node
+	d.mu.Unlock()
+	_, err := h.Login([]byte("Bob"), &recorder{})
+	mustErr(t, err, proto.ErrNameTaken)
+
+	d.mu.Lock()
+	d.down = true
+	d.mu.Unlock()
+	_, err = h.Login([]byte("carol"), &recorder{})
+	mustErr(t, err, proto.ErrUnavailable)
+	if st := h.Stats(); st.Users != 1 {
+		t.Fatalf("a refused login is still held here: %+v", st)
+	}
+}
+
+func TestClusterRemotePairing(t *testing.T) {
+	h := New(Options{})
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	alice := login(t, h, "alice")
+	bobToken := d.addRemoteHolder("bob")
+
+	if err := alice.Connect([]byte(bobToken.String())); err != nil {
+		t.Fatal(err)
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvPaired || ev.Peer != "bob" || !ev.Initiator {
+		t.Fatalf("alice: %+v", ev)
+	}
+	toBob := d.remote["bob"]
+	if ev := toBob.last(t); ev.Kind != proto.EvPaired || ev.Peer != "alice" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+
+	// Say goes to the stub's outbox, as to any partner.
+	if _, err := alice.Say([]byte("hi bob")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := toBob.last(t); ev.Kind != proto.EvMessage || ev.From != "alice" || string(ev.Text) != "hi bob" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	// What bob's node sends arrives as bob's.
+	if !h.RemoteMessage("alice", 1, []byte("hi alice")) {
+		t.Fatal("message for a live pairing refused")
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvMessage || ev.From != "bob" || string(ev.Text) != "hi alice" {
+		t.Fatalf("alice: %+v", ev)
+	}
+	if h.RemoteMessage("alice", 2, []byte("stray")) {
+		t.Fatal("message for another pairing delivered")
+	}
+	if got := h.RemoteNodes(); len(got) != 1 || got[0] != "there" {
+		t.Fatalf("remote nodes: %v", got)
+	}
+
+	// bob leaves on his node: alice is freed in the directory, then told.
+	if !h.RemoteLeft("alice", 1, proto.ReasonLeft, 0) {
+		t.Fatal("leave for a live pairing refused")
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Peer != "bob" || ev.Reason != proto.ReasonLeft {
+		t.Fatalf("alice: %+v", ev)
+	}
+	if d.paired["alice"] {
+		t.Fatal("alice still paired in the directory")
+	}
+	if _, err := alice.Say([]byte("anyone?")); err != proto.ErrNotPaired {
+		t.Fatalf("say after leave: %v", err)
+	}
+}
+
+func TestClusterCutRemote(t *testing.T) {
+	h := New(Options{})
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	alice, carol, dave := login(t, h, "alice"), login(t, h, "carol"), login(t, h, "dave")
+	if err := alice.Connect([]byte(d.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.Connect(tok(carol.Session)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.take()
+
+	cuts := h.CutRemote(func(string) bool { return true }, proto.ReasonLinkLost)
+	if len(cuts) != 1 || cuts[0].Key != "alice" || cuts[0].PeerKey != "bob" || cuts[0].Node != "there" {
+		t.Fatalf("cuts: %+v", cuts)
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonLinkLost {
+		t.Fatalf("alice: %+v", ev)
+	}
+	// The same-node pair is untouched.
+	if _, err := dave.Say([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := carol.box.last(t); ev.Kind != proto.EvMessage || string(ev.Text) != "still here" {
+		t.Fatalf("carol: %+v", ev)
+	}
+	regs := h.Registrations()
+	paired := 0
+	for _, r := range regs {
+		if r.PeerKey != "" {
+			paired++
+		}
+	}
+	if len(regs) != 3 || paired != 2 {
+		t.Fatalf("registrations: %+v", regs)
+	}
+}
+
+// BenchmarkSayCluster is BenchmarkSay for a same-node pair on a cluster
+// node: the relay path is the single-node one.
+func BenchmarkSayCluster(b *testing.B) {
+	h := New(Options{})
+	h.SetDirectory(newFakeDirectory())
+	a, _ := h.Login([]byte("alice"), discard{})
+	bb, _ := h.Login([]byte("bob"), discard{})
+	if err := a.Connect([]byte(bb.Token().String())); err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.Say(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
