@@ -167,8 +167,7 @@ func main() {
 	}{{"bare gnet relay (ceiling)", bare}, {"goroutine-per-connection relay, one write per message", gor}, {"goroutine-per-connection relay, batched writes", gorb}, {"duetd, line protocol", tcp}, {"duetd, WebSocket JSON", ws}, {"duetd, line to WebSocket", mix}, {"bare relay, 1 in flight (100 pairs)", lb}, {"duetd, 1 in flight (100 pairs)", ld}} {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f |\n", row.name, row.r.Relay.MessagesPerSecond, row.r.Relay.Latency.P50, row.r.Relay.Latency.P99, row.r.Relay.Latency.P999)
 	}
-	fmt.Fprintf(&b, "\n## Commands\n\nEach server runs on loopback (duetd with `--tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080`,\n`duet-bench bare-relay -listen 127.0.0.1:17071`, `duet-bench goroutine-relay -listen 127.0.0.1:17072`,
-`duet-bench goroutine-relay -batch -listen 127.0.0.1:17073`), then:\n\n```\n")
+	fmt.Fprintf(&b, "\n## Commands\n\nEach server runs on loopback (duetd with `--tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080`,\n`duet-bench bare-relay -listen 127.0.0.1:17071`, `duet-bench goroutine-relay -listen 127.0.0.1:17072`,\n`duet-bench goroutine-relay -batch -listen 127.0.0.1:17073`), then:\n\n```\n")
 	for _, name := range order {
 		fmt.Fprintf(&b, "%-14s %s\n", name, cmds[name])
 	}
