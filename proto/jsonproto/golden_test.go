@@ -1,190 +1,21 @@
 package jsonproto
 
 import (
-	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
-	"unicode/utf8"
 
-	"duet/proto"
+	"duet/proto/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata from the current output")
 
-// The golden file format and its helpers are shared with
-// proto/line/golden_test.go; keep the two in step.
-//
-// A golden file is a transcript: input lines, each followed by the output
-// it produces. The format, line by line:
-//
-//	# comment            kept as is
-//	## title             starts a new case (state, such as a Framer, resets)
-//	max N                a setting for the case
-//	< text               input, as written (no leading or trailing blanks, no control characters)
-//	<q "text"            input, Go-quoted
-//	> text               expected output, as written
-//	>q "text"            expected output, Go-quoted
-//
-// Output lines are what the test checks, and what -update rewrites.
-
-// goldenHandler is called for each setting line (input == nil) and each
-// input line of a golden file, and returns the output lines.
-type goldenHandler func(setting string, input []byte) []string
-
-func runGolden(t *testing.T, path string, handle goldenHandler) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	var want, got []string
-	inputLine := 0
-	flush := func() {
-		for i := range max(len(want), len(got)) {
-			var w, g string
-			if i < len(want) {
-				w = want[i]
-			}
-			if i < len(got) {
-				g = got[i]
-			}
-			if w != g {
-				t.Errorf("%s:%d: output %d:\n got  %s\n want %s", path, inputLine, i+1, g, w)
-			}
-		}
-		want, got = nil, nil
-	}
-	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	for n, l := range lines {
-		switch {
-		case strings.HasPrefix(l, ">"):
-			want = append(want, l)
-			continue
-		case strings.HasPrefix(l, "<"):
-			flush()
-			inputLine = n + 1
-			input, err := parseGoldenText(strings.TrimPrefix(l, "<"))
-			if err != nil {
-				t.Fatalf("%s:%d: %v", path, n+1, err)
-			}
-			out.WriteString(l + "\n")
-			for _, o := range handle("", input) {
-				got = append(got, formatGoldenText(">", []byte(o)))
-				out.WriteString(got[len(got)-1] + "\n")
-			}
-		case l == "" || strings.HasPrefix(l, "# ") || l == "#":
-			flush()
-			out.WriteString(l + "\n")
-		default:
-			flush()
-			handle(l, nil)
-			out.WriteString(l + "\n")
-		}
-	}
-	flush()
-	if *update {
-		t.Logf("rewriting %s", path)
-		if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// parseGoldenText reads what follows '<' or '>': " text" or "q \"quoted\"".
-func parseGoldenText(s string) ([]byte, error) {
-	switch {
-	case strings.HasPrefix(s, "q "):
-		u, err := strconv.Unquote(s[2:])
-		return []byte(u), err
-	case strings.HasPrefix(s, " "):
-		return []byte(s[1:]), nil
-	case s == "":
-		return []byte{}, nil
-	}
-	return nil, fmt.Errorf("malformed golden line %q", s)
-}
-
-// formatGoldenText writes b after mark as is when that is unambiguous,
-// and Go-quoted otherwise.
-func formatGoldenText(mark string, b []byte) string {
-	plain := len(b) > 0 && utf8.Valid(b) && b[0] != ' ' && b[len(b)-1] != ' '
-	for _, r := range string(b) {
-		plain = plain && r >= 0x20 && r != 0x7f && !(r >= 0x80 && r <= 0x9f)
-	}
-	if plain {
-		return mark + " " + string(b)
-	}
-	return mark + "q " + strconv.Quote(string(b))
-}
-
-// eventSpec is how golden files write an Event: JSON, with the fields'
-// lowercase names, the token in hex and the error by its code.
-type eventSpec struct {
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-	Token     string `json:"token"`
-	Peer      string `json:"peer"`
-	From      string `json:"from"`
-	Text      string `json:"text"`
-	Initiator bool   `json:"initiator"`
-	Reason    string `json:"reason"`
-	Count     int    `json:"count"`
-	Err       string `json:"err"`
-	Auth      string `json:"auth"`
-}
-
-func parseEventSpec(t *testing.T, spec []byte) *proto.Event {
-	t.Helper()
-	var s eventSpec
-	dec := json.NewDecoder(bytes.NewReader(spec))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		t.Fatalf("event %s: %v", spec, err)
-	}
-	ev := &proto.Event{
-		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator,
-		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
-	}
-	if s.Text != "" {
-		ev.Text = []byte(s.Text)
-	}
-	for k := proto.EvNone; k <= proto.EvNotice; k++ {
-		if k.String() == s.Kind {
-			ev.Kind = k
-		}
-	}
-	if ev.Kind == proto.EvNone && s.Kind != "none" {
-		t.Fatalf("event %s: unknown kind", spec)
-	}
-	if s.Token != "" {
-		if _, err := hex.Decode(ev.Token[:], []byte(s.Token)); err != nil {
-			t.Fatalf("event %s: %v", spec, err)
-		}
-	}
-	if s.Err != "" {
-		for _, e := range proto.Errors {
-			if e.Code == s.Err && ev.Err == nil { // the first error with the code is its usual text
-				ev.Err = e
-			}
-		}
-		if ev.Err == nil {
-			t.Fatalf("event %s: unknown error code", spec)
-		}
-	}
-	return ev
-}
+// The golden file format is described in proto/internal/golden.
 
 // TestGoldenDecode decodes client messages, one frame per input line.
 func TestGoldenDecode(t *testing.T) {
 	var d Decoder
-	runGolden(t, "testdata/decode.txt", func(setting string, input []byte) []string {
+	golden.Run(t, "testdata/decode.txt", *update, func(setting string, input []byte) []string {
 		if input == nil {
 			return nil
 		}
@@ -194,11 +25,11 @@ func TestGoldenDecode(t *testing.T) {
 
 // TestGoldenEvents renders events, one frame per output line.
 func TestGoldenEvents(t *testing.T) {
-	runGolden(t, "testdata/events.txt", func(setting string, input []byte) []string {
+	golden.Run(t, "testdata/events.txt", *update, func(setting string, input []byte) []string {
 		if input == nil {
 			return nil
 		}
-		out := AppendEvent(nil, parseEventSpec(t, input))
+		out := AppendEvent(nil, golden.ParseEvent(t, input))
 		if len(out) == 0 {
 			return []string{"(nothing)"}
 		}
