@@ -111,6 +111,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("bad configuration", zap.Error(err))
 		return 2
 	}
+	// Catch signals before the listeners open: a SIGHUP that arrives as
+	// soon as the daemon says it is listening (systemctl reload right
+	// after start) must reload, not kill it.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
 	if err := srv.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
@@ -126,9 +132,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer ops.stop()
 
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(signals)
 	for {
 		select {
 		case err := <-srv.Done():
