@@ -5,30 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"duet/proto"
+	"duet/proto/internal/golden"
 )
-
-// formatCommand renders a decoding result on one line, for tables and
-// golden files: the op, then the fields that op carries, quoted.
-func formatCommand(cmd proto.Command, err *proto.Error) string {
-	if err != nil {
-		return "error " + err.Code
-	}
-	var b strings.Builder
-	b.WriteString(cmd.Op.String())
-	switch cmd.Op {
-	case proto.OpLogin:
-		fmt.Fprintf(&b, " name=%q", cmd.Name)
-		if len(cmd.Password) > 0 {
-			fmt.Fprintf(&b, " password=%q", cmd.Password)
-		}
-	case proto.OpConnect:
-		fmt.Fprintf(&b, " token=%q", cmd.Token)
-	case proto.OpSay:
-		fmt.Fprintf(&b, " text=%q", cmd.Text)
-	}
-	return b.String()
-}
 
 func TestDecode(t *testing.T) {
 	const token = "0123456789abcdef0123456789abcdef"
@@ -138,7 +116,7 @@ func TestDecode(t *testing.T) {
 	var d Decoder
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q", tt.msg), func(t *testing.T) {
-			if got := formatCommand(d.Decode([]byte(tt.msg))); got != tt.want {
+			if got := golden.FormatCommand(d.Decode([]byte(tt.msg))); got != tt.want {
 				t.Errorf("Decode(%s) = %s, want %s", tt.msg, got, tt.want)
 			}
 		})
@@ -181,7 +159,7 @@ func TestDecodeReuse(t *testing.T) {
 	want := []string{`say text="one"`, `login name="bob"`, "error bad_json", `say text="two"`}
 	for round := range 3 {
 		for i, m := range msgs {
-			if got := formatCommand(d.Decode([]byte(m))); got != want[i] {
+			if got := golden.FormatCommand(d.Decode([]byte(m))); got != want[i] {
 				t.Errorf("round %d: Decode(%s) = %s, want %s", round, m, got, want[i])
 			}
 		}

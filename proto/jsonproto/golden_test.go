@@ -19,7 +19,7 @@ func TestGoldenDecode(t *testing.T) {
 		if input == nil {
 			return nil
 		}
-		return []string{formatCommand(d.Decode(input))}
+		return []string{golden.FormatCommand(d.Decode(input))}
 	})
 }
 

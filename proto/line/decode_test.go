@@ -2,33 +2,11 @@ package line
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"duet/proto"
+	"duet/proto/internal/golden"
 )
-
-// formatCommand renders a decoding result on one line, for tables and
-// golden files: the op, then the fields that op carries, quoted.
-func formatCommand(cmd proto.Command, err *proto.Error) string {
-	if err != nil {
-		return "error " + err.Code
-	}
-	var b strings.Builder
-	b.WriteString(cmd.Op.String())
-	switch cmd.Op {
-	case proto.OpLogin:
-		fmt.Fprintf(&b, " name=%q", cmd.Name)
-		if len(cmd.Password) > 0 {
-			fmt.Fprintf(&b, " password=%q", cmd.Password)
-		}
-	case proto.OpConnect:
-		fmt.Fprintf(&b, " token=%q", cmd.Token)
-	case proto.OpSay:
-		fmt.Fprintf(&b, " text=%q", cmd.Text)
-	}
-	return b.String()
-}
 
 func TestDecode(t *testing.T) {
 	const token = "0123456789abcdef0123456789ABCDEF"
@@ -93,7 +71,7 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q", tt.line), func(t *testing.T) {
-			if got := formatCommand(Decode([]byte(tt.line))); got != tt.want {
+			if got := golden.FormatCommand(Decode([]byte(tt.line))); got != tt.want {
 				t.Errorf("Decode(%q) = %s, want %s", tt.line, got, tt.want)
 			}
 		})

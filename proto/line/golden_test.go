@@ -35,7 +35,7 @@ func TestGoldenInput(t *testing.T) {
 			case err != nil:
 				out = append(out, fmt.Sprintf("%s (dropped %d bytes)", err.Code, n))
 			case line != nil:
-				out = append(out, fmt.Sprintf("line %q => %s", line, formatCommand(Decode(line))))
+				out = append(out, fmt.Sprintf("line %q => %s", line, golden.FormatCommand(Decode(line))))
 			case n > 0:
 				out = append(out, fmt.Sprintf("skip %d bytes", n))
 			default:

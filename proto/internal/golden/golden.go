@@ -179,3 +179,25 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 	}
 	return ev
 }
+
+// FormatCommand renders a decoding result on one line, for tables and
+// golden files: the op, then the fields that op carries, quoted.
+func FormatCommand(cmd proto.Command, err *proto.Error) string {
+	if err != nil {
+		return "error " + err.Code
+	}
+	var b strings.Builder
+	b.WriteString(cmd.Op.String())
+	switch cmd.Op {
+	case proto.OpLogin:
+		fmt.Fprintf(&b, " name=%q", cmd.Name)
+		if len(cmd.Password) > 0 {
+			fmt.Fprintf(&b, " password=%q", cmd.Password)
+		}
+	case proto.OpConnect:
+		fmt.Fprintf(&b, " token=%q", cmd.Token)
+	case proto.OpSay:
+		fmt.Fprintf(&b, " text=%q", cmd.Text)
+	}
+	return b.String()
+}
