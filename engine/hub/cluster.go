@@ -116,18 +116,15 @@ func (h *Hub) SetDirectory(d Directory) {
 }
 
 func (h *Hub) clusterLogin(name []byte, out Outbox) (*Session, *proto.Error) {
-	s := &Session{hub: h, name: string(name), out: out}
-	s.key = fold(s.name)
+	s := h.newSession(name, out)
 	h.mu.Lock()
 	if _, taken := h.names[s.key]; taken {
 		h.mu.Unlock()
 		return nil, proto.ErrNameTaken
 	}
-	s.token = h.freshTokenLocked()
 	// Hold the name here while the directory is asked, so a second login
 	// on this node does not race the first to it.
-	h.names[s.key] = s
-	h.tokens[s.token] = s
+	h.enterLocked(s)
 	h.mu.Unlock()
 	if err := h.cl.dir.Register(s.name, s.key, s.token); err != nil {
 		h.mu.Lock()

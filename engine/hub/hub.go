@@ -155,20 +155,31 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 	if h.cl != nil {
 		return h.clusterLogin(name, out)
 	}
-	s := &Session{hub: h, name: string(name), out: out}
-	s.key = fold(s.name)
-
+	s := h.newSession(name, out)
 	h.mu.Lock()
 	if _, taken := h.names[s.key]; taken {
 		h.mu.Unlock()
 		return nil, proto.ErrNameTaken
 	}
-	s.token = h.freshTokenLocked()
-	h.names[s.key] = s
-	h.tokens[s.token] = s
+	h.enterLocked(s)
 	out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	h.mu.Unlock()
 	return s, nil
+}
+
+// newSession makes a session for name, not yet in the directory.
+func (h *Hub) newSession(name []byte, out Outbox) *Session {
+	s := &Session{hub: h, name: string(name), out: out}
+	s.key = fold(s.name)
+	return s
+}
+
+// enterLocked gives s a fresh token and enters it under its name and
+// token. The caller has checked that the name is free.
+func (h *Hub) enterLocked(s *Session) {
+	s.token = h.freshTokenLocked()
+	h.names[s.key] = s
+	h.tokens[s.token] = s
 }
 
 // freshTokenLocked draws a token no one holds. A collision of 128 random

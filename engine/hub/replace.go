@@ -15,18 +15,14 @@ func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outb
 	if !proto.ValidName(name) {
 		return nil, nil, proto.ErrBadName
 	}
-	s = &Session{hub: h, name: string(name), out: out}
-	s.key = fold(s.name)
-
+	s = h.newSession(name, out)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old, online := h.names[s.key]; online {
 		h.closeLocked(old, proto.ReasonReplaced, 0)
 		replaced = old.out
 	}
-	s.token = h.freshTokenLocked()
-	h.names[s.key] = s
-	h.tokens[s.token] = s
+	h.enterLocked(s)
 	out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	return s, replaced, nil
 }
