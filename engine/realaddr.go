@@ -24,9 +24,9 @@ import (
 // own address.
 
 var (
-	errUntrustedProxy = &proto.Error{Code: "untrusted_proxy", Text: "a PROXY header is accepted only from a trusted proxy"}
-	errBadProxy       = &proto.Error{Code: "bad_proxy_header", Text: "malformed or missing PROXY protocol header"}
-	errTooManyFromIP  = &proto.Error{Code: "too_many_connections", Text: "too many connections from your address"}
+	errUntrustedProxy = proto.ErrUntrustedProxy
+	errBadProxy       = proto.ErrBadProxyHeader
+	errTooManyFromIP  = proto.ErrTooManyConns
 )
 
 // SetTrustedProxies replaces the peers whose PROXY header or

@@ -37,9 +37,11 @@ var (
 	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
 
 	// Connection-level errors: the connection closes right after them.
-	ErrLoginTimeout = &Error{"login_timeout", "no login in time; goodbye"}
-	ErrServerFull   = &Error{"server_full", "the server has too many connections; try again later"}
-	ErrTooManyConns = &Error{"too_many_connections", "too many connections from your address"}
+	ErrLoginTimeout   = &Error{"login_timeout", "no login in time; goodbye"}
+	ErrServerFull     = &Error{"server_full", "the server has too many connections; try again later"}
+	ErrTooManyConns   = &Error{"too_many_connections", "too many connections from your address"}
+	ErrUntrustedProxy = &Error{"untrusted_proxy", "a PROXY header is accepted only from a trusted proxy"}
+	ErrBadProxyHeader = &Error{"bad_proxy_header", "malformed or missing PROXY protocol header"}
 	// ErrFlooded shares rate_limited's code, so a client needs to know
 	// only one; its text says the connection is being closed.
 	ErrFlooded = &Error{"rate_limited", "too many requests for too long; closing the connection"}
@@ -52,5 +54,5 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
-	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrFlooded,
+	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrFlooded,
 }
