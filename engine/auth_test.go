@@ -169,6 +169,12 @@ func TestLoginFloodKeepsPairsChatting(t *testing.T) {
 		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
 		o.Auth.Workers = 1
 		o.Auth.Queue = 4
+		// This test is about the password-check pool, so the per-connection
+		// command rate limit (which answers a flood with one rate_limited
+		// error a second, not one per line: see TestHostileCommandFlood)
+		// is lifted, or a fast run would see logins dropped by it.
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
 	})
 	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
 	bob := d.DialLine(t).LoginPassword("bob", "hunter2")

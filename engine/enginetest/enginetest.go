@@ -12,6 +12,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,7 +64,15 @@ func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Start(); err != nil {
+	// One engine starts or stops at a time in a test process: tests that
+	// run in parallel once saw a starting engine's new listener socket
+	// closed under it (EBADF from setsockopt) while another engine shut
+	// down. Starting and stopping are quick; serializing them costs
+	// nothing and keeps each engine's sockets its own.
+	lifecycle.Lock()
+	err = srv.Start()
+	lifecycle.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d := &Daemon{Server: srv, Hub: h}
@@ -76,10 +85,15 @@ func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		lifecycle.Lock()
+		defer lifecycle.Unlock()
 		_ = srv.Shutdown(ctx)
 	})
 	return d
 }
+
+// lifecycle serializes engine starts and shutdowns within a test process.
+var lifecycle sync.Mutex
 
 // LineClient is a netcat-like client of the line protocol.
 type LineClient struct {
