@@ -101,37 +101,27 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	return dst
 }
 
+// peerLeftWords is how each reason reads around the peer's name.
+var peerLeftWords = map[proto.Reason]struct{ before, after string }{
+	proto.ReasonLeft:         {"", " left"},
+	proto.ReasonDisconnected: {"", " disconnected"},
+	proto.ReasonShutdown:     {"", "'s server is shutting down"},
+	proto.ReasonSlow:         {"", " stopped reading and was cut off"},
+	proto.ReasonTimeout:      {"", " timed out"},
+	proto.ReasonReplaced:     {"", " logged in elsewhere"},
+	proto.ReasonLinkLost:     {"lost the link to ", "'s server"},
+	"":                       {"", " is gone"},
+}
+
 // appendPeerLeft says who is gone and why, how many messages were lost on
 // the way to them, and that the user may be joined again.
 func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, "* "...)
-	switch ev.Reason {
-	case proto.ReasonLeft:
+	if w, known := peerLeftWords[ev.Reason]; known {
+		dst = append(dst, w.before...)
 		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " left"...)
-	case proto.ReasonDisconnected:
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " disconnected"...)
-	case proto.ReasonShutdown:
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, "'s server is shutting down"...)
-	case proto.ReasonSlow:
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " stopped reading and was cut off"...)
-	case proto.ReasonTimeout:
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " timed out"...)
-	case proto.ReasonReplaced:
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " logged in elsewhere"...)
-	case proto.ReasonLinkLost:
-		dst = append(dst, "lost the link to "...)
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, "'s server"...)
-	case "":
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " is gone"...)
-	default:
+		dst = append(dst, w.after...)
+	} else {
 		// A reason added to proto before this codec learns its wording
 		// still reaches the user, by its code.
 		dst = appendSafe(dst, ev.Peer)
