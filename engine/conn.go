@@ -5,6 +5,7 @@ import (
 	"io"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
@@ -174,15 +175,103 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		cmd, perr := line.Decode(ln)
 		if perr != nil {
+			cn.sayRun()
 			cn.rejectInput(perr)
 			continue
 		}
 		if cmd.Op == proto.OpNone {
 			continue
 		}
+		if cmd.Op == proto.OpSay && cn.sess != nil {
+			cn.addToRun(cmd.Text)
+			continue
+		}
+		cn.sayRun()
 		cn.handle(&cmd)
 	}
+	cn.sayRun()
 	return used
+}
+
+// Consecutive messages in one read are relayed as a run: one lock of
+// the room and of the reader's queue for the run, not one per message.
+// A run ends at anything that is not a message, at the end of the read,
+// or at these bounds, which keep how far a run can take the reader's
+// queue past limits.outbound_high (where the sender is paused) small:
+// at most maxRunBytes plus one message.
+const (
+	maxRunMessages = 64
+	maxRunBytes    = 4 << 10
+)
+
+// addToRun adds a message's text to the loop's run, and relays the run
+// once it reaches its bounds; readLines then looks at the sender's state
+// (paused, closing) before it reads another line, as it does after each
+// command. text must stay valid until the run is relayed: it aliases the
+// read buffer, which is discarded only after readLines returns.
+func (cn *conn) addToRun(text []byte) {
+	ls := cn.loop
+	ls.run = append(ls.run, text)
+	ls.runBytes += len(text)
+	if len(ls.run) >= maxRunMessages || ls.runBytes >= maxRunBytes {
+		cn.sayRun()
+	}
+}
+
+// keepForRun returns text in a form that lasts until the run is relayed.
+// A text that lies in buf, the read buffer (an unfragmented frame's
+// payload, unescaped in place), is kept as it is; one that lies elsewhere
+// (the JSON decoder's or the frame reader's buffer, which the next frame
+// reuses) is copied into the loop's run buffer.
+func (cn *conn) keepForRun(text, buf []byte) []byte {
+	if len(text) == 0 || within(text, buf) {
+		return text
+	}
+	ls := cn.loop
+	if len(ls.runCopy)+len(text) > cap(ls.runCopy) {
+		cn.sayRun() // empties runCopy
+		if len(text) > cap(ls.runCopy) {
+			ls.runCopy = make([]byte, 0, max(len(text), maxRunBytes))
+		}
+	}
+	at := len(ls.runCopy)
+	ls.runCopy = append(ls.runCopy, text...)
+	return ls.runCopy[at:len(ls.runCopy):len(ls.runCopy)]
+}
+
+// within reports whether part lies inside whole's array.
+func within(part, whole []byte) bool {
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(part)))
+	w := uintptr(unsafe.Pointer(unsafe.SliceData(whole)))
+	return p >= w && p+uintptr(len(part)) <= w+uintptr(len(whole))
+}
+
+// sayRun relays the loop's run of messages, as handle would one at a
+// time: a text the hub refuses gets its error, and the rest go on.
+func (cn *conn) sayRun() {
+	ls := cn.loop
+	texts := ls.run
+	for len(texts) > 0 {
+		to, relayed, err := cn.sess.SayAll(texts)
+		if relayed > 0 {
+			cn.answer(proto.OpSay, nil)
+			if peer, ok := to.(*outbox); ok && !cn.paused {
+				cn.backPressure(peer)
+			}
+		}
+		texts = texts[relayed:]
+		if err != nil {
+			cn.answer(proto.OpSay, err)
+			texts = texts[1:]
+		}
+	}
+	if len(ls.run) > 0 {
+		// A client that never reads its own replies (errors here) is
+		// paused like any other slow reader, as handle does.
+		cn.backPressure(&cn.out)
+	}
+	clear(ls.run) // do not pin the read buffer
+	ls.run, ls.runBytes, ls.runCopy = ls.run[:0], 0, ls.runCopy[:0]
 }
 
 // tell sends an error to this connection.

@@ -437,3 +437,48 @@ func (p *peer) receiveNumbered(n int) {
 		}
 	}
 }
+
+// TestMessagesReadTogether sends messages, commands and refused lines in
+// one write, so the server reads them together and relays the messages
+// as runs (see addToRun): the partner must get every good message, in
+// order, and the sender every answer, in order.
+func TestMessagesReadTogether(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxText = 100 })
+	alice, bob := d.DialLine(t).Login("alice"), d.DialLine(t).Login("bob")
+	alice.Send("/connect " + bob.Token)
+	alice.Expect("connected with bob")
+	bob.Expect("alice is connected")
+
+	var in strings.Builder
+	var want []string
+	n := 0
+	msg := func() {
+		n++
+		s := fmt.Sprintf("message %d", n)
+		in.WriteString(s + "\n")
+		want = append(want, "<alice> "+s)
+	}
+	for range 150 { // more than one run
+		msg()
+	}
+	in.WriteString("/who\n")
+	msg()
+	in.WriteString(strings.Repeat("y", 101) + "\n") // longer than max_text
+	msg()
+	in.WriteString("\n") // blank: ignored
+	msg()
+	if _, err := alice.Conn.Write([]byte(in.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		if got := bob.Line(); got != w {
+			t.Fatalf("bob's line %d = %q, want %q", i, got, w)
+		}
+	}
+	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, connected with bob$`)
+	alice.Expect(`^! too_long: `)
+
+	// The runs leave nothing behind: a message sent alone still goes.
+	alice.Send("last")
+	bob.Expect(`^<alice> last$`)
+}

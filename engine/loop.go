@@ -23,6 +23,9 @@ type loopState struct {
 	conns      map[*conn]struct{}
 	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
 	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
+	run        [][]byte           // messages read together, relayed as one run (see addToRun)
+	runBytes   int                // text bytes in run
+	runCopy    []byte             // texts of run that had to be copied (see keepForRun)
 	now        time.Time          // refreshed each tick
 	ticks      uint64
 

@@ -73,6 +73,27 @@ func (o *outbox) Deliver(ev *proto.Event) {
 	o.scheduleLocked()
 }
 
+// DeliverMessages implements hub.BatchOutbox: a run of messages from one
+// sender, encoded under one lock and scheduled with one flush.
+func (o *outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	if o.buf == nil {
+		o.buf = bufPool.Get().(*[]byte)
+	}
+	before := len(*o.buf)
+	for _, text := range texts {
+		ev.Text = text
+		*o.buf = o.cn.appendEvent(*o.buf, ev)
+	}
+	o.msgs += len(texts)
+	o.backlog.Add(int64(len(*o.buf) - before))
+	o.scheduleLocked()
+}
+
 // deliverRaw queues bytes already in wire form (HTTP responses,
 // WebSocket control frames). It must be called on the connection's loop.
 func (o *outbox) deliverRaw(b []byte) {

@@ -37,6 +37,7 @@ func (cn *conn) readWeb(buf []byte) int {
 		}
 		used += n
 	}
+	cn.sayRun()
 	return used
 }
 
@@ -113,6 +114,7 @@ func (cn *conn) readRequest(buf []byte) int {
 func (cn *conn) readFrame(buf []byte) int {
 	msg, ok, n, err := cn.wsr.Next(buf)
 	if err != nil {
+		cn.sayRun()
 		code, reason := ws.StatusProtocolError, "protocol error"
 		if ce, isClose := err.(*wsframe.CloseError); isClose {
 			code, reason = ce.Code, ce.Reason
@@ -131,11 +133,20 @@ func (cn *conn) readFrame(buf []byte) int {
 	switch msg.Op {
 	case ws.OpText:
 		cmd, perr := cn.loop.json.Decode(msg.Payload)
+		if perr == nil && cmd.Op == proto.OpSay && cn.sess != nil {
+			cn.addToRun(cn.keepForRun(cmd.Text, buf))
+			return n
+		}
+		cn.sayRun()
 		if perr != nil {
 			cn.rejectInput(perr)
 			return n
 		}
 		cn.handle(&cmd)
+		return n
+	}
+	cn.sayRun()
+	switch msg.Op {
 	case ws.OpBinary:
 		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
 		cn.closeNow(proto.ReasonDisconnected)

@@ -30,6 +30,18 @@ type Outbox interface {
 	Deliver(ev *proto.Event)
 }
 
+// A BatchOutbox is an Outbox that can take a run of messages from one
+// sender in one call. A relay reads many lines per socket read; handing
+// them over together costs the reader's queue one lock for the run
+// instead of one per message.
+type BatchOutbox interface {
+	Outbox
+	// DeliverMessages hands over one message event per text, in order:
+	// ev is the message event, and its Text is set to each text in turn.
+	// The rules of Deliver apply.
+	DeliverMessages(ev *proto.Event, texts [][]byte)
+}
+
 // Options are the core's limits. Zero values take the defaults.
 type Options struct {
 	MaxText int // longest message text in bytes; default 16 KiB
@@ -90,7 +102,8 @@ type Session struct {
 	// scratch carries each message to the peer's Outbox. Say is called
 	// only by the session's own connection, one call at a time, so reusing
 	// it keeps the relay path free of allocations (an Event passed through
-	// an interface would otherwise escape to the heap).
+	// an interface would otherwise escape to the heap). Its kind and
+	// sender are set once; Say sets only the text, and clears it after.
 	scratch proto.Event
 
 	// Written only by the session's own connection, read by Stats.
@@ -171,6 +184,7 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 func (h *Hub) newSession(name []byte, out Outbox) *Session {
 	s := &Session{hub: h, name: string(name), out: out}
 	s.key = fold(s.name)
+	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name}
 	return s
 }
 
@@ -240,11 +254,8 @@ func (s *Session) Connect(token []byte) *proto.Error {
 // session arrive in the order Say was called. Say must not be called
 // concurrently for the same session.
 func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
-	if len(text) == 0 {
-		return nil, proto.ErrEmptyMessage
-	}
-	if int64(len(text)) > s.hub.maxText.Load() {
-		return nil, proto.ErrTooLong
+	if err := s.hub.checkText(text); err != nil {
+		return nil, err
 	}
 	r := s.room.Load()
 	if r == nil {
@@ -256,13 +267,68 @@ func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
 		r.mu.Unlock()
 		return nil, proto.ErrNotPaired
 	}
-	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name, Text: text}
+	s.scratch.Text = text
 	peer.out.Deliver(&s.scratch)
 	s.scratch.Text = nil // do not pin the caller's buffer
 	r.mu.Unlock()
 	s.sentMessages.Add(1)
 	s.sentBytes.Add(uint64(len(text)))
 	return peer.out, nil
+}
+
+// SayAll is Say for a run of texts read together: it relays them in
+// order under one lock of the room and, when the partner's Outbox is a
+// BatchOutbox, in one call to it. It stops at the first text Say would
+// refuse and returns how many it relayed, with the error for the text
+// after them (nil when it relayed all). The texts must not be changed
+// until it returns, and are not kept after. Like Say, it must not be
+// called concurrently for the same session.
+func (s *Session) SayAll(texts [][]byte) (to Outbox, relayed int, err *proto.Error) {
+	n, size := 0, 0
+	for _, text := range texts {
+		if err = s.hub.checkText(text); err != nil {
+			break
+		}
+		n++
+		size += len(text)
+	}
+	if n == 0 {
+		return nil, 0, err
+	}
+	r := s.room.Load()
+	if r == nil {
+		return nil, 0, proto.ErrNotPaired
+	}
+	r.mu.Lock()
+	peer := r.other(s)
+	if peer == nil {
+		r.mu.Unlock()
+		return nil, 0, proto.ErrNotPaired
+	}
+	if batch, ok := peer.out.(BatchOutbox); ok {
+		batch.DeliverMessages(&s.scratch, texts[:n])
+	} else {
+		for _, text := range texts[:n] {
+			s.scratch.Text = text
+			peer.out.Deliver(&s.scratch)
+		}
+	}
+	s.scratch.Text = nil
+	r.mu.Unlock()
+	s.sentMessages.Add(uint64(n))
+	s.sentBytes.Add(uint64(size))
+	return peer.out, n, err
+}
+
+// checkText is the check Say makes of a text before relaying it.
+func (h *Hub) checkText(text []byte) *proto.Error {
+	if len(text) == 0 {
+		return proto.ErrEmptyMessage
+	}
+	if int64(len(text)) > h.maxText.Load() {
+		return proto.ErrTooLong
+	}
+	return nil
 }
 
 // Leave ends s's pairing: s is told it left, its partner is told why,
