@@ -101,6 +101,19 @@ func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
 	return appendJSONFrame(dst, ev)
 }
 
+// appendMessages encodes a run of message events from one sender, like
+// appendEvent for each, under the same rules.
+func (cn *conn) appendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	if cn.stage == stageLine || cn.stage == stageProxy {
+		return line.AppendMessages(dst, ev.From, texts)
+	}
+	for _, text := range texts {
+		ev.Text = text
+		dst = appendJSONFrame(dst, ev)
+	}
+	return dst
+}
+
 // onTraffic reads what has arrived and acts on each complete command.
 func (cn *conn) onTraffic() gnet.Action {
 	if cn.holdingConnect() {

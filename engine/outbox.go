@@ -85,10 +85,7 @@ func (o *outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 		o.buf = bufPool.Get().(*[]byte)
 	}
 	before := len(*o.buf)
-	for _, text := range texts {
-		ev.Text = text
-		*o.buf = o.cn.appendEvent(*o.buf, ev)
-	}
+	*o.buf = o.cn.appendMessages(*o.buf, ev, texts)
 	o.msgs += len(texts)
 	o.backlog.Add(int64(len(*o.buf) - before))
 	o.scheduleLocked()

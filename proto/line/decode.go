@@ -16,7 +16,7 @@ import (
 func Decode(line []byte) (proto.Command, *proto.Error) {
 	// Validate first, so no command or message ever carries bytes that
 	// are not UTF-8, whatever path it takes below.
-	if !utf8.Valid(line) {
+	if plainPrefix(line) != len(line) && !utf8.Valid(line) {
 		return proto.Command{}, proto.ErrInvalidUTF8
 	}
 	if isBlank(line) {

@@ -146,6 +146,11 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 // later line repeats them. Text splits at each '\n', a '\r' before a '\n'
 // is dropped, and a final '\n' does not start another, empty line.
 func appendLines(dst []byte, prefixStart int, text []byte) []byte {
+	if plainPrefix(text) == len(text) {
+		// One line with nothing to replace: the common case.
+		dst = append(dst, text...)
+		return append(dst, "\r\n"...)
+	}
 	prefixEnd := len(dst)
 	for first := true; ; first = false {
 		if !first {
@@ -170,6 +175,29 @@ func appendLines(dst []byte, prefixStart int, text []byte) []byte {
 			return dst
 		}
 	}
+}
+
+// AppendMessages appends a message event from one sender for each text,
+// the same bytes as AppendEvent appends for each in turn, with the
+// sender's "<name> " made once for the whole run.
+func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
+	prefixStart := len(dst)
+	dst = append(dst, '<')
+	dst = appendSafe(dst, from)
+	dst = append(dst, "> "...)
+	prefixEnd := len(dst)
+	for i, text := range texts {
+		start := prefixStart
+		if i > 0 {
+			start = len(dst)
+			dst = append(dst, dst[prefixStart:prefixEnd]...)
+		}
+		dst = appendLines(dst, start, text)
+	}
+	if len(texts) == 0 {
+		dst = dst[:prefixStart]
+	}
+	return dst
 }
 
 // plainASCII8 reports whether all eight bytes of w are in 0x20..0x7e:

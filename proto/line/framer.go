@@ -207,6 +207,9 @@ func clean(raw []byte) []byte {
 	if end > 0 && raw[end-1] == '\r' {
 		end--
 	}
+	if plainPrefix(raw[:end]) == end {
+		return raw[:end:end]
+	}
 	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 {
 		return raw[:end:end]
 	}

@@ -133,6 +133,31 @@ func FuzzAppendEvent(f *testing.F) {
 	})
 }
 
+// FuzzAppendMessages checks that a run of messages encodes to exactly
+// what AppendEvent gives for each message in turn, after any bytes
+// already in the buffer. The fuzzer's text is cut into the run's texts at
+// each '|'.
+func FuzzAppendMessages(f *testing.F) {
+	f.Add("alice", []byte("hi|there"), []byte("* "))
+	f.Add("b\x1bob", []byte("a\r\nb|\n|\x1b[31m\u009b\x7f\xff|"), []byte{})
+	f.Add("", []byte(""), []byte("x"))
+	f.Fuzz(func(t *testing.T, from string, joined, before []byte) {
+		texts := bytes.Split(joined, []byte("|"))
+		want := append([]byte(nil), before...)
+		for _, text := range texts {
+			want = AppendEvent(want, &proto.Event{Kind: proto.EvMessage, From: from, Text: text})
+		}
+		// A small buffer, so that appending the prefix to itself grows it.
+		got := AppendMessages(append(make([]byte, 0, len(before)+1), before...), from, texts)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("AppendMessages(%q, %q) = %q, want %q", from, texts, got, want)
+		}
+		if got := AppendMessages(before, from, nil); !bytes.Equal(got, before) {
+			t.Fatalf("AppendMessages of no texts = %q, want %q", got, before)
+		}
+	})
+}
+
 // TestFramerMatchesModel runs FuzzFramer's comparison on many random
 // streams drawn from the bytes that matter to framing, with random read
 // sizes that change from read to read, so that every go test covers far
