@@ -11,23 +11,35 @@ import (
 	"duet/proto"
 )
 
+// decodeSeeds start both decoder fuzz targets: each type, and each way a
+// message can fail.
+var decodeSeeds = []string{
+	`{"type":"login","name":"alice"}`,
+	`{"type":"login","name":"alice","password":"pw"}`,
+	`{"type":"connect","token":"9f86d081884c7d659a2feaa0c55ad015"}`,
+	`{"type":"say","text":"hello \u00e9 \ud83d\ude42 \n"}`,
+	`{"type":"say","text":"\ud83d"}`,
+	`{"type":"say","text":"a","text":"b"}`,
+	`{"type":"leave"}`, `{"type":"who","x":[1,{"y":null}]}`, `{"type":7}`, `{}`, `[]`, `"x"`,
+	`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
+}
+
+// addDecodeSeeds adds decodeSeeds and the messages of decodeTests.
+func addDecodeSeeds(f *testing.F) {
+	for _, seed := range decodeSeeds {
+		f.Add([]byte(seed))
+	}
+	for _, tt := range decodeTests {
+		f.Add([]byte(tt.msg))
+	}
+}
+
 // FuzzDecode checks that Decode never panics, that a say's text is always
 // UTF-8, and that it agrees with encoding/json: a frame encoding/json
 // rejects is bad_json here (or invalid_utf8), a frame it accepts is not,
 // and a command carries the same strings encoding/json reads.
 func FuzzDecode(f *testing.F) {
-	for _, seed := range []string{
-		`{"type":"login","name":"alice"}`,
-		`{"type":"login","name":"alice","password":"pw"}`,
-		`{"type":"connect","token":"9f86d081884c7d659a2feaa0c55ad015"}`,
-		`{"type":"say","text":"hello \u00e9 \ud83d\ude42 \n"}`,
-		`{"type":"say","text":"\ud83d"}`,
-		`{"type":"say","text":"a","text":"b"}`,
-		`{"type":"leave"}`, `{"type":"who","x":[1,{"y":null}]}`, `{"type":7}`, `{}`, `[]`, `"x"`,
-		`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
-	} {
-		f.Add([]byte(seed))
-	}
+	addDecodeSeeds(f)
 	var d Decoder
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		orig := slices.Clone(msg)
@@ -54,7 +66,8 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		var obj map[string]any
-		isObject := json.Unmarshal(msg, &obj) == nil
+		// null unmarshals into a map without error, and leaves it nil.
+		isObject := json.Unmarshal(msg, &obj) == nil && obj != nil
 		// Frames shorter than 600 bytes cannot nest deeper than
 		// fastjson's limit of 300, so valid JSON must get past parsing.
 		if err == proto.ErrBadJSON && isObject && len(msg) < 600 {
