@@ -10,36 +10,28 @@ import (
 // BenchmarkDecodeSay is the inbound relay path: decode a say frame with
 // a warm Decoder. It must not allocate.
 func BenchmarkDecodeSay(b *testing.B) {
-	msg := []byte(`{"type":"say","text":"hello bob, this is a fairly ordinary chat message."}`)
-	var d Decoder
-	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		if cmd, err := d.Decode(msg); cmd.Op != proto.OpSay || err != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, err)
-		}
-	}
+	benchmarkDecodeSay(b, []byte(`{"type":"say","text":"hello bob, this is a fairly ordinary chat message."}`))
 }
 
 // BenchmarkDecodeSayEscaped decodes a say whose text has escapes to undo,
 // a surrogate pair among them.
 func BenchmarkDecodeSayEscaped(b *testing.B) {
-	msg := []byte(`{"type":"say","text":"h\u00e9llo bob,\nthis is a \"fairly\" ordinary chat message \ud83d\ude42"}`)
-	var d Decoder
-	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		if cmd, err := d.Decode(msg); cmd.Op != proto.OpSay || err != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, err)
-		}
-	}
+	benchmarkDecodeSay(b, []byte(`{"type":"say","text":"h\u00e9llo bob,\nthis is a \"fairly\" ordinary chat message \ud83d\ude42"}`))
+}
+
+// BenchmarkDecodeSayMembers decodes a say with members duet does not
+// read, which must still be checked as JSON: a number, nesting, literals.
+func BenchmarkDecodeSayMembers(b *testing.B) {
+	benchmarkDecodeSay(b, []byte(`{"type":"say","id":17,"meta":{"sent":[2026,11,24.5e0],"draft":false,"to":null},"text":"hello bob, this is a fairly ordinary chat message."}`))
 }
 
 // BenchmarkDecodeSayLong decodes a say of 8 KiB.
 func BenchmarkDecodeSayLong(b *testing.B) {
-	msg := []byte(`{"type":"say","text":"` + strings.Repeat("lorem ipsum ", 8<<10/12) + `"}`)
+	benchmarkDecodeSay(b, []byte(`{"type":"say","text":"`+strings.Repeat("lorem ipsum ", 8<<10/12)+`"}`))
+}
+
+// benchmarkDecodeSay decodes msg, a say, with a warm Decoder.
+func benchmarkDecodeSay(b *testing.B, msg []byte) {
 	var d Decoder
 	d.Decode(msg) // warm up: the first Decode sizes the Decoder's buffers
 	b.ReportAllocs()

@@ -10,119 +10,172 @@ package jsonproto
 
 import (
 	"bytes"
+	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/valyala/fastjson"
 
 	"duet/proto"
 )
+
+// maxDepth bounds how deeply a message's values may nest. The top-level
+// value is at depth 1 and a value inside an array or object is one
+// deeper than it, so an empty array may sit at depth 300 but nothing can
+// sit inside it. Deeper JSON is proto.ErrBadJSON. No message of duet's
+// nests at all; the limit is the one duet has always had.
+const maxDepth = 300
 
 // Decoder decodes client messages. It is not safe for concurrent use: the
 // engine keeps one per event loop, and its buffers are reused by every
 // Decode.
 type Decoder struct {
-	parser fastjson.Parser
+	// unescaped holds the strings that had escapes to undo: the
+	// Command's fields, and during the pass the member names.
+	unescaped []byte
+	// nesting has one bit per array or object open around the value
+	// being read, set for an object, so that the pass knows which
+	// bracket closes it without recursion. It grows with the deepest
+	// message seen.
+	nesting []uint64
+}
+
+// member is where a member that duet reads stands in the message.
+type member struct {
+	seen     bool // the member is there, whatever its value
+	isString bool // its value is a string
+	escaped  bool // the string holds escapes to undo
+	// start and end bound the string's body, quotes excluded.
+	start, end int
 }
 
 // fields holds the members of a client message that duet reads. Any
-// other member is ignored.
+// other member is checked as JSON and otherwise ignored.
 type fields struct {
-	typ, name, password, token, text *fastjson.Value
+	typ, name, password, token, text member
 	duplicate                        bool
 }
 
-func (f *fields) set(key []byte, v *fastjson.Value) {
-	var slot **fastjson.Value
-	switch string(key) {
+// slot returns where the member named name goes, or nil for a member
+// duet does not read.
+func (f *fields) slot(name []byte) *member {
+	switch string(name) {
 	case "type":
-		slot = &f.typ
+		return &f.typ
 	case "name":
-		slot = &f.name
+		return &f.name
 	case "password":
-		slot = &f.password
+		return &f.password
 	case "token":
-		slot = &f.token
+		return &f.token
 	case "text":
-		slot = &f.text
-	default:
-		return
+		return &f.text
 	}
-	if *slot != nil {
-		f.duplicate = true
-	}
-	*slot = v
+	return nil
 }
 
-// Decode parses one message. The Command's slices alias the Decoder's
-// buffers: they are valid until the next Decode.
+// Decode parses one message. The Command's slices alias msg, or the
+// Decoder's buffer for strings that held escapes: they are valid until
+// msg changes or the next Decode, whichever comes first. Decode does not
+// change msg.
 //
-// The checks run in this order: the frame must be UTF-8
-// (proto.ErrInvalidUTF8), then valid JSON (proto.ErrBadJSON), then free of
-// \u escapes that name half a surrogate pair, which have no UTF-8 form
-// (proto.ErrInvalidUTF8), then an object (proto.ErrBadJSON) whose "type"
-// is a string (proto.ErrBadMessage) that duet knows (proto.ErrUnknownType,
-// compared exactly: "say", not "Say"), and whose fields for that type are
-// present and strings.
+// Decode reads msg in one pass that checks it as strict JSON (RFC 8259:
+// no other whitespace than space, tab, line feed and carriage return;
+// numbers and escapes exactly as the grammar has them; no raw control
+// characters in strings), checks that every string is UTF-8 (outside
+// strings, JSON allows only ASCII), and notes where the members duet
+// reads stand. What the pass finds is answered in this order, whatever
+// order it was found in:
+//
+//  1. msg is not UTF-8 anywhere: proto.ErrInvalidUTF8.
+//  2. msg is not JSON: proto.ErrBadJSON.
+//  3. a \u escape names half of a UTF-16 surrogate pair without the
+//     other half, which has no UTF-8 form: proto.ErrInvalidUTF8.
+//     encoding/json would turn it into U+FFFD; duet refuses it, as it
+//     refuses any other text that is not UTF-8, so that what the peer
+//     reads is what was sent.
+//  4. values nest deeper than maxDepth: proto.ErrBadJSON.
+//  5. the top-level value is not an object: proto.ErrBadJSON.
+//  6. a member duet reads appears twice: proto.ErrBadMessage.
+//  7. "type" is missing or not a string (proto.ErrBadMessage), or not
+//     a type duet knows (proto.ErrUnknownType, compared exactly: "say",
+//     not "Say"); then the fields of that type must be present
+//     (proto.ErrBadName for a login without "name", proto.ErrBadToken for
+//     a connect without "token") and strings (proto.ErrBadMessage).
+//
+// So the pass reads a message to its end before it answers anything
+// but 1 and 2: a repeated member followed by a syntax error is
+// proto.ErrBadJSON. It stops at the first syntax error or string that is
+// not UTF-8, and since UTF-8 ranks first, only then looks at the whole
+// message with utf8.Valid; a message that is JSON has had every byte
+// checked on the way. Nested arrays and objects are walked in a loop,
+// not by recursion. Member names are compared after their escapes are
+// undone, so "t\u0079pe" is "type"; values are unescaped after the pass,
+// and only those the Command carries.
 func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
-	if !utf8.Valid(msg) {
-		return proto.Command{}, proto.ErrInvalidUTF8
-	}
-	// fastjson's parser is lenient (it takes NaN, 1.2.3 and raw control
-	// characters in strings, and keeps bad escapes as text); its
-	// validator is strict but for one gap, which checkStrings closes.
-	// Validate first, so that anything the parser then accepts is JSON.
-	if fastjson.ValidateBytes(msg) != nil {
-		return proto.Command{}, proto.ErrBadJSON
-	}
-	if err := checkStrings(msg); err != nil {
-		return proto.Command{}, err
-	}
-	v, err := d.parser.ParseBytes(msg)
-	if err != nil {
-		// Valid JSON nested deeper than fastjson.MaxDepth.
-		return proto.Command{}, proto.ErrBadJSON
-	}
-	if v.Type() != fastjson.TypeObject {
-		return proto.Command{}, proto.ErrBadJSON
-	}
+	s := pass{msg: msg, d: d}
 	var f fields
-	v.GetObject().Visit(f.set)
-	if f.duplicate {
+	i := skipSpace(msg, 0)
+	object := i < len(msg) && msg[i] == '{'
+	if object {
+		i = s.members(i+1, &f)
+	} else {
+		i = s.value(i, 0)
+	}
+	if i >= 0 && skipSpace(msg, i) != len(msg) {
+		i = -1
+	}
+	switch {
+	case i < 0:
+		// The pass stops at the first thing that is not JSON, and it
+		// checks UTF-8 only in the strings it has read, so a byte that
+		// is not UTF-8 may lie further on.
+		if !utf8.Valid(msg) {
+			return proto.Command{}, proto.ErrInvalidUTF8
+		}
+		return proto.Command{}, proto.ErrBadJSON
+	case s.lone:
+		return proto.Command{}, proto.ErrInvalidUTF8
+	case s.deep, !object:
+		return proto.Command{}, proto.ErrBadJSON
+	case f.duplicate:
 		// JSON leaves the meaning of a repeated member open, and parsers
 		// differ on which one wins; refuse rather than guess.
 		return proto.Command{}, proto.ErrBadMessage
 	}
-	typ, ok := stringOf(f.typ)
+	// The message is JSON: build the Command. This is not a function of
+	// its own because handing a Command back through one more call
+	// copies its fourteen words once more, which cost a fifth of the
+	// time of decoding a say.
+	d.unescaped = d.unescaped[:0]
+	typ, ok := d.stringOf(msg, &f.typ)
 	if !ok {
 		return proto.Command{}, proto.ErrBadMessage
 	}
 	switch string(typ) {
 	case "login":
-		if f.name == nil {
+		if !f.name.seen {
 			return proto.Command{}, proto.ErrBadName
 		}
-		name, ok := stringOf(f.name)
+		name, ok := d.stringOf(msg, &f.name)
 		if !ok {
 			return proto.Command{}, proto.ErrBadMessage
 		}
 		var password []byte
-		if f.password != nil {
-			if password, ok = stringOf(f.password); !ok {
+		if f.password.seen {
+			if password, ok = d.stringOf(msg, &f.password); !ok {
 				return proto.Command{}, proto.ErrBadMessage
 			}
 		}
 		return proto.Command{Op: proto.OpLogin, Name: name, Password: password}, nil
 	case "connect":
-		if f.token == nil {
+		if !f.token.seen {
 			return proto.Command{}, proto.ErrBadToken
 		}
-		token, ok := stringOf(f.token)
+		token, ok := d.stringOf(msg, &f.token)
 		if !ok {
 			return proto.Command{}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpConnect, Token: token}, nil
 	case "say":
-		text, ok := stringOf(f.text)
+		text, ok := d.stringOf(msg, &f.text)
 		if !ok {
 			return proto.Command{}, proto.ErrBadMessage
 		}
@@ -141,106 +194,420 @@ func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	return proto.Command{}, proto.ErrUnknownType
 }
 
-// stringOf returns v's unescaped bytes if v is a JSON string. The bytes
-// live in the parser's buffer; their capacity is their length, so a
-// careless append copies instead of overwriting what follows.
-func stringOf(v *fastjson.Value) ([]byte, bool) {
-	if v == nil || v.Type() != fastjson.TypeString {
+// stringOf returns m's text if its value is a string: a slice of msg, or
+// of the Decoder's buffer if it had escapes to undo. Its capacity is its
+// length, so a careless append copies instead of overwriting what
+// follows.
+func (d *Decoder) stringOf(msg []byte, m *member) ([]byte, bool) {
+	if !m.isString {
 		return nil, false
 	}
-	s := v.GetStringBytes()
-	return s[:len(s):len(s)], true
+	if !m.escaped {
+		return msg[m.start:m.end:m.end], true
+	}
+	start := len(d.unescaped)
+	d.unescaped = appendUnescaped(d.unescaped, msg[m.start:m.end])
+	end := len(d.unescaped)
+	return d.unescaped[start:end:end], true
 }
 
-// checkStrings walks the strings of msg, which fastjson.ValidateBytes
-// has accepted, for what that validator lets through. It misses a raw
-// control character in a string that also holds an escape (it checks only
-// the part after the last escape), which is not JSON: proto.ErrBadJSON.
-// And JSON allows a \u escape for half of a UTF-16 surrogate pair with
-// the other half missing, which has no UTF-8 form: proto.ErrInvalidUTF8.
-// encoding/json would turn such a half into U+FFFD; duet refuses it, as it
-// refuses any other text that is not UTF-8, so that what the peer reads
-// is what was sent. Malformed JSON wins over a lone surrogate, whichever
-// comes first.
-func checkStrings(msg []byte) *proto.Error {
-	// Validation promises that every string closes and every escape is
-	// complete; the bounds are checked all the same, so that a hole in it
-	// is a bad_json answer rather than a panic.
-	var lone bool
-	i := 0
+// pass is one Decode's walk over a message. Its methods return the index
+// just past what they read, or -1 at the first thing that is not JSON or
+// not UTF-8; what must wait for the end of the pass to be answered (see
+// Decode) is noted in lone and deep.
+type pass struct {
+	msg  []byte
+	d    *Decoder
+	lone bool // a \u escape names half a surrogate pair
+	deep bool // a value nests deeper than maxDepth
+}
+
+// members reads the members of the top-level object, whose '{' is just
+// before msg[i], noting in f where those duet reads stand.
+func (s *pass) members(i int, f *fields) int {
+	msg := s.msg
+	i = skipSpace(msg, i)
+	if i < len(msg) && msg[i] == '}' {
+		return i + 1
+	}
 	for {
-		// Outside strings, a '"' can only open one.
-		j := bytes.IndexByte(msg[i:], '"')
-		if j < 0 {
-			break
+		start, end, escaped, next := s.memberName(i)
+		if next < 0 {
+			return -1
 		}
-		i += j + 1
-		// A string without escapes needs only a check for raw control
-		// characters (the validator lets some through, e.g. a NUL right
-		// before a raw backspace): two vectorized searches and one scan.
-		// Only strings with escapes are walked escape by escape.
-		if k := bytes.IndexByte(msg[i:], '"'); k >= 0 && bytes.IndexByte(msg[i:i+k], '\\') < 0 {
-			if hasControl(msg[i : i+k]) {
-				return proto.ErrBadJSON
-			}
-			i += k + 1
-			continue
+		i = skipSpace(msg, next)
+		name := msg[start:end]
+		if escaped {
+			// The buffer is free until the pass ends: the Command's
+			// strings are unescaped after it.
+			s.d.unescaped = appendUnescaped(s.d.unescaped[:0], name)
+			name = s.d.unescaped
 		}
-		for {
-			for i < len(msg) && msg[i] >= 0x20 && msg[i] != '"' && msg[i] != '\\' {
-				i++
+		m := f.slot(name)
+		switch {
+		case m == nil:
+			i = s.value(i, 1)
+		case i < len(msg) && msg[i] == '"':
+			f.duplicate = f.duplicate || m.seen
+			m.seen, m.isString, m.start = true, true, i+1
+			m.end, m.escaped = s.stringBody(i + 1)
+			if m.end < 0 {
+				return -1
 			}
-			if i >= len(msg) || msg[i] < 0x20 {
-				return proto.ErrBadJSON
-			}
-			if msg[i] == '"' {
+			i = m.end + 1
+		default:
+			f.duplicate = f.duplicate || m.seen
+			*m = member{seen: true}
+			i = s.value(i, 1)
+		}
+		if i < 0 {
+			return -1
+		}
+		i = skipSpace(msg, i)
+		if i >= len(msg) {
+			return -1
+		}
+		switch msg[i] {
+		case ',':
+			i = skipSpace(msg, i+1)
+		case '}':
+			return i + 1
+		default:
+			return -1
+		}
+	}
+}
+
+// memberName reads a member's name at msg[i] and the ':' after it,
+// whitespace allowed before the ':'. It returns the bounds of the name's
+// body, whether it holds escapes, and the index just past the ':' (-1 if
+// either is not there).
+func (s *pass) memberName(i int) (start, end int, escaped bool, next int) {
+	msg := s.msg
+	if i >= len(msg) || msg[i] != '"' {
+		return 0, 0, false, -1
+	}
+	start = i + 1
+	end, escaped = s.stringBody(start)
+	if end < 0 {
+		return 0, 0, false, -1
+	}
+	i = skipSpace(msg, end+1)
+	if i >= len(msg) || msg[i] != ':' {
+		return 0, 0, false, -1
+	}
+	return start, end, escaped, i + 1
+}
+
+// value checks the JSON value at msg[i], after any whitespace, which sits
+// inside outer arrays and objects. It reads nested values in a loop, with
+// the kind of each open array or object in the Decoder's nesting bits,
+// so that a message nested a million deep costs no stack.
+func (s *pass) value(i, outer int) int {
+	msg := s.msg
+	depth := outer // the arrays and objects open around msg[i]
+	for {
+		i = skipSpace(msg, i)
+		if i >= len(msg) {
+			return -1
+		}
+		if depth >= maxDepth {
+			s.deep = true
+		}
+		switch c := msg[i]; c {
+		case '{', '[':
+			i = skipSpace(msg, i+1)
+			if i < len(msg) && msg[i] == c+2 { // '}' and ']' follow their openers by two
 				i++
 				break
 			}
-			if i+1 >= len(msg) {
-				return proto.ErrBadJSON
+			s.open(depth, c == '{')
+			depth++
+			if c == '{' {
+				_, _, _, i = s.memberName(i)
+				if i < 0 {
+					return -1
+				}
 			}
-			if msg[i+1] != 'u' {
-				i += 2
-				continue
+			continue
+		case '"':
+			end, _ := s.stringBody(i + 1)
+			if end < 0 {
+				return -1
 			}
-			r, ok := hex4(msg, i+2)
-			if !ok {
-				return proto.ErrBadJSON
+			i = end + 1
+		case 't':
+			i = skipWord(msg, i, "true")
+		case 'f':
+			i = skipWord(msg, i, "false")
+		case 'n':
+			i = skipWord(msg, i, "null")
+		default:
+			i = skipNumber(msg, i)
+		}
+		if i < 0 {
+			return -1
+		}
+		// A value has ended: close the arrays and objects it ends, up
+		// to the next value or back out to where the walk began.
+	closing:
+		for {
+			if depth == outer {
+				return i
 			}
-			i += 6
-			switch {
-			case 0xD800 <= r && r < 0xDC00:
-				// A high half must be followed at once by a low half. If
-				// another escape follows instead, leave it to the next
-				// round: it may be the high half of a pair of its own.
-				if i+1 < len(msg) && msg[i] == '\\' && msg[i+1] == 'u' {
-					if low, ok := hex4(msg, i+2); ok && 0xDC00 <= low && low < 0xE000 {
-						i += 6
-						continue
+			i = skipSpace(msg, i)
+			if i >= len(msg) {
+				return -1
+			}
+			inObject := s.isObject(depth - 1)
+			switch msg[i] {
+			case ',':
+				i++
+				if inObject {
+					if _, _, _, i = s.memberName(skipSpace(msg, i)); i < 0 {
+						return -1
 					}
 				}
-				lone = true
-			case 0xDC00 <= r && r < 0xE000:
-				lone = true
+				break closing
+			case '}':
+				if !inObject {
+					return -1
+				}
+			case ']':
+				if inObject {
+					return -1
+				}
+			default:
+				return -1
 			}
+			i++
+			depth--
 		}
 	}
-	if lone {
-		return proto.ErrInvalidUTF8
-	}
-	return nil
 }
 
-// hasControl reports whether b holds a byte below 0x20, which JSON never
-// allows raw inside a string.
-func hasControl(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 {
-			return true
+// open notes that the array or object opened at depth (the number of
+// arrays and objects already open around it) is an object or not.
+func (s *pass) open(depth int, object bool) {
+	word, bit := depth/64, uint64(1)<<(depth%64)
+	for word >= len(s.d.nesting) {
+		s.d.nesting = append(s.d.nesting, 0)
+	}
+	if object {
+		s.d.nesting[word] |= bit
+	} else {
+		s.d.nesting[word] &^= bit
+	}
+}
+
+// isObject reports whether the array or object opened at depth is an
+// object.
+func (s *pass) isObject(depth int) bool {
+	return s.d.nesting[depth/64]&(1<<(depth%64)) != 0
+}
+
+// stringBody reads the body of a string whose opening quote is just
+// before msg[i]: printable text that is UTF-8 and escapes as JSON has
+// them. It returns the index of the closing quote and whether the body
+// holds escapes.
+func (s *pass) stringBody(i int) (int, bool) {
+	msg := s.msg
+	escaped := false
+	for {
+		// Most of a chat message is plain ASCII: take it eight bytes at
+		// a time, up to the first byte that needs a look of its own.
+		// Stepping by a constant 8 while all are plain, rather than by
+		// the count, lets the CPU run ahead to the next word before it
+		// has finished checking this one.
+		for i+8 <= len(msg) {
+			if n := plainBytes8(load8(msg, i)); n < 8 {
+				i += n
+				break
+			}
+			i += 8
+		}
+		if i >= len(msg) {
+			return -1, false
+		}
+		switch c := msg[i]; {
+		case c == '"':
+			return i, escaped
+		case c == '\\':
+			escaped = true
+			if i = s.escape(i); i < 0 {
+				return -1, false
+			}
+		case c < 0x20:
+			return -1, false
+		case c < utf8.RuneSelf:
+			i++
+		default:
+			r, size := utf8.DecodeRune(msg[i:])
+			if r == utf8.RuneError && size == 1 {
+				return -1, false
+			}
+			i += size
 		}
 	}
-	return false
+}
+
+// escape checks the escape whose backslash is at msg[i]. A \u escape for
+// half of a surrogate pair must be the high half followed at once by an
+// escape for the low half; anything else is noted as lone.
+func (s *pass) escape(i int) int {
+	msg := s.msg
+	if i+1 >= len(msg) {
+		return -1
+	}
+	switch msg[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return i + 2
+	case 'u':
+	default:
+		return -1
+	}
+	r, ok := hex4(msg, i+2)
+	if !ok {
+		return -1
+	}
+	i += 6
+	switch {
+	case isHighSurrogate(r):
+		// If another escape follows that is not a low half, leave it to
+		// the caller's next round: it may be a high half with a pair of
+		// its own, or not JSON, which wins over the lone half.
+		if _, ok := lowSurrogateAt(msg, i); ok {
+			return i + 6
+		}
+		s.lone = true
+	case isLowSurrogate(r):
+		s.lone = true
+	}
+	return i
+}
+
+// lowSurrogateAt reads a \u escape for the low half of a surrogate pair
+// at msg[i], if there is one.
+func lowSurrogateAt(msg []byte, i int) (rune, bool) {
+	if i+1 >= len(msg) || msg[i] != '\\' || msg[i+1] != 'u' {
+		return 0, false
+	}
+	r, ok := hex4(msg, i+2)
+	return r, ok && isLowSurrogate(r)
+}
+
+func isHighSurrogate(r rune) bool { return 0xD800 <= r && r < 0xDC00 }
+func isLowSurrogate(r rune) bool  { return 0xDC00 <= r && r < 0xE000 }
+
+// appendUnescaped appends the text of body, the body of a string that
+// the pass has read, with its escapes undone; a surrogate pair becomes
+// the UTF-8 of the character it names. (A lone half, which only a
+// message Decode refuses can hold, becomes U+FFFD.)
+func appendUnescaped(dst, body []byte) []byte {
+	for {
+		j := bytes.IndexByte(body, '\\')
+		if j < 0 {
+			return append(dst, body...)
+		}
+		dst = append(dst, body[:j]...)
+		body = body[j:]
+		var c byte
+		switch body[1] {
+		case 'b':
+			c = '\b'
+		case 'f':
+			c = '\f'
+		case 'n':
+			c = '\n'
+		case 'r':
+			c = '\r'
+		case 't':
+			c = '\t'
+		case 'u':
+			r, _ := hex4(body, 2)
+			body = body[6:]
+			if isHighSurrogate(r) {
+				if low, ok := lowSurrogateAt(body, 0); ok {
+					r = utf16.DecodeRune(r, low)
+					body = body[6:]
+				}
+			}
+			dst = utf8.AppendRune(dst, r)
+			continue
+		default: // '"', '\\' and '/' stand for themselves
+			c = body[1]
+		}
+		dst = append(dst, c)
+		body = body[2:]
+	}
+}
+
+// skipSpace returns the index of the first byte at or after msg[i] that
+// is not JSON whitespace.
+func skipSpace(msg []byte, i int) int {
+	for i < len(msg) {
+		switch msg[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipWord reads the literal word (true, false or null) at msg[i].
+func skipWord(msg []byte, i int, word string) int {
+	if len(msg)-i < len(word) || string(msg[i:i+len(word)]) != word {
+		return -1
+	}
+	return i + len(word)
+}
+
+// skipNumber reads the number at msg[i] by JSON's grammar: an optional
+// minus, then 0 or digits that do not start with 0, an optional fraction
+// with at least one digit, an optional exponent with at least one digit.
+// What follows it is the caller's to check, so "01" is 0 and then a
+// stray 1.
+func skipNumber(msg []byte, i int) int {
+	if i < len(msg) && msg[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(msg) && msg[i] == '0':
+		i++
+	case i < len(msg) && '1' <= msg[i] && msg[i] <= '9':
+		i = skipDigits(msg, i+1)
+	default:
+		return -1
+	}
+	if i < len(msg) && msg[i] == '.' {
+		j := skipDigits(msg, i+1)
+		if j == i+1 {
+			return -1
+		}
+		i = j
+	}
+	if i < len(msg) && (msg[i] == 'e' || msg[i] == 'E') {
+		i++
+		if i < len(msg) && (msg[i] == '+' || msg[i] == '-') {
+			i++
+		}
+		if j := skipDigits(msg, i); j > i {
+			return j
+		}
+		return -1
+	}
+	return i
+}
+
+// skipDigits returns the index of the first byte at or after msg[i] that
+// is not a decimal digit.
+func skipDigits(msg []byte, i int) int {
+	for i < len(msg) && '0' <= msg[i] && msg[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // hex4 reads the four hexadecimal digits at msg[at:].

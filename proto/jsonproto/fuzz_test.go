@@ -11,23 +11,35 @@ import (
 	"duet/proto"
 )
 
+// decodeSeeds start both decoder fuzz targets: each type, and each way a
+// message can fail.
+var decodeSeeds = []string{
+	`{"type":"login","name":"alice"}`,
+	`{"type":"login","name":"alice","password":"pw"}`,
+	`{"type":"connect","token":"9f86d081884c7d659a2feaa0c55ad015"}`,
+	`{"type":"say","text":"hello \u00e9 \ud83d\ude42 \n"}`,
+	`{"type":"say","text":"\ud83d"}`,
+	`{"type":"say","text":"a","text":"b"}`,
+	`{"type":"leave"}`, `{"type":"who","x":[1,{"y":null}]}`, `{"type":7}`, `{}`, `[]`, `"x"`,
+	`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
+}
+
+// addDecodeSeeds adds decodeSeeds and the messages of decodeTests.
+func addDecodeSeeds(f *testing.F) {
+	for _, seed := range decodeSeeds {
+		f.Add([]byte(seed))
+	}
+	for _, tt := range decodeTests {
+		f.Add([]byte(tt.msg))
+	}
+}
+
 // FuzzDecode checks that Decode never panics, that a say's text is always
 // UTF-8, and that it agrees with encoding/json: a frame encoding/json
 // rejects is bad_json here (or invalid_utf8), a frame it accepts is not,
 // and a command carries the same strings encoding/json reads.
 func FuzzDecode(f *testing.F) {
-	for _, seed := range []string{
-		`{"type":"login","name":"alice"}`,
-		`{"type":"login","name":"alice","password":"pw"}`,
-		`{"type":"connect","token":"9f86d081884c7d659a2feaa0c55ad015"}`,
-		`{"type":"say","text":"hello \u00e9 \ud83d\ude42 \n"}`,
-		`{"type":"say","text":"\ud83d"}`,
-		`{"type":"say","text":"a","text":"b"}`,
-		`{"type":"leave"}`, `{"type":"who","x":[1,{"y":null}]}`, `{"type":7}`, `{}`, `[]`, `"x"`,
-		`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
-	} {
-		f.Add([]byte(seed))
-	}
+	addDecodeSeeds(f)
 	var d Decoder
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		orig := slices.Clone(msg)
@@ -54,9 +66,10 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		var obj map[string]any
-		isObject := json.Unmarshal(msg, &obj) == nil
+		// null unmarshals into a map without error, and leaves it nil.
+		isObject := json.Unmarshal(msg, &obj) == nil && obj != nil
 		// Frames shorter than 600 bytes cannot nest deeper than
-		// fastjson's limit of 300, so valid JSON must get past parsing.
+		// maxDepth (300), so valid JSON must get past parsing.
 		if err == proto.ErrBadJSON && isObject && len(msg) < 600 {
 			t.Fatalf("Decode(%q) = bad_json; encoding/json reads an object", msg)
 		}
@@ -81,6 +94,91 @@ func FuzzDecode(f *testing.F) {
 			}
 			if want, _ := obj[field.key].(string); string(field.got) != want {
 				t.Fatalf("Decode(%q): %s = %q; encoding/json reads %q", msg, field.key, field.got, want)
+			}
+		}
+	})
+}
+
+// FuzzDecodeMatchesReference holds Decode to the answers of the
+// decoder it replaced (referenceDecoder, built on fastjson): the same
+// error, or the same command with the same bytes, for every input. It
+// also checks what Decode promises beyond that: msg is left as it was,
+// and no field can be appended to over what follows it.
+func FuzzDecodeMatchesReference(f *testing.F) {
+	deep := func(n int, inner string) string {
+		return strings.Repeat("[", n) + inner + strings.Repeat("]", n)
+	}
+	addDecodeSeeds(f)
+	for _, seed := range []string{
+		// Lone surrogates before and after what is not JSON, and
+		// surrogates in member names.
+		`{"type":"say","text":"\ud800"`, `{"type":"say","text":"\ud800","n":01}`,
+		`{"n":01,"type":"say","text":"\udc00"}`, `{"type":"say","text":"\ud800"} x`,
+		`{"type":"say","text":"\ud800\ud800\udc00"}`, `{"type":"say","text":"\ud800\u00"}`,
+		`{"type":"say","text":"\udbff\udfff\ud800\udc00"}`, `"\ud800"`, `["\udc00"]`,
+		`{"t\ud800ype":"say"}`, `{"\ud83d\ude42":1,"type":"who"}`,
+		// Escapes next to raw control characters.
+		"{\"type\":\"say\",\"text\":\"\\n\x01\"}", "{\"type\":\"say\",\"text\":\"\\ud800\x01\"}",
+		"{\"t\\u0079pe\x1f\":\"say\"}", "{\"type\":\"say\",\"text\":\"\x7f\"}",
+		// Nesting around maxDepth: an empty array may sit at depth 300,
+		// a number at 299; a lone surrogate too deep is still invalid_utf8.
+		`{"type":"who","a":` + deep(298, "") + `}`, `{"type":"who","a":` + deep(299, "") + `}`,
+		`{"type":"who","a":` + deep(300, "") + `}`, `{"type":"who","a":` + deep(301, "") + `}`,
+		`{"type":"who","a":` + deep(298, "1") + `}`, `{"type":"who","a":` + deep(299, "1") + `}`,
+		`{"type":"who","a":` + deep(299, "{}") + `}`, `{"type":"who","a":` + deep(299, `{"b":1}`) + `}`,
+		deep(299, ""), deep(300, ""), deep(301, ""),
+		`{"type":"who","a":` + deep(400, `"\ud800"`) + `}`, `{"type":"who","a":` + deep(400, `"x"`) + `]}`,
+		`{"type":"who","a":` + strings.Repeat(`{"b":`, 400) + "1" + strings.Repeat("}", 400) + `}`,
+		`{"type":"who","a":[{"b":[1,{"c":[]}]},{}]}`, `{"type":"who","a":[1,}`, `{"type":"who","a":{"b":]}`,
+		// Numbers.
+		`{"type":"who","n":-0}`, `{"type":"who","n":1e5}`, `{"type":"who","n":1E+5}`,
+		`{"type":"who","n":-1.5e-3}`, `{"type":"who","n":0.0e-0}`, `{"type":"who","n":01}`,
+		`{"type":"who","n":1.}`, `{"type":"who","n":.5}`, `{"type":"who","n":-}`,
+		`{"type":"who","n":-01}`, `{"type":"who","n":1e}`, `{"type":"who","n":1e+}`,
+		`{"type":"who","n":1.e5}`, `{"type":"who","n":+1}`, `{"type":"who","n":0x1}`, `{"type":"who","n":Infinity}`,
+		// Literals.
+		`{"type":"who","a":true,"b":false,"c":null}`, `{"type":"who","a":tru}`, `{"type":"who","a":nul}`,
+		`{"type":"who","a":True}`, `{"type":"who","a":NaN}`,
+		// Duplicates, whatever their values, and escaped names.
+		`{"type":"say","text":1,"text":"b"}`, `{"type":"who","name":null,"name":null}`,
+		`{"type":"say","te\u0078t":"a","text":"b"}`, `{"t\u0079pe":"say","text":"hi"}`,
+		`{"type":"say","text":"a","text":"b",}`, `{"type":"say","type":"say","text":"a"} x`,
+		`{"x":{"type":"say","text":"nested"},"type":"who"}`,
+		// Types and fields.
+		`{"type":["say"]}`, `{"type":{"say":1}}`, `{"type":"s\u0061y","text":"\u0068i"}`,
+		`{"type":"login","name":"a","password":null}`, `{"type":"login","password":"pw"}`,
+		`{"type":"connect","token":7}`, `{"type":"connect"}`, `{"type":"say","text":"a\/b\"\\"}`,
+		// Whitespace, a byte-order mark, what follows the object.
+		" \t\r\n{ \"type\" : \"who\" } \n", "\v{\"type\":\"who\"}", "{\"type\":\"who\"}\f",
+		"{\"type\":\u00a0\"who\"}", "\ufeff{\"type\":\"who\"}", `{"type":"who"}{}`,
+		`{"type":"who"},`, `{"type":"who"}]`, "", " ", "{", "}", `{"type"}`, `{"type":}`, `{"type" "who"}`,
+		// A byte that is not UTF-8 before, in and after what is not JSON.
+		"\xff{\"type\":\"who\"}", "{\"type\":\"who\",\xff}", "{\"type\":\"who\"\xff",
+		"{\"type\":\"who\",}\xff", "{\"type\":\"say\",\"text\":\"\xed\xa0\x80\"}", "{\"a\":01,\"b\":\"\xc0\x80\"}",
+	} {
+		f.Add([]byte(seed))
+	}
+	var d Decoder
+	var ref referenceDecoder
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		orig := slices.Clone(msg)
+		want, wantErr := ref.Decode(slices.Clone(msg))
+		got, gotErr := d.Decode(msg)
+		if !bytes.Equal(msg, orig) {
+			t.Fatalf("Decode changed its input")
+		}
+		if gotErr != wantErr || got.Op != want.Op {
+			t.Fatalf("Decode(%q) = %v, %v; the reference decoder says %v, %v", msg, got.Op, gotErr, want.Op, wantErr)
+		}
+		for _, field := range []struct {
+			name      string
+			got, want []byte
+		}{{"name", got.Name, want.Name}, {"password", got.Password, want.Password}, {"token", got.Token, want.Token}, {"text", got.Text, want.Text}} {
+			if !bytes.Equal(field.got, field.want) {
+				t.Fatalf("Decode(%q): %s = %q; the reference decoder reads %q", msg, field.name, field.got, field.want)
+			}
+			if cap(field.got) != len(field.got) {
+				t.Fatalf("Decode(%q): %s has capacity %d for length %d", msg, field.name, cap(field.got), len(field.got))
 			}
 		}
 	})

@@ -1,0 +1,212 @@
+package jsonproto
+
+import (
+	"bytes"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+
+	"duet/proto"
+)
+
+// referenceDecoder is the decoder duet had before Decoder's single pass:
+// four passes built on fastjson (UTF-8, fastjson's validator, a walk of
+// the strings for what that validator misses, then fastjson's parser).
+// It is slow but simple, and its answers are the contract: the
+// differential fuzz target holds Decoder to them, error for error. It
+// shares no code with Decoder, so that a bug in one is not hidden by the
+// same bug in the other.
+type referenceDecoder struct {
+	parser fastjson.Parser
+}
+
+// referenceFields holds the members the reference decoder reads.
+type referenceFields struct {
+	typ, name, password, token, text *fastjson.Value
+	duplicate                        bool
+}
+
+func (f *referenceFields) set(key []byte, v *fastjson.Value) {
+	var slot **fastjson.Value
+	switch string(key) {
+	case "type":
+		slot = &f.typ
+	case "name":
+		slot = &f.name
+	case "password":
+		slot = &f.password
+	case "token":
+		slot = &f.token
+	case "text":
+		slot = &f.text
+	default:
+		return
+	}
+	if *slot != nil {
+		f.duplicate = true
+	}
+	*slot = v
+}
+
+// Decode checks, in order: UTF-8 (proto.ErrInvalidUTF8), JSON
+// (proto.ErrBadJSON), lone surrogate escapes (proto.ErrInvalidUTF8),
+// nesting within fastjson.MaxDepth (proto.ErrBadJSON), an object
+// (proto.ErrBadJSON), then the members.
+func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
+	if !utf8.Valid(msg) {
+		return proto.Command{}, proto.ErrInvalidUTF8
+	}
+	// fastjson's parser is lenient (it takes NaN, 1.2.3 and raw control
+	// characters in strings, and keeps bad escapes as text); its
+	// validator is strict but for one gap, which referenceCheckStrings
+	// closes. Validate first, so that anything the parser then accepts
+	// is JSON.
+	if fastjson.ValidateBytes(msg) != nil {
+		return proto.Command{}, proto.ErrBadJSON
+	}
+	if err := referenceCheckStrings(msg); err != nil {
+		return proto.Command{}, err
+	}
+	v, err := d.parser.ParseBytes(msg)
+	if err != nil {
+		// Valid JSON nested deeper than fastjson.MaxDepth.
+		return proto.Command{}, proto.ErrBadJSON
+	}
+	if v.Type() != fastjson.TypeObject {
+		return proto.Command{}, proto.ErrBadJSON
+	}
+	var f referenceFields
+	v.GetObject().Visit(f.set)
+	if f.duplicate {
+		return proto.Command{}, proto.ErrBadMessage
+	}
+	typ, ok := referenceStringOf(f.typ)
+	if !ok {
+		return proto.Command{}, proto.ErrBadMessage
+	}
+	switch string(typ) {
+	case "login":
+		if f.name == nil {
+			return proto.Command{}, proto.ErrBadName
+		}
+		name, ok := referenceStringOf(f.name)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		var password []byte
+		if f.password != nil {
+			if password, ok = referenceStringOf(f.password); !ok {
+				return proto.Command{}, proto.ErrBadMessage
+			}
+		}
+		return proto.Command{Op: proto.OpLogin, Name: name, Password: password}, nil
+	case "connect":
+		if f.token == nil {
+			return proto.Command{}, proto.ErrBadToken
+		}
+		token, ok := referenceStringOf(f.token)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpConnect, Token: token}, nil
+	case "say":
+		text, ok := referenceStringOf(f.text)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpSay, Text: text}, nil
+	case "leave":
+		return proto.Command{Op: proto.OpLeave}, nil
+	case "who":
+		return proto.Command{Op: proto.OpWho}, nil
+	case "help":
+		return proto.Command{Op: proto.OpHelp}, nil
+	case "quit":
+		return proto.Command{Op: proto.OpQuit}, nil
+	case "newtoken":
+		return proto.Command{Op: proto.OpNewToken}, nil
+	}
+	return proto.Command{}, proto.ErrUnknownType
+}
+
+// referenceStringOf returns v's unescaped bytes if v is a JSON string.
+func referenceStringOf(v *fastjson.Value) ([]byte, bool) {
+	if v == nil || v.Type() != fastjson.TypeString {
+		return nil, false
+	}
+	s := v.GetStringBytes()
+	return s[:len(s):len(s)], true
+}
+
+// referenceCheckStrings walks the strings of msg, which
+// fastjson.ValidateBytes has accepted, for what that validator lets
+// through: a raw control character in a string that also holds an
+// escape (it checks only the part after the last escape), which is
+// proto.ErrBadJSON, and a \u escape for half of a UTF-16 surrogate pair
+// with the other half missing, which is proto.ErrInvalidUTF8. Malformed
+// JSON wins over a lone surrogate, whichever comes first.
+func referenceCheckStrings(msg []byte) *proto.Error {
+	var lone bool
+	i := 0
+	for {
+		// Outside strings, a '"' can only open one.
+		j := bytes.IndexByte(msg[i:], '"')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		for {
+			for i < len(msg) && msg[i] >= 0x20 && msg[i] != '"' && msg[i] != '\\' {
+				i++
+			}
+			if i >= len(msg) || msg[i] < 0x20 {
+				return proto.ErrBadJSON
+			}
+			if msg[i] == '"' {
+				i++
+				break
+			}
+			if i+1 >= len(msg) {
+				return proto.ErrBadJSON
+			}
+			if msg[i+1] != 'u' {
+				i += 2
+				continue
+			}
+			r, ok := referenceHex4(msg, i+2)
+			if !ok {
+				return proto.ErrBadJSON
+			}
+			i += 6
+			switch {
+			case 0xD800 <= r && r < 0xDC00:
+				// A high half must be followed at once by a low half. If
+				// another escape follows instead, leave it to the next
+				// round: it may be the high half of a pair of its own.
+				if i+1 < len(msg) && msg[i] == '\\' && msg[i+1] == 'u' {
+					if low, ok := referenceHex4(msg, i+2); ok && 0xDC00 <= low && low < 0xE000 {
+						i += 6
+						continue
+					}
+				}
+				lone = true
+			case 0xDC00 <= r && r < 0xE000:
+				lone = true
+			}
+		}
+	}
+	if lone {
+		return proto.ErrInvalidUTF8
+	}
+	return nil
+}
+
+// referenceHex4 reads the four hexadecimal digits at msg[at:].
+func referenceHex4(msg []byte, at int) (uint64, bool) {
+	if at+4 > len(msg) {
+		return 0, false
+	}
+	r, err := strconv.ParseUint(string(msg[at:at+4]), 16, 16)
+	return r, err == nil
+}
