@@ -311,8 +311,24 @@ func (c *wsCodec) appendFrame(dst []byte, op byte, payload []byte) []byte {
 	dst, mask := c.appendFrameHeader(dst, op, len(payload))
 	start := len(dst)
 	dst = append(dst, payload...)
-	ws.Cipher(dst[start:], mask, 0)
+	maskPayload(dst[start:], mask)
 	return dst
+}
+
+// maskPayload applies a client frame's mask to its whole payload (RFC
+// 6455 section 5.3), eight bytes at a time. For the ~90-byte payloads of
+// the relay it takes about half the time of ws.Cipher, whose setup pays
+// off only on longer payloads; TestMaskPayload holds it to ws.Cipher.
+func maskPayload(b []byte, mask [4]byte) {
+	m := uint64(binary.LittleEndian.Uint32(mask[:]))
+	m |= m << 32
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, binary.LittleEndian.Uint64(b)^m)
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] ^= mask[i&3]
+	}
 }
 
 func (c *wsCodec) appendLogin(dst []byte, name string) []byte {
@@ -342,7 +358,7 @@ func (c *wsCodec) appendMessage(dst []byte, seq uint64, stamp int64, padding []b
 	dst = append(dst, sayPrefix...)
 	dst = appendText(dst, seq, stamp, padding)
 	dst = append(dst, saySuffix...)
-	ws.Cipher(dst[start:], mask, 0)
+	maskPayload(dst[start:], mask)
 	return dst
 }
 

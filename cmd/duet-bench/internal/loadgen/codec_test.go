@@ -221,6 +221,22 @@ func BenchmarkClassifyJSONMessage(b *testing.B) {
 	}
 }
 
+func TestMaskPayload(t *testing.T) {
+	mask := [4]byte{0x12, 0x9a, 0xff, 0x01}
+	for n := range 70 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + 3)
+		}
+		want := bytes.Clone(b)
+		ws.Cipher(want, mask, 0)
+		maskPayload(b, mask)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("%d bytes: got %x, want %x", n, b, want)
+		}
+	}
+}
+
 // TestWSClientFrames checks the hand-built client frames with gobwas/ws's
 // own reader, as a server would see them.
 func TestWSClientFrames(t *testing.T) {
