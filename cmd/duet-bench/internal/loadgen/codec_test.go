@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/gobwas/ws"
 )
@@ -390,21 +392,44 @@ func TestParseHello(t *testing.T) {
 }
 
 // FuzzServerBytes feeds arbitrary server bytes to every codec: each must
-// return events or an error, never panic or loop.
+// return events or an error, never panic or loop, and must return the
+// same events whether the bytes arrive at once (frames are then taken
+// whole from the buffer) or one byte per read (they are then assembled
+// piece by piece).
 func FuzzServerBytes(f *testing.F) {
 	f.Add([]byte("* hi\r\n<bob> 0000000000000000000000\r\n! x: y\r\n"))
 	f.Add(append([]byte{0x81, 5}, "hello"...))
 	f.Add([]byte{0x01, 3, 'a', 'b', 'c', 0x80, 1, 'd'})
 	f.Add([]byte{0x81, 126, 0, 200})
+	f.Add(append([]byte{0x81, 0x85, 1, 2, 3, 4}, "hello"...))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, c := range []codec{lineCodec{}, bareCodec{}, newWSCodec(1)} {
-			br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
-			for range len(data) + 1 {
-				c.messageBuffered(br)
-				if _, err := c.read(br); err != nil {
-					break
-				}
+		codecs := map[string]func() codec{
+			"line": func() codec { return lineCodec{} },
+			"bare": func() codec { return bareCodec{} },
+			"ws":   func() codec { return newWSCodec(1) },
+		}
+		for name, newCodec := range codecs {
+			whole := readAll(newCodec(), bytes.NewReader(data), len(data)+1)
+			piecemeal := readAll(newCodec(), iotest.OneByteReader(bytes.NewReader(data)), len(data)+1)
+			if whole != piecemeal {
+				t.Fatalf("%s codec on %q:\nat once:     %s\nbyte a read: %s", name, data, whole, piecemeal)
 			}
 		}
 	})
+}
+
+// readAll reads events until an error or limit reads, and describes them.
+func readAll(c codec, r io.Reader, limit int) string {
+	br := bufio.NewReaderSize(r, 4096)
+	var out strings.Builder
+	for range limit {
+		c.messageBuffered(br)
+		ev, err := c.read(br)
+		if err != nil {
+			fmt.Fprintf(&out, "error %v", err)
+			break
+		}
+		fmt.Fprintf(&out, "%v %q %q; ", ev.kind, ev.text, ev.code)
+	}
+	return out.String()
 }
