@@ -3,9 +3,12 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/gobwas/ws"
 )
@@ -82,11 +85,156 @@ func TestClassifyJSON(t *testing.T) {
 		{`{"type":"future"}`, evNotice, "", ""},
 		{`not json`, evNotice, "", ""},
 		{`{"type":`, evNotice, "", ""},
+		// What the shortcut declines, the full parse still reads.
+		{`{"type":"message","from":"alice","text":"abc"} `, evMessage, "abc", ""},
+		{`{"type":"message","from":"al\u0069ce","text":"abc"}`, evMessage, "abc", ""},
+		{`{"type":"message","from":"alice","text":"café"}`, evMessage, "café", ""},
+		{`{"type":"message","from":"alice","text":"abc","text":"def"}`, evMessage, "def", ""},
+		{`{"type":"message","from":"alice"}`, evMessage, "", ""},
+		// ... and refuses what is not JSON, or not this protocol's.
+		{`{"type":"message","from":"alice","text":"abc"}}`, evNotice, "", ""},
+		{`{"type":"message","from":"alice","text":"a` + "\x01" + `c"}`, evNotice, "", ""},
+		{`{"TYPE":"error","code":"x"}`, evNotice, "", ""},
+		{`{"type":"error","code":7}`, evError, "", ""},
 	}
 	for _, tt := range tests {
 		ev := classifyJSON([]byte(tt.obj))
 		if ev.kind != tt.kind || string(ev.text) != tt.text || string(ev.code) != tt.code {
 			t.Errorf("classifyJSON(%s) = %v %q %q; want %v %q %q", tt.obj, ev.kind, ev.text, ev.code, tt.kind, tt.text, tt.code)
+		}
+	}
+}
+
+func TestParseMessage(t *testing.T) {
+	tests := []struct {
+		obj  string
+		text string
+		ok   bool
+	}{
+		{`{"type":"message","from":"alice","text":"abc"}`, "abc", true},
+		{`{"type":"message","from":"bench1f2e-7","text":"0000000001000000000badcxxxxxxxxxxxxxxxxxxxxxxxx"}`, "0000000001000000000badcxxxxxxxxxxxxxxxxxxxxxxxx", true},
+		{`{"type":"message","from":"","text":""}`, "", true},
+		{`{"type":"message","from":"a b~!","text":" }{,:"}`, " }{,:", true},
+		// Anything needing a decoder goes to the full parse.
+		{`{"type":"message","from":"alice","text":"a\"b"}`, "", false},
+		{`{"type":"message","from":"alice","text":"a\\"}`, "", false},
+		{`{"type":"message","from":"al\"ice","text":"abc"}`, "", false},
+		{`{"type":"message","from":"alice","text":"aé"}`, "", false},
+		{`{"type":"message","from":"alice","text":"a` + "\x7f" + `"}`, "", false},
+		{`{"type":"message","from":"alice","text":"a` + "\t" + `"}`, "", false},
+		{`{"type":"message","from":"a` + "\n" + `","text":"abc"}`, "", false},
+		// So does any other shape.
+		{`{"type":"message","from":"alice","text":"abc"} `, "", false},
+		{`{"type":"message","from":"alice","text":"abc"`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","x":1}`, "", false},
+		{`{"type":"message","text":"abc","from":"alice"}`, "", false},
+		{`{"type": "message","from":"alice","text":"abc"}`, "", false},
+		{`{"type":"message","from":"alice"}`, "", false},
+		{`{"type":"message","from":"alice","text":"}`, "", false},
+		{`{"type":"message","from":"alice","text":"`, "", false},
+		{`{"type":"welcome","name":"alice","token":"abc"}`, "", false},
+	}
+	for _, tt := range tests {
+		text, ok := parseMessage([]byte(tt.obj))
+		if ok != tt.ok || string(text) != tt.text {
+			t.Errorf("parseMessage(%s) = %q, %v; want %q, %v", tt.obj, text, ok, tt.text, tt.ok)
+		}
+	}
+}
+
+// TestPlainJSON8 holds the eight-byte test to the byte-at-a-time rule for
+// every byte value in every position, next to bytes that are fine and
+// next to bytes that are not (where a borrow could spill over).
+func TestPlainJSON8(t *testing.T) {
+	plainByte := func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' }
+	for _, fill := range []byte{'x', ' ', '~', 0x00, 0x1f, 0x80, 0xff} {
+		for pos := range 8 {
+			for c := range 256 {
+				w := bytes.Repeat([]byte{fill}, 8)
+				w[pos] = byte(c)
+				want := true
+				for _, b := range w {
+					want = want && plainByte(b)
+				}
+				if got := plainJSON(w); got != want {
+					t.Fatalf("plainJSON(%q) = %v, want %v", w, got, want)
+				}
+				if got := plainJSON(w[:7]); got != want && pos < 7 {
+					t.Fatalf("plainJSON(%q) = %v, want %v", w[:7], got, want)
+				}
+			}
+		}
+	}
+}
+
+// referenceJSON is what classifyJSON must answer, worked out with
+// encoding/json alone: the fuzz target holds the shortcut to it.
+func referenceJSON(obj []byte) (kind eventKind, text, code string) {
+	var members map[string]any
+	if json.Unmarshal(obj, &members) != nil {
+		return evNotice, "", ""
+	}
+	str := func(name string) string { s, _ := members[name].(string); return s }
+	switch str("type") {
+	case "message":
+		return evMessage, str("text"), ""
+	case "welcome":
+		return evWelcome, str("token"), ""
+	case "paired":
+		return evPaired, "", ""
+	case "error":
+		return evError, "", str("code")
+	case "peer_left":
+		return evPeerLeft, "", ""
+	}
+	return evNotice, "", ""
+}
+
+// FuzzClassifyJSON checks the hand-written message shortcut, and the
+// classification as a whole, against encoding/json on arbitrary objects.
+func FuzzClassifyJSON(f *testing.F) {
+	f.Add([]byte(`{"type":"message","from":"alice","text":"abc"}`))
+	f.Add([]byte(`{"type":"message","from":"bench00ff-1","text":"0000000000000000000001e2xxxxxxxx"}`))
+	f.Add([]byte(`{"type":"message","from":"alice","text":"a\"b"}`))
+	f.Add([]byte(`{"type":"message","from":"alice","text":"a\u00e9"}`))
+	f.Add([]byte(`{"type":"welcome","name":"alice","token":"0123456789abcdef0123456789abcdef"}`))
+	f.Add([]byte(`{"type":"error","code":"rate_limited","text":"slow down"}`))
+	f.Add([]byte(`{"type":"paired","peer":"bob","initiator":true}`))
+	f.Add([]byte(`{"type":"peer_left","peer":"bob","reason":"left"}`))
+	f.Fuzz(func(t *testing.T, obj []byte) {
+		kind, text, code := referenceJSON(obj)
+		if got, ok := parseMessage(obj); ok && (kind != evMessage || string(got) != text) {
+			t.Fatalf("parseMessage(%q) = %q; encoding/json reads %v %q", obj, got, kind, text)
+		}
+		ev := classifyJSON(obj)
+		if ev.kind != kind || string(ev.text) != text || string(ev.code) != code {
+			t.Fatalf("classifyJSON(%q) = %v %q %q; encoding/json reads %v %q %q", obj, ev.kind, ev.text, ev.code, kind, text, code)
+		}
+	})
+}
+
+func BenchmarkClassifyJSONMessage(b *testing.B) {
+	obj := message(string(appendText(nil, 12345, 67890, padding(64))))
+	b.ReportAllocs()
+	for b.Loop() {
+		if ev := classifyJSON(obj); ev.kind != evMessage || len(ev.text) != 64 {
+			b.Fatal(ev)
+		}
+	}
+}
+
+func TestMaskPayload(t *testing.T) {
+	mask := [4]byte{0x12, 0x9a, 0xff, 0x01}
+	for n := range 70 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + 3)
+		}
+		want := bytes.Clone(b)
+		ws.Cipher(want, mask, 0)
+		maskPayload(b, mask)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("%d bytes: got %x, want %x", n, b, want)
 		}
 	}
 }
@@ -244,21 +392,44 @@ func TestParseHello(t *testing.T) {
 }
 
 // FuzzServerBytes feeds arbitrary server bytes to every codec: each must
-// return events or an error, never panic or loop.
+// return events or an error, never panic or loop, and must return the
+// same events whether the bytes arrive at once (frames are then taken
+// whole from the buffer) or one byte per read (they are then assembled
+// piece by piece).
 func FuzzServerBytes(f *testing.F) {
 	f.Add([]byte("* hi\r\n<bob> 0000000000000000000000\r\n! x: y\r\n"))
 	f.Add(append([]byte{0x81, 5}, "hello"...))
 	f.Add([]byte{0x01, 3, 'a', 'b', 'c', 0x80, 1, 'd'})
 	f.Add([]byte{0x81, 126, 0, 200})
+	f.Add(append([]byte{0x81, 0x85, 1, 2, 3, 4}, "hello"...))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, c := range []codec{lineCodec{}, bareCodec{}, newWSCodec(1)} {
-			br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
-			for range len(data) + 1 {
-				c.messageBuffered(br)
-				if _, err := c.read(br); err != nil {
-					break
-				}
+		codecs := map[string]func() codec{
+			"line": func() codec { return lineCodec{} },
+			"bare": func() codec { return bareCodec{} },
+			"ws":   func() codec { return newWSCodec(1) },
+		}
+		for name, newCodec := range codecs {
+			whole := readAll(newCodec(), bytes.NewReader(data), len(data)+1)
+			piecemeal := readAll(newCodec(), iotest.OneByteReader(bytes.NewReader(data)), len(data)+1)
+			if whole != piecemeal {
+				t.Fatalf("%s codec on %q:\nat once:     %s\nbyte a read: %s", name, data, whole, piecemeal)
 			}
 		}
 	})
+}
+
+// readAll reads events until an error or limit reads, and describes them.
+func readAll(c codec, r io.Reader, limit int) string {
+	br := bufio.NewReaderSize(r, 4096)
+	var out strings.Builder
+	for range limit {
+		c.messageBuffered(br)
+		ev, err := c.read(br)
+		if err != nil {
+			fmt.Fprintf(&out, "error %v", err)
+			break
+		}
+		fmt.Fprintf(&out, "%v %q %q; ", ev.kind, ev.text, ev.code)
+	}
+	return out.String()
 }

@@ -148,6 +148,7 @@ func (d *dialer) netDialer(index int) *net.Dialer {
 	nd := &net.Dialer{Timeout: d.cfg.Timeout}
 	if n := len(d.cfg.Sources); n > 0 {
 		nd.LocalAddr = &net.TCPAddr{IP: d.cfg.Sources[index%n]}
+		nd.Control = bindNoPort
 	}
 	return nd
 }

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -197,11 +198,12 @@ func (r *relay) readLoop(e *endpoint) {
 	}
 }
 
-// receive checks one message text: its size, its place in the sequence,
-// and its latency.
+// receive checks one message text: its size, its padding, its place in
+// the sequence, and its latency. A text that is not byte for byte what
+// some sender wrote is corrupt.
 func (r *relay) receive(in *receiver, text []byte, now int64) {
 	seq, stamp, ok := parseText(text)
-	if !ok || len(text) != r.size {
+	if !ok || len(text) != r.size || !bytes.Equal(text[MinTextSize:], r.padding) {
 		in.corrupt++
 		return
 	}

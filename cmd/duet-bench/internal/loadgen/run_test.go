@@ -249,6 +249,7 @@ const (
 	reject                 // answer the sender with an error instead
 	hold                   // deliver after the next message from the same sender
 	swallowAll             // from now on drop everything from this sender
+	garble                 // deliver with the text's last byte changed
 )
 
 type faultySession struct {
@@ -356,6 +357,8 @@ func (s *faultyServer) serve(fs *faultySession) {
 					peer.writeLine("<" + fs.name + "> " + fs.held)
 					fs.held = ""
 				}
+			case garble:
+				peer.writeLine("<" + fs.name + "> " + line[:len(line)-1] + "y")
 			case drop:
 			case reject:
 				fs.writeLine("! rate_limited: too many requests; slow down")
@@ -376,6 +379,7 @@ func TestRunCountsFaults(t *testing.T) {
 		lost    int64
 		reject  int64
 		reorder int64
+		corrupt int64
 	}{
 		{
 			name:  "a message dropped mid-run",
@@ -393,6 +397,11 @@ func TestRunCountsFaults(t *testing.T) {
 			name:    "two messages swapped",
 			fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 20, hold) },
 			reorder: 1,
+		},
+		{
+			name:    "a message's padding changed",
+			fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 30, garble) },
+			corrupt: 1,
 		},
 		{
 			name:   "the last message dropped",
@@ -428,14 +437,14 @@ func TestRunCountsFaults(t *testing.T) {
 			if rep.OK() {
 				t.Error("report OK despite faults")
 			}
-			if e.Lost != tt.lost || e.Rejected != tt.reject || e.OutOfOrder != tt.reorder {
-				t.Errorf("lost %d, rejected %d, out of order %d; want %d, %d, %d (%s)",
-					e.Lost, e.Rejected, e.OutOfOrder, tt.lost, tt.reject, tt.reorder, e.summary())
+			if e.Lost != tt.lost || e.Rejected != tt.reject || e.OutOfOrder != tt.reorder || e.Corrupt != tt.corrupt {
+				t.Errorf("lost %d, rejected %d, out of order %d, corrupt %d; want %d, %d, %d, %d (%s)",
+					e.Lost, e.Rejected, e.OutOfOrder, e.Corrupt, tt.lost, tt.reject, tt.reorder, tt.corrupt, e.summary())
 			}
 			if tt.reject > 0 && e.Server["rate_limited"] != tt.reject {
 				t.Errorf("server errors %v", e.Server)
 			}
-			if rr := rep.Relay; rr.Sent-rr.Delivered != tt.lost+tt.reject {
+			if rr := rep.Relay; rr.Sent-rr.Delivered != tt.lost+tt.reject+tt.corrupt {
 				t.Errorf("sent %d, delivered %d", rr.Sent, rr.Delivered)
 			}
 		})

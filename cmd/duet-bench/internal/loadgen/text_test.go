@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 )
 
@@ -31,6 +32,56 @@ func TestTextRoundTrip(t *testing.T) {
 				t.Fatalf("parseText(%q) = %d, %d, %v; want %d, %d, true", text, seq, stamp, ok, tt.seq, tt.stamp)
 			}
 		})
+	}
+}
+
+// plainHex appends v as exactly width lowercase hex digits, one at a
+// time: the reference appendText's eight-at-a-time digits are held to.
+func plainHex(dst []byte, v uint64, width int) []byte {
+	for i := width - 1; i >= 0; i-- {
+		dst = append(dst, hexDigits[v>>(4*i)&0xf])
+	}
+	return dst
+}
+
+func TestTextDigits(t *testing.T) {
+	values := []uint64{0, 1, 9, 10, 15, 16, 0x99, 0xaa, 0xff, 0x0123456789abcdef, 0xfedcba9876543210, 1<<40 - 1, 1<<56 - 1, 1<<64 - 1}
+	for i := range 64 {
+		values = append(values, 1<<i, 1<<i-1, 0xa<<(i&^3))
+	}
+	for _, seq := range values {
+		for _, stamp := range values {
+			got := appendText(nil, seq, int64(stamp), nil)
+			want := plainHex(plainHex(nil, seq, seqDigits), stamp, stampDigits)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("appendText(%#x, %#x) = %q, want %q", seq, stamp, got, want)
+			}
+		}
+	}
+}
+
+// TestUnhex8EveryByte puts every byte value in every position of a word
+// of digits, next to digits and next to bytes with the high bit set, and
+// holds unhex8 to a byte-at-a-time reading.
+func TestUnhex8EveryByte(t *testing.T) {
+	for _, word := range []string{"0123abcd", "9fa0f9af", "\xff\x80\xaa00000", "ffffffff"} {
+		for pos := range 8 {
+			for c := range 256 {
+				b := []byte(word)
+				b[pos] = byte(c)
+				var want uint32
+				wantOK := true
+				for _, d := range b {
+					i := bytes.IndexByte([]byte(hexDigits), d)
+					wantOK = wantOK && i >= 0
+					want = want<<4 | uint32(i&0xf)
+				}
+				v, ok := unhex8(binary.LittleEndian.Uint64(b))
+				if ok != wantOK || (ok && v != want) {
+					t.Fatalf("unhex8(%q) = %#x, %v; want %#x, %v", b, v, ok, want, wantOK)
+				}
+			}
+		}
 	}
 }
 
