@@ -124,6 +124,20 @@ func appendString[Bytes []byte | string](dst []byte, s Bytes) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Fast path: eight bytes at a time while they need no escaping,
+		// which is nearly all chat text, up to the first byte that needs
+		// a look of its own (see stringBody in decode.go on the constant
+		// step).
+		for i+8 <= len(s) {
+			if n := plainBytes8(load8(s, i)); n < 8 {
+				i += n
+				break
+			}
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
