@@ -73,6 +73,12 @@ kill "$duetd_pid"; wait "$duetd_pid" 2>/dev/null || true
 start_duetd
 run idle-duetd    -idle -proto tcp -tcp 127.0.0.1:17070 -pairs 9000 -hold 3s -pid "$duetd_pid" -sources 127.0.0.1,127.0.0.2,127.0.0.3
 
+# Allocations per relayed message come from the relay micro-benchmarks,
+# which time duet's own work per message without sockets.
+echo "== micro-benchmarks: go test -run '^\$' -bench Relay -benchmem ./engine/"
+go test -run '^$' -bench 'Relay' -benchmem ./engine/ | tee "$work/micro.txt"
+printf '%s\t%s\n' micro-allocs "go test -run '^\$' -bench Relay -benchmem ./engine/" >>"$results"
+
 # The figures are read from duet-bench's JSON by a short Go program, so
 # the script needs nothing the Go toolchain does not have.
 cat >"$work/report.go" <<'EOF'
@@ -160,6 +166,36 @@ func main() {
 		fmt.Fprintf(&b, "| ≤ 3 KiB of server RSS per idle paired connection (%d connections) | %.0f bytes | %s |\n", idle.RSS.Conns, idle.RSS.BytesPerConn, check(idle.RSS.BytesPerConn <= 3072))
 	}
 	fmt.Fprintf(&b, "| ≥ 20,000 logins-and-pairs per second | %.0f/s | %s |\n", pairing.Pair.PerSecond, check(pairing.Pair.PerSecond >= 20000))
+	micro := map[string][2]float64{} // benchmark name: ns/op, allocs/op
+	if data, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 8 || !strings.HasPrefix(f[0], "BenchmarkRelay") {
+				continue
+			}
+			var ns, allocs float64
+			for i := 1; i+1 < len(f); i++ {
+				switch f[i+1] {
+				case "ns/op":
+					fmt.Sscan(f[i], &ns)
+				case "allocs/op":
+					fmt.Sscan(f[i], &allocs)
+				}
+			}
+			micro[strings.TrimPrefix(strings.SplitN(f[0], "-", 2)[0], "Benchmark")] = [2]float64{ns, allocs}
+		}
+	}
+	for _, m := range []struct {
+		name, label string
+		max         float64
+	}{{"RelayTCPToTCP", "TCP to TCP: 0", 0}, {"RelayWSToWS", "WebSocket to WebSocket: ≤ 2", 2}} {
+		r, ok := micro[m.name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "no result for Benchmark%s\n", m.name)
+			os.Exit(1)
+		}
+		fmt.Fprintf(&b, "| heap allocations per relayed message, %s (%.0f ns/op) | %.0f | %s |\n", m.label, r[0], r[1], check(r[1] <= m.max))
+	}
 	fmt.Fprintf(&b, "\n## Relay: 200 pairs, 64-byte messages, 16 in flight per sender\n\n| server | messages/s | p50 µs | p99 µs | p999 µs |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, row := range []struct {
 		name string
