@@ -66,6 +66,7 @@ type conn struct {
 	lastBatch    int       // relayed messages in the last batch handed to gnet
 
 	drainingInput bool         // onClose is using up held-back input; do not pause
+	reading       bool         // readInput is acting on the input (see onClose)
 	awaiting      bool         // a command is with the cluster directory (directory.go); input waits
 	closing       bool         // close once the output is flushed
 	closeReason   proto.Reason // what the partner is told; "" means disconnected
@@ -157,6 +158,7 @@ func (cn *conn) onTraffic() gnet.Action {
 func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
+	cn.reading = true
 	switch cn.stage {
 	case stageProxy:
 		used = cn.readPreamble(buf)
@@ -165,6 +167,7 @@ func (cn *conn) readInput() {
 	case stageHTTP, stageWS:
 		used = cn.readWeb(buf)
 	}
+	cn.reading = false
 	if used > 0 {
 		_, _ = cn.c.Discard(used)
 	}
@@ -571,7 +574,11 @@ func (cn *conn) onClose(err error) {
 	// Commands that arrived before the end but were held back by a pause
 	// still count: a file piped through netcat ends with end-of-file right
 	// after its last line. Their number is bounded by the pause itself.
-	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting {
+	//
+	// Not when the close comes in the middle of reading that input (a
+	// write that failed while a flood was being cut): the read under way
+	// has not discarded what it acted on yet, and would see it twice.
+	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting && !cn.reading {
 		cn.paused, cn.closing = false, false
 		cn.drainingInput = true
 		cn.readInput()
