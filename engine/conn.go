@@ -281,7 +281,7 @@ func (cn *conn) sayRun() {
 			texts = texts[1:]
 		}
 	}
-	if len(ls.run) > 0 {
+	if len(ls.run) > 0 && !cn.paused {
 		// A client that never reads its own replies (errors here) is
 		// paused like any other slow reader, as handle does.
 		cn.backPressure(&cn.out)
