@@ -558,6 +558,13 @@ func (cn *conn) shutdown() {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
 		cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
 	}
+	cn.closeWhenFlushed()
+}
+
+// closeWhenFlushed closes the connection once what is queued for it has
+// been written: now, if the socket takes it all, or else from
+// checkBacklog when gnet has drained.
+func (cn *conn) closeWhenFlushed() {
 	cn.closing = true
 	cn.paused = false
 	cn.flush()

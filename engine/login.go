@@ -248,14 +248,7 @@ func (cn *conn) replacedElsewhere() {
 		if cn.stage == stageWS {
 			cn.out.deliverRaw(wsframe.AppendClose(nil, 1000, "logged in elsewhere"))
 		}
-		cn.closing = true
-		cn.paused = false
-		cn.flush()
-		if cn.c.OutboundBuffered() == 0 {
-			_ = cn.c.Close()
-		} else {
-			cn.loop.backlogged[cn] = struct{}{}
-		}
+		cn.closeWhenFlushed()
 		return nil
 	}))
 }

@@ -54,15 +54,24 @@ func putBuf(b *[]byte) {
 	bufPool.Put(b)
 }
 
-// Deliver implements hub.Outbox.
-func (o *outbox) Deliver(ev *proto.Event) {
+// lockOpen takes o.mu for appending to the queue, with a buffer ready.
+// It reports false, with o.mu released, if the outbox is closed.
+func (o *outbox) lockOpen() bool {
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		return
+		return false
 	}
 	if o.buf == nil {
 		o.buf = bufPool.Get().(*[]byte)
+	}
+	return true
+}
+
+// Deliver implements hub.Outbox.
+func (o *outbox) Deliver(ev *proto.Event) {
+	if !o.lockOpen() {
+		return
 	}
 	before := len(*o.buf)
 	*o.buf = o.cn.appendEvent(*o.buf, ev)
@@ -76,13 +85,8 @@ func (o *outbox) Deliver(ev *proto.Event) {
 // DeliverMessages implements hub.BatchOutbox: a run of messages from one
 // sender, encoded under one lock and scheduled with one flush.
 func (o *outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
-	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
+	if !o.lockOpen() {
 		return
-	}
-	if o.buf == nil {
-		o.buf = bufPool.Get().(*[]byte)
 	}
 	before := len(*o.buf)
 	*o.buf = o.cn.appendMessages(*o.buf, ev, texts)
@@ -94,13 +98,8 @@ func (o *outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 // deliverRaw queues bytes already in wire form (HTTP responses,
 // WebSocket control frames). It must be called on the connection's loop.
 func (o *outbox) deliverRaw(b []byte) {
-	o.mu.Lock()
-	if o.closed {
-		o.mu.Unlock()
+	if !o.lockOpen() {
 		return
-	}
-	if o.buf == nil {
-		o.buf = bufPool.Get().(*[]byte)
 	}
 	*o.buf = append(*o.buf, b...)
 	o.backlog.Add(int64(len(b)))
