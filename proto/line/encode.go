@@ -200,16 +200,6 @@ func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
 	return dst
 }
 
-// plainASCII8 reports whether all eight bytes of w are in 0x20..0x7e:
-// no control character, no DEL, no byte of a multi-byte sequence.
-func plainASCII8(w uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	belowSpace := (w - 0x20*ones) & ^w & highs // a byte < 0x20 (or >= 0x80, caught next)
-	del := w ^ 0x7f*ones                       // a zero byte where w had DEL
-	hasDel := (del - ones) & ^del & highs
-	return (w&highs)|belowSpace|hasDel == 0
-}
-
 // replacementChar stands in for anything a terminal must not see.
 const replacementChar = "\uFFFD"
 
@@ -223,7 +213,7 @@ func appendSafe[Bytes []byte | string](dst []byte, s Bytes) []byte {
 	for i := 0; i < len(s); {
 		// Fast path: eight plain printable ASCII bytes at a time, which is
 		// nearly all chat text.
-		if i+8 <= len(s) && plainASCII8(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
+		if i+8 <= len(s) && plainWord(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
 			uint64(s[i+4])<<32|uint64(s[i+5])<<40|uint64(s[i+6])<<48|uint64(s[i+7])<<56) {
 			i += 8
 			continue

@@ -162,14 +162,14 @@ func TestAppendEventAppends(t *testing.T) {
 	}
 }
 
-func TestPlainASCII8(t *testing.T) {
+func TestPlainWord(t *testing.T) {
 	for b := 0; b < 256; b++ {
 		for pos := 0; pos < 8; pos++ {
 			var w uint64 = 0x6161616161616161 // "aaaaaaaa"
 			w &^= 0xff << (8 * pos)
 			w |= uint64(b) << (8 * pos)
 			want := b >= 0x20 && b < 0x7f
-			if got := plainASCII8(w); got != want {
+			if got := plainWord(w); got != want {
 				t.Fatalf("byte %#x at %d: got %v, want %v", b, pos, got, want)
 			}
 		}
