@@ -1049,3 +1049,38 @@ func TestBrowserAccounts(t *testing.T) {
 	alice.expectMessage("theirs", "bob", "hello with a password")
 	alice.screenshot("accounts")
 }
+
+// TestBrowserLoginDeadline: the server closes a WebSocket that has not
+// logged in within limits.login_timeout; the page opens another quietly,
+// so a person who takes their time to log in notices nothing.
+func TestBrowserLoginDeadline(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.LoginTimeout = time.Second })
+	bt := launchBrowser(t, chromium, d)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.do("type a name, slowly", chromedp.SendKeys(chromedp.ID("name"), "ali"))
+	// Two deadlines pass (each checked once a second by the server).
+	alice.do("wait out the login deadline", chromedp.Sleep(3500*time.Millisecond))
+	for _, e := range alice.log() {
+		t.Errorf("the page told of the login deadline: %v", e)
+	}
+	if focused := eval[string](alice, `document.activeElement.id`); focused != "name" {
+		t.Errorf("focus moved to #%s", focused)
+	}
+	alice.do("finish the name", chromedp.SendKeys(chromedp.ID("name"), "ce"))
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
+		&& !document.getElementById('login').disabled`)
+	alice.do("log in", chromedp.Click(chromedp.ID("login")))
+	alice.waitLoggedIn()
+	// Logged in, the connection outlives the deadline.
+	alice.do("wait past the deadline again", chromedp.Sleep(2500*time.Millisecond))
+	if state := eval[string](alice, `document.getElementById('state').dataset.state`); state != "online" {
+		t.Errorf("state %q after logging in", state)
+	}
+	for _, e := range alice.log() {
+		if e.has("error") || e.Kind == "connection" {
+			t.Errorf("after logging in: %v", e)
+		}
+	}
+}

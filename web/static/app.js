@@ -105,6 +105,9 @@ const st = {
   reloginTimer: 0,
   relogins: 0,
   wasOnline: false, // the socket that closed had greeted us
+  loginExpired: false, // the server closed this socket for not logging in in time
+  loginResend: false, // a login was on its way when it did: send it again
+  renewing: false, // reconnecting after loginExpired, which is not news
   failNoted: false, // the log already says the server cannot be reached
   shutdown: false, // the server said it is going down
   quitting: false, // the person logged out; the close that follows is expected
@@ -173,6 +176,24 @@ function dropped(ev) {
     st.attempt = 0;
     render();
     connect();
+    return;
+  }
+
+  if (st.loginExpired) {
+    // The server does not keep a socket that has not logged in within
+    // its limits.login_timeout. Nothing was lost: open another, quietly,
+    // once someone is looking at the page.
+    st.loginExpired = false;
+    st.loginResend = st.name !== '';
+    st.renewing = true;
+    st.attempt = 0;
+    st.failNoted = false;
+    render();
+    if (document.hidden) {
+      setState('connecting', 'Connecting…');
+    } else {
+      connect();
+    }
     return;
   }
 
@@ -259,15 +280,20 @@ const handlers = {
     setState('online', 'Online');
     if (st.failNoted) notice('Connected to the server again.', { kind: 'connection' });
     st.failNoted = false;
+    const renewed = st.renewing;
+    st.renewing = false;
     if (st.name) {
       // The connection dropped while logged in: take the same name again.
-      st.autoLogin = true;
+      // Or a login the person sent was cut off by the login deadline:
+      // send it again as theirs.
+      st.autoLogin = !st.loginResend;
+      st.loginResend = false;
       st.relogins = 0;
       sendLogin();
     } else {
       st.attempt = 0;
       render();
-      if (!ui.loginView.contains(document.activeElement)) focusLogin();
+      if (!renewed && !ui.loginView.contains(document.activeElement)) focusLogin();
     }
   },
 
@@ -436,6 +462,13 @@ const NAME_BUSY = new Set(['name_taken', 'already_online']);
 
 function serverError(code, text) {
   const shown = FRIENDLY[code] || text;
+
+  if (code === 'login_timeout' && !st.loggedIn) {
+    // The close that follows is handled by dropped(): a new socket, with
+    // nothing to tell the person.
+    st.loginExpired = true;
+    return;
+  }
 
   if (st.loggingIn) {
     // The server answers in order, and nothing else was sent while the
@@ -816,10 +849,13 @@ function start() {
     if (!st.ws) retryNow();
   });
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && st.unread) {
+    if (document.hidden) return;
+    if (st.unread) {
       st.unread = 0;
       document.title = 'duet';
     }
+    // A socket closed by the login deadline while no one was looking.
+    if (st.renewing && !st.ws) connect();
   });
 
   render();
