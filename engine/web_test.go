@@ -12,6 +12,7 @@ import (
 
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/web"
 )
 
 // TestWSLoginDeadline: a WebSocket that never logs in is told
@@ -99,6 +100,64 @@ func TestWSOriginRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := upgrade(tc.daemon, tc.hostLine, tc.origin); got != tc.want {
 				t.Fatalf("%q %q: status %d, want %d", strings.TrimSpace(tc.hostLine), strings.TrimSpace(tc.origin), got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWebHeaders: over the wire, every page answer carries the security
+// headers and, when configured, HSTS; an error answered before a request
+// could be read carries the security headers too.
+func TestWebHeaders(t *testing.T) {
+	t.Parallel()
+	site, err := web.NewSite(web.Options{HSTSMaxAge: 180 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, func(o *engine.Options) { o.Site = site })
+	security := map[string]string{
+		"X-Content-Type-Options":     "nosniff",
+		"Referrer-Policy":            "no-referrer",
+		"X-Frame-Options":            "DENY",
+		"Cross-Origin-Opener-Policy": "same-origin",
+	}
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		hsts      bool
+	}{
+		{"page", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
+		{"share link", "GET /?utm=1 HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
+		{"script", "GET /app.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", 200, true},
+		{"not found", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, true},
+		{"method", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, true},
+		{"malformed", "NOT HTTP AT ALL\r\n\r\n", 400, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.WS)
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			for k, v := range security {
+				if got := resp.Header.Values(k); len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q, want %q once", k, got, v)
+				}
+			}
+			csp := resp.Header.Get("Content-Security-Policy")
+			if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+				t.Errorf("Content-Security-Policy = %q", csp)
+			}
+			hsts := resp.Header.Values("Strict-Transport-Security")
+			if tc.hsts && (len(hsts) != 1 || hsts[0] != "max-age=15552000") {
+				t.Errorf("Strict-Transport-Security = %q, want max-age=15552000 once", hsts)
 			}
 		})
 	}
