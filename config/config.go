@@ -35,6 +35,12 @@ type WS struct {
 	// AllowedOrigins lists the Origin values a browser may upgrade from.
 	// Empty means the request's own host only (same origin); "*" allows any.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// HSTSMaxAge, when not zero, makes every page carry
+	// Strict-Transport-Security with this max-age: only for a deployment
+	// whose users reach it over https (a TLS proxy in front), since
+	// browsers then refuse plain http to the host for that long. Zero,
+	// the default, sends no such header.
+	HSTSMaxAge time.Duration `mapstructure:"hsts_max_age"`
 }
 
 // Admin is the loopback listener for /metrics, /healthz and /readyz.

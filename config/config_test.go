@@ -97,8 +97,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 29 {
-		t.Errorf("got %d keys, want 29: %v", len(ks), ks)
+	if len(ks) != 30 {
+		t.Errorf("got %d keys, want 30: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -348,6 +348,8 @@ func TestValidationErrors(t *testing.T) {
 		{"log level", map[string]string{"DUETD_LOG_LEVEL": "verbose"}, "log.level"},
 		{"log format", map[string]string{"DUETD_LOG_FORMAT": "text"}, "log.format"},
 		{"shutdown timeout zero", map[string]string{"DUETD_SHUTDOWN_TIMEOUT": "0s"}, "shutdown_timeout"},
+		{"hsts negative", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "-1s"}, "ws.hsts_max_age"},
+		{"hsts part of a second", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "1500ms"}, "ws.hsts_max_age"},
 		{"trusted proxy", map[string]string{"DUETD_TRUSTED_PROXIES": "10.0.0.1,10.0.0.0/33"}, "trusted_proxies"},
 		{"trusted proxy hostname", map[string]string{"DUETD_TRUSTED_PROXIES": "proxy.local"}, "trusted_proxies"},
 		{"max_line zero", map[string]string{"DUETD_LIMITS_MAX_LINE": "0"}, "limits.max_line"},
@@ -422,6 +424,7 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.Limits.MaxText = c.Limits.MaxLine
 	c.Cluster.Redis = "rediss://:secret@redis.internal:6380/2"
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
+	c.WS.HSTSMaxAge = 8760 * time.Hour
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}

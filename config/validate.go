@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Error is a configuration problem with one key. Callers print it and
@@ -68,6 +69,10 @@ func (c *Config) Validate() error {
 	case "json", "console", "auto":
 	default:
 		bad("log.format", "want json, console or auto, got %q", c.Log.Format)
+	}
+
+	if c.WS.HSTSMaxAge < 0 || c.WS.HSTSMaxAge%time.Second != 0 {
+		bad("ws.hsts_max_age", "must be 0 (off) or a whole number of seconds such as \"8760h\", got %v", c.WS.HSTSMaxAge)
 	}
 
 	if c.ShutdownTimeout <= 0 {

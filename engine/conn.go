@@ -509,6 +509,14 @@ func (cn *conn) checkDeadlines() {
 			cn.closeNow(proto.ReasonTimeout)
 		}
 	case stageWS:
+		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+			// As on the line port, a connection that never logs in is not
+			// kept: the client reads the error, then the close.
+			cn.tell(proto.ErrLoginTimeout)
+			cn.out.deliverRaw(wsframe.AppendClose(nil, 1008, "login timeout"))
+			cn.closeNow(proto.ReasonTimeout)
+			return
+		}
 		if now.Sub(cn.lastRecv) > lim.IdleTimeout {
 			cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
 			cn.closeNow(proto.ReasonTimeout)

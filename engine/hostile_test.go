@@ -557,10 +557,12 @@ func TestHostileSlowloris(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		// Upgraded, then a frame trickled a byte at a time: no frame is
+		// Upgraded and logged in (so the login deadline does not end it
+		// first), then a frame trickled a byte at a time: no frame is
 		// ever complete, so the idle timeout ends it with 1001.
 		c := dialFrom(t, "127.0.0.1", d.WS)
 		io.WriteString(c, upgradeRequest(d.WS, ""))
+		c.Write(clientFrame(0x81, []byte(`{"type":"login","name":"trickler"}`), true))
 		frame := clientFrame(0x81, []byte(`{"type":"who"}`), true)
 		stop := make(chan struct{})
 		defer close(stop)

@@ -100,10 +100,15 @@ func TestNginxFront(t *testing.T) {
 	welcome := readLine()
 	token := welcome[len(welcome)-32:]
 
-	// bob: wss:// from 127.0.0.3.
+	// bob: wss:// from 127.0.0.3, claiming in X-Forwarded-For lines of
+	// his own to be somewhere else; nginx appends his real address and
+	// only that may be believed.
 	dialer := ws.Dialer{
 		TLSConfig: tlsConf,
 		Timeout:   enginetest.Timeout,
+		Header: ws.HandshakeHeaderHTTP(http.Header{
+			"X-Forwarded-For": {"203.0.113.66", "198.51.100.7, garbage"},
+		}),
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}
 			return nd.DialContext(ctx, network, addr)

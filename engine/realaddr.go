@@ -147,27 +147,15 @@ func (cn *conn) checkPreamble(now time.Time) {
 }
 
 // forwardedFor takes the client's address from X-Forwarded-For on a
-// request from a trusted proxy: the rightmost entry that is not itself a
-// trusted proxy, since everything left of it was written by the client.
-// It reports false when the connection was refused for that address.
+// request from a trusted proxy. It reports false when the connection was
+// refused for that address.
 func (cn *conn) forwardedFor(req *http.Request) bool {
 	if !cn.fromProxy {
 		return true
 	}
 	ip := cn.peerIP
-	values := req.Header.Values("X-Forwarded-For")
-	for i := len(values) - 1; i >= 0 && ip == cn.peerIP; i-- {
-		parts := strings.Split(values[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-			if err != nil {
-				break // a garbled entry: trust nothing left of it
-			}
-			if !cn.srv.trustedAddr(a) {
-				ip = a.Unmap().String()
-				break
-			}
-		}
+	if a, ok := forwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
+		ip = a.String()
 	}
 	if !cn.claimAddr(ip) {
 		cn.srv.metrics.Rejected("too_many_connections")
@@ -176,6 +164,40 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// forwardedClient reads the client's address from the X-Forwarded-For
+// lines a trusted proxy passed on. Each proxy appends the address of the
+// peer it heard from, so only the end of the list can be believed: the
+// rightmost entry was written by the trusted proxy that talks to duetd,
+// and an entry left of it only while the entry to its right names a
+// trusted proxy too (that proxy wrote it). The walk therefore goes from
+// the right across every line as one list (RFC 9110 section 5.3: repeated
+// lines are one comma-separated value), past trusted proxies, and takes
+// the first address that is not one. An entry that is not an address
+// (empty, "unknown", an address with a port) ends the walk with nothing
+// believed: whoever wrote it, what lies left of it is the client's own
+// writing. ok is false when no address could be believed; the caller
+// then keeps the proxy's own.
+func forwardedClient(values []string, trusted func(netip.Addr) bool) (client netip.Addr, ok bool) {
+	for i := len(values) - 1; i >= 0; i-- {
+		line := values[i]
+		for {
+			j := strings.LastIndexByte(line, ',')
+			a, err := netip.ParseAddr(strings.TrimSpace(line[j+1:]))
+			if err != nil || a.Zone() != "" {
+				return netip.Addr{}, false
+			}
+			if a = a.Unmap(); !trusted(a) {
+				return a, true
+			}
+			if j < 0 {
+				break
+			}
+			line = line[:j]
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // lineHello is the greeting a line connection gets on open.

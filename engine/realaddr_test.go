@@ -149,6 +149,32 @@ func TestForwardedFor(t *testing.T) {
 	waitAddrs(t, d)
 }
 
+// TestForwardedForGarbledLine: a client that sends X-Forwarded-For lines
+// of its own through a trusted proxy cannot pick its address, even when
+// the entry after them is one duetd cannot read: it is then counted, and
+// logged, under the proxy's address.
+func TestForwardedForGarbledLine(t *testing.T) {
+	d := startBehindProxy(t)
+	for _, tc := range []struct{ name, lines string }{
+		{"garbled last line", "X-Forwarded-For: 203.0.113.66\r\nX-Forwarded-For: unknown\r\n"},
+		{"address with a port", "X-Forwarded-For: 203.0.113.66\r\nX-Forwarded-For: 198.51.100.4:4711\r\n"},
+		{"empty last line", "X-Forwarded-For: 203.0.113.66\r\nX-Forwarded-For:\r\n"},
+		{"garbled before a trusted hop", "X-Forwarded-For: 203.0.113.66\r\nX-Forwarded-For: junk, 127.0.0.1\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.WS)
+			c.Write([]byte("GET /ws HTTP/1.1\r\nHost: " + d.WS + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + tc.lines + "\r\n"))
+			if l, _ := bufio.NewReader(c).ReadString('\n'); !strings.Contains(l, "101") {
+				t.Fatalf("upgrade: %q", l)
+			}
+			waitAddrs(t, d, "127.0.0.1")
+			c.Close()
+			waitAddrs(t, d)
+		})
+	}
+}
+
 // TestProxyHeaderDeadline: a trusted proxy that sends no header is cut
 // off after limits.handshake_timeout.
 func TestProxyHeaderDeadline(t *testing.T) {

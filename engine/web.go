@@ -167,11 +167,19 @@ func (cn *conn) readFrame(buf []byte) int {
 }
 
 // checkOrigin guards against cross-site WebSocket hijacking: a browser
-// page from another site must not act as the user. Requests without an
-// Origin header come from non-browser clients and are allowed.
+// page from another site must not act as the user. origin is nil when
+// the request has no Origin header: clients other than browsers send
+// none, and are allowed. A header that is present must name an origin
+// the allow-list accepts or, with no list, the request's own host. An
+// empty header names no origin and is refused even under "*"; so is an
+// opaque origin ("null": a sandboxed frame, a file or data: page) unless
+// the list says "*", since it can never equal a Host.
 func (s *Server) checkOrigin(origin, host []byte) bool {
-	if len(origin) == 0 {
+	if origin == nil {
 		return true
+	}
+	if len(origin) == 0 {
+		return false
 	}
 	allowed := *s.origin.Load()
 	o := string(origin)
@@ -180,11 +188,14 @@ func (s *Server) checkOrigin(origin, host []byte) bool {
 			return true
 		}
 	}
-	if len(allowed) > 0 {
+	if len(allowed) > 0 || len(host) == 0 {
 		return false
 	}
+	// A browser sends an origin as scheme://host[:port] and nothing more;
+	// anything else is not one a browser wrote.
 	u, err := url.Parse(o)
-	if err != nil {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
 		return false
 	}
 	return strings.EqualFold(u.Host, string(host))

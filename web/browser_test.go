@@ -8,6 +8,7 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,6 +27,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
 	"duet/engine"
@@ -179,9 +181,16 @@ type person struct {
 // the page reports that a person would count as broken. Unless the test
 // takes them first, those reports fail the test when it ends.
 func (bt *browserTest) newPerson(name string) *person {
+	bt.t.Helper()
+	ctx, cancel := chromedp.NewContext(bt.root, chromedp.WithNewBrowserContext())
+	return bt.watch(name, ctx, cancel)
+}
+
+// watch makes a person of the tab in ctx, a new one or one a page opened,
+// and records its reports as newPerson says.
+func (bt *browserTest) watch(name string, ctx context.Context, cancel context.CancelFunc) *person {
 	t := bt.t
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(bt.root, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
 	p := &person{t: t, bt: bt, name: name, ctx: ctx, close: cancel}
 	if err := chromedp.Listen(ctx, p.record); err != nil {
@@ -367,6 +376,40 @@ func (p *person) shareLink() string {
 	return eval[string](p, `document.getElementById('share-link').href`)
 }
 
+// acceptInvite answers the question a share link asks after logging in,
+// "Connect to 9f8b1c…?", with a click on Connect. token is the link's.
+func (p *person) acceptInvite(token string) {
+	p.t.Helper()
+	p.expectInvite(token)
+	p.do("accept the link's offer", chromedp.Click(chromedp.ID("invite-accept")))
+}
+
+// expectInvite waits until the page asks whether to connect to token.
+func (p *person) expectInvite(token string) {
+	p.t.Helper()
+	p.waitJS("asked to connect to "+token[:6], fmt.Sprintf(`(() => {
+		const invite = document.getElementById('invite');
+		return !invite.hidden && invite.checkVisibility()
+			&& document.getElementById('invite-title').textContent === %q;
+	})()`, "Connect to "+token[:6]+"…?"))
+}
+
+// expectUnpaired checks, after a moment for anything under way to arrive,
+// that the page is connected to no one and, from the #log entry numbered
+// since on, has neither tried to connect nor been paired.
+func (p *person) expectUnpaired(why string, since int) {
+	p.t.Helper()
+	p.do("settle", chromedp.Sleep(700*time.Millisecond))
+	if peer := eval[string](p, `document.getElementById('peer').textContent`); peer != "Not connected to anyone" {
+		p.t.Fatalf("%s: %s: the page says %q%s", p.name, why, peer, p.logDump())
+	}
+	for _, e := range p.log()[since:] {
+		if e.Kind == "paired" || strings.HasPrefix(e.Text, "Connecting to") {
+			p.t.Fatalf("%s: %s: %v%s", p.name, why, e, p.logDump())
+		}
+	}
+}
+
 // connectTo connects with the form, as someone who was sent a token.
 func (p *person) connectTo(token string) {
 	p.t.Helper()
@@ -523,18 +566,29 @@ func TestBrowserPairByShareLink(t *testing.T) {
 		t.Fatalf("share link %q, want %q", link, want)
 	}
 
-	// Whoever opens the link and logs in is connected at once.
+	// Whoever opens the link and logs in is asked, and connected on a
+	// click, not before.
 	bob.open(link)
 	bob.expectEntry("the share-link notice", func(e logEntry) bool {
-		return e.has("notice") && strings.Contains(e.Text, "log in and you will be connected")
+		return e.has("notice") && strings.Contains(e.Text, "You opened a link to talk with someone ("+aliceToken[:6]+"…)")
 	})
-	bob.login()
-	bob.waitPaired("alice")
-	alice.waitPaired("bob")
-	// The token is spent: a reload must not try it again.
+	// The token leaves the address bar as the page loads, so a reload or
+	// a bookmark does not offer it again.
 	if hash := eval[string](bob, `location.hash`); hash != "" {
 		t.Errorf("the link's token stays in the address bar: %q", hash)
 	}
+	bob.login()
+	bob.expectInvite(aliceToken)
+	bob.screenshot("invite")
+	if focused := eval[string](bob, `document.activeElement.id`); focused != "invite-accept" {
+		t.Errorf("after logging in from a link, focus is on #%s, want #invite-accept", focused)
+	}
+	bob.expectUnpaired("logged in from a link, before answering it", 0)
+	alice.expectUnpaired("while bob has not answered the link", 0)
+	bob.do("accept the link's offer", chromedp.Click(chromedp.ID("invite-accept")))
+	bob.waitPaired("alice")
+	alice.waitPaired("bob")
+	bob.waitJS("the offer gone", `document.getElementById('invite').hidden`)
 
 	conversation := []struct {
 		from, to *person
@@ -676,6 +730,7 @@ func TestBrowserMessagesAreText(t *testing.T) {
 
 	bob.open(alice.shareLink())
 	bob.login()
+	bob.acceptInvite(aliceToken)
 	bob.waitPaired("alice")
 	alice.waitPaired("bob")
 	bob.say(xssText)
@@ -871,18 +926,25 @@ func TestBrowserSessionControls(t *testing.T) {
 	// The old link no longer works.
 	bob.open(oldLink)
 	bob.login()
+	bob.acceptInvite(oldToken)
 	e := bob.expectEntry("an error", func(e logEntry) bool { return e.has("error") })
 	if e.Code != "unknown_token" {
 		t.Fatalf("the old link gave %v, want unknown_token", e)
 	}
-	// Opening the new link in the same tab, already logged in, connects
-	// at once (the page hears of it as a hashchange, not a load).
-	bob.do("open the new link", chromedp.Evaluate[chromedp.Void](
-		fmt.Sprintf(`location.href = %q`, bt.pageURL()+"#"+newToken)))
-	bob.waitPaired("alice")
-	if hash := eval[string](bob, `location.hash`); hash != "" {
-		t.Errorf("the link's token stays in the address bar: %q", hash)
+	// A link opened in the same tab, already logged in, changes only the
+	// fragment: the page acts on a link when it loads, never on a
+	// hashchange, which another page could have caused.
+	newLink := bt.pageURL() + "#" + newToken
+	before := len(bob.log())
+	bob.do("open the new link in the same tab", chromedp.Evaluate[chromedp.Void](
+		fmt.Sprintf(`location.href = %q`, newLink)))
+	bob.expectUnpaired("the fragment changed under a loaded page", before)
+	if !eval[bool](bob, `document.getElementById('invite').hidden`) {
+		t.Error("a fragment changed after load was offered")
 	}
+	// Pasted into the connect box, the link works.
+	bob.connectTo(newLink)
+	bob.waitPaired("alice")
 	alice.waitPaired("bob")
 
 	// Shift+Enter is a line break in the message, Enter sends.
@@ -1013,7 +1075,7 @@ func TestBrowserOtherSiteCannotConnect(t *testing.T) {
 
 // TestBrowserAccounts: with accounts, the page asks for a password, shows
 // a wrong one refused, and logs in with the right one; a share link
-// still connects at once.
+// works as in open mode.
 func TestBrowserAccounts(t *testing.T) {
 	chromium := setUpBrowserTest(t)
 	users := authtest.Users(t, "alice", "correct horse", "bob", "battery staple")
@@ -1038,14 +1100,207 @@ func TestBrowserAccounts(t *testing.T) {
 	alice.waitJS("the login form still there", `!document.getElementById('login-view').hidden
 		&& document.getElementById('password').value === ''`)
 	alice.submitLogin("correct horse")
-	alice.waitLoggedIn()
+	aliceToken := alice.waitLoggedIn()
 
 	bob.open(alice.shareLink())
 	bob.submitLogin("battery staple")
 	bob.waitLoggedIn()
+	bob.acceptInvite(aliceToken)
 	bob.waitPaired("alice")
 	alice.waitPaired("bob")
 	bob.say("hello with a password")
 	alice.expectMessage("theirs", "bob", "hello with a password")
 	alice.screenshot("accounts")
+}
+
+// TestBrowserLoginDeadline: the server closes a WebSocket that has not
+// logged in within limits.login_timeout; the page opens another quietly,
+// so a person who takes their time to log in notices nothing.
+func TestBrowserLoginDeadline(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.LoginTimeout = time.Second })
+	bt := launchBrowser(t, chromium, d)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.do("type a name, slowly", chromedp.SendKeys(chromedp.ID("name"), "ali"))
+	// Two deadlines pass (each checked once a second by the server).
+	alice.do("wait out the login deadline", chromedp.Sleep(3500*time.Millisecond))
+	for _, e := range alice.log() {
+		t.Errorf("the page told of the login deadline: %v", e)
+	}
+	if focused := eval[string](alice, `document.activeElement.id`); focused != "name" {
+		t.Errorf("focus moved to #%s", focused)
+	}
+	alice.do("finish the name", chromedp.SendKeys(chromedp.ID("name"), "ce"))
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
+		&& !document.getElementById('login').disabled`)
+	alice.do("log in", chromedp.Click(chromedp.ID("login")))
+	alice.waitLoggedIn()
+	// Logged in, the connection outlives the deadline.
+	alice.do("wait past the deadline again", chromedp.Sleep(2500*time.Millisecond))
+	if state := eval[string](alice, `document.getElementById('state').dataset.state`); state != "online" {
+		t.Errorf("state %q after logging in", state)
+	}
+	for _, e := range alice.log() {
+		if e.has("error") || e.Kind == "connection" {
+			t.Errorf("after logging in: %v", e)
+		}
+	}
+}
+
+// attackerSite serves a page from another origin (127.0.0.2, its own
+// port) that opens duet in a new window when its button is clicked, and
+// keeps the handle window.open returned in window.duet.
+func attackerSite(t *testing.T, open string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><title>free prizes</title>
+<button id="go">Open duet</button>
+<script>
+document.getElementById('go').onclick = () => { window.duet = window.open(%q, 'duet'); };
+</script>`, open)
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/"
+}
+
+// openFromAttacker loads the attacker's page in p's tab, clicks its
+// button (a click, so that the window is not blocked as a pop-up) and
+// returns the window it opened as a person of its own.
+func (p *person) openFromAttacker(site, name string) *person {
+	p.t.Helper()
+	p.do("open the other site", chromedp.Navigate(site))
+	p.waitJS("the other site's page", `document.getElementById('go') !== null`)
+	opened := chromedp.WaitNewTarget(p.ctx, func(info *target.Info) bool { return info.Type == "page" })
+	p.do("click the other site's button", chromedp.Click(chromedp.ID("go")))
+	var id target.ID
+	select {
+	case id = <-opened:
+	case <-time.After(waitTimeout):
+		p.t.Fatalf("%s: the other site's page opened no window", p.name)
+	}
+	if id == "" {
+		p.t.Fatalf("%s: the other site's page opened no window", p.name)
+	}
+	ctx, cancel := chromedp.NewContext(p.ctx, chromedp.WithTargetID(id))
+	w := p.bt.watch(name, ctx, cancel)
+	w.waitJS("the page is online", `document.getElementById('state').dataset.state === 'online'`)
+	return w
+}
+
+// TestBrowserShareLinkFromAnotherSite: a page on another site that opens
+// duet cannot connect whoever uses that window to a token of its choosing.
+// Changing the window's fragment after the person logged in fails twice
+// over: the opener's handle is gone (Cross-Origin-Opener-Policy), and the
+// page acts on no hashchange. Opening duet with the token in the link
+// from the start only gets the person asked, and nothing happens unless
+// they click Connect.
+func TestBrowserShareLinkFromAnotherSite(t *testing.T) {
+	bt := startBrowserTest(t)
+	mallory := bt.daemon.DialLine(t).Login("mallory")
+	notPaired := func() {
+		t.Helper()
+		mallory.Send("/who")
+		mallory.Expect(`^\* you are mallory, your token is [0-9a-f]{32}, not connected$`)
+	}
+
+	// The fragment changed after the person logged in.
+	{
+		victim := bt.newPerson("bob-on-the-other-site")
+		site := attackerSite(t, bt.pageURL())
+		duet := victim.openFromAttacker(site, "bob")
+		// The opener relation is severed both ways.
+		if !eval[bool](duet, `window.opener === null`) {
+			t.Error("duet's window still has an opener")
+		}
+		if !eval[bool](victim, `window.duet.closed`) {
+			t.Error("the other site still holds a live handle on duet's window")
+		}
+		duet.login()
+		got := eval[string](victim, fmt.Sprintf(`(() => {
+			try {
+				window.duet.location.href = %q;
+				return window.duet.closed ? 'handle closed' : 'navigated';
+			} catch (e) {
+				return 'refused: ' + e.name;
+			}
+		})()`, bt.pageURL()+"#"+mallory.Token))
+		t.Logf("the other site changing duet's fragment: %s", got)
+		duet.expectUnpaired("after another site changed the fragment", 0)
+		if hash := eval[string](duet, `location.hash`); hash != "" {
+			t.Errorf("the other site changed duet's address to ...%s", hash)
+		}
+		notPaired()
+	}
+
+	// The token in the link the other site opened.
+	{
+		victim := bt.newPerson("carol-on-the-other-site")
+		site := attackerSite(t, bt.pageURL()+"#"+mallory.Token)
+		duet := victim.openFromAttacker(site, "carol")
+		if !eval[bool](victim, `window.duet.closed`) {
+			t.Error("the other site still holds a live handle on duet's window")
+		}
+		duet.login()
+		duet.expectInvite(mallory.Token)
+		duet.expectUnpaired("logged in from another site's link, without a click", 0)
+		notPaired()
+		// Not now: the offer goes, and nothing was sent.
+		duet.do("decline", chromedp.Click(chromedp.ID("invite-dismiss")))
+		duet.waitJS("the offer gone", `document.getElementById('invite').hidden`)
+		duet.expectUnpaired("after declining", 0)
+		notPaired()
+	}
+}
+
+// TestBrowserShareLinkNotAfterRelogin: a link's offer left unanswered is
+// dropped when the page logs in again by itself after losing the server:
+// it connects to no one and asks nothing.
+func TestBrowserShareLinkNotAfterRelogin(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	aliceToken := alice.login()
+	bob.open(alice.shareLink())
+	bob.login()
+	bob.expectInvite(aliceToken)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := bt.daemon.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	bob.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	enginetest.Start(t, func(o *engine.Options) {
+		o.WSListen = bt.daemon.WS
+		o.TCPListen = "127.0.0.1:0"
+	})
+	bob.do("retry now", chromedp.Evaluate[chromedp.Void](`(() => {
+		const retry = document.getElementById('reconnect');
+		if (!retry.hidden) retry.click();
+	})()`))
+	bob.expectEntry("a logged-in-again notice", func(e logEntry) bool {
+		return strings.HasPrefix(e.Text, "Logged in again as bob.")
+	})
+	if !eval[bool](bob, `document.getElementById('invite').hidden`) {
+		t.Error("the link's offer is still shown after logging in again by itself")
+	}
+	bob.expectUnpaired("after logging in again by itself", 0)
+	// While the server was away the browser's own attempts to connect
+	// failed, and it says so in the console; nothing else may appear.
+	for _, p := range []*person{alice, bob} {
+		for _, problem := range p.takeProblems() {
+			if !strings.Contains(problem, "WebSocket connection to") {
+				t.Errorf("%s: the page reported: %s", p.name, problem)
+			}
+		}
+	}
 }

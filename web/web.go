@@ -26,10 +26,10 @@ import (
 //go:embed static
 var static embed.FS
 
-// Header values sent with every response from Respond. The policy allows
-// the page nothing but its own origin: no inline script or style, no
-// frames, no form posts. 'self' in connect-src covers ws: and wss: to the
-// same host, which is how the page reaches /ws.
+// Header values sent with every response. The policy allows the page
+// nothing but its own origin: no inline script or style, no frames, no
+// form posts. 'self' in connect-src covers ws: and wss: to the same host,
+// which is how the page reaches /ws.
 const (
 	contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
 		"img-src 'self' data:; connect-src 'self'; base-uri 'none'; " +
@@ -46,9 +46,22 @@ const (
 	cacheImmutable = "public, max-age=31536000, immutable"
 )
 
-// securityHeaders is the block every Respond answer carries.
+// securityHeaders is the block every answer carries, Respond's and
+// ErrorResponse's alike:
+//
+//   - nosniff: a body is only ever what its Content-Type says.
+//   - no-referrer: a page opened from a share link holds a token in its
+//     URL (until the page clears it), and no request may carry it away.
+//   - frame-ancestors 'none' in the policy, and X-Frame-Options for
+//     browsers that predate it: no other site may frame the page and
+//     steer a click.
+//   - Cross-Origin-Opener-Policy: same-origin: a page from another site
+//     that opened duet (window.open) loses its handle on the window, so
+//     it cannot navigate it, change its fragment or watch it.
 const securityHeaders = "X-Content-Type-Options: nosniff\r\n" +
 	"Referrer-Policy: no-referrer\r\n" +
+	"X-Frame-Options: DENY\r\n" +
+	"Cross-Origin-Opener-Policy: same-origin\r\n" +
 	"Content-Security-Policy: " + contentSecurityPolicy + "\r\n"
 
 // contentTypes maps the extensions the site may hold to their types. A
@@ -81,6 +94,18 @@ type Site struct {
 	files map[string]*file
 	// now is the clock for the Date header; tests replace it.
 	now func() time.Time
+	// hsts is the Strict-Transport-Security header line, or "" when
+	// Options.HSTSMaxAge is zero.
+	hsts string
+}
+
+// Options are the deployment's choices for the site.
+type Options struct {
+	// HSTSMaxAge, when not zero, adds Strict-Transport-Security with this
+	// max-age (whole seconds) to every Respond answer. Only for a site
+	// that users reach over https: a browser that has seen the header
+	// refuses plain http to the host until it runs out.
+	HSTSMaxAge time.Duration
 }
 
 // file is one embedded file, ready to send.
@@ -101,16 +126,23 @@ type representation struct {
 
 // NewSite loads the embedded files, rewrites index.html to name each asset
 // by version, and precomputes ETags and gzip bodies.
-func NewSite() (*Site, error) {
+func NewSite(opts Options) (*Site, error) {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		return nil, err
 	}
-	return newSite(sub)
+	return newSite(sub, opts)
 }
 
-func newSite(fsys fs.FS) (*Site, error) {
+func newSite(fsys fs.FS, opts Options) (*Site, error) {
+	if opts.HSTSMaxAge < 0 || opts.HSTSMaxAge%time.Second != 0 {
+		return nil, fmt.Errorf("web: HSTS max-age %v is not a whole number of seconds", opts.HSTSMaxAge)
+	}
 	s := &Site{files: make(map[string]*file), now: time.Now}
+	if opts.HSTSMaxAge > 0 {
+		s.hsts = "Strict-Transport-Security: max-age=" +
+			strconv.FormatInt(int64(opts.HSTSMaxAge/time.Second), 10) + "\r\n"
+	}
 	var index *file
 	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -299,7 +331,8 @@ func (s *Site) plain(req *http.Request, status int, text, extra string, head, ke
 }
 
 // appendHead appends the status line and the headers every Respond answer
-// shares: Date, Connection when it needs saying, and the security block.
+// shares: Date, Connection when it needs saying, the security block and
+// HSTS when it is on.
 func (s *Site) appendHead(b []byte, req *http.Request, status int, keepAlive bool) []byte {
 	b = appendStatusLine(b, status)
 	b = append(b, "Date: "...)
@@ -313,7 +346,8 @@ func (s *Site) appendHead(b []byte, req *http.Request, status int, keepAlive boo
 		// told it may; for 1.0, closing is the default.
 		b = append(b, "Connection: keep-alive\r\n"...)
 	}
-	return append(b, securityHeaders...)
+	b = append(b, securityHeaders...)
+	return append(b, s.hsts...)
 }
 
 func appendStatusLine(b []byte, status int) []byte {
@@ -416,7 +450,8 @@ func etagMatches(values []string, etag string) bool {
 // request could be parsed (e.g. 400, 408, 431, 503): a text/plain body of
 // text, ending in one newline (added unless text has it), and
 // Connection: close, since after such a failure the rest of the stream
-// cannot be trusted to begin a request.
+// cannot be trusted to begin a request. It carries the security block as
+// Respond's answers do; HSTS, a property of the Site, rides on those.
 func ErrorResponse(status int, text string) []byte {
 	body := text
 	if !strings.HasSuffix(body, "\n") {
@@ -426,7 +461,7 @@ func ErrorResponse(status int, text string) []byte {
 	b = appendStatusLine(b, status)
 	b = append(b, "Content-Type: text/plain; charset=utf-8\r\n"...)
 	b = append(b, "Cache-Control: no-store\r\n"...)
-	b = append(b, "X-Content-Type-Options: nosniff\r\n"...)
+	b = append(b, securityHeaders...)
 	b = append(b, "Connection: close\r\n"...)
 	b = append(b, "Content-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)

@@ -21,7 +21,7 @@ var fixedNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func newTestSite(t testing.TB) *Site {
 	t.Helper()
-	s, err := NewSite()
+	s, err := NewSite(Options{})
 	if err != nil {
 		t.Fatalf("NewSite: %v", err)
 	}
@@ -127,18 +127,31 @@ func gunzip(t testing.TB, b []byte) []byte {
 // checkSecurity asserts the headers every Respond answer carries.
 func checkSecurity(t testing.TB, h http.Header) {
 	t.Helper()
-	want := map[string]string{
-		"X-Content-Type-Options":  "nosniff",
-		"Referrer-Policy":         "no-referrer",
-		"Content-Security-Policy": contentSecurityPolicy,
-	}
-	for k, v := range want {
-		if got := h.Get(k); got != v {
-			t.Errorf("%s = %q, want %q", k, got, v)
-		}
-	}
+	checkSecurityBlock(t, h)
 	if got := h.Get("Date"); got != fixedNow.Format(http.TimeFormat) {
 		t.Errorf("Date = %q", got)
+	}
+	// HSTS is for deployments behind TLS, and off unless asked for.
+	if got := h.Values("Strict-Transport-Security"); len(got) > 0 {
+		t.Errorf("Strict-Transport-Security = %q without Options.HSTSMaxAge", got)
+	}
+}
+
+// checkSecurityBlock asserts the security headers every answer carries,
+// ErrorResponse's included, each exactly once.
+func checkSecurityBlock(t testing.TB, h http.Header) {
+	t.Helper()
+	want := map[string]string{
+		"X-Content-Type-Options":     "nosniff",
+		"Referrer-Policy":            "no-referrer",
+		"X-Frame-Options":            "DENY",
+		"Cross-Origin-Opener-Policy": "same-origin",
+		"Content-Security-Policy":    contentSecurityPolicy,
+	}
+	for k, v := range want {
+		if got := h.Values(k); len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %q, want %q once", k, got, v)
+		}
 	}
 }
 
@@ -347,7 +360,7 @@ func TestGzipSkippedWhenLarger(t *testing.T) {
 	s, err := newSite(fstest.MapFS{
 		"index.html": {Data: []byte("<!doctype html><title>x</title>")},
 		"tiny.txt":   {Data: []byte("hi")},
-	})
+	}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,12 +373,44 @@ func TestGzipSkippedWhenLarger(t *testing.T) {
 	}
 }
 
+// TestHSTS: with a max-age, every Respond answer carries
+// Strict-Transport-Security, whatever its status; a max-age that is not
+// whole seconds is refused.
+func TestHSTS(t *testing.T) {
+	s, err := NewSite(Options{HSTSMaxAge: 8760 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return fixedNow }
+	etag := s.files["/app.js"].identity.etag
+	for _, req := range []*http.Request{
+		get(t, "GET", "/"),
+		get(t, "HEAD", "/"),
+		get(t, "GET", "/app.js", "If-None-Match: "+etag),
+		get(t, "GET", "/missing"),
+		get(t, "POST", "/"),
+	} {
+		raw, _ := s.Respond(req)
+		resp, _ := response(t, raw, req)
+		if got := resp.Header.Values("Strict-Transport-Security"); len(got) != 1 || got[0] != "max-age=31536000" {
+			t.Errorf("%s %s (%d): Strict-Transport-Security = %q, want max-age=31536000 once",
+				req.Method, req.URL, resp.StatusCode, got)
+		}
+		checkSecurityBlock(t, resp.Header)
+	}
+	for _, bad := range []time.Duration{-time.Second, 1500 * time.Millisecond} {
+		if _, err := NewSite(Options{HSTSMaxAge: bad}); err == nil {
+			t.Errorf("NewSite accepted an HSTS max-age of %v", bad)
+		}
+	}
+}
+
 func TestNewSiteErrors(t *testing.T) {
 	for name, fsys := range map[string]fstest.MapFS{
 		"no index":          {"app.js": {Data: []byte("1")}},
 		"unknown extension": {"index.html": {Data: []byte("x")}, "data.bin": {Data: []byte("x")}},
 	} {
-		if _, err := newSite(fsys); err == nil {
+		if _, err := newSite(fsys, Options{}); err == nil {
 			t.Errorf("%s: newSite succeeded", name)
 		}
 	}
@@ -630,10 +675,10 @@ func TestErrorResponse(t *testing.T) {
 		if !resp.Close || rawHeader(raw, "Connection") != "close" {
 			t.Errorf("%d: not Connection: close", tt.status)
 		}
-		if resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" ||
-			resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		if resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
 			t.Errorf("%d: headers %v", tt.status, resp.Header)
 		}
+		checkSecurityBlock(t, resp.Header)
 	}
 }
 

@@ -73,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
-	site, err := web.NewSite()
+	site, err := web.NewSite(web.Options{HSTSMaxAge: cfg.WS.HSTSMaxAge})
 	if err != nil {
 		log.Error("cannot build the web client", zap.Error(err))
 		return 1
@@ -187,6 +187,9 @@ func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, accounts
 	srv.SetTrustedProxies(cfg.TrustedNets())
 	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen || cfg.Admin.Listen != old.Admin.Listen {
 		log.Warn("listen addresses change only on restart")
+	}
+	if cfg.WS.HSTSMaxAge != old.WS.HSTSMaxAge {
+		log.Warn("ws.hsts_max_age changes only on restart")
 	}
 	log.Info("configuration reloaded", zap.String("log_level", cfg.Log.Level))
 	return cfg, newSrc

@@ -43,7 +43,7 @@ type Daemon struct {
 // stops it when the test ends. edit may change the options first.
 func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 	t.Helper()
-	site, err := web.NewSite()
+	site, err := web.NewSite(web.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,14 @@
 // Everything a person or the server wrote reaches the page through
 // textContent and is never parsed as markup: a message that looks like a tag
 // is shown as the characters it is.
+//
+// A share link (https://host/#TOKEN) is read once, when the page loads, and
+// never acts by itself: after logging in the person is asked whether to
+// connect, and only their click connects. A page on another site can open
+// duet with a link of its choosing, so the link only proposes. It cannot
+// change the fragment later: the server sends Cross-Origin-Opener-Policy,
+// which takes the opener's handle on this window away, and the page does
+// not listen for hashchange anyway.
 
 'use strict';
 
@@ -63,6 +71,10 @@ const ui = {
   connectForm: byId('connect-form'),
   connectToken: byId('connect-token'),
   connect: byId('connect'),
+  invite: byId('invite'),
+  inviteToken: byId('invite-token'),
+  inviteAccept: byId('invite-accept'),
+  inviteDismiss: byId('invite-dismiss'),
   peer: byId('peer'),
   leave: byId('leave'),
   log: byId('log'),
@@ -93,7 +105,7 @@ const st = {
   token: '',
   peer: '',
 
-  pendingConnect: '', // a token from a share link, to connect to once logged in
+  invite: '', // a token from a share link, offered once logged in; connects only on a click
   lastOp: '', // the type of the last command sent, to tie errors to it
   lastMine: null, // the log entry of our last message
 
@@ -105,6 +117,9 @@ const st = {
   reloginTimer: 0,
   relogins: 0,
   wasOnline: false, // the socket that closed had greeted us
+  loginExpired: false, // the server closed this socket for not logging in in time
+  loginResend: false, // a login was on its way when it did: send it again
+  renewing: false, // reconnecting after loginExpired, which is not news
   failNoted: false, // the log already says the server cannot be reached
   shutdown: false, // the server said it is going down
   quitting: false, // the person logged out; the close that follows is expected
@@ -173,6 +188,24 @@ function dropped(ev) {
     st.attempt = 0;
     render();
     connect();
+    return;
+  }
+
+  if (st.loginExpired) {
+    // The server does not keep a socket that has not logged in within
+    // its limits.login_timeout. Nothing was lost: open another, quietly,
+    // once someone is looking at the page.
+    st.loginExpired = false;
+    st.loginResend = st.name !== '';
+    st.renewing = true;
+    st.attempt = 0;
+    st.failNoted = false;
+    render();
+    if (document.hidden) {
+      setState('connecting', 'Connecting…');
+    } else {
+      connect();
+    }
     return;
   }
 
@@ -259,15 +292,20 @@ const handlers = {
     setState('online', 'Online');
     if (st.failNoted) notice('Connected to the server again.', { kind: 'connection' });
     st.failNoted = false;
+    const renewed = st.renewing;
+    st.renewing = false;
     if (st.name) {
       // The connection dropped while logged in: take the same name again.
-      st.autoLogin = true;
+      // Or a login the person sent was cut off by the login deadline:
+      // send it again as theirs.
+      st.autoLogin = !st.loginResend;
+      st.loginResend = false;
       st.relogins = 0;
       sendLogin();
     } else {
       st.attempt = 0;
       render();
-      if (!ui.loginView.contains(document.activeElement)) focusLogin();
+      if (!renewed && !ui.loginView.contains(document.activeElement)) focusLogin();
     }
   },
 
@@ -277,6 +315,12 @@ const handlers = {
     if (st.quitting) return;
     const again = st.loggedIn; // newtoken answers with a second welcome
     const auto = st.autoLogin;
+    if (auto) {
+      // Logging in again by itself, the page offers no link it was
+      // holding: the person may have left it long ago, and should not
+      // come back to a question they did not ask.
+      st.invite = '';
+    }
     st.loggedIn = true;
     st.loggingIn = false;
     st.autoLogin = false;
@@ -293,21 +337,21 @@ const handlers = {
       notice('Logged in as ' + st.name + '. Give your token to the person you want to talk to.');
     }
     render();
-    if (again) return;
-    if (st.pendingConnect) {
-      const token = st.pendingConnect;
-      st.pendingConnect = '';
-      clearHash();
-      connectTo(token);
-    } else if (!auto) {
+    if (again || auto) {
       // Not after logging in again by itself: the person may be busy
       // elsewhere on the page, and on a phone focus opens the keyboard.
+      return;
+    }
+    if (st.invite) {
+      ui.inviteAccept.focus();
+    } else {
       ui.connectToken.focus();
     }
   },
 
   paired(ev) {
     st.peer = String(ev.peer || '');
+    st.invite = '';
     ui.connectToken.value = '';
     ui.connectToken.removeAttribute('aria-invalid');
     if (ev.initiator) {
@@ -372,6 +416,7 @@ const handlers = {
     // taken over elsewhere): do not log back in by ourselves.
     st.name = '';
     st.password = '';
+    st.invite = '';
     st.loggedIn = false;
     st.autoLogin = false;
     st.nameBusy = false;
@@ -436,6 +481,13 @@ const NAME_BUSY = new Set(['name_taken', 'already_online']);
 
 function serverError(code, text) {
   const shown = FRIENDLY[code] || text;
+
+  if (code === 'login_timeout' && !st.loggedIn) {
+    // The close that follows is handled by dropped(): a new socket, with
+    // nothing to tell the person.
+    st.loginExpired = true;
+    return;
+  }
 
   if (st.loggingIn) {
     // The server answers in order, and nothing else was sent while the
@@ -543,9 +595,11 @@ function onConnect(e) {
 }
 
 function connectTo(token) {
+  // Whatever the person connects to, a link's offer is answered.
+  st.invite = '';
   ui.connectToken.value = token;
   ui.connectToken.removeAttribute('aria-invalid');
-  if (send({ type: 'connect', token })) notice('Connecting to ' + token.slice(0, 6) + '…');
+  if (send({ type: 'connect', token })) notice('Connecting to ' + shortToken(token));
 }
 
 function onSend(e) {
@@ -591,6 +645,7 @@ function onLogout() {
   const ws = st.ws;
   st.name = '';
   st.password = '';
+  st.invite = '';
   st.autoLogin = false;
   st.nameBusy = false;
   clearTimeout(st.reloginTimer);
@@ -664,23 +719,36 @@ function announce(text) {
 
 // ---- Share links --------------------------------------------------------
 
-// A page opened as https://host/#TOKEN connects to that token's holder
-// right after logging in.
-function takeHashToken() {
+// takeLinkToken reads a token from the page's address (https://host/#TOKEN)
+// when the page loads, and offers to connect to it once logged in. The
+// token leaves the address bar at once, so a reload or a bookmark does not
+// offer it again. It runs at load only: a fragment that changes later is
+// not a link anyone opened.
+function takeLinkToken() {
   const token = tokenFrom(location.hash);
+  clearHash();
   if (!token) return;
-  if (token === st.token) {
-    clearHash();
-    return;
-  }
-  ui.connectToken.value = token;
-  if (st.loggedIn && !st.peer) {
-    clearHash();
-    connectTo(token);
-  } else {
-    st.pendingConnect = token;
-    notice('You opened a link to talk with someone: log in and you will be connected to them at once.');
-  }
+  st.invite = token;
+  notice('You opened a link to talk with someone (' + shortToken(token) + '). Log in, and you will be asked whether to connect.');
+}
+
+function onInviteAccept() {
+  const token = st.invite;
+  if (!token || !st.loggedIn || st.peer) return;
+  connectTo(token);
+  render();
+}
+
+function onInviteDismiss() {
+  st.invite = '';
+  render();
+  ui.connectToken.focus();
+}
+
+// shortToken is how the page names a token in a sentence: enough of it to
+// check against what the other person sent, too little to be used.
+function shortToken(token) {
+  return token.slice(0, 6) + '…';
 }
 
 function clearHash() {
@@ -773,6 +841,10 @@ function render() {
   ui.copyLink.disabled = !live;
   ui.newToken.disabled = !live;
   ui.connect.disabled = !st.loggedIn || st.peer !== '';
+  const inviting = st.invite !== '' && st.loggedIn && st.peer === '';
+  ui.invite.hidden = !inviting;
+  ui.inviteToken.textContent = st.invite ? shortToken(st.invite) : '';
+  ui.inviteToken.title = st.invite;
 
   const paired = st.peer !== '';
   // Lets a narrow screen fold the token away while a conversation is on.
@@ -810,20 +882,25 @@ function start() {
     e.preventDefault();
     copy(shareURL(), ui.shareLink, ui.copyLink, 'Link');
   });
-  window.addEventListener('hashchange', takeHashToken);
   // When the device comes back online, do not sit out the backoff.
   window.addEventListener('online', () => {
     if (!st.ws) retryNow();
   });
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && st.unread) {
+    if (document.hidden) return;
+    if (st.unread) {
       st.unread = 0;
       document.title = 'duet';
     }
+    // A socket closed by the login deadline while no one was looking.
+    if (st.renewing && !st.ws) connect();
   });
 
+  ui.inviteAccept.addEventListener('click', onInviteAccept);
+  ui.inviteDismiss.addEventListener('click', onInviteDismiss);
+
+  takeLinkToken();
   render();
-  takeHashToken();
   connect();
 }
 

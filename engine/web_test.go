@@ -1,0 +1,164 @@
+package engine_test
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+	"duet/web"
+)
+
+// TestWSLoginDeadline: a WebSocket that never logs in is told
+// login_timeout and closed after limits.login_timeout, as a line
+// connection is; one that logged in stays.
+func TestWSLoginDeadline(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.LoginTimeout = time.Second })
+
+	// Logged in before the deadline: still there after it.
+	stays := dialWS(t, d, "127.0.0.1")
+	stays.sendJSON(map[string]string{"type": "login", "name": "prompt"})
+	if ev := stays.event(); ev["type"] != "welcome" {
+		t.Fatalf("login answered %v", ev)
+	}
+
+	start := time.Now()
+	idle := dialWS(t, d, "127.0.0.1")
+	ev := idle.event()
+	if ev["type"] != "error" || ev["code"] != "login_timeout" {
+		t.Fatalf("a WebSocket that did not log in got %v, want a login_timeout error", ev)
+	}
+	code, reason := idle.expectClose()
+	took := time.Since(start)
+	if code != ws.StatusPolicyViolation || reason != "login timeout" {
+		t.Fatalf("closed with %d %q, want 1008 \"login timeout\"", code, reason)
+	}
+	// The deadline is checked once a second; the slack is for a loaded
+	// machine.
+	if took < time.Second-50*time.Millisecond || took > 9*time.Second {
+		t.Fatalf("closed after %v, want a little over 1s", took)
+	}
+
+	stays.sendJSON(map[string]string{"type": "who"})
+	if ev := stays.event(); ev["type"] != "status" || ev["name"] != "prompt" {
+		t.Fatalf("after the deadline the logged-in connection answered %v", ev)
+	}
+}
+
+// TestWSOriginRules: an Origin header that is present must name an
+// allowed origin; an empty one, and "null" against an empty Host, name
+// none and are refused. A request with no Origin header at all (not a
+// browser) is let in.
+func TestWSOriginRules(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	star := startDaemon(t, func(o *engine.Options) { o.AllowedOrigins = []string{"*"} })
+	upgrade := func(d *enginetest.Daemon, hostLine, originLine string) int {
+		t.Helper()
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		req := "GET /ws HTTP/1.1\r\n" + hostLine + "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + originLine + "\r\n"
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("upgrade response: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name             string
+		daemon           *enginetest.Daemon
+		hostLine, origin string
+		want             int
+	}{
+		{"no Origin", d, "Host: " + d.WS + "\r\n", "", http.StatusSwitchingProtocols},
+		{"same origin", d, "Host: " + d.WS + "\r\n", "Origin: http://" + d.WS + "\r\n", http.StatusSwitchingProtocols},
+		{"same origin over https", d, "Host: " + d.WS + "\r\n", "Origin: https://" + d.WS + "\r\n", http.StatusSwitchingProtocols},
+		{"empty Origin", d, "Host: " + d.WS + "\r\n", "Origin:\r\n", http.StatusForbidden},
+		{"blank Origin", d, "Host: " + d.WS + "\r\n", "Origin:   \r\n", http.StatusForbidden},
+		{"null with an empty Host", d, "Host:\r\n", "Origin: null\r\n", http.StatusForbidden},
+		{"empty Origin and Host", d, "Host:\r\n", "Origin:\r\n", http.StatusForbidden},
+		{"null", d, "Host: " + d.WS + "\r\n", "Origin: null\r\n", http.StatusForbidden},
+		{"a path after the host", d, "Host: " + d.WS + "\r\n", "Origin: http://" + d.WS + "/x\r\n", http.StatusForbidden},
+		{"another scheme", d, "Host: " + d.WS + "\r\n", "Origin: ftp://" + d.WS + "\r\n", http.StatusForbidden},
+		{"a user before the host", d, "Host: " + d.WS + "\r\n", "Origin: http://u@" + d.WS + "\r\n", http.StatusForbidden},
+		// "*" allows every origin, but an empty header is none.
+		{"star, another site", star, "Host: " + star.WS + "\r\n", "Origin: http://elsewhere.example\r\n", http.StatusSwitchingProtocols},
+		{"star, empty Origin", star, "Host: " + star.WS + "\r\n", "Origin:\r\n", http.StatusForbidden},
+		{"star, no Origin", star, "Host: " + star.WS + "\r\n", "", http.StatusSwitchingProtocols},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := upgrade(tc.daemon, tc.hostLine, tc.origin); got != tc.want {
+				t.Fatalf("%q %q: status %d, want %d", strings.TrimSpace(tc.hostLine), strings.TrimSpace(tc.origin), got, tc.want)
+			}
+		})
+	}
+}
+
+// TestWebHeaders: over the wire, every page answer carries the security
+// headers and, when configured, HSTS; an error answered before a request
+// could be read carries the security headers too.
+func TestWebHeaders(t *testing.T) {
+	t.Parallel()
+	site, err := web.NewSite(web.Options{HSTSMaxAge: 180 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, func(o *engine.Options) { o.Site = site })
+	security := map[string]string{
+		"X-Content-Type-Options":     "nosniff",
+		"Referrer-Policy":            "no-referrer",
+		"X-Frame-Options":            "DENY",
+		"Cross-Origin-Opener-Policy": "same-origin",
+	}
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		hsts      bool
+	}{
+		{"page", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
+		{"share link", "GET /?utm=1 HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
+		{"script", "GET /app.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", 200, true},
+		{"not found", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, true},
+		{"method", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, true},
+		{"malformed", "NOT HTTP AT ALL\r\n\r\n", 400, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.WS)
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			for k, v := range security {
+				if got := resp.Header.Values(k); len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q, want %q once", k, got, v)
+				}
+			}
+			csp := resp.Header.Get("Content-Security-Policy")
+			if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+				t.Errorf("Content-Security-Policy = %q", csp)
+			}
+			hsts := resp.Header.Values("Strict-Transport-Security")
+			if tc.hsts && (len(hsts) != 1 || hsts[0] != "max-age=15552000") {
+				t.Errorf("Strict-Transport-Security = %q, want max-age=15552000 once", hsts)
+			}
+		})
+	}
+}
