@@ -2,17 +2,20 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -205,6 +208,9 @@ func TestReloadKeepsPairsTalking(t *testing.T) {
 
 // TestSIGTERMWithPairs: paired users on both protocols are told the
 // server is shutting down, and duetd exits 0 within shutdown_timeout.
+// Each user gets that one notice and nothing else: a partner on the same
+// node leaving for the same reason adds no "bob's server is shutting
+// down; you are free to be joined again" before it.
 func TestSIGTERMWithPairs(t *testing.T) {
 	d := startDaemon(t, "shutdown_timeout: 5s\n")
 	d.WaitReady()
@@ -213,30 +219,70 @@ func TestSIGTERMWithPairs(t *testing.T) {
 	bob := cl.DialWS(t).Login("bob")
 	carol := cl.DialLine(t).Login("carol")
 	dan := cl.DialLine(t).Login("dan")
+	erin := cl.DialWS(t).Login("erin")
+	fred := cl.DialWS(t).Login("fred")
 	bob.Connect(alice.Token)
 	alice.Expect(`is connected`)
 	bob.Expect("paired")
 	dan.Send("/connect " + carol.Token)
 	carol.Expect(`is connected`)
 	dan.Expect(`connected with carol`)
+	fred.Connect(erin.Token)
+	erin.Expect("paired")
+	fred.Expect("paired")
 
 	start := time.Now()
 	d.Signal(syscall.SIGTERM)
 	for _, lc := range []*enginetest.LineClient{alice, carol, dan} {
-		// A partner's notice may come first.
-		for lc.Line() != "* the server is shutting down; goodbye" {
+		if got := restOfLines(t, lc.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
+			t.Errorf("%s got %q, want only the shutdown notice", lc.Name, got)
 		}
-		lc.ExpectClosed()
 	}
-	for {
-		if ev := bob.Next(); ev["type"] == "shutdown" {
-			break
+	for _, wc := range []*enginetest.WSClient{bob, erin, fred} {
+		events, closeCode := restOfEvents(t, wc)
+		if !slices.Equal(events, []string{`{"type":"shutdown","text":"the server is shutting down; goodbye"}`}) || closeCode != 1001 {
+			t.Errorf("%s got %q and close %d, want only a shutdown event and close 1001", wc.Name, events, closeCode)
 		}
 	}
 	if code := d.WaitExit(6 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	t.Logf("stopped in %v", time.Since(start))
+}
+
+// restOfLines reads a line-protocol connection to its end and returns
+// the lines, without their CR LF.
+func restOfLines(t *testing.T, c net.Conn) []string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading to the end: %v (got %q)", err, b)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\r\n"), "\r\n")
+}
+
+// restOfEvents reads a WebSocket to its close frame and returns the text
+// frames and the close code.
+func restOfEvents(t *testing.T, wc *enginetest.WSClient) (events []string, closeCode int) {
+	t.Helper()
+	wc.Conn.SetReadDeadline(time.Now().Add(waitLimit))
+	for {
+		f, err := ws.ReadFrame(wc.Conn)
+		if err != nil {
+			t.Fatalf("reading to the close frame: %v (got %q)", err, events)
+		}
+		if f.Header.Masked {
+			ws.Cipher(f.Payload, f.Header.Mask, 0)
+		}
+		switch f.Header.OpCode {
+		case ws.OpText:
+			events = append(events, string(f.Payload))
+		case ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			return events, int(code)
+		}
+	}
 }
 
 // TestMetrics checks /metrics, parsed as Prometheus text, against the
@@ -512,4 +558,45 @@ func TestInstallScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check-config on the example: %v\n%s", err, out)
 	}
+}
+
+// TestShutdownInCluster: when one node of a cluster stops, a partner on
+// another node is told why its partner went, once; users whose partner
+// is on the stopping node with them get only the shutdown notice.
+func TestShutdownInCluster(t *testing.T) {
+	redisURL := startRedis(t)
+	a := startDaemon(t, "cluster:\n  redis: "+redisURL+"\n  node_id: a\n")
+	b := startDaemon(t, "cluster:\n  redis: "+redisURL+"\n  node_id: b\nshutdown_timeout: 5s\n")
+	a.WaitReady()
+	b.WaitReady()
+	onA := &enginetest.Daemon{TCP: a.TCP, WS: a.WS}
+	onB := &enginetest.Daemon{TCP: b.TCP, WS: b.WS}
+	alice := onA.DialLine(t).Login("alice")
+	bob := onB.DialLine(t).Login("bob")
+	carol := onB.DialLine(t).Login("carol")
+	dan := onB.DialWS(t).Login("dan")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	dan.Connect(carol.Token)
+	carol.Expect(`^\* dan is connected$`)
+	dan.Expect("paired")
+
+	b.Signal(syscall.SIGTERM)
+	if got := restOfLines(t, bob.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
+		t.Errorf("bob got %q", got)
+	}
+	if got := restOfLines(t, carol.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
+		t.Errorf("carol got %q", got)
+	}
+	events, closeCode := restOfEvents(t, dan)
+	if !slices.Equal(events, []string{`{"type":"shutdown","text":"the server is shutting down; goodbye"}`}) || closeCode != 1001 {
+		t.Errorf("dan got %q and close %d", events, closeCode)
+	}
+	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
+	if code := b.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	alice.Send("/who")
+	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, not connected$`)
 }
