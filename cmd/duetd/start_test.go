@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"duet/engine/enginetest"
 )
 
 // runDuetd runs the binary to its end with args and env added to a
@@ -329,4 +331,38 @@ func TestReloadNamesKeys(t *testing.T) {
 	if code := d.WaitExit(waitLimit); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
+}
+
+// TestConnectByShareLink: /connect takes the share link the browser
+// client shows, as the browser's token box does; malformed tokens are
+// answered bad_token and do not count as failed connects, so they never
+// bring on the throttle that wrong tokens do.
+func TestConnectByShareLink(t *testing.T) {
+	d := startDaemon(t, "limits:\n  connect_failures: 3\n")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialLine(t).Login("bob")
+
+	for range 10 {
+		bob.Send("/connect http://" + d.WS + "/#" + alice.Token[:31])
+		bob.Expect(`^! bad_token: `)
+		bob.Send("/connect http://" + d.WS + "/#")
+		bob.Expect(`^! bad_token: `)
+	}
+	// Wrong but well-formed tokens are failures: three are answered at
+	// once, and the fourth is held and answered throttled.
+	wrong := strings.Repeat("0", 31) + "1"
+	for range 3 {
+		bob.Send("/connect " + wrong)
+		bob.Expect(`^! unknown_token: `)
+	}
+	bob.Send("/connect " + wrong)
+	bob.Expect(`^! throttled: `)
+
+	carol := cl.DialLine(t).Login("carol")
+	dan := cl.DialLine(t).Login("dan")
+	dan.Send("/connect http://" + d.WS + "/#" + strings.ToUpper(carol.Token))
+	dan.Expect(`^\* you are connected with carol$`)
+	carol.Expect(`^\* dan is connected$`)
 }
