@@ -2,7 +2,7 @@ package main
 
 import (
 	"net"
-	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -12,16 +12,24 @@ import (
 
 // restartOnly are the keys a reload cannot apply: they shaped something
 // built once at start (a socket, the logger's encoder, the accounts
-// table's file, the cluster link). The listen addresses are among them
-// but are compared with the sockets actually bound instead (see
-// listensOn).
+// table's file, the cluster link). A name ending in "." stands for every
+// key of that section. The listen addresses are restart-only too but are
+// compared with the sockets actually bound instead (see listensOn).
 var restartOnly = []string{
 	"log.format",
 	"limits.tcp_keepalive", // set on the listening sockets, which connections inherit
 	"auth.mode",
 	"auth.users_file",
-	"cluster.redis",
-	"cluster.node_id",
+	"cluster.",
+}
+
+func isRestartOnly(key string) bool {
+	for _, k := range restartOnly {
+		if key == k || strings.HasSuffix(k, ".") && strings.HasPrefix(key, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // reloader applies the configuration again on SIGHUP.
@@ -81,9 +89,8 @@ func (r *reloader) reload() {
 				zap.String("configured", l.configured), zap.Stringer("listening", addrOrNone(l.bound)))
 		}
 	}
-	pending := config.Changed(r.started, cfg)
-	for _, key := range restartOnly {
-		if slices.Contains(pending, key) {
+	for _, key := range config.Changed(r.started, cfg) {
+		if isRestartOnly(key) {
 			r.log.Warn(key+" changes only on restart", zap.String("key", key))
 		}
 	}
