@@ -497,7 +497,10 @@ func TestUnitFileVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Type=notify", "Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
+	if bytes.Contains(unit, []byte("DynamicUser=yes")) {
+		t.Error("DynamicUser=yes: the configuration's group (root:duetd 0640) would not exist")
+	}
+	for _, want := range []string{"Type=notify", "Restart=on-failure", "User=duetd", "Group=duetd", "ProtectSystem=strict",
 		"ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service",
 		"MemoryDenyWriteExecute=yes", "LimitNOFILE=1048576", "WatchdogSec=30", "ExecReload=/bin/kill -HUP $MAINPID",
@@ -522,81 +525,98 @@ func TestUnitFileVerifies(t *testing.T) {
 }
 
 // TestInstallScript installs into a staging root twice: the second run
-// changes nothing it does not own, and keeps an edited config.
+// changes nothing it does not own, and keeps an edited config. A dry run
+// changes nothing, prints exactly the commands a real run runs (the same
+// build command included), and does not say it installed anything. The
+// configuration, which may hold the Redis password, is not readable by
+// every user.
 func TestInstallScript(t *testing.T) {
 	root := t.TempDir()
-	install := func(args ...string) string {
+	install := func(env []string, args ...string) string {
+		t.Helper()
 		cmd := exec.Command("bash", append([]string{"../../scripts/install.sh"}, args...)...)
-		cmd.Env = append(os.Environ(), "DESTDIR="+root, "DUETD_BINARY="+duetdBinary(t))
+		cmd.Env = append(os.Environ(), append([]string{"DESTDIR=" + root}, env...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
 		}
 		return string(out)
 	}
-	install("--dry-run")
+	binary := "DUETD_BINARY=" + duetdBinary(t)
+
+	// A dry run and a real run that builds: the same commands, in the same
+	// order, once the build's temporary directory is set aside.
+	dry := install(nil, "--dry-run")
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Fatalf("--dry-run wrote %v", entries)
 	}
-	install()
+	if !strings.HasSuffix(dry, "dry run: nothing was changed\n") || strings.Contains(dry, "installed") {
+		t.Errorf("--dry-run ends:\n%s", dry)
+	}
+	real := install(nil)
+	if !strings.HasSuffix(real, "duetd installed under "+root+"\n") {
+		t.Errorf("install ends:\n%s", real)
+	}
+	tmp := regexp.MustCompile(`/tmp\.[A-Za-z0-9]{10}/duetd`)
+	commands := func(out, prefix string) []string {
+		var cmds []string
+		for _, l := range strings.Split(out, "\n") {
+			if c, ok := strings.CutPrefix(l, prefix); ok {
+				cmds = append(cmds, tmp.ReplaceAllString(c, "/tmp.X/duetd"))
+			}
+		}
+		return cmds
+	}
+	dryCmds, realCmds := commands(dry, "would run: "), commands(real, "+ ")
+	if !slices.Equal(dryCmds, realCmds) || len(dryCmds) < 7 {
+		t.Errorf("dry run would run\n%s\nbut a real run ran\n%s", strings.Join(dryCmds, "\n"), strings.Join(realCmds, "\n"))
+	}
+	if !strings.HasPrefix(dryCmds[0], `go build -trimpath -ldflags -s\ -w\ -X\ main.version=`) {
+		t.Errorf("first command %q is not the build", dryCmds[0])
+	}
+	// The build stamps the version it names.
+	m := regexp.MustCompile(`main\.version=(\S+) `).FindStringSubmatch(dryCmds[0])
+	if out, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "version").CombinedOutput(); err != nil || m == nil || string(out) != "duetd "+m[1]+"\n" {
+		t.Errorf("installed binary says %q (%v); the build named %v", out, err, m)
+	}
+
+	install([]string{binary})
 	for _, p := range []string{"usr/local/bin/duetd", "etc/systemd/system/duetd.service", "etc/duetd/duetd.yaml",
-		"usr/local/share/doc/duetd/OPERATIONS.md"} {
+		"etc/sysusers.d/duetd.conf", "usr/local/share/doc/duetd/OPERATIONS.md"} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("not installed: %s", p)
 		}
 	}
 	cfg := filepath.Join(root, "etc/duetd/duetd.yaml")
+	if fi, err := os.Stat(cfg); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("config mode %v, %v: want 0640", fi.Mode().Perm(), err)
+	}
 	os.WriteFile(cfg, []byte("log:\n  level: debug\n"), 0o644)
-	if out := install(); !strings.Contains(out, "keeping the existing") {
+	os.Chmod(cfg, 0o644)
+	out := install([]string{binary})
+	if !strings.Contains(out, "keeping the existing") || !strings.Contains(out, "warning: "+cfg+" is readable by every user") {
 		t.Errorf("second run: %s", out)
 	}
 	if b, _ := os.ReadFile(cfg); string(b) != "log:\n  level: debug\n" {
 		t.Errorf("config overwritten: %q", b)
 	}
 	// The installed example config is valid as it stands.
-	out, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
+	out2, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
 	if err != nil {
-		t.Fatalf("check-config on the example: %v\n%s", err, out)
+		t.Fatalf("check-config on the example: %v\n%s", err, out2)
 	}
-}
 
-// TestShutdownInCluster: when one node of a cluster stops, a partner on
-// another node is told why its partner went, once; users whose partner
-// is on the stopping node with them get only the shutdown notice.
-func TestShutdownInCluster(t *testing.T) {
-	redisURL := startRedis(t)
-	a := startDaemon(t, "cluster:\n  redis: "+redisURL+"\n  node_id: a\n")
-	b := startDaemon(t, "cluster:\n  redis: "+redisURL+"\n  node_id: b\nshutdown_timeout: 5s\n")
-	a.WaitReady()
-	b.WaitReady()
-	onA := &enginetest.Daemon{TCP: a.TCP, WS: a.WS}
-	onB := &enginetest.Daemon{TCP: b.TCP, WS: b.WS}
-	alice := onA.DialLine(t).Login("alice")
-	bob := onB.DialLine(t).Login("bob")
-	carol := onB.DialLine(t).Login("carol")
-	dan := onB.DialWS(t).Login("dan")
-	bob.Send("/connect " + alice.Token)
-	alice.Expect(`^\* bob is connected$`)
-	bob.Expect(`^\* you are connected with alice$`)
-	dan.Connect(carol.Token)
-	carol.Expect(`^\* dan is connected$`)
-	dan.Expect("paired")
-
-	b.Signal(syscall.SIGTERM)
-	if got := restOfLines(t, bob.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
-		t.Errorf("bob got %q", got)
+	// The sysusers.d entry makes the user and group the unit runs as.
+	sysusers := requireTool(t, "systemd-sysusers")
+	target := t.TempDir()
+	os.MkdirAll(filepath.Join(target, "etc"), 0o755)
+	if out, err := exec.Command(sysusers, "--root="+target, filepath.Join(root, "etc/sysusers.d/duetd.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v\n%s", err, out)
 	}
-	if got := restOfLines(t, carol.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
-		t.Errorf("carol got %q", got)
+	passwd, _ := os.ReadFile(filepath.Join(target, "etc/passwd"))
+	group, _ := os.ReadFile(filepath.Join(target, "etc/group"))
+	if !regexp.MustCompile(`(?m)^duetd:x:\d+:\d+:duet daemon:/:/usr/sbin/nologin$`).Match(passwd) ||
+		!regexp.MustCompile(`(?m)^duetd:x:\d+:$`).Match(group) {
+		t.Errorf("systemd-sysusers made\n%s\n%s", passwd, group)
 	}
-	events, closeCode := restOfEvents(t, dan)
-	if !slices.Equal(events, []string{`{"type":"shutdown","text":"the server is shutting down; goodbye"}`}) || closeCode != 1001 {
-		t.Errorf("dan got %q and close %d", events, closeCode)
-	}
-	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
-	if code := b.WaitExit(waitLimit); code != 0 {
-		t.Fatalf("exit code %d", code)
-	}
-	alice.Send("/who")
-	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, not connected$`)
 }
