@@ -2,10 +2,12 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -14,11 +16,13 @@ import (
 	"github.com/spf13/pflag"
 )
 
-func env(vars map[string]string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		v, ok := vars[name]
-		return v, ok
+// env turns vars into an environment as os.Environ returns it.
+func env(vars map[string]string) []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		out = append(out, name+"="+vars[name])
 	}
+	return out
 }
 
 var noEnv = env(nil)
@@ -372,6 +376,9 @@ func TestValidationErrors(t *testing.T) {
 		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379"}, "cluster.redis"},
 		{"redis without host", map[string]string{"DUETD_CLUSTER_REDIS": "redis://"}, "cluster.redis"},
 		{"redis not a url", map[string]string{"DUETD_CLUSTER_REDIS": "redis://a b:%zz"}, "cluster.redis"},
+		{"redis database not a number", map[string]string{"DUETD_CLUSTER_REDIS": "redis://:pw@10.0.0.5:6379/zero"}, "cluster.redis"},
+		{"redis unknown option", map[string]string{"DUETD_CLUSTER_REDIS": "rediss://10.0.0.5:6380/0?dial_timout=3s"}, "cluster.redis"},
+		{"redis bad option value", map[string]string{"DUETD_CLUSTER_REDIS": "redis://10.0.0.5:6379/0?dial_timeout=soon"}, "cluster.redis"},
 		{"accounts in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users"}, "auth.mode"},
 		// Values that cannot even be read as their type.
 		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
@@ -643,6 +650,17 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 
+	// A computed value says so, and how it was worked out.
+	cfg.Cluster.NodeID = "web1-a1b2c3"
+	src.Computed("cluster.node_id", "hostname plus a random suffix, new at each start")
+	out = cfg.Describe(src)
+	if !regexp.MustCompile(`(?m)^cluster\.node_id\s+"web1-a1b2c3"\s+computed\s+# hostname plus a random suffix, new at each start$`).MatchString(out) {
+		t.Errorf("computed node_id:\n%s", out)
+	}
+	if src.Of("cluster.node_id") != SourceComputed {
+		t.Errorf("source %q", src.Of("cluster.node_id"))
+	}
+
 	// Without sources (a Config built in code) every line still renders.
 	d := Defaults()
 	if out := d.Describe(nil); !strings.Contains(out, "# config file: none") || strings.Count(out, "\n") != len(Keys())+1 {
@@ -699,5 +717,138 @@ func TestFormatDuration(t *testing.T) {
 		if back, err := time.ParseDuration(formatDuration(d)); err != nil || back != d {
 			t.Errorf("formatDuration(%v) = %q does not parse back: %v, %v", d, formatDuration(d), back, err)
 		}
+	}
+}
+
+// A URL that go-redis, which the cluster joins with, accepts is accepted;
+// its options too.
+func TestRedisURLAccepted(t *testing.T) {
+	for _, u := range []string{
+		"redis://10.0.0.5:6379",
+		"rediss://duet:s3cret@redis.example:6380/2?dial_timeout=3s&pool_size=20",
+	} {
+		if _, _, err := Load(nil, env(map[string]string{"DUETD_CLUSTER_REDIS": u})); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	_, _, err := Load(nil, env(map[string]string{"DUETD_CLUSTER_REDIS": "redis://:hunter2@10.0.0.5:6379/x?dial_timout=1s"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v", err)
+	}
+}
+
+// A DUETD_* variable that sets no key is a warning naming it and the
+// variable it probably meant; the value it was meant to set stays at its
+// default, which is why it must not pass silently.
+func TestUnknownEnvWarns(t *testing.T) {
+	cfg, src, err := Load(nil, env(map[string]string{
+		"DUETD_LIMITS_MAX_LINES": "32768",
+		"DUETD_TCP_LISTEN":       ":7001",
+		"DUETD_BINARY":           "/tmp/duetd",
+		"DUETD_CONFIG":           "",
+		"DUET_REQUIRE_TOOLS":     "1",
+		"HOME":                   "/root",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.MaxLine != Defaults().Limits.MaxLine || cfg.TCP.Listen != ":7001" {
+		t.Errorf("max_line %d, tcp.listen %q", cfg.Limits.MaxLine, cfg.TCP.Listen)
+	}
+	var got []string
+	for _, w := range src.Warnings() {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		"config: DUETD_BINARY: names no key, so it is ignored",
+		"config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE?",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("warnings\n got %q\nwant %q", got, want)
+	}
+	// The file's typos are errors, and say the same.
+	_, _, err = Load([]string{"--config", writeConfig(t, "limits:\n  max_lines: 32768\n")}, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "did you mean limits.max_line?") {
+		t.Errorf("file typo: %v", err)
+	}
+	// A reload sees the same environment, and warns again.
+	_, src2, err := src.Reload()
+	if err != nil || len(src2.Warnings()) != 2 {
+		t.Errorf("reload: %v, %v", err, src2.Warnings())
+	}
+}
+
+// trusted_proxies entries that cover a large share of the internet are
+// accepted with a warning; a network's own proxies are not warned about.
+func TestTrustedProxiesTooWide(t *testing.T) {
+	for entry, wide := range map[string]bool{
+		"0.0.0.0/0":         true,
+		"::/0":              true,
+		"0.0.0.0/1":         true,
+		"128.0.0.0/7":       true,
+		"2000::/3":          true,
+		"2400::/12":         true,
+		"::ffff:0.0.0.0/96": true,
+		"10.0.0.0/8":        false,
+		"100.64.0.0/10":     false,
+		"173.245.48.0/20":   false,
+		"127.0.0.1":         false,
+		"fc00::/7":          false,
+		"fe80::/10":         false,
+		"2001:db8::/32":     false,
+		"::1":               false,
+	} {
+		cfg, src, err := Load(nil, env(map[string]string{"DUETD_TRUSTED_PROXIES": "127.0.0.1, " + entry}))
+		if err != nil {
+			t.Fatalf("%s: %v", entry, err)
+		}
+		if !slices.Contains(cfg.TrustedProxies, entry) {
+			t.Errorf("%s: not kept: %v", entry, cfg.TrustedProxies)
+		}
+		ws := src.Warnings()
+		if !wide {
+			if len(ws) != 0 {
+				t.Errorf("%s: warned %v", entry, ws)
+			}
+			continue
+		}
+		if len(ws) != 1 || ws[0].Key != "trusted_proxies" || !strings.Contains(ws[0].Msg, `"`+entry+`" trusts `) ||
+			!strings.Contains(ws[0].Msg, "list only your proxies") {
+			t.Errorf("%s: warnings %v", entry, ws)
+		}
+	}
+	c := Defaults()
+	c.TrustedProxies = []string{"0.0.0.0/0", "::/0", "0.0.0.0/4"}
+	var msgs []string
+	for _, w := range c.Warnings() {
+		msgs = append(msgs, w.Msg[:strings.Index(w.Msg, ": any")])
+	}
+	want := []string{`"0.0.0.0/0" trusts every IPv4 address`, `"::/0" trusts every IPv6 address`, `"0.0.0.0/4" trusts 1/16 of all IPv4 addresses`}
+	if !slices.Equal(msgs, want) {
+		t.Errorf("got %q\nwant %q", msgs, want)
+	}
+}
+
+func TestChanged(t *testing.T) {
+	a, b := Defaults(), Defaults()
+	if got := Changed(&a, &b); len(got) != 0 {
+		t.Errorf("equal configs: %v", got)
+	}
+	b.Log.Level = "debug"
+	b.Limits.MaxConnsPerIP = 8
+	b.TrustedProxies = []string{"127.0.0.1"}
+	b.TCP.Listen = ":7001"
+	b.Limits.SlowTimeout = time.Minute
+	b.Limits.MessageRate = 10.5
+	b.Auth.Takeover = true
+	want := []string{"auth.takeover", "limits.max_conns_per_ip", "limits.message_rate", "limits.slow_timeout", "log.level", "tcp.listen", "trusted_proxies"}
+	if got := Changed(&a, &b); !slices.Equal(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	// nil and empty lists are the same list.
+	a.WS.AllowedOrigins, b = nil, a
+	b.WS.AllowedOrigins = []string{}
+	if got := Changed(&a, &b); len(got) != 0 {
+		t.Errorf("nil vs empty: %v", got)
 	}
 }

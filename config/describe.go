@@ -12,9 +12,11 @@ import (
 )
 
 // Describe renders every effective key, its value and its source, one per
-// line and sorted by key, after a first line naming the config file. It is
-// the output of `duetd check-config`, so a password in cluster.redis is
-// masked. src may be nil, in which case sources show as "-".
+// line and sorted by key, after a first line naming the config file. A
+// computed value (Sources.Computed) is followed by a comment saying how it
+// was worked out. It is the output of `duetd check-config`, so a password
+// in cluster.redis is masked. src may be nil, in which case sources show
+// as "-".
 func (c *Config) Describe(src *Sources) string {
 	var b strings.Builder
 	file := "none"
@@ -35,10 +37,41 @@ func (c *Config) Describe(src *Sources) string {
 		if k.name == "cluster.redis" {
 			value = strconv.Quote(redact(c.Cluster.Redis))
 		}
+		if note := src.note(k.name); note != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t# %s\n", k.name, value, source, note)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.name, value, source)
 	}
 	tw.Flush()
 	return b.String()
+}
+
+func (s *Sources) note(key string) string {
+	if s == nil {
+		return ""
+	}
+	return s.notes[key]
+}
+
+// Changed returns the keys whose values differ between a and b, sorted:
+// what a reload changed.
+func Changed(a, b *Config) []string {
+	var out []string
+	for _, k := range keys {
+		x, y := k.field(a), k.field(b)
+		if k.typ.Kind() == reflect.Slice {
+			if !slices.Equal(x.Interface().([]string), y.Interface().([]string)) {
+				out = append(out, k.name)
+			}
+			continue
+		}
+		if !x.Equal(y) {
+			out = append(out, k.name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // formatValue writes a value as it would be written in the YAML file.

@@ -20,6 +20,10 @@ const (
 	SourceFile    = "file"
 	SourceEnv     = "env"
 	SourceFlag    = "flag"
+	// SourceComputed marks a value worked out at start rather than set:
+	// cluster.node_id when it is left empty. Load never sets it; the
+	// daemon records it with Sources.Computed.
+	SourceComputed = "computed"
 )
 
 // ErrHelp matches, with errors.Is, the error Load returns when the
@@ -37,6 +41,15 @@ func (e *HelpError) Error() string { return e.Usage }
 
 // Unwrap makes errors.Is(err, ErrHelp) hold.
 func (e *HelpError) Unwrap() error { return ErrHelp }
+
+// UsageError is a command line Load cannot parse: an unknown flag, a
+// flag without its value, an argument where none belongs.
+type UsageError struct {
+	Err error
+}
+
+func (e *UsageError) Error() string { return "config: " + e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
 
 // configEnv names the config file when --config is not given, for
 // containers and service managers that prefer the environment.
@@ -58,18 +71,48 @@ type Sources struct {
 	// File is the config file that was read, "" if none.
 	File string
 
-	source map[string]string // key -> SourceDefault, SourceFile, SourceEnv or SourceFlag
-	args   []string
-	env    func(string) (string, bool)
+	source   map[string]string // key -> SourceDefault, SourceFile, SourceEnv, SourceFlag or SourceComputed
+	notes    map[string]string // key -> how a computed value was worked out
+	warnings []*Error
+	args     []string
+	environ  []string
 }
 
-// Of returns where key's value came from: "default", "file", "env" or
-// "flag"; "" for a name that is not a key.
+// Of returns where key's value came from: "default", "file", "env",
+// "flag" or "computed"; "" for a name that is not a key.
 func (s *Sources) Of(key string) string {
 	if s == nil {
 		return ""
 	}
 	return s.source[key]
+}
+
+// Computed records that key's effective value was worked out rather than
+// set, and how, for Describe. The caller stores the value in the Config.
+func (s *Sources) Computed(key, how string) {
+	s.source[key] = SourceComputed
+	s.Note(key, how)
+}
+
+// Note attaches a remark to key's line in Describe, such as how many
+// accounts the users file holds.
+func (s *Sources) Note(key, text string) {
+	if s.notes == nil {
+		s.notes = make(map[string]string)
+	}
+	s.notes[key] = text
+}
+
+// Warnings returns what Load found questionable but not wrong: DUETD_*
+// variables that name no key, and values that are valid but probably not
+// meant (see Config.Warnings). Each names the variable or key it is
+// about. The daemon logs them at start and on every reload;
+// check-config prints them.
+func (s *Sources) Warnings() []*Error {
+	if s == nil {
+		return nil
+	}
+	return s.warnings
 }
 
 // origin spells out a source for error messages, precisely enough for an
@@ -91,32 +134,36 @@ func (s *Sources) origin(key string) string {
 }
 
 // Load parses args (flags only, without the program name) and reads the
-// environment through lookupEnv (os.LookupEnv in production), returning
-// the effective configuration and where each value came from. Precedence,
-// lowest first: Defaults, the YAML file (--config or DUETD_CONFIG),
-// DUETD_* variables, flags. Every problem found is reported, each as an
-// *Error naming its key where there is one; -h or --help returns a
-// *HelpError, which errors.Is matches to ErrHelp.
-// A nil lookupEnv means an empty environment.
-func Load(args []string, lookupEnv func(string) (string, bool)) (*Config, *Sources, error) {
-	if lookupEnv == nil {
-		lookupEnv = func(string) (string, bool) { return "", false }
-	}
+// environment from environ ("KEY=value" strings, os.Environ() in
+// production), returning the effective configuration and where each
+// value came from. Precedence, lowest first: Defaults, the YAML file
+// (--config or DUETD_CONFIG), DUETD_* variables, flags. Every problem
+// found is reported, each as an *Error naming its key where there is
+// one; -h or --help returns a *HelpError, which errors.Is matches to
+// ErrHelp. A nil environ is an empty environment.
+//
+// A DUETD_* variable that names no key is a warning (Sources.Warnings),
+// with the variable it probably meant, and not an error as an unknown key
+// in the file is: the environment is shared with other programs (the
+// install script reads DUETD_BINARY), and a variable set for one of them
+// must not stop the daemon.
+func Load(args []string, environ []string) (*Config, *Sources, error) {
+	lookupEnv := lookupIn(environ)
 	flags := newFlagSet()
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, nil, &HelpError{Usage: Usage()}
 		}
-		return nil, nil, fmt.Errorf("config: %w", err)
+		return nil, nil, &UsageError{Err: err}
 	}
 	if flags.NArg() > 0 {
-		return nil, nil, fmt.Errorf("config: unexpected argument %q", flags.Arg(0))
+		return nil, nil, &UsageError{Err: fmt.Errorf("unexpected argument %q", flags.Arg(0))}
 	}
 
 	src := &Sources{
-		source: make(map[string]string, len(keys)),
-		args:   slices.Clone(args),
-		env:    lookupEnv,
+		source:  make(map[string]string, len(keys)),
+		args:    slices.Clone(args),
+		environ: slices.Clone(environ),
 	}
 	if flags.Changed("config") {
 		src.File, _ = flags.GetString("config")
@@ -203,14 +250,56 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (*Config, *Sourc
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, annotate(err, src)
 	}
+	src.warnings = append(unknownEnv(environ), cfg.Warnings()...)
 	return cfg, src, nil
+}
+
+// lookupIn returns a lookup over environ. When a name occurs twice the
+// last one counts, as with os.Getenv.
+func lookupIn(environ []string) func(string) (string, bool) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if name, value, ok := strings.Cut(kv, "="); ok {
+			vars[name] = value
+		}
+	}
+	return func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	}
+}
+
+// unknownEnv warns of every DUETD_* variable in environ that sets no key,
+// suggesting the variable it probably meant.
+func unknownEnv(environ []string) []*Error {
+	known := map[string]bool{configEnv: true}
+	for _, k := range keys {
+		known[EnvName(k.name)] = true
+	}
+	var names []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix) && !known[name] && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var out []*Error
+	for _, name := range names {
+		msg := "names no key, so it is ignored"
+		if guess := nearestEnv(name); guess != "" {
+			msg += "; did you mean " + guess + "?"
+		}
+		out = append(out, &Error{Key: name, Msg: msg})
+	}
+	return out
 }
 
 // Reload loads again from the same file, environment and flags as the
 // Load that returned s, for SIGHUP. On error the caller keeps its current
 // configuration; nothing here has side effects.
 func (s *Sources) Reload() (*Config, *Sources, error) {
-	return Load(s.args, s.env)
+	return Load(s.args, s.environ)
 }
 
 // Usage returns the flag and environment help printed for --help.
@@ -345,6 +434,22 @@ func nearestKey(name string) string {
 	}
 	for s := range sections {
 		consider(s)
+	}
+	return best
+}
+
+// nearestEnv is nearestKey for a DUETD_* variable: the variable of the
+// key it probably meant, or "".
+func nearestEnv(name string) string {
+	best, bestDist := "", 3
+	candidates := []string{configEnv}
+	for _, k := range keys {
+		candidates = append(candidates, EnvName(k.name))
+	}
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestDist || (d == bestDist && c < best) {
+			best, bestDist = c, d
+		}
 	}
 	return best
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Error is a configuration problem with one key. Callers print it and
@@ -152,6 +154,9 @@ func checkListen(addr string) error {
 }
 
 // checkRedisURL never quotes the URL back: it may carry a password.
+// Beyond the shape of the URL it asks go-redis's own parser, the one the
+// cluster joins with, so that a URL this accepts (a database number, a
+// query option such as dial_timeout) is one the daemon can use.
 func checkRedisURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -162,6 +167,11 @@ func checkRedisURL(raw string) error {
 	}
 	if u.Host == "" {
 		return errors.New("missing host; want redis://host:port or rediss://host:port")
+	}
+	if _, err := redis.ParseURL(raw); err != nil {
+		// go-redis's messages name the database, option or path at
+		// fault, never the user information.
+		return errors.New(strings.TrimPrefix(err.Error(), "redis: "))
 	}
 	return nil
 }
@@ -191,6 +201,63 @@ func parseNet(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Warnings returns what is valid but probably not meant, each a *Error
+// naming its key. Load puts them in Sources.Warnings.
+//
+// A trusted_proxies entry as wide as a continent's share of the internet
+// (0.0.0.0/0, ::/0, 2000::/3) lets any client in it name any address it
+// likes in a PROXY header or X-Forwarded-For: limits.max_conns_per_ip, the
+// throttles and the addresses in the logs then mean nothing. It is still
+// accepted, since a test bed may want exactly that, but never silently.
+func (c *Config) Warnings() []*Error {
+	var out []*Error
+	for _, s := range c.TrustedProxies {
+		p, err := parseNet(s)
+		if err != nil || !tooWide(p) {
+			continue
+		}
+		out = append(out, &Error{Key: "trusted_proxies", Msg: fmt.Sprintf(
+			"%q trusts %s: any client there can claim any address with a PROXY header or X-Forwarded-For, "+
+				"which defeats limits.max_conns_per_ip, the throttles and the addresses in the logs; list only your proxies",
+			s, coverage(p))})
+	}
+	return out
+}
+
+// tooWide reports whether p covers more of the internet than any one
+// network's proxies could need: an IPv4 prefix shorter than /8 (10.0.0.0/8,
+// the widest private range, is fine) or an IPv6 prefix shorter than /16
+// that reaches into global unicast space (fc00::/7, the unique local
+// range, is fine).
+func tooWide(p netip.Prefix) bool {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
+	}
+	if a.Is4() {
+		return bits < 8
+	}
+	return bits < 16 && p.Overlaps(globalUnicast)
+}
+
+var globalUnicast = netip.MustParsePrefix("2000::/3")
+
+// coverage says in words how much a too-wide prefix covers.
+func coverage(p netip.Prefix) string {
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
+	}
+	family := "IPv6"
+	if a.Is4() {
+		family = "IPv4"
+	}
+	if bits == 0 {
+		return "every " + family + " address"
+	}
+	return fmt.Sprintf("1/%d of all %s addresses", 1<<bits, family)
 }
 
 // TrustedNets returns trusted_proxies as prefixes, a single address as a

@@ -96,6 +96,15 @@ func (cn *conn) logger() *zap.Logger {
 // the outbox lock, possibly on another loop's goroutine, so it reads only
 // fields fixed before the connection could receive events.
 func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
+	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
+		// This node is shutting down too, and every user on it gets a
+		// shutdown notice of their own (shutdown): a partner on this node
+		// going for the same reason must not add "bob's server is
+		// shutting down; you are free to be joined again" before it.
+		// In a cluster, a partner on another node is told by that node,
+		// which is not shutting down, so the notice still reaches it.
+		return dst
+	}
 	if cn.stage == stageLine || cn.stage == stageProxy {
 		return line.AppendEvent(dst, ev)
 	}

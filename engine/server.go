@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -175,10 +176,10 @@ func withDefaultLimits(l config.Limits) config.Limits {
 // that stopped it.
 func (s *Server) Start() error {
 	var err error
-	if s.opts.TCPListen, err = concretePort(s.opts.TCPListen); err != nil {
+	if s.opts.TCPListen, err = probeListen("tcp.listen", s.opts.TCPListen); err != nil {
 		return err
 	}
-	if s.opts.WSListen, err = concretePort(s.opts.WSListen); err != nil {
+	if s.opts.WSListen, err = probeListen("ws.listen", s.opts.WSListen); err != nil {
 		return err
 	}
 	var addrs []string
@@ -206,9 +207,38 @@ func (s *Server) Start() error {
 		if err == nil {
 			err = errors.New("engine stopped before it started")
 		}
+		// An address taken between the probe and gnet's own bind: ask
+		// again, since gnet's error would not say which or why.
+		for _, l := range [][2]string{{"tcp.listen", s.opts.TCPListen}, {"ws.listen", s.opts.WSListen}} {
+			if _, perr := probeListen(l[0], l[1]); perr != nil {
+				return perr
+			}
+		}
 		return fmt.Errorf("engine: %w", err)
 	}
 }
+
+// ListenError is a listen address that could not be bound.
+type ListenError struct {
+	Key  string // the configuration key that set it, such as "tcp.listen"
+	Addr string // the address as configured
+	Err  error  // the bind's error, a *net.OpError
+}
+
+func (e *ListenError) Error() string {
+	msg := fmt.Sprintf("cannot listen on %s (%s): ", e.Addr, e.Key)
+	switch {
+	case errors.Is(e.Err, syscall.EADDRINUSE):
+		return msg + "address already in use: another program, or another duetd, is listening there"
+	case errors.Is(e.Err, syscall.EACCES):
+		return msg + "permission denied: ports below 1024 need CAP_NET_BIND_SERVICE"
+	case errors.Is(e.Err, syscall.EADDRNOTAVAIL):
+		return msg + "no interface of this machine has that address"
+	}
+	return msg + e.Err.Error()
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
 
 // TCPAddr is the bound line-protocol address (nil when disabled).
 func (s *Server) TCPAddr() net.Addr { return s.tcpAddr }
@@ -297,23 +327,33 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-// concretePort replaces port 0 with a free port. gnet can find a
-// listener again only by the address string it was given, so two
-// listeners both given port 0 could not be told apart once bound.
-func concretePort(listen string) (string, error) {
+// probeListen binds listen and lets it go again, and returns the address
+// with port 0 replaced by the free port the kernel chose.
+//
+// The probe is what reports an address that cannot be bound, with its
+// key and the reason: gnet, when its bind fails, closes the socket and
+// then sets TCP keepalive on it, and reports only that second failure
+// ("setsockopt: bad file descriptor"). Port 0 must be made concrete
+// anyway: gnet finds a listener again only by the address string it was
+// given, so two listeners both given port 0 could not be told apart once
+// bound.
+func probeListen(key, listen string) (string, error) {
 	if listen == "" {
 		return "", nil
 	}
 	host, port, err := net.SplitHostPort(listen)
-	if err != nil || port != "0" {
+	if err != nil {
 		return listen, nil // gnet reports a malformed address itself
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return "", fmt.Errorf("engine: %w", err)
+		return "", &ListenError{Key: key, Addr: listen, Err: err}
 	}
 	defer ln.Close()
-	return net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)), nil
+	if port == "0" {
+		return net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)), nil
+	}
+	return listen, nil
 }
 
 func boundAddr(eng gnet.Engine, listen string) (net.Addr, error) {

@@ -13,7 +13,7 @@ import (
 
 // Guessing a token is hopeless (128 random bits), but a client that tries
 // many is still worth slowing and noting. After limits.connect_failures
-// failed connects (unknown_token or bad_token) from one address, every
+// failed connects (unknown_token) from one address, every
 // further connect from it is held: the connection's input is not read for
 // a delay that doubles with each failure, from throttleFirstDelay up to
 // throttleMaxDelay, and then the token is checked. A right token still
@@ -173,9 +173,12 @@ func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 }
 
 // checkConnect tries token and records a failure against the address.
+// Only unknown_token is a failure: a bad_token (not 32 hexadecimal
+// characters, a mistyped link) can never be anyone's token, so it guesses
+// nothing and costs the user nothing.
 func (cn *conn) checkConnect(token []byte, throttled bool) *proto.Error {
 	err := cn.sess.Connect(token)
-	if err != proto.ErrUnknownToken && err != proto.ErrBadToken {
+	if err != proto.ErrUnknownToken {
 		return err
 	}
 	limit := cn.srv.lim().ConnectFailures

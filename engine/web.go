@@ -65,7 +65,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		return len(buf)
 	}
 	if req.URL.Path == wsPath {
-		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin})
+		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
 		cn.out.deliverRaw(resp)
 		if err != nil {
 			cn.closeNow(proto.ReasonDisconnected)

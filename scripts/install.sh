@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs duetd as a systemd service: the binary in /usr/local/bin, the
-# unit in /etc/systemd/system, the example configuration in
-# /etc/duetd/duetd.yaml (an existing one is never overwritten) and the
+# unit in /etc/systemd/system, the duetd system user (sysusers.d), the
+# example configuration in /etc/duetd/duetd.yaml, readable by root and
+# the duetd group only (an existing one is never overwritten), and the
 # operations guide. Safe to run again: it only replaces what it owns.
 #
 #   scripts/install.sh                 build, install, enable and (re)start
-#   scripts/install.sh --dry-run       print what would be done, change nothing
+#   scripts/install.sh --dry-run       print every command a real run would
+#                                      run, and run none
 #   DESTDIR=/tmp/root scripts/install.sh
 #                                      install under a staging root (packaging,
-#                                      tests); systemctl is not called
+#                                      tests); no user is created, systemctl is
+#                                      not called
 #   DUETD_BINARY=path scripts/install.sh
 #                                      install this binary instead of building
 set -euo pipefail
@@ -18,39 +21,71 @@ dry=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run|-n) dry=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 destdir=${DESTDIR:-}
 
+# run prints a command, quoted so that it can be pasted into a shell, and
+# runs it unless this is a dry run: a dry run prints exactly the commands
+# a real run would run, in the same order.
 run() {
+  local quoted
+  quoted=$(printf ' %q' "$@")
   if [ "$dry" = 1 ]; then
-    echo "would run: $*"
+    echo "would run:$quoted"
   else
+    echo "+$quoted"
     "$@"
   fi
 }
 
 binary=${DUETD_BINARY:-}
-if [ -z "$binary" ] && [ "$dry" = 1 ]; then
-  binary=./duetd
-  echo "would run: go build -o $binary ./cmd/duetd"
-elif [ -z "$binary" ]; then
-  binary=$(mktemp -d)/duetd
+if [ -z "$binary" ]; then
   version=$(git describe --always --dirty 2>/dev/null || echo dev)
+  if [ "$dry" = 1 ]; then
+    builddir=${TMPDIR:-/tmp}/tmp.XXXXXXXXXX # what mktemp -d will make of it
+  else
+    builddir=$(mktemp -d)
+    trap 'rm -rf "$builddir"' EXIT
+  fi
+  binary=$builddir/duetd
   run go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$binary" ./cmd/duetd
 fi
 
 run install -d -m 0755 "$destdir/usr/local/bin" "$destdir/etc/systemd/system" \
-  "$destdir/etc/duetd" "$destdir/usr/local/share/doc/duetd"
+  "$destdir/etc/sysusers.d" "$destdir/etc/duetd" "$destdir/usr/local/share/doc/duetd"
 run install -m 0755 "$binary" "$destdir/usr/local/bin/duetd"
 run install -m 0644 scripts/duetd.service "$destdir/etc/systemd/system/duetd.service"
+run install -m 0644 scripts/duetd.sysusers "$destdir/etc/sysusers.d/duetd.conf"
 run install -m 0644 docs/OPERATIONS.md "$destdir/usr/local/share/doc/duetd/OPERATIONS.md"
-if [ -e "$destdir/etc/duetd/duetd.yaml" ]; then
-  echo "keeping the existing $destdir/etc/duetd/duetd.yaml"
+
+# The unit runs duetd as the duetd user, and the configuration is only
+# readable by its group. A staging root gets no user: whoever installs the
+# staged files runs systemd-sysusers on the target.
+group=()
+if [ -z "$destdir" ]; then
+  if command -v systemd-sysusers >/dev/null; then
+    run systemd-sysusers /etc/sysusers.d/duetd.conf
+  elif ! getent passwd duetd >/dev/null; then
+    run useradd --system --user-group --no-create-home --home-dir / --shell /usr/sbin/nologin duetd
+  fi
+  group=(-o root -g duetd)
 else
-  run install -m 0644 scripts/duetd.yaml "$destdir/etc/duetd/duetd.yaml"
+  echo "not creating the duetd user (DESTDIR set): run systemd-sysusers on the target, then chgrp duetd /etc/duetd/duetd.yaml"
+fi
+
+# The configuration may hold the Redis password: root writes it, the
+# service reads it, nobody else does.
+config=$destdir/etc/duetd/duetd.yaml
+if [ -e "$config" ]; then
+  echo "keeping the existing $config"
+  if [ -n "$(find "$config" -perm -o=r)" ]; then
+    echo "warning: $config is readable by every user, and may hold the Redis password; chgrp duetd $config && chmod 0640 $config" >&2
+  fi
+else
+  run install -m 0640 "${group[@]}" scripts/duetd.yaml "$config"
 fi
 
 # Only a real install of a running systemd touches the service.
@@ -65,4 +100,8 @@ if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
 else
   echo "not starting the service (DESTDIR set or systemd not running)"
 fi
-echo "duetd installed${destdir:+ under $destdir}"
+if [ "$dry" = 1 ]; then
+  echo "dry run: nothing was changed"
+else
+  echo "duetd installed${destdir:+ under $destdir}"
+fi

@@ -4,9 +4,10 @@
 //
 // Usage:
 //
-//	duetd [flags]              run the daemon
-//	duetd check-config [flags] print the effective configuration and exit
-//	duetd version              print the version and exit
+//	duetd [run] [flags]        run the daemon
+//	duetd check-config [flags] check the configuration as a start would, print it and exit
+//	duetd version              print the version and exit (also --version)
+//	duetd help                 print the usage and exit (also -h, --help)
 //
 // Wiring only: config -> logger -> core -> engine -> signals.
 package main
@@ -19,9 +20,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 
-	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -29,6 +31,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/auth"
+	"duet/engine/cluster"
 	"duet/engine/hub"
 	"duet/web"
 )
@@ -36,163 +39,255 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// Exit statuses. systemd's Restart=on-failure restarts on either; the
+// difference tells an operator whether to fix the file or the machine.
+const (
+	exitOK      = 0
+	exitRuntime = 1 // the daemon could not run: a listen address in use, say
+	exitConfig  = 2 // the configuration or the command line is wrong
+)
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+var commands = []string{"run", "check-config", "version", "help"}
+
 // run is main without the process: it returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
-	if len(args) > 0 && (args[0] == "version" || args[0] == "check-config" || args[0] == "run") {
-		cmd, args = args[0], args[1:]
+	cmd, args, err := command(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "duetd: %v\nRun 'duetd help' for usage.\n", err)
+		return exitConfig
 	}
-	if cmd == "version" {
+	switch cmd {
+	case "version":
 		fmt.Fprintln(stdout, "duetd", buildVersion())
-		return 0
+		return exitOK
+	case "help":
+		fmt.Fprint(stdout, usage())
+		return exitOK
 	}
-	cfg, src, err := config.Load(args, os.LookupEnv)
-	if errors.Is(err, pflag.ErrHelp) {
-		fmt.Fprintln(stdout, "usage: duetd [run|check-config|version] [flags]")
-		fmt.Fprint(stdout, err.Error())
-		return 0
+	cfg, src, err := config.Load(args, os.Environ())
+	if errors.Is(err, config.ErrHelp) {
+		fmt.Fprint(stdout, usage())
+		return exitOK
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "duetd:", err)
-		return 2
+		if _, ok := errors.AsType[*config.UsageError](err); ok {
+			fmt.Fprintln(stderr, "Run 'duetd help' for usage.")
+		}
+		return exitConfig
 	}
 	if cmd == "check-config" {
-		fmt.Fprint(stdout, cfg.Describe(src))
-		return 0
+		return checkConfig(cfg, src, stdout, stderr)
 	}
 
 	level := zap.NewAtomicLevel()
 	log, err := newLogger(cfg.Log, level, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "duetd:", err)
-		return 2
+		return exitConfig
 	}
 	defer func() { _ = log.Sync() }()
+	for _, w := range src.Warnings() {
+		log.Warn(w.Error(), zap.String("key", w.Key))
+	}
 
 	site, err := web.NewSite(web.Options{HSTSMaxAge: cfg.WS.HSTSMaxAge})
 	if err != nil {
 		log.Error("cannot build the web client", zap.Error(err))
-		return 1
+		return exitRuntime
 	}
-	var accounts *auth.Accounts
-	if cfg.Auth.Mode == "accounts" {
-		if accounts, err = auth.Load(cfg.Auth.UsersFile); err != nil {
-			log.Error("cannot load auth.users_file", zap.Error(err))
-			return 2
-		}
-		log.Info("accounts loaded", zap.String("file", accounts.Path()), zap.Int("accounts", accounts.Len()))
-	}
-	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
-	leaveCluster, err := joinCluster(cfg.Cluster, core, log)
-	if err != nil {
-		log.Error("bad cluster configuration", zap.Error(err))
-		return 2
-	}
-	defer leaveCluster()
-	ops := newOperations(log, core)
-	srv, err := engine.New(engine.Options{
-		TCPListen:      cfg.TCP.Listen,
-		WSListen:       cfg.WS.Listen,
-		AllowedOrigins: cfg.WS.AllowedOrigins,
-		Limits:         cfg.Limits,
-		AuthMode:       cfg.Auth.Mode,
-		Auth:           engine.AuthOptions{Accounts: accounts, Takeover: cfg.Auth.Takeover},
-		Hub:            core,
-		Site:           site,
-		Logger:         log,
-		TrustedProxies: cfg.TrustedNets(),
-		Metrics:        ops.metrics,
-	})
+	d, err := build(cfg, src, log, site)
 	if err != nil {
 		log.Error("bad configuration", zap.Error(err))
-		return 2
+		return exitConfig
 	}
+	if d.accounts != nil {
+		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
+	}
+	leaveCluster, err := joinCluster(cfg.Cluster, d.core, log)
+	if err != nil {
+		log.Error("bad cluster configuration", zap.Error(err))
+		return exitConfig
+	}
+	defer leaveCluster()
+
 	// Catch signals before the listeners open: a SIGHUP that arrives as
 	// soon as the daemon says it is listening (systemctl reload right
 	// after start) must reload, not kill it.
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(signals)
-	if err := srv.Start(); err != nil {
+
+	// Every listener is bound before any is said to listen, so that a
+	// start that fails (an address in use) never logs that it listens:
+	// the admin listener first, as it is the cheapest to let go again.
+	if err := d.ops.listen(cfg.Admin.Listen); err != nil {
 		log.Error("cannot start", zap.Error(err))
-		return 1
+		return exitRuntime
+	}
+	defer d.ops.stop()
+	if err := d.srv.Start(); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitRuntime
 	}
 	log.Info("duetd listening",
-		zap.Stringer("tcp", addrOrNone(srv.TCPAddr())),
-		zap.Stringer("ws", addrOrNone(srv.WSAddr())),
+		zap.Stringer("tcp", addrOrNone(d.srv.TCPAddr())),
+		zap.Stringer("ws", addrOrNone(d.srv.WSAddr())),
 		zap.String("version", buildVersion()))
-	if err := ops.started(cfg, srv); err != nil {
-		log.Error("cannot start", zap.Error(err))
-		_ = srv.Shutdown(context.Background())
-		return 1
-	}
-	defer ops.stop()
+	d.ops.started(d.srv)
 
+	r := &reloader{log: log, level: level, d: d, started: cfg, cfg: cfg, src: src}
 	for {
 		select {
-		case err := <-srv.Done():
+		case err := <-d.srv.Done():
 			log.Error("engine stopped", zap.Error(err))
-			return 1
+			return exitRuntime
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				ops.reloading()
-				cfg, src = reload(log, level, srv, accounts, cfg, src)
-				ops.reloaded()
+				d.ops.reloading()
+				r.reload()
+				d.ops.reloaded()
 				continue
 			}
-			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", cfg.ShutdownTimeout))
-			ops.stopping()
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			err := srv.Shutdown(ctx)
+			timeout := r.cfg.ShutdownTimeout
+			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", timeout))
+			d.ops.stopping()
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err := d.srv.Shutdown(ctx)
 			cancel()
 			if err != nil {
 				log.Warn("shutdown", zap.Error(err))
 			}
 			log.Info("stopped")
-			return 0
+			return exitOK
 		}
 	}
 }
 
-// reload re-reads the configuration on SIGHUP. What can change without
-// dropping a connection changes; a bad file keeps the old configuration.
-func reload(log *zap.Logger, level zap.AtomicLevel, srv *engine.Server, accounts *auth.Accounts, old *config.Config, src *config.Sources) (*config.Config, *config.Sources) {
-	cfg, newSrc, err := src.Reload()
-	if err != nil {
-		log.Error("reload failed; keeping the old configuration", zap.Error(err))
-		return old, src
-	}
-	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
-		level.SetLevel(lvl)
-	}
-	srv.SetLimits(cfg.Limits)
-	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
-	srv.SetTakeover(cfg.Auth.Takeover)
-	if accounts != nil {
-		// The users file is re-read even when the config file did not
-		// change: adding an account is the common reason for a reload.
-		if err := accounts.Reload(); err != nil {
-			log.Error("users file reload failed; keeping the old accounts", zap.Error(err))
-		} else {
-			log.Info("accounts reloaded", zap.Int("accounts", accounts.Len()))
+// command splits the subcommand off args. --version anywhere before "--"
+// asks for the version, as it does of most daemons; no subcommand means
+// run.
+func command(args []string) (cmd string, rest []string, err error) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--version" {
+			return "version", nil, nil
 		}
 	}
-	if cfg.Auth.Mode != old.Auth.Mode || cfg.Auth.UsersFile != old.Auth.UsersFile {
-		log.Warn("auth.mode and auth.users_file change only on restart")
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return "run", args, nil
 	}
-	srv.SetTrustedProxies(cfg.TrustedNets())
-	if cfg.TCP.Listen != old.TCP.Listen || cfg.WS.Listen != old.WS.Listen || cfg.Admin.Listen != old.Admin.Listen {
-		log.Warn("listen addresses change only on restart")
+	if !slices.Contains(commands, args[0]) {
+		return "", nil, fmt.Errorf("unknown command %q", args[0])
 	}
-	if cfg.WS.HSTSMaxAge != old.WS.HSTSMaxAge {
-		log.Warn("ws.hsts_max_age changes only on restart")
+	return args[0], args[1:], nil
+}
+
+// usage is the text of duetd help, -h and --help.
+func usage() string {
+	return `duetd pairs two people by token and relays their chat, over a line protocol
+(netcat, telnet) and WebSocket (the browser client it serves).
+
+Usage:
+  duetd [run] [flags]          run the daemon
+  duetd check-config [flags]   check the configuration as a start would (users
+                               file included), print every effective value and
+                               where it came from, and exit
+  duetd version                print the version and exit (also --version)
+  duetd help                   print this help and exit (also -h, --help)
+
+Exit status: 0 on success or a clean stop; 1 when the daemon cannot run
+(a listen address already in use, say); 2 for a bad configuration or
+command line.
+
+` + config.Usage() + `
+Documentation: /usr/local/share/doc/duetd/OPERATIONS.md, or docs/ in the source.
+`
+}
+
+// checkConfig is duetd check-config: it builds everything a start builds
+// short of binding a socket or reaching Redis, with the same code, so it
+// refuses what a start would refuse; then it prints every effective value.
+func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writer) int {
+	for _, w := range src.Warnings() {
+		fmt.Fprintln(stderr, "duetd: warning:", w)
 	}
-	log.Info("configuration reloaded", zap.String("log_level", cfg.Log.Level))
-	return cfg, newSrc
+	d, err := build(cfg, src, zap.NewNop(), nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "duetd:", err)
+		return exitConfig
+	}
+	if d.accounts != nil {
+		src.Note("auth.users_file", fmt.Sprintf("%d accounts", d.accounts.Len()))
+	}
+	fmt.Fprint(stdout, cfg.Describe(src))
+	return exitOK
+}
+
+// built is what a start builds before it binds a socket or reaches the
+// network. check-config builds it too and throws it away.
+type built struct {
+	accounts *auth.Accounts // nil in open mode
+	core     *hub.Hub
+	ops      *operations
+	srv      *engine.Server
+}
+
+// build checks and builds everything that depends on the configuration:
+// the computed values, the users file, the pairing core and the engine,
+// which serves site (nil: no pages). Its errors are configuration errors.
+// It fills in cfg's computed values, recording them in src.
+func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.Site) (*built, error) {
+	computeValues(cfg, src, nil)
+	d := &built{}
+	var err error
+	if cfg.Auth.Mode == "accounts" {
+		if d.accounts, err = auth.Load(cfg.Auth.UsersFile); err != nil {
+			return nil, fmt.Errorf("auth.users_file: %w", err)
+		}
+	}
+	d.core = hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	d.ops = newOperations(log, d.core)
+	d.srv, err = engine.New(engine.Options{
+		TCPListen:      cfg.TCP.Listen,
+		WSListen:       cfg.WS.Listen,
+		AllowedOrigins: cfg.WS.AllowedOrigins,
+		Limits:         cfg.Limits,
+		AuthMode:       cfg.Auth.Mode,
+		Auth:           engine.AuthOptions{Accounts: d.accounts, Takeover: cfg.Auth.Takeover},
+		Hub:            d.core,
+		Site:           site,
+		Logger:         log,
+		TrustedProxies: cfg.TrustedNets(),
+		Metrics:        d.ops.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// computeValues fills in the values that are worked out rather than set.
+// An empty cluster.node_id in cluster mode becomes the hostname and a
+// random suffix: new at each start, so a restarted node is never taken
+// for its former self, but kept across reloads (running is the
+// configuration in effect, nil at start).
+func computeValues(cfg *config.Config, src *config.Sources, running *config.Config) {
+	if cfg.Cluster.Redis == "" || cfg.Cluster.NodeID != "" {
+		return
+	}
+	if running != nil && running.Cluster.NodeID != "" {
+		cfg.Cluster.NodeID = running.Cluster.NodeID
+	} else {
+		cfg.Cluster.NodeID = cluster.DefaultNodeID()
+	}
+	src.Computed("cluster.node_id", "the hostname and a random suffix, new at each start")
 }
 
 // newLogger builds the zap logger: JSON for journald and files, console

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"go.uber.org/zap"
 
-	"duet/config"
 	"duet/engine"
 	"duet/engine/hub"
 	"duet/service"
@@ -34,17 +34,29 @@ func newOperations(log *zap.Logger, core *hub.Hub) *operations {
 	}
 }
 
-// started runs once the engine's listeners are bound: it binds the admin
-// listener, and only then tells systemd the service is ready.
-func (o *operations) started(cfg *config.Config, srv *engine.Server) error {
-	if cfg.Admin.Listen != "" {
-		a, err := service.StartAdmin(cfg.Admin.Listen, o.metrics.Registry, o.log)
-		if err != nil {
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		o.admin = a
-		a.SetReady(true)
-		o.log.Info("admin listening", zap.Stringer("admin", a.Addr()))
+// listen binds the admin listener when addr is not "". It runs before
+// the engine binds its own, and logs nothing: the daemon says where it
+// listens only once every listener is bound. /readyz answers 503 until
+// started.
+func (o *operations) listen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	a, err := service.StartAdmin(addr, o.metrics.Registry, o.log)
+	if err != nil {
+		return &engine.ListenError{Key: "admin.listen", Addr: addr, Err: err}
+	}
+	o.admin = a
+	return nil
+}
+
+// started runs once every listener is bound: it says where the admin
+// listener is, turns /readyz to 200, and only then tells systemd the
+// service is ready.
+func (o *operations) started(srv *engine.Server) {
+	if o.admin != nil {
+		o.admin.SetReady(true)
+		o.log.Info("admin listening", zap.Stringer("admin", o.admin.Addr()))
 	}
 	o.notifier.Ready()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -55,7 +67,14 @@ func (o *operations) started(cfg *config.Config, srv *engine.Server) error {
 	}
 	healthy := func() bool { return srv.Healthy(5 * time.Second) }
 	go o.notifier.Run(ctx, status, healthy)
-	return nil
+}
+
+// adminAddr is the admin listener's bound address, nil when it is off.
+func (o *operations) adminAddr() net.Addr {
+	if o.admin == nil {
+		return nil
+	}
+	return o.admin.Addr()
 }
 
 // reloading and reloaded bracket a SIGHUP reload for systemd.

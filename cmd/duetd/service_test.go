@@ -2,17 +2,20 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -205,6 +208,9 @@ func TestReloadKeepsPairsTalking(t *testing.T) {
 
 // TestSIGTERMWithPairs: paired users on both protocols are told the
 // server is shutting down, and duetd exits 0 within shutdown_timeout.
+// Each user gets that one notice and nothing else: a partner on the same
+// node leaving for the same reason adds no "bob's server is shutting
+// down; you are free to be joined again" before it.
 func TestSIGTERMWithPairs(t *testing.T) {
 	d := startDaemon(t, "shutdown_timeout: 5s\n")
 	d.WaitReady()
@@ -213,30 +219,70 @@ func TestSIGTERMWithPairs(t *testing.T) {
 	bob := cl.DialWS(t).Login("bob")
 	carol := cl.DialLine(t).Login("carol")
 	dan := cl.DialLine(t).Login("dan")
+	erin := cl.DialWS(t).Login("erin")
+	fred := cl.DialWS(t).Login("fred")
 	bob.Connect(alice.Token)
 	alice.Expect(`is connected`)
 	bob.Expect("paired")
 	dan.Send("/connect " + carol.Token)
 	carol.Expect(`is connected`)
 	dan.Expect(`connected with carol`)
+	fred.Connect(erin.Token)
+	erin.Expect("paired")
+	fred.Expect("paired")
 
 	start := time.Now()
 	d.Signal(syscall.SIGTERM)
 	for _, lc := range []*enginetest.LineClient{alice, carol, dan} {
-		// A partner's notice may come first.
-		for lc.Line() != "* the server is shutting down; goodbye" {
+		if got := restOfLines(t, lc.Conn); !slices.Equal(got, []string{"* the server is shutting down; goodbye"}) {
+			t.Errorf("%s got %q, want only the shutdown notice", lc.Name, got)
 		}
-		lc.ExpectClosed()
 	}
-	for {
-		if ev := bob.Next(); ev["type"] == "shutdown" {
-			break
+	for _, wc := range []*enginetest.WSClient{bob, erin, fred} {
+		events, closeCode := restOfEvents(t, wc)
+		if !slices.Equal(events, []string{`{"type":"shutdown","text":"the server is shutting down; goodbye"}`}) || closeCode != 1001 {
+			t.Errorf("%s got %q and close %d, want only a shutdown event and close 1001", wc.Name, events, closeCode)
 		}
 	}
 	if code := d.WaitExit(6 * time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	t.Logf("stopped in %v", time.Since(start))
+}
+
+// restOfLines reads a line-protocol connection to its end and returns
+// the lines, without their CR LF.
+func restOfLines(t *testing.T, c net.Conn) []string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading to the end: %v (got %q)", err, b)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\r\n"), "\r\n")
+}
+
+// restOfEvents reads a WebSocket to its close frame and returns the text
+// frames and the close code.
+func restOfEvents(t *testing.T, wc *enginetest.WSClient) (events []string, closeCode int) {
+	t.Helper()
+	wc.Conn.SetReadDeadline(time.Now().Add(waitLimit))
+	for {
+		f, err := ws.ReadFrame(wc.Conn)
+		if err != nil {
+			t.Fatalf("reading to the close frame: %v (got %q)", err, events)
+		}
+		if f.Header.Masked {
+			ws.Cipher(f.Payload, f.Header.Mask, 0)
+		}
+		switch f.Header.OpCode {
+		case ws.OpText:
+			events = append(events, string(f.Payload))
+		case ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			return events, int(code)
+		}
+	}
 }
 
 // TestMetrics checks /metrics, parsed as Prometheus text, against the
@@ -451,7 +497,10 @@ func TestUnitFileVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Type=notify", "Restart=on-failure", "DynamicUser=yes", "ProtectSystem=strict",
+	if bytes.Contains(unit, []byte("DynamicUser=yes")) {
+		t.Error("DynamicUser=yes: the configuration's group (root:duetd 0640) would not exist")
+	}
+	for _, want := range []string{"Type=notify", "Restart=on-failure", "User=duetd", "Group=duetd", "ProtectSystem=strict",
 		"ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
 		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service",
 		"MemoryDenyWriteExecute=yes", "LimitNOFILE=1048576", "WatchdogSec=30", "ExecReload=/bin/kill -HUP $MAINPID",
@@ -476,40 +525,98 @@ func TestUnitFileVerifies(t *testing.T) {
 }
 
 // TestInstallScript installs into a staging root twice: the second run
-// changes nothing it does not own, and keeps an edited config.
+// changes nothing it does not own, and keeps an edited config. A dry run
+// changes nothing, prints exactly the commands a real run runs (the same
+// build command included), and does not say it installed anything. The
+// configuration, which may hold the Redis password, is not readable by
+// every user.
 func TestInstallScript(t *testing.T) {
 	root := t.TempDir()
-	install := func(args ...string) string {
+	install := func(env []string, args ...string) string {
+		t.Helper()
 		cmd := exec.Command("bash", append([]string{"../../scripts/install.sh"}, args...)...)
-		cmd.Env = append(os.Environ(), "DESTDIR="+root, "DUETD_BINARY="+duetdBinary(t))
+		cmd.Env = append(os.Environ(), append([]string{"DESTDIR=" + root}, env...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
 		}
 		return string(out)
 	}
-	install("--dry-run")
+	binary := "DUETD_BINARY=" + duetdBinary(t)
+
+	// A dry run and a real run that builds: the same commands, in the same
+	// order, once the build's temporary directory is set aside.
+	dry := install(nil, "--dry-run")
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Fatalf("--dry-run wrote %v", entries)
 	}
-	install()
+	if !strings.HasSuffix(dry, "dry run: nothing was changed\n") || strings.Contains(dry, "installed") {
+		t.Errorf("--dry-run ends:\n%s", dry)
+	}
+	real := install(nil)
+	if !strings.HasSuffix(real, "duetd installed under "+root+"\n") {
+		t.Errorf("install ends:\n%s", real)
+	}
+	tmp := regexp.MustCompile(`/tmp\.[A-Za-z0-9]{10}/duetd`)
+	commands := func(out, prefix string) []string {
+		var cmds []string
+		for _, l := range strings.Split(out, "\n") {
+			if c, ok := strings.CutPrefix(l, prefix); ok {
+				cmds = append(cmds, tmp.ReplaceAllString(c, "/tmp.X/duetd"))
+			}
+		}
+		return cmds
+	}
+	dryCmds, realCmds := commands(dry, "would run: "), commands(real, "+ ")
+	if !slices.Equal(dryCmds, realCmds) || len(dryCmds) < 7 {
+		t.Errorf("dry run would run\n%s\nbut a real run ran\n%s", strings.Join(dryCmds, "\n"), strings.Join(realCmds, "\n"))
+	}
+	if !strings.HasPrefix(dryCmds[0], `go build -trimpath -ldflags -s\ -w\ -X\ main.version=`) {
+		t.Errorf("first command %q is not the build", dryCmds[0])
+	}
+	// The build stamps the version it names.
+	m := regexp.MustCompile(`main\.version=(\S+) `).FindStringSubmatch(dryCmds[0])
+	if out, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "version").CombinedOutput(); err != nil || m == nil || string(out) != "duetd "+m[1]+"\n" {
+		t.Errorf("installed binary says %q (%v); the build named %v", out, err, m)
+	}
+
+	install([]string{binary})
 	for _, p := range []string{"usr/local/bin/duetd", "etc/systemd/system/duetd.service", "etc/duetd/duetd.yaml",
-		"usr/local/share/doc/duetd/OPERATIONS.md"} {
+		"etc/sysusers.d/duetd.conf", "usr/local/share/doc/duetd/OPERATIONS.md"} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("not installed: %s", p)
 		}
 	}
 	cfg := filepath.Join(root, "etc/duetd/duetd.yaml")
+	if fi, err := os.Stat(cfg); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("config mode %v, %v: want 0640", fi.Mode().Perm(), err)
+	}
 	os.WriteFile(cfg, []byte("log:\n  level: debug\n"), 0o644)
-	if out := install(); !strings.Contains(out, "keeping the existing") {
+	os.Chmod(cfg, 0o644)
+	out := install([]string{binary})
+	if !strings.Contains(out, "keeping the existing") || !strings.Contains(out, "warning: "+cfg+" is readable by every user") {
 		t.Errorf("second run: %s", out)
 	}
 	if b, _ := os.ReadFile(cfg); string(b) != "log:\n  level: debug\n" {
 		t.Errorf("config overwritten: %q", b)
 	}
 	// The installed example config is valid as it stands.
-	out, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
+	out2, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
 	if err != nil {
-		t.Fatalf("check-config on the example: %v\n%s", err, out)
+		t.Fatalf("check-config on the example: %v\n%s", err, out2)
+	}
+
+	// The sysusers.d entry makes the user and group the unit runs as.
+	sysusers := requireTool(t, "systemd-sysusers")
+	target := t.TempDir()
+	os.MkdirAll(filepath.Join(target, "etc"), 0o755)
+	if out, err := exec.Command(sysusers, "--root="+target, filepath.Join(root, "etc/sysusers.d/duetd.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-sysusers: %v\n%s", err, out)
+	}
+	passwd, _ := os.ReadFile(filepath.Join(target, "etc/passwd"))
+	group, _ := os.ReadFile(filepath.Join(target, "etc/group"))
+	if !regexp.MustCompile(`(?m)^duetd:x:\d+:\d+:duet daemon:/:/usr/sbin/nologin$`).Match(passwd) ||
+		!regexp.MustCompile(`(?m)^duetd:x:\d+:$`).Match(group) {
+		t.Errorf("systemd-sysusers made\n%s\n%s", passwd, group)
 	}
 }

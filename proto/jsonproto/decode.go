@@ -16,6 +16,13 @@ import (
 	"duet/proto"
 )
 
+// Subprotocol names this version of the JSON protocol in a WebSocket
+// handshake (Sec-WebSocket-Protocol). A client that offers it is told the
+// server speaks it; a later, incompatible version would be offered as
+// "duet.v2", so a client that pins a version never talks to a server
+// that speaks another.
+const Subprotocol = "duet.v1"
+
 // maxDepth bounds how deeply a message's values may nest. The top-level
 // value is at depth 1 and a value inside an array or object is one
 // deeper than it, so an empty array may sit at depth 300 but nothing can

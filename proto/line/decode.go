@@ -1,6 +1,7 @@
 package line
 
 import (
+	"bytes"
 	"unicode/utf8"
 
 	"duet/proto"
@@ -46,8 +47,13 @@ func Decode(line []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpLogin, Name: user, Password: trimBlanks(rest)}, nil
 	case equalFoldASCII(name, "connect"):
 		// The token is the rest of the line: a token with a space in it
-		// is a bad token, not a good one followed by noise.
+		// is a bad token, not a good one followed by noise. A share link
+		// (http://host:8080/#TOKEN) stands for its token, as it does in
+		// the browser's token box: everything up to the last '#' goes.
 		token := trimBlanks(args)
+		if i := bytes.LastIndexByte(token, '#'); i >= 0 {
+			token = token[i+1:]
+		}
 		if len(token) == 0 {
 			return proto.Command{}, proto.ErrBadToken
 		}

@@ -56,6 +56,7 @@ func FuzzDecode(f *testing.F) {
 	for _, seed := range []string{
 		"", "   ", "hello", "//x", "/login alice", "/login alice pw word", "/LOGIN\tbob",
 		"/connect 0123456789abcdef0123456789abcdef", "/connect", "/who", "/quit", "/exit",
+		"/connect http://duet.example:8080/#0123456789abcdef0123456789abcdef", "/connect https://x/#", "/connect #",
 		"/newtoken", "/nope", "/", "caf\xe9", "\xff\xfe", " /who",
 	} {
 		f.Add([]byte(seed))
@@ -104,8 +105,13 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode(%q) logs in as %q", line, cmd.Name)
 			}
 		case proto.OpConnect:
-			if len(cmd.Token) == 0 {
-				t.Fatalf("Decode(%q) connects to an empty token", line)
+			if len(cmd.Token) == 0 || bytes.IndexByte(cmd.Token, '#') >= 0 {
+				t.Fatalf("Decode(%q) connects to %q", line, cmd.Token)
+			}
+			// The token ends the line, blanks aside: a share link's
+			// fragment, or the whole argument.
+			if !bytes.HasSuffix(bytes.TrimRight(line, " \t"), cmd.Token) {
+				t.Fatalf("Decode(%q) connects to %q, which does not end the line", line, cmd.Token)
 			}
 		}
 		if cmd.Op != proto.OpSay && cmd.Op != proto.OpNone && line[0] != '/' {

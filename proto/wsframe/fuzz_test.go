@@ -73,6 +73,8 @@ func upgradeSeeds(tb testing.TB) map[string]string {
 		"wrong_path":     strings.Replace(goodRequest, "/ws", "/x?y", 1),
 		"cut_short":      goodRequest[:50],
 		"bare_newlines":  strings.ReplaceAll(goodRequest, "\r\n", "\n"),
+		"subprotocol":    with(goodRequest, "Sec-WebSocket-Protocol: chat, duet.v1"),
+		"no_subprotocol": with(goodRequest, "Sec-WebSocket-Protocol: duet", "Sec-WebSocket-Protocol: ,"),
 	}
 }
 
@@ -103,6 +105,9 @@ func FuzzUpgrade(f *testing.F) {
 		}
 		if res.StatusCode != status {
 			t.Fatalf("status %d, error says %d (%v)", res.StatusCode, status, err)
+		}
+		if p := res.Header.Values("Sec-WebSocket-Protocol"); len(p) > 1 || len(p) == 1 && (status != 101 || p[0] != "duet.v1") {
+			t.Fatalf("status %d with subprotocol %q", status, p)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/gobwas/ws"
 )
@@ -20,6 +21,15 @@ type UpgradeConfig struct {
 	// origin is nil when the request has no Origin header, which is how
 	// clients other than browsers connect. nil allows every origin.
 	CheckOrigin func(origin, host []byte) bool
+	// Subprotocols lists the subprotocols the server speaks. A client
+	// that offers one of them (Sec-WebSocket-Protocol) gets the first it
+	// offers echoed back; a client that offers none is answered with
+	// none. A client that offers subprotocols of which none is listed is
+	// refused with 400 and ErrSubprotocol: RFC 6455 would let the server
+	// answer 101 choosing none, but a browser then fails the connection
+	// without saying why, and a client that pinned a version must not
+	// talk on as if it had it. nil ignores the header altogether.
+	Subprotocols []string
 }
 
 // Handshake failures that are ours rather than RFC 6455's. Upgrade returns
@@ -38,6 +48,13 @@ var (
 	ErrDuplicateHeader = ws.RejectConnectionError(
 		ws.RejectionStatus(http.StatusBadRequest),
 		ws.RejectionReason("handshake error: repeated Host or Origin header"),
+	)
+	// ErrSubprotocol is returned for a client that offered subprotocols,
+	// none of which UpgradeConfig.Subprotocols lists. The response's
+	// text names the ones that are spoken.
+	ErrSubprotocol = ws.RejectConnectionError(
+		ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("handshake error: unsupported subprotocol"),
 	)
 )
 
@@ -66,12 +83,16 @@ func HeadEnd(buf []byte) int {
 // 405 for a method other than GET, 426 with "Sec-WebSocket-Version: 13" for
 // a version other than 13, and 505 for HTTP older than 1.1.
 //
-// No subprotocol or extension is negotiated, so frames never carry RSV
-// bits, which Reader enforces.
+// A subprotocol is chosen as UpgradeConfig.Subprotocols says; no
+// extension is negotiated, so frames never carry RSV bits, which Reader
+// enforces.
 func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
 	var (
 		host, origin         []byte
 		seenHost, seenOrigin bool
+		offered              bool   // the client named some subprotocol
+		chosen               string // the one it gets, "" for none
+		refused              error  // ErrSubprotocol's response, with the names
 	)
 	upgrader := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
@@ -112,8 +133,39 @@ func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
 			if cfg.CheckOrigin != nil && !cfg.CheckOrigin(origin, host) {
 				return nil, ErrOriginRefused
 			}
+			if offered && chosen == "" {
+				spoken := strings.Join(cfg.Subprotocols, ", ")
+				if spoken == "" {
+					spoken = "none"
+				}
+				refused = ws.RejectConnectionError(
+					ws.RejectionStatus(http.StatusBadRequest),
+					ws.RejectionReason("handshake error: unsupported subprotocol; this server speaks "+spoken),
+				)
+				return nil, refused
+			}
 			return nil, nil
 		},
+	}
+	if cfg.Subprotocols != nil {
+		// Called for each Sec-WebSocket-Protocol line until one yields a
+		// choice; what it returns is echoed in the 101 response.
+		upgrader.ProtocolCustom = func(value []byte) (string, bool) {
+			for item := range bytes.SplitSeq(value, []byte(",")) {
+				item = bytes.Trim(item, " \t")
+				if len(item) == 0 {
+					continue
+				}
+				offered = true
+				for _, p := range cfg.Subprotocols {
+					if string(item) == p {
+						chosen = p
+						return p, true
+					}
+				}
+			}
+			return "", true
+		}
 	}
 
 	var out bytes.Buffer
@@ -124,6 +176,9 @@ func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
 	_, err = upgrader.Upgrade(conn)
 	if err == nil {
 		return out.Bytes(), nil
+	}
+	if err == refused {
+		err = ErrSubprotocol
 	}
 	if out.Len() == 0 {
 		// gobwas answers nothing when it cannot parse the request line or

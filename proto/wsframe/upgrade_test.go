@@ -22,7 +22,8 @@ func sameOrigin(origin, host []byte) bool {
 	return origin == nil || string(origin) == "http://"+string(host)
 }
 
-var testConfig = UpgradeConfig{Path: "/ws", CheckOrigin: sameOrigin}
+// testConfig is the engine's configuration.
+var testConfig = UpgradeConfig{Path: "/ws", CheckOrigin: sameOrigin, Subprotocols: []string{"duet.v1"}}
 
 // TestUpgradeWithGobwasDialer runs a real client handshake over a pipe,
 // serves it the way the engine will (accumulate until HeadEnd, Upgrade,
@@ -359,5 +360,90 @@ func TestUpgradeSplitHead(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("split at %d: %q, %v", split, got, err)
 		}
+	}
+}
+
+// TestUpgradeSubprotocols: a client that offers duet.v1 gets it named in
+// the 101; one that offers nothing gets nothing; one that offers only
+// others is refused with 400, saying what is spoken, rather than given a
+// 101 its browser would then fail without a reason.
+func TestUpgradeSubprotocols(t *testing.T) {
+	cases := []struct {
+		name   string
+		lines  []string
+		status int
+		chosen string
+	}{
+		{"none offered", nil, 101, ""},
+		{"duet.v1", []string{"Sec-WebSocket-Protocol: duet.v1"}, 101, "duet.v1"},
+		{"among others", []string{"Sec-WebSocket-Protocol: chat, duet.v2,duet.v1"}, 101, "duet.v1"},
+		{"on a second line", []string{"Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Protocol: duet.v1"}, 101, "duet.v1"},
+		{"lowercase header name", []string{"sec-websocket-protocol: duet.v1"}, 101, "duet.v1"},
+		{"empty items only", []string{"Sec-WebSocket-Protocol: , ,"}, 101, ""},
+		{"unversioned", []string{"Sec-WebSocket-Protocol: duet"}, 400, ""},
+		{"other case", []string{"Sec-WebSocket-Protocol: DUET.V1"}, 400, ""},
+		{"others only", []string{"Sec-WebSocket-Protocol: chat, superchat"}, 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			head := goodRequest
+			if tc.lines != nil {
+				head = with(goodRequest, tc.lines...)
+			}
+			resp, err := Upgrade([]byte(head), testConfig)
+			if tc.status == 400 {
+				if !errors.Is(err, ErrSubprotocol) {
+					t.Fatalf("err = %v, want ErrSubprotocol", err)
+				}
+				checkResponse(t, resp, 400, nil)
+				if !bytes.Contains(resp, []byte("unsupported subprotocol; this server speaks duet.v1")) {
+					t.Fatalf("response does not say what is spoken: %q", resp)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkResponse(t, resp, 101, map[string]string{"Sec-WebSocket-Protocol": tc.chosen})
+		})
+	}
+
+	// Without Subprotocols the header is ignored, as before they existed.
+	resp, err := Upgrade([]byte(with(goodRequest, "Sec-WebSocket-Protocol: duet")), UpgradeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResponse(t, resp, 101, map[string]string{"Sec-WebSocket-Protocol": ""})
+}
+
+// TestUpgradeDialerSubprotocol: gobwas's dialer, which checks the server's
+// choice as a browser does, gets duet.v1 when it asks for it.
+func TestUpgradeDialerSubprotocol(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	client.SetDeadline(deadline)
+	server.SetDeadline(deadline)
+	serverErr := make(chan error, 1)
+	go func() { serverErr <- serveOne(server) }()
+
+	dialer := ws.Dialer{Protocols: []string{"duet.v2", "duet.v1"}}
+	u, _ := url.Parse("ws://duet.test/ws")
+	_, hs, err := dialer.Upgrade(client, u)
+	if err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	if hs.Protocol != "duet.v1" {
+		t.Fatalf("subprotocol %q, want duet.v1", hs.Protocol)
+	}
+	if err := wsutil.WriteClientText(client, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := wsutil.ReadServerText(client); err != nil || string(reply) != "echo: hi" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
+	if err := <-serverErr; err != nil {
+		t.Fatal(err)
 	}
 }

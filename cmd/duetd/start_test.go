@@ -1,0 +1,368 @@
+package main
+
+// Tests of what an operator meets first: the command line, check-config,
+// a start that cannot bind, and the warnings of a start and a reload.
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"duet/engine/enginetest"
+)
+
+// runDuetd runs the binary to its end with args and env added to a
+// DUETD_-free environment, and returns its exit code and output.
+func runDuetd(t *testing.T, args []string, env ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(duetdBinary(t), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DUETD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// TestCommandLine: version and help are asked for the usual ways, print
+// to stdout and exit 0; anything else that is not a command is an error
+// on stderr, exit 2, with a pointer to the help.
+func TestCommandLine(t *testing.T) {
+	tests := []struct {
+		args   []string
+		code   int
+		stdout string // patterns
+		stderr string
+	}{
+		{[]string{"version"}, 0, `^duetd \S+\n$`, `^$`},
+		{[]string{"--version"}, 0, `^duetd \S+\n$`, `^$`},
+		{[]string{"--config", "/nonexistent.yaml", "--version"}, 0, `^duetd \S+\n$`, `^$`},
+		{[]string{"help"}, 0, `(?s)^duetd pairs.*Usage:\n.*duetd check-config.*--tcp-listen.*DUETD_TCP_LISTEN`, `^$`},
+		{[]string{"-h"}, 0, `(?s)^duetd pairs.*Usage:.*--admin-listen`, `^$`},
+		{[]string{"--help"}, 0, `(?s)^duetd pairs.*Usage:.*--admin-listen`, `^$`},
+		{[]string{"check-config", "--help"}, 0, `(?s)^duetd pairs.*Usage:`, `^$`},
+		{[]string{"run", "--help"}, 0, `(?s)^duetd pairs.*Usage:`, `^$`},
+		{[]string{"serve"}, 2, `^$`, `^duetd: unknown command "serve"\nRun 'duetd help' for usage\.\n$`},
+		{[]string{"--tcp-listn", ":7000"}, 2, `^$`, `unknown flag: --tcp-listn\nRun 'duetd help' for usage\.\n$`},
+		{[]string{"check-config", "extra"}, 2, `^$`, `unexpected argument "extra"\nRun 'duetd help'`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runDuetd(t, tt.args)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			if !regexp.MustCompile(tt.stdout).MatchString(stdout) {
+				t.Errorf("stdout %q does not match %q", stdout, tt.stdout)
+			}
+			if !regexp.MustCompile(tt.stderr).MatchString(stderr) {
+				t.Errorf("stderr %q does not match %q", stderr, tt.stderr)
+			}
+		})
+	}
+}
+
+// TestCheckConfigChecksWhatStartChecks: for each configuration, check-config
+// and a start give the same verdict, and a refusal names what to fix.
+// check-config prints the effective value of every key, computed ones
+// included, and the warnings a start would log.
+func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
+	htpasswd := requireTool(t, "htpasswd")
+	dir := t.TempDir()
+	good := filepath.Join(dir, "users")
+	for i, user := range []string{"alice", "bob"} {
+		args := []string{"-b", "-B", good, user, "pw-" + user}
+		if i == 0 {
+			args = []string{"-b", "-B", "-c", good, user, "pw-" + user}
+		}
+		if out, err := exec.Command(htpasswd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("htpasswd: %v\n%s", err, out)
+		}
+	}
+	md5 := filepath.Join(dir, "users-md5")
+	if out, err := exec.Command(htpasswd, "-b", "-m", "-c", md5, "carol", "pw").CombinedOutput(); err != nil {
+		t.Fatalf("htpasswd: %v\n%s", err, out)
+	}
+	write := func(name, yaml string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("tcp:\n  listen: 127.0.0.1:0\nws:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n"+yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	host, _ := os.Hostname()
+	tests := []struct {
+		name   string
+		yaml   string
+		env    []string
+		ok     bool
+		stdout string // check-config's, when ok
+		stderr string // both, pattern
+	}{
+		{name: "md5 users file", yaml: "auth:\n  mode: accounts\n  users_file: " + md5 + "\n",
+			stderr: `users-md5:1: user "carol": MD5 .*only bcrypt is accepted`},
+		{name: "missing users file", yaml: "auth:\n  mode: accounts\n  users_file: " + filepath.Join(dir, "none") + "\n",
+			stderr: `auth\.users_file: .*none: no such file`},
+		{name: "bcrypt users file", yaml: "auth:\n  mode: accounts\n  users_file: " + good + "\n", ok: true,
+			stdout: `(?m)^auth\.users_file\s+"` + regexp.QuoteMeta(good) + `"\s+file\s+# 2 accounts$`},
+		{name: "redis database", yaml: "cluster:\n  redis: redis://:hunter2@127.0.0.1:1/zero\n",
+			stderr: `cluster\.redis: invalid database number`},
+		{name: "redis option", yaml: "cluster:\n  redis: rediss://127.0.0.1:1/0?dial_timout=1s\n",
+			stderr: `cluster\.redis: unexpected option: dial_timout`},
+		{name: "trusted proxy", yaml: "trusted_proxies: [\"10.0.0.1\", \"10.0.0.0/33\"]\n",
+			stderr: `trusted_proxies: "10\.0\.0\.0/33" is neither an IP address nor a CIDR prefix`},
+		{name: "node id computed", yaml: "cluster:\n  redis: rediss://duet:hunter2@127.0.0.1:1/0?dial_timeout=1s\n", ok: true,
+			stdout: `(?m)^cluster\.node_id\s+"` + regexp.QuoteMeta(host) + `-[0-9a-f]{6}"\s+computed\s+# the hostname and a random suffix, new at each start$`},
+		{name: "node id set", yaml: "cluster:\n  node_id: web1\n", ok: true,
+			stdout: `(?m)^cluster\.node_id\s+"web1"\s+file$`},
+		{name: "trusted proxies wide open", yaml: "trusted_proxies: [\"0.0.0.0/0\"]\n", ok: true,
+			stdout: `(?m)^trusted_proxies\s+\["0\.0\.0\.0/0"\]\s+file$`,
+			stderr: `config: trusted_proxies: "0\.0\.0\.0/0" trusts every IPv4 address: any client there can claim any address`},
+		{name: "unknown variable", env: []string{"DUETD_LIMITS_MAX_LINES=32768"}, ok: true,
+			stdout: `(?m)^limits\.max_line\s+16384\s+default$`,
+			stderr: `config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE\?`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf := write(strings.ReplaceAll(tt.name, " ", "-")+".yaml", tt.yaml)
+			code, stdout, stderr := runDuetd(t, []string{"check-config", "--config", conf}, tt.env...)
+			if tt.ok != (code == 0) || (!tt.ok && code != 2) {
+				t.Fatalf("check-config exit code %d; stderr %q", code, stderr)
+			}
+			if strings.Contains(stdout+stderr, "hunter2") {
+				t.Errorf("a password shows:\n%s%s", stdout, stderr)
+			}
+			if !regexp.MustCompile(tt.stdout).MatchString(stdout) {
+				t.Errorf("stdout does not match %q:\n%s", tt.stdout, stdout)
+			}
+			if !regexp.MustCompile(tt.stderr).MatchString(stderr) {
+				t.Errorf("stderr %q does not match %q", stderr, tt.stderr)
+			}
+			if tt.ok {
+				// A start with the same file starts, warning as check-config did.
+				d := startDaemonAt(t, "", "", "", tt.yaml, tt.env...)
+				d.WaitReady()
+				if tt.stderr != "" && !regexp.MustCompile(tt.stderr).MatchString(logText(strings.Join(d.Lines(), "\n"))) {
+					t.Errorf("the start did not warn %q", tt.stderr)
+				}
+				return
+			}
+			code, _, stderr = runDuetd(t, []string{"--config", conf}, tt.env...)
+			if code != 2 || !regexp.MustCompile(tt.stderr).MatchString(logText(stderr)) {
+				t.Errorf("start: exit code %d, stderr %q", code, stderr)
+			}
+			if strings.Contains(stderr, "listening") {
+				t.Errorf("a start that failed said it listens: %s", stderr)
+			}
+		})
+	}
+}
+
+// TestBusyPort: a listen address already taken, by another program or by
+// duetd started twice, is named with its key and said to be in use; the
+// start fails with status 1 and never says it listens.
+func TestBusyPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().String()
+	for _, key := range []string{"tcp.listen", "ws.listen", "admin.listen"} {
+		t.Run(key, func(t *testing.T) {
+			var d *daemon
+			switch key {
+			case "tcp.listen":
+				d = startDaemonAt(t, busy, "", "", "")
+			case "ws.listen":
+				d = startDaemonAt(t, "", busy, "", "")
+			case "admin.listen":
+				d = startDaemonAt(t, "", "", busy, "")
+			}
+			checkBusyFailure(t, d, key, busy)
+		})
+	}
+	t.Run("started twice", func(t *testing.T) {
+		first := startDaemon(t, "")
+		first.WaitReady()
+		second := startDaemonAt(t, first.TCP, first.WS, first.Admin, "")
+		// The admin listener is bound first, so it is the one named.
+		checkBusyFailure(t, second, "admin.listen", first.Admin)
+		second = startDaemonAt(t, first.TCP, first.WS, "127.0.0.1:0", "")
+		checkBusyFailure(t, second, "tcp.listen", first.TCP)
+		if !canDial(first.TCP) || !canDial(first.WS) || !canDial(first.Admin) {
+			t.Error("the first duetd stopped listening")
+		}
+	})
+}
+
+// logText turns JSON log lines into plain text, message and error, so
+// that patterns need not allow for JSON's escapes; other lines are kept
+// as they are.
+func logText(lines string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(lines, "\n") {
+		var e logEntry
+		if json.Unmarshal([]byte(l), &e) != nil {
+			b.WriteString(l + "\n")
+			continue
+		}
+		errText, _ := e["error"].(string)
+		b.WriteString(e.msg() + " " + errText + "\n")
+	}
+	return b.String()
+}
+
+func checkBusyFailure(t *testing.T, d *daemon, key, addr string) {
+	t.Helper()
+	if code := d.WaitExit(waitLimit); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	want := "cannot listen on " + addr + " (" + key + "): address already in use"
+	var said bool
+	for _, l := range d.Lines() {
+		var e logEntry
+		if json.Unmarshal([]byte(l), &e) != nil {
+			t.Errorf("not a JSON log line: %s", l)
+			continue
+		}
+		if strings.Contains(e.msg(), "listening") {
+			t.Errorf("a start that failed logged %q", l)
+		}
+		if errText, _ := e["error"].(string); e.msg() == "cannot start" && strings.HasPrefix(errText, want) {
+			said = true
+		}
+	}
+	if !said {
+		t.Errorf("no log line says %q:\n%s", want, strings.Join(d.Lines(), "\n"))
+	}
+}
+
+// TestReloadNamesKeys: a reload's warnings name their key; a listen
+// address is compared with the socket bound, not with the last file; and
+// the closing log line lists every key that changed.
+func TestReloadNamesKeys(t *testing.T) {
+	d := startDaemon(t, "", "DUETD_LIMITS_MAX_LINES=1")
+	d.WaitReady()
+	e, next := d.WaitLog(0, "config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE?")
+	if e["key"] != "DUETD_LIMITS_MAX_LINES" || e.level() != "warn" {
+		t.Errorf("start warning %v", e)
+	}
+
+	// reload writes the file (listen addresses as bound, then extra),
+	// reloads, and returns the warnings logged and the keys changed.
+	reload := func(extra string) (warned []string, changed []string) {
+		t.Helper()
+		d.writeConfig(extra)
+		d.Signal(syscall.SIGHUP)
+		end, after := d.WaitLog(next, "configuration reloaded")
+		lines := d.Lines()[next:after]
+		next = after
+		for _, l := range lines {
+			var e logEntry
+			if json.Unmarshal([]byte(l), &e) == nil && e.level() == "warn" {
+				key, _ := e["key"].(string)
+				if key == "" {
+					t.Errorf("warning names no key: %s", l)
+				}
+				warned = append(warned, key)
+			}
+		}
+		for _, k := range end["changed"].([]any) {
+			changed = append(changed, k.(string))
+		}
+		return warned, changed
+	}
+	check := func(step string, warned, changed, wantWarned, wantChanged []string) {
+		t.Helper()
+		if !slices.Equal(warned, wantWarned) {
+			t.Errorf("%s: warnings about %q, want %q", step, warned, wantWarned)
+		}
+		if !slices.Equal(changed, wantChanged) {
+			t.Errorf("%s: changed %q, want %q", step, changed, wantChanged)
+		}
+	}
+	bound := d.TCP
+
+	// The file now names the bound ports instead of port 0: the same
+	// sockets, so no warning, though the keys did change.
+	w, c := reload("log:\n  level: debug\nlimits:\n  max_conns_per_ip: 8\n")
+	check("same sockets", w, c, []string{"DUETD_LIMITS_MAX_LINES"},
+		[]string{"admin.listen", "limits.max_conns_per_ip", "log.level", "tcp.listen", "ws.listen"})
+
+	// Another TCP address and a restart-only key.
+	d.TCP = "127.0.0.1:1"
+	w, c = reload("log:\n  level: debug\n  format: console\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
+	check("new address", w, c, []string{"DUETD_LIMITS_MAX_LINES", "tcp.listen", "log.format"},
+		[]string{"auth.takeover", "log.format", "tcp.listen"})
+	e, _ = d.WaitLog(0, "tcp.listen changes only on restart")
+	if e["configured"] != "127.0.0.1:1" || e["listening"] != bound {
+		t.Errorf("warning %v", e)
+	}
+
+	// The same file again: nothing changed since the last load, but
+	// neither is in effect yet, so both are warned about again.
+	w, c = reload("log:\n  level: debug\n  format: console\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
+	check("same file", w, c, []string{"DUETD_LIMITS_MAX_LINES", "tcp.listen", "log.format"}, nil)
+
+	// Back to the bound address: no more warning about it.
+	d.TCP = bound
+	w, c = reload("log:\n  level: debug\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
+	check("back", w, c, []string{"DUETD_LIMITS_MAX_LINES"}, []string{"log.format", "tcp.listen"})
+
+	d.Signal(syscall.SIGTERM)
+	if code := d.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestConnectByShareLink: /connect takes the share link the browser
+// client shows, as the browser's token box does; malformed tokens are
+// answered bad_token and do not count as failed connects, so they never
+// bring on the throttle that wrong tokens do.
+func TestConnectByShareLink(t *testing.T) {
+	d := startDaemon(t, "limits:\n  connect_failures: 3\n")
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialLine(t).Login("bob")
+
+	for range 10 {
+		bob.Send("/connect http://" + d.WS + "/#" + alice.Token[:31])
+		bob.Expect(`^! bad_token: `)
+		bob.Send("/connect http://" + d.WS + "/#")
+		bob.Expect(`^! bad_token: `)
+	}
+	// Wrong but well-formed tokens are failures: three are answered at
+	// once, and the fourth is held and answered throttled.
+	wrong := strings.Repeat("0", 31) + "1"
+	for range 3 {
+		bob.Send("/connect " + wrong)
+		bob.Expect(`^! unknown_token: `)
+	}
+	bob.Send("/connect " + wrong)
+	bob.Expect(`^! throttled: `)
+
+	carol := cl.DialLine(t).Login("carol")
+	dan := cl.DialLine(t).Login("dan")
+	dan.Send("/connect http://" + d.WS + "/#" + strings.ToUpper(carol.Token))
+	dan.Expect(`^\* you are connected with carol$`)
+	carol.Expect(`^\* dan is connected$`)
+}
