@@ -1283,13 +1283,21 @@ func TestBrowserShareLinkNotAfterRelogin(t *testing.T) {
 		o.WSListen = bt.daemon.WS
 		o.TCPListen = "127.0.0.1:0"
 	})
-	bob.do("retry now", chromedp.Evaluate[chromedp.Void](`(() => {
-		const retry = document.getElementById('reconnect');
-		if (!retry.hidden) retry.click();
-	})()`))
-	bob.expectEntry("a logged-in-again notice", func(e logEntry) bool {
-		return strings.HasPrefix(e.Text, "Logged in again as bob.")
-	})
+	// Both pages are asked to retry at once, and both are seen back, so
+	// no attempt of theirs to reach the stopped server can still be on
+	// its way when their reports are read below.
+	for _, p := range []*person{alice, bob} {
+		p.do("retry now", chromedp.Evaluate[chromedp.Void](`(() => {
+			const retry = document.getElementById('reconnect');
+			if (!retry.hidden) retry.click();
+		})()`))
+	}
+	for _, p := range []*person{alice, bob} {
+		want := "Logged in again as " + p.name + "."
+		p.expectEntry("a logged-in-again notice", func(e logEntry) bool {
+			return strings.HasPrefix(e.Text, want)
+		})
+	}
 	if !eval[bool](bob, `document.getElementById('invite').hidden`) {
 		t.Error("the link's offer is still shown after logging in again by itself")
 	}
