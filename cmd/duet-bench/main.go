@@ -8,6 +8,8 @@
 //	duet-bench bare-relay -listen ADDR      the ceiling: a bare gnet v2 relay
 //	duet-bench goroutine-relay -listen ADDR [-ws ADDR] [-batch]
 //	                                        the floor: a goroutine-per-connection relay
+//	duet-bench report -dir DIR -out FILE [-notes FILE]
+//	                                        write docs/BENCHMARKS.md from bench.sh's runs
 //
 // # run
 //
@@ -137,8 +139,10 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"duet/cmd/duet-bench/internal/barerelay"
+	"duet/cmd/duet-bench/internal/benchreport"
 	"duet/cmd/duet-bench/internal/gorelay"
 	"duet/cmd/duet-bench/internal/loadgen"
 )
@@ -149,6 +153,7 @@ commands:
   run               drive load at a duet server or a reference relay
   bare-relay        serve the bare gnet relay (the ceiling)
   goroutine-relay   serve the goroutine-per-connection relay (the floor)
+  report            write the benchmark report from scripts/bench.sh's runs
 
 "duet-bench <command> -h" lists a command's flags.
 `
@@ -172,6 +177,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		return bareRelayCommand(ctx, args[1:], stderr)
 	case "goroutine-relay":
 		return goroutineRelayCommand(ctx, args[1:], stderr)
+	case "report":
+		return reportCommand(args[1:], stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -311,6 +318,47 @@ func goroutineRelayCommand(ctx context.Context, args []string, stderr io.Writer)
 	<-ctx.Done()
 	if err := s.Close(); err != nil {
 		fmt.Fprintln(stderr, "goroutine-relay:", err)
+		return 1
+	}
+	return 0
+}
+
+func reportCommand(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "`directory` of scripts/bench.sh's runs (runs.tsv, the JSON reports, micro.txt)")
+	out := fs.String("out", "docs/BENCHMARKS.md", "report `file` to write")
+	notes := fs.String("notes", "", "hand-written `file` to append (docs/BENCHMARKS.notes.md)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "report: -dir is required, and nothing else")
+		return 2
+	}
+	set, err := benchreport.Load(*dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
+		return 1
+	}
+	var extra []byte
+	if *notes != "" {
+		if extra, err = os.ReadFile(*notes); err != nil {
+			fmt.Fprintln(stderr, "report:", err)
+			return 1
+		}
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
+		return 1
+	}
+	err = set.Write(f, benchreport.ThisMachine(time.Now()), extra)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
 		return 1
 	}
 	return 0
