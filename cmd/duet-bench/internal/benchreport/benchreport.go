@@ -630,9 +630,11 @@ func (s *Set) writeSetup(b *strings.Builder) {
 		fmt.Fprintf(b, " On top of that the kernel held %s bytes of\n", thousands(k.SlabPerConnectionBytes))
 		fmt.Fprintf(b, "slab per connection, for both its ends: client and server share this\n")
 		fmt.Fprintf(b, "machine, and each end has its own socket, inode, file, dentry and epoll\n")
-		fmt.Fprintf(b, "entry, so about half of it is the server's. Socket buffers grew by %s bytes\n", thousands(float64(k.SocketBufferBytes)))
-		fmt.Fprintf(b, "in all (idle sockets hold none). By cache, objects per connection × bytes per\n")
-		fmt.Fprintf(b, "object:\n\n| cache | objects/conn | bytes/object | bytes/conn |\n| --- | ---: | ---: | ---: |\n")
+		fmt.Fprintf(b, "entry, so about half of it is the server's. Left out: %s /proc inodes that\n", thousands(float64(k.ProcInodes)))
+		fmt.Fprintf(b, "other processes made meanwhile, with their dentries (listing open\n")
+		fmt.Fprintf(b, "descriptors makes them). Idle sockets hold no buffers (the machine's TCP\n")
+		fmt.Fprintf(b, "buffers moved by %s bytes meanwhile). By cache, objects per connection ×\n", thousands(float64(k.SocketBufferBytes)))
+		fmt.Fprintf(b, "bytes per object:\n\n| cache | objects/conn | bytes/object | bytes/conn |\n| --- | ---: | ---: | ---: |\n")
 		for _, c := range k.Caches {
 			fmt.Fprintf(b, "| %s | %.2f | %d | %s |\n", c.Name, c.ObjectsPerConnection, c.ObjectBytes,
 				thousands(float64(c.Bytes)/float64(max(k.Connections, 1))))

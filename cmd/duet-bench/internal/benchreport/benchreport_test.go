@@ -110,7 +110,7 @@ func writeRuns(t *testing.T) string {
 		Proto: loadgen.ProtoTCP, Client: loadgen.ClientTuned, Mode: "idle", Pairs: 9000,
 		Connect: loadgen.Phase{Count: 18000}, Pair: loadgen.Phase{Count: 9000},
 		RSS: &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 26060, Connections: 18000, PerConnectionBytes: 900},
-		Kernel: &loadgen.KernelMemoryReport{Connections: 18000, SlabBytes: 18000 * 7000, SlabPerConnectionBytes: 7000,
+		Kernel: &loadgen.KernelMemoryReport{Connections: 18000, SlabBytes: 18000 * 7000, SlabPerConnectionBytes: 7000, ProcInodes: 36000,
 			Caches: []loadgen.SlabDelta{
 				{Name: "TCP", ObjectBytes: 2368, Objects: 36000, ObjectsPerConnection: 2, Bytes: 36000 * 2368},
 				{Name: "sock_inode_cache", ObjectBytes: 832, Objects: 36000, ObjectsPerConnection: 2, Bytes: 36000 * 832},
@@ -171,6 +171,7 @@ func TestReport(t *testing.T) {
 		"login-and-pair (70% of it the kernel's), with 3.00 reads and 4.00 writes.",
 		"cost duetd 900 bytes of RSS each",
 		"the kernel held 7,000 bytes of",
+		"Left out: 36,000 /proc inodes that",
 		"| TCP | 2.00 | 2368 | 4,736 |",
 		"- round 2, duetd mix plain: errors: lost=1",
 		"- round 3, goroutine tcp tuned: no report",

@@ -75,7 +75,14 @@ type KernelMemoryReport struct {
 	Caches                 []SlabDelta `json:"caches,omitempty"`
 	SlabBytes              int64       `json:"slab_bytes"`
 	SlabPerConnectionBytes float64     `json:"slab_per_connection_bytes"`
-	SocketBufferBytes      int64       `json:"socket_buffer_bytes"`
+	// ProcInodes is how many /proc inodes other processes made meanwhile
+	// (by listing open descriptors); as many dentries and security blobs
+	// are taken out of the dentry and lsm_inode_cache figures.
+	ProcInodes int64 `json:"proc_inodes"`
+	// SocketBufferBytes is what the machine's TCP buffers grew by (TCP
+	// mem of /proc/net/sockstat): idle sockets hold none, so anything
+	// here is other traffic on the machine.
+	SocketBufferBytes int64 `json:"socket_buffer_bytes"`
 	// Error says why nothing was measured (slabinfo is readable by root
 	// only).
 	Error string `json:"error,omitempty"`
@@ -212,21 +219,21 @@ func (r *Report) WriteTable(w io.Writer) error {
 				continue
 			}
 			u := p.u
-			line("%s	pid %d: %.3fs CPU (user %.2fs, system %.2fs; %s)	%.3f µs/%s	reads %.3f  writes %.3f  switches %.3f per %s",
+			line("%s\tpid %d: %.3fs CPU (user %.2fs, system %.2fs; %s)\t%.3f µs/%s\treads %.3f  writes %.3f  switches %.3f per %s",
 				p.name, s.PID, u.CPUSeconds, u.UserSeconds, u.SystemSeconds, u.CPUSource, u.CPUMicrosPerOp, p.op,
 				u.ReadsPerOp, u.WritesPerOp, u.SwitchesPerOp, p.op)
 		}
 	}
 	if k := r.Kernel; k != nil {
 		if k.Error != "" {
-			line("kernel memory	not measured: %s", k.Error)
+			line("kernel memory\tnot measured: %s", k.Error)
 		} else {
 			var caches []string
 			for _, c := range k.Caches {
 				caches = append(caches, fmt.Sprintf("%s %.2f×%d", c.Name, c.ObjectsPerConnection, c.ObjectBytes))
 			}
-			line("kernel slab	%s bytes/conn, both ends	%s", thousands(k.SlabPerConnectionBytes), strings.Join(caches, "  "))
-			line("socket buffers	%s bytes	%d conns", thousands(float64(k.SocketBufferBytes)), k.Connections)
+			line("kernel slab\t%s bytes/conn, both ends\t%s", thousands(k.SlabPerConnectionBytes), strings.Join(caches, "  "))
+			line("kernel, other\t%d /proc inodes made meanwhile, left out\tthe machine's TCP buffers %+d bytes", k.ProcInodes, k.SocketBufferBytes)
 		}
 	}
 	if r.OK() {

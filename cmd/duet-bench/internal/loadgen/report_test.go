@@ -96,7 +96,7 @@ func TestWriteTable(t *testing.T) {
 		"server pair", "50.000 µs/pair", "reads 3.000  writes 4.000  switches 1.000 per pair",
 		"server relay", "(user 0.01s, system 0.02s; stat)", "1.000 µs/message", "reads 0.062  writes 0.065",
 		"kernel slab", "8,249 bytes/conn, both ends", "TCP 2.00×2368",
-		"socket buffers",
+		"kernel, other", "0 /proc inodes made meanwhile, left out", "the machine's TCP buffers +0 bytes",
 		"4 connections", "2 pairs", "1,000 pairings/s",
 		"2000 of 2000 delivered", "4,000 messages/s",
 		"p50 500  p99 990  p999 999",

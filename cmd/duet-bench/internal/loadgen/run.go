@@ -107,6 +107,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		meterErrs = append(meterErrs, err)
 	}
 	rep.Errors.PairFailed = cfg.Pairs - rep.Pair.Count
+	if cfg.Idle {
+		// The kernel's share is read as soon as the pairs are up: the
+		// shorter the window, the less of the machine's other activity is
+		// in it.
+		if kernelErr == nil {
+			var after kernelReading
+			if after, kernelErr = readKernelMemory(os.DirFS("/proc")); kernelErr == nil {
+				rep.Kernel = kernelMemoryBetween(kernelBefore, after, len(connected))
+			}
+		}
+		if kernelErr != nil {
+			// Not a failure of the run: slabinfo is root's to read.
+			rep.Kernel = &KernelMemoryReport{Connections: len(connected), Error: kernelErr.Error()}
+		}
+	}
 	r.fillSetupErrors(rep)
 	if len(paired) == 0 {
 		return rep, errors.New("no pair could be formed")
@@ -163,18 +178,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.RSS = m
 		} else {
 			rssErr = fmt.Errorf("server RSS: %w", err)
-		}
-	}
-	if cfg.Idle {
-		if kernelErr == nil {
-			var after kernelReading
-			if after, kernelErr = readKernelMemory(os.DirFS("/proc")); kernelErr == nil {
-				rep.Kernel = kernelMemoryBetween(kernelBefore, after, len(connected))
-			}
-		}
-		if kernelErr != nil {
-			// Not a failure of the run: slabinfo is root's to read.
-			rep.Kernel = &KernelMemoryReport{Connections: len(connected), Error: kernelErr.Error()}
 		}
 	}
 
