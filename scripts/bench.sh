@@ -1,18 +1,41 @@
 #!/usr/bin/env bash
-# Measures duetd against the two reference relays built into duet-bench
-# (a bare gnet relay: the ceiling; a goroutine-per-connection relay: what
-# most people write first), all on loopback on this machine, and writes
-# the results with the exact commands to docs/BENCHMARKS.md.
+# Measures duetd against the reference relays built into duet-bench (a
+# bare gnet relay: the ceiling; a goroutine-per-connection relay, with
+# one write per message and with batched writes: what most people write
+# first), all on loopback on this machine, under both of duet-bench's
+# relay clients (the tuned one, and the plain one a user writes), and
+# writes the results with the exact commands to docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh               run everything and rewrite docs/BENCHMARKS.md
-#   OUT=/tmp/b.md scripts/bench.sh write elsewhere
+#   scripts/bench.sh                  run everything and rewrite docs/BENCHMARKS.md
+#   OUT=/tmp/b.md scripts/bench.sh    write elsewhere
+#   ROUNDS=1 MESSAGES=1000 LAT_MESSAGES=200 IDLE_PAIRS=1000 scripts/bench.sh
+#                                     a quick, rough pass (the defaults are 3,
+#                                     5000, 1000 and 9000)
 #
-# Server and load generator share the machine's cores, so figures are for
-# comparison on one machine in one run, not absolute capacities.
+# Server and load generator share the machine's cores, so a busy
+# neighbour slows whatever runs at the time. The servers are therefore
+# measured in alternating rounds (the bare relay, duetd, the goroutine
+# relays, then again), and the report gives medians over the rounds with
+# their spread, and ratios between servers of the same rounds. Each run
+# with -pid also reads the server's CPU time and system calls from /proc
+# around its pair and relay phases (see docs/BENCHMARKS.notes.md).
+#
+# A relay run moves 200 pairs x 2 sides x MESSAGES messages: 2M by
+# default, about 2 s at the tuned client's rate on two cores and up to
+# 10 s for the slowest server and client, enough that the server's CPU
+# time, read to the nanosecond, is well above the noise of reading it.
+# The whole script, three rounds, used about nine minutes of CPU time in
+# all (servers, clients, builds and micro-benchmarks): about five minutes
+# of wall time with both cores to itself, and 9.5 minutes on a machine
+# whose load average was 17 to 20.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${OUT:-docs/BENCHMARKS.md}
+rounds=${ROUNDS:-3}
+messages=${MESSAGES:-5000}
+lat_messages=${LAT_MESSAGES:-1000}
+idle_pairs=${IDLE_PAIRS:-9000}
 bin=$(mktemp -d)
 work=$(mktemp -d)
 pids=()
@@ -22,6 +45,7 @@ cleanup() {
   rm -rf "$bin" "$work"
 }
 trap cleanup EXIT
+started=$SECONDS
 
 echo "building"
 go build -o "$bin/duetd" ./cmd/duetd
@@ -39,185 +63,73 @@ start_duetd() {
 }
 start_duetd
 "$bin/duet-bench" bare-relay -listen 127.0.0.1:17071 >"$work/bare.log" 2>&1 &
-pids+=($!)
+bare_pid=$!; pids+=("$bare_pid")
 "$bin/duet-bench" goroutine-relay -listen 127.0.0.1:17072 >"$work/gor.log" 2>&1 &
-pids+=($!)
+gor_pid=$!; pids+=("$gor_pid")
 "$bin/duet-bench" goroutine-relay -batch -listen 127.0.0.1:17073 >"$work/gorb.log" 2>&1 &
-pids+=($!)
+gorb_pid=$!; pids+=("$gorb_pid")
 sleep 1
 
-results="$work/results.tsv"
-: >"$results"
-# run NAME ARGS...: runs one scenario, keeps its JSON, prints its table.
+: >"$work/runs.tsv"
+failed=0
+# run ROUND SERVER SCENARIO CLIENT ARGS...: runs one scenario, keeps its
+# JSON report and lists it in runs.tsv for the report. A failed run is
+# kept (the report lists it) and the script carries on.
 run() {
-  local name=$1; shift
-  echo "== $name: duet-bench run $*"
-  "$bin/duet-bench" run -json "$@" >"$work/$name.json"
-  printf '%s\t%s\n' "$name" "duet-bench run ${*//$duetd_pid/<duetd pid>}" >>"$results"
+  local round=$1 server=$2 scenario=$3 client=$4; shift 4
+  local file="$round-$server-$scenario-$client.json"
+  local cmd="duet-bench run -client $client $*"
+  echo "== round $round, $server, $scenario, $client: $cmd"
+  if ! "$bin/duet-bench" run -json -client "$client" "$@" >"$work/$file"; then
+    echo "   failed"
+    failed=1
+    [ -s "$work/$file" ] || rm -f "$work/$file"
+  fi
+  cmd=$(sed -E 's/-pid [0-9]+/-pid <server pid>/' <<<"$cmd")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$server" "$scenario" "$client" "$file" "$cmd" >>"$work/runs.tsv"
 }
 
-common=(-pairs 200 -messages 20000 -size 64 -window 16)
-run tcp-bare      -proto bare -tcp 127.0.0.1:17071 "${common[@]}"
-run tcp-goroutine -proto tcp  -tcp 127.0.0.1:17072 "${common[@]}"
-run tcp-goroutine-batched -proto tcp -tcp 127.0.0.1:17073 "${common[@]}"
-run tcp-duetd     -proto tcp  -tcp 127.0.0.1:17070 "${common[@]}" -pid "$duetd_pid"
-run ws-duetd      -proto ws   -ws  127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
-run mix-duetd     -proto mix  -tcp 127.0.0.1:17070 -ws 127.0.0.1:18080 "${common[@]}"
-lat=(-pairs 100 -messages 5000 -size 64 -window 1)
-run lat-bare      -proto bare -tcp 127.0.0.1:17071 "${lat[@]}"
-run lat-duetd     -proto tcp  -tcp 127.0.0.1:17070 "${lat[@]}"
-run pairing-duetd -proto tcp  -tcp 127.0.0.1:17070 -pairs 4000 -messages 1 -concurrency 1024 -sources 127.0.0.1,127.0.0.2
+common=(-pairs 200 -messages "$messages" -size 64 -window 16)
+lat=(-pairs 100 -messages "$lat_messages" -size 64 -window 1)
+for round in $(seq 1 "$rounds"); do
+  for client in tuned plain; do
+    run "$round" bare tcp "$client" -proto bare -tcp 127.0.0.1:17071 "${common[@]}" -pid "$bare_pid"
+    run "$round" bare lat "$client" -proto bare -tcp 127.0.0.1:17071 "${lat[@]}" -pid "$bare_pid"
+  done
+  for client in tuned plain; do
+    run "$round" duetd tcp "$client" -proto tcp -tcp 127.0.0.1:17070 "${common[@]}" -pid "$duetd_pid"
+    run "$round" duetd ws "$client" -proto ws -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
+    run "$round" duetd mix "$client" -proto mix -tcp 127.0.0.1:17070 -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
+    run "$round" duetd lat "$client" -proto tcp -tcp 127.0.0.1:17070 "${lat[@]}" -pid "$duetd_pid"
+  done
+  # Pairing is the same for both clients: it is measured once a round.
+  run "$round" duetd pairing tuned -proto tcp -tcp 127.0.0.1:17070 -pairs 4000 -messages 1 \
+    -concurrency 1024 -sources 127.0.0.1,127.0.0.2 -pid "$duetd_pid"
+  for client in tuned plain; do
+    run "$round" goroutine tcp "$client" -proto tcp -tcp 127.0.0.1:17072 "${common[@]}" -pid "$gor_pid"
+    run "$round" goroutine-batched tcp "$client" -proto tcp -tcp 127.0.0.1:17073 "${common[@]}" -pid "$gorb_pid"
+  done
+done
 # Memory per idle connection is read against a fresh duetd, whose RSS
-# before the run is not inflated by the relay runs above.
+# before the run is not inflated by the relay runs above; it is listed
+# as round 0, made once. The run also reads the kernel's socket slab
+# caches (as root; otherwise the report says they were not measured).
 kill "$duetd_pid"; wait "$duetd_pid" 2>/dev/null || true
 start_duetd
-run idle-duetd    -idle -proto tcp -tcp 127.0.0.1:17070 -pairs 9000 -hold 3s -pid "$duetd_pid" -sources 127.0.0.1,127.0.0.2,127.0.0.3
+run 0 duetd idle tuned -idle -proto tcp -tcp 127.0.0.1:17070 -pairs "$idle_pairs" -hold 3s \
+  -pid "$duetd_pid" -sources 127.0.0.1,127.0.0.2,127.0.0.3
 
 # Allocations per relayed message come from the relay micro-benchmarks,
 # which time duet's own work per message without sockets.
 echo "== micro-benchmarks: go test -run '^\$' -bench Relay -benchmem ./engine/"
 go test -run '^$' -bench 'Relay' -benchmem ./engine/ | tee "$work/micro.txt"
-printf '%s\t%s\n' micro-allocs "go test -run '^\$' -bench Relay -benchmem ./engine/" >>"$results"
 
-# The figures are read from duet-bench's JSON by a short Go program, so
+# The report is written by duet-bench itself (package benchreport), so
 # the script needs nothing the Go toolchain does not have.
-cat >"$work/report.go" <<'EOF'
-package main
-
-import (
-	"bufio"
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
-	"strings"
-	"time"
-)
-
-type report struct {
-	Pair  struct{ PerSecond float64 `json:"per_second"` } `json:"pair"`
-	Relay struct {
-		MessagesPerSecond float64 `json:"messages_per_second"`
-		Latency           struct{ P50, P99, P999 float64 } `json:"latency_us"`
-	} `json:"relay"`
-	RSS *struct {
-		BytesPerConn float64 `json:"per_connection_bytes"`
-		Conns        int     `json:"connections"`
-	} `json:"rss"`
-}
-
-func main() {
-	dir, out := os.Args[1], os.Args[2]
-	load := func(name string) report {
-		var r report
-		b, err := os.ReadFile(filepath.Join(dir, name+".json"))
-		if err == nil {
-			err = json.Unmarshal(b, &r)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, name, err)
-			os.Exit(1)
-		}
-		return r
-	}
-	cmds := map[string]string{}
-	f, _ := os.Open(filepath.Join(dir, "results.tsv"))
-	sc := bufio.NewScanner(f)
-	var order []string
-	for sc.Scan() {
-		name, cmd, _ := strings.Cut(sc.Text(), "\t")
-		cmds[name] = cmd
-		order = append(order, name)
-	}
-	bare, gor, gorb, tcp, ws, mix := load("tcp-bare"), load("tcp-goroutine"), load("tcp-goroutine-batched"), load("tcp-duetd"), load("ws-duetd"), load("mix-duetd")
-	lb, ld := load("lat-bare"), load("lat-duetd")
-	pairing, idle := load("pairing-duetd"), load("idle-duetd")
-	check := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
-	var b strings.Builder
-	host, _ := os.Hostname()
-	cpu := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `scripts/bench.sh` on %s (%s, %d cores, %s). Server and load\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), host)
-	fmt.Fprintf(&b, "generator share the machine, so the ratios between servers in one run are\nthe figures to read; absolute numbers move with the machine's load.\n\n")
-	fmt.Fprintf(&b, "## Targets\n\n| target | measured | |\n| --- | --- | --- |\n")
-	r1 := tcp.Relay.MessagesPerSecond / bare.Relay.MessagesPerSecond
-	r2 := tcp.Relay.MessagesPerSecond / gor.Relay.MessagesPerSecond
-	r3 := ws.Relay.MessagesPerSecond / bare.Relay.MessagesPerSecond
-	r4 := ld.Relay.Latency.P99 / lb.Relay.Latency.P99
-	fmt.Fprintf(&b, "| TCP relay ≥ 85%% of the bare gnet relay | %.0f%% | %s |\n", 100*r1, check(r1 >= 0.85))
-	fmt.Fprintf(&b, "| TCP relay ≥ 3x the goroutine relay (one write per message) | %.2fx | %s |\n", r2, check(r2 >= 3))
-	fmt.Fprintf(&b, "| (for reference: against the goroutine relay that batches writes) | %.2fx | |\n", tcp.Relay.MessagesPerSecond/gorb.Relay.MessagesPerSecond)
-	fmt.Fprintf(&b, "| WebSocket relay ≥ 60%% of the bare gnet relay | %.0f%% | %s |\n", 100*r3, check(r3 >= 0.60))
-	fmt.Fprintf(&b, "| p99 latency, one in flight, ≤ 1.5x the bare relay's | %.2fx | %s |\n", r4, check(r4 <= 1.5))
-	if idle.RSS != nil {
-		fmt.Fprintf(&b, "| ≤ 3 KiB of server RSS per idle paired connection (%d connections) | %.0f bytes | %s |\n", idle.RSS.Conns, idle.RSS.BytesPerConn, check(idle.RSS.BytesPerConn <= 3072))
-	}
-	fmt.Fprintf(&b, "| ≥ 20,000 logins-and-pairs per second | %.0f/s | %s |\n", pairing.Pair.PerSecond, check(pairing.Pair.PerSecond >= 20000))
-	micro := map[string][2]float64{} // benchmark name: ns/op, allocs/op
-	if data, err := os.ReadFile(filepath.Join(dir, "micro.txt")); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			f := strings.Fields(l)
-			if len(f) < 8 || !strings.HasPrefix(f[0], "BenchmarkRelay") {
-				continue
-			}
-			var ns, allocs float64
-			for i := 1; i+1 < len(f); i++ {
-				switch f[i+1] {
-				case "ns/op":
-					fmt.Sscan(f[i], &ns)
-				case "allocs/op":
-					fmt.Sscan(f[i], &allocs)
-				}
-			}
-			micro[strings.TrimPrefix(strings.SplitN(f[0], "-", 2)[0], "Benchmark")] = [2]float64{ns, allocs}
-		}
-	}
-	for _, m := range []struct {
-		name, label string
-		max         float64
-	}{{"RelayTCPToTCP", "TCP to TCP: 0", 0}, {"RelayWSToWS", "WebSocket to WebSocket: ≤ 2", 2}} {
-		r, ok := micro[m.name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "no result for Benchmark%s\n", m.name)
-			os.Exit(1)
-		}
-		fmt.Fprintf(&b, "| heap allocations per relayed message, %s (%.0f ns/op) | %.0f | %s |\n", m.label, r[0], r[1], check(r[1] <= m.max))
-	}
-	fmt.Fprintf(&b, "\n## Relay: 200 pairs, 64-byte messages, 16 in flight per sender\n\n| server | messages/s | p50 µs | p99 µs | p999 µs |\n| --- | ---: | ---: | ---: | ---: |\n")
-	for _, row := range []struct {
-		name string
-		r    report
-	}{{"bare gnet relay (ceiling)", bare}, {"goroutine-per-connection relay, one write per message", gor}, {"goroutine-per-connection relay, batched writes", gorb}, {"duetd, line protocol", tcp}, {"duetd, WebSocket JSON", ws}, {"duetd, line to WebSocket", mix}, {"bare relay, 1 in flight (100 pairs)", lb}, {"duetd, 1 in flight (100 pairs)", ld}} {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.0f | %.0f |\n", row.name, row.r.Relay.MessagesPerSecond, row.r.Relay.Latency.P50, row.r.Relay.Latency.P99, row.r.Relay.Latency.P999)
-	}
-	fmt.Fprintf(&b, "\n## Commands\n\nEach server runs on loopback (duetd with `--tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080`,\n`duet-bench bare-relay -listen 127.0.0.1:17071`, `duet-bench goroutine-relay -listen 127.0.0.1:17072`,\n`duet-bench goroutine-relay -batch -listen 127.0.0.1:17073`), then:\n\n```\n")
-	for _, name := range order {
-		fmt.Fprintf(&b, "%-14s %s\n", name, cmds[name])
-	}
-	fmt.Fprintf(&b, "```\n")
-	if extra, err := os.ReadFile("docs/BENCHMARKS.notes.md"); err == nil {
-		b.WriteString("\n")
-		b.Write(extra)
-	}
-	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
-EOF
-go run "$work/report.go" "$work" "$out"
-echo "wrote $out"
+"$bin/duet-bench" report -dir "$work" -out "$out" -notes docs/BENCHMARKS.notes.md
+echo "wrote $out in $((SECONDS - started)) s"
 cat "$out"
+if [ "$failed" != 0 ]; then
+  echo "some runs failed; the report lists them" >&2
+  exit 1
+fi

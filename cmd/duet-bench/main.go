@@ -8,6 +8,8 @@
 //	duet-bench bare-relay -listen ADDR      the ceiling: a bare gnet v2 relay
 //	duet-bench goroutine-relay -listen ADDR [-ws ADDR] [-batch]
 //	                                        the floor: a goroutine-per-connection relay
+//	duet-bench report -dir DIR -out FILE [-notes FILE]
+//	                                        write docs/BENCHMARKS.md from bench.sh's runs
 //
 // # run
 //
@@ -30,7 +32,19 @@
 // /proc/PID/status read before connecting and again after the relay (or
 // after -idle's hold), divided by the connections opened. Against a server
 // that has served earlier runs, "before" already holds their leftovers, so
-// measure memory with -idle on a fresh server. It exits 1 when
+// measure memory with -idle on a fresh server.
+//
+// With -pid it also reports what the server spent in the pair phase (per
+// pair formed) and in the relay phase (per message delivered): CPU time,
+// from the server's threads' /proc/PID/task/TID/schedstat (exact to the
+// nanosecond) or, when a thread exited meanwhile, /proc/PID/stat's clock
+// ticks; read and write system calls, from /proc/PID/io; and context
+// switches. Each phase is bracketed by a reading just before it starts
+// and one right after it ends. -idle also reports the kernel memory the
+// open connections hold on top of RSS: what the socket slab caches of
+// /proc/slabinfo (readable by root only) and the TCP buffers of
+// /proc/net/sockstat grew by, for both ends of each connection, since
+// client and server share the machine. It exits 1 when
 // any pair failed to form or any message was lost, rejected, corrupted or
 // reordered, and 2 on bad flags.
 //
@@ -41,6 +55,11 @@
 //	                        bare: no protocol, for bare-relay (sockets are
 //	                        paired in accept order; the first line each
 //	                        sends, "hello N", tells its partner who it is)
+//	-client tuned|plain     who drives the relay phase: tuned, duet-bench's own
+//	                        client (below); plain, a client as a user writes it in
+//	                        ten minutes (bufio, a regexp per message, a reader and
+//	                        a writer goroutine per connection); setup and -idle
+//	                        are the same for both
 //	-tcp host:port          line protocol (and bare relay) address (127.0.0.1:7070)
 //	-ws host:port           WebSocket address (127.0.0.1:8080), path -ws-path (/ws)
 //	-pairs N                pairs of connections (100)
@@ -50,8 +69,9 @@
 //	-window W               messages in flight per sender (16)
 //	-sources A,B,...        loopback source addresses to spread sockets over,
 //	                        each with its own ephemeral ports (127.0.0.1,127.0.0.2)
-//	-pid P                  the server's pid: report its VmRSS before and after
-//	                        and the growth per connection
+//	-pid P                  the server's pid: report its VmRSS growth per
+//	                        connection, and its CPU, system calls and context
+//	                        switches per pair and per message
 //	-idle                   pair, hold idle for -hold (5s), measure memory; no relay
 //	-json                   print the report as JSON
 //	-timeout T              bound on every connect and setup step, and on the
@@ -62,10 +82,20 @@
 // Only loopback targets and sources are accepted: duet-bench measures a
 // server on the same machine.
 //
-// The client keeps out of the measurement's way: one goroutine per
+// The tuned client keeps out of the measurement's way: one goroutine per
 // connection reads through a buffer that fits a whole window, and when it
 // has taken in everything one read delivered it refills its peer's window
 // with one write. The relay path allocates nothing per message.
+//
+// The plain client is kept simple on purpose, because a server's cost
+// can depend on how its clients time their reads and writes: per
+// connection a writer goroutine formats messages with fmt (encoding/json
+// and wsutil.WriteClientText for WebSocket) into a bufio.Writer flushed
+// when the window is spent, and a reader goroutine reads with
+// bufio.Reader.ReadString (wsutil.ReadServerText and encoding/json for
+// WebSocket) and picks each message's sequence number out with a regexp.
+// It checks order, loss and corruption like the tuned client and reports
+// the same figures.
 //
 // # Reference relays
 //
@@ -109,8 +139,10 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"duet/cmd/duet-bench/internal/barerelay"
+	"duet/cmd/duet-bench/internal/benchreport"
 	"duet/cmd/duet-bench/internal/gorelay"
 	"duet/cmd/duet-bench/internal/loadgen"
 )
@@ -121,6 +153,7 @@ commands:
   run               drive load at a duet server or a reference relay
   bare-relay        serve the bare gnet relay (the ceiling)
   goroutine-relay   serve the goroutine-per-connection relay (the floor)
+  report            write the benchmark report from scripts/bench.sh's runs
 
 "duet-bench <command> -h" lists a command's flags.
 `
@@ -144,6 +177,8 @@ func mainExit(args []string, stdout, stderr io.Writer) int {
 		return bareRelayCommand(ctx, args[1:], stderr)
 	case "goroutine-relay":
 		return goroutineRelayCommand(ctx, args[1:], stderr)
+	case "report":
+		return reportCommand(args[1:], stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -157,6 +192,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	proto := fs.String("proto", string(cfg.Proto), "protocol: tcp, ws, mix (owner TCP, connector WebSocket) or bare")
+	client := fs.String("client", string(cfg.Client), "relay client: tuned (duet-bench's own) or plain (bufio, a regexp per message)")
 	fs.StringVar(&cfg.TCPAddr, "tcp", cfg.TCPAddr, "line protocol (or bare relay) `host:port`")
 	fs.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "WebSocket `host:port`")
 	fs.StringVar(&cfg.WSPath, "ws-path", cfg.WSPath, "WebSocket path")
@@ -166,7 +202,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "message text length in bytes")
 	fs.IntVar(&cfg.Window, "window", cfg.Window, "messages in flight per sender")
 	sources := fs.String("sources", "", "comma-separated loopback `addresses` to bind client sockets to")
-	fs.IntVar(&cfg.PID, "pid", 0, "server `pid`, to report its RSS per connection")
+	fs.IntVar(&cfg.PID, "pid", 0, "server `pid`, to report its RSS per connection and its CPU and system calls per pair and per message")
 	fs.BoolVar(&cfg.Idle, "idle", false, "pair, hold idle for -hold and measure memory; no messages")
 	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "how long -idle holds the pairs")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -182,6 +218,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	var err error
 	if cfg.Proto, err = loadgen.ParseProto(*proto); err != nil {
+		fmt.Fprintln(stderr, "run:", err)
+		return 2
+	}
+	if cfg.Client, err = loadgen.ParseClient(*client); err != nil {
 		fmt.Fprintln(stderr, "run:", err)
 		return 2
 	}
@@ -278,6 +318,47 @@ func goroutineRelayCommand(ctx context.Context, args []string, stderr io.Writer)
 	<-ctx.Done()
 	if err := s.Close(); err != nil {
 		fmt.Fprintln(stderr, "goroutine-relay:", err)
+		return 1
+	}
+	return 0
+}
+
+func reportCommand(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "`directory` of scripts/bench.sh's runs (runs.tsv, the JSON reports, micro.txt)")
+	out := fs.String("out", "docs/BENCHMARKS.md", "report `file` to write")
+	notes := fs.String("notes", "", "hand-written `file` to append (docs/BENCHMARKS.notes.md)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "report: -dir is required, and nothing else")
+		return 2
+	}
+	set, err := benchreport.Load(*dir)
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
+		return 1
+	}
+	var extra []byte
+	if *notes != "" {
+		if extra, err = os.ReadFile(*notes); err != nil {
+			fmt.Fprintln(stderr, "report:", err)
+			return 1
+		}
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
+		return 1
+	}
+	err = set.Write(f, benchreport.ThisMachine(time.Now()), extra)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
 		return 1
 	}
 	return 0

@@ -34,6 +34,22 @@ func TestRunCommand(t *testing.T) {
 	}
 
 	out.Reset()
+	code = mainExit([]string{"run", "-client", "plain", "-tcp", addr, "-pairs", "3", "-messages", "50", "-json"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("plain client: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	var plain struct {
+		Client string
+		Relay  struct{ Sent, Delivered int64 }
+	}
+	if err := json.Unmarshal([]byte(out.String()), &plain); err != nil {
+		t.Fatalf("%v in %q", err, out.String())
+	}
+	if plain.Client != "plain" || plain.Relay.Sent != 300 || plain.Relay.Delivered != 300 {
+		t.Fatalf("plain client's report %+v", plain)
+	}
+
+	out.Reset()
 	if code := mainExit([]string{"run", "-tcp", addr, "-pairs", "1", "-messages", "10"}, &out, &errOut); code != 0 {
 		t.Fatalf("table run: exit %d: %s", code, errOut.String())
 	}
@@ -47,6 +63,7 @@ func TestUsageErrors(t *testing.T) {
 		nil,
 		{"fly"},
 		{"run", "-proto", "udp"},
+		{"run", "-client", "fancy"},
 		{"run", "-tcp", "192.0.2.1:7070"},
 		{"run", "-sources", "127.0.0.1,10.1.1.1"},
 		{"run", "-size", "3"},

@@ -27,9 +27,33 @@ func ParseProto(s string) (Proto, error) {
 	return "", fmt.Errorf("unknown protocol %q: want tcp, ws, mix or bare", s)
 }
 
+// Client says which client drives the relay phase.
+type Client string
+
+const (
+	// ClientTuned is the load generator's own client, built to cost the
+	// machine little: one goroutine per connection that takes in all one
+	// socket read delivered and refills its peer's window with one write.
+	ClientTuned Client = "tuned"
+	// ClientPlain is what a user writes in ten minutes, kept that way on
+	// purpose: bufio on both sides, a regexp per message, a reader and a
+	// writer goroutine per connection (see plain.go).
+	ClientPlain Client = "plain"
+)
+
+// ParseClient reads a -client value.
+func ParseClient(s string) (Client, error) {
+	switch c := Client(s); c {
+	case ClientTuned, ClientPlain:
+		return c, nil
+	}
+	return "", fmt.Errorf("unknown client %q: want tuned or plain", s)
+}
+
 // Config is one load run.
 type Config struct {
 	Proto   Proto
+	Client  Client // the client of the relay phase; setup is the same for both
 	TCPAddr string // host:port of the line protocol (and of the bare relay)
 	WSAddr  string // host:port of the WebSocket listener
 	WSPath  string // path of the WebSocket endpoint
@@ -44,7 +68,7 @@ type Config struct {
 	// before connecting: each source has its own range of ephemeral ports.
 	Sources []net.IP
 
-	PID  int           // the server's process, for RSS; 0 to skip
+	PID  int           // the server's process, for its RSS, CPU and system calls; 0 to skip
 	Idle bool          // pair, hold idle for Hold, measure RSS; no relay
 	Hold time.Duration // how long Idle mode holds the pairs
 
@@ -61,6 +85,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Proto:       ProtoTCP,
+		Client:      ClientTuned,
 		TCPAddr:     "127.0.0.1:7070",
 		WSAddr:      "127.0.0.1:8080",
 		WSPath:      "/ws",
@@ -84,6 +109,9 @@ const maxConnections = 19000
 func (c *Config) Validate() error {
 	var errs []error
 	if _, err := ParseProto(string(c.Proto)); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseClient(string(c.Client)); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Pairs < 1 || 2*c.Pairs > maxConnections {

@@ -28,6 +28,7 @@ type endpoint struct {
 	name  string
 	conn  net.Conn
 	br    *bufio.Reader
+	src   io.Reader // what br reads from: conn, after any bytes of the handshake
 	codec codec
 	peer  *endpoint
 
@@ -168,7 +169,7 @@ func (d *dialer) dialTCP(ctx context.Context, e *endpoint) error {
 	if err != nil {
 		return err
 	}
-	e.conn = conn
+	e.conn, e.src = conn, conn
 	e.br = bufio.NewReaderSize(conn, readBufferSize(d.cfg))
 	return nil
 }
@@ -192,7 +193,7 @@ func (d *dialer) dialWS(ctx context.Context, e *endpoint) error {
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn)
 		ws.PutReader(br)
 	}
-	e.conn = conn
+	e.conn, e.src = conn, src
 	e.br = bufio.NewReaderSize(src, readBufferSize(d.cfg))
 	return nil
 }

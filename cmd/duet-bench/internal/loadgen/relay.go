@@ -51,6 +51,11 @@ type relay struct {
 	stop    atomic.Bool // duration mode: the time is up, send no more
 	closing atomic.Bool // the run is closing connections: read errors are expected
 	wg      sync.WaitGroup
+
+	// wake, when set, is called for each endpoint whose flow closeFlows
+	// has closed: the plain client's writers wait for room in their
+	// window and must hear that sending is over.
+	wake func(*endpoint)
 }
 
 func newRelay(cfg *Config, c clock) *relay {
@@ -120,6 +125,9 @@ func (r *relay) closeFlows(eps []*endpoint) {
 		e.out.mu.Lock()
 		e.out.closed = true
 		e.out.mu.Unlock()
+		if r.wake != nil {
+			r.wake(e)
+		}
 	}
 }
 
@@ -207,6 +215,13 @@ func (r *relay) receive(in *receiver, text []byte, now int64) {
 		in.corrupt++
 		return
 	}
+	in.record(seq, stamp, now)
+}
+
+// record counts one intact message: its place in its sender's sequence,
+// and its latency from the stamp it carried to now. Both clients count
+// through it.
+func (in *receiver) record(seq uint64, stamp, now int64) {
 	in.delivered++
 	switch {
 	case seq == in.nextSeq:

@@ -15,6 +15,7 @@ import (
 // output (-json); WriteTable prints the same for people.
 type Report struct {
 	Proto           Proto   `json:"proto"`
+	Client          Client  `json:"client"`
 	Mode            string  `json:"mode"` // "relay" or "idle"
 	Pairs           int     `json:"pairs"`
 	MessagesPerSide int     `json:"messages_per_side,omitempty"`
@@ -27,6 +28,73 @@ type Report struct {
 	Relay   *RelayReport  `json:"relay,omitempty"`
 	Errors  ErrorReport   `json:"errors"`
 	RSS     *MemoryReport `json:"rss,omitempty"`
+	Server  *ServerReport `json:"server,omitempty"`
+	// Kernel is the idle run's kernel memory for the open connections.
+	Kernel *KernelMemoryReport `json:"kernel,omitempty"`
+}
+
+// ServerReport is what the server process (-pid) spent in each timed
+// phase, read from /proc (see procstat.go).
+type ServerReport struct {
+	PID   int          `json:"pid"`
+	Pair  *ServerUsage `json:"pair,omitempty"`  // per pair formed
+	Relay *ServerUsage `json:"relay,omitempty"` // per message delivered
+}
+
+// ServerUsage is the server's CPU time and system calls over one phase,
+// in total and per op: per pair formed for the pair phase, per message
+// delivered for the relay.
+type ServerUsage struct {
+	Ops     int64   `json:"ops"`
+	Seconds float64 `json:"seconds"` // wall time between the two readings
+	// CPUSeconds is user and system time together; CPUSource says whether
+	// it is the threads' exact sum (schedstat) or stat's ticks (stat).
+	CPUSeconds     float64 `json:"cpu_seconds"`
+	CPUSource      string  `json:"cpu_source"`
+	CPUMicrosPerOp float64 `json:"cpu_us_per_op"`
+	// UserSeconds and SystemSeconds split the time, in 10 ms ticks.
+	UserSeconds   float64 `json:"user_seconds"`
+	SystemSeconds float64 `json:"system_seconds"`
+	// ReadCalls and WriteCalls are read-like and write-like system calls
+	// (syscr and syscw of /proc/PID/io), eventfd wake-ups included.
+	ReadCalls   int64   `json:"read_calls"`
+	WriteCalls  int64   `json:"write_calls"`
+	ReadsPerOp  float64 `json:"reads_per_op"`
+	WritesPerOp float64 `json:"writes_per_op"`
+	// ContextSwitches counts the times a server thread was put on a CPU.
+	ContextSwitches int64   `json:"context_switches"`
+	SwitchesPerOp   float64 `json:"context_switches_per_op"`
+}
+
+// KernelMemoryReport is what the kernel's socket slab caches and TCP
+// buffers grew by while the idle run's connections were open (see
+// slab.go). Each connection has both its ends on this machine, so the
+// figures count the client's socket as well as the server's.
+type KernelMemoryReport struct {
+	Connections            int         `json:"connections"`
+	Caches                 []SlabDelta `json:"caches,omitempty"`
+	SlabBytes              int64       `json:"slab_bytes"`
+	SlabPerConnectionBytes float64     `json:"slab_per_connection_bytes"`
+	// ProcInodes is how many /proc inodes other processes made meanwhile
+	// (by listing open descriptors); as many dentries and security blobs
+	// are taken out of the dentry and lsm_inode_cache figures.
+	ProcInodes int64 `json:"proc_inodes"`
+	// SocketBufferBytes is what the machine's TCP buffers grew by (TCP
+	// mem of /proc/net/sockstat): idle sockets hold none, so anything
+	// here is other traffic on the machine.
+	SocketBufferBytes int64 `json:"socket_buffer_bytes"`
+	// Error says why nothing was measured (slabinfo is readable by root
+	// only).
+	Error string `json:"error,omitempty"`
+}
+
+// SlabDelta is one slab cache's growth.
+type SlabDelta struct {
+	Name                 string  `json:"name"`
+	ObjectBytes          int64   `json:"object_bytes"`
+	Objects              int64   `json:"objects"`
+	ObjectsPerConnection float64 `json:"objects_per_connection"`
+	Bytes                int64   `json:"bytes"`
 }
 
 // Phase is a setup phase: how many succeeded, and how fast.
@@ -120,7 +188,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	line := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
 
-	run := fmt.Sprintf("proto=%s pairs=%d size=%d window=%d", r.Proto, r.Pairs, r.Size, r.Window)
+	run := fmt.Sprintf("proto=%s client=%s pairs=%d size=%d window=%d", r.Proto, r.Client, r.Pairs, r.Size, r.Window)
 	switch {
 	case r.Mode == "idle":
 		run += " idle"
@@ -141,6 +209,32 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if m := r.RSS; m != nil {
 		line("server RSS\tpid %d: %.1f MiB before, %.1f MiB after\t%d conns\t%s bytes/conn",
 			m.PID, float64(m.BeforeKiB)/1024, float64(m.AfterKiB)/1024, m.Connections, thousands(m.PerConnectionBytes))
+	}
+	if s := r.Server; s != nil {
+		for _, p := range []struct {
+			name, op string
+			u        *ServerUsage
+		}{{"server pair", "pair", s.Pair}, {"server relay", "message", s.Relay}} {
+			if p.u == nil {
+				continue
+			}
+			u := p.u
+			line("%s\tpid %d: %.3fs CPU (user %.2fs, system %.2fs; %s)\t%.3f µs/%s\treads %.3f  writes %.3f  switches %.3f per %s",
+				p.name, s.PID, u.CPUSeconds, u.UserSeconds, u.SystemSeconds, u.CPUSource, u.CPUMicrosPerOp, p.op,
+				u.ReadsPerOp, u.WritesPerOp, u.SwitchesPerOp, p.op)
+		}
+	}
+	if k := r.Kernel; k != nil {
+		if k.Error != "" {
+			line("kernel memory\tnot measured: %s", k.Error)
+		} else {
+			var caches []string
+			for _, c := range k.Caches {
+				caches = append(caches, fmt.Sprintf("%s %.2f×%d", c.Name, c.ObjectsPerConnection, c.ObjectBytes))
+			}
+			line("kernel slab\t%s bytes/conn, both ends\t%s", thousands(k.SlabPerConnectionBytes), strings.Join(caches, "  "))
+			line("kernel, other\t%d /proc inodes made meanwhile, left out\tthe machine's TCP buffers %+d bytes", k.ProcInodes, k.SocketBufferBytes)
+		}
 	}
 	if r.OK() {
 		line("result\tOK")

@@ -22,6 +22,13 @@ func sampleReport() *Report {
 			Latency: summarise(h),
 		},
 		RSS: &MemoryReport{PID: 1, BeforeKiB: 1024, AfterKiB: 2048, Connections: 4, PerConnectionBytes: 262144},
+		Server: &ServerReport{
+			PID: 1,
+			Pair: &ServerUsage{Ops: 2, CPUSeconds: 0.0001, CPUSource: cpuFromSchedstat, CPUMicrosPerOp: 50,
+				ReadCalls: 6, WriteCalls: 8, ReadsPerOp: 3, WritesPerOp: 4, ContextSwitches: 2, SwitchesPerOp: 1},
+			Relay: &ServerUsage{Ops: 2000, CPUSeconds: 0.002, CPUSource: cpuFromStat, CPUMicrosPerOp: 1,
+				UserSeconds: 0.01, SystemSeconds: 0.02, ReadCalls: 125, WriteCalls: 130, ReadsPerOp: 0.0625, WritesPerOp: 0.065},
+		},
 	}
 }
 
@@ -70,6 +77,9 @@ func TestSummarise(t *testing.T) {
 
 func TestWriteTable(t *testing.T) {
 	r := sampleReport()
+	r.Client = ClientTuned
+	r.Kernel = &KernelMemoryReport{Connections: 2000, SlabPerConnectionBytes: 8248.888,
+		Caches: []SlabDelta{{Name: "TCP", ObjectBytes: 2368, Objects: 4000, ObjectsPerConnection: 2, Bytes: 9472000}}}
 	r.Errors.Server = map[string]int64{"rate_limited": 3}
 	r.Errors.Rejected = 3
 	var b strings.Builder
@@ -77,14 +87,21 @@ func TestWriteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := strings.Fields(lines[len(lines)-1]); len(last) != 2 || last[0] != "result" || last[1] != "FAILED" {
+		t.Errorf("last line %q, want the result FAILED", lines[len(lines)-1])
+	}
 	for _, want := range []string{
-		"proto=tcp pairs=2 size=64 window=16 messages/side=500",
+		"proto=tcp client=tuned pairs=2 size=64 window=16 messages/side=500",
+		"server pair", "50.000 µs/pair", "reads 3.000  writes 4.000  switches 1.000 per pair",
+		"server relay", "(user 0.01s, system 0.02s; stat)", "1.000 µs/message", "reads 0.062  writes 0.065",
+		"kernel slab", "8,249 bytes/conn, both ends", "TCP 2.00×2368",
+		"kernel, other", "0 /proc inodes made meanwhile, left out", "the machine's TCP buffers +0 bytes",
 		"4 connections", "2 pairs", "1,000 pairings/s",
 		"2000 of 2000 delivered", "4,000 messages/s",
 		"p50 500  p99 990  p999 999",
 		"rejected=3 server:rate_limited=3",
 		"1.0 MiB before, 2.0 MiB after", "262,144 bytes/conn",
-		"result      FAILED",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -113,6 +130,13 @@ func TestReportJSON(t *testing.T) {
 	}
 	if m["rss"].(map[string]any)["per_connection_bytes"].(float64) != 262144 {
 		t.Errorf("rss: %v", m["rss"])
+	}
+	server := m["server"].(map[string]any)
+	if relay := server["relay"].(map[string]any); relay["cpu_us_per_op"].(float64) != 1 || relay["reads_per_op"].(float64) != 0.0625 || relay["cpu_source"] != "stat" {
+		t.Errorf("server relay: %v", relay)
+	}
+	if pair := server["pair"].(map[string]any); pair["cpu_us_per_op"].(float64) != 50 || pair["writes_per_op"].(float64) != 4 {
+		t.Errorf("server pair: %v", pair)
 	}
 }
 

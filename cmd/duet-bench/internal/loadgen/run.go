@@ -1,8 +1,11 @@
 // Package loadgen is duet-bench's load generator: it opens pairs of
 // client connections to a duet server (or a reference relay), pairs them,
 // relays numbered and timestamped messages between the two sides of each
-// pair with a bounded window, and reports throughput, latency, errors and
-// the server's memory per connection.
+// pair with a bounded window, and reports throughput, latency, errors,
+// and the server's memory per connection and CPU and system calls per
+// pair and per message. The relay phase is driven by one of two clients:
+// the tuned one (relay.go), built to cost the machine little, or the
+// plain one (plain.go), written as a user would write it.
 package loadgen
 
 import (
@@ -48,6 +51,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.dialer = dialer{cfg: &r.cfg}
 	rep := &Report{
 		Proto:  cfg.Proto,
+		Client: cfg.Client,
 		Mode:   "relay",
 		Pairs:  cfg.Pairs,
 		Size:   cfg.Size,
@@ -63,11 +67,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	var rssBefore int64
+	var meter *phaseMeter
 	if cfg.PID > 0 {
 		var err error
 		if rssBefore, err = ReadRSS(cfg.PID); err != nil {
 			return nil, fmt.Errorf("server RSS: %w", err)
 		}
+		meter = &phaseMeter{proc: newProcReader(cfg.PID)}
+		// Read once up front so that a server whose counters cannot be
+		// read fails the run before any load, not after.
+		if err := meter.begin(); err != nil {
+			return nil, fmt.Errorf("server counters: %w", err)
+		}
+		rep.Server = &ServerReport{PID: cfg.PID}
+	}
+	var kernelBefore kernelReading
+	var kernelErr error
+	if cfg.Idle {
+		kernelBefore, kernelErr = readKernelMemory(os.DirFS("/proc"))
 	}
 
 	r.eps = r.newEndpoints()
@@ -79,8 +96,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.fillSetupErrors(rep)
 		return rep, errors.New("no connection could be opened")
 	}
+	var meterErrs []error
+	if meter != nil {
+		meterErrs = append(meterErrs, meter.begin())
+	}
 	paired := r.pairAll(ctx, connected, &rep.Pair)
+	if meter != nil {
+		u, err := meter.end(int64(rep.Pair.Count))
+		rep.Server.Pair = u
+		meterErrs = append(meterErrs, err)
+	}
 	rep.Errors.PairFailed = cfg.Pairs - rep.Pair.Count
+	if cfg.Idle {
+		// The kernel's share is read as soon as the pairs are up: the
+		// shorter the window, the less of the machine's other activity is
+		// in it.
+		if kernelErr == nil {
+			var after kernelReading
+			if after, kernelErr = readKernelMemory(os.DirFS("/proc")); kernelErr == nil {
+				rep.Kernel = kernelMemoryBetween(kernelBefore, after, len(connected))
+			}
+		}
+		if kernelErr != nil {
+			// Not a failure of the run: slabinfo is root's to read.
+			rep.Kernel = &KernelMemoryReport{Connections: len(connected), Error: kernelErr.Error()}
+		}
+	}
 	r.fillSetupErrors(rep)
 	if len(paired) == 0 {
 		return rep, errors.New("no pair could be formed")
@@ -88,10 +129,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Every paired connection gets its reading goroutine in both modes:
 	// an idle connection still answers pings and notices being dropped.
+	// The plain client has a relay phase of its own; idle, the clients
+	// are the same.
 	rl := newRelay(&r.cfg, r.clock)
-	for _, e := range paired {
-		rl.wg.Add(1)
-		go rl.readLoop(e)
+	startSending := func() {
+		for _, e := range paired {
+			rl.sendMore(e)
+		}
+	}
+	if cfg.Client == ClientPlain && !cfg.Idle {
+		pr := newPlainRelay(rl, paired)
+		pr.startReaders()
+		startSending = pr.startWriters
+	} else {
+		for _, e := range paired {
+			rl.wg.Add(1)
+			go rl.readLoop(e)
+		}
 	}
 	var runErr error
 	if cfg.Idle {
@@ -101,7 +155,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-time.After(cfg.Hold):
 		}
 	} else {
-		runErr = r.relay(ctx, rl, paired, rep)
+		if meter != nil {
+			meterErrs = append(meterErrs, meter.begin())
+		}
+		runErr = r.relay(ctx, rl, paired, rep, startSending)
+		if meter != nil {
+			// The relay's figures are final only once the readers are
+			// done; the op count is filled in below.
+			u, err := meter.end(0)
+			rep.Server.Relay = u
+			meterErrs = append(meterErrs, err)
+		}
 	}
 
 	// Read the server's memory while every connection is still open.
@@ -123,7 +187,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rl.wg.Wait()
 	collectErrors(rl, paired, rep)
-	return rep, errors.Join(runErr, rssErr)
+	if rep.Server != nil && rep.Server.Relay != nil && rep.Relay != nil {
+		rep.Server.Relay.setOps(rep.Relay.Delivered)
+	}
+	var meterErr error
+	if err := errors.Join(meterErrs...); err != nil {
+		meterErr = fmt.Errorf("server counters: %w", err)
+	}
+	return rep, errors.Join(runErr, rssErr, meterErr)
 }
 
 func (r *runner) newEndpoints() []*endpoint {
@@ -425,11 +496,9 @@ func appendHello(dst []byte, index int) []byte {
 
 // relay runs the message phase over paired endpoints whose readers are
 // running, and fills in the report's relay numbers.
-func (r *runner) relay(ctx context.Context, rl *relay, paired []*endpoint, rep *Report) error {
+func (r *runner) relay(ctx context.Context, rl *relay, paired []*endpoint, rep *Report, startSending func()) error {
 	start := r.clock.now()
-	for _, e := range paired {
-		rl.sendMore(e)
-	}
+	startSending()
 	waitErr := rl.wait(ctx, paired, r.cfg.Duration, r.cfg.Timeout)
 	rl.closeFlows(paired)
 	end := start

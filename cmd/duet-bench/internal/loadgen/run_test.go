@@ -250,6 +250,7 @@ const (
 	hold                   // deliver after the next message from the same sender
 	swallowAll             // from now on drop everything from this sender
 	garble                 // deliver with the text's last byte changed
+	truncate               // deliver without the text's last byte
 )
 
 type faultySession struct {
@@ -359,6 +360,8 @@ func (s *faultyServer) serve(fs *faultySession) {
 				}
 			case garble:
 				peer.writeLine("<" + fs.name + "> " + line[:len(line)-1] + "y")
+			case truncate:
+				peer.writeLine("<" + fs.name + "> " + line[:len(line)-1])
 			case drop:
 			case reject:
 				fs.writeLine("! rate_limited: too many requests; slow down")
@@ -371,54 +374,64 @@ func (s *faultyServer) serve(fs *faultySession) {
 	}
 }
 
-func TestRunCountsFaults(t *testing.T) {
-	tests := []struct {
-		name    string
-		fault   func(sender, n int) faultAction
-		stalls  bool
-		lost    int64
-		reject  int64
-		reorder int64
-		corrupt int64
-	}{
-		{
-			name:  "a message dropped mid-run",
-			fault: func(sender, n int) faultAction { return when(sender == 0 && n == 50, drop) },
-			lost:  1,
+// faultTests are the faults every client must count.
+var faultTests = []struct {
+	name    string
+	fault   func(sender, n int) faultAction
+	stalls  bool
+	lost    int64
+	reject  int64
+	reorder int64
+	corrupt int64
+}{
+	{
+		name:  "a message dropped mid-run",
+		fault: func(sender, n int) faultAction { return when(sender == 0 && n == 50, drop) },
+		lost:  1,
+	},
+	{
+		name: "every tenth message rejected, the last one too",
+		fault: func(sender, n int) faultAction {
+			return when(n%10 == 9, reject)
 		},
-		{
-			name: "every tenth message rejected, the last one too",
-			fault: func(sender, n int) faultAction {
-				return when(n%10 == 9, reject)
-			},
-			reject: 2 * 10,
-		},
-		{
-			name:    "two messages swapped",
-			fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 20, hold) },
-			reorder: 1,
-		},
-		{
-			name:    "a message's padding changed",
-			fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 30, garble) },
-			corrupt: 1,
-		},
-		{
-			name:   "the last message dropped",
-			fault:  func(sender, n int) faultAction { return when(sender == 0 && n == 99, drop) },
-			stalls: true,
-			lost:   1,
-		},
-		{
-			name:   "everything swallowed",
-			fault:  func(sender, n int) faultAction { return swallowAll },
-			stalls: true,
-			lost:   2 * 16, // one window from each side
-		},
-	}
-	for _, tt := range tests {
+		reject: 2 * 10,
+	},
+	{
+		name:    "two messages swapped",
+		fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 20, hold) },
+		reorder: 1,
+	},
+	{
+		name:    "a message's padding changed",
+		fault:   func(sender, n int) faultAction { return when(sender == 1 && n == 30, garble) },
+		corrupt: 1,
+	},
+	{
+		name:    "a message cut short",
+		fault:   func(sender, n int) faultAction { return when(sender == 0 && n == 40, truncate) },
+		corrupt: 1,
+	},
+	{
+		name:   "the last message dropped",
+		fault:  func(sender, n int) faultAction { return when(sender == 0 && n == 99, drop) },
+		stalls: true,
+		lost:   1,
+	},
+	{
+		name:   "everything swallowed",
+		fault:  func(sender, n int) faultAction { return swallowAll },
+		stalls: true,
+		lost:   2 * 16, // one window from each side
+	},
+}
+
+func TestRunCountsFaults(t *testing.T) { checkFaults(t, ClientTuned) }
+
+func checkFaults(t *testing.T, client Client) {
+	for _, tt := range faultTests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(ProtoTCP, 1, 100)
+			cfg.Client = client
 			cfg.TCPAddr = startFaultyServer(t, tt.fault)
 			cfg.Timeout = 300 * time.Millisecond
 			start := time.Now()
