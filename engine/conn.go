@@ -178,6 +178,7 @@ func (cn *conn) readLines(buf []byte) int {
 	used := 0
 	for !cn.paused && !cn.closing {
 		ln, n, err := cn.framer.Next(buf[used:])
+		cn.answerTelnet()
 		if n == 0 && err == nil {
 			break
 		}
