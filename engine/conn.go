@@ -190,6 +190,10 @@ func (cn *conn) readLines(buf []byte) int {
 		if ln == nil {
 			continue
 		}
+		if cn.sess == nil && line.IsHTTPRequest(ln) {
+			cn.refuseHTTP()
+			break
+		}
 		cmd, perr := line.Decode(ln)
 		if perr != nil {
 			cn.sayRun()
