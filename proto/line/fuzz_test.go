@@ -105,11 +105,15 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzAppendEvent checks that whatever a peer sends, the line it is
-// rendered to is whole lines with no control characters but tab.
+// rendered to is whole lines with no control characters but tab and no
+// format characters, and that no row of a message, wherever a terminal
+// wraps it, reads like a server line.
 func FuzzAppendEvent(f *testing.F) {
 	f.Add("alice", []byte("hi"))
 	f.Add("bob", []byte("a\r\nb\n\x1b[31m\u009b\x7f\xff"))
 	f.Add("", []byte("\n"))
+	f.Add("mallory", []byte("                    * bob left; you are free to be joined again"))
+	f.Add("mallory", []byte("x\t! auth_failed: wrong name\n＊\u0301\u3000y \u202eevil\u2066"))
 	f.Fuzz(func(t *testing.T, from string, text []byte) {
 		for _, kind := range []proto.EventKind{proto.EvMessage, proto.EvNotice} {
 			out := AppendEvent(nil, &proto.Event{Kind: kind, From: from, Text: text})
@@ -117,6 +121,9 @@ func FuzzAppendEvent(f *testing.F) {
 				t.Fatalf("output is not UTF-8: %q", out)
 			}
 			checkLines(t, string(out))
+			if kind == proto.EvMessage {
+				checkNoSpoof(t, string(out), len(appendSafe(nil, from))+len("<> "))
+			}
 		}
 		out := AppendEvent(nil, &proto.Event{Kind: proto.EvPeerLeft, Peer: from, Reason: proto.Reason(text), Count: len(text)})
 		checkLines(t, string(out))
