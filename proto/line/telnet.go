@@ -57,9 +57,11 @@ const (
 // ARE-YOU-THERE: a server line, like every other.
 const aytAnswer = "* yes, the server is here\r\n"
 
-// maxReply bounds the answers a Framer holds between two calls of Reply.
-// A client that negotiates sends a few dozen bytes of commands; only a
-// flood of them reaches this, and then the answers past it are dropped.
+// maxReply bounds the answers a Framer holds between two calls of Reply:
+// the engine takes them after every call of Next, so this is per line
+// (or, past Max, per read). A client that negotiates sends a few dozen
+// bytes of commands; only a flood of them reaches this, and then the
+// answers past it are dropped.
 const maxReply = 4 << 10
 
 // optState is the server's view of an option the client may turn on.
