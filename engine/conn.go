@@ -187,6 +187,7 @@ func (cn *conn) readLines(buf []byte) int {
 	used := 0
 	for !cn.paused && !cn.closing {
 		ln, n, err := cn.framer.Next(buf[used:])
+		cn.answerTelnet()
 		if n == 0 && err == nil {
 			break
 		}
@@ -197,6 +198,10 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		if ln == nil {
 			continue
+		}
+		if cn.sess == nil && line.IsHTTPRequest(ln) {
+			cn.refuseHTTP()
+			break
 		}
 		cmd, perr := line.Decode(ln)
 		if perr != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -230,7 +231,9 @@ func TestJSONErrors(t *testing.T) {
 }
 
 // TestTelnet sends what a telnet client sends: CRLF line ends and IAC
-// option negotiation, some of it split across writes.
+// option negotiation, some of it split across writes, and checks the
+// server's answers: BINARY asked for at the first command, every other
+// option refused.
 func TestTelnet(t *testing.T) {
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
@@ -241,9 +244,21 @@ func TestTelnet(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // let each piece arrive on its own
 	}
-	write("\xff\xfd\x03\xff\xfb\x18") // IAC DO SGA, IAC WILL TTYPE
-	write("/login al\xff")            // IAC split across reads...
-	write("\xfb\x01ice\r\n")          // ...IAC WILL ECHO completed here
+	// The answers come before any line, so they can be read off the
+	// socket, past the client's buffer, which holds nothing yet.
+	answer := func(want string) {
+		t.Helper()
+		got := make([]byte, len(want))
+		tn.Conn.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		if _, err := io.ReadFull(tn.Conn, got); err != nil || string(got) != want {
+			t.Fatalf("telnet answer %q, %v; want %q", got, err, want)
+		}
+	}
+	write("\xff\xfd\x03\xff\xfb\x18")              // IAC DO SGA, IAC WILL TTYPE
+	answer("\xff\xfd\x00\xff\xfc\x03\xff\xfe\x18") // DO BINARY, WONT SGA, DONT TTYPE
+	write("/login al\xff")                         // IAC split across reads...
+	write("\xfb\x01ice\r\n")                       // ...IAC WILL ECHO completed here
+	answer("\xff\xfe\x01")                         // DONT ECHO
 	tn.Expect(`^\* you are alice, your token is [0-9a-f]{32}$`)
 	write("/connect " + bob.Token + "\r\n")
 	tn.Expect(`connected with bob`)

@@ -15,7 +15,8 @@ type Metrics interface {
 	ConnClosed(protocol string)
 	// Rejected counts a connection refused before it could be used, by
 	// reason: "shutting_down", "server_full", "too_many_connections",
-	// "untrusted_proxy", "bad_proxy_header".
+	// "untrusted_proxy", "bad_proxy_header", "http_request" (an HTTP
+	// request on the line port, such as a web page's fetch).
 	Rejected(reason string)
 	// Error counts an error told to a user, by its stable code.
 	Error(code string)

@@ -42,6 +42,7 @@ var (
 	ErrTooManyConns   = &Error{"too_many_connections", "too many connections from your address"}
 	ErrUntrustedProxy = &Error{"untrusted_proxy", "a PROXY header is accepted only from a trusted proxy"}
 	ErrBadProxyHeader = &Error{"bad_proxy_header", "malformed or missing PROXY protocol header"}
+	ErrHTTPRequest    = &Error{"http_request", "this port speaks duet's line protocol, not HTTP"}
 	// ErrFlooded shares rate_limited's code, so a client needs to know
 	// only one; its text says the connection is being closed.
 	ErrFlooded = &Error{"rate_limited", "too many requests for too long; closing the connection"}
@@ -54,5 +55,6 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
-	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrFlooded,
+	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
+	ErrFlooded,
 }

@@ -3,6 +3,7 @@ package line
 import (
 	"bytes"
 	"strconv"
+	"unicode"
 	"unicode/utf8"
 
 	"duet/proto"
@@ -28,8 +29,11 @@ const helpText = "" +
 // for the server. An event of unknown kind appends nothing.
 //
 // Every string from a user is made safe for a terminal on the way out:
-// control characters other than tab, DEL, C1 controls and bytes that are
-// not UTF-8 become U+FFFD, so a peer cannot send escape sequences.
+// control characters other than tab, DEL, C1 controls, format characters
+// and bytes that are not UTF-8 become U+FFFD, so a peer cannot send
+// escape sequences or hide and reorder text; and no part of a peer's
+// message can read as a server line wherever a terminal wraps it
+// (appendFiltered).
 func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	switch ev.Kind {
 	case proto.EvHello:
@@ -57,7 +61,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, '<')
 		dst = appendSafe(dst, ev.From)
 		dst = append(dst, "> "...)
-		return appendLines(dst, prefixStart, ev.Text)
+		return appendLines(dst, prefixStart, ev.Text, true)
 	case proto.EvPeerLeft:
 		return appendPeerLeft(dst, ev)
 	case proto.EvLeft:
@@ -96,7 +100,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvNotice:
 		prefixStart := len(dst)
 		dst = append(dst, "* "...)
-		return appendLines(dst, prefixStart, ev.Text)
+		return appendLines(dst, prefixStart, ev.Text, false)
 	}
 	return dst
 }
@@ -144,9 +148,11 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 // appendLines appends text as one or more lines. The bytes of dst from
 // prefixStart on are the first line's prefix (already appended); every
 // later line repeats them. Text splits at each '\n', a '\r' before a '\n'
-// is dropped, and a final '\n' does not start another, empty line.
-func appendLines(dst []byte, prefixStart int, text []byte) []byte {
-	if plainPrefix(text) == len(text) {
+// is dropped, and a final '\n' does not start another, empty line. With
+// peer set, text is a peer's, and is kept from looking like a server line
+// wherever a terminal wraps it (appendFiltered).
+func appendLines(dst []byte, prefixStart int, text []byte, peer bool) []byte {
+	if plainPrefix(text) == len(text) && (!peer || bytes.IndexByte(text, '*') < 0 && bytes.IndexByte(text, '!') < 0) {
 		// One line with nothing to replace: the common case.
 		dst = append(dst, text...)
 		return append(dst, "\r\n"...)
@@ -161,14 +167,14 @@ func appendLines(dst []byte, prefixStart int, text []byte) []byte {
 		}
 		nl := bytes.IndexByte(text, '\n')
 		if nl < 0 {
-			dst = appendSafe(dst, text)
+			dst = appendFiltered(dst, text, peer)
 			return append(dst, "\r\n"...)
 		}
 		segment := text[:nl]
 		if len(segment) > 0 && segment[len(segment)-1] == '\r' {
 			segment = segment[:len(segment)-1]
 		}
-		dst = appendSafe(dst, segment)
+		dst = appendFiltered(dst, segment, peer)
 		dst = append(dst, "\r\n"...)
 		text = text[nl+1:]
 		if len(text) == 0 {
@@ -192,7 +198,7 @@ func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
 			start = len(dst)
 			dst = append(dst, dst[prefixStart:prefixEnd]...)
 		}
-		dst = appendLines(dst, start, text)
+		dst = appendLines(dst, start, text, true)
 	}
 	if len(texts) == 0 {
 		dst = dst[:prefixStart]
@@ -203,24 +209,60 @@ func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
 // replacementChar stands in for anything a terminal must not see.
 const replacementChar = "\uFFFD"
 
+// brokenBlank stands in for the blank after a star or bang in a peer's
+// text (see appendFiltered): a visible dot, so that the pair no longer
+// reads as the start of a server line.
+const brokenBlank = "\u00B7"
+
 // appendSafe appends s with every character a terminal could act on
-// replaced by U+FFFD: C0 controls except tab (ESC among them), DEL, C1
-// controls (U+0080 to U+009F; some terminals take U+009B as CSI), and
-// bytes that are not UTF-8. Line breaks are the caller's to handle: here
-// they are controls like any other.
+// replaced by U+FFFD (see appendFiltered).
 func appendSafe[Bytes []byte | string](dst []byte, s Bytes) []byte {
+	return appendFiltered(dst, s, false)
+}
+
+// appendFiltered appends s with every character a terminal could act on,
+// or that would hide or reorder what is shown, replaced by U+FFFD: C0
+// controls except tab (ESC among them), DEL, C1 controls (U+0080 to
+// U+009F; some terminals take U+009B as CSI), format characters (Unicode
+// category Cf: bidirectional overrides and isolates, zero-width spaces
+// and joiners, the byte order mark, ...), the line and paragraph
+// separators U+2028 and U+2029, and bytes that are not UTF-8. Line breaks
+// are the caller's to handle: here they are controls like any other.
+//
+// With peer set, s is a peer's text, shown after "<name> ". A terminal
+// wraps a long line wherever its width falls, so any character of it may
+// start a row of the screen; a row that starts like a server line ("* "
+// or "! code:") would pass for one. So a star (or a character made to
+// look like one, isStar) followed by a blank (isBlankRune), after any
+// combining marks, has the blank replaced by U+00B7 '·'; and so does a
+// bang (isBang) followed by blanks, an error code and a colon.
+func appendFiltered[Bytes []byte | string](dst []byte, s Bytes, peer bool) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		// Fast path: eight plain printable ASCII bytes at a time, which is
 		// nearly all chat text.
-		if i+8 <= len(s) && plainWord(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
-			uint64(s[i+4])<<32|uint64(s[i+5])<<40|uint64(s[i+6])<<48|uint64(s[i+7])<<56) {
-			i += 8
-			continue
+		if i+8 <= len(s) {
+			w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+				uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+			if plainWord(w) && (!peer || !hasStarOrBang(w)) {
+				i += 8
+				continue
+			}
 		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != 0x7f || c == '\t' {
+				if peer && (c == '*' || c == '!') {
+					if at, size := spoofBlank(s, i+1, c == '!'); size > 0 {
+						// Star, marks and blank all pass as they are but
+						// for the blank.
+						dst = append(dst, s[start:at]...)
+						dst = append(dst, brokenBlank...)
+						i = at + size
+						start = i
+						continue
+					}
+				}
 				i++
 				continue
 			}
@@ -235,14 +277,132 @@ func appendSafe[Bytes []byte | string](dst []byte, s Bytes) []byte {
 		// allocate.
 		n := min(len(s)-i, utf8.UTFMax)
 		r, size := utf8.DecodeRuneInString(string(s[i : i+n]))
-		if r == utf8.RuneError && size == 1 || r >= 0x80 && r <= 0x9f {
+		if r == utf8.RuneError && size == 1 || r <= 0x9f || mayBeFormat(r) && isFormat(r) {
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, replacementChar...)
 			i += size
 			start = i
 			continue
 		}
+		if peer && (isStar(r) || isBang(r)) {
+			if at, bsize := spoofBlank(s, i+size, isBang(r)); bsize > 0 {
+				dst = append(dst, s[start:at]...)
+				dst = append(dst, brokenBlank...)
+				i = at + bsize
+				start = i
+				continue
+			}
+		}
 		i += size
 	}
 	return append(dst, s[start:]...)
+}
+
+// runeAt decodes the character at s[i], as appendFiltered does.
+func runeAt[Bytes []byte | string](s Bytes, i int) (rune, int) {
+	n := min(len(s)-i, utf8.UTFMax)
+	return utf8.DecodeRuneInString(string(s[i : i+n]))
+}
+
+// spoofBlank looks at s from i, just after a star or, with bang set, a
+// bang: past any combining marks, for a blank, and after a bang also for
+// more blanks, an error code ([a-z0-9_]+) and a colon. It returns where
+// that first blank is and its size, or a size of 0.
+func spoofBlank[Bytes []byte | string](s Bytes, i int, bang bool) (at, size int) {
+	for i < len(s) {
+		r, n := runeAt(s, i)
+		if !unicode.In(r, unicode.Mn, unicode.Me) {
+			break
+		}
+		i += n
+	}
+	if i >= len(s) {
+		return 0, 0
+	}
+	r, n := runeAt(s, i)
+	if !isBlankRune(r) {
+		return 0, 0
+	}
+	if !bang {
+		return i, n
+	}
+	j := i + n
+	for j < len(s) {
+		r, m := runeAt(s, j)
+		if !isBlankRune(r) {
+			break
+		}
+		j += m
+	}
+	k := j
+	for k < len(s) && (s[k] >= 'a' && s[k] <= 'z' || s[k] >= '0' && s[k] <= '9' || s[k] == '_') {
+		k++
+	}
+	if k > j && k < len(s) && s[k] == ':' {
+		return i, n
+	}
+	return 0, 0
+}
+
+// mayBeFormat is false for most characters that are not format
+// characters, and cheap enough to be inlined in appendFiltered's loop:
+// there are none below U+00AD, from U+00AE to U+05FF, or from U+2100 to
+// U+FEFE (Latin, Greek, Cyrillic, the CJK scripts, ...).
+func mayBeFormat(r rune) bool {
+	return r == 0xAD || r >= 0x600 && (r < 0x2100 || r >= 0xFEFF)
+}
+
+// isFormat reports whether r is a format character or a line or
+// paragraph separator: invisible, but able to reorder, join or hide
+// what a terminal shows around it.
+func isFormat(r rune) bool {
+	switch {
+	case r < 0x600:
+		// Latin, Greek, Cyrillic, ...: only the soft hyphen.
+		return r == 0xAD
+	case r >= 0x2100 && r < 0xFEFF:
+		// From letterlike symbols to the CJK scripts: none, which keeps
+		// the table lookup below off the path of most text.
+		return false
+	}
+	return r == 0x2028 || r == 0x2029 || unicode.Is(unicode.Cf, r)
+}
+
+// isStar reports whether r is '*' or a character made to look like it:
+// those Unicode's confusables list gives for it, and its small and
+// fullwidth forms.
+func isStar(r rune) bool {
+	switch r {
+	case '*', 0x066D, 0x204E, 0x2217, 0xFE61, 0xFF0A, 0x1031F:
+		return true
+	}
+	return false
+}
+
+// isBang reports whether r is '!' or a character made to look like it.
+func isBang(r rune) bool {
+	switch r {
+	case '!', 0x01C3, 0x2D51, 0xFE57, 0xFF01:
+		return true
+	}
+	return false
+}
+
+// isBlankRune reports whether r shows as blank space: tab, a space of any
+// width (Unicode category Zs), and the fillers fonts draw as nothing.
+func isBlankRune(r rune) bool {
+	switch r {
+	case '\t', 0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0:
+		return true
+	}
+	return unicode.Is(unicode.Zs, r)
+}
+
+// hasStarOrBang reports whether any of the eight bytes of w is '*' or
+// '!'. A byte of w is c when w^c·ones has a zero byte, and
+// (v-ones)&^v&highs is not zero exactly when some byte of v is zero.
+func hasStarOrBang(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	star, bang := w^'*'*ones, w^'!'*ones
+	return ((star-ones)&^star|(bang-ones)&^bang)&highs != 0
 }

@@ -18,23 +18,16 @@ import (
 // It matches the default of the limits.max_line setting.
 const DefaultMaxLine = 16 << 10
 
-// Telnet command bytes (RFC 854). A telnet client may send these in the
-// middle of the data stream; netcat never does.
-const (
-	telnetIAC  = 255 // "interpret as command": the next byte is a command
-	telnetDONT = 254 // DONT, DO, WONT and WILL take one option byte
-	telnetWILL = 251
-	telnetSB   = 250 // subnegotiation begins; it runs to IAC SE
-	telnetSE   = 240 // subnegotiation ends
-)
-
 // telnetState is where the telnet parser is in the byte stream.
 type telnetState uint8
 
 const (
 	telnetData       telnetState = iota // ordinary line data
 	telnetCommand                       // after IAC
-	telnetOption                        // after IAC WILL, WONT, DO or DONT: the option byte comes next
+	telnetWill                          // after IAC WILL: the option byte comes next
+	telnetWont                          // after IAC WONT
+	telnetDo                            // after IAC DO
+	telnetDont                          // after IAC DONT
 	telnetSub                           // inside IAC SB ... IAC SE
 	telnetSubCommand                    // after an IAC inside a subnegotiation
 )
@@ -56,13 +49,13 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 			// Decode rejects the line, but framing must not lose track.
 			return telnetData, true
 		case c >= telnetWILL && c <= telnetDONT:
-			return telnetOption, false
+			return telnetWill + telnetState(c-telnetWILL), false
 		case c == telnetSB:
 			return telnetSub, false
 		}
 		// NOP, AYT, IP, GA and the rest are two bytes long.
 		return telnetData, false
-	case telnetOption:
+	case telnetWill, telnetWont, telnetDo, telnetDont:
 		return telnetData, false
 	case telnetSub:
 		if c == telnetIAC {
@@ -81,15 +74,31 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 	return telnetData, false
 }
 
-// scanLineEnd looks for the '\n' that ends a line in buf[from:limit],
-// starting in state st. It returns the index of that '\n', or -1 and the
-// state at limit. A '\n' inside a telnet command (an option byte, or
-// subnegotiation data such as a window size of 10) does not end a line.
-func scanLineEnd(buf []byte, from, limit int, st telnetState) (int, telnetState) {
+// scan looks for the '\n' that ends a line in buf[from:limit], starting
+// in state st. It returns the index of that '\n', or -1 and the state at
+// limit. A '\n' inside a telnet command (an option byte, or subnegotiation
+// data such as a window size of 10) does not end a line.
+//
+// Every telnet command is seen here exactly once, as it arrives, and
+// answered (telnet.go): a client that asked for a timing mark waits for
+// the answer before it shows any more output, whether or not the line
+// the command came in has ended yet.
+func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetState) {
 	i := from
 	for i < limit {
 		if st != telnetData {
-			st, _ = st.step(buf[i])
+			c := buf[i]
+			prev := st
+			st, _ = st.step(c)
+			if prev != telnetSub && prev != telnetSubCommand {
+				if _, replaced := restoredByte(prev, c); replaced && f.tn.binaryIn == optYes {
+					// In BINARY the client replaces no byte, so this is
+					// a key press: make it a NOP, which clean drops
+					// whatever comes around it.
+					buf[i] = telnetNOP
+				}
+				f.tn.heard(prev, c)
+			}
 			i++
 			continue
 		}
@@ -130,6 +139,10 @@ type Framer struct {
 	// dropped so far.
 	scanned int
 	state   telnetState
+
+	// tn is the client's side of telnet option negotiation, and the
+	// answers owed to it (telnet.go).
+	tn telnetSession
 }
 
 func (f *Framer) maxLine() int {
@@ -141,8 +154,13 @@ func (f *Framer) maxLine() int {
 
 // Next returns the next complete line in buf, with its terminator ("\n"
 // or "\r\n") removed, stray '\r' (and telnet's "\r\x00") removed, and
-// telnet IAC sequences removed — done IN PLACE in buf (it may modify buf).
+// telnet IAC sequences removed — done IN PLACE in buf (it may modify buf,
+// including bytes it does not consume yet).
 // n is how many bytes of buf were consumed; the caller discards them.
+//
+// Telnet commands are answered as they are read, whether or not their
+// line is complete: after every call the caller sends Reply's bytes, if
+// any, to the client.
 //
 // n == 0 && err == nil: no complete line yet; the caller waits for more
 // bytes, then calls Next again with the same unconsumed bytes followed by
@@ -166,7 +184,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		f.scanned, f.state = 0, telnetData
 	}
 	limit := min(len(buf), maxLine)
-	end, st := scanLineEnd(buf, f.scanned, limit, f.state)
+	end, st := f.scan(buf, f.scanned, limit, f.state)
 	if end >= 0 {
 		f.scanned, f.state = 0, telnetData
 		return clean(buf[:end]), end + 1, nil
@@ -188,7 +206,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 // over-long line being skipped, and returns the bytes consumed from the
 // start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
-	end, st := scanLineEnd(buf, from, len(buf), f.state)
+	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
 		f.skipping, f.state = false, telnetData
 		return end + 1
@@ -199,7 +217,9 @@ func (f *Framer) skip(buf []byte, from int) int {
 
 // clean removes telnet commands, every '\r', and the NUL telnet sends
 // after a bare '\r', in place. raw is one line without its '\n', starting
-// in plain data.
+// in plain data. A command that stands where a UTF-8 continuation byte is
+// due is put back as the byte the client replaced with it (restoredByte;
+// scan has made those the client sent in BINARY into NOPs).
 func clean(raw []byte) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
 	// check for that with vectorized searches before walking bytes.
@@ -217,9 +237,17 @@ func clean(raw []byte) []byte {
 	afterCR := false
 	w := 0
 	for _, c := range raw {
+		prev := st
 		var keep bool
 		st, keep = st.step(c)
 		if !keep {
+			// A command is at least two bytes and puts back at most one,
+			// so w stays behind the byte being read.
+			if b, ok := restoredByte(prev, c); ok && continuationDue(raw[:w]) {
+				raw[w] = b
+				w++
+				afterCR = false
+			}
 			continue
 		}
 		switch {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"duet/proto"
 )
@@ -27,7 +28,8 @@ func frame(t testing.TB, f *Framer, chunks ...string) []string {
 }
 
 // drain calls Next on *pending until it asks for more bytes, checking the
-// invariants every caller relies on, and logs each result.
+// invariants every caller relies on, and logs each result: the telnet
+// answers Reply has after the call, then the line, error or skip.
 func drain(t testing.TB, f *Framer, pending *[]byte) []string {
 	t.Helper()
 	var log []string
@@ -45,6 +47,9 @@ func drain(t testing.TB, f *Framer, pending *[]byte) []string {
 		}
 		if len(line) > f.maxLine() {
 			t.Fatalf("Next returned %d bytes, more than Max %d", len(line), f.maxLine())
+		}
+		if r := f.Reply(); len(r) > 0 {
+			log = append(log, fmt.Sprintf("reply %q", r))
 		}
 		switch {
 		case err != nil:
@@ -80,28 +85,28 @@ func TestFramer(t *testing.T) {
 		{"bare CR is not a line end", 0, []string{"a\rb"}, []string{"wait 3"}},
 		{"telnet CR NUL", 0, []string{"a\r\x00b\r\n"}, []string{`line "ab"`}},
 		{"NUL without CR is kept", 0, []string{"a\x00b\n"}, []string{`line "a\x00b"`}},
-		{"IAC WILL", 0, []string{"\xff\xfb\x01hi\n"}, []string{`line "hi"`}},
-		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x03b\xff\xfe\x18c\n"}, []string{`line "abc"`}},
-		{"IAC DO with option byte 10 is not a line end", 0, []string{"\xff\xfd\nhi\n"}, []string{`line "hi"`}},
-		{"IAC DO with option byte 13 is not dropped as CR", 0, []string{"a\xff\xfd\rb\n"}, []string{`line "ab"`}},
+		{"IAC WILL", 0, []string{"\xff\xfb\x01hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x01"`, `line "hi"`}},
+		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x03b\xff\xfe\x18c\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\x03"`, `line "abc"`}},
+		{"IAC DO with option byte 10 is not a line end", 0, []string{"\xff\xfd\nhi\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\n"`, `line "hi"`}},
+		{"IAC DO with option byte 13 is not dropped as CR", 0, []string{"a\xff\xfd\rb\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\r"`, `line "ab"`}},
 		{"IAC IAC is a literal 255", 0, []string{"a\xff\xffb\n"}, []string{`line "a\xffb"`}},
-		{"IAC NOP", 0, []string{"a\xff\xf1b\n"}, []string{`line "ab"`}},
-		{"IAC AYT and IP", 0, []string{"a\xff\xf6b\xff\xf4c\n"}, []string{`line "abc"`}},
-		{"IAC SE outside a subnegotiation", 0, []string{"a\xff\xf0b\n"}, []string{`line "ab"`}},
+		{"IAC NOP", 0, []string{"a\xff\xf1b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
+		{"IAC AYT and IP", 0, []string{"a\xff\xf6b\xff\xf4c\n"}, []string{`reply "\xff\xfd\x00* yes, the server is here\r\n"`, `line "abc"`}},
+		{"IAC SE outside a subnegotiation", 0, []string{"a\xff\xf0b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
 		{
 			"subnegotiation with a newline in its data",
-			0, []string{"\xff\xfa\x1f\x00\x50\x00\x0a\xff\xf0hi\n"}, []string{`line "hi"`},
+			0, []string{"\xff\xfa\x1f\x00\x50\x00\x0a\xff\xf0hi\n"}, []string{`reply "\xff\xfd\x00"`, `line "hi"`},
 		},
 		{
 			"subnegotiation with IAC IAC and a stray IAC in its data",
-			0, []string{"\xff\xfa\x18\xff\xff\xff\x01\n\xff\xf0ok\n"}, []string{`line "ok"`},
+			0, []string{"\xff\xfa\x18\xff\xff\xff\x01\n\xff\xf0ok\n"}, []string{`reply "\xff\xfd\x00"`, `line "ok"`},
 		},
-		{"IAC split from its command", 0, []string{"\xff", "\xfb", "\x01hi\n"}, []string{"wait 1", "wait 2", `line "hi"`}},
-		{"IAC WILL split from its option", 0, []string{"\xff\xfb", "\n", "hi\n"}, []string{"wait 2", "wait 3", `line "hi"`}},
+		{"IAC split from its command", 0, []string{"\xff", "\xfb", "\x01hi\n"}, []string{"wait 1", `reply "\xff\xfd\x00"`, "wait 2", `reply "\xff\xfe\x01"`, `line "hi"`}},
+		{"IAC WILL split from its option", 0, []string{"\xff\xfb", "\n", "hi\n"}, []string{`reply "\xff\xfd\x00"`, "wait 2", `reply "\xff\xfe\n"`, "wait 3", `line "hi"`}},
 		{
 			"subnegotiation split everywhere",
 			0, []string{"x\xff", "\xfa", "\x1f\n", "\xff", "\xf0", "y\r", "\n"},
-			[]string{"wait 2", "wait 3", "wait 5", "wait 6", "wait 7", "wait 9", `line "xy"`},
+			[]string{"wait 2", `reply "\xff\xfd\x00"`, "wait 3", "wait 5", "wait 6", "wait 7", "wait 9", `line "xy"`},
 		},
 		{"CR and NUL split", 0, []string{"a\r", "\x00b\n"}, []string{"wait 2", `line "ab"`}},
 		{"longest line with LF", 8, []string{"1234567\n"}, []string{`line "1234567"`}},
@@ -114,12 +119,12 @@ func TestFramer(t *testing.T) {
 			[]string{"wait 4", "too_long dropped 8", "skipped 2", "skipped 3", `line "ok"`},
 		},
 		{"too long ends exactly at the read", 8, []string{"01234567", "\n", "ok\n"}, []string{"too_long dropped 8", "skipped 1", `line "ok"`}},
-		{"too long, then a newline inside a telnet command is skipped", 4, []string{"abcdef\xff\xfd\nxy\nok\n"}, []string{"too_long dropped 12", `line "ok"`}},
+		{"too long, then a newline inside a telnet command is skipped", 4, []string{"abcdef\xff\xfd\nxy\nok\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\n"`, "too_long dropped 12", `line "ok"`}},
 		{
 			// A subnegotiation that never ends swallows at most one line.
 			"unterminated subnegotiation",
 			8, []string{"\xff\xfa\x01hello\nworld\nok\n"},
-			[]string{"too_long dropped 9", `line "world"`, `line "ok"`},
+			[]string{`reply "\xff\xfd\x00"`, "too_long dropped 9", `line "world"`, `line "ok"`},
 		},
 		{"default Max", 0, []string{strings.Repeat("x", DefaultMaxLine) + "\nok\n"}, []string{fmt.Sprintf("too_long dropped %d", DefaultMaxLine+1), `line "ok"`}},
 	}
@@ -163,14 +168,22 @@ func TestFramerInPlace(t *testing.T) {
 }
 
 // refFrame is a byte-at-a-time model of the framing rules, written for
-// clarity rather than speed. The fuzz test checks Framer against it.
-func refFrame(data []byte, maxLine int) []string {
-	var log []string
+// clarity rather than speed, with its own model of telnet's answers
+// (refTelnet). It returns the lines and errors in order, and every
+// answer the client is owed, in order.
+func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
+	var tn refTelnet
 	st := telnetData
 	var line []byte
 	raw := 0 // bytes of the current line so far, as received
 	skipping := false
 	for _, c := range data {
+		// Outside BINARY, a command may stand for a byte the client
+		// replaced; in BINARY it never does.
+		replacing := st == telnetCommand && tn.binary != optYes
+		if st != telnetData && st != telnetSub && st != telnetSubCommand {
+			reply = tn.heard(reply, st, c)
+		}
 		if skipping {
 			if st == telnetData && c == '\n' {
 				skipping = false
@@ -192,13 +205,23 @@ func refFrame(data []byte, maxLine int) []string {
 			skipping, st, line, raw = true, telnetData, line[:0], 0
 			continue
 		}
+		prev := st
 		var keep bool
 		st, keep = st.step(c)
 		if keep {
 			line = append(line, c)
+			continue
+		}
+		if prev != telnetCommand || !replacing {
+			continue
+		}
+		// A command where a UTF-8 continuation byte is due is the byte
+		// inetutils telnet replaced with it.
+		if b := refRestored[c]; b != 0 && refPartialRune(refClean(line)) {
+			line = append(line, b)
 		}
 	}
-	return log
+	return log, reply
 }
 
 // refClean drops every '\r' and a NUL right after one.
@@ -213,12 +236,93 @@ func refClean(b []byte) []byte {
 	return out
 }
 
+// refRestored maps the commands inetutils telnet sends in place of a
+// byte to that byte: the byte is 0x80 plus the terminal's default
+// interrupt, quit, suspend or discard character.
+var refRestored = map[byte]byte{0xf4: 0x83, 0xf3: 0x9c, 0xed: 0x9a, 0xf5: 0x8f}
+
+// refPartialRune reports whether b ends with the first bytes of a UTF-8
+// character whose other bytes have not come.
+func refPartialRune(b []byte) bool {
+	for start := max(0, len(b)-3); start < len(b); start++ {
+		if !utf8.RuneStart(b[start]) {
+			continue
+		}
+		want := 0
+		switch c := b[start]; {
+		case c >= 0xf0 && c < 0xf8:
+			want = 4
+		case c >= 0xe0 && c < 0xf0:
+			want = 3
+		case c >= 0xc0 && c < 0xe0:
+			want = 2
+		}
+		// Only the last lead byte counts, and only if all after it are
+		// continuation bytes.
+		tail := b[start+1:]
+		if slices.ContainsFunc(tail, func(c byte) bool { return utf8.RuneStart(c) }) {
+			continue
+		}
+		return len(b)-start < want
+	}
+	return false
+}
+
+// refTelnet models the server's answers to telnet commands, from the
+// rules in PROTOCOL.md rather than from telnet.go.
+type refTelnet struct {
+	spoke  bool
+	binary optState
+}
+
+// heard answers the byte c read in parser state st (after IAC, or after
+// IAC WILL/WONT/DO/DONT), appending to reply.
+func (m *refTelnet) heard(reply []byte, st telnetState, c byte) []byte {
+	const iac = 0xff
+	switch st {
+	case telnetCommand:
+		if c >= 0xec && c <= 0xfe && !m.spoke {
+			m.spoke = true
+			m.binary = optWantYes
+			reply = append(reply, iac, 0xfd, 0) // DO BINARY
+		}
+		if c == 0xf6 { // AYT
+			reply = append(reply, "* yes, the server is here\r\n"...)
+		}
+	case telnetWill:
+		switch {
+		case c != 0:
+			reply = append(reply, iac, 0xfe, c) // DONT
+		case m.binary == optNo:
+			reply = append(reply, iac, 0xfd, 0) // DO BINARY
+			m.binary = optYes
+		default:
+			m.binary = optYes
+		}
+	case telnetWont:
+		if c == 0 {
+			if m.binary == optYes {
+				reply = append(reply, iac, 0xfe, 0) // DONT BINARY
+			}
+			m.binary = optNo
+		}
+	case telnetDo:
+		if c == 6 {
+			reply = append(reply, iac, 0xfb, 6) // WILL TIMING-MARK
+		} else {
+			reply = append(reply, iac, 0xfc, c) // WONT
+		}
+	}
+	return reply
+}
+
 func TestRefFrameAgrees(t *testing.T) {
 	// The model itself must agree with the hand-written table above on a
 	// few cases, so that a fuzz failure points at the right side.
-	got := refFrame([]byte("a\r\nb\xff\xfb\nc\n0123456789\nok\n"), 8)
-	want := []string{`line "a"`, `line "bc"`, "too_long", `line "ok"`}
-	if !slices.Equal(got, want) {
-		t.Fatalf("refFrame = %q, want %q", got, want)
+	got, reply := refFrame([]byte("a\r\nb\xff\xfb\nc\n0123456789\nok\n\xd1\xff\xf4\xff\xfd\x06!\n"), 8)
+	want := []string{`line "a"`, `line "bc"`, "too_long", `line "ok"`, `line "у!"`}
+	wantReply := "\xff\xfd\x00\xff\xfe\n\xff\xfb\x06"
+	if !slices.Equal(got, want) || string(reply) != wantReply {
+		t.Fatalf("refFrame = %q, %q; want %q, %q", got, reply, want, wantReply)
 	}
 }

@@ -2,6 +2,7 @@ package line
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -23,28 +24,17 @@ func FuzzFramer(f *testing.F) {
 	f.Add([]byte("0123456789abcdef\nok\n"), uint16(8), uint8(5))
 	f.Add([]byte("\xff\xfa\x01never ends\nline\nline\n"), uint16(6), uint8(4))
 	f.Add([]byte("abc\xff\xfd\nde\r\n"), uint16(4), uint8(1))
+	// What inetutils telnet sent for "у я 本 ك Ě ŏ" and Ctrl-C outside BINARY.
+	f.Add([]byte("\xd1\xff\xf4\xff\xfd\x06 \xd1\xff\xf5\xff\xfd\x06 \xe6\xff\xf3\xff\xfd\x06\xac \xd9\xff\xf4\xff\xfd\x06 \xc4\xff\xed\xff\xfd\x06 \xc5\xff\xf5\xff\xfd\x06\r\n\xff\xf4\xff\xfd\x06\xff\xfb\x00\xd1\xff\xf4\x83\n"), uint16(64), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
 		fr := &Framer{Max: 1 + int(maxLine)%512}
 		step := 1 + int(readSize)%64
 
-		var got []string
-		var pending []byte
+		var reads []int
 		for i := 0; i < len(data); i += step {
-			pending = append(pending, data[i:min(i+step, len(data))]...)
-			for _, entry := range drain(t, fr, &pending) {
-				// The model does not know how many bytes each call
-				// consumed: compare what was framed, not how.
-				if strings.HasPrefix(entry, "line ") {
-					got = append(got, entry)
-				} else if strings.HasPrefix(entry, "too_long ") {
-					got = append(got, "too_long")
-				}
-			}
+			reads = append(reads, min(i+step, len(data)))
 		}
-		want := refFrame(data, fr.maxLine())
-		if !slices.Equal(got, want) {
-			t.Fatalf("Max %d, reads of %d:\n got  %q\n want %q", fr.maxLine(), step, got, want)
-		}
+		checkAgainstModel(t, fr, data, reads)
 	})
 }
 
@@ -121,11 +111,15 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzAppendEvent checks that whatever a peer sends, the line it is
-// rendered to is whole lines with no control characters but tab.
+// rendered to is whole lines with no control characters but tab and no
+// format characters, and that no row of a message, wherever a terminal
+// wraps it, reads like a server line.
 func FuzzAppendEvent(f *testing.F) {
 	f.Add("alice", []byte("hi"))
 	f.Add("bob", []byte("a\r\nb\n\x1b[31m\u009b\x7f\xff"))
 	f.Add("", []byte("\n"))
+	f.Add("mallory", []byte("                    * bob left; you are free to be joined again"))
+	f.Add("mallory", []byte("x\t! auth_failed: wrong name\n＊\u0301\u3000y \u202eevil\u2066"))
 	f.Fuzz(func(t *testing.T, from string, text []byte) {
 		for _, kind := range []proto.EventKind{proto.EvMessage, proto.EvNotice} {
 			out := AppendEvent(nil, &proto.Event{Kind: kind, From: from, Text: text})
@@ -133,6 +127,9 @@ func FuzzAppendEvent(f *testing.F) {
 				t.Fatalf("output is not UTF-8: %q", out)
 			}
 			checkLines(t, string(out))
+			if kind == proto.EvMessage {
+				checkNoSpoof(t, string(out), len(appendSafe(nil, from))+len("<> "))
+			}
 		}
 		out := AppendEvent(nil, &proto.Event{Kind: proto.EvPeerLeft, Peer: from, Reason: proto.Reason(text), Count: len(text)})
 		checkLines(t, string(out))
@@ -164,12 +161,55 @@ func FuzzAppendMessages(f *testing.F) {
 	})
 }
 
+// checkAgainstModel feeds data to fr in reads that end at the offsets in
+// reads, and checks the lines, errors and telnet answers against
+// refFrame's: the same, in the same order, whatever the read boundaries.
+func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
+	t.Helper()
+	var got []string
+	var reply []byte
+	var pending []byte
+	from := 0
+	for _, end := range reads {
+		pending = append(pending, data[from:end]...)
+		from = end
+		for _, entry := range drain(t, fr, &pending) {
+			// The model does not know how many bytes each call
+			// consumed: compare what was framed, not how.
+			switch {
+			case strings.HasPrefix(entry, "line "):
+				got = append(got, entry)
+			case strings.HasPrefix(entry, "too_long "):
+				got = append(got, "too_long")
+			case strings.HasPrefix(entry, "reply "):
+				var r string
+				if _, err := fmt.Sscanf(entry, "reply %q", &r); err != nil {
+					t.Fatal(err)
+				}
+				reply = append(reply, r...)
+			}
+		}
+	}
+	want, wantReply := refFrame(data, fr.maxLine())
+	if !slices.Equal(got, want) {
+		t.Fatalf("Max %d, reads ending at %v, input %q:\n got  %q\n want %q", fr.maxLine(), reads, data, got, want)
+	}
+	// Answers past maxReply in one read are dropped, which the model
+	// does not know; short of that they must be the same.
+	if len(wantReply) < maxReply && !bytes.Equal(reply, wantReply) {
+		t.Fatalf("Max %d, reads ending at %v, input %q:\n replies %q\n want    %q", fr.maxLine(), reads, data, reply, wantReply)
+	}
+}
+
 // TestFramerMatchesModel runs FuzzFramer's comparison on many random
 // streams drawn from the bytes that matter to framing, with random read
 // sizes that change from read to read, so that every go test covers far
 // more than the seed corpus.
 func TestFramerMatchesModel(t *testing.T) {
-	const alphabet = "ab\r\n\x00\xff\xfa\xf0\xfb\xfd\xf1"
+	// Plain bytes, line ends, telnet's commands and options (BINARY and
+	// TIMING-MARK among them), and the UTF-8 lead and continuation bytes
+	// that restoring replaced bytes depends on.
+	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c"
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		data := make([]byte, rng.IntN(80))
@@ -177,22 +217,11 @@ func TestFramerMatchesModel(t *testing.T) {
 			data[i] = alphabet[rng.IntN(len(alphabet))]
 		}
 		fr := &Framer{Max: 1 + rng.IntN(24)}
-		var got []string
-		var pending []byte
+		var reads []int
 		for i := 0; i < len(data); {
-			end := min(len(data), i+1+rng.IntN(12))
-			pending = append(pending, data[i:end]...)
-			i = end
-			for _, entry := range drain(t, fr, &pending) {
-				if strings.HasPrefix(entry, "line ") {
-					got = append(got, entry)
-				} else if strings.HasPrefix(entry, "too_long ") {
-					got = append(got, "too_long")
-				}
-			}
+			i = min(len(data), i+1+rng.IntN(12))
+			reads = append(reads, i)
 		}
-		if want := refFrame(data, fr.Max); !slices.Equal(got, want) {
-			t.Fatalf("Max %d, input %q:\n got  %q\n want %q", fr.Max, data, got, want)
-		}
+		checkAgainstModel(t, fr, data, reads)
 	}
 }

@@ -14,7 +14,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata fr
 // The golden file format is described in proto/internal/golden.
 
 // TestGoldenInput runs client byte streams through Framer and Decode.
-// Within a case each input line is one read from the socket.
+// Within a case each input line is one read from the socket; "reply"
+// is what the server sends back to telnet after a call of Next.
 func TestGoldenInput(t *testing.T) {
 	var f Framer
 	var pending []byte
@@ -31,6 +32,9 @@ func TestGoldenInput(t *testing.T) {
 		var out []string
 		for {
 			line, n, err := f.Next(pending)
+			if r := f.Reply(); len(r) > 0 {
+				out = append(out, fmt.Sprintf("reply %q", r))
+			}
 			switch {
 			case err != nil:
 				out = append(out, fmt.Sprintf("%s (dropped %d bytes)", err.Code, n))

@@ -1,0 +1,117 @@
+package engine_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+)
+
+// TestHTTPOnLinePortRunsNothing is what a web page can do with fetch():
+// send an HTTP request to the line port, with a body of duet commands.
+// None may run: no login, no connect. The connection is refused at the
+// request's first line, counted and logged, and a netcat user beside it
+// is not affected.
+func TestHTTPOnLinePortRunsNothing(t *testing.T) {
+	m := &countingMetrics{counts: map[string]int{}}
+	core, logs := observer.New(zap.WarnLevel)
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Metrics = m
+		o.Logger = zap.New(core)
+		o.Limits.MaxLine = 128
+	})
+	bob := d.DialLine(t).Login("bob")
+	body := "/login mallory\n/connect " + bob.Token + "\nhello from a web page\n"
+
+	// A real HTTP client, as a browser's fetch sends it. Whether its
+	// request is even sent is a race with the greeting, which the client
+	// takes for a malformed response: it must fail either way.
+	client := &http.Client{Timeout: enginetest.Timeout}
+	req, err := http.NewRequest("POST", "http://"+d.TCP+"/", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", "https://evil.example")
+	req.Header.Set("Content-Type", "text/plain")
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the line port answered HTTP: %s", resp.Status)
+	}
+
+	// The requests as Go's client writes them, on a raw socket, read to
+	// the end: one is refused at its request line; one whose request
+	// line is too long to be read (a long URL) at the Host line after it.
+	short, _ := http.NewRequest("POST", "http://"+d.TCP+"/", strings.NewReader(body))
+	long, _ := http.NewRequest("POST", "http://"+d.TCP+"/"+strings.Repeat("a", 300), strings.NewReader(body))
+	for _, tt := range []struct {
+		req  *http.Request
+		want string
+	}{
+		{short, "! http_request: this port speaks duet's line protocol, not HTTP\r\n"},
+		{long, "! too_long: message too long; it was not sent\r\n! http_request: this port speaks duet's line protocol, not HTTP\r\n"},
+	} {
+		var head bytes.Buffer
+		if err := tt.req.Write(&head); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		if _, err := c.Write(head.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("the connection was not closed: %v (read %q)", err, got)
+		}
+		if _, after, _ := strings.Cut(string(got), "\r\n"); after != tt.want {
+			t.Fatalf("after the greeting the server said %q, want %q", after, tt.want)
+		}
+	}
+	waitCount(t, m, "rejected http_request", func(n int) bool { return n >= 2 })
+
+	// Nothing ran: mallory never logged in, and bob, whom the body tried
+	// to connect to, was never told of anyone.
+	if users := d.Hub.Stats().Users; users != 1 {
+		t.Fatalf("%d users online, want 1 (bob)", users)
+	}
+	bob.Send("/who")
+	bob.Expect(`^\* you are bob, your token is [0-9a-f]{32}, not connected$`)
+
+	// A netcat user is not affected.
+	carol := d.DialLine(t).Login("carol")
+	carol.Send("/connect " + bob.Token)
+	carol.Expect(`^\* you are connected with bob$`)
+	bob.Expect(`^\* carol is connected$`)
+	carol.Send("Host: this is a message, not a header")
+	bob.Expect(`^<carol> Host: this is a message, not a header$`)
+
+	// Refusals are logged (sampled: at most one a second).
+	if n := logs.FilterMessage("connection refused: an HTTP request on the line port").Len(); n < 1 {
+		t.Fatal("the refusal was not logged")
+	}
+}
+
+// waitCount waits until m's count of key is as ok wants.
+func waitCount(t *testing.T, m *countingMetrics, key string, ok func(int) bool) {
+	t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for !ok(m.snapshot()[key]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d", key, m.snapshot()[key])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

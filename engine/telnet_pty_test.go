@@ -1,0 +1,258 @@
+//go:build linux
+
+package engine_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"duet/engine/enginetest"
+)
+
+// TestRealTelnet runs Debian's telnet (inetutils) in a pseudo-terminal,
+// as a person would, paired with a netcat-style user. Outside BINARY
+// that client turns some bytes of UTF-8 letters into telnet commands,
+// and after each, as after Ctrl-C, it shows nothing the server sends
+// until the server answers its timing mark. The partner must get the
+// exact text, and the telnet user must go on seeing the partner's
+// messages and answers to commands.
+func TestRealTelnet(t *testing.T) {
+	telnet := requireTelnet(t)
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+
+	host, port, _ := strings.Cut(d.TCP, ":")
+	tn := startInPTY(t, telnet, host, port)
+	tn.expect(`\* welcome to duet`)
+	tn.typeLine("/login alice")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}`)
+	tn.typeLine("/connect " + bob.Token)
+	tn.expect(`\* you are connected with bob`)
+	bob.Expect(`^\* alice is connected$`)
+
+	// The partner's UTF-8 reaches the telnet user, before any telnet
+	// command has been sent either way.
+	bob.Send("привет из nc, 本日は晴天なり")
+	tn.expect(regexp.QuoteMeta("<bob> привет из nc, 本日は晴天なり"))
+
+	// The first line with letters telnet mangles is sent outside BINARY:
+	// it holds a byte of each kind telnet turns into a command (0x83 IP,
+	// 0x8f AO, 0x9a SUSP, 0x9c BRK), and none of those it drops or acts
+	// on itself (0x85, 0x9d), which no server could put back.
+	first := "у меня всё получилось, я рад: Ěmil 本当に"
+	for _, b := range []byte{0x83, 0x8f, 0x9a, 0x9c} {
+		if !strings.Contains(first, string([]byte{b})) {
+			t.Fatalf("the first line lacks byte %#x", b)
+		}
+	}
+	if strings.Contains(first, "\x85") || strings.Contains(first, "\x9d") {
+		t.Fatal("the first line holds a byte telnet drops")
+	}
+	tn.typeLine(first)
+	if got := bob.Line(); got != "<alice> "+first {
+		t.Fatalf("bob got %q, want %q", got, "<alice> "+first)
+	}
+
+	// Ctrl-C (with half a line typed, which the terminal throws away),
+	// Ctrl-\ and Ctrl-Z: each is a command and a timing mark. After
+	// each, the telnet user still gets answers and the partner's
+	// messages.
+	for i, key := range []string{"half a line\x03", "\x1c", "\x1a"} {
+		tn.type_(key)
+		tn.typeLine("/who")
+		tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+		msg := "после клавиши " + strconv.Itoa(i)
+		bob.Send(msg)
+		tn.expect(regexp.QuoteMeta("<bob> " + msg))
+	}
+
+	// Now the client sends in BINARY: every letter arrives as typed,
+	// those telnet would drop or act on included (Н is 0x9d, telnet's
+	// escape character with the high bit set).
+	var all strings.Builder
+	for r := rune(0x400); r < 0x460; r++ {
+		all.WriteRune(r)
+	}
+	all.WriteString(" そ本ك")
+	tn.typeLine(all.String())
+	if got := bob.Line(); got != "<alice> "+all.String() {
+		t.Fatalf("bob got %q\nwant   %q", got, "<alice> "+all.String())
+	}
+
+	tn.typeLine("/quit")
+	tn.expect(`\* bye`)
+	bob.Expect(`^\* alice left; you are free to be joined again$`)
+	tn.wait()
+
+	// What the documentation tells telnet users: Ctrl-C once after
+	// connecting, and every letter is safe from the first line on, those
+	// telnet would drop (х, Å) or act on (Н, そ) included.
+	carol := startInPTY(t, telnet, host, port)
+	carol.expect(`\* welcome to duet`)
+	carol.type_("\x03")
+	carol.typeLine("/login carol")
+	carol.expect(`\* you are carol, your token is [0-9a-f]{32}`)
+	carol.typeLine("/connect " + bob.Token)
+	carol.expect(`\* you are connected with bob`)
+	bob.Expect(`^\* carol is connected$`)
+	const safe = "Нет, всё хорошо: Åsa, ąż, そうです"
+	carol.typeLine(safe)
+	if got := bob.Line(); got != "<carol> "+safe {
+		t.Fatalf("bob got %q, want %q", got, "<carol> "+safe)
+	}
+}
+
+// requireTelnet finds the telnet client, or skips the test (fails it
+// under DUET_REQUIRE_TOOLS=1).
+func requireTelnet(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("telnet")
+	if err != nil {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatal("telnet is missing and DUET_REQUIRE_TOOLS=1 (scripts/deps.sh installs it)")
+		}
+		t.Skip("telnet is missing (scripts/deps.sh installs it); set DUET_REQUIRE_TOOLS=1 to fail instead")
+	}
+	return path
+}
+
+// ptyProgram is a program running in a pseudo-terminal: what it writes
+// to the terminal is collected, and what is typed goes to the terminal's
+// input, through its line discipline, as from a keyboard.
+type ptyProgram struct {
+	t      *testing.T
+	master *os.File
+	cmd    *exec.Cmd
+	exited chan error
+
+	mu   sync.Mutex
+	out  []byte // everything the program wrote
+	seen int    // how much of out expect has matched past
+}
+
+// startInPTY starts name with args in a new session whose controlling
+// terminal is a fresh pseudo-terminal with the kernel's default settings
+// (interrupt Ctrl-C, quit Ctrl-\, suspend Ctrl-Z, canonical input with
+// echo), and stops it when the test ends.
+func startInPTY(t *testing.T, name string, args ...string) *ptyProgram {
+	t.Helper()
+	master, slave := openPTY(t)
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "LANG=C.UTF-8", "TERM=xterm")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	p := &ptyProgram{t: t, master: master, cmd: cmd, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			p.mu.Lock()
+			p.out = append(p.out, buf[:n]...)
+			p.mu.Unlock()
+			if err != nil {
+				return // EIO once the program has exited
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		master.Close()
+	})
+	return p
+}
+
+// openPTY allocates a pseudo-terminal pair from /dev/ptmx.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(m.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(s.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 80}); err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tio.Cc[unix.VINTR] != 0x03 || tio.Cc[unix.VQUIT] != 0x1c || tio.Cc[unix.VSUSP] != 0x1a || tio.Lflag&unix.ISIG == 0 {
+		t.Fatalf("the new terminal does not have the default special characters: %+v", tio.Cc)
+	}
+	return m, s
+}
+
+// type_ types s as it is.
+func (p *ptyProgram) type_(s string) {
+	p.t.Helper()
+	if _, err := p.master.Write([]byte(s)); err != nil {
+		p.t.Fatalf("typing %q: %v", s, err)
+	}
+}
+
+// typeLine types s and Enter.
+func (p *ptyProgram) typeLine(s string) { p.type_(s + "\r") }
+
+// expect waits until the program has written something that matches
+// pattern after what earlier calls matched, and moves past it.
+func (p *ptyProgram) expect(pattern string) {
+	p.t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		p.mu.Lock()
+		rest := p.out[p.seen:]
+		loc := re.FindIndex(rest)
+		if loc != nil {
+			p.seen += loc[1]
+		}
+		p.mu.Unlock()
+		if loc != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.t.Fatalf("no match for %q in what telnet showed:\n%s", pattern, bytes.ToValidUTF8(p.out[p.seen:], []byte("?")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// wait waits for the program to exit by itself.
+func (p *ptyProgram) wait() {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		p.exited <- nil // for the cleanup
+	case <-time.After(enginetest.Timeout):
+		p.t.Fatal("telnet did not exit")
+	}
+}

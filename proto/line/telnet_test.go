@@ -1,0 +1,70 @@
+package line
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestTelnetNetcatGetsNoAnswer checks that a client that never sends a
+// telnet command is never sent one, whatever else it sends: byte 255
+// doubled (IAC IAC, a data byte), invalid UTF-8, over-long lines.
+func TestTelnetNetcatGetsNoAnswer(t *testing.T) {
+	f := Framer{Max: 16}
+	input := []byte("hello\n\xff\xff\r\n\x83\x9c\x9a\x8f\n" + strings.Repeat("x", 40) + "\nok\n")
+	for len(input) > 0 {
+		_, n, _ := f.Next(input)
+		if r := f.Reply(); len(r) > 0 {
+			t.Fatalf("netcat was answered %q", r)
+		}
+		if n == 0 {
+			t.Fatalf("no progress on %q", input)
+		}
+		input = input[n:]
+	}
+}
+
+// TestTelnetReplyIsBounded floods a Framer with commands that each earn
+// an answer and checks that what it holds for one call of Reply stays
+// within maxReply, and that the answers start again once taken.
+func TestTelnetReplyIsBounded(t *testing.T) {
+	f := Framer{Max: 1 << 20}
+	flood := bytes.Repeat([]byte{telnetIAC, telnetAYT, telnetIAC, telnetDO, optTimingMark}, 10000)
+	if _, n, _ := f.Next(flood); n != 0 {
+		t.Fatalf("Next consumed %d bytes of a line with no end", n)
+	}
+	r := f.Reply()
+	if len(r) > maxReply || len(r) < maxReply-len(aytAnswer) {
+		t.Fatalf("Reply holds %d bytes, want at most %d and close to it", len(r), maxReply)
+	}
+	if _, _, _ = f.Next(append(flood, []byte("\xff\xfd\x06\n")...)); !bytes.Equal(f.Reply(), []byte{telnetIAC, telnetWILL, optTimingMark}) {
+		t.Fatal("the timing mark after the flood was not answered once Reply was taken")
+	}
+}
+
+// TestContinuationDue checks the UTF-8 test behind restoring the bytes
+// inetutils telnet replaces with commands.
+func TestContinuationDue(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"", false},
+		{"a", false},
+		{"\xd1", true},          // first of two
+		{"\xd1\x83", false},     // whole
+		{"\xe6", true},          // first of three
+		{"\xe6\x9c", true},      // two of three
+		{"\xe6\x9c\xac", false}, // whole
+		{"\xf0\x9f\x9c", true},  // three of four
+		{"\xf0\x9f\x9c\x83", false},
+		{"\x83", false},         // a continuation byte with no lead
+		{"\x83\x83\x83", false}, // no lead in reach
+		{"a\xd1", true},
+		{"\xff", false},
+	} {
+		if got := continuationDue([]byte(tt.in)); got != tt.want {
+			t.Errorf("continuationDue(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
