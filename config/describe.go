@@ -13,8 +13,10 @@ import (
 
 // Describe renders every effective key, its value and its source, one per
 // line and sorted by key, after a first line naming the config file. It is
-// the output of `duetd check-config`, so a password in cluster.redis is
-// masked. src may be nil, in which case sources show as "-".
+// the output of `duetd check-config`, so a password in cluster.redis and
+// the cluster secret are masked. Warnings follow the keys, each on a line
+// of its own starting "# warning:". src may be nil, in which case sources
+// show as "-".
 func (c *Config) Describe(src *Sources) string {
 	var b strings.Builder
 	file := "none"
@@ -32,12 +34,20 @@ func (c *Config) Describe(src *Sources) string {
 			source = src.Of(k.name)
 		}
 		value := formatValue(k.field(c))
-		if k.name == "cluster.redis" {
+		switch k.name {
+		case "cluster.redis":
 			value = strconv.Quote(redact(c.Cluster.Redis))
+		case "cluster.secret":
+			if c.Cluster.Secret != "" {
+				value = strconv.Quote("xxxxx")
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.name, value, source)
 	}
 	tw.Flush()
+	for _, w := range c.Warnings() {
+		fmt.Fprintf(&b, "# warning: %s\n", w)
+	}
 	return b.String()
 }
 

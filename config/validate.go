@@ -118,10 +118,8 @@ func (c *Config) Validate() error {
 		bad("auth.mode", "want open or accounts, got %q", c.Auth.Mode)
 	}
 
+	problems = append(problems, c.Cluster.check()...)
 	if c.Cluster.Redis != "" {
-		if err := checkRedisURL(c.Cluster.Redis); err != nil {
-			bad("cluster.redis", "%v", err)
-		}
 		// Accounts logins (and takeover) are checked against one node's
 		// sessions; across nodes they would need the directory too, which
 		// is not built yet. Refuse the pair rather than half-enforce it.
