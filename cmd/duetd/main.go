@@ -87,13 +87,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("accounts loaded", zap.String("file", accounts.Path()), zap.Int("accounts", accounts.Len()))
 	}
 	core := hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
-	leaveCluster, err := joinCluster(cfg.Cluster, core, log)
+	ops := newOperations(log, core)
+	leaveCluster, err := joinCluster(cfg.Cluster, core, log, ops.metrics.Registry)
 	if err != nil {
 		log.Error("bad cluster configuration", zap.Error(err))
 		return 2
 	}
 	defer leaveCluster()
-	ops := newOperations(log, core)
 	srv, err := engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,65 +16,16 @@ import (
 	"duet/engine"
 	"duet/engine/enginetest"
 	"duet/engine/hub"
+	"duet/proto"
 )
 
-// redisServer is a throwaway redis-server on a loopback port, with no
-// persistence, so a restart forgets everything as a crashed Redis would.
-type redisServer struct {
-	t    testing.TB
-	port string
-	cmd  *exec.Cmd
-}
+// redisServer is a throwaway redis-server on a loopback port.
+type redisServer = enginetest.Redis
 
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server not found and DUET_REQUIRE_REDIS=1")
-		}
-		t.Skip("redis-server not installed; cluster tests skipped (scripts/deps.sh installs it)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	r := &redisServer{t: t, port: port}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
+func startRedis(t testing.TB) *redisServer { return enginetest.StartRedis(t) }
 
-func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", r.port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
-	defer c.Close()
-	deadline := time.Now().Add(enginetest.Timeout)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server did not come up")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop kills Redis outright, as a crash would.
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
+// testSecret is the cluster secret of the tests' nodes.
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 // testNode is one duetd node: a hub, its cluster node and an engine.
 type testNode struct {
@@ -84,18 +33,19 @@ type testNode struct {
 	*enginetest.Daemon
 }
 
-func startNode(t *testing.T, r *redisServer, id string) *testNode {
+func startNode(t testing.TB, r *redisServer, id string) *testNode {
 	t.Helper()
 	return startNodeWith(t, r, id, nil)
 }
 
 // startNodeWith is startNode with options edited first.
-func startNodeWith(t *testing.T, r *redisServer, id string, edit func(*Options)) *testNode {
+func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options)) *testNode {
 	t.Helper()
 	h := hub.New(hub.Options{})
 	opts := Options{
-		RedisURL: r.url(),
+		RedisURL: r.URL(),
 		NodeID:   id,
+		Secret:   testSecret,
 		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
 		// Test machines are often loaded: a generous lease and round
 		// trip keep a slow moment from looking like a failure. Tests of
@@ -326,7 +276,7 @@ func TestRedisDown(t *testing.T) {
 	carol.Expect(`^\* dave is connected$`)
 	dave.Expect(`^\* you are connected with carol$`)
 
-	r.stop()
+	r.Stop()
 	alice.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
 	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "link_lost" {
 		t.Fatalf("bob: %v", ev)
@@ -344,7 +294,7 @@ func TestRedisDown(t *testing.T) {
 	bob.Connect(alice.Token)
 	bob.ExpectError("unavailable")
 
-	r.start()
+	r.Start()
 	deadline := time.Now().Add(enginetest.Timeout)
 	for !a.Up() || !b.Up() {
 		if time.Now().After(deadline) {
@@ -399,14 +349,19 @@ func TestGracefulShutdown(t *testing.T) {
 	alice.Expect(`^<bob> last words$`)
 	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
 
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.Port})
 	defer c.Close()
 	keys, err := c.Keys(ctx, "duet:*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, _ := proto.ParseToken([]byte(bob.Token))
+	bobName, bobToken := b.keys.nameHash("bob"), b.keys.tokenHash(tok)
+	if len(keys) == 0 {
+		t.Fatal("nothing in Redis; alice should still be there")
+	}
 	for _, k := range keys {
-		if strings.Contains(k, "bob") || strings.HasSuffix(k, ":b") {
+		if strings.Contains(k, bobName) || strings.Contains(k, bobToken) || strings.HasSuffix(k, ":b") {
 			t.Errorf("left behind: %s", k)
 		}
 	}
@@ -490,7 +445,7 @@ func TestLeaseLapse(t *testing.T) {
 	alice := a.DialLine(t).Login("alice")
 	bob := b.DialLine(t).Login("bob")
 
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.Port})
 	defer c.Close()
 	if err := c.Del(context.Background(), "duet:lease:a").Err(); err != nil {
 		t.Fatal(err)
@@ -505,7 +460,7 @@ func TestLeaseLapse(t *testing.T) {
 			t.Fatal("alice was never written back")
 		}
 		lease, _ := c.Exists(ctx, "duet:lease:a").Result()
-		node, _ := c.HGet(ctx, "duet:user:alice", "node").Result()
+		node, _ := c.HGet(ctx, "duet:user:"+a.keys.nameHash("alice"), "node").Result()
 		if lease == 1 && node == "a" && a.Up() {
 			break
 		}
@@ -515,4 +470,70 @@ func TestLeaseLapse(t *testing.T) {
 	alice.Expect(`^\* bob is connected$`)
 	alice.Send("back again")
 	bob.Expect(`^<alice> back again$`)
+}
+
+// BenchmarkCrossNodeRelay relays messages from a netcat user on one node
+// to a netcat user on another, through a real Redis: what a message
+// costs end to end, batches sealed and opened included. stream sends
+// without waiting, so batches fill up; pingpong waits for each answer,
+// so every message is a batch of its own, each way.
+func BenchmarkCrossNodeRelay(b *testing.B) {
+	r := startRedis(b)
+	na, nb := startNode(b, r, "a"), startNode(b, r, "b")
+	alice := na.DialLine(b).Login("alice")
+	bob := nb.DialLine(b).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	line := strings.Repeat("x", 80)
+	batches := func() uint64 { return na.Stats().BatchesSent + nb.Stats().BatchesSent }
+
+	b.Run("stream", func(b *testing.B) {
+		chunk := []byte(strings.Repeat(line+"\n", 100))
+		before := batches()
+		b.ReportAllocs()
+		b.ResetTimer()
+		done := make(chan error, 1)
+		go func() {
+			for left := b.N; left > 0; left -= 100 {
+				c := chunk
+				if left < 100 {
+					c = chunk[:left*(len(line)+1)]
+				}
+				alice.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+				if _, err := alice.Conn.Write(c); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		for range b.N {
+			if s := bob.Line(); s != "<alice> "+line {
+				b.Fatalf("bob got %q", s)
+			}
+		}
+		b.StopTimer()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(b.N)/float64(batches()-before), "msgs/batch")
+	})
+	b.Run("pingpong", func(b *testing.B) {
+		before := batches()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			alice.Send(line)
+			if s := bob.Line(); s != "<alice> "+line {
+				b.Fatalf("bob got %q", s)
+			}
+			bob.Send(line)
+			if s := alice.Line(); s != "<bob> "+line {
+				b.Fatalf("alice got %q", s)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(2*b.N)/float64(batches()-before), "msgs/batch")
+	})
 }
