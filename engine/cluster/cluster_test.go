@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -536,4 +537,85 @@ func BenchmarkCrossNodeRelay(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(2*b.N)/float64(batches()-before), "msgs/batch")
 	})
+}
+
+// documentedACL reads the ACL rule docs/OPERATIONS.md gives for duet's
+// Redis user, so the test runs what operators are told to set up.
+func documentedACL(t *testing.T) []any {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(doc)) {
+		rule, ok := strings.CutPrefix(strings.TrimSpace(l), "user duet on >LONG-RANDOM-PASSWORD ")
+		if !ok {
+			continue
+		}
+		var args []any
+		for _, f := range strings.Fields(rule) {
+			args = append(args, f)
+		}
+		return args
+	}
+	t.Fatal("docs/OPERATIONS.md gives no ACL rule for the duet user")
+	return nil
+}
+
+// TestRedisACLUser runs the cluster through a Redis user limited by the
+// ACL rule docs/OPERATIONS.md gives, with the default user off: everything duet does
+// (login, connect, messages, newtoken, leave, quit, recovery writes and
+// a node leaving) works with it.
+func TestRedisACLUser(t *testing.T) {
+	r := startRedis(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer admin.Close()
+	args := append([]any{"ACL", "SETUSER", "duet", "on", ">s3cret-pass"}, documentedACL(t)...)
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "off").Err(); err != nil {
+		t.Fatal(err)
+	}
+	withUser := func(o *Options) { o.RedisURL = "redis://duet:s3cret-pass@" + r.Addr() }
+	a, b := startNodeWith(t, r, "a", withUser), startNodeWith(t, r, "b", withUser)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	alice.Send("over the ACL")
+	if ev := bob.Expect("message"); ev["text"] != "over the ACL" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("and back")
+	alice.Expect(`^<bob> and back$`)
+	bob.Send(map[string]any{"type": "leave"})
+	bob.Expect("left")
+	alice.Expect(`^\* bob left; you are free to be joined again$`)
+	alice.Send("/newtoken")
+	fresh := tokenIn(t, alice.Expect(`^\* you are alice, your token is `))
+	bob.Connect(fresh)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+
+	// Recovery writes every user back through its scripts.
+	if err := a.reregister(ctx); err != nil {
+		t.Fatalf("writing users back through the ACL user: %v", err)
+	}
+	alice.Send("/quit")
+	alice.Expect(`^\* bye`)
+	if ev := bob.Expect("peer_left"); ev["reason"] != "left" {
+		t.Fatalf("bob: %v", ev)
+	}
+	if err := b.Daemon.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Node.Close(ctx); err != nil {
+		t.Fatalf("leaving the cluster through the ACL user: %v", err)
+	}
+	if !a.Up() {
+		t.Error("a lost its link: Redis refused one of its commands")
+	}
 }

@@ -349,3 +349,44 @@ func BenchmarkBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRefuse: what a batch published by someone without the secret
+// costs the node that refuses it. The dearest is one that names a
+// sender run the node has not heard from, bound to the node's own
+// incarnation and epoch (both are in its lease): the node derives that
+// run's key before the seal fails.
+func BenchmarkRefuse(b *testing.B) {
+	p := newGatePair(b)
+	p.open(p.seal("known", 1))
+	frames := appendFrame(nil, frameMessage, 1, "bob", "alice", bytes.Repeat([]byte("x"), 80), 0)
+	outsider := testSealer(b, testKeys(b, otherSecret), "a")
+	for _, tc := range []struct {
+		name, want string
+		batch      func() []byte
+	}{
+		{"malformed", RejectMalformed, func() []byte { return frames }},
+		{"stale", RejectStale, func() []byte {
+			return outsider.batch(nil, frames, new(sealScratch), 1, newIncarnation(), 1)
+		}},
+		{"forged/known-sender", RejectForged, func() []byte {
+			outsider.inc = p.from.inc
+			outsider.seq.Store(1 << 40)
+			return outsider.batch(nil, frames, new(sealScratch), 1, p.to.inc, 1)
+		}},
+		{"forged/unknown-sender", RejectForged, func() []byte {
+			outsider.inc = newIncarnation()
+			return outsider.batch(nil, frames, new(sealScratch), 1, p.to.inc, 1)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			batch := tc.batch()
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, _, reason := p.to.open(buf, batch); reason != tc.want {
+					b.Fatalf("refused as %q, want %q", reason, tc.want)
+				}
+			}
+		})
+	}
+}
