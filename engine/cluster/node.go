@@ -94,7 +94,7 @@ type Node struct {
 	lost     []hub.RemoteCut          // pairings cut by a lost link, to tell their nodes once it is back
 	suspects map[string]bool          // addresses of nodes that had no listener for a batch
 	cuts     map[uint64]*remoteOutbox // pairings whose sender was full, to cut
-	peers    map[string]leaseInfo     // by node id: its incarnation and newest epoch known here
+	peers    map[string]peer          // by node id: its incarnation and newest epoch known here
 
 	sent, received  atomic.Uint64
 	rejected        [4]atomic.Uint64 // by RejectReasons
@@ -176,7 +176,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		senders:    make(map[string]*sender),
 		suspects:   make(map[string]bool),
 		cuts:       make(map[uint64]*remoteOutbox),
-		peers:      make(map[string]leaseInfo),
+		peers:      make(map[string]peer),
 		rejectLog:  sampler{period: 10 * time.Second},
 		foreignLog: sampler{period: time.Minute},
 	}
@@ -427,25 +427,37 @@ func (n *Node) forgetSenders(dead func(addr string) bool) {
 	}
 }
 
+// peer is what this node knows of another node: its incarnation and
+// newest epoch, and when it last heard them.
+type peer struct {
+	leaseInfo
+	heard time.Time
+}
+
 // learn records what this node knows of node's incarnation and epoch,
 // from its lease, a claim or its own batches. A new incarnation replaces
 // the old; within one, epochs only go forward.
 func (n *Node) learn(node string, li leaseInfo) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if p, ok := n.peers[node]; ok && p.inc == li.inc && p.epoch >= li.epoch {
-		return
+	p, ok := n.peers[node]
+	if !ok || p.inc != li.inc || p.epoch < li.epoch {
+		p.leaseInfo = li
 	}
-	n.peers[node] = li
+	p.heard = time.Now()
+	n.peers[node] = p
 }
 
 // epochOf returns the epoch to bind a batch for node's incarnation inc
-// to, and false if this node knows no epoch of that incarnation.
+// to, and false if this node knows no epoch of that incarnation, or none
+// heard recently enough to be sure the receiver still takes it. Leases
+// are read every heartbeat, so only a node that was itself cut off from
+// Redis for a while finds what it knows stale.
 func (n *Node) epochOf(node string, inc incarnation) (uint64, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p, ok := n.peers[node]
-	if !ok || p.inc != inc {
+	if !ok || p.inc != inc || time.Since(p.heard) > n.opts.epochPeriod/2 {
 		return 0, false
 	}
 	return p.epoch, true

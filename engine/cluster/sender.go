@@ -109,8 +109,8 @@ func (s *sender) flush(ctx context.Context) {
 	defer cancel()
 	epoch, ok := s.n.epochOf(s.node, s.inc)
 	if !ok {
-		// Not yet heard of (it has just started), or restarted: its
-		// lease says which.
+		// Not yet heard of (it has just started), not heard of for a
+		// while (this node was cut off), or restarted: its lease says.
 		s.n.fetchLease(ctx, s.node)
 		if epoch, ok = s.n.epochOf(s.node, s.inc); !ok {
 			// The incarnation is gone. The next check cuts its
