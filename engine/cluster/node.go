@@ -87,6 +87,11 @@ type Node struct {
 
 	up     atomic.Bool   // Redis reachable and this node registered in it
 	downCh chan struct{} // wakes run: the link failed, or a pairing is to be cut
+	// leaving stops run before Close removes the lease, so no heartbeat
+	// writes it again (and no recovery writes the users back) after.
+	leaving   chan struct{}
+	runDone   chan struct{}
+	leaveOnce sync.Once
 
 	mu       sync.Mutex
 	senders  map[string]*sender
@@ -173,6 +178,8 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		seal:       seal,
 		gate:       newGate(keys, inc),
 		downCh:     make(chan struct{}, 1),
+		leaving:    make(chan struct{}),
+		runDone:    make(chan struct{}),
 		senders:    make(map[string]*sender),
 		suspects:   make(map[string]bool),
 		cuts:       make(map[uint64]*remoteOutbox),
@@ -515,12 +522,15 @@ func (n *Node) requestCut(pair uint64, o *remoteOutbox) {
 // run is the node's own goroutine: heartbeat, checks, recovery.
 func (n *Node) run() {
 	defer n.wg.Done()
+	defer close(n.runDone)
 	tick := time.NewTicker(n.opts.Heartbeat)
 	defer tick.Stop()
 	epochStarted := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
+			return
+		case <-n.leaving:
 			return
 		case <-tick.C:
 		case <-n.downCh:
@@ -975,6 +985,8 @@ func (n *Node) Close(ctx context.Context) error {
 	for _, s := range senders {
 		s.drain(ctx)
 	}
+	n.leaveOnce.Do(func() { close(n.leaving) })
+	<-n.runDone
 	var err error
 	if n.up.Load() {
 		cctx, cancel := context.WithTimeout(ctx, n.opts.OpTimeout)
