@@ -26,13 +26,13 @@ import (
 // Redis never sees it or anything it could be recovered from. From it
 // each node derives (HKDF-SHA256):
 //
-//   - a directory key. Tokens and names are stored as HMAC-SHA256 of
-//     it, cut to 128 bits: a token presented to /connect is hashed and
-//     looked up, and nothing in Redis gives the token back. A user's
-//     record also holds a tag binding the token to the holder's hashed
-//     name, which only a node with the token and the secret can make;
-//     a claim checks it, so a Redis writer who repoints a token's key at
-//     another user's record pairs nobody.
+//   - a directory key. Tokens and names are stored as HMAC-SHA256
+//     under it, cut to 128 bits: a token presented to /connect is
+//     hashed and looked up, and nothing in Redis gives the token back.
+//     A user's record also holds a tag binding the token to the
+//     holder's hashed name, which only a node with the token and the
+//     secret can make; a claim checks it, so a Redis writer who
+//     repoints a token's key at another user's record pairs nobody.
 //   - one AES-256-GCM key per sending incarnation (node id and a random
 //     value new at every start). Batches between nodes are sealed with
 //     it, the header in the clear but authenticated; so is the name as
