@@ -85,4 +85,11 @@ type Auth struct {
 type Cluster struct {
 	Redis  string `mapstructure:"redis"`   // redis:// URL; "" means a single node, all in memory
 	NodeID string `mapstructure:"node_id"` // default: hostname plus a random suffix
+	// Secret keys what the nodes keep in and send through Redis (hashes
+	// of tokens and names, sealed batches). Every node has the same one:
+	// at least 256 random bits, hex or base64. SecretFile names a file
+	// holding it instead, so it need not sit in this file or the
+	// environment; one of the two is required with Redis.
+	Secret     string `mapstructure:"secret"`
+	SecretFile string `mapstructure:"secret_file"`
 }

@@ -101,8 +101,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 30 {
-		t.Errorf("got %d keys, want 30: %v", len(ks), ks)
+	if len(ks) != 32 {
+		t.Errorf("got %d keys, want 32: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -373,13 +373,19 @@ func TestValidationErrors(t *testing.T) {
 		{"ping not below idle", map[string]string{"DUETD_LIMITS_PING_INTERVAL": "90s"}, "limits.ping_interval"},
 		{"auth mode", map[string]string{"DUETD_AUTH_MODE": "ldap"}, "auth.mode"},
 		{"accounts without users file", map[string]string{"DUETD_AUTH_MODE": "accounts"}, "auth.users_file"},
-		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379"}, "cluster.redis"},
-		{"redis without host", map[string]string{"DUETD_CLUSTER_REDIS": "redis://"}, "cluster.redis"},
-		{"redis not a url", map[string]string{"DUETD_CLUSTER_REDIS": "redis://a b:%zz"}, "cluster.redis"},
-		{"redis database not a number", map[string]string{"DUETD_CLUSTER_REDIS": "redis://:pw@10.0.0.5:6379/zero"}, "cluster.redis"},
-		{"redis unknown option", map[string]string{"DUETD_CLUSTER_REDIS": "rediss://10.0.0.5:6380/0?dial_timout=3s"}, "cluster.redis"},
-		{"redis bad option value", map[string]string{"DUETD_CLUSTER_REDIS": "redis://10.0.0.5:6379/0?dial_timeout=soon"}, "cluster.redis"},
-		{"accounts in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users"}, "auth.mode"},
+		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"redis without host", map[string]string{"DUETD_CLUSTER_REDIS": "redis://", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"redis not a url", map[string]string{"DUETD_CLUSTER_REDIS": "redis://a b:%zz", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"redis database not a number", map[string]string{"DUETD_CLUSTER_REDIS": "redis://:pw@10.0.0.5:6379/zero", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"redis unknown option", map[string]string{"DUETD_CLUSTER_REDIS": "rediss://10.0.0.5:6380/0?dial_timout=3s", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"redis bad option value", map[string]string{"DUETD_CLUSTER_REDIS": "redis://10.0.0.5:6379/0?dial_timeout=soon", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
+		{"accounts in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users", "DUETD_CLUSTER_SECRET": testSecret}, "auth.mode"},
+		{"cluster without a secret", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379"}, "cluster.secret"},
+		{"cluster secret too short", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret[:62]}, "cluster.secret"},
+		{"cluster secret a passphrase", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": "correct horse battery staple, all of them together"}, "cluster.secret"},
+		{"cluster secret twice", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret, "DUETD_CLUSTER_SECRET_FILE": "/etc/duetd/cluster-secret"}, "cluster.secret"},
+		{"cluster secret file missing", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET_FILE": "/nonexistent/cluster-secret"}, "cluster.secret_file"},
+		{"bad secret without redis", map[string]string{"DUETD_CLUSTER_SECRET": "abc"}, "cluster.secret"},
 		// Values that cannot even be read as their type.
 		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
 		{"int fraction", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "1.5"}, "limits.message_burst"},
@@ -430,12 +436,14 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.Admin.Listen = "localhost:65535"
 	c.Limits.MaxText = c.Limits.MaxLine
 	c.Cluster.Redis = "rediss://:secret@redis.internal:6380/2"
+	c.Cluster.Secret = testSecret
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
 	c.WS.HSTSMaxAge = 8760 * time.Hour
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	c.Cluster.Redis = ""
+	c.Cluster.Secret = ""
 	c.Auth.Mode = "accounts"
 	c.Auth.UsersFile = "/etc/duetd/users"
 	if err := c.Validate(); err != nil {
@@ -594,7 +602,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestDescribe(t *testing.T) {
-	path := writeConfig(t, "log:\n  level: debug\ncluster:\n  redis: \"redis://:hunter2@10.0.0.5:6379/0\"\n")
+	path := writeConfig(t, "log:\n  level: debug\ncluster:\n  redis: \"redis://:hunter2@10.0.0.5:6379/0\"\n  secret: \""+testSecret+"\"\n")
 	cfg, src, err := Load([]string{"--config", path, "--tcp-listen", ":7001"},
 		env(map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://a.example,https://b.example"}))
 	if err != nil {
@@ -628,6 +636,7 @@ func TestDescribe(t *testing.T) {
 		`auth.takeover `, ` false `,
 		`trusted_proxies `, ` [] `,
 		`cluster.redis `, `"redis://:xxxxx@10.0.0.5:6379/0"`,
+		`cluster.secret `, `"xxxxx"`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Describe lacks %q:\n%s", want, out)
@@ -635,6 +644,9 @@ func TestDescribe(t *testing.T) {
 	}
 	if strings.Contains(out, "hunter2") {
 		t.Errorf("Describe shows the redis password:\n%s", out)
+	}
+	if strings.Contains(out, testSecret[:16]) {
+		t.Errorf("Describe shows the cluster secret:\n%s", out)
 	}
 	lineOf := func(k string) string {
 		for _, l := range lines {
@@ -727,7 +739,7 @@ func TestRedisURLAccepted(t *testing.T) {
 		"redis://10.0.0.5:6379",
 		"rediss://duet:s3cret@redis.example:6380/2?dial_timeout=3s&pool_size=20",
 	} {
-		if _, _, err := Load(nil, env(map[string]string{"DUETD_CLUSTER_REDIS": u})); err != nil {
+		if _, _, err := Load(nil, env(map[string]string{"DUETD_CLUSTER_REDIS": u, "DUETD_CLUSTER_SECRET": testSecret})); err != nil {
 			t.Errorf("%s: %v", u, err)
 		}
 	}

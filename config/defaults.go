@@ -30,7 +30,7 @@ func Defaults() Config {
 			ConnectFailures:  10,
 		},
 		Auth:            Auth{Mode: "open", UsersFile: "", Takeover: false},
-		Cluster:         Cluster{Redis: "", NodeID: ""},
+		Cluster:         Cluster{Redis: "", NodeID: "", Secret: "", SecretFile: ""},
 		ShutdownTimeout: 10 * time.Second,
 		TrustedProxies:  []string{},
 	}

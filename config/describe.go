@@ -15,8 +15,9 @@ import (
 // line and sorted by key, after a first line naming the config file. A
 // computed value (Sources.Computed) is followed by a comment saying how it
 // was worked out. It is the output of `duetd check-config`, so a password
-// in cluster.redis is masked. src may be nil, in which case sources show
-// as "-".
+// in cluster.redis and the cluster secret are masked. Warnings are not
+// part of it: check-config prints Sources.Warnings to standard error, as a
+// start logs them. src may be nil, in which case sources show as "-".
 func (c *Config) Describe(src *Sources) string {
 	var b strings.Builder
 	file := "none"
@@ -34,8 +35,13 @@ func (c *Config) Describe(src *Sources) string {
 			source = src.Of(k.name)
 		}
 		value := formatValue(k.field(c))
-		if k.name == "cluster.redis" {
+		switch k.name {
+		case "cluster.redis":
 			value = strconv.Quote(redact(c.Cluster.Redis))
+		case "cluster.secret":
+			if c.Cluster.Secret != "" {
+				value = strconv.Quote("xxxxx")
+			}
 		}
 		if note := src.note(k.name); note != "" {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t# %s\n", k.name, value, source, note)

@@ -125,10 +125,8 @@ func (c *Config) Validate() error {
 		bad("auth.mode", "want open or accounts, got %q", c.Auth.Mode)
 	}
 
+	problems = append(problems, c.Cluster.check()...)
 	if c.Cluster.Redis != "" {
-		if err := checkRedisURL(c.Cluster.Redis); err != nil {
-			bad("cluster.redis", "%v", err)
-		}
 		// Accounts logins (and takeover) are checked against one node's
 		// sessions; across nodes they would need the directory too, which
 		// is not built yet. Refuse the pair rather than half-enforce it.
@@ -204,7 +202,9 @@ func parseNet(s string) (netip.Prefix, error) {
 }
 
 // Warnings returns what is valid but probably not meant, each a *Error
-// naming its key. Load puts them in Sources.Warnings.
+// naming its key: trusted proxies that cover too much (below) and the
+// cluster's (Cluster.Warnings). Load puts them in Sources.Warnings, and
+// Describe prints them after the keys.
 //
 // A trusted_proxies entry as wide as a continent's share of the internet
 // (0.0.0.0/0, ::/0, 2000::/3) lets any client in it name any address it
@@ -223,7 +223,7 @@ func (c *Config) Warnings() []*Error {
 				"which defeats limits.max_conns_per_ip, the throttles and the addresses in the logs; list only your proxies",
 			s, coverage(p))})
 	}
-	return out
+	return append(out, c.Cluster.Warnings()...)
 }
 
 // tooWide reports whether p covers more of the internet than any one

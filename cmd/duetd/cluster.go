@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"duet/config"
@@ -11,15 +12,23 @@ import (
 	"duet/engine/hub"
 )
 
-// joinCluster puts core in cluster mode when cluster.redis is set, and
-// returns what leaves the cluster again; with no cluster.redis it does
-// nothing and the node stays a single node, all in memory.
-func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger) (leave func(), err error) {
+// joinCluster puts core in cluster mode when cluster.redis is set,
+// registers the cluster's metrics with reg, and returns what leaves the
+// cluster again; with no cluster.redis it does nothing and the node
+// stays a single node, all in memory.
+func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheus.Registerer) (leave func(), err error) {
 	if c.Redis == "" {
 		return func() {}, nil
 	}
-	node, err := cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log})
+	secret, err := c.SecretBytes()
 	if err != nil {
+		return nil, err
+	}
+	node, err := cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret})
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Register(clusterCollector{node}); err != nil {
 		return nil, err
 	}
 	log.Info("cluster mode", zap.String("node_id", node.ID()), zap.Bool("linked", node.Up()))
@@ -32,4 +41,40 @@ func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger) (leave func()
 			log.Warn("leaving the cluster", zap.Error(err))
 		}
 	}, nil
+}
+
+// clusterCollector reads the cluster node's counts when scraped.
+type clusterCollector struct{ node *cluster.Node }
+
+var (
+	batchesSentDesc = prometheus.NewDesc("duet_cluster_batches_sent_total",
+		"Batches of events published to other nodes.", nil, nil)
+	batchesReceivedDesc = prometheus.NewDesc("duet_cluster_batches_received_total",
+		"Batches of events accepted from other nodes.", nil, nil)
+	batchesRejectedDesc = prometheus.NewDesc("duet_cluster_batches_rejected_total",
+		"Batches published on this node's channel and refused: malformed, stale (bound to another run or an old epoch of this node), replayed, or forged (not sealed with the cluster secret).",
+		[]string{"reason"}, nil)
+	recordsRejectedDesc = prometheus.NewDesc("duet_cluster_records_rejected_total",
+		"Directory records a connect found not written by a node of this cluster.", nil, nil)
+	foreignNodesDesc = prometheus.NewDesc("duet_cluster_foreign_nodes",
+		"Nodes in Redis whose lease names another cluster secret: they and this node cannot pair.", nil, nil)
+)
+
+func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- batchesSentDesc
+	ch <- batchesReceivedDesc
+	ch <- batchesRejectedDesc
+	ch <- recordsRejectedDesc
+	ch <- foreignNodesDesc
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.node.Stats()
+	ch <- prometheus.MustNewConstMetric(batchesSentDesc, prometheus.CounterValue, float64(st.BatchesSent))
+	ch <- prometheus.MustNewConstMetric(batchesReceivedDesc, prometheus.CounterValue, float64(st.BatchesReceived))
+	for _, r := range cluster.RejectReasons {
+		ch <- prometheus.MustNewConstMetric(batchesRejectedDesc, prometheus.CounterValue, float64(st.BatchesRejected[r]), r)
+	}
+	ch <- prometheus.MustNewConstMetric(recordsRejectedDesc, prometheus.CounterValue, float64(st.RecordsRejected))
+	ch <- prometheus.MustNewConstMetric(foreignNodesDesc, prometheus.GaugeValue, float64(st.ForeignNodes))
 }

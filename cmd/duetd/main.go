@@ -108,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if d.accounts != nil {
 		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
 	}
-	leaveCluster, err := joinCluster(cfg.Cluster, d.core, log)
+	leaveCluster, err := joinCluster(cfg.Cluster, d.core, log, d.ops.metrics.Registry)
 	if err != nil {
 		log.Error("bad cluster configuration", zap.Error(err))
 		return exitConfig

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,65 +17,16 @@ import (
 	"duet/engine"
 	"duet/engine/enginetest"
 	"duet/engine/hub"
+	"duet/proto"
 )
 
-// redisServer is a throwaway redis-server on a loopback port, with no
-// persistence, so a restart forgets everything as a crashed Redis would.
-type redisServer struct {
-	t    testing.TB
-	port string
-	cmd  *exec.Cmd
-}
+// redisServer is a throwaway redis-server on a loopback port.
+type redisServer = enginetest.Redis
 
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server not found and DUET_REQUIRE_REDIS=1")
-		}
-		t.Skip("redis-server not installed; cluster tests skipped (scripts/deps.sh installs it)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	r := &redisServer{t: t, port: port}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
+func startRedis(t testing.TB) *redisServer { return enginetest.StartRedis(t) }
 
-func (r *redisServer) url() string { return "redis://127.0.0.1:" + r.port }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", r.port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
-	defer c.Close()
-	deadline := time.Now().Add(enginetest.Timeout)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			r.t.Fatal("redis-server did not come up")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop kills Redis outright, as a crash would.
-func (r *redisServer) stop() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
+// testSecret is the cluster secret of the tests' nodes.
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 // testNode is one duetd node: a hub, its cluster node and an engine.
 type testNode struct {
@@ -84,18 +34,19 @@ type testNode struct {
 	*enginetest.Daemon
 }
 
-func startNode(t *testing.T, r *redisServer, id string) *testNode {
+func startNode(t testing.TB, r *redisServer, id string) *testNode {
 	t.Helper()
 	return startNodeWith(t, r, id, nil)
 }
 
 // startNodeWith is startNode with options edited first.
-func startNodeWith(t *testing.T, r *redisServer, id string, edit func(*Options)) *testNode {
+func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options)) *testNode {
 	t.Helper()
 	h := hub.New(hub.Options{})
 	opts := Options{
-		RedisURL: r.url(),
+		RedisURL: r.URL(),
 		NodeID:   id,
+		Secret:   testSecret,
 		Logger:   zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
 		// Test machines are often loaded: a generous lease and round
 		// trip keep a slow moment from looking like a failure. Tests of
@@ -326,7 +277,7 @@ func TestRedisDown(t *testing.T) {
 	carol.Expect(`^\* dave is connected$`)
 	dave.Expect(`^\* you are connected with carol$`)
 
-	r.stop()
+	r.Stop()
 	alice.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
 	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "link_lost" {
 		t.Fatalf("bob: %v", ev)
@@ -344,7 +295,7 @@ func TestRedisDown(t *testing.T) {
 	bob.Connect(alice.Token)
 	bob.ExpectError("unavailable")
 
-	r.start()
+	r.Start()
 	deadline := time.Now().Add(enginetest.Timeout)
 	for !a.Up() || !b.Up() {
 		if time.Now().After(deadline) {
@@ -399,14 +350,19 @@ func TestGracefulShutdown(t *testing.T) {
 	alice.Expect(`^<bob> last words$`)
 	alice.Expect(`^\* bob's server is shutting down; you are free to be joined again$`)
 
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.Port})
 	defer c.Close()
 	keys, err := c.Keys(ctx, "duet:*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, _ := proto.ParseToken([]byte(bob.Token))
+	bobName, bobToken := b.keys.nameHash("bob"), b.keys.tokenHash(tok)
+	if len(keys) == 0 {
+		t.Fatal("nothing in Redis; alice should still be there")
+	}
 	for _, k := range keys {
-		if strings.Contains(k, "bob") || strings.HasSuffix(k, ":b") {
+		if strings.Contains(k, bobName) || strings.Contains(k, bobToken) || strings.HasSuffix(k, ":b") {
 			t.Errorf("left behind: %s", k)
 		}
 	}
@@ -490,7 +446,7 @@ func TestLeaseLapse(t *testing.T) {
 	alice := a.DialLine(t).Login("alice")
 	bob := b.DialLine(t).Login("bob")
 
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.port})
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.Port})
 	defer c.Close()
 	if err := c.Del(context.Background(), "duet:lease:a").Err(); err != nil {
 		t.Fatal(err)
@@ -505,7 +461,7 @@ func TestLeaseLapse(t *testing.T) {
 			t.Fatal("alice was never written back")
 		}
 		lease, _ := c.Exists(ctx, "duet:lease:a").Result()
-		node, _ := c.HGet(ctx, "duet:user:alice", "node").Result()
+		node, _ := c.HGet(ctx, "duet:user:"+a.keys.nameHash("alice"), "node").Result()
 		if lease == 1 && node == "a" && a.Up() {
 			break
 		}
@@ -515,4 +471,151 @@ func TestLeaseLapse(t *testing.T) {
 	alice.Expect(`^\* bob is connected$`)
 	alice.Send("back again")
 	bob.Expect(`^<alice> back again$`)
+}
+
+// BenchmarkCrossNodeRelay relays messages from a netcat user on one node
+// to a netcat user on another, through a real Redis: what a message
+// costs end to end, batches sealed and opened included. stream sends
+// without waiting, so batches fill up; pingpong waits for each answer,
+// so every message is a batch of its own, each way.
+func BenchmarkCrossNodeRelay(b *testing.B) {
+	r := startRedis(b)
+	na, nb := startNode(b, r, "a"), startNode(b, r, "b")
+	alice := na.DialLine(b).Login("alice")
+	bob := nb.DialLine(b).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	line := strings.Repeat("x", 80)
+	batches := func() uint64 { return na.Stats().BatchesSent + nb.Stats().BatchesSent }
+
+	b.Run("stream", func(b *testing.B) {
+		chunk := []byte(strings.Repeat(line+"\n", 100))
+		before := batches()
+		b.ReportAllocs()
+		b.ResetTimer()
+		done := make(chan error, 1)
+		go func() {
+			for left := b.N; left > 0; left -= 100 {
+				c := chunk
+				if left < 100 {
+					c = chunk[:left*(len(line)+1)]
+				}
+				alice.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+				if _, err := alice.Conn.Write(c); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		for range b.N {
+			if s := bob.Line(); s != "<alice> "+line {
+				b.Fatalf("bob got %q", s)
+			}
+		}
+		b.StopTimer()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(b.N)/float64(batches()-before), "msgs/batch")
+	})
+	b.Run("pingpong", func(b *testing.B) {
+		before := batches()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			alice.Send(line)
+			if s := bob.Line(); s != "<alice> "+line {
+				b.Fatalf("bob got %q", s)
+			}
+			bob.Send(line)
+			if s := alice.Line(); s != "<bob> "+line {
+				b.Fatalf("alice got %q", s)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(2*b.N)/float64(batches()-before), "msgs/batch")
+	})
+}
+
+// documentedACL reads the ACL rule docs/OPERATIONS.md gives for duet's
+// Redis user, so the test runs what operators are told to set up.
+func documentedACL(t *testing.T) []any {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(doc)) {
+		rule, ok := strings.CutPrefix(strings.TrimSpace(l), "user duet on >LONG-RANDOM-PASSWORD ")
+		if !ok {
+			continue
+		}
+		var args []any
+		for _, f := range strings.Fields(rule) {
+			args = append(args, f)
+		}
+		return args
+	}
+	t.Fatal("docs/OPERATIONS.md gives no ACL rule for the duet user")
+	return nil
+}
+
+// TestRedisACLUser runs the cluster through a Redis user limited by the
+// ACL rule docs/OPERATIONS.md gives, with the default user off: everything duet does
+// (login, connect, messages, newtoken, leave, quit, recovery writes and
+// a node leaving) works with it.
+func TestRedisACLUser(t *testing.T) {
+	r := startRedis(t)
+	ctx := context.Background()
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer admin.Close()
+	args := append([]any{"ACL", "SETUSER", "duet", "on", ">s3cret-pass"}, documentedACL(t)...)
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "off").Err(); err != nil {
+		t.Fatal(err)
+	}
+	withUser := func(o *Options) { o.RedisURL = "redis://duet:s3cret-pass@" + r.Addr() }
+	a, b := startNodeWith(t, r, "a", withUser), startNodeWith(t, r, "b", withUser)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	alice.Send("over the ACL")
+	if ev := bob.Expect("message"); ev["text"] != "over the ACL" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("and back")
+	alice.Expect(`^<bob> and back$`)
+	bob.Send(map[string]any{"type": "leave"})
+	bob.Expect("left")
+	alice.Expect(`^\* bob left; you are free to be joined again$`)
+	alice.Send("/newtoken")
+	fresh := tokenIn(t, alice.Expect(`^\* you are alice, your token is `))
+	bob.Connect(fresh)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+
+	// Recovery writes every user back through its scripts.
+	if err := a.reregister(ctx); err != nil {
+		t.Fatalf("writing users back through the ACL user: %v", err)
+	}
+	alice.Send("/quit")
+	alice.Expect(`^\* bye`)
+	if ev := bob.Expect("peer_left"); ev["reason"] != "left" {
+		t.Fatalf("bob: %v", ev)
+	}
+	if err := b.Daemon.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Node.Close(ctx); err != nil {
+		t.Fatalf("leaving the cluster through the ACL user: %v", err)
+	}
+	if !a.Up() {
+		t.Error("a lost its link: Redis refused one of its commands")
+	}
 }

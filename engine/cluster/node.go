@@ -4,16 +4,20 @@
 // names and rooms with Lua scripts so they hold cluster-wide, carries
 // events between nodes on per-node pub/sub channels, renews this node's
 // lease and watches the others', and recovers by itself when Redis
-// comes back. docs/CLUSTER.md describes the design and its bounds.
+// comes back. Redis sees only hashes of tokens and names, and batches
+// it cannot read or forge (trust.go). docs/CLUSTER.md describes the
+// design and its bounds.
 package cluster
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +36,10 @@ type Options struct {
 	NodeID   string // this node's name in the cluster; default DefaultNodeID()
 	Prefix   string // prefix of every Redis key and channel; default "duet:"
 	Logger   *zap.Logger
+	// Secret is the cluster secret, the same on every node, at least 32
+	// bytes: what the node keeps in Redis and sends through it is keyed
+	// and sealed with what is derived from it (trust.go).
+	Secret []byte
 
 	// LeaseTTL is how long this node's lease outlives its last renewal;
 	// Heartbeat is how often it is renewed and the other nodes' leases
@@ -44,6 +52,12 @@ type Options struct {
 	// MaxQueue is the bytes of events queued for one other node before
 	// pairings with it are cut rather than buffered further (default 8 MiB).
 	MaxQueue int
+
+	// epochPeriod is how long one of this node's receive epochs lasts
+	// (default 1 minute): a replayed batch is refused for its epoch at
+	// most two periods after it was sent, and for its sequence number
+	// before that.
+	epochPeriod time.Duration
 }
 
 // DefaultNodeID is the host's name plus a random suffix, so two nodes on
@@ -62,19 +76,37 @@ func DefaultNodeID() string {
 type Node struct {
 	opts Options
 	id   string
+	addr string // this incarnation as the hub knows it (address)
 	log  *zap.Logger
 	rdb  *redis.Client
 	hub  *hub.Hub
 
+	keys *keyring
+	seal *sealer // what this incarnation writes
+	gate *gate   // what it accepts
+
 	up     atomic.Bool   // Redis reachable and this node registered in it
 	downCh chan struct{} // wakes run: the link failed, or a pairing is to be cut
+	// leaving stops run before Close removes the lease, so no heartbeat
+	// writes it again (and no recovery writes the users back) after.
+	leaving   chan struct{}
+	runDone   chan struct{}
+	leaveOnce sync.Once
 
 	mu       sync.Mutex
 	senders  map[string]*sender
 	ps       *redis.PubSub
 	lost     []hub.RemoteCut          // pairings cut by a lost link, to tell their nodes once it is back
-	suspects map[string]bool          // nodes that had no listener for a batch
+	suspects map[string]bool          // addresses of nodes that had no listener for a batch
 	cuts     map[uint64]*remoteOutbox // pairings whose sender was full, to cut
+	peers    map[string]peer          // by node id: its incarnation and newest epoch known here
+
+	sent, received  atomic.Uint64
+	rejected        [4]atomic.Uint64 // by RejectReasons
+	recordsRejected atomic.Uint64
+	foreign         atomic.Int64 // nodes whose lease names another secret, at the last check
+	rejectLog       sampler      // refused batches and records
+	foreignLog      sampler      // nodes with another secret
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,13 +114,17 @@ type Node struct {
 }
 
 // Join puts h in cluster mode with a new Node as its directory and
-// starts the node. It fails only on a bad URL: when Redis cannot be
-// reached the node starts down (logins answer unavailable) and keeps
-// trying. Call it before the engine accepts connections.
+// starts the node. It fails only on a bad URL or secret: when Redis
+// cannot be reached the node starts down (logins answer unavailable) and
+// keeps trying. Call it before the engine accepts connections.
 func Join(h *hub.Hub, opts Options) (*Node, error) {
 	ropts, err := redis.ParseURL(opts.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	keys, err := newKeyring(opts.Secret)
+	if err != nil {
+		return nil, err
 	}
 	if opts.NodeID == "" {
 		opts.NodeID = DefaultNodeID()
@@ -111,6 +147,17 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 8 << 20
 	}
+	if opts.epochPeriod <= 0 {
+		// Far longer than a heartbeat, by which every sender has learned
+		// the new epoch from the lease: batches bound to the previous
+		// epoch are still taken, but not to the one before.
+		opts.epochPeriod = max(time.Minute, 10*opts.Heartbeat)
+	}
+	inc := newIncarnation()
+	seal, err := newSealer(keys, opts.NodeID, inc)
+	if err != nil {
+		return nil, err
+	}
 	// Fail fast rather than retry: a caller waiting on Redis is a user
 	// waiting for an answer, and a failure is what tells the node its
 	// link is down.
@@ -121,15 +168,24 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 	ropts.ContextTimeoutEnabled = true
 
 	n := &Node{
-		opts:     opts,
-		id:       opts.NodeID,
-		log:      opts.Logger.With(zap.String("node", opts.NodeID)),
-		rdb:      redis.NewClient(ropts),
-		hub:      h,
-		downCh:   make(chan struct{}, 1),
-		senders:  make(map[string]*sender),
-		suspects: make(map[string]bool),
-		cuts:     make(map[uint64]*remoteOutbox),
+		opts:       opts,
+		id:         opts.NodeID,
+		addr:       address(opts.NodeID, inc),
+		log:        opts.Logger.With(zap.String("node", opts.NodeID)),
+		rdb:        redis.NewClient(ropts),
+		hub:        h,
+		keys:       keys,
+		seal:       seal,
+		gate:       newGate(keys, inc),
+		downCh:     make(chan struct{}, 1),
+		leaving:    make(chan struct{}),
+		runDone:    make(chan struct{}),
+		senders:    make(map[string]*sender),
+		suspects:   make(map[string]bool),
+		cuts:       make(map[uint64]*remoteOutbox),
+		peers:      make(map[string]peer),
+		rejectLog:  sampler{period: 10 * time.Second},
+		foreignLog: sampler{period: time.Minute},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	h.SetDirectory(n)
@@ -158,15 +214,17 @@ func (n *Node) key(parts ...string) string {
 	return k
 }
 
-func (n *Node) userKey(key string) string     { return n.key("user", key) }
-func (n *Node) tokenKey(t proto.Token) string { return n.key("token", t.String()) }
-func (n *Node) usersOf(node string) string    { return n.key("users", node) }
-func (n *Node) leaseOf(node string) string    { return n.key("lease", node) }
-func (n *Node) channelOf(node string) string  { return n.key("node", node) }
-func (n *Node) nodesKey() string              { return n.key("nodes") }
-func (n *Node) op() (context.Context, func()) { return context.WithTimeout(n.ctx, n.opts.OpTimeout) }
-func (n *Node) pairArg(pairID uint64) string  { return strconv.FormatUint(pairID, 10) }
-func errCode(code string) *proto.Error        { return codes[code] }
+// Keys of the directory take hashed names and tokens (trust.go), never
+// the names and tokens themselves.
+func (n *Node) userKey(hashedName string) string   { return n.key("user", hashedName) }
+func (n *Node) tokenKey(hashedToken string) string { return n.key("token", hashedToken) }
+func (n *Node) usersOf(node string) string         { return n.key("users", node) }
+func (n *Node) leaseOf(node string) string         { return n.key("lease", node) }
+func (n *Node) channelOf(node string) string       { return n.key("node", node) }
+func (n *Node) nodesKey() string                   { return n.key("nodes") }
+func (n *Node) op() (context.Context, func())      { return context.WithTimeout(n.ctx, n.opts.OpTimeout) }
+func (n *Node) pairArg(pairID uint64) string       { return strconv.FormatUint(pairID, 10) }
+func errCode(code string) *proto.Error             { return codes[code] }
 
 var codes = map[string]*proto.Error{
 	"name_taken":     proto.ErrNameTaken,
@@ -177,8 +235,10 @@ var codes = map[string]*proto.Error{
 	"unavailable":    proto.ErrUnavailable,
 }
 
-// NodeID implements hub.Directory.
-func (n *Node) NodeID() string { return n.id }
+// NodeID implements hub.Directory. It names this incarnation of the
+// node, so that pairings with an earlier run under the same id are never
+// taken for pairings with this one.
+func (n *Node) NodeID() string { return n.addr }
 
 // Register implements hub.Directory.
 func (n *Node) Register(name, key string, token proto.Token) *proto.Error {
@@ -187,9 +247,10 @@ func (n *Node) Register(name, key string, token proto.Token) *proto.Error {
 	}
 	ctx, cancel := n.op()
 	defer cancel()
+	hk, ht := n.keys.nameHash(key), n.keys.tokenHash(token)
 	res, err := loginScript.Run(ctx, n.rdb,
-		[]string{n.userKey(key), n.tokenKey(token), n.usersOf(n.id), n.leaseOf(n.id)},
-		name, key, token.String(), n.id).Text()
+		[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id), n.leaseOf(n.id)},
+		n.seal.record(name, key, hk), hk, ht, n.id, n.keys.tokenTag(token, hk)).Text()
 	if err != nil {
 		n.linkLost("login", err)
 		return proto.ErrUnavailable
@@ -217,9 +278,10 @@ func (n *Node) Unregister(key string, token proto.Token) {
 	}
 	ctx, cancel := n.op()
 	defer cancel()
+	hk, ht := n.keys.nameHash(key), n.keys.tokenHash(token)
 	err := logoutScript.Run(ctx, n.rdb,
-		[]string{n.userKey(key), n.tokenKey(token), n.usersOf(n.id)},
-		key, token.String(), n.id).Err()
+		[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
+		hk, ht, n.id).Err()
 	if err != nil {
 		n.linkLost("logout", err)
 	}
@@ -232,9 +294,10 @@ func (n *Node) Retoken(key string, old, fresh proto.Token) *proto.Error {
 	}
 	ctx, cancel := n.op()
 	defer cancel()
+	hk, oldHash, freshHash := n.keys.nameHash(key), n.keys.tokenHash(old), n.keys.tokenHash(fresh)
 	res, err := retokenScript.Run(ctx, n.rdb,
-		[]string{n.userKey(key), n.tokenKey(old), n.tokenKey(fresh)},
-		key, old.String(), fresh.String(), n.id).Text()
+		[]string{n.userKey(hk), n.tokenKey(oldHash), n.tokenKey(freshHash)},
+		hk, oldHash, freshHash, n.id, n.keys.tokenTag(fresh, hk)).Text()
 	if err != nil {
 		n.linkLost("newtoken", err)
 		return proto.ErrUnavailable
@@ -252,23 +315,67 @@ func (n *Node) Claim(key string, token proto.Token) (hub.Claim, *proto.Error) {
 	}
 	ctx, cancel := n.op()
 	defer cancel()
+	hk := n.keys.nameHash(key)
 	res, err := claimScript.Run(ctx, n.rdb,
-		[]string{n.userKey(key), n.tokenKey(token), n.leaseOf(n.id)},
-		key, n.id, n.opts.Prefix, time.Now().UnixMicro()).StringSlice()
+		[]string{n.userKey(hk), n.tokenKey(n.keys.tokenHash(token)), n.leaseOf(n.id)},
+		hk, n.id, n.opts.Prefix, time.Now().UnixMicro()).StringSlice()
 	if err != nil {
 		n.linkLost("connect", err)
 		return hub.Claim{}, proto.ErrUnavailable
 	}
-	if len(res) == 5 && res[0] == "ok" {
-		id, perr := strconv.ParseUint(res[4], 10, 64)
-		if perr == nil {
-			return hub.Claim{PeerKey: res[1], PeerName: res[2], PeerNode: res[3], PairID: id}, nil
-		}
+	if len(res) == 7 && res[0] == "ok" {
+		return n.verifyClaim(token, hk, res[1:])
 	}
 	if len(res) == 0 {
 		return hub.Claim{}, n.answer("")
 	}
 	return hub.Claim{}, n.answer(res[0])
+}
+
+// verifyClaim checks what the claim script found for token before the
+// hub acts on it: the holder's token tag, which proves the token is
+// theirs, and the seal on their name. Redis holds both but can make
+// neither; a record that fails was written by someone without the
+// cluster secret, and the claim is undone. res is the script's answer
+// after "ok": holder's hashed name, sealed name, node, pair id, tag,
+// the holder node's lease.
+func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Claim, *proto.Error) {
+	peerHash, sealed, node, tag, lease := res[0], res[1], res[2], res[4], res[5]
+	id, err := strconv.ParseUint(res[3], 10, 64)
+	if err != nil {
+		n.log.Error("the claim script answered a bad pairing number", zap.String("pair", printable(res[3])))
+		return hub.Claim{}, proto.ErrUnavailable
+	}
+	refuse := func(why string, answer *proto.Error) (hub.Claim, *proto.Error) {
+		n.recordsRejected.Add(1)
+		if ok, suppressed := n.rejectLog.allow(); ok {
+			n.log.Warn("refused a directory record that was not written by a node of this cluster (Redis was written to by someone else, or by a node with another cluster secret)",
+				zap.String("failed", why), zap.String("holder_node", printable(node)), zap.Int("suppressed_since_last", suppressed))
+		}
+		ctx, cancel := n.op()
+		defer cancel()
+		if err := unclaimScript.Run(ctx, n.rdb, []string{n.userKey(hk)}, peerHash, n.opts.Prefix, n.pairArg(id)).Err(); err != nil {
+			n.linkLost("connect", err)
+		}
+		return hub.Claim{}, answer
+	}
+	if !hmac.Equal([]byte(tag), []byte(n.keys.tokenTag(token, peerHash))) {
+		return refuse("token tag", proto.ErrUnknownToken)
+	}
+	name, peerKey, err := n.keys.openRecord(node, sealed, peerHash)
+	if err != nil {
+		return refuse("sealed name", proto.ErrUnknownToken)
+	}
+	addr := n.addr
+	if node != n.id {
+		li, ok := parseLease(lease)
+		if !ok || li.keyID != n.keys.keyID {
+			return refuse("lease", proto.ErrUnavailable)
+		}
+		n.learn(node, li)
+		addr = address(node, li.inc)
+	}
+	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id}, nil
 }
 
 // Release implements hub.Directory. When the link is down the record is
@@ -279,7 +386,7 @@ func (n *Node) Release(key string, pairID uint64) {
 	}
 	ctx, cancel := n.op()
 	defer cancel()
-	err := releaseScript.Run(ctx, n.rdb, []string{n.userKey(key)}, n.pairArg(pairID), n.id).Err()
+	err := releaseScript.Run(ctx, n.rdb, []string{n.userKey(n.keys.nameHash(key))}, n.pairArg(pairID), n.id).Err()
 	if err != nil {
 		n.linkLost("release", err)
 	}
@@ -309,16 +416,72 @@ func (n *Node) sender(node string) *sender {
 	return s
 }
 
-// forgetSender stops the sender for a dead node. Node ids are new at
-// every start, so without this a long-lived node would keep one idle
-// goroutine for every node that ever restarted.
-func (n *Node) forgetSender(node string) {
+// forgetSenders stops the senders for dead nodes, by address.
+// Incarnations are new at every start, so without this a long-lived node
+// would keep one idle goroutine for every node that ever restarted.
+func (n *Node) forgetSenders(dead func(addr string) bool) {
 	n.mu.Lock()
-	s, ok := n.senders[node]
-	delete(n.senders, node)
+	var stop []*sender
+	for addr, s := range n.senders {
+		if dead(addr) {
+			stop = append(stop, s)
+			delete(n.senders, addr)
+		}
+	}
 	n.mu.Unlock()
-	if ok {
+	for _, s := range stop {
 		s.stop()
+	}
+}
+
+// peer is what this node knows of another node: its incarnation and
+// newest epoch, and when it last heard them.
+type peer struct {
+	leaseInfo
+	heard time.Time
+}
+
+// learn records what this node knows of node's incarnation and epoch,
+// from its lease, a claim or its own batches. A new incarnation replaces
+// the old; within one, epochs only go forward.
+func (n *Node) learn(node string, li leaseInfo) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.peers[node]
+	if !ok || p.inc != li.inc || p.epoch < li.epoch {
+		p.leaseInfo = li
+	}
+	p.heard = time.Now()
+	n.peers[node] = p
+}
+
+// epochOf returns the epoch to bind a batch for node's incarnation inc
+// to, and false if this node knows no epoch of that incarnation, or none
+// heard recently enough to be sure the receiver still takes it. Leases
+// are read every heartbeat, so only a node that was itself cut off from
+// Redis for a while finds what it knows stale.
+func (n *Node) epochOf(node string, inc incarnation) (uint64, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.peers[node]
+	if !ok || p.inc != inc || time.Since(p.heard) > n.opts.epochPeriod/2 {
+		return 0, false
+	}
+	return p.epoch, true
+}
+
+// fetchLease reads node's lease now, for a sender that knows no epoch
+// of its destination yet.
+func (n *Node) fetchLease(ctx context.Context, node string) {
+	v, err := n.rdb.Get(ctx, n.leaseOf(node)).Result()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			n.linkLost("lease", err)
+		}
+		return
+	}
+	if li, ok := parseLease(v); ok && li.keyID == n.keys.keyID {
+		n.learn(node, li)
 	}
 }
 
@@ -359,14 +522,23 @@ func (n *Node) requestCut(pair uint64, o *remoteOutbox) {
 // run is the node's own goroutine: heartbeat, checks, recovery.
 func (n *Node) run() {
 	defer n.wg.Done()
+	defer close(n.runDone)
 	tick := time.NewTicker(n.opts.Heartbeat)
 	defer tick.Stop()
+	epochStarted := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-n.leaving:
+			return
 		case <-tick.C:
 		case <-n.downCh:
+		}
+		if time.Since(epochStarted) >= n.opts.epochPeriod {
+			// Before the heartbeat, which tells the other nodes.
+			n.gate.advance()
+			epochStarted = time.Now()
 		}
 		n.cutOverflowed()
 		if !n.up.Load() {
@@ -438,9 +610,10 @@ func (n *Node) heartbeat() (lapsed bool, err error) {
 	ctx, cancel := n.op()
 	defer cancel()
 	var had *redis.IntCmd
+	lease := n.keys.lease(n.seal.inc, n.gate.epoch.Load())
 	_, err = n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		had = p.Exists(ctx, n.leaseOf(n.id))
-		p.Set(ctx, n.leaseOf(n.id), "1", n.opts.LeaseTTL)
+		p.Set(ctx, n.leaseOf(n.id), lease, n.opts.LeaseTTL)
 		p.SAdd(ctx, n.nodesKey(), n.id)
 		return nil
 	})
@@ -492,7 +665,7 @@ func (n *Node) reregister(ctx context.Context) error {
 	regs := n.hub.Registrations()
 	here := make(map[string]bool, len(regs))
 	for _, r := range regs {
-		here[r.Key] = true
+		here[n.keys.nameHash(r.Key)] = true
 	}
 	listed, err := n.rdb.SMembers(ctx, n.usersOf(n.id)).Result()
 	if err != nil {
@@ -511,9 +684,15 @@ func (n *Node) reregister(ctx context.Context) error {
 	}
 	results := make([]*redis.Cmd, len(regs))
 	for i, r := range regs {
+		hk, ht := n.keys.nameHash(r.Key), n.keys.tokenHash(r.Token)
+		peer := ""
+		if r.PeerKey != "" {
+			peer = n.keys.nameHash(r.PeerKey)
+		}
 		results[i] = registerScript.Run(ctx, pipe,
-			[]string{n.userKey(r.Key), n.tokenKey(r.Token), n.usersOf(n.id)},
-			r.Name, r.Key, r.Token.String(), n.id, r.PeerKey, n.pairArg(r.PairID), n.opts.Prefix)
+			[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
+			n.seal.record(r.Name, r.Key, hk), hk, ht, n.id, peer, n.pairArg(r.PairID), n.opts.Prefix,
+			n.keys.tokenTag(r.Token, hk))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -538,8 +717,12 @@ func loadScripts(ctx context.Context, rdb *redis.Client) error {
 
 // check finds dead nodes (no lease), reaps their users from the
 // directory, and tells this node's users paired with them that their
-// peer is gone; a node that had no listener for a batch but still holds
-// its lease lost its own link, and its pairings are cut with link_lost.
+// peer is gone; a node whose lease shows another incarnation restarted,
+// and pairings with its earlier run end the same way. A node that had
+// no listener for a batch but still holds its lease lost its own link,
+// and its pairings are cut with link_lost. Leases also tell this node
+// the other nodes' current epochs, and which of them were given another
+// cluster secret.
 func (n *Node) check() {
 	ctx, cancel := n.op()
 	defer cancel()
@@ -552,53 +735,109 @@ func (n *Node) check() {
 	suspects := n.suspects
 	n.suspects = make(map[string]bool)
 	n.mu.Unlock()
+	remote := n.hub.RemoteNodes()
 	nodes := make(map[string]bool)
 	for _, m := range members {
 		nodes[m] = true
 	}
-	for _, r := range n.hub.RemoteNodes() {
-		nodes[r] = true
+	for _, addr := range remote {
+		if id, _, ok := splitAddress(addr); ok {
+			nodes[id] = true
+		}
 	}
 	delete(nodes, n.id)
 	if len(nodes) == 0 {
+		n.foreign.Store(0)
 		return
 	}
 	pipe := n.rdb.Pipeline()
-	leases := make(map[string]*redis.IntCmd, len(nodes))
+	leases := make(map[string]*redis.StringCmd, len(nodes))
 	for node := range nodes {
-		leases[node] = pipe.Exists(ctx, n.leaseOf(node))
+		leases[node] = pipe.Get(ctx, n.leaseOf(node))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		n.linkLost("check", err)
 		return
 	}
 	dead := make(map[string]bool)
-	deaf := make(map[string]bool)
+	live := make(map[string]leaseInfo)
+	var foreign []string
 	for node, c := range leases {
-		if c.Val() == 0 {
+		v, err := c.Result()
+		if err != nil {
 			dead[node] = true
-		} else if suspects[node] {
+			continue
+		}
+		li, ok := parseLease(v)
+		switch {
+		case !ok || li.keyID != n.keys.keyID:
+			// Alive, but no batch of this node's will be accepted
+			// there, nor one of its here.
+			foreign = append(foreign, node)
+		default:
+			live[node] = li
+			n.learn(node, li)
+		}
+	}
+	n.noteForeign(foreign)
+
+	// Gone: the node, or the incarnation a pairing was made with.
+	gone := func(addr string) bool {
+		id, inc, ok := splitAddress(addr)
+		if !ok || dead[id] {
+			return true
+		}
+		li, isLive := live[id]
+		return isLive && li.inc != inc
+	}
+	var deaf map[string]bool
+	for addr := range suspects {
+		if !gone(addr) {
 			// Alive, but a batch reached nobody: it is lost, even if the
 			// node listens again by now, so its pairings end.
-			deaf[node] = true
+			if deaf == nil {
+				deaf = make(map[string]bool)
+			}
+			deaf[addr] = true
 		}
 	}
-	if len(dead) > 0 {
-		for _, c := range n.hub.CutRemote(func(node string) bool { return dead[node] }, proto.ReasonDisconnected) {
+	if slices.ContainsFunc(remote, gone) {
+		for _, c := range n.hub.CutRemote(gone, proto.ReasonDisconnected) {
 			n.log.Debug("peer's node is gone", zap.String("peer_node", c.Node))
 		}
-		for node := range dead {
-			n.reap(node)
-			n.forgetSender(node)
-		}
 	}
+	for node := range dead {
+		n.reap(node)
+	}
+	n.forgetSenders(gone)
+	n.mu.Lock()
+	for node := range dead {
+		delete(n.peers, node)
+	}
+	n.mu.Unlock()
 	if len(deaf) > 0 {
-		cuts := n.hub.CutRemote(func(node string) bool { return deaf[node] }, proto.ReasonLinkLost)
+		cuts := n.hub.CutRemote(func(addr string) bool { return deaf[addr] }, proto.ReasonLinkLost)
 		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
 		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
 			n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(proto.ReasonLinkLost), nil, 0)
 		}
+	}
+}
+
+// noteForeign records the nodes whose lease names another cluster
+// secret (or cannot be read), and says so loudly: users on them and
+// users here cannot pair, and nothing else would tell an operator why.
+func (n *Node) noteForeign(nodes []string) {
+	n.foreign.Store(int64(len(nodes)))
+	if len(nodes) == 0 {
+		return
+	}
+	if ok, _ := n.foreignLog.allow(); ok {
+		slices.Sort(nodes)
+		n.log.Error("nodes in this cluster have another cluster secret (or their lease in Redis was changed): "+
+			"their users and this node's cannot pair, and they refuse each other's batches; give every node the same cluster.secret",
+			zap.Strings("nodes", nodes))
 	}
 }
 
@@ -627,6 +866,7 @@ func (n *Node) reap(node string) {
 // listen delivers what other nodes send to this node's users.
 func (n *Node) listen(ps *redis.PubSub) {
 	defer n.wg.Done()
+	var buf []byte // decrypted frames, reused from batch to batch
 	for {
 		msg, err := ps.ReceiveMessage(n.ctx)
 		if err != nil {
@@ -638,27 +878,38 @@ func (n *Node) listen(ps *redis.PubSub) {
 			}
 			return
 		}
-		n.dispatch([]byte(msg.Payload))
+		buf = n.dispatch([]byte(msg.Payload), buf)
 	}
 }
 
-// dispatch hands one batch's frames to the hub.
-func (n *Node) dispatch(batch []byte) {
-	r := batchReader{b: batch}
-	src, err := r.header()
-	if err != nil {
-		n.log.Error("malformed batch", zap.Error(err))
-		return
+// dispatch opens one batch and hands its frames to the hub. A batch the
+// gate refuses is dropped whole, counted and logged (sampled). It
+// returns buf, grown as needed, for the next batch.
+func (n *Node) dispatch(batch, buf []byte) []byte {
+	h, src, frames, reason := n.gate.open(buf, batch)
+	if reason != "" {
+		n.rejected[rejectIndex(reason)].Add(1)
+		if ok, suppressed := n.rejectLog.allow(); ok {
+			n.log.Warn("refused a batch published on this node's channel",
+				zap.String("reason", reason), zap.String("claimed_sender", printable(h.src)),
+				zap.Int("suppressed_since_last", suppressed))
+		}
+		return buf
 	}
+	n.received.Add(1)
+	n.learn(h.src, leaseInfo{keyID: n.keys.keyID, inc: h.srcInc, epoch: h.srcEpoch})
+	r := batchReader{b: frames}
 	var told map[uint64]bool // pairings already told they are unknown here
 	for {
 		f, ok, err := r.next()
 		if err != nil {
-			n.log.Error("malformed batch", zap.String("from_node", src), zap.Error(err))
-			return
+			// Sealed by a node of this cluster, yet not frames: a bug,
+			// not an attack.
+			n.log.Error("malformed frames in an authenticated batch", zap.String("from_node", h.src), zap.Error(err))
+			return frames[:0]
 		}
 		if !ok {
-			return
+			return frames[:0]
 		}
 		switch f.kind {
 		case framePaired:
@@ -688,9 +939,33 @@ func (n *Node) dispatch(batch []byte) {
 				n.Release(f.to, f.pair)
 			}
 		default:
-			n.log.Error("unknown frame kind", zap.String("from_node", src), zap.Int("kind", int(f.kind)))
+			n.log.Error("unknown frame kind", zap.String("from_node", h.src), zap.Int("kind", int(f.kind)))
 		}
 	}
+}
+
+// Stats are the node's counts since it started, for metrics.
+type Stats struct {
+	BatchesSent     uint64            // published to other nodes
+	BatchesReceived uint64            // accepted from other nodes
+	BatchesRejected map[string]uint64 // refused, by reason (RejectReasons)
+	RecordsRejected uint64            // directory records a claim found not written by this cluster
+	ForeignNodes    int               // nodes whose lease names another cluster secret, at the last check
+}
+
+// Stats returns the node's counts.
+func (n *Node) Stats() Stats {
+	st := Stats{
+		BatchesSent:     n.sent.Load(),
+		BatchesReceived: n.received.Load(),
+		BatchesRejected: make(map[string]uint64, len(RejectReasons)),
+		RecordsRejected: n.recordsRejected.Load(),
+		ForeignNodes:    int(n.foreign.Load()),
+	}
+	for i, r := range RejectReasons {
+		st.BatchesRejected[r] = n.rejected[i].Load()
+	}
+	return st
 }
 
 // Close leaves the cluster gracefully: what is queued for other nodes is
@@ -710,6 +985,8 @@ func (n *Node) Close(ctx context.Context) error {
 	for _, s := range senders {
 		s.drain(ctx)
 	}
+	n.leaveOnce.Do(func() { close(n.leaving) })
+	<-n.runDone
 	var err error
 	if n.up.Load() {
 		cctx, cancel := context.WithTimeout(ctx, n.opts.OpTimeout)

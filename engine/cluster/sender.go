@@ -11,26 +11,40 @@ import (
 	"duet/proto"
 )
 
-// sender carries this node's events for one other node. Deliver on a
-// remote partner's outbox appends a frame to the pending batch under a
-// short lock and never waits for Redis; the sender's goroutine publishes
-// the whole batch at once, so a burst costs one round trip, and batches
-// go out one after another, which keeps every pairing's events in order.
+// sender carries this node's events for one incarnation of another
+// node. Deliver on a remote partner's outbox appends a frame to the
+// pending batch under a short lock and never waits for Redis; the
+// sender's goroutine seals and publishes the whole batch at once, so a
+// burst costs one round trip, and batches go out one after another,
+// which keeps every pairing's events in order.
 type sender struct {
 	n       *Node
-	dest    string
+	dest    string      // the destination's address
+	node    string      // its node id
+	inc     incarnation // and incarnation
 	channel string
 	wake    chan struct{}
 	stop    context.CancelFunc // ends run; the node is dead
 
 	mu    sync.Mutex
-	buf   []byte // the pending batch, header included; nil when empty
+	buf   []byte // the pending frames; nil when empty
 	spare []byte
 	busy  bool // a batch is being published
+
+	// Used by the sender's goroutine alone.
+	sealed  []byte // the batch as published
+	scratch sealScratch
 }
 
 func newSender(n *Node, dest string) *sender {
-	return &sender{n: n, dest: dest, channel: n.channelOf(dest), wake: make(chan struct{}, 1)}
+	node, inc, ok := splitAddress(dest)
+	if !ok {
+		// Addresses come from this package; a bad one is a bug. Its
+		// batches go nowhere: the receiver refuses them as stale.
+		n.log.Error("sender for a bad node address", zap.String("address", printable(dest)))
+		node = dest
+	}
+	return &sender{n: n, dest: dest, node: node, inc: inc, channel: n.channelOf(node), wake: make(chan struct{}, 1)}
 }
 
 // add appends one frame. A message (not control) is refused once the
@@ -45,7 +59,7 @@ func (s *sender) add(control bool, kind byte, pair uint64, to, a string, b []byt
 		return false
 	}
 	if s.buf == nil {
-		s.buf = appendStr(s.spare[:0], s.n.id)
+		s.buf = s.spare[:0]
 		s.spare = nil
 	}
 	s.buf = appendFrame(s.buf, kind, pair, to, a, b, n)
@@ -68,7 +82,7 @@ func (s *sender) run(ctx context.Context) {
 	}
 }
 
-// flush publishes the pending batch.
+// flush seals and publishes the pending batch.
 func (s *sender) flush(ctx context.Context) {
 	s.mu.Lock()
 	b := s.buf
@@ -93,11 +107,28 @@ func (s *sender) flush(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.n.opts.OpTimeout)
 	defer cancel()
-	receivers, err := s.n.rdb.Publish(ctx, s.channel, b).Result()
+	epoch, ok := s.n.epochOf(s.node, s.inc)
+	if !ok {
+		// Not yet heard of (it has just started), not heard of for a
+		// while (this node was cut off), or restarted: its lease says.
+		s.n.fetchLease(ctx, s.node)
+		if epoch, ok = s.n.epochOf(s.node, s.inc); !ok {
+			// The incarnation is gone. The next check cuts its
+			// pairings with disconnected, or link_lost if it lives.
+			s.n.suspect(s.dest)
+			return
+		}
+	}
+	s.sealed = s.n.seal.batch(s.sealed[:0], b, &s.scratch, s.n.gate.epoch.Load(), s.inc, epoch)
+	receivers, err := s.n.rdb.Publish(ctx, s.channel, s.sealed).Result()
+	if cap(s.sealed) > 1<<20 {
+		s.sealed = nil
+	}
 	if err != nil {
 		s.n.linkLost("publish", err)
 		return
 	}
+	s.n.sent.Add(1)
 	if receivers == 0 {
 		// Nobody listens on that node's channel: it died, or lost its
 		// own link to Redis. The next check finds out which and tells

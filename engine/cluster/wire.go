@@ -7,11 +7,21 @@ import (
 
 // Events between nodes travel as batches on the receiving node's pub/sub
 // channel: one PUBLISH carries everything a sender had queued for that
-// node, in order. A batch is the sending node's id followed by frames:
+// node, in order. A batch is a header, in the clear but authenticated,
+// and the frames, sealed (trust.go says how and why):
 //
-//	batch = str(node) frame*
-//	frame = kind:byte uvarint(pair) str(to) str(a) str(b) uvarint(n)
-//	str   = uvarint(len) bytes
+//	batch  = header sealed
+//	header = version:byte str(src) srcinc:8 uvarint(seq) uvarint(srcepoch)
+//	         dstinc:8 uvarint(dstepoch)
+//	sealed = AES-256-GCM(frame*), key of (src, srcinc), nonce from seq,
+//	         the header as additional data
+//	frame  = kind:byte uvarint(pair) str(to) str(a) str(b) uvarint(n)
+//	str    = uvarint(len) bytes
+//
+// src is the sending node's id and srcinc its incarnation; seq numbers
+// what the incarnation seals; srcepoch is the sender's own current
+// receive epoch; dstinc and dstepoch bind the batch to one incarnation
+// of the receiver and one of its epochs.
 //
 // kind is one of the frame kinds below; to is the receiving user's
 // folded name and pair the pairing's number, so a frame left over from
@@ -21,6 +31,19 @@ const (
 	frameMessage = 'M' // a = sender's key, b = text
 	frameLeft    = 'L' // a = reason, n = undelivered count
 )
+
+// batchVersion is the header's first byte. A node that meets another
+// version refuses the batch as malformed.
+const batchVersion = 1
+
+type header struct {
+	src      string
+	srcInc   incarnation
+	seq      uint64
+	srcEpoch uint64
+	dstInc   incarnation
+	dstEpoch uint64
+}
 
 type frame struct {
 	kind byte
@@ -41,6 +64,16 @@ func appendBytes(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
+func appendHeader(dst []byte, h *header) []byte {
+	dst = append(dst, batchVersion)
+	dst = appendStr(dst, h.src)
+	dst = append(dst, h.srcInc[:]...)
+	dst = binary.AppendUvarint(dst, h.seq)
+	dst = binary.AppendUvarint(dst, h.srcEpoch)
+	dst = append(dst, h.dstInc[:]...)
+	return binary.AppendUvarint(dst, h.dstEpoch)
+}
+
 func appendFrame(dst []byte, kind byte, pair uint64, to, a string, b []byte, n uint64) []byte {
 	dst = append(dst, kind)
 	dst = binary.AppendUvarint(dst, pair)
@@ -52,7 +85,8 @@ func appendFrame(dst []byte, kind byte, pair uint64, to, a string, b []byte, n u
 
 var errBadBatch = errors.New("cluster: malformed batch")
 
-// batchReader walks a received batch.
+// batchReader walks a received batch: its header, then, once decrypted,
+// its frames.
 type batchReader struct {
 	b []byte
 }
@@ -76,10 +110,43 @@ func (r *batchReader) bytes() ([]byte, error) {
 	return v, nil
 }
 
-// header reads the sending node's id.
-func (r *batchReader) header() (string, error) {
-	b, err := r.bytes()
-	return string(b), err
+func (r *batchReader) incarnation() (inc incarnation, err error) {
+	if len(r.b) < len(inc) {
+		return inc, errBadBatch
+	}
+	copy(inc[:], r.b)
+	r.b = r.b[len(inc):]
+	return inc, nil
+}
+
+// parseHeader reads a batch's header; n is its length in bytes, and what
+// follows it is the sealed frames.
+func parseHeader(b []byte) (h header, n int, err error) {
+	if len(b) == 0 || b[0] != batchVersion {
+		return h, 0, errBadBatch
+	}
+	r := batchReader{b: b[1:]}
+	src, err := r.bytes()
+	if err != nil {
+		return h, 0, err
+	}
+	h.src = string(src)
+	if h.srcInc, err = r.incarnation(); err != nil {
+		return h, 0, err
+	}
+	if h.seq, err = r.uvarint(); err != nil {
+		return h, 0, err
+	}
+	if h.srcEpoch, err = r.uvarint(); err != nil {
+		return h, 0, err
+	}
+	if h.dstInc, err = r.incarnation(); err != nil {
+		return h, 0, err
+	}
+	if h.dstEpoch, err = r.uvarint(); err != nil {
+		return h, 0, err
+	}
+	return h, len(b) - len(r.b), nil
 }
 
 // next reads one frame; ok is false at the end of the batch.

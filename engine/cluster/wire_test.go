@@ -2,8 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
+
+var testHeader = header{
+	src: "node-1", srcInc: incarnation{1, 2, 3, 4, 5, 6, 7, 8}, seq: 1<<40 + 3, srcEpoch: 7,
+	dstInc: incarnation{9, 9, 9, 9, 9, 9, 9, 9}, dstEpoch: 1<<63 + 1,
+}
 
 func TestBatchRoundTrip(t *testing.T) {
 	frames := []frame{
@@ -12,14 +18,16 @@ func TestBatchRoundTrip(t *testing.T) {
 		{kind: frameMessage, pair: 1<<63 + 5, to: "alice", a: "bob", b: nil},
 		{kind: frameLeft, pair: 1, to: "alice", a: "link_lost", n: 42},
 	}
-	b := appendStr(nil, "node-1")
+	b := appendHeader(nil, &testHeader)
+	hdrLen := len(b)
 	for _, f := range frames {
 		b = appendFrame(b, f.kind, f.pair, f.to, f.a, f.b, f.n)
 	}
-	r := batchReader{b: b}
-	if src, err := r.header(); err != nil || src != "node-1" {
-		t.Fatalf("header: %q, %v", src, err)
+	h, n, err := parseHeader(b)
+	if err != nil || h != testHeader || n != hdrLen {
+		t.Fatalf("header: %+v, %d, %v", h, n, err)
 	}
+	r := batchReader{b: b[n:]}
 	for i, want := range frames {
 		got, ok, err := r.next()
 		if err != nil || !ok {
@@ -36,39 +44,55 @@ func TestBatchRoundTrip(t *testing.T) {
 }
 
 func TestBatchTruncated(t *testing.T) {
-	header := appendStr(nil, "n")
-	b := appendFrame(header, frameMessage, 7, "alice", "bob", []byte("hello"), 0)
-	for cut := len(header); cut < len(b); cut++ {
-		r := batchReader{b: b[:cut]}
-		if _, err := r.header(); err != nil {
-			t.Fatalf("cut at %d: header: %v", cut, err)
+	hdr := appendHeader(nil, &testHeader)
+	for cut := range len(hdr) {
+		if _, _, err := parseHeader(hdr[:cut]); err == nil {
+			t.Fatalf("header cut at %d of %d parsed", cut, len(hdr))
 		}
-		// Right after the header the batch is empty; anywhere inside
-		// the frame, it is malformed.
+	}
+	other := bytes.Clone(hdr)
+	other[0] = batchVersion + 1
+	if _, _, err := parseHeader(other); err == nil {
+		t.Fatal("another version parsed")
+	}
+	b := appendFrame(nil, frameMessage, 7, "alice", "bob", []byte("hello"), 0)
+	for cut := range len(b) {
+		r := batchReader{b: b[:cut]}
+		// Empty, the frames end; anywhere inside the frame, they are
+		// malformed.
 		_, ok, err := r.next()
-		if ok || (err == nil) != (cut == len(header)) {
+		if ok || (err == nil) != (cut == 0) {
 			t.Fatalf("cut at %d of %d: ok %v, err %v", cut, len(b), ok, err)
 		}
 	}
 }
 
-// FuzzBatch feeds arbitrary bytes to the batch reader, which reads what
-// Redis hands over: it must never panic, and what it reads must encode
-// back to the bytes it came from.
+// FuzzBatch feeds arbitrary bytes to the batch readers, which read what
+// Redis hands over (the header) and what the node decrypted (the
+// frames): they must never panic, and what they read must encode back to
+// something that reads the same.
 func FuzzBatch(f *testing.F) {
-	seed := appendStr(nil, "node-1")
+	seed := appendHeader(nil, &testHeader)
 	seed = appendFrame(seed, framePaired, 3, "alice", "bob", []byte("Bob"), 0)
 	seed = appendFrame(seed, frameLeft, 3, "alice", "left", nil, 2)
 	f.Add(seed)
 	f.Add([]byte{})
+	f.Add([]byte{batchVersion})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := batchReader{b: b}
-		src, err := r.header()
-		if err != nil {
-			return
+		h, n, err := parseHeader(b)
+		if err == nil {
+			// Varints may be written longer than needed; compare by
+			// reading the re-encoding again rather than byte for byte.
+			h2, n2, err := parseHeader(appendHeader(nil, &h))
+			if err != nil || h2 != h || n2 > n {
+				t.Fatalf("header %+v did not survive: %+v, %v", h, h2, err)
+			}
+			b = b[n:]
 		}
-		out := appendStr(nil, src)
+		r := batchReader{b: b}
+		var out []byte
+		var read []frame
 		for {
 			fr, ok, err := r.next()
 			if err != nil {
@@ -77,13 +101,15 @@ func FuzzBatch(f *testing.F) {
 			if !ok {
 				break
 			}
+			read = append(read, fr)
 			out = appendFrame(out, fr.kind, fr.pair, fr.to, fr.a, fr.b, fr.n)
 		}
-		// Varints may be written longer than needed; compare by reading
-		// the re-encoding again rather than byte for byte.
 		r2 := batchReader{b: out}
-		if src2, err := r2.header(); err != nil || src2 != src {
-			t.Fatalf("header did not survive: %q, %v", src2, err)
+		for i, want := range read {
+			got, ok, err := r2.next()
+			if err != nil || !ok || fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("frame %d did not survive: %+v, %v", i, got, err)
+			}
 		}
 	})
 }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"duet/engine/enginetest"
+)
+
+// clusterSecret is 256 bits in hex, as `openssl rand -hex 32` writes them.
+const clusterSecret = "8c1e0f7a3b5d9e2c4a6f8b0d1e3c5a7f9b2d4e6a8c0f1b3d5e7a9c2e4f6a8b0d"
+
+// TestClusterCheckConfig: check-config refuses a cluster without a
+// secret, naming the key; it hides the secret, and warns of a Redis
+// that anyone on the network could use.
+func TestClusterCheckConfig(t *testing.T) {
+	bin := duetdBinary(t)
+	run := func(env ...string) (code int, stdout, stderr string) {
+		cmd := exec.Command(bin, "check-config")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "DUETD_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, env...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, out.String(), errOut.String()
+	}
+
+	code, _, stderr := run("DUETD_CLUSTER_REDIS=redis://127.0.0.1:6379")
+	if code != 2 || !strings.Contains(stderr, "config: cluster.secret: required in cluster mode") {
+		t.Errorf("no secret: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = run("DUETD_CLUSTER_REDIS=redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET="+clusterSecret[:48])
+	if code != 2 || !strings.Contains(stderr, "config: cluster.secret: holds 192 bits; want at least 256") ||
+		strings.Contains(stderr, clusterSecret[:48]) {
+		t.Errorf("short secret: exit %d, stderr %q", code, stderr)
+	}
+
+	code, stdout, stderr := run("DUETD_CLUSTER_REDIS=redis://10.0.0.5:6379/0", "DUETD_CLUSTER_SECRET="+clusterSecret)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stderr, "warning: config: cluster.redis: 10.0.0.5 is not a loopback address and the URL carries no user or password") {
+		t.Errorf("no warning:\n%s", stderr)
+	}
+	if strings.Contains(stdout, clusterSecret[:16]) || !strings.Contains(stdout, `"xxxxx"`) {
+		t.Errorf("the secret is not hidden:\n%s", stdout)
+	}
+}
+
+// TestClusterProcess runs duetd in cluster mode against a real Redis,
+// with the secret in a file: it warns at start of nothing (Redis is on
+// loopback), refuses a batch someone publishes on its channel, counts it
+// in its metrics and logs it, and never logs the secret.
+func TestClusterProcess(t *testing.T) {
+	r := enginetest.StartRedis(t)
+	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(secretFile, []byte(clusterSecret+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "cluster:\n  redis: \""+r.URL()+"\"\n  node_id: p1\n  secret_file: \""+secretFile+"\"\n")
+	d.WaitReady()
+	if e, _ := d.WaitLog(0, "cluster mode"); e["linked"] != true {
+		t.Fatalf("cluster mode: %v", e)
+	}
+
+	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer c.Close()
+	if err := c.Publish(context.Background(), "duet:node:p1", "not a batch").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := d.WaitLog(0, "refused a batch published on this node's channel")
+	if e["reason"] != "malformed" {
+		t.Errorf("log: %v", e)
+	}
+	want := map[string]float64{
+		`duet_cluster_batches_rejected_total{reason="malformed"}`: 1,
+		`duet_cluster_batches_rejected_total{reason="forged"}`:    0,
+		`duet_cluster_batches_rejected_total{reason="replayed"}`:  0,
+		`duet_cluster_batches_rejected_total{reason="stale"}`:     0,
+		`duet_cluster_records_rejected_total`:                     0,
+		`duet_cluster_foreign_nodes`:                              0,
+		`duet_cluster_batches_sent_total`:                         0,
+	}
+	var got map[string]float64
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got = scrape(t, "http://"+d.Admin+"/metrics")
+		if matches(got, want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	for _, l := range d.Lines() {
+		if strings.Contains(l, `"level":"warn"`) && strings.Contains(l, "cluster.") {
+			t.Errorf("a warning for a loopback Redis: %s", l)
+		}
+		if strings.Contains(l, clusterSecret[:16]) {
+			t.Errorf("the secret is logged: %s", l)
+		}
+	}
+}
+
+// TestClusterStartWarning: a Redis URL without credentials on a host
+// that is not loopback is warned of at start. (192.0.2.1 is reserved for
+// documentation and never answers; the node starts unlinked.)
+func TestClusterStartWarning(t *testing.T) {
+	d := startDaemon(t, "cluster:\n  redis: \"redis://192.0.2.1:6379\"\n  secret: \""+clusterSecret+"\"\n")
+	d.WaitReady()
+	for _, l := range d.Lines() {
+		if strings.Contains(l, `"level":"warn"`) && strings.Contains(l, "cluster.redis: 192.0.2.1 is not a loopback address and the URL carries no user or password") {
+			return
+		}
+	}
+	t.Errorf("no warning in:\n%s", strings.Join(d.Lines(), "\n"))
+}

@@ -1,0 +1,630 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"duet/engine/enginetest"
+)
+
+// redisSpy is someone with access to the Redis server: it sees every
+// command any client sends (MONITOR, which shows script arguments and
+// published payloads too) and every batch published on the nodes'
+// channels, and can read every key.
+type redisSpy struct {
+	t testing.TB
+	r *redisServer
+	c *redis.Client
+
+	mu       sync.Mutex
+	commands [][]byte // MONITOR lines, unescaped
+	batches  []spiedBatch
+}
+
+type spiedBatch struct {
+	channel string
+	payload []byte
+}
+
+func watchRedis(t testing.TB, r *redisServer) *redisSpy {
+	t.Helper()
+	s := &redisSpy{t: t, r: r, c: redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + r.Port})}
+	t.Cleanup(func() { s.c.Close() })
+
+	mon, err := net.DialTimeout("tcp", "127.0.0.1:"+r.Port, enginetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+	mr := bufio.NewReader(mon)
+	if _, err := mon.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := mr.ReadString('\n'); err != nil || l != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q, %v", l, err)
+	}
+	go func() {
+		for {
+			l, err := mr.ReadString('\n')
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.commands = append(s.commands, unescapeMonitor(strings.TrimSuffix(l, "\r\n")))
+			s.mu.Unlock()
+		}
+	}()
+
+	ps := s.c.PSubscribe(context.Background(), "duet:node:*")
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ps.Close() })
+	go func() {
+		for msg := range ps.Channel() {
+			s.mu.Lock()
+			s.batches = append(s.batches, spiedBatch{msg.Channel, []byte(msg.Payload)})
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// unescapeMonitor undoes the quoting MONITOR applies to arguments
+// (sdscatrepr), so binary arguments can be searched as bytes.
+func unescapeMonitor(l string) []byte {
+	var out []byte
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if c != '\\' || i+1 >= len(l) {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch l[i] {
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'a':
+			out = append(out, '\a')
+		case 'b':
+			out = append(out, '\b')
+		case 'x':
+			if i+2 < len(l) {
+				if v, err := strconv.ParseUint(l[i+1:i+3], 16, 8); err == nil {
+					out = append(out, byte(v))
+					i += 2
+					continue
+				}
+			}
+			out = append(out, 'x')
+		default:
+			out = append(out, l[i])
+		}
+	}
+	return out
+}
+
+// sync waits until the spy has seen everything sent to Redis so far: a
+// marker command and a marker publish, which arrive after it.
+func (s *redisSpy) sync() {
+	s.t.Helper()
+	ctx := context.Background()
+	var marker [8]byte
+	rand.Read(marker[:])
+	m := "spy-marker-" + hex.EncodeToString(marker[:])
+	if err := s.c.Echo(ctx, m).Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := s.c.Publish(ctx, "duet:node:spy-marker", m).Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		s.mu.Lock()
+		seenCmd, seenBatch := false, false
+		for _, c := range s.commands {
+			if bytes.Contains(c, []byte(m)) && !bytes.Contains(c, []byte("publish")) {
+				seenCmd = true
+			}
+		}
+		for _, b := range s.batches {
+			if string(b.payload) == m {
+				seenBatch = true
+			}
+		}
+		s.mu.Unlock()
+		if seenCmd && seenBatch {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("the spy did not see its own marker")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dump reads every key and its value: SCAN, then TYPE and the reader
+// for that type. Each entry is the key and its contents, as bytes.
+func (s *redisSpy) dump() map[string][]byte {
+	s.t.Helper()
+	ctx := context.Background()
+	out := make(map[string][]byte)
+	var cursor uint64
+	for {
+		keys, next, err := s.c.Scan(ctx, cursor, "*", 100).Result()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		for _, k := range keys {
+			typ, err := s.c.Type(ctx, k).Result()
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			var v bytes.Buffer
+			switch typ {
+			case "string":
+				b, _ := s.c.Get(ctx, k).Bytes()
+				v.Write(b)
+			case "hash":
+				for f, x := range s.c.HGetAll(ctx, k).Val() {
+					v.WriteString(f + "=" + x + "\n")
+				}
+			case "set":
+				for _, m := range s.c.SMembers(ctx, k).Val() {
+					v.WriteString(m + "\n")
+				}
+			case "list":
+				for _, m := range s.c.LRange(ctx, k, 0, -1).Val() {
+					v.WriteString(m + "\n")
+				}
+			case "zset":
+				for _, m := range s.c.ZRange(ctx, k, 0, -1).Val() {
+					v.WriteString(m + "\n")
+				}
+			default:
+				s.t.Fatalf("key %q has type %s, which the cluster does not write", k, typ)
+			}
+			out[k] = v.Bytes()
+		}
+		if cursor = next; cursor == 0 {
+			return out
+		}
+	}
+}
+
+var tokenRE = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+
+// tokenIn reads the token out of a welcome line.
+func tokenIn(t testing.TB, line string) string {
+	t.Helper()
+	m := tokenRE.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no token in %q", line)
+	}
+	return m[1]
+}
+
+// needle is something a Redis reader must not find, in every form it
+// could take.
+type needle struct {
+	what  string
+	forms [][]byte
+}
+
+func tokenNeedle(what, tok string) needle {
+	raw, err := hex.DecodeString(tok)
+	if err != nil {
+		panic(err)
+	}
+	return needle{what, [][]byte{[]byte(tok), []byte(strings.ToUpper(tok)), raw}}
+}
+
+func textNeedle(what, s string) needle {
+	return needle{what, [][]byte{[]byte(s), []byte(strings.ToLower(s))}}
+}
+
+// find reports where any needle shows: in a command sent to Redis, a
+// published batch, or a key or value stored.
+func (s *redisSpy) find(needles []needle) []string {
+	s.t.Helper()
+	s.sync()
+	var found []string
+	look := func(where string, hay []byte) {
+		for _, n := range needles {
+			for _, f := range n.forms {
+				if bytes.Contains(hay, f) {
+					found = append(found, n.what+" in "+where)
+					break
+				}
+			}
+		}
+	}
+	s.mu.Lock()
+	for i, c := range s.commands {
+		look("command "+strconv.Itoa(i)+" ("+strconv.Quote(string(c[:min(len(c), 120)]))+")", c)
+	}
+	for i, b := range s.batches {
+		look("batch "+strconv.Itoa(i)+" on "+b.channel, b.payload)
+	}
+	s.mu.Unlock()
+	for k, v := range s.dump() {
+		look("key name "+strconv.Quote(k), []byte(k))
+		look("value of "+strconv.Quote(k), v)
+	}
+	return found
+}
+
+// TestRedisReaderLearnsNoSecrets pairs users across nodes, has them
+// talk, change a token and pair again, while a spy records everything
+// Redis sees: no token, no name and no message text may show, in any
+// key, value, command argument or published batch.
+func TestRedisReaderLearnsNoSecrets(t *testing.T) {
+	r := startRedis(t)
+	spy := watchRedis(t, r)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+
+	alice := a.DialLine(t).Login("Wisteria")
+	bob := b.DialWS(t).Login("Brambleby")
+	firstToken := alice.Token
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* Brambleby is connected$`)
+	bob.Expect("paired")
+
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	fromAlice := "alice-says-" + hex.EncodeToString(nonce[:])
+	fromBob := "bob-answers-" + hex.EncodeToString(nonce[:])
+	alice.Send(fromAlice)
+	if ev := bob.Expect("message"); ev["text"] != fromAlice {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say(fromBob)
+	alice.Expect(`^<Brambleby> ` + fromBob + `$`)
+
+	// A new token, and a second pairing through it.
+	bob.Send(map[string]any{"type": "leave"})
+	bob.Expect("left")
+	alice.Expect(`^\* Brambleby left; you are free to be joined again$`)
+	alice.Send("/newtoken")
+	newToken := tokenIn(t, alice.Expect(`^\* you are Wisteria, your token is `))
+	bob.Connect(newToken)
+	alice.Expect(`^\* Brambleby is connected$`)
+	bob.Expect("paired")
+	alice.Send(fromAlice + "-again")
+	if ev := bob.Expect("message"); ev["text"] != fromAlice+"-again" {
+		t.Fatalf("bob: %v", ev)
+	}
+
+	needles := []needle{
+		{"the cluster secret", [][]byte{testSecret, []byte(hex.EncodeToString(testSecret))}},
+		tokenNeedle("alice's first token", firstToken),
+		tokenNeedle("alice's second token", newToken),
+		tokenNeedle("bob's token", bob.Token),
+		textNeedle("alice's name", "Wisteria"),
+		textNeedle("bob's name", "Brambleby"),
+		textNeedle("alice's message", fromAlice),
+		textNeedle("bob's message", fromBob),
+	}
+	for _, f := range spy.find(needles) {
+		t.Errorf("a Redis reader finds %s", f)
+	}
+	spy.mu.Lock()
+	seen := len(spy.commands)
+	batches := len(spy.batches)
+	spy.mu.Unlock()
+	// The spy must have seen the traffic it vouches for.
+	if seen < 20 || batches < 4 {
+		t.Fatalf("the spy saw only %d commands and %d batches", seen, batches)
+	}
+	t.Logf("searched %d commands, %d batches", seen, batches)
+}
+
+// recordOf finds the directory record of the one user of node: the
+// attacker reads the directory to find its targets.
+func (s *redisSpy) recordOf(node string) (key string, fields map[string]string) {
+	s.t.Helper()
+	ctx := context.Background()
+	for k := range s.dump() {
+		if !strings.HasPrefix(k, "duet:user:") {
+			continue
+		}
+		f := s.c.HGetAll(ctx, k).Val()
+		if f["node"] == node {
+			return k, f
+		}
+	}
+	s.t.Fatalf("no record of a user of node %s", node)
+	return "", nil
+}
+
+// capturedWith returns the first batch published on channel whose
+// payload makes a node deliver text; the test knows which batch that is
+// by when it was sent, not by reading it.
+func (s *redisSpy) batchesOn(channel string) [][]byte {
+	s.t.Helper()
+	s.sync()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out [][]byte
+	for _, b := range s.batches {
+		if b.channel == channel {
+			out = append(out, b.payload)
+		}
+	}
+	return out
+}
+
+// TestInjectedBatchesAreDropped publishes on a node's channel what
+// someone with access to Redis could: a batch written by hand in the
+// frame format, one in the batch format bound to the receiver but sealed
+// with another secret, a real batch replayed, a real batch with a new
+// sequence number or a changed byte, and a real batch sent to another
+// node. None reaches a user, each is counted by its reason, and the
+// pairs go on talking as if nothing happened.
+func TestInjectedBatchesAreDropped(t *testing.T) {
+	r := startRedis(t)
+	spy := watchRedis(t, r)
+	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	carol := c.DialLine(t).Login("carol")
+	dave := c.DialLine(t).Login("dave")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+
+	before := len(spy.batchesOn("duet:node:b"))
+	alice.Send("replay-me")
+	bob.Expect(`^<alice> replay-me$`)
+	real := spy.batchesOn("duet:node:b")
+	if len(real) != before+1 {
+		t.Fatalf("%d batches for b after one message, %d before", len(real), before)
+	}
+	captured := real[before]
+	_, bobRec := spy.recordOf("b")
+	pair, err := strconv.ParseUint(bobRec["pair"], 10, 64)
+	if err != nil || pair == 0 {
+		t.Fatalf("bob's record: %v", bobRec)
+	}
+
+	ctx := context.Background()
+	publish := func(channel string, payload []byte) {
+		t.Helper()
+		if err := spy.c.Publish(ctx, channel, payload).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Written by hand in the frame format, as node a.
+	forged := appendStr(nil, "a")
+	forged = appendFrame(forged, frameMessage, pair, "bob", "alice", []byte("FORGED"), 0)
+	publish("duet:node:b", forged)
+	// The real batch again, to its node and to another.
+	publish("duet:node:b", captured)
+	publish("duet:node:c", captured)
+	// The real batch with a new sequence number, so it is no replay,
+	// and then with a byte of its ciphertext changed too.
+	h, n, err := parseHeader(captured)
+	if err != nil {
+		t.Fatalf("the captured batch: %v", err)
+	}
+	h.seq += 1000
+	renumbered := append(appendHeader(nil, &h), captured[n:]...)
+	publish("duet:node:b", renumbered)
+	flipped := bytes.Clone(renumbered)
+	flipped[len(flipped)-20] ^= 1
+	publish("duet:node:b", flipped)
+	// Everything right but the key: bound to b's incarnation and epoch,
+	// as its lease shows them, and sealed by a node with another secret.
+	lease, err := spy.c.Get(ctx, "duet:lease:b").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	li, ok := parseLease(lease)
+	if !ok {
+		t.Fatalf("b's lease %q", lease)
+	}
+	outsider := testSealer(t, testKeys(t, otherSecret), "a")
+	frames := appendFrame(nil, frameMessage, pair, "bob", "alice", []byte("FORGED"), 0)
+	publish("duet:node:b", outsider.batch(nil, frames, new(sealScratch), 1, li.inc, li.epoch))
+
+	// The pairs go on; the next thing each user sees is the real next
+	// message, so nothing injected was delivered before it.
+	alice.Send("sentinel one")
+	bob.Expect(`^<alice> sentinel one$`)
+	bob.Send("sentinel two")
+	alice.Expect(`^<bob> sentinel two$`)
+	dave.Send("still us")
+	carol.Expect(`^<dave> still us$`)
+
+	want := map[*testNode]map[string]uint64{
+		b: {RejectMalformed: 1, RejectReplayed: 1, RejectForged: 3, RejectStale: 0},
+		c: {RejectMalformed: 0, RejectReplayed: 0, RejectForged: 0, RejectStale: 1},
+		a: {RejectMalformed: 0, RejectReplayed: 0, RejectForged: 0, RejectStale: 0},
+	}
+	for node, counts := range want {
+		st := node.Stats()
+		for reason, n := range counts {
+			if st.BatchesRejected[reason] != n {
+				t.Errorf("node %s refused %d batches as %s, want %d", node.ID(), st.BatchesRejected[reason], reason, n)
+			}
+		}
+	}
+	if st := b.Stats(); st.BatchesReceived < 2 || a.Stats().BatchesSent < 2 {
+		t.Errorf("b received %d batches, a sent %d", st.BatchesReceived, a.Stats().BatchesSent)
+	}
+}
+
+// TestTamperedDirectoryPairsNobody: someone who can write to Redis
+// points the key of a token they know (their own user's) at another
+// user's record. Connecting with that token must not pair anyone with
+// the other user, who did not give out their token, and the other user
+// stays free to be joined by their real token.
+func TestTamperedDirectoryPairsNobody(t *testing.T) {
+	r := startRedis(t)
+	spy := watchRedis(t, r)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	mallory := a.DialLine(t).Login("mallory")
+	bob := b.DialLine(t).Login("bob")
+	_, malloryRec := spy.recordOf("a")
+	bobKey, _ := spy.recordOf("b")
+	eve := a.DialLine(t).Login("eve")
+
+	ctx := context.Background()
+	tokenKey := "duet:token:" + malloryRec["tok"]
+	if n, err := spy.c.Exists(ctx, tokenKey).Result(); err != nil || n != 1 {
+		t.Fatalf("mallory's token key %s: %d, %v", tokenKey, n, err)
+	}
+	if err := spy.c.Set(ctx, tokenKey, strings.TrimPrefix(bobKey, "duet:user:"), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eve.Send("/connect " + mallory.Token)
+	eve.Expect(`^! unknown_token: `)
+	if n := a.Stats().RecordsRejected; n != 1 {
+		t.Errorf("records refused: %d, want 1", n)
+	}
+
+	// bob heard nothing and is free: his real token still pairs.
+	carol := a.DialLine(t).Login("carol")
+	carol.Send("/connect " + bob.Token)
+	carol.Expect(`^\* you are connected with bob$`)
+	bob.Expect(`^\* carol is connected$`)
+}
+
+// TestDifferentSecretsCannotPair: two nodes given different secrets
+// share a Redis. Their users cannot pair, either way round, and each
+// node says why in its log and its metrics.
+func TestDifferentSecretsCannotPair(t *testing.T) {
+	r := startRedis(t)
+	logs := make(map[string]*observer.ObservedLogs)
+	start := func(id string, secret []byte) *testNode {
+		core, obs := observer.New(zap.ErrorLevel)
+		logs[id] = obs
+		return startNodeWith(t, r, id, func(o *Options) {
+			o.Secret = secret
+			o.Logger = zap.New(zapcore.NewTee(o.Logger.Core(), core))
+		})
+	}
+	a, b := start("a", testSecret), start("b", otherSecret)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^! unknown_token: `)
+	alice.Send("/connect " + bob.Token)
+	alice.Expect(`^! unknown_token: `)
+
+	// Each finds the other at its next check, within a heartbeat.
+	for _, n := range []*testNode{a, b} {
+		deadline := time.Now().Add(enginetest.Timeout)
+		for n.Stats().ForeignNodes != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s never found the other secret", n.ID())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		entries := logs[n.ID()].FilterMessageSnippet("have another cluster secret").All()
+		if len(entries) == 0 {
+			t.Fatalf("node %s did not log the other secret", n.ID())
+		}
+		other := map[string]string{"a": "b", "b": "a"}[n.ID()]
+		if f := entries[0].ContextMap()["nodes"]; fmt.Sprint(f) != "["+other+"]" {
+			t.Errorf("node %s logged nodes %v", n.ID(), f)
+		}
+	}
+
+	// Each node goes on working with the nodes that share its secret
+	// (here, itself).
+	carol := a.DialLine(t).Login("carol")
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+}
+
+// TestEpochsAdvanceUnderTraffic: the receiver's epoch advances while a
+// user streams messages one way, so the sender learns each new epoch
+// from the receiver's lease alone; nothing is refused or lost.
+func TestEpochsAdvanceUnderTraffic(t *testing.T) {
+	r := startRedis(t)
+	fast := func(o *Options) { o.epochPeriod = 2 * time.Second }
+	a, b := startNodeWith(t, r, "a", fast), startNodeWith(t, r, "b", fast)
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+
+	first := b.gate.epoch.Load()
+	end := time.Now().Add(7 * time.Second)
+	sent := 0
+	for ; time.Now().Before(end); sent++ {
+		alice.Send("tick " + strconv.Itoa(sent))
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range sent {
+		bob.Expect(`^<alice> tick ` + strconv.Itoa(i) + `$`)
+	}
+	if got := b.gate.epoch.Load(); got < first+3 {
+		t.Errorf("b's epoch went from %d to %d in 7 s of 2 s epochs", first, got)
+	}
+	for _, n := range []*testNode{a, b} {
+		for reason, c := range n.Stats().BatchesRejected {
+			if c != 0 {
+				t.Errorf("node %s refused %d batches as %s", n.ID(), c, reason)
+			}
+		}
+	}
+}
+
+// TestRestartUnderSameID: a node that crashes and comes back under the
+// same node id before its lease expires is a new incarnation. Its
+// earlier run's partners are told it is gone at the next check (they
+// would otherwise wait for a reply that cannot come), and its new users
+// pair as usual.
+func TestRestartUnderSameID(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect(`^\* you are connected with alice$`)
+
+	b.halt() // its lease (10 s in these tests) outlives it
+	b2 := startNode(t, r, "b")
+	if b2.NodeID() == b.NodeID() {
+		t.Fatal("two runs, one address")
+	}
+	restarted := time.Now()
+	alice.Expect(`^\* bob disconnected; you are free to be joined again$`)
+	t.Logf("told after %v", time.Since(restarted))
+
+	bob2 := b2.DialLine(t).Login("bob")
+	bob2.Send("/connect " + alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob2.Expect(`^\* you are connected with alice$`)
+	alice.Send("welcome back")
+	bob2.Expect(`^<alice> welcome back$`)
+	bob2.Send("thanks")
+	alice.Expect(`^<bob> thanks$`)
+}
