@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"syscall"
 	"time"
 	"unsafe"
@@ -40,6 +41,8 @@ type conn struct {
 	peerIP    string // the socket peer's address
 	fromProxy bool   // the peer is a trusted proxy
 	ipHeld    bool   // counted against ip's connection limit (claimAddr)
+
+	ipKey netip.Prefix // what ipHeld counts under: tally.AddrKey of ip when it was counted
 
 	stage  stage
 	framer line.Framer    // stageLine

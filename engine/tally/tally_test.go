@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -462,4 +463,31 @@ func BenchmarkTableFlood(b *testing.B) {
 		k := AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 64)
 		tb.Update(k, time.Time{}, true, func(r *rec, _ bool) Action { r.n++; return Touch })
 	}
+}
+
+// TestTableMemory holds the per-record cost the docs state (LIMITS.md,
+// AUTH.md): an address key and a throttle's record (a count and two
+// times) in under 256 bytes, map and links included.
+func TestTableMemory(t *testing.T) {
+	type record struct {
+		n          int
+		last, next time.Time
+	}
+	const n = 16384
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	tb := NewTable[netip.Prefix, record](Options[record]{Max: n})
+	for i := range n {
+		k := AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 64)
+		tb.Update(k, time.Time{}, true, func(r *record, _ bool) Action { r.n++; return Touch })
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	per := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / n
+	t.Logf("%d bytes a record", per)
+	if per > 256 {
+		t.Fatalf("%d bytes a record, docs say under 256", per)
+	}
+	runtime.KeepAlive(tb)
 }
