@@ -405,14 +405,14 @@ func (cn *conn) backPressure(reader *outbox) {
 
 func (cn *conn) disarmRead() {
 	if cn.loop.epfd >= 0 {
-		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0)
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0, cn.login != nil)
 	}
 }
 
 // armRead re-arms reading after a pause.
 func (cn *conn) armRead() {
 	if cn.loop.epfd >= 0 {
-		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0)
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0, false)
 	}
 }
 
@@ -594,6 +594,7 @@ func (cn *conn) onClose(err error) {
 		cn.readInput()
 	}
 	cn.closed = true
+	cn.abandonLogin()
 	lost, waiters := cn.out.close()
 	if cn.c.OutboundBuffered() > 0 {
 		lost += cn.lastBatch

@@ -147,10 +147,11 @@ func TestReloadWhileVerifying(t *testing.T) {
 // unknown names must take one time or the other, in about the file's
 // proportions, and each always the same one, as an account does.
 //
-// Times are compared with each other, never with fixed durations, and
-// load only ever adds time: the fastest of a few runs is the truest, and
-// one run under the line between fast and slow proves a check fast. The
-// fast and slow accounts themselves set that line.
+// Times are compared with each other, never with fixed durations: each
+// name is timed between a fast account and a slow one, in rounds, and
+// is called slow when its fastest time is nearer, in ratio, the slow
+// accounts' fastest than the fast ones'. Load only ever adds time, and
+// it weighs on all three alike within a round.
 func TestUnknownNamesTimeLikeAccounts(t *testing.T) {
 	path := t.TempDir() + "/users"
 	authtest.RunExact(t, "-B", "-C", "4", "-c", "-b", path, "fast1", "pw1")
@@ -168,36 +169,39 @@ func TestUnknownNamesTimeLikeAccounts(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	// runs is how many times a name may be timed before it is judged
-	// slow: every run must be. Fewer under the race detector, where each
-	// check costs thirty times as much.
-	runs := 5
+	// A name is timed in rounds until its place between the two is clear
+	// (in the nearer quarter, in ratio), or the rounds run out. Fewer
+	// under the race detector, where each check costs thirty times as
+	// much.
+	maxRounds := 8
 	if raceBuild {
-		runs = 3
+		maxRounds = 3
 	}
-	fastest := func(name string) time.Duration {
-		best := check(name)
-		for range runs - 1 {
-			best = min(best, check(name))
-		}
-		return best
-	}
-	fast := max(fastest("fast1"), fastest("fast2"))
-	slow := min(fastest("slow1"), fastest("slow2"))
-	// Eightfold in a plain build; the race detector adds a cost of its
-	// own to every check, which narrows the gap.
-	if slow < 2*fast {
-		t.Fatalf("cost 7 took %v and cost 4 %v: not the eightfold difference bcrypt should show", slow, fast)
-	}
-	// The geometric mean: as far, in ratio, from either.
-	line := time.Duration(math.Sqrt(float64(fast) * float64(slow)))
+	var fastest, slowest time.Duration // over the whole test, for the log
 	isSlow := func(name string) bool {
-		for range runs {
-			if check(name) < line {
-				return false
+		f, n, s := time.Hour, time.Hour, time.Hour
+		var place float64 // 0: as fast as the fast accounts; 1: as slow as the slow ones
+		for i := range maxRounds {
+			f = min(f, check([]string{"fast1", "fast2"}[i%2]))
+			n = min(n, check(name))
+			s = min(s, check([]string{"slow1", "slow2"}[i%2]))
+			place = math.Log(float64(n)/float64(f)) / math.Log(float64(s)/float64(f))
+			if i >= 1 && (place < 0.25 || place > 0.75) {
+				break
 			}
 		}
-		return true
+		fastest, slowest = max(fastest, f), max(slowest, s)
+		return place > 0.5
+	}
+	for _, name := range []string{"fast1", "fast2"} {
+		if isSlow(name) {
+			t.Fatalf("the cost-4 account %s timed as slow", name)
+		}
+	}
+	for _, name := range []string{"slow1", "slow2"} {
+		if !isSlow(name) {
+			t.Fatalf("the cost-7 account %s timed as fast", name)
+		}
 	}
 
 	// Half the accounts are slow, so about half the names should be. Of
@@ -229,7 +233,7 @@ func TestUnknownNamesTimeLikeAccounts(t *testing.T) {
 			t.Fatalf("unknown name %d changed from fast to slow or back between attempts", i)
 		}
 	}
-	t.Logf("cost 4 %v, cost 7 %v; %d of %d unknown names slow", fast, slow, slowNames, names)
+	t.Logf("cost 4 at most %v, cost 7 at most %v; %d of %d unknown names slow", fastest, slowest, slowNames, names)
 }
 
 // TestLoadRefusesExcessiveCost: an entry of bcrypt cost 31 (which bcrypt

@@ -1,10 +1,12 @@
 // Package auth is duet's accounts mode: user names and bcrypt password
 // hashes from an htpasswd file, checked off the event loops by a bounded
-// pool, with failed logins slowed down per address and per account.
+// pool, with failed logins rate limited per address and per account.
 //
-// It knows nothing of sockets or protocols. The engine asks it three
-// things: how long a login attempt must wait (Throttle), whether a name
-// and password match (Accounts.Verify, run on a Pool), and to record the
+// It knows nothing of sockets or protocols; an address comes to it as the
+// key a limit counts it under (tally.AddrKey). The engine asks it three
+// things: when a login attempt may be checked, if at all (Throttle.Admit),
+// whether a name and password match (Accounts.Verify, run on a Pool,
+// which can withdraw a check whose client has gone), and to record the
 // outcome.
 package auth
 
