@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -184,5 +185,17 @@ func TestPoolCancel(t *testing.T) {
 	}
 	if ran.Load() != 0 {
 		t.Fatalf("%d cancelled checks ran", ran.Load())
+	}
+}
+
+// TestPoolDefaultsAsDocumented: half the CPUs (at least one), 5 s of
+// expected work, 64 waiting per checker, as AUTH.md says.
+func TestPoolDefaultsAsDocumented(t *testing.T) {
+	o := PoolOptions{}.withDefaults()
+	if want := max(1, runtime.GOMAXPROCS(0)/2); o.Workers != want {
+		t.Fatalf("%d workers, want %d", o.Workers, want)
+	}
+	if o.MaxWait != 5*time.Second || o.MaxQueue != 64*o.Workers {
+		t.Fatalf("defaults %+v", o)
 	}
 }

@@ -309,3 +309,50 @@ func TestThrottleMemoryBound(t *testing.T) {
 	}
 	runtime.KeepAlive(th)
 }
+
+// TestThrottleDefaultsAsDocumented holds the default throttle to the
+// numbers AUTH.md gives: five free failures, then turns of 1, 2, 4, 8,
+// 16 and 30 s, a queue of 30 s, records forgotten after 15 minutes,
+// addresses known for 30 days.
+func TestThrottleDefaultsAsDocumented(t *testing.T) {
+	clk := newFakeClock()
+	th := NewThrottle(ThrottleOptions{}, clk.now)
+	var waits []time.Duration
+	for range 12 {
+		waits = append(waits, attempt(th, clk, "10.0.0.1", "alice").Wait)
+	}
+	s := time.Second
+	want := []time.Duration{0, 0, 0, 0, 0, 1 * s, 2 * s, 4 * s, 8 * s, 16 * s, 30 * s, 30 * s}
+	if fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	// Attempts made at once: the queue holds 30 s of turns.
+	th = NewThrottle(ThrottleOptions{}, clk.now)
+	waits = waits[:0]
+	refused := 0
+	for range 20 {
+		a := th.Admit(addr("10.0.0.2"), "bob")
+		if a.Refused {
+			refused++
+			continue
+		}
+		waits = append(waits, a.Wait)
+	}
+	want = []time.Duration{0, 0, 0, 0, 0, 1 * s, 3 * s, 7 * s, 15 * s}
+	if fmt.Sprint(waits) != fmt.Sprint(want) || refused != 11 {
+		t.Fatalf("at once: waits %v and %d refused, want %v and 11", waits, refused, want)
+	}
+	clk.add(15*time.Minute + 15*time.Second + time.Second)
+	if a := th.Admit(addr("10.0.0.2"), "bob"); a.Wait != 0 {
+		t.Fatalf("after 15 minutes: %+v", a)
+	}
+	th.Succeeded(addr("10.0.0.2"), "bob")
+	clk.add(30*24*time.Hour - time.Second)
+	if !th.Known(addr("10.0.0.2"), "bob") {
+		t.Fatal("not known for 30 days")
+	}
+	clk.add(2 * time.Second)
+	if th.Known(addr("10.0.0.2"), "bob") {
+		t.Fatal("known past 30 days")
+	}
+}
