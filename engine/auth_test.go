@@ -674,3 +674,31 @@ func TestAbandonedLoginsAreNotChecked(t *testing.T) {
 	}
 	t.Logf("one check %v; a login behind %d abandoned ones %v", one, n, took)
 }
+
+// TestTooManyAttemptsWS: over WebSocket the refusal is a notice saying
+// when to try again, then the error with "retry_after" in seconds.
+func TestTooManyAttemptsWS(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 2 * time.Second, Max: 2 * time.Second, MaxWait: 2 * time.Second}
+	})
+	// One free attempt, one queued for 2 s: the queue is full.
+	held, start := sendLogins(t, d, []string{"127.0.0.1", "127.0.0.1"}, "alice", "wrong")
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "s3cret"})
+	if ev := w.Expect("notice"); !tryAgainIn.MatchString(ev["text"].(string)) {
+		t.Fatalf("notice %v", ev)
+	}
+	ev := w.Expect("error")
+	if ev["code"] != "too_many_attempts" {
+		t.Fatalf("error %v", ev)
+	}
+	if r, ok := ev["retry_after"].(float64); !ok || r < 1 || r > 2 {
+		t.Fatalf("retry_after %v, want 1 or 2 seconds", ev["retry_after"])
+	}
+	for i, a := range answersTo(held, start) {
+		if a.code != "auth_failed" {
+			t.Fatalf("queued attempt %d answered %q", i, a.code)
+		}
+	}
+}
