@@ -66,6 +66,7 @@ type Limits struct {
 	TCPKeepAlive     time.Duration `mapstructure:"tcp_keepalive"`     // TCP keepalive idle time, default 60s
 	MaxConns         int           `mapstructure:"max_conns"`         // connections in all, default 100000
 	MaxConnsPerIP    int           `mapstructure:"max_conns_per_ip"`  // connections from one address, default 64
+	IPv6Prefix       int           `mapstructure:"ipv6_prefix"`       // IPv6 addresses count as one address per prefix of this many bits (max_conns_per_ip and the throttles), 32 to 128, default 64
 	MessageRate      float64       `mapstructure:"message_rate"`      // commands and errors per second per connection (token bucket rate; says to a partner are not counted), default 200
 	MessageBurst     int           `mapstructure:"message_burst"`     // token bucket size, default 2000
 	OutboundHigh     int           `mapstructure:"outbound_high"`     // queued bytes for a reader before its sender is paused, default 256 KiB

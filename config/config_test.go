@@ -101,8 +101,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 32 {
-		t.Errorf("got %d keys, want 32: %v", len(ks), ks)
+	if len(ks) != 33 {
+		t.Errorf("got %d keys, want 33: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -367,6 +367,9 @@ func TestValidationErrors(t *testing.T) {
 		{"message_burst zero", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "0"}, "limits.message_burst"},
 		{"slow_timeout zero", map[string]string{"DUETD_LIMITS_SLOW_TIMEOUT": "0s"}, "limits.slow_timeout"},
 		{"connect_failures zero", map[string]string{"DUETD_LIMITS_CONNECT_FAILURES": "0"}, "limits.connect_failures"},
+		{"ipv6_prefix zero", map[string]string{"DUETD_LIMITS_IPV6_PREFIX": "0"}, "limits.ipv6_prefix"},
+		{"ipv6_prefix too short", map[string]string{"DUETD_LIMITS_IPV6_PREFIX": "31"}, "limits.ipv6_prefix"},
+		{"ipv6_prefix too long", map[string]string{"DUETD_LIMITS_IPV6_PREFIX": "129"}, "limits.ipv6_prefix"},
 		{"max_text over max_line", map[string]string{"DUETD_LIMITS_MAX_LINE": "1000", "DUETD_LIMITS_MAX_TEXT": "1001"}, "limits.max_text"},
 		{"max_text over max_frame", map[string]string{"DUETD_LIMITS_MAX_FRAME": "1000", "DUETD_LIMITS_MAX_TEXT": "1001"}, "limits.max_text"},
 		{"outbound_high not below max", map[string]string{"DUETD_LIMITS_OUTBOUND_HIGH": "4194304"}, "limits.outbound_high"},
@@ -435,6 +438,7 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.WS.Listen = "[::1]:0" // two ephemeral ports do not collide
 	c.Admin.Listen = "localhost:65535"
 	c.Limits.MaxText = c.Limits.MaxLine
+	c.Limits.IPv6Prefix = 128
 	c.Cluster.Redis = "rediss://:secret@redis.internal:6380/2"
 	c.Cluster.Secret = testSecret
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}

@@ -22,6 +22,7 @@ func Defaults() Config {
 			TCPKeepAlive:     60 * time.Second,
 			MaxConns:         100000,
 			MaxConnsPerIP:    64,
+			IPv6Prefix:       64,
 			MessageRate:      200,
 			MessageBurst:     2000,
 			OutboundHigh:     262144,

@@ -110,6 +110,9 @@ func (c *Config) Validate() error {
 		if l.OutboundHigh >= l.OutboundMax {
 			bad("limits.outbound_high", "%d must be below limits.outbound_max (%d), or a reader is cut off before its sender is ever paused", l.OutboundHigh, l.OutboundMax)
 		}
+		if l.IPv6Prefix < MinIPv6Prefix || l.IPv6Prefix > 128 {
+			bad("limits.ipv6_prefix", "must be between %d and 128 (bits of an IPv6 address that name one client), got %d", MinIPv6Prefix, l.IPv6Prefix)
+		}
 		if l.PingInterval >= l.IdleTimeout {
 			bad("limits.ping_interval", "%v must be below limits.idle_timeout (%v), or healthy WebSockets time out between pings", l.PingInterval, l.IdleTimeout)
 		}
@@ -137,6 +140,10 @@ func (c *Config) Validate() error {
 
 	return errors.Join(problems...)
 }
+
+// MinIPv6Prefix is the shortest limits.ipv6_prefix accepted. A shorter
+// prefix would count whole providers' networks as one client.
+const MinIPv6Prefix = 32
 
 // checkListen accepts host:port with a numeric port; the host may be
 // empty (all interfaces), an IP or a name. Port 0 picks a free port.

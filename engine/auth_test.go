@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -167,8 +170,7 @@ func TestLoginFloodKeepsPairsChatting(t *testing.T) {
 	authtest.RunExact(t, "-B", "-b", path, "mallory", "letmein")
 	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
 		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
-		o.Auth.Workers = 1
-		o.Auth.Queue = 4
+		o.Auth.Pool = auth.PoolOptions{Workers: 1, MaxQueue: 4}
 		// This test is about the password-check pool, so the per-connection
 		// command rate limit (which answers a flood with one rate_limited
 		// error a second, not one per line: see TestHostileCommandFlood)
@@ -392,5 +394,311 @@ func TestLoginThrottleWS(t *testing.T) {
 	w.Expect("welcome")
 	if took := time.Since(start); took < 200*time.Millisecond {
 		t.Fatalf("throttled login answered after %v, before its delay", took)
+	}
+}
+
+// loginAnswer is what one connection got for one login: the notice
+// before the answer, if any, the answer's first word (an error code, or
+// "welcome"), and when the answer came.
+type loginAnswer struct {
+	notice string
+	code   string
+	at     time.Duration
+	wait   time.Duration // the wait a notice announced
+}
+
+// answerOf reads lines up to a login's answer.
+func answerOf(c *enginetest.LineClient, start time.Time) loginAnswer {
+	var a loginAnswer
+	for {
+		l := c.Line()
+		switch {
+		case strings.Contains(l, "your token is"):
+			a.code, a.at = "welcome", time.Since(start)
+			return a
+		case strings.HasPrefix(l, "! "):
+			a.code, _, _ = strings.Cut(strings.TrimPrefix(l, "! "), ":")
+			a.at = time.Since(start)
+			return a
+		case strings.HasPrefix(l, "* "):
+			a.notice = l
+		}
+	}
+}
+
+// loginsAtOnce dials one line connection per source address (through
+// srcs), then sends each a login for name at once, and returns the
+// answers in the order sent.
+func loginsAtOnce(t *testing.T, d *enginetest.Daemon, srcs []string, name, password string) []loginAnswer {
+	t.Helper()
+	return answersTo(sendLogins(t, d, srcs, name, password))
+}
+
+// sendLogins dials one line connection per source address, then sends
+// each a login for name at once, and returns them unanswered.
+func sendLogins(t *testing.T, d *enginetest.Daemon, srcs []string, name, password string) ([]*enginetest.LineClient, time.Time) {
+	t.Helper()
+	conns := make([]*enginetest.LineClient, len(srcs))
+	for i, src := range srcs {
+		conns[i] = d.DialLineFrom(t, src)
+	}
+	start := time.Now()
+	for _, c := range conns {
+		c.Send("/login " + name + " " + password)
+	}
+	return conns, start
+}
+
+// answersTo reads the answer on each connection.
+func answersTo(conns []*enginetest.LineClient, start time.Time) []loginAnswer {
+	answers := make([]loginAnswer, len(conns))
+	done := make(chan struct{})
+	for i, c := range conns {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			answers[i] = answerOf(c, start)
+		}()
+	}
+	for range conns {
+		<-done
+	}
+	return answers
+}
+
+var checkedIn = regexp.MustCompile(`this one is checked in ([0-9.]+m?s)$`)
+var tryAgainIn = regexp.MustCompile(`try again in ([0-9]+)s$`)
+
+// TestLoginAttemptsTakeTurns is the attack the throttle used to let
+// through: many wrong passwords sent at once, each on its own
+// connection, all delayed by the same second and then all checked
+// together (60 completed in about 2 s). Now they take turns, from one
+// address and for one account from many addresses alike: the free ones
+// at once, the rest one after the other, in the order sent, each after
+// the one before by the spacing; those whose turn is more than MaxWait
+// away are refused unchecked, told when to try again.
+func TestLoginAttemptsTakeTurns(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	opts := auth.ThrottleOptions{Free: 2, Base: 100 * time.Millisecond, Max: 200 * time.Millisecond,
+		MaxWait: time.Second, Forget: time.Minute}
+	for _, tc := range []struct {
+		name string
+		src  func(i int) string
+	}{
+		{"one address", func(int) string { return "127.0.0.1" }},
+		{"many addresses, one account", func(i int) string { return fmt.Sprintf("127.0.1.%d", i+1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+				o.Auth.Throttle = opts
+				o.Limits.MaxConnsPerIP = 100
+			})
+			const n = 40
+			srcs := make([]string, n)
+			for i := range srcs {
+				srcs[i] = tc.src(i)
+			}
+			answers := loginsAtOnce(t, d, srcs, "alice", "wrong")
+			var checked []loginAnswer
+			refused := 0
+			for i, a := range answers {
+				switch a.code {
+				case "auth_failed":
+					if m := checkedIn.FindStringSubmatch(a.notice); m != nil {
+						a.wait, _ = time.ParseDuration(m[1])
+					} else if a.notice != "" {
+						t.Fatalf("attempt %d: notice %q", i, a.notice)
+					}
+					checked = append(checked, a)
+				case "too_many_attempts":
+					refused++
+					m := tryAgainIn.FindStringSubmatch(a.notice)
+					if m == nil {
+						t.Fatalf("refused attempt %d without a time to retry: %q", i, a.notice)
+					}
+					if s, _ := strconv.Atoi(m[1]); s < 1 || s > 2 {
+						t.Fatalf("refused attempt %d told to retry in %ss, want within the queue's second", i, m[1])
+					}
+				default:
+					t.Fatalf("attempt %d answered %q", i, a.code)
+				}
+			}
+			// Two free, then turns ending at 100, 300, 500, 700 and 900
+			// ms; sending the logins takes a few ms, so a turn may be a
+			// little later, never more turns than that.
+			if len(checked) < 5 || len(checked) > 7 || refused != n-len(checked) {
+				t.Fatalf("%d attempts checked, %d refused; want at most 2 free + 5 turns in the second the queue holds", len(checked), refused)
+			}
+			// The connections are read by different event loops, so the
+			// order they are taken in is the server's, not quite the
+			// order sent: put them in the order of their turns. The turns
+			// are spaced by at least the first spacing, and no attempt is
+			// answered before its turn. (Times here count from before the
+			// logins were sent, so they can only be later than the
+			// server's, never earlier.)
+			sort.SliceStable(checked, func(i, j int) bool { return checked[i].wait < checked[j].wait })
+			for i, a := range checked {
+				if a.at < a.wait {
+					t.Fatalf("attempt answered after %v, before its turn (%v)", a.at, a.wait)
+				}
+				if i >= 3 && a.wait-checked[i-1].wait < opts.Base {
+					t.Fatalf("turns %v and %v are less than %v apart", checked[i-1].wait, a.wait, opts.Base)
+				}
+			}
+			t.Logf("%d checked, %d refused", len(checked), refused)
+		})
+	}
+}
+
+// TestLoginOwnerNotLockedOut: an attack on an account from many
+// addresses fills its queue, so a login from a new address is refused
+// until the queue has room; but its owner, at an address they have
+// logged in from before, gets in at once, right through the attack.
+func TestLoginOwnerNotLockedOut(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 2, Base: 2 * time.Second, Max: 4 * time.Second,
+			MaxWait: 4 * time.Second}
+	})
+	home := d.DialLineFrom(t, "127.0.2.1").LoginPassword("alice", "s3cret")
+	home.Send("/quit")
+	home.Expect(`bye`)
+
+	srcs := make([]string, 12)
+	for i := range srcs {
+		srcs[i] = fmt.Sprintf("127.0.3.%d", i+1)
+	}
+	attack, start := sendLogins(t, d, srcs, "alice", "guess")
+	// While the attack's attempts wait their turns, the account's queue is
+	// full: a login from a new address is refused...
+	lines, _ := timedLogin(d.DialLineFrom(t, "127.0.4.1"), "alice", "s3cret")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "! too_many_attempts:") {
+		t.Fatalf("from a new address during the attack: %q, want too_many_attempts", lines)
+	}
+	// ...while the owner's address is not held at all.
+	lines, took := timedLogin(d.DialLineFrom(t, "127.0.2.1"), "alice", "s3cret")
+	if len(lines) != 1 || !strings.Contains(lines[0], "you are alice") {
+		t.Fatalf("from the owner's address during the attack: %q after %v, want a welcome at once", lines, took)
+	}
+	refused := 0
+	for _, a := range answersTo(attack, start) {
+		if a.code == "too_many_attempts" {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("the attack did not fill the account's queue")
+	}
+}
+
+// TestLoginTyposCostNothing: with the default throttle, a user who
+// mistypes twice is answered at once each time, with no notice, and the
+// right password then gets in at once.
+func TestLoginTyposCostNothing(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	c := d.DialLine(t)
+	for _, pw := range []string{"s3crte", "S3cret", "s3cret"} {
+		lines, took := timedLogin(c, "alice", pw)
+		if len(lines) != 1 || took > 2*time.Second {
+			t.Fatalf("login with %q: %q after %v, want one answer at once", pw, lines, took)
+		}
+	}
+}
+
+// TestLoginThrottleGroupsIPv6: failed logins from different addresses of
+// one IPv6 /64 count against one address; the next /64 is another.
+// (Loopback has one IPv6 address, so the clients come through a trusted
+// proxy, as behind a TLS front.)
+func TestLoginThrottleGroupsIPv6(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 2, Base: 200 * time.Millisecond}
+	})
+	login := func(src, name string) string {
+		lc, ok := admitted(t, d, src)
+		if !ok {
+			t.Fatal("refused")
+		}
+		lc.send("/login " + name + " wrong")
+		return lc.expect(`^[*!] `)
+	}
+	// Two names, two addresses: nothing per name adds up.
+	if l := login("2001:db8:5:5::1", "x1"); !strings.HasPrefix(l, "! auth_failed") {
+		t.Fatal(l)
+	}
+	if l := login("2001:db8:5:5:ffff::2", "x2"); !strings.HasPrefix(l, "! auth_failed") {
+		t.Fatal(l)
+	}
+	if l := login("2001:db8:5:5:1234::3", "x3"); !strings.Contains(l, "checked in 200ms") {
+		t.Fatalf("third failure from the /64: %q, want it held 200ms", l)
+	}
+	if l := login("2001:db8:5:6::1", "x4"); !strings.HasPrefix(l, "! auth_failed") {
+		t.Fatalf("another /64: %q, want no hold", l)
+	}
+}
+
+// TestAbandonedLoginsAreNotChecked: logins sent and hung up on do not
+// keep the checker busy after their connections have gone. Thirty
+// connections each send a login for an account whose hash takes a while
+// to check, and close at once; a login after them is answered in about
+// the time of one check, not thirty. (Before, every one was checked: 6000
+// such checks outlived their connections.)
+func TestAbandonedLoginsAreNotChecked(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "9", "-c", "-b", path, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
+		o.Auth.Pool = auth.PoolOptions{Workers: 1, MaxQueue: 100, MaxWait: time.Hour}
+	})
+	// One check, timed alone.
+	_, one := timedLogin(d.DialLine(t), "alice", "wrong")
+	_, one2 := timedLogin(d.DialLine(t), "alice", "wrong")
+	one = min(one, one2)
+
+	const n = 30
+	for range n {
+		c := d.DialLine(t)
+		c.Send("/login alice wrong")
+		c.Conn.Close()
+	}
+	// Give the server a moment to see the closes, as it would in life.
+	time.Sleep(50 * time.Millisecond)
+	lines, took := timedLogin(d.DialLine(t), "alice", "s3cret")
+	if !strings.Contains(lines[len(lines)-1], "you are alice") {
+		t.Fatalf("%q", lines)
+	}
+	// Checked in turn behind all thirty, it would take 31 checks.
+	if took > 10*one {
+		t.Fatalf("a login after %d abandoned ones took %v, %.0f checks' time (one check: %v)", n, took, float64(took)/float64(one), one)
+	}
+	t.Logf("one check %v; a login behind %d abandoned ones %v", one, n, took)
+}
+
+// TestTooManyAttemptsWS: over WebSocket the refusal is a notice saying
+// when to try again, then the error with "retry_after" in seconds.
+func TestTooManyAttemptsWS(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 2 * time.Second, Max: 2 * time.Second, MaxWait: 2 * time.Second}
+	})
+	// One free attempt, one queued for 2 s: the queue is full.
+	held, start := sendLogins(t, d, []string{"127.0.0.1", "127.0.0.1"}, "alice", "wrong")
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "alice", "password": "s3cret"})
+	if ev := w.Expect("notice"); !tryAgainIn.MatchString(ev["text"].(string)) {
+		t.Fatalf("notice %v", ev)
+	}
+	ev := w.Expect("error")
+	if ev["code"] != "too_many_attempts" {
+		t.Fatalf("error %v", ev)
+	}
+	if r, ok := ev["retry_after"].(float64); !ok || r < 1 || r > 2 {
+		t.Fatalf("retry_after %v, want 1 or 2 seconds", ev["retry_after"])
+	}
+	for i, a := range answersTo(held, start) {
+		if a.code != "auth_failed" {
+			t.Fatalf("queued attempt %d answered %q", i, a.code)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"syscall"
 	"time"
 	"unsafe"
@@ -40,6 +41,8 @@ type conn struct {
 	peerIP    string // the socket peer's address
 	fromProxy bool   // the peer is a trusted proxy
 	ipHeld    bool   // counted against ip's connection limit (claimAddr)
+
+	ipKey netip.Prefix // what ipHeld counts under: tally.AddrKey of ip when it was counted
 
 	stage  stage
 	framer line.Framer    // stageLine
@@ -416,14 +419,14 @@ func (cn *conn) backPressure(reader *outbox) {
 
 func (cn *conn) disarmRead() {
 	if cn.loop.epfd >= 0 {
-		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0)
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0, cn.login != nil)
 	}
 }
 
 // armRead re-arms reading after a pause.
 func (cn *conn) armRead() {
 	if cn.loop.epfd >= 0 {
-		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0)
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0, false)
 	}
 }
 
@@ -613,6 +616,7 @@ func (cn *conn) onClose(err error) {
 		cn.readInput()
 	}
 	cn.closed = true
+	cn.abandonLogin()
 	lost, waiters := cn.out.close()
 	if cn.c.OutboundBuffered() > 0 {
 		lost += cn.lastBatch

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,17 +26,20 @@ type AuthOptions struct {
 	// first; otherwise it is refused with already_online.
 	Takeover bool
 	Throttle auth.ThrottleOptions // zero values take auth's defaults
-	// Workers and Queue size the pool that checks passwords off the
-	// event loops; zero takes auth.NewPool's defaults.
-	Workers, Queue int
+	// Pool sizes the checkers that compare passwords off the event
+	// loops; zero values take auth's defaults.
+	Pool auth.PoolOptions
 }
 
-// logins checks accounts-mode logins. A password check is a bcrypt
-// comparison, milliseconds of CPU, so it never runs on an event loop:
-// the check runs on the pool while the connection reads no further
-// input, and the result comes back to the connection's own loop
-// (conn.finishLogin), which then goes on with the input that waited.
-// A login the full pool refuses is answered at once, without pausing.
+// logins checks accounts-mode logins. A login first gets its turn from
+// the throttle, which may mean waiting; then its password is compared on
+// the pool. A comparison is bcrypt, milliseconds of CPU, so it never runs
+// on an event loop: while the login waits and is checked the connection
+// reads no further input, and the result comes back to the connection's
+// own loop (conn.finishLogin), which then goes on with the input that
+// waited. A login the throttle or the full pool refuses is answered at
+// once, without pausing. A login whose connection closes meanwhile is
+// abandoned, and its password never compared (abandonLogin).
 type logins struct {
 	accounts *auth.Accounts
 	takeover atomic.Bool
@@ -47,6 +52,10 @@ type logins struct {
 	// their count.
 	refused       atomic.Int64
 	refusedLogged atomic.Int64 // unix nanoseconds of the last log line
+
+	// Logins refused for too many attempts come as fast as a client can
+	// send them, so they are logged at most once a second too.
+	tooManyLog logSampler
 }
 
 func newLogins(opts Options, log *zap.Logger) (*logins, error) {
@@ -59,7 +68,7 @@ func newLogins(opts Options, log *zap.Logger) (*logins, error) {
 	l := &logins{
 		accounts: opts.Auth.Accounts,
 		throttle: auth.NewThrottle(opts.Auth.Throttle, nil),
-		pool:     auth.NewPool(opts.Auth.Workers, opts.Auth.Queue),
+		pool:     auth.NewPool(opts.Auth.Pool),
 		log:      log,
 	}
 	l.takeover.Store(opts.Auth.Takeover)
@@ -81,6 +90,14 @@ type pendingLogin struct {
 	name     []byte // copies: the command's slices alias the read buffer
 	password []byte
 	ip       string
+	key      netip.Prefix // the address as the throttle counts it
+
+	// While the login waits its turn or a checker, its connection may
+	// close; then it is abandoned and no check runs (abandonLogin).
+	mu    sync.Mutex
+	gone  bool
+	timer *time.Timer // the throttle's wait, until it ends
+	check *auth.Check // the check, once submitted
 
 	account string       // the account's name as the file spells it
 	err     *proto.Error // nil: the password matched
@@ -99,9 +116,25 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.tell(proto.ErrAuthFailed)
 		return
 	}
-	pl := &pendingLogin{name: bytes.Clone(cmd.Name), password: bytes.Clone(cmd.Password), ip: cn.ip}
-	delay := l.throttle.Delay(cn.ip, string(pl.name))
-	if delay <= 0 {
+	key := cn.sourceKey()
+	adm := l.throttle.Admit(key, string(cmd.Name))
+	if adm.Refused {
+		// Refused unchecked: the attempts ahead of it from this address
+		// or for this name already fill the queue.
+		retry := (adm.RetryAfter + time.Second - 1).Truncate(time.Second) // whole seconds, rounded up
+		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
+			"too many failed logins from your address or for that name: try again in %s", retry)})
+		cn.srv.metrics.Error(proto.ErrTooManyAttempts.Code)
+		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
+		if ok, suppressed := l.tooManyLog.allow(time.Now()); ok {
+			l.log.Info("login refused: too many attempts", zap.ByteString("name", cmd.Name),
+				zap.String("remote", cn.ip), zap.Duration("retry_after", retry),
+				zap.Int("refusals_not_logged", suppressed))
+		}
+		return
+	}
+	pl := &pendingLogin{name: bytes.Clone(cmd.Name), password: bytes.Clone(cmd.Password), ip: cn.ip, key: key}
+	if adm.Wait <= 0 {
 		if !l.submit(cn, pl) {
 			// Answered at once: under a flood this is the common case,
 			// and it costs the loop no pause and no wake-up.
@@ -113,13 +146,20 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 	}
 	cn.holdInput(pl)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
-		"too many failed logins from your address or for that name: this one is checked in %s", delay.Round(time.Second/10))})
-	time.AfterFunc(delay, func() {
-		if !l.submit(cn, pl) {
+		"too many failed logins from your address or for that name: this one is checked in %s", adm.Wait.Round(time.Second/10))})
+	pl.mu.Lock()
+	pl.timer = time.AfterFunc(adm.Wait, func() {
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		if pl.gone {
+			return
+		}
+		if !l.submitLocked(cn, pl) {
 			pl.err = proto.ErrUnavailable
 			cn.loginChecked(pl)
 		}
 	})
+	pl.mu.Unlock()
 }
 
 // holdInput keeps the rest of the connection's input unread until the
@@ -138,20 +178,62 @@ func (cn *conn) holdInput(pl *pendingLogin) {
 // loop) has returned, so holding the input after a successful submit is
 // in time.
 func (l *logins) submit(cn *conn, pl *pendingLogin) bool {
-	ok := l.pool.Submit(func() {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return l.submitLocked(cn, pl)
+}
+
+// submitLocked is submit with pl.mu held.
+func (l *logins) submitLocked(cn *conn, pl *pendingLogin) bool {
+	pl.check = l.pool.Submit(l.accounts.Cost(pl.name), func() {
+		pl.mu.Lock()
+		gone := pl.gone
+		pl.mu.Unlock()
+		if gone {
+			// Its connection closed just as it was taken: too late to
+			// cancel, not too late to skip.
+			clear(pl.password)
+			return
+		}
 		l.verify(pl)
 		cn.loginChecked(pl)
 	})
-	if !ok {
+	if pl.check == nil {
 		clear(pl.password)
+		// Not the client's failure: the attempt is not counted.
+		l.throttle.Unchecked(pl.key, string(pl.name))
 		l.refused.Add(1)
 		now, last := time.Now().UnixNano(), l.refusedLogged.Load()
 		if now-last >= int64(time.Second) && l.refusedLogged.CompareAndSwap(last, now) {
 			l.log.Warn("logins refused: the password check queue is full",
 				zap.Int64("refused", l.refused.Swap(0)), zap.String("last_remote", pl.ip))
 		}
+		return false
 	}
-	return ok
+	return true
+}
+
+// abandonLogin gives up the login a closing connection is waiting for:
+// a login still waiting its turn or a checker is never checked, so a
+// flood of logins that hang up costs the checkers nothing. The attempt
+// stays counted against its address and name. It runs on the loop, from
+// onClose.
+func (cn *conn) abandonLogin() {
+	pl := cn.login
+	if pl == nil {
+		return
+	}
+	cn.login = nil
+	pl.mu.Lock()
+	pl.gone = true
+	timer, check := pl.timer, pl.check
+	pl.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
+	if check == nil || cn.srv.logins.pool.Cancel(check) {
+		clear(pl.password) // no check will read it
+	}
 }
 
 // verify compares the password and records the outcome. It runs on the
@@ -162,10 +244,10 @@ func (l *logins) verify(pl *pendingLogin) {
 	clear(pl.password)
 	if ok {
 		pl.account = account
-		l.throttle.Succeeded(account)
+		l.throttle.Succeeded(pl.key, account)
 		return
 	}
-	next := l.throttle.Failed(pl.ip, string(pl.name))
+	next := l.throttle.Failed(pl.key, string(pl.name))
 	pl.err = proto.ErrAuthFailed
 	// Never the password: not even a wrong one, which is often a right
 	// one for another account or a near miss.

@@ -56,13 +56,24 @@ func epollFD(c gnet.Conn) (fd int) {
 
 // setReadInterest arms or disarms read readiness for fd in epfd, keeping
 // write readiness when the connection still has output queued in gnet.
-func setReadInterest(epfd, fd int, read, write bool) error {
+//
+// hangup asks, while reading is disarmed, to hear of the peer's end of
+// the stream (EPOLLRDHUP), on which gnet closes the connection. A
+// connection paused for back-pressure must not: its unread input still
+// counts (a file piped through netcat ends with end-of-file right after
+// its last line). A connection paused while its login is checked should:
+// a client that hangs up before its answer must not leave its password
+// check to run for no one (see abandonLogin).
+func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 	var ev uint32
 	if read {
 		ev |= unix.EPOLLIN | unix.EPOLLPRI
 	}
 	if write {
 		ev |= unix.EPOLLOUT
+	}
+	if hangup && !read {
+		ev |= unix.EPOLLRDHUP
 	}
 	return unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Fd: int32(fd), Events: ev})
 }

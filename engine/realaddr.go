@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
+	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/line"
 )
@@ -64,22 +65,24 @@ func (s *Server) trustedPeer(a net.Addr) bool {
 // address it was counted under before. It reports false, leaving the
 // connection uncounted, when ip has too many connections already.
 func (cn *conn) claimAddr(ip string) bool {
-	if cn.ipHeld && ip == cn.ip {
+	key := tally.KeyOf(ip, cn.srv.lim().IPv6Prefix)
+	if cn.ipHeld && key == cn.ipKey {
+		cn.ip = ip
 		return true
 	}
 	cn.releaseAddr()
 	cn.ip = ip
-	if !cn.srv.perIP.acquire(ip, cn.srv.lim().MaxConnsPerIP) {
+	if !cn.srv.perIP.Acquire(key, cn.srv.lim().MaxConnsPerIP) {
 		return false
 	}
-	cn.ipHeld = true
+	cn.ipHeld, cn.ipKey = true, key
 	return true
 }
 
 // releaseAddr undoes claimAddr.
 func (cn *conn) releaseAddr() {
 	if cn.ipHeld {
-		cn.srv.perIP.release(cn.ip)
+		cn.srv.perIP.Release(cn.ipKey)
 		cn.ipHeld = false
 	}
 }

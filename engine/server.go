@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"strings"
@@ -24,6 +25,7 @@ import (
 
 	"duet/config"
 	"duet/engine/hub"
+	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/line"
 	"duet/web"
@@ -79,9 +81,9 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
-	perIP        ipCounter
-	connectFails failureTable // failed connects per address (throttle.go)
-	refusalLog   logSampler   // refused connections are logged at most once a second
+	perIP        *tally.Counter // open connections per client address (tally.AddrKey)
+	connectFails failureTable   // failed connects per address (throttle.go)
+	refusalLog   logSampler     // refused connections are logged at most once a second
 }
 
 // New checks opts and returns a server that is not yet listening.
@@ -116,7 +118,11 @@ func New(opts Options) (*Server, error) {
 	if s.metrics = opts.Metrics; s.metrics == nil {
 		s.metrics = noMetrics{}
 	}
-	s.perIP.counts = make(map[string]int)
+	// The counter holds only addresses with connections open, so
+	// limits.max_conns (which a reload may raise) bounds it; it needs no
+	// bound of its own.
+	s.perIP = tally.NewCounter(math.MaxInt)
+	s.connectFails = newFailureTable()
 	return s, nil
 }
 
@@ -160,6 +166,7 @@ func withDefaultLimits(l config.Limits) config.Limits {
 	fillD(&l.TCPKeepAlive, d.TCPKeepAlive)
 	fill(&l.MaxConns, d.MaxConns)
 	fill(&l.MaxConnsPerIP, d.MaxConnsPerIP)
+	fill(&l.IPv6Prefix, d.IPv6Prefix)
 	if l.MessageRate <= 0 {
 		l.MessageRate = d.MessageRate
 	}
@@ -418,6 +425,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	lim := s.lim()
 	ip := remoteIP(c.RemoteAddr())
+	key := addrKey(c.RemoteAddr(), lim.IPv6Prefix)
 	if s.conns.Load() >= int64(lim.MaxConns) {
 		s.logRefusal("connection refused: server full", ip)
 		return refuse(proto.ErrServerFull)
@@ -425,14 +433,14 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
-	if !fromProxy && !s.perIP.acquire(ip, lim.MaxConnsPerIP) {
+	if !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP) {
 		s.logRefusal("connection refused: too many from one address", ip)
 		return refuse(proto.ErrTooManyConns)
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, ip)
-	cn.peerIP, cn.fromProxy, cn.ipHeld = ip, fromProxy, !fromProxy
+	cn.peerIP, cn.fromProxy, cn.ipHeld, cn.ipKey = ip, fromProxy, !fromProxy, key
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
 	s.metrics.ConnOpened(cn.protocol())
@@ -494,30 +502,14 @@ func remoteIP(a net.Addr) string {
 	return host
 }
 
-// ipCounter counts open connections per remote address.
-type ipCounter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (p *ipCounter) acquire(ip string, max int) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.counts[ip] >= max {
-		return false
+// addrKey is the key a socket peer's address is counted under.
+func addrKey(a net.Addr, v6bits int) netip.Prefix {
+	t, ok := a.(*net.TCPAddr)
+	if !ok {
+		return tally.KeyOf(remoteIP(a), v6bits)
 	}
-	p.counts[ip]++
-	return true
-}
-
-func (p *ipCounter) release(ip string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.counts[ip] <= 1 {
-		delete(p.counts, ip)
-		return
-	}
-	p.counts[ip]--
+	ip, _ := netip.AddrFromSlice(t.IP)
+	return tally.AddrKey(ip, v6bits)
 }
 
 // gnetLogger routes gnet's own log lines into zap, tagged as gnet's.

@@ -1,13 +1,12 @@
 package engine
 
 import (
-	"container/list"
-	"net"
-	"sync"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
 
+	"duet/engine/tally"
 	"duet/proto"
 )
 
@@ -33,77 +32,68 @@ const (
 	// connect before its record is forgotten.
 	throttleForget = 10 * time.Minute
 	// throttleMaxAddrs bounds the table. An attacker with more addresses
-	// than this evicts the oldest records; each costs about 150 bytes, so
-	// the table never holds more than a few MiB.
+	// than this evicts the least recently failing records; each costs
+	// about 200 bytes, so the table never holds more than 4 MiB.
 	throttleMaxAddrs = 16384
 	// heldTokenMax is how much of a held token is kept: one byte past a
 	// token's length is enough to stay invalid.
 	heldTokenMax = proto.TokenLen + 1
 )
 
-// failureTable counts failed connects per address, most recent first.
-// Its zero value is ready to use; it is safe for concurrent use.
+// failureTable counts failed connects per address (an IPv6 prefix of
+// limits.ipv6_prefix bits counting as one address). It is safe for
+// concurrent use.
 type failureTable struct {
-	mu      sync.Mutex
-	entries map[string]*list.Element // of *failureRecord
-	order   list.List                // front: most recent failure
+	t *tally.Table[netip.Prefix, failureRecord]
 }
 
 type failureRecord struct {
-	key      string
 	fails    int
 	lastFail time.Time
 	nextSlot time.Time // when the last hold queued for this address ends
 }
 
-// failureKey is the address a record is kept under. An IPv6 user
-// usually holds a whole /64, so the /64 counts as one address.
-func failureKey(ip string) string {
-	parsed := net.ParseIP(ip)
-	if parsed == nil || parsed.To4() != nil {
-		return ip
-	}
-	return parsed.Mask(net.CIDRMask(64, 128)).String() + "/64"
+// newFailureTable returns an empty table of at most throttleMaxAddrs
+// addresses. The least recently failing address makes way for a new one,
+// except that an address with a hold queued makes way only when every
+// address has one: evicting it would let its next connects overtake the
+// holds already queued.
+func newFailureTable() failureTable {
+	return failureTable{tally.NewTable[netip.Prefix, failureRecord](tally.Options[failureRecord]{
+		Max: throttleMaxAddrs,
+		Expired: func(r *failureRecord, now time.Time) bool {
+			return now.Sub(r.lastFail) > throttleForget && !r.nextSlot.After(now)
+		},
+		Pinned:      func(r *failureRecord, now time.Time) bool { return r.nextSlot.After(now) },
+		EvictPinned: true,
+	})}
 }
 
-// lookupLocked returns the live record for key, forgetting a stale one.
-func (t *failureTable) lookupLocked(key string, now time.Time) *failureRecord {
-	el, ok := t.entries[key]
-	if !ok {
-		return nil
-	}
-	rec := el.Value.(*failureRecord)
-	if now.Sub(rec.lastFail) > throttleForget && !rec.nextSlot.After(now) {
-		t.order.Remove(el)
-		delete(t.entries, key)
-		return nil
-	}
-	return rec
-}
-
-// admit says how long a connect from ip must be held before its token is
-// checked (zero: at once), or refuse when the address has queued so much
-// that it is answered throttled without a check. With reserve false it
-// only asks, and queues nothing.
-func (t *failureTable) admit(ip string, now time.Time, limit int, reserve bool) (wait time.Duration, refuse bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	rec := t.lookupLocked(failureKey(ip), now)
-	if rec == nil || rec.fails < limit {
-		return 0, false
-	}
-	start := now
-	if rec.nextSlot.After(now) {
-		start = rec.nextSlot
-	}
-	end := start.Add(throttleDelay(rec.fails - limit))
-	if end.Sub(now) > throttleMaxWait {
-		return 0, true
-	}
-	if reserve {
-		rec.nextSlot = end
-	}
-	return end.Sub(now), false
+// admit says how long a connect from the address key must be held before
+// its token is checked (zero: at once), or refuse when the address has
+// queued so much that it is answered throttled without a check. With
+// reserve false it only asks, and queues nothing.
+func (t failureTable) admit(key netip.Prefix, now time.Time, limit int, reserve bool) (wait time.Duration, refuse bool) {
+	t.t.Update(key, now, false, func(rec *failureRecord, _ bool) tally.Action {
+		if rec.fails < limit {
+			return tally.Keep
+		}
+		start := now
+		if rec.nextSlot.After(now) {
+			start = rec.nextSlot
+		}
+		end := start.Add(throttleDelay(rec.fails - limit))
+		if end.Sub(now) > throttleMaxWait {
+			refuse = true
+			return tally.Keep
+		}
+		if reserve {
+			rec.nextSlot = end
+		}
+		wait = end.Sub(now)
+		return tally.Keep
+	})
+	return wait, refuse
 }
 
 // throttleDelay is the hold for a connect after excess failures past the
@@ -115,36 +105,25 @@ func throttleDelay(excess int) time.Duration {
 	return min(throttleFirstDelay<<excess, throttleMaxDelay)
 }
 
-// failed records a failed connect from ip and returns the address's count.
-func (t *failureTable) failed(ip string, now time.Time) int {
-	key := failureKey(ip)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.entries == nil {
-		t.entries = make(map[string]*list.Element)
-	}
-	rec := t.lookupLocked(key, now)
-	if rec == nil {
-		for t.order.Len() >= throttleMaxAddrs {
-			oldest := t.order.Back()
-			t.order.Remove(oldest)
-			delete(t.entries, oldest.Value.(*failureRecord).key)
-		}
-		rec = &failureRecord{key: key}
-		t.entries[key] = t.order.PushFront(rec)
-	} else {
-		t.order.MoveToFront(t.entries[key])
-	}
-	rec.fails++
-	rec.lastFail = now
-	return rec.fails
+// failed records a failed connect from the address key and returns the
+// address's count.
+func (t failureTable) failed(key netip.Prefix, now time.Time) (fails int) {
+	t.t.Update(key, now, true, func(rec *failureRecord, _ bool) tally.Action {
+		rec.fails++
+		rec.lastFail = now
+		fails = rec.fails
+		return tally.Touch
+	})
+	return fails
 }
 
 // size is the number of addresses on record.
-func (t *failureTable) size() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.order.Len()
+func (t failureTable) size() int { return t.t.Len() }
+
+// sourceKey is the key this connection's client address is counted under
+// by the throttles, with the limits in force now.
+func (cn *conn) sourceKey() netip.Prefix {
+	return tally.KeyOf(cn.ip, cn.srv.lim().IPv6Prefix)
 }
 
 // connect carries out a connect command under the failed-connect
@@ -153,7 +132,7 @@ func (t *failureTable) size() int {
 func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	now := time.Now()
 	ending := cn.drainingInput || cn.closing
-	wait, refuse := cn.srv.connectFails.admit(cn.ip, now, cn.srv.lim().ConnectFailures, !ending)
+	wait, refuse := cn.srv.connectFails.admit(cn.sourceKey(), now, cn.srv.lim().ConnectFailures, !ending)
 	if refuse || (wait > 0 && ending) {
 		// Nobody waits at the end of a connection: a guesser who sends a
 		// thousand tokens and hangs up must not have them all checked.
@@ -182,7 +161,7 @@ func (cn *conn) checkConnect(token []byte, throttled bool) *proto.Error {
 		return err
 	}
 	limit := cn.srv.lim().ConnectFailures
-	fails := cn.srv.connectFails.failed(cn.ip, time.Now())
+	fails := cn.srv.connectFails.failed(cn.sourceKey(), time.Now())
 	fields := []zap.Field{
 		zap.String("token_prefix", tokenPrefix(token)),
 		zap.String("error", err.Code),

@@ -2,86 +2,100 @@ package engine
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
+
+	"duet/engine/tally"
 )
 
+func key(ip string) netip.Prefix { return tally.KeyOf(ip, 64) }
+
 func TestFailureTableDelaysGrowAndQueue(t *testing.T) {
-	var ft failureTable
+	ft := newFailureTable()
 	now := time.Unix(1000, 0)
 	const limit = 3
 	for i := 0; i < limit; i++ {
-		if wait, refuse := ft.admit("192.0.2.1", now, limit, true); wait != 0 || refuse {
+		if wait, refuse := ft.admit(key("192.0.2.1"), now, limit, true); wait != 0 || refuse {
 			t.Fatalf("failure %d: held %v (refused %v) before the limit", i, wait, refuse)
 		}
-		ft.failed("192.0.2.1", now)
+		ft.failed(key("192.0.2.1"), now)
 	}
 	// Past the limit, holds queue one behind the other and grow with
 	// each failure; another address is untouched.
-	if wait, _ := ft.admit("192.0.2.1", now, limit, true); wait != throttleFirstDelay {
+	if wait, _ := ft.admit(key("192.0.2.1"), now, limit, true); wait != throttleFirstDelay {
 		t.Fatalf("first hold %v, want %v", wait, throttleFirstDelay)
 	}
-	if wait, _ := ft.admit("192.0.2.1", now, limit, true); wait != 2*throttleFirstDelay {
+	if wait, _ := ft.admit(key("192.0.2.1"), now, limit, true); wait != 2*throttleFirstDelay {
 		t.Fatalf("a second connect at once queues behind the first: held %v", wait)
 	}
-	if wait, refuse := ft.admit("192.0.2.2", now, limit, true); wait != 0 || refuse {
+	if wait, refuse := ft.admit(key("192.0.2.2"), now, limit, true); wait != 0 || refuse {
 		t.Fatalf("another address held %v", wait)
 	}
 	later := now.Add(time.Second)
-	ft.failed("192.0.2.1", later)
-	if wait, _ := ft.admit("192.0.2.1", later, limit, false); wait != 2*throttleFirstDelay {
+	ft.failed(key("192.0.2.1"), later)
+	if wait, _ := ft.admit(key("192.0.2.1"), later, limit, false); wait != 2*throttleFirstDelay {
 		t.Fatalf("after %d failures held %v, want %v", limit+1, wait, 2*throttleFirstDelay)
 	}
 	// Far past the limit, a connect that would wait too long is refused.
 	for i := 0; i < 10; i++ {
-		ft.failed("192.0.2.1", later)
+		ft.failed(key("192.0.2.1"), later)
 	}
 	refused := false
 	for i := 0; i < 10 && !refused; i++ {
-		_, refused = ft.admit("192.0.2.1", later, limit, true)
+		_, refused = ft.admit(key("192.0.2.1"), later, limit, true)
 	}
 	if !refused {
 		t.Fatal("queued holds past throttleMaxWait were not refused")
 	}
 	// An address quiet for throttleForget starts afresh.
-	if wait, refuse := ft.admit("192.0.2.1", later.Add(throttleForget+time.Minute), limit, true); wait != 0 || refuse {
+	if wait, refuse := ft.admit(key("192.0.2.1"), later.Add(throttleForget+time.Minute), limit, true); wait != 0 || refuse {
 		t.Fatalf("a forgotten address is still held %v", wait)
 	}
 }
 
 func TestFailureTableIsBounded(t *testing.T) {
-	var ft failureTable
+	ft := newFailureTable()
 	now := time.Unix(1000, 0)
 	for i := 0; i < throttleMaxAddrs+500; i++ {
-		ft.failed(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), now)
+		ft.failed(key(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)), now)
 	}
 	if n := ft.size(); n != throttleMaxAddrs {
 		t.Fatalf("%d addresses on record, want the cap %d", n, throttleMaxAddrs)
 	}
 	// The oldest were evicted, the newest kept.
-	if _, ok := ft.entries["10.0.0.0"]; ok {
+	if wait, _ := ft.admit(key("10.0.0.0"), now, 1, false); wait != 0 {
 		t.Fatal("the oldest address was not evicted")
 	}
 	last := throttleMaxAddrs + 499
-	if _, ok := ft.entries[fmt.Sprintf("10.%d.%d.%d", last>>16&255, last>>8&255, last&255)]; !ok {
+	if wait, _ := ft.admit(key(fmt.Sprintf("10.%d.%d.%d", last>>16&255, last>>8&255, last&255)), now, 1, false); wait == 0 {
 		t.Fatal("the newest address was evicted")
 	}
 }
 
-func TestFailureKeyGroupsIPv6By64(t *testing.T) {
-	for _, tc := range []struct{ a, b string }{
-		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2:bbbb::2"},
-		{"192.0.2.7", "192.0.2.7"},
-	} {
-		if failureKey(tc.a) != failureKey(tc.b) {
-			t.Errorf("%s and %s are keyed apart: %s, %s", tc.a, tc.b, failureKey(tc.a), failureKey(tc.b))
-		}
+// TestFailureTableGroupsIPv6: failures from different addresses of one
+// /64 add up; another /64, or another prefix length, keeps them apart.
+func TestFailureTableGroupsIPv6(t *testing.T) {
+	ft := newFailureTable()
+	now := time.Unix(1000, 0)
+	for i := range 3 {
+		ft.failed(tally.KeyOf(fmt.Sprintf("2001:db8:1:2:%x::1", i+1), 64), now)
 	}
-	if failureKey("2001:db8:1:2::1") == failureKey("2001:db8:1:3::1") {
-		t.Error("two /64s share a key")
+	if wait, _ := ft.admit(tally.KeyOf("2001:db8:1:2:ffff::9", 64), now, 3, false); wait != throttleFirstDelay {
+		t.Fatalf("a fourth address of the /64 held %v, want %v", wait, throttleFirstDelay)
 	}
-	if failureKey("192.0.2.7") == failureKey("192.0.2.8") {
-		t.Error("two IPv4 addresses share a key")
+	if wait, _ := ft.admit(tally.KeyOf("2001:db8:1:3::1", 64), now, 3, false); wait != 0 {
+		t.Fatalf("the next /64 held %v", wait)
+	}
+	if wait, _ := ft.admit(tally.KeyOf("2001:db8:1:2:ffff::9", 128), now, 3, false); wait != 0 {
+		t.Fatalf("with limits.ipv6_prefix 128 another address held %v", wait)
+	}
+	// IPv4-mapped IPv6 is the IPv4 address.
+	ft.failed(key("192.0.2.9"), now)
+	ft.failed(key("::ffff:192.0.2.9"), now)
+	ft.failed(key("192.0.2.9"), now)
+	if wait, _ := ft.admit(key("::ffff:192.0.2.9"), now, 3, false); wait != throttleFirstDelay {
+		t.Fatalf("IPv4 and IPv4-mapped failures counted apart: held %v", wait)
 	}
 }
 

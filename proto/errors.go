@@ -32,6 +32,11 @@ var (
 	ErrRateLimited     = &Error{"rate_limited", "too many requests; slow down"}
 	ErrThrottled       = &Error{"throttled", "too many failed connect attempts from your address; wait and try again"}
 	ErrAuthFailed      = &Error{"auth_failed", "wrong name or password"}
+	// ErrTooManyAttempts refuses a login without checking it: too many
+	// have failed from the client's address or for the name, and the
+	// attempts already waiting their turn fill the queue. The event that
+	// carries it says when to try again (Event.RetryAfter).
+	ErrTooManyAttempts = &Error{"too_many_attempts", "too many failed logins from your address or for that name; try again later"}
 	ErrAlreadyOnline   = &Error{"already_online", "that account is already logged in elsewhere"}
 	ErrUnavailable     = &Error{"unavailable", "the server cannot do that right now; try again shortly"}
 	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
@@ -54,7 +59,7 @@ var Errors = []*Error{
 	ErrUnknownToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
-	ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
+	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrFlooded,
 }

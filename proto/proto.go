@@ -8,6 +8,8 @@
 // this vocabulary and never sees bytes from a socket.
 package proto
 
+import "time"
+
 // Op says what a client asks for.
 type Op uint8
 
@@ -130,4 +132,9 @@ type Event struct {
 	Count     int    // EvPeerLeft: messages to the peer that were not delivered
 	Err       *Error // EvError
 	Auth      string // EvHello: "open" or "accounts"
+
+	// RetryAfter, on an EvError, says how long to wait before trying
+	// again (too_many_attempts); zero when it does not apply. JSON
+	// carries it in whole seconds, rounded up.
+	RetryAfter time.Duration
 }

@@ -1,10 +1,12 @@
 // Package auth is duet's accounts mode: user names and bcrypt password
 // hashes from an htpasswd file, checked off the event loops by a bounded
-// pool, with failed logins slowed down per address and per account.
+// pool, with failed logins rate limited per address and per account.
 //
-// It knows nothing of sockets or protocols. The engine asks it three
-// things: how long a login attempt must wait (Throttle), whether a name
-// and password match (Accounts.Verify, run on a Pool), and to record the
+// It knows nothing of sockets or protocols; an address comes to it as the
+// key a limit counts it under (tally.AddrKey). The engine asks it three
+// things: when a login attempt may be checked, if at all (Throttle.Admit),
+// whether a name and password match (Accounts.Verify, run on a Pool,
+// which can withdraw a check whose client has gone), and to record the
 // outcome.
 package auth
 
@@ -13,6 +15,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/bits"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -48,17 +52,31 @@ func (e *LineError) Error() string {
 	return b.String()
 }
 
+// MaxCost is the highest bcrypt cost an entry may have. Each step up
+// doubles the time one login takes to check: cost 14 is about a second
+// of one core, and cost 31, which bcrypt allows, would be a day and a
+// half. A login is checked before anything is known about the client, so
+// one entry with such a cost would let anyone occupy a password checker
+// for that long with a single login attempt.
+const MaxCost = 14
+
 // Table is a parsed htpasswd file: account names and their bcrypt
 // hashes. It is never changed once built, so any number of logins may
 // read it while a reload builds the next one.
 type Table struct {
 	byKey map[string]entry // by folded name: duet names are unique regardless of case
-	dummy []byte           // see dummyHash
+	// costs holds every entry's cost, ascending: the distribution a name
+	// that is not an account draws its cost from (see Accounts.Verify).
+	costs []int
+	// dummies holds one entry's hash for each cost present: what a name
+	// that is not an account is compared against.
+	dummies map[int][]byte
 }
 
 type entry struct {
 	name string // as written in the file; the session gets this spelling
 	hash []byte
+	cost int
 }
 
 // Len is the number of accounts.
@@ -99,14 +117,18 @@ func Parse(r io.Reader, file string) (*Table, error) {
 		if kind := hashKind(hash); kind != "" {
 			return nil, fail(name, "%s hash; only bcrypt is accepted: recreate it with htpasswd -B", kind)
 		}
-		if _, err := bcrypt.Cost(hash); err != nil || len(hash) != bcryptLen {
+		cost, err := bcrypt.Cost(hash)
+		if err != nil || len(hash) != bcryptLen {
 			return nil, fail(name, "malformed bcrypt hash")
+		}
+		if cost > MaxCost {
+			return nil, fail(name, "bcrypt cost %d is above %d, the most duet accepts: each step up doubles how long any login under this name, right or wrong, occupies a password checker; recreate it with htpasswd -B -C %d or lower", cost, MaxCost, MaxCost)
 		}
 		key := fold(name)
 		if prev, dup := t.byKey[key]; dup {
 			return nil, fail(name, "appears twice (also as %q); names are unique regardless of case", prev.name)
 		}
-		t.byKey[key] = entry{name: name, hash: bytes.Clone(hash)}
+		t.byKey[key] = entry{name: name, hash: bytes.Clone(hash), cost: cost}
 	}
 	if err := sc.Err(); err != nil {
 		if err == bufio.ErrTooLong {
@@ -114,7 +136,12 @@ func Parse(r io.Reader, file string) (*Table, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	t.dummy = dummyHash(t)
+	t.dummies = make(map[int][]byte)
+	for _, e := range t.byKey {
+		t.costs = append(t.costs, e.cost)
+		t.dummies[e.cost] = e.hash
+	}
+	slices.Sort(t.costs)
 	return t, nil
 }
 
@@ -159,34 +186,30 @@ func isCryptAlphabet(s string) bool {
 	return true
 }
 
-// dummyHash picks the hash an unknown name is compared against, so that
-// a login under a name that does not exist costs as much as one that
-// does, and timing does not tell an attacker which names exist. It is a
-// copy of a real entry of the most common cost: its cost is what most
-// logins pay. The result of that comparison is never used.
-func dummyHash(t *Table) []byte {
-	counts := make(map[int]int)
-	var best []byte
-	bestCount := 0
-	for _, e := range t.byKey {
-		c, _ := bcrypt.Cost(e.hash)
-		counts[c]++
-		if counts[c] > bestCount {
-			bestCount = counts[c]
-			best = e.hash
-		}
-	}
-	if best == nil {
+// dummyFor returns the hash a name that is not an account is compared
+// against, given draw, a number fixed for that name (Accounts.Verify).
+// The hash is a real entry's, of the cost at the draw's place in the
+// file's costs: names that do not exist cost what names that do cost,
+// in the same proportions, each always the same. The result of that
+// comparison is never used.
+func (t *Table) dummyFor(draw uint64) (hash []byte, cost int) {
+	if len(t.costs) == 0 {
 		// No accounts: every login fails, but still at the price of a
-		// comparison at htpasswd -B's default cost (5).
-		return []byte(emptyTableDummy)
+		// comparison at htpasswd -B's default cost.
+		return []byte(emptyTableDummy), emptyTableCost
 	}
-	return best
+	// The draw's place in the costs: draw/2^64 of the way along.
+	i, _ := bits.Mul64(draw, uint64(len(t.costs)))
+	cost = t.costs[i]
+	return t.dummies[cost], cost
 }
 
 // emptyTableDummy is a bcrypt hash (cost 5) of a random password nobody
 // knows; only its cost matters.
-const emptyTableDummy = "$2y$05$MX7pMQaRnK0k6vpSsoeZ9Oa3CDCxKAD0DepvrsnTLSd4hRvw43hv2"
+const (
+	emptyTableDummy = "$2y$05$MX7pMQaRnK0k6vpSsoeZ9Oa3CDCxKAD0DepvrsnTLSd4hRvw43hv2"
+	emptyTableCost  = 5
+)
 
 func fold(name string) string { return strings.ToLower(name) }
 

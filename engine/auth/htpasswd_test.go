@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -42,6 +43,10 @@ func TestParse(t *testing.T) {
 		{name: "truncated bcrypt", file: "frank:" + hashY[:50] + "\n", errLine: 1, errUser: "frank", errHas: "malformed"},
 		{name: "bcrypt with junk", file: "frank:" + hashY + "x\n", errLine: 1, errUser: "frank", errHas: "malformed"},
 		{name: "bad cost", file: "frank:$2y$99" + hashY[6:] + "\n", errLine: 1, errUser: "frank", errHas: "malformed"},
+		// A cost bcrypt allows but no login should pay: refused by name.
+		{name: "cost 31", file: "alice:" + hashY + "\nmallory:$2y$31" + hashY[6:] + "\n", errLine: 2, errUser: "mallory", errHas: "bcrypt cost 31 is above 14"},
+		{name: "cost 15", file: "mallory:$2b$15" + hashY[6:] + "\n", errLine: 1, errUser: "mallory", errHas: "htpasswd -B -C 14 or lower"},
+		{name: "cost 14", file: "alice:$2y$14" + hashY[6:] + "\n", users: []string{"alice"}},
 		{name: "no colon", file: "\nalice " + hashY + "\n", errLine: 2, errHas: "NAME:HASH"},
 		{name: "bad name", file: "al ice:" + hashY + "\n", errLine: 1, errUser: "al ice", errHas: "valid duet name"},
 		{name: "empty name", file: ":" + hashY + "\n", errLine: 1, errHas: "valid duet name"},
@@ -75,8 +80,10 @@ func TestParse(t *testing.T) {
 					t.Errorf("account %q missing", u)
 				}
 			}
-			if len(tab.dummy) != bcryptLen {
-				t.Errorf("dummy hash %q", tab.dummy)
+			for i := range 16 {
+				if h, _ := tab.dummyFor(uint64(i) << 60); len(h) != bcryptLen {
+					t.Errorf("dummy hash %q", h)
+				}
 			}
 		})
 	}
@@ -119,21 +126,53 @@ func TestEmptyTableVerifies(t *testing.T) {
 	}
 }
 
-// TestDummyHashHasTheCommonCost: an unknown name is checked against a
-// hash of the cost most accounts have, so it takes as long as theirs.
-func TestDummyHashHasTheCommonCost(t *testing.T) {
-	tab, err := Parse(strings.NewReader("a:"+hashY+"\nb:"+hashA+"\nc:"+emptyTableDummy+"\n"), "users")
+// TestDummyCostFollowsTheFile: names that are not accounts draw their
+// cost from the file's costs in their proportions, each name always the
+// same one, and are checked against a real hash of that cost.
+func TestDummyCostFollowsTheFile(t *testing.T) {
+	cost5 := "$2y$05" + hashY[6:]
+	tab, err := Parse(strings.NewReader("a:"+hashY+"\nb:"+hashA+"\nc:"+cost5+"\n"), "users")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cost, _ := bcrypt.Cost(tab.dummy); cost != 4 {
-		t.Fatalf("dummy cost %d, want 4 (two accounts at 4, one at 5)", cost)
+	a := NewAccounts(tab)
+	counts := map[int]int{}
+	const names = 3000
+	for i := range names {
+		name := []byte("nobody" + strconv.Itoa(i))
+		c := a.Cost(name)
+		counts[c]++
+		if again := a.Cost(name); again != c {
+			t.Fatalf("%s drew cost %d, then %d", name, c, again)
+		}
+		if h, hc := tab.dummyFor(a.draw(name)); hc != c || mustCost(t, h) != c {
+			t.Fatalf("%s: Cost says %d, the dummy hash has cost %d", name, c, mustCost(t, h))
+		}
 	}
+	// Two accounts of three are at cost 4: about 2000 of 3000 names, with
+	// a margin of more than five standard deviations (26).
+	if counts[4] < 1850 || counts[4] > 2150 || counts[4]+counts[5] != names {
+		t.Fatalf("costs drawn %v, want about 2000 at 4 and 1000 at 5", counts)
+	}
+	// Accounts pay their own cost.
+	if a.Cost([]byte("A")) != 4 || a.Cost([]byte("c")) != 5 {
+		t.Fatal("an account's cost is not its entry's")
+	}
+
 	tab, err = Parse(strings.NewReader(""), "users")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cost, err := bcrypt.Cost(tab.dummy); err != nil || cost != 5 {
-		t.Fatalf("empty table: dummy cost %d (%v), want htpasswd's default 5", cost, err)
+	if h, c := tab.dummyFor(12345); c != 5 || mustCost(t, h) != 5 {
+		t.Fatalf("empty table: dummy cost %d, want htpasswd's default 5", c)
 	}
+}
+
+func mustCost(t *testing.T, hash []byte) int {
+	t.Helper()
+	c, err := bcrypt.Cost(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -1,25 +1,38 @@
 package auth
 
 import (
+	"net/netip"
 	"sync"
 	"time"
+
+	"duet/engine/tally"
 )
 
-// ThrottleOptions shape how failed logins slow down the next ones. Zero
+// ThrottleOptions shape how failed logins limit the next ones. Zero
 // values take the defaults.
 type ThrottleOptions struct {
 	// Free is how many failures an address or an account may have before
-	// attempts are delayed. Default 5: enough for typos.
+	// its attempts are spaced out. Default 5: enough for typos.
 	Free int
-	// Base is the first delay; each further failure doubles it. Default 1s.
+	// Base is the spacing after the first failure past Free; each further
+	// failure doubles it. Default 1s.
 	Base time.Duration
-	// Max caps the delay. Default 30s, under the line protocol's default
-	// login timeout, so a delayed attempt is still answered.
+	// Max caps the spacing. Default 30s: past the free failures an
+	// address, or an account, is checked at most twice a minute.
 	Max time.Duration
-	// Forget is how long a record lasts after its last failure. Default 15m.
+	// MaxWait bounds the queue: an attempt that would wait longer than
+	// this before its check is refused at once, told when to try again.
+	// Default 30s, under the line protocol's default login timeout, so
+	// an attempt that is queued is answered. Never less than Max.
+	MaxWait time.Duration
+	// Forget is how long a record lasts after its last failure. Default
+	// 15m.
 	Forget time.Duration
-	// MaxEntries bounds the records kept for addresses and for account
-	// names, each. Default 100000.
+	// KnownFor is how long an address stays known for an account after a
+	// successful login from it. Default 30 days.
+	KnownFor time.Duration
+	// MaxEntries bounds each of the three tables: addresses, account
+	// names, and known address-account pairs. Default 65536.
 	MaxEntries int
 }
 
@@ -33,135 +46,249 @@ func (o ThrottleOptions) withDefaults() ThrottleOptions {
 	if o.Max <= 0 {
 		o.Max = 30 * time.Second
 	}
-	if o.Max < o.Base {
-		o.Max = o.Base
+	o.Max = max(o.Max, o.Base)
+	if o.MaxWait <= 0 {
+		o.MaxWait = 30 * time.Second
 	}
+	o.MaxWait = max(o.MaxWait, o.Max) // or an attempt past Free could never be admitted
 	if o.Forget <= 0 {
 		o.Forget = 15 * time.Minute
 	}
+	if o.KnownFor <= 0 {
+		o.KnownFor = 30 * 24 * time.Hour
+	}
 	if o.MaxEntries <= 0 {
-		o.MaxEntries = 100_000
+		o.MaxEntries = 65536
 	}
 	return o
 }
 
-// Throttle counts failed logins per remote address and per account name
-// and says how long the next attempt must wait before it is checked:
-// nothing for the first Free failures, then Base, doubling with each
-// further failure up to Max. Guessing passwords from one address, or for
-// one account from many addresses, becomes slow, while a person who
-// mistypes a few times is not held up.
+// Throttle is a rate limit on password guessing, per client address and
+// per account name.
 //
-// A delayed attempt is still checked once its wait is over, so a right
-// password gets in even while someone else is guessing at the account;
-// nobody can lock a user out by failing on purpose, only slow them down.
+// Each address and each name has a count of failures and a schedule.
+// The first Free failures cost nothing. Past them, each attempt is
+// given a turn: the later of now and the end of the last turn, plus a
+// spacing of Base, doubling with each further failure up to Max. The
+// attempt is checked when its turns for both its address and its name
+// have come, so attempts from one address, or for one name, are checked
+// one after the other, in order, however many connections they arrive
+// on. An attempt whose turn is more than MaxWait away is refused without
+// a check, and told when a turn would be free.
 //
-// Names are counted whether or not an account exists, so the delays do
-// not tell which names do. A successful login clears its account's
-// record, not its address's: one good account must not buy an address
-// fresh guesses at others.
+// An attempt counts as a failure as soon as it is given its turn, and
+// is refunded if it turns out right. Attempts made at once all count,
+// so opening many connections buys no extra free guesses.
+//
+// Names are counted whether or not an account exists, so the limit does
+// not tell which names do. A successful login is refunded, but clears
+// nothing: one good account must not buy an address fresh guesses at
+// others, nor its owner's login wipe out the guesses made at it.
+//
+// An address from which an account has logged in within KnownFor is
+// known for it: its attempts for that account skip the account's
+// schedule (their address's still applies). Someone guessing at an
+// account from elsewhere can fill that account's schedule and keep
+// logins from new addresses waiting or refused, but cannot delay its
+// owner at an address the owner has used.
+//
+// Each table is bounded. Under pressure a forgotten record makes way
+// first, then the least recently failed record that is not being
+// throttled; a record being throttled (past Free failures, or with turns
+// still ahead) makes way only when every record is.
 type Throttle struct {
 	opts ThrottleOptions
 	now  func() time.Time
 
+	// mu makes an admission (reading both schedules, then taking both
+	// turns) one step. The tables lock themselves too, below it.
 	mu    sync.Mutex
-	ips   map[string]*failures
-	names map[string]*failures
+	addrs *tally.Table[netip.Prefix, schedule]
+	names *tally.Table[string, schedule]
+	known *tally.Table[pair, int64] // last successful login, unix nanoseconds
 }
 
-type failures struct {
-	count int
-	last  time.Time
+// schedule is one address's or one name's record.
+type schedule struct {
+	fails int   // failures (and attempts still to be checked) since the record was last forgotten
+	last  int64 // unix nanoseconds of the last attempt or failure
+	turn  int64 // unix nanoseconds when the last turn given ends
 }
 
-// NewThrottle returns a throttle with no failures recorded. now is the
-// clock; nil means time.Now.
+type pair struct {
+	name string // folded
+	addr netip.Prefix
+}
+
+// NewThrottle returns a throttle with nothing recorded. now is the clock;
+// nil means time.Now.
 func NewThrottle(opts ThrottleOptions, now func() time.Time) *Throttle {
 	if now == nil {
 		now = time.Now
 	}
-	return &Throttle{
-		opts:  opts.withDefaults(),
-		now:   now,
-		ips:   make(map[string]*failures),
-		names: make(map[string]*failures),
+	opts = opts.withDefaults()
+	t := &Throttle{opts: opts, now: now}
+	expired := func(s *schedule, now time.Time) bool {
+		n := now.UnixNano()
+		return n-s.last > int64(opts.Forget) && s.turn <= n
 	}
+	pinned := func(s *schedule, now time.Time) bool {
+		return s.fails >= opts.Free || s.turn > now.UnixNano()
+	}
+	t.addrs = tally.NewTable[netip.Prefix, schedule](tally.Options[schedule]{
+		Max: opts.MaxEntries, Expired: expired, Pinned: pinned, EvictPinned: true,
+	})
+	t.names = tally.NewTable[string, schedule](tally.Options[schedule]{
+		Max: opts.MaxEntries, Expired: expired, Pinned: pinned, EvictPinned: true,
+	})
+	t.known = tally.NewTable[pair, int64](tally.Options[int64]{
+		Max:     opts.MaxEntries,
+		Expired: func(last *int64, now time.Time) bool { return now.UnixNano()-*last > int64(opts.KnownFor) },
+	})
+	return t
 }
 
-// Delay is how long an attempt to log in as name from ip must wait
-// before it is checked: the longer of the address's and the account's.
-func (t *Throttle) Delay(ip, name string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	return max(t.delayLocked(t.ips, ip, now), t.delayLocked(t.names, fold(name), now))
+// Admission is the throttle's answer to a login attempt.
+type Admission struct {
+	// Wait is how long the attempt waits for its turn before it is
+	// checked; zero: at once.
+	Wait time.Duration
+	// Refused: the attempt would wait more than MaxWait. It is not
+	// checked and not counted; RetryAfter says when a turn would be free.
+	Refused    bool
+	RetryAfter time.Duration
 }
 
-func (t *Throttle) delayLocked(m map[string]*failures, key string, now time.Time) time.Duration {
-	f := m[key]
-	if f == nil {
-		return 0
-	}
-	if now.Sub(f.last) > t.opts.Forget {
-		delete(m, key)
-		return 0
-	}
-	over := f.count - t.opts.Free
+// spacing is the turn length for a record with fails failures so far.
+func (t *Throttle) spacing(fails int) time.Duration {
+	over := fails - t.opts.Free
 	if over < 0 {
 		return 0
 	}
-	d := t.opts.Base
-	for ; over > 0 && d < t.opts.Max; over-- {
-		d *= 2
+	if over >= 32 {
+		return t.opts.Max
 	}
-	return min(d, t.opts.Max)
+	return min(t.opts.Base<<over, t.opts.Max)
 }
 
-// Failed records a failed attempt and returns the delay the next
-// attempt from ip or for name will wait.
-func (t *Throttle) Failed(ip, name string) time.Duration {
+// turnEnd is when an attempt's turn on s would end.
+func (t *Throttle) turnEnd(s schedule, now int64) int64 {
+	start := max(now, s.turn)
+	return start + int64(t.spacing(s.fails))
+}
+
+// Admit gives a login attempt from addr for name its turn, or refuses it.
+func (t *Throttle) Admit(addr netip.Prefix, name string) Admission {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	t.failLocked(t.ips, ip, now)
-	t.failLocked(t.names, fold(name), now)
-	return max(t.delayLocked(t.ips, ip, now), t.delayLocked(t.names, fold(name), now))
+	n := now.UnixNano()
+	key := fold(name)
+	known := t.isKnown(key, addr, now)
+
+	// Where the turns would end, without taking them yet.
+	endA, endN := n, n
+	t.addrs.Update(addr, now, false, func(s *schedule, _ bool) tally.Action {
+		endA = t.turnEnd(*s, n)
+		return tally.Keep
+	})
+	if !known {
+		t.names.Update(key, now, false, func(s *schedule, _ bool) tally.Action {
+			endN = t.turnEnd(*s, n)
+			return tally.Keep
+		})
+	}
+	end := max(endA, endN)
+	if wait := time.Duration(end - n); wait > t.opts.MaxWait {
+		return Admission{Refused: true, RetryAfter: wait - t.opts.MaxWait}
+	}
+
+	take := func(s *schedule, _ bool) tally.Action {
+		s.turn = t.turnEnd(*s, n)
+		s.fails++
+		s.last = n
+		return tally.Touch
+	}
+	t.addrs.Update(addr, now, true, take)
+	if !known {
+		t.names.Update(key, now, true, take)
+	}
+	return Admission{Wait: time.Duration(end - n)}
 }
 
-func (t *Throttle) failLocked(m map[string]*failures, key string, now time.Time) {
-	f := m[key]
-	if f != nil && now.Sub(f.last) > t.opts.Forget {
-		f.count = 0
-	}
-	if f == nil {
-		if len(m) >= t.opts.MaxEntries {
-			t.sweepLocked(m, now)
-			if len(m) >= t.opts.MaxEntries {
-				// Full of live records: this key goes uncounted. For a
-				// flood of made-up names the address's own record still
-				// slows the flood; memory stays bounded either way.
-				return
-			}
-		}
-		f = &failures{}
-		m[key] = f
-	}
-	f.count++
-	f.last = now
+func (t *Throttle) isKnown(name string, addr netip.Prefix, now time.Time) bool {
+	return t.known.Update(pair{name, addr}, now, false, func(*int64, bool) tally.Action { return tally.Keep })
 }
 
-// sweepLocked drops the records whose failures are forgotten.
-func (t *Throttle) sweepLocked(m map[string]*failures, now time.Time) {
-	for k, f := range m {
-		if now.Sub(f.last) > t.opts.Forget {
-			delete(m, k)
-		}
-	}
-}
-
-// Succeeded clears name's record after a successful login.
-func (t *Throttle) Succeeded(name string) {
+// Failed records that an admitted attempt from addr for name was
+// checked and failed, and returns how long the next attempt from addr
+// for name would wait.
+func (t *Throttle) Failed(addr netip.Prefix, name string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.names, fold(name))
+	now := t.now()
+	n := now.UnixNano()
+	key := fold(name)
+	end := n
+	// The attempt was counted when it was admitted; a record evicted
+	// since then starts again from this failure.
+	failed := func(s *schedule, fresh bool) tally.Action {
+		if fresh {
+			s.fails = 1
+		}
+		s.last = n
+		end = max(end, t.turnEnd(*s, n))
+		return tally.Touch
+	}
+	t.addrs.Update(addr, now, true, failed)
+	if !t.isKnown(key, addr, now) {
+		t.names.Update(key, now, true, failed)
+	}
+	return time.Duration(end - n)
+}
+
+// Succeeded records that an admitted attempt from addr for name was
+// right: it is refunded the failure it was counted as, and the address
+// becomes known for the account. The failures before it stand: someone
+// guessing at an account gains nothing when its owner logs in.
+func (t *Throttle) Succeeded(addr netip.Prefix, name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	key := fold(name)
+	t.refundLocked(addr, key, now)
+	t.known.Update(pair{key, addr}, now, true, func(last *int64, _ bool) tally.Action {
+		*last = now.UnixNano()
+		return tally.Touch
+	})
+}
+
+// Unchecked records that an admitted attempt was never checked because
+// the server could not (the checkers were all busy): it is refunded, so
+// a flood of other people's logins does not count against a user. Its
+// turn is not given back; turns already given after it stand.
+func (t *Throttle) Unchecked(addr netip.Prefix, name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refundLocked(addr, fold(name), t.now())
+}
+
+// refundLocked takes back the failure an attempt was counted as.
+func (t *Throttle) refundLocked(addr netip.Prefix, key string, now time.Time) {
+	refund := func(s *schedule, _ bool) tally.Action {
+		s.fails = max(s.fails-1, 0)
+		return tally.Keep
+	}
+	t.addrs.Update(addr, now, false, refund)
+	if !t.isKnown(key, addr, now) {
+		t.names.Update(key, now, false, refund)
+	}
+}
+
+// Known reports whether addr is known for the account name: an account
+// logged in from it within KnownFor.
+func (t *Throttle) Known(addr netip.Prefix, name string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.isKnown(fold(name), addr, t.now())
 }

@@ -2,6 +2,7 @@ package jsonproto
 
 import (
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"duet/proto"
@@ -90,6 +91,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendString(dst, err.Code)
 		dst = append(dst, `,"text":`...)
 		dst = appendString(dst, err.Text)
+		if ev.RetryAfter > 0 {
+			dst = append(dst, `,"retry_after":`...)
+			dst = strconv.AppendInt(dst, int64((ev.RetryAfter+time.Second-1)/time.Second), 10)
+		}
 		return append(dst, '}')
 	case proto.EvShutdown:
 		dst = append(dst, `{"type":"shutdown","text":`...)

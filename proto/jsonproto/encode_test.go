@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/proto"
 )
@@ -48,6 +49,8 @@ func TestAppendEvent(t *testing.T) {
 		{"help", proto.Event{Kind: proto.EvHelp}, string(appendString([]byte(`{"type":"help","text":`), helpText)) + "}"},
 		{"error", proto.Event{Kind: proto.EvError, Err: proto.ErrRoomFull},
 			`{"type":"error","code":"room_full","text":"Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}`},
+		{"error with a time to retry", proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: 2500 * time.Millisecond},
+			`{"type":"error","code":"too_many_attempts","text":"too many failed logins from your address or for that name; try again later","retry_after":3}`},
 		{"error without an error", proto.Event{Kind: proto.EvError},
 			`{"type":"error","code":"unavailable","text":"the server cannot do that right now; try again shortly"}`},
 		{"shutdown", proto.Event{Kind: proto.EvShutdown}, `{"type":"shutdown","text":"the server is shutting down; goodbye"}`},
