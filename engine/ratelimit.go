@@ -135,9 +135,9 @@ func (cn *conn) closeForFlood() {
 		cn.tell(proto.ErrFlooded)
 	case stageWS:
 		cn.tell(proto.ErrFlooded)
-		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
 	case stageHTTP:
-		cn.out.deliverRaw(webError(429, "too many requests"))
+		cn.out.DeliverRaw(webError(429, "too many requests"))
 	}
 	cn.closeNow(proto.ReasonDisconnected)
 }

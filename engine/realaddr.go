@@ -171,7 +171,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 	}
 	if !cn.claimAddr(ip) {
 		cn.srv.metrics.Rejected("too_many_connections")
-		cn.out.deliverRaw(webError(503, "too many connections from your address"))
+		cn.out.DeliverRaw(webError(503, "too many connections from your address"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return false
 	}

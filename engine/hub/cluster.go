@@ -12,8 +12,8 @@ import (
 // keeps only its own sessions, and a partner on another node is stood in
 // for by a stub Session whose Outbox carries events to that node.
 //
-// The relay path is the same as on a single node: Say hands the event to
-// the partner's Outbox under the room lock alone. For a same-node pair
+// The relay path is the same as on a single node: SayAll hands the
+// events to the partner's Outbox under the room lock alone. For a same-node pair
 // that is the engine's outbox, so same-node pairs never touch the
 // directory while they talk; for a cross-node pair it is the stub's,
 // which queues the event for its node without blocking.
@@ -199,8 +199,7 @@ func (s *Session) clusterConnect(t proto.Token) *proto.Error {
 		h.mu.Unlock()
 		return nil
 	}
-	stub := &Session{hub: h, name: c.PeerName, key: c.PeerKey}
-	stub.out = h.cl.dir.Remote(c.PeerNode, c.PeerKey, s.key, c.PairID)
+	stub := h.newStub(c.PeerName, c.PeerKey, h.cl.dir.Remote(c.PeerNode, c.PeerKey, s.key, c.PairID))
 	r := &room{a: s, b: stub, open: true, pairID: c.PairID}
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode})
 	// The stub's outbox turns this into the holder's paired event on its
@@ -209,6 +208,12 @@ func (s *Session) clusterConnect(t proto.Token) *proto.Error {
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: stub.name, Initiator: true})
 	h.mu.Unlock()
 	return nil
+}
+
+// newStub makes the Session that stands in for a partner on another
+// node, reached through out.
+func (h *Hub) newStub(name, key string, out Outbox) *Session {
+	return &Session{hub: h, name: name, key: key, out: out, q: queueOf(out)}
 }
 
 func (h *Hub) addRemoteLocked(rr remoteRoom) {
@@ -364,8 +369,7 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 	if s == nil || s.closed || s.room.Load() != nil {
 		return false
 	}
-	stub := &Session{hub: h, name: peerName, key: peerKey}
-	stub.out = h.cl.dir.Remote(node, peerKey, s.key, pairID)
+	stub := h.newStub(peerName, peerKey, h.cl.dir.Remote(node, peerKey, s.key, pairID))
 	r := &room{a: stub, b: s, open: true, pairID: pairID}
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node})
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})

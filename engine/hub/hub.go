@@ -42,6 +42,70 @@ type BatchOutbox interface {
 	DeliverMessages(ev *proto.Event, texts [][]byte)
 }
 
+// A Queue is an Outbox that holds what it is handed until its reader
+// takes it: a connection's outbound queue. Its reader may fall behind,
+// so it can hold back the senders that feed it, and its connection can
+// outlive the session it carries. The hub uses a Queue only as an
+// Outbox, except to Detach it; SayAll hands the partner's Queue to the
+// sender, which may Wait on it (back-pressure). An Outbox that is not a
+// Queue (a partner on another node, a test's recorder) is given the
+// Queue methods by the hub: it never holds a sender back, and Detach
+// does nothing.
+//
+// The methods follow the rules of Deliver.
+type Queue interface {
+	BatchOutbox
+	// Backlog returns the bytes waiting for the reader; 0 once the
+	// connection has closed.
+	Backlog() int64
+	// Wait registers w to be woken once the reader has caught up, if it
+	// is too far behind now, and reports whether it did: a sender for
+	// which it reports true should pause until woken.
+	Wait(w Waiter) bool
+	// Detach tells the queue that the hub has taken its session away
+	// while its connection is open (another login took the account over,
+	// LoginReplacing): the connection should tell its user why and close.
+	// No hub lock is held.
+	Detach(reason proto.Reason)
+}
+
+// A Waiter is a sender that a Queue holds back until its reader catches
+// up. Wake may be called from any goroutine; it must not block.
+type Waiter interface {
+	Wake()
+}
+
+// queueOf returns out as a Queue, giving it the Queue methods if it does
+// not have them.
+func queueOf(out Outbox) Queue {
+	if q, ok := out.(Queue); ok {
+		return q
+	}
+	b, _ := out.(BatchOutbox)
+	return &plainQueue{Outbox: out, batch: b}
+}
+
+// plainQueue is an Outbox seen as a Queue that never waits.
+type plainQueue struct {
+	Outbox
+	batch BatchOutbox // nil when the Outbox takes one event at a time
+}
+
+func (q *plainQueue) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	if q.batch != nil {
+		q.batch.DeliverMessages(ev, texts)
+		return
+	}
+	for _, text := range texts {
+		ev.Text = text
+		q.Deliver(ev)
+	}
+}
+
+func (*plainQueue) Backlog() int64      { return 0 }
+func (*plainQueue) Wait(Waiter) bool    { return false }
+func (*plainQueue) Detach(proto.Reason) {}
+
 // Options are the core's limits. Zero values take the defaults.
 type Options struct {
 	MaxText int // longest message text in bytes; default 16 KiB
@@ -91,7 +155,8 @@ type Session struct {
 	hub  *Hub
 	name string
 	key  string // folded name, the directory key
-	out  Outbox
+	out  Outbox // as the connection gave it
+	q    Queue  // out as a Queue (queueOf)
 
 	room atomic.Pointer[room] // nil when not paired
 
@@ -99,11 +164,12 @@ type Session struct {
 	token  proto.Token
 	closed bool
 
-	// scratch carries each message to the peer's Outbox. Say is called
-	// only by the session's own connection, one call at a time, so reusing
-	// it keeps the relay path free of allocations (an Event passed through
-	// an interface would otherwise escape to the heap). Its kind and
-	// sender are set once; Say sets only the text, and clears it after.
+	// scratch carries each message to the peer's Outbox. SayAll is
+	// called only by the session's own connection, one call at a time,
+	// so reusing it keeps the relay path free of allocations (an Event
+	// passed through an interface would otherwise escape to the heap).
+	// Its kind and sender are set once; SayAll sets only the text, and
+	// clears it after.
 	scratch proto.Event
 
 	// Written only by the session's own connection, read by Stats.
@@ -182,7 +248,7 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 
 // newSession makes a session for name, not yet in the directory.
 func (h *Hub) newSession(name []byte, out Outbox) *Session {
-	s := &Session{hub: h, name: string(name), out: out}
+	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out)}
 	s.key = fold(s.name)
 	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name}
 	return s
@@ -249,41 +315,16 @@ func (s *Session) Connect(token []byte) *proto.Error {
 	return nil
 }
 
-// Say relays text to s's partner and returns the partner's Outbox, so
-// the caller can watch how far behind that reader is. Messages from one
-// session arrive in the order Say was called. Say must not be called
+// SayAll relays a run of texts read together to s's partner: in order,
+// under one lock of the room, and in one call to the partner's Queue. It
+// stops at the first text it refuses (empty, or longer than the limit)
+// and returns how many it relayed, with the error for the text after
+// them (nil when it relayed all), and the partner's Queue, so the caller
+// can see how far behind that reader is. Messages from one session
+// arrive in the order they were relayed. The texts must not be changed
+// until SayAll returns, and are not kept after. It must not be called
 // concurrently for the same session.
-func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
-	if err := s.hub.checkText(text); err != nil {
-		return nil, err
-	}
-	r := s.room.Load()
-	if r == nil {
-		return nil, proto.ErrNotPaired
-	}
-	r.mu.Lock()
-	peer := r.other(s)
-	if peer == nil {
-		r.mu.Unlock()
-		return nil, proto.ErrNotPaired
-	}
-	s.scratch.Text = text
-	peer.out.Deliver(&s.scratch)
-	s.scratch.Text = nil // do not pin the caller's buffer
-	r.mu.Unlock()
-	s.sentMessages.Add(1)
-	s.sentBytes.Add(uint64(len(text)))
-	return peer.out, nil
-}
-
-// SayAll is Say for a run of texts read together: it relays them in
-// order under one lock of the room and, when the partner's Outbox is a
-// BatchOutbox, in one call to it. It stops at the first text Say would
-// refuse and returns how many it relayed, with the error for the text
-// after them (nil when it relayed all). The texts must not be changed
-// until it returns, and are not kept after. Like Say, it must not be
-// called concurrently for the same session.
-func (s *Session) SayAll(texts [][]byte) (to Outbox, relayed int, err *proto.Error) {
+func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Error) {
 	n, size := 0, 0
 	for _, text := range texts {
 		if err = s.hub.checkText(text); err != nil {
@@ -305,22 +346,15 @@ func (s *Session) SayAll(texts [][]byte) (to Outbox, relayed int, err *proto.Err
 		r.mu.Unlock()
 		return nil, 0, proto.ErrNotPaired
 	}
-	if batch, ok := peer.out.(BatchOutbox); ok {
-		batch.DeliverMessages(&s.scratch, texts[:n])
-	} else {
-		for _, text := range texts[:n] {
-			s.scratch.Text = text
-			peer.out.Deliver(&s.scratch)
-		}
-	}
-	s.scratch.Text = nil
+	peer.q.DeliverMessages(&s.scratch, texts[:n])
+	s.scratch.Text = nil // do not pin the caller's buffer
 	r.mu.Unlock()
 	s.sentMessages.Add(uint64(n))
 	s.sentBytes.Add(uint64(size))
-	return peer.out, n, err
+	return peer.q, n, err
 }
 
-// checkText is the check Say makes of a text before relaying it.
+// checkText is the check SayAll makes of a text before relaying it.
 func (h *Hub) checkText(text []byte) *proto.Error {
 	if len(text) == 0 {
 		return proto.ErrEmptyMessage
@@ -358,7 +392,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	peer := r.other(s)
 	r.open = false
 	if peer != nil {
-		// Told before its room is cleared: a Say racing this sees the
+		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
 		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
