@@ -7,32 +7,40 @@ import "duet/proto"
 // is logged out first: its partner is told proto.ReasonReplaced, its name
 // and token are freed, and its Queue is detached (Queue.Detach) so that
 // its connection tells its user why and closes; its Outbox is returned.
-// The new session takes the name in the same step, so no third login can
-// slip in between.
+// The new session takes the name here in the same step, so no third
+// login can slip in between.
 //
 // The caller must have checked that the user owns the name (a password);
-// the hub only keeps names unique.
+// the hub only keeps names unique. The directory is asked in the
+// caller's goroutine, logout included: with a cluster's directory, call
+// it off the event loop.
 func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outbox, err *proto.Error) {
 	if !proto.ValidName(name) {
 		return nil, nil, proto.ErrBadName
 	}
 	s = h.newSession(name, out)
-	if old := h.takeOver(s); old != nil {
-		old.q.Detach(proto.ReasonReplaced)
+	old, logout := h.takeOver(s)
+	if old != nil {
+		// The old record goes before the new one is registered under
+		// the same name.
+		logout(proto.ReasonReplaced, 0)
+		defer old.q.Detach(proto.ReasonReplaced)
 		replaced = old.out
+	}
+	if err := h.register(s); err != nil {
+		return nil, replaced, err
 	}
 	return s, replaced, nil
 }
 
-// takeOver enters and welcomes s, logging out the session that held the
-// name, if any, which it returns.
-func (h *Hub) takeOver(s *Session) (old *Session) {
+// takeOver enters s under its name and a fresh token here, logging out
+// the session that held the name, if any, whose logout it returns.
+func (h *Hub) takeOver(s *Session) (old *Session, logout func(proto.Reason, int)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old = h.names[s.key]; old != nil {
-		h.closeLocked(old, proto.ReasonReplaced, 0)
+		logout = h.logoutLocked(old)
 	}
 	h.enterLocked(s)
-	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
-	return old
+	return old, logout
 }
