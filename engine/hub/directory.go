@@ -57,9 +57,9 @@ type Claim struct {
 // the same answers. Its calls never wait.
 type localDirectory struct {
 	mu     sync.Mutex
-	users  map[string]*localRecord // by folded name
-	tokens map[proto.Token]string  // token -> folded name
-	pairs  uint64                  // the last pairing's number
+	users  map[string]localRecord // by folded name
+	tokens map[proto.Token]string // token -> folded name
+	pairs  uint64                 // the last pairing's number
 }
 
 type localRecord struct {
@@ -74,7 +74,7 @@ const localNode = "local"
 
 func newLocalDirectory() *localDirectory {
 	return &localDirectory{
-		users:  make(map[string]*localRecord),
+		users:  make(map[string]localRecord),
 		tokens: make(map[proto.Token]string),
 	}
 }
@@ -90,7 +90,7 @@ func (d *localDirectory) Register(name, key string, token proto.Token) *proto.Er
 	if _, used := d.tokens[token]; used {
 		return proto.ErrUnavailable
 	}
-	d.users[key] = &localRecord{name: name, token: token}
+	d.users[key] = localRecord{name: name, token: token}
 	d.tokens[token] = key
 	return nil
 }
@@ -98,7 +98,7 @@ func (d *localDirectory) Register(name, key string, token proto.Token) *proto.Er
 func (d *localDirectory) Unregister(key string, token proto.Token) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if u := d.users[key]; u != nil && u.token == token {
+	if u, ok := d.users[key]; ok && u.token == token {
 		delete(d.users, key)
 	}
 	if d.tokens[token] == key {
@@ -109,8 +109,8 @@ func (d *localDirectory) Unregister(key string, token proto.Token) {
 func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	u := d.users[key]
-	if u == nil || u.token != old {
+	u, ok := d.users[key]
+	if !ok || u.token != old {
 		return proto.ErrUnavailable
 	}
 	if _, used := d.tokens[fresh]; used {
@@ -119,14 +119,15 @@ func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Erro
 	delete(d.tokens, old)
 	d.tokens[fresh] = key
 	u.token = fresh
+	d.users[key] = u
 	return nil
 }
 
 func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	asker := d.users[key]
-	if asker == nil {
+	asker, ok := d.users[key]
+	if !ok {
 		return Claim{}, proto.ErrUnavailable
 	}
 	if asker.peer != "" {
@@ -139,8 +140,8 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if hk == key {
 		return Claim{}, proto.ErrSelfConnect
 	}
-	holder := d.users[hk]
-	if holder == nil {
+	holder, ok := d.users[hk]
+	if !ok {
 		return Claim{}, proto.ErrUnknownToken
 	}
 	if holder.peer != "" {
@@ -149,14 +150,16 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	d.pairs++
 	asker.peer, asker.pair = hk, d.pairs
 	holder.peer, holder.pair = key, d.pairs
+	d.users[key], d.users[hk] = asker, holder
 	return Claim{PeerKey: hk, PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
 }
 
 func (d *localDirectory) Release(key string, pairID uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if u := d.users[key]; u != nil && u.pair == pairID {
+	if u, ok := d.users[key]; ok && u.pair == pairID {
 		u.peer, u.pair = "", 0
+		d.users[key] = u
 	}
 }
 

@@ -571,29 +571,37 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 func (s *Session) Close(reason proto.Reason, undelivered int) {
 	h := s.hub
 	h.mu.Lock()
-	done := h.logoutLocked(s)
+	lo, ok := h.logoutLocked(s)
 	h.mu.Unlock()
-	if done == nil {
+	if !ok {
 		return
 	}
 	if !h.remoteDir {
-		done(reason, undelivered)
+		lo.finish(reason, undelivered)
 		return
 	}
 	h.closing.Add(1)
 	go func() {
 		defer h.closing.Done()
-		done(reason, undelivered)
+		lo.finish(reason, undelivered)
 	}()
 }
 
+// logout is the rest of a session's logout once it has left this node's
+// sessions, which runs with no hub lock held: the directory frees its
+// name and token, and a partner on this node, then the partner is told.
+type logout struct {
+	s         *Session
+	token     proto.Token
+	r         *room    // nil when not paired
+	localPeer *Session // the partner, when on this node
+}
+
 // logoutLocked takes s out of this node's sessions and returns the rest
-// of its logout, which runs with no hub lock held: the directory frees
-// its name and token, and a partner on this node, then the partner is
-// told. It returns nil if s was closed already.
-func (h *Hub) logoutLocked(s *Session) (finish func(reason proto.Reason, undelivered int)) {
+// of its logout. It reports false if s was closed already.
+func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	if s.closed {
-		return nil
+		return logout{}, false
 	}
 	s.closed = true
 	delete(h.names, s.key)
@@ -602,23 +610,24 @@ func (h *Hub) logoutLocked(s *Session) (finish func(reason proto.Reason, undeliv
 	// sees them go down.
 	h.closedMessages.Add(s.sentMessages.Load())
 	h.closedBytes.Add(s.sentBytes.Load())
-	token := s.token
-	r := s.room.Load()
-	var localPeer *Session
-	if r != nil {
-		if p := r.peer(s); p != nil && p != r.stub {
-			localPeer = p
+	lo := logout{s: s, token: s.token, r: s.room.Load()}
+	if lo.r != nil {
+		if p := lo.r.peer(s); p != nil && p != lo.r.stub {
+			lo.localPeer = p
 		}
 	}
-	return func(reason proto.Reason, undelivered int) {
-		h.dir.Unregister(s.key, token)
-		if localPeer != nil {
-			h.dir.Release(localPeer.key, r.pairID)
-		}
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		h.unpairLocked(s, reason, undelivered)
+	return lo, true
+}
+
+func (lo logout) finish(reason proto.Reason, undelivered int) {
+	h := lo.s.hub
+	h.dir.Unregister(lo.s.key, lo.token)
+	if lo.localPeer != nil {
+		h.dir.Release(lo.localPeer.key, lo.r.pairID)
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.unpairLocked(lo.s, reason, undelivered)
 }
 
 // Stats is a snapshot of the hub's gauges and counters.

@@ -19,13 +19,12 @@ func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outb
 		return nil, nil, proto.ErrBadName
 	}
 	s = h.newSession(name, out)
-	old, logout := h.takeOver(s)
-	if old != nil {
+	if lo, ok := h.takeOver(s); ok {
 		// The old record goes before the new one is registered under
 		// the same name.
-		logout(proto.ReasonReplaced, 0)
-		defer old.q.Detach(proto.ReasonReplaced)
-		replaced = old.out
+		lo.finish(proto.ReasonReplaced, 0)
+		defer lo.s.q.Detach(proto.ReasonReplaced)
+		replaced = lo.s.out
 	}
 	if err := h.register(s); err != nil {
 		return nil, replaced, err
@@ -35,12 +34,12 @@ func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outb
 
 // takeOver enters s under its name and a fresh token here, logging out
 // the session that held the name, if any, whose logout it returns.
-func (h *Hub) takeOver(s *Session) (old *Session, logout func(proto.Reason, int)) {
+func (h *Hub) takeOver(s *Session) (lo logout, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old = h.names[s.key]; old != nil {
-		logout = h.logoutLocked(old)
+	if old := h.names[s.key]; old != nil {
+		lo, ok = h.logoutLocked(old)
 	}
 	h.enterLocked(s)
-	return old, logout
+	return lo, ok
 }
