@@ -15,6 +15,7 @@ import (
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
+	"duet/web"
 )
 
 // stage is where a connection is in its life.
@@ -506,7 +507,7 @@ func (cn *conn) checkDeadlines() {
 		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
-			cn.out.DeliverRaw(webError(408, "request timeout"))
+			cn.out.DeliverRaw(web.ErrorResponse(408, "request timeout"))
 			cn.closeNow(proto.ReasonTimeout)
 		}
 	case stageLine:

@@ -14,6 +14,7 @@ import (
 
 	"duet/proto"
 	"duet/proto/line"
+	"duet/web"
 )
 
 // Real client addresses behind a TLS front. A connection from a peer in
@@ -171,7 +172,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 	}
 	if !cn.claimAddr(ip) {
 		cn.srv.metrics.Rejected("too_many_connections")
-		cn.out.DeliverRaw(webError(503, "too many connections from your address"))
+		cn.out.DeliverRaw(web.ErrorResponse(503, "too many connections from your address"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return false
 	}

@@ -50,11 +50,11 @@ func (cn *conn) readRequest(buf []byte) int {
 			return 0
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
-		cn.out.DeliverRaw(webError(h.status, "request header too large"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.status, "request header too large"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return h.used
 	default:
-		cn.out.DeliverRaw(webError(h.status, "malformed request"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.status, "malformed request"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return h.used
 	}
@@ -85,7 +85,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.
-		cn.out.DeliverRaw(webError(429, "too many requests"))
+		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return len(buf)
 	}
@@ -94,7 +94,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if cn.srv.opts.Site != nil {
 		resp, keep = cn.srv.opts.Site.Respond(req)
 	} else {
-		resp = webError(404, "not found")
+		resp = web.ErrorResponse(404, "not found")
 	}
 	cn.out.DeliverRaw(resp)
 	if !keep || hasBody {
@@ -206,5 +206,3 @@ func (e webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) 
 	}
 	return dst
 }
-
-func webError(status int, text string) []byte { return web.ErrorResponse(status, text+"\n") }
