@@ -107,6 +107,8 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 		Encoder:  enc,
 		Schedule: func() { cn.loop.schedule(cn) },
 		Marks:    cn.srv.marks,
+		// The hub detaches a connection's outbox only when another login
+		// takes its account over (hub.LoginReplacing).
 		Detached: func(proto.Reason) { cn.replacedElsewhere() },
 	})
 }
