@@ -492,7 +492,7 @@ func (cn *conn) checkBacklog() {
 	if _, still := cn.loop.backlogged[cn]; !still {
 		return
 	}
-	if cn.out.Backlog() > int64(lim.OutboundMax) || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
+	if cn.out.Overflowing() || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
 		cn.cut(proto.ReasonSlow, "stopped reading")
 	}
 }

@@ -15,11 +15,12 @@
 // counted by message: when a reader is cut off, its partner can be told
 // exactly how many of its messages were never sent.
 //
-// Concurrency: Deliver, DeliverMessages, Backlog, Wait and Detach may be
-// called from any goroutine, with hub locks held; none of them calls back
-// into the hub, and none blocks beyond the Outbox's own lock. The other
-// methods belong to the owner and are called on its event loop, one at a
-// time. Waiters are woken with no lock of the Outbox held.
+// Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait and
+// Detach may be called from any goroutine, with hub locks held; none of
+// them calls back into the hub, and none blocks beyond the Outbox's own
+// lock. The other methods belong to the owner and are called on its
+// event loop, one at a time. Waiters are woken with no lock of the
+// Outbox held.
 package outbox
 
 import (
@@ -42,8 +43,8 @@ type Encoder interface {
 
 // Marks bound a reader's backlog, in bytes. Past High, a sender that
 // asks (Wait) is held back until the backlog is down to Low, half of
-// High; past Max the reader has stopped reading, and its owner cuts it
-// off (see Backlog).
+// High; past Max the reader has stopped reading (Overflowing), and its
+// owner cuts it off.
 type Marks struct {
 	High, Max int64
 }
@@ -237,6 +238,9 @@ func (o *Outbox) Settle(held int) {
 // Backlog implements hub.Queue: the bytes waiting for the reader, queued
 // here and held by its socket at the last Settle; 0 once closed.
 func (o *Outbox) Backlog() int64 { return o.backlog.Load() }
+
+// Overflowing reports whether the backlog is past the max mark.
+func (o *Outbox) Overflowing() bool { return o.backlog.Load() > o.cfg.Marks().Max }
 
 // Wait implements hub.Queue: if the backlog is past the high mark, it
 // registers w to be woken once the backlog is down to the low mark, or

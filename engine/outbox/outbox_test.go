@@ -206,6 +206,17 @@ func TestBacklogAndMarks(t *testing.T) {
 	}
 	l.flush(o)
 
+	// Past the max mark the reader has stopped reading.
+	o.DeliverRaw(make([]byte, 400))
+	if o.Overflowing() {
+		t.Fatal("overflowing at the max mark")
+	}
+	o.DeliverRaw(make([]byte, 1))
+	if !o.Overflowing() {
+		t.Fatal("not overflowing past the max mark")
+	}
+	l.flush(o)
+
 	// The marks are read when used: a reload applies at once.
 	o.DeliverRaw(make([]byte, 120))
 	l.setMarks(200, 400)
