@@ -223,17 +223,5 @@ func TestClusterCutRemote(t *testing.T) {
 func BenchmarkSayCluster(b *testing.B) {
 	h := New(Options{})
 	h.SetDirectory(newFakeDirectory())
-	a, _ := h.Login([]byte("alice"), discard{})
-	bb, _ := h.Login([]byte("bob"), discard{})
-	if err := a.Connect([]byte(bb.Token().String())); err != nil {
-		b.Fatal(err)
-	}
-	run := [][]byte{[]byte("hello, this is a 64-byte message used for the relay benchmark.")}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := a.SayAll(run); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchmarkSay(b, h)
 }

@@ -313,8 +313,10 @@ func TestConcurrentRace(t *testing.T) {
 	}
 }
 
-func BenchmarkSay(b *testing.B) {
-	h := New(Options{})
+// BenchmarkSay relays one message at a time between a pair.
+func BenchmarkSay(b *testing.B) { benchmarkSay(b, New(Options{})) }
+
+func benchmarkSay(b *testing.B, h *Hub) {
 	a, _ := h.Login([]byte("alice"), discard{})
 	bb, _ := h.Login([]byte("bob"), discard{})
 	if err := a.Connect([]byte(bb.Token().String())); err != nil {
