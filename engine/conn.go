@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -12,9 +13,11 @@ import (
 	"go.uber.org/zap"
 
 	"duet/engine/hub"
+	"duet/engine/outbox"
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
+	"duet/web"
 )
 
 // stage is where a connection is in its life.
@@ -49,7 +52,7 @@ type conn struct {
 	wsr    wsframe.Reader // stageWS
 
 	sess  *hub.Session
-	out   outbox
+	out   *outbox.Outbox
 	guard *inputGuard // rate limit and throttle state; nil until needed (ratelimit.go)
 
 	opened   time.Time
@@ -59,7 +62,7 @@ type conn struct {
 	// Back-pressure: while paused the connection's input is left unread
 	// (and its socket's read interest disarmed) until waitingOn drains.
 	paused    bool
-	waitingOn *outbox
+	waitingOn hub.Queue
 
 	login *pendingLogin // accounts mode: a login being checked (see login.go); input waits
 
@@ -78,7 +81,7 @@ type conn struct {
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *conn {
 	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), ip: ip, opened: ls.now}
-	cn.out.cn = cn
+	cn.out = cn.newOutbox(isLine)
 	cn.lastRecv = ls.now
 	cn.lastPing = ls.now
 	lim := s.lim()
@@ -95,36 +98,59 @@ func (cn *conn) logger() *zap.Logger {
 	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.ip))
 }
 
-// appendEvent encodes ev for this connection's protocol. It runs under
-// the outbox lock, possibly on another loop's goroutine, so it reads only
-// fields fixed before the connection could receive events.
-func (cn *conn) appendEvent(dst []byte, ev *proto.Event) []byte {
-	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
-		// This node is shutting down too, and every user on it gets a
-		// shutdown notice of their own (shutdown): a partner on this node
-		// going for the same reason must not add "bob's server is
-		// shutting down; you are free to be joined again" before it.
-		// In a cluster, a partner on another node is told by that node,
-		// which is not shutting down, so the notice still reaches it.
-		return dst
+// newOutbox makes the connection's outbound queue: events encoded for
+// the protocol of the port it came in on (the line protocol, or JSON in
+// WebSocket frames, which a web connection speaks once upgraded: no
+// event is delivered to it before), flushed on its loop.
+func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
+	var enc outbox.Encoder = webEncoder{}
+	if isLine {
+		enc = lineEncoder{}
 	}
-	if cn.stage == stageLine || cn.stage == stageProxy {
-		return line.AppendEvent(dst, ev)
-	}
-	return appendJSONFrame(dst, ev)
+	return outbox.New(outbox.Config{
+		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
+		Schedule: func() { cn.loop.schedule(cn) },
+		Marks:    cn.srv.marks,
+		// The hub detaches a connection's outbox only when another login
+		// takes its account over (hub.LoginReplacing).
+		Detached: func(proto.Reason) { cn.replacedElsewhere() },
+	})
 }
 
-// appendMessages encodes a run of message events from one sender, like
-// appendEvent for each, under the same rules.
-func (cn *conn) appendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
-	if cn.stage == stageLine || cn.stage == stageProxy {
-		return line.AppendMessages(dst, ev.From, texts)
+// marks are limits.outbound_high and limits.outbound_max, as an outbox
+// takes them.
+func (s *Server) marks() outbox.Marks {
+	l := s.lim()
+	return outbox.Marks{High: int64(l.OutboundHigh), Max: int64(l.OutboundMax)}
+}
+
+// drainFilter keeps one notice per user when this node shuts down: every
+// user on it gets a shutdown notice of their own (conn.shutdown), so a
+// partner on this node going for the same reason must not add "bob's
+// server is shutting down; you are free to be joined again" before it. In
+// a cluster, a partner on another node is told by that node, which is not
+// shutting down, so the notice still reaches it.
+type drainFilter struct {
+	outbox.Encoder
+	draining *atomic.Bool
+}
+
+func (f drainFilter) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && f.draining.Load() {
+		return dst
 	}
-	for _, text := range texts {
-		ev.Text = text
-		dst = appendJSONFrame(dst, ev)
-	}
-	return dst
+	return f.Encoder.AppendEvent(dst, ev)
+}
+
+// lineEncoder encodes events in the line protocol (outbox.Encoder).
+type lineEncoder struct{}
+
+func (lineEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	return line.AppendEvent(dst, ev)
+}
+
+func (lineEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	return line.AppendMessages(dst, ev.From, texts)
 }
 
 // onTraffic reads what has arrived and acts on each complete command.
@@ -142,16 +168,16 @@ func (cn *conn) onTraffic() gnet.Action {
 		return gnet.None
 	}
 	if cn.paused {
-		if w := cn.waitingOn; w != nil && !w.isClosed() && w.backlog.Load() > int64(cn.srv.lim().OutboundHigh)/2 && !cn.heldInputOverflows() {
+		if w := cn.waitingOn; w != nil && w.Backlog() > cn.srv.marks().Low() && !cn.heldInputOverflows() {
 			cn.disarmRead() // gnet re-armed it after a write; keep waiting
 			return gnet.None
 		}
 		cn.paused, cn.waitingOn = false, nil
 		rearm = true
 	}
-	cn.out.inline.Store(true)
+	cn.out.SetInline(true)
 	cn.readInput()
-	cn.out.inline.Store(false)
+	cn.out.SetInline(false)
 	cn.flush()
 	if rearm && !cn.paused {
 		// Re-arm only once the input held back is used up: gnet closes a
@@ -159,7 +185,7 @@ func (cn *conn) onTraffic() gnet.Action {
 		// what is still buffered (onClose then drains it).
 		cn.armRead()
 	}
-	if cn.closing && !cn.closed && !cn.out.pending() && cn.c.OutboundBuffered() == 0 {
+	if cn.closing && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
 		return gnet.Close
 	}
 	return gnet.None
@@ -288,8 +314,8 @@ func (cn *conn) sayRun() {
 		to, relayed, err := cn.sess.SayAll(texts)
 		if relayed > 0 {
 			cn.answer(proto.OpSay, nil)
-			if peer, ok := to.(*outbox); ok && !cn.paused {
-				cn.backPressure(peer)
+			if !cn.paused {
+				cn.backPressure(to)
 			}
 		}
 		texts = texts[relayed:]
@@ -301,7 +327,7 @@ func (cn *conn) sayRun() {
 	if len(ls.run) > 0 && !cn.paused {
 		// A client that never reads its own replies (errors here) is
 		// paused like any other slow reader, as handle does.
-		cn.backPressure(&cn.out)
+		cn.backPressure(cn.out)
 	}
 	clear(ls.run) // do not pin the read buffer
 	ls.run, ls.runBytes, ls.runCopy = ls.run[:0], 0, ls.runCopy[:0]
@@ -334,7 +360,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 				cn.startLogin(cmd)
 				return
 			}
-			s, err := cn.srv.hub.Login(cmd.Name, &cn.out)
+			s, err := cn.srv.hub.Login(cmd.Name, cn.out)
 			if err != nil {
 				cn.tell(err)
 				return
@@ -353,11 +379,11 @@ func (cn *conn) handle(cmd *proto.Command) {
 	var err *proto.Error
 	switch cmd.Op {
 	case proto.OpSay:
-		var to hub.Outbox
-		to, err = cn.sess.Say(cmd.Text)
-		if peer, ok := to.(*outbox); ok && err == nil {
-			cn.backPressure(peer)
-		}
+		// Messages are relayed in runs (readLines, readFrame); one that
+		// comes this way is a run of one.
+		cn.addToRun(cmd.Text)
+		cn.sayRun()
+		return
 	case proto.OpLogin:
 		err = proto.ErrAlreadyLoggedIn
 	case proto.OpConnect:
@@ -381,7 +407,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	cn.answer(cmd.Op, err)
 	// A client that never reads its own replies is paused like any other
 	// slow reader: its input waits until its output drains.
-	cn.backPressure(&cn.out)
+	cn.backPressure(cn.out)
 }
 
 // quit ends the session at the user's request and closes after the bye.
@@ -392,25 +418,25 @@ func (cn *conn) quit() {
 	cn.closeReason = proto.ReasonLeft
 	cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
 	if cn.stage == stageWS {
-		cn.out.deliverRaw(wsframe.AppendClose(nil, 1000, "bye"))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1000, "bye"))
 	}
 	cn.closing = true
 }
 
 // backPressure pauses this connection's input when reader (its partner,
 // or itself) has more queued than limits.outbound_high.
-func (cn *conn) backPressure(reader *outbox) {
+func (cn *conn) backPressure(reader hub.Queue) {
 	if cn.drainingInput {
 		return
 	}
-	high := int64(cn.srv.lim().OutboundHigh)
-	if reader.backlog.Load() <= high {
+	m := cn.srv.marks()
+	if reader.Backlog() <= m.High {
 		return
 	}
-	if cn.heldInputOverflows() && reader.backlog.Load() <= int64(cn.srv.lim().OutboundMax) {
+	if cn.heldInputOverflows() && reader.Backlog() <= m.Max {
 		return // see heldinput.go
 	}
-	if reader.wait(cn, high/2) {
+	if reader.Wait(cn) {
 		cn.paused = true
 		cn.waitingOn = reader
 		cn.disarmRead()
@@ -430,16 +456,11 @@ func (cn *conn) armRead() {
 	}
 }
 
-// wake is called from any goroutine when the reader this connection
-// waits on has drained: the connection's loop re-reads its input.
-func (cn *conn) wake() {
+// Wake implements hub.Waiter. It is called from any goroutine when the
+// reader this connection waits on has drained: the connection's loop
+// re-reads its input.
+func (cn *conn) Wake() {
 	_ = cn.c.Wake(nil)
-}
-
-func (o *outbox) isClosed() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.closed
 }
 
 // flush hands queued output to gnet. It runs on the connection's loop.
@@ -448,11 +469,11 @@ func (cn *conn) flush() {
 		return
 	}
 	held := cn.c.OutboundBuffered()
-	b, msgs := cn.out.take(held)
+	b, msgs := cn.out.Take(held)
 	if b != nil {
 		cn.lastBatch = msgs
 		_, _ = cn.c.Write(*b) // gnet copies what the socket does not take
-		putBuf(b)
+		outbox.Release(b)
 		if cn.closed { // the write failed and gnet closed the connection
 			return
 		}
@@ -474,9 +495,7 @@ func (cn *conn) settle(held int) {
 		delete(cn.loop.backlogged, cn)
 	}
 	cn.heldBytes = held
-	for _, w := range cn.out.settle(held, int64(cn.srv.lim().OutboundHigh)/2) {
-		w.wake()
-	}
+	cn.out.Settle(held)
 }
 
 // checkBacklog runs each tick for a connection whose socket was full: it
@@ -493,14 +512,14 @@ func (cn *conn) checkBacklog() {
 	} else {
 		cn.settle(held)
 	}
-	if cn.closing && held == 0 && !cn.out.pending() {
+	if cn.closing && held == 0 && !cn.out.Pending() {
 		_ = cn.c.Close()
 		return
 	}
 	if _, still := cn.loop.backlogged[cn]; !still {
 		return
 	}
-	if cn.out.backlog.Load() > int64(lim.OutboundMax) || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
+	if cn.out.Overflowing() || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
 		cn.cut(proto.ReasonSlow, "stopped reading")
 	}
 }
@@ -517,7 +536,7 @@ func (cn *conn) checkDeadlines() {
 		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
-			cn.out.deliverRaw(webError(408, "request timeout"))
+			cn.out.DeliverRaw(web.ErrorResponse(408, "request timeout"))
 			cn.closeNow(proto.ReasonTimeout)
 		}
 	case stageLine:
@@ -530,18 +549,18 @@ func (cn *conn) checkDeadlines() {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
 			cn.tell(proto.ErrLoginTimeout)
-			cn.out.deliverRaw(wsframe.AppendClose(nil, 1008, "login timeout"))
+			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1008, "login timeout"))
 			cn.closeNow(proto.ReasonTimeout)
 			return
 		}
 		if now.Sub(cn.lastRecv) > lim.IdleTimeout {
-			cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
+			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
 			cn.closeNow(proto.ReasonTimeout)
 			return
 		}
 		if now.Sub(cn.lastPing) >= lim.PingInterval {
 			cn.lastPing = now
-			cn.out.deliverRaw(wsframe.AppendFrame(nil, 0x9, nil))
+			cn.out.DeliverRaw(wsframe.AppendFrame(nil, 0x9, nil))
 			cn.flush()
 		}
 	}
@@ -581,7 +600,7 @@ func (cn *conn) shutdown() {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
 	case stageWS:
 		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
-		cn.out.deliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
 	}
 	cn.closeWhenFlushed()
 }
@@ -617,7 +636,7 @@ func (cn *conn) onClose(err error) {
 	}
 	cn.closed = true
 	cn.abandonLogin()
-	lost, waiters := cn.out.close()
+	lost, waiters := cn.out.Close()
 	if cn.c.OutboundBuffered() > 0 {
 		lost += cn.lastBatch
 	}
@@ -629,7 +648,7 @@ func (cn *conn) onClose(err error) {
 		cn.sess.Close(reason, lost)
 	}
 	for _, w := range waiters {
-		w.wake()
+		w.Wake()
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		cn.logger().Debug("connection closed", zap.Error(err))

@@ -51,7 +51,7 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 		)
 		switch op {
 		case proto.OpLogin:
-			s, err = h.Login(name, &cn.out)
+			s, err = h.Login(name, cn.out)
 		case proto.OpConnect:
 			err = sess.Connect(token)
 		case proto.OpLeave:
@@ -98,7 +98,7 @@ func (cn *conn) resume(s *hub.Session) {
 	if !cn.paused {
 		cn.armRead()
 	}
-	if cn.closing && !cn.out.pending() && cn.c.OutboundBuffered() == 0 {
+	if cn.closing && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
 		_ = cn.c.Close()
 	}
 }

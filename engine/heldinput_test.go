@@ -38,7 +38,7 @@ func TestHeldInputPastTheBoundIsActedOn(t *testing.T) {
 			if !sender.paused || used == len(lines) {
 				t.Fatalf("the sender did not pause (used %d of %d bytes)", used, len(lines))
 			}
-			backlog, limit := reader.out.backlog.Load(), int64(lim.OutboundHigh)
+			backlog, limit := reader.out.Backlog(), int64(lim.OutboundHigh)
 			if tc.pastMax {
 				limit = int64(lim.OutboundMax)
 			}

@@ -17,10 +17,10 @@ func (cn *conn) answerTelnet() {
 		return
 	}
 	cn.sayRun()
-	cn.out.deliverRaw(r)
+	cn.out.DeliverRaw(r)
 	// A client that sends commands and never reads the answers is paused
 	// like any other client that does not read its replies.
-	cn.backPressure(&cn.out)
+	cn.backPressure(cn.out)
 }
 
 // refuseHTTP closes a connection that sent an HTTP request to the line

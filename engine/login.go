@@ -295,9 +295,9 @@ func (cn *conn) loginAs(account string) {
 		err      *proto.Error
 	)
 	if l.takeover.Load() {
-		s, replaced, err = cn.srv.hub.LoginReplacing([]byte(account), &cn.out)
+		s, replaced, err = cn.srv.hub.LoginReplacing([]byte(account), cn.out)
 	} else {
-		s, err = cn.srv.hub.Login([]byte(account), &cn.out)
+		s, err = cn.srv.hub.Login([]byte(account), cn.out)
 		if err == proto.ErrNameTaken {
 			// Every name online is an account's here: the account is in use.
 			err = proto.ErrAlreadyOnline
@@ -310,15 +310,13 @@ func (cn *conn) loginAs(account string) {
 	}
 	cn.sess = s
 	l.log.Info("login", zap.String("name", account), zap.String("remote", cn.ip), zap.Bool("replaced", replaced != nil))
-	if old, ok := replaced.(*outbox); ok {
-		old.cn.replacedElsewhere()
-	}
 }
 
 // replacedElsewhere closes a connection whose account has logged in on
-// another one. Its session is already closed (and its partner told
-// "replaced"); the user is told why, then bye, so a client knows not to
-// log in again by itself. Safe from any goroutine.
+// another one (the hub detached its outbox). Its session is already
+// closed (and its partner told "replaced"); the user is told why, then
+// bye, so a client knows not to log in again by itself. Safe from any
+// goroutine.
 func (cn *conn) replacedElsewhere() {
 	_ = cn.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if cn.closed || cn.closing {
@@ -328,7 +326,7 @@ func (cn *conn) replacedElsewhere() {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte("your account logged in on another connection; this one is closed")})
 		cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
 		if cn.stage == stageWS {
-			cn.out.deliverRaw(wsframe.AppendClose(nil, 1000, "logged in elsewhere"))
+			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1000, "logged in elsewhere"))
 		}
 		cn.closeWhenFlushed()
 		return nil

@@ -10,6 +10,7 @@ import (
 
 	"duet/proto"
 	"duet/proto/wsframe"
+	"duet/web"
 )
 
 // Rate limiting in duet has one rule: a say that reaches a partner is
@@ -135,9 +136,9 @@ func (cn *conn) closeForFlood() {
 		cn.tell(proto.ErrFlooded)
 	case stageWS:
 		cn.tell(proto.ErrFlooded)
-		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
 	case stageHTTP:
-		cn.out.deliverRaw(webError(429, "too many requests"))
+		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
 	}
 	cn.closeNow(proto.ReasonDisconnected)
 }

@@ -15,6 +15,7 @@ import (
 	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/line"
+	"duet/web"
 )
 
 // Real client addresses behind a TLS front. A connection from a peer in
@@ -162,7 +163,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 	}
 	if !cn.claimAddr(ip) {
 		cn.srv.metrics.Rejected("too_many_connections")
-		cn.out.deliverRaw(webError(503, "too many connections from your address"))
+		cn.out.DeliverRaw(web.ErrorResponse(503, "too many connections from your address"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return false
 	}

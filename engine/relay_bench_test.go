@@ -13,6 +13,7 @@ import (
 
 	"duet/config"
 	"duet/engine/hub"
+	"duet/engine/outbox"
 )
 
 // These benchmarks time duet's own work per relayed message — decode the
@@ -44,10 +45,10 @@ func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *co
 	ls := newLoopState(srv, idleLoop{}, -1)
 	mk := func(name string, st stage) *conn {
 		cn := &conn{srv: srv, loop: ls, stage: st}
-		cn.out.cn = cn
+		cn.out = cn.newOutbox(st == stageLine)
 		cn.framer.Max = srv.lim().MaxLine
 		cn.wsr.MaxMessage = srv.lim().MaxFrame
-		s, perr := srv.hub.Login([]byte(name), &cn.out)
+		s, perr := srv.hub.Login([]byte(name), cn.out)
 		if perr != nil {
 			b.Fatal(perr)
 		}
@@ -62,11 +63,11 @@ func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *co
 }
 
 // drain does what a flush does with the reader's queue, minus the write.
-func drain(o *outbox) {
-	if buf, _ := o.take(0); buf != nil {
-		putBuf(buf)
+func drain(o *outbox.Outbox) {
+	if buf, _ := o.Take(0); buf != nil {
+		outbox.Release(buf)
 	}
-	o.settle(0, 1<<30)
+	o.Settle(0)
 }
 
 const benchText = "a 64-byte chat message, the size the relay benchmarks all use.."
@@ -76,8 +77,8 @@ func BenchmarkRelayTCPToTCP(b *testing.B) {
 	input := []byte(benchText + "\n")
 	batch := bytes.Repeat(input, 64)
 	work := make([]byte, len(batch))
-	drain(&reader.out)
-	drain(&sender.out)
+	drain(reader.out)
+	drain(sender.out)
 	b.SetBytes(int64(len(input)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -86,7 +87,7 @@ func BenchmarkRelayTCPToTCP(b *testing.B) {
 		if used := sender.readLines(work); used != len(work) {
 			b.Fatalf("used %d of %d", used, len(work))
 		}
-		drain(&reader.out)
+		drain(reader.out)
 	}
 }
 
@@ -103,8 +104,8 @@ func BenchmarkRelayWSToWS(b *testing.B) {
 	frame.Write(masked)
 	batch := bytes.Repeat(frame.Bytes(), 64)
 	work := make([]byte, len(batch))
-	drain(&reader.out)
-	drain(&sender.out)
+	drain(reader.out)
+	drain(sender.out)
 	b.SetBytes(int64(frame.Len()))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -113,7 +114,7 @@ func BenchmarkRelayWSToWS(b *testing.B) {
 		if used := sender.readWeb(work); used != len(work) {
 			b.Fatalf("used %d of %d", used, len(work))
 		}
-		drain(&reader.out)
+		drain(reader.out)
 	}
 }
 
@@ -131,7 +132,7 @@ func TestRelayBenchPathDelivers(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sender, reader := benchPair(t, c.in, c.out)
-			drain(&reader.out)
+			drain(reader.out)
 			if c.in == stageLine {
 				sender.readLines([]byte(c.input))
 			} else {
@@ -141,7 +142,7 @@ func TestRelayBenchPathDelivers(t *testing.T) {
 				frame.Write(payload) // zero mask: the payload is its own masked form
 				sender.readWeb(frame.Bytes())
 			}
-			buf, msgs := reader.out.take(0)
+			buf, msgs := reader.out.Take(0)
 			if buf == nil || msgs != 1 || !strings.Contains(string(*buf), c.wants) {
 				t.Fatalf("reader got %q (%d messages)", bufString(buf), msgs)
 			}

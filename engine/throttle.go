@@ -147,7 +147,7 @@ func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	g.heldToken = append(g.heldToken[:0], token[:min(len(token), heldTokenMax)]...)
 	cn.paused, cn.waitingOn = true, nil
 	cn.disarmRead()
-	time.AfterFunc(wait, cn.wake)
+	time.AfterFunc(wait, cn.Wake)
 	return nil, true
 }
 

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"net/http"
 	"net/url"
 	"strings"
@@ -51,11 +50,11 @@ func (cn *conn) readRequest(buf []byte) int {
 			return 0
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
-		cn.out.deliverRaw(webError(h.status, "request header too large"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.status, "request header too large"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return h.used
 	default:
-		cn.out.deliverRaw(webError(h.status, "malformed request"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.status, "malformed request"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return h.used
 	}
@@ -66,7 +65,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	if req.URL.Path == wsPath {
 		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
-		cn.out.deliverRaw(resp)
+		cn.out.DeliverRaw(resp)
 		if err != nil {
 			cn.closeNow(proto.ReasonDisconnected)
 			return end
@@ -86,7 +85,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.
-		cn.out.deliverRaw(webError(429, "too many requests"))
+		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
 		cn.closeNow(proto.ReasonDisconnected)
 		return len(buf)
 	}
@@ -95,9 +94,9 @@ func (cn *conn) readRequest(buf []byte) int {
 	if cn.srv.opts.Site != nil {
 		resp, keep = cn.srv.opts.Site.Respond(req)
 	} else {
-		resp = webError(404, "not found")
+		resp = web.ErrorResponse(404, "not found")
 	}
-	cn.out.deliverRaw(resp)
+	cn.out.DeliverRaw(resp)
 	if !keep || hasBody {
 		cn.closeNow(proto.ReasonDisconnected)
 		return len(buf)
@@ -106,7 +105,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	// A client that pipelines requests without reading the responses is
 	// paused like any slow reader, so each request read cannot grow the
 	// queue by a whole page.
-	cn.backPressure(&cn.out)
+	cn.backPressure(cn.out)
 	return end
 }
 
@@ -119,7 +118,7 @@ func (cn *conn) readFrame(buf []byte) int {
 		if ce, isClose := err.(*wsframe.CloseError); isClose {
 			code, reason = ce.Code, ce.Reason
 		}
-		cn.out.deliverRaw(wsframe.AppendClose(nil, code, reason))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, code, reason))
 		cn.closeNow(proto.ReasonDisconnected)
 		return len(buf)
 	}
@@ -148,19 +147,19 @@ func (cn *conn) readFrame(buf []byte) int {
 	cn.sayRun()
 	switch msg.Op {
 	case ws.OpBinary:
-		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
 		cn.closeNow(proto.ReasonDisconnected)
 	case ws.OpPing:
 		// Each ping costs a pong: pings spend tokens like commands, and a
 		// client that does not read its pongs is paused like any reader.
 		if cn.spend() {
-			cn.out.deliverRaw(wsframe.AppendFrame(nil, ws.OpPong, msg.Payload))
+			cn.out.DeliverRaw(wsframe.AppendFrame(nil, ws.OpPong, msg.Payload))
 		}
-		cn.backPressure(&cn.out)
+		cn.backPressure(cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
 		// Echo the close and end: the user closed the page or the socket.
-		cn.out.deliverRaw(wsframe.AppendClose(nil, ws.StatusNormalClosure, ""))
+		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusNormalClosure, ""))
 		cn.closeNow(proto.ReasonDisconnected)
 	}
 	return n
@@ -201,32 +200,20 @@ func (s *Server) checkOrigin(origin, host []byte) bool {
 	return strings.EqualFold(u.Host, string(host))
 }
 
-// appendJSONFrame encodes ev as a JSON text frame. The payload's length
-// is known only after encoding, so it is encoded after a 4-byte header
-// (right for 126..65535 bytes) and moved once if another size is needed.
-func appendJSONFrame(dst []byte, ev *proto.Event) []byte {
-	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0)
+// webEncoder encodes events as JSON in WebSocket text frames
+// (outbox.Encoder).
+type webEncoder struct{}
+
+func (webEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	dst, mark := wsframe.StartFrame(dst)
 	dst = jsonproto.AppendEvent(dst, ev)
-	n := len(dst) - start - 4
-	switch {
-	case n < 126:
-		dst[start] = 0x80 | byte(ws.OpText)
-		dst[start+1] = byte(n)
-		copy(dst[start+2:], dst[start+4:])
-		dst = dst[:len(dst)-2]
-	case n <= 0xFFFF:
-		dst[start] = 0x80 | byte(ws.OpText)
-		dst[start+1] = 126
-		binary.BigEndian.PutUint16(dst[start+2:], uint16(n))
-	default:
-		dst = append(dst, make([]byte, 6)...)
-		copy(dst[start+10:], dst[start+4:start+4+n])
-		dst[start] = 0x80 | byte(ws.OpText)
-		dst[start+1] = 127
-		binary.BigEndian.PutUint64(dst[start+2:], uint64(n))
+	return wsframe.FinishFrame(dst, mark, ws.OpText)
+}
+
+func (e webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	for _, text := range texts {
+		ev.Text = text
+		dst = e.AppendEvent(dst, ev)
 	}
 	return dst
 }
-
-func webError(status int, text string) []byte { return web.ErrorResponse(status, text+"\n") }

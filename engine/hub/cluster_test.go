@@ -144,7 +144,7 @@ func TestClusterRemotePairing(t *testing.T) {
 	}
 
 	// Say goes to the stub's outbox, as to any partner.
-	if _, err := alice.Say([]byte("hi bob")); err != nil {
+	if err := say(alice.Session, []byte("hi bob")); err != nil {
 		t.Fatal(err)
 	}
 	if ev := toBob.last(t); ev.Kind != proto.EvMessage || ev.From != "alice" || string(ev.Text) != "hi bob" {
@@ -174,7 +174,7 @@ func TestClusterRemotePairing(t *testing.T) {
 	if d.paired["alice"] {
 		t.Fatal("alice still paired in the directory")
 	}
-	if _, err := alice.Say([]byte("anyone?")); err != proto.ErrNotPaired {
+	if err := say(alice.Session, []byte("anyone?")); err != proto.ErrNotPaired {
 		t.Fatalf("say after leave: %v", err)
 	}
 }
@@ -200,7 +200,7 @@ func TestClusterCutRemote(t *testing.T) {
 		t.Fatalf("alice: %+v", ev)
 	}
 	// The same-node pair is untouched.
-	if _, err := dave.Say([]byte("still here")); err != nil {
+	if err := say(dave.Session, []byte("still here")); err != nil {
 		t.Fatal(err)
 	}
 	if ev := carol.box.last(t); ev.Kind != proto.EvMessage || string(ev.Text) != "still here" {
@@ -223,17 +223,5 @@ func TestClusterCutRemote(t *testing.T) {
 func BenchmarkSayCluster(b *testing.B) {
 	h := New(Options{})
 	h.SetDirectory(newFakeDirectory())
-	a, _ := h.Login([]byte("alice"), discard{})
-	bb, _ := h.Login([]byte("bob"), discard{})
-	if err := a.Connect([]byte(bb.Token().String())); err != nil {
-		b.Fatal(err)
-	}
-	msg := []byte("hello, this is a 64-byte message used for the relay benchmark.")
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := a.Say(msg); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchmarkSay(b, h)
 }

@@ -7,10 +7,19 @@
 // handed to the Outbox of the session it concerns. The engine turns those
 // events into bytes for whichever protocol that session speaks.
 //
-// Locking: Hub.mu guards the directory (names, tokens) and the creation
-// and teardown of rooms; room.mu guards one pairing. The order is always
-// Hub.mu before room.mu. Relaying a message takes only its room's lock,
-// so pairs never contend with each other on the hot path.
+// Who holds which name and token, and who is paired with whom, is kept
+// by a Directory: on a single node an in-memory one (directory.go), in a
+// cluster the one the nodes share (cluster.go). The hub's logic is the
+// same for both; it keeps its own sessions, and asks the directory with
+// no hub lock held, since a cluster's directory is across the network.
+//
+// Locking: Hub.mu guards the hub's sessions (names, tokens) and the
+// creation and teardown of rooms; room.mu guards one pairing. The order
+// is always Hub.mu before room.mu. Hub.remoteMu, which guards the
+// pairings with partners on other nodes, may be taken under Hub.mu but
+// is never held while taking a room lock. Relaying a message takes only
+// its room's lock, so pairs never contend with each other on the hot
+// path.
 package hub
 
 import (
@@ -42,6 +51,70 @@ type BatchOutbox interface {
 	DeliverMessages(ev *proto.Event, texts [][]byte)
 }
 
+// A Queue is an Outbox that holds what it is handed until its reader
+// takes it: a connection's outbound queue. Its reader may fall behind,
+// so it can hold back the senders that feed it, and its connection can
+// outlive the session it carries. The hub uses a Queue only as an
+// Outbox, except to Detach it; SayAll hands the partner's Queue to the
+// sender, which may Wait on it (back-pressure). An Outbox that is not a
+// Queue (a partner on another node, a test's recorder) is given the
+// Queue methods by the hub: it never holds a sender back, and Detach
+// does nothing.
+//
+// The methods follow the rules of Deliver.
+type Queue interface {
+	BatchOutbox
+	// Backlog returns the bytes waiting for the reader; 0 once the
+	// connection has closed.
+	Backlog() int64
+	// Wait registers w to be woken once the reader has caught up, if it
+	// is too far behind now, and reports whether it did: a sender for
+	// which it reports true should pause until woken.
+	Wait(w Waiter) bool
+	// Detach tells the queue that the hub has taken its session away
+	// while its connection is open (another login took the account over,
+	// LoginReplacing): the connection should tell its user why and close.
+	// No hub lock is held.
+	Detach(reason proto.Reason)
+}
+
+// A Waiter is a sender that a Queue holds back until its reader catches
+// up. Wake may be called from any goroutine; it must not block.
+type Waiter interface {
+	Wake()
+}
+
+// queueOf returns out as a Queue, giving it the Queue methods if it does
+// not have them.
+func queueOf(out Outbox) Queue {
+	if q, ok := out.(Queue); ok {
+		return q
+	}
+	b, _ := out.(BatchOutbox)
+	return &plainQueue{Outbox: out, batch: b}
+}
+
+// plainQueue is an Outbox seen as a Queue that never waits.
+type plainQueue struct {
+	Outbox
+	batch BatchOutbox // nil when the Outbox takes one event at a time
+}
+
+func (q *plainQueue) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	if q.batch != nil {
+		q.batch.DeliverMessages(ev, texts)
+		return
+	}
+	for _, text := range texts {
+		ev.Text = text
+		q.Deliver(ev)
+	}
+}
+
+func (*plainQueue) Backlog() int64      { return 0 }
+func (*plainQueue) Wait(Waiter) bool    { return false }
+func (*plainQueue) Detach(proto.Reason) {}
+
 // Options are the core's limits. Zero values take the defaults.
 type Options struct {
 	MaxText int // longest message text in bytes; default 16 KiB
@@ -52,7 +125,7 @@ type Hub struct {
 	maxText atomic.Int64
 
 	mu     sync.Mutex
-	names  map[string]*Session // by folded name: names are unique regardless of case
+	names  map[string]*Session // this node's sessions by folded name: names are unique regardless of case
 	tokens map[proto.Token]*Session
 	rooms  int // rooms open now
 
@@ -61,17 +134,31 @@ type Hub struct {
 	closedMessages atomic.Uint64
 	closedBytes    atomic.Uint64
 
-	// cl is set in cluster mode (see cluster.go); nil keeps everything in
-	// this process, as a single node.
-	cl *clusterState
+	dir  Directory
+	node string // dir.NodeID()
+	// remoteDir is set when dir is a cluster's (SetDirectory), whose
+	// calls may wait on the network: a logout's directory work then runs
+	// on a goroutine of its own.
+	remoteDir bool
+	// closing counts logouts whose directory work is still running.
+	closing sync.WaitGroup
+
+	// remote holds the rooms with a partner on another node, by pairing
+	// (cluster.go). Written under mu and remoteMu; read under remoteMu
+	// alone on the inbound message path.
+	remoteMu sync.RWMutex
+	remote   map[uint64]remoteRoom
 }
 
-// New returns an empty hub.
+// New returns an empty hub on its own, with an in-memory directory.
 func New(opts Options) *Hub {
 	h := &Hub{
 		names:  make(map[string]*Session),
 		tokens: make(map[proto.Token]*Session),
+		remote: make(map[uint64]remoteRoom),
 	}
+	h.dir = newLocalDirectory()
+	h.node = h.dir.NodeID()
 	h.SetOptions(opts)
 	return h
 }
@@ -91,7 +178,8 @@ type Session struct {
 	hub  *Hub
 	name string
 	key  string // folded name, the directory key
-	out  Outbox
+	out  Outbox // as the connection gave it
+	q    Queue  // out as a Queue (queueOf)
 
 	room atomic.Pointer[room] // nil when not paired
 
@@ -99,11 +187,12 @@ type Session struct {
 	token  proto.Token
 	closed bool
 
-	// scratch carries each message to the peer's Outbox. Say is called
-	// only by the session's own connection, one call at a time, so reusing
-	// it keeps the relay path free of allocations (an Event passed through
-	// an interface would otherwise escape to the heap). Its kind and
-	// sender are set once; Say sets only the text, and clears it after.
+	// scratch carries each message to the peer's Outbox. SayAll is
+	// called only by the session's own connection, one call at a time,
+	// so reusing it keeps the relay path free of allocations (an Event
+	// passed through an interface would otherwise escape to the heap).
+	// Its kind and sender are set once; SayAll sets only the text, and
+	// clears it after.
 	scratch proto.Event
 
 	// Written only by the session's own connection, read by Stats.
@@ -123,14 +212,10 @@ func (s *Session) Token() proto.Token {
 
 // Peer returns the name of the session's partner, or "" when not paired.
 func (s *Session) Peer() string {
-	r := s.room.Load()
-	if r == nil {
-		return ""
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if p := r.other(s); p != nil {
-		return p.name
+	if r := s.room.Load(); r != nil {
+		if p := r.peer(s); p != nil {
+			return p.name
+		}
 	}
 	return ""
 }
@@ -143,7 +228,15 @@ type room struct {
 	a, b *Session // a sent connect, b held the token
 	open bool
 
-	pairID uint64 // cluster mode: the pairing's cluster-wide number
+	pairID uint64   // the pairing's number in the directory
+	stub   *Session // stands in for a partner on another node; nil when both are here
+}
+
+// peer is other under the room's lock.
+func (r *room) peer(s *Session) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.other(s)
 }
 
 func (r *room) other(s *Session) *Session {
@@ -165,39 +258,61 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 	if !proto.ValidName(name) {
 		return nil, proto.ErrBadName
 	}
-	if h.cl != nil {
-		return h.clusterLogin(name, out)
-	}
 	s := h.newSession(name, out)
-	h.mu.Lock()
-	if _, taken := h.names[s.key]; taken {
-		h.mu.Unlock()
-		return nil, proto.ErrNameTaken
+	if err := h.hold(s); err != nil {
+		return nil, err
 	}
-	h.enterLocked(s)
-	out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
-	h.mu.Unlock()
+	if err := h.register(s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
 // newSession makes a session for name, not yet in the directory.
 func (h *Hub) newSession(name []byte, out Outbox) *Session {
-	s := &Session{hub: h, name: string(name), out: out}
+	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out)}
 	s.key = fold(s.name)
 	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name}
 	return s
 }
 
+// hold enters s under its name and a fresh token on this node, so that a
+// second login here does not race it to the directory.
+func (h *Hub) hold(s *Session) *proto.Error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, taken := h.names[s.key]; taken {
+		return proto.ErrNameTaken
+	}
+	h.enterLocked(s)
+	return nil
+}
+
 // enterLocked gives s a fresh token and enters it under its name and
-// token. The caller has checked that the name is free.
+// token. The caller has checked that the name is free here.
 func (h *Hub) enterLocked(s *Session) {
 	s.token = h.freshTokenLocked()
 	h.names[s.key] = s
 	h.tokens[s.token] = s
 }
 
-// freshTokenLocked draws a token no one holds. A collision of 128 random
-// bits will not happen, but the check costs one map lookup.
+// register claims s's name and token in the directory and welcomes s, or
+// gives up what hold entered.
+func (h *Hub) register(s *Session) *proto.Error {
+	err := h.dir.Register(s.name, s.key, s.token)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		delete(h.names, s.key)
+		delete(h.tokens, s.token)
+		return err
+	}
+	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	return nil
+}
+
+// freshTokenLocked draws a token no one here holds. A collision of 128
+// random bits will not happen, but the check costs one map lookup.
 func (h *Hub) freshTokenLocked() proto.Token {
 	for {
 		t := proto.NewToken()
@@ -211,33 +326,62 @@ func (h *Hub) freshTokenLocked() proto.Token {
 // the other. A holder who is already paired answers room_full, and the
 // asker learns nothing of that pair.
 func (s *Session) Connect(token []byte) *proto.Error {
-	t, err := proto.ParseToken(token)
-	if err != nil {
+	t, perr := proto.ParseToken(token)
+	if perr != nil {
 		return proto.ErrBadToken
 	}
 	h := s.hub
-	if h.cl != nil {
-		return s.clusterConnect(t)
+	if err := h.canConnect(s, t); err != nil {
+		return err
 	}
+	c, err := h.dir.Claim(s.key, t)
+	if err != nil {
+		return err
+	}
+	undo, err := h.pair(s, c)
+	if undo {
+		h.dir.Release(s.key, c.PairID)
+		h.dir.Release(c.PeerKey, c.PairID)
+	}
+	return err
+}
+
+// canConnect answers what it can without the directory.
+func (h *Hub) canConnect(s *Session, t proto.Token) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if s.closed {
+	switch {
+	case s.closed:
 		return proto.ErrNotLoggedIn
-	}
-	if s.room.Load() != nil {
+	case s.room.Load() != nil:
 		return proto.ErrAlreadyPaired
-	}
-	target, ok := h.tokens[t]
-	if !ok {
-		return proto.ErrUnknownToken
-	}
-	if target == s {
+	case t == s.token:
 		return proto.ErrSelfConnect
 	}
-	if target.room.Load() != nil {
+	if target, ok := h.tokens[t]; ok && target.room.Load() != nil {
 		return proto.ErrRoomFull
 	}
-	r := &room{a: s, b: target, open: true}
+	return nil
+}
+
+// pair opens the room the directory claimed. undo reports that the
+// claim is void, and both sides are to be released in the directory:
+// either side logged out since the claim, or the holder is still being
+// told its last pairing ended.
+func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.PeerNode != h.node {
+		return false, h.pairRemoteLocked(s, c)
+	}
+	target := h.names[c.PeerKey]
+	if s.closed || target == nil || target.closed || target.room.Load() != nil {
+		if target != nil && !target.closed {
+			return true, proto.ErrRoomFull
+		}
+		return true, proto.ErrUnknownToken
+	}
+	r := &room{a: s, b: target, open: true, pairID: c.PairID}
 	s.room.Store(r)
 	target.room.Store(r)
 	h.rooms++
@@ -246,44 +390,19 @@ func (s *Session) Connect(token []byte) *proto.Error {
 	// paired and starts talking, the holder already knows who it is.
 	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
-	return nil
+	return false, nil
 }
 
-// Say relays text to s's partner and returns the partner's Outbox, so
-// the caller can watch how far behind that reader is. Messages from one
-// session arrive in the order Say was called. Say must not be called
+// SayAll relays a run of texts read together to s's partner: in order,
+// under one lock of the room, and in one call to the partner's Queue. It
+// stops at the first text it refuses (empty, or longer than the limit)
+// and returns how many it relayed, with the error for the text after
+// them (nil when it relayed all), and the partner's Queue, so the caller
+// can see how far behind that reader is. Messages from one session
+// arrive in the order they were relayed. The texts must not be changed
+// until SayAll returns, and are not kept after. It must not be called
 // concurrently for the same session.
-func (s *Session) Say(text []byte) (Outbox, *proto.Error) {
-	if err := s.hub.checkText(text); err != nil {
-		return nil, err
-	}
-	r := s.room.Load()
-	if r == nil {
-		return nil, proto.ErrNotPaired
-	}
-	r.mu.Lock()
-	peer := r.other(s)
-	if peer == nil {
-		r.mu.Unlock()
-		return nil, proto.ErrNotPaired
-	}
-	s.scratch.Text = text
-	peer.out.Deliver(&s.scratch)
-	s.scratch.Text = nil // do not pin the caller's buffer
-	r.mu.Unlock()
-	s.sentMessages.Add(1)
-	s.sentBytes.Add(uint64(len(text)))
-	return peer.out, nil
-}
-
-// SayAll is Say for a run of texts read together: it relays them in
-// order under one lock of the room and, when the partner's Outbox is a
-// BatchOutbox, in one call to it. It stops at the first text Say would
-// refuse and returns how many it relayed, with the error for the text
-// after them (nil when it relayed all). The texts must not be changed
-// until it returns, and are not kept after. Like Say, it must not be
-// called concurrently for the same session.
-func (s *Session) SayAll(texts [][]byte) (to Outbox, relayed int, err *proto.Error) {
+func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Error) {
 	n, size := 0, 0
 	for _, text := range texts {
 		if err = s.hub.checkText(text); err != nil {
@@ -305,22 +424,15 @@ func (s *Session) SayAll(texts [][]byte) (to Outbox, relayed int, err *proto.Err
 		r.mu.Unlock()
 		return nil, 0, proto.ErrNotPaired
 	}
-	if batch, ok := peer.out.(BatchOutbox); ok {
-		batch.DeliverMessages(&s.scratch, texts[:n])
-	} else {
-		for _, text := range texts[:n] {
-			s.scratch.Text = text
-			peer.out.Deliver(&s.scratch)
-		}
-	}
-	s.scratch.Text = nil
+	peer.q.DeliverMessages(&s.scratch, texts[:n])
+	s.scratch.Text = nil // do not pin the caller's buffer
 	r.mu.Unlock()
 	s.sentMessages.Add(uint64(n))
 	s.sentBytes.Add(uint64(size))
-	return peer.out, n, err
+	return peer.q, n, err
 }
 
-// checkText is the check Say makes of a text before relaying it.
+// checkText is the check SayAll makes of a text before relaying it.
 func (h *Hub) checkText(text []byte) *proto.Error {
 	if len(text) == 0 {
 		return proto.ErrEmptyMessage
@@ -332,20 +444,37 @@ func (h *Hub) checkText(text []byte) *proto.Error {
 }
 
 // Leave ends s's pairing: s is told it left, its partner is told why,
-// and both are free to be joined again.
+// and both are free to be joined again. Both are freed in the directory
+// before anyone is told, so whoever hears it can be joined at once.
 func (s *Session) Leave() *proto.Error {
 	h := s.hub
-	if h.cl != nil {
-		return s.clusterLeave()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	peer := h.unpairLocked(s, proto.ReasonLeft, 0)
+	r, peer := h.partner(s)
 	if peer == nil {
 		return proto.ErrNotPaired
 	}
+	h.dir.Release(s.key, r.pairID)
+	if peer != r.stub {
+		h.dir.Release(peer.key, r.pairID)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.room.Load() == r {
+		h.unpairLocked(s, proto.ReasonLeft, 0)
+	}
+	// Left even if the partner went first meanwhile: the user asked.
 	s.out.Deliver(&proto.Event{Kind: proto.EvLeft, Peer: peer.name})
 	return nil
+}
+
+// partner returns s's room and partner, if any.
+func (h *Hub) partner(s *Session) (*room, *Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := s.room.Load()
+	if r == nil {
+		return nil, nil
+	}
+	return r, r.peer(s)
 }
 
 // unpairLocked closes s's room, if any, tells the partner, and returns it.
@@ -358,7 +487,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	peer := r.other(s)
 	r.open = false
 	if peer != nil {
-		// Told before its room is cleared: a Say racing this sees the
+		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
 		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
@@ -367,6 +496,9 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	s.room.Store(nil)
 	r.mu.Unlock()
 	h.rooms--
+	if r.stub != nil {
+		h.forgetRemoteLocked(r)
+	}
 	return peer
 }
 
@@ -383,47 +515,119 @@ func (s *Session) Who() {
 // shared too widely stops working. A current pairing is not affected.
 func (s *Session) NewToken() *proto.Error {
 	h := s.hub
-	if h.cl != nil {
-		return s.clusterNewToken()
+	old, fresh, err := h.drawToken(s)
+	if err != nil {
+		return err
 	}
+	if err := h.dir.Retoken(s.key, old, fresh); err != nil {
+		h.mu.Lock()
+		delete(h.tokens, fresh)
+		h.mu.Unlock()
+		return err
+	}
+	if !h.adoptToken(s, old, fresh) {
+		// Logged out meanwhile, under the old token: the record now
+		// holds the new one, which the logout did not remove.
+		h.dir.Unregister(s.key, fresh)
+		return proto.ErrNotLoggedIn
+	}
+	return nil
+}
+
+// drawToken draws a fresh token for s and holds it here while the
+// directory is asked.
+func (h *Hub) drawToken(s *Session) (old, fresh proto.Token, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.closed {
-		return proto.ErrNotLoggedIn
+		return old, fresh, proto.ErrNotLoggedIn
 	}
-	delete(h.tokens, s.token)
-	s.token = h.freshTokenLocked()
-	h.tokens[s.token] = s
+	old, fresh = s.token, h.freshTokenLocked()
+	h.tokens[fresh] = s
+	return old, fresh, nil
+}
+
+// adoptToken makes fresh s's token, now that the directory holds it, and
+// tells s. It reports false if s logged out meanwhile.
+func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		delete(h.tokens, fresh)
+		return false
+	}
+	delete(h.tokens, old)
+	s.token = fresh
 	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
-	return nil
+	return true
 }
 
 // Close logs s out: its partner, if any, is told reason, along with how
 // many of the partner's messages to s were lost (undelivered), and its
-// name and token are freed at once so no ghost holds them. Close is
-// idempotent.
+// name and token are freed at once here, so no ghost holds them. Close
+// is idempotent. With a cluster's directory, the directory's part runs
+// on a goroutine of its own (Close is called on event loops), and the
+// partner is told once the directory has freed it.
 func (s *Session) Close(reason proto.Reason, undelivered int) {
 	h := s.hub
-	if h.cl != nil {
-		s.clusterClose(reason, undelivered)
+	h.mu.Lock()
+	lo, ok := h.logoutLocked(s)
+	h.mu.Unlock()
+	if !ok {
 		return
+	}
+	if !h.remoteDir {
+		lo.finish(reason, undelivered)
+		return
+	}
+	h.closing.Add(1)
+	go func() {
+		defer h.closing.Done()
+		lo.finish(reason, undelivered)
+	}()
+}
+
+// logout is the rest of a session's logout once it has left this node's
+// sessions, which runs with no hub lock held: the directory frees its
+// name and token, and a partner on this node, then the partner is told.
+type logout struct {
+	s         *Session
+	token     proto.Token
+	r         *room    // nil when not paired
+	localPeer *Session // the partner, when on this node
+}
+
+// logoutLocked takes s out of this node's sessions and returns the rest
+// of its logout. It reports false if s was closed already.
+func (h *Hub) logoutLocked(s *Session) (logout, bool) {
+	if s.closed {
+		return logout{}, false
+	}
+	s.closed = true
+	delete(h.names, s.key)
+	delete(h.tokens, s.token)
+	// Its counts move to the hub's as it leaves names, so Stats never
+	// sees them go down.
+	h.closedMessages.Add(s.sentMessages.Load())
+	h.closedBytes.Add(s.sentBytes.Load())
+	lo := logout{s: s, token: s.token, r: s.room.Load()}
+	if lo.r != nil {
+		if p := lo.r.peer(s); p != nil && p != lo.r.stub {
+			lo.localPeer = p
+		}
+	}
+	return lo, true
+}
+
+func (lo logout) finish(reason proto.Reason, undelivered int) {
+	h := lo.s.hub
+	h.dir.Unregister(lo.s.key, lo.token)
+	if lo.localPeer != nil {
+		h.dir.Release(lo.localPeer.key, lo.r.pairID)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closeLocked(s, reason, undelivered)
-}
-
-// closeLocked is Close with h.mu held.
-func (h *Hub) closeLocked(s *Session, reason proto.Reason, undelivered int) {
-	if s.closed {
-		return
-	}
-	s.closed = true
-	h.unpairLocked(s, reason, undelivered)
-	delete(h.names, s.key)
-	delete(h.tokens, s.token)
-	h.closedMessages.Add(s.sentMessages.Load())
-	h.closedBytes.Add(s.sentBytes.Load())
+	h.unpairLocked(lo.s, reason, undelivered)
 }
 
 // Stats is a snapshot of the hub's gauges and counters.

@@ -61,6 +61,12 @@ func login(t *testing.T, h *Hub, name string) user {
 
 func tok(s *Session) []byte { return []byte(s.Token().String()) }
 
+// say relays one text, as the engine relays a run of one message.
+func say(s *Session, text []byte) *proto.Error {
+	_, _, err := s.SayAll([][]byte{text})
+	return err
+}
+
 func mustErr(t *testing.T, got, want *proto.Error) {
 	t.Helper()
 	if got != want {
@@ -90,10 +96,10 @@ func TestSeedStory(t *testing.T) {
 
 	// Messages go to the peer only, both ways, in order.
 	for i := 0; i < 3; i++ {
-		if _, err := alice.Say([]byte("a" + strconv.Itoa(i))); err != nil {
+		if err := say(alice.Session, []byte("a"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := bob.Say([]byte("b" + strconv.Itoa(i))); err != nil {
+		if err := say(bob.Session, []byte("b"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -156,14 +162,14 @@ func TestErrors(t *testing.T) {
 		{"bad token not hex", func() *proto.Error { return alice.Connect([]byte("zz345678901234567890123456789012")) }, proto.ErrBadToken},
 		{"unknown token", func() *proto.Error { return alice.Connect([]byte(proto.NewToken().String())) }, proto.ErrUnknownToken},
 		{"self connect", func() *proto.Error { return alice.Connect(tok(alice.Session)) }, proto.ErrSelfConnect},
-		{"say unpaired", func() *proto.Error { _, e := alice.Say([]byte("hi")); return e }, proto.ErrNotPaired},
-		{"say empty", func() *proto.Error { _, e := alice.Say(nil); return e }, proto.ErrEmptyMessage},
-		{"say too long", func() *proto.Error { _, e := alice.Say([]byte("123456789")); return e }, proto.ErrTooLong},
+		{"say unpaired", func() *proto.Error { return say(alice.Session, []byte("hi")) }, proto.ErrNotPaired},
+		{"say empty", func() *proto.Error { return say(alice.Session, nil) }, proto.ErrEmptyMessage},
+		{"say too long", func() *proto.Error { return say(alice.Session, []byte("123456789")) }, proto.ErrTooLong},
 		{"leave unpaired", func() *proto.Error { return alice.Leave() }, proto.ErrNotPaired},
 		{"pair", func() *proto.Error { return alice.Connect(tok(bob.Session)) }, nil},
 		{"already paired", func() *proto.Error { return alice.Connect(tok(bob.Session)) }, proto.ErrAlreadyPaired},
 		{"already paired other", func() *proto.Error { return bob.Connect(tok(alice.Session)) }, proto.ErrAlreadyPaired},
-		{"say max length", func() *proto.Error { _, e := alice.Say([]byte("12345678")); return e }, nil},
+		{"say max length", func() *proto.Error { return say(alice.Session, []byte("12345678")) }, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { mustErr(t, c.do(), c.want) })
@@ -184,7 +190,7 @@ func TestCloseFreesNameTokenAndTellsPeer(t *testing.T) {
 	if len(evs) != 1 || evs[0].Kind != proto.EvPeerLeft || evs[0].Reason != proto.ReasonSlow || evs[0].Count != 7 || evs[0].Peer != "alice" {
 		t.Fatalf("bob got %+v", evs)
 	}
-	if _, err := bob.Say([]byte("x")); err != proto.ErrNotPaired {
+	if err := say(bob.Session, []byte("x")); err != proto.ErrNotPaired {
 		t.Fatalf("say to a gone peer: %v", err)
 	}
 	mustErr(t, bob.Connect(oldToken), proto.ErrUnknownToken)
@@ -255,7 +261,7 @@ func TestConcurrentRace(t *testing.T) {
 					wins[(r+i)%owners]++
 					winsMu.Unlock()
 					for j := 0; j < 5; j++ {
-						if _, err := u.Say([]byte(u.Name() + ":" + strconv.Itoa(j))); err != nil && err != proto.ErrNotPaired {
+						if err := say(u.Session, []byte(u.Name()+":"+strconv.Itoa(j))); err != nil && err != proto.ErrNotPaired {
 							t.Errorf("say: %v", err)
 						}
 					}
@@ -307,18 +313,20 @@ func TestConcurrentRace(t *testing.T) {
 	}
 }
 
-func BenchmarkSay(b *testing.B) {
-	h := New(Options{})
+// BenchmarkSay relays one message at a time between a pair.
+func BenchmarkSay(b *testing.B) { benchmarkSay(b, New(Options{})) }
+
+func benchmarkSay(b *testing.B, h *Hub) {
 	a, _ := h.Login([]byte("alice"), discard{})
 	bb, _ := h.Login([]byte("bob"), discard{})
 	if err := a.Connect([]byte(bb.Token().String())); err != nil {
 		b.Fatal(err)
 	}
-	msg := []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	run := [][]byte{[]byte("hello, this is a 64-byte message used for the relay benchmark.")}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := a.Say(msg); err != nil {
+		if _, _, err := a.SayAll(run); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -74,3 +74,49 @@ func TestLoginReplacing(t *testing.T) {
 		t.Fatalf("bad name: %v", err)
 	}
 }
+
+// queueRecorder is a recorder that is also a Queue, as a connection's
+// outbox is: it records what it is told by Detach.
+type queueRecorder struct {
+	recorder
+	detached []proto.Reason
+}
+
+func (q *queueRecorder) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	for _, text := range texts {
+		ev.Text = text
+		q.Deliver(ev)
+	}
+}
+func (q *queueRecorder) Backlog() int64   { return 0 }
+func (q *queueRecorder) Wait(Waiter) bool { return false }
+func (q *queueRecorder) Detach(reason proto.Reason) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.detached = append(q.detached, reason)
+}
+
+// TestLoginReplacingDetachesTheOldQueue: the connection that carried the
+// replaced session learns it through its Queue, told nothing else by the
+// hub; what it says to its user is its own business.
+func TestLoginReplacingDetachesTheOldQueue(t *testing.T) {
+	h := New(Options{})
+	first := &queueRecorder{}
+	if _, _, err := h.LoginReplacing([]byte("alice"), first); err != nil {
+		t.Fatal(err)
+	}
+	first.take()
+	second := &queueRecorder{}
+	if _, old, err := h.LoginReplacing([]byte("alice"), second); err != nil || old != Outbox(first) {
+		t.Fatalf("second login: %v, replaced %v", err, old)
+	}
+	if len(first.detached) != 1 || first.detached[0] != proto.ReasonReplaced {
+		t.Fatalf("the replaced queue was told %v, want one replaced", first.detached)
+	}
+	if evs := first.take(); len(evs) != 0 {
+		t.Fatalf("the replaced queue was handed %+v", evs)
+	}
+	if len(second.detached) != 0 {
+		t.Fatalf("the new queue was detached: %v", second.detached)
+	}
+}

@@ -30,4 +30,9 @@
 // header and moves the payload up against it (one copy of the payload).
 // When the length is known first, AppendTextHeader followed by the payload
 // avoids even that copy.
+//
+// The header code serves duet's own clients too (the load generator in
+// cmd/duet-bench): ParseHeader reads a header from either side, and
+// AppendMaskedHeader writes a client's, so frame headers are read and
+// written in this one place.
 package wsframe

@@ -64,6 +64,36 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
+// FuzzParseHeader holds ParseHeader to gobwas's ws.ReadHeader, which
+// reads headers from an io.Reader: on any input both read the same
+// header and size, or both find it incomplete, or both refuse it.
+func FuzzParseHeader(f *testing.F) {
+	for _, seed := range readerSeeds(f) {
+		f.Add(seed.data)
+	}
+	f.Add(AppendMaskedHeader(nil, ws.OpText, 70000, [4]byte{1, 2, 3, 4}))
+	f.Add(appendHeader(nil, ws.OpPong, 126))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, size, err := ParseHeader(data)
+		r := bytes.NewReader(data)
+		want, werr := ws.ReadHeader(r)
+		switch {
+		case err != nil:
+			if !errors.Is(werr, ws.ErrHeaderLengthMSB) {
+				t.Fatalf("ParseHeader refused % x (%v); gobwas: %+v, %v", data, err, want, werr)
+			}
+		case size == 0:
+			if werr == nil {
+				t.Fatalf("ParseHeader found % x incomplete; gobwas read %+v", data, want)
+			}
+		default:
+			if werr != nil || h != want || size != len(data)-r.Len() {
+				t.Fatalf("% x: ParseHeader %+v size %d; gobwas %+v size %d, %v", data, h, size, want, len(data)-r.Len(), werr)
+			}
+		}
+	})
+}
+
 func upgradeSeeds(tb testing.TB) map[string]string {
 	return map[string]string{
 		"good":           goodRequest,

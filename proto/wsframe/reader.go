@@ -128,7 +128,7 @@ func (r *Reader) Next(buf []byte) (msg Message, ok bool, n int, err error) {
 }
 
 func (r *Reader) next(buf []byte) (Message, bool, int, error) {
-	h, size, err := parseHeader(buf)
+	h, size, err := ParseHeader(buf)
 	if err != nil || size == 0 {
 		return Message{}, false, 0, err
 	}
@@ -280,10 +280,34 @@ func validCloseCode(code ws.StatusCode) bool {
 	return ws.CheckCloseFrameData(code, "") == nil
 }
 
-// parseHeader decodes the frame header at the front of buf. It returns
-// size 0 and no error while buf does not hold the whole header yet.
-func parseHeader(buf []byte) (h ws.Header, size int, err error) {
+// HeaderLen returns the length of the frame header at the front of buf,
+// known from its first two bytes, or 0 while buf holds fewer.
+func HeaderLen(buf []byte) int {
 	if len(buf) < ws.MinHeaderSize {
+		return 0
+	}
+	size := 2
+	switch buf[1] & 0x7f {
+	case 126:
+		size += 2
+	case 127:
+		size += 8
+	}
+	if buf[1]&0x80 != 0 {
+		size += 4
+	}
+	return size
+}
+
+// ParseHeader decodes the frame header at the front of buf, a client's
+// or a server's, and returns it with its size. It returns size 0 and no
+// error while buf does not hold the whole header yet. The one header it
+// refuses, whatever the side, is a 64-bit length with its most
+// significant bit set (a *CloseError); the rules of a side are
+// ws.CheckHeader's.
+func ParseHeader(buf []byte) (h ws.Header, size int, err error) {
+	size = HeaderLen(buf)
+	if size == 0 || len(buf) < size {
 		return h, 0, nil
 	}
 	b0, b1 := buf[0], buf[1]
@@ -291,25 +315,7 @@ func parseHeader(buf []byte) (h ws.Header, size int, err error) {
 	h.Rsv = (b0 & 0x70) >> 4
 	h.OpCode = ws.OpCode(b0 & 0x0f)
 	h.Masked = b1&0x80 != 0
-
-	size = 2
-	length := b1 & 0x7f
-	switch length {
-	case 126:
-		size += 2
-	case 127:
-		size += 8
-	default:
-		h.Length = int64(length)
-	}
-	if h.Masked {
-		size += 4
-	}
-	if len(buf) < size {
-		return h, 0, nil
-	}
-
-	switch length {
+	switch length := b1 & 0x7f; length {
 	case 126:
 		h.Length = int64(binary.BigEndian.Uint16(buf[2:4]))
 	case 127:
@@ -318,6 +324,8 @@ func parseHeader(buf []byte) (h ws.Header, size int, err error) {
 			return h, 0, protocolError("frame length has its most significant bit set")
 		}
 		h.Length = int64(long)
+	default:
+		h.Length = int64(length)
 	}
 	if h.Masked {
 		copy(h.Mask[:], buf[size-4:size])

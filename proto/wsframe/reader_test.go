@@ -542,3 +542,38 @@ func BenchmarkNextFragmentedText(b *testing.B) {
 		}
 	}
 }
+
+// TestParseHeaderBothSides reads server headers (AppendFrame) and
+// client headers (AppendMaskedHeader) back, whole and cut short.
+func TestParseHeaderBothSides(t *testing.T) {
+	mask := [4]byte{9, 8, 7, 6}
+	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 1 << 20} {
+		for _, masked := range []bool{false, true} {
+			var hdr []byte
+			if masked {
+				hdr = AppendMaskedHeader(nil, ws.OpBinary, n, mask)
+			} else {
+				hdr = appendHeader(nil, ws.OpBinary, n)
+			}
+			for cut := range len(hdr) {
+				if h, size, err := ParseHeader(hdr[:cut]); size != 0 || err != nil {
+					t.Fatalf("length %d masked %v: %d of %d bytes parsed as %+v, %d, %v", n, masked, cut, len(hdr), h, size, err)
+				}
+			}
+			if got := HeaderLen(hdr); got != len(hdr) {
+				t.Fatalf("length %d masked %v: HeaderLen %d, want %d", n, masked, got, len(hdr))
+			}
+			h, size, err := ParseHeader(append(hdr, "payload"...))
+			want := ws.Header{Fin: true, OpCode: ws.OpBinary, Masked: masked, Length: int64(n)}
+			if masked {
+				want.Mask = mask
+			}
+			if err != nil || size != len(hdr) || h != want {
+				t.Fatalf("length %d masked %v: %+v, %d, %v; want %+v, %d", n, masked, h, size, err, want, len(hdr))
+			}
+		}
+	}
+	if _, _, err := ParseHeader([]byte{0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0}); err == nil {
+		t.Fatal("a length with its most significant bit set was accepted")
+	}
+}

@@ -97,16 +97,33 @@ func FinishFrame(dst []byte, mark int, op ws.OpCode) []byte {
 	return dst[:len(dst)-(MaxServerHeaderSize-len(h))]
 }
 
-// appendHeader appends a final, unmasked frame header. The length takes
-// the shortest encoding, as RFC 6455 section 5.2 requires.
+// AppendMaskedHeader appends the header of a final client frame of type
+// op whose payload is n bytes long, masked with mask. The caller appends
+// the payload with the mask applied (ws.Cipher). A server never masks;
+// this is for clients, such as duet's load generator.
+func AppendMaskedHeader(dst []byte, op ws.OpCode, n int, mask [4]byte) []byte {
+	if n < 0 {
+		panic("wsframe: negative payload length")
+	}
+	dst = appendLength(append(dst, 0x80|byte(op)), 0x80, n)
+	return append(dst, mask[:]...)
+}
+
+// appendHeader appends a final, unmasked frame header.
 func appendHeader(dst []byte, op ws.OpCode, n int) []byte {
-	b0 := 0x80 | byte(op)
+	return appendLength(append(dst, 0x80|byte(op)), 0, n)
+}
+
+// appendLength appends a header's second byte, with maskBit (0x80 or 0),
+// and the extended length. The length takes the shortest encoding, as
+// RFC 6455 section 5.2 requires.
+func appendLength(dst []byte, maskBit byte, n int) []byte {
 	switch {
 	case n <= ws.MaxControlFramePayloadSize:
-		return append(dst, b0, byte(n))
+		return append(dst, maskBit|byte(n))
 	case n <= 0xffff:
-		return append(dst, b0, 126, byte(n>>8), byte(n))
+		return append(dst, maskBit|126, byte(n>>8), byte(n))
 	default:
-		return binary.BigEndian.AppendUint64(append(dst, b0, 127), uint64(n))
+		return binary.BigEndian.AppendUint64(append(dst, maskBit|127), uint64(n))
 	}
 }

@@ -187,6 +187,9 @@ func TestWriterAllocations(t *testing.T) {
 		"AppendTextHeader": func() {
 			dst = append(AppendTextHeader(dst[:0], len(payload)), payload...)
 		},
+		"AppendMaskedHeader": func() {
+			dst = append(AppendMaskedHeader(dst[:0], ws.OpText, len(payload), [4]byte{1, 2, 3, 4}), payload...)
+		},
 		"StartFrame and FinishFrame": func() {
 			var mark int
 			dst, mark = StartFrame(dst[:0])
@@ -221,5 +224,40 @@ func BenchmarkStartFinishFrame(b *testing.B) {
 		dst, mark = StartFrame(dst[:0])
 		dst = append(dst, payload...)
 		dst = FinishFrame(dst, mark, ws.OpText)
+	}
+}
+
+// TestAppendMaskedHeader checks client headers against gobwas's, and
+// that a client frame built with them reads back through gobwas.
+func TestAppendMaskedHeader(t *testing.T) {
+	mask := [4]byte{0xa1, 0x02, 0xf3, 0x40}
+	for _, op := range []ws.OpCode{ws.OpText, ws.OpBinary, ws.OpPong} {
+		for _, n := range payloadLengths {
+			if op.IsControl() && n > ws.MaxControlFramePayloadSize {
+				continue
+			}
+			var want bytes.Buffer
+			if err := ws.WriteHeader(&want, ws.Header{Fin: true, OpCode: op, Masked: true, Mask: mask, Length: int64(n)}); err != nil {
+				t.Fatal(err)
+			}
+			got := AppendMaskedHeader([]byte("pre"), op, n, mask)
+			if !bytes.Equal(got[3:], want.Bytes()) || string(got[:3]) != "pre" {
+				t.Fatalf("op %d length %d: % x, gobwas writes % x", op, n, got[3:], want.Bytes())
+			}
+			payload := bytes.Repeat([]byte("m"), n)
+			masked := append([]byte(nil), payload...)
+			ws.Cipher(masked, mask, 0)
+			f, err := ws.ReadFrame(bytes.NewReader(append(got[3:], masked...)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ws.CheckHeader(f.Header, ws.StateServerSide); err != nil {
+				t.Fatalf("op %d length %d: a server refuses it: %v", op, n, err)
+			}
+			ws.Cipher(f.Payload, f.Header.Mask, 0)
+			if !bytes.Equal(f.Payload, payload) {
+				t.Fatalf("op %d length %d: payload differs", op, n)
+			}
+		}
 	}
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"duet/proto"
+	"duet/proto/wsframe"
 )
 
 // Config says where to listen. An empty address leaves that protocol off.
@@ -331,33 +332,8 @@ func (s *Server) serveWS(c net.Conn) {
 
 // frameBuffered reports whether b starts with a whole WebSocket frame.
 func frameBuffered(b []byte) bool {
-	if len(b) < 2 {
-		return false
-	}
-	n, short := 2, b[1]&0x7f
-	switch short {
-	case 126:
-		n += 2
-	case 127:
-		n += 8
-	}
-	if b[1]&0x80 != 0 {
-		n += 4
-	}
-	if len(b) < n {
-		return false
-	}
-	size := uint64(short)
-	switch short {
-	case 126:
-		size = uint64(b[2])<<8 | uint64(b[3])
-	case 127:
-		size = 0
-		for _, c := range b[2:10] {
-			size = size<<8 | uint64(c)
-		}
-	}
-	return uint64(len(b)-n) >= size
+	h, size, err := wsframe.ParseHeader(b)
+	return err == nil && size > 0 && int64(len(b)-size) >= h.Length
 }
 
 // lockedWriter writes and flushes under the session's write lock.

@@ -10,6 +10,8 @@ import (
 	"io"
 
 	"github.com/gobwas/ws"
+
+	"duet/proto/wsframe"
 )
 
 // eventKind says what one line or frame from the server meant to the load
@@ -292,19 +294,8 @@ func (c *wsCodec) nextMask() [4]byte {
 // appendFrameHeader appends a masked client frame header for a payload of
 // n bytes and returns the mask the caller must apply to the payload.
 func (c *wsCodec) appendFrameHeader(dst []byte, op byte, n int) ([]byte, [4]byte) {
-	dst = append(dst, 0x80|op)
-	switch {
-	case n < 126:
-		dst = append(dst, 0x80|byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0x80|126)
-		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
-	default:
-		dst = append(dst, 0x80|127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
 	mask := c.nextMask()
-	return append(dst, mask[:]...), mask
+	return wsframe.AppendMaskedHeader(dst, ws.OpCode(op), n, mask), mask
 }
 
 func (c *wsCodec) appendFrame(dst []byte, op byte, payload []byte) []byte {
@@ -400,37 +391,6 @@ func (c *wsCodec) read(br *bufio.Reader) (event, error) {
 	}
 }
 
-// frameHeader parses a frame header at the start of b. ok is false when b
-// does not hold the whole header yet.
-func frameHeader(b []byte) (headerLen int, payloadLen uint64, ok bool) {
-	if len(b) < 2 {
-		return 0, 0, false
-	}
-	headerLen = 2
-	short := b[1] & 0x7f
-	switch short {
-	case 126:
-		headerLen += 2
-	case 127:
-		headerLen += 8
-	}
-	if b[1]&0x80 != 0 {
-		headerLen += 4
-	}
-	if len(b) < headerLen {
-		return 0, 0, false
-	}
-	switch short {
-	case 126:
-		payloadLen = uint64(binary.BigEndian.Uint16(b[2:4]))
-	case 127:
-		payloadLen = binary.BigEndian.Uint64(b[2:10])
-	default:
-		payloadLen = uint64(short)
-	}
-	return headerLen, payloadLen, true
-}
-
 // readFrame returns the next frame's payload, unmasked. The payload
 // aliases the read buffer (or c.large) until the next read.
 func (c *wsCodec) readFrame(br *bufio.Reader) (op byte, fin bool, payload []byte, err error) {
@@ -439,43 +399,29 @@ func (c *wsCodec) readFrame(br *bufio.Reader) (op byte, fin bool, payload []byte
 	// take it from there with one look at the header.
 	if n := br.Buffered(); n >= 2 {
 		b, _ := br.Peek(n)
-		if headerLen, size, ok := frameHeader(b); ok && size <= uint64(n-headerLen) {
-			total := headerLen + int(size)
+		if h, headerLen, err := wsframe.ParseHeader(b); err == nil && headerLen > 0 && h.Length <= int64(n-headerLen) {
+			total := headerLen + int(h.Length)
 			payload = b[headerLen:total]
-			if b[1]&0x80 != 0 {
-				ws.Cipher(payload, [4]byte(b[headerLen-4:headerLen]), 0)
+			if h.Masked {
+				ws.Cipher(payload, h.Mask, 0)
 			}
 			_, _ = br.Discard(total)
-			return b[0] & 0x0f, b[0]&0x80 != 0, payload, nil
+			return byte(h.OpCode), h.Fin, payload, nil
 		}
 	}
 	b, err := br.Peek(2)
 	if err != nil {
 		return 0, false, nil, err
 	}
-	need := 2
-	switch b[1] & 0x7f {
-	case 126:
-		need += 2
-	case 127:
-		need += 8
-	}
-	if b[1]&0x80 != 0 {
-		need += 4
-	}
-	if b, err = br.Peek(need); err != nil {
+	if b, err = br.Peek(wsframe.HeaderLen(b)); err != nil {
 		return 0, false, nil, err
 	}
-	headerLen, n, _ := frameHeader(b)
-	if n > maxFrameSize {
+	h, headerLen, err := wsframe.ParseHeader(b)
+	if err != nil || h.Length > maxFrameSize {
+		// The one header ParseHeader refuses has a length past 2^63.
 		return 0, false, nil, errOversize
 	}
-	fin, op = b[0]&0x80 != 0, b[0]&0x0f
-	masked := b[1]&0x80 != 0
-	var mask [4]byte
-	if masked {
-		copy(mask[:], b[headerLen-4:headerLen])
-	}
+	n := h.Length
 	total := headerLen + int(n)
 	if total <= br.Size() {
 		if b, err = br.Peek(total); err != nil {
@@ -495,16 +441,16 @@ func (c *wsCodec) readFrame(br *bufio.Reader) (op byte, fin bool, payload []byte
 			return 0, false, nil, err
 		}
 	}
-	if masked {
-		ws.Cipher(payload, mask, 0)
+	if h.Masked {
+		ws.Cipher(payload, h.Mask, 0)
 	}
-	return op, fin, payload, nil
+	return byte(h.OpCode), h.Fin, payload, nil
 }
 
 func (c *wsCodec) messageBuffered(br *bufio.Reader) bool {
 	b, _ := br.Peek(br.Buffered())
-	headerLen, n, ok := frameHeader(b)
-	return ok && uint64(len(b)-headerLen) >= n
+	h, headerLen, err := wsframe.ParseHeader(b)
+	return err == nil && headerLen > 0 && int64(len(b)-headerLen) >= h.Length
 }
 
 // classifyJSON reads one server object of the JSON protocol. Relayed
