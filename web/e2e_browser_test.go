@@ -675,6 +675,21 @@ func TestE2EBrowserInterop(t *testing.T) {
 		if !slicesContain(w.jsErrors, "bad_key") || !containsErr(w.goErrors, e2e.ErrPeerAborted) {
 			t.Fatalf("errors page %v, Go %v", w.jsErrors, w.goErrors)
 		}
+		// Web Crypto itself refuses the all-zero secret, as docs/E2E.md
+		// says; e2e.js checks again in case a browser does not.
+		got := evalAwait[string](p, `(async () => {
+			const k = await crypto.subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']);
+			const zero = await crypto.subtle.importKey('raw', new Uint8Array(32), { name: 'X25519' }, true, []);
+			try {
+				await crypto.subtle.deriveBits({ name: 'X25519', public: zero }, k.privateKey, 256);
+				return 'derived';
+			} catch (err) {
+				return err.name;
+			}
+		})()`)
+		if got != "OperationError" {
+			t.Errorf("Web Crypto's X25519 with the zero point: %s, want OperationError", got)
+		}
 	})
 
 	t.Run("unknown link secret", func(t *testing.T) {
