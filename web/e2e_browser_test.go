@@ -428,6 +428,26 @@ func TestE2EBrowserVectors(t *testing.T) {
 		}
 	}
 
+	// What a whole exchange costs the page, both sides in it: logged, for
+	// the record (the page's wait before its first sealed message is this
+	// plus two round trips through the server).
+	ms := evalAwait[float64](p, `(async () => {
+		const cfg = (role) => ({ role, token: '2711929ec8e0355f5114f12de5370c65', initiatorName: 'bob', responderName: 'alice' });
+		const t0 = performance.now();
+		for (let i = 0; i < 20; i++) {
+			const I = await e2e.Session.start(cfg('initiator'));
+			const R = await e2e.Session.start(cfg('responder'));
+			const hello = (await R.session.receive(I.out[0])).out;
+			const [helloI, confirmI] = (await I.session.receive(hello[0])).out;
+			const confirmR = (await R.session.receive(helloI)).out[0];
+			await R.session.receive(confirmI);
+			await I.session.receive(confirmR);
+			if (I.session.state !== 'confirmed' || R.session.state !== 'confirmed') throw new Error('not confirmed');
+		}
+		return (performance.now() - t0) / 20;
+	})()`)
+	t.Logf("a whole exchange, both sides in the page: %.1f ms", ms)
+
 	// One list of errors, with the same fatality, in both.
 	jsErrors := evalAwait[map[string]struct {
 		Fatal bool `json:"fatal"`

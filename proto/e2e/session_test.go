@@ -13,7 +13,7 @@ const testToken = "2711929ec8e0355f5114f12de5370c65"
 func testSecret(b byte) []byte { return bytes.Repeat([]byte{b}, 16) }
 
 // start begins one side with random keys.
-func start(t *testing.T, role Role, secret []byte) (*Session, [][]byte) {
+func start(t testing.TB, role Role, secret []byte) (*Session, [][]byte) {
 	t.Helper()
 	s, out, err := Start(Config{Role: role, Token: testToken, InitiatorName: "bob", ResponderName: "alice", LinkSecret: secret})
 	if err != nil {
@@ -24,7 +24,7 @@ func start(t *testing.T, role Role, secret []byte) (*Session, [][]byte) {
 
 // deliver hands each envelope to s and collects what it sends back; any
 // error fails the test.
-func deliver(t *testing.T, s *Session, envs [][]byte) [][]byte {
+func deliver(t testing.TB, s *Session, envs [][]byte) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, env := range envs {
@@ -46,7 +46,7 @@ func kindOf(env []byte) Kind {
 
 // handshake runs a whole exchange between two fresh sessions, honest
 // server, and returns them confirmed.
-func handshake(t *testing.T, secretI, secretR []byte) (ini, res *Session) {
+func handshake(t testing.TB, secretI, secretR []byte) (ini, res *Session) {
 	t.Helper()
 	ini, toR := start(t, Initiator, secretI)
 	res, toI := start(t, Responder, secretR)
