@@ -573,7 +573,7 @@ func TestE2EBrowserInterop(t *testing.T) {
 		if !errors.Is(err, e2e.ErrAltered) {
 			t.Fatalf("Go takes a flipped byte: %v", err)
 		}
-		w.jsToGo2("next", 1)
+		w.jsToGoAfterGap("next", 1)
 	})
 
 	t.Run("replayed", func(t *testing.T) {
@@ -734,9 +734,9 @@ func TestE2EBrowserInterop(t *testing.T) {
 	})
 }
 
-// jsToGo2 seals text in the page and expects Go to open it after gap
+// jsToGoAfterGap seals text in the page and expects Go to open it after gap
 // missing messages.
-func (w *wire) jsToGo2(text string, gap uint64) {
+func (w *wire) jsToGoAfterGap(text string, gap uint64) {
 	w.t.Helper()
 	data, code := w.js.seal(text)
 	if code != "" {

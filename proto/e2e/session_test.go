@@ -217,13 +217,14 @@ func TestMITMWithoutLinkSecret(t *testing.T) {
 }
 
 // TestMITMWithLinkSecret: the server does not know the link's secret, so
-// the initiator, who connected by the link, always finds out. The
-// server can drop the link's identifier towards the responder, who then
-// sees a pairing that is not authenticated by the link (and has a code
-// that differs from the initiator's), never one that is.
+// the initiator, who connected by the link, never sees the pairing
+// confirmed, and what it seals before it finds out is unreadable to the
+// server. The server can drop the link's identifier towards the
+// responder, who then sees a pairing that is not authenticated by the
+// link, never one that is.
 func TestMITMWithLinkSecret(t *testing.T) {
 	secret := testSecret(7)
-	ini, toM := start(t, Initiator, secret)
+	ini, _ := start(t, Initiator, secret)
 	res, _ := start(t, Responder, secret)
 	m := mitm{}
 	m.toIni, _ = start(t, Responder, nil)
@@ -235,14 +236,15 @@ func TestMITMWithLinkSecret(t *testing.T) {
 	// commits its own session to the initiator's hello without the
 	// identifier (which it can, as it makes the commitment it checks),
 	// and plays the responder to the initiator with that.
-	_ = toM
 	helloM := deliver(t, m.toIni, [][]byte{forgeCommit(t, strip(t, ini.ownHello))})
 	fromIni := deliver(t, ini, helloM) // hello_I, confirm_I
 	confirmM := deliver(t, m.toIni, [][]byte{strip(t, fromIni[0])})
 	if m.toIni.State() != StateKeyed {
 		t.Fatalf("the server's session facing the initiator: %v", m.toIni.State())
 	}
-	_, err := ini.Receive(confirmM[0])
+	_, err := m.toIni.Receive(mustSeal(t, ini, "sealed before the confirmation"))
+	wantErr(t, "the server opens what the initiator sealed", err, ErrAltered)
+	_, err = ini.Receive(confirmM[0])
 	wantErr(t, "the initiator checks the server's confirmation", err, ErrConfirm)
 
 	// Facing the responder, the server has no secret to offer: the
@@ -471,8 +473,7 @@ func TestOutOfTurn(t *testing.T) {
 		wantErr(t, "a commitment", err, ErrUnexpected)
 	})
 	t.Run("message before the keys", func(t *testing.T) {
-		a, b := handshake(t, nil, nil)
-		_ = b
+		a, _ := handshake(t, nil, nil)
 		s, _ := start(t, Responder, nil)
 		_, err := s.Receive(mustSeal(t, a, "early"))
 		wantErr(t, "early message", err, ErrNoKeys)
