@@ -178,6 +178,9 @@ func newSite(fsys fs.FS, opts Options) (*Site, error) {
 			f.version = versionOf(f.identity.body)
 		}
 	}
+	if err := versionImports(s.files); err != nil {
+		return nil, err
+	}
 	index.identity.body = versionReferences(index.identity.body, s.files)
 	for key, f := range s.files {
 		if key == "/" {
@@ -212,6 +215,64 @@ func versionReferences(html []byte, files map[string]*file) []byte {
 		}
 	}
 	return html
+}
+
+// versionImports does for modules what versionReferences does for the
+// index: in each script, a quoted relative specifier that names another
+// asset ('./e2e.js' or "./e2e.js", as in import ... from './e2e.js')
+// becomes './e2e.js?v=TAG', so that an imported module is cached for good
+// like the script that imports it, and fetched under one URL by every
+// importer. A script's own version is taken after its rewrite: a new
+// version of a module it imports is a new version of it, and so of every
+// URL on the way to it from the index. Scripts are done after what they
+// import; a cycle of imports cannot be versioned this way and is refused.
+func versionImports(files map[string]*file) error {
+	const (
+		visiting = 1
+		done     = 2
+	)
+	state := map[*file]int{}
+	var visit func(f *file) error
+	visit = func(f *file) error {
+		if path.Ext(f.name) != ".js" {
+			return nil // its version is its body's, taken already
+		}
+		switch state[f] {
+		case done:
+			return nil
+		case visiting:
+			return fmt.Errorf("web: %s imports itself through other scripts", f.name)
+		}
+		state[f] = visiting
+		body := f.identity.body
+		for key, dep := range files {
+			if dep.index || key == "/" || dep == f {
+				continue
+			}
+			for _, quote := range []string{"'", `"`} {
+				spec := []byte(quote + "./" + dep.name + quote)
+				if !bytes.Contains(body, spec) {
+					continue
+				}
+				if err := visit(dep); err != nil {
+					return err
+				}
+				body = bytes.ReplaceAll(body, spec, []byte(quote+"./"+dep.name+"?v="+dep.version+quote))
+			}
+		}
+		f.identity.body = body
+		f.version = versionOf(body)
+		state[f] = done
+		return nil
+	}
+	for key, f := range files {
+		if !f.index && key != "/" {
+			if err := visit(f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // encode computes the file's ETags and its gzip body.

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func readSpec(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../../docs/E2E.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestDocErrors keeps the error table in docs/E2E.md the list in Errors:
+// every code, once, with whether it is fatal.
+func TestDocErrors(t *testing.T) {
+	doc := readSpec(t)
+	rows := regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| (yes|no) \\|").FindAllStringSubmatch(doc, -1)
+	documented := map[string]bool{}
+	for _, r := range rows {
+		if _, dup := documented[r[1]]; dup {
+			t.Errorf("E2E.md lists %s twice", r[1])
+		}
+		documented[r[1]] = r[2] == "yes"
+	}
+	for _, e := range Errors {
+		fatal, ok := documented[e.Code]
+		switch {
+		case !ok:
+			t.Errorf("E2E.md does not list %s", e.Code)
+		case fatal != e.Fatal:
+			t.Errorf("E2E.md says %s is fatal: %v; it is %v", e.Code, fatal, e.Fatal)
+		}
+		delete(documented, e.Code)
+	}
+	for code := range documented {
+		t.Errorf("E2E.md lists %s, which is not an error", code)
+	}
+}
+
+// TestDocVector keeps the test vector in docs/E2E.md the first of
+// testdata/vectors.json, value for value.
+func TestDocVector(t *testing.T) {
+	doc := readSpec(t)
+	v := readVectors(t).Vectors[0]
+	for name, value := range map[string]string{
+		"token": v.Token, "initiator_name": v.InitiatorName, "responder_name": v.ResponderName,
+		"link_secret": v.LinkSecret, "initiator_private": v.InitiatorPrivate, "initiator_nonce": v.InitiatorNonce,
+		"responder_private": v.ResponderPrivate, "responder_nonce": v.ResponderNonce,
+		"initiator_public": v.InitiatorPublic, "responder_public": v.ResponderPublic, "link_id": v.LinkID,
+		"initiator_hello": v.InitiatorHello, "commit": v.Commit, "responder_hello": v.ResponderHello,
+		"transcript": v.Transcript, "shared": v.Shared, "salt": v.Salt,
+		"key_i2r": v.KeyI2R, "key_r2i": v.KeyR2I, "key_confirm": v.KeyConfirm,
+		"initiator_confirm": v.InitiatorConfirm, "responder_confirm": v.ResponderConfirm, "code": v.Code,
+	} {
+		line := regexp.MustCompile(`(?m)^` + name + ` +` + regexp.QuoteMeta(value) + `$`)
+		if !line.MatchString(doc) {
+			t.Errorf("E2E.md does not show %s as %s", name, value)
+		}
+	}
+	for _, m := range v.Messages {
+		if !strings.Contains(doc, "  envelope "+m.Envelope+"\n  data     "+m.Data+"\n") {
+			t.Errorf("E2E.md does not show the %s's message %d", m.From, m.Counter)
+		}
+	}
+}
+
+// TestDocLabels checks that every label the code uses is the one the
+// document gives.
+func TestDocLabels(t *testing.T) {
+	doc := readSpec(t)
+	for _, l := range []string{
+		labelCommit, labelTranscript, labelLinkID, labelNoSecret, labelKeyI2R, labelKeyR2I,
+		labelKeyConfirm, labelConfirm, labelCode, labelMessage,
+	} {
+		if !strings.Contains(doc, `"`+l+`"`) && !strings.Contains(doc, "`"+l+" ") && !strings.Contains(doc, "`"+l+"`") {
+			t.Errorf("E2E.md does not give the label %q", l)
+		}
+	}
+}
