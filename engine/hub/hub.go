@@ -55,10 +55,10 @@ type BatchOutbox interface {
 // takes it: a connection's outbound queue. Its reader may fall behind,
 // so it can hold back the senders that feed it, and its connection can
 // outlive the session it carries. The hub uses a Queue only as an
-// Outbox, except to Detach it; SayAll hands the partner's Queue to the
+// Outbox, except to Evict it; SayAll hands the partner's Queue to the
 // sender, which may Wait on it (back-pressure). An Outbox that is not a
 // Queue (a partner on another node, a test's recorder) is given the
-// Queue methods by the hub: it never holds a sender back, and Detach
+// Queue methods by the hub: it never holds a sender back, and Evict
 // does nothing.
 //
 // The methods follow the rules of Deliver.
@@ -71,12 +71,23 @@ type Queue interface {
 	// is too far behind now, and reports whether it did: a sender for
 	// which it reports true should pause until woken.
 	Wait(w Waiter) bool
-	// Detach tells the queue that the hub has taken its session away
-	// while its connection is open (another login took the account over,
-	// LoginReplacing): the connection should tell its user why and close.
-	// No hub lock is held.
-	Detach(reason proto.Reason)
+	// Evict tells the queue that the hub has taken its session from its
+	// connection while the connection is open, for the reason why: the
+	// connection should tell its user why and close, and leave the
+	// session alone (it belongs to another connection now, or has
+	// ended). No hub lock is held.
+	Evict(why Eviction)
 }
+
+// Eviction says why the hub took a session from a connection that was
+// still open (Queue.Evict).
+type Eviction uint8
+
+const (
+	// EvictReplaced: another login took the account over, and the
+	// session ended (LoginReplacing).
+	EvictReplaced Eviction = iota + 1
+)
 
 // A Waiter is a sender that a Queue holds back until its reader catches
 // up. Wake may be called from any goroutine; it must not block.
@@ -111,9 +122,9 @@ func (q *plainQueue) DeliverMessages(ev *proto.Event, texts [][]byte) {
 	}
 }
 
-func (*plainQueue) Backlog() int64      { return 0 }
-func (*plainQueue) Wait(Waiter) bool    { return false }
-func (*plainQueue) Detach(proto.Reason) {}
+func (*plainQueue) Backlog() int64   { return 0 }
+func (*plainQueue) Wait(Waiter) bool { return false }
+func (*plainQueue) Evict(Eviction)   {}
 
 // Options are the core's limits. Zero values take the defaults.
 type Options struct {

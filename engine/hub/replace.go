@@ -5,8 +5,9 @@ import "duet/proto"
 // LoginReplacing is Login for an account that may already be online
 // (accounts mode with takeover on). If a session of that name exists, it
 // is logged out first: its partner is told proto.ReasonReplaced, its name
-// and token are freed, and its Queue is detached (Queue.Detach) so that
-// its connection tells its user why and closes; its Outbox is returned.
+// and token are freed, and its Queue is evicted (Queue.Evict with
+// EvictReplaced) so that its connection tells its user why and closes;
+// its Outbox is returned.
 // The new session takes the name here in the same step, so no third
 // login can slip in between.
 //
@@ -23,7 +24,7 @@ func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outb
 		// The old record goes before the new one is registered under
 		// the same name.
 		lo.finish(proto.ReasonReplaced, 0)
-		defer lo.s.q.Detach(proto.ReasonReplaced)
+		defer lo.s.q.Evict(EvictReplaced)
 		replaced = lo.s.out
 	}
 	if err := h.register(s); err != nil {
