@@ -436,7 +436,8 @@ func TestEvictIsPassedToTheOwner(t *testing.T) {
 	})
 	var q hub.Queue = o
 	q.Evict(hub.EvictReplaced)
-	if len(got) != 1 || got[0] != hub.EvictReplaced {
+	q.Evict(hub.EvictResumed)
+	if len(got) != 2 || got[0] != hub.EvictReplaced || got[1] != hub.EvictResumed {
 		t.Fatalf("owner told %v", got)
 	}
 	// Without an owner's hook, Evict does nothing.
