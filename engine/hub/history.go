@@ -216,7 +216,6 @@ func (hs *history) since(t time.Duration) int {
 // now. Runs that ended more than recent ago are forgotten: no resume can
 // ask about them any more.
 func (hs *history) noteLoss(seq uint64, at, now, recent time.Duration) {
-	hs.trimLoss(now - recent)
 	if at < now-recent {
 		return
 	}
@@ -226,6 +225,9 @@ func (hs *history) noteLoss(seq uint64, at, now, recent time.Duration) {
 			return
 		}
 	}
+	// Runs are forgotten only as new ones come: lostSince does not count
+	// them, and only the number of runs needs a bound.
+	hs.trimLoss(now - recent)
 	if len(hs.loss) == maxLossRuns {
 		// Merge the two oldest: the count stays exact, the times blur.
 		hs.loss[1].count += hs.loss[0].count

@@ -932,3 +932,29 @@ func (k *keyBox) Deliver(ev *proto.Event) {
 		k.key = ev.ResumeKey
 	}
 }
+
+// BenchmarkSayRun and BenchmarkSayResumeRun relay runs of 64 messages,
+// as the engine does with the lines of one socket read: the per-message
+// cost of keeping a copy, without the per-call costs.
+func BenchmarkSayRun(b *testing.B)       { benchmarkSayRun(b, Options{}) }
+func BenchmarkSayResumeRun(b *testing.B) { benchmarkSayRun(b, resumeOpts()) }
+
+func benchmarkSayRun(b *testing.B, opts Options) {
+	h := New(opts)
+	a, _ := h.Login([]byte("alice"), discard{})
+	bb, _ := h.Login([]byte("bob"), discard{})
+	if err := a.Connect([]byte(bb.Token().String())); err != nil {
+		b.Fatal(err)
+	}
+	run := make([][]byte, 64)
+	for i := range run {
+		run[i] = []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(run) {
+		if _, _, err := a.SayAll(run); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
