@@ -15,6 +15,7 @@ type Config struct {
 	Log     Log     `mapstructure:"log"`
 	Limits  Limits  `mapstructure:"limits"`
 	Auth    Auth    `mapstructure:"auth"`
+	Resume  Resume  `mapstructure:"resume"`
 	Cluster Cluster `mapstructure:"cluster"`
 	// ShutdownTimeout bounds a graceful shutdown: users are told, queued
 	// output is flushed, and whatever is left is closed at the deadline.
@@ -80,6 +81,44 @@ type Auth struct {
 	Mode      string `mapstructure:"mode"`       // open (default) or accounts
 	UsersFile string `mapstructure:"users_file"` // htpasswd file with bcrypt entries, accounts mode
 	Takeover  bool   `mapstructure:"takeover"`   // a second login of an online account replaces the first
+}
+
+// Resume lets a session outlive its connection: a user whose connection
+// drops comes back with /resume and the messages sent meanwhile
+// (docs/PROTOCOL.md, "Session resume"). The hub takes these as
+// hub.Options (ResumeWindow, ResumeBuffer, MaxAway, ReplayRecent).
+type Resume struct {
+	// Window is how long a session whose connection dropped waits for
+	// a resume; 0 turns resume off. Whole seconds. Default 2m.
+	Window time.Duration `mapstructure:"window"`
+	// Buffer bounds the messages kept for one session, in bytes (each
+	// counts its text and 64 bytes): past it, the oldest are dropped
+	// while the session is attached, and new ones are refused with
+	// peer_away_full while it is away. Default 256 KiB.
+	Buffer int `mapstructure:"buffer"`
+	// MaxAway bounds the sessions away at once on a node; past it the
+	// one away the longest ends. 0, the default, is a quarter of
+	// limits.max_conns (ResumeMaxAway).
+	MaxAway int `mapstructure:"max_away"`
+	// ReplayRecent is, for a line-protocol client, which cannot say
+	// what it read, how long before its connection dropped the
+	// messages it is replayed begin. At most window. Default 30s.
+	ReplayRecent time.Duration `mapstructure:"replay_recent"`
+}
+
+// ResumeMaxAway is resume.max_away as the hub takes it: the value set,
+// or a quarter of limits.max_conns when it is 0. A session that goes
+// away was a connection a moment ago and will be one again, so the
+// bound scales with the connections a node takes. A quarter covers a
+// network fault that drops a large share of a node's users at once,
+// while the memory away sessions may hold, at most max_away times
+// resume.buffer on top of what their partners' connections hold, stays
+// a fraction of what limits.max_conns connections may.
+func (c *Config) ResumeMaxAway() int {
+	if c.Resume.MaxAway > 0 {
+		return c.Resume.MaxAway
+	}
+	return max(1, c.Limits.MaxConns/4)
 }
 
 // Cluster joins several duetd nodes into one token space through Redis.

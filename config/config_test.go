@@ -101,8 +101,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 33 {
-		t.Errorf("got %d keys, want 33: %v", len(ks), ks)
+	if len(ks) != 37 {
+		t.Errorf("got %d keys, want 37: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -389,6 +389,16 @@ func TestValidationErrors(t *testing.T) {
 		{"cluster secret twice", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret, "DUETD_CLUSTER_SECRET_FILE": "/etc/duetd/cluster-secret"}, "cluster.secret"},
 		{"cluster secret file missing", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET_FILE": "/nonexistent/cluster-secret"}, "cluster.secret_file"},
 		{"bad secret without redis", map[string]string{"DUETD_CLUSTER_SECRET": "abc"}, "cluster.secret"},
+		{"resume window negative", map[string]string{"DUETD_RESUME_WINDOW": "-1s"}, "resume.window"},
+		{"resume window part of a second", map[string]string{"DUETD_RESUME_WINDOW": "90500ms"}, "resume.window"},
+		{"resume window over a day", map[string]string{"DUETD_RESUME_WINDOW": "25h"}, "resume.window"},
+		{"replay_recent over the window", map[string]string{"DUETD_RESUME_WINDOW": "20s"}, "resume.replay_recent"},
+		{"replay_recent zero", map[string]string{"DUETD_RESUME_REPLAY_RECENT": "0s"}, "resume.replay_recent"},
+		{"replay_recent zero with resume off", map[string]string{"DUETD_RESUME_WINDOW": "0s", "DUETD_RESUME_REPLAY_RECENT": "0s"}, "resume.replay_recent"},
+		{"resume buffer zero", map[string]string{"DUETD_RESUME_BUFFER": "0"}, "resume.buffer"},
+		{"resume buffer below two texts", map[string]string{"DUETD_RESUME_BUFFER": "32767"}, "resume.buffer"},
+		{"resume buffer over an eighth of outbound_max", map[string]string{"DUETD_RESUME_BUFFER": "524289"}, "resume.buffer"},
+		{"max_away negative", map[string]string{"DUETD_RESUME_MAX_AWAY": "-1"}, "resume.max_away"},
 		// Values that cannot even be read as their type.
 		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
 		{"int fraction", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "1.5"}, "limits.message_burst"},
@@ -443,8 +453,15 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.Cluster.Secret = testSecret
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
 	c.WS.HSTSMaxAge = 8760 * time.Hour
+	c.Resume.Window = MaxResumeWindow
+	c.Resume.ReplayRecent = MaxResumeWindow
+	c.Resume.Buffer = c.Limits.OutboundMax / 8
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	c.Resume = Resume{Window: 0, Buffer: 2 * c.Limits.MaxText, MaxAway: 1, ReplayRecent: time.Hour}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("resume off: %v", err)
 	}
 	c.Cluster.Redis = ""
 	c.Cluster.Secret = ""
@@ -681,6 +698,21 @@ func TestDescribe(t *testing.T) {
 	d := Defaults()
 	if out := d.Describe(nil); !strings.Contains(out, "# config file: none") || strings.Count(out, "\n") != len(Keys())+1 {
 		t.Errorf("Describe(nil):\n%s", out)
+	}
+}
+
+func TestResumeMaxAway(t *testing.T) {
+	c := Defaults()
+	if got := c.ResumeMaxAway(); got != 25000 {
+		t.Errorf("default max_away %d, want a quarter of 100000", got)
+	}
+	c.Limits.MaxConns = 3
+	if got := c.ResumeMaxAway(); got != 1 {
+		t.Errorf("max_away for 3 connections %d, want 1", got)
+	}
+	c.Resume.MaxAway = 7
+	if got := c.ResumeMaxAway(); got != 7 {
+		t.Errorf("max_away set to 7 reads %d", got)
 	}
 }
 

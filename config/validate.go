@@ -118,6 +118,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	problems = append(problems, c.checkResume()...)
+
 	switch c.Auth.Mode {
 	case "open":
 	case "accounts":
@@ -139,6 +141,42 @@ func (c *Config) Validate() error {
 	}
 
 	return errors.Join(problems...)
+}
+
+// MaxResumeWindow is the longest resume.window accepted: a session kept
+// for longer than a day would be a mailbox, which duet is not.
+const MaxResumeWindow = 24 * time.Hour
+
+// checkResume checks the resume section, and how it fits the limits.
+func (c *Config) checkResume() []error {
+	var problems []error
+	bad := func(key, format string, args ...any) {
+		problems = append(problems, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	r, l := c.Resume, c.Limits
+	switch {
+	case r.Window < 0 || r.Window > MaxResumeWindow || r.Window%time.Second != 0:
+		bad("resume.window", "must be 0 (resume off) or a whole number of seconds up to %v, got %v", MaxResumeWindow, r.Window)
+	case r.Window > 0 && (r.ReplayRecent <= 0 || r.ReplayRecent > r.Window):
+		bad("resume.replay_recent", "must be greater than 0 and at most resume.window (%v), got %v", r.Window, r.ReplayRecent)
+	case r.ReplayRecent <= 0:
+		bad("resume.replay_recent", "must be greater than 0, got %v", r.ReplayRecent)
+	}
+	switch {
+	case r.Buffer <= 0:
+		bad("resume.buffer", "must be greater than 0, got %d", r.Buffer)
+	case l.MaxText > 0 && r.Buffer < 2*l.MaxText:
+		bad("resume.buffer", "%d is below twice limits.max_text (%d): the longest messages could not be kept", r.Buffer, l.MaxText)
+	case l.OutboundMax > 0 && r.Buffer > l.OutboundMax/8:
+		// JSON escaping can make a text six times longer: a replay
+		// must fit in the new connection's queue with room to spare,
+		// or replaying would cut the connection off.
+		bad("resume.buffer", "%d is above an eighth of limits.outbound_max (%d): replaying it could overflow the connection it is replayed to", r.Buffer, l.OutboundMax)
+	}
+	if r.MaxAway < 0 {
+		bad("resume.max_away", "must be 0 (a quarter of limits.max_conns) or more, got %d", r.MaxAway)
+	}
+	return problems
 }
 
 // MinIPv6Prefix is the shortest limits.ipv6_prefix accepted. A shorter

@@ -111,9 +111,9 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
 		Schedule: func() { cn.loop.schedule(cn) },
 		Marks:    cn.srv.marks,
-		// The hub detaches a connection's outbox only when another login
+		// The hub evicts a connection's outbox only when another login
 		// takes its account over (hub.LoginReplacing).
-		Detached: func(proto.Reason) { cn.replacedElsewhere() },
+		Evicted: func(hub.Eviction) { cn.replacedElsewhere() },
 	})
 }
 

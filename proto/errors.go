@@ -1,5 +1,7 @@
 package proto
 
+import "strconv"
+
 // Error is a failure told to the client it concerns. Code is the stable
 // API (clients switch on it); Text is for people and may change.
 type Error struct {
@@ -40,6 +42,17 @@ var (
 	ErrAlreadyOnline   = &Error{"already_online", "that account is already logged in elsewhere"}
 	ErrUnavailable     = &Error{"unavailable", "the server cannot do that right now; try again shortly"}
 	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
+	// ErrBadResumeKey and ErrUnknownResumeKey share bad_resume_key: the
+	// first for what cannot be a key, the second for a key no session
+	// waits for. Which of wrong, expired or used it is, is not said: a
+	// guesser must not learn that a key once existed.
+	ErrBadResumeKey     = &Error{"bad_resume_key", "a resume key is 26 letters and digits, as the server showed it"}
+	ErrUnknownResumeKey = &Error{"bad_resume_key", "no session is waiting for that resume key: it is wrong, has expired or was used already; log in again"}
+	// ErrPeerAwayFull refuses a message to a partner who is away and
+	// whose kept messages fill resume.buffer. It is sent as
+	// PeerAwayFull makes it, with the partner's name and how much is
+	// waiting; this text is the one without them.
+	ErrPeerAwayFull = &Error{"peer_away_full", "your partner is away and no more of your messages can be kept for them; this one was not sent"}
 
 	// Connection-level errors: the connection closes right after them.
 	ErrLoginTimeout   = &Error{"login_timeout", "no login in time; goodbye"}
@@ -60,6 +73,38 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
+	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrFlooded,
+}
+
+// PeerAwayFull is ErrPeerAwayFull told with the partner's name and what
+// is waiting for them: waiting messages kept since they went away,
+// taking size bytes. Its Code is ErrPeerAwayFull's; compare codes, not
+// pointers.
+func PeerAwayFull(peer string, waiting int, size int64) *Error {
+	text := make([]byte, 0, 96+len(peer))
+	text = append(text, peer...)
+	text = append(text, " is away, and "...)
+	text = strconv.AppendInt(text, int64(waiting), 10)
+	text = append(text, " of your messages ("...)
+	text = appendSize(text, size)
+	if waiting == 1 {
+		text = append(text, ") is waiting for them; this one was not sent"...)
+	} else {
+		text = append(text, ") are waiting for them; this one was not sent"...)
+	}
+	return &Error{Code: ErrPeerAwayFull.Code, Text: string(text)}
+}
+
+// appendSize appends n bytes in the unit a person reads best: bytes
+// under 1 KiB, else KiB, rounded up, so a full buffer never reads as
+// less than it is.
+func appendSize(dst []byte, n int64) []byte {
+	if n < 1024 {
+		dst = strconv.AppendInt(dst, n, 10)
+		return append(dst, " bytes"...)
+	}
+	dst = strconv.AppendInt(dst, (n+1023)/1024, 10)
+	return append(dst, " KiB"...)
 }

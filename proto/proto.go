@@ -1,6 +1,8 @@
 // Package proto is the vocabulary both of duet's wire protocols share:
 // the commands a client sends, the events the server sends back, the
-// stable error codes, and the 128-bit token that names a user.
+// stable error codes, the 128-bit token that names a user, and the
+// resume key that lets a user take a session back after its connection
+// dropped.
 //
 // The line protocol (package proto/line, for netcat and telnet) and the
 // JSON protocol (package proto/jsonproto, for browsers over WebSocket)
@@ -25,6 +27,8 @@ const (
 	OpHelp        // list the commands
 	OpQuit        // end the session and close the connection
 	OpNewToken    // replace own token with a fresh one
+	OpResume      // take back a session whose connection dropped: Key, and Last (JSON)
+	OpAck         // confirm that messages up to Last were received (JSON)
 )
 
 var opNames = [...]string{
@@ -37,6 +41,8 @@ var opNames = [...]string{
 	OpHelp:     "help",
 	OpQuit:     "quit",
 	OpNewToken: "newtoken",
+	OpResume:   "resume",
+	OpAck:      "ack",
 }
 
 func (o Op) String() string {
@@ -56,6 +62,11 @@ type Command struct {
 	Password []byte // OpLogin, accounts mode only; empty otherwise
 	Token    []byte // OpConnect, as sent; checked with ParseToken
 	Text     []byte // OpSay, valid UTF-8
+	Key      []byte // OpResume, as sent; checked with ParseResumeKey
+	// Last is, for OpAck and a JSON OpResume, the Seq of the last
+	// message the client received (0: none). A line-protocol client
+	// cannot say, and leaves it 0; the engine knows which it speaks.
+	Last uint64
 }
 
 // EventKind says what the server is telling a client.
@@ -76,22 +87,38 @@ const (
 	EvShutdown           // the server is shutting down; the connection closes next
 	EvBye                // answer to quit; the connection closes next
 	EvNotice             // Text is a server notice that needs no reply (e.g. throttling)
+	// EvResumed answers a resume: Name, Token and Peer (empty when not
+	// paired) as after it, Count messages replayed next, Missed older
+	// ones that could not be kept, and the new ResumeKey, good for
+	// Window.
+	EvResumed
+	// EvReplayEnd follows the Count replayed messages of a resume that
+	// replayed any, with the same fields as EvResumed: the line
+	// protocol closes its list of missed messages with it; JSON sends
+	// nothing for it.
+	EvReplayEnd
+	EvPeerAway // Peer lost the connection; the session waits up to Window for it to come back
+	EvPeerBack // Peer came back (resumed its session)
 )
 
 var eventNames = [...]string{
-	EvNone:     "none",
-	EvHello:    "hello",
-	EvWelcome:  "welcome",
-	EvPaired:   "paired",
-	EvMessage:  "message",
-	EvPeerLeft: "peer_left",
-	EvLeft:     "left",
-	EvStatus:   "status",
-	EvHelp:     "help",
-	EvError:    "error",
-	EvShutdown: "shutdown",
-	EvBye:      "bye",
-	EvNotice:   "notice",
+	EvNone:      "none",
+	EvHello:     "hello",
+	EvWelcome:   "welcome",
+	EvPaired:    "paired",
+	EvMessage:   "message",
+	EvPeerLeft:  "peer_left",
+	EvLeft:      "left",
+	EvStatus:    "status",
+	EvHelp:      "help",
+	EvError:     "error",
+	EvShutdown:  "shutdown",
+	EvBye:       "bye",
+	EvNotice:    "notice",
+	EvResumed:   "resumed",
+	EvReplayEnd: "replay_end",
+	EvPeerAway:  "peer_away",
+	EvPeerBack:  "peer_back",
 }
 
 // String returns the event's JSON "type" value.
@@ -122,16 +149,33 @@ const (
 // call that handed it over returns.
 type Event struct {
 	Kind      EventKind
-	Name      string // EvWelcome, EvStatus: the session's own name
-	Token     Token  // EvWelcome, EvStatus
-	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus
+	Name      string // EvWelcome, EvStatus, EvResumed: the session's own name
+	Token     Token  // EvWelcome, EvStatus, EvResumed
+	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus, EvResumed, EvPeerAway, EvPeerBack
 	From      string // EvMessage
 	Text      []byte // EvMessage, EvNotice
 	Initiator bool   // EvPaired: true when this side sent connect
 	Reason    Reason // EvPeerLeft
-	Count     int    // EvPeerLeft: messages to the peer that were not delivered
-	Err       *Error // EvError
-	Auth      string // EvHello: "open" or "accounts"
+	// Count is, on EvPeerLeft, the messages to the peer that were not
+	// delivered; on EvResumed and EvReplayEnd, the messages replayed.
+	Count int
+	Err   *Error // EvError
+	Auth  string // EvHello: "open" or "accounts"
+
+	// Seq numbers an EvMessage among those delivered to the session,
+	// from 1, when the session can be resumed (0 otherwise): a JSON
+	// client names the last it received when it resumes or acks.
+	Seq uint64
+	// ResumeKey, on EvWelcome (at login) and EvResumed, is the secret
+	// that takes the session back if its connection drops, good for
+	// Window after the drop. Empty when resume is off.
+	ResumeKey string
+	// Window is how long a session whose connection dropped waits for a
+	// resume: EvWelcome, EvResumed, EvReplayEnd and EvPeerAway.
+	Window time.Duration
+	// Missed, on EvResumed and EvReplayEnd, counts the messages the
+	// resume should have replayed but that could not be kept.
+	Missed int
 
 	// RetryAfter, on an EvError, says how long to wait before trying
 	// again (too_many_attempts); zero when it does not apply. JSON

@@ -35,7 +35,7 @@ type RemoteCut struct {
 // remoteRoom is a room whose partner is on another node.
 type remoteRoom struct {
 	r     *room
-	local *Session // the session on this node
+	local *Session // the session on this node (a resume replaces it)
 	stub  *Session // stands in for the partner on node
 	node  string
 }
@@ -70,7 +70,7 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 		return proto.ErrNotLoggedIn
 	}
 	stub := h.newStub(c.PeerName, c.PeerKey, out)
-	r := &room{a: s, b: stub, open: true, pairID: c.PairID, stub: stub}
+	r := newRoom(s, stub, c.PairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode})
 	// The stub's outbox turns this into the holder's paired event on its
 	// node; it is queued before anything s says next.
@@ -115,22 +115,63 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 		return false
 	}
 	stub := h.newStub(peerName, peerKey, h.dir.Remote(node, peerKey, s.key, pairID))
-	r := &room{a: stub, b: s, open: true, pairID: pairID, stub: stub}
+	r := newRoom(stub, s, pairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node})
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
+	h.tellAwayLocked(s, stub.out)
 	return true
 }
 
 // RemoteMessage delivers text from the remote partner in pairing pairID
 // to the session key of this node. It reports false when there is no
-// such pairing here any more.
+// such pairing here any more. A session here that is away keeps it for
+// its resume, as it keeps a message from a partner on this node; one
+// that cannot be kept is refused, and the partner's node is told with
+// an error event for its user (peer_away_full).
 func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
-	if !ok || !rr.relay(text) {
+	if !ok {
 		return false
+	}
+	r := rr.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The session in the room now, not rr.local: a resume may have put
+	// another Session for the same user in its place.
+	local := r.other(rr.stub)
+	if local == nil {
+		return false
+	}
+	ev := &r.scratch
+	ev.From = rr.stub.name
+	r.one[0] = text
+	n, full := local.deliverMessages(ev, r.one[:])
+	r.one[0], ev.Text, ev.Seq = nil, nil, 0
+	if n == 0 {
+		rr.stub.out.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+		return true
 	}
 	rr.stub.sentMessages.Add(1)
 	rr.stub.sentBytes.Add(uint64(len(text)))
+	return true
+}
+
+// RemoteEvent delivers ev, which the remote partner's node sends about
+// that partner (it went away, it is back, or it refused a message: the
+// events a pairing carries besides messages and its end), to the
+// session key of this node, if pairing pairID is still here.
+func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
+	rr, ok := h.remoteRoomOf(key, pairID)
+	if !ok {
+		return false
+	}
+	rr.r.mu.Lock()
+	defer rr.r.mu.Unlock()
+	local := rr.r.other(rr.stub)
+	if local == nil {
+		return false
+	}
+	local.out.Deliver(ev)
 	return true
 }
 
@@ -141,19 +182,6 @@ func (h *Hub) remoteRoomOf(key string, pairID uint64) (remoteRoom, bool) {
 	defer h.remoteMu.RUnlock()
 	rr, ok := h.remote[pairID]
 	return rr, ok && rr.local.key == key
-}
-
-// relay hands text from the remote partner to the session here, if the
-// room is still open.
-func (rr remoteRoom) relay(text []byte) bool {
-	rr.r.mu.Lock()
-	defer rr.r.mu.Unlock()
-	if !rr.r.open {
-		return false
-	}
-	ev := proto.Event{Kind: proto.EvMessage, From: rr.stub.name, Text: text}
-	rr.local.out.Deliver(&ev)
-	return true
 }
 
 // RemoteLeft ends pairing pairID because the remote partner left it:

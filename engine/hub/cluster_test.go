@@ -1,8 +1,11 @@
 package hub
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"duet/proto"
 )
@@ -224,4 +227,95 @@ func BenchmarkSayCluster(b *testing.B) {
 	h := New(Options{})
 	h.SetDirectory(newFakeDirectory())
 	benchmarkSay(b, h)
+}
+
+// TestClusterAwayAndBack: a session whose partner is on another node
+// goes away and comes back on this node; what the partner's node sends
+// meanwhile is kept, and refused past the buffer, with the partner's
+// node told.
+func TestClusterAwayAndBack(t *testing.T) {
+	opts := resumeOpts()
+	opts.ResumeBuffer = 3 * (5 + entryCost)
+	h, _ := newClockedHub(opts)
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	alice, key := resumable(t, h, "alice")
+	if err := alice.Connect([]byte(d.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	toBob := d.remote["bob"]
+	toBob.take()
+
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if ev := toBob.last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "alice" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	for i := range 4 {
+		if !h.RemoteMessage("alice", 1, []byte(fmt.Sprint("away", i))) {
+			t.Fatalf("message %d for a live pairing refused", i)
+		}
+	}
+	// The fourth did not fit: bob's node is told, for bob.
+	if ev := toBob.last(t); ev.Kind != proto.EvError || ev.Err.Code != "peer_away_full" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	box := &recorder{}
+	res, err := h.Resume([]byte(key), 0, false, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, replayed, _ := replay(t, box.take())
+	if got := strings.Join(texts2(replayed), ","); got != "away0,away1,away2" {
+		t.Fatalf("replayed %q", got)
+	}
+	if ev := toBob.last(t); ev.Kind != proto.EvPeerBack {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	// The pairing carries on with the new Session, both ways.
+	if !h.RemoteMessage("alice", 1, []byte("welcome back")) {
+		t.Fatal("message after the resume refused")
+	}
+	if ev := box.last(t); string(ev.Text) != "welcome back" || ev.From != "bob" || ev.Seq != 4 {
+		t.Fatalf("alice got %+v", ev)
+	}
+	if err := say(res.Session, []byte("thanks")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := toBob.last(t); string(ev.Text) != "thanks" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	if !h.RemoteEvent("alice", 1, &proto.Event{Kind: proto.EvPeerAway, Peer: "bob", Window: time.Minute}) {
+		t.Fatal("an event for a live pairing refused")
+	}
+	if ev := box.last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "bob" {
+		t.Fatalf("alice got %+v", ev)
+	}
+	if h.RemoteEvent("alice", 2, &proto.Event{Kind: proto.EvPeerBack}) {
+		t.Fatal("an event for another pairing delivered")
+	}
+	if !h.RemoteLeft("alice", 1, proto.ReasonLeft, 0) {
+		t.Fatal("leave refused")
+	}
+	if ev := box.last(t); ev.Kind != proto.EvPeerLeft || res.Session.Peer() != "" {
+		t.Fatalf("alice got %+v", ev)
+	}
+	if regs := h.Registrations(); len(regs) != 1 || regs[0].Key != "alice" {
+		t.Fatalf("registrations %+v", regs)
+	}
+}
+
+// TestClusterRemoteClaimOfAnAwaySession: a user on another node pairs
+// with a session of this node that is away; its node is told.
+func TestClusterRemoteClaimOfAnAwaySession(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	alice, _ := resumable(t, h, "alice")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if !h.RemotePaired("alice", 7, "bob", "bob", "there") {
+		t.Fatal("claim refused")
+	}
+	if ev := d.remote["bob"].last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "alice" || ev.Window != 2*time.Minute {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
 }

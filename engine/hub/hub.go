@@ -13,19 +13,30 @@
 // same for both; it keeps its own sessions, and asks the directory with
 // no hub lock held, since a cluster's directory is across the network.
 //
-// Locking: Hub.mu guards the hub's sessions (names, tokens) and the
-// creation and teardown of rooms; room.mu guards one pairing. The order
-// is always Hub.mu before room.mu. Hub.remoteMu, which guards the
-// pairings with partners on other nodes, may be taken under Hub.mu but
-// is never held while taking a room lock. Relaying a message takes only
-// its room's lock, so pairs never contend with each other on the hot
-// path.
+// A session is not its connection (resume.go): when resume is on, a
+// session whose connection dropped goes away (Session.Detach) and keeps
+// its name, token and pairing for a while; the messages delivered to it
+// are numbered and kept (history.go), and Hub.Resume attaches it to a
+// new connection with what it may have missed.
+//
+// Locking: Hub.mu guards the hub's sessions (names, tokens, resume
+// keys, who is away) and the creation and teardown of rooms; room.mu
+// guards one pairing; Session.hmu guards one session's message numbers
+// and history. The order is always Hub.mu, then room.mu, then
+// Session.hmu, then Hub.histMu, which guards only the set of sessions
+// that hold a history. Hub.remoteMu, which guards the pairings with
+// partners on other nodes, may be taken under Hub.mu but is never held
+// while taking a room lock. Relaying a message takes only its room's
+// lock and the receiver's hmu, so pairs never contend with each other
+// on the hot path.
 package hub
 
 import (
+	"crypto/sha256"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"duet/proto"
 )
@@ -47,6 +58,8 @@ type BatchOutbox interface {
 	Outbox
 	// DeliverMessages hands over one message event per text, in order:
 	// ev is the message event, and its Text is set to each text in turn.
+	// When ev.Seq is not 0 it is the first text's, and each next text's
+	// is one more: an Outbox that walks the texts sets ev.Seq as it goes.
 	// The rules of Deliver apply.
 	DeliverMessages(ev *proto.Event, texts [][]byte)
 }
@@ -55,10 +68,10 @@ type BatchOutbox interface {
 // takes it: a connection's outbound queue. Its reader may fall behind,
 // so it can hold back the senders that feed it, and its connection can
 // outlive the session it carries. The hub uses a Queue only as an
-// Outbox, except to Detach it; SayAll hands the partner's Queue to the
+// Outbox, except to Evict it; SayAll hands the partner's Queue to the
 // sender, which may Wait on it (back-pressure). An Outbox that is not a
 // Queue (a partner on another node, a test's recorder) is given the
-// Queue methods by the hub: it never holds a sender back, and Detach
+// Queue methods by the hub: it never holds a sender back, and Evict
 // does nothing.
 //
 // The methods follow the rules of Deliver.
@@ -71,12 +84,26 @@ type Queue interface {
 	// is too far behind now, and reports whether it did: a sender for
 	// which it reports true should pause until woken.
 	Wait(w Waiter) bool
-	// Detach tells the queue that the hub has taken its session away
-	// while its connection is open (another login took the account over,
-	// LoginReplacing): the connection should tell its user why and close.
-	// No hub lock is held.
-	Detach(reason proto.Reason)
+	// Evict tells the queue that the hub has taken its session from its
+	// connection while the connection is open, for the reason why: the
+	// connection should tell its user why and close, and leave the
+	// session alone (it belongs to another connection now, or has
+	// ended). No hub lock is held.
+	Evict(why Eviction)
 }
+
+// Eviction says why the hub took a session from a connection that was
+// still open (Queue.Evict).
+type Eviction uint8
+
+const (
+	// EvictReplaced: another login took the account over, and the
+	// session ended (LoginReplacing).
+	EvictReplaced Eviction = iota + 1
+	// EvictResumed: the session was resumed on another connection
+	// (Resume), which carries it from now on.
+	EvictResumed
+)
 
 // A Waiter is a sender that a Queue holds back until its reader catches
 // up. Wake may be called from any goroutine; it must not block.
@@ -105,34 +132,87 @@ func (q *plainQueue) DeliverMessages(ev *proto.Event, texts [][]byte) {
 		q.batch.DeliverMessages(ev, texts)
 		return
 	}
-	for _, text := range texts {
+	for i, text := range texts {
 		ev.Text = text
+		if i > 0 && ev.Seq != 0 {
+			ev.Seq++
+		}
 		q.Deliver(ev)
 	}
 }
 
-func (*plainQueue) Backlog() int64      { return 0 }
-func (*plainQueue) Wait(Waiter) bool    { return false }
-func (*plainQueue) Detach(proto.Reason) {}
+func (*plainQueue) Backlog() int64   { return 0 }
+func (*plainQueue) Wait(Waiter) bool { return false }
+func (*plainQueue) Evict(Eviction)   {}
 
-// Options are the core's limits. Zero values take the defaults.
+// Options are the core's limits. Zero values take the defaults, but for
+// ResumeWindow, where zero turns resume off.
 type Options struct {
 	MaxText int // longest message text in bytes; default 16 KiB
+
+	// ResumeWindow is how long a session whose connection dropped waits
+	// for a resume (Session.Detach, Hub.Resume). Zero turns resume off:
+	// a login gets no resume key, and Detach is Close.
+	ResumeWindow time.Duration
+	// ResumeBuffer bounds, in bytes, the messages kept for one session
+	// to replay on a resume: each counts its text and entryCost. While
+	// the session is attached the oldest are dropped to make room;
+	// while it is away a message that does not fit is refused
+	// (peer_away_full). Default 256 KiB.
+	ResumeBuffer int
+	// MaxAway bounds the sessions away at once on this node; when a
+	// session goes away past it, the one away the longest ends.
+	// Default 25000 (a quarter of limits.max_conns' default).
+	MaxAway int
+	// ReplayRecent is how far before its connection dropped a resume
+	// that cannot say what it received (the line protocol's) replays
+	// the messages it was sent. Default 30 s, at most ResumeWindow.
+	ReplayRecent time.Duration
 }
+
+// The defaults of Options.
+const (
+	DefaultResumeBuffer = 256 << 10
+	DefaultMaxAway      = 25000
+	DefaultReplayRecent = 30 * time.Second
+)
 
 // Hub is one node's pairing core. The zero value is not usable; call New.
 type Hub struct {
-	maxText atomic.Int64
+	maxText      atomic.Int64
+	resumeWindow atomic.Int64 // a time.Duration
+	resumeBuffer atomic.Int64
+	maxAway      atomic.Int64
+	replayRecent atomic.Int64 // a time.Duration
+
+	clock clock
 
 	mu     sync.Mutex
 	names  map[string]*Session // this node's sessions by folded name: names are unique regardless of case
 	tokens map[proto.Token]*Session
 	rooms  int // rooms open now
+	// keys holds the sessions that can be resumed, by the SHA-256 of
+	// their resume key: the keys themselves are never kept.
+	keys map[[sha256.Size]byte]*Session
+	// The sessions away now, in the order they went away (away.prev
+	// and away.next link them).
+	awayOldest, awayNewest *Session
+	awayCount              int
+
+	// histMu guards histories, the sessions that hold a history, which
+	// a timer sweeps for what has aged out (history.go).
+	histMu    sync.Mutex
+	histories map[*Session]struct{}
+	sweeping  bool // the sweep timer is armed
 
 	pairings atomic.Uint64 // pairings ever made
 	// Counters of sessions already closed; live sessions keep their own.
 	closedMessages atomic.Uint64
 	closedBytes    atomic.Uint64
+
+	// Resume's counters (Stats).
+	resumedAway, resumedZombie, resumeBadKey atomic.Uint64
+	awayTimedOut, awayEvicted, awayRefused   atomic.Uint64
 
 	dir  Directory
 	node string // dir.NodeID()
@@ -153,9 +233,12 @@ type Hub struct {
 // New returns an empty hub on its own, with an in-memory directory.
 func New(opts Options) *Hub {
 	h := &Hub{
-		names:  make(map[string]*Session),
-		tokens: make(map[proto.Token]*Session),
-		remote: make(map[uint64]remoteRoom),
+		names:     make(map[string]*Session),
+		tokens:    make(map[proto.Token]*Session),
+		keys:      make(map[[sha256.Size]byte]*Session),
+		histories: make(map[*Session]struct{}),
+		remote:    make(map[uint64]remoteRoom),
+		clock:     newRealClock(),
 	}
 	h.dir = newLocalDirectory()
 	h.node = h.dir.NodeID()
@@ -168,34 +251,69 @@ func (h *Hub) SetOptions(opts Options) {
 	if opts.MaxText <= 0 {
 		opts.MaxText = 16 << 10
 	}
+	if opts.ResumeWindow < 0 {
+		opts.ResumeWindow = 0
+	}
+	if opts.ResumeBuffer <= 0 {
+		opts.ResumeBuffer = DefaultResumeBuffer
+	}
+	if opts.MaxAway <= 0 {
+		opts.MaxAway = DefaultMaxAway
+	}
+	if opts.ReplayRecent <= 0 {
+		opts.ReplayRecent = DefaultReplayRecent
+	}
+	if opts.ResumeWindow > 0 {
+		opts.ReplayRecent = min(opts.ReplayRecent, opts.ResumeWindow)
+	}
 	h.maxText.Store(int64(opts.MaxText))
+	h.resumeWindow.Store(int64(opts.ResumeWindow))
+	h.resumeBuffer.Store(int64(opts.ResumeBuffer))
+	h.maxAway.Store(int64(opts.MaxAway))
+	h.replayRecent.Store(int64(opts.ReplayRecent))
 }
 
-// Session is one logged-in user. It outlives no connection today, but it
-// is kept apart from the connection that carries it (the Outbox) so that
-// a later resume can attach a new one.
+// window is resume.window now: 0 when resume is off.
+func (h *Hub) window() time.Duration { return time.Duration(h.resumeWindow.Load()) }
+
+// Session is one logged-in user, as one connection holds it. When
+// resume is on it outlives that connection: it goes away when the
+// connection drops (Detach), and a resume (Hub.Resume) hands a new
+// Session for the same user to the next connection and retires this
+// one, which from then on acts as if logged out. So a connection never
+// acts for a user after another connection has taken them over.
 type Session struct {
 	hub  *Hub
 	name string
 	key  string // folded name, the directory key
-	out  Outbox // as the connection gave it
-	q    Queue  // out as a Queue (queueOf)
+	// out is the connection's Outbox, and q the same as a Queue
+	// (queueOf); while the session is away, both drop what they are
+	// handed (awayQueue). Written under hub.mu and, while the session
+	// is paired, its room's lock too; read under either.
+	out Outbox
+	q   Queue
 
 	room atomic.Pointer[room] // nil when not paired
 
 	// Guarded by hub.mu.
 	token  proto.Token
-	closed bool
+	closed bool // logged out, or retired by a resume
+	// resumable is set, for good, when the session is made with a
+	// resume key (resume was on); its messages are then numbered and
+	// kept. It never changes, so it is read without a lock.
+	resumable bool
+	keyHash   [sha256.Size]byte // the resume key's hash, when resumable
+	// away is set while the session is away. Written under hub.mu and
+	// hmu (and its room's lock, while paired); read under any of them.
+	away *away
 
-	// scratch carries each message to the peer's Outbox. SayAll is
-	// called only by the session's own connection, one call at a time,
-	// so reusing it keeps the relay path free of allocations (an Event
-	// passed through an interface would otherwise escape to the heap).
-	// Its kind and sender are set once; SayAll sets only the text, and
-	// clears it after.
-	scratch proto.Event
+	// hmu guards what is kept for a resume: the number of the last
+	// message delivered and the messages that may need replaying.
+	hmu  sync.Mutex
+	seq  uint64
+	hist *history // nil when nothing is kept, which costs nothing
 
-	// Written only by the session's own connection, read by Stats.
+	// Written under the lock of the session's room, read by Stats.
 	sentMessages atomic.Uint64
 	sentBytes    atomic.Uint64
 }
@@ -230,6 +348,20 @@ type room struct {
 
 	pairID uint64   // the pairing's number in the directory
 	stub   *Session // stands in for a partner on another node; nil when both are here
+
+	// scratch carries each run of messages to the receiver's Outbox, and
+	// one holds the text of a message from another node. They are used
+	// only under mu, so the room's two sides share them: reusing them
+	// keeps the relay path free of allocations (an Event passed through
+	// an interface would otherwise escape to the heap), and a session
+	// that is not paired pays nothing for them.
+	scratch proto.Event
+	one     [1][]byte
+}
+
+// newRoom opens a room for a pairing.
+func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
+	return &room{a: a, b: b, open: true, pairID: pairID, stub: stub, scratch: proto.Event{Kind: proto.EvMessage}}
 }
 
 // peer is other under the room's lock.
@@ -239,14 +371,18 @@ func (r *room) peer(s *Session) *Session {
 	return r.other(s)
 }
 
+// other is s's partner in r, under r's lock: nil when r is closed, or
+// when s is not in it (a Session retired by a resume).
 func (r *room) other(s *Session) *Session {
-	if !r.open {
+	switch {
+	case !r.open:
 		return nil
-	}
-	if r.a == s {
+	case r.a == s:
 		return r.b
+	case r.b == s:
+		return r.a
 	}
-	return r.a
+	return nil
 }
 
 func fold(name string) string { return strings.ToLower(name) }
@@ -258,22 +394,28 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 	if !proto.ValidName(name) {
 		return nil, proto.ErrBadName
 	}
-	s := h.newSession(name, out)
+	s, rk := h.newSession(name, out)
 	if err := h.hold(s); err != nil {
 		return nil, err
 	}
-	if err := h.register(s); err != nil {
+	if err := h.register(s, rk); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// newSession makes a session for name, not yet in the directory.
-func (h *Hub) newSession(name []byte, out Outbox) *Session {
+// newSession makes a session for name, not yet in the directory. When
+// resume is on it draws the session's resume key, which it returns for
+// the welcome, and keeps only its hash.
+func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out)}
 	s.key = fold(s.name)
-	s.scratch = proto.Event{Kind: proto.EvMessage, From: s.name}
-	return s
+	var rk proto.ResumeKey
+	if h.window() > 0 {
+		rk = proto.NewResumeKey()
+		s.resumable, s.keyHash = true, sha256.Sum256(rk[:])
+	}
+	return s, rk
 }
 
 // hold enters s under its name and a fresh token on this node, so that a
@@ -294,20 +436,30 @@ func (h *Hub) enterLocked(s *Session) {
 	s.token = h.freshTokenLocked()
 	h.names[s.key] = s
 	h.tokens[s.token] = s
+	if s.resumable {
+		h.keys[s.keyHash] = s
+	}
 }
 
-// register claims s's name and token in the directory and welcomes s, or
-// gives up what hold entered.
-func (h *Hub) register(s *Session) *proto.Error {
+// register claims s's name and token in the directory and welcomes s,
+// with its resume key rk if it has one, or gives up what hold entered.
+func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	err := h.dir.Register(s.name, s.key, s.token)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
 		delete(h.names, s.key)
 		delete(h.tokens, s.token)
+		if s.resumable {
+			delete(h.keys, s.keyHash)
+		}
 		return err
 	}
-	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	ev := proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token}
+	if s.resumable {
+		ev.ResumeKey, ev.Window = rk.String(), h.window()
+	}
+	s.out.Deliver(&ev)
 	return nil
 }
 
@@ -381,7 +533,7 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 		}
 		return true, proto.ErrUnknownToken
 	}
-	r := &room{a: s, b: target, open: true, pairID: c.PairID}
+	r := newRoom(s, target, c.PairID, nil)
 	s.room.Store(r)
 	target.room.Store(r)
 	h.rooms++
@@ -390,18 +542,20 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	// paired and starts talking, the holder already knows who it is.
 	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
+	h.tellAwayLocked(target, s.out)
 	return false, nil
 }
 
 // SayAll relays a run of texts read together to s's partner: in order,
 // under one lock of the room, and in one call to the partner's Queue. It
-// stops at the first text it refuses (empty, or longer than the limit)
-// and returns how many it relayed, with the error for the text after
-// them (nil when it relayed all), and the partner's Queue, so the caller
-// can see how far behind that reader is. Messages from one session
-// arrive in the order they were relayed. The texts must not be changed
-// until SayAll returns, and are not kept after. It must not be called
-// concurrently for the same session.
+// stops at the first text it refuses (empty, or longer than the limit,
+// or, while the partner is away, more than can be kept for it:
+// peer_away_full) and returns how many it relayed, with the error for
+// the text after them (nil when it relayed all), and the partner's
+// Queue, so the caller can see how far behind that reader is. Messages
+// from one session arrive in the order they were relayed. The texts
+// must not be changed until SayAll returns, and are not kept after
+// (what is kept for a resume is a copy).
 func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Error) {
 	n, size := 0, 0
 	for _, text := range texts {
@@ -424,12 +578,48 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 		r.mu.Unlock()
 		return nil, 0, proto.ErrNotPaired
 	}
-	peer.q.DeliverMessages(&s.scratch, texts[:n])
-	s.scratch.Text = nil // do not pin the caller's buffer
-	r.mu.Unlock()
+	ev := &r.scratch
+	ev.From = s.name
+	delivered, full := peer.deliverMessages(ev, texts[:n])
+	ev.Text, ev.Seq = nil, 0 // do not pin the caller's buffer
+	if delivered < n {
+		size = 0
+		for _, text := range texts[:delivered] {
+			size += len(text)
+		}
+		n, err = delivered, full
+	}
+	// Counted under the room's lock, so that a resume, which moves the
+	// counts to the session that takes over, misses none.
 	s.sentMessages.Add(uint64(n))
 	s.sentBytes.Add(uint64(size))
-	return peer.q, n, err
+	to = peer.q
+	r.mu.Unlock()
+	return to, n, err
+}
+
+// deliverMessages hands texts, from ev.From, to s, under the lock of
+// their room, and returns how many it delivered: all of them, or while
+// s is away, as many as can be kept, with peer_away_full for the next.
+// A session that can be resumed numbers its messages and keeps them
+// (keepLocked); while it is away its Queue drops them, and only the
+// kept copy remains, for its resume.
+func (s *Session) deliverMessages(ev *proto.Event, texts [][]byte) (int, *proto.Error) {
+	if !s.resumable {
+		s.q.DeliverMessages(ev, texts)
+		return len(texts), nil
+	}
+	now := s.hub.clock.now()
+	s.hmu.Lock()
+	first := s.seq + 1
+	n, err := s.keepLocked(ev.From, texts, first, now)
+	s.seq += uint64(n)
+	s.hmu.Unlock()
+	if n > 0 {
+		ev.Seq = first
+		s.q.DeliverMessages(ev, texts[:n])
+	}
+	return n, err
 }
 
 // checkText is the check SayAll makes of a text before relaying it.
@@ -486,6 +676,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	r.mu.Lock()
 	peer := r.other(s)
 	r.open = false
+	r.scratch = proto.Event{} // do not pin the names of a closed room
 	if peer != nil {
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
@@ -565,25 +756,38 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 // Close logs s out: its partner, if any, is told reason, along with how
 // many of the partner's messages to s were lost (undelivered), and its
 // name and token are freed at once here, so no ghost holds them. Close
-// is idempotent. With a cluster's directory, the directory's part runs
-// on a goroutine of its own (Close is called on event loops), and the
-// partner is told once the directory has freed it.
+// is idempotent, and does nothing to a Session retired by a resume.
+// With a cluster's directory, the directory's part runs on a goroutine
+// of its own (Close is called on event loops), and the partner is told
+// once the directory has freed it.
 func (s *Session) Close(reason proto.Reason, undelivered int) {
 	h := s.hub
 	h.mu.Lock()
 	lo, ok := h.logoutLocked(s)
 	h.mu.Unlock()
-	if !ok {
+	if ok {
+		h.finishLogouts([]logout{lo}, reason, undelivered)
+	}
+}
+
+// finishLogouts runs the rest of the logouts, as Close does: on this
+// goroutine, or with a cluster's directory, on one of their own.
+func (h *Hub) finishLogouts(los []logout, reason proto.Reason, undelivered int) {
+	if len(los) == 0 {
 		return
 	}
 	if !h.remoteDir {
-		lo.finish(reason, undelivered)
+		for _, lo := range los {
+			lo.finish(reason, undelivered)
+		}
 		return
 	}
 	h.closing.Add(1)
 	go func() {
 		defer h.closing.Done()
-		lo.finish(reason, undelivered)
+		for _, lo := range los {
+			lo.finish(reason, undelivered)
+		}
 	}()
 }
 
@@ -595,6 +799,7 @@ type logout struct {
 	token     proto.Token
 	r         *room    // nil when not paired
 	localPeer *Session // the partner, when on this node
+	wasAway   bool     // the session was away: no connection carried it
 }
 
 // logoutLocked takes s out of this node's sessions and returns the rest
@@ -606,11 +811,17 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	s.closed = true
 	delete(h.names, s.key)
 	delete(h.tokens, s.token)
+	if s.resumable {
+		delete(h.keys, s.keyHash)
+	}
 	// Its counts move to the hub's as it leaves names, so Stats never
 	// sees them go down.
 	h.closedMessages.Add(s.sentMessages.Load())
 	h.closedBytes.Add(s.sentBytes.Load())
-	lo := logout{s: s, token: s.token, r: s.room.Load()}
+	lo := logout{s: s, token: s.token, r: s.room.Load(), wasAway: s.away != nil}
+	if lo.wasAway {
+		h.unlinkAwayLocked(s)
+	}
 	if lo.r != nil {
 		if p := lo.r.peer(s); p != nil && p != lo.r.stub {
 			lo.localPeer = p
@@ -628,31 +839,57 @@ func (lo logout) finish(reason proto.Reason, undelivered int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.unpairLocked(lo.s, reason, undelivered)
+	// Nothing can be delivered to the session any more: what it kept
+	// for a resume goes.
+	lo.s.dropHistory()
 }
 
 // Stats is a snapshot of the hub's gauges and counters.
 type Stats struct {
-	Users    int    // sessions logged in now
+	Users    int    // sessions logged in now, away ones included
 	Pairs    int    // rooms open now
 	Pairings uint64 // pairings made since start
 	Messages uint64 // messages relayed since start
 	Bytes    uint64 // message text bytes relayed since start
+
+	// Session resume.
+	Away         int   // sessions away now
+	HistoryBytes int64 // what the messages kept for resumes count against resume.buffer, all sessions
+	// Resumes since start, by outcome: of a session that was away, of
+	// one whose old connection was still open (taken over), and
+	// refused for a bad resume key.
+	ResumedAway, ResumedZombie, ResumeBadKey uint64
+	// Away sessions that ended since start because their window ran
+	// out, or because resume.max_away was reached and they had been
+	// away the longest.
+	AwayTimedOut, AwayEvicted uint64
+	// Messages refused since start because their receiver was away
+	// and had as much kept as resume.buffer allows.
+	AwayRefused uint64
 }
 
 // Stats returns the current gauges and counters.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	st := Stats{
-		Users:    len(h.names),
-		Pairs:    h.rooms,
-		Pairings: h.pairings.Load(),
-		Messages: h.closedMessages.Load(),
-		Bytes:    h.closedBytes.Load(),
+		Users:         len(h.names),
+		Pairs:         h.rooms,
+		Pairings:      h.pairings.Load(),
+		Messages:      h.closedMessages.Load(),
+		Bytes:         h.closedBytes.Load(),
+		Away:          h.awayCount,
+		ResumedAway:   h.resumedAway.Load(),
+		ResumedZombie: h.resumedZombie.Load(),
+		ResumeBadKey:  h.resumeBadKey.Load(),
+		AwayTimedOut:  h.awayTimedOut.Load(),
+		AwayEvicted:   h.awayEvicted.Load(),
+		AwayRefused:   h.awayRefused.Load(),
 	}
 	for _, s := range h.names {
 		st.Messages += s.sentMessages.Load()
 		st.Bytes += s.sentBytes.Load()
 	}
+	h.mu.Unlock()
+	st.HistoryBytes = h.historyBytes()
 	return st
 }

@@ -5,41 +5,69 @@ import "duet/proto"
 // LoginReplacing is Login for an account that may already be online
 // (accounts mode with takeover on). If a session of that name exists, it
 // is logged out first: its partner is told proto.ReasonReplaced, its name
-// and token are freed, and its Queue is detached (Queue.Detach) so that
-// its connection tells its user why and closes; its Outbox is returned.
-// The new session takes the name here in the same step, so no third
-// login can slip in between.
+// and token are freed, and its Queue is evicted (Queue.Evict with
+// EvictReplaced) so that its connection tells its user why and closes;
+// its Outbox is returned, or nil if the session was away (no connection
+// carried it). The new session takes the name here in the same step, so
+// no third login can slip in between.
 //
 // The caller must have checked that the user owns the name (a password);
 // the hub only keeps names unique. The directory is asked in the
 // caller's goroutine, logout included: with a cluster's directory, call
 // it off the event loop.
 func (h *Hub) LoginReplacing(name []byte, out Outbox) (s *Session, replaced Outbox, err *proto.Error) {
+	return h.loginReplacing(name, out, false)
+}
+
+// LoginReplacingAway is Login for an account whose session may be away
+// (accounts mode with takeover off): a user who lost the resume key, or
+// whose client cannot resume, logs in with the password and is not
+// locked out for resume.window. A session of that name that is away is
+// logged out first, as LoginReplacing does (its partner is told
+// proto.ReasonReplaced); one that is attached keeps the name, and the
+// login fails with name_taken, as Login's does. The caller's rules of
+// LoginReplacing apply.
+func (h *Hub) LoginReplacingAway(name []byte, out Outbox) (*Session, *proto.Error) {
+	s, _, err := h.loginReplacing(name, out, true)
+	return s, err
+}
+
+func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session, replaced Outbox, err *proto.Error) {
 	if !proto.ValidName(name) {
 		return nil, nil, proto.ErrBadName
 	}
-	s = h.newSession(name, out)
-	if lo, ok := h.takeOver(s); ok {
+	s, rk := h.newSession(name, out)
+	lo, ok, err := h.takeOver(s, onlyAway)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ok {
 		// The old record goes before the new one is registered under
 		// the same name.
 		lo.finish(proto.ReasonReplaced, 0)
-		defer lo.s.q.Detach(proto.ReasonReplaced)
-		replaced = lo.s.out
+		if !lo.wasAway {
+			defer lo.s.q.Evict(EvictReplaced)
+			replaced = lo.s.out
+		}
 	}
-	if err := h.register(s); err != nil {
+	if err := h.register(s, rk); err != nil {
 		return nil, replaced, err
 	}
 	return s, replaced, nil
 }
 
 // takeOver enters s under its name and a fresh token here, logging out
-// the session that held the name, if any, whose logout it returns.
-func (h *Hub) takeOver(s *Session) (lo logout, ok bool) {
+// the session that held the name, if any (with onlyAway, if it is away;
+// else the name is taken), whose logout it returns.
+func (h *Hub) takeOver(s *Session, onlyAway bool) (lo logout, ok bool, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old := h.names[s.key]; old != nil {
+		if onlyAway && old.away == nil {
+			return logout{}, false, proto.ErrNameTaken
+		}
 		lo, ok = h.logoutLocked(old)
 	}
 	h.enterLocked(s)
-	return lo, ok
+	return lo, ok, nil
 }

@@ -76,10 +76,10 @@ func TestLoginReplacing(t *testing.T) {
 }
 
 // queueRecorder is a recorder that is also a Queue, as a connection's
-// outbox is: it records what it is told by Detach.
+// outbox is: it records what it is told by Evict.
 type queueRecorder struct {
 	recorder
-	detached []proto.Reason
+	evicted []Eviction
 }
 
 func (q *queueRecorder) DeliverMessages(ev *proto.Event, texts [][]byte) {
@@ -90,16 +90,22 @@ func (q *queueRecorder) DeliverMessages(ev *proto.Event, texts [][]byte) {
 }
 func (q *queueRecorder) Backlog() int64   { return 0 }
 func (q *queueRecorder) Wait(Waiter) bool { return false }
-func (q *queueRecorder) Detach(reason proto.Reason) {
+func (q *queueRecorder) Evict(why Eviction) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.detached = append(q.detached, reason)
+	q.evicted = append(q.evicted, why)
 }
 
-// TestLoginReplacingDetachesTheOldQueue: the connection that carried the
+func (q *queueRecorder) evictions() []Eviction {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]Eviction(nil), q.evicted...)
+}
+
+// TestLoginReplacingEvictsTheOldQueue: the connection that carried the
 // replaced session learns it through its Queue, told nothing else by the
 // hub; what it says to its user is its own business.
-func TestLoginReplacingDetachesTheOldQueue(t *testing.T) {
+func TestLoginReplacingEvictsTheOldQueue(t *testing.T) {
 	h := New(Options{})
 	first := &queueRecorder{}
 	if _, _, err := h.LoginReplacing([]byte("alice"), first); err != nil {
@@ -110,13 +116,13 @@ func TestLoginReplacingDetachesTheOldQueue(t *testing.T) {
 	if _, old, err := h.LoginReplacing([]byte("alice"), second); err != nil || old != Outbox(first) {
 		t.Fatalf("second login: %v, replaced %v", err, old)
 	}
-	if len(first.detached) != 1 || first.detached[0] != proto.ReasonReplaced {
-		t.Fatalf("the replaced queue was told %v, want one replaced", first.detached)
+	if got := first.evictions(); len(got) != 1 || got[0] != EvictReplaced {
+		t.Fatalf("the replaced queue was told %v, want one EvictReplaced", got)
 	}
 	if evs := first.take(); len(evs) != 0 {
 		t.Fatalf("the replaced queue was handed %+v", evs)
 	}
-	if len(second.detached) != 0 {
-		t.Fatalf("the new queue was detached: %v", second.detached)
+	if got := second.evictions(); len(got) != 0 {
+		t.Fatalf("the new queue was evicted: %v", got)
 	}
 }

@@ -16,7 +16,7 @@
 // exactly how many of its messages were never sent.
 //
 // Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait and
-// Detach may be called from any goroutine, with hub locks held; none of
+// Evict may be called from any goroutine, with hub locks held; none of
 // them calls back into the hub, and none blocks beyond the Outbox's own
 // lock. The other methods belong to the owner and are called on its
 // event loop, one at a time. Waiters are woken with no lock of the
@@ -62,11 +62,11 @@ type Config struct {
 	// Marks returns the current marks; they may change at any time
 	// (a configuration reload).
 	Marks func() Marks
-	// Detached is called when the hub takes the session away from this
-	// connection while the connection is open (see hub.Queue): the owner
-	// tells its user why and closes. Any goroutine; it must not block.
-	// nil ignores it.
-	Detached func(reason proto.Reason)
+	// Evicted is called when the hub takes the session from this
+	// connection while the connection is open (see hub.Queue.Evict),
+	// with why: the owner tells its user and closes. Any goroutine; it
+	// must not block. nil ignores it.
+	Evicted func(why hub.Eviction)
 }
 
 // Outbox is one connection's outbound queue. Make one with New.
@@ -261,10 +261,10 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	return true
 }
 
-// Detach implements hub.Queue by passing the news to the owner.
-func (o *Outbox) Detach(reason proto.Reason) {
-	if o.cfg.Detached != nil {
-		o.cfg.Detached(reason)
+// Evict implements hub.Queue by passing the news to the owner.
+func (o *Outbox) Evict(why hub.Eviction) {
+	if o.cfg.Evicted != nil {
+		o.cfg.Evicted(why)
 	}
 }
 

@@ -426,22 +426,23 @@ func TestTakenBuffersAreNotReused(t *testing.T) {
 	}
 }
 
-func TestDetachIsPassedToTheOwner(t *testing.T) {
-	var got []proto.Reason
+func TestEvictIsPassedToTheOwner(t *testing.T) {
+	var got []hub.Eviction
 	o := outbox.New(outbox.Config{
 		Encoder:  textEncoder{},
 		Schedule: func() {},
 		Marks:    func() outbox.Marks { return outbox.Marks{High: 1, Max: 2} },
-		Detached: func(r proto.Reason) { got = append(got, r) },
+		Evicted:  func(why hub.Eviction) { got = append(got, why) },
 	})
 	var q hub.Queue = o
-	q.Detach(proto.ReasonReplaced)
-	if len(got) != 1 || got[0] != proto.ReasonReplaced {
+	q.Evict(hub.EvictReplaced)
+	q.Evict(hub.EvictResumed)
+	if len(got) != 2 || got[0] != hub.EvictReplaced || got[1] != hub.EvictResumed {
 		t.Fatalf("owner told %v", got)
 	}
-	// Without an owner's hook, Detach does nothing.
+	// Without an owner's hook, Evict does nothing.
 	_, plain := newFake(1, 2)
-	plain.Detach(proto.ReasonReplaced)
+	plain.Evict(hub.EvictReplaced)
 }
 
 func BenchmarkDeliverMessages(b *testing.B) {

@@ -56,8 +56,8 @@ type member struct {
 // fields holds the members of a client message that duet reads. Any
 // other member is checked as JSON and otherwise ignored.
 type fields struct {
-	typ, name, password, token, text member
-	duplicate                        bool
+	typ, name, password, token, text, key, last member
+	duplicate                                   bool
 }
 
 // slot returns where the member named name goes, or nil for a member
@@ -74,6 +74,10 @@ func (f *fields) slot(name []byte) *member {
 		return &f.token
 	case "text":
 		return &f.text
+	case "key":
+		return &f.key
+	case "last":
+		return &f.last
 	}
 	return nil
 }
@@ -105,7 +109,9 @@ func (f *fields) slot(name []byte) *member {
 //     a type duet knows (proto.ErrUnknownType, compared exactly: "say",
 //     not "Say"); then the fields of that type must be present
 //     (proto.ErrBadName for a login without "name", proto.ErrBadToken for
-//     a connect without "token") and strings (proto.ErrBadMessage).
+//     a connect without "token", proto.ErrBadResumeKey for a resume
+//     without "key", proto.ErrBadMessage otherwise) and strings, but
+//     for "last", a whole number (proto.ErrBadMessage).
 //
 // So the pass reads a message to its end before it answers anything
 // but 1 and 2: a repeated member followed by a syntax error is
@@ -197,8 +203,51 @@ func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpQuit}, nil
 	case "newtoken":
 		return proto.Command{Op: proto.OpNewToken}, nil
+	case "resume":
+		if !f.key.seen {
+			return proto.Command{}, proto.ErrBadResumeKey
+		}
+		key, ok := d.stringOf(msg, &f.key)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		var last uint64
+		if f.last.seen {
+			if last, ok = countOf(msg, &f.last); !ok {
+				return proto.Command{}, proto.ErrBadMessage
+			}
+		}
+		return proto.Command{Op: proto.OpResume, Key: key, Last: last}, nil
+	case "ack":
+		last, ok := countOf(msg, &f.last)
+		if !f.last.seen || !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpAck, Last: last}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
+}
+
+// countOf returns m's value if it is a count: a JSON number written as
+// a whole number of digits (no sign, fraction or exponent) that fits in
+// 64 bits. A client counts messages with integers; 5.0 or 5e0 is a
+// client bug, refused rather than guessed at.
+func countOf(msg []byte, m *member) (uint64, bool) {
+	if !m.seen || m.isString || m.end <= m.start {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range msg[m.start:m.end] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // stringOf returns m's text if its value is a string: a slice of msg, or
@@ -263,9 +312,12 @@ func (s *pass) members(i int, f *fields) int {
 			}
 			i = m.end + 1
 		default:
+			// Not a string: its bounds are kept too, for a member that
+			// must be a number (last).
 			f.duplicate = f.duplicate || m.seen
-			*m = member{seen: true}
+			*m = member{seen: true, start: i}
 			i = s.value(i, 1)
+			m.end = i
 		}
 		if i < 0 {
 			return -1

@@ -4,6 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"duet/proto"
 )
 
 // TestProtocolDocShowsHelp keeps the help text in docs/PROTOCOL.md the
@@ -15,5 +18,29 @@ func TestProtocolDocShowsHelp(t *testing.T) {
 	}
 	if !strings.Contains(string(data), "```\n"+helpText+"\n```") {
 		t.Errorf("docs/PROTOCOL.md does not show the JSON help text as sent")
+	}
+}
+
+// TestProtocolDocShowsResumeFrames keeps the frames of session resume in
+// docs/PROTOCOL.md's JSON transcript the ones the codec writes.
+func TestProtocolDocShowsResumeFrames(t *testing.T) {
+	data, err := os.ReadFile("../../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, perr := proto.ParseToken([]byte("2711929ec8e0355f5114f12de5370c65"))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	for _, ev := range []proto.Event{
+		{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
+		{Kind: proto.EvMessage, From: "bob", Text: []byte("still there?"), Seq: 2},
+		{Kind: proto.EvResumed, Name: "alice", Token: token, Peer: "bob", Count: 1, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
+		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
+		{Kind: proto.EvPeerBack, Peer: "alice"},
+	} {
+		if frame := string(AppendEvent(nil, &ev)); !strings.Contains(string(data), "< "+frame+"\n") {
+			t.Errorf("docs/PROTOCOL.md has no transcript line for %s", frame)
+		}
 	}
 }

@@ -38,7 +38,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvWelcome:
 		dst = append(dst, `{"type":"welcome","name":`...)
 		dst = appendString(dst, ev.Name)
-		return appendToken(dst, ev.Token, '}')
+		if ev.ResumeKey == "" {
+			return appendToken(dst, ev.Token, '}')
+		}
+		dst = appendToken(dst, ev.Token, ',')
+		return appendResumeKey(dst, ev)
 	case proto.EvPaired:
 		dst = append(dst, `{"type":"paired","peer":`...)
 		dst = appendString(dst, ev.Peer)
@@ -51,6 +55,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendString(dst, ev.From)
 		dst = append(dst, `,"text":`...)
 		dst = appendString(dst, ev.Text)
+		if ev.Seq > 0 {
+			dst = append(dst, `,"seq":`...)
+			dst = strconv.AppendUint(dst, ev.Seq, 10)
+		}
 		return append(dst, '}')
 	case proto.EvPeerLeft:
 		dst = append(dst, `{"type":"peer_left","peer":`...)
@@ -93,7 +101,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendString(dst, err.Text)
 		if ev.RetryAfter > 0 {
 			dst = append(dst, `,"retry_after":`...)
-			dst = strconv.AppendInt(dst, int64((ev.RetryAfter+time.Second-1)/time.Second), 10)
+			dst = appendSeconds(dst, ev.RetryAfter)
 		}
 		return append(dst, '}')
 	case proto.EvShutdown:
@@ -106,8 +114,52 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, `{"type":"notice","text":`...)
 		dst = appendString(dst, ev.Text)
 		return append(dst, '}')
+	case proto.EvResumed:
+		dst = append(dst, `{"type":"resumed","name":`...)
+		dst = appendString(dst, ev.Name)
+		dst = appendToken(dst, ev.Token, ',')
+		if ev.Peer != "" {
+			dst = append(dst, `"peer":`...)
+			dst = appendString(dst, ev.Peer)
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"replayed":`...)
+		dst = strconv.AppendInt(dst, int64(ev.Count), 10)
+		dst = append(dst, `,"missed":`...)
+		dst = strconv.AppendInt(dst, int64(ev.Missed), 10)
+		dst = append(dst, ',')
+		return appendResumeKey(dst, ev)
+	case proto.EvReplayEnd:
+		// The resumed event said how many messages follow; a JSON client
+		// counts them, and needs no frame to close the list.
+		return dst
+	case proto.EvPeerAway:
+		dst = append(dst, `{"type":"peer_away","name":`...)
+		dst = appendString(dst, ev.Peer)
+		dst = append(dst, `,"window_s":`...)
+		dst = appendSeconds(dst, ev.Window)
+		return append(dst, '}')
+	case proto.EvPeerBack:
+		dst = append(dst, `{"type":"peer_back","name":`...)
+		dst = appendString(dst, ev.Peer)
+		return append(dst, '}')
 	}
 	return dst
+}
+
+// appendResumeKey appends the "resume_key" and "window_s" members and
+// closes the object.
+func appendResumeKey(dst []byte, ev *proto.Event) []byte {
+	dst = append(dst, `"resume_key":`...)
+	dst = appendString(dst, ev.ResumeKey)
+	dst = append(dst, `,"window_s":`...)
+	dst = appendSeconds(dst, ev.Window)
+	return append(dst, '}')
+}
+
+// appendSeconds appends d in whole seconds, rounded up.
+func appendSeconds(dst []byte, d time.Duration) []byte {
+	return strconv.AppendInt(dst, int64((d+time.Second-1)/time.Second), 10)
 }
 
 // appendToken appends the "token" member and then next (',' or '}').

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -21,6 +22,9 @@ var decodeSeeds = []string{
 	`{"type":"say","text":"\ud83d"}`,
 	`{"type":"say","text":"a","text":"b"}`,
 	`{"type":"leave"}`, `{"type":"who","x":[1,{"y":null}]}`, `{"type":7}`, `{}`, `[]`, `"x"`,
+	`{"type":"resume","key":"k7m2qv0c9x4t8ghj3nwp5rbe6d","last":42}`, `{"type":"resume","key":"k"}`,
+	`{"type":"ack","last":18446744073709551615}`, `{"type":"ack","last":18446744073709551616}`,
+	`{"type":"ack","last":1.0}`, `{"type":"ack","last":-1}`, `{"type":"ack","last":"3"}`, `{"type":"ack"}`,
 	`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
 }
 
@@ -92,12 +96,20 @@ func FuzzDecode(f *testing.F) {
 		for _, field := range []struct {
 			key string
 			got []byte
-		}{{"name", cmd.Name}, {"password", cmd.Password}, {"token", cmd.Token}, {"text", cmd.Text}} {
+		}{{"name", cmd.Name}, {"password", cmd.Password}, {"token", cmd.Token}, {"text", cmd.Text}, {"key", cmd.Key}} {
 			if len(field.got) == 0 {
 				continue
 			}
 			if want, _ := obj[field.key].(string); string(field.got) != want {
 				t.Fatalf("Decode(%q): %s = %q; encoding/json reads %q", msg, field.key, field.got, want)
+			}
+		}
+		// A count is what encoding/json reads as a whole number.
+		if cmd.Op == proto.OpAck || cmd.Op == proto.OpResume && obj["last"] != nil {
+			n, isNumber := obj["last"].(json.Number)
+			want, err := strconv.ParseUint(string(n), 10, 64)
+			if !isNumber || err != nil || want != cmd.Last {
+				t.Fatalf("Decode(%q): last = %d; encoding/json reads %v", msg, cmd.Last, obj["last"])
 			}
 		}
 	})
@@ -148,6 +160,11 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 		`{"type":"say","te\u0078t":"a","text":"b"}`, `{"t\u0079pe":"say","text":"hi"}`,
 		`{"type":"say","text":"a","text":"b",}`, `{"type":"say","type":"say","text":"a"} x`,
 		`{"x":{"type":"say","text":"nested"},"type":"who"}`,
+		// Resume and ack: counts in every form JSON has for a number.
+		`{"type":"ack","last":0}`, `{"type":"ack","last":-0}`, `{"type":"ack","last":1e3}`,
+		`{"type":"ack","last":99999999999999999999}`, `{"type":"ack","last":null}`, `{"type":"ack","last":[1]}`,
+		`{"type":"ack","last":7,"last":7}`, `{"type":"resume","key":null}`, `{"type":"resume","last":1}`,
+		`{"type":"resume","ke\u0079":"abc","last": 12 }`, `{"type":"resume","key":"abc","last":true}`,
 		// Types and fields.
 		`{"type":["say"]}`, `{"type":{"say":1}}`, `{"type":"s\u0061y","text":"\u0068i"}`,
 		`{"type":"login","name":"a","password":null}`, `{"type":"login","password":"pw"}`,
@@ -171,13 +188,13 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("Decode changed its input")
 		}
-		if gotErr != wantErr || got.Op != want.Op {
-			t.Fatalf("Decode(%q) = %v, %v; the reference decoder says %v, %v", msg, got.Op, gotErr, want.Op, wantErr)
+		if gotErr != wantErr || got.Op != want.Op || got.Last != want.Last {
+			t.Fatalf("Decode(%q) = %v last %d, %v; the reference decoder says %v last %d, %v", msg, got.Op, got.Last, gotErr, want.Op, want.Last, wantErr)
 		}
 		for _, field := range []struct {
 			name      string
 			got, want []byte
-		}{{"name", got.Name, want.Name}, {"password", got.Password, want.Password}, {"token", got.Token, want.Token}, {"text", got.Text, want.Text}} {
+		}{{"name", got.Name, want.Name}, {"password", got.Password, want.Password}, {"token", got.Token, want.Token}, {"text", got.Text, want.Text}, {"key", got.Key, want.Key}} {
 			if !bytes.Equal(field.got, field.want) {
 				t.Fatalf("Decode(%q): %s = %q; the reference decoder reads %q", msg, field.name, field.got, field.want)
 			}

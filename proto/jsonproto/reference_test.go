@@ -3,6 +3,7 @@ package jsonproto
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
@@ -23,8 +24,8 @@ type referenceDecoder struct {
 
 // referenceFields holds the members the reference decoder reads.
 type referenceFields struct {
-	typ, name, password, token, text *fastjson.Value
-	duplicate                        bool
+	typ, name, password, token, text, key, last *fastjson.Value
+	duplicate                                   bool
 }
 
 func (f *referenceFields) set(key []byte, v *fastjson.Value) {
@@ -40,6 +41,10 @@ func (f *referenceFields) set(key []byte, v *fastjson.Value) {
 		slot = &f.token
 	case "text":
 		slot = &f.text
+	case "key":
+		slot = &f.key
+	case "last":
+		slot = &f.last
 	default:
 		return
 	}
@@ -126,8 +131,43 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpQuit}, nil
 	case "newtoken":
 		return proto.Command{Op: proto.OpNewToken}, nil
+	case "resume":
+		if f.key == nil {
+			return proto.Command{}, proto.ErrBadResumeKey
+		}
+		key, ok := referenceStringOf(f.key)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		var last uint64
+		if f.last != nil {
+			if last, ok = referenceCountOf(f.last); !ok {
+				return proto.Command{}, proto.ErrBadMessage
+			}
+		}
+		return proto.Command{Op: proto.OpResume, Key: key, Last: last}, nil
+	case "ack":
+		last, ok := referenceCountOf(f.last)
+		if !ok {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpAck, Last: last}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
+}
+
+// referenceCountOf returns v's value if v is a JSON number written with
+// digits alone that strconv reads as a uint64.
+func referenceCountOf(v *fastjson.Value) (uint64, bool) {
+	if v == nil || v.Type() != fastjson.TypeNumber {
+		return 0, false
+	}
+	raw := string(v.MarshalTo(nil))
+	if strings.ContainsAny(raw, "-+.eE") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(raw, 10, 64)
+	return n, err == nil
 }
 
 // referenceStringOf returns v's unescaped bytes if v is a JSON string.

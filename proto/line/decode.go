@@ -68,6 +68,14 @@ func Decode(line []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpQuit}, nil
 	case equalFoldASCII(name, "newtoken"):
 		return proto.Command{Op: proto.OpNewToken}, nil
+	case equalFoldASCII(name, "resume"):
+		// The key is the rest of the line, as a token is for connect: a
+		// key with a space in it is a bad key, which the hub says.
+		key := trimBlanks(args)
+		if len(key) == 0 {
+			return proto.Command{}, proto.ErrBadResumeKey
+		}
+		return proto.Command{Op: proto.OpResume, Key: key}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownCommand
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/proto"
 )
@@ -31,9 +32,31 @@ func TestProtocolDocIsComplete(t *testing.T) {
 			t.Errorf("docs/PROTOCOL.md has no row for reason %s", r)
 		}
 	}
-	for k := proto.EvHello; k <= proto.EvNotice; k++ {
+	for k := proto.EvHello; k.String() != "unknown"; k++ {
+		if k == proto.EvReplayEnd {
+			// JSON sends nothing for it; the line protocol's is shown.
+			if !strings.Contains(doc, "`* end of missed messages`") {
+				t.Errorf("docs/PROTOCOL.md shows no end of a replay")
+			}
+			continue
+		}
 		if !strings.Contains(doc, `{"type":"`+k.String()+`"`) {
 			t.Errorf("docs/PROTOCOL.md shows no %s event", k)
+		}
+	}
+	// The lines of a resume, as the codec writes them.
+	for _, ev := range []proto.Event{
+		{Kind: proto.EvWelcome, Name: "alice", Token: docToken, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
+		{Kind: proto.EvResumed, Name: "alice", Token: docToken, Peer: "bob", Count: 2, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
+		{Kind: proto.EvReplayEnd, Count: 2, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
+		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
+		{Kind: proto.EvPeerBack, Peer: "alice"},
+		{Kind: proto.EvError, Err: proto.PeerAwayFull("alice", 3514, 250<<10)},
+	} {
+		for _, l := range strings.SplitAfter(string(AppendEvent(nil, &ev)), "\r\n") {
+			if l = strings.TrimSuffix(l, "\r\n"); l != "" && !strings.Contains(doc, "< "+l+"\n") {
+				t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
+			}
 		}
 	}
 	help := strings.ReplaceAll(helpText, "\r\n", "\n")
@@ -41,3 +64,12 @@ func TestProtocolDocIsComplete(t *testing.T) {
 		t.Errorf("docs/PROTOCOL.md does not show the help text as sent")
 	}
 }
+
+// docToken is alice's token in the netcat transcripts.
+var docToken = func() proto.Token {
+	t, err := proto.ParseToken([]byte("5366c6d06ecff31059750e8cf80a97de"))
+	if err != nil {
+		panic(err)
+	}
+	return t
+}()

@@ -3,6 +3,7 @@ package line
 import (
 	"bytes"
 	"strconv"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -46,7 +47,8 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendSafe(dst, ev.Name)
 		dst = append(dst, ", your token is "...)
 		dst = ev.Token.Append(dst)
-		return append(dst, "\r\n"...)
+		dst = append(dst, "\r\n"...)
+		return appendResumeKey(dst, ev)
 	case proto.EvPaired:
 		if ev.Initiator {
 			dst = append(dst, "* you are connected with "...)
@@ -101,6 +103,103 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		prefixStart := len(dst)
 		dst = append(dst, "* "...)
 		return appendLines(dst, prefixStart, ev.Text, false)
+	case proto.EvResumed:
+		return appendResumed(dst, ev)
+	case proto.EvReplayEnd:
+		dst = append(dst, "* end of missed messages\r\n"...)
+		return appendResumeTail(dst, ev)
+	case proto.EvPeerAway:
+		dst = append(dst, "* "...)
+		dst = appendSafe(dst, ev.Peer)
+		dst = append(dst, " lost the connection; waiting up to "...)
+		dst = appendWindow(dst, ev.Window)
+		dst = append(dst, " for "...)
+		dst = appendSafe(dst, ev.Peer)
+		return append(dst, " to come back\r\n"...)
+	case proto.EvPeerBack:
+		dst = append(dst, "* "...)
+		dst = appendSafe(dst, ev.Peer)
+		return append(dst, " is back\r\n"...)
+	}
+	return dst
+}
+
+// appendResumeKey tells a session its resume key, if it has one, and how
+// to use it: the line holds the key and the words "resume key", which is
+// what a person (or a script) looks for.
+func appendResumeKey(dst []byte, ev *proto.Event) []byte {
+	if ev.ResumeKey == "" {
+		return dst
+	}
+	dst = append(dst, "* resume key: "...)
+	dst = appendSafe(dst, ev.ResumeKey)
+	dst = append(dst, " (if your connection drops, reconnect and type /resume "...)
+	dst = appendSafe(dst, ev.ResumeKey)
+	dst = append(dst, " within "...)
+	dst = appendWindow(dst, ev.Window)
+	return append(dst, ")\r\n"...)
+}
+
+// appendResumed answers a resume: who the user is and with whom, then
+// either the head of the list of missed messages that follows (closed by
+// EvReplayEnd), or, with nothing to replay, the rest of the answer.
+func appendResumed(dst []byte, ev *proto.Event) []byte {
+	dst = append(dst, "* resumed: you are "...)
+	dst = appendSafe(dst, ev.Name)
+	dst = append(dst, ", your token is "...)
+	dst = ev.Token.Append(dst)
+	if ev.Peer == "" {
+		dst = append(dst, "; you are not connected to anyone\r\n"...)
+	} else {
+		dst = append(dst, "; you are connected with "...)
+		dst = appendSafe(dst, ev.Peer)
+		dst = append(dst, "\r\n"...)
+	}
+	if ev.Count <= 0 {
+		return appendResumeTail(dst, ev)
+	}
+	dst = append(dst, "* "...)
+	dst = strconv.AppendInt(dst, int64(ev.Count), 10)
+	if ev.Count == 1 {
+		return append(dst, " message you may have missed:\r\n"...)
+	}
+	return append(dst, " messages you may have missed:\r\n"...)
+}
+
+// appendResumeTail ends the answer to a resume: how many messages could
+// not be kept, if any, and the new resume key.
+func appendResumeTail(dst []byte, ev *proto.Event) []byte {
+	if ev.Missed > 0 {
+		dst = append(dst, "* "...)
+		dst = strconv.AppendInt(dst, int64(ev.Missed), 10)
+		if ev.Missed == 1 {
+			dst = append(dst, " older message could not be kept\r\n"...)
+		} else {
+			dst = append(dst, " older messages could not be kept\r\n"...)
+		}
+	}
+	return appendResumeKey(dst, ev)
+}
+
+// appendWindow appends d as a person writes a short duration: whole
+// hours, minutes and seconds, rounded up to the second, leaving out the
+// parts that are zero ("2m", "1m30s", "1h").
+func appendWindow(dst []byte, d time.Duration) []byte {
+	secs := int64((d + time.Second - 1) / time.Second)
+	if secs <= 0 {
+		return append(dst, "0s"...)
+	}
+	if h := secs / 3600; h > 0 {
+		dst = strconv.AppendInt(dst, h, 10)
+		dst = append(dst, 'h')
+	}
+	if m := secs / 60 % 60; m > 0 {
+		dst = strconv.AppendInt(dst, m, 10)
+		dst = append(dst, 'm')
+	}
+	if s := secs % 60; s > 0 {
+		dst = strconv.AppendInt(dst, s, 10)
+		dst = append(dst, 's')
 	}
 	return dst
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"duet/proto"
@@ -48,6 +49,7 @@ func FuzzDecode(f *testing.F) {
 		"/connect 0123456789abcdef0123456789abcdef", "/connect", "/who", "/quit", "/exit",
 		"/connect http://duet.example:8080/#0123456789abcdef0123456789abcdef", "/connect https://x/#", "/connect #",
 		"/newtoken", "/nope", "/", "caf\xe9", "\xff\xfe", " /who",
+		"/resume k7m2qv0c9x4t8ghj3nwp5rbe6d", "/resume", "/Resume a b \t",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -72,7 +74,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		for _, field := range [][]byte{cmd.Name, cmd.Password, cmd.Token, cmd.Text} {
+		for _, field := range [][]byte{cmd.Name, cmd.Password, cmd.Token, cmd.Text, cmd.Key} {
 			if !utf8.Valid(field) || !bytes.Contains(line, field) {
 				t.Fatalf("Decode(%q) returned field %q", line, field)
 			}
@@ -102,6 +104,12 @@ func FuzzDecode(f *testing.F) {
 			// fragment, or the whole argument.
 			if !bytes.HasSuffix(bytes.TrimRight(line, " \t"), cmd.Token) {
 				t.Fatalf("Decode(%q) connects to %q, which does not end the line", line, cmd.Token)
+			}
+		case proto.OpResume:
+			// The key is the rest of the line, blanks around it dropped.
+			if len(cmd.Key) == 0 || cmd.Last != 0 || !bytes.HasSuffix(bytes.TrimRight(line, " \t"), cmd.Key) ||
+				isBlankByte(cmd.Key[0]) || isBlankByte(cmd.Key[len(cmd.Key)-1]) {
+				t.Fatalf("Decode(%q) resumes with key %q, last %d", line, cmd.Key, cmd.Last)
 			}
 		}
 		if cmd.Op != proto.OpSay && cmd.Op != proto.OpNone && line[0] != '/' {
@@ -133,6 +141,19 @@ func FuzzAppendEvent(f *testing.F) {
 		}
 		out := AppendEvent(nil, &proto.Event{Kind: proto.EvPeerLeft, Peer: from, Reason: proto.Reason(text), Count: len(text)})
 		checkLines(t, string(out))
+		// The events of a resume carry names and a key: whatever they
+		// hold, they are whole server lines.
+		for _, kind := range []proto.EventKind{proto.EvWelcome, proto.EvResumed, proto.EvReplayEnd, proto.EvPeerAway, proto.EvPeerBack} {
+			ev := proto.Event{Kind: kind, Name: from, Peer: string(text), ResumeKey: string(text) + from,
+				Count: len(text) % 3, Missed: len(from) % 3, Window: time.Duration(len(text)) * time.Second}
+			out := string(AppendEvent(nil, &ev))
+			checkLines(t, out)
+			for _, l := range strings.SplitAfter(out, "\r\n") {
+				if l != "" && !strings.HasPrefix(l, "* ") {
+					t.Fatalf("%v event renders a line that is not a server line: %q", kind, l)
+				}
+			}
+		}
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"duet/proto"
@@ -136,6 +137,10 @@ type eventSpec struct {
 	Count     int    `json:"count"`
 	Err       string `json:"err"`
 	Auth      string `json:"auth"`
+	Seq       uint64 `json:"seq"`
+	ResumeKey string `json:"resume_key"`
+	Window    string `json:"window"` // a time.Duration, as "2m"
+	Missed    int    `json:"missed"`
 }
 
 // ParseEvent reads an Event written as golden files write it.
@@ -150,11 +155,19 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 	ev := &proto.Event{
 		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator,
 		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
+		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed,
+	}
+	if s.Window != "" {
+		w, err := time.ParseDuration(s.Window)
+		if err != nil {
+			t.Fatalf("event %s: %v", spec, err)
+		}
+		ev.Window = w
 	}
 	if s.Text != "" {
 		ev.Text = []byte(s.Text)
 	}
-	for k := proto.EvNone; k <= proto.EvNotice; k++ {
+	for k := proto.EvNone; k.String() != "unknown"; k++ {
 		if k.String() == s.Kind {
 			ev.Kind = k
 		}
@@ -198,6 +211,10 @@ func FormatCommand(cmd proto.Command, err *proto.Error) string {
 		fmt.Fprintf(&b, " token=%q", cmd.Token)
 	case proto.OpSay:
 		fmt.Fprintf(&b, " text=%q", cmd.Text)
+	case proto.OpResume:
+		fmt.Fprintf(&b, " key=%q last=%d", cmd.Key, cmd.Last)
+	case proto.OpAck:
+		fmt.Fprintf(&b, " last=%d", cmd.Last)
 	}
 	return b.String()
 }

@@ -1,0 +1,468 @@
+package hub
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"duet/proto"
+)
+
+// What a session keeps for a resume.
+//
+// Every message delivered to a session that can be resumed gets the
+// next number (Event.Seq, from 1) and a copy in the session's history:
+// the sender, the text and when it was delivered. It is kept as an
+// event, not as bytes of a protocol, so a session can be resumed over
+// the other protocol. Texts are copied into chunks that grow with the
+// history, from 512 bytes to 16 KiB, and go back to pools shared by all
+// sessions, so a busy history allocates nothing in steady state, and
+// one that empties is given back whole: a session that keeps nothing
+// costs nothing for it.
+//
+// A history is trimmed from its oldest end, by:
+//   - acknowledgement: a JSON client names the last message it received
+//     (Session.Ack, and last in a resume);
+//   - age: a message delivered more than resume.window before the
+//     session went away (or before now, while it is attached) was read
+//     by then: a dead connection is noticed sooner than that, by the
+//     keepalive and idle timeouts;
+//   - room: past resume.buffer, while the session is attached, the
+//     oldest are dropped, and the loss noted (lossRun), so a resume can
+//     say how many it could not replay.
+//
+// While the session is away nothing is dropped for room: a message that
+// does not fit is refused instead (peer_away_full), so what was queued
+// while away is complete.
+
+// entryCost is what a kept message counts against resume.buffer besides
+// its text: its entry (48 bytes) and its share of the ring it sits in.
+// Counting it keeps a flood of one-byte messages from costing many times
+// the buffer.
+const entryCost = 64
+
+// Chunks hold kept texts: classes of 512 bytes << class, up to 16 KiB; a
+// longer text gets a chunk of its own size, which is not pooled.
+const (
+	minChunk     = 512
+	chunkClasses = 6
+)
+
+// chunkPools share chunks among all histories, one pool per class.
+var chunkPools [chunkClasses]sync.Pool
+
+type chunk struct {
+	buf   []byte // the texts written so far
+	live  int    // entries whose text is in buf
+	class int    // its pool in chunkPools; -1 for a chunk of its own size
+}
+
+// chunkClass returns the smallest class that holds n bytes, or -1.
+func chunkClass(n int) int {
+	for c := range chunkClasses {
+		if n <= minChunk<<c {
+			return c
+		}
+	}
+	return -1
+}
+
+// getChunk returns an empty chunk of class, or of n bytes for class -1.
+func getChunk(class, n int) *chunk {
+	if class < 0 {
+		return &chunk{buf: make([]byte, 0, n), class: -1}
+	}
+	if c, _ := chunkPools[class].Get().(*chunk); c != nil {
+		return c
+	}
+	return &chunk{buf: make([]byte, 0, minChunk<<class), class: class}
+}
+
+func putChunk(c *chunk) {
+	if c.class < 0 {
+		return
+	}
+	c.buf, c.live = c.buf[:0], 0
+	chunkPools[c.class].Put(c)
+}
+
+// entry is one kept message.
+type entry struct {
+	seq       uint64
+	at        time.Duration // when it was delivered (Hub.clock)
+	from      string
+	c         *chunk // holds its text, at c.buf[off:off+size]
+	off, size uint32
+}
+
+// history is one session's kept messages, oldest first, in a ring.
+type history struct {
+	ring   []entry // a power of two long
+	head   int     // the oldest entry's index in ring
+	n      int     // entries kept
+	cost   int64   // what they count against resume.buffer
+	chunks []*chunk
+	loss   []lossRun // messages dropped for room lately, oldest first
+}
+
+// A lossRun counts messages dropped from a history for room that were
+// delivered between minAt and maxAt, the last of them numbered last. A
+// resume that cannot say what it received (the line protocol's) replays
+// what was delivered in the moments before the drop; the runs tell it
+// how many of those it cannot replay. Runs are at most a few seconds
+// wide (replay_recent / maxLossRuns), and a run that straddles the
+// start of that period counts whole: the count may be high by the
+// messages of those few seconds, never low.
+type lossRun struct {
+	last         uint64
+	count        int
+	minAt, maxAt time.Duration
+}
+
+const maxLossRuns = 8
+
+// historyPool recycles histories, rings and chunk lists included, so a
+// session whose history empties and fills again, as a JSON client's does
+// with each acknowledgement, allocates nothing for it.
+var historyPool = sync.Pool{New: func() any { return new(history) }}
+
+// maxPooledRing keeps the pool from pinning the rare huge ring.
+const maxPooledRing = 256
+
+func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.ring)-1)] }
+
+func (hs *history) text(e *entry) []byte { return e.c.buf[e.off : e.off+e.size] }
+
+// push keeps a copy of text as the newest entry.
+func (hs *history) push(seq uint64, at time.Duration, from string, text []byte) {
+	if hs.n == len(hs.ring) {
+		hs.grow()
+	}
+	c := hs.chunkFor(len(text))
+	off := len(c.buf)
+	c.buf = append(c.buf, text...)
+	c.live++
+	*hs.entry(hs.n) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), size: uint32(len(text))}
+	hs.n++
+	hs.cost += int64(len(text)) + entryCost
+}
+
+func (hs *history) grow() {
+	ring := make([]entry, max(8, 2*len(hs.ring)))
+	for i := range hs.n {
+		ring[i] = *hs.entry(i)
+	}
+	hs.ring, hs.head = ring, 0
+}
+
+// chunkFor returns the chunk to write n more bytes to: the newest, if it
+// has room, else a new one, twice the size of the one before, so that a
+// history that grows takes few chunks and one that stays small takes a
+// small one.
+func (hs *history) chunkFor(n int) *chunk {
+	k := len(hs.chunks)
+	if k > 0 {
+		if c := hs.chunks[k-1]; cap(c.buf)-len(c.buf) >= n {
+			return c
+		}
+	}
+	class := chunkClass(n)
+	if class >= 0 && k > 0 {
+		if last := hs.chunks[k-1].class; last >= 0 {
+			class = max(class, min(last+1, chunkClasses-1))
+		}
+	}
+	c := getChunk(class, n)
+	hs.chunks = append(hs.chunks, c)
+	return c
+}
+
+// dropFront drops the oldest entry and returns it; its text is no
+// longer valid. A chunk no entry lives in any more goes back to its
+// pool, but for the one being written, which starts afresh.
+func (hs *history) dropFront() entry {
+	e := hs.entry(0)
+	old := *e
+	*e = entry{}
+	hs.head = (hs.head + 1) & (len(hs.ring) - 1)
+	hs.n--
+	hs.cost -= int64(old.size) + entryCost
+	old.c.live--
+	for len(hs.chunks) > 1 && hs.chunks[0].live == 0 {
+		putChunk(hs.chunks[0])
+		k := copy(hs.chunks, hs.chunks[1:])
+		hs.chunks[k] = nil
+		hs.chunks = hs.chunks[:k]
+	}
+	if len(hs.chunks) == 1 && hs.chunks[0].live == 0 {
+		hs.chunks[0].buf = hs.chunks[0].buf[:0]
+	}
+	return old
+}
+
+// trimAge drops the entries delivered before the time before.
+func (hs *history) trimAge(before time.Duration) {
+	for hs.n > 0 && hs.entry(0).at < before {
+		hs.dropFront()
+	}
+}
+
+// since returns the index of the first entry delivered at or after t.
+func (hs *history) since(t time.Duration) int {
+	return sort.Search(hs.n, func(i int) bool { return hs.entry(i).at >= t })
+}
+
+// noteLoss records that message seq, delivered at, was dropped for room
+// now. Runs that ended more than recent ago are forgotten: no resume can
+// ask about them any more.
+func (hs *history) noteLoss(seq uint64, at, now, recent time.Duration) {
+	if at < now-recent {
+		return
+	}
+	if k := len(hs.loss); k > 0 {
+		if r := &hs.loss[k-1]; r.last+1 == seq && at-r.minAt < recent/maxLossRuns {
+			r.last, r.count, r.maxAt = seq, r.count+1, at
+			return
+		}
+	}
+	// Runs are forgotten only as new ones come: lostSince does not count
+	// them, and only the number of runs needs a bound.
+	hs.trimLoss(now - recent)
+	if len(hs.loss) == maxLossRuns {
+		// Merge the two oldest: the count stays exact, the times blur.
+		hs.loss[1].count += hs.loss[0].count
+		hs.loss[1].minAt = hs.loss[0].minAt
+		k := copy(hs.loss, hs.loss[1:])
+		hs.loss = hs.loss[:k]
+	}
+	hs.loss = append(hs.loss, lossRun{last: seq, count: 1, minAt: at, maxAt: at})
+}
+
+// trimLoss forgets the runs that ended before the time before.
+func (hs *history) trimLoss(before time.Duration) {
+	i := 0
+	for i < len(hs.loss) && hs.loss[i].maxAt < before {
+		i++
+	}
+	if i > 0 {
+		k := copy(hs.loss, hs.loss[i:])
+		hs.loss = hs.loss[:k]
+	}
+}
+
+// lostSince counts the messages dropped for room that were delivered at
+// or after t (see lossRun on the runs that straddle t).
+func (hs *history) lostSince(t time.Duration) int {
+	n := 0
+	for _, r := range hs.loss {
+		if r.maxAt >= t {
+			n += r.count
+		}
+	}
+	return n
+}
+
+func (hs *history) empty() bool { return hs.n == 0 && len(hs.loss) == 0 }
+
+// release gives the history and its chunks back to their pools.
+func (hs *history) release() {
+	for _, c := range hs.chunks {
+		putChunk(c)
+	}
+	clear(hs.chunks)
+	hs.chunks = hs.chunks[:0]
+	for i := range hs.n {
+		*hs.entry(i) = entry{}
+	}
+	hs.head, hs.n, hs.cost, hs.loss = 0, 0, 0, hs.loss[:0]
+	if len(hs.ring) > maxPooledRing {
+		hs.ring = nil
+	}
+	historyPool.Put(hs)
+}
+
+// keepLocked keeps copies of texts from `from`, delivered now and
+// numbered from first, and returns how many of them s may be handed:
+// while it is attached, all, the oldest kept ones dropped to make room;
+// while it is away, as many as fit in resume.buffer, with the error that
+// refuses the next (peer_away_full), which says how much is waiting.
+// s.hmu is held, and the lock of the room the texts come through.
+func (s *Session) keepLocked(from string, texts [][]byte, first uint64, now time.Duration) (int, *proto.Error) {
+	h := s.hub
+	buffer := h.resumeBuffer.Load()
+	if hs := s.hist; hs != nil {
+		hs.trimAge(s.ageLimitLocked(now))
+	}
+	if a := s.away; a != nil {
+		var cost int64
+		if s.hist != nil {
+			cost = s.hist.cost
+		}
+		n := 0
+		for _, text := range texts {
+			c := int64(len(text)) + entryCost
+			if cost+c > buffer {
+				break
+			}
+			cost += c
+			n++
+		}
+		for i, text := range texts[:n] {
+			s.historyLocked().push(first+uint64(i), now, from, text)
+			a.text += int64(len(text))
+		}
+		if n < len(texts) {
+			h.awayRefused.Add(1)
+			s.settleLocked()
+			return n, proto.PeerAwayFull(s.name, int(first+uint64(n)-1-a.seq), a.text)
+		}
+		return n, nil
+	}
+	recent := h.recent()
+	for i, text := range texts {
+		seq := first + uint64(i)
+		hs := s.historyLocked()
+		c := int64(len(text)) + entryCost
+		if c > buffer {
+			// It could not be kept even alone.
+			hs.noteLoss(seq, now, now, recent)
+			continue
+		}
+		for hs.n > 0 && hs.cost+c > buffer {
+			e := hs.dropFront()
+			hs.noteLoss(e.seq, e.at, now, recent)
+		}
+		hs.push(seq, now, from, text)
+	}
+	return len(texts), nil
+}
+
+// ageLimitLocked is when a kept message must have been delivered, at
+// the latest, to be kept still (see trimAge): resume.window before the
+// session went away, or before now while it is attached.
+func (s *Session) ageLimitLocked(now time.Duration) time.Duration {
+	if s.away != nil {
+		now = s.away.since
+	}
+	return now - s.hub.window()
+}
+
+// historyLocked returns s's history, taking one from the pool if it has
+// none; the hub's sweep then looks after it.
+func (s *Session) historyLocked() *history {
+	if s.hist != nil {
+		return s.hist
+	}
+	s.hist = historyPool.Get().(*history)
+	h := s.hub
+	h.histMu.Lock()
+	h.histories[s] = struct{}{}
+	if !h.sweeping {
+		h.sweeping = true
+		h.clock.afterFunc(h.sweepPeriod(), h.sweep)
+	}
+	h.histMu.Unlock()
+	return s.hist
+}
+
+// settleLocked gives s's history back if it holds nothing.
+func (s *Session) settleLocked() {
+	if hs := s.hist; hs != nil && hs.empty() {
+		s.releaseHistoryLocked()
+	}
+}
+
+func (s *Session) releaseHistoryLocked() {
+	h := s.hub
+	h.histMu.Lock()
+	delete(h.histories, s)
+	h.histMu.Unlock()
+	s.hist.release()
+	s.hist = nil
+}
+
+// dropHistory gives back all s keeps, once nothing can be delivered to
+// it any more (its logout).
+func (s *Session) dropHistory() {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if s.hist != nil {
+		s.releaseHistoryLocked()
+	}
+}
+
+// Ack records that s's connection received every message numbered up to
+// last (a JSON client's acknowledgement): those need no replay, and are
+// no longer kept. A number s was not given yet acknowledges what it was.
+func (s *Session) Ack(last uint64) {
+	if !s.resumable {
+		return
+	}
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	hs := s.hist
+	if hs == nil {
+		return
+	}
+	for hs.n > 0 && hs.entry(0).seq <= last {
+		hs.dropFront()
+	}
+	s.settleLocked()
+}
+
+// sweepPeriod is how often the hub looks for kept messages that aged
+// out: a quarter of resume.window, from 1 s to 30 s. A message is kept
+// at most that much longer than its age limit.
+func (h *Hub) sweepPeriod() time.Duration {
+	return min(max(h.window()/4, time.Second), 30*time.Second)
+}
+
+// recent is resume.replay_recent now.
+func (h *Hub) recent() time.Duration { return time.Duration(h.replayRecent.Load()) }
+
+// sweep trims every history by age, gives back those that empty, and
+// comes back while any is left.
+func (h *Hub) sweep() {
+	now := h.clock.now()
+	recent := h.recent()
+	for _, s := range h.historySessions() {
+		s.hmu.Lock()
+		if hs := s.hist; hs != nil {
+			hs.trimAge(s.ageLimitLocked(now))
+			hs.trimLoss(now - recent)
+			s.settleLocked()
+		}
+		s.hmu.Unlock()
+	}
+	h.histMu.Lock()
+	defer h.histMu.Unlock()
+	if len(h.histories) == 0 {
+		h.sweeping = false
+		return
+	}
+	h.clock.afterFunc(h.sweepPeriod(), h.sweep)
+}
+
+// historySessions lists the sessions that hold a history now.
+func (h *Hub) historySessions() []*Session {
+	h.histMu.Lock()
+	defer h.histMu.Unlock()
+	list := make([]*Session, 0, len(h.histories))
+	for s := range h.histories {
+		list = append(list, s)
+	}
+	return list
+}
+
+// historyBytes sums what every history counts against resume.buffer.
+func (h *Hub) historyBytes() int64 {
+	var n int64
+	for _, s := range h.historySessions() {
+		s.hmu.Lock()
+		if s.hist != nil {
+			n += s.hist.cost
+		}
+		s.hmu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,362 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"time"
+
+	"duet/proto"
+)
+
+// Session resume: a session outlives its connection.
+//
+// With resume on (Options.ResumeWindow > 0), a login draws a resume key,
+// a secret sent only to the session's own connection in its welcome; the
+// hub keeps only the key's SHA-256. When the connection drops without a
+// leave, the engine detaches the session (Detach): it goes away, keeping
+// its name, token and pairing, and its partner is told (peer_away).
+// Messages sent to it are kept (history.go) and refused past
+// resume.buffer, never dropped unsaid. Within the window, Resume
+// attaches it to a new connection: the messages it may have missed are
+// replayed, a fresh key replaces the one used, and the partner is told
+// (peer_back). When the window ends first, the session ends as a logout
+// with reason timeout.
+
+// away is what the hub keeps about a session while it is away.
+type away struct {
+	since    time.Duration // when it went away (Hub.clock)
+	seq      uint64        // the last Seq it was given before: later ones were kept while it was away
+	deadline time.Duration // when its window ends
+
+	// Guarded by Hub.mu.
+	timer      stopper  // ends the session at deadline
+	prev, next *Session // the hub's list of away sessions, oldest first
+
+	// text is the bytes of the texts kept while away; guarded by
+	// Session.hmu.
+	text int64
+}
+
+// awayBox is the Outbox of a session while it is away: its connection
+// is gone, so what is not kept for its resume (the notices that are not
+// messages) is dropped. The state a resume reports (who the user is
+// paired with) says what those notices said.
+type awayBox struct{}
+
+func (awayBox) Deliver(*proto.Event) {}
+
+// awayQueue is awayBox as a Queue: it never holds a sender back.
+var awayQueue = &plainQueue{Outbox: awayBox{}}
+
+// Detach is what happens to s when its connection ends without a leave
+// (a reset, a timeout, a network gone). With resume on, s goes away: its
+// name, token and pairing stay (a third party still gets room_full), its
+// partner is told (EvPeerAway, with the window), the messages sent to it
+// are kept for its resume, and if no resume comes within
+// resume.window, it ends as Close would with reason timeout. If
+// resume.max_away sessions are away already, the one away the longest
+// ends first (its partner is told timeout).
+//
+// With resume off, or for a session that has no resume key (it logged in
+// while resume was off), Detach is Close(reason, undelivered). Detach
+// does nothing to a session that is closed, retired by a resume, or
+// away already. The rules of Close apply.
+func (s *Session) Detach(reason proto.Reason, undelivered int) {
+	h := s.hub
+	window := h.window()
+	if !s.resumable || window <= 0 {
+		s.Close(reason, undelivered)
+		return
+	}
+	now := h.clock.now()
+	h.mu.Lock()
+	if s.closed || s.away != nil {
+		h.mu.Unlock()
+		return
+	}
+	var evicted []logout
+	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
+		lo, _ := h.logoutLocked(h.awayOldest)
+		evicted = append(evicted, lo)
+	}
+	a := &away{since: now, deadline: now + window}
+	r := s.room.Load()
+	if r != nil {
+		r.mu.Lock()
+	}
+	s.hmu.Lock()
+	a.seq = s.seq
+	s.away = a
+	s.hmu.Unlock()
+	s.out, s.q = awayQueue, awayQueue
+	if r != nil {
+		if p := r.other(s); p != nil {
+			p.out.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
+		}
+		r.mu.Unlock()
+	}
+	h.linkAwayLocked(s)
+	a.timer = h.clock.afterFunc(window, func() { h.expire(s, a) })
+	h.mu.Unlock()
+	h.awayEvicted.Add(uint64(len(evicted)))
+	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
+}
+
+// expire ends s, away since a, when its window runs out, unless it was
+// resumed or ended meanwhile.
+func (h *Hub) expire(s *Session, a *away) {
+	h.mu.Lock()
+	if s.closed || s.away != a {
+		h.mu.Unlock()
+		return
+	}
+	lo, _ := h.logoutLocked(s)
+	h.mu.Unlock()
+	h.awayTimedOut.Add(1)
+	h.finishLogouts([]logout{lo}, proto.ReasonTimeout, 0)
+}
+
+// linkAwayLocked puts s, which just went away, at the end of the hub's
+// list of away sessions.
+func (h *Hub) linkAwayLocked(s *Session) {
+	a := s.away
+	a.prev = h.awayNewest
+	if h.awayNewest != nil {
+		h.awayNewest.away.next = s
+	} else {
+		h.awayOldest = s
+	}
+	h.awayNewest = s
+	h.awayCount++
+}
+
+// unlinkAwayLocked takes s out of the list of away sessions and stops
+// its timer: it was resumed, or it ends.
+func (h *Hub) unlinkAwayLocked(s *Session) {
+	a := s.away
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	if a.prev != nil {
+		a.prev.away.next = a.next
+	} else {
+		h.awayOldest = a.next
+	}
+	if a.next != nil {
+		a.next.away.prev = a.prev
+	} else {
+		h.awayNewest = a.prev
+	}
+	a.prev, a.next = nil, nil
+	h.awayCount--
+}
+
+// tellAwayLocked tells to, just paired with s, that s is away, if it is,
+// and how long it may still take to come back.
+func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
+	if s.away == nil {
+		return
+	}
+	left := max(s.away.deadline-h.clock.now(), 0)
+	to.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: left})
+}
+
+// CloseAway ends every session that is away, telling their partners
+// reason: a node that shuts down without handing its sessions over.
+func (h *Hub) CloseAway(reason proto.Reason) {
+	h.mu.Lock()
+	var los []logout
+	for h.awayOldest != nil {
+		lo, _ := h.logoutLocked(h.awayOldest)
+		los = append(los, lo)
+	}
+	h.mu.Unlock()
+	h.finishLogouts(los, reason, 0)
+}
+
+// Resumed is what a resume did.
+type Resumed struct {
+	// Session is the session, for the new connection to drive from now
+	// on. It is a new Session for the same user: the one the old
+	// connection held is retired, and acts as if logged out.
+	Session *Session
+	// Zombie is the Outbox of the connection that still carried the
+	// session (the server had not noticed it was dead), or nil if the
+	// session was away. Its Queue has been evicted (EvictResumed): the
+	// caller ends that connection, telling its user why (replaced).
+	Zombie Outbox
+	// Replayed is how many messages were replayed; Missed how many the
+	// resume should have replayed but could not, since they were not
+	// kept.
+	Replayed, Missed int
+}
+
+// Resume takes back the session whose resume key is key for the
+// connection that reaches out, whether the session is away or still
+// attached to another connection (a zombie). Before it returns, out is
+// handed, in order: EvResumed (who the user is, with whom, how many
+// messages follow and how many were missed, and a fresh resume key; the
+// one used stops working), the replayed messages with their Seq, and
+// after them EvReplayEnd, if any were replayed. The partner is told
+// EvPeerBack if the session was away.
+//
+// What is replayed: with hasLast (a JSON client, which numbers what it
+// receives), exactly the messages numbered after last, and Missed is
+// how many of those were not kept; the kept ones up to last are dropped,
+// as Ack drops them. Without (the line protocol), the messages delivered
+// from resume.replay_recent before the connection dropped (or before
+// now, for a zombie) on, since whether the client read them is unknown;
+// Missed is how many of those were dropped for room.
+//
+// No message from the partner reaches out before the replay, nor twice:
+// messages are delivered under the lock of their room, and a session's
+// room changes only under Hub.mu. Resume holds Hub.mu throughout, and
+// the room's lock from the moment the session is moved to out to the end
+// of the replay; a message the partner sends meanwhile either was kept
+// before, and is in the replay, or is delivered to out after it.
+//
+// A key that is malformed, unknown, expired or used already fails with
+// bad_resume_key (proto.ErrBadResumeKey, proto.ErrUnknownResumeKey),
+// which the caller counts as a failed attempt for its throttle.
+func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed, *proto.Error) {
+	k, perr := proto.ParseResumeKey(key)
+	if perr != nil {
+		h.resumeBadKey.Add(1)
+		return Resumed{}, proto.ErrBadResumeKey
+	}
+	sum := sha256.Sum256(k[:])
+	fresh := proto.NewResumeKey()
+	s := &Session{hub: h, out: out, q: queueOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
+	now := h.clock.now()
+
+	h.mu.Lock()
+	old := h.keys[sum]
+	// The map found it by hash; the comparison in constant time is
+	// there so that no code path ever compares key material otherwise.
+	if old == nil || old.closed || subtle.ConstantTimeCompare(old.keyHash[:], sum[:]) != 1 {
+		h.mu.Unlock()
+		h.resumeBadKey.Add(1)
+		return Resumed{}, proto.ErrUnknownResumeKey
+	}
+	s.name, s.key, s.token = old.name, old.key, old.token
+	a := old.away
+	var zombie Queue
+	var res Resumed
+	if a != nil {
+		h.unlinkAwayLocked(old)
+	} else {
+		zombie, res.Zombie = old.q, old.out
+	}
+	old.closed = true
+	delete(h.keys, sum)
+	h.keys[s.keyHash] = s
+	h.names[s.key] = s
+	h.tokens[s.token] = s
+
+	r := old.room.Load()
+	var peer *Session
+	if r != nil {
+		r.mu.Lock()
+		if r.a == old {
+			r.a = s
+		} else if r.b == old {
+			r.b = s
+		}
+		peer = r.other(s)
+		s.room.Store(r)
+		old.room.Store(nil)
+	}
+	s.sentMessages.Store(old.sentMessages.Load())
+	s.sentBytes.Store(old.sentBytes.Load())
+	old.hmu.Lock()
+	hs, seq := old.hist, old.seq
+	old.hist, old.away = nil, nil
+	old.hmu.Unlock()
+	s.hmu.Lock()
+	s.seq, s.hist = seq, hs
+	if hs != nil {
+		h.histMu.Lock()
+		delete(h.histories, old)
+		h.histories[s] = struct{}{}
+		h.histMu.Unlock()
+	}
+	res.Session = s
+	res.Replayed, res.Missed = s.replayLocked(last, hasLast, a, now, fresh, peer)
+	s.settleLocked()
+	s.hmu.Unlock()
+	if r != nil {
+		if a != nil && peer != nil {
+			peer.out.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name})
+		}
+		r.mu.Unlock()
+		if r.stub != nil {
+			h.remoteMu.Lock()
+			if rr, ok := h.remote[r.pairID]; ok && rr.r == r {
+				rr.local = s
+				h.remote[r.pairID] = rr
+			}
+			h.remoteMu.Unlock()
+		}
+	}
+	h.mu.Unlock()
+	if zombie != nil {
+		zombie.Evict(EvictResumed)
+		h.resumedZombie.Add(1)
+	} else {
+		h.resumedAway.Add(1)
+	}
+	return res, nil
+}
+
+// replayLocked hands s's new connection the answer to its resume and
+// the messages to replay (see Resume), and returns how many it replayed
+// and how many it could not. a is what s kept while away, nil for a
+// zombie; peer is s's partner, if any. s.hmu is held, and the lock of
+// s's room.
+func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Duration, key proto.ResumeKey, peer *Session) (replayed, missed int) {
+	h := s.hub
+	hs := s.hist
+	from := 0 // the first entry to replay
+	if hasLast {
+		last = min(last, s.seq)
+		kept := 0
+		if hs != nil {
+			for hs.n > 0 && hs.entry(0).seq <= last {
+				hs.dropFront()
+			}
+			kept = hs.n
+		}
+		missed = int(s.seq-last) - kept
+	} else if hs != nil {
+		dropped := now
+		if a != nil {
+			dropped = a.since
+		}
+		cutoff := dropped - h.recent()
+		from = hs.since(cutoff)
+		missed = hs.lostSince(cutoff)
+	}
+	if hs != nil {
+		replayed = hs.n - from
+	}
+	ev := proto.Event{
+		Kind: proto.EvResumed, Name: s.name, Token: s.token, Count: replayed, Missed: missed,
+		ResumeKey: key.String(), Window: h.window(),
+	}
+	if peer != nil {
+		ev.Peer = peer.name
+	}
+	s.out.Deliver(&ev)
+	if replayed == 0 {
+		return replayed, missed
+	}
+	msg := proto.Event{Kind: proto.EvMessage}
+	for i := from; i < hs.n; i++ {
+		e := hs.entry(i)
+		msg.From, msg.Text, msg.Seq = e.from, hs.text(e), e.seq
+		s.out.Deliver(&msg)
+	}
+	ev.Kind = proto.EvReplayEnd
+	s.out.Deliver(&ev)
+	return replayed, missed
+}

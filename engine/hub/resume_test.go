@@ -1,0 +1,960 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"duet/proto"
+)
+
+// resumeOpts is resume on, with the defaults but for what a test sets.
+func resumeOpts() Options {
+	return Options{ResumeWindow: 2 * time.Minute}
+}
+
+// resumable logs name in on a hub with resume on and returns the user
+// and the resume key its welcome carried.
+func resumable(t *testing.T, h *Hub, name string) (user, string) {
+	t.Helper()
+	box := &recorder{}
+	s, err := h.Login([]byte(name), box)
+	if err != nil {
+		t.Fatalf("login %s: %v", name, err)
+	}
+	ev := box.last(t)
+	if ev.Kind != proto.EvWelcome || ev.Name != name || ev.Token != s.Token() {
+		t.Fatalf("login %s: got %+v", name, ev)
+	}
+	k, perr := proto.ParseResumeKey([]byte(ev.ResumeKey))
+	if perr != nil || k.String() != ev.ResumeKey || ev.Window != h.window() {
+		t.Fatalf("login %s: resume key %q (%v), window %v", name, ev.ResumeKey, perr, ev.Window)
+	}
+	return user{s, box}, ev.ResumeKey
+}
+
+// pair connects a to b's token and forgets what both were told.
+func pair(t *testing.T, a, b user) {
+	t.Helper()
+	if err := a.Connect(tok(b.Session)); err != nil {
+		t.Fatal(err)
+	}
+	a.box.take()
+	b.box.take()
+}
+
+// sayEach relays each text alone, failing the test on an error.
+func sayEach(t *testing.T, s *Session, texts ...string) {
+	t.Helper()
+	for _, text := range texts {
+		if err := say(s, []byte(text)); err != nil {
+			t.Fatalf("say %q: %v", text, err)
+		}
+	}
+}
+
+// numbered returns prefix0, prefix1, ... up to n texts.
+func numbered(prefix string, from, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(from+i)
+	}
+	return out
+}
+
+// replay splits what a resume handed a connection: the resumed event,
+// the replayed messages, and what followed the replay.
+func replay(t *testing.T, evs []proto.Event) (resumed proto.Event, replayed, after []proto.Event) {
+	t.Helper()
+	if len(evs) == 0 || evs[0].Kind != proto.EvResumed {
+		t.Fatalf("a resume answered %+v", evs)
+	}
+	resumed = evs[0]
+	rest := evs[1:]
+	if resumed.Count == 0 {
+		return resumed, nil, rest
+	}
+	if len(rest) < resumed.Count+1 {
+		t.Fatalf("resumed announced %d messages, then %+v", resumed.Count, rest)
+	}
+	replayed, end := rest[:resumed.Count], rest[resumed.Count]
+	for _, ev := range replayed {
+		if ev.Kind != proto.EvMessage {
+			t.Fatalf("replayed %+v", ev)
+		}
+	}
+	if end.Kind != proto.EvReplayEnd || end.Count != resumed.Count || end.Missed != resumed.Missed || end.ResumeKey != resumed.ResumeKey {
+		t.Fatalf("the replay of %+v ended with %+v", resumed, end)
+	}
+	return resumed, replayed, rest[resumed.Count+1:]
+}
+
+func texts2(evs []proto.Event) []string {
+	var out []string
+	for _, ev := range evs {
+		if ev.Kind == proto.EvMessage {
+			out = append(out, string(ev.Text))
+		}
+	}
+	return out
+}
+
+func seqs(evs []proto.Event) []uint64 {
+	var out []uint64
+	for _, ev := range evs {
+		if ev.Kind == proto.EvMessage {
+			out = append(out, ev.Seq)
+		}
+	}
+	return out
+}
+
+func TestLoginCarriesAResumeKeyKeptOnlyHashed(t *testing.T) {
+	h := New(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	k, _ := proto.ParseResumeKey([]byte(key))
+	if got := h.keys[sha256.Sum256(k[:])]; got != alice.Session {
+		t.Fatalf("the key's hash finds %v", got)
+	}
+	if alice.keyHash != sha256.Sum256(k[:]) {
+		t.Fatal("the session does not hold its key's hash")
+	}
+	// Another login draws another key.
+	_, key2 := resumable(t, h, "bob")
+	if key2 == key {
+		t.Fatal("two logins drew the same resume key")
+	}
+	// A new token is a new welcome, without a key: the key is told once.
+	if err := alice.NewToken(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvWelcome || ev.ResumeKey != "" {
+		t.Fatalf("newtoken told %+v", ev)
+	}
+	// With resume off, a login has no key.
+	off := New(Options{})
+	box := &recorder{}
+	if _, err := off.Login([]byte("carol"), box); err != nil {
+		t.Fatal(err)
+	}
+	if ev := box.last(t); ev.ResumeKey != "" || ev.Window != 0 {
+		t.Fatalf("resume off, welcome %+v", ev)
+	}
+}
+
+func TestDetachKeepsNameTokenAndPairing(t *testing.T) {
+	h := New(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	carol, _ := resumable(t, h, "carol")
+	pair(t, bob, alice)
+
+	alice.Detach(proto.ReasonDisconnected, 3)
+	evs := bob.box.take()
+	if len(evs) != 1 || evs[0].Kind != proto.EvPeerAway || evs[0].Peer != "alice" || evs[0].Window != 2*time.Minute {
+		t.Fatalf("bob was told %+v", evs)
+	}
+	mustErr(t, carol.Connect(tok(alice.Session)), proto.ErrRoomFull)
+	if _, err := h.Login([]byte("ALICE"), &recorder{}); err != proto.ErrNameTaken {
+		t.Fatalf("login as away alice: %v", err)
+	}
+	if bob.Peer() != "alice" {
+		t.Fatalf("bob's peer is %q", bob.Peer())
+	}
+	// Detaching again, or closing, the way a connection's end might
+	// twice, changes nothing more than the first did; Close ends it.
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("a second detach told bob %+v", evs)
+	}
+	if st := h.Stats(); st.Away != 1 || st.Users != 3 || st.Pairs != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestResumeOffDetachIsClose(t *testing.T) {
+	h := New(Options{})
+	alice, bob := login(t, h, "alice"), login(t, h, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonSlow, 4)
+	evs := bob.box.take()
+	if len(evs) != 1 || evs[0].Kind != proto.EvPeerLeft || evs[0].Reason != proto.ReasonSlow || evs[0].Count != 4 {
+		t.Fatalf("bob was told %+v", evs)
+	}
+	login(t, h, "alice") // free at once
+	if _, err := h.Resume([]byte(proto.NewResumeKey().String()), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("resume with resume off: %v", err)
+	}
+	// A session that logged in while resume was off has no key, and
+	// leaves as before even once resume is on.
+	carol := login(t, h, "carol")
+	h.SetOptions(resumeOpts())
+	pair(t, bob, carol)
+	carol.Detach(proto.ReasonTimeout, 0)
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonTimeout {
+		t.Fatalf("bob was told %+v", ev)
+	}
+}
+
+// TestResumeReplaysWhatWasQueuedWhileAway is the line protocol's resume:
+// it cannot say what it received, so it is replayed what was queued
+// while it was away, and what was delivered in the moments before.
+func TestResumeReplaysWhatWasQueuedWhileAway(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+
+	sayEach(t, bob.Session, "old1", "old2") // read long before the drop
+	clk.advance(time.Minute)
+	sayEach(t, bob.Session, "recent1", "recent2") // may not have been read
+	clk.advance(5 * time.Second)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.box.take()
+	away := numbered("away", 0, 100)
+	sayEach(t, bob.Session, away...)
+	clk.advance(time.Minute)
+
+	box := &recorder{}
+	res, err := h.Resume([]byte(strings.ToUpper(key)), 0, false, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Zombie != nil || res.Replayed != 102 || res.Missed != 0 || res.Session == alice.Session {
+		t.Fatalf("resume %+v", res)
+	}
+	resumed, replayed, after := replay(t, box.take())
+	if resumed.Name != "alice" || resumed.Token != alice.Token() || resumed.Peer != "bob" || resumed.Window != 2*time.Minute {
+		t.Fatalf("resumed %+v", resumed)
+	}
+	want := append([]string{"recent1", "recent2"}, away...)
+	if got := texts2(replayed); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("replayed %q", got)
+	}
+	for i, seq := range seqs(replayed) {
+		if seq != uint64(3+i) {
+			t.Fatalf("replayed message %d has seq %d", i, seq)
+		}
+	}
+	if len(after) != 0 {
+		t.Fatalf("after the replay: %+v", after)
+	}
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "alice" {
+		t.Fatalf("bob was told %+v", ev)
+	}
+	// The session carries on: bob's next message comes next, numbered on.
+	alice2 := user{res.Session, box}
+	sayEach(t, bob.Session, "back")
+	if ev := box.last(t); string(ev.Text) != "back" || ev.Seq != 105 {
+		t.Fatalf("after the resume alice got %+v", ev)
+	}
+	sayEach(t, alice2.Session, "hi bob")
+	if ev := bob.box.last(t); string(ev.Text) != "hi bob" || ev.From != "alice" {
+		t.Fatalf("bob got %+v", ev)
+	}
+	// The key was used: it is dead, and the new one works.
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("a used key: %v", err)
+	}
+	alice2.Detach(proto.ReasonDisconnected, 0)
+	if _, err := h.Resume([]byte(resumed.ResumeKey), 0, false, &recorder{}); err != nil {
+		t.Fatalf("the new key: %v", err)
+	}
+	if st := h.Stats(); st.ResumedAway != 2 || st.ResumeBadKey != 1 || st.Away != 0 || st.Messages != 106 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestResumeWithLastReplaysExactlyTheRest is the JSON protocol's resume:
+// the client names the last message it received.
+func TestResumeWithLastReplaysExactlyTheRest(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		last         uint64
+		wantFrom     int // first replayed message's number
+		wantReplayed int
+	}{
+		{"saw none", 0, 1, 30},
+		{"saw some", 12, 13, 18},
+		{"saw all", 30, 0, 0},
+		{"claims more than it was sent", 1000, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, clk := newClockedHub(resumeOpts())
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			sayEach(t, bob.Session, numbered("m", 1, 20)...)
+			clk.advance(time.Minute) // age is no matter: nothing was acknowledged
+			alice.Detach(proto.ReasonDisconnected, 0)
+			sayEach(t, bob.Session, numbered("m", 21, 10)...)
+
+			box := &recorder{}
+			res, err := h.Resume([]byte(key), c.last, true, box)
+			if err != nil || res.Replayed != c.wantReplayed || res.Missed != 0 {
+				t.Fatalf("resume %+v, %v", res, err)
+			}
+			_, replayed, _ := replay(t, box.take())
+			if c.wantReplayed > 0 {
+				want := numbered("m", c.wantFrom, c.wantReplayed)
+				if got := texts2(replayed); strings.Join(got, ",") != strings.Join(want, ",") {
+					t.Fatalf("replayed %q", got)
+				}
+				if s := seqs(replayed); s[0] != uint64(c.wantFrom) || s[len(s)-1] != 30 {
+					t.Fatalf("replayed seqs %v", s)
+				}
+			}
+			// What the client named is no longer kept; the rest is, until
+			// acknowledged.
+			res.Session.hmu.Lock()
+			kept := 0
+			if res.Session.hist != nil {
+				kept = res.Session.hist.n
+			}
+			res.Session.hmu.Unlock()
+			if kept != c.wantReplayed {
+				t.Fatalf("kept %d after the resume", kept)
+			}
+		})
+	}
+}
+
+// TestResumeSaysWhatCouldNotBeKept: past resume.buffer, an attached
+// session's oldest messages are dropped, and a resume says how many of
+// those it should have replayed.
+func TestResumeSaysWhatCouldNotBeKept(t *testing.T) {
+	const text = "0123456789abcdef" // 16 bytes: each kept message counts 80
+	opts := resumeOpts()
+	opts.ResumeBuffer = 10 * (len(text) + entryCost)
+	for _, c := range []struct {
+		name       string
+		hasLast    bool
+		last       uint64
+		wantMissed int
+		wantFirst  string
+	}{
+		{"json saw none", true, 0, 15, "m15"},
+		{"json saw some", true, 9, 6, "m15"},
+		{"json saw more than was dropped", true, 20, 0, "m20"},
+		// Line: all 25 were sent in the last moments before the drop.
+		{"line", false, 0, 15, "m15"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, _ := newClockedHub(opts)
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			for i := range 25 {
+				sayEach(t, bob.Session, fmt.Sprintf("m%02d%s", i, text[3:]))
+			}
+			alice.Detach(proto.ReasonDisconnected, 0)
+			box := &recorder{}
+			res, err := h.Resume([]byte(key), c.last, c.hasLast, box)
+			if err != nil || res.Missed != c.wantMissed {
+				t.Fatalf("resume %+v, %v; want %d missed", res, err, c.wantMissed)
+			}
+			resumed, replayed, _ := replay(t, box.take())
+			if resumed.Missed != c.wantMissed || !strings.HasPrefix(string(replayed[0].Text), c.wantFirst) {
+				t.Fatalf("resumed %+v, first replayed %q", resumed, replayed[0].Text)
+			}
+		})
+	}
+}
+
+// TestLineResumeLeavesOutWhatWasRead: a line client is replayed only
+// what was delivered from resume.replay_recent before its drop, and is
+// not told of messages dropped for room long before.
+func TestLineResumeLeavesOutWhatWasRead(t *testing.T) {
+	opts := resumeOpts()
+	opts.ResumeBuffer = 5 * (2 + entryCost)
+	h, clk := newClockedHub(opts)
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, numbered("a", 0, 8)...) // three dropped for room
+	clk.advance(40 * time.Second)
+	sayEach(t, bob.Session, "b0", "b1") // two more dropped: a3, a4
+	clk.advance(5 * time.Second)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	box := &recorder{}
+	res, err := h.Resume([]byte(key), 0, false, box)
+	if err != nil || res.Replayed != 2 || res.Missed != 0 {
+		t.Fatalf("resume %+v, %v", res, err)
+	}
+	if got := strings.Join(texts2(box.take()), ","); got != "b0,b1" {
+		t.Fatalf("replayed %q", got)
+	}
+}
+
+// TestAwayFullRefusesNeverDrops: while a session is away, what does not
+// fit in resume.buffer is refused, and its sender told, with how much is
+// waiting; nothing is dropped unsaid.
+func TestAwayFullRefusesNeverDrops(t *testing.T) {
+	opts := resumeOpts()
+	opts.ResumeBuffer = 6 * (4 + entryCost)
+	h, _ := newClockedHub(opts)
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, "pre1") // kept, not yet read
+	alice.Detach(proto.ReasonDisconnected, 0)
+
+	to, relayed, err := bob.SayAll(texts("msg1", "msg2", "msg3", "msg4", "msg5", "msg6", "msg7"))
+	if relayed != 5 || err == nil || err.Code != "peer_away_full" || to == nil {
+		t.Fatalf("SayAll = %d, %v", relayed, err)
+	}
+	if want := "alice is away, and 5 of your messages (20 bytes) are waiting for them; this one was not sent"; err.Text != want {
+		t.Fatalf("error text %q, want %q", err.Text, want)
+	}
+	_, relayed, err = bob.SayAll(texts("msg6"))
+	if relayed != 0 || err == nil || err.Code != "peer_away_full" {
+		t.Fatalf("SayAll again = %d, %v", relayed, err)
+	}
+	if st := h.Stats(); st.AwayRefused != 2 || st.Messages != 6 || st.HistoryBytes != int64(opts.ResumeBuffer) {
+		t.Fatalf("stats %+v", st)
+	}
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, false, box); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(texts2(box.take()), ","); got != "pre1,msg1,msg2,msg3,msg4,msg5" {
+		t.Fatalf("replayed %q", got)
+	}
+	// Back and attached, there is room again: the oldest make way.
+	if _, relayed, err := bob.SayAll(texts("msg6", "msg7")); relayed != 2 || err != nil {
+		t.Fatalf("SayAll after the resume = %d, %v", relayed, err)
+	}
+	if got := strings.Join(texts2(box.take()), ","); got != "msg6,msg7" {
+		t.Fatalf("alice read %q", got)
+	}
+	// The error's text for one message is singular.
+	if got := proto.PeerAwayFull("bob", 1, 2048).Text; got != "bob is away, and 1 of your messages (2 KiB) is waiting for them; this one was not sent" {
+		t.Fatalf("text %q", got)
+	}
+}
+
+func TestWindowEndsTheSession(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	carol, _ := resumable(t, h, "carol")
+	pair(t, bob, alice)
+	token := tok(alice.Session)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "are you there?")
+	bob.box.take()
+
+	clk.advance(2*time.Minute - time.Second)
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("before the window ended bob was told %+v", evs)
+	}
+	clk.advance(time.Second)
+	evs := bob.box.take()
+	if len(evs) != 1 || evs[0].Kind != proto.EvPeerLeft || evs[0].Peer != "alice" || evs[0].Reason != proto.ReasonTimeout {
+		t.Fatalf("bob was told %+v", evs)
+	}
+	// bob is free to be joined; alice's name, token and key are gone.
+	if err := carol.Connect(tok(bob.Session)); err != nil {
+		t.Fatalf("bob cannot be joined: %v", err)
+	}
+	mustErr(t, carol.Leave(), nil)
+	mustErr(t, carol.Connect(token), proto.ErrUnknownToken)
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("an expired key: %v", err)
+	}
+	resumable(t, h, "alice")
+	clk.advance(time.Hour) // the sweep gives back what was kept
+	if st := h.Stats(); st.Away != 0 || st.AwayTimedOut != 1 || st.HistoryBytes != 0 || len(h.historySessions()) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestMaxAwayEndsTheOldestFirst(t *testing.T) {
+	opts := resumeOpts()
+	opts.MaxAway = 2
+	h, clk := newClockedHub(opts)
+	var away []user
+	var partners []user
+	for i := range 3 {
+		u, _ := resumable(t, h, fmt.Sprint("away", i))
+		p, _ := resumable(t, h, fmt.Sprint("partner", i))
+		pair(t, p, u)
+		away, partners = append(away, u), append(partners, p)
+	}
+	away[0].Detach(proto.ReasonDisconnected, 0)
+	clk.advance(time.Second)
+	away[1].Detach(proto.ReasonDisconnected, 0)
+	away[2].Detach(proto.ReasonDisconnected, 0)
+	if ev := partners[0].box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonTimeout {
+		t.Fatalf("the oldest's partner was told %+v", ev)
+	}
+	for _, p := range partners[1:] {
+		if ev := p.box.last(t); ev.Kind != proto.EvPeerAway {
+			t.Fatalf("%s was told %+v", p.Name(), ev)
+		}
+	}
+	if st := h.Stats(); st.Away != 2 || st.AwayEvicted != 1 || st.Users != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Its window's timer does nothing when it runs out.
+	clk.advance(2 * time.Minute)
+	if st := h.Stats(); st.Away != 0 || st.AwayTimedOut != 2 || st.AwayEvicted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestZombieIsTakenOver: a resume while the old connection still carries
+// the session moves it, evicts the old connection's queue, and leaves
+// the old Session unable to act for the user.
+func TestZombieIsTakenOver(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	first := &queueRecorder{}
+	s, err := h.Login([]byte("alice"), first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := first.last(t).ResumeKey
+	alice := user{s, &first.recorder}
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, "one", "two")
+
+	box := &recorder{}
+	res, err := h.Resume([]byte(key), 1, true, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Zombie != Outbox(first) || res.Replayed != 1 {
+		t.Fatalf("resume %+v", res)
+	}
+	if got := first.evictions(); len(got) != 1 || got[0] != EvictResumed {
+		t.Fatalf("the old queue was told %v", got)
+	}
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("bob, whose partner never went away, was told %+v", evs)
+	}
+	first.take()
+	// The old Session is retired: it cannot talk, leave or end the user.
+	mustErr(t, say(alice.Session, []byte("ghost")), proto.ErrNotPaired)
+	mustErr(t, alice.Leave(), proto.ErrNotPaired)
+	mustErr(t, alice.NewToken(), proto.ErrNotLoggedIn)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	alice.Close(proto.ReasonReplaced, 0)
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("the retired session told bob %+v", evs)
+	}
+	sayEach(t, bob.Session, "three")
+	if ev := box.last(t); string(ev.Text) != "three" || ev.Seq != 3 {
+		t.Fatalf("the resumed session got %+v", ev)
+	}
+	if evs := first.take(); len(evs) != 0 {
+		t.Fatalf("the old connection was handed %+v", evs)
+	}
+	if res.Session.Peer() != "bob" || bob.Peer() != "alice" {
+		t.Fatal("the pairing did not move")
+	}
+	if st := h.Stats(); st.ResumedZombie != 1 || st.ResumedAway != 0 || st.Users != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPartnerMessageDuringResumeComesAfterTheReplay: the partner talks
+// while the resume replays; what it says is delivered once, after.
+func TestPartnerMessageDuringResumeComesAfterTheReplay(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, numbered("m", 0, 50)...)
+
+	var wg sync.WaitGroup
+	box := &hookRecorder{}
+	box.hook = func(ev *proto.Event) {
+		if ev.Kind != proto.EvResumed {
+			return
+		}
+		// Mid-resume: bob talks from another goroutine.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := say(bob.Session, []byte("during")); err != nil {
+				t.Errorf("say during the resume: %v", err)
+			}
+		}()
+	}
+	if _, err := h.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	_, replayed, after := replay(t, box.take())
+	if len(replayed) != 50 || texts2(replayed)[49] != "m49" {
+		t.Fatalf("replayed %q", texts2(replayed))
+	}
+	if len(after) != 1 || string(after[0].Text) != "during" || after[0].Seq != 51 {
+		t.Fatalf("after the replay: %+v", after)
+	}
+}
+
+// hookRecorder is a recorder that calls hook on each event first.
+type hookRecorder struct {
+	recorder
+	hook func(*proto.Event)
+}
+
+func (r *hookRecorder) Deliver(ev *proto.Event) {
+	r.hook(ev)
+	r.recorder.Deliver(ev)
+}
+
+func TestBadResumeKeys(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	cases := []struct {
+		name string
+		key  string
+		want *proto.Error
+	}{
+		{"empty", "", proto.ErrBadResumeKey},
+		{"short", key[:25], proto.ErrBadResumeKey},
+		{"long", key + "0", proto.ErrBadResumeKey},
+		{"a token", proto.NewToken().String(), proto.ErrBadResumeKey},
+		{"a letter not in the alphabet", "u" + key[1:], proto.ErrBadResumeKey},
+		{"a space in it", key[:10] + " " + key[11:], proto.ErrBadResumeKey},
+		{"well formed, unknown", proto.NewResumeKey().String(), proto.ErrUnknownResumeKey},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := h.Resume([]byte(c.key), 0, false, &recorder{})
+			if err != c.want || res.Session != nil {
+				t.Fatalf("Resume(%q) = %+v, %v; want %v", c.key, res, err, c.want)
+			}
+		})
+	}
+	if st := h.Stats(); st.ResumeBadKey != uint64(len(cases)) || st.Away != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Crockford's look-alikes read as the digits they stand for.
+	alike := strings.NewReplacer("1", "l", "0", "O").Replace(key)
+	if _, err := h.Resume([]byte(alike), 0, false, &recorder{}); err != nil {
+		t.Fatalf("Resume(%q) for %q: %v", alike, key, err)
+	}
+	clk.advance(time.Hour)
+}
+
+// TestPasswordLoginReplacesAnAwaySession: in accounts mode the user who
+// lost the key logs in again and is not locked out; a session that is
+// attached keeps the name unless takeover is on.
+func TestPasswordLoginReplacesAnAwaySession(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+
+	if _, err := h.LoginReplacingAway([]byte("alice"), &recorder{}); err != proto.ErrNameTaken {
+		t.Fatalf("while alice is attached: %v", err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.box.take()
+	box := &recorder{}
+	s, err := h.LoginReplacingAway([]byte("Alice"), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := box.last(t); ev.Kind != proto.EvWelcome || ev.ResumeKey == "" || ev.ResumeKey == key {
+		t.Fatalf("welcome %+v", ev)
+	}
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonReplaced {
+		t.Fatalf("bob was told %+v", ev)
+	}
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the replaced session's key: %v", err)
+	}
+	if st := h.Stats(); st.Away != 0 || st.Users != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// With takeover on, an away session is replaced too, and no
+	// connection is returned: none carried it.
+	s.Detach(proto.ReasonDisconnected, 0)
+	_, replaced, err := h.LoginReplacing([]byte("alice"), &recorder{})
+	if err != nil || replaced != nil {
+		t.Fatalf("LoginReplacing an away session: %v, replaced %v", err, replaced)
+	}
+}
+
+// TestConnectToAnAwaySession: the token of an away session that is not
+// paired still works; the one who connects is told it is away, and what
+// they say is kept for it.
+func TestConnectToAnAwaySession(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	carol, _ := resumable(t, h, "carol")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	clk.advance(30 * time.Second)
+	if err := carol.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	evs := carol.box.take()
+	if len(evs) != 2 || evs[0].Kind != proto.EvPaired || evs[1].Kind != proto.EvPeerAway || evs[1].Window != 90*time.Second {
+		t.Fatalf("carol was told %+v", evs)
+	}
+	sayEach(t, carol.Session, "hello?")
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, false, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, replayed, _ := replay(t, box.take())
+	if resumed.Peer != "carol" || len(replayed) != 1 || string(replayed[0].Text) != "hello?" {
+		t.Fatalf("resumed %+v, replayed %+v", resumed, replayed)
+	}
+	if ev := carol.box.last(t); ev.Kind != proto.EvPeerBack {
+		t.Fatalf("carol was told %+v", ev)
+	}
+}
+
+func TestAckDropsWhatWasReceived(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, numbered("m", 1, 10)...)
+	if got := seqs(alice.box.take()); len(got) != 10 || got[0] != 1 || got[9] != 10 {
+		t.Fatalf("seqs %v", got)
+	}
+	if got := h.Stats().HistoryBytes; got != 21+10*entryCost {
+		t.Fatalf("history %d bytes for 10 messages of 21 bytes in all", got)
+	}
+	alice.Ack(6)
+	if got := h.Stats().HistoryBytes; got != 9+4*entryCost {
+		t.Fatalf("history %d bytes after acknowledging 6 of 10", got)
+	}
+	alice.Ack(99)
+	if got := h.Stats().HistoryBytes; got != 0 || alice.hist != nil || len(h.historySessions()) != 0 {
+		t.Fatalf("history %d bytes after acknowledging all", got)
+	}
+	// A session that cannot be resumed acknowledges nothing.
+	off := New(Options{})
+	login(t, off, "carol").Ack(1)
+}
+
+// TestIdleSessionsKeepNothing: what a session keeps ages out, and then
+// it costs nothing: no history, no chunks, out of the sweep's set.
+func TestIdleSessionsKeepNothing(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, "hi", "there")
+	if alice.hist == nil || h.Stats().HistoryBytes == 0 {
+		t.Fatal("nothing kept")
+	}
+	clk.advance(2*time.Minute + 30*time.Second)
+	alice.hmu.Lock()
+	kept := alice.hist
+	alice.hmu.Unlock()
+	if kept != nil || h.Stats().HistoryBytes != 0 || len(h.historySessions()) != 0 {
+		t.Fatalf("an idle session still keeps %+v", kept)
+	}
+	// The sweep stops when there is nothing to sweep, and starts again.
+	h.histMu.Lock()
+	sweeping := h.sweeping
+	h.histMu.Unlock()
+	if sweeping {
+		t.Fatal("the sweep goes on with nothing to sweep")
+	}
+	sayEach(t, bob.Session, "again")
+	clk.advance(3 * time.Minute)
+	if h.Stats().HistoryBytes != 0 {
+		t.Fatal("the sweep did not start again")
+	}
+}
+
+// TestSessionSize guards the memory of an idle connection, which the
+// project holds under 1 KiB: a Session was 280 bytes before resume, and
+// is smaller with it (the relay's scratch event moved to the room).
+func TestSessionSize(t *testing.T) {
+	if size := unsafe.Sizeof(Session{}); size > 192 {
+		t.Fatalf("Session is %d bytes; it was 280 before resume and is 184 with it", size)
+	}
+}
+
+func TestCloseAway(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	h.CloseAway(proto.ReasonShutdown)
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonShutdown {
+		t.Fatalf("bob was told %+v", ev)
+	}
+	if st := h.Stats(); st.Away != 0 || st.Users != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestRunsAreNumberedPerMessage: a batching Outbox is handed the first
+// number of a run, and one that is not is handed each.
+func TestRunsAreNumberedPerMessage(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	box := &batchRecorder{}
+	s, err := h.Login([]byte("bob"), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := user{s, &box.recorder}
+	pair(t, alice, bob)
+	if _, n, err := alice.SayAll(texts("a", "b", "c")); n != 3 || err != nil {
+		t.Fatal(n, err)
+	}
+	if _, n, err := bob.SayAll(texts("x", "y")); n != 2 || err != nil {
+		t.Fatal(n, err)
+	}
+	if got := seqs(alice.box.take()); len(got) != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("alice's seqs %v", got)
+	}
+	// batchRecorder hands on the run as it was given: the first number.
+	if got := seqs(bob.box.take()); len(got) != 3 || got[0] != 1 {
+		t.Fatalf("bob's seqs %v", got)
+	}
+	if _, n, err := alice.SayAll(texts("d")); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	if got := seqs(bob.box.take()); len(got) != 1 || got[0] != 4 {
+		t.Fatalf("bob's next seq %v", got)
+	}
+}
+
+// TestKeepingAllocatesNothingInSteadyState: once a history has its
+// chunks, relaying to a session that can be resumed allocates nothing,
+// whether its history is trimmed for room (a line client never
+// acknowledges) or empties with each acknowledgement (a JSON client).
+func TestKeepingAllocatesNothingInSteadyState(t *testing.T) {
+	for _, acked := range []bool{false, true} {
+		h := New(resumeOpts())
+		a, _ := h.Login([]byte("alice"), discard{})
+		b, _ := h.Login([]byte("bob"), discard{})
+		if err := a.Connect([]byte(b.Token().String())); err != nil {
+			t.Fatal(err)
+		}
+		run := [][]byte{[]byte("hello, this is a 64-byte message used for the relay benchmark.")}
+		n := 0
+		step := func() {
+			if _, _, err := a.SayAll(run); err != nil {
+				t.Fatal(err)
+			}
+			if n++; acked && n%32 == 0 {
+				b.Ack(uint64(n))
+			}
+		}
+		for range 10000 { // fill the buffer once, so it is trimmed for room
+			step()
+		}
+		if allocs := testing.AllocsPerRun(5000, step); allocs != 0 {
+			t.Errorf("acked %v: %v allocations per message", acked, allocs)
+		}
+	}
+}
+
+// BenchmarkSayResume is BenchmarkSay to a session that can be resumed
+// and never acknowledges (a line client): every message is copied into
+// its history, which is trimmed for room once full.
+func BenchmarkSayResume(b *testing.B) { benchmarkSayResume(b, 0) }
+
+// BenchmarkSayResumeAcked is BenchmarkSayResume for a JSON client that
+// acknowledges every 32 messages: its history empties and fills again.
+func BenchmarkSayResumeAcked(b *testing.B) { benchmarkSayResume(b, 32) }
+
+func benchmarkSayResume(b *testing.B, ackEvery int) {
+	h := New(resumeOpts())
+	a, _ := h.Login([]byte("alice"), discard{})
+	bb, _ := h.Login([]byte("bob"), discard{})
+	if err := a.Connect([]byte(bb.Token().String())); err != nil {
+		b.Fatal(err)
+	}
+	run := [][]byte{[]byte("hello, this is a 64-byte message used for the relay benchmark.")}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		if _, _, err := a.SayAll(run); err != nil {
+			b.Fatal(err)
+		}
+		if ackEvery > 0 && i%ackEvery == 0 {
+			bb.Ack(uint64(i))
+		}
+	}
+}
+
+// BenchmarkDetachResume times a session going away and coming back with
+// 100 messages to replay.
+func BenchmarkDetachResume(b *testing.B) {
+	h := New(resumeOpts())
+	box := &recorder{}
+	a, _ := h.Login([]byte("alice"), box)
+	key := box.take()[0].ResumeKey
+	bb, _ := h.Login([]byte("bob"), discard{})
+	if err := bb.Connect([]byte(a.Token().String())); err != nil {
+		b.Fatal(err)
+	}
+	run := make([][]byte, 100)
+	for i := range run {
+		run[i] = []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		a.Detach(proto.ReasonDisconnected, 0)
+		if _, n, err := bb.SayAll(run); n != len(run) || err != nil {
+			b.Fatal(n, err)
+		}
+		kb := &keyBox{}
+		res, err := h.Resume([]byte(key), 0, true, kb)
+		if err != nil || res.Replayed != len(run) {
+			b.Fatal(res, err)
+		}
+		a, key = res.Session, kb.key
+		a.Ack(^uint64(0))
+	}
+}
+
+// keyBox is an Outbox that keeps only the resume key it is told.
+type keyBox struct{ key string }
+
+func (k *keyBox) Deliver(ev *proto.Event) {
+	if ev.ResumeKey != "" {
+		k.key = ev.ResumeKey
+	}
+}
+
+// BenchmarkSayRun and BenchmarkSayResumeRun relay runs of 64 messages,
+// as the engine does with the lines of one socket read: the per-message
+// cost of keeping a copy, without the per-call costs.
+func BenchmarkSayRun(b *testing.B)       { benchmarkSayRun(b, Options{}) }
+func BenchmarkSayResumeRun(b *testing.B) { benchmarkSayRun(b, resumeOpts()) }
+
+func benchmarkSayRun(b *testing.B, opts Options) {
+	h := New(opts)
+	a, _ := h.Login([]byte("alice"), discard{})
+	bb, _ := h.Login([]byte("bob"), discard{})
+	if err := a.Connect([]byte(bb.Token().String())); err != nil {
+		b.Fatal(err)
+	}
+	run := make([][]byte, 64)
+	for i := range run {
+		run[i] = []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(run) {
+		if _, _, err := a.SayAll(run); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
