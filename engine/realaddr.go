@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -14,7 +13,9 @@ import (
 
 	"duet/engine/tally"
 	"duet/proto"
+	"duet/proto/httphead"
 	"duet/proto/line"
+	"duet/proto/proxyproto"
 	"duet/web"
 )
 
@@ -95,7 +96,7 @@ func (cn *conn) releaseAddr() {
 // what followed the header is read as lines at once.
 func (cn *conn) readPreamble(buf []byte) int {
 	if !cn.fromProxy {
-		yes, more := looksLikeProxyHeader(buf)
+		yes, more := proxyproto.Looks(buf)
 		switch {
 		case yes:
 			cn.refuse(errUntrustedProxy, "untrusted_proxy")
@@ -106,7 +107,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 		cn.stage = stageLine
 		return cn.readLines(buf)
 	}
-	client, n, err := parseProxyHeader(buf)
+	client, n, err := proxyproto.Parse(buf)
 	if err != nil {
 		cn.refuse(errBadProxy, "bad_proxy_header")
 		return len(buf)
@@ -158,7 +159,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		return true
 	}
 	ip := cn.peerIP
-	if a, ok := forwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
+	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
 		ip = a.String()
 	}
 	if !cn.claimAddr(ip) {
@@ -168,40 +169,6 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-// forwardedClient reads the client's address from the X-Forwarded-For
-// lines a trusted proxy passed on. Each proxy appends the address of the
-// peer it heard from, so only the end of the list can be believed: the
-// rightmost entry was written by the trusted proxy that talks to duetd,
-// and an entry left of it only while the entry to its right names a
-// trusted proxy too (that proxy wrote it). The walk therefore goes from
-// the right across every line as one list (RFC 9110 section 5.3: repeated
-// lines are one comma-separated value), past trusted proxies, and takes
-// the first address that is not one. An entry that is not an address
-// (empty, "unknown", an address with a port) ends the walk with nothing
-// believed: whoever wrote it, what lies left of it is the client's own
-// writing. ok is false when no address could be believed; the caller
-// then keeps the proxy's own.
-func forwardedClient(values []string, trusted func(netip.Addr) bool) (client netip.Addr, ok bool) {
-	for i := len(values) - 1; i >= 0; i-- {
-		line := values[i]
-		for {
-			j := strings.LastIndexByte(line, ',')
-			a, err := netip.ParseAddr(strings.TrimSpace(line[j+1:]))
-			if err != nil || a.Zone() != "" {
-				return netip.Addr{}, false
-			}
-			if a = a.Unmap(); !trusted(a) {
-				return a, true
-			}
-			if j < 0 {
-				break
-			}
-			line = line[:j]
-		}
-	}
-	return netip.Addr{}, false
 }
 
 // lineHello is the greeting a line connection gets on open.

@@ -8,13 +8,11 @@ import (
 	"github.com/gobwas/ws"
 
 	"duet/proto"
+	"duet/proto/httphead"
 	"duet/proto/jsonproto"
 	"duet/proto/wsframe"
 	"duet/web"
 )
-
-// maxRequestHead bounds an HTTP request head; a longer one gets 431.
-const maxRequestHead = 8 << 10
 
 // wsPath is where the WebSocket endpoint lives; everything else on the
 // web port is the browser client.
@@ -43,22 +41,22 @@ func (cn *conn) readWeb(buf []byte) int {
 // readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
 // or a page of the browser client.
 func (cn *conn) readRequest(buf []byte) int {
-	h := parseRequestHead(buf)
-	switch h.status {
+	h := httphead.Parse(buf)
+	switch h.Status {
 	case 0:
-		if h.end == 0 {
+		if h.End == 0 {
 			return 0
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
-		cn.out.DeliverRaw(web.ErrorResponse(h.status, "request header too large"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.Status, "request header too large"))
 		cn.closeNow(proto.ReasonDisconnected)
-		return h.used
+		return h.Used
 	default:
-		cn.out.DeliverRaw(web.ErrorResponse(h.status, "malformed request"))
+		cn.out.DeliverRaw(web.ErrorResponse(h.Status, "malformed request"))
 		cn.closeNow(proto.ReasonDisconnected)
-		return h.used
+		return h.Used
 	}
-	req, end := h.req, h.end
+	req, end := h.Request, h.End
 	head := buf[:end]
 	if !cn.forwardedFor(req) {
 		return len(buf)

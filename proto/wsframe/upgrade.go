@@ -58,22 +58,8 @@ var (
 	)
 )
 
-var headTerminator = []byte("\r\n\r\n")
-
-// HeadEnd returns the length of the HTTP request head at the front of buf,
-// including the blank line that ends it, or 0 while that line has not
-// arrived. The caller bounds how long it waits: a head that grows past its
-// limit without ending should be answered with 431 or simply closed.
-func HeadEnd(buf []byte) int {
-	i := bytes.Index(buf, headTerminator)
-	if i < 0 {
-		return 0
-	}
-	return i + len(headTerminator)
-}
-
 // Upgrade runs the server side of the opening handshake on one complete
-// request head, as measured by HeadEnd, with ws.Upgrader reading from and
+// request head (httphead.End measures one), with ws.Upgrader reading from and
 // writing to memory. head is not modified.
 //
 // On success resp is the 101 Switching Protocols response and err is nil.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"duet/proto/httphead"
 )
 
 // sameOrigin allows a browser page only from the host it connects to,
@@ -26,7 +28,7 @@ func sameOrigin(origin, host []byte) bool {
 var testConfig = UpgradeConfig{Path: "/ws", CheckOrigin: sameOrigin, Subprotocols: []string{"duet.v1"}}
 
 // TestUpgradeWithGobwasDialer runs a real client handshake over a pipe,
-// serves it the way the engine will (accumulate until HeadEnd, Upgrade,
+// serves it the way the engine will (accumulate until httphead.End, Upgrade,
 // write the response), then exchanges one message each way.
 func TestUpgradeWithGobwasDialer(t *testing.T) {
 	client, server := net.Pipe()
@@ -77,12 +79,12 @@ func serveOne(conn net.Conn) error {
 		inbound = append(inbound, chunk[:n]...)
 		return err
 	}
-	for HeadEnd(inbound) == 0 {
+	for httphead.End(inbound) == 0 {
 		if err := read(); err != nil {
 			return err
 		}
 	}
-	end := HeadEnd(inbound)
+	end := httphead.End(inbound)
 	resp, err := Upgrade(inbound[:end], testConfig)
 	if _, werr := conn.Write(resp); werr != nil {
 		return werr
@@ -155,7 +157,7 @@ func dialerRequest(t *testing.T, header http.Header) []byte {
 	dialer := ws.Dialer{Header: ws.HandshakeHeaderHTTP(header)}
 	u, _ := url.Parse("ws://duet.test/ws")
 	dialer.Upgrade(conn, u)
-	if HeadEnd(out.Bytes()) != out.Len() {
+	if httphead.End(out.Bytes()) != out.Len() {
 		t.Fatalf("dialer wrote %q, not one request head", out.Bytes())
 	}
 	return out.Bytes()
@@ -322,26 +324,6 @@ func TestUpgradeOriginArguments(t *testing.T) {
 	}
 }
 
-func TestHeadEnd(t *testing.T) {
-	frame := text(t, "first frame right behind the head")
-	stream := append([]byte(goodRequest), frame...)
-	for i := 0; i <= len(goodRequest); i++ {
-		want := 0
-		if i == len(goodRequest) {
-			want = len(goodRequest)
-		}
-		if got := HeadEnd(stream[:i]); got != want {
-			t.Fatalf("HeadEnd of the first %d bytes = %d, want %d", i, got, want)
-		}
-	}
-	if got := HeadEnd(stream); got != len(goodRequest) {
-		t.Fatalf("HeadEnd with a frame behind the head = %d, want %d", got, len(goodRequest))
-	}
-	if got := HeadEnd([]byte("GET / HTTP/1.1\n\n")); got != 0 {
-		t.Fatalf("bare newlines ended a head at %d", got)
-	}
-}
-
 // TestUpgradeSplitHead feeds the head in two reads at every split: the
 // result is the same wherever the split fell.
 func TestUpgradeSplitHead(t *testing.T) {
@@ -351,11 +333,11 @@ func TestUpgradeSplitHead(t *testing.T) {
 	}
 	for split := 0; split < len(goodRequest); split++ {
 		inbound := []byte(goodRequest[:split])
-		if HeadEnd(inbound) != 0 {
+		if httphead.End(inbound) != 0 {
 			t.Fatalf("head complete after %d of %d bytes", split, len(goodRequest))
 		}
 		inbound = append(inbound, goodRequest[split:]...)
-		end := HeadEnd(inbound)
+		end := httphead.End(inbound)
 		got, err := Upgrade(inbound[:end], testConfig)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("split at %d: %q, %v", split, got, err)
