@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -63,11 +64,14 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	if req.URL.Path == wsPath {
 		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
-		cn.out.DeliverRaw(resp)
 		if err != nil {
+			var refused *wsframe.HandshakeError
+			errors.As(err, &refused)
+			cn.out.DeliverRaw(web.ErrorResponse(refused.Status, refused.Reason, refused.Header))
 			cn.closeNow(proto.ReasonDisconnected)
 			return end
 		}
+		cn.out.DeliverRaw(resp)
 		cn.stage = stageWS
 		cn.srv.metrics.ConnClosed(protoHTTP)
 		cn.srv.metrics.ConnOpened(protoWS)
