@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
+	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/engine/outbox"
 	"duet/proto"
@@ -64,7 +65,7 @@ type conn struct {
 	paused    bool
 	waitingOn hub.Queue
 
-	login *pendingLogin // accounts mode: a login being checked (see login.go); input waits
+	login *auth.Login // accounts mode: a login being checked (see login.go); input waits
 
 	// Slow-reader tracking while gnet holds output for this connection.
 	heldBytes    int       // gnet's outbound buffer at the last check

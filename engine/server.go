@@ -24,7 +24,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"duet/config"
+	"duet/engine/auth"
 	"duet/engine/hub"
+	"duet/engine/logsample"
 	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/line"
@@ -61,7 +63,11 @@ type Server struct {
 	opts   Options
 	log    *zap.Logger
 	hub    *hub.Hub
-	logins *logins // nil in open mode
+	logins *auth.Logins // nil in open mode
+	// takeover: a login of an account online elsewhere replaces that
+	// session (accounts mode, AuthOptions.Takeover).
+	takeover atomic.Bool
+
 	limits atomic.Pointer[config.Limits]
 	origin atomic.Pointer[[]string]
 
@@ -81,9 +87,9 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
-	perIP        *tally.Counter // open connections per client address (tally.AddrKey)
-	connectFails failureTable   // failed connects per address (throttle.go)
-	refusalLog   logSampler     // refused connections are logged at most once a second
+	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
+	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
+	refusalLog   logsample.Sampler     // refused connections are logged at most once a second
 }
 
 // New checks opts and returns a server that is not yet listening.
@@ -112,6 +118,7 @@ func New(opts Options) (*Server, error) {
 	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
 		return nil, err
 	}
+	s.SetTakeover(opts.Auth.Takeover)
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)
 	s.SetTrustedProxies(opts.TrustedProxies)
@@ -122,7 +129,7 @@ func New(opts Options) (*Server, error) {
 	// limits.max_conns (which a reload may raise) bounds it; it needs no
 	// bound of its own.
 	s.perIP = tally.NewCounter(math.MaxInt)
-	s.connectFails = newFailureTable()
+	s.connectFails = auth.NewConnectThrottle()
 	return s, nil
 }
 
@@ -404,6 +411,20 @@ func portOf(a net.Addr) int {
 		return t.Port
 	}
 	return -1
+}
+
+// logRefusal logs a refused connection, sampled: a flood of them costs
+// one line a second.
+func (s *Server) logRefusal(msg, ip string) {
+	ok, suppressed := s.refusalLog.Allow(time.Now())
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("remote", ip)}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
+	}
+	s.log.Warn(msg, fields...)
 }
 
 // OnShutdown implements gnet.EventHandler.
