@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
@@ -18,7 +19,6 @@ import (
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
-	"duet/web"
 )
 
 // stage is where a connection is in its life.
@@ -72,11 +72,10 @@ type conn struct {
 	lastProgress time.Time // when that buffer last shrank
 	lastBatch    int       // relayed messages in the last batch handed to gnet
 
-	drainingInput bool         // onClose is using up held-back input; do not pause
-	reading       bool         // readInput is acting on the input (see onClose)
-	awaiting      bool         // a command is with the cluster directory (directory.go); input waits
-	closing       bool         // close once the output is flushed
-	closeReason   proto.Reason // what the partner is told; "" means disconnected
+	drainingInput bool   // onClose is using up held-back input; do not pause
+	reading       bool   // readInput is acting on the input (see onClose)
+	awaiting      bool   // a command is with the cluster directory (directory.go); input waits
+	closing       ending // how the connection is ending (ending.go); endNone while it is open
 	closed        bool
 }
 
@@ -186,7 +185,7 @@ func (cn *conn) onTraffic() gnet.Action {
 		// what is still buffered (onClose then drains it).
 		cn.armRead()
 	}
-	if cn.closing && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
+	if cn.closing != endNone && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
 		return gnet.Close
 	}
 	return gnet.None
@@ -215,7 +214,7 @@ func (cn *conn) readInput() {
 // readLines handles every complete line in buf and returns the bytes used.
 func (cn *conn) readLines(buf []byte) int {
 	used := 0
-	for !cn.paused && !cn.closing {
+	for !cn.paused && cn.closing == endNone {
 		ln, n, err := cn.framer.Next(buf[used:])
 		cn.answerTelnet()
 		if n == 0 && err == nil {
@@ -371,7 +370,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
-			cn.quit()
+			cn.end(endQuit)
 		default:
 			cn.tell(proto.ErrNotLoggedIn)
 		}
@@ -401,7 +400,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpNewToken:
 		err = cn.sess.NewToken()
 	case proto.OpQuit:
-		cn.quit()
+		cn.end(endQuit)
 	default:
 		err = proto.ErrUnknownCommand
 	}
@@ -409,19 +408,6 @@ func (cn *conn) handle(cmd *proto.Command) {
 	// A client that never reads its own replies is paused like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(cn.out)
-}
-
-// quit ends the session at the user's request and closes after the bye.
-func (cn *conn) quit() {
-	if cn.sess != nil {
-		cn.sess.Close(proto.ReasonLeft, 0)
-	}
-	cn.closeReason = proto.ReasonLeft
-	cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
-	if cn.stage == stageWS {
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1000, "bye"))
-	}
-	cn.closing = true
 }
 
 // backPressure pauses this connection's input when reader (its partner,
@@ -513,7 +499,7 @@ func (cn *conn) checkBacklog() {
 	} else {
 		cn.settle(held)
 	}
-	if cn.closing && held == 0 && !cn.out.Pending() {
+	if cn.closing != endNone && held == 0 && !cn.out.Pending() {
 		_ = cn.c.Close()
 		return
 	}
@@ -521,13 +507,17 @@ func (cn *conn) checkBacklog() {
 		return
 	}
 	if cn.out.Overflowing() || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
-		cn.cut(proto.ReasonSlow, "stopped reading")
+		if cn.closing == endNone {
+			cn.srv.metrics.SlowCut()
+			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
+		}
+		cn.end(endSlow)
 	}
 }
 
 // checkDeadlines runs once a second for every connection.
 func (cn *conn) checkDeadlines() {
-	if cn.closed || cn.closing {
+	if cn.closed || cn.closing != endNone {
 		return
 	}
 	lim := cn.srv.lim()
@@ -537,91 +527,45 @@ func (cn *conn) checkDeadlines() {
 		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
-			cn.out.DeliverRaw(web.ErrorResponse(408, "request timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endHeadWait)
 		}
 	case stageLine:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
-			cn.tell(proto.ErrLoginTimeout)
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endLoginWait)
 		}
 	case stageWS:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
-			cn.tell(proto.ErrLoginTimeout)
-			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1008, "login timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endLoginWait)
 			return
 		}
 		if now.Sub(cn.lastRecv) > lim.IdleTimeout {
-			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endIdle)
 			return
 		}
 		if now.Sub(cn.lastPing) >= lim.PingInterval {
 			cn.lastPing = now
-			cn.out.DeliverRaw(wsframe.AppendFrame(nil, 0x9, nil))
+			cn.out.DeliverRaw(wsframe.AppendFrame(nil, ws.OpPing, nil))
 			cn.flush()
 		}
 	}
 }
 
-// cut drops a connection that broke a limit, telling its partner.
-func (cn *conn) cut(reason proto.Reason, why string) {
-	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
-	if reason == proto.ReasonSlow {
-		cn.srv.metrics.SlowCut()
-	}
-	cn.closeNow(reason)
-}
-
-// closeNow flushes what it can and closes with the given reason for the
-// partner.
-func (cn *conn) closeNow(reason proto.Reason) {
-	cn.closeReason = reason
-	cn.closing = true
-	cn.flush()
-	_ = cn.c.Close()
-}
-
 // shutdown tells this connection's user the server is going away; it is
 // closed once its output has drained (see checkBacklog) or at the
-// deadline.
+// deadline. A connection already ending is left to finish as it was.
 func (cn *conn) shutdown() {
-	if cn.closed {
+	if cn.closed || cn.closing != endNone {
 		return
 	}
-	cn.closeReason = proto.ReasonShutdown
-	if cn.sess != nil {
-		cn.sess.Close(proto.ReasonShutdown, 0)
-	}
-	switch cn.stage {
-	case stageLine, stageProxy:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
-	case stageWS:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
-	}
-	cn.closeWhenFlushed()
-}
-
-// closeWhenFlushed closes the connection once what is queued for it has
-// been written: now, if the socket takes it all, or else from
-// checkBacklog when gnet has drained.
-func (cn *conn) closeWhenFlushed() {
-	cn.closing = true
-	cn.paused = false
-	cn.flush()
-	if cn.c.OutboundBuffered() == 0 {
-		_ = cn.c.Close()
-	} else {
-		cn.loop.backlogged[cn] = struct{}{}
-	}
+	cn.end(endShutdown)
 }
 
 // onClose ends the session: the partner is told why, and how many of its
-// messages to this connection were never sent.
+// messages to this connection were never sent. A connection that closed
+// without an ending gets one here (wentAway), and every connection's
+// ending is counted once, here.
 func (cn *conn) onClose(err error) {
 	// Commands that arrived before the end but were held back by a pause
 	// still count: a file piped through netcat ends with end-of-file right
@@ -630,10 +574,17 @@ func (cn *conn) onClose(err error) {
 	// Not when the close comes in the middle of reading that input (a
 	// write that failed while a flood was being cut): the read under way
 	// has not discarded what it acted on yet, and would see it twice.
+	//
+	// An ending chosen before is set aside while the input is used up, so
+	// an ending the input brings (a quit) takes its place.
 	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting && !cn.reading {
-		cn.paused, cn.closing = false, false
+		prior := cn.closing
+		cn.paused, cn.closing = false, endNone
 		cn.drainingInput = true
 		cn.readInput()
+		if cn.closing == endNone {
+			cn.closing = prior
+		}
 	}
 	cn.closed = true
 	cn.abandonLogin()
@@ -641,16 +592,14 @@ func (cn *conn) onClose(err error) {
 	if cn.c.OutboundBuffered() > 0 {
 		lost += cn.lastBatch
 	}
-	reason := cn.closeReason
-	if reason == "" {
-		reason = proto.ReasonDisconnected
+	if cn.closing == endNone {
+		cn.closing = wentAway(cn.stage, err)
 	}
-	if cn.sess != nil {
-		cn.sess.Close(reason, lost)
-	}
+	cn.endSession(cn.closing, lost)
 	for _, w := range waiters {
 		w.Wake()
 	}
+	cn.srv.metrics.Disconnected(endings[cn.closing].label)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		cn.logger().Debug("connection closed", zap.Error(err))
 	}

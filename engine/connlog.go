@@ -21,7 +21,7 @@ func (cn *conn) logOpened() {
 
 func (cn *conn) logClosed() {
 	if cn.debugEnabled() {
-		f := []zap.Field{zap.String("protocol", cn.protocol()), zap.String("reason", string(cn.closeReason))}
+		f := []zap.Field{zap.String("protocol", cn.protocol()), zap.String("reason", endings[cn.closing].label)}
 		if cn.sess != nil {
 			f = append(f, zap.String("user", cn.sess.Name()))
 		}

@@ -81,11 +81,7 @@ func (cn *conn) resume(s *hub.Session) {
 	cn.awaiting = false
 	if cn.closed {
 		if s != nil {
-			reason := cn.closeReason
-			if reason == "" {
-				reason = proto.ReasonDisconnected
-			}
-			s.Close(reason, 0)
+			s.Close(endings[cn.closing].partnerReason(), 0)
 		}
 		return
 	}
@@ -98,7 +94,7 @@ func (cn *conn) resume(s *hub.Session) {
 	if !cn.paused {
 		cn.armRead()
 	}
-	if cn.closing && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
+	if cn.closing != endNone && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
 		_ = cn.c.Close()
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/proto"
-	"duet/proto/wsframe"
 )
 
 // AuthOptions configure accounts mode (Options.AuthMode "accounts").
@@ -114,7 +113,7 @@ func (cn *conn) finishLogin() bool {
 		return false
 	}
 	cn.login = nil
-	if cn.closing {
+	if cn.closing != endNone {
 		return true
 	}
 	if err != nil {
@@ -160,16 +159,10 @@ func (cn *conn) loginAs(account string) {
 // goroutine.
 func (cn *conn) replacedElsewhere() {
 	_ = cn.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		if cn.closed || cn.closing {
+		if cn.closed || cn.closing != endNone {
 			return nil
 		}
-		cn.closeReason = proto.ReasonReplaced
-		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte("your account logged in on another connection; this one is closed")})
-		cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
-		if cn.stage == stageWS {
-			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1000, "logged in elsewhere"))
-		}
-		cn.closeWhenFlushed()
+		cn.end(endReplaced)
 		return nil
 	}))
 }

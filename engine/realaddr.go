@@ -16,7 +16,6 @@ import (
 	"duet/proto/httphead"
 	"duet/proto/line"
 	"duet/proto/proxyproto"
-	"duet/web"
 )
 
 // Real client addresses behind a TLS front. A connection from a peer in
@@ -25,12 +24,6 @@ import (
 // the line port, X-Forwarded-For on the web port. From any other peer
 // both are refused or ignored, since they would let a client pick its
 // own address.
-
-var (
-	errUntrustedProxy = proto.ErrUntrustedProxy
-	errBadProxy       = proto.ErrBadProxyHeader
-	errTooManyFromIP  = proto.ErrTooManyConns
-)
 
 // SetTrustedProxies replaces the peers whose PROXY header or
 // X-Forwarded-For is believed; new connections see them (config reload).
@@ -99,7 +92,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 		yes, more := proxyproto.Looks(buf)
 		switch {
 		case yes:
-			cn.refuse(errUntrustedProxy, "untrusted_proxy")
+			cn.refuse(endUntrusted)
 			return len(buf)
 		case more:
 			return 0
@@ -109,7 +102,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 	}
 	client, n, err := proxyproto.Parse(buf)
 	if err != nil {
-		cn.refuse(errBadProxy, "bad_proxy_header")
+		cn.refuse(endBadProxy)
 		return len(buf)
 	}
 	if n == 0 {
@@ -120,7 +113,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 		ip = client.String()
 	}
 	if !cn.claimAddr(ip) {
-		cn.refuse(errTooManyFromIP, "too_many_connections")
+		cn.refuse(endPerAddr)
 		return len(buf)
 	}
 	cn.stage = stageLine
@@ -129,12 +122,10 @@ func (cn *conn) readPreamble(buf []byte) int {
 	return n + cn.readLines(buf[n:])
 }
 
-// refuse tells a line connection why it is refused and closes it.
-func (cn *conn) refuse(err *proto.Error, reason string) {
-	cn.srv.metrics.Rejected(reason)
-	cn.logger().Info("connection refused", zap.String("reason", reason))
-	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
-	cn.closeNow(proto.ReasonDisconnected)
+// refuse ends a connection refused for who it comes from, and logs it.
+func (cn *conn) refuse(e ending) {
+	cn.logger().Info("connection refused", zap.String("reason", endings[e].label))
+	cn.end(e)
 }
 
 // checkPreamble enforces limits.handshake_timeout on a proxy's
@@ -144,10 +135,9 @@ func (cn *conn) checkPreamble(now time.Time) {
 	lim := cn.srv.lim()
 	switch {
 	case cn.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
-		cn.refuse(errBadProxy, "bad_proxy_header")
+		cn.refuse(endBadProxy)
 	case !cn.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrLoginTimeout})
-		cn.closeNow(proto.ReasonTimeout)
+		cn.end(endLoginWait)
 	}
 }
 
@@ -163,9 +153,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		ip = a.String()
 	}
 	if !cn.claimAddr(ip) {
-		cn.srv.metrics.Rejected("too_many_connections")
-		cn.out.DeliverRaw(web.ErrorResponse(503, "too many connections from your address"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.refuse(endPerAddr)
 		return false
 	}
 	return true

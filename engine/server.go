@@ -21,6 +21,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"duet/config"
@@ -28,8 +29,6 @@ import (
 	"duet/engine/hub"
 	"duet/engine/logsample"
 	"duet/engine/tally"
-	"duet/proto"
-	"duet/proto/line"
 	"duet/web"
 )
 
@@ -415,12 +414,12 @@ func portOf(a net.Addr) int {
 
 // logRefusal logs a refused connection, sampled: a flood of them costs
 // one line a second.
-func (s *Server) logRefusal(msg, ip string) {
+func (s *Server) logRefusal(e ending, msg, ip string) {
 	ok, suppressed := s.refusalLog.Allow(time.Now())
 	if !ok {
 		return
 	}
-	fields := []zap.Field{zap.String("remote", ip)}
+	fields := []zap.Field{zap.String("reason", endings[e].label), zap.String("remote", ip)}
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
 	}
@@ -434,29 +433,34 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
-	refuse := func(err *proto.Error) ([]byte, gnet.Action) {
-		s.metrics.Rejected(err.Code)
-		if isLine {
-			return line.AppendEvent(nil, &proto.Event{Kind: proto.EvError, Err: err}), gnet.Close
+	ip := remoteIP(c.RemoteAddr())
+	refuse := func(e ending) ([]byte, gnet.Action) {
+		label := endings[e].label
+		s.metrics.Rejected(label)
+		s.metrics.Disconnected(label)
+		if s.log.Core().Enabled(zapcore.DebugLevel) {
+			s.log.Debug("connection refused", zap.String("reason", label), zap.String("remote", ip))
 		}
-		return web.ErrorResponse(503, err.Text+"\n"), gnet.Close
+		if isLine {
+			return lineRefusal(e), gnet.Close
+		}
+		return webRefusal(e), gnet.Close
 	}
 	if s.draining.Load() {
-		return refuse(proto.ErrShuttingDown)
+		return refuse(endDraining)
 	}
 	lim := s.lim()
-	ip := remoteIP(c.RemoteAddr())
 	key := addrKey(c.RemoteAddr(), lim.IPv6Prefix)
 	if s.conns.Load() >= int64(lim.MaxConns) {
-		s.logRefusal("connection refused: server full", ip)
-		return refuse(proto.ErrServerFull)
+		s.logRefusal(endFull, "connection refused: server full", ip)
+		return refuse(endFull)
 	}
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
 	if !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP) {
-		s.logRefusal("connection refused: too many from one address", ip)
-		return refuse(proto.ErrTooManyConns)
+		s.logRefusal(endPerAddr, "connection refused: too many from one address", ip)
+		return refuse(endPerAddr)
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)

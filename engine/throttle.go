@@ -31,9 +31,9 @@ func (cn *conn) sourceKey() netip.Prefix {
 // the hold ends; holdingConnect then finishes the command.
 func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	now := time.Now()
-	ending := cn.drainingInput || cn.closing
-	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), now, cn.srv.lim().ConnectFailures, !ending)
-	if refuse || (wait > 0 && ending) {
+	last := cn.drainingInput || cn.closing != endNone
+	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), now, cn.srv.lim().ConnectFailures, !last)
+	if refuse || (wait > 0 && last) {
 		// Nobody waits at the end of a connection: a guesser who sends a
 		// thousand tokens and hangs up must not have them all checked.
 		return proto.ErrThrottled, false
@@ -108,7 +108,7 @@ func (cn *conn) holdingConnect() bool {
 		return true
 	}
 	g.holding = false
-	if cn.sess != nil && !cn.closing {
+	if cn.sess != nil && cn.closing == endNone {
 		cn.answer(proto.OpConnect, cn.checkConnect(g.heldToken, true))
 	}
 	g.heldToken = g.heldToken[:0]

@@ -23,7 +23,7 @@ const wsPath = "/ws"
 // It returns the bytes of buf it used.
 func (cn *conn) readWeb(buf []byte) int {
 	used := 0
-	for !cn.paused && !cn.closing && used < len(buf) {
+	for !cn.paused && cn.closing == endNone && used < len(buf) {
 		var n int
 		if cn.stage == stageHTTP {
 			n = cn.readRequest(buf[used:])
@@ -49,12 +49,10 @@ func (cn *conn) readRequest(buf []byte) int {
 			return 0
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
-		cn.out.DeliverRaw(web.ErrorResponse(h.Status, "request header too large"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.endAs(endProtocol, endDetail{status: h.Status, text: "request header too large"})
 		return h.Used
 	default:
-		cn.out.DeliverRaw(web.ErrorResponse(h.Status, "malformed request"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endProtocol) // 400
 		return h.Used
 	}
 	req, end := h.Request, h.End
@@ -67,8 +65,11 @@ func (cn *conn) readRequest(buf []byte) int {
 		if err != nil {
 			var refused *wsframe.HandshakeError
 			errors.As(err, &refused)
-			cn.out.DeliverRaw(web.ErrorResponse(refused.Status, refused.Reason, refused.Header))
-			cn.closeNow(proto.ReasonDisconnected)
+			e := endProtocol
+			if errors.Is(err, wsframe.ErrOriginRefused) {
+				e = endOrigin
+			}
+			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header})
 			return end
 		}
 		cn.out.DeliverRaw(resp)
@@ -87,8 +88,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.
-		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endTooMany)
 		return len(buf)
 	}
 	var resp []byte
@@ -100,7 +100,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	cn.out.DeliverRaw(resp)
 	if !keep || hasBody {
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endServed)
 		return len(buf)
 	}
 	cn.opened = cn.loop.now // the next request gets its own deadline
@@ -116,12 +116,11 @@ func (cn *conn) readFrame(buf []byte) int {
 	msg, ok, n, err := cn.wsr.Next(buf)
 	if err != nil {
 		cn.sayRun()
-		code, reason := ws.StatusProtocolError, "protocol error"
+		var d endDetail // 1002 protocol error, unless the reader says more
 		if ce, isClose := err.(*wsframe.CloseError); isClose {
-			code, reason = ce.Code, ce.Reason
+			d.wsCode, d.wsText = ce.Code, ce.Reason
 		}
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, code, reason))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.endAs(endProtocol, d)
 		return len(buf)
 	}
 	if n == 0 {
@@ -149,8 +148,7 @@ func (cn *conn) readFrame(buf []byte) int {
 	cn.sayRun()
 	switch msg.Op {
 	case ws.OpBinary:
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endBinary)
 	case ws.OpPing:
 		// Each ping costs a pong: pings spend tokens like commands, and a
 		// client that does not read its pongs is paused like any reader.
@@ -160,9 +158,13 @@ func (cn *conn) readFrame(buf []byte) int {
 		cn.backPressure(cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
-		// Echo the close and end: the user closed the page or the socket.
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusNormalClosure, ""))
-		cn.closeNow(proto.ReasonDisconnected)
+		// Answer the close and end: the user closed the socket, or left
+		// the page (going away). The reader has checked the code.
+		if code, _ := ws.ParseCloseFrameData(msg.Payload); code == ws.StatusGoingAway {
+			cn.end(endGoingAway)
+		} else {
+			cn.end(endClosed)
+		}
 	}
 	return n
 }
