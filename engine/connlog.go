@@ -15,7 +15,7 @@ func (cn *conn) debugEnabled() bool { return cn.srv.log.Core().Enabled(zapcore.D
 
 func (cn *conn) logOpened() {
 	if cn.debugEnabled() {
-		cn.logger().Debug("connection opened", zap.String("protocol", cn.protocol()), zap.Bool("via_proxy", cn.fromProxy))
+		cn.logger().Debug("connection opened", zap.String("protocol", cn.protocol()), zap.Bool("via_proxy", cn.addr.fromProxy))
 	}
 }
 

@@ -223,7 +223,7 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	}
 	cn.closing = e
 	info := &endings[e]
-	if cn.drainingInput {
+	if cn.flow.draining {
 		// onClose is using up the input that came before the end: the
 		// ending counts, but nothing can be sent any more.
 		if info.drain {
@@ -259,7 +259,6 @@ func (cn *conn) closeNow() {
 // been written: now, if the socket takes it all, or else from
 // checkBacklog when gnet has drained.
 func (cn *conn) closeWhenFlushed() {
-	cn.paused = false
 	cn.flush()
 	if cn.c.OutboundBuffered() == 0 {
 		_ = cn.c.Close()

@@ -10,7 +10,7 @@ package engine
 // commands (RFC 860's timing mark asks for that), so a run of messages
 // in progress is relayed first.
 func (cn *conn) answerTelnet() {
-	r := cn.framer.Reply()
+	r := cn.line.Reply()
 	if len(r) == 0 {
 		return
 	}
@@ -27,6 +27,6 @@ func (cn *conn) answerTelnet() {
 // body would log in and connect from the visitor's address. Nothing of it
 // is acted on: the connection is told why, and closed.
 func (cn *conn) refuseHTTP() {
-	cn.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.ip)
+	cn.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
 	cn.end(endHTTPOnLine)
 }

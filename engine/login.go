@@ -47,7 +47,7 @@ func (s *Server) SetTakeover(on bool) {
 // startLogin begins an accounts-mode login: the throttle gives it its
 // turn, the password is compared off the loop (auth.Logins), and the
 // connection's input waits for the answer, which comes back through
-// onTraffic (finishLogin). It runs on the loop.
+// onTraffic (release, loggedIn). It runs on the loop.
 func (cn *conn) startLogin(cmd *proto.Command) {
 	l := cn.srv.logins
 	if !proto.ValidName(cmd.Name) {
@@ -60,7 +60,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		return
 	}
 	key := cn.sourceKey()
-	adm := l.Admit(cmd.Name, cn.ip, key)
+	adm := l.Admit(cmd.Name, cn.addr.ip, key)
 	if adm.Refused {
 		// Refused unchecked: the attempts ahead of it from this address
 		// or for this name already fill the queue.
@@ -71,57 +71,32 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
 		return
 	}
-	lg := l.Start(cmd.Name, cmd.Password, cn.ip, key, adm.Wait, cn.Wake)
+	lg := l.Start(cmd.Name, cmd.Password, cn.addr.ip, key, adm.Wait, cn.Wake)
 	if lg == nil {
 		// Answered at once: under a flood this is the common case, and it
 		// costs the loop no pause and no wake-up.
 		cn.tell(proto.ErrUnavailable)
 		return
 	}
-	cn.holdInput(lg)
+	// The rest of the input waits for the answer: a connect or a message
+	// right behind the login must see the session it creates.
+	cn.hold(holdLogin, lg)
 	if adm.Wait > 0 {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
 			"too many failed logins from your address or for that name: this one is checked in %s", adm.Wait.Round(time.Second/10))})
 	}
 }
 
-// holdInput keeps the rest of the connection's input unread until the
-// login is answered: a connect or a message right behind the login must
-// see the session it creates. The answer arrives through onTraffic.
-func (cn *conn) holdInput(lg *auth.Login) {
-	cn.login = lg
-	cn.paused = true
-	cn.disarmRead()
-}
-
-// abandonLogin gives up the login a closing connection is waiting for
-// (auth.Login.Abandon). It runs on the loop, from onClose.
-func (cn *conn) abandonLogin() {
-	if lg := cn.login; lg != nil {
-		cn.login = nil
-		lg.Abandon()
-	}
-}
-
-// finishLogin runs on the loop from onTraffic while a login is pending.
-// It reports false while the check is still running; then the input
-// keeps waiting. Once it reports true, onTraffic lifts the pause and
-// reads the input that waited.
-func (cn *conn) finishLogin() bool {
-	account, err, ok := cn.login.Result()
-	if !ok {
-		return false
-	}
-	cn.login = nil
-	if cn.closing != endNone {
-		return true
-	}
-	if err != nil {
+// loggedIn takes the answer to an accounts-mode login, when its hold is
+// released (release): the account, or the error to tell.
+func (cn *conn) loggedIn(account string, err *proto.Error) {
+	switch {
+	case cn.closing != endNone:
+	case err != nil:
 		cn.tell(err)
-		return true
+	default:
+		cn.loginAs(account)
 	}
-	cn.loginAs(account)
-	return true
 }
 
 // loginAs logs the checked account in: at once if it is offline; if it is
@@ -144,12 +119,12 @@ func (cn *conn) loginAs(account string) {
 		}
 	}
 	if err != nil {
-		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.ip), zap.String("code", err.Code))
+		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.addr.ip), zap.String("code", err.Code))
 		cn.tell(err)
 		return
 	}
 	cn.sess = s
-	log.Info("login", zap.String("name", account), zap.String("remote", cn.ip), zap.Bool("replaced", replaced != nil))
+	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.ip), zap.Bool("replaced", replaced != nil))
 }
 
 // replacedElsewhere closes a connection whose account has logged in on

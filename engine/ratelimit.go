@@ -50,11 +50,6 @@ type inputGuard struct {
 	notPairedStreak  bool // not_paired was told; later ones are counted
 	notPairedCount   int  // says not sent since the last summary
 	notPairedThisSec bool // a say found no partner since the last check
-
-	// A /connect held back by the failed-connect throttle (throttle.go).
-	holding   bool
-	holdUntil time.Time
-	heldToken []byte
 }
 
 // guardFor returns the connection's inputGuard, allocating it on first use
@@ -105,7 +100,7 @@ func (cn *conn) spend() bool {
 // dropInput records one dropped input: rate_limited is told at most once
 // a second, and a sustained flood closes the connection.
 func (cn *conn) dropInput(g *inputGuard) {
-	if cn.drainingInput || cn.closing != endNone {
+	if cn.flow.draining || cn.closing != endNone {
 		// The connection is ending; nothing more can be told.
 		return
 	}
@@ -222,7 +217,7 @@ func (cn *conn) checkGuard() {
 		g.droppedRun = 0
 	}
 	g.droppedThisSec = 0
-	if g.holding || g.notPairedStreak || g.droppedRun > 0 {
+	if g.notPairedStreak || g.droppedRun > 0 {
 		return
 	}
 	if g.bucket.TokensAt(cn.loop.now) >= float64(g.bucket.Burst()) {

@@ -60,25 +60,26 @@ func (s *Server) trustedPeer(a net.Addr) bool {
 // address it was counted under before. It reports false, leaving the
 // connection uncounted, when ip has too many connections already.
 func (cn *conn) claimAddr(ip string) bool {
+	a := &cn.addr
 	key := tally.KeyOf(ip, cn.srv.lim().IPv6Prefix)
-	if cn.ipHeld && key == cn.ipKey {
-		cn.ip = ip
+	if a.counted && key == a.key {
+		a.ip = ip
 		return true
 	}
 	cn.releaseAddr()
-	cn.ip = ip
+	a.ip = ip
 	if !cn.srv.perIP.Acquire(key, cn.srv.lim().MaxConnsPerIP) {
 		return false
 	}
-	cn.ipHeld, cn.ipKey = true, key
+	a.counted, a.key = true, key
 	return true
 }
 
 // releaseAddr undoes claimAddr.
 func (cn *conn) releaseAddr() {
-	if cn.ipHeld {
-		cn.srv.perIP.Release(cn.ipKey)
-		cn.ipHeld = false
+	if a := &cn.addr; a.counted {
+		cn.srv.perIP.Release(a.key)
+		a.counted = false
 	}
 }
 
@@ -88,7 +89,7 @@ func (cn *conn) releaseAddr() {
 // be one. Either way the connection then speaks the line protocol, and
 // what followed the header is read as lines at once.
 func (cn *conn) readPreamble(buf []byte) int {
-	if !cn.fromProxy {
+	if !cn.addr.fromProxy {
 		yes, more := proxyproto.Looks(buf)
 		switch {
 		case yes:
@@ -108,7 +109,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 	if n == 0 {
 		return 0
 	}
-	ip := cn.ip
+	ip := cn.addr.ip
 	if client.IsValid() {
 		ip = client.String()
 	}
@@ -134,9 +135,9 @@ func (cn *conn) refuse(e ending) {
 func (cn *conn) checkPreamble(now time.Time) {
 	lim := cn.srv.lim()
 	switch {
-	case cn.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
+	case cn.addr.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
 		cn.refuse(endBadProxy)
-	case !cn.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
+	case !cn.addr.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
 		cn.end(endLoginWait)
 	}
 }
@@ -145,10 +146,10 @@ func (cn *conn) checkPreamble(now time.Time) {
 // request from a trusted proxy. It reports false when the connection was
 // refused for that address.
 func (cn *conn) forwardedFor(req *http.Request) bool {
-	if !cn.fromProxy {
+	if !cn.addr.fromProxy {
 		return true
 	}
-	ip := cn.peerIP
+	ip := remoteIP(cn.c.RemoteAddr()) // the proxy's own
 	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
 		ip = a.String()
 	}
@@ -175,7 +176,7 @@ func (s *Server) RemoteAddrs() []string {
 			var addrs []string
 			for cn := range ls.conns {
 				if !cn.closed {
-					addrs = append(addrs, cn.ip)
+					addrs = append(addrs, cn.addr.ip)
 				}
 			}
 			ch <- addrs

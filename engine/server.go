@@ -464,8 +464,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
-	cn := newConn(s, ls, c, isLine, ip)
-	cn.peerIP, cn.fromProxy, cn.ipHeld, cn.ipKey = ip, fromProxy, !fromProxy, key
+	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, key: key, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
 	s.metrics.ConnOpened(cn.protocol())

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 
@@ -20,18 +21,25 @@ import (
 // token's length is enough to stay invalid.
 const heldTokenMax = proto.TokenLen + 1
 
+// heldConnect is a connect the throttle holds (holdThrottle): the token,
+// and when it is checked.
+type heldConnect struct {
+	until time.Time
+	token []byte
+}
+
 // sourceKey is the key this connection's client address is counted under
 // by the throttles, with the limits in force now.
 func (cn *conn) sourceKey() netip.Prefix {
-	return tally.KeyOf(cn.ip, cn.srv.lim().IPv6Prefix)
+	return tally.KeyOf(cn.addr.ip, cn.srv.lim().IPv6Prefix)
 }
 
 // connect carries out a connect command under the failed-connect
-// throttle. held reports that the connection's input is now paused until
-// the hold ends; holdingConnect then finishes the command.
+// throttle. held reports that the connection's input is now held until
+// the connect is due; connectHeld then finishes it.
 func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	now := time.Now()
-	last := cn.drainingInput || cn.closing != endNone
+	last := cn.flow.draining || cn.closing != endNone
 	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), now, cn.srv.lim().ConnectFailures, !last)
 	if refuse || (wait > 0 && last) {
 		// Nobody waits at the end of a connection: a guesser who sends a
@@ -41,12 +49,7 @@ func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 	if wait == 0 {
 		return cn.checkConnect(token, false), false
 	}
-	g := cn.guardFor()
-	g.holding = true
-	g.holdUntil = now.Add(wait)
-	g.heldToken = append(g.heldToken[:0], token[:min(len(token), heldTokenMax)]...)
-	cn.paused, cn.waitingOn = true, nil
-	cn.disarmRead()
+	cn.hold(holdThrottle, &heldConnect{until: now.Add(wait), token: bytes.Clone(token[:min(len(token), heldTokenMax)])})
 	time.AfterFunc(wait, cn.Wake)
 	return nil, true
 }
@@ -95,22 +98,11 @@ func tokenPrefix(token []byte) string {
 	return string(b[:n])
 }
 
-// holdingConnect runs first on every read event. While a connect is held
-// it keeps reading disarmed and reports true; once the hold is over it
-// finishes the connect and lets reading resume.
-func (cn *conn) holdingConnect() bool {
-	g := cn.guard
-	if g == nil || !g.holding {
-		return false
-	}
-	if time.Now().Before(g.holdUntil) {
-		cn.disarmRead()
-		return true
-	}
-	g.holding = false
+// connectHeld finishes a connect the throttle held, once it is due
+// (release): its token is checked now, and a wrong one is answered
+// throttled.
+func (cn *conn) connectHeld(hc *heldConnect) {
 	if cn.sess != nil && cn.closing == endNone {
-		cn.answer(proto.OpConnect, cn.checkConnect(g.heldToken, true))
+		cn.answer(proto.OpConnect, cn.checkConnect(hc.token, true))
 	}
-	g.heldToken = g.heldToken[:0]
-	return false
 }

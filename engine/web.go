@@ -23,7 +23,7 @@ const wsPath = "/ws"
 // It returns the bytes of buf it used.
 func (cn *conn) readWeb(buf []byte) int {
 	used := 0
-	for !cn.paused && cn.closing == endNone && used < len(buf) {
+	for cn.reads() && used < len(buf) {
 		var n int
 		if cn.stage == stageHTTP {
 			n = cn.readRequest(buf[used:])
@@ -76,8 +76,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		cn.stage = stageWS
 		cn.srv.metrics.ConnClosed(protoHTTP)
 		cn.srv.metrics.ConnOpened(protoWS)
-		cn.wsr.MaxMessage = cn.srv.lim().MaxFrame
-		cn.lastRecv = cn.loop.now
+		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
 		cn.opened = cn.loop.now
 		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
 		return end
@@ -105,7 +104,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	cn.opened = cn.loop.now // the next request gets its own deadline
 	// A client that pipelines requests without reading the responses is
-	// paused like any slow reader, so each request read cannot grow the
+	// held like any slow reader, so each request read cannot grow the
 	// queue by a whole page.
 	cn.backPressure(cn.out)
 	return end
@@ -113,7 +112,7 @@ func (cn *conn) readRequest(buf []byte) int {
 
 // readFrame handles one WebSocket frame.
 func (cn *conn) readFrame(buf []byte) int {
-	msg, ok, n, err := cn.wsr.Next(buf)
+	msg, ok, n, err := cn.ws.r.Next(buf)
 	if err != nil {
 		cn.sayRun()
 		var d endDetail // 1002 protocol error, unless the reader says more
@@ -126,7 +125,7 @@ func (cn *conn) readFrame(buf []byte) int {
 	if n == 0 {
 		return 0
 	}
-	cn.lastRecv = cn.loop.now
+	cn.ws.lastRecv = cn.loop.now
 	if !ok {
 		return n
 	}
