@@ -217,20 +217,23 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	if cn.closed {
 		return
 	}
+	info := &endings[e]
+	if cn.flow.draining {
+		// onClose is acting on the input that came before the end: the
+		// first ending in it counts, but nothing can be sent any more.
+		if cn.closing == endNone {
+			cn.closing = e
+			if info.drain {
+				cn.endSession(e, 0)
+			}
+		}
+		return
+	}
 	if cn.closing != endNone {
 		cn.closeNow()
 		return
 	}
 	cn.closing = e
-	info := &endings[e]
-	if cn.flow.draining {
-		// onClose is using up the input that came before the end: the
-		// ending counts, but nothing can be sent any more.
-		if info.drain {
-			cn.endSession(e, 0)
-		}
-		return
-	}
 	if info.refusal {
 		cn.srv.metrics.Rejected(info.label)
 	} else if info.err != nil && cn.stage != stageHTTP {
