@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
@@ -17,7 +18,6 @@ import (
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
-	"duet/web"
 )
 
 // stage is where a connection is in its life.
@@ -32,62 +32,82 @@ const (
 	stageProxy
 )
 
-// conn is duet's state for one connection. Everything in it is touched
-// only on the connection's event loop, except out (its own locking).
+// conn is duet's state for one connection, grouped by concern: who the
+// client is (addr), the protocol it speaks (stage, and the state of that
+// protocol's reader), the session it carries and its outbound queue, its
+// flow (held input, output gnet holds) and how it ends. Everything in it
+// is touched only on the connection's event loop, except out (its own
+// locking).
+//
+// An idle connection is most of what duetd holds, so conn is kept small:
+// state only some connections need (a protocol's reader, the rate
+// limiter) lives behind a pointer allocated when needed.
 type conn struct {
 	srv  *Server
 	loop *loopState
 	c    gnet.Conn
 	id   uint64
-	ip   string // the client's address: the peer's, or what a trusted proxy vouches for
 
-	peerIP    string // the socket peer's address
-	fromProxy bool   // the peer is a trusted proxy
-	ipHeld    bool   // counted against ip's connection limit (claimAddr)
+	addr connAddr
 
-	ipKey netip.Prefix // what ipHeld counts under: tally.AddrKey of ip when it was counted
+	stage stage
+	// closing is how the connection is ending (ending.go); endNone
+	// while it is open. closed is set once gnet has closed it.
+	closing ending
+	closed  bool
 
-	stage  stage
-	framer line.Framer    // stageLine
-	wsr    wsframe.Reader // stageWS
+	line *line.Framer // stageProxy, stageLine; nil on the web port
+	ws   *wsState     // stageWS; nil before the upgrade
 
 	sess  *hub.Session
 	out   *outbox.Outbox
-	guard *inputGuard // rate limit and throttle state; nil until needed (ratelimit.go)
+	guard *inputGuard // rate limit state; nil until needed (ratelimit.go)
 
-	opened   time.Time
-	lastRecv time.Time // WebSocket idle detection
+	flow flowState
+
+	// opened is when the connection opened, or when its current
+	// deadline started: the upgrade for a WebSocket's login, the last
+	// answer for the next request's head (checkDeadlines).
+	opened time.Time
+}
+
+// connAddr is who a connection's client is (realaddr.go).
+type connAddr struct {
+	ip string // the client's address: the peer's, or what a trusted proxy vouches for
+	// key is what the connection is counted under against
+	// limits.max_conns_per_ip, when counted: tally.AddrKey of ip when it
+	// was counted.
+	key       netip.Prefix
+	counted   bool
+	fromProxy bool // the socket peer is a trusted proxy
+}
+
+// wsState is a WebSocket's own state, made at the upgrade.
+type wsState struct {
+	r        wsframe.Reader
+	lastRecv time.Time // the last whole frame: idle detection
 	lastPing time.Time
+}
 
-	// Back-pressure: while paused the connection's input is left unread
-	// (and its socket's read interest disarmed) until waitingOn drains.
-	paused    bool
-	waitingOn hub.Queue
+// flowState is a connection's flow control: the hold on its input
+// (hold.go), and how the output gnet holds for it is going (a slow
+// reader is cut off).
+type flowState struct {
+	hold     inputHold
+	reading  bool // readInput is acting on the input (heldInputCounts)
+	draining bool // onClose is acting on the input left unread: nothing is held, waited for or told any more
 
-	login *pendingLogin // accounts mode: a login being checked (see login.go); input waits
-
-	// Slow-reader tracking while gnet holds output for this connection.
 	heldBytes    int       // gnet's outbound buffer at the last check
 	lastProgress time.Time // when that buffer last shrank
 	lastBatch    int       // relayed messages in the last batch handed to gnet
-
-	drainingInput bool         // onClose is using up held-back input; do not pause
-	reading       bool         // readInput is acting on the input (see onClose)
-	awaiting      bool         // a command is with the cluster directory (directory.go); input waits
-	closing       bool         // close once the output is flushed
-	closeReason   proto.Reason // what the partner is told; "" means disconnected
-	closed        bool
 }
 
-func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *conn {
-	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), ip: ip, opened: ls.now}
+func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
+	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.now}
 	cn.out = cn.newOutbox(isLine)
-	cn.lastRecv = ls.now
-	cn.lastPing = ls.now
-	lim := s.lim()
 	if isLine {
 		cn.stage = stageProxy
-		cn.framer.Max = lim.MaxLine
+		cn.line = &line.Framer{Max: s.lim().MaxLine}
 	} else {
 		cn.stage = stageHTTP
 	}
@@ -95,7 +115,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, ip string) *con
 }
 
 func (cn *conn) logger() *zap.Logger {
-	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.ip))
+	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.addr.ip))
 }
 
 // newOutbox makes the connection's outbound queue: events encoded for
@@ -154,38 +174,28 @@ func (lineEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) [
 }
 
 // onTraffic reads what has arrived and acts on each complete command.
+// gnet calls it when input arrives and when the connection is woken
+// (Wake): a held connection first sees whether its hold is over.
 func (cn *conn) onTraffic() gnet.Action {
-	if cn.holdingConnect() {
-		return gnet.None
-	}
-	if cn.awaiting {
-		cn.disarmRead() // gnet re-armed it after a write; keep waiting
-		return gnet.None
-	}
-	rearm := false
-	if cn.login != nil && !cn.finishLogin() {
-		cn.disarmRead() // gnet re-armed it after a write; the login is still being checked
-		return gnet.None
-	}
-	if cn.paused {
-		if w := cn.waitingOn; w != nil && w.Backlog() > cn.srv.marks().Low() && !cn.heldInputOverflows() {
-			cn.disarmRead() // gnet re-armed it after a write; keep waiting
+	released := false
+	if cn.held() {
+		if !cn.release() {
+			cn.disarmRead() // gnet re-armed it after a write; the hold goes on
 			return gnet.None
 		}
-		cn.paused, cn.waitingOn = false, nil
-		rearm = true
+		released = true
 	}
 	cn.out.SetInline(true)
 	cn.readInput()
 	cn.out.SetInline(false)
 	cn.flush()
-	if rearm && !cn.paused {
+	if released && !cn.held() {
 		// Re-arm only once the input held back is used up: gnet closes a
 		// connection as soon as it reads end-of-file, without handing over
 		// what is still buffered (onClose then drains it).
 		cn.armRead()
 	}
-	if cn.closing && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
+	if cn.closing != endNone && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
 		return gnet.Close
 	}
 	return gnet.None
@@ -196,7 +206,7 @@ func (cn *conn) onTraffic() gnet.Action {
 func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
 	var used int
-	cn.reading = true
+	cn.flow.reading = true
 	switch cn.stage {
 	case stageProxy:
 		used = cn.readPreamble(buf)
@@ -205,17 +215,21 @@ func (cn *conn) readInput() {
 	case stageHTTP, stageWS:
 		used = cn.readWeb(buf)
 	}
-	cn.reading = false
+	cn.flow.reading = false
 	if used > 0 {
 		_, _ = cn.c.Discard(used)
 	}
 }
 
+// reads reports whether the connection goes on reading the input it has:
+// not while it is held or ending.
+func (cn *conn) reads() bool { return !cn.held() && cn.closing == endNone }
+
 // readLines handles every complete line in buf and returns the bytes used.
 func (cn *conn) readLines(buf []byte) int {
 	used := 0
-	for !cn.paused && !cn.closing {
-		ln, n, err := cn.framer.Next(buf[used:])
+	for cn.reads() {
+		ln, n, err := cn.line.Next(buf[used:])
 		cn.answerTelnet()
 		if n == 0 && err == nil {
 			break
@@ -265,7 +279,7 @@ const (
 
 // addToRun adds a message's text to the loop's run, and relays the run
 // once it reaches its bounds; readLines then looks at the sender's state
-// (paused, closing) before it reads another line, as it does after each
+// (held, ending) before it reads another line, as it does after each
 // command. text must stay valid until the run is relayed: it aliases the
 // read buffer, which is discarded only after readLines returns.
 func (cn *conn) addToRun(text []byte) {
@@ -314,9 +328,7 @@ func (cn *conn) sayRun() {
 		to, relayed, err := cn.sess.SayAll(texts)
 		if relayed > 0 {
 			cn.answer(proto.OpSay, nil)
-			if !cn.paused {
-				cn.backPressure(to)
-			}
+			cn.backPressure(to)
 		}
 		texts = texts[relayed:]
 		if err != nil {
@@ -324,9 +336,9 @@ func (cn *conn) sayRun() {
 			texts = texts[1:]
 		}
 	}
-	if len(ls.run) > 0 && !cn.paused {
+	if len(ls.run) > 0 {
 		// A client that never reads its own replies (errors here) is
-		// paused like any other slow reader, as handle does.
+		// held like any other slow reader, as handle does.
 		cn.backPressure(cn.out)
 	}
 	clear(ls.run) // do not pin the read buffer
@@ -370,7 +382,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
-			cn.quit()
+			cn.end(endQuit)
 		default:
 			cn.tell(proto.ErrNotLoggedIn)
 		}
@@ -400,33 +412,21 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpNewToken:
 		err = cn.sess.NewToken()
 	case proto.OpQuit:
-		cn.quit()
+		cn.end(endQuit)
 	default:
 		err = proto.ErrUnknownCommand
 	}
 	cn.answer(cmd.Op, err)
-	// A client that never reads its own replies is paused like any other
+	// A client that never reads its own replies is held like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(cn.out)
 }
 
-// quit ends the session at the user's request and closes after the bye.
-func (cn *conn) quit() {
-	if cn.sess != nil {
-		cn.sess.Close(proto.ReasonLeft, 0)
-	}
-	cn.closeReason = proto.ReasonLeft
-	cn.out.Deliver(&proto.Event{Kind: proto.EvBye})
-	if cn.stage == stageWS {
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1000, "bye"))
-	}
-	cn.closing = true
-}
-
-// backPressure pauses this connection's input when reader (its partner,
-// or itself) has more queued than limits.outbound_high.
+// backPressure holds this connection's input when reader (its partner,
+// or itself) has more queued than limits.outbound_high. A connection
+// already held, or closing, is left as it is.
 func (cn *conn) backPressure(reader hub.Queue) {
-	if cn.drainingInput {
+	if cn.flow.draining || cn.held() {
 		return
 	}
 	m := cn.srv.marks()
@@ -434,31 +434,33 @@ func (cn *conn) backPressure(reader hub.Queue) {
 		return
 	}
 	if cn.heldInputOverflows() && reader.Backlog() <= m.Max {
-		return // see heldinput.go
+		return // see heldInputMax
 	}
 	if reader.Wait(cn) {
-		cn.paused = true
-		cn.waitingOn = reader
-		cn.disarmRead()
+		cn.hold(holdBackpressure, reader)
 	}
 }
 
+// disarmRead takes the connection out of its loop's read set. A login's
+// hold still hears the client hang up (see setReadInterest).
 func (cn *conn) disarmRead() {
 	if cn.loop.epfd >= 0 {
-		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0, cn.login != nil)
+		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0, cn.flow.hold.why == holdLogin)
 	}
 }
 
-// armRead re-arms reading after a pause.
+// armRead puts the connection back in its loop's read set once a hold is
+// over.
 func (cn *conn) armRead() {
 	if cn.loop.epfd >= 0 {
 		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), true, cn.c.OutboundBuffered() > 0, false)
 	}
 }
 
-// Wake implements hub.Waiter. It is called from any goroutine when the
-// reader this connection waits on has drained: the connection's loop
-// re-reads its input.
+// Wake implements hub.Waiter. It is called from any goroutine when what
+// the connection's input is held for may be over (the reader it waits on
+// has drained, a login or directory answer is in, a throttled connect is
+// due): the connection's loop runs onTraffic, which sees.
 func (cn *conn) Wake() {
 	_ = cn.c.Wake(nil)
 }
@@ -471,7 +473,7 @@ func (cn *conn) flush() {
 	held := cn.c.OutboundBuffered()
 	b, msgs := cn.out.Take(held)
 	if b != nil {
-		cn.lastBatch = msgs
+		cn.flow.lastBatch = msgs
 		_, _ = cn.c.Write(*b) // gnet copies what the socket does not take
 		outbox.Release(b)
 		if cn.closed { // the write failed and gnet closed the connection
@@ -484,17 +486,18 @@ func (cn *conn) flush() {
 
 // settle records gnet's backlog, tracks progress and wakes senders.
 func (cn *conn) settle(held int) {
+	f := &cn.flow
 	if held > 0 {
 		if _, ok := cn.loop.backlogged[cn]; !ok {
 			cn.loop.backlogged[cn] = struct{}{}
-			cn.lastProgress = cn.loop.now
-		} else if held < cn.heldBytes {
-			cn.lastProgress = cn.loop.now
+			f.lastProgress = cn.loop.now
+		} else if held < f.heldBytes {
+			f.lastProgress = cn.loop.now
 		}
 	} else {
 		delete(cn.loop.backlogged, cn)
 	}
-	cn.heldBytes = held
+	f.heldBytes = held
 	cn.out.Settle(held)
 }
 
@@ -512,21 +515,25 @@ func (cn *conn) checkBacklog() {
 	} else {
 		cn.settle(held)
 	}
-	if cn.closing && held == 0 && !cn.out.Pending() {
+	if cn.closing != endNone && held == 0 && !cn.out.Pending() {
 		_ = cn.c.Close()
 		return
 	}
 	if _, still := cn.loop.backlogged[cn]; !still {
 		return
 	}
-	if cn.out.Overflowing() || cn.loop.now.Sub(cn.lastProgress) > lim.SlowTimeout {
-		cn.cut(proto.ReasonSlow, "stopped reading")
+	if cn.out.Overflowing() || cn.loop.now.Sub(cn.flow.lastProgress) > lim.SlowTimeout {
+		if cn.closing == endNone {
+			cn.srv.metrics.SlowCut()
+			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
+		}
+		cn.end(endSlow)
 	}
 }
 
 // checkDeadlines runs once a second for every connection.
 func (cn *conn) checkDeadlines() {
-	if cn.closed || cn.closing {
+	if cn.closed || cn.closing != endNone {
 		return
 	}
 	lim := cn.srv.lim()
@@ -536,120 +543,73 @@ func (cn *conn) checkDeadlines() {
 		cn.checkPreamble(now)
 	case stageHTTP:
 		if now.Sub(cn.opened) > lim.HandshakeTimeout {
-			cn.out.DeliverRaw(web.ErrorResponse(408, "request timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endHeadWait)
 		}
 	case stageLine:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
-			cn.tell(proto.ErrLoginTimeout)
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endLoginWait)
 		}
 	case stageWS:
 		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
-			cn.tell(proto.ErrLoginTimeout)
-			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1008, "login timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+			cn.end(endLoginWait)
 			return
 		}
-		if now.Sub(cn.lastRecv) > lim.IdleTimeout {
-			cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "idle timeout"))
-			cn.closeNow(proto.ReasonTimeout)
+		if now.Sub(cn.ws.lastRecv) > lim.IdleTimeout {
+			cn.end(endIdle)
 			return
 		}
-		if now.Sub(cn.lastPing) >= lim.PingInterval {
-			cn.lastPing = now
-			cn.out.DeliverRaw(wsframe.AppendFrame(nil, 0x9, nil))
+		if now.Sub(cn.ws.lastPing) >= lim.PingInterval {
+			cn.ws.lastPing = now
+			cn.out.DeliverRaw(wsframe.AppendFrame(nil, ws.OpPing, nil))
 			cn.flush()
 		}
 	}
 }
 
-// cut drops a connection that broke a limit, telling its partner.
-func (cn *conn) cut(reason proto.Reason, why string) {
-	cn.logger().Info("connection cut", zap.String("reason", string(reason)), zap.String("why", why))
-	if reason == proto.ReasonSlow {
-		cn.srv.metrics.SlowCut()
-	}
-	cn.closeNow(reason)
-}
-
-// closeNow flushes what it can and closes with the given reason for the
-// partner.
-func (cn *conn) closeNow(reason proto.Reason) {
-	cn.closeReason = reason
-	cn.closing = true
-	cn.flush()
-	_ = cn.c.Close()
-}
-
 // shutdown tells this connection's user the server is going away; it is
 // closed once its output has drained (see checkBacklog) or at the
-// deadline.
+// deadline. A connection already ending is left to finish as it was.
 func (cn *conn) shutdown() {
-	if cn.closed {
+	if cn.closed || cn.closing != endNone {
 		return
 	}
-	cn.closeReason = proto.ReasonShutdown
-	if cn.sess != nil {
-		cn.sess.Close(proto.ReasonShutdown, 0)
-	}
-	switch cn.stage {
-	case stageLine, stageProxy:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
-	case stageWS:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvShutdown})
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, 1001, "server shutting down"))
-	}
-	cn.closeWhenFlushed()
-}
-
-// closeWhenFlushed closes the connection once what is queued for it has
-// been written: now, if the socket takes it all, or else from
-// checkBacklog when gnet has drained.
-func (cn *conn) closeWhenFlushed() {
-	cn.closing = true
-	cn.paused = false
-	cn.flush()
-	if cn.c.OutboundBuffered() == 0 {
-		_ = cn.c.Close()
-	} else {
-		cn.loop.backlogged[cn] = struct{}{}
-	}
+	cn.end(endShutdown)
 }
 
 // onClose ends the session: the partner is told why, and how many of its
-// messages to this connection were never sent.
+// messages to this connection were never sent. A connection that closed
+// without an ending gets one here (wentAway), and every connection's
+// ending is counted once, here.
 func (cn *conn) onClose(err error) {
-	// Commands that arrived before the end but were held back by a pause
-	// still count: a file piped through netcat ends with end-of-file right
-	// after its last line. Their number is bounded by the pause itself.
-	//
-	// Not when the close comes in the middle of reading that input (a
-	// write that failed while a flood was being cut): the read under way
-	// has not discarded what it acted on yet, and would see it twice.
-	if cn.sess != nil && cn.c.InboundBuffered() > 0 && cn.stage != stageHTTP && !cn.awaiting && !cn.reading {
-		cn.paused, cn.closing = false, false
-		cn.drainingInput = true
+	if cn.heldInputCounts() {
+		// The input that came before the end is acted on, with nothing
+		// held any more. An ending chosen before is set aside meanwhile,
+		// so an ending the input brings (a quit) takes its place.
+		prior := cn.closing
+		cn.flow.hold, cn.closing = inputHold{}, endNone
+		cn.flow.draining = true
 		cn.readInput()
+		if cn.closing == endNone {
+			cn.closing = prior
+		}
 	}
 	cn.closed = true
-	cn.abandonLogin()
 	lost, waiters := cn.out.Close()
 	if cn.c.OutboundBuffered() > 0 {
-		lost += cn.lastBatch
+		lost += cn.flow.lastBatch
 	}
-	reason := cn.closeReason
-	if reason == "" {
-		reason = proto.ReasonDisconnected
+	if cn.closing == endNone {
+		cn.closing = wentAway(cn.stage, err)
 	}
-	if cn.sess != nil {
-		cn.sess.Close(reason, lost)
-	}
+	info := &endings[cn.closing]
+	cn.abandonHold(info.partnerReason())
+	cn.endSession(cn.closing, lost)
 	for _, w := range waiters {
 		w.Wake()
 	}
+	cn.srv.metrics.Disconnected(info.label)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		cn.logger().Debug("connection closed", zap.Error(err))
 	}

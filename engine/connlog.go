@@ -15,13 +15,13 @@ func (cn *conn) debugEnabled() bool { return cn.srv.log.Core().Enabled(zapcore.D
 
 func (cn *conn) logOpened() {
 	if cn.debugEnabled() {
-		cn.logger().Debug("connection opened", zap.String("protocol", cn.protocol()), zap.Bool("via_proxy", cn.fromProxy))
+		cn.logger().Debug("connection opened", zap.String("protocol", cn.protocol()), zap.Bool("via_proxy", cn.addr.fromProxy))
 	}
 }
 
 func (cn *conn) logClosed() {
 	if cn.debugEnabled() {
-		f := []zap.Field{zap.String("protocol", cn.protocol()), zap.String("reason", string(cn.closeReason))}
+		f := []zap.Field{zap.String("protocol", cn.protocol()), zap.String("reason", endings[cn.closing].label)}
 		if cn.sess != nil {
 			f = append(f, zap.String("user", cn.sess.Name()))
 		}

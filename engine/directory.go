@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"context"
-
-	"github.com/panjf2000/gnet/v2"
+	"sync"
 
 	"duet/engine/hub"
 	"duet/proto"
@@ -12,10 +10,10 @@ import (
 // In cluster mode the commands that change who is logged in or paired
 // (login, connect, leave, newtoken) wait on the cluster directory, a
 // network round trip. They are carried out on a goroutine of their own,
-// not on the event loop: the connection's input is paused meanwhile, so
-// its commands still run one at a time and in order, and it resumes on
-// its loop once the answer is in. Everything else, the relay included,
-// stays on the loop.
+// not on the event loop: the connection's input is held meanwhile
+// (holdDirectory), so its commands still run one at a time and in order,
+// and it is read again on its loop once the answer is in. Everything
+// else, the relay included, stays on the loop.
 
 // offLoop starts cmd off the loop when it needs the directory, and
 // reports whether it did.
@@ -41,9 +39,8 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 	op := cmd.Op
 	name := append([]byte(nil), cmd.Name...)
 	token := append([]byte(nil), cmd.Token...)
-	cn.awaiting = true
-	cn.paused = true
-	cn.disarmRead()
+	call := &directoryCall{}
+	cn.hold(holdDirectory, call)
 	go func() {
 		var (
 			s   *hub.Session
@@ -59,46 +56,68 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 		case proto.OpNewToken:
 			err = sess.NewToken()
 		}
-		if err != nil {
-			cn.tell(err) // Deliver is safe from any goroutine
-		}
-		resume := gnet.RunnableFunc(func(context.Context) error {
-			cn.resume(s)
-			return nil
-		})
-		if cn.loop.el.Execute(context.Background(), resume) != nil && s != nil {
-			// The loop is gone (the engine stopped); so is the connection.
-			s.Close(proto.ReasonShutdown, 0)
-		}
+		call.finish(cn, s, err)
 	}()
 	return true
 }
 
-// resume runs on the loop when the directory has answered: it takes up
-// the connection's input again, or, if the connection closed meanwhile,
-// logs out a session that only now exists.
-func (cn *conn) resume(s *hub.Session) {
-	cn.awaiting = false
-	if cn.closed {
-		if s != nil {
-			reason := cn.closeReason
-			if reason == "" {
-				reason = proto.ReasonDisconnected
-			}
-			s.Close(reason, 0)
-		}
+// directoryCall is a command out with the cluster directory. Its
+// goroutine fills in the answer and wakes the connection, whose release
+// takes it up on the loop; if the connection closed meanwhile, a session
+// the command made is logged out instead, whichever of the two comes
+// second doing it.
+type directoryCall struct {
+	mu     sync.Mutex
+	done   bool
+	s      *hub.Session // a login's new session
+	err    *proto.Error
+	gone   bool         // the connection closed
+	reason proto.Reason // what its ending tells a partner
+}
+
+// finish records the answer. It runs on the call's goroutine.
+func (dc *directoryCall) finish(cn *conn, s *hub.Session, err *proto.Error) {
+	dc.mu.Lock()
+	dc.done, dc.s, dc.err = true, s, err
+	gone, reason := dc.gone, dc.reason
+	dc.mu.Unlock()
+	if !gone {
+		cn.Wake()
 		return
 	}
 	if s != nil {
+		s.Close(reason, 0)
+	}
+}
+
+// result is the answer once ok.
+func (dc *directoryCall) result() (s *hub.Session, err *proto.Error, ok bool) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	return dc.s, dc.err, dc.done
+}
+
+// abandon runs on the loop as the connection closes: a session the
+// command has made already is logged out now, one it makes later when it
+// does.
+func (dc *directoryCall) abandon(reason proto.Reason) {
+	dc.mu.Lock()
+	dc.gone, dc.reason = true, reason
+	s := dc.s
+	dc.s = nil
+	dc.mu.Unlock()
+	if s != nil {
+		s.Close(reason, 0)
+	}
+}
+
+// answered takes the directory's answer, when the hold is released
+// (release): a login's session, or the error to tell.
+func (cn *conn) answered(s *hub.Session, err *proto.Error) {
+	if s != nil {
 		cn.sess = s
 	}
-	cn.paused = false
-	cn.readInput()
-	cn.flush()
-	if !cn.paused {
-		cn.armRead()
-	}
-	if cn.closing && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
-		_ = cn.c.Close()
+	if err != nil {
+		cn.tell(err)
 	}
 }

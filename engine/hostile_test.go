@@ -1186,8 +1186,8 @@ func TestHostileCrossOrigin(t *testing.T) {
 
 // TestHostileIdleConnectionsStayCheap: a thousand connections that log in
 // and then say nothing cost the daemon a few KiB of heap each (measured
-// about 2 KiB, client side included), so holding connections open is not
-// a cheap way to exhaust its memory.
+// just under 3 KiB, client side included), so holding connections open
+// is not a cheap way to exhaust its memory.
 func TestHostileIdleConnectionsStayCheap(t *testing.T) {
 	const n = 1000
 	d := startDaemon(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = 2 * n })

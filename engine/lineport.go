@@ -1,7 +1,5 @@
 package engine
 
-import "duet/proto"
-
 // The line port's answers to what is not a line of the protocol: telnet
 // commands, which the codec answers (proto/line/telnet.go), and HTTP
 // requests, which a web page can make to any port and which the codec
@@ -12,7 +10,7 @@ import "duet/proto"
 // commands (RFC 860's timing mark asks for that), so a run of messages
 // in progress is relayed first.
 func (cn *conn) answerTelnet() {
-	r := cn.framer.Reply()
+	r := cn.line.Reply()
 	if len(r) == 0 {
 		return
 	}
@@ -29,8 +27,6 @@ func (cn *conn) answerTelnet() {
 // body would log in and connect from the visitor's address. Nothing of it
 // is acted on: the connection is told why, and closed.
 func (cn *conn) refuseHTTP() {
-	cn.srv.metrics.Rejected(proto.ErrHTTPRequest.Code)
-	cn.srv.logRefusal("connection refused: an HTTP request on the line port", cn.ip)
-	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrHTTPRequest})
-	cn.closeNow(proto.ReasonDisconnected)
+	cn.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
+	cn.end(endHTTPOnLine)
 }

@@ -1,8 +1,8 @@
 package engine
 
 // Metrics receives the counts only the engine can make: connections as
-// they open and close, refusals, errors told to users and slow readers cut
-// off. Everything the pairing core knows (users, pairs, messages) is read
+// they open and close and how each ended, refusals, errors told to users
+// and slow readers cut off. Everything the pairing core knows (users, pairs, messages) is read
 // from hub.Stats at scrape time instead, so relaying a message costs no
 // metric update at all.
 //
@@ -14,14 +14,19 @@ type Metrics interface {
 	ConnOpened(protocol string)
 	ConnClosed(protocol string)
 	// Rejected counts a connection refused before it could be used, by
-	// reason: "shutting_down", "server_full", "too_many_connections",
-	// "untrusted_proxy", "bad_proxy_header", "http_request" (an HTTP
-	// request on the line port, such as a web page's fetch).
+	// the label of its ending: "shutting_down", "server_full",
+	// "too_many_connections", "untrusted_proxy", "bad_proxy_header",
+	// "http_request" (an HTTP request on the line port, such as a web
+	// page's fetch). Each is counted by Disconnected as well.
 	Rejected(reason string)
 	// Error counts an error told to a user, by its stable code.
 	Error(code string)
 	// SlowCut counts a reader cut off for not reading.
 	SlowCut()
+	// Disconnected counts a connection's end by its ending's label
+	// (ending.go), once for every connection: those refused as they
+	// open, and every one that opened, whoever closed it.
+	Disconnected(reason string)
 }
 
 // Protocol names used with Metrics.
@@ -34,11 +39,12 @@ const (
 // noMetrics is the default when Options.Metrics is nil.
 type noMetrics struct{}
 
-func (noMetrics) ConnOpened(string) {}
-func (noMetrics) ConnClosed(string) {}
-func (noMetrics) Rejected(string)   {}
-func (noMetrics) Error(string)      {}
-func (noMetrics) SlowCut()          {}
+func (noMetrics) ConnOpened(string)   {}
+func (noMetrics) ConnClosed(string)   {}
+func (noMetrics) Rejected(string)     {}
+func (noMetrics) Error(string)        {}
+func (noMetrics) SlowCut()            {}
+func (noMetrics) Disconnected(string) {}
 
 // protocol names the protocol a connection speaks now, for Metrics.
 func (cn *conn) protocol() string {

@@ -23,11 +23,12 @@ func (m *countingMetrics) add(key string, d int) {
 	m.counts[key] += d
 }
 
-func (m *countingMetrics) ConnOpened(p string) { m.add("open "+p, 1); m.add("now "+p, 1) }
-func (m *countingMetrics) ConnClosed(p string) { m.add("now "+p, -1) }
-func (m *countingMetrics) Rejected(r string)   { m.add("rejected "+r, 1) }
-func (m *countingMetrics) Error(c string)      { m.add("error "+c, 1) }
-func (m *countingMetrics) SlowCut()            { m.add("slow", 1) }
+func (m *countingMetrics) ConnOpened(p string)   { m.add("open "+p, 1); m.add("now "+p, 1) }
+func (m *countingMetrics) ConnClosed(p string)   { m.add("now "+p, -1) }
+func (m *countingMetrics) Rejected(r string)     { m.add("rejected "+r, 1) }
+func (m *countingMetrics) Error(c string)        { m.add("error "+c, 1) }
+func (m *countingMetrics) SlowCut()              { m.add("slow", 1) }
+func (m *countingMetrics) Disconnected(r string) { m.add("disconnected "+r, 1) }
 
 func (m *countingMetrics) snapshot() map[string]int {
 	m.mu.Lock()
@@ -63,6 +64,9 @@ func TestMetricsHooks(t *testing.T) {
 		"now line": 0, "now http": 0, "now ws": 0,
 		"error not_logged_in": 1, "error unknown_token": 1,
 		"rejected too_many_connections": 1,
+		// The line clients hang up; the WebSocket client drops its socket
+		// without a close frame; the fourth is refused as it opens.
+		"disconnected closed": 2, "disconnected lost": 1, "disconnected too_many_connections": 1,
 	}
 	deadline := time.Now().Add(enginetest.Timeout)
 	for {

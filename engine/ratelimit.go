@@ -4,13 +4,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gobwas/ws"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"duet/proto"
-	"duet/proto/wsframe"
-	"duet/web"
 )
 
 // Rate limiting in duet has one rule: a say that reaches a partner is
@@ -53,11 +50,6 @@ type inputGuard struct {
 	notPairedStreak  bool // not_paired was told; later ones are counted
 	notPairedCount   int  // says not sent since the last summary
 	notPairedThisSec bool // a say found no partner since the last check
-
-	// A /connect held back by the failed-connect throttle (throttle.go).
-	holding   bool
-	holdUntil time.Time
-	heldToken []byte
 }
 
 // guardFor returns the connection's inputGuard, allocating it on first use
@@ -108,7 +100,7 @@ func (cn *conn) spend() bool {
 // dropInput records one dropped input: rate_limited is told at most once
 // a second, and a sustained flood closes the connection.
 func (cn *conn) dropInput(g *inputGuard) {
-	if cn.drainingInput || cn.closing {
+	if cn.flow.draining || cn.closing != endNone {
 		// The connection is ending; nothing more can be told.
 		return
 	}
@@ -129,18 +121,9 @@ func (cn *conn) dropInput(g *inputGuard) {
 
 // closeForFlood ends a connection that kept sending far past its rate.
 func (cn *conn) closeForFlood() {
-	cn.logger().Warn("connection closed: input flood past the rate limit",
+	cn.logger().Warn("connection closed: input flood past the rate limit", zap.String("reason", endings[endFlood].label),
 		zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.srv.lim().MessageRate))
-	switch cn.stage {
-	case stageLine:
-		cn.tell(proto.ErrFlooded)
-	case stageWS:
-		cn.tell(proto.ErrFlooded)
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusPolicyViolation, "rate limit exceeded"))
-	case stageHTTP:
-		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
-	}
-	cn.closeNow(proto.ReasonDisconnected)
+	cn.end(endFlood)
 }
 
 // rejectInput tells err about input that produced nothing but the error (a
@@ -220,7 +203,7 @@ func (cn *conn) tellNotSent(g *inputGuard) {
 // once nothing in it matters any more.
 func (cn *conn) checkGuard() {
 	g := cn.guard
-	if g == nil || cn.closed || cn.closing {
+	if g == nil || cn.closed || cn.closing != endNone {
 		return
 	}
 	if g.notPairedStreak {
@@ -234,7 +217,7 @@ func (cn *conn) checkGuard() {
 		g.droppedRun = 0
 	}
 	g.droppedThisSec = 0
-	if g.holding || g.notPairedStreak || g.droppedRun > 0 {
+	if g.notPairedStreak || g.droppedRun > 0 {
 		return
 	}
 	if g.bucket.TokensAt(cn.loop.now) >= float64(g.bucket.Burst()) {

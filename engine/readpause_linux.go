@@ -26,7 +26,7 @@ import (
 // The epoll descriptor is not exported by gnet. epollFD finds it by
 // reflection (reading unexported fields is allowed; nothing is written).
 // If a gnet upgrade moves it, epollFD returns -1, a test fails, and the
-// daemon falls back to bounded buffering (see conn.pause).
+// daemon falls back to bounded buffering (see Server.loopFor).
 
 // epollFD returns the epoll descriptor of the event loop that owns c, or -1.
 func epollFD(c gnet.Conn) (fd int) {
@@ -59,11 +59,11 @@ func epollFD(c gnet.Conn) (fd int) {
 //
 // hangup asks, while reading is disarmed, to hear of the peer's end of
 // the stream (EPOLLRDHUP), on which gnet closes the connection. A
-// connection paused for back-pressure must not: its unread input still
+// connection held for back-pressure must not: its unread input still
 // counts (a file piped through netcat ends with end-of-file right after
-// its last line). A connection paused while its login is checked should:
+// its last line). A connection held while its login is checked should:
 // a client that hangs up before its answer must not leave its password
-// check to run for no one (see abandonLogin).
+// check to run for no one (see abandonHold).
 func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 	var ev uint32
 	if read {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -14,8 +13,9 @@ import (
 
 	"duet/engine/tally"
 	"duet/proto"
+	"duet/proto/httphead"
 	"duet/proto/line"
-	"duet/web"
+	"duet/proto/proxyproto"
 )
 
 // Real client addresses behind a TLS front. A connection from a peer in
@@ -24,12 +24,6 @@ import (
 // the line port, X-Forwarded-For on the web port. From any other peer
 // both are refused or ignored, since they would let a client pick its
 // own address.
-
-var (
-	errUntrustedProxy = proto.ErrUntrustedProxy
-	errBadProxy       = proto.ErrBadProxyHeader
-	errTooManyFromIP  = proto.ErrTooManyConns
-)
 
 // SetTrustedProxies replaces the peers whose PROXY header or
 // X-Forwarded-For is believed; new connections see them (config reload).
@@ -66,25 +60,26 @@ func (s *Server) trustedPeer(a net.Addr) bool {
 // address it was counted under before. It reports false, leaving the
 // connection uncounted, when ip has too many connections already.
 func (cn *conn) claimAddr(ip string) bool {
+	a := &cn.addr
 	key := tally.KeyOf(ip, cn.srv.lim().IPv6Prefix)
-	if cn.ipHeld && key == cn.ipKey {
-		cn.ip = ip
+	if a.counted && key == a.key {
+		a.ip = ip
 		return true
 	}
 	cn.releaseAddr()
-	cn.ip = ip
+	a.ip = ip
 	if !cn.srv.perIP.Acquire(key, cn.srv.lim().MaxConnsPerIP) {
 		return false
 	}
-	cn.ipHeld, cn.ipKey = true, key
+	a.counted, a.key = true, key
 	return true
 }
 
 // releaseAddr undoes claimAddr.
 func (cn *conn) releaseAddr() {
-	if cn.ipHeld {
-		cn.srv.perIP.Release(cn.ipKey)
-		cn.ipHeld = false
+	if a := &cn.addr; a.counted {
+		cn.srv.perIP.Release(a.key)
+		a.counted = false
 	}
 }
 
@@ -94,11 +89,11 @@ func (cn *conn) releaseAddr() {
 // be one. Either way the connection then speaks the line protocol, and
 // what followed the header is read as lines at once.
 func (cn *conn) readPreamble(buf []byte) int {
-	if !cn.fromProxy {
-		yes, more := looksLikeProxyHeader(buf)
+	if !cn.addr.fromProxy {
+		yes, more := proxyproto.Looks(buf)
 		switch {
 		case yes:
-			cn.refuse(errUntrustedProxy, "untrusted_proxy")
+			cn.refuse(endUntrusted)
 			return len(buf)
 		case more:
 			return 0
@@ -106,20 +101,20 @@ func (cn *conn) readPreamble(buf []byte) int {
 		cn.stage = stageLine
 		return cn.readLines(buf)
 	}
-	client, n, err := parseProxyHeader(buf)
+	client, n, err := proxyproto.Parse(buf)
 	if err != nil {
-		cn.refuse(errBadProxy, "bad_proxy_header")
+		cn.refuse(endBadProxy)
 		return len(buf)
 	}
 	if n == 0 {
 		return 0
 	}
-	ip := cn.ip
+	ip := cn.addr.ip
 	if client.IsValid() {
 		ip = client.String()
 	}
 	if !cn.claimAddr(ip) {
-		cn.refuse(errTooManyFromIP, "too_many_connections")
+		cn.refuse(endPerAddr)
 		return len(buf)
 	}
 	cn.stage = stageLine
@@ -128,12 +123,10 @@ func (cn *conn) readPreamble(buf []byte) int {
 	return n + cn.readLines(buf[n:])
 }
 
-// refuse tells a line connection why it is refused and closes it.
-func (cn *conn) refuse(err *proto.Error, reason string) {
-	cn.srv.metrics.Rejected(reason)
-	cn.logger().Info("connection refused", zap.String("reason", reason))
-	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
-	cn.closeNow(proto.ReasonDisconnected)
+// refuse ends a connection refused for who it comes from, and logs it.
+func (cn *conn) refuse(e ending) {
+	cn.logger().Info("connection refused", zap.String("reason", endings[e].label))
+	cn.end(e)
 }
 
 // checkPreamble enforces limits.handshake_timeout on a proxy's
@@ -142,11 +135,10 @@ func (cn *conn) refuse(err *proto.Error, reason string) {
 func (cn *conn) checkPreamble(now time.Time) {
 	lim := cn.srv.lim()
 	switch {
-	case cn.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
-		cn.refuse(errBadProxy, "bad_proxy_header")
-	case !cn.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrLoginTimeout})
-		cn.closeNow(proto.ReasonTimeout)
+	case cn.addr.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
+		cn.refuse(endBadProxy)
+	case !cn.addr.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
+		cn.end(endLoginWait)
 	}
 }
 
@@ -154,54 +146,18 @@ func (cn *conn) checkPreamble(now time.Time) {
 // request from a trusted proxy. It reports false when the connection was
 // refused for that address.
 func (cn *conn) forwardedFor(req *http.Request) bool {
-	if !cn.fromProxy {
+	if !cn.addr.fromProxy {
 		return true
 	}
-	ip := cn.peerIP
-	if a, ok := forwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
+	ip := remoteIP(cn.c.RemoteAddr()) // the proxy's own
+	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
 		ip = a.String()
 	}
 	if !cn.claimAddr(ip) {
-		cn.srv.metrics.Rejected("too_many_connections")
-		cn.out.DeliverRaw(web.ErrorResponse(503, "too many connections from your address"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.refuse(endPerAddr)
 		return false
 	}
 	return true
-}
-
-// forwardedClient reads the client's address from the X-Forwarded-For
-// lines a trusted proxy passed on. Each proxy appends the address of the
-// peer it heard from, so only the end of the list can be believed: the
-// rightmost entry was written by the trusted proxy that talks to duetd,
-// and an entry left of it only while the entry to its right names a
-// trusted proxy too (that proxy wrote it). The walk therefore goes from
-// the right across every line as one list (RFC 9110 section 5.3: repeated
-// lines are one comma-separated value), past trusted proxies, and takes
-// the first address that is not one. An entry that is not an address
-// (empty, "unknown", an address with a port) ends the walk with nothing
-// believed: whoever wrote it, what lies left of it is the client's own
-// writing. ok is false when no address could be believed; the caller
-// then keeps the proxy's own.
-func forwardedClient(values []string, trusted func(netip.Addr) bool) (client netip.Addr, ok bool) {
-	for i := len(values) - 1; i >= 0; i-- {
-		line := values[i]
-		for {
-			j := strings.LastIndexByte(line, ',')
-			a, err := netip.ParseAddr(strings.TrimSpace(line[j+1:]))
-			if err != nil || a.Zone() != "" {
-				return netip.Addr{}, false
-			}
-			if a = a.Unmap(); !trusted(a) {
-				return a, true
-			}
-			if j < 0 {
-				break
-			}
-			line = line[:j]
-		}
-	}
-	return netip.Addr{}, false
 }
 
 // lineHello is the greeting a line connection gets on open.
@@ -220,7 +176,7 @@ func (s *Server) RemoteAddrs() []string {
 			var addrs []string
 			for cn := range ls.conns {
 				if !cn.closed {
-					addrs = append(addrs, cn.ip)
+					addrs = append(addrs, cn.addr.ip)
 				}
 			}
 			ch <- addrs

@@ -14,6 +14,8 @@ import (
 	"duet/config"
 	"duet/engine/hub"
 	"duet/engine/outbox"
+	"duet/proto/line"
+	"duet/proto/wsframe"
 )
 
 // These benchmarks time duet's own work per relayed message — decode the
@@ -46,8 +48,11 @@ func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *co
 	mk := func(name string, st stage) *conn {
 		cn := &conn{srv: srv, loop: ls, stage: st}
 		cn.out = cn.newOutbox(st == stageLine)
-		cn.framer.Max = srv.lim().MaxLine
-		cn.wsr.MaxMessage = srv.lim().MaxFrame
+		if st == stageWS {
+			cn.ws = &wsState{r: wsframe.Reader{MaxMessage: srv.lim().MaxFrame}}
+		} else {
+			cn.line = &line.Framer{Max: srv.lim().MaxLine}
+		}
 		s, perr := srv.hub.Login([]byte(name), cn.out)
 		if perr != nil {
 			b.Fatal(perr)

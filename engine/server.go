@@ -21,13 +21,14 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"duet/config"
+	"duet/engine/auth"
 	"duet/engine/hub"
+	"duet/engine/logsample"
 	"duet/engine/tally"
-	"duet/proto"
-	"duet/proto/line"
 	"duet/web"
 )
 
@@ -61,7 +62,11 @@ type Server struct {
 	opts   Options
 	log    *zap.Logger
 	hub    *hub.Hub
-	logins *logins // nil in open mode
+	logins *auth.Logins // nil in open mode
+	// takeover: a login of an account online elsewhere replaces that
+	// session (accounts mode, AuthOptions.Takeover).
+	takeover atomic.Bool
+
 	limits atomic.Pointer[config.Limits]
 	origin atomic.Pointer[[]string]
 
@@ -81,9 +86,9 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
-	perIP        *tally.Counter // open connections per client address (tally.AddrKey)
-	connectFails failureTable   // failed connects per address (throttle.go)
-	refusalLog   logSampler     // refused connections are logged at most once a second
+	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
+	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
+	refusalLog   logsample.Sampler     // refused connections are logged at most once a second
 }
 
 // New checks opts and returns a server that is not yet listening.
@@ -112,6 +117,7 @@ func New(opts Options) (*Server, error) {
 	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
 		return nil, err
 	}
+	s.SetTakeover(opts.Auth.Takeover)
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)
 	s.SetTrustedProxies(opts.TrustedProxies)
@@ -122,7 +128,7 @@ func New(opts Options) (*Server, error) {
 	// limits.max_conns (which a reload may raise) bounds it; it needs no
 	// bound of its own.
 	s.perIP = tally.NewCounter(math.MaxInt)
-	s.connectFails = newFailureTable()
+	s.connectFails = auth.NewConnectThrottle()
 	return s, nil
 }
 
@@ -406,6 +412,20 @@ func portOf(a net.Addr) int {
 	return -1
 }
 
+// logRefusal logs a refused connection, sampled: a flood of them costs
+// one line a second.
+func (s *Server) logRefusal(e ending, msg, ip string) {
+	ok, suppressed := s.refusalLog.Allow(time.Now())
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("reason", endings[e].label), zap.String("remote", ip)}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
+	}
+	s.log.Warn(msg, fields...)
+}
+
 // OnShutdown implements gnet.EventHandler.
 func (s *Server) OnShutdown(gnet.Engine) {}
 
@@ -413,34 +433,38 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
-	refuse := func(err *proto.Error) ([]byte, gnet.Action) {
-		s.metrics.Rejected(err.Code)
-		if isLine {
-			return line.AppendEvent(nil, &proto.Event{Kind: proto.EvError, Err: err}), gnet.Close
+	ip := remoteIP(c.RemoteAddr())
+	refuse := func(e ending) ([]byte, gnet.Action) {
+		label := endings[e].label
+		s.metrics.Rejected(label)
+		s.metrics.Disconnected(label)
+		if s.log.Core().Enabled(zapcore.DebugLevel) {
+			s.log.Debug("connection refused", zap.String("reason", label), zap.String("remote", ip))
 		}
-		return web.ErrorResponse(503, err.Text+"\n"), gnet.Close
+		if isLine {
+			return lineRefusal(e), gnet.Close
+		}
+		return webRefusal(e), gnet.Close
 	}
 	if s.draining.Load() {
-		return refuse(proto.ErrShuttingDown)
+		return refuse(endDraining)
 	}
 	lim := s.lim()
-	ip := remoteIP(c.RemoteAddr())
 	key := addrKey(c.RemoteAddr(), lim.IPv6Prefix)
 	if s.conns.Load() >= int64(lim.MaxConns) {
-		s.logRefusal("connection refused: server full", ip)
-		return refuse(proto.ErrServerFull)
+		s.logRefusal(endFull, "connection refused: server full", ip)
+		return refuse(endFull)
 	}
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
 	if !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP) {
-		s.logRefusal("connection refused: too many from one address", ip)
-		return refuse(proto.ErrTooManyConns)
+		s.logRefusal(endPerAddr, "connection refused: too many from one address", ip)
+		return refuse(endPerAddr)
 	}
 	s.conns.Add(1)
 	ls := s.loopFor(c)
-	cn := newConn(s, ls, c, isLine, ip)
-	cn.peerIP, cn.fromProxy, cn.ipHeld, cn.ipKey = ip, fromProxy, !fromProxy, key
+	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, key: key, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
 	s.metrics.ConnOpened(cn.protocol())

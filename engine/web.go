@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -8,13 +9,11 @@ import (
 	"github.com/gobwas/ws"
 
 	"duet/proto"
+	"duet/proto/httphead"
 	"duet/proto/jsonproto"
 	"duet/proto/wsframe"
 	"duet/web"
 )
-
-// maxRequestHead bounds an HTTP request head; a longer one gets 431.
-const maxRequestHead = 8 << 10
 
 // wsPath is where the WebSocket endpoint lives; everything else on the
 // web port is the browser client.
@@ -24,7 +23,7 @@ const wsPath = "/ws"
 // It returns the bytes of buf it used.
 func (cn *conn) readWeb(buf []byte) int {
 	used := 0
-	for !cn.paused && !cn.closing && used < len(buf) {
+	for cn.reads() && used < len(buf) {
 		var n int
 		if cn.stage == stageHTTP {
 			n = cn.readRequest(buf[used:])
@@ -43,38 +42,41 @@ func (cn *conn) readWeb(buf []byte) int {
 // readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
 // or a page of the browser client.
 func (cn *conn) readRequest(buf []byte) int {
-	h := parseRequestHead(buf)
-	switch h.status {
+	h := httphead.Parse(buf)
+	switch h.Status {
 	case 0:
-		if h.end == 0 {
+		if h.End == 0 {
 			return 0
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
-		cn.out.DeliverRaw(web.ErrorResponse(h.status, "request header too large"))
-		cn.closeNow(proto.ReasonDisconnected)
-		return h.used
+		cn.endAs(endProtocol, endDetail{status: h.Status, text: "request header too large"})
+		return h.Used
 	default:
-		cn.out.DeliverRaw(web.ErrorResponse(h.status, "malformed request"))
-		cn.closeNow(proto.ReasonDisconnected)
-		return h.used
+		cn.end(endProtocol) // 400
+		return h.Used
 	}
-	req, end := h.req, h.end
+	req, end := h.Request, h.End
 	head := buf[:end]
 	if !cn.forwardedFor(req) {
 		return len(buf)
 	}
 	if req.URL.Path == wsPath {
 		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
-		cn.out.DeliverRaw(resp)
 		if err != nil {
-			cn.closeNow(proto.ReasonDisconnected)
+			var refused *wsframe.HandshakeError
+			errors.As(err, &refused)
+			e := endProtocol
+			if errors.Is(err, wsframe.ErrOriginRefused) {
+				e = endOrigin
+			}
+			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header})
 			return end
 		}
+		cn.out.DeliverRaw(resp)
 		cn.stage = stageWS
 		cn.srv.metrics.ConnClosed(protoHTTP)
 		cn.srv.metrics.ConnOpened(protoWS)
-		cn.wsr.MaxMessage = cn.srv.lim().MaxFrame
-		cn.lastRecv = cn.loop.now
+		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
 		cn.opened = cn.loop.now
 		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
 		return end
@@ -85,8 +87,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.
-		cn.out.DeliverRaw(web.ErrorResponse(429, "too many requests"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endTooMany)
 		return len(buf)
 	}
 	var resp []byte
@@ -98,12 +99,12 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	cn.out.DeliverRaw(resp)
 	if !keep || hasBody {
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endServed)
 		return len(buf)
 	}
 	cn.opened = cn.loop.now // the next request gets its own deadline
 	// A client that pipelines requests without reading the responses is
-	// paused like any slow reader, so each request read cannot grow the
+	// held like any slow reader, so each request read cannot grow the
 	// queue by a whole page.
 	cn.backPressure(cn.out)
 	return end
@@ -111,21 +112,20 @@ func (cn *conn) readRequest(buf []byte) int {
 
 // readFrame handles one WebSocket frame.
 func (cn *conn) readFrame(buf []byte) int {
-	msg, ok, n, err := cn.wsr.Next(buf)
+	msg, ok, n, err := cn.ws.r.Next(buf)
 	if err != nil {
 		cn.sayRun()
-		code, reason := ws.StatusProtocolError, "protocol error"
+		var d endDetail // 1002 protocol error, unless the reader says more
 		if ce, isClose := err.(*wsframe.CloseError); isClose {
-			code, reason = ce.Code, ce.Reason
+			d.wsCode, d.wsText = ce.Code, ce.Reason
 		}
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, code, reason))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.endAs(endProtocol, d)
 		return len(buf)
 	}
 	if n == 0 {
 		return 0
 	}
-	cn.lastRecv = cn.loop.now
+	cn.ws.lastRecv = cn.loop.now
 	if !ok {
 		return n
 	}
@@ -147,8 +147,7 @@ func (cn *conn) readFrame(buf []byte) int {
 	cn.sayRun()
 	switch msg.Op {
 	case ws.OpBinary:
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusUnsupportedData, "send JSON in text frames"))
-		cn.closeNow(proto.ReasonDisconnected)
+		cn.end(endBinary)
 	case ws.OpPing:
 		// Each ping costs a pong: pings spend tokens like commands, and a
 		// client that does not read its pongs is paused like any reader.
@@ -158,9 +157,13 @@ func (cn *conn) readFrame(buf []byte) int {
 		cn.backPressure(cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
-		// Echo the close and end: the user closed the page or the socket.
-		cn.out.DeliverRaw(wsframe.AppendClose(nil, ws.StatusNormalClosure, ""))
-		cn.closeNow(proto.ReasonDisconnected)
+		// Answer the close and end: the user closed the socket, or left
+		// the page (going away). The reader has checked the code.
+		if code, _ := ws.ParseCloseFrameData(msg.Payload); code == ws.StatusGoingAway {
+			cn.end(endGoingAway)
+		} else {
+			cn.end(endClosed)
+		}
 	}
 	return n
 }

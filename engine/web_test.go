@@ -107,7 +107,8 @@ func TestWSOriginRules(t *testing.T) {
 
 // TestWebHeaders: over the wire, every page answer carries the security
 // headers and, when configured, HSTS; an error answered before a request
-// could be read carries the security headers too.
+// could be read, and a refused WebSocket handshake, carry the security
+// headers too.
 func TestWebHeaders(t *testing.T) {
 	t.Parallel()
 	site, err := web.NewSite(web.Options{HSTSMaxAge: 180 * 24 * time.Hour})
@@ -121,17 +122,24 @@ func TestWebHeaders(t *testing.T) {
 		"X-Frame-Options":            "DENY",
 		"Cross-Origin-Opener-Policy": "same-origin",
 	}
+	const upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 	for _, tc := range []struct {
 		name, req string
 		status    int
 		hsts      bool
+		header    [2]string // a further header the answer must carry
 	}{
-		{"page", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
-		{"share link", "GET /?utm=1 HTTP/1.1\r\nHost: x\r\n\r\n", 200, true},
-		{"script", "GET /app.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", 200, true},
-		{"not found", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, true},
-		{"method", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, true},
-		{"malformed", "NOT HTTP AT ALL\r\n\r\n", 400, false},
+		{"page", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 200, true, [2]string{}},
+		{"share link", "GET /?utm=1 HTTP/1.1\r\nHost: x\r\n\r\n", 200, true, [2]string{}},
+		{"script", "GET /app.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n", 200, true, [2]string{}},
+		{"not found", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, true, [2]string{}},
+		{"method", "DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, true, [2]string{}},
+		{"malformed", "NOT HTTP AT ALL\r\n\r\n", 400, false, [2]string{}},
+		{"ws, origin refused", upgrade + "Origin: http://evil.example\r\n\r\n", 403, false, [2]string{}},
+		{"ws, not an upgrade", "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 400, false, [2]string{}},
+		{"ws, another version", strings.Replace(upgrade, "Version: 13", "Version: 8", 1) + "\r\n", 426, false,
+			[2]string{"Sec-WebSocket-Version", "13"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialFrom(t, "127.0.0.1", d.WS)
@@ -154,6 +162,14 @@ func TestWebHeaders(t *testing.T) {
 			csp := resp.Header.Get("Content-Security-Policy")
 			if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
 				t.Errorf("Content-Security-Policy = %q", csp)
+			}
+			if name := tc.header[0]; name != "" && resp.Header.Get(name) != tc.header[1] {
+				t.Errorf("%s = %q, want %q", name, resp.Header.Get(name), tc.header[1])
+			}
+			if !tc.hsts && !resp.Close {
+				// An error answer, not one of the site's pages: it ends the
+				// connection.
+				t.Errorf("status %d without Connection: close", resp.StatusCode)
 			}
 			hsts := resp.Header.Values("Strict-Transport-Security")
 			if tc.hsts && (len(hsts) != 1 || hsts[0] != "max-age=15552000") {

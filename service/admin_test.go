@@ -21,6 +21,9 @@ func TestAdminEndpoints(t *testing.T) {
 	m.ConnOpened("ws")
 	m.ConnOpened("nonsense") // not a protocol: ignored, not a new series
 	m.Rejected("server_full")
+	m.Disconnected("server_full")
+	m.Disconnected("slow")
+	m.Disconnected("slow")
 	m.Error("room_full")
 	m.SlowCut()
 	a, err := StartAdmin("127.0.0.1:0", m.Registry, zaptest.NewLogger(t))
@@ -73,6 +76,8 @@ func TestAdminEndpoints(t *testing.T) {
 				`duet_connections_opened_total{protocol="http"} 1`,
 				`duet_connections_rejected_total{reason="server_full"} 1`,
 				`duet_errors_total{code="room_full"} 1`,
+				`duet_disconnects_total{reason="server_full"} 1`,
+				`duet_disconnects_total{reason="slow"} 2`,
 				`duet_slow_consumer_cuts_total 1`,
 				`duet_users 0`,
 				`go_goroutines `,

@@ -22,6 +22,7 @@ type Metrics struct {
 	conns       *prometheus.GaugeVec
 	opened      *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
+	disconnects *prometheus.CounterVec
 	errors      *prometheus.CounterVec
 	slowCuts    prometheus.Counter
 	byProtocol  map[string]prometheus.Gauge
@@ -48,6 +49,10 @@ func NewMetrics(core *hub.Hub) *Metrics {
 			Name: "duet_connections_rejected_total",
 			Help: "Connections refused, by reason.",
 		}, []string{"reason"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duet_disconnects_total",
+			Help: "Connections ended, by how they ended (docs/LIMITS.md lists every reason).",
+		}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_errors_total",
 			Help: "Errors told to users, by code.",
@@ -67,7 +72,7 @@ func NewMetrics(core *hub.Hub) *Metrics {
 		m.openedByPro[p] = m.opened.WithLabelValues(p)
 	}
 	m.Registry.MustRegister(
-		m.conns, m.opened, m.rejected, m.errors, m.slowCuts,
+		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts,
 		hubCollector{core},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -92,6 +97,9 @@ func (m *Metrics) ConnClosed(protocol string) {
 
 // Rejected implements engine.Metrics.
 func (m *Metrics) Rejected(reason string) { m.rejected.WithLabelValues(reason).Inc() }
+
+// Disconnected implements engine.Metrics.
+func (m *Metrics) Disconnected(reason string) { m.disconnects.WithLabelValues(reason).Inc() }
 
 // Error implements engine.Metrics.
 func (m *Metrics) Error(code string) { m.errors.WithLabelValues(code).Inc() }

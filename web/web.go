@@ -376,19 +376,12 @@ func (s *Site) lookup(req *http.Request) *file {
 	return s.files[u.Path]
 }
 
-// plain renders a short text/plain answer, such as 404 or 405.
+// plain renders a short text/plain answer, such as 404 or 405, with the
+// headers every Respond answer carries and extra, lines of its own.
 func (s *Site) plain(req *http.Request, status int, text, extra string, head, keepAlive bool) []byte {
-	body := text + "\n"
-	b := make([]byte, 0, 512+len(body))
-	b = s.appendHead(b, req, status, keepAlive)
+	b := s.appendHead(make([]byte, 0, 512+len(text)), req, status, keepAlive)
 	b = append(b, extra...)
-	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\n\r\n"...)
-	if !head {
-		b = append(b, body...)
-	}
-	return b
+	return appendPlainBody(b, text, head)
 }
 
 // appendHead appends the status line and the headers every Respond answer
@@ -507,25 +500,44 @@ func etagMatches(values []string, etag string) bool {
 	return false
 }
 
-// ErrorResponse renders a minimal response for failures found before a
-// request could be parsed (e.g. 400, 408, 431, 503): a text/plain body of
-// text, ending in one newline (added unless text has it), and
-// Connection: close, since after such a failure the rest of the stream
-// cannot be trusted to begin a request. It carries the security block as
-// Respond's answers do; HSTS, a property of the Site, rides on those.
-func ErrorResponse(status int, text string) []byte {
-	body := text
-	if !strings.HasSuffix(body, "\n") {
-		body += "\n"
+// ErrorResponse renders a minimal response for a failure outside the
+// site's own pages: before a request could be parsed or served (400, 408,
+// 429, 431, 503) or a refused WebSocket handshake (403, 404, 405, 426,
+// 505). Its body is text, ending in one newline (added unless text has
+// it); header holds lines the status calls for, each ending in CRLF (426
+// names the WebSocket versions spoken). It says Connection: close, since
+// after such a failure the rest of the stream cannot be trusted to begin
+// a request. It carries the security block as Respond's answers do;
+// HSTS, a property of the Site, rides on those.
+func ErrorResponse(status int, text string, header ...string) []byte {
+	b := appendStatusLine(make([]byte, 0, 512+len(text)), status)
+	for _, h := range header {
+		b = append(b, h...)
 	}
-	b := make([]byte, 0, 256+len(body))
-	b = appendStatusLine(b, status)
-	b = append(b, "Content-Type: text/plain; charset=utf-8\r\n"...)
-	b = append(b, "Cache-Control: no-store\r\n"...)
 	b = append(b, securityHeaders...)
 	b = append(b, "Connection: close\r\n"...)
-	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
+	return appendPlainBody(b, text, false)
+}
+
+// appendPlainBody ends every short text answer, the site's and
+// ErrorResponse's alike: its type, no caching, its length, and text as
+// the body, ending in one newline (added unless text has it). head (a
+// HEAD request) leaves the body out but still gives its length.
+func appendPlainBody(b []byte, text string, head bool) []byte {
+	n := len(text)
+	newline := !strings.HasSuffix(text, "\n")
+	if newline {
+		n++
+	}
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(n), 10)
 	b = append(b, "\r\n\r\n"...)
-	return append(b, body...)
+	if head {
+		return b
+	}
+	b = append(b, text...)
+	if newline {
+		b = append(b, '\n')
+	}
+	return b
 }

@@ -650,18 +650,20 @@ func TestErrorResponse(t *testing.T) {
 	tests := []struct {
 		status     int
 		text       string
+		header     []string
 		wantStatus int
 	}{
-		{400, "bad request", 400},
-		{408, "request timeout", 408},
-		{431, "request header fields too large", 431},
-		{503, "server busy, try again", 503},
-		{0, "no status", 500},
-		{799, "unknown status", 500},
-		{400, "already ends in a newline\n", 400},
+		{400, "bad request", nil, 400},
+		{408, "request timeout", nil, 408},
+		{431, "request header fields too large", nil, 431},
+		{503, "server busy, try again", nil, 503},
+		{0, "no status", nil, 500},
+		{799, "unknown status", nil, 500},
+		{400, "already ends in a newline\n", nil, 400},
+		{426, "handshake error: bad version", []string{"Sec-WebSocket-Version: 13\r\n"}, 426},
 	}
 	for _, tt := range tests {
-		raw := ErrorResponse(tt.status, tt.text)
+		raw := ErrorResponse(tt.status, tt.text, tt.header...)
 		resp, body := response(t, raw, &http.Request{Method: "GET"})
 		if resp.StatusCode != tt.wantStatus {
 			t.Errorf("%d: status %d, want %d", tt.status, resp.StatusCode, tt.wantStatus)
@@ -677,6 +679,12 @@ func TestErrorResponse(t *testing.T) {
 		}
 		if resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
 			t.Errorf("%d: headers %v", tt.status, resp.Header)
+		}
+		for _, h := range tt.header {
+			name, value, _ := strings.Cut(strings.TrimSuffix(h, "\r\n"), ": ")
+			if got := resp.Header.Get(name); got != value {
+				t.Errorf("%d: %s = %q, want %q", tt.status, name, got, value)
+			}
 		}
 		checkSecurityBlock(t, resp.Header)
 	}

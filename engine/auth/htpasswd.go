@@ -1,13 +1,16 @@
-// Package auth is duet's accounts mode: user names and bcrypt password
+// Package auth decides who may act as whom, and slows those who guess.
+// Its larger part is accounts mode: user names and bcrypt password
 // hashes from an htpasswd file, checked off the event loops by a bounded
-// pool, with failed logins rate limited per address and per account.
+// pool (Logins), with failed logins rate limited per address and per
+// account (Throttle). Beside it, ConnectThrottle slows clients that guess
+// at tokens, in either mode.
 //
 // It knows nothing of sockets or protocols; an address comes to it as the
-// key a limit counts it under (tally.AddrKey). The engine asks it three
-// things: when a login attempt may be checked, if at all (Throttle.Admit),
-// whether a name and password match (Accounts.Verify, run on a Pool,
-// which can withdraw a check whose client has gone), and to record the
-// outcome.
+// key a limit counts it under (tally.AddrKey). For a login the engine asks
+// it when the attempt may be checked, if at all (Logins.Admit), then to
+// check it (Logins.Start: Accounts.Verify, run on a Pool, which can
+// withdraw a check whose client has gone, and the outcome recorded), and
+// is called back with the answer.
 package auth
 
 import (

@@ -4,9 +4,10 @@
 // duetd runs on gnet event loops, which hand the engine whatever bytes have
 // arrived: an HTTP request head or a frame may be split across reads, and
 // one read may carry several frames. Nothing here reads from or writes to a
-// connection. The engine accumulates bytes, asks HeadEnd whether a request
-// head is complete, passes it to Upgrade, then feeds the inbound buffer to
-// Reader.Next and discards the n bytes each call consumed.
+// connection. The engine accumulates bytes until a request head is
+// complete (package httphead says when), passes it to Upgrade, then feeds
+// the inbound buffer to Reader.Next and discards the n bytes each call
+// consumed.
 //
 // The types are those of github.com/gobwas/ws (ws.Header, ws.OpCode,
 // ws.StatusCode), and gobwas decides the rules it already knows: the

@@ -32,10 +32,11 @@ type UpgradeConfig struct {
 	Subprotocols []string
 }
 
-// Handshake failures that are ours rather than RFC 6455's. Upgrade returns
-// them as they are, so errors.Is works; the other failures are gobwas's
-// ws.ErrHandshake* values and ws.ErrMalformedRequest. All of them are
-// *ws.ConnectionRejectedError, whose StatusCode is the HTTP status sent.
+// Handshake failures that are ours rather than RFC 6455's. Upgrade's
+// HandshakeError wraps them, so errors.Is works; the other failures are
+// gobwas's ws.ErrHandshake* values and ws.ErrMalformedRequest. All of
+// them are *ws.ConnectionRejectedError, whose StatusCode is the HTTP
+// status to answer with.
 var (
 	ErrOriginRefused = ws.RejectConnectionError(
 		ws.RejectionStatus(http.StatusForbidden),
@@ -49,39 +50,43 @@ var (
 		ws.RejectionStatus(http.StatusBadRequest),
 		ws.RejectionReason("handshake error: repeated Host or Origin header"),
 	)
-	// ErrSubprotocol is returned for a client that offered subprotocols,
-	// none of which UpgradeConfig.Subprotocols lists. The response's
-	// text names the ones that are spoken.
+	// ErrSubprotocol is the cause for a client that offered
+	// subprotocols, none of which UpgradeConfig.Subprotocols lists. The
+	// HandshakeError's reason names the ones that are spoken.
 	ErrSubprotocol = ws.RejectConnectionError(
 		ws.RejectionStatus(http.StatusBadRequest),
 		ws.RejectionReason("handshake error: unsupported subprotocol"),
 	)
 )
 
-var headTerminator = []byte("\r\n\r\n")
-
-// HeadEnd returns the length of the HTTP request head at the front of buf,
-// including the blank line that ends it, or 0 while that line has not
-// arrived. The caller bounds how long it waits: a head that grows past its
-// limit without ending should be answered with 431 or simply closed.
-func HeadEnd(buf []byte) int {
-	i := bytes.Index(buf, headTerminator)
-	if i < 0 {
-		return 0
-	}
-	return i + len(headTerminator)
+// A HandshakeError is a refused opening handshake, and how to answer it:
+// with HTTP status Status, Reason as the text, and Header's lines (each
+// ending in CRLF) when the status calls for some. The answer itself is
+// the caller's to write, with the headers its other error answers carry.
+type HandshakeError struct {
+	Status int
+	Reason string
+	Header string
+	// Err is the cause: ErrOriginRefused, ErrPathNotFound,
+	// ErrDuplicateHeader, ErrSubprotocol, or one of gobwas's
+	// ws.ErrHandshake* values or ws.ErrMalformedRequest.
+	Err error
 }
 
+func (e *HandshakeError) Error() string { return e.Reason }
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // Upgrade runs the server side of the opening handshake on one complete
-// request head, as measured by HeadEnd, with ws.Upgrader reading from and
-// writing to memory. head is not modified.
+// request head (httphead.End measures one), with ws.Upgrader reading
+// from and writing to memory. head is not modified.
 //
 // On success resp is the 101 Switching Protocols response and err is nil.
-// On failure resp is a complete HTTP error response to write before
-// closing the connection, and err says why: 400 for a malformed or
-// incomplete handshake, 403 for a refused Origin, 404 for another path,
-// 405 for a method other than GET, 426 with "Sec-WebSocket-Version: 13" for
-// a version other than 13, and 505 for HTTP older than 1.1.
+// On failure resp is nil and err is a *HandshakeError, to be answered
+// before closing the connection: 400 for a malformed or incomplete
+// handshake, 403 for a refused Origin, 404 for another path, 405 for a
+// method other than GET, 426 with "Sec-WebSocket-Version: 13" for a
+// version other than 13, and 505 for HTTP older than 1.1.
 //
 // A subprotocol is chosen as UpgradeConfig.Subprotocols says; no
 // extension is negotiated, so frames never carry RSV bits, which Reader
@@ -173,23 +178,33 @@ func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(head), &out}
-	_, err = upgrader.Upgrade(conn)
-	if err == nil {
+	if _, err = upgrader.Upgrade(conn); err == nil {
 		return out.Bytes(), nil
 	}
+	// gobwas has written an answer of its own to out; it is dropped, and
+	// the caller answers from the HandshakeError instead.
 	if err == refused {
-		err = ErrSubprotocol
+		return nil, &HandshakeError{Status: http.StatusBadRequest, Reason: refused.Error(), Err: ErrSubprotocol}
 	}
-	if out.Len() == 0 {
-		// gobwas answers nothing when it cannot parse the request line or
-		// the head ends before its blank line; the client still deserves
-		// a 400 rather than a silent close.
-		if !errors.Is(err, ws.ErrMalformedRequest) {
-			err = fmt.Errorf("%w: %w", ws.ErrMalformedRequest, err)
-		}
-		return badRequest(ws.ErrMalformedRequest.Error()), err
+	return nil, refusal(err)
+}
+
+// refusal says how to answer a handshake gobwas refused with err.
+func refusal(err error) *HandshakeError {
+	var rejected *ws.ConnectionRejectedError
+	if !errors.As(err, &rejected) {
+		// gobwas cannot parse the request line, or the head ends before
+		// its blank line: the client still deserves a 400 rather than a
+		// silent close.
+		rejected = ws.ErrMalformedRequest.(*ws.ConnectionRejectedError)
+		err = fmt.Errorf("%w: %w", ws.ErrMalformedRequest, err)
 	}
-	return withConnectionClose(out.Bytes()), err
+	e := &HandshakeError{Status: rejected.StatusCode(), Reason: rejected.Error(), Err: err}
+	if errors.Is(err, ws.ErrHandshakeUpgradeRequired) {
+		// RFC 6455 section 4.4: name the versions the server speaks.
+		e.Header = "Sec-WebSocket-Version: 13\r\n"
+	}
+	return e
 }
 
 // requestPath returns the path of a request target, without its query.
@@ -198,27 +213,4 @@ func requestPath(uri []byte) []byte {
 		return uri[:i]
 	}
 	return uri
-}
-
-// withConnectionClose adds "Connection: close" after the status line of an
-// error response, telling the client that the connection ends with it.
-func withConnectionClose(resp []byte) []byte {
-	i := bytes.Index(resp, []byte("\r\n"))
-	if i < 0 {
-		return resp
-	}
-	const header = "Connection: close\r\n"
-	out := make([]byte, 0, len(resp)+len(header))
-	out = append(out, resp[:i+2]...)
-	out = append(out, header...)
-	return append(out, resp[i+2:]...)
-}
-
-// badRequest builds a 400 response in the same form gobwas uses for its
-// own rejections.
-func badRequest(body string) []byte {
-	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\n"+
-		"Connection: close\r\n"+
-		"Content-Type: text/plain; charset=utf-8\r\n"+
-		"Content-Length: %d\r\n\r\n%s", len(body), body)
 }

@@ -1,4 +1,4 @@
-package engine
+package httphead
 
 import (
 	"net/http"
@@ -6,11 +6,11 @@ import (
 	"testing"
 )
 
-// FuzzParseRequestHead: whatever bytes arrive first on the web port,
+// FuzzParse: whatever bytes arrive first on the web port,
 // parsing never panics, never claims more than it was given, asks for
 // more only while the head can still fit, and yields either a request
 // or an error status.
-func FuzzParseRequestHead(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
 		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://x\r\n\r\n",
@@ -26,22 +26,22 @@ func FuzzParseRequestHead(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, buf []byte) {
-		h := parseRequestHead(buf)
+		h := Parse(buf)
 		switch {
-		case h.status == 0 && h.end == 0:
-			if len(buf) > maxRequestHead {
-				t.Fatalf("waits for more with %d bytes, over the %d-byte limit", len(buf), maxRequestHead)
+		case h.Status == 0 && h.End == 0:
+			if len(buf) > MaxHead {
+				t.Fatalf("waits for more with %d bytes, over the %d-byte limit", len(buf), MaxHead)
 			}
-		case h.status == 0:
-			if h.req == nil || h.end > len(buf) || h.end > maxRequestHead {
-				t.Fatalf("request %v with end %d of %d", h.req, h.end, len(buf))
+		case h.Status == 0:
+			if h.Request == nil || h.End > len(buf) || h.End > MaxHead {
+				t.Fatalf("request %v with end %d of %d", h.Request, h.End, len(buf))
 			}
-		case h.status == http.StatusBadRequest || h.status == http.StatusRequestHeaderFieldsTooLarge:
-			if h.req != nil || h.used <= 0 || h.used > len(buf) {
-				t.Fatalf("status %d using %d of %d bytes", h.status, h.used, len(buf))
+		case h.Status == http.StatusBadRequest || h.Status == http.StatusRequestHeaderFieldsTooLarge:
+			if h.Request != nil || h.Used <= 0 || h.Used > len(buf) {
+				t.Fatalf("status %d using %d of %d bytes", h.Status, h.Used, len(buf))
 			}
 		default:
-			t.Fatalf("unexpected status %d", h.status)
+			t.Fatalf("unexpected status %d", h.Status)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package engine
+package httphead
 
 import (
 	"net/netip"
@@ -37,7 +37,7 @@ func TestForwardedClient(t *testing.T) {
 		{"only trusted", []string{"10.0.0.2, 10.0.0.1"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := forwardedClient(tc.values, trusted)
+			got, ok := ForwardedClient(tc.values, trusted)
 			switch {
 			case tc.want == "" && ok:
 				t.Fatalf("believed %v, want nothing", got)
@@ -55,7 +55,7 @@ func FuzzForwardedClient(f *testing.F) {
 	proxies := netip.MustParsePrefix("10.0.0.0/8")
 	trusted := func(a netip.Addr) bool { return proxies.Contains(a) }
 	f.Fuzz(func(t *testing.T, first, last string) {
-		got, ok := forwardedClient([]string{first, last}, trusted)
+		got, ok := ForwardedClient([]string{first, last}, trusted)
 		if !ok {
 			return
 		}
@@ -65,8 +65,8 @@ func FuzzForwardedClient(f *testing.F) {
 		if !got.IsValid() || trusted(got) || got.Zone() != "" {
 			t.Fatalf("believed %v", got)
 		}
-		if _, lastOK := forwardedClient([]string{last}, trusted); lastOK {
-			if again, _ := forwardedClient([]string{last}, trusted); again != got {
+		if _, lastOK := ForwardedClient([]string{last}, trusted); lastOK {
+			if again, _ := ForwardedClient([]string{last}, trusted); again != got {
 				t.Fatalf("believed %v from the first line over %v on the last", got, again)
 			}
 		}

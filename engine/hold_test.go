@@ -35,7 +35,7 @@ func TestHeldInputPastTheBoundIsActedOn(t *testing.T) {
 			sender.c = &heldConn{held: tc.held}
 			lim := sender.srv.lim()
 			used := sender.readLines(append([]byte(nil), lines...))
-			if !sender.paused || used == len(lines) {
+			if sender.flow.hold.why != holdBackpressure || used == len(lines) {
 				t.Fatalf("the sender did not pause (used %d of %d bytes)", used, len(lines))
 			}
 			backlog, limit := reader.out.Backlog(), int64(lim.OutboundHigh)

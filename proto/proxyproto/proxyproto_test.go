@@ -1,4 +1,4 @@
-package engine
+package proxyproto
 
 import (
 	"encoding/binary"
@@ -7,14 +7,14 @@ import (
 )
 
 func proxyV2(cmd, fam byte, addrs []byte, tlv []byte) []byte {
-	b := append([]byte(nil), proxyV2Sig...)
+	b := append([]byte(nil), v2Sig...)
 	b = append(b, 0x20|cmd, fam, 0, 0)
 	binary.BigEndian.PutUint16(b[14:], uint16(len(addrs)+len(tlv)))
 	b = append(b, addrs...)
 	return append(b, tlv...)
 }
 
-func TestParseProxyHeader(t *testing.T) {
+func TestParse(t *testing.T) {
 	v4 := []byte{192, 0, 2, 7, 127, 0, 0, 1, 0x30, 0x39, 0x1b, 0x9e}
 	v6 := make([]byte, 36)
 	copy(v6, netip.MustParseAddr("2001:db8::7").AsSlice())
@@ -46,16 +46,16 @@ func TestParseProxyHeader(t *testing.T) {
 		{"v2 tcp6", string(proxyV2(1, 0x21, v6, nil)), "2001:db8::7", 52, false},
 		{"v2 local", string(proxyV2(0, 0x00, nil, nil)), "", 16, false},
 		{"v2 unix", string(proxyV2(1, 0x31, make([]byte, 216), nil)), "", 232, false},
-		{"v2 partial signature", string(proxyV2Sig[:5]), "", 0, false},
+		{"v2 partial signature", string(v2Sig[:5]), "", 0, false},
 		{"v2 partial body", string(proxyV2(1, 0x11, v4, nil)[:20]), "", 0, false},
 		{"v2 short tcp4 body", string(proxyV2(1, 0x11, v4[:8], nil)), "", 0, true},
-		{"v2 bad version", string(append(append([]byte(nil), proxyV2Sig...), 0x11, 0x11, 0, 0)), "", 0, true},
+		{"v2 bad version", string(append(append([]byte(nil), v2Sig...), 0x11, 0x11, 0, 0)), "", 0, true},
 		{"v2 bad command", string(proxyV2(2, 0x11, v4, nil)), "", 0, true},
-		{"v2 too long", string(append(append([]byte(nil), proxyV2Sig...), 0x21, 0x11, 0xff, 0xff)), "", 0, true},
+		{"v2 too long", string(append(append([]byte(nil), v2Sig...), 0x21, 0x11, 0xff, 0xff)), "", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, n, err := parseProxyHeader([]byte(tt.in))
+			client, n, err := Parse([]byte(tt.in))
 			if tt.bad {
 				if err == nil {
 					t.Fatalf("got n=%d client=%v, want an error", n, client)
@@ -66,7 +66,7 @@ func TestParseProxyHeader(t *testing.T) {
 				t.Fatalf("error %v", err)
 			}
 			if tt.name == "v1 LF only" {
-				// No CRLF yet: still waiting (and bounded by maxProxyV1).
+				// No CRLF yet: still waiting (and bounded by maxV1).
 				if n != 0 {
 					t.Fatalf("n = %d, want 0", n)
 				}
@@ -86,7 +86,7 @@ func TestParseProxyHeader(t *testing.T) {
 	}
 }
 
-func TestLooksLikeProxyHeader(t *testing.T) {
+func TestLooks(t *testing.T) {
 	tests := []struct {
 		in        string
 		yes, more bool
@@ -104,30 +104,30 @@ func TestLooksLikeProxyHeader(t *testing.T) {
 		{"hello", false, false},
 	}
 	for _, tt := range tests {
-		yes, more := looksLikeProxyHeader([]byte(tt.in))
+		yes, more := Looks([]byte(tt.in))
 		if yes != tt.yes || more != tt.more {
 			t.Errorf("%q: yes=%v more=%v, want %v %v", tt.in, yes, more, tt.yes, tt.more)
 		}
 	}
 }
 
-func FuzzParseProxyHeader(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 12345 7070\r\n"))
 	f.Add([]byte("PROXY UNKNOWN\r\n"))
 	f.Add(proxyV2(1, 0x11, []byte{192, 0, 2, 7, 127, 0, 0, 1, 0, 1, 0, 2}, nil))
 	f.Add(proxyV2(1, 0x21, make([]byte, 36), nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		client, n, err := parseProxyHeader(b)
+		client, n, err := Parse(b)
 		if err != nil && (n != 0 || client.IsValid()) {
 			t.Fatalf("error with n=%d client=%v", n, client)
 		}
 		if n > len(b) {
 			t.Fatalf("n=%d beyond %d bytes", n, len(b))
 		}
-		if n > 0 && n > maxProxyV2 {
+		if n > 0 && n > maxV2 {
 			t.Fatalf("n=%d beyond the bound", n)
 		}
-		if n == 0 && err == nil && len(b) > maxProxyV2 {
+		if n == 0 && err == nil && len(b) > maxV2 {
 			t.Fatalf("still waiting after %d bytes", len(b))
 		}
 	})

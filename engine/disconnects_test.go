@@ -1,0 +1,335 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"duet/engine"
+	"duet/engine/auth"
+	"duet/engine/auth/authtest"
+	"duet/engine/enginetest"
+	"duet/service"
+)
+
+// TestEveryEndingCounted provokes each way a connection ends over the
+// wire, on a daemon of its own, and reads duet_disconnects_total from a
+// real /metrics endpoint: the connection is counted once, under its
+// ending's label, and the line the log writes for it carries the same
+// label as reason. docs/LIMITS.md lists the endings; what each tells its
+// client and its partner is checked by the tests of each (hostile_test.go
+// and the others).
+func TestEveryEndingCounted(t *testing.T) {
+	t.Parallel()
+	upgrade := func(d *enginetest.Daemon, extra string) string {
+		return "GET /ws HTTP/1.1\r\nHost: " + d.WS + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n"
+	}
+	send := func(t *testing.T, addr, data string) net.Conn {
+		c := dialFrom(t, "127.0.0.1", addr)
+		if _, err := io.WriteString(c, data); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		reason  string
+		edit    func(*engine.Options)
+		provoke func(t *testing.T, d *enginetest.Daemon)
+	}{
+		{"quit", nil, func(t *testing.T, d *enginetest.Daemon) {
+			a := d.DialLine(t).Login("alice")
+			a.Send("/quit")
+			a.Expect(`^\* bye$`)
+			a.ExpectClosed()
+		}},
+		{"closed", nil, func(t *testing.T, d *enginetest.Daemon) {
+			d.DialLine(t).Login("alice").Conn.Close()
+		}},
+		{"going_away", nil, func(t *testing.T, d *enginetest.Daemon) {
+			w := d.DialWS(t).Login("alice")
+			write(t, w.Conn, clientFrame(0x88, []byte{0x03, 0xe9}, true)) // close, 1001 going away
+		}},
+		{"lost", nil, func(t *testing.T, d *enginetest.Daemon) {
+			// A browser whose network went: the socket ends with no close frame.
+			d.DialWS(t).Login("alice").Conn.Close()
+		}},
+		{"slow", func(o *engine.Options) {
+			o.Limits.OutboundHigh = 64 << 10
+			o.Limits.SlowTimeout = time.Second
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			alice := d.DialLine(t).Login("alice")
+			bob := d.DialLine(t).Login("bob")
+			bob.Send("/connect " + alice.Token)
+			alice.Expect(`is connected`)
+			go func() {
+				alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				_ = numberedLines(alice.Conn, "alice", 200_000, 200)
+			}()
+			alice.Expect(`^\* bob stopped reading and was cut off`)
+		}},
+		{"idle", func(o *engine.Options) {
+			o.Limits.IdleTimeout = time.Second
+			o.Limits.PingInterval = time.Hour
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			d.DialWS(t).Login("alice")
+		}},
+		{"shutdown", nil, func(t *testing.T, d *enginetest.Daemon) {
+			a := d.DialLine(t).Login("alice")
+			go shutdown(d)
+			a.Expect(`shutting down`)
+		}},
+		{"replaced", func(o *engine.Options) {
+			accounts, err := auth.Load(authtest.Users(t, "alice", "s3cret"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.AuthMode, o.Auth.Accounts, o.Auth.Takeover = "accounts", accounts, true
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			first := d.DialLine(t).LoginPassword("alice", "s3cret")
+			d.DialLine(t).LoginPassword("alice", "s3cret")
+			first.Expect(`logged in on another connection`)
+		}},
+		{"flood", func(o *engine.Options) {
+			o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			a := d.DialLine(t)
+			a.Send(strings.Repeat("/who\n", 100))
+			for !strings.Contains(a.Line(), "too many requests for too long") {
+			}
+		}},
+		{"protocol", nil, func(t *testing.T, d *enginetest.Daemon) {
+			write(t, d.DialWS(t).Conn, clientFrame(0x81, []byte(`{"type":"help"}`), false)) // unmasked
+		}},
+		{"binary", nil, func(t *testing.T, d *enginetest.Daemon) {
+			write(t, d.DialWS(t).Conn, clientFrame(0x82, []byte{1, 2, 3}, true))
+		}},
+		{"origin", nil, func(t *testing.T, d *enginetest.Daemon) {
+			expectStatus(t, send(t, d.WS, upgrade(d, "Origin: http://evil.example\r\n")), http.StatusForbidden)
+		}},
+		{"too_many_requests", func(o *engine.Options) {
+			o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			c := send(t, d.WS, strings.Repeat("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 2))
+			expectStatus(t, c, http.StatusNotFound)
+		}},
+		{"served", nil, func(t *testing.T, d *enginetest.Daemon) {
+			expectStatus(t, send(t, d.WS, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), http.StatusOK)
+		}},
+		{"login_timeout", func(o *engine.Options) {
+			o.Limits.LoginTimeout = time.Second
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			// Not a byte sent, not even a first line: told all the same.
+			d.DialLine(t).Expect(`^! login_timeout: `)
+		}},
+		{"handshake_timeout", func(o *engine.Options) {
+			o.Limits.HandshakeTimeout = time.Second
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			expectStatus(t, send(t, d.WS, "GET / HT"), http.StatusRequestTimeout)
+		}},
+		{"http_request", nil, func(t *testing.T, d *enginetest.Daemon) {
+			a := d.DialLine(t)
+			a.Send("POST / HTTP/1.1")
+			a.Expect(`^! http_request: `)
+		}},
+		{"untrusted_proxy", nil, func(t *testing.T, d *enginetest.Daemon) {
+			send(t, d.TCP, "PROXY TCP4 192.0.2.7 127.0.0.1 40000 7070\r\n")
+		}},
+		{"bad_proxy_header", func(o *engine.Options) {
+			o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			send(t, d.TCP, "PROXY SOMETHING ELSE\r\n")
+		}},
+		{"too_many_connections", func(o *engine.Options) {
+			o.Limits.MaxConnsPerIP = 1
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			d.DialLine(t)
+			dialFrom(t, "127.0.0.1", d.TCP)
+		}},
+		{"server_full", func(o *engine.Options) {
+			o.Limits.MaxConns = 1
+		}, func(t *testing.T, d *enginetest.Daemon) {
+			d.DialLine(t)
+			dialFrom(t, "127.0.0.1", d.TCP)
+		}},
+		{"shutting_down", nil, refusedWhileShuttingDown},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			t.Parallel()
+			var m *service.Metrics
+			core, logs := observer.New(zapcore.DebugLevel)
+			d := enginetest.Start(t, func(o *engine.Options) {
+				m = service.NewMetrics(o.Hub)
+				o.Metrics = m
+				o.Logger = zap.New(core)
+				if tc.edit != nil {
+					tc.edit(o)
+				}
+			})
+			admin, err := service.StartAdmin("127.0.0.1:0", m.Registry, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = admin.Close(context.Background()) })
+			tc.provoke(t, d)
+			if n := waitDisconnects(t, admin.Addr().String(), tc.reason); n != 1 {
+				t.Fatalf("duet_disconnects_total{reason=%q} is %d, want 1", tc.reason, n)
+			}
+			if logs.FilterField(zap.String("reason", tc.reason)).Len() == 0 {
+				t.Errorf("no log line with reason %q; the log has %v", tc.reason, messages(logs))
+			}
+		})
+	}
+}
+
+// waitDisconnects scrapes /metrics until the connection ended for reason
+// is counted, and returns the count then.
+func waitDisconnects(t *testing.T, admin, reason string) int {
+	t.Helper()
+	series := regexp.MustCompile(`(?m)^duet_disconnects_total\{reason="` + regexp.QuoteMeta(reason) + `"\} (\d+)$`)
+	client := &http.Client{Timeout: enginetest.Timeout}
+	for deadline := time.Now().Add(enginetest.Timeout); ; time.Sleep(50 * time.Millisecond) {
+		body := scrape(t, client, admin)
+		if series.Match(body) {
+			// A second count, should there be one, has had time to come.
+			time.Sleep(100 * time.Millisecond)
+			m := series.FindSubmatch(scrape(t, client, admin))
+			n, _ := strconv.Atoi(string(m[1]))
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection counted as %s; /metrics has:\n%s", reason, grepLines(body, "duet_disconnects_total"))
+		}
+	}
+}
+
+func scrape(t *testing.T, client *http.Client, admin string) []byte {
+	t.Helper()
+	resp, err := client.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func grepLines(body []byte, prefix string) string {
+	var out []string
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func messages(logs *observer.ObservedLogs) []string {
+	var out []string
+	for _, e := range logs.All() {
+		out = append(out, fmt.Sprintf("%s %v", e.Message, e.ContextMap()["reason"]))
+	}
+	return out
+}
+
+func write(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expectStatus reads an HTTP response from c and checks its status.
+func expectStatus(t *testing.T, c net.Conn, status int) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d", resp.StatusCode, status)
+	}
+}
+
+func shutdown(d *enginetest.Daemon) {
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	_ = d.Shutdown(ctx)
+}
+
+// refusedWhileShuttingDown opens a connection while the server shuts
+// down. A shutdown waits for every connection's goodbye to be written, so
+// a reader whose socket is full keeps the server draining, and its
+// listeners open, long enough to try: bob does not read, with a small
+// receive buffer, while alice sends until the server holds output for
+// him.
+func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
+	alice := d.DialLine(t).Login("alice")
+	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	raw, err := dialer.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	bob := newLineConn(t, raw)
+	bob.expect(`^\* welcome`)
+	bob.login("bob")
+	bob.send("/connect " + alice.Token)
+	alice.Expect(`is connected`)
+	sent := make(chan int, 1)
+	go func() {
+		alice.Conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		n := 0
+		for {
+			if _, err := fmt.Fprintf(alice.Conn, "%0200d\n", n); err != nil {
+				break
+			}
+			n++
+		}
+		sent <- n // alice is held back: the server holds what bob does not read
+	}()
+	<-sent
+	go shutdown(d)
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		c, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+		if err != nil {
+			t.Fatalf("listener closed before a connection was refused: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		first, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if strings.HasPrefix(first, "! shutting_down: ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never refused while shutting down; last greeting %q", first)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"errors"
+	"io"
+
+	"github.com/gobwas/ws"
+
+	"duet/proto"
+	"duet/proto/wsframe"
+	"duet/web"
+)
+
+// Every way a connection ends is one ending, and the endings table says
+// all that a close does for it: what the client is told and how, whether
+// what is queued for it is written first, what its partner is told, what
+// becomes of its session, and the label under which it is counted
+// (duet_disconnects_total{reason}) and logged. conn.end is the one way
+// the engine ends a connection; a connection that closes without one
+// (the client went away) is given closed or lost by onClose. Refusals as
+// a connection opens (OnOpen) use the same rows. docs/LIMITS.md holds the
+// same table for readers, and a test holds the two together.
+type ending uint8
+
+const (
+	endNone ending = iota // the connection is open
+
+	endQuit       // the user asked: /quit, JSON quit
+	endClosed     // the client closed: end of input on the line or web port, or a WebSocket close frame
+	endGoingAway  // the client's WebSocket close frame said 1001 going away (a page left or reloaded)
+	endLost       // the connection failed: reset, read or write error, a WebSocket gone without a close frame
+	endSlow       // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
+	endIdle       // a WebSocket sent nothing, pongs included, for limits.idle_timeout
+	endShutdown   // the server is shutting down
+	endReplaced   // the account logged in on another connection (auth.takeover)
+	endFlood      // input kept coming far past the rate limit
+	endProtocol   // input that breaks the protocol: a bad WebSocket frame or handshake, a malformed or oversized HTTP head
+	endBinary     // a binary WebSocket message
+	endOrigin     // a WebSocket handshake from a page of another site
+	endTooMany    // an HTTP request past the rate limit
+	endServed     // an HTTP request answered on a connection not kept open
+	endLoginWait  // no login within limits.login_timeout
+	endHeadWait   // no whole HTTP request head within limits.handshake_timeout
+	endHTTPOnLine // an HTTP request on the line port, before login
+	endUntrusted  // a PROXY header from a peer not in trusted_proxies
+	endBadProxy   // a trusted proxy's PROXY header malformed, or missing past limits.handshake_timeout
+	endPerAddr    // too many connections from one address (limits.max_conns_per_ip)
+	endFull       // too many connections in all (limits.max_conns)
+	endDraining   // a connection opened while the server shuts down
+
+	numEndings
+)
+
+// sessionFate is what ending a connection does to the session it
+// carries.
+type sessionFate uint8
+
+const (
+	// endSession logs the session out; its partner is told the ending's
+	// reason and how many of its messages were never delivered.
+	endSession sessionFate = iota
+)
+
+// endingInfo is one row of the table.
+type endingInfo struct {
+	// label names the ending in duet_disconnects_total{reason} and in the
+	// reason field of its log lines.
+	label string
+	// partner is what the partner of the session is told (peer_left's
+	// reason); "" for an ending that never befalls a logged-in
+	// connection.
+	partner proto.Reason
+	session sessionFate
+
+	// What the client is told, line or JSON, in this order: err, notice,
+	// then the last event (EvBye, EvShutdown); on a WebSocket then a close
+	// frame with wsCode and wsText (none when wsCode is 0).
+	err    *proto.Error
+	notice string
+	last   proto.EventKind
+	wsCode ws.StatusCode
+	wsText string
+	// status is the HTTP answer of a connection that has not upgraded
+	// (none when 0); its text is statusText, or else err's.
+	status     int
+	statusText string
+
+	// drain closes once everything queued for the client is written
+	// (bounded by limits.slow_timeout like any reader); otherwise the
+	// connection is closed at once, with whatever its socket takes at
+	// once. A session ended by a draining ending ends at once too, so its
+	// partner is told before the goodbye is written.
+	drain bool
+	// refusal counts the ending in duet_connections_rejected_total too,
+	// under its label, which is then its error's code: the connection is
+	// refused before it could be used. Its error is not counted in
+	// duet_errors_total.
+	refusal bool
+}
+
+var endings = [numEndings]endingInfo{
+	endQuit: {label: "quit", partner: proto.ReasonLeft, session: endSession,
+		last: proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "bye", drain: true},
+	endClosed: {label: "closed", partner: proto.ReasonDisconnected, session: endSession,
+		wsCode: ws.StatusNormalClosure},
+	endGoingAway: {label: "going_away", partner: proto.ReasonDisconnected, session: endSession,
+		wsCode: ws.StatusNormalClosure},
+	endLost: {label: "lost", partner: proto.ReasonDisconnected, session: endSession},
+	endSlow: {label: "slow", partner: proto.ReasonSlow, session: endSession},
+	endIdle: {label: "idle", partner: proto.ReasonTimeout, session: endSession,
+		wsCode: ws.StatusGoingAway, wsText: "idle timeout"},
+	endShutdown: {label: "shutdown", partner: proto.ReasonShutdown, session: endSession,
+		last: proto.EvShutdown, wsCode: ws.StatusGoingAway, wsText: "server shutting down", drain: true},
+	endReplaced: {label: "replaced", partner: proto.ReasonReplaced, session: endSession,
+		notice: "your account logged in on another connection; this one is closed",
+		last:   proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "logged in elsewhere", drain: true},
+	endFlood: {label: "flood", partner: proto.ReasonDisconnected, session: endSession,
+		err: proto.ErrFlooded, wsCode: ws.StatusPolicyViolation, wsText: "rate limit exceeded",
+		status: 429, statusText: "too many requests"},
+	endProtocol: {label: "protocol", partner: proto.ReasonDisconnected, session: endSession,
+		wsCode: ws.StatusProtocolError, wsText: "protocol error", status: 400, statusText: "malformed request"},
+	endBinary: {label: "binary", partner: proto.ReasonDisconnected, session: endSession,
+		wsCode: ws.StatusUnsupportedData, wsText: "send JSON in text frames"},
+	endOrigin:  {label: "origin", status: 403, statusText: "handshake error: origin not allowed"},
+	endTooMany: {label: "too_many_requests", status: 429, statusText: "too many requests"},
+	endServed:  {label: "served"},
+	endLoginWait: {label: "login_timeout", err: proto.ErrLoginTimeout,
+		wsCode: ws.StatusPolicyViolation, wsText: "login timeout"},
+	endHeadWait:   {label: "handshake_timeout", status: 408, statusText: "request timeout"},
+	endHTTPOnLine: {label: "http_request", err: proto.ErrHTTPRequest, refusal: true},
+	endUntrusted:  {label: "untrusted_proxy", err: proto.ErrUntrustedProxy, refusal: true},
+	endBadProxy:   {label: "bad_proxy_header", err: proto.ErrBadProxyHeader, refusal: true},
+	endPerAddr:    {label: "too_many_connections", err: proto.ErrTooManyConns, status: 503, refusal: true},
+	endFull:       {label: "server_full", err: proto.ErrServerFull, status: 503, refusal: true},
+	endDraining:   {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true},
+}
+
+// endDetail overrides an ending's defaults for one close: the close code
+// and reason the WebSocket frame reader chose, or the status, text and
+// header lines of a refused handshake or an oversized request head.
+type endDetail struct {
+	wsCode ws.StatusCode
+	wsText string
+	status int
+	text   string
+	header string
+}
+
+// goodbye appends what a connection at stage st is told as it ends for
+// e, in the protocol it speaks there.
+func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
+	info := &endings[e]
+	if st == stageHTTP {
+		status, text := info.status, info.statusText
+		if d.status != 0 {
+			status, text = d.status, d.text
+		}
+		if status == 0 {
+			return dst
+		}
+		if text == "" {
+			text = info.err.Text
+		}
+		return append(dst, web.ErrorResponse(status, text, d.header)...)
+	}
+	var enc interface {
+		AppendEvent([]byte, *proto.Event) []byte
+	} = lineEncoder{}
+	if st == stageWS {
+		enc = webEncoder{}
+	}
+	if info.err != nil {
+		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
+	}
+	if info.notice != "" {
+		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
+	}
+	if info.last != 0 {
+		dst = enc.AppendEvent(dst, &proto.Event{Kind: info.last})
+	}
+	if st == stageWS {
+		code, text := info.wsCode, info.wsText
+		if d.wsCode != 0 {
+			code, text = d.wsCode, d.wsText
+		}
+		if code != 0 {
+			dst = wsframe.AppendClose(dst, code, text)
+		}
+	}
+	return dst
+}
+
+// lineRefusal is what a connection refused as it opens on the line port
+// is told; webRefusal on the web port.
+func lineRefusal(e ending) []byte { return goodbye(nil, e, stageLine, endDetail{}) }
+func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{}) }
+
+// wentAway is the ending of a connection that closed without one, with
+// gnet's error: the client went away. A line or web client that ends its
+// input has closed; a WebSocket client closes with a close frame, so one
+// that simply stops was lost, like any connection that failed.
+func wentAway(st stage, err error) ending {
+	if err != nil && !errors.Is(err, io.EOF) || st == stageWS {
+		return endLost
+	}
+	return endClosed
+}
+
+// end ends the connection for e, as the endings table says. It runs on
+// the loop. Only the first ending counts: a connection already ending is
+// closed at once by a later one (a reader that quit but never reads its
+// bye is cut like any slow reader), and keeps its ending.
+func (cn *conn) end(e ending) { cn.endAs(e, endDetail{}) }
+
+// endAs is end with the defaults d overrides.
+func (cn *conn) endAs(e ending, d endDetail) {
+	if cn.closed {
+		return
+	}
+	info := &endings[e]
+	if cn.flow.draining {
+		// onClose is acting on the input that came before the end: the
+		// first ending in it counts, but nothing can be sent any more.
+		if cn.closing == endNone {
+			cn.closing = e
+			if info.drain {
+				cn.endSession(e, 0)
+			}
+		}
+		return
+	}
+	if cn.closing != endNone {
+		cn.closeNow()
+		return
+	}
+	cn.closing = e
+	if info.refusal {
+		cn.srv.metrics.Rejected(info.label)
+	} else if info.err != nil && cn.stage != stageHTTP {
+		cn.srv.metrics.Error(info.err.Code)
+	}
+	if info.drain {
+		cn.endSession(e, 0)
+	}
+	if bye := goodbye(nil, e, cn.stage, d); len(bye) > 0 {
+		cn.out.DeliverRaw(bye)
+	}
+	if info.drain {
+		cn.closeWhenFlushed()
+	} else {
+		cn.closeNow()
+	}
+}
+
+// closeNow flushes what the socket takes at once and closes.
+func (cn *conn) closeNow() {
+	cn.flush()
+	_ = cn.c.Close()
+}
+
+// closeWhenFlushed closes the connection once what is queued for it has
+// been written: now, if the socket takes it all, or else from
+// checkBacklog when gnet has drained.
+func (cn *conn) closeWhenFlushed() {
+	cn.flush()
+	if cn.c.OutboundBuffered() == 0 {
+		_ = cn.c.Close()
+	} else {
+		cn.loop.backlogged[cn] = struct{}{}
+	}
+}
+
+// endSession ends the connection's session, if it has one, as ending e
+// says: its partner is told why, and that lost of its messages were
+// never delivered.
+func (cn *conn) endSession(e ending, lost int) {
+	info := &endings[e]
+	if cn.sess == nil || info.session != endSession {
+		return
+	}
+	cn.sess.Close(info.partnerReason(), lost)
+}
+
+// partnerReason is what a partner is told of this ending. One that never
+// befalls a logged-in connection says disconnected, should it ever.
+func (info *endingInfo) partnerReason() proto.Reason {
+	if info.partner == "" {
+		return proto.ReasonDisconnected
+	}
+	return info.partner
+}

@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestEndingsTable: every ending has a row with a label of its own; a
+// refusal is counted under its error's code; an ending that tells its
+// client an error or a goodbye says so in some protocol.
+func TestEndingsTable(t *testing.T) {
+	seen := map[string]ending{}
+	for e := endNone + 1; e < numEndings; e++ {
+		info := &endings[e]
+		if info.label == "" {
+			t.Errorf("ending %d has no row", e)
+			continue
+		}
+		if other, dup := seen[info.label]; dup {
+			t.Errorf("endings %d and %d share the label %q", other, e, info.label)
+		}
+		seen[info.label] = e
+		if info.refusal && (info.err == nil || info.err.Code != info.label) {
+			t.Errorf("refusal %q is not labelled with its error's code", info.label)
+		}
+		if info.wsCode == 0 && info.wsText != "" || info.status == 0 && info.statusText != "" {
+			t.Errorf("%q has a close reason or HTTP text without a code", info.label)
+		}
+	}
+	if endings[endNone].label != "" {
+		t.Error("endNone, an open connection, has a row")
+	}
+}
+
+// endingCells renders an ending's row of the table in docs/LIMITS.md as
+// the Go table has it, every column but the description.
+func endingCells(info *endingInfo) []string {
+	told := []string{}
+	if info.err != nil {
+		told = append(told, "`"+info.err.Code+"` error")
+	}
+	if info.notice != "" {
+		told = append(told, "a notice")
+	}
+	if info.last != 0 {
+		told = append(told, "`"+info.last.String()+"`")
+	}
+	cells := []string{"`" + info.label + "`", orDash(strings.Join(told, ", then "))}
+	ws := ""
+	if info.wsCode != 0 {
+		ws = strconv.Itoa(int(info.wsCode))
+		if info.wsText != "" {
+			ws += " `" + info.wsText + "`"
+		}
+	}
+	http := ""
+	if info.status != 0 {
+		http = strconv.Itoa(info.status)
+	}
+	closes := "at once"
+	if info.drain {
+		closes = "once written"
+	}
+	partner, session := "—", "—"
+	if info.partner != "" {
+		partner = "`" + string(info.partner) + "`"
+		session = []string{endSession: "ends"}[info.session]
+	}
+	return append(cells, orDash(ws), orDash(http), closes, partner, session)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+// TestLimitsDocListsEveryEnding holds the table of endings in
+// docs/LIMITS.md to the Go table: one row per ending, in any order, each
+// cell as the Go table says. A cell may add a note after what the Go
+// table says (the codes a protocol error may carry instead, say), set off
+// by a space, a comma or a semicolon.
+func TestLimitsDocListsEveryEnding(t *testing.T) {
+	data, err := os.ReadFile("../docs/LIMITS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const heading = "## Every way a connection ends"
+	doc := string(data)
+	start := strings.Index(doc, heading)
+	if start < 0 {
+		t.Fatalf("docs/LIMITS.md has no section %q", heading)
+	}
+	section := doc[start+len(heading):]
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	const columns = 8 // reason, when, told, WebSocket, HTTP, closes, partner, session
+	rows := map[string][]string{}
+	for line := range strings.SplitSeq(section, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), " | ")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if len(cells) != columns {
+			t.Errorf("row with %d cells, want %d: %s", len(cells), columns, line)
+			continue
+		}
+		if _, dup := rows[cells[0]]; dup {
+			t.Errorf("two rows for %s", cells[0])
+		}
+		rows[cells[0]] = cells
+	}
+	for e := endNone + 1; e < numEndings; e++ {
+		want := endingCells(&endings[e])
+		got, ok := rows[want[0]]
+		if !ok {
+			t.Errorf("docs/LIMITS.md has no row for ending %s", want[0])
+			continue
+		}
+		delete(rows, want[0])
+		got = append(got[:1:1], got[2:]...) // the description is the doc's own
+		for i := range want {
+			if !saysAtLeast(got[i], want[i]) {
+				t.Errorf("ending %s: %q in the doc, the code says %q", want[0], got[i], want[i])
+			}
+		}
+	}
+	for label := range rows {
+		t.Errorf("docs/LIMITS.md has a row for %s, which is no ending", label)
+	}
+}
+
+// saysAtLeast reports whether cell says want, perhaps with a note after.
+func saysAtLeast(cell, want string) bool {
+	if !strings.HasPrefix(cell, want) {
+		return false
+	}
+	rest := cell[len(want):]
+	return rest == "" || strings.ContainsRune(" ,;", rune(rest[0]))
+}
+
+// TestOperationsDocNamesEveryLabel: the metrics table in
+// docs/OPERATIONS.md names every label of duet_disconnects_total, the
+// refusals in the row of duet_connections_rejected_total, which it
+// refers to.
+func TestOperationsDocNamesEveryLabel(t *testing.T) {
+	data, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := func(metric string) string {
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if strings.HasPrefix(line, "| `"+metric+"{reason}` |") {
+				return line
+			}
+		}
+		t.Fatalf("docs/OPERATIONS.md has no row for %s", metric)
+		return ""
+	}
+	disconnects, rejected := row("duet_disconnects_total"), row("duet_connections_rejected_total")
+	for e := endNone + 1; e < numEndings; e++ {
+		info := &endings[e]
+		in := disconnects
+		if info.refusal {
+			in = rejected
+		}
+		if !strings.Contains(in, "`"+info.label+"`") {
+			t.Errorf("docs/OPERATIONS.md does not name %s among the labels", info.label)
+		}
+	}
+}

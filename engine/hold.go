@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"time"
+
+	"duet/engine/auth"
+	"duet/engine/hub"
+	"duet/proto"
+)
+
+// A connection's input is held (left unread, its socket out of the
+// event loop's read set) while it waits for something, for one of four
+// reasons. Whatever the reason, the hold is set by hold, ends in
+// release, which onTraffic calls first on every wake-up and which
+// finishes what was waited for before the input is read again, and is
+// given up by abandonHold when the connection closes.
+type holdReason uint8
+
+const (
+	holdNone holdReason = iota
+	// holdBackpressure: a reader the connection writes to (its partner,
+	// or itself for its own replies) holds more than
+	// limits.outbound_high. on is that reader's hub.Queue, which wakes
+	// the connection once it has drained to the low mark.
+	holdBackpressure
+	// holdLogin: an accounts-mode login is being checked off the loop,
+	// and a connect or a message right behind it must see the session it
+	// creates. on is the *auth.Login, which wakes the connection with its
+	// answer.
+	holdLogin
+	// holdDirectory: a command waits on the cluster directory, off the
+	// loop (directory.go), so the connection's commands still run one at
+	// a time and in order. on is the *directoryCall, which wakes the
+	// connection with its answer.
+	holdDirectory
+	// holdThrottle: a connect is held by the failed-connect throttle
+	// (throttle.go). on is the *heldConnect; a timer wakes the
+	// connection when it is due.
+	holdThrottle
+)
+
+// inputHold is why a connection's input is held, and what for.
+type inputHold struct {
+	why holdReason
+	on  any
+}
+
+// awaitsAnswer reports whether the hold waits on the answer to a
+// command the connection sent: the input behind that command is not the
+// connection's to act on until the answer is in.
+func (r holdReason) awaitsAnswer() bool { return r == holdLogin || r == holdDirectory }
+
+// hold stops reading the connection's input until release.
+func (cn *conn) hold(why holdReason, on any) {
+	cn.flow.hold = inputHold{why: why, on: on}
+	cn.disarmRead()
+}
+
+// held reports whether the connection's input is held.
+func (cn *conn) held() bool { return cn.flow.hold.why != holdNone }
+
+// release runs on the loop, from onTraffic, while the input is held. It
+// reports false while what the hold waits for is not over; once it is,
+// it finishes it (tells the login's or the directory's answer, checks
+// the held connect), ends the hold and reports true, and the input that
+// waited is read.
+func (cn *conn) release() bool {
+	h := &cn.flow.hold
+	switch h.why {
+	case holdBackpressure:
+		if h.on.(hub.Queue).Backlog() > cn.srv.marks().Low() && !cn.heldInputOverflows() {
+			return false
+		}
+		*h = inputHold{}
+	case holdLogin:
+		account, err, ok := h.on.(*auth.Login).Result()
+		if !ok {
+			return false
+		}
+		*h = inputHold{}
+		cn.loggedIn(account, err)
+	case holdDirectory:
+		s, err, ok := h.on.(*directoryCall).result()
+		if !ok {
+			return false
+		}
+		*h = inputHold{}
+		cn.answered(s, err)
+	case holdThrottle:
+		hc := h.on.(*heldConnect)
+		if time.Now().Before(hc.until) {
+			return false
+		}
+		*h = inputHold{}
+		cn.connectHeld(hc)
+	}
+	return true
+}
+
+// abandonHold gives up what the hold waits for when the connection
+// closes: a login still waiting its turn or a checker is never checked,
+// and a session a directory call makes is logged out with the
+// connection's reason. A reader's queue or the throttle's timer wakes a
+// closed connection, which gnet ignores.
+func (cn *conn) abandonHold(reason proto.Reason) {
+	h := cn.flow.hold
+	cn.flow.hold = inputHold{}
+	switch h.why {
+	case holdLogin:
+		h.on.(*auth.Login).Abandon()
+	case holdDirectory:
+		h.on.(*directoryCall).abandon(reason)
+	}
+}
+
+// heldInputCounts decides, as a connection closes, whether the input it
+// has not read yet is still acted on. It is, for a logged-in connection
+// (only one can have anything to say), unless the input waits on an
+// answer that will not come now, or the close came in the middle of
+// reading it: that read has not discarded what it acted on yet, and would
+// see it twice. A file piped through netcat ends with end-of-file right
+// after its last line, and the lines back-pressure held back are still
+// relayed; how many there can be is bounded by heldInputMax.
+func (cn *conn) heldInputCounts() bool {
+	return cn.sess != nil && !cn.flow.reading && !cn.flow.hold.why.awaitsAnswer() && cn.c.InboundBuffered() > 0
+}
+
+// heldInputMax bounds the input a held connection may hold in the
+// daemon. Holding takes the socket out of the read set, but gnet puts it
+// back each time it writes to that connection with output left over, and
+// again when that output drains; each time, one read (up to 64 KiB) is
+// buffered before the connection is held again. A held sender whose
+// own output keeps starting and draining (its partner talking to it
+// while not reading) could otherwise pile up its input read after read.
+//
+// Past this bound the held input is acted on after all, and the sender
+// pauses only once its reader holds limits.outbound_max, which is where
+// the reader is cut off as a slow reader. Nothing is lost that would not
+// be: the reader was not reading. Ordinary back-pressure holds at most a
+// read or two, far below this.
+const heldInputMax = 1 << 20
+
+// heldInputOverflows reports whether this connection's unread input has
+// passed heldInputMax.
+func (cn *conn) heldInputOverflows() bool {
+	return cn.c.InboundBuffered() > heldInputMax
+}

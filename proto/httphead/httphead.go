@@ -1,0 +1,101 @@
+// Package httphead reads what the web port needs of an HTTP/1.x request
+// before it acts on one: where the request head ends, the request it
+// holds, and which client a trusted proxy's X-Forwarded-For names.
+//
+// It is pure: it works on the bytes that have arrived so far, which may
+// end anywhere, and knows nothing of sockets, of the browser client or of
+// WebSocket. The engine asks it about the front of a connection's input,
+// then hands the request to the web site or the WebSocket handshake
+// (package wsframe).
+package httphead
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// MaxHead bounds a request head, its blank line included. A longer one
+// is answered 431 Request Header Fields Too Large.
+const MaxHead = 8 << 10
+
+var terminator = []byte("\r\n\r\n")
+
+// End returns the length of the HTTP request head at the front of buf,
+// including the blank line that ends it, or 0 while that line has not
+// arrived. The caller bounds how long it waits (Parse does, at MaxHead).
+func End(buf []byte) int {
+	i := bytes.Index(buf, terminator)
+	if i < 0 {
+		return 0
+	}
+	return i + len(terminator)
+}
+
+// Head is what the front of a connection that has not upgraded holds:
+// nothing yet, an error to answer, or a request.
+type Head struct {
+	// End is the length of the head, terminating blank line included;
+	// zero while it is incomplete.
+	End int
+	// Status, when not zero, is the HTTP error to answer before closing
+	// (400 or 431); Used is then how much of the input it accounts for.
+	Status int
+	Used   int
+	// Request is the parsed request when Status is zero and End is not.
+	Request *http.Request
+}
+
+// Parse reads one HTTP request head from the front of buf. Whatever buf
+// holds, it returns a request, an error status, or asks for more bytes
+// (a zero Head) while buf is still within MaxHead.
+func Parse(buf []byte) Head {
+	end := End(buf)
+	if end == 0 || end > MaxHead {
+		if end > MaxHead || len(buf) > MaxHead {
+			return Head{Status: http.StatusRequestHeaderFieldsTooLarge, Used: len(buf)}
+		}
+		return Head{}
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf[:end])))
+	if err != nil {
+		return Head{End: end, Status: http.StatusBadRequest, Used: end}
+	}
+	return Head{End: end, Request: req}
+}
+
+// ForwardedClient reads the client's address from the X-Forwarded-For
+// lines a trusted proxy passed on. Each proxy appends the address of the
+// peer it heard from, so only the end of the list can be believed: the
+// rightmost entry was written by the trusted proxy that talks to duetd,
+// and an entry left of it only while the entry to its right names a
+// trusted proxy too (that proxy wrote it). The walk therefore goes from
+// the right across every line as one list (RFC 9110 section 5.3: repeated
+// lines are one comma-separated value), past trusted proxies, and takes
+// the first address that is not one. An entry that is not an address
+// (empty, "unknown", an address with a port) ends the walk with nothing
+// believed: whoever wrote it, what lies left of it is the client's own
+// writing. ok is false when no address could be believed; the caller
+// then keeps the proxy's own.
+func ForwardedClient(values []string, trusted func(netip.Addr) bool) (client netip.Addr, ok bool) {
+	for i := len(values) - 1; i >= 0; i-- {
+		line := values[i]
+		for {
+			j := strings.LastIndexByte(line, ',')
+			a, err := netip.ParseAddr(strings.TrimSpace(line[j+1:]))
+			if err != nil || a.Zone() != "" {
+				return netip.Addr{}, false
+			}
+			if a = a.Unmap(); !trusted(a) {
+				return a, true
+			}
+			if j < 0 {
+				break
+			}
+			line = line[:j]
+		}
+	}
+	return netip.Addr{}, false
+}

@@ -1,0 +1,62 @@
+package httphead
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const request = "GET /ws HTTP/1.1\r\nHost: duet.test\r\nUpgrade: websocket\r\n\r\n"
+
+// TestEnd: the head ends exactly at its blank line, whatever follows it
+// (here a WebSocket frame sent right behind an upgrade request), and not
+// before the whole blank line has arrived.
+func TestEnd(t *testing.T) {
+	stream := request + "\x81\x85\x01\x02\x03\x04hello"
+	for i := 0; i <= len(request); i++ {
+		want := 0
+		if i == len(request) {
+			want = len(request)
+		}
+		if got := End([]byte(stream[:i])); got != want {
+			t.Fatalf("End of the first %d bytes = %d, want %d", i, got, want)
+		}
+	}
+	if got := End([]byte(stream)); got != len(request) {
+		t.Fatalf("End with a frame behind the head = %d, want %d", got, len(request))
+	}
+	if got := End([]byte("GET / HTTP/1.1\n\n")); got != 0 {
+		t.Fatalf("bare newlines ended a head at %d", got)
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		in     string
+		status int
+		end    int
+		path   string
+	}{
+		{"whole", request, 0, len(request), "/ws"},
+		{"pipelined", "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 0, 19, "/a"},
+		{"incomplete", "GET / HTTP/1.1\r\nHost: x\r\n", 0, 0, ""},
+		{"malformed", "GET /%zz HTTP/1.1\r\n\r\n", http.StatusBadRequest, 21, ""},
+		{"not HTTP", "\x16\x03\x01\x02\x00\r\n\r\n", http.StatusBadRequest, 9, ""},
+		{"too large", "GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000) + "\r\n", http.StatusRequestHeaderFieldsTooLarge, 0, ""},
+		{"too large, unfinished", "GET / HTTP/1.1\r\n" + strings.Repeat("X", MaxHead), http.StatusRequestHeaderFieldsTooLarge, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := Parse([]byte(tc.in))
+			if h.Status != tc.status || h.End != tc.end {
+				t.Fatalf("status %d end %d, want %d %d", h.Status, h.End, tc.status, tc.end)
+			}
+			if tc.path != "" && (h.Request == nil || h.Request.URL.Path != tc.path) {
+				t.Fatalf("request %v, want path %s", h.Request, tc.path)
+			}
+			if tc.status == http.StatusRequestHeaderFieldsTooLarge && h.Used != len(tc.in) {
+				t.Fatalf("used %d of %d", h.Used, len(tc.in))
+			}
+		})
+	}
+}
