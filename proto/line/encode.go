@@ -152,7 +152,7 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 // peer set, text is a peer's, and is kept from looking like a server line
 // wherever a terminal wraps it (appendFiltered).
 func appendLines(dst []byte, prefixStart int, text []byte, peer bool) []byte {
-	if plainPrefix(text) == len(text) && (!peer || bytes.IndexByte(text, '*') < 0 && bytes.IndexByte(text, '!') < 0) {
+	if plainText(text, peer) {
 		// One line with nothing to replace: the common case.
 		dst = append(dst, text...)
 		return append(dst, "\r\n"...)
@@ -396,13 +396,4 @@ func isBlankRune(r rune) bool {
 		return true
 	}
 	return unicode.Is(unicode.Zs, r)
-}
-
-// hasStarOrBang reports whether any of the eight bytes of w is '*' or
-// '!'. A byte of w is c when w^c·ones has a zero byte, and
-// (v-ones)&^v&highs is not zero exactly when some byte of v is zero.
-func hasStarOrBang(w uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	star, bang := w^'*'*ones, w^'!'*ones
-	return ((star-ones)&^star|(bang-ones)&^bang)&highs != 0
 }

@@ -10,6 +10,7 @@ package line
 
 import (
 	"bytes"
+	"unsafe"
 
 	"duet/proto"
 )
@@ -79,12 +80,33 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 // limit. A '\n' inside a telnet command (an option byte, or subnegotiation
 // data such as a window size of 10) does not end a line.
 //
+// plain reports that buf[from:end] (buf[from:limit] when no line ends)
+// is all plain printable ASCII but for a '\r' just before the '\n': the
+// bytes of nearly every line, which clean and Decode then need not look
+// at again. Such bytes hold no line end and no telnet command, so one
+// pass that stops at the first byte that is not plain both finds the
+// line's end and gives that verdict; a line that holds anything else is
+// searched on from that byte as before, and is not plain.
+//
 // Every telnet command is seen here exactly once, as it arrives, and
 // answered (telnet.go): a client that asked for a timing mark waits for
 // the answer before it shows any more output, whether or not the line
 // the command came in has ended yet.
-func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetState) {
+func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (end int, next telnetState, plain bool) {
 	i := from
+	if st == telnetData {
+		rest := buf[i:limit]
+		k := plainRun(rest)
+		switch {
+		case k == len(rest):
+			return -1, telnetData, true
+		case rest[k] == '\n':
+			return i + k, telnetData, true
+		case rest[k] == '\r' && k+1 < len(rest) && rest[k+1] == '\n':
+			return i + k + 1, telnetData, true
+		}
+		i += k
+	}
 	for i < limit {
 		if st != telnetData {
 			c := buf[i]
@@ -113,14 +135,14 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 		iac := bytes.IndexByte(data, telnetIAC)
 		if iac < 0 {
 			if nl >= 0 {
-				return i + nl, telnetData
+				return i + nl, telnetData, false
 			}
-			return -1, telnetData
+			return -1, telnetData, false
 		}
 		i += iac + 1
 		st = telnetCommand
 	}
-	return -1, st
+	return -1, st, false
 }
 
 // Framer splits a TCP byte stream into lines. Max is the longest line in
@@ -139,6 +161,16 @@ type Framer struct {
 	// dropped so far.
 	scanned int
 	state   telnetState
+	// scannedPlain says the bytes scanned so far are all plain printable
+	// ASCII (scan's plain); it is not looked at while scanned is zero.
+	scannedPlain bool
+
+	// plainAt and plainLen say where the last line Next returned lies,
+	// if scan found it plain, and are zero otherwise: Decode trusts that
+	// verdict for that line only. An address, not a slice, so that the
+	// Framer does not keep the caller's buffer alive.
+	plainAt  uintptr
+	plainLen int
 
 	// tn is the client's side of telnet option negotiation, and the
 	// answers owed to it (telnet.go).
@@ -184,13 +216,19 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		f.scanned, f.state = 0, telnetData
 	}
 	limit := min(len(buf), maxLine)
-	end, st := f.scan(buf, f.scanned, limit, f.state)
+	end, st, plain := f.scan(buf, f.scanned, limit, f.state)
+	plain = plain && (f.scanned == 0 || f.scannedPlain)
+	f.plainAt, f.plainLen = 0, 0
 	if end >= 0 {
 		f.scanned, f.state = 0, telnetData
-		return clean(buf[:end]), end + 1, nil
+		line = clean(buf[:end], plain)
+		if plain {
+			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), len(line)
+		}
+		return line, end + 1, nil
 	}
 	if len(buf) < maxLine {
-		f.scanned, f.state = limit, st
+		f.scanned, f.state, f.scannedPlain = limit, st, plain
 		return nil, 0, nil
 	}
 	// Max bytes and no line end: report the line once, then drop the rest
@@ -206,7 +244,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 // over-long line being skipped, and returns the bytes consumed from the
 // start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
-	end, st := f.scan(buf, from, len(buf), f.state)
+	end, st, _ := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
 		f.skipping, f.state = false, telnetData
 		return end + 1
@@ -219,15 +257,17 @@ func (f *Framer) skip(buf []byte, from int) int {
 // after a bare '\r', in place. raw is one line without its '\n', starting
 // in plain data. A command that stands where a UTF-8 continuation byte is
 // due is put back as the byte the client replaced with it (restoredByte;
-// scan has made those the client sent in BINARY into NOPs).
-func clean(raw []byte) []byte {
+// scan has made those the client sent in BINARY into NOPs). plain says
+// scan found raw plain printable ASCII but for a final '\r'.
+func clean(raw []byte, plain bool) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
-	// check for that with vectorized searches before walking bytes.
+	// scan has said so for a plain line, and vectorized searches say so
+	// for others before any byte is walked.
 	end := len(raw)
 	if end > 0 && raw[end-1] == '\r' {
 		end--
 	}
-	if plainPrefix(raw[:end]) == end {
+	if plain {
 		return raw[:end:end]
 	}
 	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 {
