@@ -3,10 +3,13 @@ package wsframe
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -61,6 +64,30 @@ func FuzzReader(f *testing.F) {
 		}
 		bytewise := readBytewise(t, &Reader{MaxMessage: int(maxMessage)}, data)
 		checkEvents(t, bytewise, whole)
+	})
+}
+
+// FuzzUnmask holds unmask to ws.Cipher, the unmasking it replaces, and
+// its ASCII verdict to a look at every byte, on which Next's skipping of
+// utf8.Valid rests.
+func FuzzUnmask(f *testing.F) {
+	f.Add([]byte(`{"type":"say","text":"a 64-byte chat message, the size the relay benchmarks all use.."}`), uint32(0x3d21fa37))
+	f.Add([]byte("snow\xe2\x98\x83man"), uint32(0))
+	f.Add([]byte("abcdefghijk\x80"), uint32(0xffffffff))
+	f.Fuzz(func(t *testing.T, payload []byte, mask32 uint32) {
+		var mask [4]byte
+		binary.LittleEndian.PutUint32(mask[:], mask32)
+		want := bytes.Clone(payload)
+		ws.Cipher(want, mask, 0)
+		got := bytes.Clone(payload)
+		ascii := unmask(got, mask)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("unmask(%q, %x) = %q, ws.Cipher gives %q", payload, mask, got, want)
+		}
+		wantASCII := !slices.ContainsFunc(want, func(c byte) bool { return c >= utf8.RuneSelf })
+		if ascii != wantASCII {
+			t.Fatalf("unmask(%q, %x) says ASCII %v, want %v", payload, mask, ascii, wantASCII)
+		}
 	})
 }
 

@@ -491,6 +491,27 @@ func TestReaderReleasesLargeAssembly(t *testing.T) {
 	}
 }
 
+// TestReaderRefusesInvalidUTF8Anywhere puts a byte that can start no
+// UTF-8 character at every position of text messages of every length up
+// to three words: wherever unmask meets it, in a whole word or in the
+// last few bytes, the message is not ASCII, and Next refuses it.
+func TestReaderRefusesInvalidUTF8Anywhere(t *testing.T) {
+	for n := 1; n <= 24; n++ {
+		for pos := range n {
+			for _, bad := range []byte{0x80, 0xc0, 0xff} {
+				payload := bytes.Repeat([]byte("a"), n)
+				payload[pos] = bad
+				var r Reader
+				_, _, _, err := r.Next(clientFrame(t, true, ws.OpText, payload))
+				var ce *CloseError
+				if !errors.As(err, &ce) || ce.Code != ws.StatusInvalidFramePayloadData {
+					t.Fatalf("Next(text %q) = %v, want close %d", payload, err, ws.StatusInvalidFramePayloadData)
+				}
+			}
+		}
+	}
+}
+
 func TestNextAllocations(t *testing.T) {
 	frame := text(t, strings.Repeat("a", 64))
 	buf := make([]byte, len(frame))
