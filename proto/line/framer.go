@@ -80,33 +80,12 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 // limit. A '\n' inside a telnet command (an option byte, or subnegotiation
 // data such as a window size of 10) does not end a line.
 //
-// plain reports that buf[from:end] (buf[from:limit] when no line ends)
-// is all plain printable ASCII but for a '\r' just before the '\n': the
-// bytes of nearly every line, which clean and Decode then need not look
-// at again. Such bytes hold no line end and no telnet command, so one
-// pass that stops at the first byte that is not plain both finds the
-// line's end and gives that verdict; a line that holds anything else is
-// searched on from that byte as before, and is not plain.
-//
 // Every telnet command is seen here exactly once, as it arrives, and
 // answered (telnet.go): a client that asked for a timing mark waits for
 // the answer before it shows any more output, whether or not the line
 // the command came in has ended yet.
-func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (end int, next telnetState, plain bool) {
+func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetState) {
 	i := from
-	if st == telnetData {
-		rest := buf[i:limit]
-		k := plainRun(rest)
-		switch {
-		case k == len(rest):
-			return -1, telnetData, true
-		case rest[k] == '\n':
-			return i + k, telnetData, true
-		case rest[k] == '\r' && k+1 < len(rest) && rest[k+1] == '\n':
-			return i + k + 1, telnetData, true
-		}
-		i += k
-	}
 	for i < limit {
 		if st != telnetData {
 			c := buf[i]
@@ -135,14 +114,14 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (end int, nex
 		iac := bytes.IndexByte(data, telnetIAC)
 		if iac < 0 {
 			if nl >= 0 {
-				return i + nl, telnetData, false
+				return i + nl, telnetData
 			}
-			return -1, telnetData, false
+			return -1, telnetData
 		}
 		i += iac + 1
 		st = telnetCommand
 	}
-	return -1, st, false
+	return -1, st
 }
 
 // Framer splits a TCP byte stream into lines. Max is the longest line in
@@ -162,11 +141,11 @@ type Framer struct {
 	scanned int
 	state   telnetState
 	// scannedPlain says the bytes scanned so far are all plain printable
-	// ASCII (scan's plain); it is not looked at while scanned is zero.
+	// ASCII; it is not looked at while scanned is zero.
 	scannedPlain bool
 
 	// plainAt and plainLen say where the last line Next returned lies,
-	// if scan found it plain, and are zero otherwise: Decode trusts that
+	// if Next found it plain, and are zero otherwise: Decode trusts that
 	// verdict for that line only. An address, not a slice, so that the
 	// Framer does not keep the caller's buffer alive.
 	plainAt  uintptr
@@ -206,6 +185,7 @@ func (f *Framer) maxLine() int {
 //
 // The returned line aliases buf and is valid until buf is reused.
 func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
+	f.plainAt, f.plainLen = 0, 0
 	if f.skipping {
 		return nil, f.skip(buf, 0), nil
 	}
@@ -216,19 +196,38 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		f.scanned, f.state = 0, telnetData
 	}
 	limit := min(len(buf), maxLine)
-	end, st, plain := f.scan(buf, f.scanned, limit, f.state)
-	plain = plain && (f.scanned == 0 || f.scannedPlain)
-	f.plainAt, f.plainLen = 0, 0
+	from := f.scanned
+	if f.state == telnetData && (from == 0 || f.scannedPlain) {
+		// Nearly every line is plain printable ASCII up to its "\n" or
+		// "\r\n". Such bytes hold no line end and no telnet command, so
+		// one pass that stops at the first byte that is not plain finds
+		// the end of such a line, leaves nothing for clean to do but drop
+		// the '\r', and gives the verdict that spares Decode its own pass.
+		// A line that holds anything else is scanned on from that byte.
+		k := from + plainRun(buf[from:limit])
+		end := k
+		if end+1 < limit && buf[end] == '\r' {
+			end++
+		}
+		switch {
+		case end < limit && buf[end] == '\n':
+			f.scanned = 0
+			line = buf[:k:k]
+			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), k
+			return line, end + 1, nil
+		case k == limit && len(buf) < maxLine:
+			f.scanned, f.scannedPlain = limit, true
+			return nil, 0, nil
+		}
+		from = k
+	}
+	end, st := f.scan(buf, from, limit, f.state)
 	if end >= 0 {
 		f.scanned, f.state = 0, telnetData
-		line = clean(buf[:end], plain)
-		if plain {
-			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), len(line)
-		}
-		return line, end + 1, nil
+		return clean(buf[:end]), end + 1, nil
 	}
 	if len(buf) < maxLine {
-		f.scanned, f.state, f.scannedPlain = limit, st, plain
+		f.scanned, f.state, f.scannedPlain = limit, st, false
 		return nil, 0, nil
 	}
 	// Max bytes and no line end: report the line once, then drop the rest
@@ -244,7 +243,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 // over-long line being skipped, and returns the bytes consumed from the
 // start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
-	end, st, _ := f.scan(buf, from, len(buf), f.state)
+	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
 		f.skipping, f.state = false, telnetData
 		return end + 1
@@ -257,18 +256,14 @@ func (f *Framer) skip(buf []byte, from int) int {
 // after a bare '\r', in place. raw is one line without its '\n', starting
 // in plain data. A command that stands where a UTF-8 continuation byte is
 // due is put back as the byte the client replaced with it (restoredByte;
-// scan has made those the client sent in BINARY into NOPs). plain says
-// scan found raw plain printable ASCII but for a final '\r'.
-func clean(raw []byte, plain bool) []byte {
+// scan has made those the client sent in BINARY into NOPs).
+func clean(raw []byte) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
-	// scan has said so for a plain line, and vectorized searches say so
-	// for others before any byte is walked.
+	// Next has found that itself for a plain line, and for others two
+	// vectorized searches say so before any byte is walked.
 	end := len(raw)
 	if end > 0 && raw[end-1] == '\r' {
 		end--
-	}
-	if plain {
-		return raw[:end:end]
 	}
 	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 {
 		return raw[:end:end]
