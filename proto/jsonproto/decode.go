@@ -147,21 +147,25 @@ func (d *Decoder) decodeSay(msg []byte) (text []byte, err *proto.Error, ok bool)
 		load8(msg, 8) != load8(sayHead, 8) || load8(msg, len(sayHead)-8) != load8(sayHead, len(sayHead)-8) {
 		return nil, nil, false
 	}
-	s := pass{msg: msg, d: d}
-	body := member{seen: true, isString: true, start: len(sayHead)}
 	// The body's plain run is nearly all of it; stringBody reads on from
 	// there if it is not all, the same as from the start, since a plain
 	// byte changes nothing it notes.
+	body := member{seen: true, isString: true, start: len(sayHead)}
 	body.end = body.start + plainRun(msg[body.start:])
+	lone := false
 	if body.end >= len(msg) || msg[body.end] != '"' {
+		s := pass{msg: msg, d: d}
 		if body.end, body.escaped = s.stringBody(body.end); body.end < 0 {
 			return nil, nil, false
 		}
+		lone = s.lone
 	}
-	if body.end+1 >= len(msg) || msg[body.end+1] != '}' || skipSpace(msg, body.end+2) != len(msg) {
+	// Then '}', and whitespace at most.
+	after := body.end + 2
+	if after > len(msg) || msg[after-1] != '}' || after < len(msg) && skipSpace(msg, after) != len(msg) {
 		return nil, nil, false
 	}
-	if s.lone {
+	if lone {
 		return nil, proto.ErrInvalidUTF8, true
 	}
 	if !body.escaped {
