@@ -397,3 +397,12 @@ func isBlankRune(r rune) bool {
 	}
 	return unicode.Is(unicode.Zs, r)
 }
+
+// hasStarOrBang reports whether any of the eight bytes of w is '*' or
+// '!'. A byte of w is c when w^c·ones has a zero byte, and
+// (v-ones)&^v&highs is not zero exactly when some byte of v is zero.
+func hasStarOrBang(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	star, bang := w^'*'*ones, w^'!'*ones
+	return ((star-ones)&^star|(bang-ones)&^bang)&highs != 0
+}
