@@ -246,7 +246,7 @@ func (cn *conn) readLines(buf []byte) int {
 			cn.refuseHTTP()
 			break
 		}
-		cmd, perr := line.Decode(ln)
+		cmd, perr := cn.line.Decode(ln)
 		if perr != nil {
 			cn.sayRun()
 			cn.rejectInput(perr)

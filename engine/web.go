@@ -213,10 +213,23 @@ func (webEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	return wsframe.FinishFrame(dst, mark, ws.OpText)
 }
 
-func (e webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+// AppendMessages makes the part of a message event before its text once
+// for the run, and copies it in front of each text.
+func (webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	var room [128]byte // the head of any name a login allows, on the stack
+	head := jsonproto.AppendMessageHead(room[:0], ev.From)
+	// ev.Seq, when set, is the first text's; each next text's is one
+	// more (hub.BatchOutbox).
+	seq := ev.Seq
 	for _, text := range texts {
-		ev.Text = text
-		dst = e.AppendEvent(dst, ev)
+		var mark int
+		dst, mark = wsframe.StartFrame(dst)
+		dst = append(dst, head...)
+		dst = jsonproto.AppendMessageText(dst, text, seq)
+		dst = wsframe.FinishFrame(dst, mark, ws.OpText)
+		if seq != 0 {
+			seq++
+		}
 	}
 	return dst
 }

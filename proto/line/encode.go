@@ -251,7 +251,7 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 // peer set, text is a peer's, and is kept from looking like a server line
 // wherever a terminal wraps it (appendFiltered).
 func appendLines(dst []byte, prefixStart int, text []byte, peer bool) []byte {
-	if plainPrefix(text) == len(text) && (!peer || bytes.IndexByte(text, '*') < 0 && bytes.IndexByte(text, '!') < 0) {
+	if plainText(text, peer) {
 		// One line with nothing to replace: the common case.
 		dst = append(dst, text...)
 		return append(dst, "\r\n"...)
