@@ -28,6 +28,15 @@ func TestEndingsTable(t *testing.T) {
 		if info.wsCode == 0 && info.wsText != "" || info.status == 0 && info.statusText != "" {
 			t.Errorf("%q has a close reason or HTTP text without a code", info.label)
 		}
+		// A session sent away ends after all when resume is off, and
+		// its partner must then be told why; a session that moved has
+		// nothing to tell.
+		if info.session == detachSession && info.partner == "" || info.session == sessionMoved && info.partner != "" {
+			t.Errorf("%q: session fate %s with partner reason %q", info.label, fateNames[info.session], info.partner)
+		}
+		if int(info.session) >= len(fateNames) || fateNames[info.session] == "" {
+			t.Errorf("%q: a session fate with no name", info.label)
+		}
 	}
 	if endings[endNone].label != "" {
 		t.Error("endNone, an open connection, has a row")
@@ -66,7 +75,9 @@ func endingCells(info *endingInfo) []string {
 	partner, session := "—", "—"
 	if info.partner != "" {
 		partner = "`" + string(info.partner) + "`"
-		session = []string{endSession: "ends"}[info.session]
+	}
+	if info.partner != "" || info.session != endSession {
+		session = fateNames[info.session]
 	}
 	return append(cells, orDash(ws), orDash(http), closes, partner, session)
 }
