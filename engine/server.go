@@ -169,6 +169,29 @@ func (s *Server) setHubOptions() {
 	s.hub.SetOptions(HubOptions(*s.lim(), *s.resume.Load()))
 }
 
+// userTimeout is the TCP_USER_TIMEOUT a new connection gets: with resume
+// on, resume.replay_recent, or 0 to leave the kernel's default.
+//
+// A line client cannot say which messages it read before its connection
+// dropped, so its resume replays those written from replay_recent before
+// the drop was noticed (and those never written at all). The rule is
+// whole only if a connection that stops acknowledging what is written to
+// it is found dead within replay_recent: then anything written earlier
+// was acknowledged by the client's TCP. Keepalive alone does not do it,
+// since it probes only idle connections, and the kernel's retransmissions
+// give up only after some fifteen minutes.
+func (s *Server) userTimeout() time.Duration {
+	r := s.resume.Load()
+	if r.Window <= 0 {
+		return 0
+	}
+	d := r.ReplayRecent
+	if d <= 0 {
+		d = hub.DefaultReplayRecent
+	}
+	return min(d, r.Window)
+}
+
 // HubOptions are the hub's options for limits l and resume section r:
 // what the engine sets, and what a hub made for it should start with.
 func HubOptions(l config.Limits, r config.Resume) hub.Options {
@@ -513,6 +536,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return refuse(endPerAddr)
 	}
 	s.conns.Add(1)
+	if d := s.userTimeout(); d > 0 {
+		_ = setUserTimeout(c.Fd(), d)
+	}
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, key: key, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
