@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"duet/proto"
+	"duet/proto/jsonproto"
 )
 
 // TestEndingsTable: every ending has a row with a label of its own; a
@@ -185,5 +189,37 @@ func TestOperationsDocNamesEveryLabel(t *testing.T) {
 		if !strings.Contains(in, "`"+info.label+"`") {
 			t.Errorf("docs/OPERATIONS.md does not name %s among the labels", info.label)
 		}
+	}
+}
+
+// TestProtocolDocShowsResumeEndings keeps the lines the engine itself
+// writes for session resume in docs/PROTOCOL.md's transcripts as it
+// writes them: what a connection whose session was resumed elsewhere is
+// told, in each protocol, and the count of says refused while the
+// partner is away.
+func TestProtocolDocShowsResumeEndings(t *testing.T) {
+	data, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	var want []string
+	for l := range strings.SplitSeq(string(goodbye(nil, endResumed, stageLine, endDetail{})), "\r\n") {
+		if l != "" {
+			want = append(want, l)
+		}
+	}
+	info := &endings[endResumed]
+	want = append(want,
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})),
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: info.last})),
+		"* 2 more lines were"+notSentWhy[refusedAwayFull])
+	for _, l := range want {
+		if !strings.Contains(doc, "< "+l+"\n") {
+			t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", info.wsCode, info.wsText)) {
+		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", info.wsCode, info.wsText)
 	}
 }

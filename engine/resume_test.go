@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -917,4 +918,94 @@ func TestResumeMetrics(t *testing.T) {
 			t.Errorf("%s = %d, want %d", series, n, want)
 		}
 	}
+}
+
+// TestAwaySessionMemory measures what a session away costs the daemon:
+// with nothing kept for it, and with resume.buffer full of messages kept
+// for its resume. docs/LIMITS.md quotes the figures.
+func TestAwaySessionMemory(t *testing.T) {
+	const empty, full = 1000, 20
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = 2 * (empty + 2*full) })
+	buf := make([]byte, 512)
+	churn := func(prefix string, end func(net.Conn)) {
+		for i := range empty {
+			// Not dialFrom: its cleanup would hold every client socket
+			// to the end of the test, and they would be counted.
+			c, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(enginetest.Timeout))
+			c.Read(buf) // the greeting
+			fmt.Fprintf(c, "/login %s%d\n", prefix, i)
+			c.Read(buf) // the welcome and the key
+			end(c)
+		}
+		waitFor(t, "every connection closed", func() bool { return d.Conns() == 0 })
+	}
+	// The same number of connections opened and closed first, ending
+	// their sessions, so that what connections leave behind (tables
+	// grown for them) is not counted against the sessions.
+	churn("gone", func(c net.Conn) { c.Close() })
+	base := settledHeap()
+	churn("away", func(c net.Conn) { reset(t, c) })
+	if st := d.Hub.Stats(); st.Away != empty {
+		t.Fatalf("%d sessions away, want %d", st.Away, empty)
+	}
+	perEmpty := (int64(settledHeap()) - int64(base)) / empty
+	t.Logf("%d away sessions, nothing kept: %d bytes of heap each", empty, perEmpty)
+	if perEmpty > 2<<10 {
+		t.Errorf("an away session costs %d bytes of heap; want under 2 KiB", perEmpty)
+	}
+
+	buffer := config.Defaults().Resume.Buffer
+	// Every client is kept alive to the end, so that both figures count
+	// the same ones.
+	alices, bobs := make([]*enginetest.LineClient, full), make([]*enginetest.LineClient, full)
+	for i := range bobs {
+		alice := d.DialLine(t).Login(fmt.Sprintf("alice%d", i))
+		alices[i] = alice
+		bob := d.DialLine(t).Login(fmt.Sprintf("bob%d", i))
+		bob.Send("/connect " + alice.Token)
+		bob.Expect(`connected with`)
+		alice.Expect(`is connected`)
+		reset(t, alice.Conn)
+		bob.Expect(`lost the connection`)
+		bobs[i] = bob
+	}
+	before, rssBefore := settledHeap(), vmRSS()
+	text := strings.Repeat("x", 1000)
+	fits := buffer / (len(text) + 64)
+	for _, bob := range bobs {
+		var lines strings.Builder
+		for range fits + 1 {
+			lines.WriteString(text + "\n")
+		}
+		bob.Conn.Write([]byte(lines.String()))
+		bob.Expect(`^! peer_away_full: `)
+	}
+	if st := d.Hub.Stats(); st.HistoryBytes != int64(full*fits*(len(text)+64)) {
+		t.Fatalf("kept %d bytes, want %d", st.HistoryBytes, full*fits*(len(text)+64))
+	}
+	perFull := (int64(settledHeap()) - int64(before)) / full
+	t.Logf("%d away sessions with resume.buffer (%d KiB) full of %d-byte messages: %d KiB of heap each for what is kept; VmRSS %s -> %s",
+		full, buffer>>10, len(text), perFull>>10, rssBefore, vmRSS())
+	if perFull > int64(buffer)*3/2 {
+		t.Errorf("a full history costs %d bytes of heap; want under 1.5 times resume.buffer (%d)", perFull, buffer)
+	}
+	runtime.KeepAlive(alices)
+	runtime.KeepAlive(bobs)
+}
+
+// settledHeap is the bytes of live Go heap objects once pools have let
+// go of what they held (sync.Pool keeps what it holds through one
+// collection). Live objects, not spans in use, so that a span freed or
+// taken by something else meanwhile does not blur a figure of a few
+// hundred bytes.
+func settledHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
