@@ -157,11 +157,18 @@ func (cn *conn) readFrame(buf []byte) int {
 		cn.backPressure(cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
-		// Answer the close and end: the user closed the socket, or left
-		// the page (going away). The reader has checked the code.
-		if code, _ := ws.ParseCloseFrameData(msg.Payload); code == ws.StatusGoingAway {
+		// Answer the close and end. The reader has checked the code.
+		// 1001 going away is what a browser sends for a page left or
+		// reloaded: its session waits for the page to resume it. 1000 is
+		// what a page sends only on purpose, as the user leaves: the
+		// partner is told left. Anything else (no code, 1005, a code of
+		// the page's own) ends the session as a disconnect.
+		switch code, _ := ws.ParseCloseFrameData(msg.Payload); code {
+		case ws.StatusGoingAway:
 			cn.end(endGoingAway)
-		} else {
+		case ws.StatusNormalClosure:
+			cn.end(endNormalClose)
+		default:
 			cn.end(endClosed)
 		}
 	}
@@ -207,9 +214,15 @@ func (s *Server) checkOrigin(origin, host []byte) bool {
 // (outbox.Encoder).
 type webEncoder struct{}
 
+// AppendEvent frames ev as one text frame, or as nothing when JSON has
+// nothing to say for it (a replay's end: the resumed event said how many
+// messages it replays).
 func (webEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	dst, mark := wsframe.StartFrame(dst)
-	dst = jsonproto.AppendEvent(dst, ev)
+	start := len(dst)
+	if dst = jsonproto.AppendEvent(dst, ev); len(dst) == start {
+		return dst[:mark]
+	}
 	return wsframe.FinishFrame(dst, mark, ws.OpText)
 }
 

@@ -17,6 +17,8 @@ const helpText = "" +
 	"leave: end the conversation and stay logged in\n" +
 	"who: get your name, your token and who you are talking with\n" +
 	"newtoken: get a new token; the old one stops working\n" +
+	"resume {key, last?}: instead of login: take your session back after your connection dropped; last is the seq of the last message you received\n" +
+	"ack {last}: confirm you received the messages up to seq last, so the server need not keep them\n" +
 	"help: show this list\n" +
 	"quit: close the connection"
 

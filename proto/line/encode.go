@@ -20,6 +20,7 @@ const helpText = "" +
 	"* /leave                end the conversation and stay logged in\r\n" +
 	"* /who                  show your name, your token and who you are talking with\r\n" +
 	"* /newtoken             get a new token; the old one stops working\r\n" +
+	"* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n" +
 	"* /help                 show this list\r\n" +
 	"* /quit                 close the connection (/exit works too)\r\n" +
 	"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
