@@ -7,7 +7,6 @@ package web_test
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -40,15 +39,18 @@ func startResumeTest(t *testing.T, window time.Duration) *browserTest {
 // cutProxy is a TCP proxy on loopback between a browser and the daemon,
 // whose network can be cut: every connection through it reset at once,
 // both ways, as a network that fails leaves them, and new ones refused
-// until it is restored.
+// until it is restored. Or frozen: what the connections through it carry
+// is thrown away, both ways, and neither end is told, as a machine that
+// slept finds its connections; new ones work.
 type cutProxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]bool
+	wg     sync.WaitGroup
 }
 
 func startCutProxy(t *testing.T, target string) *cutProxy {
@@ -57,7 +59,7 @@ func startCutProxy(t *testing.T, target string) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p := &cutProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{}), frozen: make(map[net.Conn]bool)}
 	go p.serve()
 	t.Cleanup(func() {
 		ln.Close()
@@ -109,7 +111,18 @@ func (p *cutProxy) relay(c net.Conn) {
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.isFrozen(src) {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		_ = dst.(*net.TCPConn).CloseWrite()
 		done <- struct{}{}
 	}
@@ -120,6 +133,8 @@ func (p *cutProxy) relay(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	delete(p.conns, s)
+	delete(p.frozen, c)
+	delete(p.frozen, s)
 	p.mu.Unlock()
 	c.Close()
 	s.Close()
@@ -134,6 +149,22 @@ func (p *cutProxy) cut() {
 	for c := range p.conns {
 		reset(c)
 	}
+}
+
+// freeze throws away, from now on, whatever the connections open
+// through the proxy carry.
+func (p *cutProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
+}
+
+func (p *cutProxy) isFrozen(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen[c]
 }
 
 func (p *cutProxy) restore() {
@@ -461,5 +492,41 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 	talk(bob, alice, "there you are")
 	alice.screenshot("expired")
 	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeAfterSleep: after a sleep, the page's socket may look
+// open when nothing goes through it any more. Woken (here by an online
+// event), the page asks the server who it is; with no answer it opens
+// another socket and resumes there, taking the session from the dead
+// one, and shows what it missed, once.
+func TestBrowserResumeAfterSleep(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "good night")
+
+	proxy.freeze()
+	bob.say("sent while you slept")
+	woke := time.Now()
+	alice.do("wake up", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Errorf("alice is told %v", e)
+	}
+	t.Logf("resumed %v after the wake", time.Since(woke).Round(time.Millisecond))
+	talk(alice, bob, "good morning")
+	alice.expectConversation([]string{msgLine("bob", "good night"), msgLine("bob", "sent while you slept"),
+		msgLine("You", "good morning")})
+	// The server took the session from a connection it had not found
+	// dead: for bob, nothing happened.
+	bob.expectNoPeerLeft()
+	for _, e := range bob.log() {
+		if e.Kind == "peer_away" {
+			t.Errorf("bob is told %v", e)
+		}
+	}
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }

@@ -74,8 +74,9 @@ const SAVE_DELAY_MS = 200;
 const WAKE_TICK_MS = 5000;
 const WAKE_GAP_MS = 20000;
 // A socket that does not answer "who" this soon after a wake is given up
-// for a new one, which resumes the session.
-const PROBE_TIMEOUT_MS = 5000;
+// for a new one, which resumes the session. Giving up a socket that was
+// only slow costs one resume: the server hands the session over.
+const PROBE_TIMEOUT_MS = 3000;
 
 const TOKEN_RE = /^[0-9a-f]{32}$/i;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
