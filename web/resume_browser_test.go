@@ -400,11 +400,15 @@ func TestBrowserResumeNetworkDrop(t *testing.T) {
 
 // TestBrowserResumeLeaveIsNotADrop: leaving a conversation and logging
 // out are told to the peer at once as leaving, never as a connection
-// lost, and logging out forgets the resume key.
+// lost, and logging out forgets the resume key. Logging out while the
+// network is down ends the session once it is back, rather than leave
+// the peer waiting out the window.
 func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 	bt := startResumeTest(t, 0)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
 	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	pair(alice, bob, proxy.url(), bt.pageURL())
 	talk(alice, bob, "bye for now")
 
 	alice.do("leave", chromedp.Click(chromedp.ID("leave")))
@@ -445,7 +449,44 @@ func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 	if n := len(alice.log()); n != 0 {
 		t.Errorf("after logging out and reloading the page shows %d entries%s", n, alice.logDump())
 	}
+	aliceToken = alice.login()
+
+	// Logged out while the network is down: the session, away on the
+	// server, is ended as soon as the page reaches it again.
+	bob.connectTo(aliceToken)
+	alice.waitJS("paired again", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	before = len(bob.log())
+	alice.do("log out", chromedp.Click(chromedp.ID("logout")))
+	alice.waitJS("the login form", `!document.getElementById('login-view').hidden`)
+	if key := alice.storedKey(); key != "" {
+		t.Errorf("after logging out offline sessionStorage still holds resume key %q", key)
+	}
+	proxy.restore()
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e = bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" && len(bob.log()) > before })
+	if e.Reason != "left" {
+		t.Errorf("after alice logged out offline, bob is told %v", e)
+	}
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
+		&& !document.getElementById('login').disabled`)
+	var loggedOut int
+	for _, e := range alice.log() {
+		if e.Text == "Logged out." {
+			loggedOut++
+		}
+		if e.Kind == "resumed" || e.has("error") {
+			t.Errorf("alice, logged out, is told %v", e)
+		}
+	}
+	if loggedOut != 1 {
+		t.Errorf("alice is told %d times that she logged out%s", loggedOut, alice.logDump())
+	}
 	alice.login()
+	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 
 // TestBrowserResumeWindowExpires: a page away for longer than the

@@ -171,6 +171,8 @@ const st = {
   probeTimer: 0,
   stale: null, // a socket given up after a wake, closed once resumed
   keptChars: 0, // the text in kept, in characters
+  leaveKey: '', // the key of a session to end on the next socket: logged out while offline
+  quietQuit: false, // that session is being ended; its frames are not shown
   awayNoted: false, // the log says the page is reconnecting
 
   unread: 0,
@@ -245,6 +247,7 @@ function dropped(ev) {
   if (st.quitting) {
     // Logging out ends the session on purpose: start afresh at once.
     st.quitting = false;
+    st.quietQuit = false;
     st.attempt = 0;
     render();
     connect();
@@ -587,7 +590,7 @@ function restoreSession() {
 // whether it still works.
 function woke() {
   if (!st.ws) {
-    if (!st.quitting && (st.resume || st.name)) {
+    if (!st.quitting && (st.resume || st.name || st.leaveKey)) {
       st.attempt = 0;
       connect();
     }
@@ -618,6 +621,27 @@ function replaceSocket(ws) {
   }
   dropped(null);
   connect();
+}
+
+// quitAway ends a session that is away on the server, for a person who
+// logged out while the page was offline: it is resumed and at once quit,
+// on this socket if it is up, or on the next.
+function quitAway(key, resuming) {
+  st.leaveKey = '';
+  const ws = st.ws;
+  if (!ws || !st.ready) {
+    st.leaveKey = key;
+    return;
+  }
+  // A resume still unanswered on this socket is answered before the
+  // quit; another would be refused.
+  if (!resuming) sendQuiet({ type: 'resume', key });
+  sendQuiet({ type: 'quit' });
+  st.quitting = true;
+  st.quietQuit = true;
+  setTimeout(() => {
+    if (st.ws === ws) ws.close(1000, 'logged out');
+  }, 3000);
 }
 
 // watchForWake notices a machine that slept: timers stop meanwhile, so
@@ -652,6 +676,9 @@ function receive(data) {
     return;
   }
   if (!ev || typeof ev !== 'object' || typeof ev.type !== 'string') return;
+  // A session taken back only to be ended says nothing to a person who
+  // has logged out already.
+  if (st.quietQuit && ev.type !== 'bye') return;
   const handler = handlers[ev.type];
   // Types this page does not know are ignored, so the server can add some.
   if (handler) handler(ev);
@@ -665,6 +692,10 @@ const handlers = {
     st.auth = ev.auth === 'accounts' ? 'accounts' : 'open';
     if (Number.isInteger(ev.max_text) && ev.max_text > 0) st.maxText = ev.max_text;
     setState('online', 'Online');
+    if (st.leaveKey) {
+      quitAway(st.leaveKey, false);
+      return;
+    }
     if (st.resume) {
       // The session is away on the server: take it back. What the page
       // says about it waits for the answer.
@@ -840,7 +871,9 @@ const handlers = {
     // The close that follows is part of the goodbye, not a lost
     // connection: open a fresh one at once, without a warning.
     st.quitting = true;
-    notice('Logged out.');
+    // A session ended after logging out while offline was told so then.
+    if (!st.quietQuit) notice('Logged out.');
+    st.quietQuit = false;
   },
 };
 
@@ -1071,6 +1104,8 @@ function onLogout() {
   const ws = st.ws;
   // Logging out is not a drop: the session is not to be resumed, by this
   // page or by a reload of it.
+  const away = st.resume && !st.loggedIn ? st.resume.key : '';
+  const resuming = st.resuming;
   forgetResume();
   st.name = '';
   st.password = '';
@@ -1086,6 +1121,9 @@ function onLogout() {
     st.loggingIn = false;
     st.peer = '';
     notice('Logged out.');
+    // A session away on the server is ended there too, or its peer would
+    // wait out the window for someone who has left.
+    if (away) quitAway(away, resuming);
     render();
     focusLogin();
     return;
@@ -1257,7 +1295,7 @@ function render() {
   ui.sessionView.hidden = !session;
   ui.passwordField.hidden = st.auth !== 'accounts';
   ui.password.required = st.auth === 'accounts';
-  ui.login.disabled = !st.ready || st.loggingIn;
+  ui.login.disabled = !st.ready || st.loggingIn || st.quitting;
   ui.login.textContent = st.loggingIn ? 'Logging in…' : 'Log in';
 
   ui.me.textContent = st.name;
