@@ -392,6 +392,7 @@ function droppedAway(peer) {
 // resumed handles the answer to a resume: the session is back, with the
 // pairing the server says, and the messages missed follow it.
 function resumed(ev) {
+  if (!st.resume) return;
   const before = st.peer;
   const restored = st.restored;
   st.resuming = false;
@@ -407,13 +408,7 @@ function resumed(ev) {
   if (Number(ev.window_s) > 0) st.resume.windowS = Number(ev.window_s);
   // The key used is retired: only the new one may be kept.
   saveNow();
-  if (st.stale) {
-    // The session has moved off the socket given up after a wake; a
-    // close of it can no longer end the session.
-    const old = st.stale;
-    st.stale = null;
-    old.close(1000, 'resumed');
-  }
+  closeStale();
 
   let text;
   let kind = 'resumed';
@@ -442,6 +437,7 @@ function resumeFailed() {
   const peer = st.peer;
   const windowS = st.resume ? st.resume.windowS : 0;
   forgetResume();
+  closeStale();
   st.restored = false;
   st.awayNoted = false;
   st.loggedIn = false;
@@ -590,10 +586,11 @@ function restoreSession() {
 // whether it still works.
 function woke() {
   if (!st.ws) {
-    if (!st.quitting && (st.resume || st.name || st.leaveKey)) {
-      st.attempt = 0;
-      connect();
-    }
+    // A socket closed by the login deadline is reopened once someone
+    // looks at the page, not by a background tab's slowed timers.
+    if (st.quitting || (st.renewing && document.hidden)) return;
+    st.attempt = 0;
+    connect();
     return;
   }
   if (!st.ready || !st.loggedIn) return;
@@ -642,6 +639,16 @@ function quitAway(key, resuming) {
   setTimeout(() => {
     if (st.ws === ws) ws.close(1000, 'logged out');
   }, 3000);
+}
+
+// closeStale closes the socket given up after a wake, once the session
+// has moved off it or is gone: a close of it can no longer end the
+// session.
+function closeStale() {
+  if (!st.stale) return;
+  const old = st.stale;
+  st.stale = null;
+  old.close(1000, 'replaced');
 }
 
 // watchForWake notices a machine that slept: timers stop meanwhile, so
@@ -1318,6 +1325,10 @@ function render() {
   // Lets a narrow screen fold the token away while a conversation is on.
   document.body.classList.toggle('paired', paired);
   ui.peer.textContent = paired ? 'Talking with ' + st.peer : 'Not connected to anyone';
+  // While either side is away the pairing holds, greyed out.
+  const away = paired && (st.peerAway || !st.loggedIn);
+  ui.peer.classList.toggle('away', away);
+  ui.peer.title = !away ? '' : st.loggedIn ? st.peer + ' lost the connection and may come back' : 'Reconnecting…';
   ui.leave.disabled = !paired;
   ui.message.disabled = !paired;
   ui.send.disabled = !paired;
