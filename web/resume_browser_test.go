@@ -274,6 +274,23 @@ func (p *person) expectNoPeerLeft() {
 	}
 }
 
+// expectAllAcked waits until the server keeps no message for a resume:
+// every page acknowledged what it showed, after a second of quiet.
+func (bt *browserTest) expectAllAcked() {
+	bt.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		n := bt.daemon.Hub.Stats().HistoryBytes
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			bt.t.Fatalf("the server still keeps %d bytes of messages: the pages did not acknowledge them", n)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
 // onlyFailedSockets fails the test on anything p's page reported but the
 // browser's own words for a WebSocket it could not open, as while the
 // network was cut.
@@ -339,6 +356,7 @@ func TestBrowserResumeReload(t *testing.T) {
 		}
 	}
 	bob.expectNoPeerLeft()
+	bt.expectAllAcked()
 	alice.screenshot("reloaded")
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
@@ -393,6 +411,10 @@ func TestBrowserResumeNetworkDrop(t *testing.T) {
 		msgLine("You", "the network here is flaky"), msgLine("You", during[0]), msgLine("You", during[1]),
 		msgLine("alice", "sorry, the Wi-Fi")})
 	bob.expectNoPeerLeft()
+	if st := bt.daemon.Hub.Stats(); st.ResumedAway != 1 || st.ResumedZombie != 0 {
+		t.Errorf("resumes of a session away: %d, of a zombie: %d; want 1 and 0", st.ResumedAway, st.ResumedZombie)
+	}
+	bt.expectAllAcked()
 	alice.screenshot("back")
 	alice.onlyFailedSockets()
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
@@ -568,6 +590,9 @@ func TestBrowserResumeAfterSleep(t *testing.T) {
 		if e.Kind == "peer_away" {
 			t.Errorf("bob is told %v", e)
 		}
+	}
+	if st := bt.daemon.Hub.Stats(); st.ResumedZombie != 1 {
+		t.Errorf("resumes of a zombie: %d, want 1", st.ResumedZombie)
 	}
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
