@@ -609,9 +609,9 @@ function replaceSocket(ws) {
   if (st.resume) {
     // The new socket resumes, and the server hands the session over and
     // closes the old connection. The page cannot close it itself without
-    // ending the session (a page may send only 1000, a leave, or codes
-    // that the server takes as one); it closes it once the session has
-    // moved.
+    // ending the session (a page may close only with 1000 or 3000-4999,
+    // and the server ends the session on either); it closes it once the
+    // session has moved.
     st.stale = ws;
   } else {
     ws.close(1000, 'not answering');
