@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"duet/engine"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 )
 
@@ -594,5 +595,56 @@ func TestBrowserResumeAfterSleep(t *testing.T) {
 	if st := bt.daemon.Hub.Stats(); st.ResumedZombie != 1 {
 		t.Errorf("resumes of a zombie: %d, want 1", st.ResumedZombie)
 	}
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeAccounts: in accounts mode the page never keeps the
+// password, so a reload that finds the window run out asks for it, the
+// name filled in, rather than logging in by itself.
+func TestBrowserResumeAccounts(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	users := authtest.Users(t, "alice", "correct horse", "bob", "battery staple")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Resume.Window = 2 * time.Second
+		o.Resume.ReplayRecent = 2 * time.Second
+	})
+	bt := launchBrowser(t, chromium, d)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(proxy.url())
+	bob.open(bt.pageURL())
+	alice.submitLogin("correct horse")
+	aliceToken := alice.waitLoggedIn()
+	bob.submitLogin("battery staple")
+	bob.waitLoggedIn()
+	bob.connectTo(aliceToken)
+	alice.waitPaired("bob")
+	talk(bob, alice, "hello with a password")
+	alice.expectKeyOnlyInSessionStorage()
+	if stored := eval[string](alice, `sessionStorage.getItem('duet.session')`); strings.Contains(stored, "horse") {
+		t.Errorf("sessionStorage holds the password: %s", stored)
+	}
+
+	proxy.cut()
+	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "timeout" {
+		t.Errorf("bob is told %v", e)
+	}
+	proxy.restore()
+	alice.do("reload", chromedp.Reload())
+	e = alice.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
+	if want := "Your session ended while you were away (the server keeps one for 2s). Your conversation with bob is over. Log in again."; e.Text != want {
+		t.Errorf("alice is told %q, want %q", e.Text, want)
+	}
+	alice.waitJS("the login form, the name filled in", `!document.getElementById('login-view').hidden
+		&& document.getElementById('name').value === 'alice'
+		&& document.activeElement.id === 'password'`)
+	if key := alice.storedKey(); key != "" {
+		t.Errorf("sessionStorage still holds resume key %q", key)
+	}
+	alice.submitLogin("correct horse")
+	alice.waitLoggedIn()
+	alice.onlyFailedSockets()
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
