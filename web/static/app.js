@@ -385,7 +385,6 @@ function droppedAway(peer) {
     const kept = st.resume.windowS > 0 ? ' for up to ' + duration(st.resume.windowS) : '';
     notice('Lost the connection to the server; reconnecting. Your session is kept' + kept + '.', { kind: 'reconnecting' });
   }
-  st.shutdown = false;
   retryLater();
 }
 
