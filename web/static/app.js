@@ -20,6 +20,8 @@
 
 'use strict';
 
+import { createSecure } from './secure.js';
+
 // The server's default limit on one message's text, in UTF-8 bytes. A frame
 // over the server's frame limit would cost the whole connection, and with
 // it the pairing, so the page refuses such text before sending it. A hello
@@ -44,7 +46,6 @@ const RELOGIN_TRIES = 24;
 // without bound.
 const LOG_LIMIT = 1000;
 
-const TOKEN_RE = /^[0-9a-f]{32}$/i;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 
 const byId = (id) => document.getElementById(id);
@@ -180,6 +181,7 @@ function dropped(ev) {
   st.loggingIn = false;
   st.peer = '';
   st.lastMine = null;
+  secure.unpaired();
   clearTimers();
 
   if (st.quitting) {
@@ -451,6 +453,7 @@ function leftReason(peer, reason) {
 }
 
 function unpair() {
+  secure.unpaired();
   const hadFocus = ui.compose.contains(document.activeElement) || document.activeElement === ui.leave;
   st.peer = '';
   st.lastMine = null;
@@ -572,14 +575,12 @@ function onLogin(e) {
   sendLogin();
 }
 
-// tokenFrom accepts a bare token or anything ending in #TOKEN (a share
-// link), with stray spaces, and returns the token or ''.
+// tokenFrom accepts a bare token or anything ending in #TOKEN or
+// #TOKEN.SECRET (a share link), with stray spaces, and returns the token
+// or ''. A link's secret stays with the encryption (secure.js), for a
+// pairing with that token.
 function tokenFrom(raw) {
-  let s = raw.trim();
-  const hash = s.lastIndexOf('#');
-  if (hash >= 0) s = s.slice(hash + 1);
-  s = s.replace(/\s+/g, '');
-  return TOKEN_RE.test(s) ? s.toLowerCase() : '';
+  return secure.takeLink(raw);
 }
 
 function onConnect(e) {
@@ -599,6 +600,7 @@ function connectTo(token) {
   st.invite = '';
   ui.connectToken.value = token;
   ui.connectToken.removeAttribute('aria-invalid');
+  secure.noteConnect(token);
   if (send({ type: 'connect', token })) notice('Connecting to ' + shortToken(token));
 }
 
@@ -609,6 +611,13 @@ function onSend(e) {
   const size = new TextEncoder().encode(text).length;
   if (size > st.maxText) {
     error('too_long', 'Message too long: ' + size + ' bytes, the limit is ' + st.maxText + '. It was not sent.');
+    return;
+  }
+  if (secure.sendText(text)) {
+    // Sealed (shown once sent), waiting for the keys, or refused with a
+    // word to the person: secure.js has it.
+    ui.message.value = '';
+    ui.message.focus();
     return;
   }
   if (!send({ type: 'say', text })) return;
@@ -671,8 +680,10 @@ function onLogout() {
 
 // ---- Copying ------------------------------------------------------------
 
+// shareURL is the link to give out: the token and, when this page can
+// encrypt, the link secret (secure.js), which only the fragment carries.
 function shareURL() {
-  return location.protocol + '//' + location.host + '/#' + st.token;
+  return location.protocol + '//' + location.host + '/#' + secure.fragment(st.token);
 }
 
 async function copy(text, source, button, what) {
@@ -854,11 +865,52 @@ function render() {
   ui.message.disabled = !paired;
   ui.send.disabled = !paired;
   ui.message.placeholder = paired ? 'Message ' + st.peer : 'Connect to someone to chat';
+  secure.draw();
 }
 
 function focusLogin() {
   if (st.auth === 'accounts' && ui.name.value !== '') ui.password.focus();
   else ui.name.focus();
+}
+
+// ---- End-to-end encryption ----------------------------------------------
+
+// secure is the page's encryption (secure.js): it sees the pairing's
+// events through the hooks below and draws #secure itself.
+const secure = createSecure({
+  send,
+  notice,
+  error,
+  addMessage,
+  me: () => st.name,
+  myToken: () => st.token,
+  maxText: () => st.maxText,
+  redraw: () => render(),
+});
+
+// hook runs fn after the handler of an event type (or alone, when the
+// page has none), so that encryption follows the pairing's life without
+// the handlers knowing of it.
+function hook(type, fn) {
+  const handler = handlers[type];
+  handlers[type] = (ev) => {
+    if (handler) handler(ev);
+    fn(ev);
+  };
+}
+
+hook('paired', (ev) => secure.paired(ev));
+hook('sealed', (ev) => secure.sealed(ev));
+hook('peer_back', (ev) => secure.peerBack(ev));
+hook('resumed', (ev) => secure.resumed(ev));
+hook('bye', () => secure.unpaired());
+{
+  // A plaintext message in a pairing that encrypts is not the partner's
+  // page, which seals everything: it is refused, not shown.
+  const shown = handlers.message;
+  handlers.message = (ev) => {
+    if (secure.plainMessage()) shown(ev);
+  };
 }
 
 // ---- Start --------------------------------------------------------------
