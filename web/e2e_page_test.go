@@ -9,6 +9,7 @@ package web_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"duet/proto/e2e"
 )
 
 // secureState is what #secure says: its state, and the code it shows.
@@ -546,4 +549,79 @@ func frameHead(fin bool, op byte, key []byte, n int) []byte {
 		b = append(b, key...)
 	}
 	return b
+}
+
+// TestE2EPageWithGoClient: a client written in Go from PROTOCOL.md and
+// E2E.md (proto/e2e over the JSON protocol, no browser) opens the page's
+// share link as a program would, pairs through the daemon, and talks
+// with the page: both arrive at the same code, the link verifies the
+// keys, and each reads what the other sealed.
+func TestE2EPageWithGoClient(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	token, secret := linkParts(t, bt, alice.shareLink())
+	secretBytes, err := base64.RawURLEncoding.DecodeString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bob := bt.daemon.DialWS(t).Login("bob")
+	bob.Connect(token)
+	if ev := bob.Expect("paired"); ev["peer"] != "alice" || ev["initiator"] != true || ev["peer_proto"] != "json" {
+		t.Fatalf("paired: %v", ev)
+	}
+	s, out, err := e2e.Start(e2e.Config{
+		Role: e2e.Initiator, Token: token, InitiatorName: "bob", ResponderName: "alice", LinkSecret: secretBytes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(envs [][]byte) {
+		for _, env := range envs {
+			bob.Send(map[string]string{"type": "seal", "data": e2e.EncodeData(env)})
+		}
+	}
+	// next reads frames until a sealed one, and returns what it holds.
+	next := func() e2e.Result {
+		t.Helper()
+		for {
+			ev := bob.Next()
+			if ev["type"] != "sealed" {
+				continue
+			}
+			env, err := e2e.DecodeData(ev["data"].(string))
+			if err != nil {
+				t.Fatalf("sealed frame %v: %v", ev, err)
+			}
+			res, err := s.Receive(env)
+			if err != nil {
+				t.Fatalf("the page's envelope: %v", err)
+			}
+			seal(res.Out)
+			return res
+		}
+	}
+	seal(out)
+	for s.State() != e2e.StateConfirmed {
+		next()
+	}
+	if !s.LinkSecretUsed() {
+		t.Fatal("the Go side did not use the link's secret")
+	}
+	alice.waitSecure("verified")
+	if _, code := alice.secureState(); code != s.Code() {
+		t.Fatalf("codes: page %q, Go %q", code, s.Code())
+	}
+	env, err := s.Seal("from a Go client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal([][]byte{env})
+	alice.expectSealedMessage("theirs", "from a Go client")
+	alice.say("from the page")
+	if res := next(); res.Kind != e2e.KindMessage || res.Text != "from the page" || res.Gap != 0 {
+		t.Fatalf("the Go client read %+v", res)
+	}
 }
