@@ -19,8 +19,11 @@ import * as e2e from './e2e.js';
 // encryption failed (docs/E2E.md, "What the page does").
 const HANDSHAKE_LIMIT_MS = 30000;
 
-// The key the state is kept under in sessionStorage.
+// The keys the state is kept under in sessionStorage: the pairing's, and
+// the secret of the link this page shares, so that a link handed out
+// stays good across a reload for as long as its token does.
 const STORE_KEY = 'duet.e2e';
+const LINK_KEY = 'duet.e2e.link';
 
 // What a peer's abort reason means, in words; {peer} is its name.
 const ABORT_WORDS = {
@@ -77,6 +80,23 @@ export function createSecure(page) {
   // side), and those of links it opened (the side that connects).
   const ownSecrets = new Map();
   const linkSecrets = new Map();
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(LINK_KEY) || 'null');
+    if (kept && e2e.parseLink(kept.token + '.' + kept.secret)) ownSecrets.set(kept.token, kept.secret);
+  } catch {
+    // Nothing usable kept: a new secret is made when one is needed.
+  }
+
+  // keepOwnSecret stores the secret of the link this page shares (or
+  // that there is none).
+  function keepOwnSecret(token, secret) {
+    try {
+      if (secret) sessionStorage.setItem(LINK_KEY, JSON.stringify({ token, secret }));
+      else sessionStorage.removeItem(LINK_KEY);
+    } catch {
+      // Kept in memory only, then.
+    }
+  }
   let connectingTo = ''; // the token of the last connect sent
 
   // The current pairing, or null. Its fields:
@@ -152,6 +172,7 @@ export function createSecure(page) {
       ownSecrets.clear();
       secret = e2e.makeLinkSecret();
       ownSecrets.set(token, secret);
+      keepOwnSecret(token, secret);
     }
     return token + '.' + secret;
   }
@@ -187,7 +208,12 @@ export function createSecure(page) {
     if (p.peerProto !== 'json') {
       // A terminal cannot encrypt; nor can a partner the server cannot
       // vouch for. Said before the first message.
-      if (role === 'responder') ownSecrets.clear(); // it may be pasted into /connect, secret and all
+      if (role === 'responder') {
+        // It may be pasted into /connect, secret and all: the next link
+        // gets a new one.
+        ownSecrets.clear();
+        keepOwnSecret('', '');
+      }
       const why =
         p.peerProto === 'line'
           ? peer + ' uses a terminal: the server can read this conversation.'
