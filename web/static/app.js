@@ -473,7 +473,7 @@ const FRIENDLY = {
 };
 
 // Errors that follow a message we sent mean that message went nowhere.
-const SAY_ERRORS = new Set(['too_long', 'invalid_utf8', 'empty_message', 'not_paired', 'rate_limited']);
+const SAY_ERRORS = new Set(['too_long', 'invalid_utf8', 'empty_message', 'not_paired', 'rate_limited', 'peer_cannot_decrypt']);
 
 // Errors about a token we tried to connect to.
 const TOKEN_ERRORS = new Set(['bad_token', 'unknown_token', 'self_connect']);
@@ -529,7 +529,7 @@ function serverError(code, text) {
   }
 
   error(code, shown);
-  if (st.lastOp === 'say' && SAY_ERRORS.has(code) && st.lastMine) {
+  if ((st.lastOp === 'say' || st.lastOp === 'seal') && SAY_ERRORS.has(code) && st.lastMine) {
     st.lastMine.classList.add('failed');
     st.lastMine = null;
   }
@@ -882,6 +882,10 @@ const secure = createSecure({
   notice,
   error,
   addMessage,
+  addMine: (text) => {
+    st.lastMine = addMessage('mine', st.name, text);
+    return st.lastMine;
+  },
   me: () => st.name,
   myToken: () => st.token,
   maxText: () => st.maxText,
@@ -902,6 +906,7 @@ function hook(type, fn) {
 hook('paired', (ev) => secure.paired(ev));
 hook('sealed', (ev) => secure.sealed(ev));
 hook('peer_back', (ev) => secure.peerBack(ev));
+hook('peer_away', () => secure.peerAway());
 hook('resumed', (ev) => secure.resumed(ev));
 hook('bye', () => secure.unpaired());
 {

@@ -53,8 +53,10 @@ const UNSUPPORTED_WORDS = {
 // of #secure and reaching the rest of the page through page: send(obj)
 // (a frame, false when offline), notice(text, opts) and error(code,
 // text) (each returns the log entry), addMessage(side, from, text)
-// (likewise), me() (own name), myToken(), maxText(), redraw() (the
-// whole page, whose share link this module's secret is part of).
+// (likewise), addMine(text) (the person's own message, sent: its entry
+// is marked failed if the server refuses it), me() (own name),
+// myToken(), maxText(), redraw() (the whole page, whose share link this
+// module's secret is part of).
 export function createSecure(page) {
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -229,6 +231,13 @@ export function createSecure(page) {
         goPlain(p, UNSUPPORTED_WORDS[unsupported] + ' The server can read this conversation.');
         return;
       }
+      if (!p.token) {
+        // The token this side connected to is gone (the page was
+        // reloaded): the exchange cannot be made, and the partner is told.
+        sendSeal(e2e.abortData('protocol_error'));
+        fail(p, 'this page no longer knows the token of the pairing.', '');
+        return;
+      }
       const names = role === 'initiator' ? [me, peer] : [peer, me];
       const { session, out } = await e2e.Session.start({
         role,
@@ -245,7 +254,7 @@ export function createSecure(page) {
       p.session = session;
       store();
       for (const data of out) sendSeal(data);
-      p.timer = setTimeout(() => later(() => timeUp(p)), HANDSHAKE_LIMIT_MS);
+      startTimer(p);
       draw();
     });
     draw();
@@ -274,6 +283,13 @@ export function createSecure(page) {
     store();
     page.error('e2e_failed', 'Encryption failed: ' + why + ' Nothing more is sent unless you choose “Send without encryption”.');
     draw();
+  }
+
+  // startTimer gives the exchange HANDSHAKE_LIMIT_MS from now; it is
+  // stopped while the partner is away, since then nothing can come.
+  function startTimer(p) {
+    clearTimeout(p.timer);
+    p.timer = setTimeout(() => later(() => timeUp(p)), HANDSHAKE_LIMIT_MS);
   }
 
   function timeUp(p) {
@@ -393,10 +409,7 @@ export function createSecure(page) {
         return;
       }
       if (pairing !== p) return;
-      if (sendSeal(data)) {
-        const li = page.addMessage('mine', page.me(), text);
-        li.dataset.e2e = 'sealed';
-      }
+      if (sendSeal(data)) page.addMine(text).dataset.e2e = 'sealed';
     });
   }
 
@@ -412,7 +425,12 @@ export function createSecure(page) {
       fail(p, p.peer + ' came back on a terminal, which cannot encrypt.', '');
       return;
     }
+    if (p && p.mode === 'securing' && p.session) startTimer(p);
     resend(p);
+  }
+
+  function peerAway() {
+    if (pairing) clearTimeout(pairing.timer);
   }
 
   function resend(p) {
@@ -480,7 +498,7 @@ export function createSecure(page) {
         return;
       }
       if (session.state === 'confirmed') p.mode = 'secure';
-      else p.timer = setTimeout(() => later(() => timeUp(p)), HANDSHAKE_LIMIT_MS);
+      else startTimer(p);
       for (const d of session.resend()) sendSeal(d);
       draw();
     });
@@ -571,6 +589,7 @@ export function createSecure(page) {
     plainMessage,
     sendText,
     peerBack,
+    peerAway,
     resumed,
     // encrypting says whether the current pairing seals what is sent.
     encrypting: () => pairing !== null && (pairing.mode === 'securing' || pairing.mode === 'secure'),
