@@ -124,11 +124,13 @@ func (cn *conn) logger() *zap.Logger {
 // event is delivered to it before), flushed on its loop.
 func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 	var enc outbox.Encoder = webEncoder{}
+	speaks := proto.ProtoJSON
 	if isLine {
-		enc = lineEncoder{}
+		enc, speaks = lineEncoder{}, proto.ProtoLine
 	}
 	return outbox.New(outbox.Config{
 		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
+		Protocol: speaks,
 		Schedule: func() { cn.loop.schedule(cn) },
 		Marks:    cn.srv.marks,
 		// The hub evicts a connection's outbox when another login takes
@@ -406,6 +408,16 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpAck:
 		cn.sess.Ack(cmd.Last)
 		return
+	case proto.OpSeal:
+		// Relayed as a say is, unread; a refused one is charged like a
+		// say that fails (rejectInput), so a flood of seals to a
+		// terminal is answered at the rate limit, not frame for frame.
+		to, serr := cn.sess.Seal(cmd.Text)
+		if serr != nil {
+			cn.rejectInput(serr)
+		} else {
+			cn.backPressure(to)
+		}
 	case proto.OpConnect:
 		var held bool
 		if err, held = cn.connect(cmd.Token); held {

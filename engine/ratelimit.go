@@ -100,7 +100,9 @@ func (cn *conn) guardFor() *inputGuard {
 // spends a token.
 func (cn *conn) admit(cmd *proto.Command) bool {
 	switch {
-	case cmd.Op == proto.OpSay && cn.sess != nil:
+	case (cmd.Op == proto.OpSay || cmd.Op == proto.OpSeal) && cn.sess != nil:
+		// A sealed frame is a message the server cannot read: governed
+		// by back-pressure as a say is.
 		return true
 	case cmd.Op == proto.OpAck && cn.sess != nil:
 		// An acknowledgement is answered with nothing and costs a trim of

@@ -53,6 +53,10 @@ var (
 	// PeerAwayFull makes it, with the partner's name and how much is
 	// waiting; this text is the one without them.
 	ErrPeerAwayFull = &Error{"peer_away_full", "your partner is away and no more of your messages can be kept for them; this one was not sent"}
+	// ErrPeerCannotDecrypt refuses a sealed frame to a partner whose
+	// client cannot open one (a terminal, which could only print
+	// base64), or whom the server cannot vouch for.
+	ErrPeerCannotDecrypt = &Error{"peer_cannot_decrypt", "your partner's client cannot read encrypted messages; it was not sent"}
 
 	// Connection-level errors: the connection closes right after them.
 	ErrLoginTimeout   = &Error{"login_timeout", "no login in time; goodbye"}
@@ -73,7 +77,7 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
-	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull,
+	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrFlooded,
 }

@@ -29,6 +29,7 @@ const (
 	OpNewToken    // replace own token with a fresh one
 	OpResume      // take back a session whose connection dropped: Key, and Last (JSON)
 	OpAck         // confirm that messages up to Last were received (JSON)
+	OpSeal        // send an end-to-end encrypted envelope to the peer (JSON): Text holds its base64url
 )
 
 var opNames = [...]string{
@@ -43,6 +44,7 @@ var opNames = [...]string{
 	OpNewToken: "newtoken",
 	OpResume:   "resume",
 	OpAck:      "ack",
+	OpSeal:     "seal",
 }
 
 func (o Op) String() string {
@@ -61,8 +63,11 @@ type Command struct {
 	Name     []byte // OpLogin
 	Password []byte // OpLogin, accounts mode only; empty otherwise
 	Token    []byte // OpConnect, as sent; checked with ParseToken
-	Text     []byte // OpSay, valid UTF-8
-	Key      []byte // OpResume, as sent; checked with ParseResumeKey
+	// Text is, for OpSay, the message, valid UTF-8; for OpSeal, the
+	// sealed envelope as the client sent it, base64url characters that
+	// the server relays and never decodes.
+	Text []byte
+	Key  []byte // OpResume, as sent; checked with ParseResumeKey
 	// Last is, for OpAck and a JSON OpResume, the Seq of the last
 	// message the client received (0: none). A line-protocol client
 	// cannot say, and leaves it 0; the engine knows which it speaks.
@@ -99,6 +104,10 @@ const (
 	EvReplayEnd
 	EvPeerAway // Peer lost the connection; the session waits up to Window for it to come back
 	EvPeerBack // Peer came back (resumed its session)
+	// EvSealed: From sent an end-to-end encrypted envelope, Text, in
+	// base64url (docs/E2E.md). It is numbered and kept for a resume as
+	// a message is.
+	EvSealed
 )
 
 var eventNames = [...]string{
@@ -119,6 +128,7 @@ var eventNames = [...]string{
 	EvReplayEnd: "replay_end",
 	EvPeerAway:  "peer_away",
 	EvPeerBack:  "peer_back",
+	EvSealed:    "sealed",
 }
 
 // String returns the event's JSON "type" value.
@@ -127,6 +137,32 @@ func (k EventKind) String() string {
 		return eventNames[k]
 	}
 	return "unknown"
+}
+
+// Protocol is the wire protocol a session's connection speaks, as its
+// partner is told it (Event.PeerProto): whether the partner's client can
+// read sealed frames.
+type Protocol uint8
+
+// The protocols. ProtoUnknown is said of a partner whose client the
+// server cannot vouch for (one on another node of a cluster): it is
+// treated as unable to read sealed frames.
+const (
+	ProtoUnknown Protocol = iota
+	ProtoLine             // netcat, telnet: the line protocol
+	ProtoJSON             // a browser: JSON over WebSocket
+)
+
+// String returns the protocol as "peer_proto" spells it: "line",
+// "json", or "" when unknown.
+func (p Protocol) String() string {
+	switch p {
+	case ProtoLine:
+		return "line"
+	case ProtoJSON:
+		return "json"
+	}
+	return ""
 }
 
 // Reason says why a pairing ended, as seen by the partner who stayed.
@@ -152,9 +188,9 @@ type Event struct {
 	Name      string // EvWelcome, EvStatus, EvResumed: the session's own name
 	Token     Token  // EvWelcome, EvStatus, EvResumed
 	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus, EvResumed, EvPeerAway, EvPeerBack
-	From      string // EvMessage
-	Text      []byte // EvMessage, EvNotice
-	Initiator bool   // EvPaired: true when this side sent connect
+	From      string // EvMessage, EvSealed
+	Text      []byte // EvMessage, EvNotice; EvSealed: the envelope's base64url
+	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect
 	Reason    Reason // EvPeerLeft
 	// Count is, on EvPeerLeft, the messages to the peer that were not
 	// delivered; on EvResumed and EvReplayEnd, the messages replayed.
@@ -162,7 +198,18 @@ type Event struct {
 	Err   *Error // EvError
 	Auth  string // EvHello: "open" or "accounts"
 
-	// Seq numbers an EvMessage among those delivered to the session,
+	// PeerProto is, on EvPaired, EvResumed (when paired) and
+	// EvPeerBack, the protocol the partner's connection speaks, so a
+	// page can say before the first message whether the conversation
+	// can be end-to-end encrypted.
+	PeerProto Protocol
+	// PairID names the pairing, on EvPaired and EvResumed (when
+	// paired): drawn at random for each pairing, the same for both
+	// sides, never 0. A page that kept keys for a pairing tells by it
+	// whether a resume finds the same pairing.
+	PairID uint64
+
+	// Seq numbers an EvMessage or EvSealed among those delivered to the session,
 	// from 1, when the session can be resumed (0 otherwise): a JSON
 	// client names the last it received when it resumes or acks.
 	Seq uint64

@@ -116,6 +116,8 @@ var (
 	pairingsDesc = prometheus.NewDesc("duet_pairings_total", "Pairings made since start.", nil, nil)
 	messagesDesc = prometheus.NewDesc("duet_messages_relayed_total", "Messages relayed since start.", nil, nil)
 	bytesDesc    = prometheus.NewDesc("duet_relayed_bytes_total", "Bytes of message text relayed since start.", nil, nil)
+	sealedDesc   = prometheus.NewDesc("duet_sealed_relayed_total", "Sealed (end-to-end encrypted) frames relayed since start, apart from messages.", nil, nil)
+	sealedBDesc  = prometheus.NewDesc("duet_sealed_relayed_bytes_total", "Bytes of sealed frames' data (base64url) relayed since start.", nil, nil)
 
 	// Session resume (docs/RESUME.md).
 	awayDesc = prometheus.NewDesc("duet_away_sessions",
@@ -138,6 +140,8 @@ func (hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pairingsDesc
 	ch <- messagesDesc
 	ch <- bytesDesc
+	ch <- sealedDesc
+	ch <- sealedBDesc
 	ch <- awayDesc
 	ch <- keptDesc
 	ch <- resumesDesc
@@ -152,6 +156,8 @@ func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
 	ch <- prometheus.MustNewConstMetric(messagesDesc, prometheus.CounterValue, float64(st.Messages))
 	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(st.Bytes))
+	ch <- prometheus.MustNewConstMetric(sealedDesc, prometheus.CounterValue, float64(st.Sealed))
+	ch <- prometheus.MustNewConstMetric(sealedBDesc, prometheus.CounterValue, float64(st.SealedBytes))
 	ch <- prometheus.MustNewConstMetric(awayDesc, prometheus.GaugeValue, float64(st.Away))
 	ch <- prometheus.MustNewConstMetric(keptDesc, prometheus.GaugeValue, float64(st.HistoryBytes))
 	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumedAway), "away")

@@ -557,6 +557,21 @@ func (p *person) screenshot(name string) []byte {
 	return png
 }
 
+// linkRE is a share link's fragment: the token, then the link secret of
+// end-to-end encryption, 16 random bytes in base64url (docs/E2E.md).
+var linkRE = regexp.MustCompile(`^#([0-9a-f]{32})\.([A-Za-z0-9_-]{22})$`)
+
+// linkParts splits a share link of the test's page into its token and
+// secret, failing the test if it is not one.
+func linkParts(t *testing.T, bt *browserTest, link string) (token, secret string) {
+	t.Helper()
+	m := linkRE.FindStringSubmatch(strings.TrimPrefix(link, bt.pageURL()))
+	if !strings.HasPrefix(link, bt.pageURL()+"#") || m == nil {
+		t.Fatalf("share link %q is not %s#TOKEN.SECRET", link, bt.pageURL())
+	}
+	return m[1], m[2]
+}
+
 // TestBrowserPairByShareLink: two people pair through the share link,
 // talk both ways, and one leaves.
 func TestBrowserPairByShareLink(t *testing.T) {
@@ -566,8 +581,8 @@ func TestBrowserPairByShareLink(t *testing.T) {
 	alice.open(bt.pageURL())
 	aliceToken := alice.login()
 	link := alice.shareLink()
-	if want := bt.pageURL() + "#" + aliceToken; link != want {
-		t.Fatalf("share link %q, want %q", link, want)
+	if token, _ := linkParts(t, bt, link); token != aliceToken {
+		t.Fatalf("share link %q, want the token %s", link, aliceToken)
 	}
 
 	// Whoever opens the link and logs in is asked, and connected on a
@@ -923,8 +938,9 @@ func TestBrowserSessionControls(t *testing.T) {
 		return /^[0-9a-f]{32}$/.test(t) && t !== %q;
 	})()`, oldToken))
 	newToken := eval[string](alice, `document.getElementById('token').textContent`)
-	if link := alice.shareLink(); link != bt.pageURL()+"#"+newToken {
-		t.Fatalf("share link %q after newtoken %s", link, newToken)
+	_, oldSecret := linkParts(t, bt, oldLink)
+	if token, secret := linkParts(t, bt, alice.shareLink()); token != newToken || secret == oldSecret {
+		t.Fatalf("share link %q after newtoken %s: a new token gets a new secret", alice.shareLink(), newToken)
 	}
 
 	// The old link no longer works.

@@ -39,6 +39,14 @@ func embedded(t testing.TB, name string) []byte {
 	return b
 }
 
+// servedApp is app.js as the site serves it: the embedded file, with its
+// import of secure.js under that module's versioned URL (versionImports).
+func servedApp(t testing.TB, s *Site) []byte {
+	t.Helper()
+	return bytes.Replace(embedded(t, "app.js"), []byte("from './secure.js'"),
+		[]byte("from './secure.js?v="+s.files["/secure.js"].version+"'"), 1)
+}
+
 // staticNames lists every embedded file.
 func staticNames(t testing.TB) []string {
 	t.Helper()
@@ -176,7 +184,7 @@ func TestFiles(t *testing.T) {
 		{"/", "text/html; charset=utf-8", index, "no-cache"},
 		{"/index.html", "text/html; charset=utf-8", index, "no-cache"},
 		{"/?x=1", "text/html; charset=utf-8", index, "no-cache"},
-		{"/app.js", "text/javascript; charset=utf-8", embedded(t, "app.js"), "no-cache"},
+		{"/app.js", "text/javascript; charset=utf-8", servedApp(t, s), "no-cache"},
 		{"/style.css", "text/css; charset=utf-8", embedded(t, "style.css"), "no-cache"},
 		{"/favicon.svg", "image/svg+xml", embedded(t, "favicon.svg"), "no-cache"},
 	}
@@ -340,7 +348,7 @@ func TestGzip(t *testing.T) {
 						t.Errorf("ETag = %q, want %q", resp.Header.Get("ETag"), f.identity.etag)
 					}
 				}
-				if name != "index.html" && !bytes.Equal(body, embedded(t, name)) {
+				if name == "app.js" && !bytes.Equal(body, servedApp(t, s)) || name == "style.css" && !bytes.Equal(body, embedded(t, name)) {
 					t.Error("body differs from the embedded file")
 				}
 				if !bytes.Equal(body, want) {

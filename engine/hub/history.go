@@ -88,11 +88,28 @@ func putChunk(c *chunk) {
 
 // entry is one kept message.
 type entry struct {
-	seq       uint64
-	at        time.Duration // when it was delivered (Hub.clock)
-	from      string
-	c         *chunk // holds its text, at c.buf[off:off+size]
-	off, size uint32
+	seq  uint64
+	at   time.Duration // when it was delivered (Hub.clock)
+	from string
+	c    *chunk // holds its text, at c.buf[off:off+size]
+	off  uint32
+	// size is the text's length, and its top bit (sealedBit) is set
+	// for a sealed frame, whose text is its data: no text reaches 2 GiB,
+	// and the flag then costs the entry no room.
+	size uint32
+}
+
+// sealedBit marks an entry that holds a sealed frame (entry.size).
+const sealedBit = 1 << 31
+
+func (e *entry) len() uint32 { return e.size &^ sealedBit }
+
+// kind returns the event an entry is replayed as.
+func (e *entry) kind() proto.EventKind {
+	if e.size&sealedBit != 0 {
+		return proto.EvSealed
+	}
+	return proto.EvMessage
 }
 
 // history is one session's kept messages, oldest first, in a ring.
@@ -131,10 +148,11 @@ const maxPooledRing = 256
 
 func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.ring)-1)] }
 
-func (hs *history) text(e *entry) []byte { return e.c.buf[e.off : e.off+e.size] }
+func (hs *history) text(e *entry) []byte { return e.c.buf[e.off : e.off+e.len()] }
 
-// push keeps a copy of text as the newest entry.
-func (hs *history) push(seq uint64, at time.Duration, from string, text []byte) {
+// push keeps a copy of text as the newest entry: a sealed frame's data
+// when sealed is set.
+func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, text []byte) {
 	if hs.n == len(hs.ring) {
 		hs.grow()
 	}
@@ -142,7 +160,11 @@ func (hs *history) push(seq uint64, at time.Duration, from string, text []byte) 
 	off := len(c.buf)
 	c.buf = append(c.buf, text...)
 	c.live++
-	*hs.entry(hs.n) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), size: uint32(len(text))}
+	size := uint32(len(text))
+	if sealed {
+		size |= sealedBit
+	}
+	*hs.entry(hs.n) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), size: size}
 	hs.n++
 	hs.cost += int64(len(text)) + entryCost
 }
@@ -186,7 +208,7 @@ func (hs *history) dropFront() entry {
 	*e = entry{}
 	hs.head = (hs.head + 1) & (len(hs.ring) - 1)
 	hs.n--
-	hs.cost -= int64(old.size) + entryCost
+	hs.cost -= int64(old.len()) + entryCost
 	old.c.live--
 	for len(hs.chunks) > 1 && hs.chunks[0].live == 0 {
 		putChunk(hs.chunks[0])
@@ -286,13 +308,14 @@ func (hs *history) release() {
 	historyPool.Put(hs)
 }
 
-// keepLocked keeps copies of texts from `from`, delivered now and
-// numbered from first, and returns how many of them s may be handed:
+// keepLocked keeps copies of texts from `from` (sealed frames' data
+// when sealed is set), delivered now and numbered from first, and
+// returns how many of them s may be handed:
 // while it is attached, all, the oldest kept ones dropped to make room;
 // while it is away, as many as fit in resume.buffer, with the error that
 // refuses the next (peer_away_full), which says how much is waiting.
 // s.hmu is held, and the lock of the room the texts come through.
-func (s *Session) keepLocked(from string, texts [][]byte, first uint64, now time.Duration) (int, *proto.Error) {
+func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uint64, now time.Duration) (int, *proto.Error) {
 	h := s.hub
 	buffer := h.resumeBuffer.Load()
 	if hs := s.hist; hs != nil {
@@ -313,7 +336,7 @@ func (s *Session) keepLocked(from string, texts [][]byte, first uint64, now time
 			n++
 		}
 		for i, text := range texts[:n] {
-			s.historyLocked().push(first+uint64(i), now, from, text)
+			s.historyLocked().push(first+uint64(i), now, from, sealed, text)
 			a.text += int64(len(text))
 		}
 		if n < len(texts) {
@@ -337,7 +360,7 @@ func (s *Session) keepLocked(from string, texts [][]byte, first uint64, now time
 			e := hs.dropFront()
 			hs.noteLoss(e.seq, e.at, now, recent)
 		}
-		hs.push(seq, now, from, text)
+		hs.push(seq, now, from, sealed, text)
 	}
 	return len(texts), nil
 }

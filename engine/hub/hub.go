@@ -33,6 +33,7 @@ package hub
 
 import (
 	"crypto/sha256"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,25 @@ type Outbox interface {
 	// It may be called from any goroutine, with hub locks held: it must
 	// not call back into the hub.
 	Deliver(ev *proto.Event)
+}
+
+// A Speaker is an Outbox that says which protocol its connection
+// speaks. The hub tells a session's partner (Event.PeerProto), and
+// relays sealed frames only to a session whose connection speaks JSON:
+// what a terminal would make of one is base64. An Outbox that is not a
+// Speaker (a partner on another node, a test's recorder) speaks
+// proto.ProtoUnknown, to which nothing sealed is relayed.
+type Speaker interface {
+	Outbox
+	Protocol() proto.Protocol
+}
+
+// protocolOf returns the protocol out's connection speaks.
+func protocolOf(out Outbox) proto.Protocol {
+	if sp, ok := out.(Speaker); ok {
+		return sp.Protocol()
+	}
+	return proto.ProtoUnknown
 }
 
 // A BatchOutbox is an Outbox that can take a run of messages from one
@@ -209,6 +229,8 @@ type Hub struct {
 	// Counters of sessions already closed; live sessions keep their own.
 	closedMessages atomic.Uint64
 	closedBytes    atomic.Uint64
+	closedSealed   atomic.Uint64
+	closedSealedB  atomic.Uint64
 
 	// Resume's counters (Stats).
 	resumedAway, resumedZombie, resumeBadKey atomic.Uint64
@@ -302,7 +324,12 @@ type Session struct {
 	// resume key (resume was on); its messages are then numbered and
 	// kept. It never changes, so it is read without a lock.
 	resumable bool
-	keyHash   [sha256.Size]byte // the resume key's hash, when resumable
+	// client is the protocol out's connection speaks (protocolOf). It
+	// is set when the Session is made, for the connection that makes
+	// it (a resume makes a new Session), and never changes, so it is
+	// read without a lock.
+	client  proto.Protocol
+	keyHash [sha256.Size]byte // the resume key's hash, when resumable
 	// away is set while the session is away. Written under hub.mu and
 	// hmu (and its room's lock, while paired); read under any of them.
 	away *away
@@ -316,6 +343,36 @@ type Session struct {
 	// Written under the lock of the session's room, read by Stats.
 	sentMessages atomic.Uint64
 	sentBytes    atomic.Uint64
+	// sealed counts the sealed frames sent, apart from messages. It is
+	// made at the first one, so a session that never seals (every
+	// terminal user) does not pay for it.
+	sealed atomic.Pointer[sealCount]
+}
+
+// sealCount is what a session sent sealed: frames, and their data's
+// bytes. Written under the lock of the session's room.
+type sealCount struct {
+	frames, bytes atomic.Uint64
+}
+
+// countSealed counts one sealed frame of n bytes sent by s, under the
+// lock of s's room.
+func (s *Session) countSealed(n int) {
+	c := s.sealed.Load()
+	if c == nil {
+		c = new(sealCount)
+		s.sealed.Store(c)
+	}
+	c.frames.Add(1)
+	c.bytes.Add(uint64(n))
+}
+
+// sealedCounts returns what s sent sealed.
+func (s *Session) sealedCounts() (frames, bytes uint64) {
+	if c := s.sealed.Load(); c != nil {
+		return c.frames.Load(), c.bytes.Load()
+	}
+	return 0, 0
 }
 
 // Name returns the name the user logged in with.
@@ -348,6 +405,10 @@ type room struct {
 
 	pairID uint64   // the pairing's number in the directory
 	stub   *Session // stands in for a partner on another node; nil when both are here
+	// id names the pairing to its two sides (Event.PairID): random, so
+	// it says nothing of how many pairings there were, and 0 for a
+	// pairing across nodes, whose two rooms could not agree on one.
+	id uint64
 
 	// scratch carries each run of messages to the receiver's Outbox, and
 	// one holds the text of a message from another node. They are used
@@ -361,7 +422,11 @@ type room struct {
 
 // newRoom opens a room for a pairing.
 func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
-	return &room{a: a, b: b, open: true, pairID: pairID, stub: stub, scratch: proto.Event{Kind: proto.EvMessage}}
+	r := &room{a: a, b: b, open: true, pairID: pairID, stub: stub, scratch: proto.Event{Kind: proto.EvMessage}}
+	for r.id == 0 && stub == nil {
+		r.id = rand.Uint64()
+	}
+	return r
 }
 
 // peer is other under the room's lock.
@@ -408,7 +473,7 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 // resume is on it draws the session's resume key, which it returns for
 // the welcome, and keeps only its hash.
 func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
-	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out)}
+	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out), client: protocolOf(out)}
 	s.key = fold(s.name)
 	var rk proto.ResumeKey
 	if h.window() > 0 {
@@ -540,8 +605,8 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	h.pairings.Add(1)
 	// Tell the token's holder first: by the time the asker hears it is
 	// paired and starts talking, the holder already knows who it is.
-	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
-	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
+	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
+	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true, PeerProto: target.client, PairID: r.id})
 	h.tellAwayLocked(target, s.out)
 	return false, nil
 }
@@ -603,23 +668,85 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 // s is away, as many as can be kept, with peer_away_full for the next.
 // A session that can be resumed numbers its messages and keeps them
 // (keepLocked); while it is away its Queue drops them, and only the
-// kept copy remains, for its resume.
+// kept copy remains, for its resume. ev.Kind is EvMessage, or EvSealed
+// for one sealed frame, which is numbered and kept exactly as a message
+// is, in the same sequence.
 func (s *Session) deliverMessages(ev *proto.Event, texts [][]byte) (int, *proto.Error) {
 	if !s.resumable {
-		s.q.DeliverMessages(ev, texts)
+		s.hand(ev, texts)
 		return len(texts), nil
 	}
 	now := s.hub.clock.now()
 	s.hmu.Lock()
 	first := s.seq + 1
-	n, err := s.keepLocked(ev.From, texts, first, now)
+	n, err := s.keepLocked(ev.From, ev.Kind == proto.EvSealed, texts, first, now)
 	s.seq += uint64(n)
 	s.hmu.Unlock()
 	if n > 0 {
 		ev.Seq = first
-		s.q.DeliverMessages(ev, texts[:n])
+		s.hand(ev, texts[:n])
 	}
 	return n, err
+}
+
+// hand gives s's Queue the texts of deliverMessages: a run of messages
+// in one call, a sealed frame (always alone) as the event it is.
+func (s *Session) hand(ev *proto.Event, texts [][]byte) {
+	if ev.Kind == proto.EvSealed {
+		ev.Text = texts[0]
+		s.q.Deliver(ev)
+		return
+	}
+	s.q.DeliverMessages(ev, texts)
+}
+
+// Seal relays one sealed frame, data (an end-to-end encrypted envelope
+// in base64url, docs/E2E.md), to s's partner, as SayAll relays a
+// message: in order with s's messages, numbered and kept for a resume
+// in the same sequence, refused with peer_away_full as a message would
+// be. The hub never reads data. It is refused, besides, with too_long
+// past SealedLimit, and with peer_cannot_decrypt when the partner's
+// connection does not speak JSON: a terminal cannot open it. It returns
+// the partner's Queue, for back-pressure, as SayAll does.
+func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
+	if len(data) == 0 {
+		return nil, proto.ErrEmptyMessage
+	}
+	if int64(len(data)) > SealedLimit(int(s.hub.maxText.Load())) {
+		return nil, proto.ErrTooLong
+	}
+	r := s.room.Load()
+	if r == nil {
+		return nil, proto.ErrNotPaired
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	peer := r.other(s)
+	if peer == nil {
+		return nil, proto.ErrNotPaired
+	}
+	if peer.client != proto.ProtoJSON {
+		return nil, proto.ErrPeerCannotDecrypt
+	}
+	ev := &r.scratch
+	ev.Kind, ev.From = proto.EvSealed, s.name
+	r.one[0] = data
+	n, full := peer.deliverMessages(ev, r.one[:])
+	r.one[0], ev.Kind, ev.Text, ev.Seq = nil, proto.EvMessage, nil, 0
+	if n == 0 {
+		return nil, full
+	}
+	s.countSealed(len(data))
+	return peer.q, nil
+}
+
+// SealedLimit is the longest sealed frame's data, in base64url
+// characters, for a text limit of maxText bytes: the base64url of an
+// envelope 64 bytes longer than the longest text, which fits any
+// envelope of a text the server would relay in a message (an envelope
+// adds 27 bytes) and nothing much larger. 21,932 for the default 16 KiB.
+func SealedLimit(maxText int) int64 {
+	return 4 * ((int64(maxText) + 64 + 2) / 3)
 }
 
 // checkText is the check SayAll makes of a text before relaying it.
@@ -818,6 +945,9 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	// sees them go down.
 	h.closedMessages.Add(s.sentMessages.Load())
 	h.closedBytes.Add(s.sentBytes.Load())
+	frames, bytes := s.sealedCounts()
+	h.closedSealed.Add(frames)
+	h.closedSealedB.Add(bytes)
 	lo := logout{s: s, token: s.token, r: s.room.Load(), wasAway: s.away != nil}
 	if lo.wasAway {
 		h.unlinkAwayLocked(s)
@@ -851,6 +981,9 @@ type Stats struct {
 	Pairings uint64 // pairings made since start
 	Messages uint64 // messages relayed since start
 	Bytes    uint64 // message text bytes relayed since start
+	// Sealed frames relayed since start, and the bytes of their data
+	// (base64url), counted apart from messages.
+	Sealed, SealedBytes uint64
 
 	// Session resume.
 	Away         int   // sessions away now
@@ -877,6 +1010,8 @@ func (h *Hub) Stats() Stats {
 		Pairings:      h.pairings.Load(),
 		Messages:      h.closedMessages.Load(),
 		Bytes:         h.closedBytes.Load(),
+		Sealed:        h.closedSealed.Load(),
+		SealedBytes:   h.closedSealedB.Load(),
 		Away:          h.awayCount,
 		ResumedAway:   h.resumedAway.Load(),
 		ResumedZombie: h.resumedZombie.Load(),
@@ -888,6 +1023,9 @@ func (h *Hub) Stats() Stats {
 	for _, s := range h.names {
 		st.Messages += s.sentMessages.Load()
 		st.Bytes += s.sentBytes.Load()
+		frames, bytes := s.sealedCounts()
+		st.Sealed += frames
+		st.SealedBytes += bytes
 	}
 	h.mu.Unlock()
 	st.HistoryBytes = h.historyBytes()

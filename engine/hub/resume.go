@@ -235,7 +235,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	sum := sha256.Sum256(k[:])
 	fresh := proto.NewResumeKey()
-	s := &Session{hub: h, out: out, q: queueOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
+	s := &Session{hub: h, out: out, q: queueOf(out), client: protocolOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
 	now := h.clock.now()
 
 	h.mu.Lock()
@@ -277,6 +277,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	s.sentMessages.Store(old.sentMessages.Load())
 	s.sentBytes.Store(old.sentBytes.Load())
+	s.sealed.Store(old.sealed.Load())
 	old.hmu.Lock()
 	hs, seq := old.hist, old.seq
 	old.hist, old.away = nil, nil
@@ -290,12 +291,12 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		h.histMu.Unlock()
 	}
 	res.Session = s
-	res.Replayed, res.Missed = s.replayLocked(last, hasLast, a, now, fresh, peer)
+	res.Replayed, res.Missed = s.replayLocked(last, hasLast, a, now, fresh, r, peer)
 	s.settleLocked()
 	s.hmu.Unlock()
 	if r != nil {
 		if a != nil && peer != nil {
-			peer.out.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name})
+			peer.out.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
 		}
 		r.mu.Unlock()
 		if r.stub != nil {
@@ -320,9 +321,9 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 // replayLocked hands s's new connection the answer to its resume and
 // the messages to replay (see Resume), and returns how many it replayed
 // and how many it could not. a is what s kept while away, nil for a
-// zombie; peer is s's partner, if any. s.hmu is held, and the lock of
-// s's room.
-func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Duration, key proto.ResumeKey, peer *Session) (replayed, missed int) {
+// zombie; r is s's room and peer s's partner, if any. s.hmu is held, and
+// the lock of s's room.
+func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Duration, key proto.ResumeKey, r *room, peer *Session) (replayed, missed int) {
 	h := s.hub
 	hs := s.hist
 	from := 0 // the first entry to replay
@@ -366,16 +367,19 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		ResumeKey: key.String(), Window: h.window(),
 	}
 	if peer != nil {
-		ev.Peer = peer.name
+		// The pairing may have changed while the session was away, and
+		// the partner may have come back over the other protocol: a page
+		// that encrypts needs all three to know where it stands.
+		ev.Peer, ev.Initiator, ev.PeerProto, ev.PairID = peer.name, r.a == s, peer.client, r.id
 	}
 	s.out.Deliver(&ev)
 	if replayed == 0 {
 		return replayed, missed
 	}
-	msg := proto.Event{Kind: proto.EvMessage}
+	var msg proto.Event
 	for i := from; i < hs.n; i++ {
 		e := hs.entry(i)
-		msg.From, msg.Text, msg.Seq = e.from, hs.text(e), e.seq
+		msg.Kind, msg.From, msg.Text, msg.Seq = e.kind(), e.from, hs.text(e), e.seq
 		s.out.Deliver(&msg)
 	}
 	ev.Kind = proto.EvReplayEnd

@@ -84,7 +84,7 @@ func replay(t *testing.T, evs []proto.Event) (resumed proto.Event, replayed, aft
 	}
 	replayed, end := rest[:resumed.Count], rest[resumed.Count]
 	for _, ev := range replayed {
-		if ev.Kind != proto.EvMessage {
+		if ev.Kind != proto.EvMessage && ev.Kind != proto.EvSealed {
 			t.Fatalf("replayed %+v", ev)
 		}
 	}

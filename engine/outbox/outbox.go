@@ -55,6 +55,9 @@ func (m Marks) Low() int64 { return m.High / 2 }
 // Config is what an Outbox is built from.
 type Config struct {
 	Encoder Encoder
+	// Protocol is the protocol the connection speaks, which the hub
+	// tells the session's partner (hub.Speaker).
+	Protocol proto.Protocol
 	// Schedule asks the owner's loop to flush (Take, write, Settle). It
 	// is called from any goroutine, at most once between two Takes, with
 	// no lock of the Outbox held, and must not block.
@@ -92,7 +95,13 @@ type Outbox struct {
 	waiters   []hub.Waiter // senders held back until this reader catches up
 }
 
-var _ hub.Queue = (*Outbox)(nil)
+var (
+	_ hub.Queue   = (*Outbox)(nil)
+	_ hub.Speaker = (*Outbox)(nil)
+)
+
+// Protocol implements hub.Speaker.
+func (o *Outbox) Protocol() proto.Protocol { return o.cfg.Protocol }
 
 // New returns an empty, open Outbox. Encoder, Schedule and Marks are
 // required.
@@ -142,7 +151,9 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 	}
 	before := len(*o.buf)
 	*o.buf = o.cfg.Encoder.AppendEvent(*o.buf, ev)
-	if ev.Kind == proto.EvMessage {
+	if ev.Kind == proto.EvMessage || ev.Kind == proto.EvSealed {
+		// A sealed frame is relayed as a message is, and counts as one
+		// among those never sent when the reader is cut off.
 		o.msgs++
 	}
 	o.backlog.Add(int64(len(*o.buf) - before))

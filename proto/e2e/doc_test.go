@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"os"
 	"regexp"
 	"strings"
@@ -81,5 +83,32 @@ func TestDocLabels(t *testing.T) {
 		if !strings.Contains(doc, `"`+l+`"`) && !strings.Contains(doc, "`"+l+" ") && !strings.Contains(doc, "`"+l+"`") {
 			t.Errorf("E2E.md does not give the label %q", l)
 		}
+	}
+}
+
+// TestProtocolTranscript keeps the sealed frames of docs/PROTOCOL.md's
+// transcript the envelopes of the test vector, in base64url.
+func TestProtocolTranscript(t *testing.T) {
+	data, err := os.ReadFile("../../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	v := readVectors(t).Vectors[0]
+	for name, hexEnv := range map[string]string{
+		"commit": v.Commit, "responder_hello": v.ResponderHello, "initiator_hello": v.InitiatorHello,
+		"initiator_confirm": v.InitiatorConfirm, "responder_confirm": v.ResponderConfirm,
+	} {
+		env, err := hex.DecodeString(hexEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `{"type":"seal","data":"` + base64.RawURLEncoding.EncodeToString(env) + `"}`
+		if !strings.Contains(doc, "> "+want+"\n") {
+			t.Errorf("PROTOCOL.md does not send the %s as %s", name, want)
+		}
+	}
+	if first := v.Messages[0].Data; !strings.Contains(doc, `{"type":"seal","data":"`+first+`"}`) {
+		t.Errorf("PROTOCOL.md does not seal the first message as %s", first)
 	}
 }

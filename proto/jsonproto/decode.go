@@ -57,8 +57,8 @@ type member struct {
 // fields holds the members of a client message that duet reads. Any
 // other member is checked as JSON and otherwise ignored.
 type fields struct {
-	typ, name, password, token, text, key, last member
-	duplicate                                   bool
+	typ, name, password, token, text, key, last, data member
+	duplicate                                         bool
 }
 
 // slot returns where the member named name goes, or nil for a member
@@ -79,6 +79,8 @@ func (f *fields) slot(name []byte) *member {
 		return &f.key
 	case "last":
 		return &f.last
+	case "data":
+		return &f.data
 	}
 	return nil
 }
@@ -112,7 +114,9 @@ func (f *fields) slot(name []byte) *member {
 //     (proto.ErrBadName for a login without "name", proto.ErrBadToken for
 //     a connect without "token", proto.ErrBadResumeKey for a resume
 //     without "key", proto.ErrBadMessage otherwise) and strings, but
-//     for "last", a whole number (proto.ErrBadMessage).
+//     for "last", a whole number (proto.ErrBadMessage); a seal's "data"
+//     must be one or more base64url characters (IsBase64URL), else
+//     proto.ErrBadMessage.
 //
 // So the pass reads a message to its end before it answers anything
 // but 1 and 2: a repeated member followed by a syntax error is
@@ -285,8 +289,30 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 			return proto.Command{}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpAck, Last: last}, nil
+	case "seal":
+		data, ok := d.stringOf(msg, &f.data)
+		if !ok || !IsBase64URL(data) {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpSeal, Text: data}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
+}
+
+// IsBase64URL reports whether data is one or more characters of the
+// base64url alphabet (RFC 4648 section 5: A-Z, a-z, 0-9, '-', '_'),
+// without padding: what a seal's data may hold. It checks the alphabet
+// only; the server never decodes a sealed envelope.
+func IsBase64URL(data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	for _, c := range data {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // countOf returns m's value if it is a count: a JSON number written as

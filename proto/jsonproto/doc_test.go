@@ -35,9 +35,12 @@ func TestProtocolDocShowsResumeFrames(t *testing.T) {
 	for _, ev := range []proto.Event{
 		{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
 		{Kind: proto.EvMessage, From: "bob", Text: []byte("still there?"), Seq: 2},
-		{Kind: proto.EvResumed, Name: "alice", Token: token, Peer: "bob", Count: 1, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
+		{Kind: proto.EvResumed, Name: "alice", Token: token, Peer: "bob", PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44,
+			Count: 1, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
 		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
-		{Kind: proto.EvPeerBack, Peer: "alice"},
+		{Kind: proto.EvPeerBack, Peer: "alice", PeerProto: proto.ProtoJSON},
+		{Kind: proto.EvPaired, Peer: "bob", PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44},
+		{Kind: proto.EvPaired, Peer: "alice", Initiator: true, PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44},
 	} {
 		if frame := string(AppendEvent(nil, &ev)); !strings.Contains(string(data), "< "+frame+"\n") {
 			t.Errorf("docs/PROTOCOL.md has no transcript line for %s", frame)

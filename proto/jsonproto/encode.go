@@ -19,6 +19,7 @@ const helpText = "" +
 	"newtoken: get a new token; the old one stops working\n" +
 	"resume {key, last?}: instead of login: take your session back after your connection dropped; last is the seq of the last message you received\n" +
 	"ack {last}: confirm you received the messages up to seq last, so the server need not keep them\n" +
+	"seal {data}: send an end-to-end encrypted envelope (base64url) to the person you are talking with; see docs/E2E.md\n" +
 	"help: show this list\n" +
 	"quit: close the connection"
 
@@ -49,10 +50,22 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvPaired:
 		dst = append(dst, `{"type":"paired","peer":`...)
 		dst = appendString(dst, ev.Peer)
-		if ev.Initiator {
-			return append(dst, `,"initiator":true}`...)
+		dst = appendInitiator(dst, ev.Initiator)
+		dst = appendPairing(dst, ev)
+		return append(dst, '}')
+	case proto.EvSealed:
+		dst = append(dst, `{"type":"sealed","from":`...)
+		dst = appendString(dst, ev.From)
+		dst = append(dst, `,"data":`...)
+		// The data was checked to be base64url (IsBase64URL) when it
+		// came in, but it is escaped like any string all the same: the
+		// encoder does not trust what the core hands it.
+		dst = appendString(dst, ev.Text)
+		if ev.Seq > 0 {
+			dst = append(dst, `,"seq":`...)
+			dst = strconv.AppendUint(dst, ev.Seq, 10)
 		}
-		return append(dst, `,"initiator":false}`...)
+		return append(dst, '}')
 	case proto.EvMessage:
 		dst = AppendMessageHead(dst, ev.From)
 		return AppendMessageText(dst, ev.Text, ev.Seq)
@@ -117,6 +130,8 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		if ev.Peer != "" {
 			dst = append(dst, `"peer":`...)
 			dst = appendString(dst, ev.Peer)
+			dst = appendInitiator(dst, ev.Initiator)
+			dst = appendPairing(dst, ev)
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `"replayed":`...)
@@ -138,7 +153,35 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvPeerBack:
 		dst = append(dst, `{"type":"peer_back","name":`...)
 		dst = appendString(dst, ev.Peer)
+		dst = appendPairing(dst, ev)
 		return append(dst, '}')
+	}
+	return dst
+}
+
+// appendInitiator appends the "initiator" member.
+func appendInitiator(dst []byte, initiator bool) []byte {
+	if initiator {
+		return append(dst, `,"initiator":true`...)
+	}
+	return append(dst, `,"initiator":false`...)
+}
+
+// appendPairing appends what a page needs to know about a pairing to
+// encrypt it (docs/E2E.md): "peer_proto", when the partner's protocol is
+// known, and "pair_id", when the event names a pairing.
+func appendPairing(dst []byte, ev *proto.Event) []byte {
+	if p := ev.PeerProto.String(); p != "" {
+		dst = append(dst, `,"peer_proto":"`...)
+		dst = append(dst, p...)
+		dst = append(dst, '"')
+	}
+	if ev.PairID != 0 {
+		dst = append(dst, `,"pair_id":"`...)
+		for shift := 60; shift >= 0; shift -= 4 {
+			dst = append(dst, hexDigits[ev.PairID>>uint(shift)&0xF])
+		}
+		dst = append(dst, '"')
 	}
 	return dst
 }

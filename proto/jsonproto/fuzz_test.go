@@ -26,6 +26,8 @@ var decodeSeeds = []string{
 	`{"type":"ack","last":18446744073709551615}`, `{"type":"ack","last":18446744073709551616}`,
 	`{"type":"ack","last":1.0}`, `{"type":"ack","last":-1}`, `{"type":"ack","last":"3"}`, `{"type":"ack"}`,
 	`{"type":"say","text":"caf` + "\xe9" + `"}`, `{"type":"say","n":1.2.3}`, `{"type":"say"`,
+	`{"type":"seal","data":"AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"}`, `{"type":"seal","data":"AQ=="}`,
+	`{"type":"seal","data":"\u0041Q"}`, `{"type":"seal","data":""}`, `{"type":"seal","text":"AQUB"}`,
 }
 
 // addDecodeSeeds adds decodeSeeds and the messages of decodeTests.
@@ -53,6 +55,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if cmd.Op == proto.OpSay && !utf8.Valid(cmd.Text) {
 			t.Fatalf("Decode(%q) says text that is not UTF-8: %q", msg, cmd.Text)
+		}
+		if cmd.Op == proto.OpSeal && (len(cmd.Text) == 0 || strings.Trim(string(cmd.Text), referenceBase64URL) != "") {
+			t.Fatalf("Decode(%q) seals data that is not base64url: %q", msg, cmd.Text)
 		}
 		if err != nil && (cmd.Op != proto.OpNone || !slices.Contains(proto.Errors, err)) {
 			t.Fatalf("Decode(%q) = %v, %v", msg, cmd.Op, err)
@@ -93,10 +98,14 @@ func FuzzDecode(f *testing.F) {
 		if typ, _ := obj["type"].(string); typ != cmd.Op.String() {
 			t.Fatalf("Decode(%q) = %v; encoding/json reads type %q", msg, cmd.Op, typ)
 		}
+		textKey := "text"
+		if cmd.Op == proto.OpSeal {
+			textKey = "data" // a seal carries its data in Text
+		}
 		for _, field := range []struct {
 			key string
 			got []byte
-		}{{"name", cmd.Name}, {"password", cmd.Password}, {"token", cmd.Token}, {"text", cmd.Text}, {"key", cmd.Key}} {
+		}{{"name", cmd.Name}, {"password", cmd.Password}, {"token", cmd.Token}, {textKey, cmd.Text}, {"key", cmd.Key}} {
 			if len(field.got) == 0 {
 				continue
 			}

@@ -24,8 +24,8 @@ type referenceDecoder struct {
 
 // referenceFields holds the members the reference decoder reads.
 type referenceFields struct {
-	typ, name, password, token, text, key, last *fastjson.Value
-	duplicate                                   bool
+	typ, name, password, token, text, key, last, data *fastjson.Value
+	duplicate                                         bool
 }
 
 func (f *referenceFields) set(key []byte, v *fastjson.Value) {
@@ -45,6 +45,8 @@ func (f *referenceFields) set(key []byte, v *fastjson.Value) {
 		slot = &f.key
 	case "last":
 		slot = &f.last
+	case "data":
+		slot = &f.data
 	default:
 		return
 	}
@@ -152,9 +154,18 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 			return proto.Command{}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpAck, Last: last}, nil
+	case "seal":
+		data, ok := referenceStringOf(f.data)
+		if !ok || len(data) == 0 || strings.Trim(string(data), referenceBase64URL) != "" {
+			return proto.Command{}, proto.ErrBadMessage
+		}
+		return proto.Command{Op: proto.OpSeal, Text: data}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
 }
+
+// referenceBase64URL is the base64url alphabet, spelled out.
+const referenceBase64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 // referenceCountOf returns v's value if v is a JSON number written with
 // digits alone that strconv reads as a uint64.

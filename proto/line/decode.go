@@ -74,9 +74,16 @@ func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
 		// is a bad token, not a good one followed by noise. A share link
 		// (http://host:8080/#TOKEN) stands for its token, as it does in
 		// the browser's token box: everything up to the last '#' goes.
+		// So does the link secret of end-to-end encryption after the
+		// token (#TOKEN.SECRET, docs/E2E.md), which a terminal cannot
+		// use: it is dropped here, and never reaches the server's logs
+		// or an answer.
 		token := trimBlanks(args)
 		if i := bytes.LastIndexByte(token, '#'); i >= 0 {
 			token = token[i+1:]
+			if dot := bytes.IndexByte(token, '.'); dot >= 0 {
+				token = token[:dot]
+			}
 		}
 		if len(token) == 0 {
 			return proto.Command{}, proto.ErrBadToken

@@ -121,6 +121,14 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
 		return append(dst, " is back\r\n"...)
+	case proto.EvSealed:
+		// A terminal cannot open an envelope, and base64 is no use to a
+		// person: the line says one came. A session gets one only when
+		// it was resumed over the line protocol with sealed frames kept
+		// for it; a live line partner is never sent one.
+		dst = append(dst, "* "...)
+		dst = appendSafe(dst, ev.From)
+		return append(dst, " sent an encrypted message that a terminal cannot read\r\n"...)
 	}
 	return dst
 }

@@ -27,6 +27,8 @@
 
 'use strict';
 
+import { createSecure } from './secure.js';
+
 // The server's default limit on one message's text, in UTF-8 bytes. A frame
 // over the server's frame limit would cost the whole connection, and with
 // it the pairing, so the page refuses such text before sending it. A hello
@@ -78,7 +80,6 @@ const WAKE_GAP_MS = 20000;
 // only slow costs one resume: the server hands the session over.
 const PROBE_TIMEOUT_MS = 3000;
 
-const TOKEN_RE = /^[0-9a-f]{32}$/i;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 
 const byId = (id) => document.getElementById(id);
@@ -240,9 +241,11 @@ function dropped(ev) {
     forgetResume();
   }
   if (st.resume && !st.quitting) {
+    // The session waits for its resume, and the pairing's keys with it.
     droppedAway(peer);
     return;
   }
+  secure.unpaired();
 
   if (st.quitting) {
     // Logging out ends the session on purpose: start afresh at once.
@@ -906,6 +909,7 @@ function leftReason(peer, reason) {
 }
 
 function unpair() {
+  secure.unpaired();
   const hadFocus = ui.compose.contains(document.activeElement) || document.activeElement === ui.leave;
   st.peer = '';
   st.peerAway = false;
@@ -927,7 +931,7 @@ const FRIENDLY = {
 };
 
 // Errors that follow a message we sent mean that message went nowhere.
-const SAY_ERRORS = new Set(['too_long', 'invalid_utf8', 'empty_message', 'not_paired', 'rate_limited']);
+const SAY_ERRORS = new Set(['too_long', 'invalid_utf8', 'empty_message', 'not_paired', 'rate_limited', 'peer_cannot_decrypt']);
 
 // Errors about a token we tried to connect to.
 const TOKEN_ERRORS = new Set(['bad_token', 'unknown_token', 'self_connect']);
@@ -990,7 +994,7 @@ function serverError(code, text) {
   }
 
   error(code, shown);
-  if (st.lastOp === 'say' && SAY_ERRORS.has(code) && st.lastMine) {
+  if ((st.lastOp === 'say' || st.lastOp === 'seal') && SAY_ERRORS.has(code) && st.lastMine) {
     st.lastMine.classList.add('failed');
     st.lastMine = null;
   }
@@ -1036,14 +1040,12 @@ function onLogin(e) {
   sendLogin();
 }
 
-// tokenFrom accepts a bare token or anything ending in #TOKEN (a share
-// link), with stray spaces, and returns the token or ''.
+// tokenFrom accepts a bare token or anything ending in #TOKEN or
+// #TOKEN.SECRET (a share link), with stray spaces, and returns the token
+// or ''. A link's secret stays with the encryption (secure.js), for a
+// pairing with that token.
 function tokenFrom(raw) {
-  let s = raw.trim();
-  const hash = s.lastIndexOf('#');
-  if (hash >= 0) s = s.slice(hash + 1);
-  s = s.replace(/\s+/g, '');
-  return TOKEN_RE.test(s) ? s.toLowerCase() : '';
+  return secure.takeLink(raw);
 }
 
 function onConnect(e) {
@@ -1063,6 +1065,7 @@ function connectTo(token) {
   st.invite = '';
   ui.connectToken.value = token;
   ui.connectToken.removeAttribute('aria-invalid');
+  secure.noteConnect(token);
   if (send({ type: 'connect', token })) notice('Connecting to ' + shortToken(token));
 }
 
@@ -1073,6 +1076,13 @@ function onSend(e) {
   const size = new TextEncoder().encode(text).length;
   if (size > st.maxText) {
     error('too_long', 'Message too long: ' + size + ' bytes, the limit is ' + st.maxText + '. It was not sent.');
+    return;
+  }
+  if (secure.sendText(text)) {
+    // Sealed (shown once sent), waiting for the keys, or refused with a
+    // word to the person: secure.js has it.
+    ui.message.value = '';
+    ui.message.focus();
     return;
   }
   if (!send({ type: 'say', text })) return;
@@ -1145,8 +1155,10 @@ function onLogout() {
 
 // ---- Copying ------------------------------------------------------------
 
+// shareURL is the link to give out: the token and, when this page can
+// encrypt, the link secret (secure.js), which only the fragment carries.
 function shareURL() {
-  return location.protocol + '//' + location.host + '/#' + st.token;
+  return location.protocol + '//' + location.host + '/#' + secure.fragment(st.token);
 }
 
 async function copy(text, source, button, what) {
@@ -1332,11 +1344,67 @@ function render() {
   ui.message.disabled = !paired;
   ui.send.disabled = !paired;
   ui.message.placeholder = paired ? 'Message ' + st.peer : 'Connect to someone to chat';
+  secure.draw();
 }
 
 function focusLogin() {
   if (st.auth === 'accounts' && ui.name.value !== '') ui.password.focus();
   else ui.name.focus();
+}
+
+// ---- End-to-end encryption ----------------------------------------------
+
+// secure is the page's encryption (secure.js): it sees the pairing's
+// events through the hooks below and draws #secure itself.
+const secure = createSecure({
+  send,
+  notice,
+  error,
+  addMessage: (side, from, text, when) => {
+    const el = addMessage(side, from, text, when);
+    keepMessage(side, from, text);
+    return el;
+  },
+  addMine: (text) => {
+    st.lastMine = addMessage('mine', st.name, text);
+    keepMessage('mine', st.name, text);
+    return st.lastMine;
+  },
+  me: () => st.name,
+  myToken: () => st.token,
+  maxText: () => st.maxText,
+  redraw: () => render(),
+});
+
+// hook runs fn after the handler of an event type (or alone, when the
+// page has none), so that encryption follows the pairing's life without
+// the handlers knowing of it.
+function hook(type, fn) {
+  const handler = handlers[type];
+  handlers[type] = (ev) => {
+    if (handler) handler(ev);
+    fn(ev);
+  };
+}
+
+hook('paired', (ev) => secure.paired(ev));
+hook('sealed', (ev) => {
+  // Numbered with the messages: one shown already is not shown again.
+  if (!takeSeq(ev.seq)) return;
+  secure.sealed(ev);
+  ackSoon();
+});
+hook('peer_back', (ev) => secure.peerBack(ev));
+hook('peer_away', () => secure.peerAway());
+hook('resumed', (ev) => secure.resumed(ev));
+hook('bye', () => secure.unpaired());
+{
+  // A plaintext message in a pairing that encrypts is not the partner's
+  // page, which seals everything: it is refused, not shown.
+  const shown = handlers.message;
+  handlers.message = (ev) => {
+    if (secure.plainMessage()) shown(ev);
+  };
 }
 
 // ---- Start --------------------------------------------------------------

@@ -260,6 +260,13 @@ export async function supported() {
   return '';
 }
 
+// abortData returns the data of an abort for reason (a name in REASONS),
+// for a page that cannot start a session at all: cannot_encrypt, sent in
+// place of its first step so that its partner is not left waiting.
+export function abortData(reason) {
+  return toBase64url(abortEnvelope(REASONS[reason] || REASONS.protocol_error));
+}
+
 // makeLinkSecret returns a new link secret: 16 random bytes, base64url.
 export function makeLinkSecret() {
   return toBase64url(random(MIN_SECRET));

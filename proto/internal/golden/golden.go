@@ -141,6 +141,8 @@ type eventSpec struct {
 	ResumeKey string `json:"resume_key"`
 	Window    string `json:"window"` // a time.Duration, as "2m"
 	Missed    int    `json:"missed"`
+	PeerProto string `json:"peer_proto"` // "line", "json" or ""
+	PairID    uint64 `json:"pair_id"`
 }
 
 // ParseEvent reads an Event written as golden files write it.
@@ -155,7 +157,16 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 	ev := &proto.Event{
 		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator,
 		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
-		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed,
+		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed, PairID: s.PairID,
+	}
+	switch s.PeerProto {
+	case "line":
+		ev.PeerProto = proto.ProtoLine
+	case "json":
+		ev.PeerProto = proto.ProtoJSON
+	case "":
+	default:
+		t.Fatalf("event %s: unknown peer_proto", spec)
 	}
 	if s.Window != "" {
 		w, err := time.ParseDuration(s.Window)
@@ -211,6 +222,8 @@ func FormatCommand(cmd proto.Command, err *proto.Error) string {
 		fmt.Fprintf(&b, " token=%q", cmd.Token)
 	case proto.OpSay:
 		fmt.Fprintf(&b, " text=%q", cmd.Text)
+	case proto.OpSeal:
+		fmt.Fprintf(&b, " data=%q", cmd.Text)
 	case proto.OpResume:
 		fmt.Fprintf(&b, " key=%q last=%d", cmd.Key, cmd.Last)
 	case proto.OpAck:

@@ -1,0 +1,663 @@
+package web_test
+
+// End-to-end encryption as people use it: two real pages (app.js and
+// secure.js over e2e.js) pair through the daemon and talk. A TCP proxy
+// between one browser and the server plays the server's part as an
+// attacker would: it reads every frame (client frames unmasked), and it
+// can flip a byte of a sealed frame or send one again.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"duet/engine/enginetest"
+	"duet/proto/e2e"
+)
+
+// secureState is what #secure says: its state, and the code it shows.
+func (p *person) secureState() (state, code string) {
+	p.t.Helper()
+	v := eval[[]string](p, `[document.getElementById('secure').dataset.state, document.getElementById('secure-code').textContent]`)
+	return v[0], v[1]
+}
+
+// waitSecure waits until #secure is in state.
+func (p *person) waitSecure(state string) {
+	p.t.Helper()
+	p.waitJS("#secure says "+state, fmt.Sprintf(`document.getElementById('secure').dataset.state === %q
+		&& !document.getElementById('secure').hidden`, state))
+}
+
+// expectSealedMessage waits for a message with exactly this text that
+// came sealed: shown from the partner's envelope, not from plaintext.
+func (p *person) expectSealedMessage(side, text string) {
+	p.t.Helper()
+	p.waitJS(fmt.Sprintf("a sealed %s message %q", side, text), fmt.Sprintf(`[...document.querySelectorAll('#log > li.msg.%s')]
+		.some((li) => li.dataset.e2e === 'sealed' && li.querySelector('.text').textContent === %q)`, side, text))
+}
+
+// countText counts the log's messages with exactly this text.
+func (p *person) countText(text string) int {
+	p.t.Helper()
+	return eval[int](p, fmt.Sprintf(`[...document.querySelectorAll('#log > li.msg .text')].filter((e) => e.textContent === %q).length`, text))
+}
+
+// TestE2EPageLinkIsVerified: a link with its secret gives an encrypted,
+// verified conversation with no step but the click that connects; both
+// pages show the same code, and messages go both ways sealed.
+func TestE2EPageLinkIsVerified(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	token := alice.login()
+	link := alice.shareLink()
+	linkParts(t, bt, link)
+
+	bob.open(link)
+	if hash := eval[string](bob, `location.hash`); hash != "" {
+		t.Errorf("the link's secret stays in the address bar: %q", hash)
+	}
+	bob.login()
+	bob.acceptInvite(token)
+	bob.waitPaired("alice")
+	alice.waitPaired("bob")
+	alice.waitSecure("verified")
+	bob.waitSecure("verified")
+	_, ac := alice.secureState()
+	_, bc := bob.secureState()
+	if ac == "" || ac != bc {
+		t.Fatalf("codes: alice %q, bob %q", ac, bc)
+	}
+	bob.say("over the link, sealed")
+	alice.expectSealedMessage("theirs", "over the link, sealed")
+	bob.expectSealedMessage("mine", "over the link, sealed")
+	alice.say("and back")
+	bob.expectSealedMessage("theirs", "and back")
+	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
+		t.Fatalf("%d plaintext messages relayed between two encrypting pages", n)
+	}
+}
+
+// TestE2EPageTokenShowsCodes: a pairing made by typing a token is
+// encrypted but not verified; both pages show the same code, and once
+// each person confirms it matches, it is verified.
+func TestE2EPageTokenShowsCodes(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open(bt.pageURL())
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	_, ac := alice.secureState()
+	_, bc := bob.secureState()
+	if len(ac) != len("0000 0000 0000") || ac != bc {
+		t.Fatalf("codes: alice %q, bob %q", ac, bc)
+	}
+	alice.screenshot("unverified")
+	for _, p := range []*person{alice, bob} {
+		p.do("confirm the codes match", chromedp.Click(chromedp.ID("secure-match")))
+		p.waitSecure("verified")
+	}
+	alice.say("verified by voice")
+	bob.expectSealedMessage("theirs", "verified by voice")
+}
+
+// TestE2EPageProxySeesNoPlaintext: everything between a browser and the
+// server, both ways, read by a proxy with client frames unmasked, holds
+// no trace of a message; the message arrives all the same.
+func TestE2EPageProxySeesNoPlaintext(t *testing.T) {
+	bt := startBrowserTest(t)
+	px := startWSProxy(t, bt.daemon.WS, nil)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open("http://" + px.addr + "/")
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	const secret = "the vault code is 7-3-9-1, do not tell"
+	bob.say(secret)
+	alice.expectSealedMessage("theirs", secret)
+	alice.say(secret + " (echo)")
+	bob.expectSealedMessage("theirs", secret+" (echo)")
+
+	frames := px.frames()
+	sealed := 0
+	for _, f := range frames {
+		for _, needle := range []string{secret, "7-3-9-1", "vault code"} {
+			if strings.Contains(f, needle) {
+				t.Fatalf("the proxy read %q in a frame: %s", needle, f)
+			}
+		}
+		if strings.Contains(f, `"seal"`) || strings.Contains(f, `"sealed"`) {
+			sealed++
+		}
+	}
+	// Two messages each way and the handshake: the frames were read.
+	if sealed < 6 {
+		t.Fatalf("the proxy saw %d sealed frames of %d: it did not read the conversation", sealed, len(frames))
+	}
+}
+
+// TestE2EPageFlippedByteIsAnError: the server changes one byte of a
+// sealed message on its way to the page: the page says a message was
+// altered, and shows nothing of it as text; the next message is shown,
+// with the loss reported.
+func TestE2EPageFlippedByteIsAnError(t *testing.T) {
+	bt := startBrowserTest(t)
+	var flip sync.Once
+	px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
+		// A sealed message's envelope starts 0x01 0x04: "AQQ" in base64url.
+		at := bytes.Index(payload, []byte(`"data":"AQQ`))
+		if at < 0 {
+			return [][]byte{payload}
+		}
+		var out [][]byte
+		flip.Do(func() {
+			changed := bytes.Clone(payload)
+			// A character well inside the ciphertext, changed to another
+			// base64url character: the frame is still well formed.
+			i := at + len(`"data":"AQQ`) + 20
+			if changed[i] == 'A' {
+				changed[i] = 'B'
+			} else {
+				changed[i] = 'A'
+			}
+			out = [][]byte{changed}
+		})
+		if out == nil {
+			out = [][]byte{payload}
+		}
+		return out
+	})
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open("http://" + px.addr + "/")
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	alice.say("this one is tampered with")
+	e := bob.expectEntry("an altered message error", func(e logEntry) bool { return e.has("error") && e.Code == "e2e_altered" })
+	if strings.Contains(e.Text, "tampered") {
+		t.Fatalf("the error shows the text: %v", e)
+	}
+	alice.say("this one is intact")
+	bob.expectSealedMessage("theirs", "this one is intact")
+	bob.expectEntry("the gap reported", func(e logEntry) bool { return e.has("error") && e.Code == "e2e_missing" })
+	if n := bob.countText("this one is tampered with"); n != 0 {
+		t.Fatalf("the altered message was shown %d times", n)
+	}
+}
+
+// TestE2EPageReplayIsRefused: the server sends a sealed message to the
+// page a second time: the page refuses it, and shows the text once.
+func TestE2EPageReplayIsRefused(t *testing.T) {
+	bt := startBrowserTest(t)
+	var once sync.Once
+	px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
+		out := [][]byte{payload}
+		if bytes.Contains(payload, []byte(`"data":"AQQ`)) {
+			once.Do(func() { out = append(out, bytes.Clone(payload)) })
+		}
+		return out
+	})
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open("http://" + px.addr + "/")
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	bob.waitSecure("unverified")
+
+	alice.say("say it once")
+	bob.expectSealedMessage("theirs", "say it once")
+	bob.expectEntry("a replay refused", func(e logEntry) bool { return e.has("error") && e.Code == "e2e_replayed" })
+	alice.say("and the next")
+	bob.expectSealedMessage("theirs", "and the next")
+	if n := bob.countText("say it once"); n != 1 {
+		t.Fatalf("the replayed message was shown %d times", n)
+	}
+}
+
+// TestE2EPageWithNetcat: a page paired with a real nc says, before any
+// message, that the server can read the conversation, and talks in
+// plaintext; a page that opened a link with a secret and finds a
+// terminal at the other end sends nothing until the person agrees.
+func TestE2EPageWithNetcat(t *testing.T) {
+	bt := startBrowserTest(t)
+	nc := startNC(t, bt.daemon.TCP)
+	nc.send("/login bob")
+	bobToken := nc.expectToken()
+
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	aliceToken := alice.login()
+	nc.send("/connect " + aliceToken)
+	nc.expect("* you are connected with alice")
+	alice.waitPaired("bob")
+	alice.waitSecure("plain")
+	e := alice.expectEntry("the plaintext warning", func(e logEntry) bool { return e.Kind == "plaintext" })
+	if !strings.Contains(e.Text, "bob uses a terminal: the server can read this conversation") {
+		t.Fatalf("warning: %v", e)
+	}
+	alice.say("plain for the terminal")
+	nc.expect("<alice> plain for the terminal")
+	nc.send("/leave")
+	nc.expect("* you left alice")
+
+	// carol opens a link with a secret that leads to bob's terminal.
+	carol := bt.newPerson("carol")
+	carol.open(bt.pageURL() + "#" + bobToken + ".oKGio6SlpqeoqaqrrK2urw")
+	carol.login()
+	carol.acceptInvite(bobToken)
+	nc.expect("* carol is connected")
+	carol.waitSecure("plain")
+	carol.say("must not go in the clear")
+	carol.expectEntry("a refusal to send plaintext", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+	carol.do("agree to send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	carol.say("sent after agreeing")
+	// The first line bob's terminal gets from carol is the one sent
+	// after she agreed.
+	nc.expect("<carol> sent after agreeing")
+}
+
+// netcat is a real nc connected to the daemon's line port.
+type netcat struct {
+	t     *testing.T
+	stdin io.WriteCloser
+	lines chan string
+}
+
+func startNC(t *testing.T, addr string) *netcat {
+	t.Helper()
+	path, err := exec.LookPath("nc")
+	if err != nil {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
+		}
+		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command(path, "-N", host, port)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nc := &netcat{t: t, stdin: stdin, lines: make(chan string, 256)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			nc.lines <- strings.TrimRight(sc.Text(), "\r")
+		}
+		close(nc.lines)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return nc
+}
+
+func (nc *netcat) send(line string) {
+	nc.t.Helper()
+	if _, err := io.WriteString(nc.stdin, line+"\n"); err != nil {
+		nc.t.Fatalf("nc: %v", err)
+	}
+}
+
+// expect reads lines until one is want, failing on a line from a person
+// that is not it (a message the terminal should not have got) or after
+// waitTimeout.
+func (nc *netcat) expect(want string) {
+	nc.t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case l, ok := <-nc.lines:
+			if !ok {
+				nc.t.Fatalf("nc: closed before %q", want)
+			}
+			if l == want {
+				return
+			}
+			if strings.HasPrefix(l, "<") {
+				nc.t.Fatalf("nc: got %q, want %q", l, want)
+			}
+		case <-timeout:
+			nc.t.Fatalf("nc: no %q", want)
+		}
+	}
+}
+
+// expectToken reads lines until the welcome and returns its token.
+func (nc *netcat) expectToken() string {
+	nc.t.Helper()
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case l := <-nc.lines:
+			if _, tok, ok := strings.Cut(l, "your token is "); ok && len(tok) >= 32 {
+				return tok[:32]
+			}
+		case <-timeout:
+			nc.t.Fatal("nc: no welcome")
+		}
+	}
+}
+
+// wsProxy forwards TCP connections to the daemon's web port. On a
+// WebSocket connection it reads the frames both ways: a client frame is
+// unmasked and recorded, then passed on as it came; a server text frame
+// is recorded and handed to mangle (nil: passed on), which returns the
+// payloads to send in its place.
+type wsProxy struct {
+	addr   string
+	mangle func([]byte) [][]byte
+	mu     sync.Mutex
+	seen   []string
+}
+
+func startWSProxy(t *testing.T, target string, mangle func([]byte) [][]byte) *wsProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &wsProxy{addr: ln.Addr().String(), mangle: mangle}
+	var wg sync.WaitGroup
+	var connsMu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, c, s)
+			connsMu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); px.pipe(c, s, true); s.Close() }()
+			go func() { defer wg.Done(); px.pipe(s, c, false); c.Close() }()
+		}
+	}()
+	return px
+}
+
+func (px *wsProxy) frames() []string {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	return append([]string(nil), px.seen...)
+}
+
+func (px *wsProxy) record(b []byte) {
+	px.mu.Lock()
+	px.seen = append(px.seen, string(b))
+	px.mu.Unlock()
+}
+
+// pipe copies from src to dst. The HTTP head is passed on as it is; if
+// it upgrades to WebSocket, the frames after it are read one by one.
+func (px *wsProxy) pipe(src, dst net.Conn, fromClient bool) {
+	r := bufio.NewReader(src)
+	var head bytes.Buffer
+	for {
+		line, err := r.ReadBytes('\n')
+		head.Write(line)
+		if err != nil {
+			dst.Write(head.Bytes())
+			return
+		}
+		if bytes.Equal(line, []byte("\r\n")) {
+			break
+		}
+	}
+	if _, err := dst.Write(head.Bytes()); err != nil {
+		return
+	}
+	if !bytes.Contains(bytes.ToLower(head.Bytes()), []byte("upgrade: websocket")) {
+		// A page or an asset: pass the rest through.
+		io.Copy(dst, r)
+		return
+	}
+	for {
+		fin, op, key, payload, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		plain := bytes.Clone(payload)
+		if key != nil {
+			for i := range plain {
+				plain[i] ^= key[i%4]
+			}
+		}
+		px.record(plain)
+		out := [][]byte{payload}
+		if !fromClient && op == 1 && fin && px.mangle != nil {
+			out = px.mangle(payload)
+		}
+		for _, p := range out {
+			if _, err := dst.Write(frameHead(fin, op, key, len(p))); err != nil {
+				return
+			}
+			if _, err := dst.Write(p); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// readFrame reads one WebSocket frame (RFC 6455 section 5.2); payload is
+// as sent, masked when key is not nil.
+func readFrame(r *bufio.Reader) (fin bool, op byte, key []byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return
+	}
+	fin, op = h[0]&0x80 != 0, h[0]&0x0f
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	if h[1]&0x80 != 0 {
+		key = make([]byte, 4)
+		if _, err = io.ReadFull(r, key); err != nil {
+			return
+		}
+	}
+	if n > 1<<20 {
+		return fin, op, key, nil, fmt.Errorf("frame of %d bytes", n)
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(r, payload)
+	return
+}
+
+// frameHead writes a frame's head for a payload of n bytes.
+func frameHead(fin bool, op byte, key []byte, n int) []byte {
+	b := []byte{op, 0}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+	case n < 1<<16:
+		b[1] = 126
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b[1] = 127
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if key != nil {
+		b[1] |= 0x80
+		b = append(b, key...)
+	}
+	return b
+}
+
+// TestE2EPageWithGoClient: a client written in Go from PROTOCOL.md and
+// E2E.md (proto/e2e over the JSON protocol, no browser) opens the page's
+// share link as a program would, pairs through the daemon, and talks
+// with the page: both arrive at the same code, the link verifies the
+// keys, and each reads what the other sealed.
+func TestE2EPageWithGoClient(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	token, secret := linkParts(t, bt, alice.shareLink())
+	secretBytes, err := base64.RawURLEncoding.DecodeString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bob := bt.daemon.DialWS(t).Login("bob")
+	bob.Connect(token)
+	if ev := bob.Expect("paired"); ev["peer"] != "alice" || ev["initiator"] != true || ev["peer_proto"] != "json" {
+		t.Fatalf("paired: %v", ev)
+	}
+	s, out, err := e2e.Start(e2e.Config{
+		Role: e2e.Initiator, Token: token, InitiatorName: "bob", ResponderName: "alice", LinkSecret: secretBytes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(envs [][]byte) {
+		for _, env := range envs {
+			bob.Send(map[string]string{"type": "seal", "data": e2e.EncodeData(env)})
+		}
+	}
+	// next reads frames until a sealed one, and returns what it holds.
+	next := func() e2e.Result {
+		t.Helper()
+		for {
+			ev := bob.Next()
+			if ev["type"] != "sealed" {
+				continue
+			}
+			env, err := e2e.DecodeData(ev["data"].(string))
+			if err != nil {
+				t.Fatalf("sealed frame %v: %v", ev, err)
+			}
+			res, err := s.Receive(env)
+			if err != nil {
+				t.Fatalf("the page's envelope: %v", err)
+			}
+			seal(res.Out)
+			return res
+		}
+	}
+	seal(out)
+	for s.State() != e2e.StateConfirmed {
+		next()
+	}
+	if !s.LinkSecretUsed() {
+		t.Fatal("the Go side did not use the link's secret")
+	}
+	alice.waitSecure("verified")
+	if _, code := alice.secureState(); code != s.Code() {
+		t.Fatalf("codes: page %q, Go %q", code, s.Code())
+	}
+	env, err := s.Seal("from a Go client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal([][]byte{env})
+	alice.expectSealedMessage("theirs", "from a Go client")
+	alice.say("from the page")
+	if res := next(); res.Kind != e2e.KindMessage || res.Text != "from the page" || res.Gap != 0 {
+		t.Fatalf("the Go client read %+v", res)
+	}
+}
+
+// TestE2EPageReloadKeepsEncryption: a page reloaded in the middle of an
+// encrypted conversation resumes its session and goes on under the same
+// keys, from what it kept in sessionStorage, with nothing new shown to
+// the person: still verified, and the messages sealed.
+func TestE2EPageReloadKeepsEncryption(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	bt := launchBrowser(t, chromium, enginetest.Start(t, nil)) // session resume on
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	token := alice.login()
+	bob.open(alice.shareLink())
+	bob.login()
+	bob.acceptInvite(token)
+	alice.waitSecure("verified")
+	bob.waitSecure("verified")
+	_, code := bob.secureState()
+	alice.say("before the reload")
+	bob.expectSealedMessage("theirs", "before the reload")
+
+	bob.do("reload", chromedp.Reload())
+	bob.waitJS("the page is online", `document.getElementById('state').dataset.state === 'online'`)
+	bob.waitJS("the reloaded page back with alice", `document.getElementById('peer').textContent === 'Talking with alice'`)
+	bob.waitSecure("verified")
+	if _, again := bob.secureState(); again != code {
+		t.Fatalf("after the reload the code is %q, before it %q", again, code)
+	}
+	alice.say("after the reload")
+	bob.expectSealedMessage("theirs", "after the reload")
+	bob.say("still sealed")
+	alice.expectSealedMessage("theirs", "still sealed")
+	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
+		t.Fatalf("%d plaintext messages relayed", n)
+	}
+}

@@ -1,0 +1,598 @@
+// The page's end-to-end encryption: what docs/E2E.md ("What the page
+// does") asks of a page, on top of the protocol in e2e.js.
+//
+// app.js owns the connection and the log; this module owns everything
+// about encryption, and app.js reaches it through a few hooks: the share
+// link's fragment, the pairing's start and end, the sealed frames that
+// arrive, a plaintext message that arrives, and the text the person
+// sends. It draws its own part of the page (#secure) and nothing else.
+//
+// Keys live in this module's memory and, for a reload, in sessionStorage
+// under duet.e2e (e2e.js's state, the pairing's id and whether the
+// people compared the code); nothing of them goes to the server, a
+// cookie, localStorage or the console. A link's secret lives only in
+// memory and in the link the person hands on.
+
+import * as e2e from './e2e.js';
+
+// How long a pairing may take to confirm its keys before the page says
+// encryption failed (docs/E2E.md, "What the page does").
+const HANDSHAKE_LIMIT_MS = 30000;
+
+// The keys the state is kept under in sessionStorage: the pairing's, and
+// the secret of the link this page shares, so that a link handed out
+// stays good across a reload for as long as its token does.
+const STORE_KEY = 'duet.e2e';
+const LINK_KEY = 'duet.e2e.link';
+
+// What a peer's abort reason means, in words; {peer} is its name.
+const ABORT_WORDS = {
+  cannot_encrypt: '{peer}’s browser cannot encrypt.',
+  unknown_link_secret: 'This link is not the one {peer}’s page made, so the conversation could not be secured.',
+  handshake_failed: 'The keys did not match: someone between you may be interfering.',
+  protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
+  unsupported_version: '{peer}’s page speaks another version of encryption.',
+};
+
+// What this page's own fatal errors mean, in words.
+const FATAL_WORDS = {
+  confirm_failed: 'The keys did not match: someone between you may be interfering.',
+  commit_mismatch: 'The keys did not match: someone between you may be interfering.',
+  bad_key: 'The keys did not match: someone between you may be interfering.',
+  unknown_link_secret: 'This link is not one your page made, so the conversation could not be secured.',
+};
+
+// Why this browser cannot encrypt, in words (e2e.supported()).
+const UNSUPPORTED_WORDS = {
+  insecure_context: 'This page is not served over https, so it cannot encrypt.',
+  no_webcrypto: 'This browser has no Web Crypto, so it cannot encrypt.',
+  no_x25519: 'This browser cannot make X25519 keys, so it cannot encrypt.',
+};
+
+// createSecure returns the page's encryption, drawing into the elements
+// of #secure and reaching the rest of the page through page: send(obj)
+// (a frame, false when offline), notice(text, opts) and error(code,
+// text) (each returns the log entry), addMessage(side, from, text)
+// (likewise), addMine(text) (the person's own message, sent: its entry
+// is marked failed if the server refuses it), me() (own name),
+// myToken(), maxText(), redraw() (the whole page, whose share link this
+// module's secret is part of).
+export function createSecure(page) {
+  const byId = (id) => document.getElementById(id);
+  const ui = {
+    box: byId('secure'),
+    text: byId('secure-text'),
+    codeRow: byId('secure-code-row'),
+    code: byId('secure-code'),
+    verify: byId('secure-verify'),
+    match: byId('secure-match'),
+    differ: byId('secure-differ'),
+    plain: byId('secure-plain'),
+  };
+
+  // Whether this browser can encrypt here: '' when it can (supported()).
+  let unsupported = 'checking';
+  const ready = e2e.supported().then((why) => {
+    unsupported = why;
+    // The share link gains its secret once the page knows it can use one.
+    page.redraw();
+  });
+
+  // The link secret of each token this page made one for (the sharer's
+  // side), and those of links it opened (the side that connects).
+  const ownSecrets = new Map();
+  const linkSecrets = new Map();
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(LINK_KEY) || 'null');
+    if (kept && e2e.parseLink(kept.token + '.' + kept.secret)) ownSecrets.set(kept.token, kept.secret);
+  } catch {
+    // Nothing usable kept: a new secret is made when one is needed.
+  }
+
+  // keepOwnSecret stores the secret of the link this page shares (or
+  // that there is none).
+  function keepOwnSecret(token, secret) {
+    try {
+      if (secret) sessionStorage.setItem(LINK_KEY, JSON.stringify({ token, secret }));
+      else sessionStorage.removeItem(LINK_KEY);
+    } catch {
+      // Kept in memory only, then.
+    }
+  }
+  let connectingTo = ''; // the token of the last connect sent
+
+  // The current pairing, or null. Its fields:
+  //   peer, role, pairId, peerProto, linkSecret (held for this pairing)
+  //   mode: 'securing' | 'secure' | 'plain' | 'failed'
+  //   session (e2e.Session), verified (people compared), agreed (to
+  //   send without encryption), why (shown while plain or failed),
+  //   waiting (texts typed while securing), timer.
+  let pairing = null;
+
+  // One queue for every asynchronous step, so that frames are sent and
+  // handled in the order they come.
+  let queue = Promise.resolve();
+  const later = (fn) => {
+    queue = queue.then(fn).catch((err) => {
+      // A bug, not the partner's doing: say so rather than go silent.
+      console.error('duet: encryption step failed', err);
+    });
+    return queue;
+  };
+
+  const words = (s, peer) => s.replaceAll('{peer}', peer);
+
+  function sendSeal(data) {
+    return page.send({ type: 'seal', data });
+  }
+
+  function store() {
+    const p = pairing;
+    if (!p || !p.session) return;
+    try {
+      sessionStorage.setItem(
+        STORE_KEY,
+        JSON.stringify({ pair_id: p.pairId, verified: p.verified, state: p.session.toJSON() }),
+      );
+    } catch {
+      // Storage full or refused: the keys stay in memory, and a reload
+      // starts a new exchange.
+    }
+  }
+
+  function forget() {
+    if (pairing) clearTimeout(pairing.timer);
+    pairing = null;
+    try {
+      sessionStorage.removeItem(STORE_KEY);
+    } catch {
+      // Nothing was stored, then.
+    }
+  }
+
+  // ---- Share links ------------------------------------------------------
+
+  // takeLink reads a link's fragment (#TOKEN or #TOKEN.SECRET) and
+  // returns its token ('' for none); the secret is kept for a pairing
+  // with that token.
+  function takeLink(text) {
+    const link = e2e.parseLink(text);
+    if (!link) return '';
+    if (link.secret) linkSecrets.set(link.token, link.secret);
+    return link.token;
+  }
+
+  // fragment is what follows '#' in this page's share link for token:
+  // the token, and a secret of this page's when it can encrypt.
+  function fragment(token) {
+    if (!token) return '';
+    if (unsupported !== '') return token;
+    let secret = ownSecrets.get(token);
+    if (!secret) {
+      // One secret per token, so a link stays good as long as its
+      // token; a new token gets a new one.
+      ownSecrets.clear();
+      secret = e2e.makeLinkSecret();
+      ownSecrets.set(token, secret);
+      keepOwnSecret(token, secret);
+    }
+    return token + '.' + secret;
+  }
+
+  function noteConnect(token) {
+    connectingTo = token;
+  }
+
+  // ---- Pairing ----------------------------------------------------------
+
+  function paired(ev) {
+    forget();
+    const me = page.me();
+    const peer = String(ev.peer || '');
+    const role = ev.initiator ? 'initiator' : 'responder';
+    const token = role === 'initiator' ? connectingTo : page.myToken();
+    const p = {
+      peer,
+      role,
+      token,
+      pairId: typeof ev.pair_id === 'string' ? ev.pair_id : '',
+      peerProto: typeof ev.peer_proto === 'string' ? ev.peer_proto : '',
+      linkSecret: role === 'initiator' ? linkSecrets.get(token) || '' : ownSecrets.get(token) || '',
+      mode: 'securing',
+      session: null,
+      verified: false,
+      agreed: false,
+      why: '',
+      waiting: [],
+      timer: 0,
+    };
+    pairing = p;
+    if (p.peerProto !== 'json') {
+      // A terminal cannot encrypt; nor can a partner the server cannot
+      // vouch for. Said before the first message.
+      if (role === 'responder') {
+        // It may be pasted into /connect, secret and all: the next link
+        // gets a new one.
+        ownSecrets.clear();
+        keepOwnSecret('', '');
+      }
+      const why =
+        p.peerProto === 'line'
+          ? peer + ' uses a terminal: the server can read this conversation.'
+          : peer + '’s client cannot encrypt: the server can read this conversation.';
+      goPlain(p, why);
+      return;
+    }
+    later(async () => {
+      await ready;
+      if (pairing !== p) return;
+      if (unsupported !== '') {
+        sendSeal(e2e.abortData('cannot_encrypt'));
+        goPlain(p, UNSUPPORTED_WORDS[unsupported] + ' The server can read this conversation.');
+        return;
+      }
+      if (!p.token) {
+        // The token this side connected to is gone (the page was
+        // reloaded): the exchange cannot be made, and the partner is told.
+        sendSeal(e2e.abortData('protocol_error'));
+        fail(p, 'this page no longer knows the token of the pairing.', '');
+        return;
+      }
+      const names = role === 'initiator' ? [me, peer] : [peer, me];
+      const { session, out } = await e2e.Session.start({
+        role,
+        token: p.token,
+        initiatorName: names[0],
+        responderName: names[1],
+        linkSecret: p.linkSecret,
+        maxText: page.maxText(),
+        persist: () => {
+          if (pairing === p) store();
+        },
+      });
+      if (pairing !== p) return;
+      p.session = session;
+      store();
+      for (const data of out) sendSeal(data);
+      startTimer(p);
+      draw();
+    });
+    draw();
+  }
+
+  // goPlain puts p in plaintext mode for the reason why. A page that
+  // opened a link with a secret for this pairing expected encryption: it
+  // sends nothing until the person agrees. (The sharer's own secret
+  // promises nothing: anyone, on a terminal too, may connect to a token.)
+  function goPlain(p, why) {
+    p.mode = 'plain';
+    p.why = why;
+    p.agreed = !(p.role === 'initiator' && p.linkSecret);
+    page.error('plaintext', why + (p.agreed ? '' : ' You opened a link that promised encryption: nothing is sent unless you choose “Send without encryption”.')).dataset.kind = 'plaintext';
+    draw();
+  }
+
+  function fail(p, why, abortReason) {
+    if (p.mode === 'failed') return;
+    clearTimeout(p.timer);
+    if (abortReason && p.session && p.session.state !== 'failed') sendSeal(p.session.abort(abortReason));
+    p.mode = 'failed';
+    p.why = why;
+    p.agreed = false;
+    p.waiting = [];
+    store();
+    page.error('e2e_failed', 'Encryption failed: ' + why + ' Nothing more is sent unless you choose “Send without encryption”.');
+    draw();
+  }
+
+  // startTimer gives the exchange HANDSHAKE_LIMIT_MS from now; it is
+  // stopped while the partner is away, since then nothing can come.
+  function startTimer(p) {
+    clearTimeout(p.timer);
+    p.timer = setTimeout(() => later(() => timeUp(p)), HANDSHAKE_LIMIT_MS);
+  }
+
+  function timeUp(p) {
+    if (pairing !== p || p.mode !== 'securing' || !p.session) return;
+    if (p.session.state === 'confirmed') return;
+    fail(p, p.peer + '’s page did not complete the exchange in time.', 'handshake_failed');
+  }
+
+  // progress looks at the session after a step, and moves the page on.
+  function progress(p) {
+    const s = p.session;
+    if (!s || p.mode === 'failed' || p.mode === 'plain') return;
+    if (s.state === 'keyed' || s.state === 'confirmed') {
+      // Texts typed while securing go now, in order.
+      const waiting = p.waiting;
+      p.waiting = [];
+      for (const text of waiting) sealAndSend(p, text);
+    }
+    if (s.state === 'confirmed' && p.mode === 'securing') {
+      clearTimeout(p.timer);
+      p.mode = 'secure';
+      if (s.linkSecretUsed) {
+        page.notice('End-to-end encrypted: the link’s secret proves the keys. Verification code ' + s.code + '.', {
+          kind: 'e2e',
+        });
+      } else {
+        page.notice(
+          'Encrypted, not verified. Compare the code ' + s.code + ' with ' + p.peer + ' (by voice, say), then confirm.',
+          { kind: 'e2e' },
+        );
+      }
+    }
+    draw();
+  }
+
+  function unpaired() {
+    forget();
+    draw();
+  }
+
+  // ---- Frames -----------------------------------------------------------
+
+  function sealed(ev) {
+    const p = pairing;
+    const data = String(ev.data || '');
+    later(async () => {
+      if (pairing !== p) return;
+      if (!p || !p.session) {
+        page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
+        return;
+      }
+      const r = await p.session.receive(data);
+      if (pairing !== p) return;
+      for (const out of r.out) sendSeal(out);
+      if (r.gap > 0) {
+        page.error('e2e_missing', r.gap + (r.gap === 1 ? ' message' : ' messages') + ' from ' + p.peer + ' did not arrive.');
+      }
+      if (r.error) {
+        if (r.error.code === 'peer_aborted') {
+          fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
+        } else if (r.error.fatal) {
+          fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
+        } else {
+          const li = page.error('e2e_' + r.error.code, 'From ' + p.peer + ': ' + r.error.text + '.');
+          li.dataset.kind = 'e2e_refused';
+        }
+      }
+      if (r.kind === 'message' && !r.error && r.text !== '') {
+        const li = page.addMessage('theirs', p.peer, r.text);
+        li.dataset.e2e = 'sealed';
+      }
+      progress(p);
+    });
+  }
+
+  // plainMessage says whether a plaintext message may be shown: not in
+  // a pairing that encrypts, whose partner's page seals everything.
+  function plainMessage() {
+    const p = pairing;
+    if (!p || p.mode === 'plain' || (p.mode === 'failed' && p.agreed)) return true;
+    page.error('e2e_plaintext_refused', 'Unencrypted text arrived in an encrypted conversation; it was not shown.');
+    return false;
+  }
+
+  // ---- Sending ----------------------------------------------------------
+
+  // sendText takes the text the person sends. It returns true when it
+  // took care of it (sealed it, queued it, or refused it with a word to
+  // the person), false when the page should send it as a plain say.
+  function sendText(text) {
+    const p = pairing;
+    if (!p) return false;
+    if (p.mode === 'plain' || p.mode === 'failed') {
+      if (p.agreed) return false;
+      page.error('e2e_not_sent', 'Not sent: ' + p.why + ' Choose “Send without encryption” to send it anyway.');
+      return true;
+    }
+    const s = p.session;
+    if (!s || (s.state !== 'keyed' && s.state !== 'confirmed')) {
+      p.waiting.push(text);
+      page.notice('Securing the conversation… your message goes as soon as it is.', { kind: 'e2e_waiting' });
+      return true;
+    }
+    sealAndSend(p, text);
+    return true;
+  }
+
+  function sealAndSend(p, text) {
+    later(async () => {
+      if (pairing !== p) return;
+      let data;
+      try {
+        data = await p.session.seal(text);
+      } catch (err) {
+        if (!(err instanceof e2e.E2EError)) throw err;
+        page.error('e2e_' + err.code, 'Not sent: ' + err.message + '.');
+        return;
+      }
+      if (pairing !== p) return;
+      if (sendSeal(data)) page.addMine(text).dataset.e2e = 'sealed';
+    });
+  }
+
+  // ---- Resume -----------------------------------------------------------
+
+  // peerBack and resumed send the handshake steps again, since one may
+  // have been lost with a dropped connection (docs/E2E.md, "Steps
+  // again"). resumed also restores a pairing the page kept in
+  // sessionStorage before a reload, when the server finds the same one.
+  function peerBack(ev) {
+    const p = pairing;
+    if (p && ev && ev.peer_proto && ev.peer_proto !== 'json' && p.mode !== 'plain') {
+      fail(p, p.peer + ' came back on a terminal, which cannot encrypt.', '');
+      return;
+    }
+    if (p && p.mode === 'securing' && p.session) startTimer(p);
+    resend(p);
+  }
+
+  function peerAway() {
+    if (pairing) clearTimeout(pairing.timer);
+  }
+
+  function resend(p) {
+    later(() => {
+      if (p && pairing === p && p.session && p.mode !== 'failed') for (const d of p.session.resend()) sendSeal(d);
+    });
+  }
+
+  function resumed(ev) {
+    if (!ev.peer) {
+      forget();
+      draw();
+      return;
+    }
+    if (pairing && pairing.pairId === ev.pair_id) {
+      resend(pairing);
+      return;
+    }
+    let kept = null;
+    try {
+      kept = JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
+    } catch {
+      kept = null;
+    }
+    if (!kept || kept.pair_id !== ev.pair_id || !ev.pair_id) {
+      // Another pairing, or none kept: a new exchange, in the role the
+      // server gives; the partner's first steps are among the replay.
+      paired(ev);
+      return;
+    }
+    const p = {
+      peer: String(ev.peer),
+      role: ev.initiator ? 'initiator' : 'responder',
+      token: kept.state.token,
+      pairId: ev.pair_id,
+      peerProto: String(ev.peer_proto || ''),
+      linkSecret: '',
+      mode: 'securing',
+      session: null,
+      verified: kept.verified === true,
+      agreed: false,
+      why: '',
+      waiting: [],
+      timer: 0,
+    };
+    forget();
+    pairing = p;
+    later(async () => {
+      let session;
+      try {
+        session = await e2e.Session.restore(kept.state, () => {
+          if (pairing === p) store();
+        });
+      } catch {
+        session = null;
+      }
+      if (pairing !== p) return;
+      if (!session) {
+        paired(ev);
+        return;
+      }
+      p.session = session;
+      if (session.state === 'failed') {
+        fail(p, 'encryption had failed before the page was reloaded.', '');
+        return;
+      }
+      if (session.state === 'confirmed') p.mode = 'secure';
+      else startTimer(p);
+      for (const d of session.resend()) sendSeal(d);
+      draw();
+    });
+  }
+
+  // ---- Drawing ----------------------------------------------------------
+
+  function draw() {
+    const p = pairing;
+    let state = 'none';
+    let text = '';
+    if (!p) {
+      if (unsupported !== '' && unsupported !== 'checking') {
+        state = 'unsupported';
+        text = UNSUPPORTED_WORDS[unsupported] || '';
+      }
+    } else if (p.mode === 'plain') {
+      state = 'plain';
+      text = p.why + (p.agreed ? '' : ' Nothing is sent unless you agree.');
+    } else if (p.mode === 'failed') {
+      state = 'failed';
+      text = 'Encryption failed: ' + p.why;
+    } else if (p.mode === 'securing') {
+      state = 'securing';
+      text = 'Securing the conversation…';
+    } else if (p.session && p.session.linkSecretUsed) {
+      state = 'verified';
+      text = 'End-to-end encrypted.';
+    } else if (p.verified) {
+      state = 'verified';
+      text = 'End-to-end encrypted, verified.';
+    } else {
+      state = 'unverified';
+      text = 'Encrypted, not verified: compare the code with ' + p.peer + '.';
+    }
+    if (p && (p.mode === 'plain' || p.mode === 'failed') && p.agreed) {
+      text += ' You chose to send without encryption.';
+    }
+    ui.box.hidden = state === 'none';
+    ui.box.dataset.state = state;
+    ui.text.textContent = text;
+    const code = p && p.session && p.mode === 'secure' ? p.session.code : '';
+    ui.codeRow.hidden = code === '';
+    ui.code.textContent = code;
+    ui.verify.hidden = state !== 'unverified';
+    ui.plain.hidden = !(p && (p.mode === 'plain' || p.mode === 'failed') && !p.agreed);
+  }
+
+  function onMatch() {
+    const p = pairing;
+    if (!p || p.mode !== 'secure') return;
+    p.verified = true;
+    store();
+    page.notice('You confirmed that the codes match: the conversation is end-to-end encrypted and verified.', {
+      kind: 'e2e_verified',
+    });
+    draw();
+  }
+
+  function onDiffer() {
+    const p = pairing;
+    if (!p || p.mode !== 'secure') return;
+    fail(p, 'the codes differ: someone between you may be reading this conversation.', 'handshake_failed');
+  }
+
+  function onPlain() {
+    const p = pairing;
+    if (!p || p.agreed) return;
+    p.agreed = true;
+    page.notice('You chose to send without encryption: the server can read what you send from now on.', {
+      kind: 'plaintext_agreed',
+    });
+    draw();
+  }
+
+  ui.match.addEventListener('click', onMatch);
+  ui.differ.addEventListener('click', onDiffer);
+  ui.plain.addEventListener('click', onPlain);
+  draw();
+
+  return {
+    takeLink,
+    fragment,
+    noteConnect,
+    paired,
+    unpaired,
+    sealed,
+    plainMessage,
+    sendText,
+    peerBack,
+    peerAway,
+    resumed,
+    // encrypting says whether the current pairing seals what is sent.
+    encrypting: () => pairing !== null && (pairing.mode === 'securing' || pairing.mode === 'secure'),
+    draw,
+  };
+}
