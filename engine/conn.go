@@ -108,6 +108,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) 
 	if isLine {
 		cn.stage = stageProxy
 		cn.line = &line.Framer{Max: s.lim().MaxLine}
+		cn.out.SetDirect(true) // see WriteDirect; a web connection's at the upgrade
 	} else {
 		cn.stage = stageHTTP
 	}
@@ -121,20 +122,13 @@ func (cn *conn) logger() *zap.Logger {
 // newOutbox makes the connection's outbound queue: events encoded for
 // the protocol of the port it came in on (the line protocol, or JSON in
 // WebSocket frames, which a web connection speaks once upgraded: no
-// event is delivered to it before), flushed on its loop.
+// event is delivered to it before), flushed on its loop (owner.go).
 func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
-	var enc outbox.Encoder = webEncoder{}
+	enc := cn.srv.webEnc
 	if isLine {
-		enc = lineEncoder{}
+		enc = cn.srv.lineEnc
 	}
-	return outbox.New(outbox.Config{
-		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
-		Schedule: func() { cn.loop.schedule(cn) },
-		Marks:    cn.srv.marks,
-		// The hub evicts a connection's outbox only when another login
-		// takes its account over (hub.LoginReplacing).
-		Evicted: func(hub.Eviction) { cn.replacedElsewhere() },
-	})
+	return outbox.New(enc, cn)
 }
 
 // marks are limits.outbound_high and limits.outbound_max, as an outbox

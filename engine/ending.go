@@ -234,6 +234,9 @@ func (cn *conn) endAs(e ending, d endDetail) {
 		return
 	}
 	cn.closing = e
+	// From here the loop writes the connection's last bytes itself: no
+	// delivery may be written after its goodbye.
+	cn.out.SetDirect(false)
 	if info.refusal {
 		cn.srv.metrics.Rejected(info.label)
 	} else if info.err != nil && cn.stage != stageHTTP {

@@ -28,6 +28,7 @@ import (
 	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/engine/logsample"
+	"duet/engine/outbox"
 	"duet/engine/tally"
 	"duet/web"
 )
@@ -80,8 +81,11 @@ type Server struct {
 	done    chan error
 
 	draining atomic.Bool
-	nextID   atomic.Uint64
-	conns    atomic.Int64
+	// lineEnc and webEnc encode events for every connection of each
+	// protocol; made once, so that an outbox costs no encoder of its own.
+	lineEnc, webEnc outbox.Encoder
+	nextID          atomic.Uint64
+	conns           atomic.Int64
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -117,6 +121,8 @@ func New(opts Options) (*Server, error) {
 	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
 		return nil, err
 	}
+	s.lineEnc = drainFilter{Encoder: lineEncoder{}, draining: &s.draining}
+	s.webEnc = drainFilter{Encoder: webEncoder{}, draining: &s.draining}
 	s.SetTakeover(opts.Auth.Takeover)
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)

@@ -74,6 +74,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		}
 		cn.out.DeliverRaw(resp)
 		cn.stage = stageWS
+		cn.out.SetDirect(true) // see WriteDirect
 		cn.srv.metrics.ConnClosed(protoHTTP)
 		cn.srv.metrics.ConnOpened(protoWS)
 		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}

@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"duet/engine/hub"
+	"duet/engine/outbox"
+)
+
+// A conn is its outbox's owner (outbox.Owner). These methods are called
+// from any goroutine.
+var _ outbox.Owner = (*conn)(nil)
+
+// Schedule asks the connection's loop to flush it.
+func (cn *conn) Schedule() { cn.loop.schedule(cn) }
+
+// Marks are the server's current limits.outbound_high and outbound_max.
+func (cn *conn) Marks() outbox.Marks { return cn.srv.marks() }
+
+// Evicted: the hub evicts a connection's outbox only when another login
+// takes its account over (hub.LoginReplacing).
+func (cn *conn) Evicted(hub.Eviction) { cn.replacedElsewhere() }
+
+// WriteDirect writes b to the connection's socket from the delivering
+// goroutine, usually the partner's event loop, when the outbox finds the
+// connection idle (see outbox.Outbox's sendLocked for the ordering). A
+// paced client's messages mostly find their reader idle, and its loop
+// asleep in epoll_wait: writing here saves the eventfd write that would
+// wake that loop, its wake-up, and a turn of it to flush.
+//
+// It declines (ok false) while the connection's loop is in a read
+// callback: that loop flushes what was queued to it as the callback ends
+// (loopState.endTraffic) without being woken, and batches it with
+// whatever else comes meanwhile.
+//
+// It is a raw write(2) on the descriptor, not gnet.Conn.Write, whose
+// buffering belongs to the loop: the outbox calls it only while gnet
+// holds nothing for the connection (its last Settle found gnet's buffer
+// empty, and nothing has been handed to gnet since), so gnet's state
+// stays true. What the socket does not take stays in the outbox, and the
+// loop's flush hands it to gnet as usual. A failed write takes nothing;
+// the loop's own write meets the failure and gnet closes the connection.
+//
+// The descriptor cannot be another connection's: the outbox holds its
+// lock through the write and is open, and onClose closes the outbox
+// before gnet closes the descriptor (OnClose runs first).
+func (cn *conn) WriteDirect(b []byte) (n int, ok bool) {
+	if cn.loop.busy.Load() {
+		return 0, false
+	}
+	n, err := unix.Write(cn.c.Fd(), b)
+	if err != nil || n < 0 {
+		return 0, true
+	}
+	return n, true
+}
+
+// DirectWrites is how many deliveries to the connections open now were
+// written directly (WriteDirect). It is for tests and diagnostics; it
+// waits for each loop.
+func (s *Server) DirectWrites() uint64 {
+	var total uint64
+	for _, ls := range s.loopList() {
+		ch := make(chan uint64, 1)
+		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			var n uint64
+			for cn := range ls.conns {
+				n += uint64(cn.out.DirectWrites())
+			}
+			ch <- n
+			return nil
+		}))
+		if err != nil {
+			continue
+		}
+		select {
+		case n := <-ch:
+			total += n
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return total
+}
