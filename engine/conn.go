@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/netip"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -55,6 +54,10 @@ type conn struct {
 	// while it is open. closed is set once gnet has closed it.
 	closing ending
 	closed  bool
+	// web: the connection came in on the web port, and is sent JSON in
+	// WebSocket frames once upgraded; else the line protocol. Set when
+	// it is made, never changed: any goroutine may read it (owner.go).
+	web bool
 
 	line *line.Framer // stageProxy, stageLine; nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
@@ -124,11 +127,8 @@ func (cn *conn) logger() *zap.Logger {
 // WebSocket frames, which a web connection speaks once upgraded: no
 // event is delivered to it before), flushed on its loop (owner.go).
 func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
-	enc := cn.srv.webEnc
-	if isLine {
-		enc = cn.srv.lineEnc
-	}
-	return outbox.New(enc, cn)
+	cn.web = !isLine
+	return outbox.New(cn)
 }
 
 // marks are limits.outbound_high and limits.outbound_max, as an outbox
@@ -136,35 +136,6 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 func (s *Server) marks() outbox.Marks {
 	l := s.lim()
 	return outbox.Marks{High: int64(l.OutboundHigh), Max: int64(l.OutboundMax)}
-}
-
-// drainFilter keeps one notice per user when this node shuts down: every
-// user on it gets a shutdown notice of their own (conn.shutdown), so a
-// partner on this node going for the same reason must not add "bob's
-// server is shutting down; you are free to be joined again" before it. In
-// a cluster, a partner on another node is told by that node, which is not
-// shutting down, so the notice still reaches it.
-type drainFilter struct {
-	outbox.Encoder
-	draining *atomic.Bool
-}
-
-func (f drainFilter) AppendEvent(dst []byte, ev *proto.Event) []byte {
-	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && f.draining.Load() {
-		return dst
-	}
-	return f.Encoder.AppendEvent(dst, ev)
-}
-
-// lineEncoder encodes events in the line protocol (outbox.Encoder).
-type lineEncoder struct{}
-
-func (lineEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
-	return line.AppendEvent(dst, ev)
-}
-
-func (lineEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
-	return line.AppendMessages(dst, ev.From, texts)
 }
 
 // onTraffic reads what has arrived and acts on each complete command.

@@ -7,6 +7,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"duet/proto"
+	"duet/proto/line"
 	"duet/proto/wsframe"
 	"duet/web"
 )
@@ -163,20 +164,18 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		}
 		return append(dst, web.ErrorResponse(status, text, d.header)...)
 	}
-	var enc interface {
-		AppendEvent([]byte, *proto.Event) []byte
-	} = lineEncoder{}
+	enc := line.AppendEvent
 	if st == stageWS {
-		enc = webEncoder{}
+		enc = webEncoder{}.AppendEvent
 	}
 	if info.err != nil {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
+		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
 	}
 	if info.notice != "" {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
+		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
 	}
 	if info.last != 0 {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: info.last})
+		dst = enc(dst, &proto.Event{Kind: info.last})
 	}
 	if st == stageWS {
 		code, text := info.wsCode, info.wsText

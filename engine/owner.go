@@ -9,11 +9,39 @@ import (
 
 	"duet/engine/hub"
 	"duet/engine/outbox"
+	"duet/proto"
+	"duet/proto/line"
 )
 
 // A conn is its outbox's owner (outbox.Owner). These methods are called
 // from any goroutine.
 var _ outbox.Owner = (*conn)(nil)
+
+// AppendEvent encodes ev in the connection's protocol.
+//
+// It keeps one notice per user when this node shuts down: every user on
+// it gets a shutdown notice of their own (conn.shutdown), so a partner
+// on this node going for the same reason must not add "bob's server is
+// shutting down; you are free to be joined again" before it. In a
+// cluster, a partner on another node is told by that node, which is not
+// shutting down, so the notice still reaches it.
+func (cn *conn) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
+		return dst
+	}
+	if cn.web {
+		return webEncoder{}.AppendEvent(dst, ev)
+	}
+	return line.AppendEvent(dst, ev)
+}
+
+// AppendMessages encodes a run of messages in the connection's protocol.
+func (cn *conn) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	if cn.web {
+		return webEncoder{}.AppendMessages(dst, ev, texts)
+	}
+	return line.AppendMessages(dst, ev.From, texts)
+}
 
 // Schedule asks the connection's loop to flush it.
 func (cn *conn) Schedule() { cn.loop.schedule(cn) }

@@ -19,6 +19,7 @@ import (
 // directOwner is an owner whose socket is a buffer: WriteDirect appends
 // what take allows of each write to sock.
 type directOwner struct {
+	textEncoder
 	scheduled atomic.Int64
 	decline   bool            // WriteDirect declines: the loop is busy
 	take      func(n int) int // how many of n bytes the socket takes; nil takes all
@@ -64,7 +65,7 @@ func say(o *outbox.Outbox, texts ...string) {
 // owner's loop is neither scheduled nor left anything to flush.
 func TestDirectWriteWhenIdle(t *testing.T) {
 	d := &directOwner{}
-	o := outbox.New(textEncoder{}, d)
+	o := outbox.New(d)
 	o.SetDirect(true)
 	// Before the owner's first Settle, what gnet holds (a greeting) is
 	// not known: the delivery is queued and scheduled.
@@ -123,7 +124,7 @@ func TestNoDirectWriteOverWhatCameBefore(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := &directOwner{}
-			o := outbox.New(textEncoder{}, d)
+			o := outbox.New(d)
 			o.SetDirect(true)
 			d.flush(o)
 			c.setup(d, o)
@@ -144,7 +145,7 @@ func TestNoDirectWriteOverWhatCameBefore(t *testing.T) {
 // finds the socket empty.
 func TestDirectWritePartial(t *testing.T) {
 	d := &directOwner{}
-	o := outbox.New(textEncoder{}, d)
+	o := outbox.New(d)
 	o.SetDirect(true)
 	d.flush(o)
 	d.take = func(n int) int { return min(n, 5) }
@@ -185,7 +186,7 @@ func TestCloseWaitsForADirectWrite(t *testing.T) {
 	for _, stop := range []string{"Close", "SetDirect"} {
 		t.Run(stop, func(t *testing.T) {
 			g := &gateOwner{entered: make(chan struct{}), release: make(chan struct{})}
-			o := outbox.New(textEncoder{}, g)
+			o := outbox.New(g)
 			o.SetDirect(true)
 			o.Settle(0)
 			go say(o, "in the middle")
@@ -215,6 +216,7 @@ func TestCloseWaitsForADirectWrite(t *testing.T) {
 
 // gateOwner's WriteDirect waits to be released, the first time.
 type gateOwner struct {
+	textEncoder
 	entered, release chan struct{}
 	done             atomic.Bool
 	once             sync.Once
@@ -239,6 +241,7 @@ func (g *gateOwner) WriteDirect(b []byte) (int, bool) {
 // drains before anything else, and the loop's flush as the engine does
 // it. Senders write directly from their own goroutines.
 type socketSim struct {
+	textEncoder
 	mu   sync.Mutex // the kernel's: WriteDirect and the loop both write
 	got  bytes.Buffer
 	rng  *rand.Rand
@@ -312,7 +315,7 @@ func (s *socketSim) turn(o *outbox.Outbox) {
 func TestDirectWritesKeepOrder(t *testing.T) {
 	const senders, each = 4, 2000
 	s := &socketSim{rng: rand.New(rand.NewPCG(1, 2)), kick: make(chan struct{}, 1)}
-	o := outbox.New(textEncoder{}, s)
+	o := outbox.New(s)
 	o.SetDirect(true)
 	done := make(chan struct{})
 	loopDone := make(chan struct{})

@@ -3,14 +3,14 @@
 // writes from.
 //
 // It knows nothing of sockets, event loops or the connection that owns
-// it. An Outbox is built from what it needs: an Encoder that turns events
-// into the connection's protocol, and an Owner that flushes it, bounds
-// how far its reader may fall behind and may take bytes straight to its
-// socket. Deliveries between two flushes are encoded into one buffer and
-// cost one call of Owner.Schedule, which is what lets a busy relay batch
-// its writes; a delivery that finds the reader idle may instead be
-// written at once by the delivering goroutine (Owner.WriteDirect), so
-// that the reader's event loop is not woken for it.
+// it. An Outbox is built from what it needs: an Owner that encodes
+// events in the connection's protocol, flushes, bounds how far its
+// reader may fall behind and may take bytes straight to its socket.
+// Deliveries between two flushes are encoded into one buffer and cost
+// one call of Owner.Schedule, which is what lets a busy relay batch its
+// writes; a delivery that finds the reader idle may instead be written
+// at once by the delivering goroutine (Owner.WriteDirect), so that the
+// reader's event loop is not woken for it.
 //
 // The queue hands bytes to its owner only while the owner's socket has
 // taken everything before (Take), so everything still waiting is here,
@@ -55,8 +55,10 @@ type Marks struct {
 func (m Marks) Low() int64 { return m.High / 2 }
 
 // An Owner is the connection an Outbox belongs to, as the Outbox sees
-// it. Its methods are called from any goroutine and must not block.
+// it: it encodes events in its protocol, and flushes. Its methods are
+// called from any goroutine and must not block.
 type Owner interface {
+	Encoder
 	// Schedule asks the owner's loop to flush (Take, write, Settle). It
 	// is called at most once between two Takes, with no lock of the
 	// Outbox held.
@@ -80,8 +82,12 @@ type Owner interface {
 }
 
 // Outbox is one connection's outbound queue. Make one with New.
+//
+// An idle connection holds one, so it is kept to 64 bytes: the encoder
+// is the owner's, counts are 32 bits (a queue is bounded by
+// limits.outbound_max), and the rarely used list of waiters sits behind
+// a pointer.
 type Outbox struct {
-	enc   Encoder
 	owner Owner
 
 	// backlog is the bytes waiting for this reader: queued here plus
@@ -95,29 +101,27 @@ type Outbox struct {
 	// call of Schedule, which halves the system calls of a login.
 	inline atomic.Bool
 
-	mu        sync.Mutex
-	buf       *[]byte // encoded, not yet taken; nil when empty
-	msgs      int     // relayed messages in buf
-	scheduled bool    // Schedule was called and no Take has run since
-	closed    bool
+	mu      sync.Mutex
+	buf     *[]byte // encoded, not yet taken; nil when empty
+	msgs    int32   // relayed messages in buf
+	directs uint32  // direct writes made (DirectWrites)
+	// scheduled: Schedule was called and no Take has run since.
 	// direct: the owner lets deliveries write to its socket (SetDirect).
 	// idle: the socket holds nothing of ours and no taken buffer is
 	// being written: the last Settle found the socket empty, and no Take
 	// has handed out bytes since.
-	direct, idle bool
-	directs      uint32       // direct writes made (DirectWrites)
-	waiters      []hub.Waiter // senders held back until this reader catches up
+	scheduled, closed, direct, idle bool
+	waiters                         *[]hub.Waiter // senders held back until this reader catches up; nil when none
 }
 
 var _ hub.Queue = (*Outbox)(nil)
 
-// New returns an empty, open Outbox that encodes with enc for owner,
-// with direct writes off.
-func New(enc Encoder, owner Owner) *Outbox {
-	if enc == nil || owner == nil {
-		panic("outbox: New without an Encoder or an Owner")
+// New returns an empty, open Outbox for owner, with direct writes off.
+func New(owner Owner) *Outbox {
+	if owner == nil {
+		panic("outbox: New without an Owner")
 	}
-	return &Outbox{enc: enc, owner: owner}
+	return &Outbox{owner: owner}
 }
 
 // bufPool recycles queue buffers, so an idle connection holds none and a
@@ -158,7 +162,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 		return
 	}
 	before := len(*o.buf)
-	*o.buf = o.enc.AppendEvent(*o.buf, ev)
+	*o.buf = o.owner.AppendEvent(*o.buf, ev)
 	if ev.Kind == proto.EvMessage {
 		o.msgs++
 	}
@@ -173,8 +177,8 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 		return
 	}
 	before := len(*o.buf)
-	*o.buf = o.enc.AppendMessages(*o.buf, ev, texts)
-	o.msgs += len(texts)
+	*o.buf = o.owner.AppendMessages(*o.buf, ev, texts)
+	o.msgs += int32(len(texts))
 	o.backlog.Add(int64(len(*o.buf) - before))
 	o.sendLocked()
 }
@@ -299,7 +303,7 @@ func (o *Outbox) Take(held int) (b *[]byte, msgs int) {
 	if o.buf == nil {
 		return nil, 0
 	}
-	b, msgs = o.buf, o.msgs
+	b, msgs = o.buf, int(o.msgs)
 	o.buf, o.msgs = nil, 0
 	o.idle = false // until Settle: the owner is writing b
 	return b, msgs
@@ -328,8 +332,8 @@ func (o *Outbox) Settle(held int) {
 // wakeLocked returns the waiters to wake once the backlog is down to the
 // low mark, and forgets them.
 func (o *Outbox) wakeLocked() (wake []hub.Waiter) {
-	if len(o.waiters) > 0 && o.backlog.Load() <= o.owner.Marks().Low() {
-		wake, o.waiters = o.waiters, nil
+	if o.waiters != nil && o.backlog.Load() <= o.owner.Marks().Low() {
+		wake, o.waiters = *o.waiters, nil
 	}
 	return wake
 }
@@ -362,7 +366,10 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	if o.closed || o.backlog.Load() <= high {
 		return false
 	}
-	o.waiters = append(o.waiters, w)
+	if o.waiters == nil {
+		o.waiters = new([]hub.Waiter)
+	}
+	*o.waiters = append(*o.waiters, w)
 	return true
 }
 
@@ -382,14 +389,16 @@ func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
 		return 0, nil
 	}
 	o.closed = true
-	lost = o.msgs
+	lost = int(o.msgs)
 	if o.buf != nil {
 		Release(o.buf)
 		o.buf = nil
 	}
 	o.msgs = 0
 	o.backlog.Store(0)
-	waiters, o.waiters = o.waiters, nil
+	if o.waiters != nil {
+		waiters, o.waiters = *o.waiters, nil
+	}
 	return lost, waiters
 }
 

@@ -41,6 +41,7 @@ func (e textEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte)
 // it is asked for, and flushes the way the engine does (Take, write,
 // Release, Settle), writing to out.
 type fakeLoop struct {
+	textEncoder
 	scheduled atomic.Int64
 	marks     atomic.Pointer[outbox.Marks]
 	evicted   []hub.Eviction
@@ -51,7 +52,7 @@ type fakeLoop struct {
 func newFake(high, max int64) (*fakeLoop, *outbox.Outbox) {
 	l := &fakeLoop{}
 	l.setMarks(high, max)
-	return l, outbox.New(textEncoder{}, l)
+	return l, outbox.New(l)
 }
 
 func (l *fakeLoop) setMarks(high, max int64) {
@@ -311,6 +312,7 @@ func TestCloseCountsWhatWasNotTaken(t *testing.T) {
 
 // kickOwner is an owner whose loop is a goroutine woken through kick.
 type kickOwner struct {
+	textEncoder
 	kick      chan struct{}
 	schedules atomic.Int64
 }
@@ -335,7 +337,7 @@ func TestConcurrentSendersUnderRace(t *testing.T) {
 	const senders, each = 8, 500
 	kick := make(chan struct{}, 1)
 	owner := &kickOwner{kick: kick}
-	o := outbox.New(textEncoder{}, owner)
+	o := outbox.New(owner)
 	var out bytes.Buffer
 	done := make(chan struct{})
 	loopDone := make(chan struct{})
