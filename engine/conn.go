@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -58,6 +59,11 @@ type conn struct {
 	// WebSocket frames once upgraded; else the line protocol. Set when
 	// it is made, never changed: any goroutine may read it (owner.go).
 	web bool
+	// directErr is the errno of a direct write that failed (WriteDirect),
+	// 0 if none: the write took the socket's pending error, which
+	// onClose would otherwise look for to tell a reset from an end of
+	// input. Written by any goroutine.
+	directErr atomic.Int32
 
 	line *line.Framer // stageProxy, stageLine; nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
@@ -211,7 +217,7 @@ func (cn *conn) readLines(buf []byte) int {
 			cn.refuseHTTP()
 			break
 		}
-		cmd, perr := line.Decode(ln)
+		cmd, perr := cn.line.Decode(ln)
 		if perr != nil {
 			cn.sayRun()
 			cn.rejectInput(perr)
@@ -344,6 +350,8 @@ func (cn *conn) handle(cmd *proto.Command) {
 			}
 			cn.sess = s
 			cn.logLogin()
+		case proto.OpResume:
+			cn.answer(cmd.Op, cn.startResume(cmd))
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
@@ -361,8 +369,13 @@ func (cn *conn) handle(cmd *proto.Command) {
 		cn.addToRun(cmd.Text)
 		cn.sayRun()
 		return
-	case proto.OpLogin:
+	case proto.OpLogin, proto.OpResume:
+		// A connection carries one session: a resume is a way in, like a
+		// login, and comes instead of one.
 		err = proto.ErrAlreadyLoggedIn
+	case proto.OpAck:
+		cn.sess.Ack(cmd.Last)
+		return
 	case proto.OpConnect:
 		var held bool
 		if err, held = cn.connect(cmd.Token); held {
@@ -566,7 +579,11 @@ func (cn *conn) onClose(err error) {
 		lost += cn.flow.lastBatch
 	}
 	if cn.closing == endNone {
-		cn.closing = wentAway(cn.stage, err)
+		sockErr := socketError(cn.c.Fd())
+		if e := cn.directErr.Load(); sockErr == nil && e != 0 {
+			sockErr = syscall.Errno(e)
+		}
+		cn.closing = wentAway(cn.stage, err, sockErr)
 	}
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())

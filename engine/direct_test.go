@@ -115,72 +115,75 @@ func TestCrossLoopRelayKeepsOrder(t *testing.T) {
 
 // TestReaderGoneWhileWrittenTo: a reader's client resets its connection
 // while its partner, on the other loop, keeps sending: deliveries that
-// were being written directly meet the dead socket. The sender is told,
-// with nothing else lost, and pairs again with someone else.
+// were being written directly meet the dead socket, and a failed direct
+// write takes the socket's pending error with it. The drop is still told
+// from an end of input: the partner hears that the reader lost the
+// connection (its session is away, not ended), and the reader's resume
+// gets every message from the last it read on, in order, none missing.
 func TestReaderGoneWhileWrittenTo(t *testing.T) {
 	d := enginetest.Start(t, nil)
 	alice, bob := pairLines(t, d, "alice", "bob")
 	stop := make(chan struct{})
-	sent := make(chan error, 1)
+	sent := make(chan int, 1)
+	sendErr := make(chan error, 1)
 	go func() {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
-				sent <- nil
+				sent <- i
 				return
 			default:
 			}
 			alice.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
 			if _, err := fmt.Fprintf(alice.Conn, "alice %d\n", i); err != nil {
-				sent <- err
+				sendErr <- err
 				return
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	if err := readNumbered(bob.Conn, "alice", 200, false); err != nil {
+	const read = 200
+	if err := readNumbered(bob.Conn, "alice", read, false); err != nil {
 		t.Fatal(err)
 	}
 	bob.Conn.(*net.TCPConn).SetLinger(0) // a reset, not a goodbye
 	bob.Conn.Close()
 
-	// alice reads her partner's departure among nothing else.
-	r := bufio.NewReader(alice.Conn)
-	alice.Conn.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-	ln, err := r.ReadString('\n')
+	// alice reads her partner's drop among nothing else.
+	ln := alice.Line()
 	close(stop)
-	if err != nil {
+	var total int
+	select {
+	case total = <-sent:
+	case err := <-sendErr:
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(ln, "* bob ") || !strings.Contains(ln, "free to be joined again") {
-		t.Fatalf("alice got %q, want bob's departure", ln)
+	if ln != "* bob lost the connection; waiting up to 2m for bob to come back" {
+		t.Fatalf("alice got %q, want bob's drop", ln)
 	}
-	if err := <-sent; err != nil {
-		t.Fatal(err)
+
+	back, peer, replayed, missed := resumeLine(t, d, bob.Key)
+	if peer != "alice" || missed != 0 {
+		t.Fatalf("resumed with %q, %d missed", peer, missed)
 	}
-	// Her messages sent meanwhile are refused as unpaired; then she pairs
-	// again, and the new pair works both ways.
-	carol := d.DialLine(t).Login("carol")
-	carol.Send("/connect " + alice.Token)
-	carol.Expect(`connected with alice`)
-	for {
-		alice.Conn.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-		ln, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(ln, "is connected") {
-			break
-		}
-		if !strings.HasPrefix(ln, "! ") {
-			t.Fatalf("alice got %q while unpaired", ln)
+	if len(replayed) == 0 {
+		t.Fatal("nothing replayed")
+	}
+	first, err := strconv.Atoi(strings.Fields(replayed[0])[2])
+	if err != nil || first > read {
+		t.Fatalf("the replay starts with %q, after alice %d, which bob had not read", replayed[0], read-1)
+	}
+	for i, l := range replayed {
+		if want := "<alice> alice " + strconv.Itoa(first+i); l != want {
+			t.Fatalf("replayed line %d is %q, want %q", i, l, want)
 		}
 	}
-	carol.Send("hi alice")
-	alice.Conn.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-	if ln, err := r.ReadString('\n'); err != nil || ln != "<carol> hi alice\r\n" {
-		t.Fatalf("alice got %q, %v", ln, err)
+	if last := first + len(replayed) - 1; last != total-1 {
+		t.Fatalf("the replay ends with alice %d; she sent up to %d", last, total-1)
 	}
-	alice.Send("hi carol")
-	carol.Expect(`^<alice> hi carol$`)
+	alice.Expect(`^\* bob is back$`)
+	back.Send("hi alice")
+	alice.Expect(`^<bob> hi alice$`)
+	alice.Send("hi bob")
+	back.Expect(`^<alice> hi bob$`)
 }

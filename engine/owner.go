@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -49,9 +50,10 @@ func (cn *conn) Schedule() { cn.loop.schedule(cn) }
 // Marks are the server's current limits.outbound_high and outbound_max.
 func (cn *conn) Marks() outbox.Marks { return cn.srv.marks() }
 
-// Evicted: the hub evicts a connection's outbox only when another login
-// takes its account over (hub.LoginReplacing).
-func (cn *conn) Evicted(hub.Eviction) { cn.replacedElsewhere() }
+// Evicted: the hub evicts a connection's outbox when another login
+// takes its account over (hub.LoginReplacing), or a resume its session
+// (hub.Resume); the connection tells its user why and closes (evicted).
+func (cn *conn) Evicted(why hub.Eviction) { cn.evicted(why) }
 
 // WriteDirect writes b to the connection's socket from the delivering
 // goroutine, usually the partner's event loop, when the outbox finds the
@@ -73,6 +75,10 @@ func (cn *conn) Evicted(hub.Eviction) { cn.replacedElsewhere() }
 // loop's flush hands it to gnet as usual. A failed write takes nothing;
 // the loop's own write meets the failure and gnet closes the connection.
 //
+// A write that fails takes the socket's pending error with it (a reset
+// is reported once), so it is kept in directErr for onClose to tell a
+// reset from an end of input as if it were still pending.
+//
 // The descriptor cannot be another connection's: the outbox holds its
 // lock through the write and is open, and onClose closes the outbox
 // before gnet closes the descriptor (OnClose runs first).
@@ -82,6 +88,9 @@ func (cn *conn) WriteDirect(b []byte) (n int, ok bool) {
 	}
 	n, err := unix.Write(cn.c.Fd(), b)
 	if err != nil || n < 0 {
+		if errno, ok := err.(syscall.Errno); ok && errno != unix.EAGAIN && errno != unix.EINTR {
+			cn.directErr.CompareAndSwap(0, int32(errno))
+		}
 		return 0, true
 	}
 	return n, true
