@@ -205,6 +205,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.IntVar(&cfg.PID, "pid", 0, "server `pid`, to report its RSS per connection and its CPU and system calls per pair and per message")
 	fs.BoolVar(&cfg.Idle, "idle", false, "pair, hold idle for -hold and measure memory; no messages")
 	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "how long -idle holds the pairs")
+	fs.DurationVar(&cfg.Away, "away", 0, "with -idle: then reset every connection, so that its session is away, and read the server's RSS again after this long")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each setup step and on the relay going without progress")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "connections or pairs set up at once")
