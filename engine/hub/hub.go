@@ -41,6 +41,21 @@ import (
 	"duet/proto"
 )
 
+// events recycles the events the hub hands to an Outbox (deliver): one
+// made per login, pairing or parting and passed through the interface
+// would escape to the heap, to be collected soon after, since Deliver
+// keeps none.
+var events = sync.Pool{New: func() any { return new(proto.Event) }}
+
+// deliver hands ev to out in a pooled Event.
+func deliver(out Outbox, ev proto.Event) {
+	p := events.Get().(*proto.Event)
+	*p = ev
+	out.Deliver(p)
+	*p = proto.Event{}
+	events.Put(p)
+}
+
 // Outbox is how the hub reaches one session's connection.
 type Outbox interface {
 	// Deliver hands ev to the connection. It must not block, and must not
@@ -476,7 +491,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	if s.resumable {
 		ev.ResumeKey, ev.Window = rk.String(), h.window()
 	}
-	s.out.Deliver(&ev)
+	deliver(s.out, ev)
 	return nil
 }
 
@@ -557,8 +572,8 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	h.pairings.Add(1)
 	// Tell the token's holder first: by the time the asker hears it is
 	// paired and starts talking, the holder already knows who it is.
-	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
-	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
+	deliver(target.out, proto.Event{Kind: proto.EvPaired, Peer: s.name})
+	deliver(s.out, proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true})
 	h.tellAwayLocked(target, s.out)
 	return false, nil
 }
@@ -668,7 +683,7 @@ func (s *Session) Leave() *proto.Error {
 		h.unpairLocked(s, proto.ReasonLeft, 0)
 	}
 	// Left even if the partner went first meanwhile: the user asked.
-	s.out.Deliver(&proto.Event{Kind: proto.EvLeft, Peer: peer.name})
+	deliver(s.out, proto.Event{Kind: proto.EvLeft, Peer: peer.name})
 	return nil
 }
 
@@ -696,7 +711,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
-		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		deliver(peer.out, proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
 		peer.room.Store(nil)
 	}
 	s.room.Store(nil)
@@ -713,7 +728,7 @@ func (s *Session) Who() {
 	h := s.hub
 	h.mu.Lock()
 	ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
-	s.out.Deliver(&ev)
+	deliver(s.out, ev)
 	h.mu.Unlock()
 }
 
@@ -764,7 +779,7 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 	}
 	delete(h.tokens, old)
 	s.token = fresh
-	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	deliver(s.out, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	return true
 }
 
