@@ -207,8 +207,8 @@ type Hub struct {
 	tokens map[proto.Token]*Session
 	rooms  int // rooms open now
 	// keys holds the sessions that can be resumed, by the SHA-256 of
-	// their resume key: the keys themselves are never kept.
-	keys map[[sha256.Size]byte]*Session
+	// their resume key (keyIndexOf): the keys themselves are never kept.
+	keys map[keyIndex]*Session
 	// The sessions away now, in the order they went away (away.prev
 	// and away.next link them).
 	awayOldest, awayNewest *Session
@@ -250,7 +250,7 @@ func New(opts Options) *Hub {
 	h := &Hub{
 		names:     make(map[string]*Session),
 		tokens:    make(map[proto.Token]*Session),
-		keys:      make(map[[sha256.Size]byte]*Session),
+		keys:      make(map[keyIndex]*Session),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
@@ -469,7 +469,7 @@ func (h *Hub) enterLocked(s *Session) {
 	h.names[s.key] = s
 	h.tokens[s.token] = s
 	if s.resumable {
-		h.keys[s.keyHash] = s
+		h.keys[keyIndexOf(s.keyHash)] = s
 	}
 }
 
@@ -483,7 +483,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 		delete(h.names, s.key)
 		delete(h.tokens, s.token)
 		if s.resumable {
-			delete(h.keys, s.keyHash)
+			delete(h.keys, keyIndexOf(s.keyHash))
 		}
 		return err
 	}
@@ -842,7 +842,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	delete(h.names, s.key)
 	delete(h.tokens, s.token)
 	if s.resumable {
-		delete(h.keys, s.keyHash)
+		delete(h.keys, keyIndexOf(s.keyHash))
 	}
 	// Its counts move to the hub's as it leaves names, so Stats never
 	// sees them go down.

@@ -114,11 +114,28 @@ func seqs(evs []proto.Event) []uint64 {
 	return out
 }
 
+// TestResumeComparesTheWholeHash: sessions are filed under half their
+// key's hash; a key whose hash matches that half but not the rest finds
+// nothing. The session filed there is made to differ only in the second
+// half, as no key to be found could.
+func TestResumeComparesTheWholeHash(t *testing.T) {
+	h := New(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	alice.keyHash[sha256.Size-1] ^= 1
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("a key matching half the hash resumed: %v", err)
+	}
+	alice.keyHash[sha256.Size-1] ^= 1
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != nil {
+		t.Fatalf("the right key: %v", err)
+	}
+}
+
 func TestLoginCarriesAResumeKeyKeptOnlyHashed(t *testing.T) {
 	h := New(resumeOpts())
 	alice, key := resumable(t, h, "alice")
 	k, _ := proto.ParseResumeKey([]byte(key))
-	if got := h.keys[sha256.Sum256(k[:])]; got != alice.Session {
+	if got := h.keys[keyIndexOf(sha256.Sum256(k[:]))]; got != alice.Session {
 		t.Fatalf("the key's hash finds %v", got)
 	}
 	if alice.keyHash != sha256.Sum256(k[:]) {
