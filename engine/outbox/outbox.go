@@ -95,12 +95,6 @@ type Outbox struct {
 	// without the lock, to decide whether to wait.
 	backlog atomic.Int64
 
-	// inline is set while the owner's loop is acting on the connection's
-	// own input and will flush before it returns: replies to the
-	// connection's own commands (welcome, errors, status) then need no
-	// call of Schedule, which halves the system calls of a login.
-	inline atomic.Bool
-
 	mu      sync.Mutex
 	buf     *[]byte // encoded, not yet taken; nil when empty
 	msgs    int32   // relayed messages in buf
@@ -111,7 +105,15 @@ type Outbox struct {
 	// being written: the last Settle found the socket empty, and no Take
 	// has handed out bytes since.
 	scheduled, closed, direct, idle bool
-	waiters                         *[]hub.Waiter // senders held back until this reader catches up; nil when none
+
+	// inline is set while the owner's loop is acting on the connection's
+	// own input and will flush before it returns: replies to the
+	// connection's own commands (welcome, errors, status) then need no
+	// call of Schedule, which halves the system calls of a login. It is
+	// here, beside the flags, so that it takes no word of its own.
+	inline atomic.Bool
+
+	waiters *[]hub.Waiter // senders held back until this reader catches up; nil when none
 }
 
 var _ hub.Queue = (*Outbox)(nil)
