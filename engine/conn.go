@@ -77,7 +77,7 @@ type conn struct {
 	// opened is when the connection opened, or when its current
 	// deadline started: the upgrade for a WebSocket's login, the last
 	// answer for the next request's head (checkDeadlines).
-	opened time.Time
+	opened stamp
 }
 
 // connAddr is who a connection's client is (realaddr.go).
@@ -106,13 +106,13 @@ type flowState struct {
 	reading  bool // readInput is acting on the input (heldInputCounts)
 	draining bool // onClose is acting on the input left unread: nothing is held, waited for or told any more
 
-	heldBytes    int       // gnet's outbound buffer at the last check
-	lastProgress time.Time // when that buffer last shrank
-	lastBatch    int       // relayed messages in the last batch handed to gnet
+	heldBytes    int   // gnet's outbound buffer at the last check
+	lastProgress stamp // when that buffer last shrank
+	lastBatch    int   // relayed messages in the last batch handed to gnet
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
-	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.now}
+	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.stamp()}
 	cn.out = cn.newOutbox(isLine)
 	if isLine {
 		cn.stage = stageProxy
@@ -468,9 +468,9 @@ func (cn *conn) settle(held int) {
 	if held > 0 {
 		if _, ok := cn.loop.backlogged[cn]; !ok {
 			cn.loop.backlogged[cn] = struct{}{}
-			f.lastProgress = cn.loop.now
+			f.lastProgress = cn.loop.stamp()
 		} else if held < f.heldBytes {
-			f.lastProgress = cn.loop.now
+			f.lastProgress = cn.loop.stamp()
 		}
 	} else {
 		delete(cn.loop.backlogged, cn)
@@ -500,7 +500,7 @@ func (cn *conn) checkBacklog() {
 	if _, still := cn.loop.backlogged[cn]; !still {
 		return
 	}
-	if cn.out.Overflowing() || cn.loop.now.Sub(cn.flow.lastProgress) > lim.SlowTimeout {
+	if cn.out.Overflowing() || cn.loop.since(cn.flow.lastProgress) > lim.SlowTimeout {
 		if cn.closing == endNone {
 			cn.srv.metrics.SlowCut()
 			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
@@ -518,17 +518,17 @@ func (cn *conn) checkDeadlines() {
 	now := cn.loop.now
 	switch cn.stage {
 	case stageProxy:
-		cn.checkPreamble(now)
+		cn.checkPreamble()
 	case stageHTTP:
-		if now.Sub(cn.opened) > lim.HandshakeTimeout {
+		if cn.loop.since(cn.opened) > lim.HandshakeTimeout {
 			cn.end(endHeadWait)
 		}
 	case stageLine:
-		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			cn.end(endLoginWait)
 		}
 	case stageWS:
-		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
 			cn.end(endLoginWait)

@@ -27,6 +27,7 @@ type loopState struct {
 	runBytes   int                // text bytes in run
 	runCopy    []byte             // texts of run that had to be copied (see keepForRun)
 	now        time.Time          // refreshed each tick
+	start      time.Time          // when the loop was made: connections keep their times as stamps since it
 	ticks      uint64
 
 	// Shared: connections to flush, filled by Deliver on any goroutine.
@@ -47,12 +48,24 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 		epfd:       epfd,
 		conns:      make(map[*conn]struct{}),
 		backlogged: make(map[*conn]struct{}),
-		now:        time.Now(),
 	}
+	ls.now = time.Now()
+	ls.start = ls.now
 	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
 	ls.tickTask = gnet.RunnableFunc(ls.tick)
 	return ls
 }
+
+// A stamp is a moment of a loop's clock (loopState.now), as the time
+// since the loop was made: a connection keeps its deadlines' starts as
+// stamps, 8 bytes each where a time.Time takes 24.
+type stamp time.Duration
+
+// stamp is the loop's clock now, as a stamp.
+func (ls *loopState) stamp() stamp { return stamp(ls.now.Sub(ls.start)) }
+
+// since is how long ago s was, by the loop's clock.
+func (ls *loopState) since(s stamp) time.Duration { return time.Duration(ls.stamp() - s) }
 
 // schedule queues cn for a flush on this loop. Only the first connection
 // queued since the last flush wakes the loop.
