@@ -65,7 +65,7 @@ type conn struct {
 	// input. Written by any goroutine.
 	directErr atomic.Int32
 
-	line *line.Framer // stageProxy, stageLine; nil on the web port
+	line *line.Framer // stageProxy, stageLine, while not at rest (lendFramer); nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
 
 	sess  *hub.Session
@@ -116,7 +116,6 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) 
 	cn.out = cn.newOutbox(isLine)
 	if isLine {
 		cn.stage = stageProxy
-		cn.line = &line.Framer{Max: s.lim().MaxLine}
 		cn.out.SetDirect(true) // see WriteDirect; a web connection's at the upgrade
 	} else {
 		cn.stage = stageHTTP
@@ -198,6 +197,8 @@ func (cn *conn) reads() bool { return !cn.held() && cn.closing == endNone }
 
 // readLines handles every complete line in buf and returns the bytes used.
 func (cn *conn) readLines(buf []byte) int {
+	cn.lendFramer()
+	defer cn.restFramer()
 	used := 0
 	for cn.reads() {
 		ln, n, err := cn.line.Next(buf[used:])

@@ -9,6 +9,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"duet/proto/jsonproto"
+	"duet/proto/line"
 )
 
 // loopState is duet's state for one gnet event loop. Fields marked
@@ -22,6 +23,7 @@ type loopState struct {
 	// loop-only
 	conns      map[*conn]struct{}
 	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
+	framers    []*line.Framer     // spare line framers (lendFramer)
 	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
 	run        [][]byte           // messages read together, relayed as one run (see addToRun)
 	runBytes   int                // text bytes in run
