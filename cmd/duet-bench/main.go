@@ -32,7 +32,9 @@
 // /proc/PID/status read before connecting and again after the relay (or
 // after -idle's hold), divided by the connections opened. Against a server
 // that has served earlier runs, "before" already holds their leftovers, so
-// measure memory with -idle on a fresh server.
+// measure memory with -idle on a fresh server. With -away, the idle run
+// then resets every connection, so that each session is away, and reads
+// VmRSS again after the wait: the RSS per away session.
 //
 // With -pid it also reports what the server spent in the pair phase (per
 // pair formed) and in the relay phase (per message delivered): CPU time,
@@ -73,6 +75,8 @@
 //	                        connection, and its CPU, system calls and context
 //	                        switches per pair and per message
 //	-idle                   pair, hold idle for -hold (5s), measure memory; no relay
+//	-away D                 with -idle: then reset every connection (each session
+//	                        goes away: resume) and read the RSS again after D
 //	-json                   print the report as JSON
 //	-timeout T              bound on every connect and setup step, and on the
 //	                        relay going without progress (15s)
