@@ -55,8 +55,17 @@ type conn struct {
 	// while it is open. closed is set once gnet has closed it.
 	closing ending
 	closed  bool
+	// web: the connection came in on the web port, and is sent JSON in
+	// WebSocket frames once upgraded; else the line protocol. Set when
+	// it is made, never changed: any goroutine may read it (owner.go).
+	web bool
+	// directErr is the errno of a direct write that failed (WriteDirect),
+	// 0 if none: the write took the socket's pending error, which
+	// onClose would otherwise look for to tell a reset from an end of
+	// input. Written by any goroutine.
+	directErr atomic.Int32
 
-	line *line.Framer // stageProxy, stageLine; nil on the web port
+	line *line.Framer // stageProxy, stageLine, while not at rest (lendFramer); nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
 
 	sess  *hub.Session
@@ -68,7 +77,7 @@ type conn struct {
 	// opened is when the connection opened, or when its current
 	// deadline started: the upgrade for a WebSocket's login, the last
 	// answer for the next request's head (checkDeadlines).
-	opened time.Time
+	opened stamp
 }
 
 // connAddr is who a connection's client is (realaddr.go).
@@ -97,17 +106,17 @@ type flowState struct {
 	reading  bool // readInput is acting on the input (heldInputCounts)
 	draining bool // onClose is acting on the input left unread: nothing is held, waited for or told any more
 
-	heldBytes    int       // gnet's outbound buffer at the last check
-	lastProgress time.Time // when that buffer last shrank
-	lastBatch    int       // relayed messages in the last batch handed to gnet
+	heldBytes    int   // gnet's outbound buffer at the last check
+	lastProgress stamp // when that buffer last shrank
+	lastBatch    int   // relayed messages in the last batch handed to gnet
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
-	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.now}
+	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.stamp()}
 	cn.out = cn.newOutbox(isLine)
 	if isLine {
 		cn.stage = stageProxy
-		cn.line = &line.Framer{Max: s.lim().MaxLine}
+		cn.out.SetDirect(true) // see WriteDirect; a web connection's at the upgrade
 	} else {
 		cn.stage = stageHTTP
 	}
@@ -121,23 +130,10 @@ func (cn *conn) logger() *zap.Logger {
 // newOutbox makes the connection's outbound queue: events encoded for
 // the protocol of the port it came in on (the line protocol, or JSON in
 // WebSocket frames, which a web connection speaks once upgraded: no
-// event is delivered to it before), flushed on its loop.
+// event is delivered to it before), flushed on its loop (owner.go).
 func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
-	var enc outbox.Encoder = webEncoder{}
-	speaks := proto.ProtoJSON
-	if isLine {
-		enc, speaks = lineEncoder{}, proto.ProtoLine
-	}
-	return outbox.New(outbox.Config{
-		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
-		Protocol: speaks,
-		Schedule: func() { cn.loop.schedule(cn) },
-		Marks:    cn.srv.marks,
-		// The hub evicts a connection's outbox when another login takes
-		// its account over (hub.LoginReplacing), or a resume its session
-		// (hub.Resume).
-		Evicted: cn.evicted,
-	})
+	cn.web = !isLine
+	return outbox.New(cn)
 }
 
 // marks are limits.outbound_high and limits.outbound_max, as an outbox
@@ -145,35 +141,6 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 func (s *Server) marks() outbox.Marks {
 	l := s.lim()
 	return outbox.Marks{High: int64(l.OutboundHigh), Max: int64(l.OutboundMax)}
-}
-
-// drainFilter keeps one notice per user when this node shuts down: every
-// user on it gets a shutdown notice of their own (conn.shutdown), so a
-// partner on this node going for the same reason must not add "bob's
-// server is shutting down; you are free to be joined again" before it. In
-// a cluster, a partner on another node is told by that node, which is not
-// shutting down, so the notice still reaches it.
-type drainFilter struct {
-	outbox.Encoder
-	draining *atomic.Bool
-}
-
-func (f drainFilter) AppendEvent(dst []byte, ev *proto.Event) []byte {
-	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && f.draining.Load() {
-		return dst
-	}
-	return f.Encoder.AppendEvent(dst, ev)
-}
-
-// lineEncoder encodes events in the line protocol (outbox.Encoder).
-type lineEncoder struct{}
-
-func (lineEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
-	return line.AppendEvent(dst, ev)
-}
-
-func (lineEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
-	return line.AppendMessages(dst, ev.From, texts)
 }
 
 // onTraffic reads what has arrived and acts on each complete command.
@@ -230,6 +197,8 @@ func (cn *conn) reads() bool { return !cn.held() && cn.closing == endNone }
 
 // readLines handles every complete line in buf and returns the bytes used.
 func (cn *conn) readLines(buf []byte) int {
+	cn.lendFramer()
+	defer cn.restFramer()
 	used := 0
 	for cn.reads() {
 		ln, n, err := cn.line.Next(buf[used:])
@@ -510,9 +479,9 @@ func (cn *conn) settle(held int) {
 	if held > 0 {
 		if _, ok := cn.loop.backlogged[cn]; !ok {
 			cn.loop.backlogged[cn] = struct{}{}
-			f.lastProgress = cn.loop.now
+			f.lastProgress = cn.loop.stamp()
 		} else if held < f.heldBytes {
-			f.lastProgress = cn.loop.now
+			f.lastProgress = cn.loop.stamp()
 		}
 	} else {
 		delete(cn.loop.backlogged, cn)
@@ -542,7 +511,7 @@ func (cn *conn) checkBacklog() {
 	if _, still := cn.loop.backlogged[cn]; !still {
 		return
 	}
-	if cn.out.Overflowing() || cn.loop.now.Sub(cn.flow.lastProgress) > lim.SlowTimeout {
+	if cn.out.Overflowing() || cn.loop.since(cn.flow.lastProgress) > lim.SlowTimeout {
 		if cn.closing == endNone {
 			cn.srv.metrics.SlowCut()
 			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
@@ -560,17 +529,17 @@ func (cn *conn) checkDeadlines() {
 	now := cn.loop.now
 	switch cn.stage {
 	case stageProxy:
-		cn.checkPreamble(now)
+		cn.checkPreamble()
 	case stageHTTP:
-		if now.Sub(cn.opened) > lim.HandshakeTimeout {
+		if cn.loop.since(cn.opened) > lim.HandshakeTimeout {
 			cn.end(endHeadWait)
 		}
 	case stageLine:
-		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			cn.end(endLoginWait)
 		}
 	case stageWS:
-		if cn.sess == nil && now.Sub(cn.opened) > lim.LoginTimeout {
+		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
 			cn.end(endLoginWait)
@@ -621,7 +590,11 @@ func (cn *conn) onClose(err error) {
 		lost += cn.flow.lastBatch
 	}
 	if cn.closing == endNone {
-		cn.closing = wentAway(cn.stage, err, socketError(cn.c.Fd()))
+		sockErr := socketError(cn.c.Fd())
+		if e := cn.directErr.Load(); sockErr == nil && e != 0 {
+			sockErr = syscall.Errno(e)
+		}
+		cn.closing = wentAway(cn.stage, err, sockErr)
 	}
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())

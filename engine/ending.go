@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"duet/proto"
+	"duet/proto/line"
 	"duet/proto/wsframe"
 	"duet/web"
 )
@@ -193,20 +194,18 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		}
 		return append(dst, web.ErrorResponse(status, text, d.header)...)
 	}
-	var enc interface {
-		AppendEvent([]byte, *proto.Event) []byte
-	} = lineEncoder{}
+	enc := line.AppendEvent
 	if st == stageWS {
-		enc = webEncoder{}
+		enc = webEncoder{}.AppendEvent
 	}
 	if info.err != nil {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
+		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
 	}
 	if info.notice != "" {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
+		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
 	}
 	if info.last != 0 {
-		dst = enc.AppendEvent(dst, &proto.Event{Kind: info.last})
+		dst = enc(dst, &proto.Event{Kind: info.last})
 	}
 	if st == stageWS {
 		code, text := info.wsCode, info.wsText
@@ -284,6 +283,9 @@ func (cn *conn) endAs(e ending, d endDetail) {
 		return
 	}
 	cn.closing = e
+	// From here the loop writes the connection's last bytes itself: no
+	// delivery may be written after its goodbye.
+	cn.out.SetDirect(false)
 	if info.refusal {
 		cn.srv.metrics.Rejected(info.label)
 	} else if info.err != nil && cn.stage != stageHTTP {

@@ -1,9 +1,47 @@
 package engine
 
+import "duet/proto/line"
+
 // The line port's answers to what is not a line of the protocol: telnet
 // commands, which the codec answers (proto/line/telnet.go), and HTTP
 // requests, which a web page can make to any port and which the codec
 // recognizes.
+
+// A line connection needs a framer only while it holds part of a line or
+// a telnet session; between reads most hold neither (a client sends
+// whole lines), and an idle connection would otherwise keep 80 bytes for
+// nothing. A connection takes its loop's spare framer, or a new one, for
+// each read (lendFramer), and gives it back when the read leaves it at
+// rest (restFramer); one that holds something keeps it. So a loop has a
+// spare or two, and each idle connection none.
+
+// lendFramer gives the connection a framer for a read, if it has none.
+// Its Max is limits.max_line as it is now.
+func (cn *conn) lendFramer() {
+	if cn.line != nil {
+		return
+	}
+	ls := cn.loop
+	if n := len(ls.framers); n > 0 {
+		cn.line = ls.framers[n-1]
+		ls.framers[n-1] = nil
+		ls.framers = ls.framers[:n-1]
+	} else {
+		cn.line = new(line.Framer)
+	}
+	cn.line.Max = cn.srv.lim().MaxLine
+}
+
+// restFramer gives the connection's framer back to its loop once a read
+// leaves it at rest.
+func (cn *conn) restFramer() {
+	if cn.line == nil || !cn.line.AtRest() {
+		return
+	}
+	*cn.line = line.Framer{}
+	cn.loop.framers = append(cn.loop.framers, cn.line)
+	cn.line = nil
+}
 
 // answerTelnet sends the telnet answers the framer owes the client, as
 // they are: after the answers to everything the client sent before the

@@ -9,6 +9,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"duet/proto/jsonproto"
+	"duet/proto/line"
 )
 
 // loopState is duet's state for one gnet event loop. Fields marked
@@ -22,11 +23,13 @@ type loopState struct {
 	// loop-only
 	conns      map[*conn]struct{}
 	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
+	framers    []*line.Framer     // spare line framers (lendFramer)
 	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
 	run        [][]byte           // messages read together, relayed as one run (see addToRun)
 	runBytes   int                // text bytes in run
 	runCopy    []byte             // texts of run that had to be copied (see keepForRun)
 	now        time.Time          // refreshed each tick
+	start      time.Time          // when the loop was made: connections keep their times as stamps since it
 	ticks      uint64
 
 	// Shared: connections to flush, filled by Deliver on any goroutine.
@@ -47,12 +50,24 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 		epfd:       epfd,
 		conns:      make(map[*conn]struct{}),
 		backlogged: make(map[*conn]struct{}),
-		now:        time.Now(),
 	}
+	ls.now = time.Now()
+	ls.start = ls.now
 	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
 	ls.tickTask = gnet.RunnableFunc(ls.tick)
 	return ls
 }
+
+// A stamp is a moment of a loop's clock (loopState.now), as the time
+// since the loop was made: a connection keeps its deadlines' starts as
+// stamps, 8 bytes each where a time.Time takes 24.
+type stamp time.Duration
+
+// stamp is the loop's clock now, as a stamp.
+func (ls *loopState) stamp() stamp { return stamp(ls.now.Sub(ls.start)) }
+
+// since is how long ago s was, by the loop's clock.
+func (ls *loopState) since(s stamp) time.Duration { return time.Duration(ls.stamp() - s) }
 
 // schedule queues cn for a flush on this loop. Only the first connection
 // queued since the last flush wakes the loop.

@@ -132,12 +132,12 @@ func (cn *conn) refuse(e ending) {
 // checkPreamble enforces limits.handshake_timeout on a proxy's
 // connection still waiting for its PROXY header, and the login timeout on
 // a user's connection that has not sent a whole line yet.
-func (cn *conn) checkPreamble(now time.Time) {
+func (cn *conn) checkPreamble() {
 	lim := cn.srv.lim()
 	switch {
-	case cn.addr.fromProxy && now.Sub(cn.opened) > lim.HandshakeTimeout:
+	case cn.addr.fromProxy && cn.loop.since(cn.opened) > lim.HandshakeTimeout:
 		cn.refuse(endBadProxy)
-	case !cn.addr.fromProxy && now.Sub(cn.opened) > lim.LoginTimeout:
+	case !cn.addr.fromProxy && cn.loop.since(cn.opened) > lim.LoginTimeout:
 		cn.end(endLoginWait)
 	}
 }

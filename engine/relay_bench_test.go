@@ -14,7 +14,6 @@ import (
 	"duet/config"
 	"duet/engine/hub"
 	"duet/engine/outbox"
-	"duet/proto/line"
 	"duet/proto/wsframe"
 )
 
@@ -52,8 +51,6 @@ func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *co
 		cn.out = cn.newOutbox(st == stageLine)
 		if st == stageWS {
 			cn.ws = &wsState{r: wsframe.Reader{MaxMessage: srv.lim().MaxFrame}}
-		} else {
-			cn.line = &line.Framer{Max: srv.lim().MaxLine}
 		}
 		s, perr := srv.hub.Login([]byte(name), cn.out)
 		if perr != nil {

@@ -84,8 +84,11 @@ type Server struct {
 	done    chan error
 
 	draining atomic.Bool
-	nextID   atomic.Uint64
-	conns    atomic.Int64
+	// hello is the line port's greeting, made once: gnet writes it, or
+	// copies what the socket does not take, and keeps no reference.
+	hello  []byte
+	nextID atomic.Uint64
+	conns  atomic.Int64
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -121,6 +124,7 @@ func New(opts Options) (*Server, error) {
 	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
 		return nil, err
 	}
+	s.hello = s.lineHello()
 	s.SetTakeover(opts.Auth.Takeover)
 	s.resume.Store(&opts.Resume)
 	s.SetLimits(opts.Limits)
@@ -461,28 +465,20 @@ func boundAddr(eng gnet.Engine, listen string) (net.Addr, error) {
 	return nil, fmt.Errorf("unexpected socket address %T", sa)
 }
 
-// localPort is the port a connection arrived on. gnet reports the
-// listener's configured address as LocalAddr, which says port 0 when the
-// port was chosen by the kernel, so ask the socket itself.
-func localPort(c gnet.Conn) int {
-	sa, err := unix.Getsockname(c.Fd())
-	if err != nil {
-		return portOf(c.LocalAddr())
+// onListener reports whether a connection whose LocalAddr is local came
+// in on the listener bound at bound. gnet sets a connection's LocalAddr
+// to its listener's address as configured, which Start made concrete
+// (probeListen), so no system call is needed to ask the socket. The port
+// tells duet's two listeners apart, unless both use one port on two
+// addresses; then the address does (a wildcard one could not share the
+// port with another).
+func onListener(local, bound net.Addr) bool {
+	l, ok := local.(*net.TCPAddr)
+	b, ok2 := bound.(*net.TCPAddr)
+	if !ok || !ok2 || l.Port != b.Port {
+		return false
 	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return a.Port
-	case *unix.SockaddrInet6:
-		return a.Port
-	}
-	return -1
-}
-
-func portOf(a net.Addr) int {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.Port
-	}
-	return -1
+	return l.IP == nil || l.IP.IsUnspecified() || b.IP.IsUnspecified() || l.IP.Equal(b.IP)
 }
 
 // logRefusal logs a refused connection, sampled: a flood of them costs
@@ -505,7 +501,7 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // OnOpen admits a connection, or refuses it with one line (or an HTTP
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	isLine := s.tcpAddr != nil && localPort(c) == portOf(s.tcpAddr)
+	isLine := s.tcpAddr != nil && onListener(c.LocalAddr(), s.tcpAddr)
 	ip := remoteIP(c.RemoteAddr())
 	refuse := func(e ending) ([]byte, gnet.Action) {
 		label := endings[e].label
@@ -546,7 +542,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s.metrics.ConnOpened(cn.protocol())
 	cn.logOpened()
 	if isLine && !fromProxy {
-		return s.lineHello(), gnet.None
+		return s.hello, gnet.None
 	}
 	return nil, gnet.None
 }

@@ -74,10 +74,11 @@ func (cn *conn) readRequest(buf []byte) int {
 		}
 		cn.out.DeliverRaw(resp)
 		cn.stage = stageWS
+		cn.out.SetDirect(true) // see WriteDirect
 		cn.srv.metrics.ConnClosed(protoHTTP)
 		cn.srv.metrics.ConnOpened(protoWS)
 		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
-		cn.opened = cn.loop.now
+		cn.opened = cn.loop.stamp()
 		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
 		return end
 	}
@@ -102,7 +103,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		cn.end(endServed)
 		return len(buf)
 	}
-	cn.opened = cn.loop.now // the next request gets its own deadline
+	cn.opened = cn.loop.stamp() // the next request gets its own deadline
 	// A client that pipelines requests without reading the responses is
 	// held like any slow reader, so each request read cannot grow the
 	// queue by a whole page.

@@ -114,9 +114,11 @@ done
 # before the run is not inflated by the relay runs above; it is listed
 # as round 0, made once. The run also reads the kernel's socket slab
 # caches (as root; otherwise the report says they were not measured).
+# Then every connection is reset, which sends its session away (resume),
+# and the RSS is read again: the RSS per away session.
 kill "$duetd_pid"; wait "$duetd_pid" 2>/dev/null || true
 start_duetd
-run 0 duetd idle tuned -idle -proto tcp -tcp 127.0.0.1:17070 -pairs "$idle_pairs" -hold 3s \
+run 0 duetd idle tuned -idle -proto tcp -tcp 127.0.0.1:17070 -pairs "$idle_pairs" -hold 3s -away 5s \
   -pid "$duetd_pid" -sources 127.0.0.1,127.0.0.2,127.0.0.3
 
 # Allocations per relayed message come from the relay micro-benchmarks,

@@ -32,7 +32,9 @@
 // /proc/PID/status read before connecting and again after the relay (or
 // after -idle's hold), divided by the connections opened. Against a server
 // that has served earlier runs, "before" already holds their leftovers, so
-// measure memory with -idle on a fresh server.
+// measure memory with -idle on a fresh server. With -away, the idle run
+// then resets every connection, so that each session is away, and reads
+// VmRSS again after the wait: the RSS per away session.
 //
 // With -pid it also reports what the server spent in the pair phase (per
 // pair formed) and in the relay phase (per message delivered): CPU time,
@@ -73,6 +75,8 @@
 //	                        connection, and its CPU, system calls and context
 //	                        switches per pair and per message
 //	-idle                   pair, hold idle for -hold (5s), measure memory; no relay
+//	-away D                 with -idle: then reset every connection (each session
+//	                        goes away: resume) and read the RSS again after D
 //	-json                   print the report as JSON
 //	-timeout T              bound on every connect and setup step, and on the
 //	                        relay going without progress (15s)
@@ -205,6 +209,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.IntVar(&cfg.PID, "pid", 0, "server `pid`, to report its RSS per connection and its CPU and system calls per pair and per message")
 	fs.BoolVar(&cfg.Idle, "idle", false, "pair, hold idle for -hold and measure memory; no messages")
 	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "how long -idle holds the pairs")
+	fs.DurationVar(&cfg.Away, "away", 0, "with -idle: then reset every connection, so that its session is away, and read the server's RSS again after this long")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each setup step and on the relay going without progress")
 	fs.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "connections or pairs set up at once")

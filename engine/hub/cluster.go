@@ -142,11 +142,10 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 	if local == nil {
 		return false
 	}
-	ev := &r.scratch
-	ev.From = rr.stub.name
-	r.one[0] = text
-	n, full := local.deliverMessages(ev, r.one[:])
-	r.one[0], ev.Text, ev.Seq = nil, nil, 0
+	rl := getRelay(rr.stub.name)
+	defer putRelay(rl)
+	rl.one[0] = text
+	n, full := local.deliverMessages(&rl.ev, rl.one[:])
 	if n == 0 {
 		rr.stub.out.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 		return true

@@ -65,8 +65,11 @@ type localDirectory struct {
 type localRecord struct {
 	name  string
 	token proto.Token
-	peer  string // the partner's folded name; "" when not paired
-	pair  uint64
+	// pair is the pairing the user is in, 0 when not paired (pairings
+	// are numbered from 1). The partner is not kept, since nothing asks
+	// for it: every user has a record, so each field costs as much per
+	// connection.
+	pair uint64
 }
 
 // localNode is the NodeID of a hub on its own.
@@ -130,7 +133,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if !ok {
 		return Claim{}, proto.ErrUnavailable
 	}
-	if asker.peer != "" {
+	if asker.pair != 0 {
 		return Claim{}, proto.ErrAlreadyPaired
 	}
 	hk, ok := d.tokens[token]
@@ -144,12 +147,12 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if !ok {
 		return Claim{}, proto.ErrUnknownToken
 	}
-	if holder.peer != "" {
+	if holder.pair != 0 {
 		return Claim{}, proto.ErrRoomFull
 	}
 	d.pairs++
-	asker.peer, asker.pair = hk, d.pairs
-	holder.peer, holder.pair = key, d.pairs
+	asker.pair = d.pairs
+	holder.pair = d.pairs
 	d.users[key], d.users[hk] = asker, holder
 	return Claim{PeerKey: hk, PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
 }
@@ -158,7 +161,7 @@ func (d *localDirectory) Release(key string, pairID uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if u, ok := d.users[key]; ok && u.pair == pairID {
-		u.peer, u.pair = "", 0
+		u.pair = 0
 		d.users[key] = u
 	}
 }

@@ -42,6 +42,21 @@ import (
 	"duet/proto"
 )
 
+// events recycles the events the hub hands to an Outbox (deliver): one
+// made per login, pairing or parting and passed through the interface
+// would escape to the heap, to be collected soon after, since Deliver
+// keeps none.
+var events = sync.Pool{New: func() any { return new(proto.Event) }}
+
+// deliver hands ev to out in a pooled Event.
+func deliver(out Outbox, ev proto.Event) {
+	p := events.Get().(*proto.Event)
+	*p = ev
+	out.Deliver(p)
+	*p = proto.Event{}
+	events.Put(p)
+}
+
 // Outbox is how the hub reaches one session's connection.
 type Outbox interface {
 	// Deliver hands ev to the connection. It must not block, and must not
@@ -212,8 +227,8 @@ type Hub struct {
 	tokens map[proto.Token]*Session
 	rooms  int // rooms open now
 	// keys holds the sessions that can be resumed, by the SHA-256 of
-	// their resume key: the keys themselves are never kept.
-	keys map[[sha256.Size]byte]*Session
+	// their resume key (keyIndexOf): the keys themselves are never kept.
+	keys map[keyIndex]*Session
 	// The sessions away now, in the order they went away (away.prev
 	// and away.next link them).
 	awayOldest, awayNewest *Session
@@ -257,7 +272,7 @@ func New(opts Options) *Hub {
 	h := &Hub{
 		names:     make(map[string]*Session),
 		tokens:    make(map[proto.Token]*Session),
-		keys:      make(map[[sha256.Size]byte]*Session),
+		keys:      make(map[keyIndex]*Session),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
@@ -409,24 +424,41 @@ type room struct {
 	// it says nothing of how many pairings there were, and 0 for a
 	// pairing across nodes, whose two rooms could not agree on one.
 	id uint64
-
-	// scratch carries each run of messages to the receiver's Outbox, and
-	// one holds the text of a message from another node. They are used
-	// only under mu, so the room's two sides share them: reusing them
-	// keeps the relay path free of allocations (an Event passed through
-	// an interface would otherwise escape to the heap), and a session
-	// that is not paired pays nothing for them.
-	scratch proto.Event
-	one     [1][]byte
 }
 
 // newRoom opens a room for a pairing.
 func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
-	r := &room{a: a, b: b, open: true, pairID: pairID, stub: stub, scratch: proto.Event{Kind: proto.EvMessage}}
+	r := &room{a: a, b: b, open: true, pairID: pairID, stub: stub}
 	for r.id == 0 && stub == nil {
 		r.id = rand.Uint64()
 	}
 	return r
+}
+
+// A relay carries a run of messages to the reader's Outbox: the message
+// event, and room for the text of a message from another node. Reusing
+// them keeps the relay path free of allocations (an Event passed through
+// an interface would otherwise escape to the heap). They come from a
+// pool rather than from the room, which an idle pair then holds without
+// them: 48 bytes a room instead of 288.
+type relay struct {
+	ev  proto.Event
+	one [1][]byte
+}
+
+var relays = sync.Pool{New: func() any { return &relay{ev: proto.Event{Kind: proto.EvMessage}} }}
+
+// getRelay returns a relay whose event is a message from from.
+func getRelay(from string) *relay {
+	rl := relays.Get().(*relay)
+	rl.ev.From = from
+	return rl
+}
+
+// putRelay returns rl to the pool, pinning none of what it carried.
+func putRelay(rl *relay) {
+	rl.ev.Kind, rl.ev.From, rl.ev.Text, rl.ev.Seq, rl.one[0] = proto.EvMessage, "", nil, 0, nil
+	relays.Put(rl)
 }
 
 // peer is other under the room's lock.
@@ -502,7 +534,7 @@ func (h *Hub) enterLocked(s *Session) {
 	h.names[s.key] = s
 	h.tokens[s.token] = s
 	if s.resumable {
-		h.keys[s.keyHash] = s
+		h.keys[keyIndexOf(s.keyHash)] = s
 	}
 }
 
@@ -516,7 +548,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 		delete(h.names, s.key)
 		delete(h.tokens, s.token)
 		if s.resumable {
-			delete(h.keys, s.keyHash)
+			delete(h.keys, keyIndexOf(s.keyHash))
 		}
 		return err
 	}
@@ -524,7 +556,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	if s.resumable {
 		ev.ResumeKey, ev.Window = rk.String(), h.window()
 	}
-	s.out.Deliver(&ev)
+	deliver(s.out, ev)
 	return nil
 }
 
@@ -605,8 +637,8 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	h.pairings.Add(1)
 	// Tell the token's holder first: by the time the asker hears it is
 	// paired and starts talking, the holder already knows who it is.
-	target.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
-	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true, PeerProto: target.client, PairID: r.id})
+	deliver(target.out, proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
+	deliver(s.out, proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true, PeerProto: target.client, PairID: r.id})
 	h.tellAwayLocked(target, s.out)
 	return false, nil
 }
@@ -637,16 +669,15 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 	if r == nil {
 		return nil, 0, proto.ErrNotPaired
 	}
+	rl := getRelay(s.name)
+	defer putRelay(rl)
 	r.mu.Lock()
 	peer := r.other(s)
 	if peer == nil {
 		r.mu.Unlock()
 		return nil, 0, proto.ErrNotPaired
 	}
-	ev := &r.scratch
-	ev.From = s.name
-	delivered, full := peer.deliverMessages(ev, texts[:n])
-	ev.Text, ev.Seq = nil, 0 // do not pin the caller's buffer
+	delivered, full := peer.deliverMessages(&rl.ev, texts[:n])
 	if delivered < n {
 		size = 0
 		for _, text := range texts[:delivered] {
@@ -719,6 +750,8 @@ func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 	if r == nil {
 		return nil, proto.ErrNotPaired
 	}
+	rl := getRelay(s.name)
+	defer putRelay(rl)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	peer := r.other(s)
@@ -728,11 +761,9 @@ func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 	if peer.client != proto.ProtoJSON {
 		return nil, proto.ErrPeerCannotDecrypt
 	}
-	ev := &r.scratch
-	ev.Kind, ev.From = proto.EvSealed, s.name
-	r.one[0] = data
-	n, full := peer.deliverMessages(ev, r.one[:])
-	r.one[0], ev.Kind, ev.Text, ev.Seq = nil, proto.EvMessage, nil, 0
+	rl.ev.Kind = proto.EvSealed
+	rl.one[0] = data
+	n, full := peer.deliverMessages(&rl.ev, rl.one[:])
 	if n == 0 {
 		return nil, full
 	}
@@ -779,7 +810,7 @@ func (s *Session) Leave() *proto.Error {
 		h.unpairLocked(s, proto.ReasonLeft, 0)
 	}
 	// Left even if the partner went first meanwhile: the user asked.
-	s.out.Deliver(&proto.Event{Kind: proto.EvLeft, Peer: peer.name})
+	deliver(s.out, proto.Event{Kind: proto.EvLeft, Peer: peer.name})
 	return nil
 }
 
@@ -803,12 +834,11 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	r.mu.Lock()
 	peer := r.other(s)
 	r.open = false
-	r.scratch = proto.Event{} // do not pin the names of a closed room
 	if peer != nil {
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
-		peer.out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		deliver(peer.out, proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
 		peer.room.Store(nil)
 	}
 	s.room.Store(nil)
@@ -825,7 +855,7 @@ func (s *Session) Who() {
 	h := s.hub
 	h.mu.Lock()
 	ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
-	s.out.Deliver(&ev)
+	deliver(s.out, ev)
 	h.mu.Unlock()
 }
 
@@ -876,7 +906,7 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 	}
 	delete(h.tokens, old)
 	s.token = fresh
-	s.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	deliver(s.out, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	return true
 }
 
@@ -939,7 +969,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	delete(h.names, s.key)
 	delete(h.tokens, s.token)
 	if s.resumable {
-		delete(h.keys, s.keyHash)
+		delete(h.keys, keyIndexOf(s.keyHash))
 	}
 	// Its counts move to the hub's as it leaves names, so Stats never
 	// sees them go down.

@@ -3,12 +3,14 @@
 // writes from.
 //
 // It knows nothing of sockets, event loops or the connection that owns
-// it. An Outbox is built from what it needs: an Encoder that turns events
-// into the connection's protocol, a schedule function that asks the
-// owning loop to flush, and the Marks that bound how far its reader may
-// fall behind. Deliveries between two flushes are encoded into one
-// buffer and cost one call of schedule, which is what lets a busy relay
-// batch its writes.
+// it. An Outbox is built from what it needs: an Owner that encodes
+// events in the connection's protocol, flushes, bounds how far its
+// reader may fall behind and may take bytes straight to its socket.
+// Deliveries between two flushes are encoded into one buffer and cost
+// one call of Owner.Schedule, which is what lets a busy relay batch its
+// writes; a delivery that finds the reader idle may instead be written
+// at once by the delivering goroutine (Owner.WriteDirect), so that the
+// reader's event loop is not woken for it.
 //
 // The queue hands bytes to its owner only while the owner's socket has
 // taken everything before (Take), so everything still waiting is here,
@@ -18,9 +20,9 @@
 // Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait and
 // Evict may be called from any goroutine, with hub locks held; none of
 // them calls back into the hub, and none blocks beyond the Outbox's own
-// lock. The other methods belong to the owner and are called on its
-// event loop, one at a time. Waiters are woken with no lock of the
-// Outbox held.
+// lock and, for a direct write, one non-blocking write to the socket.
+// The other methods belong to the owner and are called on its event
+// loop, one at a time. Waiters are woken with no lock of the Outbox held.
 package outbox
 
 import (
@@ -52,47 +54,69 @@ type Marks struct {
 // Low is the backlog at which held-back senders are woken.
 func (m Marks) Low() int64 { return m.High / 2 }
 
-// Config is what an Outbox is built from.
-type Config struct {
-	Encoder Encoder
+// An Owner is the connection an Outbox belongs to, as the Outbox sees
+// it: it encodes events in its protocol, and flushes. Its methods are
+// called from any goroutine and must not block.
+type Owner interface {
+	Encoder
 	// Protocol is the protocol the connection speaks, which the hub
 	// tells the session's partner (hub.Speaker).
-	Protocol proto.Protocol
+	Protocol() proto.Protocol
 	// Schedule asks the owner's loop to flush (Take, write, Settle). It
-	// is called from any goroutine, at most once between two Takes, with
-	// no lock of the Outbox held, and must not block.
-	Schedule func()
-	// Marks returns the current marks; they may change at any time
-	// (a configuration reload).
-	Marks func() Marks
+	// is called at most once between two Takes, with no lock of the
+	// Outbox held.
+	Schedule()
+	// Marks returns the current marks; they may change at any time (a
+	// configuration reload).
+	Marks() Marks
 	// Evicted is called when the hub takes the session from this
 	// connection while the connection is open (see hub.Queue.Evict),
-	// with why: the owner tells its user and closes. Any goroutine; it
-	// must not block. nil ignores it.
-	Evicted func(why hub.Eviction)
+	// with why: the owner tells its user and closes.
+	Evicted(why hub.Eviction)
+	// WriteDirect writes b to the owner's socket at once, from the
+	// delivering goroutine, and returns how many bytes the socket took
+	// (0 when it took none or failed: the owner's own flush then meets
+	// the failure). ok is false when the owner would rather flush itself
+	// (its loop is about to anyway): nothing was written. It is called
+	// under the Outbox's lock, only while direct writes are on
+	// (SetDirect) and nothing is queued, being written or held for the
+	// socket (see the package comment), so the bytes cannot overtake any.
+	WriteDirect(b []byte) (n int, ok bool)
 }
 
 // Outbox is one connection's outbound queue. Make one with New.
+//
+// An idle connection holds one, so it is kept to 64 bytes: the encoder
+// is the owner's, counts are 32 bits (a queue is bounded by
+// limits.outbound_max), and the rarely used list of waiters sits behind
+// a pointer.
 type Outbox struct {
-	cfg Config
+	owner Owner
 
 	// backlog is the bytes waiting for this reader: queued here plus
 	// what the owner's socket held at the last Settle. Senders read it,
 	// without the lock, to decide whether to wait.
 	backlog atomic.Int64
 
+	mu      sync.Mutex
+	buf     *[]byte // encoded, not yet taken; nil when empty
+	msgs    int32   // relayed messages in buf
+	directs uint32  // direct writes made (DirectWrites)
+	// scheduled: Schedule was called and no Take has run since.
+	// direct: the owner lets deliveries write to its socket (SetDirect).
+	// idle: the socket holds nothing of ours and no taken buffer is
+	// being written: the last Settle found the socket empty, and no Take
+	// has handed out bytes since.
+	scheduled, closed, direct, idle bool
+
 	// inline is set while the owner's loop is acting on the connection's
 	// own input and will flush before it returns: replies to the
 	// connection's own commands (welcome, errors, status) then need no
-	// call of Schedule, which halves the system calls of a login.
+	// call of Schedule, which halves the system calls of a login. It is
+	// here, beside the flags, so that it takes no word of its own.
 	inline atomic.Bool
 
-	mu        sync.Mutex
-	buf       *[]byte // encoded, not yet taken; nil when empty
-	msgs      int     // relayed messages in buf
-	scheduled bool    // Schedule was called and no Take has run since
-	closed    bool
-	waiters   []hub.Waiter // senders held back until this reader catches up
+	waiters *[]hub.Waiter // senders held back until this reader catches up; nil when none
 }
 
 var (
@@ -101,15 +125,14 @@ var (
 )
 
 // Protocol implements hub.Speaker.
-func (o *Outbox) Protocol() proto.Protocol { return o.cfg.Protocol }
+func (o *Outbox) Protocol() proto.Protocol { return o.owner.Protocol() }
 
-// New returns an empty, open Outbox. Encoder, Schedule and Marks are
-// required.
-func New(cfg Config) *Outbox {
-	if cfg.Encoder == nil || cfg.Schedule == nil || cfg.Marks == nil {
-		panic("outbox: New without an Encoder, a Schedule or Marks")
+// New returns an empty, open Outbox for owner, with direct writes off.
+func New(owner Owner) *Outbox {
+	if owner == nil {
+		panic("outbox: New without an Owner")
 	}
-	return &Outbox{cfg: cfg}
+	return &Outbox{owner: owner}
 }
 
 // bufPool recycles queue buffers, so an idle connection holds none and a
@@ -143,45 +166,99 @@ func (o *Outbox) lockOpen() bool {
 	return true
 }
 
-// Deliver implements hub.Outbox: it encodes ev into the queue and asks
-// the owner to flush. After Close it does nothing.
+// Deliver implements hub.Outbox: it encodes ev into the queue and sends
+// it on (send). After Close it does nothing.
 func (o *Outbox) Deliver(ev *proto.Event) {
 	if !o.lockOpen() {
 		return
 	}
 	before := len(*o.buf)
-	*o.buf = o.cfg.Encoder.AppendEvent(*o.buf, ev)
+	*o.buf = o.owner.AppendEvent(*o.buf, ev)
 	if ev.Kind == proto.EvMessage || ev.Kind == proto.EvSealed {
 		// A sealed frame is relayed as a message is, and counts as one
 		// among those never sent when the reader is cut off.
 		o.msgs++
 	}
 	o.backlog.Add(int64(len(*o.buf) - before))
-	o.scheduleLocked()
+	o.sendLocked()
 }
 
 // DeliverMessages implements hub.BatchOutbox: a run of messages from one
-// sender, encoded under one lock and flushed with at most one Schedule.
+// sender, encoded under one lock and sent on at once (send).
 func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 	if !o.lockOpen() {
 		return
 	}
 	before := len(*o.buf)
-	*o.buf = o.cfg.Encoder.AppendMessages(*o.buf, ev, texts)
-	o.msgs += len(texts)
+	*o.buf = o.owner.AppendMessages(*o.buf, ev, texts)
+	o.msgs += int32(len(texts))
 	o.backlog.Add(int64(len(*o.buf) - before))
-	o.scheduleLocked()
+	o.sendLocked()
 }
 
 // DeliverRaw queues bytes already in wire form (HTTP responses,
 // WebSocket control frames). They count in the backlog but not as
-// messages. The owner calls it, on its loop.
+// messages. The owner calls it, on its loop, and flushes: they are never
+// written directly.
 func (o *Outbox) DeliverRaw(b []byte) {
 	if !o.lockOpen() {
 		return
 	}
 	*o.buf = append(*o.buf, b...)
 	o.backlog.Add(int64(len(b)))
+	o.scheduleLocked()
+}
+
+// sendLocked sends on what a delivery queued, and unlocks o.mu.
+//
+// A flush already coming (scheduled, or the owner acting inline) takes
+// it. Otherwise, when the owner allows it and its socket is idle, the
+// bytes are written to the socket from here: the owner's loop, which may
+// be another and asleep, is neither woken nor scheduled. That saves an
+// eventfd write, the other loop's wake-up and a turn of it per delivery
+// that finds its reader idle, which is what a paced client's messages
+// mostly do. Whatever the socket does not take stays queued, in order,
+// and the owner is asked to flush as before; the socket is then not idle
+// until the owner's next Settle finds it empty.
+//
+// Order: every byte for this connection passes through buf, and leaves
+// it either here or by Take, both under o.mu. A direct write is made
+// only when buf held nothing before this delivery (nothing was
+// scheduled), no taken buffer is still being written (Take clears idle;
+// Settle, after the write, sets it), and the owner's socket held nothing
+// at that Settle, so there is nothing it could overtake; and it holds
+// o.mu throughout, so no Take or other delivery can come between.
+func (o *Outbox) sendLocked() {
+	if len(*o.buf) == 0 { // the encoder left the event out
+		Release(o.buf)
+		o.buf = nil
+		o.mu.Unlock()
+		return
+	}
+	if o.scheduled || o.inline.Load() || !o.direct || !o.idle {
+		o.scheduleLocked()
+		return
+	}
+	n, ok := o.owner.WriteDirect(*o.buf)
+	if !ok {
+		o.scheduleLocked()
+		return
+	}
+	o.directs++
+	o.backlog.Add(-int64(n))
+	if n == len(*o.buf) {
+		Release(o.buf)
+		o.buf, o.msgs = nil, 0
+		wake := o.wakeLocked()
+		o.mu.Unlock()
+		wakeAll(wake)
+		return
+	}
+	// The socket is full (or failed): keep the rest, in order, for the
+	// owner, whose flush hands it to the socket's own buffering.
+	rest := copy(*o.buf, (*o.buf)[n:])
+	*o.buf = (*o.buf)[:rest]
+	o.idle = false
 	o.scheduleLocked()
 }
 
@@ -196,7 +273,7 @@ func (o *Outbox) scheduleLocked() {
 	}
 	o.mu.Unlock()
 	if need {
-		o.cfg.Schedule()
+		o.owner.Schedule()
 	}
 }
 
@@ -205,20 +282,43 @@ func (o *Outbox) scheduleLocked() {
 // is on, deliveries do not call Schedule.
 func (o *Outbox) SetInline(on bool) { o.inline.Store(on) }
 
+// SetDirect turns direct writes (Owner.WriteDirect) on or off. Once it
+// returns off, no direct write is in progress or will start: the owner
+// turns them off before it writes its last bytes (a goodbye) itself.
+func (o *Outbox) SetDirect(on bool) {
+	o.mu.Lock()
+	o.direct = on
+	o.mu.Unlock()
+}
+
+// DirectWrites reports how many deliveries were written directly
+// (WriteDirect took at least part of them, or failed), modulo 2^32.
+func (o *Outbox) DirectWrites() uint32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.directs
+}
+
 // Take removes the queued bytes for writing, with the number of relayed
 // messages among them, unless the owner's socket still holds output
 // (held > 0): then the socket is full and they stay here. The buffer
 // belongs to the caller until it hands it to Release; the Outbox starts
-// a new one for what comes next.
+// a new one for what comes next. The owner calls Settle once it has
+// written them.
 func (o *Outbox) Take(held int) (b *[]byte, msgs int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.scheduled = false
-	if o.buf == nil || held > 0 {
+	if held > 0 {
+		o.idle = false
 		return nil, 0
 	}
-	b, msgs = o.buf, o.msgs
+	if o.buf == nil {
+		return nil, 0
+	}
+	b, msgs = o.buf, int(o.msgs)
 	o.buf, o.msgs = nil, 0
+	o.idle = false // until Settle: the owner is writing b
 	return b, msgs
 }
 
@@ -236,12 +336,23 @@ func (o *Outbox) Settle(held int) {
 		n += int64(len(*o.buf))
 	}
 	o.backlog.Store(n)
-	var wake []hub.Waiter
-	if n <= o.cfg.Marks().Low() {
-		wake, o.waiters = o.waiters, nil
-	}
+	o.idle = held == 0
+	wake := o.wakeLocked()
 	o.mu.Unlock()
-	for _, w := range wake {
+	wakeAll(wake)
+}
+
+// wakeLocked returns the waiters to wake once the backlog is down to the
+// low mark, and forgets them.
+func (o *Outbox) wakeLocked() (wake []hub.Waiter) {
+	if o.waiters != nil && o.backlog.Load() <= o.owner.Marks().Low() {
+		wake, o.waiters = *o.waiters, nil
+	}
+	return wake
+}
+
+func wakeAll(ws []hub.Waiter) {
+	for _, w := range ws {
 		w.Wake()
 	}
 }
@@ -251,7 +362,7 @@ func (o *Outbox) Settle(held int) {
 func (o *Outbox) Backlog() int64 { return o.backlog.Load() }
 
 // Overflowing reports whether the backlog is past the max mark.
-func (o *Outbox) Overflowing() bool { return o.backlog.Load() > o.cfg.Marks().Max }
+func (o *Outbox) Overflowing() bool { return o.backlog.Load() > o.owner.Marks().Max }
 
 // Wait implements hub.Queue: if the backlog is past the high mark, it
 // registers w to be woken once the backlog is down to the low mark, or
@@ -259,7 +370,7 @@ func (o *Outbox) Overflowing() bool { return o.backlog.Load() > o.cfg.Marks().Ma
 // registration is woken once, so a sender that is paused should not ask
 // again.
 func (o *Outbox) Wait(w hub.Waiter) bool {
-	high := o.cfg.Marks().High
+	high := o.owner.Marks().High
 	if o.backlog.Load() <= high {
 		return false // the common case, without the lock
 	}
@@ -268,16 +379,15 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	if o.closed || o.backlog.Load() <= high {
 		return false
 	}
-	o.waiters = append(o.waiters, w)
+	if o.waiters == nil {
+		o.waiters = new([]hub.Waiter)
+	}
+	*o.waiters = append(*o.waiters, w)
 	return true
 }
 
 // Evict implements hub.Queue by passing the news to the owner.
-func (o *Outbox) Evict(why hub.Eviction) {
-	if o.cfg.Evicted != nil {
-		o.cfg.Evicted(why)
-	}
-}
+func (o *Outbox) Evict(why hub.Eviction) { o.owner.Evicted(why) }
 
 // Close stops all delivery and frees the queue. It returns what was lost
 // (relayed messages still queued) and the senders that were waiting, for
@@ -292,14 +402,16 @@ func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
 		return 0, nil
 	}
 	o.closed = true
-	lost = o.msgs
+	lost = int(o.msgs)
 	if o.buf != nil {
 		Release(o.buf)
 		o.buf = nil
 	}
 	o.msgs = 0
 	o.backlog.Store(0)
-	waiters, o.waiters = o.waiters, nil
+	if o.waiters != nil {
+		waiters, o.waiters = *o.waiters, nil
+	}
 	return lost, waiters
 }
 

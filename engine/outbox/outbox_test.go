@@ -18,6 +18,9 @@ import (
 // the event's kind: enough to check order and content.
 type textEncoder struct{}
 
+// Protocol: the owners of these tests speak a line protocol of sorts.
+func (textEncoder) Protocol() proto.Protocol { return proto.ProtoLine }
+
 func (textEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	if ev.Kind == proto.EvMessage {
 		dst = append(dst, "message "...)
@@ -41,8 +44,10 @@ func (e textEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte)
 // it is asked for, and flushes the way the engine does (Take, write,
 // Release, Settle), writing to out.
 type fakeLoop struct {
+	textEncoder
 	scheduled atomic.Int64
 	marks     atomic.Pointer[outbox.Marks]
+	evicted   []hub.Eviction
 	out       bytes.Buffer
 	msgs      int // relayed messages written
 }
@@ -50,16 +55,18 @@ type fakeLoop struct {
 func newFake(high, max int64) (*fakeLoop, *outbox.Outbox) {
 	l := &fakeLoop{}
 	l.setMarks(high, max)
-	o := outbox.New(outbox.Config{
-		Encoder:  textEncoder{},
-		Schedule: func() { l.scheduled.Add(1) },
-		Marks:    func() outbox.Marks { return *l.marks.Load() },
-	})
-	return l, o
+	return l, outbox.New(l)
 }
 
 func (l *fakeLoop) setMarks(high, max int64) {
 	l.marks.Store(&outbox.Marks{High: high, Max: max})
+}
+
+func (l *fakeLoop) Schedule()                { l.scheduled.Add(1) }
+func (l *fakeLoop) Marks() outbox.Marks      { return *l.marks.Load() }
+func (l *fakeLoop) Evicted(why hub.Eviction) { l.evicted = append(l.evicted, why) }
+func (l *fakeLoop) WriteDirect([]byte) (int, bool) {
+	panic("a direct write while direct writes were off")
 }
 
 // flush writes what is queued, as if the socket took it all.
@@ -306,25 +313,34 @@ func TestCloseCountsWhatWasNotTaken(t *testing.T) {
 	}
 }
 
+// kickOwner is an owner whose loop is a goroutine woken through kick.
+type kickOwner struct {
+	textEncoder
+	kick      chan struct{}
+	schedules atomic.Int64
+}
+
+func (k *kickOwner) Schedule() {
+	k.schedules.Add(1)
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+func (k *kickOwner) Marks() outbox.Marks  { return outbox.Marks{High: 1 << 30, Max: 1 << 31} }
+func (k *kickOwner) Evicted(hub.Eviction) {}
+func (k *kickOwner) WriteDirect([]byte) (int, bool) {
+	panic("a direct write while direct writes were off")
+}
+
 // TestConcurrentSendersUnderRace: many senders on many goroutines, one
 // owner flushing on a goroutine of its own whenever it is asked. Each
 // sender's messages arrive once each, in order, and the flushes batch.
 func TestConcurrentSendersUnderRace(t *testing.T) {
 	const senders, each = 8, 500
 	kick := make(chan struct{}, 1)
-	var marks = outbox.Marks{High: 1 << 30, Max: 1 << 31}
-	var schedules atomic.Int64
-	o := outbox.New(outbox.Config{
-		Encoder: textEncoder{},
-		Schedule: func() {
-			schedules.Add(1)
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
-		},
-		Marks: func() outbox.Marks { return marks },
-	})
+	owner := &kickOwner{kick: kick}
+	o := outbox.New(owner)
 	var out bytes.Buffer
 	done := make(chan struct{})
 	loopDone := make(chan struct{})
@@ -386,7 +402,7 @@ func TestConcurrentSendersUnderRace(t *testing.T) {
 			t.Fatalf("s%d: %d messages arrived, want %d", s, n, each)
 		}
 	}
-	if n := schedules.Load(); n >= senders*each {
+	if n := owner.schedules.Load(); n >= senders*each {
 		t.Fatalf("%d deliveries scheduled %d flushes: no batching", senders*each, n)
 	}
 }
@@ -427,22 +443,13 @@ func TestTakenBuffersAreNotReused(t *testing.T) {
 }
 
 func TestEvictIsPassedToTheOwner(t *testing.T) {
-	var got []hub.Eviction
-	o := outbox.New(outbox.Config{
-		Encoder:  textEncoder{},
-		Schedule: func() {},
-		Marks:    func() outbox.Marks { return outbox.Marks{High: 1, Max: 2} },
-		Evicted:  func(why hub.Eviction) { got = append(got, why) },
-	})
+	l, o := newFake(1, 2)
 	var q hub.Queue = o
 	q.Evict(hub.EvictReplaced)
 	q.Evict(hub.EvictResumed)
-	if len(got) != 2 || got[0] != hub.EvictReplaced || got[1] != hub.EvictResumed {
+	if got := l.evicted; len(got) != 2 || got[0] != hub.EvictReplaced || got[1] != hub.EvictResumed {
 		t.Fatalf("owner told %v", got)
 	}
-	// Without an owner's hook, Evict does nothing.
-	_, plain := newFake(1, 2)
-	plain.Evict(hub.EvictReplaced)
 }
 
 func BenchmarkDeliverMessages(b *testing.B) {

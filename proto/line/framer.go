@@ -156,6 +156,16 @@ type Framer struct {
 	tn telnetSession
 }
 
+// AtRest reports whether f holds nothing of its input beyond the lines
+// it has returned: no line begun or being skipped, and no telnet command,
+// option or answer of the client's. A Framer at rest acts as a new one
+// with the same Max would, so a caller that keeps many idle inputs need
+// not keep a Framer for each (the engine lends one per read).
+func (f *Framer) AtRest() bool {
+	return f.scanned == 0 && !f.skipping && f.state == telnetData &&
+		!f.tn.spoke && f.tn.binaryIn == optNo && len(f.tn.reply) == 0
+}
+
 func (f *Framer) maxLine() int {
 	if f.Max <= 0 {
 		return DefaultMaxLine

@@ -414,3 +414,40 @@ func TestRefFrameAgrees(t *testing.T) {
 		t.Fatalf("refFrame = %q, %q; want %q, %q", got, reply, want, wantReply)
 	}
 }
+
+// TestFramerAtRest: a Framer is at rest when it holds nothing of its
+// input beyond the lines it returned; a line begun, a line being
+// skipped, a telnet command cut in two or a telnet session under way
+// keeps it busy.
+func TestFramerAtRest(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		input string // fed in one call of Next per complete line, then once more
+		rest  bool
+	}{
+		{"new", "", true},
+		{"whole lines", "hello\r\nworld\n", true},
+		{"a line begun", "hello\nwor", false},
+		{"plain bytes begun", "wor", false},
+		{"a telnet command cut", "hi\n\xff", false},
+		{"a telnet session", "\xff\xfb\x01hi\n", false},
+		{"an over-long line being skipped", strings.Repeat("x", 40), false},
+		{"an over-long line skipped", strings.Repeat("x", 40) + "\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := &Framer{Max: 32}
+			buf := []byte(c.input)
+			for {
+				_, n, _ := f.Next(buf)
+				f.Reply()
+				if n == 0 {
+					break
+				}
+				buf = buf[n:]
+			}
+			if got := f.AtRest(); got != c.rest {
+				t.Fatalf("AtRest %v after %q, want %v", got, c.input, c.rest)
+			}
+		})
+	}
+}

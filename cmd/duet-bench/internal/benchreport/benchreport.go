@@ -479,6 +479,14 @@ func (s *Set) writeTargets(b *strings.Builder) {
 	} else {
 		missing(idleLabel, "–")
 	}
+	const awayLabel = "server RSS per away session ≤ 1 KiB"
+	if len(idle) > 0 && idle[0].Report.Away != nil {
+		m := idle[0].Report.Away
+		row(fmt.Sprintf("%s (%s sessions)", awayLabel, thousands(float64(m.Connections))), "–",
+			fmt.Sprintf("%s bytes", thousands(m.PerConnectionBytes)), verdict(m.PerConnectionBytes <= 1024))
+	} else {
+		missing(awayLabel, "–")
+	}
 
 	// Pairing.
 	const pairLabel = "server CPU per login-and-pair < 35 µs"
@@ -640,6 +648,11 @@ func (s *Set) writeSetup(b *strings.Builder) {
 				thousands(float64(c.Bytes)/float64(max(k.Connections, 1))))
 		}
 		fmt.Fprintf(b, "\n")
+	}
+	if m := rep.Away; m != nil {
+		fmt.Fprintf(b, "Away: once every one of those connections was reset, leaving %s sessions\n", thousands(float64(m.Connections)))
+		fmt.Fprintf(b, "away, duetd held %.1f MiB of RSS, %s bytes per away session over the fresh\n", float64(m.AfterKiB)/1024, thousands(m.PerConnectionBytes))
+		fmt.Fprintf(b, "server's (what the connections freed is the runtime's to reuse, and stays\nresident meanwhile).\n\n")
 	}
 }
 

@@ -109,7 +109,8 @@ func writeRuns(t *testing.T) string {
 	idle := &loadgen.Report{
 		Proto: loadgen.ProtoTCP, Client: loadgen.ClientTuned, Mode: "idle", Pairs: 9000,
 		Connect: loadgen.Phase{Count: 18000}, Pair: loadgen.Phase{Count: 9000},
-		RSS: &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 26060, Connections: 18000, PerConnectionBytes: 900},
+		RSS:  &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 26060, Connections: 18000, PerConnectionBytes: 900},
+		Away: &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 30000, Connections: 18000, PerConnectionBytes: 1124},
 		Kernel: &loadgen.KernelMemoryReport{Connections: 18000, SlabBytes: 18000 * 7000, SlabPerConnectionBytes: 7000, ProcInodes: 36000,
 			Caches: []loadgen.SlabDelta{
 				{Name: "TCP", ObjectBytes: 2368, Objects: 36000, ObjectsPerConnection: 2, Bytes: 36000 * 2368},
@@ -154,6 +155,7 @@ func TestReport(t *testing.T) {
 		"| p99 latency, one in flight, 100 pairs, ≤ 1.2x the bare relay's | tuned | 1.10x (1.10–1.10) | met |",
 		"| p99 latency, one in flight, 100 pairs, ≤ 1.2x the bare relay's | plain | 1.30x (1.30–1.30) | **not met** |",
 		"| server RSS per idle paired connection ≤ 1 KiB (18,000 connections) | – | 900 bytes | met |",
+		"| server RSS per away session ≤ 1 KiB (18,000 sessions) | – | 1,124 bytes | **not met** |",
 		"| server CPU per login-and-pair < 35 µs | – | 34.0 (30.0–40.0) µs | met |",
 		"| heap allocations per relayed message, TCP to TCP: 0 (145 ns/op) | – | 0 | met |",
 		"| heap allocations per relayed message, WebSocket to WebSocket: 0 (383 ns/op) | – | 1 | **not met** |",
@@ -227,8 +229,8 @@ func TestReportWithoutRuns(t *testing.T) {
 	if err := set.Write(&b, testMachine, nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(b.String(), "| no result | **not met** |"); n != 12 {
-		t.Errorf("%d targets without a result, want 12:\n%s", n, b.String())
+	if n := strings.Count(b.String(), "| no result | **not met** |"); n != 13 {
+		t.Errorf("%d targets without a result, want 13:\n%s", n, b.String())
 	}
 }
 

@@ -465,17 +465,21 @@ func classifyJSON(obj []byte) event {
 }
 
 // The exact bytes duetd writes around a relayed message's sender and
-// text (jsonproto.AppendEvent): {"type":"message","from":"NAME","text":"TEXT"}.
+// text (jsonproto.AppendEvent): {"type":"message","from":"NAME","text":"TEXT"},
+// with ,"seq":N before the closing brace when the reader's session is
+// resumable (messages are then numbered).
 var (
 	messageHead = []byte(`{"type":"message","from":"`)
 	messageText = []byte(`","text":"`)
+	messageSeq  = []byte(`","seq":`)
 )
 
 // parseMessage reads obj as duetd's relayed message object when it has
 // exactly that shape, and NAME and TEXT are plain printable ASCII without
 // a quote or a backslash, so that the raw bytes are already the decoded
-// strings. ok is false for anything else, which the caller hands to a
-// full parser: the shortcut never decides what an unusual object means.
+// strings, and N, if there, is a plain decimal number. ok is false for
+// anything else, which the caller hands to a full parser: the shortcut
+// never decides what an unusual object means.
 func parseMessage(obj []byte) (text []byte, ok bool) {
 	rest, ok := bytes.CutPrefix(obj, messageHead)
 	if !ok {
@@ -488,15 +492,28 @@ func parseMessage(obj []byte) (text []byte, ok bool) {
 	if rest, ok = bytes.CutPrefix(rest[end:], messageText); !ok {
 		return nil, false
 	}
-	// The text ends at the object's last two bytes, `"}`. A quote or a
-	// backslash inside it sends the object to the full parser.
-	n := len(rest) - 2
-	if n < 0 || rest[n] != '"' || rest[n+1] != '}' {
+	// The text ends at the next quote: a quote or a backslash inside it
+	// would send the object to the full parser anyway.
+	end = bytes.IndexByte(rest, '"')
+	if end < 0 || !plainJSON(rest[:end]) {
 		return nil, false
 	}
-	text = rest[:n]
-	if !plainJSON(text) {
+	text, rest = rest[:end], rest[end:]
+	if len(rest) == 2 && rest[1] == '}' {
+		return text, true
+	}
+	digits, ok := bytes.CutPrefix(rest, messageSeq)
+	if !ok || len(digits) < 2 || digits[len(digits)-1] != '}' {
 		return nil, false
+	}
+	digits = digits[:len(digits)-1]
+	if digits[0] == '0' && len(digits) > 1 {
+		return nil, false // not a JSON number
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
 	}
 	return text, true
 }

@@ -115,6 +115,20 @@ func TestParseMessage(t *testing.T) {
 		{`{"type":"message","from":"bench1f2e-7","text":"0000000001000000000badcxxxxxxxxxxxxxxxxxxxxxxxx"}`, "0000000001000000000badcxxxxxxxxxxxxxxxxxxxxxxxx", true},
 		{`{"type":"message","from":"","text":""}`, "", true},
 		{`{"type":"message","from":"a b~!","text":" }{,:"}`, " }{,:", true},
+		// Numbered, as a resumable session's messages are.
+		{`{"type":"message","from":"alice","text":"abc","seq":1}`, "abc", true},
+		{`{"type":"message","from":"alice","text":"abc","seq":0}`, "abc", true},
+		{`{"type":"message","from":"alice","text":"abc","seq":18446744073709551615}`, "abc", true},
+		{`{"type":"message","from":"alice","text":"","seq":7}`, "", true},
+		{`{"type":"message","from":"alice","text":"a,\"seq\":1","seq":2}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":01}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":-1}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":1.5}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":"1"}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":1 }`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":1}}`, "", false},
+		{`{"type":"message","from":"alice","text":"abc","seq":1,"x":2}`, "", false},
 		// Anything needing a decoder goes to the full parse.
 		{`{"type":"message","from":"alice","text":"a\"b"}`, "", false},
 		{`{"type":"message","from":"alice","text":"a\\"}`, "", false},
@@ -196,6 +210,8 @@ func FuzzClassifyJSON(f *testing.F) {
 	f.Add([]byte(`{"type":"message","from":"alice","text":"abc"}`))
 	f.Add([]byte(`{"type":"message","from":"bench00ff-1","text":"0000000000000000000001e2xxxxxxxx"}`))
 	f.Add([]byte(`{"type":"message","from":"alice","text":"a\"b"}`))
+	f.Add([]byte(`{"type":"message","from":"alice","text":"abc","seq":42}`))
+	f.Add([]byte(`{"type":"message","from":"alice","text":"abc","seq":042}`))
 	f.Add([]byte(`{"type":"message","from":"alice","text":"a\u00e9"}`))
 	f.Add([]byte(`{"type":"welcome","name":"alice","token":"0123456789abcdef0123456789abcdef"}`))
 	f.Add([]byte(`{"type":"error","code":"rate_limited","text":"slow down"}`))

@@ -71,6 +71,10 @@ type Config struct {
 	PID  int           // the server's process, for its RSS, CPU and system calls; 0 to skip
 	Idle bool          // pair, hold idle for Hold, measure RSS; no relay
 	Hold time.Duration // how long Idle mode holds the pairs
+	// Away, in Idle mode, is how long to wait after resetting every
+	// connection, so that their sessions are away (a reset is a drop,
+	// not a goodbye), before reading the server's RSS again; 0 skips it.
+	Away time.Duration
 
 	// Timeout bounds every wait: a connect, a setup step, and the relay
 	// going without any progress. Every phase ends by this bound.
@@ -131,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Idle && c.Hold < 0 {
 		errs = append(errs, errors.New("-hold must not be negative"))
+	}
+	if c.Away < 0 || c.Away > 0 && (!c.Idle || c.Proto == ProtoBare) {
+		errs = append(errs, errors.New("-away: want a positive wait, with -idle, against duetd"))
 	}
 	if c.Concurrency < 1 {
 		c.Concurrency = 1

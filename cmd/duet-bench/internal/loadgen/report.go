@@ -28,7 +28,11 @@ type Report struct {
 	Relay   *RelayReport  `json:"relay,omitempty"`
 	Errors  ErrorReport   `json:"errors"`
 	RSS     *MemoryReport `json:"rss,omitempty"`
-	Server  *ServerReport `json:"server,omitempty"`
+	// Away is the server's RSS once every connection of an idle run was
+	// reset and its session is away (-away); Connections counts the
+	// sessions, and PerConnectionBytes is per session.
+	Away   *MemoryReport `json:"away,omitempty"`
+	Server *ServerReport `json:"server,omitempty"`
 	// Kernel is the idle run's kernel memory for the open connections.
 	Kernel *KernelMemoryReport `json:"kernel,omitempty"`
 }
@@ -208,6 +212,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	line("errors\t%s", r.Errors.summary())
 	if m := r.RSS; m != nil {
 		line("server RSS\tpid %d: %.1f MiB before, %.1f MiB after\t%d conns\t%s bytes/conn",
+			m.PID, float64(m.BeforeKiB)/1024, float64(m.AfterKiB)/1024, m.Connections, thousands(m.PerConnectionBytes))
+	}
+	if m := r.Away; m != nil {
+		line("server RSS, away\tpid %d: %.1f MiB before, %.1f MiB with the sessions away\t%d sessions\t%s bytes/session",
 			m.PID, float64(m.BeforeKiB)/1024, float64(m.AfterKiB)/1024, m.Connections, thousands(m.PerConnectionBytes))
 	}
 	if s := r.Server; s != nil {

@@ -182,6 +182,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	rl.closing.Store(true)
+	if cfg.Away > 0 && cfg.PID > 0 && rssErr == nil {
+		// A reset is a dropped connection, which sends its session away
+		// (a close would be a goodbye on the line port). Both sides of
+		// every pair go, so the server holds only away sessions. Their
+		// RSS is read after the wait, which gives the runtime time to
+		// reuse or return what the connections freed.
+		for _, e := range paired {
+			if tc, ok := e.conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = e.conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			runErr = errors.Join(runErr, ctx.Err())
+		case <-time.After(cfg.Away):
+		}
+		if rssAway, err := ReadRSS(cfg.PID); err == nil {
+			m := &MemoryReport{PID: cfg.PID, BeforeKiB: rssBefore, AfterKiB: rssAway, Connections: len(paired)}
+			m.PerConnectionBytes = float64(rssAway-rssBefore) * 1024 / float64(len(paired))
+			rep.Away = m
+		} else {
+			rssErr = fmt.Errorf("server RSS: %w", err)
+		}
+	}
 	for _, e := range paired {
 		_ = e.conn.Close()
 	}

@@ -184,6 +184,33 @@ func TestRunIdle(t *testing.T) {
 	}
 }
 
+// TestRunIdleAway: with -away the idle run resets every connection once
+// the idle RSS is read, waits, and reads the RSS again; the resets are
+// the run's own and count as no error.
+func TestRunIdleAway(t *testing.T) {
+	lineAddr, _ := startGoroutineRelay(t, false)
+	cfg := testConfig(ProtoTCP, 5, 0)
+	cfg.TCPAddr = lineAddr
+	cfg.Idle = true
+	cfg.Hold = 50 * time.Millisecond
+	cfg.Away = 50 * time.Millisecond
+	cfg.PID = os.Getpid()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Fatalf("idle run with -away: %s", rep.Errors.summary())
+	}
+	if rep.Away == nil || rep.Away.Connections != 10 || rep.Away.AfterKiB <= 0 || rep.Away.BeforeKiB != rep.RSS.BeforeKiB {
+		t.Fatalf("away: %+v (rss %+v)", rep.Away, rep.RSS)
+	}
+	cfg.Idle = false
+	if err := cfg.Validate(); err == nil {
+		t.Error("-away without -idle validated")
+	}
+}
+
 func TestRunIdleNoticesDroppedConnections(t *testing.T) {
 	s, err := gorelay.Listen(gorelay.Config{LineAddr: "127.0.0.1:0"})
 	if err != nil {
