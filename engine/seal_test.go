@@ -78,9 +78,12 @@ func TestSealRelayedOpaque(t *testing.T) {
 	dave.Say("in the clear")
 	carol.Expect(`^<dave> in the clear$`)
 
-	if st := d.Hub.Stats(); st.Sealed != 2 || st.SealedBytes != uint64(len(data)+len("c2Vjb25k")) || st.Messages != 2 {
-		t.Fatalf("stats %+v", st)
-	}
+	// The hub counts a message once its delivery returns, which may be
+	// after the reader's socket took it (a direct write): wait for it.
+	waitFor(t, "two sealed frames and two messages counted", func() bool {
+		st := d.Hub.Stats()
+		return st.Sealed == 2 && st.SealedBytes == uint64(len(data)+len("c2Vjb25k")) && st.Messages == 2
+	})
 	for _, e := range logs.All() {
 		line := e.Message
 		for _, f := range e.Context {
