@@ -932,6 +932,8 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 				told[f.pair] = true
 				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonLinkLost), nil, 0)
 			}
+		case frameAway, frameBack, frameError:
+			n.remoteEvent(src, f)
 		case frameLeft:
 			if !n.hub.RemoteLeft(f.to, f.pair, proto.Reason(f.a), int(f.n)) {
 				// A pairing this node never saw (its paired frame was
@@ -943,6 +945,32 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		}
 	}
 }
+
+// remoteEvent hands the hub what a partner's node says about the
+// partner besides messages: it went away, came back, or refused a
+// message. An event for a pairing that is not here any more is dropped:
+// the pairing ended, and its end was told.
+func (n *Node) remoteEvent(src string, f frame) {
+	ev := proto.Event{Kind: proto.EvPeerBack}
+	switch f.kind {
+	case frameAway:
+		ev.Kind = proto.EvPeerAway
+		ev.Window = time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond
+	case frameError:
+		// Only the one error a partner's session sends back; anything
+		// else is a bug on the sending node, sealed as it is.
+		if f.a != proto.ErrPeerAwayFull.Code {
+			n.log.Error("an error from another node that no session sends", zap.String("from_node", src), zap.String("code", printable(f.a)))
+			return
+		}
+		ev.Kind, ev.Err = proto.EvError, &proto.Error{Code: f.a, Text: string(f.b)}
+	}
+	n.hub.RemoteEvent(f.to, f.pair, &ev)
+}
+
+// maxWindow bounds the time a partner's node says its session may take
+// to come back: resume.window's own bound, which config enforces.
+const maxWindow = 24 * time.Hour
 
 // Stats are the node's counts since it started, for metrics.
 type Stats struct {

@@ -190,6 +190,16 @@ func (o *remoteOutbox) Deliver(ev *proto.Event) {
 		o.s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), 0)
 	case proto.EvPeerLeft:
 		o.s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
+	case proto.EvPeerAway:
+		o.s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
+	case proto.EvPeerBack:
+		o.s.add(true, frameBack, o.pair, o.to, "", nil, 0)
+	case proto.EvError:
+		// A message the partner's session refused (peer_away_full): the
+		// speaker is on the other node, and told there.
+		if ev.Err != nil {
+			o.s.add(true, frameError, o.pair, o.to, ev.Err.Code, []byte(ev.Err.Text), 0)
+		}
 	default:
 		o.s.n.log.Debug("event with no meaning for a remote partner", zap.Stringer("kind", ev.Kind))
 	}

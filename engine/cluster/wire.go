@@ -30,6 +30,15 @@ const (
 	framePaired  = 'P' // a = claimant's key, b = claimant's name
 	frameMessage = 'M' // a = sender's key, b = text
 	frameLeft    = 'L' // a = reason, n = undelivered count
+
+	// The partner's session went away (n = how long it may still take
+	// to come back, in milliseconds), came back, or refused a message
+	// sent to it while away (a = the error's code, b = its text, which
+	// says how much is waiting): what a resumable session's partner is
+	// told besides messages and the pairing's end.
+	frameAway  = 'A'
+	frameBack  = 'B'
+	frameError = 'E'
 )
 
 // batchVersion is the header's first byte. A node that meets another

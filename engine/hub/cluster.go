@@ -159,7 +159,9 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 // RemoteEvent delivers ev, which the remote partner's node sends about
 // that partner (it went away, it is back, or it refused a message: the
 // events a pairing carries besides messages and its end), to the
-// session key of this node, if pairing pairID is still here.
+// session key of this node, if pairing pairID is still here. An
+// EvPeerAway or EvPeerBack names the partner as this node knows it: ev's
+// Peer is set to the partner's name.
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
@@ -170,6 +172,9 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	local := rr.r.other(rr.stub)
 	if local == nil {
 		return false
+	}
+	if ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack {
+		ev.Peer = rr.stub.name
 	}
 	local.out.Deliver(ev)
 	return true
