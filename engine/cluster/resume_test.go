@@ -243,3 +243,217 @@ func TestCrossNodePartnerAway(t *testing.T) {
 	}
 	alice.box.quiet(t, 100*time.Millisecond)
 }
+
+// evict records that the hub took the session from the connection
+// this inbox stands for (a zombie taken over).
+type connBox struct {
+	*inbox
+	mu      sync.Mutex
+	evicted hub.Eviction
+}
+
+func (b *connBox) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	for _, t := range texts {
+		ev.Text = t
+		b.Deliver(ev)
+		if ev.Seq != 0 {
+			ev.Seq++
+		}
+	}
+}
+func (*connBox) Backlog() int64       { return 0 }
+func (*connBox) Wait(hub.Waiter) bool { return false }
+func (b *connBox) Evict(w hub.Eviction) {
+	b.mu.Lock()
+	b.evicted = w
+	b.mu.Unlock()
+}
+
+// resumeOn resumes u's session on node n, as a JSON client that saw
+// every message up to last, or with hasLast false as a line client, and
+// returns the answer and the replayed messages' texts.
+func (u *hubUser) resumeOn(t testing.TB, n *hubNode, last uint64, hasLast bool) (proto.Event, []string) {
+	t.Helper()
+	box := newInbox()
+	res, err := n.hub.Resume([]byte(u.key), last, hasLast, box)
+	if err != nil {
+		t.Fatalf("resume on %s: %v", n.ID(), err)
+	}
+	ev := box.next(t, proto.EvResumed)
+	var texts []string
+	for range ev.Count {
+		m := box.next(t, proto.EvMessage)
+		texts = append(texts, string(m.Text))
+	}
+	if ev.Count > 0 {
+		box.next(t, proto.EvReplayEnd)
+	}
+	u.s, u.box, u.key = res.Session, box, ev.ResumeKey
+	return ev, texts
+}
+
+// say relays text from u, failing the test on an error.
+func (u *hubUser) say(t testing.TB, text string) {
+	t.Helper()
+	if _, _, err := u.s.SayAll([][]byte{[]byte(text)}); err != nil {
+		t.Fatalf("say %q: %v", text, err)
+	}
+}
+
+// TestResumeOnAnotherNode: a session away on one node is resumed on
+// another: the node that held it hands it over, with what was kept for
+// it, its partner is told it is back (once), and the pairing carries on
+// both ways from the new node; the old key is refused, everywhere.
+func TestResumeOnAnotherNode(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startNode(t, r, "b")
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice := a.login(t, "alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.token)
+	bob.Expect("paired")
+	alice.box.next(t, proto.EvPaired)
+
+	bob.Say("before")
+	alice.box.next(t, proto.EvMessage)
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.Expect("peer_away")
+	for i := range 5 {
+		bob.Say(fmt.Sprint("away ", i))
+	}
+	// Wait until a has them: they are kept there.
+	deadline := time.Now().Add(enginetest.Timeout)
+	for a.hub.Stats().HistoryBytes < 5*(6+64) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a keeps %d bytes", a.hub.Stats().HistoryBytes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	oldKey := alice.key
+	ev, texts := alice.resumeOn(t, c, 1, true)
+	if ev.Peer != "bob" || ev.Missed != 0 || strings.Join(texts, ",") != "away 0,away 1,away 2,away 3,away 4" {
+		t.Fatalf("resumed %+v, replayed %q", ev, texts)
+	}
+	if ev := bob.Expect("peer_back"); ev["name"] != "alice" {
+		t.Fatalf("bob: %v", ev)
+	}
+	if st := a.hub.Stats(); st.Users != 0 || st.Away != 0 || st.HistoryBytes != 0 {
+		t.Fatalf("a kept %+v", st)
+	}
+	if a.Stats().SessionsParked != 1 || c.Stats().SessionsMoved != 1 {
+		t.Fatalf("a parked %d, c took up %d", a.Stats().SessionsParked, c.Stats().SessionsMoved)
+	}
+
+	bob.Say("from b to c")
+	if m := alice.box.next(t, proto.EvMessage); string(m.Text) != "from b to c" || m.Seq != 7 || m.From != "bob" {
+		t.Fatalf("alice: %+v", m)
+	}
+	alice.say(t, "from c to b")
+	if ev := bob.Expect("message"); ev["text"] != "from c to b" {
+		t.Fatalf("bob: %v", ev)
+	}
+	for _, n := range []*hubNode{a, c} {
+		if _, err := n.hub.Resume([]byte(oldKey), 0, false, newInbox()); err == nil || err.Code != "bad_resume_key" {
+			t.Fatalf("the used key on %s: %v", n.ID(), err)
+		}
+	}
+	// The new key works from anywhere, back to a.
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.Expect("peer_away")
+	bob.Say("to a")
+	ev, texts = alice.resumeOn(t, a, 7, true)
+	if strings.Join(texts, ",") != "to a" {
+		t.Fatalf("resumed %+v, replayed %q", ev, texts)
+	}
+	bob.Expect("peer_back")
+	bob.Say("on a again")
+	if m := alice.box.next(t, proto.EvMessage); string(m.Text) != "on a again" || m.Seq != 9 {
+		t.Fatalf("alice: %+v", m)
+	}
+}
+
+// TestMoveLosesNothing moves a session between nodes while its partner
+// keeps talking to it, and while it talks itself just before the move:
+// every message arrives once, in order, on both sides. The partner's
+// messages in flight to the old node as it lets the session go are the
+// ones a fence must keep; the session's own last words on the old node
+// must not be overtaken by its first on the new one.
+func TestMoveLosesNothing(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startNode(t, r, "b")
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice := a.login(t, "alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.token)
+	bob.Expect("paired")
+	alice.box.next(t, proto.EvPaired)
+
+	// bob talks all through the move, a few messages at a time, so
+	// that some are always on their way.
+	const n = 3000
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range n {
+			bob.Say(fmt.Sprint("b", i))
+			if i%5 == 4 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	// alice is still attached on a: a zombie, as when a phone changes
+	// networks before a notices. She talks; then she resumes on c, as
+	// a JSON client that saw what a delivered so far, and talks on.
+	for i := range 100 {
+		alice.say(t, fmt.Sprint("a", i))
+	}
+	got := 0
+	expect := func(m proto.Event) {
+		t.Helper()
+		if want := fmt.Sprint("b", got); string(m.Text) != want || m.Seq != uint64(got+1) {
+			t.Fatalf("alice's message %d: %q seq %d, want %q seq %d", got, m.Text, m.Seq, want, got+1)
+		}
+		got++
+	}
+	for got < 200 {
+		expect(alice.box.next(t, proto.EvMessage))
+	}
+	ev, texts := alice.resumeOn(t, c, uint64(got), true)
+	for _, text := range texts {
+		expect(proto.Event{Text: []byte(text), Seq: uint64(got + 1)})
+	}
+	t.Logf("moved with %d messages delivered on a, %d replayed on c (missed %d)", 200, len(texts), ev.Missed)
+	if ev.Missed != 0 {
+		t.Fatalf("missed %d", ev.Missed)
+	}
+	for i := range 100 {
+		alice.say(t, fmt.Sprint("c", i))
+	}
+	for got < n {
+		expect(alice.box.next(t, proto.EvMessage))
+	}
+	<-sent
+	alice.box.quiet(t, 200*time.Millisecond)
+
+	for i := range 200 {
+		prefix := "a"
+		if i >= 100 {
+			prefix = "c"
+		}
+		if ev := bob.Expect("message"); ev["text"] != fmt.Sprint(prefix, i%100) {
+			t.Fatalf("bob's message %d: %v", i, ev)
+		}
+	}
+	// A zombie's partner hears of neither an absence nor a return.
+	bob.Say("done")
+	if m := alice.box.next(t, proto.EvMessage); string(m.Text) != "done" {
+		t.Fatalf("alice: %+v", m)
+	}
+	alice.say(t, "done too")
+	if ev := bob.Next(); ev["type"] != "message" || ev["text"] != "done too" {
+		t.Fatalf("bob: %v", ev)
+	}
+}

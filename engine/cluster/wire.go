@@ -39,6 +39,23 @@ const (
 	frameAway  = 'A'
 	frameBack  = 'B'
 	frameError = 'E'
+
+	// A session moves between nodes (move.go, route.go). Its node tells
+	// the node of its partner to hold what the partner says (Z, n = its
+	// moves so far), which answers once all it sent before has gone
+	// (z); then that it is parked (K, a = its moves, n = how long it may
+	// still wait, in milliseconds); the node that takes it up says it
+	// has it (O, a = its key, n = its moves). A node asks the node that
+	// holds a session to let it go for a resume (H, b = the SHA-256 of
+	// the resume key, n = a request number), which answers (h, a =
+	// "ok" or an error code, n = the request number). H and h name no
+	// user or pairing.
+	frameFreeze     = 'Z'
+	frameFrozen     = 'z'
+	frameParked     = 'K'
+	frameMoved      = 'O'
+	frameHandOver   = 'H'
+	frameHandedOver = 'h'
 )
 
 // batchVersion is the header's first byte. A node that meets another

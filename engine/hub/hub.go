@@ -17,7 +17,9 @@
 // session whose connection dropped goes away (Session.Detach) and keeps
 // its name, token and pairing for a while; the messages delivered to it
 // are numbered and kept (history.go), and Hub.Resume attaches it to a
-// new connection with what it may have missed.
+// new connection with what it may have missed. A session can also leave
+// its hub whole and be taken up by another (park.go): on another node of
+// a cluster, or by the next process on this machine.
 //
 // Locking: Hub.mu guards the hub's sessions (names, tokens, resume
 // keys, who is away) and the creation and teardown of rooms; room.mu
@@ -193,7 +195,7 @@ type Hub struct {
 	rooms  int // rooms open now
 	// keys holds the sessions that can be resumed, by the SHA-256 of
 	// their resume key: the keys themselves are never kept.
-	keys map[[sha256.Size]byte]*Session
+	keys map[ResumeHash]*Session
 	// The sessions away now, in the order they went away (away.prev
 	// and away.next link them).
 	awayOldest, awayNewest *Session
@@ -235,7 +237,7 @@ func New(opts Options) *Hub {
 	h := &Hub{
 		names:     make(map[string]*Session),
 		tokens:    make(map[proto.Token]*Session),
-		keys:      make(map[[sha256.Size]byte]*Session),
+		keys:      make(map[ResumeHash]*Session),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
@@ -302,7 +304,16 @@ type Session struct {
 	// resume key (resume was on); its messages are then numbered and
 	// kept. It never changes, so it is read without a lock.
 	resumable bool
-	keyHash   [sha256.Size]byte // the resume key's hash, when resumable
+	keyHash   ResumeHash // the resume key's hash, when resumable
+	// moving is set while the session is being moved: to another node
+	// (BeginPark, until Export or AbandonPark), or to a new resume key
+	// the directory is told of before the resume that draws it goes on
+	// (resume.go). A second move meanwhile is refused.
+	moving bool
+	// gen counts the times the session was taken up by a hub after it
+	// left another (Import): a partner's node tells apart, by it, what
+	// it hears of the session's earlier and later homes.
+	gen uint32
 	// away is set while the session is away. Written under hub.mu and
 	// hmu (and its room's lock, while paired); read under any of them.
 	away *away
@@ -444,7 +455,11 @@ func (h *Hub) enterLocked(s *Session) {
 // register claims s's name and token in the directory and welcomes s,
 // with its resume key rk if it has one, or gives up what hold entered.
 func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
-	err := h.dir.Register(s.name, s.key, s.token)
+	var sum *ResumeHash
+	if s.resumable {
+		sum = &s.keyHash
+	}
+	err := h.dir.Register(s.name, s.key, s.token, sum)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
