@@ -512,7 +512,52 @@ func (n *Node) Drain(ctx context.Context) int {
 	}
 	wg.Wait()
 	n.waitParker(ctx)
+	// The partners' nodes learn of the parks (K) before this node goes.
+	n.mu.Lock()
+	senders := make([]*sender, 0, len(n.senders))
+	for _, s := range n.senders {
+		senders = append(senders, s)
+	}
+	n.mu.Unlock()
+	for _, s := range senders {
+		s.drain(ctx)
+	}
 	return parked
+}
+
+// rescueParked looks, before the pairings with dead nodes are cut, at
+// those whose partner a dead node was moving (frozen): if it parked the
+// partner before it died, and only its word of that (K) was lost with
+// it, the partner is parked, and its pairing stands.
+func (n *Node) rescueParked(ctx context.Context, gone func(addr string) bool) {
+	n.mu.Lock()
+	var frozen []*remoteOutbox
+	for _, o := range n.routes {
+		o.mu.Lock()
+		if o.state == routeFrozen && o.s != nil && gone(o.s.dest) {
+			frozen = append(frozen, o)
+		}
+		o.mu.Unlock()
+	}
+	n.mu.Unlock()
+	for _, o := range frozen {
+		hn := n.keys.nameHash(o.to)
+		pipe := n.rdb.Pipeline()
+		node := pipe.HGet(ctx, n.userKey(hn), "node")
+		gen := pipe.HGet(ctx, n.parkKey(hn), "gen")
+		ttl := pipe.PTTL(ctx, n.parkKey(hn))
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			n.linkLost("check", err)
+			return
+		}
+		o.mu.Lock()
+		g := o.gen
+		o.mu.Unlock()
+		if node.Val() != "" || gen.Val() != strconv.FormatUint(uint64(g), 10) || ttl.Val() <= 0 {
+			continue // not parked: the pairing is cut with the node
+		}
+		o.control(move{kind: frameParked, gen: g, window: ttl.Val() - n.grace()})
+	}
 }
 
 // waitParker waits until what this node's users said to parked

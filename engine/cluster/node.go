@@ -828,6 +828,9 @@ func (n *Node) check() {
 			deaf[addr] = true
 		}
 	}
+	// A partner a dead node had parked keeps its pairing: look before
+	// cutting.
+	n.rescueParked(ctx, gone)
 	if slices.ContainsFunc(remote, gone) {
 		for _, c := range n.hub.CutRemote(gone, proto.ReasonDisconnected) {
 			n.log.Debug("peer's node is gone", zap.String("peer_node", c.Node))
