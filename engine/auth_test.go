@@ -56,6 +56,7 @@ func TestAccountsInputWaitsForTheLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Expect(`^\* you are alice, your token is [0-9a-f]{32}$`)
+	c.ExpectKey()
 	c.Expect(`^\* you are alice, your token is [0-9a-f]{32}, not connected$`)
 	c.Expect(`^! not_paired: `)
 	c.Expect(`^! already_logged_in: `)

@@ -75,37 +75,53 @@ func TestBackPressureLosesNothing(t *testing.T) {
 }
 
 // TestSlowReaderIsCut: a partner that never reads is cut off after
-// limits.slow_timeout, and the sender is told with a count of the
-// messages that were not delivered.
+// limits.slow_timeout. With resume off the sender is told with a count
+// of the messages that were not delivered; with resume on the reader's
+// session goes away (a stalled mobile network looks just like it), and
+// the sender is told it may come back.
 func TestSlowReaderIsCut(t *testing.T) {
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 10
-		o.Limits.SlowTimeout = time.Second
-	})
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	alice.Expect(`is connected`)
-	bob.Expect(`connected with alice`)
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		told   string // the notice alice waits for; (\d+), if any, counts what was lost
+	}{
+		{"resume off", 0, `^\* bob stopped reading and was cut off; (\d+) of your messages were not delivered`},
+		{"resume on", 2 * time.Minute, `^\* bob lost the connection; waiting up to 2m for bob to come back$`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := enginetest.Start(t, func(o *engine.Options) {
+				o.Limits.OutboundHigh = 64 << 10
+				o.Limits.SlowTimeout = time.Second
+				o.Resume.Window = tc.window
+			})
+			alice := d.DialLine(t).Login("alice")
+			bob := d.DialLine(t).Login("bob")
+			bob.Send("/connect " + alice.Token)
+			alice.Expect(`is connected`)
+			bob.Expect(`connected with alice`)
 
-	go func() {
-		alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
-		_ = numberedLines(alice.Conn, "alice", 200_000, 200)
-	}()
-	re := regexp.MustCompile(`^\* bob stopped reading and was cut off; (\d+) of your messages were not delivered`)
-	for {
-		l := alice.Line()
-		if strings.HasPrefix(l, "! not_paired") {
-			t.Fatalf("not_paired before the cut notice")
-		}
-		if m := re.FindStringSubmatch(l); m != nil {
-			if n, _ := strconv.Atoi(m[1]); n <= 0 {
-				t.Fatalf("count %d in %q", n, l)
+			go func() {
+				alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+				_ = numberedLines(alice.Conn, "alice", 200_000, 200)
+			}()
+			re := regexp.MustCompile(tc.told)
+			for {
+				l := alice.Line()
+				if strings.HasPrefix(l, "! not_paired") {
+					t.Fatalf("not_paired before the cut notice")
+				}
+				if m := re.FindStringSubmatch(l); m != nil {
+					if len(m) > 1 {
+						if n, _ := strconv.Atoi(m[1]); n <= 0 {
+							t.Fatalf("count %d in %q", n, l)
+						}
+					}
+					break
+				}
 			}
-			break
-		}
+			bob.ExpectClosed()
+		})
 	}
-	bob.ExpectClosed()
 }
 
 // TestNetcatPipesAFile pipes a file through the real netcat binary, as a

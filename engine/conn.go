@@ -131,9 +131,10 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
 		Schedule: func() { cn.loop.schedule(cn) },
 		Marks:    cn.srv.marks,
-		// The hub evicts a connection's outbox only when another login
-		// takes its account over (hub.LoginReplacing).
-		Evicted: func(hub.Eviction) { cn.replacedElsewhere() },
+		// The hub evicts a connection's outbox when another login takes
+		// its account over (hub.LoginReplacing), or a resume its session
+		// (hub.Resume).
+		Evicted: cn.evicted,
 	})
 }
 
@@ -246,7 +247,7 @@ func (cn *conn) readLines(buf []byte) int {
 			cn.refuseHTTP()
 			break
 		}
-		cmd, perr := line.Decode(ln)
+		cmd, perr := cn.line.Decode(ln)
 		if perr != nil {
 			cn.sayRun()
 			cn.rejectInput(perr)
@@ -379,6 +380,8 @@ func (cn *conn) handle(cmd *proto.Command) {
 			}
 			cn.sess = s
 			cn.logLogin()
+		case proto.OpResume:
+			cn.answer(cmd.Op, cn.startResume(cmd))
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
 		case proto.OpQuit:
@@ -396,8 +399,13 @@ func (cn *conn) handle(cmd *proto.Command) {
 		cn.addToRun(cmd.Text)
 		cn.sayRun()
 		return
-	case proto.OpLogin:
+	case proto.OpLogin, proto.OpResume:
+		// A connection carries one session: a resume is a way in, like a
+		// login, and comes instead of one.
 		err = proto.ErrAlreadyLoggedIn
+	case proto.OpAck:
+		cn.sess.Ack(cmd.Last)
+		return
 	case proto.OpConnect:
 		var held bool
 		if err, held = cn.connect(cmd.Token); held {
@@ -601,7 +609,7 @@ func (cn *conn) onClose(err error) {
 		lost += cn.flow.lastBatch
 	}
 	if cn.closing == endNone {
-		cn.closing = wentAway(cn.stage, err)
+		cn.closing = wentAway(cn.stage, err, socketError(cn.c.Fd()))
 	}
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())

@@ -60,6 +60,10 @@ func TestEveryEndingCounted(t *testing.T) {
 		{"closed", nil, func(t *testing.T, d *enginetest.Daemon) {
 			d.DialLine(t).Login("alice").Conn.Close()
 		}},
+		{"normal_closure", nil, func(t *testing.T, d *enginetest.Daemon) {
+			w := d.DialWS(t).Login("alice")
+			write(t, w.Conn, clientFrame(0x88, []byte{0x03, 0xe8}, true)) // close, 1000 normal closure
+		}},
 		{"going_away", nil, func(t *testing.T, d *enginetest.Daemon) {
 			w := d.DialWS(t).Login("alice")
 			write(t, w.Conn, clientFrame(0x88, []byte{0x03, 0xe9}, true)) // close, 1001 going away
@@ -80,7 +84,8 @@ func TestEveryEndingCounted(t *testing.T) {
 				alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
 				_ = numberedLines(alice.Conn, "alice", 200_000, 200)
 			}()
-			alice.Expect(`^\* bob stopped reading and was cut off`)
+			// bob's session goes away: a stalled reader may be a phone.
+			alice.Expect(`^\* bob lost the connection; waiting up to 2m for bob to come back$`)
 		}},
 		{"idle", func(o *engine.Options) {
 			o.Limits.IdleTimeout = time.Second
@@ -103,6 +108,17 @@ func TestEveryEndingCounted(t *testing.T) {
 			first := d.DialLine(t).LoginPassword("alice", "s3cret")
 			d.DialLine(t).LoginPassword("alice", "s3cret")
 			first.Expect(`logged in on another connection`)
+		}},
+		{"resumed", nil, func(t *testing.T, d *enginetest.Daemon) {
+			// The first connection is still open when a second resumes
+			// its session: the first is closed, told why.
+			first := d.DialLine(t).Login("alice")
+			second := d.DialLine(t)
+			second.Send("/resume " + first.Key)
+			second.Expect(`^\* resumed: you are alice`)
+			first.Expect(`^\* your session was resumed on another connection; this one is closed$`)
+			first.Expect(`^\* bye$`)
+			first.ExpectClosed()
 		}},
 		{"flood", func(o *engine.Options) {
 			o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1
@@ -273,7 +289,7 @@ func expectStatus(t *testing.T, c net.Conn, status int) {
 func shutdown(d *enginetest.Daemon) {
 	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
 	defer cancel()
-	_ = d.Shutdown(ctx)
+	_ = d.Stop(ctx)
 }
 
 // refusedWhileShuttingDown opens a connection while the server shuts

@@ -3,8 +3,10 @@ package engine
 import (
 	"errors"
 	"io"
+	"syscall"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"duet/proto"
 	"duet/proto/wsframe"
@@ -20,33 +22,42 @@ import (
 // (the client went away) is given closed or lost by onClose. Refusals as
 // a connection opens (OnOpen) use the same rows. docs/LIMITS.md holds the
 // same table for readers, and a test holds the two together.
+//
+// Ending a connection is not ending its session. An ending the client
+// chose (quit, a clean end of input on the line port, a WebSocket close
+// other than 1001) or that a broken or hostile client earned ends the
+// session; one that says the client may still be there, behind a
+// network that failed or a page that reloads (lost, going_away, slow,
+// idle), sends it away to wait for a resume (docs/RESUME.md).
 type ending uint8
 
 const (
 	endNone ending = iota // the connection is open
 
-	endQuit       // the user asked: /quit, JSON quit
-	endClosed     // the client closed: end of input on the line or web port, or a WebSocket close frame
-	endGoingAway  // the client's WebSocket close frame said 1001 going away (a page left or reloaded)
-	endLost       // the connection failed: reset, read or write error, a WebSocket gone without a close frame
-	endSlow       // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
-	endIdle       // a WebSocket sent nothing, pongs included, for limits.idle_timeout
-	endShutdown   // the server is shutting down
-	endReplaced   // the account logged in on another connection (auth.takeover)
-	endFlood      // input kept coming far past the rate limit
-	endProtocol   // input that breaks the protocol: a bad WebSocket frame or handshake, a malformed or oversized HTTP head
-	endBinary     // a binary WebSocket message
-	endOrigin     // a WebSocket handshake from a page of another site
-	endTooMany    // an HTTP request past the rate limit
-	endServed     // an HTTP request answered on a connection not kept open
-	endLoginWait  // no login within limits.login_timeout
-	endHeadWait   // no whole HTTP request head within limits.handshake_timeout
-	endHTTPOnLine // an HTTP request on the line port, before login
-	endUntrusted  // a PROXY header from a peer not in trusted_proxies
-	endBadProxy   // a trusted proxy's PROXY header malformed, or missing past limits.handshake_timeout
-	endPerAddr    // too many connections from one address (limits.max_conns_per_ip)
-	endFull       // too many connections in all (limits.max_conns)
-	endDraining   // a connection opened while the server shuts down
+	endQuit        // the user asked: /quit, JSON quit
+	endClosed      // the client closed: end of input on the line or web port, or a WebSocket close frame but for 1000 and 1001
+	endNormalClose // the client's WebSocket close frame said 1000 normal closure: the page closed it on purpose
+	endGoingAway   // the client's WebSocket close frame said 1001 going away (a page left or reloaded)
+	endLost        // the connection failed: reset, read or write error, a keepalive timeout, a WebSocket gone without a close frame
+	endSlow        // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
+	endIdle        // a WebSocket sent nothing, pongs included, for limits.idle_timeout
+	endShutdown    // the server is shutting down
+	endReplaced    // the account logged in on another connection (auth.takeover)
+	endResumed     // the session was resumed on another connection, which carries it now
+	endFlood       // input kept coming far past the rate limit
+	endProtocol    // input that breaks the protocol: a bad WebSocket frame or handshake, a malformed or oversized HTTP head
+	endBinary      // a binary WebSocket message
+	endOrigin      // a WebSocket handshake from a page of another site
+	endTooMany     // an HTTP request past the rate limit
+	endServed      // an HTTP request answered on a connection not kept open
+	endLoginWait   // no login within limits.login_timeout
+	endHeadWait    // no whole HTTP request head within limits.handshake_timeout
+	endHTTPOnLine  // an HTTP request on the line port, before login
+	endUntrusted   // a PROXY header from a peer not in trusted_proxies
+	endBadProxy    // a trusted proxy's PROXY header malformed, or missing past limits.handshake_timeout
+	endPerAddr     // too many connections from one address (limits.max_conns_per_ip)
+	endFull        // too many connections in all (limits.max_conns)
+	endDraining    // a connection opened while the server shuts down
 
 	numEndings
 )
@@ -59,7 +70,20 @@ const (
 	// endSession logs the session out; its partner is told the ending's
 	// reason and how many of its messages were never delivered.
 	endSession sessionFate = iota
+	// detachSession sends the session away (hub.Session.Detach): it
+	// keeps its name, token and pairing for resume.window, its partner
+	// is told it may come back, and the messages sent to it are kept
+	// for its resume. With resume off, and while the server shuts down,
+	// it is endSession.
+	detachSession
+	// sessionMoved leaves the session alone: it belongs to another
+	// connection now (a resume took it over), and the hub has told
+	// whoever needed telling.
+	sessionMoved
 )
+
+// fateNames are the words docs/LIMITS.md uses for each fate.
+var fateNames = [...]string{endSession: "ends", detachSession: "goes away", sessionMoved: "moves"}
 
 // endingInfo is one row of the table.
 type endingInfo struct {
@@ -67,8 +91,9 @@ type endingInfo struct {
 	// reason field of its log lines.
 	label string
 	// partner is what the partner of the session is told (peer_left's
-	// reason); "" for an ending that never befalls a logged-in
-	// connection.
+	// reason) when the ending ends the session: always for endSession,
+	// and for detachSession when resume is off; "" for an ending that
+	// never befalls a logged-in connection, or leaves its session alone.
 	partner proto.Reason
 	session sessionFate
 
@@ -103,17 +128,22 @@ var endings = [numEndings]endingInfo{
 		last: proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "bye", drain: true},
 	endClosed: {label: "closed", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusNormalClosure},
-	endGoingAway: {label: "going_away", partner: proto.ReasonDisconnected, session: endSession,
+	endNormalClose: {label: "normal_closure", partner: proto.ReasonLeft, session: endSession,
 		wsCode: ws.StatusNormalClosure},
-	endLost: {label: "lost", partner: proto.ReasonDisconnected, session: endSession},
-	endSlow: {label: "slow", partner: proto.ReasonSlow, session: endSession},
-	endIdle: {label: "idle", partner: proto.ReasonTimeout, session: endSession,
+	endGoingAway: {label: "going_away", partner: proto.ReasonDisconnected, session: detachSession,
+		wsCode: ws.StatusNormalClosure},
+	endLost: {label: "lost", partner: proto.ReasonDisconnected, session: detachSession},
+	endSlow: {label: "slow", partner: proto.ReasonSlow, session: detachSession},
+	endIdle: {label: "idle", partner: proto.ReasonTimeout, session: detachSession,
 		wsCode: ws.StatusGoingAway, wsText: "idle timeout"},
 	endShutdown: {label: "shutdown", partner: proto.ReasonShutdown, session: endSession,
 		last: proto.EvShutdown, wsCode: ws.StatusGoingAway, wsText: "server shutting down", drain: true},
 	endReplaced: {label: "replaced", partner: proto.ReasonReplaced, session: endSession,
 		notice: "your account logged in on another connection; this one is closed",
 		last:   proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "logged in elsewhere", drain: true},
+	endResumed: {label: "resumed", session: sessionMoved,
+		notice: "your session was resumed on another connection; this one is closed",
+		last:   proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "resumed elsewhere", drain: true},
 	endFlood: {label: "flood", partner: proto.ReasonDisconnected, session: endSession,
 		err: proto.ErrFlooded, wsCode: ws.StatusPolicyViolation, wsText: "rate limit exceeded",
 		status: 429, statusText: "too many requests"},
@@ -195,15 +225,35 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 func lineRefusal(e ending) []byte { return goodbye(nil, e, stageLine, endDetail{}) }
 func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{}) }
 
-// wentAway is the ending of a connection that closed without one, with
-// gnet's error: the client went away. A line or web client that ends its
-// input has closed; a WebSocket client closes with a close frame, so one
-// that simply stops was lost, like any connection that failed.
-func wentAway(st stage, err error) ending {
-	if err != nil && !errors.Is(err, io.EOF) || st == stageWS {
+// wentAway is the ending of a connection that closed without one: the
+// client went away. err is what gnet handed OnClose, and sockErr the
+// error pending on the socket then (socketError). A line or web client
+// that ends its input has closed; a WebSocket client closes with a close
+// frame, so one that simply stops was lost, like any connection that
+// failed.
+//
+// gnet says io.EOF (wrapped in a read *os.SyscallError) when a read
+// returns end of input, and the read's error for a reset (ECONNRESET), a
+// keepalive that found the peer dead (ETIMEDOUT) or a failed write
+// (EPIPE). But when epoll reports an error or a hang-up on a socket whose
+// reading is paused (a held connection: hold.go), gnet closes it with a
+// bare io.EOF without reading, whatever happened: the socket's own
+// pending error is what tells a reset from an end of input then.
+func wentAway(st stage, err, sockErr error) ending {
+	if st == stageWS || sockErr != nil || err != nil && !errors.Is(err, io.EOF) {
 		return endLost
 	}
 	return endClosed
+}
+
+// socketError returns the error pending on socket fd (SO_ERROR), if any:
+// a reset or a timeout that no read has reported yet.
+func socketError(fd int) error {
+	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil || n == 0 {
+		return nil
+	}
+	return syscall.Errno(n)
 }
 
 // end ends the connection for e, as the endings table says. It runs on
@@ -270,15 +320,27 @@ func (cn *conn) closeWhenFlushed() {
 	}
 }
 
-// endSession ends the connection's session, if it has one, as ending e
-// says: its partner is told why, and that lost of its messages were
-// never delivered.
+// endSession does to the connection's session, if it has one, what
+// ending e says: it ends it, its partner told why and that lost of its
+// messages were never delivered; or it sends it away to wait for a
+// resume, which with resume off ends it all the same (hub's Detach). A
+// server shutting down keeps no session waiting: it could not resume
+// it.
 func (cn *conn) endSession(e ending, lost int) {
 	info := &endings[e]
-	if cn.sess == nil || info.session != endSession {
+	if cn.sess == nil {
 		return
 	}
-	cn.sess.Close(info.partnerReason(), lost)
+	switch info.session {
+	case endSession:
+		cn.sess.Close(info.partnerReason(), lost)
+	case detachSession:
+		if cn.srv.draining.Load() {
+			cn.sess.Close(info.partnerReason(), lost)
+			return
+		}
+		cn.sess.Detach(info.partnerReason(), lost)
+	}
 }
 
 // partnerReason is what a partner is told of this ending. One that never

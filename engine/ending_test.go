@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+
+	"duet/proto"
+	"duet/proto/jsonproto"
 )
 
 // TestEndingsTable: every ending has a row with a label of its own; a
@@ -27,6 +31,15 @@ func TestEndingsTable(t *testing.T) {
 		}
 		if info.wsCode == 0 && info.wsText != "" || info.status == 0 && info.statusText != "" {
 			t.Errorf("%q has a close reason or HTTP text without a code", info.label)
+		}
+		// A session sent away ends after all when resume is off, and
+		// its partner must then be told why; a session that moved has
+		// nothing to tell.
+		if info.session == detachSession && info.partner == "" || info.session == sessionMoved && info.partner != "" {
+			t.Errorf("%q: session fate %s with partner reason %q", info.label, fateNames[info.session], info.partner)
+		}
+		if int(info.session) >= len(fateNames) || fateNames[info.session] == "" {
+			t.Errorf("%q: a session fate with no name", info.label)
 		}
 	}
 	if endings[endNone].label != "" {
@@ -66,7 +79,9 @@ func endingCells(info *endingInfo) []string {
 	partner, session := "—", "—"
 	if info.partner != "" {
 		partner = "`" + string(info.partner) + "`"
-		session = []string{endSession: "ends"}[info.session]
+	}
+	if info.partner != "" || info.session != endSession {
+		session = fateNames[info.session]
 	}
 	return append(cells, orDash(ws), orDash(http), closes, partner, session)
 }
@@ -174,5 +189,37 @@ func TestOperationsDocNamesEveryLabel(t *testing.T) {
 		if !strings.Contains(in, "`"+info.label+"`") {
 			t.Errorf("docs/OPERATIONS.md does not name %s among the labels", info.label)
 		}
+	}
+}
+
+// TestProtocolDocShowsResumeEndings keeps the lines the engine itself
+// writes for session resume in docs/PROTOCOL.md's transcripts as it
+// writes them: what a connection whose session was resumed elsewhere is
+// told, in each protocol, and the count of says refused while the
+// partner is away.
+func TestProtocolDocShowsResumeEndings(t *testing.T) {
+	data, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	var want []string
+	for l := range strings.SplitSeq(string(goodbye(nil, endResumed, stageLine, endDetail{})), "\r\n") {
+		if l != "" {
+			want = append(want, l)
+		}
+	}
+	info := &endings[endResumed]
+	want = append(want,
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})),
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: info.last})),
+		"* 2 more lines were"+notSentWhy[refusedAwayFull])
+	for _, l := range want {
+		if !strings.Contains(doc, "< "+l+"\n") {
+			t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", info.wsCode, info.wsText)) {
+		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", info.wsCode, info.wsText)
 	}
 }

@@ -127,26 +127,42 @@ func TestCrossProtocol(t *testing.T) {
 	}
 }
 
+// TestDroppedSocketTellsPeer: a partner whose connection ends without a
+// goodbye is told at once. A line client's end of input ends its
+// session (that is how netcat is quit); a WebSocket gone without a close
+// frame has dropped, and with resume off ends its session too, but with
+// resume on goes away to wait for a resume.
 func TestDroppedSocketTellsPeer(t *testing.T) {
-	d := enginetest.Start(t, nil)
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	alice.Expect(`is connected`)
-	bob.Expect("paired")
+	for _, tc := range []struct {
+		name    string
+		window  time.Duration
+		wsDrops string // what alice is told when bob's socket goes
+	}{
+		{"resume off", 0, `^\* bob disconnected; `},
+		{"resume on", 2 * time.Minute, `^\* bob lost the connection; waiting up to 2m for bob to come back$`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = tc.window })
+			alice := d.DialLine(t).Login("alice")
+			bob := d.DialWS(t).Login("bob")
+			bob.Connect(alice.Token)
+			alice.Expect(`is connected`)
+			bob.Expect("paired")
 
-	alice.Conn.Close()
-	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "disconnected" {
-		t.Fatalf("bob got %v", ev)
+			alice.Conn.Close()
+			if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "disconnected" {
+				t.Fatalf("bob got %v", ev)
+			}
+			// No ghost: the name is free at once, and bob can be joined again.
+			alice2 := d.DialLine(t).Login("alice")
+			alice2.Send("/connect " + bob.Token)
+			alice2.Expect(`^\* you are connected with bob$`)
+			bob.Expect("paired")
+
+			bob.Conn.Close()
+			alice2.Expect(tc.wsDrops)
+		})
 	}
-	// No ghost: the name is free at once, and bob can be joined again.
-	alice2 := d.DialLine(t).Login("alice")
-	alice2.Send("/connect " + bob.Token)
-	alice2.Expect(`^\* you are connected with bob$`)
-	bob.Expect("paired")
-
-	bob.Conn.Close()
-	alice2.Expect(`^\* bob disconnected; `)
 }
 
 func TestLineErrors(t *testing.T) {
@@ -175,6 +191,9 @@ func TestLineErrors(t *testing.T) {
 	for _, s := range steps {
 		c.Send(s.send)
 		c.Expect(s.want)
+		if s.send == "/login alice" {
+			c.ExpectKey()
+		}
 	}
 	c.Send("/help")
 	c.Send("/who")
@@ -260,6 +279,7 @@ func TestTelnet(t *testing.T) {
 	write("\xfb\x01ice\r\n")                       // ...IAC WILL ECHO completed here
 	answer("\xff\xfe\x01")                         // DONT ECHO
 	tn.Expect(`^\* you are alice, your token is [0-9a-f]{32}$`)
+	tn.ExpectKey()
 	write("/connect " + bob.Token + "\r\n")
 	tn.Expect(`connected with bob`)
 	bob.Expect(`alice is connected`)
@@ -336,7 +356,7 @@ func TestShutdownTellsEveryone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- d.Shutdown(ctx) }()
+	go func() { done <- d.Stop(ctx) }()
 
 	sawShutdown := func(lc *enginetest.LineClient) {
 		for {

@@ -48,19 +48,23 @@ func startDaemon(t *testing.T, edit func(o *engine.Options)) *enginetest.Daemon 
 
 // lineConn is a bare line-protocol client.
 type lineConn struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
+	t      *testing.T
+	c      net.Conn
+	r      *bufio.Reader
+	resume bool // the server has resume on: a login is told a key
 }
 
+// newLineConn is a bare client on c, to a daemon with resume on, as
+// enginetest.Start's are unless told otherwise.
 func newLineConn(t *testing.T, c net.Conn) *lineConn {
-	return &lineConn{t: t, c: c, r: bufio.NewReaderSize(c, 64<<10)}
+	return &lineConn{t: t, c: c, r: bufio.NewReaderSize(c, 64<<10), resume: true}
 }
 
 // dialLine connects from local and reads the greeting.
 func dialLine(t *testing.T, d *enginetest.Daemon, local string) *lineConn {
 	t.Helper()
 	lc := newLineConn(t, dialFrom(t, local, d.TCP))
+	lc.resume = d.Resume
 	lc.expect(`^\* welcome to duet`)
 	return lc
 }
@@ -98,6 +102,9 @@ func (lc *lineConn) login(name string) string {
 	lc.t.Helper()
 	lc.send("/login " + name)
 	m := tokenInLine.FindStringSubmatch(lc.expect(`^\* you are ` + name))
+	if lc.resume {
+		lc.expect(`^\* resume key: `)
+	}
 	return m[1]
 }
 
@@ -913,8 +920,7 @@ func TestHostileCommandFlood(t *testing.T) {
 	alice := dialLine(t, d, "127.0.0.1")
 	alice.login("alice")
 	bob := dialLine(t, d, "127.0.0.2")
-	bob.send("/login bob")
-	bob.expect(`you are bob`)
+	bob.login("bob")
 	bob.send("/connect " + tokenOf(t, alice))
 	bob.expect(`connected with alice`)
 	alice.expect(`bob is connected`)
@@ -1018,65 +1024,91 @@ func TestHostileConnectionFlood(t *testing.T) {
 }
 
 // TestHostileSlowReader: a partner that never reads while its partner
-// sends 100 MB is cut off, the sender is told how many messages were not
-// delivered, and the daemon's heap stays within 64 MiB of where it was.
+// sends 100 MB is cut off, and the daemon's heap stays within 64 MiB of
+// where it was. With resume off the sender is told how many messages
+// were not delivered, then not_paired once and a count a second; with
+// resume on the reader's session goes away, the sender is told so, then
+// peer_away_full once (what is kept for the reader fills resume.buffer)
+// and a count a second: never an error per line.
 func TestHostileSlowReader(t *testing.T) {
-	d := startDaemon(t, func(o *engine.Options) {
-		o.Limits.SlowTimeout = time.Second
-	})
-	pair := startHealthyPair(t, d)
-	base := heapInuse()
-	rssBefore := vmRSS()
-	peak := heapPeak()
+	for _, tc := range []struct {
+		name    string
+		window  time.Duration
+		cut     string // the notice of the cut; (\d+), if any, counts what was lost
+		refused string // the error for the first line after it
+		count   string // the count a second of the lines not sent
+	}{
+		{"resume off", 0, `^\* sleeper stopped reading and was cut off; (\d+) of your messages were not delivered`,
+			`^! not_paired: `, `^\* \d+ more lines were not sent: you are not connected to anyone$`},
+		{"resume on", 2 * time.Minute, `^\* sleeper lost the connection; waiting up to 2m for sleeper to come back$`,
+			`^! peer_away_full: sleeper is away, and `, `^\* \d+ more lines were not sent: your partner is away and no more of your messages can be kept for them$`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDaemon(t, func(o *engine.Options) {
+				o.Limits.SlowTimeout = time.Second
+				o.Resume.Window = tc.window
+			})
+			pair := startHealthyPair(t, d)
+			base := heapInuse()
+			rssBefore := vmRSS()
+			peak := heapPeak()
 
-	sender := dialLine(t, d, "127.0.0.1")
-	sender.login("sender")
-	sleeper := dialLine(t, d, "127.0.0.2")
-	sleeper.send("/login sleeper")
-	sleeper.send("/connect " + tokenOf(t, sender))
-	sender.expect(`sleeper is connected`)
+			sender := dialLine(t, d, "127.0.0.1")
+			sender.login("sender")
+			sleeper := dialLine(t, d, "127.0.0.2")
+			sleeper.send("/login sleeper")
+			sleeper.send("/connect " + tokenOf(t, sender))
+			sender.expect(`sleeper is connected`)
 
-	start := time.Now()
-	const total, size = 100 << 20, 16000
-	sent := make(chan error, 1)
-	go func() {
-		sender.c.SetWriteDeadline(time.Now().Add(40 * time.Second))
-		sent <- numberedLines(sender.c, "bulk", total/size, size-len("bulk 00000 \n"))
-	}()
-	cut := regexp.MustCompile(`^\* sleeper stopped reading and was cut off; (\d+) of your messages were not delivered`)
-	m := cut.FindStringSubmatch(sender.expect(`^\* sleeper stopped reading`))
-	if n, _ := strconv.Atoi(m[1]); n <= 0 {
-		t.Fatalf("cut notice without a count: %q", m[0])
-	}
-	t.Logf("the reader was cut off %v after the sending began", time.Since(start).Round(time.Millisecond))
-	sender.expect(`^! not_paired: `)
-	// Then only a count a second, until well after the last line.
-	for done := false; ; {
-		select {
-		case err := <-sent:
-			if err != nil {
-				t.Fatalf("sender: %v", err)
+			start := time.Now()
+			const total, size = 100 << 20, 16000
+			sent := make(chan error, 1)
+			go func() {
+				sender.c.SetWriteDeadline(time.Now().Add(40 * time.Second))
+				sent <- numberedLines(sender.c, "bulk", total/size, size-len("bulk 00000 \n"))
+			}()
+			cut := regexp.MustCompile(tc.cut)
+			m := cut.FindStringSubmatch(sender.expect(`^\* sleeper `))
+			if m == nil {
+				t.Fatalf("sender was not told of the cut as %q", tc.cut)
 			}
-			done = true
-		default:
-		}
-		s, err := sender.read(1200 * time.Millisecond)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() && done {
-			break
-		} else if err != nil && !(ok && ne.Timeout()) {
-			t.Fatalf("sender: %v", err)
-		}
-		if s != "" && !regexp.MustCompile(`^\* \d+ more lines were not sent`).MatchString(s) {
-			t.Fatalf("sender got %q", s)
-		}
+			if len(m) > 1 {
+				if n, _ := strconv.Atoi(m[1]); n <= 0 {
+					t.Fatalf("cut notice without a count: %q", m[0])
+				}
+			}
+			t.Logf("the reader was cut off %v after the sending began", time.Since(start).Round(time.Millisecond))
+			sender.expect(tc.refused)
+			// Then only a count a second, until well after the last line.
+			count := regexp.MustCompile(tc.count)
+			for done := false; ; {
+				select {
+				case err := <-sent:
+					if err != nil {
+						t.Fatalf("sender: %v", err)
+					}
+					done = true
+				default:
+				}
+				s, err := sender.read(1200 * time.Millisecond)
+				if ne, ok := err.(net.Error); ok && ne.Timeout() && done {
+					break
+				} else if err != nil && !(ok && ne.Timeout()) {
+					t.Fatalf("sender: %v", err)
+				}
+				if s != "" && !count.MatchString(s) {
+					t.Fatalf("sender got %q", s)
+				}
+			}
+			grown := int64(peak()) - int64(base)
+			t.Logf("100 MB to a reader that never reads: heap %d MiB at start, peak +%d MiB; VmRSS %s -> %s",
+				base/mib, grown/mib, rssBefore, vmRSS())
+			if grown > 64*mib {
+				t.Fatalf("heap grew by %d MiB; the bound is 64 MiB", grown/mib)
+			}
+			pair.finish()
+		})
 	}
-	grown := int64(peak()) - int64(base)
-	t.Logf("100 MB to a reader that never reads: heap %d MiB at start, peak +%d MiB; VmRSS %s -> %s",
-		base/mib, grown/mib, rssBefore, vmRSS())
-	if grown > 64*mib {
-		t.Fatalf("heap grew by %d MiB; the bound is 64 MiB", grown/mib)
-	}
-	pair.finish()
 }
 
 // TestHostilePipelinedRequests: thousands of pipelined requests from a

@@ -101,7 +101,10 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 
 // loginAs logs the checked account in: at once if it is offline; if it is
 // online, by replacing the other session when takeover is on, or not at
-// all (already_online).
+// all (already_online). A session of the account that is away (its
+// connection dropped, and it waits for a resume) is replaced either way:
+// the password proves as much as the resume key, and a user who lost
+// the key must not be locked out for resume.window.
 func (cn *conn) loginAs(account string) {
 	log := cn.srv.log
 	var (
@@ -112,7 +115,7 @@ func (cn *conn) loginAs(account string) {
 	if cn.srv.takeover.Load() {
 		s, replaced, err = cn.srv.hub.LoginReplacing([]byte(account), cn.out)
 	} else {
-		s, err = cn.srv.hub.Login([]byte(account), cn.out)
+		s, err = cn.srv.hub.LoginReplacingAway([]byte(account), cn.out)
 		if err == proto.ErrNameTaken {
 			// Every name online is an account's here: the account is in use.
 			err = proto.ErrAlreadyOnline
@@ -127,17 +130,23 @@ func (cn *conn) loginAs(account string) {
 	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.ip), zap.Bool("replaced", replaced != nil))
 }
 
-// replacedElsewhere closes a connection whose account has logged in on
-// another one (the hub detached its outbox). Its session is already
-// closed (and its partner told "replaced"); the user is told why, then
-// bye, so a client knows not to log in again by itself. Safe from any
+// evicted closes a connection whose session the hub took away while it
+// was open (hub.Queue.Evict): its account logged in on another connection
+// (the session is closed already, and its partner told "replaced"), or
+// its session was resumed on another connection (which carries it now;
+// its partner is told nothing). The user is told why, then bye, so a
+// client knows not to log in or resume again by itself. Safe from any
 // goroutine.
-func (cn *conn) replacedElsewhere() {
+func (cn *conn) evicted(why hub.Eviction) {
+	e := endReplaced
+	if why == hub.EvictResumed {
+		e = endResumed
+	}
 	_ = cn.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if cn.closed || cn.closing != endNone {
 			return nil
 		}
-		cn.end(endReplaced)
+		cn.end(e)
 		return nil
 	}))
 }

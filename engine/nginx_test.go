@@ -99,6 +99,9 @@ func TestNginxFront(t *testing.T) {
 	alice.Write([]byte("/login alice\r\n"))
 	welcome := readLine()
 	token := welcome[len(welcome)-32:]
+	if k := readLine(); !strings.HasPrefix(k, "* resume key: ") {
+		t.Fatalf("alice got %q, want her resume key", k)
+	}
 
 	// bob: wss:// from 127.0.0.3, claiming in X-Forwarded-For lines of
 	// his own to be somewhere else; nginx appends his real address and

@@ -24,10 +24,11 @@ import (
 // than abuseFactor times the burst dropped without a quiet second in
 // between) is a script, not a person; it is told so and disconnected.
 //
-// A say with no partner is a different case: a sender still pasting
-// after its pair ended would otherwise get one not_paired error per line.
-// It gets one not_paired error and then, once a second, a notice that
-// counts the lines that were not sent.
+// A say that cannot be sent is a different case: a sender still pasting
+// after its pair ended (not_paired), or while its partner is away with
+// as much kept for them as resume.buffer allows (peer_away_full), would
+// otherwise get one error per line. It gets the error once and then,
+// once a second, a notice that counts the lines that were not sent.
 
 // abuseFactor is how many bursts' worth of dropped input, without a
 // quiet second in between, end a connection.
@@ -46,10 +47,30 @@ type inputGuard struct {
 	droppedRun     int       // inputs dropped since the last quiet second
 	droppedThisSec int       // inputs dropped since the last per-second check
 
-	// Says with no partner.
-	notPairedStreak  bool // not_paired was told; later ones are counted
-	notPairedCount   int  // says not sent since the last summary
-	notPairedThisSec bool // a say found no partner since the last check
+	// Says that could not be sent.
+	refused        refusal // the run of refused says going on, if any
+	refusedCount   int     // says of the run not sent since the last summary
+	refusedThisSec bool    // a say of the run was refused since the last check
+}
+
+// refusal is why a run of says is not sent.
+type refusal uint8
+
+const (
+	refusedNone refusal = iota
+	refusedNotPaired
+	refusedAwayFull
+)
+
+// refusalOf is the run a say refused with err belongs to, if any.
+func refusalOf(err *proto.Error) refusal {
+	switch err.Code {
+	case proto.ErrNotPaired.Code:
+		return refusedNotPaired
+	case proto.ErrPeerAwayFull.Code:
+		return refusedAwayFull
+	}
+	return refusedNone
 }
 
 // guardFor returns the connection's inputGuard, allocating it on first use
@@ -74,11 +95,17 @@ func (cn *conn) guardFor() *inputGuard {
 }
 
 // admit decides whether a decoded command may run. A say from a logged-in
-// user is governed by back-pressure, and quit is always allowed: leaving
-// must never be refused. Everything else spends a token.
+// user is governed by back-pressure, an ack costs next to nothing, and
+// quit is always allowed: leaving must never be refused. Everything else
+// spends a token.
 func (cn *conn) admit(cmd *proto.Command) bool {
 	switch {
 	case cmd.Op == proto.OpSay && cn.sess != nil:
+		return true
+	case cmd.Op == proto.OpAck && cn.sess != nil:
+		// An acknowledgement is answered with nothing and costs a trim of
+		// the history; a browser sends one for every 32 messages it
+		// receives, which its partner's pace sets, not its own.
 		return true
 	case cmd.Op == proto.OpQuit:
 		return true
@@ -138,15 +165,22 @@ func (cn *conn) rejectInput(err *proto.Error) {
 
 // answer tells the outcome of a command that handle carried out.
 func (cn *conn) answer(op proto.Op, err *proto.Error) {
-	if op != proto.OpSay || err == nil {
-		// Anything but a failed say ends a run of not_paired: the user
-		// is doing something else now, and the next failure is told anew.
-		cn.endNotPairedStreak()
+	var run refusal
+	if op == proto.OpSay && err != nil {
+		run = refusalOf(err)
+	}
+	if g := cn.guard; g != nil && g.refused != refusedNone &&
+		(op != proto.OpSay || err == nil || run != refusedNone && run != g.refused) {
+		// Anything but a failed say ends a run of refused says, and so
+		// does a say refused another way (the partner left, or went
+		// away): the user is doing something else now, or the reason
+		// changed, and the next failure is told anew.
+		cn.endRefusedRun()
 	}
 	switch {
 	case err == nil:
-	case op == proto.OpSay && err == proto.ErrNotPaired:
-		cn.notPaired()
+	case run != refusedNone:
+		cn.refusedSay(run, err)
 	case op == proto.OpSay:
 		// The say was not charged on the way in: its error is.
 		cn.rejectInput(err)
@@ -155,46 +189,52 @@ func (cn *conn) answer(op proto.Op, err *proto.Error) {
 	}
 }
 
-// notPaired answers a say that found no partner: the first with the
-// error, the rest of a run counted for the per-second summary.
-func (cn *conn) notPaired() {
+// refusedSay answers a say refused for run's reason: the first of a run
+// with its error, the rest counted for the per-second summary.
+func (cn *conn) refusedSay(run refusal, err *proto.Error) {
 	g := cn.guardFor()
-	g.notPairedThisSec = true
-	if !g.notPairedStreak {
-		g.notPairedStreak = true
-		cn.tell(proto.ErrNotPaired)
+	g.refusedThisSec = true
+	if g.refused != run {
+		g.refused = run
+		cn.tell(err)
 		return
 	}
-	g.notPairedCount++
+	g.refusedCount++
 }
 
-// endNotPairedStreak tells what is still uncounted of a run of says with
-// no partner, and ends the run.
-func (cn *conn) endNotPairedStreak() {
+// endRefusedRun tells what is still uncounted of a run of refused says,
+// and ends the run.
+func (cn *conn) endRefusedRun() {
 	g := cn.guard
-	if g == nil || !g.notPairedStreak {
+	if g == nil || g.refused == refusedNone {
 		return
 	}
 	cn.tellNotSent(g)
-	g.notPairedStreak = false
+	g.refused = refusedNone
+}
+
+// notSentWhy ends the summary of a run of refused says.
+var notSentWhy = [...]string{
+	refusedNotPaired: " not sent: you are not connected to anyone",
+	refusedAwayFull:  " not sent: your partner is away and no more of your messages can be kept for them",
 }
 
 // tellNotSent sends the summary of says not sent since the last one.
 func (cn *conn) tellNotSent(g *inputGuard) {
-	if g.notPairedCount == 0 {
+	if g.refusedCount == 0 {
 		return
 	}
 	unit := " more lines were"
 	switch {
-	case cn.stage == stageWS && g.notPairedCount == 1:
+	case cn.stage == stageWS && g.refusedCount == 1:
 		unit = " more message was"
 	case cn.stage == stageWS:
 		unit = " more messages were"
-	case g.notPairedCount == 1:
+	case g.refusedCount == 1:
 		unit = " more line was"
 	}
-	text := strconv.Itoa(g.notPairedCount) + unit + " not sent: you are not connected to anyone"
-	g.notPairedCount = 0
+	text := strconv.Itoa(g.refusedCount) + unit + notSentWhy[g.refused]
+	g.refusedCount = 0
 	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte(text)})
 }
 
@@ -206,18 +246,18 @@ func (cn *conn) checkGuard() {
 	if g == nil || cn.closed || cn.closing != endNone {
 		return
 	}
-	if g.notPairedStreak {
+	if g.refused != refusedNone {
 		cn.tellNotSent(g)
-		if !g.notPairedThisSec {
-			g.notPairedStreak = false
+		if !g.refusedThisSec {
+			g.refused = refusedNone
 		}
 	}
-	g.notPairedThisSec = false
+	g.refusedThisSec = false
 	if g.droppedThisSec == 0 {
 		g.droppedRun = 0
 	}
 	g.droppedThisSec = 0
-	if g.notPairedStreak || g.droppedRun > 0 {
+	if g.refused != refusedNone || g.droppedRun > 0 {
 		return
 	}
 	if g.bucket.TokensAt(cn.loop.now) >= float64(g.bucket.Burst()) {

@@ -40,7 +40,9 @@ func (idleLoop) Close(gnet.Conn) error                                        { 
 // benchPair returns two logged-in, paired connections of the given stages
 // that share one loop, with no sockets behind them.
 func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *conn) {
-	srv, err := New(Options{TCPListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits})
+	// Resume is on, as it is by default: every message is numbered and
+	// kept for the reader's resume.
+	srv, err := New(Options{TCPListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits, Resume: config.Defaults().Resume})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -133,7 +135,7 @@ func TestRelayBenchPathDelivers(t *testing.T) {
 	}{
 		{"tcp", stageLine, stageLine, benchText + "\n", "<alice> " + benchText + "\r\n"},
 		{"ws-to-tcp", stageWS, stageLine, "", "<alice> " + benchText + "\r\n"},
-		{"tcp-to-ws", stageLine, stageWS, benchText + "\n", `{"type":"message","from":"alice","text":"` + benchText + `"}`},
+		{"tcp-to-ws", stageLine, stageWS, benchText + "\n", `{"type":"message","from":"alice","text":"` + benchText + `","seq":1}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sender, reader := benchPair(t, c.in, c.out)

@@ -29,6 +29,7 @@ import (
 	"duet/engine/hub"
 	"duet/engine/logsample"
 	"duet/engine/tally"
+	"duet/proto"
 	"duet/web"
 )
 
@@ -45,7 +46,8 @@ type Options struct {
 	WSListen       string // "" disables the HTTP/WebSocket listener
 	AllowedOrigins []string
 	Limits         config.Limits
-	AuthMode       string // "open" or "accounts"; told to clients in the greeting
+	Resume         config.Resume // handed to the hub with limits.max_text (HubOptions); the zero value turns resume off
+	AuthMode       string        // "open" or "accounts"; told to clients in the greeting
 	Auth           AuthOptions
 	Hub            *hub.Hub
 	Site           *web.Site // the browser client; nil serves 404 for pages
@@ -68,6 +70,8 @@ type Server struct {
 	takeover atomic.Bool
 
 	limits atomic.Pointer[config.Limits]
+	resume atomic.Pointer[config.Resume]
+	hubMu  sync.Mutex // orders the hub's options as SetLimits and SetResume set them
 	origin atomic.Pointer[[]string]
 
 	trusted atomic.Pointer[[]netip.Prefix]
@@ -118,6 +122,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.SetTakeover(opts.Auth.Takeover)
+	s.resume.Store(&opts.Resume)
 	s.SetLimits(opts.Limits)
 	s.SetAllowedOrigins(opts.AllowedOrigins)
 	s.SetTrustedProxies(opts.TrustedProxies)
@@ -136,8 +141,68 @@ func New(opts Options) (*Server, error) {
 // event on. Safe at any time (config reload).
 func (s *Server) SetLimits(l config.Limits) {
 	l = withDefaultLimits(l)
+	s.hubMu.Lock()
+	defer s.hubMu.Unlock()
 	s.limits.Store(&l)
-	s.hub.SetOptions(hub.Options{MaxText: l.MaxText})
+	s.setHubOptions()
+}
+
+// SetResume replaces the resume section (config reload). Every key of it
+// may change: each applies from the next time the hub uses it. A new
+// resume.window counts for connections that drop from then on (a session
+// away already keeps the time it was given), resume.buffer for the next
+// message kept, resume.max_away for the next session that goes away,
+// resume.replay_recent for the next resume. Turning resume off ends no
+// session that is away (it can still be resumed) but sends none away
+// from then on; turning it on gives a resume key to the sessions that
+// log in from then on, not to those logged in while it was off.
+func (s *Server) SetResume(r config.Resume) {
+	s.hubMu.Lock()
+	defer s.hubMu.Unlock()
+	s.resume.Store(&r)
+	s.setHubOptions()
+}
+
+// setHubOptions hands the hub limits.max_text and the resume section, as
+// they are now. s.hubMu is held.
+func (s *Server) setHubOptions() {
+	s.hub.SetOptions(HubOptions(*s.lim(), *s.resume.Load()))
+}
+
+// userTimeout is the TCP_USER_TIMEOUT a new connection gets: with resume
+// on, resume.replay_recent, or 0 to leave the kernel's default.
+//
+// A line client cannot say which messages it read before its connection
+// dropped, so its resume replays those written from replay_recent before
+// the drop was noticed (and those never written at all). The rule is
+// whole only if a connection that stops acknowledging what is written to
+// it is found dead within replay_recent: then anything written earlier
+// was acknowledged by the client's TCP. Keepalive alone does not do it,
+// since it probes only idle connections, and the kernel's retransmissions
+// give up only after some fifteen minutes.
+func (s *Server) userTimeout() time.Duration {
+	r := s.resume.Load()
+	if r.Window <= 0 {
+		return 0
+	}
+	d := r.ReplayRecent
+	if d <= 0 {
+		d = hub.DefaultReplayRecent
+	}
+	return min(d, r.Window)
+}
+
+// HubOptions are the hub's options for limits l and resume section r:
+// what the engine sets, and what a hub made for it should start with.
+func HubOptions(l config.Limits, r config.Resume) hub.Options {
+	cfg := config.Config{Limits: l, Resume: r}
+	return hub.Options{
+		MaxText:      l.MaxText,
+		ResumeWindow: r.Window,
+		ResumeBuffer: r.Buffer,
+		MaxAway:      cfg.ResumeMaxAway(),
+		ReplayRecent: r.ReplayRecent,
+	}
 }
 
 // SetAllowedOrigins replaces the WebSocket Origin allow-list.
@@ -273,6 +338,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.draining.Swap(true) {
 		return errors.New("engine: already shutting down")
 	}
+	// No session is kept waiting for a resume: the process that could
+	// resume it is going. Those away now end first, their partners told
+	// shutdown; connections that drop from now on end their sessions
+	// instead of sending them away (endSession).
+	s.hub.CloseAway(proto.ReasonShutdown)
 	for _, ls := range s.loopList() {
 		_ = ls.eachConn(func(cn *conn) { cn.shutdown() })
 	}
@@ -286,6 +356,9 @@ wait:
 		case <-poll.C:
 		}
 	}
+	// A connection that dropped as the shutdown began may have sent its
+	// session away just before; none is left waiting.
+	s.hub.CloseAway(proto.ReasonShutdown)
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.eng.Stop(stopCtx)
@@ -463,6 +536,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return refuse(endPerAddr)
 	}
 	s.conns.Add(1)
+	if d := s.userTimeout(); d > 0 {
+		_ = setUserTimeout(c.Fd(), d)
+	}
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, key: key, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)

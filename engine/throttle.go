@@ -15,17 +15,21 @@ import (
 // tries many is still worth slowing and noting: failed connects are
 // counted per address (auth.ConnectThrottle, which says how), and past
 // limits.connect_failures a connect's input is held before its token is
-// checked.
+// checked. A resume key (130 random bits) is guessed the same way and
+// counted in the same table: a wrong key is a failed connect, and past
+// the limit a resume is held like a connect (resume.go).
 
-// heldTokenMax is how much of a held token is kept: one byte past a
-// token's length is enough to stay invalid.
-const heldTokenMax = proto.TokenLen + 1
+// heldArgMax is how much of a held token or resume key is kept: one
+// byte past the longer of the two is enough to stay invalid.
+const heldArgMax = max(proto.TokenLen, proto.ResumeKeyLen) + 1
 
-// heldConnect is a connect the throttle holds (holdThrottle): the token,
-// and when it is checked.
+// heldConnect is a connect or a resume the throttle holds (holdThrottle):
+// what it asks with, and when it is checked.
 type heldConnect struct {
 	until time.Time
-	token []byte
+	op    proto.Op // OpConnect or OpResume
+	arg   []byte   // the token, or the resume key
+	last  uint64   // a JSON resume's last
 }
 
 // sourceKey is the key this connection's client address is counted under
@@ -38,20 +42,51 @@ func (cn *conn) sourceKey() netip.Prefix {
 // throttle. held reports that the connection's input is now held until
 // the connect is due; connectHeld then finishes it.
 func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
-	now := time.Now()
+	wait, err := cn.throttle()
+	switch {
+	case err != nil:
+		return err, false
+	case wait == 0:
+		return cn.checkConnect(token, false), false
+	}
+	cn.holdFor(wait, &heldConnect{op: proto.OpConnect, arg: token})
+	return nil, true
+}
+
+// throttle asks the failed-connect throttle about a connect or a resume
+// from this connection: how long it is held before it is checked (0: at
+// once), or throttled when it is refused unchecked.
+func (cn *conn) throttle() (time.Duration, *proto.Error) {
 	last := cn.flow.draining || cn.closing != endNone
-	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), now, cn.srv.lim().ConnectFailures, !last)
+	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), time.Now(), cn.srv.lim().ConnectFailures, !last)
 	if refuse || (wait > 0 && last) {
 		// Nobody waits at the end of a connection: a guesser who sends a
 		// thousand tokens and hangs up must not have them all checked.
-		return proto.ErrThrottled, false
+		return 0, proto.ErrThrottled
 	}
-	if wait == 0 {
-		return cn.checkConnect(token, false), false
-	}
-	cn.hold(holdThrottle, &heldConnect{until: now.Add(wait), token: bytes.Clone(token[:min(len(token), heldTokenMax)])})
+	return wait, nil
+}
+
+// holdFor holds the connection's input for wait, with hc to finish then
+// (connectHeld). hc.arg is copied: it aliases the read buffer.
+func (cn *conn) holdFor(wait time.Duration, hc *heldConnect) {
+	hc.until = time.Now().Add(wait)
+	hc.arg = bytes.Clone(hc.arg[:min(len(hc.arg), heldArgMax)])
+	cn.hold(holdThrottle, hc)
 	time.AfterFunc(wait, cn.Wake)
-	return nil, true
+}
+
+// failed records a failed connect or resume from this connection's
+// address, and logs it; fields say what failed.
+func (cn *conn) failed(what string, fields ...zap.Field) {
+	limit := cn.srv.lim().ConnectFailures
+	fails := cn.srv.connectFails.Failed(cn.sourceKey(), time.Now())
+	fields = append(fields, zap.Int("failures", fails))
+	if fails == limit {
+		cn.logger().Warn("failed connects from this address reached limits.connect_failures; further connects are slowed", fields...)
+	} else {
+		cn.logger().Info(what, fields...)
+	}
 }
 
 // checkConnect tries token and records a failure against the address.
@@ -63,18 +98,7 @@ func (cn *conn) checkConnect(token []byte, throttled bool) *proto.Error {
 	if err != proto.ErrUnknownToken {
 		return err
 	}
-	limit := cn.srv.lim().ConnectFailures
-	fails := cn.srv.connectFails.Failed(cn.sourceKey(), time.Now())
-	fields := []zap.Field{
-		zap.String("token_prefix", tokenPrefix(token)),
-		zap.String("error", err.Code),
-		zap.Int("failures", fails),
-	}
-	if fails == limit {
-		cn.logger().Warn("failed connects from this address reached limits.connect_failures; further connects are slowed", fields...)
-	} else {
-		cn.logger().Info("connect failed", fields...)
-	}
+	cn.failed("connect failed", zap.String("token_prefix", tokenPrefix(token)), zap.String("error", err.Code))
 	if throttled {
 		return proto.ErrThrottled
 	}
@@ -98,11 +122,17 @@ func tokenPrefix(token []byte) string {
 	return string(b[:n])
 }
 
-// connectHeld finishes a connect the throttle held, once it is due
-// (release): its token is checked now, and a wrong one is answered
-// throttled.
+// connectHeld finishes a connect or a resume the throttle held, once it
+// is due (release): its token or key is checked now, and a wrong one is
+// answered throttled.
 func (cn *conn) connectHeld(hc *heldConnect) {
-	if cn.sess != nil && cn.closing == endNone {
-		cn.answer(proto.OpConnect, cn.checkConnect(hc.token, true))
+	if cn.closing != endNone {
+		return
+	}
+	switch {
+	case hc.op == proto.OpConnect && cn.sess != nil:
+		cn.answer(proto.OpConnect, cn.checkConnect(hc.arg, true))
+	case hc.op == proto.OpResume && cn.sess == nil:
+		cn.answer(proto.OpResume, cn.checkResume(hc.arg, hc.last, true))
 	}
 }

@@ -157,11 +157,18 @@ func (cn *conn) readFrame(buf []byte) int {
 		cn.backPressure(cn.out)
 	case ws.OpPong:
 	case ws.OpClose:
-		// Answer the close and end: the user closed the socket, or left
-		// the page (going away). The reader has checked the code.
-		if code, _ := ws.ParseCloseFrameData(msg.Payload); code == ws.StatusGoingAway {
+		// Answer the close and end. The reader has checked the code.
+		// 1001 going away is what a browser sends for a page left or
+		// reloaded: its session waits for the page to resume it. 1000 is
+		// what a page sends only on purpose, as the user leaves: the
+		// partner is told left. Anything else (no code, 1005, a code of
+		// the page's own) ends the session as a disconnect.
+		switch code, _ := ws.ParseCloseFrameData(msg.Payload); code {
+		case ws.StatusGoingAway:
 			cn.end(endGoingAway)
-		} else {
+		case ws.StatusNormalClosure:
+			cn.end(endNormalClose)
+		default:
 			cn.end(endClosed)
 		}
 	}
@@ -207,16 +214,35 @@ func (s *Server) checkOrigin(origin, host []byte) bool {
 // (outbox.Encoder).
 type webEncoder struct{}
 
+// AppendEvent frames ev as one text frame, or as nothing when JSON has
+// nothing to say for it (a replay's end: the resumed event said how many
+// messages it replays).
 func (webEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	dst, mark := wsframe.StartFrame(dst)
-	dst = jsonproto.AppendEvent(dst, ev)
+	start := len(dst)
+	if dst = jsonproto.AppendEvent(dst, ev); len(dst) == start {
+		return dst[:mark]
+	}
 	return wsframe.FinishFrame(dst, mark, ws.OpText)
 }
 
-func (e webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+// AppendMessages makes the part of a message event before its text once
+// for the run, and copies it in front of each text.
+func (webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+	var room [128]byte // the head of any name a login allows, on the stack
+	head := jsonproto.AppendMessageHead(room[:0], ev.From)
+	// ev.Seq, when set, is the first text's; each next text's is one
+	// more (hub.BatchOutbox).
+	seq := ev.Seq
 	for _, text := range texts {
-		ev.Text = text
-		dst = e.AppendEvent(dst, ev)
+		var mark int
+		dst, mark = wsframe.StartFrame(dst)
+		dst = append(dst, head...)
+		dst = jsonproto.AppendMessageText(dst, text, seq)
+		dst = wsframe.FinishFrame(dst, mark, ws.OpText)
+		if seq != 0 {
+			seq++
+		}
 	}
 	return dst
 }

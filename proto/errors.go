@@ -80,11 +80,16 @@ var Errors = []*Error{
 
 // PeerAwayFull is ErrPeerAwayFull told with the partner's name and what
 // is waiting for them: waiting messages kept since they went away,
-// taking size bytes. Its Code is ErrPeerAwayFull's; compare codes, not
-// pointers.
+// taking size bytes. None may be: what was kept for a resume before they
+// went away (messages they may not have read) can fill the room on its
+// own. Its Code is ErrPeerAwayFull's; compare codes, not pointers.
 func PeerAwayFull(peer string, waiting int, size int64) *Error {
 	text := make([]byte, 0, 96+len(peer))
 	text = append(text, peer...)
+	if waiting <= 0 {
+		text = append(text, " is away, and the messages kept for them from before they went fill all the room there is; this one was not sent"...)
+		return &Error{Code: ErrPeerAwayFull.Code, Text: string(text)}
+	}
 	text = append(text, " is away, and "...)
 	text = strconv.AppendInt(text, int64(waiting), 10)
 	text = append(text, " of your messages ("...)

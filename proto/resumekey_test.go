@@ -98,6 +98,7 @@ func TestPeerAwayFull(t *testing.T) {
 		size    int64
 		want    string
 	}{
+		{0, 0, "bob is away, and the messages kept for them from before they went fill all the room there is; this one was not sent"},
 		{1, 12, "bob is away, and 1 of your messages (12 bytes) is waiting for them; this one was not sent"},
 		{40, 1023, "bob is away, and 40 of your messages (1023 bytes) are waiting for them; this one was not sent"},
 		{3514, 250 << 10, "bob is away, and 3514 of your messages (250 KiB) are waiting for them; this one was not sent"},

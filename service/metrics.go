@@ -111,11 +111,25 @@ func (m *Metrics) SlowCut() { m.slowCuts.Inc() }
 type hubCollector struct{ core *hub.Hub }
 
 var (
-	usersDesc    = prometheus.NewDesc("duet_users", "Users logged in now.", nil, nil)
+	usersDesc    = prometheus.NewDesc("duet_users", "Users logged in now, away ones included.", nil, nil)
 	pairsDesc    = prometheus.NewDesc("duet_pairs", "Pairs talking now.", nil, nil)
 	pairingsDesc = prometheus.NewDesc("duet_pairings_total", "Pairings made since start.", nil, nil)
 	messagesDesc = prometheus.NewDesc("duet_messages_relayed_total", "Messages relayed since start.", nil, nil)
 	bytesDesc    = prometheus.NewDesc("duet_relayed_bytes_total", "Bytes of message text relayed since start.", nil, nil)
+
+	// Session resume (docs/RESUME.md).
+	awayDesc = prometheus.NewDesc("duet_away_sessions",
+		"Sessions away now: their connection dropped, and they wait for a resume.", nil, nil)
+	keptDesc = prometheus.NewDesc("duet_resume_kept_bytes",
+		"What the messages kept for resumes count against resume.buffer, all sessions together: each its text and 64 bytes.", nil, nil)
+	resumesDesc = prometheus.NewDesc("duet_resumes_total",
+		"Resumes since start, by outcome: away (a session that was away), zombie (one whose old connection was still open, which was closed), bad_key (refused for a key that is wrong, malformed, expired or used).",
+		[]string{"outcome"}, nil)
+	awayEndedDesc = prometheus.NewDesc("duet_away_sessions_ended_total",
+		"Away sessions ended since start without a resume, by reason: timeout (resume.window ran out), evicted (resume.max_away was reached and they had been away the longest).",
+		[]string{"reason"}, nil)
+	awayFullDesc = prometheus.NewDesc("duet_away_full_refusals_total",
+		"Messages refused since start with peer_away_full: their receiver was away with as much kept as resume.buffer allows.", nil, nil)
 )
 
 func (hubCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -124,6 +138,11 @@ func (hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pairingsDesc
 	ch <- messagesDesc
 	ch <- bytesDesc
+	ch <- awayDesc
+	ch <- keptDesc
+	ch <- resumesDesc
+	ch <- awayEndedDesc
+	ch <- awayFullDesc
 }
 
 func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
@@ -133,4 +152,12 @@ func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
 	ch <- prometheus.MustNewConstMetric(messagesDesc, prometheus.CounterValue, float64(st.Messages))
 	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(st.Bytes))
+	ch <- prometheus.MustNewConstMetric(awayDesc, prometheus.GaugeValue, float64(st.Away))
+	ch <- prometheus.MustNewConstMetric(keptDesc, prometheus.GaugeValue, float64(st.HistoryBytes))
+	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumedAway), "away")
+	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumedZombie), "zombie")
+	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumeBadKey), "bad_key")
+	ch <- prometheus.MustNewConstMetric(awayEndedDesc, prometheus.CounterValue, float64(st.AwayTimedOut), "timeout")
+	ch <- prometheus.MustNewConstMetric(awayEndedDesc, prometheus.CounterValue, float64(st.AwayEvicted), "evicted")
+	ch <- prometheus.MustNewConstMetric(awayFullDesc, prometheus.CounterValue, float64(st.AwayRefused))
 }

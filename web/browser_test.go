@@ -84,11 +84,13 @@ type browserTest struct {
 
 // startBrowserTest starts a daemon and a headless Chromium with a fresh
 // profile. Both stop when the test ends, or when browserTestTimeout runs
-// out, whichever is first.
+// out, whichever is first. The daemon has session resume off: the page
+// does not resume yet, and logs in again after a drop, which would find
+// its own away session holding its name.
 func startBrowserTest(t *testing.T) *browserTest {
 	t.Helper()
 	chromium := setUpBrowserTest(t)
-	return launchBrowser(t, chromium, enginetest.Start(t, nil))
+	return launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = 0 }))
 }
 
 // setUpBrowserTest runs the test beside others and returns the path of

@@ -252,13 +252,14 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 			return nil, fmt.Errorf("auth.users_file: %w", err)
 		}
 	}
-	d.core = hub.New(hub.Options{MaxText: cfg.Limits.MaxText})
+	d.core = hub.New(engine.HubOptions(cfg.Limits, cfg.Resume))
 	d.ops = newOperations(log, d.core)
 	d.srv, err = engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
 		AllowedOrigins: cfg.WS.AllowedOrigins,
 		Limits:         cfg.Limits,
+		Resume:         cfg.Resume,
 		AuthMode:       cfg.Auth.Mode,
 		Auth:           engine.AuthOptions{Accounts: d.accounts, Takeover: cfg.Auth.Takeover},
 		Hub:            d.core,

@@ -64,6 +64,7 @@ func (r *reloader) reload() {
 	}
 	srv := r.d.srv
 	srv.SetLimits(cfg.Limits)
+	srv.SetResume(cfg.Resume)
 	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
 	srv.SetTakeover(cfg.Auth.Takeover)
 	srv.SetTrustedProxies(cfg.TrustedNets())

@@ -162,7 +162,7 @@ func canDial(addr string) bool {
 func TestReloadKeepsPairsTalking(t *testing.T) {
 	d := startDaemon(t, "log:\n  level: info\n")
 	d.WaitReady()
-	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true} // duetd has resume on by default
 	alice := cl.DialLine(t).Login("alice")
 	bob := cl.DialWS(t).Login("bob")
 	bob.Connect(alice.Token)
@@ -214,7 +214,7 @@ func TestReloadKeepsPairsTalking(t *testing.T) {
 func TestSIGTERMWithPairs(t *testing.T) {
 	d := startDaemon(t, "shutdown_timeout: 5s\n")
 	d.WaitReady()
-	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true} // duetd has resume on by default
 	alice := cl.DialLine(t).Login("alice")
 	bob := cl.DialWS(t).Login("bob")
 	carol := cl.DialLine(t).Login("carol")
@@ -291,7 +291,7 @@ func restOfEvents(t *testing.T, wc *enginetest.WSClient) (events []string, close
 func TestMetrics(t *testing.T) {
 	d := startDaemon(t, "")
 	d.WaitReady()
-	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true} // duetd has resume on by default
 	var holders []*enginetest.LineClient
 	var joiners []*enginetest.WSClient
 	for i := 0; i < 3; i++ {
@@ -430,12 +430,12 @@ func scrape(t *testing.T, url string) map[string]float64 {
 }
 
 // TestLogsKeepSecrets: a whole session logged at debug level shows no
-// message text and no full token, and every connection line carries the
-// connection's id and address.
+// message text, no full token and no resume key, and every connection
+// line carries the connection's id and address.
 func TestLogsKeepSecrets(t *testing.T) {
 	d := startDaemon(t, "log:\n  level: debug\n")
 	d.WaitReady()
-	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true} // duetd has resume on by default
 	alice := cl.DialLine(t).Login("alice")
 	bob := cl.DialWS(t).Login("bob")
 	bob.Connect(alice.Token)
@@ -454,12 +454,27 @@ func TestLogsKeepSecrets(t *testing.T) {
 	alice.Send("/quit")
 	alice.ExpectClosed()
 	bob.Conn.Close()
+	// Resumes, with a wrong key and the right one, log no key either.
+	wrong := strings.Repeat("w", 26)
+	back := cl.DialLine(t)
+	back.Send("/resume " + wrong)
+	back.Expect(`^! bad_resume_key: `)
+	back.Send("/resume " + bob.Key)
+	back.Expect(`^\* resumed: you are bob`)
+	var newKey string
+	for newKey == "" { // past the message bob may have missed
+		if l := back.Line(); strings.HasPrefix(l, "* resume key: ") {
+			newKey = strings.Fields(l)[3]
+		}
+	}
+	back.Send("/quit")
+	back.ExpectClosed()
 	d.Signal(syscall.SIGTERM)
 	if code := d.WaitExit(waitLimit); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 
-	tokens := []string{alice.Token, bob.Token, newToken[len(newToken)-32:]}
+	tokens := []string{alice.Token, bob.Token, newToken[len(newToken)-32:], alice.Key, bob.Key, newKey, wrong}
 	lines := d.Lines()
 	connLines := 0
 	for _, l := range lines {

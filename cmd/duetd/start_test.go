@@ -340,7 +340,7 @@ func TestReloadNamesKeys(t *testing.T) {
 func TestConnectByShareLink(t *testing.T) {
 	d := startDaemon(t, "limits:\n  connect_failures: 3\n")
 	d.WaitReady()
-	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true} // duetd has resume on by default
 	alice := cl.DialLine(t).Login("alice")
 	bob := cl.DialLine(t).Login("bob")
 

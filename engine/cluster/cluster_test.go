@@ -391,6 +391,7 @@ func TestPipedSession(t *testing.T) {
 	alice.Expect(`^<pipey> still me$`)
 	alice.Expect(`^\* pipey disconnected; you are free to be joined again$`)
 	piped.Expect(`^\* you are pipey, your token is `)
+	piped.ExpectKey()
 	piped.Expect(`^\* you are connected with alice$`)
 	piped.Expect(`^\* you are pipey, your token is `)
 }

@@ -39,6 +39,7 @@ func (lc *LineClient) LoginPassword(name, password string) *LineClient {
 		lc.t.Fatalf("login %s: %q", name, s)
 	}
 	lc.Name, lc.Token = name, m[1]
+	lc.readKey()
 	return lc
 }
 
@@ -52,6 +53,7 @@ func (wc *WSClient) LoginPassword(name, password string) *WSClient {
 		wc.t.Fatalf("welcome: %v", ev)
 	}
 	wc.Name, wc.Token = name, tok
+	wc.Key, _ = ev["resume_key"].(string)
 	return wc
 }
 
@@ -66,7 +68,7 @@ func (d *Daemon) DialLineFrom(t testing.TB, localIP string) *LineClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10), resume: d.Resume}
 	if g := lc.Line(); !strings.HasPrefix(g, "* welcome to duet") {
 		t.Fatalf("greeting: %q", g)
 	}

@@ -37,10 +37,15 @@ type Daemon struct {
 	Hub *hub.Hub
 	TCP string // host:port of the line protocol
 	WS  string // host:port of HTTP/WebSocket
+	// Resume is set when resume is on (resume.window > 0): a login is
+	// then told its resume key.
+	Resume bool
 }
 
 // Start runs an engine on 127.0.0.1 with both listeners on free ports and
-// stops it when the test ends. edit may change the options first.
+// stops it when the test ends. Its limits and resume section are the
+// defaults (resume on, a 2-minute window); edit may change the options
+// first.
 func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 	t.Helper()
 	site, err := web.NewSite(web.Options{})
@@ -52,6 +57,7 @@ func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 		TCPListen: "127.0.0.1:0",
 		WSListen:  "127.0.0.1:0",
 		Limits:    config.Defaults().Limits,
+		Resume:    config.Defaults().Resume,
 		Hub:       h,
 		Site:      site,
 		Logger:    zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
@@ -75,7 +81,7 @@ func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{Server: srv, Hub: h}
+	d := &Daemon{Server: srv, Hub: opts.Hub, Resume: opts.Resume.Window > 0}
 	if a := srv.TCPAddr(); a != nil {
 		d.TCP = a.String()
 	}
@@ -95,14 +101,25 @@ func Start(t testing.TB, edit func(*engine.Options)) *Daemon {
 // lifecycle serializes engine starts and shutdowns within a test process.
 var lifecycle sync.Mutex
 
+// Stop shuts the daemon down (engine.Server.Shutdown) as a test's end
+// would, one engine start or stop at a time; a test that stops its
+// daemon itself calls this rather than Shutdown.
+func (d *Daemon) Stop(ctx context.Context) error {
+	lifecycle.Lock()
+	defer lifecycle.Unlock()
+	return d.Shutdown(ctx)
+}
+
 // LineClient is a netcat-like client of the line protocol.
 type LineClient struct {
 	t    testing.TB
 	Conn net.Conn
 	r    *bufio.Reader
 	Name string
-	// Token is set by Login.
-	Token string
+	// Token is set by Login; Key too, when the server has resume on
+	// (and by Resume).
+	Token, Key string
+	resume     bool // the server has resume on: a login is told a key
 }
 
 // DialLine connects to the line port and reads the greeting.
@@ -113,7 +130,7 @@ func (d *Daemon) DialLine(t testing.TB) *LineClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10), resume: d.Resume}
 	if g := lc.Line(); !strings.HasPrefix(g, "* welcome to duet") || !strings.Contains(g, "/login") {
 		t.Fatalf("greeting: %q", g)
 	}
@@ -158,9 +175,13 @@ func (lc *LineClient) Expect(pattern string) string {
 	return s
 }
 
-var tokenRE = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+var (
+	tokenRE = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+	keyRE   = regexp.MustCompile(`^\* resume key: ([0-9a-z]{26}) \(if your connection drops, reconnect and type /resume ([0-9a-z]{26}) within [0-9hms]+\)$`)
+)
 
-// Login logs in as name and records the token.
+// Login logs in as name and records the token, and the resume key when
+// the server has resume on.
 func (lc *LineClient) Login(name string) *LineClient {
 	lc.t.Helper()
 	lc.Send("/login " + name)
@@ -170,7 +191,29 @@ func (lc *LineClient) Login(name string) *LineClient {
 		lc.t.Fatalf("login %s: %q", name, s)
 	}
 	lc.Name, lc.Token = name, m[1]
+	lc.readKey()
 	return lc
+}
+
+// readKey reads the line that tells a resume key, when the server has
+// resume on, and records the key.
+func (lc *LineClient) readKey() {
+	lc.t.Helper()
+	if !lc.resume {
+		return
+	}
+	lc.Key = lc.ExpectKey()
+}
+
+// ExpectKey reads the line that tells a resume key and returns the key.
+func (lc *LineClient) ExpectKey() string {
+	lc.t.Helper()
+	s := lc.Line()
+	m := keyRE.FindStringSubmatch(s)
+	if m == nil || m[1] != m[2] {
+		lc.t.Fatalf("want a resume key line, got %q", s)
+	}
+	return m[1]
 }
 
 // ExpectClosed checks that the server closes the connection (after any
@@ -194,6 +237,7 @@ type WSClient struct {
 	Conn  net.Conn
 	Name  string
 	Token string
+	Key   string // the resume key, when the server has resume on
 	Hello map[string]any
 	rw    io.ReadWriter
 }
@@ -269,6 +313,22 @@ func (wc *WSClient) Expect(typ string) map[string]any {
 	return ev
 }
 
+// ExpectClose reads frames until the server's close frame, skipping
+// any other, and returns its code and reason.
+func (wc *WSClient) ExpectClose() (ws.StatusCode, string) {
+	wc.t.Helper()
+	wc.Conn.SetReadDeadline(time.Now().Add(Timeout))
+	for {
+		f, err := ws.ReadFrame(wc.rw)
+		if err != nil {
+			wc.t.Fatalf("no close frame: %v", err)
+		}
+		if f.Header.OpCode == ws.OpClose {
+			return ws.ParseCloseFrameData(f.Payload)
+		}
+	}
+}
+
 // ExpectError reads one event and checks it is the error code.
 func (wc *WSClient) ExpectError(code string) {
 	wc.t.Helper()
@@ -288,6 +348,7 @@ func (wc *WSClient) Login(name string) *WSClient {
 		wc.t.Fatalf("welcome: %v", ev)
 	}
 	wc.Name, wc.Token = name, tok
+	wc.Key, _ = ev["resume_key"].(string)
 	return wc
 }
 

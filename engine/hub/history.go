@@ -212,6 +212,11 @@ func (hs *history) since(t time.Duration) int {
 	return sort.Search(hs.n, func(i int) bool { return hs.entry(i).at >= t })
 }
 
+// seqIndex returns the index of the first entry numbered seq or more.
+func (hs *history) seqIndex(seq uint64) int {
+	return sort.Search(hs.n, func(i int) bool { return hs.entry(i).seq >= seq })
+}
+
 // noteLoss records that message seq, delivered at, was dropped for room
 // now. Runs that ended more than recent ago are forgotten: no resume can
 // ask about them any more.

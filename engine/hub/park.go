@@ -49,9 +49,13 @@ type Parked struct {
 	// refusal while it is away (peer_away_full) says is waiting.
 	AwaySeq  uint64
 	AwayText int64
-	History  []ParkedMessage // oldest first
-	Loss     []ParkedLoss    // messages dropped from the history for room lately
-	Pair     *ParkedPair     // nil when not paired
+	// Unsent is how many of the messages up to AwaySeq its connection
+	// never wrote (see away.unsent): a line client's resume replays
+	// them however old they are.
+	Unsent  int
+	History []ParkedMessage // oldest first
+	Loss    []ParkedLoss    // messages dropped from the history for room lately
+	Pair    *ParkedPair     // nil when not paired
 }
 
 // ParkedMessage is one message kept for a session's resume.
@@ -246,7 +250,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			p.AwayFor = now - a.since
 		}
 		p.WindowLeft = max(a.deadline-now, 0)
-		p.AwaySeq, p.AwayText = a.seq, a.text
+		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.text, a.unsent
 	} else {
 		p.Attached, p.WindowLeft = true, window
 		p.AwaySeq = s.seq
@@ -366,7 +370,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, key: p.Key, token: p.Token, resumable: true, keyHash: p.Resume,
 		gen: p.Gen + 1, out: awayQueue, q: awayQueue}
-	a := &away{since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached}
+	a := &away{since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
 	s.hmu.Lock()
 	s.seq = p.Seq
 	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {

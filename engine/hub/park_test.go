@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -40,7 +41,7 @@ func (b *holdBox) TakeHeld(yield func([]byte)) {
 func TestParkedRoundTrip(t *testing.T) {
 	p := &Parked{
 		Name: "Alice", Key: "alice", Token: proto.NewToken(), Resume: ResumeHash{1, 2, 3}, Gen: 7,
-		Seq: 40, AwayFor: 3 * time.Second, WindowLeft: time.Minute, AwaySeq: 38, AwayText: 12,
+		Seq: 40, AwayFor: 3 * time.Second, WindowLeft: time.Minute, AwaySeq: 38, AwayText: 12, Unsent: 2,
 		History: []ParkedMessage{
 			{Seq: 39, Age: 4 * time.Second, From: "bob", Text: []byte("hi\x00\xff")},
 			{Seq: 40, Age: time.Second, From: "bob"},
@@ -182,6 +183,48 @@ func TestExportImport(t *testing.T) {
 	}
 	if st := h2.Stats(); st.Users != 1 || st.Pairs != 1 || st.ResumedAway != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestExportImportUnsent: the messages a connection never wrote before
+// it dropped travel with the session, and a line client's resume on the
+// hub that takes it up replays them however old they are.
+func TestExportImportUnsent(t *testing.T) {
+	h1, d1, c1 := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i))) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	c1.advance(40 * time.Second)
+	alice.Detach(proto.ReasonSlow, 7)
+	tk, err := h1.BeginPark("alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h1.Export(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, perr := ParseParked(p.AppendBinary(nil))
+	if perr != nil || p.Unsent != 7 {
+		t.Fatalf("read back %+v, %v", p, perr)
+	}
+	h2, _, _ := clusterHub(t, resumeOpts())
+	if err := h2.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	res, rerr := h2.Resume([]byte(key), 0, false, box)
+	if rerr != nil || res.Replayed != 7 || res.Missed != 0 {
+		t.Fatalf("resume %+v, %v", res, rerr)
+	}
+	if got := strings.Join(texts2(box.take()), ","); got != "a1,a2,a3,a4,a5,a6,a7" {
+		t.Fatalf("replayed %q", got)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 //
 //	parked  = "DP" version:byte str(name) str(key) token:16 resume:32
 //	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
-//	          varint(windowleft) uvarint(awayseq) varint(awaytext)
+//	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
 //	          uvarint(count) message* uvarint(count) loss* pair
 //	message = uvarint(seq) varint(age) str(from) str(text)
 //	loss    = uvarint(last) uvarint(count) varint(minage) varint(maxage)
@@ -51,6 +51,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, int64(p.WindowLeft))
 	dst = binary.AppendUvarint(dst, p.AwaySeq)
 	dst = binary.AppendVarint(dst, p.AwayText)
+	dst = binary.AppendUvarint(dst, uint64(p.Unsent))
 	dst = binary.AppendUvarint(dst, uint64(len(p.History)))
 	for _, m := range p.History {
 		dst = binary.AppendUvarint(dst, m.Seq)
@@ -102,6 +103,11 @@ func ParseParked(b []byte) (*Parked, error) {
 	p.Attached = flags&1 != 0
 	p.AwayFor, p.WindowLeft = r.duration(), r.duration()
 	p.AwaySeq, p.AwayText = r.uvarint(), r.varint()
+	if u := r.uvarint(); u <= p.AwaySeq {
+		p.Unsent = int(u)
+	} else {
+		r.fail()
+	}
 	n := r.count(4)
 	for range n {
 		m := ParkedMessage{Seq: r.uvarint(), Age: r.duration(), From: r.str()}

@@ -35,6 +35,12 @@ type away struct {
 	// from a hub where a connection still carried it: its partner was
 	// never told it was away, and is not told it is back.
 	attached bool
+	// unsent is how many of the messages delivered to the session
+	// before it went away its connection never wrote (they were still
+	// queued when it dropped): the newest of them, up to seq. A resume
+	// that cannot say what it received replays them however long ago
+	// they came.
+	unsent int
 
 	// Guarded by Hub.mu.
 	timer      stopper  // ends the session at deadline
@@ -63,7 +69,9 @@ var awayQueue = &plainQueue{Outbox: awayBox{}}
 // are kept for its resume, and if no resume comes within
 // resume.window, it ends as Close would with reason timeout. If
 // resume.max_away sessions are away already, the one away the longest
-// ends first (its partner is told timeout).
+// ends first (its partner is told timeout). undelivered is how many of
+// the messages delivered to s its connection never wrote: a resume over
+// the line protocol replays them whenever they came (Resume).
 //
 // With resume off, or for a session that has no resume key (it logged in
 // while resume was off), Detach is Close(reason, undelivered). Detach
@@ -87,7 +95,7 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		lo, _ := h.logoutLocked(h.awayOldest)
 		evicted = append(evicted, lo)
 	}
-	a := &away{since: now, deadline: now + window}
+	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0)}
 	r := s.room.Load()
 	if r != nil {
 		r.mu.Lock()
@@ -213,8 +221,9 @@ type Resumed struct {
 // how many of those were not kept; the kept ones up to last are dropped,
 // as Ack drops them. Without (the line protocol), the messages delivered
 // from resume.replay_recent before the connection dropped (or before
-// now, for a zombie) on, since whether the client read them is unknown;
-// Missed is how many of those were dropped for room.
+// now, for a zombie) on, since whether the client read them is unknown,
+// and before them any that the connection never wrote (Detach's
+// undelivered); Missed is how many of those were not kept.
 //
 // No message from the partner reaches out before the replay, nor twice:
 // messages are delivered under the lock of their room, and a session's
@@ -400,6 +409,19 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		cutoff := dropped - h.recent()
 		from = hs.since(cutoff)
 		missed = hs.lostSince(cutoff)
+		if a != nil && a.unsent > 0 {
+			// The messages never written are the newest before the drop:
+			// those from first to a.seq. When some came before the
+			// cutoff, every message after them is among them too, so
+			// those of them not kept are all that is missing.
+			first := a.seq - min(uint64(a.unsent), a.seq) + 1
+			if i := hs.seqIndex(first); i < from {
+				from = i
+				missed = max(missed, a.unsent-(hs.seqIndex(a.seq+1)-i))
+			}
+		}
+	} else if a != nil {
+		missed = a.unsent // never written, and none kept
 	}
 	if hs != nil {
 		replayed = hs.n - from

@@ -391,6 +391,48 @@ func TestLineResumeLeavesOutWhatWasRead(t *testing.T) {
 	}
 }
 
+// TestLineResumeReplaysWhatWasNeverWritten: the messages a connection
+// never wrote (still queued when it dropped: a reader cut off for not
+// reading) are replayed to a line client however long before the drop
+// they came, and those of them not kept are counted as missed.
+func TestLineResumeReplaysWhatWasNeverWritten(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		buffer, unsent   int
+		wantFirst        string
+		replayed, missed int
+	}{
+		// a0..a7 came 45 s before the drop, long before replay_recent;
+		// b0, b1 just before.
+		{"none unsent", 100 * (2 + entryCost), 0, "b0", 2, 0},
+		{"unsent before the cutoff", 100 * (2 + entryCost), 7, "a3", 7, 0},
+		{"unsent not all kept", 5 * (2 + entryCost), 7, "a5", 5, 2},
+		{"unsent only recent", 100 * (2 + entryCost), 1, "b0", 2, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := resumeOpts()
+			opts.ResumeBuffer = c.buffer
+			h, clk := newClockedHub(opts)
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			sayEach(t, bob.Session, numbered("a", 0, 8)...)
+			clk.advance(40 * time.Second)
+			sayEach(t, bob.Session, "b0", "b1")
+			clk.advance(5 * time.Second)
+			alice.Detach(proto.ReasonSlow, c.unsent)
+			box := &recorder{}
+			res, err := h.Resume([]byte(key), 0, false, box)
+			if err != nil || res.Replayed != c.replayed || res.Missed != c.missed {
+				t.Fatalf("resume %+v, %v; want %d replayed, %d missed", res, err, c.replayed, c.missed)
+			}
+			if got := texts2(box.take()); got[0] != c.wantFirst {
+				t.Fatalf("replayed %q", got)
+			}
+		})
+	}
+}
+
 // TestAwayFullRefusesNeverDrops: while a session is away, what does not
 // fit in resume.buffer is refused, and its sender told, with how much is
 // waiting; nothing is dropped unsaid.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"duet/proto"
 	"duet/proto/internal/golden"
 )
 
@@ -220,6 +221,37 @@ func TestDecodeReuse(t *testing.T) {
 			if got := golden.FormatCommand(d.Decode([]byte(m))); got != want[i] {
 				t.Errorf("round %d: Decode(%s) = %s, want %s", round, m, got, want[i])
 			}
+		}
+	}
+}
+
+// TestDecodeSayTakesBrowserSays checks which messages decodeSay reads
+// itself: a say as browsers write it, with or without escapes and
+// whitespace after it, and nothing else, which the pass then reads.
+func TestDecodeSayTakesBrowserSays(t *testing.T) {
+	for _, tt := range []struct {
+		msg  string
+		text string // what decodeSay reads, if it takes the message
+		took bool
+	}{
+		{`{"type":"say","text":"hello bob"}`, "hello bob", true},
+		{`{"type":"say","text":""}`, "", true},
+		{`{"type":"say","text":"h\u00e9llo\n\"bob\""}` + " \r\n", "héllo\n\"bob\"", true},
+		{`{"type":"say","text":"\ud800"}`, "", true},
+		{`{"type":"say","text":"hello" }`, "", false},
+		{`{"type":"say","text":"hello","x":1}`, "", false},
+		{`{"type":"say","text":"hello"} x`, "", false},
+		{`{"text":"hello","type":"say"}`, "", false},
+		{`{"type": "say", "text": "hello"}`, "", false},
+		{"{\"type\":\"say\",\"text\":\"caf\xe9\"}", "", false},
+	} {
+		var d Decoder
+		text, err, took := d.decodeSay([]byte(tt.msg))
+		if took != tt.took || took && err == nil && string(text) != tt.text {
+			t.Errorf("decodeSay(%q) = %q, %v, %v; want %q, took %v", tt.msg, text, err, took, tt.text, tt.took)
+		}
+		if took && strings.Contains(tt.msg, `\ud800`) != (err == proto.ErrInvalidUTF8) {
+			t.Errorf("decodeSay(%q) = error %v", tt.msg, err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package jsonproto
 
 import (
+	"math/bits"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -16,6 +17,8 @@ const helpText = "" +
 	"leave: end the conversation and stay logged in\n" +
 	"who: get your name, your token and who you are talking with\n" +
 	"newtoken: get a new token; the old one stops working\n" +
+	"resume {key, last?}: instead of login: take your session back after your connection dropped; last is the seq of the last message you received\n" +
+	"ack {last}: confirm you received the messages up to seq last, so the server need not keep them\n" +
 	"help: show this list\n" +
 	"quit: close the connection"
 
@@ -51,15 +54,8 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		}
 		return append(dst, `,"initiator":false}`...)
 	case proto.EvMessage:
-		dst = append(dst, `{"type":"message","from":`...)
-		dst = appendString(dst, ev.From)
-		dst = append(dst, `,"text":`...)
-		dst = appendString(dst, ev.Text)
-		if ev.Seq > 0 {
-			dst = append(dst, `,"seq":`...)
-			dst = strconv.AppendUint(dst, ev.Seq, 10)
-		}
-		return append(dst, '}')
+		dst = AppendMessageHead(dst, ev.From)
+		return AppendMessageText(dst, ev.Text, ev.Seq)
 	case proto.EvPeerLeft:
 		dst = append(dst, `{"type":"peer_left","peer":`...)
 		dst = appendString(dst, ev.Peer)
@@ -162,6 +158,31 @@ func appendSeconds(dst []byte, d time.Duration) []byte {
 	return strconv.AppendInt(dst, int64((d+time.Second-1)/time.Second), 10)
 }
 
+// AppendMessageHead appends what comes before the text in a message
+// event from from, and AppendMessageText the text and what follows it:
+// the two append the same bytes as AppendEvent does for the event. A run
+// of messages from one sender needs the head made only once, and copied
+// in front of each text.
+func AppendMessageHead(dst []byte, from string) []byte {
+	dst = append(dst, `{"type":"message","from":`...)
+	dst = appendString(dst, from)
+	return append(dst, `,"text":`...)
+}
+
+// AppendMessageText appends text, and its seq when not 0, the rest of
+// the message event that AppendMessageHead began. seq is per message, so
+// it follows the text rather than sharing the run's head.
+func AppendMessageText(dst []byte, text []byte, seq uint64) []byte {
+	dst = append(dst, '"')
+	dst = appendEscaped(dst, text)
+	dst = append(dst, '"')
+	if seq > 0 {
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendUint(dst, seq, 10)
+	}
+	return append(dst, '}')
+}
+
 // appendToken appends the "token" member and then next (',' or '}').
 // A token is hexadecimal: it needs no escaping.
 func appendToken(dst []byte, t proto.Token, next byte) []byte {
@@ -179,15 +200,29 @@ const hexDigits = "0123456789abcdef"
 // that is not UTF-8 becomes \ufffd. Everything else is copied as is.
 func appendString[Bytes []byte | string](dst []byte, s Bytes) []byte {
 	dst = append(dst, '"')
+	dst = appendEscaped(dst, s)
+	return append(dst, '"')
+}
+
+// appendEscaped appends s escaped as appendString does, without the
+// quotes.
+func appendEscaped[Bytes []byte | string](dst []byte, s Bytes) []byte {
+	// Nearly every string needs no escaping at all, and plainRun finds
+	// whether that is so in one tight loop: such a string is copied
+	// whole.
+	i := plainRun(s)
+	if i == len(s) {
+		return append(dst, s...)
+	}
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		// Fast path: eight bytes at a time while they need no escaping,
 		// which is nearly all chat text, up to the first byte that needs
 		// a look of its own (see stringBody in decode.go on the constant
 		// step).
-		for i+8 <= len(s) {
-			if n := plainBytes8(load8(s, i)); n < 8 {
-				i += n
+		for i <= len(s)-8 {
+			if m := notPlain(load8(s, i)); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
 				break
 			}
 			i += 8
@@ -241,6 +276,5 @@ func appendString[Bytes []byte | string](dst []byte, s Bytes) []byte {
 		i += size
 		start = i
 	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, s[start:]...)
 }

@@ -205,6 +205,32 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 	})
 }
 
+// FuzzDecodeSay holds decodeSay, Decode's short way for a say written
+// as browsers write it, to the pass it shortcuts: for every message that
+// starts with sayHead, Decode answers as decode does, with the same error
+// or the same text, whether or not the short way took the message.
+func FuzzDecodeSay(f *testing.F) {
+	for _, seed := range []string{
+		`hello"}`, `h\u00e9llo \ud83d\ude42 \n"}`, `\ud800"}`, `\udc00\ud800"}`, `a\"b\\"}`,
+		`x"} `, "x\"}\r\n\t", `x" }`, `x"}x`, `x"},`, `x","n":1}`, `x","text":"y"}`,
+		"caf\xe9\"}", "\x01\"}", "\x7f\"}", `"}`, ``, `"`, `x"`, `\u00"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	var d, pass Decoder
+	f.Fuzz(func(t *testing.T, rest []byte) {
+		msg := append([]byte(sayHead), rest...)
+		got, gotErr := d.Decode(msg)
+		want, wantErr := pass.decode(msg)
+		if gotErr != wantErr || got.Op != want.Op || !bytes.Equal(got.Text, want.Text) {
+			t.Fatalf("Decode(%q) = %v %q, %v; the pass gives %v %q, %v", msg, got.Op, got.Text, gotErr, want.Op, want.Text, wantErr)
+		}
+		if cap(got.Text) != len(got.Text) {
+			t.Fatalf("Decode(%q): text has capacity %d for length %d", msg, cap(got.Text), len(got.Text))
+		}
+	})
+}
+
 // FuzzEscape checks appendString against encoding/json: the same bytes
 // as its Encoder with HTML escaping off, always valid JSON, and for
 // UTF-8 input a string that decodes back to the input.

@@ -8,7 +8,8 @@ import (
 )
 
 // BenchmarkNextDecodeSay is the inbound relay path: frame a message line
-// from the read buffer and decode it. It must not allocate.
+// from the read buffer and decode it, as the engine does, with the
+// Framer's Decode. It must not allocate.
 func BenchmarkNextDecodeSay(b *testing.B) {
 	input := []byte("hello bob, this is a fairly ordinary chat message.\r\n")
 	buf := make([]byte, len(input))
@@ -21,7 +22,7 @@ func BenchmarkNextDecodeSay(b *testing.B) {
 		if n != len(input) || err != nil {
 			b.Fatalf("Next = %q, %d, %v", line, n, err)
 		}
-		cmd, derr := Decode(line)
+		cmd, derr := f.Decode(line)
 		if cmd.Op != proto.OpSay || derr != nil {
 			b.Fatalf("Decode = %v, %v", cmd.Op, derr)
 		}
@@ -39,7 +40,7 @@ func BenchmarkNextDecodeSayTelnet(b *testing.B) {
 	for b.Loop() {
 		copy(buf, input)
 		line, _, _ := f.Next(buf)
-		if cmd, err := Decode(line); cmd.Op != proto.OpSay || err != nil {
+		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
 			b.Fatalf("Decode = %v, %v", cmd.Op, err)
 		}
 	}
@@ -55,7 +56,7 @@ func BenchmarkNextDecodeSayLong(b *testing.B) {
 	for b.Loop() {
 		copy(buf, input)
 		line, _, _ := f.Next(buf)
-		if cmd, err := Decode(line); cmd.Op != proto.OpSay || err != nil {
+		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
 			b.Fatalf("Decode = %v, %v", cmd.Op, err)
 		}
 	}

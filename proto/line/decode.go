@@ -3,6 +3,7 @@ package line
 import (
 	"bytes"
 	"unicode/utf8"
+	"unsafe"
 
 	"duet/proto"
 )
@@ -15,9 +16,32 @@ import (
 // starts with a slash. Any other line is a message, sent as it is: its
 // spaces are part of it. The Command's slices alias line.
 func Decode(line []byte) (proto.Command, *proto.Error) {
+	return decode(line, nil)
+}
+
+// Decode decodes line, which the last call of Next returned, as the
+// package's Decode does. Next has looked at every byte of the line on its
+// way to the line's end; when they were all plain printable ASCII, as
+// nearly every line is, they are UTF-8, and Decode does not look at them
+// again to see so. The verdict is trusted for the line Next returned
+// only: any other line is checked in full.
+func (f *Framer) Decode(line []byte) (proto.Command, *proto.Error) {
+	return decode(line, f)
+}
+
+// vouches reports whether line is the last line Next returned and Next
+// found it plain. A line Next did not find plain has plainAt zero, which
+// no line but an empty one, plain by any count, can match.
+func (f *Framer) vouches(line []byte) bool {
+	return f != nil && f.plainAt == uintptr(unsafe.Pointer(unsafe.SliceData(line))) && f.plainLen == len(line)
+}
+
+// decode is Decode, told by f, when it is not nil, whether line is plain
+// printable ASCII.
+func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
 	// Validate first, so no command or message ever carries bytes that
 	// are not UTF-8, whatever path it takes below.
-	if plainPrefix(line) != len(line) && !utf8.Valid(line) {
+	if !f.vouches(line) && plainRun(line) != len(line) && !utf8.Valid(line) {
 		return proto.Command{}, proto.ErrInvalidUTF8
 	}
 	if isBlank(line) {

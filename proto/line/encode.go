@@ -20,6 +20,7 @@ const helpText = "" +
 	"* /leave                end the conversation and stay logged in\r\n" +
 	"* /who                  show your name, your token and who you are talking with\r\n" +
 	"* /newtoken             get a new token; the old one stops working\r\n" +
+	"* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n" +
 	"* /help                 show this list\r\n" +
 	"* /quit                 close the connection (/exit works too)\r\n" +
 	"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
@@ -251,7 +252,7 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 // peer set, text is a peer's, and is kept from looking like a server line
 // wherever a terminal wraps it (appendFiltered).
 func appendLines(dst []byte, prefixStart int, text []byte, peer bool) []byte {
-	if plainPrefix(text) == len(text) && (!peer || bytes.IndexByte(text, '*') < 0 && bytes.IndexByte(text, '!') < 0) {
+	if plainText(text, peer) {
 		// One line with nothing to replace: the common case.
 		dst = append(dst, text...)
 		return append(dst, "\r\n"...)

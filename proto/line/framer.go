@@ -10,6 +10,7 @@ package line
 
 import (
 	"bytes"
+	"unsafe"
 
 	"duet/proto"
 )
@@ -139,6 +140,16 @@ type Framer struct {
 	// dropped so far.
 	scanned int
 	state   telnetState
+	// scannedPlain says the bytes scanned so far are all plain printable
+	// ASCII; it is not looked at while scanned is zero.
+	scannedPlain bool
+
+	// plainAt and plainLen say where the last line Next returned lies,
+	// if Next found it plain, and are zero otherwise: Decode trusts that
+	// verdict for that line only. An address, not a slice, so that the
+	// Framer does not keep the caller's buffer alive.
+	plainAt  uintptr
+	plainLen int
 
 	// tn is the client's side of telnet option negotiation, and the
 	// answers owed to it (telnet.go).
@@ -174,6 +185,7 @@ func (f *Framer) maxLine() int {
 //
 // The returned line aliases buf and is valid until buf is reused.
 func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
+	f.plainAt, f.plainLen = 0, 0
 	if f.skipping {
 		return nil, f.skip(buf, 0), nil
 	}
@@ -184,13 +196,38 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		f.scanned, f.state = 0, telnetData
 	}
 	limit := min(len(buf), maxLine)
-	end, st := f.scan(buf, f.scanned, limit, f.state)
+	from := f.scanned
+	if f.state == telnetData && (from == 0 || f.scannedPlain) {
+		// Nearly every line is plain printable ASCII up to its "\n" or
+		// "\r\n". Such bytes hold no line end and no telnet command, so
+		// one pass that stops at the first byte that is not plain finds
+		// the end of such a line, leaves nothing for clean to do but drop
+		// the '\r', and gives the verdict that spares Decode its own pass.
+		// A line that holds anything else is scanned on from that byte.
+		k := from + plainRun(buf[from:limit])
+		end := k
+		if end+1 < limit && buf[end] == '\r' {
+			end++
+		}
+		switch {
+		case end < limit && buf[end] == '\n':
+			f.scanned = 0
+			line = buf[:k:k]
+			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), k
+			return line, end + 1, nil
+		case k == limit && len(buf) < maxLine:
+			f.scanned, f.scannedPlain = limit, true
+			return nil, 0, nil
+		}
+		from = k
+	}
+	end, st := f.scan(buf, from, limit, f.state)
 	if end >= 0 {
 		f.scanned, f.state = 0, telnetData
 		return clean(buf[:end]), end + 1, nil
 	}
 	if len(buf) < maxLine {
-		f.scanned, f.state = limit, st
+		f.scanned, f.state, f.scannedPlain = limit, st, false
 		return nil, 0, nil
 	}
 	// Max bytes and no line end: report the line once, then drop the rest
@@ -222,13 +259,11 @@ func (f *Framer) skip(buf []byte, from int) int {
 // scan has made those the client sent in BINARY into NOPs).
 func clean(raw []byte) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
-	// check for that with vectorized searches before walking bytes.
+	// Next has found that itself for a plain line, and for others two
+	// vectorized searches say so before any byte is walked.
 	end := len(raw)
 	if end > 0 && raw[end-1] == '\r' {
 		end--
-	}
-	if plainPrefix(raw[:end]) == end {
-		return raw[:end:end]
 	}
 	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 {
 		return raw[:end:end]

@@ -1,6 +1,7 @@
 package line
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -58,6 +59,7 @@ func drain(t testing.TB, f *Framer, pending *[]byte) []string {
 			}
 			log = append(log, fmt.Sprintf("%s dropped %d", err.Code, n))
 		case line != nil:
+			checkFramedDecode(t, f, line)
 			log = append(log, fmt.Sprintf("line %q", line))
 		case n > 0:
 			log = append(log, fmt.Sprintf("skipped %d", n))
@@ -136,6 +138,92 @@ func TestFramer(t *testing.T) {
 				t.Errorf("got  %q\nwant %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// checkFramedDecode checks the verdict Next gave on line, the line it
+// has just returned: it may call only a line of plain printable ASCII
+// plain, and Framer.Decode, which trusts it, must decode the line exactly
+// as Decode, which does not.
+func checkFramedDecode(t testing.TB, f *Framer, line []byte) {
+	t.Helper()
+	if f.plainAt != 0 && refPlainRun(line) != len(line) {
+		t.Fatalf("Next found %q plain", line)
+	}
+	got, gotErr := f.Decode(line)
+	want, wantErr := Decode(line)
+	if gotErr != wantErr || !sameCommand(got, want) {
+		t.Fatalf("Framer.Decode(%q) = %+v, %v; Decode = %+v, %v", line, got, gotErr, want, wantErr)
+	}
+}
+
+// sameCommand reports whether a and b are the same command, field by
+// field.
+func sameCommand(a, b proto.Command) bool {
+	return a.Op == b.Op && bytes.Equal(a.Name, b.Name) && bytes.Equal(a.Password, b.Password) &&
+		bytes.Equal(a.Token, b.Token) && bytes.Equal(a.Text, b.Text)
+}
+
+// TestFramerFindsPlainLines checks which lines Next calls plain: those of
+// plain printable ASCII, ended by "\n" or "\r\n", in one read or in
+// several, and no others. A line it calls plain is not looked at again
+// by Framer.Decode; one it does not is checked in full.
+func TestFramerFindsPlainLines(t *testing.T) {
+	for _, tt := range []struct {
+		reads []string
+		plain bool
+	}{
+		{[]string{"hello\n"}, true},
+		{[]string{"hello bob, this is a fairly ordinary chat message.\r\n"}, true},
+		{[]string{"\n"}, true},
+		{[]string{"/who\r\n"}, true},
+		{[]string{"hello bob, this is a fairly ", "ordinary chat message.\n"}, true},
+		{[]string{"h", "e", "l", "l", "o", "\n"}, true},
+		{[]string{"tab\there\n"}, false},
+		{[]string{"caf\xc3\xa9\n"}, false},
+		{[]string{"a\rb\n"}, false},
+		{[]string{"a\xff\xf1b\n"}, false},
+		{[]string{"del\x7f\n"}, false},
+		{[]string{"before \xc3", "\xa9 after\n"}, false},
+	} {
+		var f Framer
+		var pending []byte
+		var line []byte
+		for _, r := range tt.reads {
+			pending = append(pending, r...)
+			var n int
+			line, n, _ = f.Next(pending)
+			pending = pending[n:]
+		}
+		if line == nil {
+			t.Fatalf("%q: no line", tt.reads)
+		}
+		if got := f.plainAt != 0; got != tt.plain {
+			t.Errorf("%q: Next found %q plain: %v, want %v", tt.reads, line, got, tt.plain)
+		}
+		checkFramedDecode(t, &f, line)
+	}
+}
+
+// TestFramerDecodeTrustsOnlyItsLine checks that Framer.Decode trusts
+// Next's verdict only for the line Next returned: another line, however
+// alike, is checked as Decode checks it.
+func TestFramerDecodeTrustsOnlyItsLine(t *testing.T) {
+	var f Framer
+	buf := []byte("abc\n")
+	line, _, _ := f.Next(buf)
+	if f.plainAt == 0 {
+		t.Fatalf("Next did not find %q plain", line)
+	}
+	for _, other := range [][]byte{[]byte("\xffbc"), buf[1:3], buf[:2]} {
+		got, gotErr := f.Decode(other)
+		want, wantErr := Decode(other)
+		if gotErr != wantErr || !sameCommand(got, want) {
+			t.Errorf("Framer.Decode(%q) = %+v, %v; Decode = %+v, %v", other, got, gotErr, want, wantErr)
+		}
+	}
+	if _, err := f.Decode([]byte("\xffbc")); err != proto.ErrInvalidUTF8 {
+		t.Errorf("Framer.Decode of a line Next did not return = %v, want invalid_utf8", err)
 	}
 }
 

@@ -3,10 +3,14 @@ package wsframe
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -61,6 +65,70 @@ func FuzzReader(f *testing.F) {
 		}
 		bytewise := readBytewise(t, &Reader{MaxMessage: int(maxMessage)}, data)
 		checkEvents(t, bytewise, whole)
+	})
+}
+
+// FuzzReaderShortWay holds next, which reads a whole short text frame
+// itself, to nextFrame, which parses and checks every frame's header: on
+// any stream, at any cut of what has arrived, the two give the same
+// messages, byte counts and errors in the same order.
+func FuzzReaderShortWay(f *testing.F) {
+	for _, seed := range readerSeeds(f) {
+		f.Add(seed.data, seed.maxMessage, uint8(3))
+	}
+	f.Add(clientFrame(f, true, ws.OpText, bytes.Repeat([]byte("m"), 126)), uint16(0), uint8(7))
+	f.Add(clientFrame(f, true, ws.OpText, bytes.Repeat([]byte("m"), 300)), uint16(200), uint8(0))
+	f.Add(rawFrame(f, ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: testMask, Length: 5}, []byte("short")), uint16(0), uint8(9))
+	f.Add(concat(clientFrame(f, false, ws.OpText, []byte("frag")), clientFrame(f, true, ws.OpText, []byte("new"))), uint16(0), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, maxMessage uint16, cut uint8) {
+		short, long := &Reader{MaxMessage: int(maxMessage)}, &Reader{MaxMessage: int(maxMessage)}
+		a, b := bytes.Clone(data), bytes.Clone(data)
+		same := func(a, b []byte) (int, error) {
+			m1, ok1, n1, e1 := short.next(a)
+			m2, ok2, n2, e2 := long.nextFrame(b)
+			if fmt.Sprint(e1) != fmt.Sprint(e2) || ok1 != ok2 || n1 != n2 || m1.Op != m2.Op || !bytes.Equal(m1.Payload, m2.Payload) {
+				t.Fatalf("on %q:\nnext      = %v %q, %v, %d, %v\nnextFrame = %v %q, %v, %d, %v", a, m1.Op, m1.Payload, ok1, n1, e1, m2.Op, m2.Payload, ok2, n2, e2)
+			}
+			return n1, e1
+		}
+		for {
+			// First what has arrived so far, cut short. Both must read a
+			// frame in it, or wait, or fail alike; waiting, they leave it
+			// as it was, and the whole is read next.
+			c := int(cut) % (len(a) + 1)
+			n, err := same(a[:c], b[:c])
+			if err == nil && n == 0 && c < len(a) {
+				n, err = same(a, b)
+			}
+			if err != nil || n == 0 {
+				return
+			}
+			a, b = a[n:], b[n:]
+		}
+	})
+}
+
+// FuzzUnmask holds unmask to ws.Cipher, the unmasking it replaces, and
+// its ASCII verdict to a look at every byte, on which Next's skipping of
+// utf8.Valid rests.
+func FuzzUnmask(f *testing.F) {
+	f.Add([]byte(`{"type":"say","text":"a 64-byte chat message, the size the relay benchmarks all use.."}`), uint32(0x3d21fa37))
+	f.Add([]byte("snow\xe2\x98\x83man"), uint32(0))
+	f.Add([]byte("abcdefghijk\x80"), uint32(0xffffffff))
+	f.Fuzz(func(t *testing.T, payload []byte, mask32 uint32) {
+		var mask [4]byte
+		binary.LittleEndian.PutUint32(mask[:], mask32)
+		want := bytes.Clone(payload)
+		ws.Cipher(want, mask, 0)
+		got := bytes.Clone(payload)
+		ascii := unmask(got, mask)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("unmask(%q, %x) = %q, ws.Cipher gives %q", payload, mask, got, want)
+		}
+		wantASCII := !slices.ContainsFunc(want, func(c byte) bool { return c >= utf8.RuneSelf })
+		if ascii != wantASCII {
+			t.Fatalf("unmask(%q, %x) says ASCII %v, want %v", payload, mask, ascii, wantASCII)
+		}
 	})
 }
 

@@ -491,6 +491,62 @@ func TestReaderReleasesLargeAssembly(t *testing.T) {
 	}
 }
 
+// TestReaderRefusesInvalidUTF8Anywhere puts a byte that can start no
+// UTF-8 character at every position of text messages of every length up
+// to three words: wherever unmask meets it, in a whole word or in the
+// last few bytes, the message is not ASCII, and Next refuses it.
+func TestReaderRefusesInvalidUTF8Anywhere(t *testing.T) {
+	for n := 1; n <= 24; n++ {
+		for pos := range n {
+			for _, bad := range []byte{0x80, 0xc0, 0xff} {
+				payload := bytes.Repeat([]byte("a"), n)
+				payload[pos] = bad
+				var r Reader
+				_, _, _, err := r.Next(clientFrame(t, true, ws.OpText, payload))
+				var ce *CloseError
+				if !errors.As(err, &ce) || ce.Code != ws.StatusInvalidFramePayloadData {
+					t.Fatalf("Next(text %q) = %v, want close %d", payload, err, ws.StatusInvalidFramePayloadData)
+				}
+			}
+		}
+	}
+}
+
+// TestReaderRefusesInvalidUTF8InFragments does the same for a text in
+// two fragments, cut at every place: an ASCII fragment after one that
+// ends inside a character is refused too, and one after a character
+// finished across the cut is not.
+func TestReaderRefusesInvalidUTF8InFragments(t *testing.T) {
+	read := func(payload []byte, cut int) error {
+		var r Reader
+		buf := concat(clientFrame(t, false, ws.OpText, payload[:cut]), clientFrame(t, true, ws.OpContinuation, payload[cut:]))
+		for len(buf) > 0 {
+			_, _, n, err := r.Next(buf)
+			if err != nil || n == 0 {
+				return err
+			}
+			buf = buf[n:]
+		}
+		return nil
+	}
+	for n := 1; n <= 20; n++ {
+		for pos := range n {
+			for cut := range n + 1 {
+				payload := bytes.Repeat([]byte("a"), n)
+				payload[pos] = 0xc3 // a lead byte followed by ASCII
+				var ce *CloseError
+				if err := read(payload, cut); !errors.As(err, &ce) || ce.Code != ws.StatusInvalidFramePayloadData {
+					t.Fatalf("text %q cut at %d: %v, want close %d", payload, cut, err, ws.StatusInvalidFramePayloadData)
+				}
+				payload = append(payload[:pos:pos], append([]byte("é"), payload[pos+1:]...)...)
+				if err := read(payload, cut); err != nil {
+					t.Fatalf("text %q cut at %d: %v", payload, cut, err)
+				}
+			}
+		}
+	}
+}
+
 func TestNextAllocations(t *testing.T) {
 	frame := text(t, strings.Repeat("a", 64))
 	buf := make([]byte, len(frame))

@@ -87,7 +87,14 @@ func FinishFrame(dst []byte, mark int, op ws.OpCode) []byte {
 		panic("wsframe: FinishFrame without a matching StartFrame")
 	}
 	payload := len(dst) - start
-	if op.IsControl() && payload > ws.MaxControlFramePayloadSize {
+	if payload <= ws.MaxControlFramePayloadSize {
+		// Most events, and every control frame: a header of two bytes,
+		// written in place as appendHeader would write it.
+		dst[mark], dst[mark+1] = 0x80|byte(op), byte(payload)
+		copy(dst[mark+2:], dst[start:])
+		return dst[:len(dst)-(MaxServerHeaderSize-2)]
+	}
+	if op.IsControl() {
 		panic("wsframe: control frame payload longer than 125 bytes")
 	}
 	var header [MaxServerHeaderSize]byte

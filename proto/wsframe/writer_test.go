@@ -169,6 +169,27 @@ func TestStartFinishFrame(t *testing.T) {
 	}
 }
 
+// FuzzStartFinishFrame holds StartFrame and FinishFrame, whose short
+// frames take a way of their own, to AppendFrame, after any bytes already
+// in the buffer.
+func FuzzStartFinishFrame(f *testing.F) {
+	f.Add([]byte("earlier"), []byte("payload"), byte(ws.OpText))
+	f.Add([]byte{}, bytes.Repeat([]byte("p"), 125), byte(ws.OpPong))
+	f.Add([]byte("x"), bytes.Repeat([]byte("p"), 126), byte(ws.OpBinary))
+	f.Fuzz(func(t *testing.T, before, payload []byte, op byte) {
+		code := ws.OpCode(op & 0x0f)
+		if code.IsControl() && len(payload) > ws.MaxControlFramePayloadSize {
+			return
+		}
+		dst, mark := StartFrame(bytes.Clone(before))
+		dst = append(dst, payload...)
+		got := FinishFrame(dst, mark, code)
+		if want := AppendFrame(bytes.Clone(before), code, payload); !bytes.Equal(got, want) {
+			t.Fatalf("op %d, %d bytes: FinishFrame gives %x, AppendFrame %x", code, len(payload), got, want)
+		}
+	})
+}
+
 func TestFinishFrameWithoutStart(t *testing.T) {
 	defer func() {
 		if recover() == nil {

@@ -1,0 +1,1011 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"duet/config"
+	"duet/engine"
+	"duet/engine/auth/authtest"
+	"duet/engine/enginetest"
+	"duet/service"
+)
+
+// Session resume over the wire (docs/RESUME.md): every test here runs a
+// real daemon on loopback and real clients, and drops connections the
+// way networks do, with a TCP reset.
+
+// reset drops c as a dead network or a killed phone radio looks to the
+// server: SO_LINGER 0, then close, sends a TCP reset, not an end of
+// input.
+func reset(t *testing.T, c net.Conn) {
+	t.Helper()
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("%T is not a TCP connection", c)
+	}
+	if err := tc.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// resumeLine resumes key on a new line connection and reads the answer
+// up to the new key: whom it says the user is connected with, the
+// messages it replays, and the new key.
+func resumeLine(t *testing.T, d *enginetest.Daemon, key string) (lc *enginetest.LineClient, peer string, replayed []string, missed int) {
+	t.Helper()
+	lc = d.DialLine(t)
+	lc.Send("/resume " + key)
+	peer, replayed, missed, lc.Key = readResumed(t, lc.Line)
+	if lc.Key == key {
+		t.Fatalf("the resume gave the key it used again")
+	}
+	return lc, peer, replayed, missed
+}
+
+var (
+	resumedRE = regexp.MustCompile(`^\* resumed: you are (\w+), your token is ([0-9a-f]{32}); (?:you are connected with (\w+)|you are not connected to anyone)$`)
+	missingRE = regexp.MustCompile(`^\* (\d+) messages? you may have missed:$`)
+	keptRE    = regexp.MustCompile(`^\* (\d+) older messages? could not be kept$`)
+	keyLineRE = regexp.MustCompile(`^\* resume key: ([0-9a-z]{26}) \(if your connection drops, reconnect and type /resume ([0-9a-z]{26}) within \w+\)$`)
+)
+
+// readResumed reads the line protocol's answer to a resume from next.
+func readResumed(t *testing.T, next func() string) (peer string, replayed []string, missed int, key string) {
+	t.Helper()
+	l := next()
+	m := resumedRE.FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("want the answer to a resume, got %q", l)
+	}
+	peer = m[3]
+	l = next()
+	if m := missingRE.FindStringSubmatch(l); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		for range n {
+			replayed = append(replayed, next())
+		}
+		if l = next(); l != "* end of missed messages" {
+			t.Fatalf("after %d replayed messages, %q", n, l)
+		}
+		l = next()
+	}
+	if m := keptRE.FindStringSubmatch(l); m != nil {
+		missed, _ = strconv.Atoi(m[1])
+		l = next()
+	}
+	m = keyLineRE.FindStringSubmatch(l)
+	if m == nil || m[1] != m[2] {
+		t.Fatalf("want the new resume key, got %q", l)
+	}
+	return peer, replayed, missed, m[1]
+}
+
+// netcat runs the real nc against the daemon's line port: lines written
+// to in go to the server, lines the server sends come out of next.
+type netcat struct {
+	t    *testing.T
+	in   io.WriteCloser
+	out  chan string
+	done chan error
+}
+
+func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
+	t.Helper()
+	path, err := exec.LookPath("nc")
+	if err != nil {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
+		}
+		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
+	}
+	host, port, _ := strings.Cut(d.TCP, ":")
+	cmd := exec.Command(path, "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nc := &netcat{t: t, in: in, out: make(chan string, 1024), done: make(chan error, 1)}
+	go func() {
+		r := bufio.NewScanner(stdout)
+		for r.Scan() {
+			nc.out <- r.Text()
+		}
+		close(nc.out)
+	}()
+	go func() { nc.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-nc.done
+	})
+	return nc
+}
+
+func (nc *netcat) send(line string) {
+	nc.t.Helper()
+	if _, err := io.WriteString(nc.in, line+"\n"); err != nil {
+		nc.t.Fatalf("nc: %v", err)
+	}
+}
+
+// next is the next line nc printed, without its CR LF.
+func (nc *netcat) next() string {
+	nc.t.Helper()
+	select {
+	case l, ok := <-nc.out:
+		if !ok {
+			nc.t.Fatal("nc exited")
+		}
+		return strings.TrimSuffix(l, "\r")
+	case <-time.After(enginetest.Timeout):
+		nc.t.Fatal("nc printed nothing")
+	}
+	return ""
+}
+
+// TestResumeAfterResetNetcat: alice's connection is reset in the middle
+// of a conversation; bob is told she is away and sends 100 messages
+// meanwhile, none refused; alice comes back with the real nc and
+// /resume: every message arrives, in order, with the one she had read
+// before the drop in front (a line client cannot say what it read, so
+// what came in the moments before is replayed too), and bob is told she
+// is back. The key used is dead; the new one works.
+func TestResumeAfterResetNetcat(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Send("before the drop")
+	alice.Expect(`^<bob> before the drop$`)
+
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	const n = 100
+	for i := range n {
+		bob.Send(fmt.Sprintf("while away %d", i))
+	}
+	// Nothing was refused: the answer to who is the next thing bob reads.
+	bob.Send("/who")
+	bob.Expect(`^\* you are bob, your token is [0-9a-f]{32}, connected with alice$`)
+
+	nc := startNetcat(t, d)
+	if g := nc.next(); !strings.HasPrefix(g, "* welcome to duet") {
+		t.Fatalf("greeting %q", g)
+	}
+	nc.send("/resume " + alice.Key)
+	peer, replayed, missed, key := readResumed(t, nc.next)
+	if peer != "bob" || missed != 0 {
+		t.Fatalf("resumed with %q, %d missed", peer, missed)
+	}
+	want := []string{"<bob> before the drop"}
+	for i := range n {
+		want = append(want, fmt.Sprintf("<bob> while away %d", i))
+	}
+	if strings.Join(replayed, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("replayed %d messages:\n%s", len(replayed), strings.Join(replayed, "\n"))
+	}
+	bob.Expect(`^\* alice is back$`)
+
+	// The conversation goes on, both ways.
+	nc.send("back again")
+	bob.Expect(`^<alice> back again$`)
+	bob.Send("welcome back")
+	if l := nc.next(); l != "<bob> welcome back" {
+		t.Fatalf("alice got %q", l)
+	}
+	// The key used is dead.
+	old := d.DialLine(t)
+	old.Send("/resume " + alice.Key)
+	old.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+
+	// nc's end of input (Ctrl-D) is a leave, not a drop: bob is free at
+	// once, and the new key resumes nothing.
+	nc.in.Close()
+	bob.Expect(`^\* alice disconnected; you are free to be joined again$`)
+	late := d.DialLine(t)
+	late.Send("/resume " + key)
+	late.Expect(`^! bad_resume_key: `)
+	if st := d.Hub.Stats(); st.ResumedAway != 1 || st.Away != 0 {
+		t.Fatalf("hub stats %+v", st)
+	}
+}
+
+// wsMessage reads the next event, which must be a message, and returns
+// its text and seq.
+func wsMessage(t *testing.T, wc *enginetest.WSClient) (string, uint64) {
+	t.Helper()
+	ev := wc.Expect("message")
+	text, _ := ev["text"].(string)
+	seq, ok := ev["seq"].(float64)
+	if !ok {
+		t.Fatalf("message without a seq: %v", ev)
+	}
+	return text, uint64(seq)
+}
+
+// resumeWS resumes key on a new WebSocket, naming last, and returns the
+// client and the resumed event.
+func resumeWS(t *testing.T, d *enginetest.Daemon, key string, last uint64) (*enginetest.WSClient, map[string]any) {
+	t.Helper()
+	wc := d.DialWS(t)
+	wc.Send(map[string]any{"type": "resume", "key": key, "last": last})
+	ev := wc.Expect("resumed")
+	wc.Name, _ = ev["name"].(string)
+	wc.Token, _ = ev["token"].(string)
+	wc.Key, _ = ev["resume_key"].(string)
+	if len(wc.Key) != 26 || wc.Key == key {
+		t.Fatalf("resumed without a fresh key: %v", ev)
+	}
+	return wc, ev
+}
+
+// TestResumeJSONExactlyOnce: a browser reads some of the messages sent
+// to it, and its socket is reset with more on the way (some written to
+// it, some still queued, some sent while it is away). Resuming with last
+// = the seq of the last message it read replays exactly the rest, in
+// order, none twice, and the numbering goes on without a gap. An ack
+// lets the server forget what it kept.
+func TestResumeJSONExactlyOnce(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialWS(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect("paired")
+
+	const sent, read, later = 50, 20, 10
+	// In one write: the server relays lines read together as one run,
+	// and numbers each message of it.
+	var lines strings.Builder
+	for i := range sent {
+		fmt.Fprintf(&lines, "m%d\n", i+1)
+	}
+	if _, err := bob.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range read {
+		text, seq := wsMessage(t, alice)
+		if text != fmt.Sprintf("m%d", i+1) || seq != uint64(i+1) {
+			t.Fatalf("message %d: %q seq %d", i+1, text, seq)
+		}
+	}
+	// Cut mid-stream: what the client has not read yet is lost with it.
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	for i := range later {
+		bob.Send(fmt.Sprintf("m%d", sent+i+1))
+	}
+
+	back, ev := resumeWS(t, d, alice.Key, read)
+	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" ||
+		ev["replayed"] != float64(sent+later-read) || ev["missed"] != float64(0) {
+		t.Fatalf("resumed %v", ev)
+	}
+	for i := read; i < sent+later; i++ {
+		text, seq := wsMessage(t, back)
+		if text != fmt.Sprintf("m%d", i+1) || seq != uint64(i+1) {
+			t.Fatalf("replay: %q seq %d, want m%d seq %d", text, seq, i+1, i+1)
+		}
+	}
+	bob.Expect(`^\* alice is back$`)
+	bob.Send("after")
+	if text, seq := wsMessage(t, back); text != "after" || seq != sent+later+1 {
+		t.Fatalf("after the replay: %q seq %d", text, seq)
+	}
+
+	// What the client acknowledges is no longer kept.
+	if st := d.Hub.Stats(); st.HistoryBytes == 0 {
+		t.Fatal("nothing kept before the ack")
+	}
+	back.Send(map[string]any{"type": "ack", "last": sent + later + 1})
+	waitFor(t, "the ack to empty the history", func() bool { return d.Hub.Stats().HistoryBytes == 0 })
+	back.Say("hi bob")
+	bob.Expect(`^<alice> hi bob$`)
+}
+
+// waitFor polls cond until it holds, or fails the test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(enginetest.Timeout); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestResumeTakesOverZombie: the old connection is still open (the
+// server has not noticed it is dead) when the user resumes from a new
+// one. The old one is told why and closed, nothing it sends acts for the
+// user any more, the new one carries on, and the partner sees no leave.
+func TestResumeTakesOverZombie(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialWS(t).Login("alice")
+	bob := d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect("paired")
+	bob.Expect("paired")
+	bob.Say("one")
+	if text, _ := wsMessage(t, alice); text != "one" {
+		t.Fatalf("alice got %q", text)
+	}
+
+	back, ev := resumeWS(t, d, alice.Key, 1)
+	if ev["peer"] != "bob" || ev["replayed"] != float64(0) {
+		t.Fatalf("resumed %v", ev)
+	}
+	// The old connection: a notice, bye, and a close frame that says why.
+	if n := alice.Expect("notice"); n["text"] != "your session was resumed on another connection; this one is closed" {
+		t.Fatalf("old connection told %v", n)
+	}
+	alice.Expect("bye")
+	code, reason := alice.ExpectClose()
+	if code != 1000 || reason != "resumed elsewhere" {
+		t.Fatalf("close %d %q", code, reason)
+	}
+
+	// bob sees nothing but what the new connection says.
+	back.Say("still me")
+	if got := bob.Next(); got["type"] != "message" || got["text"] != "still me" {
+		t.Fatalf("bob got %v, want alice's message and no notice", got)
+	}
+	bob.Say("two")
+	if text, seq := wsMessage(t, back); text != "two" || seq != 2 {
+		t.Fatalf("new connection got %q seq %d", text, seq)
+	}
+	if st := d.Hub.Stats(); st.ResumedZombie != 1 || st.Users != 2 || st.Pairs != 1 {
+		t.Fatalf("hub stats %+v", st)
+	}
+}
+
+// TestResumeWindowExpires: a session nobody resumes within
+// resume.window ends: its partner is told timeout and is free to be
+// joined at once, its name is free, and its key is refused.
+func TestResumeWindowExpires(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = time.Second })
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+
+	reset(t, alice.Conn)
+	start := time.Now()
+	if ev := bob.Expect("peer_away"); ev["name"] != "alice" || ev["window_s"] != float64(1) {
+		t.Fatalf("bob got %v", ev)
+	}
+	// While away, the pair holds: a third party is refused.
+	carol := d.DialLine(t).Login("carol")
+	carol.Send("/connect " + bob.Token)
+	carol.Expect(`^! room_full: `)
+
+	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "timeout" {
+		t.Fatalf("bob got %v", ev)
+	}
+	if waited := time.Since(start); waited < 900*time.Millisecond {
+		t.Fatalf("timed out after %v, before the window", waited)
+	}
+	carol.Send("/connect " + bob.Token)
+	carol.Expect(`^\* you are connected with bob$`)
+	bob.Expect("paired")
+	late := d.DialLine(t)
+	late.Send("/resume " + alice.Key)
+	late.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+	late.Login("alice") // the name is free
+	if st := d.Hub.Stats(); st.AwayTimedOut != 1 || st.Away != 0 {
+		t.Fatalf("hub stats %+v", st)
+	}
+}
+
+// TestResumeCrossProtocol: a session begun on netcat is resumed from a
+// browser and carries on there; dropped again, it is resumed on the line
+// protocol. What is kept is messages, so each new connection's encoder
+// writes them in its own protocol; what the browser acknowledged is not
+// replayed to the line.
+func TestResumeCrossProtocol(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+	bob.Say("one")
+	alice.Expect(`^<bob> one$`)
+
+	// Line to browser.
+	reset(t, alice.Conn)
+	bob.Expect("peer_away")
+	bob.Say("two\nlines")
+	web, ev := resumeWS(t, d, alice.Key, 0)
+	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" || ev["replayed"] != float64(2) {
+		t.Fatalf("resumed %v", ev)
+	}
+	for i, want := range []string{"one", "two\nlines"} {
+		if text, seq := wsMessage(t, web); text != want || seq != uint64(i+1) {
+			t.Fatalf("replayed %q seq %d", text, seq)
+		}
+	}
+	bob.Expect("peer_back")
+	web.Say("from the browser")
+	if m := bob.Expect("message"); m["text"] != "from the browser" {
+		t.Fatalf("bob got %v", m)
+	}
+	bob.Say("three")
+	if text, seq := wsMessage(t, web); text != "three" || seq != 3 {
+		t.Fatalf("got %q seq %d", text, seq)
+	}
+	web.Send(map[string]any{"type": "ack", "last": 3})
+	bob.Send(map[string]any{"type": "ack", "last": 1}) // "from the browser"
+
+	// Browser to line: only what the browser did not acknowledge.
+	waitFor(t, "the ack", func() bool { return d.Hub.Stats().HistoryBytes == 0 })
+	reset(t, web.Conn)
+	bob.Expect("peer_away")
+	bob.Say("four")
+	line, peer, replayed, missed := resumeLine(t, d, web.Key)
+	if peer != "bob" || missed != 0 || strings.Join(replayed, "|") != "<bob> four" {
+		t.Fatalf("resumed with %q: %q, %d missed", peer, replayed, missed)
+	}
+	bob.Expect("peer_back")
+	line.Send("and from netcat again")
+	if m := bob.Expect("message"); m["text"] != "and from netcat again" {
+		t.Fatalf("bob got %v", m)
+	}
+	bob.Say("five")
+	line.Expect(`^<bob> five$`)
+}
+
+// TestResumeBufferLimit: messages to an away user past resume.buffer are
+// refused, and the sender told how much is waiting, then given a count
+// of the lines not sent, never an error per line; after the resume,
+// everything that was accepted arrives, in order.
+func TestResumeBufferLimit(t *testing.T) {
+	t.Parallel()
+	const buffer, size = 4096, 100 // each message counts its text and 64 bytes: 24 fit
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.MaxText = 1024
+		o.Resume.Buffer = buffer
+	})
+	alice := d.DialWS(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect("paired")
+
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	fits := buffer / (size + 64)
+	const sent = 30
+	var lines strings.Builder
+	for i := range sent {
+		fmt.Fprintf(&lines, "%03d %s\n", i, strings.Repeat("x", size-4))
+	}
+	if _, err := bob.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	bob.Expect(fmt.Sprintf(`^! peer_away_full: alice is away, and %d of your messages \(3 KiB\) are waiting for them; this one was not sent$`, fits))
+	bob.Expect(fmt.Sprintf(`^\* %d more lines were not sent: your partner is away and no more of your messages can be kept for them$`, sent-fits-1))
+
+	back, ev := resumeWS(t, d, alice.Key, 0)
+	if ev["replayed"] != float64(fits) || ev["missed"] != float64(0) {
+		t.Fatalf("resumed %v", ev)
+	}
+	for i := range fits {
+		if text, seq := wsMessage(t, back); !strings.HasPrefix(text, fmt.Sprintf("%03d ", i)) || seq != uint64(i+1) {
+			t.Fatalf("replayed %.8q seq %d, want %03d seq %d", text, seq, i, i+1)
+		}
+	}
+	bob.Expect(`^\* alice is back$`)
+	bob.Send("there is room again")
+	if text, _ := wsMessage(t, back); text != "there is room again" {
+		t.Fatalf("got %q", text)
+	}
+	if st := d.Hub.Stats(); st.AwayRefused == 0 {
+		t.Fatalf("hub stats %+v: no refusal counted", st)
+	}
+}
+
+// TestResumeWrongKeyThrottled: a wrong resume key is a failed connect
+// for the connect throttle, like a wrong token: past
+// limits.connect_failures, resumes and connects from the address are
+// held and a wrong one answered throttled, while a right key still
+// works. A malformed key guesses nothing and is not counted.
+func TestResumeWrongKeyThrottled(t *testing.T) {
+	t.Parallel()
+	const limit = 3
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.ConnectFailures = limit })
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	alice.Expect(`bob is connected`)
+
+	guesser := d.DialLine(t)
+	for range 5 {
+		guesser.Send("/resume not-a-key")
+		guesser.Expect(`^! bad_resume_key: a resume key is 26 letters and digits`)
+	}
+	wrong := strings.Repeat("k", 26)
+	for range limit {
+		guesser.Send("/resume " + wrong)
+		guesser.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+	}
+	start := time.Now()
+	guesser.Send("/resume " + wrong)
+	guesser.Expect(`^! throttled: `)
+	if held := time.Since(start); held < 200*time.Millisecond {
+		t.Fatalf("answered after %v; the throttle holds the attempt first", held)
+	}
+	// The same table holds connects from the address.
+	carol := d.DialLine(t).Login("carol")
+	carol.Send("/connect " + strings.Repeat("0", 31) + "1")
+	carol.Expect(`^! throttled: `)
+
+	// A right key from the same address is held, then works.
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	back := d.DialLine(t)
+	back.Send("/resume " + alice.Key)
+	back.Expect(`^\* resumed: you are alice`)
+	if st := d.Hub.Stats(); st.ResumeBadKey != 5+limit+1 {
+		t.Fatalf("hub counted %d bad keys, want %d", st.ResumeBadKey, 5+limit+1)
+	}
+}
+
+// TestResetOrEndOfInput: what gnet hands OnClose tells a drop from a
+// leave. A reset sends the session away (with resume on) or ends it with
+// reason disconnected (with resume off, as before resume existed); an
+// end of input (netcat's Ctrl-D) always ends it. A reset while the
+// connection's input is held for back-pressure, when gnet learns of it
+// from epoll without reading and says only io.EOF, is a drop all the
+// same: the socket's pending error says so.
+func TestResetOrEndOfInput(t *testing.T) {
+	t.Parallel()
+	const (
+		away = `^\* alice lost the connection; waiting up to 2m for alice to come back$`
+		gone = `^\* alice disconnected; you are free to be joined again$`
+	)
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		held   bool
+		end    func(t *testing.T, c net.Conn)
+		told   string
+	}{
+		{"reset, resume on", 2 * time.Minute, false, reset, away},
+		{"reset while held, resume on", 2 * time.Minute, true, reset, away},
+		{"reset, resume off", 0, false, reset, gone},
+		{"reset while held, resume off", 0, true, reset, gone},
+		{"end of input, resume on", 2 * time.Minute, false, closeWrite, gone},
+		{"end of input while held, resume on", 2 * time.Minute, true, closeWrite, gone},
+		{"end of input, resume off", 0, false, closeWrite, gone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := enginetest.Start(t, func(o *engine.Options) {
+				o.Resume.Window = tc.window
+				o.Limits.OutboundHigh = 64 << 10
+			})
+			alice := d.DialLine(t).Login("alice")
+			bob := d.DialLine(t).Login("bob")
+			bob.Send("/connect " + alice.Token)
+			bob.Expect(`connected with alice`)
+			alice.Expect(`bob is connected`)
+			if tc.held {
+				holdBack(t, d, alice.Conn)
+			}
+			tc.end(t, alice.Conn)
+			// bob reads what alice sent, then the notice.
+			for {
+				l := bob.Line()
+				if strings.HasPrefix(l, "<alice> ") {
+					continue
+				}
+				if !regexp.MustCompile(tc.told).MatchString(l) {
+					t.Fatalf("bob got %q, want %q", l, tc.told)
+				}
+				break
+			}
+			if st := d.Hub.Stats(); (st.Away == 1) != (tc.told == away) {
+				t.Fatalf("hub stats %+v", st)
+			}
+		})
+	}
+}
+
+func closeWrite(t *testing.T, c net.Conn) {
+	t.Helper()
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holdBack makes the server hold c's input: c sends to a partner that is
+// not reading until the server stops reading c (its writes stall).
+func holdBack(t *testing.T, d *enginetest.Daemon, c net.Conn) {
+	t.Helper()
+	var written atomic.Int64
+	go func() {
+		line := []byte(strings.Repeat("x", 1000) + "\n")
+		c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		for {
+			n, err := c.Write(line)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	last, still := int64(-1), 0
+	for deadline := time.Now().Add(enginetest.Timeout); still < 5; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the sender was never held")
+		}
+		if n := written.Load(); n == last && n > 64<<10 {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+}
+
+// TestWebSocketCloseCodes: a page's close frame says what became of its
+// session. 1000, which a page sends only on purpose, is a leave; 1001
+// going away (a reload, a tab closed) is a drop, and the session waits;
+// any other code ends it as a disconnect.
+func TestWebSocketCloseCodes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		code uint16
+		told string
+	}{
+		{1000, `^\* alice left; you are free to be joined again$`},
+		{1001, `^\* alice lost the connection; waiting up to 2m for alice to come back$`},
+		{4000, `^\* alice disconnected; you are free to be joined again$`},
+	} {
+		t.Run(strconv.Itoa(int(tc.code)), func(t *testing.T) {
+			t.Parallel()
+			d := enginetest.Start(t, nil)
+			bob := d.DialLine(t).Login("bob")
+			alice := d.DialWS(t).Login("alice")
+			alice.Connect(bob.Token)
+			alice.Expect("paired")
+			bob.Expect(`alice is connected`)
+			write(t, alice.Conn, clientFrame(0x88, []byte{byte(tc.code >> 8), byte(tc.code)}, true))
+			bob.Expect(tc.told)
+		})
+	}
+}
+
+// TestResumeCommandsInPlace: a resume is a way in, like a login: after
+// one it is refused; an ack needs a session; help lists both.
+func TestResumeCommandsInPlace(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	lc := d.DialLine(t)
+	lc.Send("/help")
+	listed := false
+	for l := lc.Line(); !strings.HasPrefix(l, "* any other line"); l = lc.Line() {
+		listed = listed || strings.HasPrefix(l, "* /resume KEY ")
+	}
+	if !listed {
+		t.Fatal("/help does not list /resume")
+	}
+	lc.Login("alice")
+	lc.Send("/resume " + lc.Key)
+	lc.Expect(`^! already_logged_in: `)
+
+	wc := d.DialWS(t)
+	wc.Send(map[string]any{"type": "ack", "last": 1})
+	wc.ExpectError("not_logged_in")
+	wc.Send(map[string]string{"type": "help"})
+	if h := wc.Expect("help"); !strings.Contains(h["text"].(string), "resume {key, last?}") ||
+		!strings.Contains(h["text"].(string), "ack {last}") {
+		t.Fatalf("help %v", h)
+	}
+}
+
+// TestResumeOffNoKey: with resume.window 0 a login gets no resume key,
+// a reset ends the session at once as before, and no key resumes
+// anything.
+func TestResumeOffNoKey(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = 0 })
+	alice := d.DialWS(t).Login("alice")
+	if alice.Key != "" {
+		t.Fatalf("a key with resume off: %q", alice.Key)
+	}
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice disconnected; you are free to be joined again$`)
+	d.DialWS(t).Login("alice") // the name is free at once
+	if st := d.Hub.Stats(); st.Away != 0 {
+		t.Fatalf("hub stats %+v", st)
+	}
+}
+
+// TestResumeReload: a reload of the limits keeps resume as configured,
+// and a reload of the resume section applies to what comes next:
+// turned off, a new login gets no key and a drop ends its session.
+func TestResumeReload(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	lim := config.Defaults().Limits
+	lim.MaxText = 1000
+	d.SetLimits(lim)
+	if a := d.DialWS(t).Login("alice"); a.Key == "" {
+		t.Fatal("a reload of the limits turned resume off")
+	}
+	off := config.Defaults().Resume
+	off.Window = 0
+	d.SetResume(off)
+	bob := d.DialWS(t).Login("bob")
+	if bob.Key != "" {
+		t.Fatal("a login after resume was turned off got a key")
+	}
+	d.Resume = false // the clients expect no key from now on
+	carol := d.DialLine(t).Login("carol")
+	carol.Send("/connect " + bob.Token)
+	carol.Expect(`connected with bob`)
+	reset(t, bob.Conn)
+	carol.Expect(`^\* bob disconnected; `)
+}
+
+// TestResumeAccountsLogin: in accounts mode, the password logs in over
+// a session that is away (its partner told replaced), so a user who lost
+// the key is not locked out for the window; the old key is dead. A
+// session that is attached still refuses a second login without
+// takeover.
+func TestResumeAccountsLogin(t *testing.T) {
+	t.Parallel()
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := d.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	alice.Expect(`bob is connected`)
+
+	again := d.DialLine(t)
+	again.Send("/login alice s3cret")
+	again.Expect(`^! already_online: `)
+
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	again.LoginPassword("alice", "s3cret")
+	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
+	stale := d.DialLine(t)
+	stale.Send("/resume " + alice.Key)
+	stale.Expect(`^! bad_resume_key: `)
+	// The new session resumes like any.
+	reset(t, again.Conn)
+	back := d.DialLine(t)
+	back.Send("/resume " + again.Key)
+	back.Expect(`^\* resumed: you are alice, your token is [0-9a-f]{32}; you are not connected to anyone$`)
+}
+
+// TestShutdownEndsAwaySessions: a single node that shuts down keeps no
+// session waiting: those away end, reason shutdown, as the attached ones
+// do.
+func TestShutdownEndsAwaySessions(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	if st := d.Hub.Stats(); st.Away != 1 {
+		t.Fatalf("hub stats %+v", st)
+	}
+	go shutdown(d)
+	bob.Expect(`^\* the server is shutting down; goodbye$`)
+	bob.ExpectClosed()
+	waitFor(t, "every session to end", func() bool { st := d.Hub.Stats(); return st.Users == 0 && st.Away == 0 })
+}
+
+// TestResumeMetrics reads resume's figures from a real /metrics: away
+// sessions and what is kept for them, resumes by outcome, away sessions
+// ended, and messages refused for a full buffer.
+func TestResumeMetrics(t *testing.T) {
+	t.Parallel()
+	var m *service.Metrics
+	d := enginetest.Start(t, func(o *engine.Options) {
+		m = service.NewMetrics(o.Hub)
+		o.Metrics = m
+		o.Limits.MaxText = 1024
+		o.Resume.Buffer = 2048
+		o.Resume.MaxAway = 1
+	})
+	admin, err := service.StartAdmin("127.0.0.1:0", m.Registry, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+	client := &http.Client{Timeout: enginetest.Timeout}
+	metric := func(series string) int {
+		t.Helper()
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\d+)$`)
+		m := re.FindSubmatch(scrape(t, client, admin.Addr().String()))
+		if m == nil {
+			t.Fatalf("/metrics has no %s", series)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
+	}
+
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	alice.Expect(`bob is connected`)
+	reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	if n := metric("duet_away_sessions"); n != 1 {
+		t.Fatalf("duet_away_sessions %d, want 1", n)
+	}
+	for i := range 30 {
+		bob.Send(fmt.Sprintf("%02d %s", i, strings.Repeat("x", 97))) // 100 bytes; 12 fit in 2048
+	}
+	bob.Expect(`^! peer_away_full: `)
+	if n := metric("duet_resume_kept_bytes"); n != 12*(100+64) {
+		t.Fatalf("duet_resume_kept_bytes %d, want %d", n, 12*(100+64))
+	}
+	waitFor(t, "18 refusals", func() bool { return metric("duet_away_full_refusals_total") == 18 })
+
+	back, _, replayed, _ := resumeLine(t, d, alice.Key)
+	if len(replayed) != 12 {
+		t.Fatalf("replayed %d", len(replayed))
+	}
+	second := d.DialLine(t)
+	second.Send("/resume " + back.Key) // back is still open: a zombie
+	second.Expect(`^\* resumed: `)
+	wrong := d.DialLine(t)
+	wrong.Send("/resume " + strings.Repeat("z", 26))
+	wrong.Expect(`^! bad_resume_key: `)
+
+	// Past resume.max_away (1), the session away the longest ends.
+	carol := d.DialLine(t).Login("carol")
+	reset(t, second.Conn)
+	bob.Expect(`^\* alice is back$`)
+	bob.Expect(`^\* alice lost the connection`)
+	reset(t, carol.Conn)
+	bob.Expect(`^\* alice timed out; you are free to be joined again$`)
+	for series, want := range map[string]int{
+		`duet_resumes_total{outcome="away"}`:               1,
+		`duet_resumes_total{outcome="zombie"}`:             1,
+		`duet_resumes_total{outcome="bad_key"}`:            1,
+		`duet_away_sessions_ended_total{reason="evicted"}`: 1,
+		`duet_away_sessions_ended_total{reason="timeout"}`: 0,
+		`duet_away_sessions`:                               1, // carol
+		`duet_disconnects_total{reason="resumed"}`:         1,
+	} {
+		if n := metric(series); n != want {
+			t.Errorf("%s = %d, want %d", series, n, want)
+		}
+	}
+}
+
+// TestAwaySessionMemory measures what a session away costs the daemon:
+// with nothing kept for it, and with resume.buffer full of messages kept
+// for its resume. docs/LIMITS.md quotes the figures.
+func TestAwaySessionMemory(t *testing.T) {
+	const empty, full = 1000, 20
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = 2 * (empty + 2*full) })
+	buf := make([]byte, 512)
+	churn := func(prefix string, end func(net.Conn)) {
+		for i := range empty {
+			// Not dialFrom: its cleanup would hold every client socket
+			// to the end of the test, and they would be counted.
+			c, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(enginetest.Timeout))
+			c.Read(buf) // the greeting
+			fmt.Fprintf(c, "/login %s%d\n", prefix, i)
+			c.Read(buf) // the welcome and the key
+			end(c)
+		}
+		waitFor(t, "every connection closed", func() bool { return d.Conns() == 0 })
+	}
+	// The same number of connections opened and closed first, ending
+	// their sessions, so that what connections leave behind (tables
+	// grown for them) is not counted against the sessions.
+	churn("gone", func(c net.Conn) { c.Close() })
+	base := settledHeap()
+	churn("away", func(c net.Conn) { reset(t, c) })
+	if st := d.Hub.Stats(); st.Away != empty {
+		t.Fatalf("%d sessions away, want %d", st.Away, empty)
+	}
+	perEmpty := (int64(settledHeap()) - int64(base)) / empty
+	t.Logf("%d away sessions, nothing kept: %d bytes of heap each", empty, perEmpty)
+	if perEmpty > 2<<10 {
+		t.Errorf("an away session costs %d bytes of heap; want under 2 KiB", perEmpty)
+	}
+
+	buffer := config.Defaults().Resume.Buffer
+	// Every client is kept alive to the end, so that both figures count
+	// the same ones.
+	alices, bobs := make([]*enginetest.LineClient, full), make([]*enginetest.LineClient, full)
+	for i := range bobs {
+		alice := d.DialLine(t).Login(fmt.Sprintf("alice%d", i))
+		alices[i] = alice
+		bob := d.DialLine(t).Login(fmt.Sprintf("bob%d", i))
+		bob.Send("/connect " + alice.Token)
+		bob.Expect(`connected with`)
+		alice.Expect(`is connected`)
+		reset(t, alice.Conn)
+		bob.Expect(`lost the connection`)
+		bobs[i] = bob
+	}
+	before, rssBefore := settledHeap(), vmRSS()
+	text := strings.Repeat("x", 1000)
+	fits := buffer / (len(text) + 64)
+	for _, bob := range bobs {
+		var lines strings.Builder
+		for range fits + 1 {
+			lines.WriteString(text + "\n")
+		}
+		bob.Conn.Write([]byte(lines.String()))
+		bob.Expect(`^! peer_away_full: `)
+	}
+	if st := d.Hub.Stats(); st.HistoryBytes != int64(full*fits*(len(text)+64)) {
+		t.Fatalf("kept %d bytes, want %d", st.HistoryBytes, full*fits*(len(text)+64))
+	}
+	perFull := (int64(settledHeap()) - int64(before)) / full
+	t.Logf("%d away sessions with resume.buffer (%d KiB) full of %d-byte messages: %d KiB of heap each for what is kept; VmRSS %s -> %s",
+		full, buffer>>10, len(text), perFull>>10, rssBefore, vmRSS())
+	if perFull > int64(buffer)*3/2 {
+		t.Errorf("a full history costs %d bytes of heap; want under 1.5 times resume.buffer (%d)", perFull, buffer)
+	}
+	runtime.KeepAlive(alices)
+	runtime.KeepAlive(bobs)
+}
+
+// settledHeap is the bytes of live Go heap objects once pools have let
+// go of what they held (sync.Pool keeps what it holds through one
+// collection). Live objects, not spans in use, so that a span freed or
+// taken by something else meanwhile does not blur a figure of a few
+// hundred bytes.
+func settledHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

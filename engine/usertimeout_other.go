@@ -1,0 +1,9 @@
+//go:build !linux
+
+package engine
+
+import "time"
+
+// setUserTimeout does nothing where TCP_USER_TIMEOUT is not known: a dead
+// peer is found by keepalive, or when retransmissions give up.
+func setUserTimeout(int, time.Duration) error { return nil }
