@@ -1038,3 +1038,96 @@ func TestParkedSessionRescued(t *testing.T) {
 	}
 	bob.box.next(t, proto.EvPeerBack)
 }
+
+// TestEngineResumeOnAnotherNode: real clients of real engines, over
+// loopback, on a Redis-backed cluster. A netcat-like line client whose
+// connection is reset on a takes its session back on c with /resume,
+// with the 100 messages its partner on b sent meanwhile, in order; a
+// browser-like JSON client cut mid-stream on a resumes on c with last
+// and gets exactly the rest, numbered on, none twice. Both partners are
+// told of the absence and the return, and each pair talks on.
+func TestEngineResumeOnAnotherNode(t *testing.T) {
+	r := startRedis(t)
+	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
+
+	// The line protocol.
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+	bob.Say("before the drop")
+	alice.Expect(`^<bob> before the drop$`)
+	enginetest.Reset(t, alice.Conn)
+	if ev := bob.Expect("peer_away"); ev["name"] != "alice" {
+		t.Fatalf("bob: %v", ev)
+	}
+	const n = 100
+	var want []string
+	for i := range n {
+		bob.Say(fmt.Sprint("while away ", i))
+		want = append(want, fmt.Sprintf("<bob> while away %d", i))
+	}
+	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, alice.Key)
+	// A line client cannot say what it read: what came just before the
+	// drop is replayed too, in front.
+	if len(replayed) > 0 && replayed[0] == "<bob> before the drop" {
+		replayed = replayed[1:]
+	}
+	if peer != "bob" || missed != 0 || strings.Join(replayed, "|") != strings.Join(want, "|") {
+		t.Fatalf("resumed with %q, %d missed, replayed %d: %q", peer, missed, len(replayed), replayed)
+	}
+	if ev := bob.Expect("peer_back"); ev["name"] != "alice" {
+		t.Fatalf("bob: %v", ev)
+	}
+	back.Send("from c")
+	if ev := bob.Expect("message"); ev["text"] != "from c" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("to c")
+	back.Expect(`^<bob> to c$`)
+
+	// The JSON protocol, exactly once.
+	carol := a.DialWS(t).Login("carol")
+	dave := b.DialLine(t).Login("dave")
+	dave.Send("/connect " + carol.Token)
+	dave.Expect(`^\* you are connected with carol$`)
+	carol.Expect("paired")
+	const sent, read, later = 50, 20, 10
+	var lines strings.Builder
+	for i := range sent {
+		fmt.Fprintf(&lines, "m%d\n", i+1)
+	}
+	if _, err := dave.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range read {
+		if text, seq := enginetest.WSMessage(t, carol); text != fmt.Sprint("m", i+1) || seq != uint64(i+1) {
+			t.Fatalf("message %d: %q seq %d", i+1, text, seq)
+		}
+	}
+	enginetest.Reset(t, carol.Conn)
+	dave.Expect(`^\* carol lost the connection; waiting up to 2m for carol to come back$`)
+	for i := range later {
+		dave.Send(fmt.Sprint("m", sent+i+1))
+	}
+	cback, ev := enginetest.ResumeWS(t, c.Daemon, carol.Key, read)
+	if ev["peer"] != "dave" || ev["replayed"] != float64(sent+later-read) || ev["missed"] != float64(0) {
+		t.Fatalf("resumed %v", ev)
+	}
+	for i := read; i < sent+later; i++ {
+		if text, seq := enginetest.WSMessage(t, cback); text != fmt.Sprint("m", i+1) || seq != uint64(i+1) {
+			t.Fatalf("replay: %q seq %d, want m%d", text, seq, i+1)
+		}
+	}
+	dave.Expect(`^\* carol is back$`)
+	dave.Send("after")
+	if text, seq := enginetest.WSMessage(t, cback); text != "after" || seq != sent+later+1 {
+		t.Fatalf("after the replay: %q seq %d", text, seq)
+	}
+	cback.Say("hi dave")
+	dave.Expect(`^<carol> hi dave$`)
+	if st := a.Hub.Stats(); st.Users != 0 || st.Away != 0 {
+		t.Fatalf("a still holds %+v", st)
+	}
+}
