@@ -59,9 +59,15 @@ type conn struct {
 	line *line.Framer // stageProxy, stageLine; nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
 
-	sess  *hub.Session
-	out   *outbox.Outbox
-	guard *inputGuard // rate limit state; nil until needed (ratelimit.go)
+	sess *hub.Session
+	out  *outbox.Outbox
+	// resumeKey is the resume key the session was last told on this
+	// connection (its welcome, or the answer to its resume), for the
+	// notice of a drain (drain.go). The hub keeps only its hash; the
+	// key never leaves the connection it was told on. Set by the
+	// encoder, on whatever goroutine delivers.
+	resumeKey atomic.Pointer[string]
+	guard     *inputGuard // rate limit state; nil until needed (ratelimit.go)
 
 	flow flowState
 
@@ -128,7 +134,7 @@ func (cn *conn) newOutbox(isLine bool) *outbox.Outbox {
 		enc = lineEncoder{}
 	}
 	return outbox.New(outbox.Config{
-		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining},
+		Encoder:  drainFilter{Encoder: enc, draining: &cn.srv.draining, key: &cn.resumeKey},
 		Schedule: func() { cn.loop.schedule(cn) },
 		Marks:    cn.srv.marks,
 		// The hub evicts a connection's outbox when another login takes
@@ -150,13 +156,19 @@ func (s *Server) marks() outbox.Marks {
 // partner on this node going for the same reason must not add "bob's
 // server is shutting down; you are free to be joined again" before it. In
 // a cluster, a partner on another node is told by that node, which is not
-// shutting down, so the notice still reaches it.
+// shutting down, so the notice still reaches it. It also notes the resume
+// key each event tells the session, which a drain's notice repeats.
 type drainFilter struct {
 	outbox.Encoder
 	draining *atomic.Bool
+	key      *atomic.Pointer[string]
 }
 
 func (f drainFilter) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	if ev.ResumeKey != "" {
+		k := ev.ResumeKey
+		f.key.Store(&k)
+	}
 	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && f.draining.Load() {
 		return dst
 	}

@@ -84,8 +84,11 @@ type Server struct {
 	done    chan error
 
 	draining atomic.Bool
-	nextID   atomic.Uint64
-	conns    atomic.Int64
+	// restarting is set by Drain: new connections are refused, and
+	// those open are told to reconnect elsewhere (drain.go).
+	restarting atomic.Bool
+	nextID     atomic.Uint64
+	conns      atomic.Int64
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -519,7 +522,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		}
 		return webRefusal(e), gnet.Close
 	}
-	if s.draining.Load() {
+	if s.draining.Load() || s.restarting.Load() {
 		return refuse(endDraining)
 	}
 	lim := s.lim()

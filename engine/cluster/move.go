@@ -88,6 +88,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 	rk := n.keys.resumeHash(sum)
 	// A session can be taken by another resume between looking and
 	// claiming; looking again finds where it went.
+	unknown := false
 	for range 3 {
 		ctx, cancel := n.op()
 		res, err := findScript.Run(ctx, n.rdb, []string{n.resumeKey(rk)}, n.opts.Prefix, rk).StringSlice()
@@ -111,10 +112,11 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 				return proto.ErrUnavailable
 			}
 			switch code := n.askHandOver(address(node, li.inc), sum); code {
-			case "ok":
+			case "ok", proto.ErrUnknownResumeKey.Code:
+				// Handed over; or it left that node meanwhile (parked by
+				// a drain, or taken by another resume): look again.
+				unknown = code != "ok"
 				continue
-			case proto.ErrUnknownResumeKey.Code:
-				return proto.ErrUnknownResumeKey
 			default:
 				return proto.ErrUnavailable
 			}
@@ -133,6 +135,9 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if taken {
 			return nil
 		}
+	}
+	if unknown {
+		return proto.ErrUnknownResumeKey
 	}
 	return proto.ErrUnavailable
 }
@@ -558,6 +563,27 @@ func (n *Node) rescueParked(ctx context.Context, gone func(addr string) bool) {
 		}
 		o.control(move{kind: frameParked, gen: g, window: ttl.Val() - n.grace()})
 	}
+}
+
+// Park parks the session key of this node, which is away, for a resume
+// on any node (a drain parks each session before its client is told to
+// reconnect, so the resume finds it parked). It returns once the
+// partner's node has been sent word of it, or ctx ends, and reports
+// whether the session was parked.
+func (n *Node) Park(ctx context.Context, key string) bool {
+	if err := n.park(ctx, key, nil); err != nil {
+		return false
+	}
+	n.mu.Lock()
+	senders := make([]*sender, 0, len(n.senders))
+	for _, s := range n.senders {
+		senders = append(senders, s)
+	}
+	n.mu.Unlock()
+	for _, s := range senders {
+		s.drain(ctx)
+	}
+	return true
 }
 
 // waitParker waits until what this node's users said to parked

@@ -332,6 +332,10 @@ type Session struct {
 // Name returns the name the user logged in with.
 func (s *Session) Name() string { return s.name }
 
+// Key returns the session's name folded: what the hub and the directory
+// know it by.
+func (s *Session) Key() string { return s.key }
+
 // Token returns the session's current token.
 func (s *Session) Token() proto.Token {
 	s.hub.mu.Lock()
