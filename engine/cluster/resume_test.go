@@ -750,11 +750,16 @@ func TestDrainedPair(t *testing.T) {
 		t.Fatalf("a still holds %+v", st)
 	}
 
+	// What is said to a parked session is queued in Redis by its
+	// partner's node as it comes; the resume replays what is queued.
+	rc := redisClient(t, r)
+	waitQueued(t, rc, a, "alice", 2)
 	ev, texts := alice.resumeOn(t, b, 0, true)
 	if ev.Peer != "bob" || strings.Join(texts, ",") != "to parked alice 1,to parked alice 2" {
 		t.Fatalf("alice resumed %+v, replayed %q", ev, texts)
 	}
 	alice.say(t, "to parked bob")
+	waitQueued(t, rc, a, "bob", 1)
 	ev, texts = bob.resumeOn(t, c, 0, true)
 	if ev.Peer != "alice" || strings.Join(texts, ",") != "to parked bob" {
 		t.Fatalf("bob resumed %+v, replayed %q", ev, texts)
@@ -774,6 +779,17 @@ func TestDrainedPair(t *testing.T) {
 	bob.box.next(t, proto.EvLeft)
 	if ev := alice.box.next(t, proto.EvPeerLeft); ev.Reason != proto.ReasonLeft {
 		t.Fatalf("alice: %+v", ev)
+	}
+}
+
+// waitQueued waits until n messages are queued in Redis for name, parked.
+func waitQueued(t testing.TB, rc *redis.Client, n *hubNode, name string, want int64) {
+	t.Helper()
+	qk := "duet:parkq:" + n.keys.nameHash(name)
+	for deadline := time.Now().Add(enginetest.Timeout); rc.LLen(context.Background(), qk).Val() < want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages queued for %s, want %d", rc.LLen(context.Background(), qk).Val(), name, want)
+		}
 	}
 }
 
