@@ -193,12 +193,20 @@ func (cn *conn) drainNotice() string {
 	if key == nil {
 		return ""
 	}
-	if cn.stage != stageWS {
-		b := append([]byte("the server is restarting; reconnect and type /resume "), *key...)
+	return drainNoticeText(cn.stage != stageWS, *key, window)
+}
+
+// drainNoticeText is the notice of a drain to a session with resume key
+// key: a line client is given the command to type, since the key is
+// otherwise further up its screen; a browser knows its key.
+func drainNoticeText(isLine bool, key string, window time.Duration) string {
+	var b []byte
+	if isLine {
+		b = append(b, "the server is restarting; reconnect and type /resume "...)
+		b = append(b, key...)
 		b = append(b, " within "...)
-		b = line.AppendWindow(b, window)
-		return string(b)
+	} else {
+		b = append(b, "the server is restarting; reconnect and resume your session within "...)
 	}
-	b := append([]byte("the server is restarting; reconnect and resume your session within "), line.AppendWindow(nil, window)...)
-	return string(b)
+	return string(line.AppendWindow(b, window))
 }
