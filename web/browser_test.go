@@ -84,9 +84,11 @@ type browserTest struct {
 
 // startBrowserTest starts a daemon and a headless Chromium with a fresh
 // profile. Both stop when the test ends, or when browserTestTimeout runs
-// out, whichever is first. The daemon has session resume off: the page
-// does not resume yet, and logs in again after a drop, which would find
-// its own away session holding its name.
+// out, whichever is first. The daemon has session resume off, as
+// resume.window 0 sets it: these tests hold the page to what it does
+// without resume (a closed tab ends the conversation; after a drop the
+// page logs in again), which it must still do for such a server.
+// resume_browser_test.go starts daemons with resume on.
 func startBrowserTest(t *testing.T) *browserTest {
 	t.Helper()
 	chromium := setUpBrowserTest(t)

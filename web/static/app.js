@@ -17,6 +17,13 @@
 // change the fragment later: the server sends Cross-Origin-Opener-Policy,
 // which takes the opener's handle on this window away, and the page does
 // not listen for hashchange anyway.
+//
+// A session outlives its connection (docs/RESUME.md). When the server
+// gives a resume key, the page keeps it in sessionStorage with the seq of
+// the last message shown and the messages themselves; a socket that closes
+// without the person logging out is a drop, and the page reconnects and
+// resumes, as it does after a reload of the tab. The functions under
+// "Session resume" below are that logic.
 
 'use strict';
 
@@ -43,6 +50,33 @@ const RELOGIN_TRIES = 24;
 // Old entries are dropped past this, so a long session cannot grow the page
 // without bound.
 const LOG_LIMIT = 1000;
+
+// Acknowledge what was shown after this many messages, or after this long
+// without one, so that the server need not keep them for a resume.
+const ACK_EVERY = 32;
+const ACK_QUIET_MS = 1000;
+
+// Where the session lives across reloads of the tab: sessionStorage, which
+// belongs to this tab alone and ends with it. Not localStorage, which every
+// tab of the origin shares and which outlives the browser; not the
+// address, which is shared, bookmarked and logged.
+const STORE_KEY = 'duet.session';
+// The messages kept there for a reload to show again: the newest, up to
+// this many and this many characters of text.
+const KEEP_MESSAGES = 200;
+const KEEP_CHARS = 256 * 1024;
+// Writes to sessionStorage are gathered for this long; pagehide writes
+// at once whatever is waiting.
+const SAVE_DELAY_MS = 200;
+
+// A clock that jumps by more than this between two ticks means the
+// machine slept: the socket may be dead without the browser knowing.
+const WAKE_TICK_MS = 5000;
+const WAKE_GAP_MS = 20000;
+// A socket that does not answer "who" this soon after a wake is given up
+// for a new one, which resumes the session. Giving up a socket that was
+// only slow costs one resume: the server hands the session over.
+const PROBE_TIMEOUT_MS = 3000;
 
 const TOKEN_RE = /^[0-9a-f]{32}$/i;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
@@ -124,6 +158,23 @@ const st = {
   shutdown: false, // the server said it is going down
   quitting: false, // the person logged out; the close that follows is expected
 
+  // Session resume. resume is null when the server gave no key (resume
+  // is off, or no one is logged in); else what sessionStorage keeps.
+  resume: null, // { key, last, windowS }
+  kept: [], // messages kept for a reload: { side, from, text, at }
+  resuming: false, // a resume is sent and not yet answered
+  restored: false, // the page was reloaded and showed a kept session
+  peerAway: false, // the peer lost its connection and may come back
+  unacked: 0, // messages shown since the last ack
+  ackTimer: 0,
+  saveTimer: 0,
+  probeTimer: 0,
+  stale: null, // a socket given up after a wake, closed once resumed
+  keptChars: 0, // the text in kept, in characters
+  leaveKey: '', // the key of a session to end on the next socket: logged out while offline
+  quietQuit: false, // that session is being ended; its frames are not shown
+  awayNoted: false, // the log says the page is reconnecting
+
   unread: 0,
 };
 
@@ -166,6 +217,8 @@ function clearTimers() {
   clearInterval(st.tickTimer);
   clearTimeout(st.helloTimer);
   clearTimeout(st.reloginTimer);
+  clearTimeout(st.ackTimer);
+  clearTimeout(st.probeTimer);
   ui.reconnect.hidden = true;
 }
 
@@ -182,9 +235,19 @@ function dropped(ev) {
   st.lastMine = null;
   clearTimers();
 
+  if (st.shutdown) {
+    // A server that shuts down ends every session, away ones too.
+    forgetResume();
+  }
+  if (st.resume && !st.quitting) {
+    droppedAway(peer);
+    return;
+  }
+
   if (st.quitting) {
     // Logging out ends the session on purpose: start afresh at once.
     st.quitting = false;
+    st.quietQuit = false;
     st.attempt = 0;
     render();
     connect();
@@ -266,9 +329,351 @@ function send(obj) {
   return true;
 }
 
+// ---- Session resume -----------------------------------------------------
+//
+// The server keeps a session whose connection drops for resume.window and
+// takes it back from whoever shows its resume key (docs/RESUME.md). The
+// page keeps the key, the seq of the last message shown and the messages
+// themselves in sessionStorage, so that a drop and a reload of the tab
+// both come back to the same conversation: the server replays exactly the
+// messages after that seq, and the page shows again what it kept.
+
+// startResume takes the resume key of a login's welcome, or forgets the
+// last one when the server gives none (resume is off there).
+function startResume(ev) {
+  forgetResume();
+  const key = typeof ev.resume_key === 'string' ? ev.resume_key : '';
+  if (!key) return;
+  st.resume = { key, last: 0, windowS: Number(ev.window_s) || 0 };
+  saveNow();
+}
+
+// forgetResume drops the key, in memory and in sessionStorage: after a
+// logout, a bye, a shutdown or a resume refused, there is nothing to
+// resume.
+function forgetResume() {
+  st.resume = null;
+  st.resuming = false;
+  st.kept = [];
+  st.keptChars = 0;
+  st.unacked = 0;
+  clearTimeout(st.ackTimer);
+  clearTimeout(st.saveTimer);
+  st.saveTimer = 0;
+  try {
+    sessionStorage.removeItem(STORE_KEY);
+  } catch {
+    // Storage refused altogether (some private modes): nothing was kept.
+  }
+}
+
+function sendResume() {
+  st.unacked = 0;
+  clearTimeout(st.ackTimer);
+  if (send({ type: 'resume', key: st.resume.key, last: st.resume.last })) st.resuming = true;
+}
+
+// droppedAway handles a socket that ended while the server keeps the
+// session: the page shows the conversation as it was, says it is
+// reconnecting, and tries again with backoff.
+function droppedAway(peer) {
+  // The pairing holds on the server while the session is away.
+  st.peer = peer;
+  st.resuming = false;
+  if (!st.awayNoted) {
+    st.awayNoted = true;
+    const kept = st.resume.windowS > 0 ? ' for up to ' + duration(st.resume.windowS) : '';
+    notice('Lost the connection to the server; reconnecting. Your session is kept' + kept + '.', { kind: 'reconnecting' });
+  }
+  retryLater();
+}
+
+// resumed handles the answer to a resume: the session is back, with the
+// pairing the server says, and the messages missed follow it.
+function resumed(ev) {
+  if (!st.resume) return;
+  const before = st.peer;
+  const restored = st.restored;
+  st.resuming = false;
+  st.restored = false;
+  st.awayNoted = false;
+  st.loggedIn = true;
+  st.attempt = 0;
+  st.name = String(ev.name || st.name);
+  st.token = String(ev.token || '');
+  st.peer = String(ev.peer || '');
+  st.peerAway = false;
+  if (typeof ev.resume_key === 'string' && ev.resume_key) st.resume.key = ev.resume_key;
+  if (Number(ev.window_s) > 0) st.resume.windowS = Number(ev.window_s);
+  // The key used is retired: only the new one may be kept.
+  saveNow();
+  closeStale();
+
+  let text;
+  let kind = 'resumed';
+  if (st.peer && st.peer === before) {
+    text = restored ? 'Back in your conversation with ' + st.peer + '.' : 'Reconnected; your conversation with ' + st.peer + ' goes on.';
+  } else if (st.peer) {
+    text = 'Reconnected. ' + st.peer + ' connected to you while you were away.';
+    kind = 'paired';
+  } else if (before) {
+    text = 'Reconnected. Your conversation with ' + before + ' ended while you were away.';
+    kind = 'peer_left';
+  } else {
+    text = 'Reconnected.';
+  }
+  const missed = Number(ev.missed) || 0;
+  if (missed > 0) {
+    text += ' ' + missed + (missed === 1 ? ' message' : ' messages') + ' sent to you could not be kept, and are lost.';
+  }
+  notice(text, { kind });
+}
+
+// resumeFailed handles a resume refused: the window ran out (or the key
+// is no good), so the session and its pairing are gone. The page says so
+// and logs in afresh under the same name, as it can.
+function resumeFailed() {
+  const peer = st.peer;
+  const windowS = st.resume ? st.resume.windowS : 0;
+  forgetResume();
+  closeStale();
+  st.restored = false;
+  st.awayNoted = false;
+  st.loggedIn = false;
+  st.token = '';
+  st.peer = '';
+  st.peerAway = false;
+  st.attempt = 0;
+  let text = 'Your session ended while you were away';
+  if (windowS > 0) text += ' (the server keeps one for ' + duration(windowS) + ')';
+  text += '.';
+  if (peer) text += ' Your conversation with ' + peer + ' is over.';
+  if (st.name && (st.auth !== 'accounts' || st.password)) {
+    notice(text + ' Logging in again as ' + st.name + '…', { kind: 'expired' });
+    st.autoLogin = true;
+    st.relogins = 0;
+    sendLogin();
+    return;
+  }
+  // After a reload in accounts mode the password is not known: it is
+  // never kept.
+  notice(text + ' Log in again.', { kind: 'expired' });
+  ui.name.value = st.name;
+  st.name = '';
+  st.password = '';
+  render();
+  focusLogin();
+}
+
+// takeSeq reads a message's seq and reports whether the message is new:
+// one at or below the last seq shown was shown already.
+function takeSeq(seq) {
+  if (!st.resume || !Number.isSafeInteger(seq) || seq <= 0) return true;
+  if (seq <= st.resume.last) return false;
+  st.resume.last = seq;
+  st.unacked++;
+  return true;
+}
+
+// ackSoon acknowledges what was shown after ACK_EVERY messages or
+// ACK_QUIET_MS without one, whichever comes first.
+function ackSoon() {
+  if (!st.resume || st.unacked === 0) return;
+  clearTimeout(st.ackTimer);
+  if (st.unacked >= ACK_EVERY) ackNow();
+  else st.ackTimer = setTimeout(ackNow, ACK_QUIET_MS);
+}
+
+function ackNow() {
+  clearTimeout(st.ackTimer);
+  if (!st.resume || st.unacked === 0 || !st.loggedIn) return;
+  // What the server is told it may forget must be in sessionStorage
+  // first, or a reload would find it in neither.
+  saveNow();
+  if (sendQuiet({ type: 'ack', last: st.resume.last })) st.unacked = 0;
+}
+
+// sendQuiet sends a frame the person did not ask for: it says nothing
+// when offline, and is not the command that later errors belong to.
+function sendQuiet(obj) {
+  if (!st.ws || st.ws.readyState !== WebSocket.OPEN || !st.ready) return false;
+  st.ws.send(JSON.stringify(obj));
+  return true;
+}
+
+// keepMessage keeps a message shown, for a reload to show again: the
+// newest KEEP_MESSAGES, within KEEP_CHARS of text.
+function keepMessage(side, from, text) {
+  if (!st.resume) return;
+  st.kept.push({ side, from, text, at: Date.now() });
+  st.keptChars += text.length;
+  trimKept();
+  saveSoon();
+}
+
+function trimKept() {
+  while (st.kept.length > KEEP_MESSAGES || (st.kept.length > 1 && st.keptChars > KEEP_CHARS)) {
+    st.keptChars -= st.kept.shift().text.length;
+  }
+}
+
+function saveSoon() {
+  if (!st.resume || st.saveTimer) return;
+  st.saveTimer = setTimeout(saveNow, SAVE_DELAY_MS);
+}
+
+// saveNow writes the session to sessionStorage: the key, the last seq and
+// the messages shown go together, so that a reload resumes after exactly
+// the messages it shows again.
+function saveNow() {
+  clearTimeout(st.saveTimer);
+  st.saveTimer = 0;
+  if (!st.resume) return;
+  const data = {
+    key: st.resume.key,
+    last: st.resume.last,
+    window_s: st.resume.windowS,
+    name: st.name,
+    peer: st.peer,
+    kept: st.kept,
+  };
+  try {
+    sessionStorage.setItem(STORE_KEY, JSON.stringify(data));
+  } catch {
+    // Storage full or refused: keep at least the key, so that a reload
+    // still resumes; the messages it shows again start from there.
+    try {
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ ...data, kept: [] }));
+    } catch {
+      // Nothing can be kept: a reload logs in afresh.
+    }
+  }
+}
+
+// restoreSession runs as the page loads: a session kept by this tab
+// before a reload is shown as it was, messages and pairing, and resumed
+// once the server says hello.
+function restoreSession() {
+  let data = null;
+  try {
+    data = JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
+  } catch {
+    data = null;
+  }
+  if (!data || typeof data.key !== 'string' || data.key === '') return;
+  st.resume = {
+    key: data.key,
+    last: Number.isSafeInteger(data.last) && data.last > 0 ? data.last : 0,
+    windowS: Number(data.window_s) || 0,
+  };
+  st.name = typeof data.name === 'string' && NAME_RE.test(data.name) ? data.name : '';
+  st.peer = typeof data.peer === 'string' ? data.peer : '';
+  st.restored = true;
+  for (const m of Array.isArray(data.kept) ? data.kept : []) {
+    if (!m || (m.side !== 'mine' && m.side !== 'theirs') || typeof m.text !== 'string') continue;
+    const from = String(m.from || '');
+    const at = Number(m.at);
+    addMessage(m.side, from, m.text, Number.isFinite(at) ? new Date(at) : undefined);
+    st.kept.push({ side: m.side, from, text: m.text, at });
+    st.keptChars += m.text.length;
+  }
+  trimKept();
+}
+
+// woke runs when the device is back online or wakes from sleep: a socket
+// that is down is tried again at once, and one that looks open is asked
+// whether it still works.
+function woke() {
+  if (!st.ws) {
+    // A socket closed by the login deadline is reopened once someone
+    // looks at the page, not by a background tab's slowed timers.
+    if (st.quitting || (st.renewing && document.hidden)) return;
+    st.attempt = 0;
+    connect();
+    return;
+  }
+  if (!st.ready || !st.loggedIn) return;
+  const ws = st.ws;
+  if (!sendQuiet({ type: 'who' })) return;
+  clearTimeout(st.probeTimer);
+  st.probeTimer = setTimeout(() => {
+    if (st.ws === ws) replaceSocket(ws);
+  }, PROBE_TIMEOUT_MS);
+}
+
+// replaceSocket gives up a socket that stopped answering, though the
+// browser has not seen it close, and opens another at once.
+function replaceSocket(ws) {
+  st.ws = null;
+  if (st.resume) {
+    // The new socket resumes, and the server hands the session over and
+    // closes the old connection. The page cannot close it itself without
+    // ending the session (a page may close only with 1000 or 3000-4999,
+    // and the server ends the session on either); it closes it once the
+    // session has moved.
+    st.stale = ws;
+  } else {
+    ws.close(1000, 'not answering');
+  }
+  dropped(null);
+  connect();
+}
+
+// quitAway ends a session that is away on the server, for a person who
+// logged out while the page was offline: it is resumed and at once quit,
+// on this socket if it is up, or on the next.
+function quitAway(key, resuming) {
+  st.leaveKey = '';
+  const ws = st.ws;
+  if (!ws || !st.ready) {
+    st.leaveKey = key;
+    return;
+  }
+  // A resume still unanswered on this socket is answered before the
+  // quit; another would be refused.
+  if (!resuming) sendQuiet({ type: 'resume', key });
+  sendQuiet({ type: 'quit' });
+  st.quitting = true;
+  st.quietQuit = true;
+  setTimeout(() => {
+    if (st.ws === ws) ws.close(1000, 'logged out');
+  }, 3000);
+}
+
+// closeStale closes the socket given up after a wake, once the session
+// has moved off it or is gone: a close of it can no longer end the
+// session.
+function closeStale() {
+  if (!st.stale) return;
+  const old = st.stale;
+  st.stale = null;
+  old.close(1000, 'replaced');
+}
+
+// watchForWake notices a machine that slept: timers stop meanwhile, so
+// the clock jumps between two ticks. A tab in the background has its
+// timers slowed down and may be taken for one that woke; that costs a
+// "who".
+function watchForWake() {
+  let last = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (now - last > WAKE_GAP_MS) woke();
+    last = now;
+  }, WAKE_TICK_MS);
+}
+
+// duration says a number of seconds as the server's texts do: 2m, 90s.
+function duration(s) {
+  if (s >= 60 && s % 60 === 0) return s / 60 + 'm';
+  return s + 's';
+}
+
 // ---- Server events ------------------------------------------------------
 
 function receive(data) {
+  // Any frame says the socket works: a wake's probe is answered.
+  clearTimeout(st.probeTimer);
   let ev;
   try {
     ev = JSON.parse(data);
@@ -277,6 +682,9 @@ function receive(data) {
     return;
   }
   if (!ev || typeof ev !== 'object' || typeof ev.type !== 'string') return;
+  // A session taken back only to be ended says nothing to a person who
+  // has logged out already.
+  if (st.quietQuit && ev.type !== 'bye') return;
   const handler = handlers[ev.type];
   // Types this page does not know are ignored, so the server can add some.
   if (handler) handler(ev);
@@ -290,6 +698,18 @@ const handlers = {
     st.auth = ev.auth === 'accounts' ? 'accounts' : 'open';
     if (Number.isInteger(ev.max_text) && ev.max_text > 0) st.maxText = ev.max_text;
     setState('online', 'Online');
+    if (st.leaveKey) {
+      quitAway(st.leaveKey, false);
+      return;
+    }
+    if (st.resume) {
+      // The session is away on the server: take it back. What the page
+      // says about it waits for the answer.
+      st.failNoted = false;
+      st.renewing = false;
+      sendResume();
+      return;
+    }
     if (st.failNoted) notice('Connected to the server again.', { kind: 'connection' });
     st.failNoted = false;
     const renewed = st.renewing;
@@ -329,6 +749,11 @@ const handlers = {
     clearTimeout(st.reloginTimer);
     st.name = String(ev.name || st.name);
     st.token = String(ev.token || '');
+    // A login gives a resume key when the server keeps sessions whose
+    // connection drops; a new token's welcome gives none and changes
+    // nothing of the session.
+    if (!again) startResume(ev);
+    saveSoon();
     if (again) {
       notice('You have a new token. The old one no longer works: give this one out instead.');
     } else if (auto) {
@@ -351,6 +776,8 @@ const handlers = {
 
   paired(ev) {
     st.peer = String(ev.peer || '');
+    st.peerAway = false;
+    saveSoon();
     st.invite = '';
     ui.connectToken.value = '';
     ui.connectToken.removeAttribute('aria-invalid');
@@ -364,7 +791,14 @@ const handlers = {
   },
 
   message(ev) {
-    addMessage('theirs', String(ev.from || st.peer), String(ev.text ?? ''));
+    // A message shown already (its seq is not past the last one) is not
+    // shown again.
+    if (!takeSeq(ev.seq)) return;
+    const from = String(ev.from || st.peer);
+    const text = String(ev.text ?? '');
+    addMessage('theirs', from, text);
+    keepMessage('theirs', from, text);
+    ackSoon();
     if (document.hidden) {
       st.unread++;
       document.title = '(' + st.unread + ') duet';
@@ -380,6 +814,22 @@ const handlers = {
     unpair();
   },
 
+  peer_away(ev) {
+    const peer = String(ev.name || st.peer || 'Your peer');
+    st.peerAway = true;
+    const wait = Number(ev.window_s) > 0 ? ' up to ' + duration(Number(ev.window_s)) : '';
+    notice(peer + ' lost the connection; waiting' + wait + ' for them to come back.', { kind: 'peer_away' });
+  },
+
+  peer_back(ev) {
+    st.peerAway = false;
+    notice(String(ev.name || st.peer || 'Your peer') + ' is back.', { kind: 'peer_back' });
+  },
+
+  resumed(ev) {
+    resumed(ev);
+  },
+
   left(ev) {
     notice('You left the conversation with ' + String(ev.peer || st.peer) + '.', { kind: 'left' });
     unpair();
@@ -390,6 +840,7 @@ const handlers = {
     if (ev.name) st.name = String(ev.name);
     if (ev.token) st.token = String(ev.token);
     st.peer = String(ev.peer || '');
+    saveSoon();
   },
 
   error(ev) {
@@ -413,7 +864,9 @@ const handlers = {
 
   bye() {
     // The server ended the session on purpose (we quit, or our account was
-    // taken over elsewhere): do not log back in by ourselves.
+    // taken over elsewhere, or another tab resumed it): do not log back
+    // in or resume by ourselves.
+    forgetResume();
     st.name = '';
     st.password = '';
     st.invite = '';
@@ -424,7 +877,9 @@ const handlers = {
     // The close that follows is part of the goodbye, not a lost
     // connection: open a fresh one at once, without a warning.
     st.quitting = true;
-    notice('Logged out.');
+    // A session ended after logging out while offline was told so then.
+    if (!st.quietQuit) notice('Logged out.');
+    st.quietQuit = false;
   },
 };
 
@@ -453,6 +908,8 @@ function leftReason(peer, reason) {
 function unpair() {
   const hadFocus = ui.compose.contains(document.activeElement) || document.activeElement === ui.leave;
   st.peer = '';
+  st.peerAway = false;
+  saveSoon();
   st.lastMine = null;
   render();
   // The message box is about to be disabled; move a keyboard user's focus
@@ -481,6 +938,13 @@ const NAME_BUSY = new Set(['name_taken', 'already_online']);
 
 function serverError(code, text) {
   const shown = FRIENDLY[code] || text;
+
+  if (st.resuming) {
+    // The server answers in order, and nothing else was sent while the
+    // resume was pending: this error is the resume's.
+    resumeFailed();
+    return;
+  }
 
   if (code === 'login_timeout' && !st.loggedIn) {
     // The close that follows is handled by dropped(): a new socket, with
@@ -613,6 +1077,7 @@ function onSend(e) {
   }
   if (!send({ type: 'say', text })) return;
   st.lastMine = addMessage('mine', st.name, text);
+  keepMessage('mine', st.name, text);
   ui.message.value = '';
   ui.message.focus();
 }
@@ -643,6 +1108,11 @@ function onNewToken() {
 
 function onLogout() {
   const ws = st.ws;
+  // Logging out is not a drop: the session is not to be resumed, by this
+  // page or by a reload of it.
+  const away = st.resume && !st.loggedIn ? st.resume.key : '';
+  const resuming = st.resuming;
+  forgetResume();
   st.name = '';
   st.password = '';
   st.invite = '';
@@ -657,15 +1127,19 @@ function onLogout() {
     st.loggingIn = false;
     st.peer = '';
     notice('Logged out.');
+    // A session away on the server is ended there too, or its peer would
+    // wait out the window for someone who has left.
+    if (away) quitAway(away, resuming);
     render();
     focusLogin();
     return;
   }
   st.quitting = true;
   send({ type: 'quit' });
-  // The server closes after bye; should it not, close from this side.
+  // The server closes after bye; should it not, close from this side,
+  // with 1000: the page closes on purpose, which ends the session.
   setTimeout(() => {
-    if (st.ws === ws) ws.close();
+    if (st.ws === ws) ws.close(1000, 'logged out');
   }, 3000);
 }
 
@@ -757,8 +1231,8 @@ function clearHash() {
 
 // ---- The log ------------------------------------------------------------
 
-function stamp() {
-  const now = new Date();
+function stamp(when) {
+  const now = when || new Date();
   const t = document.createElement('time');
   t.dateTime = now.toISOString();
   t.title = now.toLocaleString();
@@ -778,7 +1252,7 @@ function append(li) {
   return li;
 }
 
-function addMessage(side, from, text) {
+function addMessage(side, from, text, when) {
   const li = document.createElement('li');
   li.className = 'msg ' + side;
   const meta = document.createElement('div');
@@ -786,7 +1260,7 @@ function addMessage(side, from, text) {
   const who = document.createElement('span');
   who.className = 'from';
   who.textContent = side === 'mine' ? 'You' : from;
-  meta.append(who, stamp());
+  meta.append(who, stamp(when));
   const p = document.createElement('p');
   p.className = 'text';
   p.textContent = text;
@@ -827,7 +1301,7 @@ function render() {
   ui.sessionView.hidden = !session;
   ui.passwordField.hidden = st.auth !== 'accounts';
   ui.password.required = st.auth === 'accounts';
-  ui.login.disabled = !st.ready || st.loggingIn;
+  ui.login.disabled = !st.ready || st.loggingIn || st.quitting;
   ui.login.textContent = st.loggingIn ? 'Logging in…' : 'Log in';
 
   ui.me.textContent = st.name;
@@ -850,6 +1324,10 @@ function render() {
   // Lets a narrow screen fold the token away while a conversation is on.
   document.body.classList.toggle('paired', paired);
   ui.peer.textContent = paired ? 'Talking with ' + st.peer : 'Not connected to anyone';
+  // While either side is away the pairing holds, greyed out.
+  const away = paired && (st.peerAway || !st.loggedIn);
+  ui.peer.classList.toggle('away', away);
+  ui.peer.title = !away ? '' : st.loggedIn ? st.peer + ' lost the connection and may come back' : 'Reconnecting…';
   ui.leave.disabled = !paired;
   ui.message.disabled = !paired;
   ui.send.disabled = !paired;
@@ -882,9 +1360,16 @@ function start() {
     e.preventDefault();
     copy(shareURL(), ui.shareLink, ui.copyLink, 'Link');
   });
-  // When the device comes back online, do not sit out the backoff.
-  window.addEventListener('online', () => {
-    if (!st.ws) retryNow();
+  // When the device comes back online, or wakes up, do not sit out the
+  // backoff, and do not trust a socket that may have died meanwhile.
+  window.addEventListener('online', woke);
+  watchForWake();
+  // A reload or a closed tab: the browser closes the socket with 1001
+  // "going away" by itself, which the server takes for a drop, so a
+  // reload resumes. What is waiting to be written is written now.
+  window.addEventListener('pagehide', saveNow);
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) woke();
   });
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) return;
@@ -900,6 +1385,7 @@ function start() {
   ui.inviteDismiss.addEventListener('click', onInviteDismiss);
 
   takeLinkToken();
+  restoreSession();
   render();
   connect();
 }

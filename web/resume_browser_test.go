@@ -1,0 +1,650 @@
+package web_test
+
+// Browser tests of session resume: the page keeps its resume key in
+// sessionStorage and comes back to the same conversation after a reload
+// of the tab or a drop of its network, and logs in afresh, saying so,
+// when the server's resume window has run out (docs/RESUME.md).
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"duet/engine"
+	"duet/engine/auth/authtest"
+	"duet/engine/enginetest"
+)
+
+// startResumeTest starts a daemon with session resume on, its window
+// window (the default, two minutes, when 0), and Chromium.
+func startResumeTest(t *testing.T, window time.Duration) *browserTest {
+	t.Helper()
+	chromium := setUpBrowserTest(t)
+	d := enginetest.Start(t, func(o *engine.Options) {
+		if window > 0 {
+			o.Resume.Window = window
+			o.Resume.ReplayRecent = window
+		}
+	})
+	if !d.Resume {
+		t.Fatal("the daemon has resume off")
+	}
+	return launchBrowser(t, chromium, d)
+}
+
+// cutProxy is a TCP proxy on loopback between a browser and the daemon,
+// whose network can be cut: every connection through it reset at once,
+// both ways, as a network that fails leaves them, and new ones refused
+// until it is restored. Or frozen: what the connections through it carry
+// is thrown away, both ways, and neither end is told, as a machine that
+// slept finds its connections; new ones work.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+	frozen map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+func startCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{}), frozen: make(map[net.Conn]bool)}
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// url is the page's address through the proxy.
+func (p *cutProxy) url() string { return "http://" + p.ln.Addr().String() + "/" }
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			reset(c)
+			continue
+		}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.relay(c)
+	}
+}
+
+// relay carries one connection, and passes on an end of input from
+// either side as one, so that a close frame and the FIN after it reach
+// the daemon as the browser sent them.
+func (p *cutProxy) relay(c net.Conn) {
+	defer p.wg.Done()
+	s, err := net.DialTimeout("tcp", p.target, enginetest.Timeout)
+	if err != nil {
+		reset(c)
+		return
+	}
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		reset(c)
+		reset(s)
+		return
+	}
+	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.isFrozen(src) {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		_ = dst.(*net.TCPConn).CloseWrite()
+		done <- struct{}{}
+	}
+	go pipe(s, c)
+	go pipe(c, s)
+	<-done
+	<-done
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, s)
+	delete(p.frozen, c)
+	delete(p.frozen, s)
+	p.mu.Unlock()
+	c.Close()
+	s.Close()
+}
+
+// cut resets every connection through the proxy, both ways, and refuses
+// new ones until restore.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		reset(c)
+	}
+}
+
+// freeze throws away, from now on, whatever the connections open
+// through the proxy carry.
+func (p *cutProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.frozen[c] = true
+	}
+}
+
+func (p *cutProxy) isFrozen(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen[c]
+}
+
+func (p *cutProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+// reset closes c with a TCP reset rather than a FIN.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// pair logs alice and bob in on their pages, at their addresses, and
+// pairs them with bob's connect.
+func pair(alice, bob *person, aliceURL, bobURL string) {
+	alice.t.Helper()
+	alice.open(aliceURL)
+	bob.open(bobURL)
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	bob.waitPaired("alice")
+	alice.waitPaired("bob")
+}
+
+// talk sends each text from one to the other and waits until it arrives.
+func talk(from, to *person, texts ...string) {
+	from.t.Helper()
+	for _, text := range texts {
+		from.say(text)
+		to.expectMessage("theirs", from.name, text)
+	}
+}
+
+// msgLine is a chat message as #log shows it: "You: hi" or "bob: hi".
+func msgLine(from, text string) string { return from + ": " + text }
+
+// expectConversation waits until #log's messages are exactly want, in
+// order: no message missing, none twice.
+func (p *person) expectConversation(want []string) {
+	p.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		var got []string
+		for _, e := range p.log() {
+			if e.has("msg") {
+				got = append(got, msgLine(e.From, e.Text))
+			}
+		}
+		if strings.Join(got, "\n") == strings.Join(want, "\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: the conversation shown is\n  %s\nwant\n  %s%s", p.name,
+				strings.Join(got, "\n  "), strings.Join(want, "\n  "), p.logDump())
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// storedKey is the resume key the page keeps in sessionStorage, or "".
+func (p *person) storedKey() string {
+	p.t.Helper()
+	return eval[string](p, `(JSON.parse(sessionStorage.getItem('duet.session') || '{}').key) || ''`)
+}
+
+// expectKeyOnlyInSessionStorage checks that the page keeps a resume key
+// in sessionStorage, and nowhere else a page keeps things: not in
+// localStorage, shared by every tab and kept past the browser, and not
+// in the address.
+func (p *person) expectKeyOnlyInSessionStorage() string {
+	p.t.Helper()
+	key := p.storedKey()
+	if len(key) != 26 {
+		p.t.Fatalf("%s: sessionStorage holds resume key %q", p.name, key)
+	}
+	if n := eval[int](p, `localStorage.length`); n != 0 {
+		p.t.Errorf("%s: localStorage holds %d items", p.name, n)
+	}
+	if href := eval[string](p, `location.href`); strings.Contains(href, key) {
+		p.t.Errorf("%s: the resume key is in the address %s", p.name, href)
+	}
+	return key
+}
+
+// expectNoPeerLeft checks that p was never told its peer left, and that
+// a peer_away, if it saw one, was followed by a peer_back.
+func (p *person) expectNoPeerLeft() {
+	p.t.Helper()
+	away := false
+	for _, e := range p.log() {
+		switch e.Kind {
+		case "peer_left":
+			p.t.Errorf("%s was told its peer left: %v%s", p.name, e, p.logDump())
+		case "peer_away":
+			away = true
+		case "peer_back":
+			away = false
+		}
+	}
+	if away {
+		p.t.Errorf("%s was told its peer is away, and not that it is back%s", p.name, p.logDump())
+	}
+}
+
+// expectAllAcked waits until the server keeps no message for a resume:
+// every page acknowledged what it showed, after a second of quiet.
+func (bt *browserTest) expectAllAcked() {
+	bt.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		n := bt.daemon.Hub.Stats().HistoryBytes
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			bt.t.Fatalf("the server still keeps %d bytes of messages: the pages did not acknowledge them", n)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// onlyFailedSockets fails the test on anything p's page reported but the
+// browser's own words for a WebSocket it could not open, as while the
+// network was cut.
+func (p *person) onlyFailedSockets() {
+	p.t.Helper()
+	for _, problem := range p.takeProblems() {
+		if !strings.Contains(problem, "WebSocket connection to") {
+			p.t.Errorf("%s: the page reported: %s", p.name, problem)
+		}
+	}
+}
+
+// TestBrowserResumeReload: a page reloaded mid-conversation, while its
+// peer goes on talking, comes back to the same pairing and shows every
+// message once, in order: those it showed before the reload, kept in
+// sessionStorage, and those sent meanwhile, replayed by the server. The
+// peer is told at most that it was away and is back.
+func TestBrowserResumeReload(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	talk(alice, bob, "hi bob")
+	talk(bob, alice, "hi alice", "how are you?")
+	talk(alice, bob, "fine, and you?")
+	oldKey := alice.expectKeyOnlyInSessionStorage()
+
+	// The reload is started, not waited for: bob talks while it is under
+	// way.
+	alice.do("reload", chromedp.Evaluate[chromedp.Void](`setTimeout(() => location.reload(), 0)`))
+	during := []string{"one while you reload", "two while you reload", "three while you reload"}
+	for _, text := range during {
+		bob.say(text)
+	}
+	alice.waitJS("back", `document.getElementById('state').dataset.state === 'online'
+		&& /^[0-9a-f]{32}$/.test(document.getElementById('token').textContent)`)
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Back in your conversation with bob." {
+		t.Errorf("after the reload alice is told %v", e)
+	}
+	if peer := eval[string](alice, `document.getElementById('peer').textContent`); peer != "Talking with bob" {
+		t.Errorf("after the reload #peer says %q", peer)
+	}
+	after := "four, after the reload"
+	talk(bob, alice, after)
+	want := []string{
+		msgLine("You", "hi bob"), msgLine("bob", "hi alice"), msgLine("bob", "how are you?"),
+		msgLine("You", "fine, and you?"),
+	}
+	for _, text := range append(during, after) {
+		want = append(want, msgLine("bob", text))
+	}
+	alice.expectConversation(want)
+	// The pair works both ways, and alice's page has a fresh key: the one
+	// it resumed with is retired.
+	talk(alice, bob, "back again")
+	if key := alice.expectKeyOnlyInSessionStorage(); key == oldKey {
+		t.Errorf("the page still keeps the key it resumed with")
+	}
+	for _, e := range alice.log() {
+		if e.has("error") || e.Kind == "reconnecting" || e.Kind == "expired" {
+			t.Errorf("alice, reloaded, is told %v", e)
+		}
+	}
+	bob.expectNoPeerLeft()
+	bt.expectAllAcked()
+	alice.screenshot("reloaded")
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeNetworkDrop: the network under a page fails (its
+// connection reset both ways, new ones refused) while its peer talks.
+// The page shows that it is reconnecting, comes back by itself when the
+// network does, and shows every message once, in order.
+func TestBrowserResumeNetworkDrop(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "hi alice")
+	talk(alice, bob, "hi bob")
+	talk(bob, alice, "the network here is flaky")
+
+	proxy.cut()
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'
+		&& document.getElementById('peer').textContent === 'Talking with bob'`)
+	e := alice.expectEntry("a reconnecting notice", func(e logEntry) bool { return e.Kind == "reconnecting" })
+	if !strings.Contains(e.Text, "reconnecting") || !strings.Contains(e.Text, "kept for up to 2m") {
+		t.Errorf("alice is told %v", e)
+	}
+	e = bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	if e.Text != "alice lost the connection; waiting up to 2m for them to come back." {
+		t.Errorf("bob is told %v", e)
+	}
+	during := []string{"are you there?", "I will wait"}
+	for _, text := range during {
+		bob.say(text)
+	}
+	// The page retries by itself, with backoff, while the network is
+	// down, and is back within the next attempt once it is up.
+	alice.do("stay down a moment", chromedp.Sleep(1500*time.Millisecond))
+	proxy.restore()
+	e = alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Errorf("alice is told %v", e)
+	}
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
+	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "alice is back." })
+	talk(alice, bob, "sorry, the Wi-Fi")
+	want := []string{msgLine("bob", "hi alice"), msgLine("You", "hi bob"), msgLine("bob", "the network here is flaky")}
+	for _, text := range during {
+		want = append(want, msgLine("bob", text))
+	}
+	want = append(want, msgLine("You", "sorry, the Wi-Fi"))
+	alice.expectConversation(want)
+	bob.expectConversation([]string{msgLine("You", "hi alice"), msgLine("alice", "hi bob"),
+		msgLine("You", "the network here is flaky"), msgLine("You", during[0]), msgLine("You", during[1]),
+		msgLine("alice", "sorry, the Wi-Fi")})
+	bob.expectNoPeerLeft()
+	if st := bt.daemon.Hub.Stats(); st.ResumedAway != 1 || st.ResumedZombie != 0 {
+		t.Errorf("resumes of a session away: %d, of a zombie: %d; want 1 and 0", st.ResumedAway, st.ResumedZombie)
+	}
+	bt.expectAllAcked()
+	alice.screenshot("back")
+	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeLeaveIsNotADrop: leaving a conversation and logging
+// out are told to the peer at once as leaving, never as a connection
+// lost, and logging out forgets the resume key. Logging out while the
+// network is down ends the session once it is back, rather than leave
+// the peer waiting out the window.
+func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(alice, bob, "bye for now")
+
+	alice.do("leave", chromedp.Click(chromedp.ID("leave")))
+	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "left" || e.Text != "alice left the conversation." {
+		t.Errorf("after alice left, bob is told %v", e)
+	}
+	// Leaving ends the pairing, not the session: the key stays.
+	alice.expectKeyOnlyInSessionStorage()
+
+	aliceToken := eval[string](alice, `document.getElementById('token').textContent`)
+	bob.connectTo(aliceToken)
+	bob.waitJS("paired again", `document.getElementById('peer').textContent === 'Talking with alice'`)
+	alice.waitJS("paired again", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	before := len(bob.log())
+	sent := time.Now()
+	alice.do("log out", chromedp.Click(chromedp.ID("logout")))
+	e = bob.expectEntry("a second peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" && len(bob.log()) > before })
+	if took := time.Since(sent); took > 5*time.Second {
+		t.Errorf("bob was told %s after alice logged out", took)
+	}
+	for _, e := range bob.log()[before:] {
+		if e.Kind == "peer_away" {
+			t.Errorf("alice's logout was told as a drop: %v", e)
+		}
+	}
+	if e.Reason != "left" {
+		t.Errorf("after alice logged out, bob is told %v", e)
+	}
+	alice.waitJS("the login form", `!document.getElementById('login-view').hidden`)
+	if key := alice.storedKey(); key != "" {
+		t.Errorf("after logging out sessionStorage still holds resume key %q", key)
+	}
+	// The session ended: its name is free at once, and a reload does not
+	// bring anything back.
+	alice.do("reload", chromedp.Reload())
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
+	if n := len(alice.log()); n != 0 {
+		t.Errorf("after logging out and reloading the page shows %d entries%s", n, alice.logDump())
+	}
+	aliceToken = alice.login()
+
+	// Logged out while the network is down: the session, away on the
+	// server, is ended as soon as the page reaches it again.
+	bob.connectTo(aliceToken)
+	alice.waitJS("paired again", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	before = len(bob.log())
+	alice.do("log out", chromedp.Click(chromedp.ID("logout")))
+	alice.waitJS("the login form", `!document.getElementById('login-view').hidden`)
+	if key := alice.storedKey(); key != "" {
+		t.Errorf("after logging out offline sessionStorage still holds resume key %q", key)
+	}
+	proxy.restore()
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e = bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" && len(bob.log()) > before })
+	if e.Reason != "left" {
+		t.Errorf("after alice logged out offline, bob is told %v", e)
+	}
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
+		&& !document.getElementById('login').disabled`)
+	var loggedOut int
+	for _, e := range alice.log() {
+		if e.Text == "Logged out." {
+			loggedOut++
+		}
+		if e.Kind == "resumed" || e.has("error") {
+			t.Errorf("alice, logged out, is told %v", e)
+		}
+	}
+	if loggedOut != 1 {
+		t.Errorf("alice is told %d times that she logged out%s", loggedOut, alice.logDump())
+	}
+	alice.login()
+	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeWindowExpires: a page away for longer than the
+// server's resume window is told that its session ended, and logs in
+// afresh by itself. Its peer was told it timed out and is free.
+func TestBrowserResumeWindowExpires(t *testing.T) {
+	bt := startResumeTest(t, 2*time.Second)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "hi alice")
+	oldToken := eval[string](alice, `document.getElementById('token').textContent`)
+
+	proxy.cut()
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool {
+		return e.Kind == "peer_away" && strings.Contains(e.Text, "waiting up to 2s")
+	})
+	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "timeout" {
+		t.Errorf("bob is told %v", e)
+	}
+	// Back online: the page tries at once, without sitting out its
+	// backoff.
+	proxy.restore()
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e = alice.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
+	if want := "Your session ended while you were away (the server keeps one for 2s). Your conversation with bob is over. Logging in again as alice…"; e.Text != want {
+		t.Errorf("alice is told %q, want %q", e.Text, want)
+	}
+	alice.expectEntry("a logged-in-again notice", func(e logEntry) bool {
+		return strings.HasPrefix(e.Text, "Logged in again as alice.")
+	})
+	alice.waitJS("a new token, no peer", fmt.Sprintf(`(() => {
+		const t = document.getElementById('token').textContent;
+		return /^[0-9a-f]{32}$/.test(t) && t !== %q
+			&& document.getElementById('peer').textContent === 'Not connected to anyone';
+	})()`, oldToken))
+	alice.expectKeyOnlyInSessionStorage()
+	// Both are free: bob connects to alice's new token.
+	bob.connectTo(eval[string](alice, `document.getElementById('token').textContent`))
+	alice.waitJS("paired anew", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	talk(bob, alice, "there you are")
+	alice.screenshot("expired")
+	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeAfterSleep: after a sleep, the page's socket may look
+// open when nothing goes through it any more. Woken (here by an online
+// event), the page asks the server who it is; with no answer it opens
+// another socket and resumes there, taking the session from the dead
+// one, and shows what it missed, once.
+func TestBrowserResumeAfterSleep(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "good night")
+
+	proxy.freeze()
+	bob.say("sent while you slept")
+	woke := time.Now()
+	alice.do("wake up", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Errorf("alice is told %v", e)
+	}
+	t.Logf("resumed %v after the wake", time.Since(woke).Round(time.Millisecond))
+	talk(alice, bob, "good morning")
+	alice.expectConversation([]string{msgLine("bob", "good night"), msgLine("bob", "sent while you slept"),
+		msgLine("You", "good morning")})
+	// The server took the session from a connection it had not found
+	// dead: for bob, nothing happened.
+	bob.expectNoPeerLeft()
+	for _, e := range bob.log() {
+		if e.Kind == "peer_away" {
+			t.Errorf("bob is told %v", e)
+		}
+	}
+	if st := bt.daemon.Hub.Stats(); st.ResumedZombie != 1 {
+		t.Errorf("resumes of a zombie: %d, want 1", st.ResumedZombie)
+	}
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeAccounts: in accounts mode the page never keeps the
+// password, so a reload that finds the window run out asks for it, the
+// name filled in, rather than logging in by itself.
+func TestBrowserResumeAccounts(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	users := authtest.Users(t, "alice", "correct horse", "bob", "battery staple")
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+		o.Resume.Window = 2 * time.Second
+		o.Resume.ReplayRecent = 2 * time.Second
+	})
+	bt := launchBrowser(t, chromium, d)
+	start := time.Now()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(proxy.url())
+	bob.open(bt.pageURL())
+	alice.submitLogin("correct horse")
+	aliceToken := alice.waitLoggedIn()
+	bob.submitLogin("battery staple")
+	bob.waitLoggedIn()
+	bob.connectTo(aliceToken)
+	alice.waitPaired("bob")
+	talk(bob, alice, "hello with a password")
+	alice.expectKeyOnlyInSessionStorage()
+	if stored := eval[string](alice, `sessionStorage.getItem('duet.session')`); strings.Contains(stored, "horse") {
+		t.Errorf("sessionStorage holds the password: %s", stored)
+	}
+
+	proxy.cut()
+	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "timeout" {
+		t.Errorf("bob is told %v", e)
+	}
+	proxy.restore()
+	alice.do("reload", chromedp.Reload())
+	e = alice.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
+	if want := "Your session ended while you were away (the server keeps one for 2s). Your conversation with bob is over. Log in again."; e.Text != want {
+		t.Errorf("alice is told %q, want %q", e.Text, want)
+	}
+	alice.waitJS("the login form, the name filled in", `!document.getElementById('login-view').hidden
+		&& document.getElementById('name').value === 'alice'
+		&& document.activeElement.id === 'password'`)
+	if key := alice.storedKey(); key != "" {
+		t.Errorf("sessionStorage still holds resume key %q", key)
+	}
+	alice.submitLogin("correct horse")
+	alice.waitLoggedIn()
+	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
