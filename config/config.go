@@ -17,12 +17,32 @@ type Config struct {
 	Auth    Auth    `mapstructure:"auth"`
 	Resume  Resume  `mapstructure:"resume"`
 	Cluster Cluster `mapstructure:"cluster"`
+	// Shutdown is how a node of a cluster drains for a restart.
+	Shutdown Shutdown `mapstructure:"shutdown"`
 	// ShutdownTimeout bounds a graceful shutdown: users are told, queued
 	// output is flushed, and whatever is left is closed at the deadline.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// TrustedProxies lists the addresses or CIDRs (e.g. 127.0.0.1/32)
 	// whose PROXY protocol header or X-Forwarded-For is believed.
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+}
+
+// Shutdown shapes a drain: a node of a cluster told to stop (SIGTERM) or
+// to drain (POST /drain on the admin listener) tells its clients to
+// reconnect and resume, on any node, and parks their sessions for them.
+type Shutdown struct {
+	// DrainPeriod spreads the drain's closes evenly over this long, so
+	// that the other nodes see the reconnections at that rate rather
+	// than all at once; 0 closes them all at once. The closes end within
+	// shutdown_timeout, which bounds the whole drain: a longer period is
+	// cut to it (DrainSpread).
+	DrainPeriod time.Duration `mapstructure:"drain_period"`
+}
+
+// DrainSpread is the period a drain spreads its closes over:
+// shutdown.drain_period, but no longer than shutdown_timeout.
+func (c *Config) DrainSpread() time.Duration {
+	return min(c.Shutdown.DrainPeriod, c.ShutdownTimeout)
 }
 
 // TCP is the line-protocol listener for netcat and telnet.

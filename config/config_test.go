@@ -101,19 +101,20 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 37 {
-		t.Errorf("got %d keys, want 37: %v", len(ks), ks)
+	if len(ks) != 38 {
+		t.Errorf("got %d keys, want 38: %v", len(ks), ks)
 	}
-	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "ws.allowed_origins", "cluster.node_id"} {
+	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "shutdown.drain_period", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
 			t.Errorf("missing key %s", want)
 		}
 	}
 	for key, want := range map[string]string{
-		"tcp.listen":         "DUETD_TCP_LISTEN",
-		"limits.max_line":    "DUETD_LIMITS_MAX_LINE",
-		"ws.allowed_origins": "DUETD_WS_ALLOWED_ORIGINS",
-		"shutdown_timeout":   "DUETD_SHUTDOWN_TIMEOUT",
+		"tcp.listen":            "DUETD_TCP_LISTEN",
+		"limits.max_line":       "DUETD_LIMITS_MAX_LINE",
+		"ws.allowed_origins":    "DUETD_WS_ALLOWED_ORIGINS",
+		"shutdown_timeout":      "DUETD_SHUTDOWN_TIMEOUT",
+		"shutdown.drain_period": "DUETD_SHUTDOWN_DRAIN_PERIOD",
 	} {
 		if got := EnvName(key); got != want {
 			t.Errorf("EnvName(%s) = %s, want %s", key, got, want)
@@ -352,6 +353,7 @@ func TestValidationErrors(t *testing.T) {
 		{"log level", map[string]string{"DUETD_LOG_LEVEL": "verbose"}, "log.level"},
 		{"log format", map[string]string{"DUETD_LOG_FORMAT": "text"}, "log.format"},
 		{"shutdown timeout zero", map[string]string{"DUETD_SHUTDOWN_TIMEOUT": "0s"}, "shutdown_timeout"},
+		{"drain period negative", map[string]string{"DUETD_SHUTDOWN_DRAIN_PERIOD": "-1s"}, "shutdown.drain_period"},
 		{"hsts negative", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "-1s"}, "ws.hsts_max_age"},
 		{"hsts part of a second", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "1500ms"}, "ws.hsts_max_age"},
 		{"trusted proxy", map[string]string{"DUETD_TRUSTED_PROXIES": "10.0.0.1,10.0.0.0/33"}, "trusted_proxies"},

@@ -33,6 +33,7 @@ func Defaults() Config {
 		Auth:            Auth{Mode: "open", UsersFile: "", Takeover: false},
 		Resume:          Resume{Window: 2 * time.Minute, Buffer: 262144, MaxAway: 0, ReplayRecent: 30 * time.Second},
 		Cluster:         Cluster{Redis: "", NodeID: "", Secret: "", SecretFile: ""},
+		Shutdown:        Shutdown{DrainPeriod: 5 * time.Second},
 		ShutdownTimeout: 10 * time.Second,
 		TrustedProxies:  []string{},
 	}

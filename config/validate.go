@@ -80,6 +80,9 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be greater than 0, got %v", c.ShutdownTimeout)
 	}
+	if c.Shutdown.DrainPeriod < 0 {
+		bad("shutdown.drain_period", "must be 0 (all at once) or more, got %v", c.Shutdown.DrainPeriod)
+	}
 	for _, p := range c.TrustedProxies {
 		if _, err := parseNet(p); err != nil {
 			bad("trusted_proxies", "%q is neither an IP address nor a CIDR prefix", p)

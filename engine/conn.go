@@ -68,9 +68,15 @@ type conn struct {
 	line *line.Framer // stageProxy, stageLine, while not at rest (lendFramer); nil on the web port
 	ws   *wsState     // stageWS; nil before the upgrade
 
-	sess  *hub.Session
-	out   *outbox.Outbox
-	guard *inputGuard // rate limit state; nil until needed (ratelimit.go)
+	sess *hub.Session
+	out  *outbox.Outbox
+	// resumeKey is the resume key the session was last told on this
+	// connection (its welcome, or the answer to its resume), for the
+	// notice of a drain (drain.go). The hub keeps only its hash; the
+	// key never leaves the connection it was told on. Set by the
+	// encoder, on whatever goroutine delivers.
+	resumeKey atomic.Pointer[string]
+	guard     *inputGuard // rate limit state; nil until needed (ratelimit.go)
 
 	flow flowState
 
@@ -105,10 +111,14 @@ type flowState struct {
 	hold     inputHold
 	reading  bool // readInput is acting on the input (heldInputCounts)
 	draining bool // onClose is acting on the input left unread: nothing is held, waited for or told any more
+	// lastBatch is the relayed messages in the last batch handed to
+	// gnet: an int32 beside the flags, in the word they leave unused
+	// (a batch is bounded by limits.outbound_max), so that conn keeps
+	// to its size class.
+	lastBatch int32
 
 	heldBytes    int   // gnet's outbound buffer at the last check
 	lastProgress stamp // when that buffer last shrank
-	lastBatch    int   // relayed messages in the last batch handed to gnet
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
@@ -462,7 +472,7 @@ func (cn *conn) flush() {
 	held := cn.c.OutboundBuffered()
 	b, msgs := cn.out.Take(held)
 	if b != nil {
-		cn.flow.lastBatch = msgs
+		cn.flow.lastBatch = int32(msgs)
 		_, _ = cn.c.Write(*b) // gnet copies what the socket does not take
 		outbox.Release(b)
 		if cn.closed { // the write failed and gnet closed the connection
@@ -587,7 +597,7 @@ func (cn *conn) onClose(err error) {
 	cn.closed = true
 	lost, waiters := cn.out.Close()
 	if cn.c.OutboundBuffered() > 0 {
-		lost += cn.flow.lastBatch
+		lost += int(cn.flow.lastBatch)
 	}
 	if cn.closing == endNone {
 		sockErr := socketError(cn.c.Fd())

@@ -162,7 +162,7 @@ func TestReaderGoneWhileWrittenTo(t *testing.T) {
 		t.Fatalf("alice got %q, want bob's drop", ln)
 	}
 
-	back, peer, replayed, missed := resumeLine(t, d, bob.Key)
+	back, peer, replayed, missed := enginetest.ResumeLine(t, d, bob.Key)
 	if peer != "alice" || missed != 0 {
 		t.Fatalf("resumed with %q, %d missed", peer, missed)
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"syscall"
@@ -45,6 +46,7 @@ const (
 	endShutdown    // the server is shutting down
 	endReplaced    // the account logged in on another connection (auth.takeover)
 	endResumed     // the session was resumed on another connection, which carries it now
+	endDrain       // the node is draining: the client is told to reconnect and resume, on another node if need be
 	endFlood       // input kept coming far past the rate limit
 	endProtocol    // input that breaks the protocol: a bad WebSocket frame or handshake, a malformed or oversized HTTP head
 	endBinary      // a binary WebSocket message
@@ -145,6 +147,9 @@ var endings = [numEndings]endingInfo{
 	endResumed: {label: "resumed", session: sessionMoved,
 		notice: "your session was resumed on another connection; this one is closed",
 		last:   proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "resumed elsewhere", drain: true},
+	endDrain: {label: "drain", partner: proto.ReasonShutdown, session: detachSession,
+		notice: "the server is restarting; reconnect", wsCode: statusServiceRestart, wsText: "service restart",
+		status: 503, statusText: "the server is restarting", drain: true},
 	endFlood: {label: "flood", partner: proto.ReasonDisconnected, session: endSession,
 		err: proto.ErrFlooded, wsCode: ws.StatusPolicyViolation, wsText: "rate limit exceeded",
 		status: 429, statusText: "too many requests"},
@@ -166,15 +171,21 @@ var endings = [numEndings]endingInfo{
 	endDraining:   {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true},
 }
 
+// statusServiceRestart is the WebSocket close code 1012 (IANA registry):
+// the server is restarting, and a client may reconnect at once.
+const statusServiceRestart ws.StatusCode = 1012
+
 // endDetail overrides an ending's defaults for one close: the close code
 // and reason the WebSocket frame reader chose, or the status, text and
-// header lines of a refused handshake or an oversized request head.
+// header lines of a refused handshake or an oversized request head, or
+// the notice of a drain, which names the session's resume key.
 type endDetail struct {
 	wsCode ws.StatusCode
 	wsText string
 	status int
 	text   string
 	header string
+	notice string
 }
 
 // goodbye appends what a connection at stage st is told as it ends for
@@ -201,8 +212,8 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 	if info.err != nil {
 		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
 	}
-	if info.notice != "" {
-		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(info.notice)})
+	if notice := cmp.Or(d.notice, info.notice); notice != "" {
+		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice)})
 	}
 	if info.last != 0 {
 		dst = enc(dst, &proto.Event{Kind: info.last})

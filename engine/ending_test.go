@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/proto"
 	"duet/proto/jsonproto"
@@ -221,5 +222,19 @@ func TestProtocolDocShowsResumeEndings(t *testing.T) {
 	}
 	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", info.wsCode, info.wsText)) {
 		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", info.wsCode, info.wsText)
+	}
+
+	// A drain, as the transcript has it: the key of its example, 2m.
+	const key = "7f3xw9q2m8vd4kc6h0n1prt5jb"
+	drain := &endings[endDrain]
+	lineBye := goodbye(nil, endDrain, stageLine, endDetail{notice: drainNoticeText(true, key, 2*time.Minute)})
+	jsonNotice := jsonproto.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(drainNoticeText(false, key, 2*time.Minute))})
+	for _, l := range []string{strings.TrimSuffix(string(lineBye), "\r\n"), string(jsonNotice)} {
+		if !strings.Contains(doc, "< "+l+"\n") {
+			t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
+		}
+	}
+	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", drain.wsCode, drain.wsText)) {
+		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", drain.wsCode, drain.wsText)
 	}
 }

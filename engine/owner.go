@@ -20,13 +20,19 @@ var _ outbox.Owner = (*conn)(nil)
 
 // AppendEvent encodes ev in the connection's protocol.
 //
-// It keeps one notice per user when this node shuts down: every user on
+// It notes the resume key each event tells the session, which a
+// drain's notice repeats. It keeps one notice per user when this node shuts down: every user on
 // it gets a shutdown notice of their own (conn.shutdown), so a partner
 // on this node going for the same reason must not add "bob's server is
 // shutting down; you are free to be joined again" before it. In a
 // cluster, a partner on another node is told by that node, which is not
 // shutting down, so the notice still reaches it.
 func (cn *conn) AppendEvent(dst []byte, ev *proto.Event) []byte {
+	if ev.ResumeKey != "" {
+		// The key a drain's notice repeats (drain.go).
+		k := ev.ResumeKey
+		cn.resumeKey.Store(&k)
+	}
 	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
 		return dst
 	}

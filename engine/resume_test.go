@@ -30,75 +30,6 @@ import (
 // real daemon on loopback and real clients, and drops connections the
 // way networks do, with a TCP reset.
 
-// reset drops c as a dead network or a killed phone radio looks to the
-// server: SO_LINGER 0, then close, sends a TCP reset, not an end of
-// input.
-func reset(t *testing.T, c net.Conn) {
-	t.Helper()
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		t.Fatalf("%T is not a TCP connection", c)
-	}
-	if err := tc.SetLinger(0); err != nil {
-		t.Fatal(err)
-	}
-	if err := tc.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// resumeLine resumes key on a new line connection and reads the answer
-// up to the new key: whom it says the user is connected with, the
-// messages it replays, and the new key.
-func resumeLine(t *testing.T, d *enginetest.Daemon, key string) (lc *enginetest.LineClient, peer string, replayed []string, missed int) {
-	t.Helper()
-	lc = d.DialLine(t)
-	lc.Send("/resume " + key)
-	peer, replayed, missed, lc.Key = readResumed(t, lc.Line)
-	if lc.Key == key {
-		t.Fatalf("the resume gave the key it used again")
-	}
-	return lc, peer, replayed, missed
-}
-
-var (
-	resumedRE = regexp.MustCompile(`^\* resumed: you are (\w+), your token is ([0-9a-f]{32}); (?:you are connected with (\w+)|you are not connected to anyone)$`)
-	missingRE = regexp.MustCompile(`^\* (\d+) messages? you may have missed:$`)
-	keptRE    = regexp.MustCompile(`^\* (\d+) older messages? could not be kept$`)
-	keyLineRE = regexp.MustCompile(`^\* resume key: ([0-9a-z]{26}) \(if your connection drops, reconnect and type /resume ([0-9a-z]{26}) within \w+\)$`)
-)
-
-// readResumed reads the line protocol's answer to a resume from next.
-func readResumed(t *testing.T, next func() string) (peer string, replayed []string, missed int, key string) {
-	t.Helper()
-	l := next()
-	m := resumedRE.FindStringSubmatch(l)
-	if m == nil {
-		t.Fatalf("want the answer to a resume, got %q", l)
-	}
-	peer = m[3]
-	l = next()
-	if m := missingRE.FindStringSubmatch(l); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		for range n {
-			replayed = append(replayed, next())
-		}
-		if l = next(); l != "* end of missed messages" {
-			t.Fatalf("after %d replayed messages, %q", n, l)
-		}
-		l = next()
-	}
-	if m := keptRE.FindStringSubmatch(l); m != nil {
-		missed, _ = strconv.Atoi(m[1])
-		l = next()
-	}
-	m = keyLineRE.FindStringSubmatch(l)
-	if m == nil || m[1] != m[2] {
-		t.Fatalf("want the new resume key, got %q", l)
-	}
-	return peer, replayed, missed, m[1]
-}
-
 // netcat runs the real nc against the daemon's line port: lines written
 // to in go to the server, lines the server sends come out of next.
 type netcat struct {
@@ -186,7 +117,7 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 	bob.Send("before the drop")
 	alice.Expect(`^<bob> before the drop$`)
 
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
 	const n = 100
 	for i := range n {
@@ -201,7 +132,7 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 		t.Fatalf("greeting %q", g)
 	}
 	nc.send("/resume " + alice.Key)
-	peer, replayed, missed, key := readResumed(t, nc.next)
+	peer, replayed, missed, key := enginetest.ReadResumed(t, nc.next)
 	if peer != "bob" || missed != 0 {
 		t.Fatalf("resumed with %q, %d missed", peer, missed)
 	}
@@ -238,35 +169,6 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 	}
 }
 
-// wsMessage reads the next event, which must be a message, and returns
-// its text and seq.
-func wsMessage(t *testing.T, wc *enginetest.WSClient) (string, uint64) {
-	t.Helper()
-	ev := wc.Expect("message")
-	text, _ := ev["text"].(string)
-	seq, ok := ev["seq"].(float64)
-	if !ok {
-		t.Fatalf("message without a seq: %v", ev)
-	}
-	return text, uint64(seq)
-}
-
-// resumeWS resumes key on a new WebSocket, naming last, and returns the
-// client and the resumed event.
-func resumeWS(t *testing.T, d *enginetest.Daemon, key string, last uint64) (*enginetest.WSClient, map[string]any) {
-	t.Helper()
-	wc := d.DialWS(t)
-	wc.Send(map[string]any{"type": "resume", "key": key, "last": last})
-	ev := wc.Expect("resumed")
-	wc.Name, _ = ev["name"].(string)
-	wc.Token, _ = ev["token"].(string)
-	wc.Key, _ = ev["resume_key"].(string)
-	if len(wc.Key) != 26 || wc.Key == key {
-		t.Fatalf("resumed without a fresh key: %v", ev)
-	}
-	return wc, ev
-}
-
 // TestResumeJSONExactlyOnce: a browser reads some of the messages sent
 // to it, and its socket is reset with more on the way (some written to
 // it, some still queued, some sent while it is away). Resuming with last
@@ -293,32 +195,32 @@ func TestResumeJSONExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range read {
-		text, seq := wsMessage(t, alice)
+		text, seq := enginetest.WSMessage(t, alice)
 		if text != fmt.Sprintf("m%d", i+1) || seq != uint64(i+1) {
 			t.Fatalf("message %d: %q seq %d", i+1, text, seq)
 		}
 	}
 	// Cut mid-stream: what the client has not read yet is lost with it.
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
 	for i := range later {
 		bob.Send(fmt.Sprintf("m%d", sent+i+1))
 	}
 
-	back, ev := resumeWS(t, d, alice.Key, read)
+	back, ev := enginetest.ResumeWS(t, d, alice.Key, read)
 	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" ||
 		ev["replayed"] != float64(sent+later-read) || ev["missed"] != float64(0) {
 		t.Fatalf("resumed %v", ev)
 	}
 	for i := read; i < sent+later; i++ {
-		text, seq := wsMessage(t, back)
+		text, seq := enginetest.WSMessage(t, back)
 		if text != fmt.Sprintf("m%d", i+1) || seq != uint64(i+1) {
 			t.Fatalf("replay: %q seq %d, want m%d seq %d", text, seq, i+1, i+1)
 		}
 	}
 	bob.Expect(`^\* alice is back$`)
 	bob.Send("after")
-	if text, seq := wsMessage(t, back); text != "after" || seq != sent+later+1 {
+	if text, seq := enginetest.WSMessage(t, back); text != "after" || seq != sent+later+1 {
 		t.Fatalf("after the replay: %q seq %d", text, seq)
 	}
 
@@ -355,11 +257,11 @@ func TestResumeTakesOverZombie(t *testing.T) {
 	alice.Expect("paired")
 	bob.Expect("paired")
 	bob.Say("one")
-	if text, _ := wsMessage(t, alice); text != "one" {
+	if text, _ := enginetest.WSMessage(t, alice); text != "one" {
 		t.Fatalf("alice got %q", text)
 	}
 
-	back, ev := resumeWS(t, d, alice.Key, 1)
+	back, ev := enginetest.ResumeWS(t, d, alice.Key, 1)
 	if ev["peer"] != "bob" || ev["replayed"] != float64(0) {
 		t.Fatalf("resumed %v", ev)
 	}
@@ -379,7 +281,7 @@ func TestResumeTakesOverZombie(t *testing.T) {
 		t.Fatalf("bob got %v, want alice's message and no notice", got)
 	}
 	bob.Say("two")
-	if text, seq := wsMessage(t, back); text != "two" || seq != 2 {
+	if text, seq := enginetest.WSMessage(t, back); text != "two" || seq != 2 {
 		t.Fatalf("new connection got %q seq %d", text, seq)
 	}
 	if st := d.Hub.Stats(); st.ResumedZombie != 1 || st.Users != 2 || st.Pairs != 1 {
@@ -399,7 +301,7 @@ func TestResumeWindowExpires(t *testing.T) {
 	bob.Expect("paired")
 	alice.Expect(`^\* bob is connected$`)
 
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	start := time.Now()
 	if ev := bob.Expect("peer_away"); ev["name"] != "alice" || ev["window_s"] != float64(1) {
 		t.Fatalf("bob got %v", ev)
@@ -444,15 +346,15 @@ func TestResumeCrossProtocol(t *testing.T) {
 	alice.Expect(`^<bob> one$`)
 
 	// Line to browser.
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect("peer_away")
 	bob.Say("two\nlines")
-	web, ev := resumeWS(t, d, alice.Key, 0)
+	web, ev := enginetest.ResumeWS(t, d, alice.Key, 0)
 	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" || ev["replayed"] != float64(2) {
 		t.Fatalf("resumed %v", ev)
 	}
 	for i, want := range []string{"one", "two\nlines"} {
-		if text, seq := wsMessage(t, web); text != want || seq != uint64(i+1) {
+		if text, seq := enginetest.WSMessage(t, web); text != want || seq != uint64(i+1) {
 			t.Fatalf("replayed %q seq %d", text, seq)
 		}
 	}
@@ -462,7 +364,7 @@ func TestResumeCrossProtocol(t *testing.T) {
 		t.Fatalf("bob got %v", m)
 	}
 	bob.Say("three")
-	if text, seq := wsMessage(t, web); text != "three" || seq != 3 {
+	if text, seq := enginetest.WSMessage(t, web); text != "three" || seq != 3 {
 		t.Fatalf("got %q seq %d", text, seq)
 	}
 	web.Send(map[string]any{"type": "ack", "last": 3})
@@ -470,10 +372,10 @@ func TestResumeCrossProtocol(t *testing.T) {
 
 	// Browser to line: only what the browser did not acknowledge.
 	waitFor(t, "the ack", func() bool { return d.Hub.Stats().HistoryBytes == 0 })
-	reset(t, web.Conn)
+	enginetest.Reset(t, web.Conn)
 	bob.Expect("peer_away")
 	bob.Say("four")
-	line, peer, replayed, missed := resumeLine(t, d, web.Key)
+	line, peer, replayed, missed := enginetest.ResumeLine(t, d, web.Key)
 	if peer != "bob" || missed != 0 || strings.Join(replayed, "|") != "<bob> four" {
 		t.Fatalf("resumed with %q: %q, %d missed", peer, replayed, missed)
 	}
@@ -503,7 +405,7 @@ func TestResumeBufferLimit(t *testing.T) {
 	bob.Expect(`^\* you are connected with alice$`)
 	alice.Expect("paired")
 
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
 	fits := buffer / (size + 64)
 	const sent = 30
@@ -517,18 +419,18 @@ func TestResumeBufferLimit(t *testing.T) {
 	bob.Expect(fmt.Sprintf(`^! peer_away_full: alice is away, and %d of your messages \(3 KiB\) are waiting for them; this one was not sent$`, fits))
 	bob.Expect(fmt.Sprintf(`^\* %d more lines were not sent: your partner is away and no more of your messages can be kept for them$`, sent-fits-1))
 
-	back, ev := resumeWS(t, d, alice.Key, 0)
+	back, ev := enginetest.ResumeWS(t, d, alice.Key, 0)
 	if ev["replayed"] != float64(fits) || ev["missed"] != float64(0) {
 		t.Fatalf("resumed %v", ev)
 	}
 	for i := range fits {
-		if text, seq := wsMessage(t, back); !strings.HasPrefix(text, fmt.Sprintf("%03d ", i)) || seq != uint64(i+1) {
+		if text, seq := enginetest.WSMessage(t, back); !strings.HasPrefix(text, fmt.Sprintf("%03d ", i)) || seq != uint64(i+1) {
 			t.Fatalf("replayed %.8q seq %d, want %03d seq %d", text, seq, i, i+1)
 		}
 	}
 	bob.Expect(`^\* alice is back$`)
 	bob.Send("there is room again")
-	if text, _ := wsMessage(t, back); text != "there is room again" {
+	if text, _ := enginetest.WSMessage(t, back); text != "there is room again" {
 		t.Fatalf("got %q", text)
 	}
 	if st := d.Hub.Stats(); st.AwayRefused == 0 {
@@ -573,7 +475,7 @@ func TestResumeWrongKeyThrottled(t *testing.T) {
 	carol.Expect(`^! throttled: `)
 
 	// A right key from the same address is held, then works.
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
 	back := d.DialLine(t)
 	back.Send("/resume " + alice.Key)
@@ -600,13 +502,13 @@ func TestResetOrEndOfInput(t *testing.T) {
 		name   string
 		window time.Duration
 		held   bool
-		end    func(t *testing.T, c net.Conn)
+		end    func(t testing.TB, c net.Conn)
 		told   string
 	}{
-		{"reset, resume on", 2 * time.Minute, false, reset, away},
-		{"reset while held, resume on", 2 * time.Minute, true, reset, away},
-		{"reset, resume off", 0, false, reset, gone},
-		{"reset while held, resume off", 0, true, reset, gone},
+		{"reset, resume on", 2 * time.Minute, false, enginetest.Reset, away},
+		{"reset while held, resume on", 2 * time.Minute, true, enginetest.Reset, away},
+		{"reset, resume off", 0, false, enginetest.Reset, gone},
+		{"reset while held, resume off", 0, true, enginetest.Reset, gone},
 		{"end of input, resume on", 2 * time.Minute, false, closeWrite, gone},
 		{"end of input while held, resume on", 2 * time.Minute, true, closeWrite, gone},
 		{"end of input, resume off", 0, false, closeWrite, gone},
@@ -644,7 +546,7 @@ func TestResetOrEndOfInput(t *testing.T) {
 	}
 }
 
-func closeWrite(t *testing.T, c net.Conn) {
+func closeWrite(t testing.TB, c net.Conn) {
 	t.Helper()
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -749,7 +651,7 @@ func TestResumeOffNoKey(t *testing.T) {
 	bob := d.DialLine(t).Login("bob")
 	bob.Send("/connect " + alice.Token)
 	bob.Expect(`connected with alice`)
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice disconnected; you are free to be joined again$`)
 	d.DialWS(t).Login("alice") // the name is free at once
 	if st := d.Hub.Stats(); st.Away != 0 {
@@ -780,7 +682,7 @@ func TestResumeReload(t *testing.T) {
 	carol := d.DialLine(t).Login("carol")
 	carol.Send("/connect " + bob.Token)
 	carol.Expect(`connected with bob`)
-	reset(t, bob.Conn)
+	enginetest.Reset(t, bob.Conn)
 	carol.Expect(`^\* bob disconnected; `)
 }
 
@@ -803,7 +705,7 @@ func TestResumeAccountsLogin(t *testing.T) {
 	again.Send("/login alice s3cret")
 	again.Expect(`^! already_online: `)
 
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
 	again.LoginPassword("alice", "s3cret")
 	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
@@ -811,7 +713,7 @@ func TestResumeAccountsLogin(t *testing.T) {
 	stale.Send("/resume " + alice.Key)
 	stale.Expect(`^! bad_resume_key: `)
 	// The new session resumes like any.
-	reset(t, again.Conn)
+	enginetest.Reset(t, again.Conn)
 	back := d.DialLine(t)
 	back.Send("/resume " + again.Key)
 	back.Expect(`^\* resumed: you are alice, your token is [0-9a-f]{32}; you are not connected to anyone$`)
@@ -827,7 +729,7 @@ func TestShutdownEndsAwaySessions(t *testing.T) {
 	bob := d.DialLine(t).Login("bob")
 	bob.Send("/connect " + alice.Token)
 	bob.Expect(`connected with alice`)
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
 	if st := d.Hub.Stats(); st.Away != 1 {
 		t.Fatalf("hub stats %+v", st)
@@ -873,7 +775,7 @@ func TestResumeMetrics(t *testing.T) {
 	bob.Send("/connect " + alice.Token)
 	bob.Expect(`connected with alice`)
 	alice.Expect(`bob is connected`)
-	reset(t, alice.Conn)
+	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
 	if n := metric("duet_away_sessions"); n != 1 {
 		t.Fatalf("duet_away_sessions %d, want 1", n)
@@ -887,7 +789,7 @@ func TestResumeMetrics(t *testing.T) {
 	}
 	waitFor(t, "18 refusals", func() bool { return metric("duet_away_full_refusals_total") == 18 })
 
-	back, _, replayed, _ := resumeLine(t, d, alice.Key)
+	back, _, replayed, _ := enginetest.ResumeLine(t, d, alice.Key)
 	if len(replayed) != 12 {
 		t.Fatalf("replayed %d", len(replayed))
 	}
@@ -900,10 +802,10 @@ func TestResumeMetrics(t *testing.T) {
 
 	// Past resume.max_away (1), the session away the longest ends.
 	carol := d.DialLine(t).Login("carol")
-	reset(t, second.Conn)
+	enginetest.Reset(t, second.Conn)
 	bob.Expect(`^\* alice is back$`)
 	bob.Expect(`^\* alice lost the connection`)
-	reset(t, carol.Conn)
+	enginetest.Reset(t, carol.Conn)
 	bob.Expect(`^\* alice timed out; you are free to be joined again$`)
 	for series, want := range map[string]int{
 		`duet_resumes_total{outcome="away"}`:               1,
@@ -948,7 +850,7 @@ func TestAwaySessionMemory(t *testing.T) {
 	// grown for them) is not counted against the sessions.
 	churn("gone", func(c net.Conn) { c.Close() })
 	base := settledHeap()
-	churn("away", func(c net.Conn) { reset(t, c) })
+	churn("away", func(c net.Conn) { enginetest.Reset(t, c) })
 	if st := d.Hub.Stats(); st.Away != empty {
 		t.Fatalf("%d sessions away, want %d", st.Away, empty)
 	}
@@ -969,7 +871,7 @@ func TestAwaySessionMemory(t *testing.T) {
 		bob.Send("/connect " + alice.Token)
 		bob.Expect(`connected with`)
 		alice.Expect(`is connected`)
-		reset(t, alice.Conn)
+		enginetest.Reset(t, alice.Conn)
 		bob.Expect(`lost the connection`)
 		bobs[i] = bob
 	}

@@ -36,7 +36,7 @@ func TestSealRelayedOpaque(t *testing.T) {
 	const data = "AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"
 	bob.Say("plain first")
 	bob.Send(map[string]string{"type": "seal", "data": data})
-	if text, seq := wsMessage(t, alice); text != "plain first" || seq != 1 {
+	if text, seq := enginetest.WSMessage(t, alice); text != "plain first" || seq != 1 {
 		t.Fatalf("alice got %q seq %d", text, seq)
 	}
 	if ev := alice.Expect("sealed"); ev["from"] != "bob" || ev["data"] != data || ev["seq"] != float64(2) {
@@ -54,7 +54,7 @@ func TestSealRelayedOpaque(t *testing.T) {
 	if ev := alice.Expect("sealed"); ev["data"] != "c2Vjb25k" || ev["seq"] != float64(3) {
 		t.Fatalf("alice got %v", ev)
 	}
-	back, ev := resumeWS(t, d, alice.Key, 1)
+	back, ev := enginetest.ResumeWS(t, d, alice.Key, 1)
 	if ev["peer"] != "bob" || ev["replayed"] != float64(2) || ev["pair_id"] != id || ev["peer_proto"] != "json" || ev["initiator"] != false {
 		t.Fatalf("resumed %v", ev)
 	}

@@ -86,9 +86,12 @@ type Server struct {
 	draining atomic.Bool
 	// hello is the line port's greeting, made once: gnet writes it, or
 	// copies what the socket does not take, and keeps no reference.
-	hello  []byte
-	nextID atomic.Uint64
-	conns  atomic.Int64
+	hello []byte
+	// restarting is set by Drain: new connections are refused, and
+	// those open are told to reconnect elsewhere (drain.go).
+	restarting atomic.Bool
+	nextID     atomic.Uint64
+	conns      atomic.Int64
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -515,7 +518,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		}
 		return webRefusal(e), gnet.Close
 	}
-	if s.draining.Load() {
+	if s.draining.Load() || s.restarting.Load() {
 		return refuse(endDraining)
 	}
 	lim := s.lim()

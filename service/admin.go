@@ -16,15 +16,21 @@ import (
 // Admin is the admin listener: a plain net/http server, since its
 // traffic is a scrape every few seconds from loopback, not users.
 //
-//	/metrics  Prometheus text format
-//	/healthz  200 while the process runs
-//	/readyz   200 once every listener is bound, 503 before and while shutting down
+//	/metrics     Prometheus text format
+//	/healthz     200 while the process runs
+//	/readyz      200 once every listener is bound, 503 before and while shutting down or drained
+//	POST /drain  drains a node of a cluster for a restart (SetDrain), answering when it is done
 type Admin struct {
 	srv   *http.Server
 	ln    net.Listener
 	ready atomic.Bool
+	drain atomic.Pointer[Drainer]
 	done  chan struct{}
 }
+
+// Drainer drains the node (POST /drain) and says what it did in a line,
+// or why it could not.
+type Drainer func(ctx context.Context) (string, error)
 
 // StartAdmin listens on addr and serves reg's metrics and the health
 // endpoints in the background.
@@ -49,6 +55,27 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		// A browser always says where a POST comes from; an operator's
+		// curl does not. Refusing every request a browser sends keeps a
+		// page the operator visits (or one that rebinds a name to
+		// loopback) from draining the node.
+		if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != "" {
+			http.Error(w, "drain is not for browsers", http.StatusForbidden)
+			return
+		}
+		f := a.drain.Load()
+		if f == nil {
+			http.Error(w, "drain needs cluster mode (cluster.redis): a single node has no other node to hand its sessions to, and ends them when it stops", http.StatusConflict)
+			return
+		}
+		said, err := (*f)(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(said + "\n"))
+	})
 	a.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -67,6 +94,10 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 
 // Addr is the bound address.
 func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// SetDrain sets what POST /drain runs; with none set (a single node), it
+// answers 409.
+func (a *Admin) SetDrain(f Drainer) { a.drain.Store(&f) }
 
 // SetReady sets what /readyz answers.
 func (a *Admin) SetReady(ready bool) { a.ready.Store(ready) }

@@ -103,3 +103,62 @@ func TestAdminEndpoints(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAdminDrain: POST /drain answers 409 on a single node, runs the
+// drain set and says what it did, refuses GET, and refuses any request
+// a browser makes (a page could otherwise drain the node).
+func TestAdminDrain(t *testing.T) {
+	a, err := StartAdmin("127.0.0.1:0", NewMetrics(hub.New(hub.Options{})).Registry, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.Close(ctx)
+	})
+	client := &http.Client{Timeout: 5 * time.Second}
+	do := func(method string, header map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+a.Addr().String()+"/drain", nil)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do("POST", nil); code != 409 || !strings.Contains(body, "cluster mode") {
+		t.Fatalf("single node: %d %q", code, body)
+	}
+	drains := 0
+	a.SetDrain(func(context.Context) (string, error) {
+		drains++
+		return "drained: 3 connections told to reconnect, 2 sessions parked", nil
+	})
+	for _, h := range []map[string]string{
+		{"Origin": "http://evil.example"},
+		{"Origin": "http://" + a.Addr().String()},
+		{"Sec-Fetch-Site": "same-origin"},
+	} {
+		if code, _ := do("POST", h); code != 403 {
+			t.Fatalf("a browser's POST %v: %d", h, code)
+		}
+	}
+	if code, _ := do("GET", nil); code != 405 {
+		t.Fatalf("GET /drain: %d", code)
+	}
+	if drains != 0 {
+		t.Fatalf("drained %d times by refused requests", drains)
+	}
+	if code, body := do("POST", nil); code != 200 || body != "drained: 3 connections told to reconnect, 2 sessions parked\n" {
+		t.Fatalf("drain: %d %q", code, body)
+	}
+	if drains != 1 {
+		t.Fatalf("drained %d times", drains)
+	}
+}

@@ -13,27 +13,27 @@ import (
 )
 
 // joinCluster puts core in cluster mode when cluster.redis is set,
-// registers the cluster's metrics with reg, and returns what leaves the
-// cluster again; with no cluster.redis it does nothing and the node
-// stays a single node, all in memory.
-func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheus.Registerer) (leave func(), err error) {
+// registers the cluster's metrics with reg, and returns the node and
+// what leaves the cluster again; with no cluster.redis it does nothing
+// and the node stays a single node, all in memory (node nil).
+func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheus.Registerer) (node *cluster.Node, leave func(), err error) {
 	if c.Redis == "" {
-		return func() {}, nil
+		return nil, func() {}, nil
 	}
 	secret, err := c.SecretBytes()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	node, err := cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret})
+	node, err = cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := reg.Register(clusterCollector{node}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.Info("cluster mode", zap.String("node_id", node.ID()), zap.Bool("linked", node.Up()))
-	return func() {
-		// The engine has logged everyone out by now; what is left is
+	return node, func() {
+		// The engine has logged everyone out by now, or parked them; what is left is
 		// to send what is queued for other nodes and drop the lease.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

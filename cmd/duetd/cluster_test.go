@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,4 +138,74 @@ func TestClusterStartWarning(t *testing.T) {
 		}
 	}
 	t.Errorf("no warning in:\n%s", strings.Join(d.Lines(), "\n"))
+}
+
+// TestClusterDrainProcess: two duetd processes on a real Redis. POST
+// /drain on the first tells its line client to reconnect, with its
+// resume key, parks the session, says so, and leaves the node up but not
+// ready; the client resumes on the second node, still paired. SIGTERM
+// then drains the second, which says so and exits cleanly.
+func TestClusterDrainProcess(t *testing.T) {
+	r := enginetest.StartRedis(t)
+	conf := func(id string) string {
+		return "cluster:\n  redis: \"" + r.URL() + "\"\n  node_id: " + id + "\n  secret: \"" + clusterSecret + "\"\n" +
+			"shutdown:\n  drain_period: 300ms\n"
+	}
+	p1, p2 := startDaemon(t, conf("p1")), startDaemon(t, conf("p2"))
+	p1.WaitReady()
+	p2.WaitReady()
+	n1 := &enginetest.Daemon{TCP: p1.TCP, Resume: true}
+	n2 := &enginetest.Daemon{TCP: p2.TCP, Resume: true}
+	alice := n1.DialLine(t).Login("alice")
+	bob := n2.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	resp, err := http.Post("http://"+p1.Admin+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "drained: 1 connections told to reconnect, 1 sessions parked\n" {
+		t.Fatalf("POST /drain: %d %q", resp.StatusCode, body)
+	}
+	alice.Expect(`^\* the server is restarting; reconnect and type /resume ` + alice.Key + ` within 2m$`)
+	alice.ExpectClosed()
+	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	if resp, err := http.Get("http://" + p1.Admin + "/readyz"); err != nil || resp.StatusCode != 503 {
+		t.Fatalf("a drained node's /readyz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	back := n2.DialLine(t)
+	back.Send("/resume " + alice.Key)
+	back.Expect(`^\* resumed: you are alice, your token is ` + alice.Token + `; you are connected with bob$`)
+	back.ExpectKey()
+	bob.Expect(`^\* alice is back$`)
+	back.Send("hello from p2")
+	bob.Expect(`^<alice> hello from p2$`)
+
+	p2.Signal(syscall.SIGTERM)
+	// bob may be told to go first, and back then told he is away.
+	l := back.Line()
+	if strings.HasPrefix(l, "* bob lost the connection") {
+		l = back.Line()
+	}
+	checkDrainNotice(t, l)
+	if code := p2.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if e, _ := p2.WaitLog(0, "drained"); e["connections"] != float64(2) || e["parked"] != float64(2) {
+		t.Fatalf("p2 drained: %v", e)
+	}
+}
+
+func checkDrainNotice(t *testing.T, l string) {
+	t.Helper()
+	if !regexp.MustCompile(`^\* the server is restarting; reconnect and type /resume [0-9a-z]{26} within 2m$`).MatchString(l) {
+		t.Fatalf("want the drain's notice, got %q", l)
+	}
 }

@@ -108,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if d.accounts != nil {
 		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
 	}
-	leaveCluster, err := joinCluster(cfg.Cluster, d.core, log, d.ops.metrics.Registry)
+	node, leaveCluster, err := joinCluster(cfg.Cluster, d.core, log, d.ops.metrics.Registry)
 	if err != nil {
 		log.Error("bad cluster configuration", zap.Error(err))
 		return exitConfig
@@ -138,6 +138,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zap.Stringer("tcp", addrOrNone(d.srv.TCPAddr())),
 		zap.Stringer("ws", addrOrNone(d.srv.WSAddr())),
 		zap.String("version", buildVersion()))
+	// A node of a cluster drains when it stops, or when told to: its
+	// clients resume on the other nodes. A single node has no one to
+	// hand its sessions to; it ends them when it stops.
+	var drain *drainer
+	if node != nil {
+		drain = newDrainer(d.srv, node, d.ops, log, cfg)
+		if d.ops.admin != nil {
+			d.ops.admin.SetDrain(drain.run)
+		}
+	}
 	d.ops.started(d.srv)
 
 	r := &reloader{log: log, level: level, d: d, started: cfg, cfg: cfg, src: src}
@@ -150,12 +160,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if sig == syscall.SIGHUP {
 				d.ops.reloading()
 				r.reload()
+				if drain != nil {
+					drain.cfg.Store(r.cfg)
+				}
 				d.ops.reloaded()
 				continue
 			}
 			timeout := r.cfg.ShutdownTimeout
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", timeout))
 			d.ops.stopping()
+			if drain != nil {
+				_, _ = drain.run(context.Background())
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			err := d.srv.Shutdown(ctx)
 			cancel()

@@ -90,6 +90,14 @@ func (o *operations) stopping() {
 	}
 }
 
+// draining runs as a drain begins (drain.go): /readyz turns 503, as
+// the node takes no new users.
+func (o *operations) draining() {
+	if o.admin != nil {
+		o.admin.SetReady(false)
+	}
+}
+
 // stop ends the notifier and the admin listener, after the engine.
 func (o *operations) stop() {
 	if o.stopRun != nil {

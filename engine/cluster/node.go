@@ -101,6 +101,16 @@ type Node struct {
 	cuts     map[uint64]*remoteOutbox // pairings whose sender was full, to cut
 	peers    map[string]peer          // by node id: its incarnation and newest epoch known here
 
+	// Moving sessions (move.go, route.go).
+	routes    map[uint64]*remoteOutbox // by pairing: outboxes whose partner is not live anywhere
+	parkList  []*remoteOutbox          // outboxes with messages to queue for a parked partner
+	fences    map[uint64]chan struct{} // by pairing: parks waiting for the partner's node
+	handOvers map[uint64]chan string   // by request: resumes waiting for a session's node
+	parkWake  chan struct{}
+	requests  atomic.Uint64
+	parked    atomic.Uint64 // sessions parked by this node
+	moved     atomic.Uint64 // parked sessions taken up by this node
+
 	sent, received  atomic.Uint64
 	rejected        [4]atomic.Uint64 // by RejectReasons
 	recordsRejected atomic.Uint64
@@ -184,6 +194,10 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		suspects:   make(map[string]bool),
 		cuts:       make(map[uint64]*remoteOutbox),
 		peers:      make(map[string]peer),
+		routes:     make(map[uint64]*remoteOutbox),
+		fences:     make(map[uint64]chan struct{}),
+		handOvers:  make(map[uint64]chan string),
+		parkWake:   make(chan struct{}, 1),
 		rejectLog:  sampler{period: 10 * time.Second},
 		foreignLog: sampler{period: time.Minute},
 	}
@@ -192,8 +206,9 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 	if !n.recover() {
 		n.log.Warn("cannot reach Redis; this node answers unavailable until it can")
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.run()
+	go n.runParker()
 	return n, nil
 }
 
@@ -241,16 +256,20 @@ var codes = map[string]*proto.Error{
 func (n *Node) NodeID() string { return n.addr }
 
 // Register implements hub.Directory.
-func (n *Node) Register(name, key string, token proto.Token) *proto.Error {
+func (n *Node) Register(name, key string, token proto.Token, resume *hub.ResumeHash) *proto.Error {
 	if !n.up.Load() {
 		return proto.ErrUnavailable
 	}
 	ctx, cancel := n.op()
 	defer cancel()
 	hk, ht := n.keys.nameHash(key), n.keys.tokenHash(token)
+	rk := ""
+	if resume != nil {
+		rk = n.keys.resumeHash(resume)
+	}
 	res, err := loginScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id), n.leaseOf(n.id)},
-		n.seal.record(name, key, hk), hk, ht, n.id, n.keys.tokenTag(token, hk)).Text()
+		n.seal.record(name, key, hk), hk, ht, n.id, n.keys.tokenTag(token, hk), rk, n.opts.Prefix).Text()
 	if err != nil {
 		n.linkLost("login", err)
 		return proto.ErrUnavailable
@@ -281,7 +300,7 @@ func (n *Node) Unregister(key string, token proto.Token) {
 	hk, ht := n.keys.nameHash(key), n.keys.tokenHash(token)
 	err := logoutScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
-		hk, ht, n.id).Err()
+		hk, ht, n.id, n.opts.Prefix).Err()
 	if err != nil {
 		n.linkLost("logout", err)
 	}
@@ -393,8 +412,8 @@ func (n *Node) Release(key string, pairID uint64) {
 }
 
 // Remote implements hub.Directory.
-func (n *Node) Remote(node, key, from string, pairID uint64) hub.Outbox {
-	return &remoteOutbox{s: n.sender(node), to: key, from: from, pair: pairID}
+func (n *Node) Remote(node, key, name, from string, pairID uint64) hub.Outbox {
+	return newRemoteOutbox(n, node, key, name, from, pairID)
 }
 
 // sender returns the sender for node, starting it on first use.
@@ -570,7 +589,7 @@ func (n *Node) cutOverflowed() {
 	for pair, o := range cuts {
 		for _, c := range n.hub.CutPair(pair, proto.ReasonLinkLost, int(o.dropped.Load())) {
 			n.log.Warn("pairing cut: too much queued for its node", zap.String("peer_node", c.Node))
-			n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(proto.ReasonLinkLost), nil, 0)
+			n.tellLeft(c, proto.ReasonLinkLost)
 		}
 	}
 }
@@ -593,6 +612,7 @@ func (n *Node) goDown() {
 	for _, s := range senders {
 		s.discard()
 	}
+	n.forgetRoutes()
 	cuts := n.hub.CutRemote(func(string) bool { return true }, proto.ReasonLinkLost)
 	if len(cuts) > 0 {
 		n.log.Warn("cross-node pairings cut: link to Redis lost", zap.Int("pairings", len(cuts)))
@@ -653,7 +673,7 @@ func (n *Node) recover() bool {
 	n.wg.Add(1)
 	go n.listen(ps)
 	for _, c := range lost {
-		n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(proto.ReasonLinkLost), nil, 0)
+		n.tellLeft(c, proto.ReasonLinkLost)
 	}
 	n.log.Info("linked to the cluster", zap.Int("told_of_lost_pairings", len(lost)))
 	return true
@@ -685,14 +705,17 @@ func (n *Node) reregister(ctx context.Context) error {
 	results := make([]*redis.Cmd, len(regs))
 	for i, r := range regs {
 		hk, ht := n.keys.nameHash(r.Key), n.keys.tokenHash(r.Token)
-		peer := ""
+		peer, rk := "", ""
 		if r.PeerKey != "" {
 			peer = n.keys.nameHash(r.PeerKey)
+		}
+		if r.Resume != nil {
+			rk = n.keys.resumeHash(r.Resume)
 		}
 		results[i] = registerScript.Run(ctx, pipe,
 			[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
 			n.seal.record(r.Name, r.Key, hk), hk, ht, n.id, peer, n.pairArg(r.PairID), n.opts.Prefix,
-			n.keys.tokenTag(r.Token, hk))
+			n.keys.tokenTag(r.Token, hk), rk)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -707,7 +730,7 @@ func (n *Node) reregister(ctx context.Context) error {
 }
 
 func loadScripts(ctx context.Context, rdb *redis.Client) error {
-	for _, s := range []*redis.Script{registerScript, dropScript} {
+	for _, s := range []*redis.Script{registerScript, dropScript, appendParkedScript, releaseParkedScript} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return err
 		}
@@ -781,8 +804,12 @@ func (n *Node) check() {
 	}
 	n.noteForeign(foreign)
 
-	// Gone: the node, or the incarnation a pairing was made with.
+	// Gone: the node, or the incarnation a pairing was made with. A
+	// partner parked between nodes is on none.
 	gone := func(addr string) bool {
+		if addr == "" {
+			return false
+		}
 		id, inc, ok := splitAddress(addr)
 		if !ok || dead[id] {
 			return true
@@ -801,9 +828,15 @@ func (n *Node) check() {
 			deaf[addr] = true
 		}
 	}
+	// A partner a dead node had parked keeps its pairing: look before
+	// cutting.
+	n.rescueParked(ctx, gone)
 	if slices.ContainsFunc(remote, gone) {
 		for _, c := range n.hub.CutRemote(gone, proto.ReasonDisconnected) {
 			n.log.Debug("peer's node is gone", zap.String("peer_node", c.Node))
+			if o := n.route(c.Key, c.PairID); o != nil {
+				o.forget()
+			}
 		}
 	}
 	for node := range dead {
@@ -820,7 +853,7 @@ func (n *Node) check() {
 		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
 		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
-			n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(proto.ReasonLinkLost), nil, 0)
+			n.tellLeft(c, proto.ReasonLinkLost)
 		}
 	}
 }
@@ -932,25 +965,91 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 				told[f.pair] = true
 				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonLinkLost), nil, 0)
 			}
+		case frameAway, frameBack, frameError:
+			n.remoteEvent(src, f)
 		case frameLeft:
+			if o := n.route(f.to, f.pair); o != nil {
+				o.forget()
+			}
 			if !n.hub.RemoteLeft(f.to, f.pair, proto.Reason(f.a), int(f.n)) {
 				// A pairing this node never saw (its paired frame was
 				// lost with a link): only the claim marked the record.
 				n.Release(f.to, f.pair)
 			}
+		case frameFreeze:
+			gen := uint32(min(f.n, 1<<32-1))
+			if o := n.route(f.to, f.pair); o != nil {
+				o.control(move{kind: frameFreeze, gen: gen, to: n.sender(src)})
+			} else {
+				// No such pairing here (it ended, and its end is on its
+				// way): nothing will be sent for it.
+				n.sender(src).add(true, frameFrozen, f.pair, f.a, "", nil, f.n)
+			}
+		case frameFrozen:
+			n.fenced(f.pair)
+		case frameParked:
+			if o := n.route(f.to, f.pair); o != nil {
+				gen, _ := strconv.ParseUint(f.a, 10, 32)
+				o.control(move{kind: frameParked, gen: uint32(gen), window: time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond})
+			}
+		case frameMoved:
+			if o := n.route(f.to, f.pair); o != nil {
+				o.control(move{kind: frameMoved, gen: uint32(min(f.n, 1<<32-1)), to: n.sender(src)})
+			} else if !told[f.pair] {
+				// The pairing ended here: the node that took the
+				// session up is told, as for a message.
+				if told == nil {
+					told = make(map[uint64]bool)
+				}
+				told[f.pair] = true
+				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonDisconnected), nil, 0)
+			}
+		case frameHandOver:
+			// f.b is in buf, which the next batch reuses.
+			go n.handOver(src, f.n, append([]byte(nil), f.b...))
+		case frameHandedOver:
+			n.handedOver(f.n, f.a)
 		default:
 			n.log.Error("unknown frame kind", zap.String("from_node", h.src), zap.Int("kind", int(f.kind)))
 		}
 	}
 }
 
+// remoteEvent hands the hub what a partner's node says about the
+// partner besides messages: it went away, came back, or refused a
+// message. An event for a pairing that is not here any more is dropped:
+// the pairing ended, and its end was told.
+func (n *Node) remoteEvent(src string, f frame) {
+	ev := proto.Event{Kind: proto.EvPeerBack}
+	switch f.kind {
+	case frameAway:
+		ev.Kind = proto.EvPeerAway
+		ev.Window = time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond
+	case frameError:
+		// Only the one error a partner's session sends back; anything
+		// else is a bug on the sending node, sealed as it is.
+		if f.a != proto.ErrPeerAwayFull.Code {
+			n.log.Error("an error from another node that no session sends", zap.String("from_node", src), zap.String("code", printable(f.a)))
+			return
+		}
+		ev.Kind, ev.Err = proto.EvError, &proto.Error{Code: f.a, Text: string(f.b)}
+	}
+	n.hub.RemoteEvent(f.to, f.pair, &ev)
+}
+
+// maxWindow bounds the time a partner's node says its session may take
+// to come back: resume.window's own bound, which config enforces.
+const maxWindow = 24 * time.Hour
+
 // Stats are the node's counts since it started, for metrics.
 type Stats struct {
 	BatchesSent     uint64            // published to other nodes
 	BatchesReceived uint64            // accepted from other nodes
 	BatchesRejected map[string]uint64 // refused, by reason (RejectReasons)
-	RecordsRejected uint64            // directory records a claim found not written by this cluster
+	RecordsRejected uint64            // directory records a claim (or a resume) found not written by this cluster
 	ForeignNodes    int               // nodes whose lease names another cluster secret, at the last check
+	SessionsParked  uint64            // sessions this node parked for another to take up
+	SessionsMoved   uint64            // parked sessions this node took up
 }
 
 // Stats returns the node's counts.
@@ -961,6 +1060,8 @@ func (n *Node) Stats() Stats {
 		BatchesRejected: make(map[string]uint64, len(RejectReasons)),
 		RecordsRejected: n.recordsRejected.Load(),
 		ForeignNodes:    int(n.foreign.Load()),
+		SessionsParked:  n.parked.Load(),
+		SessionsMoved:   n.moved.Load(),
 	}
 	for i, r := range RejectReasons {
 		st.BatchesRejected[r] = n.rejected[i].Load()
@@ -982,6 +1083,7 @@ func (n *Node) Close(ctx context.Context) error {
 		senders = append(senders, s)
 	}
 	n.mu.Unlock()
+	n.waitParker(ctx)
 	for _, s := range senders {
 		s.drain(ctx)
 	}

@@ -18,27 +18,53 @@ import "github.com/redis/go-redis/v9"
 // them all in KEYS: the directory runs on one Redis server (or one
 // primary), not on a sharded Redis Cluster; see docs/CLUSTER.md.
 
-// loginScript claims a name and a token for a user of this node.
+// loginScript claims a name and a token for a user of this node, and
+// the hash of its resume key, if it has one (rk, empty when not).
 // KEYS: user, token, node's user set, node's lease.
-// ARGV: sealed name, hashed name, hashed token, node, token tag.
+// ARGV: sealed name, hashed name, hashed token, node, token tag, rk,
+// prefix.
 var loginScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'unavailable' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'name_taken' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'unavailable' end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[5], 'node', ARGV[4], 'peer', '', 'pair', '0')
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[5], 'node', ARGV[4], 'peer', '', 'pair', '0', 'rk', ARGV[6])
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[6] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[6], ARGV[2]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 return 'ok'
 `)
 
-// logoutScript frees a user's name and token, if they are still this
-// node's user's.
-// KEYS: user, token, node's user set. ARGV: hashed name, hashed token, node.
-var logoutScript = redis.NewScript(`
-local rec = redis.call('HMGET', KEYS[1], 'tok', 'node')
-if rec[1] == ARGV[2] and rec[2] == ARGV[3] then redis.call('DEL', KEYS[1]) end
+// forgetLua is Lua that deletes a user's record and the keys that point
+// to it (its token and its resume key), given the record's key k, its
+// hashed name hn, the fields tok and rk read from it, and the prefix p.
+const forgetLua = `
+local function forget(k, hn, tok, rk, p)
+  redis.call('DEL', k)
+  if tok and redis.call('GET', p .. 'token:' .. tok) == hn then redis.call('DEL', p .. 'token:' .. tok) end
+  if rk and rk ~= '' and redis.call('GET', p .. 'resume:' .. rk) == hn then redis.call('DEL', p .. 'resume:' .. rk) end
+end
+`
+
+// logoutScript frees a user's name, token and resume key, if they are
+// still this node's user's.
+// KEYS: user, token, node's user set. ARGV: hashed name, hashed token,
+// node, prefix.
+var logoutScript = redis.NewScript(forgetLua + `
+local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk')
+if rec[1] == ARGV[2] and rec[2] == ARGV[3] then forget(KEYS[1], ARGV[1], rec[1], rec[3], ARGV[4]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('SREM', KEYS[3], ARGV[1])
+return 'ok'
+`)
+
+// rekeyScript replaces the resume key a user of this node is found by.
+// KEYS: user. ARGV: hashed name, node, old rk, new rk, prefix.
+var rekeyScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'node', 'rk')
+if rec[1] ~= ARGV[2] or rec[2] ~= ARGV[3] then return 'stale' end
+if redis.call('GET', ARGV[5] .. 'resume:' .. ARGV[3]) == ARGV[1] then redis.call('DEL', ARGV[5] .. 'resume:' .. ARGV[3]) end
+redis.call('SET', ARGV[5] .. 'resume:' .. ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'rk', ARGV[4])
 return 'ok'
 `)
 
@@ -74,6 +100,12 @@ if hk == ARGV[1] then return {'self_connect'} end
 local hkey = ARGV[3] .. 'user:' .. hk
 local holder = redis.call('HMGET', hkey, 'name', 'node', 'peer', 'tag')
 if not holder[1] or not holder[2] then return {'unknown_token'} end
+-- A holder parked between nodes (node '') is still paired, or is on
+-- its way to a node that will pair it: come back in a moment.
+if holder[2] == '' then
+  if holder[3] and holder[3] ~= '' then return {'room_full'} end
+  return {'unavailable'}
+end
 local lease = redis.call('GET', ARGV[3] .. 'lease:' .. holder[2])
 if not lease then return {'unknown_token'} end
 if holder[3] ~= '' then return {'room_full'} end
@@ -114,31 +146,29 @@ return 'ok'
 
 // registerScript writes a user's record back after this node lost the
 // directory (Redis restarted, or this node's lease lapsed). A name that
-// a live node gave someone else meanwhile stays theirs.
+// a live node gave someone else meanwhile, or that is parked, stays
+// theirs.
 // KEYS: user, token, node's user set.
 // ARGV: sealed name, hashed name, hashed token, node, partner's hashed
-// name, pair, prefix, token tag.
+// name, pair, prefix, token tag, rk.
 var registerScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[1], 'node')
-if owner and owner ~= ARGV[4] and redis.call('EXISTS', ARGV[7] .. 'lease:' .. owner) == 1 then
+if owner and owner ~= ARGV[4] and (owner == '' or redis.call('EXISTS', ARGV[7] .. 'lease:' .. owner) == 1) then
   return 'name_taken'
 end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6], 'rk', ARGV[9])
+redis.call('PERSIST', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[9] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[9], ARGV[2]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 return 'ok'
 `)
 
 // dropScript removes one user of this node that is no longer logged in.
 // KEYS: user, node's user set. ARGV: hashed name, node, prefix.
-var dropScript = redis.NewScript(`
-local rec = redis.call('HMGET', KEYS[1], 'tok', 'node')
-if rec[2] == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  if rec[1] and redis.call('GET', ARGV[3] .. 'token:' .. rec[1]) == ARGV[1] then
-    redis.call('DEL', ARGV[3] .. 'token:' .. rec[1])
-  end
-end
+var dropScript = redis.NewScript(forgetLua + `
+local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk')
+if rec[2] == ARGV[2] then forget(KEYS[1], ARGV[1], rec[1], rec[3], ARGV[3]) end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 'ok'
 `)
@@ -150,17 +180,14 @@ return 'ok'
 // is alive after all.
 // KEYS: dead node's user set, its lease, the node set.
 // ARGV: dead node, prefix, batch size.
-var reapScript = redis.NewScript(`
+var reapScript = redis.NewScript(forgetLua + `
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local keys = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
 for _, k in ipairs(keys) do
   local ukey = ARGV[2] .. 'user:' .. k
-  local rec = redis.call('HMGET', ukey, 'node', 'tok', 'peer', 'pair')
+  local rec = redis.call('HMGET', ukey, 'node', 'tok', 'peer', 'pair', 'rk')
   if rec[1] == ARGV[1] then
-    redis.call('DEL', ukey)
-    if rec[2] and redis.call('GET', ARGV[2] .. 'token:' .. rec[2]) == k then
-      redis.call('DEL', ARGV[2] .. 'token:' .. rec[2])
-    end
+    forget(ukey, k, rec[2], rec[5], ARGV[2])
     if rec[3] and rec[3] ~= '' then
       local pkey = ARGV[2] .. 'user:' .. rec[3]
       if redis.call('HGET', pkey, 'pair') == rec[4] then
@@ -171,4 +198,168 @@ for _, k in ipairs(keys) do
 end
 if #keys == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return #keys
+`)
+
+// Sessions parked between nodes (docs/CLUSTER.md, "Resume on any
+// node"). A parked session's record stays, with node '' (a claim of its
+// token answers room_full while it is paired, unavailable while not),
+// and beside it a park hash: who sealed it (by), the sealed session
+// (blob), its moves (gen), and what its queue may still take: n
+// messages queued, cost counted against max (resume.buffer), and wait
+// and size, what a refusal says is waiting. The queue is a list of
+// sealed messages. Every key of a parked session expires with its
+// window (plus grace while it is paired, for its partner's node to
+// tell the partner): nothing is left if nobody takes it up.
+
+// parkLua is Lua that sets the expiry of a parked session's keys:
+// record k, park hash pk, queue qk, and its token and resume key.
+const parkLua = `
+local function expire(k, pk, qk, hn, tok, rk, p, ttl)
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('PEXPIRE', pk, ttl)
+  if redis.call('EXISTS', qk) == 1 then redis.call('PEXPIRE', qk, ttl) end
+  if tok and redis.call('GET', p .. 'token:' .. tok) == hn then redis.call('PEXPIRE', p .. 'token:' .. tok, ttl) end
+  if rk and rk ~= '' and redis.call('GET', p .. 'resume:' .. rk) == hn then redis.call('PEXPIRE', p .. 'resume:' .. rk, ttl) end
+end
+`
+
+// parkScript parks a user of this node.
+// KEYS: user, park, queue, node's user set.
+// ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
+// ttl in ms, prefix.
+var parkScript = redis.NewScript(parkLua + `
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
+if rec[1] ~= ARGV[2] then return 'gone' end
+redis.call('HSET', KEYS[1], 'node', '')
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[2], 'by', ARGV[2], 'blob', ARGV[3], 'gen', ARGV[4], 'n', '0', 'max', ARGV[5], 'cost', ARGV[6], 'wait', ARGV[7], 'size', ARGV[8])
+expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], ARGV[10], tonumber(ARGV[9]))
+return 'ok'
+`)
+
+// leaseOfLua is Lua that reads the lease of the node a record names,
+// empty for none.
+const leaseOfLua = `
+local function leaseOf(p, node)
+  if not node or node == '' then return '' end
+  return redis.call('GET', p .. 'lease:' .. node) or ''
+end
+`
+
+// findScript finds the session a resume key belongs to.
+// KEYS: the resume key. ARGV: prefix, rk.
+// Returns {} when no session has it, else {hashed name, node (empty when
+// parked), that node's lease}, and when it is parked, the park's
+// sealer (by), sealed session and gen.
+var findScript = redis.NewScript(leaseOfLua + `
+local hn = redis.call('GET', KEYS[1])
+if not hn then return {} end
+local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
+if not rec[1] or rec[2] ~= ARGV[2] then return {} end
+if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen')
+if not p[2] then return {} end
+return {hn, '', '', p[1], p[2], p[3]}
+`)
+
+// claimParkedScript takes a parked session for this node, as parked
+// at gen, with what was queued for it, writes the name sealed by this
+// node in its record, and says where its partner is.
+// KEYS: user, park, queue, node's user set, node's lease.
+// ARGV: hashed name, node, prefix, gen, sealed name.
+// Returns {'unavailable'}, {'gone'}, {'owned'} (not parked as gen), or
+// {'ok', paired ('1' or '0'), pair, partner's node, its lease,
+// partner's park gen and ms left when it is parked too, queued...}.
+var claimParkedScript = redis.NewScript(leaseOfLua + `
+if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
+local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk')
+if not rec[1] then return {'gone'} end
+if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[4] then return {'owned'} end
+local q = redis.call('LRANGE', KEYS[3], 0, -1)
+local paired, pnode, peerlease, pgen, pttl = '0', '', '', '', ''
+if rec[2] and rec[2] ~= '' then
+  local pr = redis.call('HMGET', ARGV[3] .. 'user:' .. rec[2], 'node', 'peer', 'pair')
+  if pr[1] and pr[2] == ARGV[1] and pr[3] == rec[3] then
+    paired, pnode = '1', pr[1]
+    if pnode == '' then
+      pgen = redis.call('HGET', ARGV[3] .. 'park:' .. rec[2], 'gen') or ''
+      pttl = tostring(redis.call('PTTL', ARGV[3] .. 'park:' .. rec[2]))
+    else
+      peerlease = leaseOf(ARGV[3], pnode)
+    end
+  else
+    redis.call('HSET', KEYS[1], 'peer', '', 'pair', '0')
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'name', ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+if rec[4] and redis.call('GET', ARGV[3] .. 'token:' .. rec[4]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'token:' .. rec[4]) end
+if rec[5] and rec[5] ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. rec[5]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. rec[5]) end
+local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl}
+for _, m in ipairs(q) do out[#out + 1] = m end
+return out
+`)
+
+// appendParkedScript queues a message for a parked session, if its
+// queue can take it.
+// KEYS: park, queue, user. ARGV: gen, index, cost, text length, sealed
+// message, prefix.
+// Returns {'ok'}, {'full', waiting, size}, {'at', n} (the queue holds n
+// messages: seal it for that place), {'stale'} (parked again since, at
+// another gen), {'moved', node, its lease} or {'gone'}.
+var appendParkedScript = redis.NewScript(leaseOfLua + `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local node = redis.call('HGET', KEYS[3], 'node')
+  if node and node ~= '' then return {'moved', node, leaseOf(ARGV[6], node)} end
+  if node then return {'stale'} end
+  return {'gone'}
+end
+local p = redis.call('HMGET', KEYS[1], 'gen', 'n', 'cost', 'max', 'wait', 'size')
+if p[1] ~= ARGV[1] then return {'stale'} end
+if tonumber(p[2]) ~= tonumber(ARGV[2]) then return {'at', p[2]} end
+local c = tonumber(ARGV[3])
+if tonumber(p[3]) + c > tonumber(p[4]) then
+  return {'full', tostring(tonumber(p[5]) + tonumber(p[2])), p[6]}
+end
+redis.call('RPUSH', KEYS[2], ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HINCRBY', KEYS[1], 'cost', c)
+redis.call('HINCRBY', KEYS[1], 'size', tonumber(ARGV[4]))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {'ok'}
+`)
+
+// releaseParkedScript records that a parked session's partner left its
+// pairing: with nobody to tell when its window ends, its keys now
+// expire with the window, without grace.
+// KEYS: user, park, queue. ARGV: hashed name, pair, prefix, grace in ms.
+// Returns {'ok'}, {'moved', node, its lease} or {'gone'}.
+var releaseParkedScript = redis.NewScript(parkLua + leaseOfLua + `
+local rec = redis.call('HMGET', KEYS[1], 'node', 'pair', 'tok', 'rk')
+if not rec[1] then return {'gone'} end
+if rec[1] ~= '' then return {'moved', rec[1], leaseOf(ARGV[3], rec[1])} end
+if rec[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'peer', '', 'pair', '0')
+  local ttl = redis.call('PTTL', KEYS[2])
+  local grace = tonumber(ARGV[4])
+  if ttl > grace then expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[3], rec[4], ARGV[3], ttl - grace) end
+end
+return {'ok'}
+`)
+
+// expireParkedScript ends a parked session whose window ran out, if it
+// is still parked as gen.
+// KEYS: user, park, queue. ARGV: hashed name, gen, prefix.
+// Returns 'expired', 'moved' or 'gone'.
+var expireParkedScript = redis.NewScript(forgetLua + `
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
+if not rec[1] then return 'gone' end
+if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then return 'moved' end
+forget(KEYS[1], ARGV[1], rec[2], rec[3], ARGV[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+return 'expired'
 `)

@@ -3,12 +3,9 @@ package cluster
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-
-	"duet/proto"
 )
 
 // sender carries this node's events for one incarnation of another
@@ -160,37 +157,4 @@ func (s *sender) discard() {
 	s.mu.Lock()
 	s.buf = nil
 	s.mu.Unlock()
-}
-
-// remoteOutbox is the hub.Outbox of a partner on another node: it turns
-// the hub's events for that partner into frames for its node.
-type remoteOutbox struct {
-	s    *sender
-	to   string // the partner's key
-	from string // the key of the session here it is paired with
-	pair uint64
-
-	// dropped counts messages refused because the sender was full; the
-	// first one asks the node to cut the pairing.
-	dropped atomic.Int64
-}
-
-// Deliver implements hub.Outbox. It runs under hub locks and only queues.
-func (o *remoteOutbox) Deliver(ev *proto.Event) {
-	switch ev.Kind {
-	case proto.EvMessage:
-		// Once one message is refused, so is every later one until the
-		// cut: the partner gets a gapless prefix, never a hole.
-		if o.dropped.Load() > 0 || !o.s.add(false, frameMessage, o.pair, o.to, o.from, ev.Text, 0) {
-			if o.dropped.Add(1) == 1 {
-				o.s.n.requestCut(o.pair, o)
-			}
-		}
-	case proto.EvPaired:
-		o.s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), 0)
-	case proto.EvPeerLeft:
-		o.s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
-	default:
-		o.s.n.log.Debug("event with no meaning for a remote partner", zap.Stringer("kind", ev.Kind))
-	}
 }

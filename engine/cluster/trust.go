@@ -132,6 +132,11 @@ func (k *keyring) tokenHash(t proto.Token) string { return k.mac('t', t[:]) }
 // nameHash is what the directory holds for a user's folded name.
 func (k *keyring) nameHash(key string) string { return k.mac('n', []byte(key)) }
 
+// resumeHash is what the directory holds for a session's resume key,
+// given the key's SHA-256 (all a hub keeps of it): a resume on any node
+// finds the session by it.
+func (k *keyring) resumeHash(sum *[sha256.Size]byte) string { return k.mac('r', sum[:]) }
+
 // tokenTag binds a token to the hashed name of its holder: only a node
 // that has the token and the secret can make it.
 func (k *keyring) tokenTag(t proto.Token, hashedName string) string {
@@ -216,6 +221,79 @@ func (s *sealer) record(name, key, hashedName string) string {
 }
 
 func recordAAD(hashedName string) []byte { return append([]byte{'R'}, hashedName...) }
+
+// Parked sessions and what is queued for them are sealed by whichever
+// node writes them, and opened by whichever node takes them up, so the
+// sealed form names its writer:
+//
+//	sealed = str(node) inc:8 uvarint(seq) AES-GCM(plaintext)
+//
+// under that incarnation's key and nonce seq, with additional data
+// that binds it to its place (parkAAD, queueAAD).
+func (s *sealer) sealNamed(dst, plaintext, aad []byte) []byte {
+	seq := s.seq.Add(1)
+	dst = appendStr(dst, s.id)
+	dst = append(dst, s.inc[:]...)
+	dst = binary.AppendUvarint(dst, seq)
+	n := nonce(seq)
+	return s.aead.Seal(dst, n[:], plaintext, aad)
+}
+
+// opener opens what sealNamed sealed, keeping the key of each writer it
+// met.
+type opener struct {
+	k     *keyring
+	aeads map[senderID]cipher.AEAD
+}
+
+func (k *keyring) opener() *opener { return &opener{k: k, aeads: make(map[senderID]cipher.AEAD)} }
+
+func (o *opener) open(sealed, aad []byte) ([]byte, error) {
+	r := batchReader{b: sealed}
+	node, err := r.bytes()
+	if err != nil {
+		return nil, errBadRecord
+	}
+	inc, err := r.incarnation()
+	if err != nil {
+		return nil, errBadRecord
+	}
+	seq, err := r.uvarint()
+	if err != nil {
+		return nil, errBadRecord
+	}
+	id := senderID{string(node), inc}
+	aead := o.aeads[id]
+	if aead == nil {
+		if aead, err = o.k.aeadFor(id.node, inc); err != nil {
+			return nil, err
+		}
+		o.aeads[id] = aead
+	}
+	n := nonce(seq)
+	pt, err := aead.Open(nil, n[:], r.b, aad)
+	if err != nil {
+		return nil, errBadRecord
+	}
+	return pt, nil
+}
+
+// parkAAD binds a parked session to its hashed name and its moves, so a
+// parked state cannot be taken for another session's, or for an earlier
+// one of the same session.
+func parkAAD(hashedName string, gen uint32) []byte {
+	b := append([]byte{'K'}, hashedName...)
+	return binary.BigEndian.AppendUint32(b, gen)
+}
+
+// queueAAD binds a message queued for a parked session to that session,
+// that park (gen) and its place in the queue, so queued messages cannot
+// be moved to another queue, reordered or repeated.
+func queueAAD(hashedName string, gen uint32, index uint64) []byte {
+	b := append([]byte{'Q'}, hashedName...)
+	b = binary.BigEndian.AppendUint32(b, gen)
+	return binary.BigEndian.AppendUint64(b, index)
+}
 
 var errBadRecord = errors.New("cluster: a directory record failed verification")
 

@@ -30,6 +30,32 @@ const (
 	framePaired  = 'P' // a = claimant's key, b = claimant's name
 	frameMessage = 'M' // a = sender's key, b = text
 	frameLeft    = 'L' // a = reason, n = undelivered count
+
+	// The partner's session went away (n = how long it may still take
+	// to come back, in milliseconds), came back, or refused a message
+	// sent to it while away (a = the error's code, b = its text, which
+	// says how much is waiting): what a resumable session's partner is
+	// told besides messages and the pairing's end.
+	frameAway  = 'A'
+	frameBack  = 'B'
+	frameError = 'E'
+
+	// A session moves between nodes (move.go, route.go). Its node tells
+	// the node of its partner to hold what the partner says (Z, n = its
+	// moves so far), which answers once all it sent before has gone
+	// (z); then that it is parked (K, a = its moves, n = how long it may
+	// still wait, in milliseconds); the node that takes it up says it
+	// has it (O, a = its key, n = its moves). A node asks the node that
+	// holds a session to let it go for a resume (H, b = the SHA-256 of
+	// the resume key, n = a request number), which answers (h, a =
+	// "ok" or an error code, n = the request number). H and h name no
+	// user or pairing.
+	frameFreeze     = 'Z'
+	frameFrozen     = 'z'
+	frameParked     = 'K'
+	frameMoved      = 'O'
+	frameHandOver   = 'H'
+	frameHandedOver = 'h'
 )
 
 // batchVersion is the header's first byte. A node that meets another

@@ -17,6 +17,9 @@ func TestBatchRoundTrip(t *testing.T) {
 		{kind: frameMessage, pair: 1, to: "alice", a: "bob", b: []byte("hi\nthere \x00 \xff")},
 		{kind: frameMessage, pair: 1<<63 + 5, to: "alice", a: "bob", b: nil},
 		{kind: frameLeft, pair: 1, to: "alice", a: "link_lost", n: 42},
+		{kind: frameAway, pair: 1, to: "alice", n: 120000},
+		{kind: frameBack, pair: 1, to: "alice"},
+		{kind: frameError, pair: 1, to: "alice", a: "peer_away_full", b: []byte("bob is away")},
 	}
 	b := appendHeader(nil, &testHeader)
 	hdrLen := len(b)

@@ -165,6 +165,18 @@ func (lc *LineClient) Line() string {
 	return s
 }
 
+// TryLine reads one line without its terminator, or says why it could
+// not (a timeout after d, the connection closed): unlike Line it does
+// not fail the test, so it may run on a goroutine of the test's own.
+func (lc *LineClient) TryLine(d time.Duration) (string, error) {
+	lc.Conn.SetReadDeadline(time.Now().Add(d))
+	s, err := lc.r.ReadString('\n')
+	if err != nil {
+		return s, err
+	}
+	return strings.TrimSuffix(s, "\r\n"), nil
+}
+
 // Expect reads one line and checks it against a regular expression.
 func (lc *LineClient) Expect(pattern string) string {
 	lc.t.Helper()
@@ -325,6 +337,56 @@ func (wc *WSClient) ExpectClose() (ws.StatusCode, string) {
 		}
 		if f.Header.OpCode == ws.OpClose {
 			return ws.ParseCloseFrameData(f.Payload)
+		}
+	}
+}
+
+// TryNext reads one event, or the server's close frame (code is then
+// not 0), or says why it could not, without failing the test: it may
+// run on a goroutine of the test's own.
+func (wc *WSClient) TryNext(d time.Duration) (ev map[string]any, code ws.StatusCode, err error) {
+	wc.Conn.SetReadDeadline(time.Now().Add(d))
+	for {
+		f, err := ws.ReadFrame(wc.rw)
+		if err != nil {
+			return nil, 0, err
+		}
+		switch f.Header.OpCode {
+		case ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(f.Payload)
+			return nil, max(code, 1), nil
+		case ws.OpText:
+			if err := json.Unmarshal(f.Payload, &ev); err != nil {
+				return nil, 0, fmt.Errorf("bad JSON %q: %w", f.Payload, err)
+			}
+			return ev, 0, nil
+		}
+	}
+}
+
+// ReadUntilClose reads events up to the server's close frame, handing
+// each to each, and returns the close's code and reason. Unlike the
+// other readers it does not fail the test from its own goroutine: a read
+// that fails is reported with t.Errorf and returns code 0, so it may run
+// in a goroutine of its own.
+func (wc *WSClient) ReadUntilClose(each func(ev map[string]any)) (ws.StatusCode, string) {
+	wc.Conn.SetReadDeadline(time.Now().Add(Timeout))
+	for {
+		f, err := ws.ReadFrame(wc.rw)
+		if err != nil {
+			wc.t.Errorf("%s: no close frame: %v", wc, err)
+			return 0, ""
+		}
+		switch f.Header.OpCode {
+		case ws.OpClose:
+			return ws.ParseCloseFrameData(f.Payload)
+		case ws.OpText:
+			var ev map[string]any
+			if err := json.Unmarshal(f.Payload, &ev); err != nil {
+				wc.t.Errorf("%s: bad JSON %q", wc, f.Payload)
+				continue
+			}
+			each(ev)
 		}
 	}
 }

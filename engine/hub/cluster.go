@@ -20,7 +20,8 @@ import "duet/proto"
 type Registration struct {
 	Name, Key string
 	Token     proto.Token
-	PeerKey   string // "" when not paired
+	Resume    *ResumeHash // nil when the session cannot be resumed
+	PeerKey   string      // "" when not paired
 	PairID    uint64
 }
 
@@ -60,7 +61,7 @@ func (h *Hub) SetDirectory(d Directory) {
 // pairRemoteLocked opens the room of a claim whose holder is on another
 // node, with a stub for the holder.
 func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
-	out := h.dir.Remote(c.PeerNode, c.PeerKey, s.key, c.PairID)
+	out := h.dir.Remote(c.PeerNode, c.PeerKey, c.PeerName, s.key, c.PairID)
 	if s.closed {
 		// s logged out while the claim was on its way. Only the holder's
 		// node may free the holder, so it is told of the pairing and of
@@ -71,7 +72,7 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 	}
 	stub := h.newStub(c.PeerName, c.PeerKey, out)
 	r := newRoom(s, stub, c.PairID, stub)
-	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode})
+	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode}, true)
 	// The stub's outbox turns this into the holder's paired event on its
 	// node; it is queued before anything s says next.
 	stub.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
@@ -85,11 +86,15 @@ func (h *Hub) newStub(name, key string, out Outbox) *Session {
 	return &Session{hub: h, name: name, key: key, out: out, q: queueOf(out)}
 }
 
-func (h *Hub) addRemoteLocked(rr remoteRoom) {
+// addRemoteLocked opens rr's room; made counts it as a pairing made
+// here (not one a session brought with it from another node).
+func (h *Hub) addRemoteLocked(rr remoteRoom, made bool) {
 	rr.local.room.Store(rr.r)
 	rr.stub.room.Store(rr.r)
 	h.rooms++
-	h.pairings.Add(1)
+	if made {
+		h.pairings.Add(1)
+	}
 	h.remoteMu.Lock()
 	h.remote[rr.r.pairID] = rr
 	h.remoteMu.Unlock()
@@ -114,9 +119,9 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 	if s == nil || s.closed || s.room.Load() != nil {
 		return false
 	}
-	stub := h.newStub(peerName, peerKey, h.dir.Remote(node, peerKey, s.key, pairID))
+	stub := h.newStub(peerName, peerKey, h.dir.Remote(node, peerKey, peerName, s.key, pairID))
 	r := newRoom(stub, s, pairID, stub)
-	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node})
+	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node}, true)
 	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
 	h.tellAwayLocked(s, stub.out)
 	return true
@@ -158,7 +163,9 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 // RemoteEvent delivers ev, which the remote partner's node sends about
 // that partner (it went away, it is back, or it refused a message: the
 // events a pairing carries besides messages and its end), to the
-// session key of this node, if pairing pairID is still here.
+// session key of this node, if pairing pairID is still here. An
+// EvPeerAway or EvPeerBack names the partner as this node knows it: ev's
+// Peer is set to the partner's name.
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
@@ -169,6 +176,9 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	local := rr.r.other(rr.stub)
 	if local == nil {
 		return false
+	}
+	if ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack {
+		ev.Peer = rr.stub.name
 	}
 	local.out.Deliver(ev)
 	return true
@@ -182,6 +192,32 @@ func (h *Hub) remoteRoomOf(key string, pairID uint64) (remoteRoom, bool) {
 	rr, ok := h.remote[pairID]
 	return rr, ok && rr.local.key == key
 }
+
+// StubOutbox returns the Outbox of the stub that stands in for the
+// partner on another node in pairing pairID of the session key of this
+// node, or nil when there is no such pairing here.
+func (h *Hub) StubOutbox(key string, pairID uint64) Outbox {
+	if rr, ok := h.remoteRoomOf(key, pairID); ok {
+		return rr.stub.out
+	}
+	return nil
+}
+
+// Reroute records that the partner in pairing pairID of the session key
+// of this node is now on node ("" while it is parked between nodes), so
+// that a pairing is cut when the node its partner is on dies
+// (CutRemote), and not when a node it left does.
+func (h *Hub) Reroute(key string, pairID uint64, node string) {
+	h.remoteMu.Lock()
+	defer h.remoteMu.Unlock()
+	if rr, ok := h.remote[pairID]; ok && rr.local.key == key {
+		rr.node = node
+		h.remote[pairID] = rr
+	}
+}
+
+// ResumeBuffer is resume.buffer now: what may be kept for one session.
+func (h *Hub) ResumeBuffer() int64 { return h.resumeBuffer.Load() }
 
 // RemoteLeft ends pairing pairID because the remote partner left it:
 // the session key of this node is told reason and count.
@@ -271,6 +307,10 @@ func (h *Hub) Registrations() []Registration {
 	regs := make([]Registration, 0, len(h.names))
 	for _, s := range h.names {
 		reg := Registration{Name: s.name, Key: s.key, Token: s.token}
+		if s.resumable {
+			rk := s.keyHash
+			reg.Resume = &rk
+		}
 		if r := s.room.Load(); r != nil {
 			if p := r.peer(s); p != nil {
 				reg.PeerKey, reg.PairID = p.key, r.pairID

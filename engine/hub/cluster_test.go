@@ -35,7 +35,7 @@ func newFakeDirectory() *fakeDirectory {
 
 func (d *fakeDirectory) NodeID() string { return "here" }
 
-func (d *fakeDirectory) Register(name, key string, token proto.Token) *proto.Error {
+func (d *fakeDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.down {
@@ -90,9 +90,12 @@ func (d *fakeDirectory) Release(key string, pairID uint64) {
 	d.released = append(d.released, key)
 }
 
-func (d *fakeDirectory) Remote(node, key, from string, pairID uint64) Outbox {
+func (d *fakeDirectory) Remote(node, key, name, from string, pairID uint64) Outbox {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if node == "" {
+		return &holdBox{}
+	}
 	r := &recorder{}
 	d.remote[key] = r
 	return r

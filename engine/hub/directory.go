@@ -22,10 +22,11 @@ type Directory interface {
 	// NodeID names this node in the cluster.
 	NodeID() string
 	// Register claims a name (by its folded key) and a token for a
-	// session of this node: proto.ErrNameTaken when someone on any node
-	// has the name, proto.ErrUnavailable when the cluster cannot be
-	// reached.
-	Register(name, key string, token proto.Token) *proto.Error
+	// session of this node, with the hash of its resume key (nil when it
+	// cannot be resumed), by which a resume on any node finds it:
+	// proto.ErrNameTaken when someone on any node has the name,
+	// proto.ErrUnavailable when the cluster cannot be reached.
+	Register(name, key string, token proto.Token, resume *ResumeHash) *proto.Error
 	// Unregister frees a session's name and token.
 	Unregister(key string, token proto.Token)
 	// Retoken replaces a session's token.
@@ -38,10 +39,12 @@ type Directory interface {
 	// pairing pairID.
 	Release(key string, pairID uint64)
 	// Remote returns the Outbox of a partner on another node: the events
-	// handed to it travel to that node, to the session key, from the
-	// session from of this node, tagged with the pairing. Its Deliver
-	// must not block.
-	Remote(node, key, from string, pairID uint64) Outbox
+	// handed to it travel to that node, to the session key (whose name
+	// is name), from the session from of this node, tagged with the
+	// pairing. Node "" is a partner parked between nodes (park.go): its
+	// Outbox holds what it is handed until it is known where the partner
+	// is, and is a Holder. Its Deliver must not block.
+	Remote(node, key, name, from string, pairID uint64) Outbox
 }
 
 // Claim is a pairing the directory made.
@@ -84,7 +87,7 @@ func newLocalDirectory() *localDirectory {
 
 func (d *localDirectory) NodeID() string { return localNode }
 
-func (d *localDirectory) Register(name, key string, token proto.Token) *proto.Error {
+func (d *localDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, taken := d.users[key]; taken {
@@ -166,7 +169,18 @@ func (d *localDirectory) Release(key string, pairID uint64) {
 	}
 }
 
-func (d *localDirectory) Remote(node, key, from string, pairID uint64) Outbox {
+// restorePair records a pairing a restored hub made again (Restore).
+func (d *localDirectory) restorePair(a, b string, pairID uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ua, ub := d.users[a], d.users[b]
+	ua.pair = pairID
+	ub.pair = pairID
+	d.users[a], d.users[b] = ua, ub
+	d.pairs = max(d.pairs, pairID)
+}
+
+func (d *localDirectory) Remote(node, key, name, from string, pairID uint64) Outbox {
 	// Every claim names this node, so the hub never asks.
 	panic("hub: a hub on its own has no partners on other nodes")
 }

@@ -12,10 +12,10 @@ import (
 func TestLocalDirectory(t *testing.T) {
 	d := newLocalDirectory()
 	ta, tb, tc := proto.NewToken(), proto.NewToken(), proto.NewToken()
-	mustErr(t, d.Register("Alice", "alice", ta), nil)
-	mustErr(t, d.Register("ALICE", "alice", proto.NewToken()), proto.ErrNameTaken)
-	mustErr(t, d.Register("bob", "bob", tb), nil)
-	mustErr(t, d.Register("carol", "carol", tc), nil)
+	mustErr(t, d.Register("Alice", "alice", ta, nil), nil)
+	mustErr(t, d.Register("ALICE", "alice", proto.NewToken(), nil), proto.ErrNameTaken)
+	mustErr(t, d.Register("bob", "bob", tb, nil), nil)
+	mustErr(t, d.Register("carol", "carol", tc, nil), nil)
 
 	_, err := d.Claim("alice", proto.NewToken())
 	mustErr(t, err, proto.ErrUnknownToken)
@@ -59,9 +59,9 @@ func TestLocalDirectory(t *testing.T) {
 	// Unregister under a stale token leaves the record; the right one
 	// frees the name and the token.
 	d.Unregister("alice", ta)
-	mustErr(t, d.Register("alice", "alice", proto.NewToken()), proto.ErrNameTaken)
+	mustErr(t, d.Register("alice", "alice", proto.NewToken(), nil), proto.ErrNameTaken)
 	d.Unregister("alice", fresh)
 	_, err = d.Claim("bob", fresh)
 	mustErr(t, err, proto.ErrUnknownToken)
-	mustErr(t, d.Register("alice", "alice", proto.NewToken()), nil)
+	mustErr(t, d.Register("alice", "alice", proto.NewToken(), nil), nil)
 }

@@ -17,7 +17,9 @@
 // session whose connection dropped goes away (Session.Detach) and keeps
 // its name, token and pairing for a while; the messages delivered to it
 // are numbered and kept (history.go), and Hub.Resume attaches it to a
-// new connection with what it may have missed.
+// new connection with what it may have missed. A session can also leave
+// its hub whole and be taken up by another (park.go): on another node of
+// a cluster, or by the next process on this machine.
 //
 // Locking: Hub.mu guards the hub's sessions (names, tokens, resume
 // keys, who is away) and the creation and teardown of rooms; room.mu
@@ -344,7 +346,16 @@ type Session struct {
 	// it (a resume makes a new Session), and never changes, so it is
 	// read without a lock.
 	client  proto.Protocol
-	keyHash [sha256.Size]byte // the resume key's hash, when resumable
+	keyHash ResumeHash // the resume key's hash, when resumable
+	// moving is set while the session is being moved: to another node
+	// (BeginPark, until Export or AbandonPark), or to a new resume key
+	// the directory is told of before the resume that draws it goes on
+	// (resume.go). A second move meanwhile is refused.
+	moving bool
+	// gen counts the times the session was taken up by a hub after it
+	// left another (Import): a partner's node tells apart, by it, what
+	// it hears of the session's earlier and later homes.
+	gen uint32
 	// away is set while the session is away. Written under hub.mu and
 	// hmu (and its room's lock, while paired); read under any of them.
 	away *away
@@ -392,6 +403,10 @@ func (s *Session) sealedCounts() (frames, bytes uint64) {
 
 // Name returns the name the user logged in with.
 func (s *Session) Name() string { return s.name }
+
+// Key returns the session's name folded: what the hub and the directory
+// know it by.
+func (s *Session) Key() string { return s.key }
 
 // Token returns the session's current token.
 func (s *Session) Token() proto.Token {
@@ -541,7 +556,11 @@ func (h *Hub) enterLocked(s *Session) {
 // register claims s's name and token in the directory and welcomes s,
 // with its resume key rk if it has one, or gives up what hold entered.
 func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
-	err := h.dir.Register(s.name, s.key, s.token)
+	var sum *ResumeHash
+	if s.resumable {
+		sum = &s.keyHash
+	}
+	err := h.dir.Register(s.name, s.key, s.token, sum)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {

@@ -31,11 +31,19 @@ func keyIndexOf(sum [sha256.Size]byte) keyIndex { return keyIndex(sum[:sha256.Si
 // (peer_back). When the window ends first, the session ends as a logout
 // with reason timeout.
 
+// ResumeHash is the SHA-256 of a resume key: all the hub keeps of it,
+// and what a directory is given to find the session by.
+type ResumeHash = [sha256.Size]byte
+
 // away is what the hub keeps about a session while it is away.
 type away struct {
 	since    time.Duration // when it went away (Hub.clock)
 	seq      uint64        // the last Seq it was given before: later ones were kept while it was away
 	deadline time.Duration // when its window ends
+	// attached is set for a session that was taken up here (Import)
+	// from a hub where a connection still carried it: its partner was
+	// never told it was away, and is not told it is back.
+	attached bool
 	// unsent is how many of the messages delivered to the session
 	// before it went away its connection never wrote (they were still
 	// queued when it dropped): the newest of them, up to seq. A resume
@@ -236,6 +244,14 @@ type Resumed struct {
 // A key that is malformed, unknown, expired or used already fails with
 // bad_resume_key (proto.ErrBadResumeKey, proto.ErrUnknownResumeKey),
 // which the caller counts as a failed attempt for its throttle.
+//
+// With a directory that moves sessions between nodes (a Mover: a
+// cluster's), a session that is not on this node is fetched from where
+// it is first (park.go), and the directory is told of the fresh key
+// before it is handed out, so the next resume finds the session from
+// any node; Resume then waits on the network, and is called off the
+// event loop. A resume of a session being moved already fails with
+// unavailable.
 func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed, *proto.Error) {
 	k, perr := proto.ParseResumeKey(key)
 	if perr != nil {
@@ -245,6 +261,16 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	sum := sha256.Sum256(k[:])
 	fresh := proto.NewResumeKey()
 	s := &Session{hub: h, out: out, q: queueOf(out), client: protocolOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
+	var moving *Session
+	if mv, ok := h.dir.(Mover); ok {
+		var err *proto.Error
+		if moving, err = h.prepareMove(mv, &sum, &s.keyHash); err != nil {
+			if err.Code == proto.ErrUnknownResumeKey.Code {
+				h.resumeBadKey.Add(1)
+			}
+			return Resumed{}, err
+		}
+	}
 	now := h.clock.now()
 
 	h.mu.Lock()
@@ -252,12 +278,16 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	// The map found it by half the hash; the whole is compared, in
 	// constant time so that no code path ever compares key material
 	// otherwise.
-	if old == nil || old.closed || subtle.ConstantTimeCompare(old.keyHash[:], sum[:]) != 1 {
+	if old == nil || old.closed || subtle.ConstantTimeCompare(old.keyHash[:], sum[:]) != 1 || old.moving && old != moving {
+		if moving != nil {
+			moving.moving = false
+		}
 		h.mu.Unlock()
 		h.resumeBadKey.Add(1)
 		return Resumed{}, proto.ErrUnknownResumeKey
 	}
-	s.name, s.key, s.token = old.name, old.key, old.token
+	s.name, s.key, s.token, s.gen = old.name, old.key, old.token, old.gen
+	old.moving = false
 	a := old.away
 	var zombie Queue
 	var res Resumed
@@ -305,7 +335,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.settleLocked()
 	s.hmu.Unlock()
 	if r != nil {
-		if a != nil && peer != nil {
+		if a != nil && !a.attached && peer != nil {
 			peer.out.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
 		}
 		r.mu.Unlock()
@@ -319,13 +349,48 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		}
 	}
 	h.mu.Unlock()
-	if zombie != nil {
+	switch {
+	case zombie != nil:
 		zombie.Evict(EvictResumed)
 		h.resumedZombie.Add(1)
-	} else {
+	case a.attached:
+		// Taken over from a connection on another node, which that
+		// node evicted as it let the session go.
+		h.resumedZombie.Add(1)
+	default:
 		h.resumedAway.Add(1)
 	}
 	return res, nil
+}
+
+// prepareMove readies a resume of the session whose key hashes to sum,
+// with a directory that moves sessions between nodes: it fetches the
+// session to this node if it is elsewhere, marks it moving so that
+// nothing else moves it meanwhile, and tells the directory of the fresh
+// key before that key is handed out, so that a resume of it on any node
+// finds the session. It returns the session, marked.
+func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash) (*Session, *proto.Error) {
+	for fetched := false; ; fetched = true {
+		h.mu.Lock()
+		s := h.keys[keyIndexOf(*sum)]
+		if s != nil && !s.closed && subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) == 1 {
+			if s.moving {
+				h.mu.Unlock()
+				return nil, proto.ErrUnavailable
+			}
+			s.moving = true
+			h.mu.Unlock()
+			mv.Rekey(s.key, sum, fresh)
+			return s, nil
+		}
+		h.mu.Unlock()
+		if fetched {
+			return nil, proto.ErrUnknownResumeKey
+		}
+		if err := mv.Fetch(sum); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // replayLocked hands s's new connection the answer to its resume and

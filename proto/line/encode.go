@@ -113,7 +113,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
 		dst = append(dst, " lost the connection; waiting up to "...)
-		dst = appendWindow(dst, ev.Window)
+		dst = AppendWindow(dst, ev.Window)
 		dst = append(dst, " for "...)
 		dst = appendSafe(dst, ev.Peer)
 		return append(dst, " to come back\r\n"...)
@@ -145,7 +145,7 @@ func appendResumeKey(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, " (if your connection drops, reconnect and type /resume "...)
 	dst = appendSafe(dst, ev.ResumeKey)
 	dst = append(dst, " within "...)
-	dst = appendWindow(dst, ev.Window)
+	dst = AppendWindow(dst, ev.Window)
 	return append(dst, ")\r\n"...)
 }
 
@@ -190,10 +190,10 @@ func appendResumeTail(dst []byte, ev *proto.Event) []byte {
 	return appendResumeKey(dst, ev)
 }
 
-// appendWindow appends d as a person writes a short duration: whole
+// AppendWindow appends d as a person writes a short duration: whole
 // hours, minutes and seconds, rounded up to the second, leaving out the
 // parts that are zero ("2m", "1m30s", "1h").
-func appendWindow(dst []byte, d time.Duration) []byte {
+func AppendWindow(dst []byte, d time.Duration) []byte {
 	secs := int64((d + time.Second - 1) / time.Second)
 	if secs <= 0 {
 		return append(dst, "0s"...)

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"duet/config"
+	"duet/engine"
+	"duet/engine/cluster"
+)
+
+// parkTimeout bounds the parking of the sessions a drain sent away,
+// after the engine's part, which shutdown_timeout bounds: a drain that
+// used all of it still gets to hand its sessions to the other nodes.
+const parkTimeout = 5 * time.Second
+
+// drainer drains a node of a cluster for a restart, once, whether
+// SIGTERM or POST /drain asks first: the engine tells every client to
+// reconnect and resume, closing the connections over
+// shutdown.drain_period, and the node parks the sessions so that any
+// other node takes them up (docs/RESUME.md). A node drained by POST
+// /drain stays up, refusing connections and not ready, until it is
+// stopped.
+type drainer struct {
+	srv  *engine.Server
+	node *cluster.Node
+	ops  *operations
+	log  *zap.Logger
+	cfg  atomic.Pointer[config.Config] // the configuration in force (a reload changes it)
+
+	once sync.Once
+	done chan struct{}
+	said string // what the drain did, once done is closed
+}
+
+func newDrainer(srv *engine.Server, node *cluster.Node, ops *operations, log *zap.Logger, cfg *config.Config) *drainer {
+	d := &drainer{srv: srv, node: node, ops: ops, log: log, done: make(chan struct{})}
+	d.cfg.Store(cfg)
+	return d
+}
+
+// run drains the node, or waits for the drain already under way, and
+// says what it did; it returns early with ctx's error if ctx ends
+// first, the drain going on.
+func (d *drainer) run(ctx context.Context) (string, error) {
+	d.once.Do(func() { go d.drain() })
+	select {
+	case <-d.done:
+		return d.said, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (d *drainer) drain() {
+	defer close(d.done)
+	cfg := d.cfg.Load()
+	d.ops.draining()
+	d.log.Info("draining", zap.Duration("drain_period", cfg.DrainSpread()), zap.Duration("deadline", cfg.ShutdownTimeout))
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	var parked atomic.Int64
+	park := func(ctx context.Context, key string) bool {
+		ok := d.node.Park(ctx, key)
+		if ok {
+			parked.Add(1)
+		}
+		return ok
+	}
+	told := d.srv.Drain(ctx, cfg.DrainSpread(), park)
+	cancel()
+	// Sessions away before the drain, or whose park failed, are parked
+	// now; what cannot be is ended by the shutdown.
+	ctx, cancel = context.WithTimeout(context.Background(), parkTimeout)
+	parked.Add(int64(d.node.Drain(ctx)))
+	cancel()
+	d.said = fmt.Sprintf("drained: %d connections told to reconnect, %d sessions parked", told, parked.Load())
+	d.log.Info("drained", zap.Int("connections", told), zap.Int64("parked", parked.Load()), zap.Duration("took", time.Since(start)))
+}

@@ -1,0 +1,595 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"duet/engine/hub"
+	"duet/proto"
+)
+
+// Resume on any node (docs/CLUSTER.md, "Resume on any node").
+//
+// A session can be resumed on a node other than the one that holds it:
+// the load balancer may send a phone that changed networks anywhere,
+// and a node drained for an upgrade sends all its users elsewhere. The
+// directory finds a session by the keyed hash of its resume key
+// (Register, Rekey). To move, a session is parked: its node takes it out
+// of its hub whole (hub.Export), seals it with the cluster secret and
+// writes it to Redis beside its record, which stays, marked as on no
+// node; the node that resumes it claims it in one script and takes it up
+// (hub.Import). What its partner says meanwhile is queued in Redis,
+// sealed too, within resume.buffer, and refused past it
+// (peer_away_full), as on one node.
+//
+// No message is lost, repeated or reordered across the move, by a
+// fence rather than sequence numbers: before the session's node takes
+// it out, it asks the partner's node to hold what the partner says from
+// now on (Z) and waits for the answer (z), which that node sends after
+// everything it sent before, on the same ordered channel; so the session
+// has had everything sent before the fence when it leaves, and all that
+// is sent after is held, then queued in Redis behind the park, then
+// handed to the node that took it up, in order (route.go). In the other
+// direction, the node publishes all the session said before the park is
+// written, and the new node can only claim it after; Redis hands a
+// subscriber what was published in the order it was, so the partner's
+// node has the session's last words from its old node before its first
+// from the new one. A partner's node that does not answer the fence in
+// time has a link in trouble: the pairing is cut with link_lost, told to
+// both, as any pairing whose link fails. Sequence numbers would cost
+// every message between nodes a few bytes and a check for a move that
+// happens rarely; the fence costs one round trip per move and nothing
+// else.
+//
+// A parked session's window is kept by its partner's node, which ends
+// it when it runs out (route.go's expire) and tells the partner timeout;
+// a session with no partner, or whose partner's node is gone, just
+// expires with its keys (every key of a parked session has the window
+// for its TTL), so a session parked by a node that is gone still ends,
+// and nothing of it stays in Redis.
+
+func (n *Node) parkKey(hashedName string) string  { return n.key("park", hashedName) }
+func (n *Node) queueKey(hashedName string) string { return n.key("parkq", hashedName) }
+func (n *Node) resumeKey(rk string) string        { return n.key("resume", rk) }
+
+// Rekey implements hub.Mover.
+func (n *Node) Rekey(key string, old, fresh *hub.ResumeHash) {
+	if !n.up.Load() {
+		return // written back on recovery, with the key then current
+	}
+	ctx, cancel := n.op()
+	defer cancel()
+	hn := n.keys.nameHash(key)
+	res, err := rekeyScript.Run(ctx, n.rdb, []string{n.userKey(hn)},
+		hn, n.id, n.keys.resumeHash(old), n.keys.resumeHash(fresh), n.opts.Prefix).Text()
+	if err != nil {
+		n.linkLost("resume", err)
+		return
+	}
+	if res != "ok" {
+		n.log.Warn("the directory did not hold the resume key a session of this node was resumed with; it holds the new one only if written back", zap.String("answer", res))
+	}
+}
+
+// Fetch implements hub.Mover.
+func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
+	if !n.up.Load() {
+		return proto.ErrUnavailable
+	}
+	rk := n.keys.resumeHash(sum)
+	// A session can be taken by another resume between looking and
+	// claiming; looking again finds where it went.
+	unknown := false
+	for range 3 {
+		ctx, cancel := n.op()
+		res, err := findScript.Run(ctx, n.rdb, []string{n.resumeKey(rk)}, n.opts.Prefix, rk).StringSlice()
+		cancel()
+		if err != nil {
+			n.linkLost("resume", err)
+			return proto.ErrUnavailable
+		}
+		if len(res) < 3 {
+			return proto.ErrUnknownResumeKey
+		}
+		hn, node := res[0], res[1]
+		if node != "" {
+			if node == n.id {
+				return nil // here after all: the hub looks again
+			}
+			li, ok := parseLease(res[2])
+			if !ok || li.keyID != n.keys.keyID {
+				// Its node is dead (it is reaped within a lease) or
+				// has another secret.
+				return proto.ErrUnavailable
+			}
+			switch code := n.askHandOver(address(node, li.inc), sum); code {
+			case "ok", proto.ErrUnknownResumeKey.Code:
+				// Handed over; or it left that node meanwhile (parked by
+				// a drain, or taken by another resume): look again.
+				unknown = code != "ok"
+				continue
+			default:
+				return proto.ErrUnavailable
+			}
+		}
+		if len(res) < 6 {
+			return proto.ErrUnknownResumeKey
+		}
+		p, err := n.openParked(hn, res[4], res[5], sum)
+		if err != nil {
+			return proto.ErrUnknownResumeKey
+		}
+		taken, perr := n.claim(hn, p)
+		if perr != nil {
+			return perr
+		}
+		if taken {
+			return nil
+		}
+	}
+	if unknown {
+		return proto.ErrUnknownResumeKey
+	}
+	return proto.ErrUnavailable
+}
+
+// openParked opens a parked session found for the resume key whose
+// hash is sum, and checks it is what it should be: the session of that
+// record, parked as gen, with that key. A sealed state that fails was
+// written by someone without the cluster secret, or moved from another
+// record by someone who can write to Redis: it is refused and counted.
+func (n *Node) openParked(hn, blob, genArg string, sum *hub.ResumeHash) (*hub.Parked, error) {
+	gen, err := strconv.ParseUint(genArg, 10, 32)
+	if err == nil {
+		var pt []byte
+		if pt, err = n.keys.opener().open([]byte(blob), parkAAD(hn, uint32(gen))); err == nil {
+			var p *hub.Parked
+			if p, err = hub.ParseParked(pt); err == nil {
+				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 {
+					return p, nil
+				}
+				err = errBadRecord
+			}
+		}
+	}
+	n.recordsRejected.Add(1)
+	if ok, suppressed := n.rejectLog.allow(); ok {
+		n.log.Warn("refused a parked session that was not written by a node of this cluster for this resume key (Redis was written to by someone else, or by a node with another cluster secret)",
+			zap.Error(err), zap.Int("suppressed_since_last", suppressed))
+	}
+	return nil, err
+}
+
+// claim takes p, parked, for this node, with what was queued for it,
+// and takes it up in the hub. It reports false when p was not parked
+// as it was found any more (another node took it first).
+func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
+	ctx, cancel := n.op()
+	res, err := claimParkedScript.Run(ctx, n.rdb,
+		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id), n.leaseOf(n.id)},
+		hn, n.id, n.opts.Prefix, strconv.FormatUint(uint64(p.Gen), 10), n.seal.record(p.Name, p.Key, hn)).StringSlice()
+	cancel()
+	if err != nil {
+		n.linkLost("resume", err)
+		return false, proto.ErrUnavailable
+	}
+	switch arg(res, 0) {
+	case "ok":
+	case "owned":
+		return false, nil
+	case "gone":
+		return false, proto.ErrUnknownResumeKey
+	default:
+		return false, proto.ErrUnavailable
+	}
+	if len(res) < 7 {
+		n.log.Error("the claim of a parked session answered too little", zap.Int("fields", len(res)))
+		return false, proto.ErrUnavailable
+	}
+	paired, pairArg, peerNode, peerLease, peerGen, peerTTL := res[1] == "1", res[2], res[3], res[4], res[5], res[6]
+
+	from := ""
+	if p.Pair != nil {
+		from = p.Pair.PeerName
+	}
+	op := n.keys.opener()
+	var queued []hub.ParkedMessage
+	for i, e := range res[7:] {
+		text, err := op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i)))
+		if err != nil {
+			n.recordsRejected.Add(1)
+			n.log.Warn("refused a message queued for a parked session: not sealed for its place by a node of this cluster", zap.Int("index", i))
+			continue
+		}
+		queued = append(queued, hub.ParkedMessage{From: from, Text: text})
+	}
+
+	var here *remoteOutbox
+	release := uint64(0)
+	if pp := p.Pair; pp != nil {
+		switch {
+		case !paired || pairArg != n.pairArg(pp.ID):
+			// The partner left, or its node died, while the session
+			// was parked; the record says so already.
+			p.Pair = nil
+		case peerNode == "":
+			pp.PeerNode = ""
+		case peerNode == n.id:
+			pp.PeerNode = n.addr
+			if here = n.route(pp.PeerKey, pp.ID); here != nil {
+				here.quiesce()
+			}
+		default:
+			li, ok := parseLease(peerLease)
+			if !ok || li.keyID != n.keys.keyID {
+				// The partner's node is dead: it is reaped within a
+				// lease, and its user with it.
+				release, p.Pair = pp.ID, nil
+			} else {
+				pp.PeerNode = address(peerNode, li.inc)
+			}
+		}
+	}
+	if err := n.hub.Import(p, queued); err != nil {
+		if here != nil {
+			here.unquiesce()
+		}
+		n.log.Error("cannot take up a session claimed for this node; it is logged out", zap.String("error", err.Code))
+		n.Unregister(p.Key, p.Token)
+		return false, proto.ErrUnavailable
+	}
+	if release != 0 {
+		n.Release(p.Key, release)
+	}
+	n.moved.Add(1)
+	if pp := p.Pair; pp != nil {
+		switch pp.PeerNode {
+		case "":
+			gen, _ := strconv.ParseUint(peerGen, 10, 32)
+			ttl, _ := strconv.ParseInt(peerTTL, 10, 64)
+			if o := n.route(p.Key, pp.ID); o != nil {
+				o.control(move{kind: localParked, gen: uint32(gen), window: time.Duration(ttl)*time.Millisecond - n.grace()})
+			}
+		case n.addr:
+		default:
+			n.sender(pp.PeerNode).add(true, frameMoved, pp.ID, pp.PeerKey, p.Key, nil, uint64(p.Gen+1))
+		}
+	}
+	return true, nil
+}
+
+// askHandOver asks the node at addr to park the session whose resume key
+// hashes to sum, and returns its answer: "ok", or an error code.
+func (n *Node) askHandOver(addr string, sum *hub.ResumeHash) string {
+	req := n.requests.Add(1)
+	ch := make(chan string, 1)
+	n.mu.Lock()
+	n.handOvers[req] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.handOvers, req)
+		n.mu.Unlock()
+	}()
+	n.sender(addr).add(true, frameHandOver, 0, "", "", sum[:], req)
+	t := time.NewTimer(n.moveTimeout())
+	defer t.Stop()
+	select {
+	case code := <-ch:
+		return code
+	case <-t.C:
+	case <-n.ctx.Done():
+	}
+	return proto.ErrUnavailable.Code
+}
+
+// moveTimeout bounds a hand-over as the asking node waits for it: the
+// fence, the partner's node's last messages and the park itself.
+func (n *Node) moveTimeout() time.Duration { return 5 * n.opts.OpTimeout }
+
+// handedOver takes a node's answer to a hand-over.
+func (n *Node) handedOver(req uint64, code string) {
+	n.mu.Lock()
+	ch := n.handOvers[req]
+	n.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- code:
+		default:
+		}
+	}
+}
+
+// handOver parks the session whose resume key hashes to b, as the node
+// src asks, and answers it.
+func (n *Node) handOver(src string, req uint64, b []byte) {
+	code := "ok"
+	if len(b) != sha256.Size {
+		code = proto.ErrUnknownResumeKey.Code
+	} else {
+		var sum hub.ResumeHash
+		copy(sum[:], b)
+		ctx, cancel := context.WithTimeout(n.ctx, n.moveTimeout())
+		if err := n.park(ctx, "", &sum); err != nil {
+			code = err.Code
+		}
+		cancel()
+	}
+	n.sender(src).add(true, frameHandedOver, 0, "", code, nil, req)
+}
+
+// park takes the session key of this node (or, with sum, the one whose
+// resume key hashes to sum) out of the hub and parks it in Redis, for
+// any node to take up.
+func (n *Node) park(ctx context.Context, key string, sum *hub.ResumeHash) *proto.Error {
+	if !n.up.Load() {
+		return proto.ErrUnavailable
+	}
+	t, err := n.hub.BeginPark(key, sum)
+	if err != nil {
+		return err
+	}
+	if t.PeerNode != "" && !n.fence(ctx, t) {
+		n.log.Warn("the node of a moving session's partner did not answer in time; the pairing is cut", zap.String("peer_node", t.PeerNode))
+		for _, c := range n.hub.CutPair(t.PairID, proto.ReasonLinkLost, 0) {
+			n.tellLeft(c, proto.ReasonLinkLost)
+		}
+	}
+	p, err := n.hub.Export(t)
+	if err != nil {
+		return err
+	}
+	if pp := p.Pair; pp != nil && pp.PeerNode != "" && pp.PeerNode != n.addr {
+		// Everything the session said goes before its park is written:
+		// the node that takes it up cannot overtake it.
+		n.sender(pp.PeerNode).drain(ctx)
+	}
+	if werr := n.writePark(ctx, p); werr != nil {
+		n.log.Warn("cannot park a session; it stays on this node", zap.Error(werr))
+		n.restore(p)
+		return proto.ErrUnavailable
+	}
+	n.parked.Add(1)
+	if pp := p.Pair; pp != nil {
+		switch pp.PeerNode {
+		case "":
+		case n.addr:
+			if o := n.route(pp.PeerKey, pp.ID); o != nil {
+				o.control(move{kind: localParked, gen: p.Gen, window: p.WindowLeft})
+			}
+		default:
+			n.sender(pp.PeerNode).add(true, frameParked, pp.ID, pp.PeerKey,
+				strconv.FormatUint(uint64(p.Gen), 10), nil, uint64(p.WindowLeft/time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// fence asks the node of t's partner to hold what the partner says from
+// now on, and waits until it says so, after all it sent before.
+func (n *Node) fence(ctx context.Context, t *hub.Ticket) bool {
+	ch := make(chan struct{})
+	n.mu.Lock()
+	n.fences[t.PairID] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.fences, t.PairID)
+		n.mu.Unlock()
+	}()
+	n.sender(t.PeerNode).add(true, frameFreeze, t.PairID, t.PeerKey, t.Key, nil, uint64(t.Gen))
+	timer := time.NewTimer(2 * n.opts.OpTimeout)
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-n.ctx.Done():
+	}
+	return false
+}
+
+// fenced takes a partner's node's answer to a fence.
+func (n *Node) fenced(pair uint64) {
+	n.mu.Lock()
+	ch := n.fences[pair]
+	delete(n.fences, pair)
+	n.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// writePark writes p, sealed, to Redis, and marks its record as on no
+// node.
+func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
+	hn := n.keys.nameHash(p.Key)
+	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
+	ttl := p.WindowLeft
+	if p.Pair != nil {
+		ttl += n.grace()
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.opts.OpTimeout)
+	defer cancel()
+	res, err := parkScript.Run(ctx, n.rdb,
+		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
+		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), p.Waiting(), p.AwayText,
+		max(ttl.Milliseconds(), 1), n.opts.Prefix).Text()
+	if err != nil {
+		n.linkLost("park", err)
+		return err
+	}
+	if res != "ok" {
+		return fmt.Errorf("the session's record is not this node's (%s)", res)
+	}
+	return nil
+}
+
+// restore takes back a session that could not be parked.
+func (n *Node) restore(p *hub.Parked) {
+	release := uint64(0)
+	if pp := p.Pair; pp != nil && pp.PeerNode == "" {
+		// Paired with a parked partner, whose queue this node would
+		// have to learn of again: the pairing goes.
+		release, p.Pair = pp.ID, nil
+	}
+	if err := n.hub.Import(p, nil); err != nil {
+		n.log.Error("cannot take back a session that could not be parked; it is logged out", zap.String("error", err.Code))
+		n.Unregister(p.Key, p.Token)
+		return
+	}
+	if release != 0 {
+		n.Release(p.Key, release)
+	}
+	if pp := p.Pair; pp != nil && pp.PeerNode != n.addr {
+		n.sender(pp.PeerNode).add(true, frameMoved, pp.ID, pp.PeerKey, p.Key, nil, uint64(p.Gen+1))
+	}
+}
+
+// tellLeft tells the partner of a pairing cut here that it ended: its
+// node, or, when it is parked, its record.
+func (n *Node) tellLeft(c hub.RemoteCut, reason proto.Reason) {
+	if o := n.route(c.Key, c.PairID); o != nil {
+		o.forget()
+	}
+	if c.Node != "" {
+		n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(reason), nil, 0)
+		return
+	}
+	go n.releaseParked(c.PeerKey, c.PairID)
+}
+
+// releaseParked records that a parked session's partner left pairing
+// pair.
+func (n *Node) releaseParked(key string, pair uint64) {
+	ctx, cancel := n.op()
+	defer cancel()
+	hn := n.keys.nameHash(key)
+	err := releaseParkedScript.Run(ctx, n.rdb, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
+		hn, n.pairArg(pair), n.opts.Prefix, n.grace().Milliseconds()).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		n.linkLost("release", err)
+	}
+}
+
+// Drain parks every session of this node that is away, so that users
+// told to reconnect (a node being drained) find theirs on any node; a
+// session is parked for a resume that asks for it anyway, and this
+// parks the rest. It returns once all are parked, or ctx ends, with how
+// many it parked; what could not be parked stays.
+func (n *Node) Drain(ctx context.Context) int {
+	keys := n.hub.AwayKeys()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		parked int
+	)
+	// A few at a time: each waits a round trip or two on other nodes.
+	sem := make(chan struct{}, 16)
+	for _, key := range keys {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := n.park(ctx, key, nil); err == nil {
+				mu.Lock()
+				parked++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	n.waitParker(ctx)
+	// The partners' nodes learn of the parks (K) before this node goes.
+	n.mu.Lock()
+	senders := make([]*sender, 0, len(n.senders))
+	for _, s := range n.senders {
+		senders = append(senders, s)
+	}
+	n.mu.Unlock()
+	for _, s := range senders {
+		s.drain(ctx)
+	}
+	return parked
+}
+
+// rescueParked looks, before the pairings with dead nodes are cut, at
+// those whose partner a dead node was moving (frozen): if it parked the
+// partner before it died, and only its word of that (K) was lost with
+// it, the partner is parked, and its pairing stands.
+func (n *Node) rescueParked(ctx context.Context, gone func(addr string) bool) {
+	n.mu.Lock()
+	var frozen []*remoteOutbox
+	for _, o := range n.routes {
+		o.mu.Lock()
+		if o.state == routeFrozen && o.s != nil && gone(o.s.dest) {
+			frozen = append(frozen, o)
+		}
+		o.mu.Unlock()
+	}
+	n.mu.Unlock()
+	for _, o := range frozen {
+		hn := n.keys.nameHash(o.to)
+		pipe := n.rdb.Pipeline()
+		node := pipe.HGet(ctx, n.userKey(hn), "node")
+		gen := pipe.HGet(ctx, n.parkKey(hn), "gen")
+		ttl := pipe.PTTL(ctx, n.parkKey(hn))
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			n.linkLost("check", err)
+			return
+		}
+		o.mu.Lock()
+		g := o.gen
+		o.mu.Unlock()
+		if node.Val() != "" || gen.Val() != strconv.FormatUint(uint64(g), 10) || ttl.Val() <= 0 {
+			continue // not parked: the pairing is cut with the node
+		}
+		o.control(move{kind: frameParked, gen: g, window: ttl.Val() - n.grace()})
+	}
+}
+
+// Park parks the session key of this node, which is away, for a resume
+// on any node (a drain parks each session before its client is told to
+// reconnect, so the resume finds it parked). It returns once the
+// partner's node has been sent word of it, or ctx ends, and reports
+// whether the session was parked.
+func (n *Node) Park(ctx context.Context, key string) bool {
+	if err := n.park(ctx, key, nil); err != nil {
+		return false
+	}
+	n.mu.Lock()
+	senders := make([]*sender, 0, len(n.senders))
+	for _, s := range n.senders {
+		senders = append(senders, s)
+	}
+	n.mu.Unlock()
+	for _, s := range senders {
+		s.drain(ctx)
+	}
+	return true
+}
+
+// waitParker waits until what this node's users said to parked
+// partners is queued in Redis, or ctx ends.
+func (n *Node) waitParker(ctx context.Context) {
+	for !n.parkerIdle() && ctx.Err() == nil && n.ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+}

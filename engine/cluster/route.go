@@ -1,0 +1,655 @@
+package cluster
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"duet/engine/hub"
+	"duet/proto"
+)
+
+// A partner on another node, and where it is.
+//
+// The hub stands in for a partner on another node with a stub whose
+// Outbox is a remoteOutbox: what the stub is handed travels to the
+// partner's node (it is live there). A partner's session can move to
+// another node (move.go), and the remoteOutbox follows it:
+//
+//	live     --Z-->  frozen    its node is moving it: hold everything,
+//	                            and answer z, after all that went before
+//	frozen   --K-->  parked    it is parked in Redis: queue messages for
+//	                            it there (the parker), and end it when
+//	                            its window runs out, if nobody takes it up
+//	parked   --claimed elsewhere--> awaiting   hold, until its new node
+//	                            says it has it
+//	any      --O-->  live      its new node has it: pass on what was
+//	                            held, in order, then everything else
+//
+// Z, K and O are frames from the session's nodes (wire.go); each names
+// the session's moves so far (gen), so that news of an earlier home
+// that arrives after news of a later one is ignored. Everything the
+// remoteOutbox does happens in the order the hub hands it events, under
+// its own lock, so no message overtakes another across a move. Held
+// messages are bounded like a sender's queue (Options.MaxQueue): past
+// it, the pairing is cut, and the speaker told, as when a sender is
+// full.
+
+type routeState uint8
+
+const (
+	routeLive routeState = iota
+	routeFrozen
+	routeParked
+	routeAwaiting
+	routeGone // the pairing ended, or the session was taken up here
+)
+
+// heldFrame is a frame held while the partner is not live anywhere.
+type heldFrame struct {
+	kind byte // frameMessage or frameLeft
+	a    string
+	b    []byte
+	n    uint64
+}
+
+// heldCost is what a held message counts against MaxQueue.
+func heldCost(text []byte) int { return len(text) + 64 }
+
+// move is news of the partner's session: a frame (Z, K or O) or, for
+// a stub made for a session parked by this node or found parked here,
+// the same news told locally ('k').
+type move struct {
+	kind   byte
+	gen    uint32
+	window time.Duration // K: how long it may still wait for a resume
+	to     *sender       // Z: the node moving it; O: its new node
+}
+
+// localParked is the kind of a move that tells a stub made here
+// (Directory.Remote with node "") that its partner is parked, at gen.
+const localParked = 'k'
+
+// remoteOutbox is the hub.Outbox of a partner on another node: it turns
+// the hub's events for that partner into frames for its node, or holds
+// them while the partner moves.
+type remoteOutbox struct {
+	n    *Node
+	to   string // the partner's key
+	name string // the partner's name
+	from string // the key of the session here it is paired with
+	pair uint64
+
+	// dropped counts messages refused because the sender (or what is
+	// held) was full; the first one asks the node to cut the pairing.
+	dropped atomic.Int64
+
+	mu       sync.Mutex
+	idle     sync.Cond // signalled when busy goes false
+	state    routeState
+	s        *sender // live: the partner's node; frozen: the node moving it
+	gen      uint32  // the partner's moves, as last heard
+	held     []heldFrame
+	heldSize int
+	// index is, while parked, the place in the partner's queue of the
+	// next message queued for it.
+	index  uint64
+	busy   bool // the parker is working on it
+	quiet  bool // the partner is being taken up here: the parker starts nothing
+	queued bool // in the parker's list
+	moves  []move
+	timer  *time.Timer // parked: ends the partner's window
+}
+
+func newRemoteOutbox(n *Node, node, key, name, from string, pair uint64) *remoteOutbox {
+	o := &remoteOutbox{n: n, to: key, name: name, from: from, pair: pair}
+	o.idle.L = &o.mu
+	if node == "" {
+		o.state = routeFrozen
+		n.addRoute(o)
+	} else {
+		o.s = n.sender(node)
+	}
+	return o
+}
+
+// Deliver implements hub.Outbox. It runs under hub locks and only
+// queues.
+func (o *remoteOutbox) Deliver(ev *proto.Event) {
+	o.mu.Lock()
+	if o.state == routeLive {
+		o.passLocked(o.s, ev)
+		o.mu.Unlock()
+		return
+	}
+	kick := o.holdLocked(ev)
+	o.mu.Unlock()
+	if kick {
+		o.n.kickParker(o)
+	}
+}
+
+// passLocked hands ev to s, the partner's node's sender.
+func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
+	switch ev.Kind {
+	case proto.EvMessage:
+		o.passMessage(s, ev.Text)
+	case proto.EvPaired:
+		s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), 0)
+	case proto.EvPeerLeft:
+		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
+	case proto.EvPeerAway:
+		s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
+	case proto.EvPeerBack:
+		s.add(true, frameBack, o.pair, o.to, "", nil, 0)
+	case proto.EvError:
+		// A message the partner's session refused (peer_away_full): the
+		// speaker is on the other node, and told there.
+		if ev.Err != nil {
+			s.add(true, frameError, o.pair, o.to, ev.Err.Code, []byte(ev.Err.Text), 0)
+		}
+	default:
+		o.n.log.Debug("event with no meaning for a remote partner", zap.Stringer("kind", ev.Kind))
+	}
+}
+
+// passMessage hands one message to s. Once one message is refused, so
+// is every later one until the cut: the partner gets a gapless prefix,
+// never a hole.
+func (o *remoteOutbox) passMessage(s *sender, text []byte) {
+	if o.dropped.Load() > 0 || !s.add(false, frameMessage, o.pair, o.to, o.from, text, 0) {
+		if o.dropped.Add(1) == 1 {
+			o.n.requestCut(o.pair, o)
+		}
+	}
+}
+
+// holdLocked keeps ev while the partner is not live anywhere, and
+// reports whether the parker has work.
+func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
+	switch ev.Kind {
+	case proto.EvMessage:
+		if o.state == routeGone {
+			return false
+		}
+		if o.dropped.Load() > 0 || o.heldSize+heldCost(ev.Text) > o.n.opts.MaxQueue {
+			if o.dropped.Add(1) == 1 {
+				o.n.requestCut(o.pair, o)
+			}
+			return false
+		}
+		o.held = append(o.held, heldFrame{kind: frameMessage, a: o.from, b: append([]byte(nil), ev.Text...)})
+		o.heldSize += heldCost(ev.Text)
+	case proto.EvPeerLeft:
+		if o.state == routeGone {
+			return false
+		}
+		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
+	default:
+		// What else a partner is told (this side went away, came back,
+		// or refused a message) means nothing to a session that is
+		// away, as the partner is while it moves: it would drop it too.
+		return false
+	}
+	return o.state == routeParked
+}
+
+// TakeHeld implements hub.Holder: the partner was taken up on this node,
+// in the place of the stub.
+func (o *remoteOutbox) TakeHeld(yield func(text []byte)) {
+	o.mu.Lock()
+	held := o.held
+	o.held, o.heldSize = nil, 0
+	o.goneLocked()
+	o.mu.Unlock()
+	o.n.dropRoute(o)
+	for _, h := range held {
+		if h.kind == frameMessage {
+			yield(h.b)
+		}
+	}
+}
+
+func (o *remoteOutbox) goneLocked() {
+	o.state = routeGone
+	o.held, o.heldSize = nil, 0
+	if o.timer != nil {
+		o.timer.Stop()
+		o.timer = nil
+	}
+}
+
+// forget ends the outbox: its pairing was cut here.
+func (o *remoteOutbox) forget() {
+	o.mu.Lock()
+	o.goneLocked()
+	o.mu.Unlock()
+	o.n.dropRoute(o)
+}
+
+// quiesce waits until the parker is done with the outbox, and keeps it
+// from starting again: the partner is about to be taken up here, and
+// takes what is held, in order, only once nothing is on its way to
+// Redis.
+func (o *remoteOutbox) quiesce() {
+	o.mu.Lock()
+	o.quiet = true
+	for o.busy {
+		o.idle.Wait()
+	}
+	o.mu.Unlock()
+}
+
+// unquiesce undoes quiesce, when the partner was not taken up here.
+func (o *remoteOutbox) unquiesce() {
+	o.mu.Lock()
+	o.quiet = false
+	kick := o.state == routeParked && len(o.held) > 0
+	o.mu.Unlock()
+	if kick {
+		o.n.kickParker(o)
+	}
+}
+
+// control applies news of the partner's session, in the order it came;
+// while the parker is busy with the outbox, once it is done.
+func (o *remoteOutbox) control(m move) {
+	o.mu.Lock()
+	o.moves = append(o.moves, m)
+	var after []func()
+	if !o.busy {
+		after = o.movesLocked()
+	}
+	kick := o.state == routeParked && len(o.held) > 0
+	o.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+	if kick {
+		o.n.kickParker(o)
+	}
+}
+
+// movesLocked applies the news queued, and returns what is to be done
+// once the lock is released.
+func (o *remoteOutbox) movesLocked() (after []func()) {
+	for _, m := range o.moves {
+		switch m.kind {
+		case frameFreeze:
+			if o.state == routeGone {
+				m.to.add(true, frameFrozen, o.pair, o.to, "", nil, uint64(m.gen))
+				continue
+			}
+			if o.state == routeLive && o.s != m.to {
+				// The Z came from where the partner is, so this does not
+				// happen; if it did, what went before went to o.s.
+				o.n.log.Warn("a node moved a session this node thought elsewhere", zap.String("from_node", m.to.dest))
+			}
+			if o.state == routeLive {
+				after = append(after, func() { o.n.addRoute(o) })
+			}
+			o.state, o.gen, o.s = routeFrozen, m.gen, m.to
+			dest := m.to.dest
+			after = append(after, func() { o.n.hub.Reroute(o.from, o.pair, dest) })
+			if o.timer != nil {
+				o.timer.Stop()
+				o.timer = nil
+			}
+			// After everything this node sent before: the mover's
+			// fence.
+			m.to.add(true, frameFrozen, o.pair, o.to, "", nil, uint64(m.gen))
+		case frameParked, localParked:
+			if o.state != routeFrozen || (m.kind == frameParked && m.gen != o.gen) {
+				continue
+			}
+			o.state, o.gen, o.index, o.s = routeParked, m.gen, 0, nil
+			o.timer = time.AfterFunc(max(m.window, 0), o.expire)
+			after = append(after, func() { o.n.hub.Reroute(o.from, o.pair, "") })
+		case frameMoved:
+			if o.state == routeGone || m.gen <= o.gen {
+				continue
+			}
+			for _, h := range o.held {
+				if h.kind == frameMessage {
+					o.passMessage(m.to, h.b)
+				} else {
+					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)
+				}
+			}
+			o.held, o.heldSize = nil, 0
+			o.state, o.gen, o.s = routeLive, m.gen, m.to
+			if o.timer != nil {
+				o.timer.Stop()
+				o.timer = nil
+			}
+			dest := m.to.dest
+			after = append(after, func() {
+				o.n.dropRoute(o)
+				o.n.hub.Reroute(o.from, o.pair, dest)
+			})
+		}
+	}
+	o.moves = o.moves[:0]
+	return after
+}
+
+// expire ends the partner's window: it was parked, and nobody took it
+// up in time. If it is still parked as it was, its keys go, and the
+// session here is told timeout, as a partner on one node is.
+func (o *remoteOutbox) expire() {
+	o.mu.Lock()
+	if o.state != routeParked {
+		o.mu.Unlock()
+		return
+	}
+	gen := o.gen
+	o.mu.Unlock()
+	n := o.n
+	hn := n.keys.nameHash(o.to)
+	ctx, cancel := n.op()
+	res, err := expireParkedScript.Run(ctx, n.rdb, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
+		hn, strconv.FormatUint(uint64(gen), 10), n.opts.Prefix).Text()
+	cancel()
+	if err != nil {
+		n.linkLost("expire", err)
+		return
+	}
+	if res != "expired" && res != "gone" {
+		return
+	}
+	o.forget()
+	n.hub.RemoteLeft(o.from, o.pair, proto.ReasonTimeout, 0)
+}
+
+// The parker queues messages for parked partners in Redis: one
+// goroutine per node, serving the outboxes that hold something, one
+// pipelined round trip for each outbox's run.
+
+// kickParker puts o in the parker's list.
+func (n *Node) kickParker(o *remoteOutbox) {
+	o.mu.Lock()
+	if o.queued {
+		o.mu.Unlock()
+		return
+	}
+	o.queued = true
+	o.mu.Unlock()
+	n.mu.Lock()
+	n.parkList = append(n.parkList, o)
+	n.mu.Unlock()
+	select {
+	case n.parkWake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) runParker() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.parkWake:
+		}
+		for {
+			n.mu.Lock()
+			list := n.parkList
+			n.parkList = nil
+			n.mu.Unlock()
+			if len(list) == 0 {
+				break
+			}
+			for _, o := range list {
+				n.serve(o)
+			}
+		}
+	}
+}
+
+// parkerIdle reports whether the parker has nothing left to do: a node
+// that leaves waits for it, so what its users said to parked partners
+// is queued before it goes.
+func (n *Node) parkerIdle() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.parkList) > 0 {
+		return false
+	}
+	for _, o := range n.routes {
+		o.mu.Lock()
+		busy := o.busy || o.state == routeParked && len(o.held) > 0 && !o.quiet
+		o.mu.Unlock()
+		if busy {
+			return false
+		}
+	}
+	return true
+}
+
+// maxRun is the most frames the parker sends for one outbox in one
+// round trip.
+const maxRun = 64
+
+// serve queues what o holds for its parked partner.
+func (n *Node) serve(o *remoteOutbox) {
+	o.mu.Lock()
+	o.queued = false
+	if o.state != routeParked || o.busy || o.quiet || len(o.held) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	run := append([]heldFrame(nil), o.held[:min(len(o.held), maxRun)]...)
+	gen, index := o.gen, o.index
+	o.busy = true
+	o.mu.Unlock()
+
+	results, err := n.queueParked(o, gen, index, run)
+
+	o.mu.Lock()
+	o.busy = false
+	o.idle.Broadcast()
+	var after []func()
+	if err != nil {
+		n.linkLost("queue for a parked session", err)
+	} else {
+		after = o.settleLocked(run, results)
+	}
+	after = append(after, o.movesLocked()...)
+	again := o.state == routeParked && len(o.held) > 0 && !o.quiet
+	o.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+	if again {
+		n.kickParker(o)
+	}
+}
+
+// parkResult is one script's answer for a frame of a run.
+type parkResult struct {
+	code string
+	args []string
+}
+
+// queueParked runs the scripts for run, in one pipeline: each message
+// is sealed for its place in the queue (index on), each departure
+// releases the parked session's pairing.
+func (n *Node) queueParked(o *remoteOutbox, gen uint32, index uint64, run []heldFrame) ([]parkResult, error) {
+	ctx, cancel := n.op()
+	defer cancel()
+	hn := n.keys.nameHash(o.to)
+	keys := []string{n.parkKey(hn), n.queueKey(hn), n.userKey(hn)}
+	genArg := strconv.FormatUint(uint64(gen), 10)
+	pipe := n.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(run))
+	for i, f := range run {
+		if f.kind == frameMessage {
+			entry := n.seal.sealNamed(nil, f.b, queueAAD(hn, gen, index))
+			cost := max(heldCost(f.b), len(entry))
+			cmds[i] = appendParkedScript.Run(ctx, pipe, keys, genArg, index, cost, len(f.b), entry, n.opts.Prefix)
+			index++
+			continue
+		}
+		cmds[i] = releaseParkedScript.Run(ctx, pipe, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
+			hn, n.pairArg(o.pair), n.opts.Prefix, n.grace().Milliseconds())
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isScriptAnswer(err) {
+		return nil, err
+	}
+	results := make([]parkResult, len(run))
+	for i, c := range cmds {
+		vals, err := c.StringSlice()
+		if err != nil || len(vals) == 0 {
+			return nil, err
+		}
+		results[i] = parkResult{code: vals[0], args: vals[1:]}
+	}
+	return results, nil
+}
+
+// isScriptAnswer reports whether a pipeline's error is only a script's
+// nil answer, which none of the parker's give.
+func isScriptAnswer(err error) bool { return err == redis.Nil }
+
+// settleLocked takes the answers for run, the first frames held, and
+// returns what is to be done once the lock is released.
+func (o *remoteOutbox) settleLocked(run []heldFrame, results []parkResult) (after []func()) {
+	n := o.n
+	for i, res := range results {
+		f := run[i]
+		switch res.code {
+		case "ok":
+			o.popLocked()
+			if f.kind == frameMessage {
+				o.index++
+				continue
+			}
+			// The session here left the pairing; the parked partner's
+			// record says so now, and nothing more goes to it.
+			o.goneLocked()
+			after = append(after, func() { n.dropRoute(o) })
+			return after
+		case "full":
+			o.popLocked()
+			waiting, _ := strconv.Atoi(arg(res.args, 0))
+			size, _ := strconv.ParseInt(arg(res.args, 1), 10, 64)
+			refusal := proto.PeerAwayFull(o.name, waiting, size)
+			after = append(after, func() {
+				n.hub.RemoteEvent(o.from, o.pair, &proto.Event{Kind: proto.EvError, Err: refusal})
+			})
+			// The next was sealed for the place this one would have
+			// taken: it comes back "at", and goes again.
+		case "at":
+			at, err := strconv.ParseUint(arg(res.args, 0), 10, 64)
+			if err != nil {
+				n.log.Error("a parked session's queue answered a bad place", zap.String("at", printable(arg(res.args, 0))))
+				return after
+			}
+			o.index = at
+			return after
+		case "moved":
+			// Taken up elsewhere: its new node tells this one (O) once
+			// it has it; until then, hold. If that node dies first,
+			// the pairing is cut as with any partner on it.
+			o.state = routeAwaiting
+			if o.timer != nil {
+				o.timer.Stop()
+				o.timer = nil
+			}
+			node, lease := arg(res.args, 0), arg(res.args, 1)
+			if li, ok := parseLease(lease); ok && li.keyID == n.keys.keyID {
+				addr := address(node, li.inc)
+				after = append(after, func() { n.hub.Reroute(o.from, o.pair, addr) })
+			}
+			return after
+		case "stale":
+			// Parked again since, and this node not told yet: it will be.
+			o.state = routeAwaiting
+			return after
+		case "gone":
+			// Its window ran out (its keys expired with it).
+			o.goneLocked()
+			after = append(after, func() {
+				n.dropRoute(o)
+				n.hub.RemoteLeft(o.from, o.pair, proto.ReasonTimeout, 0)
+			})
+			return after
+		default:
+			n.log.Error("a parked session's queue answered an unknown code", zap.String("code", printable(res.code)))
+			return after
+		}
+	}
+	return after
+}
+
+func (o *remoteOutbox) popLocked() {
+	f := o.held[0]
+	o.held[0] = heldFrame{}
+	o.held = o.held[1:]
+	if f.kind == frameMessage {
+		o.heldSize -= heldCost(f.b)
+	}
+}
+
+func arg(args []string, i int) string {
+	if i < len(args) {
+		return args[i]
+	}
+	return ""
+}
+
+// addRoute and dropRoute keep the outboxes whose partner is not live
+// anywhere, by pairing, for the news of its moves (K, O) to find.
+func (n *Node) addRoute(o *remoteOutbox) {
+	n.mu.Lock()
+	n.routes[o.pair] = o
+	n.mu.Unlock()
+}
+
+func (n *Node) dropRoute(o *remoteOutbox) {
+	n.mu.Lock()
+	if n.routes[o.pair] == o {
+		delete(n.routes, o.pair)
+	}
+	n.mu.Unlock()
+}
+
+// route returns the outbox of pairing pair whose session here is key,
+// among those whose partner is not live anywhere, or else the stub's of
+// a live partner; nil when there is neither.
+func (n *Node) route(key string, pair uint64) *remoteOutbox {
+	n.mu.Lock()
+	o := n.routes[pair]
+	n.mu.Unlock()
+	if o != nil && o.from == key {
+		return o
+	}
+	o, _ = n.hub.StubOutbox(key, pair).(*remoteOutbox)
+	return o
+}
+
+// forgetRoutes ends every outbox whose partner is not live: the link
+// to Redis is lost, and their pairings are being cut.
+func (n *Node) forgetRoutes() {
+	n.mu.Lock()
+	list := make([]*remoteOutbox, 0, len(n.routes))
+	for _, o := range n.routes {
+		list = append(list, o)
+	}
+	n.mu.Unlock()
+	for _, o := range list {
+		o.forget()
+	}
+}
+
+// grace is how much longer than its window a parked session that is
+// paired keeps its keys: time for its partner's node, which ends it
+// (expire), to do so before Redis does, leaving nobody to tell the
+// partner.
+func (n *Node) grace() time.Duration { return max(10*time.Second, 3*n.opts.Heartbeat+n.opts.OpTimeout) }
+
+var _ hub.Holder = (*remoteOutbox)(nil)

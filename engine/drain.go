@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"duet/proto/line"
+)
+
+// A drain is how a node of a cluster goes for a restart without ending
+// a conversation (docs/RESUME.md, docs/OPERATIONS.md): each client is
+// told to reconnect, and its session goes away to wait for a resume
+// instead of ending, so that a resume on any other node takes it up.
+// The closes are spread over a period, so that the other nodes see the
+// reconnections arrive at that rate, not all at once. New connections
+// are refused meanwhile (shutting_down), as in a shutdown.
+//
+// What keeps the sessions for the other nodes is the directory's
+// business: Drain's Parker parks each before its client is told, and
+// the caller parks what is left away once Drain returns
+// (cluster.Node.Drain). A single node has no one to hand its sessions
+// to, so its daemon shuts down instead (Shutdown ends the sessions).
+
+// drainTick is how often a drain ends the connections whose turn has
+// come: fine enough that a period of a second spreads them, coarse
+// enough that a loop is not woken for each of thousands.
+const drainTick = 10 * time.Millisecond
+
+// drainParallel bounds the sessions a drain parks at once: each park
+// waits a round trip or two on Redis and on the partner's node.
+const drainParallel = 16
+
+// Parker parks the session key, away, for a resume on any node, and
+// reports whether it did (cluster.Node.Park).
+type Parker func(ctx context.Context, key string) bool
+
+// Drain tells every client of this server to reconnect and resume, and
+// closes its connection, sending its session away (the ending drain);
+// the closes are spread evenly over period (0: all at once). With park
+// (a node of a cluster), each session is parked before its client is
+// told, so that the resume, wherever it comes, finds it parked. Drain
+// returns how many connections it ended, once every connection has
+// closed or ctx has ended. New connections are refused from the start.
+// Drain runs once: a second call returns 0 at once.
+func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) int {
+	if !s.restarting.CompareAndSwap(false, true) {
+		return 0
+	}
+	type target struct {
+		ls *loopState
+		cn *conn
+	}
+	var all []target
+	for _, ls := range s.loopList() {
+		got := make(chan []*conn, 1)
+		err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+			list := make([]*conn, 0, len(ls.conns))
+			for cn := range ls.conns {
+				list = append(list, cn)
+			}
+			got <- list
+			return nil
+		}))
+		if err != nil {
+			continue // the loop is stopping: its connections are closing
+		}
+		select {
+		case list := <-got:
+			for _, cn := range list {
+				all = append(all, target{ls, cn})
+			}
+		case <-ctx.Done():
+			return 0
+		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, drainParallel)
+	// finish tells cn's client, once its session is parked.
+	finish := func(ls *loopState, cn *conn, key, notice string) {
+		defer wg.Done()
+		if key != "" && park != nil {
+			select {
+			case sem <- struct{}{}:
+				park(ctx, key)
+				<-sem
+			case <-ctx.Done():
+			}
+		}
+		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			cn.drainFinish(notice)
+			return nil
+		}))
+	}
+	start := time.Now()
+	tick := time.NewTicker(drainTick)
+	defer tick.Stop()
+	for next := 0; next < len(all); {
+		// The i-th of n closes at start + period*i/n.
+		due := next
+		elapsed := time.Since(start)
+		for due < len(all) && time.Duration(int64(period)*int64(due)/int64(len(all))) <= elapsed {
+			due++
+		}
+		byLoop := make(map[*loopState][]*conn)
+		for _, t := range all[next:due] {
+			byLoop[t.ls] = append(byLoop[t.ls], t.cn)
+		}
+		for ls, list := range byLoop {
+			wg.Add(len(list))
+			err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+				for _, cn := range list {
+					key, notice, ok := cn.drainBegin()
+					if !ok {
+						wg.Done()
+						continue
+					}
+					go finish(ls, cn, key, notice)
+				}
+				return nil
+			}))
+			if err != nil {
+				wg.Add(-len(list))
+			}
+		}
+		next = due
+		if next < len(all) {
+			select {
+			case <-ctx.Done():
+				wg.Wait()
+				return next
+			case <-tick.C:
+			}
+		}
+	}
+	wg.Wait()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return len(all)
+		case <-poll.C:
+		}
+	}
+	return len(all)
+}
+
+// Draining reports whether Drain has begun.
+func (s *Server) Draining() bool { return s.restarting.Load() }
+
+// drainBegin is the first half of a drain's end of the connection, on
+// its loop: its session goes away (to be parked), and the connection
+// carries no session from then on, since once the client is told its
+// resume may come on another connection before this one has closed. It
+// returns the session's key ("" for none) and what the client is to be
+// told, and false if the connection is ending already. Until
+// drainFinish, a command that needs a session is refused as before a
+// login.
+func (cn *conn) drainBegin() (key, notice string, ok bool) {
+	if cn.closed || cn.closing != endNone {
+		return "", "", false
+	}
+	notice = cn.drainNotice()
+	if cn.sess != nil {
+		key = cn.sess.Key()
+		cn.endSession(endDrain, 0)
+		cn.sess = nil
+	}
+	return key, notice, true
+}
+
+// drainFinish tells the client to reconnect (a line client with its
+// resume key, which it would otherwise have to find further up its
+// screen) and closes the connection once what is queued for it is
+// written.
+func (cn *conn) drainFinish(notice string) {
+	if cn.closed {
+		return
+	}
+	cn.endAs(endDrain, endDetail{notice: notice})
+}
+
+// drainNotice is what a client is told as a drain ends its connection.
+func (cn *conn) drainNotice() string {
+	window := cn.srv.resume.Load().Window
+	if cn.sess == nil || window <= 0 {
+		return ""
+	}
+	key := cn.resumeKey.Load()
+	if key == nil {
+		return ""
+	}
+	return drainNoticeText(cn.stage != stageWS, *key, window)
+}
+
+// drainNoticeText is the notice of a drain to a session with resume key
+// key: a line client is given the command to type, since the key is
+// otherwise further up its screen; a browser knows its key.
+func drainNoticeText(isLine bool, key string, window time.Duration) string {
+	var b []byte
+	if isLine {
+		b = append(b, "the server is restarting; reconnect and type /resume "...)
+		b = append(b, key...)
+		b = append(b, " within "...)
+	} else {
+		b = append(b, "the server is restarting; reconnect and resume your session within "...)
+	}
+	return string(line.AppendWindow(b, window))
+}

@@ -1,0 +1,122 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"duet/engine/enginetest"
+)
+
+// TestDrain: a drain tells each client to reconnect, a line client with
+// its resume key and a browser with close 1012, sends each session away
+// instead of ending it, spreads the closes over the period, and refuses
+// new connections meanwhile.
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialWS(t).Login("bob")
+	carol := d.DialLine(t).Login("carol")
+	dora := d.DialWS(t).Login("dora")
+	anon := d.DialLine(t) // not logged in: told to reconnect, nothing more
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+
+	const period = 1200 * time.Millisecond
+	start := time.Now()
+	told := make(chan int, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+		defer cancel()
+		told <- d.Drain(ctx, period, nil)
+	}()
+
+	var mu sync.Mutex
+	var closedAt []time.Duration
+	closed := func() {
+		mu.Lock()
+		closedAt = append(closedAt, time.Since(start))
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	lineNotice := regexp.MustCompile(`^\* the server is restarting; reconnect and type /resume ([0-9a-z]{26}) within 2m$`)
+	for _, lc := range []*enginetest.LineClient{alice, carol} {
+		wg.Go(func() {
+			for {
+				l := lc.Line()
+				if m := lineNotice.FindStringSubmatch(l); m != nil {
+					if m[1] != lc.Key {
+						t.Errorf("%s told key %s, has %s", lc.Name, m[1], lc.Key)
+					}
+					break
+				}
+				if !strings.HasPrefix(l, "* bob ") && !strings.HasPrefix(l, "* alice ") {
+					t.Errorf("%s: %q", lc.Name, l)
+				}
+			}
+			lc.ExpectClosed()
+			closed()
+		})
+	}
+	wg.Go(func() {
+		if l := anon.Line(); l != "* the server is restarting; reconnect" {
+			t.Errorf("not logged in: %q", l)
+		}
+		anon.ExpectClosed()
+		closed()
+	})
+	for _, wc := range []*enginetest.WSClient{bob, dora} {
+		wg.Go(func() {
+			var notice string
+			code, reason := wc.ReadUntilClose(func(ev map[string]any) {
+				if ev["type"] == "notice" {
+					notice, _ = ev["text"].(string)
+				}
+			})
+			if code != 1012 || reason != "service restart" {
+				t.Errorf("%s: close %d %q", wc.Name, code, reason)
+			}
+			if notice != "the server is restarting; reconnect and resume your session within 2m" {
+				t.Errorf("%s: notice %q", wc.Name, notice)
+			}
+			closed()
+		})
+	}
+	wg.Wait()
+	if n := <-told; n != 5 {
+		t.Fatalf("drained %d connections, want 5", n)
+	}
+	took := time.Since(start)
+	mu.Lock()
+	spread := closedAt[len(closedAt)-1] - closedAt[0]
+	mu.Unlock()
+	t.Logf("5 closes spread over %v, drain took %v (period %v)", spread, took, period)
+	// The fifth of five closes at 4/5 of the period.
+	if spread < period/2 || took > period+5*time.Second {
+		t.Fatalf("closes spread over %v, drain took %v, for a period of %v", spread, took, period)
+	}
+	if st := d.Hub.Stats(); st.Away != 4 || st.Users != 4 || st.Pairs != 1 {
+		t.Fatalf("after the drain: %+v", st)
+	}
+	late, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	late.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	if l, _ := bufio.NewReader(late).ReadString('\n'); !strings.HasPrefix(l, "! shutting_down: ") {
+		t.Fatalf("a connection during a drain: %q", l)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if n := d.Drain(ctx, period, nil); n != 0 {
+		t.Fatalf("a second drain ended %d", n)
+	}
+}

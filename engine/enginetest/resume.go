@@ -1,0 +1,110 @@
+package enginetest
+
+import (
+	"net"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// Helpers for tests of session resume (docs/RESUME.md), on one daemon or
+// across the nodes of a cluster.
+
+// Reset drops c as a dead network or a killed phone radio looks to the
+// server: SO_LINGER 0, then close, sends a TCP reset, not an end of
+// input.
+func Reset(t testing.TB, c net.Conn) {
+	t.Helper()
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("%T is not a TCP connection", c)
+	}
+	if err := tc.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ResumeLine resumes key on a new line connection to d and reads the
+// answer up to the new key: whom it says the user is connected with, the
+// messages it replays, and how many it could not keep. The client's Key
+// is the new key.
+func ResumeLine(t testing.TB, d *Daemon, key string) (lc *LineClient, peer string, replayed []string, missed int) {
+	t.Helper()
+	lc = d.DialLine(t)
+	lc.Send("/resume " + key)
+	peer, replayed, missed, lc.Key = ReadResumed(t, lc.Line)
+	if lc.Key == key {
+		t.Fatalf("the resume gave the key it used again")
+	}
+	return lc, peer, replayed, missed
+}
+
+var (
+	resumedRE = regexp.MustCompile(`^\* resumed: you are (\w+), your token is ([0-9a-f]{32}); (?:you are connected with (\w+)|you are not connected to anyone)$`)
+	missingRE = regexp.MustCompile(`^\* (\d+) messages? you may have missed:$`)
+	keptRE    = regexp.MustCompile(`^\* (\d+) older messages? could not be kept$`)
+	keyLineRE = regexp.MustCompile(`^\* resume key: ([0-9a-z]{26}) \(if your connection drops, reconnect and type /resume ([0-9a-z]{26}) within \w+\)$`)
+)
+
+// ReadResumed reads the line protocol's answer to a resume from next.
+func ReadResumed(t testing.TB, next func() string) (peer string, replayed []string, missed int, key string) {
+	t.Helper()
+	l := next()
+	m := resumedRE.FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("want the answer to a resume, got %q", l)
+	}
+	peer = m[3]
+	l = next()
+	if m := missingRE.FindStringSubmatch(l); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		for range n {
+			replayed = append(replayed, next())
+		}
+		if l = next(); l != "* end of missed messages" {
+			t.Fatalf("after %d replayed messages, %q", n, l)
+		}
+		l = next()
+	}
+	if m := keptRE.FindStringSubmatch(l); m != nil {
+		missed, _ = strconv.Atoi(m[1])
+		l = next()
+	}
+	m = keyLineRE.FindStringSubmatch(l)
+	if m == nil || m[1] != m[2] {
+		t.Fatalf("want the new resume key, got %q", l)
+	}
+	return peer, replayed, missed, m[1]
+}
+
+// WSMessage reads the next event, which must be a message, and returns
+// its text and seq.
+func WSMessage(t testing.TB, wc *WSClient) (string, uint64) {
+	t.Helper()
+	ev := wc.Expect("message")
+	text, _ := ev["text"].(string)
+	seq, ok := ev["seq"].(float64)
+	if !ok {
+		t.Fatalf("message without a seq: %v", ev)
+	}
+	return text, uint64(seq)
+}
+
+// ResumeWS resumes key on a new WebSocket to d, naming last, and returns
+// the client and the resumed event.
+func ResumeWS(t testing.TB, d *Daemon, key string, last uint64) (*WSClient, map[string]any) {
+	t.Helper()
+	wc := d.DialWS(t)
+	wc.Send(map[string]any{"type": "resume", "key": key, "last": last})
+	ev := wc.Expect("resumed")
+	wc.Name, _ = ev["name"].(string)
+	wc.Token, _ = ev["token"].(string)
+	wc.Key, _ = ev["resume_key"].(string)
+	if len(wc.Key) != 26 || wc.Key == key {
+		t.Fatalf("resumed without a fresh key: %v", ev)
+	}
+	return wc, ev
+}

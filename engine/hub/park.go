@@ -1,0 +1,532 @@
+package hub
+
+import (
+	"crypto/subtle"
+	"time"
+
+	"duet/proto"
+)
+
+// Moving a session from one hub to another.
+//
+// A session can leave its hub whole and be taken up by another: by
+// another node of a cluster, when a resume lands there (a phone that
+// changed networks and was sent elsewhere by the load balancer) or when
+// its node is drained for an upgrade; or by the next process on the same
+// machine (resume.state_file). What leaves is a Parked: everything the
+// session is (name, token, resume key's hash, message numbers, history,
+// how long it may still wait, its pairing), as values, so it can be
+// written down (MarshalBinary) and read back by a hub that shares no
+// memory with this one. It is taken up as a session that is away, and a
+// resume attaches it to a connection as usual.
+//
+// In a cluster the directory (a Mover) does the moving: BeginPark marks
+// the session so that nothing else moves it, the directory makes sure
+// nothing more is on its way to it from its partner's node (a fence), and
+// Export takes it out of this hub; the importing node's directory claims
+// it and hands it to Import. A partner on this node stays, paired with a
+// stub that stands in for the session wherever it is (Holder), as a
+// partner on another node would be.
+
+// Parked is a session out of any hub: what Export takes out and Import
+// takes up. Durations are relative to the moment of the export, so the
+// hub that takes it up, with a clock of its own, can place them.
+type Parked struct {
+	Name, Key string // the name as spelled, and folded
+	Token     proto.Token
+	Resume    ResumeHash // the hash of its current resume key
+	Gen       uint32     // the session's moves so far (Session.gen)
+	Seq       uint64     // the number of the last message delivered to it
+	// Attached is set when a connection still carried it as it left (a
+	// resume elsewhere took it over): its partner was never told it was
+	// away. Otherwise it was away for AwayFor.
+	Attached bool
+	AwayFor  time.Duration
+	// WindowLeft is how long it may still wait for a resume.
+	WindowLeft time.Duration
+	// AwaySeq is the number of the last message delivered before it
+	// went away, and AwayText the bytes of the texts kept since: what a
+	// refusal while it is away (peer_away_full) says is waiting.
+	AwaySeq  uint64
+	AwayText int64
+	// Unsent is how many of the messages up to AwaySeq its connection
+	// never wrote (see away.unsent): a line client's resume replays
+	// them however old they are.
+	Unsent  int
+	History []ParkedMessage // oldest first
+	Loss    []ParkedLoss    // messages dropped from the history for room lately
+	Pair    *ParkedPair     // nil when not paired
+}
+
+// ParkedMessage is one message kept for a session's resume.
+type ParkedMessage struct {
+	Seq  uint64 // its number; 0 for one queued while parked, numbered as it is taken up
+	Age  time.Duration
+	From string
+	// Sealed: Text is a sealed frame's data (end-to-end encryption
+	// between two pages of one node), replayed as sealed.
+	Sealed bool
+	Text   []byte
+}
+
+// ParkedLoss is a run of messages dropped from a history for room (see
+// lossRun), its times as ages.
+type ParkedLoss struct {
+	Last           uint64
+	Count          int
+	MinAge, MaxAge time.Duration
+}
+
+// ParkedPair is a parked session's pairing.
+type ParkedPair struct {
+	ID                uint64
+	PeerKey, PeerName string
+	// PeerNode is where the partner is: its node (Directory.NodeID),
+	// or "" when it is parked too. Export says where it was; the
+	// directory that takes the session up says where it is now.
+	PeerNode string
+}
+
+// Cost is what p's history counts against resume.buffer.
+func (p *Parked) Cost() int64 {
+	var c int64
+	for _, m := range p.History {
+		c += int64(len(m.Text)) + entryCost
+	}
+	return c
+}
+
+// Waiting is how many of p's messages were delivered while it was away.
+func (p *Parked) Waiting() int {
+	if p.Attached {
+		return 0
+	}
+	return int(p.Seq - p.AwaySeq)
+}
+
+// A Holder is the Outbox of a stub that stands in for a session parked
+// between nodes: what it is handed cannot go anywhere yet, and it holds
+// it (a cluster's directory makes these, through Directory.Remote with
+// node ""). When the session is taken up on this node, Import takes what
+// it holds, in order, under the pairing's lock, and the stub is
+// forgotten.
+type Holder interface {
+	Outbox
+	// TakeHeld hands each message held to yield, oldest first, and
+	// forgets them and anything handed to the Outbox later.
+	TakeHeld(yield func(text []byte))
+}
+
+// A Mover is a Directory that moves sessions between nodes: a cluster's.
+// The hub uses one when its directory is one.
+type Mover interface {
+	Directory
+	// Rekey tells the directory that the session key of this node is to
+	// be found by the resume key whose hash is fresh from now on, and
+	// no longer by old. It is called with no hub lock held, before the
+	// fresh key is handed out. A directory that cannot be reached
+	// catches up later (Registrations).
+	Rekey(key string, old, fresh *ResumeHash)
+	// Fetch brings to this hub the session whose resume key hashes to
+	// sum, from the node that holds it or from where it was parked:
+	// it has that session exported, claims it, and takes it up here
+	// with Import. It fails with bad_resume_key (ErrUnknownResumeKey)
+	// when no session anywhere has that key, and unavailable when the
+	// move cannot be made now. It is called with no hub lock held.
+	Fetch(sum *ResumeHash) *proto.Error
+}
+
+// A Ticket is a session marked to leave (BeginPark): what the caller
+// needs to know of its pairing before it takes it out (Export).
+type Ticket struct {
+	s *Session
+	// Key is the session's folded name.
+	Key string
+	// Gen is the session's moves so far.
+	Gen uint32
+	// PairID, PeerKey and PeerNode name the session's pairing when its
+	// partner is on another node; PeerNode is "" otherwise.
+	PairID   uint64
+	PeerKey  string
+	PeerNode string
+}
+
+// BeginPark marks the session key of this node to leave, and returns
+// what its directory needs to know to take it out: with sum, only if
+// its resume key hashes to sum (a resume elsewhere asks for it; the
+// comparison is in constant time). Nothing else moves the session until
+// Export or AbandonPark; it may still go away, come back or end
+// meanwhile. It fails with bad_resume_key when there is no such session
+// here, and unavailable when it is being moved already.
+func (h *Hub) BeginPark(key string, sum *ResumeHash) (*Ticket, *proto.Error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s *Session
+	if sum != nil {
+		// Found by half the hash, the whole compared in constant time.
+		s = h.keys[keyIndexOf(*sum)]
+		if s != nil && subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) != 1 {
+			s = nil
+		}
+	} else {
+		s = h.names[key]
+	}
+	if s == nil || s.closed || !s.resumable {
+		return nil, proto.ErrUnknownResumeKey
+	}
+	if s.moving {
+		return nil, proto.ErrUnavailable
+	}
+	s.moving = true
+	t := &Ticket{s: s, Key: s.key, Gen: s.gen}
+	if r := s.room.Load(); r != nil && r.stub != nil {
+		h.remoteMu.RLock()
+		rr, ok := h.remote[r.pairID]
+		h.remoteMu.RUnlock()
+		if ok && rr.r == r && rr.stub != s {
+			t.PairID, t.PeerKey, t.PeerNode = r.pairID, rr.stub.key, rr.node
+		}
+	}
+	return t, nil
+}
+
+// AbandonPark gives up the move BeginPark began: the session stays.
+func (h *Hub) AbandonPark(t *Ticket) {
+	h.mu.Lock()
+	t.s.moving = false
+	h.mu.Unlock()
+}
+
+// AwayKeys lists the sessions of this hub that are away, oldest first:
+// those a node being drained has left to move.
+func (h *Hub) AwayKeys() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	keys := make([]string, 0, h.awayCount)
+	for s := h.awayOldest; s != nil; s = s.away.next {
+		keys = append(keys, s.key)
+	}
+	return keys
+}
+
+// Export takes the session of t out of this hub, whole, and returns it.
+// It is retired as a resume retires a session: its name, token and key
+// are this hub's no longer, and a connection that still carried it is
+// evicted (EvictResumed: it was resumed elsewhere). A partner on another
+// node is forgotten here without a word: the pairing lives on wherever
+// the session goes. A partner on this node stays, paired with a stub for
+// the session, reached through Directory.Remote with node "", which
+// holds what the partner says until the directory knows where the
+// session is. It fails with not_logged_in if the session ended since
+// BeginPark.
+func (h *Hub) Export(t *Ticket) (*Parked, *proto.Error) {
+	h.mu.Lock()
+	p, zombie, err := h.exportLocked(t.s, true)
+	h.mu.Unlock()
+	if zombie != nil {
+		zombie.Evict(EvictResumed)
+	}
+	return p, err
+}
+
+// exportLocked takes s out of the hub, and returns it with the Queue of
+// the connection that still carried it, if one did, for the caller to
+// evict once no hub lock is held. With keepPeer, a partner on this node
+// is paired with a stub for s; without, the room goes (every session is
+// leaving at once).
+func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Error) {
+	s.moving = false
+	if s.closed {
+		return nil, nil, proto.ErrNotLoggedIn
+	}
+	now := h.clock.now()
+	p := &Parked{Name: s.name, Key: s.key, Token: s.token, Resume: s.keyHash, Gen: s.gen}
+	window := h.window()
+	r := s.room.Load()
+	if r != nil {
+		r.mu.Lock()
+	}
+	s.hmu.Lock()
+	p.Seq = s.seq
+	if a := s.away; a != nil {
+		p.Attached = a.attached
+		if !a.attached {
+			p.AwayFor = now - a.since
+		}
+		p.WindowLeft = max(a.deadline-now, 0)
+		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.text, a.unsent
+	} else {
+		p.Attached, p.WindowLeft = true, window
+		p.AwaySeq = s.seq
+	}
+	if hs := s.hist; hs != nil {
+		p.History = make([]ParkedMessage, hs.n)
+		for i := range hs.n {
+			e := hs.entry(i)
+			p.History[i] = ParkedMessage{Seq: e.seq, Age: now - e.at, From: e.from, Sealed: e.kind() == proto.EvSealed, Text: append([]byte(nil), hs.text(e)...)}
+		}
+		for _, l := range hs.loss {
+			p.Loss = append(p.Loss, ParkedLoss{Last: l.last, Count: l.count, MinAge: now - l.minAt, MaxAge: now - l.maxAt})
+		}
+		s.releaseHistoryLocked()
+	}
+	s.hmu.Unlock()
+
+	var zombie Queue
+	if s.away == nil {
+		zombie = s.q
+	} else {
+		h.unlinkAwayLocked(s)
+	}
+	s.closed = true
+	delete(h.names, s.key)
+	delete(h.tokens, s.token)
+	delete(h.keys, keyIndexOf(s.keyHash))
+	h.closedMessages.Add(s.sentMessages.Load())
+	h.closedBytes.Add(s.sentBytes.Load())
+
+	if r != nil {
+		peer := r.other(s)
+		switch {
+		case peer == nil:
+		case peer == r.stub:
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.remoteNode(r)}
+			r.open = false
+			peer.room.Store(nil)
+			h.rooms--
+			h.forgetRemoteLocked(r)
+		case keepPeer:
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.node}
+			stub := h.newStub(s.name, s.key, h.dir.Remote("", s.key, s.name, peer.key, r.pairID))
+			if r.a == s {
+				r.a = stub
+			} else {
+				r.b = stub
+			}
+			r.stub = stub
+			stub.room.Store(r)
+			h.remoteMu.Lock()
+			h.remote[r.pairID] = remoteRoom{r: r, local: peer, stub: stub, node: ""}
+			h.remoteMu.Unlock()
+		default:
+			// Every session is leaving (Snapshot): the room closes as
+			// the second of the pair goes, so that the partner's export
+			// finds the pairing too.
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.node}
+			if peer.closed {
+				r.open = false
+				h.rooms--
+			}
+		}
+		s.room.Store(nil)
+		r.mu.Unlock()
+	}
+	return p, zombie, nil
+}
+
+// remoteNode is the node of r's partner on another node.
+func (h *Hub) remoteNode(r *room) string {
+	h.remoteMu.RLock()
+	defer h.remoteMu.RUnlock()
+	if rr, ok := h.remote[r.pairID]; ok && rr.r == r {
+		return rr.node
+	}
+	return ""
+}
+
+// Import takes up p on this hub as a session that is away, with queued,
+// the messages kept for it while it was parked, in order: they are
+// numbered after p's own. It waits for a resume for p.WindowLeft, and
+// its partner, if any, is where p.Pair.PeerNode says: on another node
+// (or parked, ""), reached through a stub; or on this node, in a room
+// whose stub for the session it takes over, delivering what that stub
+// held (Holder). A pairing that is not here as p says is dropped, and
+// the session's record released in the directory. The session's name,
+// token and key must be free here (bad name otherwise: name_taken).
+func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
+	h.mu.Lock()
+	s, evicted, release, err := h.importLocked(p, queued, true)
+	h.mu.Unlock()
+	h.awayEvicted.Add(uint64(len(evicted)))
+	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
+	if release != 0 {
+		h.dir.Release(s.key, release)
+	}
+	return err
+}
+
+// importLocked makes p a session of this hub, paired as p.Pair says
+// when pair is set, and returns it, with the away sessions it ended
+// for room (resume.max_away), and the pairing to release in the
+// directory when it could not be rebuilt.
+func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Session, evicted []logout, release uint64, err *proto.Error) {
+	if _, taken := h.names[p.Key]; taken {
+		return nil, nil, 0, proto.ErrNameTaken
+	}
+	if _, used := h.tokens[p.Token]; used {
+		return nil, nil, 0, proto.ErrNameTaken
+	}
+	if _, used := h.keys[keyIndexOf(p.Resume)]; used {
+		return nil, nil, 0, proto.ErrNameTaken
+	}
+	now := h.clock.now()
+	s = &Session{hub: h, name: p.Name, key: p.Key, token: p.Token, resumable: true, keyHash: p.Resume,
+		gen: p.Gen + 1, out: awayQueue, q: awayQueue}
+	a := &away{since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
+	s.hmu.Lock()
+	s.seq = p.Seq
+	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {
+		hs := s.historyLocked()
+		for _, m := range p.History {
+			hs.push(m.Seq, now-m.Age, m.From, m.Sealed, m.Text)
+		}
+		for _, l := range p.Loss {
+			hs.loss = append(hs.loss, lossRun{last: l.Last, count: l.Count, minAt: now - l.MinAge, maxAt: now - l.MaxAge})
+		}
+		for _, m := range queued {
+			s.seq++
+			hs.push(s.seq, now-m.Age, m.From, m.Sealed, m.Text)
+			a.text += int64(len(m.Text))
+		}
+		s.settleLocked()
+	}
+	s.away = a
+	s.hmu.Unlock()
+
+	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
+		lo, _ := h.logoutLocked(h.awayOldest)
+		evicted = append(evicted, lo)
+	}
+	h.names[s.key] = s
+	h.tokens[s.token] = s
+	h.keys[keyIndexOf(s.keyHash)] = s
+	h.linkAwayLocked(s)
+	a.timer = h.clock.afterFunc(p.WindowLeft, func() { h.expire(s, a) })
+
+	if pp := p.Pair; pair && pp != nil {
+		if pp.PeerNode == h.node {
+			if !h.takeStubLocked(s, pp) {
+				release = pp.ID
+			}
+		} else {
+			stub := h.newStub(pp.PeerName, pp.PeerKey, h.dir.Remote(pp.PeerNode, pp.PeerKey, pp.PeerName, s.key, pp.ID))
+			r := newRoom(s, stub, pp.ID, stub)
+			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
+		}
+	}
+	return s, evicted, release, nil
+}
+
+// takeStubLocked puts s, just taken up, in the place of the stub that
+// stood in for it in its partner's room on this node, and delivers what
+// the stub held. It reports false when there is no such room here any
+// more (the pairing ended meanwhile).
+func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
+	h.remoteMu.Lock()
+	rr, ok := h.remote[pp.ID]
+	if !ok || rr.local.key != pp.PeerKey || rr.stub.key != s.key {
+		h.remoteMu.Unlock()
+		return false
+	}
+	delete(h.remote, pp.ID)
+	h.remoteMu.Unlock()
+	r := rr.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	peer := r.other(rr.stub)
+	if peer == nil {
+		return false
+	}
+	if r.a == rr.stub {
+		r.a = s
+	} else {
+		r.b = s
+	}
+	r.stub = nil
+	rr.stub.room.Store(nil)
+	s.room.Store(r)
+	if hd, ok := rr.stub.out.(Holder); ok {
+		rl := getRelay(peer.name)
+		hd.TakeHeld(func(text []byte) {
+			rl.one[0] = text
+			if n, full := s.deliverMessages(&rl.ev, rl.one[:]); n == 0 {
+				peer.out.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+			}
+		})
+		putRelay(rl)
+	}
+	return true
+}
+
+// Snapshot parks every session of this hub at once, for the next
+// process to take up (resume.state_file): it ends the hub's life as a
+// home for sessions. Sessions a connection still carries go as if
+// resumed elsewhere (their connections are evicted); pairs on this hub
+// go together, each side's Pair naming this node.
+func (h *Hub) Snapshot() []*Parked {
+	h.mu.Lock()
+	var out []*Parked
+	var zombies []Queue
+	for _, s := range h.names {
+		if !s.resumable {
+			continue
+		}
+		p, zombie, err := h.exportLocked(s, false)
+		if err != nil {
+			continue
+		}
+		out = append(out, p)
+		if zombie != nil {
+			zombies = append(zombies, zombie)
+		}
+	}
+	h.mu.Unlock()
+	for _, q := range zombies {
+		q.Evict(EvictResumed)
+	}
+	return out
+}
+
+// Restore takes up sessions a Snapshot of an earlier hub on this node
+// parked, each away, with pairs between them made again. It is for a hub
+// on its own (its in-memory directory is told of every name, token and
+// pairing), before its first login. A session whose name or token is
+// taken here already is skipped. It returns how many it took up.
+func (h *Hub) Restore(parked []*Parked) int {
+	ld, ok := h.dir.(*localDirectory)
+	if !ok {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	taken := make(map[string]*Session, len(parked))
+	pairs := make(map[uint64][]*Session)
+	for _, p := range parked {
+		if err := ld.Register(p.Name, p.Key, p.Token, nil); err != nil {
+			continue
+		}
+		s, _, _, err := h.importLocked(p, nil, false)
+		if err != nil {
+			ld.Unregister(p.Key, p.Token)
+			continue
+		}
+		// Restored to the node it was parked on: its moves do not count.
+		s.gen = p.Gen
+		taken[p.Key] = s
+		if p.Pair != nil {
+			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], s)
+		}
+	}
+	for id, ss := range pairs {
+		if len(ss) != 2 || ss[0].key == ss[1].key {
+			continue
+		}
+		a, b := ss[0], ss[1]
+		r := newRoom(a, b, id, nil)
+		a.room.Store(r)
+		b.room.Store(r)
+		h.rooms++
+		ld.restorePair(a.key, b.key, id)
+	}
+	return len(taken)
+}

@@ -1,0 +1,462 @@
+package hub
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"duet/proto"
+)
+
+// holdBox is the Outbox a fakeDirectory hands out for a session parked
+// between nodes: it holds the messages it is handed (Holder).
+type holdBox struct {
+	mu    sync.Mutex
+	held  [][]byte
+	taken bool
+}
+
+func (b *holdBox) Deliver(ev *proto.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ev.Kind == proto.EvMessage && !b.taken {
+		b.held = append(b.held, append([]byte(nil), ev.Text...))
+	}
+}
+
+func (b *holdBox) TakeHeld(yield func([]byte)) {
+	b.mu.Lock()
+	held := b.held
+	b.held, b.taken = nil, true
+	b.mu.Unlock()
+	for _, t := range held {
+		yield(t)
+	}
+}
+
+func TestParkedRoundTrip(t *testing.T) {
+	p := &Parked{
+		Name: "Alice", Key: "alice", Token: proto.NewToken(), Resume: ResumeHash{1, 2, 3}, Gen: 7,
+		Seq: 40, AwayFor: 3 * time.Second, WindowLeft: time.Minute, AwaySeq: 38, AwayText: 12, Unsent: 2,
+		History: []ParkedMessage{
+			{Seq: 39, Age: 4 * time.Second, From: "bob", Text: []byte("hi\x00\xff")},
+			{Seq: 40, Age: time.Second, From: "bob"},
+		},
+		Loss: []ParkedLoss{{Last: 30, Count: 5, MinAge: 9 * time.Second, MaxAge: 8 * time.Second}},
+		Pair: &ParkedPair{ID: 1 << 50, PeerKey: "bob", PeerName: "Bob", PeerNode: "b#0011223344556677"},
+	}
+	b := p.AppendBinary(nil)
+	got, err := ParseParked(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, p) {
+		t.Fatalf("got %+v\nwant %+v", got, p)
+	}
+	for cut := range len(b) {
+		if _, err := ParseParked(b[:cut]); err == nil {
+			t.Fatalf("cut at %d of %d parsed", cut, len(b))
+		}
+	}
+	if _, err := ParseParked(append(b, 0)); err == nil {
+		t.Fatal("a trailing byte parsed")
+	}
+	bad := *p
+	bad.Key = "bob"
+	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
+		t.Fatal("a key that is not the folded name parsed")
+	}
+}
+
+func FuzzParseParked(f *testing.F) {
+	f.Add((&Parked{Name: "a", Key: "a"}).AppendBinary(nil))
+	f.Add((&Parked{Name: "Bo", Key: "bo", Seq: 3, History: []ParkedMessage{{Seq: 3, From: "x", Text: []byte("t")}},
+		Pair: &ParkedPair{ID: 9, PeerKey: "x", PeerName: "X"}}).AppendBinary(nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseParked(b)
+		if err != nil {
+			return
+		}
+		again, err := ParseParked(p.AppendBinary(nil))
+		if err != nil || !reflect.DeepEqual(again, p) {
+			t.Fatalf("%+v does not survive a round trip: %+v, %v", p, again, err)
+		}
+		if p.Cost() < 0 {
+			t.Fatalf("cost %d", p.Cost())
+		}
+	})
+}
+
+// clusterHub is a hub with resume on, on a fakeDirectory, and a fake
+// clock.
+func clusterHub(t *testing.T, opts Options) (*Hub, *fakeDirectory, *fakeClock) {
+	t.Helper()
+	h, c := newClockedHub(opts)
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	return h, d, c
+}
+
+// TestExportImport moves an away session with a partner on another
+// node from one hub to another: its history, what was queued for it
+// while parked, its pairing and how long it may still wait go with it,
+// and a resume there replays everything, in order, once.
+func TestExportImport(t *testing.T) {
+	h1, d1, c1 := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	for i, text := range []string{"one", "two"} {
+		if !h1.RemoteMessage("alice", 1, []byte(text)) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	alice.Ack(1)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	h1.RemoteMessage("alice", 1, []byte("three"))
+	c1.advance(30 * time.Second)
+
+	tk, err := h1.BeginPark("alice", nil)
+	if err != nil || tk.PeerNode != "there" || tk.PeerKey != "bob" || tk.PairID != 1 {
+		t.Fatalf("ticket %+v, %v", tk, err)
+	}
+	if _, err := h1.BeginPark("alice", nil); err != proto.ErrUnavailable {
+		t.Fatalf("a second move: %v", err)
+	}
+	p, err := h1.Export(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Attached || p.AwayFor != 30*time.Second || p.WindowLeft != 90*time.Second || p.Seq != 3 || p.AwaySeq != 2 ||
+		len(p.History) != 2 || p.Pair == nil || p.Pair.PeerNode != "there" || p.Pair.PeerName != "bob" {
+		t.Fatalf("exported %+v (pair %+v)", p, p.Pair)
+	}
+	if st := h1.Stats(); st.Users != 0 || st.Away != 0 || st.Pairs != 0 || st.HistoryBytes != 0 {
+		t.Fatalf("left behind: %+v", st)
+	}
+	if h1.RemoteMessage("alice", 1, []byte("late")) {
+		t.Fatal("the old hub still takes messages for the session")
+	}
+
+	// Written down and read back, as between nodes.
+	p, perr := ParseParked(p.AppendBinary(nil))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	h2, d2, c2 := clusterHub(t, resumeOpts())
+	if err := h2.Import(p, []ParkedMessage{{From: "bob", Text: []byte("four")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Import(p, nil); err == nil {
+		t.Fatal("the same session taken up twice")
+	}
+	toBob := d2.remote["bob"]
+	if !h2.RemoteMessage("alice", 1, []byte("five")) {
+		t.Fatal("the new hub refuses messages of the pairing")
+	}
+	c2.advance(10 * time.Second)
+	box := &recorder{}
+	res, rerr := h2.Resume([]byte(key), 0, false, box)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	resumed, replayed, _ := replay(t, box.take())
+	if got := strings.Join(texts2(replayed), ","); resumed.Peer != "bob" || got != "two,three,four,five" {
+		t.Fatalf("resumed %+v, replayed %q", resumed, got)
+	}
+	if got := seqs(replayed); !reflect.DeepEqual(got, []uint64{2, 3, 4, 5}) {
+		t.Fatalf("replayed numbers %v", got)
+	}
+	if ev := toBob.last(t); ev.Kind != proto.EvPeerBack {
+		t.Fatalf("bob's node was told %+v", ev)
+	}
+	if err := say(res.Session, []byte("hello again")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := toBob.last(t); string(ev.Text) != "hello again" {
+		t.Fatalf("bob's node got %+v", ev)
+	}
+	if st := h2.Stats(); st.Users != 1 || st.Pairs != 1 || st.ResumedAway != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestExportImportUnsent: the messages a connection never wrote before
+// it dropped travel with the session, and a line client's resume on the
+// hub that takes it up replays them however old they are.
+func TestExportImportUnsent(t *testing.T) {
+	h1, d1, c1 := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i))) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	c1.advance(40 * time.Second)
+	alice.Detach(proto.ReasonSlow, 7)
+	tk, err := h1.BeginPark("alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h1.Export(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, perr := ParseParked(p.AppendBinary(nil))
+	if perr != nil || p.Unsent != 7 {
+		t.Fatalf("read back %+v, %v", p, perr)
+	}
+	h2, _, _ := clusterHub(t, resumeOpts())
+	if err := h2.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	res, rerr := h2.Resume([]byte(key), 0, false, box)
+	if rerr != nil || res.Replayed != 7 || res.Missed != 0 {
+		t.Fatalf("resume %+v, %v", res, rerr)
+	}
+	if got := strings.Join(texts2(box.take()), ","); got != "a1,a2,a3,a4,a5,a6,a7" {
+		t.Fatalf("replayed %q", got)
+	}
+}
+
+// TestExportImportWindow: a session taken up keeps what is left of its
+// window, and ends when it runs out, its partner told timeout.
+func TestExportImportWindow(t *testing.T) {
+	h1, d1, c1 := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	c1.advance(100 * time.Second)
+	tk, _ := h1.BeginPark("alice", nil)
+	p, err := h1.Export(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, d2, c2 := clusterHub(t, resumeOpts())
+	if err := h2.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	c2.advance(19 * time.Second)
+	if st := h2.Stats(); st.Away != 1 {
+		t.Fatalf("ended early: %+v", st)
+	}
+	c2.advance(2 * time.Second)
+	h2.WaitClosing()
+	if ev := d2.remote["bob"].last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonTimeout {
+		t.Fatalf("bob's node was told %+v", ev)
+	}
+	if _, err := h2.Resume([]byte(key), 0, false, &recorder{}); err == nil {
+		t.Fatal("resumed after its window")
+	}
+}
+
+// TestExportZombie: a session a connection still carries is exported
+// as a resume elsewhere would take it: the connection is evicted, and
+// its partner is told neither that it went away nor that it is back.
+func TestExportZombie(t *testing.T) {
+	h1, d1, _ := clusterHub(t, resumeOpts())
+	box := &evictBox{}
+	s, err := h1.Login([]byte("alice"), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := box.events[0].ResumeKey
+	if err := s.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := h1.BeginPark("alice", nil)
+	p, perr := h1.Export(tk)
+	if perr != nil || !p.Attached || p.WindowLeft != 2*time.Minute {
+		t.Fatalf("exported %+v, %v", p, perr)
+	}
+	if box.evicted != EvictResumed {
+		t.Fatalf("the connection was evicted with %v", box.evicted)
+	}
+	if evs := d1.remote["bob"].take(); len(evs) != 1 || evs[0].Kind != proto.EvPaired {
+		t.Fatalf("bob's node was told %+v", evs)
+	}
+	h2, d2, _ := clusterHub(t, resumeOpts())
+	if err := h2.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.Resume([]byte(key), 0, true, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	if evs := d2.remote["bob"].take(); len(evs) != 0 {
+		t.Fatalf("bob's node was told %+v", evs)
+	}
+	if st := h2.Stats(); st.ResumedZombie != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// evictBox records events and an eviction, as a connection's Queue.
+type evictBox struct {
+	recorder
+	evicted Eviction
+}
+
+func (b *evictBox) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	for _, t := range texts {
+		ev.Text = t
+		b.Deliver(ev)
+	}
+}
+func (*evictBox) Backlog() int64     { return 0 }
+func (*evictBox) Wait(Waiter) bool   { return false }
+func (b *evictBox) Evict(w Eviction) { b.evicted = w }
+
+// TestExportKeepsALocalPartner: a session whose partner is on the same
+// hub leaves it; the partner stays paired with a stub that holds what it
+// says, and when the session is taken up on this hub again, it takes
+// the stub's place and gets what was held, after what was queued.
+func TestExportKeepsALocalPartner(t *testing.T) {
+	h, d, _ := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, "before")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.box.take()
+	tk, _ := h.BeginPark("alice", nil)
+	if tk.PeerNode != "" {
+		t.Fatalf("a local partner in the ticket: %+v", tk)
+	}
+	p, err := h.Export(tk)
+	if err != nil || p.Pair == nil || p.Pair.PeerNode != "here" {
+		t.Fatalf("exported %+v, %v", p.Pair, err)
+	}
+	sayEach(t, bob.Session, "held 1", "held 2")
+	if bob.Peer() != "alice" {
+		t.Fatalf("bob's partner is %q", bob.Peer())
+	}
+	if st := h.Stats(); st.Users != 1 || st.Pairs != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	hb := d.remote["alice"]
+	if hb != nil {
+		t.Fatalf("the stub's outbox is a recorder: %v", hb)
+	}
+	if err := h.Import(p, []ParkedMessage{{From: "bob", Text: []byte("queued")}}); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	res, rerr := h.Resume([]byte(key), 0, false, box)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	_, replayed, _ := replay(t, box.take())
+	if got := strings.Join(texts2(replayed), ","); got != "before,queued,held 1,held 2" {
+		t.Fatalf("replayed %q", got)
+	}
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerBack {
+		t.Fatalf("bob: %+v", ev)
+	}
+	if err := say(res.Session, []byte("same room")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bob.box.last(t); string(ev.Text) != "same room" {
+		t.Fatalf("bob: %+v", ev)
+	}
+	if st := h.Stats(); st.Users != 2 || st.Pairs != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSnapshotRestore: every session of a hub, pairs and histories
+// included, is taken up by a new hub, and resumed there.
+func TestSnapshotRestore(t *testing.T) {
+	h1, c1 := newClockedHub(resumeOpts())
+	alice, aliceKey := resumable(t, h1, "alice")
+	bob, bobKey := resumable(t, h1, "bob")
+	carol, _ := resumable(t, h1, "carol")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, numbered("m", 0, 3)...)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "while away")
+	c1.advance(time.Minute)
+	aliceTok, carolTok := alice.Token(), carol.Token()
+
+	var file []byte
+	parked := h1.Snapshot()
+	for _, p := range parked {
+		file = p.AppendBinary(file)
+		file = append(file, '\n') // any framing will do for the test
+	}
+	if len(parked) != 3 {
+		t.Fatalf("snapshot of %d sessions", len(parked))
+	}
+	if st := h1.Stats(); st.Users != 0 || st.Pairs != 0 {
+		t.Fatalf("left behind: %+v", st)
+	}
+
+	var back []*Parked
+	for _, p := range parked {
+		q, err := ParseParked(p.AppendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		back = append(back, q)
+	}
+	_ = bytes.Count(file, []byte{'\n'})
+	h2, _ := newClockedHub(resumeOpts())
+	if n := h2.Restore(back); n != 3 {
+		t.Fatalf("restored %d", n)
+	}
+	if st := h2.Stats(); st.Users != 3 || st.Pairs != 1 || st.Away != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Names and tokens are taken, the pair's room full.
+	if _, err := h2.Login([]byte("Carol"), &recorder{}); err != proto.ErrNameTaken {
+		t.Fatalf("carol's name: %v", err)
+	}
+	dave := login(t, h2, "dave")
+	mustErr(t, dave.Connect([]byte(aliceTok.String())), proto.ErrRoomFull)
+	if err := dave.Connect([]byte(carolTok.String())); err != nil {
+		t.Fatalf("carol's token: %v", err)
+	}
+
+	aliceBox, bobBox := &recorder{}, &recorder{}
+	ra, err := h2.Resume([]byte(aliceKey), 0, false, aliceBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed, replayed, _ := replay(t, aliceBox.take())
+	if resumed.Peer != "bob" || strings.Join(texts2(replayed), ",") != "m0,m1,m2,while away" {
+		t.Fatalf("alice: %+v, %q", resumed, texts2(replayed))
+	}
+	rb, err := h2.Resume([]byte(bobKey), 0, false, bobBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobBox.take()[0]; ev.Kind != proto.EvResumed || ev.Peer != "alice" {
+		t.Fatalf("bob: %+v", ev)
+	}
+	if err := say(ra.Session, []byte("we made it")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobBox.last(t); string(ev.Text) != "we made it" || ev.From != "alice" {
+		t.Fatalf("bob: %+v", ev)
+	}
+	if err := rb.Session.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	// The restored pairing is the directory's too: both are free again.
+	if err := dave.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.Connect([]byte(aliceTok.String())); err != nil {
+		t.Fatalf("alice's token after the leave: %v", err)
+	}
+}

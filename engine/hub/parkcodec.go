@@ -1,0 +1,250 @@
+package hub
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"duet/proto"
+)
+
+// A Parked written down, to travel between nodes (sealed by the
+// cluster) or to wait in a file for the next process:
+//
+//	parked  = "DP" version:byte str(name) str(key) token:16 resume:32
+//	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
+//	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
+//	          uvarint(count) message* uvarint(count) loss* pair
+//	message = uvarint(seq) varint(age) str(from) str(text)
+//	loss    = uvarint(last) uvarint(count) varint(minage) varint(maxage)
+//	pair    = 0 | 1 uvarint(id) str(peerkey) str(peername) str(peernode)
+//	str     = uvarint(len) bytes
+//
+// Durations are in nanoseconds; flags' bit 0 is Attached. A message
+// queued for a parked session travels on its own: its text, from the
+// session's partner.
+
+const parkedVersion = 1
+
+// ErrBadParked is the error of a Parked that cannot be read.
+var ErrBadParked = errors.New("hub: malformed parked session")
+
+// maxParkedString bounds a name or node in a Parked; texts are bounded
+// by what is left of the input.
+const maxParkedString = 1 << 10
+
+// AppendBinary appends p, written down, to dst.
+func (p *Parked) AppendBinary(dst []byte) []byte {
+	dst = append(dst, 'D', 'P', parkedVersion)
+	dst = appendPStr(dst, p.Name)
+	dst = appendPStr(dst, p.Key)
+	dst = append(dst, p.Token[:]...)
+	dst = append(dst, p.Resume[:]...)
+	dst = binary.AppendUvarint(dst, uint64(p.Gen))
+	dst = binary.AppendUvarint(dst, p.Seq)
+	var flags byte
+	if p.Attached {
+		flags |= 1
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendVarint(dst, int64(p.AwayFor))
+	dst = binary.AppendVarint(dst, int64(p.WindowLeft))
+	dst = binary.AppendUvarint(dst, p.AwaySeq)
+	dst = binary.AppendVarint(dst, p.AwayText)
+	dst = binary.AppendUvarint(dst, uint64(p.Unsent))
+	dst = binary.AppendUvarint(dst, uint64(len(p.History)))
+	for _, m := range p.History {
+		dst = binary.AppendUvarint(dst, m.Seq)
+		dst = binary.AppendVarint(dst, int64(m.Age))
+		dst = appendPStr(dst, m.From)
+		var sealed byte
+		if m.Sealed {
+			sealed = 1
+		}
+		dst = append(dst, sealed)
+		dst = appendPBytes(dst, m.Text)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(p.Loss)))
+	for _, l := range p.Loss {
+		dst = binary.AppendUvarint(dst, l.Last)
+		dst = binary.AppendUvarint(dst, uint64(l.Count))
+		dst = binary.AppendVarint(dst, int64(l.MinAge))
+		dst = binary.AppendVarint(dst, int64(l.MaxAge))
+	}
+	if p.Pair == nil {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, p.Pair.ID)
+	dst = appendPStr(dst, p.Pair.PeerKey)
+	dst = appendPStr(dst, p.Pair.PeerName)
+	return appendPStr(dst, p.Pair.PeerNode)
+}
+
+// ParseParked reads a Parked that AppendBinary wrote. It checks what it
+// reads as far as it can be checked alone (a name duet accepts, folded
+// as the key; no more entries than bytes), and fails with ErrBadParked
+// on anything else, extra bytes included.
+func ParseParked(b []byte) (*Parked, error) {
+	r := pReader{b: b}
+	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] != parkedVersion {
+		return nil, ErrBadParked
+	}
+	r.b = b[3:]
+	p := &Parked{}
+	p.Name, p.Key = r.str(), r.str()
+	r.fixed(p.Token[:])
+	r.fixed(p.Resume[:])
+	gen := r.uvarint()
+	if gen > 1<<32-1 {
+		r.fail()
+	}
+	p.Gen = uint32(gen)
+	p.Seq = r.uvarint()
+	flags := r.byte()
+	if flags&^1 != 0 {
+		r.fail()
+	}
+	p.Attached = flags&1 != 0
+	p.AwayFor, p.WindowLeft = r.duration(), r.duration()
+	p.AwaySeq, p.AwayText = r.uvarint(), r.varint()
+	if u := r.uvarint(); u <= p.AwaySeq {
+		p.Unsent = int(u)
+	} else {
+		r.fail()
+	}
+	n := r.count(5)
+	for range n {
+		m := ParkedMessage{Seq: r.uvarint(), Age: r.duration(), From: r.str()}
+		switch r.byte() {
+		case 0:
+		case 1:
+			m.Sealed = true
+		default:
+			r.fail()
+		}
+		m.Text = r.bytes()
+		p.History = append(p.History, m)
+	}
+	n = r.count(4)
+	for range n {
+		l := ParkedLoss{Last: r.uvarint()}
+		c := r.uvarint()
+		if c > 1<<31 {
+			r.fail()
+		}
+		l.Count, l.MinAge, l.MaxAge = int(c), r.duration(), r.duration()
+		p.Loss = append(p.Loss, l)
+	}
+	switch r.byte() {
+	case 0:
+	case 1:
+		p.Pair = &ParkedPair{ID: r.uvarint(), PeerKey: r.str(), PeerName: r.str(), PeerNode: r.str()}
+	default:
+		r.fail()
+	}
+	if r.bad || len(r.b) != 0 || !proto.ValidName([]byte(p.Name)) || fold(p.Name) != p.Key || p.AwaySeq > p.Seq {
+		return nil, ErrBadParked
+	}
+	return p, nil
+}
+
+func appendPStr(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func appendPBytes(dst, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+// pReader reads a written-down Parked; after the first failure every
+// read returns a zero value and bad stays set.
+type pReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *pReader) fail() { r.bad, r.b = true, nil }
+
+func (r *pReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *pReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *pReader) duration() time.Duration {
+	v := r.varint()
+	if v < 0 {
+		r.fail()
+		return 0
+	}
+	return time.Duration(v)
+}
+
+func (r *pReader) byte() byte {
+	if len(r.b) == 0 {
+		r.fail()
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *pReader) fixed(dst []byte) {
+	if len(r.b) < len(dst) {
+		r.fail()
+		return
+	}
+	copy(dst, r.b)
+	r.b = r.b[len(dst):]
+}
+
+func (r *pReader) bytes() []byte {
+	l := r.uvarint()
+	if l > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	v := append([]byte(nil), r.b[:l]...)
+	r.b = r.b[l:]
+	return v
+}
+
+func (r *pReader) str() string {
+	l := r.uvarint()
+	if l > maxParkedString || l > uint64(len(r.b)) {
+		r.fail()
+		return ""
+	}
+	v := string(r.b[:l])
+	r.b = r.b[l:]
+	return v
+}
+
+// count reads how many entries follow, each at least least bytes long:
+// no more than what is left can hold.
+func (r *pReader) count(least int) int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)/least) {
+		r.fail()
+		return 0
+	}
+	return int(n)
+}
