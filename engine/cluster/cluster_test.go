@@ -343,6 +343,14 @@ func TestGracefulShutdown(t *testing.T) {
 	alice.Expect(`^\* bob is connected$`)
 	bob.Expect(`^\* you are connected with alice$`)
 	bob.Send("last words")
+	// What a node has not read when it shuts down is not a message it
+	// took: wait until bob's node has it, so that what is tested is
+	// that its partner hears it before the reason.
+	for deadline := time.Now().Add(enginetest.Timeout); b.Hub.Stats().Messages == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's node never read his last words")
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
