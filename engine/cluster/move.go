@@ -518,15 +518,7 @@ func (n *Node) Drain(ctx context.Context) int {
 	wg.Wait()
 	n.waitParker(ctx)
 	// The partners' nodes learn of the parks (K) before this node goes.
-	n.mu.Lock()
-	senders := make([]*sender, 0, len(n.senders))
-	for _, s := range n.senders {
-		senders = append(senders, s)
-	}
-	n.mu.Unlock()
-	for _, s := range senders {
-		s.drain(ctx)
-	}
+	n.drainSenders(ctx)
 	return parked
 }
 
@@ -574,6 +566,13 @@ func (n *Node) Park(ctx context.Context, key string) bool {
 	if err := n.park(ctx, key, nil); err != nil {
 		return false
 	}
+	n.drainSenders(ctx)
+	return true
+}
+
+// drainSenders waits until every sender has published what was queued
+// to it so far (the word of each park among it), or ctx ends.
+func (n *Node) drainSenders(ctx context.Context) {
 	n.mu.Lock()
 	senders := make([]*sender, 0, len(n.senders))
 	for _, s := range n.senders {
@@ -583,7 +582,6 @@ func (n *Node) Park(ctx context.Context, key string) bool {
 	for _, s := range senders {
 		s.drain(ctx)
 	}
-	return true
 }
 
 // waitParker waits until what this node's users said to parked
