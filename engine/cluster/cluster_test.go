@@ -43,6 +43,25 @@ func startNode(t testing.TB, r *redisServer, id string) *testNode {
 func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options)) *testNode {
 	t.Helper()
 	h := hub.New(hub.Options{})
+	n := joinTestNode(t, r, id, h, edit)
+	// Registered first, so it runs after the engine's shutdown.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Hub = h
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
+	})
+	return &testNode{Node: n, Daemon: d}
+}
+
+// joinTestNode joins h to the cluster on r as node id, with the test
+// options edited first, and waits until the node is linked to Redis.
+func joinTestNode(t testing.TB, r *redisServer, id string, h *hub.Hub, edit func(*Options)) *Node {
+	t.Helper()
 	opts := Options{
 		RedisURL: r.URL(),
 		NodeID:   id,
@@ -68,18 +87,7 @@ func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Registered first, so it runs after the engine's shutdown.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Close(ctx)
-	})
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Hub = h
-		o.Limits.MessageRate = 1e6
-		o.Limits.MessageBurst = 1e6
-	})
-	return &testNode{Node: n, Daemon: d}
+	return n
 }
 
 const (

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"duet/engine/enginetest"
 	"duet/engine/hub"
@@ -46,28 +44,7 @@ func startHubNode(t testing.TB, r *redisServer, id string, opts hub.Options) *hu
 func startHubNodeWith(t testing.TB, r *redisServer, id string, opts hub.Options, edit func(*Options)) *hubNode {
 	t.Helper()
 	h := hub.New(opts)
-	nopts := Options{
-		RedisURL:  r.URL(),
-		NodeID:    id,
-		Secret:    testSecret,
-		Logger:    zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(id),
-		LeaseTTL:  10 * time.Second,
-		OpTimeout: 3 * time.Second,
-	}
-	if edit != nil {
-		edit(&nopts)
-	}
-	n, err := Join(h, nopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(enginetest.Timeout)
-	for !n.Up() {
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s did not link to Redis", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	n := joinTestNode(t, r, id, h, edit)
 	t.Cleanup(func() {
 		h.CloseAway(proto.ReasonShutdown)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
