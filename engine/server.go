@@ -259,7 +259,29 @@ func withDefaultLimits(l config.Limits) config.Limits {
 // Start binds the listeners and runs the engine in the background. It
 // returns once every listener accepts connections, or with the error
 // that stopped it.
+//
+// A listener given port 0 gets the port the kernel chose for a probe
+// (probeListen), which something else may take before gnet binds it: a
+// connection made meanwhile may be given it as its own port. Start then
+// chooses again, twice at most.
 func (s *Server) Start() error {
+	tcp, web := s.opts.TCPListen, s.opts.WSListen
+	for attempt := 1; ; attempt++ {
+		err := s.start()
+		if err == nil || attempt == 3 || !errors.Is(err, syscall.EADDRINUSE) || !portZero(tcp) && !portZero(web) {
+			return err
+		}
+		s.opts.TCPListen, s.opts.WSListen = tcp, web
+	}
+}
+
+// portZero reports whether listen asks for a port the kernel chooses.
+func portZero(listen string) bool {
+	_, port, err := net.SplitHostPort(listen)
+	return err == nil && port == "0"
+}
+
+func (s *Server) start() error {
 	var err error
 	if s.opts.TCPListen, err = probeListen("tcp.listen", s.opts.TCPListen); err != nil {
 		return err
