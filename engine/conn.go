@@ -169,6 +169,12 @@ func (cn *conn) onTraffic() gnet.Action {
 	cn.readInput()
 	cn.out.SetInline(false)
 	cn.flush()
+	if cn.sess != nil {
+		// The client just sent, and with it acknowledged all it had
+		// received: the moment to see what of the messages kept for its
+		// resume it has (hub.ReadStride).
+		cn.sess.Received(cn.out.TransportAcked(hub.ReadStride))
+	}
 	if released && !cn.held() {
 		// Re-arm only once the input held back is used up: gnet closes a
 		// connection as soon as it reads end-of-file, without handing over

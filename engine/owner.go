@@ -112,6 +112,12 @@ func (cn *conn) WriteDirect(b []byte) (n int, ok bool) {
 	return n, true
 }
 
+// Unacked is what the socket holds that the client's TCP has not
+// acknowledged (outbox.Owner): the outbox asks, under its lock while it
+// is open, as WriteDirect writes, so the descriptor is this
+// connection's.
+func (cn *conn) Unacked() (int, bool) { return unacked(cn.c.Fd()) }
+
 // DirectWrites is how many deliveries to the connections open now were
 // written directly (WriteDirect). It is for tests and diagnostics; it
 // waits for each loop.

@@ -75,15 +75,15 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode}, true)
 	// The stub's outbox turns this into the holder's paired event on its
 	// node; it is queued before anything s says next.
-	stub.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
-	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: stub.name, Initiator: true})
+	stub.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
+	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: stub.name, Initiator: true})
 	return nil
 }
 
 // newStub makes the Session that stands in for a partner on another
 // node, reached through out.
 func (h *Hub) newStub(name, key string, out Outbox) *Session {
-	return &Session{hub: h, name: name, key: key, out: out, q: queueOf(out)}
+	return &Session{hub: h, name: name, key: key, q: queueOf(out)}
 }
 
 // addRemoteLocked opens rr's room; made counts it as a pairing made
@@ -122,8 +122,8 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 	stub := h.newStub(peerName, peerKey, h.dir.Remote(node, peerKey, peerName, s.key, pairID))
 	r := newRoom(stub, s, pairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node}, true)
-	s.out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
-	h.tellAwayLocked(s, stub.out)
+	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
+	h.tellAwayLocked(s, stub.q)
 	return true
 }
 
@@ -152,7 +152,7 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 	rl.one[0] = text
 	n, full := local.deliverMessages(&rl.ev, rl.one[:])
 	if n == 0 {
-		rr.stub.out.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 		return true
 	}
 	rr.stub.sentMessages.Add(1)
@@ -180,7 +180,7 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	if ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack {
 		ev.Peer = rr.stub.name
 	}
-	local.out.Deliver(ev)
+	local.q.Deliver(ev)
 	return true
 }
 
@@ -198,7 +198,7 @@ func (h *Hub) remoteRoomOf(key string, pairID uint64) (remoteRoom, bool) {
 // node, or nil when there is no such pairing here.
 func (h *Hub) StubOutbox(key string, pairID uint64) Outbox {
 	if rr, ok := h.remoteRoomOf(key, pairID); ok {
-		return rr.stub.out
+		return rr.stub.outbox()
 	}
 	return nil
 }

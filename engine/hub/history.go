@@ -23,6 +23,11 @@ import (
 // A history is trimmed from its oldest end, by:
 //   - acknowledgement: a JSON client names the last message it received
 //     (Session.Ack, and last in a resume);
+//   - the transport's acknowledgement, for a session whose client does
+//     not acknowledge messages itself (the line protocol's; a JSON
+//     client's until it first does): what the client's TCP acknowledged
+//     was received (TransportAcker), so a message is kept only until
+//     then, and a session that loses nothing keeps a few KiB at most;
 //   - age: a message delivered more than resume.window before the
 //     session went away (or before now, while it is attached) was read
 //     by then: a dead connection is noticed sooner than that, by the
@@ -346,6 +351,9 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 		}
 		return n, nil
 	}
+	if !s.clientAcks {
+		s.trimReceivedLocked(keepStride)
+	}
 	recent := h.recent()
 	for i, text := range texts {
 		seq := first + uint64(i)
@@ -428,6 +436,47 @@ func (s *Session) Ack(last uint64) {
 	}
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
+	s.clientAcks = true
+	s.dropThroughLocked(last)
+	s.settleLocked()
+}
+
+// Received records that s's client's transport acknowledged every
+// message numbered up to last (the engine asks, TransportAcker, right
+// after reading from the client): unless the client acknowledges
+// messages itself, those are no longer kept.
+func (s *Session) Received(last uint64) {
+	if last == 0 || !s.resumable {
+		return
+	}
+	s.hmu.Lock()
+	if !s.clientAcks && s.away == nil {
+		s.dropThroughLocked(last)
+		s.settleLocked()
+	}
+	s.hmu.Unlock()
+}
+
+// trimReceivedLocked drops the kept messages s's client is known to have
+// received, by its transport's acknowledgement (TransportAcker), which
+// asks the socket once after bytes were written since it last did. s.hmu
+// is held, and the lock of s's room or Hub.mu, which guard s.q; the
+// caller has seen that the client does not acknowledge messages itself.
+func (s *Session) trimReceivedLocked(after int) {
+	hs := s.hist
+	if hs == nil || hs.n == 0 {
+		return
+	}
+	ta, ok := s.q.(TransportAcker)
+	if !ok {
+		return
+	}
+	s.dropThroughLocked(ta.TransportAcked(after))
+}
+
+// dropThroughLocked drops the kept messages numbered up to last. s.hmu
+// is held.
+func (s *Session) dropThroughLocked(last uint64) {
 	hs := s.hist
 	if hs == nil {
 		return
@@ -435,7 +484,6 @@ func (s *Session) Ack(last uint64) {
 	for hs.n > 0 && hs.entry(0).seq <= last {
 		hs.dropFront()
 	}
-	s.settleLocked()
 }
 
 // sweepPeriod is how often the hub looks for kept messages that aged
@@ -454,13 +502,24 @@ func (h *Hub) sweep() {
 	now := h.clock.now()
 	recent := h.recent()
 	for _, s := range h.historySessions() {
+		r := s.lockQueue()
 		s.hmu.Lock()
 		if hs := s.hist; hs != nil {
 			hs.trimAge(s.ageLimitLocked(now))
 			hs.trimLoss(now - recent)
+			if s.away == nil && !s.clientAcks {
+				// A conversation that went quiet: what was written last is
+				// looked at now rather than at the next message.
+				s.trimReceivedLocked(0)
+			}
 			s.settleLocked()
 		}
 		s.hmu.Unlock()
+		if r != nil {
+			r.mu.Unlock()
+		} else {
+			h.mu.Unlock()
+		}
 	}
 	h.histMu.Lock()
 	defer h.histMu.Unlock()
@@ -469,6 +528,27 @@ func (h *Hub) sweep() {
 		return
 	}
 	h.clock.afterFunc(h.sweepPeriod(), h.sweep)
+}
+
+// lockQueue takes a lock that guards s.q: the lock of s's room, which it
+// returns, or Hub.mu when s is not paired (it returns nil).
+func (s *Session) lockQueue() *room {
+	h := s.hub
+	for {
+		if r := s.room.Load(); r != nil {
+			r.mu.Lock()
+			if s.room.Load() == r {
+				return r
+			}
+			r.mu.Unlock()
+			continue
+		}
+		h.mu.Lock()
+		if s.room.Load() == nil {
+			return nil
+		}
+		h.mu.Unlock()
+	}
 }
 
 // historySessions lists the sessions that hold a history now.

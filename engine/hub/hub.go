@@ -129,6 +129,34 @@ type Queue interface {
 	Evict(why Eviction)
 }
 
+// A TransportAcker is a Queue whose connection can tell which of the
+// numbered messages handed to it its client has received: those its
+// transport (TCP) acknowledged, bytes and all. A session whose client
+// does not acknowledge messages itself (Session.Ack: the line protocol,
+// a JSON client that never does) then keeps for a resume only what it
+// may not have received, instead of everything up to resume.buffer:
+// when nothing is lost, a few KiB that stay in cache.
+type TransportAcker interface {
+	// TransportAcked returns the Seq of the newest message the client
+	// is known to have received, all before it included; 0 when none is
+	// known. It asks the socket (a system call) only once at least after
+	// bytes were written since it last did. It is called with hub locks
+	// held, and must not call back into the hub.
+	TransportAcked(after int) uint64
+}
+
+// Strides, in bytes written to a connection, between two looks at what
+// its TCP acknowledged. A look costs a system call. The engine looks
+// each ReadStride, right after reading from the client: a client that
+// sends has just acknowledged, with what it sent, all it had received,
+// so the look mostly finds everything received and the history empty.
+// The hub looks each keepStride as it keeps messages, for a client that
+// only reads.
+const (
+	ReadStride = 4 << 10
+	keepStride = 16 << 10
+)
+
 // Eviction says why the hub took a session from a connection that was
 // still open (Queue.Evict).
 type Eviction uint8
@@ -146,6 +174,15 @@ const (
 // up. Wake may be called from any goroutine; it must not block.
 type Waiter interface {
 	Wake()
+}
+
+// outbox returns the Outbox s was made with (or awayQueue's): q, unless
+// the hub gave it the Queue methods.
+func (s *Session) outbox() Outbox {
+	if pq, ok := s.q.(*plainQueue); ok {
+		return pq.Outbox
+	}
+	return s.q
 }
 
 // queueOf returns out as a Queue, giving it the Queue methods if it does
@@ -325,12 +362,11 @@ type Session struct {
 	hub  *Hub
 	name string
 	key  string // folded name, the directory key
-	// out is the connection's Outbox, and q the same as a Queue
-	// (queueOf); while the session is away, both drop what they are
-	// handed (awayQueue). Written under hub.mu and, while the session
-	// is paired, its room's lock too; read under either.
-	out Outbox
-	q   Queue
+	// q is the connection's Outbox, as a Queue (queueOf; outbox returns
+	// the Outbox itself); while the session is away, it drops what it is
+	// handed (awayQueue). Written under hub.mu and, while the session is
+	// paired, its room's lock too; read under either.
+	q Queue
 
 	room atomic.Pointer[room] // nil when not paired
 
@@ -352,6 +388,13 @@ type Session struct {
 	// the directory is told of before the resume that draws it goes on
 	// (resume.go). A second move meanwhile is refused.
 	moving bool
+	// clientAcks is set, for good, once the session's client has
+	// acknowledged messages itself (Ack, or last in its resume): it
+	// numbers what it processes, and what its transport acknowledged
+	// may still be lost to it (a page reloaded), so what it has not
+	// acknowledged is kept. Guarded by hmu; here, beside
+	// moving, it takes no word of its own.
+	clientAcks bool
 	// gen counts the times the session was taken up by a hub after it
 	// left another (Import): a partner's node tells apart, by it, what
 	// it hears of the session's earlier and later homes.
@@ -520,7 +563,7 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 // resume is on it draws the session's resume key, which it returns for
 // the welcome, and keeps only its hash.
 func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
-	s := &Session{hub: h, name: string(name), out: out, q: queueOf(out), client: protocolOf(out)}
+	s := &Session{hub: h, name: string(name), q: queueOf(out), client: protocolOf(out)}
 	s.key = fold(s.name)
 	var rk proto.ResumeKey
 	if h.window() > 0 {
@@ -575,7 +618,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	if s.resumable {
 		ev.ResumeKey, ev.Window = rk.String(), h.window()
 	}
-	deliver(s.out, ev)
+	deliver(s.q, ev)
 	return nil
 }
 
@@ -656,9 +699,9 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	h.pairings.Add(1)
 	// Tell the token's holder first: by the time the asker hears it is
 	// paired and starts talking, the holder already knows who it is.
-	deliver(target.out, proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
-	deliver(s.out, proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true, PeerProto: target.client, PairID: r.id})
-	h.tellAwayLocked(target, s.out)
+	deliver(target.q, proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
+	deliver(s.q, proto.Event{Kind: proto.EvPaired, Peer: target.name, Initiator: true, PeerProto: target.client, PairID: r.id})
+	h.tellAwayLocked(target, s.q)
 	return false, nil
 }
 
@@ -829,7 +872,7 @@ func (s *Session) Leave() *proto.Error {
 		h.unpairLocked(s, proto.ReasonLeft, 0)
 	}
 	// Left even if the partner went first meanwhile: the user asked.
-	deliver(s.out, proto.Event{Kind: proto.EvLeft, Peer: peer.name})
+	deliver(s.q, proto.Event{Kind: proto.EvLeft, Peer: peer.name})
 	return nil
 }
 
@@ -857,7 +900,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
-		deliver(peer.out, proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		deliver(peer.q, proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
 		peer.room.Store(nil)
 	}
 	s.room.Store(nil)
@@ -874,7 +917,7 @@ func (s *Session) Who() {
 	h := s.hub
 	h.mu.Lock()
 	ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
-	deliver(s.out, ev)
+	deliver(s.q, ev)
 	h.mu.Unlock()
 }
 
@@ -925,7 +968,7 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 	}
 	delete(h.tokens, old)
 	s.token = fresh
-	deliver(s.out, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	deliver(s.q, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	return true
 }
 

@@ -371,7 +371,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	}
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, key: p.Key, token: p.Token, resumable: true, keyHash: p.Resume,
-		gen: p.Gen + 1, out: awayQueue, q: awayQueue}
+		gen: p.Gen + 1, q: awayQueue}
 	a := &away{since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
 	s.hmu.Lock()
 	s.seq = p.Seq
@@ -445,12 +445,12 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 	r.stub = nil
 	rr.stub.room.Store(nil)
 	s.room.Store(r)
-	if hd, ok := rr.stub.out.(Holder); ok {
+	if hd, ok := rr.stub.outbox().(Holder); ok {
 		rl := getRelay(peer.name)
 		hd.TakeHeld(func(text []byte) {
 			rl.one[0] = text
 			if n, full := s.deliverMessages(&rl.ev, rl.one[:]); n == 0 {
-				peer.out.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+				peer.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 			}
 		})
 		putRelay(rl)

@@ -47,7 +47,7 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 		lo.finish(proto.ReasonReplaced, 0)
 		if !lo.wasAway {
 			defer lo.s.q.Evict(EvictReplaced)
-			replaced = lo.s.out
+			replaced = lo.s.outbox()
 		}
 	}
 	if err := h.register(s, rk); err != nil {

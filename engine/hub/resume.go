@@ -113,10 +113,10 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 	a.seq = s.seq
 	s.away = a
 	s.hmu.Unlock()
-	s.out, s.q = awayQueue, awayQueue
+	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
-			p.out.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
+			p.q.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
 		}
 		r.mu.Unlock()
 	}
@@ -260,7 +260,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	sum := sha256.Sum256(k[:])
 	fresh := proto.NewResumeKey()
-	s := &Session{hub: h, out: out, q: queueOf(out), client: protocolOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
+	s := &Session{hub: h, q: queueOf(out), client: protocolOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
 	var moving *Session
 	if mv, ok := h.dir.(Mover); ok {
 		var err *proto.Error
@@ -294,7 +294,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if a != nil {
 		h.unlinkAwayLocked(old)
 	} else {
-		zombie, res.Zombie = old.q, old.out
+		zombie, res.Zombie = old.q, old.outbox()
 	}
 	old.closed = true
 	delete(h.keys, keyIndexOf(sum))
@@ -324,6 +324,8 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	old.hmu.Unlock()
 	s.hmu.Lock()
 	s.seq, s.hist = seq, hs
+	// A client that says what it received acknowledges for itself.
+	s.clientAcks = hasLast
 	if hs != nil {
 		h.histMu.Lock()
 		delete(h.histories, old)
@@ -336,7 +338,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.hmu.Unlock()
 	if r != nil {
 		if a != nil && !a.attached && peer != nil {
-			peer.out.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
+			peer.q.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
 		}
 		r.mu.Unlock()
 		if r.stub != nil {
@@ -447,7 +449,7 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		// that encrypts needs all three to know where it stands.
 		ev.Peer, ev.Initiator, ev.PeerProto, ev.PairID = peer.name, r.a == s, peer.client, r.id
 	}
-	s.out.Deliver(&ev)
+	s.q.Deliver(&ev)
 	if replayed == 0 {
 		return replayed, missed
 	}
@@ -455,9 +457,9 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 	for i := from; i < hs.n; i++ {
 		e := hs.entry(i)
 		msg.Kind, msg.From, msg.Text, msg.Seq = e.kind(), e.from, hs.text(e), e.seq
-		s.out.Deliver(&msg)
+		s.q.Deliver(&msg)
 	}
 	ev.Kind = proto.EvReplayEnd
-	s.out.Deliver(&ev)
+	s.q.Deliver(&ev)
 	return replayed, missed
 }

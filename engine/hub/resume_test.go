@@ -1018,3 +1018,44 @@ func benchmarkSayRun(b *testing.B, opts Options) {
 		}
 	}
 }
+
+// BenchmarkSayManyPairs and its Resume variants relay runs of 16 messages
+// round the senders of 200 pairs, as a busy server does: what each
+// message costs once the state of a pair is no longer in cache. With
+// Received, each receiver's transport acknowledges all it was sent
+// every 64 messages, as a line client's TCP does (the engine asks right
+// after reading from the client).
+func BenchmarkSayManyPairs(b *testing.B)         { benchmarkSayManyPairs(b, Options{}, false) }
+func BenchmarkSayManyPairsResume(b *testing.B)   { benchmarkSayManyPairs(b, resumeOpts(), false) }
+func BenchmarkSayManyPairsReceived(b *testing.B) { benchmarkSayManyPairs(b, resumeOpts(), true) }
+
+func benchmarkSayManyPairs(b *testing.B, opts Options, received bool) {
+	const pairs, runLen = 200, 16
+	h := New(opts)
+	senders := make([]*Session, pairs)
+	receivers := make([]*Session, pairs)
+	for i := range pairs {
+		a, _ := h.Login([]byte(fmt.Sprint("a", i)), discard{})
+		r, _ := h.Login([]byte(fmt.Sprint("b", i)), discard{})
+		if err := a.Connect([]byte(r.Token().String())); err != nil {
+			b.Fatal(err)
+		}
+		senders[i], receivers[i] = a, r
+	}
+	run := make([][]byte, runLen)
+	for i := range run {
+		run[i] = []byte("hello, this is a 64-byte message used for the relay benchmark.")
+	}
+	sent := make([]uint64, pairs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i, p := 0, 0; i < b.N; i, p = i+runLen, (p+1)%pairs {
+		if _, _, err := senders[p].SayAll(run); err != nil {
+			b.Fatal(err)
+		}
+		sent[p] += runLen
+		if received && sent[p]%64 == 0 {
+			receivers[p].Received(sent[p])
+		}
+	}
+}

@@ -17,10 +17,18 @@
 // counted by message: when a reader is cut off, its partner can be told
 // exactly how many of its messages were never sent.
 //
-// Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait and
-// Evict may be called from any goroutine, with hub locks held; none of
-// them calls back into the hub, and none blocks beyond the Outbox's own
-// lock and, for a direct write, one non-blocking write to the socket.
+// The queue also follows numbered messages (hub Event.Seq) to the
+// socket: it knows, of the bytes that left it, where the newest numbered
+// message that left whole ends. Asked which of them the client has
+// received (TransportAcked), it compares that with what the owner's
+// socket still holds unacknowledged (Owner.Unacked), so the hub keeps
+// for a resume only what the client's TCP has not acknowledged.
+//
+// Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait,
+// Evict and TransportAcked may be called from any goroutine, with hub
+// locks held; none of them calls back into the hub, and none blocks
+// beyond the Outbox's own lock and one non-blocking system call on the
+// socket (a direct write; TransportAcked's look).
 // The other methods belong to the owner and are called on its event
 // loop, one at a time. Waiters are woken with no lock of the Outbox held.
 package outbox
@@ -82,14 +90,22 @@ type Owner interface {
 	// (SetDirect) and nothing is queued, being written or held for the
 	// socket (see the package comment), so the bytes cannot overtake any.
 	WriteDirect(b []byte) (n int, ok bool)
+	// Unacked returns how many of the bytes written to the owner's
+	// socket its peer has not acknowledged yet (the socket's send queue,
+	// sent or not), and ok false when the socket cannot tell. It is
+	// called under the Outbox's lock, from any goroutine, only while the
+	// Outbox is open and the socket idle (the last Settle found it empty
+	// and nothing was taken since), as WriteDirect is.
+	Unacked() (n int, ok bool)
 }
 
 // Outbox is one connection's outbound queue. Make one with New.
 //
 // An idle connection holds one, so it is kept to 64 bytes: the encoder
 // is the owner's, counts are 32 bits (a queue is bounded by
-// limits.outbound_max), and the rarely used list of waiters sits behind
-// a pointer.
+// limits.outbound_max), and what only a busy connection needs (the
+// senders waiting on it, the trail of its numbered messages) sits
+// behind a pointer.
 type Outbox struct {
 	owner Owner
 
@@ -116,7 +132,32 @@ type Outbox struct {
 	// here, beside the flags, so that it takes no word of its own.
 	inline atomic.Bool
 
-	waiters *[]hub.Waiter // senders held back until this reader catches up; nil when none
+	side *side // nil when no sender waits and no numbered message is followed
+}
+
+// side is the state an Outbox needs only while it is busy.
+type side struct {
+	waiters []hub.Waiter // senders held back until this reader catches up
+	trail   *trail       // nil when no numbered message is followed
+}
+
+// trail follows numbered messages from the queue to the socket.
+// Positions count the bytes that left the queue (taken, or written
+// directly) since the trail began: the start of the socket's stream, or
+// a moment when everything numbered before had been acknowledged.
+type trail struct {
+	queued   uint64 // Seq of the newest numbered message queued
+	whole    uint64 // Seq of the newest numbered message that left whole
+	wholeEnd int64  // where it ends: sent, just after it left
+	sent     int64  // bytes that left the queue
+	checked  int64  // sent, when the socket was last asked
+	// mark is a message waiting to be found acknowledged: every byte up
+	// to markEnd. The socket is asked only now and then, and by then
+	// more has usually been written; a mark set at one look is found
+	// acknowledged at a later one.
+	mark    uint64
+	markEnd int64  // 0: no mark
+	acked   uint64 // Seq of the newest message known acknowledged
 }
 
 var (
@@ -178,6 +219,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 		// A sealed frame is relayed as a message is, and counts as one
 		// among those never sent when the reader is cut off.
 		o.msgs++
+		o.queuedLocked(ev.Seq)
 	}
 	o.backlog.Add(int64(len(*o.buf) - before))
 	o.sendLocked()
@@ -190,8 +232,14 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 		return
 	}
 	before := len(*o.buf)
+	// The encoder may number the texts as it walks them (ev.Seq).
+	var last uint64
+	if ev.Seq != 0 && len(texts) > 0 {
+		last = ev.Seq + uint64(len(texts)) - 1
+	}
 	*o.buf = o.owner.AppendMessages(*o.buf, ev, texts)
 	o.msgs += int32(len(texts))
+	o.queuedLocked(last)
 	o.backlog.Add(int64(len(*o.buf) - before))
 	o.sendLocked()
 }
@@ -246,6 +294,7 @@ func (o *Outbox) sendLocked() {
 	}
 	o.directs++
 	o.backlog.Add(-int64(n))
+	o.leftLocked(n, n == len(*o.buf))
 	if n == len(*o.buf) {
 		Release(o.buf)
 		o.buf, o.msgs = nil, 0
@@ -317,6 +366,7 @@ func (o *Outbox) Take(held int) (b *[]byte, msgs int) {
 		return nil, 0
 	}
 	b, msgs = o.buf, int(o.msgs)
+	o.leftLocked(len(*b), true)
 	o.buf, o.msgs = nil, 0
 	o.idle = false // until Settle: the owner is writing b
 	return b, msgs
@@ -345,8 +395,9 @@ func (o *Outbox) Settle(held int) {
 // wakeLocked returns the waiters to wake once the backlog is down to the
 // low mark, and forgets them.
 func (o *Outbox) wakeLocked() (wake []hub.Waiter) {
-	if o.waiters != nil && o.backlog.Load() <= o.owner.Marks().Low() {
-		wake, o.waiters = *o.waiters, nil
+	if o.side != nil && len(o.side.waiters) > 0 && o.backlog.Load() <= o.owner.Marks().Low() {
+		wake, o.side.waiters = o.side.waiters, nil
+		o.tidyLocked()
 	}
 	return wake
 }
@@ -379,10 +430,8 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	if o.closed || o.backlog.Load() <= high {
 		return false
 	}
-	if o.waiters == nil {
-		o.waiters = new([]hub.Waiter)
-	}
-	*o.waiters = append(*o.waiters, w)
+	sd := o.sideLocked()
+	sd.waiters = append(sd.waiters, w)
 	return true
 }
 
@@ -409,8 +458,8 @@ func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
 	}
 	o.msgs = 0
 	o.backlog.Store(0)
-	if o.waiters != nil {
-		waiters, o.waiters = *o.waiters, nil
+	if o.side != nil {
+		waiters, o.side = o.side.waiters, nil
 	}
 	return lost, waiters
 }
@@ -420,4 +469,89 @@ func (o *Outbox) Pending() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf != nil && len(*o.buf) > 0
+}
+
+// sideLocked returns o's side, making it if need be.
+func (o *Outbox) sideLocked() *side {
+	if o.side == nil {
+		o.side = new(side)
+	}
+	return o.side
+}
+
+// tidyLocked lets the side go once nothing is in it.
+func (o *Outbox) tidyLocked() {
+	if sd := o.side; sd != nil && len(sd.waiters) == 0 && sd.trail == nil {
+		o.side = nil
+	}
+}
+
+// queuedLocked notes that the numbered message seq was queued; seq 0
+// (a session not numbered: resume is off) is not followed.
+func (o *Outbox) queuedLocked(seq uint64) {
+	if seq == 0 {
+		return
+	}
+	sd := o.sideLocked()
+	if sd.trail == nil {
+		sd.trail = new(trail)
+	}
+	sd.trail.queued = seq
+}
+
+// leftLocked notes that n queued bytes left for the socket: all that was
+// queued (whole), or the first n of it.
+func (o *Outbox) leftLocked(n int, whole bool) {
+	if o.side == nil || o.side.trail == nil {
+		return
+	}
+	t := o.side.trail
+	t.sent += int64(n)
+	if whole {
+		t.whole, t.wholeEnd = t.queued, t.sent
+	}
+}
+
+// TransportAcked returns the Seq of the newest numbered message the
+// client is known to have received: its socket's peer acknowledged
+// every byte of it and of those before (0 when none is known). It asks
+// the socket (Owner.Unacked, a system call) once at least after bytes
+// have left the queue since it last did (after 0: whenever) and
+// something that left is not known to be received, and only while the socket is idle, when
+// everything that left the queue is in the socket's hands; otherwise it
+// returns what it found before. It implements hub.TransportAcker.
+func (o *Outbox) TransportAcked(after int) uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.side == nil || o.side.trail == nil {
+		return 0
+	}
+	t := o.side.trail
+	if o.closed || !o.idle || t.acked == t.whole || t.sent-t.checked < int64(after) {
+		return t.acked
+	}
+	unacked, ok := o.owner.Unacked()
+	if !ok {
+		return t.acked
+	}
+	t.checked = t.sent
+	acked := t.sent - int64(unacked) // bytes before this were acknowledged
+	switch {
+	case acked >= t.wholeEnd:
+		t.acked, t.mark, t.markEnd = t.whole, 0, 0
+	case t.markEnd > 0 && acked >= t.markEnd:
+		t.acked, t.mark, t.markEnd = t.mark, t.whole, t.wholeEnd
+	case t.markEnd == 0:
+		t.mark, t.markEnd = t.whole, t.wholeEnd
+	}
+	got := t.acked
+	if got == t.queued {
+		// Everything numbered was received: the trail starts afresh
+		// with the next numbered message, and an idle connection keeps
+		// none. Bytes still unacknowledged then only make the next
+		// trail's first looks find less acknowledged than was.
+		o.side.trail = nil
+		o.tidyLocked()
+	}
+	return got
 }

@@ -21,6 +21,10 @@ type textEncoder struct{}
 // Protocol: the owners of these tests speak a line protocol of sorts.
 func (textEncoder) Protocol() proto.Protocol { return proto.ProtoLine }
 
+// Unacked: these owners' sockets cannot tell (trail_test.go has one that
+// can).
+func (textEncoder) Unacked() (int, bool) { return 0, false }
+
 func (textEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	if ev.Kind == proto.EvMessage {
 		dst = append(dst, "message "...)

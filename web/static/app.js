@@ -349,6 +349,11 @@ function startResume(ev) {
   if (!key) return;
   st.resume = { key, last: 0, windowS: Number(ev.window_s) || 0 };
   saveNow();
+  // The page acknowledges what it shows, and says so at once: until a
+  // client acknowledges, the server keeps for it only what its TCP has
+  // not acknowledged, and a message the browser received but the page
+  // had not shown before a reload would be missing (docs/RESUME.md).
+  sendQuiet({ type: 'ack', last: 0 });
 }
 
 // forgetResume drops the key, in memory and in sessionStorage: after a

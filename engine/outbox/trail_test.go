@@ -1,0 +1,146 @@
+package outbox_test
+
+import (
+	"testing"
+
+	"duet/engine/outbox"
+	"duet/proto"
+)
+
+// ackOwner is a directOwner whose socket says how much of what was
+// written its peer has not acknowledged: unacked, which the test sets.
+type ackOwner struct {
+	directOwner
+	unacked int
+	asked   int // calls of Unacked
+}
+
+func (a *ackOwner) Unacked() (int, bool) {
+	a.asked++
+	return a.unacked, true
+}
+
+// numbered delivers texts as a run numbered from first.
+func numbered(o *outbox.Outbox, first uint64, texts ...string) {
+	ev := message("a")
+	ev.Seq = first
+	run := make([][]byte, len(texts))
+	for i, t := range texts {
+		run[i] = []byte(t)
+	}
+	o.DeliverMessages(ev, run)
+}
+
+func newAckOwner() (*ackOwner, *outbox.Outbox) {
+	a := &ackOwner{}
+	o := outbox.New(a)
+	o.SetDirect(true)
+	o.Settle(0) // the socket is empty: deliveries are written directly
+	return a, o
+}
+
+// TestTransportAckedFollowsTheSocket: the Seq returned is the newest
+// message all of whose bytes the socket's peer acknowledged; one that is
+// only partly acknowledged is not, and neither is any after it.
+func TestTransportAckedFollowsTheSocket(t *testing.T) {
+	a, o := newAckOwner()
+	numbered(o, 1, "one", "two", "three")
+	if a.writes != 1 {
+		t.Fatalf("%d direct writes, want 1", a.writes)
+	}
+	// The socket holds the last message unacknowledged: what it knows
+	// is only that everything was written. The newest message that left
+	// becomes a mark, found acknowledged at a later look.
+	a.unacked = len("message a three\n")
+	if got := o.TransportAcked(0); got != 0 {
+		t.Fatalf("acked %d with the third message unacknowledged and no mark before, want 0", got)
+	}
+	numbered(o, 4, "four", "five")
+	// The peer has acknowledged up to the middle of "five": the mark (3)
+	// is covered, the newest message (5) is not.
+	a.unacked = 3
+	if got := o.TransportAcked(0); got != 3 {
+		t.Fatalf("acked %d, want 3: the mark is covered, five is not", got)
+	}
+	a.unacked = 0
+	if got := o.TransportAcked(0); got != 5 {
+		t.Fatalf("acked %d with nothing unacknowledged, want 5", got)
+	}
+	// Everything was received: the trail is gone, and the next look
+	// finds nothing to follow until a numbered message comes.
+	asked := a.asked
+	if got := o.TransportAcked(0); got != 0 || a.asked != asked {
+		t.Fatalf("after everything was received: acked %d, socket asked %d more times; want 0 and none", got, a.asked-asked)
+	}
+	numbered(o, 6, "six")
+	if got := o.TransportAcked(0); got != 6 {
+		t.Fatalf("a new trail: acked %d, want 6", got)
+	}
+}
+
+// TestTransportAckedAsksOncePerStride: the socket is asked only once the
+// bytes the caller names have left since it last was, so a busy relay
+// pays one system call per many messages.
+func TestTransportAckedAsksOncePerStride(t *testing.T) {
+	const stride = 4 << 10
+	a, o := newAckOwner()
+	a.unacked = 1 << 30 // nothing ever acknowledged: the trail stays
+	numbered(o, 1, "first")
+	o.TransportAcked(0)
+	asked := a.asked
+	text := string(make([]byte, 100))
+	seq := uint64(2)
+	sent := 0
+	for sent < stride-200 {
+		numbered(o, seq, text)
+		seq++
+		sent += len("message a \n") + len(text)
+		o.TransportAcked(stride)
+	}
+	if a.asked != asked {
+		t.Fatalf("the socket was asked %d times within a stride, want 0", a.asked-asked)
+	}
+	for range 4 {
+		numbered(o, seq, text)
+		seq++
+		o.TransportAcked(stride)
+	}
+	if a.asked != asked+1 {
+		t.Fatalf("the socket was asked %d times once a stride had left, want 1", a.asked-asked)
+	}
+}
+
+// TestTransportAckedWaitsForTheSocket: bytes taken by the owner's loop
+// and not yet settled, or a direct write the socket took only part of,
+// are not known to be in the socket: no look is taken then, and a
+// message only partly written is never counted.
+func TestTransportAckedWaitsForTheSocket(t *testing.T) {
+	a, o := newAckOwner()
+	a.take = func(n int) int { return n - 2 } // the socket is full two bytes short
+	numbered(o, 1, "one")
+	a.take = nil
+	a.unacked = 0
+	if got := o.TransportAcked(0); got != 0 || a.asked != 0 {
+		t.Fatalf("with the rest still queued: acked %d, asked %d times; want 0, 0", got, a.asked)
+	}
+	b, _ := o.Take(0)
+	if got := o.TransportAcked(0); got != 0 || a.asked != 0 {
+		t.Fatalf("with the rest taken, not settled: acked %d, asked %d times; want 0, 0", got, a.asked)
+	}
+	outbox.Release(b)
+	o.Settle(0)
+	if got := o.TransportAcked(0); got != 1 {
+		t.Fatalf("settled and acknowledged: acked %d, want 1", got)
+	}
+}
+
+// TestUnnumberedIsNotFollowed: with resume off messages carry no Seq,
+// and nothing is followed or asked of the socket.
+func TestUnnumberedIsNotFollowed(t *testing.T) {
+	a, o := newAckOwner()
+	o.DeliverMessages(message("a"), [][]byte{[]byte("hi")})
+	o.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: "a"})
+	if got := o.TransportAcked(0); got != 0 || a.asked != 0 {
+		t.Fatalf("acked %d, socket asked %d times; want 0, 0", got, a.asked)
+	}
+}
