@@ -1,7 +1,7 @@
 package hub
 
 import (
-	"sort"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -14,8 +14,11 @@ import (
 // next number (Event.Seq, from 1) and a copy in the session's history:
 // the sender, the text and when it was delivered. It is kept as an
 // event, not as bytes of a protocol, so a session can be resumed over
-// the other protocol. Texts are copied into chunks that grow with the
-// history, from 512 bytes to 16 KiB, and go back to pools shared by all
+// the other protocol. Messages delivered together (a run that SayAll
+// relays) are kept as one entry, their texts side by side, so that
+// keeping a message costs little more than copying its text. Texts are
+// copied into chunks that grow with the history, from 512 bytes to
+// 16 KiB, and go back to pools shared by all
 // sessions, so a busy history allocates nothing in steady state, and
 // one that empties is given back whole: a session that keeps nothing
 // costs nothing for it.
@@ -41,9 +44,10 @@ import (
 // while away is complete.
 
 // entryCost is what a kept message counts against resume.buffer besides
-// its text: its entry (48 bytes) and its share of the ring it sits in.
-// Counting it keeps a flood of one-byte messages from costing many times
-// the buffer.
+// its text. A message takes its text and a length of one to three bytes
+// in a chunk, and a share of its run's entry; counting a fixed 64 keeps
+// a flood of one-byte messages from costing many times the buffer, and
+// the buffer's meaning from depending on how messages came in runs.
 const entryCost = 64
 
 // Chunks hold kept texts: classes of 512 bytes << class, up to 16 KiB; a
@@ -58,7 +62,7 @@ var chunkPools [chunkClasses]sync.Pool
 
 type chunk struct {
 	buf   []byte // the texts written so far
-	live  int    // entries whose text is in buf
+	live  int    // entries whose texts are in buf
 	class int    // its pool in chunkPools; -1 for a chunk of its own size
 }
 
@@ -91,37 +95,51 @@ func putChunk(c *chunk) {
 	chunkPools[c.class].Put(c)
 }
 
-// entry is one kept message.
+// entry is a run of kept messages: consecutive numbers, from one sender,
+// delivered at the same moment, all messages or one sealed frame. A run
+// of messages relayed together (SayAll) is kept as one entry, so keeping
+// a message costs its text's copy, and not an entry of its own: entries
+// are what a busy server's cache cannot hold for every session.
 type entry struct {
-	seq  uint64
-	at   time.Duration // when it was delivered (Hub.clock)
+	seq  uint64        // the first kept message's number
+	at   time.Duration // when the run was delivered (Hub.clock)
 	from string
-	c    *chunk // holds its text, at c.buf[off:off+size]
+	c    *chunk // holds the texts, at c.buf[off:end], each a uvarint length then the text
 	off  uint32
-	// size is the text's length, and its top bit (sealedBit) is set
-	// for a sealed frame, whose text is its data: no text reaches 2 GiB,
-	// and the flag then costs the entry no room.
-	size uint32
+	end  uint32
+	n    uint32 // messages kept; its top bit (sealedBit) marks a sealed frame
+	text uint32 // their texts' bytes, lengths excluded
 }
 
-// sealedBit marks an entry that holds a sealed frame (entry.size).
+// sealedBit marks an entry that holds a sealed frame (entry.n): no run
+// reaches 2^31 messages, and the flag then costs the entry no room.
 const sealedBit = 1 << 31
 
-func (e *entry) len() uint32 { return e.size &^ sealedBit }
+func (e *entry) count() int { return int(e.n &^ sealedBit) }
 
-// kind returns the event an entry is replayed as.
+// kind returns the event an entry's messages are replayed as.
 func (e *entry) kind() proto.EventKind {
-	if e.size&sealedBit != 0 {
+	if e.n&sealedBit != 0 {
 		return proto.EvSealed
 	}
 	return proto.EvMessage
 }
 
-// history is one session's kept messages, oldest first, in a ring.
+// first returns the run's first kept text and the bytes it takes with
+// its length.
+func (e *entry) first() (text []byte, took int) {
+	b := e.c.buf[e.off:e.end]
+	size, k := binary.Uvarint(b)
+	return b[k : k+int(size)], k + int(size)
+}
+
+// history is one session's kept messages, oldest first, in a ring of
+// runs.
 type history struct {
 	ring   []entry // a power of two long
 	head   int     // the oldest entry's index in ring
-	n      int     // entries kept
+	runs   int     // entries kept
+	n      int     // messages kept
 	cost   int64   // what they count against resume.buffer
 	chunks []*chunk
 	loss   []lossRun // messages dropped for room lately, oldest first
@@ -153,30 +171,41 @@ const maxPooledRing = 256
 
 func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.ring)-1)] }
 
-func (hs *history) text(e *entry) []byte { return e.c.buf[e.off : e.off+e.len()] }
-
-// push keeps a copy of text as the newest entry: a sealed frame's data
-// when sealed is set.
+// push keeps a copy of text as the newest message, numbered seq: a
+// sealed frame's data when sealed is set. It joins the newest run when
+// it continues it.
 func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, text []byte) {
-	if hs.n == len(hs.ring) {
-		hs.grow()
-	}
-	c := hs.chunkFor(len(text))
+	need := binary.MaxVarintLen32 + len(text)
+	c := hs.chunkFor(need)
 	off := len(c.buf)
+	c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
 	c.buf = append(c.buf, text...)
-	c.live++
-	size := uint32(len(text))
-	if sealed {
-		size |= sealedBit
-	}
-	*hs.entry(hs.n) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), size: size}
 	hs.n++
 	hs.cost += int64(len(text)) + entryCost
+	if hs.runs > 0 && !sealed {
+		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off && e.at == at &&
+			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
+			e.end = uint32(len(c.buf))
+			e.n++
+			e.text += uint32(len(text))
+			return
+		}
+	}
+	if hs.runs == len(hs.ring) {
+		hs.grow()
+	}
+	n := uint32(1)
+	if sealed {
+		n |= sealedBit
+	}
+	c.live++
+	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: n, text: uint32(len(text))}
+	hs.runs++
 }
 
 func (hs *history) grow() {
 	ring := make([]entry, max(8, 2*len(hs.ring)))
-	for i := range hs.n {
+	for i := range hs.runs {
 		ring[i] = *hs.entry(i)
 	}
 	hs.ring, hs.head = ring, 0
@@ -204,17 +233,22 @@ func (hs *history) chunkFor(n int) *chunk {
 	return c
 }
 
-// dropFront drops the oldest entry and returns it; its text is no
-// longer valid. A chunk no entry lives in any more goes back to its
-// pool, but for the one being written, which starts afresh.
-func (hs *history) dropFront() entry {
+// dropRun drops the oldest run whole.
+func (hs *history) dropRun() {
 	e := hs.entry(0)
-	old := *e
+	hs.n -= e.count()
+	hs.cost -= int64(e.text) + int64(e.count())*entryCost
+	c := e.c
 	*e = entry{}
 	hs.head = (hs.head + 1) & (len(hs.ring) - 1)
-	hs.n--
-	hs.cost -= int64(old.len()) + entryCost
-	old.c.live--
+	hs.runs--
+	c.live--
+	hs.freeChunks()
+}
+
+// freeChunks gives back the chunks no entry lives in any more, but for
+// the one being written, which starts afresh.
+func (hs *history) freeChunks() {
 	for len(hs.chunks) > 1 && hs.chunks[0].live == 0 {
 		putChunk(hs.chunks[0])
 		k := copy(hs.chunks, hs.chunks[1:])
@@ -224,24 +258,97 @@ func (hs *history) dropFront() entry {
 	if len(hs.chunks) == 1 && hs.chunks[0].live == 0 {
 		hs.chunks[0].buf = hs.chunks[0].buf[:0]
 	}
-	return old
 }
 
-// trimAge drops the entries delivered before the time before.
-func (hs *history) trimAge(before time.Duration) {
-	for hs.n > 0 && hs.entry(0).at < before {
-		hs.dropFront()
+// dropFront drops the oldest message and returns its number and when it
+// was delivered.
+func (hs *history) dropFront() (seq uint64, at time.Duration) {
+	e := hs.entry(0)
+	seq, at = e.seq, e.at
+	if e.count() == 1 {
+		hs.dropRun()
+		return seq, at
+	}
+	text, took := e.first()
+	e.seq++
+	e.n--
+	e.off += uint32(took)
+	e.text -= uint32(len(text))
+	hs.n--
+	hs.cost -= int64(len(text)) + entryCost
+	return seq, at
+}
+
+// dropThrough drops the messages numbered up to last.
+func (hs *history) dropThrough(last uint64) {
+	for hs.runs > 0 {
+		e := hs.entry(0)
+		switch {
+		case e.seq > last:
+			return
+		case e.seq+uint64(e.count())-1 <= last:
+			hs.dropRun()
+		default:
+			hs.dropFront()
+		}
 	}
 }
 
-// since returns the index of the first entry delivered at or after t.
-func (hs *history) since(t time.Duration) int {
-	return sort.Search(hs.n, func(i int) bool { return hs.entry(i).at >= t })
+// trimAge drops the messages delivered before the time before.
+func (hs *history) trimAge(before time.Duration) {
+	for hs.runs > 0 && hs.entry(0).at < before {
+		hs.dropRun()
+	}
 }
 
-// seqIndex returns the index of the first entry numbered seq or more.
+// since returns the index, among the messages kept, of the first one
+// delivered at or after t.
+func (hs *history) since(t time.Duration) int {
+	i := 0
+	for r := range hs.runs {
+		e := hs.entry(r)
+		if e.at >= t {
+			return i
+		}
+		i += e.count()
+	}
+	return i
+}
+
+// seqIndex returns the index, among the messages kept, of the first one
+// numbered seq or more.
 func (hs *history) seqIndex(seq uint64) int {
-	return sort.Search(hs.n, func(i int) bool { return hs.entry(i).seq >= seq })
+	i := 0
+	for r := range hs.runs {
+		e := hs.entry(r)
+		if end := e.seq + uint64(e.count()); seq < end {
+			if seq > e.seq {
+				i += int(seq - e.seq)
+			}
+			return i
+		}
+		i += e.count()
+	}
+	return i
+}
+
+// each calls f for every message kept from index from on, oldest first,
+// with its text, valid only during the call.
+func (hs *history) each(from int, f func(seq uint64, at time.Duration, sender string, kind proto.EventKind, text []byte)) {
+	i := 0
+	for r := range hs.runs {
+		e := hs.entry(r)
+		b := e.c.buf[e.off:e.end]
+		for k := range e.count() {
+			size, w := binary.Uvarint(b)
+			text := b[w : w+int(size)]
+			b = b[w+int(size):]
+			if i >= from {
+				f(e.seq+uint64(k), e.at, e.from, e.kind(), text)
+			}
+			i++
+		}
+	}
 }
 
 // noteLoss records that message seq, delivered at, was dropped for room
@@ -303,10 +410,10 @@ func (hs *history) release() {
 	}
 	clear(hs.chunks)
 	hs.chunks = hs.chunks[:0]
-	for i := range hs.n {
+	for i := range hs.runs {
 		*hs.entry(i) = entry{}
 	}
-	hs.head, hs.n, hs.cost, hs.loss = 0, 0, 0, hs.loss[:0]
+	hs.head, hs.runs, hs.n, hs.cost, hs.loss = 0, 0, 0, 0, hs.loss[:0]
 	if len(hs.ring) > maxPooledRing {
 		hs.ring = nil
 	}
@@ -365,8 +472,8 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 			continue
 		}
 		for hs.n > 0 && hs.cost+c > buffer {
-			e := hs.dropFront()
-			hs.noteLoss(e.seq, e.at, now, recent)
+			seq, at := hs.dropFront()
+			hs.noteLoss(seq, at, now, recent)
 		}
 		hs.push(seq, now, from, sealed, text)
 	}
@@ -477,12 +584,8 @@ func (s *Session) trimReceivedLocked(after int) {
 // dropThroughLocked drops the kept messages numbered up to last. s.hmu
 // is held.
 func (s *Session) dropThroughLocked(last uint64) {
-	hs := s.hist
-	if hs == nil {
-		return
-	}
-	for hs.n > 0 && hs.entry(0).seq <= last {
-		hs.dropFront()
+	if s.hist != nil {
+		s.hist.dropThrough(last)
 	}
 }
 

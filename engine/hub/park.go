@@ -260,11 +260,10 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		p.AwaySeq = s.seq
 	}
 	if hs := s.hist; hs != nil {
-		p.History = make([]ParkedMessage, hs.n)
-		for i := range hs.n {
-			e := hs.entry(i)
-			p.History[i] = ParkedMessage{Seq: e.seq, Age: now - e.at, From: e.from, Sealed: e.kind() == proto.EvSealed, Text: append([]byte(nil), hs.text(e)...)}
-		}
+		p.History = make([]ParkedMessage, 0, hs.n)
+		hs.each(0, func(seq uint64, at time.Duration, from string, kind proto.EventKind, text []byte) {
+			p.History = append(p.History, ParkedMessage{Seq: seq, Age: now - at, From: from, Sealed: kind == proto.EvSealed, Text: append([]byte(nil), text...)})
+		})
 		for _, l := range hs.loss {
 			p.Loss = append(p.Loss, ParkedLoss{Last: l.last, Count: l.count, MinAge: now - l.minAt, MaxAge: now - l.maxAt})
 		}

@@ -408,9 +408,7 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		last = min(last, s.seq)
 		kept := 0
 		if hs != nil {
-			for hs.n > 0 && hs.entry(0).seq <= last {
-				hs.dropFront()
-			}
+			hs.dropThrough(last)
 			kept = hs.n
 		}
 		missed = int(s.seq-last) - kept
@@ -454,11 +452,10 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		return replayed, missed
 	}
 	var msg proto.Event
-	for i := from; i < hs.n; i++ {
-		e := hs.entry(i)
-		msg.Kind, msg.From, msg.Text, msg.Seq = e.kind(), e.from, hs.text(e), e.seq
+	hs.each(from, func(seq uint64, _ time.Duration, sender string, kind proto.EventKind, text []byte) {
+		msg.Kind, msg.From, msg.Text, msg.Seq = kind, sender, text, seq
 		s.q.Deliver(&msg)
-	}
+	})
 	ev.Kind = proto.EvReplayEnd
 	s.q.Deliver(&ev)
 	return replayed, missed

@@ -1,0 +1,113 @@
+package hub
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"duet/proto"
+)
+
+// kept lists a history's messages as "seq from kind text", oldest first.
+func kept(hs *history) []string {
+	var out []string
+	hs.each(0, func(seq uint64, _ time.Duration, from string, kind proto.EventKind, text []byte) {
+		k := "m"
+		if kind == proto.EvSealed {
+			k = "s"
+		}
+		out = append(out, fmt.Sprintf("%d %s %s %s", seq, from, k, text))
+	})
+	return out
+}
+
+// costOf is what a history's messages should count against the buffer.
+func costOf(hs *history) int64 {
+	var c int64
+	hs.each(0, func(_ uint64, _ time.Duration, _ string, _ proto.EventKind, text []byte) {
+		c += int64(len(text)) + entryCost
+	})
+	return c
+}
+
+// TestHistoryRuns: messages delivered together share an entry, which a
+// new sender, a new moment, a sealed frame or a gap in numbers ends;
+// dropping from the front takes messages one at a time or runs whole,
+// and the counts, the cost and the indexes stay those of the messages.
+func TestHistoryRuns(t *testing.T) {
+	hs := new(history)
+	push := func(seq uint64, at time.Duration, from string, sealed bool, text string) {
+		hs.push(seq, at, from, sealed, []byte(text))
+	}
+	push(1, 10, "bob", false, "a")
+	push(2, 10, "bob", false, "bb")
+	push(3, 10, "bob", false, strings.Repeat("c", 300)) // a two-byte length
+	push(4, 20, "bob", false, "d")                      // a new moment
+	push(5, 20, "bob", true, "sealed")                  // a sealed frame stands alone
+	push(6, 20, "bob", false, "e")
+	push(7, 20, "eve", false, "f") // a new sender
+	push(9, 20, "eve", false, "g") // a gap in numbers
+	if hs.runs != 6 || hs.n != 8 {
+		t.Fatalf("%d runs, %d messages; want 6 and 8", hs.runs, hs.n)
+	}
+	want := []string{"1 bob m a", "2 bob m bb", "3 bob m " + strings.Repeat("c", 300), "4 bob m d", "5 bob s sealed", "6 bob m e", "7 eve m f", "9 eve m g"}
+	if got := kept(hs); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("kept %q", got)
+	}
+	if hs.cost != costOf(hs) {
+		t.Fatalf("cost %d, want %d", hs.cost, costOf(hs))
+	}
+	if i := hs.since(15); i != 3 {
+		t.Fatalf("since(15) = %d, want 3", i)
+	}
+	if i, j := hs.seqIndex(2), hs.seqIndex(8); i != 1 || j != 7 {
+		t.Fatalf("seqIndex(2), seqIndex(8) = %d, %d; want 1, 7", i, j)
+	}
+
+	// One from the front of a run, then through the middle of another.
+	if seq, at := hs.dropFront(); seq != 1 || at != 10 {
+		t.Fatalf("dropFront: %d at %d", seq, at)
+	}
+	hs.dropThrough(4)
+	want = want[4:]
+	if got := kept(hs); strings.Join(got, "|") != strings.Join(want, "|") || hs.n != 4 || hs.cost != costOf(hs) {
+		t.Fatalf("after dropping through 4: %q, %d messages, cost %d", got, hs.n, hs.cost)
+	}
+	var texts []string
+	hs.each(2, func(seq uint64, _ time.Duration, _ string, _ proto.EventKind, text []byte) {
+		texts = append(texts, fmt.Sprint(seq, string(text)))
+	})
+	if strings.Join(texts, ",") != "7f,9g" {
+		t.Fatalf("each from 2: %v", texts)
+	}
+	hs.trimAge(21)
+	if hs.n != 0 || hs.runs != 0 || hs.cost != 0 || !hs.empty() {
+		t.Fatalf("after trimming everything: %d messages, %d runs, cost %d", hs.n, hs.runs, hs.cost)
+	}
+	// A chunk nothing lives in any more is written afresh.
+	if len(hs.chunks) != 1 || len(hs.chunks[0].buf) != 0 {
+		t.Fatalf("%d chunks left, the first holding %d bytes", len(hs.chunks), len(hs.chunks[0].buf))
+	}
+}
+
+// TestHistoryRunsSpanChunks: a run whose next text does not fit its
+// chunk goes on as a new entry in the next chunk, and chunks go back to
+// their pool as their runs are dropped.
+func TestHistoryRunsSpanChunks(t *testing.T) {
+	hs := new(history)
+	text := []byte(strings.Repeat("x", 100))
+	for i := range 40 {
+		hs.push(uint64(i+1), 5, "bob", false, text)
+	}
+	if hs.n != 40 || len(hs.chunks) < 2 || hs.runs != len(hs.chunks) {
+		t.Fatalf("%d messages, %d runs in %d chunks; want 40 messages, a run per chunk", hs.n, hs.runs, len(hs.chunks))
+	}
+	hs.dropThrough(39)
+	if hs.n != 1 || len(hs.chunks) != 1 || hs.cost != 100+entryCost {
+		t.Fatalf("after dropping 39: %d messages, %d chunks, cost %d", hs.n, len(hs.chunks), hs.cost)
+	}
+	if got := kept(hs); len(got) != 1 || !strings.HasPrefix(got[0], "40 bob m x") {
+		t.Fatalf("kept %q", got)
+	}
+}
