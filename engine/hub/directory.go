@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"sync"
-
 	"duet/proto"
 )
 
@@ -55,128 +53,94 @@ type Claim struct {
 	PairID   uint64 // the pairing's number, unique in the cluster
 }
 
-// localDirectory is the Directory of a hub on its own: the records a
-// cluster keeps in Redis (engine/cluster/scripts.go), in memory, with
-// the same answers. Its calls never wait.
+// localDirectory is the Directory of a hub on its own, with the answers
+// a cluster's records in Redis give (engine/cluster/scripts.go). Its
+// records are the hub's own sessions, under the hub's lock: a name and
+// a token are registered while the hub's indexes hold them (hold enters
+// them, refusing a taken name; a logout takes them out), and the
+// pairing a user is in is its session's claim. A copy of its own would
+// cost every connection two more map entries, about 190 bytes, for
+// answers the hub already has. Its calls never wait.
 type localDirectory struct {
-	mu     sync.Mutex
-	users  map[string]localRecord // by folded name
-	tokens map[proto.Token]string // token -> folded name
-	pairs  uint64                 // the last pairing's number
-}
-
-type localRecord struct {
-	name  string
-	token proto.Token
-	// pair is the pairing the user is in, 0 when not paired (pairings
-	// are numbered from 1). The partner is not kept, since nothing asks
-	// for it: every user has a record, so each field costs as much per
-	// connection.
-	pair uint64
+	h     *Hub
+	pairs uint64 // the last pairing's number; guarded by h.mu
 }
 
 // localNode is the NodeID of a hub on its own.
 const localNode = "local"
 
-func newLocalDirectory() *localDirectory {
-	return &localDirectory{
-		users:  make(map[string]localRecord),
-		tokens: make(map[proto.Token]string),
-	}
-}
+func newLocalDirectory(h *Hub) *localDirectory { return &localDirectory{h: h} }
 
 func (d *localDirectory) NodeID() string { return localNode }
 
+// Register confirms what hold entered: the name is the session's that
+// holds token, or someone else's.
 func (d *localDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, taken := d.users[key]; taken {
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	s := d.h.names[key]
+	switch {
+	case s == nil:
+		return proto.ErrUnavailable
+	case s.token != token:
 		return proto.ErrNameTaken
 	}
-	if _, used := d.tokens[token]; used {
-		return proto.ErrUnavailable
-	}
-	d.users[key] = localRecord{name: name, token: token}
-	d.tokens[token] = key
 	return nil
 }
 
-func (d *localDirectory) Unregister(key string, token proto.Token) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if u, ok := d.users[key]; ok && u.token == token {
-		delete(d.users, key)
-	}
-	if d.tokens[token] == key {
-		delete(d.tokens, token)
-	}
-}
+// Unregister has nothing to do: the logout took the session out of the
+// hub's indexes, which is what frees its name and token.
+func (d *localDirectory) Unregister(key string, token proto.Token) {}
 
+// Retoken confirms what drawToken did: the session still holds old, and
+// fresh is held for it. adoptToken then lets old go.
 func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	u, ok := d.users[key]
-	if !ok || u.token != old {
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	s := d.h.names[key]
+	if s == nil || s.token != old || d.h.tokens[fresh] != s {
 		return proto.ErrUnavailable
 	}
-	if _, used := d.tokens[fresh]; used {
-		return proto.ErrUnavailable
-	}
-	delete(d.tokens, old)
-	d.tokens[fresh] = key
-	u.token = fresh
-	d.users[key] = u
 	return nil
 }
 
 func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	asker, ok := d.users[key]
-	if !ok {
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	asker := d.h.names[key]
+	if asker == nil {
 		return Claim{}, proto.ErrUnavailable
 	}
-	if asker.pair != 0 {
+	if asker.claim != 0 {
 		return Claim{}, proto.ErrAlreadyPaired
 	}
-	hk, ok := d.tokens[token]
-	if !ok {
+	holder := d.h.tokens[token]
+	if holder == nil {
 		return Claim{}, proto.ErrUnknownToken
 	}
-	if hk == key {
+	if holder.key == key {
 		return Claim{}, proto.ErrSelfConnect
 	}
-	holder, ok := d.users[hk]
-	if !ok {
-		return Claim{}, proto.ErrUnknownToken
-	}
-	if holder.pair != 0 {
+	if holder.claim != 0 {
 		return Claim{}, proto.ErrRoomFull
 	}
 	d.pairs++
-	asker.pair = d.pairs
-	holder.pair = d.pairs
-	d.users[key], d.users[hk] = asker, holder
-	return Claim{PeerKey: hk, PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
+	asker.claim, holder.claim = d.pairs, d.pairs
+	return Claim{PeerKey: holder.key, PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
 }
 
 func (d *localDirectory) Release(key string, pairID uint64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if u, ok := d.users[key]; ok && u.pair == pairID {
-		u.pair = 0
-		d.users[key] = u
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	if s := d.h.names[key]; s != nil && s.claim == pairID {
+		s.claim = 0
 	}
 }
 
-// restorePair records a pairing a restored hub made again (Restore).
-func (d *localDirectory) restorePair(a, b string, pairID uint64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ua, ub := d.users[a], d.users[b]
-	ua.pair = pairID
-	ub.pair = pairID
-	d.users[a], d.users[b] = ua, ub
+// restorePairLocked records a pairing a restored hub made again
+// (Restore). The caller holds h.mu.
+func (d *localDirectory) restorePairLocked(a, b *Session, pairID uint64) {
+	a.claim, b.claim = pairID, pairID
 	d.pairs = max(d.pairs, pairID)
 }
 

@@ -6,16 +6,18 @@ import (
 	"duet/proto"
 )
 
-// TestLocalDirectory holds the in-memory directory to the answers of the
-// cluster's (engine/cluster/scripts.go), which the hub's logic relies on
-// whichever directory it has.
+// TestLocalDirectory holds the directory of a hub on its own to the
+// answers of the cluster's (engine/cluster/scripts.go), which the hub's
+// logic relies on whichever directory it has. Its records are the hub's
+// sessions, so names and tokens are registered by logging in.
 func TestLocalDirectory(t *testing.T) {
-	d := newLocalDirectory()
-	ta, tb, tc := proto.NewToken(), proto.NewToken(), proto.NewToken()
+	h := New(Options{})
+	d := h.dir.(*localDirectory)
+	alice, bob, carol := login(t, h, "Alice"), login(t, h, "bob"), login(t, h, "carol")
+	ta, tb, tc := alice.Token(), bob.Token(), carol.Token()
 	mustErr(t, d.Register("Alice", "alice", ta, nil), nil)
 	mustErr(t, d.Register("ALICE", "alice", proto.NewToken(), nil), proto.ErrNameTaken)
-	mustErr(t, d.Register("bob", "bob", tb, nil), nil)
-	mustErr(t, d.Register("carol", "carol", tc, nil), nil)
+	mustErr(t, d.Register("dave", "dave", proto.NewToken(), nil), proto.ErrUnavailable)
 
 	_, err := d.Claim("alice", proto.NewToken())
 	mustErr(t, err, proto.ErrUnknownToken)
@@ -46,22 +48,45 @@ func TestLocalDirectory(t *testing.T) {
 		t.Fatal("a pairing number was used twice")
 	}
 
-	// Retoken moves the token; the old one is unknown from then on.
-	fresh := proto.NewToken()
-	mustErr(t, d.Retoken("alice", tb, fresh), proto.ErrUnavailable) // not alice's token
-	mustErr(t, d.Retoken("alice", ta, fresh), nil)
+	// A new token replaces the old one, which is unknown from then on.
+	mustErr(t, d.Retoken("alice", tb, proto.NewToken()), proto.ErrUnavailable) // not alice's token
+	mustErr(t, alice.NewToken(), nil)
+	fresh := alice.Token()
+	if fresh == ta {
+		t.Fatal("NewToken kept the token")
+	}
 	_, err = d.Claim("bob", ta)
 	mustErr(t, err, proto.ErrAlreadyPaired) // bob is with carol
 	d.Release("bob", c2.PairID)
 	_, err = d.Claim("bob", ta)
 	mustErr(t, err, proto.ErrUnknownToken)
 
-	// Unregister under a stale token leaves the record; the right one
-	// frees the name and the token.
-	d.Unregister("alice", ta)
-	mustErr(t, d.Register("alice", "alice", proto.NewToken(), nil), proto.ErrNameTaken)
-	d.Unregister("alice", fresh)
+	// A logout frees the name and the token.
+	alice.Close(proto.ReasonLeft, 0)
 	_, err = d.Claim("bob", fresh)
 	mustErr(t, err, proto.ErrUnknownToken)
-	mustErr(t, d.Register("alice", "alice", proto.NewToken(), nil), nil)
+	mustErr(t, d.Register("alice", "alice", fresh, nil), proto.ErrUnavailable)
+	again := login(t, h, "alice")
+	mustErr(t, d.Register("alice", "alice", again.Token(), nil), nil)
+}
+
+// TestLocalDirectoryFollowsAResume: a resumed session is the same user
+// to the directory, still in its pairing.
+func TestLocalDirectoryFollowsAResume(t *testing.T) {
+	h := New(resumeOpts())
+	d := h.dir.(*localDirectory)
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	res, err := h.Resume([]byte(key), 0, false, &recorder{})
+	mustErr(t, err, nil)
+	if res.Session == alice.Session || res.Session.claim == 0 {
+		t.Fatalf("resumed session %p (was %p) claim %d", res.Session, alice.Session, res.Session.claim)
+	}
+	carol := login(t, h, "carol")
+	_, err = d.Claim("carol", alice.Token())
+	mustErr(t, err, proto.ErrRoomFull)
+	mustErr(t, res.Session.Leave(), nil)
+	mustErr(t, carol.Connect(tok(res.Session)), nil)
 }

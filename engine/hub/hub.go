@@ -316,7 +316,7 @@ func New(opts Options) *Hub {
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
 	}
-	h.dir = newLocalDirectory()
+	h.dir = newLocalDirectory(h)
 	h.node = h.dir.NodeID()
 	h.SetOptions(opts)
 	return h
@@ -395,6 +395,9 @@ type Session struct {
 	// acknowledged is kept. Guarded by hmu; here, beside
 	// moving, it takes no word of its own.
 	clientAcks bool
+	// claim is the pairing a hub on its own has the session in, in its
+	// directory (localDirectory), 0 when none. Guarded by hub.mu.
+	claim uint64
 	// gen counts the times the session was taken up by a hub after it
 	// left another (Import): a partner's node tells apart, by it, what
 	// it hears of the session's earlier and later homes.

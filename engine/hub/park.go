@@ -488,8 +488,8 @@ func (h *Hub) Snapshot() []*Parked {
 
 // Restore takes up sessions a Snapshot of an earlier hub on this node
 // parked, each away, with pairs between them made again. It is for a hub
-// on its own (its in-memory directory is told of every name, token and
-// pairing), before its first login. A session whose name or token is
+// on its own (whose directory is its own sessions, and their claims),
+// before its first login. A session whose name or token is
 // taken here already is skipped. It returns how many it took up.
 func (h *Hub) Restore(parked []*Parked) int {
 	ld, ok := h.dir.(*localDirectory)
@@ -501,12 +501,10 @@ func (h *Hub) Restore(parked []*Parked) int {
 	taken := make(map[string]*Session, len(parked))
 	pairs := make(map[uint64][]*Session)
 	for _, p := range parked {
-		if err := ld.Register(p.Name, p.Key, p.Token, nil); err != nil {
-			continue
-		}
+		// Taking it up registers it: the directory's records are the
+		// hub's sessions.
 		s, _, _, err := h.importLocked(p, nil, false)
 		if err != nil {
-			ld.Unregister(p.Key, p.Token)
 			continue
 		}
 		// Restored to the node it was parked on: its moves do not count.
@@ -525,7 +523,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 		a.room.Store(r)
 		b.room.Store(r)
 		h.rooms++
-		ld.restorePair(a.key, b.key, id)
+		ld.restorePairLocked(a, b, id)
 	}
 	return len(taken)
 }

@@ -286,7 +286,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		h.resumeBadKey.Add(1)
 		return Resumed{}, proto.ErrUnknownResumeKey
 	}
-	s.name, s.key, s.token, s.gen = old.name, old.key, old.token, old.gen
+	s.name, s.key, s.token, s.gen, s.claim = old.name, old.key, old.token, old.gen, old.claim
 	old.moving = false
 	a := old.away
 	var zombie Queue
