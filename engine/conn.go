@@ -15,6 +15,7 @@ import (
 
 	"duet/engine/hub"
 	"duet/engine/outbox"
+	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
@@ -75,7 +76,7 @@ type conn struct {
 	// notice of a drain (drain.go). The hub keeps only its hash; the
 	// key never leaves the connection it was told on. Set by the
 	// encoder, on whatever goroutine delivers.
-	resumeKey atomic.Pointer[string]
+	resumeKey atomic.Pointer[proto.ResumeKey]
 	guard     *inputGuard // rate limit state; nil until needed (ratelimit.go)
 
 	flow flowState
@@ -88,13 +89,38 @@ type conn struct {
 
 // connAddr is who a connection's client is (realaddr.go).
 type connAddr struct {
-	ip string // the client's address: the peer's, or what a trusted proxy vouches for
-	// key is what the connection is counted under against
-	// limits.max_conns_per_ip, when counted: tally.AddrKey of ip when it
-	// was counted.
-	key       netip.Prefix
+	// ip is the client's address: the peer's, or what a trusted proxy
+	// vouches for; invalid when that was not an address. It is kept as
+	// an address, not its text, which would cost every connection an
+	// allocation: the text is made when a log line or a login needs it.
+	ip netip.Addr
+	// v6bits is limits.ipv6_prefix when the connection was counted
+	// against limits.max_conns_per_ip: it is counted under
+	// tally.AddrKey(ip, v6bits) (key). A byte, where the key itself
+	// would take 32 beside ip, which keeps conn in its size class.
+	v6bits    uint8
 	counted   bool
 	fromProxy bool // the socket peer is a trusted proxy
+}
+
+// key is what the connection is counted under, when counted.
+func (a *connAddr) key() netip.Prefix { return tally.AddrKey(a.ip, int(a.v6bits)) }
+
+// text is the client's address as logs and logins show it.
+func (a *connAddr) text() string {
+	if !a.ip.IsValid() {
+		return ""
+	}
+	return a.ip.String()
+}
+
+// v6bitsOf is limits.ipv6_prefix as connAddr keeps it: what
+// tally.AddrKey would take it for, in a byte.
+func v6bitsOf(bits int) uint8 {
+	if bits < 1 || bits > 128 {
+		return 128
+	}
+	return uint8(bits)
 }
 
 // wsState is a WebSocket's own state, made at the upgrade.
@@ -134,7 +160,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) 
 }
 
 func (cn *conn) logger() *zap.Logger {
-	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.addr.ip))
+	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.addr.text()))
 }
 
 // newOutbox makes the connection's outbound queue: events encoded for

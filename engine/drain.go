@@ -193,7 +193,7 @@ func (cn *conn) drainNotice() string {
 	if key == nil {
 		return ""
 	}
-	return drainNoticeText(cn.stage != stageWS, *key, window)
+	return drainNoticeText(cn.stage != stageWS, key.String(), window)
 }
 
 // drainNoticeText is the notice of a drain to a session with resume key

@@ -60,7 +60,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		return
 	}
 	key := cn.sourceKey()
-	adm := l.Admit(cmd.Name, cn.addr.ip, key)
+	adm := l.Admit(cmd.Name, cn.addr.text(), key)
 	if adm.Refused {
 		// Refused unchecked: the attempts ahead of it from this address
 		// or for this name already fill the queue.
@@ -71,7 +71,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
 		return
 	}
-	lg := l.Start(cmd.Name, cmd.Password, cn.addr.ip, key, adm.Wait, cn.Wake)
+	lg := l.Start(cmd.Name, cmd.Password, cn.addr.text(), key, adm.Wait, cn.Wake)
 	if lg == nil {
 		// Answered at once: under a flood this is the common case, and it
 		// costs the loop no pause and no wake-up.
@@ -122,12 +122,12 @@ func (cn *conn) loginAs(account string) {
 		}
 	}
 	if err != nil {
-		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.addr.ip), zap.String("code", err.Code))
+		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.String("code", err.Code))
 		cn.tell(err)
 		return
 	}
 	cn.sess = s
-	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.ip), zap.Bool("replaced", replaced != nil))
+	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.Bool("replaced", replaced != nil))
 }
 
 // evicted closes a connection whose session the hub took away while it

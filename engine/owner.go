@@ -4,6 +4,7 @@ import (
 	"context"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -28,10 +29,11 @@ var _ outbox.Owner = (*conn)(nil)
 // cluster, a partner on another node is told by that node, which is not
 // shutting down, so the notice still reaches it.
 func (cn *conn) AppendEvent(dst []byte, ev *proto.Event) []byte {
-	if ev.ResumeKey != "" {
-		// The key a drain's notice repeats (drain.go).
-		k := ev.ResumeKey
-		cn.resumeKey.Store(&k)
+	if len(ev.ResumeKey) == proto.ResumeKeyLen {
+		// The key a drain's notice repeats (drain.go). It points into the
+		// event's string, which is never written: a copy would cost every
+		// connection 32 bytes more, for a notice most never get.
+		cn.resumeKey.Store((*proto.ResumeKey)(unsafe.Pointer(unsafe.StringData(ev.ResumeKey))))
 	}
 	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
 		return dst

@@ -59,10 +59,12 @@ func (s *Server) trustedPeer(a net.Addr) bool {
 // claimAddr counts the connection against ip's limit, moving it from the
 // address it was counted under before. It reports false, leaving the
 // connection uncounted, when ip has too many connections already.
-func (cn *conn) claimAddr(ip string) bool {
+func (cn *conn) claimAddr(ip netip.Addr) bool {
 	a := &cn.addr
-	key := tally.KeyOf(ip, cn.srv.lim().IPv6Prefix)
-	if a.counted && key == a.key {
+	bits := v6bitsOf(cn.srv.lim().IPv6Prefix)
+	key := tally.AddrKey(ip, int(bits))
+	if a.counted && key == a.key() {
+		// Still counted under the key it had, with the bits it had.
 		a.ip = ip
 		return true
 	}
@@ -71,14 +73,14 @@ func (cn *conn) claimAddr(ip string) bool {
 	if !cn.srv.perIP.Acquire(key, cn.srv.lim().MaxConnsPerIP) {
 		return false
 	}
-	a.counted, a.key = true, key
+	a.counted, a.v6bits = true, bits
 	return true
 }
 
 // releaseAddr undoes claimAddr.
 func (cn *conn) releaseAddr() {
 	if a := &cn.addr; a.counted {
-		cn.srv.perIP.Release(a.key)
+		cn.srv.perIP.Release(a.key())
 		a.counted = false
 	}
 }
@@ -111,7 +113,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 	}
 	ip := cn.addr.ip
 	if client.IsValid() {
-		ip = client.String()
+		ip = client.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
 		cn.refuse(endPerAddr)
@@ -149,9 +151,9 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 	if !cn.addr.fromProxy {
 		return true
 	}
-	ip := remoteIP(cn.c.RemoteAddr()) // the proxy's own
+	ip := peerIP(cn.c.RemoteAddr()) // the proxy's own
 	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
-		ip = a.String()
+		ip = a.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
 		cn.refuse(endPerAddr)
@@ -176,7 +178,7 @@ func (s *Server) RemoteAddrs() []string {
 			var addrs []string
 			for cn := range ls.conns {
 				if !cn.closed {
-					addrs = append(addrs, cn.addr.ip)
+					addrs = append(addrs, cn.addr.text())
 				}
 			}
 			ch <- addrs

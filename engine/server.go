@@ -508,12 +508,12 @@ func onListener(local, bound net.Addr) bool {
 
 // logRefusal logs a refused connection, sampled: a flood of them costs
 // one line a second.
-func (s *Server) logRefusal(e ending, msg, ip string) {
+func (s *Server) logRefusal(e ending, msg string, ip netip.Addr) {
 	ok, suppressed := s.refusalLog.Allow(time.Now())
 	if !ok {
 		return
 	}
-	fields := []zap.Field{zap.String("reason", endings[e].label), zap.String("remote", ip)}
+	fields := []zap.Field{zap.String("reason", endings[e].label), zap.Stringer("remote", ip)}
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
 	}
@@ -527,13 +527,13 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 // 503) saying why.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && onListener(c.LocalAddr(), s.tcpAddr)
-	ip := remoteIP(c.RemoteAddr())
+	ip := peerIP(c.RemoteAddr())
 	refuse := func(e ending) ([]byte, gnet.Action) {
 		label := endings[e].label
 		s.metrics.Rejected(label)
 		s.metrics.Disconnected(label)
 		if s.log.Core().Enabled(zapcore.DebugLevel) {
-			s.log.Debug("connection refused", zap.String("reason", label), zap.String("remote", ip))
+			s.log.Debug("connection refused", zap.String("reason", label), zap.Stringer("remote", ip))
 		}
 		if isLine {
 			return lineRefusal(e), gnet.Close
@@ -544,7 +544,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return refuse(endDraining)
 	}
 	lim := s.lim()
-	key := addrKey(c.RemoteAddr(), lim.IPv6Prefix)
+	bits := v6bitsOf(lim.IPv6Prefix)
+	key := tally.AddrKey(ip, int(bits))
 	if s.conns.Load() >= int64(lim.MaxConns) {
 		s.logRefusal(endFull, "connection refused: server full", ip)
 		return refuse(endFull)
@@ -561,7 +562,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		_ = setUserTimeout(c.Fd(), d)
 	}
 	ls := s.loopFor(c)
-	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, key: key, counted: !fromProxy, fromProxy: fromProxy})
+	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
 	ls.conns[cn] = struct{}{}
 	s.metrics.ConnOpened(cn.protocol())
@@ -609,28 +610,16 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	return tickInterval, gnet.None
 }
 
-func remoteIP(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	if a == nil {
-		return ""
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
-}
-
-// addrKey is the key a socket peer's address is counted under.
-func addrKey(a net.Addr, v6bits int) netip.Prefix {
+// peerIP is a socket peer's address, unmapped (an IPv4 client on a
+// dual-stack socket is shown and counted as IPv4) and without a zone;
+// invalid when the peer is not on TCP.
+func peerIP(a net.Addr) netip.Addr {
 	t, ok := a.(*net.TCPAddr)
 	if !ok {
-		return tally.KeyOf(remoteIP(a), v6bits)
+		return netip.Addr{}
 	}
 	ip, _ := netip.AddrFromSlice(t.IP)
-	return tally.AddrKey(ip, v6bits)
+	return ip.Unmap().WithZone("")
 }
 
 // gnetLogger routes gnet's own log lines into zap, tagged as gnet's.

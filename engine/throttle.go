@@ -35,7 +35,7 @@ type heldConnect struct {
 // sourceKey is the key this connection's client address is counted under
 // by the throttles, with the limits in force now.
 func (cn *conn) sourceKey() netip.Prefix {
-	return tally.KeyOf(cn.addr.ip, cn.srv.lim().IPv6Prefix)
+	return tally.AddrKey(cn.addr.ip, cn.srv.lim().IPv6Prefix)
 }
 
 // connect carries out a connect command under the failed-connect
