@@ -116,7 +116,7 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
-			p.q.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
+			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
 		}
 		r.mu.Unlock()
 	}
@@ -183,7 +183,7 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 		return
 	}
 	left := max(s.away.deadline-h.clock.now(), 0)
-	to.Deliver(&proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: left})
+	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: left})
 }
 
 // CloseAway ends every session that is away, telling their partners
@@ -338,7 +338,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.hmu.Unlock()
 	if r != nil {
 		if a != nil && !a.attached && peer != nil {
-			peer.q.Deliver(&proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
+			deliver(peer.q, proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
 		}
 		r.mu.Unlock()
 		if r.stub != nil {
