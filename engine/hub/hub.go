@@ -272,6 +272,13 @@ type Hub struct {
 	// and away.next link them).
 	awayOldest, awayNewest *Session
 	awayCount              int
+	// awayDue is the same sessions by deadline, soonest first, and
+	// awayTimer the one timer that ends them, set for awayTimerAt;
+	// awayTimerGen tells its calls from those of a timer it replaced.
+	awayDue      awayHeap
+	awayTimer    stopper
+	awayTimerAt  time.Duration
+	awayTimerGen uint64
 
 	// histMu guards histories, the sessions that hold a history, which
 	// a timer sweeps for what has aged out (history.go).

@@ -371,7 +371,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, key: p.Key, token: p.Token, resumable: true, keyHash: p.Resume,
 		gen: p.Gen + 1, q: awayQueue}
-	a := &away{since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
+	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
 	s.hmu.Lock()
 	s.seq = p.Seq
 	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {
@@ -400,7 +400,6 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	h.tokens[s.token] = s
 	h.keys[keyIndexOf(s.keyHash)] = s
 	h.linkAwayLocked(s)
-	a.timer = h.clock.afterFunc(p.WindowLeft, func() { h.expire(s, a) })
 
 	if pp := p.Pair; pair && pp != nil {
 		if pp.PeerNode == h.node {

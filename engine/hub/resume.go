@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"container/heap"
 	"crypto/sha256"
 	"crypto/subtle"
 	"time"
@@ -52,7 +53,7 @@ type away struct {
 	unsent int
 
 	// Guarded by Hub.mu.
-	timer      stopper  // ends the session at deadline
+	due        int      // its place in the hub's awayDue, -1 when not there
 	prev, next *Session // the hub's list of away sessions, oldest first
 
 	// text is the bytes of the texts kept while away; guarded by
@@ -104,7 +105,7 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		lo, _ := h.logoutLocked(h.awayOldest)
 		evicted = append(evicted, lo)
 	}
-	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0)}
+	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0), due: -1}
 	r := s.room.Load()
 	if r != nil {
 		r.mu.Lock()
@@ -121,28 +122,55 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		r.mu.Unlock()
 	}
 	h.linkAwayLocked(s)
-	a.timer = h.clock.afterFunc(window, func() { h.expire(s, a) })
 	h.mu.Unlock()
 	h.awayEvicted.Add(uint64(len(evicted)))
 	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
 }
 
-// expire ends s, away since a, when its window runs out, unless it was
-// resumed or ended meanwhile.
-func (h *Hub) expire(s *Session, a *away) {
+// expireDue ends the away sessions whose window has run out, and sets
+// the hub's away timer for the next one. gen is the timer's: a timer
+// that was replaced as it fired leaves the hub's own alone.
+func (h *Hub) expireDue(gen uint64) {
 	h.mu.Lock()
-	if s.closed || s.away != a {
-		h.mu.Unlock()
+	if gen == h.awayTimerGen {
+		h.awayTimer = nil
+	}
+	now := h.clock.now()
+	var los []logout
+	for len(h.awayDue) > 0 && h.awayDue[0].away.deadline <= now {
+		// logoutLocked takes it out of awayDue.
+		lo, _ := h.logoutLocked(h.awayDue[0])
+		los = append(los, lo)
+	}
+	h.armAwayLocked()
+	h.mu.Unlock()
+	h.awayTimedOut.Add(uint64(len(los)))
+	h.finishLogouts(los, proto.ReasonTimeout, 0)
+}
+
+// armAwayLocked sets the hub's away timer for the soonest deadline in
+// awayDue, unless it is set for that or sooner. A session that leaves
+// awayDue does not move the timer: when it fires early it sets itself
+// again.
+func (h *Hub) armAwayLocked() {
+	if len(h.awayDue) == 0 {
 		return
 	}
-	lo, _ := h.logoutLocked(s)
-	h.mu.Unlock()
-	h.awayTimedOut.Add(1)
-	h.finishLogouts([]logout{lo}, proto.ReasonTimeout, 0)
+	at := h.awayDue[0].away.deadline
+	if h.awayTimer != nil {
+		if h.awayTimerAt <= at {
+			return
+		}
+		h.awayTimer.Stop()
+	}
+	h.awayTimerGen++
+	gen := h.awayTimerGen
+	h.awayTimerAt = at
+	h.awayTimer = h.clock.afterFunc(max(at-h.clock.now(), 0), func() { h.expireDue(gen) })
 }
 
 // linkAwayLocked puts s, which just went away, at the end of the hub's
-// list of away sessions.
+// list of away sessions, and in awayDue by its deadline.
 func (h *Hub) linkAwayLocked(s *Session) {
 	a := s.away
 	a.prev = h.awayNewest
@@ -153,14 +181,16 @@ func (h *Hub) linkAwayLocked(s *Session) {
 	}
 	h.awayNewest = s
 	h.awayCount++
+	heap.Push(&h.awayDue, s)
+	h.armAwayLocked()
 }
 
-// unlinkAwayLocked takes s out of the list of away sessions and stops
-// its timer: it was resumed, or it ends.
+// unlinkAwayLocked takes s out of the list of away sessions and out of
+// awayDue: it was resumed, or it ends.
 func (h *Hub) unlinkAwayLocked(s *Session) {
 	a := s.away
-	if a.timer != nil {
-		a.timer.Stop()
+	if a.due >= 0 {
+		heap.Remove(&h.awayDue, a.due)
 	}
 	if a.prev != nil {
 		a.prev.away.next = a.next
@@ -459,4 +489,32 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 	ev.Kind = proto.EvReplayEnd
 	s.q.Deliver(&ev)
 	return replayed, missed
+}
+
+// awayHeap is the hub's away sessions by deadline, soonest first, as a
+// container/heap: the one timer the hub keeps for them (armAwayLocked)
+// is set for the first. One timer per away session, with its closure,
+// cost about 170 bytes a session.
+type awayHeap []*Session
+
+func (q awayHeap) Len() int           { return len(q) }
+func (q awayHeap) Less(i, j int) bool { return q[i].away.deadline < q[j].away.deadline }
+func (q awayHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].away.due, q[j].away.due = i, j
+}
+
+func (q *awayHeap) Push(x any) {
+	s := x.(*Session)
+	s.away.due = len(*q)
+	*q = append(*q, s)
+}
+
+func (q *awayHeap) Pop() any {
+	old := *q
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	s.away.due = -1
+	return s
 }

@@ -1059,3 +1059,58 @@ func benchmarkSayManyPairs(b *testing.B, opts Options, received bool) {
 		}
 	}
 }
+
+// TestAwaySessionsEndEachAtItsDeadline: the hub's one away timer ends
+// each session when its own window runs out, whatever order they went
+// away in (a reload that shortens the window makes a later one due
+// sooner), and a session resumed meanwhile is not ended.
+func TestAwaySessionsEndEachAtItsDeadline(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts()) // a window of two minutes
+	long, _ := resumable(t, h, "long")
+	short, _ := resumable(t, h, "short")
+	back, backKey := resumable(t, h, "back")
+	later, _ := resumable(t, h, "later")
+	long.Detach(proto.ReasonDisconnected, 0)  // due at 2m
+	back.Detach(proto.ReasonDisconnected, 0)  // due at 2m, resumed at 10s
+	later.Detach(proto.ReasonDisconnected, 0) // due at 2m
+	opts := resumeOpts()
+	opts.ResumeWindow = 30 * time.Second
+	h.SetOptions(opts)
+	clk.advance(10 * time.Second)
+	short.Detach(proto.ReasonDisconnected, 0) // due at 40s
+	if _, err := h.Resume([]byte(backKey), 0, false, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.awayDue) != 3 {
+		t.Fatalf("%d sessions due, want 3", len(h.awayDue))
+	}
+	names := func() []string {
+		var out []string
+		for s := h.awayOldest; s != nil; s = s.away.next {
+			out = append(out, s.name)
+		}
+		return out
+	}
+	clk.advance(30*time.Second - time.Millisecond)
+	if got := names(); len(got) != 3 {
+		t.Fatalf("away before any deadline: %v", got)
+	}
+	clk.advance(time.Millisecond) // 40s
+	if got := names(); len(got) != 2 || got[0] != "long" || got[1] != "later" {
+		t.Fatalf("away at 40s: %v", got)
+	}
+	clk.advance(80*time.Second - time.Millisecond)
+	if got := names(); len(got) != 2 {
+		t.Fatalf("away just before 2m: %v", got)
+	}
+	clk.advance(time.Millisecond) // 2m
+	if got := names(); len(got) != 0 {
+		t.Fatalf("away at 2m: %v", got)
+	}
+	if st := h.Stats(); st.Away != 0 || st.AwayTimedOut != 3 || st.Users != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if h.awayTimer != nil || len(h.awayDue) != 0 {
+		t.Fatalf("a timer is left for nobody: %v, %d due", h.awayTimer, len(h.awayDue))
+	}
+}
