@@ -632,7 +632,10 @@ func (cn *conn) onClose(err error) {
 		lost += int(cn.flow.lastBatch)
 	}
 	if cn.closing == endNone {
-		sockErr := socketError(cn.c.Fd())
+		var sockErr error
+		if needsSocketError(cn.stage, err) {
+			sockErr = socketError(cn.c.Fd())
+		}
 		if e := cn.directErr.Load(); sockErr == nil && e != 0 {
 			sockErr = syscall.Errno(e)
 		}

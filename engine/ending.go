@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"io"
+	"os"
 	"syscall"
 
 	"github.com/gobwas/ws"
@@ -254,6 +255,21 @@ func wentAway(st stage, err, sockErr error) ending {
 		return endLost
 	}
 	return endClosed
+}
+
+// needsSocketError reports whether wentAway's answer for a connection at
+// stage that gnet closed with err depends on the socket's pending error:
+// only when gnet closed it with a bare io.EOF, without reading (or with
+// no error). A WebSocket, or an error other than end of input, is lost
+// whatever the socket holds, and a read that returned end of input is
+// the client closing: the look, a system call on every connection's
+// close, is spared then.
+func needsSocketError(st stage, err error) bool {
+	if st == stageWS || err != nil && !errors.Is(err, io.EOF) {
+		return false
+	}
+	var se *os.SyscallError
+	return !errors.As(err, &se) || se.Syscall != "read"
 }
 
 // socketError returns the error pending on socket fd (SO_ERROR), if any:

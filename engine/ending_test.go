@@ -2,9 +2,11 @@ package engine
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,5 +238,41 @@ func TestProtocolDocShowsResumeEndings(t *testing.T) {
 	}
 	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", drain.wsCode, drain.wsText)) {
 		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", drain.wsCode, drain.wsText)
+	}
+}
+
+// TestNeedsSocketError: the socket's pending error is looked up only
+// when gnet closed a connection without reading (a bare io.EOF, or no
+// error), the one case where it decides between closed and lost; what
+// wentAway answers otherwise is the same whatever the socket holds.
+func TestNeedsSocketError(t *testing.T) {
+	readEOF := os.NewSyscallError("read", io.EOF)
+	reset := os.NewSyscallError("read", syscall.ECONNRESET)
+	for _, tc := range []struct {
+		st   stage
+		err  error
+		want bool
+	}{
+		{stageLine, io.EOF, true},
+		{stageLine, nil, true},
+		{stageHTTP, io.EOF, true},
+		{stageLine, readEOF, false},
+		{stageLine, reset, false},
+		{stageLine, os.NewSyscallError("write", syscall.EPIPE), false},
+		{stageWS, io.EOF, false},
+		{stageWS, nil, false},
+	} {
+		if got := needsSocketError(tc.st, tc.err); got != tc.want {
+			t.Errorf("needsSocketError(%d, %v) = %v, want %v", tc.st, tc.err, got, tc.want)
+		}
+		if !tc.want {
+			// Spared the look, the answer is the one any pending error
+			// would have given; but for a read that returned end of
+			// input, which is the client closing whatever came after.
+			with, without := wentAway(tc.st, tc.err, syscall.ECONNRESET), wentAway(tc.st, tc.err, nil)
+			if with != without && !(tc.err == readEOF && without == endClosed) {
+				t.Errorf("stage %d, %v: %v with a pending error, %v without", tc.st, tc.err, with, without)
+			}
+		}
 	}
 }
