@@ -36,9 +36,10 @@ func AddrKey(a netip.Addr, v6bits int) netip.Prefix {
 	return p
 }
 
-// KeyOf parses a textual address, as a connection keeps its client's,
-// and returns AddrKey of it. Text that is not an address is keyed as
-// an invalid address.
+// KeyOf parses a textual address and returns AddrKey of it, for those
+// that have the address as text (tests, mostly: a connection keeps its
+// client's as a netip.Addr). Text that is not an address is keyed as an
+// invalid address.
 func KeyOf(ip string, v6bits int) netip.Prefix {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
