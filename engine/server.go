@@ -92,6 +92,7 @@ type Server struct {
 	restarting atomic.Bool
 	nextID     atomic.Uint64
 	conns      atomic.Int64
+	connsPeak  atomic.Int64 // see TakeConnsPeak
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -356,6 +357,12 @@ func (s *Server) WSAddr() net.Addr { return s.wsAddr }
 // Conns is the number of open connections.
 func (s *Server) Conns() int64 { return s.conns.Load() }
 
+// TakeConnsPeak returns the most connections that were open at once
+// since it was last called, and starts counting again from those open
+// now: a caller that samples Conns now and then still sees a burst that
+// came and went between two samples.
+func (s *Server) TakeConnsPeak() int64 { return s.connsPeak.Swap(s.conns.Load()) }
+
 // Done is closed... it yields the engine's exit error once it has stopped.
 func (s *Server) Done() <-chan error { return s.done }
 
@@ -557,7 +564,11 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.logRefusal(endPerAddr, "connection refused: too many from one address", ip)
 		return refuse(endPerAddr)
 	}
-	s.conns.Add(1)
+	if n := s.conns.Add(1); n > s.connsPeak.Load() {
+		// Two loops may race here; the lower store loses a connection
+		// of the peak, which is only a hint (TakeConnsPeak).
+		s.connsPeak.Store(n)
+	}
 	if d := s.userTimeout(); d > 0 {
 		_ = setUserTimeout(c.Fd(), d)
 	}

@@ -149,6 +149,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	d.ops.started(d.srv)
+	memCtx, stopMem := context.WithCancel(context.Background())
+	defer stopMem()
+	go newMemReturn(d.srv.Conns, d.srv.TakeConnsPeak).run(memCtx, log)
 
 	r := &reloader{log: log, level: level, d: d, started: cfg, cfg: cfg, src: src}
 	for {
