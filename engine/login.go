@@ -59,8 +59,8 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.tell(proto.ErrAuthFailed)
 		return
 	}
-	key := cn.sourceKey()
-	adm := l.Admit(cmd.Name, cn.addr.text(), key)
+	key, ip := cn.sourceKey(), cn.addr.text()
+	adm := l.Admit(cmd.Name, ip, key)
 	if adm.Refused {
 		// Refused unchecked: the attempts ahead of it from this address
 		// or for this name already fill the queue.
@@ -71,7 +71,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
 		return
 	}
-	lg := l.Start(cmd.Name, cmd.Password, cn.addr.text(), key, adm.Wait, cn.Wake)
+	lg := l.Start(cmd.Name, cmd.Password, ip, key, adm.Wait, cn.Wake)
 	if lg == nil {
 		// Answered at once: under a flood this is the common case, and it
 		// costs the loop no pause and no wake-up.
