@@ -77,7 +77,10 @@ type conn struct {
 	// key never leaves the connection it was told on. Set by the
 	// encoder, on whatever goroutine delivers.
 	resumeKey atomic.Pointer[proto.ResumeKey]
-	guard     *inputGuard // rate limit state; nil until needed (ratelimit.go)
+	guard     *inputGuard // dropped and refused input; nil until needed (ratelimit.go)
+	// bucketFull is when the connection's token bucket for commands is
+	// full again (ratelimit.go).
+	bucketFull stamp
 
 	flow flowState
 

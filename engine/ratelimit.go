@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"duet/proto"
 )
@@ -17,6 +16,16 @@ import (
 // HTTP requests, and any input that only produces an error) spends a
 // token from a per-connection bucket of limits.message_rate tokens a
 // second and limits.message_burst tokens in all.
+//
+// The bucket is one stamp in the conn (bucketFull): the moment it will be
+// full again. That is the generic cell rate algorithm (GCRA), which
+// models the same bucket as a count of tokens and the time of its last
+// refill, in 8 bytes and without an allocation. Every client spends
+// tokens on its login and connect; a bucket made for each one (an
+// x/time/rate Limiter and the state around it, 160 bytes) outlived
+// them only as garbage, and that garbage, not yet collected when a
+// busy server goes quiet, was an eighth of an idle connection's RSS.
+// The limits are read at each spend, so a reload applies at once.
 //
 // Input that finds the bucket empty is dropped. The client is told with
 // one rate_limited error at most once a second: never silence, never a
@@ -34,14 +43,12 @@ import (
 // quiet second in between, end a connection.
 const abuseFactor = 10
 
-// inputGuard is a connection's state for input that is limited or
+// inputGuard is a connection's state for input that was dropped or
 // summarised rather than relayed. It is allocated on the first such
-// input and released once the connection has been quiet long enough for
-// its bucket to refill, so an idle connection and a connection that only
-// talks carry none of it. It is loop-only.
+// input and released once the connection has been quiet for a second,
+// so an idle connection, and one that only talks or sends commands
+// within the limit, carry none of it. It is loop-only.
 type inputGuard struct {
-	bucket *rate.Limiter
-
 	// Rate limiting.
 	lastRateError  time.Time // when rate_limited was last told
 	droppedRun     int       // inputs dropped since the last quiet second
@@ -73,25 +80,40 @@ func refusalOf(err *proto.Error) refusal {
 	return refusedNone
 }
 
-// guardFor returns the connection's inputGuard, allocating it on first use
-// and keeping its bucket in step with the current limits (they may be
-// reloaded at any time).
+// guardFor returns the connection's inputGuard, allocating it on first
+// use.
 func (cn *conn) guardFor() *inputGuard {
+	if cn.guard == nil {
+		cn.guard = &inputGuard{}
+	}
+	return cn.guard
+}
+
+// bucketShape is the bucket of limits.message_rate tokens a second and
+// limits.message_burst in all, as GCRA sees it: the time one token takes
+// to come back, and the time an empty bucket takes to fill. Both are
+// capped, so that no sum of them and a stamp overflows: a token every 36
+// years is as good as none, and a burst that would take longer than 146
+// years to refill is as good as endless.
+func bucketShape(rate float64, burst int) (interval, depth stamp) {
+	iv := min(float64(time.Second)/rate, 1<<60)
+	return stamp(iv), stamp(min(iv*float64(burst), 1<<62))
+}
+
+// takeToken takes a token from the bucket, if it has one, at the loop's
+// now. The bucket is full when bucketFull is now or past; each token
+// taken moves bucketFull on by interval, and a token is there while
+// that leaves it at most depth ahead of now.
+func (cn *conn) takeToken() bool {
 	lim := cn.srv.lim()
-	g := cn.guard
-	if g == nil {
-		g = &inputGuard{bucket: rate.NewLimiter(rate.Limit(lim.MessageRate), lim.MessageBurst)}
-		cn.guard = g
-		return g
+	interval, depth := bucketShape(lim.MessageRate, lim.MessageBurst)
+	now := cn.loop.stamp()
+	full := max(cn.bucketFull, now) + interval
+	if full-now > depth {
+		return false
 	}
-	now := cn.loop.now
-	if g.bucket.Limit() != rate.Limit(lim.MessageRate) {
-		g.bucket.SetLimitAt(now, rate.Limit(lim.MessageRate))
-	}
-	if g.bucket.Burst() != lim.MessageBurst {
-		g.bucket.SetBurstAt(now, lim.MessageBurst)
-	}
-	return g
+	cn.bucketFull = full
+	return true
 }
 
 // admit decides whether a decoded command may run. A say from a logged-in
@@ -118,11 +140,10 @@ func (cn *conn) admit(cmd *proto.Command) bool {
 // spend takes one token from the bucket. Without one, the input is
 // dropped, counted, and the client told (see dropInput).
 func (cn *conn) spend() bool {
-	g := cn.guardFor()
-	if g.bucket.AllowN(cn.loop.now, 1) {
+	if cn.takeToken() {
 		return true
 	}
-	cn.dropInput(g)
+	cn.dropInput(cn.guardFor())
 	return false
 }
 
@@ -259,10 +280,7 @@ func (cn *conn) checkGuard() {
 		g.droppedRun = 0
 	}
 	g.droppedThisSec = 0
-	if g.refused != refusedNone || g.droppedRun > 0 {
-		return
-	}
-	if g.bucket.TokensAt(cn.loop.now) >= float64(g.bucket.Burst()) {
+	if g.refused == refusedNone && g.droppedRun == 0 {
 		cn.guard = nil
 	}
 }
