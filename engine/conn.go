@@ -44,10 +44,12 @@ const (
 // state only some connections need (a protocol's reader, the rate
 // limiter) lives behind a pointer allocated when needed.
 type conn struct {
-	srv  *Server
-	loop *loopState
+	loop *loopState // and its srv, the server
 	c    gnet.Conn
 	id   uint64
+	// slot is the connection's index in its loop's conns, -1 once it
+	// left them.
+	slot int32
 
 	addr connAddr
 
@@ -151,7 +153,7 @@ type flowState struct {
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
-	cn := &conn{srv: s, loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.stamp()}
+	cn := &conn{loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.stamp()}
 	cn.out = cn.newOutbox(isLine)
 	if isLine {
 		cn.stage = stageProxy
@@ -163,7 +165,7 @@ func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) 
 }
 
 func (cn *conn) logger() *zap.Logger {
-	return cn.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.addr.text()))
+	return cn.loop.srv.log.With(zap.Uint64("conn", cn.id), zap.String("remote", cn.addr.text()))
 }
 
 // newOutbox makes the connection's outbound queue: events encoded for
@@ -364,7 +366,7 @@ func (cn *conn) sayRun() {
 
 // tell sends an error to this connection.
 func (cn *conn) tell(err *proto.Error) {
-	cn.srv.metrics.Error(err.Code)
+	cn.loop.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
 }
 
@@ -379,17 +381,17 @@ func (cn *conn) handle(cmd *proto.Command) {
 	if cn.sess == nil {
 		switch cmd.Op {
 		case proto.OpLogin:
-			if len(cmd.Password) > 0 && cn.srv.opts.AuthMode == "open" {
+			if len(cmd.Password) > 0 && cn.loop.srv.opts.AuthMode == "open" {
 				// In open mode a second word can only be a name with a
 				// space in it, which no name may have.
 				cn.tell(proto.ErrBadName)
 				return
 			}
-			if cn.srv.logins != nil {
+			if cn.loop.srv.logins != nil {
 				cn.startLogin(cmd)
 				return
 			}
-			s, err := cn.srv.hub.Login(cmd.Name, cn.out)
+			s, err := cn.loop.srv.hub.Login(cmd.Name, cn.out)
 			if err != nil {
 				cn.tell(err)
 				return
@@ -399,7 +401,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpResume:
 			cn.answer(cmd.Op, cn.startResume(cmd))
 		case proto.OpHelp:
-			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
+			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode})
 		case proto.OpQuit:
 			cn.end(endQuit)
 		default:
@@ -442,7 +444,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpWho:
 		cn.sess.Who()
 	case proto.OpHelp:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.srv.opts.AuthMode})
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode})
 	case proto.OpNewToken:
 		err = cn.sess.NewToken()
 	case proto.OpQuit:
@@ -463,7 +465,7 @@ func (cn *conn) backPressure(reader hub.Queue) {
 	if cn.flow.draining || cn.held() {
 		return
 	}
-	m := cn.srv.marks()
+	m := cn.loop.srv.marks()
 	if reader.Backlog() <= m.High {
 		return
 	}
@@ -542,7 +544,7 @@ func (cn *conn) checkBacklog() {
 	if cn.closed {
 		return
 	}
-	lim := cn.srv.lim()
+	lim := cn.loop.srv.lim()
 	held := cn.c.OutboundBuffered()
 	if held == 0 {
 		cn.flush()
@@ -558,7 +560,7 @@ func (cn *conn) checkBacklog() {
 	}
 	if cn.out.Overflowing() || cn.loop.since(cn.flow.lastProgress) > lim.SlowTimeout {
 		if cn.closing == endNone {
-			cn.srv.metrics.SlowCut()
+			cn.loop.srv.metrics.SlowCut()
 			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
 		}
 		cn.end(endSlow)
@@ -570,7 +572,7 @@ func (cn *conn) checkDeadlines() {
 	if cn.closed || cn.closing != endNone {
 		return
 	}
-	lim := cn.srv.lim()
+	lim := cn.loop.srv.lim()
 	now := cn.loop.now
 	switch cn.stage {
 	case stageProxy:
@@ -650,7 +652,7 @@ func (cn *conn) onClose(err error) {
 	for _, w := range waiters {
 		w.Wake()
 	}
-	cn.srv.metrics.Disconnected(info.label)
+	cn.loop.srv.metrics.Disconnected(info.label)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		cn.logger().Debug("connection closed", zap.Error(err))
 	}

@@ -11,7 +11,7 @@ import (
 // They are checked before they are built, so at info level they cost a
 // level test and nothing else.
 
-func (cn *conn) debugEnabled() bool { return cn.srv.log.Core().Enabled(zapcore.DebugLevel) }
+func (cn *conn) debugEnabled() bool { return cn.loop.srv.log.Core().Enabled(zapcore.DebugLevel) }
 
 func (cn *conn) logOpened() {
 	if cn.debugEnabled() {

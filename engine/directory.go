@@ -18,14 +18,14 @@ import (
 // offLoop starts cmd off the loop when it needs the directory, and
 // reports whether it did.
 func (cn *conn) offLoop(cmd *proto.Command) bool {
-	h := cn.srv.hub
+	h := cn.loop.srv.hub
 	if !h.Clustered() {
 		return false
 	}
 	sess := cn.sess
 	switch cmd.Op {
 	case proto.OpLogin:
-		if sess != nil || (len(cmd.Password) > 0 && cn.srv.opts.AuthMode == "open") {
+		if sess != nil || (len(cmd.Password) > 0 && cn.loop.srv.opts.AuthMode == "open") {
 			return false // answered on the loop without the directory
 		}
 	case proto.OpConnect, proto.OpLeave, proto.OpNewToken:

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,11 +58,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 	for _, ls := range s.loopList() {
 		got := make(chan []*conn, 1)
 		err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-			list := make([]*conn, 0, len(ls.conns))
-			for cn := range ls.conns {
-				list = append(list, cn)
-			}
-			got <- list
+			got <- slices.Clone(ls.conns)
 			return nil
 		}))
 		if err != nil {
@@ -185,7 +182,7 @@ func (cn *conn) drainFinish(notice string) {
 
 // drainNotice is what a client is told as a drain ends its connection.
 func (cn *conn) drainNotice() string {
-	window := cn.srv.resume.Load().Window
+	window := cn.loop.srv.resume.Load().Window
 	if cn.sess == nil || window <= 0 {
 		return ""
 	}

@@ -314,9 +314,9 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	// delivery may be written after its goodbye.
 	cn.out.SetDirect(false)
 	if info.refusal {
-		cn.srv.metrics.Rejected(info.label)
+		cn.loop.srv.metrics.Rejected(info.label)
 	} else if info.err != nil && cn.stage != stageHTTP {
-		cn.srv.metrics.Error(info.err.Code)
+		cn.loop.srv.metrics.Error(info.err.Code)
 	}
 	if info.drain {
 		cn.endSession(e, 0)
@@ -364,7 +364,7 @@ func (cn *conn) endSession(e ending, lost int) {
 	case endSession:
 		cn.sess.Close(info.partnerReason(), lost)
 	case detachSession:
-		if cn.srv.draining.Load() {
+		if cn.loop.srv.draining.Load() {
 			cn.sess.Close(info.partnerReason(), lost)
 			return
 		}

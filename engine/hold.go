@@ -68,7 +68,7 @@ func (cn *conn) release() bool {
 	h := &cn.flow.hold
 	switch h.why {
 	case holdBackpressure:
-		if h.on.(hub.Queue).Backlog() > cn.srv.marks().Low() && !cn.heldInputOverflows() {
+		if h.on.(hub.Queue).Backlog() > cn.loop.srv.marks().Low() && !cn.heldInputOverflows() {
 			return false
 		}
 		*h = inputHold{}

@@ -33,7 +33,7 @@ func TestHeldInputPastTheBoundIsActedOn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sender, reader := benchPair(t, stageLine, stageLine)
 			sender.c = &heldConn{held: tc.held}
-			lim := sender.srv.lim()
+			lim := sender.loop.srv.lim()
 			used := sender.readLines(append([]byte(nil), lines...))
 			if sender.flow.hold.why != holdBackpressure || used == len(lines) {
 				t.Fatalf("the sender did not pause (used %d of %d bytes)", used, len(lines))

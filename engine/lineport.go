@@ -29,7 +29,7 @@ func (cn *conn) lendFramer() {
 	} else {
 		cn.line = new(line.Framer)
 	}
-	cn.line.Max = cn.srv.lim().MaxLine
+	cn.line.Max = cn.loop.srv.lim().MaxLine
 }
 
 // restFramer gives the connection's framer back to its loop once a read
@@ -65,6 +65,6 @@ func (cn *conn) answerTelnet() {
 // body would log in and connect from the visitor's address. Nothing of it
 // is acted on: the connection is told why, and closed.
 func (cn *conn) refuseHTTP() {
-	cn.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
+	cn.loop.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
 	cn.end(endHTTPOnLine)
 }

@@ -49,7 +49,7 @@ func (s *Server) SetTakeover(on bool) {
 // connection's input waits for the answer, which comes back through
 // onTraffic (release, loggedIn). It runs on the loop.
 func (cn *conn) startLogin(cmd *proto.Command) {
-	l := cn.srv.logins
+	l := cn.loop.srv.logins
 	if !proto.ValidName(cmd.Name) {
 		cn.tell(proto.ErrBadName)
 		return
@@ -67,7 +67,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		retry := (adm.RetryAfter + time.Second - 1).Truncate(time.Second) // whole seconds, rounded up
 		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: fmt.Appendf(nil,
 			"too many failed logins from your address or for that name: try again in %s", retry)})
-		cn.srv.metrics.Error(proto.ErrTooManyAttempts.Code)
+		cn.loop.srv.metrics.Error(proto.ErrTooManyAttempts.Code)
 		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
 		return
 	}
@@ -106,16 +106,16 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 // the password proves as much as the resume key, and a user who lost
 // the key must not be locked out for resume.window.
 func (cn *conn) loginAs(account string) {
-	log := cn.srv.log
+	log := cn.loop.srv.log
 	var (
 		s        *hub.Session
 		replaced hub.Outbox
 		err      *proto.Error
 	)
-	if cn.srv.takeover.Load() {
-		s, replaced, err = cn.srv.hub.LoginReplacing([]byte(account), cn.out)
+	if cn.loop.srv.takeover.Load() {
+		s, replaced, err = cn.loop.srv.hub.LoginReplacing([]byte(account), cn.out)
 	} else {
-		s, err = cn.srv.hub.LoginReplacingAway([]byte(account), cn.out)
+		s, err = cn.loop.srv.hub.LoginReplacingAway([]byte(account), cn.out)
 		if err == proto.ErrNameTaken {
 			// Every name online is an account's here: the account is in use.
 			err = proto.ErrAlreadyOnline

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,7 @@ type loopState struct {
 	epfd int // the loop's epoll descriptor, or -1 (see readpause_linux.go)
 
 	// loop-only
-	conns      map[*conn]struct{}
+	conns      []*conn            // open connections, in no order (addConn)
 	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
 	framers    []*line.Framer     // spare line framers (lendFramer)
 	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
@@ -48,7 +49,6 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 		srv:        srv,
 		el:         el,
 		epfd:       epfd,
-		conns:      make(map[*conn]struct{}),
 		backlogged: make(map[*conn]struct{}),
 	}
 	ls.now = time.Now()
@@ -140,7 +140,11 @@ func (ls *loopState) tick(context.Context) error {
 		cn.checkBacklog()
 	}
 	if ls.ticks%ticksPerSecond == 0 {
-		for cn := range ls.conns {
+		// By index, with the length read each turn: a connection that
+		// closes meanwhile (a failed write closes at once) leaves its
+		// slot to the last, which then waits for the next second.
+		for i := 0; i < len(ls.conns); i++ {
+			cn := ls.conns[i]
 			cn.checkDeadlines()
 			cn.checkGuard()
 		}
@@ -151,9 +155,34 @@ func (ls *loopState) tick(context.Context) error {
 // eachConn runs fn on the loop for each of its connections.
 func (ls *loopState) eachConn(fn func(*conn)) error {
 	return ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		for cn := range ls.conns {
+		for _, cn := range slices.Clone(ls.conns) {
 			fn(cn)
 		}
 		return nil
 	}))
+}
+
+// addConn and dropConn keep the loop's list of its connections: a slice,
+// with each connection's index in it (conn.slot), where a set would take
+// four times the memory per connection.
+func (ls *loopState) addConn(cn *conn) {
+	cn.slot = int32(len(ls.conns))
+	ls.conns = append(ls.conns, cn)
+}
+
+func (ls *loopState) dropConn(cn *conn) {
+	i, last := int(cn.slot), len(ls.conns)-1
+	if i < 0 || i > last || ls.conns[i] != cn {
+		return
+	}
+	moved := ls.conns[last]
+	ls.conns[i], moved.slot = moved, int32(i)
+	ls.conns[last] = nil
+	ls.conns = ls.conns[:last]
+	cn.slot = -1
+	// A list left mostly empty by a drop is made anew, so that what it
+	// held goes back with the connections' memory (memReturn).
+	if c := cap(ls.conns); c > 1024 && len(ls.conns) < c/4 {
+		ls.conns = append(make([]*conn, 0, 2*len(ls.conns)), ls.conns...)
+	}
 }

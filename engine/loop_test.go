@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"duet/config"
@@ -24,7 +25,7 @@ func TestFlushListsNeverShareAnArray(t *testing.T) {
 	ls := newLoopState(srv, idleLoop{}, -1)
 	conns := make([]*conn, 6000)
 	for i := range conns {
-		conns[i] = &conn{srv: srv, loop: ls, closed: true} // closed: flush does nothing
+		conns[i] = &conn{loop: ls, closed: true} // closed: flush does nothing
 	}
 	for _, burst := range []int{3, 6000, 10, 5000, 1, 4097, 2} {
 		for _, cn := range conns[:burst] {
@@ -40,4 +41,63 @@ func TestFlushListsNeverShareAnArray(t *testing.T) {
 			t.Fatalf("pending not empty after flush: %d", len(ls.pending))
 		}
 	}
+}
+
+// TestLoopConnList: the loop's list of connections holds exactly those
+// added and not dropped, each at the index it records, whatever the
+// order of drops (a drop twice, or of one never added, changes nothing),
+// and gives back its array once a drop leaves it mostly empty.
+func TestLoopConnList(t *testing.T) {
+	srv, err := New(Options{TCPListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := newLoopState(srv, idleLoop{}, -1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	in := make(map[*conn]bool)
+	check := func(when string) {
+		t.Helper()
+		if len(ls.conns) != len(in) {
+			t.Fatalf("%s: %d listed, want %d", when, len(ls.conns), len(in))
+		}
+		for i, cn := range ls.conns {
+			if !in[cn] || int(cn.slot) != i {
+				t.Fatalf("%s: index %d holds a connection listed %v, recorded at %d", when, i, in[cn], cn.slot)
+			}
+		}
+	}
+	var all []*conn
+	for range 5000 {
+		cn := &conn{loop: ls}
+		ls.addConn(cn)
+		in[cn] = true
+		all = append(all, cn)
+	}
+	check("after adding")
+	peak := cap(ls.conns)
+	stranger := &conn{loop: ls}
+	ls.dropConn(stranger)
+	check("after dropping one never added")
+	for k, i := range rng.Perm(len(all))[:4900] {
+		cn := all[i]
+		ls.dropConn(cn)
+		delete(in, cn)
+		if cn.slot != -1 {
+			t.Fatalf("a dropped connection records index %d", cn.slot)
+		}
+		ls.dropConn(cn) // twice
+		if k%97 == 0 {
+			check("while dropping")
+		}
+	}
+	check("after dropping")
+	if cap(ls.conns) >= peak/4 {
+		t.Fatalf("the list keeps room for %d with %d left (it held %d)", cap(ls.conns), len(ls.conns), peak)
+	}
+	for range 100 {
+		cn := &conn{loop: ls}
+		ls.addConn(cn)
+		in[cn] = true
+	}
+	check("after adding again")
 }

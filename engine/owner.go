@@ -35,7 +35,7 @@ func (cn *conn) AppendEvent(dst []byte, ev *proto.Event) []byte {
 		// connection 32 bytes more, for a notice most never get.
 		cn.resumeKey.Store((*proto.ResumeKey)(unsafe.Pointer(unsafe.StringData(ev.ResumeKey))))
 	}
-	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.srv.draining.Load() {
+	if ev.Kind == proto.EvPeerLeft && ev.Reason == proto.ReasonShutdown && cn.loop.srv.draining.Load() {
 		return dst
 	}
 	if cn.web {
@@ -66,7 +66,7 @@ func (cn *conn) Protocol() proto.Protocol {
 func (cn *conn) Schedule() { cn.loop.schedule(cn) }
 
 // Marks are the server's current limits.outbound_high and outbound_max.
-func (cn *conn) Marks() outbox.Marks { return cn.srv.marks() }
+func (cn *conn) Marks() outbox.Marks { return cn.loop.srv.marks() }
 
 // Evicted: the hub evicts a connection's outbox when another login
 // takes its account over (hub.LoginReplacing), or a resume its session
@@ -129,7 +129,7 @@ func (s *Server) DirectWrites() uint64 {
 		ch := make(chan uint64, 1)
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			var n uint64
-			for cn := range ls.conns {
+			for _, cn := range ls.conns {
 				n += uint64(cn.out.DirectWrites())
 			}
 			ch <- n

@@ -66,7 +66,7 @@ func socketConn(t *testing.T) (*conn, net.Conn) {
 		t.Fatal(err)
 	}
 	ls := newLoopState(srv, idleLoop{}, -1)
-	cn := &conn{srv: srv, loop: ls, c: fdConn{fd: fd}, stage: stageLine}
+	cn := &conn{loop: ls, c: fdConn{fd: fd}, stage: stageLine}
 	cn.out = cn.newOutbox(true)
 	cn.out.SetDirect(true)
 	cn.out.Settle(0) // as the loop's first flush does: gnet holds nothing

@@ -105,7 +105,7 @@ func bucketShape(rate float64, burst int) (interval, depth stamp) {
 // taken moves bucketFull on by interval, and a token is there while
 // that leaves it at most depth ahead of now.
 func (cn *conn) takeToken() bool {
-	lim := cn.srv.lim()
+	lim := cn.loop.srv.lim()
 	interval, depth := bucketShape(lim.MessageRate, lim.MessageBurst)
 	now := cn.loop.stamp()
 	full := max(cn.bucketFull, now) + interval
@@ -156,7 +156,7 @@ func (cn *conn) dropInput(g *inputGuard) {
 	}
 	g.droppedThisSec++
 	g.droppedRun++
-	if g.droppedRun > abuseFactor*max(cn.srv.lim().MessageBurst, 1) {
+	if g.droppedRun > abuseFactor*max(cn.loop.srv.lim().MessageBurst, 1) {
 		cn.closeForFlood()
 		return
 	}
@@ -172,7 +172,7 @@ func (cn *conn) dropInput(g *inputGuard) {
 // closeForFlood ends a connection that kept sending far past its rate.
 func (cn *conn) closeForFlood() {
 	cn.logger().Warn("connection closed: input flood past the rate limit", zap.String("reason", endings[endFlood].label),
-		zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.srv.lim().MessageRate))
+		zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.loop.srv.lim().MessageRate))
 	cn.end(endFlood)
 }
 

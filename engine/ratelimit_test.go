@@ -19,7 +19,7 @@ func bucketConn(t *testing.T, rate float64, burst int) *conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &conn{srv: srv, loop: newLoopState(srv, idleLoop{}, -1)}
+	return &conn{loop: newLoopState(srv, idleLoop{}, -1)}
 }
 
 // takeAll takes tokens until the bucket refuses one, and returns how
@@ -62,9 +62,9 @@ func TestTokenBucket(t *testing.T) {
 
 	// A reload: a deeper bucket holds more at once, a faster rate
 	// refills sooner.
-	lim := *cn.srv.lim()
+	lim := *cn.loop.srv.lim()
 	lim.MessageRate, lim.MessageBurst = 100, 50
-	cn.srv.SetLimits(lim)
+	cn.loop.srv.SetLimits(lim)
 	cn.loop.now = cn.loop.now.Add(10 * time.Millisecond)
 	if n := takeAll(cn); n != 1 {
 		t.Fatalf("10ms after the reload to 100/s, %d tokens, want 1", n)

@@ -61,7 +61,7 @@ func (s *Server) trustedPeer(a net.Addr) bool {
 // connection uncounted, when ip has too many connections already.
 func (cn *conn) claimAddr(ip netip.Addr) bool {
 	a := &cn.addr
-	bits := v6bitsOf(cn.srv.lim().IPv6Prefix)
+	bits := v6bitsOf(cn.loop.srv.lim().IPv6Prefix)
 	key := tally.AddrKey(ip, int(bits))
 	if a.counted && key == a.key() {
 		// Still counted under the key it had, with the bits it had.
@@ -70,7 +70,7 @@ func (cn *conn) claimAddr(ip netip.Addr) bool {
 	}
 	cn.releaseAddr()
 	a.ip = ip
-	if !cn.srv.perIP.Acquire(key, cn.srv.lim().MaxConnsPerIP) {
+	if !cn.loop.srv.perIP.Acquire(key, cn.loop.srv.lim().MaxConnsPerIP) {
 		return false
 	}
 	a.counted, a.v6bits = true, bits
@@ -80,7 +80,7 @@ func (cn *conn) claimAddr(ip netip.Addr) bool {
 // releaseAddr undoes claimAddr.
 func (cn *conn) releaseAddr() {
 	if a := &cn.addr; a.counted {
-		cn.srv.perIP.Release(a.key())
+		cn.loop.srv.perIP.Release(a.key())
 		a.counted = false
 	}
 }
@@ -121,7 +121,7 @@ func (cn *conn) readPreamble(buf []byte) int {
 	}
 	cn.stage = stageLine
 	cn.logger().Debug("connection via proxy")
-	cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
+	cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
 	return n + cn.readLines(buf[n:])
 }
 
@@ -135,7 +135,7 @@ func (cn *conn) refuse(e ending) {
 // connection still waiting for its PROXY header, and the login timeout on
 // a user's connection that has not sent a whole line yet.
 func (cn *conn) checkPreamble() {
-	lim := cn.srv.lim()
+	lim := cn.loop.srv.lim()
 	switch {
 	case cn.addr.fromProxy && cn.loop.since(cn.opened) > lim.HandshakeTimeout:
 		cn.refuse(endBadProxy)
@@ -152,7 +152,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		return true
 	}
 	ip := peerIP(cn.c.RemoteAddr()) // the proxy's own
-	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.srv.trustedAddr); ok {
+	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.loop.srv.trustedAddr); ok {
 		ip = a.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
@@ -176,7 +176,7 @@ func (s *Server) RemoteAddrs() []string {
 		ch := make(chan []string, 1)
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			var addrs []string
-			for cn := range ls.conns {
+			for _, cn := range ls.conns {
 				if !cn.closed {
 					addrs = append(addrs, cn.addr.text())
 				}

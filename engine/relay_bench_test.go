@@ -47,7 +47,7 @@ func benchPair(b testing.TB, senderStage, readerStage stage) (sender, reader *co
 	}
 	ls := newLoopState(srv, idleLoop{}, -1)
 	mk := func(name string, st stage) *conn {
-		cn := &conn{srv: srv, loop: ls, c: socketless{}, stage: st}
+		cn := &conn{loop: ls, c: socketless{}, stage: st}
 		cn.out = cn.newOutbox(st == stageLine)
 		if st == stageWS {
 			cn.ws = &wsState{r: wsframe.Reader{MaxMessage: srv.lim().MaxFrame}}

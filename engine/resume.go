@@ -41,7 +41,7 @@ func (cn *conn) startResume(cmd *proto.Command) *proto.Error {
 // and guesses nothing. Past the throttle's limit (throttled), a wrong key
 // is answered throttled.
 func (cn *conn) checkResume(key []byte, last uint64, throttled bool) *proto.Error {
-	res, err := cn.srv.hub.Resume(key, last, cn.stage == stageWS, cn.out)
+	res, err := cn.loop.srv.hub.Resume(key, last, cn.stage == stageWS, cn.out)
 	if err != nil {
 		if err != proto.ErrUnknownResumeKey {
 			return err

@@ -575,7 +575,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	ls := s.loopFor(c)
 	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
-	ls.conns[cn] = struct{}{}
+	ls.addConn(cn)
 	s.metrics.ConnOpened(cn.protocol())
 	cn.logOpened()
 	if isLine && !fromProxy {
@@ -604,7 +604,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	}
 	cn.onClose(err)
 	cn.logClosed()
-	delete(cn.loop.conns, cn)
+	cn.loop.dropConn(cn)
 	delete(cn.loop.backlogged, cn)
 	cn.releaseAddr()
 	s.metrics.ConnClosed(cn.protocol())

@@ -35,7 +35,7 @@ type heldConnect struct {
 // sourceKey is the key this connection's client address is counted under
 // by the throttles, with the limits in force now.
 func (cn *conn) sourceKey() netip.Prefix {
-	return tally.AddrKey(cn.addr.ip, cn.srv.lim().IPv6Prefix)
+	return tally.AddrKey(cn.addr.ip, cn.loop.srv.lim().IPv6Prefix)
 }
 
 // connect carries out a connect command under the failed-connect
@@ -58,7 +58,7 @@ func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 // once), or throttled when it is refused unchecked.
 func (cn *conn) throttle() (time.Duration, *proto.Error) {
 	last := cn.flow.draining || cn.closing != endNone
-	wait, refuse := cn.srv.connectFails.Admit(cn.sourceKey(), time.Now(), cn.srv.lim().ConnectFailures, !last)
+	wait, refuse := cn.loop.srv.connectFails.Admit(cn.sourceKey(), time.Now(), cn.loop.srv.lim().ConnectFailures, !last)
 	if refuse || (wait > 0 && last) {
 		// Nobody waits at the end of a connection: a guesser who sends a
 		// thousand tokens and hangs up must not have them all checked.
@@ -79,8 +79,8 @@ func (cn *conn) holdFor(wait time.Duration, hc *heldConnect) {
 // failed records a failed connect or resume from this connection's
 // address, and logs it; fields say what failed.
 func (cn *conn) failed(what string, fields ...zap.Field) {
-	limit := cn.srv.lim().ConnectFailures
-	fails := cn.srv.connectFails.Failed(cn.sourceKey(), time.Now())
+	limit := cn.loop.srv.lim().ConnectFailures
+	fails := cn.loop.srv.connectFails.Failed(cn.sourceKey(), time.Now())
 	fields = append(fields, zap.Int("failures", fails))
 	if fails == limit {
 		cn.logger().Warn("failed connects from this address reached limits.connect_failures; further connects are slowed", fields...)

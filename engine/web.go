@@ -61,7 +61,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		return len(buf)
 	}
 	if req.URL.Path == wsPath {
-		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
+		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.loop.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
 		if err != nil {
 			var refused *wsframe.HandshakeError
 			errors.As(err, &refused)
@@ -75,11 +75,11 @@ func (cn *conn) readRequest(buf []byte) int {
 		cn.out.DeliverRaw(resp)
 		cn.stage = stageWS
 		cn.out.SetDirect(true) // see WriteDirect
-		cn.srv.metrics.ConnClosed(protoHTTP)
-		cn.srv.metrics.ConnOpened(protoWS)
-		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
+		cn.loop.srv.metrics.ConnClosed(protoHTTP)
+		cn.loop.srv.metrics.ConnOpened(protoWS)
+		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.loop.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
 		cn.opened = cn.loop.stamp()
-		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.srv.opts.AuthMode})
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
 		return end
 	}
 	// A request body is never expected here: do not try to skip one,
@@ -93,8 +93,8 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	var resp []byte
 	keep := false
-	if cn.srv.opts.Site != nil {
-		resp, keep = cn.srv.opts.Site.Respond(req)
+	if cn.loop.srv.opts.Site != nil {
+		resp, keep = cn.loop.srv.opts.Site.Respond(req)
 	} else {
 		resp = web.ErrorResponse(404, "not found")
 	}
