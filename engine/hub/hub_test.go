@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"duet/proto"
 )
@@ -335,3 +336,34 @@ func benchmarkSay(b *testing.B, h *Hub) {
 type discard struct{}
 
 func (discard) Deliver(*proto.Event) {}
+
+// TestRoomFitsItsSizeClass: every pairing holds a room, and the
+// allocator rounds 49 bytes up to 64: a closed room is told by its empty
+// slots (close), not by a flag that would cost 16 bytes a pairing.
+func TestRoomFitsItsSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(room{}); n > 48 {
+		t.Fatalf("room is %d bytes, want at most 48", n)
+	}
+}
+
+// TestClosedRoomHasNoPartners: once a pairing ends, its room finds no
+// partner for either side, nor for a stranger.
+func TestClosedRoomHasNoPartners(t *testing.T) {
+	h := New(Options{})
+	a, _ := h.Login([]byte("alice"), discard{})
+	b, _ := h.Login([]byte("bob"), discard{})
+	if err := a.Connect([]byte(b.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	r := a.room.Load()
+	if r.peer(a) != b || r.peer(b) != a || r.peer(nil) != nil {
+		t.Fatal("an open room does not pair alice and bob alone")
+	}
+	a.Leave()
+	if p, q := r.peer(a), r.peer(b); p != nil || q != nil {
+		t.Fatalf("a closed room still finds partners: %v, %v", p, q)
+	}
+	if a.room.Load() != nil || b.room.Load() != nil {
+		t.Fatal("a side still points at its closed room")
+	}
+}

@@ -290,7 +290,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		case peer == nil:
 		case peer == r.stub:
 			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.remoteNode(r)}
-			r.open = false
+			r.close()
 			peer.room.Store(nil)
 			h.rooms--
 			h.forgetRemoteLocked(r)
@@ -313,7 +313,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			// finds the pairing too.
 			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.node}
 			if peer.closed {
-				r.open = false
+				r.close()
 				h.rooms--
 			}
 		}
