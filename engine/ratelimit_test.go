@@ -40,38 +40,32 @@ func takeAll(cn *conn) int {
 // no further, and follows a reload of either at once.
 func TestTokenBucket(t *testing.T) {
 	cn := bucketConn(t, 10, 5) // a token every 100ms
-	if n := takeAll(cn); n != 5 {
-		t.Fatalf("a fresh bucket gave %d tokens, want the burst, 5", n)
-	}
-	cn.loop.now = cn.loop.now.Add(99 * time.Millisecond)
-	if cn.takeToken() {
-		t.Fatal("a token came back before a tenth of a second")
-	}
-	cn.loop.now = cn.loop.now.Add(time.Millisecond)
-	if n := takeAll(cn); n != 1 {
-		t.Fatalf("after a tenth of a second %d tokens, want 1", n)
-	}
-	cn.loop.now = cn.loop.now.Add(350 * time.Millisecond)
-	if n := takeAll(cn); n != 3 {
-		t.Fatalf("after 350ms %d tokens, want 3", n)
-	}
-	cn.loop.now = cn.loop.now.Add(time.Hour)
-	if n := takeAll(cn); n != 5 {
-		t.Fatalf("after an hour %d tokens, want no more than the burst, 5", n)
-	}
-
-	// A reload: a deeper bucket holds more at once, a faster rate
-	// refills sooner.
-	lim := *cn.loop.srv.lim()
-	lim.MessageRate, lim.MessageBurst = 100, 50
-	cn.loop.srv.SetLimits(lim)
-	cn.loop.now = cn.loop.now.Add(10 * time.Millisecond)
-	if n := takeAll(cn); n != 1 {
-		t.Fatalf("10ms after the reload to 100/s, %d tokens, want 1", n)
-	}
-	cn.loop.now = cn.loop.now.Add(time.Hour)
-	if n := takeAll(cn); n != 50 {
-		t.Fatalf("reloaded bucket gave %d tokens, want the new burst, 50", n)
+	for _, st := range []struct {
+		wait  time.Duration
+		rate  float64 // a reload to this rate and burst first, if set
+		burst int
+		want  int
+		what  string
+	}{
+		{0, 0, 0, 5, "a fresh bucket: the burst"},
+		{99 * time.Millisecond, 0, 0, 0, "before a tenth of a second: none back"},
+		{time.Millisecond, 0, 0, 1, "at a tenth of a second: one"},
+		{350 * time.Millisecond, 0, 0, 3, "350ms later: three"},
+		{time.Hour, 0, 0, 5, "an hour later: no more than the burst"},
+		// A reload: a faster rate refills sooner, a deeper bucket holds
+		// more at once.
+		{10 * time.Millisecond, 100, 50, 1, "10ms after a reload to 100/s: one"},
+		{time.Hour, 0, 0, 50, "an hour later: the new burst"},
+	} {
+		if st.rate > 0 {
+			lim := *cn.loop.srv.lim()
+			lim.MessageRate, lim.MessageBurst = st.rate, st.burst
+			cn.loop.srv.SetLimits(lim)
+		}
+		cn.loop.now = cn.loop.now.Add(st.wait)
+		if n := takeAll(cn); n != st.want {
+			t.Fatalf("%s: %d tokens, want %d", st.what, n, st.want)
+		}
 	}
 }
 
