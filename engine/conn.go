@@ -203,8 +203,11 @@ func (cn *conn) onTraffic() gnet.Action {
 	if cn.sess != nil {
 		// The client just sent, and with it acknowledged all it had
 		// received: the moment to see what of the messages kept for its
-		// resume it has (hub.ReadStride).
-		cn.sess.Received(cn.out.TransportAcked(hub.ReadStride))
+		// resume it has (hub.ReadStride). What was found before, the
+		// session was told then.
+		if seq, looked := cn.out.LookAcked(hub.ReadStride); looked {
+			cn.sess.Received(seq)
+		}
 	}
 	if released && !cn.held() {
 		// Re-arm only once the input held back is used up: gnet closes a

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,40 @@ func TestHistoryRunsSpanChunks(t *testing.T) {
 	}
 	if got := kept(hs); len(got) != 1 || !strings.HasPrefix(got[0], "40 bob m x") {
 		t.Fatalf("kept %q", got)
+	}
+}
+
+// TestHistoryTrimAgeFollowsTheOldest: trimAge drops exactly the runs
+// delivered before its limit, whatever mix of pushes, drops from the
+// front (one message or runs whole), trims by number and growth of the
+// ring came before: the oldest's time it keeps in the history's header
+// stays that of the ring's oldest entry.
+func TestHistoryTrimAgeFollowsTheOldest(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	hs := new(history)
+	var seq uint64
+	at := time.Duration(0)
+	for step := range 20000 {
+		switch op := rng.IntN(10); {
+		case op < 5:
+			if rng.IntN(3) == 0 {
+				at += time.Duration(1 + rng.IntN(3))
+			}
+			seq++
+			hs.push(seq, at, "bob", rng.IntN(20) == 0, []byte("text"))
+		case op < 7 && hs.n > 0:
+			hs.dropFront()
+		case op < 8 && hs.n > 0:
+			hs.dropThrough(seq - uint64(rng.IntN(5)))
+		case op < 10:
+			before := at - time.Duration(rng.IntN(6))
+			hs.trimAge(before)
+			if hs.runs > 0 && hs.entry(0).at < before {
+				t.Fatalf("step %d: kept a run delivered at %v, before %v", step, hs.entry(0).at, before)
+			}
+		}
+		if hs.runs > 0 && hs.oldestAt != hs.entry(0).at {
+			t.Fatalf("step %d: oldest kept at %v, the ring's oldest at %v", step, hs.oldestAt, hs.entry(0).at)
+		}
 	}
 }

@@ -521,18 +521,29 @@ func (o *Outbox) leftLocked(n int, whole bool) {
 // everything that left the queue is in the socket's hands; otherwise it
 // returns what it found before. It implements hub.TransportAcker.
 func (o *Outbox) TransportAcked(after int) uint64 {
+	seq, _ := o.LookAcked(after)
+	return seq
+}
+
+// LookAcked is TransportAcked, and reports besides whether it asked the
+// socket this time. What it returns without asking, the hub was told
+// when it was found (the engine's caller) or found it itself (its look
+// as it keeps messages), so a caller told nothing new has nothing to
+// pass on: the engine, after each read from the client, then spares
+// the session's lock and its history a visit.
+func (o *Outbox) LookAcked(after int) (seq uint64, looked bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.side == nil || o.side.trail == nil {
-		return 0
+		return 0, false
 	}
 	t := o.side.trail
 	if o.closed || !o.idle || t.acked == t.whole || t.sent-t.checked < int64(after) {
-		return t.acked
+		return t.acked, false
 	}
 	unacked, ok := o.owner.Unacked()
 	if !ok {
-		return t.acked
+		return t.acked, false
 	}
 	t.checked = t.sent
 	acked := t.sent - int64(unacked) // bytes before this were acknowledged
@@ -553,5 +564,5 @@ func (o *Outbox) TransportAcked(after int) uint64 {
 		o.side.trail = nil
 		o.tidyLocked()
 	}
-	return got
+	return got, true
 }

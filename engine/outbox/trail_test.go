@@ -144,3 +144,33 @@ func TestUnnumberedIsNotFollowed(t *testing.T) {
 		t.Fatalf("acked %d, socket asked %d times; want 0, 0", got, a.asked)
 	}
 }
+
+// TestLookAckedSaysWhenItAsked: LookAcked reports a look exactly when
+// it asked the socket, with what that found; otherwise what was found
+// before, as TransportAcked returns it.
+func TestLookAckedSaysWhenItAsked(t *testing.T) {
+	const stride = 1 << 10
+	a, o := newAckOwner()
+	a.unacked = 1 << 30
+	numbered(o, 1, "first")
+	text := string(make([]byte, 300))
+	seq := uint64(2)
+	for k := range 40 {
+		numbered(o, seq, text)
+		seq++
+		if k == 20 {
+			a.unacked = 0 // all of it acknowledged from now on
+		}
+		asked := a.asked
+		got, looked := o.LookAcked(stride)
+		if looked != (a.asked > asked) {
+			t.Fatalf("delivery %d: looked %v, the socket asked %d times", k, looked, a.asked-asked)
+		}
+		if !looked && got != o.TransportAcked(1<<30) {
+			t.Fatalf("delivery %d: without a look, %d where TransportAcked says %d", k, got, o.TransportAcked(1<<30))
+		}
+		if looked && a.unacked == 0 && got != seq-1 {
+			t.Fatalf("delivery %d: a look with everything acknowledged found %d, want %d", k, got, seq-1)
+		}
+	}
+}
