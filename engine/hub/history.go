@@ -210,6 +210,57 @@ func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, 
 	hs.runs++
 }
 
+// pushRun keeps copies of texts, messages numbered from seq delivered
+// together from one sender, as push would one at a time, but with one
+// look for a chunk and at the newest run for all the texts that fit in
+// the chunk the first goes to: keeping a message then costs little
+// more than copying its text.
+func (hs *history) pushRun(seq uint64, at time.Duration, from string, texts [][]byte) {
+	for len(texts) > 0 {
+		c := hs.chunkFor(binary.MaxVarintLen32 + len(texts[0]))
+		room, k, used := cap(c.buf)-len(c.buf), 0, 0
+		for k < len(texts) && used+binary.MaxVarintLen32+len(texts[k]) <= room {
+			used += binary.MaxVarintLen32 + len(texts[k])
+			k++
+		}
+		hs.appendRun(c, seq, at, from, texts[:k])
+		seq += uint64(k)
+		texts = texts[k:]
+	}
+}
+
+// appendRun writes texts, which fit, to c, and keeps them as messages
+// numbered from seq: in the newest run when they continue it.
+func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string, texts [][]byte) {
+	off, size := len(c.buf), 0
+	for _, text := range texts {
+		c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
+		c.buf = append(c.buf, text...)
+		size += len(text)
+	}
+	k := len(texts)
+	hs.n += k
+	hs.cost += int64(size) + int64(k)*entryCost
+	if hs.runs > 0 {
+		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off && e.at == at &&
+			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
+			e.end = uint32(len(c.buf))
+			e.n += uint32(k)
+			e.text += uint32(size)
+			return
+		}
+	}
+	if hs.runs == len(hs.ring) {
+		hs.grow()
+	}
+	c.live++
+	if hs.runs == 0 {
+		hs.oldestAt = at
+	}
+	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: uint32(k), text: uint32(size)}
+	hs.runs++
+}
+
 func (hs *history) grow() {
 	ring := make([]entry, max(8, 2*len(hs.ring)))
 	for i := range hs.runs {
@@ -470,6 +521,17 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 	}
 	if !s.clientAcks {
 		s.trimReceivedLocked(keepStride)
+	}
+	if !sealed {
+		// Nearly always the whole run fits, and is kept in one go.
+		var cost int64
+		for _, text := range texts {
+			cost += int64(len(text)) + entryCost
+		}
+		if hs := s.historyLocked(); hs.cost+cost <= buffer {
+			hs.pushRun(first, now, from, texts)
+			return len(texts), nil
+		}
 	}
 	recent := h.recent()
 	for i, text := range texts {

@@ -147,3 +147,53 @@ func TestHistoryTrimAgeFollowsTheOldest(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryPushRunKeepsWhatPushKeeps: a run kept in one go (pushRun)
+// leaves the same messages, counts, cost, oldest time and indexes as its
+// texts pushed one at a time, over runs that span chunks and texts that
+// need a chunk of their own.
+func TestHistoryPushRunKeepsWhatPushKeeps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	one, run := new(history), new(history)
+	defer one.release()
+	defer run.release()
+	seq := uint64(1)
+	at := time.Duration(0)
+	for step := range 2000 {
+		texts := make([][]byte, 1+rng.IntN(64))
+		for i := range texts {
+			n := rng.IntN(100)
+			if rng.IntN(50) == 0 {
+				n = rng.IntN(20000)
+			}
+			texts[i] = []byte(strings.Repeat(string(rune('a'+rng.IntN(26))), n))
+		}
+		from := []string{"bob", "eve"}[rng.IntN(2)]
+		if rng.IntN(4) == 0 {
+			at++
+		}
+		for i, text := range texts {
+			one.push(seq+uint64(i), at, from, false, text)
+		}
+		run.pushRun(seq, at, from, texts)
+		seq += uint64(len(texts))
+		if rng.IntN(3) == 0 {
+			last := seq - uint64(rng.IntN(200))
+			one.dropThrough(last)
+			run.dropThrough(last)
+		}
+		if one.n != run.n || one.cost != run.cost || one.oldestAt != run.oldestAt {
+			t.Fatalf("step %d: one at a time %d messages, cost %d, oldest at %v; in a run %d, %d, %v",
+				step, one.n, one.cost, one.oldestAt, run.n, run.cost, run.oldestAt)
+		}
+		if a, b := strings.Join(kept(one), "|"), strings.Join(kept(run), "|"); a != b {
+			t.Fatalf("step %d: kept differ", step)
+		}
+		if q := seq - uint64(rng.IntN(100)); one.seqIndex(q) != run.seqIndex(q) {
+			t.Fatalf("step %d: index of %d differs", step, q)
+		}
+		if run.cost != costOf(run) {
+			t.Fatalf("step %d: cost %d, want %d", step, run.cost, costOf(run))
+		}
+	}
+}
