@@ -155,8 +155,8 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 		return true
 	}
-	rr.stub.sentMessages.Add(1)
-	rr.stub.sentBytes.Add(uint64(len(text)))
+	rr.stub.sentMessages.Store(rr.stub.sentMessages.Load() + 1)
+	rr.stub.sentBytes.Store(rr.stub.sentBytes.Load() + uint64(len(text)))
 	return true
 }
 
