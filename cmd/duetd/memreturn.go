@@ -24,8 +24,8 @@ import (
 //   - A surge: many clients come at once (a restart, a network back,
 //     the morning). Each login leaves garbage behind (its commands, the
 //     hub's and gnet's tables as they grow), uncollected until the heap
-//     doubles, which an idle server never does: a third of an idle
-//     connection's RSS. When the connections open have risen by a
+//     doubles, which an idle server never does: about a tenth of an
+//     idle connection's RSS. When the connections open have risen by a
 //     quarter, and by minConns at least, since the last return, and
 //     have stopped rising at two checks in a row, it returns that.
 //

@@ -177,7 +177,9 @@ func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.rin
 
 // push keeps a copy of text as the newest message, numbered seq: a
 // sealed frame's data when sealed is set. It joins the newest run when
-// it continues it.
+// it continues it. It is appendRun for one text, written out: through
+// appendRun, the message-by-message path (a full history, a session
+// away) took 3 ns a message more (BenchmarkSayResumeRun, 24 against 27).
 func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, text []byte) {
 	need := binary.MaxVarintLen32 + len(text)
 	c := hs.chunkFor(need)
