@@ -543,8 +543,6 @@ func (r *room) peer(s *Session) *Session {
 // when s is not in it (a Session retired by a resume).
 func (r *room) other(s *Session) *Session {
 	switch {
-	case s == nil:
-		return nil
 	case r.a == s:
 		return r.b
 	case r.b == s:
