@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,23 +409,29 @@ type loginAnswer struct {
 	wait   time.Duration // the wait a notice announced
 }
 
-// answerOf reads lines up to a login's answer.
-func answerOf(c *enginetest.LineClient, start time.Time) loginAnswer {
-	var a loginAnswer
-	for {
-		l := c.Line()
-		switch {
-		case strings.Contains(l, "your token is"):
-			a.code, a.at = "welcome", time.Since(start)
-			return a
-		case strings.HasPrefix(l, "! "):
-			a.code, _, _ = strings.Cut(strings.TrimPrefix(l, "! "), ":")
-			a.at = time.Since(start)
-			return a
-		case strings.HasPrefix(l, "* "):
-			a.notice = l
-		}
+// read takes one line a login's connection got and says whether it was
+// the answer.
+func (a *loginAnswer) read(l string, start time.Time) bool {
+	switch {
+	case strings.Contains(l, "your token is"):
+		a.code, a.at = "welcome", time.Since(start)
+		return true
+	case strings.HasPrefix(l, "! "):
+		a.code, _, _ = strings.Cut(strings.TrimPrefix(l, "! "), ":")
+		a.at = time.Since(start)
+		return true
+	case strings.HasPrefix(l, "* "):
+		a.notice = l
 	}
+	return false
+}
+
+// pendingLogin is a login sent on a connection, with what its
+// connection has read so far.
+type pendingLogin struct {
+	c      *enginetest.LineClient
+	a      loginAnswer
+	answer bool // a.code is the answer
 }
 
 // loginsAtOnce dials one line connection per source address (through
@@ -432,36 +439,69 @@ func answerOf(c *enginetest.LineClient, start time.Time) loginAnswer {
 // answers in the order sent.
 func loginsAtOnce(t *testing.T, d *enginetest.Daemon, srcs []string, name, password string) []loginAnswer {
 	t.Helper()
-	return answersTo(sendLogins(t, d, srcs, name, password))
+	logins, start := sendLogins(t, d, srcs, name, password)
+	return answersTo(t, logins, start)
 }
 
 // sendLogins dials one line connection per source address, then sends
-// each a login for name at once, and returns them unanswered.
-func sendLogins(t *testing.T, d *enginetest.Daemon, srcs []string, name, password string) ([]*enginetest.LineClient, time.Time) {
+// each a login for name at once. It returns once the server has taken
+// up every one of them (each has its answer, or the notice of its turn
+// or refusal), so that what a test sends next comes after them all; the
+// answers still to come are read by answersTo.
+func sendLogins(t *testing.T, d *enginetest.Daemon, srcs []string, name, password string) ([]*pendingLogin, time.Time) {
 	t.Helper()
-	conns := make([]*enginetest.LineClient, len(srcs))
+	logins := make([]*pendingLogin, len(srcs))
 	for i, src := range srcs {
-		conns[i] = d.DialLineFrom(t, src)
+		logins[i] = &pendingLogin{c: d.DialLineFrom(t, src)}
 	}
 	start := time.Now()
-	for _, c := range conns {
-		c.Send("/login " + name + " " + password)
+	for _, p := range logins {
+		p.c.Send("/login " + name + " " + password)
 	}
-	return conns, start
-}
-
-// answersTo reads the answer on each connection.
-func answersTo(conns []*enginetest.LineClient, start time.Time) []loginAnswer {
-	answers := make([]loginAnswer, len(conns))
-	done := make(chan struct{})
-	for i, c := range conns {
+	firstLines := make([]string, len(logins))
+	errs := make([]error, len(logins))
+	var wg sync.WaitGroup
+	for i, p := range logins {
+		wg.Add(1)
 		go func() {
-			defer func() { done <- struct{}{} }()
-			answers[i] = answerOf(c, start)
+			defer wg.Done()
+			firstLines[i], errs[i] = p.c.TryLine(enginetest.Timeout)
 		}()
 	}
-	for range conns {
-		<-done
+	wg.Wait()
+	for i, p := range logins {
+		if errs[i] != nil {
+			t.Fatalf("login %d: no first line: %v", i, errs[i])
+		}
+		p.answer = p.a.read(firstLines[i], start)
+	}
+	return logins, start
+}
+
+// answersTo reads the rest of each login's answer, in parallel, and
+// returns them in the order sent.
+func answersTo(t *testing.T, logins []*pendingLogin, start time.Time) []loginAnswer {
+	t.Helper()
+	answers := make([]loginAnswer, len(logins))
+	errs := make([]error, len(logins))
+	var wg sync.WaitGroup
+	for i, p := range logins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !p.answer && errs[i] == nil {
+				var l string
+				l, errs[i] = p.c.TryLine(enginetest.Timeout)
+				p.answer = p.a.read(l, start)
+			}
+			answers[i] = p.a
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("login %d: no answer: %v", i, err)
+		}
 	}
 	return answers
 }
@@ -581,7 +621,7 @@ func TestLoginOwnerNotLockedOut(t *testing.T) {
 		t.Fatalf("from the owner's address during the attack: %q after %v, want a welcome at once", lines, took)
 	}
 	refused := 0
-	for _, a := range answersTo(attack, start) {
+	for _, a := range answersTo(t, attack, start) {
 		if a.code == "too_many_attempts" {
 			refused++
 		}
@@ -697,7 +737,7 @@ func TestTooManyAttemptsWS(t *testing.T) {
 	if r, ok := ev["retry_after"].(float64); !ok || r < 1 || r > 2 {
 		t.Fatalf("retry_after %v, want 1 or 2 seconds", ev["retry_after"])
 	}
-	for i, a := range answersTo(held, start) {
+	for i, a := range answersTo(t, held, start) {
 		if a.code != "auth_failed" {
 			t.Fatalf("queued attempt %d answered %q", i, a.code)
 		}
