@@ -102,9 +102,12 @@ for round in $(seq 1 "$rounds"); do
     run "$round" duetd mix "$client" -proto mix -tcp 127.0.0.1:17070 -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
     run "$round" duetd lat "$client" -proto tcp -tcp 127.0.0.1:17070 "${lat[@]}" -pid "$duetd_pid"
   done
-  # Pairing is the same for both clients: it is measured once a round.
-  run "$round" duetd pairing tuned -proto tcp -tcp 127.0.0.1:17070 -pairs 4000 -messages 1 \
-    -concurrency 1024 -sources 127.0.0.1,127.0.0.2 -pid "$duetd_pid"
+  # Pairing is the same for both clients: it is measured once a round,
+  # on duetd and on the bare relay, whose pairing (each side's first line
+  # relayed to the other) is the same loopback exchange with no protocol.
+  pairing=(-pairs 4000 -messages 1 -concurrency 1024 -sources 127.0.0.1,127.0.0.2)
+  run "$round" bare pairing tuned -proto bare -tcp 127.0.0.1:17071 "${pairing[@]}" -pid "$bare_pid"
+  run "$round" duetd pairing tuned -proto tcp -tcp 127.0.0.1:17070 "${pairing[@]}" -pid "$duetd_pid"
   for client in tuned plain; do
     run "$round" goroutine tcp "$client" -proto tcp -tcp 127.0.0.1:17072 "${common[@]}" -pid "$gor_pid"
     run "$round" goroutine-batched tcp "$client" -proto tcp -tcp 127.0.0.1:17073 "${common[@]}" -pid "$gorb_pid"

@@ -256,6 +256,16 @@ var (
 	pairSystemShare  = pairUsage(func(u *loadgen.ServerUsage) float64 { return share(u.SystemSeconds, u.UserSeconds) })
 	readsPerPair     = pairUsage(func(u *loadgen.ServerUsage) float64 { return u.ReadsPerOp })
 	writesPerPair    = pairUsage(func(u *loadgen.ServerUsage) float64 { return u.WritesPerOp })
+	// cpuPerPairCall is the pairing's server CPU per read or write system
+	// call: what a pairing costs once the number of its exchanges is
+	// taken out, so that duetd's login-and-pair (three reads, four
+	// writes) and the bare relay's hello exchange (two of each) compare.
+	cpuPerPairCall = pairUsage(func(u *loadgen.ServerUsage) float64 {
+		if calls := u.ReadsPerOp + u.WritesPerOp; calls > 0 {
+			return u.CPUMicrosPerOp / calls
+		}
+		return math.NaN()
+	})
 	pairingsPerSec   = func(r *loadgen.Report) (float64, bool) { return r.Pair.PerSecond, r.Pair.Count > 0 }
 	rssPerConnection = func(r *loadgen.Report) (float64, bool) {
 		if r.RSS == nil {
@@ -495,6 +505,15 @@ func (s *Set) writeTargets(b *strings.Builder) {
 	} else {
 		missing(pairLabel, "–")
 	}
+	// The bare relay's own pairing is the floor the target is read
+	// against: the same loopback reads and writes with no protocol.
+	if st := s.stat(ServerBare, ScenarioPairing, ClientTuned, cpuPerPair); st.ok() {
+		row("the bare relay's pairing (each side's first line relayed to the other), server CPU per pair", "–",
+			spread(st, "%.1f")+" µs", "(for reference)")
+	}
+	if r, ok := s.ratio(key{ServerDuetd, ScenarioPairing, ClientTuned}, key{ServerBare, ScenarioPairing, ClientTuned}, cpuPerPairCall); ok {
+		row("pairing: duetd's server CPU per read or write system call over the bare relay's", "–", r.String(), "(for reference)")
+	}
 
 	// Allocations.
 	for _, m := range []struct{ name, label string }{
@@ -615,8 +634,17 @@ func (s *Set) writeSetup(b *strings.Builder) {
 		st := func(f figure) stat { return s.stat(ServerDuetd, ScenarioPairing, ClientTuned, f) }
 		fmt.Fprintf(b, "Pairing, %d pairs per round: %s logins-and-pairs/s; server CPU %s µs per\n",
 			runs[0].Report.Pair.Count, spread(st(pairingsPerSec), "%.0f"), spread(st(cpuPerPair), "%.1f"))
-		fmt.Fprintf(b, "login-and-pair (%s of it the kernel's), with %s reads and %s writes.\n\n",
-			median(st(pairSystemShare), "%.0f%%", 100), median(st(readsPerPair), "%.2f", 1), median(st(writesPerPair), "%.2f", 1))
+		fmt.Fprintf(b, "login-and-pair (%s of it the kernel's), with %s reads and %s writes,\n%s µs per read or write.",
+			median(st(pairSystemShare), "%.0f%%", 100), median(st(readsPerPair), "%.2f", 1), median(st(writesPerPair), "%.2f", 1),
+			median(st(cpuPerPairCall), "%.1f", 1))
+		if bare := func(f figure) stat { return s.stat(ServerBare, ScenarioPairing, ClientTuned, f) }; bare(cpuPerPair).ok() {
+			fmt.Fprintf(b, " The bare relay's pairing, each side's first line relayed to its\n")
+			fmt.Fprintf(b, "partner with no protocol at all, cost it %s µs per pair (%s of it the\n",
+				spread(bare(cpuPerPair), "%.1f"), median(bare(pairSystemShare), "%.0f%%", 100))
+			fmt.Fprintf(b, "kernel's), with %s reads and %s writes, %s µs per read or write.",
+				median(bare(readsPerPair), "%.2f", 1), median(bare(writesPerPair), "%.2f", 1), median(bare(cpuPerPairCall), "%.1f", 1))
+		}
+		fmt.Fprintf(b, "\n\n")
 	}
 	idle := s.group(ServerDuetd, ScenarioIdle, ClientTuned)
 	if len(idle) == 0 {

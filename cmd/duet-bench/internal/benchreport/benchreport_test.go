@@ -84,6 +84,7 @@ func writeRuns(t *testing.T) string {
 		{ServerGoroutine, ScenarioTCP, ClientPlain}, {ServerGoroutineBatched, ScenarioTCP, ClientPlain},
 	}
 	pairCPU := []float64{30, 40, 34}
+	barePairCPU := []float64{20, 24, 16}
 	for round := 1; round <= 3; round++ {
 		for _, k := range order {
 			rep := relayReport(byRound[k][round-1])
@@ -103,6 +104,11 @@ func writeRuns(t *testing.T) string {
 				pairing.Server.Pair = &loadgen.ServerUsage{Ops: 4000, CPUMicrosPerOp: pairCPU[round-1],
 					UserSeconds: 0.03, SystemSeconds: 0.07, ReadsPerOp: 3, WritesPerOp: 4}
 				add(round, ServerDuetd, ScenarioPairing, ClientTuned, pairing)
+				bare := relayReport(figures{1000, 1, 1000})
+				bare.Pair = loadgen.Phase{Count: 4000, Seconds: 0.2, PerSecond: 20000}
+				bare.Server.Pair = &loadgen.ServerUsage{Ops: 4000, CPUMicrosPerOp: barePairCPU[round-1],
+					UserSeconds: 0.02, SystemSeconds: 0.08, ReadsPerOp: 2, WritesPerOp: 2}
+				add(round, ServerBare, ScenarioPairing, ClientTuned, bare)
 			}
 		}
 	}
@@ -170,7 +176,13 @@ func TestReport(t *testing.T) {
 		"| duetd, line to WebSocket | plain | 350k (350k–350k) | 1.50 (1.50–1.50) |",
 		"| duetd | plain | 325 | 1300 (1300–1300) | 2600 | 35k (35k–35k) | 14.00 (14.00–14.00) |",
 		"Pairing, 4000 pairs per round: 22000 (21000–23000) logins-and-pairs/s; server CPU 34.0 (30.0–40.0) µs per",
-		"login-and-pair (70% of it the kernel's), with 3.00 reads and 4.00 writes.",
+		// 34/7 µs per call; the bare relay's 20/4. Rounds: 30/7 over 20/4,
+		// 40/7 over 24/4, 34/7 over 16/4.
+		"login-and-pair (70% of it the kernel's), with 3.00 reads and 4.00 writes,\n4.9 µs per read or write.",
+		"partner with no protocol at all, cost it 20.0 (16.0–24.0) µs per pair (80% of it the\n",
+		"kernel's), with 2.00 reads and 2.00 writes, 5.0 µs per read or write.",
+		"| the bare relay's pairing (each side's first line relayed to the other), server CPU per pair | – | 20.0 (16.0–24.0) µs | (for reference) |",
+		"| pairing: duetd's server CPU per read or write system call over the bare relay's | – | 0.97x (0.86–1.21) | (for reference) |",
 		"cost duetd 900 bytes of RSS each",
 		"the kernel held 7,000 bytes of",
 		"Left out: 36,000 /proc inodes that",
