@@ -61,7 +61,7 @@ func (h *Hub) SetDirectory(d Directory) {
 // pairRemoteLocked opens the room of a claim whose holder is on another
 // node, with a stub for the holder.
 func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
-	out := h.dir.Remote(c.PeerNode, c.PeerKey, c.PeerName, s.key, c.PairID)
+	out := h.dir.Remote(c.PeerNode, c.PeerKey, c.PeerName, s.Key(), c.PairID)
 	if s.closed {
 		// s logged out while the claim was on its way. Only the holder's
 		// node may free the holder, so it is told of the pairing and of
@@ -70,7 +70,7 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 		out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: proto.ReasonDisconnected})
 		return proto.ErrNotLoggedIn
 	}
-	stub := h.newStub(c.PeerName, c.PeerKey, out)
+	stub := h.newStub(c.PeerName, out)
 	r := newRoom(s, stub, c.PairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode}, true)
 	// The stub's outbox turns this into the holder's paired event on its
@@ -82,8 +82,8 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 
 // newStub makes the Session that stands in for a partner on another
 // node, reached through out.
-func (h *Hub) newStub(name, key string, out Outbox) *Session {
-	return &Session{hub: h, name: name, key: key, q: queueOf(out)}
+func (h *Hub) newStub(name string, out Outbox) *Session {
+	return &Session{hub: h, name: name, q: queueOf(out)}
 }
 
 // addRemoteLocked opens rr's room; made counts it as a pairing made
@@ -119,7 +119,7 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 	if s == nil || s.closed || s.room.Load() != nil {
 		return false
 	}
-	stub := h.newStub(peerName, peerKey, h.dir.Remote(node, peerKey, peerName, s.key, pairID))
+	stub := h.newStub(peerName, h.dir.Remote(node, peerKey, peerName, s.Key(), pairID))
 	r := newRoom(stub, s, pairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node}, true)
 	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
@@ -190,7 +190,7 @@ func (h *Hub) remoteRoomOf(key string, pairID uint64) (remoteRoom, bool) {
 	h.remoteMu.RLock()
 	defer h.remoteMu.RUnlock()
 	rr, ok := h.remote[pairID]
-	return rr, ok && rr.local.key == key
+	return rr, ok && rr.local.Key() == key
 }
 
 // StubOutbox returns the Outbox of the stub that stands in for the
@@ -210,7 +210,7 @@ func (h *Hub) StubOutbox(key string, pairID uint64) Outbox {
 func (h *Hub) Reroute(key string, pairID uint64, node string) {
 	h.remoteMu.Lock()
 	defer h.remoteMu.Unlock()
-	if rr, ok := h.remote[pairID]; ok && rr.local.key == key {
+	if rr, ok := h.remote[pairID]; ok && rr.local.Key() == key {
 		rr.node = node
 		h.remote[pairID] = rr
 	}
@@ -250,7 +250,7 @@ func (h *Hub) cutRemote(match func(remoteRoom) bool, reason proto.Reason, undeli
 	// Free the sessions in the directory first: once told, they may be
 	// joined at once.
 	for _, rr := range rooms {
-		h.dir.Release(rr.local.key, rr.r.pairID)
+		h.dir.Release(rr.local.Key(), rr.r.pairID)
 	}
 	return h.unpairRemote(rooms, reason, undelivered)
 }
@@ -279,7 +279,7 @@ func (h *Hub) unpairRemote(rooms []remoteRoom, reason proto.Reason, undelivered 
 			continue
 		}
 		h.unpairLocked(rr.stub, reason, undelivered)
-		cuts = append(cuts, RemoteCut{Key: rr.local.key, PeerKey: rr.stub.key, Node: rr.node, PairID: rr.r.pairID})
+		cuts = append(cuts, RemoteCut{Key: rr.local.Key(), PeerKey: rr.stub.Key(), Node: rr.node, PairID: rr.r.pairID})
 	}
 	return cuts
 }
@@ -306,14 +306,14 @@ func (h *Hub) Registrations() []Registration {
 	defer h.mu.Unlock()
 	regs := make([]Registration, 0, len(h.names))
 	for _, s := range h.names {
-		reg := Registration{Name: s.name, Key: s.key, Token: s.token}
+		reg := Registration{Name: s.name, Key: s.Key(), Token: s.token}
 		if s.resumable {
 			rk := s.keyHash
 			reg.Resume = &rk
 		}
 		if r := s.room.Load(); r != nil {
 			if p := r.peer(s); p != nil {
-				reg.PeerKey, reg.PairID = p.key, r.pairID
+				reg.PeerKey, reg.PairID = p.Key(), r.pairID
 			}
 		}
 		regs = append(regs, reg)

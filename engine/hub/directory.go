@@ -118,7 +118,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if holder == nil {
 		return Claim{}, proto.ErrUnknownToken
 	}
-	if holder.key == key {
+	if holder.Key() == key {
 		return Claim{}, proto.ErrSelfConnect
 	}
 	if holder.claim != 0 {
@@ -126,7 +126,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	}
 	d.pairs++
 	asker.claim, holder.claim = d.pairs, d.pairs
-	return Claim{PeerKey: holder.key, PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
+	return Claim{PeerKey: holder.Key(), PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
 }
 
 func (d *localDirectory) Release(key string, pairID uint64) {

@@ -366,9 +366,13 @@ func (h *Hub) window() time.Duration { return time.Duration(h.resumeWindow.Load(
 // one, which from then on acts as if logged out. So a connection never
 // acts for a user after another connection has taken them over.
 type Session struct {
-	hub  *Hub
+	hub *Hub
+	// name is the name as the user typed it. What the hub and the
+	// directory know the session by is its folded form (Key), made when
+	// asked for: a name is ASCII, so folding a lower-case one (most of
+	// them) returns it as it is, and a session spares 16 bytes, which
+	// take it down a size class.
 	name string
-	key  string // folded name, the directory key
 	// q is the connection's Outbox, as a Queue (queueOf; outbox returns
 	// the Outbox itself); while the session is away, it drops what it is
 	// handed (awayQueue). Written under hub.mu and, while the session is
@@ -460,7 +464,7 @@ func (s *Session) Name() string { return s.name }
 
 // Key returns the session's name folded: what the hub and the directory
 // know it by.
-func (s *Session) Key() string { return s.key }
+func (s *Session) Key() string { return fold(s.name) }
 
 // Token returns the session's current token.
 func (s *Session) Token() proto.Token {
@@ -578,7 +582,6 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 // the welcome, and keeps only its hash.
 func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 	s := &Session{hub: h, name: string(name), q: queueOf(out), client: protocolOf(out)}
-	s.key = fold(s.name)
 	var rk proto.ResumeKey
 	if h.window() > 0 {
 		rk = proto.NewResumeKey()
@@ -592,7 +595,7 @@ func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 func (h *Hub) hold(s *Session) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, taken := h.names[s.key]; taken {
+	if _, taken := h.names[s.Key()]; taken {
 		return proto.ErrNameTaken
 	}
 	h.enterLocked(s)
@@ -603,7 +606,7 @@ func (h *Hub) hold(s *Session) *proto.Error {
 // token. The caller has checked that the name is free here.
 func (h *Hub) enterLocked(s *Session) {
 	s.token = h.freshTokenLocked()
-	h.names[s.key] = s
+	h.names[s.Key()] = s
 	h.tokens[s.token] = s
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
@@ -617,11 +620,11 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	if s.resumable {
 		sum = &s.keyHash
 	}
-	err := h.dir.Register(s.name, s.key, s.token, sum)
+	err := h.dir.Register(s.name, s.Key(), s.token, sum)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
-		delete(h.names, s.key)
+		delete(h.names, s.Key())
 		delete(h.tokens, s.token)
 		if s.resumable {
 			delete(h.keys, keyIndexOf(s.keyHash))
@@ -659,13 +662,13 @@ func (s *Session) Connect(token []byte) *proto.Error {
 	if err := h.canConnect(s, t); err != nil {
 		return err
 	}
-	c, err := h.dir.Claim(s.key, t)
+	c, err := h.dir.Claim(s.Key(), t)
 	if err != nil {
 		return err
 	}
 	undo, err := h.pair(s, c)
 	if undo {
-		h.dir.Release(s.key, c.PairID)
+		h.dir.Release(s.Key(), c.PairID)
 		h.dir.Release(c.PeerKey, c.PairID)
 	}
 	return err
@@ -878,9 +881,9 @@ func (s *Session) Leave() *proto.Error {
 	if peer == nil {
 		return proto.ErrNotPaired
 	}
-	h.dir.Release(s.key, r.pairID)
+	h.dir.Release(s.Key(), r.pairID)
 	if peer != r.stub {
-		h.dir.Release(peer.key, r.pairID)
+		h.dir.Release(peer.Key(), r.pairID)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -945,7 +948,7 @@ func (s *Session) NewToken() *proto.Error {
 	if err != nil {
 		return err
 	}
-	if err := h.dir.Retoken(s.key, old, fresh); err != nil {
+	if err := h.dir.Retoken(s.Key(), old, fresh); err != nil {
 		h.mu.Lock()
 		delete(h.tokens, fresh)
 		h.mu.Unlock()
@@ -954,7 +957,7 @@ func (s *Session) NewToken() *proto.Error {
 	if !h.adoptToken(s, old, fresh) {
 		// Logged out meanwhile, under the old token: the record now
 		// holds the new one, which the logout did not remove.
-		h.dir.Unregister(s.key, fresh)
+		h.dir.Unregister(s.Key(), fresh)
 		return proto.ErrNotLoggedIn
 	}
 	return nil
@@ -1044,7 +1047,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 		return logout{}, false
 	}
 	s.closed = true
-	delete(h.names, s.key)
+	delete(h.names, s.Key())
 	delete(h.tokens, s.token)
 	if s.resumable {
 		delete(h.keys, keyIndexOf(s.keyHash))
@@ -1070,9 +1073,9 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 
 func (lo logout) finish(reason proto.Reason, undelivered int) {
 	h := lo.s.hub
-	h.dir.Unregister(lo.s.key, lo.token)
+	h.dir.Unregister(lo.s.Key(), lo.token)
 	if lo.localPeer != nil {
-		h.dir.Release(lo.localPeer.key, lo.r.pairID)
+		h.dir.Release(lo.localPeer.Key(), lo.r.pairID)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -178,13 +178,13 @@ func (h *Hub) BeginPark(key string, sum *ResumeHash) (*Ticket, *proto.Error) {
 		return nil, proto.ErrUnavailable
 	}
 	s.moving = true
-	t := &Ticket{s: s, Key: s.key, Gen: s.gen}
+	t := &Ticket{s: s, Key: s.Key(), Gen: s.gen}
 	if r := s.room.Load(); r != nil && r.stub != nil {
 		h.remoteMu.RLock()
 		rr, ok := h.remote[r.pairID]
 		h.remoteMu.RUnlock()
 		if ok && rr.r == r && rr.stub != s {
-			t.PairID, t.PeerKey, t.PeerNode = r.pairID, rr.stub.key, rr.node
+			t.PairID, t.PeerKey, t.PeerNode = r.pairID, rr.stub.Key(), rr.node
 		}
 	}
 	return t, nil
@@ -204,7 +204,7 @@ func (h *Hub) AwayKeys() []string {
 	defer h.mu.Unlock()
 	keys := make([]string, 0, h.awayCount)
 	for s := h.awayOldest; s != nil; s = s.away.next {
-		keys = append(keys, s.key)
+		keys = append(keys, s.Key())
 	}
 	return keys
 }
@@ -240,7 +240,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		return nil, nil, proto.ErrNotLoggedIn
 	}
 	now := h.clock.now()
-	p := &Parked{Name: s.name, Key: s.key, Token: s.token, Resume: s.keyHash, Gen: s.gen}
+	p := &Parked{Name: s.name, Key: s.Key(), Token: s.token, Resume: s.keyHash, Gen: s.gen}
 	window := h.window()
 	r := s.room.Load()
 	if r != nil {
@@ -278,7 +278,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		h.unlinkAwayLocked(s)
 	}
 	s.closed = true
-	delete(h.names, s.key)
+	delete(h.names, s.Key())
 	delete(h.tokens, s.token)
 	delete(h.keys, keyIndexOf(s.keyHash))
 	h.closedMessages.Add(s.sentMessages.Load())
@@ -289,14 +289,14 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		switch {
 		case peer == nil:
 		case peer == r.stub:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.remoteNode(r)}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.remoteNode(r)}
 			r.close()
 			peer.room.Store(nil)
 			h.rooms--
 			h.forgetRemoteLocked(r)
 		case keepPeer:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.node}
-			stub := h.newStub(s.name, s.key, h.dir.Remote("", s.key, s.name, peer.key, r.pairID))
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node}
+			stub := h.newStub(s.name, h.dir.Remote("", s.Key(), s.name, peer.Key(), r.pairID))
 			if r.a == s {
 				r.a = stub
 			} else {
@@ -311,7 +311,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			// Every session is leaving (Snapshot): the room closes as
 			// the second of the pair goes, so that the partner's export
 			// finds the pairing too.
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.key, PeerName: peer.name, PeerNode: h.node}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node}
 			if peer.closed {
 				r.close()
 				h.rooms--
@@ -349,7 +349,7 @@ func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
 	h.awayEvicted.Add(uint64(len(evicted)))
 	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
 	if release != 0 {
-		h.dir.Release(s.key, release)
+		h.dir.Release(s.Key(), release)
 	}
 	return err
 }
@@ -359,6 +359,11 @@ func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
 // for room (resume.max_away), and the pairing to release in the
 // directory when it could not be rebuilt.
 func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Session, evicted []logout, release uint64, err *proto.Error) {
+	// A session's key is its name folded (Session.Key): a record that
+	// says otherwise is not one this hub could file.
+	if !proto.ValidName([]byte(p.Name)) || p.Key != fold(p.Name) {
+		return nil, nil, 0, proto.ErrBadName
+	}
 	if _, taken := h.names[p.Key]; taken {
 		return nil, nil, 0, proto.ErrNameTaken
 	}
@@ -369,7 +374,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		return nil, nil, 0, proto.ErrNameTaken
 	}
 	now := h.clock.now()
-	s = &Session{hub: h, name: p.Name, key: p.Key, token: p.Token, resumable: true, keyHash: p.Resume,
+	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
 		gen: p.Gen + 1, q: awayQueue}
 	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
 	s.hmu.Lock()
@@ -396,7 +401,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		lo, _ := h.logoutLocked(h.awayOldest)
 		evicted = append(evicted, lo)
 	}
-	h.names[s.key] = s
+	h.names[s.Key()] = s
 	h.tokens[s.token] = s
 	h.keys[keyIndexOf(s.keyHash)] = s
 	h.linkAwayLocked(s)
@@ -407,7 +412,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 				release = pp.ID
 			}
 		} else {
-			stub := h.newStub(pp.PeerName, pp.PeerKey, h.dir.Remote(pp.PeerNode, pp.PeerKey, pp.PeerName, s.key, pp.ID))
+			stub := h.newStub(pp.PeerName, h.dir.Remote(pp.PeerNode, pp.PeerKey, pp.PeerName, s.Key(), pp.ID))
 			r := newRoom(s, stub, pp.ID, stub)
 			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
 		}
@@ -422,7 +427,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 	h.remoteMu.Lock()
 	rr, ok := h.remote[pp.ID]
-	if !ok || rr.local.key != pp.PeerKey || rr.stub.key != s.key {
+	if !ok || rr.local.Key() != pp.PeerKey || rr.stub.Key() != s.Key() {
 		h.remoteMu.Unlock()
 		return false
 	}
@@ -514,7 +519,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 		}
 	}
 	for id, ss := range pairs {
-		if len(ss) != 2 || ss[0].key == ss[1].key {
+		if len(ss) != 2 || ss[0].Key() == ss[1].Key() {
 			continue
 		}
 		a, b := ss[0], ss[1]

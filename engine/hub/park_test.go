@@ -149,6 +149,17 @@ func TestExportImport(t *testing.T) {
 		t.Fatal(perr)
 	}
 	h2, d2, c2 := clusterHub(t, resumeOpts())
+	// A record whose key is not its name folded is refused, unfiled.
+	for _, bad := range []struct{ name, key string }{{"alice", "bob"}, {"Alice", "Alice"}, {"al ice", "al ice"}} {
+		q := *p
+		q.Name, q.Key = bad.name, bad.key
+		if err := h2.Import(&q, nil); err != proto.ErrBadName {
+			t.Fatalf("name %q, key %q: %v, want bad_name", bad.name, bad.key, err)
+		}
+	}
+	if st := h2.Stats(); st.Users != 0 || st.Away != 0 {
+		t.Fatalf("a refused record left %+v", st)
+	}
 	if err := h2.Import(p, []ParkedMessage{{From: "bob", Text: []byte("four")}}); err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 func (h *Hub) takeOver(s *Session, onlyAway bool) (lo logout, ok bool, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old := h.names[s.key]; old != nil {
+	if old := h.names[s.Key()]; old != nil {
 		if onlyAway && old.away == nil {
 			return logout{}, false, proto.ErrNameTaken
 		}

@@ -316,7 +316,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		h.resumeBadKey.Add(1)
 		return Resumed{}, proto.ErrUnknownResumeKey
 	}
-	s.name, s.key, s.token, s.gen, s.claim = old.name, old.key, old.token, old.gen, old.claim
+	s.name, s.token, s.gen, s.claim = old.name, old.token, old.gen, old.claim
 	old.moving = false
 	a := old.away
 	var zombie Queue
@@ -329,7 +329,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	old.closed = true
 	delete(h.keys, keyIndexOf(sum))
 	h.keys[keyIndexOf(s.keyHash)] = s
-	h.names[s.key] = s
+	h.names[s.Key()] = s
 	h.tokens[s.token] = s
 
 	r := old.room.Load()
@@ -412,7 +412,7 @@ func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash) (*Session, *proto.Er
 			}
 			s.moving = true
 			h.mu.Unlock()
-			mv.Rekey(s.key, sum, fresh)
+			mv.Rekey(s.Key(), sum, fresh)
 			return s, nil
 		}
 		h.mu.Unlock()

@@ -835,12 +835,31 @@ func TestIdleSessionsKeepNothing(t *testing.T) {
 }
 
 // TestSessionSize guards the memory of an idle connection, which the
-// project aims to hold under 1 KiB: a Session was 280 bytes before resume, and
-// is smaller with it (the relay's scratch event moved out of it; a run of
-// messages now takes one from a pool, getRelay).
+// project aims to hold under 1 KiB: a Session was 280 bytes before resume,
+// 192 with it (the relay's scratch event moved out of it; a run of
+// messages now takes one from a pool, getRelay), and fits the 176-byte
+// size class now that its key is folded from its name when asked for.
 func TestSessionSize(t *testing.T) {
-	if size := unsafe.Sizeof(Session{}); size > 192 {
-		t.Fatalf("Session is %d bytes; it was 280 before resume and is 184 with it", size)
+	if size := unsafe.Sizeof(Session{}); size > 176 {
+		t.Fatalf("Session is %d bytes, over the 176-byte size class", size)
+	}
+}
+
+// TestSessionKeyIsItsNameFolded: the hub files a session under its
+// name folded, and finds it by any casing of it.
+func TestSessionKeyIsItsNameFolded(t *testing.T) {
+	h := New(Options{})
+	for _, name := range []string{"alice", "Bob.Smith", "CAROL_9"} {
+		s, err := h.Login([]byte(name), &recorder{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Name() != name || s.Key() != strings.ToLower(name) {
+			t.Fatalf("%q: name %q, key %q", name, s.Name(), s.Key())
+		}
+		if _, err := h.Login([]byte(strings.ToUpper(name)), &recorder{}); err != proto.ErrNameTaken {
+			t.Fatalf("%q in capitals: %v, want name_taken", name, err)
+		}
 	}
 }
 
