@@ -206,6 +206,7 @@ func TestResumeJSONExactlyOnce(t *testing.T) {
 	for i := range later {
 		bob.Send(fmt.Sprintf("m%d", sent+i+1))
 	}
+	taken(t, d, sent+later)
 
 	back, ev := enginetest.ResumeWS(t, d, alice.Key, read)
 	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" ||
@@ -232,6 +233,16 @@ func TestResumeJSONExactlyOnce(t *testing.T) {
 	waitFor(t, "the ack to empty the history", func() bool { return d.Hub.Stats().HistoryBytes == 0 })
 	back.Say("hi bob")
 	bob.Expect(`^<alice> hi bob$`)
+}
+
+// taken waits until the server has taken n messages in all
+// (hub.Stats.Messages): what a client sent with no answer to wait for is
+// then in the hub, so that a resume that follows finds it kept rather
+// than racing it (what comes after a resume arrives live, after the
+// replay, which is right but not what such a test counts).
+func taken(t *testing.T, d *enginetest.Daemon, n uint64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("the server to take %d messages", n), func() bool { return d.Hub.Stats().Messages >= n })
 }
 
 // waitFor polls cond until it holds, or fails the test.
@@ -349,6 +360,7 @@ func TestResumeCrossProtocol(t *testing.T) {
 	enginetest.Reset(t, alice.Conn)
 	bob.Expect("peer_away")
 	bob.Say("two\nlines")
+	taken(t, d, 2)
 	web, ev := enginetest.ResumeWS(t, d, alice.Key, 0)
 	if ev["name"] != "alice" || ev["token"] != alice.Token || ev["peer"] != "bob" || ev["replayed"] != float64(2) {
 		t.Fatalf("resumed %v", ev)
@@ -375,6 +387,7 @@ func TestResumeCrossProtocol(t *testing.T) {
 	enginetest.Reset(t, web.Conn)
 	bob.Expect("peer_away")
 	bob.Say("four")
+	taken(t, d, 5)
 	line, peer, replayed, missed := enginetest.ResumeLine(t, d, web.Key)
 	if peer != "bob" || missed != 0 || strings.Join(replayed, "|") != "<bob> four" {
 		t.Fatalf("resumed with %q: %q, %d missed", peer, replayed, missed)

@@ -1112,7 +1112,9 @@ func TestEngineResumeOnAnotherNode(t *testing.T) {
 		dave.Send(fmt.Sprint("m", sent+i+1))
 	}
 	cback, ev := enginetest.ResumeWS(t, c.Daemon, carol.Key, read)
-	if ev["peer"] != "dave" || ev["replayed"] != float64(sent+later-read) || ev["missed"] != float64(0) {
+	// As for alice: what node b still held when the session moved comes
+	// live after the replay, numbered on; the reads below take both.
+	if r, _ := ev["replayed"].(float64); ev["peer"] != "dave" || r < sent-read || r > sent+later-read || ev["missed"] != float64(0) {
 		t.Fatalf("resumed %v", ev)
 	}
 	for i := read; i < sent+later; i++ {
