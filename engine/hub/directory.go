@@ -98,7 +98,7 @@ func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Erro
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
 	s := d.h.names[key]
-	if s == nil || s.token != old || d.h.tokens[fresh] != s {
+	if s == nil || s.token != old || d.h.tokens.filed(fresh) != s {
 		return proto.ErrUnavailable
 	}
 	return nil
@@ -114,7 +114,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if asker.claim != 0 {
 		return Claim{}, proto.ErrAlreadyPaired
 	}
-	holder := d.h.tokens[token]
+	holder := d.h.tokens.lookup(token)
 	if holder == nil {
 		return Claim{}, proto.ErrUnknownToken
 	}

@@ -260,11 +260,14 @@ type Hub struct {
 	replayRecent atomic.Int64 // a time.Duration
 
 	clock clock
+	// newToken draws a random token: proto.NewToken, but for tests of
+	// what the hub does with a draw it cannot file.
+	newToken func() proto.Token
 
 	mu     sync.Mutex
 	names  map[string]*Session // this node's sessions by folded name: names are unique regardless of case
-	tokens map[proto.Token]*Session
-	rooms  int // rooms open now
+	tokens tokenIndex          // by token (tokens.go)
+	rooms  int                 // rooms open now
 	// keys holds the sessions that can be resumed, by the SHA-256 of
 	// their resume key (keyIndexOf): the keys themselves are never kept.
 	keys map[keyIndex]*Session
@@ -317,11 +320,12 @@ type Hub struct {
 func New(opts Options) *Hub {
 	h := &Hub{
 		names:     make(map[string]*Session),
-		tokens:    make(map[proto.Token]*Session),
+		tokens:    make(tokenIndex),
 		keys:      make(map[keyIndex]*Session),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
+		newToken:  proto.NewToken,
 	}
 	h.dir = newLocalDirectory(h)
 	h.node = h.dir.NodeID()
@@ -607,7 +611,7 @@ func (h *Hub) hold(s *Session) *proto.Error {
 func (h *Hub) enterLocked(s *Session) {
 	s.token = h.freshTokenLocked()
 	h.names[s.Key()] = s
-	h.tokens[s.token] = s
+	h.tokens.file(s.token, s)
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
 	}
@@ -625,7 +629,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	defer h.mu.Unlock()
 	if err != nil {
 		delete(h.names, s.Key())
-		delete(h.tokens, s.token)
+		h.tokens.unfile(s.token, s)
 		if s.resumable {
 			delete(h.keys, keyIndexOf(s.keyHash))
 		}
@@ -639,12 +643,12 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	return nil
 }
 
-// freshTokenLocked draws a token no one here holds. A collision of 128
-// random bits will not happen, but the check costs one map lookup.
+// freshTokenLocked draws a token that can be filed here: none filed
+// shares its first half (tokenIndex).
 func (h *Hub) freshTokenLocked() proto.Token {
 	for {
-		t := proto.NewToken()
-		if _, used := h.tokens[t]; !used && !t.IsZero() {
+		t := h.newToken()
+		if h.tokens.filed(t) == nil && !t.IsZero() {
 			return t
 		}
 	}
@@ -686,7 +690,7 @@ func (h *Hub) canConnect(s *Session, t proto.Token) *proto.Error {
 	case t == s.token:
 		return proto.ErrSelfConnect
 	}
-	if target, ok := h.tokens[t]; ok && target.room.Load() != nil {
+	if target := h.tokens.lookup(t); target != nil && target.room.Load() != nil {
 		return proto.ErrRoomFull
 	}
 	return nil
@@ -950,7 +954,7 @@ func (s *Session) NewToken() *proto.Error {
 	}
 	if err := h.dir.Retoken(s.Key(), old, fresh); err != nil {
 		h.mu.Lock()
-		delete(h.tokens, fresh)
+		h.tokens.unfile(fresh, s)
 		h.mu.Unlock()
 		return err
 	}
@@ -972,7 +976,7 @@ func (h *Hub) drawToken(s *Session) (old, fresh proto.Token, err *proto.Error) {
 		return old, fresh, proto.ErrNotLoggedIn
 	}
 	old, fresh = s.token, h.freshTokenLocked()
-	h.tokens[fresh] = s
+	h.tokens.file(fresh, s)
 	return old, fresh, nil
 }
 
@@ -982,10 +986,10 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.closed {
-		delete(h.tokens, fresh)
+		h.tokens.unfile(fresh, s)
 		return false
 	}
-	delete(h.tokens, old)
+	h.tokens.unfile(old, s)
 	s.token = fresh
 	deliver(s.q, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
 	return true
@@ -1048,7 +1052,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	}
 	s.closed = true
 	delete(h.names, s.Key())
-	delete(h.tokens, s.token)
+	h.tokens.unfile(s.token, s)
 	if s.resumable {
 		delete(h.keys, keyIndexOf(s.keyHash))
 	}

@@ -279,7 +279,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	}
 	s.closed = true
 	delete(h.names, s.Key())
-	delete(h.tokens, s.token)
+	h.tokens.unfile(s.token, s)
 	delete(h.keys, keyIndexOf(s.keyHash))
 	h.closedMessages.Add(s.sentMessages.Load())
 	h.closedBytes.Add(s.sentBytes.Load())
@@ -367,7 +367,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	if _, taken := h.names[p.Key]; taken {
 		return nil, nil, 0, proto.ErrNameTaken
 	}
-	if _, used := h.tokens[p.Token]; used {
+	if h.tokens.filed(p.Token) != nil {
 		return nil, nil, 0, proto.ErrNameTaken
 	}
 	if _, used := h.keys[keyIndexOf(p.Resume)]; used {
@@ -402,7 +402,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		evicted = append(evicted, lo)
 	}
 	h.names[s.Key()] = s
-	h.tokens[s.token] = s
+	h.tokens.file(s.token, s)
 	h.keys[keyIndexOf(s.keyHash)] = s
 	h.linkAwayLocked(s)
 

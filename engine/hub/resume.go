@@ -330,7 +330,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	delete(h.keys, keyIndexOf(sum))
 	h.keys[keyIndexOf(s.keyHash)] = s
 	h.names[s.Key()] = s
-	h.tokens[s.token] = s
+	h.tokens.file(s.token, s)
 
 	r := old.room.Load()
 	var peer *Session
