@@ -115,7 +115,7 @@ func (h *Hub) forgetRemoteLocked(r *room) {
 func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := h.names[key]
+	s := h.names.lookup(key)
 	if s == nil || s.closed || s.room.Load() != nil {
 		return false
 	}
@@ -304,8 +304,8 @@ func (h *Hub) RemoteNodes() []string {
 func (h *Hub) Registrations() []Registration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	regs := make([]Registration, 0, len(h.names))
-	for _, s := range h.names {
+	regs := make([]Registration, 0, len(h.names.m))
+	for _, s := range h.names.m {
 		reg := Registration{Name: s.name, Key: s.Key(), Token: s.token}
 		if s.resumable {
 			rk := s.keyHash

@@ -78,7 +78,7 @@ func (d *localDirectory) NodeID() string { return localNode }
 func (d *localDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
-	s := d.h.names[key]
+	s := d.h.names.lookup(key)
 	switch {
 	case s == nil:
 		return proto.ErrUnavailable
@@ -97,7 +97,7 @@ func (d *localDirectory) Unregister(key string, token proto.Token) {}
 func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Error {
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
-	s := d.h.names[key]
+	s := d.h.names.lookup(key)
 	if s == nil || s.token != old || d.h.tokens.filed(fresh) != s {
 		return proto.ErrUnavailable
 	}
@@ -107,7 +107,7 @@ func (d *localDirectory) Retoken(key string, old, fresh proto.Token) *proto.Erro
 func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Error) {
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
-	asker := d.h.names[key]
+	asker := d.h.names.lookup(key)
 	if asker == nil {
 		return Claim{}, proto.ErrUnavailable
 	}
@@ -132,7 +132,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 func (d *localDirectory) Release(key string, pairID uint64) {
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
-	if s := d.h.names[key]; s != nil && s.claim == pairID {
+	if s := d.h.names.lookup(key); s != nil && s.claim == pairID {
 		s.claim = 0
 	}
 }

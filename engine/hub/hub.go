@@ -265,9 +265,9 @@ type Hub struct {
 	newToken func() proto.Token
 
 	mu     sync.Mutex
-	names  map[string]*Session // this node's sessions by folded name: names are unique regardless of case
-	tokens tokenIndex          // by token (tokens.go)
-	rooms  int                 // rooms open now
+	names  nameIndex  // this node's sessions by name, regardless of case (names.go)
+	tokens tokenIndex // by token (tokens.go)
+	rooms  int        // rooms open now
 	// keys holds the sessions that can be resumed, by the SHA-256 of
 	// their resume key (keyIndexOf): the keys themselves are never kept.
 	keys map[keyIndex]*Session
@@ -319,7 +319,7 @@ type Hub struct {
 // New returns an empty hub on its own, with an in-memory directory.
 func New(opts Options) *Hub {
 	h := &Hub{
-		names:     make(map[string]*Session),
+		names:     newNameIndex(),
 		tokens:    make(tokenIndex),
 		keys:      make(map[keyIndex]*Session),
 		histories: make(map[*Session]struct{}),
@@ -599,7 +599,7 @@ func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 func (h *Hub) hold(s *Session) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, taken := h.names[s.Key()]; taken {
+	if h.names.filed(s.Key()) != nil {
 		return proto.ErrNameTaken
 	}
 	h.enterLocked(s)
@@ -610,7 +610,7 @@ func (h *Hub) hold(s *Session) *proto.Error {
 // token. The caller has checked that the name is free here.
 func (h *Hub) enterLocked(s *Session) {
 	s.token = h.freshTokenLocked()
-	h.names[s.Key()] = s
+	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
@@ -628,7 +628,7 @@ func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
-		delete(h.names, s.Key())
+		h.names.unfile(s.Key(), s)
 		h.tokens.unfile(s.token, s)
 		if s.resumable {
 			delete(h.keys, keyIndexOf(s.keyHash))
@@ -706,7 +706,7 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	if c.PeerNode != h.node {
 		return false, h.pairRemoteLocked(s, c)
 	}
-	target := h.names[c.PeerKey]
+	target := h.names.lookup(c.PeerKey)
 	if s.closed || target == nil || target.closed || target.room.Load() != nil {
 		if target != nil && !target.closed {
 			return true, proto.ErrRoomFull
@@ -1051,7 +1051,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 		return logout{}, false
 	}
 	s.closed = true
-	delete(h.names, s.Key())
+	h.names.unfile(s.Key(), s)
 	h.tokens.unfile(s.token, s)
 	if s.resumable {
 		delete(h.keys, keyIndexOf(s.keyHash))
@@ -1120,7 +1120,7 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	st := Stats{
-		Users:         len(h.names),
+		Users:         len(h.names.m),
 		Pairs:         h.rooms,
 		Pairings:      h.pairings.Load(),
 		Messages:      h.closedMessages.Load(),
@@ -1135,7 +1135,7 @@ func (h *Hub) Stats() Stats {
 		AwayEvicted:   h.awayEvicted.Load(),
 		AwayRefused:   h.awayRefused.Load(),
 	}
-	for _, s := range h.names {
+	for _, s := range h.names.m {
 		st.Messages += s.sentMessages.Load()
 		st.Bytes += s.sentBytes.Load()
 		frames, bytes := s.sealedCounts()

@@ -169,7 +169,7 @@ func (h *Hub) BeginPark(key string, sum *ResumeHash) (*Ticket, *proto.Error) {
 			s = nil
 		}
 	} else {
-		s = h.names[key]
+		s = h.names.lookup(key)
 	}
 	if s == nil || s.closed || !s.resumable {
 		return nil, proto.ErrUnknownResumeKey
@@ -278,7 +278,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		h.unlinkAwayLocked(s)
 	}
 	s.closed = true
-	delete(h.names, s.Key())
+	h.names.unfile(s.Key(), s)
 	h.tokens.unfile(s.token, s)
 	delete(h.keys, keyIndexOf(s.keyHash))
 	h.closedMessages.Add(s.sentMessages.Load())
@@ -364,7 +364,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	if !proto.ValidName([]byte(p.Name)) || p.Key != fold(p.Name) {
 		return nil, nil, 0, proto.ErrBadName
 	}
-	if _, taken := h.names[p.Key]; taken {
+	if h.names.filed(p.Key) != nil {
 		return nil, nil, 0, proto.ErrNameTaken
 	}
 	if h.tokens.filed(p.Token) != nil {
@@ -401,7 +401,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		lo, _ := h.logoutLocked(h.awayOldest)
 		evicted = append(evicted, lo)
 	}
-	h.names[s.Key()] = s
+	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 	h.keys[keyIndexOf(s.keyHash)] = s
 	h.linkAwayLocked(s)
@@ -470,7 +470,7 @@ func (h *Hub) Snapshot() []*Parked {
 	h.mu.Lock()
 	var out []*Parked
 	var zombies []Queue
-	for _, s := range h.names {
+	for _, s := range h.names.m {
 		if !s.resumable {
 			continue
 		}

@@ -62,8 +62,10 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 func (h *Hub) takeOver(s *Session, onlyAway bool) (lo logout, ok bool, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old := h.names[s.Key()]; old != nil {
-		if onlyAway && old.away == nil {
+	if old := h.names.filed(s.Key()); old != nil {
+		if h.names.lookup(s.Key()) != old || onlyAway && old.away == nil {
+			// Another name filed in its place (nameIndex), or the
+			// name's holder is here and not to be taken over.
 			return logout{}, false, proto.ErrNameTaken
 		}
 		lo, ok = h.logoutLocked(old)

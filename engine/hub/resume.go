@@ -329,7 +329,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	old.closed = true
 	delete(h.keys, keyIndexOf(sum))
 	h.keys[keyIndexOf(s.keyHash)] = s
-	h.names[s.Key()] = s
+	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 
 	r := old.room.Load()
