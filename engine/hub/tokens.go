@@ -11,10 +11,10 @@ import (
 // bytes where it was 24, for every session. Those bytes tell sessions
 // apart because the hub never files two tokens that share them: it
 // draws tokens itself (freshTokenLocked draws again while the half is
-// filed, once in 2^64 draws among a million sessions) and refuses to
-// take up a session whose token's half is filed (Import). A lookup
-// compares the whole token, so a token that shares the half of a filed
-// one finds nothing.
+// filed, which among a million sessions befalls one draw in 2^44) and
+// refuses to take up a session whose token's half is filed (Import). A
+// lookup compares the whole token, so a token that shares the half of a
+// filed one finds nothing.
 //
 // A session is briefly filed under two tokens while the directory is
 // asked for a new one (drawToken, adoptToken): under the new one it is
