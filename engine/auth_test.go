@@ -458,23 +458,7 @@ func sendLogins(t *testing.T, d *enginetest.Daemon, srcs []string, name, passwor
 	for _, p := range logins {
 		p.c.Send("/login " + name + " " + password)
 	}
-	firstLines := make([]string, len(logins))
-	errs := make([]error, len(logins))
-	var wg sync.WaitGroup
-	for i, p := range logins {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			firstLines[i], errs[i] = p.c.TryLine(enginetest.Timeout)
-		}()
-	}
-	wg.Wait()
-	for i, p := range logins {
-		if errs[i] != nil {
-			t.Fatalf("login %d: no first line: %v", i, errs[i])
-		}
-		p.answer = p.a.read(firstLines[i], start)
-	}
+	readLogins(t, logins, start, true)
 	return logins, start
 }
 
@@ -482,19 +466,31 @@ func sendLogins(t *testing.T, d *enginetest.Daemon, srcs []string, name, passwor
 // returns them in the order sent.
 func answersTo(t *testing.T, logins []*pendingLogin, start time.Time) []loginAnswer {
 	t.Helper()
+	readLogins(t, logins, start, false)
 	answers := make([]loginAnswer, len(logins))
+	for i, p := range logins {
+		answers[i] = p.a
+	}
+	return answers
+}
+
+// readLogins reads on every login's connection at once, one line each
+// (one), or up to each one's answer.
+func readLogins(t *testing.T, logins []*pendingLogin, start time.Time, one bool) {
+	t.Helper()
 	errs := make([]error, len(logins))
 	var wg sync.WaitGroup
 	for i, p := range logins {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for !p.answer && errs[i] == nil {
+			for read := false; !p.answer && !(one && read); read = true {
 				var l string
-				l, errs[i] = p.c.TryLine(enginetest.Timeout)
+				if l, errs[i] = p.c.TryLine(enginetest.Timeout); errs[i] != nil {
+					return
+				}
 				p.answer = p.a.read(l, start)
 			}
-			answers[i] = p.a
 		}()
 	}
 	wg.Wait()
@@ -503,7 +499,6 @@ func answersTo(t *testing.T, logins []*pendingLogin, start time.Time) []loginAns
 			t.Fatalf("login %d: no answer: %v", i, err)
 		}
 	}
-	return answers
 }
 
 var checkedIn = regexp.MustCompile(`this one is checked in ([0-9.]+m?s)$`)

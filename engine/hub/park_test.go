@@ -213,15 +213,7 @@ func TestExportImportUnsent(t *testing.T) {
 	}
 	c1.advance(40 * time.Second)
 	alice.Detach(proto.ReasonSlow, 7)
-	tk, err := h1.BeginPark("alice", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := h1.Export(tk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, perr := ParseParked(p.AppendBinary(nil))
+	p, perr := ParseParked(export(t, h1, "alice").AppendBinary(nil))
 	if perr != nil || p.Unsent != 7 {
 		t.Fatalf("read back %+v, %v", p, perr)
 	}
@@ -470,4 +462,19 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := dave.Connect([]byte(aliceTok.String())); err != nil {
 		t.Fatalf("alice's token after the leave: %v", err)
 	}
+}
+
+// export parks the session key of h and takes it out whole, as a node
+// does to hand it to another.
+func export(t *testing.T, h *Hub, key string) *Parked {
+	t.Helper()
+	tk, err := h.BeginPark(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Export(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -76,14 +76,7 @@ func TestImportRefusesAFiledTokenHalf(t *testing.T) {
 	h1, _, _ := clusterHub(t, resumeOpts())
 	alice, _ := resumable(t, h1, "alice")
 	alice.Detach(proto.ReasonDisconnected, 0)
-	tk, err := h1.BeginPark("alice", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := h1.Export(tk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := export(t, h1, "alice")
 	h2, _, _ := clusterHub(t, resumeOpts())
 	zed, _ := resumable(t, h2, "zed")
 	near := zed.Token()
