@@ -190,7 +190,7 @@ func (h *Hub) remoteRoomOf(key string, pairID uint64) (remoteRoom, bool) {
 	h.remoteMu.RLock()
 	defer h.remoteMu.RUnlock()
 	rr, ok := h.remote[pairID]
-	return rr, ok && rr.local.Key() == key
+	return rr, ok && rr.local.keyIs(key)
 }
 
 // StubOutbox returns the Outbox of the stub that stands in for the
@@ -210,7 +210,7 @@ func (h *Hub) StubOutbox(key string, pairID uint64) Outbox {
 func (h *Hub) Reroute(key string, pairID uint64, node string) {
 	h.remoteMu.Lock()
 	defer h.remoteMu.Unlock()
-	if rr, ok := h.remote[pairID]; ok && rr.local.Key() == key {
+	if rr, ok := h.remote[pairID]; ok && rr.local.keyIs(key) {
 		rr.node = node
 		h.remote[pairID] = rr
 	}

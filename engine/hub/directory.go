@@ -118,7 +118,7 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	if holder == nil {
 		return Claim{}, proto.ErrUnknownToken
 	}
-	if holder.Key() == key {
+	if holder.keyIs(key) {
 		return Claim{}, proto.ErrSelfConnect
 	}
 	if holder.claim != 0 {

@@ -470,6 +470,25 @@ func (s *Session) Name() string { return s.name }
 // know it by.
 func (s *Session) Key() string { return fold(s.name) }
 
+// keyIs reports whether key is s's Key, without making it: a message
+// from a partner on another node is checked against its receiver's key,
+// and a name with capitals would otherwise cost an allocation each.
+func (s *Session) keyIs(key string) bool {
+	if len(key) != len(s.name) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := s.name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != key[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Token returns the session's current token.
 func (s *Session) Token() proto.Token {
 	s.hub.mu.Lock()

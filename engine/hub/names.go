@@ -1,9 +1,6 @@
 package hub
 
-import (
-	"hash/maphash"
-	"strings"
-)
+import "hash/maphash"
 
 // nameIndex files this node's sessions by name, regardless of case. It
 // is keyed by a 64-bit hash of the folded name (hash/maphash, with a
@@ -26,7 +23,7 @@ func (x nameIndex) hash(key string) uint64 { return maphash.String(x.seed, key) 
 
 // lookup returns the session whose folded name is key, or nil.
 func (x nameIndex) lookup(key string) *Session {
-	if s := x.m[x.hash(key)]; s != nil && len(s.name) == len(key) && strings.EqualFold(s.name, key) {
+	if s := x.m[x.hash(key)]; s != nil && s.keyIs(key) {
 		return s
 	}
 	return nil

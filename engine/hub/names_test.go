@@ -47,3 +47,30 @@ func TestNamesToldApartByTheName(t *testing.T) {
 		t.Fatalf("bob once free: %+v", h.Stats())
 	}
 }
+
+// TestKeyIsTheFoldedName: keyIs answers as comparing Key would, for
+// names with and without capitals, and allocates nothing doing it.
+func TestKeyIsTheFoldedName(t *testing.T) {
+	for _, c := range []struct {
+		name, key string
+		want      bool
+	}{
+		{"alice", "alice", true},
+		{"Alice.Smith", "alice.smith", true},
+		{"ALICE_9-x", "alice_9-x", true},
+		{"Alice", "Alice", false}, // a key is folded
+		{"alice", "alicf", false},
+		{"alice", "alic", false},
+		{"alice", "alice2", false},
+		{"a@", "a`", false}, // '@' is not 'A', nor '`' 'a'
+	} {
+		s := &Session{name: c.name}
+		if got := s.keyIs(c.key); got != c.want || got != (s.Key() == c.key) {
+			t.Errorf("%q keyIs %q: %v, want %v", c.name, c.key, got, c.want)
+		}
+	}
+	s := &Session{name: "Alice.Smith"}
+	if n := testing.AllocsPerRun(100, func() { s.keyIs("alice.smith") }); n != 0 {
+		t.Fatalf("keyIs allocates %v times", n)
+	}
+}

@@ -427,7 +427,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 	h.remoteMu.Lock()
 	rr, ok := h.remote[pp.ID]
-	if !ok || rr.local.Key() != pp.PeerKey || rr.stub.Key() != s.Key() {
+	if !ok || !rr.local.keyIs(pp.PeerKey) || !rr.stub.keyIs(s.Key()) {
 		h.remoteMu.Unlock()
 		return false
 	}
