@@ -105,13 +105,12 @@
 //
 // bare-relay is the ceiling: a multicore gnet v2 server that pairs
 // connections in the order they open and forwards whole lines to the
-// partner, with no protocol. Drive it with -proto bare. It raises
-// GOMAXPROCS to the event-loop count plus two unless GOMAXPROCS is set:
-// gnet's loops wait in epoll_wait outside the Go netpoller and keep their
-// P meanwhile, and with GOMAXPROCS equal to the loop count a woken loop
-// could wait for sysmon to hand it a P, which showed as relayed lines
-// delayed by 100ms to seconds (see barerelay.ProcsFor). A gnet server such
-// as duetd needs the same headroom.
+// partner, with no protocol. Drive it with -proto bare. It runs with Go's
+// default GOMAXPROCS, as duetd does, so that the two are compared under
+// the same scheduler: raising it to the loop count plus two, which the
+// relay once did to spare a woken loop a wait for a P, costs more CPU per
+// message than it saves (up to a third more with the plain client; see
+// docs/BENCHMARKS.notes.md, "Seventh round").
 //
 // goroutine-relay is what most people write first: the net package, one
 // goroutine per connection with bufio, and a mutex-protected token map. It
@@ -279,9 +278,6 @@ func bareRelayCommand(ctx context.Context, args []string, stderr io.Writer) int 
 	loops := fs.Int("loops", 0, "event loops (0: one per CPU)")
 	if err := fs.Parse(args); err != nil {
 		return 2
-	}
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
-		runtime.GOMAXPROCS(barerelay.ProcsFor(*loops))
 	}
 	r, err := barerelay.Start(*listen, barerelay.Options{EventLoops: *loops})
 	if err != nil {

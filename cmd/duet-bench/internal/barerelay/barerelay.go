@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,24 +31,6 @@ import (
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"golang.org/x/sys/unix"
 )
-
-// ProcsFor returns the GOMAXPROCS a process serving the relay with the
-// given number of event loops (0: one per CPU) should run with.
-//
-// A gnet event loop spends its idle time in epoll_wait, a blocking system
-// call made without the Go netpoller, so its goroutine keeps its P while
-// it waits. When a loop wakes and every P is held by another loop or by
-// the acceptor, it waits in the run queue until sysmon retakes a P, and
-// sysmon backs off to 10ms between looks: with GOMAXPROCS equal to the
-// loop count, relayed lines were seen to wait 100ms and more under load.
-// Two Ps beyond the loops (one for the acceptor, one spare) remove that
-// wait; the OS still shares the same cores among the threads.
-func ProcsFor(eventLoops int) int {
-	if eventLoops <= 0 {
-		eventLoops = runtime.NumCPU()
-	}
-	return max(runtime.GOMAXPROCS(0), eventLoops+2)
-}
 
 // Options tune the relay.
 type Options struct {

@@ -136,9 +136,3 @@ func TestPairClosesTogether(t *testing.T) {
 		t.Fatalf("%d connections still open", n)
 	}
 }
-
-func TestProcsFor(t *testing.T) {
-	if got := ProcsFor(3); got < 5 {
-		t.Fatalf("ProcsFor(3) = %d, want at least 5", got)
-	}
-}
