@@ -48,7 +48,7 @@ func TestEveryEndingCounted(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		reason  string
-		edit    func(*engine.Options)
+		edit    func(*testing.T, *engine.Options)
 		provoke func(t *testing.T, d *enginetest.Daemon)
 	}{
 		{"quit", nil, func(t *testing.T, d *enginetest.Daemon) {
@@ -72,7 +72,7 @@ func TestEveryEndingCounted(t *testing.T) {
 			// A browser whose network went: the socket ends with no close frame.
 			d.DialWS(t).Login("alice").Conn.Close()
 		}},
-		{"slow", func(o *engine.Options) {
+		{"slow", func(t *testing.T, o *engine.Options) {
 			o.Limits.OutboundHigh = 64 << 10
 			o.Limits.SlowTimeout = time.Second
 		}, func(t *testing.T, d *enginetest.Daemon) {
@@ -87,7 +87,7 @@ func TestEveryEndingCounted(t *testing.T) {
 			// bob's session goes away: a stalled reader may be a phone.
 			alice.Expect(`^\* bob lost the connection; waiting up to 2m for bob to come back$`)
 		}},
-		{"idle", func(o *engine.Options) {
+		{"idle", func(t *testing.T, o *engine.Options) {
 			o.Limits.IdleTimeout = time.Second
 			o.Limits.PingInterval = time.Hour
 		}, func(t *testing.T, d *enginetest.Daemon) {
@@ -98,7 +98,7 @@ func TestEveryEndingCounted(t *testing.T) {
 			go shutdown(d)
 			a.Expect(`shutting down`)
 		}},
-		{"replaced", func(o *engine.Options) {
+		{"replaced", func(t *testing.T, o *engine.Options) {
 			accounts, err := auth.Load(authtest.Users(t, "alice", "s3cret"))
 			if err != nil {
 				t.Fatal(err)
@@ -120,7 +120,7 @@ func TestEveryEndingCounted(t *testing.T) {
 			first.Expect(`^\* bye$`)
 			first.ExpectClosed()
 		}},
-		{"flood", func(o *engine.Options) {
+		{"flood", func(t *testing.T, o *engine.Options) {
 			o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			a := d.DialLine(t)
@@ -137,7 +137,7 @@ func TestEveryEndingCounted(t *testing.T) {
 		{"origin", nil, func(t *testing.T, d *enginetest.Daemon) {
 			expectStatus(t, send(t, d.WS, upgrade(d, "Origin: http://evil.example\r\n")), http.StatusForbidden)
 		}},
-		{"too_many_requests", func(o *engine.Options) {
+		{"too_many_requests", func(t *testing.T, o *engine.Options) {
 			o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			c := send(t, d.WS, strings.Repeat("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 2))
@@ -146,13 +146,13 @@ func TestEveryEndingCounted(t *testing.T) {
 		{"served", nil, func(t *testing.T, d *enginetest.Daemon) {
 			expectStatus(t, send(t, d.WS, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), http.StatusOK)
 		}},
-		{"login_timeout", func(o *engine.Options) {
+		{"login_timeout", func(t *testing.T, o *engine.Options) {
 			o.Limits.LoginTimeout = time.Second
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			// Not a byte sent, not even a first line: told all the same.
 			d.DialLine(t).Expect(`^! login_timeout: `)
 		}},
-		{"handshake_timeout", func(o *engine.Options) {
+		{"handshake_timeout", func(t *testing.T, o *engine.Options) {
 			o.Limits.HandshakeTimeout = time.Second
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			expectStatus(t, send(t, d.WS, "GET / HT"), http.StatusRequestTimeout)
@@ -165,18 +165,18 @@ func TestEveryEndingCounted(t *testing.T) {
 		{"untrusted_proxy", nil, func(t *testing.T, d *enginetest.Daemon) {
 			send(t, d.TCP, "PROXY TCP4 192.0.2.7 127.0.0.1 40000 7070\r\n")
 		}},
-		{"bad_proxy_header", func(o *engine.Options) {
+		{"bad_proxy_header", func(t *testing.T, o *engine.Options) {
 			o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			send(t, d.TCP, "PROXY SOMETHING ELSE\r\n")
 		}},
-		{"too_many_connections", func(o *engine.Options) {
+		{"too_many_connections", func(t *testing.T, o *engine.Options) {
 			o.Limits.MaxConnsPerIP = 1
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			d.DialLine(t)
 			dialFrom(t, "127.0.0.1", d.TCP)
 		}},
-		{"server_full", func(o *engine.Options) {
+		{"server_full", func(t *testing.T, o *engine.Options) {
 			o.Limits.MaxConns = 1
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			d.DialLine(t)
@@ -193,7 +193,7 @@ func TestEveryEndingCounted(t *testing.T) {
 				o.Metrics = m
 				o.Logger = zap.New(core)
 				if tc.edit != nil {
-					tc.edit(o)
+					tc.edit(t, o)
 				}
 			})
 			admin, err := service.StartAdmin("127.0.0.1:0", m.Registry, zap.NewNop())
