@@ -591,10 +591,11 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 		return nil, proto.ErrBadName
 	}
 	s, rk := h.newSession(name, out)
-	if err := h.hold(s); err != nil {
+	key := s.Key() // folded once: for a name with capitals, each fold allocates
+	if err := h.hold(s, key); err != nil {
 		return nil, err
 	}
-	if err := h.register(s, rk); err != nil {
+	if err := h.register(s, key, rk); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -613,41 +614,42 @@ func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 	return s, rk
 }
 
-// hold enters s under its name and a fresh token on this node, so that a
-// second login here does not race it to the directory.
-func (h *Hub) hold(s *Session) *proto.Error {
+// hold enters s under its name (key, its Key) and a fresh token on this
+// node, so that a second login here does not race it to the directory.
+func (h *Hub) hold(s *Session, key string) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.names.filed(s.Key()) != nil {
+	if h.names.filed(key) != nil {
 		return proto.ErrNameTaken
 	}
-	h.enterLocked(s)
+	h.enterLocked(s, key)
 	return nil
 }
 
-// enterLocked gives s a fresh token and enters it under its name and
-// token. The caller has checked that the name is free here.
-func (h *Hub) enterLocked(s *Session) {
+// enterLocked gives s a fresh token and enters it under its name (key,
+// its Key) and token. The caller has checked that the name is free here.
+func (h *Hub) enterLocked(s *Session, key string) {
 	s.token = h.freshTokenLocked()
-	h.names.file(s.Key(), s)
+	h.names.file(key, s)
 	h.tokens.file(s.token, s)
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
 	}
 }
 
-// register claims s's name and token in the directory and welcomes s,
-// with its resume key rk if it has one, or gives up what hold entered.
-func (h *Hub) register(s *Session, rk proto.ResumeKey) *proto.Error {
+// register claims s's name (key, its Key) and token in the directory
+// and welcomes s, with its resume key rk if it has one, or gives up what
+// hold entered.
+func (h *Hub) register(s *Session, key string, rk proto.ResumeKey) *proto.Error {
 	var sum *ResumeHash
 	if s.resumable {
 		sum = &s.keyHash
 	}
-	err := h.dir.Register(s.name, s.Key(), s.token, sum)
+	err := h.dir.Register(s.name, key, s.token, sum)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
-		h.names.unfile(s.Key(), s)
+		h.names.unfile(key, s)
 		h.tokens.unfile(s.token, s)
 		if s.resumable {
 			delete(h.keys, keyIndexOf(s.keyHash))
@@ -1057,6 +1059,7 @@ func (h *Hub) finishLogouts(los []logout, reason proto.Reason, undelivered int) 
 // name and token, and a partner on this node, then the partner is told.
 type logout struct {
 	s         *Session
+	key       string // s.Key(), folded once for the logout
 	token     proto.Token
 	r         *room    // nil when not paired
 	localPeer *Session // the partner, when on this node
@@ -1070,7 +1073,8 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 		return logout{}, false
 	}
 	s.closed = true
-	h.names.unfile(s.Key(), s)
+	key := s.Key()
+	h.names.unfile(key, s)
 	h.tokens.unfile(s.token, s)
 	if s.resumable {
 		delete(h.keys, keyIndexOf(s.keyHash))
@@ -1082,7 +1086,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	frames, bytes := s.sealedCounts()
 	h.closedSealed.Add(frames)
 	h.closedSealedB.Add(bytes)
-	lo := logout{s: s, token: s.token, r: s.room.Load(), wasAway: s.away != nil}
+	lo := logout{s: s, key: key, token: s.token, r: s.room.Load(), wasAway: s.away != nil}
 	if lo.wasAway {
 		h.unlinkAwayLocked(s)
 	}
@@ -1096,7 +1100,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 
 func (lo logout) finish(reason proto.Reason, undelivered int) {
 	h := lo.s.hub
-	h.dir.Unregister(lo.s.Key(), lo.token)
+	h.dir.Unregister(lo.key, lo.token)
 	if lo.localPeer != nil {
 		h.dir.Release(lo.localPeer.Key(), lo.r.pairID)
 	}

@@ -74,3 +74,36 @@ func TestKeyIsTheFoldedName(t *testing.T) {
 		t.Fatalf("keyIs allocates %v times", n)
 	}
 }
+
+// TestNameFoldedOncePerLoginAndLogout: a session keeps its name, not its
+// folded key, so every fold of a name with capitals makes a string. A
+// login folds it once, and a logout once: a name with capitals costs
+// two allocations more than one without, whichever way the user logs
+// in.
+func TestNameFoldedOncePerLoginAndLogout(t *testing.T) {
+	allocs := func(name string, login func(*Hub, []byte) (*Session, *proto.Error)) float64 {
+		h := New(Options{})
+		b := []byte(name)
+		return testing.AllocsPerRun(100, func() {
+			s, err := login(h, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close(proto.ReasonLeft, 0)
+		})
+	}
+	for _, c := range []struct {
+		how   string
+		login func(*Hub, []byte) (*Session, *proto.Error)
+	}{
+		{"Login", func(h *Hub, b []byte) (*Session, *proto.Error) { return h.Login(b, &recorder{}) }},
+		{"LoginReplacingAway", func(h *Hub, b []byte) (*Session, *proto.Error) {
+			return h.LoginReplacingAway(b, &recorder{})
+		}},
+	} {
+		lower, capitals := allocs("alice", c.login), allocs("Alice", c.login)
+		if capitals-lower != 2 {
+			t.Errorf("%s: %v allocations with capitals, %v without: want 2 more", c.how, capitals, lower)
+		}
+	}
+}

@@ -37,7 +37,8 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 		return nil, nil, proto.ErrBadName
 	}
 	s, rk := h.newSession(name, out)
-	lo, ok, err := h.takeOver(s, onlyAway)
+	key := s.Key() // folded once, as Login does
+	lo, ok, err := h.takeOver(s, key, onlyAway)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -50,26 +51,27 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 			replaced = lo.s.outbox()
 		}
 	}
-	if err := h.register(s, rk); err != nil {
+	if err := h.register(s, key, rk); err != nil {
 		return nil, replaced, err
 	}
 	return s, replaced, nil
 }
 
-// takeOver enters s under its name and a fresh token here, logging out
-// the session that held the name, if any (with onlyAway, if it is away;
-// else the name is taken), whose logout it returns.
-func (h *Hub) takeOver(s *Session, onlyAway bool) (lo logout, ok bool, err *proto.Error) {
+// takeOver enters s under its name (key, its Key) and a fresh token
+// here, logging out the session that held the name, if any (with
+// onlyAway, if it is away; else the name is taken), whose logout it
+// returns.
+func (h *Hub) takeOver(s *Session, key string, onlyAway bool) (lo logout, ok bool, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old := h.names.filed(s.Key()); old != nil {
-		if h.names.lookup(s.Key()) != old || onlyAway && old.away == nil {
+	if old := h.names.filed(key); old != nil {
+		if !old.keyIs(key) || onlyAway && old.away == nil {
 			// Another name filed in its place (nameIndex), or the
 			// name's holder is here and not to be taken over.
 			return logout{}, false, proto.ErrNameTaken
 		}
 		lo, ok = h.logoutLocked(old)
 	}
-	h.enterLocked(s)
+	h.enterLocked(s, key)
 	return lo, ok, nil
 }
