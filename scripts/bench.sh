@@ -2,7 +2,8 @@
 # Measures duetd against the reference relays built into duet-bench (a
 # bare gnet relay: the ceiling; a goroutine-per-connection relay, with
 # one write per message and with batched writes: what most people write
-# first), all on loopback on this machine, under both of duet-bench's
+# first), and against itself with resume off (what keeping messages for
+# a resume costs), all on loopback on this machine, under both of duet-bench's
 # relay clients (the tuned one, and the plain one a user writes), and
 # writes the results with the exact commands to docs/BENCHMARKS.md.
 #
@@ -53,7 +54,8 @@ go build -o "$bin/duet-bench" ./cmd/duet-bench
 
 # Ports: duetd 17070 (line) and 18080 (web); bare relay 17071; goroutine
 # relay 17072 (one write per message, as a first version does) and 17073
-# (the same, batching a burst into one write).
+# (the same, batching a burst into one write); duetd with resume off
+# 17074.
 start_duetd() {
   DUETD_LIMITS_MAX_CONNS_PER_IP=1000000 DUETD_LIMITS_MAX_CONNS=1000000 \
     "$bin/duetd" --tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080 --admin-listen "" \
@@ -62,6 +64,12 @@ start_duetd() {
   sleep 1
 }
 start_duetd
+# The same duetd with resume off, line protocol only: beside duetd as
+# configured, it shows what keeping each message for a resume costs.
+DUETD_RESUME_WINDOW=0s DUETD_LIMITS_MAX_CONNS_PER_IP=1000000 DUETD_LIMITS_MAX_CONNS=1000000 \
+  "$bin/duetd" --tcp-listen 127.0.0.1:17074 --ws-listen "" --admin-listen "" \
+  --log-level warn --log-format json >>"$work/duetd-resume-off.log" 2>&1 &
+noresume_pid=$!; pids+=("$noresume_pid")
 "$bin/duet-bench" bare-relay -listen 127.0.0.1:17071 >"$work/bare.log" 2>&1 &
 bare_pid=$!; pids+=("$bare_pid")
 "$bin/duet-bench" goroutine-relay -listen 127.0.0.1:17072 >"$work/gor.log" 2>&1 &
@@ -101,6 +109,7 @@ for round in $(seq 1 "$rounds"); do
     run "$round" duetd ws "$client" -proto ws -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
     run "$round" duetd mix "$client" -proto mix -tcp 127.0.0.1:17070 -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
     run "$round" duetd lat "$client" -proto tcp -tcp 127.0.0.1:17070 "${lat[@]}" -pid "$duetd_pid"
+    run "$round" duetd-resume-off tcp "$client" -proto tcp -tcp 127.0.0.1:17074 "${common[@]}" -pid "$noresume_pid"
   done
   # Pairing is the same for both clients: it is measured once a round,
   # on duetd and on the bare relay, whose pairing (each side's first line
@@ -119,7 +128,7 @@ done
 # caches (as root; otherwise the report says they were not measured).
 # Then every connection is reset, which sends its session away (resume),
 # and the RSS is read again: the RSS per away session.
-kill "$duetd_pid"; wait "$duetd_pid" 2>/dev/null || true
+kill "$duetd_pid" "$noresume_pid"; wait "$duetd_pid" "$noresume_pid" 2>/dev/null || true
 start_duetd
 run 0 duetd idle tuned -idle -proto tcp -tcp 127.0.0.1:17070 -pairs "$idle_pairs" -hold 3s -away 5s \
   -pid "$duetd_pid" -sources 127.0.0.1,127.0.0.2,127.0.0.3

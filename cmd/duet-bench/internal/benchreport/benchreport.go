@@ -30,8 +30,12 @@ import (
 
 // Servers, scenarios and clients as runs.tsv names them.
 const (
-	ServerBare             = "bare"
-	ServerDuetd            = "duetd"
+	ServerBare  = "bare"
+	ServerDuetd = "duetd"
+	// ServerDuetdNoResume is duetd with resume off (resume.window 0):
+	// beside duetd as configured, it shows what keeping each message for
+	// a resume costs.
+	ServerDuetdNoResume    = "duetd-resume-off"
 	ServerGoroutine        = "goroutine"
 	ServerGoroutineBatched = "goroutine-batched"
 
@@ -52,6 +56,7 @@ var (
 	serverNames = map[string]string{
 		ServerBare:             "bare gnet relay",
 		ServerDuetd:            "duetd",
+		ServerDuetdNoResume:    "duetd with resume off",
 		ServerGoroutine:        "goroutine relay, one write per message",
 		ServerGoroutineBatched: "goroutine relay, batched writes",
 	}
@@ -562,6 +567,17 @@ func (s *Set) writeTargets(b *strings.Builder) {
 			}
 		}
 	}
+	// What resume costs: the same duetd with it off, against the bare
+	// relay and against duetd as configured, in the same rounds.
+	for _, c := range clients {
+		noResume := key{ServerDuetdNoResume, ScenarioTCP, c}
+		if r, ok := s.ratio(noResume, tcpBare(c), cpuPerMessage); ok {
+			fmt.Fprintf(b, "| server CPU per message, TCP line protocol, of duetd with resume off over the bare relay's | %s | %s |\n", c, r)
+		}
+		if r, ok := s.ratio(key{ServerDuetd, ScenarioTCP, c}, noResume, cpuPerMessage); ok {
+			fmt.Fprintf(b, "| server CPU per message, TCP line protocol, of duetd over duetd with resume off | %s | %s |\n", c, r)
+		}
+	}
 	if st := s.stat(ServerDuetd, ScenarioPairing, ClientTuned, pairingsPerSec); st.ok() {
 		fmt.Fprintf(b, "| logins-and-pairs per second | – | %s |\n", spread(st, "%.0f"))
 	}
@@ -580,13 +596,14 @@ func (s *Set) writeRelay(b *strings.Builder) {
 	for _, row := range []struct{ server, scenario string }{
 		{ServerBare, ScenarioTCP},
 		{ServerDuetd, ScenarioTCP},
+		{ServerDuetdNoResume, ScenarioTCP},
 		{ServerDuetd, ScenarioWS},
 		{ServerDuetd, ScenarioMix},
 		{ServerGoroutine, ScenarioTCP},
 		{ServerGoroutineBatched, ScenarioTCP},
 	} {
 		name := serverNames[row.server]
-		if row.server == ServerDuetd {
+		if row.server == ServerDuetd || row.server == ServerDuetdNoResume {
 			name += ", " + scenarioNames[row.scenario]
 		}
 		for _, c := range clients {
@@ -729,6 +746,7 @@ func errorSummary(r *loadgen.Report) string {
 func (s *Set) writeCommands(b *strings.Builder) {
 	fmt.Fprintf(b, "## Commands\n\n")
 	fmt.Fprintf(b, "Each server runs on loopback (duetd with `--tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080`,\n")
+	fmt.Fprintf(b, "duetd with resume off with `DUETD_RESUME_WINDOW=0s` and `--tcp-listen 127.0.0.1:17074 --ws-listen \"\"`,\n")
 	fmt.Fprintf(b, "`duet-bench bare-relay -listen 127.0.0.1:17071`, `duet-bench goroutine-relay -listen 127.0.0.1:17072`,\n")
 	fmt.Fprintf(b, "`duet-bench goroutine-relay -batch -listen 127.0.0.1:17073`); each round runs, in this order:\n\n```\n")
 	seen := map[string]bool{}

@@ -60,6 +60,8 @@ func writeRuns(t *testing.T) string {
 		{ServerBare, ScenarioTCP, ClientPlain}:             {{500e3, 0.6, 9000}, {400e3, 0.6, 9000}, {450e3, 0.7, 9000}},
 		{ServerDuetd, ScenarioTCP, ClientTuned}:            {{950e3, 1.1, 6000}, {850e3, 1.2, 6000}, {1000e3, 1.0, 6000}},
 		{ServerDuetd, ScenarioTCP, ClientPlain}:            {{400e3, 1.0, 9000}, {380e3, 1.1, 9000}, {420e3, 1.2, 9000}},
+		{ServerDuetdNoResume, ScenarioTCP, ClientTuned}:    {{1000e3, 1.0, 5500}, {900e3, 1.0, 5500}, {1000e3, 0.8, 5500}},
+		{ServerDuetdNoResume, ScenarioTCP, ClientPlain}:    {{420e3, 0.8, 9000}, {400e3, 1.0, 9000}, {440e3, 1.0, 9000}},
 		{ServerDuetd, ScenarioWS, ClientTuned}:             {{700e3, 1.3, 7000}, {700e3, 1.3, 7000}, {700e3, 1.3, 7000}},
 		{ServerDuetd, ScenarioWS, ClientPlain}:             {{300e3, 0.8, 9000}, {300e3, 0.8, 9000}, {300e3, 0.8, 9000}},
 		{ServerDuetd, ScenarioMix, ClientTuned}:            {{800e3, 1.2, 6000}, {800e3, 1.2, 6000}, {800e3, 1.2, 6000}},
@@ -80,6 +82,7 @@ func writeRuns(t *testing.T) string {
 		{ServerDuetd, ScenarioMix, ClientTuned}, {ServerDuetd, ScenarioLatency, ClientTuned},
 		{ServerDuetd, ScenarioTCP, ClientPlain}, {ServerDuetd, ScenarioWS, ClientPlain},
 		{ServerDuetd, ScenarioMix, ClientPlain}, {ServerDuetd, ScenarioLatency, ClientPlain},
+		{ServerDuetdNoResume, ScenarioTCP, ClientTuned}, {ServerDuetdNoResume, ScenarioTCP, ClientPlain},
 		{ServerGoroutine, ScenarioTCP, ClientTuned}, {ServerGoroutineBatched, ScenarioTCP, ClientTuned},
 		{ServerGoroutine, ScenarioTCP, ClientPlain}, {ServerGoroutineBatched, ScenarioTCP, ClientPlain},
 	}
@@ -174,6 +177,14 @@ func TestReport(t *testing.T) {
 		"| bare gnet relay | tuned | 1,000k (900k–1,100k) | 1.00 (0.90–1.10) | 75% | 0.0625 | 0.0700 | 0.0200 | 5000 |",
 		"| goroutine relay, one write per message | tuned | 200k (200k–200k) | 6.00 (6.00–6.00) |",
 		"| duetd, line to WebSocket | plain | 350k (350k–350k) | 1.50 (1.50–1.50) |",
+		"| duetd with resume off, line protocol | tuned | 1,000k (900k–1,000k) | 1.00 (0.80–1.00) |",
+		// Resume off over bare, tuned: medians 1.0/1.0; rounds 1.0/1.0,
+		// 1.0/1.1, 0.8/0.9. Plain: 1.0/0.6; rounds 0.8/0.6, 1.0/0.6, 1.0/0.7.
+		"| server CPU per message, TCP line protocol, of duetd with resume off over the bare relay's | tuned | 1.00x (0.89–1.00) |",
+		"| server CPU per message, TCP line protocol, of duetd with resume off over the bare relay's | plain | 1.67x (1.33–1.67) |",
+		// duetd over resume off, tuned: 1.1/1.0; rounds 1.1/1.0, 1.2/1.0, 1.0/0.8.
+		"| server CPU per message, TCP line protocol, of duetd over duetd with resume off | tuned | 1.10x (1.10–1.25) |",
+		"| server CPU per message, TCP line protocol, of duetd over duetd with resume off | plain | 1.10x (1.10–1.25) |",
 		"| duetd | plain | 325 | 1300 (1300–1300) | 2600 | 35k (35k–35k) | 14.00 (14.00–14.00) |",
 		"Pairing, 4000 pairs per round: 22000 (21000–23000) logins-and-pairs/s; server CPU 34.0 (30.0–40.0) µs per",
 		// 34/7 µs per call; the bare relay's 20/4. Rounds: 30/7 over 20/4,
