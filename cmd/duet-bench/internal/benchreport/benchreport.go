@@ -2,8 +2,8 @@
 // scripts/bench.sh: duet-bench's JSON reports, one per run, listed in a
 // runs.tsv file, and the output of the relay micro-benchmarks.
 //
-// bench.sh runs the servers in alternating rounds (the bare relay, duetd,
-// the goroutine relays, then again), each with both relay clients, so
+// bench.sh runs the servers in alternating rounds (the bare relay, duetd
+// and duetd with resume off, the goroutine relays, then again), each with both relay clients, so
 // that a busy neighbour on the machine hits every server alike. The
 // report gives, for every server, scenario and client, the median over
 // the rounds and the spread (lowest to highest), and reads the targets
@@ -371,12 +371,12 @@ func (s *Set) Write(w io.Writer, m Machine, notes []byte) error {
 	if rounds == 1 {
 		plural = ""
 	}
-	fmt.Fprintf(&b, "load. The servers ran in %d alternating round%s (the bare relay, duetd, the\n", rounds, plural)
-	fmt.Fprintf(&b, "goroutine relays, then again), each under both clients: the tuned client\n")
-	fmt.Fprintf(&b, "(`-client tuned`) and the plain one a user writes (`-client plain`). Each\n")
-	fmt.Fprintf(&b, "figure is the median over the rounds, with the lowest and highest in\n")
-	fmt.Fprintf(&b, "parentheses; a ratio is the ratio of the medians, with the lowest and\n")
-	fmt.Fprintf(&b, "highest of the rounds' own ratios.\n\n")
+	fmt.Fprintf(&b, "load. The servers ran in %d alternating round%s (the bare relay, duetd and\n", rounds, plural)
+	fmt.Fprintf(&b, "duetd with resume off, the goroutine relays, then again), each under both\n")
+	fmt.Fprintf(&b, "clients: the tuned client (`-client tuned`) and the plain one a user\n")
+	fmt.Fprintf(&b, "writes (`-client plain`). Each figure is the median over the rounds, with\n")
+	fmt.Fprintf(&b, "the lowest and highest in parentheses; a ratio is the ratio of the\n")
+	fmt.Fprintf(&b, "medians, with the lowest and highest of the rounds' own ratios.\n\n")
 
 	s.writeTargets(&b)
 	s.writeRelay(&b)
