@@ -3,11 +3,12 @@
 // runs.tsv file, and the output of the relay micro-benchmarks.
 //
 // bench.sh runs the servers in alternating rounds (the bare relay, duetd
-// and duetd with resume off, the goroutine relays, then again), each with both relay clients, so
-// that a busy neighbour on the machine hits every server alike. The
-// report gives, for every server, scenario and client, the median over
-// the rounds and the spread (lowest to highest), and reads the targets
-// from ratios of medians between servers of the same rounds.
+// and duetd with resume off, the goroutine relays, then again), each
+// with both relay clients, so that a busy neighbour on the machine hits
+// every server alike. The report gives, for every server, scenario and
+// client, the median over the rounds and the spread (lowest to
+// highest), and reads the targets from ratios of medians between
+// servers of the same rounds.
 package benchreport
 
 import (
