@@ -466,6 +466,9 @@ func (hs *history) lostSince(t time.Duration) int {
 
 func (hs *history) empty() bool { return hs.n == 0 && len(hs.loss) == 0 }
 
+// textBytes is the bytes of the texts kept, their lengths excluded.
+func (hs *history) textBytes() int64 { return hs.cost - int64(hs.n)*entryCost }
+
 // release gives the history and its chunks back to their pools.
 func (hs *history) release() {
 	for _, c := range hs.chunks {
@@ -521,7 +524,14 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 		}
 		return n, nil
 	}
-	if !s.clientAcks {
+	if hs := s.hist; hs != nil && !s.clientAcks && hs.textBytes() >= keepStride {
+		// Only a history that holds a stride's worth is looked at: a
+		// look finds something new only once a stride more was written
+		// since the last, and a client that sends is looked at after
+		// its reads, which keeps its history below that. So only a
+		// client that only reads is looked at here, as before, and no
+		// keep takes the outbox's lock, last held by the reader's loop,
+		// to learn nothing.
 		s.trimReceivedLocked(keepStride)
 	}
 	if !sealed {

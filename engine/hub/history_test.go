@@ -197,3 +197,66 @@ func TestHistoryPushRunKeepsWhatPushKeeps(t *testing.T) {
 		}
 	}
 }
+
+// ackingQueue is the Queue of a client whose transport received every
+// message handed to it, as a line client's TCP does that reads all; it
+// counts the looks at what it received.
+type ackingQueue struct {
+	last  uint64 // the newest message handed over
+	looks int
+}
+
+func (q *ackingQueue) Deliver(ev *proto.Event) {
+	if ev.Seq > 0 {
+		q.last = ev.Seq
+	}
+}
+
+func (q *ackingQueue) DeliverMessages(ev *proto.Event, texts [][]byte) {
+	if ev.Seq > 0 {
+		q.last = ev.Seq + uint64(len(texts)) - 1
+	}
+}
+
+func (q *ackingQueue) Backlog() int64                  { return 0 }
+func (q *ackingQueue) Wait(Waiter) bool                { return false }
+func (q *ackingQueue) Evict(Eviction)                  {}
+func (q *ackingQueue) TransportAcked(after int) uint64 { q.looks++; return q.last }
+
+// TestKeepLooksOncePerStride: as messages are kept for a client that
+// only reads, its transport is looked at only once its history holds
+// keepStride of texts, not at every run kept; and the look then trims
+// it, so that the history stays within a stride and a run.
+func TestKeepLooksOncePerStride(t *testing.T) {
+	h := New(resumeOpts())
+	q := &ackingQueue{}
+	reader, err := h.Login([]byte("reader"), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, _ := h.Login([]byte("sender"), discard{})
+	if err := sender.Connect([]byte(reader.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	run := make([][]byte, 16)
+	for i := range run {
+		run[i] = []byte(strings.Repeat("x", 64))
+	}
+	const runs, runText = 200, 16 * 64
+	for i := range runs {
+		if _, n, err := sender.SayAll(run); err != nil || n != len(run) {
+			t.Fatalf("run %d: relayed %d, %v", i, n, err)
+		}
+		reader.hmu.Lock()
+		text := reader.hist.textBytes()
+		reader.hmu.Unlock()
+		if text > keepStride+runText {
+			t.Fatalf("after run %d: %d bytes of texts kept, want at most a stride and a run (%d)", i, text, keepStride+runText)
+		}
+	}
+	// The history holds a stride after keepStride/runText runs (16 here):
+	// the next run looks, trims it to nothing and keeps itself, and so on.
+	if want := (runs - 1) / (keepStride / runText); q.looks != want {
+		t.Fatalf("%d looks over %d runs, want %d", q.looks, runs, want)
+	}
+}

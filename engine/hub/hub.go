@@ -150,8 +150,8 @@ type TransportAcker interface {
 // each ReadStride, right after reading from the client: a client that
 // sends has just acknowledged, with what it sent, all it had received,
 // so the look mostly finds everything received and the history empty.
-// The hub looks each keepStride as it keeps messages, for a client that
-// only reads.
+// The hub looks as it keeps messages, each keepStride, once a history
+// holds keepStride of texts: for a client that only reads.
 const (
 	ReadStride = 4 << 10
 	keepStride = 16 << 10
