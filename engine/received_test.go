@@ -68,6 +68,31 @@ func TestLineKeepsOnlyWhatTCPHasNotAcknowledged(t *testing.T) {
 	}
 }
 
+// TestLineReaderThatNeverSendsKeepsLittle: alice reads all bob sends and
+// never answers, so no read of hers tells the server what her TCP
+// acknowledged. The hub then looks as it keeps messages, once her
+// history holds 16 KiB of texts, and trims it: bob's 100 bursts go by
+// and what is kept stays within a few strides, where it would keep them
+// all (about 105 KB against resume.buffer) if it never looked. The
+// sweep, every 30 s with the default window, plays no part.
+func TestLineReaderThatNeverSendsKeepsLittle(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice, bob := pairLines(t, d, "alice", "bob")
+
+	const bursts, n, size = 100, 4, 200
+	var total int64
+	for range bursts {
+		total += keptBurst(t, bob, n, size)
+		for i := range n {
+			alice.Expect(fmt.Sprintf(`^<bob> m%d x+$`, i))
+		}
+	}
+	if kept := d.Hub.Stats().HistoryBytes; kept > 48<<10 {
+		t.Fatalf("%d bytes kept after alice read %d messages and sent nothing (%d if all were kept), want at most 48 KiB", kept, bursts*n, total)
+	}
+}
+
 // TestLineReplaysWhatTCPHasNotAcknowledged: alice stops reading; bob goes
 // on until her socket is full and messages wait unacknowledged in the
 // server's. Her connection then drops. None of what her TCP never
