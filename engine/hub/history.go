@@ -524,22 +524,31 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 		}
 		return n, nil
 	}
-	if hs := s.hist; hs != nil && !s.clientAcks && hs.textBytes() >= keepStride {
-		// Only a history that holds a stride's worth is looked at: a
-		// look finds something new only once a stride more was written
-		// since the last, and a client that sends is looked at after
-		// its reads, which keeps its history below that. So only a
-		// client that only reads is looked at here, as before, and no
-		// keep takes the outbox's lock, last held by the reader's loop,
-		// to learn nothing.
-		s.trimReceivedLocked(keepStride)
+	var cost int64
+	for _, text := range texts {
+		cost += int64(len(text)) + entryCost
+	}
+	if hs := s.hist; hs != nil && !s.clientAcks {
+		switch {
+		case hs.cost+cost > buffer:
+			// Room would be made by dropping the oldest, and a resume
+			// told they were lost: first drop what the client is known
+			// to have received, asking its socket as often as after
+			// the client's reads.
+			s.trimReceivedLocked(ReadStride)
+		case hs.textBytes() >= keepStride:
+			// Otherwise only a history that holds a stride's worth is
+			// looked at: a look finds something new only once a stride
+			// more was written since the last, and a client that sends
+			// is looked at after its reads, which keeps its history
+			// below that. So only a client that only reads is looked at
+			// here, and no keep takes the outbox's lock, last held by
+			// the reader's loop, to learn nothing.
+			s.trimReceivedLocked(keepStride)
+		}
 	}
 	if !sealed {
 		// Nearly always the whole run fits, and is kept in one go.
-		var cost int64
-		for _, text := range texts {
-			cost += int64(len(text)) + entryCost
-		}
 		if hs := s.historyLocked(); hs.cost+cost <= buffer {
 			hs.pushRun(first, now, from, texts)
 			return len(texts), nil

@@ -260,3 +260,42 @@ func TestKeepLooksOncePerStride(t *testing.T) {
 		t.Fatalf("%d looks over %d runs, want %d", q.looks, runs, want)
 	}
 }
+
+// TestKeepLooksBeforeDroppingForRoom: a history about to drop its
+// oldest for room before it holds a stride of texts (short messages
+// against a small resume.buffer) first looks at what the client
+// received, so that nothing its transport acknowledged is dropped and
+// noted as lost to a resume.
+func TestKeepLooksBeforeDroppingForRoom(t *testing.T) {
+	opts := resumeOpts()
+	opts.ResumeBuffer = 4 << 10 // three runs of 16 short messages, entries counted
+	h := New(opts)
+	q := &ackingQueue{}
+	reader, err := h.Login([]byte("reader"), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, _ := h.Login([]byte("sender"), discard{})
+	if err := sender.Connect([]byte(reader.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	run := make([][]byte, 16)
+	for i := range run {
+		run[i] = []byte("8 bytes.")
+	}
+	const runs = 100
+	for i := range runs {
+		if _, n, err := sender.SayAll(run); err != nil || n != len(run) {
+			t.Fatalf("run %d: relayed %d, %v", i, n, err)
+		}
+	}
+	reader.hmu.Lock()
+	lost, kept := reader.hist.lostSince(0), reader.hist.n
+	reader.hmu.Unlock()
+	if lost != 0 || kept > 3*len(run) {
+		t.Fatalf("%d messages noted lost and %d kept, want none lost and at most three runs kept", lost, kept)
+	}
+	if q.looks == 0 || q.looks > runs/3 {
+		t.Fatalf("%d looks over %d runs, want one each time the buffer filled", q.looks, runs)
+	}
+}
