@@ -223,21 +223,29 @@ func (q *ackingQueue) Wait(Waiter) bool                { return false }
 func (q *ackingQueue) Evict(Eviction)                  {}
 func (q *ackingQueue) TransportAcked(after int) uint64 { q.looks++; return q.last }
 
+// ackingPair pairs a sender with a reader whose Queue is an
+// ackingQueue, on a hub with opts.
+func ackingPair(t *testing.T, opts Options) (sender, reader *Session, q *ackingQueue) {
+	t.Helper()
+	h := New(opts)
+	q = &ackingQueue{}
+	reader, err := h.Login([]byte("reader"), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, _ = h.Login([]byte("sender"), discard{})
+	if err := sender.Connect([]byte(reader.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	return sender, reader, q
+}
+
 // TestKeepLooksOncePerStride: as messages are kept for a client that
 // only reads, its transport is looked at only once its history holds
 // keepStride of texts, not at every run kept; and the look then trims
 // it, so that the history stays within a stride and a run.
 func TestKeepLooksOncePerStride(t *testing.T) {
-	h := New(resumeOpts())
-	q := &ackingQueue{}
-	reader, err := h.Login([]byte("reader"), q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, _ := h.Login([]byte("sender"), discard{})
-	if err := sender.Connect([]byte(reader.Token().String())); err != nil {
-		t.Fatal(err)
-	}
+	sender, reader, q := ackingPair(t, resumeOpts())
 	run := make([][]byte, 16)
 	for i := range run {
 		run[i] = []byte(strings.Repeat("x", 64))
@@ -269,16 +277,7 @@ func TestKeepLooksOncePerStride(t *testing.T) {
 func TestKeepLooksBeforeDroppingForRoom(t *testing.T) {
 	opts := resumeOpts()
 	opts.ResumeBuffer = 4 << 10 // three runs of 16 short messages, entries counted
-	h := New(opts)
-	q := &ackingQueue{}
-	reader, err := h.Login([]byte("reader"), q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, _ := h.Login([]byte("sender"), discard{})
-	if err := sender.Connect([]byte(reader.Token().String())); err != nil {
-		t.Fatal(err)
-	}
+	sender, reader, q := ackingPair(t, opts)
 	run := make([][]byte, 16)
 	for i := range run {
 		run[i] = []byte("8 bytes.")
