@@ -151,7 +151,8 @@ type TransportAcker interface {
 // sends has just acknowledged, with what it sent, all it had received,
 // so the look mostly finds everything received and the history empty.
 // The hub looks as it keeps messages, each keepStride, once a history
-// holds keepStride of texts: for a client that only reads.
+// holds keepStride of texts: for a client that only reads; and each
+// ReadStride before it would drop kept messages for room (keepLocked).
 const (
 	ReadStride = 4 << 10
 	keepStride = 16 << 10
