@@ -528,7 +528,7 @@ func (cn *conn) settle(held int) {
 	f := &cn.flow
 	if held > 0 {
 		if _, ok := cn.loop.backlogged[cn]; !ok {
-			cn.loop.backlogged[cn] = struct{}{}
+			cn.loop.addBacklog(cn)
 			f.lastProgress = cn.loop.stamp()
 		} else if held < f.heldBytes {
 			f.lastProgress = cn.loop.stamp()

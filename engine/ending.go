@@ -345,7 +345,7 @@ func (cn *conn) closeWhenFlushed() {
 	if cn.c.OutboundBuffered() == 0 {
 		_ = cn.c.Close()
 	} else {
-		cn.loop.backlogged[cn] = struct{}{}
+		cn.loop.addBacklog(cn)
 	}
 }
 

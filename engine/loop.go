@@ -23,15 +23,19 @@ type loopState struct {
 
 	// loop-only
 	conns      []*conn            // open connections, in no order (addConn)
-	backlogged map[*conn]struct{} // gnet holds output for these; check each tick
-	framers    []*line.Framer     // spare line framers (lendFramer)
-	json       jsonproto.Decoder  // one per loop: decoding happens on the loop
-	run        [][]byte           // messages read together, relayed as one run (see addToRun)
-	runBytes   int                // text bytes in run
-	runCopy    []byte             // texts of run that had to be copied (see keepForRun)
-	now        time.Time          // refreshed each tick
-	start      time.Time          // when the loop was made: connections keep their times as stamps since it
-	ticks      uint64
+	backlogged map[*conn]struct{} // gnet holds output for these; rechecked every backlogInterval (addBacklog)
+	// backlogArmed says backlogTimer will run checkBacklogs; the timer
+	// is armed only while the loop has backlogged connections, so an
+	// idle loop is not woken for them.
+	backlogArmed bool
+	backlogTimer *time.Timer
+	framers      []*line.Framer    // spare line framers (lendFramer)
+	json         jsonproto.Decoder // one per loop: decoding happens on the loop
+	run          [][]byte          // messages read together, relayed as one run (see addToRun)
+	runBytes     int               // text bytes in run
+	runCopy      []byte            // texts of run that had to be copied (see keepForRun)
+	now          time.Time         // the loop's clock: read as each callback or task begins (clockIn)
+	start        time.Time         // when the loop was made: connections keep their times as stamps since it
 
 	// Shared: connections to flush, filled by Deliver on any goroutine.
 	mu        sync.Mutex
@@ -39,7 +43,7 @@ type loopState struct {
 	spare     []*conn
 	triggered bool
 
-	flushTask, tickTask gnet.Runnable // made once: a method value would allocate per call
+	flushTask, tickTask, backlogTask gnet.Runnable // made once: a method value would allocate per call
 
 	busy atomic.Bool // the loop is in a read callback and flushes when it ends
 }
@@ -55,8 +59,15 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 	ls.start = ls.now
 	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
 	ls.tickTask = gnet.RunnableFunc(ls.tick)
+	ls.backlogTask = gnet.RunnableFunc(ls.checkBacklogs)
 	return ls
 }
+
+// clockIn reads the loop's clock, as a gnet callback or a task begins on
+// the loop: what the loop stamps and checks while it runs (a rate
+// limit's tokens, a reader's progress, a WebSocket's last frame) is then
+// as fresh as the input, whether or not a tick came lately.
+func (ls *loopState) clockIn() { ls.now = time.Now() }
 
 // A stamp is a moment of a loop's clock (loopState.now), as the time
 // since the loop was made: a connection keeps its deadlines' starts as
@@ -109,6 +120,7 @@ func (ls *loopState) endTraffic() {
 
 // flushPending runs on the loop: it writes out every queued connection.
 func (ls *loopState) flushPending(context.Context) error {
+	ls.clockIn()
 	ls.mu.Lock()
 	list := ls.pending
 	ls.pending = ls.spare[:0]
@@ -130,24 +142,56 @@ func (ls *loopState) flushPending(context.Context) error {
 	return nil
 }
 
-// tick runs on the loop every tick interval: it retries flushes for
-// readers whose sockets were full, and once a second it enforces the
-// deadlines (handshake, login, idle, slow reader).
+// tick runs on the loop every tickInterval: it enforces the deadlines
+// (handshake, login, idle) and the input guards' seconds. Readers whose
+// sockets were full are rechecked apart, and more often (addBacklog).
 func (ls *loopState) tick(context.Context) error {
-	ls.ticks++
-	ls.now = time.Now()
+	ls.clockIn()
+	// By index, with the length read each turn: a connection that
+	// closes meanwhile (a failed write closes at once) leaves its slot
+	// to the last, which then waits for the next tick.
+	for i := 0; i < len(ls.conns); i++ {
+		cn := ls.conns[i]
+		cn.checkDeadlines()
+		cn.checkGuard()
+	}
+	return nil
+}
+
+// addBacklog notes that gnet holds output for cn, and arms the loop's
+// backlog timer if it is not: a drained socket then waits at most
+// backlogInterval for the rest of its output.
+func (ls *loopState) addBacklog(cn *conn) {
+	ls.backlogged[cn] = struct{}{}
+	if ls.backlogArmed {
+		return
+	}
+	ls.backlogArmed = true
+	if ls.backlogTimer == nil {
+		ls.backlogTimer = time.AfterFunc(backlogInterval, ls.wakeForBacklog)
+	} else {
+		ls.backlogTimer.Reset(backlogInterval)
+	}
+}
+
+// wakeForBacklog runs on the timer's goroutine: it asks the loop to
+// recheck its backlogged connections. An engine shutting down refuses
+// the task; its connections are being closed anyway.
+func (ls *loopState) wakeForBacklog() {
+	_ = ls.el.Execute(context.Background(), ls.backlogTask)
+}
+
+// checkBacklogs runs on the loop backlogInterval after a connection was
+// backlogged, and again for as long as any is.
+func (ls *loopState) checkBacklogs(context.Context) error {
+	ls.clockIn()
+	ls.backlogArmed = false
 	for cn := range ls.backlogged {
 		cn.checkBacklog()
 	}
-	if ls.ticks%ticksPerSecond == 0 {
-		// By index, with the length read each turn: a connection that
-		// closes meanwhile (a failed write closes at once) leaves its
-		// slot to the last, which then waits for the next second.
-		for i := 0; i < len(ls.conns); i++ {
-			cn := ls.conns[i]
-			cn.checkDeadlines()
-			cn.checkGuard()
-		}
+	if len(ls.backlogged) > 0 && !ls.backlogArmed {
+		ls.backlogArmed = true
+		ls.backlogTimer.Reset(backlogInterval)
 	}
 	return nil
 }

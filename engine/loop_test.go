@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
 
 	"duet/config"
 	"duet/engine/hub"
@@ -100,4 +105,68 @@ func TestLoopConnList(t *testing.T) {
 		in[cn] = true
 	}
 	check("after adding again")
+}
+
+// taskLoop is an event loop that hands the tasks it is given to a test,
+// which runs them as the loop would.
+type taskLoop struct {
+	idleLoop
+	tasks chan gnet.Runnable
+}
+
+func (l taskLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	l.tasks <- r
+	return nil
+}
+
+// TestBacklogTimerOnlyWhileBacklogged: a loop is woken to recheck its
+// backlogged connections every backlogInterval while it has any, and not
+// at all once it has none, so an idle server is not woken a hundred
+// times a second for them.
+func TestBacklogTimerOnlyWhileBacklogged(t *testing.T) {
+	srv, err := New(Options{TCPListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := taskLoop{tasks: make(chan gnet.Runnable, 8)}
+	ls := newLoopState(srv, loop, -1)
+	quiet := func(when string) {
+		t.Helper()
+		select {
+		case <-loop.tasks:
+			t.Fatalf("%s: the loop was woken with nothing backlogged", when)
+		case <-time.After(10 * backlogInterval):
+		}
+	}
+	recheck := func(when string) {
+		t.Helper()
+		select {
+		case task := <-loop.tasks:
+			if err := task.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no recheck of the backlogged connection", when)
+		}
+	}
+	quiet("before any backlog")
+
+	cn := &conn{loop: ls, closed: true} // closed: its checks do nothing
+	ls.addBacklog(cn)
+	ls.addBacklog(cn) // twice: still one timer
+	for i := range 3 {
+		recheck(fmt.Sprintf("recheck %d", i+1))
+	}
+	select {
+	case <-loop.tasks:
+		t.Fatal("two rechecks queued for one interval")
+	default:
+	}
+
+	delete(ls.backlogged, cn) // as its close does
+	recheck("the last recheck, armed before the close")
+	quiet("after the backlog emptied")
+
+	ls.addBacklog(cn)
+	recheck("a new backlog")
 }

@@ -182,8 +182,11 @@ func TestProxyHeaderDeadline(t *testing.T) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		o.Limits.HandshakeTimeout = time.Second
 	})
-	c := dialFrom(t, "127.0.0.1", d.TCP)
+	// Timed from before the dial: the server's deadline runs from its
+	// accept, which a client slow to read its clock after the dial
+	// returns may see well before it reads it.
 	start := time.Now()
+	c := dialFrom(t, "127.0.0.1", d.TCP)
 	c.Write([]byte("PROXY TCP4 192.0.2.7")) // and nothing more
 	l, _ := bufio.NewReader(c).ReadString('\n')
 	if !strings.HasPrefix(l, "! bad_proxy_header:") {

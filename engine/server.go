@@ -33,11 +33,15 @@ import (
 	"duet/web"
 )
 
-// tickInterval is how often each loop rechecks readers whose sockets were
-// full. It bounds how long a drained socket waits for more output.
+// backlogInterval is how often a loop rechecks readers whose sockets
+// were full, while it has any: it bounds how long a drained socket waits
+// for more output. tickInterval is how often each loop enforces the
+// deadlines (handshake, login, idle, ping), which have always been
+// checked once a second. Only the tick runs when nothing is backlogged,
+// so an idle server wakes once a second, not a hundred times.
 const (
-	tickInterval   = 10 * time.Millisecond
-	ticksPerSecond = uint64(time.Second / tickInterval)
+	backlogInterval = 10 * time.Millisecond
+	tickInterval    = time.Second
 )
 
 // Options configure a Server.
@@ -573,6 +577,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		_ = setUserTimeout(c.Fd(), d)
 	}
 	ls := s.loopFor(c)
+	ls.clockIn()
 	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy, fromProxy: fromProxy})
 	c.SetContext(cn)
 	ls.addConn(cn)
@@ -590,6 +595,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
+	cn.loop.clockIn()
 	cn.loop.beginTraffic()
 	action := cn.onTraffic()
 	cn.loop.endTraffic()
