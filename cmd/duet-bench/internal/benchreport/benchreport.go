@@ -674,6 +674,13 @@ func (s *Set) writeSetup(b *strings.Builder) {
 			thousands(float64(m.Connections)), thousands(m.PerConnectionBytes))
 		fmt.Fprintf(b, "(%.1f MiB before, %.1f MiB with them open).", float64(m.BeforeKiB)/1024, float64(m.AfterKiB)/1024)
 	}
+	if rep.Server != nil && rep.Server.Hold != nil {
+		// What a server does with nothing to do: its timers and
+		// deadline checks, and how often they wake it.
+		u := rep.Server.Hold
+		fmt.Fprintf(b, " Held open for %.1f s, they cost\nduetd %.2f%% of a CPU, and its threads were put on a CPU %s times a\nsecond.",
+			u.Seconds, 100*u.IdleCPUShare(), thousands(u.IdleSwitchesPerSecond()))
+	}
 	k := rep.Kernel
 	switch {
 	case k == nil:

@@ -118,8 +118,9 @@ func writeRuns(t *testing.T) string {
 	idle := &loadgen.Report{
 		Proto: loadgen.ProtoTCP, Client: loadgen.ClientTuned, Mode: "idle", Pairs: 9000,
 		Connect: loadgen.Phase{Count: 18000}, Pair: loadgen.Phase{Count: 9000},
-		RSS:  &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 26060, Connections: 18000, PerConnectionBytes: 900},
-		Away: &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 30000, Connections: 18000, PerConnectionBytes: 1124},
+		RSS:    &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 26060, Connections: 18000, PerConnectionBytes: 900},
+		Away:   &loadgen.MemoryReport{PID: 7, BeforeKiB: 10240, AfterKiB: 30000, Connections: 18000, PerConnectionBytes: 1124},
+		Server: &loadgen.ServerReport{PID: 7, Hold: &loadgen.ServerUsage{Ops: 18000, Seconds: 3.2, CPUSeconds: 0.048, ContextSwitches: 192}},
 		Kernel: &loadgen.KernelMemoryReport{Connections: 18000, SlabBytes: 18000 * 7000, SlabPerConnectionBytes: 7000, ProcInodes: 36000,
 			Caches: []loadgen.SlabDelta{
 				{Name: "TCP", ObjectBytes: 2368, Objects: 36000, ObjectsPerConnection: 2, Bytes: 36000 * 2368},
@@ -195,6 +196,8 @@ func TestReport(t *testing.T) {
 		"| the bare relay's pairing (each side's first line relayed to the other), server CPU per pair | – | 20.0 (16.0–24.0) µs | (for reference) |",
 		"| pairing: duetd's server CPU per read or write system call over the bare relay's | – | 0.97x (0.86–1.21) | (for reference) |",
 		"cost duetd 900 bytes of RSS each",
+		// 0.048 s of CPU in 3.2 s is 1.5%; 192 switches in 3.2 s, 60 a second.
+		" Held open for 3.2 s, they cost\nduetd 1.50% of a CPU, and its threads were put on a CPU 60 times a\nsecond.",
 		"the kernel held 7,000 bytes of",
 		"Left out: 36,000 /proc inodes that",
 		"| TCP | 2.00 | 2368 | 4,736 |",

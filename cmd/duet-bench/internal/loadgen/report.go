@@ -43,6 +43,27 @@ type ServerReport struct {
 	PID   int          `json:"pid"`
 	Pair  *ServerUsage `json:"pair,omitempty"`  // per pair formed
 	Relay *ServerUsage `json:"relay,omitempty"` // per message delivered
+	// Hold is an idle run's hold, per connection held open: what a server
+	// spends with nothing to relay (IdleCPUShare, IdleSwitchesPerSecond).
+	Hold *ServerUsage `json:"hold,omitempty"`
+}
+
+// IdleCPUShare is the share of one CPU the server used while the idle
+// run's connections were held open.
+func (u *ServerUsage) IdleCPUShare() float64 {
+	if u.Seconds <= 0 {
+		return 0
+	}
+	return u.CPUSeconds / u.Seconds
+}
+
+// IdleSwitchesPerSecond is how many times a second the server's threads
+// were put on a CPU while the connections were held open: its wake-ups.
+func (u *ServerUsage) IdleSwitchesPerSecond() float64 {
+	if u.Seconds <= 0 {
+		return 0
+	}
+	return float64(u.ContextSwitches) / u.Seconds
 }
 
 // ServerUsage is the server's CPU time and system calls over one phase,
@@ -230,6 +251,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 			line("%s\tpid %d: %.3fs CPU (user %.2fs, system %.2fs; %s)\t%.3f µs/%s\treads %.3f  writes %.3f  switches %.3f per %s",
 				p.name, s.PID, u.CPUSeconds, u.UserSeconds, u.SystemSeconds, u.CPUSource, u.CPUMicrosPerOp, p.op,
 				u.ReadsPerOp, u.WritesPerOp, u.SwitchesPerOp, p.op)
+		}
+		if u := s.Hold; u != nil {
+			line("server hold	pid %d: %.3fs CPU over %.1fs held (user %.2fs, system %.2fs; %s)	%.2f%% of a CPU	%.0f switches/s",
+				s.PID, u.CPUSeconds, u.Seconds, u.UserSeconds, u.SystemSeconds, u.CPUSource, 100*u.IdleCPUShare(), u.IdleSwitchesPerSecond())
 		}
 	}
 	if k := r.Kernel; k != nil {

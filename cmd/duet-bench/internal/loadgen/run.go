@@ -149,10 +149,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	var runErr error
 	if cfg.Idle {
+		if meter != nil {
+			meterErrs = append(meterErrs, meter.begin())
+		}
 		select {
 		case <-ctx.Done():
 			runErr = ctx.Err()
 		case <-time.After(cfg.Hold):
+		}
+		if meter != nil {
+			u, err := meter.end(int64(len(connected)))
+			rep.Server.Hold = u
+			meterErrs = append(meterErrs, err)
 		}
 	} else {
 		if meter != nil {

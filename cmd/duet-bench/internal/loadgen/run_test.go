@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -170,9 +171,23 @@ func TestRunIdle(t *testing.T) {
 	cfg := testConfig(ProtoTCP, 5, 0)
 	cfg.TCPAddr = lineAddr
 	cfg.Idle = true
-	cfg.Hold = 50 * time.Millisecond
+	cfg.Hold = 300 * time.Millisecond
 	cfg.PID = os.Getpid()
+	// The "server" is this process, kept busy by a goroutine that spins
+	// until the run ends: the hold's reading must see about a CPU's
+	// worth of it.
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
+	}()
 	rep, err := Run(context.Background(), cfg)
+	close(done)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +196,16 @@ func TestRunIdle(t *testing.T) {
 	}
 	if rep.RSS == nil || rep.RSS.Connections != 10 || rep.RSS.AfterKiB <= 0 {
 		t.Fatalf("rss: %+v", rep.RSS)
+	}
+	h := rep.Server.Hold
+	if h == nil || h.Ops != 10 || h.Seconds < 0.3 || h.Seconds > 3 {
+		t.Fatalf("hold: %+v", h)
+	}
+	if share := h.IdleCPUShare(); share < 0.5 || share > float64(runtime.NumCPU())+0.5 {
+		t.Errorf("a server spinning a CPU through the hold used %.2f of one", share)
+	}
+	if h.IdleSwitchesPerSecond() != float64(h.ContextSwitches)/h.Seconds {
+		t.Errorf("switches per second %v, from %d in %vs", h.IdleSwitchesPerSecond(), h.ContextSwitches, h.Seconds)
 	}
 }
 
