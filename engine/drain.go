@@ -87,6 +87,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 			}
 		}
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			ls.clockIn()
 			cn.drainFinish(notice)
 			return nil
 		}))
@@ -108,6 +109,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 		for ls, list := range byLoop {
 			wg.Add(len(list))
 			err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+				ls.clockIn()
 				for _, cn := range list {
 					key, notice, ok := cn.drainBegin()
 					if !ok {

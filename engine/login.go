@@ -146,6 +146,7 @@ func (cn *conn) evicted(why hub.Eviction) {
 		if cn.closed || cn.closing != endNone {
 			return nil
 		}
+		cn.loop.clockIn()
 		cn.end(e)
 		return nil
 	}))

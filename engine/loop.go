@@ -63,10 +63,12 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 	return ls
 }
 
-// clockIn reads the loop's clock, as a gnet callback or a task begins on
-// the loop: what the loop stamps and checks while it runs (a rate
-// limit's tokens, a reader's progress, a WebSocket's last frame) is then
-// as fresh as the input, whether or not a tick came lately.
+// clockIn reads the loop's clock, as a gnet callback or a task that acts
+// on connections begins on the loop: what the loop stamps and checks
+// while it runs (a rate limit's tokens, a reader's progress, a
+// WebSocket's last frame) is then as fresh as the input, whether or not
+// a tick came lately. A task that only reads (RemoteAddrs, Healthy)
+// does without.
 func (ls *loopState) clockIn() { ls.now = time.Now() }
 
 // A stamp is a moment of a loop's clock (loopState.now), as the time
@@ -199,6 +201,7 @@ func (ls *loopState) checkBacklogs(context.Context) error {
 // eachConn runs fn on the loop for each of its connections.
 func (ls *loopState) eachConn(fn func(*conn)) error {
 	return ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		ls.clockIn()
 		for _, cn := range slices.Clone(ls.conns) {
 			fn(cn)
 		}
