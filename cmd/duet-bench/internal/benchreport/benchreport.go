@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -746,7 +747,23 @@ func errorSummary(r *loadgen.Report) string {
 		parts = append(parts, "stalled")
 	}
 	if len(parts) == 0 {
-		return "short delivery"
+		parts = append(parts, "short delivery")
+	}
+	// Why: the failures' reasons (a timeout, a refused connection, an
+	// error reply that ended a login) and the error replies the server
+	// sent, so a failed run in a report can be told from load.
+	for _, m := range []struct {
+		name   string
+		counts map[string]int64
+	}{{"reasons", e.Reasons}, {"replies", e.Server}} {
+		if len(m.counts) == 0 {
+			continue
+		}
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(m.counts)) {
+			kv = append(kv, fmt.Sprintf("%s=%d", k, m.counts[k]))
+		}
+		parts = append(parts, m.name+" "+strings.Join(kv, ","))
 	}
 	return strings.Join(parts, " ")
 }

@@ -94,8 +94,11 @@ func writeRuns(t *testing.T) string {
 			rep.Client = loadgen.Client(k.client)
 			switch {
 			case round == 2 && k == key{ServerDuetd, ScenarioMix, ClientPlain}:
-				// A message lost: the run is left out and listed.
+				// A message lost: the run is left out and listed, with
+				// why its failures failed and the server's error replies.
 				rep.Errors.Lost = 1
+				rep.Errors.Reasons = map[string]int64{"timeout": 1, "connection_reset": 2}
+				rep.Errors.Server = map[string]int64{"rate_limited": 3}
 				rep.Relay.Delivered--
 			case round == 3 && k == key{ServerGoroutine, ScenarioTCP, ClientTuned}:
 				rep = nil // the run left no report at all
@@ -201,7 +204,7 @@ func TestReport(t *testing.T) {
 		"the kernel held 7,000 bytes of",
 		"Left out: 36,000 /proc inodes that",
 		"| TCP | 2.00 | 2368 | 4,736 |",
-		"- round 2, duetd mix plain: errors: lost=1",
+		"- round 2, duetd mix plain: errors: lost=1 reasons connection_reset=2,timeout=1 replies rate_limited=3\n",
 		"- round 3, goroutine tcp tuned: no report",
 		"duet-bench run -client tuned -proto idle (duetd)",
 		"\n## Notes\n\nHand-written.\n",
