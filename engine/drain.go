@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"duet/proto/line"
 )
 
@@ -57,10 +55,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 	var all []target
 	for _, ls := range s.loopList() {
 		got := make(chan []*conn, 1)
-		err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-			got <- slices.Clone(ls.conns)
-			return nil
-		}))
+		err := ls.execute(ctx, func() { got <- slices.Clone(ls.conns) })
 		if err != nil {
 			continue // the loop is stopping: its connections are closing
 		}
@@ -86,11 +81,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 			case <-ctx.Done():
 			}
 		}
-		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			ls.clockIn()
-			cn.drainFinish(notice)
-			return nil
-		}))
+		_ = ls.execute(context.Background(), func() { cn.drainFinish(notice) })
 	}
 	start := time.Now()
 	tick := time.NewTicker(drainTick)
@@ -108,8 +99,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 		}
 		for ls, list := range byLoop {
 			wg.Add(len(list))
-			err := ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-				ls.clockIn()
+			err := ls.execute(ctx, func() {
 				for _, cn := range list {
 					key, notice, ok := cn.drainBegin()
 					if !ok {
@@ -118,8 +108,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 					}
 					go finish(ls, cn, key, notice)
 				}
-				return nil
-			}))
+			})
 			if err != nil {
 				wg.Add(-len(list))
 			}

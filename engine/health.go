@@ -3,8 +3,6 @@ package engine
 import (
 	"context"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 )
 
 // Healthy reports whether the engine is running and each event loop that
@@ -25,10 +23,7 @@ func (s *Server) Healthy(timeout time.Duration) bool {
 	defer deadline.Stop()
 	for _, ls := range s.loopList() {
 		ran := make(chan struct{})
-		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			close(ran)
-			return nil
-		}))
+		err := ls.execute(context.Background(), func() { close(ran) })
 		if err != nil {
 			return false
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
 	"duet/engine/auth"
@@ -142,12 +141,10 @@ func (cn *conn) evicted(why hub.Eviction) {
 	if why == hub.EvictResumed {
 		e = endResumed
 	}
-	_ = cn.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+	_ = cn.loop.execute(context.Background(), func() {
 		if cn.closed || cn.closing != endNone {
-			return nil
+			return
 		}
-		cn.loop.clockIn()
 		cn.end(e)
-		return nil
-	}))
+	})
 }

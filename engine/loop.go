@@ -63,13 +63,23 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 	return ls
 }
 
-// clockIn reads the loop's clock, as a gnet callback or a task that acts
-// on connections begins on the loop: what the loop stamps and checks
-// while it runs (a rate limit's tokens, a reader's progress, a
-// WebSocket's last frame) is then as fresh as the input, whether or not
-// a tick came lately. A task that only reads (RemoteAddrs, Healthy)
-// does without.
+// clockIn reads the loop's clock, as a gnet callback or a task begins on
+// the loop: what the loop stamps and checks while it runs (a rate
+// limit's tokens, a reader's progress, a WebSocket's last frame) is then
+// as fresh as the input, whether or not a tick came lately.
 func (ls *loopState) clockIn() { ls.now = time.Now() }
+
+// execute runs fn on the loop, its clock read first; it fails only when
+// the engine is shutting down. The loop's own tasks, made once so as not
+// to allocate (flushTask, tickTask, backlogTask), read the clock
+// themselves.
+func (ls *loopState) execute(ctx context.Context, fn func()) error {
+	return ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+		ls.clockIn()
+		fn()
+		return nil
+	}))
+}
 
 // A stamp is a moment of a loop's clock (loopState.now), as the time
 // since the loop was made: a connection keeps its deadlines' starts as
@@ -200,13 +210,11 @@ func (ls *loopState) checkBacklogs(context.Context) error {
 
 // eachConn runs fn on the loop for each of its connections.
 func (ls *loopState) eachConn(fn func(*conn)) error {
-	return ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		ls.clockIn()
+	return ls.execute(context.Background(), func() {
 		for _, cn := range slices.Clone(ls.conns) {
 			fn(cn)
 		}
-		return nil
-	}))
+	})
 }
 
 // addConn and dropConn keep the loop's list of its connections: a slice,

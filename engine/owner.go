@@ -6,7 +6,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
 	"duet/engine/hub"
@@ -127,14 +126,13 @@ func (s *Server) DirectWrites() uint64 {
 	var total uint64
 	for _, ls := range s.loopList() {
 		ch := make(chan uint64, 1)
-		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		err := ls.execute(context.Background(), func() {
 			var n uint64
 			for _, cn := range ls.conns {
 				n += uint64(cn.out.DirectWrites())
 			}
 			ch <- n
-			return nil
-		}))
+		})
 		if err != nil {
 			continue
 		}

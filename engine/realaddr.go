@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
 	"duet/engine/tally"
@@ -174,7 +173,7 @@ func (s *Server) RemoteAddrs() []string {
 	var out []string
 	for _, ls := range s.loopList() {
 		ch := make(chan []string, 1)
-		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		err := ls.execute(context.Background(), func() {
 			var addrs []string
 			for _, cn := range ls.conns {
 				if !cn.closed {
@@ -182,8 +181,7 @@ func (s *Server) RemoteAddrs() []string {
 				}
 			}
 			ch <- addrs
-			return nil
-		}))
+		})
 		if err != nil {
 			continue
 		}
