@@ -1048,12 +1048,12 @@ func TestHostileSlowReader(t *testing.T) {
 		window  time.Duration
 		cut     string // the notice of the cut; (\d+), if any, counts what was lost
 		refused string // the error for the first line after it
-		count   string // the count a second of the lines not sent
+		count   string // the count a second of the lines not sent: a second that ends just after the last line counts one, in the singular
 	}{
 		{"resume off", 0, `^\* sleeper stopped reading and was cut off; (\d+) of your messages were not delivered`,
-			`^! not_paired: `, `^\* \d+ more lines were not sent: you are not connected to anyone$`},
+			`^! not_paired: `, `^\* (1 more line was|\d+ more lines were) not sent: you are not connected to anyone$`},
 		{"resume on", 2 * time.Minute, `^\* sleeper lost the connection; waiting up to 2m for sleeper to come back$`,
-			`^! peer_away_full: sleeper is away, and `, `^\* \d+ more lines were not sent: your partner is away and no more of your messages can be kept for them$`},
+			`^! peer_away_full: sleeper is away, and `, `^\* (1 more line was|\d+ more lines were) not sent: your partner is away and no more of your messages can be kept for them$`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := startDaemon(t, func(o *engine.Options) {
