@@ -31,6 +31,14 @@ func keptBurst(t *testing.T, bob *enginetest.LineClient, n, size int) int64 {
 	return int64(n) * int64(size+64)
 }
 
+// readBurst has alice read the n messages of one of bob's bursts
+// (keptBurst), in order.
+func readBurst(alice *enginetest.LineClient, n int) {
+	for i := range n {
+		alice.Expect(fmt.Sprintf(`^<bob> m%d x+$`, i))
+	}
+}
+
 // quickSweep gives resume a 4-second window, so that the hub looks at
 // what it keeps every second.
 func quickSweep(o *engine.Options) { o.Resume.Window = 4 * time.Second }
@@ -49,9 +57,7 @@ func TestLineKeepsOnlyWhatTCPHasNotAcknowledged(t *testing.T) {
 	var total int64
 	for range rounds {
 		total += keptBurst(t, bob, n, size)
-		for i := range n {
-			alice.Expect(fmt.Sprintf(`^<bob> m%d x+$`, i))
-		}
+		readBurst(alice, n)
 		alice.Send("ok")
 		bob.Expect(`^<alice> ok$`)
 	}
@@ -84,9 +90,7 @@ func TestLineReaderThatNeverSendsKeepsLittle(t *testing.T) {
 	var total int64
 	for range bursts {
 		total += keptBurst(t, bob, n, size)
-		for i := range n {
-			alice.Expect(fmt.Sprintf(`^<bob> m%d x+$`, i))
-		}
+		readBurst(alice, n)
 	}
 	if kept := d.Hub.Stats().HistoryBytes; kept > 48<<10 {
 		t.Fatalf("%d bytes kept after alice read %d messages and sent nothing (%d if all were kept), want at most 48 KiB", kept, bursts*n, total)
