@@ -56,19 +56,25 @@ go build -o "$bin/duet-bench" ./cmd/duet-bench
 # relay 17072 (one write per message, as a first version does) and 17073
 # (the same, batching a burst into one write); duetd with resume off
 # 17074.
-start_duetd() {
+# launch_duetd LOG ARGS...: starts duetd in the background with the
+# connection caps lifted and ARGS for its listeners, logging to LOG in
+# the work directory; $! is its pid. Variables set before the call
+# (DUETD_RESUME_WINDOW) reach it too.
+launch_duetd() {
+  local log=$1; shift
   DUETD_LIMITS_MAX_CONNS_PER_IP=1000000 DUETD_LIMITS_MAX_CONNS=1000000 \
-    "$bin/duetd" --tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080 --admin-listen "" \
-    --log-level warn --log-format json >>"$work/duetd.log" 2>&1 &
+    "$bin/duetd" "$@" --admin-listen "" \
+    --log-level warn --log-format json >>"$work/$log" 2>&1 &
+}
+start_duetd() {
+  launch_duetd duetd.log --tcp-listen 127.0.0.1:17070 --ws-listen 127.0.0.1:18080
   duetd_pid=$!; pids+=("$duetd_pid")
   sleep 1
 }
 start_duetd
 # The same duetd with resume off, line protocol only: beside duetd as
 # configured, it shows what keeping each message for a resume costs.
-DUETD_RESUME_WINDOW=0s DUETD_LIMITS_MAX_CONNS_PER_IP=1000000 DUETD_LIMITS_MAX_CONNS=1000000 \
-  "$bin/duetd" --tcp-listen 127.0.0.1:17074 --ws-listen "" --admin-listen "" \
-  --log-level warn --log-format json >>"$work/duetd-resume-off.log" 2>&1 &
+DUETD_RESUME_WINDOW=0s launch_duetd duetd-resume-off.log --tcp-listen 127.0.0.1:17074 --ws-listen ""
 noresume_pid=$!; pids+=("$noresume_pid")
 "$bin/duet-bench" bare-relay -listen 127.0.0.1:17071 >"$work/bare.log" 2>&1 &
 bare_pid=$!; pids+=("$bare_pid")
