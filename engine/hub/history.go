@@ -590,14 +590,17 @@ func (s *Session) historyLocked() *history {
 		return s.hist
 	}
 	s.hist = historyPool.Get().(*history)
-	h := s.hub
-	h.histMu.Lock()
-	h.histories[s] = struct{}{}
-	if !h.sweeping {
-		h.sweeping = true
-		h.clock.afterFunc(h.sweepPeriod(), h.sweep)
+	if !s.swept {
+		h := s.hub
+		h.histMu.Lock()
+		h.histories[s] = struct{}{}
+		s.swept = true
+		if !h.sweeping {
+			h.sweeping = true
+			h.clock.afterFunc(h.sweepPeriod(), h.sweep)
+		}
+		h.histMu.Unlock()
 	}
-	h.histMu.Unlock()
 	return s.hist
 }
 
@@ -608,13 +611,27 @@ func (s *Session) settleLocked() {
 	}
 }
 
+// releaseHistoryLocked gives s's history back to the pool. s stays in
+// the sweep's set until the sweep finds it without one (or it closes):
+// a conversation's history empties at nearly every acknowledgement and
+// fills again at the next message, and taking s out of the hub's set
+// and putting it back each time would take the hub-wide histMu twice a
+// round trip, from every loop.
 func (s *Session) releaseHistoryLocked() {
+	s.hist.release()
+	s.hist = nil
+}
+
+// unsweepLocked takes s out of the sweep's set. s.hmu is held.
+func (s *Session) unsweepLocked() {
+	if !s.swept {
+		return
+	}
 	h := s.hub
 	h.histMu.Lock()
 	delete(h.histories, s)
 	h.histMu.Unlock()
-	s.hist.release()
-	s.hist = nil
+	s.swept = false
 }
 
 // dropHistory gives back all s keeps, once nothing can be delivered to
@@ -625,6 +642,7 @@ func (s *Session) dropHistory() {
 	if s.hist != nil {
 		s.releaseHistoryLocked()
 	}
+	s.unsweepLocked()
 }
 
 // Ack records that s's connection received every message numbered up to
@@ -709,6 +727,9 @@ func (h *Hub) sweep() {
 				s.trimReceivedLocked(0)
 			}
 			s.settleLocked()
+		}
+		if s.hist == nil {
+			s.unsweepLocked()
 		}
 		s.hmu.Unlock()
 		if r != nil {

@@ -284,8 +284,9 @@ type Hub struct {
 	awayTimerAt  time.Duration
 	awayTimerGen uint64
 
-	// histMu guards histories, the sessions that hold a history, which
-	// a timer sweeps for what has aged out (history.go).
+	// histMu guards histories, the sessions that held a history since
+	// the sweep last looked, which a timer sweeps for what has aged out
+	// (history.go).
 	histMu    sync.Mutex
 	histories map[*Session]struct{}
 	sweeping  bool // the sweep timer is armed
@@ -411,6 +412,10 @@ type Session struct {
 	// acknowledged is kept. Guarded by hmu; here, beside
 	// moving, it takes no word of its own.
 	clientAcks bool
+	// swept is set while the session is in the hub's histories, which
+	// it joins when it first keeps a message and leaves when the sweep
+	// finds it keeping none (history.go). Guarded by hmu.
+	swept bool
 	// claim is the pairing a hub on its own has the session in, in its
 	// directory (localDirectory), 0 when none. Guarded by hub.mu.
 	claim uint64

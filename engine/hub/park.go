@@ -269,6 +269,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		}
 		s.releaseHistoryLocked()
 	}
+	s.unsweepLocked()
 	s.hmu.Unlock()
 
 	var zombie Queue

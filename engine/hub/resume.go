@@ -349,17 +349,22 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.sentBytes.Store(old.sentBytes.Load())
 	s.sealed.Store(old.sealed.Load())
 	old.hmu.Lock()
-	hs, seq := old.hist, old.seq
-	old.hist, old.away = nil, nil
+	hs, seq, swept := old.hist, old.seq, old.swept
+	old.hist, old.away, old.swept = nil, nil, false
 	old.hmu.Unlock()
 	s.hmu.Lock()
 	s.seq, s.hist = seq, hs
 	// A client that says what it received acknowledges for itself.
 	s.clientAcks = hasLast
-	if hs != nil {
+	if swept {
+		// The sweep is armed while old is in its set; s takes its place
+		// there if it has something to keep.
 		h.histMu.Lock()
 		delete(h.histories, old)
-		h.histories[s] = struct{}{}
+		if hs != nil {
+			h.histories[s] = struct{}{}
+			s.swept = true
+		}
 		h.histMu.Unlock()
 	}
 	res.Session = s

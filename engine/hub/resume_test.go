@@ -778,7 +778,7 @@ func TestConnectToAnAwaySession(t *testing.T) {
 }
 
 func TestAckDropsWhatWasReceived(t *testing.T) {
-	h, _ := newClockedHub(resumeOpts())
+	h, clk := newClockedHub(resumeOpts())
 	alice, _ := resumable(t, h, "alice")
 	bob, _ := resumable(t, h, "bob")
 	pair(t, bob, alice)
@@ -794,12 +794,66 @@ func TestAckDropsWhatWasReceived(t *testing.T) {
 		t.Fatalf("history %d bytes after acknowledging 6 of 10", got)
 	}
 	alice.Ack(99)
-	if got := h.Stats().HistoryBytes; got != 0 || alice.hist != nil || len(h.historySessions()) != 0 {
+	if got := h.Stats().HistoryBytes; got != 0 || alice.hist != nil {
 		t.Fatalf("history %d bytes after acknowledging all", got)
+	}
+	// alice stays in the sweep's set, where the next message would find
+	// her, until the sweep sees she keeps nothing.
+	if got := len(h.historySessions()); got != 1 {
+		t.Fatalf("%d sessions in the sweep's set after the acknowledgement", got)
+	}
+	clk.advance(h.sweepPeriod())
+	if got := len(h.historySessions()); got != 0 {
+		t.Fatalf("%d sessions in the sweep's set after the sweep", got)
 	}
 	// A session that cannot be resumed acknowledges nothing.
 	off := New(Options{})
 	login(t, off, "carol").Ack(1)
+}
+
+// TestSweepSetFollowsSessions: a session stays in the sweep's set while
+// its history empties and fills again with each acknowledgement, moves
+// to the session that resumes it, and leaves it when it logs out, not
+// only at the next sweep.
+func TestSweepSetFollowsSessions(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	inSet := func(s *Session) bool {
+		for _, x := range h.historySessions() {
+			if x == s {
+				return true
+			}
+		}
+		return false
+	}
+	sayEach(t, bob.Session, "one")
+	alice.Ack(1)
+	sayEach(t, bob.Session, "two")
+	if !inSet(alice.Session) || len(h.historySessions()) != 1 || h.Stats().HistoryBytes != 3+entryCost {
+		t.Fatalf("after an acknowledgement and a message: %d in the set, %d bytes kept", len(h.historySessions()), h.Stats().HistoryBytes)
+	}
+
+	alice.Detach(proto.ReasonDisconnected, 0)
+	res, err := h.Resume([]byte(key), 1, true, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inSet(alice.Session) || !inSet(res.Session) || len(h.historySessions()) != 1 {
+		t.Fatalf("after the resume: old in the set %v, new %v", inSet(alice.Session), inSet(res.Session))
+	}
+	// What was kept still ages out through the set.
+	clk.advance(3 * time.Minute)
+	if h.Stats().HistoryBytes != 0 || len(h.historySessions()) != 0 {
+		t.Fatalf("after the window: %d bytes kept, %d in the set", h.Stats().HistoryBytes, len(h.historySessions()))
+	}
+
+	sayEach(t, bob.Session, "three")
+	res.Session.Close(proto.ReasonLeft, 0)
+	if inSet(res.Session) || len(h.historySessions()) != 0 {
+		t.Fatal("a session that logged out is still in the sweep's set")
+	}
 }
 
 // TestIdleSessionsKeepNothing: what a session keeps ages out, and then
