@@ -139,14 +139,22 @@ type history struct {
 	ring []entry // a power of two long
 	head int     // the oldest entry's index in ring
 	runs int     // entries kept
-	// oldestAt is when the oldest entry was delivered, while there is
-	// one: trimAge, at every keep, reads it here rather than in the
-	// ring, where it is a cache line of its own for a busy server.
+	// oldestAt and newestAt are when the oldest and the newest entry
+	// were delivered, while there is one. trimAge, at every keep, reads
+	// the first here rather than in the ring, where it is a cache line of
+	// its own for a busy server; a keep reads the second to learn whether
+	// its run may continue the newest, which on a real clock it seldom
+	// can (two deliveries in the same nanosecond), without a look in the
+	// ring.
 	oldestAt time.Duration
+	newestAt time.Duration
 	n        int   // messages kept
 	cost     int64 // what they count against resume.buffer
-	chunks   []*chunk
-	loss     []lossRun // messages dropped for room lately, oldest first
+	// cur is the newest chunk, the one written to (the last of chunks):
+	// here, a keep finds it without a look at chunks.
+	cur    *chunk
+	chunks []*chunk
+	loss   []lossRun // messages dropped for room lately, oldest first
 }
 
 // A lossRun counts messages dropped from a history for room that were
@@ -188,8 +196,8 @@ func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, 
 	c.buf = append(c.buf, text...)
 	hs.n++
 	hs.cost += int64(len(text)) + entryCost
-	if hs.runs > 0 && !sealed {
-		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off && e.at == at &&
+	if hs.runs > 0 && !sealed && hs.newestAt == at {
+		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off &&
 			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
 			e.end = uint32(len(c.buf))
 			e.n++
@@ -208,6 +216,7 @@ func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, 
 	if hs.runs == 0 {
 		hs.oldestAt = at
 	}
+	hs.newestAt = at
 	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: n, text: uint32(len(text))}
 	hs.runs++
 }
@@ -243,8 +252,8 @@ func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string
 	k := len(texts)
 	hs.n += k
 	hs.cost += int64(size) + int64(k)*entryCost
-	if hs.runs > 0 {
-		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off && e.at == at &&
+	if hs.runs > 0 && hs.newestAt == at {
+		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off &&
 			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
 			e.end = uint32(len(c.buf))
 			e.n += uint32(k)
@@ -259,6 +268,7 @@ func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string
 	if hs.runs == 0 {
 		hs.oldestAt = at
 	}
+	hs.newestAt = at
 	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: uint32(k), text: uint32(size)}
 	hs.runs++
 }
@@ -276,20 +286,18 @@ func (hs *history) grow() {
 // history that grows takes few chunks and one that stays small takes a
 // small one.
 func (hs *history) chunkFor(n int) *chunk {
-	k := len(hs.chunks)
-	if k > 0 {
-		if c := hs.chunks[k-1]; cap(c.buf)-len(c.buf) >= n {
-			return c
-		}
+	if c := hs.cur; c != nil && cap(c.buf)-len(c.buf) >= n {
+		return c
 	}
 	class := chunkClass(n)
-	if class >= 0 && k > 0 {
-		if last := hs.chunks[k-1].class; last >= 0 {
+	if class >= 0 && hs.cur != nil {
+		if last := hs.cur.class; last >= 0 {
 			class = max(class, min(last+1, chunkClasses-1))
 		}
 	}
 	c := getChunk(class, n)
 	hs.chunks = append(hs.chunks, c)
+	hs.cur = c
 	return c
 }
 
@@ -475,11 +483,11 @@ func (hs *history) release() {
 		putChunk(c)
 	}
 	clear(hs.chunks)
-	hs.chunks = hs.chunks[:0]
+	hs.chunks, hs.cur = hs.chunks[:0], nil
 	for i := range hs.runs {
 		*hs.entry(i) = entry{}
 	}
-	hs.head, hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt = 0, 0, 0, 0, hs.loss[:0], 0
+	hs.head, hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt = 0, 0, 0, 0, hs.loss[:0], 0, 0
 	if len(hs.ring) > maxPooledRing {
 		hs.ring = nil
 	}

@@ -36,6 +36,36 @@ func costOf(hs *history) int64 {
 // new sender, a new moment, a sealed frame or a gap in numbers ends;
 // dropping from the front takes messages one at a time or runs whole,
 // and the counts, the cost and the indexes stay those of the messages.
+// TestHistoryRunsJoin: runs kept together (pushRun, as SayAll keeps
+// them) join the newest run when they continue it, whichever way either
+// was kept, and start a new one at a new moment.
+func TestHistoryRunsJoin(t *testing.T) {
+	hs := new(history)
+	run := func(seq uint64, at time.Duration, texts ...string) {
+		b := make([][]byte, len(texts))
+		for i, text := range texts {
+			b[i] = []byte(text)
+		}
+		hs.pushRun(seq, at, "bob", b)
+	}
+	run(1, 10, "a", "b")
+	run(3, 10, "c")
+	if hs.runs != 1 {
+		t.Fatalf("%d runs after two that continue each other; want 1", hs.runs)
+	}
+	run(4, 20, "d")                           // a new moment
+	hs.push(5, 20, "bob", false, []byte("e")) // one message continues a run
+	run(6, 20, "f", "g")                      // and a run continues it
+	if hs.runs != 2 || hs.n != 7 {
+		t.Fatalf("%d runs, %d messages; want 2 and 7", hs.runs, hs.n)
+	}
+	want := []string{"1 bob m a", "2 bob m b", "3 bob m c", "4 bob m d", "5 bob m e", "6 bob m f", "7 bob m g"}
+	if got := kept(hs); strings.Join(got, "|") != strings.Join(want, "|") || hs.cost != costOf(hs) {
+		t.Fatalf("kept %q, cost %d", got, hs.cost)
+	}
+	hs.release()
+}
+
 func TestHistoryRuns(t *testing.T) {
 	hs := new(history)
 	push := func(seq uint64, at time.Duration, from string, sealed bool, text string) {
