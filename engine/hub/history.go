@@ -21,7 +21,8 @@ import (
 // 16 KiB, and go back to pools shared by all
 // sessions, so a busy history allocates nothing in steady state, and
 // one that empties is given back whole: a session that keeps nothing
-// costs nothing for it.
+// costs nothing for it but its place in the sweep's set, which it
+// leaves at the next sweep.
 //
 // A history is trimmed from its oldest end, by:
 //   - acknowledgement: a JSON client names the last message it received
