@@ -401,11 +401,25 @@ func verdict(ok bool) string {
 	return "**not met**"
 }
 
-func (r ratio) String() string {
+func (r ratio) String() string { return r.format(2) }
+
+// format is String with the median to digits decimals.
+func (r ratio) format(digits int) string {
 	if r.perRound.n < 2 {
-		return fmt.Sprintf("%.2fx", r.value)
+		return fmt.Sprintf("%.*fx", digits, r.value)
 	}
-	return fmt.Sprintf("%.2fx (%.2f–%.2f)", r.value, r.perRound.min, r.perRound.max)
+	return fmt.Sprintf("%.*fx (%.2f–%.2f)", digits, r.value, r.perRound.min, r.perRound.max)
+}
+
+// against is String for a row that holds r to limit at most: with more
+// decimals when two would print a median above the limit as the limit
+// itself, which would read as met beside "not met" (1.153x as 1.15x).
+func (r ratio) against(limit float64) string {
+	digits := 2
+	for digits < 6 && r.value > limit && fmt.Sprintf("%.*f", digits, r.value) == fmt.Sprintf("%.*f", digits, limit) {
+		digits++
+	}
+	return r.format(digits)
 }
 
 func percent(r ratio) string {
@@ -482,7 +496,7 @@ func (s *Set) writeTargets(b *strings.Builder) {
 				missing(t.label, c)
 				continue
 			}
-			row(t.label, c, r.String(), verdict(r.value <= t.limit))
+			row(t.label, c, r.against(t.limit), verdict(r.value <= t.limit))
 		}
 	}
 

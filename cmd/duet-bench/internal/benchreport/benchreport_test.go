@@ -263,6 +263,30 @@ func TestReportWithoutRuns(t *testing.T) {
 	}
 }
 
+// TestRatioAgainstLimit: a median just above a target's limit is not
+// printed as the limit itself beside "not met"; others keep two decimals.
+func TestRatioAgainstLimit(t *testing.T) {
+	spread := stat{median: 1.2, min: 1.15, max: 1.29, n: 3}
+	for _, c := range []struct {
+		value, limit float64
+		want         string
+	}{
+		{1.1534, 1.15, "1.153x (1.15–1.29)"},
+		{1.1502, 1.15, "1.1502x (1.15–1.29)"},
+		{1.146, 1.15, "1.15x (1.15–1.29)"}, // met, and reads so
+		{1.15, 1.15, "1.15x (1.15–1.29)"},
+		{1.24, 1.15, "1.24x (1.15–1.29)"},
+		{1.4049, 1.4, "1.405x (1.15–1.29)"},
+	} {
+		if got := (ratio{value: c.value, perRound: spread}).against(c.limit); got != c.want {
+			t.Errorf("%v against %v: %q, want %q", c.value, c.limit, got, c.want)
+		}
+	}
+	if got := (ratio{value: 1.153}).against(1.15); got != "1.153x" {
+		t.Errorf("one round: %q", got)
+	}
+}
+
 func TestStatOf(t *testing.T) {
 	for _, tt := range []struct {
 		in   []float64
