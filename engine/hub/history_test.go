@@ -32,10 +32,6 @@ func costOf(hs *history) int64 {
 	return c
 }
 
-// TestHistoryRuns: messages delivered together share an entry, which a
-// new sender, a new moment, a sealed frame or a gap in numbers ends;
-// dropping from the front takes messages one at a time or runs whole,
-// and the counts, the cost and the indexes stay those of the messages.
 // TestHistoryRunsJoin: runs kept together (pushRun, as SayAll keeps
 // them) join the newest run when they continue it, whichever way either
 // was kept, and start a new one at a new moment.
@@ -66,6 +62,10 @@ func TestHistoryRunsJoin(t *testing.T) {
 	hs.release()
 }
 
+// TestHistoryRuns: messages delivered together share an entry, which a
+// new sender, a new moment, a sealed frame or a gap in numbers ends;
+// dropping from the front takes messages one at a time or runs whole,
+// and the counts, the cost and the indexes stay those of the messages.
 func TestHistoryRuns(t *testing.T) {
 	hs := new(history)
 	push := func(seq uint64, at time.Duration, from string, sealed bool, text string) {
