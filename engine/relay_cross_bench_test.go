@@ -32,8 +32,7 @@ func benchmarkRelay(b *testing.B, from, to stage, input []byte) {
 	}
 	batch := bytes.Repeat(input, 64)
 	work := make([]byte, len(batch))
-	drain(reader.out)
-	drain(sender.out)
+	drainLoop(reader.loop)
 	b.SetBytes(int64(len(input)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -42,7 +41,7 @@ func benchmarkRelay(b *testing.B, from, to stage, input []byte) {
 		if used := read(work); used != len(work) {
 			b.Fatalf("used %d of %d", used, len(work))
 		}
-		drain(reader.out)
+		drainLoop(reader.loop)
 	}
 }
 

@@ -542,10 +542,12 @@ func (o *Outbox) LookAcked(after int) (seq uint64, looked bool) {
 		return t.acked, false
 	}
 	unacked, ok := o.owner.Unacked()
+	// A look that failed counts as one: a socket that cannot tell is
+	// asked again only once a stride more has left, not at every call.
+	t.checked = t.sent
 	if !ok {
 		return t.acked, false
 	}
-	t.checked = t.sent
 	acked := t.sent - int64(unacked) // bytes before this were acknowledged
 	switch {
 	case acked >= t.wholeEnd:

@@ -12,12 +12,13 @@ import (
 type ackOwner struct {
 	directOwner
 	unacked int
-	asked   int // calls of Unacked
+	asked   int  // calls of Unacked
+	fails   bool // the socket cannot tell
 }
 
 func (a *ackOwner) Unacked() (int, bool) {
 	a.asked++
-	return a.unacked, true
+	return a.unacked, !a.fails
 }
 
 // numbered delivers texts as a run numbered from first.
@@ -172,5 +173,43 @@ func TestLookAckedSaysWhenItAsked(t *testing.T) {
 		if looked && a.unacked == 0 && got != seq-1 {
 			t.Fatalf("delivery %d: a look with everything acknowledged found %d, want %d", k, got, seq-1)
 		}
+	}
+}
+
+// TestFailedLookCountsAsOne: a socket that cannot tell what was
+// acknowledged is asked once, and again only once another stride has
+// left, not at every look: each look is a system call, and the hub looks
+// as it keeps every run while the history is full.
+func TestFailedLookCountsAsOne(t *testing.T) {
+	a, o := newAckOwner()
+	a.fails = true
+	const stride = 64
+	seq := uint64(0)
+	sendStride := func() { // 8 messages of 16 bytes ("message a text-N\n")
+		for i := range 8 {
+			seq++
+			numbered(o, seq, "text-"+string(rune('0'+i)))
+		}
+	}
+	sendStride()
+	for range 10 {
+		if got, looked := o.LookAcked(stride); got != 0 || looked {
+			t.Fatalf("a socket that cannot tell: acked %d, looked %v", got, looked)
+		}
+	}
+	if a.asked != 1 {
+		t.Fatalf("socket asked %d times in ten looks with a stride sent, want 1", a.asked)
+	}
+	sendStride()
+	o.LookAcked(stride)
+	o.LookAcked(stride)
+	if a.asked != 2 {
+		t.Fatalf("socket asked %d times after a stride more was sent, want 2", a.asked)
+	}
+	// Once it can tell again, what it tells is used.
+	a.fails = false
+	sendStride()
+	if got, looked := o.LookAcked(stride); got != seq || !looked {
+		t.Fatalf("acked %d, looked %v; want %d and true", got, looked, seq)
 	}
 }
