@@ -138,7 +138,11 @@ type Outbox struct {
 // side is the state an Outbox needs only while it is busy.
 type side struct {
 	waiters []hub.Waiter // senders held back until this reader catches up
-	trail   *trail       // nil when no numbered message is followed
+	// trail is kept in the side itself: a delivery finds it without
+	// another pointer to follow, and a trail and its side are one
+	// allocation, not two.
+	trail     trail
+	following bool // trail is in use: a numbered message is followed
 }
 
 // trail follows numbered messages from the queue to the socket.
@@ -481,7 +485,7 @@ func (o *Outbox) sideLocked() *side {
 
 // tidyLocked lets the side go once nothing is in it.
 func (o *Outbox) tidyLocked() {
-	if sd := o.side; sd != nil && len(sd.waiters) == 0 && sd.trail == nil {
+	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following {
 		o.side = nil
 	}
 }
@@ -493,8 +497,8 @@ func (o *Outbox) queuedLocked(seq uint64) {
 		return
 	}
 	sd := o.sideLocked()
-	if sd.trail == nil {
-		sd.trail = new(trail)
+	if !sd.following {
+		sd.trail, sd.following = trail{}, true
 	}
 	sd.trail.queued = seq
 }
@@ -502,10 +506,10 @@ func (o *Outbox) queuedLocked(seq uint64) {
 // leftLocked notes that n queued bytes left for the socket: all that was
 // queued (whole), or the first n of it.
 func (o *Outbox) leftLocked(n int, whole bool) {
-	if o.side == nil || o.side.trail == nil {
+	if o.side == nil || !o.side.following {
 		return
 	}
-	t := o.side.trail
+	t := &o.side.trail
 	t.sent += int64(n)
 	if whole {
 		t.whole, t.wholeEnd = t.queued, t.sent
@@ -534,10 +538,10 @@ func (o *Outbox) TransportAcked(after int) uint64 {
 func (o *Outbox) LookAcked(after int) (seq uint64, looked bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.side == nil || o.side.trail == nil {
+	if o.side == nil || !o.side.following {
 		return 0, false
 	}
-	t := o.side.trail
+	t := &o.side.trail
 	if o.closed || !o.idle || t.acked == t.whole || t.sent-t.checked < int64(after) {
 		return t.acked, false
 	}
@@ -563,7 +567,7 @@ func (o *Outbox) LookAcked(after int) (seq uint64, looked bool) {
 		// with the next numbered message, and an idle connection keeps
 		// none. Bytes still unacknowledged then only make the next
 		// trail's first looks find less acknowledged than was.
-		o.side.trail = nil
+		o.side.following = false
 		o.tidyLocked()
 	}
 	return got, true

@@ -213,3 +213,26 @@ func TestFailedLookCountsAsOne(t *testing.T) {
 		t.Fatalf("acked %d, looked %v; want %d and true", got, looked, seq)
 	}
 }
+
+// TestTrailCycleAllocatesOnce: a trail that ends, everything numbered
+// having been received, and starts again with the next numbered message
+// makes one allocation, the side it is kept in, as a reader's trail
+// does each time the look after its reads finds it caught up.
+func TestTrailCycleAllocatesOnce(t *testing.T) {
+	a, o := newAckOwner()
+	ev := message("a")
+	run := [][]byte{[]byte("one")}
+	seq := uint64(0)
+	allocs := testing.AllocsPerRun(100, func() {
+		seq++
+		ev.Seq = seq
+		o.DeliverMessages(ev, run)
+		a.sock.Reset()
+		if got := o.TransportAcked(0); got != seq {
+			t.Fatalf("acked %d, want %d", got, seq)
+		}
+	})
+	if allocs != 1 {
+		t.Fatalf("%.1f allocations a trail, want 1", allocs)
+	}
+}
