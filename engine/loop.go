@@ -133,13 +133,20 @@ func (ls *loopState) endTraffic() {
 // flushPending runs on the loop: it writes out every queued connection.
 func (ls *loopState) flushPending(context.Context) error {
 	ls.clockIn()
+	ls.eachPending((*conn).flush)
+	return nil
+}
+
+// eachPending takes the list of connections queued for a flush, leaving
+// an empty one in its place, and calls fn for each.
+func (ls *loopState) eachPending(fn func(*conn)) {
 	ls.mu.Lock()
 	list := ls.pending
 	ls.pending = ls.spare[:0]
 	ls.triggered = false
 	ls.mu.Unlock()
 	for i, cn := range list {
-		cn.flush()
+		fn(cn)
 		list[i] = nil
 	}
 	// Keep the list for the next swap, unless a burst made it huge. Never
@@ -151,7 +158,6 @@ func (ls *loopState) flushPending(context.Context) error {
 		ls.spare = nil
 	}
 	ls.mu.Unlock()
-	return nil
 }
 
 // tick runs on the loop every tickInterval: it enforces the deadlines

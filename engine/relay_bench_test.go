@@ -85,19 +85,7 @@ func drain(o *outbox.Outbox) {
 // drainLoop does what the loop's flush of its pending list does, minus
 // the writes: it drains each connection queued for a flush and empties
 // the list, which no loop runs here to empty.
-func drainLoop(ls *loopState) {
-	ls.mu.Lock()
-	list := ls.pending
-	ls.pending, ls.triggered = ls.spare[:0], false
-	ls.mu.Unlock()
-	for i, cn := range list {
-		drain(cn.out)
-		list[i] = nil
-	}
-	ls.mu.Lock()
-	ls.spare = list[:0]
-	ls.mu.Unlock()
-}
+func drainLoop(ls *loopState) { ls.eachPending(func(cn *conn) { drain(cn.out) }) }
 
 const benchText = "a 64-byte chat message, the size the relay benchmarks all use.."
 
