@@ -38,7 +38,7 @@ const (
 // protocol's reader), the session it carries and its outbound queue, its
 // flow (held input, output gnet holds) and how it ends. Everything in it
 // is touched only on the connection's event loop, except out (its own
-// locking).
+// locking) and what a partner's loop reads to deliver (loop, c, web).
 //
 // An idle connection is most of what duetd holds, so conn is kept small:
 // state only some connections need (a protocol's reader, the rate
@@ -50,6 +50,13 @@ type conn struct {
 	// slot is the connection's index in its loop's conns, -1 once it
 	// left them.
 	slot int32
+	// web: the connection came in on the web port, and is sent JSON in
+	// WebSocket frames once upgraded; else the line protocol. Set when
+	// it is made, never changed: any goroutine may read it (owner.go).
+	// It is in conn's first cache line, with loop and c, which is all a
+	// partner's loop reads as it delivers (owner.go), and which this
+	// connection's own reads do not write (TestConnLayout).
+	web bool
 
 	addr connAddr
 
@@ -58,10 +65,6 @@ type conn struct {
 	// while it is open. closed is set once gnet has closed it.
 	closing ending
 	closed  bool
-	// web: the connection came in on the web port, and is sent JSON in
-	// WebSocket frames once upgraded; else the line protocol. Set when
-	// it is made, never changed: any goroutine may read it (owner.go).
-	web bool
 	// directErr is the errno of a direct write that failed (WriteDirect),
 	// 0 if none: the write took the socket's pending error, which
 	// onClose would otherwise look for to tell a reset from an end of

@@ -372,21 +372,39 @@ func (h *Hub) window() time.Duration { return time.Duration(h.resumeWindow.Load(
 // one, which from then on acts as if logged out. So a connection never
 // acts for a user after another connection has taken them over.
 type Session struct {
-	hub *Hub
+	// The first cache line is what the session's own loop touches as it
+	// sends (SayAll), and writes: the partner's loop, delivering to this
+	// session, reads nothing here. Session is 192 bytes, a size class
+	// whose objects start on a cache line, and its three lines are laid
+	// out by who writes them, so that neither loop's writes take from
+	// the other a line it reads at every run of messages
+	// (TestSessionLayout).
+
 	// name is the name as the user typed it. What the hub and the
 	// directory know the session by is its folded form (Key), made when
 	// asked for: a name is ASCII, so folding a lower-case one (most of
-	// them) returns it as it is, and a session spares 16 bytes, which
-	// take it down a size class.
+	// them) returns it as it is, and a session spares 16 bytes.
 	name string
-	// q is the connection's Outbox, as a Queue (queueOf; outbox returns
-	// the Outbox itself); while the session is away, it drops what it is
-	// handed (awayQueue). Written under hub.mu and, while the session is
-	// paired, its room's lock too; read under either.
-	q Queue
 
 	room atomic.Pointer[room] // nil when not paired
 
+	// Written only under the lock of the session's room (load and
+	// store: see SayAll), read by Stats.
+	sentMessages atomic.Uint64
+	sentBytes    atomic.Uint64
+	// sealed counts the sealed frames sent, apart from messages. It is
+	// made at the first one, so a session that never seals (every
+	// terminal user) does not pay for it.
+	sealed atomic.Pointer[sealCount]
+	// claim is the pairing a hub on its own has the session in, in its
+	// directory (localDirectory), 0 when none. Guarded by hub.mu.
+	claim uint64
+	_     [8]byte // the rest of the first line
+
+	// The second line changes only as the session is made, paired,
+	// moved or closed: both loops read it, and keep it.
+
+	hub *Hub
 	// Guarded by hub.mu.
 	token  proto.Token
 	closed bool // logged out, or retired by a resume
@@ -398,49 +416,45 @@ type Session struct {
 	// is set when the Session is made, for the connection that makes
 	// it (a resume makes a new Session), and never changes, so it is
 	// read without a lock.
-	client  proto.Protocol
-	keyHash ResumeHash // the resume key's hash, when resumable
+	client proto.Protocol
 	// moving is set while the session is being moved: to another node
 	// (BeginPark, until Export or AbandonPark), or to a new resume key
 	// the directory is told of before the resume that draws it goes on
 	// (resume.go). A second move meanwhile is refused.
 	moving bool
-	// clientAcks is set, for good, once the session's client has
-	// acknowledged messages itself (Ack, or last in its resume): it
-	// numbers what it processes, and what its transport acknowledged
-	// may still be lost to it (a page reloaded), so what it has not
-	// acknowledged is kept. Guarded by hmu; here, beside
-	// moving, it takes no word of its own.
-	clientAcks bool
-	// swept is set while the session is in the hub's histories, which
-	// it joins when it first keeps a message and leaves when the sweep
-	// finds it keeping none (history.go). Guarded by hmu.
-	swept bool
-	// claim is the pairing a hub on its own has the session in, in its
-	// directory (localDirectory), 0 when none. Guarded by hub.mu.
-	claim uint64
 	// gen counts the times the session was taken up by a hub after it
 	// left another (Import): a partner's node tells apart, by it, what
 	// it hears of the session's earlier and later homes.
-	gen uint32
-	// away is set while the session is away. Written under hub.mu and
-	// hmu (and its room's lock, while paired); read under any of them.
-	away *away
+	gen     uint32
+	keyHash ResumeHash // the resume key's hash, when resumable
+
+	// The third line is what a delivery to the session writes, from the
+	// partner's loop, and what the session's own loop writes as its
+	// client acknowledges (Received).
 
 	// hmu guards what is kept for a resume: the number of the last
 	// message delivered and the messages that may need replaying.
 	hmu  sync.Mutex
 	seq  uint64
 	hist *history // nil when nothing is kept, which costs nothing
-
-	// Written only under the lock of the session's room (load and
-	// store: see SayAll), read by Stats.
-	sentMessages atomic.Uint64
-	sentBytes    atomic.Uint64
-	// sealed counts the sealed frames sent, apart from messages. It is
-	// made at the first one, so a session that never seals (every
-	// terminal user) does not pay for it.
-	sealed atomic.Pointer[sealCount]
+	// q is the connection's Outbox, as a Queue (queueOf; outbox returns
+	// the Outbox itself); while the session is away, it drops what it is
+	// handed (awayQueue). Written under hub.mu and, while the session is
+	// paired, its room's lock too; read under either.
+	q Queue
+	// away is set while the session is away. Written under hub.mu and
+	// hmu (and its room's lock, while paired); read under any of them.
+	away *away
+	// clientAcks is set, for good, once the session's client has
+	// acknowledged messages itself (Ack, or last in its resume): it
+	// numbers what it processes, and what its transport acknowledged
+	// may still be lost to it (a page reloaded), so what it has not
+	// acknowledged is kept. Guarded by hmu.
+	clientAcks bool
+	// swept is set while the session is in the hub's histories, which
+	// it joins when it first keeps a message and leaves when the sweep
+	// finds it keeping none (history.go). Guarded by hmu.
+	swept bool
 }
 
 // sealCount is what a session sent sealed: frames, and their data's
