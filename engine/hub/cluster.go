@@ -150,7 +150,7 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 	rl := getRelay(rr.stub.name)
 	defer putRelay(rl)
 	rl.one[0] = text
-	n, full := local.deliverMessages(&rl.ev, rl.one[:])
+	n, full := local.deliverMessages(h, &rl.ev, rl.one[:])
 	if n == 0 {
 		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 		return true

@@ -501,12 +501,12 @@ func (hs *history) release() {
 // while it is attached, all, the oldest kept ones dropped to make room;
 // while it is away, as many as fit in resume.buffer, with the error that
 // refuses the next (peer_away_full), which says how much is waiting.
-// s.hmu is held, and the lock of the room the texts come through.
-func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uint64, now time.Duration) (int, *proto.Error) {
-	h := s.hub
+// s.hmu is held, and the lock of the room the texts come through; h is
+// s's hub (see deliverMessages).
+func (s *Session) keepLocked(h *Hub, from string, sealed bool, texts [][]byte, first uint64, now time.Duration) (int, *proto.Error) {
 	buffer := h.resumeBuffer.Load()
 	if hs := s.hist; hs != nil {
-		hs.trimAge(s.ageLimitLocked(now))
+		hs.trimAge(s.ageLimitLocked(h, now))
 	}
 	if a := s.away; a != nil {
 		var cost int64
@@ -584,12 +584,12 @@ func (s *Session) keepLocked(from string, sealed bool, texts [][]byte, first uin
 
 // ageLimitLocked is when a kept message must have been delivered, at
 // the latest, to be kept still (see trimAge): resume.window before the
-// session went away, or before now while it is attached.
-func (s *Session) ageLimitLocked(now time.Duration) time.Duration {
+// session went away, or before now while it is attached. h is s's hub.
+func (s *Session) ageLimitLocked(h *Hub, now time.Duration) time.Duration {
 	if s.away != nil {
 		now = s.away.since
 	}
-	return now - s.hub.window()
+	return now - h.window()
 }
 
 // historyLocked returns s's history, taking one from the pool if it has
@@ -728,7 +728,7 @@ func (h *Hub) sweep() {
 		r := s.lockQueue()
 		s.hmu.Lock()
 		if hs := s.hist; hs != nil {
-			hs.trimAge(s.ageLimitLocked(now))
+			hs.trimAge(s.ageLimitLocked(h, now))
 			hs.trimLoss(now - recent)
 			if s.away == nil && !s.clientAcks {
 				// A conversation that went quiet: what was written last is

@@ -372,13 +372,15 @@ func (h *Hub) window() time.Duration { return time.Duration(h.resumeWindow.Load(
 // one, which from then on acts as if logged out. So a connection never
 // acts for a user after another connection has taken them over.
 type Session struct {
-	// The first cache line is what the session's own loop touches as it
-	// sends (SayAll), and writes: the partner's loop, delivering to this
-	// session, reads nothing here. Session is 192 bytes, a size class
-	// whose objects start on a cache line, and its three lines are laid
-	// out by who writes them, so that neither loop's writes take from
-	// the other a line it reads at every run of messages
-	// (TestSessionLayout).
+	// Session is 192 bytes, a size class whose objects start on a cache
+	// line, and its three lines are laid out by who writes them, so that
+	// a run of messages touches one line of its sender and one of its
+	// reader, and neither loop's writes take from the other a line it
+	// reads at every run (TestSessionLayout).
+	//
+	// The first line is what the session's own loop touches as it
+	// sends (SayAll): the partner's loop, delivering to this session,
+	// reads nothing here.
 
 	// name is the name as the user typed it. What the hub and the
 	// directory know the session by is its folded form (Key), made when
@@ -399,19 +401,18 @@ type Session struct {
 	// claim is the pairing a hub on its own has the session in, in its
 	// directory (localDirectory), 0 when none. Guarded by hub.mu.
 	claim uint64
-	_     [8]byte // the rest of the first line
+	// hub is read here by the session's own loop; a delivery to the
+	// session is handed its hub by the sender (deliverMessages), whose
+	// own it is, rather than read it in this line, which the session's
+	// sends write.
+	hub *Hub
 
 	// The second line changes only as the session is made, paired,
-	// moved or closed: both loops read it, and keep it.
+	// moved or closed, and a run of messages reads nothing in it.
 
-	hub *Hub
 	// Guarded by hub.mu.
 	token  proto.Token
 	closed bool // logged out, or retired by a resume
-	// resumable is set, for good, when the session is made with a
-	// resume key (resume was on); its messages are then numbered and
-	// kept. It never changes, so it is read without a lock.
-	resumable bool
 	// client is the protocol out's connection speaks (protocolOf). It
 	// is set when the Session is made, for the connection that makes
 	// it (a resume makes a new Session), and never changes, so it is
@@ -427,10 +428,11 @@ type Session struct {
 	// it hears of the session's earlier and later homes.
 	gen     uint32
 	keyHash ResumeHash // the resume key's hash, when resumable
+	_       [8]byte    // the rest of the second line
 
-	// The third line is what a delivery to the session writes, from the
-	// partner's loop, and what the session's own loop writes as its
-	// client acknowledges (Received).
+	// The third line is what a delivery to the session reads and
+	// writes, from the partner's loop, and what the session's own loop
+	// writes as its client acknowledges (Received).
 
 	// hmu guards what is kept for a resume: the number of the last
 	// message delivered and the messages that may need replaying.
@@ -445,6 +447,10 @@ type Session struct {
 	// away is set while the session is away. Written under hub.mu and
 	// hmu (and its room's lock, while paired); read under any of them.
 	away *away
+	// resumable is set, for good, when the session is made with a
+	// resume key (resume was on); its messages are then numbered and
+	// kept. It never changes, so it is read without a lock.
+	resumable bool
 	// clientAcks is set, for good, once the session's client has
 	// acknowledged messages itself (Ack, or last in its resume): it
 	// numbers what it processes, and what its transport acknowledged
@@ -801,7 +807,7 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 		r.mu.Unlock()
 		return nil, 0, proto.ErrNotPaired
 	}
-	delivered, full := peer.deliverMessages(&rl.ev, texts[:n])
+	delivered, full := peer.deliverMessages(s.hub, &rl.ev, texts[:n])
 	if delivered < n {
 		size = 0
 		for _, text := range texts[:delivered] {
@@ -827,16 +833,18 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 // (keepLocked); while it is away its Queue drops them, and only the
 // kept copy remains, for its resume. ev.Kind is EvMessage, or EvSealed
 // for one sealed frame, which is numbered and kept exactly as a message
-// is, in the same sequence.
-func (s *Session) deliverMessages(ev *proto.Event, texts [][]byte) (int, *proto.Error) {
+// is, in the same sequence. h is s's hub, as the caller has it: read in
+// s, it would be a cache line the partner's loop writes as it sends
+// (see Session).
+func (s *Session) deliverMessages(h *Hub, ev *proto.Event, texts [][]byte) (int, *proto.Error) {
 	if !s.resumable {
 		s.hand(ev, texts)
 		return len(texts), nil
 	}
-	now := s.hub.clock.now()
+	now := h.clock.now()
 	s.hmu.Lock()
 	first := s.seq + 1
-	n, err := s.keepLocked(ev.From, ev.Kind == proto.EvSealed, texts, first, now)
+	n, err := s.keepLocked(h, ev.From, ev.Kind == proto.EvSealed, texts, first, now)
 	s.seq += uint64(n)
 	s.hmu.Unlock()
 	if n > 0 {
@@ -889,7 +897,7 @@ func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 	}
 	rl.ev.Kind = proto.EvSealed
 	rl.one[0] = data
-	n, full := peer.deliverMessages(&rl.ev, rl.one[:])
+	n, full := peer.deliverMessages(s.hub, &rl.ev, rl.one[:])
 	if n == 0 {
 		return nil, full
 	}

@@ -453,7 +453,7 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 		rl := getRelay(peer.name)
 		hd.TakeHeld(func(text []byte) {
 			rl.one[0] = text
-			if n, full := s.deliverMessages(&rl.ev, rl.one[:]); n == 0 {
+			if n, full := s.deliverMessages(h, &rl.ev, rl.one[:]); n == 0 {
 				peer.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
 			}
 		})

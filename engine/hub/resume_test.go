@@ -896,7 +896,8 @@ func TestIdleSessionsKeepNothing(t *testing.T) {
 // so each of its three lines can hold what one party writes. Before,
 // a sender's counts shared a line with the lock a delivery to it takes,
 // so the two loops of a pair took that line from each other at every
-// run, and a delivery read three lines of its reader, not two.
+// run, and a run read three lines of its reader and two of its sender;
+// now it reads one of each.
 func TestSessionLayout(t *testing.T) {
 	var s Session
 	if size := unsafe.Sizeof(s); size > 192 {
@@ -912,12 +913,14 @@ func TestSessionLayout(t *testing.T) {
 			{"room", unsafe.Offsetof(s.room), unsafe.Sizeof(s.room)},
 			{"sentMessages", unsafe.Offsetof(s.sentMessages), unsafe.Sizeof(s.sentMessages)},
 			{"sentBytes", unsafe.Offsetof(s.sentBytes), unsafe.Sizeof(s.sentBytes)},
-		},
-		{ // read by both loops, written as the session is made or moved
 			{"hub", unsafe.Offsetof(s.hub), unsafe.Sizeof(s.hub)},
-			{"resumable", unsafe.Offsetof(s.resumable), unsafe.Sizeof(s.resumable)},
+		},
+		{ // written as the session is made, paired, moved or closed
+			{"token", unsafe.Offsetof(s.token), unsafe.Sizeof(s.token)},
+			{"keyHash", unsafe.Offsetof(s.keyHash), unsafe.Sizeof(s.keyHash)},
 		},
 		{ // a delivery to the session, from its partner's loop
+			{"resumable", unsafe.Offsetof(s.resumable), unsafe.Sizeof(s.resumable)},
 			{"hmu", unsafe.Offsetof(s.hmu), unsafe.Sizeof(s.hmu)},
 			{"seq", unsafe.Offsetof(s.seq), unsafe.Sizeof(s.seq)},
 			{"hist", unsafe.Offsetof(s.hist), unsafe.Sizeof(s.hist)},
