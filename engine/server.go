@@ -76,6 +76,14 @@ type Server struct {
 	limits atomic.Pointer[config.Limits]
 	resume atomic.Pointer[config.Resume]
 	hubMu  sync.Mutex // orders the hub's options as SetLimits and SetResume set them
+	// listening is set under hubMu once gnet has bound the listeners,
+	// whose TCP_USER_TIMEOUT SetResume then sets (listenerUserTimeouts).
+	listening bool
+	// userTimeoutEach: the listeners could not be given the
+	// TCP_USER_TIMEOUT their connections inherit, so each connection is
+	// given it as it opens.
+	userTimeoutEach atomic.Bool
+
 	origin atomic.Pointer[[]string]
 
 	trusted atomic.Pointer[[]netip.Prefix]
@@ -173,6 +181,34 @@ func (s *Server) SetResume(r config.Resume) {
 	defer s.hubMu.Unlock()
 	s.resume.Store(&r)
 	s.setHubOptions()
+	if s.listening {
+		s.listenerUserTimeouts()
+	}
+}
+
+// listenerUserTimeouts gives the listening sockets the TCP_USER_TIMEOUT
+// their connections are to have (userTimeout). Linux copies it to each
+// connection accepted from them, which spares every connection a system
+// call as it opens: a login-and-pair opens two, and its whole exchange
+// is a dozen or so. A listener that cannot be given it has each of its
+// connections given it instead, as it opens. s.hubMu is held.
+func (s *Server) listenerUserTimeouts() {
+	d, each := s.userTimeout(), false
+	for _, listen := range []string{s.opts.TCPListen, s.opts.WSListen} {
+		if listen == "" {
+			continue
+		}
+		fd, err := s.eng.DupListener("tcp", listen)
+		if err == nil {
+			err = setUserTimeout(fd, d)
+			_ = unix.Close(fd)
+		}
+		if err != nil {
+			each = true
+			s.log.Warn("cannot set TCP_USER_TIMEOUT on the listener; setting it on each connection instead", zap.String("listen", listen), zap.Error(err))
+		}
+	}
+	s.userTimeoutEach.Store(each)
 }
 
 // setHubOptions hands the hub limits.max_text and the resume section, as
@@ -449,6 +485,10 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 			s.log.Error("cannot read bound address", zap.String("listen", s.opts.WSListen), zap.Error(err))
 		}
 	}
+	s.hubMu.Lock()
+	s.listening = true
+	s.listenerUserTimeouts()
+	s.hubMu.Unlock()
 	close(s.booted)
 	return gnet.None
 }
@@ -573,8 +613,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		// of the peak, which is only a hint (TakeConnsPeak).
 		s.connsPeak.Store(n)
 	}
-	if d := s.userTimeout(); d > 0 {
-		_ = setUserTimeout(c.Fd(), d)
+	if s.userTimeoutEach.Load() {
+		if d := s.userTimeout(); d > 0 {
+			_ = setUserTimeout(c.Fd(), d)
+		}
 	}
 	ls := s.loopFor(c)
 	ls.clockIn()
