@@ -267,7 +267,14 @@ func (cn *conn) readLines(buf []byte) int {
 		if ln == nil {
 			continue
 		}
-		if cn.sess == nil && line.IsHTTPRequest(ln) {
+		if cn.sess != nil {
+			// A message, nearly every line once logged in, takes the
+			// short way; anything else is decoded in full.
+			if text, ok := cn.line.Say(ln); ok {
+				cn.addToRun(text)
+				continue
+			}
+		} else if line.IsHTTPRequest(ln) {
 			cn.refuseHTTP()
 			break
 		}
@@ -278,10 +285,6 @@ func (cn *conn) readLines(buf []byte) int {
 			continue
 		}
 		if cmd.Op == proto.OpNone {
-			continue
-		}
-		if cmd.Op == proto.OpSay && cn.sess != nil {
-			cn.addToRun(cmd.Text)
 			continue
 		}
 		cn.sayRun()

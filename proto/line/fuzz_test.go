@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"duet/proto"
 )
@@ -59,6 +60,13 @@ func FuzzDecode(f *testing.F) {
 		cmd, err := Decode(line)
 		if !bytes.Equal(line, orig) {
 			t.Fatalf("Decode changed its input: %q -> %q", orig, line)
+		}
+		// Say finds a message exactly where Decode does, the same text.
+		var fr Framer
+		text, ok := fr.Say(line)
+		if isSay := err == nil && cmd.Op == proto.OpSay; ok != isSay ||
+			ok && (unsafe.SliceData(text) != unsafe.SliceData(cmd.Text) || len(text) != len(cmd.Text) || cap(text) != cap(cmd.Text)) {
+			t.Fatalf("Say(%q) = %q, %v; Decode says op %v, text %q, error %v", line, text, ok, cmd.Op, cmd.Text, err)
 		}
 		if !utf8.Valid(line) {
 			if err != proto.ErrInvalidUTF8 {
