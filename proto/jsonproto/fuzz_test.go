@@ -237,6 +237,11 @@ func FuzzDecodeSay(f *testing.F) {
 		if cap(got.Text) != len(got.Text) {
 			t.Fatalf("Decode(%q): text has capacity %d for length %d", msg, cap(got.Text), len(got.Text))
 		}
+		// Say answers only what it is sure of: a text, where the pass
+		// finds a say with that text.
+		if text, ok := d.Say(msg); ok && (wantErr != nil || want.Op != proto.OpSay || !bytes.Equal(text, want.Text) || cap(text) != len(text)) {
+			t.Fatalf("Say(%q) = %q; the pass gives %v %q, %v", msg, text, want.Op, want.Text, wantErr)
+		}
 	})
 }
 
