@@ -30,18 +30,7 @@ func TestUserTimeoutFollowsReplayRecent(t *testing.T) {
 		{"resume off", config.Resume{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, err := New(Options{TCPListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits, Resume: tc.resume, Loops: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
-			})
+			srv := startServer(t, Options{TCPListen: "127.0.0.1:0", Resume: tc.resume})
 			if got := openedUserTimeout(t, srv); got != tc.want {
 				t.Fatalf("TCP_USER_TIMEOUT %v, want %v", got, tc.want)
 			}
@@ -54,19 +43,8 @@ func TestUserTimeoutFollowsReplayRecent(t *testing.T) {
 // again: each connection opened after it has the new value, and with
 // resume turned off the kernel's default (0).
 func TestUserTimeoutFollowsReload(t *testing.T) {
-	srv, err := New(Options{TCPListen: "127.0.0.1:0", WSListen: "127.0.0.1:0", Hub: hub.New(hub.Options{}), Limits: config.Defaults().Limits,
-		Resume: config.Resume{Window: 2 * time.Minute, ReplayRecent: 20 * time.Second}, Loops: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	srv := startServer(t, Options{TCPListen: "127.0.0.1:0", WSListen: "127.0.0.1:0",
+		Resume: config.Resume{Window: 2 * time.Minute, ReplayRecent: 20 * time.Second}})
 	if got := openedUserTimeout(t, srv); got != 20*time.Second {
 		t.Fatalf("before the reload: TCP_USER_TIMEOUT %v, want 20s", got)
 	}
@@ -86,6 +64,26 @@ func TestUserTimeoutFollowsReload(t *testing.T) {
 	if got := openedUserTimeout(t, srv); got != 0 {
 		t.Fatalf("after resume off: TCP_USER_TIMEOUT %v, want 0 (the kernel's default)", got)
 	}
+}
+
+// startServer starts a Server of opts, with a hub, the default limits
+// and one loop, and shuts it down when the test ends.
+func startServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	opts.Hub, opts.Limits, opts.Loops = hub.New(hub.Options{}), config.Defaults().Limits, 1
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv
 }
 
 // openedUserTimeout opens a line connection to srv and returns the
