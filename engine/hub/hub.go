@@ -407,8 +407,9 @@ type Session struct {
 	// sends write.
 	hub *Hub
 
-	// The second line changes only as the session is made, paired,
-	// moved or closed, and a run of messages reads nothing in it.
+	// The second line changes only as the session is made, given a new
+	// token, paired, moved or closed, and a run of messages reads
+	// nothing in it.
 
 	// Guarded by hub.mu.
 	token  proto.Token
