@@ -37,7 +37,7 @@ func (f *Framer) Decode(line []byte) (proto.Command, *proto.Error) {
 // is 136 bytes, and its copies as Decode returns it cost a busy server
 // more than the rest of a message's decoding (readLines in a profile).
 func (f *Framer) Say(line []byte) (text []byte, ok bool) {
-	if !f.vouches(line) && plainRun(line) != len(line) && !utf8.Valid(line) {
+	if !f.validUTF8(line) {
 		return nil, false
 	}
 	return sayText(line)
@@ -65,12 +65,19 @@ func (f *Framer) vouches(line []byte) bool {
 	return f != nil && f.plainAt == uintptr(unsafe.Pointer(unsafe.SliceData(line))) && f.plainLen == len(line)
 }
 
+// validUTF8 reports whether line is valid UTF-8: at once when Next vouches
+// for it, else by its plain run and then, if that is not all of it, in
+// full.
+func (f *Framer) validUTF8(line []byte) bool {
+	return f.vouches(line) || plainRun(line) == len(line) || utf8.Valid(line)
+}
+
 // decode is Decode, told by f, when it is not nil, whether line is plain
 // printable ASCII.
 func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
 	// Validate first, so no command or message ever carries bytes that
 	// are not UTF-8, whatever path it takes below.
-	if !f.vouches(line) && plainRun(line) != len(line) && !utf8.Valid(line) {
+	if !f.validUTF8(line) {
 		return proto.Command{}, proto.ErrInvalidUTF8
 	}
 	if isBlank(line) {
