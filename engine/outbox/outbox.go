@@ -462,8 +462,9 @@ func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
 	}
 	o.msgs = 0
 	o.backlog.Store(0)
-	if o.side != nil {
-		waiters, o.side = o.side.waiters, nil
+	if sd := o.side; sd != nil {
+		waiters, o.side = sd.waiters, nil
+		putSide(sd)
 	}
 	return lost, waiters
 }
@@ -475,10 +476,16 @@ func (o *Outbox) Pending() bool {
 	return o.buf != nil && len(*o.buf) > 0
 }
 
-// sideLocked returns o's side, making it if need be.
+// sidePool recycles sides. A busy connection's side goes each time
+// every message it followed is known received, at a look every few KiB
+// (LookAcked), and comes back with the next message: made afresh each
+// time, it was the one allocation a steady relay still made.
+var sidePool = sync.Pool{New: func() any { return new(side) }}
+
+// sideLocked returns o's side, taking one if need be.
 func (o *Outbox) sideLocked() *side {
 	if o.side == nil {
-		o.side = new(side)
+		o.side = sidePool.Get().(*side)
 	}
 	return o.side
 }
@@ -487,7 +494,14 @@ func (o *Outbox) sideLocked() *side {
 func (o *Outbox) tidyLocked() {
 	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following {
 		o.side = nil
+		putSide(sd)
 	}
+}
+
+// putSide gives back a side that nothing is in or refers to.
+func putSide(sd *side) {
+	*sd = side{}
+	sidePool.Put(sd)
 }
 
 // queuedLocked notes that the numbered message seq was queued; seq 0
