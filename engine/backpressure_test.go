@@ -180,3 +180,42 @@ func TestNetcatPipesAFile(t *testing.T) {
 		t.Fatalf("nc saw: %.300q", out.String())
 	}
 }
+
+// TestNetcatPipesAFileWithoutFinalNewline: a file whose last line has no
+// line feed, as editors and printf leave many, is piped through netcat
+// with -N. Its last line is a message like the others: at the end of
+// the client's input it ends there, and is not dropped unsaid.
+func TestNetcatPipesAFileWithoutFinalNewline(t *testing.T) {
+	nc, err := exec.LookPath("nc")
+	if err != nil {
+		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
+			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
+		}
+		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
+	}
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+
+	host, port, _ := strings.Cut(d.TCP, ":")
+	cmd := exec.Command(nc, "-N", host, port) // -N: shut down the socket at end of input
+	cmd.Stdin = strings.NewReader("/login piper\n/connect " + bob.Token + "\nfirst\nsecond, with no line feed")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	bob.Expect(`^\* piper is connected$`)
+	for _, want := range []string{"<piper> first", "<piper> second, with no line feed"} {
+		if got := bob.Line(); got != want {
+			t.Fatalf("bob got %q, want %q", got, want)
+		}
+	}
+	bob.Expect(`^\* piper disconnected; `)
+	select {
+	case <-done:
+	case <-time.After(enginetest.Timeout):
+		_ = cmd.Process.Kill()
+		t.Fatal("nc did not finish")
+	}
+}

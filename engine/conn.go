@@ -145,6 +145,9 @@ type flowState struct {
 	hold     inputHold
 	reading  bool // readInput is acting on the input (heldInputCounts)
 	draining bool // onClose is acting on the input left unread: nothing is held, waited for or told any more
+	// ended: while draining, the client ended its input (end of file),
+	// so a last line without its '\n' is a line (line.Framer.End).
+	ended bool
 	// lastBatch is the relayed messages in the last batch handed to
 	// gnet: an int32 beside the flags, in the word they leave unused
 	// (a batch is bounded by limits.outbound_max), so that conn keeps
@@ -252,6 +255,9 @@ func (cn *conn) reads() bool { return !cn.held() && cn.closing == endNone }
 func (cn *conn) readLines(buf []byte) int {
 	cn.lendFramer()
 	defer cn.restFramer()
+	if cn.flow.ended {
+		cn.line.End()
+	}
 	used := 0
 	for cn.reads() {
 		ln, n, err := cn.line.Next(buf[used:])
@@ -635,6 +641,11 @@ func (cn *conn) onClose(err error) {
 		prior := cn.closing
 		cn.flow.hold, cn.closing = inputHold{}, endNone
 		cn.flow.draining = true
+		// A read that found the end of the input is the client ending
+		// it (netcat -N at the end of a file): no more bytes come, and
+		// what follows its last line feed is a line too. Not so when the
+		// connection broke or the server closed it.
+		cn.flow.ended = errors.Is(err, io.EOF)
 		cn.readInput()
 		if cn.closing == endNone {
 			cn.closing = prior

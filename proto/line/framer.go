@@ -143,6 +143,9 @@ type Framer struct {
 	// scannedPlain says the bytes scanned so far are all plain printable
 	// ASCII; it is not looked at while scanned is zero.
 	scannedPlain bool
+	// ended says the client's input has ended (End): the bytes after its
+	// last '\n' are its last line.
+	ended bool
 
 	// plainAt and plainLen say where the last line Next returned lies,
 	// if Next found it plain, and are zero otherwise: Decode trusts that
@@ -166,6 +169,15 @@ func (f *Framer) AtRest() bool {
 		!f.tn.spoke && f.tn.binaryIn == optNo && len(f.tn.reply) == 0
 }
 
+// End tells f that the client's input has ended (it shut its side of the
+// connection, as netcat -N does at the end of a file) and that the bytes
+// the caller holds are all there will be. From then on Next returns what
+// follows the last '\n' as a last line, as if a '\n' ended it, rather
+// than wait for more: a file whose last line has no line feed loses
+// nothing. A telnet command cut short at the end is dropped, and so is
+// the rest of an over-long line, as ever.
+func (f *Framer) End() { f.ended = true }
+
 func (f *Framer) maxLine() int {
 	if f.Max <= 0 {
 		return DefaultMaxLine
@@ -186,6 +198,8 @@ func (f *Framer) maxLine() int {
 // n == 0 && err == nil: no complete line yet; the caller waits for more
 // bytes, then calls Next again with the same unconsumed bytes followed by
 // the new ones. A buf that ends inside a telnet command also waits.
+// Once the input has ended (End), nothing waits: the rest of buf is the
+// last line.
 //
 // If no newline is found within Max bytes, Next returns proto.ErrTooLong
 // once, with n the bytes dropped; later calls then silently drop the rest
@@ -225,7 +239,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 			line = buf[:k:k]
 			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), k
 			return line, end + 1, nil
-		case k == limit && len(buf) < maxLine:
+		case k == limit && len(buf) < maxLine && !f.ended:
 			f.scanned, f.scannedPlain = limit, true
 			return nil, 0, nil
 		}
@@ -237,6 +251,12 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		return clean(buf[:end]), end + 1, nil
 	}
 	if len(buf) < maxLine {
+		if f.ended && len(buf) > 0 {
+			// No more input comes to end this line: it ends here, as a
+			// file's last line without a line feed does.
+			f.scanned, f.state = 0, telnetData
+			return clean(buf), len(buf), nil
+		}
 		f.scanned, f.state, f.scannedPlain = limit, st, false
 		return nil, 0, nil
 	}

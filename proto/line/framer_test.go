@@ -141,6 +141,46 @@ func TestFramer(t *testing.T) {
 	}
 }
 
+// TestFramerEnd: once the input has ended, what follows the last line
+// feed is the last line, cleaned as any line is; nothing else changes.
+func TestFramerEnd(t *testing.T) {
+	tests := []struct {
+		name   string
+		max    int
+		chunks []string
+		want   []string
+	}{
+		{"plain", 0, []string{"a\nlast"}, []string{`line "a"`, `line "last"`}},
+		{"not plain", 0, []string{"a\nпока"}, []string{`line "a"`, `line "пока"`}},
+		{"CR before the end", 0, []string{"last\r"}, []string{`line "last"`}},
+		{"telnet command cut short", 0, []string{"last\xff\xfd"}, []string{`reply "\xff\xfd\x00"`, `line "last"`}},
+		{"ends with its line feed", 0, []string{"a\n"}, []string{`line "a"`}},
+		{"nothing", 0, []string{""}, nil},
+		{"rest of an over-long line", 4, []string{"abcdef"}, []string{"too_long dropped 6"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &Framer{Max: tt.max}
+			f.End()
+			got := frame(t, f, tt.chunks...)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+	// A line begun before the end is finished by it.
+	f := &Framer{}
+	pending := []byte("hal")
+	if got := drain(t, f, &pending); got != nil {
+		t.Fatalf("before the end: %q", got)
+	}
+	pending = append(pending, "f"...)
+	f.End()
+	if got := drain(t, f, &pending); !slices.Equal(got, []string{`line "half"`}) || len(pending) != 0 {
+		t.Fatalf("at the end: %q, %q left", got, pending)
+	}
+}
+
 // checkFramedDecode checks the verdict Next gave on line, the line it
 // has just returned: it may call only a line of plain printable ASCII
 // plain, and Framer.Decode, which trusts it, must decode the line exactly
