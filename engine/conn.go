@@ -267,6 +267,9 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		used += n
 		if err != nil {
+			// Answered after the messages before it, as a line that does
+			// not decode is.
+			cn.sayRun()
 			cn.rejectInput(err)
 			continue
 		}

@@ -221,6 +221,17 @@ func TestLineErrors(t *testing.T) {
 	bob.Expect(`^<alice> still here$`)
 }
 
+// TestLineErrorsInOrder: lines that arrive together are answered in the
+// order they were sent, an over-long line among them included.
+func TestLineErrorsInOrder(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxLine = 200 })
+	c := d.DialLine(t).Login("alice")
+	c.Conn.Write([]byte("hello?\n" + strings.Repeat("z", 300) + "\nbad \xc3\x28\n"))
+	c.Expect(`^! not_paired: `)
+	c.Expect(`^! too_long: `)
+	c.Expect(`^! invalid_utf8: `)
+}
+
 func TestJSONErrors(t *testing.T) {
 	d := enginetest.Start(t, nil)
 	c := d.DialWS(t)
