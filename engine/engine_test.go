@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
 )
@@ -527,4 +528,38 @@ func TestMessagesReadTogether(t *testing.T) {
 	// The runs leave nothing behind: a message sent alone still goes.
 	alice.Send("last")
 	bob.Expect(`^<alice> last$`)
+}
+
+// TestMaxLineReloadReachesTelnet: a reload of limits.max_line applies to
+// a connection that keeps its framer between reads (a telnet client's,
+// which holds its telnet session, or one with a line begun) as to any
+// other. Raised, it lets longer lines through; lowered below a line
+// already coming in, it makes that line too long, and the server goes on.
+func TestMaxLineReloadReachesTelnet(t *testing.T) {
+	lim := config.Defaults().Limits
+	lim.MaxLine, lim.MaxText = 200, 200
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits = lim })
+	bob := d.DialLine(t).Login("bob")
+	alice := d.DialLine(t)
+	alice.Conn.Write([]byte{255, 241}) // IAC NOP: alice speaks telnet
+	alice.Login("alice")
+	alice.Send("/connect " + bob.Token)
+	alice.Expect(`connected with bob`)
+	bob.Expect(`alice is connected`)
+
+	lim.MaxLine, lim.MaxText = 1000, 1000
+	d.SetLimits(lim)
+	long := strings.Repeat("x", 500)
+	alice.Send(long)
+	bob.Expect(`^<alice> ` + long + `$`)
+
+	// Lowered while a line is coming in that is already longer.
+	alice.Conn.Write([]byte(strings.Repeat("y", 150)))
+	time.Sleep(100 * time.Millisecond) // let the server read it
+	lim.MaxLine, lim.MaxText = 100, 100
+	d.SetLimits(lim)
+	alice.Send("y")
+	alice.Expect(`^! too_long: `)
+	alice.Send("ok")
+	bob.Expect(`^<alice> ok$`)
 }

@@ -16,18 +16,19 @@ import "duet/proto/line"
 // spare or two, and each idle connection none.
 
 // lendFramer gives the connection a framer for a read, if it has none.
-// Its Max is limits.max_line as it is now.
+// Its Max is limits.max_line as it is now, for a framer the connection
+// kept too (a telnet client's keeps its session for good): a reload
+// applies to every connection.
 func (cn *conn) lendFramer() {
-	if cn.line != nil {
-		return
-	}
-	ls := cn.loop
-	if n := len(ls.framers); n > 0 {
-		cn.line = ls.framers[n-1]
-		ls.framers[n-1] = nil
-		ls.framers = ls.framers[:n-1]
-	} else {
-		cn.line = new(line.Framer)
+	if cn.line == nil {
+		ls := cn.loop
+		if n := len(ls.framers); n > 0 {
+			cn.line = ls.framers[n-1]
+			ls.framers[n-1] = nil
+			ls.framers = ls.framers[:n-1]
+		} else {
+			cn.line = new(line.Framer)
+		}
 	}
 	cn.line.Max = cn.loop.srv.lim().MaxLine
 }

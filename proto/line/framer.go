@@ -219,6 +219,15 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		// rather than trust a stale position.
 		f.scanned, f.state = 0, telnetData
 	}
+	if f.scanned >= maxLine {
+		// Max was lowered (a reload of limits.max_line) while this line
+		// was coming in, and the line is already as long as the new Max
+		// allows: it is too long, and the rest of it is dropped from
+		// where the search for its end has got to.
+		from := f.scanned
+		f.scanned, f.skipping = 0, true
+		return nil, f.skip(buf, from), proto.ErrTooLong
+	}
 	limit := min(len(buf), maxLine)
 	from := f.scanned
 	if f.state == telnetData && (from == 0 || f.scannedPlain) {

@@ -181,6 +181,36 @@ func TestFramerEnd(t *testing.T) {
 	}
 }
 
+// TestFramerMaxLowered: Max lowered while a line is coming in (a reload
+// of limits.max_line) below what has come of it makes that line too
+// long, once, and the next line is read as ever.
+func TestFramerMaxLowered(t *testing.T) {
+	for _, tt := range []struct {
+		name, before, after string
+		want                []string
+	}{
+		{"plain", "0123456789", "ab\nok\n", []string{"too_long dropped 13", `line "ok"`}},
+		{"not plain", "01234567\x80", "9\nok\n", []string{"too_long dropped 11", `line "ok"`}},
+		{"exactly the new Max", "012345", "\nok\n", []string{"too_long dropped 7", `line "ok"`}},
+		{"inside a subnegotiation", "\xff\xfa\x01\n", "xy\xff\xf0\nok\n", []string{"too_long dropped 9", `line "ok"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &Framer{Max: 64}
+			pending := []byte(tt.before)
+			drain(t, f, &pending)
+			f.Reply()
+			if len(pending) != len(tt.before) {
+				t.Fatalf("consumed %d bytes before the end of the line", len(tt.before)-len(pending))
+			}
+			f.Max = 6
+			pending = append(pending, tt.after...)
+			if got := drain(t, f, &pending); !slices.Equal(got, tt.want) || len(pending) != 0 {
+				t.Errorf("got  %q, %q left\nwant %q", got, pending, tt.want)
+			}
+		})
+	}
+}
+
 // checkFramedDecode checks the verdict Next gave on line, the line it
 // has just returned: it may call only a line of plain printable ASCII
 // plain, and Framer.Decode, which trusts it, must decode the line exactly
