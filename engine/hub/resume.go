@@ -252,8 +252,9 @@ type Resumed struct {
 // handed, in order: EvResumed (who the user is, with whom, how many
 // messages follow and how many were missed, and a fresh resume key; the
 // one used stops working), the replayed messages with their Seq, and
-// after them EvReplayEnd, if any were replayed. The partner is told
-// EvPeerBack if the session was away.
+// after them EvReplayEnd, if any were replayed, then EvPeerAway if the
+// partner is away too. The partner is told EvPeerBack if the session
+// was away.
 //
 // What is replayed: with hasLast (a JSON client, which numbers what it
 // receives), exactly the messages numbered after last, and Missed is
@@ -369,6 +370,13 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	res.Session = s
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, a, now, fresh, r, peer)
+	if peer != nil && peer.away != nil && !peer.away.attached {
+		// The partner is away too: the peer_away that said so went to a
+		// connection that is gone (or to the zombie), and the answer
+		// above says only with whom the user is paired. Told here, the
+		// user knows why nothing comes back, and peer_back follows.
+		h.tellAwayLocked(peer, s.q)
+	}
 	s.settleLocked()
 	s.hmu.Unlock()
 	if r != nil {

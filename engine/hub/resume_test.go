@@ -1226,3 +1226,39 @@ func TestAwaySessionsEndEachAtItsDeadline(t *testing.T) {
 		t.Fatalf("a timer is left for nobody: %v, %d due", h.awayTimer, len(h.awayDue))
 	}
 }
+
+// TestResumeToldPartnerIsAway: both of a pair drop; the one who comes
+// back first is told, after the replay, that the other is away too and
+// for how long it may still wait, as a user paired with an away session
+// is (TestConnectToAnAwaySession): the peer_away sent when the partner
+// dropped reached no connection. When the partner comes back, the
+// first is told peer_back.
+func TestResumeToldPartnerIsAway(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, aliceKey := resumable(t, h, "alice")
+	bob, bobKey := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, "one")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	clk.advance(10 * time.Second)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	clk.advance(30 * time.Second)
+
+	box := &recorder{}
+	if _, err := h.Resume([]byte(aliceKey), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, replayed, after := replay(t, box.take())
+	if resumed.Peer != "bob" || len(replayed) != 1 {
+		t.Fatalf("resumed %+v, replayed %+v", resumed, replayed)
+	}
+	if len(after) != 1 || after[0].Kind != proto.EvPeerAway || after[0].Peer != "bob" || after[0].Window != 90*time.Second {
+		t.Fatalf("after the replay alice was told %+v, want bob's peer_away with 90s left", after)
+	}
+	if _, err := h.Resume([]byte(bobKey), 0, true, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := box.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" {
+		t.Fatalf("alice was told %+v", ev)
+	}
+}
