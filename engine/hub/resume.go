@@ -467,12 +467,14 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 			// The messages never written are the newest before the drop:
 			// those from first to a.seq. When some came before the
 			// cutoff, every message after them is among them too, so
-			// those of them not kept are all that is missing.
+			// those of them not kept are all that is missing. Those not
+			// kept are missing even when none kept came before the
+			// cutoff: dropped for room long after they came, no loss
+			// run recalls them (noteLoss).
 			first := a.seq - min(uint64(a.unsent), a.seq) + 1
-			if i := hs.seqIndex(first); i < from {
-				from = i
-				missed = max(missed, a.unsent-(hs.seqIndex(a.seq+1)-i))
-			}
+			i := hs.seqIndex(first)
+			from = min(from, i)
+			missed = max(missed, a.unsent-(hs.seqIndex(a.seq+1)-i))
 		}
 	} else if a != nil {
 		missed = a.unsent // never written, and none kept

@@ -425,6 +425,10 @@ func TestLineResumeReplaysWhatWasNeverWritten(t *testing.T) {
 		{"unsent before the cutoff", 100 * (2 + entryCost), 7, "a3", 7, 0},
 		{"unsent not all kept", 5 * (2 + entryCost), 7, "a5", 5, 2},
 		{"unsent only recent", 100 * (2 + entryCost), 1, "b0", 2, 0},
+		// Every message was still queued; a0..a7 made room for b0, b1
+		// more than replay_recent after they came, so no loss run
+		// recalls them, and none of them is before the cutoff.
+		{"unsent dropped, none kept", 2 * (2 + entryCost), 10, "b0", 2, 8},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts := resumeOpts()
