@@ -321,8 +321,11 @@ func TestResumeWindowExpires(t *testing.T) {
 	carol := d.DialLine(t).Login("carol")
 	carol.Send("/connect " + bob.Token)
 	carol.Expect(`^! room_full: `)
+	// What bob says meanwhile is kept for alice, and when she does not
+	// come back, bob is told it never reached her.
+	bob.Say("are you there?")
 
-	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "timeout" {
+	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "timeout" || ev["undelivered"] != float64(1) {
 		t.Fatalf("bob got %v", ev)
 	}
 	if waited := time.Since(start); waited < 900*time.Millisecond {

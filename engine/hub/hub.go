@@ -970,6 +970,13 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	peer := r.other(s)
 	r.close()
 	if peer != nil {
+		if s.away != nil {
+			// s ends away: what the partner sent it since it went, and
+			// what its connection never wrote, will never reach it. The
+			// partner was let send them, so it is told, as it is of a
+			// connection that closes with messages queued.
+			undelivered += s.awayUndeliveredLocked(peer.name)
+		}
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
@@ -983,6 +990,26 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 		h.forgetRemoteLocked(r)
 	}
 	return peer
+}
+
+// awayUndeliveredLocked counts the messages from `from` that s, which is
+// away, never received: those its connection had not written when it
+// dropped, and those delivered since. One that was not kept is counted
+// whoever sent it. Hub.mu is held, and the lock of s's room.
+func (s *Session) awayUndeliveredLocked(from string) int {
+	a := s.away
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	unsent := min(uint64(a.unsent), a.seq)
+	n := int(s.seq - a.seq + unsent)
+	if hs := s.hist; hs != nil {
+		hs.each(hs.seqIndex(a.seq-unsent+1), func(_ uint64, _ time.Duration, sender string, _ proto.EventKind, _ []byte) {
+			if sender != from {
+				n--
+			}
+		})
+	}
+	return n
 }
 
 // Who tells s its name, token and partner.

@@ -1266,3 +1266,60 @@ func TestResumeToldPartnerIsAway(t *testing.T) {
 		t.Fatalf("alice was told %+v", ev)
 	}
 }
+
+// TestAwayEndTellsWhatWasNotDelivered: a session that ends while away
+// (its window ran out, the node shut down, a password login replaced
+// it) never got what its partner sent it while it was away, nor what its
+// connection had not written when it dropped. The partner is told how
+// many, as a partner is told when a connection closes with resume off,
+// rather than learn nothing of the messages it was let send.
+func TestAwayEndTellsWhatWasNotDelivered(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		end    func(h *Hub, clk *fakeClock, alice user)
+		reason proto.Reason
+	}{
+		{"window", func(_ *Hub, clk *fakeClock, _ user) { clk.advance(2 * time.Minute) }, proto.ReasonTimeout},
+		{"shutdown", func(h *Hub, _ *fakeClock, _ user) { h.CloseAway(proto.ReasonShutdown) }, proto.ReasonShutdown},
+		{"replaced", func(h *Hub, _ *fakeClock, _ user) {
+			if _, err := h.LoginReplacingAway([]byte("alice"), &recorder{}); err != nil {
+				t.Fatal(err)
+			}
+		}, proto.ReasonReplaced},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, clk := newClockedHub(resumeOpts())
+			alice, _ := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			sayEach(t, bob.Session, "read", "queued1", "queued2")
+			alice.Detach(proto.ReasonDisconnected, 2) // the queued two were never written
+			sayEach(t, bob.Session, "are you there?", "hello?", "anyone?")
+			bob.box.take()
+			c.end(h, clk, alice)
+			evs := bob.box.take()
+			if len(evs) != 1 || evs[0].Kind != proto.EvPeerLeft || evs[0].Reason != c.reason || evs[0].Count != 5 {
+				t.Fatalf("bob was told %+v, want peer_left %s with 5 undelivered", evs, c.reason)
+			}
+		})
+	}
+}
+
+// TestAwayEndCountsOnlyThePartnersMessages: the count a partner is told
+// is of its own messages, not of those a partner before it left.
+func TestAwayEndCountsOnlyThePartnersMessages(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	carol, _ := resumable(t, h, "carol")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "one", "two")
+	mustErr(t, bob.Leave(), nil)
+	pair(t, carol, alice)
+	sayEach(t, carol.Session, "three")
+	clk.advance(2 * time.Minute)
+	if ev := carol.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonTimeout || ev.Count != 1 {
+		t.Fatalf("carol was told %+v, want peer_left timeout with 1 undelivered", ev)
+	}
+}
