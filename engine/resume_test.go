@@ -343,6 +343,32 @@ func TestResumeWindowExpires(t *testing.T) {
 	}
 }
 
+// TestResumeWhilePartnerAway: both of a pair drop. The one who resumes
+// first is told, after the answer to its resume, that its partner is
+// away too, and then that it is back.
+func TestResumeWhilePartnerAway(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect("peer_away")
+	enginetest.Reset(t, bob.Conn)
+	waitFor(t, "both away", func() bool { return d.Hub.Stats().Away == 2 })
+
+	back, peer, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+	if peer != "bob" {
+		t.Fatalf("resumed connected with %q", peer)
+	}
+	back.Expect(`^\* bob lost the connection; waiting up to (?:2m|1m5\ds) for bob to come back$`)
+	enginetest.ResumeWS(t, d, bob.Key, 0)
+	back.Expect(`^\* bob is back$`)
+}
+
 // TestResumeCrossProtocol: a session begun on netcat is resumed from a
 // browser and carries on there; dropped again, it is resumed on the line
 // protocol. What is kept is messages, so each new connection's encoder
