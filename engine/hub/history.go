@@ -585,9 +585,13 @@ func (s *Session) keepLocked(h *Hub, from string, sealed bool, texts [][]byte, f
 // ageLimitLocked is when a kept message must have been delivered, at
 // the latest, to be kept still (see trimAge): resume.window before the
 // session went away, or before now while it is attached. h is s's hub.
+//
+// A session away counts the window it was given as it went, not
+// resume.window now: a reload that shortens the window or turns resume
+// off leaves it that window, and its resume what was kept for it.
 func (s *Session) ageLimitLocked(h *Hub, now time.Duration) time.Duration {
-	if s.away != nil {
-		now = s.away.since
+	if a := s.away; a != nil {
+		return a.since - (a.deadline - a.since)
 	}
 	return now - h.window()
 }

@@ -1323,3 +1323,42 @@ func TestAwayEndCountsOnlyThePartnersMessages(t *testing.T) {
 		t.Fatalf("carol was told %+v, want peer_left timeout with 1 undelivered", ev)
 	}
 }
+
+// TestReloadKeepsWhatAnAwaySessionWasGiven: a reload that turns resume
+// off, or shortens resume.window, leaves a session that is away already
+// the window it was given, and so what was kept for its resume: the
+// messages of the moments before its drop, which a line client's resume
+// replays, and all a JSON client did not acknowledge.
+func TestReloadKeepsWhatAnAwaySessionWasGiven(t *testing.T) {
+	for _, c := range []struct {
+		window  time.Duration
+		hasLast bool
+	}{
+		{0, false},
+		{5 * time.Second, true},
+	} {
+		t.Run(fmt.Sprint(c.window), func(t *testing.T) {
+			h, clk := newClockedHub(resumeOpts())
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			sayEach(t, bob.Session, "before the drop")
+			clk.advance(10 * time.Second)
+			alice.Detach(proto.ReasonDisconnected, 0)
+			opts := resumeOpts()
+			opts.ResumeWindow = c.window
+			h.SetOptions(opts)
+			clk.advance(time.Minute) // sweeps
+			sayEach(t, bob.Session, "while away")
+			box := &recorder{}
+			res, err := h.Resume([]byte(key), 0, c.hasLast, box)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, replayed, _ := replay(t, box.take())
+			if got := strings.Join(texts2(replayed), ","); got != "before the drop,while away" || res.Missed != 0 {
+				t.Fatalf("replayed %q, %d missed", got, res.Missed)
+			}
+		})
+	}
+}
