@@ -610,6 +610,14 @@ func (cn *conn) checkDeadlines() {
 			cn.end(endLoginWait)
 			return
 		}
+		if cn.held() {
+			// While its input is held (its partner reads slower than it
+			// sends, say) the server reads none of its frames, pongs
+			// included: that silence is the server's doing, not the
+			// client's. The hold ends once the reader catches up or is
+			// cut off as slow, and silence counts from then.
+			cn.ws.lastRecv = now
+		}
 		if now.Sub(cn.ws.lastRecv) > lim.IdleTimeout {
 			cn.end(endIdle)
 			return

@@ -2,13 +2,17 @@ package engine_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"duet/engine"
 	"duet/engine/enginetest"
@@ -176,5 +180,77 @@ func TestWebHeaders(t *testing.T) {
 				t.Errorf("Strict-Transport-Security = %q, want max-age=15552000 once", hsts)
 			}
 		})
+	}
+}
+
+// TestWSHeldSenderIsNotIdle: a WebSocket whose input back-pressure holds
+// (its partner reads slower than it sends) is not cut as idle, however
+// long the hold lasts: its frames, pongs included, wait unread because
+// the server stopped reading them, not because the client went quiet.
+// Once the partner reads, every message arrives and the sender is still
+// there.
+func TestWSHeldSenderIsNotIdle(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 10
+		o.Limits.PingInterval = time.Second
+		o.Limits.IdleTimeout = 2 * time.Second
+		o.Limits.SlowTimeout = time.Minute
+	})
+	alice := d.DialWS(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect("paired")
+	bob.Expect(`connected with alice`)
+
+	// alice answers pings, as a browser does, and notes a close.
+	var mu sync.Mutex
+	closed := make(chan ws.StatusCode, 1)
+	go func() {
+		for {
+			alice.Conn.SetReadDeadline(time.Now().Add(time.Minute))
+			f, err := ws.ReadFrame(alice.Conn)
+			if err != nil {
+				return
+			}
+			switch f.Header.OpCode {
+			case ws.OpPing:
+				mu.Lock()
+				_ = wsutil.WriteClientMessage(alice.Conn, ws.OpPong, f.Payload)
+				mu.Unlock()
+			case ws.OpClose:
+				code, _ := ws.ParseCloseFrameData(f.Payload)
+				closed <- code
+				return
+			}
+		}
+	}()
+	const count, size = 2000, 10_000 // 20 MB, far more than the sockets hold
+	pad := strings.Repeat("x", size)
+	go func() {
+		for i := 0; i < count; i++ {
+			b, _ := json.Marshal(map[string]string{"type": "say", "text": strconv.Itoa(i) + " " + pad})
+			mu.Lock()
+			alice.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
+			err := wsutil.WriteClientText(alice.Conn, b)
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	// bob does not read for well past limits.idle_timeout: alice is held
+	// all that while.
+	time.Sleep(6 * time.Second)
+	for i := 0; i < count; i++ {
+		if got, want := bob.Line(), "<alice> "+strconv.Itoa(i)+" "+pad; got != want {
+			t.Fatalf("line %d: got %.40q", i, got)
+		}
+	}
+	select {
+	case code := <-closed:
+		t.Fatalf("alice, held while bob did not read, was closed with %d", code)
+	default:
 	}
 }
