@@ -596,7 +596,14 @@ func (cn *conn) checkDeadlines() {
 	case stageProxy:
 		cn.checkPreamble()
 	case stageHTTP:
-		if cn.loop.since(cn.opened) > lim.HandshakeTimeout {
+		if cn.held() || cn.out.Backlog() > 0 {
+			// An answer is still being written, and requests pipelined
+			// behind it wait unread until it is (readRequest holds the
+			// connection): the next request is not late yet. A client
+			// that does not read at all is cut as a slow reader
+			// (checkBacklog).
+			cn.opened = cn.loop.stamp()
+		} else if cn.loop.since(cn.opened) > lim.HandshakeTimeout {
 			cn.end(endHeadWait)
 		}
 	case stageLine:

@@ -254,3 +254,35 @@ func TestWSHeldSenderIsNotIdle(t *testing.T) {
 	default:
 	}
 }
+
+// TestWebPipelinedAnswersWhole: a client that pipelines requests and
+// reads their answers slower than limits.handshake_timeout gets every
+// answer whole. The requests behind the answers being written wait
+// unread because the server stopped reading them (it holds a client that
+// does not read), so the time to the next request does not run out
+// meanwhile, and no answer is cut off by a 408 and a close.
+func TestWebPipelinedAnswersWhole(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.HandshakeTimeout = time.Second })
+	c := dialFrom(t, "127.0.0.1", d.WS)
+	// More than the sockets' buffers hold on their own (tcp_wmem's
+	// largest is 4 MiB by default): the daemon holds some of it.
+	const requests = 200 // 10 MB of app.js
+	go func() {
+		c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		io.WriteString(c, strings.Repeat("GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n", requests))
+	}()
+	time.Sleep(3 * time.Second) // a slow link: nothing read for a while
+	r := bufio.NewReader(c)
+	for i := 0; i < requests; i++ {
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d: status %d, %d bytes of %d: %v", i, resp.StatusCode, len(body), resp.ContentLength, err)
+		}
+	}
+}
