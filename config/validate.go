@@ -107,8 +107,8 @@ func (c *Config) Validate() error {
 		if l.MaxText > l.MaxLine {
 			bad("limits.max_text", "%d exceeds limits.max_line (%d): a full message could not be sent over TCP", l.MaxText, l.MaxLine)
 		}
-		if l.MaxText > l.MaxFrame {
-			bad("limits.max_text", "%d exceeds limits.max_frame (%d): a full message could not be sent over WebSocket", l.MaxText, l.MaxFrame)
+		if need := longestFrame(l.MaxText); need > l.MaxFrame {
+			bad("limits.max_text", "%d needs limits.max_frame of at least %d (it is %d): a full message could not be sent over WebSocket", l.MaxText, need, l.MaxFrame)
 		}
 		if l.OutboundHigh >= l.OutboundMax {
 			bad("limits.outbound_high", "%d must be below limits.outbound_max (%d), or a reader is cut off before its sender is ever paused", l.OutboundHigh, l.OutboundMax)
@@ -319,4 +319,15 @@ func (c *Config) TrustedNets() []netip.Prefix {
 		}
 	}
 	return nets
+}
+
+// longestFrame is the longest WebSocket message a browser sends for a
+// text of maxText bytes: the text sealed (docs/E2E.md), as
+// {"type":"seal","data":"..."} with as much data as the server relays,
+// which is hub.SealedLimit and longer than the text sent as a say. A
+// max_frame below it closes the sender's WebSocket (1009) for a message
+// the server would otherwise relay.
+func longestFrame(maxText int) int {
+	const seal = len(`{"type":"seal","data":""}`)
+	return seal + 4*((maxText+64+2)/3)
 }

@@ -14,8 +14,10 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/engine/hub"
 	"duet/web"
 )
 
@@ -283,6 +285,54 @@ func TestWebPipelinedAnswersWhole(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("answer %d: status %d, %d bytes of %d: %v", i, resp.StatusCode, len(body), resp.ContentLength, err)
+		}
+	}
+}
+
+// TestLongestMessagesFitAFrame: under any limits the configuration
+// accepts, a browser's longest message, a say of limits.max_text bytes
+// or its sealed form (hub.SealedLimit), fits in limits.max_frame and is
+// relayed, rather than closing the sender's WebSocket with 1009.
+func TestLongestMessagesFitAFrame(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		maxText, maxFrame int
+		accepted          bool
+	}{
+		{16 << 10, 64 << 10, true}, // the defaults
+		{49067, 64 << 10, true},    // the longest text a 64 KiB frame carries sealed
+		{49068, 64 << 10, false},
+		{64 << 10, 64 << 10, false},
+	} {
+		cfg := config.Defaults()
+		cfg.Limits.MaxText, cfg.Limits.MaxFrame = tc.maxText, tc.maxFrame
+		cfg.Limits.MaxLine = max(cfg.Limits.MaxLine, tc.maxText)
+		if err := cfg.Validate(); (err == nil) != tc.accepted {
+			t.Fatalf("max_text %d, max_frame %d: validation says %v", tc.maxText, tc.maxFrame, err)
+		} else if err != nil {
+			continue
+		}
+		d := startDaemon(t, func(o *engine.Options) { o.Limits = cfg.Limits })
+		alice := d.DialWS(t).Login("alice")
+		bob := d.DialWS(t).Login("bob")
+		bob.Connect(alice.Token)
+		alice.Expect("paired")
+		bob.Expect("paired")
+		text := strings.Repeat("a", tc.maxText)
+		data := strings.Repeat("A", int(hub.SealedLimit(tc.maxText)))
+		bob.Say(text)
+		bob.Send(map[string]string{"type": "seal", "data": data})
+		bob.Say("after")
+		ev, code, err := alice.TryNext(enginetest.Timeout)
+		if err != nil || code != 0 || ev["text"] != text {
+			t.Fatalf("max_text %d, max_frame %d: the longest say came as %.60v, close %d, %v", tc.maxText, tc.maxFrame, ev, code, err)
+		}
+		ev, code, err = alice.TryNext(enginetest.Timeout)
+		if err != nil || code != 0 || ev["data"] != data {
+			t.Fatalf("max_text %d, max_frame %d: the longest seal came as %.60v, close %d, %v", tc.maxText, tc.maxFrame, ev, code, err)
+		}
+		if text, _ := enginetest.WSMessage(t, alice); text != "after" {
+			t.Fatalf("max_text %d, max_frame %d: then %q", tc.maxText, tc.maxFrame, text)
 		}
 	}
 }
