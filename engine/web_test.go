@@ -146,6 +146,7 @@ func TestWebHeaders(t *testing.T) {
 		{"ws, not an upgrade", "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 400, false, [2]string{}},
 		{"ws, another version", strings.Replace(upgrade, "Version: 13", "Version: 8", 1) + "\r\n", 426, false,
 			[2]string{"Sec-WebSocket-Version", "13"}},
+		{"ws, another method", strings.Replace(upgrade, "GET", "POST", 1) + "\r\n", 405, false, [2]string{"Allow", "GET"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialFrom(t, "127.0.0.1", d.WS)

@@ -505,10 +505,10 @@ func etagMatches(values []string, etag string) bool {
 // 429, 431, 503) or a refused WebSocket handshake (403, 404, 405, 426,
 // 505). Its body is text, ending in one newline (added unless text has
 // it); header holds lines the status calls for, each ending in CRLF (426
-// names the WebSocket versions spoken). It says Connection: close, since
-// after such a failure the rest of the stream cannot be trusted to begin
-// a request. It carries the security block as Respond's answers do;
-// HSTS, a property of the Site, rides on those.
+// names the WebSocket versions spoken, 405 the methods allowed). It says
+// Connection: close, since after such a failure the rest of the stream
+// cannot be trusted to begin a request. It carries the security block as
+// Respond's answers do; HSTS, a property of the Site, rides on those.
 func ErrorResponse(status int, text string, header ...string) []byte {
 	b := appendStatusLine(make([]byte, 0, 512+len(text)), status)
 	for _, h := range header {

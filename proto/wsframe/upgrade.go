@@ -84,9 +84,10 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // On success resp is the 101 Switching Protocols response and err is nil.
 // On failure resp is nil and err is a *HandshakeError, to be answered
 // before closing the connection: 400 for a malformed or incomplete
-// handshake, 403 for a refused Origin, 404 for another path, 405 for a
-// method other than GET, 426 with "Sec-WebSocket-Version: 13" for a
-// version other than 13, and 505 for HTTP older than 1.1.
+// handshake, 403 for a refused Origin, 404 for another path, 405 with
+// "Allow: GET" for a method other than GET, 426 with
+// "Sec-WebSocket-Version: 13" for a version other than 13, and 505 for
+// HTTP older than 1.1.
 //
 // A subprotocol is chosen as UpgradeConfig.Subprotocols says; no
 // extension is negotiated, so frames never carry RSV bits, which Reader
@@ -200,9 +201,13 @@ func refusal(err error) *HandshakeError {
 		err = fmt.Errorf("%w: %w", ws.ErrMalformedRequest, err)
 	}
 	e := &HandshakeError{Status: rejected.StatusCode(), Reason: rejected.Error(), Err: err}
-	if errors.Is(err, ws.ErrHandshakeUpgradeRequired) {
+	switch {
+	case errors.Is(err, ws.ErrHandshakeUpgradeRequired):
 		// RFC 6455 section 4.4: name the versions the server speaks.
 		e.Header = "Sec-WebSocket-Version: 13\r\n"
+	case errors.Is(err, ws.ErrHandshakeBadMethod):
+		// RFC 9110 section 15.5.6: a 405 names the methods allowed.
+		e.Header = "Allow: GET\r\n"
 	}
 	return e
 }
