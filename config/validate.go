@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"duet/proto"
 )
 
 // Error is a configuration problem with one key. Callers print it and
@@ -323,11 +325,11 @@ func (c *Config) TrustedNets() []netip.Prefix {
 
 // longestFrame is the longest WebSocket message a browser sends for a
 // text of maxText bytes: the text sealed (docs/E2E.md), as
-// {"type":"seal","data":"..."} with as much data as the server relays,
-// which is hub.SealedLimit and longer than the text sent as a say. A
+// {"type":"seal","data":"..."} with as much data as the server relays
+// (proto.SealedLimit), which is longer than the text sent as a say. A
 // max_frame below it closes the sender's WebSocket (1009) for a message
 // the server would otherwise relay.
 func longestFrame(maxText int) int {
 	const seal = len(`{"type":"seal","data":""}`)
-	return seal + 4*((maxText+64+2)/3)
+	return seal + int(proto.SealedLimit(maxText))
 }

@@ -10,7 +10,7 @@ import (
 
 	"duet/engine"
 	"duet/engine/enginetest"
-	"duet/engine/hub"
+	"duet/proto"
 )
 
 // TestSealRelayedOpaque runs sealed frames (docs/E2E.md) through a real
@@ -46,7 +46,7 @@ func TestSealRelayedOpaque(t *testing.T) {
 	// Not base64url, or past the limit: refused, and nothing relayed.
 	bob.Send(map[string]string{"type": "seal", "data": "AQ=="})
 	bob.ExpectError("bad_message")
-	bob.Send(map[string]string{"type": "seal", "data": strings.Repeat("A", int(hub.SealedLimit(16<<10))+1)})
+	bob.Send(map[string]string{"type": "seal", "data": strings.Repeat("A", int(proto.SealedLimit(16<<10))+1)})
 	bob.ExpectError("too_long")
 
 	// Sealed frames are replayed on a resume like messages, in order.

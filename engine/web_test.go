@@ -17,7 +17,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
-	"duet/engine/hub"
+	"duet/proto"
 	"duet/web"
 )
 
@@ -292,7 +292,7 @@ func TestWebPipelinedAnswersWhole(t *testing.T) {
 
 // TestLongestMessagesFitAFrame: under any limits the configuration
 // accepts, a browser's longest message, a say of limits.max_text bytes
-// or its sealed form (hub.SealedLimit), fits in limits.max_frame and is
+// or its sealed form (proto.SealedLimit), fits in limits.max_frame and is
 // relayed, rather than closing the sender's WebSocket with 1009.
 func TestLongestMessagesFitAFrame(t *testing.T) {
 	t.Parallel()
@@ -320,7 +320,7 @@ func TestLongestMessagesFitAFrame(t *testing.T) {
 		alice.Expect("paired")
 		bob.Expect("paired")
 		text := strings.Repeat("a", tc.maxText)
-		data := strings.Repeat("A", int(hub.SealedLimit(tc.maxText)))
+		data := strings.Repeat("A", int(proto.SealedLimit(tc.maxText)))
 		bob.Say(text)
 		bob.Send(map[string]string{"type": "seal", "data": data})
 		bob.Say("after")

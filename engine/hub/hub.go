@@ -871,14 +871,14 @@ func (s *Session) hand(ev *proto.Event, texts [][]byte) {
 // message: in order with s's messages, numbered and kept for a resume
 // in the same sequence, refused with peer_away_full as a message would
 // be. The hub never reads data. It is refused, besides, with too_long
-// past SealedLimit, and with peer_cannot_decrypt when the partner's
+// past proto.SealedLimit, and with peer_cannot_decrypt when the partner's
 // connection does not speak JSON: a terminal cannot open it. It returns
 // the partner's Queue, for back-pressure, as SayAll does.
 func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 	if len(data) == 0 {
 		return nil, proto.ErrEmptyMessage
 	}
-	if int64(len(data)) > SealedLimit(int(s.hub.maxText.Load())) {
+	if int64(len(data)) > proto.SealedLimit(int(s.hub.maxText.Load())) {
 		return nil, proto.ErrTooLong
 	}
 	r := s.room.Load()
@@ -904,15 +904,6 @@ func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 	}
 	s.countSealed(len(data))
 	return peer.q, nil
-}
-
-// SealedLimit is the longest sealed frame's data, in base64url
-// characters, for a text limit of maxText bytes: the base64url of an
-// envelope 64 bytes longer than the longest text, which fits any
-// envelope of a text the server would relay in a message (an envelope
-// adds 27 bytes) and nothing much larger. 21,932 for the default 16 KiB.
-func SealedLimit(maxText int) int64 {
-	return 4 * ((int64(maxText) + 64 + 2) / 3)
 }
 
 // checkText is the check SayAll makes of a text before relaying it.

@@ -139,7 +139,7 @@ func TestSealRefusals(t *testing.T) {
 	}
 
 	// The limit: 4 * ceil((max_text + 64) / 3).
-	if got := SealedLimit(16 << 10); got != 21932 {
+	if got := proto.SealedLimit(16 << 10); got != 21932 {
 		t.Fatalf("SealedLimit(16 KiB) = %d", got)
 	}
 	dave, _, _ := speakerLogin(t, h, "dave", proto.ProtoJSON)
@@ -147,7 +147,7 @@ func TestSealRefusals(t *testing.T) {
 	if err := alice.Connect(tok(dave.Session)); err != nil {
 		t.Fatal(err)
 	}
-	limit := SealedLimit(100) // 220
+	limit := proto.SealedLimit(100) // 220
 	if _, err := alice.Seal([]byte(strings.Repeat("A", int(limit)+1))); err != proto.ErrTooLong {
 		t.Fatalf("seal over the limit: %v", err)
 	}
