@@ -127,13 +127,6 @@ func TestSlowReaderIsCut(t *testing.T) {
 // TestNetcatPipesAFile pipes a file through the real netcat binary, as a
 // user would (`nc host 7070 < file`), to a partner that reads it all.
 func TestNetcatPipesAFile(t *testing.T) {
-	nc, err := exec.LookPath("nc")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
-		}
-		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
-	}
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 
@@ -151,16 +144,8 @@ func TestNetcatPipesAFile(t *testing.T) {
 
 	in, _ := os.Open(file)
 	defer in.Close()
-	host, port, _ := strings.Cut(d.TCP, ":")
-	cmd := exec.Command(nc, "-N", host, port) // -N: shut down the socket at end of input
-	cmd.Stdin = in
 	var out strings.Builder
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	finished := pipeNetcat(t, d.TCP, in, &out)
 
 	bob.Expect(`^\* piper is connected$`)
 	pad := strings.Repeat("x", 100)
@@ -170,12 +155,7 @@ func TestNetcatPipesAFile(t *testing.T) {
 		}
 	}
 	bob.Expect(`^\* piper disconnected; `)
-	select {
-	case <-done:
-	case <-time.After(enginetest.Timeout):
-		_ = cmd.Process.Kill()
-		t.Fatal("nc did not finish")
-	}
+	finished()
 	if !strings.Contains(out.String(), "you are connected with bob") {
 		t.Fatalf("nc saw: %.300q", out.String())
 	}
@@ -186,24 +166,10 @@ func TestNetcatPipesAFile(t *testing.T) {
 // with -N. Its last line is a message like the others: at the end of
 // the client's input it ends there, and is not dropped unsaid.
 func TestNetcatPipesAFileWithoutFinalNewline(t *testing.T) {
-	nc, err := exec.LookPath("nc")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
-		}
-		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
-	}
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 
-	host, port, _ := strings.Cut(d.TCP, ":")
-	cmd := exec.Command(nc, "-N", host, port) // -N: shut down the socket at end of input
-	cmd.Stdin = strings.NewReader("/login piper\n/connect " + bob.Token + "\nfirst\nsecond, with no line feed")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	finished := pipeNetcat(t, d.TCP, strings.NewReader("/login piper\n/connect "+bob.Token+"\nfirst\nsecond, with no line feed"), io.Discard)
 
 	bob.Expect(`^\* piper is connected$`)
 	for _, want := range []string{"<piper> first", "<piper> second, with no line feed"} {
@@ -212,10 +178,32 @@ func TestNetcatPipesAFileWithoutFinalNewline(t *testing.T) {
 		}
 	}
 	bob.Expect(`^\* piper disconnected; `)
-	select {
-	case <-done:
-	case <-time.After(enginetest.Timeout):
-		_ = cmd.Process.Kill()
-		t.Fatal("nc did not finish")
+	finished()
+}
+
+// pipeNetcat runs the real netcat binary against addr, its input from
+// in, with -N (the connection's sending side shut at the end of the
+// input, as a user piping a file gives it), its output to out. The
+// function it returns waits for nc to finish, killing it after
+// enginetest.Timeout.
+func pipeNetcat(t *testing.T, addr string, in io.Reader, out io.Writer) (finished func()) {
+	t.Helper()
+	nc := netcatPath(t)
+	host, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command(nc, "-N", host, port)
+	cmd.Stdin, cmd.Stdout = in, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return func() {
+		t.Helper()
+		select {
+		case <-done:
+		case <-time.After(enginetest.Timeout):
+			_ = cmd.Process.Kill()
+			t.Fatal("nc did not finish")
+		}
 	}
 }

@@ -39,7 +39,9 @@ type netcat struct {
 	done chan error
 }
 
-func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
+// netcatPath is where the real nc is. It skips the test where nc is
+// missing, or fails it under DUET_REQUIRE_TOOLS=1 (as in CI).
+func netcatPath(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("nc")
 	if err != nil {
@@ -48,8 +50,13 @@ func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
 		}
 		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
 	}
+	return path
+}
+
+func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
+	t.Helper()
 	host, port, _ := strings.Cut(d.TCP, ":")
-	cmd := exec.Command(path, "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
+	cmd := exec.Command(netcatPath(t), "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -300,17 +307,25 @@ func TestResumeTakesOverZombie(t *testing.T) {
 	}
 }
 
+// pairLineWS logs alice in on the line protocol and bob on WebSocket,
+// and has bob connect to alice; both have been told.
+func pairLineWS(t *testing.T, d *enginetest.Daemon) (alice *enginetest.LineClient, bob *enginetest.WSClient) {
+	t.Helper()
+	alice = d.DialLine(t).Login("alice")
+	bob = d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	bob.Expect("paired")
+	alice.Expect(`^\* bob is connected$`)
+	return alice, bob
+}
+
 // TestResumeWindowExpires: a session nobody resumes within
 // resume.window ends: its partner is told timeout and is free to be
 // joined at once, its name is free, and its key is refused.
 func TestResumeWindowExpires(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = time.Second })
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	bob.Expect("paired")
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := pairLineWS(t, d)
 
 	enginetest.Reset(t, alice.Conn)
 	start := time.Now()
@@ -349,11 +364,7 @@ func TestResumeWindowExpires(t *testing.T) {
 func TestResumeWhilePartnerAway(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	bob.Expect("paired")
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := pairLineWS(t, d)
 
 	enginetest.Reset(t, alice.Conn)
 	bob.Expect("peer_away")
@@ -377,11 +388,7 @@ func TestResumeWhilePartnerAway(t *testing.T) {
 func TestResumeCrossProtocol(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	bob.Expect("paired")
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := pairLineWS(t, d)
 	bob.Say("one")
 	alice.Expect(`^<bob> one$`)
 
