@@ -356,6 +356,12 @@ func TestValidationErrors(t *testing.T) {
 		{"drain period negative", map[string]string{"DUETD_SHUTDOWN_DRAIN_PERIOD": "-1s"}, "shutdown.drain_period"},
 		{"hsts negative", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "-1s"}, "ws.hsts_max_age"},
 		{"hsts part of a second", map[string]string{"DUETD_WS_HSTS_MAX_AGE": "1500ms"}, "ws.hsts_max_age"},
+		{"origin with a path", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://chat.example.com/"}, "ws.allowed_origins"},
+		{"origin with the default port", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://chat.example.com:443"}, "ws.allowed_origins"},
+		{"origin without a scheme", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "chat.example.com"}, "ws.allowed_origins"},
+		{"origin not http", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "ws://chat.example.com"}, "ws.allowed_origins"},
+		{"origin null", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "null"}, "ws.allowed_origins"},
+		{"origin not ascii", map[string]string{"DUETD_WS_ALLOWED_ORIGINS": "https://bücher.example"}, "ws.allowed_origins"},
 		{"trusted proxy", map[string]string{"DUETD_TRUSTED_PROXIES": "10.0.0.1,10.0.0.0/33"}, "trusted_proxies"},
 		{"trusted proxy hostname", map[string]string{"DUETD_TRUSTED_PROXIES": "proxy.local"}, "trusted_proxies"},
 		{"max_line zero", map[string]string{"DUETD_LIMITS_MAX_LINE": "0"}, "limits.max_line"},
@@ -455,6 +461,7 @@ func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c.Cluster.Secret = testSecret
 	c.TrustedProxies = []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"}
 	c.WS.HSTSMaxAge = 8760 * time.Hour
+	c.WS.AllowedOrigins = []string{"https://chat.example.com", "http://localhost:8080", "https://[::1]:8443", "HTTPS://Chat.Example.COM", "https://xn--bcher-kva.example", "*"}
 	c.Resume.Window = MaxResumeWindow
 	c.Resume.ReplayRecent = MaxResumeWindow
 	c.Resume.Buffer = c.Limits.OutboundMax / 8

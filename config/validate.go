@@ -85,6 +85,11 @@ func (c *Config) Validate() error {
 	if c.Shutdown.DrainPeriod < 0 {
 		bad("shutdown.drain_period", "must be 0 (all at once) or more, got %v", c.Shutdown.DrainPeriod)
 	}
+	for _, o := range c.WS.AllowedOrigins {
+		if why := originProblem(o); why != "" {
+			bad("ws.allowed_origins", "%q %s", o, why)
+		}
+	}
 	for _, p := range c.TrustedProxies {
 		if _, err := parseNet(p); err != nil {
 			bad("trusted_proxies", "%q is neither an IP address nor a CIDR prefix", p)
@@ -332,4 +337,36 @@ func (c *Config) TrustedNets() []netip.Prefix {
 func longestFrame(maxText int) int {
 	const seal = len(`{"type":"seal","data":""}`)
 	return seal + int(proto.SealedLimit(maxText))
+}
+
+// originProblem says why o can never equal the Origin header a browser
+// sends, or "" when it can (or is "*"). A browser sends
+// scheme://host[:port]: no path, not even "/", and no port when it is the
+// scheme's own; an entry written otherwise would refuse every browser
+// with 403 and no hint of why.
+func originProblem(o string) string {
+	if o == "*" {
+		return ""
+	}
+	if strings.EqualFold(o, "null") {
+		// The opaque origin of sandboxed frames and file: pages: any of
+		// them may send it, so it names no site to trust.
+		return `is the opaque origin of sandboxed frames and file: pages, which only "*" allows`
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return `is not an origin: want scheme://host[:port] with http or https, such as "https://chat.example.com"`
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Path != "" {
+		return fmt.Sprintf("has more than an origin: a browser sends only %q", u.Scheme+"://"+u.Host)
+	}
+	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+		return fmt.Sprintf("names the scheme's own port, which a browser leaves out: write %q", u.Scheme+"://"+u.Hostname())
+	}
+	for _, r := range u.Host {
+		if r > 0x7e {
+			return "has a host that is not ASCII: a browser sends an international name in its ASCII (punycode) form, xn--..."
+		}
+	}
+	return ""
 }
