@@ -209,3 +209,48 @@ func checkDrainNotice(t *testing.T, l string) {
 		t.Fatalf("want the drain's notice, got %q", l)
 	}
 }
+
+// TestClusterDrainWithoutRedis: a node that has lost Redis cannot park
+// its sessions, so it must not tell its clients to resume them. POST
+// /drain is refused, saying why, and leaves the node as it was; SIGTERM
+// shuts the node down as a single node does, telling every user the
+// truth: the server is shutting down, and the conversation with it.
+func TestClusterDrainWithoutRedis(t *testing.T) {
+	r := enginetest.StartRedis(t)
+	p1 := startDaemon(t, "cluster:\n  redis: \""+r.URL()+"\"\n  node_id: p1\n  secret: \""+clusterSecret+"\"\n"+
+		"shutdown:\n  drain_period: 300ms\n")
+	p1.WaitReady()
+	n1 := &enginetest.Daemon{TCP: p1.TCP, Resume: true}
+	alice := n1.DialLine(t).Login("alice")
+	carol := n1.DialLine(t).Login("carol")
+	carol.Send("/connect " + alice.Token)
+	carol.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* carol is connected$`)
+
+	r.Stop()
+	p1.WaitLog(0, "lost the link to Redis")
+	resp, err := http.Post("http://"+p1.Admin+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "Redis") {
+		t.Fatalf("POST /drain without Redis: %d %q", resp.StatusCode, body)
+	}
+	if resp, err := http.Get("http://" + p1.Admin + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/readyz after a refused drain: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	carol.Send("still here")
+	alice.Expect(`^<carol> still here$`)
+
+	p1.Signal(syscall.SIGTERM)
+	alice.Expect(`^\* the server is shutting down; goodbye$`)
+	carol.Expect(`^\* the server is shutting down; goodbye$`)
+	if code := p1.WaitExit(waitLimit); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	p1.WaitLog(0, "cannot drain: not linked to Redis; shutting down instead, which ends every session")
+}

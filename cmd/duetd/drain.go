@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -33,9 +34,10 @@ type drainer struct {
 	log  *zap.Logger
 	cfg  atomic.Pointer[config.Config] // the configuration in force (a reload changes it)
 
-	once sync.Once
-	done chan struct{}
-	said string // what the drain did, once done is closed
+	mu    sync.Mutex
+	begun bool // a drain has begun; done closes when it ends
+	done  chan struct{}
+	said  string // what the drain did, once done is closed
 }
 
 func newDrainer(srv *engine.Server, node *cluster.Node, ops *operations, log *zap.Logger, cfg *config.Config) *drainer {
@@ -44,11 +46,27 @@ func newDrainer(srv *engine.Server, node *cluster.Node, ops *operations, log *za
 	return d
 }
 
+// errUnlinked refuses a drain the node cannot carry out.
+var errUnlinked = errors.New("cannot drain: not linked to Redis, so no session can be parked for another node; " +
+	"the node is left as it was (a stop ends every session, telling each user so)")
+
 // run drains the node, or waits for the drain already under way, and
 // says what it did; it returns early with ctx's error if ctx ends
-// first, the drain going on.
+// first, the drain going on. A node that is not linked to Redis is not
+// drained (errUnlinked): its parks would all fail, and every client
+// would be told to resume a session that no node will have. It stays
+// as it was, and a later drain may find Redis back.
 func (d *drainer) run(ctx context.Context) (string, error) {
-	d.once.Do(func() { go d.drain() })
+	d.mu.Lock()
+	if !d.begun {
+		if !d.node.Up() {
+			d.mu.Unlock()
+			return "", errUnlinked
+		}
+		d.begun = true
+		go d.drain()
+	}
+	d.mu.Unlock()
 	select {
 	case <-d.done:
 		return d.said, nil

@@ -173,7 +173,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", timeout))
 			d.ops.stopping()
 			if drain != nil {
-				_, _ = drain.run(context.Background())
+				if _, err := drain.run(context.Background()); err != nil {
+					// The shutdown below ends every session instead,
+					// telling each user the truth.
+					log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
+				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			err := d.srv.Shutdown(ctx)
