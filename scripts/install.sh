@@ -15,13 +15,20 @@
 #   DUETD_BINARY=path scripts/install.sh
 #                                      install this binary instead of building
 set -euo pipefail
+# DESTDIR, DUETD_BINARY and the script's own name are the caller's
+# paths: made absolute before the script moves to the clone for its own
+# files, so that a relative one means what it meant where it was run.
+absolute() { case "$1" in ""|/*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+DESTDIR=$(absolute "${DESTDIR:-}")
+DUETD_BINARY=$(absolute "${DUETD_BINARY:-}")
+self=$(absolute "$0")
 cd "$(dirname "$0")/.."
 
 dry=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run|-n) dry=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$self"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done

@@ -635,3 +635,44 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("systemd-sysusers made\n%s\n%s", passwd, group)
 	}
 }
+
+// TestInstallScriptRelativePaths: DESTDIR and DUETD_BINARY name paths
+// as the caller sees them, from wherever install.sh is run, not from
+// the clone it changes into to find its own files.
+func TestInstallScriptRelativePaths(t *testing.T) {
+	script, err := filepath.Abs("../../scripts/install.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	bin, err := os.ReadFile(duetdBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "duetd"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", script)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "DESTDIR=stage", "DUETD_BINARY=./duetd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install.sh: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(work, "stage/usr/local/bin/duetd")); err != nil {
+		t.Errorf("not staged under the caller's ./stage: %v", err)
+	}
+	if _, err := os.Stat("../../stage"); err == nil {
+		os.RemoveAll("../../stage")
+		t.Errorf("staged in the clone instead")
+	}
+	rel, err := filepath.Rel(work, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := exec.Command("bash", rel, "--help")
+	help.Dir = work
+	out, err := help.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "# Installs duetd") || !strings.HasSuffix(string(out), "instead of building\n") {
+		t.Errorf("install.sh --help run as %s: %v\n%s", rel, err, out)
+	}
+}
