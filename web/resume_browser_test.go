@@ -514,7 +514,8 @@ func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 
 // TestBrowserResumeWindowExpires: a page away for longer than the
 // server's resume window is told that its session ended, and logs in
-// afresh by itself. Its peer was told it timed out and is free.
+// afresh by itself, forgetting the ended pairing's encryption. Its peer
+// was told it timed out and is free.
 func TestBrowserResumeWindowExpires(t *testing.T) {
 	bt := startResumeTest(t, 2*time.Second)
 	start := time.Now()
@@ -550,6 +551,14 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 			&& document.getElementById('peer').textContent === 'Not connected to anyone';
 	})()`, oldToken))
 	alice.expectKeyOnlyInSessionStorage()
+	// The pairing is over, and its encryption with it: the page says
+	// nothing more about it, and keeps none of its keys.
+	if state, _ := alice.secureState(); state != "none" {
+		t.Errorf("alice's page, paired with no one, says the encryption is %q", state)
+	}
+	if kept := eval[bool](alice, `sessionStorage.getItem('duet.e2e') !== null`); kept {
+		t.Errorf("alice's page keeps the ended pairing's keys in sessionStorage")
+	}
 	// Both are free: bob connects to alice's new token.
 	bob.connectTo(eval[string](alice, `document.getElementById('token').textContent`))
 	alice.waitJS("paired anew", `document.getElementById('peer').textContent === 'Talking with bob'`)

@@ -444,6 +444,9 @@ function resumeFailed() {
   const peer = st.peer;
   const windowS = st.resume ? st.resume.windowS : 0;
   forgetResume();
+  // The pairing ended with the session: its keys go too, in memory and
+  // in sessionStorage, and #secure stops speaking of it.
+  secure.unpaired();
   closeStale();
   st.restored = false;
   st.awayNoted = false;
