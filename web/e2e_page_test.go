@@ -661,3 +661,30 @@ func TestE2EPageReloadKeepsEncryption(t *testing.T) {
 		t.Fatalf("%d plaintext messages relayed", n)
 	}
 }
+
+// TestE2EPageUnreadInTitle: while the tab is hidden, each message from
+// the partner counts in the title, "(2) duet", sealed ones as much as
+// plaintext; showing the tab again clears the count.
+func TestE2EPageUnreadInTitle(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open(bt.pageURL())
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	// Headless Chromium shows every tab; bob's is made to read as hidden,
+	// as a tab in the background does.
+	bob.do("hide the tab", chromedp.Evaluate[chromedp.Void](`Object.defineProperty(document, 'hidden', { configurable: true, get: () => true })`))
+	alice.say("are you there?")
+	alice.say("hello?")
+	bob.expectSealedMessage("theirs", "hello?")
+	if title := eval[string](bob, `document.title`); title != "(2) duet" {
+		t.Errorf("bob's hidden tab, with two sealed messages unread, is titled %q", title)
+	}
+	bob.do("show the tab", chromedp.Evaluate[chromedp.Void](`delete document.hidden; document.dispatchEvent(new Event('visibilitychange'))`))
+	bob.waitJS("the title without a count", `document.title === 'duet'`)
+}

@@ -810,10 +810,7 @@ const handlers = {
     addMessage('theirs', from, text);
     keepMessage('theirs', from, text);
     ackSoon();
-    if (document.hidden) {
-      st.unread++;
-      document.title = '(' + st.unread + ') duet';
-    }
+    noteUnread();
   },
 
   peer_left(ev) {
@@ -893,6 +890,14 @@ const handlers = {
     st.quietQuit = false;
   },
 };
+
+// noteUnread counts a message from the partner that arrived while the
+// tab is hidden, in the title, where a tab in the background shows it.
+function noteUnread() {
+  if (!document.hidden) return;
+  st.unread++;
+  document.title = '(' + st.unread + ') duet';
+}
 
 // leftReason puts a peer_left reason into words.
 function leftReason(peer, reason) {
@@ -1371,6 +1376,8 @@ const secure = createSecure({
   addMessage: (side, from, text, when) => {
     const el = addMessage(side, from, text, when);
     keepMessage(side, from, text);
+    // A sealed message counts as unread as a plaintext one does.
+    if (side === 'theirs') noteUnread();
     return el;
   },
   addMine: (text) => {
