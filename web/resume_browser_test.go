@@ -487,6 +487,15 @@ func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 	if key := alice.storedKey(); key != "" {
 		t.Errorf("after logging out offline sessionStorage still holds resume key %q", key)
 	}
+	// The pairing's keys go at once too, not only once the server is
+	// reached again, which may be never: the next person at this tab
+	// finds nothing of them, and #secure no longer speaks of the pairing.
+	if kept := eval[bool](alice, `sessionStorage.getItem('duet.e2e') !== null`); kept {
+		t.Errorf("after logging out offline sessionStorage still holds the pairing's keys")
+	}
+	if state, _ := alice.secureState(); state != "none" {
+		t.Errorf("after logging out offline the page says the encryption is %q", state)
+	}
 	proxy.restore()
 	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
 	e = bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" && len(bob.log()) > before })

@@ -1149,6 +1149,9 @@ function onLogout() {
     st.loggedIn = false;
     st.loggingIn = false;
     st.peer = '';
+    // The pairing's keys go now, as they do on bye: the server may not
+    // be reached again before the next person uses this tab.
+    secure.unpaired();
     notice('Logged out.');
     // A session away on the server is ended there too, or its peer would
     // wait out the window for someone who has left.
