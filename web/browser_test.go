@@ -727,6 +727,34 @@ func TestBrowserRoomFull(t *testing.T) {
 	}
 }
 
+// TestBrowserRoomFullByLink: a share link to someone already talking
+// gets Room is Full on Connect, and the keyboard's focus is not lost
+// with the offer that went away: it is on the token box, where the
+// person can try again.
+func TestBrowserRoomFullByLink(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob, carol := bt.newPerson("alice"), bt.newPerson("bob"), bt.newPerson("carol")
+	alice.open(bt.pageURL())
+	bob.open(bt.pageURL())
+	aliceToken := alice.login()
+	link := alice.shareLink()
+	bob.login()
+	bob.connectTo(aliceToken)
+	bob.waitPaired("alice")
+
+	carol.open(link)
+	carol.login()
+	carol.waitJS("the offer's Connect has the focus", `document.activeElement === document.getElementById('invite-accept')`)
+	carol.acceptInvite(aliceToken)
+	e := carol.expectEntry("a room_full error", func(e logEntry) bool { return e.has("notice", "error") && e.Code != "" })
+	if e.Code != "room_full" {
+		t.Fatalf("carol sees %v, want room_full", e)
+	}
+	if id := eval[string](carol, `document.activeElement.id || document.activeElement.tagName`); id != "connect-token" {
+		t.Errorf("after Room is Full the focus is on %q, want connect-token", id)
+	}
+}
+
 // TestBrowserMessagesAreText: markup in a message, from netcat or from
 // another browser, is shown as the characters it is and runs nothing.
 func TestBrowserMessagesAreText(t *testing.T) {

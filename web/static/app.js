@@ -1239,6 +1239,11 @@ function onInviteAccept() {
   if (!token || !st.loggedIn || st.peer) return;
   connectTo(token);
   render();
+  // The offer, and the button that had the focus, are hidden now: the
+  // focus goes to the token box, which holds the token, so that a
+  // keyboard user refused (room_full, say) is where to try again. Paired,
+  // it moves on to the message box.
+  ui.connectToken.focus();
 }
 
 function onInviteDismiss() {
