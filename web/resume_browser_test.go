@@ -666,3 +666,44 @@ func TestBrowserResumeAccounts(t *testing.T) {
 	alice.onlyFailedSockets()
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestBrowserResumePeerAwayFull: to a partner away for long enough that
+// the server keeps no more for them, a message is refused,
+// peer_away_full, "this one was not sent"; the page marks that message
+// as failed, as it does every message the server refuses, rather than
+// leave it shown as sent.
+func TestBrowserResumePeerAwayFull(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	bob.waitSecure("unverified")
+	talk(bob, alice, "hi alice")
+
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	for i := 1; ; i++ {
+		if i > 20 {
+			t.Fatalf("bob sent %d messages to away alice and was never told the server keeps no more%s", i-1, bob.logDump())
+		}
+		text := fmt.Sprintf("message %d while you are away", i)
+		bob.say(text)
+		bob.expectEntry("the message shown", func(e logEntry) bool { return e.has("msg", "mine") && e.Text == text })
+		bob.do("settle", chromedp.Sleep(100*time.Millisecond))
+		full := false
+		for _, e := range bob.log() {
+			full = full || e.Code == "peer_away_full"
+		}
+		if !full {
+			continue
+		}
+		for _, e := range bob.log() {
+			if e.has("msg", "mine") && e.Text == text && !e.has("failed") {
+				t.Errorf("the message refused with peer_away_full is shown as sent: %v%s", e, bob.logDump())
+			}
+		}
+		break
+	}
+	alice.onlyFailedSockets()
+}

@@ -944,7 +944,15 @@ const FRIENDLY = {
 };
 
 // Errors that follow a message we sent mean that message went nowhere.
-const SAY_ERRORS = new Set(['too_long', 'invalid_utf8', 'empty_message', 'not_paired', 'rate_limited', 'peer_cannot_decrypt']);
+const SAY_ERRORS = new Set([
+  'too_long',
+  'invalid_utf8',
+  'empty_message',
+  'not_paired',
+  'rate_limited',
+  'peer_cannot_decrypt',
+  'peer_away_full',
+]);
 
 // Errors about a token we tried to connect to.
 const TOKEN_ERRORS = new Set(['bad_token', 'unknown_token', 'self_connect']);
