@@ -10,8 +10,10 @@
 // Keys live in this module's memory and, for a reload, in sessionStorage
 // under duet.e2e (e2e.js's state, the pairing's id and whether the
 // people compared the code); nothing of them goes to the server, a
-// cookie, localStorage or the console. A link's secret lives only in
-// memory and in the link the person hands on.
+// cookie, localStorage or the console. A link's secret lives in memory,
+// in the link the person hands on and, on the page that shares it, in
+// sessionStorage under duet.e2e.link, so that a reload keeps the link
+// good for as long as its token is.
 
 import * as e2e from './e2e.js';
 
