@@ -8,6 +8,7 @@ package web_test
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -683,27 +684,145 @@ func TestBrowserResumePeerAwayFull(t *testing.T) {
 
 	proxy.cut()
 	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
-	for i := 1; ; i++ {
-		if i > 20 {
-			t.Fatalf("bob sent %d messages to away alice and was never told the server keeps no more%s", i-1, bob.logDump())
-		}
+	bob.sayUntilAwayFull()
+	alice.onlyFailedSockets()
+}
+
+// sayUntilAwayFull has p say one message after another to its away
+// partner until the server keeps no more for them and refuses one,
+// peer_away_full, and returns that message's text. The page must mark it
+// failed, as it does every message the server refuses.
+func (p *person) sayUntilAwayFull() string {
+	p.t.Helper()
+	for i := 1; i <= 20; i++ {
 		text := fmt.Sprintf("message %d while you are away", i)
-		bob.say(text)
-		bob.expectEntry("the message shown", func(e logEntry) bool { return e.has("msg", "mine") && e.Text == text })
-		bob.do("settle", chromedp.Sleep(100*time.Millisecond))
+		p.say(text)
+		p.expectEntry("the message shown", func(e logEntry) bool { return e.has("msg", "mine") && e.Text == text })
+		p.do("settle", chromedp.Sleep(100*time.Millisecond))
 		full := false
-		for _, e := range bob.log() {
+		for _, e := range p.log() {
 			full = full || e.Code == "peer_away_full"
 		}
 		if !full {
 			continue
 		}
-		for _, e := range bob.log() {
+		for _, e := range p.log() {
 			if e.has("msg", "mine") && e.Text == text && !e.has("failed") {
-				t.Errorf("the message refused with peer_away_full is shown as sent: %v%s", e, bob.logDump())
+				p.t.Errorf("%s: the message refused with peer_away_full is shown as sent: %v%s", p.name, e, p.logDump())
 			}
 		}
-		break
+		return text
 	}
+	p.t.Fatalf("%s sent 20 messages to an away partner and was never told the server keeps no more%s", p.name, p.logDump())
+	return ""
+}
+
+// shownMessage is a chat message as the person sees it: its classes
+// ("msg mine failed"), who and what, and what the style writes after
+// its meta line ("not sent" for a message refused, else none).
+type shownMessage struct {
+	Class string `json:"class"`
+	Line  string `json:"line"`
+	Mark  string `json:"mark"`
+}
+
+func (p *person) shownMessages() []shownMessage {
+	p.t.Helper()
+	return eval[[]shownMessage](p, `[...document.querySelectorAll('#log > li.msg')].map((li) => ({
+		class: li.className,
+		line: li.querySelector('.from').textContent + ': ' + li.querySelector('.text').textContent,
+		mark: getComputedStyle(li.querySelector('.meta'), '::after').content,
+	}))`)
+}
+
+// reloadAndResume reloads p's tab and waits until the page has resumed
+// its session, and shows what it kept.
+func (p *person) reloadAndResume() {
+	p.t.Helper()
+	p.do("reload", chromedp.Reload())
+	p.waitJS("the page is online", `document.getElementById('state').dataset.state === 'online'`)
+	p.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+}
+
+// expectReloadKeepsRefused reloads p's tab, on which the message refused
+// is marked failed, and checks that the reloaded page shows every message
+// as before: the refused one marked "not sent", the others as sent.
+func (p *person) expectReloadKeepsRefused(refused string) {
+	p.t.Helper()
+	before := p.shownMessages()
+	marked := 0
+	for _, m := range before {
+		if slices.Contains(strings.Fields(m.Class), "failed") {
+			marked++
+			if m.Line != msgLine("You", refused) || m.Mark != `"not sent"` {
+				p.t.Fatalf("%s: before the reload the message marked failed is %+v", p.name, m)
+			}
+		}
+	}
+	if marked != 1 {
+		p.t.Fatalf("%s: before the reload %d messages are marked failed: %+v", p.name, marked, before)
+	}
+	p.reloadAndResume()
+	after := p.shownMessages()
+	if !slices.Equal(after, before) {
+		p.t.Errorf("%s: before the reload the messages were\n  %+v\nafter it\n  %+v%s", p.name, before, after, p.logDump())
+	}
+}
+
+// TestBrowserResumeReloadKeepsRefused: a message the server refused
+// (here peer_away_full) is marked "not sent", and a reload of the tab
+// shows it so again rather than as sent, plaintext (to a terminal) and
+// sealed (to a page) alike. A copy kept by a page from before refusals
+// were kept still loads, its messages shown as sent, as they were then.
+func TestBrowserResumeReloadKeepsRefused(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+
+	// Plaintext: dave's page talks with carol's terminal, whose network
+	// fails.
+	dave := bt.newPerson("dave")
+	dave.open(bt.pageURL())
+	token := dave.login()
+	carol := bt.daemon.DialLine(t).Login("carol")
+	carol.Send("/connect " + token)
+	carol.Expect(`^\* you are connected with dave$`)
+	dave.waitPaired("carol")
+	dave.waitSecure("plain")
+	dave.say("hi carol")
+	carol.Expect(`^<dave> hi carol$`)
+	enginetest.Reset(t, carol.Conn)
+	dave.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	dave.expectReloadKeepsRefused(dave.sayUntilAwayFull())
+
+	// A copy kept without the failed field, as a page before this one
+	// kept it: written over what dave's page keeps as it goes away, after
+	// the page's own write.
+	before := dave.shownMessages()
+	dave.do("keep an old copy", chromedp.Evaluate[chromedp.Void](`window.addEventListener('pagehide', () => {
+		const data = JSON.parse(sessionStorage.getItem('duet.session'));
+		for (const m of data.kept) delete m.failed;
+		sessionStorage.setItem('duet.session', JSON.stringify(data));
+	})`))
+	dave.reloadAndResume()
+	after := dave.shownMessages()
+	if len(after) != len(before) {
+		t.Fatalf("from an old copy dave's page shows\n  %+v\nbefore the reload\n  %+v", after, before)
+	}
+	for i, m := range after {
+		if m.Line != before[i].Line || m.Class != "msg mine" || m.Mark != "none" {
+			t.Errorf("from an old copy dave's page shows %+v, before the reload %+v", m, before[i])
+		}
+	}
+
+	// Sealed: bob's page talks with alice's, whose network is cut.
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	bob.waitSecure("unverified")
+	talk(bob, alice, "hi alice")
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	bob.expectReloadKeepsRefused(bob.sayUntilAwayFull())
+	bob.waitSecure("unverified")
 	alice.onlyFailedSockets()
 }

@@ -142,7 +142,7 @@ const st = {
 
   invite: '', // a token from a share link, offered once logged in; connects only on a click
   lastOp: '', // the type of the last command sent, to tie errors to it
-  lastMine: null, // the log entry of our last message
+  lastMine: null, // our last message: { li, kept }, its log entry and its record in kept
 
   attempt: 0, // reconnects since the last good connection
   retryTimer: 0,
@@ -162,7 +162,7 @@ const st = {
   // Session resume. resume is null when the server gave no key (resume
   // is off, or no one is logged in); else what sessionStorage keeps.
   resume: null, // { key, last, windowS }
-  kept: [], // messages kept for a reload: { side, from, text, at }
+  kept: [], // messages kept for a reload: { side, from, text, at }, and failed: true if refused
   resuming: false, // a resume is sent and not yet answered
   restored: false, // the page was reloaded and showed a kept session
   peerAway: false, // the peer lost its connection and may come back
@@ -513,13 +513,16 @@ function sendQuiet(obj) {
 }
 
 // keepMessage keeps a message shown, for a reload to show again: the
-// newest KEEP_MESSAGES, within KEEP_CHARS of text.
+// newest KEEP_MESSAGES, within KEEP_CHARS of text. It returns the record
+// kept, or null when nothing is kept (resume is off).
 function keepMessage(side, from, text) {
-  if (!st.resume) return;
-  st.kept.push({ side, from, text, at: Date.now() });
+  if (!st.resume) return null;
+  const m = { side, from, text, at: Date.now() };
+  st.kept.push(m);
   st.keptChars += text.length;
   trimKept();
   saveSoon();
+  return m;
 }
 
 function trimKept() {
@@ -584,9 +587,14 @@ function restoreSession() {
     if (!m || (m.side !== 'mine' && m.side !== 'theirs') || typeof m.text !== 'string') continue;
     const from = String(m.from || '');
     const at = Number(m.at);
-    addMessage(m.side, from, m.text, Number.isFinite(at) ? new Date(at) : undefined);
-    st.kept.push({ side: m.side, from, text: m.text, at });
+    const li = addMessage(m.side, from, m.text, Number.isFinite(at) ? new Date(at) : undefined);
+    const kept = { side: m.side, from, text: m.text, at };
+    st.kept.push(kept);
     st.keptChars += m.text.length;
+    // A message the server refused is shown refused again, or the person
+    // would take it for sent. A copy kept before refusals were recorded
+    // has no failed field: its messages show as they did then.
+    if (m.failed === true && m.side === 'mine') markFailed(li, kept);
   }
   trimKept();
 }
@@ -1016,8 +1024,10 @@ function serverError(code, text) {
 
   error(code, shown);
   if ((st.lastOp === 'say' || st.lastOp === 'seal') && SAY_ERRORS.has(code) && st.lastMine) {
-    st.lastMine.classList.add('failed');
+    markFailed(st.lastMine.li, st.lastMine.kept);
     st.lastMine = null;
+    // The refusal is kept with the message, for a reload to show.
+    saveSoon();
   }
   if (st.lastOp === 'connect' && TOKEN_ERRORS.has(code)) {
     ui.connectToken.setAttribute('aria-invalid', 'true');
@@ -1107,8 +1117,7 @@ function onSend(e) {
     return;
   }
   if (!send({ type: 'say', text })) return;
-  st.lastMine = addMessage('mine', st.name, text);
-  keepMessage('mine', st.name, text);
+  addMine(text);
   ui.message.value = '';
   ui.message.focus();
 }
@@ -1309,6 +1318,22 @@ function addMessage(side, from, text, when) {
   return append(li);
 }
 
+// addMine shows a message the person sent, plaintext or sealed, and keeps
+// it; it is the one marked failed if the server's next error refuses it.
+function addMine(text) {
+  const li = addMessage('mine', st.name, text);
+  st.lastMine = { li, kept: keepMessage('mine', st.name, text) };
+  return li;
+}
+
+// markFailed marks a message of ours the server refused ("not sent", by
+// the style), in the log and in its kept record, if any, so that a
+// reload shows it refused too rather than sent.
+function markFailed(li, kept) {
+  li.classList.add('failed');
+  if (kept) kept.failed = true;
+}
+
 // notice logs a system line. opts.kind and opts.reason become data
 // attributes so that tests and styles can pick them out.
 function notice(text, opts = {}) {
@@ -1396,11 +1421,7 @@ const secure = createSecure({
     if (side === 'theirs') noteUnread();
     return el;
   },
-  addMine: (text) => {
-    st.lastMine = addMessage('mine', st.name, text);
-    keepMessage('mine', st.name, text);
-    return st.lastMine;
-  },
+  addMine,
   me: () => st.name,
   myToken: () => st.token,
   maxText: () => st.maxText,
