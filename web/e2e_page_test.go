@@ -668,11 +668,7 @@ func TestE2EPageReloadKeepsEncryption(t *testing.T) {
 func TestE2EPageUnreadInTitle(t *testing.T) {
 	bt := startBrowserTest(t)
 	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	alice.open(bt.pageURL())
-	bob.open(bt.pageURL())
-	token := alice.login()
-	bob.login()
-	bob.connectTo(token)
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
 

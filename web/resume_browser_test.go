@@ -196,6 +196,21 @@ func pair(alice, bob *person, aliceURL, bobURL string) {
 	alice.waitPaired("bob")
 }
 
+// sealedPartnerAway pairs alice's page, behind a proxy, with bob's; once
+// their talk is encrypted and bob has said hello, alice's network is cut
+// and bob is told she is away.
+func sealedPartnerAway(t *testing.T, bt *browserTest) (alice, bob *person) {
+	t.Helper()
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	bob.waitSecure("unverified")
+	talk(bob, alice, "hi alice")
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	return alice, bob
+}
+
 // talk sends each text from one to the other and waits until it arrives.
 func talk(from, to *person, texts ...string) {
 	from.t.Helper()
@@ -676,14 +691,7 @@ func TestBrowserResumeAccounts(t *testing.T) {
 func TestBrowserResumePeerAwayFull(t *testing.T) {
 	chromium := setUpBrowserTest(t)
 	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
-	bob.waitSecure("unverified")
-	talk(bob, alice, "hi alice")
-
-	proxy.cut()
-	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	alice, bob := sealedPartnerAway(t, bt)
 	bob.sayUntilAwayFull()
 	alice.onlyFailedSockets()
 }
@@ -815,13 +823,7 @@ func TestBrowserResumeReloadKeepsRefused(t *testing.T) {
 	}
 
 	// Sealed: bob's page talks with alice's, whose network is cut.
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
-	bob.waitSecure("unverified")
-	talk(bob, alice, "hi alice")
-	proxy.cut()
-	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	alice, bob := sealedPartnerAway(t, bt)
 	bob.expectReloadKeepsRefused(bob.sayUntilAwayFull())
 	bob.waitSecure("unverified")
 	alice.onlyFailedSockets()
