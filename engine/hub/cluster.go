@@ -122,6 +122,7 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 	stub := h.newStub(peerName, h.dir.Remote(node, peerKey, peerName, s.Key(), pairID))
 	r := newRoom(stub, s, pairID, stub)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node}, true)
+	s.pairedAwayLocked()
 	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
 	h.tellAwayLocked(s, stub.q)
 	return true

@@ -764,6 +764,7 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 	r := newRoom(s, target, c.PairID, nil)
 	s.room.Store(r)
 	target.room.Store(r)
+	target.pairedAwayLocked()
 	h.rooms++
 	h.pairings.Add(1)
 	// Tell the token's holder first: by the time the asker hears it is
@@ -971,7 +972,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
-		deliver(peer.q, proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: reason, Count: undelivered})
+		h.tellPeerLeftLocked(peer, s.name, reason, undelivered)
 		peer.room.Store(nil)
 	}
 	s.room.Store(nil)

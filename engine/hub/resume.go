@@ -59,6 +59,48 @@ type away struct {
 	// text is the bytes of the texts kept while away; guarded by
 	// Session.hmu.
 	text int64
+
+	// left is the end of the session's pairing while it was away, which
+	// its connection could not be told (awayQueue drops it): its resume
+	// tells it. Only the last is kept, and a pairing made meanwhile
+	// clears it, since the user comes back to the state it led to, and
+	// a peer_left after a resume that names a partner would read as
+	// that pairing's end. Guarded by Hub.mu.
+	left *PeerLeft
+}
+
+// PeerLeft is a peer_left a session was told while it was away: what
+// the event carries, kept until the session's resume tells it.
+type PeerLeft struct {
+	Peer        string
+	Reason      proto.Reason
+	Undelivered int // the session's messages that never reached Peer
+}
+
+// event is the peer_left p keeps, as it was told.
+func (p *PeerLeft) event() proto.Event {
+	return proto.Event{Kind: proto.EvPeerLeft, Peer: p.Peer, Reason: p.Reason, Count: p.Undelivered}
+}
+
+// tellPeerLeftLocked tells s that its partner, peer, is gone for
+// reason, with undelivered of s's messages never delivered; while s is
+// away, keeps it for s's resume instead. Hub.mu is held, and the lock of
+// the room that ends.
+func (h *Hub) tellPeerLeftLocked(s *Session, peer string, reason proto.Reason, undelivered int) {
+	if a := s.away; a != nil {
+		a.left = &PeerLeft{Peer: peer, Reason: reason, Undelivered: undelivered}
+		return
+	}
+	deliver(s.q, proto.Event{Kind: proto.EvPeerLeft, Peer: peer, Reason: reason, Count: undelivered})
+}
+
+// pairedAwayLocked notes that s was just paired: a pairing that ended
+// while it was away is no longer what its resume should tell. Hub.mu is
+// held.
+func (s *Session) pairedAwayLocked() {
+	if s.away != nil {
+		s.away.left = nil
+	}
 }
 
 // awayBox is the Outbox of a session while it is away: its connection
@@ -376,6 +418,13 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// above says only with whom the user is paired. Told here, the
 		// user knows why nothing comes back, and peer_back follows.
 		h.tellAwayLocked(peer, s.q)
+	}
+	if a != nil && a.left != nil && peer == nil {
+		// The pairing ended while the session was away: the answer says
+		// only that the user is paired with no one. Told here, as it
+		// would have been told live, the user learns who went, why, and
+		// how many of their messages never reached them.
+		deliver(s.q, a.left.event())
 	}
 	s.settleLocked()
 	s.hmu.Unlock()

@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/sha256"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -1360,5 +1361,138 @@ func TestReloadKeepsWhatAnAwaySessionWasGiven(t *testing.T) {
 				t.Fatalf("replayed %q, %d missed", got, res.Missed)
 			}
 		})
+	}
+}
+
+// TestResumeTellsWhoLeftWhileAway: a partner that goes while the
+// session is away is told to no connection. The resume then says, after
+// the answer and the replay, the peer_left the session would have been
+// told, with who, why and how many of the user's messages never reached
+// them, rather than only that the user is paired with no one.
+func TestResumeTellsWhoLeftWhileAway(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		end         func(t *testing.T, clk *fakeClock, bob user)
+		reason      proto.Reason
+		undelivered int
+	}{
+		{"leave", func(t *testing.T, _ *fakeClock, bob user) {
+			if err := bob.Leave(); err != nil {
+				t.Fatal(err)
+			}
+		}, proto.ReasonLeft, 0},
+		{"quit", func(_ *testing.T, _ *fakeClock, bob user) { bob.Close(proto.ReasonLeft, 0) }, proto.ReasonLeft, 0},
+		{"disconnected", func(_ *testing.T, _ *fakeClock, bob user) { bob.Close(proto.ReasonDisconnected, 3) }, proto.ReasonDisconnected, 3},
+		{"slow", func(_ *testing.T, _ *fakeClock, bob user) { bob.Close(proto.ReasonSlow, 1) }, proto.ReasonSlow, 1},
+		// bob goes away after alice, given a shorter window by a
+		// reload, and his runs out first.
+		{"timeout", func(_ *testing.T, clk *fakeClock, bob user) {
+			bob.hub.SetOptions(Options{ResumeWindow: 30 * time.Second})
+			bob.Detach(proto.ReasonDisconnected, 0)
+			clk.advance(30 * time.Second)
+		}, proto.ReasonTimeout, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, clk := newClockedHub(Options{ResumeWindow: 2 * time.Minute})
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, alice, bob)
+			alice.Detach(proto.ReasonDisconnected, 0)
+			sayEach(t, bob.Session, "where are you?")
+			clk.advance(time.Second)
+			c.end(t, clk, bob)
+
+			box := &recorder{}
+			res, err := h.Resume([]byte(key), 0, true, box)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resumed, replayed, after := replay(t, box.take())
+			if resumed.Peer != "" || len(replayed) != 1 {
+				t.Fatalf("resumed %+v, replayed %+v", resumed, replayed)
+			}
+			want := proto.Event{Kind: proto.EvPeerLeft, Peer: "bob", Reason: c.reason, Count: c.undelivered}
+			if len(after) != 1 || !reflect.DeepEqual(after[0], want) {
+				t.Fatalf("after the replay alice was told %+v, want %+v", after, want)
+			}
+			// Told once: the next resume has nothing more to say.
+			res.Session.Detach(proto.ReasonDisconnected, 0)
+			box = &recorder{}
+			if _, err := h.Resume([]byte(resumed.ResumeKey), 1, true, box); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, after := replay(t, box.take()); len(after) != 0 {
+				t.Fatalf("a second resume told %+v", after)
+			}
+		})
+	}
+}
+
+// TestResumeTellsOnlyTheLastPairingsEnd: what a resume tells of a
+// pairing that ended while the session was away is the state the user
+// comes back to. A pairing made after it (someone connected to the
+// token) is what the answer names, and no peer_left of the earlier one
+// follows, which would read as the end of the new one; when that one
+// ends too, its end is what is told.
+func TestResumeTellsOnlyTheLastPairingsEnd(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	carol, _ := resumable(t, h, "carol")
+	dave, _ := resumable(t, h, "dave")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Close(proto.ReasonLeft, 0)
+	if err := carol.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	res, err := h.Resume([]byte(key), 0, true, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed, _, after := replay(t, box.take())
+	if resumed.Peer != "carol" || len(after) != 0 {
+		t.Fatalf("resumed %+v, then %+v; want carol, and nothing of bob", resumed, after)
+	}
+
+	// Away again: carol goes, dave connects and goes too.
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	carol.Close(proto.ReasonDisconnected, 2)
+	if err := dave.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	box = &recorder{}
+	if _, err := h.Resume([]byte(resumed.ResumeKey), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, _, after = replay(t, box.take())
+	want := proto.Event{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft}
+	if resumed.Peer != "" || len(after) != 1 || !reflect.DeepEqual(after[0], want) {
+		t.Fatalf("resumed %+v, then %+v; want dave's peer_left alone", resumed, after)
+	}
+}
+
+// TestResumeAfterALiveLeaveTellsNothingMore: a peer_left the session's
+// connection was told is not told again by a later resume.
+func TestResumeAfterALiveLeaveTellsNothingMore(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	bob.Close(proto.ReasonLeft, 0)
+	if ev := alice.box.last(t); ev.Kind != proto.EvPeerLeft {
+		t.Fatalf("alice was told %+v", ev)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, after := replay(t, box.take()); len(after) != 0 {
+		t.Fatalf("after the resume alice was told %+v", after)
 	}
 }
