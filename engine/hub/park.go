@@ -56,6 +56,9 @@ type Parked struct {
 	History []ParkedMessage // oldest first
 	Loss    []ParkedLoss    // messages dropped from the history for room lately
 	Pair    *ParkedPair     // nil when not paired
+	// Left is the peer_left the session was told while away, which its
+	// resume tells (away.left); nil when none.
+	Left *PeerLeft
 }
 
 // ParkedMessage is one message kept for a session's resume.
@@ -255,6 +258,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		}
 		p.WindowLeft = max(a.deadline-now, 0)
 		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.text, a.unsent
+		p.Left = a.left
 	} else {
 		p.Attached, p.WindowLeft = true, window
 		p.AwaySeq = s.seq
@@ -377,7 +381,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
 		gen: p.Gen + 1, q: awayQueue}
-	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent}
+	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left}
 	s.hmu.Lock()
 	s.seq = p.Seq
 	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {

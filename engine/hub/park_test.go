@@ -49,6 +49,21 @@ func TestParkedRoundTrip(t *testing.T) {
 		Loss: []ParkedLoss{{Last: 30, Count: 5, MinAge: 9 * time.Second, MaxAge: 8 * time.Second}},
 		Pair: &ParkedPair{ID: 1 << 50, PeerKey: "bob", PeerName: "Bob", PeerNode: "b#0011223344556677"},
 	}
+	roundTrip(t, p)
+	left := *p
+	left.Pair, left.Left = nil, &PeerLeft{Peer: "Carol", Reason: proto.ReasonLinkLost, Undelivered: 7}
+	roundTrip(t, &left)
+	bad := *p
+	bad.Key = "bob"
+	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
+		t.Fatal("a key that is not the folded name parsed")
+	}
+}
+
+// roundTrip checks that p survives being written down and read back,
+// and that no part of what is written parses alone.
+func roundTrip(t *testing.T, p *Parked) {
+	t.Helper()
 	b := p.AppendBinary(nil)
 	got, err := ParseParked(b)
 	if err != nil {
@@ -65,10 +80,72 @@ func TestParkedRoundTrip(t *testing.T) {
 	if _, err := ParseParked(append(b, 0)); err == nil {
 		t.Fatal("a trailing byte parsed")
 	}
-	bad := *p
-	bad.Key = "bob"
-	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
-		t.Fatal("a key that is not the folded name parsed")
+}
+
+// TestParkedVersions: a Parked that carries no peer_left is written as
+// version 1, which a node not yet upgraded reads, so a rolling restart
+// moves sessions both ways; only one that carries one needs version 2.
+// Version 1 as it was written before version 2 existed still reads.
+func TestParkedVersions(t *testing.T) {
+	p := &Parked{Name: "Bo", Key: "bo", Seq: 3, AwaySeq: 2, History: []ParkedMessage{{Seq: 3, From: "x", Text: []byte("t")}}}
+	if b := p.AppendBinary(nil); b[2] != 1 {
+		t.Fatalf("without a peer_left, version %d", b[2])
+	}
+	p.Left = &PeerLeft{Peer: "x", Reason: proto.ReasonLeft}
+	if b := p.AppendBinary(nil); b[2] != 2 {
+		t.Fatalf("with a peer_left, version %d", b[2])
+	}
+	// Written by the version 1 codec.
+	v1 := []byte("DP\x01\x02Bo\x02bo" + strings.Repeat("\x00", 16+32) + "\x00\x03\x00\x00\x00\x02\x00\x00\x01\x03\x00\x01x\x00\x01t\x00\x00")
+	got, err := ParseParked(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Left = nil
+	if !reflect.DeepEqual(got, p) {
+		t.Fatalf("got %+v\nwant %+v", got, p)
+	}
+	// Version 2 always carries one, and nothing newer reads.
+	for _, b := range [][]byte{
+		append([]byte("DP\x02"), v1[3:]...),
+		append([]byte("DP\x03"), v1[3:]...),
+	} {
+		if _, err := ParseParked(b); err == nil {
+			t.Fatalf("%q parsed", b[:3])
+		}
+	}
+}
+
+// TestParkedKeepsWhoLeftWhileAway: a session that moves (to the next
+// process, or another node) takes with it the peer_left it was told
+// while away, and its resume there tells it.
+func TestParkedKeepsWhoLeftWhileAway(t *testing.T) {
+	h1, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	bob, _ := resumable(t, h1, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Close(proto.ReasonDisconnected, 4)
+	var back []*Parked
+	for _, p := range h1.Snapshot() {
+		q, err := ParseParked(p.AppendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		back = append(back, q)
+	}
+	h2, _ := newClockedHub(resumeOpts())
+	if n := h2.Restore(back); n != 1 {
+		t.Fatalf("restored %d", n)
+	}
+	box := &recorder{}
+	if _, err := h2.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, _, after := replay(t, box.take())
+	want := proto.Event{Kind: proto.EvPeerLeft, Peer: "bob", Reason: proto.ReasonDisconnected, Count: 4}
+	if resumed.Peer != "" || len(after) != 1 || !reflect.DeepEqual(after[0], want) {
+		t.Fatalf("resumed %+v, then %+v; want %+v", resumed, after, want)
 	}
 }
 
@@ -76,6 +153,7 @@ func FuzzParseParked(f *testing.F) {
 	f.Add((&Parked{Name: "a", Key: "a"}).AppendBinary(nil))
 	f.Add((&Parked{Name: "Bo", Key: "bo", Seq: 3, History: []ParkedMessage{{Seq: 3, From: "x", Text: []byte("t")}},
 		Pair: &ParkedPair{ID: 9, PeerKey: "x", PeerName: "X"}}).AppendBinary(nil))
+	f.Add((&Parked{Name: "c", Key: "c", Left: &PeerLeft{Peer: "Dd", Reason: proto.ReasonTimeout, Undelivered: 2}}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseParked(b)
 		if err != nil {

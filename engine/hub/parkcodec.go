@@ -11,20 +11,31 @@ import (
 // A Parked written down, to travel between nodes (sealed by the
 // cluster) or to wait in a file for the next process:
 //
-//	parked  = "DP" version:byte str(name) str(key) token:16 resume:32
+//	parked  = "DP" 1 body | "DP" 2 body left
+//	body    = str(name) str(key) token:16 resume:32
 //	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
 //	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
 //	          uvarint(count) message* uvarint(count) loss* pair
-//	message = uvarint(seq) varint(age) str(from) str(text)
+//	message = uvarint(seq) varint(age) str(from) sealed:byte str(text)
 //	loss    = uvarint(last) uvarint(count) varint(minage) varint(maxage)
 //	pair    = 0 | 1 uvarint(id) str(peerkey) str(peername) str(peernode)
+//	left    = str(peer) str(reason) uvarint(undelivered)
 //	str     = uvarint(len) bytes
 //
-// Durations are in nanoseconds; flags' bit 0 is Attached. A message
-// queued for a parked session travels on its own: its text, from the
-// session's partner.
+// Durations are in nanoseconds; flags' bit 0 is Attached; sealed is 1
+// for a sealed frame, else 0. A message queued for a parked session
+// travels on its own: its text, from the session's partner.
+//
+// Version 2 is version 1 with the peer_left the session was told while
+// away (Parked.Left). A Parked without one is written as version 1, so
+// that a node not yet upgraded, which reads only version 1, still takes
+// up every session that does not need more, during a rolling restart
+// and from a state file; version 1 reads as a Parked without Left.
 
-const parkedVersion = 1
+const (
+	parkedVersion1 = 1
+	parkedVersion2 = 2 // with Left
+)
 
 // ErrBadParked is the error of a Parked that cannot be read.
 var ErrBadParked = errors.New("hub: malformed parked session")
@@ -35,7 +46,11 @@ const maxParkedString = 1 << 10
 
 // AppendBinary appends p, written down, to dst.
 func (p *Parked) AppendBinary(dst []byte) []byte {
-	dst = append(dst, 'D', 'P', parkedVersion)
+	version := byte(parkedVersion1)
+	if p.Left != nil {
+		version = parkedVersion2
+	}
+	dst = append(dst, 'D', 'P', version)
 	dst = appendPStr(dst, p.Name)
 	dst = appendPStr(dst, p.Key)
 	dst = append(dst, p.Token[:]...)
@@ -72,13 +87,20 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, int64(l.MaxAge))
 	}
 	if p.Pair == nil {
-		return append(dst, 0)
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 1)
+		dst = binary.AppendUvarint(dst, p.Pair.ID)
+		dst = appendPStr(dst, p.Pair.PeerKey)
+		dst = appendPStr(dst, p.Pair.PeerName)
+		dst = appendPStr(dst, p.Pair.PeerNode)
 	}
-	dst = append(dst, 1)
-	dst = binary.AppendUvarint(dst, p.Pair.ID)
-	dst = appendPStr(dst, p.Pair.PeerKey)
-	dst = appendPStr(dst, p.Pair.PeerName)
-	return appendPStr(dst, p.Pair.PeerNode)
+	if p.Left == nil {
+		return dst
+	}
+	dst = appendPStr(dst, p.Left.Peer)
+	dst = appendPStr(dst, string(p.Left.Reason))
+	return binary.AppendUvarint(dst, uint64(p.Left.Undelivered))
 }
 
 // ParseParked reads a Parked that AppendBinary wrote. It checks what it
@@ -87,7 +109,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 // on anything else, extra bytes included.
 func ParseParked(b []byte) (*Parked, error) {
 	r := pReader{b: b}
-	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] != parkedVersion {
+	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] != parkedVersion1 && b[2] != parkedVersion2 {
 		return nil, ErrBadParked
 	}
 	r.b = b[3:]
@@ -142,6 +164,15 @@ func ParseParked(b []byte) (*Parked, error) {
 		p.Pair = &ParkedPair{ID: r.uvarint(), PeerKey: r.str(), PeerName: r.str(), PeerNode: r.str()}
 	default:
 		r.fail()
+	}
+	if b[2] == parkedVersion2 {
+		l := &PeerLeft{Peer: r.str(), Reason: proto.Reason(r.str())}
+		if u := r.uvarint(); u <= 1<<31 {
+			l.Undelivered = int(u)
+		} else {
+			r.fail()
+		}
+		p.Left = l
 	}
 	if r.bad || len(r.b) != 0 || !proto.ValidName([]byte(p.Name)) || fold(p.Name) != p.Key || p.AwaySeq > p.Seq {
 		return nil, ErrBadParked
