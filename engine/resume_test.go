@@ -380,6 +380,49 @@ func TestResumeWhilePartnerAway(t *testing.T) {
 	back.Expect(`^\* bob is back$`)
 }
 
+// TestResumeTellsWhoLeftWhileAway: the partner goes while the session
+// is away. The resume says, after its answer and replay, the peer_left
+// the user would have been told live, as a live one is written, on
+// either protocol: who went and why, not only that the user is paired
+// with no one.
+func TestResumeTellsWhoLeftWhileAway(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+
+	// On the line protocol: bob, on a browser, quits.
+	alice, bob := pairLineWS(t, d)
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect("peer_away")
+	bob.Say("are you there?")
+	taken(t, d, 1)
+	bob.Send(map[string]any{"type": "quit"})
+	bob.Expect("bye")
+	waitFor(t, "bob's logout", func() bool { return d.Hub.Stats().Pairs == 0 })
+	back, peer, replayed, _ := enginetest.ResumeLine(t, d, alice.Key)
+	if peer != "" || strings.Join(replayed, "|") != "<bob> are you there?" {
+		t.Fatalf("resumed with %q, replayed %q", peer, replayed)
+	}
+	back.Expect(`^\* bob left; you are free to be joined again$`)
+
+	// On WebSocket: carol, on netcat, ends her input.
+	dave := d.DialWS(t).Login("dave")
+	carol := d.DialLine(t).Login("carol")
+	carol.Send("/connect " + dave.Token)
+	carol.Expect(`^\* you are connected with dave$`)
+	dave.Expect("paired")
+	enginetest.Reset(t, dave.Conn)
+	carol.Expect(`^\* dave lost the connection; `)
+	closeWrite(t, carol.Conn)
+	waitFor(t, "carol's logout", func() bool { return d.Hub.Stats().Pairs == 0 })
+	web, ev := enginetest.ResumeWS(t, d, dave.Key, 0)
+	if _, paired := ev["peer"]; paired {
+		t.Fatalf("resumed %v", ev)
+	}
+	if left := web.Expect("peer_left"); len(left) != 3 || left["peer"] != "carol" || left["reason"] != "disconnected" {
+		t.Fatalf("after the resume dave got %v", left)
+	}
+}
+
 // TestResumeCrossProtocol: a session begun on netcat is resumed from a
 // browser and carries on there; dropped again, it is resumed on the line
 // protocol. What is kept is messages, so each new connection's encoder
