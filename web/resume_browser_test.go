@@ -437,6 +437,47 @@ func TestBrowserResumeNetworkDrop(t *testing.T) {
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 
+// TestBrowserResumeToldWhoLeftWhileAway: the peer leaves while the
+// page's network is down. Back, the page says once, in the peer_left
+// notice the server tells after the resume, who left and why, as it
+// would have been told live, and not a generic "ended while you were
+// away" beside it.
+func TestBrowserResumeToldWhoLeftWhileAway(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(alice, bob, "back in a minute")
+	since := len(alice.log())
+
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	bob.do("leave", chromedp.Click(chromedp.ID("leave")))
+	bob.expectEntry("a left notice", func(e logEntry) bool { return e.Kind == "left" })
+	proxy.restore()
+
+	e := alice.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if e.Reason != "left" || e.Text != "While you were away, bob left the conversation." {
+		t.Errorf("alice is told %v%s", e, alice.logDump())
+	}
+	alice.expectConversation([]string{msgLine("You", "back in a minute")})
+	alice.expectUnpaired("bob left", since)
+	// Past the moment the page would have said it by itself.
+	alice.do("wait", chromedp.Sleep(3500*time.Millisecond))
+	ends := 0
+	for _, e := range alice.log() {
+		if e.Kind == "peer_left" || strings.Contains(e.Text, "ended while you were away") {
+			ends++
+		}
+		if e.Kind == "resumed" && e.Text != "Reconnected." {
+			t.Errorf("alice is told %v", e)
+		}
+	}
+	if ends != 1 {
+		t.Errorf("alice is told %d times that the conversation ended%s", ends, alice.logDump())
+	}
+}
+
 // TestBrowserResumeLeaveIsNotADrop: leaving a conversation and logging
 // out are told to the peer at once as leaving, never as a connection
 // lost, and logging out forgets the resume key. Logging out while the

@@ -175,6 +175,10 @@ const st = {
   leaveKey: '', // the key of a session to end on the next socket: logged out while offline
   quietQuit: false, // that session is being ended; its frames are not shown
   awayNoted: false, // the log says the page is reconnecting
+  // A resume found no pairing: the peer_left the server tells next is
+  // of one that ended while away; timer is the fallback that says so if
+  // none comes (endedAway).
+  endedAway: null, // { timer }
 
   unread: 0,
 };
@@ -424,10 +428,10 @@ function resumed(ev) {
   } else if (st.peer) {
     text = 'Reconnected. ' + st.peer + ' connected to you while you were away.';
     kind = 'paired';
-  } else if (before) {
-    text = 'Reconnected. Your conversation with ' + before + ' ended while you were away.';
-    kind = 'peer_left';
   } else {
+    // A pairing that ended while away is told by the peer_left that
+    // follows the replay, with who went, why, and what of ours never
+    // reached them: that notice says it, not this one.
     text = 'Reconnected.';
   }
   const missed = Number(ev.missed) || 0;
@@ -435,6 +439,30 @@ function resumed(ev) {
     text += ' ' + missed + (missed === 1 ? ' message' : ' messages') + ' sent to you could not be kept, and are lost.';
   }
   notice(text, { kind });
+  clearEndedAway();
+  if (!st.peer) endedAway(before);
+}
+
+// endedAway notes that a resume found no pairing, where the page showed
+// one with before ('' for none): the server tells how it ended right
+// after the replay. Should no peer_left come (a pairing the server could
+// not keep, say), the page still says it ended rather than drop it
+// without a word.
+function endedAway(before) {
+  const e = { timer: 0 };
+  if (before) {
+    e.timer = setTimeout(() => {
+      if (st.endedAway !== e) return;
+      st.endedAway = null;
+      notice('Your conversation with ' + before + ' ended while you were away.', { kind: 'peer_left' });
+    }, 3000);
+  }
+  st.endedAway = e;
+}
+
+function clearEndedAway() {
+  if (st.endedAway) clearTimeout(st.endedAway.timer);
+  st.endedAway = null;
 }
 
 // resumeFailed handles a resume refused: the window ran out (or the key
@@ -795,6 +823,7 @@ const handlers = {
 
   paired(ev) {
     st.peer = String(ev.peer || '');
+    clearEndedAway();
     st.peerAway = false;
     saveSoon();
     st.invite = '';
@@ -824,6 +853,11 @@ const handlers = {
   peer_left(ev) {
     const peer = String(ev.peer || st.peer || 'Your peer');
     let text = leftReason(peer, String(ev.reason || ''));
+    if (st.endedAway) {
+      // Told after a resume: it happened while the page was away.
+      text = 'While you were away, ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
+      clearEndedAway();
+    }
     const n = Number(ev.undelivered) || 0;
     if (n > 0) text += ' ' + n + (n === 1 ? ' message' : ' messages') + ' you sent did not reach them.';
     notice(text, { kind: 'peer_left', reason: ev.reason });
@@ -879,6 +913,7 @@ const handlers = {
   },
 
   bye() {
+    clearEndedAway();
     // The server ended the session on purpose (we quit, or our account was
     // taken over elsewhere, or another tab resumed it): do not log back
     // in or resume by ourselves.
