@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,7 +187,9 @@ func TestRunIdle(t *testing.T) {
 			}
 		}
 	}()
+	before, start := processCPU(t), time.Now()
 	rep, err := Run(context.Background(), cfg)
+	runShare := (processCPU(t) - before).Seconds() / time.Since(start).Seconds()
 	close(done)
 	if err != nil {
 		t.Fatal(err)
@@ -201,8 +204,12 @@ func TestRunIdle(t *testing.T) {
 	if h == nil || h.Ops != 10 || h.Seconds < 0.3 || h.Seconds > 3 {
 		t.Fatalf("hold: %+v", h)
 	}
-	if share := h.IdleCPUShare(); share < 0.5 || share > float64(runtime.NumCPU())+0.5 {
-		t.Errorf("a server spinning a CPU through the hold used %.2f of one", share)
+	// The spinner gets what the machine leaves it (other packages' tests
+	// share its cores), so the hold's reading is held to what this
+	// process was measured to use over the whole run, by getrusage: the
+	// spinner dominates both, so they agree within a factor of two.
+	if share := h.IdleCPUShare(); share < runShare/2 || share > float64(runtime.NumCPU())+0.5 {
+		t.Errorf("a server spinning a CPU through the hold used %.2f of one, where getrusage says %.2f over the run", share, runShare)
 	}
 	if h.IdleSwitchesPerSecond() != float64(h.ContextSwitches)/h.Seconds {
 		t.Errorf("switches per second %v, from %d in %vs", h.IdleSwitchesPerSecond(), h.ContextSwitches, h.Seconds)
@@ -530,4 +537,14 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("cancelled run took %v", took)
 	}
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
