@@ -299,13 +299,21 @@ func withDefaultLimits(l config.Limits) config.Limits {
 
 // Start binds the listeners and runs the engine in the background. It
 // returns once every listener accepts connections, or with the error
-// that stopped it.
+// that stopped it. Accounts mode on a hub in cluster mode is refused.
 //
 // A listener given port 0 gets the port the kernel chose for a probe
 // (probeListen), which something else may take before gnet binds it: a
 // connection made meanwhile may be given it as its own port. Start then
 // chooses again, twice at most.
 func (s *Server) Start() error {
+	if s.logins != nil && s.hub.Clustered() {
+		// A cluster node carries a login to the directory off the loop
+		// (offLoop), by name alone, as in open mode: no password would
+		// be checked. The configuration refuses the pair; so does the
+		// engine, for a hub put in cluster mode after New (duetd joins
+		// the cluster between New and Start).
+		return errors.New("engine: accounts mode is not supported on a cluster node")
+	}
 	tcp, web := s.opts.TCPListen, s.opts.WSListen
 	for attempt := 1; ; attempt++ {
 		err := s.start()

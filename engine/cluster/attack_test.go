@@ -20,7 +20,12 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"duet/config"
+	"duet/engine"
+	"duet/engine/auth"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
+	"duet/engine/hub"
 )
 
 // redisSpy is someone with access to the Redis server: it sees every
@@ -644,4 +649,57 @@ func TestRestartUnderSameID(t *testing.T) {
 	bob2.Expect(`^<alice> welcome back$`)
 	bob2.Send("thanks")
 	alice.Expect(`^<bob> thanks$`)
+}
+
+// TestAccountsRefusedOnAClusterNode: the commands that need the
+// directory (a login among them) are carried out off the event loop, and
+// that path logs in by name, as open mode does: an engine in accounts
+// mode on a cluster node would let anyone log in as any account, with no
+// password or a wrong one. The configuration refuses the pair
+// (auth.mode with cluster.redis); the engine refuses it too, for whoever
+// builds one without the configuration. Should it ever start, the attack
+// must still fail.
+func TestAccountsRefusedOnAClusterNode(t *testing.T) {
+	r := startRedis(t)
+	h := hub.New(hub.Options{})
+	n := joinTestNode(t, r, "a", h, nil)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	accounts, err := auth.Load(authtest.Users(t, "alice", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.New(engine.Options{
+		TCPListen: "127.0.0.1:0",
+		Limits:    config.Defaults().Limits,
+		Hub:       h,
+		AuthMode:  "accounts",
+		Auth:      engine.AuthOptions{Accounts: accounts},
+	})
+	if err == nil {
+		if err = srv.Start(); err == nil {
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(ctx)
+			})
+		}
+	}
+	if err != nil {
+		if !strings.Contains(err.Error(), "accounts") {
+			t.Fatalf("refused, but not for accounts mode: %v", err)
+		}
+		return
+	}
+	d := &enginetest.Daemon{Server: srv, Hub: h, TCP: srv.TCPAddr().String()}
+	for _, login := range []string{"/login alice", "/login alice wrong password"} {
+		c := d.DialLine(t)
+		c.Send(login)
+		if got := c.Line(); !strings.HasPrefix(got, "! auth_failed: ") {
+			t.Errorf("%q on a cluster node in accounts mode: %q", login, got)
+		}
+	}
 }
