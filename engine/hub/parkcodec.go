@@ -8,8 +8,8 @@ import (
 	"duet/proto"
 )
 
-// A Parked written down, to travel between nodes (sealed by the
-// cluster) or to wait in a file for the next process:
+// A Parked written down, to travel between nodes, sealed by the
+// cluster:
 //
 //	parked  = "DP" 1 body | "DP" 2 body left
 //	body    = str(name) str(key) token:16 resume:32
@@ -29,8 +29,8 @@ import (
 // Version 2 is version 1 with the peer_left the session was told while
 // away (Parked.Left). A Parked without one is written as version 1, so
 // that a node not yet upgraded, which reads only version 1, still takes
-// up every session that does not need more, during a rolling restart
-// and from a state file; version 1 reads as a Parked without Left.
+// up every session that does not need more during a rolling restart;
+// version 1 reads as a Parked without Left.
 
 const (
 	parkedVersion1 = 1
