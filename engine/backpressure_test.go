@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,6 +206,81 @@ func pipeNetcat(t *testing.T, addr string, in io.Reader, out io.Writer) (finishe
 		case <-time.After(enginetest.Timeout):
 			_ = cmd.Process.Kill()
 			t.Fatal("nc did not finish")
+		}
+	}
+}
+
+// TestBackPressureWakesEverySender: two senders wait on one reader's
+// queue: its partner, and the reader itself, which asks for help again
+// and again without reading the answers. As the reader catches up both
+// are woken, the reader first (it waited first); it reads more of its
+// own commands and fills its queue again before its partner looks. The
+// partner must then wait for the next catch-up, not forever: every
+// line it sent still arrives.
+func TestBackPressureWakesEverySender(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Loops = 1 // the wakes run one after the other, in the order the senders waited
+		// Marks above what the sockets hold: the reader's queue is down
+		// to the low mark while its socket is still full, so what the
+		// first woken adds stays queued when the second looks.
+		o.Limits.OutboundHigh = 1 << 20
+		o.Limits.OutboundMax = 256 << 20
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
+	})
+	alice := d.DialLine(t).Login("alice")
+	// bob's socket holds little, and he reads a little at a time.
+	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	raw, err := dialer.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	bob := &lineConn{t: t, c: raw, r: bufio.NewReaderSize(raw, 4<<10), resume: d.Resume}
+	bob.expect(`^\* welcome`)
+	bob.login("bob")
+	bob.send("/connect " + alice.Token)
+	alice.Expect(`is connected`)
+	bob.expect(`connected with alice`)
+
+	// bob does not read: the answers to his commands fill his queue, and
+	// he is held for his own replies.
+	const asks = 10000
+	go func() {
+		bob.c.SetWriteDeadline(time.Now().Add(time.Minute))
+		_, _ = bob.c.Write([]byte(strings.Repeat("/help\n", asks)))
+	}()
+	time.Sleep(500 * time.Millisecond)
+	// alice talks to him, and is held behind his queue too.
+	const lines = 3000
+	go func() {
+		alice.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
+		_ = numberedLines(alice.Conn, "alice", lines, 100)
+	}()
+	time.Sleep(500 * time.Millisecond)
+
+	// bob reads, at a slow reader's pace.
+	pad := strings.Repeat("x", 100)
+	for got, n := 0, 0; got < lines; n++ {
+		l, err := bob.read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("bob got %d of alice's %d lines, then: %v", got, lines, err)
+		}
+		if strings.HasPrefix(l, "<alice> ") {
+			if want := "<alice> alice " + strconv.Itoa(got) + " " + pad; l != want {
+				t.Fatalf("line %d: got %.60q", got, l)
+			}
+			got++
+		}
+		if n%64 == 0 {
+			time.Sleep(time.Millisecond)
 		}
 	}
 }

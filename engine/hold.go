@@ -68,7 +68,15 @@ func (cn *conn) release() bool {
 	h := &cn.flow.hold
 	switch h.why {
 	case holdBackpressure:
-		if h.on.(hub.Queue).Backlog() > cn.loop.srv.marks().Low() && !cn.heldInputOverflows() {
+		// A wait is woken once (hub.Queue.Wait), when the reader is down
+		// to the low mark; whoever ran before this on the wake (the
+		// reader itself, reading commands whose replies it has not read)
+		// may have filled it again since. So a connection that finds the
+		// reader behind waits again: else no wake would ever come, and
+		// its input would never be read again. Between the marks it goes
+		// on reading, and pauses again past the high mark (backPressure).
+		q := h.on.(hub.Queue)
+		if q.Backlog() > cn.loop.srv.marks().Low() && !cn.heldInputOverflows() && q.Wait(cn) {
 			return false
 		}
 		*h = inputHold{}

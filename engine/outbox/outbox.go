@@ -422,8 +422,9 @@ func (o *Outbox) Overflowing() bool { return o.backlog.Load() > o.owner.Marks().
 // Wait implements hub.Queue: if the backlog is past the high mark, it
 // registers w to be woken once the backlog is down to the low mark, or
 // the Outbox closes, and reports true: w should pause until then. Each
-// registration is woken once, so a sender that is paused should not ask
-// again.
+// registration is woken once. A waiter already registered is not
+// registered again: a paused sender asks again whenever it finds the
+// reader still behind (woken or not yet), and is woken once all the same.
 func (o *Outbox) Wait(w hub.Waiter) bool {
 	high := o.owner.Marks().High
 	if o.backlog.Load() <= high {
@@ -435,6 +436,11 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 		return false
 	}
 	sd := o.sideLocked()
+	for _, x := range sd.waiters {
+		if x == w {
+			return true
+		}
+	}
 	sd.waiters = append(sd.waiters, w)
 	return true
 }

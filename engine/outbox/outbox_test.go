@@ -236,6 +236,24 @@ func TestBacklogAndMarks(t *testing.T) {
 	}
 }
 
+// TestWaitRegistersOnce: a paused sender asks again each time it finds
+// its reader still behind, woken or not yet; it is held on to once, and
+// woken once.
+func TestWaitRegistersOnce(t *testing.T) {
+	l, o := newFake(100, 400)
+	o.DeliverRaw(make([]byte, 120))
+	w := &waiter{}
+	for range 3 {
+		if !o.Wait(w) {
+			t.Fatal("Wait let a sender go on past the high mark")
+		}
+	}
+	l.flush(o)
+	if got := w.woken.Load(); got != 1 {
+		t.Fatalf("a sender that asked three times was woken %d times, want 1", got)
+	}
+}
+
 // TestCloseWhileDelivering: senders keep delivering while the owner
 // flushes and then closes. Every message delivered before the close is
 // either written or counted as lost, none twice; deliveries after the
