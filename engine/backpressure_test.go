@@ -284,3 +284,43 @@ func TestBackPressureWakesEverySender(t *testing.T) {
 		}
 	}
 }
+
+// TestBackPressureEndsWithTheReader: a sender is held behind its
+// partner's connection, which stopped reading, when the partner resumes
+// its session on a new connection. The old connection is done with the
+// session and is left to write its goodbye, or be cut as a slow reader;
+// the sender must not wait for that, but talk to the new one at once.
+func TestBackPressureEndsWithTheReader(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = 30 * time.Second
+	})
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	alice.Expect(`is connected`)
+	bob.Expect(`connected with alice`)
+
+	// bob stops reading; alice pastes until she is held, then one more.
+	go func() {
+		alice.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
+		if numberedLines(alice.Conn, "alice", 100_000, 200) == nil {
+			_, _ = alice.Conn.Write([]byte("the last line\n"))
+		}
+	}()
+	time.Sleep(time.Second)
+
+	back, peer, _, _ := enginetest.ResumeLine(t, d, bob.Key)
+	if peer != "alice" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := back.TryLine(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("alice's last line did not reach bob's new connection: %v", err)
+		}
+		if l == "<alice> the last line" {
+			break
+		}
+	}
+}

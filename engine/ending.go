@@ -320,6 +320,12 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	}
 	if info.drain {
 		cn.endSession(e, 0)
+		// No session delivers here any more: a sender held behind this
+		// reader goes on now (release), not once the goodbye is written,
+		// which for a reader long gone takes until it is cut as slow.
+		for _, w := range cn.out.Retire() {
+			w.Wake()
+		}
 	}
 	if bye := goodbye(nil, e, cn.stage, d); len(bye) > 0 {
 		cn.out.DeliverRaw(bye)

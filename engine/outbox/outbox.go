@@ -143,6 +143,10 @@ type side struct {
 	// allocation, not two.
 	trail     trail
 	following bool // trail is in use: a numbered message is followed
+	// retired: no session delivers here any more (Retire). Kept here,
+	// not beside the Outbox's flags, which fill their word: only a
+	// connection that is ending has it, until it closes.
+	retired bool
 }
 
 // trail follows numbered messages from the queue to the socket.
@@ -432,7 +436,7 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed || o.backlog.Load() <= high {
+	if o.closed || o.side != nil && o.side.retired || o.backlog.Load() <= high {
 		return false
 	}
 	sd := o.sideLocked()
@@ -443,6 +447,24 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	}
 	sd.waiters = append(sd.waiters, w)
 	return true
+}
+
+// Retire tells the Outbox that no session delivers to it any more: its
+// owner has only its own last bytes (a goodbye) still to write. It
+// returns the senders waiting on it, for the caller to wake, and holds
+// none back from then on: what they send goes to another connection
+// now, or nowhere, and need not wait for this one's reader, which may
+// take until it is cut as a slow reader.
+func (o *Outbox) Retire() (waiters []hub.Waiter) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil
+	}
+	sd := o.sideLocked()
+	waiters, sd.waiters = sd.waiters, nil
+	sd.retired = true
+	return waiters
 }
 
 // Evict implements hub.Queue by passing the news to the owner.
@@ -498,7 +520,7 @@ func (o *Outbox) sideLocked() *side {
 
 // tidyLocked lets the side go once nothing is in it.
 func (o *Outbox) tidyLocked() {
-	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following {
+	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following && !sd.retired {
 		o.side = nil
 		putSide(sd)
 	}
