@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,11 +38,7 @@ func TestBackPressureLosesNothing(t *testing.T) {
 		o.Limits.OutboundHigh = 64 << 10
 		o.Limits.SlowTimeout = 30 * time.Second
 	})
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	alice.Expect(`is connected`)
-	bob.Expect(`connected with alice`)
+	alice, bob := pairLines(t, d, "alice", "bob")
 
 	const lines, size = 100_000, 200 // about 20 MB
 	sent := make(chan error, 1)
@@ -96,11 +90,7 @@ func TestSlowReaderIsCut(t *testing.T) {
 				o.Limits.SlowTimeout = time.Second
 				o.Resume.Window = tc.window
 			})
-			alice := d.DialLine(t).Login("alice")
-			bob := d.DialLine(t).Login("bob")
-			bob.Send("/connect " + alice.Token)
-			alice.Expect(`is connected`)
-			bob.Expect(`connected with alice`)
+			alice, bob := pairLines(t, d, "alice", "bob")
 
 			go func() {
 				alice.Conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
@@ -230,19 +220,7 @@ func TestBackPressureWakesEverySender(t *testing.T) {
 	})
 	alice := d.DialLine(t).Login("alice")
 	// bob's socket holds little, and he reads a little at a time.
-	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	raw, err := dialer.Dial("tcp", d.TCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	raw := dialSmallReceiveBuffer(t, d.TCP)
 	bob := &lineConn{t: t, c: raw, r: bufio.NewReaderSize(raw, 4<<10), resume: d.Resume}
 	bob.expect(`^\* welcome`)
 	bob.login("bob")
@@ -294,11 +272,7 @@ func TestBackPressureEndsWithTheReader(t *testing.T) {
 	d := enginetest.Start(t, func(o *engine.Options) {
 		o.Limits.SlowTimeout = 30 * time.Second
 	})
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	alice.Expect(`is connected`)
-	bob.Expect(`connected with alice`)
+	alice, bob := pairLines(t, d, "alice", "bob")
 
 	// bob stops reading; alice pastes until she is held, then one more.
 	go func() {

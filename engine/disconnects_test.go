@@ -292,14 +292,11 @@ func shutdown(d *enginetest.Daemon) {
 	_ = d.Stop(ctx)
 }
 
-// refusedWhileShuttingDown opens a connection while the server shuts
-// down. A shutdown waits for every connection's goodbye to be written, so
-// a reader whose socket is full keeps the server draining, and its
-// listeners open, long enough to try: bob does not read, with a small
-// receive buffer, while alice sends until the server holds output for
-// him.
-func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
-	alice := d.DialLine(t).Login("alice")
+// dialSmallReceiveBuffer connects to addr with a 4 KiB receive buffer,
+// so that a client that does not read is soon behind, and the server
+// holds output for it.
+func dialSmallReceiveBuffer(t *testing.T, addr string) net.Conn {
+	t.Helper()
 	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
@@ -308,11 +305,23 @@ func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
 		}
 		return serr
 	}}
-	raw, err := dialer.Dial("tcp", d.TCP)
+	raw, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+// refusedWhileShuttingDown opens a connection while the server shuts
+// down. A shutdown waits for every connection's goodbye to be written, so
+// a reader whose socket is full keeps the server draining, and its
+// listeners open, long enough to try: bob does not read, with a small
+// receive buffer, while alice sends until the server holds output for
+// him.
+func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
+	alice := d.DialLine(t).Login("alice")
+	raw := dialSmallReceiveBuffer(t, d.TCP)
 	bob := newLineConn(t, raw)
 	bob.expect(`^\* welcome`)
 	bob.login("bob")
