@@ -972,7 +972,7 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so
 		// the partner never reads not_paired before it.
-		h.tellPeerLeftLocked(peer, s.name, reason, undelivered)
+		h.tellPeerLeftLocked(peer, PeerLeft{Peer: s.name, Reason: reason, Undelivered: undelivered})
 		peer.room.Store(nil)
 	}
 	s.room.Store(nil)

@@ -82,16 +82,15 @@ func (p *PeerLeft) event() proto.Event {
 	return proto.Event{Kind: proto.EvPeerLeft, Peer: p.Peer, Reason: p.Reason, Count: p.Undelivered}
 }
 
-// tellPeerLeftLocked tells s that its partner, peer, is gone for
-// reason, with undelivered of s's messages never delivered; while s is
-// away, keeps it for s's resume instead. Hub.mu is held, and the lock of
+// tellPeerLeftLocked tells s that its partner is gone; while s is away,
+// it keeps left for s's resume instead. Hub.mu is held, and the lock of
 // the room that ends.
-func (h *Hub) tellPeerLeftLocked(s *Session, peer string, reason proto.Reason, undelivered int) {
+func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 	if a := s.away; a != nil {
-		a.left = &PeerLeft{Peer: peer, Reason: reason, Undelivered: undelivered}
+		a.left = &left
 		return
 	}
-	deliver(s.q, proto.Event{Kind: proto.EvPeerLeft, Peer: peer, Reason: reason, Count: undelivered})
+	deliver(s.q, left.event())
 }
 
 // pairedAwayLocked notes that s was just paired: a pairing that ended
