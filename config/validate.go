@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"duet/proto"
+	"duet/proto/httphead"
 )
 
 // Error is a configuration problem with one key. Callers print it and
@@ -353,17 +354,17 @@ func originProblem(o string) string {
 		// them may send it, so it names no site to trust.
 		return `is the opaque origin of sandboxed frames and file: pages, which only "*" allows`
 	}
-	u, err := url.Parse(o)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		return `is not an origin: want scheme://host[:port] with http or https, such as "https://chat.example.com"`
+	scheme, host, ok := httphead.Origin(o)
+	if !ok {
+		if _, _, ok := httphead.Origin(strings.TrimSuffix(o, "/")); ok {
+			return fmt.Sprintf("ends in a \"/\", which a browser leaves out: write %q", strings.TrimSuffix(o, "/"))
+		}
+		return `is not an origin as a browser sends it: want scheme://host[:port] with http or https and nothing after, such as "https://chat.example.com"`
 	}
-	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Path != "" {
-		return fmt.Sprintf("has more than an origin: a browser sends only %q", u.Scheme+"://"+u.Host)
+	if u := (&url.URL{Host: host}); (scheme == "https" && u.Port() == "443") || (scheme == "http" && u.Port() == "80") {
+		return fmt.Sprintf("names the scheme's own port, which a browser leaves out: write %q", scheme+"://"+u.Hostname())
 	}
-	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
-		return fmt.Sprintf("names the scheme's own port, which a browser leaves out: write %q", u.Scheme+"://"+u.Hostname())
-	}
-	for _, r := range u.Host {
+	for _, r := range host {
 		if r > 0x7e {
 			return "has a host that is not ASCII: a browser sends an international name in its ASCII (punycode) form, xn--..."
 		}

@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/gobwas/ws"
@@ -209,14 +208,9 @@ func (s *Server) checkOrigin(origin, host []byte) bool {
 	if len(allowed) > 0 || len(host) == 0 {
 		return false
 	}
-	// A browser sends an origin as scheme://host[:port] and nothing more;
-	// anything else is not one a browser wrote.
-	u, err := url.Parse(o)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
-		return false
-	}
-	return strings.EqualFold(u.Host, string(host))
+	// Anything but scheme://host[:port] is not an origin a browser wrote.
+	_, oh, ok := httphead.Origin(o)
+	return ok && strings.EqualFold(oh, string(host))
 }
 
 // webEncoder encodes events as JSON in WebSocket text frames

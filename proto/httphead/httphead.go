@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 )
 
@@ -98,4 +99,17 @@ func ForwardedClient(values []string, trusted func(netip.Addr) bool) (client net
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// Origin reads an Origin header's value as a browser writes it (RFC
+// 6454): scheme://host[:port], the scheme http or https, and nothing
+// after. It returns the scheme and the host, port included; ok is false
+// for anything else, the opaque origin "null" included.
+func Origin(o string) (scheme, host string, ok bool) {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
+		u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+		return "", "", false
+	}
+	return u.Scheme, u.Host, true
 }

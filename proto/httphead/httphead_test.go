@@ -60,3 +60,30 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		in           string
+		scheme, host string
+		ok           bool
+	}{
+		{"https://chat.example.com", "https", "chat.example.com", true},
+		{"http://localhost:8080", "http", "localhost:8080", true},
+		{"https://[::1]:8443", "https", "[::1]:8443", true},
+		{"https://chat.example.com/", "", "", false},
+		{"https://chat.example.com/path", "", "", false},
+		{"https://chat.example.com?q", "", "", false},
+		{"https://chat.example.com#f", "", "", false},
+		{"https://user@chat.example.com", "", "", false},
+		{"ws://chat.example.com", "", "", false},
+		{"chat.example.com", "", "", false},
+		{"null", "", "", false},
+		{"", "", "", false},
+		{"https:chat.example.com", "", "", false},
+	} {
+		scheme, host, ok := Origin(tc.in)
+		if scheme != tc.scheme || host != tc.host || ok != tc.ok {
+			t.Errorf("Origin(%q) = %q, %q, %v; want %q, %q, %v", tc.in, scheme, host, ok, tc.scheme, tc.host, tc.ok)
+		}
+	}
+}
