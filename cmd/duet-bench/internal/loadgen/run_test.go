@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -187,9 +186,9 @@ func TestRunIdle(t *testing.T) {
 			}
 		}
 	}()
-	before, start := processCPU(t), time.Now()
+	before, start := cpuOfSelf(t), time.Now()
 	rep, err := Run(context.Background(), cfg)
-	runShare := (processCPU(t) - before).Seconds() / time.Since(start).Seconds()
+	runShare := (cpuOfSelf(t) - before).Seconds() / time.Since(start).Seconds()
 	close(done)
 	if err != nil {
 		t.Fatal(err)
@@ -537,14 +536,4 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("cancelled run took %v", took)
 	}
-}
-
-// processCPU is the CPU time this process has used, user and system.
-func processCPU(t *testing.T) time.Duration {
-	t.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
