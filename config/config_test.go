@@ -350,6 +350,7 @@ func TestValidationErrors(t *testing.T) {
 		{"admin listen empty port", map[string]string{"DUETD_ADMIN_LISTEN": "localhost:"}, "admin.listen"},
 		{"two listeners on one address", map[string]string{"DUETD_WS_LISTEN": ":7070"}, "ws.listen"},
 		{"all listeners off", map[string]string{"DUETD_TCP_LISTEN": "", "DUETD_WS_LISTEN": "", "DUETD_ADMIN_LISTEN": ""}, "tcp.listen"},
+		{"user listeners off, admin on", map[string]string{"DUETD_TCP_LISTEN": "", "DUETD_WS_LISTEN": ""}, "tcp.listen"},
 		{"log level", map[string]string{"DUETD_LOG_LEVEL": "verbose"}, "log.level"},
 		{"log format", map[string]string{"DUETD_LOG_FORMAT": "text"}, "log.format"},
 		{"shutdown timeout zero", map[string]string{"DUETD_SHUTDOWN_TIMEOUT": "0s"}, "shutdown_timeout"},

@@ -61,8 +61,11 @@ func (c *Config) Validate() error {
 		}
 		seen[l.addr] = l.key
 	}
-	if c.TCP.Listen == "" && c.WS.Listen == "" && c.Admin.Listen == "" {
-		bad("tcp.listen", "tcp.listen, ws.listen and admin.listen are all empty, so nothing would listen")
+	// The admin listener serves operators, not users: a daemon with only
+	// that one on could never pair anyone, and the engine refuses to
+	// start without a user listener, so say which keys to set here.
+	if c.TCP.Listen == "" && c.WS.Listen == "" {
+		bad("tcp.listen", "tcp.listen and ws.listen are both empty, so no user could connect; set at least one of them")
 	}
 
 	switch c.Log.Level {
