@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -527,8 +529,21 @@ func TestFileErrors(t *testing.T) {
 
 func TestUnreadableFiles(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "absent.yaml")
-	if _, _, err := Load([]string{"--config", missing}, noEnv); err == nil || !strings.Contains(err.Error(), missing) {
+	// The error says where the name came from: a DUETD_CONFIG set long
+	// ago is easily forgotten.
+	if _, _, err := Load([]string{"--config", missing}, noEnv); err == nil || !strings.Contains(err.Error(), missing) ||
+		!strings.Contains(err.Error(), "named by --config") || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: error %v", err)
+	}
+	if _, _, err := Load(nil, env(map[string]string{"DUETD_CONFIG": missing})); err == nil ||
+		!strings.Contains(err.Error(), "named by DUETD_CONFIG") {
+		t.Errorf("missing file from DUETD_CONFIG: error %v", err)
+	}
+	// A file the user may not read says who may. Tests often run as
+	// root, which reads anything, so the error is made here.
+	denied := unreadable(&fs.PathError{Op: "open", Path: "/etc/duetd/duetd.yaml", Err: syscall.EACCES}, "--config")
+	if !errors.Is(denied, fs.ErrPermission) || !strings.Contains(denied.Error(), "root and the duetd group") {
+		t.Errorf("unreadable file: error %v", denied)
 	}
 	for name, yaml := range map[string]string{
 		"syntax":        "tcp:\n  listen: \":1\n",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -165,10 +166,11 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 		args:    slices.Clone(args),
 		environ: slices.Clone(environ),
 	}
+	fileNamedBy := "--config"
 	if flags.Changed("config") {
 		src.File, _ = flags.GetString("config")
 	} else if path, ok := lookupEnv(configEnv); ok {
-		src.File = path
+		src.File, fileNamedBy = path, configEnv
 	}
 
 	v := viper.New()
@@ -184,7 +186,7 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 
 	var problems []error
 	if src.File != "" {
-		fileValues, err := readFile(src.File)
+		fileValues, err := readFile(src.File, fileNamedBy)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -327,14 +329,14 @@ func newFlagSet() *pflag.FlagSet {
 	return fs
 }
 
-// readFile reads the YAML file at path into a flat map from key to raw
-// value. Unknown keys are errors, not warnings: a misspelt key that is
-// silently ignored leaves the default in force, and nobody notices until
-// it matters.
-func readFile(path string) (map[string]any, error) {
+// readFile reads the YAML file at path, named by namedBy (--config or
+// DUETD_CONFIG), into a flat map from key to raw value. Unknown keys are
+// errors, not warnings: a misspelt key that is silently ignored leaves
+// the default in force, and nobody notices until it matters.
+func readFile(path, namedBy string) (map[string]any, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, unreadable(err, namedBy)
 	}
 	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -347,6 +349,20 @@ func readFile(path string) (map[string]any, error) {
 		return nil, errors.Join(problems...)
 	}
 	return values, nil
+}
+
+// unreadable is the error for a config file that cannot be read. It says
+// where the file's name came from, since a DUETD_CONFIG left in the
+// environment is easily forgotten, and, when the file's mode is in the
+// way, who may read it: install.sh gives the configuration to root and
+// the duetd group alone, so an operator's own account is refused.
+func unreadable(err error, namedBy string) error {
+	hint := ""
+	if errors.Is(err, fs.ErrPermission) {
+		hint = "; run duetd as a user that may read it (the installed " +
+			"configuration is readable by root and the duetd group only: sudo)"
+	}
+	return fmt.Errorf("config: %w (the file named by %s)%s", err, namedBy, hint)
 }
 
 func flattenYAML(m map[string]any, prefix, path string, out map[string]any, problems *[]error) {
