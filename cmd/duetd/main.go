@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -247,7 +248,11 @@ func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writ
 		return exitConfig
 	}
 	if d.accounts != nil {
-		src.Note("auth.users_file", fmt.Sprintf("%d accounts", d.accounts.Len()))
+		note := fmt.Sprintf("%d accounts", d.accounts.Len())
+		if d.accounts.Len() == 1 {
+			note = "1 account"
+		}
+		src.Note("auth.users_file", note)
 	}
 	fmt.Fprint(stdout, cfg.Describe(src))
 	return exitOK
@@ -272,7 +277,7 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 	var err error
 	if cfg.Auth.Mode == "accounts" {
 		if d.accounts, err = auth.Load(cfg.Auth.UsersFile); err != nil {
-			return nil, fmt.Errorf("auth.users_file: %w", err)
+			return nil, usersFileError(cfg.Auth.UsersFile, err)
 		}
 	}
 	d.core = hub.New(engine.HubOptions(cfg.Limits, cfg.Resume))
@@ -295,6 +300,20 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 		return nil, err
 	}
 	return d, nil
+}
+
+// usersFileError names auth.users_file in an error reading it and, when
+// the file is missing or its mode keeps the service out, says what to
+// run: the first start in accounts mode meets one or the other unless
+// docs/AUTH.md was followed to the letter.
+func usersFileError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		err = fmt.Errorf("%w; create it with its first user: htpasswd -B -c %s NAME (docs/AUTH.md)", err, path)
+	case errors.Is(err, fs.ErrPermission):
+		err = fmt.Errorf("%w; the service runs as the duetd user: chown root:duetd %s && chmod 0640 %s", err, path, path)
+	}
+	return fmt.Errorf("auth.users_file: %w", err)
 }
 
 // computeValues fills in the values that are worked out rather than set.

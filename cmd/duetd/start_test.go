@@ -6,6 +6,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -96,6 +98,10 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 			t.Fatalf("htpasswd: %v\n%s", err, out)
 		}
 	}
+	one := filepath.Join(dir, "users-one")
+	if out, err := exec.Command(htpasswd, "-b", "-B", "-c", one, "alice", "pw-alice").CombinedOutput(); err != nil {
+		t.Fatalf("htpasswd: %v\n%s", err, out)
+	}
 	md5 := filepath.Join(dir, "users-md5")
 	if out, err := exec.Command(htpasswd, "-b", "-m", "-c", md5, "carol", "pw").CombinedOutput(); err != nil {
 		t.Fatalf("htpasswd: %v\n%s", err, out)
@@ -119,9 +125,11 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 		{name: "md5 users file", yaml: "auth:\n  mode: accounts\n  users_file: " + md5 + "\n",
 			stderr: `users-md5:1: user "carol": MD5 .*only bcrypt is accepted`},
 		{name: "missing users file", yaml: "auth:\n  mode: accounts\n  users_file: " + filepath.Join(dir, "none") + "\n",
-			stderr: `auth\.users_file: .*none: no such file`},
+			stderr: `auth\.users_file: .*none: no such file or directory; create it with its first user: htpasswd -B -c .*none NAME`},
 		{name: "bcrypt users file", yaml: "auth:\n  mode: accounts\n  users_file: " + good + "\n", ok: true,
 			stdout: `(?m)^auth\.users_file\s+"` + regexp.QuoteMeta(good) + `"\s+file\s+# 2 accounts$`},
+		{name: "one account", yaml: "auth:\n  mode: accounts\n  users_file: " + one + "\n", ok: true,
+			stdout: `(?m)^auth\.users_file\s+"` + regexp.QuoteMeta(one) + `"\s+file\s+# 1 account$`},
 		{name: "redis database", yaml: "cluster:\n  redis: redis://:hunter2@127.0.0.1:1/zero\n  secret: 5f0c3b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a\n",
 			stderr: `cluster\.redis: invalid database number`},
 		{name: "redis option", yaml: "cluster:\n  redis: rediss://127.0.0.1:1/0?dial_timout=1s\n  secret: 5f0c3b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a\n",
@@ -172,6 +180,17 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 				t.Errorf("a start that failed said it listens: %s", stderr)
 			}
 		})
+	}
+}
+
+// TestUnreadableUsersFile: a users file the service may not read says
+// how to give it to the service. Tests often run as root, which reads
+// anything, so the error is made here rather than by a start.
+func TestUnreadableUsersFile(t *testing.T) {
+	err := usersFileError("/etc/duetd/users", &fs.PathError{Op: "open", Path: "/etc/duetd/users", Err: syscall.EACCES})
+	want := "auth.users_file: open /etc/duetd/users: permission denied; the service runs as the duetd user: chown root:duetd /etc/duetd/users && chmod 0640 /etc/duetd/users"
+	if err.Error() != want || !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("error %q\nwant %q", err, want)
 	}
 }
 
