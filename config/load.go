@@ -47,6 +47,9 @@ func (e *HelpError) Unwrap() error { return ErrHelp }
 // flag without its value, an argument where none belongs.
 type UsageError struct {
 	Err error
+	// Arg is the argument where none belongs, when that is the error:
+	// the daemon tells a command given after the flags from a stray word.
+	Arg string
 }
 
 func (e *UsageError) Error() string { return "config: " + e.Err.Error() }
@@ -158,7 +161,7 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 		return nil, nil, &UsageError{Err: err}
 	}
 	if flags.NArg() > 0 {
-		return nil, nil, &UsageError{Err: fmt.Errorf("unexpected argument %q", flags.Arg(0))}
+		return nil, nil, &UsageError{Err: fmt.Errorf("unexpected argument %q", flags.Arg(0)), Arg: flags.Arg(0)}
 	}
 
 	src := &Sources{

@@ -76,7 +76,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "duetd:", err)
-		if _, ok := errors.AsType[*config.UsageError](err); ok {
+		if ue, ok := errors.AsType[*config.UsageError](err); ok {
+			if slices.Contains(commands, ue.Arg) {
+				// duetd --config X check-config: a habit from tools
+				// whose flags go anywhere.
+				fmt.Fprintf(stderr, "The command goes before the flags: duetd %s [flags].\n", ue.Arg)
+			}
 			fmt.Fprintln(stderr, "Run 'duetd help' for usage.")
 		}
 		return exitConfig

@@ -64,6 +64,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"serve"}, 2, `^$`, `^duetd: unknown command "serve"\nRun 'duetd help' for usage\.\n$`},
 		{[]string{"--tcp-listn", ":7000"}, 2, `^$`, `unknown flag: --tcp-listn\nRun 'duetd help' for usage\.\n$`},
 		{[]string{"check-config", "extra"}, 2, `^$`, `unexpected argument "extra"\nRun 'duetd help'`},
+		{[]string{"--log-level", "debug", "check-config"}, 2, `^$`, `unexpected argument "check-config"\nThe command goes before the flags: duetd check-config \[flags\]\.\nRun 'duetd help'`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
