@@ -355,6 +355,9 @@ func newLogger(c config.Log, level zap.AtomicLevel, out io.Writer) (*zap.Logger,
 	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	// Durations as the configuration writes them ("10s"), not zap's bare
+	// seconds: "deadline":10 leaves the reader to guess the unit.
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if format == "console" {
 		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder

@@ -17,7 +17,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"go.uber.org/zap"
+
+	"duet/config"
 	"duet/engine/enginetest"
 )
 
@@ -192,6 +196,22 @@ func TestUnreadableUsersFile(t *testing.T) {
 	want := "auth.users_file: open /etc/duetd/users: permission denied; the service runs as the duetd user: chown root:duetd /etc/duetd/users && chmod 0640 /etc/duetd/users"
 	if err.Error() != want || !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("error %q\nwant %q", err, want)
+	}
+}
+
+// TestLogDurations: a duration in a log line carries its unit, as in the
+// configuration, whatever the format.
+func TestLogDurations(t *testing.T) {
+	for format, want := range map[string]string{"json": `"deadline":"10s"`, "console": `{"deadline": "10s"}`} {
+		var out bytes.Buffer
+		log, err := newLogger(config.Log{Level: "info", Format: format}, zap.NewAtomicLevel(), &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("shutting down", zap.Duration("deadline", 10*time.Second))
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("%s: %q lacks %s", format, out.String(), want)
+		}
 	}
 }
 
