@@ -494,7 +494,7 @@ func TestFileErrors(t *testing.T) {
 		{"unknown key", "tcp:\n  lisen: \":7000\"\n", []string{"tcp.lisen"}, "did you mean tcp.listen?"},
 		{"unknown section", "limit:\n  max_line: 10\n", []string{"limit"}, "did you mean limits?"},
 		{"unknown top-level key", "verbose: true\n", []string{"verbose"}, "unknown key"},
-		{"keys are case-sensitive", "TCP:\n  listen: \":7000\"\n", []string{"TCP"}, "unknown key"},
+		{"keys are case-sensitive, and suggested in their case", "TCP:\n  listen: \":7000\"\n", []string{"TCP"}, "; did you mean tcp?"},
 		{"all unknown keys reported", "tcp:\n  port: 1\nws:\n  origin: x\n", []string{"tcp.port", "ws.origin"}, "unknown key"},
 		{"numeric key", "limits:\n  1: 2\n", []string{"limits.1"}, "unknown key"},
 		{"section given a value", "tcp: \":7000\"\n", []string{"tcp"}, "want a mapping"},
@@ -817,6 +817,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 	cfg, src, err := Load(nil, env(map[string]string{
 		"DUETD_LIMITS_MAX_LINES": "32768",
 		"DUETD_TCP_LISTEN":       ":7001",
+		"DUETD_ws_listen":        ":7002",
 		"DUETD_BINARY":           "/tmp/duetd",
 		"DUETD_CONFIG":           "",
 		"DUET_REQUIRE_TOOLS":     "1",
@@ -835,6 +836,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 	want := []string{
 		"config: DUETD_BINARY: names no key, so it is ignored",
 		"config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE?",
+		"config: DUETD_ws_listen: names no key, so it is ignored; did you mean DUETD_WS_LISTEN?",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("warnings\n got %q\nwant %q", got, want)
@@ -846,7 +848,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 	}
 	// A reload sees the same environment, and warns again.
 	_, src2, err := src.Reload()
-	if err != nil || len(src2.Warnings()) != 2 {
+	if err != nil || len(src2.Warnings()) != 3 {
 		t.Errorf("reload: %v, %v", err, src2.Warnings())
 	}
 }

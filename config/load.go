@@ -442,6 +442,9 @@ func nest(flat map[string]any) map[string]any {
 // nearestKey suggests the key or section a misspelt name probably meant,
 // or "" if nothing is close.
 func nearestKey(name string) string {
+	// Keys are lower case; "TCP" or "Listen" is a different word to the
+	// edit distance, not to the operator who wrote it.
+	name = strings.ToLower(name)
 	best, bestDist := "", 3
 	consider := func(candidate string) {
 		if d := editDistance(name, candidate); d < bestDist || (d == bestDist && candidate < best) {
@@ -460,6 +463,7 @@ func nearestKey(name string) string {
 // nearestEnv is nearestKey for a DUETD_* variable: the variable of the
 // key it probably meant, or "".
 func nearestEnv(name string) string {
+	name = strings.ToUpper(name)
 	best, bestDist := "", 3
 	candidates := []string{configEnv}
 	for _, k := range keys {
