@@ -3,7 +3,7 @@
 # unit in /etc/systemd/system, the duetd system user (sysusers.d), the
 # example configuration in /etc/duetd/duetd.yaml, readable by root and
 # the duetd group only (an existing one is never overwritten), and the
-# operations guide. Safe to run again: it only replaces what it owns.
+# guides in docs/. Safe to run again: it only replaces what it owns.
 #
 #   scripts/install.sh                 build, install, enable and (re)start
 #   scripts/install.sh --dry-run       print every command a real run would
@@ -66,7 +66,9 @@ run install -d -m 0755 "$destdir/usr/local/bin" "$destdir/etc/systemd/system" \
 run install -m 0755 "$binary" "$destdir/usr/local/bin/duetd"
 run install -m 0644 scripts/duetd.service "$destdir/etc/systemd/system/duetd.service"
 run install -m 0644 scripts/duetd.sysusers "$destdir/etc/sysusers.d/duetd.conf"
-run install -m 0644 docs/OPERATIONS.md "$destdir/usr/local/share/doc/duetd/OPERATIONS.md"
+# Every guide, not OPERATIONS.md alone: duetd help and the unit point
+# there, and it links to the others (PROTOCOL.md, LIMITS.md, ...).
+run install -m 0644 docs/*.md "$destdir/usr/local/share/doc/duetd/"
 
 # The unit runs duetd as the duetd user, and the configuration is only
 # readable by its group. A staging root gets no user: whoever installs the

@@ -602,6 +602,19 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("not installed: %s", p)
 		}
 	}
+	// duetd help and the unit send the operator to the installed guide;
+	// the guides it links to are there beside it.
+	docs := filepath.Join(root, "usr/local/share/doc/duetd")
+	guide, _ := os.ReadFile(filepath.Join(docs, "OPERATIONS.md"))
+	links := regexp.MustCompile(`\]\(([A-Z]+\.md)[#)]`).FindAllSubmatch(guide, -1)
+	if len(links) == 0 {
+		t.Error("OPERATIONS.md links to no other guide")
+	}
+	for _, l := range links {
+		if _, err := os.Stat(filepath.Join(docs, string(l[1]))); err != nil {
+			t.Errorf("OPERATIONS.md links to %s, which is not installed beside it", l[1])
+		}
+	}
 	cfg := filepath.Join(root, "etc/duetd/duetd.yaml")
 	if fi, err := os.Stat(cfg); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("config mode %v, %v: want 0640", fi.Mode().Perm(), err)
