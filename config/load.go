@@ -315,7 +315,9 @@ func Usage() string {
 	b.WriteString("\nEvery key can also be set in the environment as DUETD_<KEY>, dots as\n")
 	b.WriteString("underscores (DUETD_TCP_LISTEN, DUETD_LIMITS_MAX_LINE); lists are\n")
 	b.WriteString("comma-separated. Flags override the environment, which overrides the\n")
-	b.WriteString("file, which overrides the defaults.\n")
+	b.WriteString("file, which overrides the defaults. 'duetd check-config' lists every key\n")
+	b.WriteString("with its value; the example file (scripts/duetd.yaml, installed as\n")
+	b.WriteString("/etc/duetd/duetd.yaml) explains each.\n")
 	return b.String()
 }
 

@@ -60,7 +60,7 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"version"}, 0, `^duetd \S+\n$`, `^$`},
 		{[]string{"--version"}, 0, `^duetd \S+\n$`, `^$`},
 		{[]string{"--config", "/nonexistent.yaml", "--version"}, 0, `^duetd \S+\n$`, `^$`},
-		{[]string{"help"}, 0, `(?s)^duetd pairs.*Usage:\n.*duetd check-config.*--tcp-listen.*DUETD_TCP_LISTEN`, `^$`},
+		{[]string{"help"}, 0, `(?s)^duetd pairs.*Usage:\n.*duetd check-config.*--tcp-listen.*DUETD_TCP_LISTEN.*lists every key.*scripts/duetd\.yaml`, `^$`},
 		{[]string{"-h"}, 0, `(?s)^duetd pairs.*Usage:.*--admin-listen`, `^$`},
 		{[]string{"--help"}, 0, `(?s)^duetd pairs.*Usage:.*--admin-listen`, `^$`},
 		{[]string{"check-config", "--help"}, 0, `(?s)^duetd pairs.*Usage:`, `^$`},
