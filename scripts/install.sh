@@ -49,6 +49,12 @@ run() {
 }
 
 binary=${DUETD_BINARY:-}
+if [ -z "$binary" ] && ! command -v go >/dev/null; then
+  # A server often has no Go, and Debian's own golang-go is older than
+  # go.mod asks for: say both ways out rather than "go: command not found".
+  echo "install.sh: no go command to build duetd with: install Go $(sed -n 's/^go //p' go.mod) or later (https://go.dev/dl/), or build duetd elsewhere and run DUETD_BINARY=path/to/duetd scripts/install.sh" >&2
+  exit 1
+fi
 if [ -z "$binary" ]; then
   version=$(git describe --always --dirty 2>/dev/null || echo dev)
   if [ "$dry" = 1 ]; then

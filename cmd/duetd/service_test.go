@@ -649,6 +649,34 @@ func TestInstallScript(t *testing.T) {
 	}
 }
 
+// TestInstallScriptWithoutGo: on a server with no Go, install.sh says
+// how to get one or how to do without, and installs nothing.
+func TestInstallScriptWithoutGo(t *testing.T) {
+	bin := t.TempDir()
+	for _, tool := range []string{"bash", "dirname", "sed"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Skipf("no %s: %v", tool, err)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	cmd := exec.Command(filepath.Join(bin, "bash"), "../../scripts/install.sh")
+	cmd.Env = []string{"PATH=" + bin, "DESTDIR=" + root}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("install.sh without go: %v, want exit status 1", err)
+	}
+	if !regexp.MustCompile(`no go command .*install Go 1\.\d+\S* or later \(https://go\.dev/dl/\), or .*DUETD_BINARY=`).Match(out) {
+		t.Errorf("install.sh without go says:\n%s", out)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Errorf("installed %v anyway", entries)
+	}
+}
+
 // TestInstallScriptRelativePaths: DESTDIR and DUETD_BINARY name paths
 // as the caller sees them, from wherever install.sh is run, not from
 // the clone it changes into to find its own files.
