@@ -495,6 +495,9 @@ func TestFileErrors(t *testing.T) {
 		{"unknown section", "limit:\n  max_line: 10\n", []string{"limit"}, "did you mean limits?"},
 		{"unknown top-level key", "verbose: true\n", []string{"verbose"}, "unknown key"},
 		{"keys are case-sensitive, and suggested in their case", "TCP:\n  listen: \":7000\"\n", []string{"TCP"}, "; did you mean tcp?"},
+		{"key outside its section", "max_line: 100\n", []string{"max_line"}, "did you mean limits.max_line?"},
+		{"key in another section", "limits:\n  window: 1m\n", []string{"limits.window"}, "did you mean resume.window?"},
+		{"key in several sections", "listen: \":7000\"\n", []string{"listen"}, "did you mean tcp.listen, ws.listen or admin.listen?"},
 		{"all unknown keys reported", "tcp:\n  port: 1\nws:\n  origin: x\n", []string{"tcp.port", "ws.origin"}, "unknown key"},
 		{"numeric key", "limits:\n  1: 2\n", []string{"limits.1"}, "unknown key"},
 		{"section given a value", "tcp: \":7000\"\n", []string{"tcp"}, "want a mapping"},
@@ -818,6 +821,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 		"DUETD_LIMITS_MAX_LINES": "32768",
 		"DUETD_TCP_LISTEN":       ":7001",
 		"DUETD_ws_listen":        ":7002",
+		"DUETD_WINDOW":           "1m",
 		"DUETD_BINARY":           "/tmp/duetd",
 		"DUETD_CONFIG":           "",
 		"DUET_REQUIRE_TOOLS":     "1",
@@ -836,6 +840,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 	want := []string{
 		"config: DUETD_BINARY: names no key, so it is ignored",
 		"config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE?",
+		"config: DUETD_WINDOW: names no key, so it is ignored; did you mean DUETD_RESUME_WINDOW?",
 		"config: DUETD_ws_listen: names no key, so it is ignored; did you mean DUETD_WS_LISTEN?",
 	}
 	if !slices.Equal(got, want) {
@@ -848,7 +853,7 @@ func TestUnknownEnvWarns(t *testing.T) {
 	}
 	// A reload sees the same environment, and warns again.
 	_, src2, err := src.Reload()
-	if err != nil || len(src2.Warnings()) != 3 {
+	if err != nil || len(src2.Warnings()) != 4 {
 		t.Errorf("reload: %v, %v", err, src2.Warnings())
 	}
 }

@@ -459,7 +459,37 @@ func nearestKey(name string) string {
 	for s := range sections {
 		consider(s)
 	}
+	if best == "" {
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = k.name
+		}
+		best = elsewhere(name, ".", names)
+	}
 	return best
+}
+
+// elsewhere suggests, for a name no key is spelt like, the keys it would
+// be in another section: "max_line" at the top level, or limits.window,
+// mean limits.max_line and resume.window. sep joins a name's parts ("."
+// in the file, "_" in the environment). Each shorter tail of name is
+// tried in turn; one that ends more than three keys suggests nothing.
+func elsewhere(name, sep string, candidates []string) string {
+	for tail, ok := name, true; ok; _, tail, ok = strings.Cut(tail, sep) {
+		var found []string
+		for _, c := range candidates {
+			if strings.HasSuffix(c, sep+tail) {
+				found = append(found, c)
+			}
+		}
+		switch {
+		case len(found) == 1:
+			return found[0]
+		case len(found) > 1 && len(found) <= 3:
+			return strings.Join(found[:len(found)-1], ", ") + " or " + found[len(found)-1]
+		}
+	}
+	return ""
 }
 
 // nearestEnv is nearestKey for a DUETD_* variable: the variable of the
@@ -475,6 +505,9 @@ func nearestEnv(name string) string {
 		if d := editDistance(name, c); d < bestDist || (d == bestDist && c < best) {
 			best, bestDist = c, d
 		}
+	}
+	if best == "" {
+		best = elsewhere(name, "_", candidates)
 	}
 	return best
 }
