@@ -667,7 +667,8 @@ func TestDescribe(t *testing.T) {
 		t.Fatalf("%d lines for %d keys:\n%s", len(lines), len(Keys()), out)
 	}
 	for i, k := range Keys() {
-		fields := strings.Fields(lines[i])
+		line, _, _ := strings.Cut(lines[i], " # ") // a note follows the source
+		fields := strings.Fields(line)
 		if fields[0] != k {
 			t.Errorf("line %d is %q, want key %s (sorted)", i, lines[i], k)
 		}
@@ -709,6 +710,14 @@ func TestDescribe(t *testing.T) {
 		if l := lineOf(k); !strings.HasSuffix(l, " "+source) {
 			t.Errorf("line for %s is %q, want source %s", k, l, source)
 		}
+	}
+	// A zero that stands for something else says what.
+	d0 := Defaults()
+	if l := lineOf("resume.max_away"); !regexp.MustCompile(`^resume\.max_away\s+0\s+default\s+# 0: a quarter of limits\.max_conns, 25000$`).MatchString(l) {
+		t.Errorf("line for resume.max_away is %q", l)
+	}
+	if l := d0.Describe(nil); !regexp.MustCompile(`(?m)^ws\.allowed_origins\s+\[\]\s+-\s+# none listed: the page's own origin only$`).MatchString(l) {
+		t.Errorf("no note for the empty ws.allowed_origins:\n%s", l)
 	}
 
 	// A computed value says so, and how it was worked out.

@@ -43,7 +43,11 @@ func (c *Config) Describe(src *Sources) string {
 				value = strconv.Quote("xxxxx")
 			}
 		}
-		if note := src.note(k.name); note != "" {
+		note := src.note(k.name)
+		if note == "" {
+			note = c.emptyMeans(k.name)
+		}
+		if note != "" {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t# %s\n", k.name, value, source, note)
 			continue
 		}
@@ -51,6 +55,19 @@ func (c *Config) Describe(src *Sources) string {
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// emptyMeans says what a zero or empty value stands for, where that is
+// not "none": check-config's bare "0" for resume.max_away or "[]" for
+// ws.allowed_origins reads as "no sessions away" and "no origins".
+func (c *Config) emptyMeans(key string) string {
+	switch {
+	case key == "resume.max_away" && c.Resume.MaxAway == 0:
+		return fmt.Sprintf("0: a quarter of limits.max_conns, %d", c.ResumeMaxAway())
+	case key == "ws.allowed_origins" && len(c.WS.AllowedOrigins) == 0:
+		return "none listed: the page's own origin only"
+	}
+	return ""
 }
 
 func (s *Sources) note(key string) string {
