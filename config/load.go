@@ -137,6 +137,19 @@ func (s *Sources) origin(key string) string {
 	return "by default"
 }
 
+// WaysToSet names every way to set key, for a message that asks the
+// operator to change it: "--ws-listen, DUETD_WS_LISTEN or ws.listen in
+// the config file".
+func WaysToSet(key string) string {
+	ways := EnvName(key) + " or " + key + " in the config file"
+	for _, f := range flagKeys {
+		if f.key == key {
+			return "--" + f.flag + ", " + ways
+		}
+	}
+	return ways
+}
+
 // Load parses args (flags only, without the program name) and reads the
 // environment from environ ("KEY=value" strings, os.Environ() in
 // production), returning the effective configuration and where each

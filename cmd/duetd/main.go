@@ -132,12 +132,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// start that fails (an address in use) never logs that it listens:
 	// the admin listener first, as it is the cheapest to let go again.
 	if err := d.ops.listen(cfg.Admin.Listen); err != nil {
-		log.Error("cannot start", zap.Error(err))
+		cannotStart(log, err)
 		return exitRuntime
 	}
 	defer d.ops.stop()
 	if err := d.srv.Start(); err != nil {
-		log.Error("cannot start", zap.Error(err))
+		cannotStart(log, err)
 		return exitRuntime
 	}
 	log.Info("duetd listening",
@@ -195,6 +195,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 	}
+}
+
+// cannotStart logs a start that could not bind. An address in use says
+// how to choose another: on a developer's machine :8080 often is taken,
+// and the key alone does not say that a flag or a variable will do.
+func cannotStart(log *zap.Logger, err error) {
+	fields := []zap.Field{zap.Error(err)}
+	if le, ok := errors.AsType[*engine.ListenError](err); ok && errors.Is(err, syscall.EADDRINUSE) {
+		fields = append(fields, zap.String("choose_another_with", config.WaysToSet(le.Key)))
+	}
+	log.Error("cannot start", fields...)
 }
 
 // command splits the subcommand off args. --version anywhere before "--"

@@ -288,6 +288,11 @@ func checkBusyFailure(t *testing.T, d *daemon, key, addr string) {
 		}
 		if errText, _ := e["error"].(string); e.msg() == "cannot start" && strings.HasPrefix(errText, want) {
 			said = true
+			// And how to choose another address.
+			flag := "--" + strings.ReplaceAll(key, ".", "-")
+			if how, _ := e["choose_another_with"].(string); !strings.HasPrefix(how, flag+", DUETD_") {
+				t.Errorf("choose_another_with is %q, want %s first", how, flag)
+			}
 		}
 	}
 	if !said {
