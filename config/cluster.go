@@ -3,11 +3,14 @@ package config
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -22,6 +25,20 @@ const MinClusterSecret = 32
 // not be read whole.
 const maxSecretFile = 4096
 
+// FileHint says what to do about a file the configuration names (the
+// users file, the cluster secret file) that cannot be opened, or "" when
+// err is neither of the two usual mistakes: a relative path, which the
+// service reads from /, and a mode that keeps the duetd user out.
+func FileHint(path string, err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(path):
+		return "a relative path is read from the directory duetd runs in (/ under systemd): write it in full"
+	case errors.Is(err, fs.ErrPermission):
+		return "the service runs as the duetd user: chown root:duetd " + path + " && chmod 0640 " + path
+	}
+	return ""
+}
+
 // SecretBytes returns the cluster secret, from cluster.secret or from
 // the file cluster.secret_file names, decoded from hex or base64. The
 // error names the key to fix and never quotes the secret.
@@ -34,7 +51,11 @@ func (c Cluster) SecretBytes() ([]byte, error) {
 	case c.SecretFile != "":
 		f, err := os.Open(c.SecretFile)
 		if err != nil {
-			return nil, &Error{Key: "cluster.secret_file", Msg: "cannot read it: " + err.Error()}
+			msg := "cannot read it: " + err.Error()
+			if hint := FileHint(c.SecretFile, err); hint != "" {
+				msg += "; " + hint
+			}
+			return nil, &Error{Key: "cluster.secret_file", Msg: msg}
 		}
 		defer f.Close()
 		raw, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))

@@ -48,6 +48,11 @@ func TestClusterSecretForms(t *testing.T) {
 	if _, err := (Cluster{SecretFile: big}).SecretBytes(); err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Errorf("big file: %v", err)
 	}
+	// A relative path is read from where duetd runs, / under systemd.
+	if _, err := (Cluster{SecretFile: "no-such-cluster-secret"}).SecretBytes(); err == nil ||
+		!strings.HasSuffix(err.Error(), "no such file or directory; a relative path is read from the directory duetd runs in (/ under systemd): write it in full") {
+		t.Errorf("relative file: %v", err)
+	}
 	short := file("short", testSecret[:40], 0o400)
 	if _, err := (Cluster{SecretFile: short}).SecretBytes(); err == nil ||
 		err.Error() != "config: cluster.secret_file: holds 160 bits; want at least 256 random bits (openssl rand -hex 32)" {

@@ -319,15 +319,16 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 }
 
 // usersFileError names auth.users_file in an error reading it and, when
-// the file is missing or its mode keeps the service out, says what to
-// run: the first start in accounts mode meets one or the other unless
-// docs/AUTH.md was followed to the letter.
+// the file is missing, named by a relative path or kept from the service
+// by its mode, says what to do: the first start in accounts mode meets
+// one of them unless docs/AUTH.md was followed to the letter.
 func usersFileError(path string, err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		err = fmt.Errorf("%w; create it with its first user: htpasswd -B -c %s NAME (docs/AUTH.md)", err, path)
-	case errors.Is(err, fs.ErrPermission):
-		err = fmt.Errorf("%w; the service runs as the duetd user: chown root:duetd %s && chmod 0640 %s", err, path, path)
+	hint := config.FileHint(path, err)
+	if hint == "" && errors.Is(err, fs.ErrNotExist) {
+		hint = fmt.Sprintf("create it with its first user: htpasswd -B -c %s NAME (docs/AUTH.md)", path)
+	}
+	if hint != "" {
+		err = fmt.Errorf("%w; %s", err, hint)
 	}
 	return fmt.Errorf("auth.users_file: %w", err)
 }

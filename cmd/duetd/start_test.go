@@ -133,6 +133,8 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 			stderr: `auth\.users_file: .*none: no such file or directory; create it with its first user: htpasswd -B -c .*none NAME`},
 		{name: "bcrypt users file", yaml: "auth:\n  mode: accounts\n  users_file: " + good + "\n", ok: true,
 			stdout: `(?m)^auth\.users_file\s+"` + regexp.QuoteMeta(good) + `"\s+file\s+# 2 accounts$`},
+		{name: "relative users file", yaml: "auth:\n  mode: accounts\n  users_file: no-such-users\n",
+			stderr: `auth\.users_file: open no-such-users: no such file or directory; a relative path is read from the directory duetd runs in \(/ under systemd\): write it in full`},
 		{name: "one account", yaml: "auth:\n  mode: accounts\n  users_file: " + one + "\n", ok: true,
 			stdout: `(?m)^auth\.users_file\s+"` + regexp.QuoteMeta(one) + `"\s+file\s+# 1 account$`},
 		{name: "redis database", yaml: "cluster:\n  redis: redis://:hunter2@127.0.0.1:1/zero\n  secret: 5f0c3b2a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a\n",
