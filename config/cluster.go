@@ -34,7 +34,8 @@ func FileHint(path string, err error) string {
 	case errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(path):
 		return "a relative path is read from the directory duetd runs in (/ under systemd): write it in full"
 	case errors.Is(err, fs.ErrPermission):
-		return "the service runs as the duetd user: chown root:duetd " + path + " && chmod 0640 " + path
+		return "the service runs as the duetd user, so give the file to its group: chown root:duetd " + path +
+			" && chmod 0640 " + path + " (and run check-config with sudo)"
 	}
 	return ""
 }

@@ -195,7 +195,8 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 // anything, so the error is made here rather than by a start.
 func TestUnreadableUsersFile(t *testing.T) {
 	err := usersFileError("/etc/duetd/users", &fs.PathError{Op: "open", Path: "/etc/duetd/users", Err: syscall.EACCES})
-	want := "auth.users_file: open /etc/duetd/users: permission denied; the service runs as the duetd user: chown root:duetd /etc/duetd/users && chmod 0640 /etc/duetd/users"
+	want := "auth.users_file: open /etc/duetd/users: permission denied; the service runs as the duetd user, so give the file to its group: " +
+		"chown root:duetd /etc/duetd/users && chmod 0640 /etc/duetd/users (and run check-config with sudo)"
 	if err.Error() != want || !errors.Is(err, fs.ErrPermission) {
 		t.Errorf("error %q\nwant %q", err, want)
 	}
