@@ -558,6 +558,12 @@ func TestUnreadableFiles(t *testing.T) {
 			t.Errorf("%s: error %v does not name %s", name, err, path)
 		}
 	}
+	// A tab in the indentation, which YAML reports in its own terms, is named.
+	tabbed := writeConfig(t, "tcp:\n\tlisten: \":1\"\n")
+	if _, _, err := Load([]string{"--config", tabbed}, noEnv); err == nil ||
+		!strings.HasSuffix(err.Error(), "(line 2 is indented with a tab: YAML indents with spaces only)") {
+		t.Errorf("tab: error %v", err)
+	}
 	// An empty file, or one of only comments, is valid and changes nothing.
 	cfg, _, err := Load([]string{"--config", writeConfig(t, "# nothing yet\n")}, noEnv)
 	if err != nil || !reflect.DeepEqual(*cfg, Defaults()) {

@@ -358,7 +358,7 @@ func readFile(path, namedBy string) (map[string]any, error) {
 	}
 	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config: %s: %w", path, err)
+		return nil, fmt.Errorf("config: %s: %w%s", path, err, tabHint(data))
 	}
 	values := make(map[string]any)
 	var problems []error
@@ -367,6 +367,19 @@ func readFile(path, namedBy string) (map[string]any, error) {
 		return nil, errors.Join(problems...)
 	}
 	return values, nil
+}
+
+// tabHint names the first line indented with a tab, which YAML forbids
+// and reports only as "found character that cannot start any token";
+// editors set up for Go or Makefiles write tabs. "" if there is none.
+func tabHint(data []byte) string {
+	for i, line := range strings.Split(string(data), "\n") {
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if strings.Contains(indent, "\t") && strings.TrimSpace(line) != "" {
+			return fmt.Sprintf(" (line %d is indented with a tab: YAML indents with spaces only)", i+1)
+		}
+	}
+	return ""
 }
 
 // unreadable is the error for a config file that cannot be read. It says
