@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -191,11 +193,11 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	default:
 		return false, proto.ErrUnavailable
 	}
-	if len(res) < 7 {
+	if len(res) < 8 {
 		n.log.Error("the claim of a parked session answered too little", zap.Int("fields", len(res)))
 		return false, proto.ErrUnavailable
 	}
-	paired, pairArg, peerNode, peerLease, peerGen, peerTTL := res[1] == "1", res[2], res[3], res[4], res[5], res[6]
+	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7]
 
 	from := ""
 	if p.Pair != nil {
@@ -203,7 +205,7 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	}
 	op := n.keys.opener()
 	var queued []hub.ParkedMessage
-	for i, e := range res[7:] {
+	for i, e := range res[8:] {
 		text, err := op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i)))
 		if err != nil {
 			n.recordsRejected.Add(1)
@@ -219,8 +221,9 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		switch {
 		case !paired || pairArg != n.pairArg(pp.ID):
 			// The partner left, or its node died, while the session
-			// was parked; the record says so already.
-			p.Pair = nil
+			// was parked; the record says so already, and the resume
+			// tells how.
+			p.Unpair(n.openLeft(op, hn, pp.ID, left))
 		case peerNode == "":
 			pp.PeerNode = ""
 		case peerNode == n.id:
@@ -232,8 +235,10 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 			li, ok := parseLease(peerLease)
 			if !ok || li.keyID != n.keys.keyID {
 				// The partner's node is dead: it is reaped within a
-				// lease, and its user with it.
-				release, p.Pair = pp.ID, nil
+				// lease, and its user with it, as its partners on live
+				// nodes are told.
+				release = pp.ID
+				p.Unpair(proto.ReasonDisconnected, 0)
 			} else {
 				pp.PeerNode = address(peerNode, li.inc)
 			}
@@ -437,11 +442,13 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 
 // restore takes back a session that could not be parked.
 func (n *Node) restore(p *hub.Parked) {
-	release := uint64(0)
+	release, peerKey := uint64(0), ""
 	if pp := p.Pair; pp != nil && pp.PeerNode == "" {
 		// Paired with a parked partner, whose queue this node would
-		// have to learn of again: the pairing goes.
-		release, p.Pair = pp.ID, nil
+		// have to learn of again: the pairing goes, and both sides'
+		// resumes say so. What failed is this node's link to Redis.
+		release, peerKey = pp.ID, pp.PeerKey
+		p.Unpair(proto.ReasonLinkLost, 0)
 	}
 	if err := n.hub.Import(p, nil); err != nil {
 		n.log.Error("cannot take back a session that could not be parked; it is logged out", zap.String("error", err.Code))
@@ -450,6 +457,7 @@ func (n *Node) restore(p *hub.Parked) {
 	}
 	if release != 0 {
 		n.Release(p.Key, release)
+		go n.releaseParked(peerKey, release, proto.ReasonLinkLost, 0)
 	}
 	if pp := p.Pair; pp != nil && pp.PeerNode != n.addr {
 		n.sender(pp.PeerNode).add(true, frameMoved, pp.ID, pp.PeerKey, p.Key, nil, uint64(p.Gen+1))
@@ -466,20 +474,59 @@ func (n *Node) tellLeft(c hub.RemoteCut, reason proto.Reason) {
 		n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(reason), nil, 0)
 		return
 	}
-	go n.releaseParked(c.PeerKey, c.PairID)
+	go n.releaseParked(c.PeerKey, c.PairID, reason, 0)
 }
 
 // releaseParked records that a parked session's partner left pairing
-// pair.
-func (n *Node) releaseParked(key string, pair uint64) {
+// pair for reason, undelivered of the session's messages never reaching
+// it.
+func (n *Node) releaseParked(key string, pair uint64, reason proto.Reason, undelivered int) {
 	ctx, cancel := n.op()
 	defer cancel()
-	hn := n.keys.nameHash(key)
-	err := releaseParkedScript.Run(ctx, n.rdb, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
-		hn, n.pairArg(pair), n.opts.Prefix, n.grace().Milliseconds()).Err()
+	err := n.runReleaseParked(ctx, n.rdb, key, pair, reason, undelivered).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		n.linkLost("release", err)
 	}
+}
+
+// runReleaseParked runs the script that records the end of pairing pair
+// in the park of the session key (releaseParkedScript), on c: Redis, or
+// a pipeline.
+func (n *Node) runReleaseParked(ctx context.Context, c redis.Scripter, key string, pair uint64, reason proto.Reason, undelivered int) *redis.Cmd {
+	hn := n.keys.nameHash(key)
+	return releaseParkedScript.Run(ctx, c, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
+		hn, n.pairArg(pair), n.opts.Prefix, n.grace().Milliseconds(), n.sealLeft(hn, pair, reason, undelivered))
+}
+
+// sealLeft seals how a parked session's pairing pair ended: the
+// peer_left its resume is to tell, without the partner's name, which
+// the session has.
+func (n *Node) sealLeft(hn string, pair uint64, reason proto.Reason, undelivered int) []byte {
+	b := binary.AppendUvarint(nil, uint64(max(undelivered, 0)))
+	b = append(b, reason...)
+	return n.seal.sealNamed(nil, b, leftAAD(hn, pair))
+}
+
+// openLeft reads how pairing pair of the parked session hn ended, as
+// the claim found it in the park (sealLeft). When no node recorded it,
+// the partner's record was freed by the reaping of its node, which
+// died: its partners are told disconnected, as those of a node that
+// dies are. A left that fails to open is refused and counted as a
+// record no node wrote, and told as disconnected too: the pairing is
+// gone either way, and the user is told so.
+func (n *Node) openLeft(op *opener, hn string, pair uint64, sealed string) (proto.Reason, int) {
+	if sealed == "" {
+		return proto.ReasonDisconnected, 0
+	}
+	b, err := op.open([]byte(sealed), leftAAD(hn, pair))
+	if err == nil {
+		if count, k := binary.Uvarint(b); k > 0 && count <= math.MaxInt32 && len(b) > k {
+			return proto.Reason(b[k:]), int(count)
+		}
+	}
+	n.recordsRejected.Add(1)
+	n.log.Warn("refused how a parked session's pairing ended: not sealed for it by a node of this cluster")
+	return proto.ReasonDisconnected, 0
 }
 
 // Drain parks every session of this node that is away, so that users

@@ -494,8 +494,7 @@ func (n *Node) queueParked(o *remoteOutbox, gen uint32, index uint64, run []held
 			index++
 			continue
 		}
-		cmds[i] = releaseParkedScript.Run(ctx, pipe, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)},
-			hn, n.pairArg(o.pair), n.opts.Prefix, n.grace().Milliseconds())
+		cmds[i] = n.runReleaseParked(ctx, pipe, o.to, o.pair, proto.Reason(f.a), int(f.n))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isScriptAnswer(err) {
 		return nil, err

@@ -270,13 +270,16 @@ return {hn, '', '', p[1], p[2], p[3]}
 // ARGV: hashed name, node, prefix, gen, sealed name.
 // Returns {'unavailable'}, {'gone'}, {'owned'} (not parked as gen), or
 // {'ok', paired ('1' or '0'), pair, partner's node, its lease,
-// partner's park gen and ms left when it is parked too, queued...}.
+// partner's park gen and ms left when it is parked too, how the
+// pairing ended if it did while parked (the park's left, sealed, or
+// empty), queued...}.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
 local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk')
 if not rec[1] then return {'gone'} end
 if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[4] then return {'owned'} end
 local q = redis.call('LRANGE', KEYS[3], 0, -1)
+local left = redis.call('HGET', KEYS[2], 'left') or ''
 local paired, pnode, peerlease, pgen, pttl = '0', '', '', '', ''
 if rec[2] and rec[2] ~= '' then
   local pr = redis.call('HMGET', ARGV[3] .. 'user:' .. rec[2], 'node', 'peer', 'pair')
@@ -298,7 +301,7 @@ redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 if rec[4] and redis.call('GET', ARGV[3] .. 'token:' .. rec[4]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'token:' .. rec[4]) end
 if rec[5] and rec[5] ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. rec[5]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. rec[5]) end
-local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl}
+local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left}
 for _, m in ipairs(q) do out[#out + 1] = m end
 return out
 `)
@@ -334,9 +337,11 @@ return {'ok'}
 `)
 
 // releaseParkedScript records that a parked session's partner left its
-// pairing: with nobody to tell when its window ends, its keys now
-// expire with the window, without grace.
-// KEYS: user, park, queue. ARGV: hashed name, pair, prefix, grace in ms.
+// pairing, and how (left: the peer_left, sealed), for the node that
+// takes the session up to tell its resume: with nobody to tell when its
+// window ends, its keys now expire with the window, without grace.
+// KEYS: user, park, queue. ARGV: hashed name, pair, prefix, grace in ms,
+// left.
 // Returns {'ok'}, {'moved', node, its lease} or {'gone'}.
 var releaseParkedScript = redis.NewScript(parkLua + leaseOfLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'pair', 'tok', 'rk')
@@ -344,6 +349,7 @@ if not rec[1] then return {'gone'} end
 if rec[1] ~= '' then return {'moved', rec[1], leaseOf(ARGV[3], rec[1])} end
 if rec[2] == ARGV[2] then
   redis.call('HSET', KEYS[1], 'peer', '', 'pair', '0')
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'left', ARGV[5]) end
   local ttl = redis.call('PTTL', KEYS[2])
   local grace = tonumber(ARGV[4])
   if ttl > grace then expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[3], rec[4], ARGV[3], ttl - grace) end

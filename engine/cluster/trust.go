@@ -295,6 +295,14 @@ func queueAAD(hashedName string, gen uint32, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, index)
 }
 
+// leftAAD binds how a parked session's pairing ended (its park's left)
+// to that session and that pairing, so it cannot be moved to another
+// session, nor told of a pairing it did not end.
+func leftAAD(hashedName string, pair uint64) []byte {
+	b := append([]byte{'L'}, hashedName...)
+	return binary.BigEndian.AppendUint64(b, pair)
+}
+
 var errBadRecord = errors.New("cluster: a directory record failed verification")
 
 // openRecord reads a sealed record written by node.

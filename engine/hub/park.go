@@ -99,6 +99,20 @@ func (p *Parked) Cost() int64 {
 	return c
 }
 
+// Unpair drops p's pairing, which cannot be rebuilt where p is taken
+// up (its partner left, or the partner's node died, while p was
+// parked), and keeps for p's resume the peer_left that says so, as a
+// session away on one node keeps the end of its pairing: a resume that
+// finds no partner is always told why. It does nothing to a p not
+// paired.
+func (p *Parked) Unpair(reason proto.Reason, undelivered int) {
+	if p.Pair == nil {
+		return
+	}
+	p.Left = &PeerLeft{Peer: p.Pair.PeerName, Reason: reason, Undelivered: undelivered}
+	p.Pair = nil
+}
+
 // Waiting is how many of p's messages were delivered while it was away.
 func (p *Parked) Waiting() int {
 	if p.Attached {
