@@ -270,6 +270,26 @@ func (h *Hub) CloseAway(reason proto.Reason) {
 	h.finishLogouts(los, reason, 0)
 }
 
+// EndAway ends the session key if it is away on this node, telling its
+// partner reason, and reports whether it did: a node draining for a
+// restart that could not park the session, and would otherwise tell
+// its client to resume a session no node will have. A session being
+// moved is left to its move.
+func (h *Hub) EndAway(key string, reason proto.Reason) bool {
+	h.mu.Lock()
+	s := h.names.lookup(key)
+	if s == nil || s.away == nil || s.moving {
+		h.mu.Unlock()
+		return false
+	}
+	lo, ok := h.logoutLocked(s)
+	h.mu.Unlock()
+	if ok {
+		h.finishLogouts([]logout{lo}, reason, 0)
+	}
+	return ok
+}
+
 // Resumed is what a resume did.
 type Resumed struct {
 	// Session is the session, for the new connection to drive from now

@@ -976,6 +976,32 @@ func TestCloseAway(t *testing.T) {
 	}
 }
 
+// TestEndAway: a drain that could not park a session ends it, the
+// partner told; a session that is not away is left alone.
+func TestEndAway(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	if h.EndAway("bob", proto.ReasonShutdown) {
+		t.Fatal("ended bob, who is not away")
+	}
+	alice.Detach(proto.ReasonShutdown, 0)
+	bob.box.take()
+	if !h.EndAway("alice", proto.ReasonShutdown) {
+		t.Fatal("did not end alice, away")
+	}
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Peer != "alice" || ev.Reason != proto.ReasonShutdown {
+		t.Fatalf("bob was told %+v", ev)
+	}
+	if st := h.Stats(); st.Away != 0 || st.Users != 1 || st.Pairs != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err == nil || err.Code != proto.ErrUnknownResumeKey.Code {
+		t.Fatalf("resumed an ended session: %v", err)
+	}
+}
+
 // TestRunsAreNumberedPerMessage: a batching Outbox is handed the first
 // number of a run, and one that is not is handed each.
 func TestRunsAreNumberedPerMessage(t *testing.T) {
