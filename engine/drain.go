@@ -40,7 +40,9 @@ type Parker func(ctx context.Context, key string) bool
 // closes its connection, sending its session away (the ending drain);
 // the closes are spread evenly over period (0: all at once). With park
 // (a node of a cluster), each session is parked before its client is
-// told, so that the resume, wherever it comes, finds it parked. Drain
+// told, so that the resume, wherever it comes, finds it parked; one
+// that cannot be parked ends, and its client is told so (not_parked)
+// instead of to resume. Drain
 // returns how many connections it ended, once every connection has
 // closed or ctx has ended. New connections are refused from the start.
 // Drain runs once: a second call returns 0 at once.
@@ -70,18 +72,28 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, drainParallel)
-	// finish tells cn's client, once its session is parked.
+	// finish tells cn's client, once its session is parked, to resume
+	// it. A session that could not be parked (the link to Redis failed
+	// partway through the drain, or the drain ran out of time) would be
+	// resumed nowhere: it ends here, its partner told, and the client is
+	// told so (not_parked) rather than to resume.
 	finish := func(ls *loopState, cn *conn, key, notice string) {
 		defer wg.Done()
+		e := endDrain
 		if key != "" && park != nil {
+			parked := false
 			select {
 			case sem <- struct{}{}:
-				park(ctx, key)
+				parked = park(ctx, key)
 				<-sem
 			case <-ctx.Done():
 			}
+			if !parked {
+				e = endNotParked
+				s.hub.EndAway(key, endings[e].partnerReason())
+			}
 		}
-		_ = ls.execute(context.Background(), func() { cn.drainFinish(notice) })
+		_ = ls.execute(context.Background(), func() { cn.drainFinish(e, notice) })
 	}
 	start := time.Now()
 	tick := time.NewTicker(drainTick)
@@ -160,15 +172,19 @@ func (cn *conn) drainBegin() (key, notice string, ok bool) {
 	return key, notice, true
 }
 
-// drainFinish tells the client to reconnect (a line client with its
-// resume key, which it would otherwise have to find further up its
-// screen) and closes the connection once what is queued for it is
-// written.
-func (cn *conn) drainFinish(notice string) {
+// drainFinish ends the connection for e: endDrain tells the client to
+// reconnect (a line client with its resume key, which it would
+// otherwise have to find further up its screen), endNotParked that its
+// session could not be kept; either closes the connection once what is
+// queued for it is written.
+func (cn *conn) drainFinish(e ending, notice string) {
 	if cn.closed {
 		return
 	}
-	cn.endAs(endDrain, endDetail{notice: notice})
+	if e != endDrain {
+		notice = ""
+	}
+	cn.endAs(e, endDetail{notice: notice})
 }
 
 // drainNotice is what a client is told as a drain ends its connection.

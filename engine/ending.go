@@ -48,6 +48,7 @@ const (
 	endReplaced    // the account logged in on another connection (auth.takeover)
 	endResumed     // the session was resumed on another connection, which carries it now
 	endDrain       // the node is draining: the client is told to reconnect and resume, on another node if need be
+	endNotParked   // the node is draining and could not park the session: it ends, and the client is told to log in again
 	endFlood       // input kept coming far past the rate limit
 	endProtocol    // input that breaks the protocol: a bad WebSocket frame or handshake, a malformed or oversized HTTP head
 	endBinary      // a binary WebSocket message
@@ -151,6 +152,8 @@ var endings = [numEndings]endingInfo{
 	endDrain: {label: "drain", partner: proto.ReasonShutdown, session: detachSession,
 		notice: "the server is restarting; reconnect", wsCode: statusServiceRestart, wsText: "service restart",
 		status: 503, statusText: "the server is restarting", drain: true},
+	endNotParked: {label: "not_parked", partner: proto.ReasonShutdown, session: endSession,
+		err: proto.ErrNotParked, last: proto.EvShutdown, wsCode: statusServiceRestart, wsText: "service restart", drain: true},
 	endFlood: {label: "flood", partner: proto.ReasonDisconnected, session: endSession,
 		err: proto.ErrFlooded, wsCode: ws.StatusPolicyViolation, wsText: "rate limit exceeded",
 		status: 429, statusText: "too many requests"},

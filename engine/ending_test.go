@@ -239,6 +239,23 @@ func TestProtocolDocShowsResumeEndings(t *testing.T) {
 	if !strings.Contains(doc, fmt.Sprintf("(close frame, status %d, %q)", drain.wsCode, drain.wsText)) {
 		t.Errorf("docs/PROTOCOL.md does not show the close frame %d %q", drain.wsCode, drain.wsText)
 	}
+
+	// A session a drain could not park.
+	unparked := &endings[endNotParked]
+	want = want[:0]
+	for l := range strings.SplitSeq(string(goodbye(nil, endNotParked, stageLine, endDetail{})), "\r\n") {
+		if l != "" {
+			want = append(want, l)
+		}
+	}
+	want = append(want,
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: proto.EvError, Err: unparked.err})),
+		string(jsonproto.AppendEvent(nil, &proto.Event{Kind: unparked.last})))
+	for _, l := range want {
+		if !strings.Contains(doc, "< "+l+"\n") {
+			t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
+		}
+	}
 }
 
 // TestNeedsSocketError: the socket's pending error is looked up only

@@ -65,6 +65,11 @@ var (
 	ErrUntrustedProxy = &Error{"untrusted_proxy", "a PROXY header is accepted only from a trusted proxy"}
 	ErrBadProxyHeader = &Error{"bad_proxy_header", "malformed or missing PROXY protocol header"}
 	ErrHTTPRequest    = &Error{"http_request", "this port speaks duet's line protocol, not HTTP"}
+	// ErrNotParked ends a session that a node of a cluster, draining
+	// for a restart, could not park for a resume (its link to Redis
+	// failed): no node will have it, so the client is not told to
+	// resume, but to log in again.
+	ErrNotParked = &Error{"not_parked", "the server is restarting and could not keep your session; log in again"}
 	// ErrFlooded shares rate_limited's code, so a client needs to know
 	// only one; its text says the connection is being closed.
 	ErrFlooded = &Error{"rate_limited", "too many requests for too long; closing the connection"}
@@ -79,7 +84,7 @@ var Errors = []*Error{
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
-	ErrFlooded,
+	ErrNotParked, ErrFlooded,
 }
 
 // PeerAwayFull is ErrPeerAwayFull told with the partner's name and what

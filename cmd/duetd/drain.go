@@ -92,8 +92,9 @@ func (d *drainer) drain() {
 	}
 	told := d.srv.Drain(ctx, cfg.DrainSpread(), park)
 	cancel()
-	// Sessions away before the drain, or whose park failed, are parked
-	// now; what cannot be is ended by the shutdown.
+	// Sessions away before the drain are parked now; what cannot be is
+	// ended by the shutdown. (A connected session whose park failed was
+	// ended by the drain, its client told not_parked.)
 	ctx, cancel = context.WithTimeout(context.Background(), parkTimeout)
 	parked.Add(int64(d.node.Drain(ctx)))
 	cancel()

@@ -42,6 +42,13 @@ func startNode(t testing.TB, r *redisServer, id string) *testNode {
 // startNodeWith is startNode with options edited first.
 func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options)) *testNode {
 	t.Helper()
+	return startNodeEngine(t, r, id, edit, nil)
+}
+
+// startNodeEngine is startNodeWith with the engine's options edited
+// too, last.
+func startNodeEngine(t testing.TB, r *redisServer, id string, edit func(*Options), editEngine func(*engine.Options)) *testNode {
+	t.Helper()
 	h := hub.New(hub.Options{})
 	n := joinTestNode(t, r, id, h, edit)
 	// Registered first, so it runs after the engine's shutdown.
@@ -54,6 +61,9 @@ func startNodeWith(t testing.TB, r *redisServer, id string, edit func(*Options))
 		o.Hub = h
 		o.Limits.MessageRate = 1e6
 		o.Limits.MessageBurst = 1e6
+		if editEngine != nil {
+			editEngine(o)
+		}
 	})
 	return &testNode{Node: n, Daemon: d}
 }

@@ -2,9 +2,13 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"duet/engine"
 	"duet/engine/enginetest"
 )
 
@@ -127,4 +131,200 @@ func TestParkedPartnerNodeDiedIsTold(t *testing.T) {
 		t.Fatalf("alice resumed with %q", peer)
 	}
 	back.Expect(`^\* bob disconnected; you are free to be joined again$`)
+}
+
+// endCounter counts, as /metrics does, how connections end and the
+// errors users are told.
+type endCounter struct {
+	mu     sync.Mutex
+	ends   map[string]int
+	errors map[string]int
+}
+
+func newEndCounter() *endCounter {
+	return &endCounter{ends: make(map[string]int), errors: make(map[string]int)}
+}
+
+func (*endCounter) ConnOpened(string) {}
+func (*endCounter) ConnClosed(string) {}
+func (*endCounter) Rejected(string)   {}
+func (*endCounter) SlowCut()          {}
+
+func (m *endCounter) Error(code string) {
+	m.mu.Lock()
+	m.errors[code]++
+	m.mu.Unlock()
+}
+
+func (m *endCounter) Disconnected(reason string) {
+	m.mu.Lock()
+	m.ends[reason]++
+	m.mu.Unlock()
+}
+
+func (m *endCounter) counts(reason string) (ends, errors int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ends[reason], m.errors[reason]
+}
+
+// drainOutcome is what one client of a drain was told, and when.
+type drainOutcome struct {
+	name    string
+	resume  bool // told to reconnect and resume
+	unkept  bool // told its session could not be kept (not_parked)
+	at      time.Time
+	partner string // a peer_left's reason it was told first, if any
+	err     error
+}
+
+// TestRedisLostMidDrain kills the real redis-server while a node drains:
+// every client the node reaches after that is told its session could
+// not be kept (not_parked, then the shutdown goodbye; a browser with
+// close code 1012) rather than to resume a session no node has, which
+// would answer bad_resume_key; its session ends at once, a partner on
+// the node is told, and each such ending is counted.
+func TestRedisLostMidDrain(t *testing.T) {
+	r := startRedis(t)
+	m := newEndCounter()
+	a := startNodeEngine(t, r, "a", nil, func(o *engine.Options) { o.Metrics = m })
+
+	const lines, webs = 8, 2
+	var lcs []*enginetest.LineClient
+	for i := range lines {
+		lcs = append(lcs, a.DialLine(t).Login(fmt.Sprint("l", i)))
+	}
+	var wcs []*enginetest.WSClient
+	for i := range webs {
+		wcs = append(wcs, a.DialWS(t).Login(fmt.Sprint("w", i)))
+	}
+	// A pair on the node: whichever of the two is ended unparked first,
+	// the other, away or still connected, is told why.
+	lcs[1].Send("/connect " + lcs[0].Token)
+	lcs[1].Expect(`^\* you are connected with l0$`)
+	lcs[0].Expect(`^\* l1 is connected$`)
+
+	outcomes := make(chan drainOutcome, lines+webs)
+	for _, lc := range lcs {
+		go func() { outcomes <- lineOutcome(lc) }()
+	}
+	for _, wc := range wcs {
+		go func() { outcomes <- webOutcome(wc) }()
+	}
+
+	const period = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
+	defer cancel()
+	drained := make(chan int, 1)
+	go func() { drained <- a.Daemon.Drain(ctx, period, a.Node.Park) }()
+
+	// Redis dies once the first client has been told.
+	var got []drainOutcome
+	got = append(got, <-outcomes)
+	r.Stop()
+	killed := time.Now()
+	for len(got) < lines+webs {
+		got = append(got, <-outcomes)
+	}
+	if told := <-drained; told != lines+webs {
+		t.Errorf("the drain told %d connections, want %d", told, lines+webs)
+	}
+
+	unkept := 0
+	for _, o := range got {
+		switch {
+		case o.err != nil:
+			t.Errorf("%s: %v", o.name, o.err)
+		case o.unkept:
+			unkept++
+		case o.resume && o.at.After(killed.Add(period/(lines+webs))):
+			// Told after Redis was gone, and told a drain's period
+			// step after: no park could have been written.
+			t.Errorf("%s was told to resume %v after Redis died", o.name, o.at.Sub(killed))
+		}
+		// The pair's partner ends unparked (shutdown), or was parked
+		// already and its pairing was cut with the link (link_lost).
+		if o.partner != "" && o.partner != "shutdown" && o.partner != "link_lost" {
+			t.Errorf("%s was told its partner left for %q", o.name, o.partner)
+		}
+	}
+	if unkept < lines+webs-2 {
+		t.Fatalf("%d clients were told their session could not be kept, want at least %d: %+v", unkept, lines+webs-2, got)
+	}
+	if ends, errs := m.counts("not_parked"); ends != unkept || errs != unkept {
+		t.Fatalf("not_parked counted as %d endings and %d errors, want %d", ends, errs, unkept)
+	}
+	if st := a.Hub.Stats(); st.Users > lines+webs-unkept || st.Pairs != 0 {
+		t.Fatalf("a still holds %+v with %d sessions ended unparked", st, unkept)
+	}
+}
+
+// lineOutcome reads what a line client is told until its connection
+// closes.
+func lineOutcome(lc *enginetest.LineClient) drainOutcome {
+	o := drainOutcome{name: lc.Name}
+	for {
+		l, err := lc.TryLine(2 * enginetest.Timeout)
+		if err != nil {
+			if o.resume == o.unkept {
+				o.err = fmt.Errorf("closed after %q, told neither to resume nor that the session is gone", l)
+			}
+			return o
+		}
+		switch {
+		case drainLineRE.MatchString(l):
+			o.resume, o.at = true, time.Now()
+		case strings.HasPrefix(l, "! not_parked: the server is restarting and could not keep your session; log in again"):
+			o.unkept, o.at = true, time.Now()
+		case l == "* the server is shutting down; goodbye" && o.unkept:
+		case strings.HasSuffix(l, "; you are free to be joined again"):
+			switch {
+			case strings.Contains(l, "'s server is shutting down"):
+				o.partner = "shutdown"
+			case strings.HasPrefix(l, "* lost the link to "):
+				o.partner = "link_lost"
+			default:
+				o.partner = l
+			}
+		case strings.HasPrefix(l, "* "):
+		default:
+			o.err = fmt.Errorf("told %q", l)
+			return o
+		}
+	}
+}
+
+// webOutcome reads what a WebSocket client is told until it is closed.
+func webOutcome(wc *enginetest.WSClient) drainOutcome {
+	o := drainOutcome{name: wc.Name}
+	shutdown := false
+	for {
+		ev, code, err := wc.TryNext(2 * enginetest.Timeout)
+		if err != nil {
+			o.err = err
+			return o
+		}
+		if code != 0 {
+			if code != 1012 || o.resume == o.unkept || o.unkept != shutdown {
+				o.err = fmt.Errorf("closed with %d, told to resume %v, not kept %v, shutdown %v", code, o.resume, o.unkept, shutdown)
+			}
+			return o
+		}
+		switch ev["type"] {
+		case "notice":
+			if strings.HasPrefix(ev["text"].(string), "the server is restarting; reconnect and resume") {
+				o.resume, o.at = true, time.Now()
+			}
+		case "error":
+			if ev["code"] != "not_parked" {
+				o.err = fmt.Errorf("told %v", ev)
+				return o
+			}
+			o.unkept, o.at = true, time.Now()
+		case "shutdown":
+			shutdown = true
+		case "peer_left":
+			o.partner, _ = ev["reason"].(string)
+		}
+	}
 }
