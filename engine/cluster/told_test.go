@@ -178,13 +178,24 @@ type drainOutcome struct {
 	err     error
 }
 
-// TestRedisLostMidDrain kills the real redis-server while a node drains:
-// every client the node reaches after that is told its session could
-// not be kept (not_parked, then the shutdown goodbye; a browser with
-// close code 1012) rather than to resume a session no node has, which
-// would answer bad_resume_key; its session ends at once, a partner on
-// the node is told, and each such ending is counted.
+// TestRedisLostMidDrain kills the real redis-server while a node drains,
+// or pauses it (a Redis that hangs): every client the node reaches
+// after that is told its session could not be kept (not_parked, then
+// the shutdown goodbye; a browser with close code 1012) rather than to
+// resume a session no node has, which would answer bad_resume_key; its
+// session ends at once, a partner on the node is told, and each such
+// ending is counted.
 func TestRedisLostMidDrain(t *testing.T) {
+	t.Run("killed", func(t *testing.T) { testRedisLostMidDrain(t, (*redisServer).Stop) })
+	t.Run("paused", func(t *testing.T) {
+		testRedisLostMidDrain(t, func(r *redisServer) {
+			r.Pause()
+			t.Cleanup(r.Continue)
+		})
+	})
+}
+
+func testRedisLostMidDrain(t *testing.T, fail func(*redisServer)) {
 	r := startRedis(t)
 	m := newEndCounter()
 	a := startNodeEngine(t, r, "a", nil, func(o *engine.Options) { o.Metrics = m })
@@ -221,7 +232,7 @@ func TestRedisLostMidDrain(t *testing.T) {
 	// Redis dies once the first client has been told.
 	var got []drainOutcome
 	got = append(got, <-outcomes)
-	r.Stop()
+	fail(r)
 	killed := time.Now()
 	for len(got) < lines+webs {
 		got = append(got, <-outcomes)

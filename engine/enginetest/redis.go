@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,6 +66,24 @@ func (r *Redis) Start() {
 			r.t.Fatal("redis-server did not come up")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pause stops the server's process (SIGSTOP) where it is: its
+// connections stay open and nothing is answered, as with a Redis that
+// hangs, until Continue.
+func (r *Redis) Pause() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// Continue lets a paused server run again.
+func (r *Redis) Continue() {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
