@@ -1044,11 +1044,7 @@ func TestEngineResumeOnAnotherNode(t *testing.T) {
 	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
 
 	// The line protocol.
-	alice := a.DialLine(t).Login("alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	bob.Expect("paired")
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := wsJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	bob.Say("before the drop")
 	alice.Expect(`^<bob> before the drop$`)
 	enginetest.Reset(t, alice.Conn)

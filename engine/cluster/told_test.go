@@ -16,6 +16,19 @@ import (
 // its session was parked, whichever way it ended, is told on the resume
 // that takes the session up, on either protocol.
 
+// wsJoinsLine logs in a line client as lname on ld and a WebSocket
+// client as wname on wd, which connects to the line client's token, and
+// reads what both are told of their pairing.
+func wsJoinsLine(t testing.TB, ld *enginetest.Daemon, lname string, wd *enginetest.Daemon, wname string) (*enginetest.LineClient, *enginetest.WSClient) {
+	t.Helper()
+	lc := ld.DialLine(t).Login(lname)
+	wc := wd.DialWS(t).Login(wname)
+	wc.Connect(lc.Token)
+	wc.Expect("paired")
+	lc.Expect(`^\* ` + wname + ` is connected$`)
+	return lc, wc
+}
+
 // drainedKey reads what a line client is told as its node drains it,
 // and returns the resume key it is told to type.
 func drainedKey(t testing.TB, lc *enginetest.LineClient) string {
@@ -56,11 +69,7 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 	r := startRedis(t)
 	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
 
-	alice := a.DialLine(t).Login("alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	bob.Expect("paired")
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := wsJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	carol := a.DialWS(t).Login("carol")
 	dave := b.DialLine(t).Login("dave")
 	dave.Send("/connect " + carol.Token)
