@@ -165,7 +165,12 @@ func (cn *conn) drainBegin() (key, notice string, ok bool) {
 	}
 	notice = cn.drainNotice()
 	if cn.sess != nil {
-		key = cn.sess.Key()
+		// Only a session that can be resumed (it has a key, and resume
+		// is on: the notice names them) is parked; any other ends here,
+		// as a drain's ending says, and is not one a park failed.
+		if notice != "" {
+			key = cn.sess.Key()
+		}
 		cn.endSession(endDrain, 0)
 		cn.sess = nil
 	}

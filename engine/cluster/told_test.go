@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
 )
@@ -346,5 +347,41 @@ func webOutcome(wc *enginetest.WSClient) drainOutcome {
 		case "peer_left":
 			o.partner, _ = ev["reason"].(string)
 		}
+	}
+}
+
+// TestDrainWithResumeOff: a node with resume off drains as before, each
+// session ending with the drain (its partner told shutdown); none is
+// counted or told as not_parked, which is for a park that failed.
+func TestDrainWithResumeOff(t *testing.T) {
+	r := startRedis(t)
+	m := newEndCounter()
+	a := startNodeEngine(t, r, "a", nil, func(o *engine.Options) {
+		o.Metrics = m
+		o.Resume = config.Resume{}
+	})
+	alice := a.DialLine(t).Login("alice")
+	bob := a.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	drainNode(t, a, 0)
+	for _, lc := range []*enginetest.LineClient{alice, bob} {
+		for {
+			l, err := lc.TryLine(enginetest.Timeout)
+			if err != nil {
+				break
+			}
+			if strings.Contains(l, "not_parked") {
+				t.Fatalf("%s was told %q", lc.Name, l)
+			}
+		}
+	}
+	if ends, errs := m.counts("not_parked"); ends != 0 || errs != 0 {
+		t.Fatalf("not_parked counted as %d endings and %d errors", ends, errs)
+	}
+	if ends, _ := m.counts("drain"); ends != 2 {
+		t.Fatalf("%d connections ended with the drain, want 2", ends)
 	}
 }
