@@ -30,6 +30,19 @@ func wsJoinsLine(t testing.TB, ld *enginetest.Daemon, lname string, wd *enginete
 	return lc, wc
 }
 
+// lineJoinsLine logs in a line client as hname on hd and another as
+// jname on jd, which connects to the first one's token, and reads what
+// both are told of their pairing.
+func lineJoinsLine(t testing.TB, hd *enginetest.Daemon, hname string, jd *enginetest.Daemon, jname string) (holder, joiner *enginetest.LineClient) {
+	t.Helper()
+	holder = hd.DialLine(t).Login(hname)
+	joiner = jd.DialLine(t).Login(jname)
+	joiner.Send("/connect " + holder.Token)
+	joiner.Expect(`^\* you are connected with ` + hname + `$`)
+	holder.Expect(`^\* ` + jname + ` is connected$`)
+	return holder, joiner
+}
+
 // drainedKey reads what a line client is told as its node drains it,
 // and returns the resume key it is told to type.
 func drainedKey(t testing.TB, lc *enginetest.LineClient) string {
@@ -115,11 +128,7 @@ func TestParkedPartnerNodeDiedIsTold(t *testing.T) {
 	defaults := func(o *Options) { o.LeaseTTL = 0 }
 	a, b, c := startNode(t, r, "a"), startNodeWith(t, r, "b", defaults), startNode(t, r, "c")
 
-	alice := a.DialLine(t).Login("alice")
-	bob := b.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
@@ -360,11 +369,7 @@ func TestDrainWithResumeOff(t *testing.T) {
 		o.Metrics = m
 		o.Resume = config.Resume{}
 	})
-	alice := a.DialLine(t).Login("alice")
-	bob := a.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", a.Daemon, "bob")
 
 	drainNode(t, a, 0)
 	for _, lc := range []*enginetest.LineClient{alice, bob} {
