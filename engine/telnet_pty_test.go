@@ -34,11 +34,7 @@ func TestRealTelnet(t *testing.T) {
 	host, port, _ := strings.Cut(d.TCP, ":")
 	tn := startInPTY(t, telnet, host, port)
 	tn.expect(`\* welcome to duet`)
-	tn.typeLine("/login alice")
-	tn.expect(`\* you are alice, your token is [0-9a-f]{32}`)
-	tn.typeLine("/connect " + bob.Token)
-	tn.expect(`\* you are connected with bob`)
-	bob.Expect(`^\* alice is connected$`)
+	tn.pairWith("alice", bob)
 
 	// The partner's UTF-8 reaches the telnet user, before any telnet
 	// command has been sent either way.
@@ -100,11 +96,7 @@ func TestRealTelnet(t *testing.T) {
 	carol := startInPTY(t, telnet, host, port)
 	carol.expect(`\* welcome to duet`)
 	carol.type_("\x03")
-	carol.typeLine("/login carol")
-	carol.expect(`\* you are carol, your token is [0-9a-f]{32}`)
-	carol.typeLine("/connect " + bob.Token)
-	carol.expect(`\* you are connected with bob`)
-	bob.Expect(`^\* carol is connected$`)
+	carol.pairWith("carol", bob)
 	const safe = "Нет, всё хорошо: Åsa, ąż, そうです"
 	carol.typeLine(safe)
 	if got := bob.Line(); got != "<carol> "+safe {
@@ -207,6 +199,17 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 		t.Fatalf("the new terminal does not have the default special characters: %+v", tio.Cc)
 	}
 	return m, s
+}
+
+// pairWith logs the program's user in as name, after the server's
+// greeting, and connects to peer, a line client logged in and free.
+func (p *ptyProgram) pairWith(name string, peer *enginetest.LineClient) {
+	p.t.Helper()
+	p.typeLine("/login " + name)
+	p.expect(`\* you are ` + name + `, your token is [0-9a-f]{32}`)
+	p.typeLine("/connect " + peer.Token)
+	p.expect(`\* you are connected with ` + peer.Name)
+	peer.Expect(`^\* ` + name + ` is connected$`)
 }
 
 // type_ types s as it is.
