@@ -57,6 +57,12 @@ var (
 	// client cannot open one (a terminal, which could only print
 	// base64), or whom the server cannot vouch for.
 	ErrPeerCannotDecrypt = &Error{"peer_cannot_decrypt", "your partner's client cannot read encrypted messages; it was not sent"}
+	// ErrControlChar refuses a line that holds a key a terminal sends
+	// as a control character rather than as text: an arrow (an escape
+	// sequence), Escape, Ctrl-L and the like. The partner's terminal
+	// could only show it as U+FFFD, and an arrow stands for an edit the
+	// server cannot know, so the line is not sent as something else.
+	ErrControlChar = &Error{"control_character", "the line holds a key that is not text (an arrow, Escape, Ctrl-L, ...); it was not sent"}
 
 	// Connection-level errors: the connection closes right after them.
 	ErrLoginTimeout   = &Error{"login_timeout", "no login in time; goodbye"}
@@ -82,7 +88,7 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
-	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt,
+	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrNotParked, ErrFlooded,
 }

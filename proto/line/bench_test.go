@@ -102,3 +102,21 @@ func BenchmarkFramerByteAtATime(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNextDecodeSayUnicode frames and decodes a message that is not
+// plain ASCII, which takes the slow path: the line is scanned for telnet
+// commands, then checked to be UTF-8 without control characters.
+func BenchmarkNextDecodeSayUnicode(b *testing.B) {
+	input := []byte("привет, Боб: это вполне обычное сообщение в чате.\r\n")
+	buf := make([]byte, len(input))
+	f := Framer{Max: DefaultMaxLine}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(input)))
+	for b.Loop() {
+		copy(buf, input)
+		line, _, _ := f.Next(buf)
+		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
+			b.Fatalf("Decode = %v, %v", cmd.Op, err)
+		}
+	}
+}

@@ -14,7 +14,9 @@ import (
 //
 // A line that starts with '/' is a command; "//" escapes a message that
 // starts with a slash. Any other line is a message, sent as it is: its
-// spaces are part of it. The Command's slices alias line.
+// spaces are part of it. A line that is not UTF-8 is refused with proto.ErrInvalidUTF8, and then one that holds a
+// control character other than tab with proto.ErrControlChar (keys.go).
+// The Command's slices alias line.
 func Decode(line []byte) (proto.Command, *proto.Error) {
 	return decode(line, nil)
 }
@@ -32,12 +34,13 @@ func (f *Framer) Decode(line []byte) (proto.Command, *proto.Error) {
 // Say returns the text of line, which the last call of Next returned,
 // when line is a message, as Decode would return it in an OpSay command,
 // and ok false when it is anything else (a command, a blank line, bytes
-// that are not UTF-8), which Decode then tells apart. Nearly every line
-// of a conversation is a message, and Say builds no Command: a Command
-// is 136 bytes, and its copies as Decode returns it cost a busy server
-// more than the rest of a message's decoding (readLines in a profile).
+// that are not UTF-8 or not text), which Decode then tells apart. Nearly
+// every line of a conversation is a message, and Say builds no Command:
+// a Command is 136 bytes, and its copies as Decode returns it cost a busy
+// server more than the rest of a message's decoding (readLines in a
+// profile).
 func (f *Framer) Say(line []byte) (text []byte, ok bool) {
-	if !f.validUTF8(line) {
+	if f.check(line) != nil {
 		return nil, false
 	}
 	return sayText(line)
@@ -65,20 +68,34 @@ func (f *Framer) vouches(line []byte) bool {
 	return f != nil && f.plainAt == uintptr(unsafe.Pointer(unsafe.SliceData(line))) && f.plainLen == len(line)
 }
 
-// validUTF8 reports whether line is valid UTF-8: at once when Next vouches
-// for it, else by its plain run and then, if that is not all of it, in
-// full.
-func (f *Framer) validUTF8(line []byte) bool {
-	return f.vouches(line) || plainRun(line) == len(line) || utf8.Valid(line)
+// check returns the error for a line that is not text: proto.ErrInvalidUTF8
+// for one that is not UTF-8, else proto.ErrControlChar for one that holds
+// a control character other than tab. It answers at once when Next
+// vouches for the line, else by its plain run and then, if that is not
+// all of it, by the rest.
+func (f *Framer) check(line []byte) *proto.Error {
+	if f.vouches(line) {
+		return nil
+	}
+	rest := line[plainRun(line):]
+	switch {
+	case len(rest) == 0:
+		return nil
+	case !utf8.Valid(rest):
+		return proto.ErrInvalidUTF8
+	case hasControl(rest):
+		return proto.ErrControlChar
+	}
+	return nil
 }
 
 // decode is Decode, told by f, when it is not nil, whether line is plain
 // printable ASCII.
 func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
-	// Validate first, so no command or message ever carries bytes that
-	// are not UTF-8, whatever path it takes below.
-	if !f.validUTF8(line) {
-		return proto.Command{}, proto.ErrInvalidUTF8
+	// Check first, so no command or message ever carries bytes that are
+	// not UTF-8, or control characters, whatever path it takes below.
+	if err := f.check(line); err != nil {
+		return proto.Command{}, err
 	}
 	if isBlank(line) {
 		return proto.Command{Op: proto.OpNone}, nil

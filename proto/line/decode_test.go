@@ -22,7 +22,6 @@ func TestDecode(t *testing.T) {
 		{"//", `say text="/"`},
 		{"// x ", `say text="/ x "`},
 		{" /who", `say text=" /who"`},
-		{"\x00", `say text="\x00"`},
 
 		// Blank lines.
 		{"", "none"},
@@ -76,6 +75,25 @@ func TestDecode(t *testing.T) {
 		{"\xff", "error invalid_utf8"},
 		{"/bogus \xc3", "error invalid_utf8"},
 		{"\xed\xa0\x80", "error invalid_utf8"}, // an encoded surrogate
+		{"caf\xe9\x1b[A", "error invalid_utf8"},
+
+		// Then control characters other than tab: the keys a terminal
+		// sends that are not text. A partner could only be shown them
+		// as U+FFFD.
+		{"abd\x1b[Dc", "error control_character"}, // an arrow
+		{"\x1b[A", "error control_character"},
+		{"\x1bOA", "error control_character"}, // an arrow in application mode
+		{"\x1b", "error control_character"},   // Escape
+		{"\fabc", "error control_character"},  // Ctrl-L
+		{"\f", "error control_character"},
+		{"a\x04b", "error control_character"},
+		{"\x00", "error control_character"},
+		{"x\x7f", "error control_character"},
+		{"\u0085 next line", "error control_character"}, // a C1 control
+		{"\u009b31m", "error control_character"},        // C1 CSI
+		{"/who\x0c", "error control_character"},
+		{"/login ali\x1bce", "error control_character"},
+		{"\u00a0non-breaking \u00a9\u00bf", `say text="\u00a0non-breaking ©¿"`},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%q", tt.line), func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 	"unsafe"
 
@@ -52,6 +53,7 @@ func FuzzDecode(f *testing.F) {
 		"/connect https://x/#0123456789abcdef0123456789abcdef.oKGio6SlpqeoqaqrrK2urw", "/connect #.x", "/connect a.b",
 		"/newtoken", "/nope", "/", "caf\xe9", "\xff\xfe", " /who",
 		"/resume k7m2qv0c9x4t8ghj3nwp5rbe6d", "/resume", "/Resume a b \t",
+		"\x04\x04", "a\x1b[Db", "\f", "\u0085", "\u00a9\t",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -73,6 +75,10 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode(%q) = %v, want invalid_utf8", line, err)
 			}
 			return
+		}
+		// No command or message carries a control character but tab.
+		if refHasControl(line) != (err == proto.ErrControlChar) {
+			t.Fatalf("Decode(%q) = %v", line, err)
 		}
 		if err != nil {
 			if cmd.Op != proto.OpNone {
@@ -128,6 +134,12 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(%q) = %v for a line that does not start with '/'", line, cmd.Op)
 		}
 	})
+}
+
+// refHasControl reports whether s holds a rune of Unicode category Cc
+// other than tab.
+func refHasControl(s []byte) bool {
+	return bytes.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' })
 }
 
 // FuzzAppendEvent checks that whatever a peer sends, the line it is
@@ -240,7 +252,7 @@ func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
 // more than the seed corpus.
 func TestFramerMatchesModel(t *testing.T) {
 	// Plain bytes, line ends, telnet's commands and options (BINARY and
-	// TIMING-MARK among them), and the UTF-8 lead and continuation bytes
+	// TIMING-MARK among them), the UTF-8 lead and continuation bytes
 	// that restoring replaced bytes depends on.
 	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c"
 	rng := rand.New(rand.NewPCG(1, 2))
