@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/engine/enginetest"
 )
@@ -48,7 +49,9 @@ func typeKeys(t *testing.T, p *ptyProgram, name string, peer *enginetest.LineCli
 }
 
 // TestTelnetKeys drives Debian's telnet (inetutils) in a terminal with
-// every key a user may press while writing a line.
+// every key a user may press while writing a line, and Ctrl-D on an
+// empty line, which telnet sends as an EOT byte: it leaves, as /quit
+// does, before and after login, and in BINARY.
 func TestTelnetKeys(t *testing.T) {
 	telnet := requireTelnet(t)
 	d := enginetest.Start(t, nil)
@@ -59,10 +62,40 @@ func TestTelnetKeys(t *testing.T) {
 	tn.expect(`\* welcome to duet`)
 	tn.pairWith("alice", bob)
 	typeKeys(t, tn, "alice", bob)
+	// A second Ctrl-D after part of a line: telnet sends the part, then
+	// an EOT, which the terminal does not show.
+	tn.typeLine("abc\x04\x04def")
+	if got := bob.Line(); got != "<alice> abcdef" {
+		t.Errorf("Ctrl-D twice mid-line reached the partner as %q", got)
+	}
+	tn.type_("\x04")
+	tn.expect(`\* bye`)
+	bob.Expect(`^\* alice left; you are free to be joined again$`)
+	tn.wait()
+
+	// Ctrl-D once telnet sends in BINARY (after Ctrl-C).
+	carol := startInPTY(t, telnet, host, port)
+	carol.expect(`\* welcome to duet`)
+	carol.type_("\x03")
+	carol.pairWith("carol", bob)
+	carol.type_("\x04")
+	carol.expect(`\* bye`)
+	bob.Expect(`^\* carol left; you are free to be joined again$`)
+	carol.wait()
+
+	// Ctrl-D before logging in.
+	dave := startInPTY(t, telnet, host, port)
+	dave.expect(`\* welcome to duet`)
+	dave.type_("\x04")
+	dave.expect(`\* bye`)
+	dave.wait()
 }
 
 // TestNetcatKeys drives Debian's nc (OpenBSD netcat) in a terminal with
-// the same keys as TestTelnetKeys.
+// the same keys as TestTelnetKeys. Ctrl-D on an empty line sends nothing:
+// nc stops reading the keyboard, and without -N keeps the connection, so
+// the session goes on, its user still reading; with -N it ends the
+// connection, and the session with it.
 func TestNetcatKeys(t *testing.T) {
 	nc := netcatPath(t)
 	d := enginetest.Start(t, nil)
@@ -73,4 +106,21 @@ func TestNetcatKeys(t *testing.T) {
 	alice.expect(`\* welcome to duet`)
 	alice.pairWith("alice", bob)
 	typeKeys(t, alice, "alice", bob)
+	alice.type_("\x04")
+	bob.Send("are you there?")
+	alice.expect(regexp.QuoteMeta("<bob> are you there?"))
+	if l, err := bob.TryLine(200 * time.Millisecond); err == nil {
+		t.Fatalf("after nc's Ctrl-D bob read %q", l)
+	}
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+
+	carol := startInPTY(t, nc, "-N", host, port)
+	carol.expect(`\* welcome to duet`)
+	carol.pairWith("carol", bob)
+	carol.typeLine("bye")
+	bob.Expect(`^<carol> bye$`)
+	carol.type_("\x04")
+	bob.Expect(`^\* carol disconnected; you are free to be joined again$`)
+	carol.wait()
 }

@@ -105,7 +105,8 @@ func BenchmarkFramerByteAtATime(b *testing.B) {
 
 // BenchmarkNextDecodeSayUnicode frames and decodes a message that is not
 // plain ASCII, which takes the slow path: the line is scanned for telnet
-// commands, then checked to be UTF-8 without control characters.
+// commands and keys, then checked to be UTF-8 without control
+// characters.
 func BenchmarkNextDecodeSayUnicode(b *testing.B) {
 	input := []byte("привет, Боб: это вполне обычное сообщение в чате.\r\n")
 	buf := make([]byte, len(input))

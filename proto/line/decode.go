@@ -14,7 +14,9 @@ import (
 //
 // A line that starts with '/' is a command; "//" escapes a message that
 // starts with a slash. Any other line is a message, sent as it is: its
-// spaces are part of it. A line that is not UTF-8 is refused with proto.ErrInvalidUTF8, and then one that holds a
+// spaces are part of it. An EOT alone (Ctrl-D on an empty line, which
+// Next returns as a line of its own) is a quit. A line that is not UTF-8
+// is refused with proto.ErrInvalidUTF8, and then one that holds a
 // control character other than tab with proto.ErrControlChar (keys.go).
 // The Command's slices alias line.
 func Decode(line []byte) (proto.Command, *proto.Error) {
@@ -92,6 +94,9 @@ func (f *Framer) check(line []byte) *proto.Error {
 // decode is Decode, told by f, when it is not nil, whether line is plain
 // printable ASCII.
 func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
+	if isEOT(line) {
+		return proto.Command{Op: proto.OpQuit}, nil
+	}
 	// Check first, so no command or message ever carries bytes that are
 	// not UTF-8, or control characters, whatever path it takes below.
 	if err := f.check(line); err != nil {

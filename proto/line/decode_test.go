@@ -77,6 +77,9 @@ func TestDecode(t *testing.T) {
 		{"\xed\xa0\x80", "error invalid_utf8"}, // an encoded surrogate
 		{"caf\xe9\x1b[A", "error invalid_utf8"},
 
+		// Ctrl-D on an empty line, as Next returns it, is a quit.
+		{"\x04", "quit"},
+
 		// Then control characters other than tab: the keys a terminal
 		// sends that are not text. A partner could only be shown them
 		// as U+FFFD.
@@ -86,7 +89,7 @@ func TestDecode(t *testing.T) {
 		{"\x1b", "error control_character"},   // Escape
 		{"\fabc", "error control_character"},  // Ctrl-L
 		{"\f", "error control_character"},
-		{"a\x04b", "error control_character"},
+		{"a\x04b", "error control_character"}, // EOT not alone: Next drops those
 		{"\x00", "error control_character"},
 		{"x\x7f", "error control_character"},
 		{"\u0085 next line", "error control_character"}, // a C1 control

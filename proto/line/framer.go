@@ -78,7 +78,9 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 // scan looks for the '\n' that ends a line in buf[from:limit], starting
 // in state st. It returns the index of that '\n', or -1 and the state at
 // limit. A '\n' inside a telnet command (an option byte, or subnegotiation
-// data such as a window size of 10) does not end a line.
+// data such as a window size of 10) does not end a line. Nor does it
+// wait for one after an EOT that comes before any data of the line
+// (f.begun): it returns the EOT's index, for a line of its own (keys.go).
 //
 // Every telnet command is seen here exactly once, as it arrives, and
 // answered (telnet.go): a client that asked for a timing mark waits for
@@ -90,7 +92,10 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 		if st != telnetData {
 			c := buf[i]
 			prev := st
-			st, _ = st.step(c)
+			var keep bool
+			st, keep = st.step(c)
+			// IAC IAC is a data byte: the line has begun.
+			f.begun = f.begun || keep
 			if prev != telnetSub && prev != telnetSubCommand {
 				if _, replaced := restoredByte(prev, c); replaced && f.tn.binaryIn == optYes {
 					// In BINARY the client replaces no byte, so this is
@@ -102,6 +107,15 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			}
 			i++
 			continue
+		}
+		if !f.begun {
+			switch buf[i] {
+			case keyEOT:
+				return i, telnetData
+			case telnetIAC:
+			default:
+				f.begun = true
+			}
 		}
 		// Fast path for plain data: find the next '\n', and the first IAC
 		// before it, with two vectorized searches instead of a byte loop.
@@ -143,6 +157,10 @@ type Framer struct {
 	// scannedPlain says the bytes scanned so far are all plain printable
 	// ASCII; it is not looked at while scanned is zero.
 	scannedPlain bool
+	// begun says the bytes scanned so far hold data of the line, not
+	// telnet commands alone: an EOT then no longer starts the line. It
+	// is set while skipping, where no line starts.
+	begun bool
 	// ended says the client's input has ended (End): the bytes after its
 	// last '\n' are its last line.
 	ended bool
@@ -186,9 +204,13 @@ func (f *Framer) maxLine() int {
 }
 
 // Next returns the next complete line in buf, with its terminator ("\n"
-// or "\r\n") removed, stray '\r' (and telnet's "\r\x00") removed, and
-// telnet IAC sequences removed — done IN PLACE in buf (it may modify buf,
-// including bytes it does not consume yet).
+// or "\r\n") removed, stray '\r' (and telnet's "\r\x00") removed,
+// telnet IAC sequences removed, and an EOT (Ctrl-D, keys.go) removed —
+// done IN PLACE in buf (it may modify buf, including bytes it does not
+// consume yet).
+// An EOT (Ctrl-D) before any data of a line is a line of its own,
+// returned at once without waiting for a '\n': "\x04", which Decode
+// makes a quit.
 // n is how many bytes of buf were consumed; the caller discards them.
 //
 // Telnet commands are answered as they are read, whether or not their
@@ -217,7 +239,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 	if f.scanned > len(buf) {
 		// The caller did not hand back the bytes it was given; start over
 		// rather than trust a stale position.
-		f.scanned, f.state = 0, telnetData
+		f.scanned, f.state, f.begun = 0, telnetData, false
 	}
 	if f.scanned >= maxLine {
 		// Max was lowered (a reload of limits.max_line) while this line
@@ -244,26 +266,30 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 		}
 		switch {
 		case end < limit && buf[end] == '\n':
-			f.scanned = 0
+			f.scanned, f.begun = 0, false
 			line = buf[:k:k]
 			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), k
 			return line, end + 1, nil
 		case k == limit && len(buf) < maxLine && !f.ended:
-			f.scanned, f.scannedPlain = limit, true
+			f.scanned, f.scannedPlain, f.begun = limit, true, k > 0
 			return nil, 0, nil
 		}
 		from = k
+		f.begun = f.begun || k > 0
 	}
 	end, st := f.scan(buf, from, limit, f.state)
 	if end >= 0 {
-		f.scanned, f.state = 0, telnetData
+		f.scanned, f.state, f.begun = 0, telnetData, false
+		if buf[end] == keyEOT {
+			return buf[end : end+1 : end+1], end + 1, nil
+		}
 		return clean(buf[:end]), end + 1, nil
 	}
 	if len(buf) < maxLine {
 		if f.ended && len(buf) > 0 {
 			// No more input comes to end this line: it ends here, as a
 			// file's last line without a line feed does.
-			f.scanned, f.state = 0, telnetData
+			f.scanned, f.state, f.begun = 0, telnetData, false
 			return clean(buf), len(buf), nil
 		}
 		f.scanned, f.state, f.scannedPlain = limit, st, false
@@ -273,7 +299,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 	// of it. The parser restarts in plain data at the cut, so a telnet
 	// subnegotiation that never ends costs at most one line's worth of
 	// input instead of swallowing the connection.
-	f.scanned, f.state = 0, telnetData
+	f.scanned, f.state, f.begun = 0, telnetData, false
 	f.skipping = true
 	return nil, f.skip(buf, maxLine), proto.ErrTooLong
 }
@@ -282,9 +308,10 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 // over-long line being skipped, and returns the bytes consumed from the
 // start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
+	f.begun = true // the rest of a line: an EOT in it starts nothing
 	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
-		f.skipping, f.state = false, telnetData
+		f.skipping, f.state, f.begun = false, telnetData, false
 		return end + 1
 	}
 	f.state = st
@@ -292,8 +319,8 @@ func (f *Framer) skip(buf []byte, from int) int {
 }
 
 // clean removes telnet commands, every '\r', and the NUL telnet sends
-// after a bare '\r', in place. raw is one line without its '\n', starting
-// in plain data. A command that stands where a UTF-8 continuation byte is
+// after a bare '\r', and every EOT (Ctrl-D, keys.go), in place. raw is
+// one line without its '\n', starting in plain data. A command that stands where a UTF-8 continuation byte is
 // due is put back as the byte the client replaced with it (restoredByte;
 // scan has made those the client sent in BINARY into NOPs).
 func clean(raw []byte) []byte {
@@ -304,7 +331,7 @@ func clean(raw []byte) []byte {
 	if end > 0 && raw[end-1] == '\r' {
 		end--
 	}
-	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 {
+	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 && bytes.IndexByte(raw[:end], keyEOT) < 0 {
 		return raw[:end:end]
 	}
 	st := telnetData
@@ -329,6 +356,9 @@ func clean(raw []byte) []byte {
 			afterCR = true
 			continue
 		case c == 0 && afterCR:
+			afterCR = false
+			continue
+		case c == keyEOT:
 			afterCR = false
 			continue
 		}

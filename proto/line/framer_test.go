@@ -87,6 +87,14 @@ func TestFramer(t *testing.T) {
 		{"bare CR is not a line end", 0, []string{"a\rb"}, []string{"wait 3"}},
 		{"telnet CR NUL", 0, []string{"a\r\x00b\r\n"}, []string{`line "ab"`}},
 		{"NUL without CR is kept", 0, []string{"a\x00b\n"}, []string{`line "a\x00b"`}},
+		{"Ctrl-D on an empty line is a line at once", 0, []string{"\x04"}, []string{`line "\x04"`}},
+		{"Ctrl-D and the next line in one read", 0, []string{"\x04bye\r\n"}, []string{`line "\x04"`, `line "bye"`}},
+		{"Ctrl-D after a line", 0, []string{"hi\r\n\x04"}, []string{`line "hi"`, `line "\x04"`}},
+		{"Ctrl-D after Ctrl-C", 0, []string{"\xff\xf4\xff\xfd\x06", "\x04"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, "wait 5", `line "\x04"`}},
+		{"Ctrl-D mid-line is dropped", 0, []string{"abc", "\x04def\r\n"}, []string{"wait 3", `line "abcdef"`}},
+		{"Ctrl-D after IAC IAC is mid-line", 0, []string{"\xff\xff\x04\n"}, []string{`line "\xff"`}},
+		{"Ctrl-D after a bare CR is mid-line", 0, []string{"\r\x00\x04x\n"}, []string{`line "x"`}},
+		{"Ctrl-D while skipping starts nothing", 4, []string{"abcdef", "\x04gh\nok\n"}, []string{"too_long dropped 6", "skipped 4", `line "ok"`}},
 		{"IAC WILL", 0, []string{"\xff\xfb\x01hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x01"`, `line "hi"`}},
 		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x03b\xff\xfe\x18c\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\x03"`, `line "abc"`}},
 		{"IAC DO with option byte 10 is not a line end", 0, []string{"\xff\xfd\nhi\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\n"`, `line "hi"`}},
@@ -355,6 +363,12 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 			line, raw = line[:0], 0
 			continue
 		}
+		if st == telnetData && c == 0x04 && len(line) == 0 {
+			// Ctrl-D before any data of the line: a line of its own.
+			log = append(log, `line "\x04"`)
+			raw = 0
+			continue
+		}
 		raw++
 		if raw >= maxLine {
 			// Max bytes and no line end: the line is over-long. The
@@ -382,11 +396,12 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 	return log, reply
 }
 
-// refClean drops every '\r' and a NUL right after one.
+// refClean drops every '\r', a NUL right after one, and every EOT
+// (Ctrl-D).
 func refClean(b []byte) []byte {
 	var out []byte
 	for i, c := range b {
-		if c == '\r' || c == 0 && i > 0 && b[i-1] == '\r' {
+		if c == '\r' || c == 0 && i > 0 && b[i-1] == '\r' || c == 0x04 {
 			continue
 		}
 		out = append(out, c)

@@ -27,6 +27,9 @@ func FuzzFramer(f *testing.F) {
 	f.Add([]byte("0123456789abcdef\nok\n"), uint16(8), uint8(5))
 	f.Add([]byte("\xff\xfa\x01never ends\nline\nline\n"), uint16(6), uint8(4))
 	f.Add([]byte("abc\xff\xfd\nde\r\n"), uint16(4), uint8(1))
+	// Keys a terminal leaves to the server: Ctrl-D alone and mid-line,
+	// an arrow.
+	f.Add([]byte("\x04abc\x04\x04def\r\n\xff\xf4\xff\xfd\x06\x04\xd1\x84\x1b[A\n"), uint16(64), uint8(2))
 	// What inetutils telnet sent for "у я 本 ك Ě ŏ" and Ctrl-C outside BINARY.
 	f.Add([]byte("\xd1\xff\xf4\xff\xfd\x06 \xd1\xff\xf5\xff\xfd\x06 \xe6\xff\xf3\xff\xfd\x06\xac \xd9\xff\xf4\xff\xfd\x06 \xc4\xff\xed\xff\xfd\x06 \xc5\xff\xf5\xff\xfd\x06\r\n\xff\xf4\xff\xfd\x06\xff\xfb\x00\xd1\xff\xf4\x83\n"), uint16(64), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
@@ -53,7 +56,7 @@ func FuzzDecode(f *testing.F) {
 		"/connect https://x/#0123456789abcdef0123456789abcdef.oKGio6SlpqeoqaqrrK2urw", "/connect #.x", "/connect a.b",
 		"/newtoken", "/nope", "/", "caf\xe9", "\xff\xfe", " /who",
 		"/resume k7m2qv0c9x4t8ghj3nwp5rbe6d", "/resume", "/Resume a b \t",
-		"\x04\x04", "a\x1b[Db", "\f", "\u0085", "\u00a9\t",
+		"\x04", "\x04\x04", "a\x1b[Db", "\f", "\u0085", "\u00a9\t",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -73,6 +76,12 @@ func FuzzDecode(f *testing.F) {
 		if !utf8.Valid(line) {
 			if err != proto.ErrInvalidUTF8 {
 				t.Fatalf("Decode(%q) = %v, want invalid_utf8", line, err)
+			}
+			return
+		}
+		if isEOT(line) {
+			if err != nil || cmd.Op != proto.OpQuit {
+				t.Fatalf("Decode(%q) = op %v, error %v; want quit", line, cmd.Op, err)
 			}
 			return
 		}
@@ -253,8 +262,9 @@ func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
 func TestFramerMatchesModel(t *testing.T) {
 	// Plain bytes, line ends, telnet's commands and options (BINARY and
 	// TIMING-MARK among them), the UTF-8 lead and continuation bytes
-	// that restoring replaced bytes depends on.
-	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c"
+	// that restoring replaced bytes depends on, and Ctrl-D, which the
+	// framer acts on.
+	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c\x04"
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		data := make([]byte, rng.IntN(80))

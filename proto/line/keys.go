@@ -12,11 +12,26 @@ import (
 // sends commands for those, telnet.go). What else is typed is sent as
 // it is, and a partner's terminal could only show it as U+FFFD:
 //
-//   - A control character (an arrow or another key that sends an
-//     escape sequence, Escape itself, Ctrl-L, ...) refuses the line
-//     with control_character (Decode): it is no part of a message, and
-//     an arrow stands for an edit the server cannot know.
-const keyDEL = 0x7f
+//   - Ctrl-D on an empty line is the terminal's end of input. nc stops
+//     reading the keyboard; telnet sends an EOT byte for it. At the
+//     start of a line an EOT is the user saying they are done, and is
+//     a line of its own, read at once: Decode makes it a quit.
+//     Anywhere else it stands for nothing the user sees (the terminal
+//     shows no trace of it: telnet sends one for a second Ctrl-D
+//     pressed after part of a line was sent by the first), and is
+//     dropped.
+//   - Any other control character (an arrow or another key that sends
+//     an escape sequence, Escape itself, Ctrl-L, ...) refuses the
+//     line with control_character (Decode): it is no part of a
+//     message, and an arrow stands for an edit the server cannot know.
+const (
+	keyEOT = 0x04 // Ctrl-D: end of transmission
+	keyDEL = 0x7f
+)
+
+// isEOT reports whether line is an EOT alone: Ctrl-D on an empty line,
+// as Next returns it.
+func isEOT(line []byte) bool { return len(line) == 1 && line[0] == keyEOT }
 
 // hasControl reports whether b, valid UTF-8, holds a control character
 // (Unicode category Cc) other than tab: a C0 control, DEL, or a C1
