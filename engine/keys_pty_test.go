@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"duet/engine/enginetest"
 )
 
@@ -16,7 +18,9 @@ import (
 // whether the terminal acts on the key (^?, its erase; Ctrl-U; Ctrl-W; a
 // first Ctrl-D, which sends the line so far) or the server does.
 var typedKeys = []struct{ name, keys, want string }{
+	{"Backspace as ^H, which the terminal leaves", "abx\bc", "abc"},
 	{"Backspace as ^?, the terminal's erase", "abx\x7fc", "abc"},
+	{"^H after a letter of two bytes", "фы\b!", "ф!"},
 	{"Ctrl-U", "junk\x15abc", "abc"},
 	{"Ctrl-W", "abc junk\x17def", "abc def"},
 	{"Ctrl-D mid-line", "abc\x04def", "abcdef"},
@@ -73,11 +77,18 @@ func TestTelnetKeys(t *testing.T) {
 	bob.Expect(`^\* alice left; you are free to be joined again$`)
 	tn.wait()
 
-	// Ctrl-D once telnet sends in BINARY (after Ctrl-C).
-	carol := startInPTY(t, telnet, host, port)
+	// A terminal whose erase is ^H leaves ^? to the server; and Ctrl-D
+	// once telnet sends in BINARY (after Ctrl-C).
+	carol := startInTerminal(t, func(tio *unix.Termios) { tio.Cc[unix.VERASE] = '\b' }, telnet, host, port)
 	carol.expect(`\* welcome to duet`)
 	carol.type_("\x03")
 	carol.pairWith("carol", bob)
+	for _, keys := range []string{"abx\x7fc", "abx\bc"} {
+		carol.typeLine(keys)
+		if got := bob.Line(); got != "<carol> abc" {
+			t.Errorf("%q reached the partner as %q", keys, got)
+		}
+	}
 	carol.type_("\x04")
 	carol.expect(`\* bye`)
 	bob.Expect(`^\* carol left; you are free to be joined again$`)

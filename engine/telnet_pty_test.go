@@ -134,11 +134,29 @@ type ptyProgram struct {
 
 // startInPTY starts name with args in a new session whose controlling
 // terminal is a fresh pseudo-terminal with the kernel's default settings
-// (interrupt Ctrl-C, quit Ctrl-\, suspend Ctrl-Z, canonical input with
-// echo), and stops it when the test ends.
+// (interrupt Ctrl-C, quit Ctrl-\, suspend Ctrl-Z, erase ^?, canonical
+// input with echo), and stops it when the test ends.
 func startInPTY(t *testing.T, name string, args ...string) *ptyProgram {
 	t.Helper()
+	return startInTerminal(t, nil, name, args...)
+}
+
+// startInTerminal is startInPTY with the terminal's settings changed by
+// setup, when it is not nil, before the program starts, as a user's
+// stty would.
+func startInTerminal(t *testing.T, setup func(*unix.Termios), name string, args ...string) *ptyProgram {
+	t.Helper()
 	master, slave := openPTY(t)
+	if setup != nil {
+		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		setup(tio)
+		if err := unix.IoctlSetTermios(int(slave.Fd()), unix.TCSETS, tio); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "LANG=C.UTF-8", "TERM=xterm")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave

@@ -205,9 +205,9 @@ func (f *Framer) maxLine() int {
 
 // Next returns the next complete line in buf, with its terminator ("\n"
 // or "\r\n") removed, stray '\r' (and telnet's "\r\x00") removed,
-// telnet IAC sequences removed, and an EOT (Ctrl-D, keys.go) removed —
-// done IN PLACE in buf (it may modify buf, including bytes it does not
-// consume yet).
+// telnet IAC sequences removed, and the keys of keys.go acted on (an EOT
+// dropped, a backspace erasing the character before it) — done IN PLACE
+// in buf (it may modify buf, including bytes it does not consume yet).
 // An EOT (Ctrl-D) before any data of a line is a line of its own,
 // returned at once without waiting for a '\n': "\x04", which Decode
 // makes a quit.
@@ -319,19 +319,21 @@ func (f *Framer) skip(buf []byte, from int) int {
 }
 
 // clean removes telnet commands, every '\r', and the NUL telnet sends
-// after a bare '\r', and every EOT (Ctrl-D, keys.go), in place. raw is
-// one line without its '\n', starting in plain data. A command that stands where a UTF-8 continuation byte is
-// due is put back as the byte the client replaced with it (restoredByte;
-// scan has made those the client sent in BINARY into NOPs).
+// after a bare '\r', in place, and acts on the keys of keys.go: an EOT is
+// dropped, and a backspace (^H or DEL) drops itself and the character
+// before it. raw is one line without its '\n', starting in plain data. A
+// command that stands where a UTF-8 continuation byte is due is put back
+// as the byte the client replaced with it (restoredByte; scan has made
+// those the client sent in BINARY into NOPs).
 func clean(raw []byte) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
-	// Next has found that itself for a plain line, and for others two
+	// Next has found that itself for a plain line, and for others a few
 	// vectorized searches say so before any byte is walked.
 	end := len(raw)
 	if end > 0 && raw[end-1] == '\r' {
 		end--
 	}
-	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 && bytes.IndexByte(raw[:end], keyEOT) < 0 {
+	if bytes.IndexByte(raw[:end], '\r') < 0 && bytes.IndexByte(raw[:end], telnetIAC) < 0 && !hasEditKey(raw[:end]) {
 		return raw[:end:end]
 	}
 	st := telnetData
@@ -359,6 +361,10 @@ func clean(raw []byte) []byte {
 			afterCR = false
 			continue
 		case c == keyEOT:
+			afterCR = false
+			continue
+		case c == keyBS || c == keyDEL:
+			w = len(erase(raw[:w]))
 			afterCR = false
 			continue
 		}

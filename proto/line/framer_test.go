@@ -95,6 +95,12 @@ func TestFramer(t *testing.T) {
 		{"Ctrl-D after IAC IAC is mid-line", 0, []string{"\xff\xff\x04\n"}, []string{`line "\xff"`}},
 		{"Ctrl-D after a bare CR is mid-line", 0, []string{"\r\x00\x04x\n"}, []string{`line "x"`}},
 		{"Ctrl-D while skipping starts nothing", 4, []string{"abcdef", "\x04gh\nok\n"}, []string{"too_long dropped 6", "skipped 4", `line "ok"`}},
+		{"^H erases", 0, []string{"abx\bc\r\n"}, []string{`line "abc"`}},
+		{"DEL erases", 0, []string{"abx\x7fc\n"}, []string{`line "abc"`}},
+		{"backspace erases a whole UTF-8 character", 0, []string{"\u0444\u044b\b!\n", "\u65e5\u672c\x7f\x7f\u8a9e\n"}, []string{`line "ф!"`, `line "語"`}},
+		{"backspace at the start erases nothing", 0, []string{"\b\x7fhi\n"}, []string{`line "hi"`}},
+		{"backspace erases one byte that is not UTF-8", 0, []string{"a\xe6\x9c\bb\n"}, []string{`line "a\xe6b"`}},
+		{"backspace across reads", 0, []string{"ab", "\b", "c\n"}, []string{"wait 2", "wait 3", `line "ac"`}},
 		{"IAC WILL", 0, []string{"\xff\xfb\x01hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x01"`, `line "hi"`}},
 		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x03b\xff\xfe\x18c\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\x03"`, `line "abc"`}},
 		{"IAC DO with option byte 10 is not a line end", 0, []string{"\xff\xfd\nhi\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\n"`, `line "hi"`}},
@@ -397,14 +403,19 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 }
 
 // refClean drops every '\r', a NUL right after one, and every EOT
-// (Ctrl-D).
+// (Ctrl-D), and makes each backspace (^H or DEL) erase the UTF-8
+// character before it.
 func refClean(b []byte) []byte {
 	var out []byte
 	for i, c := range b {
-		if c == '\r' || c == 0 && i > 0 && b[i-1] == '\r' || c == 0x04 {
-			continue
+		switch {
+		case c == '\r' || c == 0 && i > 0 && b[i-1] == '\r', c == 0x04:
+		case c == 0x08 || c == 0x7f:
+			_, size := utf8.DecodeLastRune(out)
+			out = out[:len(out)-size]
+		default:
+			out = append(out, c)
 		}
-		out = append(out, c)
 	}
 	return out
 }

@@ -28,8 +28,8 @@ func FuzzFramer(f *testing.F) {
 	f.Add([]byte("\xff\xfa\x01never ends\nline\nline\n"), uint16(6), uint8(4))
 	f.Add([]byte("abc\xff\xfd\nde\r\n"), uint16(4), uint8(1))
 	// Keys a terminal leaves to the server: Ctrl-D alone and mid-line,
-	// an arrow.
-	f.Add([]byte("\x04abc\x04\x04def\r\n\xff\xf4\xff\xfd\x06\x04\xd1\x84\x1b[A\n"), uint16(64), uint8(2))
+	// both backspaces, an arrow.
+	f.Add([]byte("\x04abc\x04\x04de\x7f\bf\r\n\xff\xf4\xff\xfd\x06\x04\xd1\x84\b\x1b[A\n"), uint16(64), uint8(2))
 	// What inetutils telnet sent for "у я 本 ك Ě ŏ" and Ctrl-C outside BINARY.
 	f.Add([]byte("\xd1\xff\xf4\xff\xfd\x06 \xd1\xff\xf5\xff\xfd\x06 \xe6\xff\xf3\xff\xfd\x06\xac \xd9\xff\xf4\xff\xfd\x06 \xc4\xff\xed\xff\xfd\x06 \xc5\xff\xf5\xff\xfd\x06\r\n\xff\xf4\xff\xfd\x06\xff\xfb\x00\xd1\xff\xf4\x83\n"), uint16(64), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
@@ -262,9 +262,9 @@ func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
 func TestFramerMatchesModel(t *testing.T) {
 	// Plain bytes, line ends, telnet's commands and options (BINARY and
 	// TIMING-MARK among them), the UTF-8 lead and continuation bytes
-	// that restoring replaced bytes depends on, and Ctrl-D, which the
-	// framer acts on.
-	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c\x04"
+	// that restoring replaced bytes depends on, and the keys the framer
+	// acts on (Ctrl-D, both backspaces).
+	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c\x04\x08\x7f"
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		data := make([]byte, rng.IntN(80))

@@ -3,6 +3,7 @@ package line
 import (
 	"bytes"
 	"encoding/binary"
+	"unicode/utf8"
 )
 
 // Keys a terminal user presses that reach the server as bytes. Debian's
@@ -20,18 +21,37 @@ import (
 //     shows no trace of it: telnet sends one for a second Ctrl-D
 //     pressed after part of a line was sent by the first), and is
 //     dropped.
+//   - Backspace is ^H on some terminals and ^? (DEL) on others; the
+//     terminal acts on only one of them, its erase character, and the
+//     other arrives. Either erases the character before it, as the
+//     user meant: one UTF-8 character, as a terminal in UTF-8 mode
+//     erases.
 //   - Any other control character (an arrow or another key that sends
 //     an escape sequence, Escape itself, Ctrl-L, ...) refuses the
 //     line with control_character (Decode): it is no part of a
 //     message, and an arrow stands for an edit the server cannot know.
 const (
 	keyEOT = 0x04 // Ctrl-D: end of transmission
-	keyDEL = 0x7f
+	keyBS  = 0x08 // Ctrl-H: backspace
+	keyDEL = 0x7f // the other backspace
 )
 
 // isEOT reports whether line is an EOT alone: Ctrl-D on an empty line,
 // as Next returns it.
 func isEOT(line []byte) bool { return len(line) == 1 && line[0] == keyEOT }
+
+// hasEditKey reports whether b holds a byte clean acts on as a key: an
+// EOT, or either backspace.
+func hasEditKey(b []byte) bool {
+	return bytes.IndexByte(b, keyEOT) >= 0 || bytes.IndexByte(b, keyBS) >= 0 || bytes.IndexByte(b, keyDEL) >= 0
+}
+
+// erase drops the last UTF-8 character of b (one byte, if b does not end
+// in a whole one) and returns what is left.
+func erase(b []byte) []byte {
+	_, size := utf8.DecodeLastRune(b)
+	return b[:len(b)-size]
+}
 
 // hasControl reports whether b, valid UTF-8, holds a control character
 // (Unicode category Cc) other than tab: a C0 control, DEL, or a C1
