@@ -4,7 +4,6 @@ package engine_test
 
 import (
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +31,20 @@ var typedKeys = []struct{ name, keys, want string }{
 // session goes on.
 var refusedKeys = []string{"\x1b[Ahello", "abd\x1b[Dc", "\x1b", "\x0chello"}
 
+// typeKeysIn starts a daemon, bob (a line client) and prog in a
+// terminal, whose user logs in as alice and pairs with bob, and types
+// typedKeys and refusedKeys there (typeKeys). It returns the daemon, bob
+// and alice's program, for the keys that prog handles its own way.
+func typeKeysIn(t *testing.T, prog string) (*enginetest.Daemon, *enginetest.LineClient, *ptyProgram) {
+	t.Helper()
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	alice := dialInPTY(t, d, nil, prog)
+	alice.pairWith("alice", bob)
+	typeKeys(t, alice, "alice", bob)
+	return d, bob, alice
+}
+
 // typeKeys types each of typedKeys and refusedKeys as a line in p, whose
 // user is paired with peer as name, and checks what peer reads.
 func typeKeys(t *testing.T, p *ptyProgram, name string, peer *enginetest.LineClient) {
@@ -58,14 +71,7 @@ func typeKeys(t *testing.T, p *ptyProgram, name string, peer *enginetest.LineCli
 // does, before and after login, and in BINARY.
 func TestTelnetKeys(t *testing.T) {
 	telnet := requireTelnet(t)
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	host, port, _ := strings.Cut(d.TCP, ":")
-
-	tn := startInPTY(t, telnet, host, port)
-	tn.expect(`\* welcome to duet`)
-	tn.pairWith("alice", bob)
-	typeKeys(t, tn, "alice", bob)
+	d, bob, tn := typeKeysIn(t, telnet)
 	// A second Ctrl-D after part of a line: telnet sends the part, then
 	// an EOT, which the terminal does not show.
 	tn.typeLine("abc\x04\x04def")
@@ -73,14 +79,11 @@ func TestTelnetKeys(t *testing.T) {
 		t.Errorf("Ctrl-D twice mid-line reached the partner as %q", got)
 	}
 	tn.type_("\x04")
-	tn.expect(`\* bye`)
-	bob.Expect(`^\* alice left; you are free to be joined again$`)
-	tn.wait()
+	tn.leaves("alice", bob)
 
 	// A terminal whose erase is ^H leaves ^? to the server; and Ctrl-D
 	// once telnet sends in BINARY (after Ctrl-C).
-	carol := startInTerminal(t, func(tio *unix.Termios) { tio.Cc[unix.VERASE] = '\b' }, telnet, host, port)
-	carol.expect(`\* welcome to duet`)
+	carol := dialInPTY(t, d, func(tio *unix.Termios) { tio.Cc[unix.VERASE] = '\b' }, telnet)
 	carol.type_("\x03")
 	carol.pairWith("carol", bob)
 	for _, keys := range []string{"abx\x7fc", "abx\bc"} {
@@ -90,13 +93,10 @@ func TestTelnetKeys(t *testing.T) {
 		}
 	}
 	carol.type_("\x04")
-	carol.expect(`\* bye`)
-	bob.Expect(`^\* carol left; you are free to be joined again$`)
-	carol.wait()
+	carol.leaves("carol", bob)
 
 	// Ctrl-D before logging in.
-	dave := startInPTY(t, telnet, host, port)
-	dave.expect(`\* welcome to duet`)
+	dave := dialInPTY(t, d, nil, telnet)
 	dave.type_("\x04")
 	dave.expect(`\* bye`)
 	dave.wait()
@@ -109,14 +109,7 @@ func TestTelnetKeys(t *testing.T) {
 // connection, and the session with it.
 func TestNetcatKeys(t *testing.T) {
 	nc := netcatPath(t)
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	host, port, _ := strings.Cut(d.TCP, ":")
-
-	alice := startInPTY(t, nc, host, port)
-	alice.expect(`\* welcome to duet`)
-	alice.pairWith("alice", bob)
-	typeKeys(t, alice, "alice", bob)
+	d, bob, alice := typeKeysIn(t, nc)
 	alice.type_("\x04")
 	bob.Send("are you there?")
 	alice.expect(regexp.QuoteMeta("<bob> are you there?"))
@@ -126,8 +119,7 @@ func TestNetcatKeys(t *testing.T) {
 	bob.Send("/leave")
 	bob.Expect(`^\* you left alice$`)
 
-	carol := startInPTY(t, nc, "-N", host, port)
-	carol.expect(`\* welcome to duet`)
+	carol := dialInPTY(t, d, nil, nc, "-N")
 	carol.pairWith("carol", bob)
 	carol.typeLine("bye")
 	bob.Expect(`^<carol> bye$`)

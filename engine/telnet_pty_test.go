@@ -31,9 +31,7 @@ func TestRealTelnet(t *testing.T) {
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 
-	host, port, _ := strings.Cut(d.TCP, ":")
-	tn := startInPTY(t, telnet, host, port)
-	tn.expect(`\* welcome to duet`)
+	tn := dialInPTY(t, d, nil, telnet)
 	tn.pairWith("alice", bob)
 
 	// The partner's UTF-8 reaches the telnet user, before any telnet
@@ -86,15 +84,12 @@ func TestRealTelnet(t *testing.T) {
 	}
 
 	tn.typeLine("/quit")
-	tn.expect(`\* bye`)
-	bob.Expect(`^\* alice left; you are free to be joined again$`)
-	tn.wait()
+	tn.leaves("alice", bob)
 
 	// What the documentation tells telnet users: Ctrl-C once after
 	// connecting, and every letter is safe from the first line on, those
 	// telnet would drop (х, Å) or act on (Н, そ) included.
-	carol := startInPTY(t, telnet, host, port)
-	carol.expect(`\* welcome to duet`)
+	carol := dialInPTY(t, d, nil, telnet)
 	carol.type_("\x03")
 	carol.pairWith("carol", bob)
 	const safe = "Нет, всё хорошо: Åsa, ąż, そうです"
@@ -132,18 +127,11 @@ type ptyProgram struct {
 	seen int    // how much of out expect has matched past
 }
 
-// startInPTY starts name with args in a new session whose controlling
-// terminal is a fresh pseudo-terminal with the kernel's default settings
-// (interrupt Ctrl-C, quit Ctrl-\, suspend Ctrl-Z, erase ^?, canonical
-// input with echo), and stops it when the test ends.
-func startInPTY(t *testing.T, name string, args ...string) *ptyProgram {
-	t.Helper()
-	return startInTerminal(t, nil, name, args...)
-}
-
-// startInTerminal is startInPTY with the terminal's settings changed by
-// setup, when it is not nil, before the program starts, as a user's
-// stty would.
+// startInTerminal starts name with args in a new session whose
+// controlling terminal is a fresh pseudo-terminal with the kernel's
+// default settings (interrupt Ctrl-C, quit Ctrl-\, suspend Ctrl-Z, erase
+// ^?, canonical input with echo), changed by setup when it is not nil, as
+// a user's stty would, and stops it when the test ends.
 func startInTerminal(t *testing.T, setup func(*unix.Termios), name string, args ...string) *ptyProgram {
 	t.Helper()
 	master, slave := openPTY(t)
@@ -219,6 +207,17 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	return m, s
 }
 
+// dialInPTY starts prog in a pseudo-terminal, its settings changed by
+// setup when it is not nil (startInTerminal), with args and then the
+// daemon's line port, and waits for the server's greeting.
+func dialInPTY(t *testing.T, d *enginetest.Daemon, setup func(*unix.Termios), prog string, args ...string) *ptyProgram {
+	t.Helper()
+	host, port, _ := strings.Cut(d.TCP, ":")
+	p := startInTerminal(t, setup, prog, append(args, host, port)...)
+	p.expect(`\* welcome to duet`)
+	return p
+}
+
 // pairWith logs the program's user in as name, after the server's
 // greeting, and connects to peer, a line client logged in and free.
 func (p *ptyProgram) pairWith(name string, peer *enginetest.LineClient) {
@@ -228,6 +227,15 @@ func (p *ptyProgram) pairWith(name string, peer *enginetest.LineClient) {
 	p.typeLine("/connect " + peer.Token)
 	p.expect(`\* you are connected with ` + peer.Name)
 	peer.Expect(`^\* ` + name + ` is connected$`)
+}
+
+// leaves checks that the program's user, name, is told bye, that its
+// partner peer is told it left, and that the program exits.
+func (p *ptyProgram) leaves(name string, peer *enginetest.LineClient) {
+	p.t.Helper()
+	p.expect(`\* bye`)
+	peer.Expect(`^\* ` + name + ` left; you are free to be joined again$`)
+	p.wait()
 }
 
 // type_ types s as it is.
