@@ -11,55 +11,18 @@ import (
 // from the read buffer and decode it, as the engine does, with the
 // Framer's Decode. It must not allocate.
 func BenchmarkNextDecodeSay(b *testing.B) {
-	input := []byte("hello bob, this is a fairly ordinary chat message.\r\n")
-	buf := make([]byte, len(input))
-	f := Framer{Max: DefaultMaxLine}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(input)))
-	for b.Loop() {
-		copy(buf, input) // Next cleans in place
-		line, n, err := f.Next(buf)
-		if n != len(input) || err != nil {
-			b.Fatalf("Next = %q, %d, %v", line, n, err)
-		}
-		cmd, derr := f.Decode(line)
-		if cmd.Op != proto.OpSay || derr != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, derr)
-		}
-	}
+	benchNextDecodeSay(b, "hello bob, this is a fairly ordinary chat message.\r\n")
 }
 
 // BenchmarkNextDecodeSayTelnet is the same with telnet commands in the
 // line, the slow path of cleaning.
 func BenchmarkNextDecodeSayTelnet(b *testing.B) {
-	input := []byte("hello bob,\xff\xf1 this is a fairly ordinary chat message.\r\n")
-	buf := make([]byte, len(input))
-	f := Framer{Max: DefaultMaxLine}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(input)))
-	for b.Loop() {
-		copy(buf, input)
-		line, _, _ := f.Next(buf)
-		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, err)
-		}
-	}
+	benchNextDecodeSay(b, "hello bob,\xff\xf1 this is a fairly ordinary chat message.\r\n")
 }
 
 // BenchmarkNextDecodeSayLong frames and decodes a message of 8 KiB.
 func BenchmarkNextDecodeSayLong(b *testing.B) {
-	input := []byte(strings.Repeat("lorem ipsum ", 8<<10/12) + "\r\n")
-	buf := make([]byte, len(input))
-	f := Framer{Max: DefaultMaxLine}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(input)))
-	for b.Loop() {
-		copy(buf, input)
-		line, _, _ := f.Next(buf)
-		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, err)
-		}
-	}
+	benchNextDecodeSay(b, strings.Repeat("lorem ipsum ", 8<<10/12)+"\r\n")
 }
 
 // BenchmarkAppendEventMessage is the outbound relay path: render a
@@ -108,16 +71,24 @@ func BenchmarkFramerByteAtATime(b *testing.B) {
 // commands and keys, then checked to be UTF-8 without control
 // characters.
 func BenchmarkNextDecodeSayUnicode(b *testing.B) {
-	input := []byte("привет, Боб: это вполне обычное сообщение в чате.\r\n")
+	benchNextDecodeSay(b, "привет, Боб: это вполне обычное сообщение в чате.\r\n")
+}
+
+// benchNextDecodeSay frames and decodes input, one message line, as the
+// engine does.
+func benchNextDecodeSay(b *testing.B, input string) {
 	buf := make([]byte, len(input))
 	f := Framer{Max: DefaultMaxLine}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(input)))
 	for b.Loop() {
-		copy(buf, input)
-		line, _, _ := f.Next(buf)
-		if cmd, err := f.Decode(line); cmd.Op != proto.OpSay || err != nil {
-			b.Fatalf("Decode = %v, %v", cmd.Op, err)
+		copy(buf, input) // Next cleans in place
+		line, n, err := f.Next(buf)
+		if n != len(input) || err != nil {
+			b.Fatalf("Next = %q, %d, %v", line, n, err)
+		}
+		if cmd, derr := f.Decode(line); cmd.Op != proto.OpSay || derr != nil {
+			b.Fatalf("Decode = %v, %v", cmd.Op, derr)
 		}
 	}
 }
