@@ -27,7 +27,9 @@ package line
 //     line at a time, with local echo and editing.
 //   - Of the two-byte commands, only ARE-YOU-THERE is answered, with a
 //     server line. INTERRUPT-PROCESS (Ctrl-C), BREAK, SUSPEND, ABORT-OUTPUT
-//     and the rest do nothing: Ctrl-C never ends a session; /quit does.
+//     and the rest do nothing: Ctrl-C never ends a session; /quit does,
+//     and so does Ctrl-D on an empty line, which telnet sends as a byte
+//     (keys.go).
 
 // Telnet command bytes (RFC 854).
 const (
