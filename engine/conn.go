@@ -12,6 +12,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"duet/engine/hub"
 	"duet/engine/outbox"
@@ -148,11 +149,6 @@ type flowState struct {
 	// ended: while draining, the client ended its input (end of file),
 	// so a last line without its '\n' is a line (line.Framer.End).
 	ended bool
-	// lastBatch is the relayed messages in the last batch handed to
-	// gnet: an int32 beside the flags, in the word they leave unused
-	// (a batch is bounded by limits.outbound_max), so that conn keeps
-	// to its size class.
-	lastBatch int32
 
 	heldBytes    int   // gnet's outbound buffer at the last check
 	lastProgress stamp // when that buffer last shrank
@@ -525,10 +521,9 @@ func (cn *conn) flush() {
 		return
 	}
 	held := cn.c.OutboundBuffered()
-	b, msgs := cn.out.Take(held)
+	b, _ := cn.out.Take(held)
 	if b != nil {
-		cn.flow.lastBatch = int32(msgs)
-		_, _ = cn.c.Write(*b) // gnet copies what the socket does not take
+		_, _ = cn.c.Write(b.B) // gnet copies what the socket does not take
 		outbox.Release(b)
 		if cn.closed { // the write failed and gnet closed the connection
 			return
@@ -583,6 +578,29 @@ func (cn *conn) checkBacklog() {
 		}
 		cn.end(endSlow)
 	}
+}
+
+// finalWrite writes what gnet holds for the closing connection, as much
+// as its socket takes now, and returns what is left, which is never
+// written. gnet tries to write what it holds once more after OnClose
+// returns; what the socket took then would reach the client while
+// counted as lost. So the write is made here, before the count, and the
+// socket's sending side is shut on the rest: gnet's try then takes
+// nothing, and the count is exact.
+func (cn *conn) finalWrite() int {
+	held := cn.c.OutboundBuffered()
+	for held > 0 {
+		_ = cn.c.Flush()
+		left := cn.c.OutboundBuffered()
+		if left == held {
+			break
+		}
+		held = left
+	}
+	if held > 0 {
+		_ = unix.Shutdown(cn.c.Fd(), unix.SHUT_WR)
+	}
+	return held
 }
 
 // checkDeadlines runs once a second for every connection.
@@ -670,10 +688,9 @@ func (cn *conn) onClose(err error) {
 		}
 	}
 	cn.closed = true
-	lost, waiters := cn.out.Close()
-	if cn.c.OutboundBuffered() > 0 {
-		lost += int(cn.flow.lastBatch)
-	}
+	// What gnet holds is the end of the last batch taken: the outbox
+	// knows which of its messages end there.
+	lost, waiters := cn.out.Close(cn.finalWrite())
 	if cn.closing == endNone {
 		var sockErr error
 		if needsSocketError(cn.stage, err) {

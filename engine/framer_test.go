@@ -33,8 +33,8 @@ func TestIdleLineConnectionHoldsNoFramer(t *testing.T) {
 	if used := sender.readLines(in); used != len(in) || sender.line != nil {
 		t.Fatalf("the rest of the line: used %d of %d, framer kept %v", used, len(in), sender.line != nil)
 	}
-	if b, _ := reader.out.Take(0); b == nil || string(*b) != "<alice> half a line\r\n" {
-		t.Fatalf("the reader got %q", *b)
+	if b, _ := reader.out.Take(0); b == nil || string(b.B) != "<alice> half a line\r\n" {
+		t.Fatalf("the reader got %v", b)
 	}
 
 	// A telnet client: its session is kept in the framer, for good.

@@ -43,12 +43,17 @@ func (cn *conn) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	return line.AppendEvent(dst, ev)
 }
 
-// AppendMessages encodes a run of messages in the connection's protocol.
-func (cn *conn) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+// AppendMessages encodes a run of messages in the connection's protocol,
+// and notes where each ends.
+func (cn *conn) AppendMessages(dst []byte, ends []int32, ev *proto.Event, texts [][]byte) ([]byte, []int32) {
 	if cn.web {
-		return webEncoder{}.AppendMessages(dst, ev, texts)
+		return webEncoder{}.AppendMessages(dst, ends, ev, texts)
 	}
-	return line.AppendMessages(dst, ev.From, texts)
+	for i := range texts {
+		dst = line.AppendMessages(dst, ev.From, texts[i:i+1])
+		ends = append(ends, int32(len(dst)))
+	}
+	return dst, ends
 }
 
 // Protocol is what the connection speaks to its session, which the hub

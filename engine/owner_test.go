@@ -95,7 +95,7 @@ func TestWriteDirectFillsTheSocket(t *testing.T) {
 	cn.loop.busy.Store(false) // leave the flush to the test
 	cn.loop.pending = cn.loop.pending[:0]
 	b, _ := cn.out.Take(0)
-	if _, err := syscall.Write(cn.c.Fd(), *b); err != nil {
+	if _, err := syscall.Write(cn.c.Fd(), b.B); err != nil {
 		t.Fatal(err)
 	}
 	outbox.Release(b)
@@ -134,7 +134,7 @@ func TestWriteDirectFillsTheSocket(t *testing.T) {
 		got <- all.Bytes()
 	}()
 	b, _ = cn.out.Take(0)
-	for rest := *b; len(rest) > 0; {
+	for rest := b.B; len(rest) > 0; {
 		n, err := syscall.Write(cn.c.Fd(), rest)
 		if errors.Is(err, syscall.EAGAIN) {
 			time.Sleep(time.Millisecond)
@@ -184,7 +184,7 @@ func TestWriteDirectToAClosedReader(t *testing.T) {
 	if !cn.out.Pending() || len(cn.loop.pending) != 1 {
 		t.Fatalf("pending %v, scheduled %d: the failed write's bytes must wait for the loop", cn.out.Pending(), len(cn.loop.pending))
 	}
-	if lost, _ := cn.out.Close(); lost != 3 {
+	if lost, _ := cn.out.Close(0); lost != 3 {
 		t.Fatalf("lost %d, want 3", lost)
 	}
 }

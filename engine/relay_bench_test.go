@@ -184,16 +184,16 @@ func TestRelayBenchPathDelivers(t *testing.T) {
 				sender.readWeb(frame.Bytes())
 			}
 			buf, msgs := reader.out.Take(0)
-			if buf == nil || msgs != 1 || !strings.Contains(string(*buf), c.wants) {
+			if buf == nil || msgs != 1 || !strings.Contains(string(buf.B), c.wants) {
 				t.Fatalf("reader got %q (%d messages)", bufString(buf), msgs)
 			}
 		})
 	}
 }
 
-func bufString(b *[]byte) string {
+func bufString(b *outbox.Batch) string {
 	if b == nil {
 		return ""
 	}
-	return string(*b)
+	return string(b.B)
 }

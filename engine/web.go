@@ -230,8 +230,9 @@ func (webEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 }
 
 // AppendMessages makes the part of a message event before its text once
-// for the run, and copies it in front of each text.
-func (webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+// for the run, and copies it in front of each text; ends gets where each
+// frame ends.
+func (webEncoder) AppendMessages(dst []byte, ends []int32, ev *proto.Event, texts [][]byte) ([]byte, []int32) {
 	var room [128]byte // the head of any name a login allows, on the stack
 	head := jsonproto.AppendMessageHead(room[:0], ev.From)
 	// ev.Seq, when set, is the first text's; each next text's is one
@@ -243,9 +244,10 @@ func (webEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []
 		dst = append(dst, head...)
 		dst = jsonproto.AppendMessageText(dst, text, seq)
 		dst = wsframe.FinishFrame(dst, mark, ws.OpText)
+		ends = append(ends, int32(len(dst)))
 		if seq != 0 {
 			seq++
 		}
 	}
-	return dst
+	return dst, ends
 }

@@ -46,7 +46,7 @@ func (d *directOwner) WriteDirect(b []byte) (int, bool) {
 // flush is the owner's flush with a socket that takes everything.
 func (d *directOwner) flush(o *outbox.Outbox) {
 	if b, _ := o.Take(0); b != nil {
-		d.sock.Write(*b)
+		d.sock.Write(b.B)
 		outbox.Release(b)
 	}
 	o.Settle(0)
@@ -89,7 +89,7 @@ func TestDirectWriteWhenIdle(t *testing.T) {
 	if got := d.sock.String(); got != want {
 		t.Fatalf("socket got:\n%s\nwant:\n%s", got, want)
 	}
-	if lost, _ := o.Close(); lost != 0 {
+	if lost, _ := o.Close(0); lost != 0 {
 		t.Fatalf("close counted %d lost after everything was written", lost)
 	}
 }
@@ -107,13 +107,13 @@ func TestNoDirectWriteOverWhatCameBefore(t *testing.T) {
 		{"taken, not settled", func(d *directOwner, o *outbox.Outbox) {
 			o.DeliverRaw([]byte("raw\n"))
 			b, _ := o.Take(0)
-			d.sock.Write(*b)
+			d.sock.Write(b.B)
 			outbox.Release(b)
 		}},
 		{"socket held output", func(d *directOwner, o *outbox.Outbox) {
 			o.DeliverRaw([]byte("raw\n"))
 			b, _ := o.Take(0)
-			d.sock.Write(*b)
+			d.sock.Write(b.B)
 			outbox.Release(b)
 			o.Settle(10)
 		}},
@@ -173,7 +173,7 @@ func TestDirectWritePartial(t *testing.T) {
 		t.Fatalf("EAGAIN: %d direct writes (want 2), pending %v, %d schedules (want 2)", d.writes, o.Pending(), d.scheduled.Load())
 	}
 	// A reader cut off now loses the message the socket refused.
-	if lost, _ := o.Close(); lost != 1 {
+	if lost, _ := o.Close(0); lost != 1 {
 		t.Fatalf("lost %d, want 1", lost)
 	}
 }
@@ -194,7 +194,7 @@ func TestCloseWaitsForADirectWrite(t *testing.T) {
 			stopped := make(chan struct{})
 			go func() {
 				if stop == "Close" {
-					o.Close()
+					o.Close(0)
 				} else {
 					o.SetDirect(false)
 				}
@@ -301,8 +301,8 @@ func (s *socketSim) turn(o *outbox.Outbox) {
 		pause := time.Duration(s.rng.IntN(20)) * time.Microsecond
 		s.mu.Unlock()
 		time.Sleep(pause)
-		n := s.write(*b)
-		s.held = append(s.held, (*b)[n:]...)
+		n := s.write(b.B)
+		s.held = append(s.held, b.B[n:]...)
 		outbox.Release(b)
 	}
 	o.Settle(len(s.held))

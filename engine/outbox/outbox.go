@@ -14,8 +14,11 @@
 //
 // The queue hands bytes to its owner only while the owner's socket has
 // taken everything before (Take), so everything still waiting is here,
-// counted by message: when a reader is cut off, its partner can be told
-// exactly how many of its messages were never sent.
+// or in the one batch the owner is writing. The queue knows where each
+// relayed message ends in its bytes, and follows the batch being
+// written until the socket has taken it all (Settle): when a reader is
+// cut off, its partner can be told exactly how many of its messages
+// never reached the socket (Close).
 //
 // The queue also follows numbered messages (hub Event.Seq) to the
 // socket: it knows, of the bytes that left it, where the newest numbered
@@ -25,10 +28,10 @@
 // for a resume only what the client's TCP has not acknowledged.
 //
 // Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait,
-// Evict and TransportAcked may be called from any goroutine, with hub
-// locks held; none of them calls back into the hub, and none blocks
-// beyond the Outbox's own lock and one non-blocking system call on the
-// socket (a direct write; TransportAcked's look).
+// Evict, TransportAcked and Unsent may be called from any goroutine,
+// with hub locks held; none of them calls back into the hub,
+// and none blocks beyond the Outbox's own lock and one non-blocking
+// system call on the socket (a direct write; TransportAcked's look).
 // The other methods belong to the owner and are called on its event
 // loop, one at a time. Waiters are woken with no lock of the Outbox held.
 package outbox
@@ -46,9 +49,10 @@ import (
 // must keep no state between calls.
 type Encoder interface {
 	AppendEvent(dst []byte, ev *proto.Event) []byte
-	// AppendMessages appends one message event per text, in order: ev
-	// is the message event, and its Text may be set to each text in turn.
-	AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte
+	// AppendMessages appends one message event per text, in order, and
+	// to ends where each ends in dst (len(dst) just after it): ev is the
+	// message event, and its Text may be set to each text in turn.
+	AppendMessages(dst []byte, ends []int32, ev *proto.Event, texts [][]byte) ([]byte, []int32)
 }
 
 // Marks bound a reader's backlog, in bytes. Past High, a sender that
@@ -104,8 +108,8 @@ type Owner interface {
 // An idle connection holds one, so it is kept to 64 bytes: the encoder
 // is the owner's, counts are 32 bits (a queue is bounded by
 // limits.outbound_max), and what only a busy connection needs (the
-// senders waiting on it, the trail of its numbered messages) sits
-// behind a pointer.
+// senders waiting on it, the trail of its numbered messages, the batch
+// its socket is taking) sits behind a pointer.
 type Outbox struct {
 	owner Owner
 
@@ -115,9 +119,8 @@ type Outbox struct {
 	backlog atomic.Int64
 
 	mu      sync.Mutex
-	buf     *[]byte // encoded, not yet taken; nil when empty
-	msgs    int32   // relayed messages in buf
-	directs uint32  // direct writes made (DirectWrites)
+	buf     *Batch // encoded, not yet taken; nil when empty
+	directs uint32 // direct writes made (DirectWrites)
 	// scheduled: Schedule was called and no Take has run since.
 	// direct: the owner lets deliveries write to its socket (SetDirect).
 	// idle: the socket holds nothing of ours and no taken buffer is
@@ -132,7 +135,17 @@ type Outbox struct {
 	// here, beside the flags, so that it takes no word of its own.
 	inline atomic.Bool
 
-	side *side // nil when no sender waits and no numbered message is followed
+	side *side // nil when no sender waits, no message is in flight and no numbered message is followed
+}
+
+// A Batch is bytes queued for the owner's socket, and where each relayed
+// message among them ends. Take hands one to the owner, which writes B
+// and gives it back with Release.
+type Batch struct {
+	B []byte
+	// ends are the offsets in B just past each relayed message, in
+	// order. 32 bits, as a queue is bounded by limits.outbound_max.
+	ends []int32
 }
 
 // side is the state an Outbox needs only while it is busy.
@@ -147,6 +160,36 @@ type side struct {
 	// not beside the Outbox's flags, which fill their word: only a
 	// connection that is ending has it, until it closes.
 	retired bool
+	flight  flight
+}
+
+// flight follows the relayed messages of the batch the owner took last
+// until its socket has taken them whole. The owner writes a batch at
+// once; what the socket does not take, the owner holds (gnet's buffer),
+// and its Settles say how much is left: always the batch's tail, since
+// a batch is taken only once the socket holds nothing.
+type flight struct {
+	ends []int32 // where each relayed message ends in the batch, in order
+	next int     // ends[next:] are the messages not known taken whole
+	size int32   // the batch's length
+	// settled: a Settle since the Take said what the socket holds. Until
+	// then nothing of the batch is known written: a Close meanwhile is a
+	// write that failed, and counts all of it.
+	settled bool
+}
+
+// pending is how many of the batch's messages the socket may not have
+// taken whole.
+func (f *flight) pending() int { return len(f.ends) - f.next }
+
+// hold notes that the socket still holds the batch's last held bytes:
+// the messages that end before them were taken whole.
+func (f *flight) hold(held int) {
+	sent := int(f.size) - held
+	for f.next < len(f.ends) && int(f.ends[f.next]) <= sent {
+		f.next++
+	}
+	f.settled = true
 }
 
 // trail follows numbered messages from the queue to the socket.
@@ -186,18 +229,22 @@ func New(owner Owner) *Outbox {
 
 // bufPool recycles queue buffers, so an idle connection holds none and a
 // busy one allocates none in steady state.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var bufPool = sync.Pool{New: func() any { return &Batch{B: make([]byte, 0, 4096)} }}
 
-// maxPooledBuf keeps the pool from pinning the rare huge buffer.
-const maxPooledBuf = 64 << 10
+// maxPooledBuf and maxPooledEnds keep the pools from pinning the rare
+// huge buffer.
+const (
+	maxPooledBuf  = 64 << 10
+	maxPooledEnds = 4 << 10
+)
 
-// Release returns a buffer from Take to the pool once its bytes are
+// Release returns a batch from Take to the pool once its bytes are
 // written. The caller must not use it afterwards.
-func Release(b *[]byte) {
-	if cap(*b) > maxPooledBuf {
+func Release(b *Batch) {
+	if cap(b.B) > maxPooledBuf || cap(b.ends) > maxPooledEnds {
 		return
 	}
-	*b = (*b)[:0]
+	b.B, b.ends = b.B[:0], b.ends[:0]
 	bufPool.Put(b)
 }
 
@@ -210,7 +257,7 @@ func (o *Outbox) lockOpen() bool {
 		return false
 	}
 	if o.buf == nil {
-		o.buf = bufPool.Get().(*[]byte)
+		o.buf = bufPool.Get().(*Batch)
 	}
 	return true
 }
@@ -218,18 +265,20 @@ func (o *Outbox) lockOpen() bool {
 // Deliver implements hub.Outbox: it encodes ev into the queue and sends
 // it on (send). After Close it does nothing.
 func (o *Outbox) Deliver(ev *proto.Event) {
+	// A sealed frame is relayed as a message is, and counts as one
+	// among those never sent when the reader is cut off.
+	relayed := ev.Kind == proto.EvMessage || ev.Kind == proto.EvSealed
 	if !o.lockOpen() {
 		return
 	}
-	before := len(*o.buf)
-	*o.buf = o.owner.AppendEvent(*o.buf, ev)
-	if ev.Kind == proto.EvMessage || ev.Kind == proto.EvSealed {
-		// A sealed frame is relayed as a message is, and counts as one
-		// among those never sent when the reader is cut off.
-		o.msgs++
+	b := o.buf
+	before := len(b.B)
+	b.B = o.owner.AppendEvent(b.B, ev)
+	if relayed {
+		b.ends = append(b.ends, int32(len(b.B)))
 		o.queuedLocked(ev.Seq)
 	}
-	o.backlog.Add(int64(len(*o.buf) - before))
+	o.backlog.Add(int64(len(b.B) - before))
 	o.sendLocked()
 }
 
@@ -239,16 +288,16 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 	if !o.lockOpen() {
 		return
 	}
-	before := len(*o.buf)
+	b := o.buf
+	before := len(b.B)
 	// The encoder may number the texts as it walks them (ev.Seq).
 	var last uint64
 	if ev.Seq != 0 && len(texts) > 0 {
 		last = ev.Seq + uint64(len(texts)) - 1
 	}
-	*o.buf = o.owner.AppendMessages(*o.buf, ev, texts)
-	o.msgs += int32(len(texts))
+	b.B, b.ends = o.owner.AppendMessages(b.B, b.ends, ev, texts)
 	o.queuedLocked(last)
-	o.backlog.Add(int64(len(*o.buf) - before))
+	o.backlog.Add(int64(len(b.B) - before))
 	o.sendLocked()
 }
 
@@ -260,7 +309,7 @@ func (o *Outbox) DeliverRaw(b []byte) {
 	if !o.lockOpen() {
 		return
 	}
-	*o.buf = append(*o.buf, b...)
+	o.buf.B = append(o.buf.B, b...)
 	o.backlog.Add(int64(len(b)))
 	o.scheduleLocked()
 }
@@ -285,8 +334,9 @@ func (o *Outbox) DeliverRaw(b []byte) {
 // at that Settle, so there is nothing it could overtake; and it holds
 // o.mu throughout, so no Take or other delivery can come between.
 func (o *Outbox) sendLocked() {
-	if len(*o.buf) == 0 { // the encoder left the event out
-		Release(o.buf)
+	b := o.buf
+	if len(b.B) == 0 { // the encoder left the event out
+		Release(b)
 		o.buf = nil
 		o.mu.Unlock()
 		return
@@ -295,26 +345,34 @@ func (o *Outbox) sendLocked() {
 		o.scheduleLocked()
 		return
 	}
-	n, ok := o.owner.WriteDirect(*o.buf)
+	n, ok := o.owner.WriteDirect(b.B)
 	if !ok {
 		o.scheduleLocked()
 		return
 	}
 	o.directs++
 	o.backlog.Add(-int64(n))
-	o.leftLocked(n, n == len(*o.buf))
-	if n == len(*o.buf) {
-		Release(o.buf)
-		o.buf, o.msgs = nil, 0
+	o.leftLocked(n, n == len(b.B))
+	if n == len(b.B) {
+		Release(b)
+		o.buf = nil
 		wake := o.wakeLocked()
 		o.mu.Unlock()
 		wakeAll(wake)
 		return
 	}
 	// The socket is full (or failed): keep the rest, in order, for the
-	// owner, whose flush hands it to the socket's own buffering.
-	rest := copy(*o.buf, (*o.buf)[n:])
-	*o.buf = (*o.buf)[:rest]
+	// owner, whose flush hands it to the socket's own buffering. The
+	// messages that ended in what the socket took were sent.
+	b.B = b.B[:copy(b.B, b.B[n:])]
+	sent := 0
+	for sent < len(b.ends) && int(b.ends[sent]) <= n {
+		sent++
+	}
+	b.ends = b.ends[:copy(b.ends, b.ends[sent:])]
+	for i := range b.ends {
+		b.ends[i] -= int32(n)
+	}
 	o.idle = false
 	o.scheduleLocked()
 }
@@ -358,11 +416,12 @@ func (o *Outbox) DirectWrites() uint32 {
 
 // Take removes the queued bytes for writing, with the number of relayed
 // messages among them, unless the owner's socket still holds output
-// (held > 0): then the socket is full and they stay here. The buffer
+// (held > 0): then the socket is full and they stay here. The batch
 // belongs to the caller until it hands it to Release; the Outbox starts
-// a new one for what comes next. The owner calls Settle once it has
-// written them.
-func (o *Outbox) Take(held int) (b *[]byte, msgs int) {
+// a new one for what comes next. The owner writes it at once, and calls
+// Settle once it has: until the socket has taken them whole, the
+// batch's messages are in flight, and count as never sent.
+func (o *Outbox) Take(held int) (b *Batch, msgs int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.scheduled = false
@@ -370,14 +429,52 @@ func (o *Outbox) Take(held int) (b *[]byte, msgs int) {
 		o.idle = false
 		return nil, 0
 	}
+	// The socket holds nothing: the batch taken before went whole.
+	o.landLocked()
 	if o.buf == nil {
 		return nil, 0
 	}
-	b, msgs = o.buf, int(o.msgs)
-	o.leftLocked(len(*b), true)
-	o.buf, o.msgs = nil, 0
+	b, msgs = o.buf, len(o.buf.ends)
+	o.leftLocked(len(b.B), true)
+	if msgs > 0 {
+		// The Outbox keeps the ends, the owner the bytes; the slices
+		// trade places, so that neither allocates.
+		f := &o.sideLocked().flight
+		f.ends, b.ends = b.ends, f.ends[:0]
+		f.next, f.size, f.settled = 0, int32(len(b.B)), false
+	}
+	o.buf = nil
 	o.idle = false // until Settle: the owner is writing b
 	return b, msgs
+}
+
+// landLocked forgets the batch in flight: the socket took it all.
+func (o *Outbox) landLocked() {
+	if sd := o.side; sd != nil && len(sd.flight.ends) > 0 {
+		sd.flight.ends, sd.flight.next = sd.flight.ends[:0], 0
+		o.tidyLocked()
+	}
+}
+
+// Unsent returns how many relayed messages handed to the Outbox its
+// owner's socket has not taken whole: those queued, and those of the
+// batch being written that the socket had not taken at the last Settle.
+// They are the newest.
+func (o *Outbox) Unsent() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.unsentLocked()
+}
+
+func (o *Outbox) unsentLocked() int {
+	n := 0
+	if o.buf != nil {
+		n = len(o.buf.ends)
+	}
+	if o.side != nil {
+		n += o.side.flight.pending()
+	}
+	return n
 }
 
 // Settle records how much the owner's socket still holds after a flush
@@ -389,9 +486,14 @@ func (o *Outbox) Settle(held int) {
 		o.mu.Unlock()
 		return
 	}
+	if held == 0 {
+		o.landLocked()
+	} else if sd := o.side; sd != nil && sd.flight.pending() > 0 {
+		sd.flight.hold(held)
+	}
 	n := int64(held)
 	if o.buf != nil {
-		n += int64(len(*o.buf))
+		n += int64(len(o.buf.B))
 	}
 	o.backlog.Store(n)
 	o.idle = held == 0
@@ -470,25 +572,29 @@ func (o *Outbox) Retire() (waiters []hub.Waiter) {
 // Evict implements hub.Queue by passing the news to the owner.
 func (o *Outbox) Evict(why hub.Eviction) { o.owner.Evicted(why) }
 
-// Close stops all delivery and frees the queue. It returns what was lost
-// (relayed messages still queued) and the senders that were waiting, for
-// the caller to wake once it has told the partner that the reader is
-// gone: a sender woken first could relay into the closed queue, and those
-// messages would be lost without being counted. Closing again returns
-// nothing.
-func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
+// Close stops all delivery and frees the queue. held is what the owner's
+// socket still holds, unwritten, of the batch taken last. It returns what
+// was lost, the relayed messages the socket never took whole (those
+// queued, and those of that batch that end in what it holds), and the
+// senders that were waiting, for the caller to wake once it has told the
+// partner that the reader is gone: a sender woken first could relay into
+// the closed queue, and those messages would be lost without being
+// counted. Closing again returns nothing.
+func (o *Outbox) Close(held int) (lost int, waiters []hub.Waiter) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return 0, nil
 	}
 	o.closed = true
-	lost = int(o.msgs)
+	if sd := o.side; sd != nil && sd.flight.pending() > 0 && sd.flight.settled {
+		sd.flight.hold(held)
+	}
+	lost = o.unsentLocked()
 	if o.buf != nil {
 		Release(o.buf)
 		o.buf = nil
 	}
-	o.msgs = 0
 	o.backlog.Store(0)
 	if sd := o.side; sd != nil {
 		waiters, o.side = sd.waiters, nil
@@ -501,7 +607,7 @@ func (o *Outbox) Close() (lost int, waiters []hub.Waiter) {
 func (o *Outbox) Pending() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.buf != nil && len(*o.buf) > 0
+	return o.buf != nil && len(o.buf.B) > 0
 }
 
 // sidePool recycles sides. A busy connection's side goes each time
@@ -520,15 +626,22 @@ func (o *Outbox) sideLocked() *side {
 
 // tidyLocked lets the side go once nothing is in it.
 func (o *Outbox) tidyLocked() {
-	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following && !sd.retired {
+	if sd := o.side; sd != nil && len(sd.waiters) == 0 && !sd.following && !sd.retired && len(sd.flight.ends) == 0 {
 		o.side = nil
 		putSide(sd)
 	}
 }
 
-// putSide gives back a side that nothing is in or refers to.
+// putSide gives back a side that nothing is in or refers to. It keeps
+// the array of its flight's ends, which the next batch taken with it
+// trades for its own.
 func putSide(sd *side) {
+	ends := sd.flight.ends[:0]
+	if cap(ends) > maxPooledEnds {
+		ends = nil
+	}
 	*sd = side{}
+	sd.flight.ends = ends
 	sidePool.Put(sd)
 }
 

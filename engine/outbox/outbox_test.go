@@ -36,12 +36,13 @@ func (textEncoder) AppendEvent(dst []byte, ev *proto.Event) []byte {
 	return append(strconv.AppendInt(append(dst, "event "...), int64(ev.Kind), 10), '\n')
 }
 
-func (e textEncoder) AppendMessages(dst []byte, ev *proto.Event, texts [][]byte) []byte {
+func (e textEncoder) AppendMessages(dst []byte, ends []int32, ev *proto.Event, texts [][]byte) ([]byte, []int32) {
 	for _, text := range texts {
 		ev.Text = text
 		dst = e.AppendEvent(dst, ev)
+		ends = append(ends, int32(len(dst)))
 	}
-	return dst
+	return dst, ends
 }
 
 // fakeLoop stands in for the owner's event loop: it counts the flushes
@@ -76,7 +77,7 @@ func (l *fakeLoop) WriteDirect([]byte) (int, bool) {
 // flush writes what is queued, as if the socket took it all.
 func (l *fakeLoop) flush(o *outbox.Outbox) {
 	if b, msgs := o.Take(0); b != nil {
-		l.out.Write(*b)
+		l.out.Write(b.B)
 		l.msgs += msgs
 		outbox.Release(b)
 	}
@@ -292,7 +293,7 @@ func TestCloseWhileDelivering(t *testing.T) {
 			}
 		}
 		before := delivered.Load() // these all returned before the close began
-		lost, waiters := o.Close()
+		lost, waiters := o.Close(0)
 		close(stop)
 		wg.Wait()
 
@@ -316,7 +317,7 @@ func TestCloseWhileDelivering(t *testing.T) {
 		if o.Backlog() != 0 || o.Wait(w) {
 			t.Fatal("a closed outbox took a backlog or held a sender back")
 		}
-		if lost, waiters := o.Close(); lost != 0 || waiters != nil {
+		if lost, waiters := o.Close(0); lost != 0 || waiters != nil {
 			t.Fatalf("second close returned %d, %v", lost, waiters)
 		}
 	}
@@ -330,7 +331,7 @@ func TestCloseCountsWhatWasNotTaken(t *testing.T) {
 	o.Deliver(message("a"))
 	o.Deliver(&proto.Event{Kind: proto.EvStatus})
 	o.DeliverRaw([]byte("raw"))
-	if lost, _ := o.Close(); lost != 3 {
+	if lost, _ := o.Close(0); lost != 3 {
 		t.Fatalf("lost %d; want 3, the messages queued and not taken", lost)
 	}
 }
@@ -373,13 +374,13 @@ func TestConcurrentSendersUnderRace(t *testing.T) {
 			case <-kick:
 			case <-done:
 				if b, _ := o.Take(0); b != nil {
-					out.Write(*b)
+					out.Write(b.B)
 					outbox.Release(b)
 				}
 				return
 			}
 			if b, _ := o.Take(0); b != nil {
-				out.Write(*b)
+				out.Write(b.B)
 				outbox.Release(b)
 			}
 			o.Settle(0)
@@ -436,15 +437,15 @@ func TestTakenBuffersAreNotReused(t *testing.T) {
 	l, o := newFake(1<<20, 4<<20)
 	o.DeliverRaw([]byte("first"))
 	b, _ := o.Take(0)
-	kept := string(*b)
+	kept := string(b.B)
 	for range 100 {
 		o.DeliverRaw([]byte("later deliveries must not land in the taken buffer"))
 	}
-	if string(*b) != kept {
-		t.Fatalf("the taken buffer changed to %.40q", *b)
+	if string(b.B) != kept {
+		t.Fatalf("the taken buffer changed to %.40q", b.B)
 	}
 	b2, _ := o.Take(0)
-	if &(*b)[:1][0] == &(*b2)[:1][0] {
+	if &b.B[:1][0] == &b2.B[:1][0] {
 		t.Fatal("two Takes without a Release share one array")
 	}
 	outbox.Release(b)
@@ -452,7 +453,7 @@ func TestTakenBuffersAreNotReused(t *testing.T) {
 	l.flush(o)
 
 	o.DeliverRaw([]byte("queued when closed"))
-	o.Close()
+	o.Close(0)
 	// The closed outbox's buffer went back to the pool; what the pool
 	// hands out next must not be written by the closed outbox.
 	for range 10 {

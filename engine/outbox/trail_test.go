@@ -220,6 +220,9 @@ func TestFailedLookCountsAsOne(t *testing.T) {
 // to its pool and comes out again, as a reader's does each time the look
 // after its reads finds it caught up.
 func TestTrailCycleAllocatesNothing(t *testing.T) {
+	if raceBuild {
+		t.Skip("the race detector's sync.Pool drops what is put back at random")
+	}
 	a, o := newAckOwner()
 	ev := message("a")
 	run := [][]byte{[]byte("one")}
