@@ -145,6 +145,29 @@ type TransportAcker interface {
 	TransportAcked(after int) uint64
 }
 
+// An UnsentCounter is a Queue that counts the messages handed to it
+// after its connection closed: the engine counts what the connection
+// never wrote as it closes, and tells the session's end (Close, Detach)
+// that count, but senders go on relaying to the session until it leaves
+// their room. The hub adds them as the session leaves, under the room's
+// lock, so that its partner is told of every one.
+//
+// Its methods are called with hub locks held, and must not call back
+// into the hub.
+type UnsentCounter interface {
+	// Dropped returns how many messages were handed to the queue after
+	// its connection closed.
+	Dropped() int
+}
+
+// droppedBy is what q dropped, as far as it can tell (UnsentCounter).
+func droppedBy(q Queue) int {
+	if uc, ok := q.(UnsentCounter); ok {
+		return uc.Dropped()
+	}
+	return 0
+}
+
 // Strides, in bytes written to a connection, between two looks at what
 // its TCP acknowledged. A look costs a system call. The engine looks
 // each ReadStride, right after reading from the client: a client that
@@ -962,6 +985,8 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	peer := r.other(s)
 	r.close()
 	if peer != nil {
+		// Relayed after the connection closed, up to now.
+		undelivered += droppedBy(s.q)
 		if s.away != nil {
 			// s ends away: what the partner sent it since it went, and
 			// what its connection never wrote, will never reach it. The

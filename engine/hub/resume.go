@@ -150,6 +150,9 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 	r := s.room.Load()
 	if r != nil {
 		r.mu.Lock()
+		// Relayed after the connection closed, up to now: never written
+		// either.
+		a.unsent += droppedBy(s.q)
 	}
 	s.hmu.Lock()
 	a.seq = s.seq

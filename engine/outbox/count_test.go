@@ -30,8 +30,9 @@ func wholeMessages(got []byte) int {
 // bytes are delivered, written directly or flushed by the owner's loop,
 // to a socket that takes a random part of each write (socketSim), so
 // that writes stop anywhere in a message. Whenever the loop has settled,
-// Unsent is exactly the messages the socket did not take whole; and
-// Close returns exactly that, at any moment.
+// Unsent is exactly the messages the socket did not take whole; Close
+// returns exactly that, at any moment; and what is delivered after it
+// is Dropped.
 func TestUnsentIsExactToTheMessage(t *testing.T) {
 	for seed := range uint64(200) {
 		s := &socketSim{rng: rand.New(rand.NewPCG(seed, 3)), kick: make(chan struct{}, 1)}
@@ -80,6 +81,14 @@ func TestUnsentIsExactToTheMessage(t *testing.T) {
 		lost, _ := o.Close(len(s.held))
 		if want := delivered - wholeMessages(s.got.Bytes()); lost != want {
 			t.Fatalf("seed %d: Close says %d lost, want %d: %d delivered, %d taken whole", seed, lost, want, delivered, wholeMessages(s.got.Bytes()))
+		}
+		o.DeliverMessages(message("a"), [][]byte{text(), text()})
+		ev := message("a")
+		ev.Text = text()
+		o.Deliver(ev)
+		o.Deliver(&proto.Event{Kind: proto.EvStatus})
+		if got := o.Dropped(); got != 3 {
+			t.Fatalf("seed %d: %d dropped after Close, want 3", seed, got)
 		}
 		if got := o.Unsent(); got != 0 {
 			t.Fatalf("seed %d: Unsent %d after Close", seed, got)

@@ -28,8 +28,8 @@
 // for a resume only what the client's TCP has not acknowledged.
 //
 // Concurrency: Deliver, DeliverMessages, Backlog, Overflowing, Wait,
-// Evict, TransportAcked and Unsent may be called from any goroutine,
-// with hub locks held; none of them calls back into the hub,
+// Evict, TransportAcked, Unsent and Dropped may be called from any
+// goroutine, with hub locks held; none of them calls back into the hub,
 // and none blocks beyond the Outbox's own lock and one non-blocking
 // system call on the socket (a direct write; TransportAcked's look).
 // The other methods belong to the owner and are called on its event
@@ -121,6 +121,9 @@ type Outbox struct {
 	mu      sync.Mutex
 	buf     *Batch // encoded, not yet taken; nil when empty
 	directs uint32 // direct writes made (DirectWrites)
+	// dropped counts the relayed messages handed over after Close,
+	// which went nowhere (Dropped).
+	dropped int32
 	// scheduled: Schedule was called and no Take has run since.
 	// direct: the owner lets deliveries write to its socket (SetDirect).
 	// idle: the socket holds nothing of ours and no taken buffer is
@@ -212,8 +215,9 @@ type trail struct {
 }
 
 var (
-	_ hub.Queue   = (*Outbox)(nil)
-	_ hub.Speaker = (*Outbox)(nil)
+	_ hub.Queue         = (*Outbox)(nil)
+	_ hub.Speaker       = (*Outbox)(nil)
+	_ hub.UnsentCounter = (*Outbox)(nil)
 )
 
 // Protocol implements hub.Speaker.
@@ -248,11 +252,14 @@ func Release(b *Batch) {
 	bufPool.Put(b)
 }
 
-// lockOpen takes o.mu for appending to the queue, with a buffer ready.
-// It reports false, with o.mu released, if the outbox is closed.
-func (o *Outbox) lockOpen() bool {
+// lockOpen takes o.mu for appending msgs relayed messages (or other
+// bytes, for 0) to the queue, with a buffer ready. It reports false,
+// with o.mu released, if the outbox is closed: the messages are dropped,
+// and counted so.
+func (o *Outbox) lockOpen(msgs int) bool {
 	o.mu.Lock()
 	if o.closed {
+		o.dropped += int32(msgs)
 		o.mu.Unlock()
 		return false
 	}
@@ -268,7 +275,11 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 	// A sealed frame is relayed as a message is, and counts as one
 	// among those never sent when the reader is cut off.
 	relayed := ev.Kind == proto.EvMessage || ev.Kind == proto.EvSealed
-	if !o.lockOpen() {
+	msgs := 0
+	if relayed {
+		msgs = 1
+	}
+	if !o.lockOpen(msgs) {
 		return
 	}
 	b := o.buf
@@ -285,7 +296,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 // DeliverMessages implements hub.BatchOutbox: a run of messages from one
 // sender, encoded under one lock and sent on at once (send).
 func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
-	if !o.lockOpen() {
+	if !o.lockOpen(len(texts)) {
 		return
 	}
 	b := o.buf
@@ -306,7 +317,7 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 // messages. The owner calls it, on its loop, and flushes: they are never
 // written directly.
 func (o *Outbox) DeliverRaw(b []byte) {
-	if !o.lockOpen() {
+	if !o.lockOpen(0) {
 		return
 	}
 	o.buf.B = append(o.buf.B, b...)
@@ -464,6 +475,17 @@ func (o *Outbox) Unsent() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.unsentLocked()
+}
+
+// Dropped returns how many relayed messages were handed to the Outbox
+// after Close, which dropped them: senders relay to a reader until its
+// session leaves their room, a moment after its connection closed. With
+// what Close returned, they are every message the connection never
+// wrote. It implements hub.UnsentCounter.
+func (o *Outbox) Dropped() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return int(o.dropped)
 }
 
 func (o *Outbox) unsentLocked() int {

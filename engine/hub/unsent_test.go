@@ -1,0 +1,62 @@
+package hub
+
+import (
+	"testing"
+	"time"
+
+	"duet/proto"
+)
+
+// countingQueue is a connection's queue that says what it never wrote,
+// as the engine's outbox does (UnsentCounter).
+type countingQueue struct {
+	queueRecorder
+	dropped int
+}
+
+func (q *countingQueue) Dropped() int { return q.dropped }
+
+// loginCounting logs name in on h with a countingQueue.
+func loginCounting(t *testing.T, h *Hub, name string) (user, *countingQueue, string) {
+	t.Helper()
+	q := &countingQueue{}
+	s, err := h.Login([]byte(name), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := q.last(t).ResumeKey
+	return user{s, &q.recorder}, q, key
+}
+
+// TestMessagesDroppedAfterCloseAreCounted: senders relay to a session
+// until it leaves their room, a moment after its connection closed and
+// counted what it never wrote. What its queue dropped meanwhile counts
+// too: in what the partner is told when the session ends, and among
+// what a session that went away never got.
+func TestMessagesDroppedAfterCloseAreCounted(t *testing.T) {
+	t.Run("close", func(t *testing.T) {
+		h := New(resumeOpts())
+		alice, q, _ := loginCounting(t, h, "alice")
+		bob, _ := resumable(t, h, "bob")
+		pair(t, bob, alice)
+		q.dropped = 2
+		alice.Close(proto.ReasonSlow, 3)
+		if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Count != 5 {
+			t.Fatalf("bob was told %+v, want peer_left with 5 undelivered", ev)
+		}
+	})
+	t.Run("detach", func(t *testing.T) {
+		h, clk := newClockedHub(resumeOpts())
+		alice, q, key := loginCounting(t, h, "alice")
+		bob, _ := resumable(t, h, "bob")
+		pair(t, bob, alice)
+		sayEach(t, bob.Session, numbered("a", 0, 8)...)
+		clk.advance(45 * time.Second)
+		q.dropped = 2
+		alice.Detach(proto.ReasonSlow, 3)
+		res, err := h.Resume([]byte(key), 0, false, &recorder{})
+		if err != nil || res.Replayed != 5 || res.Missed != 0 {
+			t.Fatalf("resume %+v, %v; want the 5 never written replayed", res, err)
+		}
+	})
+}
