@@ -297,9 +297,16 @@ func shutdown(d *enginetest.Daemon) {
 // holds output for it.
 func dialSmallReceiveBuffer(t *testing.T, addr string) net.Conn {
 	t.Helper()
+	return dialReceiveBuffer(t, addr, 4096)
+}
+
+// dialReceiveBuffer connects to addr with a receive buffer of size
+// bytes, which the kernel does not grow.
+func dialReceiveBuffer(t *testing.T, addr string, size int) net.Conn {
+	t.Helper()
 	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size) })
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,8 @@
 package engine_test
 
 // Nothing is lost silently (docs/RESUME.md): every message relayed to a
-// reader that does not read it reaches it or is counted in what its
+// reader that does not read it reaches it, is replayed to the
+// connection that takes its session over, or is counted in what its
 // sender is told. These tests stop a real client's reading so that the
 // kernel's buffers fill and the server holds the rest, and check the
 // accounting to the message.
@@ -21,7 +22,7 @@ import (
 
 // count numbered messages of about 200 bytes, 10 MiB, are more than the
 // kernel's buffers on both ends of a loopback connection hold (tcp_wmem's
-// 4 MiB at most, and dialSmallReceiveBuffer's few KiB).
+// 4 MiB at most, and the few hundred KiB of the readers' own).
 const count = 50_000
 
 // bobLine is a numbered message, as its reader sees it.
@@ -33,6 +34,92 @@ func sendNumbered(c io.Writer, count, pad int) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- numberedLines(c, "m", count, pad) }()
 	return done
+}
+
+// TestTakeoverReplaysWhatTheOldConnectionNeverWrote: alice's connection
+// is open but she stopped reading, so the server holds what her socket
+// would not take, when she resumes from a new connection. What the old
+// connection never wrote, however long ago it was sent, is replayed to
+// the new one (or counted as not kept): it is not left behind with the
+// old connection, which will never write it.
+func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
+	t.Parallel()
+	const recent = 2 * time.Second
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 32 << 20
+		o.Resume.ReplayRecent = recent
+	})
+	old := newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
+	old.expect(`^\* welcome`)
+	old.send("/login alice")
+	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
+	key := regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + token)
+	bob.Expect(`^\* you are connected with alice$`)
+	old.expect(`^\* bob is connected$`)
+
+	// alice reads slowly, 64 KiB at a time: a reader that stops for
+	// good, or whose window stays smaller than what the server's kernel
+	// has to send next, is found dead once resume.replay_recent passes
+	// (TCP_USER_TIMEOUT bounds its window probes too), and goes away
+	// rather than being taken over.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			old.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			_, _ = io.ReadFull(old.c, buf)
+		}
+	}()
+	// Far more than the kernel's buffers hold.
+	if err := <-sendNumbered(bob.Conn, count, 200); err != nil {
+		t.Fatal(err)
+	}
+	taken(t, d, count)
+	// Every message is older than resume.replay_recent by the resume.
+	time.Sleep(recent + recent/2)
+	close(stop)
+	<-stopped
+
+	_, peer, replayed, missed := enginetest.ResumeLine(t, d, key)
+	if peer != "bob" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	if st := d.Hub.Stats(); st.ResumedZombie != 1 {
+		t.Fatalf("not a takeover of an open connection: hub stats %+v", st)
+	}
+	// The replay is the newest messages, in order, up to the last one
+	// sent: what the old connection wrote before is a run from the first.
+	if len(replayed) == 0 {
+		t.Fatalf("nothing replayed, %d not kept: the messages the old connection never wrote are lost unsaid", missed)
+	}
+	first := -1
+	for i, l := range replayed {
+		m := bobLine.FindStringSubmatch(l)
+		if m == nil || m[1] != "bob" {
+			t.Fatalf("replayed %q", l)
+		}
+		n, _ := strconv.Atoi(m[2])
+		if first < 0 {
+			first = n
+		}
+		if n != first+i {
+			t.Fatalf("replayed message %d after %d", n, first+i-1)
+		}
+	}
+	if last := first + len(replayed) - 1; last != count-1 || missed != 0 {
+		t.Fatalf("replayed %d to %d of %d, %d not kept", first, last, count-1, missed)
+	}
 }
 
 // TestCutReaderCountIsExact: bob stops reading and is cut off with part

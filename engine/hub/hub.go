@@ -145,16 +145,27 @@ type TransportAcker interface {
 	TransportAcked(after int) uint64
 }
 
-// An UnsentCounter is a Queue that counts the messages handed to it
-// after its connection closed: the engine counts what the connection
-// never wrote as it closes, and tells the session's end (Close, Detach)
-// that count, but senders go on relaying to the session until it leaves
-// their room. The hub adds them as the session leaves, under the room's
-// lock, so that its partner is told of every one.
+// An UnsentCounter is a Queue that can tell how many of the messages
+// handed to it its connection has not written yet: a reader that does
+// not keep up leaves the newest of them queued. A resume that takes the
+// session over from that connection, while it is still open, replays
+// them however long they waited, as it does for a connection that
+// dropped with messages queued (Detach's undelivered): that connection
+// will never write them.
+//
+// It also counts the messages handed to it after its connection closed:
+// the engine counts what the connection never wrote as it closes, and
+// tells the session's end (Close, Detach) that count, but senders go on
+// relaying to the session until it leaves their room. The hub adds them
+// as the session leaves, under the room's lock, so that its partner is
+// told of every one.
 //
 // Its methods are called with hub locks held, and must not call back
 // into the hub.
 type UnsentCounter interface {
+	// Unsent returns how many messages handed to the queue its
+	// connection has not written whole (yet: an open connection may).
+	Unsent() int
 	// Dropped returns how many messages were handed to the queue after
 	// its connection closed.
 	Dropped() int

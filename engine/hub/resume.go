@@ -327,7 +327,8 @@ type Resumed struct {
 // from resume.replay_recent before the connection dropped (or before
 // now, for a zombie) on, since whether the client read them is unknown,
 // and before them any that the connection never wrote (Detach's
-// undelivered); Missed is how many of those were not kept.
+// undelivered, or what a zombie's queue still holds: UnsentCounter);
+// Missed is how many of those were not kept.
 //
 // No message from the partner reaches out before the replay, nor twice:
 // messages are delivered under the lock of their room, and a session's
@@ -433,7 +434,17 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		h.histMu.Unlock()
 	}
 	res.Session = s
-	res.Replayed, res.Missed = s.replayLocked(last, hasLast, a, now, fresh, r, peer)
+	g := gone{at: now, seq: seq}
+	if a != nil {
+		g = gone{at: a.since, seq: a.seq, unsent: a.unsent}
+	} else if uc, ok := zombie.(UnsentCounter); ok {
+		// Read once the session is out of the room: nothing more is
+		// handed to the zombie, which may write more of what it holds
+		// meanwhile (replayed then twice, as a line client may see a
+		// message), never less.
+		g.unsent = uc.Unsent()
+	}
+	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
 	if peer != nil && peer.away != nil && !peer.away.attached {
 		// The partner is away too: the peer_away that said so went to a
 		// connection that is gone (or to the zombie), and the answer
@@ -509,12 +520,22 @@ func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash) (*Session, *proto.Er
 	}
 }
 
+// gone is how a session's last connection left it, as a resume over the
+// line protocol needs to know: when (the drop; now, for a zombie), the
+// last Seq given to the session by then, and how many of the newest
+// messages up to it that connection never wrote.
+type gone struct {
+	at     time.Duration
+	seq    uint64
+	unsent int
+}
+
 // replayLocked hands s's new connection the answer to its resume and
 // the messages to replay (see Resume), and returns how many it replayed
-// and how many it could not. a is what s kept while away, nil for a
-// zombie; r is s's room and peer s's partner, if any. s.hmu is held, and
-// the lock of s's room.
-func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Duration, key proto.ResumeKey, r *room, peer *Session) (replayed, missed int) {
+// and how many it could not. g is how its last connection left it; r is
+// s's room and peer s's partner, if any. s.hmu is held, and the lock of
+// s's room.
+func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.ResumeKey, r *room, peer *Session) (replayed, missed int) {
 	h := s.hub
 	hs := s.hist
 	from := 0 // the first entry to replay
@@ -527,14 +548,10 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 		}
 		missed = int(s.seq-last) - kept
 	} else if hs != nil {
-		dropped := now
-		if a != nil {
-			dropped = a.since
-		}
-		cutoff := dropped - h.recent()
+		cutoff := g.at - h.recent()
 		from = hs.since(cutoff)
 		missed = hs.lostSince(cutoff)
-		if a != nil && a.unsent > 0 {
+		if g.unsent > 0 {
 			// The messages never written are the newest before the drop:
 			// those from first to a.seq. When some came before the
 			// cutoff, every message after them is among them too, so
@@ -542,13 +559,13 @@ func (s *Session) replayLocked(last uint64, hasLast bool, a *away, now time.Dura
 			// kept are missing even when none kept came before the
 			// cutoff: dropped for room long after they came, no loss
 			// run recalls them (noteLoss).
-			first := a.seq - min(uint64(a.unsent), a.seq) + 1
+			first := g.seq - min(uint64(g.unsent), g.seq) + 1
 			i := hs.seqIndex(first)
 			from = min(from, i)
-			missed = max(missed, a.unsent-(hs.seqIndex(a.seq+1)-i))
+			missed = max(missed, g.unsent-(hs.seqIndex(g.seq+1)-i))
 		}
-	} else if a != nil {
-		missed = a.unsent // never written, and none kept
+	} else {
+		missed = g.unsent // never written, and none kept
 	}
 	if hs != nil {
 		replayed = hs.n - from

@@ -411,8 +411,9 @@ func TestLineResumeLeavesOutWhatWasRead(t *testing.T) {
 
 // TestLineResumeReplaysWhatWasNeverWritten: the messages a connection
 // never wrote (still queued when it dropped: a reader cut off for not
-// reading) are replayed to a line client however long before the drop
-// they came, and those of them not kept are counted as missed.
+// reading; or when a resume takes the session from it while it is still
+// open, slow to read) are replayed to a line client however long before
+// the drop they came, and those of them not kept are counted as missed.
 func TestLineResumeReplaysWhatWasNeverWritten(t *testing.T) {
 	for _, c := range []struct {
 		name             string
@@ -431,27 +432,37 @@ func TestLineResumeReplaysWhatWasNeverWritten(t *testing.T) {
 		// recalls them, and none of them is before the cutoff.
 		{"unsent dropped, none kept", 2 * (2 + entryCost), 10, "b0", 2, 8},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			opts := resumeOpts()
-			opts.ResumeBuffer = c.buffer
-			h, clk := newClockedHub(opts)
-			alice, key := resumable(t, h, "alice")
-			bob, _ := resumable(t, h, "bob")
-			pair(t, bob, alice)
-			sayEach(t, bob.Session, numbered("a", 0, 8)...)
-			clk.advance(40 * time.Second)
-			sayEach(t, bob.Session, "b0", "b1")
-			clk.advance(5 * time.Second)
-			alice.Detach(proto.ReasonSlow, c.unsent)
-			box := &recorder{}
-			res, err := h.Resume([]byte(key), 0, false, box)
-			if err != nil || res.Replayed != c.replayed || res.Missed != c.missed {
-				t.Fatalf("resume %+v, %v; want %d replayed, %d missed", res, err, c.replayed, c.missed)
-			}
-			if got := texts2(box.take()); got[0] != c.wantFirst {
-				t.Fatalf("replayed %q", got)
-			}
-		})
+		// The connection dropped with those messages queued (Detach's
+		// undelivered), or is still open with them queued when the
+		// resume takes the session from it (UnsentCounter): it never
+		// writes them either way.
+		for _, open := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, open %v", c.name, open), func(t *testing.T) {
+				opts := resumeOpts()
+				opts.ResumeBuffer = c.buffer
+				h, clk := newClockedHub(opts)
+				alice, q, key := loginCounting(t, h, "alice")
+				bob, _ := resumable(t, h, "bob")
+				pair(t, bob, alice)
+				sayEach(t, bob.Session, numbered("a", 0, 8)...)
+				clk.advance(40 * time.Second)
+				sayEach(t, bob.Session, "b0", "b1")
+				clk.advance(5 * time.Second)
+				if open {
+					q.unsent = c.unsent
+				} else {
+					alice.Detach(proto.ReasonSlow, c.unsent)
+				}
+				box := &recorder{}
+				res, err := h.Resume([]byte(key), 0, false, box)
+				if err != nil || res.Replayed != c.replayed || res.Missed != c.missed || (res.Zombie != nil) != open {
+					t.Fatalf("resume %+v, %v; want %d replayed, %d missed", res, err, c.replayed, c.missed)
+				}
+				if got := texts2(box.take()); got[0] != c.wantFirst {
+					t.Fatalf("replayed %q", got)
+				}
+			})
+		}
 	}
 }
 

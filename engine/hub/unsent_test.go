@@ -11,9 +11,10 @@ import (
 // as the engine's outbox does (UnsentCounter).
 type countingQueue struct {
 	queueRecorder
-	dropped int
+	unsent, dropped int
 }
 
+func (q *countingQueue) Unsent() int  { return q.unsent }
 func (q *countingQueue) Dropped() int { return q.dropped }
 
 // loginCounting logs name in on h with a countingQueue.

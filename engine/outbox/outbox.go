@@ -18,7 +18,9 @@
 // relayed message ends in its bytes, and follows the batch being
 // written until the socket has taken it all (Settle): when a reader is
 // cut off, its partner can be told exactly how many of its messages
-// never reached the socket (Close).
+// never reached the socket (Close), and when a session is taken over
+// from a connection still open, the hub can ask how many of them that
+// connection never wrote (Unsent), to replay them.
 //
 // The queue also follows numbered messages (hub Event.Seq) to the
 // socket: it knows, of the bytes that left it, where the newest numbered
@@ -470,7 +472,7 @@ func (o *Outbox) landLocked() {
 // Unsent returns how many relayed messages handed to the Outbox its
 // owner's socket has not taken whole: those queued, and those of the
 // batch being written that the socket had not taken at the last Settle.
-// They are the newest.
+// They are the newest. It implements hub.UnsentCounter.
 func (o *Outbox) Unsent() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
