@@ -552,13 +552,13 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 		from = hs.since(cutoff)
 		missed = hs.lostSince(cutoff)
 		if g.unsent > 0 {
-			// The messages never written are the newest before the drop:
-			// those from first to a.seq. When some came before the
-			// cutoff, every message after them is among them too, so
-			// those of them not kept are all that is missing. Those not
-			// kept are missing even when none kept came before the
-			// cutoff: dropped for room long after they came, no loss
-			// run recalls them (noteLoss).
+			// The messages never written are the newest before the drop
+			// (or the takeover): those from first to g.seq. When some
+			// came before the cutoff, every message after them is among
+			// them too, so those of them not kept are all that is
+			// missing. Those not kept are missing even when none kept
+			// came before the cutoff: dropped for room long after they
+			// came, no loss run recalls them (noteLoss).
 			first := g.seq - min(uint64(g.unsent), g.seq) + 1
 			i := hs.seqIndex(first)
 			from = min(from, i)
