@@ -49,11 +49,7 @@ func (cn *conn) AppendMessages(dst []byte, ends []int32, ev *proto.Event, texts 
 	if cn.web {
 		return webEncoder{}.AppendMessages(dst, ends, ev, texts)
 	}
-	for i := range texts {
-		dst = line.AppendMessages(dst, ev.From, texts[i:i+1])
-		ends = append(ends, int32(len(dst)))
-	}
-	return dst, ends
+	return line.AppendMessages(dst, ends, ev.From, texts)
 }
 
 // Protocol is what the connection speaks to its session, which the hub

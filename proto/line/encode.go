@@ -293,8 +293,10 @@ func appendLines(dst []byte, prefixStart int, text []byte, peer bool) []byte {
 
 // AppendMessages appends a message event from one sender for each text,
 // the same bytes as AppendEvent appends for each in turn, with the
-// sender's "<name> " made once for the whole run.
-func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
+// sender's "<name> " made once for the whole run, and appends to ends
+// where each message ends in dst: the outbox counts by them what a
+// connection cut off mid-write never got.
+func AppendMessages(dst []byte, ends []int32, from string, texts [][]byte) ([]byte, []int32) {
 	prefixStart := len(dst)
 	dst = append(dst, '<')
 	dst = appendSafe(dst, from)
@@ -307,11 +309,12 @@ func AppendMessages(dst []byte, from string, texts [][]byte) []byte {
 			dst = append(dst, dst[prefixStart:prefixEnd]...)
 		}
 		dst = appendLines(dst, start, text, true)
+		ends = append(ends, int32(len(dst)))
 	}
 	if len(texts) == 0 {
 		dst = dst[:prefixStart]
 	}
-	return dst
+	return dst, ends
 }
 
 // replacementChar stands in for anything a terminal must not see.

@@ -192,8 +192,8 @@ func FuzzAppendEvent(f *testing.F) {
 
 // FuzzAppendMessages checks that a run of messages encodes to exactly
 // what AppendEvent gives for each message in turn, after any bytes
-// already in the buffer. The fuzzer's text is cut into the run's texts at
-// each '|'.
+// already in the buffer, and says where each ends. The fuzzer's text is
+// cut into the run's texts at each '|'.
 func FuzzAppendMessages(f *testing.F) {
 	f.Add("alice", []byte("hi|there"), []byte("* "))
 	f.Add("b\x1bob", []byte("a\r\nb|\n|\x1b[31m\u009b\x7f\xff|"), []byte{})
@@ -201,16 +201,21 @@ func FuzzAppendMessages(f *testing.F) {
 	f.Fuzz(func(t *testing.T, from string, joined, before []byte) {
 		texts := bytes.Split(joined, []byte("|"))
 		want := append([]byte(nil), before...)
+		var wantEnds []int32
 		for _, text := range texts {
 			want = AppendEvent(want, &proto.Event{Kind: proto.EvMessage, From: from, Text: text})
+			wantEnds = append(wantEnds, int32(len(want)))
 		}
 		// A small buffer, so that appending the prefix to itself grows it.
-		got := AppendMessages(append(make([]byte, 0, len(before)+1), before...), from, texts)
+		got, ends := AppendMessages(append(make([]byte, 0, len(before)+1), before...), nil, from, texts)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("AppendMessages(%q, %q) = %q, want %q", from, texts, got, want)
 		}
-		if got := AppendMessages(before, from, nil); !bytes.Equal(got, before) {
-			t.Fatalf("AppendMessages of no texts = %q, want %q", got, before)
+		if !slices.Equal(ends, wantEnds) {
+			t.Fatalf("AppendMessages(%q, %q) ends %v, want %v", from, texts, ends, wantEnds)
+		}
+		if got, ends := AppendMessages(before, nil, from, nil); !bytes.Equal(got, before) || len(ends) != 0 {
+			t.Fatalf("AppendMessages of no texts = %q, %v, want %q and no ends", got, ends, before)
 		}
 	})
 }
