@@ -276,7 +276,7 @@ func (cn *conn) readLines(buf []byte) int {
 			// A message, nearly every line once logged in, takes the
 			// short way; anything else is decoded in full.
 			if text, ok := cn.line.Say(ln); ok {
-				cn.addToRun(text)
+				cn.addToRun(text, 0)
 				continue
 			}
 		} else if line.IsHTTPRequest(ln) {
@@ -310,14 +310,16 @@ const (
 	maxRunBytes    = 4 << 10
 )
 
-// addToRun adds a message's text to the loop's run, and relays the run
-// once it reaches its bounds; readLines then looks at the sender's state
-// (held, ending) before it reads another line, as it does after each
-// command. text must stay valid until the run is relayed: it aliases the
-// read buffer, which is discarded only after readLines returns.
-func (cn *conn) addToRun(text []byte) {
+// addToRun adds a message's text, and the id its client gave it (0:
+// none), to the loop's run, and relays the run once it reaches its
+// bounds; readLines then looks at the sender's state (held, ending)
+// before it reads another line, as it does after each command. text
+// must stay valid until the run is relayed: it aliases the read buffer,
+// which is discarded only after readLines returns.
+func (cn *conn) addToRun(text []byte, id uint64) {
 	ls := cn.loop
 	ls.run = append(ls.run, text)
+	ls.runIDs = append(ls.runIDs, id)
 	ls.runBytes += len(text)
 	if len(ls.run) >= maxRunMessages || ls.runBytes >= maxRunBytes {
 		cn.sayRun()
@@ -356,17 +358,17 @@ func within(part, whole []byte) bool {
 // time: a text the hub refuses gets its error, and the rest go on.
 func (cn *conn) sayRun() {
 	ls := cn.loop
-	texts := ls.run
+	texts, ids := ls.run, ls.runIDs
 	for len(texts) > 0 {
 		to, relayed, err := cn.sess.SayAll(texts)
 		if relayed > 0 {
-			cn.answer(proto.OpSay, nil)
+			cn.answer(proto.OpSay, 0, nil)
 			cn.backPressure(to)
 		}
-		texts = texts[relayed:]
+		texts, ids = texts[relayed:], ids[relayed:]
 		if err != nil {
-			cn.answer(proto.OpSay, err)
-			texts = texts[1:]
+			cn.answer(proto.OpSay, ids[0], err)
+			texts, ids = texts[1:], ids[1:]
 		}
 	}
 	if len(ls.run) > 0 {
@@ -375,13 +377,19 @@ func (cn *conn) sayRun() {
 		cn.backPressure(cn.out)
 	}
 	clear(ls.run) // do not pin the read buffer
-	ls.run, ls.runBytes, ls.runCopy = ls.run[:0], 0, ls.runCopy[:0]
+	ls.run, ls.runIDs, ls.runBytes, ls.runCopy = ls.run[:0], ls.runIDs[:0], 0, ls.runCopy[:0]
 }
 
 // tell sends an error to this connection.
 func (cn *conn) tell(err *proto.Error) {
+	cn.tellSay(err, 0)
+}
+
+// tellSay sends an error that refuses the say or seal its client gave
+// id (0: none, or not a say), so that the client knows which.
+func (cn *conn) tellSay(err *proto.Error, id uint64) {
 	cn.loop.srv.metrics.Error(err.Code)
-	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
+	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err, ID: id})
 }
 
 // handle carries out one command: the one place both protocols meet.
@@ -413,7 +421,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 			cn.sess = s
 			cn.logLogin()
 		case proto.OpResume:
-			cn.answer(cmd.Op, cn.startResume(cmd))
+			cn.answer(cmd.Op, 0, cn.startResume(cmd))
 		case proto.OpHelp:
 			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode})
 		case proto.OpQuit:
@@ -428,7 +436,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpSay:
 		// Messages are relayed in runs (readLines, readFrame); one that
 		// comes this way is a run of one.
-		cn.addToRun(cmd.Text)
+		cn.addToRun(cmd.Text, cmd.ID)
 		cn.sayRun()
 		return
 	case proto.OpLogin, proto.OpResume:
@@ -444,7 +452,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// terminal is answered at the rate limit, not frame for frame.
 		to, serr := cn.sess.Seal(cmd.Text)
 		if serr != nil {
-			cn.rejectInput(serr)
+			cn.rejectSay(serr, cmd.ID)
 		} else {
 			cn.backPressure(to)
 		}
@@ -466,7 +474,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	default:
 		err = proto.ErrUnknownCommand
 	}
-	cn.answer(cmd.Op, err)
+	cn.answer(cmd.Op, 0, err)
 	// A client that never reads its own replies is held like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(cn.out)

@@ -978,6 +978,24 @@ func TestHostileCommandFlood(t *testing.T) {
 	if ev := wl.event(); ev["type"] != "notice" || ev["text"] != "49 more messages were not sent: you are not connected to anyone" {
 		t.Fatalf("then: %v", ev)
 	}
+	// Messages the client numbered are named: the error the first, the
+	// count the first and last it counts, so that a page can mark each
+	// one not sent.
+	wl.sendJSON(map[string]string{"type": "who"})
+	if ev := wl.event(); ev["type"] != "status" {
+		t.Fatalf("who: %v", ev)
+	}
+	says = says[:0]
+	for i := 101; i <= 150; i++ {
+		says = append(says, clientFrame(0x81, []byte(`{"type":"say","text":"anyone?","id":`+strconv.Itoa(i)+`}`), true)...)
+	}
+	wl.write(says)
+	if ev := wl.event(); ev["type"] != "error" || ev["code"] != "not_paired" || ev["id"] != 101.0 {
+		t.Fatalf("first numbered say with no partner: %v", ev)
+	}
+	if ev := wl.event(); ev["type"] != "notice" || ev["code"] != "not_paired" || ev["first_id"] != 102.0 || ev["last_id"] != 150.0 {
+		t.Fatalf("then: %v", ev)
+	}
 	pair.finish()
 }
 

@@ -32,6 +32,7 @@ type loopState struct {
 	framers      []*line.Framer    // spare line framers (lendFramer)
 	json         jsonproto.Decoder // one per loop: decoding happens on the loop
 	run          [][]byte          // messages read together, relayed as one run (see addToRun)
+	runIDs       []uint64          // the id each message of run came with (0: none), for its refusal
 	runBytes     int               // text bytes in run
 	runCopy      []byte            // texts of run that had to be copied (see keepForRun)
 	now          time.Time         // the loop's clock: read as each callback or task begins (clockIn)

@@ -37,7 +37,11 @@ import (
 // after its pair ended (not_paired), or while its partner is away with
 // as much kept for them as resume.buffer allows (peer_away_full), would
 // otherwise get one error per line. It gets the error once and then,
-// once a second, a notice that counts the lines that were not sent.
+// once a second, a notice that counts the lines that were not sent. A
+// JSON client that numbers its messages ("id") is told which: the
+// error names the first, and each notice the first and last it counts,
+// since the says of a run follow one another with nothing between them
+// (anything else ends the run).
 
 // abuseFactor is how many bursts' worth of dropped input, without a
 // quiet second in between, end a connection.
@@ -58,6 +62,9 @@ type inputGuard struct {
 	refused        refusal // the run of refused says going on, if any
 	refusedCount   int     // says of the run not sent since the last summary
 	refusedThisSec bool    // a say of the run was refused since the last check
+	// The ids of the first and last says refusedCount counts, as their
+	// client gave them (0: none).
+	refusedFirstID, refusedLastID uint64
 }
 
 // refusal is why a run of says is not sent.
@@ -68,6 +75,14 @@ const (
 	refusedNotPaired
 	refusedAwayFull
 )
+
+// refusalErr is why a run of says is not sent, by the error its first
+// was told (whose text may say more), for the notices that count the
+// rest.
+var refusalErr = [...]*proto.Error{
+	refusedNotPaired: proto.ErrNotPaired,
+	refusedAwayFull:  proto.ErrPeerAwayFull,
+}
 
 // refusalOf is the run a say refused with err belongs to, if any.
 func refusalOf(err *proto.Error) refusal {
@@ -181,13 +196,19 @@ func (cn *conn) closeForFlood() {
 // token like a command, so a flood of garbage is answered at the rate
 // limit and not byte for byte.
 func (cn *conn) rejectInput(err *proto.Error) {
+	cn.rejectSay(err, 0)
+}
+
+// rejectSay is rejectInput for a say or seal its client gave id.
+func (cn *conn) rejectSay(err *proto.Error, id uint64) {
 	if cn.spend() {
-		cn.tell(err)
+		cn.tellSay(err, id)
 	}
 }
 
-// answer tells the outcome of a command that handle carried out.
-func (cn *conn) answer(op proto.Op, err *proto.Error) {
+// answer tells the outcome of a command that handle carried out; id is
+// the one a say's client gave it (0: none, or not a say).
+func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
 	var run refusal
 	if op == proto.OpSay && err != nil {
 		run = refusalOf(err)
@@ -203,10 +224,10 @@ func (cn *conn) answer(op proto.Op, err *proto.Error) {
 	switch {
 	case err == nil:
 	case run != refusedNone:
-		cn.refusedSay(run, err)
+		cn.refusedSay(run, err, id)
 	case op == proto.OpSay:
 		// The say was not charged on the way in: its error is.
-		cn.rejectInput(err)
+		cn.rejectSay(err, id)
 	default:
 		cn.tell(err)
 	}
@@ -214,14 +235,18 @@ func (cn *conn) answer(op proto.Op, err *proto.Error) {
 
 // refusedSay answers a say refused for run's reason: the first of a run
 // with its error, the rest counted for the per-second summary.
-func (cn *conn) refusedSay(run refusal, err *proto.Error) {
+func (cn *conn) refusedSay(run refusal, err *proto.Error, id uint64) {
 	g := cn.guardFor()
 	g.refusedThisSec = true
 	if g.refused != run {
 		g.refused = run
-		cn.tell(err)
+		cn.tellSay(err, id)
 		return
 	}
+	if g.refusedCount == 0 {
+		g.refusedFirstID = id
+	}
+	g.refusedLastID = id
 	g.refusedCount++
 }
 
@@ -258,7 +283,8 @@ func (cn *conn) tellNotSent(g *inputGuard) {
 	}
 	text := strconv.Itoa(g.refusedCount) + unit + notSentWhy[g.refused]
 	g.refusedCount = 0
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte(text)})
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte(text),
+		Err: refusalErr[g.refused], FirstID: g.refusedFirstID, ID: g.refusedLastID})
 }
 
 // checkGuard runs once a second for every connection: it sends the

@@ -131,8 +131,8 @@ func (cn *conn) connectHeld(hc *heldConnect) {
 	}
 	switch {
 	case hc.op == proto.OpConnect && cn.sess != nil:
-		cn.answer(proto.OpConnect, cn.checkConnect(hc.arg, true))
+		cn.answer(proto.OpConnect, 0, cn.checkConnect(hc.arg, true))
 	case hc.op == proto.OpResume && cn.sess == nil:
-		cn.answer(proto.OpResume, cn.checkResume(hc.arg, hc.last, true))
+		cn.answer(proto.OpResume, 0, cn.checkResume(hc.arg, hc.last, true))
 	}
 }

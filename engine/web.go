@@ -134,14 +134,14 @@ func (cn *conn) readFrame(buf []byte) int {
 		if cn.sess != nil {
 			// A say as browsers write it, nearly every frame once logged
 			// in, takes the short way; anything else is decoded in full.
-			if text, ok := cn.loop.json.Say(msg.Payload); ok {
-				cn.addToRun(cn.keepForRun(text, buf))
+			if text, id, ok := cn.loop.json.Say(msg.Payload); ok {
+				cn.addToRun(cn.keepForRun(text, buf), id)
 				return n
 			}
 		}
 		cmd, perr := cn.loop.json.Decode(msg.Payload)
 		if perr == nil && cmd.Op == proto.OpSay && cn.sess != nil {
-			cn.addToRun(cn.keepForRun(cmd.Text, buf))
+			cn.addToRun(cn.keepForRun(cmd.Text, buf), cmd.ID)
 			return n
 		}
 		cn.sayRun()

@@ -72,6 +72,11 @@ type Command struct {
 	// message the client received (0: none). A line-protocol client
 	// cannot say, and leaves it 0; the engine knows which it speaks.
 	Last uint64
+	// ID is, for a JSON OpSay or OpSeal, the number the client gave the
+	// message ("id"), 0 for none: a refusal of it names it, so that the
+	// client knows which of its messages was not sent, since a message
+	// sent is answered with nothing.
+	ID uint64
 }
 
 // EventKind says what the server is telling a client.
@@ -195,7 +200,7 @@ type Event struct {
 	// Count is, on EvPeerLeft, the messages to the peer that were not
 	// delivered; on EvResumed and EvReplayEnd, the messages replayed.
 	Count int
-	Err   *Error // EvError
+	Err   *Error // EvError; EvNotice counting says refused: why
 	Auth  string // EvHello: "open" or "accounts"
 
 	// PeerProto is, on EvPaired, EvResumed (when paired) and
@@ -223,6 +228,13 @@ type Event struct {
 	// Missed, on EvResumed and EvReplayEnd, counts the messages the
 	// resume should have replayed but that could not be kept.
 	Missed int
+
+	// ID is, on an EvError that refuses a say or seal, the ID the
+	// client gave it (0: none). On an EvNotice that counts says refused
+	// (Err then holds why), FirstID and ID are those of the first and
+	// the last of them: every say sent from the one to the other was
+	// refused. JSON only.
+	ID, FirstID uint64
 
 	// RetryAfter, on an EvError, says how long to wait before trying
 	// again (too_many_attempts); zero when it does not apply. JSON

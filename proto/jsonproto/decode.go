@@ -59,6 +59,12 @@ type member struct {
 type fields struct {
 	typ, name, password, token, text, key, last, data member
 	duplicate                                         bool
+	// id is a say's or seal's number, which came after the members
+	// above: a client that sent "id" before it was read had it
+	// ignored, whatever it held, so an id that is not a count, or that
+	// is repeated, is still ignored rather than refused.
+	id      member
+	idTwice bool
 }
 
 // slot returns where the member named name goes, or nil for a member
@@ -81,6 +87,8 @@ func (f *fields) slot(name []byte) *member {
 		return &f.last
 	case "data":
 		return &f.data
+	case "id":
+		return &f.id
 	}
 	return nil
 }
@@ -131,42 +139,48 @@ func (f *fields) slot(name []byte) *member {
 // A say written as browsers write it, sayHead then the text and `"}`,
 // takes a shorter way to the same answer (decodeSay).
 func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
-	if text, err, ok := d.decodeSay(msg); ok {
+	if text, id, err, ok := d.decodeSay(msg); ok {
 		if err != nil {
 			return proto.Command{}, err
 		}
-		return proto.Command{Op: proto.OpSay, Text: text}, nil
+		return proto.Command{Op: proto.OpSay, Text: text, ID: id}, nil
 	}
 	return d.decode(msg)
 }
 
-// Say returns the text of msg when it is a say written as browsers
-// write it, as Decode would return it in an OpSay command, and ok false
-// for anything else, which Decode then reads. The text may be in the
-// Decoder's buffer, which the next call reuses. Say builds no Command: a
-// Command is 136 bytes, and its copies as Decode returns it cost a busy
-// server more than the rest of a say's decoding.
-func (d *Decoder) Say(msg []byte) (text []byte, ok bool) {
-	text, err, ok := d.decodeSay(msg)
-	return text, ok && err == nil
+// Say returns the text and id of msg when it is a say written as
+// browsers write it, as Decode would return them in an OpSay command,
+// and ok false for anything else, which Decode then reads. The text may
+// be in the Decoder's buffer, which the next call reuses. Say builds no
+// Command: a Command is 144 bytes, and its copies as Decode returns it
+// cost a busy server more than the rest of a say's decoding.
+func (d *Decoder) Say(msg []byte) (text []byte, id uint64, ok bool) {
+	text, id, err, ok := d.decodeSay(msg)
+	return text, id, ok && err == nil
 }
 
 // sayHead is how a say starts as JSON.stringify({type: "say", text})
-// writes it, which is what duet's page and its load generator send.
-const sayHead = `{"type":"say","text":"`
+// writes it, which is what duet's load generator sends; duet's page
+// sends JSON.stringify({type: "say", text, id}), which adds idHead and
+// the id's digits before the '}'.
+const (
+	sayHead = `{"type":"say","text":"`
+	idHead  = `,"id":`
+)
 
 // decodeSay is Decode for a message that is sayHead, a string's body,
-// and '}', with only whitespace after it. It reads the body as the pass
-// does, and for such a message gives the answer the pass would give: the
-// text, or proto.ErrInvalidUTF8 for a lone surrogate. It reports ok false
+// optionally idHead and a count written in the fewest digits, and '}',
+// with only whitespace after it. It reads the body as the pass does, and
+// for such a message gives the answer the pass would give: the text and
+// id, or proto.ErrInvalidUTF8 for a lone surrogate. It reports ok false
 // for any other message, which the pass then reads from the start, and
 // so too for a say that is not JSON or not UTF-8, whose answer depends
 // on the whole message.
-func (d *Decoder) decodeSay(msg []byte) (text []byte, err *proto.Error, ok bool) {
+func (d *Decoder) decodeSay(msg []byte) (text []byte, id uint64, err *proto.Error, ok bool) {
 	// Three words, the last overlapping the second, compare the head.
 	if len(msg) < len(sayHead) || load8(msg, 0) != load8(sayHead, 0) ||
 		load8(msg, 8) != load8(sayHead, 8) || load8(msg, len(sayHead)-8) != load8(sayHead, len(sayHead)-8) {
-		return nil, nil, false
+		return nil, 0, nil, false
 	}
 	// The body's plain run is nearly all of it; stringBody reads on from
 	// there if it is not all, the same as from the start, since a plain
@@ -177,24 +191,51 @@ func (d *Decoder) decodeSay(msg []byte) (text []byte, err *proto.Error, ok bool)
 	if body.end >= len(msg) || msg[body.end] != '"' {
 		s := pass{msg: msg, d: d}
 		if body.end, body.escaped = s.stringBody(body.end); body.end < 0 {
-			return nil, nil, false
+			return nil, 0, nil, false
 		}
 		lone = s.lone
 	}
-	// Then '}', and whitespace at most.
-	after := body.end + 2
+	// Then the id, if any, then '}', and whitespace at most.
+	after := body.end + 1
+	if after < len(msg) && msg[after] == ',' {
+		if id, after = sayID(msg, after); after < 0 {
+			return nil, 0, nil, false
+		}
+	}
+	after++
 	if after > len(msg) || msg[after-1] != '}' || after < len(msg) && skipSpace(msg, after) != len(msg) {
-		return nil, nil, false
+		return nil, 0, nil, false
 	}
 	if lone {
-		return nil, proto.ErrInvalidUTF8, true
+		return nil, 0, proto.ErrInvalidUTF8, true
 	}
 	if !body.escaped {
-		return msg[body.start:body.end:body.end], nil, true
+		return msg[body.start:body.end:body.end], id, nil, true
 	}
 	d.unescaped = d.unescaped[:0]
 	text, _ = d.stringOf(msg, &body)
-	return text, nil, true
+	return text, id, nil, true
+}
+
+// sayID reads idHead and a count at msg[i] for decodeSay, and returns
+// the count and the index just past it, or -1 for anything else: a
+// number the pass would refuse (a leading zero) or read another way (a
+// fraction, an exponent, past 64 bits) is left to the pass.
+func sayID(msg []byte, i int) (uint64, int) {
+	if len(msg)-i < len(idHead) || string(msg[i:i+len(idHead)]) != idHead {
+		return 0, -1
+	}
+	i += len(idHead)
+	start := i
+	for i < len(msg) && '0' <= msg[i] && msg[i] <= '9' {
+		i++
+	}
+	m := member{seen: true, start: start, end: i}
+	id, ok := countOf(msg, &m)
+	if !ok || i-start > 1 && msg[start] == '0' {
+		return 0, -1
+	}
+	return id, i
 }
 
 // decode is Decode without decodeSay: the pass over any message.
@@ -268,7 +309,7 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 		if !ok {
 			return proto.Command{}, proto.ErrBadMessage
 		}
-		return proto.Command{Op: proto.OpSay, Text: text}, nil
+		return proto.Command{Op: proto.OpSay, Text: text, ID: f.messageID(msg)}, nil
 	case "leave":
 		return proto.Command{Op: proto.OpLeave}, nil
 	case "who":
@@ -305,7 +346,7 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 		if !ok || !IsBase64URL(data) {
 			return proto.Command{}, proto.ErrBadMessage
 		}
-		return proto.Command{Op: proto.OpSeal, Text: data}, nil
+		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID(msg)}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
 }
@@ -324,6 +365,16 @@ func IsBase64URL(data []byte) bool {
 		}
 	}
 	return true
+}
+
+// messageID is the say's or seal's "id" when it is a count given once,
+// else 0: none.
+func (f *fields) messageID(msg []byte) uint64 {
+	if f.idTwice {
+		return 0
+	}
+	id, _ := countOf(msg, &f.id)
+	return id
 }
 
 // countOf returns m's value if it is a count: a JSON number written as
@@ -398,6 +449,10 @@ func (s *pass) members(i int, f *fields) int {
 			name = s.d.unescaped
 		}
 		m := f.slot(name)
+		if m == &f.id && m.seen {
+			f.idTwice = true
+			m = nil
+		}
 		switch {
 		case m == nil:
 			i = s.value(i, 1)

@@ -29,7 +29,7 @@ var decodeTests = []struct {
 
 	// Layout and order do not matter; unknown fields are ignored.
 	{" \r\n\t{ \"text\" : \"hi\" , \"type\" : \"say\" } \n", `say text="hi"`},
-	{`{"type":"say","text":"hi","id":7,"meta":{"a":[1,2,{"b":null}]},"x":true}`, `say text="hi"`},
+	{`{"type":"say","text":"hi","id":7,"meta":{"a":[1,2,{"b":null}]},"x":true}`, `say text="hi" id=7`},
 	{`{"type":"who","text":42,"name":null}`, "who"},
 
 	// Escapes are undone; text is taken as sent.
@@ -233,22 +233,30 @@ func TestDecodeSayTakesBrowserSays(t *testing.T) {
 		msg  string
 		text string // what decodeSay reads, if it takes the message
 		took bool
+		id   uint64
 	}{
-		{`{"type":"say","text":"hello bob"}`, "hello bob", true},
-		{`{"type":"say","text":""}`, "", true},
-		{`{"type":"say","text":"h\u00e9llo\n\"bob\""}` + " \r\n", "héllo\n\"bob\"", true},
-		{`{"type":"say","text":"\ud800"}`, "", true},
-		{`{"type":"say","text":"hello" }`, "", false},
-		{`{"type":"say","text":"hello","x":1}`, "", false},
-		{`{"type":"say","text":"hello"} x`, "", false},
-		{`{"text":"hello","type":"say"}`, "", false},
-		{`{"type": "say", "text": "hello"}`, "", false},
-		{"{\"type\":\"say\",\"text\":\"caf\xe9\"}", "", false},
+		{`{"type":"say","text":"hi","id":42}`, "hi", true, 42},
+		{`{"type":"say","text":"hi","id":0} `, "hi", true, 0},
+		{`{"type":"say","text":"hi","id":042}`, "", false, 0},
+		{`{"type":"say","text":"hi","id":1e3}`, "", false, 0},
+		{`{"type":"say","text":"hi","id":"4"}`, "", false, 0},
+		{`{"type":"say","text":"hi","id":18446744073709551616}`, "", false, 0},
+		{`{"type":"say","text":"hi","id":4,"x":1}`, "", false, 0},
+		{`{"type":"say","text":"hello bob"}`, "hello bob", true, 0},
+		{`{"type":"say","text":""}`, "", true, 0},
+		{`{"type":"say","text":"h\u00e9llo\n\"bob\""}` + " \r\n", "héllo\n\"bob\"", true, 0},
+		{`{"type":"say","text":"\ud800"}`, "", true, 0},
+		{`{"type":"say","text":"hello" }`, "", false, 0},
+		{`{"type":"say","text":"hello","x":1}`, "", false, 0},
+		{`{"type":"say","text":"hello"} x`, "", false, 0},
+		{`{"text":"hello","type":"say"}`, "", false, 0},
+		{`{"type": "say", "text": "hello"}`, "", false, 0},
+		{"{\"type\":\"say\",\"text\":\"caf\xe9\"}", "", false, 0},
 	} {
 		var d Decoder
-		text, err, took := d.decodeSay([]byte(tt.msg))
-		if took != tt.took || took && err == nil && string(text) != tt.text {
-			t.Errorf("decodeSay(%q) = %q, %v, %v; want %q, took %v", tt.msg, text, err, took, tt.text, tt.took)
+		text, id, err, took := d.decodeSay([]byte(tt.msg))
+		if took != tt.took || took && err == nil && (string(text) != tt.text || id != tt.id) {
+			t.Errorf("decodeSay(%q) = %q id %d, %v, %v; want %q id %d, took %v", tt.msg, text, id, err, took, tt.text, tt.id, tt.took)
 		}
 		if took && strings.Contains(tt.msg, `\ud800`) != (err == proto.ErrInvalidUTF8) {
 			t.Errorf("decodeSay(%q) = error %v", tt.msg, err)

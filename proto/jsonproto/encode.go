@@ -112,6 +112,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 			dst = append(dst, `,"retry_after":`...)
 			dst = appendSeconds(dst, ev.RetryAfter)
 		}
+		if ev.ID > 0 {
+			dst = append(dst, `,"id":`...)
+			dst = strconv.AppendUint(dst, ev.ID, 10)
+		}
 		return append(dst, '}')
 	case proto.EvShutdown:
 		dst = append(dst, `{"type":"shutdown","text":`...)
@@ -122,6 +126,18 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvNotice:
 		dst = append(dst, `{"type":"notice","text":`...)
 		dst = appendString(dst, ev.Text)
+		if ev.Err != nil {
+			// A count of says refused: why, by code, and which, when
+			// the client numbered them.
+			dst = append(dst, `,"code":`...)
+			dst = appendString(dst, ev.Err.Code)
+			if ev.FirstID > 0 && ev.ID > 0 {
+				dst = append(dst, `,"first_id":`...)
+				dst = strconv.AppendUint(dst, ev.FirstID, 10)
+				dst = append(dst, `,"last_id":`...)
+				dst = strconv.AppendUint(dst, ev.ID, 10)
+			}
+		}
 		return append(dst, '}')
 	case proto.EvResumed:
 		dst = append(dst, `{"type":"resumed","name":`...)

@@ -197,8 +197,8 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("Decode changed its input")
 		}
-		if gotErr != wantErr || got.Op != want.Op || got.Last != want.Last {
-			t.Fatalf("Decode(%q) = %v last %d, %v; the reference decoder says %v last %d, %v", msg, got.Op, got.Last, gotErr, want.Op, want.Last, wantErr)
+		if gotErr != wantErr || got.Op != want.Op || got.Last != want.Last || got.ID != want.ID {
+			t.Fatalf("Decode(%q) = %v last %d id %d, %v; the reference decoder says %v last %d id %d, %v", msg, got.Op, got.Last, got.ID, gotErr, want.Op, want.Last, want.ID, wantErr)
 		}
 		for _, field := range []struct {
 			name      string
@@ -223,6 +223,8 @@ func FuzzDecodeSay(f *testing.F) {
 		`hello"}`, `h\u00e9llo \ud83d\ude42 \n"}`, `\ud800"}`, `\udc00\ud800"}`, `a\"b\\"}`,
 		`x"} `, "x\"}\r\n\t", `x" }`, `x"}x`, `x"},`, `x","n":1}`, `x","text":"y"}`,
 		"caf\xe9\"}", "\x01\"}", "\x7f\"}", `"}`, ``, `"`, `x"`, `\u00"}`,
+		`x","id":7}`, `x","id":0}`, `x","id":07}`, `x","id":18446744073709551616}`, `x","id":1.5}`,
+		`x","id":"7"}`, `x","id":7,"id":8}`, `x","id":}`, `x","id":7 }`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -231,16 +233,16 @@ func FuzzDecodeSay(f *testing.F) {
 		msg := append([]byte(sayHead), rest...)
 		got, gotErr := d.Decode(msg)
 		want, wantErr := pass.decode(msg)
-		if gotErr != wantErr || got.Op != want.Op || !bytes.Equal(got.Text, want.Text) {
-			t.Fatalf("Decode(%q) = %v %q, %v; the pass gives %v %q, %v", msg, got.Op, got.Text, gotErr, want.Op, want.Text, wantErr)
+		if gotErr != wantErr || got.Op != want.Op || !bytes.Equal(got.Text, want.Text) || got.ID != want.ID {
+			t.Fatalf("Decode(%q) = %v %q id %d, %v; the pass gives %v %q id %d, %v", msg, got.Op, got.Text, got.ID, gotErr, want.Op, want.Text, want.ID, wantErr)
 		}
 		if cap(got.Text) != len(got.Text) {
 			t.Fatalf("Decode(%q): text has capacity %d for length %d", msg, cap(got.Text), len(got.Text))
 		}
 		// Say answers only what it is sure of: a text, where the pass
 		// finds a say with that text.
-		if text, ok := d.Say(msg); ok && (wantErr != nil || want.Op != proto.OpSay || !bytes.Equal(text, want.Text) || cap(text) != len(text)) {
-			t.Fatalf("Say(%q) = %q; the pass gives %v %q, %v", msg, text, want.Op, want.Text, wantErr)
+		if text, id, ok := d.Say(msg); ok && (wantErr != nil || want.Op != proto.OpSay || !bytes.Equal(text, want.Text) || id != want.ID || cap(text) != len(text)) {
+			t.Fatalf("Say(%q) = %q id %d; the pass gives %v %q id %d, %v", msg, text, id, want.Op, want.Text, want.ID, wantErr)
 		}
 	})
 }

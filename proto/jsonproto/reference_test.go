@@ -26,6 +26,19 @@ type referenceDecoder struct {
 type referenceFields struct {
 	typ, name, password, token, text, key, last, data *fastjson.Value
 	duplicate                                         bool
+	// id, read after the others, is ignored when repeated or not a
+	// count, as it was before it was read.
+	id      *fastjson.Value
+	idTwice bool
+}
+
+// messageID is the id of a say or seal: a count given once, else 0.
+func (f *referenceFields) messageID() uint64 {
+	if f.idTwice {
+		return 0
+	}
+	id, _ := referenceCountOf(f.id)
+	return id
 }
 
 func (f *referenceFields) set(key []byte, v *fastjson.Value) {
@@ -47,6 +60,10 @@ func (f *referenceFields) set(key []byte, v *fastjson.Value) {
 		slot = &f.last
 	case "data":
 		slot = &f.data
+	case "id":
+		f.idTwice = f.idTwice || f.id != nil
+		f.id = v
+		return
 	default:
 		return
 	}
@@ -122,7 +139,7 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		if !ok {
 			return proto.Command{}, proto.ErrBadMessage
 		}
-		return proto.Command{Op: proto.OpSay, Text: text}, nil
+		return proto.Command{Op: proto.OpSay, Text: text, ID: f.messageID()}, nil
 	case "leave":
 		return proto.Command{Op: proto.OpLeave}, nil
 	case "who":
@@ -159,7 +176,7 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		if !ok || len(data) == 0 || strings.Trim(string(data), referenceBase64URL) != "" {
 			return proto.Command{}, proto.ErrBadMessage
 		}
-		return proto.Command{Op: proto.OpSeal, Text: data}, nil
+		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID()}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
 }

@@ -143,6 +143,8 @@ type eventSpec struct {
 	Missed    int    `json:"missed"`
 	PeerProto string `json:"peer_proto"` // "line", "json" or ""
 	PairID    uint64 `json:"pair_id"`
+	ID        uint64 `json:"id"`
+	FirstID   uint64 `json:"first_id"`
 }
 
 // ParseEvent reads an Event written as golden files write it.
@@ -158,6 +160,7 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator,
 		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
 		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed, PairID: s.PairID,
+		ID: s.ID, FirstID: s.FirstID,
 	}
 	switch s.PeerProto {
 	case "line":
@@ -224,6 +227,11 @@ func FormatCommand(cmd proto.Command, err *proto.Error) string {
 		fmt.Fprintf(&b, " text=%q", cmd.Text)
 	case proto.OpSeal:
 		fmt.Fprintf(&b, " data=%q", cmd.Text)
+	}
+	if cmd.ID != 0 {
+		fmt.Fprintf(&b, " id=%d", cmd.ID)
+	}
+	switch cmd.Op {
 	case proto.OpResume:
 		fmt.Fprintf(&b, " key=%q last=%d", cmd.Key, cmd.Last)
 	case proto.OpAck:
