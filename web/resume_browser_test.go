@@ -8,7 +8,9 @@ package web_test
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -793,23 +795,23 @@ func (p *person) reloadAndResume() {
 	p.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
 }
 
-// expectReloadKeepsRefused reloads p's tab, on which the message refused
-// is marked failed, and checks that the reloaded page shows every message
-// as before: the refused one marked "not sent", the others as sent.
-func (p *person) expectReloadKeepsRefused(refused string) {
+// expectReloadKeepsRefused reloads p's tab, on which the messages refused
+// are marked failed, and checks that the reloaded page shows every message
+// as before: the refused ones marked "not sent", the others as sent.
+func (p *person) expectReloadKeepsRefused(refused ...string) {
 	p.t.Helper()
 	before := p.shownMessages()
-	marked := 0
+	var marked []string
 	for _, m := range before {
 		if slices.Contains(strings.Fields(m.Class), "failed") {
-			marked++
-			if m.Line != msgLine("You", refused) || m.Mark != `"not sent"` {
+			marked = append(marked, strings.TrimPrefix(m.Line, msgLine("You", "")))
+			if m.Mark != `"not sent"` {
 				p.t.Fatalf("%s: before the reload the message marked failed is %+v", p.name, m)
 			}
 		}
 	}
-	if marked != 1 {
-		p.t.Fatalf("%s: before the reload %d messages are marked failed: %+v", p.name, marked, before)
+	if !slices.Equal(marked, refused) {
+		p.t.Fatalf("%s: before the reload the messages marked failed are %q, want %q: %+v", p.name, marked, refused, before)
 	}
 	p.reloadAndResume()
 	after := p.shownMessages()
@@ -868,4 +870,56 @@ func TestBrowserResumeReloadKeepsRefused(t *testing.T) {
 	bob.expectReloadKeepsRefused(bob.sayUntilAwayFull())
 	bob.waitSecure("unverified")
 	alice.onlyFailedSockets()
+}
+
+// notSentRE is the count of messages refused that follows the first
+// refusal's error.
+var notSentRE = regexp.MustCompile(`^(\d+) more messages? (?:was|were) not sent: `)
+
+// TestBrowserResumeEveryRefusalMarked: messages sent in one go to a
+// partner away, past what the server keeps for them, are refused, the
+// first with peer_away_full and the rest counted in a notice once a
+// second; the page marks exactly those "not sent", the first and the
+// counted ones, and not the ones kept, though all were on their way
+// before any answer came; and a reload shows them so again.
+func TestBrowserResumeEveryRefusalMarked(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+	dave := bt.newPerson("dave")
+	dave.open(bt.pageURL())
+	token := dave.login()
+	carol := bt.daemon.DialLine(t).Login("carol")
+	carol.Send("/connect " + token)
+	carol.Expect(`^\* you are connected with dave$`)
+	dave.waitPaired("carol")
+	enginetest.Reset(t, carol.Conn)
+	dave.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+
+	// 71 bytes each as the server counts them: seven are kept in 512.
+	var burst []string
+	for i := 10; i < 22; i++ {
+		burst = append(burst, fmt.Sprintf("burst %d", i))
+	}
+	dave.do("send twelve messages at once", chromedp.Evaluate[chromedp.Void](`for (const text of `+js(burst)+`) {
+		document.getElementById('message').value = text;
+		document.getElementById('compose').requestSubmit();
+	}`))
+	dave.expectEntry("the peer_away_full error", func(e logEntry) bool { return e.Code == "peer_away_full" })
+	dave.expectEntry("a count of messages not sent", func(e logEntry) bool { return notSentRE.MatchString(e.Text) })
+	// Another count may follow within the second.
+	dave.do("settle", chromedp.Sleep(1200*time.Millisecond))
+	refused := 1
+	for _, e := range dave.log() {
+		if m := notSentRE.FindStringSubmatch(e.Text); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			refused += n
+		}
+	}
+	if refused < 2 || refused >= len(burst) {
+		t.Fatalf("the server refused %d of %d messages%s", refused, len(burst), dave.logDump())
+	}
+	// The server keeps messages in order until it has no more room: the
+	// refused ones are the last.
+	dave.expectReloadKeepsRefused(burst[len(burst)-refused:]...)
+	dave.onlyFailedSockets()
 }

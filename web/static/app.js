@@ -142,7 +142,13 @@ const st = {
 
   invite: '', // a token from a share link, offered once logged in; connects only on a click
   lastOp: '', // the type of the last command sent, to tie errors to it
-  lastMine: null, // our last message: { li, kept }, its log entry and its record in kept
+  lastMine: null, // our message, if it was the last command sent: { li, kept }, its log entry and its record in kept
+  // Our messages by the id each was sent with, newest last, so that a
+  // refusal that names one (docs/PROTOCOL.md, "Which messages were
+  // refused") marks that one: a message sent is answered with nothing,
+  // and several may be on their way when a refusal comes.
+  mine: new Map(),
+  nextId: 1,
 
   attempt: 0, // reconnects since the last good connection
   retryTimer: 0,
@@ -333,7 +339,39 @@ function send(obj) {
   }
   st.ws.send(JSON.stringify(obj));
   st.lastOp = obj.type;
+  st.lastMine = null;
   return true;
+}
+
+// sendMine sends a message of the person's, a say or a seal, numbered
+// so that the server's refusal of it names it, and shows it; text is
+// what the person wrote. It returns the log entry, or null when offline.
+function sendMine(obj, text) {
+  const id = st.nextId++;
+  if (!send({ ...obj, id })) return null;
+  const li = addMessage('mine', st.name, text);
+  st.lastMine = { li, kept: keepMessage('mine', st.name, text) };
+  st.mine.set(id, st.lastMine);
+  // A refusal comes within moments of its message, in the order sent:
+  // one for a message older than the log holds has nothing to mark.
+  for (const old of st.mine.keys()) {
+    if (st.mine.size <= LOG_LIMIT) break;
+    st.mine.delete(old);
+  }
+  return li;
+}
+
+// refused marks failed the messages of ours, numbered first to last,
+// that the server says it refused.
+function refused(first, last) {
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first <= 0 || last < first) return;
+  for (const [id, m] of st.mine) {
+    if (id < first || id > last) continue;
+    markFailed(m.li, m.kept);
+    st.mine.delete(id);
+  }
+  // The refusal is kept with the message, for a reload to show.
+  saveSoon();
 }
 
 // ---- Session resume -----------------------------------------------------
@@ -894,7 +932,7 @@ const handlers = {
   },
 
   error(ev) {
-    serverError(String(ev.code || 'error'), String(ev.text || 'Something went wrong.'));
+    serverError(String(ev.code || 'error'), String(ev.text || 'Something went wrong.'), ev.id);
   },
 
   shutdown(ev) {
@@ -905,6 +943,13 @@ const handlers = {
   },
 
   notice(ev) {
+    if (ev.code) {
+      // A count of messages the server refused, and which, from the
+      // first to the last.
+      notice(String(ev.text || ''), { kind: 'not_sent' }).dataset.code = String(ev.code);
+      refused(ev.first_id, ev.last_id);
+      return;
+    }
     notice(String(ev.text || ''));
   },
 
@@ -1004,7 +1049,9 @@ const TOKEN_ERRORS = new Set(['bad_token', 'unknown_token', 'self_connect']);
 // the server still holds it for a connection it has not seen die.
 const NAME_BUSY = new Set(['name_taken', 'already_online']);
 
-function serverError(code, text) {
+// serverError shows an error of the server's; id is that of the message
+// of ours it refuses, if it names one.
+function serverError(code, text, id) {
   const shown = FRIENDLY[code] || text;
 
   if (st.resuming) {
@@ -1058,10 +1105,14 @@ function serverError(code, text) {
   }
 
   error(code, shown);
-  if ((st.lastOp === 'say' || st.lastOp === 'seal') && SAY_ERRORS.has(code) && st.lastMine) {
+  if (Number.isSafeInteger(id) && id > 0) {
+    refused(id, id);
+  } else if (SAY_ERRORS.has(code) && st.lastMine) {
+    // An error that names no message (a server that does not read ids,
+    // or a frame it could not read) is taken for the last one sent, if
+    // a message of ours was the last command sent.
     markFailed(st.lastMine.li, st.lastMine.kept);
     st.lastMine = null;
-    // The refusal is kept with the message, for a reload to show.
     saveSoon();
   }
   if (st.lastOp === 'connect' && TOKEN_ERRORS.has(code)) {
@@ -1151,8 +1202,7 @@ function onSend(e) {
     ui.message.focus();
     return;
   }
-  if (!send({ type: 'say', text })) return;
-  addMine(text);
+  if (!sendMine({ type: 'say', text }, text)) return;
   ui.message.value = '';
   ui.message.focus();
 }
@@ -1353,14 +1403,6 @@ function addMessage(side, from, text, when) {
   return append(li);
 }
 
-// addMine shows a message the person sent, plaintext or sealed, and keeps
-// it; it is the one marked failed if the server's next error refuses it.
-function addMine(text) {
-  const li = addMessage('mine', st.name, text);
-  st.lastMine = { li, kept: keepMessage('mine', st.name, text) };
-  return li;
-}
-
 // markFailed marks a message of ours the server refused ("not sent", by
 // the style), in the log and in its kept record, if any, so that a
 // reload shows it refused too rather than sent.
@@ -1456,7 +1498,7 @@ const secure = createSecure({
     if (side === 'theirs') noteUnread();
     return el;
   },
-  addMine,
+  sendMine,
   me: () => st.name,
   myToken: () => st.token,
   maxText: () => st.maxText,

@@ -55,8 +55,9 @@ const UNSUPPORTED_WORDS = {
 // of #secure and reaching the rest of the page through page: send(obj)
 // (a frame, false when offline), notice(text, opts) and error(code,
 // text) (each returns the log entry), addMessage(side, from, text)
-// (likewise), addMine(text) (the person's own message, sent: its entry
-// is marked failed if the server refuses it), me() (own name),
+// (likewise), sendMine(obj, text) (sends the person's own message and
+// shows it: its entry is marked failed if the server refuses it; null
+// when offline), me() (own name),
 // myToken(), maxText(), redraw() (the whole page, whose share link this
 // module's secret is part of).
 export function createSecure(page) {
@@ -411,7 +412,8 @@ export function createSecure(page) {
         return;
       }
       if (pairing !== p) return;
-      if (sendSeal(data)) page.addMine(text).dataset.e2e = 'sealed';
+      const li = page.sendMine({ type: 'seal', data }, text);
+      if (li) li.dataset.e2e = 'sealed';
     });
   }
 
