@@ -430,6 +430,14 @@ func (p *person) connectTo(token string) {
 // key costs three round trips to the browser per character.
 func (p *person) say(text string) {
 	p.t.Helper()
+	p.typeAndEnter(text)
+	p.waitJS("the message box is empty again", `document.getElementById('message').value === ''`)
+}
+
+// typeAndEnter enters text in the message box, as say does, and presses
+// Enter, without waiting to see it sent.
+func (p *person) typeAndEnter(text string) {
+	p.t.Helper()
 	p.do("say "+text,
 		chromedp.Focus(chromedp.ID("message")),
 		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
@@ -438,7 +446,6 @@ func (p *person) say(text string) {
 		}),
 		chromedp.SendKeys(chromedp.ID("message"), "\r"),
 	)
-	p.waitJS("the message box is empty again", `document.getElementById('message').value === ''`)
 }
 
 // waitPaired waits until the page says who it talks with.

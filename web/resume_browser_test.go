@@ -923,3 +923,34 @@ func TestBrowserResumeEveryRefusalMarked(t *testing.T) {
 	dave.expectReloadKeepsRefused(burst[len(burst)-refused:]...)
 	dave.onlyFailedSockets()
 }
+
+// TestBrowserResumeSendWhileReconnecting: a message entered while the
+// page is reconnecting, in an encrypted conversation, is not lost: the
+// page says it is not connected and keeps the text in the box, and,
+// back, sends it with Enter. (It used to empty the box and drop the
+// text, the seal finding no socket.)
+func TestBrowserResumeSendWhileReconnecting(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	talk(alice, bob, "hi bob")
+
+	proxy.cut()
+	alice.expectEntry("a reconnecting notice", func(e logEntry) bool { return e.Kind == "reconnecting" })
+	alice.typeAndEnter("are you still there?")
+	alice.expectEntry("an offline error", func(e logEntry) bool { return e.Code == "offline" })
+	if box := eval[string](alice, `document.getElementById('message').value`); box != "are you still there?" {
+		t.Fatalf("alice's message box holds %q after Enter while reconnecting%s", box, alice.logDump())
+	}
+
+	proxy.restore()
+	alice.do("retry now", chromedp.Click(chromedp.ID("reconnect")))
+	alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	alice.do("send it again", chromedp.SendKeys(chromedp.ID("message"), "\r"))
+	bob.expectSealedMessage("theirs", "are you still there?")
+	alice.expectConversation([]string{msgLine("You", "hi bob"), msgLine("You", "are you still there?")})
+	alice.onlyFailedSockets()
+}

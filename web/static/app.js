@@ -334,13 +334,17 @@ function setState(name, text) {
 
 function send(obj) {
   if (!st.ws || st.ws.readyState !== WebSocket.OPEN || !st.ready) {
-    error('offline', 'Not connected to the server; wait for it to come back.');
+    tellOffline();
     return false;
   }
   st.ws.send(JSON.stringify(obj));
   st.lastOp = obj.type;
   st.lastMine = null;
   return true;
+}
+
+function tellOffline() {
+  error('offline', 'Not connected to the server; wait for it to come back.');
 }
 
 // sendMine sends a message of the person's, a say or a seal, numbered
@@ -1190,6 +1194,16 @@ function onSend(e) {
   e.preventDefault();
   const text = ui.message.value;
   if (text.trim() === '' || !st.peer) return;
+  if (!st.loggedIn) {
+    // Reconnecting: the pairing holds, but the session is not back
+    // yet. The text stays in the box to be sent once it is. Sealing it
+    // would lose it (the box is emptied before the seal is sent), and a
+    // say sent behind a resume the server then refuses would be
+    // answered not_logged_in, which the page would take for its new
+    // login's answer.
+    tellOffline();
+    return;
+  }
   const size = new TextEncoder().encode(text).length;
   if (size > st.maxText) {
     error('too_long', 'Message too long: ' + size + ' bytes, the limit is ' + st.maxText + '. It was not sent.');
