@@ -684,3 +684,37 @@ func TestE2EPageUnreadInTitle(t *testing.T) {
 	bob.do("show the tab", chromedp.Evaluate[chromedp.Void](`delete document.hidden; document.dispatchEvent(new Event('visibilitychange'))`))
 	bob.waitJS("the title without a count", `document.title === 'duet'`)
 }
+
+// TestE2EPageWaitingNotLostSilently: what the person types while the
+// conversation is being secured waits for the keys, as the page says;
+// should the pairing end first, those messages are shown not sent,
+// rather than vanish without a word.
+func TestE2EPageWaitingNotLostSilently(t *testing.T) {
+	bt := startBrowserTest(t)
+	// No sealed frame reaches bob: his side of the exchange never ends.
+	px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
+		if bytes.Contains(payload, []byte(`"type":"sealed"`)) {
+			return nil
+		}
+		return [][]byte{payload}
+	})
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open("http://" + px.addr + "/")
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	bob.waitPaired("alice")
+	bob.waitSecure("securing")
+	bob.say("hello, are we secure yet?")
+	bob.expectEntry("the waiting notice", func(e logEntry) bool { return e.Kind == "e2e_waiting" })
+
+	bob.do("leave", chromedp.Click(chromedp.ID("leave")))
+	bob.expectEntry("a left notice", func(e logEntry) bool { return e.Kind == "left" })
+	bob.expectEntry("the waiting message shown not sent", func(e logEntry) bool {
+		return e.has("msg", "mine", "failed") && e.Text == "hello, are we secure yet?"
+	})
+	if n := alice.countText("hello, are we secure yet?"); n != 0 {
+		t.Fatalf("alice was shown the message %d times", n)
+	}
+}

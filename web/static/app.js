@@ -1513,6 +1513,7 @@ const secure = createSecure({
     return el;
   },
   sendMine,
+  notSent: (text) => markFailed(addMessage('mine', st.name, text), keepMessage('mine', st.name, text)),
   me: () => st.name,
   myToken: () => st.token,
   maxText: () => st.maxText,

@@ -57,7 +57,8 @@ const UNSUPPORTED_WORDS = {
 // text) (each returns the log entry), addMessage(side, from, text)
 // (likewise), sendMine(obj, text) (sends the person's own message and
 // shows it: its entry is marked failed if the server refuses it; null
-// when offline), me() (own name),
+// when offline), notSent(text) (shows the person's message as not
+// sent), me() (own name),
 // myToken(), maxText(), redraw() (the whole page, whose share link this
 // module's secret is part of).
 export function createSecure(page) {
@@ -144,7 +145,10 @@ export function createSecure(page) {
   }
 
   function forget() {
-    if (pairing) clearTimeout(pairing.timer);
+    if (pairing) {
+      clearTimeout(pairing.timer);
+      dropWaiting(pairing);
+    }
     pairing = null;
     try {
       sessionStorage.removeItem(STORE_KEY);
@@ -282,10 +286,19 @@ export function createSecure(page) {
     p.mode = 'failed';
     p.why = why;
     p.agreed = false;
-    p.waiting = [];
     store();
     page.error('e2e_failed', 'Encryption failed: ' + why + ' Nothing more is sent unless you choose “Send without encryption”.');
+    dropWaiting(p);
     draw();
+  }
+
+  // dropWaiting shows the texts typed while securing, which the page
+  // said would go as soon as it could, as not sent: the pairing ended or
+  // its encryption failed first. The person sees which, and can copy
+  // them.
+  function dropWaiting(p) {
+    for (const text of p.waiting) page.notSent(text);
+    p.waiting = [];
   }
 
   // startTimer gives the exchange HANDSHAKE_LIMIT_MS from now; it is
