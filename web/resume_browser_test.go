@@ -954,3 +954,46 @@ func TestBrowserResumeSendWhileReconnecting(t *testing.T) {
 	alice.expectConversation([]string{msgLine("You", "hi bob"), msgLine("You", "are you still there?")})
 	alice.onlyFailedSockets()
 }
+
+// TestBrowserResumeLeaveWhileResuming: Leave clicked the moment the page
+// has sent its resume, which the server refuses (the window ran out),
+// does not confuse the page: it says it is not connected, and logs in
+// afresh by itself, as for any expired session, without an error about
+// logging in. (The leave went out behind the resume, and its
+// not_logged_in was taken for the answer to the page's new login: "Log
+// in first.", and the login form.)
+func TestBrowserResumeLeaveWhileResuming(t *testing.T) {
+	bt := startResumeTest(t, 2*time.Second)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "hi alice")
+
+	proxy.cut()
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
+	// The person clicks Leave just as the resume goes.
+	alice.do("click Leave right after the resume is sent", chromedp.Evaluate[chromedp.Void](`(() => {
+		const send = WebSocket.prototype.send;
+		WebSocket.prototype.send = function (data) {
+			send.call(this, data);
+			if (String(data).includes('"type":"resume"')) document.getElementById('leave').click();
+		};
+	})()`))
+	proxy.restore()
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	alice.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
+	alice.expectEntry("a logged-in-again notice", func(e logEntry) bool {
+		return strings.HasPrefix(e.Text, "Logged in again as alice.")
+	})
+	alice.do("settle", chromedp.Sleep(300*time.Millisecond))
+	for _, e := range alice.log() {
+		if e.Code == "not_logged_in" {
+			t.Errorf("alice is told %v%s", e, alice.logDump())
+		}
+	}
+	if hidden := eval[bool](alice, `document.getElementById('session-view').hidden`); hidden {
+		t.Errorf("alice's page shows the login form%s", alice.logDump())
+	}
+	alice.onlyFailedSockets()
+}

@@ -1238,7 +1238,15 @@ function onMessageKeypress(e) {
 }
 
 function onLeave() {
-  if (st.peer) send({ type: 'leave' });
+  if (!st.peer) return;
+  if (!st.loggedIn) {
+    // Reconnecting: a leave sent behind a resume the server refuses
+    // would be answered not_logged_in, which the page would take for its
+    // new login's answer.
+    tellOffline();
+    return;
+  }
+  send({ type: 'leave' });
 }
 
 function onNewToken() {
