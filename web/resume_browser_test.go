@@ -312,14 +312,24 @@ func (bt *browserTest) expectAllAcked() {
 
 // onlyFailedSockets fails the test on anything p's page reported but the
 // browser's own words for a WebSocket it could not open, as while the
-// network was cut.
+// network was cut. A page whose network stays cut goes on trying until
+// the test ends, so the same holds for what it reports from now on: its
+// tab is closed first when the test ends, and what it reported until
+// then is looked at the same way.
 func (p *person) onlyFailedSockets() {
 	p.t.Helper()
-	for _, problem := range p.takeProblems() {
-		if !strings.Contains(problem, "WebSocket connection to") {
-			p.t.Errorf("%s: the page reported: %s", p.name, problem)
+	check := func() {
+		for _, problem := range p.takeProblems() {
+			if !strings.Contains(problem, "WebSocket connection to") {
+				p.t.Errorf("%s: the page reported: %s", p.name, problem)
+			}
 		}
 	}
+	check()
+	p.t.Cleanup(func() {
+		p.close()
+		check()
+	})
 }
 
 // TestBrowserResumeReload: a page reloaded mid-conversation, while its
