@@ -699,12 +699,7 @@ func TestE2EPageWaitingNotLostSilently(t *testing.T) {
 		return [][]byte{payload}
 	})
 	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	alice.open(bt.pageURL())
-	bob.open("http://" + px.addr + "/")
-	token := alice.login()
-	bob.login()
-	bob.connectTo(token)
-	bob.waitPaired("alice")
+	pair(alice, bob, bt.pageURL(), "http://"+px.addr+"/")
 	bob.waitSecure("securing")
 	bob.say("hello, are we secure yet?")
 	bob.expectEntry("the waiting notice", func(e logEntry) bool { return e.Kind == "e2e_waiting" })

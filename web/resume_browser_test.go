@@ -742,11 +742,37 @@ func TestBrowserResumeAccounts(t *testing.T) {
 // as failed, as it does every message the server refuses, rather than
 // leave it shown as sent.
 func TestBrowserResumePeerAwayFull(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+	bt := startSmallBufferTest(t)
 	alice, bob := sealedPartnerAway(t, bt)
 	bob.sayUntilAwayFull()
 	alice.onlyFailedSockets()
+}
+
+// startSmallBufferTest starts a daemon that keeps 512 bytes of messages
+// for a session away, a few short ones, and Chromium.
+func startSmallBufferTest(t *testing.T) *browserTest {
+	t.Helper()
+	chromium := setUpBrowserTest(t)
+	return launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+}
+
+// terminalAway pairs dave's page with carol's terminal; once dave has
+// said hello, carol's network fails, and dave is told she is away.
+func terminalAway(t *testing.T, bt *browserTest) *person {
+	t.Helper()
+	dave := bt.newPerson("dave")
+	dave.open(bt.pageURL())
+	token := dave.login()
+	carol := bt.daemon.DialLine(t).Login("carol")
+	carol.Send("/connect " + token)
+	carol.Expect(`^\* you are connected with dave$`)
+	dave.waitPaired("carol")
+	dave.waitSecure("plain")
+	dave.say("hi carol")
+	carol.Expect(`^<dave> hi carol$`)
+	enginetest.Reset(t, carol.Conn)
+	dave.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	return dave
 }
 
 // sayUntilAwayFull has p say one message after another to its away
@@ -836,23 +862,11 @@ func (p *person) expectReloadKeepsRefused(refused ...string) {
 // sealed (to a page) alike. A copy kept by a page from before refusals
 // were kept still loads, its messages shown as sent, as they were then.
 func TestBrowserResumeReloadKeepsRefused(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
+	bt := startSmallBufferTest(t)
 
 	// Plaintext: dave's page talks with carol's terminal, whose network
 	// fails.
-	dave := bt.newPerson("dave")
-	dave.open(bt.pageURL())
-	token := dave.login()
-	carol := bt.daemon.DialLine(t).Login("carol")
-	carol.Send("/connect " + token)
-	carol.Expect(`^\* you are connected with dave$`)
-	dave.waitPaired("carol")
-	dave.waitSecure("plain")
-	dave.say("hi carol")
-	carol.Expect(`^<dave> hi carol$`)
-	enginetest.Reset(t, carol.Conn)
-	dave.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	dave := terminalAway(t, bt)
 	dave.expectReloadKeepsRefused(dave.sayUntilAwayFull())
 
 	// A copy kept without the failed field, as a page before this one
@@ -893,19 +907,10 @@ var notSentRE = regexp.MustCompile(`^(\d+) more messages? (?:was|were) not sent:
 // counted ones, and not the ones kept, though all were on their way
 // before any answer came; and a reload shows them so again.
 func TestBrowserResumeEveryRefusalMarked(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) { o.Resume.Buffer = 512 }))
-	dave := bt.newPerson("dave")
-	dave.open(bt.pageURL())
-	token := dave.login()
-	carol := bt.daemon.DialLine(t).Login("carol")
-	carol.Send("/connect " + token)
-	carol.Expect(`^\* you are connected with dave$`)
-	dave.waitPaired("carol")
-	enginetest.Reset(t, carol.Conn)
-	dave.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	dave := terminalAway(t, startSmallBufferTest(t))
 
-	// 71 bytes each as the server counts them: seven are kept in 512.
+	// 71 bytes each as the server counts them: no more than seven are
+	// kept in 512, with what was kept from before.
 	var burst []string
 	for i := 10; i < 22; i++ {
 		burst = append(burst, fmt.Sprintf("burst %d", i))
