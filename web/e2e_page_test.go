@@ -713,3 +713,27 @@ func TestE2EPageWaitingNotLostSilently(t *testing.T) {
 		t.Fatalf("alice was shown the message %d times", n)
 	}
 }
+
+// TestE2EPageBrokenTextKept: a message holding half of a surrogate pair
+// (an emoji cut in two), which has no UTF-8 form, is refused by the page
+// with a word, and stays in the box to be mended, in an encrypted
+// conversation as in a plain one. (Sealing refused it after the box was
+// emptied: the text was gone.)
+func TestE2EPageBrokenTextKept(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	// In JavaScript: Go has no string for half a surrogate pair.
+	const broken = `'cut in two: \ud83d'`
+	alice.do("send broken text", chromedp.Evaluate[chromedp.Void](`
+		document.getElementById('message').value = `+broken+`;
+		document.getElementById('compose').requestSubmit();`))
+	alice.expectEntry("an invalid_utf8 error", func(e logEntry) bool { return e.Code == "invalid_utf8" })
+	if kept := eval[bool](alice, `document.getElementById('message').value === `+broken); !kept {
+		t.Fatalf("alice's message box no longer holds the text%s", alice.logDump())
+	}
+	alice.do("empty the box", chromedp.Evaluate[chromedp.Void](`document.getElementById('message').value = ''`))
+	talk(alice, bob, "mended: 🙂")
+}

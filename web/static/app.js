@@ -1204,6 +1204,14 @@ function onSend(e) {
     tellOffline();
     return;
   }
+  if (typeof text.isWellFormed === 'function' && !text.isWellFormed()) {
+    // Half of a surrogate pair (a pasted emoji cut in two) has no UTF-8
+    // form: the server would refuse the say (invalid_utf8), and sealing
+    // refuses it after the box is emptied. Say so now, and keep the text
+    // to be mended.
+    error('invalid_utf8', 'The message holds a broken character (half of an emoji, say), so it was not sent.');
+    return;
+  }
   const size = new TextEncoder().encode(text).length;
   if (size > st.maxText) {
     error('too_long', 'Message too long: ' + size + ' bytes, the limit is ' + st.maxText + '. It was not sent.');
