@@ -654,18 +654,24 @@ func TestBrowserPairByShareLink(t *testing.T) {
 	alice.screenshot("after-leave")
 }
 
+// terminalConnects logs name in on the line port and connects it to p,
+// whose token is token; both are told they are paired.
+func (p *person) terminalConnects(token, name string) *enginetest.LineClient {
+	p.t.Helper()
+	lc := p.bt.daemon.DialLine(p.t).Login(name)
+	lc.Send("/connect " + token)
+	lc.Expect(`^\* you are connected with ` + regexp.QuoteMeta(p.name) + `$`)
+	p.waitPaired(name)
+	return lc
+}
+
 // TestBrowserWithLineClient: a browser and a netcat-style client talk
 // both ways.
 func TestBrowserWithLineClient(t *testing.T) {
 	bt := startBrowserTest(t)
 	alice := bt.newPerson("alice")
 	alice.open(bt.pageURL())
-	token := alice.login()
-
-	bob := bt.daemon.DialLine(t).Login("bob")
-	bob.Send("/connect " + token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.waitPaired("bob")
+	bob := alice.terminalConnects(alice.login(), "bob")
 
 	bob.Send("hello from the terminal")
 	alice.expectMessage("theirs", "bob", "hello from the terminal")
@@ -883,10 +889,7 @@ func TestBrowserNarrowScreen(t *testing.T) {
 	token := alice.login()
 	alice.expectOnScreen("me", "logout", "token", "copy", "copy-link", "connect-token", "connect")
 
-	bob := bt.daemon.DialLine(t).Login("bob")
-	bob.Send("/connect " + token)
-	bob.Expect(`connected with alice`)
-	alice.waitPaired("bob")
+	bob := alice.terminalConnects(token, "bob")
 	bob.Send("hi from a terminal")
 	alice.expectMessage("theirs", "bob", "hi from a terminal")
 	alice.say("hi from a phone")
@@ -1036,10 +1039,7 @@ func TestBrowserReconnects(t *testing.T) {
 	alice := bt.newPerson("alice")
 	alice.open(bt.pageURL())
 	oldToken := alice.login()
-	bob := bt.daemon.DialLine(t).Login("bob")
-	bob.Send("/connect " + oldToken)
-	bob.Expect(`connected with alice`)
-	alice.waitPaired("bob")
+	alice.terminalConnects(oldToken, "bob")
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()

@@ -662,15 +662,23 @@ func TestE2EPageReloadKeepsEncryption(t *testing.T) {
 	}
 }
 
+// securePair starts a daemon (resume off) and pairs alice's page with
+// bob's by token: their talk is encrypted, not verified.
+func securePair(t *testing.T) (alice, bob *person) {
+	t.Helper()
+	bt := startBrowserTest(t)
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	return alice, bob
+}
+
 // TestE2EPageUnreadInTitle: while the tab is hidden, each message from
 // the partner counts in the title, "(2) duet", sealed ones as much as
 // plaintext; showing the tab again clears the count.
 func TestE2EPageUnreadInTitle(t *testing.T) {
-	bt := startBrowserTest(t)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, bt.pageURL(), bt.pageURL())
-	alice.waitSecure("unverified")
-	bob.waitSecure("unverified")
+	alice, bob := securePair(t)
 
 	// Headless Chromium shows every tab; bob's is made to read as hidden,
 	// as a tab in the background does.
@@ -720,11 +728,7 @@ func TestE2EPageWaitingNotLostSilently(t *testing.T) {
 // conversation as in a plain one. (Sealing refused it after the box was
 // emptied: the text was gone.)
 func TestE2EPageBrokenTextKept(t *testing.T) {
-	bt := startBrowserTest(t)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, bt.pageURL(), bt.pageURL())
-	alice.waitSecure("unverified")
-	bob.waitSecure("unverified")
+	alice, bob := securePair(t)
 	// In JavaScript: Go has no string for half a surrogate pair.
 	const broken = `'cut in two: \ud83d'`
 	alice.do("send broken text", chromedp.Evaluate[chromedp.Void](`
