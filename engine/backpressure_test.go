@@ -287,7 +287,11 @@ func TestBackPressureEndsWithTheReader(t *testing.T) {
 	if peer != "alice" {
 		t.Fatalf("resumed with %q", peer)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// About 20 MB follow the resume, which a loaded machine under the
+	// race detector can take several seconds to relay; a sender left
+	// waiting on the old connection would wait for it to be cut as slow,
+	// 30 s after it stalled, past this deadline.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		l, err := back.TryLine(time.Until(deadline))
 		if err != nil {
