@@ -179,6 +179,18 @@ func droppedBy(q Queue) int {
 	return 0
 }
 
+// unsentBy is what q's connection has not written, as far as q can tell
+// (UnsentCounter). Read as a session is taken from a connection still
+// open, once the session is out of its room: nothing more is handed to
+// q, which may write more of what it holds meanwhile (replayed then
+// twice, as a line client may see a message), never less.
+func unsentBy(q Queue) int {
+	if uc, ok := q.(UnsentCounter); ok {
+		return uc.Unsent()
+	}
+	return 0
+}
+
 // Strides, in bytes written to a connection, between two looks at what
 // its TCP acknowledged. A look costs a system call. The engine looks
 // each ReadStride, right after reading from the client: a client that

@@ -50,8 +50,9 @@ type Parked struct {
 	AwaySeq  uint64
 	AwayText int64
 	// Unsent is how many of the messages up to AwaySeq its connection
-	// never wrote (see away.unsent): a line client's resume replays
-	// them however old they are.
+	// never wrote (see away.unsent), or, Attached, the connection that
+	// carried it as it left: a line client's resume replays them
+	// however old they are.
 	Unsent  int
 	History []ParkedMessage // oldest first
 	Loss    []ParkedLoss    // messages dropped from the history for room lately
@@ -338,6 +339,12 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		}
 		s.room.Store(nil)
 		r.mu.Unlock()
+	}
+	if zombie != nil {
+		// What the connection still carrying the session never wrote
+		// goes with it, as a resume on this node replays it (Resume):
+		// the connection is evicted, and will never write it.
+		p.Unsent = unsentBy(zombie)
 	}
 	return p, zombie, nil
 }

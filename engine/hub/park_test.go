@@ -275,37 +275,59 @@ func TestExportImport(t *testing.T) {
 	}
 }
 
-// TestExportImportUnsent: the messages a connection never wrote before
-// it dropped travel with the session, and a line client's resume on the
-// hub that takes it up replays them however old they are.
+// TestExportImportUnsent: the messages a connection never wrote travel
+// with the session, whether it dropped before the export or is still
+// open as a resume on another node takes the session from it
+// (UnsentCounter), and a line client's resume on the hub that takes it
+// up replays them however old they are, or counts those not kept.
 func TestExportImportUnsent(t *testing.T) {
-	h1, d1, c1 := clusterHub(t, resumeOpts())
-	alice, key := resumable(t, h1, "alice")
-	if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 8 {
-		if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i))) {
-			t.Fatalf("message %d refused", i)
-		}
-	}
-	c1.advance(40 * time.Second)
-	alice.Detach(proto.ReasonSlow, 7)
-	p, perr := ParseParked(export(t, h1, "alice").AppendBinary(nil))
-	if perr != nil || p.Unsent != 7 {
-		t.Fatalf("read back %+v, %v", p, perr)
-	}
-	h2, _, _ := clusterHub(t, resumeOpts())
-	if err := h2.Import(p, nil); err != nil {
-		t.Fatal(err)
-	}
-	box := &recorder{}
-	res, rerr := h2.Resume([]byte(key), 0, false, box)
-	if rerr != nil || res.Replayed != 7 || res.Missed != 0 {
-		t.Fatalf("resume %+v, %v", res, rerr)
-	}
-	if got := strings.Join(texts2(box.take()), ","); got != "a1,a2,a3,a4,a5,a6,a7" {
-		t.Fatalf("replayed %q", got)
+	for _, c := range []struct {
+		name             string
+		open             bool
+		buffer           int
+		replayed, missed int
+	}{
+		{"dropped", false, 100 * (2 + entryCost), 7, 0},
+		{"open", true, 100 * (2 + entryCost), 7, 0},
+		{"open, not all kept", true, 5 * (2 + entryCost), 5, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := resumeOpts()
+			opts.ResumeBuffer = c.buffer
+			h1, d1, c1 := clusterHub(t, opts)
+			alice, q, key := loginCounting(t, h1, "alice")
+			if err := alice.Connect([]byte(d1.addRemoteHolder("bob").String())); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 8 {
+				if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i))) {
+					t.Fatalf("message %d refused", i)
+				}
+			}
+			c1.advance(40 * time.Second)
+			if c.open {
+				q.unsent = 7
+			} else {
+				alice.Detach(proto.ReasonSlow, 7)
+			}
+			p, perr := ParseParked(export(t, h1, "alice").AppendBinary(nil))
+			if perr != nil || p.Unsent != 7 || p.Attached != c.open {
+				t.Fatalf("read back %+v, %v", p, perr)
+			}
+			h2, _, _ := clusterHub(t, opts)
+			if err := h2.Import(p, nil); err != nil {
+				t.Fatal(err)
+			}
+			box := &recorder{}
+			res, rerr := h2.Resume([]byte(key), 0, false, box)
+			if rerr != nil || res.Replayed != c.replayed || res.Missed != c.missed {
+				t.Fatalf("resume %+v, %v; want %d replayed, %d missed", res, rerr, c.replayed, c.missed)
+			}
+			want := []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7"}[7-c.replayed:]
+			if got := texts2(box.take()); !reflect.DeepEqual(got, want) {
+				t.Fatalf("replayed %q, want %q", got, want)
+			}
+		})
 	}
 }
 

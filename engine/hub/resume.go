@@ -437,12 +437,8 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	g := gone{at: now, seq: seq}
 	if a != nil {
 		g = gone{at: a.since, seq: a.seq, unsent: a.unsent}
-	} else if uc, ok := zombie.(UnsentCounter); ok {
-		// Read once the session is out of the room: nothing more is
-		// handed to the zombie, which may write more of what it holds
-		// meanwhile (replayed then twice, as a line client may see a
-		// message), never less.
-		g.unsent = uc.Unsent()
+	} else {
+		g.unsent = unsentBy(zombie)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
 	if peer != nil && peer.away != nil && !peer.away.attached {
