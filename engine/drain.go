@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"duet/proto/line"
@@ -36,19 +37,31 @@ const drainParallel = 16
 // reports whether it did (cluster.Node.Park).
 type Parker func(ctx context.Context, key string) bool
 
+// Drained is what a drain did to this server's connections, by the
+// ending each was given: an operator who reads that every connection
+// was told to reconnect must be able to trust that each can resume.
+type Drained struct {
+	// Told is how many were told to reconnect and resume (the ending
+	// drain), those that carried no session among them.
+	Told int
+	// NotParked is how many were told instead that their session could
+	// not be kept (the ending not_parked).
+	NotParked int
+}
+
 // Drain tells every client of this server to reconnect and resume, and
 // closes its connection, sending its session away (the ending drain);
 // the closes are spread evenly over period (0: all at once). With park
 // (a node of a cluster), each session is parked before its client is
 // told, so that the resume, wherever it comes, finds it parked; one
 // that cannot be parked ends, and its client is told so (not_parked)
-// instead of to resume. Drain
-// returns how many connections it ended, once every connection has
-// closed or ctx has ended. New connections are refused from the start.
-// Drain runs once: a second call returns 0 at once.
-func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) int {
+// instead of to resume. Drain returns how many connections it ended,
+// by ending, once every connection has closed or ctx has ended. New
+// connections are refused from the start. Drain runs once: a second
+// call returns nothing at once.
+func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) Drained {
 	if !s.restarting.CompareAndSwap(false, true) {
-		return 0
+		return Drained{}
 	}
 	type target struct {
 		ls *loopState
@@ -67,8 +80,15 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 				all = append(all, target{ls, cn})
 			}
 		case <-ctx.Done():
-			return 0
+			return Drained{}
 		}
+	}
+	var notParked atomic.Int64
+	// drained is what the drain did, once each of the first ended of
+	// all has been given its ending.
+	drained := func(ended int) Drained {
+		n := int(notParked.Load())
+		return Drained{Told: ended - n, NotParked: n}
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, drainParallel)
@@ -90,6 +110,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 			}
 			if !parked {
 				e = endNotParked
+				notParked.Add(1)
 				s.hub.EndAway(key, endings[e].partnerReason())
 			}
 		}
@@ -130,7 +151,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 			select {
 			case <-ctx.Done():
 				wg.Wait()
-				return next
+				return drained(next)
 			case <-tick.C:
 			}
 		}
@@ -141,11 +162,11 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) i
 	for s.conns.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return len(all)
+			return drained(len(all))
 		case <-poll.C:
 		}
 	}
-	return len(all)
+	return drained(len(all))
 }
 
 // Draining reports whether Drain has begun.

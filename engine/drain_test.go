@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"duet/engine"
 	"duet/engine/enginetest"
 )
 
@@ -31,7 +32,7 @@ func TestDrain(t *testing.T) {
 
 	const period = 1200 * time.Millisecond
 	start := time.Now()
-	told := make(chan int, 1)
+	told := make(chan engine.Drained, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
 		defer cancel()
@@ -90,8 +91,8 @@ func TestDrain(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := <-told; n != 5 {
-		t.Fatalf("drained %d connections, want 5", n)
+	if n := <-told; n != (engine.Drained{Told: 5}) {
+		t.Fatalf("drained %+v, want 5 connections told to reconnect", n)
 	}
 	took := time.Since(start)
 	mu.Lock()
@@ -116,7 +117,7 @@ func TestDrain(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if n := d.Drain(ctx, period, nil); n != 0 {
-		t.Fatalf("a second drain ended %d", n)
+	if n := d.Drain(ctx, period, nil); n != (engine.Drained{}) {
+		t.Fatalf("a second drain ended %+v", n)
 	}
 }

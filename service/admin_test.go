@@ -138,7 +138,7 @@ func TestAdminDrain(t *testing.T) {
 	drains := 0
 	a.SetDrain(func(context.Context) (string, error) {
 		drains++
-		return "drained: 3 connections told to reconnect, 2 sessions parked", nil
+		return "drained: 3 connections told to reconnect, 0 told their session could not be kept (not_parked), 2 sessions parked", nil
 	})
 	for _, h := range []map[string]string{
 		{"Origin": "http://evil.example"},
@@ -155,7 +155,7 @@ func TestAdminDrain(t *testing.T) {
 	if drains != 0 {
 		t.Fatalf("drained %d times by refused requests", drains)
 	}
-	if code, body := do("POST", nil); code != 200 || body != "drained: 3 connections told to reconnect, 2 sessions parked\n" {
+	if code, body := do("POST", nil); code != 200 || body != "drained: 3 connections told to reconnect, 0 told their session could not be kept (not_parked), 2 sessions parked\n" {
 		t.Fatalf("drain: %d %q", code, body)
 	}
 	if drains != 1 {

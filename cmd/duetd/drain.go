@@ -98,6 +98,15 @@ func (d *drainer) drain() {
 	ctx, cancel = context.WithTimeout(context.Background(), parkTimeout)
 	parked.Add(int64(d.node.Drain(ctx)))
 	cancel()
-	d.said = fmt.Sprintf("drained: %d connections told to reconnect, %d sessions parked", told, parked.Load())
-	d.log.Info("drained", zap.Int("connections", told), zap.Int64("parked", parked.Load()), zap.Duration("took", time.Since(start)))
+	d.said = drainedText(told, parked.Load())
+	d.log.Info("drained", zap.Int("connections", told.Told), zap.Int("not_parked", told.NotParked),
+		zap.Int64("parked", parked.Load()), zap.Duration("took", time.Since(start)))
+}
+
+// drainedText is the answer to POST /drain: the connections told to
+// reconnect apart from those told their session could not be kept, so
+// that an operator never reads the second as the first.
+func drainedText(told engine.Drained, parked int64) string {
+	return fmt.Sprintf("drained: %d connections told to reconnect, %d told their session could not be kept (not_parked), %d sessions parked",
+		told.Told, told.NotParked, parked)
 }

@@ -267,7 +267,7 @@ func drainNode(t testing.TB, n *testNode, period time.Duration) (told, parked in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
 	defer cancel()
-	told = n.Daemon.Drain(ctx, period, n.Node.Park)
+	told = n.Daemon.Drain(ctx, period, n.Node.Park).Told
 	n.Node.Drain(ctx)
 	parked = int(n.Node.Stats().SessionsParked)
 	if err := n.Daemon.Stop(ctx); err != nil {
