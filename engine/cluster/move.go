@@ -215,14 +215,19 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		queued = append(queued, hub.ParkedMessage{From: from, Text: text})
 	}
 
+	// here is the outbox of the partner's stub for the session, when
+	// the partner is on this node: it may hold the end of the pairing.
 	var here *remoteOutbox
-	release := uint64(0)
+	release, peerName := uint64(0), ""
 	if pp := p.Pair; pp != nil {
+		peerName = pp.PeerName
 		switch {
 		case !paired || pairArg != n.pairArg(pp.ID):
 			// The partner left, or its node died, while the session
 			// was parked; the record says so already, and the resume
-			// tells how.
+			// tells how. A partner on this node may have left so
+			// lately that how is still held here: taken below.
+			here = n.route(pp.PeerKey, pp.ID)
 			p.Unpair(n.openLeft(op, hn, pp.ID, left))
 		case peerNode == "":
 			pp.PeerNode = ""
@@ -251,6 +256,18 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		n.log.Error("cannot take up a session claimed for this node; it is logged out", zap.String("error", err.Code))
 		n.Unregister(p.Key, p.Token)
 		return false, proto.ErrUnavailable
+	}
+	if here != nil {
+		// The partner here left while the session was parked, just
+		// before the claim (its record was freed, or the import found
+		// its room gone): its last messages and how it ended are held
+		// for the park, not written beside it. The resume replays and
+		// tells them, as a resume on one node would. A pairing the
+		// import rebuilt has taken the outbox over already, and
+		// nothing is held.
+		if last, reason, undelivered, ok := here.takeLeft(); ok {
+			n.hub.TellLeft(p.Key, hub.PeerLeft{Peer: peerName, Reason: reason, Undelivered: undelivered}, last)
+		}
 	}
 	if release != 0 {
 		n.Release(p.Key, release)

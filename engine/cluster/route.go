@@ -214,6 +214,35 @@ func (o *remoteOutbox) TakeHeld(yield func(text []byte)) {
 	}
 }
 
+// takeLeft ends the outbox of a partner just taken up on this node
+// without its pairing (Import could not rebuild it), and returns the
+// end of that pairing if it is held here, with the messages held
+// before it: the session here left while the partner was parked, and
+// the parker had not written them beside the park before the claim, so
+// neither the park nor the hub has them. It waits for the parker
+// first, whose write then found the session claimed and kept what it
+// held.
+func (o *remoteOutbox) takeLeft() (last [][]byte, reason proto.Reason, undelivered int, ok bool) {
+	o.mu.Lock()
+	for o.busy {
+		o.idle.Wait()
+	}
+	for _, f := range o.held {
+		if f.kind == frameLeft {
+			reason, undelivered, ok = proto.Reason(f.a), int(f.n), true
+			break
+		}
+		last = append(last, f.b)
+	}
+	o.goneLocked()
+	o.mu.Unlock()
+	o.n.dropRoute(o)
+	if !ok {
+		last = nil
+	}
+	return last, reason, undelivered, ok
+}
+
 func (o *remoteOutbox) goneLocked() {
 	o.state = routeGone
 	o.held, o.heldSize = nil, 0

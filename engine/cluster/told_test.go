@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -117,6 +118,64 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 	}
 	if ev := cback.Expect("peer_left"); ev["peer"] != "dave" || ev["reason"] != "left" {
 		t.Fatalf("carol: %v", ev)
+	}
+}
+
+// TestParkedPartnerLeftHereIsTold drains a node whose user's partner,
+// on another node, says a last word and leaves while the session is
+// parked, and the session is resumed on the partner's own node before
+// that node has written either beside the park (its parker is held off
+// the partner's outbox, as one that has not come to it yet): the resume
+// replays the message and tells the partner left, with the reason that
+// node holds, not guessed from a record that no node wrote.
+func TestParkedPartnerLeftHereIsTold(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+
+	alice := a.DialLine(t).Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	drainNode(t, a, 0)
+	key := drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+	holdParker(t, b, "alice")
+
+	bob.Send("bye alice")
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	back, peer, replayed, missed := enginetest.ResumeLine(t, b.Daemon, key)
+	if peer != "" || !slices.Equal(replayed, []string{"<bob> bye alice"}) || missed != 0 {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	back.Expect(`^\* bob left; you are free to be joined again$`)
+}
+
+// holdParker keeps n's parker from writing to Redis what n holds for
+// the parked session key (quiet, as while a claim takes it up here),
+// once n has heard it is parked.
+func holdParker(t testing.TB, n *testNode, key string) {
+	t.Helper()
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		n.mu.Lock()
+		held := false
+		for _, o := range n.routes {
+			o.mu.Lock()
+			if o.to == key && o.state == routeParked {
+				o.quiet, held = true, true
+			}
+			o.mu.Unlock()
+		}
+		n.mu.Unlock()
+		if held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never heard that %s is parked", n.ID(), key)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -349,6 +349,33 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	return p, zombie, nil
 }
 
+// TellLeft tells the session key, just taken up here unpaired (Import),
+// that its pairing ended, after last, the partner's last messages: a
+// partner on this node that left while the session was parked, before
+// this node had written its messages and how it left beside the park
+// (they were still held for it here, Holder), so the import could
+// neither rebuild the pairing nor read its end from the park. The
+// messages are delivered as to any session (kept for its resume, up to
+// resume.buffer; the partner, gone, is told of none refused), and the
+// peer_left, away, is kept for its resume, which tells it as a session
+// away on one node is told; attached, it is told at once. It reports
+// false, and does nothing, when there is no such session here, or it is
+// paired again (a pairing made since is what its resume tells).
+func (h *Hub) TellLeft(key string, left PeerLeft, last [][]byte) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.names.lookup(key)
+	if s == nil || s.closed || s.room.Load() != nil {
+		return false
+	}
+	if len(last) > 0 {
+		ev := proto.Event{Kind: proto.EvMessage, From: left.Peer}
+		s.deliverMessages(h, &ev, last)
+	}
+	h.tellPeerLeftLocked(s, left)
+	return true
+}
+
 // remoteNode is the node of r's partner on another node.
 func (h *Hub) remoteNode(r *room) string {
 	h.remoteMu.RLock()

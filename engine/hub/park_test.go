@@ -477,6 +477,51 @@ func TestExportKeepsALocalPartner(t *testing.T) {
 	}
 }
 
+// TestTellLeftAfterImport: a session parked while its partner on this
+// hub leaves, taken up here before this node wrote the partner's last
+// messages and the end of the pairing beside the park, comes back
+// unpaired; what was held for it here is replayed and told on its
+// resume, as to a session away on one node, and not to a session
+// paired again meanwhile.
+func TestTellLeftAfterImport(t *testing.T) {
+	h, _, _ := clusterHub(t, resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	p := export(t, h, "alice")
+	if err := bob.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: 2}
+	if !h.TellLeft("alice", left, [][]byte{[]byte("last 1"), []byte("last 2")}) {
+		t.Fatal("the session taken up unpaired was not told")
+	}
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, false, box); err != nil {
+		t.Fatal(err)
+	}
+	evs := box.take()
+	if ev := evs[len(evs)-1]; evs[0].Peer != "" || ev.Kind != proto.EvPeerLeft || ev.Peer != "bob" || ev.Reason != proto.ReasonLeft || ev.Count != 2 {
+		t.Fatalf("the resume told %+v", evs)
+	}
+	_, replayed, _ := replay(t, evs)
+	if got := strings.Join(texts2(replayed), ","); got != "last 1,last 2" || replayed[0].From != "bob" {
+		t.Fatalf("replayed %q (%+v)", got, replayed)
+	}
+	// Paired again: the pairing it is in is what it knows.
+	carol, _ := resumable(t, h, "carol")
+	if err := carol.Connect([]byte(bob.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	if h.TellLeft("carol", left, nil) || h.TellLeft("nobody", left, nil) {
+		t.Fatal("told a paired session, or one that is not here")
+	}
+}
+
 // TestSnapshotRestore: every session of a hub, pairs and histories
 // included, is taken up by a new hub, and resumed there.
 func TestSnapshotRestore(t *testing.T) {
