@@ -131,12 +131,7 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 func TestParkedPartnerLeftHereIsTold(t *testing.T) {
 	r := startRedis(t)
 	a, b := startNode(t, r, "a"), startNode(t, r, "b")
-
-	alice := a.DialLine(t).Login("alice")
-	bob := b.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
