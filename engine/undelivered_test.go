@@ -62,25 +62,8 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 	bob.Expect(`^\* you are connected with alice$`)
 	old.expect(`^\* bob is connected$`)
 
-	// alice reads slowly, 64 KiB at a time: a reader that stops for
-	// good, or whose window stays smaller than what the server's kernel
-	// has to send next, is found dead once resume.replay_recent passes
-	// (TCP_USER_TIMEOUT bounds its window probes too), and goes away
-	// rather than being taken over.
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		buf := make([]byte, 64<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			old.c.SetReadDeadline(time.Now().Add(time.Millisecond))
-			_, _ = io.ReadFull(old.c, buf)
-		}
-	}()
+	// alice reads slowly, 64 KiB at a time.
+	stop := enginetest.ReadSlowly(old.c)
 	// Far more than the kernel's buffers hold.
 	if err := <-sendNumbered(bob.Conn, count, 200); err != nil {
 		t.Fatal(err)
@@ -88,8 +71,7 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 	taken(t, d, count)
 	// Every message is older than resume.replay_recent by the resume.
 	time.Sleep(recent + recent/2)
-	close(stop)
-	<-stopped
+	stop()
 
 	_, peer, replayed, missed := enginetest.ResumeLine(t, d, key)
 	if peer != "bob" {
@@ -98,28 +80,7 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 	if st := d.Hub.Stats(); st.ResumedZombie != 1 {
 		t.Fatalf("not a takeover of an open connection: hub stats %+v", st)
 	}
-	// The replay is the newest messages, in order, up to the last one
-	// sent: what the old connection wrote before is a run from the first.
-	if len(replayed) == 0 {
-		t.Fatalf("nothing replayed, %d not kept: the messages the old connection never wrote are lost unsaid", missed)
-	}
-	first := -1
-	for i, l := range replayed {
-		m := bobLine.FindStringSubmatch(l)
-		if m == nil || m[1] != "bob" {
-			t.Fatalf("replayed %q", l)
-		}
-		n, _ := strconv.Atoi(m[2])
-		if first < 0 {
-			first = n
-		}
-		if n != first+i {
-			t.Fatalf("replayed message %d after %d", n, first+i-1)
-		}
-	}
-	if last := first + len(replayed) - 1; last != count-1 || missed != 0 {
-		t.Fatalf("replayed %d to %d of %d, %d not kept", first, last, count-1, missed)
-	}
+	enginetest.ExpectReplayedRun(t, replayed, missed, "bob", count-1)
 }
 
 // TestCutReaderCountIsExact: bob stops reading and is cut off with part

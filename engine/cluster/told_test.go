@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -447,4 +449,65 @@ func TestDrainWithResumeOff(t *testing.T) {
 	if ends, _ := m.counts("drain"); ends != 2 {
 		t.Fatalf("%d connections ended with the drain, want 2", ends)
 	}
+}
+
+// TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote:
+// alice's connection on node a is open, but she reads slowly, so a holds
+// what her socket would not take, when she resumes on node b. What the
+// old connection never wrote, however long ago it was sent, goes with
+// the session and is replayed on b (or counted as not kept), as a
+// takeover on one node replays it: the old connection, closed for the
+// takeover, will never write it.
+func TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
+	const recent = 2 * time.Second
+	const count = 30_000
+	slow := func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 32 << 20
+		o.Resume.ReplayRecent = recent
+	}
+	r := startRedis(t)
+	a, b := startNodeEngine(t, r, "a", nil, slow), startNodeEngine(t, r, "b", nil, slow)
+
+	old := a.DialLine(t)
+	// A small window, fixed: the server's kernel soon holds all it may
+	// send, and a holds the rest.
+	if err := old.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+	old.Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + old.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	old.Expect(`^\* bob is connected$`)
+
+	// alice reads slowly, 64 KiB at a time.
+	stop := enginetest.ReadSlowly(old.Conn)
+	w := bufio.NewWriter(bob.Conn)
+	pad := strings.Repeat("x", 200)
+	for i := range count {
+		fmt.Fprintf(w, "m %d %s\n", i, pad)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
+		}
+	}
+	// Every message is older than resume.replay_recent by the resume.
+	time.Sleep(recent + recent/2)
+	stop()
+
+	_, peer, replayed, missed := enginetest.ResumeLine(t, b.Daemon, old.Key)
+	if peer != "bob" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	if st := b.Hub.Stats(); st.ResumedZombie != 1 {
+		t.Fatalf("not a takeover of an open connection: b's hub stats %+v", st)
+	}
+	enginetest.ExpectReplayedRun(t, replayed, missed, "bob", count-1)
 }

@@ -1,10 +1,12 @@
 package enginetest
 
 import (
+	"io"
 	"net"
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Helpers for tests of session resume (docs/RESUME.md), on one daemon or
@@ -107,4 +109,66 @@ func ResumeWS(t testing.TB, d *Daemon, key string, last uint64) (*WSClient, map[
 		t.Fatalf("resumed without a fresh key: %v", ev)
 	}
 	return wc, ev
+}
+
+// ReadSlowly reads c 64 KiB every 200 ms, on a goroutine of its own,
+// until stop is called (which returns once it has stopped): a reader
+// that keeps up with nothing, so the server holds what its socket will
+// not take, yet is never found dead. A reader that stops for good, or
+// whose window stays smaller than what the server's kernel has to send
+// next, is found dead once resume.replay_recent passes
+// (TCP_USER_TIMEOUT bounds its window probes too), and goes away rather
+// than being taken over.
+func ReadSlowly(c net.Conn) (stop func()) {
+	quit, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			_, _ = io.ReadFull(c, buf)
+		}
+	}()
+	return func() {
+		close(quit)
+		<-stopped
+	}
+}
+
+// numberedLine is a numbered message ("m <i> <pad>") as a line reader
+// sees it.
+var numberedLine = regexp.MustCompile(`^<(\w+)> m (\d+) x+$`)
+
+// ExpectReplayedRun checks what a line resume replayed, and said it
+// could not keep, after from sent numbered messages 0 to last, some of
+// which the old connection never wrote: the newest messages, in order,
+// up to the last one sent (what the old connection wrote before is a
+// run from the first), none missing.
+func ExpectReplayedRun(t testing.TB, replayed []string, missed int, from string, last int) {
+	t.Helper()
+	if len(replayed) == 0 {
+		t.Fatalf("nothing replayed, %d not kept: the messages the old connection never wrote are lost unsaid", missed)
+	}
+	first := -1
+	for i, l := range replayed {
+		m := numberedLine.FindStringSubmatch(l)
+		if m == nil || m[1] != from {
+			t.Fatalf("replayed %q", l)
+		}
+		n, _ := strconv.Atoi(m[2])
+		if first < 0 {
+			first = n
+		}
+		if n != first+i {
+			t.Fatalf("replayed message %d after %d", n, first+i-1)
+		}
+	}
+	if end := first + len(replayed) - 1; end != last || missed != 0 {
+		t.Fatalf("replayed %d to %d of %d, %d not kept", first, end, last, missed)
+	}
 }
