@@ -13,13 +13,13 @@ import (
 const helpText = "" +
 	"login {name, password?}: log in; password only when the server uses accounts\n" +
 	"connect {token}: talk with the person who gave you the token\n" +
-	"say {text}: send text to the person you are talking with\n" +
+	"say {text, id?}: send text to the person you are talking with; id, a count you give it, is named by the error that refuses it\n" +
 	"leave: end the conversation and stay logged in\n" +
 	"who: get your name, your token and who you are talking with\n" +
 	"newtoken: get a new token; the old one stops working\n" +
 	"resume {key, last?}: instead of login: take your session back after your connection dropped; last is the seq of the last message you received\n" +
 	"ack {last}: confirm you received the messages up to seq last, so the server need not keep them\n" +
-	"seal {data}: send an end-to-end encrypted envelope (base64url) to the person you are talking with; see docs/E2E.md\n" +
+	"seal {data, id?}: send an end-to-end encrypted envelope (base64url) to the person you are talking with, id as for say; see docs/E2E.md\n" +
 	"help: show this list\n" +
 	"quit: close the connection"
 
