@@ -427,7 +427,9 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpQuit:
 			cn.end(endQuit)
 		default:
-			cn.tell(proto.ErrNotLoggedIn)
+			// A say or seal refused names its id, as it would once
+			// logged in (cmd.ID is 0 for anything else).
+			cn.tellSay(proto.ErrNotLoggedIn, cmd.ID)
 		}
 		return
 	}
@@ -452,10 +454,15 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// terminal is answered at the rate limit, not frame for frame.
 		to, serr := cn.sess.Seal(cmd.Text)
 		if serr != nil {
+			// Like a say that fails, it does not end a run of refused
+			// messages (answer): a seal dropped for want of a token
+			// joins the run, and is counted, not told an error of its
+			// own.
 			cn.rejectSay(serr, cmd.ID)
-		} else {
-			cn.backPressure(to)
+			cn.backPressure(cn.out)
+			return
 		}
+		cn.backPressure(to)
 	case proto.OpConnect:
 		var held bool
 		if err, held = cn.connect(cmd.Token); held {

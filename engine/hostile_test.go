@@ -1277,3 +1277,89 @@ func TestHostileIdleConnectionsStayCheap(t *testing.T) {
 	}
 	runtime.KeepAlive(conns)
 }
+
+// TestHostileNumberedSaysRateLimited: a say or seal its client numbered
+// and the rate limit dropped is named, like any other refusal of one, so
+// that a page marks exactly the messages that were not sent: the error
+// names the first dropped, the notices the rest, and a command dropped
+// among them names none.
+func TestHostileNumberedSaysRateLimited(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.MessageRate = 10
+		o.Limits.MessageBurst = 20
+	})
+	wc := dialWS(t, d, "127.0.0.1")
+	// Before login, a say is refused by its id too.
+	wc.write(clientFrame(0x81, []byte(`{"type":"say","text":"hi","id":7}`), true))
+	if ev := wc.event(); ev["type"] != "error" || ev["code"] != "not_logged_in" || ev["id"] != 7.0 {
+		t.Fatalf("say before login: %v", ev)
+	}
+	wc.sendJSON(map[string]string{"type": "login", "name": "hasty"})
+	if ev := wc.event(); ev["type"] != "welcome" {
+		t.Fatalf("login: %v", ev)
+	}
+	// Empty says and seals with no partner are refused, and each
+	// refusal spends a token: past the burst they are dropped. Dropped commands among them name nothing.
+	const n = 100
+	var frames []byte
+	for i := 1; i <= n; i++ {
+		msg := `{"type":"say","text":"","id":` // empty_message
+		if i%2 == 0 {
+			msg = `{"type":"seal","data":"QQ","id":` // not_paired
+		}
+		frames = append(frames, clientFrame(0x81, []byte(msg+strconv.Itoa(i)+`}`), true)...)
+		if i%10 == 0 {
+			frames = append(frames, clientFrame(0x81, []byte(`{"type":"who"}`), true)...)
+		}
+	}
+	wc.write(frames)
+	named := map[int]string{}
+	name := func(id int, code string) {
+		if prev, ok := named[id]; ok {
+			t.Fatalf("message %d named twice: %s, then %s", id, prev, code)
+		}
+		named[id] = code
+	}
+	rateErrors := 0
+	for len(named) < n {
+		ev := wc.event()
+		switch {
+		case ev["type"] == "status":
+		case ev["type"] == "error" && ev["code"] == "rate_limited" && ev["id"] == nil:
+			t.Fatalf("rate_limited naming no message while only numbered ones were dropped: %v", ev)
+		case ev["type"] == "error":
+			id, _ := ev["id"].(float64)
+			if id < 1 || id > n {
+				t.Fatalf("error names no message of the run: %v", ev)
+			}
+			if ev["code"] == "rate_limited" {
+				rateErrors++
+			}
+			name(int(id), ev["code"].(string))
+		case ev["type"] == "notice" && ev["code"] == "rate_limited":
+			first, _ := ev["first_id"].(float64)
+			last, _ := ev["last_id"].(float64)
+			if first < 1 || last < first || last > n {
+				t.Fatalf("notice names no run of messages: %v", ev)
+			}
+			for id := int(first); id <= int(last); id++ {
+				name(id, "rate_limited")
+			}
+		default:
+			t.Fatalf("unexpected %v", ev)
+		}
+	}
+	limited := 0
+	for _, code := range named {
+		if code == "rate_limited" {
+			limited++
+		}
+	}
+	// A burst of 20 (one spent on the login, some on the commands) is
+	// answered one by one; the rest were dropped, and told with one
+	// error, once.
+	if limited < n-25 || rateErrors != 1 {
+		t.Errorf("%d messages named rate_limited, %d by an error: %v", limited, rateErrors, named)
+	}
+}

@@ -29,7 +29,9 @@ import (
 //
 // Input that finds the bucket empty is dropped. The client is told with
 // one rate_limited error at most once a second: never silence, never a
-// flood of errors. A client that keeps going far past the limit (more
+// flood of errors. A say or seal its client numbered ("id") is told
+// as a refused say is (below): the error names the first dropped, the
+// per-second notice the rest, so that no message is taken for sent. A client that keeps going far past the limit (more
 // than abuseFactor times the burst dropped without a quiet second in
 // between) is a script, not a person; it is told so and disconnected.
 //
@@ -74,14 +76,16 @@ const (
 	refusedNone refusal = iota
 	refusedNotPaired
 	refusedAwayFull
+	refusedRateLimited // numbered says and seals dropped for want of a token
 )
 
 // refusalErr is why a run of says is not sent, by the error its first
 // was told (whose text may say more), for the notices that count the
 // rest.
 var refusalErr = [...]*proto.Error{
-	refusedNotPaired: proto.ErrNotPaired,
-	refusedAwayFull:  proto.ErrPeerAwayFull,
+	refusedNotPaired:   proto.ErrNotPaired,
+	refusedAwayFull:    proto.ErrPeerAwayFull,
+	refusedRateLimited: proto.ErrRateLimited,
 }
 
 // refusalOf is the run a say refused with err belongs to, if any.
@@ -141,6 +145,9 @@ func (cn *conn) admit(cmd *proto.Command) bool {
 		// A sealed frame is a message the server cannot read: governed
 		// by back-pressure as a say is.
 		return true
+	case cmd.Op == proto.OpSay || cmd.Op == proto.OpSeal:
+		// Before login: refused, and if dropped, dropped by its id.
+		return cn.spendSay(cmd.ID)
 	case cmd.Op == proto.OpAck && cn.sess != nil:
 		// An acknowledgement is answered with nothing and costs a trim of
 		// the history; a browser sends one for every 32 messages it
@@ -155,16 +162,24 @@ func (cn *conn) admit(cmd *proto.Command) bool {
 // spend takes one token from the bucket. Without one, the input is
 // dropped, counted, and the client told (see dropInput).
 func (cn *conn) spend() bool {
+	return cn.spendSay(0)
+}
+
+// spendSay is spend for a say or seal its client gave id (0: none, or
+// not a say), which a drop names.
+func (cn *conn) spendSay(id uint64) bool {
 	if cn.takeToken() {
 		return true
 	}
-	cn.dropInput(cn.guardFor())
+	cn.dropInput(cn.guardFor(), id)
 	return false
 }
 
-// dropInput records one dropped input: rate_limited is told at most once
-// a second, and a sustained flood closes the connection.
-func (cn *conn) dropInput(g *inputGuard) {
+// dropInput records one dropped input, a say or seal its client gave id
+// if id is not 0: rate_limited is told at most once a second, a
+// numbered say is told by its id (droppedSay), and a sustained flood
+// closes the connection.
+func (cn *conn) dropInput(g *inputGuard, id uint64) {
 	if cn.flow.draining || cn.closing != endNone {
 		// The connection is ending; nothing more can be told.
 		return
@@ -178,9 +193,31 @@ func (cn *conn) dropInput(g *inputGuard) {
 	if cn.stage == stageHTTP {
 		return // the request is answered 429 by its caller
 	}
+	if id != 0 {
+		cn.droppedSay(g, id)
+		return
+	}
 	if g.lastRateError.IsZero() || cn.loop.now.Sub(g.lastRateError) >= time.Second {
 		g.lastRateError = cn.loop.now
 		cn.tell(proto.ErrRateLimited)
+	}
+}
+
+// droppedSay tells a numbered say or seal dropped for want of a token
+// as refusedSay tells a say with no partner: the first of a run with
+// rate_limited and its id, the rest by the per-second notice, whose
+// first and last ids hold only dropped says between them, since
+// anything the client sends that is carried out ends the run (answer).
+// Dropped commands do not end it: they change nothing about which says
+// were sent. So a flood of numbered says gets an error, then a notice a
+// second, as a flood of commands gets an error a second.
+func (cn *conn) droppedSay(g *inputGuard, id uint64) {
+	if g.refused != refusedRateLimited {
+		cn.endRefusedRun()
+	}
+	if cn.refusedSay(refusedRateLimited, proto.ErrRateLimited, id) {
+		// The error told also tells the commands dropped this second.
+		g.lastRateError = cn.loop.now
 	}
 }
 
@@ -201,7 +238,7 @@ func (cn *conn) rejectInput(err *proto.Error) {
 
 // rejectSay is rejectInput for a say or seal its client gave id.
 func (cn *conn) rejectSay(err *proto.Error, id uint64) {
-	if cn.spend() {
+	if cn.spendSay(id) {
 		cn.tellSay(err, id)
 	}
 }
@@ -234,20 +271,22 @@ func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
 }
 
 // refusedSay answers a say refused for run's reason: the first of a run
-// with its error, the rest counted for the per-second summary.
-func (cn *conn) refusedSay(run refusal, err *proto.Error, id uint64) {
+// with its error, the rest counted for the per-second summary. It
+// reports whether it told the error.
+func (cn *conn) refusedSay(run refusal, err *proto.Error, id uint64) bool {
 	g := cn.guardFor()
 	g.refusedThisSec = true
 	if g.refused != run {
 		g.refused = run
 		cn.tellSay(err, id)
-		return
+		return true
 	}
 	if g.refusedCount == 0 {
 		g.refusedFirstID = id
 	}
 	g.refusedLastID = id
 	g.refusedCount++
+	return false
 }
 
 // endRefusedRun tells what is still uncounted of a run of refused says,
@@ -263,8 +302,9 @@ func (cn *conn) endRefusedRun() {
 
 // notSentWhy ends the summary of a run of refused says.
 var notSentWhy = [...]string{
-	refusedNotPaired: " not sent: you are not connected to anyone",
-	refusedAwayFull:  " not sent: your partner is away and no more of your messages can be kept for them",
+	refusedNotPaired:   " not sent: you are not connected to anyone",
+	refusedAwayFull:    " not sent: your partner is away and no more of your messages can be kept for them",
+	refusedRateLimited: " not sent: you are sending too fast; slow down",
 }
 
 // tellNotSent sends the summary of says not sent since the last one.
