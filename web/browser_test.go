@@ -1367,3 +1367,28 @@ func TestBrowserShareLinkNotAfterRelogin(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserRateLimitedCommandLeavesMessageSent: a rate_limited error
+// that names no message is about a command the server dropped, since
+// the server names every message it drops. A message the page sent
+// after that command, and before the error came, went through, and is
+// not marked not sent. (The page took the error for its last message.)
+func TestBrowserRateLimitedCommandLeavesMessageSent(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	bt := launchBrowser(t, chromium, enginetest.Start(t, func(o *engine.Options) {
+		// A token every 100 s: the burst is all there is.
+		o.Limits.MessageRate = 0.01
+		o.Limits.MessageBurst = 8
+	}))
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	talk(alice, bob, "hi bob")
+
+	// New tokens past the burst, then a message, before any answer.
+	alice.do("ask for tokens, then say", chromedp.Evaluate[chromedp.Void](`for (let i = 0; i < 20; i++) document.getElementById('newtoken').click();
+		document.getElementById('message').value = 'sent all the same';
+		document.getElementById('compose').requestSubmit();`))
+	alice.expectEntry("the rate_limited error", func(e logEntry) bool { return e.Code == "rate_limited" })
+	bob.expectMessage("theirs", "alice", "sent all the same")
+	alice.expectMessage("mine", "You", "sent all the same")
+}

@@ -1035,13 +1035,16 @@ const FRIENDLY = {
   not_paired: 'You are not connected to anyone; connect with their token first.',
 };
 
-// Errors that follow a message we sent mean that message went nowhere.
+// Errors that follow a message we sent mean that message went nowhere,
+// when they name none (a frame the server could not read). rate_limited
+// is not one: the server names every message it drops (by id, in the
+// error or a count's first_id and last_id), so one that names none
+// dropped a command, and the message sent last may well have gone.
 const SAY_ERRORS = new Set([
   'too_long',
   'invalid_utf8',
   'empty_message',
   'not_paired',
-  'rate_limited',
   'peer_cannot_decrypt',
   'peer_away_full',
 ]);
