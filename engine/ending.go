@@ -118,8 +118,10 @@ type endingInfo struct {
 	// drain closes once everything queued for the client is written
 	// (bounded by limits.slow_timeout like any reader); otherwise the
 	// connection is closed at once, with whatever its socket takes at
-	// once. A session ended by a draining ending ends at once too, so its
-	// partner is told before the goodbye is written.
+	// once. A session ended by a draining ending ends as soon as the
+	// count of its partner's messages that never reached the client is
+	// known (endDraining): at once when the socket takes everything
+	// queued before the goodbye, else as the connection closes.
 	drain bool
 	// refusal counts the ending in duet_connections_rejected_total too,
 	// under its label, which is then its error's code: the connection is
@@ -300,11 +302,10 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	if cn.flow.draining {
 		// onClose is acting on the input that came before the end: the
 		// first ending in it counts, but nothing can be sent any more.
+		// onClose ends the session next, with the count of what was
+		// never written.
 		if cn.closing == endNone {
 			cn.closing = e
-			if info.drain {
-				cn.endSession(e, 0)
-			}
 		}
 		return
 	}
@@ -321,14 +322,8 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	} else if info.err != nil && cn.stage != stageHTTP {
 		cn.loop.srv.metrics.Error(info.err.Code)
 	}
-	if info.drain {
-		cn.endSession(e, 0)
-		// No session delivers here any more: a sender held behind this
-		// reader goes on now (release), not once the goodbye is written,
-		// which for a reader long gone takes until it is cut as slow.
-		for _, w := range cn.out.Retire() {
-			w.Wake()
-		}
+	if info.drain && !cn.endDraining(e) {
+		return // the socket failed as it was written to, and is closed
 	}
 	if bye := goodbye(nil, e, cn.stage, d); len(bye) > 0 {
 		cn.out.DeliverRaw(bye)
@@ -338,6 +333,34 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	} else {
 		cn.closeNow()
 	}
+}
+
+// endDraining begins a draining ending e: nothing is delivered to the
+// connection from now on but its goodbye, and its session ends as soon
+// as what it never wrote is known, so that its partner is told the
+// count of its messages that never reached the client, not 0. What is
+// queued is written first: if the socket takes it all, nothing was
+// lost and the session ends now, its partner told at once. If not, the
+// client is not reading, and the session ends as the connection
+// closes (onClose), once its reader takes the rest, or is cut off as a
+// slow one: until then what its partner relays to it is dropped and
+// counted (Outbox.Retire), and then told with what was never written.
+// It reports false if the connection closed as it was written to.
+func (cn *conn) endDraining(e ending) bool {
+	// A sender held behind this reader goes on now, not once the
+	// goodbye is written, which for a reader long gone takes until it
+	// is cut as slow.
+	for _, w := range cn.out.Retire() {
+		w.Wake()
+	}
+	cn.flush()
+	if cn.closed {
+		return false
+	}
+	if cn.out.Unsent() == 0 {
+		cn.endSession(e, 0)
+	}
+	return true
 }
 
 // closeNow flushes what the socket takes at once and closes.

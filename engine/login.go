@@ -142,7 +142,16 @@ func (cn *conn) evicted(why hub.Eviction) {
 		e = endResumed
 	}
 	_ = cn.loop.execute(context.Background(), func() {
-		if cn.closed || cn.closing != endNone {
+		if cn.closed {
+			return
+		}
+		if cn.closing != endNone {
+			if e == endResumed {
+				// An ending that waits to end the session with the
+				// count of what it never wrote (endDraining) must not
+				// end it now that another connection carries it.
+				cn.sess = nil
+			}
 			return
 		}
 		cn.end(e)

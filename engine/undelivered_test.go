@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"duet/engine"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 )
 
@@ -115,29 +116,115 @@ func TestCutReaderCountIsExact(t *testing.T) {
 	relayed := settledMessages(t, d)
 
 	// What bob's socket took reaches him after the cut, then the end.
-	r := bufio.NewReader(bob.c)
-	got := 0
+	got := readNumberedToEnd(t, bob, nil)
+	if got+lost != relayed {
+		t.Fatalf("bob got %d of the %d messages relayed to him and alice was told %d were not delivered: off by %d",
+			got, relayed, lost, got+lost-relayed)
+	}
+}
+
+// readNumberedToEnd reads c until the server has closed it, and returns
+// how many numbered messages it got: all of them in order from the
+// first, with nothing between them, and after them only lines that
+// match after (the goodbye the server may have written).
+func readNumberedToEnd(t *testing.T, c *lineConn, after *regexp.Regexp) int {
+	t.Helper()
+	r := bufio.NewReader(c.c)
+	got, ended := 0, false
 	for {
-		bob.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		c.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
 		l, err := r.ReadString('\n')
 		if err != nil {
 			if err != io.EOF {
 				t.Fatalf("after %d messages: %v", got, err)
 			}
-			break
+			return got
 		}
-		m := bobLine.FindStringSubmatch(strings.TrimSuffix(l, "\r\n"))
-		if m == nil {
-			t.Fatalf("bob got %q", l)
+		l = strings.TrimSuffix(l, "\r\n")
+		m := bobLine.FindStringSubmatch(l)
+		switch {
+		case m != nil && !ended:
+			if n, _ := strconv.Atoi(m[2]); n != got {
+				t.Fatalf("got message %d, want %d", n, got)
+			}
+			got++
+		case after != nil && after.MatchString(l):
+			ended = true
+		default:
+			t.Fatalf("after %d messages got %q", got, l)
 		}
-		if n, _ := strconv.Atoi(m[2]); n != got {
-			t.Fatalf("bob got message %d, want %d", n, got)
-		}
-		got++
 	}
-	if got+lost != relayed {
-		t.Fatalf("bob got %d of the %d messages relayed to him and alice was told %d were not delivered: off by %d",
-			got, relayed, lost, got+lost-relayed)
+}
+
+// TestEndedReaderCountIsExact: bob stops reading, then ends his session
+// while the server holds messages for him: he quits, or his account
+// logs in on another connection (auth.takeover). alice is told how many
+// of her messages never reached his socket, not 0: bob, reading all his
+// socket holds once it is closed, finds all the others. (The session
+// used to end before its goodbye was written, and the count made as
+// its connection was cut was thrown away; a takeover told 0.)
+//
+// A quit's count is exact: the session ends as the connection closes.
+// A takeover's is told as the pairing ends, at the new login, and is
+// what the old connection had not written then; the kernel may still
+// take some of it from the old connection before it is closed (its
+// send buffer grows), so the count may be too high, never too low.
+func TestEndedReaderCountIsExact(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		end   func(t *testing.T, d *enginetest.Daemon, bob *lineConn)
+		told  string // what alice is told, before the count
+		bye   string // what bob may be told after the messages
+		exact bool
+	}{
+		{"quit", func(t *testing.T, d *enginetest.Daemon, bob *lineConn) { bob.send("/quit") },
+			`bob left`, `^\* bye$`, true},
+		{"takeover", func(t *testing.T, d *enginetest.Daemon, bob *lineConn) {
+			d.DialLine(t).LoginPassword("bob", "hunter2")
+		}, `bob logged in elsewhere`, `^\* (bye|your account logged in on another connection; this one is closed)$`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2")
+			d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+				o.Auth.Takeover = true
+				o.Limits.OutboundHigh = 64 << 20
+				o.Limits.OutboundMax = 128 << 20
+				// Long enough for alice to send them all before bob
+				// is cut for not reading.
+				o.Limits.SlowTimeout = 6 * time.Second
+				o.Resume.Window = 0
+			})
+			alice := d.DialLine(t).LoginPassword("alice", "s3cret")
+			bob := newLineConn(t, dialSmallReceiveBuffer(t, d.TCP))
+			bob.resume = false
+			bob.expect(`^\* welcome`)
+			bob.send("/login bob hunter2")
+			bob.expect(`^\* you are bob`)
+			bob.send("/connect " + alice.Token)
+			bob.expect(`^\* you are connected with alice$`)
+			alice.Expect(`^\* bob is connected$`)
+
+			// Far more than bob's socket takes.
+			if err := <-sendNumbered(alice.Conn, count, 200); err != nil {
+				t.Fatal(err)
+			}
+			tc.end(t, d, bob)
+			told := alice.Expect(`^\* ` + tc.told + `(; \d+ of your messages were not delivered)?; you are free`)
+			m := regexp.MustCompile(`(\d+) of your`).FindStringSubmatch(told)
+			if m == nil {
+				t.Fatalf("alice was told %q: none of her messages lost, while the server held them for bob", told)
+			}
+			lost, _ := strconv.Atoi(m[1])
+			// What came after the end was refused, not relayed.
+			relayed := settledMessages(t, d)
+			got := readNumberedToEnd(t, bob, regexp.MustCompile(tc.bye))
+			if got+lost < relayed || tc.exact && got+lost != relayed {
+				t.Fatalf("bob got %d of the %d messages relayed to him and alice was told %d were not delivered: off by %d",
+					got, relayed, lost, got+lost-relayed)
+			}
+		})
 	}
 }
 

@@ -171,24 +171,26 @@ type UnsentCounter interface {
 	Dropped() int
 }
 
-// droppedBy is what q dropped, as far as it can tell (UnsentCounter).
-func droppedBy(q Queue) int {
+// neverWritten is what q's connection has not written, as far as q can
+// tell (UnsentCounter): unsent, what it still holds, and dropped, what
+// was handed to it after its connection closed.
+//
+// A session taken from a connection still open (a resume's takeover, an
+// export) reads unsent once it is out of the room: nothing more is
+// handed to q, which may write more of what it holds meanwhile (replayed
+// then twice, as a line client may see a message), never less. A
+// session whose connection closed was told what it never wrote (Close's
+// and Detach's undelivered), and adds what was dropped since. One ended
+// while its connection is open (LoginReplacing) counts both for its
+// partner now, since the pairing ends now: that connection writes
+// nothing relayed after its goodbye, and a reader that had stopped never
+// takes them; should it take them before it is closed, the count was
+// too high, never too low.
+func neverWritten(q Queue) (unsent, dropped int) {
 	if uc, ok := q.(UnsentCounter); ok {
-		return uc.Dropped()
+		return uc.Unsent(), uc.Dropped()
 	}
-	return 0
-}
-
-// unsentBy is what q's connection has not written, as far as q can tell
-// (UnsentCounter). Read as a session is taken from a connection still
-// open, once the session is out of its room: nothing more is handed to
-// q, which may write more of what it holds meanwhile (replayed then
-// twice, as a line client may see a message), never less.
-func unsentBy(q Queue) int {
-	if uc, ok := q.(UnsentCounter); ok {
-		return uc.Unsent()
-	}
-	return 0
+	return 0, 0
 }
 
 // Strides, in bytes written to a connection, between two looks at what
@@ -1008,8 +1010,10 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	peer := r.other(s)
 	r.close()
 	if peer != nil {
-		// Relayed after the connection closed, up to now.
-		undelivered += droppedBy(s.q)
+		// Relayed after the connection closed, up to now, or not yet
+		// written by one still open.
+		unsent, dropped := neverWritten(s.q)
+		undelivered += unsent + dropped
 		if s.away != nil {
 			// s ends away: what the partner sent it since it went, and
 			// what its connection never wrote, will never reach it. The

@@ -344,7 +344,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		// What the connection still carrying the session never wrote
 		// goes with it, as a resume on this node replays it (Resume):
 		// the connection is evicted, and will never write it.
-		p.Unsent = unsentBy(zombie)
+		p.Unsent, _ = neverWritten(zombie)
 	}
 	return p, zombie, nil
 }

@@ -152,7 +152,8 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		r.mu.Lock()
 		// Relayed after the connection closed, up to now: never written
 		// either.
-		a.unsent += droppedBy(s.q)
+		_, dropped := neverWritten(s.q)
+		a.unsent += dropped
 	}
 	s.hmu.Lock()
 	a.seq = s.seq
@@ -438,7 +439,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if a != nil {
 		g = gone{at: a.since, seq: a.seq, unsent: a.unsent}
 	} else {
-		g.unsent = unsentBy(zombie)
+		g.unsent, _ = neverWritten(zombie)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
 	if peer != nil && peer.away != nil && !peer.away.attached {

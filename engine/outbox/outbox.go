@@ -255,12 +255,18 @@ func Release(b *Batch) {
 }
 
 // lockOpen takes o.mu for appending msgs relayed messages (or other
-// bytes, for 0) to the queue, with a buffer ready. It reports false,
-// with o.mu released, if the outbox is closed: the messages are dropped,
-// and counted so.
-func (o *Outbox) lockOpen(msgs int) bool {
+// bytes, for 0) to the queue, with a buffer ready; own says the owner's
+// own last bytes (DeliverRaw) are appended. It reports false, with o.mu
+// released, if the outbox is closed, or retired and the bytes are not
+// the owner's: the messages are dropped, and counted so.
+func (o *Outbox) lockOpen(msgs int, own bool) bool {
 	o.mu.Lock()
-	if o.closed {
+	if o.closed || !own && o.side != nil && o.side.retired {
+		// Retired, only the owner's own last bytes (DeliverRaw) are
+		// written: a session that still delivers here, until its end is
+		// told with the count of what never reached the reader, must not
+		// have anything written after the goodbye, and what it relays
+		// is counted with what the connection never wrote.
 		o.dropped += int32(msgs)
 		o.mu.Unlock()
 		return false
@@ -281,7 +287,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 	if relayed {
 		msgs = 1
 	}
-	if !o.lockOpen(msgs) {
+	if !o.lockOpen(msgs, false) {
 		return
 	}
 	b := o.buf
@@ -298,7 +304,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 // DeliverMessages implements hub.BatchOutbox: a run of messages from one
 // sender, encoded under one lock and sent on at once (send).
 func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
-	if !o.lockOpen(len(texts)) {
+	if !o.lockOpen(len(texts), false) {
 		return
 	}
 	b := o.buf
@@ -319,7 +325,7 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 // messages. The owner calls it, on its loop, and flushes: they are never
 // written directly.
 func (o *Outbox) DeliverRaw(b []byte) {
-	if !o.lockOpen(0) {
+	if !o.lockOpen(0, true) {
 		return
 	}
 	o.buf.B = append(o.buf.B, b...)
@@ -480,8 +486,9 @@ func (o *Outbox) Unsent() int {
 }
 
 // Dropped returns how many relayed messages were handed to the Outbox
-// after Close, which dropped them: senders relay to a reader until its
-// session leaves their room, a moment after its connection closed. With
+// after Retire or Close, which dropped them: senders relay to a reader
+// until its session leaves their room, which may be as its connection
+// closes, after its goodbye was queued. With
 // what Close returned, they are every message the connection never
 // wrote. It implements hub.UnsentCounter.
 func (o *Outbox) Dropped() int {
@@ -575,12 +582,14 @@ func (o *Outbox) Wait(w hub.Waiter) bool {
 	return true
 }
 
-// Retire tells the Outbox that no session delivers to it any more: its
-// owner has only its own last bytes (a goodbye) still to write. It
-// returns the senders waiting on it, for the caller to wake, and holds
-// none back from then on: what they send goes to another connection
-// now, or nowhere, and need not wait for this one's reader, which may
-// take until it is cut as a slow reader.
+// Retire tells the Outbox that its owner has only its own last bytes (a
+// goodbye, DeliverRaw) still to write: whatever is delivered from then
+// on is dropped, and the relayed messages among it counted (Dropped),
+// since a session may still deliver here until its connection closes
+// and its end tells its partner the count. It returns the senders
+// waiting on it, for the caller to wake, and holds none back from then
+// on: what they send goes nowhere, counted, and need not wait for this
+// one's reader, which may take until it is cut as a slow reader.
 func (o *Outbox) Retire() (waiters []hub.Waiter) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
