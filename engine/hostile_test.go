@@ -1299,6 +1299,11 @@ func TestHostileNumberedSaysRateLimited(t *testing.T) {
 	if ev := wc.event(); ev["type"] != "welcome" {
 		t.Fatalf("login: %v", ev)
 	}
+	// So is one the decoder refuses, once it knows it is a say.
+	wc.write(clientFrame(0x81, []byte(`{"type":"say","text":5,"id":8}`), true))
+	if ev := wc.event(); ev["type"] != "error" || ev["code"] != "bad_message" || ev["id"] != 8.0 {
+		t.Fatalf("say whose text is not a string: %v", ev)
+	}
 	// Empty says and seals with no partner are refused, and each
 	// refusal spends a token: past the burst they are dropped. Dropped commands among them name nothing.
 	const n = 100

@@ -146,7 +146,9 @@ func (cn *conn) readFrame(buf []byte) int {
 		}
 		cn.sayRun()
 		if perr != nil {
-			cn.rejectInput(perr)
+			// A say or seal refused as it is read names its id (0 for
+			// anything else).
+			cn.rejectSay(perr, cmd.ID)
 			return n
 		}
 		cn.handle(&cmd)

@@ -126,6 +126,11 @@ func (f *fields) slot(name []byte) *member {
 //     must be one or more base64url characters (IsBase64URL), else
 //     proto.ErrBadMessage.
 //
+// An error comes with the zero Command, but for a say or seal refused
+// at 7 for its "text" or "data": its Command has the Op and the ID
+// (without Text), so that the refusal names the message, as any other
+// refusal of one does.
+//
 // So the pass reads a message to its end before it answers anything
 // but 1 and 2: a repeated member followed by a syntax error is
 // proto.ErrBadJSON. It stops at the first syntax error or string that is
@@ -307,7 +312,7 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 	case "say":
 		text, ok := d.stringOf(msg, &f.text)
 		if !ok {
-			return proto.Command{}, proto.ErrBadMessage
+			return proto.Command{Op: proto.OpSay, ID: f.messageID(msg)}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpSay, Text: text, ID: f.messageID(msg)}, nil
 	case "leave":
@@ -344,7 +349,7 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 	case "seal":
 		data, ok := d.stringOf(msg, &f.data)
 		if !ok || !IsBase64URL(data) {
-			return proto.Command{}, proto.ErrBadMessage
+			return proto.Command{Op: proto.OpSeal, ID: f.messageID(msg)}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID(msg)}, nil
 	}

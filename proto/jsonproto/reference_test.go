@@ -137,7 +137,7 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	case "say":
 		text, ok := referenceStringOf(f.text)
 		if !ok {
-			return proto.Command{}, proto.ErrBadMessage
+			return proto.Command{Op: proto.OpSay, ID: f.messageID()}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpSay, Text: text, ID: f.messageID()}, nil
 	case "leave":
@@ -174,7 +174,7 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	case "seal":
 		data, ok := referenceStringOf(f.data)
 		if !ok || len(data) == 0 || strings.Trim(string(data), referenceBase64URL) != "" {
-			return proto.Command{}, proto.ErrBadMessage
+			return proto.Command{Op: proto.OpSeal, ID: f.messageID()}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID()}, nil
 	}

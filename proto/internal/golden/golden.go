@@ -211,6 +211,10 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 // golden files: the op, then the fields that op carries, quoted.
 func FormatCommand(cmd proto.Command, err *proto.Error) string {
 	if err != nil {
+		if cmd.ID != 0 {
+			// A say or seal refused names its id.
+			return "error " + err.Code + " id=" + strconv.FormatUint(cmd.ID, 10)
+		}
 		return "error " + err.Code
 	}
 	var b strings.Builder
