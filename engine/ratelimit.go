@@ -31,9 +31,10 @@ import (
 // one rate_limited error at most once a second: never silence, never a
 // flood of errors. A say or seal its client numbered ("id") is told
 // as a refused say is (below): the error names the first dropped, the
-// per-second notice the rest, so that no message is taken for sent. A client that keeps going far past the limit (more
-// than abuseFactor times the burst dropped without a quiet second in
-// between) is a script, not a person; it is told so and disconnected.
+// per-second notice the rest, so that no message is taken for sent. A
+// client that keeps going far past the limit (more than abuseFactor
+// times the burst dropped without a quiet second in between) is a
+// script, not a person; it is told so and disconnected.
 //
 // A say that cannot be sent is a different case: a sender still pasting
 // after its pair ended (not_paired), or while its partner is away with
