@@ -46,6 +46,21 @@ func TestMessagesDroppedAfterCloseAreCounted(t *testing.T) {
 			t.Fatalf("bob was told %+v, want peer_left with 5 undelivered", ev)
 		}
 	})
+	t.Run("takeover", func(t *testing.T) {
+		// The old connection is open: what it has not written is told
+		// as the takeover ends the pairing, with what it dropped.
+		h := New(resumeOpts())
+		alice, q, _ := loginCounting(t, h, "alice")
+		bob, _ := resumable(t, h, "bob")
+		pair(t, bob, alice)
+		q.unsent, q.dropped = 4, 1
+		if _, _, err := h.LoginReplacing([]byte("alice"), &recorder{}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonReplaced || ev.Count != 5 {
+			t.Fatalf("bob was told %+v, want peer_left replaced with 5 undelivered", ev)
+		}
+	})
 	t.Run("detach", func(t *testing.T) {
 		h, clk := newClockedHub(resumeOpts())
 		alice, q, key := loginCounting(t, h, "alice")
