@@ -279,7 +279,7 @@ func (h *Hub) unpairRemote(rooms []remoteRoom, reason proto.Reason, undelivered 
 		if rr.stub.room.Load() != rr.r {
 			continue
 		}
-		h.unpairLocked(rr.stub, reason, undelivered)
+		h.unpairLocked(rr.stub, reason, undelivered, false)
 		cuts = append(cuts, RemoteCut{Key: rr.local.Key(), PeerKey: rr.stub.Key(), Node: rr.node, PairID: rr.r.pairID})
 	}
 	return cuts

@@ -982,7 +982,7 @@ func (s *Session) Leave() *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.room.Load() == r {
-		h.unpairLocked(s, proto.ReasonLeft, 0)
+		h.unpairLocked(s, proto.ReasonLeft, 0, true)
 	}
 	// Left even if the partner went first meanwhile: the user asked.
 	deliver(s.q, proto.Event{Kind: proto.EvLeft, Peer: peer.name})
@@ -1001,7 +1001,9 @@ func (h *Hub) partner(s *Session) (*room, *Session) {
 }
 
 // unpairLocked closes s's room, if any, tells the partner, and returns it.
-func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Session {
+// stays says s's connection goes on writing what it holds (a /leave):
+// none of that is undelivered.
+func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int, stays bool) *Session {
 	r := s.room.Load()
 	if r == nil {
 		return nil
@@ -1011,8 +1013,11 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int) *Se
 	r.close()
 	if peer != nil {
 		// Relayed after the connection closed, up to now, or not yet
-		// written by one still open.
+		// written by one still open that writes no more of it.
 		unsent, dropped := neverWritten(s.q)
+		if stays {
+			unsent = 0
+		}
 		undelivered += unsent + dropped
 		if s.away != nil {
 			// s ends away: what the partner sent it since it went, and
@@ -1206,7 +1211,7 @@ func (lo logout) finish(reason proto.Reason, undelivered int) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.unpairLocked(lo.s, reason, undelivered)
+	h.unpairLocked(lo.s, reason, undelivered, false)
 	// Nothing can be delivered to the session any more: what it kept
 	// for a resume goes.
 	lo.s.dropHistory()

@@ -76,3 +76,20 @@ func TestMessagesDroppedAfterCloseAreCounted(t *testing.T) {
 		}
 	})
 }
+
+// TestLeaveCountsNothingStillToBeWritten: a /leave ends the pairing but
+// not the connection, which goes on writing what it holds for the user:
+// the partner who is told of the leave is told of none undelivered.
+func TestLeaveCountsNothingStillToBeWritten(t *testing.T) {
+	h := New(resumeOpts())
+	alice, q, _ := loginCounting(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	q.unsent = 3
+	if err := alice.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonLeft || ev.Count != 0 {
+		t.Fatalf("bob was told %+v, want peer_left, left, with none undelivered", ev)
+	}
+}
