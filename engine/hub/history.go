@@ -617,6 +617,22 @@ func (s *Session) historyLocked() *history {
 	return s.hist
 }
 
+// loseAway numbers n messages delivered to s, away, that could not be
+// kept and whose sender cannot be told (see TellLeft), and notes them
+// lost, as messages dropped for room are: its resume counts them as
+// missed, whether it says what it received (they are numbered) or not
+// (a loss run recalls them).
+func (s *Session) loseAway(h *Hub, n int) {
+	now, recent := h.clock.now(), h.recent()
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	hs := s.historyLocked()
+	for range n {
+		s.seq++
+		hs.noteLoss(s.seq, now, now, recent)
+	}
+}
+
 // settleLocked gives s's history back if it holds nothing.
 func (s *Session) settleLocked() {
 	if hs := s.hist; hs != nil && hs.empty() {

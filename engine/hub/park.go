@@ -356,7 +356,8 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 // (they were still held for it here, Holder), so the import could
 // neither rebuild the pairing nor read its end from the park. The
 // messages are delivered as to any session (kept for its resume, up to
-// resume.buffer; the partner, gone, is told of none refused), and the
+// resume.buffer; those refused past it, with no partner left to tell,
+// are counted missed by its resume), and the
 // peer_left, away, is kept for its resume, which tells it as a session
 // away on one node is told; attached, it is told at once. It reports
 // false, and does nothing, when there is no such session here, or it is
@@ -370,7 +371,11 @@ func (h *Hub) TellLeft(key string, left PeerLeft, last [][]byte) bool {
 	}
 	if len(last) > 0 {
 		ev := proto.Event{Kind: proto.EvMessage, From: left.Peer}
-		s.deliverMessages(h, &ev, last)
+		if n, _ := s.deliverMessages(h, &ev, last); n < len(last) {
+			// Refused for room, and the partner who would be told is
+			// gone: the session's resume counts them as missed instead.
+			s.loseAway(h, len(last)-n)
+		}
 	}
 	h.tellPeerLeftLocked(s, left)
 	return true

@@ -623,3 +623,48 @@ func export(t *testing.T, h *Hub, key string) *Parked {
 	}
 	return p
 }
+
+// TestTellLeftBeyondBufferIsMissed: the partner's last messages that
+// TellLeft cannot keep for the session (past resume.buffer) are not
+// dropped untold: the partner has gone, so the session's resume counts
+// them as missed, whether it says what it received or not.
+func TestTellLeftBeyondBufferIsMissed(t *testing.T) {
+	for _, hasLast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hasLast=%v", hasLast), func(t *testing.T) {
+			opts := resumeOpts()
+			opts.ResumeBuffer = 2*entryCost + 20
+			h, _, _ := clusterHub(t, opts)
+			alice, key := resumable(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			alice.Detach(proto.ReasonDisconnected, 0)
+			p := export(t, h, "alice")
+			if err := bob.Leave(); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Import(p, nil); err != nil {
+				t.Fatal(err)
+			}
+			last := [][]byte{[]byte("last 1"), []byte("last 2"), []byte("last 3"), []byte("last 4")}
+			left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: len(last)}
+			if !h.TellLeft("alice", left, last) {
+				t.Fatal("the session taken up unpaired was not told")
+			}
+			box := &recorder{}
+			if _, err := h.Resume([]byte(key), 0, hasLast, box); err != nil {
+				t.Fatal(err)
+			}
+			evs := box.take()
+			resumed, replayed, after := replay(t, evs)
+			if got := strings.Join(texts2(replayed), ","); got != "last 1,last 2" {
+				t.Fatalf("replayed %q", got)
+			}
+			if resumed.Missed != 2 {
+				t.Fatalf("the resume missed %d of the partner's last messages, not 2: %+v", resumed.Missed, resumed)
+			}
+			if len(after) != 1 || after[0].Kind != proto.EvPeerLeft || after[0].Count != len(last) {
+				t.Fatalf("then %+v", after)
+			}
+		})
+	}
+}
