@@ -127,3 +127,30 @@ func TestNetcatKeys(t *testing.T) {
 	bob.Expect(`^\* carol disconnected; you are free to be joined again$`)
 	carol.wait()
 }
+
+// TestTelnetEscapeCommands drives Debian's telnet through its escape
+// (Ctrl-]) to send each telnet command its manual offers, then types a
+// line, which must reach the partner whole. `send synch` sends IAC DM
+// as TCP urgent data, which the kernel would take out of the stream (the
+// IAC) and leave the DM in the next line, refused as not UTF-8: the
+// listener keeps urgent data in line (SO_OOBINLINE), where the framer
+// reads the command as any other.
+func TestTelnetEscapeCommands(t *testing.T) {
+	telnet := requireTelnet(t)
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+	for _, cmd := range []string{"synch", "ayt", "brk", "ao", "ip", "abort", "eof", "susp", "ec", "el", "nop", "ga", "synch"} {
+		tn.type_("\x1d")
+		tn.expect(regexp.QuoteMeta("telnet> "))
+		tn.typeLine("send " + cmd)
+		if cmd == "ayt" {
+			tn.expect(regexp.QuoteMeta("* yes, the server is here"))
+		}
+		tn.typeLine("after " + cmd)
+		if got := bob.Line(); got != "<alice> after "+cmd {
+			t.Errorf("after telnet's `send %s` the partner read %q", cmd, got)
+		}
+	}
+}

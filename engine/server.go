@@ -211,6 +211,29 @@ func (s *Server) listenerUserTimeouts() {
 	s.userTimeoutEach.Store(each)
 }
 
+// listenerOOBInline keeps TCP urgent data in the stream of every
+// connection accepted on the line listener (SO_OOBINLINE, which Linux
+// copies from the listener as it does TCP_USER_TIMEOUT). telnet sends
+// its Synch (`send synch`, and with each interrupt under `toggle
+// autosynch`) as IAC DM with the DM urgent; taken out of the stream, the
+// urgent byte would leave a lone IAC or DM in the next line, which would
+// be refused as not UTF-8. In the stream, the framer reads IAC DM as the
+// command it is, and drops it. A listener that cannot be given it only
+// leaves that line refused, which its user is told.
+func (s *Server) listenerOOBInline() {
+	if s.opts.TCPListen == "" {
+		return
+	}
+	fd, err := s.eng.DupListener("tcp", s.opts.TCPListen)
+	if err == nil {
+		err = setOOBInline(fd)
+		_ = unix.Close(fd)
+	}
+	if err != nil {
+		s.log.Warn("cannot keep urgent data in line on the listener; a telnet Synch will cost its user the next line", zap.String("listen", s.opts.TCPListen), zap.Error(err))
+	}
+}
+
 // setHubOptions hands the hub limits.max_text and the resume section, as
 // they are now. s.hubMu is held.
 func (s *Server) setHubOptions() {
@@ -493,6 +516,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 			s.log.Error("cannot read bound address", zap.String("listen", s.opts.WSListen), zap.Error(err))
 		}
 	}
+	s.listenerOOBInline()
 	s.hubMu.Lock()
 	s.listening = true
 	s.listenerUserTimeouts()

@@ -16,3 +16,9 @@ import (
 func setUserTimeout(fd int, d time.Duration) error {
 	return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
 }
+
+// setOOBInline keeps TCP urgent data in socket fd's stream (see
+// Server.listenerOOBInline).
+func setOOBInline(fd int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
+}
