@@ -3,7 +3,8 @@
 # unit in /etc/systemd/system, the duetd system user (sysusers.d), the
 # example configuration in /etc/duetd/duetd.yaml, readable by root and
 # the duetd group only (an existing one is never overwritten), and the
-# guides in docs/. Safe to run again: it only replaces what it owns.
+# guides in docs/ with the files they link to. Safe to run again: it
+# only replaces what it owns.
 #
 #   scripts/install.sh                 build, install, enable and (re)start
 #   scripts/install.sh --dry-run       print every command a real run would
@@ -28,7 +29,7 @@ dry=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run|-n) dry=1 ;;
-    -h|--help) sed -n '2,16p' "$self"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$self"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -67,14 +68,27 @@ if [ -z "$binary" ]; then
   run go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$binary" ./cmd/duetd
 fi
 
+docdir=$destdir/usr/local/share/doc/duetd
 run install -d -m 0755 "$destdir/usr/local/bin" "$destdir/etc/systemd/system" \
-  "$destdir/etc/sysusers.d" "$destdir/etc/duetd" "$destdir/usr/local/share/doc/duetd"
+  "$destdir/etc/sysusers.d" "$destdir/etc/duetd" "$docdir"
 run install -m 0755 "$binary" "$destdir/usr/local/bin/duetd"
 run install -m 0644 scripts/duetd.service "$destdir/etc/systemd/system/duetd.service"
 run install -m 0644 scripts/duetd.sysusers "$destdir/etc/sysusers.d/duetd.conf"
 # Every guide, not OPERATIONS.md alone: duetd help and the unit point
 # there, and it links to the others (PROTOCOL.md, LIMITS.md, ...).
-run install -m 0644 docs/*.md "$destdir/usr/local/share/doc/duetd/"
+run install -m 0644 docs/*.md "$docdir/"
+# The guides also link to files of the clone outside docs/, as
+# ../scripts/duetd.yaml: each is installed beside the guides under the
+# same path (scripts/duetd.yaml), and the installed guides' links lose
+# their ../, so that every link in an installed guide resolves. The
+# lists come from the guides in the clone, so a dry run prints the same
+# commands as a real one.
+for target in $(grep -oh '](\.\./[^)#]*' docs/*.md | sed 's#^](\.\./##' | sort -u); do
+  run install -D -m 0644 "$target" "$docdir/$target"
+done
+for guide in $(grep -l '](\.\./' docs/*.md); do
+  run sed -i 's#](\.\./#](#g' "$docdir/${guide#docs/}"
+done
 
 # The unit runs duetd as the duetd user, and the configuration is only
 # readable by its group. A staging root gets no user: whoever installs the

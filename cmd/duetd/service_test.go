@@ -603,18 +603,13 @@ func TestInstallScript(t *testing.T) {
 		}
 	}
 	// duetd help and the unit send the operator to the installed guide;
-	// the guides it links to are there beside it.
+	// what it and the other guides link to is installed with them.
 	docs := filepath.Join(root, "usr/local/share/doc/duetd")
 	guide, _ := os.ReadFile(filepath.Join(docs, "OPERATIONS.md"))
-	links := regexp.MustCompile(`\]\(([A-Z]+\.md)[#)]`).FindAllSubmatch(guide, -1)
-	if len(links) == 0 {
+	if !regexp.MustCompile(`\]\([A-Z]+\.md[#)]`).Match(guide) {
 		t.Error("OPERATIONS.md links to no other guide")
 	}
-	for _, l := range links {
-		if _, err := os.Stat(filepath.Join(docs, string(l[1]))); err != nil {
-			t.Errorf("OPERATIONS.md links to %s, which is not installed beside it", l[1])
-		}
-	}
+	checkDocLinks(t, root, docs)
 	cfg := filepath.Join(root, "etc/duetd/duetd.yaml")
 	if fi, err := os.Stat(cfg); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("config mode %v, %v: want 0640", fi.Mode().Perm(), err)
@@ -647,6 +642,53 @@ func TestInstallScript(t *testing.T) {
 		!regexp.MustCompile(`(?m)^duetd:x:\d+:$`).Match(group) {
 		t.Errorf("systemd-sysusers made\n%s\n%s", passwd, group)
 	}
+}
+
+// checkDocLinks checks that every relative link in every guide (.md)
+// in dir resolves to a file inside root: a guide that links to a file
+// the clone has and the install has not sends its reader nowhere.
+// Anchors are not checked, only the files they are in.
+func checkDocLinks(t *testing.T, root, dir string) {
+	t.Helper()
+	guides, _ := filepath.Glob(filepath.Join(dir, "*.md"))
+	if len(guides) == 0 {
+		t.Fatalf("no guides in %s", dir)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	for _, g := range guides {
+		text, err := os.ReadFile(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range link.FindAllSubmatch(text, -1) {
+			target := string(l[1])
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			if target == "" {
+				continue // an anchor in the guide itself
+			}
+			p := filepath.Join(dir, target)
+			if rel, err := filepath.Rel(root, p); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+				t.Errorf("%s links to %s, outside %s", filepath.Base(g), l[1], root)
+				continue
+			}
+			if fi, err := os.Stat(p); err != nil || fi.IsDir() {
+				t.Errorf("%s links to %s, which is not there: %s", filepath.Base(g), l[1], p)
+			}
+		}
+	}
+}
+
+// TestDocLinks checks the guides' links in the clone, as
+// TestInstallScript checks them installed.
+func TestDocLinks(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDocLinks(t, root, filepath.Join(root, "docs"))
 }
 
 // TestInstallScriptWithoutGo: on a server with no Go, install.sh says
