@@ -65,6 +65,19 @@ type fields struct {
 	// is repeated, is still ignored rather than refused.
 	id      member
 	idTwice bool
+	// typeTwice, typeCut and idCut matter only to a message refused
+	// before its members are read (named): "type" was given more than
+	// once; the message stopped being JSON in the value of "type", or
+	// of "id", or before what ends it. (Flags rather than a pointer to
+	// the member: a pointer into f stored in f would move every Decode's
+	// fields to the heap.)
+	typeTwice, typeCut, idCut bool
+}
+
+// cutShort notes that the message stopped being JSON in m's value, or
+// before what ends it.
+func (f *fields) cutShort(m *member) {
+	f.typeCut, f.idCut = m == &f.typ, m == &f.id
 }
 
 // slot returns where the member named name goes, or nil for a member
@@ -126,10 +139,11 @@ func (f *fields) slot(name []byte) *member {
 //     must be one or more base64url characters (IsBase64URL), else
 //     proto.ErrBadMessage.
 //
-// An error comes with the zero Command, but for a say or seal refused
-// at 7 for its "text" or "data": its Command has the Op and the ID
-// (without Text), so that the refusal names the message, as any other
-// refusal of one does.
+// An error comes with the zero Command, but for a say or seal, whose
+// Command has the Op and the ID (without Text) so that the refusal
+// names the message, as any other refusal of one does: always when it
+// is refused at 7 for its "text" or "data", and when it is refused at 1
+// to 6 if the Op and ID can be told (see named).
 //
 // So the pass reads a message to its end before it answers anything
 // but 1 and 2: a repeated member followed by a syntax error is
@@ -146,7 +160,10 @@ func (f *fields) slot(name []byte) *member {
 func (d *Decoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	if text, id, err, ok := d.decodeSay(msg); ok {
 		if err != nil {
-			return proto.Command{}, err
+			if id == 0 {
+				return proto.Command{}, err
+			}
+			return proto.Command{Op: proto.OpSay, ID: id}, err
 		}
 		return proto.Command{Op: proto.OpSay, Text: text, ID: id}, nil
 	}
@@ -177,10 +194,10 @@ const (
 // optionally idHead and a count written in the fewest digits, and '}',
 // with only whitespace after it. It reads the body as the pass does, and
 // for such a message gives the answer the pass would give: the text and
-// id, or proto.ErrInvalidUTF8 for a lone surrogate. It reports ok false
-// for any other message, which the pass then reads from the start, and
-// so too for a say that is not JSON or not UTF-8, whose answer depends
-// on the whole message.
+// id, or proto.ErrInvalidUTF8 and the id for a lone surrogate. It
+// reports ok false for any other message, which the pass then reads
+// from the start, and so too for a say that is not JSON or not UTF-8,
+// whose answer depends on the whole message.
 func (d *Decoder) decodeSay(msg []byte) (text []byte, id uint64, err *proto.Error, ok bool) {
 	// Three words, the last overlapping the second, compare the head.
 	if len(msg) < len(sayHead) || load8(msg, 0) != load8(sayHead, 0) ||
@@ -212,7 +229,7 @@ func (d *Decoder) decodeSay(msg []byte) (text []byte, id uint64, err *proto.Erro
 		return nil, 0, nil, false
 	}
 	if lone {
-		return nil, 0, proto.ErrInvalidUTF8, true
+		return nil, id, proto.ErrInvalidUTF8, true
 	}
 	if !body.escaped {
 		return msg[body.start:body.end:body.end], id, nil, true
@@ -262,18 +279,28 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 		// The pass stops at the first thing that is not JSON, and it
 		// checks UTF-8 only in the strings it has read, so a byte that
 		// is not UTF-8 may lie further on.
+		err := proto.ErrBadJSON
 		if !utf8.Valid(msg) {
-			return proto.Command{}, proto.ErrInvalidUTF8
+			err = proto.ErrInvalidUTF8
 		}
-		return proto.Command{}, proto.ErrBadJSON
+		if !object {
+			return proto.Command{}, err
+		}
+		// The pass stopped at the first byte a string may not hold,
+		// too: a pass that reads on past those, to the first break in
+		// the structure, finds the members that name the message.
+		s = pass{msg: msg, d: d, salvage: true}
+		f = fields{}
+		s.members(skipSpace(msg, 0)+1, &f)
+		return d.named(msg, &f, err)
 	case s.lone:
-		return proto.Command{}, proto.ErrInvalidUTF8
+		return d.named(msg, &f, proto.ErrInvalidUTF8)
 	case s.deep, !object:
-		return proto.Command{}, proto.ErrBadJSON
+		return d.named(msg, &f, proto.ErrBadJSON)
 	case f.duplicate:
 		// JSON leaves the meaning of a repeated member open, and parsers
 		// differ on which one wins; refuse rather than guess.
-		return proto.Command{}, proto.ErrBadMessage
+		return d.named(msg, &f, proto.ErrBadMessage)
 	}
 	// The message is JSON: build the Command. This is not a function of
 	// its own because handing a Command back through one more call
@@ -372,6 +399,45 @@ func IsBase64URL(data []byte) bool {
 	return true
 }
 
+// named returns err with the Command that names the message Decode
+// refuses with it before reading its members (at 1 to 6): a say's or
+// seal's Op and ID, read from the members of the top-level object that
+// f noted before the message stopped being JSON, if it did. "type"
+// must be there once, whole (followed by ',' or '}') and a string that
+// is "say" or "seal" with no bytes a string may not hold; "id" must be
+// there once and whole, and a count other than 0. Anything else is the
+// zero Command: a message whose type cannot be told names no say, and an
+// id given twice (with the same value or not) or cut short names none,
+// rather than the wrong one. What comes after a break in the structure
+// (a missing quote, a stray word) cannot be told to be a member of the
+// top-level object, and is not read.
+func (d *Decoder) named(msg []byte, f *fields, err *proto.Error) (proto.Command, *proto.Error) {
+	if f.typeTwice || f.typeCut || !f.typ.isString {
+		return proto.Command{}, err
+	}
+	// A salvaging pass reads a string to its closing quote whatever it
+	// holds: the type must be one a strict pass reads as far.
+	if end, _ := (&pass{msg: msg, d: d}).stringBody(f.typ.start); end != f.typ.end {
+		return proto.Command{}, err
+	}
+	d.unescaped = d.unescaped[:0]
+	typ, _ := d.stringOf(msg, &f.typ)
+	var op proto.Op
+	switch string(typ) {
+	case "say":
+		op = proto.OpSay
+	case "seal":
+		op = proto.OpSeal
+	default:
+		return proto.Command{}, err
+	}
+	id := f.messageID(msg)
+	if id == 0 || f.idCut {
+		return proto.Command{}, err
+	}
+	return proto.Command{Op: op, ID: id}, err
+}
+
 // messageID is the say's or seal's "id" when it is a count given once,
 // else 0: none.
 func (f *fields) messageID(msg []byte) uint64 {
@@ -430,6 +496,13 @@ type pass struct {
 	d    *Decoder
 	lone bool // a \u escape names half a surrogate pair
 	deep bool // a value nests deeper than maxDepth
+	// salvage reads on past what a string may not hold (a byte that is
+	// not UTF-8, a raw control character, an escape JSON does not have:
+	// a backslash and the byte after it), counting each in faults, as
+	// the lexer of a lenient parser would: for named, after the strict
+	// pass has refused the message.
+	salvage bool
+	faults  int
 }
 
 // members reads the members of the top-level object, whose '{' is just
@@ -441,22 +514,29 @@ func (s *pass) members(i int, f *fields) int {
 		return i + 1
 	}
 	for {
+		faults := s.faults
 		start, end, escaped, next := s.memberName(i)
 		if next < 0 {
 			return -1
 		}
 		i = skipSpace(msg, next)
-		name := msg[start:end]
-		if escaped {
-			// The buffer is free until the pass ends: the Command's
-			// strings are unescaped after it.
-			s.d.unescaped = appendUnescaped(s.d.unescaped[:0], name)
-			name = s.d.unescaped
+		var m *member
+		if s.faults == faults { // a name a salvaging pass read past a fault in is no name duet reads
+			name := msg[start:end]
+			if escaped {
+				// The buffer is free until the pass ends: the Command's
+				// strings are unescaped after it.
+				s.d.unescaped = appendUnescaped(s.d.unescaped[:0], name)
+				name = s.d.unescaped
+			}
+			m = f.slot(name)
 		}
-		m := f.slot(name)
 		if m == &f.id && m.seen {
 			f.idTwice = true
 			m = nil
+		}
+		if m == &f.typ && m.seen {
+			f.typeTwice = true
 		}
 		switch {
 		case m == nil:
@@ -466,6 +546,7 @@ func (s *pass) members(i int, f *fields) int {
 			m.seen, m.isString, m.start = true, true, i+1
 			m.end, m.escaped = s.stringBody(i + 1)
 			if m.end < 0 {
+				f.cutShort(m)
 				return -1
 			}
 			i = m.end + 1
@@ -478,10 +559,13 @@ func (s *pass) members(i int, f *fields) int {
 			m.end = i
 		}
 		if i < 0 {
+			f.cutShort(m)
 			return -1
 		}
+		// The member is whole only with what ends it.
 		i = skipSpace(msg, i)
 		if i >= len(msg) {
+			f.cutShort(m)
 			return -1
 		}
 		switch msg[i] {
@@ -490,6 +574,7 @@ func (s *pass) members(i int, f *fields) int {
 		case '}':
 			return i + 1
 		default:
+			f.cutShort(m)
 			return -1
 		}
 	}
@@ -651,17 +736,30 @@ func (s *pass) stringBody(i int) (int, bool) {
 			return i, escaped
 		case c == '\\':
 			escaped = true
-			if i = s.escape(i); i < 0 {
+			j := s.escape(i)
+			if j < 0 {
+				if !s.salvage || i+1 >= len(msg) {
+					return -1, false
+				}
+				s.faults++
+				j = i + 2
+			}
+			i = j
+		case c < 0x20:
+			if !s.salvage {
 				return -1, false
 			}
-		case c < 0x20:
-			return -1, false
+			s.faults++
+			i++
 		case c < utf8.RuneSelf:
 			i++
 		default:
 			r, size := utf8.DecodeRune(msg[i:])
 			if r == utf8.RuneError && size == 1 {
-				return -1, false
+				if !s.salvage {
+					return -1, false
+				}
+				s.faults++
 			}
 			i += size
 		}

@@ -263,3 +263,85 @@ func TestDecodeSayTakesBrowserSays(t *testing.T) {
 		}
 	}
 }
+
+// refusedIDTests are says and seals refused before their members are
+// read (not UTF-8, not JSON, a lone surrogate, a member given twice,
+// too deep): the refusal names the id when the message has one, given
+// once as a member of the top-level object with a count for its value,
+// whole, beside a "type" of say or seal given once, all before anything
+// that breaks JSON's structure; bytes a string may not hold do not.
+var refusedIDTests = []struct {
+	msg  string
+	want string
+}{
+	// Not JSON after the id.
+	{`{"type":"say","id":5,"text":"hi"`, "error bad_json id=5"},
+	{`{"type":"say","id":5,"text":hi}`, "error bad_json id=5"},
+	{`{"type":"say","text":"hi","id":5} x`, "error bad_json id=5"},
+	{`{"type":"say","text":"hi","id":5,}`, "error bad_json id=5"},
+	{`{"type":"say","id":5,"text":"\ud800","n":01}`, "error bad_json id=5"},
+	{"{\"type\":\"say\",\"id\":5,\xff}", "error invalid_utf8 id=5"},
+	// A member given twice.
+	{`{"type":"say","text":"a","text":"b","id":6}`, "error bad_message id=6"},
+	{`{"type":"seal","id":6,"data":"AQUB","data":"AQUB"}`, "error bad_message id=6"},
+	// A lone surrogate, the short way and the pass's.
+	{`{"type":"say","text":"\ud800","id":7}`, "error invalid_utf8 id=7"},
+	{`{"type":"say","id":7,"text":"\ud800"}`, "error invalid_utf8 id=7"},
+	{`{"t\u0079pe":"s\u0061y","text":"\udc00","i\u0064":7}`, "error invalid_utf8 id=7"},
+	// Bytes a string may not hold, before or after the id.
+	{"{\"type\":\"say\",\"text\":\"caf\xe9\",\"id\":8}", "error invalid_utf8 id=8"},
+	{"{\"type\":\"say\",\"id\":8,\"text\":\"caf\xe9\"}", "error invalid_utf8 id=8"},
+	{"{\"type\":\"seal\",\"data\":\"\xff\",\"id\":8}", "error invalid_utf8 id=8"},
+	{"{\"type\":\"say\",\"text\":\"a\x01b\",\"id\":9}", "error bad_json id=9"},
+	{`{"type":"say","text":"\q","id":9}`, "error bad_json id=9"},
+	{`{"type":"say","text":"\u12","id":9}`, "error bad_json id=9"},
+	{"{\"type\":\"say\",\"x\":[\"\xff\",{\"a\":\"\x01\"}],\"text\":\"hi\",\"id\":9}", "error invalid_utf8 id=9"},
+	// Too deep.
+	{`{"type":"say","text":"hi","id":10,"x":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`, "error bad_json id=10"},
+
+	// The id is the broken part: cut short, not whole, or not a count.
+	{`{"type":"say","text":"\ud800","id":5`, "error bad_json"},
+	{`{"type":"say","text":"\ud800","id":5 `, "error bad_json"},
+	{`{"type":"say","text":"\ud800","id":5x}`, "error bad_json"},
+	{`{"type":"say","text":"\ud800","id":05}`, "error bad_json"},
+	{`{"type":"say","text":"\ud800","id":5.0}`, "error invalid_utf8"},
+	{`{"type":"say","text":"\ud800","id":"5"}`, "error invalid_utf8"},
+	{"{\"type\":\"say\",\"text\":\"hi\",\"id\":\xff5}", "error invalid_utf8"},
+	{"{\"type\":\"say\",\"text\":\"hi\",\"i\xffd\":5}", "error invalid_utf8"},
+	// Given twice, with the same value or not.
+	{`{"type":"say","text":"\ud800","id":5,"id":6}`, "error invalid_utf8"},
+	{`{"type":"say","text":"\ud800","id":5,"id":5}`, "error invalid_utf8"},
+	{`{"type":"say","id":5,"text":"a","text":"b","i\u0064":5}`, "error bad_message"},
+	// After what breaks the structure, it cannot be told from text.
+	{`{"type":"say","text":"a"b,"id":5}`, "error bad_json"},
+	{`{"type":"say","text":"a "b" c","id":5}`, "error bad_json"},
+	{`{"type":"say","text":"hi,"id":5}`, "error bad_json"},
+	{`{"type":"say","text":"hi"]"id":5}`, "error bad_json"},
+	// Not a member of the top-level object.
+	{`{"type":"say","text":"\ud800","x":{"id":5}}`, "error invalid_utf8"},
+	{`{"type":"say","text":"\ud800 \"id\":5"}`, "error invalid_utf8"},
+	{`[{"type":"say","text":"\ud800","id":5}]`, "error invalid_utf8"},
+	{`{"type":"say","text":"hi"}{"type":"say","text":"hi","id":5}`, "error bad_json"},
+	// Not a say or seal, or not known to be one.
+	{`{"type":"login","name":"\ud800","id":5}`, "error invalid_utf8"},
+	{`{"type":"who","x":1,"x":2,"name":"a","name":"b","id":5}`, "error bad_message"},
+	{`{"text":"\ud800","id":5}`, "error invalid_utf8"},
+	{`{"id":5,"text":"a"b,"type":"say"}`, "error bad_json"},
+	{`{"type":"say","type":"say","text":"hi","id":5}`, "error bad_message"},
+	{`{"type":"say","type":"seal","text":"hi","id":5}`, "error bad_message"},
+	{"{\"type\":\"say\xff\",\"text\":\"hi\",\"id\":5}", "error invalid_utf8"},
+	{`{"type":"s\u0061y\q","text":"hi","id":5}`, "error bad_json"},
+	{`{"type":"\u12","text":"hi","id":5}`, "error bad_json"},
+	{`{"type":"say"x,"text":"hi","id":5}`, "error bad_json"},
+}
+
+// TestDecodeRefusalNamesID checks which refusals name a say's or seal's
+// id.
+func TestDecodeRefusalNamesID(t *testing.T) {
+	var d Decoder
+	for _, tt := range refusedIDTests {
+		if got := golden.FormatCommand(d.Decode([]byte(tt.msg))); got != tt.want {
+			t.Errorf("Decode(%q) = %s, want %s", tt.msg, got, tt.want)
+		}
+	}
+}

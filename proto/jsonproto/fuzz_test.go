@@ -30,13 +30,125 @@ var decodeSeeds = []string{
 	`{"type":"seal","data":"\u0041Q"}`, `{"type":"seal","data":""}`, `{"type":"seal","text":"AQUB"}`,
 }
 
-// addDecodeSeeds adds decodeSeeds and the messages of decodeTests.
+// addDecodeSeeds adds decodeSeeds and the messages of decodeTests and
+// refusedIDTests.
 func addDecodeSeeds(f *testing.F) {
 	for _, seed := range decodeSeeds {
 		f.Add([]byte(seed))
 	}
 	for _, tt := range decodeTests {
 		f.Add([]byte(tt.msg))
+	}
+	for _, tt := range refusedIDTests {
+		f.Add([]byte(tt.msg))
+	}
+}
+
+// lexMember is a member of a message's top-level object as lexMembers
+// reads it.
+type lexMember struct {
+	name  string // the name as encoding/json reads it ("" if it cannot)
+	value []byte // the value's first token, as written
+	whole bool   // the value is that one token, and ',' or '}' follows it
+}
+
+// lexMembers lists the members of msg's top-level object as a lexer
+// sees them, whether or not msg is JSON: it splits msg into tokens
+// (punctuation; a string, from a quote to the next quote that no
+// backslash escapes; a run of anything else), with JSON's four
+// whitespace bytes between them, counts the depth of brackets, and
+// takes for a member a string at depth 1 just after '{' or ',' and
+// followed by ':'. It shares no code with Decoder and knows nothing of
+// UTF-8, escapes or numbers, nor of where msg stops being JSON: it sees
+// every member Decoder can read, and maybe more.
+func lexMembers(msg []byte) []lexMember {
+	const punct = "{}[],:"
+	var toks [][]byte
+	for i := 0; i < len(msg); {
+		c := msg[i]
+		j := i + 1
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i = j
+			continue
+		case strings.IndexByte(punct, c) >= 0:
+		case c == '"':
+			for j < len(msg) && msg[j] != '"' {
+				if msg[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			// A string not closed is a token to the end.
+			j = min(j+1, len(msg))
+		default:
+			for j < len(msg) && strings.IndexByte(punct+" \t\n\r\"", msg[j]) < 0 {
+				j++
+			}
+		}
+		toks = append(toks, msg[i:j])
+		i = j
+	}
+	is := func(k int, s string) bool { return k < len(toks) && string(toks[k]) == s }
+	if !is(0, "{") {
+		return nil
+	}
+	var members []lexMember
+	depth := 1
+	for k := 1; k < len(toks) && depth > 0; k++ {
+		switch t := toks[k]; {
+		case t[0] == '{' || t[0] == '[':
+			depth++
+		case t[0] == '}' || t[0] == ']':
+			depth--
+		case depth == 1 && t[0] == '"' && (is(k-1, "{") || is(k-1, ",")) && is(k+1, ":"):
+			m := lexMember{}
+			if json.Unmarshal(t, &m.name) != nil {
+				m.name = ""
+			}
+			if k+2 < len(toks) {
+				m.value = toks[k+2]
+				m.whole = strings.IndexByte(punct, m.value[0]) < 0 && (is(k+3, ",") || is(k+3, "}"))
+			}
+			members = append(members, m)
+		}
+	}
+	return members
+}
+
+// checkNamed checks what Decode's Command holds with an error: nothing,
+// or a say's or seal's Op and ID, where the message has that type and
+// id as members of its top-level object: the first "type" whole and a
+// string that encoding/json reads as the type, the first "id" whole and
+// written as the id is.
+func checkNamed(t *testing.T, msg []byte, cmd proto.Command, err *proto.Error) {
+	t.Helper()
+	if err == nil || cmd.Op == proto.OpNone && cmd.ID == 0 {
+		return
+	}
+	if cmd.Op != proto.OpSay && cmd.Op != proto.OpSeal || cmd.Text != nil {
+		t.Fatalf("Decode(%q) = %v %q id %d, %v", msg, cmd.Op, cmd.Text, cmd.ID, err)
+	}
+	members := lexMembers(msg)
+	first := func(name string) (lexMember, bool) {
+		for _, m := range members {
+			if m.name == name {
+				return m, true
+			}
+		}
+		return lexMember{}, false
+	}
+	typ, ok := first("type")
+	var typName string
+	if !ok || !typ.whole || typ.value[0] != '"' || json.Unmarshal(typ.value, &typName) != nil || typName != cmd.Op.String() {
+		t.Fatalf("Decode(%q) = %v id %d, %v; the message's type is %q", msg, cmd.Op, cmd.ID, err, typ.value)
+	}
+	if cmd.ID == 0 {
+		return
+	}
+	id, ok := first("id")
+	if !ok || !id.whole || string(id.value) != strconv.FormatUint(cmd.ID, 10) {
+		t.Fatalf("Decode(%q) = %v id %d, %v; the message's id is %q", msg, cmd.Op, cmd.ID, err, id.value)
 	}
 }
 
@@ -60,11 +172,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(%q) seals data that is not base64url: %q", msg, cmd.Text)
 		}
 		// An error comes with no command, or a say's or seal's Op and
-		// ID alone.
-		refusedMessage := (cmd.Op == proto.OpSay || cmd.Op == proto.OpSeal) && cmd.Text == nil
-		if err != nil && (cmd.Op != proto.OpNone && !refusedMessage || !slices.Contains(proto.Errors, err)) {
+		// ID alone, which the message has.
+		if err != nil && !slices.Contains(proto.Errors, err) {
 			t.Fatalf("Decode(%q) = %v, %v", msg, cmd.Op, err)
 		}
+		checkNamed(t, msg, cmd, err)
 		if !utf8.Valid(msg) {
 			if err != proto.ErrInvalidUTF8 {
 				t.Fatalf("Decode(%q) = %v, want invalid_utf8", msg, err)
@@ -200,6 +312,12 @@ func FuzzDecodeMatchesReference(f *testing.F) {
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("Decode changed its input")
 		}
+		// The reference names no say or seal it cannot parse: for those,
+		// Decode's is checked against the message itself.
+		if gotErr != nil && gotErr == wantErr && !ref.parses(msg) {
+			checkNamed(t, msg, got, gotErr)
+			want.Op, want.ID = got.Op, got.ID
+		}
 		if gotErr != wantErr || got.Op != want.Op || got.Last != want.Last || got.ID != want.ID {
 			t.Fatalf("Decode(%q) = %v last %d id %d, %v; the reference decoder says %v last %d id %d, %v", msg, got.Op, got.Last, got.ID, gotErr, want.Op, want.Last, want.ID, wantErr)
 		}
@@ -228,6 +346,9 @@ func FuzzDecodeSay(f *testing.F) {
 		"caf\xe9\"}", "\x01\"}", "\x7f\"}", `"}`, ``, `"`, `x"`, `\u00"}`,
 		`x","id":7}`, `x","id":0}`, `x","id":07}`, `x","id":18446744073709551616}`, `x","id":1.5}`,
 		`x","id":"7"}`, `x","id":7,"id":8}`, `x","id":}`, `x","id":7 }`,
+		`\ud800","id":7}`, `\ud800","id":7,"id":7}`, `\ud800","id":7`, `\ud800","id":07}`,
+		"caf\xe9\",\"id\":7}", "\x01\",\"id\":7}", `\q","id":7}`, `a"b","id":7}`,
+		`x","id":7,"text":"y"}`, `x","id":7} x`, `x","id":7,}`, `x","type":"seal","id":7}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -241,6 +362,23 @@ func FuzzDecodeSay(f *testing.F) {
 		}
 		if cap(got.Text) != len(got.Text) {
 			t.Fatalf("Decode(%q): text has capacity %d for length %d", msg, cap(got.Text), len(got.Text))
+		}
+		// A refusal names only an id the message has,
+		checkNamed(t, msg, got, gotErr)
+		// and it names the id of a say or seal whose text or data is
+		// rest, if rest can only be that (no quote ends it, no
+		// backslash escapes), with the id after it or before, however
+		// it fails.
+		if !bytes.ContainsAny(rest, `"\`) {
+			for _, m := range []string{
+				sayHead + string(rest) + `","id":7}`,
+				`{"type":"say","id":7,"text":"` + string(rest) + `"}`,
+				`{"type":"seal","data":"` + string(rest) + `","id":7}`,
+			} {
+				if cmd, err := d.Decode([]byte(m)); err != nil && cmd.ID != 7 {
+					t.Fatalf("Decode(%q) = %v id %d, %v; want id 7", m, cmd.Op, cmd.ID, err)
+				}
+			}
 		}
 		// Say answers only what it is sure of: a text, where the pass
 		// finds a say with that text.

@@ -30,6 +30,27 @@ type referenceFields struct {
 	// count, as it was before it was read.
 	id      *fastjson.Value
 	idTwice bool
+	// typeTwice: "type" was given more than once.
+	typeTwice bool
+}
+
+// named is the Command that names a say or seal refused for a lone
+// surrogate or a repeated member: its Op and ID when its type is given
+// once and is "say" or "seal", and its id is a count given once (not
+// 0); else the zero Command.
+func (f *referenceFields) named() proto.Command {
+	typ, ok := referenceStringOf(f.typ)
+	id := f.messageID()
+	if !ok || f.typeTwice || id == 0 {
+		return proto.Command{}
+	}
+	switch string(typ) {
+	case "say":
+		return proto.Command{Op: proto.OpSay, ID: id}
+	case "seal":
+		return proto.Command{Op: proto.OpSeal, ID: id}
+	}
+	return proto.Command{}
 }
 
 // messageID is the id of a say or seal: a count given once, else 0.
@@ -45,6 +66,7 @@ func (f *referenceFields) set(key []byte, v *fastjson.Value) {
 	var slot **fastjson.Value
 	switch string(key) {
 	case "type":
+		f.typeTwice = f.typeTwice || f.typ != nil
 		slot = &f.typ
 	case "name":
 		slot = &f.name
@@ -76,7 +98,10 @@ func (f *referenceFields) set(key []byte, v *fastjson.Value) {
 // Decode checks, in order: UTF-8 (proto.ErrInvalidUTF8), JSON
 // (proto.ErrBadJSON), lone surrogate escapes (proto.ErrInvalidUTF8),
 // nesting within fastjson.MaxDepth (proto.ErrBadJSON), an object
-// (proto.ErrBadJSON), then the members.
+// (proto.ErrBadJSON), then the members. A say or seal refused for a
+// lone surrogate or a repeated member is named (referenceFields.named);
+// one refused before fastjson can parse it is not, and the fuzz targets
+// check Decoder's answer for those by other means (checkNamed).
 func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	if !utf8.Valid(msg) {
 		return proto.Command{}, proto.ErrInvalidUTF8
@@ -89,21 +114,30 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 	if fastjson.ValidateBytes(msg) != nil {
 		return proto.Command{}, proto.ErrBadJSON
 	}
-	if err := referenceCheckStrings(msg); err != nil {
-		return proto.Command{}, err
+	lone := referenceCheckStrings(msg)
+	if lone == proto.ErrBadJSON {
+		return proto.Command{}, lone
 	}
 	v, err := d.parser.ParseBytes(msg)
 	if err != nil {
 		// Valid JSON nested deeper than fastjson.MaxDepth.
+		if lone != nil {
+			return proto.Command{}, lone
+		}
 		return proto.Command{}, proto.ErrBadJSON
+	}
+	var f referenceFields
+	if v.Type() == fastjson.TypeObject {
+		v.GetObject().Visit(f.set)
+	}
+	if lone != nil {
+		return f.named(), lone
 	}
 	if v.Type() != fastjson.TypeObject {
 		return proto.Command{}, proto.ErrBadJSON
 	}
-	var f referenceFields
-	v.GetObject().Visit(f.set)
 	if f.duplicate {
-		return proto.Command{}, proto.ErrBadMessage
+		return f.named(), proto.ErrBadMessage
 	}
 	typ, ok := referenceStringOf(f.typ)
 	if !ok {
@@ -179,6 +213,17 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID()}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownType
+}
+
+// parses reports whether the reference decoder gets as far as parsing
+// msg, and so can name a say or seal that msg is.
+func (d *referenceDecoder) parses(msg []byte) bool {
+	if !utf8.Valid(msg) || fastjson.ValidateBytes(msg) != nil || referenceCheckStrings(msg) == proto.ErrBadJSON {
+		return false
+	}
+	var p fastjson.Parser // not d's, whose last values the caller may hold
+	_, err := p.ParseBytes(msg)
+	return err == nil
 }
 
 // referenceBase64URL is the base64url alphabet, spelled out.
