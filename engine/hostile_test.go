@@ -1278,6 +1278,48 @@ func TestHostileIdleConnectionsStayCheap(t *testing.T) {
 	runtime.KeepAlive(conns)
 }
 
+// TestBrokenSayRefusalNamesID: a say the decoder refuses before it has
+// read its members (a lone surrogate, a member given twice, JSON that
+// breaks after the id or a raw control character in the text before
+// it) is refused naming its id, over a real WebSocket, so that the page
+// marks the message refused; one whose id is given twice or cut short
+// is refused naming none, as is any other command.
+func TestBrokenSayRefusalNamesID(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	wc := dialWS(t, d, "127.0.0.1")
+	wc.sendJSON(map[string]string{"type": "login", "name": "broken"})
+	if ev := wc.event(); ev["type"] != "welcome" {
+		t.Fatalf("login: %v", ev)
+	}
+	for _, tt := range []struct {
+		msg  string
+		code string
+		id   any // float64, or nil for none
+	}{
+		{`{"type":"say","text":"\ud800","id":11}`, "invalid_utf8", 11.0},
+		{`{"type":"say","id":12,"text":"\udc00 and more"}`, "invalid_utf8", 12.0},
+		{`{"type":"say","text":"a","text":"b","id":13}`, "bad_message", 13.0},
+		{`{"type":"say","id":14,"text":"hi"`, "bad_json", 14.0},
+		{"{\"type\":\"say\",\"text\":\"tab\x01\",\"id\":15}", "bad_json", 15.0},
+		{`{"type":"seal","data":"\ud800","id":16}`, "invalid_utf8", 16.0},
+		{`{"type":"say","text":"\ud800","id":17,"id":18}`, "invalid_utf8", nil},
+		{`{"type":"say","text":"hi","id":19`, "bad_json", nil},
+		{`{"type":"say","text":"a"b","id":20}`, "bad_json", nil},
+	} {
+		wc.write(clientFrame(0x81, []byte(tt.msg), true))
+		ev := wc.event()
+		if ev["type"] != "error" || ev["code"] != tt.code || ev["id"] != tt.id {
+			t.Errorf("%q: %v; want error %s id %v", tt.msg, ev, tt.code, tt.id)
+		}
+	}
+	// The connection is still usable.
+	wc.sendJSON(map[string]string{"type": "who"})
+	if ev := wc.event(); ev["type"] != "status" {
+		t.Fatalf("who after the refusals: %v", ev)
+	}
+}
+
 // TestHostileNumberedSaysRateLimited: a say or seal its client numbered
 // and the rate limit dropped is named, like any other refusal of one, so
 // that a page marks exactly the messages that were not sent: the error
