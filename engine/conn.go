@@ -360,7 +360,7 @@ func (cn *conn) sayRun() {
 	ls := cn.loop
 	texts, ids := ls.run, ls.runIDs
 	for len(texts) > 0 {
-		to, relayed, err := cn.sess.SayAll(texts)
+		to, relayed, err := cn.sess.SayAll(texts, ids)
 		if relayed > 0 {
 			cn.answer(proto.OpSay, 0, nil)
 			cn.backPressure(to)
@@ -452,7 +452,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// Relayed as a say is, unread; a refused one is charged like a
 		// say that fails (rejectInput), so a flood of seals to a
 		// terminal is answered at the rate limit, not frame for frame.
-		to, serr := cn.sess.Seal(cmd.Text)
+		to, serr := cn.sess.Seal(cmd.Text, cmd.ID)
 		if serr != nil {
 			// Like a say that fails, it does not end a run of refused
 			// messages (answer): a seal dropped for want of a token

@@ -99,8 +99,8 @@ const (
 	EvNotice             // Text is a server notice that needs no reply (e.g. throttling)
 	// EvResumed answers a resume: Name, Token and Peer (empty when not
 	// paired) as after it, Count messages replayed next, Missed older
-	// ones that could not be kept, and the new ResumeKey, good for
-	// Window.
+	// ones that could not be kept, ID the last message of the session's
+	// own that was relayed, and the new ResumeKey, good for Window.
 	EvResumed
 	// EvReplayEnd follows the Count replayed messages of a resume that
 	// replayed any, with the same fields as EvResumed: the line
@@ -233,7 +233,9 @@ type Event struct {
 	// client gave it (0: none). On an EvNotice that counts says refused
 	// (Err then holds why), FirstID and ID are those of the first and
 	// the last of them: every say sent from the one to the other was
-	// refused. JSON only.
+	// refused. On an EvResumed, ID is that of the last say or seal of
+	// the session's that was relayed (0: none had one): any the client
+	// sent after it never reached the server. JSON only.
 	ID, FirstID uint64
 
 	// RetryAfter, on an EvError, says how long to wait before trying

@@ -181,7 +181,7 @@ func TestCrossNodeAwayAndBack(t *testing.T) {
 
 	// And the other way: bob's side is told of alice; alice's inbox of
 	// what bob's node says.
-	if _, _, err := res.Session.SayAll([][]byte{[]byte("back again")}); err != nil {
+	if _, _, err := res.Session.SayAll([][]byte{[]byte("back again")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ev := bob.Expect("message"); ev["text"] != "back again" {
@@ -213,7 +213,7 @@ func TestCrossNodePartnerAway(t *testing.T) {
 		t.Fatalf("alice: %+v", ev)
 	}
 	for _, text := range []string{"one 1", "two 2", "three"} {
-		if _, _, err := alice.s.SayAll([][]byte{[]byte(text)}); err != nil {
+		if _, _, err := alice.s.SayAll([][]byte{[]byte(text)}, nil); err != nil {
 			t.Fatalf("say %q: %v", text, err)
 		}
 	}
@@ -286,7 +286,7 @@ func (u *hubUser) resumeOn(t testing.TB, n *hubNode, last uint64, hasLast bool) 
 // say relays text from u, failing the test on an error.
 func (u *hubUser) say(t testing.TB, text string) {
 	t.Helper()
-	if _, _, err := u.s.SayAll([][]byte{[]byte(text)}); err != nil {
+	if _, _, err := u.s.SayAll([][]byte{[]byte(text)}, nil); err != nil {
 		t.Fatalf("say %q: %v", text, err)
 	}
 }

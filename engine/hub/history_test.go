@@ -282,7 +282,7 @@ func TestKeepLooksOncePerStride(t *testing.T) {
 	}
 	const runs, runText = 200, 16 * 64
 	for i := range runs {
-		if _, n, err := sender.SayAll(run); err != nil || n != len(run) {
+		if _, n, err := sender.SayAll(run, nil); err != nil || n != len(run) {
 			t.Fatalf("run %d: relayed %d, %v", i, n, err)
 		}
 		reader.hmu.Lock()
@@ -314,7 +314,7 @@ func TestKeepLooksBeforeDroppingForRoom(t *testing.T) {
 	}
 	const runs = 100
 	for i := range runs {
-		if _, n, err := sender.SayAll(run); err != nil || n != len(run) {
+		if _, n, err := sender.SayAll(run, nil); err != nil || n != len(run) {
 			t.Fatalf("run %d: relayed %d, %v", i, n, err)
 		}
 	}

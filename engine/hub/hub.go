@@ -446,9 +446,13 @@ type Session struct {
 	// made at the first one, so a session that never seals (every
 	// terminal user) does not pay for it.
 	sealed atomic.Pointer[sealCount]
-	// claim is the pairing a hub on its own has the session in, in its
-	// directory (localDirectory), 0 when none. Guarded by hub.mu.
-	claim uint64
+	// lastID is the id the client gave the last of its messages relayed
+	// (SayAll, Seal) that had one, 0 before any: a resume reports it
+	// (EvResumed), so that a page learns which of the messages it sent
+	// into a connection that died never reached the server. Written and
+	// read under the lock of the session's room, as the counts are, and
+	// moved with them by a resume.
+	lastID uint64
 	// hub is read here by the session's own loop; a delivery to the
 	// session is handed its hub by the sender (deliverMessages), whose
 	// own it is, rather than read it in this line, which the session's
@@ -477,7 +481,11 @@ type Session struct {
 	// it hears of the session's earlier and later homes.
 	gen     uint32
 	keyHash ResumeHash // the resume key's hash, when resumable
-	_       [8]byte    // the rest of the second line
+	// claim is the pairing a hub on its own has the session in, in its
+	// directory (localDirectory), 0 when none. Guarded by hub.mu. It
+	// changes as the session is paired, and is read only then: it is
+	// here, rather than in the first line, where a send writes lastID.
+	claim uint64
 
 	// The third line is what a delivery to the session reads and
 	// writes, from the partner's loop, and what the session's own loop
@@ -833,7 +841,10 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 // from one session arrive in the order they were relayed. The texts
 // must not be changed until SayAll returns, and are not kept after
 // (what is kept for a resume is a copy).
-func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Error) {
+//
+// ids, when not nil, holds the id the client gave each text (0: none):
+// the last relayed with one is what a resume reports (EvResumed).
+func (s *Session) SayAll(texts [][]byte, ids []uint64) (to Queue, relayed int, err *proto.Error) {
 	n, size := 0, 0
 	for _, text := range texts {
 		if err = s.hub.checkText(text); err != nil {
@@ -871,6 +882,9 @@ func (s *Session) SayAll(texts [][]byte) (to Queue, relayed int, err *proto.Erro
 	// would lock the bus for nothing, twice a run.
 	s.sentMessages.Store(s.sentMessages.Load() + uint64(n))
 	s.sentBytes.Store(s.sentBytes.Load() + uint64(size))
+	if n > 0 && ids != nil {
+		s.noteIDs(ids[:n])
+	}
 	to = peer.q
 	r.mu.Unlock()
 	return to, n, err
@@ -922,8 +936,9 @@ func (s *Session) hand(ev *proto.Event, texts [][]byte) {
 // be. The hub never reads data. It is refused, besides, with too_long
 // past proto.SealedLimit, and with peer_cannot_decrypt when the partner's
 // connection does not speak JSON: a terminal cannot open it. It returns
-// the partner's Queue, for back-pressure, as SayAll does.
-func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
+// the partner's Queue, for back-pressure, as SayAll does. id is the one
+// the client gave it (0: none), noted as SayAll notes a message's.
+func (s *Session) Seal(data []byte, id uint64) (to Queue, err *proto.Error) {
 	if len(data) == 0 {
 		return nil, proto.ErrEmptyMessage
 	}
@@ -952,7 +967,22 @@ func (s *Session) Seal(data []byte) (to Queue, err *proto.Error) {
 		return nil, full
 	}
 	s.countSealed(len(data))
+	if id != 0 {
+		s.lastID = id
+	}
 	return peer.q, nil
+}
+
+// noteIDs notes the ids of messages s just relayed, oldest first: the
+// newest that is not 0 becomes s's lastID. The lock of s's room is
+// held.
+func (s *Session) noteIDs(ids []uint64) {
+	for i := len(ids) - 1; i >= 0; i-- {
+		if ids[i] != 0 {
+			s.lastID = ids[i]
+			return
+		}
+	}
 }
 
 // checkText is the check SayAll makes of a text before relaying it.

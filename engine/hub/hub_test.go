@@ -64,7 +64,7 @@ func tok(s *Session) []byte { return []byte(s.Token().String()) }
 
 // say relays one text, as the engine relays a run of one message.
 func say(s *Session, text []byte) *proto.Error {
-	_, _, err := s.SayAll([][]byte{text})
+	_, _, err := s.SayAll([][]byte{text}, nil)
 	return err
 }
 
@@ -327,7 +327,7 @@ func benchmarkSay(b *testing.B, h *Hub) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, _, err := a.SayAll(run); err != nil {
+		if _, _, err := a.SayAll(run, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

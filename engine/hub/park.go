@@ -60,6 +60,9 @@ type Parked struct {
 	// Left is the peer_left the session was told while away, which its
 	// resume tells (away.left); nil when none.
 	Left *PeerLeft
+	// LastID is the id of the last message of the session's that was
+	// relayed (Session.lastID), which its resume reports; 0 for none.
+	LastID uint64
 }
 
 // ParkedMessage is one message kept for a session's resume.
@@ -266,6 +269,8 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	}
 	s.hmu.Lock()
 	p.Seq = s.seq
+	// Under the room's lock, as SayAll writes it.
+	p.LastID = s.lastID
 	if a := s.away; a != nil {
 		p.Attached = a.attached
 		if !a.attached {
@@ -433,7 +438,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	}
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
-		gen: p.Gen + 1, q: awayQueue}
+		gen: p.Gen + 1, q: awayQueue, lastID: p.LastID}
 	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left}
 	s.hmu.Lock()
 	s.seq = p.Seq

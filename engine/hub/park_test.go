@@ -53,6 +53,11 @@ func TestParkedRoundTrip(t *testing.T) {
 	left := *p
 	left.Pair, left.Left = nil, &PeerLeft{Peer: "Carol", Reason: proto.ReasonLinkLost, Undelivered: 7}
 	roundTrip(t, &left)
+	numbered := *p
+	numbered.LastID = 1 << 40
+	roundTrip(t, &numbered)
+	numbered.Pair, numbered.Left = nil, left.Left
+	roundTrip(t, &numbered)
 	bad := *p
 	bad.Key = "bob"
 	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
@@ -84,7 +89,8 @@ func roundTrip(t *testing.T, p *Parked) {
 
 // TestParkedVersions: a Parked that carries no peer_left is written as
 // version 1, which a node not yet upgraded reads, so a rolling restart
-// moves sessions both ways; only one that carries one needs version 2.
+// moves sessions both ways; only one that carries one needs version 2,
+// and one that carries the id of its last message relayed version 3.
 // Version 1 as it was written before version 2 existed still reads.
 func TestParkedVersions(t *testing.T) {
 	p := &Parked{Name: "Bo", Key: "bo", Seq: 3, AwaySeq: 2, History: []ParkedMessage{{Seq: 3, From: "x", Text: []byte("t")}}}
@@ -105,10 +111,24 @@ func TestParkedVersions(t *testing.T) {
 	if !reflect.DeepEqual(got, p) {
 		t.Fatalf("got %+v\nwant %+v", got, p)
 	}
-	// Version 2 always carries one, and nothing newer reads.
+	// The id of the last message relayed needs version 3, with a
+	// peer_left or without.
+	p.LastID = 9
+	if b := p.AppendBinary(nil); b[2] != 3 {
+		t.Fatalf("with a last id, version %d", b[2])
+	}
+	p.Left = &PeerLeft{Peer: "x", Reason: proto.ReasonLeft}
+	if b := p.AppendBinary(nil); b[2] != 3 {
+		t.Fatalf("with a last id and a peer_left, version %d", b[2])
+	}
+	// Version 2 always carries a peer_left, version 3 a last id that
+	// is not 0 (one that is is written as an older version), and
+	// nothing newer reads.
 	for _, b := range [][]byte{
 		append([]byte("DP\x02"), v1[3:]...),
-		append([]byte("DP\x03"), v1[3:]...),
+		append(append([]byte("DP\x03"), v1[3:]...), 0, 0),
+		append(append([]byte("DP\x03"), v1[3:]...), 9, 2),
+		append([]byte("DP\x04"), v1[3:]...),
 	} {
 		if _, err := ParseParked(b); err == nil {
 			t.Fatalf("%q parsed", b[:3])
@@ -154,6 +174,8 @@ func FuzzParseParked(f *testing.F) {
 	f.Add((&Parked{Name: "Bo", Key: "bo", Seq: 3, History: []ParkedMessage{{Seq: 3, From: "x", Text: []byte("t")}},
 		Pair: &ParkedPair{ID: 9, PeerKey: "x", PeerName: "X"}}).AppendBinary(nil))
 	f.Add((&Parked{Name: "c", Key: "c", Left: &PeerLeft{Peer: "Dd", Reason: proto.ReasonTimeout, Undelivered: 2}}).AppendBinary(nil))
+	f.Add((&Parked{Name: "e", Key: "e", LastID: 300}).AppendBinary(nil))
+	f.Add((&Parked{Name: "f", Key: "f", LastID: 1, Left: &PeerLeft{Peer: "g", Reason: proto.ReasonLeft}}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseParked(b)
 		if err != nil {

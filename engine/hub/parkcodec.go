@@ -11,7 +11,7 @@ import (
 // A Parked written down, to travel between nodes, sealed by the
 // cluster:
 //
-//	parked  = "DP" 1 body | "DP" 2 body left
+//	parked  = "DP" 1 body | "DP" 2 body left | "DP" 3 body uvarint(lastid) hasleft
 //	body    = str(name) str(key) token:16 resume:32
 //	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
 //	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
@@ -20,6 +20,7 @@ import (
 //	loss    = uvarint(last) uvarint(count) varint(minage) varint(maxage)
 //	pair    = 0 | 1 uvarint(id) str(peerkey) str(peername) str(peernode)
 //	left    = str(peer) str(reason) uvarint(undelivered)
+//	hasleft = 0 | 1 left
 //	str     = uvarint(len) bytes
 //
 // Durations are in nanoseconds; flags' bit 0 is Attached; sealed is 1
@@ -31,10 +32,17 @@ import (
 // that a node not yet upgraded, which reads only version 1, still takes
 // up every session that does not need more during a rolling restart;
 // version 1 reads as a Parked without Left.
+//
+// Version 3 adds the id of the session's last message relayed
+// (Parked.LastID), never 0, and Left if there is one. A Parked whose
+// LastID is 0 is written as version 1 or 2, as before, for the same
+// reason: only a session that numbered its messages (a page's) needs
+// version 3.
 
 const (
 	parkedVersion1 = 1
 	parkedVersion2 = 2 // with Left
+	parkedVersion3 = 3 // with LastID, and Left or not
 )
 
 // ErrBadParked is the error of a Parked that cannot be read.
@@ -47,7 +55,10 @@ const maxParkedString = 1 << 10
 // AppendBinary appends p, written down, to dst.
 func (p *Parked) AppendBinary(dst []byte) []byte {
 	version := byte(parkedVersion1)
-	if p.Left != nil {
+	switch {
+	case p.LastID != 0:
+		version = parkedVersion3
+	case p.Left != nil:
 		version = parkedVersion2
 	}
 	dst = append(dst, 'D', 'P', version)
@@ -95,6 +106,13 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 		dst = appendPStr(dst, p.Pair.PeerName)
 		dst = appendPStr(dst, p.Pair.PeerNode)
 	}
+	if version == parkedVersion3 {
+		dst = binary.AppendUvarint(dst, p.LastID)
+		if p.Left == nil {
+			return append(dst, 0)
+		}
+		dst = append(dst, 1)
+	}
 	if p.Left == nil {
 		return dst
 	}
@@ -109,7 +127,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 // on anything else, extra bytes included.
 func ParseParked(b []byte) (*Parked, error) {
 	r := pReader{b: b}
-	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] != parkedVersion1 && b[2] != parkedVersion2 {
+	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] < parkedVersion1 || b[2] > parkedVersion3 {
 		return nil, ErrBadParked
 	}
 	r.b = b[3:]
@@ -165,7 +183,21 @@ func ParseParked(b []byte) (*Parked, error) {
 	default:
 		r.fail()
 	}
-	if b[2] == parkedVersion2 {
+	hasLeft := b[2] == parkedVersion2
+	if b[2] == parkedVersion3 {
+		// Never 0: that is written as an older version.
+		if p.LastID = r.uvarint(); p.LastID == 0 {
+			r.fail()
+		}
+		switch r.byte() {
+		case 0:
+		case 1:
+			hasLeft = true
+		default:
+			r.fail()
+		}
+	}
+	if hasLeft {
 		l := &PeerLeft{Peer: r.str(), Reason: proto.Reason(r.str())}
 		if u := r.uvarint(); u <= 1<<31 {
 			l.Undelivered = int(u)

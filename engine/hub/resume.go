@@ -315,8 +315,9 @@ type Resumed struct {
 // connection that reaches out, whether the session is away or still
 // attached to another connection (a zombie). Before it returns, out is
 // handed, in order: EvResumed (who the user is, with whom, how many
-// messages follow and how many were missed, and a fresh resume key; the
-// one used stops working), the replayed messages with their Seq, and
+// messages follow and how many were missed, the id of the last message
+// of the user's that was relayed, and a fresh resume key; the one used
+// stops working), the replayed messages with their Seq, and
 // after them EvReplayEnd, if any were replayed, then EvPeerAway if the
 // partner is away too. The partner is told EvPeerBack if the session
 // was away.
@@ -415,6 +416,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.sentMessages.Store(old.sentMessages.Load())
 	s.sentBytes.Store(old.sentBytes.Load())
 	s.sealed.Store(old.sealed.Load())
+	s.lastID = old.lastID
 	old.hmu.Lock()
 	hs, seq, swept := old.hist, old.seq, old.swept
 	old.hist, old.away, old.swept = nil, nil, false
@@ -569,7 +571,7 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 	}
 	ev := proto.Event{
 		Kind: proto.EvResumed, Name: s.name, Token: s.token, Count: replayed, Missed: missed,
-		ResumeKey: key.String(), Window: h.window(),
+		ResumeKey: key.String(), Window: h.window(), ID: s.lastID,
 	}
 	if peer != nil {
 		// The pairing may have changed while the session was away, and

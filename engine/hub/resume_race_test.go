@@ -129,7 +129,7 @@ func TestResumeConcurrentRace(t *testing.T) {
 					run[j] = fmt.Appendf(nil, "%s:%d", c.name, c.sent+j)
 				}
 				for len(run) > 0 {
-					_, n, err := c.s.SayAll(run)
+					_, n, err := c.s.SayAll(run, nil)
 					c.sent += n
 					run = run[n:]
 					if err != nil {

@@ -479,14 +479,14 @@ func TestAwayFullRefusesNeverDrops(t *testing.T) {
 	sayEach(t, bob.Session, "pre1") // kept, not yet read
 	alice.Detach(proto.ReasonDisconnected, 0)
 
-	to, relayed, err := bob.SayAll(texts("msg1", "msg2", "msg3", "msg4", "msg5", "msg6", "msg7"))
+	to, relayed, err := bob.SayAll(texts("msg1", "msg2", "msg3", "msg4", "msg5", "msg6", "msg7"), nil)
 	if relayed != 5 || err == nil || err.Code != "peer_away_full" || to == nil {
 		t.Fatalf("SayAll = %d, %v", relayed, err)
 	}
 	if want := "alice is away, and 5 of your messages (20 bytes) are waiting for them; this one was not sent"; err.Text != want {
 		t.Fatalf("error text %q, want %q", err.Text, want)
 	}
-	_, relayed, err = bob.SayAll(texts("msg6"))
+	_, relayed, err = bob.SayAll(texts("msg6"), nil)
 	if relayed != 0 || err == nil || err.Code != "peer_away_full" {
 		t.Fatalf("SayAll again = %d, %v", relayed, err)
 	}
@@ -501,7 +501,7 @@ func TestAwayFullRefusesNeverDrops(t *testing.T) {
 		t.Fatalf("replayed %q", got)
 	}
 	// Back and attached, there is room again: the oldest make way.
-	if _, relayed, err := bob.SayAll(texts("msg6", "msg7")); relayed != 2 || err != nil {
+	if _, relayed, err := bob.SayAll(texts("msg6", "msg7"), nil); relayed != 2 || err != nil {
 		t.Fatalf("SayAll after the resume = %d, %v", relayed, err)
 	}
 	if got := strings.Join(texts2(box.take()), ","); got != "msg6,msg7" {
@@ -913,7 +913,9 @@ func TestIdleSessionsKeepNothing(t *testing.T) {
 // a sender's counts shared a line with the lock a delivery to it takes,
 // so the two loops of a pair took that line from each other at every
 // run, and a run read three lines of its reader and two of its sender;
-// now it reads one of each.
+// now it reads one of each. The id of the sender's last message
+// (lastID) took the place of its directory claim in the first line,
+// which moved to the second, where it belongs, into what was padding.
 func TestSessionLayout(t *testing.T) {
 	var s Session
 	if size := unsafe.Sizeof(s); size > 192 {
@@ -929,11 +931,13 @@ func TestSessionLayout(t *testing.T) {
 			{"room", unsafe.Offsetof(s.room), unsafe.Sizeof(s.room)},
 			{"sentMessages", unsafe.Offsetof(s.sentMessages), unsafe.Sizeof(s.sentMessages)},
 			{"sentBytes", unsafe.Offsetof(s.sentBytes), unsafe.Sizeof(s.sentBytes)},
+			{"lastID", unsafe.Offsetof(s.lastID), unsafe.Sizeof(s.lastID)},
 			{"hub", unsafe.Offsetof(s.hub), unsafe.Sizeof(s.hub)},
 		},
 		{ // written as the session is made, paired, moved or closed
 			{"token", unsafe.Offsetof(s.token), unsafe.Sizeof(s.token)},
 			{"keyHash", unsafe.Offsetof(s.keyHash), unsafe.Sizeof(s.keyHash)},
+			{"claim", unsafe.Offsetof(s.claim), unsafe.Sizeof(s.claim)},
 		},
 		{ // a delivery to the session, from its partner's loop
 			{"resumable", unsafe.Offsetof(s.resumable), unsafe.Sizeof(s.resumable)},
@@ -1025,10 +1029,10 @@ func TestRunsAreNumberedPerMessage(t *testing.T) {
 	}
 	bob := user{s, &box.recorder}
 	pair(t, alice, bob)
-	if _, n, err := alice.SayAll(texts("a", "b", "c")); n != 3 || err != nil {
+	if _, n, err := alice.SayAll(texts("a", "b", "c"), nil); n != 3 || err != nil {
 		t.Fatal(n, err)
 	}
-	if _, n, err := bob.SayAll(texts("x", "y")); n != 2 || err != nil {
+	if _, n, err := bob.SayAll(texts("x", "y"), nil); n != 2 || err != nil {
 		t.Fatal(n, err)
 	}
 	if got := seqs(alice.box.take()); len(got) != 2 || got[0] != 1 || got[1] != 2 {
@@ -1038,7 +1042,7 @@ func TestRunsAreNumberedPerMessage(t *testing.T) {
 	if got := seqs(bob.box.take()); len(got) != 3 || got[0] != 1 {
 		t.Fatalf("bob's seqs %v", got)
 	}
-	if _, n, err := alice.SayAll(texts("d")); n != 1 || err != nil {
+	if _, n, err := alice.SayAll(texts("d"), nil); n != 1 || err != nil {
 		t.Fatal(n, err)
 	}
 	if got := seqs(bob.box.take()); len(got) != 1 || got[0] != 4 {
@@ -1061,7 +1065,7 @@ func TestKeepingAllocatesNothingInSteadyState(t *testing.T) {
 		run := [][]byte{[]byte("hello, this is a 64-byte message used for the relay benchmark.")}
 		n := 0
 		step := func() {
-			if _, _, err := a.SayAll(run); err != nil {
+			if _, _, err := a.SayAll(run, nil); err != nil {
 				t.Fatal(err)
 			}
 			if n++; acked && n%32 == 0 {
@@ -1097,7 +1101,7 @@ func benchmarkSayResume(b *testing.B, ackEvery int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 1; i <= b.N; i++ {
-		if _, _, err := a.SayAll(run); err != nil {
+		if _, _, err := a.SayAll(run, nil); err != nil {
 			b.Fatal(err)
 		}
 		if ackEvery > 0 && i%ackEvery == 0 {
@@ -1125,7 +1129,7 @@ func BenchmarkDetachResume(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		a.Detach(proto.ReasonDisconnected, 0)
-		if _, n, err := bb.SayAll(run); n != len(run) || err != nil {
+		if _, n, err := bb.SayAll(run, nil); n != len(run) || err != nil {
 			b.Fatal(n, err)
 		}
 		kb := &keyBox{}
@@ -1167,7 +1171,7 @@ func benchmarkSayRun(b *testing.B, opts Options) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += len(run) {
-		if _, _, err := a.SayAll(run); err != nil {
+		if _, _, err := a.SayAll(run, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -1204,7 +1208,7 @@ func benchmarkSayManyPairs(b *testing.B, opts Options, received bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i, p := 0, 0; i < b.N; i, p = i+runLen, (p+1)%pairs {
-		if _, _, err := senders[p].SayAll(run); err != nil {
+		if _, _, err := senders[p].SayAll(run, nil); err != nil {
 			b.Fatal(err)
 		}
 		sent[p] += runLen

@@ -67,7 +67,7 @@ func TestSayAllRelaysInOrderAsOneRun(t *testing.T) {
 		}
 		bob.box.take()
 
-		to, relayed, err := alice.SayAll(texts("one", "two", "three"))
+		to, relayed, err := alice.SayAll(texts("one", "two", "three"), nil)
 		if err != nil || relayed != 3 || to == nil {
 			t.Fatalf("SayAll = %v, %d, %v", to, relayed, err)
 		}
@@ -92,11 +92,11 @@ func TestSayAllStopsAtARefusedText(t *testing.T) {
 	bob.box.take()
 
 	run := texts("ab", "cd", "too long", "ef")
-	_, relayed, err := alice.SayAll(run)
+	_, relayed, err := alice.SayAll(run, nil)
 	if relayed != 2 || err != proto.ErrTooLong {
 		t.Fatalf("SayAll = %d, %v; want 2, too_long", relayed, err)
 	}
-	_, relayed, err = alice.SayAll(run[3:])
+	_, relayed, err = alice.SayAll(run[3:], nil)
 	if relayed != 1 || err != nil {
 		t.Fatalf("SayAll of the rest = %d, %v", relayed, err)
 	}
@@ -104,7 +104,7 @@ func TestSayAllStopsAtARefusedText(t *testing.T) {
 		t.Fatalf("bob read %q", got)
 	}
 
-	_, relayed, err = alice.SayAll(texts("", "x"))
+	_, relayed, err = alice.SayAll(texts("", "x"), nil)
 	if relayed != 0 || err != proto.ErrEmptyMessage {
 		t.Fatalf("SayAll with an empty first text = %d, %v", relayed, err)
 	}
@@ -113,7 +113,7 @@ func TestSayAllStopsAtARefusedText(t *testing.T) {
 func TestSayAllUnpaired(t *testing.T) {
 	h := New(Options{})
 	alice, bob := login(t, h, "alice"), login(t, h, "bob")
-	if _, relayed, err := alice.SayAll(texts("hi")); relayed != 0 || err != proto.ErrNotPaired {
+	if _, relayed, err := alice.SayAll(texts("hi"), nil); relayed != 0 || err != proto.ErrNotPaired {
 		t.Fatalf("SayAll before pairing = %d, %v", relayed, err)
 	}
 	if err := alice.Connect(tok(bob.Session)); err != nil {
@@ -123,7 +123,7 @@ func TestSayAllUnpaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob.box.take()
-	if _, relayed, err := alice.SayAll(texts("hi")); relayed != 0 || err != proto.ErrNotPaired {
+	if _, relayed, err := alice.SayAll(texts("hi"), nil); relayed != 0 || err != proto.ErrNotPaired {
 		t.Fatalf("SayAll after the partner left = %d, %v", relayed, err)
 	}
 	if got := messages(t, bob.box.take(), "alice"); len(got) != 0 {

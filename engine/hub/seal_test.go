@@ -67,7 +67,7 @@ func TestSealRelaysOpaqueInOrder(t *testing.T) {
 
 	sayEach(t, bob.Session, "one")
 	// Any bytes at all: the hub neither reads nor checks them.
-	if _, err := bob.Seal([]byte("AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ")); err != nil {
+	if _, err := bob.Seal([]byte("AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"), 0); err != nil {
 		t.Fatal(err)
 	}
 	sayEach(t, bob.Session, "two")
@@ -104,7 +104,7 @@ func TestSealRefusals(t *testing.T) {
 	bob, bbox, _ := speakerLogin(t, h, "bob", proto.ProtoLine)
 	carol := login(t, h, "carol") // an Outbox that does not say: unknown
 
-	if _, err := alice.Seal([]byte("AQUB")); err != proto.ErrNotPaired {
+	if _, err := alice.Seal([]byte("AQUB"), 0); err != proto.ErrNotPaired {
 		t.Fatalf("seal unpaired: %v", err)
 	}
 	if err := alice.Connect(tok(bob.Session)); err != nil {
@@ -116,7 +116,7 @@ func TestSealRefusals(t *testing.T) {
 	if ev := bbox.last(t); ev.PeerProto != proto.ProtoJSON {
 		t.Fatalf("bob was told %+v", ev)
 	}
-	if _, err := alice.Seal([]byte("AQUB")); err != proto.ErrPeerCannotDecrypt {
+	if _, err := alice.Seal([]byte("AQUB"), 0); err != proto.ErrPeerCannotDecrypt {
 		t.Fatalf("seal to a terminal: %v", err)
 	}
 	if evs := bbox.take(); len(evs) != 0 {
@@ -131,7 +131,7 @@ func TestSealRefusals(t *testing.T) {
 	if ev := abox.last(t); ev.Kind != proto.EvPaired || ev.PeerProto != proto.ProtoUnknown {
 		t.Fatalf("alice was told %+v", ev)
 	}
-	if _, err := alice.Seal([]byte("AQUB")); err != proto.ErrPeerCannotDecrypt {
+	if _, err := alice.Seal([]byte("AQUB"), 0); err != proto.ErrPeerCannotDecrypt {
 		t.Fatalf("seal to a client that does not say: %v", err)
 	}
 	if st := h.Stats(); st.Sealed != 0 {
@@ -148,13 +148,13 @@ func TestSealRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := proto.SealedLimit(100) // 220
-	if _, err := alice.Seal([]byte(strings.Repeat("A", int(limit)+1))); err != proto.ErrTooLong {
+	if _, err := alice.Seal([]byte(strings.Repeat("A", int(limit)+1)), 0); err != proto.ErrTooLong {
 		t.Fatalf("seal over the limit: %v", err)
 	}
-	if _, err := alice.Seal([]byte(strings.Repeat("A", int(limit)))); err != nil {
+	if _, err := alice.Seal([]byte(strings.Repeat("A", int(limit))), 0); err != nil {
 		t.Fatalf("seal at the limit: %v", err)
 	}
-	if _, err := alice.Seal(nil); err != proto.ErrEmptyMessage {
+	if _, err := alice.Seal(nil, 0); err != proto.ErrEmptyMessage {
 		t.Fatalf("empty seal: %v", err)
 	}
 }
@@ -174,13 +174,13 @@ func TestSealedSurvivesResume(t *testing.T) {
 	paired := abox.last(t)
 	bbox.take()
 
-	if _, err := bob.Seal([]byte("c2VhbGVkMQ")); err != nil {
+	if _, err := bob.Seal([]byte("c2VhbGVkMQ"), 0); err != nil {
 		t.Fatal(err)
 	}
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bbox.take()
 	sayEach(t, bob.Session, "plain")
-	if _, err := bob.Seal([]byte("c2VhbGVkMg")); err != nil {
+	if _, err := bob.Seal([]byte("c2VhbGVkMg"), 0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -206,7 +206,7 @@ func TestSealedSurvivesResume(t *testing.T) {
 	// alice comes back over the line protocol: bob is told, his next
 	// seal is refused, and a sealed frame kept for her is still handed
 	// over as sealed, for her terminal to say that one came.
-	if _, err := bob.Seal([]byte("c2VhbGVkMw")); err != nil {
+	if _, err := bob.Seal([]byte("c2VhbGVkMw"), 0); err != nil {
 		t.Fatal(err)
 	}
 	res.Session.Detach(proto.ReasonDisconnected, 0)
@@ -223,7 +223,7 @@ func TestSealedSurvivesResume(t *testing.T) {
 	if ev := bbox.last(t); ev.Kind != proto.EvPeerBack || ev.PeerProto != proto.ProtoLine {
 		t.Fatalf("bob was told %+v", ev)
 	}
-	if _, err := bob.Seal([]byte("c2VhbGVkNA")); err != proto.ErrPeerCannotDecrypt {
+	if _, err := bob.Seal([]byte("c2VhbGVkNA"), 0); err != proto.ErrPeerCannotDecrypt {
 		t.Fatalf("seal after the partner came back on a terminal: %v", err)
 	}
 	if st := h.Stats(); st.Sealed != 3 || res2.Session.Peer() != "bob" {
@@ -245,11 +245,11 @@ func TestSealedCountsAgainstAwayBuffer(t *testing.T) {
 	}
 	alice.Detach(proto.ReasonDisconnected, 0)
 	for _, data := range []string{"AQUB", "AQUC"} {
-		if _, err := bob.Seal([]byte(data)); err != nil {
+		if _, err := bob.Seal([]byte(data), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := bob.Seal([]byte("AQUD")); err == nil || err.Code != proto.ErrPeerAwayFull.Code {
+	if _, err := bob.Seal([]byte("AQUD"), 0); err == nil || err.Code != proto.ErrPeerAwayFull.Code {
 		t.Fatalf("third seal: %v", err)
 	}
 	if st := h.Stats(); st.Sealed != 2 || st.AwayRefused != 1 {
