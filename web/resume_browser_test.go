@@ -865,13 +865,16 @@ func TestBrowserResumeReloadKeepsRefused(t *testing.T) {
 	dave := terminalAway(t, bt)
 	dave.expectReloadKeepsRefused(dave.sayUntilAwayFull())
 
-	// A copy kept without the failed field, as a page before this one
-	// kept it: written over what dave's page keeps as it goes away, after
-	// the page's own write.
+	// A copy kept without the failed field (nor ids), as a page before
+	// this one kept it: written over what dave's page keeps as it goes
+	// away, after the page's own write.
 	before := dave.shownMessages()
 	dave.do("keep an old copy", chromedp.Evaluate[chromedp.Void](`window.addEventListener('pagehide', () => {
 		const data = JSON.parse(sessionStorage.getItem('duet.session'));
-		for (const m of data.kept) delete m.failed;
+		for (const m of data.kept) {
+			delete m.failed;
+			delete m.id;
+		}
 		sessionStorage.setItem('duet.session', JSON.stringify(data));
 	})`))
 	dave.reloadAndResume()
@@ -1007,4 +1010,114 @@ func TestBrowserResumeLeaveWhileResuming(t *testing.T) {
 		t.Errorf("alice's page shows the login form%s", alice.logDump())
 	}
 	alice.onlyFailedSockets()
+}
+
+// expectLost checks that p's page shows its messages sent as want says:
+// each "You: text" line in order, marked "not sent" exactly when its
+// text is one of lost.
+func (p *person) expectLost(want []string, lost ...string) {
+	p.t.Helper()
+	shown := p.shownMessages()
+	var got []string
+	for _, m := range shown {
+		if !strings.HasPrefix(m.Line, msgLine("You", "")) {
+			continue
+		}
+		text := strings.TrimPrefix(m.Line, msgLine("You", ""))
+		got = append(got, text)
+		failed := slices.Contains(strings.Fields(m.Class), "failed")
+		if slices.Contains(lost, text) {
+			if !failed || m.Mark != `"not sent"` {
+				p.t.Errorf("%s: %q, lost with the connection, is shown %+v, not as not sent%s", p.name, text, m, p.logDump())
+			}
+		} else if failed || m.Mark != "none" {
+			p.t.Errorf("%s: %q, which reached the server, is shown %+v%s", p.name, text, m, p.logDump())
+		}
+	}
+	if !slices.Equal(got, want) {
+		p.t.Errorf("%s: the messages of its own shown are %q, want %q%s", p.name, got, want, p.logDump())
+	}
+}
+
+// TestBrowserResumeMarksLostMessages: the network under a page stops
+// carrying anything, without either end noticing, and the person sends a
+// message into the connection that is dying; then the connection is
+// reset. The page showed the message sent, but the server never had it.
+// Back, the resume names the last message the server had, and the page
+// marks the one after it "not sent" (and says so), as it marks a
+// refused one, and keeps it so across a reload; the one that arrived
+// stays sent. Encrypted, so that the messages go as seals; the
+// partner never sees the lost one.
+func TestBrowserResumeMarksLostMessages(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	talk(alice, bob, "this one arrives")
+
+	proxy.freeze()
+	alice.say("this one is lost")
+	proxy.cut()
+	alice.expectEntry("a reconnecting notice", func(e logEntry) bool { return e.Kind == "reconnecting" })
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	proxy.restore()
+	alice.do("retry now", chromedp.Click(chromedp.ID("reconnect")))
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if want := "Reconnected; your conversation with bob goes on. 1 message you sent as the connection dropped did not reach the server: marked not sent."; e.Text != want {
+		t.Errorf("alice is told %v, want %q", e, want)
+	}
+	alice.expectLost([]string{"this one arrives", "this one is lost"}, "this one is lost")
+
+	// The conversation goes on, the page numbering on from where it was.
+	talk(alice, bob, "and this one, after")
+	alice.expectLost([]string{"this one arrives", "this one is lost", "and this one, after"}, "this one is lost")
+	bob.expectConversation([]string{msgLine("alice", "this one arrives"), msgLine("alice", "and this one, after")})
+	alice.expectReloadKeepsRefused("this one is lost")
+	alice.onlyFailedSockets()
+}
+
+// TestBrowserResumeReloadMarksLostMessages: as above, but the person
+// reloads the tab before the page has noticed that its connection is
+// dead. The reloaded page has only what it kept to go by: the messages
+// with their ids. The resume names the last one the server had, and the
+// one after it is marked "not sent"; the next message is numbered after
+// both, as if the page had never been reloaded.
+func TestBrowserResumeReloadMarksLostMessages(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	talk(bob, alice, "hi alice")
+	talk(alice, bob, "hi bob", "this one arrives too")
+
+	proxy.freeze()
+	alice.say("this one is lost")
+	alice.reloadAndResume()
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if want := "Back in your conversation with bob. 1 message you sent as the connection dropped did not reach the server: marked not sent."; e.Text != want {
+		t.Errorf("alice is told %v, want %q", e, want)
+	}
+	alice.expectLost([]string{"hi bob", "this one arrives too", "this one is lost"}, "this one is lost")
+	if id := alice.lastKeptID("this one is lost"); id != 3 {
+		t.Errorf("the lost message is kept with id %d, want 3", id)
+	}
+	talk(alice, bob, "after the reload")
+	if id := alice.lastKeptID("after the reload"); id != 4 {
+		t.Errorf("the message after the reload is numbered %d, want 4", id)
+	}
+	alice.expectLost([]string{"hi bob", "this one arrives too", "this one is lost", "after the reload"}, "this one is lost")
+	bob.expectConversation([]string{msgLine("You", "hi alice"), msgLine("alice", "hi bob"),
+		msgLine("alice", "this one arrives too"), msgLine("alice", "after the reload")})
+}
+
+// lastKeptID waits until the newest message p's page keeps in
+// sessionStorage (written a moment after it is shown) is text, and
+// returns the id it was sent with.
+func (p *person) lastKeptID(text string) int {
+	p.t.Helper()
+	const last = `JSON.parse(sessionStorage.getItem('duet.session')).kept.at(-1)`
+	p.waitJS("the page keeps "+text, last+`.text === `+js(text))
+	return eval[int](p, last+`.id`)
 }

@@ -146,7 +146,9 @@ const st = {
   // Our messages by the id each was sent with, newest last, so that a
   // refusal that names one (docs/PROTOCOL.md, "Which messages were
   // refused") marks that one: a message sent is answered with nothing,
-  // and several may be on their way when a refusal comes.
+  // and several may be on their way when a refusal comes. A resume
+  // names the last one the server had (lostAfter): those after it were
+  // lost with the connection.
   mine: new Map(),
   nextId: 1,
 
@@ -168,7 +170,7 @@ const st = {
   // Session resume. resume is null when the server gave no key (resume
   // is off, or no one is logged in); else what sessionStorage keeps.
   resume: null, // { key, last, windowS }
-  kept: [], // messages kept for a reload: { side, from, text, at }, and failed: true if refused
+  kept: [], // messages kept for a reload: { side, from, text, at }, failed: true if not sent, and ours their id
   resuming: false, // a resume is sent and not yet answered
   restored: false, // the page was reloaded and showed a kept session
   peerAway: false, // the peer lost its connection and may come back
@@ -354,7 +356,10 @@ function sendMine(obj, text) {
   const id = st.nextId++;
   if (!send({ ...obj, id })) return null;
   const li = addMessage('mine', st.name, text);
-  st.lastMine = { li, kept: keepMessage('mine', st.name, text) };
+  const kept = keepMessage('mine', st.name, text);
+  // Kept with its id, so that a reload can still mark it lost.
+  if (kept) kept.id = id;
+  st.lastMine = { li, kept };
   st.mine.set(id, st.lastMine);
   // A refusal comes within moments of its message, in the order sent:
   // one for a message older than the log holds has nothing to mark.
@@ -376,6 +381,28 @@ function refused(first, last) {
   }
   // The refusal is kept with the message, for a reload to show.
   saveSoon();
+}
+
+// lostAfter marks not sent the messages of ours numbered after last,
+// the id of the last one the server relayed, as a resume tells it
+// (resumed's last_id): the page sent them into a connection that died
+// before the server read them, and they went nowhere. It returns how
+// many it marked. A server that does not say (no last_id) leaves them
+// as they are.
+function lostAfter(last) {
+  if (!Number.isSafeInteger(last) || last < 0) return 0;
+  let lost = 0;
+  for (const [id, m] of st.mine) {
+    if (id <= last) continue;
+    markFailed(m.li, m.kept);
+    st.mine.delete(id);
+    lost++;
+  }
+  // A page that numbers from 1 again (reloaded, with nothing kept to go
+  // on from) goes on from the server's count instead, or its next
+  // messages would compare as older than those of the page before it.
+  st.nextId = Math.max(st.nextId, last + 1);
+  return lost;
 }
 
 // ---- Session resume -----------------------------------------------------
@@ -459,6 +486,10 @@ function resumed(ev) {
   st.peerAway = false;
   if (typeof ev.resume_key === 'string' && ev.resume_key) st.resume.key = ev.resume_key;
   if (Number(ev.window_s) > 0) st.resume.windowS = Number(ev.window_s);
+  // What the page sent into the connection that died, after the last
+  // message the server had, never reached it: marked not sent, as a
+  // refusal is, and kept so.
+  const lost = lostAfter(ev.last_id);
   // The key used is retired: only the new one may be kept.
   saveNow();
   closeStale();
@@ -479,6 +510,9 @@ function resumed(ev) {
   const missed = Number(ev.missed) || 0;
   if (missed > 0) {
     text += ' ' + missed + (missed === 1 ? ' message' : ' messages') + ' sent to you could not be kept, and are lost.';
+  }
+  if (lost > 0) {
+    text += ' ' + (lost === 1 ? '1 message' : lost + ' messages') + ' you sent as the connection dropped did not reach the server: marked not sent.';
   }
   notice(text, { kind });
   clearEndedAway();
@@ -665,6 +699,14 @@ function restoreSession() {
     // would take it for sent. A copy kept before refusals were recorded
     // has no failed field: its messages show as they did then.
     if (m.failed === true && m.side === 'mine') markFailed(li, kept);
+    // One shown as sent keeps its id, so that the resume can still mark
+    // it lost if the server never had it, and the page numbers on after
+    // it. A copy kept without ids has nothing to go by.
+    if (m.side === 'mine' && Number.isSafeInteger(m.id) && m.id > 0) {
+      kept.id = m.id;
+      st.nextId = Math.max(st.nextId, m.id + 1);
+      if (m.failed !== true) st.mine.set(m.id, { li, kept });
+    }
   }
   trimKept();
 }
