@@ -185,6 +185,13 @@ const (
 	ReasonLinkLost     Reason = "link_lost"    // the link to the peer's server was lost
 )
 
+// IDUnknown is the ID of an EvResumed whose session's last message
+// relayed is not known: it was taken up from a server that did not keep
+// it (one from before the resumed event carried it), and the client is
+// told nothing rather than a number it would take for the truth. A
+// client that numbers a message with it is not told either.
+const IDUnknown = ^uint64(0)
+
 // Event is one thing the server tells one session. Text may alias the
 // sender's input buffer; an encoder must finish with an Event before the
 // call that handed it over returns.
@@ -234,8 +241,8 @@ type Event struct {
 	// (Err then holds why), FirstID and ID are those of the first and
 	// the last of them: every say sent from the one to the other was
 	// refused. On an EvResumed, ID is that of the last say or seal of
-	// the session's that was relayed (0: none had one): any the client
-	// sent after it never reached the server. JSON only.
+	// the session's that was relayed (0: none had one), or IDUnknown:
+	// any the client sent after it never reached the server. JSON only.
 	ID, FirstID uint64
 
 	// RetryAfter, on an EvError, says how long to wait before trying

@@ -449,9 +449,11 @@ type Session struct {
 	// lastID is the id the client gave the last of its messages relayed
 	// (SayAll, Seal) that had one, 0 before any: a resume reports it
 	// (EvResumed), so that a page learns which of the messages it sent
-	// into a connection that died never reached the server. Written and
-	// read under the lock of the session's room, as the counts are, and
-	// moved with them by a resume.
+	// into a connection that died never reached the server. It is
+	// proto.IDUnknown in a session taken up from a Parked that did not
+	// say (Import), until it relays one. Written and read under the lock
+	// of the session's room, as the counts are, and moved with them by a
+	// resume.
 	lastID uint64
 	// hub is read here by the session's own loop; a delivery to the
 	// session is handed its hub by the sender (deliverMessages), whose

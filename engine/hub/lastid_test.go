@@ -157,3 +157,41 @@ func TestParkedKeepsTheLastID(t *testing.T) {
 		t.Fatalf("resumed after the move says %d, want 42", ev.ID)
 	}
 }
+
+// TestImportWithoutALastIDSaysNothing: a session parked by a server
+// that did not keep the id of its last message relayed (its Parked says
+// 0) does not know it, and its resume says so (proto.IDUnknown) rather
+// than 0, which a page would take for "none of yours arrived"; once it
+// relays a numbered message it knows again, and a move then carries it.
+func TestImportWithoutALastIDSaysNothing(t *testing.T) {
+	h1, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	bob, _ := resumable(t, h1, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	parked := h1.Snapshot()
+	for _, p := range parked {
+		if b := p.AppendBinary(nil); p.LastID != 0 || b[2] > 2 {
+			t.Fatalf("a session that numbered nothing is parked as version %d, last id %d", b[2], p.LastID)
+		}
+	}
+	h2, _ := newClockedHub(resumeOpts())
+	if n := h2.Restore(parked); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	res, ev := resumedOf(t, h2, key)
+	if ev.ID != proto.IDUnknown {
+		t.Fatalf("resumed after a move from a server that did not say: last id %d", ev.ID)
+	}
+	if n, err := sayIDs(res.Session, []uint64{3}, "three"); n != 1 || err != nil {
+		t.Fatalf("relayed %d, %v", n, err)
+	}
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	h3, _ := newClockedHub(resumeOpts())
+	if n := h3.Restore(h2.Snapshot()); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	if _, ev := resumedOf(t, h3, ev.ResumeKey); ev.ID != 3 {
+		t.Fatalf("resumed after a second move: last id %d, want 3", ev.ID)
+	}
+}

@@ -61,7 +61,12 @@ type Parked struct {
 	// resume tells (away.left); nil when none.
 	Left *PeerLeft
 	// LastID is the id of the last message of the session's that was
-	// relayed (Session.lastID), which its resume reports; 0 for none.
+	// relayed (Session.lastID), which its resume reports; 0 when none
+	// is known. A Parked written before it was kept reads as 0 too, and
+	// a session numbered nothing it relayed is parked in the form such
+	// a writer used, so a session taken up with 0 does not know (the
+	// resume then says nothing of it, proto.IDUnknown) until it relays
+	// a numbered message of its own.
 	LastID uint64
 }
 
@@ -270,7 +275,9 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	s.hmu.Lock()
 	p.Seq = s.seq
 	// Under the room's lock, as SayAll writes it.
-	p.LastID = s.lastID
+	if s.lastID != proto.IDUnknown {
+		p.LastID = s.lastID
+	}
 	if a := s.away; a != nil {
 		p.Attached = a.attached
 		if !a.attached {
@@ -439,6 +446,9 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
 		gen: p.Gen + 1, q: awayQueue, lastID: p.LastID}
+	if s.lastID == 0 {
+		s.lastID = proto.IDUnknown
+	}
 	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left}
 	s.hmu.Lock()
 	s.seq = p.Seq

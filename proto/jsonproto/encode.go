@@ -154,11 +154,14 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = strconv.AppendInt(dst, int64(ev.Count), 10)
 		dst = append(dst, `,"missed":`...)
 		dst = strconv.AppendInt(dst, int64(ev.Missed), 10)
-		// Always there, 0 included: a page that numbered messages the
-		// server never had tells by it that none of them reached it,
-		// where a server that does not say leaves it nothing to go by.
-		dst = append(dst, `,"last_id":`...)
-		dst = strconv.AppendUint(dst, ev.ID, 10)
+		// There whenever it is known, 0 included: a page that numbered
+		// messages the server never had tells by it that none of them
+		// reached it. When it is not known, the page is told nothing,
+		// and leaves its messages as they are.
+		if ev.ID != proto.IDUnknown {
+			dst = append(dst, `,"last_id":`...)
+			dst = strconv.AppendUint(dst, ev.ID, 10)
+		}
 		dst = append(dst, ',')
 		return appendResumeKey(dst, ev)
 	case proto.EvReplayEnd:
