@@ -99,6 +99,9 @@ func TestSlowReaderIsCut(t *testing.T) {
 			re := regexp.MustCompile(tc.told)
 			for {
 				l := alice.Line()
+				if strings.HasPrefix(l, "*") || strings.HasPrefix(l, "!") {
+					t.Logf("alice read %q", l)
+				}
 				if strings.HasPrefix(l, "! not_paired") {
 					t.Fatalf("not_paired before the cut notice")
 				}
