@@ -177,6 +177,10 @@ type flight struct {
 	ends []int32 // where each relayed message ends in the batch, in order
 	next int     // ends[next:] are the messages not known taken whole
 	size int32   // the batch's length
+	// start is where the batch begins in the trail's positions (its
+	// sent when the batch was taken), or -1 when no trail was followed
+	// then: Unreceived places what the client acknowledged in it.
+	start int64
 	// settled: a Settle since the Take said what the socket holds. Until
 	// then nothing of the batch is known written: a Close meanwhile is a
 	// write that failed, and counts all of it.
@@ -202,6 +206,10 @@ func (f *flight) hold(held int) {
 // directly) since the trail began: the start of the socket's stream, or
 // a moment when everything numbered before had been acknowledged.
 type trail struct {
+	// first is the Seq of the first numbered message queued since the
+	// trail began: every one before it was received, or was another
+	// connection's to write.
+	first    uint64
 	queued   uint64 // Seq of the newest numbered message queued
 	whole    uint64 // Seq of the newest numbered message that left whole
 	wholeEnd int64  // where it ends: sent, just after it left
@@ -295,7 +303,7 @@ func (o *Outbox) Deliver(ev *proto.Event) {
 	b.B = o.owner.AppendEvent(b.B, ev)
 	if relayed {
 		b.ends = append(b.ends, int32(len(b.B)))
-		o.queuedLocked(ev.Seq)
+		o.queuedLocked(ev.Seq, ev.Seq)
 	}
 	o.backlog.Add(int64(len(b.B) - before))
 	o.sendLocked()
@@ -310,12 +318,12 @@ func (o *Outbox) DeliverMessages(ev *proto.Event, texts [][]byte) {
 	b := o.buf
 	before := len(b.B)
 	// The encoder may number the texts as it walks them (ev.Seq).
-	var last uint64
-	if ev.Seq != 0 && len(texts) > 0 {
-		last = ev.Seq + uint64(len(texts)) - 1
+	first, last := ev.Seq, uint64(0)
+	if first != 0 && len(texts) > 0 {
+		last = first + uint64(len(texts)) - 1
 	}
 	b.B, b.ends = o.owner.AppendMessages(b.B, b.ends, ev, texts)
-	o.queuedLocked(last)
+	o.queuedLocked(first, last)
 	o.backlog.Add(int64(len(b.B) - before))
 	o.sendLocked()
 }
@@ -458,9 +466,13 @@ func (o *Outbox) Take(held int) (b *Batch, msgs int) {
 	if msgs > 0 {
 		// The Outbox keeps the ends, the owner the bytes; the slices
 		// trade places, so that neither allocates.
-		f := &o.sideLocked().flight
+		sd := o.sideLocked()
+		f := &sd.flight
 		f.ends, b.ends = b.ends, f.ends[:0]
-		f.next, f.size, f.settled = 0, int32(len(b.B)), false
+		f.next, f.size, f.settled, f.start = 0, int32(len(b.B)), false, -1
+		if sd.following {
+			f.start = sd.trail.sent - int64(len(b.B))
+		}
 	}
 	o.buf = nil
 	o.idle = false // until Settle: the owner is writing b
@@ -495,6 +507,71 @@ func (o *Outbox) Dropped() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return int(o.dropped)
+}
+
+// Unreceived returns how many of the relayed messages handed to the
+// Outbox its client is not known to have received: those its owner's
+// socket has not taken whole (Unsent), and of those it took, the
+// numbered messages after the newest one its peer's TCP acknowledged.
+// held is what the owner's socket still holds, unwritten, of the batch
+// taken last, as for Close; the socket is asked once (Owner.Unacked).
+//
+// The count is exact when every byte the peer has not acknowledged is of
+// the batch taken last or queued after it, as for a reader that fell
+// behind: the socket holds the head of that batch, and the owner the
+// rest. When some are older (written directly, or in batches before),
+// where each of those messages ends is no longer known, and it counts
+// from the newest message known received (the trail's marks), which
+// may count a few that were: never fewer than were not. A socket that
+// cannot tell counts from the newest found received before.
+//
+// A session that goes away from a connection still open (a drain) is
+// told it, so that its resume replays every message its client may not
+// have, however long ago it came. The owner calls it on its loop, once
+// the Outbox is retired (Retire): nothing is queued from then on, so
+// the count stays what it says.
+func (o *Outbox) Unreceived(held int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	sd := o.side
+	if o.closed || sd == nil {
+		return o.unsentLocked()
+	}
+	f := &sd.flight
+	if f.pending() > 0 && f.settled {
+		f.hold(held)
+	}
+	unsent := o.unsentLocked()
+	if !sd.following {
+		// Every numbered message queued was received, or none is
+		// numbered (resume is off).
+		return unsent
+	}
+	t := &sd.trail
+	known := max(t.acked, t.first-1)
+	unacked, ok := o.owner.Unacked()
+	if ok {
+		acked := t.sent - int64(held) - int64(unacked) // bytes before this were acknowledged
+		if f.pending() > 0 && f.start >= 0 && acked >= f.start {
+			n := 0
+			for _, end := range f.ends {
+				if f.start+int64(end) > acked {
+					n++
+				}
+			}
+			if o.buf != nil {
+				n += len(o.buf.ends)
+			}
+			return max(n, unsent)
+		}
+		switch {
+		case acked >= t.wholeEnd:
+			known = max(known, t.whole)
+		case t.markEnd > 0 && acked >= t.markEnd:
+			known = max(known, t.mark)
+		}
+	}
+	return max(int(t.queued-min(known, t.queued)), unsent)
 }
 
 func (o *Outbox) unsentLocked() int {
@@ -678,17 +755,18 @@ func putSide(sd *side) {
 	sidePool.Put(sd)
 }
 
-// queuedLocked notes that the numbered message seq was queued; seq 0
-// (a session not numbered: resume is off) is not followed.
-func (o *Outbox) queuedLocked(seq uint64) {
-	if seq == 0 {
+// queuedLocked notes that the numbered messages first to last were
+// queued; last 0 (a session not numbered: resume is off) is not
+// followed.
+func (o *Outbox) queuedLocked(first, last uint64) {
+	if last == 0 {
 		return
 	}
 	sd := o.sideLocked()
 	if !sd.following {
-		sd.trail, sd.following = trail{}, true
+		sd.trail, sd.following = trail{first: first}, true
 	}
-	sd.trail.queued = seq
+	sd.trail.queued = last
 }
 
 // leftLocked notes that n queued bytes left for the socket: all that was

@@ -240,3 +240,99 @@ func TestTrailCycleAllocatesNothing(t *testing.T) {
 		t.Fatalf("%.1f allocations a trail, want none", allocs)
 	}
 }
+
+// TestUnreceivedCountsWhatTheClientMayNotHave: what a connection that is
+// to close still owes its client, in relayed messages: those queued,
+// those its socket holds unwritten, and those its socket wrote that the
+// peer's TCP has not acknowledged. Exact when all that is not
+// acknowledged is of the batch taken last or after it; otherwise
+// counted from the newest message known received, never fewer than
+// were not.
+func TestUnreceivedCountsWhatTheClientMayNotHave(t *testing.T) {
+	// Lines of 14, 14, 16 and 15 bytes: a batch of 59.
+	four := []string{"one", "two", "three", "four"}
+	t.Run("in the batch taken last", func(t *testing.T) {
+		for _, c := range []struct {
+			unacked, want int
+		}{
+			{0, 2 + 2},  // what the socket took was all acknowledged
+			{12, 2 + 2}, // one and two acknowledged whole
+			{13, 3 + 2}, // two not quite
+			{40, 4 + 2}, // none
+		} {
+			a, o := newAckOwner()
+			a.decline = true // the loop flushes: what is delivered is queued
+			numbered(o, 1, four...)
+			b, msgs := o.Take(0)
+			if msgs != 4 || len(b.B) != 59 {
+				t.Fatalf("took %d messages in %d bytes, want 4 in 59", msgs, len(b.B))
+			}
+			outbox.Release(b)
+			const held = 19 // the socket took 40: three and four are not whole
+			o.Settle(held)
+			numbered(o, 5, "five", "six")
+			a.unacked = c.unacked
+			if got := o.Unreceived(held); got != c.want {
+				t.Errorf("%d bytes written unacknowledged: %d unreceived, want %d", c.unacked, got, c.want)
+			}
+		}
+	})
+	t.Run("written before", func(t *testing.T) {
+		// Written directly, where each ends is not kept: with nothing
+		// known received, all of it counts, though only the last is
+		// unacknowledged.
+		a, o := newAckOwner()
+		numbered(o, 1, "one", "two", "three")
+		a.unacked = len("message a three\n")
+		if got := o.Unreceived(0); got != 3 {
+			t.Fatalf("%d unreceived with nothing known received, want 3", got)
+		}
+		// A look marks three, found acknowledged at the next; four and
+		// five are counted from it.
+		o.TransportAcked(0)
+		numbered(o, 4, "four", "five")
+		a.unacked = len("message a five\n")
+		if got := o.TransportAcked(0); got != 3 {
+			t.Fatalf("acked %d, want 3", got)
+		}
+		if got := o.Unreceived(0); got != 2 {
+			t.Fatalf("%d unreceived after the look found three received, want 2", got)
+		}
+		a.unacked = 0
+		if got := o.Unreceived(0); got != 0 {
+			t.Fatalf("%d unreceived with everything acknowledged, want 0", got)
+		}
+	})
+	t.Run("a new trail", func(t *testing.T) {
+		// What came before the trail began was received (or was another
+		// connection's): it is not counted.
+		a, o := newAckOwner()
+		numbered(o, 1, "one", "two")
+		if got := o.TransportAcked(0); got != 2 {
+			t.Fatalf("acked %d, want 2", got)
+		}
+		numbered(o, 3, "three")
+		a.unacked = len("message a three\n")
+		if got := o.Unreceived(0); got != 1 {
+			t.Fatalf("%d unreceived, want 1", got)
+		}
+	})
+	t.Run("the socket cannot tell", func(t *testing.T) {
+		a, o := newAckOwner()
+		a.fails = true
+		numbered(o, 1, four...)
+		if got := o.Unreceived(0); got != 4 {
+			t.Fatalf("%d unreceived, want 4", got)
+		}
+	})
+	t.Run("not numbered", func(t *testing.T) {
+		// Resume off: only what was never written counts, as Close's.
+		a, o := newAckOwner()
+		a.decline = true
+		o.DeliverMessages(message("a"), [][]byte{[]byte("hi"), []byte("there")})
+		a.unacked = 1 << 20
+		if got := o.Unreceived(0); got != 2 {
+			t.Fatalf("%d unreceived, want 2", got)
+		}
+	})
+}
