@@ -192,7 +192,21 @@ func (cn *conn) drainBegin() (key, notice string, ok bool) {
 		if notice != "" {
 			key = cn.sess.Key()
 		}
-		cn.endSession(endDrain, 0)
+		// What is queued for the client stays queued, to be written
+		// before the notice if it reads on; but the connection is
+		// closed soon, and a reader that stopped never takes it, nor
+		// perhaps what its socket holds unacknowledged. So the session
+		// goes away with the count of every message its client is not
+		// known to have received, as a connection that drops with
+		// messages queued does (onClose), and its resume replays them
+		// however long ago they came, or counts those not kept. The
+		// outbox is retired first, so that nothing is queued after the
+		// count: what the partner relays until the session is away is
+		// dropped, and counted with it (hub.Session.Detach).
+		for _, w := range cn.out.Retire() {
+			w.Wake()
+		}
+		cn.endSession(endDrain, cn.out.Unreceived(cn.c.OutboundBuffered()))
 		cn.sess = nil
 	}
 	return key, notice, true

@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"duet/engine"
 	"duet/engine/enginetest"
 )
 
@@ -390,4 +395,124 @@ func sumGot(rs []*roller) int {
 		n += len(x.got)
 	}
 	return n
+}
+
+// TestDrainedStalledReaderLosesNothing: alice's connection on node a is
+// open, but she reads slowly, then stops, so that her socket's buffers
+// are full and a holds the rest for her, queued, when a drains. Her
+// session is parked and she resumes on b, having read the old connection
+// to its end: what it wrote and what the resume replays are together
+// every message bob sent, in order, none missing, however long ago they
+// were sent. The messages her client is not known to have received go
+// with the session: those a still queued, which the old connection
+// never writes, and those a's kernel held unacknowledged, which it
+// never delivers once the connection is found dead. Before, the drain
+// sent the session away as if nothing were queued, and the resume
+// replayed only resume.replay_recent's worth: nothing, here.
+func TestDrainedStalledReaderLosesNothing(t *testing.T) {
+	const recent = 2 * time.Second
+	const count = 30_000
+	slow := func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		// Reading slowly, alice is never cut as slow: her stalled
+		// connection, drained, is found dead by TCP_USER_TIMEOUT
+		// (resume.replay_recent) once her reads stop.
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 32 << 20
+		o.Resume.ReplayRecent = recent
+	}
+	r := startRedis(t)
+	a, b := startNodeEngine(t, r, "a", nil, slow), startNodeEngine(t, r, "b", nil, slow)
+
+	old := a.DialLine(t)
+	// A small window, fixed: the server's kernel soon holds all it may
+	// send, and a holds the rest.
+	if err := old.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+	old.Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + old.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	old.Expect(`^\* bob is connected$`)
+
+	// alice reads slowly, 64 KiB at a time, and keeps what she reads.
+	var read bytes.Buffer
+	quit, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			old.Conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+			n, _ := io.ReadFull(old.Conn, buf)
+			read.Write(buf[:n])
+		}
+	}()
+	w := bufio.NewWriter(bob.Conn)
+	pad := strings.Repeat("x", 200)
+	for i := range count {
+		fmt.Fprintf(w, "m %d %s\n", i, pad)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
+		}
+	}
+	// Every message is older than resume.replay_recent by the drain.
+	time.Sleep(recent + recent/2)
+	close(quit)
+	<-stopped
+
+	// alice has stopped reading: a drains with her messages queued.
+	if told, _ := drainNode(t, a, 0); told != 1 {
+		t.Fatalf("%d connections told to reconnect, want alice's", told)
+	}
+	// What the old connection wrote, alice reads to its end.
+	buf := make([]byte, 64<<10)
+	for {
+		old.Conn.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := old.Conn.Read(buf)
+		read.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	next := 0
+	for l := range strings.Lines(read.String()) {
+		if !strings.HasSuffix(l, "\r\n") {
+			break // cut short as the connection closed
+		}
+		l = strings.TrimSuffix(l, "\r\n")
+		if strings.HasPrefix(l, "* ") {
+			continue
+		}
+		var n int
+		if _, err := fmt.Sscanf(l, "<bob> m %d", &n); err != nil || n != next {
+			t.Fatalf("the old connection wrote %q, want message %d", l, next)
+		}
+		next++
+	}
+	if next == count {
+		t.Fatal("alice read every message before the drain: nothing was queued for her")
+	}
+
+	_, peer, replayed, missed := enginetest.ResumeLine(t, b.Daemon, old.Key)
+	if peer != "bob" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	t.Logf("alice read %d of %d messages on the old connection; the resume replayed %d, %d not kept", next, count, len(replayed), missed)
+	enginetest.ExpectReplayedRun(t, replayed, missed, "bob", count-1)
+	var first int
+	if _, err := fmt.Sscanf(replayed[0], "<bob> m %d", &first); err != nil || first > next {
+		t.Fatalf("the resume replayed from message %d (%q), alice had read up to %d", first, replayed[0], next-1)
+	}
 }
