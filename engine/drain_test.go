@@ -3,8 +3,10 @@ package engine_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/engine/hub"
 )
 
 // TestDrain: a drain tells each client to reconnect, a line client with
@@ -119,5 +122,86 @@ func TestDrain(t *testing.T) {
 	defer cancel()
 	if n := d.Drain(ctx, period, nil); n != (engine.Drained{}) {
 		t.Fatalf("a second drain ended %+v", n)
+	}
+}
+
+// TestDrainNotParkedTellsWhatNeverArrived: a session a drain cannot park
+// ends, and its partner is told how many of its messages never reached
+// the reader, as when a connection that ends with messages queued tells
+// it: a reader that had stopped reading has some queued, and some its
+// socket wrote that its TCP never acknowledged. Two engines share one
+// hub, as a node's would if it had two; alice's drains, and the park
+// fails.
+func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
+	const count = 30_000
+	h := hub.New(hub.Options{})
+	edit := func(o *engine.Options) {
+		o.Hub = h
+		o.Limits.MessageRate = 1e6
+		o.Limits.MessageBurst = 1e6
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 32 << 20
+	}
+	a, b := enginetest.Start(t, edit), enginetest.Start(t, edit)
+	alice := a.DialLine(t)
+	if err := alice.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+	alice.Login("alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	// alice reads nothing more: her socket's buffers fill, and a queues
+	// the rest.
+	w := bufio.NewWriter(bob.Conn)
+	pad := strings.Repeat("x", 200)
+	for i := range count {
+		fmt.Fprintf(w, "m %d %s\n", i, pad)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * enginetest.Timeout); h.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the messages did not all cross: %+v", h.Stats())
+		}
+	}
+	// The drain waits a second for alice's connection to close, which,
+	// stalled, it does not; stopping a closes it, with what it never
+	// wrote.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	fail := func(context.Context, string) bool { return false }
+	if n := a.Drain(ctx, 0, fail); n.NotParked != 1 {
+		t.Fatalf("drained %+v, want alice's session not parked", n)
+	}
+	stop, cancelStop := context.WithTimeout(context.Background(), time.Second)
+	defer cancelStop()
+	_ = a.Stop(stop)
+	bob.Expect(`^\* alice lost the connection; `) // away, to be parked
+	l := bob.Expect(`^\* alice's server is shutting down; \d+ of your messages were not delivered; `)
+	told, _ := strconv.Atoi(regexp.MustCompile(`\d+`).FindString(l))
+
+	// alice reads what her old connection wrote, to its end: what her
+	// socket and a's kernel held for her.
+	read := 0
+	r := bufio.NewReader(alice.Conn)
+	for {
+		alice.Conn.SetReadDeadline(time.Now().Add(time.Second))
+		l, err := r.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(l, "<bob> m ") {
+			read++
+		}
+	}
+	t.Logf("alice read %d of %d messages; bob was told %d were not delivered", read, count, told)
+	if told < count-read || read == count {
+		t.Fatalf("alice read %d of %d messages, bob was told %d were not delivered", read, count, told)
 	}
 }
