@@ -552,7 +552,7 @@ func (o *Outbox) Unreceived(held int) int {
 	unacked, ok := o.owner.Unacked()
 	if ok {
 		acked := t.sent - int64(held) - int64(unacked) // bytes before this were acknowledged
-		if f.pending() > 0 && f.start >= 0 && acked >= f.start {
+		if len(f.ends) > 0 && f.start >= 0 && acked >= f.start {
 			n := 0
 			for _, end := range f.ends {
 				if f.start+int64(end) > acked {

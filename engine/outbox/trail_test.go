@@ -277,6 +277,22 @@ func TestUnreceivedCountsWhatTheClientMayNotHave(t *testing.T) {
 			}
 		}
 	})
+	t.Run("taken whole, not acknowledged", func(t *testing.T) {
+		// The socket took every message of the batch, and holds only
+		// the bytes after them: still, where each ends is known.
+		a, o := newAckOwner()
+		a.decline = true
+		numbered(o, 1, four...)
+		o.DeliverRaw([]byte("goodbye\n"))
+		b, _ := o.Take(0)
+		outbox.Release(b)
+		const held = len("goodbye\n")
+		o.Settle(held)
+		a.unacked = len("message a three\n") + len("message a four\n")
+		if got := o.Unreceived(held); got != 2 {
+			t.Fatalf("%d unreceived, want 2: three and four", got)
+		}
+	})
 	t.Run("written before", func(t *testing.T) {
 		// Written directly, where each ends is not kept: with nothing
 		// known received, all of it counts, though only the last is
