@@ -121,8 +121,10 @@ var awayQueue = &plainQueue{Outbox: awayBox{}}
 // resume.window, it ends as Close would with reason timeout. If
 // resume.max_away sessions are away already, the one away the longest
 // ends first (its partner is told timeout). undelivered is how many of
-// the messages delivered to s its connection never wrote: a resume over
-// the line protocol replays them whenever they came (Resume).
+// the messages delivered to s its connection never wrote (or, for one
+// still open that a drain is about to close, how many its client is not
+// known to have received): the newest of them, which a resume over the
+// line protocol replays whenever they came (Resume).
 //
 // With resume off, or for a session that has no resume key (it logged in
 // while resume was off), Detach is Close(reason, undelivered). Detach
