@@ -1,0 +1,187 @@
+//go:build linux
+
+package engine_test
+
+// With resume on, every connection has TCP_USER_TIMEOUT set to
+// resume.replay_recent, and Linux aborts a connection whose peer keeps
+// its receive window closed that long even while the peer answers every
+// window probe. These tests cut real loopback connections that way,
+// well before duetd's own slow-reader cut (limits.slow_timeout) could,
+// and check the ending each gets: a peer that went silent ends lost.
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"duet/config"
+	"duet/engine"
+	"duet/engine/enginetest"
+	"duet/service"
+)
+
+// userTimeout is the tests' resume.replay_recent, and so every
+// connection's TCP_USER_TIMEOUT: short, so that the kernel's cut comes
+// within seconds, and ten times the 200 ms of the first window probe on
+// loopback, so that a reader that answers them has answered several.
+const userTimeout = 2 * time.Second
+
+// TestUserTimeoutOnADeadPeerIsLost: bob's TCP goes silent, as behind a
+// network that failed: a socket filter drops all that reaches his
+// socket, so nothing he is sent is acknowledged, not even a window
+// probe. The kernel aborts the connection once the user timeout passes,
+// and the ending is lost: whether his window was open when he went
+// silent, or closed (he had stopped reading too) and then nothing more
+// came from him for the whole timeout.
+func TestUserTimeoutOnADeadPeerIsLost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		deafen func(*testing.T, net.Conn)
+	}{
+		{"window open", deafen},
+		{"window closed first", deafenOnceFull},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, admin := startCutByUserTimeout(t)
+			alice, bob := pairWithSmallReader(t, d)
+			d.SetResume(config.Resume{}) // alice is told the ending's reason
+			tc.deafen(t, bob.c)
+			floodUntilTold(t, alice, `^\* bob disconnected; `)
+			if n := waitDisconnects(t, admin, "lost"); n != 1 {
+				t.Fatalf("duet_disconnects_total{reason=\"lost\"} is %d, want 1", n)
+			}
+			expectNotCounted(t, admin, "slow")
+		})
+	}
+}
+
+// startCutByUserTimeout starts a daemon whose connections the kernel
+// aborts after userTimeout without acknowledgement or an open window,
+// and whose own slow-reader cut would come long after, with its metrics
+// on an admin listener; it returns the daemon and the listener's
+// address.
+func startCutByUserTimeout(t *testing.T) (*enginetest.Daemon, string) {
+	t.Helper()
+	var m *service.Metrics
+	d := enginetest.Start(t, func(o *engine.Options) {
+		m = service.NewMetrics(o.Hub)
+		o.Metrics = m
+		o.Limits.OutboundHigh = 64 << 10
+		o.Limits.OutboundMax = 256 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.ReplayRecent = userTimeout
+	})
+	admin, err := service.StartAdmin("127.0.0.1:0", m.Registry, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+	return d, admin.Addr().String()
+}
+
+// pairWithSmallReader logs alice in, and bob on a connection with a
+// small receive buffer, which a flood soon fills, and pairs them.
+func pairWithSmallReader(t *testing.T, d *enginetest.Daemon) (*enginetest.LineClient, *lineConn) {
+	t.Helper()
+	alice := d.DialLine(t).Login("alice")
+	bob := newLineConn(t, dialSmallReceiveBuffer(t, d.TCP))
+	bob.expect(`^\* welcome`)
+	bob.login("bob")
+	bob.send("/connect " + alice.Token)
+	bob.expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	return alice, bob
+}
+
+// floodUntilTold has alice send bob far more than any buffer holds, and
+// reads alice's lines until she is told of bob, which must match told.
+// Then she stops sending: what she sends once bob is gone is refused,
+// and would only keep the server busy.
+func floodUntilTold(t *testing.T, alice *enginetest.LineClient, told string) {
+	t.Helper()
+	alice.Conn.SetWriteDeadline(time.Now().Add(2 * enginetest.Timeout))
+	sent := sendNumbered(alice.Conn, 200_000, 200)
+	defer func() {
+		alice.Conn.SetWriteDeadline(time.Now())
+		<-sent
+	}()
+	for {
+		l := alice.Line()
+		if !strings.HasPrefix(l, "* bob ") {
+			continue
+		}
+		if !regexp.MustCompile(told).MatchString(l) {
+			t.Fatalf("alice was told %q, want a match for %q", l, told)
+		}
+		return
+	}
+}
+
+// expectNotCounted checks that no connection is counted as ended for
+// reason.
+func expectNotCounted(t *testing.T, admin, reason string) {
+	t.Helper()
+	series := regexp.MustCompile(`(?m)^duet_disconnects_total\{reason="` + regexp.QuoteMeta(reason) + `"\} [1-9]`)
+	if body := scrape(t, &http.Client{Timeout: enginetest.Timeout}, admin); series.Match(body) {
+		t.Fatalf("a connection counted as %s; /metrics has:\n%s", reason, grepLines(body, "duet_disconnects_total"))
+	}
+}
+
+// deafen attaches a socket filter to c that drops every packet that
+// reaches it: its TCP acknowledges nothing from then on, as if the
+// network between it and the server had failed.
+func deafen(t *testing.T, c net.Conn) {
+	t.Helper()
+	attachFilter(t, c, []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}})
+}
+
+// deafenOnceFull attaches a socket filter to c that drops every segment
+// that carries no data: c's TCP takes what it is sent until its receive
+// buffer is full and its window closed, and then hears nothing more,
+// since a window probe carries no data. The server's last word from it
+// is its window closing, as from a reader that stopped reading just as
+// its network failed.
+func deafenOnceFull(t *testing.T, c net.Conn) {
+	t.Helper()
+	// A socket filter on a TCP socket sees the segment from its TCP
+	// header on.
+	attachFilter(t, c, []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 12},    // data offset, in the high nibble
+		{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: 0xf0}, //
+		{Code: unix.BPF_ALU | unix.BPF_RSH | unix.BPF_K, K: 2},    // the header's length in bytes
+		{Code: unix.BPF_MISC | unix.BPF_TAX},                      // X = the header's length
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN},           // A = the segment's length
+		{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_X, Jt: 0, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // data: keep it whole
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // none: drop it
+	})
+}
+
+// attachFilter attaches the classic BPF program prog to c
+// (SO_ATTACH_FILTER, which needs no privilege).
+func attachFilter(t *testing.T, c net.Conn, prog []unix.SockFilter) {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("SO_ATTACH_FILTER: %v", serr)
+	}
+}
