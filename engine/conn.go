@@ -731,13 +731,22 @@ func (cn *conn) onClose(err error) {
 	lost, waiters := cn.out.Close(cn.finalWrite())
 	if cn.closing == endNone {
 		var sockErr error
-		if needsSocketError(cn.stage, err) {
+		if needsSocketError(err) {
 			sockErr = socketError(cn.c.Fd())
 		}
 		if e := cn.directErr.Load(); sockErr == nil && e != 0 {
 			sockErr = syscall.Errno(e)
 		}
 		cn.closing = wentAway(cn.stage, err, sockErr)
+		if timedOut(err, sockErr) && stoppedReading(cn.c.Fd()) {
+			// The kernel cut a reader that had stopped reading, before
+			// limits.slow_timeout did (usertimeout_linux.go): it ends as
+			// checkBacklog would have ended it.
+			cn.closing = endSlow
+			cn.loop.srv.metrics.SlowCut()
+			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label),
+				zap.String("by", "tcp_user_timeout"))
+		}
 	}
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())

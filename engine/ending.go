@@ -246,15 +246,17 @@ func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{
 // error pending on the socket then (socketError). A line or web client
 // that ends its input has closed; a WebSocket client closes with a close
 // frame, so one that simply stops was lost, like any connection that
-// failed.
+// failed. A connection the kernel timed out may have been a reader that
+// stopped reading instead (timedOut): onClose asks its socket.
 //
 // gnet says io.EOF (wrapped in a read *os.SyscallError) when a read
 // returns end of input, and the read's error for a reset (ECONNRESET), a
-// keepalive that found the peer dead (ETIMEDOUT) or a failed write
-// (EPIPE). But when epoll reports an error or a hang-up on a socket whose
-// reading is paused (a held connection: hold.go), gnet closes it with a
-// bare io.EOF without reading, whatever happened: the socket's own
-// pending error is what tells a reset from an end of input then.
+// keepalive or user timeout that gave up on the peer (ETIMEDOUT) or a
+// failed write (EPIPE). But when epoll reports an error or a hang-up on
+// a socket whose reading is paused (a held connection: hold.go), gnet
+// closes it with a bare io.EOF without reading, whatever happened: the
+// socket's own pending error is what tells a reset from an end of input
+// then, and a timeout from either.
 func wentAway(st stage, err, sockErr error) ending {
 	if st == stageWS || sockErr != nil || err != nil && !errors.Is(err, io.EOF) {
 		return endLost
@@ -262,15 +264,26 @@ func wentAway(st stage, err, sockErr error) ending {
 	return endClosed
 }
 
-// needsSocketError reports whether wentAway's answer for a connection at
-// stage that gnet closed with err depends on the socket's pending error:
-// only when gnet closed it with a bare io.EOF, without reading (or with
-// no error). A WebSocket, or an error other than end of input, is lost
-// whatever the socket holds, and a read that returned end of input is
-// the client closing: the look, a system call on every connection's
-// close, is spared then.
-func needsSocketError(st stage, err error) bool {
-	if st == stageWS || err != nil && !errors.Is(err, io.EOF) {
+// timedOut reports whether the kernel gave up on the connection's peer
+// (ETIMEDOUT), as gnet or the socket tells it: keepalive probes went
+// unanswered, or TCP_USER_TIMEOUT passed with what was written to the
+// peer unacknowledged or its receive window closed. The last is a
+// reader that stopped reading, which stoppedReading tells apart, and
+// which ends slow, not lost.
+func timedOut(err, sockErr error) bool {
+	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(sockErr, syscall.ETIMEDOUT)
+}
+
+// needsSocketError reports whether the ending of a connection that gnet
+// closed with err depends on the socket's pending error: only when gnet
+// closed it with a bare io.EOF, without reading (or with no error),
+// where the pending error tells a reset (lost) or a timeout (lost, or
+// slow) from an end of input. An error other than end of input is the
+// socket's error already, and a read that returned end of input is the
+// client closing: the look, a system call on every connection's close,
+// is spared then.
+func needsSocketError(err error) bool {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return false
 	}
 	var se *os.SyscallError

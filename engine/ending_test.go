@@ -260,7 +260,8 @@ func TestProtocolDocShowsResumeEndings(t *testing.T) {
 
 // TestNeedsSocketError: the socket's pending error is looked up only
 // when gnet closed a connection without reading (a bare io.EOF, or no
-// error), the one case where it decides between closed and lost; what
+// error), the one case where it decides between closed and lost, and
+// tells a timeout (which may be a slow reader) on any stage; what
 // wentAway answers otherwise is the same whatever the socket holds.
 func TestNeedsSocketError(t *testing.T) {
 	readEOF := os.NewSyscallError("read", io.EOF)
@@ -276,11 +277,12 @@ func TestNeedsSocketError(t *testing.T) {
 		{stageLine, readEOF, false},
 		{stageLine, reset, false},
 		{stageLine, os.NewSyscallError("write", syscall.EPIPE), false},
-		{stageWS, io.EOF, false},
-		{stageWS, nil, false},
+		{stageWS, io.EOF, true},
+		{stageWS, nil, true},
+		{stageWS, os.NewSyscallError("write", syscall.ETIMEDOUT), false},
 	} {
-		if got := needsSocketError(tc.st, tc.err); got != tc.want {
-			t.Errorf("needsSocketError(%d, %v) = %v, want %v", tc.st, tc.err, got, tc.want)
+		if got := needsSocketError(tc.err); got != tc.want {
+			t.Errorf("needsSocketError(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 		if !tc.want {
 			// Spared the look, the answer is the one any pending error

@@ -7,7 +7,8 @@ package engine_test
 // its receive window closed that long even while the peer answers every
 // window probe. These tests cut real loopback connections that way,
 // well before duetd's own slow-reader cut (limits.slow_timeout) could,
-// and check the ending each gets: a peer that went silent ends lost.
+// and check the ending each gets: a reader that was there but did not
+// read ends slow, a peer that went silent ends lost.
 
 import (
 	"context"
@@ -32,6 +33,42 @@ import (
 // within seconds, and ten times the 200 ms of the first window probe on
 // loopback, so that a reader that answers them has answered several.
 const userTimeout = 2 * time.Second
+
+// TestUserTimeoutOnAReaderNotReadingIsSlow: bob logs in, pairs and stops
+// reading, his receive buffer small, while alice floods him. His TCP
+// acknowledges every window probe but his window never opens, and the
+// kernel aborts the connection once the user timeout passes (ETIMEDOUT),
+// long before limits.slow_timeout. He was there and did not read: the
+// ending is slow, not lost, and it is counted so. With resume on, alice
+// is told that bob is away, as for any slow reader; with resume turned
+// off by a reload since they connected (their connections keep the user
+// timeout they opened with), bob's session ends at the cut, and alice is
+// told he stopped reading, not that he disconnected.
+func TestUserTimeoutOnAReaderNotReadingIsSlow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		resumeOff bool
+		told      string
+	}{
+		{"resume on", false, `^\* bob lost the connection; waiting up to 2m for bob to come back$`},
+		{"resume turned off since", true, `^\* bob stopped reading and was cut off; `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, admin := startCutByUserTimeout(t)
+			alice, _ := pairWithSmallReader(t, d)
+			if tc.resumeOff {
+				d.SetResume(config.Resume{})
+			}
+			floodUntilTold(t, alice, tc.told)
+			if n := waitDisconnects(t, admin, "slow"); n != 1 {
+				t.Fatalf("duet_disconnects_total{reason=\"slow\"} is %d, want 1", n)
+			}
+			expectNotCounted(t, admin, "lost")
+		})
+	}
+}
 
 // TestUserTimeoutOnADeadPeerIsLost: bob's TCP goes silent, as behind a
 // network that failed: a socket filter drops all that reaches his
