@@ -81,7 +81,12 @@ func TestSlowReaderIsCut(t *testing.T) {
 		window time.Duration
 		told   string // the notice alice waits for; (\d+), if any, counts what was lost
 	}{
-		{"resume off", 0, `^\* bob stopped reading and was cut off; (\d+) of your messages were not delivered`},
+		// Without a count when the socket took all that was held as it
+		// closed (a send buffer grown meanwhile, a busy machine that
+		// cut it before it filled): what reached bob's socket is his to
+		// read, and not counted lost. TestCutReaderCountIsExact holds
+		// the count to what bob finds.
+		{"resume off", 0, `^\* bob stopped reading and was cut off; (?:(\d+) of your messages were not delivered; )?you are free`},
 		{"resume on", 2 * time.Minute, `^\* bob lost the connection; waiting up to 2m for bob to come back$`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,7 +111,7 @@ func TestSlowReaderIsCut(t *testing.T) {
 					t.Fatalf("not_paired before the cut notice")
 				}
 				if m := re.FindStringSubmatch(l); m != nil {
-					if len(m) > 1 {
+					if len(m) > 1 && m[1] != "" {
 						if n, _ := strconv.Atoi(m[1]); n <= 0 {
 							t.Fatalf("count %d in %q", n, l)
 						}

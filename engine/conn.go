@@ -587,35 +587,12 @@ func (cn *conn) checkBacklog() {
 		return
 	}
 	if cn.out.Overflowing() || cn.loop.since(cn.flow.lastProgress) > lim.SlowTimeout {
-		if !cn.out.Overflowing() && cn.writesNow() {
-			return
-		}
 		if cn.closing == endNone {
 			cn.loop.srv.metrics.SlowCut()
 			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label))
 		}
 		cn.end(endSlow)
 	}
-}
-
-// writesNow tries the socket once more before its reader is called
-// slow, and reports whether it took something: gnet writes what it
-// holds when the socket says it has room, and a loop that ran late (a
-// busy machine) may come to this tick before it comes to that event.
-// A reader that made room meanwhile is reading; cut, it would be sent
-// the rest at the close all the same (finalWrite), and its partner told
-// that none of its messages were lost, after a cut that was not due.
-func (cn *conn) writesNow() bool {
-	held := cn.c.OutboundBuffered()
-	_ = cn.c.Flush()
-	if cn.closed {
-		return true // the write failed, and gnet closed the connection
-	}
-	if cn.c.OutboundBuffered() >= held {
-		return false
-	}
-	cn.flush()
-	return true
 }
 
 // finalWrite writes what gnet holds for the closing connection, as much
