@@ -3,7 +3,6 @@ package engine_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net"
 	"regexp"
 	"strconv"
@@ -146,9 +145,7 @@ func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
 	}
 	a, b := enginetest.Start(t, edit), enginetest.Start(t, edit)
 	alice := a.DialLine(t)
-	if err := alice.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
-		t.Fatal(err)
-	}
+	enginetest.SmallWindow(t, alice.Conn)
 	alice.Login("alice")
 	bob := b.DialLine(t).Login("bob")
 	bob.Send("/connect " + alice.Token)
@@ -157,14 +154,7 @@ func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
 
 	// alice reads nothing more: her socket's buffers fill, and a queues
 	// the rest.
-	w := bufio.NewWriter(bob.Conn)
-	pad := strings.Repeat("x", 200)
-	for i := range count {
-		fmt.Fprintf(w, "m %d %s\n", i, pad)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	enginetest.SendNumbered(t, bob.Conn, count)
 	for deadline := time.Now().Add(2 * enginetest.Timeout); h.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the messages did not all cross: %+v", h.Stats())

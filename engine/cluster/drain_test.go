@@ -1,13 +1,10 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -430,9 +427,7 @@ func TestDrainedStalledReaderLosesNothing(t *testing.T) {
 	old := a.DialLine(t)
 	// A small window, fixed: the server's kernel soon holds all it may
 	// send, and a holds the rest.
-	if err := old.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
-		t.Fatal(err)
-	}
+	enginetest.SmallWindow(t, old.Conn)
 	old.Login("alice")
 	bob := b.DialLine(t).Login("bob")
 	bob.Send("/connect " + old.Token)
@@ -441,29 +436,8 @@ func TestDrainedStalledReaderLosesNothing(t *testing.T) {
 
 	// alice reads slowly, 64 KiB at a time, and keeps what she reads.
 	var read bytes.Buffer
-	quit, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		buf := make([]byte, 64<<10)
-		for {
-			select {
-			case <-quit:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			old.Conn.SetReadDeadline(time.Now().Add(time.Millisecond))
-			n, _ := io.ReadFull(old.Conn, buf)
-			read.Write(buf[:n])
-		}
-	}()
-	w := bufio.NewWriter(bob.Conn)
-	pad := strings.Repeat("x", 200)
-	for i := range count {
-		fmt.Fprintf(w, "m %d %s\n", i, pad)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	stop := enginetest.ReadSlowlyInto(old.Conn, &read)
+	enginetest.SendNumbered(t, bob.Conn, count)
 	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
@@ -471,8 +445,7 @@ func TestDrainedStalledReaderLosesNothing(t *testing.T) {
 	}
 	// Every message is older than resume.replay_recent by the drain.
 	time.Sleep(recent + recent/2)
-	close(quit)
-	<-stopped
+	stop()
 
 	// alice has stopped reading: a drains with her messages queued.
 	if told, _ := drainNode(t, a, 0); told != 1 {

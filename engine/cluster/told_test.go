@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -474,9 +472,7 @@ func TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote(t *testing.T
 	old := a.DialLine(t)
 	// A small window, fixed: the server's kernel soon holds all it may
 	// send, and a holds the rest.
-	if err := old.Conn.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
-		t.Fatal(err)
-	}
+	enginetest.SmallWindow(t, old.Conn)
 	old.Login("alice")
 	bob := b.DialLine(t).Login("bob")
 	bob.Send("/connect " + old.Token)
@@ -485,14 +481,7 @@ func TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote(t *testing.T
 
 	// alice reads slowly, 64 KiB at a time.
 	stop := enginetest.ReadSlowly(old.Conn)
-	w := bufio.NewWriter(bob.Conn)
-	pad := strings.Repeat("x", 200)
-	for i := range count {
-		fmt.Fprintf(w, "m %d %s\n", i, pad)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	enginetest.SendNumbered(t, bob.Conn, count)
 	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())

@@ -1,10 +1,13 @@
 package enginetest
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,7 +122,11 @@ func ResumeWS(t testing.TB, d *Daemon, key string, last uint64) (*WSClient, map[
 // next, is found dead once resume.replay_recent passes
 // (TCP_USER_TIMEOUT bounds its window probes too), and goes away rather
 // than being taken over.
-func ReadSlowly(c net.Conn) (stop func()) {
+func ReadSlowly(c net.Conn) (stop func()) { return ReadSlowlyInto(c, io.Discard) }
+
+// ReadSlowlyInto is ReadSlowly, and writes what it reads to keep, which
+// may be read once stop has returned.
+func ReadSlowlyInto(c net.Conn, keep io.Writer) (stop func()) {
 	quit, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -131,12 +138,37 @@ func ReadSlowly(c net.Conn) (stop func()) {
 			case <-time.After(200 * time.Millisecond):
 			}
 			c.SetReadDeadline(time.Now().Add(time.Millisecond))
-			_, _ = io.ReadFull(c, buf)
+			n, _ := io.ReadFull(c, buf)
+			_, _ = keep.Write(buf[:n])
 		}
 	}()
 	return func() {
 		close(quit)
 		<-stopped
+	}
+}
+
+// SmallWindow fixes c's receive buffer at 256 KiB: the server's kernel
+// soon holds all it may send c, and the server queues the rest.
+func SmallWindow(t testing.TB, c net.Conn) {
+	t.Helper()
+	if err := c.(*net.TCPConn).SetReadBuffer(256 << 10); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SendNumbered sends count numbered messages, "m <i> <pad>" from 0 (as
+// numberedLine reads them), on c, a line client's connection, in one
+// go.
+func SendNumbered(t testing.TB, c net.Conn, count int) {
+	t.Helper()
+	w := bufio.NewWriter(c)
+	pad := strings.Repeat("x", 200)
+	for i := range count {
+		fmt.Fprintf(w, "m %d %s\n", i, pad)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
 	}
 }
 
