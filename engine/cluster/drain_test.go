@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"duet/engine"
 	"duet/engine/enginetest"
 )
 
@@ -411,38 +410,15 @@ func TestDrainedStalledReaderLosesNothing(t *testing.T) {
 	// slowly, dead (TCP_USER_TIMEOUT) before the drain.
 	const recent = 3 * time.Second
 	const count = 30_000
-	slow := func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		// Reading slowly, alice is never cut as slow: her stalled
-		// connection, drained, is found dead by TCP_USER_TIMEOUT
-		// (resume.replay_recent) once her reads stop.
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 32 << 20
-		o.Resume.ReplayRecent = recent
-	}
+	// Reading slowly, alice is never cut as slow: her stalled
+	// connection, drained, is found dead by TCP_USER_TIMEOUT
+	// (resume.replay_recent) once her reads stop.
 	r := startRedis(t)
-	a, b := startNodeEngine(t, r, "a", nil, slow), startNodeEngine(t, r, "b", nil, slow)
-
-	old := a.DialLine(t)
-	// A small window, fixed: the server's kernel soon holds all it may
-	// send, and a holds the rest.
-	enginetest.SmallWindow(t, old.Conn)
-	old.Login("alice")
-	bob := b.DialLine(t).Login("bob")
-	bob.Send("/connect " + old.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	old.Expect(`^\* bob is connected$`)
-
+	a, b, old, bob := behindAcrossNodes(t, r, recent)
 	// alice reads slowly, 64 KiB at a time, and keeps what she reads.
 	var read bytes.Buffer
 	stop := enginetest.ReadSlowlyInto(old.Conn, &read)
-	enginetest.SendNumbered(t, bob.Conn, count)
-	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
-		}
-	}
+	sendAcross(t, a, b, bob, count)
 	// Every message is older than resume.replay_recent by the drain.
 	time.Sleep(recent + recent/2)
 	stop()

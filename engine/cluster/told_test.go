@@ -459,34 +459,11 @@ func TestDrainWithResumeOff(t *testing.T) {
 func TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 	const recent = 2 * time.Second
 	const count = 30_000
-	slow := func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 32 << 20
-		o.Resume.ReplayRecent = recent
-	}
 	r := startRedis(t)
-	a, b := startNodeEngine(t, r, "a", nil, slow), startNodeEngine(t, r, "b", nil, slow)
-
-	old := a.DialLine(t)
-	// A small window, fixed: the server's kernel soon holds all it may
-	// send, and a holds the rest.
-	enginetest.SmallWindow(t, old.Conn)
-	old.Login("alice")
-	bob := b.DialLine(t).Login("bob")
-	bob.Send("/connect " + old.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	old.Expect(`^\* bob is connected$`)
-
+	a, b, old, bob := behindAcrossNodes(t, r, recent)
 	// alice reads slowly, 64 KiB at a time.
 	stop := enginetest.ReadSlowly(old.Conn)
-	enginetest.SendNumbered(t, bob.Conn, count)
-	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < count; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
-		}
-	}
+	sendAcross(t, a, b, bob, count)
 	// Every message is older than resume.replay_recent by the resume.
 	time.Sleep(recent + recent/2)
 	stop()
@@ -499,4 +476,43 @@ func TestTakeoverOnAnotherNodeReplaysWhatTheOldConnectionNeverWrote(t *testing.T
 		t.Fatalf("not a takeover of an open connection: b's hub stats %+v", st)
 	}
 	enginetest.ExpectReplayedRun(t, replayed, missed, "bob", count-1)
+}
+
+// behindAcrossNodes starts nodes a and b on r for a reader that falls
+// far behind: large enough outbound and resume buffers, a slow cut that
+// does not come, replay_recent recent (TCP_USER_TIMEOUT, which finds a
+// reader dead once its reads stop). It logs alice in on a with a small
+// window (enginetest.SmallWindow: the server's kernel soon holds all it
+// may send her, and a holds the rest) and bob on b, and pairs them.
+func behindAcrossNodes(t *testing.T, r *redisServer, recent time.Duration) (a, b *testNode, alice, bob *enginetest.LineClient) {
+	t.Helper()
+	slow := func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 32 << 20
+		o.Resume.ReplayRecent = recent
+	}
+	a, b = startNodeEngine(t, r, "a", nil, slow), startNodeEngine(t, r, "b", nil, slow)
+	alice = a.DialLine(t)
+	enginetest.SmallWindow(t, alice.Conn)
+	alice.Login("alice")
+	bob = b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	return a, b, alice, bob
+}
+
+// sendAcross sends count numbered messages from bob on b to his partner
+// on a (enginetest.SendNumbered), and waits until all have crossed and
+// a keeps some.
+func sendAcross(t *testing.T, a, b *testNode, bob *enginetest.LineClient, count int) {
+	t.Helper()
+	enginetest.SendNumbered(t, bob.Conn, count)
+	for deadline := time.Now().Add(2 * enginetest.Timeout); a.Hub.Stats().HistoryBytes == 0 || b.Hub.Stats().Messages < uint64(count); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
+		}
+	}
 }
