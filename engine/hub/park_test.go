@@ -499,16 +499,14 @@ func TestExportKeepsALocalPartner(t *testing.T) {
 	}
 }
 
-// TestTellLeftAfterImport: a session parked while its partner on this
-// hub leaves, taken up here before this node wrote the partner's last
-// messages and the end of the pairing beside the park, comes back
-// unpaired; what was held for it here is replayed and told on its
-// resume, as to a session away on one node, and not to a session
-// paired again meanwhile.
-func TestTellLeftAfterImport(t *testing.T) {
-	h, _, _ := clusterHub(t, resumeOpts())
+// parkedAsPartnerLeaves pairs alice and bob on h, parks alice (away),
+// has bob leave, and takes alice up on h again, unpaired, as a node
+// does that claims her before bob's node wrote how he left. It returns
+// alice's resume key, and bob.
+func parkedAsPartnerLeaves(t *testing.T, h *Hub) (key string, bob user) {
+	t.Helper()
 	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
+	bob, _ = resumable(t, h, "bob")
 	pair(t, bob, alice)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	p := export(t, h, "alice")
@@ -518,6 +516,18 @@ func TestTellLeftAfterImport(t *testing.T) {
 	if err := h.Import(p, nil); err != nil {
 		t.Fatal(err)
 	}
+	return key, bob
+}
+
+// TestTellLeftAfterImport: a session parked while its partner on this
+// hub leaves, taken up here before this node wrote the partner's last
+// messages and the end of the pairing beside the park, comes back
+// unpaired; what was held for it here is replayed and told on its
+// resume, as to a session away on one node, and not to a session
+// paired again meanwhile.
+func TestTellLeftAfterImport(t *testing.T) {
+	h, _, _ := clusterHub(t, resumeOpts())
+	key, bob := parkedAsPartnerLeaves(t, h)
 	left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: 2}
 	if !h.TellLeft("alice", left, [][]byte{[]byte("last 1"), []byte("last 2")}) {
 		t.Fatal("the session taken up unpaired was not told")
@@ -656,17 +666,7 @@ func TestTellLeftBeyondBufferIsMissed(t *testing.T) {
 			opts := resumeOpts()
 			opts.ResumeBuffer = 2*entryCost + 20
 			h, _, _ := clusterHub(t, opts)
-			alice, key := resumable(t, h, "alice")
-			bob, _ := resumable(t, h, "bob")
-			pair(t, bob, alice)
-			alice.Detach(proto.ReasonDisconnected, 0)
-			p := export(t, h, "alice")
-			if err := bob.Leave(); err != nil {
-				t.Fatal(err)
-			}
-			if err := h.Import(p, nil); err != nil {
-				t.Fatal(err)
-			}
+			key, _ := parkedAsPartnerLeaves(t, h)
 			last := [][]byte{[]byte("last 1"), []byte("last 2"), []byte("last 3"), []byte("last 4")}
 			left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: len(last)}
 			if !h.TellLeft("alice", left, last) {
