@@ -141,14 +141,7 @@ func TestParkedKeepsTheLastID(t *testing.T) {
 		t.Fatalf("relayed %d, %v", n, err)
 	}
 	alice.Detach(proto.ReasonDisconnected, 0)
-	var back []*Parked
-	for _, p := range h1.Snapshot() {
-		q, err := ParseParked(p.AppendBinary(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back = append(back, q)
-	}
+	back := throughCodec(t, h1.Snapshot())
 	h2, _ := newClockedHub(resumeOpts())
 	if n := h2.Restore(back); n != 2 {
 		t.Fatalf("restored %d", n)

@@ -136,6 +136,21 @@ func TestParkedVersions(t *testing.T) {
 	}
 }
 
+// throughCodec writes each of parked down and reads it back, as a
+// session moved to another process or node is.
+func throughCodec(t *testing.T, parked []*Parked) []*Parked {
+	t.Helper()
+	back := make([]*Parked, 0, len(parked))
+	for _, p := range parked {
+		q, err := ParseParked(p.AppendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		back = append(back, q)
+	}
+	return back
+}
+
 // TestParkedKeepsWhoLeftWhileAway: a session that moves (to the next
 // process, or another node) takes with it the peer_left it was told
 // while away, and its resume there tells it.
@@ -146,14 +161,7 @@ func TestParkedKeepsWhoLeftWhileAway(t *testing.T) {
 	pair(t, bob, alice)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.Close(proto.ReasonDisconnected, 4)
-	var back []*Parked
-	for _, p := range h1.Snapshot() {
-		q, err := ParseParked(p.AppendBinary(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back = append(back, q)
-	}
+	back := throughCodec(t, h1.Snapshot())
 	h2, _ := newClockedHub(resumeOpts())
 	if n := h2.Restore(back); n != 1 {
 		t.Fatalf("restored %d", n)
@@ -581,14 +589,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("left behind: %+v", st)
 	}
 
-	var back []*Parked
-	for _, p := range parked {
-		q, err := ParseParked(p.AppendBinary(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		back = append(back, q)
-	}
+	back := throughCodec(t, parked)
 	_ = bytes.Count(file, []byte{'\n'})
 	h2, _ := newClockedHub(resumeOpts())
 	if n := h2.Restore(back); n != 3 {
