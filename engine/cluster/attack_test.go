@@ -554,7 +554,8 @@ func TestDifferentSecretsCannotPair(t *testing.T) {
 	alice.Send("/connect " + bob.Token)
 	alice.Expect(`^! unknown_token: `)
 
-	// Each finds the other at its next check, within a heartbeat.
+	// Each finds the other at its next check, within a heartbeat. The
+	// count is set just before the line is logged: both are waited for.
 	for _, n := range []*testNode{a, b} {
 		deadline := time.Now().Add(enginetest.Timeout)
 		for n.Stats().ForeignNodes != 1 {
@@ -563,9 +564,15 @@ func TestDifferentSecretsCannotPair(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		entries := logs[n.ID()].FilterMessageSnippet("have another cluster secret").All()
-		if len(entries) == 0 {
-			t.Fatalf("node %s did not log the other secret", n.ID())
+		var entries []observer.LoggedEntry
+		for {
+			if entries = logs[n.ID()].FilterMessageSnippet("have another cluster secret").All(); len(entries) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s did not log the other secret", n.ID())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		other := map[string]string{"a": "b", "b": "a"}[n.ID()]
 		if f := entries[0].ContextMap()["nodes"]; fmt.Sprint(f) != "["+other+"]" {
