@@ -1,8 +1,13 @@
 package cluster
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"strconv"
 	"testing"
 
+	"duet/engine/hub"
 	"duet/proto"
 )
 
@@ -37,6 +42,75 @@ func TestResumeOnAnotherNodeSaysTheLastID(t *testing.T) {
 	}
 	if c.Stats().SessionsMoved != 1 {
 		t.Fatalf("c took up %d sessions", c.Stats().SessionsMoved)
+	}
+	bob.Expect("peer_back")
+}
+
+// TestParkedLastIDReadsOnAnOlderNode: a session that numbered its
+// messages is parked in the form a node from before the last id reads
+// (version 1 or 2 of the parked form), with the id sealed beside it,
+// so a rolling upgrade does not lose a page's conversation to a node
+// not yet upgraded; a node of this version reads the id back. An id
+// moved to another session's park, or to another park of the same
+// session, is refused.
+func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startNode(t, r, "b")
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice := a.login(t, "alice")
+	bob := b.DialWS(t).Login("bob")
+	bob.Connect(alice.token)
+	bob.Expect("paired")
+	alice.box.next(t, proto.EvPaired)
+	if _, n, err := alice.s.SayAll([][]byte{[]byte("one")}, []uint64{41}); n != 1 || err != nil {
+		t.Fatalf("relayed %d, %v", n, err)
+	}
+	bob.Expect("message")
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.Expect("peer_away")
+	if n := a.drain(t); n != 1 {
+		t.Fatalf("parked %d", n)
+	}
+
+	rc := redisClient(t, r)
+	hn := a.keys.nameHash("alice")
+	park := rc.HGetAll(context.Background(), "duet:park:"+hn).Val()
+	gen, err := strconv.ParseUint(park["gen"], 10, 32)
+	if err != nil {
+		t.Fatalf("park %v: %v", park, err)
+	}
+	pt, err := c.keys.opener().open([]byte(park["blob"]), parkAAD(hn, uint32(gen)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a node from before the last id accepts: versions 1 and 2.
+	if pt[2] > 2 {
+		t.Fatalf("parked as version %d, which a node from before the last id cannot read", pt[2])
+	}
+	if p, err := hub.ParseParked(pt); err != nil || p.LastID != 0 {
+		t.Fatalf("the blob reads %+v, %v", p, err)
+	}
+	if park["lastid"] == "" {
+		t.Fatalf("no last id beside the park: %v", park)
+	}
+	k, perr := proto.ParseResumeKey([]byte(alice.key))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	sum := sha256.Sum256(k[:])
+	if _, err := c.openParked(hn, park["blob"], park["gen"], park["lastid"], &sum); err != nil {
+		t.Fatal(err)
+	}
+	// Moved to another park of hers: refused.
+	other := c.seal.sealNamed(nil, binary.AppendUvarint(nil, 41), lastIDAAD(hn, uint32(gen)+1))
+	if _, err := c.openParked(hn, park["blob"], park["gen"], string(other), &sum); err == nil {
+		t.Fatal("took a last id sealed for another park")
+	}
+
+	ev, _ := alice.resumeOn(t, c, 0, true)
+	if ev.Peer != "bob" || ev.ID != 41 {
+		t.Fatalf("resumed on another node %+v, want the last id 41", ev)
 	}
 	bob.Expect("peer_back")
 }

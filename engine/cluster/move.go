@@ -126,7 +126,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if len(res) < 6 {
 			return proto.ErrUnknownResumeKey
 		}
-		p, err := n.openParked(hn, res[4], res[5], sum)
+		p, err := n.openParked(hn, res[4], res[5], arg(res, 6), sum)
 		if err != nil {
 			return proto.ErrUnknownResumeKey
 		}
@@ -149,15 +149,27 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 // record, parked as gen, with that key. A sealed state that fails was
 // written by someone without the cluster secret, or moved from another
 // record by someone who can write to Redis: it is refused and counted.
-func (n *Node) openParked(hn, blob, genArg string, sum *hub.ResumeHash) (*hub.Parked, error) {
+// lastID is the park's sealed last id (writePark), empty when it has
+// none; one that fails refuses the park as the blob would.
+func (n *Node) openParked(hn, blob, genArg, lastID string, sum *hub.ResumeHash) (*hub.Parked, error) {
 	gen, err := strconv.ParseUint(genArg, 10, 32)
 	if err == nil {
+		op := n.keys.opener()
 		var pt []byte
-		if pt, err = n.keys.opener().open([]byte(blob), parkAAD(hn, uint32(gen))); err == nil {
+		if pt, err = op.open([]byte(blob), parkAAD(hn, uint32(gen))); err == nil {
 			var p *hub.Parked
 			if p, err = hub.ParseParked(pt); err == nil {
 				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 {
-					return p, nil
+					if lastID == "" {
+						return p, nil
+					}
+					var b []byte
+					if b, err = op.open([]byte(lastID), lastIDAAD(hn, uint32(gen))); err == nil {
+						if id, k := binary.Uvarint(b); k == len(b) && id != 0 {
+							p.LastID = id
+							return p, nil
+						}
+					}
 				}
 				err = errBadRecord
 			}
@@ -434,8 +446,23 @@ func (n *Node) fenced(pair uint64) {
 
 // writePark writes p, sealed, to Redis, and marks its record as on no
 // node.
+//
+// Its last id is sealed on its own, beside the blob, and the blob is
+// written without it. In the blob it would need the parked form's
+// version 3, which a node from before it cannot read: during a rolling
+// upgrade, the resume of any page's session that reached such a node
+// would be refused, the conversation lost. Beside it, such a node takes
+// the session up without it (a resume there leaves last_id out), as
+// it takes up a session that numbered nothing.
 func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	hn := n.keys.nameHash(p.Key)
+	var lastID []byte
+	if p.LastID != 0 {
+		lastID = n.seal.sealNamed(nil, binary.AppendUvarint(nil, p.LastID), lastIDAAD(hn, p.Gen))
+		bare := *p
+		bare.LastID = 0
+		p = &bare
+	}
 	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
 	ttl := p.WindowLeft
 	if p.Pair != nil {
@@ -446,7 +473,7 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
 		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), p.Waiting(), p.AwayText,
-		max(ttl.Milliseconds(), 1), n.opts.Prefix).Text()
+		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID).Text()
 	if err != nil {
 		n.linkLost("park", err)
 		return err

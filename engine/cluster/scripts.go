@@ -204,7 +204,10 @@ return #keys
 // node"). A parked session's record stays, with node '' (a claim of its
 // token answers room_full while it is paired, unavailable while not),
 // and beside it a park hash: who sealed it (by), the sealed session
-// (blob), its moves (gen), and what its queue may still take: n
+// (blob), its moves (gen), the id of its last message relayed (lastid,
+// sealed, for a page that numbers them; beside the blob so that the
+// blob stays in a form every node since version 2 reads, see
+// writePark), and what its queue may still take: n
 // messages queued, cost counted against max (resume.buffer), and wait
 // and size, what a refusal says is waiting. The queue is a list of
 // sealed messages. Every key of a parked session expires with its
@@ -226,7 +229,7 @@ end
 // parkScript parks a user of this node.
 // KEYS: user, park, queue, node's user set.
 // ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
-// ttl in ms, prefix.
+// ttl in ms, prefix, sealed last id (empty for none).
 var parkScript = redis.NewScript(parkLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
 if rec[1] ~= ARGV[2] then return 'gone' end
@@ -234,6 +237,7 @@ redis.call('HSET', KEYS[1], 'node', '')
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[2], 'by', ARGV[2], 'blob', ARGV[3], 'gen', ARGV[4], 'n', '0', 'max', ARGV[5], 'cost', ARGV[6], 'wait', ARGV[7], 'size', ARGV[8])
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'lastid', ARGV[11]) end
 expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], ARGV[10], tonumber(ARGV[9]))
 return 'ok'
 `)
@@ -251,16 +255,16 @@ end
 // KEYS: the resume key. ARGV: prefix, rk.
 // Returns {} when no session has it, else {hashed name, node (empty when
 // parked), that node's lease}, and when it is parked, the park's
-// sealer (by), sealed session and gen.
+// sealer (by), sealed session, gen and sealed last id (empty for none).
 var findScript = redis.NewScript(leaseOfLua + `
 local hn = redis.call('GET', KEYS[1])
 if not hn then return {} end
 local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
 if not rec[1] or rec[2] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
-local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen')
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid')
 if not p[2] then return {} end
-return {hn, '', '', p[1], p[2], p[3]}
+return {hn, '', '', p[1], p[2], p[3], p[4] or ''}
 `)
 
 // claimParkedScript takes a parked session for this node, as parked

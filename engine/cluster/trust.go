@@ -286,6 +286,14 @@ func parkAAD(hashedName string, gen uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, gen)
 }
 
+// lastIDAAD binds a parked session's last id (writePark) to that
+// session and that park, as parkAAD binds the session itself, so an id
+// cannot be moved to another session or another of its parks.
+func lastIDAAD(hashedName string, gen uint32) []byte {
+	b := append([]byte{'I'}, hashedName...)
+	return binary.BigEndian.AppendUint32(b, gen)
+}
+
 // queueAAD binds a message queued for a parked session to that session,
 // that park (gen) and its place in the queue, so queued messages cannot
 // be moved to another queue, reordered or repeated.

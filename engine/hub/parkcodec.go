@@ -36,8 +36,10 @@ import (
 // Version 3 adds the id of the session's last message relayed
 // (Parked.LastID), never 0, and Left if there is one. A Parked whose
 // LastID is 0 is written as version 1 or 2, as before, for the same
-// reason: only a session that numbered its messages (a page's) needs
-// version 3.
+// reason. The cluster parks a session with its LastID sealed beside
+// this form instead, and the form without it (cluster's writePark), so
+// that a node from before version 3 takes up a page's session too;
+// version 3 is still read, as the build before that wrote it.
 
 const (
 	parkedVersion1 = 1
