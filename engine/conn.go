@@ -705,7 +705,8 @@ func (cn *conn) onClose(err error) {
 	cn.closed = true
 	// What gnet holds is the end of the last batch taken: the outbox
 	// knows which of its messages end there.
-	lost, waiters := cn.out.Close(cn.finalWrite())
+	held := cn.finalWrite()
+	gone := false
 	if cn.closing == endNone {
 		var sockErr error
 		if needsSocketError(err) {
@@ -714,6 +715,7 @@ func (cn *conn) onClose(err error) {
 		if e := cn.directErr.Load(); sockErr == nil && e != 0 {
 			sockErr = syscall.Errno(e)
 		}
+		gone = peerGone(err, sockErr)
 		cn.closing = wentAway(cn.stage, err, sockErr)
 		if timedOut(err, sockErr) && stoppedReading(cn.c.Fd()) {
 			// The kernel cut a reader that had stopped reading, before
@@ -724,6 +726,15 @@ func (cn *conn) onClose(err error) {
 			cn.logger().Info("connection cut: stopped reading", zap.String("reason", endings[endSlow].label),
 				zap.String("by", "tcp_user_timeout"))
 		}
+	}
+	var (
+		lost    int
+		waiters []hub.Waiter
+	)
+	if gone {
+		lost, waiters = cn.out.Abort(held)
+	} else {
+		lost, waiters = cn.out.Close(held)
 	}
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())

@@ -274,6 +274,22 @@ func timedOut(err, sockErr error) bool {
 	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(sockErr, syscall.ETIMEDOUT)
 }
 
+// peerGone reports whether the kernel found the connection's peer gone
+// (a reset, TCP's timeout, or a write after the peer's reset), as gnet
+// or the socket tells it: what the socket wrote that the peer's TCP had
+// not acknowledged then never reaches it, and is counted lost with what
+// was never written (outbox.Abort). A connection the server closes
+// itself, or whose client ended its input, may still deliver what its
+// socket holds, and counts only what was never written.
+func peerGone(err, sockErr error) bool {
+	for _, e := range []error{err, sockErr} {
+		if errors.Is(e, syscall.ECONNRESET) || errors.Is(e, syscall.ETIMEDOUT) || errors.Is(e, syscall.EPIPE) {
+			return true
+		}
+	}
+	return false
+}
+
 // needsSocketError reports whether the ending of a connection that gnet
 // closed with err depends on the socket's pending error: only when gnet
 // closed it with a bare io.EOF, without reading (or with no error),

@@ -888,6 +888,11 @@ func TestResumeMetrics(t *testing.T) {
 	second := d.DialLine(t)
 	second.Send("/resume " + back.Key) // back is still open: a zombie
 	second.Expect(`^\* resumed: `)
+	// What second sends acknowledges all it received, the replay among
+	// it: its reset below loses none of it (a delayed ACK could).
+	second.Send("/who")
+	for !strings.HasPrefix(second.Line(), "* you are alice, ") {
+	}
 	wrong := d.DialLine(t)
 	wrong.Send("/resume " + strings.Repeat("z", 26))
 	wrong.Expect(`^! bad_resume_key: `)

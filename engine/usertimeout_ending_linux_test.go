@@ -12,6 +12,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -221,4 +222,41 @@ func attachFilter(t *testing.T, c net.Conn, prog []unix.SockFilter) {
 	if serr != nil {
 		t.Fatalf("SO_ATTACH_FILTER: %v", serr)
 	}
+}
+
+// TestDeadPeerCountsWhatItsTCPNeverAcknowledged: bob reads alice's
+// first messages and answers, then his TCP goes silent (deafen), and
+// alice sends more, which the server writes to his socket but his TCP
+// never acknowledges. The kernel aborts the connection once the user
+// timeout passes (lost), bob's session goes away, and when its window
+// runs out alice is told how many of her messages never reached him:
+// the ones his TCP never acknowledged, which the socket had taken, as
+// well as any never written. Before, only those never written counted,
+// and she was told none.
+func TestDeadPeerCountsWhatItsTCPNeverAcknowledged(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.ReplayRecent = userTimeout
+		o.Resume.Window = 3 * time.Second
+	})
+	alice, bob := pairWithSmallReader(t, d)
+	const read, unread = 50, 50
+	pad := strings.Repeat("x", 100) // past the stride at which the server looks
+	for i := 1; i <= read; i++ {
+		alice.Send(fmt.Sprint("m", i, " ", pad))
+	}
+	for i := 1; i <= read; i++ {
+		bob.expect(fmt.Sprintf(`^<alice> m%d x+$`, i))
+	}
+	// What bob sends acknowledges all he received, and the server looks
+	// at what his TCP acknowledged as it reads it.
+	bob.send("read them")
+	alice.Expect(`^<bob> read them$`)
+	deafen(t, bob.c)
+	for i := read + 1; i <= read+unread; i++ {
+		alice.Send(fmt.Sprint("m", i, " ", pad))
+	}
+	alice.Expect(`^\* bob lost the connection; waiting up to 3s for bob to come back$`)
+	alice.Expect(fmt.Sprintf(`^\* bob timed out; %d of your messages were not delivered; you are free to be joined again$`, unread))
 }

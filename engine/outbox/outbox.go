@@ -533,6 +533,10 @@ func (o *Outbox) Dropped() int {
 func (o *Outbox) Unreceived(held int) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	return o.unreceivedLocked(held)
+}
+
+func (o *Outbox) unreceivedLocked(held int) int {
 	sd := o.side
 	if o.closed || sd == nil {
 		return o.unsentLocked()
@@ -691,16 +695,37 @@ func (o *Outbox) Evict(why hub.Eviction) { o.owner.Evicted(why) }
 // the closed queue, and those messages would be lost without being
 // counted. Closing again returns nothing.
 func (o *Outbox) Close(held int) (lost int, waiters []hub.Waiter) {
+	return o.close(held, false)
+}
+
+// Abort is Close for a connection whose peer the kernel found gone (a
+// reset, or TCP's timeout): what the socket wrote that the peer's TCP
+// had not acknowledged will never reach it either, and is lost with
+// what was never written. So lost counts as Unreceived does, from the
+// socket's own count of what was not acknowledged, which it keeps after
+// the connection is gone; with resume off, where no message is
+// followed to the socket, as Close does.
+func (o *Outbox) Abort(held int) (lost int, waiters []hub.Waiter) {
+	return o.close(held, true)
+}
+
+func (o *Outbox) close(held int, gone bool) (lost int, waiters []hub.Waiter) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return 0, nil
 	}
-	o.closed = true
-	if sd := o.side; sd != nil && sd.flight.pending() > 0 && sd.flight.settled {
-		sd.flight.hold(held)
+	if gone {
+		// Before closed is set, which Unreceived reads as nothing
+		// followed any more; it holds the batch as below.
+		lost = o.unreceivedLocked(held)
+	} else {
+		if sd := o.side; sd != nil && sd.flight.pending() > 0 && sd.flight.settled {
+			sd.flight.hold(held)
+		}
+		lost = o.unsentLocked()
 	}
-	lost = o.unsentLocked()
+	o.closed = true
 	if o.buf != nil {
 		Release(o.buf)
 		o.buf = nil
@@ -777,7 +802,11 @@ func (o *Outbox) leftLocked(n int, whole bool) {
 	}
 	t := &o.side.trail
 	t.sent += int64(n)
-	if whole {
+	if whole && t.whole != t.queued {
+		// Only when numbered messages left: what leaves after the
+		// newest of them (a notice, an answer) does not move where it
+		// ends, or a client seen to acknowledge it would not be seen to
+		// have it until that too was acknowledged.
 		t.whole, t.wholeEnd = t.queued, t.sent
 	}
 }

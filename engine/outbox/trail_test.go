@@ -352,3 +352,75 @@ func TestUnreceivedCountsWhatTheClientMayNotHave(t *testing.T) {
 		}
 	})
 }
+
+// TestAbortCountsWhatTheSocketHeldUnacknowledged: a connection whose
+// peer the kernel found gone (Abort) loses what its socket wrote that
+// the peer's TCP never acknowledged, and counts it with what was never
+// written; a connection that closes otherwise (Close) may still deliver
+// what its socket took, and counts only what it never took whole.
+func TestAbortCountsWhatTheSocketHeldUnacknowledged(t *testing.T) {
+	// Lines of 14, 14, 16 and 15 bytes: a batch of 59.
+	four := []string{"one", "two", "three", "four"}
+	for _, c := range []struct {
+		name     string
+		abort    bool
+		unacked  int
+		wantLost int
+	}{
+		{"closed", false, 40, 2 + 2},   // three and four not taken whole, five and six queued
+		{"aborted", true, 40, 4 + 2},   // one and two taken, never acknowledged
+		{"aborted, acked", true, 0, 4}, // what the socket took was all acknowledged
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, o := newAckOwner()
+			a.decline = true
+			numbered(o, 1, four...)
+			b, _ := o.Take(0)
+			outbox.Release(b)
+			const held = 19
+			o.Settle(held)
+			numbered(o, 5, "five", "six")
+			a.unacked = c.unacked
+			var lost int
+			if c.abort {
+				lost, _ = o.Abort(held)
+			} else {
+				lost, _ = o.Close(held)
+			}
+			if lost != c.wantLost {
+				t.Fatalf("lost %d, want %d", lost, c.wantLost)
+			}
+			if again, _ := o.Abort(held); again != 0 {
+				t.Fatalf("closing again lost %d", again)
+			}
+		})
+	}
+}
+
+// TestNoticeAfterMessagesDoesNotHideThem: what is written after the
+// newest message (a notice, the answer to a command) does not move where
+// that message ends, so a peer whose TCP acknowledged the message but
+// not yet the notice is known to have the message.
+func TestNoticeAfterMessagesDoesNotHideThem(t *testing.T) {
+	notice := "* you are a, not connected\n"
+	// say delivers texts numbered from first, then a notice, as a
+	// connection's loop does: queued, then taken whole by the socket.
+	say := func(o *outbox.Outbox, first uint64, texts ...string) {
+		numbered(o, first, texts...)
+		o.DeliverRaw([]byte(notice))
+		b, _ := o.Take(0)
+		outbox.Release(b)
+		o.Settle(0)
+	}
+	a, o := newAckOwner()
+	say(o, 1, "one", "two")
+	a.unacked = len(notice)
+	if got := o.TransportAcked(0); got != 2 {
+		t.Fatalf("acked %d with only the notice unacknowledged, want 2", got)
+	}
+	say(o, 3, "three")
+	a.unacked = len(notice)
+	if lost, _ := o.Abort(0); lost != 0 {
+		t.Fatalf("aborted with only the notice unacknowledged: %d lost, want 0", lost)
+	}
+}
