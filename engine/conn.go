@@ -727,15 +727,11 @@ func (cn *conn) onClose(err error) {
 				zap.String("by", "tcp_user_timeout"))
 		}
 	}
-	var (
-		lost    int
-		waiters []hub.Waiter
-	)
+	closeOut := cn.out.Close
 	if gone {
-		lost, waiters = cn.out.Abort(held)
-	} else {
-		lost, waiters = cn.out.Close(held)
+		closeOut = cn.out.Abort
 	}
+	lost, waiters := closeOut(held)
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())
 	cn.endSession(cn.closing, lost)
