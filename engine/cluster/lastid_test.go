@@ -17,14 +17,7 @@ import (
 // message the first node relayed, as a resume on that node would.
 func TestResumeOnAnotherNodeSaysTheLastID(t *testing.T) {
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startNode(t, r, "b")
-	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice := a.login(t, "alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.token)
-	bob.Expect("paired")
-	alice.box.next(t, proto.EvPaired)
+	_, c, alice, bob := pairedAcrossNodes(t, r)
 
 	if _, n, err := alice.s.SayAll([][]byte{[]byte("one"), []byte("two")}, []uint64{11, 12}); n != 2 || err != nil {
 		t.Fatalf("relayed %d, %v", n, err)
@@ -55,14 +48,7 @@ func TestResumeOnAnotherNodeSaysTheLastID(t *testing.T) {
 // session, is refused.
 func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startNode(t, r, "b")
-	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice := a.login(t, "alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.token)
-	bob.Expect("paired")
-	alice.box.next(t, proto.EvPaired)
+	a, c, alice, bob := pairedAcrossNodes(t, r)
 	if _, n, err := alice.s.SayAll([][]byte{[]byte("one")}, []uint64{41}); n != 1 || err != nil {
 		t.Fatalf("relayed %d, %v", n, err)
 	}

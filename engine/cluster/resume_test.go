@@ -291,20 +291,29 @@ func (u *hubUser) say(t testing.TB, text string) {
 	}
 }
 
+// pairedAcrossNodes starts three nodes on r: a, a hub node where alice
+// is logged in; b, where bob is, over WebSocket, paired with her; and c,
+// a hub node with neither, for a resume to land on.
+func pairedAcrossNodes(t *testing.T, r *redisServer) (a, c *hubNode, alice *hubUser, bob *enginetest.WSClient) {
+	t.Helper()
+	a = startHubNode(t, r, "a", resumeOptions(0))
+	b := startNode(t, r, "b")
+	c = startHubNode(t, r, "c", resumeOptions(0))
+	alice = a.login(t, "alice")
+	bob = b.DialWS(t).Login("bob")
+	bob.Connect(alice.token)
+	bob.Expect("paired")
+	alice.box.next(t, proto.EvPaired)
+	return a, c, alice, bob
+}
+
 // TestResumeOnAnotherNode: a session away on one node is resumed on
 // another: the node that held it hands it over, with what was kept for
 // it, its partner is told it is back (once), and the pairing carries on
 // both ways from the new node; the old key is refused, everywhere.
 func TestResumeOnAnotherNode(t *testing.T) {
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startNode(t, r, "b")
-	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice := a.login(t, "alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.token)
-	bob.Expect("paired")
-	alice.box.next(t, proto.EvPaired)
+	a, c, alice, bob := pairedAcrossNodes(t, r)
 
 	bob.Say("before")
 	alice.box.next(t, proto.EvMessage)
@@ -373,14 +382,7 @@ func TestResumeOnAnotherNode(t *testing.T) {
 // must not be overtaken by its first on the new one.
 func TestMoveLosesNothing(t *testing.T) {
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startNode(t, r, "b")
-	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice := a.login(t, "alice")
-	bob := b.DialWS(t).Login("bob")
-	bob.Connect(alice.token)
-	bob.Expect("paired")
-	alice.box.next(t, proto.EvPaired)
+	_, c, alice, bob := pairedAcrossNodes(t, r)
 
 	// bob talks all through the move, a few messages at a time, so
 	// that some are always on their way.
