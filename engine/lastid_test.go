@@ -18,11 +18,7 @@ import (
 func TestResumeSaysTheLastMessageReceived(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialWS(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	alice.Expect("paired")
-	bob.Expect("paired")
+	alice, bob := enginetest.PairWS(t, d)
 
 	alice.Send(map[string]any{"type": "say", "text": "one", "id": 1})
 	alice.Send(map[string]any{"type": "say", "text": "two", "id": 2})

@@ -269,11 +269,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestResumeTakesOverZombie(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialWS(t).Login("alice")
-	bob := d.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	alice.Expect("paired")
-	bob.Expect("paired")
+	alice, bob := enginetest.PairWS(t, d)
 	bob.Say("one")
 	if text, _ := enginetest.WSMessage(t, alice); text != "one" {
 		t.Fatalf("alice got %q", text)

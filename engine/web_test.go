@@ -314,11 +314,7 @@ func TestLongestMessagesFitAFrame(t *testing.T) {
 			continue
 		}
 		d := startDaemon(t, func(o *engine.Options) { o.Limits = cfg.Limits })
-		alice := d.DialWS(t).Login("alice")
-		bob := d.DialWS(t).Login("bob")
-		bob.Connect(alice.Token)
-		alice.Expect("paired")
-		bob.Expect("paired")
+		alice, bob := enginetest.PairWS(t, d)
 		text := strings.Repeat("a", tc.maxText)
 		data := strings.Repeat("A", int(proto.SealedLimit(tc.maxText)))
 		bob.Say(text)

@@ -414,6 +414,18 @@ func (wc *WSClient) Login(name string) *WSClient {
 	return wc
 }
 
+// PairWS logs alice and bob in to d over WebSocket, and bob connects to
+// alice's token; both have read that they are paired.
+func PairWS(t testing.TB, d *Daemon) (alice, bob *WSClient) {
+	t.Helper()
+	alice = d.DialWS(t).Login("alice")
+	bob = d.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect("paired")
+	bob.Expect("paired")
+	return alice, bob
+}
+
 // Say sends a message.
 func (wc *WSClient) Say(text string) {
 	wc.Send(map[string]string{"type": "say", "text": text})
