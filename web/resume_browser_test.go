@@ -198,14 +198,22 @@ func pair(alice, bob *person, aliceURL, bobURL string) {
 	alice.waitPaired("bob")
 }
 
+// pairBehindProxy pairs alice's page, behind a proxy whose network a
+// test can cut, with bob's, which talks to the daemon directly.
+func pairBehindProxy(t *testing.T, bt *browserTest) (proxy *cutProxy, alice, bob *person) {
+	t.Helper()
+	proxy = startCutProxy(t, bt.daemon.WS)
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), bt.pageURL())
+	return proxy, alice, bob
+}
+
 // sealedPartnerAway pairs alice's page, behind a proxy, with bob's; once
 // their talk is encrypted and bob has said hello, alice's network is cut
 // and bob is told she is away.
 func sealedPartnerAway(t *testing.T, bt *browserTest) (alice, bob *person) {
 	t.Helper()
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	bob.waitSecure("unverified")
 	talk(bob, alice, "hi alice")
 	proxy.cut()
@@ -397,9 +405,7 @@ func TestBrowserResumeReload(t *testing.T) {
 func TestBrowserResumeNetworkDrop(t *testing.T) {
 	bt := startResumeTest(t, 0)
 	start := time.Now()
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "hi alice")
 	talk(alice, bob, "hi bob")
 	talk(bob, alice, "the network here is flaky")
@@ -456,9 +462,7 @@ func TestBrowserResumeNetworkDrop(t *testing.T) {
 // away" beside it.
 func TestBrowserResumeToldWhoLeftWhileAway(t *testing.T) {
 	bt := startResumeTest(t, 0)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(alice, bob, "back in a minute")
 	since := len(alice.log())
 
@@ -498,9 +502,7 @@ func TestBrowserResumeToldWhoLeftWhileAway(t *testing.T) {
 func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 	bt := startResumeTest(t, 0)
 	start := time.Now()
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(alice, bob, "bye for now")
 
 	alice.do("leave", chromedp.Click(chromedp.ID("leave")))
@@ -597,9 +599,7 @@ func TestBrowserResumeLeaveIsNotADrop(t *testing.T) {
 func TestBrowserResumeWindowExpires(t *testing.T) {
 	bt := startResumeTest(t, 2*time.Second)
 	start := time.Now()
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "hi alice")
 	oldToken := eval[string](alice, `document.getElementById('token').textContent`)
 
@@ -654,9 +654,7 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 func TestBrowserResumeAfterSleep(t *testing.T) {
 	bt := startResumeTest(t, 0)
 	start := time.Now()
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "good night")
 
 	proxy.freeze()
@@ -945,9 +943,7 @@ func TestBrowserResumeEveryRefusalMarked(t *testing.T) {
 // text, the seal finding no socket.)
 func TestBrowserResumeSendWhileReconnecting(t *testing.T) {
 	bt := startResumeTest(t, 0)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
 	talk(alice, bob, "hi bob")
@@ -978,9 +974,7 @@ func TestBrowserResumeSendWhileReconnecting(t *testing.T) {
 // in first.", and the login form.)
 func TestBrowserResumeLeaveWhileResuming(t *testing.T) {
 	bt := startResumeTest(t, 2*time.Second)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "hi alice")
 
 	proxy.cut()
@@ -1050,9 +1044,7 @@ func (p *person) expectLost(want []string, lost ...string) {
 // partner never sees the lost one.
 func TestBrowserResumeMarksLostMessages(t *testing.T) {
 	bt := startResumeTest(t, 0)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
 	talk(alice, bob, "this one arrives")
@@ -1086,9 +1078,7 @@ func TestBrowserResumeMarksLostMessages(t *testing.T) {
 // both, as if the page had never been reloaded.
 func TestBrowserResumeReloadMarksLostMessages(t *testing.T) {
 	bt := startResumeTest(t, 0)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), bt.pageURL())
+	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "hi alice")
 	talk(alice, bob, "hi bob", "this one arrives too")
 
