@@ -75,9 +75,7 @@ func TestLocalDirectory(t *testing.T) {
 func TestLocalDirectoryFollowsAResume(t *testing.T) {
 	h := New(resumeOpts())
 	d := h.dir.(*localDirectory)
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, _, key := resumablePair(t, h)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	res, err := h.Resume([]byte(key), 0, false, &recorder{})
 	mustErr(t, err, nil)

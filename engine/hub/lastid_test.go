@@ -37,9 +37,7 @@ func resumedOf(t *testing.T, h *Hub, key string) (Resumed, proto.Event) {
 // refused, or one without an id, does not move it.
 func TestResumeSaysTheLastIDRelayed(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, _, key := resumablePair(t, h)
 
 	if n, err := sayIDs(alice.Session, []uint64{1, 2}, "one", "two"); n != 2 || err != nil {
 		t.Fatalf("relayed %d, %v", n, err)
@@ -74,9 +72,7 @@ func TestResumeSaysTheLastIDRelayed(t *testing.T) {
 // for no one.
 func TestResumeSaysTheLastIDOfAZombie(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, _, key := resumablePair(t, h)
 	if n, err := sayIDs(alice.Session, []uint64{7}, "seven"); n != 1 || err != nil {
 		t.Fatalf("relayed %d, %v", n, err)
 	}
@@ -134,9 +130,7 @@ func TestResumeSaysTheLastIDOfASeal(t *testing.T) {
 // and its resume there says it.
 func TestParkedKeepsTheLastID(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h1, "alice")
-	bob, _ := resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, _, key := resumablePair(t, h1)
 	if n, err := sayIDs(alice.Session, []uint64{41, 42}, "a", "b"); n != 2 || err != nil {
 		t.Fatalf("relayed %d, %v", n, err)
 	}
@@ -158,9 +152,7 @@ func TestParkedKeepsTheLastID(t *testing.T) {
 // relays a numbered message it knows again, and a move then carries it.
 func TestImportWithoutALastIDSaysNothing(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h1, "alice")
-	bob, _ := resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, _, key := resumablePair(t, h1)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	parked := h1.Snapshot()
 	for _, p := range parked {

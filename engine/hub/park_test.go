@@ -156,9 +156,7 @@ func throughCodec(t *testing.T, parked []*Parked) []*Parked {
 // while away, and its resume there tells it.
 func TestParkedKeepsWhoLeftWhileAway(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h1, "alice")
-	bob, _ := resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h1)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.Close(proto.ReasonDisconnected, 4)
 	back := throughCodec(t, h1.Snapshot())
@@ -456,9 +454,7 @@ func (b *evictBox) Evict(w Eviction) { b.evicted = w }
 // the stub's place and gets what was held, after what was queued.
 func TestExportKeepsALocalPartner(t *testing.T) {
 	h, d, _ := clusterHub(t, resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	sayEach(t, bob.Session, "before")
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.box.take()

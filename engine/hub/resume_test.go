@@ -49,6 +49,16 @@ func pair(t *testing.T, a, b user) {
 	b.box.take()
 }
 
+// resumablePair logs alice and bob in to h with resume keys, and pairs
+// them, bob connecting to alice; it returns both, and alice's key.
+func resumablePair(t *testing.T, h *Hub) (alice, bob user, key string) {
+	t.Helper()
+	alice, key = resumable(t, h, "alice")
+	bob, _ = resumable(t, h, "bob")
+	pair(t, bob, alice)
+	return alice, bob, key
+}
+
 // sayEach relays each text alone, failing the test on an error.
 func sayEach(t *testing.T, s *Session, texts ...string) {
 	t.Helper()
@@ -224,9 +234,7 @@ func TestResumeOffDetachIsClose(t *testing.T) {
 // while it was away, and what was delivered in the moments before.
 func TestResumeReplaysWhatWasQueuedWhileAway(t *testing.T) {
 	h, clk := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 
 	sayEach(t, bob.Session, "old1", "old2") // read long before the drop
 	clk.advance(time.Minute)
@@ -304,9 +312,7 @@ func TestResumeWithLastReplaysExactlyTheRest(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h, clk := newClockedHub(resumeOpts())
-			alice, key := resumable(t, h, "alice")
-			bob, _ := resumable(t, h, "bob")
-			pair(t, bob, alice)
+			alice, bob, key := resumablePair(t, h)
 			sayEach(t, bob.Session, numbered("m", 1, 20)...)
 			clk.advance(time.Minute) // age is no matter: nothing was acknowledged
 			alice.Detach(proto.ReasonDisconnected, 0)
@@ -364,9 +370,7 @@ func TestResumeSaysWhatCouldNotBeKept(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h, _ := newClockedHub(opts)
-			alice, key := resumable(t, h, "alice")
-			bob, _ := resumable(t, h, "bob")
-			pair(t, bob, alice)
+			alice, bob, key := resumablePair(t, h)
 			for i := range 25 {
 				sayEach(t, bob.Session, fmt.Sprintf("m%02d%s", i, text[3:]))
 			}
@@ -391,9 +395,7 @@ func TestLineResumeLeavesOutWhatWasRead(t *testing.T) {
 	opts := resumeOpts()
 	opts.ResumeBuffer = 5 * (2 + entryCost)
 	h, clk := newClockedHub(opts)
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	sayEach(t, bob.Session, numbered("a", 0, 8)...) // three dropped for room
 	clk.advance(40 * time.Second)
 	sayEach(t, bob.Session, "b0", "b1") // two more dropped: a3, a4
@@ -473,9 +475,7 @@ func TestAwayFullRefusesNeverDrops(t *testing.T) {
 	opts := resumeOpts()
 	opts.ResumeBuffer = 6 * (4 + entryCost)
 	h, _ := newClockedHub(opts)
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	sayEach(t, bob.Session, "pre1") // kept, not yet read
 	alice.Detach(proto.ReasonDisconnected, 0)
 
@@ -642,9 +642,7 @@ func TestZombieIsTakenOver(t *testing.T) {
 // while the resume replays; what it says is delivered once, after.
 func TestPartnerMessageDuringResumeComesAfterTheReplay(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	sayEach(t, bob.Session, numbered("m", 0, 50)...)
 
@@ -728,9 +726,7 @@ func TestBadResumeKeys(t *testing.T) {
 // attached keeps the name unless takeover is on.
 func TestPasswordLoginReplacesAnAwaySession(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 
 	if _, err := h.LoginReplacingAway([]byte("alice"), &recorder{}); err != proto.ErrNameTaken {
 		t.Fatalf("while alice is attached: %v", err)
@@ -833,9 +829,7 @@ func TestAckDropsWhatWasReceived(t *testing.T) {
 // only at the next sweep.
 func TestSweepSetFollowsSessions(t *testing.T) {
 	h, clk := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	inSet := func(s *Session) bool {
 		for _, x := range h.historySessions() {
 			if x == s {
@@ -995,9 +989,7 @@ func TestCloseAway(t *testing.T) {
 // partner told; a session that is not away is left alone.
 func TestEndAway(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	if h.EndAway("bob", proto.ReasonShutdown) {
 		t.Fatal("ended bob, who is not away")
 	}
@@ -1381,9 +1373,7 @@ func TestReloadKeepsWhatAnAwaySessionWasGiven(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint(c.window), func(t *testing.T) {
 			h, clk := newClockedHub(resumeOpts())
-			alice, key := resumable(t, h, "alice")
-			bob, _ := resumable(t, h, "bob")
-			pair(t, bob, alice)
+			alice, bob, key := resumablePair(t, h)
 			sayEach(t, bob.Session, "before the drop")
 			clk.advance(10 * time.Second)
 			alice.Detach(proto.ReasonDisconnected, 0)
@@ -1521,9 +1511,7 @@ func TestResumeTellsOnlyTheLastPairingsEnd(t *testing.T) {
 // connection was told is not told again by a later resume.
 func TestResumeAfterALiveLeaveTellsNothingMore(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key := resumablePair(t, h)
 	bob.Close(proto.ReasonLeft, 0)
 	if ev := alice.box.last(t); ev.Kind != proto.EvPeerLeft {
 		t.Fatalf("alice was told %+v", ev)
