@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -145,7 +144,7 @@ func TestNetcatPipesAFile(t *testing.T) {
 	in, _ := os.Open(file)
 	defer in.Close()
 	var out strings.Builder
-	finished := pipeNetcat(t, d.TCP, in, &out)
+	finished := enginetest.PipeNetcat(t, d.TCP, in, &out)
 
 	bob.Expect(`^\* piper is connected$`)
 	pad := strings.Repeat("x", 100)
@@ -169,43 +168,12 @@ func TestNetcatPipesAFileWithoutFinalNewline(t *testing.T) {
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 
-	finished := pipeNetcat(t, d.TCP, strings.NewReader("/login piper\n/connect "+bob.Token+"\nfirst\nsecond, with no line feed"), io.Discard)
+	finished := enginetest.PipeNetcat(t, d.TCP, strings.NewReader("/login piper\n/connect "+bob.Token+"\nfirst\nsecond, with no line feed"), io.Discard)
 
 	bob.Expect(`^\* piper is connected$`)
-	for _, want := range []string{"<piper> first", "<piper> second, with no line feed"} {
-		if got := bob.Line(); got != want {
-			t.Fatalf("bob got %q, want %q", got, want)
-		}
-	}
+	bob.ExpectLines("<piper> first", "<piper> second, with no line feed")
 	bob.Expect(`^\* piper disconnected; `)
 	finished()
-}
-
-// pipeNetcat runs the real netcat binary against addr, its input from
-// in, with -N (the connection's sending side shut at the end of the
-// input, as a user piping a file gives it), its output to out. The
-// function it returns waits for nc to finish, killing it after
-// enginetest.Timeout.
-func pipeNetcat(t *testing.T, addr string, in io.Reader, out io.Writer) (finished func()) {
-	t.Helper()
-	nc := netcatPath(t)
-	host, port, _ := strings.Cut(addr, ":")
-	cmd := exec.Command(nc, "-N", host, port)
-	cmd.Stdin, cmd.Stdout = in, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	return func() {
-		t.Helper()
-		select {
-		case <-done:
-		case <-time.After(enginetest.Timeout):
-			_ = cmd.Process.Kill()
-			t.Fatal("nc did not finish")
-		}
-	}
 }
 
 // TestBackPressureWakesEverySender: two senders wait on one reader's

@@ -108,7 +108,7 @@ func TestTelnetKeys(t *testing.T) {
 // the session goes on, its user still reading; with -N it ends the
 // connection, and the session with it.
 func TestNetcatKeys(t *testing.T) {
-	nc := netcatPath(t)
+	nc := enginetest.NetcatPath(t)
 	d, bob, alice := typeKeysIn(t, nc)
 	alice.type_("\x04")
 	bob.Send("are you there?")

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -39,24 +38,10 @@ type netcat struct {
 	done chan error
 }
 
-// netcatPath is where the real nc is. It skips the test where nc is
-// missing, or fails it under DUET_REQUIRE_TOOLS=1 (as in CI).
-func netcatPath(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("nc")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
-		}
-		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
-	}
-	return path
-}
-
 func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
 	t.Helper()
 	host, port, _ := strings.Cut(d.TCP, ":")
-	cmd := exec.Command(netcatPath(t), "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
+	cmd := exec.Command(enginetest.NetcatPath(t), "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -291,15 +290,8 @@ type netcat struct {
 
 func startNC(t *testing.T, addr string) *netcat {
 	t.Helper()
-	path, err := exec.LookPath("nc")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatal("nc not installed and DUET_REQUIRE_TOOLS=1 (apt-get install netcat-openbsd)")
-		}
-		t.Skip("nc not installed (apt-get install netcat-openbsd); set DUET_REQUIRE_TOOLS=1 to fail instead")
-	}
 	host, port, _ := strings.Cut(addr, ":")
-	cmd := exec.Command(path, "-N", host, port)
+	cmd := exec.Command(enginetest.NetcatPath(t), "-N", host, port)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

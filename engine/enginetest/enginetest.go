@@ -192,6 +192,16 @@ var (
 	keyRE   = regexp.MustCompile(`^\* resume key: ([0-9a-z]{26}) \(if your connection drops, reconnect and type /resume ([0-9a-z]{26}) within [0-9hms]+\)$`)
 )
 
+// ExpectLines reads the next lines, which must be want, in order.
+func (lc *LineClient) ExpectLines(want ...string) {
+	lc.t.Helper()
+	for i, w := range want {
+		if got := lc.Line(); got != w {
+			lc.t.Fatalf("line %d of %d: got %q, want %q", i+1, len(want), got, w)
+		}
+	}
+}
+
 // Login logs in as name and records the token, and the resume key when
 // the server has resume on.
 func (lc *LineClient) Login(name string) *LineClient {
