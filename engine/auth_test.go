@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"reflect"
@@ -709,6 +710,88 @@ func TestAbandonedLoginsAreNotChecked(t *testing.T) {
 		t.Fatalf("a login after %d abandoned ones took %v, %.0f checks' time (one check: %v)", n, took, float64(took)/float64(one), one)
 	}
 	t.Logf("one check %v; a login behind %d abandoned ones %v", one, n, took)
+}
+
+// TestNetcatPipesAFileWithAPassword: in accounts mode, a file that logs
+// in with a password, connects and says its lines, piped through the
+// real netcat with -N, reaches the partner whole, and the partner is
+// told when it ends. netcat ends its input as soon as the file is sent,
+// long before the password is checked (a bcrypt cost of 10): the close
+// waits for the answer, and the lines behind the login are acted on
+// then. (Before, the close gave the login up, and with it every line
+// behind it: nobody was told anything.)
+func TestNetcatPipesAFileWithAPassword(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "10", "-c", "-b", path, "piper", "pw1")
+	authtest.RunExact(t, "-B", "-b", path, "bob", "pw2")
+	d, _ := enginetest.StartAccounts(t, path, nil)
+	bob := d.DialLine(t).LoginPassword("bob", "pw2")
+
+	in := "/login piper pw1\n/connect " + bob.Token + "\nfirst\n/who\nsecond, with no line feed"
+	finished := enginetest.PipeNetcat(t, d.TCP, strings.NewReader(in), io.Discard)
+	bob.Expect(`^\* piper is connected$`)
+	bob.ExpectLines("<piper> first", "<piper> second, with no line feed")
+	bob.Expect(`^\* piper disconnected; `)
+	finished()
+
+	// The login's place under limits.max_conns_per_ip was given back
+	// once its close was over: piper logs in again.
+	d.DialLine(t).LoginPassword("piper", "pw1")
+}
+
+// TestHangUpsWithInputKeepTheirPlaces: a login with input behind it,
+// hung up on before its answer, is checked after all (the input is
+// acted on then), and until it is, its connection still counts against
+// limits.max_conns_per_ip. So a flood of such logins from one address
+// keeps the password checkers no busier than as many open connections
+// would: past the limit, the next connection is refused.
+func TestHangUpsWithInputKeepTheirPlaces(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "12", "-c", "-b", path, "alice", "s3cret")
+	const limit = 3
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
+		o.Limits.MaxConnsPerIP = limit
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
+		o.Auth.Pool = auth.PoolOptions{Workers: 1, MaxQueue: 100, MaxWait: time.Hour}
+	})
+	start := time.Now()
+	for range limit {
+		c := d.DialLine(t)
+		c.Send("/login alice wrong\nhello")
+		_ = c.Conn.(*net.TCPConn).CloseWrite()
+	}
+	// Each of the three waits on its check, which at this cost takes
+	// far longer than the moment given the server to see the closes
+	// and the dial after it (about 0.1 s each, one at a time).
+	time.Sleep(30 * time.Millisecond)
+	c, err := net.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	all, _ := io.ReadAll(c)
+	if took := time.Since(start); !strings.Contains(string(all), "too many connections") {
+		t.Fatalf("a fourth connection while three closes wait on their checks (after %v): %q, want it refused", took, all)
+	}
+	// Once the checks are done, the address has its places back.
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		c, err := net.Dial("tcp", d.TCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(deadline)
+		greeting, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if strings.HasPrefix(greeting, "* welcome") {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the address never got its places back: %q", greeting)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("places back after %v", time.Since(start))
 }
 
 // TestTooManyAttemptsWS: over WebSocket the refusal is a notice saying

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/netip"
@@ -149,6 +150,10 @@ type flowState struct {
 	// ended: while draining, the client ended its input (end of file),
 	// so a last line without its '\n' is a line (line.Framer.End).
 	ended bool
+	// late: the connection closed while its input waited on an answer,
+	// and finishes once the answer is in (lateClose). Read by Wake on
+	// any goroutine.
+	late atomic.Bool
 
 	heldBytes    int   // gnet's outbound buffer at the last check
 	lastProgress stamp // when that buffer last shrank
@@ -227,7 +232,14 @@ func (cn *conn) onTraffic() gnet.Action {
 // the bytes it used.
 func (cn *conn) readInput() {
 	buf, _ := cn.c.Peek(-1)
-	var used int
+	if used := cn.actOn(buf); used > 0 {
+		_, _ = cn.c.Discard(used)
+	}
+}
+
+// actOn acts on the complete commands in buf, the connection's input,
+// and returns the bytes it used.
+func (cn *conn) actOn(buf []byte) (used int) {
 	cn.flow.reading = true
 	switch cn.stage {
 	case stageProxy:
@@ -238,9 +250,7 @@ func (cn *conn) readInput() {
 		used = cn.readWeb(buf)
 	}
 	cn.flow.reading = false
-	if used > 0 {
-		_, _ = cn.c.Discard(used)
-	}
+	return used
 }
 
 // reads reports whether the connection goes on reading the input it has:
@@ -507,9 +517,10 @@ func (cn *conn) backPressure(reader hub.Queue) {
 }
 
 // disarmRead takes the connection out of its loop's read set. A login's
-// hold still hears the client hang up (see setReadInterest).
+// hold still hears the client hang up (see setReadInterest). A closed
+// connection's descriptor may be another's by now, and is left alone.
 func (cn *conn) disarmRead() {
-	if cn.loop.epfd >= 0 {
+	if cn.loop.epfd >= 0 && !cn.closed {
 		_ = setReadInterest(cn.loop.epfd, cn.c.Fd(), false, cn.c.OutboundBuffered() > 0, cn.flow.hold.why == holdLogin)
 	}
 }
@@ -527,6 +538,13 @@ func (cn *conn) armRead() {
 // has drained, a login or directory answer is in, a throttled connect is
 // due): the connection's loop runs onTraffic, which sees.
 func (cn *conn) Wake() {
+	if cn.flow.late.Load() {
+		// gnet wakes no closed connection: the loop is asked directly.
+		// It refuses only as the engine shuts down, when nothing the
+		// input would do can happen any more.
+		_ = cn.loop.execute(context.Background(), cn.finishLate)
+		return
+	}
 	_ = cn.c.Wake(nil)
 }
 
@@ -702,6 +720,7 @@ func (cn *conn) onClose(err error) {
 			cn.closing = prior
 		}
 	}
+	late := cn.lateInput(err)
 	cn.closed = true
 	// What gnet holds is the end of the last batch taken: the outbox
 	// knows which of its messages end there.
@@ -732,6 +751,21 @@ func (cn *conn) onClose(err error) {
 		closeOut = cn.out.Abort
 	}
 	lost, waiters := closeOut(held)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		cn.logger().Debug("connection closed", zap.Error(err))
+	}
+	if late != nil {
+		late.ending, late.lost, late.waiters = cn.closing, lost, waiters
+		cn.awaitLate(late)
+		return
+	}
+	cn.endClosed(lost, waiters)
+}
+
+// endClosed ends the session of a closed connection as its ending says,
+// with lost of its partner's messages never delivered, wakes the senders
+// that waited on it, and counts the ending.
+func (cn *conn) endClosed(lost int, waiters []hub.Waiter) {
 	info := &endings[cn.closing]
 	cn.abandonHold(info.partnerReason())
 	cn.endSession(cn.closing, lost)
@@ -739,7 +773,4 @@ func (cn *conn) onClose(err error) {
 		w.Wake()
 	}
 	cn.loop.srv.metrics.Disconnected(info.label)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-		cn.logger().Debug("connection closed", zap.Error(err))
-	}
 }

@@ -324,20 +324,20 @@ func (cn *conn) end(e ending) { cn.endAs(e, endDetail{}) }
 
 // endAs is end with the defaults d overrides.
 func (cn *conn) endAs(e ending, d endDetail) {
-	if cn.closed {
-		return
-	}
-	info := &endings[e]
 	if cn.flow.draining {
-		// onClose is acting on the input that came before the end: the
-		// first ending in it counts, but nothing can be sent any more.
-		// onClose ends the session next, with the count of what was
-		// never written.
+		// onClose is acting on the input that came before the end (or
+		// finishLate, after it): the first ending in it counts, but
+		// nothing can be sent any more. The session ends next, with the
+		// count of what was never written.
 		if cn.closing == endNone {
 			cn.closing = e
 		}
 		return
 	}
+	if cn.closed {
+		return
+	}
+	info := &endings[e]
 	if cn.closing != endNone {
 		cn.closeNow()
 		return

@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"time"
 
 	"duet/engine/auth"
@@ -152,4 +155,94 @@ const heldInputMax = 1 << 20
 // passed heldInputMax.
 func (cn *conn) heldInputOverflows() bool {
 	return cn.c.InboundBuffered() > heldInputMax
+}
+
+// A client may end its input while a command in it waits on its answer,
+// with more input behind that command: netcat -N at the end of a piped
+// file that logs in with a password, connects and says its lines, or the
+// same on a cluster node, where a login or a connect waits on the
+// directory. The input behind the command is the client's to act on as
+// much as the lines back-pressure held (heldInputCounts), but it cannot
+// be acted on before the answer. So the close waits for it: the
+// connection is closed and its output counted as for any close, and the
+// input left is kept and acted on once the answer is in, as onClose acts
+// on held input (nothing is told to the client any more); then the
+// session ends as the connection's ending says. A command in that input
+// that waits on an answer of its own waits in turn.
+//
+// Only an end of input waits so, on the line port: a client that ended
+// its input meant what it sent. A connection that broke, or that the
+// server closed, gives up what its input waited on (abandonHold). A
+// login with nothing behind it is given up too: nobody would see its
+// answer, and a flood of logins that hang up must not keep the password
+// checkers busy (TestAbandonedLoginsAreNotChecked). A close that waits
+// keeps its client's place under limits.max_conns_per_ip until it is
+// over, so hanging up costs a client no fewer of its connections than
+// staying connected would.
+
+// lateClose is what a close that waits (awaitLate) has left to do.
+type lateClose struct {
+	rest    []byte       // the input not acted on yet
+	ending  ending       // how the connection ended, unless the input says otherwise (a quit)
+	lost    int          // what its outbox never wrote (outbox.Outbox.Close)
+	waiters []hub.Waiter // senders that waited on its outbox, woken at the end
+}
+
+// lateInput returns what the close of a connection whose client ended
+// its input (err, as gnet gives it) has left to do once the answer its
+// input waits on is in, or nil when the close does not wait. It runs in
+// onClose, before anything is closed. The input kept is bounded by
+// heldInputMax, as held input is.
+func (cn *conn) lateInput(err error) *lateClose {
+	if !errors.Is(err, io.EOF) || cn.stage != stageLine || cn.closing != endNone || cn.flow.reading || !cn.flow.hold.why.awaitsAnswer() {
+		return nil
+	}
+	buf, _ := cn.c.Peek(-1)
+	if len(buf) == 0 {
+		return nil
+	}
+	return &lateClose{rest: bytes.Clone(buf[:min(len(buf), heldInputMax)])}
+}
+
+// awaitLate keeps late for finishLate, which runs now if the answer is
+// in, and else once it comes (Wake).
+func (cn *conn) awaitLate(late *lateClose) {
+	cn.flow.draining, cn.flow.ended = true, true
+	if cn.loop.late == nil {
+		cn.loop.late = make(map[*conn]*lateClose)
+	}
+	cn.loop.late[cn] = late
+	// Set before finishLate looks for the answer: an answer that comes
+	// after the look wakes through the loop (Wake).
+	cn.flow.late.Store(true)
+	cn.finishLate()
+}
+
+// finishLate runs on the loop once an answer a closed connection's input
+// waited on may be in: it takes the answer and acts on the input after
+// it; once that is used up, it ends the session. A wake that finds the
+// answer not in yet, or the close over, does nothing.
+func (cn *conn) finishLate() {
+	late := cn.loop.late[cn]
+	if late == nil || !cn.held() {
+		return
+	}
+	// No ending yet while the input is acted on: the answer is taken as
+	// on an open connection (loggedIn ignores one that is ending), and
+	// an ending the input brings (a quit) takes the place of late's.
+	cn.closing = endNone
+	if cn.release() {
+		late.rest = late.rest[cn.actOn(late.rest):]
+	}
+	if cn.held() {
+		cn.closing = late.ending // waits on this answer, or the next
+		return
+	}
+	delete(cn.loop.late, cn)
+	cn.flow.late.Store(false)
+	if cn.closing == endNone {
+		cn.closing = late.ending
+	}
+	cn.endClosed(late.lost, late.waiters)
+	cn.releaseAddr()
 }

@@ -24,6 +24,9 @@ type loopState struct {
 	// loop-only
 	conns      []*conn            // open connections, in no order (addConn)
 	backlogged map[*conn]struct{} // gnet holds output for these; rechecked every backlogInterval (addBacklog)
+	// late holds, for a connection that closed while its input waited
+	// on an answer, what its close left to do (lateClose, hold.go).
+	late map[*conn]*lateClose
 	// backlogArmed says backlogTimer will run checkBacklogs; the timer
 	// is armed only while the loop has backlogged connections, so an
 	// idle loop is not woken for them.

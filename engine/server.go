@@ -686,7 +686,9 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	cn.logClosed()
 	cn.loop.dropConn(cn)
 	delete(cn.loop.backlogged, cn)
-	cn.releaseAddr()
+	if !cn.flow.late.Load() {
+		cn.releaseAddr() // else once the close is over (finishLate)
+	}
 	s.metrics.ConnClosed(cn.protocol())
 	s.conns.Add(-1)
 	return gnet.None

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -154,6 +155,28 @@ func TestCrossNodeChat(t *testing.T) {
 	dup := a.DialLine(t)
 	dup.Send("/login Bob")
 	dup.Expect(`^! name_taken: `)
+}
+
+// TestNetcatPipesAFileIntoANode pipes a file through the real netcat
+// with -N into one node, to a partner on another: it logs in, connects,
+// asks for a new token and says its lines. netcat ends its input while
+// the login is still out with the directory (a round trip to Redis);
+// each of the three commands waits on the directory in turn, and every
+// line behind them is relayed.
+func TestNetcatPipesAFileIntoANode(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	bob := b.DialLine(t).Login("bob")
+
+	in := "/login piper\n/connect " + bob.Token + "\nfirst\n/newtoken\nsecond\nthird, with no line feed"
+	finished := enginetest.PipeNetcat(t, a.TCP, strings.NewReader(in), io.Discard)
+	bob.Expect(`^\* piper is connected$`)
+	bob.ExpectLines("<piper> first", "<piper> second", "<piper> third, with no line feed")
+	bob.Expect(`^\* piper disconnected; `)
+	finished()
+
+	// piper's name is free again, across the cluster.
+	b.DialLine(t).Login("piper")
 }
 
 // TestRaceForOneToken has 50 users on three nodes connect to one token
