@@ -747,22 +747,25 @@ func TestNetcatPipesAFileWithAPassword(t *testing.T) {
 // would: past the limit, the next connection is refused.
 func TestHangUpsWithInputKeepTheirPlaces(t *testing.T) {
 	path := t.TempDir() + "/users"
-	authtest.RunExact(t, "-B", "-C", "12", "-c", "-b", path, "alice", "s3cret")
+	authtest.RunExact(t, "-B", "-C", "13", "-c", "-b", path, "alice", "s3cret")
 	const limit = 3
 	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
 		o.Limits.MaxConnsPerIP = limit
 		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
 		o.Auth.Pool = auth.PoolOptions{Workers: 1, MaxQueue: 100, MaxWait: time.Hour}
 	})
-	start := time.Now()
+	var conns []*enginetest.LineClient
 	for range limit {
-		c := d.DialLine(t)
+		conns = append(conns, d.DialLine(t))
+	}
+	start := time.Now()
+	for _, c := range conns {
 		c.Send("/login alice wrong\nhello")
 		_ = c.Conn.(*net.TCPConn).CloseWrite()
 	}
 	// Each of the three waits on its check, which at this cost takes
 	// far longer than the moment given the server to see the closes
-	// and the dial after it (about 0.1 s each, one at a time).
+	// and the dial after it (about 0.15 s each, one at a time).
 	time.Sleep(30 * time.Millisecond)
 	c, err := net.Dial("tcp", d.TCP)
 	if err != nil {
