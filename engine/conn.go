@@ -767,7 +767,7 @@ func (cn *conn) onClose(err error) {
 // that waited on it, and counts the ending.
 func (cn *conn) endClosed(lost int, waiters []hub.Waiter) {
 	info := &endings[cn.closing]
-	cn.abandonHold(info.partnerReason())
+	cn.abandonHold(cn.closing)
 	cn.endSession(cn.closing, lost)
 	for _, w := range waiters {
 		w.Wake()

@@ -39,7 +39,7 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 	op := cmd.Op
 	name := append([]byte(nil), cmd.Name...)
 	token := append([]byte(nil), cmd.Token...)
-	call := &directoryCall{}
+	call := &directoryCall{op: op}
 	cn.hold(holdDirectory, call)
 	go func() {
 		var (
@@ -64,60 +64,72 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 // directoryCall is a command out with the cluster directory. Its
 // goroutine fills in the answer and wakes the connection, whose release
 // takes it up on the loop; if the connection closed meanwhile, a session
-// the command made is logged out instead, whichever of the two comes
-// second doing it.
+// the command made is ended instead, as the connection's ending says
+// (abandonHold), whichever of the two comes second doing it.
 type directoryCall struct {
-	mu     sync.Mutex
-	done   bool
-	s      *hub.Session // a login's new session
-	err    *proto.Error
-	gone   bool         // the connection closed
-	reason proto.Reason // what its ending tells a partner
+	mu   sync.Mutex
+	done bool
+	s    *hub.Session // a login's new session, or a resume's
+	err  *proto.Error
+	gone bool               // the connection closed
+	end  func(*hub.Session) // ends s, once the connection is gone
+
+	// op is the command; a resume's call also has how it went, and
+	// whether it was held by the failed-connect throttle (checkResume).
+	op        proto.Op
+	resumed   hub.Resumed
+	throttled bool
 }
 
 // finish records the answer. It runs on the call's goroutine.
 func (dc *directoryCall) finish(cn *conn, s *hub.Session, err *proto.Error) {
 	dc.mu.Lock()
 	dc.done, dc.s, dc.err = true, s, err
-	gone, reason := dc.gone, dc.reason
+	gone, end := dc.gone, dc.end
 	dc.mu.Unlock()
 	if !gone {
 		cn.Wake()
 		return
 	}
 	if s != nil {
-		s.Close(reason, 0)
+		end(s)
 	}
 }
 
-// result is the answer once ok.
-func (dc *directoryCall) result() (s *hub.Session, err *proto.Error, ok bool) {
+// result reports whether the answer is in; once it is, the call's
+// fields hold it, and are the loop's to read.
+func (dc *directoryCall) result() bool {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	return dc.s, dc.err, dc.done
+	return dc.done
 }
 
 // abandon runs on the loop as the connection closes: a session the
-// command has made already is logged out now, one it makes later when it
-// does.
-func (dc *directoryCall) abandon(reason proto.Reason) {
+// command has made already is ended now by end, one it makes later when
+// it does.
+func (dc *directoryCall) abandon(end func(*hub.Session)) {
 	dc.mu.Lock()
-	dc.gone, dc.reason = true, reason
+	dc.gone, dc.end = true, end
 	s := dc.s
 	dc.s = nil
 	dc.mu.Unlock()
 	if s != nil {
-		s.Close(reason, 0)
+		end(s)
 	}
 }
 
 // answered takes the directory's answer, when the hold is released
-// (release): a login's session, or the error to tell.
-func (cn *conn) answered(s *hub.Session, err *proto.Error) {
-	if s != nil {
-		cn.sess = s
+// (release): a login's session, or the error to tell; a resume's session,
+// or its error.
+func (cn *conn) answered(dc *directoryCall) {
+	if dc.op == proto.OpResume {
+		cn.answer(proto.OpResume, 0, cn.resumed(dc.resumed, dc.err, dc.throttled))
+		return
 	}
-	if err != nil {
-		cn.tell(err)
+	if dc.s != nil {
+		cn.sess = dc.s
+	}
+	if dc.err != nil {
+		cn.tell(dc.err)
 	}
 }

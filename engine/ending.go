@@ -10,6 +10,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"duet/engine/hub"
 	"duet/proto"
 	"duet/proto/line"
 	"duet/proto/wsframe"
@@ -417,19 +418,24 @@ func (cn *conn) closeWhenFlushed() {
 // server shutting down keeps no session waiting: it could not resume
 // it.
 func (cn *conn) endSession(e ending, lost int) {
-	info := &endings[e]
-	if cn.sess == nil {
-		return
+	if cn.sess != nil {
+		cn.endSessionOf(cn.sess, e, lost)
 	}
+}
+
+// endSessionOf does to s what ending e says, as endSession does to the
+// connection's session. Safe from any goroutine.
+func (cn *conn) endSessionOf(s *hub.Session, e ending, lost int) {
+	info := &endings[e]
 	switch info.session {
 	case endSession:
-		cn.sess.Close(info.partnerReason(), lost)
+		s.Close(info.partnerReason(), lost)
 	case detachSession:
 		if cn.loop.srv.draining.Load() {
-			cn.sess.Close(info.partnerReason(), lost)
+			s.Close(info.partnerReason(), lost)
 			return
 		}
-		cn.sess.Detach(info.partnerReason(), lost)
+		s.Detach(info.partnerReason(), lost)
 	}
 }
 

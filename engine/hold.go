@@ -91,12 +91,12 @@ func (cn *conn) release() bool {
 		*h = inputHold{}
 		cn.loggedIn(account, err)
 	case holdDirectory:
-		s, err, ok := h.on.(*directoryCall).result()
-		if !ok {
+		dc := h.on.(*directoryCall)
+		if !dc.result() {
 			return false
 		}
 		*h = inputHold{}
-		cn.answered(s, err)
+		cn.answered(dc)
 	case holdThrottle:
 		hc := h.on.(*heldConnect)
 		if time.Now().Before(hc.until) {
@@ -109,18 +109,26 @@ func (cn *conn) release() bool {
 }
 
 // abandonHold gives up what the hold waits for when the connection
-// closes: a login still waiting its turn or a checker is never checked,
-// and a session a directory call makes is logged out with the
-// connection's reason. A reader's queue or the throttle's timer wakes a
-// closed connection, which gnet ignores.
-func (cn *conn) abandonHold(reason proto.Reason) {
+// closes with ending e: a login still waiting its turn or a checker is
+// never checked, and a session a directory call makes is ended as e
+// says: a login's is logged out (its client never learned its resume
+// key), a resume's is ended or sent away, as the session the connection
+// carried would be (endSession). A reader's queue or the throttle's
+// timer wakes a closed connection, which gnet ignores.
+func (cn *conn) abandonHold(e ending) {
 	h := cn.flow.hold
 	cn.flow.hold = inputHold{}
 	switch h.why {
 	case holdLogin:
 		h.on.(*auth.Login).Abandon()
 	case holdDirectory:
-		h.on.(*directoryCall).abandon(reason)
+		dc := h.on.(*directoryCall)
+		reason := endings[e].partnerReason()
+		end := func(s *hub.Session) { s.Close(reason, 0) }
+		if dc.op == proto.OpResume {
+			end = func(s *hub.Session) { cn.endSessionOf(s, e, 0) }
+		}
+		dc.abandon(end)
 	}
 }
 

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"bytes"
+
 	"go.uber.org/zap"
 
+	"duet/engine/hub"
 	"duet/proto"
 )
 
@@ -40,8 +43,33 @@ func (cn *conn) startResume(cmd *proto.Command) *proto.Error {
 // connect; a malformed one, like a malformed token, can be nobody's key
 // and guesses nothing. Past the throttle's limit (throttled), a wrong key
 // is answered throttled.
+//
+// On a cluster node the resume asks the directory where the session is,
+// and may fetch it from another node: round trips to Redis, and to that
+// node, which the event loop must not wait on (every connection of the
+// loop would wait with it). So it is made off the loop, as the other
+// commands that need the directory are (directory.go), and answered
+// once it is done (resumed); it returns nil meanwhile.
 func (cn *conn) checkResume(key []byte, last uint64, throttled bool) *proto.Error {
-	res, err := cn.loop.srv.hub.Resume(key, last, cn.stage == stageWS, cn.out)
+	h, hasLast := cn.loop.srv.hub, cn.stage == stageWS
+	if h.Clustered() {
+		key = bytes.Clone(key) // it aliases the read buffer, which moves on
+		call := &directoryCall{op: proto.OpResume, throttled: throttled}
+		cn.hold(holdDirectory, call)
+		go func() {
+			res, err := h.Resume(key, last, hasLast, cn.out)
+			call.resumed = res
+			call.finish(cn, res.Session, err)
+		}()
+		return nil
+	}
+	res, err := h.Resume(key, last, hasLast, cn.out)
+	return cn.resumed(res, err, throttled)
+}
+
+// resumed takes the outcome of a resume: the session this connection
+// carries from now on, or the error to tell.
+func (cn *conn) resumed(res hub.Resumed, err *proto.Error, throttled bool) *proto.Error {
 	if err != nil {
 		if err != proto.ErrUnknownResumeKey {
 			return err

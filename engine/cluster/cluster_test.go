@@ -304,6 +304,41 @@ func TestNodeDeath(t *testing.T) {
 	a.DialLine(t).Login("bob")
 }
 
+// TestResumeWaitsOffTheLoop: a resume on a cluster node asks Redis
+// about the session, and its event loop does not wait with it. The node
+// has one loop; alice's session is resumed while Redis hangs, and
+// meanwhile a pair on the same loop talks on at once, as a pair on one
+// node does while Redis is away. The resume is answered once the node
+// gives up on Redis. (Before, the loop waited the whole round trip's
+// timeout, and every connection on it with it.)
+func TestResumeWaitsOffTheLoop(t *testing.T) {
+	r := startRedis(t)
+	a := startNodeEngine(t, r, "a", nil, func(o *engine.Options) { o.Loops = 1 })
+	carol := a.DialLine(t).Login("carol")
+	dave := a.DialLine(t).Login("dave")
+	dave.Send("/connect " + carol.Token)
+	carol.Expect(`^\* dave is connected$`)
+	dave.Expect(`^\* you are connected with carol$`)
+	alice := a.DialLine(t).Login("alice")
+
+	resumer := a.DialLine(t)
+	r.Pause()
+	t.Cleanup(r.Continue)
+	resumer.Send("/resume " + alice.Key)
+	time.Sleep(100 * time.Millisecond) // the resume is out with Redis
+	start := time.Now()
+	dave.Send("still here")
+	carol.Expect(`^<dave> still here$`)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("a message between two users of the loop took %v while a resume waited on Redis", took)
+	}
+	_, _, _, key := enginetest.ReadResumed(t, resumer.Line)
+	if key == "" || key == alice.Key {
+		t.Fatalf("resumed with key %q", key)
+	}
+	alice.Expect(`^\* your session was resumed on another connection`)
+}
+
 // TestRedisDown kills Redis under a running cluster and brings it back:
 // cross-node pairs are told the link is lost, same-node pairs go on,
 // logins and connects answer unavailable, and the nodes recover by
