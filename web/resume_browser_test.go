@@ -45,12 +45,14 @@ func startResumeTest(t *testing.T, window time.Duration) *browserTest {
 // both ways, as a network that fails leaves them, and new ones refused
 // until it is restored. Or frozen: what the connections through it carry
 // is thrown away, both ways, and neither end is told, as a machine that
-// slept finds its connections; new ones work.
+// slept finds its connections; new ones work. Or, as a load balancer in
+// front of a cluster, sent elsewhere: new connections go to another node
+// (retarget).
 type cutProxy struct {
-	ln     net.Listener
-	target string
+	ln net.Listener
 
 	mu     sync.Mutex
+	target string
 	down   bool
 	conns  map[net.Conn]struct{}
 	frozen map[net.Conn]bool
@@ -99,7 +101,10 @@ func (p *cutProxy) serve() {
 // the daemon as the browser sent them.
 func (p *cutProxy) relay(c net.Conn) {
 	defer p.wg.Done()
-	s, err := net.DialTimeout("tcp", p.target, enginetest.Timeout)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	s, err := net.DialTimeout("tcp", target, enginetest.Timeout)
 	if err != nil {
 		reset(c)
 		return
@@ -169,6 +174,14 @@ func (p *cutProxy) isFrozen(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.frozen[c]
+}
+
+// retarget sends the connections that open from now on to target; those
+// open go on as they are.
+func (p *cutProxy) retarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
 }
 
 func (p *cutProxy) restore() {

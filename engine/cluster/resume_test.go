@@ -1034,6 +1034,42 @@ func TestParkedSessionRescued(t *testing.T) {
 	bob.box.next(t, proto.EvPeerBack)
 }
 
+// TestResumeOntoThePartnersNodeStaysPlain: a pairing of two JSON clients
+// across nodes is told no partner's protocol (the nodes pass on none),
+// so it is not encrypted. When a resume brings one of them to the
+// other's node, the pairing goes on as it began: the resume and the
+// partner's peer_back still name no protocol and no pairing id, and a
+// seal is refused, as before the move. (Before, the resume said the
+// partner could encrypt: a page began an exchange that the other page,
+// told nothing, never answered.)
+func TestResumeOntoThePartnersNodeStaysPlain(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	carol := a.DialWS(t).Login("carol")
+	dave := b.DialWS(t).Login("dave")
+	dave.Connect(carol.Token)
+	for _, ev := range []map[string]any{dave.Expect("paired"), carol.Expect("paired")} {
+		if ev["peer_proto"] != nil || ev["pair_id"] != nil {
+			t.Fatalf("paired across nodes: %v", ev)
+		}
+	}
+	enginetest.Reset(t, carol.Conn)
+	dave.Expect("peer_away")
+	back, ev := enginetest.ResumeWS(t, b.Daemon, carol.Key, 0)
+	if ev["peer"] != "dave" || ev["peer_proto"] != nil || ev["pair_id"] != nil {
+		t.Fatalf("resumed on the partner's node: %v", ev)
+	}
+	if ev := dave.Expect("peer_back"); ev["peer_proto"] != nil {
+		t.Fatalf("dave: %v", ev)
+	}
+	back.Send(map[string]string{"type": "seal", "data": "AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"})
+	back.ExpectError("peer_cannot_decrypt")
+	back.Say("in the clear")
+	if ev := dave.Expect("message"); ev["text"] != "in the clear" {
+		t.Fatalf("dave: %v", ev)
+	}
+}
+
 // TestEngineResumeOnAnotherNode: real clients of real engines, over
 // loopback, on a Redis-backed cluster. A netcat-like line client whose
 // connection is reset on a takes its session back on c with /resume,

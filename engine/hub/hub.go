@@ -618,6 +618,21 @@ func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
 	return r
 }
 
+// protoOf is the protocol of peer, a side of r, as r's pairing tells it
+// (Event.PeerProto), and as sealing goes by. A pairing that began
+// across nodes has no id, and its two sides were told no protocol (the
+// nodes pass on none): so it stays when a resume brings both to one
+// node, where the room is the partner's from the start. Else a page
+// told at its resume that its partner can encrypt would begin an
+// exchange the partner's page, still told nothing, never answers, and
+// refuse the partner's plaintext meanwhile.
+func (r *room) protoOf(peer *Session) proto.Protocol {
+	if r.id == 0 {
+		return proto.ProtoUnknown
+	}
+	return peer.client
+}
+
 // A relay carries a run of messages to the reader's Outbox: the message
 // event, and room for the text of a message from another node. Reusing
 // them keeps the relay path free of allocations (an Event passed through
@@ -959,7 +974,7 @@ func (s *Session) Seal(data []byte, id uint64) (to Queue, err *proto.Error) {
 	if peer == nil {
 		return nil, proto.ErrNotPaired
 	}
-	if peer.client != proto.ProtoJSON {
+	if r.protoOf(peer) != proto.ProtoJSON {
 		return nil, proto.ErrPeerCannotDecrypt
 	}
 	rl.ev.Kind = proto.EvSealed

@@ -464,7 +464,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.hmu.Unlock()
 	if r != nil {
 		if a != nil && !a.attached && peer != nil {
-			deliver(peer.q, proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: s.client})
+			deliver(peer.q, proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: r.protoOf(s)})
 		}
 		r.mu.Unlock()
 		if r.stub != nil {
@@ -579,7 +579,7 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 		// The pairing may have changed while the session was away, and
 		// the partner may have come back over the other protocol: a page
 		// that encrypts needs all three to know where it stands.
-		ev.Peer, ev.Initiator, ev.PeerProto, ev.PairID = peer.name, r.a == s, peer.client, r.id
+		ev.Peer, ev.Initiator, ev.PeerProto, ev.PairID = peer.name, r.a == s, r.protoOf(peer), r.id
 	}
 	s.q.Deliver(&ev)
 	if replayed == 0 {

@@ -462,7 +462,10 @@ export function createSecure(page) {
       draw();
       return;
     }
-    if (pairing && pairing.pairId === ev.pair_id) {
+    // A pairing across nodes has no id: the same partner is then the
+    // same pairing, and it keeps its mode.
+    const pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
+    if (pairing && pairing.pairId === pairId && pairing.peer === String(ev.peer)) {
       resend(pairing);
       return;
     }
