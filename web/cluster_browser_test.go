@@ -139,3 +139,56 @@ func TestBrowserRollingRestart(t *testing.T) {
 	}
 	alice.onlyFailedSockets()
 }
+
+// TestBrowserRollingRestartEndsEncryption: two pages on one node talk
+// encrypted; the node drains for a restart, and both resume on another
+// through the load balancer. The nodes pass on no sealed frame, and the
+// pairing, rebuilt there from two parked sessions, is one across nodes
+// to the server: its encryption cannot go on. Each page says so, as it
+// does when encryption fails, and sends nothing until its person
+// chooses to go on without; then the two talk in the clear. (Before,
+// neither page was told: one went on sealing, every message refused,
+// and threw away the other's plaintext.)
+func TestBrowserRollingRestartEndsEncryption(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	r := enginetest.StartRedis(t)
+	a, b := startClusterNode(t, r, "a"), startClusterNode(t, r, "b")
+	bt := launchBrowser(t, chromium, a.daemon)
+	balancer := startCutProxy(t, a.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, balancer.url(), balancer.url())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	talk(alice, bob, "hi bob")
+	bob.expectSealedMessage("theirs", "hi bob")
+
+	balancer.retarget(b.daemon.WS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
+	defer cancel()
+	a.daemon.Drain(ctx, 0, a.node.Park)
+	a.node.Drain(ctx)
+
+	for _, p := range []*person{alice, bob} {
+		e := p.expectEntry("encryption failed", func(e logEntry) bool { return e.Code == "e2e_failed" })
+		if !strings.Contains(e.Text, "another server of this service") {
+			t.Errorf("%s is told %v", p.name, e)
+		}
+		p.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
+		p.do("agree to send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	}
+	talk(alice, bob, "in the clear now")
+	talk(bob, alice, "so be it")
+	for _, p := range []*person{alice, bob} {
+		for _, e := range p.log() {
+			if e.Code == "e2e_plaintext_refused" || e.Code == "peer_cannot_decrypt" {
+				t.Errorf("%s is told %v%s", p.name, e, p.logDump())
+			}
+		}
+	}
+	if moved := b.node.Stats().SessionsMoved; moved != 2 {
+		t.Errorf("the second node took up %d parked sessions, want both", moved)
+	}
+	alice.screenshot("encryption ended by the move")
+	alice.onlyFailedSockets()
+	bob.onlyFailedSockets()
+}

@@ -432,14 +432,22 @@ export function createSecure(page) {
 
   // ---- Resume -----------------------------------------------------------
 
+  // apart is why a pairing stops encrypting when its two sides end up on
+  // two nodes of a cluster (a rolling restart can move one of them).
+  function apart(peer) {
+    return peer + ' is now reached through another server of this service, which cannot pass on encrypted messages.';
+  }
+
   // peerBack and resumed send the handshake steps again, since one may
   // have been lost with a dropped connection (docs/E2E.md, "Steps
   // again"). resumed also restores a pairing the page kept in
   // sessionStorage before a reload, when the server finds the same one.
   function peerBack(ev) {
     const p = pairing;
-    if (p && ev && ev.peer_proto && ev.peer_proto !== 'json' && p.mode !== 'plain') {
-      fail(p, p.peer + ' came back on a terminal, which cannot encrypt.', '');
+    if (p && ev && ev.peer_proto !== 'json' && p.mode !== 'plain') {
+      // A partner on another node of a cluster is told with no
+      // protocol: the nodes pass on no sealed frame (docs/CLUSTER.md).
+      fail(p, ev.peer_proto ? p.peer + ' came back on a terminal, which cannot encrypt.' : apart(p.peer), '');
       return;
     }
     if (p && p.mode === 'securing' && p.session) startTimer(p);
@@ -467,6 +475,13 @@ export function createSecure(page) {
     const pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
     if (pairing && pairing.pairId === pairId && pairing.peer === String(ev.peer)) {
       resend(pairing);
+      return;
+    }
+    if (pairing && pairing.pairId !== '' && pairId === '' && pairing.peer === String(ev.peer)) {
+      // The same partner, but this session came back on another node of
+      // a cluster than the partner's: a pairing on one node is now
+      // across two, which pass on no sealed frame.
+      if (pairing.mode !== 'plain') fail(pairing, apart(pairing.peer), '');
       return;
     }
     let kept = null;
