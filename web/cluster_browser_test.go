@@ -57,6 +57,39 @@ func startClusterNode(t *testing.T, r *enginetest.Redis, id string) *clusterNode
 	return &clusterNode{daemon: enginetest.Start(t, func(o *engine.Options) { o.Hub = h }), node: n}
 }
 
+// rollingRestart is a cluster of two nodes on a real Redis, Chromium,
+// and a load balancer in front of the nodes, which sends users to the
+// first until it drains.
+type rollingRestart struct {
+	a, b     *clusterNode
+	bt       *browserTest
+	balancer *cutProxy
+}
+
+func startRollingRestart(t *testing.T) *rollingRestart {
+	t.Helper()
+	chromium := setUpBrowserTest(t)
+	r := enginetest.StartRedis(t)
+	rr := &rollingRestart{a: startClusterNode(t, r, "a"), b: startClusterNode(t, r, "b")}
+	rr.bt = launchBrowser(t, chromium, rr.b.daemon)
+	rr.balancer = startCutProxy(t, rr.a.daemon.WS)
+	return rr
+}
+
+// drainFirst has the balancer send users to the second node, as one
+// that checks /readyz does once the first drains, and drains the first
+// for a restart, parking its sessions. It returns how many connections
+// the drain told to reconnect.
+func (rr *rollingRestart) drainFirst(t *testing.T) int {
+	t.Helper()
+	rr.balancer.retarget(rr.b.daemon.WS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
+	defer cancel()
+	told := rr.a.daemon.Drain(ctx, 0, rr.a.node.Park).Told
+	rr.a.node.Drain(ctx)
+	return told
+}
+
 // TestBrowserRollingRestart: a rolling restart as a page lives it. Two
 // nodes of a cluster share a real Redis; alice's page reaches the
 // cluster through a load balancer, bob's page is on the second node.
@@ -67,24 +100,16 @@ func startClusterNode(t *testing.T, r *enginetest.Redis, id string) *clusterNode
 // conversation goes on, every message shown once and in order, and bob
 // is told no more than that alice was away and is back.
 func TestBrowserRollingRestart(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	r := enginetest.StartRedis(t)
-	a, b := startClusterNode(t, r, "a"), startClusterNode(t, r, "b")
-	bt := launchBrowser(t, chromium, b.daemon)
-	balancer := startCutProxy(t, a.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, balancer.url(), bt.pageURL())
+	rr := startRollingRestart(t)
+	alice, bob := rr.bt.newPerson("alice"), rr.bt.newPerson("bob")
+	pair(alice, bob, rr.balancer.url(), rr.bt.pageURL())
 	talk(alice, bob, "hi bob")
 	talk(bob, alice, "hi alice", "the server is being upgraded")
 
-	balancer.retarget(b.daemon.WS)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
-	defer cancel()
 	// Besides alice's WebSocket, the page's own keep-alive requests end.
-	if told := a.daemon.Drain(ctx, 0, a.node.Park).Told; told < 1 {
+	if told := rr.drainFirst(t); told < 1 {
 		t.Fatalf("the drain told %d connections to reconnect, want alice's among them", told)
 	}
-	a.node.Drain(ctx)
 	bob.say("are you still there?")
 
 	e := alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
@@ -119,7 +144,7 @@ func TestBrowserRollingRestart(t *testing.T) {
 			t.Errorf("%s is told %d times that the conversation is not encrypted, want once%s", p.name, plain, p.logDump())
 		}
 	}
-	if moved := b.node.Stats().SessionsMoved; moved != 1 {
+	if moved := rr.b.node.Stats().SessionsMoved; moved != 1 {
 		t.Errorf("the second node took up %d parked sessions, want alice's", moved)
 	}
 	alice.screenshot("resumed on another node")
@@ -127,7 +152,7 @@ func TestBrowserRollingRestart(t *testing.T) {
 	// Reloaded, the page knows the pairing only from its resume, which
 	// must not say that bob's page can encrypt now: it would wait for
 	// an exchange bob's page never begins, and refuse his plaintext.
-	alice.do("reload", chromedp.Evaluate[chromedp.Void](`setTimeout(() => location.reload(), 0)`))
+	alice.do("reload", chromedp.Reload())
 	alice.waitJS("back", `document.getElementById('state').dataset.state === 'online'
 		&& document.getElementById('peer').textContent === 'Talking with bob'`)
 	talk(bob, alice, "after your reload")
@@ -150,23 +175,15 @@ func TestBrowserRollingRestart(t *testing.T) {
 // neither page was told: one went on sealing, every message refused,
 // and threw away the other's plaintext.)
 func TestBrowserRollingRestartEndsEncryption(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	r := enginetest.StartRedis(t)
-	a, b := startClusterNode(t, r, "a"), startClusterNode(t, r, "b")
-	bt := launchBrowser(t, chromium, a.daemon)
-	balancer := startCutProxy(t, a.daemon.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, balancer.url(), balancer.url())
+	rr := startRollingRestart(t)
+	alice, bob := rr.bt.newPerson("alice"), rr.bt.newPerson("bob")
+	pair(alice, bob, rr.balancer.url(), rr.balancer.url())
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
 	talk(alice, bob, "hi bob")
 	bob.expectSealedMessage("theirs", "hi bob")
 
-	balancer.retarget(b.daemon.WS)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
-	defer cancel()
-	a.daemon.Drain(ctx, 0, a.node.Park)
-	a.node.Drain(ctx)
+	rr.drainFirst(t)
 
 	for _, p := range []*person{alice, bob} {
 		e := p.expectEntry("encryption failed", func(e logEntry) bool { return e.Code == "e2e_failed" })
@@ -185,7 +202,7 @@ func TestBrowserRollingRestartEndsEncryption(t *testing.T) {
 			}
 		}
 	}
-	if moved := b.node.Stats().SessionsMoved; moved != 2 {
+	if moved := rr.b.node.Stats().SessionsMoved; moved != 2 {
 		t.Errorf("the second node took up %d parked sessions, want both", moved)
 	}
 	alice.screenshot("encryption ended by the move")
