@@ -195,6 +195,17 @@ func TestBrowserRollingRestartEndsEncryption(t *testing.T) {
 	}
 	talk(alice, bob, "in the clear now")
 	talk(bob, alice, "so be it")
+
+	// Reloaded, alice's page finds the keys it kept for a pairing now
+	// across nodes: it says again that encryption failed, and waits for
+	// her word again, rather than go on in the clear unasked.
+	alice.do("reload", chromedp.Reload())
+	alice.waitJS("back", `document.getElementById('state').dataset.state === 'online'`)
+	alice.waitSecure("failed")
+	alice.waitJS("asks again", `!document.getElementById('secure-plain').hidden
+		&& document.getElementById('secure').textContent.includes('another server of this service')`)
+	alice.do("agree again", chromedp.Click(chromedp.ID("secure-plain")))
+	talk(alice, bob, "reloaded, still in the clear")
 	for _, p := range []*person{alice, bob} {
 		for _, e := range p.log() {
 			if e.Code == "e2e_plaintext_refused" || e.Code == "peer_cannot_decrypt" {

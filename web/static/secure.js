@@ -432,6 +432,11 @@ export function createSecure(page) {
 
   // ---- Resume -----------------------------------------------------------
 
+  // keptPartner is the partner's name in a session's kept state.
+  function keptPartner(state) {
+    return String(state.role === 'initiator' ? state.responder : state.initiator);
+  }
+
   // apart is why a pairing stops encrypting when its two sides end up on
   // two nodes of a cluster (a rolling restart can move one of them).
   function apart(peer) {
@@ -489,6 +494,28 @@ export function createSecure(page) {
       kept = JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
     } catch {
       kept = null;
+    }
+    if (kept && kept.pair_id && pairId === '' && kept.state && keptPartner(kept.state) === String(ev.peer)) {
+      // As above, after a reload: the pairing this page encrypted, with
+      // the same partner, is now across two nodes.
+      forget();
+      pairing = {
+        peer: String(ev.peer),
+        role: ev.initiator ? 'initiator' : 'responder',
+        token: '',
+        pairId,
+        peerProto: '',
+        linkSecret: '',
+        mode: 'securing',
+        session: null,
+        verified: false,
+        agreed: false,
+        why: '',
+        waiting: [],
+        timer: 0,
+      };
+      fail(pairing, apart(pairing.peer), '');
+      return;
     }
     if (!kept || kept.pair_id !== ev.pair_id || !ev.pair_id) {
       // Another pairing, or none kept: a new exchange, in the role the
