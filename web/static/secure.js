@@ -192,19 +192,17 @@ export function createSecure(page) {
 
   // ---- Pairing ----------------------------------------------------------
 
-  function paired(ev) {
-    forget();
-    const me = page.me();
-    const peer = String(ev.peer || '');
-    const role = ev.initiator ? 'initiator' : 'responder';
-    const token = role === 'initiator' ? connectingTo : page.myToken();
-    const p = {
-      peer,
-      role,
+  // newPairing is the state of the pairing a paired or resumed event
+  // names, as its exchange begins: token is the one this side paired
+  // through.
+  function newPairing(ev, token) {
+    return {
+      peer: String(ev.peer || ''),
+      role: ev.initiator ? 'initiator' : 'responder',
       token,
       pairId: typeof ev.pair_id === 'string' ? ev.pair_id : '',
       peerProto: typeof ev.peer_proto === 'string' ? ev.peer_proto : '',
-      linkSecret: role === 'initiator' ? linkSecrets.get(token) || '' : ownSecrets.get(token) || '',
+      linkSecret: '',
       mode: 'securing',
       session: null,
       verified: false,
@@ -213,6 +211,16 @@ export function createSecure(page) {
       waiting: [],
       timer: 0,
     };
+  }
+
+  function paired(ev) {
+    forget();
+    const me = page.me();
+    const peer = String(ev.peer || '');
+    const role = ev.initiator ? 'initiator' : 'responder';
+    const token = role === 'initiator' ? connectingTo : page.myToken();
+    const p = newPairing(ev, token);
+    p.linkSecret = role === 'initiator' ? linkSecrets.get(token) || '' : ownSecrets.get(token) || '';
     pairing = p;
     if (p.peerProto !== 'json') {
       // A terminal cannot encrypt; nor can a partner the server cannot
@@ -499,21 +507,7 @@ export function createSecure(page) {
       // As above, after a reload: the pairing this page encrypted, with
       // the same partner, is now across two nodes.
       forget();
-      pairing = {
-        peer: String(ev.peer),
-        role: ev.initiator ? 'initiator' : 'responder',
-        token: '',
-        pairId,
-        peerProto: '',
-        linkSecret: '',
-        mode: 'securing',
-        session: null,
-        verified: false,
-        agreed: false,
-        why: '',
-        waiting: [],
-        timer: 0,
-      };
+      pairing = newPairing(ev, '');
       fail(pairing, apart(pairing.peer), '');
       return;
     }
@@ -523,21 +517,8 @@ export function createSecure(page) {
       paired(ev);
       return;
     }
-    const p = {
-      peer: String(ev.peer),
-      role: ev.initiator ? 'initiator' : 'responder',
-      token: kept.state.token,
-      pairId: ev.pair_id,
-      peerProto: String(ev.peer_proto || ''),
-      linkSecret: '',
-      mode: 'securing',
-      session: null,
-      verified: kept.verified === true,
-      agreed: false,
-      why: '',
-      waiting: [],
-      timer: 0,
-    };
+    const p = newPairing(ev, kept.state.token);
+    p.verified = kept.verified === true;
     forget();
     pairing = p;
     later(async () => {
