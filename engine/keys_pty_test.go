@@ -70,7 +70,7 @@ func typeKeys(t *testing.T, p *ptyProgram, name string, peer *enginetest.LineCli
 // empty line, which telnet sends as an EOT byte: it leaves, as /quit
 // does, before and after login, and in BINARY.
 func TestTelnetKeys(t *testing.T) {
-	telnet := requireTelnet(t)
+	telnet := enginetest.ToolPath(t, "telnet")
 	d, bob, tn := typeKeysIn(t, telnet)
 	// A second Ctrl-D after part of a line: telnet sends the part, then
 	// an EOT, which the terminal does not show.
@@ -108,7 +108,7 @@ func TestTelnetKeys(t *testing.T) {
 // the session goes on, its user still reading; with -N it ends the
 // connection, and the session with it.
 func TestNetcatKeys(t *testing.T) {
-	nc := enginetest.NetcatPath(t)
+	nc := enginetest.ToolPath(t, "nc")
 	d, bob, alice := typeKeysIn(t, nc)
 	alice.type_("\x04")
 	bob.Send("are you there?")
@@ -136,7 +136,7 @@ func TestNetcatKeys(t *testing.T) {
 // listener keeps urgent data in line (SO_OOBINLINE), where the framer
 // reads the command as any other.
 func TestTelnetEscapeCommands(t *testing.T) {
-	telnet := requireTelnet(t)
+	telnet := enginetest.ToolPath(t, "telnet")
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 	tn := dialInPTY(t, d, nil, telnet)

@@ -205,21 +205,15 @@ const streamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
 // (fails it under DUET_REQUIRE_TOOLS=1).
 func requireNginx(t *testing.T) string {
 	t.Helper()
-	missing := func(what string) {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is missing and DUET_REQUIRE_TOOLS=1 (scripts/deps.sh installs it)", what)
-		}
-		t.Skipf("%s is missing; scripts/deps.sh installs it", what)
-	}
 	path, err := exec.LookPath("nginx")
 	if err != nil {
 		path = "/usr/sbin/nginx"
 		if _, err := os.Stat(path); err != nil {
-			missing("nginx")
+			enginetest.MissingTool(t, "nginx")
 		}
 	}
 	if _, err := os.Stat(streamModule); err != nil {
-		missing("nginx's stream module (libnginx-mod-stream)")
+		enginetest.MissingTool(t, "nginx's stream module (libnginx-mod-stream)")
 	}
 	return path
 }

@@ -41,7 +41,7 @@ type netcat struct {
 func startNetcat(t *testing.T, d *enginetest.Daemon) *netcat {
 	t.Helper()
 	host, port, _ := strings.Cut(d.TCP, ":")
-	cmd := exec.Command(enginetest.NetcatPath(t), "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
+	cmd := exec.Command(enginetest.ToolPath(t, "nc"), "-N", host, port) // -N: shut down the socket at end of input, as Ctrl-D does
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

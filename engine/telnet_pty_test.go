@@ -27,7 +27,7 @@ import (
 // exact text, and the telnet user must go on seeing the partner's
 // messages and answers to commands.
 func TestRealTelnet(t *testing.T) {
-	telnet := requireTelnet(t)
+	telnet := enginetest.ToolPath(t, "telnet")
 	d := enginetest.Start(t, nil)
 	bob := d.DialLine(t).Login("bob")
 
@@ -97,20 +97,6 @@ func TestRealTelnet(t *testing.T) {
 	if got := bob.Line(); got != "<carol> "+safe {
 		t.Fatalf("bob got %q, want %q", got, "<carol> "+safe)
 	}
-}
-
-// requireTelnet finds the telnet client, or skips the test (fails it
-// under DUET_REQUIRE_TOOLS=1).
-func requireTelnet(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("telnet")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_TOOLS") == "1" {
-			t.Fatal("telnet is missing and DUET_REQUIRE_TOOLS=1 (scripts/deps.sh installs it)")
-		}
-		t.Skip("telnet is missing (scripts/deps.sh installs it); set DUET_REQUIRE_TOOLS=1 to fail instead")
-	}
-	return path
 }
 
 // ptyProgram is a program running in a pseudo-terminal: what it writes

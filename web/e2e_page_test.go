@@ -291,7 +291,7 @@ type netcat struct {
 func startNC(t *testing.T, addr string) *netcat {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
-	cmd := exec.Command(enginetest.NetcatPath(t), "-N", host, port)
+	cmd := exec.Command(enginetest.ToolPath(t, "nc"), "-N", host, port)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
