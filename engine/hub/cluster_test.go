@@ -322,3 +322,32 @@ func TestClusterRemoteClaimOfAnAwaySession(t *testing.T) {
 		t.Fatalf("to bob's node: %+v", ev)
 	}
 }
+
+// TestSealedCountsSurviveExport: the sealed frames a session sent stay
+// counted on its node when the session is parked for another node to
+// take up, as its messages do; the count never goes down.
+func TestSealedCountsSurviveExport(t *testing.T) {
+	h, _, _ := clusterHub(t, resumeOpts())
+	alice, _, _ := speakerLogin(t, h, "alice", proto.ProtoJSON)
+	bob, _, _ := speakerLogin(t, h, "bob", proto.ProtoJSON)
+	if err := bob.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Seal([]byte("c2VhbGVk"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := say(alice.Session, []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	tk, err := h.BeginPark("alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Export(tk); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.Stats(); st.Sealed != 1 || st.SealedBytes != 8 || st.Messages != 1 {
+		t.Fatalf("after the export: %d sealed frames (%d bytes), %d messages; want 1 (8), 1", st.Sealed, st.SealedBytes, st.Messages)
+	}
+}

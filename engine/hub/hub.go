@@ -1231,13 +1231,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	if s.resumable {
 		delete(h.keys, keyIndexOf(s.keyHash))
 	}
-	// Its counts move to the hub's as it leaves names, so Stats never
-	// sees them go down.
-	h.closedMessages.Add(s.sentMessages.Load())
-	h.closedBytes.Add(s.sentBytes.Load())
-	frames, bytes := s.sealedCounts()
-	h.closedSealed.Add(frames)
-	h.closedSealedB.Add(bytes)
+	h.keepCounts(s)
 	lo := logout{s: s, key: key, token: s.token, r: s.room.Load(), wasAway: s.away != nil}
 	if lo.wasAway {
 		h.unlinkAwayLocked(s)
@@ -1289,6 +1283,17 @@ type Stats struct {
 	// Messages refused since start because their receiver was away
 	// and had as much kept as resume.buffer allows.
 	AwayRefused uint64
+}
+
+// keepCounts moves the counts of s, leaving names (a logout, or an
+// export to another node), to the hub's, so that Stats never sees them
+// go down.
+func (h *Hub) keepCounts(s *Session) {
+	h.closedMessages.Add(s.sentMessages.Load())
+	h.closedBytes.Add(s.sentBytes.Load())
+	frames, bytes := s.sealedCounts()
+	h.closedSealed.Add(frames)
+	h.closedSealedB.Add(bytes)
 }
 
 // Stats returns the current gauges and counters.

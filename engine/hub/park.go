@@ -313,8 +313,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	h.names.unfile(s.Key(), s)
 	h.tokens.unfile(s.token, s)
 	delete(h.keys, keyIndexOf(s.keyHash))
-	h.closedMessages.Add(s.sentMessages.Load())
-	h.closedBytes.Add(s.sentBytes.Load())
+	h.keepCounts(s)
 
 	if r != nil {
 		peer := r.other(s)
