@@ -93,16 +93,26 @@ func (rr *rollingRestart) drainFirst(t *testing.T) int {
 // TestBrowserRollingRestart: a rolling restart as a page lives it. Two
 // nodes of a cluster share a real Redis; alice's page reaches the
 // cluster through a load balancer, bob's page is on the second node.
-// The first node drains for a restart, after the balancer has stopped
+// Their pairing is across the two nodes, and encrypted: the nodes pass
+// on the partner's protocol, one pairing id, and sealed frames. The
+// first node drains for a restart, after the balancer has stopped
 // sending it users, as one that checks /readyz does: alice's page is
 // told to reconnect, and closed with 1012 (service restart). It comes
 // back through the balancer, on the second node, and resumes there: the
-// conversation goes on, every message shown once and in order, and bob
-// is told no more than that alice was away and is back.
+// conversation goes on under the same keys (the same code), every
+// message shown once, in order, and sealed, and bob is told no more
+// than that alice was away and is back. Reloaded, alice's page restores
+// its keys and goes on as before.
 func TestBrowserRollingRestart(t *testing.T) {
 	rr := startRollingRestart(t)
 	alice, bob := rr.bt.newPerson("alice"), rr.bt.newPerson("bob")
 	pair(alice, bob, rr.balancer.url(), rr.bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	_, code := alice.secureState()
+	if _, other := bob.secureState(); other != code || code == "" {
+		t.Fatalf("the two pages show the codes %q and %q", code, other)
+	}
 	talk(alice, bob, "hi bob")
 	talk(bob, alice, "hi alice", "the server is being upgraded")
 
@@ -128,95 +138,107 @@ func TestBrowserRollingRestart(t *testing.T) {
 		msgLine("You", "the server is being upgraded"), msgLine("You", "are you still there?"),
 		msgLine("alice", "yes, on the other node"), msgLine("You", "good")})
 	bob.expectNoPeerLeft()
-	// Their pairing began across nodes, where the server passes on no
-	// partner's protocol, so it is not encrypted; it stays so, said
-	// once, now that both are on one node.
 	for _, p := range []*person{alice, bob} {
-		plain := 0
-		for _, e := range p.log() {
-			if e.Code == "plaintext" {
-				plain++
-			} else if e.has("error") {
-				t.Errorf("%s is told %v%s", p.name, e, p.logDump())
-			}
+		p.waitSecure("unverified")
+		if _, again := p.secureState(); again != code {
+			t.Errorf("%s's page shows the code %q after the move, %q before", p.name, again, code)
 		}
-		if plain != 1 {
-			t.Errorf("%s is told %d times that the conversation is not encrypted, want once%s", p.name, plain, p.logDump())
-		}
+		p.expectOnlySealed()
 	}
 	if moved := rr.b.node.Stats().SessionsMoved; moved != 1 {
 		t.Errorf("the second node took up %d parked sessions, want alice's", moved)
 	}
 	alice.screenshot("resumed on another node")
 
-	// Reloaded, the page knows the pairing only from its resume, which
-	// must not say that bob's page can encrypt now: it would wait for
-	// an exchange bob's page never begins, and refuse his plaintext.
+	// Reloaded, the page restores the keys it kept for the pairing the
+	// resume names by the same id, and goes on under them.
 	alice.do("reload", chromedp.Reload())
 	alice.waitJS("back", `document.getElementById('state').dataset.state === 'online'
 		&& document.getElementById('peer').textContent === 'Talking with bob'`)
+	alice.waitSecure("unverified")
+	if _, again := alice.secureState(); again != code {
+		t.Errorf("alice's page shows the code %q after the reload, %q before", again, code)
+	}
 	talk(bob, alice, "after your reload")
 	talk(alice, bob, "still here")
-	for _, e := range alice.log() {
-		if e.has("error") && e.Code != "plaintext" || strings.HasPrefix(e.Kind, "e2e") {
-			t.Errorf("alice, reloaded, is told %v%s", e, alice.logDump())
-		}
-	}
+	alice.expectSealedMessage("theirs", "after your reload")
+	bob.expectSealedMessage("theirs", "still here")
+	rr.expectNoPlaintext(t)
 	alice.onlyFailedSockets()
 }
 
-// TestBrowserRollingRestartEndsEncryption: two pages on one node talk
+// TestBrowserRollingRestartKeepsEncryption: two pages on one node talk
 // encrypted; the node drains for a restart, and both resume on another
-// through the load balancer. The nodes pass on no sealed frame, and the
-// pairing, rebuilt there from two parked sessions, is one across nodes
-// to the server: its encryption cannot go on. Each page says so, as it
-// does when encryption fails, and sends nothing until its person
-// chooses to go on without; then the two talk in the clear. (Before,
-// neither page was told: one went on sealing, every message refused,
-// and threw away the other's plaintext.)
-func TestBrowserRollingRestartEndsEncryption(t *testing.T) {
+// through the load balancer. The pairing, rebuilt there from two parked
+// sessions, is told by the same id, so both pages go on under the keys
+// they had, with nothing new shown to either person. (Before the nodes
+// carried sealed frames and tagged pairings alike, the move ended the
+// encryption: each page had to ask its person to go on in the clear.)
+func TestBrowserRollingRestartKeepsEncryption(t *testing.T) {
 	rr := startRollingRestart(t)
 	alice, bob := rr.bt.newPerson("alice"), rr.bt.newPerson("bob")
 	pair(alice, bob, rr.balancer.url(), rr.balancer.url())
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
+	_, code := alice.secureState()
 	talk(alice, bob, "hi bob")
 	bob.expectSealedMessage("theirs", "hi bob")
 
 	rr.drainFirst(t)
 
 	for _, p := range []*person{alice, bob} {
-		e := p.expectEntry("encryption failed", func(e logEntry) bool { return e.Code == "e2e_failed" })
-		if !strings.Contains(e.Text, "another server of this service") {
-			t.Errorf("%s is told %v", p.name, e)
-		}
+		p.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
 		p.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
-		p.do("agree to send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
 	}
-	talk(alice, bob, "in the clear now")
-	talk(bob, alice, "so be it")
+	talk(alice, bob, "on the other node")
+	talk(bob, alice, "still sealed")
+	bob.expectSealedMessage("theirs", "on the other node")
+	alice.expectSealedMessage("theirs", "still sealed")
+	alice.expectOnlySealed()
 
-	// Reloaded, alice's page finds the keys it kept for a pairing now
-	// across nodes: it says again that encryption failed, and waits for
-	// her word again, rather than go on in the clear unasked.
 	alice.do("reload", chromedp.Reload())
 	alice.waitJS("back", `document.getElementById('state').dataset.state === 'online'`)
-	alice.waitSecure("failed")
-	alice.waitJS("asks again", `!document.getElementById('secure-plain').hidden
-		&& document.getElementById('secure').textContent.includes('another server of this service')`)
-	alice.do("agree again", chromedp.Click(chromedp.ID("secure-plain")))
-	talk(alice, bob, "reloaded, still in the clear")
+	alice.waitSecure("unverified")
+	talk(alice, bob, "reloaded, still sealed")
+	bob.expectSealedMessage("theirs", "reloaded, still sealed")
 	for _, p := range []*person{alice, bob} {
+		if _, again := p.secureState(); again != code {
+			t.Errorf("%s's page shows the code %q, %q before the move", p.name, again, code)
+		}
 		for _, e := range p.log() {
-			if e.Code == "e2e_plaintext_refused" || e.Code == "peer_cannot_decrypt" {
+			if strings.HasPrefix(e.Code, "e2e") || e.Code == "peer_cannot_decrypt" || e.Code == "plaintext" {
 				t.Errorf("%s is told %v%s", p.name, e, p.logDump())
 			}
 		}
 	}
+	// A reloaded page shows what it kept from before its reload with
+	// no mark of how it came; bob's was not reloaded.
+	bob.expectOnlySealed()
 	if moved := rr.b.node.Stats().SessionsMoved; moved != 2 {
 		t.Errorf("the second node took up %d parked sessions, want both", moved)
 	}
-	alice.screenshot("encryption ended by the move")
+	rr.expectNoPlaintext(t)
+	alice.screenshot("encryption kept through the move")
 	alice.onlyFailedSockets()
 	bob.onlyFailedSockets()
+}
+
+// expectOnlySealed checks that every message the partner sent was shown
+// from a sealed frame.
+func (p *person) expectOnlySealed() {
+	p.t.Helper()
+	if n := eval[int](p, `[...document.querySelectorAll('#log > li.msg.theirs')].filter((li) => li.dataset.e2e !== 'sealed').length`); n != 0 {
+		p.t.Errorf("%s was shown %d of the partner's messages not sealed%s", p.name, n, p.logDump())
+	}
+}
+
+// expectNoPlaintext checks that neither node relayed a message in the
+// clear.
+func (rr *rollingRestart) expectNoPlaintext(t *testing.T) {
+	t.Helper()
+	for _, n := range []*clusterNode{rr.a, rr.b} {
+		if st := n.daemon.Hub.Stats(); st.Messages != 0 || st.Sealed == 0 {
+			t.Errorf("%s relayed %d plaintext messages and %d sealed frames", n.node.ID(), st.Messages, st.Sealed)
+		}
+	}
 }

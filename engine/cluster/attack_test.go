@@ -532,6 +532,58 @@ func TestTamperedDirectoryPairsNobody(t *testing.T) {
 	bob.Expect(`^\* carol is connected$`)
 }
 
+// TestTamperedClientFieldIsRefused: someone who can write to Redis
+// rewrites what a page's record says its client speaks, to make a page
+// on another node that claims its token believe it cannot encrypt, with
+// the field of a terminal's record (a node's tag, for another name) or
+// with one made up. The claim stands, and the claimant is told no
+// protocol at all, as for a record from before the field, which its
+// page says is unencrypted; the record is counted as refused. The
+// untouched field of a page's record tells the claimant "json".
+func TestTamperedClientFieldIsRefused(t *testing.T) {
+	r := startRedis(t)
+	spy := watchRedis(t, r)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	term := a.DialLine(t).Login("term")
+	_, termRec := spy.recordOf("a")
+	if !strings.HasPrefix(termRec["cl"], "line.") {
+		t.Fatalf("a terminal's record: %v", termRec)
+	}
+	term.Send("/quit")
+	ctx := context.Background()
+	for i, forged := range []string{termRec["cl"], "json.00112233445566778899aabbccddeeff"} {
+		page := b.DialWS(t).Login(fmt.Sprint("page", i))
+		key := "duet:user:" + b.keys.nameHash(page.Name)
+		if rec := spy.c.HGetAll(ctx, key).Val(); !strings.HasPrefix(rec["cl"], "json.") {
+			t.Fatalf("a page's record: %v", rec)
+		}
+		if err := spy.c.HSet(ctx, key, "cl", forged).Err(); err != nil {
+			t.Fatal(err)
+		}
+		other := a.DialWS(t).Login(fmt.Sprint("other", i))
+		other.Connect(page.Token)
+		if ev := other.Expect("paired"); ev["peer"] != page.Name || ev["peer_proto"] != nil {
+			t.Fatalf("claimed with the field %q: %v", forged, ev)
+		}
+		if n := a.Stats().RecordsRejected; n != uint64(i+1) {
+			t.Errorf("records refused: %d, want %d", n, i+1)
+		}
+		page.Expect("paired")
+		other.Send(map[string]string{"type": "leave"})
+		other.Expect("left")
+		page.Expect("peer_left")
+		page.Send(map[string]string{"type": "logout"})
+	}
+
+	// Untouched, a page's field is told.
+	page := b.DialWS(t).Login("page")
+	other := a.DialWS(t).Login("other")
+	other.Connect(page.Token)
+	if ev := other.Expect("paired"); ev["peer_proto"] != "json" {
+		t.Fatalf("claimed with the field as written: %v", ev)
+	}
+}
+
 // TestDifferentSecretsCannotPair: two nodes given different secrets
 // share a Redis. Their users cannot pair, either way round, and each
 // node says why in its log and its metrics.

@@ -64,7 +64,7 @@ func (n *Node) queueKey(hashedName string) string { return n.key("parkq", hashed
 func (n *Node) resumeKey(rk string) string        { return n.key("resume", rk) }
 
 // Rekey implements hub.Mover.
-func (n *Node) Rekey(key string, old, fresh *hub.ResumeHash) {
+func (n *Node) Rekey(key string, old, fresh *hub.ResumeHash, client proto.Protocol) {
 	if !n.up.Load() {
 		return // written back on recovery, with the key then current
 	}
@@ -72,7 +72,7 @@ func (n *Node) Rekey(key string, old, fresh *hub.ResumeHash) {
 	defer cancel()
 	hn := n.keys.nameHash(key)
 	res, err := rekeyScript.Run(ctx, n.rdb, []string{n.userKey(hn)},
-		hn, n.id, n.keys.resumeHash(old), n.keys.resumeHash(fresh), n.opts.Prefix).Text()
+		hn, n.id, n.keys.resumeHash(old), n.keys.resumeHash(fresh), n.opts.Prefix, n.keys.clientField(hn, client)).Text()
 	if err != nil {
 		n.linkLost("resume", err)
 		return
@@ -205,11 +205,11 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	default:
 		return false, proto.ErrUnavailable
 	}
-	if len(res) < 8 {
+	if len(res) < 9 {
 		n.log.Error("the claim of a parked session answered too little", zap.Int("fields", len(res)))
 		return false, proto.ErrUnavailable
 	}
-	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7]
+	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left, peerClient := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7], res[8]
 
 	from := ""
 	if p.Pair != nil {
@@ -217,14 +217,19 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	}
 	op := n.keys.opener()
 	var queued []hub.ParkedMessage
-	for i, e := range res[8:] {
-		text, err := op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i)))
+	for i, e := range res[9:] {
+		sealed := false
+		text, err := op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i), false))
+		if err != nil {
+			sealed = true
+			text, err = op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i), true))
+		}
 		if err != nil {
 			n.recordsRejected.Add(1)
 			n.log.Warn("refused a message queued for a parked session: not sealed for its place by a node of this cluster", zap.Int("index", i))
 			continue
 		}
-		queued = append(queued, hub.ParkedMessage{From: from, Text: text})
+		queued = append(queued, hub.ParkedMessage{From: from, Sealed: sealed, Text: text})
 	}
 
 	// here is the outbox of the partner's stub for the session, when
@@ -233,6 +238,18 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	release, peerName := uint64(0), ""
 	if pp := p.Pair; pp != nil {
 		peerName = pp.PeerName
+		// What the partner's record says its client speaks: the stub
+		// made for it below tells and seals by it, as on the node of
+		// the pairing's claim (the park does not carry it: a node
+		// before it reads the park too).
+		if paired {
+			client, ok := n.keys.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
+			if !ok {
+				n.recordsRejected.Add(1)
+				n.log.Warn("a directory record's client field was not written by a node of this cluster; the pairing goes on unencrypted")
+			}
+			pp.PeerProto = client
+		}
 		switch {
 		case !paired || pairArg != n.pairArg(pp.ID):
 			// The partner left, or its node died, while the session

@@ -256,7 +256,7 @@ var codes = map[string]*proto.Error{
 func (n *Node) NodeID() string { return n.addr }
 
 // Register implements hub.Directory.
-func (n *Node) Register(name, key string, token proto.Token, resume *hub.ResumeHash) *proto.Error {
+func (n *Node) Register(name, key string, token proto.Token, resume *hub.ResumeHash, client proto.Protocol) *proto.Error {
 	if !n.up.Load() {
 		return proto.ErrUnavailable
 	}
@@ -269,7 +269,8 @@ func (n *Node) Register(name, key string, token proto.Token, resume *hub.ResumeH
 	}
 	res, err := loginScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id), n.leaseOf(n.id)},
-		n.seal.record(name, key, hk), hk, ht, n.id, n.keys.tokenTag(token, hk), rk, n.opts.Prefix).Text()
+		n.seal.record(name, key, hk), hk, ht, n.id, n.keys.tokenTag(token, hk), rk, n.opts.Prefix,
+		n.keys.clientField(hk, client)).Text()
 	if err != nil {
 		n.linkLost("login", err)
 		return proto.ErrUnavailable
@@ -342,7 +343,7 @@ func (n *Node) Claim(key string, token proto.Token) (hub.Claim, *proto.Error) {
 		n.linkLost("connect", err)
 		return hub.Claim{}, proto.ErrUnavailable
 	}
-	if len(res) == 7 && res[0] == "ok" {
+	if len(res) == 8 && res[0] == "ok" {
 		return n.verifyClaim(token, hk, res[1:])
 	}
 	if len(res) == 0 {
@@ -357,7 +358,10 @@ func (n *Node) Claim(key string, token proto.Token) (hub.Claim, *proto.Error) {
 // neither; a record that fails was written by someone without the
 // cluster secret, and the claim is undone. res is the script's answer
 // after "ok": holder's hashed name, sealed name, node, pair id, tag,
-// the holder node's lease.
+// the holder node's lease, the holder's client. A client field that
+// fails its tag is not the holder's name or token: the claim stands,
+// and the claimant is told no protocol (a page then does not encrypt,
+// and says so), as for a record written before the field.
 func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Claim, *proto.Error) {
 	peerHash, sealed, node, tag, lease := res[0], res[1], res[2], res[4], res[5]
 	id, err := strconv.ParseUint(res[3], 10, 64)
@@ -394,7 +398,13 @@ func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Clai
 		n.learn(node, li)
 		addr = address(node, li.inc)
 	}
-	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id}, nil
+	client, ok := n.keys.clientOf(peerHash, res[6])
+	if !ok {
+		n.recordsRejected.Add(1)
+		n.log.Warn("a directory record's client field was not written by a node of this cluster; the pairing goes on unencrypted",
+			zap.String("holder_node", printable(node)))
+	}
+	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id, PeerProto: client}, nil
 }
 
 // Release implements hub.Directory. When the link is down the record is
@@ -410,6 +420,9 @@ func (n *Node) Release(key string, pairID uint64) {
 		n.linkLost("release", err)
 	}
 }
+
+// PairTag implements hub.Directory.
+func (n *Node) PairTag(pairID uint64) uint64 { return n.keys.pairTag(pairID) }
 
 // Remote implements hub.Directory.
 func (n *Node) Remote(node, key, name, from string, pairID uint64) hub.Outbox {
@@ -715,7 +728,7 @@ func (n *Node) reregister(ctx context.Context) error {
 		results[i] = registerScript.Run(ctx, pipe,
 			[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
 			n.seal.record(r.Name, r.Key, hk), hk, ht, n.id, peer, n.pairArg(r.PairID), n.opts.Prefix,
-			n.keys.tokenTag(r.Token, hk), rk)
+			n.keys.tokenTag(r.Token, hk), rk, n.keys.clientField(hk, r.Client))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -946,15 +959,15 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		}
 		switch f.kind {
 		case framePaired:
-			if !n.hub.RemotePaired(f.to, f.pair, f.a, string(f.b), src) {
+			if !n.hub.RemotePaired(f.to, f.pair, f.a, string(f.b), src, protocolOf(f.n)) {
 				// The holder logged out as it was claimed: the
 				// claimant's node frees its user and tells it, and the
 				// claim's mark on the holder's record goes.
 				n.Release(f.to, f.pair)
 				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonDisconnected), nil, 0)
 			}
-		case frameMessage:
-			if !n.hub.RemoteMessage(f.to, f.pair, f.b) && !told[f.pair] {
+		case frameMessage, frameSealed:
+			if !n.hub.RemoteMessage(f.to, f.pair, f.b, f.kind == frameSealed) && !told[f.pair] {
 				// No such pairing here: it ended on this side and the
 				// other side was not told (a lost link), so tell it now,
 				// once. A pairing that ended normally was told already,
@@ -1020,21 +1033,32 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 // message. An event for a pairing that is not here any more is dropped:
 // the pairing ended, and its end was told.
 func (n *Node) remoteEvent(src string, f frame) {
-	ev := proto.Event{Kind: proto.EvPeerBack}
+	ev := proto.Event{Kind: proto.EvPeerBack, PeerProto: protocolOf(f.n)}
 	switch f.kind {
 	case frameAway:
 		ev.Kind = proto.EvPeerAway
 		ev.Window = time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond
 	case frameError:
-		// Only the one error a partner's session sends back; anything
+		// Only the errors a partner's session sends back; anything
 		// else is a bug on the sending node, sealed as it is.
-		if f.a != proto.ErrPeerAwayFull.Code {
+		if f.a != proto.ErrPeerAwayFull.Code && f.a != proto.ErrPeerCannotDecrypt.Code {
 			n.log.Error("an error from another node that no session sends", zap.String("from_node", src), zap.String("code", printable(f.a)))
 			return
 		}
 		ev.Kind, ev.Err = proto.EvError, &proto.Error{Code: f.a, Text: string(f.b)}
 	}
 	n.hub.RemoteEvent(f.to, f.pair, &ev)
+}
+
+// protocolOf reads the protocol a paired or back frame says its user's
+// client speaks (its n); ProtoUnknown from a node from before it said,
+// which sends 0.
+func protocolOf(n uint64) proto.Protocol {
+	switch p := proto.Protocol(min(n, 255)); p {
+	case proto.ProtoLine, proto.ProtoJSON:
+		return p
+	}
+	return proto.ProtoUnknown
 }
 
 // maxWindow bounds the time a partner's node says its session may take

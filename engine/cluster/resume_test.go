@@ -1034,40 +1034,82 @@ func TestParkedSessionRescued(t *testing.T) {
 	bob.box.next(t, proto.EvPeerBack)
 }
 
-// TestResumeOntoThePartnersNodeStaysPlain: a pairing of two JSON clients
-// across nodes is told no partner's protocol (the nodes pass on none),
-// so it is not encrypted. When a resume brings one of them to the
-// other's node, the pairing goes on as it began: the resume and the
-// partner's peer_back still name no protocol and no pairing id, and a
-// seal is refused, as before the move. (Before, the resume said the
-// partner could encrypt: a page began an exchange that the other page,
-// told nothing, never answered.)
-func TestResumeOntoThePartnersNodeStaysPlain(t *testing.T) {
+// TestSealAcrossNodes: two pages on two nodes are told each other's
+// protocol and one pairing id, and sealed frames cross between the
+// nodes both ways, as on one node. The pairing survives a rolling
+// restart encrypted: carol's node drains, and what dave seals while
+// her session is parked waits in Redis, sealed, and is replayed to
+// her, still sealed, when she resumes on a third node, whose room
+// tells the same id. A terminal on another node is told no seal can
+// reach it.
+func TestSealAcrossNodes(t *testing.T) {
 	r := startRedis(t)
-	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
 	carol := a.DialWS(t).Login("carol")
 	dave := b.DialWS(t).Login("dave")
 	dave.Connect(carol.Token)
-	for _, ev := range []map[string]any{dave.Expect("paired"), carol.Expect("paired")} {
-		if ev["peer_proto"] != nil || ev["pair_id"] != nil {
-			t.Fatalf("paired across nodes: %v", ev)
+	pd, pc := dave.Expect("paired"), carol.Expect("paired")
+	id, _ := pd["pair_id"].(string)
+	if id == "" || pd["peer_proto"] != "json" || pc["peer_proto"] != "json" || pc["pair_id"] != id {
+		t.Fatalf("paired across nodes: dave %v, carol %v", pd, pc)
+	}
+	seal := func(from *enginetest.WSClient, data string) {
+		t.Helper()
+		from.Send(map[string]string{"type": "seal", "data": data})
+	}
+	expectSealed := func(to *enginetest.WSClient, from, data string, seq float64) {
+		t.Helper()
+		if ev := to.Expect("sealed"); ev["from"] != from || ev["data"] != data || ev["seq"] != seq {
+			t.Fatalf("%v, want %s's %q numbered %v", ev, from, data, seq)
 		}
 	}
-	enginetest.Reset(t, carol.Conn)
+	seal(carol, "ZnJvbSBjYXJvbA")
+	expectSealed(dave, "carol", "ZnJvbSBjYXJvbA", 1)
+	seal(dave, "ZnJvbSBkYXZl")
+	expectSealed(carol, "dave", "ZnJvbSBkYXZl", 1)
+
+	// a drains: carol's session is parked in Redis, and what dave seals
+	// meanwhile is queued for it there.
+	drainNode(t, a, 0)
 	dave.Expect("peer_away")
-	back, ev := enginetest.ResumeWS(t, b.Daemon, carol.Key, 0)
-	if ev["peer"] != "dave" || ev["peer_proto"] != nil || ev["pair_id"] != nil {
-		t.Fatalf("resumed on the partner's node: %v", ev)
+	seal(dave, "d2hpbGUgcGFya2Vk")
+	dave.Say("in the clear")
+	if st := b.Node.Stats(); st.SessionsParked != 0 {
+		t.Fatalf("b parked %d sessions", st.SessionsParked)
 	}
-	if ev := dave.Expect("peer_back"); ev["peer_proto"] != nil {
+	rc := redisClient(t, r)
+	qk := "duet:parkq:" + b.keys.nameHash("carol")
+	for deadline := time.Now().Add(enginetest.Timeout); rc.LLen(context.Background(), qk).Val() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued for carol: %d", rc.LLen(context.Background(), qk).Val())
+		}
+	}
+	back, ev := enginetest.ResumeWS(t, c.Daemon, carol.Key, 1)
+	if ev["peer"] != "dave" || ev["pair_id"] != id || ev["peer_proto"] != "json" || ev["replayed"] != float64(2) || ev["missed"] != float64(0) {
+		t.Fatalf("resumed on c: %v", ev)
+	}
+	expectSealed(back, "dave", "d2hpbGUgcGFya2Vk", 2)
+	if ev := back.Expect("message"); ev["text"] != "in the clear" || ev["seq"] != float64(3) {
+		t.Fatalf("carol: %v", ev)
+	}
+	if ev := dave.Expect("peer_back"); ev["peer_proto"] != "json" {
 		t.Fatalf("dave: %v", ev)
 	}
-	back.Send(map[string]string{"type": "seal", "data": "AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"})
-	back.ExpectError("peer_cannot_decrypt")
-	back.Say("in the clear")
-	if ev := dave.Expect("message"); ev["text"] != "in the clear" {
-		t.Fatalf("dave: %v", ev)
+	seal(back, "ZnJvbSBj")
+	expectSealed(dave, "carol", "ZnJvbSBj", 2)
+
+	// A terminal on another node cannot open a seal.
+	erin := c.DialWS(t).Login("erin")
+	frank := b.DialLine(t).Login("frank")
+	frank.Send("/connect " + erin.Token)
+	frank.Expect(`^\* you are connected with erin$`)
+	if ev := erin.Expect("paired"); ev["peer_proto"] != "line" || ev["pair_id"] == nil {
+		t.Fatalf("erin: %v", ev)
 	}
+	seal(erin, "c2VhbGVk")
+	erin.ExpectError("peer_cannot_decrypt")
+	erin.Say("in the clear")
+	frank.Expect(`^<erin> in the clear$`)
 }
 
 // TestEngineResumeOnAnotherNode: real clients of real engines, over

@@ -51,7 +51,7 @@ const (
 
 // heldFrame is a frame held while the partner is not live anywhere.
 type heldFrame struct {
-	kind byte // frameMessage or frameLeft
+	kind byte // frameMessage, frameSealed or frameLeft
 	a    string
 	b    []byte
 	n    uint64
@@ -59,6 +59,10 @@ type heldFrame struct {
 
 // heldCost is what a held message counts against MaxQueue.
 func heldCost(text []byte) int { return len(text) + 64 }
+
+// carries reports whether a frame of kind carries a message: a text,
+// or a sealed frame's data.
+func carries(kind byte) bool { return kind == frameMessage || kind == frameSealed }
 
 // move is news of the partner's session: a frame (Z, K or O) or, for
 // a stub made for a session parked by this node or found parked here,
@@ -137,18 +141,21 @@ func (o *remoteOutbox) Deliver(ev *proto.Event) {
 func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 	switch ev.Kind {
 	case proto.EvMessage:
-		o.passMessage(s, ev.Text)
+		o.passMessage(s, frameMessage, ev.Text)
+	case proto.EvSealed:
+		o.passMessage(s, frameSealed, ev.Text)
 	case proto.EvPaired:
-		s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), 0)
+		s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), uint64(ev.PeerProto))
 	case proto.EvPeerLeft:
 		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
 	case proto.EvPeerAway:
 		s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
 	case proto.EvPeerBack:
-		s.add(true, frameBack, o.pair, o.to, "", nil, 0)
+		s.add(true, frameBack, o.pair, o.to, "", nil, uint64(ev.PeerProto))
 	case proto.EvError:
-		// A message the partner's session refused (peer_away_full): the
-		// speaker is on the other node, and told there.
+		// A message the partner's session refused (peer_away_full, or
+		// peer_cannot_decrypt for a sealed frame): the speaker is on the
+		// other node, and told there.
 		if ev.Err != nil {
 			s.add(true, frameError, o.pair, o.to, ev.Err.Code, []byte(ev.Err.Text), 0)
 		}
@@ -157,11 +164,11 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 	}
 }
 
-// passMessage hands one message to s. Once one message is refused, so
-// is every later one until the cut: the partner gets a gapless prefix,
-// never a hole.
-func (o *remoteOutbox) passMessage(s *sender, text []byte) {
-	if o.dropped.Load() > 0 || !s.add(false, frameMessage, o.pair, o.to, o.from, text, 0) {
+// passMessage hands one message to s: a text, or a sealed frame's data
+// (kind). Once one message is refused, so is every later one until the
+// cut: the partner gets a gapless prefix, never a hole.
+func (o *remoteOutbox) passMessage(s *sender, kind byte, text []byte) {
+	if o.dropped.Load() > 0 || !s.add(false, kind, o.pair, o.to, o.from, text, 0) {
 		if o.dropped.Add(1) == 1 {
 			o.n.requestCut(o.pair, o)
 		}
@@ -172,7 +179,7 @@ func (o *remoteOutbox) passMessage(s *sender, text []byte) {
 // reports whether the parker has work.
 func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 	switch ev.Kind {
-	case proto.EvMessage:
+	case proto.EvMessage, proto.EvSealed:
 		if o.state == routeGone {
 			return false
 		}
@@ -182,7 +189,11 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 			}
 			return false
 		}
-		o.held = append(o.held, heldFrame{kind: frameMessage, a: o.from, b: append([]byte(nil), ev.Text...)})
+		kind := byte(frameMessage)
+		if ev.Kind == proto.EvSealed {
+			kind = frameSealed
+		}
+		o.held = append(o.held, heldFrame{kind: kind, a: o.from, b: append([]byte(nil), ev.Text...)})
 		o.heldSize += heldCost(ev.Text)
 	case proto.EvPeerLeft:
 		if o.state == routeGone {
@@ -200,7 +211,7 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 
 // TakeHeld implements hub.Holder: the partner was taken up on this node,
 // in the place of the stub.
-func (o *remoteOutbox) TakeHeld(yield func(text []byte)) {
+func (o *remoteOutbox) TakeHeld(yield func(text []byte, sealed bool)) {
 	o.mu.Lock()
 	held := o.held
 	o.held, o.heldSize = nil, 0
@@ -208,8 +219,8 @@ func (o *remoteOutbox) TakeHeld(yield func(text []byte)) {
 	o.mu.Unlock()
 	o.n.dropRoute(o)
 	for _, h := range held {
-		if h.kind == frameMessage {
-			yield(h.b)
+		if carries(h.kind) {
+			yield(h.b, h.kind == frameSealed)
 		}
 	}
 }
@@ -222,7 +233,7 @@ func (o *remoteOutbox) TakeHeld(yield func(text []byte)) {
 // neither the park nor the hub has them. It waits for the parker
 // first, whose write then found the session claimed and kept what it
 // held.
-func (o *remoteOutbox) takeLeft() (last [][]byte, reason proto.Reason, undelivered int, ok bool) {
+func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason, undelivered int, ok bool) {
 	o.mu.Lock()
 	for o.busy {
 		o.idle.Wait()
@@ -232,7 +243,7 @@ func (o *remoteOutbox) takeLeft() (last [][]byte, reason proto.Reason, undeliver
 			reason, undelivered, ok = proto.Reason(f.a), int(f.n), true
 			break
 		}
-		last = append(last, f.b)
+		last = append(last, hub.ParkedMessage{Sealed: f.kind == frameSealed, Text: f.b})
 	}
 	o.goneLocked()
 	o.mu.Unlock()
@@ -343,8 +354,8 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 				continue
 			}
 			for _, h := range o.held {
-				if h.kind == frameMessage {
-					o.passMessage(m.to, h.b)
+				if carries(h.kind) {
+					o.passMessage(m.to, h.kind, h.b)
 				} else {
 					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)
 				}
@@ -516,8 +527,8 @@ func (n *Node) queueParked(o *remoteOutbox, gen uint32, index uint64, run []held
 	pipe := n.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(run))
 	for i, f := range run {
-		if f.kind == frameMessage {
-			entry := n.seal.sealNamed(nil, f.b, queueAAD(hn, gen, index))
+		if carries(f.kind) {
+			entry := n.seal.sealNamed(nil, f.b, queueAAD(hn, gen, index, f.kind == frameSealed))
 			cost := max(heldCost(f.b), len(entry))
 			cmds[i] = appendParkedScript.Run(ctx, pipe, keys, genArg, index, cost, len(f.b), entry, n.opts.Prefix)
 			index++
@@ -552,7 +563,7 @@ func (o *remoteOutbox) settleLocked(run []heldFrame, results []parkResult) (afte
 		switch res.code {
 		case "ok":
 			o.popLocked()
-			if f.kind == frameMessage {
+			if carries(f.kind) {
 				o.index++
 				continue
 			}
@@ -618,7 +629,7 @@ func (o *remoteOutbox) popLocked() {
 	f := o.held[0]
 	o.held[0] = heldFrame{}
 	o.held = o.held[1:]
-	if f.kind == frameMessage {
+	if carries(f.kind) {
 		o.heldSize -= heldCost(f.b)
 	}
 }

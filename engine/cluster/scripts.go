@@ -22,12 +22,12 @@ import "github.com/redis/go-redis/v9"
 // the hash of its resume key, if it has one (rk, empty when not).
 // KEYS: user, token, node's user set, node's lease.
 // ARGV: sealed name, hashed name, hashed token, node, token tag, rk,
-// prefix.
+// prefix, client (the protocol its client speaks, tagged: clientField).
 var loginScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'unavailable' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'name_taken' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'unavailable' end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[5], 'node', ARGV[4], 'peer', '', 'pair', '0', 'rk', ARGV[6])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[5], 'node', ARGV[4], 'peer', '', 'pair', '0', 'rk', ARGV[6], 'cl', ARGV[8])
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[6] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[6], ARGV[2]) end
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -57,14 +57,15 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return 'ok'
 `)
 
-// rekeyScript replaces the resume key a user of this node is found by.
-// KEYS: user. ARGV: hashed name, node, old rk, new rk, prefix.
+// rekeyScript replaces the resume key a user of this node is found by,
+// and the protocol its client speaks, as a resume may change it.
+// KEYS: user. ARGV: hashed name, node, old rk, new rk, prefix, client.
 var rekeyScript = redis.NewScript(`
 local rec = redis.call('HMGET', KEYS[1], 'node', 'rk')
 if rec[1] ~= ARGV[2] or rec[2] ~= ARGV[3] then return 'stale' end
 if redis.call('GET', ARGV[5] .. 'resume:' .. ARGV[3]) == ARGV[1] then redis.call('DEL', ARGV[5] .. 'resume:' .. ARGV[3]) end
 redis.call('SET', ARGV[5] .. 'resume:' .. ARGV[4], ARGV[1])
-redis.call('HSET', KEYS[1], 'rk', ARGV[4])
+redis.call('HSET', KEYS[1], 'rk', ARGV[4], 'cl', ARGV[6])
 return 'ok'
 `)
 
@@ -86,7 +87,8 @@ return 'ok'
 // KEYS: asker, token, this node's lease.
 // ARGV: asker's hashed name, node, prefix, a starting pairing number.
 // Returns an error code, or {'ok', holder's hashed name, holder's sealed
-// name, holder's node, pair id, holder's token tag, holder node's lease}.
+// name, holder's node, pair id, holder's token tag, holder node's lease,
+// holder's client}.
 // The claiming node checks the tag and the seal, and undoes the claim
 // (unclaimScript) if either fails.
 var claimScript = redis.NewScript(`
@@ -98,7 +100,7 @@ local hk = redis.call('GET', KEYS[2])
 if not hk then return {'unknown_token'} end
 if hk == ARGV[1] then return {'self_connect'} end
 local hkey = ARGV[3] .. 'user:' .. hk
-local holder = redis.call('HMGET', hkey, 'name', 'node', 'peer', 'tag')
+local holder = redis.call('HMGET', hkey, 'name', 'node', 'peer', 'tag', 'cl')
 if not holder[1] or not holder[2] then return {'unknown_token'} end
 -- A holder parked between nodes (node '') is still paired, or is on
 -- its way to a node that will pair it: come back in a moment.
@@ -117,7 +119,7 @@ redis.call('SET', ARGV[3] .. 'pairseq', ARGV[4], 'NX')
 local id = string.format('%d', redis.call('INCR', ARGV[3] .. 'pairseq'))
 redis.call('HSET', KEYS[1], 'peer', hk, 'pair', id)
 redis.call('HSET', hkey, 'peer', ARGV[1], 'pair', id)
-return {'ok', hk, holder[1], holder[2], id, holder[4] or '', lease}
+return {'ok', hk, holder[1], holder[2], id, holder[4] or '', lease, holder[5] or ''}
 `)
 
 // unclaimScript undoes a claim whose holder's record failed the
@@ -150,13 +152,13 @@ return 'ok'
 // theirs.
 // KEYS: user, token, node's user set.
 // ARGV: sealed name, hashed name, hashed token, node, partner's hashed
-// name, pair, prefix, token tag, rk.
+// name, pair, prefix, token tag, rk, client.
 var registerScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[1], 'node')
 if owner and owner ~= ARGV[4] and (owner == '' or redis.call('EXISTS', ARGV[7] .. 'lease:' .. owner) == 1) then
   return 'name_taken'
 end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6], 'rk', ARGV[9])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6], 'rk', ARGV[9], 'cl', ARGV[10])
 redis.call('PERSIST', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[9] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[9], ARGV[2]) end
@@ -276,7 +278,7 @@ return {hn, '', '', p[1], p[2], p[3], p[4] or ''}
 // {'ok', paired ('1' or '0'), pair, partner's node, its lease,
 // partner's park gen and ms left when it is parked too, how the
 // pairing ended if it did while parked (the park's left, sealed, or
-// empty), queued...}.
+// empty), the partner's client (its record's), queued...}.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
 local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk')
@@ -284,11 +286,11 @@ if not rec[1] then return {'gone'} end
 if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[4] then return {'owned'} end
 local q = redis.call('LRANGE', KEYS[3], 0, -1)
 local left = redis.call('HGET', KEYS[2], 'left') or ''
-local paired, pnode, peerlease, pgen, pttl = '0', '', '', '', ''
+local paired, pnode, peerlease, pgen, pttl, pclient = '0', '', '', '', '', ''
 if rec[2] and rec[2] ~= '' then
-  local pr = redis.call('HMGET', ARGV[3] .. 'user:' .. rec[2], 'node', 'peer', 'pair')
+  local pr = redis.call('HMGET', ARGV[3] .. 'user:' .. rec[2], 'node', 'peer', 'pair', 'cl')
   if pr[1] and pr[2] == ARGV[1] and pr[3] == rec[3] then
-    paired, pnode = '1', pr[1]
+    paired, pnode, pclient = '1', pr[1], pr[4] or ''
     if pnode == '' then
       pgen = redis.call('HGET', ARGV[3] .. 'park:' .. rec[2], 'gen') or ''
       pttl = tostring(redis.call('PTTL', ARGV[3] .. 'park:' .. rec[2]))
@@ -305,7 +307,7 @@ redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 if rec[4] and redis.call('GET', ARGV[3] .. 'token:' .. rec[4]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'token:' .. rec[4]) end
 if rec[5] and rec[5] ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. rec[5]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. rec[5]) end
-local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left}
+local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left, pclient}
 for _, m in ipairs(q) do out[#out + 1] = m end
 return out
 `)

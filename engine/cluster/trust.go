@@ -137,6 +137,49 @@ func (k *keyring) nameHash(key string) string { return k.mac('n', []byte(key)) }
 // finds the session by it.
 func (k *keyring) resumeHash(sum *[sha256.Size]byte) string { return k.mac('r', sum[:]) }
 
+// pairTag is the id a pairing's two sides are told (hub.Directory's
+// PairTag): every node of the cluster tags pairing pairID alike, with
+// no word between them, and a page resumed on any node is told the id
+// it was told at its pairing; keyed, it says nothing of the pairing's
+// number, as a hub on its own's random ids say nothing.
+func (k *keyring) pairTag(pairID uint64) uint64 {
+	tag, _ := strconv.ParseUint(k.mac('p', binary.BigEndian.AppendUint64(nil, pairID))[:16], 16, 64)
+	return max(tag, 1) // 0 says "none"
+}
+
+// clientField is what a user's record holds of the protocol its client
+// speaks (hub.Claim.PeerProto): its name and a tag binding it to the
+// record's hashed name, so that a Redis writer cannot tell a claimant
+// that a partner who can encrypt cannot (or the other way), only
+// replay what a node wrote for that user before. Empty for
+// proto.ProtoUnknown.
+func (k *keyring) clientField(hashedName string, client proto.Protocol) string {
+	name := client.String()
+	if name == "" {
+		return ""
+	}
+	return name + "." + k.mac('c', []byte(hashedName), []byte(name))
+}
+
+// clientOf reads a record's client field; proto.ProtoUnknown when it is
+// empty (written by a node from before it) or fails its tag.
+func (k *keyring) clientOf(hashedName, field string) (client proto.Protocol, ok bool) {
+	name, tag, found := strings.Cut(field, ".")
+	if !found {
+		return proto.ProtoUnknown, field == ""
+	}
+	if !hmac.Equal([]byte(tag), []byte(k.mac('c', []byte(hashedName), []byte(name)))) {
+		return proto.ProtoUnknown, false
+	}
+	switch name {
+	case proto.ProtoJSON.String():
+		return proto.ProtoJSON, true
+	case proto.ProtoLine.String():
+		return proto.ProtoLine, true
+	}
+	return proto.ProtoUnknown, false
+}
+
 // tokenTag binds a token to the hashed name of its holder: only a node
 // that has the token and the secret can make it.
 func (k *keyring) tokenTag(t proto.Token, hashedName string) string {
@@ -296,9 +339,16 @@ func lastIDAAD(hashedName string, gen uint32) []byte {
 
 // queueAAD binds a message queued for a parked session to that session,
 // that park (gen) and its place in the queue, so queued messages cannot
-// be moved to another queue, reordered or repeated.
-func queueAAD(hashedName string, gen uint32, index uint64) []byte {
-	b := append([]byte{'Q'}, hashedName...)
+// be moved to another queue, reordered or repeated; and to what it is,
+// a text or a sealed frame's data (sealed), so that neither can be
+// taken for the other. A node from before sealed frames crossed nodes opens only the
+// first, and refuses the second as a record not written for its place.
+func queueAAD(hashedName string, gen uint32, index uint64, sealed bool) []byte {
+	kind := byte('Q')
+	if sealed {
+		kind = 'S'
+	}
+	b := append([]byte{kind}, hashedName...)
 	b = binary.BigEndian.AppendUint32(b, gen)
 	return binary.BigEndian.AppendUint64(b, index)
 }

@@ -27,15 +27,25 @@ import (
 // folded name and pair the pairing's number, so a frame left over from
 // an ended pairing is recognised and dropped.
 const (
-	framePaired  = 'P' // a = claimant's key, b = claimant's name
+	framePaired  = 'P' // a = claimant's key, b = claimant's name, n = its protocol
 	frameMessage = 'M' // a = sender's key, b = text
 	frameLeft    = 'L' // a = reason, n = undelivered count
 
+	// A sealed frame's data (end-to-end encryption between two pages,
+	// docs/E2E.md), carried as a message is and numbered in the same
+	// sequence: a = sender's key, b = the data, which no node reads.
+	frameSealed = 'S'
+
 	// The partner's session went away (n = how long it may still take
 	// to come back, in milliseconds), came back, or refused a message
-	// sent to it while away (a = the error's code, b = its text, which
-	// says how much is waiting): what a resumable session's partner is
-	// told besides messages and the pairing's end.
+	// (a = the error's code, b = its text: peer_away_full, which says
+	// how much is waiting, or peer_cannot_decrypt for a sealed frame
+	// that reached a terminal): what a resumable session's partner is
+	// told besides messages and the pairing's end. B's n is the
+	// protocol the session came back over. A protocol (P, B) is
+	// proto.Protocol's number: 0 from a node from before it was said,
+	// and the partner is then told none, as for a pairing that cannot
+	// be encrypted.
 	frameAway  = 'A'
 	frameBack  = 'B'
 	frameError = 'E'

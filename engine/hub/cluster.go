@@ -21,7 +21,8 @@ type Registration struct {
 	Name, Key string
 	Token     proto.Token
 	Resume    *ResumeHash // nil when the session cannot be resumed
-	PeerKey   string      // "" when not paired
+	Client    proto.Protocol
+	PeerKey   string // "" when not paired
 	PairID    uint64
 }
 
@@ -66,17 +67,18 @@ func (h *Hub) pairRemoteLocked(s *Session, c Claim) *proto.Error {
 		// s logged out while the claim was on its way. Only the holder's
 		// node may free the holder, so it is told of the pairing and of
 		// its end at once.
-		out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
+		out.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client})
 		out.Deliver(&proto.Event{Kind: proto.EvPeerLeft, Peer: s.name, Reason: proto.ReasonDisconnected})
 		return proto.ErrNotLoggedIn
 	}
 	stub := h.newStub(c.PeerName, out)
-	r := newRoom(s, stub, c.PairID, stub)
+	r := h.newRoom(s, stub, c.PairID, stub, c.PeerProto)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: c.PeerNode}, true)
 	// The stub's outbox turns this into the holder's paired event on its
-	// node; it is queued before anything s says next.
-	stub.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name})
-	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: stub.name, Initiator: true})
+	// node, with s's protocol; it is queued before anything s says next.
+	// Both sides are told the same id: each node tags the pairing alike.
+	stub.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: s.name, PeerProto: s.client, PairID: r.id})
+	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: stub.name, Initiator: true, PeerProto: r.protoOf(stub), PairID: r.id})
 	return nil
 }
 
@@ -110,9 +112,10 @@ func (h *Hub) forgetRemoteLocked(r *room) {
 }
 
 // RemotePaired pairs the session key of this node, whose token a user
-// on node claimed, with a stub for that user. It reports false when the
-// session is gone or already paired; the claimant must then be told.
-func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node string) bool {
+// on node claimed, with a stub for that user, whose client speaks
+// peerProto. It reports false when the session is gone or already
+// paired; the claimant must then be told.
+func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node string, peerProto proto.Protocol) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.names.lookup(key)
@@ -120,21 +123,25 @@ func (h *Hub) RemotePaired(key string, pairID uint64, peerKey, peerName, node st
 		return false
 	}
 	stub := h.newStub(peerName, h.dir.Remote(node, peerKey, peerName, s.Key(), pairID))
-	r := newRoom(stub, s, pairID, stub)
+	r := h.newRoom(stub, s, pairID, stub, peerProto)
 	h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: node}, true)
 	s.pairedAwayLocked()
-	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName})
+	s.q.Deliver(&proto.Event{Kind: proto.EvPaired, Peer: peerName, PeerProto: r.protoOf(stub), PairID: r.id})
 	h.tellAwayLocked(s, stub.q)
 	return true
 }
 
 // RemoteMessage delivers text from the remote partner in pairing pairID
-// to the session key of this node. It reports false when there is no
-// such pairing here any more. A session here that is away keeps it for
-// its resume, as it keeps a message from a partner on this node; one
-// that cannot be kept is refused, and the partner's node is told with
-// an error event for its user (peer_away_full).
-func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
+// to the session key of this node: a sealed frame's data when sealed is
+// set (end-to-end encryption, docs/E2E.md). It reports false when there
+// is no such pairing here any more. A session here that is away keeps
+// it for its resume, as it keeps a message from a partner on this node;
+// one that cannot be kept is refused, and the partner's node is told
+// with an error event for its user (peer_away_full). So is a sealed
+// frame for a session whose client cannot open it (peer_cannot_decrypt):
+// the partner's node sealed it when the session spoke JSON, and it has
+// since been resumed over the line protocol.
+func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte, sealed bool) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
 		return false
@@ -148,12 +155,23 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 	if local == nil {
 		return false
 	}
+	if sealed && local.client != proto.ProtoJSON {
+		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrPeerCannotDecrypt})
+		return true
+	}
 	rl := getRelay(rr.stub.name)
 	defer putRelay(rl)
+	if sealed {
+		rl.ev.Kind = proto.EvSealed
+	}
 	rl.one[0] = text
 	n, full := local.deliverMessages(h, &rl.ev, rl.one[:])
 	if n == 0 {
 		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+		return true
+	}
+	if sealed {
+		rr.stub.countSealed(len(text))
 		return true
 	}
 	rr.stub.sentMessages.Store(rr.stub.sentMessages.Load() + 1)
@@ -166,7 +184,8 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte) bool {
 // events a pairing carries besides messages and its end), to the
 // session key of this node, if pairing pairID is still here. An
 // EvPeerAway or EvPeerBack names the partner as this node knows it: ev's
-// Peer is set to the partner's name.
+// Peer is set to the partner's name. An EvPeerBack says the protocol the
+// partner came back over, which the room then tells and seals by.
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
@@ -180,6 +199,10 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	}
 	if ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack {
 		ev.Peer = rr.stub.name
+	}
+	if ev.Kind == proto.EvPeerBack {
+		rr.stub.client = ev.PeerProto
+		ev.PeerProto = rr.r.protoOf(rr.stub)
 	}
 	local.q.Deliver(ev)
 	return true
@@ -307,7 +330,7 @@ func (h *Hub) Registrations() []Registration {
 	defer h.mu.Unlock()
 	regs := make([]Registration, 0, len(h.names.m))
 	for _, s := range h.names.m {
-		reg := Registration{Name: s.name, Key: s.Key(), Token: s.token}
+		reg := Registration{Name: s.name, Key: s.Key(), Token: s.token, Client: s.client}
 		if s.resumable {
 			rk := s.keyHash
 			reg.Resume = &rk

@@ -35,7 +35,7 @@ func newFakeDirectory() *fakeDirectory {
 
 func (d *fakeDirectory) NodeID() string { return "here" }
 
-func (d *fakeDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
+func (d *fakeDirectory) Register(name, key string, token proto.Token, _ *ResumeHash, client proto.Protocol) *proto.Error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.down {
@@ -45,7 +45,7 @@ func (d *fakeDirectory) Register(name, key string, token proto.Token, _ *ResumeH
 		return proto.ErrNameTaken
 	}
 	d.names[key] = true
-	d.holders[token] = Claim{PeerKey: key, PeerName: name, PeerNode: "here"}
+	d.holders[token] = Claim{PeerKey: key, PeerName: name, PeerNode: "here", PeerProto: client}
 	return nil
 }
 
@@ -101,11 +101,23 @@ func (d *fakeDirectory) Remote(node, key, name, from string, pairID uint64) Outb
 	return r
 }
 
+// PairTag tags a pairing as the cluster's directory does, the same on
+// every hub that shares the directory, and recognisably.
+func (d *fakeDirectory) PairTag(pairID uint64) uint64 { return fakeTag(pairID) }
+
+func fakeTag(pairID uint64) uint64 { return pairID<<16 | 0xd7e7 }
+
 func (d *fakeDirectory) addRemoteHolder(name string) proto.Token {
+	return d.addRemoteHolderSpeaking(name, proto.ProtoUnknown)
+}
+
+// addRemoteHolderSpeaking adds a holder on another node whose client
+// speaks client.
+func (d *fakeDirectory) addRemoteHolderSpeaking(name string, client proto.Protocol) proto.Token {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := proto.NewToken()
-	d.holders[t] = Claim{PeerKey: name, PeerName: name, PeerNode: "there"}
+	d.holders[t] = Claim{PeerKey: name, PeerName: name, PeerNode: "there", PeerProto: client}
 	return t
 }
 
@@ -157,13 +169,13 @@ func TestClusterRemotePairing(t *testing.T) {
 		t.Fatalf("to bob's node: %+v", ev)
 	}
 	// What bob's node sends arrives as bob's.
-	if !h.RemoteMessage("alice", 1, []byte("hi alice")) {
+	if !h.RemoteMessage("alice", 1, []byte("hi alice"), false) {
 		t.Fatal("message for a live pairing refused")
 	}
 	if ev := alice.box.last(t); ev.Kind != proto.EvMessage || ev.From != "bob" || string(ev.Text) != "hi alice" {
 		t.Fatalf("alice: %+v", ev)
 	}
-	if h.RemoteMessage("alice", 2, []byte("stray")) {
+	if h.RemoteMessage("alice", 2, []byte("stray"), false) {
 		t.Fatal("message for another pairing delivered")
 	}
 	if got := h.RemoteNodes(); len(got) != 1 || got[0] != "there" {
@@ -254,7 +266,7 @@ func TestClusterAwayAndBack(t *testing.T) {
 		t.Fatalf("to bob's node: %+v", ev)
 	}
 	for i := range 4 {
-		if !h.RemoteMessage("alice", 1, []byte(fmt.Sprint("away", i))) {
+		if !h.RemoteMessage("alice", 1, []byte(fmt.Sprint("away", i)), false) {
 			t.Fatalf("message %d for a live pairing refused", i)
 		}
 	}
@@ -275,7 +287,7 @@ func TestClusterAwayAndBack(t *testing.T) {
 		t.Fatalf("to bob's node: %+v", ev)
 	}
 	// The pairing carries on with the new Session, both ways.
-	if !h.RemoteMessage("alice", 1, []byte("welcome back")) {
+	if !h.RemoteMessage("alice", 1, []byte("welcome back"), false) {
 		t.Fatal("message after the resume refused")
 	}
 	if ev := box.last(t); string(ev.Text) != "welcome back" || ev.From != "bob" || ev.Seq != 4 {
@@ -315,12 +327,89 @@ func TestClusterRemoteClaimOfAnAwaySession(t *testing.T) {
 	h.SetDirectory(d)
 	alice, _ := resumable(t, h, "alice")
 	alice.Detach(proto.ReasonDisconnected, 0)
-	if !h.RemotePaired("alice", 7, "bob", "bob", "there") {
+	if !h.RemotePaired("alice", 7, "bob", "bob", "there", proto.ProtoUnknown) {
 		t.Fatal("claim refused")
 	}
 	if ev := d.remote["bob"].last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "alice" || ev.Window != 2*time.Minute {
 		t.Fatalf("to bob's node: %+v", ev)
 	}
+}
+
+// TestClusterSealAcrossNodes: a pairing across nodes between two pages
+// is told, on both sides, the partner's protocol and one pairing id
+// (the directory's tag, the same on every node), and sealed frames
+// cross it both ways. When the partner comes back over the line
+// protocol, the page is told so and a seal is refused; a sealed frame
+// that arrives for a session whose client cannot open it is refused
+// back to the partner's node, never shown.
+func TestClusterSealAcrossNodes(t *testing.T) {
+	h := New(resumeOpts())
+	d := newFakeDirectory()
+	h.SetDirectory(d)
+	alice, _, _ := speakerLogin(t, h, "alice", proto.ProtoJSON)
+	if err := alice.Connect([]byte(d.addRemoteHolderSpeaking("bob", proto.ProtoJSON).String())); err != nil {
+		t.Fatal(err)
+	}
+	want := fakeTag(1)
+	if ev := alice.box.last(t); ev.Kind != proto.EvPaired || ev.PeerProto != proto.ProtoJSON || ev.PairID != want {
+		t.Fatalf("alice: %+v", ev)
+	}
+	toBob := d.remote["bob"]
+	if ev := toBob.last(t); ev.Kind != proto.EvPaired || ev.PeerProto != proto.ProtoJSON || ev.PairID != want {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+
+	if _, err := alice.Seal([]byte("c2VhbGVk"), 0); err != nil {
+		t.Fatalf("seal to a page on another node: %v", err)
+	}
+	if ev := toBob.last(t); ev.Kind != proto.EvSealed || string(ev.Text) != "c2VhbGVk" {
+		t.Fatalf("to bob's node: %+v", ev)
+	}
+	if !h.RemoteMessage("alice", 1, []byte("YmFjaw"), true) {
+		t.Fatal("sealed frame for a live pairing refused")
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvSealed || ev.From != "bob" || string(ev.Text) != "YmFjaw" || ev.Seq != 1 {
+		t.Fatalf("alice: %+v", ev)
+	}
+	// Counted where the sender is, as messages are: on this node, alice's.
+	if st := h.Stats(); st.Sealed != 1 {
+		t.Fatalf("sealed frames counted: %d, want 1", st.Sealed)
+	}
+
+	// bob is resumed over the line protocol on his node.
+	if !h.RemoteEvent("alice", 1, &proto.Event{Kind: proto.EvPeerBack, PeerProto: proto.ProtoLine}) {
+		t.Fatal("peer_back for a live pairing refused")
+	}
+	if ev := alice.box.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" || ev.PeerProto != proto.ProtoLine {
+		t.Fatalf("alice: %+v", ev)
+	}
+	if _, err := alice.Seal([]byte("c2VhbGVk"), 0); err != proto.ErrPeerCannotDecrypt {
+		t.Fatalf("seal to a terminal on another node: %v", err)
+	}
+
+	// A terminal here, paired with a page there whose node sealed for
+	// it before it was told: refused back, not shown.
+	carol := loginSpeaking(t, h, "carol", proto.ProtoLine)
+	if err := carol.Connect([]byte(d.addRemoteHolderSpeaking("dave", proto.ProtoJSON).String())); err != nil {
+		t.Fatal(err)
+	}
+	carol.box.take()
+	if !h.RemoteMessage("carol", 2, []byte("c2VhbGVk"), true) {
+		t.Fatal("sealed frame for a live pairing refused")
+	}
+	if evs := carol.box.take(); len(evs) != 0 {
+		t.Fatalf("carol was shown a sealed frame: %+v", evs)
+	}
+	if ev := d.remote["dave"].last(t); ev.Kind != proto.EvError || ev.Err != proto.ErrPeerCannotDecrypt {
+		t.Fatalf("to dave's node: %+v", ev)
+	}
+}
+
+// loginSpeaking logs name in through a speaker of protocol p.
+func loginSpeaking(t *testing.T, h *Hub, name string, p proto.Protocol) user {
+	t.Helper()
+	u, _, _ := speakerLogin(t, h, name, p)
+	return u
 }
 
 // TestSealedCountsSurviveExport: the sealed frames a session sent stay

@@ -21,10 +21,11 @@ type Directory interface {
 	NodeID() string
 	// Register claims a name (by its folded key) and a token for a
 	// session of this node, with the hash of its resume key (nil when it
-	// cannot be resumed), by which a resume on any node finds it:
-	// proto.ErrNameTaken when someone on any node has the name,
-	// proto.ErrUnavailable when the cluster cannot be reached.
-	Register(name, key string, token proto.Token, resume *ResumeHash) *proto.Error
+	// cannot be resumed), by which a resume on any node finds it, and the
+	// protocol its client speaks, which a claim tells the claimant
+	// (Claim.PeerProto): proto.ErrNameTaken when someone on any node has
+	// the name, proto.ErrUnavailable when the cluster cannot be reached.
+	Register(name, key string, token proto.Token, resume *ResumeHash, client proto.Protocol) *proto.Error
 	// Unregister frees a session's name and token.
 	Unregister(key string, token proto.Token)
 	// Retoken replaces a session's token.
@@ -43,6 +44,14 @@ type Directory interface {
 	// Outbox holds what it is handed until it is known where the partner
 	// is, and is a Holder. Its Deliver must not block.
 	Remote(node, key, name, from string, pairID uint64) Outbox
+	// PairTag is the id pairing pairID's two sides are told
+	// (Event.PairID), by which a page knows its pairing again after a
+	// resume: the same for every room of that pairing, on any node and
+	// in any process, and saying nothing of how many pairings there
+	// were; 0 when the hub may choose one at random, as a hub on its
+	// own does (its rooms are the pairing's only ones). It is called
+	// under hub locks and must not wait.
+	PairTag(pairID uint64) uint64
 }
 
 // Claim is a pairing the directory made.
@@ -51,6 +60,10 @@ type Claim struct {
 	PeerName string // ... as the holder spelled it
 	PeerNode string // the node that holds the peer's session
 	PairID   uint64 // the pairing's number, unique in the cluster
+	// PeerProto is the protocol the holder's client speaks, as its
+	// node last wrote it (Register, Mover.Rekey); ProtoUnknown when
+	// that node did not say.
+	PeerProto proto.Protocol
 }
 
 // localDirectory is the Directory of a hub on its own, with the answers
@@ -75,7 +88,7 @@ func (d *localDirectory) NodeID() string { return localNode }
 
 // Register confirms what hold entered: the name is the session's that
 // holds token, or someone else's.
-func (d *localDirectory) Register(name, key string, token proto.Token, _ *ResumeHash) *proto.Error {
+func (d *localDirectory) Register(name, key string, token proto.Token, _ *ResumeHash, _ proto.Protocol) *proto.Error {
 	d.h.mu.Lock()
 	defer d.h.mu.Unlock()
 	s := d.h.names.lookup(key)
@@ -126,8 +139,12 @@ func (d *localDirectory) Claim(key string, token proto.Token) (Claim, *proto.Err
 	}
 	d.pairs++
 	asker.claim, holder.claim = d.pairs, d.pairs
-	return Claim{PeerKey: holder.Key(), PeerName: holder.name, PeerNode: localNode, PairID: d.pairs}, nil
+	return Claim{PeerKey: holder.Key(), PeerName: holder.name, PeerNode: localNode, PairID: d.pairs, PeerProto: holder.client}, nil
 }
+
+// PairTag leaves the id to the hub: a room of this hub is its pairing's
+// only one.
+func (d *localDirectory) PairTag(uint64) uint64 { return 0 }
 
 func (d *localDirectory) Release(key string, pairID uint64) {
 	d.h.mu.Lock()

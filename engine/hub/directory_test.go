@@ -15,9 +15,9 @@ func TestLocalDirectory(t *testing.T) {
 	d := h.dir.(*localDirectory)
 	alice, bob, carol := login(t, h, "Alice"), login(t, h, "bob"), login(t, h, "carol")
 	ta, tb, tc := alice.Token(), bob.Token(), carol.Token()
-	mustErr(t, d.Register("Alice", "alice", ta, nil), nil)
-	mustErr(t, d.Register("ALICE", "alice", proto.NewToken(), nil), proto.ErrNameTaken)
-	mustErr(t, d.Register("dave", "dave", proto.NewToken(), nil), proto.ErrUnavailable)
+	mustErr(t, d.Register("Alice", "alice", ta, nil, proto.ProtoUnknown), nil)
+	mustErr(t, d.Register("ALICE", "alice", proto.NewToken(), nil, proto.ProtoUnknown), proto.ErrNameTaken)
+	mustErr(t, d.Register("dave", "dave", proto.NewToken(), nil, proto.ProtoUnknown), proto.ErrUnavailable)
 
 	_, err := d.Claim("alice", proto.NewToken())
 	mustErr(t, err, proto.ErrUnknownToken)
@@ -65,9 +65,9 @@ func TestLocalDirectory(t *testing.T) {
 	alice.Close(proto.ReasonLeft, 0)
 	_, err = d.Claim("bob", fresh)
 	mustErr(t, err, proto.ErrUnknownToken)
-	mustErr(t, d.Register("alice", "alice", fresh, nil), proto.ErrUnavailable)
+	mustErr(t, d.Register("alice", "alice", fresh, nil, proto.ProtoUnknown), proto.ErrUnavailable)
 	again := login(t, h, "alice")
-	mustErr(t, d.Register("alice", "alice", again.Token(), nil), nil)
+	mustErr(t, d.Register("alice", "alice", again.Token(), nil, proto.ProtoUnknown), nil)
 }
 
 // TestLocalDirectoryFollowsAResume: a resumed session is the same user

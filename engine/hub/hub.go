@@ -471,7 +471,10 @@ type Session struct {
 	// client is the protocol out's connection speaks (protocolOf). It
 	// is set when the Session is made, for the connection that makes
 	// it (a resume makes a new Session), and never changes, so it is
-	// read without a lock.
+	// read without a lock. A stub's is its partner's, as the partner's
+	// node last said (Claim.PeerProto, its paired frame, its peer_back):
+	// it changes when the partner is resumed over the other protocol,
+	// and is read and written under its room's lock only.
 	client proto.Protocol
 	// moving is set while the session is being moved: to another node
 	// (BeginPark, until Export or AbandonPark), or to a new resume key
@@ -603,15 +606,23 @@ type room struct {
 
 	pairID uint64   // the pairing's number in the directory
 	stub   *Session // stands in for a partner on another node; nil when both are here
-	// id names the pairing to its two sides (Event.PairID): random, so
-	// it says nothing of how many pairings there were, and 0 for a
-	// pairing across nodes, whose two rooms could not agree on one.
+	// id names the pairing to its two sides (Event.PairID): the
+	// directory's tag for it (Directory.PairTag), the same in the rooms
+	// of both sides' nodes and in those a resume makes for it, or, on a
+	// hub on its own, random, so it says nothing of how many pairings
+	// there were. It is 0 only for a pairing across nodes made by a node
+	// from before the tag, whose sides were told no id.
 	id uint64
 }
 
-// newRoom opens a room for a pairing.
-func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
-	r := &room{a: a, b: b, pairID: pairID, stub: stub}
+// newRoom opens a room for a pairing: the directory's pairing pairID,
+// with stub standing in for a partner on another node, if not nil,
+// whose client speaks stubProto.
+func (h *Hub) newRoom(a, b *Session, pairID uint64, stub *Session, stubProto proto.Protocol) *room {
+	r := &room{a: a, b: b, pairID: pairID, stub: stub, id: h.dir.PairTag(pairID)}
+	if stub != nil {
+		stub.client = stubProto
+	}
 	for r.id == 0 && stub == nil {
 		r.id = rand.Uint64()
 	}
@@ -619,13 +630,12 @@ func newRoom(a, b *Session, pairID uint64, stub *Session) *room {
 }
 
 // protoOf is the protocol of peer, a side of r, as r's pairing tells it
-// (Event.PeerProto), and as sealing goes by. A pairing that began
-// across nodes has no id, and its two sides were told no protocol (the
-// nodes pass on none): so it stays when a resume brings both to one
-// node, where the room is the partner's from the start. Else a page
-// told at its resume that its partner can encrypt would begin an
-// exchange the partner's page, still told nothing, never answers, and
-// refuse the partner's plaintext meanwhile.
+// (Event.PeerProto), and as sealing goes by. A pairing with no id began
+// across nodes on a node from before pairing tags, and its two sides
+// were told no protocol: so it stays when a resume brings both to one
+// node. Else a page told at its resume that its partner can encrypt
+// would begin an exchange the partner's page, still told nothing, never
+// answers, and refuse the partner's plaintext meanwhile. r.mu is held.
 func (r *room) protoOf(peer *Session) proto.Protocol {
 	if r.id == 0 {
 		return proto.ProtoUnknown
@@ -745,7 +755,7 @@ func (h *Hub) register(s *Session, key string, rk proto.ResumeKey) *proto.Error 
 	if s.resumable {
 		sum = &s.keyHash
 	}
-	err := h.dir.Register(s.name, key, s.token, sum)
+	err := h.dir.Register(s.name, key, s.token, sum, s.client)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
@@ -834,7 +844,7 @@ func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
 		}
 		return true, proto.ErrUnknownToken
 	}
-	r := newRoom(s, target, c.PairID, nil)
+	r := h.newRoom(s, target, c.PairID, nil, proto.ProtoUnknown)
 	s.room.Store(r)
 	target.room.Store(r)
 	target.pairedAwayLocked()

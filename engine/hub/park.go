@@ -97,6 +97,10 @@ type ParkedPair struct {
 	// or "" when it is parked too. Export says where it was; the
 	// directory that takes the session up says where it is now.
 	PeerNode string
+	// PeerProto is the protocol the partner's client speaks, when it is
+	// on another node or parked: the directory says it where the
+	// session is taken up (it is not written down with the session).
+	PeerProto proto.Protocol
 }
 
 // Cost is what p's history counts against resume.buffer.
@@ -138,9 +142,10 @@ func (p *Parked) Waiting() int {
 // forgotten.
 type Holder interface {
 	Outbox
-	// TakeHeld hands each message held to yield, oldest first, and
-	// forgets them and anything handed to the Outbox later.
-	TakeHeld(yield func(text []byte))
+	// TakeHeld hands each message held to yield, oldest first (a
+	// sealed frame's data with sealed set), and forgets them and
+	// anything handed to the Outbox later.
+	TakeHeld(yield func(text []byte, sealed bool))
 }
 
 // A Mover is a Directory that moves sessions between nodes: a cluster's.
@@ -152,7 +157,7 @@ type Mover interface {
 	// no longer by old. It is called with no hub lock held, before the
 	// fresh key is handed out. A directory that cannot be reached
 	// catches up later (Registrations).
-	Rekey(key string, old, fresh *ResumeHash)
+	Rekey(key string, old, fresh *ResumeHash, client proto.Protocol)
 	// Fetch brings to this hub the session whose resume key hashes to
 	// sum, from the node that holds it or from where it was parked:
 	// it has that session exported, claims it, and takes it up here
@@ -373,19 +378,24 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 // away on one node is told; attached, it is told at once. It reports
 // false, and does nothing, when there is no such session here, or it is
 // paired again (a pairing made since is what its resume tells).
-func (h *Hub) TellLeft(key string, left PeerLeft, last [][]byte) bool {
+func (h *Hub) TellLeft(key string, left PeerLeft, last []ParkedMessage) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.names.lookup(key)
 	if s == nil || s.closed || s.room.Load() != nil {
 		return false
 	}
-	if len(last) > 0 {
+	for i, m := range last {
 		ev := proto.Event{Kind: proto.EvMessage, From: left.Peer}
-		if n, _ := s.deliverMessages(h, &ev, last); n < len(last) {
+		if m.Sealed {
+			ev.Kind = proto.EvSealed
+		}
+		if n, _ := s.deliverMessages(h, &ev, [][]byte{m.Text}); n == 0 {
 			// Refused for room, and the partner who would be told is
-			// gone: the session's resume counts them as missed instead.
-			s.loseAway(h, len(last)-n)
+			// gone: the session's resume counts it and those after it
+			// as missed instead.
+			s.loseAway(h, len(last)-i)
+			break
 		}
 	}
 	h.tellPeerLeftLocked(s, left)
@@ -485,7 +495,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 			}
 		} else {
 			stub := h.newStub(pp.PeerName, h.dir.Remote(pp.PeerNode, pp.PeerKey, pp.PeerName, s.Key(), pp.ID))
-			r := newRoom(s, stub, pp.ID, stub)
+			r := h.newRoom(s, stub, pp.ID, stub, pp.PeerProto)
 			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
 		}
 	}
@@ -522,7 +532,11 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 	s.room.Store(r)
 	if hd, ok := rr.stub.outbox().(Holder); ok {
 		rl := getRelay(peer.name)
-		hd.TakeHeld(func(text []byte) {
+		hd.TakeHeld(func(text []byte, sealed bool) {
+			rl.ev.Kind = proto.EvMessage
+			if sealed {
+				rl.ev.Kind = proto.EvSealed
+			}
 			rl.one[0] = text
 			if n, full := s.deliverMessages(h, &rl.ev, rl.one[:]); n == 0 {
 				peer.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
@@ -595,7 +609,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 			continue
 		}
 		a, b := ss[0], ss[1]
-		r := newRoom(a, b, id, nil)
+		r := h.newRoom(a, b, id, nil, proto.ProtoUnknown)
 		a.room.Store(r)
 		b.room.Store(r)
 		h.rooms++

@@ -28,13 +28,13 @@ func (b *holdBox) Deliver(ev *proto.Event) {
 	}
 }
 
-func (b *holdBox) TakeHeld(yield func([]byte)) {
+func (b *holdBox) TakeHeld(yield func([]byte, bool)) {
 	b.mu.Lock()
 	held := b.held
 	b.held, b.taken = nil, true
 	b.mu.Unlock()
 	for _, t := range held {
-		yield(t)
+		yield(t, false)
 	}
 }
 
@@ -218,13 +218,13 @@ func TestExportImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, text := range []string{"one", "two"} {
-		if !h1.RemoteMessage("alice", 1, []byte(text)) {
+		if !h1.RemoteMessage("alice", 1, []byte(text), false) {
 			t.Fatalf("message %d refused", i)
 		}
 	}
 	alice.Ack(1)
 	alice.Detach(proto.ReasonDisconnected, 0)
-	h1.RemoteMessage("alice", 1, []byte("three"))
+	h1.RemoteMessage("alice", 1, []byte("three"), false)
 	c1.advance(30 * time.Second)
 
 	tk, err := h1.BeginPark("alice", nil)
@@ -245,7 +245,7 @@ func TestExportImport(t *testing.T) {
 	if st := h1.Stats(); st.Users != 0 || st.Away != 0 || st.Pairs != 0 || st.HistoryBytes != 0 {
 		t.Fatalf("left behind: %+v", st)
 	}
-	if h1.RemoteMessage("alice", 1, []byte("late")) {
+	if h1.RemoteMessage("alice", 1, []byte("late"), false) {
 		t.Fatal("the old hub still takes messages for the session")
 	}
 
@@ -273,7 +273,7 @@ func TestExportImport(t *testing.T) {
 		t.Fatal("the same session taken up twice")
 	}
 	toBob := d2.remote["bob"]
-	if !h2.RemoteMessage("alice", 1, []byte("five")) {
+	if !h2.RemoteMessage("alice", 1, []byte("five"), false) {
 		t.Fatal("the new hub refuses messages of the pairing")
 	}
 	c2.advance(10 * time.Second)
@@ -328,7 +328,7 @@ func TestExportImportUnsent(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range 8 {
-				if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i))) {
+				if !h1.RemoteMessage("alice", 1, []byte(fmt.Sprint("a", i)), false) {
 					t.Fatalf("message %d refused", i)
 				}
 			}
@@ -533,7 +533,7 @@ func TestTellLeftAfterImport(t *testing.T) {
 	h, _, _ := clusterHub(t, resumeOpts())
 	key, bob := parkedAsPartnerLeaves(t, h)
 	left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: 2}
-	if !h.TellLeft("alice", left, [][]byte{[]byte("last 1"), []byte("last 2")}) {
+	if !h.TellLeft("alice", left, []ParkedMessage{{Text: []byte("last 1")}, {Text: []byte("last 2")}}) {
 		t.Fatal("the session taken up unpaired was not told")
 	}
 	box := &recorder{}
@@ -664,7 +664,10 @@ func TestTellLeftBeyondBufferIsMissed(t *testing.T) {
 			opts.ResumeBuffer = 2*entryCost + 20
 			h, _, _ := clusterHub(t, opts)
 			key, _ := parkedAsPartnerLeaves(t, h)
-			last := [][]byte{[]byte("last 1"), []byte("last 2"), []byte("last 3"), []byte("last 4")}
+			var last []ParkedMessage
+			for i := range 4 {
+				last = append(last, ParkedMessage{Text: fmt.Appendf(nil, "last %d", i+1)})
+			}
 			left := PeerLeft{Peer: "bob", Reason: proto.ReasonLeft, Undelivered: len(last)}
 			if !h.TellLeft("alice", left, last) {
 				t.Fatal("the session taken up unpaired was not told")

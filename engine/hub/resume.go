@@ -364,7 +364,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	var moving *Session
 	if mv, ok := h.dir.(Mover); ok {
 		var err *proto.Error
-		if moving, err = h.prepareMove(mv, &sum, &s.keyHash); err != nil {
+		if moving, err = h.prepareMove(mv, &sum, &s.keyHash, s.client); err != nil {
 			if err.Code == proto.ErrUnknownResumeKey.Code {
 				h.resumeBadKey.Add(1)
 			}
@@ -496,8 +496,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 // session to this node if it is elsewhere, marks it moving so that
 // nothing else moves it meanwhile, and tells the directory of the fresh
 // key before that key is handed out, so that a resume of it on any node
-// finds the session. It returns the session, marked.
-func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash) (*Session, *proto.Error) {
+// finds the session, and of the protocol the resume speaks (client),
+// which a claim of the session's token is told. It returns the session,
+// marked.
+func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash, client proto.Protocol) (*Session, *proto.Error) {
 	for fetched := false; ; fetched = true {
 		h.mu.Lock()
 		s := h.keys[keyIndexOf(*sum)]
@@ -508,7 +510,7 @@ func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash) (*Session, *proto.Er
 			}
 			s.moving = true
 			h.mu.Unlock()
-			mv.Rekey(s.Key(), sum, fresh)
+			mv.Rekey(s.Key(), sum, fresh, client)
 			return s, nil
 		}
 		h.mu.Unlock()

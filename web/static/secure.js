@@ -445,8 +445,9 @@ export function createSecure(page) {
     return String(state.role === 'initiator' ? state.responder : state.initiator);
   }
 
-  // apart is why a pairing stops encrypting when its two sides end up on
-  // two nodes of a cluster (a rolling restart can move one of them).
+  // apart is why a pairing stops encrypting when a resume brings one
+  // side to a node of an older version of the server, which passes on
+  // no sealed frame (during a rolling upgrade).
   function apart(peer) {
     return peer + ' is now reached through another server of this service, which cannot pass on encrypted messages.';
   }
@@ -458,8 +459,9 @@ export function createSecure(page) {
   function peerBack(ev) {
     const p = pairing;
     if (p && ev && ev.peer_proto !== 'json' && p.mode !== 'plain') {
-      // A partner on another node of a cluster is told with no
-      // protocol: the nodes pass on no sealed frame (docs/CLUSTER.md).
+      // A partner that came back on a node of an older version of the
+      // server is told with no protocol: that node passes on no sealed
+      // frame (docs/CLUSTER.md).
       fail(p, ev.peer_proto ? p.peer + ' came back on a terminal, which cannot encrypt.' : apart(p.peer), '');
       return;
     }
@@ -483,17 +485,18 @@ export function createSecure(page) {
       draw();
       return;
     }
-    // A pairing across nodes has no id: the same partner is then the
-    // same pairing, and it keeps its mode.
+    // Every node of a cluster tells a pairing by the same id. A pairing
+    // that a node of an older version made across nodes has none: the
+    // same partner is then the same pairing, and it keeps its mode,
+    // whether a resume now names no id or, on a newer node, one.
     const pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
-    if (pairing && pairing.pairId === pairId && pairing.peer === String(ev.peer)) {
+    if (pairing && (pairing.pairId === pairId || pairing.pairId === '') && pairing.peer === String(ev.peer)) {
       resend(pairing);
       return;
     }
     if (pairing && pairing.pairId !== '' && pairId === '' && pairing.peer === String(ev.peer)) {
-      // The same partner, but this session came back on another node of
-      // a cluster than the partner's: a pairing on one node is now
-      // across two, which pass on no sealed frame.
+      // The same partner, but this session came back on a node of an
+      // older version, which passes on no sealed frame.
       if (pairing.mode !== 'plain') fail(pairing, apart(pairing.peer), '');
       return;
     }
@@ -505,7 +508,8 @@ export function createSecure(page) {
     }
     if (kept && kept.pair_id && pairId === '' && kept.state && keptPartner(kept.state) === String(ev.peer)) {
       // As above, after a reload: the pairing this page encrypted, with
-      // the same partner, is now across two nodes.
+      // the same partner, is now on a node that passes on no sealed
+      // frame.
       forget();
       pairing = newPairing(ev, '');
       fail(pairing, apart(pairing.peer), '');
