@@ -224,7 +224,11 @@ func (cn *conn) drainFinish(e ending, notice string) {
 	if e != endDrain {
 		notice = ""
 	}
-	cn.endAs(e, endDetail{notice: notice})
+	// Bytes buffered on a connection that has not upgraded are a
+	// request not yet whole: that one is answered (503). With none, the
+	// connection is between requests.
+	idle := cn.stage == stageHTTP && cn.c.InboundBuffered() == 0
+	cn.endAs(e, endDetail{notice: notice, idle: idle})
 }
 
 // drainNotice is what a client is told as a drain ends its connection.

@@ -3,7 +3,9 @@ package engine_test
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -193,5 +195,63 @@ func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
 	t.Logf("alice read %d of %d messages; bob was told %d were not delivered", read, count, told)
 	if told < count-read || read == count {
 		t.Fatalf("alice read %d of %d messages, bob was told %d were not delivered", read, count, told)
+	}
+}
+
+// TestDrainClosesIdleKeepAliveQuietly: a browser's keep-alive
+// connection on the web port, idle between requests, is closed by a
+// drain without a word, so that the browser's next request goes on a
+// new connection (to the next process, or another node); one with a
+// request begun is answered 503, "the server is restarting". (Before,
+// the idle one was sent a 503 it had not asked for, which a browser
+// reloading the page just then read as the page's answer.)
+func TestDrainClosesIdleKeepAliveQuietly(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	idle, err := net.DialTimeout("tcp", d.WS, enginetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := idle.Write([]byte("GET / HTTP/1.1\r\nHost: duet.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	idle.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	r := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("the page: %v, %v", resp, err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	begun, err := net.DialTimeout("tcp", d.WS, enginetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer begun.Close()
+	if _, err := begun.Write([]byte("GET / HTTP/1.1\r\nHost: duet.test\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The half request is read before the drain.
+	for deadline := time.Now().Add(enginetest.Timeout); d.Conns() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connections never opened")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	if n := d.Drain(ctx, 0, nil); n.Told != 2 {
+		t.Fatalf("drained %+v", n)
+	}
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Fatalf("the idle connection was sent %q (%v) as it closed", rest, err)
+	}
+	begun.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	resp, err = http.ReadResponse(bufio.NewReader(begun), nil)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("the request begun: %v, %v", resp, err)
 	}
 }

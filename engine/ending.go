@@ -193,6 +193,14 @@ type endDetail struct {
 	text   string
 	header string
 	notice string
+	// idle marks an HTTP connection between requests (a browser's idle
+	// keep-alive connection): it has no request to answer, and is
+	// closed without a word, as HTTP/1.1 servers close an idle
+	// connection, so that the client sends its next request on a new
+	// one. An answer sent to it unasked would be read as the answer to
+	// the next request the client sends on it before it sees the close:
+	// a page reloaded just then showed a drain's 503.
+	idle bool
 }
 
 // goodbye appends what a connection at stage st is told as it ends for
@@ -200,6 +208,9 @@ type endDetail struct {
 func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 	info := &endings[e]
 	if st == stageHTTP {
+		if d.idle {
+			return dst
+		}
 		status, text := info.status, info.statusText
 		if d.status != 0 {
 			status, text = d.status, d.text

@@ -77,9 +77,12 @@ func startRollingRestart(t *testing.T) *rollingRestart {
 }
 
 // drainFirst has the balancer send users to the second node, as one
-// that checks /readyz does once the first drains, and drains the first
-// for a restart, parking its sessions. It returns how many connections
-// the drain told to reconnect.
+// that checks /readyz does once the first drains, drains the first for
+// a restart, parking its sessions, and stops it, as the restart does:
+// a page's idle keep-alive connection to it, which the balancer (a TCP
+// proxy here) would keep carrying there, is closed, and the page's next
+// request goes to the second node. It returns how many connections the
+// drain told to reconnect.
 func (rr *rollingRestart) drainFirst(t *testing.T) int {
 	t.Helper()
 	rr.balancer.retarget(rr.b.daemon.WS)
@@ -87,6 +90,9 @@ func (rr *rollingRestart) drainFirst(t *testing.T) int {
 	defer cancel()
 	told := rr.a.daemon.Drain(ctx, 0, rr.a.node.Park).Told
 	rr.a.node.Drain(ctx)
+	if err := rr.a.daemon.Stop(ctx); err != nil {
+		t.Errorf("stopping the drained node: %v", err)
+	}
 	return told
 }
 
