@@ -205,11 +205,14 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	default:
 		return false, proto.ErrUnavailable
 	}
-	if len(res) < 9 {
+	if len(res) < 10 {
 		n.log.Error("the claim of a parked session answered too little", zap.Int("fields", len(res)))
 		return false, proto.ErrUnavailable
 	}
 	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left, peerClient := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7], res[8]
+	// The protocol its last connection spoke, by which its partner's
+	// seals are kept for it until its resume.
+	p.Client = n.clientOf(hn, res[9])
 
 	from := ""
 	if p.Pair != nil {
@@ -217,7 +220,7 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	}
 	op := n.keys.opener()
 	var queued []hub.ParkedMessage
-	for i, e := range res[9:] {
+	for i, e := range res[10:] {
 		sealed := false
 		text, err := op.open([]byte(e), queueAAD(hn, p.Gen, uint64(i), false))
 		if err != nil {
@@ -243,12 +246,7 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		// the pairing's claim (the park does not carry it: a node
 		// before it reads the park too).
 		if paired {
-			client, ok := n.keys.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
-			if !ok {
-				n.recordsRejected.Add(1)
-				n.log.Warn("a directory record's client field was not written by a node of this cluster; the pairing goes on unencrypted")
-			}
-			pp.PeerProto = client
+			pp.PeerProto = n.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
 		}
 		switch {
 		case !paired || pairArg != n.pairArg(pp.ID):

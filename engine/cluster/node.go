@@ -360,8 +360,7 @@ func (n *Node) Claim(key string, token proto.Token) (hub.Claim, *proto.Error) {
 // after "ok": holder's hashed name, sealed name, node, pair id, tag,
 // the holder node's lease, the holder's client. A client field that
 // fails its tag is not the holder's name or token: the claim stands,
-// and the claimant is told no protocol (a page then does not encrypt,
-// and says so), as for a record written before the field.
+// read as one with no client field (clientOf).
 func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Claim, *proto.Error) {
 	peerHash, sealed, node, tag, lease := res[0], res[1], res[2], res[4], res[5]
 	id, err := strconv.ParseUint(res[3], 10, 64)
@@ -398,13 +397,25 @@ func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Clai
 		n.learn(node, li)
 		addr = address(node, li.inc)
 	}
-	client, ok := n.keys.clientOf(peerHash, res[6])
+	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id, PeerProto: n.clientOf(peerHash, res[6])}, nil
+}
+
+// clientOf reads the client field of the record of hashedName. One that
+// fails its tag was not written by a node of this cluster: it is
+// counted and logged as a refused record, and read as none, as for a
+// record from before the field, so that its user's partner is told no
+// protocol (its page does not encrypt, and says so) and seals to it are
+// refused.
+func (n *Node) clientOf(hashedName, field string) proto.Protocol {
+	client, ok := n.keys.clientOf(hashedName, field)
 	if !ok {
 		n.recordsRejected.Add(1)
-		n.log.Warn("a directory record's client field was not written by a node of this cluster; the pairing goes on unencrypted",
-			zap.String("holder_node", printable(node)))
+		if ok, suppressed := n.rejectLog.allow(); ok {
+			n.log.Warn("a directory record's client field was not written by a node of this cluster (Redis was written to by someone else); read as none, so that no seal goes to its user",
+				zap.Int("suppressed_since_last", suppressed))
+		}
 	}
-	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id, PeerProto: client}, nil
+	return client
 }
 
 // Release implements hub.Directory. When the link is down the record is

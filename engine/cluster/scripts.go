@@ -278,10 +278,11 @@ return {hn, '', '', p[1], p[2], p[3], p[4] or ''}
 // {'ok', paired ('1' or '0'), pair, partner's node, its lease,
 // partner's park gen and ms left when it is parked too, how the
 // pairing ended if it did while parked (the park's left, sealed, or
-// empty), the partner's client (its record's), queued...}.
+// empty), the partner's client (its record's), the session's own
+// client, queued...}.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
-local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk', 'cl')
 if not rec[1] then return {'gone'} end
 if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[4] then return {'owned'} end
 local q = redis.call('LRANGE', KEYS[3], 0, -1)
@@ -307,7 +308,7 @@ redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 if rec[4] and redis.call('GET', ARGV[3] .. 'token:' .. rec[4]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'token:' .. rec[4]) end
 if rec[5] and rec[5] ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. rec[5]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. rec[5]) end
-local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left, pclient}
+local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left, pclient, rec[6] or ''}
 for _, m in ipairs(q) do out[#out + 1] = m end
 return out
 `)

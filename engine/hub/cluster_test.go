@@ -440,3 +440,46 @@ func TestSealedCountsSurviveExport(t *testing.T) {
 		t.Fatalf("after the export: %d sealed frames (%d bytes), %d messages; want 1 (8), 1", st.Sealed, st.SealedBytes, st.Messages)
 	}
 }
+
+// TestSealsWaitForAMovingPage: a page whose session leaves for another
+// node (a resume there, or a drain) still gets its partner's seals:
+// the stub that stands in for it here speaks what it spoke, and so does
+// the session where it is taken up, before its resume says otherwise.
+// (Before, both spoke no protocol, and every seal was refused with
+// peer_cannot_decrypt until the page was back.)
+func TestSealsWaitForAMovingPage(t *testing.T) {
+	h1, _, _ := clusterHub(t, resumeOpts())
+	alice, _, _ := speakerLogin(t, h1, "alice", proto.ProtoJSON)
+	bob, _, _ := speakerLogin(t, h1, "bob", proto.ProtoJSON)
+	if err := bob.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	tk, err := h1.BeginPark("alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, perr := h1.Export(tk)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if _, err := bob.Seal([]byte("d2hpbGUgbW92aW5n"), 0); err != nil {
+		t.Fatalf("a seal to a page on its way to another node: %v", err)
+	}
+	if p.Client != proto.ProtoJSON {
+		t.Fatalf("parked as speaking %v", p.Client)
+	}
+
+	// Taken up on another node, whose partner there is bob's stub.
+	h2, d2, _ := clusterHub(t, resumeOpts())
+	p.Pair.PeerNode, p.Pair.PeerProto = "there", proto.ProtoJSON
+	if err := h2.Import(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !h2.RemoteMessage("alice", p.Pair.ID, []byte("dGFrZW4gdXA"), true) {
+		t.Fatal("a sealed frame for a pairing taken up refused")
+	}
+	if evs := d2.remote["bob"].take(); len(evs) != 0 {
+		t.Fatalf("bob's node is told %+v", evs)
+	}
+}

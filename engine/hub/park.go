@@ -60,6 +60,12 @@ type Parked struct {
 	// Left is the peer_left the session was told while away, which its
 	// resume tells (away.left); nil when none.
 	Left *PeerLeft
+	// Client is the protocol the session's last connection spoke: its
+	// partner's seals are kept for it, or refused, by it until a resume
+	// says otherwise. It is not written down with the session (a
+	// cluster's directory holds it in the session's record, a state
+	// file beside it), for the form every node version reads.
+	Client proto.Protocol
 	// LastID is the id of the last message of the session's that was
 	// relayed (Session.lastID), which its resume reports; 0 when none
 	// is known. A Parked written before it was kept reads as 0 too, and
@@ -101,6 +107,11 @@ type ParkedPair struct {
 	// on another node or parked: the directory says it where the
 	// session is taken up (it is not written down with the session).
 	PeerProto proto.Protocol
+	// Tag is the id the pairing's sides were told (Event.PairID), for
+	// Restore to tell them again. It is not written down with the
+	// session (a state file carries it beside, AppendState): a
+	// cluster's nodes tag a pairing alike without it.
+	Tag uint64
 }
 
 // Cost is what p's history counts against resume.buffer.
@@ -271,7 +282,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		return nil, nil, proto.ErrNotLoggedIn
 	}
 	now := h.clock.now()
-	p := &Parked{Name: s.name, Key: s.Key(), Token: s.token, Resume: s.keyHash, Gen: s.gen}
+	p := &Parked{Name: s.name, Key: s.Key(), Token: s.token, Resume: s.keyHash, Gen: s.gen, Client: s.client}
 	window := h.window()
 	r := s.room.Load()
 	if r != nil {
@@ -325,14 +336,18 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		switch {
 		case peer == nil:
 		case peer == r.stub:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.remoteNode(r)}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.remoteNode(r), Tag: r.id}
 			r.close()
 			peer.room.Store(nil)
 			h.rooms--
 			h.forgetRemoteLocked(r)
 		case keepPeer:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id}
 			stub := h.newStub(s.name, h.dir.Remote("", s.Key(), s.name, peer.Key(), r.pairID))
+			// The partner's seals wait for the session wherever it is
+			// taken up, which speaks what it spoke here until its
+			// resume says otherwise (peer_back).
+			stub.client = s.client
 			if r.a == s {
 				r.a = stub
 			} else {
@@ -347,7 +362,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			// Every session is leaving (Snapshot): the room closes as
 			// the second of the pair goes, so that the partner's export
 			// finds the pairing too.
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id}
 			if peer.closed {
 				r.close()
 				h.rooms--
@@ -454,7 +469,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	}
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
-		gen: p.Gen + 1, q: awayQueue, lastID: p.LastID}
+		gen: p.Gen + 1, q: awayQueue, lastID: p.LastID, client: p.Client}
 	if s.lastID == 0 {
 		s.lastID = proto.IDUnknown
 	}
@@ -590,6 +605,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 	defer h.mu.Unlock()
 	taken := make(map[string]*Session, len(parked))
 	pairs := make(map[uint64][]*Session)
+	tags := make(map[uint64]uint64)
 	for _, p := range parked {
 		// Taking it up registers it: the directory's records are the
 		// hub's sessions.
@@ -602,6 +618,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 		taken[p.Key] = s
 		if p.Pair != nil {
 			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], s)
+			tags[p.Pair.ID] = p.Pair.Tag
 		}
 	}
 	for id, ss := range pairs {
@@ -610,6 +627,10 @@ func (h *Hub) Restore(parked []*Parked) int {
 		}
 		a, b := ss[0], ss[1]
 		r := h.newRoom(a, b, id, nil, proto.ProtoUnknown)
+		if tag := tags[id]; tag != 0 {
+			// The id its pages know it by: they go on under their keys.
+			r.id = tag
+		}
 		a.room.Store(r)
 		b.room.Store(r)
 		h.rooms++

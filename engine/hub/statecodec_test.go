@@ -1,0 +1,105 @@
+package hub
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+	"time"
+
+	"duet/proto"
+)
+
+// TestStateRestoresEncryptedPairs: a node's sessions written down for
+// its next process (AppendState) and read back (ParseState) are taken
+// up there as they were: the time it took counts against their
+// windows, a pairing is told by the id its pages know, and a page that
+// resumes first can seal to its partner before the partner is back,
+// whose client is still known to speak JSON.
+func TestStateRestoresEncryptedPairs(t *testing.T) {
+	h1 := New(resumeOpts())
+	alice, _, akey := speakerLogin(t, h1, "alice", proto.ProtoJSON)
+	bob, bbox, _ := speakerLogin(t, h1, "bob", proto.ProtoJSON)
+	if err := bob.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	id := bbox.last(t).PairID
+	if _, err := bob.Seal([]byte("YmVmb3Jl"), 0); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	at := time.Now()
+	state := AppendState(nil, at, h1.Snapshot())
+
+	when, parked, err := ParseState(state)
+	if err != nil || !when.Equal(at) || len(parked) != 2 {
+		t.Fatalf("read back %d sessions parked at %v, %v", len(parked), when, err)
+	}
+	for _, p := range parked {
+		if p.Client != proto.ProtoJSON || p.Pair == nil || p.Pair.Tag != id {
+			t.Fatalf("%s read back as %+v, pair %+v", p.Name, p, p.Pair)
+		}
+		p.Age(30 * time.Second)
+		if p.WindowLeft > 90*time.Second {
+			t.Fatalf("%s has %v of its window left after 30s of its 2m", p.Name, p.WindowLeft)
+		}
+	}
+	if !bytes.Equal(AppendState(nil, at, parked[:0]), AppendState(nil, at, nil)) {
+		t.Fatal("an empty state is not written alike")
+	}
+
+	h2 := New(resumeOpts())
+	if n := h2.Restore(parked); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	box := &speaker{speaks: proto.ProtoJSON}
+	res, rerr := h2.Resume([]byte(akey), 1, true, box)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if ev := box.take()[0]; ev.Kind != proto.EvResumed || ev.PairID != id || ev.PeerProto != proto.ProtoJSON || ev.Peer != "bob" {
+		t.Fatalf("resumed: %+v", ev)
+	}
+	if _, err := res.Session.Seal([]byte("YWZ0ZXI"), 0); err != nil {
+		t.Fatalf("a seal to a page restored but not yet back: %v", err)
+	}
+}
+
+// TestStateRefusesWhatItDidNotWrite: a state cut short, with a byte
+// changed, or with extra bytes, is refused whole.
+func TestStateRefusesWhatItDidNotWrite(t *testing.T) {
+	h := New(resumeOpts())
+	alice, _, _ := speakerLogin(t, h, "alice", proto.ProtoJSON)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	state := AppendState(nil, time.Now(), h.Snapshot())
+	for _, bad := range [][]byte{state[:len(state)-1], append(append([]byte(nil), state...), 0), {'D', 'S', 2}, nil} {
+		if _, _, err := ParseState(bad); err != ErrBadState {
+			t.Errorf("%q read with %v", bad, err)
+		}
+	}
+	wrong := append([]byte(nil), state...)
+	wrong[len(wrong)-1] = 9 // a client that is no protocol
+	if _, _, err := ParseState(wrong); err != ErrBadState {
+		t.Errorf("an unknown client read with %v", err)
+	}
+}
+
+func FuzzParseState(f *testing.F) {
+	f.Add(AppendState(nil, time.Unix(1, 2), []*Parked{
+		{Name: "Alice", Key: "alice", WindowLeft: time.Minute, Client: proto.ProtoJSON,
+			Pair: &ParkedPair{ID: 1, PeerKey: "bob", PeerName: "bob", PeerNode: localNode, Tag: 7}},
+		{Name: "bob", Key: "bob", Client: proto.ProtoLine},
+	}))
+	f.Add([]byte("DS\x01\x00\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		at, parked, err := ParseState(b)
+		if err != nil {
+			return
+		}
+		// What it reads survives a round trip.
+		at2, again, err := ParseState(AppendState(nil, at, parked))
+		if err != nil || !at2.Equal(at) || !reflect.DeepEqual(again, parked) {
+			t.Fatalf("%v %+v does not survive a round trip: %v %+v, %v", at, parked, at2, again, err)
+		}
+	})
+}
