@@ -124,6 +124,13 @@ type Resume struct {
 	// what it read, how long before its connection dropped the
 	// messages it is replayed begin. At most window. Default 30s.
 	ReplayRecent time.Duration `mapstructure:"replay_recent"`
+	// StateFile, on a single node, is where a stop (SIGTERM) writes the
+	// sessions, after telling every client to reconnect and resume, for
+	// the next process to take up: a restart then ends no conversation.
+	// "" (the default): a stop ends every session. It holds what the
+	// process holds in memory (names, tokens, kept messages), 0600,
+	// and is deleted as it is read.
+	StateFile string `mapstructure:"state_file"`
 }
 
 // ResumeMaxAway is resume.max_away as the hub takes it: the value set,

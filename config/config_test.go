@@ -103,8 +103,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 38 {
-		t.Errorf("got %d keys, want 38: %v", len(ks), ks)
+	if len(ks) != 39 {
+		t.Errorf("got %d keys, want 39: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "shutdown.drain_period", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -410,6 +410,8 @@ func TestValidationErrors(t *testing.T) {
 		{"resume buffer below two texts", map[string]string{"DUETD_RESUME_BUFFER": "32767"}, "resume.buffer"},
 		{"resume buffer over an eighth of outbound_max", map[string]string{"DUETD_RESUME_BUFFER": "524289"}, "resume.buffer"},
 		{"max_away negative", map[string]string{"DUETD_RESUME_MAX_AWAY": "-1"}, "resume.max_away"},
+		{"state_file with resume off", map[string]string{"DUETD_RESUME_WINDOW": "0s", "DUETD_RESUME_STATE_FILE": "/var/lib/duetd/sessions"}, "resume.state_file"},
+		{"state_file in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret, "DUETD_RESUME_STATE_FILE": "/var/lib/duetd/sessions"}, "resume.state_file"},
 		// Values that cannot even be read as their type.
 		{"int not a number", map[string]string{"DUETD_LIMITS_MAX_LINE": "16KiB"}, "limits.max_line"},
 		{"int fraction", map[string]string{"DUETD_LIMITS_MESSAGE_BURST": "1.5"}, "limits.message_burst"},

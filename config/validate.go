@@ -152,6 +152,9 @@ func (c *Config) Validate() error {
 		if c.Auth.Mode == "accounts" {
 			bad("auth.mode", "accounts is not supported together with cluster.redis yet; use open mode in a cluster")
 		}
+		if c.Resume.StateFile != "" {
+			bad("resume.state_file", "is for a single node: a node of a cluster drains instead, parking its sessions in Redis for the other nodes")
+		}
 	}
 
 	return errors.Join(problems...)
@@ -189,6 +192,9 @@ func (c *Config) checkResume() []error {
 	}
 	if r.MaxAway < 0 {
 		bad("resume.max_away", "must be 0 (a quarter of limits.max_conns) or more, got %d", r.MaxAway)
+	}
+	if r.StateFile != "" && r.Window == 0 {
+		bad("resume.state_file", "keeps sessions for a resume, which resume.window 0 turns off")
 	}
 	return problems
 }

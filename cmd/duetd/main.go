@@ -120,6 +120,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	defer leaveCluster()
+	// A single node with a state file takes up the sessions the process
+	// before it kept, before anyone can log in under their names.
+	stateFile := cfg.Resume.StateFile
+	if stateFile != "" {
+		if err := checkStateDir(stateFile); err != nil {
+			cannotStart(log, err)
+			return exitRuntime
+		}
+		restoreState(stateFile, d.core, log)
+	}
 
 	// Catch signals before the listeners open: a SIGHUP that arrives as
 	// soon as the daemon says it is listening (systemctl reload right
@@ -145,8 +155,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		zap.Stringer("ws", addrOrNone(d.srv.WSAddr())),
 		zap.String("version", buildVersion()))
 	// A node of a cluster drains when it stops, or when told to: its
-	// clients resume on the other nodes. A single node has no one to
-	// hand its sessions to; it ends them when it stops.
+	// clients resume on the other nodes. A single node hands its
+	// sessions to the next process through resume.state_file, or, with
+	// none, ends them when it stops.
 	var drain *drainer
 	if node != nil {
 		drain = newDrainer(d.srv, node, d.ops, log, cfg)
@@ -183,6 +194,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 					// The shutdown below ends every session instead,
 					// telling each user the truth.
 					log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
+				}
+			} else if stateFile != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg)
+				cancel()
+				if err != nil {
+					log.Error("cannot keep the sessions for the next process; they are lost", zap.Error(err))
+				} else {
+					log.Info("kept the sessions for the next process", zap.String("file", stateFile),
+						zap.Int("sessions", kept), zap.Int("connections", told.Told))
 				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -20,7 +20,8 @@ var restartOnly = []string{
 	"limits.tcp_keepalive", // set on the listening sockets, which connections inherit
 	"auth.mode",
 	"auth.users_file",
-	"ws.hsts_max_age", // the web client's headers are built once at start
+	"ws.hsts_max_age",   // the web client's headers are built once at start
+	"resume.state_file", // checked writable, and read, at start
 	"cluster.",
 }
 

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"duet/config"
+	"duet/engine"
+	"duet/engine/hub"
+)
+
+// A single node's restart that keeps its conversations
+// (resume.state_file, docs/RESUME.md). On SIGTERM the node drains as a
+// node of a cluster does: every client is told to reconnect and resume,
+// and its session goes away instead of ending. Then the sessions are
+// written down, whole (hub.Snapshot, hub.AppendState), to the state
+// file, which the next process reads, deletes and takes up
+// (hub.Restore) before it listens. The time between counts against each
+// session's resume window. The file holds what the process held in
+// memory (names, tokens, the messages kept for resumes, in the clear),
+// so it is written 0600 and lives only from one process to the next.
+
+// checkStateDir makes sure the state file can be written where it is to
+// be, so that a directory that is missing or not writable is found at
+// start, and not at the stop that would need it.
+func checkStateDir(path string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".duetd-state-check-*")
+	if err != nil {
+		return fmt.Errorf("resume.state_file: cannot write beside %s: %w", path, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// restoreState takes up on h the sessions the process before this one
+// left in path, if it left any, and deletes the file. A file that
+// cannot be read is logged and deleted: the node starts without them.
+func restoreState(path string, h *hub.Hub, log *zap.Logger) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	// Gone before anything is taken up: a crash from here on must not
+	// hand the same sessions to a third process, whose clients may have
+	// resumed elsewhere by then.
+	if rerr := os.Remove(path); rerr != nil && err == nil {
+		log.Error("cannot delete the state file; its sessions are not taken up", zap.String("file", path), zap.Error(rerr))
+		return
+	}
+	if err != nil {
+		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
+		return
+	}
+	at, parked, err := hub.ParseState(b)
+	if err != nil {
+		log.Error("the state file is not one duetd wrote; its sessions are lost", zap.String("file", path), zap.Error(err))
+		return
+	}
+	away := max(time.Since(at), 0)
+	for _, p := range parked {
+		p.Age(away)
+	}
+	n := h.Restore(parked)
+	log.Info("took up the sessions the previous process kept", zap.String("file", path),
+		zap.Int("sessions", n), zap.Int("refused", len(parked)-n), zap.Duration("kept_for", away))
+}
+
+// saveState drains srv, telling every client to reconnect and resume,
+// and writes the sessions of h to the state file for the next process.
+// It returns what the drain did and how many sessions were written.
+func saveState(ctx context.Context, path string, srv *engine.Server, h *hub.Hub, cfg *config.Config) (engine.Drained, int, error) {
+	told := srv.Drain(ctx, cfg.DrainSpread(), nil)
+	parked := h.Snapshot()
+	b := hub.AppendState(nil, time.Now(), parked)
+	if err := writeFileSync(path, b); err != nil {
+		return told, 0, fmt.Errorf("resume.state_file: %w", err)
+	}
+	return told, len(parked), nil
+}
+
+// writeFileSync writes b to path, 0600, whole or not at all: to a file
+// beside it, synced, then renamed over it, and the directory synced,
+// so that a crash leaves the old file or the new one, never half.
+func writeFileSync(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".duetd-state-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename, there is nothing to remove
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"duet/engine/enginetest"
+)
+
+// restartingRE is what a line client is told as a single node with a
+// state file stops.
+var restartingRE = regexp.MustCompile(`^\* the server is restarting; reconnect and type /resume ([0-9a-z]{26}) within \w+$`)
+
+// TestRestartKeepsConversations: the real binary, on a single node
+// with resume.state_file, is stopped with SIGTERM and started again on
+// the same addresses. Every client is told to reconnect and resume;
+// the file is written 0600, and gone once the next process has taken
+// it up. A terminal and a page resume there, are told they are with
+// each other still, and talk on; a message sent before the restart
+// that the terminal never read is replayed to it. Two pages' pairing
+// is told by the same id, so their encryption goes on, and a seal
+// reaches the partner. (Before, a restart ended every conversation.)
+func TestRestartKeepsConversations(t *testing.T) {
+	sf := filepath.Join(t.TempDir(), "sessions")
+	extra := fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	d1 := startDaemon(t, extra)
+	d1.WaitReady()
+	cl := &enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}
+	alice := cl.DialLine(t).Login("alice")
+	bob := cl.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	carol := cl.DialWS(t).Login("carol")
+	dan := cl.DialWS(t).Login("dan")
+	dan.Connect(carol.Token)
+	id := carol.Expect("paired")["pair_id"]
+	if ev := dan.Expect("paired"); ev["pair_id"] != id || id == nil || ev["peer_proto"] != "json" {
+		t.Fatalf("dan: %v", ev)
+	}
+	alice.Send("before the restart")
+	if ev := bob.Expect("message"); ev["text"] != "before the restart" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bob.Say("you will read this after it")
+
+	d1.Signal(syscall.SIGTERM)
+	var aliceKey string
+	for aliceKey == "" {
+		if m := restartingRE.FindStringSubmatch(alice.Line()); m != nil {
+			aliceKey = m[1]
+		}
+	}
+	for _, wc := range []*enginetest.WSClient{bob, carol, dan} {
+		if code, _ := wc.ReadUntilClose(func(map[string]any) {}); code != 1012 {
+			t.Errorf("%s closed with %d, want 1012 (service restart)", wc.Name, code)
+		}
+	}
+	if code := d1.WaitExit(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if st, err := os.Stat(sf); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the state file: %v, %v", st, err)
+	}
+
+	d2 := startDaemonAt(t, d1.TCP, d1.WS, "", extra)
+	d2.WaitReady()
+	if e, _ := d2.WaitLog(0, "took up the sessions the previous process kept"); e["sessions"] != float64(4) {
+		t.Fatalf("the next process says %v", e)
+	}
+	if _, err := os.Stat(sf); !os.IsNotExist(err) {
+		t.Fatalf("the state file is still there after its sessions were taken up: %v", err)
+	}
+	cl = &enginetest.Daemon{TCP: d2.TCP, WS: d2.WS, Resume: true}
+	back, peer, replayed, missed := enginetest.ResumeLine(t, cl, aliceKey)
+	if peer != "bob" || missed != 0 || len(replayed) == 0 || replayed[len(replayed)-1] != "<bob> you will read this after it" {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	// bob is not back yet: alice is told he is away, then that he is
+	// back, as after any drop.
+	back.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
+	bback, ev := enginetest.ResumeWS(t, cl, bob.Key, 1)
+	if ev["peer"] != "alice" {
+		t.Fatalf("bob resumed: %v", ev)
+	}
+	back.Expect(`^\* bob is back$`)
+	back.Send("after the restart")
+	if ev := bback.Expect("message"); ev["text"] != "after the restart" {
+		t.Fatalf("bob: %v", ev)
+	}
+	bback.Say("so it is")
+	back.Expect(`^<bob> so it is$`)
+
+	cback, ev := enginetest.ResumeWS(t, cl, carol.Key, 0)
+	if ev["peer"] != "dan" || ev["pair_id"] != id || ev["peer_proto"] != "json" {
+		t.Fatalf("carol resumed: %v", ev)
+	}
+	// dan is not back yet: carol's seal is kept for him.
+	cback.Send(map[string]string{"type": "seal", "data": "c2VhbGVk"})
+	dback, ev := enginetest.ResumeWS(t, cl, dan.Key, 0)
+	if ev["peer"] != "carol" || ev["pair_id"] != id {
+		t.Fatalf("dan resumed: %v", ev)
+	}
+	if ev := dback.Expect("sealed"); ev["data"] != "c2VhbGVk" {
+		t.Fatalf("dan: %v", ev)
+	}
+}

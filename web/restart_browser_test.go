@@ -1,0 +1,88 @@
+package web_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"duet/engine"
+	"duet/engine/enginetest"
+	"duet/engine/hub"
+)
+
+// TestBrowserRestartKeepsEncryption: a single node restarts, handing
+// its sessions to the next process as duetd does with
+// resume.state_file: a drain tells each page to reconnect, the sessions
+// are written down (hub.Snapshot, hub.AppendState) and read back by
+// the next process (hub.ParseState, Parked.Age, hub.Restore) before it
+// listens. Two pages talking encrypted, behind a proxy that stands for
+// the address they know, reconnect to the next process and resume
+// there: the same code, every message sealed, no word of encryption
+// failing, and no message in the clear on either process. (Before, a
+// restart ended the conversation; and a pairing rebuilt with a new id
+// would have made both pages start a new exchange, with a new code to
+// compare.)
+func TestBrowserRestartKeepsEncryption(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	first := enginetest.Start(t, nil)
+	bt := launchBrowser(t, chromium, first)
+	proxy := startCutProxy(t, first.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), proxy.url())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	_, code := alice.secureState()
+	talk(alice, bob, "before the restart")
+	bob.expectSealedMessage("theirs", "before the restart")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
+	defer cancel()
+	first.Drain(ctx, 0, nil)
+	state := hub.AppendState(nil, time.Now(), first.Hub.Snapshot())
+	if err := first.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at, parked, err := hub.ParseState(state)
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("read back %d sessions: %v", len(parked), err)
+	}
+	for _, p := range parked {
+		p.Age(time.Since(at))
+	}
+	h := hub.New(hub.Options{})
+	if n := h.Restore(parked); n != 2 {
+		t.Fatalf("restored %d sessions", n)
+	}
+	next := enginetest.Start(t, func(o *engine.Options) { o.Hub = h })
+	proxy.retarget(next.WS)
+
+	for _, p := range []*person{alice, bob} {
+		p.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+		p.waitJS("online", `document.getElementById('state').dataset.state === 'online'
+			&& document.getElementById('peer').textContent !== ''`)
+	}
+	talk(alice, bob, "after the restart")
+	talk(bob, alice, "still sealed")
+	bob.expectSealedMessage("theirs", "after the restart")
+	alice.expectSealedMessage("theirs", "still sealed")
+	for _, p := range []*person{alice, bob} {
+		p.waitSecure("unverified")
+		if _, again := p.secureState(); again != code {
+			t.Errorf("%s's page shows the code %q after the restart, %q before", p.name, again, code)
+		}
+		for _, e := range p.log() {
+			if e.Code == "e2e_failed" || e.Code == "peer_cannot_decrypt" || e.Code == "e2e_plaintext_refused" {
+				t.Errorf("%s is told %v%s", p.name, e, p.logDump())
+			}
+		}
+		p.expectOnlySealed()
+	}
+	for _, d := range []*enginetest.Daemon{first, next} {
+		if st := d.Hub.Stats(); st.Messages != 0 {
+			t.Errorf("%d messages relayed in the clear", st.Messages)
+		}
+	}
+	alice.screenshot("encryption kept through a restart")
+	alice.onlyFailedSockets()
+	bob.onlyFailedSockets()
+}
