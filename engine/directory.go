@@ -28,6 +28,12 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 		if sess != nil || (len(cmd.Password) > 0 && cn.loop.srv.opts.AuthMode == "open") {
 			return false // answered on the loop without the directory
 		}
+		if cn.loop.srv.logins != nil {
+			// Accounts mode: the password is checked first
+			// (startLogin), and the login goes to the directory once
+			// it has proved the account (loginAs).
+			return false
+		}
 	case proto.OpConnect, proto.OpLeave, proto.OpNewToken:
 		if sess == nil {
 			return false
@@ -75,10 +81,12 @@ type directoryCall struct {
 	end  func(*hub.Session) // ends s, once the connection is gone
 
 	// op is the command; a resume's call also has how it went, and
-	// whether it was held by the failed-connect throttle (checkResume).
+	// whether it was held by the failed-connect throttle (checkResume);
+	// an accounts-mode login's, the account its password proved.
 	op        proto.Op
 	resumed   hub.Resumed
 	throttled bool
+	account   string
 }
 
 // finish records the answer. It runs on the call's goroutine.
@@ -122,8 +130,12 @@ func (dc *directoryCall) abandon(end func(*hub.Session)) {
 // (release): a login's session, or the error to tell; a resume's session,
 // or its error.
 func (cn *conn) answered(dc *directoryCall) {
-	if dc.op == proto.OpResume {
+	switch {
+	case dc.op == proto.OpResume:
 		cn.answer(proto.OpResume, 0, cn.resumed(dc.resumed, dc.err, dc.throttled))
+		return
+	case dc.account != "":
+		cn.accountLoggedIn(dc.account, dc.s, false, dc.err)
 		return
 	}
 	if dc.s != nil {

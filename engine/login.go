@@ -40,7 +40,7 @@ func newLogins(opts Options, log *zap.Logger) (*auth.Logins, error) {
 // SetTakeover turns takeover on or off for logins from now on (config
 // reload). It does nothing in open mode.
 func (s *Server) SetTakeover(on bool) {
-	s.takeover.Store(on && s.logins != nil)
+	s.takeover.Store(on && s.logins != nil && !s.hub.Clustered())
 }
 
 // startLogin begins an accounts-mode login: the throttle gives it its
@@ -104,29 +104,58 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 // connection dropped, and it waits for a resume) is replaced either way:
 // the password proves as much as the resume key, and a user who lost
 // the key must not be locked out for resume.window.
+//
+// On a node of a cluster the directory, a network round trip away, has
+// the last word on the name: the login waits for it off the loop, as an
+// open-mode login does (offLoop), and only a session away on this node
+// is replaced. One online or away on another node keeps the name
+// (already_online) until it leaves, or its window runs out; takeover is
+// refused in a cluster (engine.Server.Start).
 func (cn *conn) loginAs(account string) {
-	log := cn.loop.srv.log
+	h := cn.loop.srv.hub
+	if h.Clustered() {
+		call := &directoryCall{op: proto.OpLogin, account: account}
+		cn.hold(holdDirectory, call)
+		go func() {
+			s, err := h.LoginReplacingAway([]byte(account), cn.out)
+			call.finish(cn, s, accountError(err))
+		}()
+		return
+	}
 	var (
 		s        *hub.Session
 		replaced hub.Outbox
 		err      *proto.Error
 	)
 	if cn.loop.srv.takeover.Load() {
-		s, replaced, err = cn.loop.srv.hub.LoginReplacing([]byte(account), cn.out)
+		s, replaced, err = h.LoginReplacing([]byte(account), cn.out)
 	} else {
-		s, err = cn.loop.srv.hub.LoginReplacingAway([]byte(account), cn.out)
-		if err == proto.ErrNameTaken {
-			// Every name online is an account's here: the account is in use.
-			err = proto.ErrAlreadyOnline
-		}
+		s, err = h.LoginReplacingAway([]byte(account), cn.out)
+		err = accountError(err)
 	}
+	cn.accountLoggedIn(account, s, replaced != nil, err)
+}
+
+// accountError is the error of an account's login: every name logged in
+// is an account's, so a name taken is the account in use.
+func accountError(err *proto.Error) *proto.Error {
+	if err == proto.ErrNameTaken {
+		return proto.ErrAlreadyOnline
+	}
+	return err
+}
+
+// accountLoggedIn takes the hub's answer to the login of account, on
+// the loop: the session s, or the error to tell.
+func (cn *conn) accountLoggedIn(account string, s *hub.Session, replaced bool, err *proto.Error) {
+	log := cn.loop.srv.log
 	if err != nil {
 		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.String("code", err.Code))
 		cn.tell(err)
 		return
 	}
 	cn.sess = s
-	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.Bool("replaced", replaced != nil))
+	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.Bool("replaced", replaced))
 }
 
 // evicted closes a connection whose session the hub took away while it

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -710,15 +711,90 @@ func TestRestartUnderSameID(t *testing.T) {
 	alice.Expect(`^<bob> thanks$`)
 }
 
-// TestAccountsRefusedOnAClusterNode: the commands that need the
-// directory (a login among them) are carried out off the event loop, and
-// that path logs in by name, as open mode does: an engine in accounts
-// mode on a cluster node would let anyone log in as any account, with no
-// password or a wrong one. The configuration refuses the pair
-// (auth.mode with cluster.redis); the engine refuses it too, for whoever
-// builds one without the configuration. Should it ever start, the attack
-// must still fail.
-func TestAccountsRefusedOnAClusterNode(t *testing.T) {
+// TestAccountsOnClusterNodes: two nodes in accounts mode, with one
+// users file. A login is the password's before it is the directory's:
+// by name alone, or with a wrong password, it is refused on a cluster
+// node as on a single one (the commands that need the directory are
+// carried out off the event loop, and that path must not log anyone in
+// by name, as open mode does). An account online on one node is
+// already_online on the other; accounts on two nodes pair and talk; a
+// netcat-like client that pipes its login, a connect and a message in
+// one write has them carried out in order, through both waits (the
+// password check, then the directory). And a session of the account
+// away on its node is replaced by a login there with the password.
+func TestAccountsOnClusterNodes(t *testing.T) {
+	r := startRedis(t)
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2", "carol", "tr0mbone", "dave", "0boe")
+	withAccounts := func(o *engine.Options) {
+		accounts, err := auth.Load(users)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.AuthMode, o.Auth = "accounts", engine.AuthOptions{Accounts: accounts}
+		o.Resume = config.Defaults().Resume
+	}
+	a := startNodeEngine(t, r, "a", nil, withAccounts)
+	b := startNodeEngine(t, r, "b", nil, withAccounts)
+
+	for _, login := range []string{"/login alice", "/login alice wrong password"} {
+		c := a.DialLine(t)
+		c.Send(login)
+		if got := c.Line(); !strings.HasPrefix(got, "! auth_failed: ") {
+			t.Errorf("%q on a cluster node: %q", login, got)
+		}
+	}
+	alice := a.DialLine(t).LoginPassword("alice", "s3cret")
+	again := b.DialLine(t)
+	again.Send("/login alice s3cret")
+	again.Expect(`^! already_online: `)
+
+	bob := b.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	alice.Send("across nodes, with passwords")
+	bob.Expect(`^<alice> across nodes, with passwords$`)
+
+	carol := b.DialLine(t)
+	if _, err := carol.Conn.Write([]byte("/login carol tr0mbone\n/connect " + alice.Token + "\nhello\n")); err != nil {
+		t.Fatal(err)
+	}
+	carol.Expect(`^\* you are carol, your token is [0-9a-f]{32}$`)
+	carol.Expect(`^\* resume key: `)
+	carol.Expect(`^! room_full: `)
+	carol.Expect(`^! not_paired: `)
+
+	// alice's connection drops: her session waits for a resume on a,
+	// and a login there with her password takes its place.
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+	back := a.DialLine(t).LoginPassword("alice", "s3cret")
+	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
+	bob.Send("/connect " + back.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	back.Expect(`^\* bob is connected$`)
+
+	// The real netcat, piping a file and ending its input behind it:
+	// the password check, the login's directory call and the connect's
+	// wait in turn, and nothing is lost.
+	dave := a.DialLine(t).LoginPassword("dave", "0boe")
+	bob.Send("/quit")
+	bob.Expect(`^\* bye$`)
+	back.Expect(`^\* bob left; `)
+	in := "/login bob hunter2\n/connect " + dave.Token + "\npiped, with a password\n"
+	finished := enginetest.PipeNetcat(t, b.TCP, strings.NewReader(in), io.Discard)
+	dave.Expect(`^\* bob is connected$`)
+	dave.Expect(`^<bob> piped, with a password$`)
+	dave.Expect(`^\* bob disconnected; `)
+	finished()
+}
+
+// TestTakeoverRefusedOnAClusterNode: a takeover would have to replace
+// an account's session on whichever node holds it, which nodes cannot
+// ask of each other yet; an engine in accounts mode with takeover on a
+// cluster node does not start (the configuration refuses the pair too),
+// rather than replace sessions on its own node only.
+func TestTakeoverRefusedOnAClusterNode(t *testing.T) {
 	r := startRedis(t)
 	h := hub.New(hub.Options{})
 	n := joinTestNode(t, r, "a", h, nil)
@@ -736,29 +812,17 @@ func TestAccountsRefusedOnAClusterNode(t *testing.T) {
 		Limits:    config.Defaults().Limits,
 		Hub:       h,
 		AuthMode:  "accounts",
-		Auth:      engine.AuthOptions{Accounts: accounts},
+		Auth:      engine.AuthOptions{Accounts: accounts, Takeover: true},
 	})
-	if err == nil {
-		if err = srv.Start(); err == nil {
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
-			})
-		}
-	}
 	if err != nil {
-		if !strings.Contains(err.Error(), "accounts") {
-			t.Fatalf("refused, but not for accounts mode: %v", err)
-		}
-		return
+		t.Fatal(err)
 	}
-	d := &enginetest.Daemon{Server: srv, Hub: h, TCP: srv.TCPAddr().String()}
-	for _, login := range []string{"/login alice", "/login alice wrong password"} {
-		c := d.DialLine(t)
-		c.Send(login)
-		if got := c.Line(); !strings.HasPrefix(got, "! auth_failed: ") {
-			t.Errorf("%q on a cluster node in accounts mode: %q", login, got)
+	if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "takeover") {
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
 		}
+		t.Fatalf("started with takeover on a cluster node: %v", err)
 	}
 }
