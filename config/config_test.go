@@ -393,7 +393,6 @@ func TestValidationErrors(t *testing.T) {
 		{"redis database not a number", map[string]string{"DUETD_CLUSTER_REDIS": "redis://:pw@10.0.0.5:6379/zero", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
 		{"redis unknown option", map[string]string{"DUETD_CLUSTER_REDIS": "rediss://10.0.0.5:6380/0?dial_timout=3s", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
 		{"redis bad option value", map[string]string{"DUETD_CLUSTER_REDIS": "redis://10.0.0.5:6379/0?dial_timeout=soon", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},
-		{"takeover in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users", "DUETD_AUTH_TAKEOVER": "true", "DUETD_CLUSTER_SECRET": testSecret}, "auth.takeover"},
 		{"cluster without a secret", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379"}, "cluster.secret"},
 		{"cluster secret too short", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret[:62]}, "cluster.secret"},
 		{"cluster secret a passphrase", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": "correct horse battery staple, all of them together"}, "cluster.secret"},

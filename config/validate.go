@@ -146,12 +146,6 @@ func (c *Config) Validate() error {
 
 	problems = append(problems, c.Cluster.check()...)
 	if c.Cluster.Redis != "" {
-		// A takeover replaces the account's session wherever it is,
-		// which across nodes would need the node that holds it to evict
-		// it; not built yet. Refuse the pair rather than half-enforce it.
-		if c.Auth.Mode == "accounts" && c.Auth.Takeover {
-			bad("auth.takeover", "is not supported together with cluster.redis yet: a second login of an account online on another node is refused (already_online) in a cluster; set it to false")
-		}
 		if c.Resume.StateFile != "" {
 			bad("resume.state_file", "is for a single node: a node of a cluster drains instead, parking its sessions in Redis for the other nodes")
 		}

@@ -87,6 +87,7 @@ type directoryCall struct {
 	resumed   hub.Resumed
 	throttled bool
 	account   string
+	replaced  bool // the account's login replaced a connected session
 }
 
 // finish records the answer. It runs on the call's goroutine.
@@ -135,7 +136,7 @@ func (cn *conn) answered(dc *directoryCall) {
 		cn.answer(proto.OpResume, 0, cn.resumed(dc.resumed, dc.err, dc.throttled))
 		return
 	case dc.account != "":
-		cn.accountLoggedIn(dc.account, dc.s, false, dc.err)
+		cn.accountLoggedIn(dc.account, dc.s, dc.replaced, dc.err)
 		return
 	}
 	if dc.s != nil {

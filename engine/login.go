@@ -40,7 +40,7 @@ func newLogins(opts Options, log *zap.Logger) (*auth.Logins, error) {
 // SetTakeover turns takeover on or off for logins from now on (config
 // reload). It does nothing in open mode.
 func (s *Server) SetTakeover(on bool) {
-	s.takeover.Store(on && s.logins != nil && !s.hub.Clustered())
+	s.takeover.Store(on && s.logins != nil)
 }
 
 // startLogin begins an accounts-mode login: the throttle gives it its
@@ -107,42 +107,39 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 //
 // On a node of a cluster the directory, a network round trip away, has
 // the last word on the name: the login waits for it off the loop, as an
-// open-mode login does (offLoop), and only a session away on this node
-// is replaced. One online or away on another node keeps the name
-// (already_online) until it leaves, or its window runs out; takeover is
-// refused in a cluster (engine.Server.Start).
+// open-mode login does (offLoop), and a session of the account on
+// another node is that node's to log out (hub.Mover.Evict). One parked
+// between nodes by a drain keeps the name until it is resumed or its
+// window runs out.
 func (cn *conn) loginAs(account string) {
-	h := cn.loop.srv.hub
-	if h.Clustered() {
+	if cn.loop.srv.hub.Clustered() {
 		call := &directoryCall{op: proto.OpLogin, account: account}
 		cn.hold(holdDirectory, call)
 		go func() {
-			s, err := h.LoginReplacingAway([]byte(account), cn.out)
-			call.finish(cn, s, accountError(err))
+			s, replaced, err := cn.loginReplacing(account)
+			call.replaced = replaced
+			call.finish(cn, s, err)
 		}()
 		return
 	}
-	var (
-		s        *hub.Session
-		replaced hub.Outbox
-		err      *proto.Error
-	)
-	if cn.loop.srv.takeover.Load() {
-		s, replaced, err = h.LoginReplacing([]byte(account), cn.out)
-	} else {
-		s, err = h.LoginReplacingAway([]byte(account), cn.out)
-		err = accountError(err)
-	}
-	cn.accountLoggedIn(account, s, replaced != nil, err)
+	s, replaced, err := cn.loginReplacing(account)
+	cn.accountLoggedIn(account, s, replaced, err)
 }
 
-// accountError is the error of an account's login: every name logged in
-// is an account's, so a name taken is the account in use.
-func accountError(err *proto.Error) *proto.Error {
-	if err == proto.ErrNameTaken {
-		return proto.ErrAlreadyOnline
+// loginReplacing logs account in, replacing its session as
+// auth.takeover says. It may wait on the directory.
+func (cn *conn) loginReplacing(account string) (s *hub.Session, replaced bool, err *proto.Error) {
+	h := cn.loop.srv.hub
+	if cn.loop.srv.takeover.Load() {
+		s, old, err := h.LoginReplacing([]byte(account), cn.out)
+		return s, old != nil, err
 	}
-	return err
+	s, err = h.LoginReplacingAway([]byte(account), cn.out)
+	if err == proto.ErrNameTaken {
+		// Every name logged in is an account's: the account is in use.
+		err = proto.ErrAlreadyOnline
+	}
+	return s, false, err
 }
 
 // accountLoggedIn takes the hub's answer to the login of account, on

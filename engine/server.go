@@ -322,26 +322,13 @@ func withDefaultLimits(l config.Limits) config.Limits {
 
 // Start binds the listeners and runs the engine in the background. It
 // returns once every listener accepts connections, or with the error
-// that stopped it. Takeover (accounts mode) on a hub in cluster mode is
-// refused.
+// that stopped it.
 //
 // A listener given port 0 gets the port the kernel chose for a probe
 // (probeListen), which something else may take before gnet binds it: a
 // connection made meanwhile may be given it as its own port. Start then
 // chooses again, twice at most.
 func (s *Server) Start() error {
-	if s.logins != nil && s.hub.Clustered() && s.opts.Auth.Takeover {
-		// A takeover replaces the account's session wherever it is,
-		// which across nodes would need a frame that evicts a session
-		// on another; a node replaces only the sessions away here
-		// (loginAs). The configuration refuses the pair; so does the
-		// engine, for a hub put in cluster mode after New (duetd joins
-		// the cluster between New and Start).
-		return errors.New("engine: auth.takeover is not supported on a cluster node")
-	}
-	if s.hub.Clustered() {
-		s.takeover.Store(false)
-	}
 	tcp, web := s.opts.TCPListen, s.opts.WSListen
 	for attempt := 1; ; attempt++ {
 		err := s.start()

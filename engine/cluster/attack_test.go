@@ -26,7 +26,6 @@ import (
 	"duet/engine/auth"
 	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
-	"duet/engine/hub"
 )
 
 // redisSpy is someone with access to the Redis server: it sees every
@@ -720,21 +719,13 @@ func TestRestartUnderSameID(t *testing.T) {
 // already_online on the other; accounts on two nodes pair and talk; a
 // netcat-like client that pipes its login, a connect and a message in
 // one write has them carried out in order, through both waits (the
-// password check, then the directory). And a session of the account
-// away on its node is replaced by a login there with the password.
+// password check, then the directory). A session of the account away
+// on the other node is logged out there by a login with the password,
+// its partner told it logged in elsewhere; and the real netcat piping
+// a file with a password loses nothing.
 func TestAccountsOnClusterNodes(t *testing.T) {
 	r := startRedis(t)
-	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2", "carol", "tr0mbone", "dave", "0boe")
-	withAccounts := func(o *engine.Options) {
-		accounts, err := auth.Load(users)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.AuthMode, o.Auth = "accounts", engine.AuthOptions{Accounts: accounts}
-		o.Resume = config.Defaults().Resume
-	}
-	a := startNodeEngine(t, r, "a", nil, withAccounts)
-	b := startNodeEngine(t, r, "b", nil, withAccounts)
+	a, b := accountsNodes(t, r, false)
 
 	for _, login := range []string{"/login alice", "/login alice wrong password"} {
 		c := a.DialLine(t)
@@ -765,10 +756,10 @@ func TestAccountsOnClusterNodes(t *testing.T) {
 	carol.Expect(`^! not_paired: `)
 
 	// alice's connection drops: her session waits for a resume on a,
-	// and a login there with her password takes its place.
+	// and a login on b with her password takes its place.
 	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection`)
-	back := a.DialLine(t).LoginPassword("alice", "s3cret")
+	back := b.DialLine(t).LoginPassword("alice", "s3cret")
 	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
 	bob.Send("/connect " + back.Token)
 	bob.Expect(`^\* you are connected with alice$`)
@@ -789,40 +780,50 @@ func TestAccountsOnClusterNodes(t *testing.T) {
 	finished()
 }
 
-// TestTakeoverRefusedOnAClusterNode: a takeover would have to replace
-// an account's session on whichever node holds it, which nodes cannot
-// ask of each other yet; an engine in accounts mode with takeover on a
-// cluster node does not start (the configuration refuses the pair too),
-// rather than replace sessions on its own node only.
-func TestTakeoverRefusedOnAClusterNode(t *testing.T) {
-	r := startRedis(t)
-	h := hub.New(hub.Options{})
-	n := joinTestNode(t, r, "a", h, nil)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Close(ctx)
-	})
-	accounts, err := auth.Load(authtest.Users(t, "alice", "s3cret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := engine.New(engine.Options{
-		TCPListen: "127.0.0.1:0",
-		Limits:    config.Defaults().Limits,
-		Hub:       h,
-		AuthMode:  "accounts",
-		Auth:      engine.AuthOptions{Accounts: accounts, Takeover: true},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "takeover") {
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
+// accountsNodes starts two nodes in accounts mode on r, with one users
+// file, takeover as given.
+func accountsNodes(t *testing.T, r *redisServer, takeover bool) (a, b *testNode) {
+	t.Helper()
+	users := authtest.Users(t, "alice", "s3cret", "bob", "hunter2", "carol", "tr0mbone", "dave", "0boe")
+	withAccounts := func(o *engine.Options) {
+		accounts, err := auth.Load(users)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("started with takeover on a cluster node: %v", err)
+		o.AuthMode, o.Auth = "accounts", engine.AuthOptions{Accounts: accounts, Takeover: takeover}
+		o.Resume = config.Defaults().Resume
 	}
+	return startNodeEngine(t, r, "a", nil, withAccounts), startNodeEngine(t, r, "b", nil, withAccounts)
+}
+
+// TestTakeoverAcrossNodes: with auth.takeover on, a login with the
+// password on one node replaces the account's session online on
+// another: that node tells the old connection why and closes it, and
+// the partner, on a third connection, is told the account logged in
+// elsewhere. Without the password nothing is replaced.
+func TestTakeoverAcrossNodes(t *testing.T) {
+	r := startRedis(t)
+	a, b := accountsNodes(t, r, true)
+	alice := a.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := a.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	wrong := b.DialLine(t)
+	wrong.Send("/login alice guess")
+	wrong.Expect(`^! auth_failed: `)
+	alice.Send("still here")
+	bob.Expect(`^<alice> still here$`)
+
+	phone := b.DialLine(t).LoginPassword("alice", "s3cret")
+	alice.Expect(`^\* your account logged in on another connection; this one is closed$`)
+	alice.Expect(`^\* bye$`)
+	alice.ExpectClosed()
+	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
+	bob.Send("/connect " + phone.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	phone.Expect(`^\* bob is connected$`)
+	phone.Send("from my phone, on the other node")
+	bob.Expect(`^<alice> from my phone, on the other node$`)
 }

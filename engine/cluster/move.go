@@ -319,6 +319,13 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 // askHandOver asks the node at addr to park the session whose resume key
 // hashes to sum, and returns its answer: "ok", or an error code.
 func (n *Node) askHandOver(addr string, sum *hub.ResumeHash) string {
+	return n.ask(addr, frameHandOver, "", sum[:])
+}
+
+// ask sends the node at addr a request of kind (a hand-over, an
+// eviction), numbered, and waits for its answer (frameHandedOver): "ok"
+// or an error code, unavailable if none comes in time.
+func (n *Node) ask(addr string, kind byte, to string, b []byte) string {
 	req := n.requests.Add(1)
 	ch := make(chan string, 1)
 	n.mu.Lock()
@@ -329,7 +336,7 @@ func (n *Node) askHandOver(addr string, sum *hub.ResumeHash) string {
 		delete(n.handOvers, req)
 		n.mu.Unlock()
 	}()
-	n.sender(addr).add(true, frameHandOver, 0, "", "", sum[:], req)
+	n.sender(addr).add(true, kind, 0, to, "", b, req)
 	t := time.NewTimer(n.moveTimeout())
 	defer t.Stop()
 	select {
@@ -345,7 +352,60 @@ func (n *Node) askHandOver(addr string, sum *hub.ResumeHash) string {
 // fence, the partner's node's last messages and the park itself.
 func (n *Node) moveTimeout() time.Duration { return 5 * n.opts.OpTimeout }
 
-// handedOver takes a node's answer to a hand-over.
+// Evict implements hub.Mover: it finds the node that holds the session
+// key, and asks it to log the session out (frameEvict).
+func (n *Node) Evict(key string, onlyAway bool) *proto.Error {
+	if !n.up.Load() {
+		return proto.ErrUnavailable
+	}
+	ctx, cancel := n.op()
+	res, err := holderScript.Run(ctx, n.rdb, []string{n.userKey(n.keys.nameHash(key))}, n.opts.Prefix).StringSlice()
+	cancel()
+	if err != nil {
+		n.linkLost("login", err)
+		return proto.ErrUnavailable
+	}
+	if len(res) < 2 {
+		return nil // gone meanwhile: the name is free
+	}
+	node, lease := res[0], res[1]
+	if node == "" || node == n.id {
+		// Parked between nodes, which no node holds to evict; or here,
+		// where the hub replaced what it could.
+		return proto.ErrNameTaken
+	}
+	li, ok := parseLease(lease)
+	if !ok || li.keyID != n.keys.keyID {
+		// Its node is dead (it is reaped within a lease) or has another
+		// secret.
+		return proto.ErrUnavailable
+	}
+	var flag byte
+	if onlyAway {
+		flag = 1
+	}
+	switch code := n.ask(address(node, li.inc), frameEvict, key, []byte{flag}); code {
+	case "ok":
+		return nil
+	case proto.ErrNameTaken.Code:
+		return proto.ErrNameTaken
+	default:
+		return proto.ErrUnavailable
+	}
+}
+
+// evict logs out the session key of this node, as node src asks for a
+// login of the same account there (with onlyAway, only if it is away),
+// and answers it.
+func (n *Node) evict(src string, req uint64, key string, onlyAway bool) {
+	code := "ok"
+	if err := n.hub.Evict(key, onlyAway); err != nil {
+		code = err.Code
+	}
+	n.sender(src).add(true, frameHandedOver, 0, "", code, nil, req)
+}
+
+// handedOver takes a node's answer to a hand-over or an eviction.
 func (n *Node) handedOver(req uint64, code string) {
 	n.mu.Lock()
 	ch := n.handOvers[req]

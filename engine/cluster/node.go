@@ -1031,6 +1031,8 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		case frameHandOver:
 			// f.b is in buf, which the next batch reuses.
 			go n.handOver(src, f.n, append([]byte(nil), f.b...))
+		case frameEvict:
+			go n.evict(src, f.n, f.to, len(f.b) == 1 && f.b[0] == 1)
 		case frameHandedOver:
 			n.handedOver(f.n, f.a)
 		default:

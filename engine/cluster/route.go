@@ -691,4 +691,7 @@ func (n *Node) forgetRoutes() {
 // partner.
 func (n *Node) grace() time.Duration { return max(10*time.Second, 3*n.opts.Heartbeat+n.opts.OpTimeout) }
 
-var _ hub.Holder = (*remoteOutbox)(nil)
+var (
+	_ hub.Holder = (*remoteOutbox)(nil)
+	_ hub.Mover  = (*Node)(nil)
+)

@@ -269,6 +269,17 @@ if not p[2] then return {} end
 return {hn, '', '', p[1], p[2], p[3], p[4] or ''}
 `)
 
+// holderScript says where a user's session is, for a login of the same
+// account elsewhere that would evict it.
+// KEYS: user. ARGV: prefix.
+// Returns {} when there is no such user, else {node (empty when
+// parked), that node's lease}.
+var holderScript = redis.NewScript(leaseOfLua + `
+local node = redis.call('HGET', KEYS[1], 'node')
+if not node then return {} end
+return {node, leaseOf(ARGV[1], node)}
+`)
+
 // claimParkedScript takes a parked session for this node, as parked
 // at gen, with what was queued for it, writes the name sealed by this
 // node in its record, and says where its partner is.

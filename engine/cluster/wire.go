@@ -66,6 +66,13 @@ const (
 	frameMoved      = 'O'
 	frameHandOver   = 'H'
 	frameHandedOver = 'h'
+
+	// A login of an account whose password it proved asks the node that
+	// holds the account's session to log it out (X, to = the folded
+	// name, b = 1 to do so only if it is away, else 0, n = a request
+	// number), which answers with h as for a hand-over ("ok", or
+	// name_taken for a session that stays).
+	frameEvict = 'X'
 )
 
 // batchVersion is the header's first byte. A node that meets another

@@ -705,7 +705,7 @@ func (h *Hub) Login(name []byte, out Outbox) (*Session, *proto.Error) {
 	if err := h.hold(s, key); err != nil {
 		return nil, err
 	}
-	if err := h.register(s, key, rk); err != nil {
+	if err := h.register(s, key, rk, nil); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -749,13 +749,17 @@ func (h *Hub) enterLocked(s *Session, key string) {
 
 // register claims s's name (key, its Key) and token in the directory
 // and welcomes s, with its resume key rk if it has one, or gives up what
-// hold entered.
-func (h *Hub) register(s *Session, key string, rk proto.ResumeKey) *proto.Error {
+// hold entered. A name the directory finds taken is claimed once more if
+// evict, not nil, reports that its holder elsewhere let it go.
+func (h *Hub) register(s *Session, key string, rk proto.ResumeKey, evict func() bool) *proto.Error {
 	var sum *ResumeHash
 	if s.resumable {
 		sum = &s.keyHash
 	}
 	err := h.dir.Register(s.name, key, s.token, sum, s.client)
+	if err == proto.ErrNameTaken && evict != nil && evict() {
+		err = h.dir.Register(s.name, key, s.token, sum, s.client)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {

@@ -176,6 +176,16 @@ type Mover interface {
 	// when no session anywhere has that key, and unavailable when the
 	// move cannot be made now. It is called with no hub lock held.
 	Fetch(sum *ResumeHash) *proto.Error
+	// Evict has the node that holds the session key log it out, for a
+	// login of the same account that proved its password (accounts
+	// mode): with onlyAway, only if it is away. The session's partner
+	// is told it was replaced, and its connection, if any, is evicted
+	// (EvictReplaced). It returns nil once the name is free,
+	// proto.ErrNameTaken when the session keeps it (attached, with
+	// onlyAway; or parked between nodes, or on this node), and
+	// proto.ErrUnavailable when its node cannot be asked. It is called
+	// with no hub lock held.
+	Evict(key string, onlyAway bool) *proto.Error
 }
 
 // A Ticket is a session marked to leave (BeginPark): what the caller

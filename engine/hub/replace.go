@@ -51,10 +51,45 @@ func (h *Hub) loginReplacing(name []byte, out Outbox, onlyAway bool) (s *Session
 			replaced = lo.s.outbox()
 		}
 	}
-	if err := h.register(s, key, rk); err != nil {
+	// A session of the account on another node of a cluster is that
+	// node's to log out: asked, once, when the directory finds the
+	// name taken.
+	var evict func() bool
+	if mv, ok := h.dir.(Mover); ok {
+		evict = func() bool { return mv.Evict(key, onlyAway) == nil }
+	}
+	if err := h.register(s, key, rk, evict); err != nil {
 		return nil, replaced, err
 	}
 	return s, replaced, nil
+}
+
+// Evict logs out the session key of this hub for a login of the same
+// account on another node (Mover.Evict asks it there): with onlyAway,
+// only if it is away (proto.ErrNameTaken if it is attached). Its
+// partner is told it was replaced, and its connection, if any, is
+// evicted, as LoginReplacing does to a session of this hub. A name not
+// here is free as far as this hub goes: nil.
+func (h *Hub) Evict(key string, onlyAway bool) *proto.Error {
+	h.mu.Lock()
+	old := h.names.filed(key)
+	if old == nil || !old.keyIs(key) {
+		h.mu.Unlock()
+		return nil
+	}
+	if onlyAway && old.away == nil {
+		h.mu.Unlock()
+		return proto.ErrNameTaken
+	}
+	lo, ok := h.logoutLocked(old)
+	h.mu.Unlock()
+	if ok {
+		lo.finish(proto.ReasonReplaced, 0)
+		if !lo.wasAway {
+			lo.s.q.Evict(EvictReplaced)
+		}
+	}
+	return nil
 }
 
 // takeOver enters s under its name (key, its Key) and a fresh token
