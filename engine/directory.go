@@ -8,9 +8,9 @@ import (
 )
 
 // In cluster mode the commands that change who is logged in or paired
-// (login, connect, leave, newtoken) wait on the cluster directory, a
-// network round trip. They are carried out on a goroutine of their own,
-// not on the event loop: the connection's input is held meanwhile
+// (login, connect, leave, newtoken, resume) wait on the cluster
+// directory, a network round trip. They are carried out by a directory
+// worker (callDirectory), not on the event loop: the connection's input is held meanwhile
 // (holdDirectory), so its commands still run one at a time and in order,
 // and it is read again on its loop once the answer is in. Everything
 // else, the relay included, stays on the loop.
@@ -45,13 +45,7 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 	op := cmd.Op
 	name := append([]byte(nil), cmd.Name...)
 	token := append([]byte(nil), cmd.Token...)
-	call := &directoryCall{op: op}
-	cn.hold(holdDirectory, call)
-	go func() {
-		var (
-			s   *hub.Session
-			err *proto.Error
-		)
+	cn.callDirectory(&directoryCall{op: op}, func(*directoryCall) (s *hub.Session, err *proto.Error) {
 		switch op {
 		case proto.OpLogin:
 			s, err = h.Login(name, cn.out)
@@ -62,9 +56,71 @@ func (cn *conn) offLoop(cmd *proto.Command) bool {
 		case proto.OpNewToken:
 			err = sess.NewToken()
 		}
-		call.finish(cn, s, err)
-	}()
+		return s, err
+	})
 	return true
+}
+
+// callDirectory holds the connection's input on call and has work, which
+// waits on the directory, done by one of the server's directory workers;
+// its answer goes to call, which wakes the connection (finish).
+func (cn *conn) callDirectory(call *directoryCall, work func(*directoryCall) (*hub.Session, *proto.Error)) {
+	cn.hold(holdDirectory, call)
+	cn.loop.srv.directory.do(func() {
+		s, err := work(call)
+		call.finish(cn, s, err)
+	})
+}
+
+// directoryWorkers bounds the goroutines that wait on the directory for
+// commands: a login storm queues its calls instead of starting a
+// goroutine (a stack of some KiB) for each. Each connection has one call
+// out at most, so its commands keep their order. The bound is well
+// above the connections go-redis opens (ten per core), so that a slow
+// call (a resume fetched from a node that answers late, up to a few
+// seconds) does not hold up the quick ones behind it, and well below a
+// storm's thousands.
+const directoryWorkers = 1024
+
+// workQueue runs the functions it is given in order of arrival, on at
+// most max goroutines at once, each started when there is work and
+// ending when there is none.
+type workQueue struct {
+	mu      sync.Mutex
+	queue   []func()
+	running int
+	max     int
+}
+
+// do queues f, and starts a worker if fewer than max run.
+func (q *workQueue) do(f func()) {
+	q.mu.Lock()
+	q.queue = append(q.queue, f)
+	start := q.running < q.max
+	if start {
+		q.running++
+	}
+	q.mu.Unlock()
+	if start {
+		go q.work()
+	}
+}
+
+func (q *workQueue) work() {
+	for {
+		q.mu.Lock()
+		if len(q.queue) == 0 {
+			q.running--
+			q.queue = nil // the backing array a storm grew goes too
+			q.mu.Unlock()
+			return
+		}
+		f := q.queue[0]
+		q.queue[0] = nil
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		f()
+	}
 }
 
 // directoryCall is a command out with the cluster directory. Its

@@ -113,13 +113,11 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 // window runs out.
 func (cn *conn) loginAs(account string) {
 	if cn.loop.srv.hub.Clustered() {
-		call := &directoryCall{op: proto.OpLogin, account: account}
-		cn.hold(holdDirectory, call)
-		go func() {
+		cn.callDirectory(&directoryCall{op: proto.OpLogin, account: account}, func(call *directoryCall) (*hub.Session, *proto.Error) {
 			s, replaced, err := cn.loginReplacing(account)
 			call.replaced = replaced
-			call.finish(cn, s, err)
-		}()
+			return s, err
+		})
 		return
 	}
 	s, replaced, err := cn.loginReplacing(account)

@@ -54,13 +54,11 @@ func (cn *conn) checkResume(key []byte, last uint64, throttled bool) *proto.Erro
 	h, hasLast := cn.loop.srv.hub, cn.stage == stageWS
 	if h.Clustered() {
 		key = bytes.Clone(key) // it aliases the read buffer, which moves on
-		call := &directoryCall{op: proto.OpResume, throttled: throttled}
-		cn.hold(holdDirectory, call)
-		go func() {
+		cn.callDirectory(&directoryCall{op: proto.OpResume, throttled: throttled}, func(call *directoryCall) (*hub.Session, *proto.Error) {
 			res, err := h.Resume(key, last, hasLast, cn.out)
 			call.resumed = res
-			call.finish(cn, res.Session, err)
-		}()
+			return res.Session, err
+		})
 		return nil
 	}
 	res, err := h.Resume(key, last, hasLast, cn.out)

@@ -69,6 +69,9 @@ type Server struct {
 	log    *zap.Logger
 	hub    *hub.Hub
 	logins *auth.Logins // nil in open mode
+	// directory runs the commands that wait on a cluster's directory
+	// (callDirectory).
+	directory workQueue
 	// takeover: a login of an account online elsewhere replaces that
 	// session (accounts mode, AuthOptions.Takeover).
 	takeover atomic.Bool
@@ -129,12 +132,13 @@ func New(opts Options) (*Server, error) {
 		opts.AuthMode = "open"
 	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		hub:    opts.Hub,
-		booted: make(chan struct{}),
-		done:   make(chan error, 1),
-		loops:  make(map[gnet.EventLoop]*loopState),
+		opts:      opts,
+		log:       opts.Logger,
+		hub:       opts.Hub,
+		directory: workQueue{max: directoryWorkers},
+		booted:    make(chan struct{}),
+		done:      make(chan error, 1),
+		loops:     make(map[gnet.EventLoop]*loopState),
 	}
 	var err error
 	if s.logins, err = newLogins(opts, opts.Logger); err != nil {
