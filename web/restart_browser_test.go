@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -13,8 +14,8 @@ import (
 // TestBrowserRestartKeepsEncryption: a single node restarts, handing
 // its sessions to the next process as duetd does with
 // resume.state_file: a drain tells each page to reconnect, the sessions
-// are written down (hub.Snapshot, hub.AppendState) and read back by
-// the next process (hub.ParseState, Parked.Age, hub.Restore) before it
+// are written down (hub.Snapshot, hub.WriteState) and read back by
+// the next process (hub.ReadState, Parked.Age, hub.Restore) before it
 // listens. Two pages talking encrypted, behind a proxy that stands for
 // the address they know, reconnect to the next process and resume
 // there: the same code, every message sealed, no word of encryption
@@ -38,11 +39,14 @@ func TestBrowserRestartKeepsEncryption(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
 	defer cancel()
 	first.Drain(ctx, 0, nil)
-	state := hub.AppendState(nil, time.Now(), first.Hub.Snapshot())
+	var state bytes.Buffer
+	if err := hub.WriteState(&state, time.Now(), first.Hub.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
 	if err := first.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	at, parked, err := hub.ParseState(state)
+	at, parked, err := hub.ReadState(&state)
 	if err != nil || len(parked) != 2 {
 		t.Fatalf("read back %d sessions: %v", len(parked), err)
 	}

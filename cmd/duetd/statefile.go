@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 // (resume.state_file, docs/RESUME.md). On SIGTERM the node drains as a
 // node of a cluster does: every client is told to reconnect and resume,
 // and its session goes away instead of ending. Then the sessions are
-// written down, whole (hub.Snapshot, hub.AppendState), to the state
+// written down, whole (hub.Snapshot, hub.WriteState), to the state
 // file, which the next process reads, deletes and takes up
 // (hub.Restore) before it listens. The time between counts against each
 // session's resume window. The file holds what the process held in
@@ -43,25 +44,27 @@ func checkStateDir(path string) error {
 // restoreState takes up on h the sessions the process before this one
 // left in path, if it left any, and deletes the file. A file that
 // cannot be read is logged and deleted: the node starts without them.
+// One that cannot be opened is logged and left for the operator.
 func restoreState(path string, h *hub.Hub, log *zap.Logger) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	// Gone before anything is taken up: a crash from here on must not
-	// hand the same sessions to a third process, whose clients may have
-	// resumed elsewhere by then.
-	if rerr := os.Remove(path); rerr != nil && err == nil {
-		log.Error("cannot delete the state file; its sessions are not taken up", zap.String("file", path), zap.Error(rerr))
+	if err != nil {
+		log.Error("cannot open the state file; its sessions are not taken up", zap.String("file", path), zap.Error(err))
 		return
 	}
+	defer f.Close()
+	// Gone before anything is taken up (the open file is still read): a
+	// crash from here on must not hand the same sessions to a third
+	// process, whose clients may have resumed elsewhere by then.
+	if err := os.Remove(path); err != nil {
+		log.Error("cannot delete the state file; its sessions are not taken up", zap.String("file", path), zap.Error(err))
+		return
+	}
+	at, parked, err := hub.ReadState(f)
 	if err != nil {
 		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
-		return
-	}
-	at, parked, err := hub.ParseState(b)
-	if err != nil {
-		log.Error("the state file is not one duetd wrote; its sessions are lost", zap.String("file", path), zap.Error(err))
 		return
 	}
 	away := max(time.Since(at), 0)
@@ -79,17 +82,18 @@ func restoreState(path string, h *hub.Hub, log *zap.Logger) {
 func saveState(ctx context.Context, path string, srv *engine.Server, h *hub.Hub, cfg *config.Config) (engine.Drained, int, error) {
 	told := srv.Drain(ctx, cfg.DrainSpread(), nil)
 	parked := h.Snapshot()
-	b := hub.AppendState(nil, time.Now(), parked)
-	if err := writeFileSync(path, b); err != nil {
+	err := writeFileSync(path, func(w io.Writer) error { return hub.WriteState(w, time.Now(), parked) })
+	if err != nil {
 		return told, 0, fmt.Errorf("resume.state_file: %w", err)
 	}
 	return told, len(parked), nil
 }
 
-// writeFileSync writes b to path, 0600, whole or not at all: to a file
-// beside it, synced, then renamed over it, and the directory synced,
-// so that a crash leaves the old file or the new one, never half.
-func writeFileSync(path string, b []byte) error {
+// writeFileSync writes to path, 0600, what write writes, whole or not
+// at all: to a file beside it, synced, then renamed over it, and the
+// directory synced, so that a crash leaves the old file or the new one,
+// never half.
+func writeFileSync(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".duetd-state-*")
 	if err != nil {
@@ -101,7 +105,7 @@ func writeFileSync(path string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if err := write(f); err != nil {
 		f.Close()
 		return err
 	}

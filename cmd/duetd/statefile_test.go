@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"duet/engine/enginetest"
+	"duet/engine/hub"
 )
 
 // restartingRE is what a line client is told as a single node with a
@@ -108,5 +112,32 @@ func TestRestartKeepsConversations(t *testing.T) {
 	}
 	if ev := dback.Expect("sealed"); ev["data"] != "c2VhbGVk" {
 		t.Fatalf("dan: %v", ev)
+	}
+}
+
+// TestUnreadableStateFileIsDropped: a state file that is not one duetd
+// wrote (cut short by a full disk, or anything else) is logged and
+// deleted, and the node starts with no sessions rather than some; a
+// state file that is missing is no error at all.
+func TestUnreadableStateFileIsDropped(t *testing.T) {
+	sf := filepath.Join(t.TempDir(), "sessions")
+	core, logs := observer.New(zap.InfoLevel)
+	h := hub.New(hub.Options{ResumeWindow: time.Minute})
+	restoreState(sf, h, zap.New(core))
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("a missing state file logged %v", logs.All())
+	}
+	if err := os.WriteFile(sf, []byte("DS\x01junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restoreState(sf, h, zap.New(core))
+	if got := logs.FilterMessage("cannot read the state file; its sessions are lost").Len(); got != 1 {
+		t.Fatalf("logged %v", logs.All())
+	}
+	if _, err := os.Stat(sf); !os.IsNotExist(err) {
+		t.Fatalf("the unreadable state file is still there: %v", err)
+	}
+	if st := h.Stats(); st.Users != 0 {
+		t.Fatalf("took up %d sessions", st.Users)
 	}
 }

@@ -109,7 +109,7 @@ type ParkedPair struct {
 	PeerProto proto.Protocol
 	// Tag is the id the pairing's sides were told (Event.PairID), for
 	// Restore to tell them again. It is not written down with the
-	// session (a state file carries it beside, AppendState): a
+	// session (a state file carries it beside, WriteState): a
 	// cluster's nodes tag a pairing alike without it.
 	Tag uint64
 }

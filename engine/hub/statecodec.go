@@ -1,8 +1,11 @@
 package hub
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"time"
 
 	"duet/proto"
@@ -32,59 +35,89 @@ const stateVersion = 1
 // ErrBadState is the error of a state that cannot be read.
 var ErrBadState = errors.New("hub: malformed session state")
 
-// AppendState appends parked, parked at at, written down, to dst.
-func AppendState(dst []byte, at time.Time, parked []*Parked) []byte {
-	dst = append(dst, 'D', 'S', stateVersion)
-	dst = binary.AppendUvarint(dst, uint64(at.UnixNano()))
-	dst = binary.AppendUvarint(dst, uint64(len(parked)))
-	var one []byte
+// WriteState writes parked, parked at at, to w: one session at a time,
+// so that writing down a node's sessions costs no second copy of them
+// all.
+func WriteState(w io.Writer, at time.Time, parked []*Parked) error {
+	bw := bufio.NewWriter(w)
+	head := []byte{'D', 'S', stateVersion}
+	head = binary.AppendUvarint(head, uint64(at.UnixNano()))
+	head = binary.AppendUvarint(head, uint64(len(parked)))
+	bw.Write(head)
+	var one, num []byte
 	for _, p := range parked {
 		one = p.AppendBinary(one[:0])
-		dst = appendPBytes(dst, one)
 		var tag uint64
 		if p.Pair != nil {
 			tag = p.Pair.Tag
 		}
-		dst = binary.AppendUvarint(dst, tag)
-		dst = binary.AppendUvarint(dst, uint64(p.Client))
+		num = binary.AppendUvarint(num[:0], uint64(len(one)))
+		bw.Write(num)
+		bw.Write(one)
+		num = binary.AppendUvarint(num[:0], tag)
+		num = binary.AppendUvarint(num, uint64(p.Client))
+		bw.Write(num)
 	}
-	return dst
+	return bw.Flush() // the first error of any write, if one failed
 }
 
-// ParseState reads what AppendState wrote: when the sessions were
-// parked, and the sessions. It fails with ErrBadState on anything else,
-// a session ParseParked refuses or extra bytes included.
-func ParseState(b []byte) (at time.Time, parked []*Parked, err error) {
-	if len(b) < 3 || b[0] != 'D' || b[1] != 'S' || b[2] != stateVersion {
-		return at, nil, ErrBadState
-	}
-	r := pReader{b: b[3:]}
-	ns := r.uvarint()
-	if ns > 1<<63-1 {
-		r.fail()
-	}
-	n := r.count(2)
-	for range n {
-		blob := r.bytes()
-		tag, client := r.uvarint(), r.uvarint()
-		if r.bad || client > uint64(proto.ProtoJSON) {
-			r.fail()
-			break
+// ReadState reads what WriteState wrote, to its end: when the sessions
+// were parked, and the sessions. It fails with ErrBadState on anything
+// else, a session ParseParked refuses or bytes after the last included,
+// and with the reader's error if it fails. What it holds at once is the
+// sessions read so far and one more, however many the state claims.
+func ReadState(r io.Reader) (at time.Time, parked []*Parked, err error) {
+	br := bufio.NewReader(r)
+	bad := func(e error) (time.Time, []*Parked, error) {
+		if e == nil || errors.Is(e, io.EOF) || errors.Is(e, io.ErrUnexpectedEOF) {
+			e = ErrBadState
 		}
-		p, err := ParseParked(blob)
+		return time.Time{}, nil, e
+	}
+	var head [3]byte
+	if _, err := io.ReadFull(br, head[:]); err != nil || head != [3]byte{'D', 'S', stateVersion} {
+		return bad(err)
+	}
+	ns, err := binary.ReadUvarint(br)
+	if err != nil || ns > 1<<63-1 {
+		return bad(err)
+	}
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		return bad(err)
+	}
+	var blob bytes.Buffer
+	for range n {
+		l, err := binary.ReadUvarint(br)
+		if err != nil || l > 1<<62 {
+			return bad(err)
+		}
+		// Copied as it comes, so that a length the state only claims
+		// costs no more than the bytes that are there.
+		blob.Reset()
+		if _, err := io.CopyN(&blob, br, int64(l)); err != nil {
+			return bad(err)
+		}
+		tag, err := binary.ReadUvarint(br)
 		if err != nil {
-			return at, nil, ErrBadState
+			return bad(err)
+		}
+		client, err := binary.ReadUvarint(br)
+		if err != nil || client > uint64(proto.ProtoJSON) {
+			return bad(err)
+		}
+		p, err := ParseParked(blob.Bytes()) // it copies what it keeps
+		if err != nil || p.Pair == nil && tag != 0 {
+			return bad(nil)
 		}
 		p.Client = proto.Protocol(client)
 		if p.Pair != nil {
 			p.Pair.Tag = tag
-		} else if tag != 0 {
-			r.fail()
 		}
 		parked = append(parked, p)
 	}
-	if r.bad || len(r.b) != 0 {
-		return at, nil, ErrBadState
+	if _, err := br.ReadByte(); err != io.EOF {
+		return bad(err)
 	}
 	return time.Unix(0, int64(ns)), parked, nil
 }

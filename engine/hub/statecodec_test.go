@@ -2,15 +2,17 @@ package hub
 
 import (
 	"bytes"
+	"io"
 	"reflect"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"duet/proto"
 )
 
 // TestStateRestoresEncryptedPairs: a node's sessions written down for
-// its next process (AppendState) and read back (ParseState) are taken
+// its next process (WriteState) and read back (ReadState) are taken
 // up there as they were: the time it took counts against their
 // windows, a pairing is told by the id its pages know, and a page that
 // resumes first can seal to its partner before the partner is back,
@@ -29,9 +31,9 @@ func TestStateRestoresEncryptedPairs(t *testing.T) {
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.Detach(proto.ReasonDisconnected, 0)
 	at := time.Now()
-	state := AppendState(nil, at, h1.Snapshot())
+	state := writeState(t, at, h1.Snapshot())
 
-	when, parked, err := ParseState(state)
+	when, parked, err := ReadState(bytes.NewReader(state))
 	if err != nil || !when.Equal(at) || len(parked) != 2 {
 		t.Fatalf("read back %d sessions parked at %v, %v", len(parked), when, err)
 	}
@@ -44,7 +46,7 @@ func TestStateRestoresEncryptedPairs(t *testing.T) {
 			t.Fatalf("%s has %v of its window left after 30s of its 2m", p.Name, p.WindowLeft)
 		}
 	}
-	if !bytes.Equal(AppendState(nil, at, parked[:0]), AppendState(nil, at, nil)) {
+	if !bytes.Equal(writeState(t, at, parked[:0]), writeState(t, at, nil)) {
 		t.Fatal("an empty state is not written alike")
 	}
 
@@ -71,33 +73,49 @@ func TestStateRefusesWhatItDidNotWrite(t *testing.T) {
 	h := New(resumeOpts())
 	alice, _, _ := speakerLogin(t, h, "alice", proto.ProtoJSON)
 	alice.Detach(proto.ReasonDisconnected, 0)
-	state := AppendState(nil, time.Now(), h.Snapshot())
-	for _, bad := range [][]byte{state[:len(state)-1], append(append([]byte(nil), state...), 0), {'D', 'S', 2}, nil} {
-		if _, _, err := ParseState(bad); err != ErrBadState {
+	state := writeState(t, time.Now(), h.Snapshot())
+	for _, bad := range [][]byte{state[:len(state)-1], append(append([]byte(nil), state...), 0), {'D', 'S', 2}, nil,
+		// One session claimed, of an exabyte: refused as the bytes run
+		// out, with no more held than there are.
+		{'D', 'S', 1, 0, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 'D', 'P'}} {
+		if _, _, err := ReadState(bytes.NewReader(bad)); err != ErrBadState {
 			t.Errorf("%q read with %v", bad, err)
 		}
 	}
 	wrong := append([]byte(nil), state...)
 	wrong[len(wrong)-1] = 9 // a client that is no protocol
-	if _, _, err := ParseState(wrong); err != ErrBadState {
+	if _, _, err := ReadState(bytes.NewReader(wrong)); err != ErrBadState {
 		t.Errorf("an unknown client read with %v", err)
+	}
+	if _, _, err := ReadState(iotest.ErrReader(io.ErrClosedPipe)); err != io.ErrClosedPipe {
+		t.Errorf("a reader's error read as %v", err)
 	}
 }
 
-func FuzzParseState(f *testing.F) {
-	f.Add(AppendState(nil, time.Unix(1, 2), []*Parked{
+// writeState is WriteState to memory.
+func writeState(t testing.TB, at time.Time, parked []*Parked) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteState(&b, at, parked); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func FuzzReadState(f *testing.F) {
+	f.Add(writeState(f, time.Unix(1, 2), []*Parked{
 		{Name: "Alice", Key: "alice", WindowLeft: time.Minute, Client: proto.ProtoJSON,
 			Pair: &ParkedPair{ID: 1, PeerKey: "bob", PeerName: "bob", PeerNode: localNode, Tag: 7}},
 		{Name: "bob", Key: "bob", Client: proto.ProtoLine},
 	}))
 	f.Add([]byte("DS\x01\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		at, parked, err := ParseState(b)
+		at, parked, err := ReadState(bytes.NewReader(b))
 		if err != nil {
 			return
 		}
 		// What it reads survives a round trip.
-		at2, again, err := ParseState(AppendState(nil, at, parked))
+		at2, again, err := ReadState(bytes.NewReader(writeState(t, at, parked)))
 		if err != nil || !at2.Equal(at) || !reflect.DeepEqual(again, parked) {
 			t.Fatalf("%v %+v does not survive a round trip: %v %+v, %v", at, parked, at2, again, err)
 		}
