@@ -108,9 +108,8 @@ func (cn *conn) loggedIn(account string, err *proto.Error) {
 // On a node of a cluster the directory, a network round trip away, has
 // the last word on the name: the login waits for it off the loop, as an
 // open-mode login does (offLoop), and a session of the account on
-// another node is that node's to log out (hub.Mover.Evict). One parked
-// between nodes by a drain keeps the name until it is resumed or its
-// window runs out.
+// another node is that node's to log out (hub.Mover.Evict); one parked
+// between nodes by a drain is ended where it is parked.
 func (cn *conn) loginAs(account string) {
 	if cn.loop.srv.hub.Clustered() {
 		cn.callDirectory(&directoryCall{op: proto.OpLogin, account: account}, func(call *directoryCall) (*hub.Session, *proto.Error) {

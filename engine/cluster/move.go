@@ -369,10 +369,11 @@ func (n *Node) Evict(key string, onlyAway bool) *proto.Error {
 		return nil // gone meanwhile: the name is free
 	}
 	node, lease := res[0], res[1]
-	if node == "" || node == n.id {
-		// Parked between nodes, which no node holds to evict; or here,
-		// where the hub replaced what it could.
-		return proto.ErrNameTaken
+	switch node {
+	case n.id:
+		return proto.ErrNameTaken // here, where the hub replaced what it could
+	case "":
+		return n.evictParked(key)
 	}
 	li, ok := parseLease(lease)
 	if !ok || li.keyID != n.keys.keyID {
@@ -392,6 +393,62 @@ func (n *Node) Evict(key string, onlyAway bool) *proto.Error {
 	default:
 		return proto.ErrUnavailable
 	}
+}
+
+// evictParked ends the session key, parked between nodes, for a login
+// of its account here: a parked session is away, and so replaced
+// whether takeover is on or not. Its partner is told it was replaced,
+// on the partner's node (or, parked too, in its park). The session's
+// client, whenever it comes back, finds its resume key unknown.
+func (n *Node) evictParked(key string) *proto.Error {
+	hn := n.keys.nameHash(key)
+	ctx, cancel := n.op()
+	res, err := evictParkedScript.Run(ctx, n.rdb, []string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn)}, hn, n.opts.Prefix).StringSlice()
+	cancel()
+	if err != nil {
+		n.linkLost("login", err)
+		return proto.ErrUnavailable
+	}
+	switch arg(res, 0) {
+	case "gone":
+		return nil
+	case "ok":
+	default:
+		return proto.ErrUnavailable // taken up meanwhile: a later login asks its node
+	}
+	blob, genArg, pairArg, peerNode, lease := arg(res, 1), arg(res, 2), arg(res, 3), arg(res, 4), arg(res, 5)
+	pair, _ := strconv.ParseUint(pairArg, 10, 64)
+	gen, err := strconv.ParseUint(genArg, 10, 32)
+	if pair == 0 || err != nil {
+		return nil
+	}
+	// The partner's name is in the park, sealed; a park that does not
+	// open leaves the partner to learn of it when it next speaks.
+	pt, err := n.keys.opener().open([]byte(blob), parkAAD(hn, uint32(gen)))
+	if err != nil {
+		return nil
+	}
+	p, err := hub.ParseParked(pt)
+	if err != nil || p.Pair == nil || p.Pair.ID != pair {
+		return nil
+	}
+	if peerNode == "" {
+		n.releaseParked(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
+		return nil
+	}
+	li, ok := parseLease(lease)
+	if !ok || li.keyID != n.keys.keyID {
+		return nil // the partner's node is dead: its user is reaped
+	}
+	if addr := address(peerNode, li.inc); addr != n.addr {
+		n.sender(addr).add(true, frameLeft, pair, p.Pair.PeerKey, string(proto.ReasonReplaced), nil, 0)
+		return nil
+	}
+	if o := n.route(p.Pair.PeerKey, pair); o != nil {
+		o.forget()
+	}
+	n.hub.RemoteLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
+	return nil
 }
 
 // evict logs out the session key of this node, as node src asks for a

@@ -280,6 +280,27 @@ if not node then return {} end
 return {node, leaseOf(ARGV[1], node)}
 `)
 
+// evictParkedScript ends a parked session for a login of its account
+// elsewhere: its record, token, resume key, park and queue go.
+// KEYS: user, park, queue. ARGV: hashed name, prefix.
+// Returns {'gone'}, {'moved'} (taken up meanwhile: ask its node), or
+// {'ok', the park's sealed session, its gen, pair id, the partner's node
+// (empty when it is parked too, or there is none), that node's lease}.
+var evictParkedScript = redis.NewScript(forgetLua + leaseOfLua + `
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'peer', 'pair')
+if not rec[1] then return {'gone'} end
+if rec[1] ~= '' then return {'moved'} end
+local p = redis.call('HMGET', KEYS[2], 'blob', 'gen')
+local pnode, lease = '', ''
+if rec[4] and rec[4] ~= '' then
+  local pr = redis.call('HMGET', ARGV[2] .. 'user:' .. rec[4], 'node', 'pair')
+  if pr[2] == rec[5] and pr[1] then pnode, lease = pr[1], leaseOf(ARGV[2], pr[1]) end
+end
+forget(KEYS[1], ARGV[1], rec[2], rec[3], ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease}
+`)
+
 // claimParkedScript takes a parked session for this node, as parked
 // at gen, with what was queued for it, writes the name sealed by this
 // node in its record, and says where its partner is.

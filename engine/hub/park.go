@@ -180,11 +180,11 @@ type Mover interface {
 	// login of the same account that proved its password (accounts
 	// mode): with onlyAway, only if it is away. The session's partner
 	// is told it was replaced, and its connection, if any, is evicted
-	// (EvictReplaced). It returns nil once the name is free,
+	// (EvictReplaced); a session parked between nodes, away by then, is
+	// ended where it is parked. It returns nil once the name is free,
 	// proto.ErrNameTaken when the session keeps it (attached, with
-	// onlyAway; or parked between nodes, or on this node), and
-	// proto.ErrUnavailable when its node cannot be asked. It is called
-	// with no hub lock held.
+	// onlyAway; or on this node), and proto.ErrUnavailable when its node
+	// cannot be asked. It is called with no hub lock held.
 	Evict(key string, onlyAway bool) *proto.Error
 }
 
