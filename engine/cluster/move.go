@@ -444,10 +444,7 @@ func (n *Node) evictParked(key string) *proto.Error {
 		n.sender(addr).add(true, frameLeft, pair, p.Pair.PeerKey, string(proto.ReasonReplaced), nil, 0)
 		return nil
 	}
-	if o := n.route(p.Pair.PeerKey, pair); o != nil {
-		o.forget()
-	}
-	n.hub.RemoteLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
+	n.partnerLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
 	return nil
 }
 

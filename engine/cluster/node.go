@@ -992,14 +992,7 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		case frameAway, frameBack, frameError:
 			n.remoteEvent(src, f)
 		case frameLeft:
-			if o := n.route(f.to, f.pair); o != nil {
-				o.forget()
-			}
-			if !n.hub.RemoteLeft(f.to, f.pair, proto.Reason(f.a), int(f.n)) {
-				// A pairing this node never saw (its paired frame was
-				// lost with a link): only the claim marked the record.
-				n.Release(f.to, f.pair)
-			}
+			n.partnerLeft(f.to, f.pair, proto.Reason(f.a), int(f.n))
 		case frameFreeze:
 			gen := uint32(min(f.n, 1<<32-1))
 			if o := n.route(f.to, f.pair); o != nil {
@@ -1038,6 +1031,21 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		default:
 			n.log.Error("unknown frame kind", zap.String("from_node", h.src), zap.Int("kind", int(f.kind)))
 		}
+	}
+}
+
+// partnerLeft ends pairing pair of the session key of this node, whose
+// partner on another node (or parked) left it for reason, with count of
+// the session's messages undelivered: what a left frame says, or a
+// login here that ended the partner where it was parked.
+func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count int) {
+	if o := n.route(key, pair); o != nil {
+		o.forget()
+	}
+	if !n.hub.RemoteLeft(key, pair, reason, count) {
+		// A pairing this node never saw (its paired frame was lost with
+		// a link): only the claim marked the record.
+		n.Release(key, pair)
 	}
 }
 
