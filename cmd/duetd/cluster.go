@@ -58,6 +58,15 @@ var (
 		"Directory records a connect found not written by a node of this cluster.", nil, nil)
 	foreignNodesDesc = prometheus.NewDesc("duet_cluster_foreign_nodes",
 		"Nodes in Redis whose lease names another cluster secret: they and this node cannot pair.", nil, nil)
+	pairingsDesc = prometheus.NewDesc("duet_cluster_pairings_total",
+		"Pairings made by a connect on this node with a user on another node.", nil, nil)
+	pairingsCutDesc = prometheus.NewDesc("duet_cluster_pairings_cut_total",
+		"Pairings of this node's users with users on other nodes that this node cut, by cause: redis_lost, node_gone, node_deaf, queue_full, move_timeout.",
+		[]string{"cause"}, nil)
+	sessionsParkedDesc = prometheus.NewDesc("duet_cluster_sessions_parked_total",
+		"Sessions this node parked in Redis for another node to take up (a drain, or a resume on another node).", nil, nil)
+	sessionsTakenUpDesc = prometheus.NewDesc("duet_cluster_sessions_taken_up_total",
+		"Parked sessions this node took up for a resume.", nil, nil)
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -66,6 +75,10 @@ func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- batchesRejectedDesc
 	ch <- recordsRejectedDesc
 	ch <- foreignNodesDesc
+	ch <- pairingsDesc
+	ch <- pairingsCutDesc
+	ch <- sessionsParkedDesc
+	ch <- sessionsTakenUpDesc
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -77,4 +90,10 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(recordsRejectedDesc, prometheus.CounterValue, float64(st.RecordsRejected))
 	ch <- prometheus.MustNewConstMetric(foreignNodesDesc, prometheus.GaugeValue, float64(st.ForeignNodes))
+	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
+	for _, c := range cluster.CutCauses {
+		ch <- prometheus.MustNewConstMetric(pairingsCutDesc, prometheus.CounterValue, float64(st.PairingsCut[c]), c)
+	}
+	ch <- prometheus.MustNewConstMetric(sessionsParkedDesc, prometheus.CounterValue, float64(st.SessionsParked))
+	ch <- prometheus.MustNewConstMetric(sessionsTakenUpDesc, prometheus.CounterValue, float64(st.SessionsMoved))
 }

@@ -101,6 +101,14 @@ func TestClusterProcess(t *testing.T) {
 		`duet_cluster_records_rejected_total`:                     0,
 		`duet_cluster_foreign_nodes`:                              0,
 		`duet_cluster_batches_sent_total`:                         0,
+		`duet_cluster_pairings_total`:                             0,
+		`duet_cluster_pairings_cut_total{cause="redis_lost"}`:     0,
+		`duet_cluster_pairings_cut_total{cause="node_gone"}`:      0,
+		`duet_cluster_pairings_cut_total{cause="node_deaf"}`:      0,
+		`duet_cluster_pairings_cut_total{cause="queue_full"}`:     0,
+		`duet_cluster_pairings_cut_total{cause="move_timeout"}`:   0,
+		`duet_cluster_sessions_parked_total`:                      0,
+		`duet_cluster_sessions_taken_up_total`:                    0,
 	}
 	var got map[string]float64
 	deadline := time.Now().Add(waitLimit)
@@ -187,6 +195,21 @@ func TestClusterDrainProcess(t *testing.T) {
 	bob.Expect(`^\* alice is back$`)
 	back.Send("hello from p2")
 	bob.Expect(`^<alice> hello from p2$`)
+
+	// Each node counts its side: the pairing on bob's node, where he
+	// connected, the park on alice's first node and its taking up on
+	// the second.
+	for addr, want := range map[string]map[string]float64{
+		p1.Admin: {`duet_cluster_pairings_total`: 0, `duet_cluster_sessions_parked_total`: 1, `duet_cluster_sessions_taken_up_total`: 0},
+		p2.Admin: {`duet_cluster_pairings_total`: 1, `duet_cluster_sessions_parked_total`: 0, `duet_cluster_sessions_taken_up_total`: 1},
+	} {
+		got := scrape(t, "http://"+addr+"/metrics")
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s: %s = %v, want %v", addr, k, got[k], v)
+			}
+		}
+	}
 
 	p2.Signal(syscall.SIGTERM)
 	// bob may be told to go first, and back then told he is away.

@@ -119,6 +119,10 @@ func TestCrossNodeChat(t *testing.T) {
 	if ev := bob.Expect("paired"); ev["peer"] != "alice" || ev["initiator"] != true {
 		t.Fatalf("bob paired: %v", ev)
 	}
+	// Counted once, on the node of the user who connected.
+	if pa, pb := a.Stats().Pairings, b.Stats().Pairings; pa != 0 || pb != 1 {
+		t.Fatalf("cross-node pairings counted: a %d, b %d; want 0 and 1", pa, pb)
+	}
 
 	const n = 5000
 	var lines strings.Builder
@@ -150,6 +154,9 @@ func TestCrossNodeChat(t *testing.T) {
 	dave.Expect(`^\* you are connected with carol$`)
 	dave.Send("hi carol")
 	carol.Expect(`^<dave> hi carol$`)
+	if pb := b.Stats().Pairings; pb != 1 {
+		t.Fatalf("a same-node pairing counted as a cross-node one: %d", pb)
+	}
 
 	// A name is unique across the cluster, in any case.
 	dup := a.DialLine(t)
@@ -294,6 +301,7 @@ func TestNodeDeath(t *testing.T) {
 	if took > deathBound+time.Second {
 		t.Fatalf("alice told after %v, bound is %v", took, deathBound)
 	}
+	waitCut(t, a.Node, "node_gone", 1)
 
 	carol := a.DialLine(t).Login("carol")
 	carol.Send("/connect " + alice.Token)
@@ -376,6 +384,9 @@ func TestRedisDown(t *testing.T) {
 	if ev := bob.Expect("peer_left"); ev["peer"] != "alice" || ev["reason"] != "link_lost" {
 		t.Fatalf("bob: %v", ev)
 	}
+	// Each node cut its side.
+	waitCut(t, a.Node, "redis_lost", 1)
+	waitCut(t, b.Node, "redis_lost", 1)
 	dave.Send("still here")
 	carol.Expect(`^<dave> still here$`)
 	carol.Send("so am I")
@@ -536,6 +547,7 @@ func TestSenderFull(t *testing.T) {
 	if got+undelivered > n || undelivered == 0 {
 		t.Fatalf("bob got %d, alice told %d undelivered, of %d", got, undelivered, n)
 	}
+	waitCut(t, a.Node, "queue_full", 1)
 	t.Logf("delivered %d, cut with %d undelivered", got, undelivered)
 }
 
@@ -720,5 +732,28 @@ func TestRedisACLUser(t *testing.T) {
 	}
 	if !a.Up() {
 		t.Error("a lost its link: Redis refused one of its commands")
+	}
+}
+
+// waitCut waits until n has counted want pairings cut for cause, and
+// checks that it counted none for any other: the count follows the
+// users' being told, by a moment.
+func waitCut(t *testing.T, n *Node, cause string, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		st := n.Stats()
+		if st.PairingsCut[cause] == want {
+			for c, k := range st.PairingsCut {
+				if c != cause && k != 0 {
+					t.Fatalf("node %s counted %d pairings cut for %s, besides %d for %s", n.ID(), k, c, want, cause)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s counted %v pairings cut, want %d for %s", n.ID(), st.PairingsCut, want, cause)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

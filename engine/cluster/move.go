@@ -271,6 +271,7 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 				// nodes are told.
 				release = pp.ID
 				p.Unpair(proto.ReasonDisconnected, 0)
+				n.countCuts(cutNodeGone, 1)
 			} else {
 				pp.PeerNode = address(peerNode, li.inc)
 			}
@@ -503,7 +504,9 @@ func (n *Node) park(ctx context.Context, key string, sum *hub.ResumeHash) *proto
 	}
 	if t.PeerNode != "" && !n.fence(ctx, t) {
 		n.log.Warn("the node of a moving session's partner did not answer in time; the pairing is cut", zap.String("peer_node", t.PeerNode))
-		for _, c := range n.hub.CutPair(t.PairID, proto.ReasonLinkLost, 0) {
+		cuts := n.hub.CutPair(t.PairID, proto.ReasonLinkLost, 0)
+		n.countCuts(cutMoveTimeout, len(cuts))
+		for _, c := range cuts {
 			n.tellLeft(c, proto.ReasonLinkLost)
 		}
 	}
@@ -622,6 +625,7 @@ func (n *Node) restore(p *hub.Parked) {
 		// resumes say so. What failed is this node's link to Redis.
 		release, peerKey = pp.ID, pp.PeerKey
 		p.Unpair(proto.ReasonLinkLost, 0)
+		n.countCuts(cutRedisLost, 1)
 	}
 	if err := n.hub.Import(p, nil); err != nil {
 		n.log.Error("cannot take back a session that could not be parked; it is logged out", zap.String("error", err.Code))

@@ -111,6 +111,9 @@ type Node struct {
 	parked    atomic.Uint64 // sessions parked by this node
 	moved     atomic.Uint64 // parked sessions taken up by this node
 
+	pairings atomic.Uint64                 // cross-node pairings made by a connect here
+	cut      [len(CutCauses)]atomic.Uint64 // cross-node pairings cut here, by CutCauses
+
 	sent, received  atomic.Uint64
 	rejected        [4]atomic.Uint64 // by RejectReasons
 	recordsRejected atomic.Uint64
@@ -396,6 +399,7 @@ func (n *Node) verifyClaim(token proto.Token, hk string, res []string) (hub.Clai
 		}
 		n.learn(node, li)
 		addr = address(node, li.inc)
+		n.pairings.Add(1)
 	}
 	return hub.Claim{PeerKey: peerKey, PeerName: name, PeerNode: addr, PairID: id, PeerProto: n.clientOf(peerHash, res[6])}, nil
 }
@@ -611,7 +615,9 @@ func (n *Node) cutOverflowed() {
 	n.cuts = make(map[uint64]*remoteOutbox)
 	n.mu.Unlock()
 	for pair, o := range cuts {
-		for _, c := range n.hub.CutPair(pair, proto.ReasonLinkLost, int(o.dropped.Load())) {
+		cut := n.hub.CutPair(pair, proto.ReasonLinkLost, int(o.dropped.Load()))
+		n.countCuts(cutQueueFull, len(cut))
+		for _, c := range cut {
 			n.log.Warn("pairing cut: too much queued for its node", zap.String("peer_node", c.Node))
 			n.tellLeft(c, proto.ReasonLinkLost)
 		}
@@ -638,6 +644,7 @@ func (n *Node) goDown() {
 	}
 	n.forgetRoutes()
 	cuts := n.hub.CutRemote(func(string) bool { return true }, proto.ReasonLinkLost)
+	n.countCuts(cutRedisLost, len(cuts))
 	if len(cuts) > 0 {
 		n.log.Warn("cross-node pairings cut: link to Redis lost", zap.Int("pairings", len(cuts)))
 		n.mu.Lock()
@@ -856,7 +863,9 @@ func (n *Node) check() {
 	// cutting.
 	n.rescueParked(ctx, gone)
 	if slices.ContainsFunc(remote, gone) {
-		for _, c := range n.hub.CutRemote(gone, proto.ReasonDisconnected) {
+		cuts := n.hub.CutRemote(gone, proto.ReasonDisconnected)
+		n.countCuts(cutNodeGone, len(cuts))
+		for _, c := range cuts {
 			n.log.Debug("peer's node is gone", zap.String("peer_node", c.Node))
 			if o := n.route(c.Key, c.PairID); o != nil {
 				o.forget()
@@ -874,6 +883,7 @@ func (n *Node) check() {
 	n.mu.Unlock()
 	if len(deaf) > 0 {
 		cuts := n.hub.CutRemote(func(addr string) bool { return deaf[addr] }, proto.ReasonLinkLost)
+		n.countCuts(cutNodeDeaf, len(cuts))
 		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
 		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
@@ -1095,6 +1105,44 @@ type Stats struct {
 	ForeignNodes    int               // nodes whose lease names another cluster secret, at the last check
 	SessionsParked  uint64            // sessions this node parked for another to take up
 	SessionsMoved   uint64            // parked sessions this node took up
+	// Pairings counts the pairings made by a connect on this node with
+	// a user on another node: each cross-node pairing once, on the node
+	// of the user who connected.
+	Pairings uint64
+	// PairingsCut counts, by cause (CutCauses), the pairings of this
+	// node's users with users elsewhere that this node cut, each user
+	// told link_lost or disconnected. A pairing that both of its nodes
+	// cut (both lost Redis) counts on each.
+	PairingsCut map[string]uint64
+}
+
+// Why a node cuts a pairing across nodes (Stats.PairingsCut), listed so
+// that metrics show each from the start:
+//   - redis_lost: this node lost its link to Redis, through which every
+//     cross-node message goes (or could not park a session paired with
+//     a parked partner, whose queue is in Redis);
+//   - node_gone: the partner's node died, or restarted, without a drain;
+//   - node_deaf: the partner's node is alive but a batch to it reached
+//     no listener, so messages were lost;
+//   - queue_full: more was queued for the partner's node than it took
+//     (Options.MaxQueue);
+//   - move_timeout: the partner's node did not answer while this node
+//     parked a session of the pairing.
+var CutCauses = [...]string{"redis_lost", "node_gone", "node_deaf", "queue_full", "move_timeout"}
+
+const (
+	cutRedisLost = iota
+	cutNodeGone
+	cutNodeDeaf
+	cutQueueFull
+	cutMoveTimeout
+)
+
+// countCuts counts n pairings cut for cause.
+func (n *Node) countCuts(cause, k int) {
+	if k > 0 {
+		n.cut[cause].Add(uint64(k))
+	}
 }
 
 // Stats returns the node's counts.
@@ -1107,9 +1155,14 @@ func (n *Node) Stats() Stats {
 		ForeignNodes:    int(n.foreign.Load()),
 		SessionsParked:  n.parked.Load(),
 		SessionsMoved:   n.moved.Load(),
+		Pairings:        n.pairings.Load(),
+		PairingsCut:     make(map[string]uint64, len(CutCauses)),
 	}
 	for i, r := range RejectReasons {
 		st.BatchesRejected[r] = n.rejected[i].Load()
+	}
+	for i, c := range CutCauses {
+		st.PairingsCut[c] = n.cut[i].Load()
 	}
 	return st
 }
