@@ -23,7 +23,7 @@ import (
 	"duet/engine/auth"
 	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
-	"duet/service"
+	"duet/engine/service"
 )
 
 // TestEveryEndingCounted provokes each way a connection ends over the

@@ -22,7 +22,7 @@ import (
 	"duet/engine"
 	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
-	"duet/service"
+	"duet/engine/service"
 )
 
 // Session resume over the wire (docs/RESUME.md): every test here runs a

@@ -26,7 +26,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
-	"duet/service"
+	"duet/engine/service"
 )
 
 // userTimeout is the tests' resume.replay_recent, and so every

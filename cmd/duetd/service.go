@@ -10,7 +10,7 @@ import (
 
 	"duet/engine"
 	"duet/engine/hub"
-	"duet/service"
+	"duet/engine/service"
 )
 
 // operations is what runs beside the engine for operators: metrics, the
