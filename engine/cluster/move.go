@@ -210,6 +210,15 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		return false, proto.ErrUnavailable
 	}
 	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left, peerClient := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7], res[8]
+	// ending: the partner left the pairing on its node, which holds how
+	// still, with the partner's last messages (claimParkedScript). The
+	// session is taken up paired, as with a partner live there, and that
+	// node, told where the session is now, sends what it holds: the
+	// messages, then the end, with its reason. A node with nothing held
+	// for the pairing any more answers with its end (disconnected).
+	// A partner on this node is left to its route here (below); the
+	// script never answers so for one.
+	ending := res[1] == "2"
 	// The protocol its last connection spoke, by which its partner's
 	// seals are kept for it until its resume.
 	p.Client = n.clientOf(hn, res[9])
@@ -245,11 +254,11 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		// made for it below tells and seals by it, as on the node of
 		// the pairing's claim (the park does not carry it: a node
 		// before it reads the park too).
-		if paired {
+		if paired || ending {
 			pp.PeerProto = n.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
 		}
 		switch {
-		case !paired || pairArg != n.pairArg(pp.ID):
+		case !(paired || ending) || pairArg != n.pairArg(pp.ID):
 			// The partner left, or its node died, while the session
 			// was parked; the record says so already, and the resume
 			// tells how. A partner on this node may have left so

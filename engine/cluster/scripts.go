@@ -307,11 +307,16 @@ return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease}
 // KEYS: user, park, queue, node's user set, node's lease.
 // ARGV: hashed name, node, prefix, gen, sealed name.
 // Returns {'unavailable'}, {'gone'}, {'owned'} (not parked as gen), or
-// {'ok', paired ('1' or '0'), pair, partner's node, its lease,
-// partner's park gen and ms left when it is parked too, how the
-// pairing ended if it did while parked (the park's left, sealed, or
-// empty), the partner's client (its record's), the session's own
-// client, queued...}.
+// {'ok', paired, pair, partner's node, its lease, partner's park gen
+// and ms left when it is parked too, how the pairing ended if it did
+// while parked (the park's left, sealed, or empty), the partner's
+// client (its record's), the session's own client, queued...}.
+// paired is '1' while the partner's record names the pairing; '2' when
+// it does not, yet the partner is on another live node and nothing
+// says how the pairing ended: the partner left it so lately that its
+// node holds how (and its last messages) still, and tells the node
+// that takes the session up when asked, so the session's record keeps
+// its pairing until then; '0' otherwise, the record's pairing freed.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
 local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk', 'cl')
@@ -330,6 +335,9 @@ if rec[2] and rec[2] ~= '' then
     else
       peerlease = leaseOf(ARGV[3], pnode)
     end
+  elseif pr[1] and pr[1] ~= '' and pr[1] ~= ARGV[2] and left == '' then
+    paired, pnode, pclient = '2', pr[1], pr[4] or ''
+    peerlease = leaseOf(ARGV[3], pnode)
   else
     redis.call('HSET', KEYS[1], 'peer', '', 'pair', '0')
   end

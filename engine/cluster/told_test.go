@@ -148,6 +148,40 @@ func TestParkedPartnerLeftHereIsTold(t *testing.T) {
 	back.Expect(`^\* bob left; you are free to be joined again$`)
 }
 
+// TestParkedPartnerLeftElsewhereIsTold is TestParkedPartnerLeftHereIsTold
+// with the session resumed on a third node: the partner's record is
+// freed, and its node holds the partner's last word and how it left,
+// not yet written beside the park. The resume is not told a guess
+// (disconnected, its partner's last word lost with nobody told): the
+// node that takes the session up asks the partner's node, as for a
+// partner live there, and is sent what it held, in order.
+func TestParkedPartnerLeftElsewhereIsTold(t *testing.T) {
+	r := startRedis(t)
+	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
+
+	drainNode(t, a, 0)
+	key := drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+	holdParker(t, b, "alice")
+
+	bob.Send("bye alice")
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	waitReleased(t, r, b, "bob")
+	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, key)
+	if peer != "bob" || len(replayed) != 0 || missed != 0 {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	back.Expect(`^<bob> bye alice$`)
+	back.Expect(`^\* bob left; you are free to be joined again$`)
+
+	// Free indeed: a user of the partner's node pairs with her.
+	erin := b.DialLine(t).Login("erin")
+	erin.Send("/connect " + alice.Token)
+	erin.Expect(`^\* you are connected with alice$`)
+}
+
 // holdParker keeps n's parker from writing to Redis what n holds for
 // the parked session key (quiet, as while a claim takes it up here),
 // once n has heard it is parked.
