@@ -187,10 +187,14 @@ func (n *Node) openParked(hn, blob, genArg, lastID string, sum *hub.ResumeHash) 
 // and takes it up in the hub. It reports false when p was not parked
 // as it was found any more (another node took it first).
 func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
+	var pair uint64
+	if p.Pair != nil {
+		pair = p.Pair.ID
+	}
 	ctx, cancel := n.op()
 	res, err := claimParkedScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id), n.leaseOf(n.id)},
-		hn, n.id, n.opts.Prefix, strconv.FormatUint(uint64(p.Gen), 10), n.seal.record(p.Name, p.Key, hn)).StringSlice()
+		hn, n.id, n.opts.Prefix, strconv.FormatUint(uint64(p.Gen), 10), n.seal.record(p.Name, p.Key, hn), n.pairArg(pair)).StringSlice()
 	cancel()
 	if err != nil {
 		n.linkLost("resume", err)
@@ -209,7 +213,10 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		n.log.Error("the claim of a parked session answered too little", zap.Int("fields", len(res)))
 		return false, proto.ErrUnavailable
 	}
-	paired, pairArg, peerNode, peerLease, peerGen, peerTTL, left, peerClient := res[1] == "1", res[2], res[3], res[4], res[5], res[6], res[7], res[8]
+	// A record whose pairing is not the park's was freed by the script,
+	// and is not paired (res[2], the record's pairing, is then of no
+	// use here).
+	paired, peerNode, peerLease, peerGen, peerTTL, left, peerClient := res[1] == "1", res[3], res[4], res[5], res[6], res[7], res[8]
 	// ending: the partner left the pairing on its node, which holds how
 	// still, with the partner's last messages (claimParkedScript). The
 	// session is taken up paired, as with a partner live there, and that
@@ -258,7 +265,7 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 			pp.PeerProto = n.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
 		}
 		switch {
-		case !(paired || ending) || pairArg != n.pairArg(pp.ID):
+		case !(paired || ending):
 			// The partner left, or its node died, while the session
 			// was parked; the record says so already, and the resume
 			// tells how. A partner on this node may have left so

@@ -305,18 +305,23 @@ return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease}
 // at gen, with what was queued for it, writes the name sealed by this
 // node in its record, and says where its partner is.
 // KEYS: user, park, queue, node's user set, node's lease.
-// ARGV: hashed name, node, prefix, gen, sealed name.
+// ARGV: hashed name, node, prefix, gen, sealed name, the pairing the
+// park holds ('0' for none).
 // Returns {'unavailable'}, {'gone'}, {'owned'} (not parked as gen), or
 // {'ok', paired, pair, partner's node, its lease, partner's park gen
 // and ms left when it is parked too, how the pairing ended if it did
 // while parked (the park's left, sealed, or empty), the partner's
 // client (its record's), the session's own client, queued...}.
 // paired is '1' while the partner's record names the pairing; '2' when
-// it does not, yet the partner is on another live node and nothing
-// says how the pairing ended: the partner left it so lately that its
-// node holds how (and its last messages) still, and tells the node
-// that takes the session up when asked, so the session's record keeps
-// its pairing until then; '0' otherwise, the record's pairing freed.
+// it does not, yet the partner is on another node (the claiming node
+// checks its lease) and nothing says how the pairing ended: the
+// partner left it so lately that its node holds how (and its last
+// messages) still, and tells the node that takes the session up when
+// asked, so the session's record keeps its pairing until then; '0'
+// otherwise, the record's pairing freed. A record that names a pairing
+// the park does not hold (a connect that reached it as the session was
+// parked, after its node had let it go) is freed: the session brings
+// no such pairing, and would be room_full to everyone.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
 local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk', 'cl')
@@ -327,7 +332,9 @@ local left = redis.call('HGET', KEYS[2], 'left') or ''
 local paired, pnode, peerlease, pgen, pttl, pclient = '0', '', '', '', '', ''
 if rec[2] and rec[2] ~= '' then
   local pr = redis.call('HMGET', ARGV[3] .. 'user:' .. rec[2], 'node', 'peer', 'pair', 'cl')
-  if pr[1] and pr[2] == ARGV[1] and pr[3] == rec[3] then
+  if rec[3] ~= ARGV[6] then
+    redis.call('HSET', KEYS[1], 'peer', '', 'pair', '0')
+  elseif pr[1] and pr[2] == ARGV[1] and pr[3] == rec[3] then
     paired, pnode, pclient = '1', pr[1], pr[4] or ''
     if pnode == '' then
       pgen = redis.call('HGET', ARGV[3] .. 'park:' .. rec[2], 'gen') or ''
