@@ -185,6 +185,20 @@ const (
 	ReasonLinkLost     Reason = "link_lost"    // the link to the peer's server was lost
 )
 
+// Reasons lists every reason, for counts that show each from the start.
+var Reasons = [...]Reason{ReasonLeft, ReasonDisconnected, ReasonShutdown, ReasonSlow, ReasonTimeout, ReasonReplaced, ReasonLinkLost}
+
+// Index returns r's place in Reasons, or -1 for a reason this version
+// does not know.
+func (r Reason) Index() int {
+	for i, k := range Reasons {
+		if k == r {
+			return i
+		}
+	}
+	return -1
+}
+
 // IDUnknown is the ID of an EvResumed whose session's last message
 // relayed is not known: it was taken up from a server that did not keep
 // it (one from before the resumed event carried it), and the client is

@@ -286,8 +286,8 @@ func restOfEvents(t *testing.T, wc *enginetest.WSClient) (events []string, close
 }
 
 // TestMetrics checks /metrics, parsed as Prometheus text, against the
-// traffic sent: 3 pairings, 10 messages, a room_full error, a refused
-// connection. /healthz and /readyz answer too.
+// traffic sent: 3 pairings, 10 messages, a room_full error, one pair
+// ended by a leave, a refused connection. /healthz and /readyz answer too.
 func TestMetrics(t *testing.T) {
 	d := startDaemon(t, "")
 	d.WaitReady()
@@ -310,6 +310,12 @@ func TestMetrics(t *testing.T) {
 	third := cl.DialLine(t).Login("third")
 	third.Send("/connect " + holders[0].Token)
 	third.Expect(`^! room_full:`)
+	// One pair ends: its joiner is told holderc left.
+	holders[2].Send("/leave")
+	holders[2].Expect(`^\* you left joinerc$`)
+	if ev := joiners[2].Expect("peer_left"); ev["reason"] != "left" {
+		t.Fatalf("joinerc: %v", ev)
+	}
 	// A PROXY header from an address that is no trusted proxy.
 	c, err := net.Dial("tcp", d.TCP)
 	if err != nil {
@@ -323,12 +329,15 @@ func TestMetrics(t *testing.T) {
 	}
 
 	want := map[string]float64{
-		`duet_pairings_total`:                 3,
-		`duet_pairs`:                          3,
-		`duet_users`:                          7,
-		`duet_messages_relayed_total`:         10,
-		`duet_relayed_bytes_total`:            100,
-		`duet_errors_total{code="room_full"}`: 1,
+		`duet_pairings_total`: 3,
+		`duet_pairs`:          2,
+		`duet_pairings_ended_total{reason="left"}`:         1,
+		`duet_pairings_ended_total{reason="disconnected"}`: 0,
+		`duet_pairings_ended_total{reason="link_lost"}`:    0,
+		`duet_users`:                                                7,
+		`duet_messages_relayed_total`:                               10,
+		`duet_relayed_bytes_total`:                                  100,
+		`duet_errors_total{code="room_full"}`:                       1,
 		`duet_connections_rejected_total{reason="untrusted_proxy"}`: 1,
 		`duet_connections{protocol="line"}`:                         4,
 		`duet_connections{protocol="ws"}`:                           3,

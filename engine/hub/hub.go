@@ -340,6 +340,9 @@ type Hub struct {
 	sweeping  bool // the sweep timer is armed
 
 	pairings atomic.Uint64 // pairings ever made
+	// ended counts the pairings that ended here, by the reason the
+	// partner who stayed was told (proto.Reasons); under mu.
+	ended [len(proto.Reasons)]uint64
 	// Counters of sessions already closed; live sessions keep their own.
 	closedMessages atomic.Uint64
 	closedBytes    atomic.Uint64
@@ -1096,6 +1099,9 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int, sta
 	s.room.Store(nil)
 	r.mu.Unlock()
 	h.rooms--
+	if i := reason.Index(); i >= 0 {
+		h.ended[i]++
+	}
 	if r.stub != nil {
 		h.forgetRemoteLocked(r)
 	}
@@ -1277,8 +1283,14 @@ type Stats struct {
 	Users    int    // sessions logged in now, away ones included
 	Pairs    int    // rooms open now
 	Pairings uint64 // pairings made since start
-	Messages uint64 // messages relayed since start
-	Bytes    uint64 // message text bytes relayed since start
+	// PairingsEnded counts the pairings that ended since start, by the
+	// reason the partner who stayed was told, indexed as proto.Reasons.
+	// A pairing across nodes ends on each node with a user in it; one
+	// that ended while its user here was parked elsewhere is counted by
+	// the node that ended it.
+	PairingsEnded [len(proto.Reasons)]uint64
+	Messages      uint64 // messages relayed since start
+	Bytes         uint64 // message text bytes relayed since start
 	// Sealed frames relayed since start, and the bytes of their data
 	// (base64url), counted apart from messages.
 	Sealed, SealedBytes uint64
@@ -1317,6 +1329,7 @@ func (h *Hub) Stats() Stats {
 		Users:         len(h.names.m),
 		Pairs:         h.rooms,
 		Pairings:      h.pairings.Load(),
+		PairingsEnded: h.ended,
 		Messages:      h.closedMessages.Load(),
 		Bytes:         h.closedBytes.Load(),
 		Sealed:        h.closedSealed.Load(),

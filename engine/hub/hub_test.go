@@ -145,6 +145,39 @@ func TestSeedStory(t *testing.T) {
 	}
 }
 
+// TestPairingsEndedByReason: every pairing that ends is counted once,
+// by the reason its partner who stayed was told.
+func TestPairingsEndedByReason(t *testing.T) {
+	h := New(Options{})
+	pair := func(a, b string) (user, user) {
+		x, y := login(t, h, a), login(t, h, b)
+		if err := y.Connect(tok(x.Session)); err != nil {
+			t.Fatal(err)
+		}
+		return x, y
+	}
+	alice, _ := pair("alice", "bob")
+	if err := alice.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	carol, dave := pair("carol", "dave")
+	carol.Close(proto.ReasonDisconnected, 0)
+	dave.Close(proto.ReasonDisconnected, 0) // no longer paired: counts nothing
+	erin, _ := pair("erin", "frank")
+	erin.Close(proto.ReasonSlow, 0)
+
+	want := map[proto.Reason]uint64{proto.ReasonLeft: 1, proto.ReasonDisconnected: 1, proto.ReasonSlow: 1}
+	st := h.Stats()
+	for i, r := range proto.Reasons {
+		if st.PairingsEnded[i] != want[r] {
+			t.Errorf("ended %s: %d, want %d", r, st.PairingsEnded[i], want[r])
+		}
+	}
+	if st.Pairs != 0 || st.Pairings != 3 {
+		t.Errorf("%d pairs, %d pairings", st.Pairs, st.Pairings)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	h := New(Options{MaxText: 8})
 	alice, bob := login(t, h, "alice"), login(t, h, "bob")

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"duet/engine/hub"
+	"duet/proto"
 )
 
 // Metrics is duetd's Prometheus registry. It implements engine.Metrics
@@ -114,6 +115,9 @@ var (
 	usersDesc    = prometheus.NewDesc("duet_users", "Users logged in now, away ones included.", nil, nil)
 	pairsDesc    = prometheus.NewDesc("duet_pairs", "Pairs talking now.", nil, nil)
 	pairingsDesc = prometheus.NewDesc("duet_pairings_total", "Pairings made since start.", nil, nil)
+	endedDesc    = prometheus.NewDesc("duet_pairings_ended_total",
+		"Pairings ended since start, by the reason the partner who stayed was told: left, disconnected, shutdown, slow, timeout, replaced, link_lost.",
+		[]string{"reason"}, nil)
 	messagesDesc = prometheus.NewDesc("duet_messages_relayed_total", "Messages relayed since start.", nil, nil)
 	bytesDesc    = prometheus.NewDesc("duet_relayed_bytes_total", "Bytes of message text relayed since start.", nil, nil)
 	sealedDesc   = prometheus.NewDesc("duet_sealed_relayed_total", "Sealed (end-to-end encrypted) frames relayed since start, apart from messages.", nil, nil)
@@ -138,6 +142,7 @@ func (hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc
 	ch <- pairsDesc
 	ch <- pairingsDesc
+	ch <- endedDesc
 	ch <- messagesDesc
 	ch <- bytesDesc
 	ch <- sealedDesc
@@ -154,6 +159,9 @@ func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(st.Users))
 	ch <- prometheus.MustNewConstMetric(pairsDesc, prometheus.GaugeValue, float64(st.Pairs))
 	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
+	for i, r := range proto.Reasons {
+		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(st.PairingsEnded[i]), string(r))
+	}
 	ch <- prometheus.MustNewConstMetric(messagesDesc, prometheus.CounterValue, float64(st.Messages))
 	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(st.Bytes))
 	ch <- prometheus.MustNewConstMetric(sealedDesc, prometheus.CounterValue, float64(st.Sealed))
