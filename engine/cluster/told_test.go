@@ -131,16 +131,7 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 func TestParkedPartnerLeftHereIsTold(t *testing.T) {
 	r := startRedis(t)
 	a, b := startNode(t, r, "a"), startNode(t, r, "b")
-	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
-
-	drainNode(t, a, 0)
-	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
-	holdParker(t, b, "alice")
-
-	bob.Send("bye alice")
-	bob.Send("/leave")
-	bob.Expect(`^\* you left alice$`)
+	key, _ := leftWhileParked(t, a, b)
 	back, peer, replayed, missed := enginetest.ResumeLine(t, b.Daemon, key)
 	if peer != "" || !slices.Equal(replayed, []string{"<bob> bye alice"}) || missed != 0 {
 		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
@@ -158,16 +149,7 @@ func TestParkedPartnerLeftHereIsTold(t *testing.T) {
 func TestParkedPartnerLeftElsewhereIsTold(t *testing.T) {
 	r := startRedis(t)
 	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
-	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
-
-	drainNode(t, a, 0)
-	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
-	holdParker(t, b, "alice")
-
-	bob.Send("bye alice")
-	bob.Send("/leave")
-	bob.Expect(`^\* you left alice$`)
+	key, aliceToken := leftWhileParked(t, a, b)
 	waitReleased(t, r, b, "bob")
 	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, key)
 	// b's answer may come before the resume is answered, in part or
@@ -186,7 +168,7 @@ func TestParkedPartnerLeftElsewhereIsTold(t *testing.T) {
 
 	// Free indeed: a user of the partner's node pairs with her.
 	erin := b.DialLine(t).Login("erin")
-	erin.Send("/connect " + alice.Token)
+	erin.Send("/connect " + aliceToken)
 	erin.Expect(`^\* you are connected with alice$`)
 }
 
@@ -231,6 +213,23 @@ func TestConnectThatReachedAParkIsFreed(t *testing.T) {
 		joiner.Expect(`^\* you are connected with `)
 		back.Expect(`^\* j` + u.token[:8] + ` is connected$`)
 	}
+}
+
+// leftWhileParked pairs alice on a with bob on b, drains a, and has bob
+// say a last word and leave while alice is parked, with b's parker held
+// off what b holds for her: neither is written beside the park. It
+// returns alice's resume key and her token.
+func leftWhileParked(t testing.TB, a, b *testNode) (key, token string) {
+	t.Helper()
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
+	drainNode(t, a, 0)
+	key = drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+	holdParker(t, b, "alice")
+	bob.Send("bye alice")
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	return key, alice.Token
 }
 
 // holdParker keeps n's parker from writing to Redis what n holds for
