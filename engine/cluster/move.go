@@ -658,9 +658,16 @@ func (n *Node) restore(p *hub.Parked) {
 }
 
 // tellLeft tells the partner of a pairing cut here that it ended: its
-// node, or, when it is parked, its record.
+// node, or, when it is parked, its record. For a parked partner whose
+// outbox here holds messages for it, the end goes after them, through
+// the parker, as a partner's leave does: beside the park in order, or
+// to the node that takes the session up meanwhile.
 func (n *Node) tellLeft(c hub.RemoteCut, reason proto.Reason) {
-	if o := n.route(c.Key, c.PairID); o != nil {
+	o := n.route(c.Key, c.PairID)
+	if c.Node == "" && o != nil && o.cut(reason) {
+		return
+	}
+	if o != nil {
 		o.forget()
 	}
 	if c.Node != "" {

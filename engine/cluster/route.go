@@ -263,6 +263,21 @@ func (o *remoteOutbox) goneLocked() {
 	}
 }
 
+// cut holds the end of the pairing, cut here for reason, after what
+// is held for the partner while it is not live anywhere, as the hub's
+// news of a leave is held (holdLocked). It reports false when the
+// outbox holds nothing any more: gone, or live after all.
+func (o *remoteOutbox) cut(reason proto.Reason) bool {
+	o.mu.Lock()
+	held := o.state != routeGone && o.state != routeLive
+	kick := held && o.holdLocked(&proto.Event{Kind: proto.EvPeerLeft, Reason: reason})
+	o.mu.Unlock()
+	if kick {
+		o.n.kickParker(o)
+	}
+	return held
+}
+
 // forget ends the outbox: its pairing was cut here.
 func (o *remoteOutbox) forget() {
 	o.mu.Lock()
@@ -353,9 +368,20 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 			if o.state == routeGone || m.gen <= o.gen {
 				continue
 			}
+			refused := false
 			for _, h := range o.held {
 				if carries(h.kind) {
-					o.passMessage(m.to, h.kind, h.b)
+					// Held before any was refused (holdLocked holds
+					// none after), so they go even if some were
+					// refused since, as the parker would queue them:
+					// the partner gets a gapless prefix, unless its
+					// node's sender refuses one of them now.
+					if refused || !m.to.add(false, h.kind, o.pair, o.to, o.from, h.b, 0) {
+						refused = true
+						if o.dropped.Add(1) == 1 {
+							o.n.requestCut(o.pair, o)
+						}
+					}
 				} else {
 					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)
 				}

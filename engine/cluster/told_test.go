@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -103,7 +104,6 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 	bob.Expect("left")
 	dave.Send("/quit")
 	dave.Expect(`^\* bye$`)
-	waitReleased(t, r, b, "alice")
 	waitReleased(t, r, b, "carol")
 
 	back, peer, _, _ := enginetest.ResumeLine(t, c.Daemon, aliceKey)
@@ -213,6 +213,49 @@ func TestConnectThatReachedAParkIsFreed(t *testing.T) {
 		joiner.Expect(`^\* you are connected with `)
 		back.Expect(`^\* j` + u.token[:8] + ` is connected$`)
 	}
+}
+
+// TestParkedPartnerCutIsTold: a pairing with a parked partner is cut on
+// the speaker's node for holding more for the partner than that node
+// takes (its parker held off, as by a slow Redis). What it held is not
+// dropped: the resume, on a third node, gets every message the speaker
+// was let send, then the cut, as link_lost; the speaker is told only
+// the message refused was not delivered.
+func TestParkedPartnerCutIsTold(t *testing.T) {
+	r := startRedis(t)
+	a := startNode(t, r, "a")
+	b := startNodeWith(t, r, "b", func(o *Options) { o.MaxQueue = 300 })
+	c := startNode(t, r, "c")
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
+	drainNode(t, a, 0)
+	key := drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+	holdParker(t, b, "alice")
+
+	// Each message counts its text and 64 bytes: four are held, the
+	// fifth passes the bound.
+	for i := 1; i <= 5; i++ {
+		bob.Send("m" + strconv.Itoa(i))
+	}
+	bob.Expect(`^\* lost the link to alice's server; 1 of your messages was not delivered; you are free to be joined again$`)
+	waitCut(t, b.Node, "queue_full", 1)
+
+	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, key)
+	if missed != 0 || (peer != "bob" && peer != "") {
+		t.Fatalf("alice resumed with %q, %d missed", peer, missed)
+	}
+	got := replayed
+	for len(got) < 4 {
+		l := back.Line()
+		if !strings.HasPrefix(l, "<bob> ") {
+			t.Fatalf("alice got %q after %q", l, got)
+		}
+		got = append(got, l)
+	}
+	if want := []string{"<bob> m1", "<bob> m2", "<bob> m3", "<bob> m4"}; !slices.Equal(got, want) {
+		t.Fatalf("alice got %q, want %q", got, want)
+	}
+	back.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
 }
 
 // leftWhileParked pairs alice on a with bob on b, drains a, and has bob
