@@ -167,7 +167,7 @@ func saysAtLeast(cell, want string) bool {
 // TestOperationsDocNamesEveryLabel: the metrics table in
 // docs/OPERATIONS.md names every label of duet_disconnects_total, the
 // refusals in the row of duet_connections_rejected_total, which it
-// refers to.
+// refers to, and every reason of duet_pairings_ended_total.
 func TestOperationsDocNamesEveryLabel(t *testing.T) {
 	data, err := os.ReadFile("../docs/OPERATIONS.md")
 	if err != nil {
@@ -191,6 +191,12 @@ func TestOperationsDocNamesEveryLabel(t *testing.T) {
 		}
 		if !strings.Contains(in, "`"+info.label+"`") {
 			t.Errorf("docs/OPERATIONS.md does not name %s among the labels", info.label)
+		}
+	}
+	ended := row("duet_pairings_ended_total")
+	for _, r := range proto.Reasons {
+		if !strings.Contains(ended, "`"+string(r)+"`") {
+			t.Errorf("docs/OPERATIONS.md does not name %s among the reasons a pairing ends", r)
 		}
 	}
 }

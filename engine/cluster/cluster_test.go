@@ -757,3 +757,25 @@ func waitCut(t *testing.T, n *Node, cause string, want uint64) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestOperationsDocNamesEveryCutCause: the metrics table in
+// docs/OPERATIONS.md names every cause of
+// duet_cluster_pairings_cut_total.
+func TestOperationsDocNamesEveryCutCause(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		if !strings.HasPrefix(line, "| `duet_cluster_pairings_cut_total{cause}` |") {
+			continue
+		}
+		for _, c := range CutCauses {
+			if !strings.Contains(line, "`"+c+"`") {
+				t.Errorf("docs/OPERATIONS.md does not name %s among the causes", c)
+			}
+		}
+		return
+	}
+	t.Fatal("docs/OPERATIONS.md has no row for duet_cluster_pairings_cut_total")
+}
