@@ -1138,12 +1138,8 @@ const (
 	cutMoveTimeout
 )
 
-// countCuts counts n pairings cut for cause.
-func (n *Node) countCuts(cause, k int) {
-	if k > 0 {
-		n.cut[cause].Add(uint64(k))
-	}
-}
+// countCuts counts k pairings cut for cause.
+func (n *Node) countCuts(cause, k int) { n.cut[cause].Add(uint64(k)) }
 
 // Stats returns the node's counts.
 func (n *Node) Stats() Stats {

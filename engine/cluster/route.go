@@ -169,9 +169,15 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 // cut: the partner gets a gapless prefix, never a hole.
 func (o *remoteOutbox) passMessage(s *sender, kind byte, text []byte) {
 	if o.dropped.Load() > 0 || !s.add(false, kind, o.pair, o.to, o.from, text, 0) {
-		if o.dropped.Add(1) == 1 {
-			o.n.requestCut(o.pair, o)
-		}
+		o.refuse()
+	}
+}
+
+// refuse counts a message that does not go to the partner; the first
+// asks the node to cut the pairing.
+func (o *remoteOutbox) refuse() {
+	if o.dropped.Add(1) == 1 {
+		o.n.requestCut(o.pair, o)
 	}
 }
 
@@ -184,9 +190,7 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 			return false
 		}
 		if o.dropped.Load() > 0 || o.heldSize+heldCost(ev.Text) > o.n.opts.MaxQueue {
-			if o.dropped.Add(1) == 1 {
-				o.n.requestCut(o.pair, o)
-			}
+			o.refuse()
 			return false
 		}
 		kind := byte(frameMessage)
@@ -378,9 +382,7 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 					// node's sender refuses one of them now.
 					if refused || !m.to.add(false, h.kind, o.pair, o.to, o.from, h.b, 0) {
 						refused = true
-						if o.dropped.Add(1) == 1 {
-							o.n.requestCut(o.pair, o)
-						}
+						o.refuse()
 					}
 				} else {
 					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)
