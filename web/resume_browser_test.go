@@ -652,7 +652,9 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 	}
 	// Both are free: bob connects to alice's new token.
 	bob.connectTo(eval[string](alice, `document.getElementById('token').textContent`))
+	// Both pages are told, in either order; bob speaks once his is.
 	alice.waitJS("paired anew", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	bob.waitJS("paired anew", `document.getElementById('peer').textContent === 'Talking with alice'`)
 	talk(bob, alice, "there you are")
 	alice.screenshot("expired")
 	alice.onlyFailedSockets()
@@ -718,6 +720,7 @@ func TestBrowserResumeAccounts(t *testing.T) {
 	bob.waitLoggedIn()
 	bob.connectTo(aliceToken)
 	alice.waitPaired("bob")
+	bob.waitPaired("alice")
 	talk(bob, alice, "hello with a password")
 	alice.expectKeyOnlyInSessionStorage()
 	if stored := eval[string](alice, `sessionStorage.getItem('duet.session')`); strings.Contains(stored, "horse") {
