@@ -438,6 +438,10 @@ func (p *person) say(text string) {
 // Enter, without waiting to see it sent.
 func (p *person) typeAndEnter(text string) {
 	p.t.Helper()
+	// As a person would, it waits for the box to take input: a paired
+	// event may still be on its way to this page when the other shows
+	// the pairing.
+	p.waitJS("the message box enabled", `!document.getElementById('message').disabled`)
 	p.do("say "+text,
 		chromedp.Focus(chromedp.ID("message")),
 		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
