@@ -93,7 +93,7 @@ type remoteOutbox struct {
 	dropped atomic.Int64
 
 	mu       sync.Mutex
-	idle     sync.Cond // signalled when busy goes false
+	idle     sync.Cond // signalled when busy goes false, and when the end is held
 	state    routeState
 	s        *sender // live: the partner's node; frozen: the node moving it
 	gen      uint32  // the partner's moves, as last heard
@@ -204,6 +204,7 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 			return false
 		}
 		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
+		o.idle.Broadcast() // a claim here may wait for it (takeLeft)
 	default:
 		// What else a partner is told (this side went away, came back,
 		// or refused a message) means nothing to a session that is
@@ -239,8 +240,27 @@ func (o *remoteOutbox) TakeHeld(yield func(text []byte, sealed bool)) {
 // held.
 func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason, undelivered int, ok bool) {
 	o.mu.Lock()
-	for o.busy {
+	// A leave frees the records before the hub ends the pairing
+	// (Session.Leave), so a claim that found the partner's record freed
+	// can come here before the end does. It is at most a Redis answer
+	// away; waiting for it (holdLocked announces it) keeps the resume
+	// from telling a guess and dropping what is held. The wait is
+	// bounded all the same, by what one Redis round trip may take.
+	expired := false
+	var timer *time.Timer
+	for o.busy || (!expired && o.holding() && !o.holdsLeftLocked()) {
+		if timer == nil {
+			timer = time.AfterFunc(o.n.opts.OpTimeout, func() {
+				o.mu.Lock()
+				expired = true
+				o.idle.Broadcast()
+				o.mu.Unlock()
+			})
+		}
 		o.idle.Wait()
+	}
+	if timer != nil {
+		timer.Stop()
 	}
 	for _, f := range o.held {
 		if f.kind == frameLeft {
@@ -258,6 +278,20 @@ func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason
 	return last, reason, undelivered, ok
 }
 
+// holding reports whether o holds what the hub hands it, for a partner
+// not live anywhere.
+func (o *remoteOutbox) holding() bool { return o.state != routeGone && o.state != routeLive }
+
+// holdsLeftLocked reports whether o holds the end of its pairing.
+func (o *remoteOutbox) holdsLeftLocked() bool {
+	for _, f := range o.held {
+		if f.kind == frameLeft {
+			return true
+		}
+	}
+	return false
+}
+
 func (o *remoteOutbox) goneLocked() {
 	o.state = routeGone
 	o.held, o.heldSize = nil, 0
@@ -273,7 +307,7 @@ func (o *remoteOutbox) goneLocked() {
 // outbox holds nothing any more: gone, or live after all.
 func (o *remoteOutbox) cut(reason proto.Reason) bool {
 	o.mu.Lock()
-	held := o.state != routeGone && o.state != routeLive
+	held := o.holding()
 	kick := held && o.holdLocked(&proto.Event{Kind: proto.EvPeerLeft, Reason: reason})
 	o.mu.Unlock()
 	if kick {

@@ -139,6 +139,54 @@ func TestParkedPartnerLeftHereIsTold(t *testing.T) {
 	back.Expect(`^\* bob left; you are free to be joined again$`)
 }
 
+// TestParkedPartnerLeavingHereIsTold is TestParkedPartnerLeftHereIsTold
+// with the resume's claim in the moment of the partner's leave between
+// its record being freed and its hub ending the pairing (Session.Leave
+// frees both records, then ends the pairing): the claim finds the
+// record freed, and the end not yet held. The resume waits for the end,
+// then replays the partner's last word and tells how it left; it is not
+// told a guess (disconnected, the last word lost with nobody told).
+func TestParkedPartnerLeavingHereIsTold(t *testing.T) {
+	r := startRedis(t)
+	a, b := startNode(t, r, "a"), startNode(t, r, "b")
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
+	drainNode(t, a, 0)
+	key := drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+	holdParker(t, b, "alice")
+	bob.Send("bye alice")
+	var pair uint64
+	for deadline := time.Now().Add(enginetest.Timeout); pair == 0; time.Sleep(10 * time.Millisecond) {
+		b.mu.Lock()
+		for _, o := range b.routes {
+			o.mu.Lock()
+			if o.to == "alice" && len(o.held) == 1 {
+				pair = o.pair
+			}
+			o.mu.Unlock()
+		}
+		b.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("b never held bob's last word for alice")
+		}
+	}
+	// The first half of bob's leave: his record is freed, his hub still
+	// pairs him with alice.
+	b.Release("bob", pair)
+	back := b.DialLine(t)
+	back.Send("/resume " + key)
+	// Long enough for the claim to find bob's record freed; the leave's
+	// second half, the pairing's end, comes after it.
+	time.Sleep(300 * time.Millisecond)
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+	peer, replayed, missed, _ := enginetest.ReadResumed(t, back.Line)
+	if peer != "" || !slices.Equal(replayed, []string{"<bob> bye alice"}) || missed != 0 {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	back.Expect(`^\* bob left; you are free to be joined again$`)
+}
+
 // TestParkedPartnerLeftElsewhereIsTold is TestParkedPartnerLeftHereIsTold
 // with the session resumed on a third node: the partner's record is
 // freed, and its node holds the partner's last word and how it left,
