@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -248,7 +249,7 @@ func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason
 	// bounded all the same, by what one Redis round trip may take.
 	expired := false
 	var timer *time.Timer
-	for o.busy || (!expired && o.holding() && !o.holdsLeftLocked()) {
+	for o.busy || (!expired && o.holding() && o.leftLocked() < 0) {
 		if timer == nil {
 			timer = time.AfterFunc(o.n.opts.OpTimeout, func() {
 				o.mu.Lock()
@@ -262,19 +263,16 @@ func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason
 	if timer != nil {
 		timer.Stop()
 	}
-	for _, f := range o.held {
-		if f.kind == frameLeft {
-			reason, undelivered, ok = proto.Reason(f.a), int(f.n), true
-			break
+	if i := o.leftLocked(); i >= 0 {
+		f := o.held[i]
+		reason, undelivered, ok = proto.Reason(f.a), int(f.n), true
+		for _, f := range o.held[:i] {
+			last = append(last, hub.ParkedMessage{Sealed: f.kind == frameSealed, Text: f.b})
 		}
-		last = append(last, hub.ParkedMessage{Sealed: f.kind == frameSealed, Text: f.b})
 	}
 	o.goneLocked()
 	o.mu.Unlock()
 	o.n.dropRoute(o)
-	if !ok {
-		last = nil
-	}
 	return last, reason, undelivered, ok
 }
 
@@ -282,14 +280,10 @@ func (o *remoteOutbox) takeLeft() (last []hub.ParkedMessage, reason proto.Reason
 // not live anywhere.
 func (o *remoteOutbox) holding() bool { return o.state != routeGone && o.state != routeLive }
 
-// holdsLeftLocked reports whether o holds the end of its pairing.
-func (o *remoteOutbox) holdsLeftLocked() bool {
-	for _, f := range o.held {
-		if f.kind == frameLeft {
-			return true
-		}
-	}
-	return false
+// leftLocked returns where in what o holds the end of its pairing is,
+// or -1.
+func (o *remoteOutbox) leftLocked() int {
+	return slices.IndexFunc(o.held, func(f heldFrame) bool { return f.kind == frameLeft })
 }
 
 func (o *remoteOutbox) goneLocked() {
