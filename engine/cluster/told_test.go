@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -690,4 +692,122 @@ func sendAcross(t *testing.T, a, b *testNode, bob *enginetest.LineClient, count 
 			t.Fatalf("the messages did not all cross: a %+v, b %+v", a.Hub.Stats(), b.Hub.Stats())
 		}
 	}
+}
+
+// TestParkedPartnerCutForRedisLossIsTold drains a node, then the
+// partner's node alone loses Redis and cuts the pairing (link_lost)
+// while the session is parked, and the session is taken up on a third
+// node within the partner's node's lease: the partner's record, which
+// its node could not free, says paired, and the session is taken up
+// paired. The node that took it up finds the partner's node not
+// listening, cuts the pairing as its own (link_lost), and tells the
+// user, who need not say anything first to learn it.
+func TestParkedPartnerCutForRedisLossIsTold(t *testing.T) {
+	r := startRedis(t)
+	px := startRedisProxy(t, r)
+	a := startNode(t, r, "a")
+	b := startNodeWith(t, r, "b", func(o *Options) { o.RedisURL = px.url() })
+	c := startNode(t, r, "c")
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
+	drainNode(t, a, 0)
+	key := drainedKey(t, alice)
+	bob.Expect(`^\* alice lost the connection; `)
+
+	px.cut()
+	bob.Expect(`^\* lost the link to alice's server; you are free to be joined again$`)
+	waitCut(t, b.Node, "redis_lost", 1)
+
+	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, key)
+	if peer != "bob" || len(replayed) != 0 || missed != 0 {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	back.Expect(`^\* lost the link to bob's server; you are free to be joined again$`)
+	waitCut(t, c.Node, "node_deaf", 1)
+
+	// Linked again, b has nothing more to tell: alice is free, and bob
+	// can join her.
+	px.restore()
+	for deadline := time.Now().Add(enginetest.Timeout); !b.Up(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("b did not link to Redis again")
+		}
+	}
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	back.Expect(`^\* bob is connected$`)
+}
+
+// redisProxy stands between one node and Redis, and can cut that node
+// off alone: cut closes every connection through it and refuses new
+// ones until restore.
+type redisProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]bool
+}
+
+func startRedisProxy(t testing.TB, r *redisServer) *redisProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &redisProxy{ln: ln, target: r.Addr(), conns: make(map[net.Conn]bool)}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+	})
+	go p.serve()
+	return p
+}
+
+func (p *redisProxy) url() string { return "redis://" + p.ln.Addr().String() }
+
+func (p *redisProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = in.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			_ = in.Close()
+			_ = out.Close()
+			continue
+		}
+		p.conns[in], p.conns[out] = true, true
+		p.mu.Unlock()
+		go p.pipe(in, out)
+		go p.pipe(out, in)
+	}
+}
+
+func (p *redisProxy) pipe(dst, src net.Conn) {
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+func (p *redisProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *redisProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
 }
