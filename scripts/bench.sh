@@ -116,6 +116,7 @@ for round in $(seq 1 "$rounds"); do
     run "$round" duetd mix "$client" -proto mix -tcp 127.0.0.1:17070 -ws 127.0.0.1:18080 "${common[@]}" -pid "$duetd_pid"
     run "$round" duetd lat "$client" -proto tcp -tcp 127.0.0.1:17070 "${lat[@]}" -pid "$duetd_pid"
     run "$round" duetd-resume-off tcp "$client" -proto tcp -tcp 127.0.0.1:17074 "${common[@]}" -pid "$noresume_pid"
+    run "$round" duetd-resume-off lat "$client" -proto tcp -tcp 127.0.0.1:17074 "${lat[@]}" -pid "$noresume_pid"
   done
   # Pairing is the same for both clients: it is measured once a round,
   # on duetd and on the bare relay, whose pairing (each side's first line
