@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
 	"duet/engine/hub"
@@ -26,15 +27,7 @@ func TestAdminEndpoints(t *testing.T) {
 	m.Disconnected("slow")
 	m.Error("room_full")
 	m.SlowCut()
-	a, err := StartAdmin("127.0.0.1:0", m.Registry, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		a.Close(ctx)
-	})
+	a := startAdmin(t, m.Registry)
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func(path string) (int, string) {
 		t.Helper()
@@ -108,15 +101,7 @@ func ptr[T any](v T) *T { return &v }
 // drain set and says what it did, refuses GET, and refuses any request
 // a browser makes (a page could otherwise drain the node).
 func TestAdminDrain(t *testing.T) {
-	a, err := StartAdmin("127.0.0.1:0", NewMetrics(hub.New(hub.Options{})).Registry, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		a.Close(ctx)
-	})
+	a := startAdmin(t, NewMetrics(hub.New(hub.Options{})).Registry)
 	client := &http.Client{Timeout: 5 * time.Second}
 	do := func(method string, header map[string]string) (int, string) {
 		t.Helper()
@@ -161,4 +146,20 @@ func TestAdminDrain(t *testing.T) {
 	if drains != 1 {
 		t.Fatalf("drained %d times", drains)
 	}
+}
+
+// startAdmin starts the admin endpoints on a free loopback port, with
+// reg's metrics, and closes them when the test ends.
+func startAdmin(t *testing.T, reg *prometheus.Registry) *Admin {
+	t.Helper()
+	a, err := StartAdmin("127.0.0.1:0", reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.Close(ctx)
+	})
+	return a
 }
