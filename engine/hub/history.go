@@ -15,14 +15,14 @@ import (
 // the sender, the text and when it was delivered. It is kept as an
 // event, not as bytes of a protocol, so a session can be resumed over
 // the other protocol. Messages delivered together (a run that SayAll
-// relays) are kept as one entry, their texts side by side, so that
-// keeping a message costs little more than copying its text. Texts are
-// copied into chunks that grow with the history, from 512 bytes to
-// 16 KiB, and go back to pools shared by all
-// sessions, so a busy history allocates nothing in steady state, and
-// one that empties is given back whole: a session that keeps nothing
-// costs nothing for it but its place in the sweep's set, which it
-// leaves at the next sweep.
+// relays) are kept as one run, a header and their texts side by side,
+// so that keeping a message costs little more than copying its text.
+// Runs are written into chunks that grow with the history, from 512
+// bytes to 16 KiB, and go back to pools shared by all sessions, so a
+// busy history allocates nothing in steady state, and one that empties
+// is given back whole: a session that keeps nothing costs nothing for
+// it but its place in the sweep's set, which it leaves at the next
+// sweep.
 //
 // A history is trimmed from its oldest end, by:
 //   - acknowledgement: a JSON client names the last message it received
@@ -46,7 +46,7 @@ import (
 
 // entryCost is what a kept message counts against resume.buffer besides
 // its text. A message takes its text and a length of one to three bytes
-// in a chunk, and a share of its run's entry; counting a fixed 64 keeps
+// in a chunk, and a share of its run's header; counting a fixed 64 keeps
 // a flood of one-byte messages from costing many times the buffer, and
 // the buffer's meaning from depending on how messages came in runs.
 const entryCost = 64
@@ -62,8 +62,7 @@ const (
 var chunkPools [chunkClasses]sync.Pool
 
 type chunk struct {
-	buf   []byte // the texts written so far
-	live  int    // entries whose texts are in buf
+	buf   []byte // the runs written so far, each a header and its texts
 	class int    // its pool in chunkPools; -1 for a chunk of its own size
 }
 
@@ -92,71 +91,119 @@ func putChunk(c *chunk) {
 	if c.class < 0 {
 		return
 	}
-	c.buf, c.live = c.buf[:0], 0
+	c.buf = c.buf[:0]
 	chunkPools[c.class].Put(c)
 }
 
-// entry is a run of kept messages: consecutive numbers, from one sender,
+// A run of kept messages: consecutive numbers, from one sender,
 // delivered at the same moment, all messages or one sealed frame. A run
-// of messages relayed together (SayAll) is kept as one entry, so keeping
-// a message costs its text's copy, and not an entry of its own: entries
-// are what a busy server's cache cannot hold for every session.
-type entry struct {
-	seq  uint64        // the first kept message's number
-	at   time.Duration // when the run was delivered (Hub.clock)
-	from string
-	c    *chunk // holds the texts, at c.buf[off:end], each a uvarint length then the text
-	off  uint32
-	end  uint32
-	n    uint32 // messages kept; its top bit (sealedBit) marks a sealed frame
-	text uint32 // their texts' bytes, lengths excluded
-}
+// of messages relayed together (SayAll) is kept as one, so keeping a
+// message costs its text's copy and not a record of its own.
+//
+// A run is written into its chunk as a header followed by its texts,
+// each a uvarint length then the text; a chunk holds its runs one after
+// the other, oldest first. The header is on the lines the texts' copy
+// writes anyway: a record of runs elsewhere (a ring of them, as the
+// history once had) is one more line for every run kept, and on a busy
+// server, where a session's turn comes round after hundreds of others',
+// that line has left the cache (BENCHMARKS.md, twentieth round).
+//
+// The header's fields, little-endian, at these offsets:
+const (
+	runSeq    = 0  // uint64: the first message's number
+	runAt     = 8  // int64: when the run was delivered (Hub.clock)
+	runN      = 16 // uint32: messages in it; its top bit (sealedBit) marks a sealed frame
+	runSize   = 20 // uint32: the bytes after the header: the texts with their lengths
+	runText   = 24 // uint32: the texts' bytes, lengths excluded
+	runFrom   = 28 // uint32: the sender, an index in history.senders
+	runHeader = 32
+)
 
-// sealedBit marks an entry that holds a sealed frame (entry.n): no run
-// reaches 2^31 messages, and the flag then costs the entry no room.
+// sealedBit marks a run that holds a sealed frame (in its count): no run
+// reaches 2^31 messages, and the flag then costs the header no room.
 const sealedBit = 1 << 31
 
-func (e *entry) count() int { return int(e.n &^ sealedBit) }
+// header is a run's header, in its chunk.
+type header [runHeader]byte
 
-// kind returns the event an entry's messages are replayed as.
-func (e *entry) kind() proto.EventKind {
-	if e.n&sealedBit != 0 {
+// run returns the header of the run at off in c.
+func (c *chunk) run(off int) *header { return (*header)(c.buf[off : off+runHeader]) }
+
+func (r *header) seq() uint64       { return binary.LittleEndian.Uint64(r[runSeq:]) }
+func (r *header) at() time.Duration { return time.Duration(binary.LittleEndian.Uint64(r[runAt:])) }
+func (r *header) n() uint32         { return binary.LittleEndian.Uint32(r[runN:]) }
+func (r *header) size() int         { return int(binary.LittleEndian.Uint32(r[runSize:])) }
+func (r *header) text() int         { return int(binary.LittleEndian.Uint32(r[runText:])) }
+func (r *header) from() uint32      { return binary.LittleEndian.Uint32(r[runFrom:]) }
+func (r *header) count() int        { return int(r.n() &^ sealedBit) }
+
+// kind returns the event a run's messages are replayed as.
+func (r *header) kind() proto.EventKind {
+	if r.n()&sealedBit != 0 {
 		return proto.EvSealed
 	}
 	return proto.EvMessage
 }
 
-// first returns the run's first kept text and the bytes it takes with
-// its length.
-func (e *entry) first() (text []byte, took int) {
-	b := e.c.buf[e.off:e.end]
-	size, k := binary.Uvarint(b)
-	return b[k : k+int(size)], k + int(size)
+// set writes every field of r.
+func (r *header) set(seq uint64, at time.Duration, n uint32, size, text int, from uint32) {
+	binary.LittleEndian.PutUint64(r[runSeq:], seq)
+	binary.LittleEndian.PutUint64(r[runAt:], uint64(at))
+	binary.LittleEndian.PutUint32(r[runN:], n)
+	binary.LittleEndian.PutUint32(r[runSize:], uint32(size))
+	binary.LittleEndian.PutUint32(r[runText:], uint32(text))
+	binary.LittleEndian.PutUint32(r[runFrom:], from)
 }
 
-// history is one session's kept messages, oldest first, in a ring of
-// runs.
+// add counts k more messages in r, of size bytes with their lengths and
+// text without.
+func (r *header) add(k, size, text int) {
+	binary.LittleEndian.PutUint32(r[runN:], r.n()+uint32(k))
+	binary.LittleEndian.PutUint32(r[runSize:], uint32(r.size()+size))
+	binary.LittleEndian.PutUint32(r[runText:], uint32(r.text()+text))
+}
+
+// history is one session's kept messages, oldest first: runs in chunks,
+// the oldest run at head in chunks[0].
 type history struct {
-	ring []entry // a power of two long
-	head int     // the oldest entry's index in ring
-	runs int     // entries kept
-	// oldestAt and newestAt are when the oldest and the newest entry
-	// were delivered, while there is one. trimAge, at every keep, reads
-	// the first here rather than in the ring, where it is a cache line of
-	// its own for a busy server; a keep reads the second to learn whether
-	// its run may continue the newest, which on a real clock it seldom
-	// can (two deliveries in the same nanosecond), without a look in the
-	// ring.
-	oldestAt time.Duration
-	newestAt time.Duration
-	n        int   // messages kept
-	cost     int64 // what they count against resume.buffer
 	// cur is the newest chunk, the one written to (the last of chunks):
 	// here, a keep finds it without a look at chunks.
-	cur    *chunk
-	chunks []*chunk
-	loss   []lossRun // messages dropped for room lately, oldest first
+	cur *chunk
+	// newest is the newest run's offset in cur, or -1 when it is in an
+	// older chunk (the next run then starts anew).
+	newest int
+	runs   int   // runs kept
+	n      int   // messages kept
+	cost   int64 // what they count against resume.buffer
+	// oldestAt and newestAt are when the oldest and the newest run were
+	// delivered, while there is one. trimAge, at every keep, reads the
+	// first here rather than in the oldest run's chunk, a line of its
+	// own for a busy server; a keep reads the second to learn whether
+	// its run may continue the newest, which on a real clock it seldom
+	// can (two deliveries in the same nanosecond), without a look at
+	// the newest run.
+	oldestAt time.Duration
+	newestAt time.Duration
+	// newestFrom is the newest run's sender, fromIndex its index in
+	// senders: a run from the same sender, nearly every one, finds its
+	// index here.
+	newestFrom string
+	fromIndex  uint32
+	head       int // the oldest run's offset in chunks[0]
+	chunks     []*chunk
+	// senders are the names the runs' headers point to, which a
+	// history's bytes cannot hold: nearly always the one partner. It
+	// is emptied with the history, and compacted when it grows
+	// (maxSenders).
+	senders []string
+	loss    []lossRun // messages dropped for room lately, oldest first
 }
+
+// maxSenders is how many senders a history names before it drops those
+// no kept run is from: a session that changes partners often, and whose
+// history never empties, names at most this many more than it keeps
+// runs from.
+const maxSenders = 16
 
 // A lossRun counts messages dropped from a history for room that were
 // delivered between minAt and maxAt, the last of them numbered last. A
@@ -174,15 +221,10 @@ type lossRun struct {
 
 const maxLossRuns = 8
 
-// historyPool recycles histories, rings and chunk lists included, so a
-// session whose history empties and fills again, as a JSON client's does
-// with each acknowledgement, allocates nothing for it.
+// historyPool recycles histories, chunk lists included, so a session
+// whose history empties and fills again, as a JSON client's does with
+// each acknowledgement, allocates nothing for it.
 var historyPool = sync.Pool{New: func() any { return new(history) }}
-
-// maxPooledRing keeps the pool from pinning the rare huge ring.
-const maxPooledRing = 256
-
-func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.ring)-1)] }
 
 // push keeps a copy of text as the newest message, numbered seq: a
 // sealed frame's data when sealed is set. It joins the newest run when
@@ -190,36 +232,25 @@ func (hs *history) entry(i int) *entry { return &hs.ring[(hs.head+i)&(len(hs.rin
 // appendRun, the message-by-message path (a full history, a session
 // away) took 3 ns a message more (BenchmarkSayResumeRun, 24 against 27).
 func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, text []byte) {
-	need := binary.MaxVarintLen32 + len(text)
-	c := hs.chunkFor(need)
-	off := len(c.buf)
-	c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
-	c.buf = append(c.buf, text...)
+	c := hs.chunkFor(runHeader + binary.MaxVarintLen32 + len(text))
 	hs.n++
 	hs.cost += int64(len(text)) + entryCost
-	if hs.runs > 0 && !sealed && hs.newestAt == at {
-		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off &&
-			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
-			e.end = uint32(len(c.buf))
-			e.n++
-			e.text += uint32(len(text))
-			return
-		}
+	if !sealed && hs.continues(seq, at, from) {
+		start := len(c.buf)
+		c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
+		c.buf = append(c.buf, text...)
+		c.run(hs.newest).add(1, len(c.buf)-start, len(text))
+		return
 	}
-	if hs.runs == len(hs.ring) {
-		hs.grow()
-	}
+	off := len(c.buf)
+	c.buf = c.buf[:off+runHeader]
+	c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
+	c.buf = append(c.buf, text...)
 	n := uint32(1)
 	if sealed {
 		n |= sealedBit
 	}
-	c.live++
-	if hs.runs == 0 {
-		hs.oldestAt = at
-	}
-	hs.newestAt = at
-	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: n, text: uint32(len(text))}
-	hs.runs++
+	hs.started(c, off, seq, at, from, n, len(text))
 }
 
 // pushRun keeps copies of texts, messages numbered from seq delivered
@@ -229,8 +260,8 @@ func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, 
 // more than copying its text.
 func (hs *history) pushRun(seq uint64, at time.Duration, from string, texts [][]byte) {
 	for len(texts) > 0 {
-		c := hs.chunkFor(binary.MaxVarintLen32 + len(texts[0]))
-		room, k, used := cap(c.buf)-len(c.buf), 0, 0
+		c := hs.chunkFor(runHeader + binary.MaxVarintLen32 + len(texts[0]))
+		room, k, used := cap(c.buf)-len(c.buf), 0, runHeader
 		for k < len(texts) && used+binary.MaxVarintLen32+len(texts[k]) <= room {
 			used += binary.MaxVarintLen32 + len(texts[k])
 			k++
@@ -241,10 +272,16 @@ func (hs *history) pushRun(seq uint64, at time.Duration, from string, texts [][]
 	}
 }
 
-// appendRun writes texts, which fit, to c, and keeps them as messages
-// numbered from seq: in the newest run when they continue it.
+// appendRun writes texts, which fit with a header, to c, the newest
+// chunk, and keeps them as messages numbered from seq: in the newest
+// run when they continue it.
 func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string, texts [][]byte) {
-	off, size := len(c.buf), 0
+	joins := hs.continues(seq, at, from)
+	off := len(c.buf)
+	if !joins {
+		c.buf = c.buf[:off+runHeader]
+	}
+	start, size := len(c.buf), 0
 	for _, text := range texts {
 		c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
 		c.buf = append(c.buf, text...)
@@ -253,33 +290,95 @@ func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string
 	k := len(texts)
 	hs.n += k
 	hs.cost += int64(size) + int64(k)*entryCost
-	if hs.runs > 0 && hs.newestAt == at {
-		if e := hs.entry(hs.runs - 1); e.c == c && int(e.end) == off &&
-			e.n&sealedBit == 0 && e.seq+uint64(e.n) == seq && e.from == from {
-			e.end = uint32(len(c.buf))
-			e.n += uint32(k)
-			e.text += uint32(size)
-			return
-		}
+	if joins {
+		c.run(hs.newest).add(k, len(c.buf)-start, size)
+		return
 	}
-	if hs.runs == len(hs.ring) {
-		hs.grow()
+	hs.started(c, off, seq, at, from, uint32(k), size)
+}
+
+// continues reports whether messages numbered from seq, from `from`,
+// delivered at, join the newest run.
+func (hs *history) continues(seq uint64, at time.Duration, from string) bool {
+	if hs.runs == 0 || hs.newestAt != at || hs.newest < 0 || hs.newestFrom != from {
+		return false
 	}
-	c.live++
+	r := hs.cur.run(hs.newest)
+	n := r.n()
+	return n&sealedBit == 0 && r.seq()+uint64(n) == seq
+}
+
+// started writes the header of the run just written at off in c, the
+// newest chunk, and counts it: n messages (and sealedBit), text bytes
+// of texts.
+func (hs *history) started(c *chunk, off int, seq uint64, at time.Duration, from string, n uint32, text int) {
+	if from != hs.newestFrom || hs.fromIndex >= uint32(len(hs.senders)) {
+		hs.fromIndex = hs.senderIndex(from)
+		hs.newestFrom = from
+	}
+	c.run(off).set(seq, at, n, len(c.buf)-off-runHeader, text, hs.fromIndex)
 	if hs.runs == 0 {
-		hs.oldestAt = at
+		hs.oldestAt, hs.head = at, off
 	}
-	hs.newestAt = at
-	*hs.entry(hs.runs) = entry{seq: seq, at: at, from: from, c: c, off: uint32(off), end: uint32(len(c.buf)), n: uint32(k), text: uint32(size)}
+	hs.newestAt, hs.newest = at, off
 	hs.runs++
 }
 
-func (hs *history) grow() {
-	ring := make([]entry, max(8, 2*len(hs.ring)))
-	for i := range hs.runs {
-		ring[i] = *hs.entry(i)
+// senderIndex returns from's index in senders, naming it there if it
+// is not yet.
+func (hs *history) senderIndex(from string) uint32 {
+	for i, s := range hs.senders {
+		if s == from {
+			return uint32(i)
+		}
 	}
-	hs.ring, hs.head = ring, 0
+	if len(hs.senders) >= maxSenders {
+		hs.compactSenders()
+	}
+	hs.senders = append(hs.senders, from)
+	return uint32(len(hs.senders) - 1)
+}
+
+// compactSenders drops the senders no kept run is from, and renumbers
+// the runs' senders.
+func (hs *history) compactSenders() {
+	index := make([]int, len(hs.senders))
+	for i := range index {
+		index[i] = -1
+	}
+	var kept []string
+	hs.eachRun(func(c *chunk, off int) bool {
+		r := c.run(off)
+		from := r.from()
+		if index[from] < 0 {
+			index[from] = len(kept)
+			kept = append(kept, hs.senders[from])
+		}
+		binary.LittleEndian.PutUint32(r[runFrom:], uint32(index[from]))
+		return true
+	})
+	clear(hs.senders)
+	hs.senders = append(hs.senders[:0], kept...)
+	// The newest run's sender has a new index: it is looked up again.
+	hs.newestFrom, hs.fromIndex = "", noSender
+}
+
+// noSender is a fromIndex that names no sender.
+const noSender = ^uint32(0)
+
+// eachRun calls f with the chunk and offset of every run, oldest
+// first, until f returns false.
+func (hs *history) eachRun(f func(c *chunk, off int) bool) {
+	ci, off := 0, hs.head
+	for range hs.runs {
+		c := hs.chunks[ci]
+		if !f(c, off) {
+			return
+		}
+		if off += runHeader + c.run(off).size(); off == len(c.buf) {
+			ci, off = ci+1, 0
+		}
+	}
 }
 
 // chunkFor returns the chunk to write n more bytes to: the newest, if it
@@ -296,69 +395,95 @@ func (hs *history) chunkFor(n int) *chunk {
 			class = max(class, min(last+1, chunkClasses-1))
 		}
 	}
+	if hs.runs == 0 {
+		// The oldest run is always in the first chunk.
+		hs.freeChunks()
+	}
 	c := getChunk(class, n)
 	hs.chunks = append(hs.chunks, c)
-	hs.cur = c
+	hs.cur, hs.newest = c, -1
 	return c
+}
+
+// freeChunks gives back every chunk, once no run is kept.
+func (hs *history) freeChunks() {
+	for _, c := range hs.chunks {
+		putChunk(c)
+	}
+	clear(hs.chunks)
+	hs.chunks, hs.cur, hs.head, hs.newest = hs.chunks[:0], nil, 0, -1
 }
 
 // dropRun drops the oldest run whole.
 func (hs *history) dropRun() {
-	e := hs.entry(0)
-	hs.n -= e.count()
-	hs.cost -= int64(e.text) + int64(e.count())*entryCost
-	c := e.c
-	*e = entry{}
-	hs.head = (hs.head + 1) & (len(hs.ring) - 1)
+	c := hs.chunks[0]
+	r := c.run(hs.head)
+	k := r.count()
+	hs.n -= k
+	hs.cost -= int64(r.text()) + int64(k)*entryCost
+	hs.head += runHeader + r.size()
 	hs.runs--
-	if hs.runs > 0 {
-		hs.oldestAt = hs.entry(0).at
+	if hs.runs == 0 {
+		// The newest chunk is written afresh; the others go back.
+		for _, old := range hs.chunks[:len(hs.chunks)-1] {
+			putChunk(old)
+		}
+		clear(hs.chunks[:len(hs.chunks)-1])
+		hs.chunks[0] = hs.cur
+		hs.chunks = hs.chunks[:1]
+		hs.cur.buf = hs.cur.buf[:0]
+		hs.head, hs.newest = 0, -1
+		clear(hs.senders)
+		hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
+		return
 	}
-	c.live--
-	hs.freeChunks()
-}
-
-// freeChunks gives back the chunks no entry lives in any more, but for
-// the one being written, which starts afresh.
-func (hs *history) freeChunks() {
-	for len(hs.chunks) > 1 && hs.chunks[0].live == 0 {
-		putChunk(hs.chunks[0])
+	if hs.head == len(c.buf) {
+		// The next run starts the next chunk: the first holds no more.
+		putChunk(c)
 		k := copy(hs.chunks, hs.chunks[1:])
 		hs.chunks[k] = nil
 		hs.chunks = hs.chunks[:k]
+		hs.head = 0
 	}
-	if len(hs.chunks) == 1 && hs.chunks[0].live == 0 {
-		hs.chunks[0].buf = hs.chunks[0].buf[:0]
-	}
+	hs.oldestAt = hs.chunks[0].run(hs.head).at()
 }
 
 // dropFront drops the oldest message and returns its number and when it
 // was delivered.
 func (hs *history) dropFront() (seq uint64, at time.Duration) {
-	e := hs.entry(0)
-	seq, at = e.seq, e.at
-	if e.count() == 1 {
+	c := hs.chunks[0]
+	r := c.run(hs.head)
+	seq, at = r.seq(), r.at()
+	if r.count() == 1 {
 		hs.dropRun()
 		return seq, at
 	}
-	text, took := e.first()
-	e.seq++
-	e.n--
-	e.off += uint32(took)
-	e.text -= uint32(len(text))
+	size, w := binary.Uvarint(c.buf[hs.head+runHeader:])
+	took := w + int(size)
+	// The header moves up over the first text, which the run no longer
+	// holds: through a copy of its own, as the two may overlap.
+	moved := *r
+	binary.LittleEndian.PutUint64(moved[runSeq:], seq+1)
+	moved.add(-1, -took, -int(size))
+	old := hs.head
+	hs.head += took
+	*c.run(hs.head) = moved
+	if c == hs.cur && hs.newest == old {
+		hs.newest = hs.head
+	}
 	hs.n--
-	hs.cost -= int64(len(text)) + entryCost
+	hs.cost -= int64(size) + entryCost
 	return seq, at
 }
 
 // dropThrough drops the messages numbered up to last.
 func (hs *history) dropThrough(last uint64) {
 	for hs.runs > 0 {
-		e := hs.entry(0)
-		switch {
-		case e.seq > last:
+		r := hs.chunks[0].run(hs.head)
+		switch seq := r.seq(); {
+		case seq > last:
 			return
-		case e.seq+uint64(e.count())-1 <= last:
+		case seq+uint64(r.count())-1 <= last:
 			hs.dropRun()
 		default:
 			hs.dropFront()
@@ -377,13 +502,14 @@ func (hs *history) trimAge(before time.Duration) {
 // delivered at or after t.
 func (hs *history) since(t time.Duration) int {
 	i := 0
-	for r := range hs.runs {
-		e := hs.entry(r)
-		if e.at >= t {
-			return i
+	hs.eachRun(func(c *chunk, off int) bool {
+		r := c.run(off)
+		if r.at() >= t {
+			return false
 		}
-		i += e.count()
-	}
+		i += r.count()
+		return true
+	})
 	return i
 }
 
@@ -391,16 +517,17 @@ func (hs *history) since(t time.Duration) int {
 // numbered seq or more.
 func (hs *history) seqIndex(seq uint64) int {
 	i := 0
-	for r := range hs.runs {
-		e := hs.entry(r)
-		if end := e.seq + uint64(e.count()); seq < end {
-			if seq > e.seq {
-				i += int(seq - e.seq)
+	hs.eachRun(func(c *chunk, off int) bool {
+		r := c.run(off)
+		if end := r.seq() + uint64(r.count()); seq < end {
+			if seq > r.seq() {
+				i += int(seq - r.seq())
 			}
-			return i
+			return false
 		}
-		i += e.count()
-	}
+		i += r.count()
+		return true
+	})
 	return i
 }
 
@@ -408,19 +535,26 @@ func (hs *history) seqIndex(seq uint64) int {
 // with its text, valid only during the call.
 func (hs *history) each(from int, f func(seq uint64, at time.Duration, sender string, kind proto.EventKind, text []byte)) {
 	i := 0
-	for r := range hs.runs {
-		e := hs.entry(r)
-		b := e.c.buf[e.off:e.end]
-		for k := range e.count() {
+	hs.eachRun(func(c *chunk, off int) bool {
+		r := c.run(off)
+		k := r.count()
+		if i+k <= from {
+			i += k
+			return true
+		}
+		seq, at, sender, kind := r.seq(), r.at(), hs.senders[r.from()], r.kind()
+		b := c.buf[off+runHeader : off+runHeader+r.size()]
+		for j := range k {
 			size, w := binary.Uvarint(b)
 			text := b[w : w+int(size)]
 			b = b[w+int(size):]
 			if i >= from {
-				f(e.seq+uint64(k), e.at, e.from, e.kind(), text)
+				f(seq+uint64(j), at, sender, kind, text)
 			}
 			i++
 		}
-	}
+		return true
+	})
 }
 
 // noteLoss records that message seq, delivered at, was dropped for room
@@ -480,18 +614,10 @@ func (hs *history) textBytes() int64 { return hs.cost - int64(hs.n)*entryCost }
 
 // release gives the history and its chunks back to their pools.
 func (hs *history) release() {
-	for _, c := range hs.chunks {
-		putChunk(c)
-	}
-	clear(hs.chunks)
-	hs.chunks, hs.cur = hs.chunks[:0], nil
-	for i := range hs.runs {
-		*hs.entry(i) = entry{}
-	}
-	hs.head, hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt = 0, 0, 0, 0, hs.loss[:0], 0, 0
-	if len(hs.ring) > maxPooledRing {
-		hs.ring = nil
-	}
+	hs.freeChunks()
+	clear(hs.senders)
+	hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt = 0, 0, 0, hs.loss[:0], 0, 0
+	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
 	historyPool.Put(hs)
 }
 

@@ -143,11 +143,14 @@ func TestHistoryRunsSpanChunks(t *testing.T) {
 	}
 }
 
+// oldestRun is the header of a history's oldest run.
+func oldestRun(hs *history) *header { return hs.chunks[0].run(hs.head) }
+
 // TestHistoryTrimAgeFollowsTheOldest: trimAge drops exactly the runs
 // delivered before its limit, whatever mix of pushes, drops from the
-// front (one message or runs whole), trims by number and growth of the
-// ring came before: the oldest's time it keeps in the history's header
-// stays that of the ring's oldest entry.
+// front (one message or runs whole), trims by number and new chunks
+// came before: the oldest's time it keeps in the history's header stays
+// that of the oldest run's own header.
 func TestHistoryTrimAgeFollowsTheOldest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	hs := new(history)
@@ -168,12 +171,153 @@ func TestHistoryTrimAgeFollowsTheOldest(t *testing.T) {
 		case op < 10:
 			before := at - time.Duration(rng.IntN(6))
 			hs.trimAge(before)
-			if hs.runs > 0 && hs.entry(0).at < before {
-				t.Fatalf("step %d: kept a run delivered at %v, before %v", step, hs.entry(0).at, before)
+			if hs.runs > 0 && oldestRun(hs).at() < before {
+				t.Fatalf("step %d: kept a run delivered at %v, before %v", step, oldestRun(hs).at(), before)
 			}
 		}
-		if hs.runs > 0 && hs.oldestAt != hs.entry(0).at {
-			t.Fatalf("step %d: oldest kept at %v, the ring's oldest at %v", step, hs.oldestAt, hs.entry(0).at)
+		if hs.runs > 0 && hs.oldestAt != oldestRun(hs).at() {
+			t.Fatalf("step %d: oldest kept at %v, the oldest run's header says %v", step, hs.oldestAt, oldestRun(hs).at())
+		}
+	}
+}
+
+// TestHistoryKeepsWhatAListKeeps: under a random mix of keeps (one
+// message or runs, sealed or not, texts short and long, from more
+// senders than a history names before it compacts them), drops from the
+// front, trims by number and by age, the history holds exactly what a
+// plain list of messages does, with the same count, cost and indexes.
+func TestHistoryKeepsWhatAListKeeps(t *testing.T) {
+	type msg struct {
+		seq  uint64
+		at   time.Duration
+		from string
+		kind string
+		text string
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	hs := new(history)
+	defer hs.release()
+	var list []msg
+	var seq uint64
+	at := time.Duration(0)
+	from := "bob"
+	text := func() string {
+		n := rng.IntN(80)
+		if rng.IntN(40) == 0 {
+			n = rng.IntN(20000)
+		}
+		return strings.Repeat(string(rune('a'+rng.IntN(26))), n)
+	}
+	for step := range 30000 {
+		if rng.IntN(50) == 0 {
+			// A new partner: more of them than maxSenders, so that
+			// senders no run is from are dropped along the way.
+			from = fmt.Sprint("peer", rng.IntN(3*maxSenders))
+		}
+		if rng.IntN(3) == 0 {
+			at += time.Duration(1 + rng.IntN(3))
+		}
+		switch op := rng.IntN(12); {
+		case op < 4:
+			seq += uint64(1 + rng.IntN(2)) // now and then a gap
+			sealed := rng.IntN(10) == 0
+			tx := text()
+			hs.push(seq, at, from, sealed, []byte(tx))
+			kind := "m"
+			if sealed {
+				kind = "s"
+			}
+			list = append(list, msg{seq, at, from, kind, tx})
+		case op < 7:
+			texts := make([][]byte, 1+rng.IntN(20))
+			for i := range texts {
+				tx := text()
+				texts[i] = []byte(tx)
+				list = append(list, msg{seq + 1 + uint64(i), at, from, "m", tx})
+			}
+			hs.pushRun(seq+1, at, from, texts)
+			seq += uint64(len(texts))
+		case op < 8 && len(list) > 0:
+			s, a := hs.dropFront()
+			if s != list[0].seq || a != list[0].at {
+				t.Fatalf("step %d: dropFront gave %d at %v, want %d at %v", step, s, a, list[0].seq, list[0].at)
+			}
+			list = list[1:]
+		case op < 10:
+			last := seq - uint64(rng.IntN(30))
+			hs.dropThrough(last)
+			for len(list) > 0 && list[0].seq <= last {
+				list = list[1:]
+			}
+		default:
+			before := at - time.Duration(rng.IntN(8))
+			hs.trimAge(before)
+			// trimAge drops runs whole: a run delivered before `before`
+			// goes with all its messages, which share its time.
+			for len(list) > 0 && list[0].at < before {
+				list = list[1:]
+			}
+		}
+		var want []string
+		var cost int64
+		for _, m := range list {
+			want = append(want, fmt.Sprintf("%d %s %s %s", m.seq, m.from, m.kind, m.text))
+			cost += int64(len(m.text)) + entryCost
+		}
+		if got := kept(hs); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("step %d: kept %d messages, want %d, or they differ", step, len(got), len(want))
+		}
+		if hs.n != len(list) || hs.cost != cost || hs.empty() != (len(list) == 0) {
+			t.Fatalf("step %d: %d messages, cost %d; want %d, %d", step, hs.n, hs.cost, len(list), cost)
+		}
+		if len(list) > 0 {
+			if hs.oldestAt != list[0].at {
+				t.Fatalf("step %d: oldest at %v, want %v", step, hs.oldestAt, list[0].at)
+			}
+			i := rng.IntN(len(list))
+			if got := hs.seqIndex(list[i].seq); got != i {
+				t.Fatalf("step %d: seqIndex(%d) = %d, want %d", step, list[i].seq, got, i)
+			}
+			j := 0
+			for j < len(list) && list[j].at < list[i].at {
+				j++
+			}
+			if got := hs.since(list[i].at); got != j {
+				t.Fatalf("step %d: since(%v) = %d, want %d", step, list[i].at, got, j)
+			}
+		}
+		senders := map[string]bool{}
+		for _, m := range list {
+			senders[m.from] = true
+		}
+		if len(hs.senders) > max(maxSenders, len(senders))+1 {
+			t.Fatalf("step %d: %d senders named, runs from %d kept", step, len(hs.senders), len(senders))
+		}
+	}
+}
+
+// TestHistoryNamesFewSenders: a history that never empties while its
+// session changes partners names only the senders of the runs it keeps,
+// and maxSenders more at most, each run still with its own sender.
+func TestHistoryNamesFewSenders(t *testing.T) {
+	hs := new(history)
+	defer hs.release()
+	const window = 5 // runs kept at a time
+	for i := range 200 {
+		seq := uint64(i + 1)
+		hs.push(seq, time.Duration(i), fmt.Sprint("peer", i), false, []byte("hi"))
+		if seq > window {
+			hs.dropThrough(seq - window)
+		}
+		if len(hs.senders) > maxSenders+1 {
+			t.Fatalf("after %d partners: %d senders named for %d runs", i+1, len(hs.senders), hs.runs)
+		}
+		var want []string
+		for j := max(1, int(seq)-window+1); j <= int(seq); j++ {
+			want = append(want, fmt.Sprintf("%d peer%d m hi", j, j-1))
+		}
+		if got := kept(hs); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("after %d partners: kept %q, want %q", i+1, got, want)
 		}
 	}
 }
