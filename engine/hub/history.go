@@ -175,6 +175,8 @@ type history struct {
 	runs   int   // runs kept
 	n      int   // messages kept
 	cost   int64 // what they count against resume.buffer
+	// lastSeq is the newest message's number, while one is kept.
+	lastSeq uint64
 	// oldestAt and newestAt are when the oldest and the newest run were
 	// delivered, while there is one. trimAge, at every keep, reads the
 	// first here rather than in the oldest run's chunk, a line of its
@@ -240,6 +242,7 @@ func (hs *history) push(seq uint64, at time.Duration, from string, sealed bool, 
 		c.buf = binary.AppendUvarint(c.buf, uint64(len(text)))
 		c.buf = append(c.buf, text...)
 		c.run(hs.newest).add(1, len(c.buf)-start, len(text))
+		hs.lastSeq = seq
 		return
 	}
 	off := len(c.buf)
@@ -292,6 +295,7 @@ func (hs *history) appendRun(c *chunk, seq uint64, at time.Duration, from string
 	hs.cost += int64(size) + int64(k)*entryCost
 	if joins {
 		c.run(hs.newest).add(k, len(c.buf)-start, size)
+		hs.lastSeq = seq + uint64(k) - 1
 		return
 	}
 	hs.started(c, off, seq, at, from, uint32(k), size)
@@ -321,6 +325,7 @@ func (hs *history) started(c *chunk, off int, seq uint64, at time.Duration, from
 		hs.oldestAt, hs.head = at, off
 	}
 	hs.newestAt, hs.newest = at, off
+	hs.lastSeq = seq + uint64(n&^sealedBit) - 1
 	hs.runs++
 }
 
@@ -424,17 +429,7 @@ func (hs *history) dropRun() {
 	hs.head += runHeader + r.size()
 	hs.runs--
 	if hs.runs == 0 {
-		// The newest chunk is written afresh; the others go back.
-		for _, old := range hs.chunks[:len(hs.chunks)-1] {
-			putChunk(old)
-		}
-		clear(hs.chunks[:len(hs.chunks)-1])
-		hs.chunks[0] = hs.cur
-		hs.chunks = hs.chunks[:1]
-		hs.cur.buf = hs.cur.buf[:0]
-		hs.head, hs.newest = 0, -1
-		clear(hs.senders)
-		hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
+		hs.emptied()
 		return
 	}
 	if hs.head == len(c.buf) {
@@ -446,6 +441,45 @@ func (hs *history) dropRun() {
 		hs.head = 0
 	}
 	hs.oldestAt = hs.chunks[0].run(hs.head).at()
+}
+
+// dropAll drops every message kept, without a look at their runs.
+func (hs *history) dropAll() {
+	if hs.runs == 0 {
+		return
+	}
+	hs.runs, hs.n, hs.cost = 0, 0, 0
+	hs.emptied()
+}
+
+// keepNewest drops every run but the newest, r, without a look at
+// them.
+func (hs *history) keepNewest(r *header) {
+	for _, old := range hs.chunks[:len(hs.chunks)-1] {
+		putChunk(old)
+	}
+	clear(hs.chunks[:len(hs.chunks)-1])
+	hs.chunks[0] = hs.cur
+	hs.chunks = hs.chunks[:1]
+	k := r.count()
+	hs.head, hs.runs, hs.n = hs.newest, 1, k
+	hs.cost = int64(r.text()) + int64(k)*entryCost
+	hs.oldestAt = r.at()
+}
+
+// emptied starts the history afresh once it keeps no run: the newest
+// chunk is written again from its start, and the others go back.
+func (hs *history) emptied() {
+	for _, old := range hs.chunks[:len(hs.chunks)-1] {
+		putChunk(old)
+	}
+	clear(hs.chunks[:len(hs.chunks)-1])
+	hs.chunks[0] = hs.cur
+	hs.chunks = hs.chunks[:1]
+	hs.cur.buf = hs.cur.buf[:0]
+	hs.head, hs.newest = 0, -1
+	clear(hs.senders)
+	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
 }
 
 // dropFront drops the oldest message and returns its number and when it
@@ -478,6 +512,21 @@ func (hs *history) dropFront() (seq uint64, at time.Duration) {
 
 // dropThrough drops the messages numbered up to last.
 func (hs *history) dropThrough(last uint64) {
+	if last >= hs.lastSeq {
+		// All of them, nearly always: what TCP acknowledged after the
+		// client's read is all that was written but the newest, if
+		// that. No run need be read, which for a look that frees dozens
+		// of one-message runs is dozens of lines.
+		hs.dropAll()
+		return
+	}
+	if hs.runs > 1 && hs.newest >= 0 {
+		// All but the newest run, as often: what was written last is
+		// on its way still. The newest run's header says what is left.
+		if r := hs.cur.run(hs.newest); last+1 >= r.seq() {
+			hs.keepNewest(r)
+		}
+	}
 	for hs.runs > 0 {
 		r := hs.chunks[0].run(hs.head)
 		switch seq := r.seq(); {
@@ -616,7 +665,7 @@ func (hs *history) textBytes() int64 { return hs.cost - int64(hs.n)*entryCost }
 func (hs *history) release() {
 	hs.freeChunks()
 	clear(hs.senders)
-	hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt = 0, 0, 0, hs.loss[:0], 0, 0
+	hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt, hs.lastSeq = 0, 0, 0, hs.loss[:0], 0, 0, 0
 	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
 	historyPool.Put(hs)
 }
