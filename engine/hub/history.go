@@ -455,12 +455,7 @@ func (hs *history) dropAll() {
 // keepNewest drops every run but the newest, r, without a look at
 // them.
 func (hs *history) keepNewest(r *header) {
-	for _, old := range hs.chunks[:len(hs.chunks)-1] {
-		putChunk(old)
-	}
-	clear(hs.chunks[:len(hs.chunks)-1])
-	hs.chunks[0] = hs.cur
-	hs.chunks = hs.chunks[:1]
+	hs.freeOlderChunks()
 	k := r.count()
 	hs.head, hs.runs, hs.n = hs.newest, 1, k
 	hs.cost = int64(r.text()) + int64(k)*entryCost
@@ -470,16 +465,23 @@ func (hs *history) keepNewest(r *header) {
 // emptied starts the history afresh once it keeps no run: the newest
 // chunk is written again from its start, and the others go back.
 func (hs *history) emptied() {
-	for _, old := range hs.chunks[:len(hs.chunks)-1] {
-		putChunk(old)
-	}
-	clear(hs.chunks[:len(hs.chunks)-1])
-	hs.chunks[0] = hs.cur
-	hs.chunks = hs.chunks[:1]
+	hs.freeOlderChunks()
 	hs.cur.buf = hs.cur.buf[:0]
 	hs.head, hs.newest = 0, -1
 	clear(hs.senders)
 	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
+}
+
+// freeOlderChunks gives back every chunk but the newest, once the runs
+// they held are dropped.
+func (hs *history) freeOlderChunks() {
+	older := hs.chunks[:len(hs.chunks)-1]
+	for _, c := range older {
+		putChunk(c)
+	}
+	clear(older)
+	hs.chunks[0] = hs.cur
+	hs.chunks = hs.chunks[:1]
 }
 
 // dropFront drops the oldest message and returns its number and when it
