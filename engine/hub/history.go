@@ -363,13 +363,9 @@ func (hs *history) compactSenders() {
 		return true
 	})
 	clear(hs.senders)
+	// fromIndex is stale now; senderIndex's caller sets it afresh.
 	hs.senders = append(hs.senders[:0], kept...)
-	// The newest run's sender has a new index: it is looked up again.
-	hs.newestFrom, hs.fromIndex = "", noSender
 }
-
-// noSender is a fromIndex that names no sender.
-const noSender = ^uint32(0)
 
 // eachRun calls f with the chunk and offset of every run, oldest
 // first, until f returns false.
@@ -468,6 +464,11 @@ func (hs *history) emptied() {
 	hs.freeOlderChunks()
 	hs.cur.buf = hs.cur.buf[:0]
 	hs.head, hs.newest = 0, -1
+	hs.forgetSenders()
+}
+
+// forgetSenders empties senders, once no run names one.
+func (hs *history) forgetSenders() {
 	clear(hs.senders)
 	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
 }
@@ -666,9 +667,8 @@ func (hs *history) textBytes() int64 { return hs.cost - int64(hs.n)*entryCost }
 // release gives the history and its chunks back to their pools.
 func (hs *history) release() {
 	hs.freeChunks()
-	clear(hs.senders)
+	hs.forgetSenders()
 	hs.runs, hs.n, hs.cost, hs.loss, hs.oldestAt, hs.newestAt, hs.lastSeq = 0, 0, 0, hs.loss[:0], 0, 0, 0
-	hs.senders, hs.newestFrom, hs.fromIndex = hs.senders[:0], "", 0
 	historyPool.Put(hs)
 }
 
