@@ -42,7 +42,11 @@
 // nanosecond) or, when a thread exited meanwhile, /proc/PID/stat's clock
 // ticks; read and write system calls, from /proc/PID/io; and context
 // switches. Each phase is bracketed by a reading just before it starts
-// and one right after it ends. -idle also reports the kernel memory the
+// and one right after it ends. Beside the server's relay figures it
+// reports its own, read the same way from /proc/self (load_generator in
+// the JSON): client and server share the machine, so how much CPU the
+// client spends per message bears on what the server's work costs.
+// -idle also reports the kernel memory the
 // open connections hold on top of RSS: what the socket slab caches of
 // /proc/slabinfo (readable by root only) and the TCP buffers of
 // /proc/net/sockstat grew by, for both ends of each connection, since
@@ -73,7 +77,8 @@
 //	                        each with its own ephemeral ports (127.0.0.1,127.0.0.2)
 //	-pid P                  the server's pid: report its VmRSS growth per
 //	                        connection, and its CPU, system calls and context
-//	                        switches per pair and per message
+//	                        switches per pair and per message (and its own
+//	                        CPU per message, beside them)
 //	-idle                   pair, hold idle for -hold (5s), measure memory; no relay
 //	-away D                 with -idle: then reset every connection (each session
 //	                        goes away: resume) and read the RSS again after D

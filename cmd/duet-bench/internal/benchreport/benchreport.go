@@ -282,6 +282,15 @@ var (
 	}
 )
 
+// generatorCPUPerMsg is the load generator's own CPU per message over
+// the relay phase: how heavy the client was.
+func generatorCPUPerMsg(r *loadgen.Report) (float64, bool) {
+	if r.LoadGenerator == nil || r.LoadGenerator.Ops == 0 {
+		return 0, false
+	}
+	return r.LoadGenerator.CPUMicrosPerOp, true
+}
+
 func share(part, rest float64) float64 {
 	if part+rest == 0 {
 		return math.NaN()
@@ -613,9 +622,12 @@ func (s *Set) writeRelay(b *strings.Builder) {
 	fmt.Fprintf(b, "phase per message delivered; reads and writes are its read and write\n")
 	fmt.Fprintf(b, "system calls per message (eventfd wake-ups included), switches the times\n")
 	fmt.Fprintf(b, "one of its threads was put on a CPU, per message; sys is the kernel's share\n")
-	fmt.Fprintf(b, "of its CPU time. All but messages/s and server CPU are medians.\n\n")
-	fmt.Fprintf(b, "| server | client | messages/s | server CPU µs/msg | sys | reads/msg | writes/msg | switches/msg | p99 µs |\n")
-	fmt.Fprintf(b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(b, "of its CPU time; client CPU is the load generator's own, per message. All\n")
+	fmt.Fprintf(b, "but messages/s and server CPU are medians. Client and server share the\n")
+	fmt.Fprintf(b, "machine's cores, so a heavier client makes the same server's work dearer\n")
+	fmt.Fprintf(b, "(see \"Twenty-first round\").\n\n")
+	fmt.Fprintf(b, "| server | client | messages/s | server CPU µs/msg | sys | reads/msg | writes/msg | switches/msg | p99 µs | client CPU µs/msg |\n")
+	fmt.Fprintf(b, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, row := range []struct{ server, scenario string }{
 		{ServerBare, ScenarioTCP},
 		{ServerDuetd, ScenarioTCP},
@@ -634,10 +646,11 @@ func (s *Set) writeRelay(b *strings.Builder) {
 				continue
 			}
 			st := func(f figure) stat { return s.stat(row.server, row.scenario, c, f) }
-			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, c,
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, c,
 				rate(st(messagesPerSecond)), spread(st(cpuPerMessage), "%.2f"), median(st(systemShare), "%.0f%%", 100),
 				median(st(readsPerMessage), "%.4f", 1), median(st(writesPerMessage), "%.4f", 1),
-				median(st(switchesPerMsg), "%.4f", 1), median(st(p99), "%.0f", 1))
+				median(st(switchesPerMsg), "%.4f", 1), median(st(p99), "%.0f", 1),
+				median(st(generatorCPUPerMsg), "%.2f", 1))
 		}
 	}
 	fmt.Fprintf(b, "\n")

@@ -31,6 +31,8 @@ func relayReport(f figures) *loadgen.Report {
 			Ops: 2000000, CPUMicrosPerOp: f.cpu, UserSeconds: 1, SystemSeconds: 3,
 			ReadsPerOp: 0.0625, WritesPerOp: 0.07, SwitchesPerOp: 0.02,
 		}},
+		// The client's own CPU: twice the server's, and a quarter more.
+		LoadGenerator: &loadgen.ServerUsage{Ops: 2000000, CPUMicrosPerOp: 2*f.cpu + 0.25},
 	}
 }
 

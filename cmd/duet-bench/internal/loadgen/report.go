@@ -33,6 +33,14 @@ type Report struct {
 	// sessions, and PerConnectionBytes is per session.
 	Away   *MemoryReport `json:"away,omitempty"`
 	Server *ServerReport `json:"server,omitempty"`
+	// LoadGenerator is what this process, the load generator, spent over
+	// the relay phase, per message delivered, read as the server's is
+	// (with -pid). It shares the machine with the server, so a client
+	// that costs more takes more of the CPUs the server runs on, and
+	// leaves the server's caches colder between its turns: the figure
+	// says how heavy each client is, beside what the server spent under
+	// it (BENCHMARKS.md, twenty-first round).
+	LoadGenerator *ServerUsage `json:"load_generator,omitempty"`
 	// Kernel is the idle run's kernel memory for the open connections.
 	Kernel *KernelMemoryReport `json:"kernel,omitempty"`
 }

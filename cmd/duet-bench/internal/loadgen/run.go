@@ -163,8 +163,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			meterErrs = append(meterErrs, err)
 		}
 	} else {
+		var self *phaseMeter
 		if meter != nil {
 			meterErrs = append(meterErrs, meter.begin())
+			// The generator's own figure is for reading beside the
+			// server's; a run whose own counters cannot be read goes on
+			// without it.
+			self = &phaseMeter{proc: newProcReader(os.Getpid())}
+			if self.begin() != nil {
+				self = nil
+			}
 		}
 		runErr = r.relay(ctx, rl, paired, rep, startSending)
 		if meter != nil {
@@ -173,6 +181,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			u, err := meter.end(0)
 			rep.Server.Relay = u
 			meterErrs = append(meterErrs, err)
+			if self != nil {
+				rep.LoadGenerator, _ = self.end(0)
+			}
 		}
 	}
 
@@ -222,6 +233,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	collectErrors(rl, paired, rep)
 	if rep.Server != nil && rep.Server.Relay != nil && rep.Relay != nil {
 		rep.Server.Relay.setOps(rep.Relay.Delivered)
+	}
+	if rep.LoadGenerator != nil && rep.Relay != nil {
+		rep.LoadGenerator.setOps(rep.Relay.Delivered)
 	}
 	var meterErr error
 	if err := errors.Join(meterErrs...); err != nil {

@@ -122,8 +122,32 @@ func TestRunAgainstGoroutineRelay(t *testing.T) {
 				if rep.RSS == nil || rep.RSS.Connections != 20 || rep.RSS.BeforeKiB <= 0 {
 					t.Errorf("rss report %+v", rep.RSS)
 				}
+				checkLoadGenerator(t, rep)
 			})
 		}
+	}
+}
+
+// checkLoadGenerator checks the load generator's own usage over the
+// relay phase of a run whose "server" (-pid) was this very process: the
+// two readings are of the same counters over nearly the same time, so
+// they must agree, and both be per message delivered.
+func checkLoadGenerator(t *testing.T, rep *Report) {
+	t.Helper()
+	g, s := rep.LoadGenerator, rep.Server.Relay
+	if g == nil || s == nil {
+		t.Fatalf("load generator %+v, server %+v", g, s)
+	}
+	if g.Ops != rep.Relay.Delivered || g.Ops == 0 || g.CPUSeconds <= 0 {
+		t.Fatalf("load generator over %d messages delivered: %+v", rep.Relay.Delivered, g)
+	}
+	// The generator's readings come just after the server's at both
+	// ends; what the process spent between them is a few /proc reads.
+	if diff := math.Abs(g.CPUSeconds - s.CPUSeconds); diff > 0.02+s.CPUSeconds/4 {
+		t.Errorf("the same process read as load generator (%.4fs) and as server (%.4fs)", g.CPUSeconds, s.CPUSeconds)
+	}
+	if want := g.CPUSeconds * 1e6 / float64(g.Ops); math.Abs(g.CPUMicrosPerOp-want) > 1e-9*want {
+		t.Errorf("load generator µs per message %v, want %v", g.CPUMicrosPerOp, want)
 	}
 }
 
