@@ -235,22 +235,34 @@ func p999(r *loadgen.Report) (float64, bool) {
 	return float64(r.Relay.Latency.P999), true
 }
 
-func relayUsage(pick func(*loadgen.ServerUsage) float64) figure {
+// usage makes a figure of what a process spent in one phase of a run
+// (phase returns nil when the run has no such reading), picked by pick.
+func usage(phase func(*loadgen.Report) *loadgen.ServerUsage, pick func(*loadgen.ServerUsage) float64) figure {
 	return func(r *loadgen.Report) (float64, bool) {
-		if r.Server == nil || r.Server.Relay == nil || r.Server.Relay.Ops == 0 {
+		u := phase(r)
+		if u == nil || u.Ops == 0 {
 			return 0, false
 		}
-		return pick(r.Server.Relay), true
+		return pick(u), true
 	}
 }
 
-func pairUsage(pick func(*loadgen.ServerUsage) float64) figure {
-	return func(r *loadgen.Report) (float64, bool) {
-		if r.Server == nil || r.Server.Pair == nil || r.Server.Pair.Ops == 0 {
-			return 0, false
+func relayUsage(pick func(*loadgen.ServerUsage) float64) figure {
+	return usage(func(r *loadgen.Report) *loadgen.ServerUsage {
+		if r.Server == nil {
+			return nil
 		}
-		return pick(r.Server.Pair), true
-	}
+		return r.Server.Relay
+	}, pick)
+}
+
+func pairUsage(pick func(*loadgen.ServerUsage) float64) figure {
+	return usage(func(r *loadgen.Report) *loadgen.ServerUsage {
+		if r.Server == nil {
+			return nil
+		}
+		return r.Server.Pair
+	}, pick)
 }
 
 var (
@@ -284,12 +296,9 @@ var (
 
 // generatorCPUPerMsg is the load generator's own CPU per message over
 // the relay phase: how heavy the client was.
-func generatorCPUPerMsg(r *loadgen.Report) (float64, bool) {
-	if r.LoadGenerator == nil || r.LoadGenerator.Ops == 0 {
-		return 0, false
-	}
-	return r.LoadGenerator.CPUMicrosPerOp, true
-}
+var generatorCPUPerMsg = usage(
+	func(r *loadgen.Report) *loadgen.ServerUsage { return r.LoadGenerator },
+	func(u *loadgen.ServerUsage) float64 { return u.CPUMicrosPerOp })
 
 func share(part, rest float64) float64 {
 	if part+rest == 0 {
