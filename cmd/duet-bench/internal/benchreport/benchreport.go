@@ -247,22 +247,23 @@ func usage(phase func(*loadgen.Report) *loadgen.ServerUsage, pick func(*loadgen.
 	}
 }
 
-func relayUsage(pick func(*loadgen.ServerUsage) float64) figure {
-	return usage(func(r *loadgen.Report) *loadgen.ServerUsage {
+// serverPhase is usage's phase for one of the server's readings, nil
+// when the run did not read the server (-pid).
+func serverPhase(phase func(*loadgen.ServerReport) *loadgen.ServerUsage) func(*loadgen.Report) *loadgen.ServerUsage {
+	return func(r *loadgen.Report) *loadgen.ServerUsage {
 		if r.Server == nil {
 			return nil
 		}
-		return r.Server.Relay
-	}, pick)
+		return phase(r.Server)
+	}
+}
+
+func relayUsage(pick func(*loadgen.ServerUsage) float64) figure {
+	return usage(serverPhase(func(s *loadgen.ServerReport) *loadgen.ServerUsage { return s.Relay }), pick)
 }
 
 func pairUsage(pick func(*loadgen.ServerUsage) float64) figure {
-	return usage(func(r *loadgen.Report) *loadgen.ServerUsage {
-		if r.Server == nil {
-			return nil
-		}
-		return r.Server.Pair
-	}, pick)
+	return usage(serverPhase(func(s *loadgen.ServerReport) *loadgen.ServerUsage { return s.Pair }), pick)
 }
 
 var (
