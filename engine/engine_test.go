@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -402,7 +401,6 @@ type peer struct {
 	partner string // whose messages it must receive
 	line    *enginetest.LineClient
 	ws      *enginetest.WSClient
-	r       *bufio.Reader
 }
 
 func newPeer(t *testing.T, d *enginetest.Daemon, kind, name string) *peer {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,41 +251,4 @@ func requireTool(t *testing.T, name string) string {
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-// startRedis runs a throwaway redis-server on a free loopback port and
-// returns its URL. It skips the test when redis-server is missing, or
-// fails it when DUET_REQUIRE_REDIS=1 (CI).
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server is missing and DUET_REQUIRE_REDIS=1 (scripts/deps.sh installs it)")
-		}
-		t.Skip("redis-server is missing; scripts/deps.sh installs it")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--protected-mode", "no", "--loglevel", "warning")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(waitLimit)
-	for !canDial("127.0.0.1:" + port) {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not come up")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "redis://127.0.0.1:" + port
 }

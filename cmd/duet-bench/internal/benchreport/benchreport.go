@@ -286,13 +286,7 @@ var (
 		}
 		return math.NaN()
 	})
-	pairingsPerSec   = func(r *loadgen.Report) (float64, bool) { return r.Pair.PerSecond, r.Pair.Count > 0 }
-	rssPerConnection = func(r *loadgen.Report) (float64, bool) {
-		if r.RSS == nil {
-			return 0, false
-		}
-		return r.RSS.PerConnectionBytes, true
-	}
+	pairingsPerSec = func(r *loadgen.Report) (float64, bool) { return r.Pair.PerSecond, r.Pair.Count > 0 }
 )
 
 // generatorCPUPerMsg is the load generator's own CPU per message over

@@ -336,15 +336,14 @@ const (
 )
 
 type faultySession struct {
-	id       int
-	conn     net.Conn
-	wmu      sync.Mutex
-	name     string
-	peer     *faultySession
-	n        int // messages received from this session
-	held     string
-	swallow  bool
-	peerOnce sync.Once
+	id      int
+	conn    net.Conn
+	wmu     sync.Mutex
+	name    string
+	peer    *faultySession
+	n       int // messages received from this session
+	held    string
+	swallow bool
 }
 
 func (fs *faultySession) writeLine(s string) {
