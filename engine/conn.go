@@ -415,8 +415,9 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpLogin:
 			if len(cmd.Password) > 0 && cn.loop.srv.opts.AuthMode == "open" {
 				// In open mode a second word can only be a name with a
-				// space in it, which no name may have.
-				cn.tell(proto.ErrBadName)
+				// space in it, which no name may have, or a password
+				// the server does not use.
+				cn.tell(proto.ErrNoAccounts)
 				return
 			}
 			if cn.loop.srv.logins != nil {

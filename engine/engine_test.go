@@ -14,6 +14,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/proto"
 )
 
 // TestSeedStoryLine is the original app's whole story over netcat-style
@@ -177,6 +178,9 @@ func TestLineErrors(t *testing.T) {
 		{"/connect " + bob.Token, `^! not_logged_in: `},
 		{"/login", `^! bad_name: `},
 		{"/login bad name!", `^! bad_name: `},
+		// A password on a server without accounts: the answer says so,
+		// not only what a name is.
+		{"/login carol secret", `^! bad_name: a name is one word .*; this server has no accounts, so give no password$`},
 		{"/login " + strings.Repeat("x", 33), `^! bad_name: `},
 		{"/login BOB", `^! name_taken: `},
 		{"/login alice", `^\* you are alice, your token is [0-9a-f]{32}$`},
@@ -186,6 +190,8 @@ func TestLineErrors(t *testing.T) {
 		{"/connect", `^! bad_token: `},
 		{"/connect 1234", `^! bad_token: `},
 		{"/connect " + strings.Repeat("0", 31) + "1", `^! unknown_token: `},
+		// Well formed, though no one is ever given it: unknown, not bad.
+		{"/connect " + strings.Repeat("0", 32), `^! unknown_token: `},
 		{"/dance", `^! unknown_command: `},
 	}
 	for _, s := range steps {
@@ -245,6 +251,10 @@ func TestJSONErrors(t *testing.T) {
 	c.ExpectError("unknown_type")
 	c.SendRaw([]byte(`{"type":"login","name":"has space"}`))
 	c.ExpectError("bad_name")
+	c.SendRaw([]byte(`{"type":"login","name":"alice","password":"secret"}`))
+	if ev := c.Expect("error"); ev["code"] != "bad_name" || ev["text"] != proto.ErrNoAccounts.Text {
+		t.Fatalf("a password in open mode: %v", ev)
+	}
 	c.Login("alice")
 	c.SendRaw([]byte(`{"type":"say","text":""}`))
 	c.ExpectError("empty_message")
@@ -252,6 +262,8 @@ func TestJSONErrors(t *testing.T) {
 	c.ExpectError("not_paired")
 	c.SendRaw([]byte(`{"type":"connect","token":"nope"}`))
 	c.ExpectError("bad_token")
+	c.SendRaw([]byte(`{"type":"connect","token":"00000000000000000000000000000000"}`))
+	c.ExpectError("unknown_token")
 	c.Send(map[string]string{"type": "say", "text": strings.Repeat("x", 20000)})
 	c.ExpectError("too_long")
 	c.Send(map[string]string{"type": "who"})

@@ -48,6 +48,10 @@ var (
 	// guesser must not learn that a key once existed.
 	ErrBadResumeKey     = &Error{"bad_resume_key", "a resume key is 26 letters and digits, as the server showed it"}
 	ErrUnknownResumeKey = &Error{"bad_resume_key", "no session is waiting for that resume key: it is wrong, has expired or was used already; log in again"}
+	// ErrNoAccounts shares bad_name's code: in open mode a login of more
+	// than one word is either a name with a space in it or a name and a
+	// password the server does not use, and its text answers both.
+	ErrNoAccounts = &Error{"bad_name", "a name is one word of 1 to 32 letters, digits, '_', '-' or '.'; this server has no accounts, so give no password"}
 	// ErrPeerAwayFull refuses a message to a partner who is away and
 	// whose kept messages fill resume.buffer. It is sent as
 	// PeerAwayFull makes it, with the partner's name and how much is
@@ -83,7 +87,7 @@ var (
 
 // Errors lists every error, for documentation and tests.
 var Errors = []*Error{
-	ErrNotLoggedIn, ErrAlreadyLoggedIn, ErrBadName, ErrNameTaken, ErrBadToken,
+	ErrNotLoggedIn, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
 	ErrUnknownToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,

@@ -34,8 +34,10 @@ func (t Token) Append(dst []byte) []byte { return hex.AppendEncode(dst, t[:]) }
 func (t Token) Short() string { return t.String()[:6] }
 
 // ParseToken reads a token as sent by a client: exactly 32 hexadecimal
-// characters, either case. It does not allocate.
-func ParseToken(b []byte) (Token, error) {
+// characters, either case (ErrBadToken otherwise). The zero token is
+// well formed, but no user is ever given it: it is ErrUnknownToken, so
+// that it is never looked up. It does not allocate.
+func ParseToken(b []byte) (Token, *Error) {
 	var t Token
 	if len(b) != TokenLen {
 		return t, ErrBadToken
@@ -49,7 +51,7 @@ func ParseToken(b []byte) (Token, error) {
 		t[i] = hi<<4 | lo
 	}
 	if t.IsZero() {
-		return t, ErrBadToken
+		return t, ErrUnknownToken
 	}
 	return t, nil
 }

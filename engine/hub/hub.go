@@ -798,7 +798,7 @@ func (h *Hub) freshTokenLocked() proto.Token {
 func (s *Session) Connect(token []byte) *proto.Error {
 	t, perr := proto.ParseToken(token)
 	if perr != nil {
-		return proto.ErrBadToken
+		return perr
 	}
 	h := s.hub
 	if err := h.canConnect(s, t); err != nil {

@@ -377,7 +377,7 @@ func (s *Server) login(ss *session, name []byte) {
 func (s *Server) connect(ss *session, arg []byte) {
 	token, err := proto.ParseToken(arg)
 	if err != nil {
-		ss.sendError(proto.ErrBadToken)
+		ss.sendError(err)
 		return
 	}
 	s.mu.Lock()
