@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"duet/engine/enginetest"
+	"duet/proto"
 )
 
 // TestRealTelnet runs Debian's telnet (inetutils) in a pseudo-terminal,
@@ -269,5 +270,40 @@ func (p *ptyProgram) wait() {
 		p.exited <- nil // for the cleanup
 	case <-time.After(enginetest.Timeout):
 		p.t.Fatal("telnet did not exit")
+	}
+}
+
+// TestNewcomerSlipsInRealClients types, in Debian's telnet and in nc,
+// two slips a newcomer makes, and checks that each is answered with what
+// went wrong: a password on a server without accounts, and a token of
+// all zeros, which is well formed but no one's. Then the user logs in and
+// pairs as the answers say.
+func TestNewcomerSlipsInRealClients(t *testing.T) {
+	d := enginetest.Start(t, nil)
+	for _, prog := range []string{"telnet", "nc"} {
+		t.Run(prog, func(t *testing.T) {
+			path := enginetest.ToolPath(t, prog)
+			bob := d.DialLine(t).Login("bob" + prog)
+			p := dialInPTY(t, d, nil, path)
+			p.typeLine("/login alice secret")
+			p.expect(regexp.QuoteMeta("! bad_name: " + proto.ErrNoAccounts.Text))
+			p.typeLine("/login alice" + prog)
+			p.expect(`\* you are alice` + prog + `, your token is [0-9a-f]{32}`)
+			p.typeLine("/connect " + strings.Repeat("0", 32))
+			p.expect(regexp.QuoteMeta("! unknown_token: " + proto.ErrUnknownToken.Text))
+			p.typeLine("/connect " + bob.Token)
+			p.expect(`\* you are connected with bob` + prog)
+			bob.Expect(`^\* alice` + prog + ` is connected$`)
+			p.typeLine("/quit")
+			if prog == "telnet" {
+				p.leaves("alice"+prog, bob)
+				return
+			}
+			// Debian's nc does not exit when the server closes while
+			// the terminal it reads is still open; it is stopped when
+			// the test ends.
+			p.expect(`\* bye`)
+			bob.Expect(`^\* alice` + prog + ` left; you are free to be joined again$`)
+		})
 	}
 }
