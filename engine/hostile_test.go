@@ -851,6 +851,29 @@ func TestHostileTokenGuessing(t *testing.T) {
 	pair.finish()
 }
 
+// TestZeroTokenGuessesNothing: the all-zero token is answered
+// unknown_token, but no one is ever given it, so, as a bad_token, it is
+// no failed connect: past limits.connect_failures of them the user is
+// still answered at once, and a real wrong token after them is the
+// first failure counted.
+func TestZeroTokenGuessesNothing(t *testing.T) {
+	t.Parallel()
+	const limit = 2
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.ConnectFailures = limit })
+	c := dialLine(t, d, "127.0.0.1")
+	c.login("zeros")
+	for range 3 * limit {
+		c.send("/connect " + strings.Repeat("0", 32))
+		c.expect(`^! unknown_token: `)
+	}
+	for range limit {
+		c.send("/connect " + strings.Repeat("0", 31) + "1")
+		c.expect(`^! unknown_token: `)
+	}
+	c.send("/connect " + strings.Repeat("0", 31) + "2")
+	c.expect(`^! throttled: `)
+}
+
 // TestHostileCommandFlood: commands past the rate are dropped with one
 // rate_limited error a second, and a flood far past it is disconnected
 // with a stated reason; a fast paste to a partner is never refused.

@@ -92,7 +92,8 @@ func (cn *conn) failed(what string, fields ...zap.Field) {
 // checkConnect tries token and records a failure against the address.
 // Only unknown_token is a failure: a bad_token (not 32 hexadecimal
 // characters, a mistyped link) can never be anyone's token, so it guesses
-// nothing and costs the user nothing.
+// nothing and costs the user nothing, nor does the all-zero token
+// (proto.ErrZeroToken), which no one is ever given.
 func (cn *conn) checkConnect(token []byte, throttled bool) *proto.Error {
 	err := cn.sess.Connect(token)
 	if err != proto.ErrUnknownToken {

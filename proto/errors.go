@@ -52,6 +52,12 @@ var (
 	// than one word is either a name with a space in it or a name and a
 	// password the server does not use, and its text answers both.
 	ErrNoAccounts = &Error{"bad_name", "a name is one word of 1 to 32 letters, digits, '_', '-' or '.'; this server has no accounts, so give no password"}
+	// ErrZeroToken answers the all-zero token as ErrUnknownToken does,
+	// code and text: it is well formed, and no one holds it. It is a
+	// value of its own because, unlike a token some user might hold, it
+	// guesses nothing, so the engine does not count it as a failed
+	// connect (limits.connect_failures), as it does not a bad_token.
+	ErrZeroToken = &Error{ErrUnknownToken.Code, ErrUnknownToken.Text}
 	// ErrPeerAwayFull refuses a message to a partner who is away and
 	// whose kept messages fill resume.buffer. It is sent as
 	// PeerAwayFull makes it, with the partner's name and how much is
@@ -88,7 +94,7 @@ var (
 // Errors lists every error, for documentation and tests.
 var Errors = []*Error{
 	ErrNotLoggedIn, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
-	ErrUnknownToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
+	ErrUnknownToken, ErrZeroToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,

@@ -35,8 +35,8 @@ func (t Token) Short() string { return t.String()[:6] }
 
 // ParseToken reads a token as sent by a client: exactly 32 hexadecimal
 // characters, either case (ErrBadToken otherwise). The zero token is
-// well formed, but no user is ever given it: it is ErrUnknownToken, so
-// that it is never looked up. It does not allocate.
+// well formed, but no user is ever given it: it is ErrZeroToken
+// (unknown_token), and is never looked up. It does not allocate.
 func ParseToken(b []byte) (Token, *Error) {
 	var t Token
 	if len(b) != TokenLen {
@@ -51,7 +51,7 @@ func ParseToken(b []byte) (Token, *Error) {
 		t[i] = hi<<4 | lo
 	}
 	if t.IsZero() {
-		return t, ErrUnknownToken
+		return t, ErrZeroToken
 	}
 	return t, nil
 }

@@ -7,7 +7,7 @@ import (
 
 // TestParseToken: exactly 32 hexadecimal characters, either case, make
 // a token; anything else is bad_token, and the zero token, well formed
-// but never given to anyone, is unknown_token.
+// but never given to anyone, is unknown_token (ErrZeroToken).
 func TestParseToken(t *testing.T) {
 	cases := []struct {
 		in   string
@@ -21,7 +21,7 @@ func TestParseToken(t *testing.T) {
 		{"5366c6d06ecff31059750e8cf80a97de0", ErrBadToken},
 		{"5366c6d06ecff31059750e8cf80a97dg", ErrBadToken},
 		{" 366c6d06ecff31059750e8cf80a97de", ErrBadToken},
-		{strings.Repeat("0", 32), ErrUnknownToken},
+		{strings.Repeat("0", 32), ErrZeroToken},
 	}
 	for _, c := range cases {
 		tok, err := ParseToken([]byte(c.in))
