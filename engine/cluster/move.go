@@ -534,6 +534,14 @@ func (n *Node) park(ctx context.Context, key string, sum *hub.ResumeHash) *proto
 		// Everything the session said goes before its park is written:
 		// the node that takes it up cannot overtake it.
 		n.sender(pp.PeerNode).drain(ctx)
+	} else if pp != nil && pp.PeerNode == "" {
+		// The partner is parked too: what the session said to it is
+		// queued for it before the park is written, or the node that
+		// takes the session up could queue what it says next ahead of
+		// it.
+		if o := n.route(p.Key, pp.ID); o != nil && !o.flushed(ctx) {
+			n.log.Warn("what a moving session said to its parked partner was not queued in time; the partner may get it after what the session says next")
+		}
 	}
 	if werr := n.writePark(ctx, p); werr != nil {
 		n.log.Warn("cannot park a session; it stays on this node", zap.Error(werr))

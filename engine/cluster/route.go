@@ -1,13 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"duet/engine/hub"
@@ -331,6 +331,27 @@ func (o *remoteOutbox) quiesce() {
 	o.mu.Unlock()
 }
 
+// flushed waits until the parker has written what o holds for its
+// parked partner, whether it is quiet or not, and reports false if ctx
+// ends first.
+func (o *remoteOutbox) flushed(ctx context.Context) bool {
+	for {
+		o.mu.Lock()
+		pending := o.busy || o.state == routeParked && len(o.held) > 0
+		o.mu.Unlock()
+		if !pending {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-o.n.ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // unquiesce undoes quiesce, when the partner was not taken up here.
 func (o *remoteOutbox) unquiesce() {
 	o.mu.Lock()
@@ -526,7 +547,7 @@ func (n *Node) parkerIdle() bool {
 	return true
 }
 
-// maxRun is the most frames the parker sends for one outbox in one
+// maxRun is the most messages the parker sends for one outbox in one
 // round trip.
 const maxRun = 64
 
@@ -538,7 +559,15 @@ func (n *Node) serve(o *remoteOutbox) {
 		o.mu.Unlock()
 		return
 	}
-	run := append([]heldFrame(nil), o.held[:min(len(o.held), maxRun)]...)
+	// A run of messages, or a departure on its own: whatever follows
+	// a message refused must not be written before it.
+	end := 1
+	if carries(o.held[0].kind) {
+		for end < min(len(o.held), maxRun) && carries(o.held[end].kind) {
+			end++
+		}
+	}
+	run := append([]heldFrame(nil), o.held[:end]...)
 	gen, index := o.gen, o.index
 	o.busy = true
 	o.mu.Unlock()
@@ -571,44 +600,47 @@ type parkResult struct {
 	args []string
 }
 
-// queueParked runs the scripts for run, in one pipeline: each message
-// is sealed for its place in the queue (index on), each departure
-// releases the parked session's pairing.
+// queueParked writes run to Redis in one round trip: a run of
+// messages, each sealed for its place in the queue (index on), or one
+// departure, which releases the parked session's pairing. It returns
+// an answer for each frame up to the first not taken: "ok" for those
+// taken, then why the next was not.
 func (n *Node) queueParked(o *remoteOutbox, gen uint32, index uint64, run []heldFrame) ([]parkResult, error) {
 	ctx, cancel := n.op()
 	defer cancel()
-	hn := n.keys.nameHash(o.to)
-	keys := []string{n.parkKey(hn), n.queueKey(hn), n.userKey(hn)}
-	genArg := strconv.FormatUint(uint64(gen), 10)
-	pipe := n.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(run))
-	for i, f := range run {
-		if carries(f.kind) {
-			entry := n.seal.sealNamed(nil, f.b, queueAAD(hn, gen, index, f.kind == frameSealed))
-			cost := max(heldCost(f.b), len(entry))
-			cmds[i] = appendParkedScript.Run(ctx, pipe, keys, genArg, index, cost, len(f.b), entry, n.opts.Prefix)
-			index++
-			continue
-		}
-		cmds[i] = n.runReleaseParked(ctx, pipe, o.to, o.pair, proto.Reason(f.a), int(f.n))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !isScriptAnswer(err) {
-		return nil, err
-	}
-	results := make([]parkResult, len(run))
-	for i, c := range cmds {
-		vals, err := c.StringSlice()
+	if !carries(run[0].kind) {
+		f := run[0]
+		vals, err := n.runReleaseParked(ctx, n.rdb, o.to, o.pair, proto.Reason(f.a), int(f.n)).StringSlice()
 		if err != nil || len(vals) == 0 {
 			return nil, err
 		}
-		results[i] = parkResult{code: vals[0], args: vals[1:]}
+		return []parkResult{{code: vals[0], args: vals[1:]}}, nil
+	}
+	hn := n.keys.nameHash(o.to)
+	args := make([]any, 0, 3+3*len(run))
+	args = append(args, strconv.FormatUint(uint64(gen), 10), index, n.opts.Prefix)
+	for i, f := range run {
+		entry := n.seal.sealNamed(nil, f.b, queueAAD(hn, gen, index+uint64(i), f.kind == frameSealed))
+		args = append(args, max(heldCost(f.b), len(entry)), len(f.b), entry)
+	}
+	vals, err := appendParkedScript.Run(ctx, n.rdb, []string{n.parkKey(hn), n.queueKey(hn), n.userKey(hn)}, args...).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	queued, perr := strconv.Atoi(arg(vals, 0))
+	if perr != nil || queued < 0 || queued > len(run) || len(vals) < 2 {
+		n.log.Error("a parked session's queue answered a bad count", zap.String("queued", printable(arg(vals, 0))))
+		return nil, nil
+	}
+	results := make([]parkResult, queued, queued+1)
+	for i := range results {
+		results[i].code = "ok"
+	}
+	if queued < len(run) {
+		results = append(results, parkResult{code: vals[1], args: vals[2:]})
 	}
 	return results, nil
 }
-
-// isScriptAnswer reports whether a pipeline's error is only a script's
-// nil answer, which none of the parker's give.
-func isScriptAnswer(err error) bool { return err == redis.Nil }
 
 // settleLocked takes the answers for run, the first frames held, and
 // returns what is to be done once the lock is released.
@@ -636,8 +668,8 @@ func (o *remoteOutbox) settleLocked(run []heldFrame, results []parkResult) (afte
 			after = append(after, func() {
 				n.hub.RemoteEvent(o.from, o.pair, &proto.Event{Kind: proto.EvError, Err: refusal})
 			})
-			// The next was sealed for the place this one would have
-			// taken: it comes back "at", and goes again.
+			// The run stops here: the next goes in a run of its own,
+			// sealed for the place this one would have taken.
 		case "at":
 			at, err := strconv.ParseUint(arg(res.args, 0), 10, 64)
 			if err != nil {

@@ -360,34 +360,48 @@ for _, m in ipairs(q) do out[#out + 1] = m end
 return out
 `)
 
-// appendParkedScript queues a message for a parked session, if its
-// queue can take it.
-// KEYS: park, queue, user. ARGV: gen, index, cost, text length, sealed
-// message, prefix.
-// Returns {'ok'}, {'full', waiting, size}, {'at', n} (the queue holds n
-// messages: seal it for that place), {'stale'} (parked again since, at
-// another gen), {'moved', node, its lease} or {'gone'}.
+// appendParkedScript queues a run of messages for a parked session,
+// as much of it as its queue can take, in order: the run's first
+// message goes in the place index or not at all, and each one queued
+// only after all before it. Each message is sealed for its place, so a
+// run that does not start where the queue ends is refused whole (a
+// later one of it must never take an earlier one's place).
+// KEYS: park, queue, user. ARGV: gen, index, prefix, then for each
+// message: cost, text length, sealed message.
+// Returns {queued, answer...}: how many of the run were queued, and
+// 'ok' when all were, or why the next was not: 'full', waiting, size;
+// 'at', n (the queue holds n messages: seal the next for that place);
+// 'stale' (parked again since, at another gen); 'moved', node, its
+// lease; 'gone'.
 var appendParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local node = redis.call('HGET', KEYS[3], 'node')
-  if node and node ~= '' then return {'moved', node, leaseOf(ARGV[6], node)} end
-  if node then return {'stale'} end
-  return {'gone'}
+  if node and node ~= '' then return {'0', 'moved', node, leaseOf(ARGV[3], node)} end
+  if node then return {'0', 'stale'} end
+  return {'0', 'gone'}
 end
 local p = redis.call('HMGET', KEYS[1], 'gen', 'n', 'cost', 'max', 'wait', 'size')
-if p[1] ~= ARGV[1] then return {'stale'} end
-if tonumber(p[2]) ~= tonumber(ARGV[2]) then return {'at', p[2]} end
-local c = tonumber(ARGV[3])
-if tonumber(p[3]) + c > tonumber(p[4]) then
-  return {'full', tostring(tonumber(p[5]) + tonumber(p[2])), p[6]}
+if p[1] ~= ARGV[1] then return {'0', 'stale'} end
+if tonumber(p[2]) ~= tonumber(ARGV[2]) then return {'0', 'at', p[2]} end
+local n, cost, limit, size = tonumber(p[2]), tonumber(p[3]), tonumber(p[4]), tonumber(p[6])
+local queued, answer = 0, {'ok'}
+for i = 4, #ARGV - 2, 3 do
+  local c = tonumber(ARGV[i])
+  if cost + c > limit then
+    answer = {'full', tostring(tonumber(p[5]) + n), tostring(size)}
+    break
+  end
+  redis.call('RPUSH', KEYS[2], ARGV[i + 2])
+  n, cost, size, queued = n + 1, cost + c, size + tonumber(ARGV[i + 1]), queued + 1
 end
-redis.call('RPUSH', KEYS[2], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HINCRBY', KEYS[1], 'cost', c)
-redis.call('HINCRBY', KEYS[1], 'size', tonumber(ARGV[4]))
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {'ok'}
+if queued > 0 then
+  redis.call('HSET', KEYS[1], 'n', n, 'cost', cost, 'size', size)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+local out = {tostring(queued)}
+for _, v in ipairs(answer) do out[#out + 1] = v end
+return out
 `)
 
 // releaseParkedScript records that a parked session's partner left its

@@ -155,7 +155,7 @@ func TestParkedPartnerLeavingHereIsTold(t *testing.T) {
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
 	bob.Expect(`^\* alice lost the connection; `)
-	holdParker(t, b, "alice")
+	holdParker(t, b.Node, "alice")
 	bob.Send("bye alice")
 	var pair uint64
 	for deadline := time.Now().Add(enginetest.Timeout); pair == 0; time.Sleep(10 * time.Millisecond) {
@@ -280,7 +280,7 @@ func TestParkedPartnerCutIsTold(t *testing.T) {
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
 	bob.Expect(`^\* alice lost the connection; `)
-	holdParker(t, b, "alice")
+	holdParker(t, b.Node, "alice")
 
 	// Each message counts its text and 64 bytes: four are held, the
 	// fifth passes the bound.
@@ -318,7 +318,7 @@ func leftWhileParked(t testing.TB, a, b *testNode) (key, token string) {
 	drainNode(t, a, 0)
 	key = drainedKey(t, alice)
 	bob.Expect(`^\* alice lost the connection; `)
-	holdParker(t, b, "alice")
+	holdParker(t, b.Node, "alice")
 	bob.Send("bye alice")
 	bob.Send("/leave")
 	bob.Expect(`^\* you left alice$`)
@@ -328,7 +328,7 @@ func leftWhileParked(t testing.TB, a, b *testNode) (key, token string) {
 // holdParker keeps n's parker from writing to Redis what n holds for
 // the parked session key (quiet, as while a claim takes it up here),
 // once n has heard it is parked.
-func holdParker(t testing.TB, n *testNode, key string) {
+func holdParker(t testing.TB, n *Node, key string) {
 	t.Helper()
 	for deadline := time.Now().Add(enginetest.Timeout); ; {
 		n.mu.Lock()
