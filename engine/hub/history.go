@@ -609,6 +609,21 @@ func (hs *history) each(from int, f func(seq uint64, at time.Duration, sender st
 	})
 }
 
+// keptFrom returns how many of the messages kept after seq from sent,
+// and the bytes of their texts. A nil history keeps none.
+func (hs *history) keptFrom(from string, seq uint64) (n int, size int64) {
+	if hs == nil {
+		return 0, 0
+	}
+	hs.each(hs.seqIndex(seq+1), func(_ uint64, _ time.Duration, sender string, _ proto.EventKind, text []byte) {
+		if sender == from {
+			n++
+			size += int64(len(text))
+		}
+	})
+	return n, size
+}
+
 // noteLoss records that message seq, delivered at, was dropped for room
 // now. Runs that ended more than recent ago are forgotten: no resume can
 // ask about them any more.
@@ -706,7 +721,11 @@ func (s *Session) keepLocked(h *Hub, from string, sealed bool, texts [][]byte, f
 		if n < len(texts) {
 			h.awayRefused.Add(1)
 			s.settleLocked()
-			return n, proto.PeerAwayFull(s.name, int(first+uint64(n)-1-a.seq), a.text)
+			// The sender is told of its own messages only: a pairing
+			// made while s was away follows one whose messages are
+			// kept still.
+			waiting, size := s.hist.keptFrom(from, a.seq)
+			return n, proto.PeerAwayFull(s.name, waiting, size)
 		}
 		return n, nil
 	}

@@ -808,7 +808,7 @@ func (s *Session) Connect(token []byte) *proto.Error {
 	if err != nil {
 		return err
 	}
-	undo, err := h.pair(s, c)
+	undo, err := h.pair(s, c, t)
 	if undo {
 		h.dir.Release(s.Key(), c.PairID)
 		h.dir.Release(c.PeerKey, c.PairID)
@@ -836,15 +836,22 @@ func (h *Hub) canConnect(s *Session, t proto.Token) *proto.Error {
 
 // pair opens the room the directory claimed. undo reports that the
 // claim is void, and both sides are to be released in the directory:
-// either side logged out since the claim, or the holder is still being
-// told its last pairing ended.
-func (h *Hub) pair(s *Session, c Claim) (undo bool, err *proto.Error) {
+// either side logged out since the claim, the holder let t go, or the
+// holder is still being told its last pairing ended.
+func (h *Hub) pair(s *Session, c Claim, t proto.Token) (undo bool, err *proto.Error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c.PeerNode != h.node {
 		return false, h.pairRemoteLocked(s, c)
 	}
 	target := h.names.lookup(c.PeerKey)
+	if target != nil && target.token != t {
+		// The claim was made on the session that held t, which has let
+		// it go since: logged out, with someone else in its name now,
+		// or drawn a new token. Whoever holds the name now never gave
+		// t out.
+		target = nil
+	}
 	if s.closed || target == nil || target.closed || target.room.Load() != nil {
 		if target != nil && !target.closed {
 			return true, proto.ErrRoomFull
@@ -1045,6 +1052,15 @@ func (s *Session) Leave() *proto.Error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if s.room.Load() != r {
+		// A resume may have put a new connection's session in s's
+		// place meanwhile (the old connection left as the new one came
+		// back). The leave, asked for first, ends the pairing it has
+		// freed in the directory, and the new connection is told.
+		if now := r.peer(peer); now != nil && now != s && now.keyIs(s.Key()) && now.room.Load() == r {
+			s = now
+		}
+	}
 	if s.room.Load() == r {
 		h.unpairLocked(s, proto.ReasonLeft, 0, true)
 	}
