@@ -119,6 +119,9 @@ func (cn *conn) readPreamble(buf []byte) int {
 		return len(buf)
 	}
 	cn.stage = stageLine
+	// The login's time runs from here: the proxy may have opened the
+	// connection a while before its client said anything.
+	cn.opened = cn.loop.stamp()
 	cn.logger().Debug("connection via proxy")
 	cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
 	return n + cn.readLines(buf[n:])

@@ -197,6 +197,31 @@ func TestProxyHeaderDeadline(t *testing.T) {
 	}
 }
 
+// TestLoginTimeoutFromProxyHeader: behind a proxy, the time to log in
+// runs from the PROXY header, not from the proxy's connection, which
+// may have been open a while before its client's first bytes came.
+func TestLoginTimeoutFromProxyHeader(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		o.Limits.LoginTimeout = 2 * time.Second
+	})
+	c := dialFrom(t, "127.0.0.1", d.TCP)
+	time.Sleep(1500 * time.Millisecond)
+	header := time.Now()
+	c.Write([]byte("PROXY TCP4 192.0.2.7 192.0.2.1 5555 7070\r\n"))
+	r := bufio.NewReader(c)
+	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome to duet") {
+		t.Fatalf("greeting %q", l)
+	}
+	l, _ := r.ReadString('\n')
+	if !strings.HasPrefix(l, "! login_timeout:") {
+		t.Fatalf("got %q, want login_timeout", l)
+	}
+	if waited := time.Since(header); waited < 2*time.Second {
+		t.Fatalf("login_timeout %v after the PROXY header, want 2s or more", waited)
+	}
+}
+
 // TestTrustedProxiesChange: SetTrustedProxies (config reload) applies to
 // the next connection.
 func TestTrustedProxiesChange(t *testing.T) {
