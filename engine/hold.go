@@ -99,10 +99,19 @@ func (cn *conn) release() bool {
 		cn.answered(dc)
 	case holdThrottle:
 		hc := h.on.(*heldConnect)
-		if time.Now().Before(hc.until) {
+		early := time.Now().Before(hc.until)
+		if early && !cn.heldInputOverflows() {
 			return false
 		}
 		*h = inputHold{}
+		if early {
+			// The input behind the held connect passed heldInputMax:
+			// rather than keep reading it into memory for the rest of
+			// the hold, the connect is refused unchecked, and the input
+			// read as any other.
+			cn.answer(hc.op, 0, proto.ErrThrottled)
+			break
+		}
 		cn.connectHeld(hc)
 	}
 	return true
@@ -154,7 +163,8 @@ func (cn *conn) heldInputCounts() bool {
 //
 // Past this bound the held input is acted on after all, and the sender
 // pauses only once its reader holds limits.outbound_max, which is where
-// the reader is cut off as a slow reader. Nothing is lost that would not
+// the reader is cut off as a slow reader. A connect the throttle holds
+// is answered throttled first, unchecked (release). Nothing is lost that would not
 // be: the reader was not reading. Ordinary back-pressure holds at most a
 // read or two, far below this.
 const heldInputMax = 1 << 20
