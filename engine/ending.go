@@ -164,9 +164,11 @@ var endings = [numEndings]endingInfo{
 		wsCode: ws.StatusProtocolError, wsText: "protocol error", status: 400, statusText: "malformed request"},
 	endBinary: {label: "binary", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusUnsupportedData, wsText: "send JSON in text frames"},
-	endOrigin:  {label: "origin", status: 403, statusText: "handshake error: origin not allowed"},
-	endTooMany: {label: "too_many_requests", status: 429, statusText: "too many requests"},
-	endServed:  {label: "served"},
+	endOrigin: {label: "origin", status: 403, statusText: "handshake error: origin not allowed"},
+	// An HTTP answer, and those pipelined before it, are written whole
+	// before the close, however slowly the client reads them.
+	endTooMany: {label: "too_many_requests", status: 429, statusText: "too many requests", drain: true},
+	endServed:  {label: "served", drain: true},
 	endLoginWait: {label: "login_timeout", err: proto.ErrLoginTimeout,
 		wsCode: ws.StatusPolicyViolation, wsText: "login timeout"},
 	endHeadWait:   {label: "handshake_timeout", status: 408, statusText: "request timeout"},

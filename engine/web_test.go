@@ -3,11 +3,14 @@ package engine_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,6 +290,52 @@ func TestWebPipelinedAnswersWhole(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("answer %d: status %d, %d bytes of %d: %v", i, resp.StatusCode, len(body), resp.ContentLength, err)
 		}
+	}
+}
+
+// TestWebAnswersWholeBeforeClose: the answers to requests pipelined
+// before one that closes the connection (Connection: close), that one's
+// included, are written whole before the close, however slowly the
+// client reads: a client whose receive window is small and that reads
+// nothing until all were sent gets each of them whole.
+func TestWebAnswersWholeBeforeClose(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	dl := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			// A small window, and segments of an Ethernet's size: on
+			// loopback's own (64 KiB) the server's kernel would take
+			// megabytes at once.
+			serr = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
+				syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460))
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := dl.Dial("tcp", d.WS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const requests = 3
+	c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	io.WriteString(c, strings.Repeat("GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n", requests-1)+
+		"GET /app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	time.Sleep(500 * time.Millisecond) // the server answers all three meanwhile
+	r := bufio.NewReader(c)
+	for i := range requests {
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || int64(len(body)) != resp.ContentLength {
+			t.Fatalf("answer %d: status %d, %d bytes of %d: %v", i, resp.StatusCode, len(body), resp.ContentLength, err)
+		}
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Fatalf("after the last answer: %v, want the connection closed", err)
 	}
 }
 
