@@ -420,7 +420,7 @@ function startResume(ev) {
   forgetResume();
   const key = typeof ev.resume_key === 'string' ? ev.resume_key : '';
   if (!key) return;
-  st.resume = { key, last: 0, windowS: Number(ev.window_s) || 0 };
+  st.resume = { key, last: 0, windowS: Number(ev.window_s) || 0, reading: [] };
   saveNow();
   // The page acknowledges what it shows, and says so at once: until a
   // client acknowledges, the server keeps for it only what its TCP has
@@ -460,6 +460,7 @@ function sendResume() {
 function droppedAway(peer) {
   // The pairing holds on the server while the session is away.
   st.peer = peer;
+  secure.offline();
   st.resuming = false;
   if (!st.awayNoted) {
     st.awayNoted = true;
@@ -581,7 +582,8 @@ function resumeFailed() {
 }
 
 // takeSeq reads a message's seq and reports whether the message is new:
-// one at or below the last seq shown was shown already.
+// one at or below the last seq taken was shown already, or is being read
+// (a sealed message, while it is decrypted: see shownLast).
 function takeSeq(seq) {
   if (!st.resume || !Number.isSafeInteger(seq) || seq <= 0) return true;
   if (seq <= st.resume.last) return false;
@@ -605,7 +607,15 @@ function ackNow() {
   // What the server is told it may forget must be in sessionStorage
   // first, or a reload would find it in neither.
   saveNow();
-  if (sendQuiet({ type: 'ack', last: st.resume.last })) st.unacked = 0;
+  if (sendQuiet({ type: 'ack', last: shownLast() })) st.unacked = st.resume.reading.length;
+}
+
+// shownLast is the seq of the last message shown, with every one before
+// it: a sealed message being decrypted is not shown yet, and a reload
+// must resume from before it, however many came after it.
+function shownLast() {
+  const r = st.resume;
+  return r.reading.length > 0 ? Math.min(r.last, r.reading[0] - 1) : r.last;
 }
 
 // sendQuiet sends a frame the person did not ask for: it says nothing
@@ -649,7 +659,7 @@ function saveNow() {
   if (!st.resume) return;
   const data = {
     key: st.resume.key,
-    last: st.resume.last,
+    last: shownLast(),
     window_s: st.resume.windowS,
     name: st.name,
     peer: st.peer,
@@ -683,6 +693,7 @@ function restoreSession() {
     key: data.key,
     last: Number.isSafeInteger(data.last) && data.last > 0 ? data.last : 0,
     windowS: Number(data.window_s) || 0,
+    reading: [],
   };
   st.name = typeof data.name === 'string' && NAME_RE.test(data.name) ? data.name : '';
   st.peer = typeof data.peer === 'string' ? data.peer : '';
@@ -1596,8 +1607,20 @@ hook('paired', (ev) => secure.paired(ev));
 hook('sealed', (ev) => {
   // Numbered with the messages: one shown already is not shown again.
   if (!takeSeq(ev.seq)) return;
-  secure.sealed(ev);
-  ackSoon();
+  // It is shown once decrypted: until then it is not acknowledged, nor
+  // saved as shown (shownLast).
+  const r = st.resume;
+  const seq = ev.seq;
+  const reading = r !== null && Number.isSafeInteger(seq) && seq > 0;
+  if (reading) r.reading.push(seq);
+  secure.sealed(ev, () => {
+    if (reading) {
+      const i = r.reading.indexOf(seq);
+      if (i >= 0) r.reading.splice(i, 1);
+      if (st.resume === r) saveSoon();
+    }
+    ackSoon();
+  });
 });
 hook('peer_back', (ev) => secure.peerBack(ev));
 hook('peer_away', () => secure.peerAway());

@@ -113,6 +113,12 @@ export function createSecure(page) {
   //   waiting (texts typed while securing), timer.
   let pairing = null;
 
+  // retired is the pairing a resume found ended or replaced while this
+  // page was away, kept only to read what its partner sealed before it
+  // ended: the replay that follows the resume. Set and cleared in
+  // later's steps, so that each frame is read by the pairing it came in.
+  let retired = null;
+
   // One queue for every asynchronous step, so that frames are sent and
   // handled in the order they come.
   let queue = Promise.resolve();
@@ -136,7 +142,7 @@ export function createSecure(page) {
     try {
       sessionStorage.setItem(
         STORE_KEY,
-        JSON.stringify({ pair_id: p.pairId, verified: p.verified, state: p.session.toJSON() }),
+        JSON.stringify({ pair_id: p.pairId, verified: p.verified, agreed: p.agreed, state: p.session.toJSON() }),
       );
     } catch {
       // Storage full or refused: the keys stay in memory, and a reload
@@ -210,11 +216,15 @@ export function createSecure(page) {
       why: '',
       waiting: [],
       timer: 0,
+      abort: '', // an abort not sent yet: this page was offline
     };
   }
 
   function paired(ev) {
     forget();
+    later(() => {
+      retired = null;
+    });
     const me = page.me();
     const peer = String(ev.peer || '');
     const role = ev.initiator ? 'initiator' : 'responder';
@@ -290,7 +300,12 @@ export function createSecure(page) {
   function fail(p, why, abortReason) {
     if (p.mode === 'failed') return;
     clearTimeout(p.timer);
-    if (abortReason && p.session && p.session.state !== 'failed') sendSeal(p.session.abort(abortReason));
+    if (abortReason && p.session && p.session.state !== 'failed') {
+      // Offline, it goes once the connection is back (resend): the
+      // partner must learn that this side failed.
+      const data = p.session.abort(abortReason);
+      if (!sendSeal(data)) p.abort = data;
+    }
     p.mode = 'failed';
     p.why = why;
     p.agreed = false;
@@ -310,7 +325,7 @@ export function createSecure(page) {
   }
 
   // startTimer gives the exchange HANDSHAKE_LIMIT_MS from now; it is
-  // stopped while the partner is away, since then nothing can come.
+  // stopped while either side is away, since then nothing can come.
   function startTimer(p) {
     clearTimeout(p.timer);
     p.timer = setTimeout(() => later(() => timeUp(p)), HANDSHAKE_LIMIT_MS);
@@ -351,42 +366,66 @@ export function createSecure(page) {
 
   function unpaired() {
     forget();
+    later(() => {
+      retired = null;
+    });
     draw();
   }
 
   // ---- Frames -----------------------------------------------------------
 
-  function sealed(ev) {
+  // sealed reads a sealed frame, and calls done, if given, once it is
+  // shown or refused.
+  function sealed(ev, done) {
     const p = pairing;
     const data = String(ev.data || '');
+    const from = String(ev.from || '');
     later(async () => {
-      if (pairing !== p) return;
-      if (!p || !p.session) {
-        page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
-        return;
-      }
-      const r = await p.session.receive(data);
-      if (pairing !== p) return;
-      for (const out of r.out) sendSeal(out);
-      if (r.gap > 0) {
-        page.error('e2e_missing', r.gap + (r.gap === 1 ? ' message' : ' messages') + ' from ' + p.peer + ' did not arrive.');
-      }
-      if (r.error) {
-        if (r.error.code === 'peer_aborted') {
-          fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
-        } else if (r.error.fatal) {
-          fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
+      try {
+        if (retired && retired.peer === from && !(p && pairing === p && p.peer === from)) {
+          await read(retired, data, true);
         } else {
-          const li = page.error('e2e_' + r.error.code, 'From ' + p.peer + ': ' + r.error.text + '.');
-          li.dataset.kind = 'e2e_refused';
+          // A frame of a pairing that has ended since it came is still
+          // read with that pairing's keys: its partner sealed it before
+          // the end.
+          await read(p, data, p !== null && pairing !== p);
         }
+      } finally {
+        if (done) done();
       }
-      if (r.kind === 'message' && !r.error && r.text !== '') {
-        const li = page.addMessage('theirs', p.peer, r.text);
-        li.dataset.e2e = 'sealed';
-      }
-      progress(p);
     });
+  }
+
+  // read reads a frame of pairing p: the current one, or, over, the
+  // one retired, whose partner's frames are read but answered nothing:
+  // that pairing is over.
+  async function read(p, data, over) {
+    if (!over && pairing !== p) return;
+    if (!p || !p.session) {
+      page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
+      return;
+    }
+    const r = await p.session.receive(data);
+    if (!over && pairing !== p) return;
+    if (!over) for (const out of r.out) sendSeal(out);
+    if (r.gap > 0) {
+      page.error('e2e_missing', r.gap + (r.gap === 1 ? ' message' : ' messages') + ' from ' + p.peer + ' did not arrive.');
+    }
+    if (r.error) {
+      if (!over && r.error.code === 'peer_aborted') {
+        fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
+      } else if (!over && r.error.fatal) {
+        fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
+      } else {
+        const li = page.error('e2e_' + r.error.code, 'From ' + p.peer + ': ' + r.error.text + '.');
+        li.dataset.kind = 'e2e_refused';
+      }
+    }
+    if (r.kind === 'message' && !r.error && r.text !== '') {
+      const li = page.addMessage('theirs', p.peer, r.text);
+      li.dataset.e2e = 'sealed';
+    }
+    if (!over) progress(p);
   }
 
   // plainMessage says whether a plaintext message may be shown: not in
@@ -473,15 +512,63 @@ export function createSecure(page) {
     if (pairing) clearTimeout(pairing.timer);
   }
 
+  // offline stops the exchange's clock while this page's own connection
+  // is down: the partner's steps cannot reach it meanwhile.
+  function offline() {
+    if (pairing) clearTimeout(pairing.timer);
+  }
+
   function resend(p) {
     later(() => {
-      if (p && pairing === p && p.session && p.mode !== 'failed') for (const d of p.session.resend()) sendSeal(d);
+      if (!p || pairing !== p || !p.session) return;
+      if (p.mode === 'failed') {
+        if (p.abort && sendSeal(p.abort)) p.abort = '';
+        return;
+      }
+      for (const d of p.session.resend()) sendSeal(d);
     });
   }
 
+  // retire keeps old, ended or replaced by a resume, to read the replay
+  // of what its partner sealed (see retired). kept is the state a
+  // reloaded page kept of it instead, when it has none in memory.
+  function retire(old, kept) {
+    if (old && old.session) {
+      later(() => {
+        retired = old;
+      });
+      return;
+    }
+    if (!kept || !kept.state) return;
+    later(async () => {
+      let session = null;
+      try {
+        session = await e2e.Session.restore(kept.state, () => {});
+      } catch {
+        session = null;
+      }
+      if (!session) return;
+      const p = newPairing({ peer: keptPartner(kept.state), pair_id: kept.pair_id }, kept.state.token);
+      p.session = session;
+      p.mode = session.state === 'confirmed' ? 'secure' : 'failed';
+      retired = p;
+    });
+  }
+
+  function keptState() {
+    try {
+      return JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
+    } catch {
+      return null;
+    }
+  }
+
   function resumed(ev) {
+    const old = pairing;
     if (!ev.peer) {
+      const kept = old ? null : keptState();
       forget();
+      retire(old, kept);
       draw();
       return;
     }
@@ -491,6 +578,7 @@ export function createSecure(page) {
     // whether a resume now names no id or, on a newer node, one.
     const pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
     if (pairing && (pairing.pairId === pairId || pairing.pairId === '') && pairing.peer === String(ev.peer)) {
+      if (pairing.mode === 'securing' && pairing.session) startTimer(pairing);
       resend(pairing);
       return;
     }
@@ -500,12 +588,7 @@ export function createSecure(page) {
       if (pairing.mode !== 'plain') fail(pairing, apart(pairing.peer), '');
       return;
     }
-    let kept = null;
-    try {
-      kept = JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
-    } catch {
-      kept = null;
-    }
+    const kept = keptState();
     if (kept && kept.pair_id && pairId === '' && kept.state && keptPartner(kept.state) === String(ev.peer)) {
       // As above, after a reload: the pairing this page encrypted, with
       // the same partner, is now on a node that passes on no sealed
@@ -517,8 +600,11 @@ export function createSecure(page) {
     }
     if (!kept || kept.pair_id !== ev.pair_id || !ev.pair_id) {
       // Another pairing, or none kept: a new exchange, in the role the
-      // server gives; the partner's first steps are among the replay.
+      // server gives; the partner's first steps are among the replay,
+      // after what the partner of the pairing before (if any) sealed
+      // before it ended.
       paired(ev);
+      retire(old, old ? null : kept);
       return;
     }
     const p = newPairing(ev, kept.state.token);
@@ -542,6 +628,8 @@ export function createSecure(page) {
       p.session = session;
       if (session.state === 'failed') {
         fail(p, 'encryption had failed before the page was reloaded.', '');
+        // The choice to go on without encryption outlives the reload.
+        if (kept.agreed === true) onPlain();
         return;
       }
       if (session.state === 'confirmed') p.mode = 'secure';
@@ -615,6 +703,7 @@ export function createSecure(page) {
     const p = pairing;
     if (!p || p.agreed) return;
     p.agreed = true;
+    store();
     page.notice('You chose to send without encryption: the server can read what you send from now on.', {
       kind: 'plaintext_agreed',
     });
@@ -637,6 +726,7 @@ export function createSecure(page) {
     sendText,
     peerBack,
     peerAway,
+    offline,
     resumed,
     // encrypting says whether the current pairing seals what is sent.
     encrypting: () => pairing !== null && (pairing.mode === 'securing' || pairing.mode === 'secure'),
