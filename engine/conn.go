@@ -748,7 +748,12 @@ func (cn *conn) onClose(err error) {
 		}
 	}
 	closeOut := cn.out.Close
-	if gone {
+	if gone || cn.closing == endSlow {
+		// A reader cut for not reading will not take what its socket
+		// holds unacknowledged either: with resume on, those messages
+		// are counted with what was never written, so that its resume
+		// replays them, or counts those not kept, however long ago they
+		// came.
 		closeOut = cn.out.Abort
 	}
 	lost, waiters := closeOut(held)

@@ -9,6 +9,7 @@ package engine_test
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"regexp"
 	"strconv"
@@ -82,6 +83,78 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 		t.Fatalf("not a takeover of an open connection: hub stats %+v", st)
 	}
 	enginetest.ExpectReplayedRun(t, replayed, missed, "bob", count-1)
+}
+
+// TestSlowCutCountsWhatItsSocketHeld: alice reads slowly, then stops,
+// and is cut off as a slow reader with megabytes written into her
+// socket that her TCP never acknowledged: far more than resume.buffer
+// keeps. Her resume replays what was kept of what she did not read, and
+// counts the rest as not kept: every message is read, replayed or
+// counted. (The cut counted only what was never written into the
+// socket, and the record of the messages dropped from what was kept for
+// room went back resume.replay_recent only: thousands of messages were
+// neither replayed nor counted.)
+func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = time.Second
+		o.Resume.ReplayRecent = time.Second
+	})
+	old := newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
+	old.expect(`^\* welcome`)
+	old.send("/login alice")
+	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
+	key := regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + token)
+	bob.Expect(`^\* you are connected with alice$`)
+	old.expect(`^\* bob is connected$`)
+
+	var got bytes.Buffer
+	stop := enginetest.ReadSlowlyInto(old.c, &got)
+	sent := sendNumbered(bob.Conn, count, 200)
+	time.Sleep(3 * time.Second) // the server's kernel takes megabytes meanwhile
+	stop()
+	bob.Expect(`^\* alice lost the connection; `)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	relayed := settledMessages(t, d)
+
+	// What alice's client read before the cut: messages 0 to read-1.
+	read := 0
+	for _, l := range strings.Split(got.String(), "\r\n") {
+		if m := bobLine.FindStringSubmatch(l); m != nil {
+			if n, _ := strconv.Atoi(m[2]); n != read {
+				t.Fatalf("alice read message %d after %d", n, read-1)
+			}
+			read++
+		}
+	}
+	_, peer, replayed, missed := enginetest.ResumeLine(t, d, key)
+	if peer != "bob" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	first := relayed
+	for i, l := range replayed {
+		m := bobLine.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("replayed %q", l)
+		}
+		n, _ := strconv.Atoi(m[2])
+		if i == 0 {
+			first = n
+		} else if n != first+i {
+			t.Fatalf("replayed message %d after %d", n, first+i-1)
+		}
+	}
+	if len(replayed) > 0 && first+len(replayed) != relayed {
+		t.Fatalf("the replay ends at %d; %d were relayed", first+len(replayed)-1, relayed)
+	}
+	t.Logf("alice read %d messages before the cut; %d were replayed from %d, %d counted as not kept", read, len(replayed), first, missed)
+	if unsaid := first - read - missed; unsaid > 0 {
+		t.Fatalf("%d messages were neither read, replayed nor counted", unsaid)
+	}
 }
 
 // TestCutReaderCountIsExact: bob stops reading and is cut off with part
