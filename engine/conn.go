@@ -407,6 +407,12 @@ func (cn *conn) handle(cmd *proto.Command) {
 	if !cn.admit(cmd) {
 		return
 	}
+	if cmd.Op != proto.OpSay && cmd.Op != proto.OpSeal && cmd.Op != proto.OpAck {
+		// A command carried out ends a run of refused says: their count
+		// is told before its answer, which may be the connection's last
+		// (quit).
+		cn.endRefusedRun()
+	}
 	if cn.offLoop(cmd) {
 		return
 	}

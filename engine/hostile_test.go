@@ -851,6 +851,26 @@ func TestHostileTokenGuessing(t *testing.T) {
 	pair.finish()
 }
 
+// TestNotSentCountComesFirst: the count of lines refused in a run is
+// told before the answer to the command that ends the run, even a quit,
+// the connection's last: a file piped in with no partner, then /who or
+// /quit, gets the error, the count, then the answer.
+func TestNotSentCountComesFirst(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	for _, end := range []struct{ cmd, answer string }{
+		{"/who", `^\* you are alice\d, .*not connected$`},
+		{"/quit", `^\* bye$`},
+	} {
+		c := dialLine(t, d, "127.0.0.1")
+		c.login("alice" + strconv.Itoa(len(end.cmd)))
+		io.WriteString(c.c, strings.Repeat("anyone there?\n", 500)+end.cmd+"\n")
+		c.expect(`^! not_paired: `)
+		c.expect(`^\* 499 more lines were not sent: you are not connected to anyone$`)
+		c.expect(end.answer)
+	}
+}
+
 // TestZeroTokenGuessesNothing: the all-zero token is answered
 // unknown_token, but no one is ever given it, so, as a bad_token, it is
 // no failed connect: past limits.connect_failures of them the user is
