@@ -126,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if stateFile != "" {
 		if err := checkStateDir(stateFile); err != nil {
 			cannotStart(log, err)
-			return exitRuntime
+			return exitConfig
 		}
 		restoreState(stateFile, d.core, log)
 	}
@@ -280,6 +280,9 @@ func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "duetd: warning:", w)
 	}
 	d, err := build(cfg, src, zap.NewNop(), nil)
+	if err == nil && cfg.Resume.StateFile != "" {
+		err = checkStateDir(cfg.Resume.StateFile)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "duetd:", err)
 		return exitConfig

@@ -150,6 +150,8 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 		{name: "trusted proxies wide open", yaml: "trusted_proxies: [\"0.0.0.0/0\"]\n", ok: true,
 			stdout: `(?m)^trusted_proxies\s+\["0\.0\.0\.0/0"\]\s+file$`,
 			stderr: `config: trusted_proxies: "0\.0\.0\.0/0" trusts every IPv4 address: any client there can claim any address`},
+		{name: "state file where none can be written", yaml: "resume:\n  state_file: " + filepath.Join(dir, "none", "state") + "\n",
+			stderr: `resume\.state_file: cannot write beside .*/none/state: .*no such file or directory`},
 		{name: "unknown variable", env: []string{"DUETD_LIMITS_MAX_LINES=32768"}, ok: true,
 			stdout: `(?m)^limits\.max_line\s+16384\s+default$`,
 			stderr: `config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE\?`},
