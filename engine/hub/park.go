@@ -579,12 +579,24 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 // go together, each side's Pair naming this node.
 func (h *Hub) Snapshot() []*Parked {
 	h.mu.Lock()
-	var out []*Parked
-	var zombies []Queue
+	// The side that connected first: Restore makes a pair's room with
+	// the first of its two sessions it reads as the one that connected
+	// (the initiator its resumes are told), and nothing else in a
+	// Parked says which it was.
+	var first, second []*Session
 	for _, s := range h.names.m {
 		if !s.resumable {
 			continue
 		}
+		if r := s.room.Load(); r != nil && r.stub == nil && r.b == s {
+			second = append(second, s)
+		} else {
+			first = append(first, s)
+		}
+	}
+	var out []*Parked
+	var zombies []Queue
+	for _, s := range append(first, second...) {
 		p, zombie, err := h.exportLocked(s, false)
 		if err != nil {
 			continue
