@@ -295,6 +295,9 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		cmd, perr := cn.line.Decode(ln)
 		if perr != nil {
+			if perr == proto.ErrInvalidUTF8 && !cn.line.Binary() {
+				perr = proto.ErrInvalidUTF8Telnet
+			}
 			cn.sayRun()
 			cn.rejectInput(perr)
 			continue

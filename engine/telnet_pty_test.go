@@ -98,6 +98,25 @@ func TestRealTelnet(t *testing.T) {
 	if got := bob.Line(); got != "<carol> "+safe {
 		t.Fatalf("bob got %q, want %q", got, "<carol> "+safe)
 	}
+	carol.typeLine("/quit")
+	carol.leaves("carol", bob)
+
+	// Without it, a line with a letter telnet drops (х) is refused, and
+	// the answer says what to do: a Ctrl-C, then the line again, which
+	// then arrives as typed.
+	dave := dialInPTY(t, d, nil, telnet)
+	dave.pairWith("dave", bob)
+	const russian = "хорошо, привет"
+	dave.typeLine(russian)
+	dave.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once, then type it again"))
+	dave.type_("\x03")
+	// telnet agrees to BINARY a round trip later.
+	dave.typeLine("/who")
+	dave.expect(`\* you are dave, your token is [0-9a-f]{32}, connected with bob`)
+	dave.typeLine(russian)
+	if got := bob.Line(); got != "<dave> "+russian {
+		t.Fatalf("bob got %q, want %q", got, "<dave> "+russian)
+	}
 }
 
 // ptyProgram is a program running in a pseudo-terminal: what it writes

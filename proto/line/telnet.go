@@ -156,6 +156,11 @@ func (f *Framer) Reply() []byte {
 	return r
 }
 
+// Binary reports whether the client sends in telnet's BINARY, in which
+// telnet changes no byte it sends (see restoredByte): the server asks for
+// it at the client's first telnet command.
+func (f *Framer) Binary() bool { return f.tn.binaryIn == optYes }
+
 // restoredByte is the byte inetutils telnet replaced with the command c
 // (the byte after IAC; prev is telnetCommand), if it is one that telnet
 // makes from a byte.
