@@ -214,7 +214,7 @@ func TestLineErrors(t *testing.T) {
 	c.Expect(`connected with bob`)
 	bob.Expect(`alice is connected`)
 	c.Send("/connect " + bob.Token)
-	c.Expect(`^! already_paired: `)
+	c.Expect(`^! already_paired: you are already connected with bob; /leave first to connect to someone else$`)
 	c.Send(strings.Repeat("y", 101)) // longer than max_text
 	c.Expect(`^! too_long: `)
 	c.Send(strings.Repeat("z", 300)) // longer than max_line

@@ -108,6 +108,14 @@ var Errors = []*Error{
 	ErrNotParked, ErrFlooded,
 }
 
+// AlreadyPaired is ErrAlreadyPaired told with the partner's name: two
+// users who connect to each other at once are paired by the first
+// connect, and the second is answered so, which says who with. Its Code
+// is ErrAlreadyPaired's; compare codes, not pointers.
+func AlreadyPaired(peer string) *Error {
+	return &Error{Code: ErrAlreadyPaired.Code, Text: "you are already connected with " + peer + "; /leave first to connect to someone else"}
+}
+
 // PeerAwayFull is ErrPeerAwayFull told with the partner's name and what
 // is waiting for them: waiting messages kept since they went away,
 // taking size bytes. None may be: what was kept for a resume before they

@@ -824,6 +824,9 @@ func (h *Hub) canConnect(s *Session, t proto.Token) *proto.Error {
 	case s.closed:
 		return proto.ErrNotLoggedIn
 	case s.room.Load() != nil:
+		if peer := s.room.Load().peer(s); peer != nil {
+			return proto.AlreadyPaired(peer.name)
+		}
 		return proto.ErrAlreadyPaired
 	case t == s.token:
 		return proto.ErrSelfConnect

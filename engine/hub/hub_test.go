@@ -70,7 +70,7 @@ func say(s *Session, text []byte) *proto.Error {
 
 func mustErr(t *testing.T, got, want *proto.Error) {
 	t.Helper()
-	if got != want {
+	if got != want && (got == nil || want == nil || *got != *want) {
 		t.Fatalf("got error %v, want %v", got, want)
 	}
 }
@@ -201,8 +201,8 @@ func TestErrors(t *testing.T) {
 		{"say too long", func() *proto.Error { return say(alice.Session, []byte("123456789")) }, proto.ErrTooLong},
 		{"leave unpaired", func() *proto.Error { return alice.Leave() }, proto.ErrNotPaired},
 		{"pair", func() *proto.Error { return alice.Connect(tok(bob.Session)) }, nil},
-		{"already paired", func() *proto.Error { return alice.Connect(tok(bob.Session)) }, proto.ErrAlreadyPaired},
-		{"already paired other", func() *proto.Error { return bob.Connect(tok(alice.Session)) }, proto.ErrAlreadyPaired},
+		{"already paired", func() *proto.Error { return alice.Connect(tok(bob.Session)) }, proto.AlreadyPaired("bob")},
+		{"already paired other", func() *proto.Error { return bob.Connect(tok(alice.Session)) }, proto.AlreadyPaired("alice")},
 		{"say max length", func() *proto.Error { return say(alice.Session, []byte("12345678")) }, nil},
 	}
 	for _, c := range cases {
@@ -302,8 +302,11 @@ func TestConcurrentRace(t *testing.T) {
 					if err := u.Leave(); err != nil && err != proto.ErrNotPaired {
 						t.Errorf("leave: %v", err)
 					}
-				case proto.ErrRoomFull, proto.ErrAlreadyPaired:
+				case proto.ErrRoomFull:
 				default:
+					if err.Code == proto.ErrAlreadyPaired.Code {
+						break
+					}
 					t.Errorf("connect: %v", err)
 				}
 			}
