@@ -325,4 +325,22 @@ func TestNewcomerSlipsInRealClients(t *testing.T) {
 			bob.Expect(`^\* alice` + prog + ` left; you are free to be joined again$`)
 		})
 	}
+	// The third slip: the web port instead of the line port. The first
+	// command is answered at once with where to go, not with a
+	// request_timeout some seconds later.
+	for _, prog := range []string{"telnet", "nc"} {
+		t.Run(prog+" to the web port", func(t *testing.T) {
+			path := enginetest.ToolPath(t, prog)
+			host, port, _ := strings.Cut(d.WS, ":")
+			_, linePort, _ := strings.Cut(d.TCP, ":")
+			p := startInTerminal(t, nil, path, host, port)
+			start := time.Now()
+			p.typeLine("/login alice")
+			p.expect(`HTTP/1.1 400 `)
+			p.expect(regexp.QuoteMeta("this is duet's web port, for browsers and WebSocket clients; netcat and telnet speak to the line port, port " + linePort))
+			if waited := time.Since(start); waited > 3*time.Second {
+				t.Errorf("answered after %v", waited)
+			}
+		})
+	}
 }

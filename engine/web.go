@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 
@@ -38,6 +39,16 @@ func (cn *conn) readWeb(buf []byte) int {
 	return used
 }
 
+// webPortWord is the answer to a line-protocol command sent to the web
+// port: what the port is for, and where the line port is.
+func (s *Server) webPortWord() string {
+	word := "this is duet's web port, for browsers and WebSocket clients; netcat and telnet speak to the line port"
+	if _, port, err := net.SplitHostPort(s.opts.TCPListen); err == nil && port != "" {
+		word += ", port " + port
+	}
+	return word
+}
+
 // readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
 // or a page of the browser client.
 func (cn *conn) readRequest(buf []byte) int {
@@ -49,6 +60,13 @@ func (cn *conn) readRequest(buf []byte) int {
 		}
 	case http.StatusRequestHeaderFieldsTooLarge:
 		cn.endAs(endProtocol, endDetail{status: h.Status, text: "request header too large"})
+		return h.Used
+	case http.StatusBadRequest:
+		if h.Command {
+			cn.endAs(endProtocol, endDetail{status: h.Status, text: cn.loop.srv.webPortWord()})
+			return h.Used
+		}
+		cn.end(endProtocol)
 		return h.Used
 	default:
 		cn.end(endProtocol) // 400

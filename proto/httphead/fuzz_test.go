@@ -21,12 +21,16 @@ func FuzzParse(f *testing.F) {
 		"GET /%zz HTTP/1.1\r\n\r\n",
 		"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
 		"GET / HTTP/9.9\r\n\r\n",
+		"/login alice\r\n",
 		"GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000) + "\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		h := Parse(buf)
+		if h.Command && h.Status != http.StatusBadRequest {
+			t.Fatalf("a line command answered %d", h.Status)
+		}
 		switch {
 		case h.Status == 0 && h.End == 0:
 			if len(buf) > MaxHead {

@@ -47,6 +47,12 @@ type Head struct {
 	Used   int
 	// Request is the parsed request when Status is zero and End is not.
 	Request *http.Request
+	// Command is set with Status 400 when the first line is one of
+	// duet's line-protocol commands ("/login alice"): a user typed it
+	// into netcat or telnet connected to the web port. It is answered at
+	// once, not after limits.handshake_timeout, since no blank line
+	// ending a head follows it.
+	Command bool
 }
 
 // Parse reads one HTTP request head from the front of buf. Whatever buf
@@ -54,6 +60,10 @@ type Head struct {
 // (a zero Head) while buf is still within MaxHead.
 func Parse(buf []byte) Head {
 	end := End(buf)
+	if first, _, complete := bytes.Cut(buf, []byte("\n")); complete && len(first) > 0 && first[0] == '/' {
+		// No request line starts with '/': the method comes first.
+		return Head{Status: http.StatusBadRequest, Used: len(buf), Command: true}
+	}
 	if end == 0 || end > MaxHead {
 		if end > MaxHead || len(buf) > MaxHead {
 			return Head{Status: http.StatusRequestHeaderFieldsTooLarge, Used: len(buf)}

@@ -45,6 +45,9 @@ func TestParse(t *testing.T) {
 		{"not HTTP", "\x16\x03\x01\x02\x00\r\n\r\n", http.StatusBadRequest, 9, ""},
 		{"too large", "GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000) + "\r\n", http.StatusRequestHeaderFieldsTooLarge, 0, ""},
 		{"too large, unfinished", "GET / HTTP/1.1\r\n" + strings.Repeat("X", MaxHead), http.StatusRequestHeaderFieldsTooLarge, 0, ""},
+		{"a line command", "/login alice\n", http.StatusBadRequest, 0, ""},
+		{"a line command, in telnet", "/login alice\r\n", http.StatusBadRequest, 0, ""},
+		{"a line command, unfinished", "/login ali", 0, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := Parse([]byte(tc.in))
@@ -53,6 +56,9 @@ func TestParse(t *testing.T) {
 			}
 			if tc.path != "" && (h.Request == nil || h.Request.URL.Path != tc.path) {
 				t.Fatalf("request %v, want path %s", h.Request, tc.path)
+			}
+			if command := strings.HasPrefix(tc.in, "/") && tc.status != 0; h.Command != command {
+				t.Fatalf("command %v, want %v", h.Command, command)
 			}
 			if tc.status == http.StatusRequestHeaderFieldsTooLarge && h.Used != len(tc.in) {
 				t.Fatalf("used %d of %d", h.Used, len(tc.in))
