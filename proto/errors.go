@@ -27,7 +27,7 @@ var (
 	ErrUnknownCommand  = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
 	ErrUnknownType     = &Error{"unknown_type", "unknown message type"}
 	ErrBadJSON         = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
-	ErrBadMessage      = &Error{"bad_message", "a required field is missing or not a string"}
+	ErrBadMessage      = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
 	ErrTooLong         = &Error{"too_long", "message too long; it was not sent"}
 	ErrInvalidUTF8     = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
 	// ErrInvalidUTF8Telnet is ErrInvalidUTF8 told on the line port to a
