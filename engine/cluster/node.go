@@ -436,6 +436,22 @@ func (n *Node) Release(key string, pairID uint64) {
 	}
 }
 
+// claimHolds reports whether the record of key, a user of this node,
+// still names pairing pair, which another node's user claimed: the
+// holder may have logged out since, and someone else logged in under
+// its name here with a token never given out, whose record names no
+// pairing. A Redis error counts as no: the claim is refused, as for a
+// holder gone.
+func (n *Node) claimHolds(key string, pair uint64) bool {
+	ctx, cancel := n.op()
+	defer cancel()
+	got, err := n.rdb.HGet(ctx, n.userKey(n.keys.nameHash(key)), "pair").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		n.linkLost("pairing", err)
+	}
+	return err == nil && got == n.pairArg(pair)
+}
+
 // PairTag implements hub.Directory.
 func (n *Node) PairTag(pairID uint64) uint64 { return n.keys.pairTag(pairID) }
 
@@ -980,7 +996,7 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		}
 		switch f.kind {
 		case framePaired:
-			if !n.hub.RemotePaired(f.to, f.pair, f.a, string(f.b), src, protocolOf(f.n)) {
+			if !n.claimHolds(f.to, f.pair) || !n.hub.RemotePaired(f.to, f.pair, f.a, string(f.b), src, protocolOf(f.n)) {
 				// The holder logged out as it was claimed: the
 				// claimant's node frees its user and tells it, and the
 				// claim's mark on the holder's record goes.
