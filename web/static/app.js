@@ -435,6 +435,10 @@ function startResume(ev) {
 function forgetResume() {
   st.resume = null;
   st.resuming = false;
+  // The messages of ours a resume could find the server never got are
+  // this session's: a later session's resume must not mark them.
+  st.mine.clear();
+  st.lastMine = null;
   st.kept = [];
   st.keptChars = 0;
   st.unacked = 0;
@@ -1102,6 +1106,10 @@ const SAY_ERRORS = new Set([
   'peer_away_full',
 ]);
 
+// Answers to a resume that do not say the session is gone: it is tried
+// again later.
+const RESUME_AGAIN = new Set(['unavailable', 'rate_limited']);
+
 // Errors about a token we tried to connect to.
 const TOKEN_ERRORS = new Set(['bad_token', 'unknown_token', 'self_connect']);
 
@@ -1117,6 +1125,14 @@ function serverError(code, text, id) {
   if (st.resuming) {
     // The server answers in order, and nothing else was sent while the
     // resume was pending: this error is the resume's.
+    if (RESUME_AGAIN.has(code)) {
+      // The session may well be there still (a cluster node could not
+      // reach it just now): the page tries again later, as after a
+      // drop, and keeps its key.
+      st.resuming = false;
+      if (st.ws) st.ws.close(1000, 'resume again later');
+      return;
+    }
     resumeFailed();
     return;
   }
@@ -1319,6 +1335,9 @@ function onNewToken() {
 
 function onLogout() {
   const ws = st.ws;
+  // The conversation goes from the screen too, before the next person
+  // uses this tab.
+  ui.log.replaceChildren();
   // Logging out is not a drop: the session is not to be resumed, by this
   // page or by a reload of it.
   const away = st.resume && !st.loggedIn ? st.resume.key : '';
@@ -1678,6 +1697,12 @@ function start() {
   });
 
   ui.inviteAccept.addEventListener('click', onInviteAccept);
+  // The offer has the focus as soon as the login is answered: an Enter
+  // held down on the login form repeats onto it. Only a fresh press
+  // accepts.
+  ui.inviteAccept.addEventListener('keydown', (e) => {
+    if (e.repeat) e.preventDefault();
+  });
   ui.inviteDismiss.addEventListener('click', onInviteDismiss);
 
   takeLinkToken();

@@ -402,6 +402,11 @@ export function createSecure(page) {
   async function read(p, data, over) {
     if (!over && pairing !== p) return;
     if (!p || !p.session) {
+      // A page that cannot encrypt (or whose partner cannot) has told
+      // its partner so; what the partner sent before it heard, its
+      // first steps or its own word that it cannot either, carries no
+      // message.
+      if (p && p.mode === 'plain') return;
       page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
       return;
     }
