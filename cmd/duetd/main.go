@@ -128,6 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cannotStart(log, err)
 			return exitConfig
 		}
+		removeStaleState(stateFile)
 		restoreState(stateFile, d.core, log)
 	}
 

@@ -41,6 +41,17 @@ func checkStateDir(path string) error {
 	return os.Remove(name)
 }
 
+// removeStaleState removes what a process killed while writing the
+// state left beside path (writeFileSync's temporary file), with what its
+// users said in it: no process is to read it. It runs at start, when no
+// other process writes there (check-config does not call it).
+func removeStaleState(path string) {
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".duetd-state-*"))
+	for _, name := range old {
+		_ = os.Remove(name)
+	}
+}
+
 // restoreState takes up on h the sessions the process before this one
 // left in path, if it left any, and deletes the file. A file that
 // cannot be read is logged and deleted: the node starts without them.

@@ -141,3 +141,28 @@ func TestUnreadableStateFileIsDropped(t *testing.T) {
 		t.Fatalf("took up %d sessions", st.Users)
 	}
 }
+
+// TestStaleStateIsRemoved: what a process killed while writing the state
+// left beside the state file, with its users' messages in it, is
+// removed at the next start; the state file itself, and other files,
+// are not.
+func TestStaleStateIsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	sf := filepath.Join(dir, "sessions")
+	stale := filepath.Join(dir, ".duetd-state-3375873797")
+	other := filepath.Join(dir, "notes")
+	for _, name := range []string{sf, stale, other} {
+		if err := os.WriteFile(name, []byte("yyyyyyyy"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleState(sf)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("the half-written state is still there: %v", err)
+	}
+	for _, name := range []string{sf, other} {
+		if _, err := os.Stat(name); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}

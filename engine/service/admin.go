@@ -69,6 +69,11 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 			http.Error(w, "drain needs cluster mode (cluster.redis): a single node has no other node to hand its sessions to, and ends them when it stops", http.StatusConflict)
 			return
 		}
+		// A drain takes as long as shutdown.drain_period and the parks
+		// take, which may be longer than the listener's write deadline:
+		// the answer must still reach the caller that waits for it
+		// (OPERATIONS.md's rolling restart).
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		said, err := (*f)(r.Context())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -80,7 +85,7 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      adminWriteTimeout,
 		ErrorLog:          zap.NewStdLog(log),
 	}
 	go func() {
@@ -91,6 +96,9 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 	}()
 	return a, nil
 }
+
+// adminWriteTimeout bounds the writing of an answer; a test shortens it.
+var adminWriteTimeout = 30 * time.Second
 
 // Addr is the bound address.
 func (a *Admin) Addr() net.Addr { return a.ln.Addr() }

@@ -148,6 +148,28 @@ func TestAdminDrain(t *testing.T) {
 	}
 }
 
+// TestAdminDrainLongerThanWriteTimeout: a drain may take longer than
+// the listener's write deadline (a drain_period of a minute on a large
+// node); its answer still reaches the caller, which waits for it.
+func TestAdminDrainLongerThanWriteTimeout(t *testing.T) {
+	was := adminWriteTimeout
+	adminWriteTimeout = 200 * time.Millisecond
+	a := startAdmin(t, NewMetrics(hub.New(hub.Options{})).Registry)
+	adminWriteTimeout = was
+	a.SetDrain(func(context.Context) (string, error) {
+		time.Sleep(time.Second)
+		return "drained", nil
+	})
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Post("http://"+a.Addr().String()+"/drain", "", nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "drained\n" {
+		t.Fatalf("drain: %d %q", resp.StatusCode, b)
+	}
+}
+
 // startAdmin starts the admin endpoints on a free loopback port, with
 // reg's metrics, and closes them when the test ends.
 func startAdmin(t *testing.T, reg *prometheus.Registry) *Admin {
