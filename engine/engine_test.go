@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -572,4 +573,23 @@ func TestMaxLineReloadReachesTelnet(t *testing.T) {
 	alice.Expect(`^! too_long: `)
 	alice.Send("ok")
 	bob.Expect(`^<alice> ok$`)
+}
+
+// TestMaxFrameReloadReachesWebSockets: a reload that raises
+// limits.max_frame (as raising max_text does) applies to the WebSockets
+// already open, as it does to new ones: a frame that fits the new limit
+// is read, where it closed the page's connection with 1009.
+func TestMaxFrameReloadReachesWebSockets(t *testing.T) {
+	lim := config.Defaults().Limits
+	lim.MaxFrame = 32 << 10
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits = lim })
+	old := dialWS(t, d, "127.0.0.1")
+	lim.MaxFrame = 64 << 10
+	d.SetLimits(lim)
+	big := append([]byte(`{"type":"who","pad":"`), bytes.Repeat([]byte("x"), 40<<10)...)
+	big = append(big, `"}`...)
+	old.write(clientFrame(0x81, big, true))
+	if ev := old.event(); ev["type"] != "error" || ev["code"] != "not_logged_in" {
+		t.Fatalf("a frame within the raised limit, on a WebSocket open before the reload: %v", ev)
+	}
 }

@@ -22,6 +22,11 @@ const wsPath = "/ws"
 // readWeb handles HTTP requests and, after an upgrade, WebSocket frames.
 // It returns the bytes of buf it used.
 func (cn *conn) readWeb(buf []byte) int {
+	if cn.stage == stageWS {
+		// limits.max_frame as it is now: a reload applies to WebSockets
+		// already open, as limits.max_line does to lines (lendFramer).
+		cn.ws.r.MaxMessage = cn.loop.srv.lim().MaxFrame
+	}
 	used := 0
 	for cn.reads() && used < len(buf) {
 		var n int
