@@ -63,6 +63,9 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) D
 	if !s.restarting.CompareAndSwap(false, true) {
 		return Drained{}
 	}
+	// Every session goes away now, each told to resume: none is to be
+	// ended to make room for the others (resume.max_away).
+	s.hub.SetDraining()
 	type target struct {
 		ls *loopState
 		cn *conn

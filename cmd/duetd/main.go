@@ -129,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 		removeStaleState(stateFile)
-		restoreState(stateFile, d.core, log)
+		restoreState(stateFile, d.core, d.accounts, log)
 	}
 
 	// Catch signals before the listeners open: a SIGHUP that arrives as

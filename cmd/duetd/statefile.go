@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,12 +9,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"duet/config"
 	"duet/engine"
+	"duet/engine/auth"
 	"duet/engine/hub"
 )
 
@@ -52,11 +55,21 @@ func removeStaleState(path string) {
 	}
 }
 
+// The state file starts with the line authLine and the auth.mode it was
+// written under ("open" or "accounts"), then the hub's state. A session
+// of open mode proved no password: in accounts mode none of them is
+// taken up, or whoever took a name before the switch would keep it from
+// its account's owner. A file with no such line (written before it was
+// added) is taken as written in the mode of the process that reads it.
+const authLine = "duetd-auth "
+
 // restoreState takes up on h the sessions the process before this one
-// left in path, if it left any, and deletes the file. A file that
-// cannot be read is logged and deleted: the node starts without them.
-// One that cannot be opened is logged and left for the operator.
-func restoreState(path string, h *hub.Hub, log *zap.Logger) {
+// left in path, if it left any, and deletes the file; in accounts mode
+// (accounts not nil) only those of accounts in the users file now, and
+// none from a file written in open mode. A file that cannot be read is
+// logged and deleted: the node starts without them. One that cannot be
+// opened is logged and left for the operator.
+func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Logger) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
@@ -73,10 +86,33 @@ func restoreState(path string, h *hub.Hub, log *zap.Logger) {
 		log.Error("cannot delete the state file; its sessions are not taken up", zap.String("file", path), zap.Error(err))
 		return
 	}
-	at, parked, err := hub.ReadState(f)
+	r := bufio.NewReader(f)
+	mode := ""
+	if head, _ := r.Peek(len(authLine)); string(head) == authLine {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
+			return
+		}
+		mode = strings.TrimSuffix(strings.TrimPrefix(line, authLine), "\n")
+	}
+	at, parked, err := hub.ReadState(r)
 	if err != nil {
 		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
 		return
+	}
+	if accounts != nil {
+		kept := parked[:0]
+		for _, p := range parked {
+			if mode != "open" && accounts.Has(p.Name) {
+				kept = append(kept, p)
+			}
+		}
+		if dropped := len(parked) - len(kept); dropped > 0 {
+			log.Warn("sessions in the state file that are not accounts now are not taken up", zap.String("file", path),
+				zap.Int("sessions", dropped), zap.Bool("written_in_open_mode", mode == "open"))
+		}
+		parked = kept
 	}
 	away := max(time.Since(at), 0)
 	for _, p := range parked {
@@ -93,7 +129,12 @@ func restoreState(path string, h *hub.Hub, log *zap.Logger) {
 func saveState(ctx context.Context, path string, srv *engine.Server, h *hub.Hub, cfg *config.Config) (engine.Drained, int, error) {
 	told := srv.Drain(ctx, cfg.DrainSpread(), nil)
 	parked := h.Snapshot()
-	err := writeFileSync(path, func(w io.Writer) error { return hub.WriteState(w, time.Now(), parked) })
+	err := writeFileSync(path, func(w io.Writer) error {
+		if _, err := io.WriteString(w, authLine+cfg.Auth.Mode+"\n"); err != nil {
+			return err
+		}
+		return hub.WriteState(w, time.Now(), parked)
+	})
 	if err != nil {
 		return told, 0, fmt.Errorf("resume.state_file: %w", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,8 +13,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"duet/engine/auth"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 	"duet/engine/hub"
+	"duet/proto"
 )
 
 // restartingRE is what a line client is told as a single node with a
@@ -123,14 +127,14 @@ func TestUnreadableStateFileIsDropped(t *testing.T) {
 	sf := filepath.Join(t.TempDir(), "sessions")
 	core, logs := observer.New(zap.InfoLevel)
 	h := hub.New(hub.Options{ResumeWindow: time.Minute})
-	restoreState(sf, h, zap.New(core))
+	restoreState(sf, h, nil, zap.New(core))
 	if n := logs.Len(); n != 0 {
 		t.Fatalf("a missing state file logged %v", logs.All())
 	}
 	if err := os.WriteFile(sf, []byte("DS\x01junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	restoreState(sf, h, zap.New(core))
+	restoreState(sf, h, nil, zap.New(core))
 	if got := logs.FilterMessage("cannot read the state file; its sessions are lost").Len(); got != 1 {
 		t.Fatalf("logged %v", logs.All())
 	}
@@ -166,3 +170,60 @@ func TestStaleStateIsRemoved(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreKeepsOnlyAccounts: in accounts mode, a restart takes up
+// only the sessions of accounts the users file has now (removing an
+// account and restarting shuts its user out at once, AUTH.md), and none
+// from a state written in open mode, whose sessions proved no password:
+// whoever took alice's name before the switch does not keep it from
+// alice.
+func TestRestoreKeepsOnlyAccounts(t *testing.T) {
+	users := authtest.Users(t, "alice", "pw-alice", "bob", "pw-bob")
+	accounts, err := auth.Load(users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := hub.Options{ResumeWindow: time.Minute}
+	write := func(mode string, names ...string) string {
+		h := hub.New(opts)
+		for _, name := range names {
+			s, err := h.Login([]byte(name), discard{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Detach(proto.ReasonDisconnected, 0)
+		}
+		var b bytes.Buffer
+		b.WriteString(authLine + mode + "\n")
+		if err := hub.WriteState(&b, time.Now(), h.Snapshot()); err != nil {
+			t.Fatal(err)
+		}
+		sf := filepath.Join(t.TempDir(), "sessions")
+		if err := os.WriteFile(sf, b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return sf
+	}
+	for _, tc := range []struct {
+		name, mode string
+		accounts   *auth.Accounts
+		want       int
+	}{
+		{"accounts mode, an account removed", "accounts", accounts, 2},
+		{"accounts mode, from open mode", "open", accounts, 0},
+		{"open mode", "open", nil, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sf := write(tc.mode, "alice", "bob", "carol") // carol is no account
+			h := hub.New(opts)
+			restoreState(sf, h, tc.accounts, zap.NewNop())
+			if st := h.Stats(); st.Users != tc.want {
+				t.Fatalf("took up %d sessions, want %d", st.Users, tc.want)
+			}
+		})
+	}
+}
+
+type discard struct{}
+
+func (discard) Deliver(*proto.Event) {}

@@ -78,6 +78,14 @@ func (a *Accounts) Path() string { return a.path }
 // Len is the number of accounts in the current table.
 func (a *Accounts) Len() int { return a.table.Load().Len() }
 
+// Has reports whether name (compared without regard to case) is an
+// account of the current table. It checks no password: it is for what
+// was proved before, such as a session kept across a restart.
+func (a *Accounts) Has(name string) bool {
+	_, known := a.table.Load().byKey[fold(name)]
+	return known
+}
+
 // Verify reports whether password is the password of the account name
 // (compared without regard to case), and returns the account's name as
 // the file spells it. It costs one bcrypt comparison whether or not the

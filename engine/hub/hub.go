@@ -306,6 +306,10 @@ type Hub struct {
 	resumeWindow atomic.Int64 // a time.Duration
 	resumeBuffer atomic.Int64
 	maxAway      atomic.Int64
+	// draining: the node sends every session away at once (a drain, or
+	// a stop that hands them to the next process), each told to resume;
+	// none is ended to make room for another meanwhile (SetDraining).
+	draining     atomic.Bool
 	replayRecent atomic.Int64 // a time.Duration
 
 	clock clock

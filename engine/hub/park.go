@@ -448,7 +448,11 @@ func (h *Hub) remoteNode(r *room) string {
 // token and key must be free here (bad name otherwise: name_taken).
 func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
 	h.mu.Lock()
-	s, evicted, release, err := h.importLocked(p, queued, true)
+	var evicted []logout
+	if !h.draining.Load() {
+		evicted = h.makeRoomLocked()
+	}
+	s, release, err := h.importLocked(p, queued, true)
 	h.mu.Unlock()
 	h.awayEvicted.Add(uint64(len(evicted)))
 	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
@@ -459,23 +463,22 @@ func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
 }
 
 // importLocked makes p a session of this hub, paired as p.Pair says
-// when pair is set, and returns it, with the away sessions it ended
-// for room (resume.max_away), and the pairing to release in the
+// when pair is set, and returns it, with the pairing to release in the
 // directory when it could not be rebuilt.
-func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Session, evicted []logout, release uint64, err *proto.Error) {
+func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Session, release uint64, err *proto.Error) {
 	// A session's key is its name folded (Session.Key): a record that
 	// says otherwise is not one this hub could file.
 	if !proto.ValidName([]byte(p.Name)) || p.Key != fold(p.Name) {
-		return nil, nil, 0, proto.ErrBadName
+		return nil, 0, proto.ErrBadName
 	}
 	if h.names.filed(p.Key) != nil {
-		return nil, nil, 0, proto.ErrNameTaken
+		return nil, 0, proto.ErrNameTaken
 	}
 	if h.tokens.filed(p.Token) != nil {
-		return nil, nil, 0, proto.ErrNameTaken
+		return nil, 0, proto.ErrNameTaken
 	}
 	if _, used := h.keys[keyIndexOf(p.Resume)]; used {
-		return nil, nil, 0, proto.ErrNameTaken
+		return nil, 0, proto.ErrNameTaken
 	}
 	now := h.clock.now()
 	s = &Session{hub: h, name: p.Name, token: p.Token, resumable: true, keyHash: p.Resume,
@@ -504,10 +507,6 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	s.away = a
 	s.hmu.Unlock()
 
-	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
-		lo, _ := h.logoutLocked(h.awayOldest)
-		evicted = append(evicted, lo)
-	}
 	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 	h.keys[keyIndexOf(s.keyHash)] = s
@@ -524,7 +523,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
 		}
 	}
-	return s, evicted, release, nil
+	return s, release, nil
 }
 
 // takeStubLocked puts s, just taken up, in the place of the stub that
@@ -618,6 +617,12 @@ func (h *Hub) Snapshot() []*Parked {
 // on its own (whose directory is its own sessions, and their claims),
 // before its first login. A session whose name or token is
 // taken here already is skipped. It returns how many it took up.
+//
+// Every session is taken up, however many resume.max_away allows: each
+// was told to resume it, and its window bounds how long it stays. A
+// session whose partner is not taken up with it (the partner had no
+// resume key, or was refused here) is told, at its resume, that the
+// pairing ended with the restart.
 func (h *Hub) Restore(parked []*Parked) int {
 	ld, ok := h.dir.(*localDirectory)
 	if !ok {
@@ -626,12 +631,16 @@ func (h *Hub) Restore(parked []*Parked) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	taken := make(map[string]*Session, len(parked))
-	pairs := make(map[uint64][]*Session)
+	type side struct {
+		s    *Session
+		peer string // the partner's name
+	}
+	pairs := make(map[uint64][]side)
 	tags := make(map[uint64]uint64)
 	for _, p := range parked {
 		// Taking it up registers it: the directory's records are the
 		// hub's sessions.
-		s, _, _, err := h.importLocked(p, nil, false)
+		s, _, err := h.importLocked(p, nil, false)
 		if err != nil {
 			continue
 		}
@@ -639,15 +648,18 @@ func (h *Hub) Restore(parked []*Parked) int {
 		s.gen = p.Gen
 		taken[p.Key] = s
 		if p.Pair != nil {
-			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], s)
+			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], side{s, p.Pair.PeerName})
 			tags[p.Pair.ID] = p.Pair.Tag
 		}
 	}
 	for id, ss := range pairs {
-		if len(ss) != 2 || ss[0].Key() == ss[1].Key() {
+		if len(ss) != 2 || ss[0].s.Key() == ss[1].s.Key() {
+			for _, one := range ss {
+				one.s.away.left = &PeerLeft{Peer: one.peer, Reason: proto.ReasonShutdown}
+			}
 			continue
 		}
-		a, b := ss[0], ss[1]
+		a, b := ss[0].s, ss[1].s
 		r := h.newRoom(a, b, id, nil, proto.ProtoUnknown)
 		if tag := tags[id]; tag != 0 {
 			// The id its pages know it by: they go on under their keys.

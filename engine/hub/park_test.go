@@ -718,3 +718,82 @@ func TestRestoreKeepsWhoConnected(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreTakesUpEverySession: a restart whose resume.max_away is
+// lower than the sessions kept takes them all up, each paired as before:
+// each was told to resume. (It used to end the oldest to make room, and
+// pair their partners with sessions that were gone, to wait for them
+// for good.)
+func TestRestoreTakesUpEverySession(t *testing.T) {
+	h1, _ := newClockedHub(resumeOpts())
+	alice, aliceKey := resumable(t, h1, "alice")
+	bob, bobKey := resumable(t, h1, "bob")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	opts := resumeOpts()
+	opts.MaxAway = 1
+	h2, _ := newClockedHub(opts)
+	if n := h2.Restore(throughCodec(t, h1.Snapshot())); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	if st := h2.Stats(); st.Users != 2 || st.Pairs != 1 || st.AwayEvicted != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	for key, peer := range map[string]string{aliceKey: "bob", bobKey: "alice"} {
+		if _, ev := resumedOf(t, h2, key); ev.Peer != peer {
+			t.Fatalf("resumed with %q, want %q", ev.Peer, peer)
+		}
+	}
+}
+
+// TestRestoreTellsAPartnerLost: alice's partner had no resume key (he
+// logged in while resume was off), so the restart does not keep him.
+// Her resume says the pairing ended with the restart, rather than
+// nothing.
+func TestRestoreTellsAPartnerLost(t *testing.T) {
+	h1, _ := newClockedHub(Options{})
+	bob, err := h1.Login([]byte("bob"), &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1.SetOptions(resumeOpts())
+	alice, aliceKey := resumable(t, h1, "alice")
+	if err := bob.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	h2, _ := newClockedHub(resumeOpts())
+	if n := h2.Restore(throughCodec(t, h1.Snapshot())); n != 1 {
+		t.Fatalf("restored %d", n)
+	}
+	box := &recorder{}
+	if _, err := h2.Resume([]byte(aliceKey), 0, false, box); err != nil {
+		t.Fatal(err)
+	}
+	evs := box.take()
+	if last := evs[len(evs)-1]; last.Kind != proto.EvPeerLeft || last.Peer != "bob" || last.Reason != proto.ReasonShutdown {
+		t.Fatalf("alice's resume: %+v", evs)
+	}
+}
+
+// TestDrainEndsNoSessionForRoom: a drain sends every session away at
+// once, each told to resume; past resume.max_away none is ended to make
+// room, as it is otherwise.
+func TestDrainEndsNoSessionForRoom(t *testing.T) {
+	opts := resumeOpts()
+	opts.MaxAway = 1
+	h, _ := newClockedHub(opts)
+	var users []user
+	for _, name := range []string{"alice", "bob", "carol"} {
+		u, _ := resumable(t, h, name)
+		users = append(users, u)
+	}
+	h.SetDraining()
+	for _, u := range users {
+		u.Detach(proto.ReasonShutdown, 0)
+	}
+	if st := h.Stats(); st.Away != 3 || st.AwayEvicted != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

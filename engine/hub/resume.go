@@ -113,6 +113,24 @@ func (awayBox) Deliver(*proto.Event) {}
 // awayQueue is awayBox as a Queue: it never holds a sender back.
 var awayQueue = &plainQueue{Outbox: awayBox{}}
 
+// makeRoomLocked ends the sessions away the longest while
+// resume.max_away are away, so that one more may go away, and returns
+// them for finishLogouts. Hub.mu is held.
+func (h *Hub) makeRoomLocked() (evicted []logout) {
+	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
+		lo, _ := h.logoutLocked(h.awayOldest)
+		evicted = append(evicted, lo)
+	}
+	return evicted
+}
+
+// SetDraining tells the hub that its node is draining: every session is
+// sent away at once, each told to reconnect and resume, and none may be
+// ended to make room for another (resume.max_away), or its client would
+// be told to resume a session that is gone. It lasts for the rest of the
+// hub's life, which a drain ends.
+func (h *Hub) SetDraining() { h.draining.Store(true) }
+
 // Detach is what happens to s when its connection ends without a leave
 // (a reset, a timeout, a network gone). With resume on, s goes away: its
 // name, token and pairing stay (a third party still gets room_full), its
@@ -144,9 +162,8 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		return
 	}
 	var evicted []logout
-	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
-		lo, _ := h.logoutLocked(h.awayOldest)
-		evicted = append(evicted, lo)
+	if !h.draining.Load() {
+		evicted = h.makeRoomLocked()
 	}
 	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0), due: -1}
 	r := s.room.Load()
