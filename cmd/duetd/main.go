@@ -190,16 +190,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 			timeout := r.cfg.ShutdownTimeout
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", timeout))
 			d.ops.stopping()
+			// A single node's stop takes shutdown_timeout at most, the
+			// drain and the writing of its sessions included: the unit's
+			// TimeoutStopSec counts on it, and a reader that stopped
+			// reading could otherwise hold the drain for the whole of it,
+			// then the shutdown for as long again.
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			if drain != nil {
 				if _, err := drain.run(context.Background()); err != nil {
 					// The shutdown below ends every session instead,
 					// telling each user the truth.
 					log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
 				}
-			} else if stateFile != "" {
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg)
+				// A node of a cluster drains within shutdown.drain_period
+				// and the parks' own bounds: the shutdown after it has a
+				// deadline of its own.
 				cancel()
+				ctx, cancel = context.WithTimeout(context.Background(), timeout)
+			} else if stateFile != "" {
+				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg)
 				if err != nil {
 					log.Error("cannot keep the sessions for the next process; they are lost", zap.Error(err))
 				} else {
@@ -207,7 +216,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 						zap.Int("sessions", kept), zap.Int("connections", told.Told))
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			err := d.srv.Shutdown(ctx)
 			cancel()
 			if err != nil {

@@ -227,3 +227,34 @@ func TestRestoreKeepsOnlyAccounts(t *testing.T) {
 type discard struct{}
 
 func (discard) Deliver(*proto.Event) {}
+
+// TestStopWithAStalledReaderKeepsTheDeadline: a single node with a state
+// file stops within shutdown_timeout, its drain and the writing of its
+// sessions included, even when a reader that stopped reading holds the
+// drain to the end of it. (The shutdown after the drain used to get a
+// deadline of its own: twice shutdown_timeout, past the unit's
+// TimeoutStopSec with the defaults.)
+func TestStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
+	sf := filepath.Join(t.TempDir(), "sessions")
+	d := startDaemon(t, fmt.Sprintf("shutdown_timeout: 2s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf))
+	d.WaitReady()
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true}
+	alice := cl.DialLine(t)
+	enginetest.SmallWindow(t, alice.Conn)
+	alice.Login("alice")
+	bob := cl.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	// alice reads nothing more; bob says megabytes to her.
+	enginetest.SendNumbered(t, bob.Conn, 20000)
+	start := time.Now()
+	d.Signal(syscall.SIGTERM)
+	d.WaitExit(20 * time.Second)
+	if took := time.Since(start); took > 3500*time.Millisecond {
+		t.Errorf("the stop took %v with shutdown_timeout 2s", took)
+	}
+	if _, err := os.Stat(sf); err != nil {
+		t.Errorf("the sessions were not kept: %v", err)
+	}
+}
