@@ -120,24 +120,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	defer leaveCluster()
+	// Catch signals before the listeners open: a SIGHUP that arrives as
+	// soon as the daemon says it is listening (systemctl reload right
+	// after start) must reload, not kill it; and before the state file
+	// is taken up, which a SIGTERM must not interrupt.
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
+
 	// A single node with a state file takes up the sessions the process
 	// before it kept, before anyone can log in under their names.
 	stateFile := cfg.Resume.StateFile
+	tookState := false
 	if stateFile != "" {
 		if err := checkStateDir(stateFile); err != nil {
 			cannotStart(log, err)
 			return exitConfig
 		}
 		removeStaleState(stateFile)
-		restoreState(stateFile, d.core, d.accounts, log)
+		tookState = restoreState(stateFile, d.core, d.accounts, log)
 	}
-
-	// Catch signals before the listeners open: a SIGHUP that arrives as
-	// soon as the daemon says it is listening (systemctl reload right
-	// after start) must reload, not kill it.
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(signals)
 
 	// Every listener is bound before any is said to listen, so that a
 	// start that fails (an address in use) never logs that it listens:
@@ -150,6 +152,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := d.srv.Start(); err != nil {
 		cannotStart(log, err)
 		return exitRuntime
+	}
+	if tookState {
+		doneWithState(stateFile, log)
 	}
 	log.Info("duetd listening",
 		zap.Stringer("tcp", addrOrNone(d.srv.TCPAddr())),

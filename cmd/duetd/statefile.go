@@ -51,7 +51,9 @@ func checkStateDir(path string) error {
 func removeStaleState(path string) {
 	old, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".duetd-state-*"))
 	for _, name := range old {
-		_ = os.Remove(name)
+		if name != filepath.Clean(path) {
+			_ = os.Remove(name)
+		}
 	}
 }
 
@@ -69,37 +71,39 @@ const authLine = "duetd-auth "
 // none from a file written in open mode. A file that cannot be read is
 // logged and deleted: the node starts without them. One that cannot be
 // opened is logged and left for the operator.
-func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Logger) {
+//
+// It reports whether it took the sessions up: the caller then deletes the
+// file (doneWithState) once the node listens, and not before, so that a
+// start that fails to bind leaves them for the next one. No client can
+// resume one before the node listens, so a start that dies in between
+// hands nothing to the next process that a client has taken since.
+func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Logger) (took bool) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return
+		return false
 	}
 	if err != nil {
 		log.Error("cannot open the state file; its sessions are not taken up", zap.String("file", path), zap.Error(err))
-		return
+		return false
 	}
 	defer f.Close()
-	// Gone before anything is taken up (the open file is still read): a
-	// crash from here on must not hand the same sessions to a third
-	// process, whose clients may have resumed elsewhere by then.
-	if err := os.Remove(path); err != nil {
-		log.Error("cannot delete the state file; its sessions are not taken up", zap.String("file", path), zap.Error(err))
-		return
+	unreadable := func(err error) bool {
+		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
+		_ = os.Remove(path)
+		return false
 	}
 	r := bufio.NewReader(f)
 	mode := ""
 	if head, _ := r.Peek(len(authLine)); string(head) == authLine {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
-			return
+			return unreadable(err)
 		}
 		mode = strings.TrimSuffix(strings.TrimPrefix(line, authLine), "\n")
 	}
 	at, parked, err := hub.ReadState(r)
 	if err != nil {
-		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
-		return
+		return unreadable(err)
 	}
 	if accounts != nil {
 		kept := parked[:0]
@@ -121,6 +125,16 @@ func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Log
 	n := h.Restore(parked)
 	log.Info("took up the sessions the previous process kept", zap.String("file", path),
 		zap.Int("sessions", n), zap.Int("refused", len(parked)-n), zap.Duration("kept_for", away))
+	return true
+}
+
+// doneWithState deletes the state file whose sessions restoreState took
+// up, once the node listens: from then on its clients resume here, and
+// no other process is to take them up.
+func doneWithState(path string, log *zap.Logger) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Error("cannot delete the state file; a restart would take up its sessions again", zap.String("file", path), zap.Error(err))
+	}
 }
 
 // saveState drains srv, telling every client to reconnect and resume,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -256,5 +257,46 @@ func TestStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
 	}
 	if _, err := os.Stat(sf); err != nil {
 		t.Errorf("the sessions were not kept: %v", err)
+	}
+}
+
+// TestFailedStartKeepsTheState: a start that takes up the state file and
+// then cannot bind (its admin address is taken) leaves the sessions for
+// the next start, where the client resumes.
+func TestFailedStartKeepsTheState(t *testing.T) {
+	sf := filepath.Join(t.TempDir(), "sessions")
+	extra := fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	d1 := startDaemon(t, extra)
+	d1.WaitReady()
+	alice := (&enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}).DialLine(t).Login("alice")
+	d1.Signal(syscall.SIGTERM)
+	var key string
+	for key == "" {
+		if m := restartingRE.FindStringSubmatch(alice.Line()); m != nil {
+			key = m[1]
+		}
+	}
+	d1.WaitExit(10 * time.Second)
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2 := startDaemonAt(t, d1.TCP, d1.WS, busy.Addr().String(), extra)
+	if code := d2.WaitExit(10 * time.Second); code == 0 {
+		t.Fatal("a start whose admin address is taken started")
+	}
+	busy.Close()
+	if _, err := os.Stat(sf); err != nil {
+		t.Fatalf("the failed start lost the state file: %v", err)
+	}
+
+	d3 := startDaemonAt(t, d1.TCP, d1.WS, "", extra)
+	d3.WaitReady()
+	back := (&enginetest.Daemon{TCP: d3.TCP, WS: d3.WS, Resume: true}).DialLine(t)
+	back.Send("/resume " + key)
+	back.Expect(`^\* resumed: you are alice, `)
+	if _, err := os.Stat(sf); !os.IsNotExist(err) {
+		t.Fatalf("the state file is still there once taken up: %v", err)
 	}
 }
