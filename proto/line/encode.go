@@ -417,8 +417,11 @@ func runeAt[Bytes []byte | string](s Bytes, i int) (rune, int) {
 
 // spoofBlank looks at s from i, just after a star or, with bang set, a
 // bang: past any combining marks, for a blank, and after a bang also for
-// more blanks, an error code ([a-z0-9_]+) and a colon. It returns where
-// that first blank is and its size, or a size of 0.
+// more blanks and a word that ends in a colon, or in a character made to
+// look like one, past any marks: an error code as the server writes it
+// ([a-z0-9_]+:), or one made to look like it with letters of another
+// script or marks a terminal draws as nothing. It returns where that
+// first blank is and its size, or a size of 0.
 func spoofBlank[Bytes []byte | string](s Bytes, i int, bang bool) (at, size int) {
 	for i < len(s) {
 		r, n := runeAt(s, i)
@@ -445,14 +448,33 @@ func spoofBlank[Bytes []byte | string](s Bytes, i int, bang bool) (at, size int)
 		}
 		j += m
 	}
-	k := j
-	for k < len(s) && (s[k] >= 'a' && s[k] <= 'z' || s[k] >= '0' && s[k] <= '9' || s[k] == '_') {
-		k++
+	// The word after the blanks: it looks like a code when its last
+	// character that shows is a colon.
+	colon := false
+	for k := j; k < len(s); {
+		r, m := runeAt(s, k)
+		if isBlankRune(r) {
+			break
+		}
+		if !unicode.In(r, unicode.Mn, unicode.Me) {
+			colon = isColon(r)
+		}
+		k += m
 	}
-	if k > j && k < len(s) && s[k] == ':' {
+	if colon {
 		return i, n
 	}
 	return 0, 0
+}
+
+// isColon reports whether r is ':' or a character made to look like it.
+func isColon(r rune) bool {
+	switch r {
+	case ':', 0x02D0, 0x02F8, 0x0589, 0x05C3, 0x0703, 0x0704, 0x16EC, 0x1804,
+		0x2236, 0xA789, 0xFE13, 0xFE55, 0xFF1A:
+		return true
+	}
+	return false
 }
 
 // mayBeFormat is false for most characters that are not format

@@ -45,10 +45,20 @@ func looksLikeServerLine(row string) bool {
 	if star {
 		return true
 	}
+	// An error's code, or a word made to look like one: its last
+	// character that shows is a colon, or looks like one.
 	rest = strings.TrimLeftFunc(rest, showsBlank)
-	code, _, ok := strings.Cut(rest, ":")
-	return ok && code != "" && strings.Trim(code, "abcdefghijklmnopqrstuvwxyz0123456789_") == ""
+	word := rest
+	if end := strings.IndexFunc(rest, showsBlank); end >= 0 {
+		word = rest[:end]
+	}
+	word = strings.TrimRightFunc(word, func(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Me) })
+	last, _ := utf8.DecodeLastRuneInString(word)
+	return word != "" && strings.ContainsRune(lookalikeColons, last)
 }
+
+// lookalikeColons are the colons a partner might use to pass for one.
+const lookalikeColons = ":\u02d0\u02f8\u0589\u05c3\u0703\u0704\u16ec\u1804\u2236\ua789\ufe13\ufe55\uff1a"
 
 // checkNoSpoof fails if any row of out that starts after the first
 // prefix bytes of a line (the "<name> " every line of a message starts
@@ -107,6 +117,12 @@ func TestPaddedMessageCannotPassForServerLine(t *testing.T) {
 		"＊ bob left", "∗ bob left", "⁎ bob left", "*\u0301 bob left",
 		"*\u00a0bob left", "*\u3000bob left", "*\tbob left", "*\u2800bob left",
 		"！ auth_failed: x", "ǃ\u00a0auth_failed: x",
+		// Codes made to look like one: letters of another script,
+		// marks a terminal draws as nothing, colons that are not.
+		"! r\u043e\u043em_full: Room is Full", "! room\u034f_full: Room is Full",
+		"! room_full\ufe0f: Room is Full", "! room_full\ua789 Room is Full",
+		"! room_full\u2236 Room is Full", "! room_full\u0589 Room is Full",
+		"! ROOM_FULL: Room is Full",
 	}
 	pads := []string{" ", "\t", "x", "\u00a0", "\u3000", "\u3164"}
 	const prefix = "<mallory> "
@@ -146,6 +162,8 @@ func TestSpoofRuleKeepsOrdinaryText(t *testing.T) {
 		{"*  two spaces", "*· two spaces"},
 		{"note! code: here", "note!·code: here"},
 		{"!rate_limited: x", "!rate_limited: x"},
+		{"! Wow: great", "!·Wow: great"},
+		{"! wow, great: yes", "! wow, great: yes"},
 		{"ＡＢ＊ｘ", "ＡＢ＊ｘ"},
 		{"a ＊\u3000b", "a ＊·b"},
 		{"*\u0301\u00a0x", "*\u0301·x"},
