@@ -377,7 +377,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	sum := sha256.Sum256(k[:])
 	fresh := proto.NewResumeKey()
-	s := &Session{hub: h, q: queueOf(out), client: protocolOf(out), resumable: true, keyHash: sha256.Sum256(fresh[:])}
+	// With resume turned off since the session went away (a reload), the
+	// resume still takes it back, but gives no key for the next drop,
+	// which would end it: as a login gives none.
+	s := &Session{hub: h, q: queueOf(out), client: protocolOf(out), resumable: h.window() > 0, keyHash: sha256.Sum256(fresh[:])}
 	var moving *Session
 	if mv, ok := h.dir.(Mover); ok {
 		var err *proto.Error
@@ -415,7 +418,9 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	}
 	old.closed = true
 	delete(h.keys, keyIndexOf(sum))
-	h.keys[keyIndexOf(s.keyHash)] = s
+	if s.resumable {
+		h.keys[keyIndexOf(s.keyHash)] = s
+	}
 	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 
@@ -592,7 +597,10 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 	}
 	ev := proto.Event{
 		Kind: proto.EvResumed, Name: s.name, Token: s.token, Count: replayed, Missed: missed,
-		ResumeKey: key.String(), Window: h.window(), ID: s.lastID,
+		Window: h.window(), ID: s.lastID,
+	}
+	if s.resumable {
+		ev.ResumeKey = key.String()
 	}
 	if peer != nil {
 		// The pairing may have changed while the session was away, and

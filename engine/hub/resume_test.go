@@ -1525,3 +1525,27 @@ func TestResumeAfterALiveLeaveTellsNothingMore(t *testing.T) {
 		t.Fatalf("after the resume alice was told %+v", after)
 	}
 }
+
+// TestResumeAfterResumeTurnedOffGivesNoKey: a session away when a reload
+// turns resume off can still be resumed, but the resume gives no key
+// for the next drop, which ends the session: none that would not work.
+func TestResumeAfterResumeTurnedOffGivesNoKey(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, bob, key := resumablePair(t, h)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	h.SetOptions(Options{})
+	box := &recorder{}
+	res, err := h.Resume([]byte(key), 0, false, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _, _ := replay(t, box.take())
+	if ev.ResumeKey != "" || ev.Peer != "bob" {
+		t.Fatalf("resumed %+v, want no key", ev)
+	}
+	bob.box.take()
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	if evs := bob.box.take(); len(evs) != 1 || evs[0].Kind != proto.EvPeerLeft || evs[0].Reason != proto.ReasonDisconnected {
+		t.Fatalf("bob was told %+v", evs)
+	}
+}

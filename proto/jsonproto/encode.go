@@ -162,6 +162,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 			dst = append(dst, `,"last_id":`...)
 			dst = strconv.AppendUint(dst, ev.ID, 10)
 		}
+		if ev.ResumeKey == "" {
+			// Resume was turned off meanwhile: no key for the next drop.
+			return append(dst, '}')
+		}
 		dst = append(dst, ',')
 		return appendResumeKey(dst, ev)
 	case proto.EvReplayEnd:

@@ -42,6 +42,8 @@ func TestAppendEvent(t *testing.T) {
 		{"peer link lost", proto.Event{Kind: proto.EvPeerLeft, Peer: "bob", Reason: proto.ReasonLinkLost, Count: 1},
 			`{"type":"peer_left","peer":"bob","reason":"link_lost","undelivered":1}`},
 		{"left", proto.Event{Kind: proto.EvLeft, Peer: "bob"}, `{"type":"left","peer":"bob"}`},
+		{"resumed with no key", proto.Event{Kind: proto.EvResumed, Name: "alice", Token: testToken, ID: proto.IDUnknown},
+			`{"type":"resumed","name":"alice","token":"` + testTokenHex + `","replayed":0,"missed":0}`},
 		{"status paired", proto.Event{Kind: proto.EvStatus, Name: "alice", Token: testToken, Peer: "bob"},
 			`{"type":"status","name":"alice","token":"` + testTokenHex + `","peer":"bob"}`},
 		{"status alone", proto.Event{Kind: proto.EvStatus, Name: "alice", Token: testToken},

@@ -522,6 +522,9 @@ function resumed(ev) {
   notice(text, { kind });
   clearEndedAway();
   if (!st.peer) endedAway(before);
+  // A resume that gives no key (resume was turned off on the server
+  // meanwhile) leaves nothing to resume after the next drop.
+  if (typeof ev.resume_key !== 'string' || !ev.resume_key) forgetResume();
 }
 
 // endedAway notes that a resume found no pairing, where the page showed
