@@ -85,12 +85,12 @@ func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
 		t.Fatal(perr)
 	}
 	sum := sha256.Sum256(k[:])
-	if _, err := c.openParked(hn, park["blob"], park["gen"], park["lastid"], &sum); err != nil {
+	if _, err := c.openParked(hn, park["blob"], park["gen"], park["lastid"], park["holder"], &sum); err != nil {
 		t.Fatal(err)
 	}
 	// Moved to another park of hers: refused.
 	other := c.seal.sealNamed(nil, binary.AppendUvarint(nil, 41), lastIDAAD(hn, uint32(gen)+1))
-	if _, err := c.openParked(hn, park["blob"], park["gen"], string(other), &sum); err == nil {
+	if _, err := c.openParked(hn, park["blob"], park["gen"], string(other), "", &sum); err == nil {
 		t.Fatal("took a last id sealed for another park")
 	}
 

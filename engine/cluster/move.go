@@ -126,7 +126,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if len(res) < 6 {
 			return proto.ErrUnknownResumeKey
 		}
-		p, err := n.openParked(hn, res[4], res[5], arg(res, 6), sum)
+		p, err := n.openParked(hn, res[4], res[5], arg(res, 6), arg(res, 7), sum)
 		if err != nil {
 			return proto.ErrUnknownResumeKey
 		}
@@ -150,8 +150,9 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 // written by someone without the cluster secret, or moved from another
 // record by someone who can write to Redis: it is refused and counted.
 // lastID is the park's sealed last id (writePark), empty when it has
-// none; one that fails refuses the park as the blob would.
-func (n *Node) openParked(hn, blob, genArg, lastID string, sum *hub.ResumeHash) (*hub.Parked, error) {
+// none, and holder its sealed holder mark, empty when it has none; one
+// that fails refuses the park as the blob would.
+func (n *Node) openParked(hn, blob, genArg, lastID, holder string, sum *hub.ResumeHash) (*hub.Parked, error) {
 	gen, err := strconv.ParseUint(genArg, 10, 32)
 	if err == nil {
 		op := n.keys.opener()
@@ -159,7 +160,8 @@ func (n *Node) openParked(hn, blob, genArg, lastID string, sum *hub.ResumeHash) 
 		if pt, err = op.open([]byte(blob), parkAAD(hn, uint32(gen))); err == nil {
 			var p *hub.Parked
 			if p, err = hub.ParseParked(pt); err == nil {
-				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 {
+				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 &&
+					n.openHolder(op, p, hn, uint32(gen), holder) {
 					if lastID == "" {
 						return p, nil
 					}
@@ -600,6 +602,23 @@ func (n *Node) fenced(pair uint64) {
 	}
 }
 
+// openHolder reads a park's sealed holder mark, if it has one, into p:
+// the session is the one whose token its partner claimed. It reports
+// false for a mark that does not open as this park's.
+func (n *Node) openHolder(op *opener, p *hub.Parked, hn string, gen uint32, holder string) bool {
+	if holder == "" {
+		return true
+	}
+	b, err := op.open([]byte(holder), holderAAD(hn, gen))
+	if err != nil || len(b) != 1 || b[0] != 1 {
+		return false
+	}
+	if p.Pair != nil {
+		p.Pair.Holder = true
+	}
+	return true
+}
+
 // writePark writes p, sealed, to Redis, and marks its record as on no
 // node.
 //
@@ -619,6 +638,13 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 		bare.LastID = 0
 		p = &bare
 	}
+	// Which side of its pairing it is goes beside the blob too, for the
+	// same reason: a node from before it takes the session up as the
+	// side that connected, as it always did.
+	var holder []byte
+	if p.Pair != nil && p.Pair.Holder {
+		holder = n.seal.sealNamed(nil, []byte{1}, holderAAD(hn, p.Gen))
+	}
 	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
 	ttl := p.WindowLeft
 	if p.Pair != nil {
@@ -629,7 +655,7 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
 		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), p.Waiting(), p.AwayText,
-		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID).Text()
+		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder).Text()
 	if err != nil {
 		n.linkLost("park", err)
 		return err

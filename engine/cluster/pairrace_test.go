@@ -58,3 +58,46 @@ func TestClaimOfAHolderWhoLoggedOut(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeElsewhereKeepsTheRoles: a session taken up on another node
+// than its partner's is told the role it was paired in: the holder of
+// the token claimed is not the initiator there either, whether it was
+// paired before it went away or while it was away. (Every session taken
+// up on another node used to be told initiator true: two pages then
+// both started the exchange of end-to-end encryption as the one that
+// connected, and it failed.)
+func TestResumeElsewhereKeepsTheRoles(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	c := startHubNode(t, r, "c", resumeOptions(0))
+
+	alice := a.login(t, "alice")
+	bob := b.login(t, "bob")
+	if err := bob.s.Connect([]byte(alice.token)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bob.box.next(t, proto.EvPaired); !ev.Initiator {
+		t.Fatalf("bob connected: %+v", ev)
+	}
+	if ev := alice.box.next(t, proto.EvPaired); ev.Initiator {
+		t.Fatalf("alice's token was claimed: %+v", ev)
+	}
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	if ev, _ := alice.resumeOn(t, c, 0, false); ev.Peer != "bob" || ev.Initiator {
+		t.Fatalf("alice, the holder, resumed on another node: %+v", ev)
+	}
+
+	carol := a.login(t, "carol")
+	dave := b.login(t, "dave")
+	carol.s.Detach(proto.ReasonDisconnected, 0)
+	if err := dave.s.Connect([]byte(carol.token)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := dave.box.next(t, proto.EvPaired); !ev.Initiator {
+		t.Fatalf("dave connected: %+v", ev)
+	}
+	if ev, _ := carol.resumeOn(t, c, 0, false); ev.Peer != "dave" || ev.Initiator {
+		t.Fatalf("carol, paired while away, resumed on another node: %+v", ev)
+	}
+}

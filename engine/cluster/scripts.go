@@ -231,7 +231,8 @@ end
 // parkScript parks a user of this node.
 // KEYS: user, park, queue, node's user set.
 // ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
-// ttl in ms, prefix, sealed last id (empty for none).
+// ttl in ms, prefix, sealed last id (empty for none), sealed holder mark
+// (empty when the session connected to its partner, or has none).
 var parkScript = redis.NewScript(parkLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
 if rec[1] ~= ARGV[2] then return 'gone' end
@@ -240,6 +241,7 @@ redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[2], 'by', ARGV[2], 'blob', ARGV[3], 'gen', ARGV[4], 'n', '0', 'max', ARGV[5], 'cost', ARGV[6], 'wait', ARGV[7], 'size', ARGV[8])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'lastid', ARGV[11]) end
+if ARGV[12] and ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'holder', ARGV[12]) end
 expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], ARGV[10], tonumber(ARGV[9]))
 return 'ok'
 `)
@@ -264,9 +266,9 @@ if not hn then return {} end
 local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
 if not rec[1] or rec[2] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
-local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid')
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder')
 if not p[2] then return {} end
-return {hn, '', '', p[1], p[2], p[3], p[4] or ''}
+return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or ''}
 `)
 
 // holderScript says where a user's session is, for a login of the same

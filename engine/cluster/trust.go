@@ -337,6 +337,13 @@ func lastIDAAD(hashedName string, gen uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, gen)
 }
 
+// holderAAD binds a parked session's holder mark (writePark) to that
+// session and that park, as lastIDAAD binds its last id.
+func holderAAD(hashedName string, gen uint32) []byte {
+	b := append([]byte{'H'}, hashedName...)
+	return binary.BigEndian.AppendUint32(b, gen)
+}
+
 // queueAAD binds a message queued for a parked session to that session,
 // that park (gen) and its place in the queue, so queued messages cannot
 // be moved to another queue, reordered or repeated; and to what it is,

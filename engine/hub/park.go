@@ -112,6 +112,14 @@ type ParkedPair struct {
 	// session (a state file carries it beside, WriteState): a
 	// cluster's nodes tag a pairing alike without it.
 	Tag uint64
+	// Holder is set when the session is the one whose token its partner
+	// claimed, not the one that connected: its resumes are told so
+	// (initiator false), wherever it is taken up, which end-to-end
+	// encryption needs to start anew in the right roles. It is not
+	// written down with the session either (a cluster's park carries it
+	// beside); a session parked by a node from before it was carried is
+	// taken up as the one that connected.
+	Holder bool
 }
 
 // Cost is what p's history counts against resume.buffer.
@@ -343,16 +351,17 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 
 	if r != nil {
 		peer := r.other(s)
+		holder := r.b == s
 		switch {
 		case peer == nil:
 		case peer == r.stub:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.remoteNode(r), Tag: r.id}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.remoteNode(r), Tag: r.id, Holder: holder}
 			r.close()
 			peer.room.Store(nil)
 			h.rooms--
 			h.forgetRemoteLocked(r)
 		case keepPeer:
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id, Holder: holder}
 			stub := h.newStub(s.name, h.dir.Remote("", s.Key(), s.name, peer.Key(), r.pairID))
 			// The partner's seals wait for the session wherever it is
 			// taken up, which speaks what it spoke here until its
@@ -372,7 +381,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			// Every session is leaving (Snapshot): the room closes as
 			// the second of the pair goes, so that the partner's export
 			// finds the pairing too.
-			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id}
+			p.Pair = &ParkedPair{ID: r.pairID, PeerKey: peer.Key(), PeerName: peer.name, PeerNode: h.node, Tag: r.id, Holder: holder}
 			if peer.closed {
 				r.close()
 				h.rooms--
@@ -519,7 +528,12 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 			}
 		} else {
 			stub := h.newStub(pp.PeerName, h.dir.Remote(pp.PeerNode, pp.PeerKey, pp.PeerName, s.Key(), pp.ID))
-			r := h.newRoom(s, stub, pp.ID, stub, pp.PeerProto)
+			// The room's first is the side that connected.
+			a, b := s, stub
+			if pp.Holder {
+				a, b = stub, s
+			}
+			r := h.newRoom(a, b, pp.ID, stub, pp.PeerProto)
 			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
 		}
 	}
