@@ -102,6 +102,7 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 					// a key press: make it a NOP, which clean drops
 					// whatever comes around it.
 					buf[i] = telnetNOP
+					f.nops = append(f.nops, i)
 				}
 				f.tn.heard(prev, c)
 			}
@@ -175,6 +176,15 @@ type Framer struct {
 	// tn is the client's side of telnet option negotiation, and the
 	// answers owed to it (telnet.go).
 	tn telnetSession
+
+	// nops are where scan made a key press sent in BINARY a NOP, in the
+	// line not returned yet. The caller's next buffer may be a copy of
+	// the bytes it was given (gnet copies what it has buffered together
+	// with what arrives), made before that write: Next makes them NOPs
+	// again, or clean would take the command for a byte telnet
+	// replaced, and the same bytes would give another line split
+	// otherwise.
+	nops []int
 }
 
 // AtRest reports whether f holds nothing of its input beyond the lines
@@ -231,6 +241,20 @@ func (f *Framer) maxLine() int {
 //
 // The returned line aliases buf and is valid until buf is reused.
 func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
+	if f.scanned > len(buf) {
+		f.nops = f.nops[:0] // started over below
+	}
+	for _, at := range f.nops {
+		buf[at] = telnetNOP
+	}
+	line, n, err = f.next(buf)
+	if n > 0 {
+		f.nops = f.nops[:0]
+	}
+	return line, n, err
+}
+
+func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 	f.plainAt, f.plainLen = 0, 0
 	if f.skipping {
 		return nil, f.skip(buf, 0), nil
