@@ -110,6 +110,12 @@ func setUpBrowserTest(t *testing.T) string {
 // must have been started first so that it stops after the browser.
 func launchBrowser(t *testing.T, chromium string, d *enginetest.Daemon) *browserTest {
 	t.Helper()
+	return launchBrowserWith(t, chromium, d)
+}
+
+// launchBrowserWith is launchBrowser with more of Chromium's options.
+func launchBrowserWith(t *testing.T, chromium string, d *enginetest.Daemon, extra ...chromedp.ExecAllocatorOption) *browserTest {
+	t.Helper()
 	profile := t.TempDir()
 	// Screenshots go to the test's temporary directory, or, to look at
 	// them afterwards, to DUET_SCREENSHOT_DIR.
@@ -135,6 +141,7 @@ func launchBrowser(t *testing.T, chromium string, d *enginetest.Daemon) *browser
 		chromedp.Flag("disable-quic", true),
 		chromedp.WindowSize(desktopWidth, desktopHeight),
 	)
+	opts = append(opts, extra...)
 	// chromedp reports its own errors from its goroutines; t.Logf must
 	// not be called once the test is over.
 	var logMu sync.Mutex

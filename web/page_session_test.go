@@ -166,3 +166,42 @@ func TestPageNarrowLongNames(t *testing.T) {
 		t.Errorf("on a phone's screen: %q", wide)
 	}
 }
+
+// TestPageInsecureContextPlainly: two pages served over plain http by a
+// name that is not localhost cannot encrypt (no secure context): each
+// says so, they talk in the clear, and neither reports the other's word
+// that it cannot encrypt either as an unreadable encrypted message.
+func TestPageInsecureContextPlainly(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	d := enginetest.Start(t, nil)
+	bt := launchBrowserWith(t, chromium, d, chromedp.Flag("host-resolver-rules", "MAP duet.example 127.0.0.1"))
+	_, port, _ := strings.Cut(d.WS, ":")
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open("http://duet.example:" + port + "/")
+	if eval[bool](alice, `window.isSecureContext`) {
+		t.Fatal("the page is in a secure context")
+	}
+	token := alice.login()
+	bob.open(alice.shareLink())
+	bob.login()
+	bob.acceptInvite(token)
+	alice.waitPaired("bob")
+	bob.waitPaired("alice")
+	talk(alice, bob, "hi over plain http")
+	talk(bob, alice, "hi back")
+	time.Sleep(500 * time.Millisecond)
+	for _, p := range []*person{alice, bob} {
+		for _, e := range p.log() {
+			if e.Code == "e2e_unreadable" {
+				t.Errorf("%s: %q%s", p.name, e.Text, p.logDump())
+			}
+		}
+		// Chromium's own word that it ignores a header meant for a
+		// secure context is the browser's, not the page's.
+		for _, problem := range p.takeProblems() {
+			if !strings.Contains(problem, "Cross-Origin-Opener-Policy") {
+				t.Errorf("%s: the page reported %s", p.name, problem)
+			}
+		}
+	}
+}
