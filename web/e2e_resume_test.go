@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,32 @@ func (g *goPeer) step() e2e.Result {
 		}
 		return res
 	}
+}
+
+// expectNoCode fails the test if p's log holds a notice with one of
+// codes.
+func (p *person) expectNoCode(codes ...string) {
+	p.t.Helper()
+	for _, e := range p.log() {
+		if slices.Contains(codes, e.Code) {
+			p.t.Fatalf("%s's page said %q%s", p.name, e.Text, p.logDump())
+		}
+	}
+}
+
+// connectByToken has alice's page connect to the token of bob, a Go
+// client, which answers the exchange of end-to-end encryption as the
+// token's holder; the exchange is the test's to run (step).
+func connectByToken(t *testing.T, d *enginetest.Daemon, alice *person) *goPeer {
+	t.Helper()
+	ws := d.DialWS(t).Login("bob")
+	alice.connectTo(ws.Token)
+	ws.Expect("paired")
+	s, _, err := e2e.Start(e2e.Config{Role: e2e.Responder, Token: ws.Token, InitiatorName: "alice", ResponderName: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &goPeer{t: t, ws: ws, s: s}
 }
 
 // fragmentRE is a share link's fragment, wherever the page was opened.
@@ -153,11 +180,7 @@ func TestE2EPageSealedWhileAwayThenNewPartner(t *testing.T) {
 	if n := alice.countText("sent while you were away"); n != 1 {
 		t.Fatalf("alice shows bob's message %d times%s", n, alice.logDump())
 	}
-	for _, e := range alice.log() {
-		if e.Code == "e2e_no_keys" || e.Code == "e2e_unreadable" {
-			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
-		}
-	}
+	alice.expectNoCode("e2e_no_keys", "e2e_unreadable")
 }
 
 // TestE2EPageReloadWhileDecrypting: a page reloaded while it decrypts a
@@ -187,11 +210,7 @@ func TestE2EPageReloadWhileDecrypting(t *testing.T) {
 	if n := alice.countText("slowly decrypted"); n != 1 {
 		t.Fatalf("alice shows the message %d times%s", n, alice.logDump())
 	}
-	for _, e := range alice.log() {
-		if e.Code == "e2e_missing" {
-			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
-		}
-	}
+	alice.expectNoCode("e2e_missing")
 }
 
 // TestE2EPageAgreedPlainSurvivesReload: after encryption failed, alice
@@ -213,11 +232,7 @@ func TestE2EPageAgreedPlainSurvivesReload(t *testing.T) {
 	alice.waitSecure("failed")
 	bob.ws.Say("plain after the reload")
 	alice.expectMessage("theirs", "bob", "plain after the reload")
-	for _, e := range alice.log() {
-		if e.Code == "e2e_plaintext_refused" {
-			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
-		}
-	}
+	alice.expectNoCode("e2e_plaintext_refused")
 }
 
 // TestE2EPageHandshakeClockStopsOffline: the exchange must end within
@@ -237,15 +252,8 @@ func TestE2EPageHandshakeClockStopsOffline(t *testing.T) {
 		window.shortLimit = true;
 	}`))
 	alice.waitJS("the short limit in place", `window.shortLimit === true`)
-	ws := bt.daemon.DialWS(t).Login("bob")
-	bob := &goPeer{t: t, ws: ws}
-	alice.connectTo(ws.Token)
-	ws.Expect("paired")
-	s, _, err := e2e.Start(e2e.Config{Role: e2e.Responder, Token: ws.Token, InitiatorName: "alice", ResponderName: "bob"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob.s = s
+	bob := connectByToken(t, bt.daemon, alice)
+	s, ws := bob.s, bob.ws
 	var last [][]byte // bob's last step, held back until alice is away
 	for s.State() != e2e.StateConfirmed {
 		res := bob.step()
@@ -266,11 +274,7 @@ func TestE2EPageHandshakeClockStopsOffline(t *testing.T) {
 	// Its attempts to reconnect while the network was cut failed, as
 	// they had to; nothing else is a problem.
 	alice.onlyFailedSockets()
-	for _, e := range alice.log() {
-		if e.Code == "e2e_failed" {
-			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
-		}
-	}
+	alice.expectNoCode("e2e_failed")
 }
 
 // TestE2EPageAbortGoesWhenBack: alice's page, offline, is told the codes
@@ -283,14 +287,8 @@ func TestE2EPageAbortGoesWhenBack(t *testing.T) {
 	alice := bt.newPerson("alice")
 	alice.open(px.url())
 	alice.login()
-	ws := bt.daemon.DialWS(t).Login("bob")
-	alice.connectTo(ws.Token)
-	ws.Expect("paired")
-	s, _, err := e2e.Start(e2e.Config{Role: e2e.Responder, Token: ws.Token, InitiatorName: "alice", ResponderName: "bob"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := &goPeer{t: t, ws: ws, s: s}
+	bob := connectByToken(t, bt.daemon, alice)
+	s, ws := bob.s, bob.ws
 	for s.State() != e2e.StateConfirmed {
 		bob.sealEnvs(bob.step().Out)
 	}
