@@ -3,8 +3,11 @@ package engine
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"duet/proto"
 )
 
 // heldConn is a gnet.Conn that reports how much input it holds; any other
@@ -46,6 +49,43 @@ func TestHeldInputPastTheBoundIsActedOn(t *testing.T) {
 			// text, each line with its "<alice> " prefix) and one more.
 			if backlog <= limit || backlog > limit+2*maxRunBytes {
 				t.Fatalf("paused with the reader at %d bytes; want just past %d", backlog, limit)
+			}
+		})
+	}
+}
+
+// TestThrottleHoldBoundsInput: a connect held by the failed-connect
+// throttle leaves the input behind it unread, but gnet reads some of it
+// each time the connection's own output starts and drains (its partner
+// talking to it). Past heldInputMax of such input the hold ends early:
+// the connect is answered throttled, unchecked, and the input is read
+// as usual, rather than kept in memory for the rest of the hold (which
+// let a paired client pile up 50 MiB in 4 s).
+func TestThrottleHoldBoundsInput(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		held  int
+		early bool
+	}{
+		{"within the bound", 64 << 10, false},
+		{"past the bound", heldInputMax + 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sender, _ := benchPair(t, stageLine, stageLine)
+			sender.c = &heldConn{held: tc.held}
+			sender.holdFor(time.Hour, &heldConnect{op: proto.OpConnect, arg: []byte(proto.NewToken().String())})
+			if got := sender.release(); got != tc.early {
+				t.Fatalf("release with %d bytes held: %v, want %v", tc.held, got, tc.early)
+			}
+			if !tc.early {
+				return
+			}
+			if sender.held() {
+				t.Fatal("the hold goes on")
+			}
+			buf, _ := sender.out.Take(0)
+			if buf == nil || !bytes.Contains(buf.B, []byte("! throttled: ")) {
+				t.Fatalf("the connect was answered %v", buf)
 			}
 		})
 	}
