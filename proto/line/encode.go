@@ -417,11 +417,11 @@ func runeAt[Bytes []byte | string](s Bytes, i int) (rune, int) {
 
 // spoofBlank looks at s from i, just after a star or, with bang set, a
 // bang: past any combining marks, for a blank, and after a bang also for
-// more blanks and a word that ends in a colon, or in a character made to
-// look like one, past any marks: an error code as the server writes it
-// ([a-z0-9_]+:), or one made to look like it with letters of another
-// script or marks a terminal draws as nothing. It returns where that
-// first blank is and its size, or a size of 0.
+// more blanks and an error's code and colon (codeAt): as the server
+// writes it ([a-z0-9_]+:), or made to look like it, with letters of
+// another script, marks a terminal draws as nothing, or a colon that is
+// not one. It returns where that first blank is and its size, or a size
+// of 0.
 func spoofBlank[Bytes []byte | string](s Bytes, i int, bang bool) (at, size int) {
 	for i < len(s) {
 		r, n := runeAt(s, i)
@@ -448,23 +448,30 @@ func spoofBlank[Bytes []byte | string](s Bytes, i int, bang bool) (at, size int)
 		}
 		j += m
 	}
-	// The word after the blanks: it looks like a code when its last
-	// character that shows is a colon.
-	colon := false
-	for k := j; k < len(s); {
-		r, m := runeAt(s, k)
-		if isBlankRune(r) {
-			break
-		}
-		if !unicode.In(r, unicode.Mn, unicode.Me) {
-			colon = isColon(r)
-		}
-		k += m
-	}
-	if colon {
+	if codeAt(s, j) {
 		return i, n
 	}
 	return 0, 0
+}
+
+// codeAt reports whether s at j starts with what reads as an error's
+// code and its colon: letters of any script, digits or '_', then a colon
+// or a character made to look like one, with any marks between them
+// (which a terminal may draw as nothing).
+func codeAt[Bytes []byte | string](s Bytes, j int) bool {
+	letters := 0
+	for j < len(s) {
+		r, m := runeAt(s, j)
+		j += m
+		switch {
+		case unicode.In(r, unicode.Mn, unicode.Me):
+		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_':
+			letters++
+		default:
+			return letters > 0 && isColon(r)
+		}
+	}
+	return false
 }
 
 // isColon reports whether r is ':' or a character made to look like it.

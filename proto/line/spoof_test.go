@@ -45,16 +45,20 @@ func looksLikeServerLine(row string) bool {
 	if star {
 		return true
 	}
-	// An error's code, or a word made to look like one: its last
-	// character that shows is a colon, or looks like one.
-	rest = strings.TrimLeftFunc(rest, showsBlank)
-	word := rest
-	if end := strings.IndexFunc(rest, showsBlank); end >= 0 {
-		word = rest[:end]
+	// An error's code, or one made to look like it: letters of any
+	// script, digits and '_', with marks anywhere, then a colon or a
+	// character that looks like one.
+	letters := 0
+	for _, r := range strings.TrimLeftFunc(rest, showsBlank) {
+		switch {
+		case unicode.In(r, unicode.Mn, unicode.Me):
+		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_':
+			letters++
+		default:
+			return letters > 0 && strings.ContainsRune(lookalikeColons, r)
+		}
 	}
-	word = strings.TrimRightFunc(word, func(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Me) })
-	last, _ := utf8.DecodeLastRuneInString(word)
-	return word != "" && strings.ContainsRune(lookalikeColons, last)
+	return false
 }
 
 // lookalikeColons are the colons a partner might use to pass for one.
