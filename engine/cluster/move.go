@@ -650,11 +650,18 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	if p.Pair != nil {
 		ttl += n.grace()
 	}
+	// What a refusal says is waiting counts the partner's own messages
+	// only: all that is queued while parked is its partner's.
+	var waiting int
+	var size int64
+	if p.Pair != nil {
+		waiting, size = p.WaitingFrom(p.Pair.PeerName)
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.opts.OpTimeout)
 	defer cancel()
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
-		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), p.Waiting(), p.AwayText,
+		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), waiting, size,
 		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder).Text()
 	if err != nil {
 		n.linkLost("park", err)

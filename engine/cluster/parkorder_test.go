@@ -144,3 +144,43 @@ func waitParkersIdle(t testing.TB, nodes ...*hubNode) {
 		}
 	}
 }
+
+// TestParkedFullCountsTheSendersOwn: alice is away on node a; bob says
+// two things to her and leaves, and carol pairs with her; a drains,
+// parking her. When carol's messages fill what is kept for alice, carol
+// is told of her own messages waiting, not of bob's too.
+func TestParkedFullCountsTheSendersOwn(t *testing.T) {
+	r := startRedis(t)
+	text := strings.Repeat("x", 100)
+	a := startHubNode(t, r, "a", resumeOptions(4*(len(text)+64)))
+	alice := a.login(t, "alice")
+	bob := a.login(t, "bob")
+	if err := bob.s.Connect([]byte(alice.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.say(t, text)
+	bob.say(t, text)
+	if err := bob.s.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	carol := a.login(t, "carol")
+	if err := carol.s.Connect([]byte(alice.token)); err != nil {
+		t.Fatal(err)
+	}
+	carol.box.next(t, proto.EvPaired)
+	carol.box.next(t, proto.EvPeerAway)
+	carol.say(t, text)
+	if n := a.drain(t); n != 1 {
+		t.Fatalf("parked %d sessions, want 1", n)
+	}
+	for range 2 {
+		if _, _, err := carol.s.SayAll([][]byte{[]byte(text)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := carol.box.next(t, proto.EvError)
+	if want := "alice is away, and 2 of your messages"; ev.Err.Code != "peer_away_full" || !strings.HasPrefix(ev.Err.Text, want) {
+		t.Fatalf("carol was told %v, want %q...", ev.Err, want)
+	}
+}

@@ -145,12 +145,21 @@ func (p *Parked) Unpair(reason proto.Reason, undelivered int) {
 	p.Pair = nil
 }
 
-// Waiting is how many of p's messages were delivered while it was away.
-func (p *Parked) Waiting() int {
+// WaitingFrom is how many of p's messages delivered while it was away
+// from sent, and the bytes of their texts: what a refusal tells from (a
+// partner whose pairing was made while p was away follows one whose
+// messages are kept still).
+func (p *Parked) WaitingFrom(from string) (n int, size int64) {
 	if p.Attached {
-		return 0
+		return 0, 0
 	}
-	return int(p.Seq - p.AwaySeq)
+	for _, m := range p.History {
+		if m.Seq > p.AwaySeq && m.From == from {
+			n++
+			size += int64(len(m.Text))
+		}
+	}
+	return n, size
 }
 
 // A Holder is the Outbox of a stub that stands in for a session parked
