@@ -66,9 +66,9 @@ func removeStaleState(path string) {
 const authLine = "duetd-auth "
 
 // restoreState takes up on h the sessions the process before this one
-// left in path, if it left any, and deletes the file; in accounts mode
-// (accounts not nil) only those of accounts in the users file now, and
-// none from a file written in open mode. A file that cannot be read is
+// left in path, if it left any; in accounts mode (accounts not nil) only
+// those of accounts in the users file now, and none from a file written
+// in open mode. A file that cannot be read is
 // logged and deleted: the node starts without them. One that cannot be
 // opened is logged and left for the operator.
 //
