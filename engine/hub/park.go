@@ -117,8 +117,8 @@ type ParkedPair struct {
 	// (initiator false), wherever it is taken up, which end-to-end
 	// encryption needs to start anew in the right roles. It is not
 	// written down with the session either (a cluster's park carries it
-	// beside); a session parked by a node from before it was carried is
-	// taken up as the one that connected.
+	// beside, a state file too, WriteState); a session parked by a node
+	// from before it was carried is taken up as the one that connected.
 	Holder bool
 }
 
@@ -598,27 +598,16 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 // process to take up (resume.state_file): it ends the hub's life as a
 // home for sessions. Sessions a connection still carries go as if
 // resumed elsewhere (their connections are evicted); pairs on this hub
-// go together, each side's Pair naming this node.
+// go together, each side's Pair naming this node and saying whether it
+// is the side whose token was claimed (ParkedPair.Holder).
 func (h *Hub) Snapshot() []*Parked {
 	h.mu.Lock()
-	// The side that connected first: Restore makes a pair's room with
-	// the first of its two sessions it reads as the one that connected
-	// (the initiator its resumes are told), and nothing else in a
-	// Parked says which it was.
-	var first, second []*Session
+	var out []*Parked
+	var zombies []Queue
 	for _, s := range h.names.m {
 		if !s.resumable {
 			continue
 		}
-		if r := s.room.Load(); r != nil && r.stub == nil && r.b == s {
-			second = append(second, s)
-		} else {
-			first = append(first, s)
-		}
-	}
-	var out []*Parked
-	var zombies []Queue
-	for _, s := range append(first, second...) {
 		p, zombie, err := h.exportLocked(s, false)
 		if err != nil {
 			continue
@@ -655,8 +644,9 @@ func (h *Hub) Restore(parked []*Parked) int {
 	defer h.mu.Unlock()
 	taken := make(map[string]*Session, len(parked))
 	type side struct {
-		s    *Session
-		peer string // the partner's name
+		s      *Session
+		peer   string // the partner's name
+		holder bool   // ParkedPair.Holder
 	}
 	pairs := make(map[uint64][]side)
 	tags := make(map[uint64]uint64)
@@ -671,7 +661,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 		s.gen = p.Gen
 		taken[p.Key] = s
 		if p.Pair != nil {
-			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], side{s, p.Pair.PeerName})
+			pairs[p.Pair.ID] = append(pairs[p.Pair.ID], side{s, p.Pair.PeerName, p.Pair.Holder})
 			tags[p.Pair.ID] = p.Pair.Tag
 		}
 	}
@@ -682,7 +672,13 @@ func (h *Hub) Restore(parked []*Parked) int {
 			}
 			continue
 		}
+		// The room's first is the side that connected: the one not
+		// marked Holder, or, in a state file written before the mark,
+		// the one read first (its Snapshot wrote that side first).
 		a, b := ss[0].s, ss[1].s
+		if ss[0].holder && !ss[1].holder {
+			a, b = b, a
+		}
 		r := h.newRoom(a, b, id, nil, proto.ProtoUnknown)
 		if tag := tags[id]; tag != 0 {
 			// The id its pages know it by: they go on under their keys.

@@ -14,8 +14,8 @@ import (
 // The sessions a single node hands to its next process across a restart
 // (resume.state_file), written down:
 //
-//	state = "DS" 1 uvarint(at) uvarint(count) entry*
-//	entry = str(parked) uvarint(tag) uvarint(client)
+//	state = "DS" 2 uvarint(at) uvarint(count) entry*
+//	entry = str(parked) uvarint(tag) uvarint(client) uvarint(flags)
 //
 // at is when the sessions were parked (Unix nanoseconds), so that the
 // next process counts the time it took to start against each session's
@@ -24,13 +24,23 @@ import (
 // when it is not paired, so that the pages of a pairing restored find
 // it by the id they know and go on under the same keys; client is the
 // protocol the session's last connection spoke (Parked.Client), by
-// which its partner's seals are kept for it until it is back. Both
-// travel beside the Parked, which a cluster's nodes exchange in the
-// form every version since the first reads, and which needs neither
-// there: a cluster's nodes tag a pairing alike (Directory.PairTag), and
-// keep each user's protocol in the directory.
+// which its partner's seals are kept for it until it is back; flags has
+// flagHolder set for the side of a pairing whose token its partner
+// claimed (ParkedPair.Holder), so that Restore gives each side its role
+// again. All three travel beside the Parked, which a cluster's nodes
+// exchange in the form every version since the first reads, and which
+// needs none of them there: a cluster's nodes tag a pairing alike
+// (Directory.PairTag), keep each user's protocol in the directory, and
+// carry Holder beside the park.
+//
+// Version 1, written before flags, is read too: its entries have no
+// flags, and each pair's side that connected comes first (Restore takes
+// the first it reads as that side when neither is marked).
 
-const stateVersion = 1
+const (
+	stateVersion = 2
+	flagHolder   = 1
+)
 
 // ErrBadState is the error of a state that cannot be read.
 var ErrBadState = errors.New("hub: malformed session state")
@@ -54,8 +64,13 @@ func WriteState(w io.Writer, at time.Time, parked []*Parked) error {
 		num = binary.AppendUvarint(num[:0], uint64(len(one)))
 		bw.Write(num)
 		bw.Write(one)
+		var flags uint64
+		if p.Pair != nil && p.Pair.Holder {
+			flags |= flagHolder
+		}
 		num = binary.AppendUvarint(num[:0], tag)
 		num = binary.AppendUvarint(num, uint64(p.Client))
+		num = binary.AppendUvarint(num, flags)
 		bw.Write(num)
 	}
 	return bw.Flush() // the first error of any write, if one failed
@@ -75,9 +90,10 @@ func ReadState(r io.Reader) (at time.Time, parked []*Parked, err error) {
 		return time.Time{}, nil, e
 	}
 	var head [3]byte
-	if _, err := io.ReadFull(br, head[:]); err != nil || head != [3]byte{'D', 'S', stateVersion} {
+	if _, err := io.ReadFull(br, head[:]); err != nil || head[0] != 'D' || head[1] != 'S' || head[2] < 1 || head[2] > stateVersion {
 		return bad(err)
 	}
+	version := head[2]
 	ns, err := binary.ReadUvarint(br)
 	if err != nil || ns > 1<<63-1 {
 		return bad(err)
@@ -106,13 +122,20 @@ func ReadState(r io.Reader) (at time.Time, parked []*Parked, err error) {
 		if err != nil || client > uint64(proto.ProtoJSON) {
 			return bad(err)
 		}
+		var flags uint64
+		if version >= 2 {
+			if flags, err = binary.ReadUvarint(br); err != nil || flags&^flagHolder != 0 {
+				return bad(err)
+			}
+		}
 		p, err := ParseParked(blob.Bytes()) // it copies what it keeps
-		if err != nil || p.Pair == nil && tag != 0 {
+		if err != nil || p.Pair == nil && (tag != 0 || flags != 0) {
 			return bad(nil)
 		}
 		p.Client = proto.Protocol(client)
 		if p.Pair != nil {
 			p.Pair.Tag = tag
+			p.Pair.Holder = flags&flagHolder != 0
 		}
 		parked = append(parked, p)
 	}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"reflect"
 	"testing"
@@ -74,7 +75,7 @@ func TestStateRefusesWhatItDidNotWrite(t *testing.T) {
 	alice, _, _ := speakerLogin(t, h, "alice", proto.ProtoJSON)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	state := writeState(t, time.Now(), h.Snapshot())
-	for _, bad := range [][]byte{state[:len(state)-1], append(append([]byte(nil), state...), 0), {'D', 'S', 2}, nil,
+	for _, bad := range [][]byte{state[:len(state)-1], append(append([]byte(nil), state...), 0), {'D', 'S', 2}, {'D', 'S', 3, 0, 0}, {'D', 'S', 0, 0, 0}, nil,
 		// One session claimed, of an exabyte: refused as the bytes run
 		// out, with no more held than there are.
 		{'D', 'S', 1, 0, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 'D', 'P'}} {
@@ -83,12 +84,65 @@ func TestStateRefusesWhatItDidNotWrite(t *testing.T) {
 		}
 	}
 	wrong := append([]byte(nil), state...)
-	wrong[len(wrong)-1] = 9 // a client that is no protocol
+	wrong[len(wrong)-2] = 9 // a client that is no protocol
 	if _, _, err := ReadState(bytes.NewReader(wrong)); err != ErrBadState {
 		t.Errorf("an unknown client read with %v", err)
 	}
+	wrong = append(wrong[:0], state...)
+	wrong[len(wrong)-1] = 2 // a flag no version has
+	if _, _, err := ReadState(bytes.NewReader(wrong)); err != ErrBadState {
+		t.Errorf("an unknown flag read with %v", err)
+	}
+	wrong[len(wrong)-1] = flagHolder // the holder of no pairing
+	if _, _, err := ReadState(bytes.NewReader(wrong)); err != ErrBadState {
+		t.Errorf("the holder of no pairing read with %v", err)
+	}
 	if _, _, err := ReadState(iotest.ErrReader(io.ErrClosedPipe)); err != io.ErrClosedPipe {
 		t.Errorf("a reader's error read as %v", err)
+	}
+}
+
+// TestStateOfVersion1: a state file written before the holder mark
+// (version 1: no flags, each pair's side that connected written first)
+// is read, and each pair's sides are given the roles they had.
+func TestStateOfVersion1(t *testing.T) {
+	h1 := New(resumeOpts())
+	holder, hkey := resumable(t, h1, "holder")
+	asker, akey := resumable(t, h1, "asker")
+	pair(t, asker, holder)
+	id := holder.room.Load().id
+	holder.Detach(proto.ReasonDisconnected, 0)
+	asker.Detach(proto.ReasonDisconnected, 0)
+	snap := h1.Snapshot()
+	if snap[0].Pair.Holder {
+		snap[0], snap[1] = snap[1], snap[0]
+	}
+	// Version 1, as WriteState wrote it then.
+	v1 := []byte{'D', 'S', 1, 5, byte(len(snap))}
+	for _, p := range snap {
+		one := p.AppendBinary(nil)
+		v1 = binary.AppendUvarint(v1, uint64(len(one)))
+		v1 = append(v1, one...)
+		v1 = binary.AppendUvarint(v1, p.Pair.Tag)
+		v1 = binary.AppendUvarint(v1, uint64(p.Client))
+	}
+	at, parked, err := ReadState(bytes.NewReader(v1))
+	if err != nil || at.UnixNano() != 5 || len(parked) != 2 {
+		t.Fatalf("read %d sessions parked at %v: %v", len(parked), at, err)
+	}
+	for _, p := range parked {
+		if p.Pair.Holder || p.Pair.Tag != id {
+			t.Fatalf("%s read as holder %v, tag %d (want %d)", p.Name, p.Pair.Holder, p.Pair.Tag, id)
+		}
+	}
+	h2 := New(resumeOpts())
+	if n := h2.Restore(parked); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	for key, initiator := range map[string]bool{akey: true, hkey: false} {
+		if _, ev := resumedOf(t, h2, key); ev.Initiator != initiator || ev.PairID != id {
+			t.Errorf("resumed %+v, want initiator %v in pairing %d", ev, initiator, id)
+		}
 	}
 }
 
