@@ -845,6 +845,145 @@ func (n *Node) rescueParked(ctx context.Context, gone func(addr string) bool) {
 	}
 }
 
+// maxFollow bounds the parked partners one check looks up in Redis, so
+// that a rolling restart's thousands of parks cost Redis little each
+// second; with more, each check looks at a sample, and each partner is
+// looked at within a few checks.
+const maxFollow = 256
+
+// followClaims looks up in Redis where the partners this node holds
+// messages for, parked or awaited (taken up elsewhere, and its node's
+// word of it not here yet), are now. A node that claims a parked
+// session tells the partner's node so (O); if it dies first, nothing
+// else would end the pairing before the session's window. So a partner
+// whose record names a live node is awaited there: the hub watches that
+// node, and cuts the pairing if it dies. One whose record names a node
+// that is dead (dead, from this check's leases) is cut now, with
+// disconnected, as its partners on that node are; and one that is
+// neither parked nor on any node, two checks in a row (its node died
+// and was reaped, and a word on its way has had a check's time to
+// come), too. The user here is told how many of its messages held for
+// the partner did not reach it.
+func (n *Node) followClaims(ctx context.Context, dead map[string]bool, live map[string]leaseInfo) {
+	n.mu.Lock()
+	var follow []*remoteOutbox
+	for _, o := range n.routes {
+		if len(follow) == maxFollow {
+			break
+		}
+		o.mu.Lock()
+		if (o.state == routeParked || o.state == routeAwaiting) && !o.busy && !o.quiet {
+			follow = append(follow, o)
+		}
+		o.mu.Unlock()
+	}
+	n.mu.Unlock()
+	if len(follow) == 0 {
+		return
+	}
+	type lookup struct {
+		o    *remoteOutbox
+		gen  uint32
+		node *redis.StringCmd
+		park *redis.IntCmd
+	}
+	pipe := n.rdb.Pipeline()
+	looks := make([]lookup, len(follow))
+	for i, o := range follow {
+		hn := n.keys.nameHash(o.to)
+		o.mu.Lock()
+		gen := o.gen
+		o.mu.Unlock()
+		looks[i] = lookup{o: o, gen: gen, node: pipe.HGet(ctx, n.userKey(hn), "node"), park: pipe.Exists(ctx, n.parkKey(hn))}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		n.linkLost("check", err)
+		return
+	}
+	var reroute []func()
+	defer func() {
+		for _, f := range reroute {
+			f()
+		}
+	}()
+	for _, l := range looks {
+		node, err := l.node.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			continue
+		}
+		o := l.o
+		o.mu.Lock()
+		if o.gen != l.gen || o.busy || o.quiet || (o.state != routeParked && o.state != routeAwaiting) {
+			// News came meanwhile, or the parker or a claim here is
+			// at work on it: the next check looks again.
+			o.mu.Unlock()
+			continue
+		}
+		cut := false
+		switch li, isLive := live[node]; {
+		case node == n.id:
+			// Taken up here: the claim sees to the outbox.
+			o.nowhere = 0
+		case node != "" && isLive:
+			o.nowhere = 0
+			if o.state == routeParked && o.timer != nil {
+				o.timer.Stop()
+				o.timer = nil
+			}
+			addr := address(node, li.inc)
+			o.state, o.at = routeAwaiting, addr
+			reroute = append(reroute, func() { n.hub.Reroute(o.from, o.pair, addr) })
+		case node != "" && dead[node]:
+			cut = true
+		case node == "" && l.park.Val() > 0:
+			o.nowhere = 0 // parked
+		case node == "":
+			o.nowhere++
+			cut = o.nowhere >= 2
+		}
+		var undelivered int
+		if cut {
+			undelivered = o.endLocked()
+		}
+		o.mu.Unlock()
+		if cut {
+			n.dropRoute(o)
+			if n.hub.RemoteLeft(o.from, o.pair, proto.ReasonDisconnected, undelivered) {
+				n.countCuts(cutNodeGone, 1)
+			}
+		}
+	}
+}
+
+// cutAwaited ends the pairings whose partner a node that is gone was
+// moving (frozen), or had taken up (awaited), telling the user here how
+// many of its messages held for the partner never reached it: the hub's
+// cut of that node's pairings (CutRemote), which would find them too,
+// tells no count.
+func (n *Node) cutAwaited(gone func(addr string) bool) {
+	type end struct {
+		o           *remoteOutbox
+		undelivered int
+	}
+	var ends []end
+	n.mu.Lock()
+	for _, o := range n.routes {
+		o.mu.Lock()
+		if !o.busy && !o.quiet && (o.state == routeFrozen && o.s != nil && gone(o.s.dest) ||
+			o.state == routeAwaiting && o.at != "" && gone(o.at)) {
+			ends = append(ends, end{o, o.endLocked()})
+		}
+		o.mu.Unlock()
+	}
+	n.mu.Unlock()
+	for _, e := range ends {
+		n.dropRoute(e.o)
+		if n.hub.RemoteLeft(e.o.from, e.o.pair, proto.ReasonDisconnected, e.undelivered) {
+			n.countCuts(cutNodeGone, 1)
+		}
+	}
+}
+
 // Park parks the session key of this node, which is away, for a resume
 // on any node (a drain parks each session before its client is told to
 // reconnect, so the resume finds it parked). It returns once the

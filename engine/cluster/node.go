@@ -878,6 +878,10 @@ func (n *Node) check() {
 	// A partner a dead node had parked keeps its pairing: look before
 	// cutting.
 	n.rescueParked(ctx, gone)
+	// A parked partner that a node claimed, and whose word of the claim
+	// (O) this node never had, is followed to that node, dead or alive.
+	n.followClaims(ctx, dead, live)
+	n.cutAwaited(gone)
 	if slices.ContainsFunc(remote, gone) {
 		cuts := n.hub.CutRemote(gone, proto.ReasonDisconnected)
 		n.countCuts(cutNodeGone, len(cuts))

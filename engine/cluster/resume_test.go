@@ -1209,3 +1209,73 @@ func TestEngineResumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("a still holds %+v", st)
 	}
 }
+
+// TestClaimerDiesBeforeItsWord: a node that takes up a parked session
+// and dies before its word of the move (O) reaches the partner's node
+// does not leave the partner paired with nobody until the session's
+// window ends: the partner's node follows the claim to the dead node
+// and tells the partner disconnected, within a lease and a few checks,
+// as it tells the partners of every session that node had. Then a
+// partner that spoke meanwhile is told how many of its messages never
+// reached the session.
+func TestClaimerDiesBeforeItsWord(t *testing.T) {
+	for _, spoke := range []int{0, 3} {
+		t.Run(fmt.Sprintf("spoke %d", spoke), func(t *testing.T) {
+			r := startRedis(t)
+			window := hub.Options{ResumeWindow: time.Minute}
+			a := startHubNode(t, r, "a", window)
+			b := startHubNode(t, r, "b", window)
+			// c's lease outlives it by the default 3 s.
+			c := startHubNodeWith(t, r, "c", window, func(o *Options) { o.LeaseTTL = 0 })
+			alice, bob := a.login(t, "alice"), b.login(t, "bob")
+			if err := bob.s.Connect([]byte(alice.token)); err != nil {
+				t.Fatal(err)
+			}
+			alice.box.next(t, proto.EvPaired)
+			pair := bob.box.next(t, proto.EvPaired).PairID
+			alice.s.Detach(proto.ReasonDisconnected, 0)
+			bob.box.next(t, proto.EvPeerAway)
+			if n := a.drain(t); n != 1 {
+				t.Fatalf("a parked %d sessions", n)
+			}
+			var pairID uint64
+			for _, x := range b.hub.Registrations() {
+				if x.Key == "bob" {
+					pairID = x.PairID
+				}
+			}
+			deadline := time.Now().Add(enginetest.Timeout)
+			for {
+				o := b.route("bob", pairID)
+				o.mu.Lock()
+				st := o.state
+				o.mu.Unlock()
+				if st == routeParked {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("bob's route to alice is %v", st)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			// c's word to b never leaves it: c dies first.
+			c.sender(b.addr).stop()
+			if ev, _ := alice.resumeOn(t, c, 0, true); ev.Peer != "bob" || ev.PairID != pair {
+				t.Fatalf("alice resumed %+v", ev)
+			}
+			c.halt()
+			for i := range spoke {
+				bob.say(t, fmt.Sprint("to nobody ", i))
+			}
+			died := time.Now()
+			ev := bob.box.next(t, proto.EvPeerLeft)
+			if ev.Reason != proto.ReasonDisconnected || ev.Peer != "alice" || ev.Count != spoke {
+				t.Fatalf("bob was told %+v", ev)
+			}
+			t.Logf("bob was told %v after c died", time.Since(died))
+			if st := b.Stats(); st.PairingsCut["node_gone"] != 1 {
+				t.Fatalf("b counted %+v", st)
+			}
+		})
+	}
+}

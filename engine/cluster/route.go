@@ -108,6 +108,12 @@ type remoteOutbox struct {
 	queued bool // in the parker's list
 	moves  []move
 	timer  *time.Timer // parked: ends the partner's window
+	// at is, while awaited, the address of the node that took the
+	// partner up, when known: the pairing ends if it dies.
+	at string
+	// nowhere counts the checks in a row that found the partner, parked
+	// or awaited here, neither parked nor on any node (followClaims).
+	nowhere int
 }
 
 func newRemoteOutbox(n *Node, node, key, name, from string, pair uint64) *remoteOutbox {
@@ -284,6 +290,18 @@ func (o *remoteOutbox) holding() bool { return o.state != routeGone && o.state !
 // or -1.
 func (o *remoteOutbox) leftLocked() int {
 	return slices.IndexFunc(o.held, func(f heldFrame) bool { return f.kind == frameLeft })
+}
+
+// endLocked ends the outbox, its pairing cut here, and returns how
+// many of the messages it held never reached the partner.
+func (o *remoteOutbox) endLocked() (undelivered int) {
+	for _, f := range o.held {
+		if carries(f.kind) {
+			undelivered++
+		}
+	}
+	o.goneLocked()
+	return undelivered
 }
 
 func (o *remoteOutbox) goneLocked() {
@@ -682,7 +700,7 @@ func (o *remoteOutbox) settleLocked(run []heldFrame, results []parkResult) (afte
 			// Taken up elsewhere: its new node tells this one (O) once
 			// it has it; until then, hold. If that node dies first,
 			// the pairing is cut as with any partner on it.
-			o.state = routeAwaiting
+			o.state, o.at = routeAwaiting, ""
 			if o.timer != nil {
 				o.timer.Stop()
 				o.timer = nil
@@ -690,12 +708,15 @@ func (o *remoteOutbox) settleLocked(run []heldFrame, results []parkResult) (afte
 			node, lease := arg(res.args, 0), arg(res.args, 1)
 			if li, ok := parseLease(lease); ok && li.keyID == n.keys.keyID {
 				addr := address(node, li.inc)
+				o.at = addr
 				after = append(after, func() { n.hub.Reroute(o.from, o.pair, addr) })
 			}
+			// A node dead already is found by the next check
+			// (followClaims).
 			return after
 		case "stale":
 			// Parked again since, and this node not told yet: it will be.
-			o.state = routeAwaiting
+			o.state, o.at = routeAwaiting, ""
 			return after
 		case "gone":
 			// Its window ran out (its keys expired with it).
