@@ -739,6 +739,37 @@ func TestNetcatPipesAFileWithAPassword(t *testing.T) {
 	d.DialLine(t).LoginPassword("piper", "pw1")
 }
 
+// TestNetcatPipesALargerFileWithAPassword: the same with a file larger
+// than one read and smaller than the socket's receive buffer, so that
+// its end of input arrives while most of it is still in the kernel,
+// unread: the login's hold took the socket out of the read set. Every
+// line reaches bob, in order, and none is cut short.
+func TestNetcatPipesALargerFileWithAPassword(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "10", "-c", "-b", path, "piper", "pw1")
+	authtest.RunExact(t, "-B", "-b", path, "bob", "pw2")
+	d, _ := enginetest.StartAccounts(t, path, nil)
+	bob := d.DialLine(t).LoginPassword("bob", "pw2")
+
+	const lines = 700 // about 77 KB
+	var in strings.Builder
+	fmt.Fprintf(&in, "/login piper pw1\n/connect %s\n", bob.Token)
+	pad := strings.Repeat("x", 100)
+	for i := range lines {
+		fmt.Fprintf(&in, "line %d %s\n", i, pad)
+	}
+	finished := enginetest.PipeNetcat(t, d.TCP, strings.NewReader(in.String()), io.Discard)
+	bob.Expect(`^\* piper is connected$`)
+	for i := range lines {
+		l, err := bob.TryLine(enginetest.Timeout)
+		if want := fmt.Sprintf("<piper> line %d %s", i, pad); err != nil || l != want {
+			t.Fatalf("bob got %d of %d lines, then %.70q (%v)", i, lines, l, err)
+		}
+	}
+	bob.Expect(`^\* piper disconnected; `)
+	finished()
+}
+
 // TestHangUpsWithInputKeepTheirPlaces: a login with input behind it,
 // hung up on before its answer, is checked after all (the input is
 // acted on then), and until it is, its connection still counts against

@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 
+	"go.uber.org/zap"
+
 	"duet/engine/auth"
 	"duet/engine/hub"
 	"duet/proto"
@@ -216,10 +218,26 @@ func (cn *conn) lateInput(err error) *lateClose {
 		return nil
 	}
 	buf, _ := cn.c.Peek(-1)
-	if len(buf) == 0 {
+	rest := bytes.Clone(buf[:min(len(buf), heldInputMax)])
+	// A login's hold hears the client hang up with most of what it sent
+	// still in the kernel, unread (a file piped through netcat that fits
+	// in the socket's receive buffer): gnet closes on the hang-up
+	// without reading it. It all came before the end of input.
+	whole := len(buf) <= heldInputMax
+	if whole && cn.loop.epfd >= 0 {
+		rest, whole = readRest(cn.c.Fd(), rest, heldInputMax)
+	}
+	if !whole {
+		// Past the bound: acted on up to its last whole line, so that
+		// none is cut short and passed on as if whole.
+		rest = rest[:bytes.LastIndexByte(rest, '\n')+1]
+		cn.logger().Warn("input after a hang-up exceeds the bound kept; acted on up to there",
+			zap.Int("bytes", len(rest)), zap.Int("bound", heldInputMax))
+	}
+	if len(rest) == 0 {
 		return nil
 	}
-	return &lateClose{rest: bytes.Clone(buf[:min(len(buf), heldInputMax)])}
+	return &lateClose{rest: rest}
 }
 
 // awaitLate keeps late for finishLate, which runs now if the answer is

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"reflect"
+	"slices"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -76,4 +77,26 @@ func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 		ev |= unix.EPOLLRDHUP
 	}
 	return unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Fd: int32(fd), Events: ev})
+}
+
+// readRest appends to b what the kernel still holds of fd's input, up
+// to max bytes in all, and reports whether that reached the end of the
+// input. A held login hears the client hang up (setReadInterest), and
+// gnet then closes the connection without reading what came before the
+// end; lateInput reads it here, while the descriptor is still open.
+func readRest(fd int, b []byte, max int) ([]byte, bool) {
+	for len(b) < max {
+		if cap(b)-len(b) < 16<<10 {
+			b = slices.Grow(b, 64<<10)
+		}
+		n, err := unix.Read(fd, b[len(b):min(cap(b), max)])
+		switch {
+		case n > 0:
+			b = b[:len(b)+n]
+		case err == unix.EINTR:
+		default:
+			return b, n == 0 && err == nil
+		}
+	}
+	return b, false
 }
