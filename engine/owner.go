@@ -73,6 +73,23 @@ func (cn *conn) Marks() outbox.Marks { return cn.loop.srv.marks() }
 // (hub.Resume); the connection tells its user why and closes (evicted).
 func (cn *conn) Evicted(why hub.Eviction) { cn.evicted(why) }
 
+// RefusedLate: a say taken before was refused by the partner's node (or
+// the partner's taking up); the connection's loop tells it as a say
+// refused at once is told: the first of a run with its error, the rest
+// in the count a second (refusedSay), each counted.
+func (cn *conn) RefusedLate(err *proto.Error) {
+	_ = cn.loop.execute(context.Background(), func() {
+		if cn.closed || cn.sess == nil {
+			return
+		}
+		if refusalOf(err) == refusedNone {
+			cn.tellSay(err, 0)
+			return
+		}
+		cn.answer(proto.OpSay, 0, err)
+	})
+}
+
 // WriteDirect writes b to the connection's socket from the delivering
 // goroutine, usually the partner's event loop, when the outbox finds the
 // connection idle (see outbox.Outbox's sendLocked for the ordering). A

@@ -15,6 +15,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/proto"
 )
 
 // Failures told to the users they concern: a pairing that ended while
@@ -810,4 +811,38 @@ func (p *redisProxy) restore() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
+}
+
+// TestCrossNodeAwayFullToldAsOnOneNode: messages to a partner away on
+// another node, past what is kept for it, are refused there; the
+// sender is told as on one node: the first refusal with its error,
+// counted in duet_errors_total on the sender's node as every error
+// told is, and the rest in a count (they came one error a message, and
+// none was counted).
+func TestCrossNodeAwayFullToldAsOnOneNode(t *testing.T) {
+	r := startRedis(t)
+	const size = 64 // each kept message counts its text and 64 bytes
+	a := startHubNode(t, r, "a", resumeOptions(3*(size+64)))
+	m := newEndCounter()
+	b := startNodeEngine(t, r, "b", nil, func(o *engine.Options) { o.Metrics = m })
+	alice := a.login(t, "alice")
+	bob := b.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.box.next(t, proto.EvPaired)
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.Expect(`^\* alice lost the connection`)
+	const sent = 23
+	var lines strings.Builder
+	for i := range sent {
+		fmt.Fprintf(&lines, "%02d %s\n", i, strings.Repeat("x", size-3))
+	}
+	if _, err := bob.Conn.Write([]byte(lines.String())); err != nil {
+		t.Fatal(err)
+	}
+	bob.Expect(`^! peer_away_full: alice is away, and 3 of your messages \(.*\) are waiting for them; this one was not sent$`)
+	bob.Expect(fmt.Sprintf(`^\* %d more lines were not sent: your partner is away and no more of your messages can be kept for them$`, sent-3-1))
+	if _, errs := m.counts(proto.ErrPeerAwayFull.Code); errs != 1 {
+		t.Fatalf("counted %d errors told", errs)
+	}
 }

@@ -199,6 +199,12 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 		rr.stub.client = ev.PeerProto
 		ev.PeerProto = rr.r.protoOf(rr.stub)
 	}
+	if ev.Kind == proto.EvError && ev.Err != nil {
+		// The only errors a partner's node sends: a say of the session
+		// here that it refused.
+		refuseLate(local.q, ev.Err)
+		return true
+	}
 	local.q.Deliver(ev)
 	return true
 }

@@ -129,6 +129,27 @@ type Queue interface {
 	Evict(why Eviction)
 }
 
+// A LateRefuser is a Queue whose connection takes the refusal of a say
+// that comes after the say was taken: the partner's node, or the
+// partner's taking up here, found the partner away and full
+// (peer_away_full), or unable to read a seal. The connection tells it
+// as it tells a say refused at once (a run's first, then a count a
+// second) and counts it, instead of one error a message. It must not
+// block.
+type LateRefuser interface {
+	RefusedLate(err *proto.Error)
+}
+
+// refuseLate tells q of a say refused late (LateRefuser), or delivers
+// the error to a queue that does not take them.
+func refuseLate(q Queue, err *proto.Error) {
+	if lr, ok := q.(LateRefuser); ok {
+		lr.RefusedLate(err)
+		return
+	}
+	q.Deliver(&proto.Event{Kind: proto.EvError, Err: err})
+}
+
 // A TransportAcker is a Queue whose connection can tell which of the
 // numbered messages handed to it its client has received: those its
 // transport (TCP) acknowledged, bytes and all. A session whose client

@@ -586,7 +586,7 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 			}
 			rl.one[0] = text
 			if n, full := s.deliverMessages(h, &rl.ev, rl.one[:]); n == 0 {
-				peer.q.Deliver(&proto.Event{Kind: proto.EvError, Err: full})
+				refuseLate(peer.q, full)
 			}
 		})
 		putRelay(rl)

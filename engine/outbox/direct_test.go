@@ -27,9 +27,10 @@ type directOwner struct {
 	writes    int
 }
 
-func (d *directOwner) Schedule()            { d.scheduled.Add(1) }
-func (d *directOwner) Marks() outbox.Marks  { return outbox.Marks{High: 1 << 20, Max: 4 << 20} }
-func (d *directOwner) Evicted(hub.Eviction) {}
+func (d *directOwner) Schedule()                { d.scheduled.Add(1) }
+func (d *directOwner) Marks() outbox.Marks      { return outbox.Marks{High: 1 << 20, Max: 4 << 20} }
+func (d *directOwner) Evicted(hub.Eviction)     {}
+func (d *directOwner) RefusedLate(*proto.Error) {}
 func (d *directOwner) WriteDirect(b []byte) (int, bool) {
 	if d.decline {
 		return 0, false
@@ -222,9 +223,10 @@ type gateOwner struct {
 	once             sync.Once
 }
 
-func (g *gateOwner) Schedule()            {}
-func (g *gateOwner) Marks() outbox.Marks  { return outbox.Marks{High: 1 << 20, Max: 4 << 20} }
-func (g *gateOwner) Evicted(hub.Eviction) {}
+func (g *gateOwner) Schedule()                {}
+func (g *gateOwner) Marks() outbox.Marks      { return outbox.Marks{High: 1 << 20, Max: 4 << 20} }
+func (g *gateOwner) Evicted(hub.Eviction)     {}
+func (g *gateOwner) RefusedLate(*proto.Error) {}
 func (g *gateOwner) WriteDirect(b []byte) (int, bool) {
 	if g.done.Load() {
 		panic("a direct write after the outbox closed or turned direct writes off")
@@ -275,8 +277,9 @@ func (s *socketSim) Schedule() {
 	default:
 	}
 }
-func (s *socketSim) Marks() outbox.Marks  { return outbox.Marks{High: 1 << 30, Max: 1 << 31} }
-func (s *socketSim) Evicted(hub.Eviction) {}
+func (s *socketSim) Marks() outbox.Marks      { return outbox.Marks{High: 1 << 30, Max: 1 << 31} }
+func (s *socketSim) Evicted(hub.Eviction)     {}
+func (s *socketSim) RefusedLate(*proto.Error) {}
 func (s *socketSim) WriteDirect(b []byte) (int, bool) {
 	s.mu.Lock()
 	decline := s.rng.IntN(5) == 0 // the loop is busy now and then

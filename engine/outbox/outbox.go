@@ -103,6 +103,10 @@ type Owner interface {
 	// Outbox is open and the socket idle (the last Settle found it empty
 	// and nothing was taken since), as WriteDirect is.
 	Unacked() (n int, ok bool)
+	// RefusedLate is called, from any goroutine, with the refusal of a
+	// say the hub took before (hub.LateRefuser): the owner tells its
+	// user as it tells a say refused at once.
+	RefusedLate(err *proto.Error)
 }
 
 // Outbox is one connection's outbound queue. Make one with New.
@@ -685,6 +689,9 @@ func (o *Outbox) Retire() (waiters []hub.Waiter) {
 
 // Evict implements hub.Queue by passing the news to the owner.
 func (o *Outbox) Evict(why hub.Eviction) { o.owner.Evicted(why) }
+
+// RefusedLate implements hub.LateRefuser: the owner tells it.
+func (o *Outbox) RefusedLate(err *proto.Error) { o.owner.RefusedLate(err) }
 
 // Close stops all delivery and frees the queue. held is what the owner's
 // socket still holds, unwritten, of the batch taken last. It returns what

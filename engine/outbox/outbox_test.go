@@ -70,6 +70,7 @@ func (l *fakeLoop) setMarks(high, max int64) {
 func (l *fakeLoop) Schedule()                { l.scheduled.Add(1) }
 func (l *fakeLoop) Marks() outbox.Marks      { return *l.marks.Load() }
 func (l *fakeLoop) Evicted(why hub.Eviction) { l.evicted = append(l.evicted, why) }
+func (l *fakeLoop) RefusedLate(*proto.Error) {}
 func (l *fakeLoop) WriteDirect([]byte) (int, bool) {
 	panic("a direct write while direct writes were off")
 }
@@ -350,8 +351,9 @@ func (k *kickOwner) Schedule() {
 	default:
 	}
 }
-func (k *kickOwner) Marks() outbox.Marks  { return outbox.Marks{High: 1 << 30, Max: 1 << 31} }
-func (k *kickOwner) Evicted(hub.Eviction) {}
+func (k *kickOwner) Marks() outbox.Marks      { return outbox.Marks{High: 1 << 30, Max: 1 << 31} }
+func (k *kickOwner) Evicted(hub.Eviction)     {}
+func (k *kickOwner) RefusedLate(*proto.Error) {}
 func (k *kickOwner) WriteDirect([]byte) (int, bool) {
 	panic("a direct write while direct writes were off")
 }
