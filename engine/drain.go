@@ -86,12 +86,12 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) D
 			return Drained{}
 		}
 	}
-	var notParked atomic.Int64
-	// drained is what the drain did, once each of the first ended of
-	// all has been given its ending.
-	drained := func(ended int) Drained {
-		n := int(notParked.Load())
-		return Drained{Told: ended - n, NotParked: n}
+	// What the drain did: counted as each connection is given its
+	// ending, and not for one that closed before its turn came, or
+	// between its two halves (its client hung up).
+	var told, notParked atomic.Int64
+	drained := func() Drained {
+		return Drained{Told: int(told.Load()), NotParked: int(notParked.Load())}
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, drainParallel)
@@ -113,11 +113,26 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) D
 			}
 			if !parked {
 				e = endNotParked
-				notParked.Add(1)
 				s.hub.EndAway(key, endings[e].partnerReason())
 			}
 		}
-		_ = ls.execute(context.Background(), func() { cn.drainFinish(e, notice) })
+		done := make(chan struct{})
+		err := ls.execute(context.Background(), func() {
+			defer close(done)
+			switch {
+			case !cn.drainFinish(e, notice):
+			case e == endDrain:
+				told.Add(1)
+			default:
+				notParked.Add(1)
+			}
+		})
+		if err == nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+			}
+		}
 	}
 	start := time.Now()
 	tick := time.NewTicker(drainTick)
@@ -154,7 +169,7 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) D
 			select {
 			case <-ctx.Done():
 				wg.Wait()
-				return drained(next)
+				return drained()
 			case <-tick.C:
 			}
 		}
@@ -165,11 +180,11 @@ func (s *Server) Drain(ctx context.Context, period time.Duration, park Parker) D
 	for s.conns.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return drained(len(all))
+			return drained()
 		case <-poll.C:
 		}
 	}
-	return drained(len(all))
+	return drained()
 }
 
 // Draining reports whether Drain has begun.
@@ -219,10 +234,11 @@ func (cn *conn) drainBegin() (key, notice string, ok bool) {
 // reconnect (a line client with its resume key, which it would
 // otherwise have to find further up its screen), endNotParked that its
 // session could not be kept; either closes the connection once what is
-// queued for it is written.
-func (cn *conn) drainFinish(e ending, notice string) {
+// queued for it is written. It reports false for a connection that
+// closed, or began to end another way, meanwhile: it is told nothing.
+func (cn *conn) drainFinish(e ending, notice string) bool {
 	if cn.closed {
-		return
+		return false
 	}
 	if e != endDrain {
 		notice = ""
@@ -231,7 +247,9 @@ func (cn *conn) drainFinish(e ending, notice string) {
 	// request not yet whole: that one is answered (503). With none, the
 	// connection is between requests.
 	idle := cn.stage == stageHTTP && cn.c.InboundBuffered() == 0
+	told := cn.closing == endNone // else it is ending another way: closed now
 	cn.endAs(e, endDetail{notice: notice, idle: idle})
+	return told
 }
 
 // drainNotice is what a client is told as a drain ends its connection.

@@ -255,3 +255,25 @@ func TestDrainClosesIdleKeepAliveQuietly(t *testing.T) {
 		t.Fatalf("the request begun: %v, %v", resp, err)
 	}
 }
+
+// TestDrainCountsOnlyThoseTold: a client that hangs up before its turn
+// in a drain is not counted among those told to reconnect: Drain's
+// count and the drain endings counted agree.
+func TestDrainCountsOnlyThoseTold(t *testing.T) {
+	t.Parallel()
+	m := &countingMetrics{counts: map[string]int{}}
+	d := enginetest.Start(t, func(o *engine.Options) { o.Metrics = m })
+	d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		bob.Conn.Close() // before his turn, at about 1 s
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	got := d.Drain(ctx, 2*time.Second, nil)
+	counted := m.snapshot()
+	if got.Told != 1 || got.NotParked != 0 || counted["disconnected drain"] != 1 || counted["disconnected closed"] != 1 {
+		t.Fatalf("Drain says %+v; counted %v", got, counted)
+	}
+}
