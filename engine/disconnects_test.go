@@ -365,3 +365,33 @@ func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLateCloseLogsItsEnding: a client that ends its input while its
+// login is checked, with a /quit behind it, is logged closed for the
+// reason its input gave (quit), with its user, once that input is acted
+// on; not as closed, with no user, at the hang-up.
+func TestLateCloseLogsItsEnding(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "10", "-c", "-b", path, "alice", "s3cret")
+	core, logs := observer.New(zapcore.DebugLevel)
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) { o.Logger = zap.New(core) })
+	c, err := net.Dial("tcp", d.TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("/login alice s3cret\n/quit\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	io.Copy(io.Discard, c)
+	closed := logs.FilterMessage("connection closed")
+	for deadline := time.Now().Add(enginetest.Timeout); closed.Len() == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		closed = logs.FilterMessage("connection closed")
+	}
+	if closed.Len() != 1 || closed.FilterField(zap.String("reason", "quit")).FilterField(zap.String("user", "alice")).Len() != 1 {
+		t.Fatalf("logged %v", closed.All())
+	}
+}

@@ -279,6 +279,7 @@ func (cn *conn) finishLate() {
 	if cn.closing == endNone {
 		cn.closing = late.ending
 	}
+	cn.logClosed()
 	cn.endClosed(late.lost, late.waiters)
 	cn.releaseAddr()
 }

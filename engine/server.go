@@ -679,7 +679,9 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		return gnet.None
 	}
 	cn.onClose(err)
-	cn.logClosed()
+	if !cn.flow.late.Load() {
+		cn.logClosed() // else once its input has said how it ends (finishLate)
+	}
 	cn.loop.dropConn(cn)
 	delete(cn.loop.backlogged, cn)
 	if !cn.flow.late.Load() {
