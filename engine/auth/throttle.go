@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,7 +33,8 @@ type ThrottleOptions struct {
 	// successful login from it. Default 30 days.
 	KnownFor time.Duration
 	// MaxEntries bounds each of the three tables: addresses, account
-	// names, and known address-account pairs. Default 65536.
+	// names, and accounts with known addresses (knownPerAccount each).
+	// Default 65536.
 	MaxEntries int
 }
 
@@ -105,7 +107,35 @@ type Throttle struct {
 	mu    sync.Mutex
 	addrs *tally.Table[netip.Prefix, schedule]
 	names *tally.Table[string, schedule]
-	known *tally.Table[pair, int64] // last successful login, unix nanoseconds
+	known *tally.Table[string, knownAddrs] // by folded account name
+}
+
+// knownPerAccount is how many addresses an account keeps known: the
+// latest from which it logged in. Kept with the account, so that one
+// account's logins from many addresses make way only for its own older
+// ones: were they all in one table shared by every account, a user of
+// their own account logging in from as many addresses as the table
+// holds (one IPv6 /48 has 65536 /64s) would push out every other
+// owner's home, and fail at it meanwhile to keep its owner out.
+const knownPerAccount = 8
+
+// knownAddrs are an account's known addresses, each kept as the 16
+// bytes of its key (tally.AddrKey: an IPv4 address, or an IPv6 /64,
+// which never share 16 bytes), with its last successful login, unix
+// nanoseconds (0: an empty slot).
+type knownAddrs struct {
+	addr [knownPerAccount][16]byte
+	last [knownPerAccount]int64
+}
+
+// find returns the slot of addr, or -1.
+func (k *knownAddrs) find(addr [16]byte) int {
+	for i := range k.addr {
+		if k.last[i] != 0 && k.addr[i] == addr {
+			return i
+		}
+	}
+	return -1
 }
 
 // schedule is one address's or one name's record.
@@ -113,11 +143,6 @@ type schedule struct {
 	fails int   // failures (and attempts still to be checked) since the record was last forgotten
 	last  int64 // unix nanoseconds of the last attempt or failure
 	turn  int64 // unix nanoseconds when the last turn given ends
-}
-
-type pair struct {
-	name string // folded
-	addr netip.Prefix
 }
 
 // NewThrottle returns a throttle with nothing recorded. now is the clock;
@@ -141,9 +166,11 @@ func NewThrottle(opts ThrottleOptions, now func() time.Time) *Throttle {
 	t.names = tally.NewTable[string, schedule](tally.Options[schedule]{
 		Max: opts.MaxEntries, Expired: expired, Pinned: pinned, EvictPinned: true,
 	})
-	t.known = tally.NewTable[pair, int64](tally.Options[int64]{
-		Max:     opts.MaxEntries,
-		Expired: func(last *int64, now time.Time) bool { return now.UnixNano()-*last > int64(opts.KnownFor) },
+	t.known = tally.NewTable[string, knownAddrs](tally.Options[knownAddrs]{
+		Max: opts.MaxEntries,
+		Expired: func(k *knownAddrs, now time.Time) bool {
+			return now.UnixNano()-slices.Max(k.last[:]) > int64(opts.KnownFor)
+		},
 	})
 	return t
 }
@@ -217,7 +244,14 @@ func (t *Throttle) Admit(addr netip.Prefix, name string) Admission {
 }
 
 func (t *Throttle) isKnown(name string, addr netip.Prefix, now time.Time) bool {
-	return t.known.Update(pair{name, addr}, now, false, func(*int64, bool) tally.Action { return tally.Keep })
+	known := false
+	a := addr.Addr().As16()
+	t.known.Update(name, now, false, func(k *knownAddrs, _ bool) tally.Action {
+		i := k.find(a)
+		known = i >= 0 && now.UnixNano()-k.last[i] <= int64(t.opts.KnownFor)
+		return tally.Keep
+	})
+	return known
 }
 
 // Failed records that an admitted attempt from addr for name was
@@ -257,8 +291,13 @@ func (t *Throttle) Succeeded(addr netip.Prefix, name string) {
 	now := t.now()
 	key := fold(name)
 	t.refundLocked(addr, key, now)
-	t.known.Update(pair{key, addr}, now, true, func(last *int64, _ bool) tally.Action {
-		*last = now.UnixNano()
+	a := addr.Addr().As16()
+	t.known.Update(key, now, true, func(k *knownAddrs, _ bool) tally.Action {
+		i := k.find(a)
+		if i < 0 {
+			i = slices.Index(k.last[:], slices.Min(k.last[:])) // the oldest, or an empty slot
+		}
+		k.addr[i], k.last[i] = a, now.UnixNano()
 		return tally.Touch
 	})
 }

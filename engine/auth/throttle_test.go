@@ -199,6 +199,47 @@ func TestThrottleKnownAddress(t *testing.T) {
 	}
 }
 
+// TestThrottleKnownAddressKeptFromOthers performs the attack on a known
+// address: a user of an account of their own logs in from as many
+// addresses as the throttle's tables hold (one IPv6 /48's /64s), to
+// push the owner's home out of what is known, then fails at her
+// account from elsewhere. Her home stays known, and her login from it
+// is not held; her own logins from many addresses push out only her
+// own oldest.
+func TestThrottleKnownAddressKeptFromOthers(t *testing.T) {
+	clk := newFakeClock()
+	th := NewThrottle(ThrottleOptions{}, clk.now)
+	home := addr("192.0.2.1")
+	th.Admit(home, "alice")
+	th.Succeeded(home, "alice")
+	for i := range 65536 {
+		a := tally.AddrKey(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x77, byte(i >> 8), byte(i), 15: 1}), 64)
+		th.Admit(a, "mallory")
+		th.Succeeded(a, "mallory")
+	}
+	for i := range 40 {
+		k := addr(netip.AddrFrom4([4]byte{10, 9, 0, byte(i + 1)}).String())
+		if a := th.Admit(k, "alice"); !a.Refused {
+			th.Failed(k, "alice")
+		}
+	}
+	if a := th.Admit(home, "alice"); !th.Known(home, "alice") || a.Refused || a.Wait != 0 {
+		t.Fatalf("alice at home during the attack: known %v, %+v", th.Known(home, "alice"), a)
+	}
+	for i := range knownPerAccount - 1 {
+		a := addr(netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}).String())
+		th.Admit(a, "alice")
+		th.Succeeded(a, "alice")
+	}
+	if !th.Known(home, "alice") {
+		t.Fatalf("home forgotten after %d other addresses", knownPerAccount-1)
+	}
+	th.Succeeded(addr("203.0.113.9"), "alice")
+	if th.Known(home, "alice") || !th.Known(addr("203.0.113.9"), "alice") {
+		t.Fatalf("an account knows more than its %d latest addresses", knownPerAccount)
+	}
+}
+
 func TestThrottleRefunds(t *testing.T) {
 	clk := newFakeClock()
 	th := NewThrottle(opts(), clk.now)
@@ -281,9 +322,9 @@ func TestThrottleUnderTablePressure(t *testing.T) {
 }
 
 // TestThrottleMemoryBound fills every table of a default throttle
-// (65536 addresses, names of 32 characters, and address-account pairs)
-// and holds it to the bound AUTH.md states: under 40 MiB, whatever
-// clients do.
+// (65536 addresses, names of 32 characters, and accounts with a known
+// address) and holds it to the bound AUTH.md states: under 40 MiB,
+// whatever clients do.
 func TestThrottleMemoryBound(t *testing.T) {
 	clk := newFakeClock()
 	var m0, m1 runtime.MemStats
