@@ -228,6 +228,20 @@ func TestLineErrors(t *testing.T) {
 	bob.Expect(`^<alice> still here$`)
 }
 
+// TestNetcatByte255: a netcat user's text in a single-byte encoding,
+// with a byte 255 (Latin-1 "ÿ", cp1251 "я"), is refused as not UTF-8,
+// its line feed ending its line even right after the 255: the partner
+// gets neither the line without the 255 and the byte after it, nor it
+// run into the next line.
+func TestNetcatByte255(t *testing.T) {
+	d := enginetest.Start(t, nil)
+	alice, bob := pairLines(t, d, "alice", "bob")
+	alice.Conn.Write([]byte("I say \xffes\n\xff\nok then\n"))
+	alice.Expect(`^! invalid_utf8: `)
+	alice.Expect(`^! invalid_utf8: `)
+	bob.Expect(`^<alice> ok then$`)
+}
+
 // TestLineErrorsInOrder: lines that arrive together are answered in the
 // order they were sent, an over-long line among them included.
 func TestLineErrorsInOrder(t *testing.T) {

@@ -49,6 +49,14 @@ func (s telnetState) step(c byte) (telnetState, bool) {
 			// IAC IAC is a literal 255 byte. It is never valid UTF-8, so
 			// Decode rejects the line, but framing must not lose track.
 			return telnetData, true
+		case c < telnetEOF:
+			// No command: a client that is not telnet (netcat) sent a
+			// 255 of its own text (Latin-1 "ÿ", cp1251 "я"), which
+			// telnet would have doubled. It and c are both data (clean
+			// puts the 255 back), so that the line is refused as not
+			// UTF-8 rather than relayed without them, and a line feed
+			// after it still ends the line.
+			return telnetData, true
 		case c >= telnetWILL && c <= telnetDONT:
 			return telnetWill + telnetState(c-telnetWILL), false
 		case c == telnetSB:
@@ -96,6 +104,9 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			st, keep = st.step(c)
 			// IAC IAC is a data byte: the line has begun.
 			f.begun = f.begun || keep
+			if keep && c == '\n' {
+				return i, telnetData // after a 255 that began no command
+			}
 			if prev != telnetSub && prev != telnetSubCommand {
 				if _, replaced := restoredByte(prev, c); replaced && f.tn.binaryIn == optYes {
 					// In BINARY the client replaces no byte, so this is
@@ -367,6 +378,13 @@ func clean(raw []byte) []byte {
 		prev := st
 		var keep bool
 		st, keep = st.step(c)
+		if keep && prev == telnetCommand && c != telnetIAC {
+			// The 255 before c began no command (step): put it back.
+			// Dropped, it left w a byte behind.
+			raw[w] = telnetIAC
+			w++
+			afterCR = false
+		}
 		if !keep {
 			// A command is at least two bytes and puts back at most one,
 			// so w stays behind the byte being read.
@@ -394,6 +412,12 @@ func clean(raw []byte) []byte {
 		}
 		afterCR = false
 		raw[w] = c
+		w++
+	}
+	if st == telnetCommand {
+		// A 255 at the end, before the line feed (or the end of input):
+		// text, as above.
+		raw[w] = telnetIAC
 		w++
 	}
 	return raw[:w:w]

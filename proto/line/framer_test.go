@@ -107,6 +107,13 @@ func TestFramer(t *testing.T) {
 		{"IAC DO with option byte 13 is not dropped as CR", 0, []string{"a\xff\xfd\rb\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\r"`, `line "ab"`}},
 		{"IAC IAC is a literal 255", 0, []string{"a\xff\xffb\n"}, []string{`line "a\xffb"`}},
 		{"IAC NOP", 0, []string{"a\xff\xf1b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
+		// A netcat user's own 255 (Latin-1 "ÿ", cp1251 "я") begins no
+		// command: it stays in the line, which Decode refuses as not
+		// UTF-8, and a line feed after it ends the line.
+		{"a 255 that begins no command is text", 0, []string{"I say \xffes\n"}, []string{`line "I say \xffes"`}},
+		{"a 255 before the line feed", 0, []string{"\xff\nok then\n"}, []string{`line "\xff"`, `line "ok then"`}},
+		{"a 255 before CRLF", 0, []string{"\xff\r\nok\n"}, []string{`line "\xff"`, `line "ok"`}},
+		{"a 255 split from the line feed", 0, []string{"ab\xff", "\nok\n"}, []string{"wait 3", `line "ab\xff"`, `line "ok"`}},
 		{"IAC AYT and IP", 0, []string{"a\xff\xf6b\xff\xf4c\n"}, []string{`reply "\xff\xfd\x00* yes, the server is here\r\n"`, `line "abc"`}},
 		{"IAC SE outside a subnegotiation", 0, []string{"a\xff\xf0b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
 		{
@@ -357,14 +364,21 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 			reply = tn.heard(reply, st, c)
 		}
 		if skipping {
-			if st == telnetData && c == '\n' {
+			if (st == telnetData || st == telnetCommand) && c == '\n' {
+				st = telnetData
 				skipping = false
 				continue
 			}
 			st, _ = st.step(c)
 			continue
 		}
-		if st == telnetData && c == '\n' {
+		if (st == telnetData || st == telnetCommand) && c == '\n' {
+			if st == telnetCommand {
+				// A 255 that began no command is text, and the line
+				// feed after it ends the line.
+				line = append(line, 0xff)
+				st = telnetData
+			}
 			log = append(log, fmt.Sprintf("line %q", refClean(line)))
 			line, raw = line[:0], 0
 			continue
@@ -387,6 +401,9 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 		var keep bool
 		st, keep = st.step(c)
 		if keep {
+			if prev == telnetCommand && c != 0xff {
+				line = append(line, 0xff) // a 255 that began no command
+			}
 			line = append(line, c)
 			continue
 		}
