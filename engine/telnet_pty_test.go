@@ -119,6 +119,36 @@ func TestRealTelnet(t *testing.T) {
 	}
 }
 
+// TestRealTelnetBinaryTurnedOff: a telnet user who turns BINARY off
+// (Ctrl-], then toggle outbinary) has a line with a letter telnet drops
+// refused, told to press Ctrl-C and type it again; doing so works: the
+// Ctrl-C asks for BINARY anew.
+func TestRealTelnetBinaryTurnedOff(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.type_("\x03")
+	tn.pairWith("alice", bob)
+	tn.typeLine("хорошо 1")
+	if got := bob.Line(); got != "<alice> хорошо 1" {
+		t.Fatalf("bob got %q", got)
+	}
+	tn.type_("\x1d")
+	tn.expect(regexp.QuoteMeta("telnet> "))
+	tn.typeLine("toggle outbinary")
+	tn.expect("Negotiating network ascii mode on output")
+	tn.typeLine("хорошо 2")
+	tn.expect(regexp.QuoteMeta("press Ctrl-C once, then type it again"))
+	tn.type_("\x03") // as the answer says
+	tn.typeLine("/who")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+	tn.typeLine("хорошо 3")
+	if got := bob.Line(); got != "<alice> хорошо 3" {
+		t.Fatalf("bob got %q", got)
+	}
+}
+
 // ptyProgram is a program running in a pseudo-terminal: what it writes
 // to the terminal is collected, and what is typed goes to the terminal's
 // input, through its line discipline, as from a keyboard.

@@ -107,6 +107,11 @@ func TestFramer(t *testing.T) {
 		{"IAC DO with option byte 13 is not dropped as CR", 0, []string{"a\xff\xfd\rb\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\r"`, `line "ab"`}},
 		{"IAC IAC is a literal 255", 0, []string{"a\xff\xffb\n"}, []string{`line "a\xffb"`}},
 		{"IAC NOP", 0, []string{"a\xff\xf1b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
+		{
+			"Ctrl-C with BINARY turned off asks for it again", 0,
+			[]string{"\xff\xfb\x00", "\xff\xfc\x00", "\xff\xf4", "\xff\xf4", "\xff\xfb\x00ok\n"},
+			[]string{`reply "\xff\xfd\x00"`, "wait 3", `reply "\xff\xfe\x00"`, "wait 6", `reply "\xff\xfd\x00"`, "wait 8", "wait 10", `line "ok"`},
+		},
 		// A netcat user's own 255 (Latin-1 "ÿ", cp1251 "я") begins no
 		// command: it stays in the line, which Decode refuses as not
 		// UTF-8, and a line feed after it ends the line.
@@ -486,6 +491,9 @@ func (m *refTelnet) heard(reply []byte, st telnetState, c byte) []byte {
 			m.spoke = true
 			m.binary = optWantYes
 			reply = append(reply, iac, 0xfd, 0) // DO BINARY
+		} else if c == 0xf4 && m.binary == optNo { // IP with BINARY off
+			m.binary = optWantYes
+			reply = append(reply, iac, 0xfd, 0) // DO BINARY, again
 		}
 		if c == 0xf6 { // AYT
 			reply = append(reply, "* yes, the server is here\r\n"...)

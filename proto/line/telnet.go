@@ -12,7 +12,8 @@ package line
 //     server sends until it has its answer; the answer goes out after the
 //     answers to everything the client sent before it, as the RFC asks.
 //   - BINARY (RFC 856) from the client to the server is asked for (DO
-//     BINARY) once, at the client's first command. Outside BINARY,
+//     BINARY) at the client's first command, and again at a Ctrl-C
+//     (IP) while it is off. Outside BINARY,
 //     inetutils telnet compares each byte's low seven bits with the
 //     terminal's special characters, so UTF-8 letters with a byte of
 //     0x83, 0x85, 0x8f, 0x9a, 0x9c or 0x9d are turned into commands,
@@ -97,6 +98,14 @@ func (s *telnetSession) heard(prev telnetState, c byte) {
 			// whole. A WILL BINARY that comes with this command is then
 			// the answer (RFC 1143: WANTYES, then WILL, is YES).
 			s.spoke = true
+			s.binaryIn = optWantYes
+			s.send(telnetDO, optBinary)
+		} else if c == telnetIP && s.binaryIn == optNo {
+			// Ctrl-C with BINARY off: the client refused it, or was
+			// told to turn it off since (Debian telnet's toggle
+			// outbinary). A line telnet mangled tells its user to press
+			// Ctrl-C, so that asks again (RFC 1143 allows a request
+			// anew; one a key press, so no answer is answered).
 			s.binaryIn = optWantYes
 			s.send(telnetDO, optBinary)
 		}
