@@ -739,6 +739,44 @@ func TestNetcatPipesAFileWithAPassword(t *testing.T) {
 	d.DialLine(t).LoginPassword("piper", "pw1")
 }
 
+// TestHangUpWithLoginsGivesUpAtLoginTimeout: a client that sends
+// login after wrong login and hangs up is not checked on past
+// limits.login_timeout, as an open connection would not be: its
+// address gets its place under limits.max_conns_per_ip back then, not
+// once every attempt has waited its throttle turn.
+func TestHangUpWithLoginsGivesUpAtLoginTimeout(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "4", "-c", "-b", path, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
+		o.Limits.MaxConnsPerIP = 1
+		o.Limits.LoginTimeout = time.Second
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 2 * time.Second, Max: 2 * time.Second, MaxWait: time.Hour}
+	})
+	c := d.DialLine(t)
+	start := time.Now()
+	c.Send(strings.Repeat("/login alice wrong\n", 20))
+	_ = c.Conn.(*net.TCPConn).CloseWrite()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		c, err := net.Dial("tcp", d.TCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(deadline)
+		greeting, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if strings.HasPrefix(greeting, "* welcome") {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the address never got its place back: %q", greeting)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the place came back after %v; login_timeout is 1s", took)
+	}
+}
+
 // TestNetcatPipesALargerFileWithAPassword: the same with a file larger
 // than one read and smaller than the socket's receive buffer, so that
 // its end of input arrives while most of it is still in the kernel,

@@ -254,6 +254,26 @@ func (cn *conn) awaitLate(late *lateClose) {
 	cn.finishLate()
 }
 
+// checkLate gives up a close that waits on its input once
+// limits.login_timeout has passed since the connection opened with no
+// login: its input may hold login after login (wrong passwords, each
+// waiting its turn of the throttle), and its address's place under
+// limits.max_conns_per_ip with them, where an open connection would
+// have been ended by then (checkDeadlines). It runs with the loop's
+// tick.
+func (cn *conn) checkLate(late *lateClose) {
+	if cn.sess != nil || cn.loop.since(cn.opened) <= cn.loop.srv.lim().LoginTimeout {
+		return
+	}
+	cn.abandonHold(endLoginWait)
+	delete(cn.loop.late, cn)
+	cn.flow.late.Store(false)
+	cn.closing = endLoginWait
+	cn.logClosed()
+	cn.endClosed(late.lost, late.waiters)
+	cn.releaseAddr()
+}
+
 // finishLate runs on the loop once an answer a closed connection's input
 // waited on may be in: it takes the answer and acts on the input after
 // it; once that is used up, it ends the session. A wake that finds the

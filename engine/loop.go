@@ -165,7 +165,8 @@ func (ls *loopState) eachPending(fn func(*conn)) {
 }
 
 // tick runs on the loop every tickInterval: it enforces the deadlines
-// (handshake, login, idle) and the input guards' seconds. Readers whose
+// (handshake, login, idle; login too for closes that wait on their
+// input) and the input guards' seconds. Readers whose
 // sockets were full are rechecked apart, and more often (addBacklog).
 func (ls *loopState) tick(context.Context) error {
 	ls.clockIn()
@@ -176,6 +177,9 @@ func (ls *loopState) tick(context.Context) error {
 		cn := ls.conns[i]
 		cn.checkDeadlines()
 		cn.checkGuard()
+	}
+	for cn, late := range ls.late {
+		cn.checkLate(late)
 	}
 	return nil
 }
