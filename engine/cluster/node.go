@@ -93,11 +93,14 @@ type Node struct {
 	runDone   chan struct{}
 	leaveOnce sync.Once
 
-	mu       sync.Mutex
-	senders  map[string]*sender
-	ps       *redis.PubSub
-	lost     []hub.RemoteCut          // pairings cut by a lost link, to tell their nodes once it is back
-	suspects map[string]bool          // addresses of nodes that had no listener for a batch
+	mu      sync.Mutex
+	senders map[string]*sender
+	ps      *redis.PubSub
+	lost    []hub.RemoteCut // pairings cut by a lost link, to tell their nodes once it is back
+	// suspects are the addresses of nodes that had no listener for a
+	// batch, each with how many messages of each pairing such batches
+	// carried: lost, and told with the pairing's cut.
+	suspects map[string]map[uint64]int
 	cuts     map[uint64]*remoteOutbox // pairings whose sender was full, to cut
 	peers    map[string]peer          // by node id: its incarnation and newest epoch known here
 
@@ -194,7 +197,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		leaving:    make(chan struct{}),
 		runDone:    make(chan struct{}),
 		senders:    make(map[string]*sender),
-		suspects:   make(map[string]bool),
+		suspects:   make(map[string]map[uint64]int),
 		cuts:       make(map[uint64]*remoteOutbox),
 		peers:      make(map[string]peer),
 		routes:     make(map[uint64]*remoteOutbox),
@@ -563,11 +566,27 @@ func (n *Node) linkLost(what string, err error) {
 	}
 }
 
-// suspect records that node had nobody listening; the next check decides.
-func (n *Node) suspect(node string) {
+// suspect records that node had nobody listening for batch, the
+// frames of a batch that was not delivered (nil for none); the next
+// check decides.
+func (n *Node) suspect(node string, batch []byte) {
 	n.mu.Lock()
-	n.suspects[node] = true
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	lost := n.suspects[node]
+	if lost == nil {
+		lost = make(map[uint64]int)
+		n.suspects[node] = lost
+	}
+	r := batchReader{b: batch}
+	for {
+		f, ok, err := r.next()
+		if !ok || err != nil {
+			return
+		}
+		if carries(f.kind) {
+			lost[f.pair]++
+		}
+	}
 }
 
 // requestCut asks the node's goroutine to cut a pairing whose sender is
@@ -803,7 +822,7 @@ func (n *Node) check() {
 	}
 	n.mu.Lock()
 	suspects := n.suspects
-	n.suspects = make(map[string]bool)
+	n.suspects = make(map[string]map[uint64]int)
 	n.mu.Unlock()
 	remote := n.hub.RemoteNodes()
 	nodes := make(map[string]bool)
@@ -882,6 +901,28 @@ func (n *Node) check() {
 	// (O) this node never had, is followed to that node, dead or alive.
 	n.followClaims(ctx, dead, live)
 	n.cutAwaited(gone)
+	// The pairings whose messages went in a batch that reached nobody
+	// end with the count of them, before the rest are cut below.
+	deafCuts := 0
+	for addr, lost := range suspects {
+		reason, cause := proto.ReasonLinkLost, cutNodeDeaf
+		if gone(addr) {
+			reason, cause = proto.ReasonDisconnected, cutNodeGone
+		}
+		for pair, count := range lost {
+			cuts := n.hub.CutPairOn(pair, addr, reason, count)
+			n.countCuts(cause, len(cuts))
+			for _, c := range cuts {
+				if o := n.route(c.Key, c.PairID); o != nil {
+					o.forget()
+				}
+				if reason == proto.ReasonLinkLost {
+					n.tellLeft(c, reason)
+					deafCuts++
+				}
+			}
+		}
+	}
 	if slices.ContainsFunc(remote, gone) {
 		cuts := n.hub.CutRemote(gone, proto.ReasonDisconnected)
 		n.countCuts(cutNodeGone, len(cuts))
@@ -904,11 +945,14 @@ func (n *Node) check() {
 	if len(deaf) > 0 {
 		cuts := n.hub.CutRemote(func(addr string) bool { return deaf[addr] }, proto.ReasonLinkLost)
 		n.countCuts(cutNodeDeaf, len(cuts))
-		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
+		deafCuts += len(cuts)
 		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
 			n.tellLeft(c, proto.ReasonLinkLost)
 		}
+	}
+	if deafCuts > 0 {
+		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", deafCuts))
 	}
 }
 

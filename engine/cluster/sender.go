@@ -112,7 +112,7 @@ func (s *sender) flush(ctx context.Context) {
 		if epoch, ok = s.n.epochOf(s.node, s.inc); !ok {
 			// The incarnation is gone. The next check cuts its
 			// pairings with disconnected, or link_lost if it lives.
-			s.n.suspect(s.dest)
+			s.n.suspect(s.dest, b)
 			return
 		}
 	}
@@ -130,7 +130,7 @@ func (s *sender) flush(ctx context.Context) {
 		// Nobody listens on that node's channel: it died, or lost its
 		// own link to Redis. The next check finds out which and tells
 		// the users paired with it.
-		s.n.suspect(s.dest)
+		s.n.suspect(s.dest, b)
 	}
 }
 

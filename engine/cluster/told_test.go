@@ -15,6 +15,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/engine/hub"
 	"duet/proto"
 )
 
@@ -844,5 +845,33 @@ func TestCrossNodeAwayFullToldAsOnOneNode(t *testing.T) {
 	bob.Expect(fmt.Sprintf(`^\* %d more lines were not sent: your partner is away and no more of your messages can be kept for them$`, sent-3-1))
 	if _, errs := m.counts(proto.ErrPeerAwayFull.Code); errs != 1 {
 		t.Fatalf("counted %d errors told", errs)
+	}
+}
+
+// TestSpeakingToANodeThatJustDied: a user whose partner's node has just
+// died (its lease not yet run out) and who speaks meanwhile is told the
+// link was lost with the count of the messages that reached nobody, and
+// the cut is counted.
+func TestSpeakingToANodeThatJustDied(t *testing.T) {
+	r := startRedis(t)
+	window := hub.Options{ResumeWindow: time.Minute}
+	a := startHubNode(t, r, "a", window)
+	b := startHubNode(t, r, "b", window) // its lease outlives it by 10 s
+	alice, bob := a.login(t, "alice"), b.login(t, "bob")
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	b.halt()
+	for i := range 3 {
+		alice.say(t, fmt.Sprint("to nobody ", i))
+	}
+	ev := alice.box.next(t, proto.EvPeerLeft)
+	if ev.Reason != proto.ReasonLinkLost || ev.Peer != "bob" || ev.Count != 3 {
+		t.Fatalf("alice was told %+v", ev)
+	}
+	if st := a.Stats(); st.PairingsCut["node_deaf"] != 1 {
+		t.Fatalf("a counted %v", st.PairingsCut)
 	}
 }

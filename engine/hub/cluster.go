@@ -270,6 +270,11 @@ func (h *Hub) CutPair(pairID uint64, reason proto.Reason, undelivered int) []Rem
 	return h.cutRemote(func(rr remoteRoom) bool { return rr.r.pairID == pairID }, reason, undelivered)
 }
 
+// CutPairOn is CutPair for a pairing whose partner is on node still.
+func (h *Hub) CutPairOn(pairID uint64, node string, reason proto.Reason, undelivered int) []RemoteCut {
+	return h.cutRemote(func(rr remoteRoom) bool { return rr.r.pairID == pairID && rr.node == node }, reason, undelivered)
+}
+
 func (h *Hub) cutRemote(match func(remoteRoom) bool, reason proto.Reason, undelivered int) []RemoteCut {
 	rooms := h.remoteRooms(match)
 	// Free the sessions in the directory first: once told, they may be
