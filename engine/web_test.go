@@ -382,3 +382,50 @@ func TestLongestMessagesFitAFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestWebBareLFHeads: a request head whose lines end in bare LFs, which
+// http.ReadRequest reads as any other, ends at its first empty line as
+// it does for ReadRequest: it is answered at once, and a request
+// pipelined behind it is answered next. (Before, the head was taken to
+// run on to the first CRLF CRLF: the request behind it was swallowed
+// into it and never answered, and a bare-LF request alone waited for
+// the 408.)
+func TestWebBareLFHeads(t *testing.T) {
+	t.Parallel()
+	// A short limit, so that a request not seen to end is answered 408
+	// soon rather than left waiting.
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.HandshakeTimeout = time.Second })
+	for _, tc := range []struct {
+		name, req string
+		want      []string // each answer's status and Content-Type
+	}{
+		{"alone", "GET /favicon.svg HTTP/1.1\nHost: x\n\n", []string{"200 image/svg+xml"}},
+		{"pipelined", "GET /favicon.svg HTTP/1.1\nHost: x\n\nGET /style.css HTTP/1.1\r\nHost: x\r\n\r\n",
+			[]string{"200 image/svg+xml", "200 text/css; charset=utf-8"}},
+		{"CRLF lines, bare LF blank line", "GET /favicon.svg HTTP/1.1\r\nHost: x\r\n\nGET /style.css HTTP/1.1\nHost: x\n\n",
+			[]string{"200 image/svg+xml", "200 text/css; charset=utf-8"}},
+		{"upgrade", strings.ReplaceAll(upgradeRequest("x", ""), "\r\n", "\n"), []string{"101 "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.WS)
+			c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(c)
+			for i, want := range tc.want {
+				c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					t.Fatalf("answer %d: %v", i+1, err)
+				}
+				if resp.StatusCode != http.StatusSwitchingProtocols {
+					io.Copy(io.Discard, resp.Body)
+				}
+				if got := strconv.Itoa(resp.StatusCode) + " " + resp.Header.Get("Content-Type"); got != want {
+					t.Fatalf("answer %d: %q, want %q", i+1, got, want)
+				}
+			}
+		})
+	}
+}

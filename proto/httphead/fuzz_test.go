@@ -1,6 +1,8 @@
 package httphead
 
 import (
+	"bufio"
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,4 +50,57 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("unexpected status %d", h.Status)
 		}
 	})
+}
+
+// FuzzEnd holds End to http.ReadRequest, which parses the head End
+// measures: where ReadRequest reads a request, End says the head ends
+// exactly where ReadRequest stopped reading, and the head it measures
+// reads as a request again; where End finds no end, ReadRequest finds no
+// request. The two disagreeing is a request pipelined behind a head
+// swallowed, or one read from the middle of another.
+func FuzzEnd(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\n",
+		"GET / HTTP/1.1\nHost: x\n\r\n",
+		"GET / HTTP/1.1\nHost: x\n \n\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+		"GET / HTTP/1.1\r\rHost: x\r\r\n\r\n",
+		"\r\nGET / HTTP/1.1\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+		"GET / HTTP/1.1\r\nHost: x\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		end := End(buf)
+		if end < 0 || end > len(buf) {
+			t.Fatalf("End %d of %d bytes", end, len(buf))
+		}
+		if end > 0 && End(buf[:end-1]) != 0 {
+			t.Fatalf("End %d, yet a head ends at %d before it", end, End(buf[:end-1]))
+		}
+		read, ok := readRequest(buf)
+		switch {
+		case ok && read != end:
+			t.Fatalf("ReadRequest read a %d-byte head, End says %d", read, end)
+		case end > 0:
+			if again, ok := readRequest(buf[:end]); ok && again != end {
+				t.Fatalf("ReadRequest read %d bytes of a %d-byte head", again, end)
+			}
+		}
+	})
+}
+
+// readRequest reads a request from buf with http.ReadRequest, and
+// returns how many bytes of buf it read: the request head, since it
+// reads a body only when asked to.
+func readRequest(buf []byte) (int, bool) {
+	src := bytes.NewReader(buf)
+	br := bufio.NewReader(src)
+	if _, err := http.ReadRequest(br); err != nil {
+		return 0, false
+	}
+	return len(buf) - src.Len() - br.Buffered(), true
 }

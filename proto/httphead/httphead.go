@@ -22,17 +22,28 @@ import (
 // is answered 431 Request Header Fields Too Large.
 const MaxHead = 8 << 10
 
-var terminator = []byte("\r\n\r\n")
-
 // End returns the length of the HTTP request head at the front of buf,
 // including the blank line that ends it, or 0 while that line has not
 // arrived. The caller bounds how long it waits (Parse does, at MaxHead).
+//
+// The head ends where http.ReadRequest, which parses it, stops reading:
+// at the first empty line, ending in CRLF or in a bare LF as any of its
+// lines may (a line of spaces is not empty: ReadRequest reads it as the
+// continuation of a header). Were the two to disagree, a request
+// pipelined behind a head ending in bare LFs would be taken for part of
+// that head, and never answered.
 func End(buf []byte) int {
-	i := bytes.Index(buf, terminator)
-	if i < 0 {
-		return 0
+	start := 0 // where the current line starts
+	for {
+		i := bytes.IndexByte(buf[start:], '\n')
+		if i < 0 {
+			return 0
+		}
+		if i == 0 || i == 1 && buf[start] == '\r' {
+			return start + i + 1
+		}
+		start += i + 1
 	}
-	return i + len(terminator)
 }
 
 // Head is what the front of a connection that has not upgraded holds:

@@ -25,8 +25,35 @@ func TestEnd(t *testing.T) {
 	if got := End([]byte(stream)); got != len(request) {
 		t.Fatalf("End with a frame behind the head = %d, want %d", got, len(request))
 	}
-	if got := End([]byte("GET / HTTP/1.1\n\n")); got != 0 {
-		t.Fatalf("bare newlines ended a head at %d", got)
+}
+
+// TestEndBareLF: a head ends where http.ReadRequest, which parses it,
+// stops reading: at the first empty line, whether its lines end in CRLF
+// or in a bare LF. (A head that ReadRequest took to end at a bare LF
+// while End waited for CRLF CRLF swallowed the request pipelined behind
+// it.)
+func TestEndBareLF(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want int
+	}{
+		{"bare LFs", "GET / HTTP/1.1\nHost: x\n\n", 24},
+		{"bare LFs, then a request", "GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 25},
+		{"CRLF lines, bare LF blank line", "GET / HTTP/1.1\r\nHost: x\r\n\n", 26},
+		{"bare LF lines, CRLF blank line", "GET / HTTP/1.1\nHost: x\n\r\n", 25},
+		{"no header", "GET / HTTP/1.1\n\n", 16},
+		{"an empty first line", "\r\nGET / HTTP/1.1\r\n\r\n", 2},
+		{"a blank line of spaces continues a header", "GET / HTTP/1.1\nHost: x\n \n\n", 26},
+		{"a lone CR is no line end", "GET / HTTP/1.1\r\rHost: x\r\r\n", 0},
+		{"unfinished", "GET / HTTP/1.1\nHost: x\n", 0},
+		{"unfinished blank line", "GET / HTTP/1.1\nHost: x\n\r", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := End([]byte(tc.in)); got != tc.want {
+				t.Fatalf("End = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -40,10 +67,13 @@ func TestParse(t *testing.T) {
 	}{
 		{"whole", request, 0, len(request), "/ws"},
 		{"pipelined", "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 0, 19, "/a"},
+		{"bare LFs", "GET /a HTTP/1.1\nHost: x\n\n", 0, 25, "/a"},
+		{"bare LFs, pipelined", "GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\r\n\r\n", 0, 25, "/a"},
 		{"incomplete", "GET / HTTP/1.1\r\nHost: x\r\n", 0, 0, ""},
 		{"malformed", "GET /%zz HTTP/1.1\r\n\r\n", http.StatusBadRequest, 21, ""},
 		{"not HTTP", "\x16\x03\x01\x02\x00\r\n\r\n", http.StatusBadRequest, 9, ""},
 		{"too large", "GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000) + "\r\n", http.StatusRequestHeaderFieldsTooLarge, 0, ""},
+		{"too large, bare LFs", "GET / HTTP/1.1\n" + strings.Repeat("X: y\n", 2000) + "\n", http.StatusRequestHeaderFieldsTooLarge, 0, ""},
 		{"too large, unfinished", "GET / HTTP/1.1\r\n" + strings.Repeat("X", MaxHead), http.StatusRequestHeaderFieldsTooLarge, 0, ""},
 		{"a line command", "/login alice\n", http.StatusBadRequest, 0, ""},
 		{"a line command, in telnet", "/login alice\r\n", http.StatusBadRequest, 0, ""},
