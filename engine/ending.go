@@ -195,6 +195,9 @@ type endDetail struct {
 	text   string
 	header string
 	notice string
+	// method is the method of the HTTP request the ending answers, ""
+	// when none was read: the answer to a HEAD request has no body.
+	method string
 	// idle marks an HTTP connection between requests (a browser's idle
 	// keep-alive connection): it has no request to answer, and is
 	// closed without a word, as HTTP/1.1 servers close an idle
@@ -223,7 +226,7 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		if text == "" {
 			text = info.err.Text
 		}
-		return append(dst, web.ErrorResponse(status, text, d.header)...)
+		return append(dst, web.ErrorResponse(d.method, status, text, d.header)...)
 	}
 	enc := line.AppendEvent
 	if st == stageWS {

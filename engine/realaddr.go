@@ -128,9 +128,12 @@ func (cn *conn) readPreamble(buf []byte) int {
 }
 
 // refuse ends a connection refused for who it comes from, and logs it.
-func (cn *conn) refuse(e ending) {
+func (cn *conn) refuse(e ending) { cn.refuseAs(e, endDetail{}) }
+
+// refuseAs is refuse with the defaults d overrides.
+func (cn *conn) refuseAs(e ending, d endDetail) {
 	cn.logger().Info("connection refused", zap.String("reason", endings[e].label))
-	cn.end(e)
+	cn.endAs(e, d)
 }
 
 // checkPreamble enforces limits.handshake_timeout on a proxy's
@@ -158,7 +161,7 @@ func (cn *conn) forwardedFor(req *http.Request) bool {
 		ip = a.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
-		cn.refuse(endPerAddr)
+		cn.refuseAs(endPerAddr, endDetail{method: req.Method})
 		return false
 	}
 	return true

@@ -91,7 +91,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			if errors.Is(err, wsframe.ErrOriginRefused) {
 				e = endOrigin
 			}
-			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header})
+			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end
 		}
 		cn.out.DeliverRaw(resp)
@@ -110,7 +110,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.
-		cn.end(endTooMany)
+		cn.endAs(endTooMany, endDetail{method: req.Method})
 		return len(buf)
 	}
 	var resp []byte
@@ -118,7 +118,7 @@ func (cn *conn) readRequest(buf []byte) int {
 	if cn.loop.srv.opts.Site != nil {
 		resp, keep = cn.loop.srv.opts.Site.Respond(req)
 	} else {
-		resp = web.ErrorResponse(404, "not found")
+		resp = web.ErrorResponse(req.Method, 404, "not found")
 	}
 	cn.out.DeliverRaw(resp)
 	if !keep || hasBody {

@@ -429,3 +429,66 @@ func TestWebBareLFHeads(t *testing.T) {
 		})
 	}
 }
+
+// TestWebHeadAnswersHaveNoBody: an error answer to a HEAD request, a
+// refused WebSocket handshake's or one past the rate limit, carries no
+// body (RFC 9110 section 9.3.2), and the Content-Length a GET's (or a
+// POST's) has for the same answer. (Before, HEAD /ws was sent "handshake
+// error: bad HTTP request method" after its head.)
+func TestWebHeadAnswersHaveNoBody(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) { o.Limits.MessageRate, o.Limits.MessageBurst = 1, 1 })
+	// last sends the requests on a connection of their own and reads
+	// count answers to method, then what follows the last one's head
+	// until the server closes the connection.
+	last := func(t *testing.T, method, requests string, count int) (*http.Response, []byte) {
+		t.Helper()
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		if _, err := io.WriteString(c, requests); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(c)
+		var resp *http.Response
+		for i := range count {
+			var err error
+			if resp, err = http.ReadResponse(r, &http.Request{Method: method}); err != nil {
+				t.Fatalf("answer %d: %v", i+1, err)
+			}
+			if i < count-1 {
+				io.Copy(io.Discard, resp.Body)
+			}
+		}
+		rest, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatalf("after the last answer: %v", err)
+		}
+		return resp, rest
+	}
+	for _, tc := range []struct {
+		name     string
+		requests func(method string) string
+		count    int
+		twin     string // the method whose answer has the body HEAD's leaves out
+		status   int
+	}{
+		{"refused upgrade", func(m string) string { return m + strings.TrimPrefix(upgradeRequest("x", ""), "GET") }, 1,
+			http.MethodPost, http.StatusMethodNotAllowed},
+		{"past the rate limit", func(m string) string { return strings.Repeat(m+" / HTTP/1.1\r\nHost: x\r\n\r\n", 2) }, 2,
+			http.MethodGet, http.StatusTooManyRequests},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			twin, body := last(t, tc.twin, tc.requests(tc.twin), tc.count)
+			if twin.StatusCode != tc.status || len(body) == 0 || int64(len(body)) != twin.ContentLength {
+				t.Fatalf("%s: status %d, Content-Length %d, body %q", tc.twin, twin.StatusCode, twin.ContentLength, body)
+			}
+			head, rest := last(t, http.MethodHead, tc.requests(http.MethodHead), tc.count)
+			if head.StatusCode != tc.status || head.ContentLength != twin.ContentLength {
+				t.Fatalf("HEAD: status %d, Content-Length %d; want %d, %d", head.StatusCode, head.ContentLength, tc.status, twin.ContentLength)
+			}
+			if len(rest) != 0 {
+				t.Fatalf("HEAD answered with a %d-byte body %q", len(rest), rest)
+			}
+		})
+	}
+}

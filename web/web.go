@@ -505,18 +505,21 @@ func etagMatches(values []string, etag string) bool {
 // 429, 431, 503) or a refused WebSocket handshake (403, 404, 405, 426,
 // 505). Its body is text, ending in one newline (added unless text has
 // it); header holds lines the status calls for, each ending in CRLF (426
-// names the WebSocket versions spoken, 405 the methods allowed). It says
-// Connection: close, since after such a failure the rest of the stream
-// cannot be trusted to begin a request. It carries the security block as
-// Respond's answers do; HSTS, a property of the Site, rides on those.
-func ErrorResponse(status int, text string, header ...string) []byte {
+// names the WebSocket versions spoken, 405 the methods allowed). method
+// is the request's, "" when none could be read: the answer to a HEAD
+// request leaves the body out (RFC 9110 section 9.3.2) but still gives
+// its length, as Respond's do. It says Connection: close, since after
+// such a failure the rest of the stream cannot be trusted to begin a
+// request. It carries the security block as Respond's answers do; HSTS,
+// a property of the Site, rides on those.
+func ErrorResponse(method string, status int, text string, header ...string) []byte {
 	b := appendStatusLine(make([]byte, 0, 512+len(text)), status)
 	for _, h := range header {
 		b = append(b, h...)
 	}
 	b = append(b, securityHeaders...)
 	b = append(b, "Connection: close\r\n"...)
-	return appendPlainBody(b, text, false)
+	return appendPlainBody(b, text, method == http.MethodHead)
 }
 
 // appendPlainBody ends every short text answer, the site's and

@@ -671,7 +671,7 @@ func TestErrorResponse(t *testing.T) {
 		{426, "handshake error: bad version", []string{"Sec-WebSocket-Version: 13\r\n"}, 426},
 	}
 	for _, tt := range tests {
-		raw := ErrorResponse(tt.status, tt.text, tt.header...)
+		raw := ErrorResponse(http.MethodGet, tt.status, tt.text, tt.header...)
 		resp, body := response(t, raw, &http.Request{Method: "GET"})
 		if resp.StatusCode != tt.wantStatus {
 			t.Errorf("%d: status %d, want %d", tt.status, resp.StatusCode, tt.wantStatus)
@@ -695,6 +695,13 @@ func TestErrorResponse(t *testing.T) {
 			}
 		}
 		checkSecurityBlock(t, resp.Header)
+		// The answer to a HEAD request is the same but for the body
+		// (RFC 9110 section 9.3.2): its length is still given.
+		head := ErrorResponse(http.MethodHead, tt.status, tt.text, tt.header...)
+		if want := raw[:len(raw)-len(body)]; !bytes.Equal(head, want) {
+			t.Errorf("%d: to HEAD %q, want %q", tt.status, head, want)
+		}
+		response(t, head, &http.Request{Method: "HEAD"})
 	}
 }
 
