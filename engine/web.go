@@ -82,7 +82,16 @@ func (cn *conn) readRequest(buf []byte) int {
 	if !cn.forwardedFor(req) {
 		return len(buf)
 	}
+	// A request body is never expected here: a page request's is not
+	// skipped (the answer closes the connection instead), and an
+	// upgrade's would be read as WebSocket frames, so one that declares
+	// a body is refused before it upgrades.
+	hasBody := req.ContentLength != 0 || len(req.TransferEncoding) > 0
 	if req.URL.Path == wsPath {
+		if hasBody {
+			cn.endAs(endProtocol, endDetail{status: http.StatusBadRequest, text: "handshake error: a WebSocket upgrade request must not have a body", method: req.Method})
+			return end
+		}
 		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.loop.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
 		if err != nil {
 			var refused *wsframe.HandshakeError
@@ -104,9 +113,6 @@ func (cn *conn) readRequest(buf []byte) int {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
 		return end
 	}
-	// A request body is never expected here: do not try to skip one,
-	// answer and close instead.
-	hasBody := req.ContentLength != 0 || len(req.TransferEncoding) > 0
 	if !cn.spend() {
 		// Pipelined requests past the rate limit: a browser loading the
 		// client sends a handful.

@@ -492,3 +492,49 @@ func TestWebHeadAnswersHaveNoBody(t *testing.T) {
 		})
 	}
 }
+
+// TestWSUpgradeWithBodyRefused: a WebSocket upgrade request that
+// declares a body, by a Content-Length other than 0 or by any
+// Transfer-Encoding, is refused with 400 and closed, before any upgrade:
+// its body is not read as frames. (Before, it was answered 101, and the
+// body then read as a frame closed it with 1002.) Content-Length: 0
+// declares none, and upgrades.
+func TestWSUpgradeWithBodyRefused(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	for _, tc := range []struct {
+		name, extra, body string
+		status            int
+	}{
+		{"Content-Length", "Content-Length: 5\r\n", "hello", http.StatusBadRequest},
+		{"chunked", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n", http.StatusBadRequest},
+		{"chunked, empty", "Transfer-Encoding: chunked\r\n", "0\r\n\r\n", http.StatusBadRequest},
+		{"Content-Length: 0", "Content-Length: 0\r\n", "", http.StatusSwitchingProtocols},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFrom(t, "127.0.0.1", d.WS)
+			c.SetDeadline(time.Now().Add(enginetest.Timeout))
+			if _, err := io.WriteString(c, upgradeRequest("x", tc.extra)+tc.body); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(c)
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status == http.StatusSwitchingProtocols {
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || !strings.Contains(string(body), "body") {
+				t.Fatalf("the 400 says %q (%v), not why", body, err)
+			}
+			if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+				t.Fatalf("after the 400: %q (%v), want the connection closed", rest, err)
+			}
+		})
+	}
+}
