@@ -67,6 +67,10 @@ type conn struct {
 	// while it is open. closed is set once gnet has closed it.
 	closing ending
 	closed  bool
+	// keptAlive: the web port answered a request on the connection and
+	// kept it open, so that before the upgrade it waits between
+	// requests, not on its first (checkDeadlines).
+	keptAlive bool
 	// directErr is the errno of a direct write that failed (WriteDirect),
 	// 0 if none: the write took the socket's pending error, which
 	// onClose would otherwise look for to tell a reset from an end of
@@ -665,7 +669,13 @@ func (cn *conn) checkDeadlines() {
 			// (checkBacklog).
 			cn.opened = cn.loop.stamp()
 		} else if cn.loop.since(cn.opened) > lim.HandshakeTimeout {
-			cn.end(endHeadWait)
+			// Kept open after an answer, with nothing of a next request
+			// in, the connection is idle between requests: it is closed
+			// without a word (endDetail.idle), since a 408 sent unasked
+			// would race the client's next request and be read as its
+			// answer. Part of a head in, or a first request never
+			// finished, is answered 408.
+			cn.endAs(endHeadWait, endDetail{idle: cn.keptAlive && cn.c.InboundBuffered() == 0})
 		}
 	case stageLine:
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {

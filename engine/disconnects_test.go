@@ -395,3 +395,72 @@ func TestLateCloseLogsItsEnding(t *testing.T) {
 		t.Fatalf("logged %v", closed.All())
 	}
 }
+
+// TestIdleKeepAliveClosedQuietly: a keep-alive connection on the web
+// port, answered and then idle past limits.handshake_timeout, is closed
+// without a word, as an HTTP/1.1 server closes an idle connection, and
+// counted as handshake_timeout. An answer nobody asked for would race
+// the client's next request, which would take it for its own answer.
+// (Before, it was sent a 408.) One with part of its next head in is
+// still answered 408, as a first request never finished is.
+func TestIdleKeepAliveClosedQuietly(t *testing.T) {
+	t.Parallel()
+	var m *service.Metrics
+	core, logs := observer.New(zapcore.DebugLevel)
+	d := enginetest.Start(t, func(o *engine.Options) {
+		m = service.NewMetrics(o.Hub)
+		o.Metrics = m
+		o.Logger = zap.New(core)
+		o.Limits.HandshakeTimeout = time.Second
+	})
+	admin, err := service.StartAdmin("127.0.0.1:0", m.Registry, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+	// answered opens a connection and reads the answer to one request
+	// on it, kept open.
+	answered := func() (net.Conn, *bufio.Reader) {
+		c := dialFrom(t, "127.0.0.1", d.WS)
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		write(t, c, []byte("GET /favicon.svg HTTP/1.1\r\nHost: x\r\n\r\n"))
+		r := bufio.NewReader(c)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("the first answer: %v, %v", resp, err)
+		}
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			t.Fatal(err)
+		}
+		return c, r
+	}
+
+	idle, r := answered()
+	start := time.Now()
+	rest, err := io.ReadAll(r)
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("the idle connection was sent %q (%v) as it closed", rest, err)
+	}
+	if took := time.Since(start); took < time.Second-50*time.Millisecond {
+		t.Fatalf("the idle connection was closed after %v, before limits.handshake_timeout", took)
+	}
+	idle.Close()
+	if n := waitDisconnects(t, admin.Addr().String(), "handshake_timeout"); n != 1 {
+		t.Fatalf("duet_disconnects_total{reason=\"handshake_timeout\"} is %d, want 1", n)
+	}
+	if logs.FilterField(zap.String("reason", "handshake_timeout")).Len() == 0 {
+		t.Errorf("no log line with reason handshake_timeout; the log has %v", messages(logs))
+	}
+
+	begun, r := answered()
+	write(t, begun, []byte("GET /style.css HT"))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("a next request begun: %v, %v; want 408", resp, err)
+	}
+
+	first := dialFrom(t, "127.0.0.1", d.WS)
+	first.SetDeadline(time.Now().Add(enginetest.Timeout))
+	write(t, first, []byte("GET / HT"))
+	expectStatus(t, first, http.StatusRequestTimeout)
+}

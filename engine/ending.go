@@ -199,7 +199,8 @@ type endDetail struct {
 	// when none was read: the answer to a HEAD request has no body.
 	method string
 	// idle marks an HTTP connection between requests (a browser's idle
-	// keep-alive connection): it has no request to answer, and is
+	// keep-alive connection, ended by a drain or by
+	// limits.handshake_timeout): it has no request to answer, and is
 	// closed without a word, as HTTP/1.1 servers close an idle
 	// connection, so that the client sends its next request on a new
 	// one. An answer sent to it unasked would be read as the answer to

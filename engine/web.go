@@ -132,6 +132,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		return len(buf)
 	}
 	cn.opened = cn.loop.stamp() // the next request gets its own deadline
+	cn.keptAlive = true
 	// A client that pipelines requests without reading the responses is
 	// held like any slow reader, so each request read cannot grow the
 	// queue by a whole page.
