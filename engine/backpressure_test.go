@@ -123,6 +123,93 @@ func TestSlowReaderIsCut(t *testing.T) {
 	}
 }
 
+// TestSteadySlowReaderIsNotCut: a reader that reads steadily, or in
+// bursts, but far slower than its partner sends, is behind all the while
+// and is not cut off; once it stops reading, it is, within about
+// limits.slow_timeout. What it reads empties the kernel's send buffer,
+// which grows to megabytes on loopback, and Linux lets the server write
+// to it again only once about a third of it is free: until then gnet's
+// own buffer stays as it is. (Progress was measured by gnet's buffer
+// alone: a reader taking less than a third of the kernel's buffer per
+// slow_timeout was cut off as one that had stopped reading, and its
+// partner told its messages were not delivered.)
+func TestSteadySlowReaderIsNotCut(t *testing.T) {
+	const slow = time.Second
+	for _, tc := range []struct {
+		name  string
+		chunk int           // bob reads this much at a time, all of it
+		pause time.Duration // and then reads nothing this long
+	}{
+		{"steadily", 4 << 10, 50 * time.Millisecond},
+		{"in bursts", 64 << 10, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := enginetest.Start(t, func(o *engine.Options) {
+				o.Limits.SlowTimeout = slow
+				o.Resume.Window = 0
+			})
+			alice := d.DialLine(t).Login("alice")
+			bob := newLineConn(t, dialReceiveBuffer(t, d.TCP, 16<<10))
+			bob.resume = false
+			bob.expect(`^\* welcome`)
+			bob.login("bob")
+			bob.send("/connect " + alice.Token)
+			bob.expect(`^\* you are connected with alice$`)
+			alice.Expect(`^\* bob is connected$`)
+
+			go func() {
+				alice.Conn.SetWriteDeadline(time.Now().Add(time.Minute))
+				_ = numberedLines(alice.Conn, "alice", 2_000_000, 200)
+			}()
+			told := make(chan string, 1)
+			go func() {
+				for {
+					l, err := alice.TryLine(time.Minute)
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(l, "*") || strings.HasPrefix(l, "!") {
+						told <- l
+						return
+					}
+				}
+			}()
+
+			// About 100 KB per slow_timeout: far less than a third of
+			// what the server's kernel holds for bob.
+			buf := make([]byte, tc.chunk)
+			total, start := 0, time.Now()
+			for time.Since(start) < 3*slow {
+				time.Sleep(tc.pause)
+				bob.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+				n, err := io.ReadFull(bob.c, buf)
+				total += n
+				if err != nil {
+					t.Fatalf("bob's read after %d bytes: %v", total, err)
+				}
+				select {
+				case l := <-told:
+					t.Fatalf("after %v, bob having read %d bytes, alice was told %q", time.Since(start).Round(time.Millisecond), total, l)
+				default:
+				}
+			}
+			t.Logf("bob read %d bytes in %v", total, time.Since(start).Round(time.Millisecond))
+
+			// bob stops reading: he is cut off as slow.
+			stopped := time.Now()
+			select {
+			case l := <-told:
+				if !strings.HasPrefix(l, "* bob stopped reading and was cut off; ") {
+					t.Fatalf("alice was told %q", l)
+				}
+				t.Logf("bob was cut off %v after his last read", time.Since(stopped).Round(time.Millisecond))
+			case <-time.After(slow + 3*time.Second):
+				t.Fatalf("bob stopped reading %v ago and was not cut off", time.Since(stopped).Round(time.Millisecond))
+			}
+		})
+	}
+}
+
 // TestNetcatPipesAFile pipes a file through the real netcat binary, as a
 // user would (`nc host 7070 < file`), to a partner that reads it all.
 func TestNetcatPipesAFile(t *testing.T) {

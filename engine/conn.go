@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
@@ -159,8 +160,17 @@ type flowState struct {
 	// any goroutine.
 	late atomic.Bool
 
-	heldBytes    int   // gnet's outbound buffer at the last check
-	lastProgress stamp // when that buffer last shrank
+	// heldBytes is gnet's outbound buffer at the last look. It and owed
+	// are 32 bits, so that conn keeps its size class
+	// (TestConnFitsItsSizeClass): a batch is too (outbox).
+	heldBytes int32
+	// owed is what gnet and the kernel held for the client that its
+	// TCP had not acknowledged, at the last check (checkOwed); -1 when
+	// not known. gnet's buffer alone may stay as it is while the reader
+	// takes a megabyte: Linux lets gnet write again only once about a
+	// third of the kernel's send buffer is free.
+	owed         int32
+	lastProgress stamp // when the reader was last seen to take some
 }
 
 func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
@@ -570,6 +580,15 @@ func (cn *conn) flush() {
 	held := cn.c.OutboundBuffered()
 	b, _ := cn.out.Take(held)
 	if b != nil {
+		// gnet holds nothing now (Take hands out bytes only then). If it
+		// held some at the last look, the socket took it, which it does
+		// only as the reader makes room: progress, seen here before the
+		// batch may leave gnet more than it held then. The batch adds to
+		// what is owed, which the next check measures afresh.
+		if cn.flow.heldBytes > 0 {
+			cn.flow.lastProgress = cn.loop.stamp()
+		}
+		cn.flow.owed = -1
 		_, _ = cn.c.Write(b.B) // gnet copies what the socket does not take
 		outbox.Release(b)
 		if cn.closed { // the write failed and gnet closed the connection
@@ -587,13 +606,14 @@ func (cn *conn) settle(held int) {
 		if _, ok := cn.loop.backlogged[cn]; !ok {
 			cn.loop.addBacklog(cn)
 			f.lastProgress = cn.loop.stamp()
-		} else if held < f.heldBytes {
+			f.owed = -1
+		} else if held < int(f.heldBytes) {
 			f.lastProgress = cn.loop.stamp()
 		}
 	} else {
 		delete(cn.loop.backlogged, cn)
 	}
-	f.heldBytes = held
+	f.heldBytes = int32(min(held, math.MaxInt32))
 	cn.out.Settle(held)
 }
 
@@ -610,6 +630,7 @@ func (cn *conn) checkBacklog() {
 		cn.flush()
 	} else {
 		cn.settle(held)
+		cn.checkOwed(held)
 	}
 	if cn.closing != endNone && held == 0 && !cn.out.Pending() {
 		_ = cn.c.Close()
@@ -625,6 +646,27 @@ func (cn *conn) checkBacklog() {
 		}
 		cn.end(endSlow)
 	}
+}
+
+// checkOwed sees whether the reader took some of what the socket holds
+// for it since the last check: what gnet holds (held) and what the
+// kernel has not had acknowledged (SIOCOUTQ) fell. gnet writes into the
+// kernel only what it takes from its own buffer, and nothing is queued
+// to either while gnet holds some (flush), so the two together fall by
+// what the client's TCP acknowledged, which it does as its program
+// reads. It asks the socket, once a check, only for a connection that
+// is behind.
+func (cn *conn) checkOwed(held int) {
+	n, ok := unacked(cn.c.Fd())
+	if !ok {
+		return // gnet's buffer alone tells (settle)
+	}
+	f := &cn.flow
+	owed := int32(min(held+n, math.MaxInt32))
+	if f.owed >= 0 && owed < f.owed {
+		f.lastProgress = cn.loop.stamp()
+	}
+	f.owed = owed
 }
 
 // finalWrite writes what gnet holds for the closing connection, as much
