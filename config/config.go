@@ -106,7 +106,8 @@ type Auth struct {
 // Resume lets a session outlive its connection: a user whose connection
 // drops comes back with /resume and the messages sent meanwhile
 // (docs/PROTOCOL.md, "Session resume"). The hub takes these as
-// hub.Options (ResumeWindow, ResumeBuffer, MaxAway, ReplayRecent).
+// hub.Options (ResumeWindow, ResumeBuffer, MaxAway, MaxAwayPerIP,
+// ReplayRecent).
 type Resume struct {
 	// Window is how long a session whose connection dropped waits for
 	// a resume; 0 turns resume off. Whole seconds. Default 2m.
@@ -120,6 +121,12 @@ type Resume struct {
 	// one away the longest ends. 0, the default, is a quarter of
 	// limits.max_conns (ResumeMaxAway).
 	MaxAway int `mapstructure:"max_away"`
+	// MaxAwayPerIP bounds the sessions away at once on a node whose
+	// connections came from one client address (keyed as for
+	// limits.max_conns_per_ip); past it that address's own away the
+	// longest ends. 0, the default, is limits.max_conns_per_ip
+	// (ResumeMaxAwayPerIP).
+	MaxAwayPerIP int `mapstructure:"max_away_per_ip"`
 	// ReplayRecent is, for a line-protocol client, which cannot say
 	// what it read, how long before its connection dropped the
 	// messages it is replayed begin. At most window. Default 30s.
@@ -146,6 +153,21 @@ func (c *Config) ResumeMaxAway() int {
 		return c.Resume.MaxAway
 	}
 	return max(1, c.Limits.MaxConns/4)
+}
+
+// ResumeMaxAwayPerIP is resume.max_away_per_ip as the hub takes it: the
+// value set, or limits.max_conns_per_ip when it is 0. An address's away
+// sessions were its connections a moment ago, so it may keep as many
+// away as it may hold open: a household or an office whose network
+// drops all at once keeps every session. Without a bound per address,
+// one address that logs in and drops its connection over and over
+// would fill resume.max_away and end, as the longest away, the sessions
+// everyone else's dropped connections left waiting.
+func (c *Config) ResumeMaxAwayPerIP() int {
+	if c.Resume.MaxAwayPerIP > 0 {
+		return c.Resume.MaxAwayPerIP
+	}
+	return max(1, c.Limits.MaxConnsPerIP)
 }
 
 // Cluster joins several duetd nodes into one token space through Redis.

@@ -103,8 +103,8 @@ func TestExampleFileIsDefaults(t *testing.T) {
 
 func TestKeysAndEnvNames(t *testing.T) {
 	ks := Keys()
-	if len(ks) != 39 {
-		t.Errorf("got %d keys, want 39: %v", len(ks), ks)
+	if len(ks) != 40 {
+		t.Errorf("got %d keys, want 40: %v", len(ks), ks)
 	}
 	for _, want := range []string{"tcp.listen", "limits.max_conns_per_ip", "shutdown_timeout", "shutdown.drain_period", "ws.allowed_origins", "cluster.node_id"} {
 		if !slices.Contains(ks, want) {
@@ -409,6 +409,7 @@ func TestValidationErrors(t *testing.T) {
 		{"resume buffer below two texts", map[string]string{"DUETD_RESUME_BUFFER": "32767"}, "resume.buffer"},
 		{"resume buffer over an eighth of outbound_max", map[string]string{"DUETD_RESUME_BUFFER": "524289"}, "resume.buffer"},
 		{"max_away negative", map[string]string{"DUETD_RESUME_MAX_AWAY": "-1"}, "resume.max_away"},
+		{"max_away_per_ip negative", map[string]string{"DUETD_RESUME_MAX_AWAY_PER_IP": "-1"}, "resume.max_away_per_ip"},
 		{"state_file with resume off", map[string]string{"DUETD_RESUME_WINDOW": "0s", "DUETD_RESUME_STATE_FILE": "/var/lib/duetd/sessions"}, "resume.state_file"},
 		{"state_file in a cluster", map[string]string{"DUETD_CLUSTER_REDIS": "redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET": testSecret, "DUETD_RESUME_STATE_FILE": "/var/lib/duetd/sessions"}, "resume.state_file"},
 		// Values that cannot even be read as their type.
@@ -723,6 +724,9 @@ func TestDescribe(t *testing.T) {
 	if l := lineOf("resume.max_away"); !regexp.MustCompile(`^resume\.max_away\s+0\s+default\s+# 0: a quarter of limits\.max_conns, 25000$`).MatchString(l) {
 		t.Errorf("line for resume.max_away is %q", l)
 	}
+	if l := lineOf("resume.max_away_per_ip"); !regexp.MustCompile(`^resume\.max_away_per_ip\s+0\s+default\s+# 0: limits\.max_conns_per_ip, 64$`).MatchString(l) {
+		t.Errorf("line for resume.max_away_per_ip is %q", l)
+	}
 	if l := d0.Describe(nil); !regexp.MustCompile(`(?m)^ws\.allowed_origins\s+\[\]\s+-\s+# none listed: the page's own origin only$`).MatchString(l) {
 		t.Errorf("no note for the empty ws.allowed_origins:\n%s", l)
 	}
@@ -757,6 +761,21 @@ func TestResumeMaxAway(t *testing.T) {
 	c.Resume.MaxAway = 7
 	if got := c.ResumeMaxAway(); got != 7 {
 		t.Errorf("max_away set to 7 reads %d", got)
+	}
+}
+
+func TestResumeMaxAwayPerIP(t *testing.T) {
+	c := Defaults()
+	if got := c.ResumeMaxAwayPerIP(); got != 64 {
+		t.Errorf("default max_away_per_ip %d, want limits.max_conns_per_ip, 64", got)
+	}
+	c.Limits.MaxConnsPerIP = 200
+	if got := c.ResumeMaxAwayPerIP(); got != 200 {
+		t.Errorf("max_away_per_ip for 200 connections per address %d, want 200", got)
+	}
+	c.Resume.MaxAwayPerIP = 7
+	if got := c.ResumeMaxAwayPerIP(); got != 7 {
+		t.Errorf("max_away_per_ip set to 7 reads %d", got)
 	}
 }
 

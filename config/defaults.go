@@ -31,7 +31,7 @@ func Defaults() Config {
 			ConnectFailures:  10,
 		},
 		Auth:            Auth{Mode: "open", UsersFile: "", Takeover: false},
-		Resume:          Resume{Window: 2 * time.Minute, Buffer: 262144, MaxAway: 0, ReplayRecent: 30 * time.Second},
+		Resume:          Resume{Window: 2 * time.Minute, Buffer: 262144, MaxAway: 0, MaxAwayPerIP: 0, ReplayRecent: 30 * time.Second},
 		Cluster:         Cluster{Redis: "", NodeID: "", Secret: "", SecretFile: ""},
 		Shutdown:        Shutdown{DrainPeriod: 5 * time.Second},
 		ShutdownTimeout: 10 * time.Second,

@@ -64,6 +64,8 @@ func (c *Config) emptyMeans(key string) string {
 	switch {
 	case key == "resume.max_away" && c.Resume.MaxAway == 0:
 		return fmt.Sprintf("0: a quarter of limits.max_conns, %d", c.ResumeMaxAway())
+	case key == "resume.max_away_per_ip" && c.Resume.MaxAwayPerIP == 0:
+		return fmt.Sprintf("0: limits.max_conns_per_ip, %d", c.ResumeMaxAwayPerIP())
 	case key == "ws.allowed_origins" && len(c.WS.AllowedOrigins) == 0:
 		return "none listed: the page's own origin only"
 	}

@@ -187,6 +187,9 @@ func (c *Config) checkResume() []error {
 	if r.MaxAway < 0 {
 		bad("resume.max_away", "must be 0 (a quarter of limits.max_conns) or more, got %d", r.MaxAway)
 	}
+	if r.MaxAwayPerIP < 0 {
+		bad("resume.max_away_per_ip", "must be 0 (limits.max_conns_per_ip) or more, got %d", r.MaxAwayPerIP)
+	}
 	if r.StateFile != "" && r.Window == 0 {
 		bad("resume.state_file", "keeps sessions for a resume, which resume.window 0 turns off")
 	}

@@ -452,7 +452,10 @@ func (cn *conn) endSessionOf(s *hub.Session, e ending, lost int) {
 			s.Close(info.partnerReason(), lost)
 			return
 		}
-		s.Detach(info.partnerReason(), lost)
+		// Counted by its client's address, so that one address
+		// dropping connections by the thousand ends its own away
+		// sessions, not everyone's (resume.max_away_per_ip).
+		s.DetachFrom(cn.sourceKey(), info.partnerReason(), lost)
 	}
 }
 

@@ -900,6 +900,92 @@ func TestResumeMetrics(t *testing.T) {
 	}
 }
 
+// TestAwayCapPerAddress: one address that logs in and drops its
+// connection over and over cannot end anyone else's away session. Each
+// address keeps at most resume.max_away_per_ip sessions away (by
+// default limits.max_conns_per_ip, 16 here), and past it its own
+// oldest ends; resume.max_away is never reached, so alice, away from
+// another address, is kept, her partner told nothing more, and her
+// resume works.
+func TestAwayCapPerAddress(t *testing.T) {
+	t.Parallel()
+	const maxAway, perIP, drops = 60, 16, 90
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Resume.MaxAway = maxAway
+		o.Limits.MaxConnsPerIP = perIP
+	})
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`connected with alice`)
+	alice.Expect(`bob is connected`)
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection`)
+
+	// The attacker: log in from 127.0.0.2, be told a resume key, reset.
+	var next atomic.Int32
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			var err error
+			for i := next.Add(1); i <= drops && err == nil; i = next.Add(1) {
+				err = loginAndReset(d, "127.0.0.2", fmt.Sprintf("m%d", i))
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every drop to be seen", func() bool {
+		st := d.Hub.Stats()
+		return st.Away+int(st.AwayEvicted) == 1+drops
+	})
+	if st := d.Hub.Stats(); st.Away != 1+perIP || st.AwayEvicted != drops-perIP {
+		t.Errorf("%d away, %d evicted; want alice and the address's %d, %d evicted", st.Away, st.AwayEvicted, perIP, drops-perIP)
+	}
+	if l, err := bob.TryLine(300 * time.Millisecond); err == nil {
+		t.Errorf("bob was told %q", l)
+	}
+	_, peer, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+	if peer != "bob" {
+		t.Errorf("alice resumed connected with %q, want bob", peer)
+	}
+	bob.Expect(`^\* alice is back$`)
+}
+
+// loginAndReset logs name in over the line port from localIP, reads its
+// resume key, and drops the connection with a reset.
+func loginAndReset(d *enginetest.Daemon, localIP, name string) error {
+	dialer := net.Dialer{Timeout: enginetest.Timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
+	c, err := dialer.Dial("tcp", d.TCP)
+	if err != nil {
+		return err
+	}
+	tc := c.(*net.TCPConn)
+	defer func() { tc.SetLinger(0); tc.Close() }()
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		return err
+	}
+	fmt.Fprintf(c, "/login %s\n", name)
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(l, "* resume key") {
+			return nil
+		}
+		if strings.HasPrefix(l, "!") {
+			return fmt.Errorf("login of %s: %s", name, l)
+		}
+	}
+}
+
 // TestAwaySessionMemory measures what a session away costs the daemon:
 // with nothing kept for it, and with resume.buffer full of messages kept
 // for its resume. docs/LIMITS.md quotes the figures.

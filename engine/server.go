@@ -175,11 +175,12 @@ func (s *Server) SetLimits(l config.Limits) {
 // may change: each applies from the next time the hub uses it. A new
 // resume.window counts for connections that drop from then on (a session
 // away already keeps the time it was given), resume.buffer for the next
-// message kept, resume.max_away for the next session that goes away,
-// resume.replay_recent for the next resume. Turning resume off ends no
-// session that is away (it can still be resumed) but sends none away
-// from then on; turning it on gives a resume key to the sessions that
-// log in from then on, not to those logged in while it was off.
+// message kept, resume.max_away and resume.max_away_per_ip for the next
+// session that goes away, resume.replay_recent for the next resume.
+// Turning resume off ends no session that is away (it can still be
+// resumed) but sends none away from then on; turning it on gives a
+// resume key to the sessions that log in from then on, not to those
+// logged in while it was off.
 func (s *Server) SetResume(r config.Resume) {
 	s.hubMu.Lock()
 	defer s.hubMu.Unlock()
@@ -276,6 +277,7 @@ func HubOptions(l config.Limits, r config.Resume) hub.Options {
 		ResumeWindow: r.Window,
 		ResumeBuffer: r.Buffer,
 		MaxAway:      cfg.ResumeMaxAway(),
+		MaxAwayPerIP: cfg.ResumeMaxAwayPerIP(),
 		ReplayRecent: r.ReplayRecent,
 	}
 }

@@ -36,6 +36,7 @@ package hub
 import (
 	"crypto/sha256"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -308,6 +309,11 @@ type Options struct {
 	// session goes away past it, the one away the longest ends.
 	// Default 25000 (a quarter of limits.max_conns' default).
 	MaxAway int
+	// MaxAwayPerIP bounds the sessions away at once on this node whose
+	// connections came from one client address (Session.DetachFrom);
+	// when one more from it goes away past it, the address's own away
+	// the longest ends. Default 64 (limits.max_conns_per_ip's default).
+	MaxAwayPerIP int
 	// ReplayRecent is how far before its connection dropped a resume
 	// that cannot say what it received (the line protocol's) replays
 	// the messages it was sent. Default 30 s, at most ResumeWindow.
@@ -318,6 +324,7 @@ type Options struct {
 const (
 	DefaultResumeBuffer = 256 << 10
 	DefaultMaxAway      = 25000
+	DefaultMaxAwayPerIP = 64
 	DefaultReplayRecent = 30 * time.Second
 )
 
@@ -327,6 +334,7 @@ type Hub struct {
 	resumeWindow atomic.Int64 // a time.Duration
 	resumeBuffer atomic.Int64
 	maxAway      atomic.Int64
+	maxAwayPerIP atomic.Int64
 	// draining: the node sends every session away at once (a drain, or
 	// a stop that hands them to the next process), each told to resume;
 	// none is ended to make room for another meanwhile (SetDraining).
@@ -349,6 +357,10 @@ type Hub struct {
 	// and away.next link them).
 	awayOldest, awayNewest *Session
 	awayCount              int
+	// awayFrom holds the same sessions by the address their last
+	// connection came from, for those whose address is known
+	// (DetachFrom): an entry while it has any.
+	awayFrom map[netip.Prefix]*fromAway
 	// awayDue is the same sessions by deadline, soonest first, and
 	// awayTimer the one timer that ends them, set for awayTimerAt;
 	// awayTimerGen tells its calls from those of a timer it replaced.
@@ -400,6 +412,7 @@ func New(opts Options) *Hub {
 		names:     newNameIndex(),
 		tokens:    make(tokenIndex),
 		keys:      make(map[keyIndex]*Session),
+		awayFrom:  make(map[netip.Prefix]*fromAway),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
 		clock:     newRealClock(),
@@ -425,6 +438,9 @@ func (h *Hub) SetOptions(opts Options) {
 	if opts.MaxAway <= 0 {
 		opts.MaxAway = DefaultMaxAway
 	}
+	if opts.MaxAwayPerIP <= 0 {
+		opts.MaxAwayPerIP = DefaultMaxAwayPerIP
+	}
 	if opts.ReplayRecent <= 0 {
 		opts.ReplayRecent = DefaultReplayRecent
 	}
@@ -435,6 +451,7 @@ func (h *Hub) SetOptions(opts Options) {
 	h.resumeWindow.Store(int64(opts.ResumeWindow))
 	h.resumeBuffer.Store(int64(opts.ResumeBuffer))
 	h.maxAway.Store(int64(opts.MaxAway))
+	h.maxAwayPerIP.Store(int64(opts.MaxAwayPerIP))
 	h.replayRecent.Store(int64(opts.ReplayRecent))
 }
 
@@ -1347,8 +1364,8 @@ type Stats struct {
 	// refused for a bad resume key.
 	ResumedAway, ResumedZombie, ResumeBadKey uint64
 	// Away sessions that ended since start because their window ran
-	// out, or because resume.max_away was reached and they had been
-	// away the longest.
+	// out, or because resume.max_away, or resume.max_away_per_ip for
+	// their address, was reached and they had been away the longest.
 	AwayTimedOut, AwayEvicted uint64
 	// Messages refused since start because their receiver was away
 	// and had as much kept as resume.buffer allows.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"crypto/subtle"
+	"net/netip"
 	"time"
 
 	"duet/proto"
@@ -468,7 +469,7 @@ func (h *Hub) Import(p *Parked, queued []ParkedMessage) *proto.Error {
 	h.mu.Lock()
 	var evicted []logout
 	if !h.draining.Load() {
-		evicted = h.makeRoomLocked()
+		evicted = h.makeRoomLocked(netip.Prefix{}) // no address known (importLocked)
 	}
 	s, release, err := h.importLocked(p, queued, true)
 	h.mu.Unlock()
@@ -528,7 +529,13 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 	h.keys[keyIndexOf(s.keyHash)] = s
-	h.linkAwayLocked(s)
+	// A Parked does not say where the connection the session left came
+	// from: the session counts against no address's
+	// resume.max_away_per_ip, only resume.max_away, until a connection
+	// here carries it and drops (DetachFrom). Sessions are parked as
+	// their node drains or stops, and taken up by a resume, which
+	// attaches them at once: a client cannot park them at will.
+	h.linkAwayLocked(s, netip.Prefix{})
 
 	if pp := p.Pair; pair && pp != nil {
 		if pp.PeerNode == h.node {

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"crypto/sha256"
 	"crypto/subtle"
+	"net/netip"
 	"time"
 
 	"duet/proto"
@@ -55,6 +56,11 @@ type away struct {
 	// Guarded by Hub.mu.
 	due        int      // its place in the hub's awayDue, -1 when not there
 	prev, next *Session // the hub's list of away sessions, oldest first
+	// from is the away sessions of the address the session's last
+	// connection came from (DetachFrom), and fromPrev and fromNext link
+	// it into their list; from is nil when that address is not known.
+	from               *fromAway
+	fromPrev, fromNext *Session
 
 	// text is the bytes of the texts kept while away; guarded by
 	// Session.hmu.
@@ -113,10 +119,33 @@ func (awayBox) Deliver(*proto.Event) {}
 // awayQueue is awayBox as a Queue: it never holds a sender back.
 var awayQueue = &plainQueue{Outbox: awayBox{}}
 
-// makeRoomLocked ends the sessions away the longest while
-// resume.max_away are away, so that one more may go away, and returns
-// them for finishLogouts. Hub.mu is held.
-func (h *Hub) makeRoomLocked() (evicted []logout) {
+// fromAway is the sessions away whose last connection came from one
+// client address, in the order they went away: resume.max_away_per_ip
+// bounds them. The hub files it under the address's key while it holds
+// any (Hub.awayFrom).
+type fromAway struct {
+	key            netip.Prefix
+	oldest, newest *Session
+	n              int
+}
+
+// makeRoomLocked ends the sessions away the longest so that one more,
+// whose connection came from the address keyed from, may go away: first
+// that address's own while it has resume.max_away_per_ip away, then
+// anyone's while resume.max_away are away. It returns them for
+// finishLogouts. Hub.mu is held.
+//
+// The address's own go first so that one address, which can log in and
+// drop its connection as fast as the server answers, reaches only its
+// own cap and never the node's: it ends its own sessions, not the ones
+// other people's dropped connections left waiting.
+func (h *Hub) makeRoomLocked(from netip.Prefix) (evicted []logout) {
+	if f := h.awayFrom[from]; f != nil {
+		for limit := int(h.maxAwayPerIP.Load()); f.n >= limit && f.oldest != nil; {
+			lo, _ := h.logoutLocked(f.oldest)
+			evicted = append(evicted, lo)
+		}
+	}
 	for limit := int(h.maxAway.Load()); h.awayCount >= limit && h.awayOldest != nil; {
 		lo, _ := h.logoutLocked(h.awayOldest)
 		evicted = append(evicted, lo)
@@ -131,24 +160,40 @@ func (h *Hub) makeRoomLocked() (evicted []logout) {
 // hub's life, which a drain ends.
 func (h *Hub) SetDraining() { h.draining.Store(true) }
 
-// Detach is what happens to s when its connection ends without a leave
-// (a reset, a timeout, a network gone). With resume on, s goes away: its
-// name, token and pairing stay (a third party still gets room_full), its
-// partner is told (EvPeerAway, with the window), the messages sent to it
-// are kept for its resume, and if no resume comes within
-// resume.window, it ends as Close would with reason timeout. If
-// resume.max_away sessions are away already, the one away the longest
-// ends first (its partner is told timeout). undelivered is how many of
-// the messages delivered to s its connection never wrote (or, for one
-// still open that a drain is about to close, how many its client is not
-// known to have received): the newest of them, which a resume over the
-// line protocol replays whenever they came (Resume).
+// Detach is DetachFrom with the address of s's connection not known:
+// s is not counted against any address's resume.max_away_per_ip.
+func (s *Session) Detach(reason proto.Reason, undelivered int) {
+	s.DetachFrom(netip.Prefix{}, reason, undelivered)
+}
+
+// DetachFrom is what happens to s when its connection ends without a
+// leave (a reset, a timeout, a network gone). With resume on, s goes
+// away: its name, token and pairing stay (a third party still gets
+// room_full), its partner is told (EvPeerAway, with the window), the
+// messages sent to it are kept for its resume, and if no resume comes
+// within resume.window, it ends as Close would with reason timeout.
+// undelivered is how many of the messages delivered to s its connection
+// never wrote (or, for one still open that a drain is about to close,
+// how many its client is not known to have received): the newest of
+// them, which a resume over the line protocol replays whenever they came
+// (Resume).
+//
+// from is the key the connection's client address is counted under
+// (the engine's, as for limits.max_conns_per_ip); the hub only compares
+// keys. If resume.max_away_per_ip sessions whose connections came from
+// it are away already, the one of them away the longest ends first; then
+// if resume.max_away sessions are away, the one away the longest of all
+// (either's partner is told timeout). The zero Prefix is no address
+// known: s is then bounded by resume.max_away alone. The key is given
+// here, with the connection's end, rather than kept in the Session from
+// its login: it is needed only while the session is away, and a Session
+// has no room for it in its size class (TestSessionLayout).
 //
 // With resume off, or for a session that has no resume key (it logged in
-// while resume was off), Detach is Close(reason, undelivered). Detach
+// while resume was off), DetachFrom is Close(reason, undelivered). It
 // does nothing to a session that is closed, retired by a resume, or
 // away already. The rules of Close apply.
-func (s *Session) Detach(reason proto.Reason, undelivered int) {
+func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered int) {
 	h := s.hub
 	window := h.window()
 	if !s.resumable || window <= 0 {
@@ -163,7 +208,7 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 	}
 	var evicted []logout
 	if !h.draining.Load() {
-		evicted = h.makeRoomLocked()
+		evicted = h.makeRoomLocked(from)
 	}
 	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0), due: -1}
 	r := s.room.Load()
@@ -185,7 +230,7 @@ func (s *Session) Detach(reason proto.Reason, undelivered int) {
 		}
 		r.mu.Unlock()
 	}
-	h.linkAwayLocked(s)
+	h.linkAwayLocked(s, from)
 	h.mu.Unlock()
 	h.awayEvicted.Add(uint64(len(evicted)))
 	h.finishLogouts(evicted, proto.ReasonTimeout, 0)
@@ -234,9 +279,25 @@ func (h *Hub) armAwayLocked() {
 }
 
 // linkAwayLocked puts s, which just went away, at the end of the hub's
-// list of away sessions, and in awayDue by its deadline.
-func (h *Hub) linkAwayLocked(s *Session) {
+// list of away sessions, and of the list of those from the address keyed
+// from (none for the zero Prefix), and in awayDue by its deadline.
+func (h *Hub) linkAwayLocked(s *Session, from netip.Prefix) {
 	a := s.away
+	if from.IsValid() {
+		f := h.awayFrom[from]
+		if f == nil {
+			f = &fromAway{key: from}
+			h.awayFrom[from] = f
+		}
+		a.from, a.fromPrev = f, f.newest
+		if f.newest != nil {
+			f.newest.away.fromNext = s
+		} else {
+			f.oldest = s
+		}
+		f.newest = s
+		f.n++
+	}
 	a.prev = h.awayNewest
 	if h.awayNewest != nil {
 		h.awayNewest.away.next = s
@@ -249,8 +310,8 @@ func (h *Hub) linkAwayLocked(s *Session) {
 	h.armAwayLocked()
 }
 
-// unlinkAwayLocked takes s out of the list of away sessions and out of
-// awayDue: it was resumed, or it ends.
+// unlinkAwayLocked takes s out of the list of away sessions, out of its
+// address's, and out of awayDue: it was resumed, or it ends.
 func (h *Hub) unlinkAwayLocked(s *Session) {
 	a := s.away
 	if a.due >= 0 {
@@ -268,6 +329,22 @@ func (h *Hub) unlinkAwayLocked(s *Session) {
 	}
 	a.prev, a.next = nil, nil
 	h.awayCount--
+	if f := a.from; f != nil {
+		if a.fromPrev != nil {
+			a.fromPrev.away.fromNext = a.fromNext
+		} else {
+			f.oldest = a.fromNext
+		}
+		if a.fromNext != nil {
+			a.fromNext.away.fromPrev = a.fromPrev
+		} else {
+			f.newest = a.fromPrev
+		}
+		a.from, a.fromPrev, a.fromNext = nil, nil, nil
+		if f.n--; f.n == 0 {
+			delete(h.awayFrom, f.key)
+		}
+	}
 }
 
 // tellAwayLocked tells to, just paired with s, that s is away, if it is,

@@ -3,6 +3,7 @@ package hub
 import (
 	"crypto/sha256"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -580,6 +581,60 @@ func TestMaxAwayEndsTheOldestFirst(t *testing.T) {
 	clk.advance(2 * time.Minute)
 	if st := h.Stats(); st.Away != 0 || st.AwayTimedOut != 2 || st.AwayEvicted != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestMaxAwayPerIPEndsTheAddressOwnFirst: past resume.max_away_per_ip
+// sessions away from one address, the one of that address away the
+// longest ends, though others have been away longer and resume.max_away
+// is far off; sessions from another address, or from none known, are
+// left alone, and a resume gives the address its room back.
+func TestMaxAwayPerIPEndsTheAddressOwnFirst(t *testing.T) {
+	opts := resumeOpts()
+	opts.MaxAway, opts.MaxAwayPerIP = 10, 2
+	h, clk := newClockedHub(opts)
+	alice, bob, _ := resumablePair(t, h)
+	other, flooder := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8:1:2::/64")
+	alice.DetachFrom(other, proto.ReasonDisconnected, 0)
+	bob.box.take()
+	carol, _ := resumable(t, h, "carol")
+	carol.Detach(proto.ReasonDisconnected, 0) // no address known
+	var away, partners []user
+	keys := map[string]string{}
+	for i := range 4 {
+		clk.advance(time.Second)
+		u, key := resumable(t, h, fmt.Sprint("m", i))
+		p, _ := resumable(t, h, fmt.Sprint("p", i))
+		pair(t, p, u)
+		keys[u.Name()] = key
+		away, partners = append(away, u), append(partners, p)
+	}
+	away[0].DetachFrom(flooder, proto.ReasonDisconnected, 0)
+	away[1].DetachFrom(flooder, proto.ReasonDisconnected, 0)
+	away[2].DetachFrom(flooder, proto.ReasonDisconnected, 0)
+	if ev := partners[0].box.last(t); ev.Kind != proto.EvPeerLeft || ev.Reason != proto.ReasonTimeout {
+		t.Fatalf("the address's oldest's partner was told %+v", ev)
+	}
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("bob, whose partner went away from another address, was told %+v", evs)
+	}
+	if st := h.Stats(); st.Away != 4 || st.AwayEvicted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A resume gives the address back its room.
+	if _, err := h.Resume([]byte(keys["m1"]), 0, false, &recorder{}); err != nil {
+		t.Fatal(err)
+	}
+	away[3].DetachFrom(flooder, proto.ReasonDisconnected, 0)
+	if st := h.Stats(); st.Away != 4 || st.AwayEvicted != 1 {
+		t.Fatalf("after a resume and one more away: stats %+v", st)
+	}
+	if _, err := h.Resume([]byte(keys["m0"]), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the ended session's key: %v", err)
+	}
+	clk.advance(2 * time.Minute)
+	if st := h.Stats(); st.Away != 0 || len(h.awayFrom) != 0 {
+		t.Fatalf("all gone: stats %+v, %d addresses still kept", st, len(h.awayFrom))
 	}
 }
 

@@ -132,7 +132,7 @@ var (
 		"Resumes since start, by outcome: away (a session that was away), zombie (one whose old connection was still open, which was closed), bad_key (refused for a key that is wrong, malformed, expired or used).",
 		[]string{"outcome"}, nil)
 	awayEndedDesc = prometheus.NewDesc("duet_away_sessions_ended_total",
-		"Away sessions ended since start without a resume, by reason: timeout (resume.window ran out), evicted (resume.max_away was reached and they had been away the longest).",
+		"Away sessions ended since start without a resume, by reason: timeout (resume.window ran out), evicted (resume.max_away, or resume.max_away_per_ip for their address, was reached and they had been away the longest).",
 		[]string{"reason"}, nil)
 	awayFullDesc = prometheus.NewDesc("duet_away_full_refusals_total",
 		"Messages refused since start with peer_away_full: their receiver was away with as much kept as resume.buffer allows.", nil, nil)
