@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,10 +33,12 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"duet/engine"
 	"duet/engine/enginetest"
+	"duet/proto"
 )
 
 // healthyIP is where the healthy pair connects from; attackers use others.
@@ -770,8 +773,10 @@ func TestHostileAbruptClose(t *testing.T) {
 
 // TestHostileTokenGuessing: a thousand wrong tokens from one address are
 // answered unknown_token up to limits.connect_failures, then held with
-// a growing delay and answered throttled; each failure is logged with
-// the address and six characters of the token, never all of it. A right
+// a growing delay and answered throttled; failures are logged with the
+// address and six characters of the token, never all of it, the first
+// at once, and the address reaching the limit as a warning (the rest at
+// most a line a second: TestHostileGuessingFromManyAddresses). A right
 // token from another address still works at once.
 func TestHostileTokenGuessing(t *testing.T) {
 	t.Parallel()
@@ -831,8 +836,8 @@ func TestHostileTokenGuessing(t *testing.T) {
 			failures = append(failures, e)
 		}
 	}
-	if len(failures) < limit || len(failures) > limit+4 {
-		t.Errorf("%d connect failures logged; want the %d answered ones (+ the held)", len(failures), limit)
+	if len(failures) < 2 || len(failures) > limit+4 {
+		t.Errorf("%d connect failures logged; want the first and the warning at the limit (+ a line a second)", len(failures))
 	}
 	for _, e := range failures {
 		f := e.ContextMap()
@@ -892,6 +897,72 @@ func TestZeroTokenGuessesNothing(t *testing.T) {
 	}
 	c.send("/connect " + strings.Repeat("0", 31) + "2")
 	c.expect(`^! throttled: `)
+}
+
+// TestHostileGuessingFromManyAddresses: failed resumes and connects from
+// many addresses, each address failing too few times to be held, and
+// each reaching limits.connect_failures, are logged at most once a
+// second for the failures and once a second for the warnings, each line
+// with the count of those not logged since the last: a guesser who
+// cycles through more addresses than the throttle's table holds cannot
+// fill the disk. No failure goes uncounted.
+func TestHostileGuessingFromManyAddresses(t *testing.T) {
+	t.Parallel()
+	const addrs, limit = 150, 2
+	core, logs := observer.New(zap.InfoLevel)
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.ConnectFailures = limit
+		o.Logger = zap.New(core)
+	})
+	// Each address fails a resume (its first failure, at info level),
+	// then a connect (its second: the warning).
+	guess := func(i int) {
+		c := dialLine(t, d, fmt.Sprintf("127.0.%d.%d", 1+i/200, 1+i%200))
+		c.send("/resume " + proto.NewResumeKey().String())
+		c.expect(`^! bad_resume_key: `)
+		c.login(fmt.Sprint("guesser", i))
+		c.send(fmt.Sprintf("/connect %032x", i+1))
+		c.expect(`^! unknown_token: `)
+		c.c.Close()
+	}
+	start := time.Now()
+	for i := range addrs {
+		guess(i)
+	}
+	elapsed := time.Since(start)
+	// A failure a second later is logged, with the count of those that
+	// were not.
+	time.Sleep(1100 * time.Millisecond)
+	guess(addrs)
+	// At most one line when the flood starts, one for each second it
+	// lasts, and the last.
+	bound := 2 + int(elapsed/time.Second)
+	for _, kind := range []struct {
+		level zapcore.Level
+		msgs  []string
+	}{
+		{zap.InfoLevel, []string{"resume failed", "connect failed"}},
+		{zap.WarnLevel, []string{"failed connects from this address reached limits.connect_failures; further connects are slowed"}},
+	} {
+		lines, counted := 0, 0
+		for _, e := range logs.FilterLevelExact(kind.level).All() {
+			if !slices.Contains(kind.msgs, e.Message) {
+				continue
+			}
+			lines++
+			counted++
+			if n, ok := e.ContextMap()["failures_not_logged"].(int64); ok {
+				counted += int(n)
+			}
+		}
+		t.Logf("%s: %d lines for %d failures in %v", kind.level, lines, counted, elapsed)
+		if lines > bound {
+			t.Errorf("%d %s lines for %d failures in %v; want at most %d", lines, kind.level, addrs+1, elapsed, bound)
+		}
+		if counted != addrs+1 {
+			t.Errorf("%s lines account for %d failures (logged and not), want %d", kind.level, counted, addrs+1)
+		}
+	}
 }
 
 // TestHostileCommandFlood: commands past the rate are dropped with one

@@ -115,6 +115,9 @@ type Server struct {
 	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
 	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
 	refusalLog   logsample.Sampler     // refused connections are logged at most once a second
+	// Failed connects and resumes are logged at most once a second, and
+	// so are addresses reaching limits.connect_failures (throttle.go).
+	failureLog, failureLimitLog logsample.Sampler
 }
 
 // New checks opts and returns a server that is not yet listening.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"duet/engine/tally"
 	"duet/proto"
@@ -78,15 +79,32 @@ func (cn *conn) holdFor(wait time.Duration, hc *heldConnect) {
 
 // failed records a failed connect or resume from this connection's
 // address, and logs it; fields say what failed.
+//
+// The lines are sampled, as refusals are (logRefusal). The throttle
+// holds an address's failures past the limit, which paces its lines, but
+// a guesser that spreads its guesses over more addresses than the
+// throttle's table holds (an IPv6 /48 is 65536 of them) is never held,
+// and would be logged line for line as fast as it can connect. The
+// failures and the addresses reaching the limit each get at most a line
+// a second, with the count of those not logged since the last, so that
+// a flood of the one does not hide the other.
 func (cn *conn) failed(what string, fields ...zap.Field) {
-	limit := cn.loop.srv.lim().ConnectFailures
-	fails := cn.loop.srv.connectFails.Failed(cn.sourceKey(), time.Now())
-	fields = append(fields, zap.Int("failures", fails))
-	if fails == limit {
-		cn.logger().Warn("failed connects from this address reached limits.connect_failures; further connects are slowed", fields...)
-	} else {
-		cn.logger().Info(what, fields...)
+	srv := cn.loop.srv
+	now := time.Now()
+	fails := srv.connectFails.Failed(cn.sourceKey(), now)
+	sampler, level, msg := &srv.failureLog, zapcore.InfoLevel, what
+	if fails == srv.lim().ConnectFailures {
+		sampler, level, msg = &srv.failureLimitLog, zapcore.WarnLevel, "failed connects from this address reached limits.connect_failures; further connects are slowed"
 	}
+	ok, suppressed := sampler.Allow(now)
+	if !ok {
+		return
+	}
+	fields = append(fields, zap.Int("failures", fails))
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("failures_not_logged", suppressed))
+	}
+	cn.logger().Log(level, msg, fields...)
 }
 
 // checkConnect tries token and records a failure against the address.
