@@ -756,22 +756,7 @@ func TestHangUpWithLoginsGivesUpAtLoginTimeout(t *testing.T) {
 	start := time.Now()
 	c.Send(strings.Repeat("/login alice wrong\n", 20))
 	_ = c.Conn.(*net.TCPConn).CloseWrite()
-	deadline := time.Now().Add(enginetest.Timeout)
-	for {
-		c, err := net.Dial("tcp", d.TCP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(deadline)
-		greeting, _ := bufio.NewReader(c).ReadString('\n')
-		c.Close()
-		if strings.HasPrefix(greeting, "* welcome") {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the address never got its place back: %q", greeting)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitForPlace(t, d)
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("the place came back after %v; login_timeout is 1s", took)
 	}
@@ -847,6 +832,15 @@ func TestHangUpsWithInputKeepTheirPlaces(t *testing.T) {
 		t.Fatalf("a fourth connection while three closes wait on their checks (after %v): %q, want it refused", took, all)
 	}
 	// Once the checks are done, the address has its places back.
+	waitForPlace(t, d)
+	t.Logf("places back after %v", time.Since(start))
+}
+
+// waitForPlace dials the line port until a connection is welcomed,
+// not refused for its address's connections, and fails the test if
+// none is within enginetest.Timeout.
+func waitForPlace(t *testing.T, d *enginetest.Daemon) {
+	t.Helper()
 	deadline := time.Now().Add(enginetest.Timeout)
 	for {
 		c, err := net.Dial("tcp", d.TCP)
@@ -857,13 +851,12 @@ func TestHangUpsWithInputKeepTheirPlaces(t *testing.T) {
 		greeting, _ := bufio.NewReader(c).ReadString('\n')
 		c.Close()
 		if strings.HasPrefix(greeting, "* welcome") {
-			break
+			return
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the address never got its places back: %q", greeting)
+			t.Fatalf("the address never got its place back: %q", greeting)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("places back after %v", time.Since(start))
 }
 
 // TestTooManyAttemptsWS: over WebSocket the refusal is a notice saying
