@@ -215,6 +215,29 @@ func neverWritten(q Queue) (unsent, dropped int) {
 	return 0, 0
 }
 
+// A ReceiptCounter is a Queue that can tell, from any goroutine, how
+// many of the relayed messages handed to it its client is not known to
+// have received: for one whose connection is open, those it has not
+// written and those its socket's peer has not acknowledged; for one
+// whose connection has closed, what its close counted, and what was
+// dropped since. A reader that reads slowly holds megabytes, written
+// long before, in its socket: a session taken from its connection (a
+// resume's takeover, an export) replays or counts them all.
+type ReceiptCounter interface {
+	NotReceived() int
+}
+
+// notReceived is what the client of q, a connection a session is taken
+// from, is not known to have received (ReceiptCounter), or else what
+// q never wrote.
+func notReceived(q Queue) int {
+	if rc, ok := q.(ReceiptCounter); ok {
+		return rc.NotReceived()
+	}
+	unsent, dropped := neverWritten(q)
+	return unsent + dropped
+}
+
 // Strides, in bytes written to a connection, between two looks at what
 // its TCP acknowledged. A look costs a system call. The engine looks
 // each ReadStride, right after reading from the client: a client that

@@ -404,7 +404,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		// What the connection still carrying the session never wrote
 		// goes with it, as a resume on this node replays it (Resume):
 		// the connection is evicted, and will never write it.
-		p.Unsent, _ = neverWritten(zombie)
+		p.Unsent = notReceived(zombie)
 	}
 	return p, zombie, nil
 }

@@ -542,7 +542,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if a != nil {
 		g = gone{at: a.since, seq: a.seq, unsent: a.unsent}
 	} else {
-		g.unsent, _ = neverWritten(zombie)
+		g.unsent = notReceived(zombie)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
 	if peer != nil && peer.away != nil && !peer.away.attached {

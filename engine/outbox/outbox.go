@@ -170,6 +170,38 @@ type side struct {
 	// connection that is ending has it, until it closes.
 	retired bool
 	flight  flight
+	// lost is, once the Outbox is closed, what its close counted never
+	// written or received (NotReceived): kept only when there was any.
+	lost int32
+	// past are whole marks of the trail (its whole and wholeEnd as they
+	// were), one each pastStride of bytes sent at most, the latest
+	// len(past) of them; pastN is how many were written since the trail
+	// began, and pastEnd where the newest ends. NotReceived places the
+	// socket's unacknowledged bytes against them when the socket is not
+	// idle and holds batches older than the one in flight (a reader that
+	// reads slowly, written megabytes ahead): without them it could only
+	// count from the newest message seen acknowledged while the socket
+	// was idle, long before. Allocated with the first mark and kept with
+	// the side in its pool, as flight.ends is.
+	past    *[pastLen]wholeMark
+	pastN   uint32
+	pastEnd int64
+}
+
+// pastLen marks pastStride apart cover 4 MiB, what the kernel holds of a
+// socket's output at most (tcp_wmem's default maximum): NotReceived is
+// out by at most pastStride, a message received counted not (replayed
+// twice to a line client), never the other way.
+const (
+	pastLen    = 64
+	pastStride = 64 << 10
+)
+
+// wholeMark is a numbered message that left the queue whole, and where
+// it ends in the trail's positions.
+type wholeMark struct {
+	seq uint64
+	end int64
 }
 
 // flight follows the relayed messages of the batch the owner took last
@@ -229,9 +261,10 @@ type trail struct {
 }
 
 var (
-	_ hub.Queue         = (*Outbox)(nil)
-	_ hub.Speaker       = (*Outbox)(nil)
-	_ hub.UnsentCounter = (*Outbox)(nil)
+	_ hub.Queue          = (*Outbox)(nil)
+	_ hub.Speaker        = (*Outbox)(nil)
+	_ hub.UnsentCounter  = (*Outbox)(nil)
+	_ hub.ReceiptCounter = (*Outbox)(nil)
 )
 
 // Protocol implements hub.Speaker.
@@ -540,6 +573,30 @@ func (o *Outbox) Unreceived(held int) int {
 	return o.unreceivedLocked(held)
 }
 
+// NotReceived implements hub.ReceiptCounter: Unreceived, from any
+// goroutine, for a session taken from this connection. What the owner's
+// socket holds is not known here: the backlog's part that is not queued
+// is what it held at the last Settle and all taken since, never less than
+// it holds now, so a message may be counted that was received (replayed
+// twice to a line client), never one that was not. Once closed, it is
+// what the close counted.
+func (o *Outbox) NotReceived() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := int(o.dropped)
+	if o.closed {
+		if o.side != nil {
+			n += int(o.side.lost)
+		}
+		return n
+	}
+	held := o.backlog.Load()
+	if o.buf != nil {
+		held -= int64(len(o.buf.B))
+	}
+	return n + o.unreceivedLocked(int(max(held, 0)))
+}
+
 func (o *Outbox) unreceivedLocked(held int) int {
 	sd := o.side
 	if o.closed || sd == nil {
@@ -577,6 +634,13 @@ func (o *Outbox) unreceivedLocked(held int) int {
 			known = max(known, t.whole)
 		case t.markEnd > 0 && acked >= t.markEnd:
 			known = max(known, t.mark)
+		}
+		if sd.past != nil {
+			for _, m := range sd.past[:min(int(sd.pastN), pastLen)] {
+				if m.end <= acked {
+					known = max(known, m.seq)
+				}
+			}
 		}
 	}
 	return max(int(t.queued-min(known, t.queued)), unsent)
@@ -742,6 +806,13 @@ func (o *Outbox) close(held int, gone bool) (lost int, waiters []hub.Waiter) {
 		waiters, o.side = sd.waiters, nil
 		putSide(sd)
 	}
+	if lost > 0 {
+		// For a resume that takes the session from this connection
+		// between its close and its handing the count to the hub, which
+		// then never comes (NotReceived). A side that is retired and
+		// follows nothing is left alone by everything else.
+		o.side = &side{retired: true, lost: int32(lost)}
+	}
 	return lost, waiters
 }
 
@@ -782,8 +853,9 @@ func putSide(sd *side) {
 	if cap(ends) > maxPooledEnds {
 		ends = nil
 	}
+	past := sd.past
 	*sd = side{}
-	sd.flight.ends = ends
+	sd.flight.ends, sd.past = ends, past
 	sidePool.Put(sd)
 }
 
@@ -796,7 +868,7 @@ func (o *Outbox) queuedLocked(first, last uint64) {
 	}
 	sd := o.sideLocked()
 	if !sd.following {
-		sd.trail, sd.following = trail{first: first}, true
+		sd.trail, sd.following, sd.pastN, sd.pastEnd = trail{first: first}, true, 0, 0
 	}
 	sd.trail.queued = last
 }
@@ -807,7 +879,8 @@ func (o *Outbox) leftLocked(n int, whole bool) {
 	if o.side == nil || !o.side.following {
 		return
 	}
-	t := &o.side.trail
+	sd := o.side
+	t := &sd.trail
 	t.sent += int64(n)
 	if whole && t.whole != t.queued {
 		// Only when numbered messages left: what leaves after the
@@ -815,6 +888,14 @@ func (o *Outbox) leftLocked(n int, whole bool) {
 		// ends, or a client seen to acknowledge it would not be seen to
 		// have it until that too was acknowledged.
 		t.whole, t.wholeEnd = t.queued, t.sent
+		if sd.pastN == 0 || t.wholeEnd-sd.pastEnd >= pastStride {
+			if sd.past == nil {
+				sd.past = new([pastLen]wholeMark)
+			}
+			sd.past[sd.pastN%pastLen] = wholeMark{t.whole, t.wholeEnd}
+			sd.pastN++
+			sd.pastEnd = t.wholeEnd
+		}
 	}
 }
 

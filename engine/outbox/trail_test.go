@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"strings"
 	"testing"
 
 	"duet/engine/outbox"
@@ -396,6 +397,55 @@ func TestAbortCountsWhatTheSocketHeldUnacknowledged(t *testing.T) {
 		})
 	}
 }
+
+// TestNotReceivedCountsWhatTheSocketHolds: a session taken from an
+// open connection (a takeover) carries every message its client's TCP
+// has not received, asked from another goroutine than the connection's:
+// those queued, those of batches the socket took long ago and holds
+// unacknowledged (a reader that reads slowly), placed against the marks
+// the trail keeps a stride apart; and once the connection has closed,
+// what its close counted and what was dropped since.
+func TestNotReceivedCountsWhatTheSocketHolds(t *testing.T) {
+	const size = 1000 // each message's line: "message a " and the text
+	text := strings.Repeat("x", size-len("message a \n"))
+	a, o := newAckOwner()
+	a.decline = true
+	// 600 messages in batches of 10, each taken whole by the socket:
+	// 600,000 bytes, more than nine strides.
+	for seq := uint64(1); seq <= 600; seq += 10 {
+		texts := make([]string, 10)
+		for i := range texts {
+			texts[i] = text
+		}
+		numbered(o, seq, texts...)
+		b, msgs := o.Take(0)
+		if msgs != 10 || len(b.B) != 10*size {
+			t.Fatalf("took %d messages in %d bytes", msgs, len(b.B))
+		}
+		outbox.Release(b)
+		o.Settle(0)
+	}
+	numbered(o, 601, "queued", "too")
+	// The client's TCP acknowledged the first 200,500 bytes: message
+	// 200 whole. The count is out by a stride at most, never short.
+	a.unacked = 600*size - 200*size - 500
+	got := o.NotReceived()
+	if got < 402 || got > 402+pastStrideMessages(size) {
+		t.Errorf("%d messages not received, want 402 and at most a stride more", got)
+	}
+	lost, _ := o.Abort(0)
+	if lost < 402 {
+		t.Fatalf("the close counted %d", lost)
+	}
+	numbered(o, 603, "dropped")
+	if got := o.NotReceived(); got != lost+1 {
+		t.Errorf("closed: %d not received, want what the close counted (%d) and the one dropped since", got, lost)
+	}
+}
+
+// pastStrideMessages is how many messages of size bytes a stride of the
+// trail's marks holds.
+func pastStrideMessages(size int) int { return (64<<10)/size + 1 }
 
 // TestNoticeAfterMessagesDoesNotHideThem: what is written after the
 // newest message (a notice, the answer to a command) does not move where
