@@ -467,6 +467,12 @@ wait:
 	// A connection that dropped as the shutdown began may have sent its
 	// session away just before; none is left waiting.
 	s.hub.CloseAway(proto.ReasonShutdown)
+	// A reload from now on leaves the listeners alone: gnet closes them
+	// as it stops, and a descriptor duplicated meanwhile might be
+	// another socket's by then (SetResume).
+	s.hubMu.Lock()
+	s.listening = false
+	s.hubMu.Unlock()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.eng.Stop(stopCtx)
