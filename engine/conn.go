@@ -415,8 +415,22 @@ func (cn *conn) tell(err *proto.Error) {
 // tellSay sends an error that refuses the say or seal its client gave
 // id (0: none, or not a say), so that the client knows which.
 func (cn *conn) tellSay(err *proto.Error, id uint64) {
+	if cn.retiredAnswer(err) {
+		return
+	}
 	cn.loop.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err, ID: id})
+}
+
+// retiredAnswer reports whether err is what a session the hub has taken
+// from this connection answers (a resume elsewhere took it over, or a
+// login with its password replaced it), before the eviction that tells
+// the client so has run on this loop: not connected, not logged in,
+// which is not true of the user, whose session goes on elsewhere. It is
+// not told: the eviction, queued to this loop, tells what is, and
+// closes. The hub is asked only for those two answers.
+func (cn *conn) retiredAnswer(err *proto.Error) bool {
+	return (err == proto.ErrNotPaired || err == proto.ErrNotLoggedIn) && cn.sess != nil && cn.sess.Retired()
 }
 
 // handle carries out one command: the one place both protocols meet.

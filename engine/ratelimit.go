@@ -247,6 +247,9 @@ func (cn *conn) rejectSay(err *proto.Error, id uint64) {
 // answer tells the outcome of a command that handle carried out; id is
 // the one a say's client gave it (0: none, or not a say).
 func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
+	if err != nil && cn.retiredAnswer(err) {
+		return
+	}
 	var run refusal
 	if op == proto.OpSay && err != nil {
 		run = refusalOf(err)

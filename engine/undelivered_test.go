@@ -10,6 +10,7 @@ package engine_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"regexp"
 	"strconv"
@@ -316,5 +317,71 @@ func settledMessages(t *testing.T, d *enginetest.Daemon) int {
 			t.Fatal("messages still being relayed")
 		}
 		n = m
+	}
+}
+
+// TestTakeoverOldConnectionToldNothingFalse: while a resume elsewhere
+// takes alice's session from her connection, that connection goes on
+// sending /who and messages. Until it is told its session was resumed
+// on another connection, and closed, it is told nothing untrue: not
+// that alice is not connected, not that her lines were not sent for
+// want of a partner (she is still paired with bob, on the new
+// connection).
+func TestTakeoverOldConnectionToldNothingFalse(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	for round := range 10 {
+		alice, bob := pairLines(t, d, fmt.Sprint("alice", round), fmt.Sprint("bob", round))
+		go func() {
+			for {
+				if _, err := bob.TryLine(enginetest.Timeout); err != nil {
+					return
+				}
+			}
+		}()
+		stop := make(chan struct{})
+		sending := make(chan struct{})
+		go func() {
+			defer close(sending)
+			w := bufio.NewWriter(alice.Conn)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				w.WriteString("/who\n")
+				for range 20 {
+					w.WriteString("hello\n")
+				}
+				if w.Flush() != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		back, peer, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+		if peer != bob.Name {
+			t.Fatalf("resumed with %q", peer)
+		}
+		var untrue []string
+		for {
+			l, err := alice.TryLine(enginetest.Timeout)
+			if err != nil {
+				break
+			}
+			if strings.HasPrefix(l, "* you are") && !strings.HasSuffix(l, "connected with "+bob.Name) ||
+				strings.HasPrefix(l, "! ") || strings.Contains(l, "not sent") {
+				untrue = append(untrue, l)
+			}
+		}
+		close(stop)
+		<-sending
+		if len(untrue) > 0 {
+			t.Fatalf("round %d: the old connection was told after the takeover:\n  %s", round, strings.Join(untrue[:min(len(untrue), 5)], "\n  "))
+		}
+		back.Send("/quit")
+		bob.Send("/quit")
 	}
 }

@@ -1216,9 +1216,24 @@ func (s *Session) awayUndeliveredLocked(from string) int {
 func (s *Session) Who() {
 	h := s.hub
 	h.mu.Lock()
-	ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
-	deliver(s.q, ev)
+	if !s.closed {
+		// A session retired by a resume elsewhere, or logged out, is
+		// not the user's any more: its connection is told so, not this.
+		ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
+		deliver(s.q, ev)
+	}
 	h.mu.Unlock()
+}
+
+// Retired reports whether s is logged out, or was taken over by a
+// resume on another connection: what it answers from then on is not
+// the user's. It takes the hub's lock; the engine asks it only of an
+// answer that would say the user is not connected or not logged in.
+func (s *Session) Retired() bool {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return s.closed
 }
 
 // NewToken replaces s's token with a fresh one, so a token that was
