@@ -213,7 +213,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				cancel()
 				ctx, cancel = context.WithTimeout(context.Background(), timeout)
 			} else if stateFile != "" {
-				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg)
+				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg.DrainSpread(), r.started.Auth.Mode)
 				if err != nil {
 					log.Error("cannot keep the sessions for the next process; they are lost", zap.Error(err))
 				} else {

@@ -14,7 +14,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"duet/config"
 	"duet/engine"
 	"duet/engine/auth"
 	"duet/engine/hub"
@@ -137,14 +136,21 @@ func doneWithState(path string, log *zap.Logger) {
 	}
 }
 
-// saveState drains srv, telling every client to reconnect and resume,
-// and writes the sessions of h to the state file for the next process.
-// It returns what the drain did and how many sessions were written.
-func saveState(ctx context.Context, path string, srv *engine.Server, h *hub.Hub, cfg *config.Config) (engine.Drained, int, error) {
-	told := srv.Drain(ctx, cfg.DrainSpread(), nil)
+// saveState drains srv over spread, telling every client to reconnect
+// and resume, and writes the sessions of h to the state file for the
+// next process, labelled with authMode. It returns what the drain did
+// and how many sessions were written.
+//
+// authMode is the mode the sessions were logged in under, the one in
+// effect since start, and not the one last loaded: auth.mode changes
+// only on restart, and a file labelled "accounts" after a reload would
+// have the next process hand accounts to whoever took their names
+// without a password.
+func saveState(ctx context.Context, path string, srv *engine.Server, h *hub.Hub, spread time.Duration, authMode string) (engine.Drained, int, error) {
+	told := srv.Drain(ctx, spread, nil)
 	parked := h.Snapshot()
 	err := writeFileSync(path, func(w io.Writer) error {
-		if _, err := io.WriteString(w, authLine+cfg.Auth.Mode+"\n"); err != nil {
+		if _, err := io.WriteString(w, authLine+authMode+"\n"); err != nil {
 			return err
 		}
 		return hub.WriteState(w, time.Now(), parked)

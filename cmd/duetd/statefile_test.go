@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -299,4 +300,42 @@ func TestFailedStartKeepsTheState(t *testing.T) {
 	if _, err := os.Stat(sf); !os.IsNotExist(err) {
 		t.Fatalf("the state file is still there once taken up: %v", err)
 	}
+}
+
+// TestReloadedAuthModeDoesNotLabelTheStateFile: auth.mode changes only on
+// restart, so a stop after a reload that switched it to accounts mode
+// still stops an open-mode node, and its state file must say so. (The
+// file was labelled with the mode last loaded: the next process, in
+// accounts mode, took up the open-mode session of whoever had logged in
+// as alice without a password, and handed them alice's account.)
+func TestReloadedAuthModeDoesNotLabelTheStateFile(t *testing.T) {
+	sf := filepath.Join(t.TempDir(), "sessions")
+	users := authtest.Users(t, "alice", "pw-alice")
+	open := fmt.Sprintf("shutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	accounts := open + fmt.Sprintf("auth:\n  mode: accounts\n  users_file: %q\n", users)
+	d1 := startDaemon(t, open)
+	d1.WaitReady()
+	cl := &enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}
+	mallory := cl.DialLine(t).Login("alice") // open mode: no password
+	d1.writeConfig(accounts)
+	d1.Signal(syscall.SIGHUP)
+	d1.WaitLog(0, "configuration reloaded")
+	d1.Signal(syscall.SIGTERM)
+	var key string
+	for key == "" {
+		if m := restartingRE.FindStringSubmatch(mallory.Line()); m != nil {
+			key = m[1]
+		}
+	}
+	if code := d1.WaitExit(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	d2 := startDaemonAt(t, d1.TCP, d1.WS, "", accounts)
+	d2.WaitReady()
+	m2 := (&enginetest.Daemon{TCP: d2.TCP, WS: d2.WS, Resume: true}).DialLine(t)
+	m2.Send("/resume " + key)
+	if l := m2.Line(); strings.HasPrefix(l, "* resumed:") {
+		t.Fatalf("a session that logged in without a password in open mode was taken up in accounts mode: %q", l)
+	}
+	d2.WaitLog(0, "sessions in the state file that are not accounts now are not taken up")
 }
