@@ -277,3 +277,37 @@ func TestClusterDrainWithoutRedis(t *testing.T) {
 	}
 	p1.WaitLog(0, "cannot drain: not linked to Redis; shutting down instead, which ends every session")
 }
+
+// TestClusterStopWithAStalledReaderKeepsTheDeadline: a node of a cluster
+// stops within about shutdown_timeout, its drain and its shutdown
+// included, even when a reader that stopped reading holds the drain to
+// the end of it. (The shutdown after the drain used to get a deadline of
+// its own: twice shutdown_timeout, past the unit's TimeoutStopSec with
+// the defaults.)
+func TestClusterStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
+	r := enginetest.StartRedis(t)
+	d := startDaemon(t, "shutdown_timeout: 2s\nshutdown:\n  drain_period: 0s\n"+
+		"cluster:\n  redis: \""+r.URL()+"\"\n  node_id: s1\n  secret: \""+clusterSecret+"\"\n")
+	d.WaitReady()
+	if e, _ := d.WaitLog(0, "cluster mode"); e["linked"] != true {
+		t.Fatalf("cluster mode: %v", e)
+	}
+	cl := &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true}
+	alice := cl.DialLine(t)
+	enginetest.SmallWindow(t, alice.Conn)
+	alice.Login("alice")
+	bob := cl.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	// alice reads nothing more; bob says megabytes to her.
+	enginetest.SendNumbered(t, bob.Conn, 20000)
+	start := time.Now()
+	d.Signal(syscall.SIGTERM)
+	if code := d.WaitExit(20 * time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	if took := time.Since(start); took > 3500*time.Millisecond {
+		t.Errorf("the stop took %v with shutdown_timeout 2s", took)
+	}
+}

@@ -195,23 +195,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 			timeout := r.cfg.ShutdownTimeout
 			log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("deadline", timeout))
 			d.ops.stopping()
-			// A single node's stop takes shutdown_timeout at most, the
-			// drain and the writing of its sessions included: the unit's
-			// TimeoutStopSec counts on it, and a reader that stopped
-			// reading could otherwise hold the drain for the whole of it,
-			// then the shutdown for as long again.
+			// The drain and the shutdown after it share one deadline,
+			// shutdown_timeout from now: the unit's TimeoutStopSec counts
+			// on it, and a reader that stopped reading could otherwise
+			// hold the drain for the whole of it, then the shutdown for
+			// as long again. A single node's writing of its sessions is
+			// within it too; a node of a cluster's parks after its drain
+			// have their own short bound (parkTimeout), so that a drain
+			// that used the whole deadline still hands its sessions on.
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			if drain != nil {
+				// The drain is waited for whole, parks included, even past
+				// the deadline: the shutdown would end the sessions being
+				// parked.
 				if _, err := drain.run(context.Background()); err != nil {
 					// The shutdown below ends every session instead,
 					// telling each user the truth.
 					log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
 				}
-				// A node of a cluster drains within shutdown.drain_period
-				// and the parks' own bounds: the shutdown after it has a
-				// deadline of its own.
-				cancel()
-				ctx, cancel = context.WithTimeout(context.Background(), timeout)
 			} else if stateFile != "" {
 				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg.DrainSpread(), r.started.Auth.Mode)
 				if err != nil {
