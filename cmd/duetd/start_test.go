@@ -118,6 +118,12 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 		}
 		return p
 	}
+	// An empty directory: a start used to delete it, taking it for a
+	// state file it could not read.
+	stateDir := filepath.Join(dir, "statedir")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	host, _ := os.Hostname()
 	tests := []struct {
 		name   string
@@ -152,6 +158,10 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 			stderr: `config: trusted_proxies: "0\.0\.0\.0/0" trusts every IPv4 address: any client there can claim any address`},
 		{name: "state file where none can be written", yaml: "resume:\n  state_file: " + filepath.Join(dir, "none", "state") + "\n",
 			stderr: `resume\.state_file: cannot write beside .*/none/state: .*no such file or directory`},
+		{name: "state file naming a directory", yaml: "resume:\n  state_file: " + stateDir + "\n",
+			stderr: `resume\.state_file: .*/statedir is a directory; name a file in it, such as .*/statedir/sessions`},
+		{name: "state file ending in a separator", yaml: "resume:\n  state_file: " + filepath.Join(dir, "newdir") + "/\n",
+			stderr: `resume\.state_file: .*/newdir/ ends in "/", so it names a directory; name a file in it, such as .*/newdir/sessions`},
 		{name: "unknown variable", env: []string{"DUETD_LIMITS_MAX_LINES=32768"}, ok: true,
 			stdout: `(?m)^limits\.max_line\s+16384\s+default$`,
 			stderr: `config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE\?`},
@@ -189,6 +199,9 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 				t.Errorf("a start that failed said it listens: %s", stderr)
 			}
 		})
+	}
+	if st, err := os.Stat(stateDir); err != nil || !st.IsDir() {
+		t.Errorf("the directory named as the state file: %v, %v", st, err)
 	}
 }
 

@@ -32,8 +32,22 @@ import (
 
 // checkStateDir makes sure the state file can be written where it is to
 // be, so that a directory that is missing or not writable is found at
-// start, and not at the stop that would need it.
+// start, and not at the stop that would need it; and that path names a
+// file, since the stop renames the new state over it and a start deletes
+// one it cannot read: a directory there (resume.state_file:
+// /var/lib/duetd/, the unit's StateDirectory) would lose every session
+// at the stop.
 func checkStateDir(path string) error {
+	if strings.HasSuffix(path, string(filepath.Separator)) {
+		return fmt.Errorf("resume.state_file: %s ends in %q, so it names a directory; name a file in it, such as %s",
+			path, string(filepath.Separator), filepath.Join(path, "sessions"))
+	}
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		if st.IsDir() {
+			return fmt.Errorf("resume.state_file: %s is a directory; name a file in it, such as %s", path, filepath.Join(path, "sessions"))
+		}
+		return fmt.Errorf("resume.state_file: %s is not a regular file (%v); name a file duetd alone writes", path, st.Mode().Type())
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".duetd-state-check-*")
 	if err != nil {
 		return fmt.Errorf("resume.state_file: cannot write beside %s: %w", path, err)
@@ -68,7 +82,8 @@ const authLine = "duetd-auth "
 // left in path, if it left any; in accounts mode (accounts not nil) only
 // those of accounts in the users file now, and none from a file written
 // in open mode. A file that cannot be read is
-// logged and deleted: the node starts without them. One that cannot be
+// logged and deleted (if it is a regular file): the node starts without
+// them. One that cannot be
 // opened is logged and left for the operator.
 //
 // It reports whether it took the sessions up: the caller then deletes the
@@ -88,7 +103,11 @@ func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Log
 	defer f.Close()
 	unreadable := func(err error) bool {
 		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
-		_ = os.Remove(path)
+		// Only a file duetd could have written is deleted: never a
+		// directory, a device or a socket named by mistake.
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			_ = os.Remove(path)
+		}
 		return false
 	}
 	r := bufio.NewReader(f)

@@ -339,3 +339,19 @@ func TestReloadedAuthModeDoesNotLabelTheStateFile(t *testing.T) {
 	}
 	d2.WaitLog(0, "sessions in the state file that are not accounts now are not taken up")
 }
+
+// TestRestoreLeavesADirectory: a state file that cannot be read is
+// deleted, but only if it is a file: a directory named by mistake is
+// left as it was, however it got past checkStateDir.
+func TestRestoreLeavesADirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sessions")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if restoreState(dir, hub.New(hub.Options{ResumeWindow: time.Minute}), nil, zap.NewNop()) {
+		t.Error("took up a directory")
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Errorf("the directory: %v, %v", st, err)
+	}
+}
