@@ -24,6 +24,7 @@ func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheu
 	if err != nil {
 		return nil, nil, err
 	}
+	cluster.LogRedisTo(log)
 	node, err = cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret})
 	if err != nil {
 		return nil, nil, err

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -309,5 +312,31 @@ func TestClusterStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3500*time.Millisecond {
 		t.Errorf("the stop took %v with shutdown_timeout 2s", took)
+	}
+}
+
+// TestRedisClientLogsThroughTheLogger: what the Redis client has to say
+// while Redis cannot be reached (a dial failing, once a second) comes
+// out as the daemon's own JSON lines, at debug level, and not as plain
+// text on stderr that would break `journalctl -o cat | jq .`. The loss
+// itself is the node's to log, at warn.
+func TestRedisClientLogsThroughTheLogger(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := closed.Addr().String()
+	closed.Close() // nothing listens there: every dial is refused
+	d := startDaemon(t, "log:\n  level: debug\ncluster:\n  redis: \"redis://"+addr+"\"\n  secret: \""+clusterSecret+"\"\n")
+	d.WaitReady()
+	e, _ := d.WaitLog(0, "redis client")
+	if e.level() != "debug" || !strings.Contains(fmt.Sprint(e["said"]), "connection refused") {
+		t.Errorf("the Redis client's line: %v", e)
+	}
+	for _, l := range d.Lines() {
+		var e logEntry
+		if json.Unmarshal([]byte(l), &e) != nil {
+			t.Errorf("not a JSON line: %q", l)
+		}
 	}
 }
