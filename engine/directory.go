@@ -197,6 +197,7 @@ func (cn *conn) answered(dc *directoryCall) {
 	}
 	if dc.s != nil {
 		cn.sess = dc.s
+		cn.logLogin()
 	}
 	if dc.err != nil {
 		cn.tell(dc.err)

@@ -396,6 +396,36 @@ func TestLateCloseLogsItsEnding(t *testing.T) {
 	}
 }
 
+// TestLoginLogsCarryTheConnection: every line an accounts-mode login
+// writes names the connection (conn) and its address (remote), as every
+// line about a connection does, and a login that succeeds adds the debug
+// line "logged in", as in open mode. (Before, the lines came from the
+// server's logger, without conn, and "logged in" was never written.)
+func TestLoginLogsCarryTheConnection(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "10", "-c", "-b", path, "alice", "s3cret")
+	core, logs := observer.New(zapcore.DebugLevel)
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) { o.Logger = zap.New(core) })
+	d.DialLine(t).LoginPassword("alice", "s3cret")
+	again := d.DialLine(t)
+	again.Send("/login alice s3cret")
+	again.Expect(`^! already_online: `)
+	wrong := d.DialLine(t)
+	wrong.Send("/login alice guess")
+	wrong.Expect(`^! auth_failed: `)
+	for _, msg := range []string{"login", "logged in", "login refused", "login failed"} {
+		lines := logs.FilterMessage(msg).All()
+		if len(lines) != 1 {
+			t.Errorf("%d lines %q; the log has %v", len(lines), msg, messages(logs))
+			continue
+		}
+		f := lines[0].ContextMap()
+		if _, ok := f["conn"].(uint64); !ok || f["remote"] != "127.0.0.1" {
+			t.Errorf("%q: %v", msg, f)
+		}
+	}
+}
+
 // TestIdleKeepAliveClosedQuietly: a keep-alive connection on the web
 // port, answered and then idle past limits.handshake_timeout, is closed
 // without a word, as an HTTP/1.1 server closes an idle connection, and

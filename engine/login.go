@@ -59,7 +59,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		return
 	}
 	key, ip := cn.sourceKey(), cn.addr.text()
-	adm := l.Admit(cmd.Name, ip, key)
+	adm := l.Admit(cmd.Name, ip, key, cn.id)
 	if adm.Refused {
 		// Refused unchecked: the attempts ahead of it from this address
 		// or for this name already fill the queue.
@@ -70,7 +70,7 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: retry})
 		return
 	}
-	lg := l.Start(cmd.Name, cmd.Password, ip, key, adm.Wait, cn.Wake)
+	lg := l.Start(cmd.Name, cmd.Password, ip, key, cn.id, adm.Wait, cn.Wake)
 	if lg == nil {
 		// Answered at once: under a flood this is the common case, and it
 		// costs the loop no pause and no wake-up.
@@ -142,14 +142,14 @@ func (cn *conn) loginReplacing(account string) (s *hub.Session, replaced bool, e
 // accountLoggedIn takes the hub's answer to the login of account, on
 // the loop: the session s, or the error to tell.
 func (cn *conn) accountLoggedIn(account string, s *hub.Session, replaced bool, err *proto.Error) {
-	log := cn.loop.srv.log
 	if err != nil {
-		log.Info("login refused", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.String("code", err.Code))
+		cn.logger().Info("login refused", zap.String("name", account), zap.String("code", err.Code))
 		cn.tell(err)
 		return
 	}
 	cn.sess = s
-	log.Info("login", zap.String("name", account), zap.String("remote", cn.addr.text()), zap.Bool("replaced", replaced))
+	cn.logger().Info("login", zap.String("name", account), zap.Bool("replaced", replaced))
+	cn.logLogin()
 }
 
 // evicted closes a connection whose session the hub took away while it

@@ -48,12 +48,14 @@ func NewLogins(accounts *Accounts, throttle ThrottleOptions, pool PoolOptions, l
 }
 
 // Admit asks the throttle when an attempt to log in as name from addr
-// (the client ip, as addr counts it) may be checked, and logs a refusal.
-func (l *Logins) Admit(name []byte, ip string, addr netip.Prefix) Admission {
+// (the client ip, as addr counts it) on connection conn may be checked,
+// and logs a refusal. conn is the engine's id of the connection, which
+// every log line about a connection carries.
+func (l *Logins) Admit(name []byte, ip string, addr netip.Prefix, conn uint64) Admission {
 	adm := l.throttle.Admit(addr, string(name))
 	if adm.Refused {
 		if ok, suppressed := l.tooManyLog.Allow(time.Now()); ok {
-			l.log.Info("login refused: too many attempts", zap.ByteString("name", name),
+			l.log.Info("login refused: too many attempts", zap.Uint64("conn", conn), zap.ByteString("name", name),
 				zap.String("remote", ip), zap.Duration("retry_after", adm.RetryAfter),
 				zap.Int("refusals_not_logged", suppressed))
 		}
@@ -70,6 +72,7 @@ type Login struct {
 	password []byte
 	ip       string
 	addr     netip.Prefix // the address as the throttle counts it
+	conn     uint64       // the connection's id, for the log
 	done     func()
 
 	// While the login waits its turn or a checker, its connection may
@@ -90,8 +93,8 @@ type Login struct {
 // calls it. Start returns nil, having checked nothing, when the check
 // was to start at once and the pool is full: the caller answers
 // unavailable.
-func (l *Logins) Start(name, password []byte, ip string, addr netip.Prefix, wait time.Duration, done func()) *Login {
-	lg := &Login{l: l, name: bytes.Clone(name), password: bytes.Clone(password), ip: ip, addr: addr, done: done}
+func (l *Logins) Start(name, password []byte, ip string, addr netip.Prefix, conn uint64, wait time.Duration, done func()) *Login {
+	lg := &Login{l: l, name: bytes.Clone(name), password: bytes.Clone(password), ip: ip, addr: addr, conn: conn, done: done}
 	lg.mu.Lock()
 	defer lg.mu.Unlock()
 	if wait <= 0 {
@@ -162,7 +165,7 @@ func (lg *Login) verify() {
 	lg.err = proto.ErrAuthFailed
 	// Never the password: not even a wrong one, which is often a right
 	// one for another account or a near miss.
-	l.log.Info("login failed", zap.ByteString("name", lg.name), zap.String("remote", lg.ip),
+	l.log.Info("login failed", zap.Uint64("conn", lg.conn), zap.ByteString("name", lg.name), zap.String("remote", lg.ip),
 		zap.Duration("next_delay", next))
 }
 

@@ -13,7 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"duet/engine"
 	"duet/engine/enginetest"
@@ -162,6 +164,31 @@ func TestCrossNodeChat(t *testing.T) {
 	dup := a.DialLine(t)
 	dup.Send("/login Bob")
 	dup.Expect(`^! name_taken: `)
+}
+
+// TestLoginLoggedOnANode: a login on a node of a cluster, which waits on
+// the directory off the loop, writes the debug line "logged in" with its
+// connection, as a single node's does. (Before, it wrote none.)
+func TestLoginLoggedOnANode(t *testing.T) {
+	r := startRedis(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	n := startNodeEngine(t, r, "n1", nil, func(o *engine.Options) { o.Logger = zap.New(core) })
+	n.DialLine(t).Login("alice")
+	// The welcome is sent from the directory's answer, before the loop
+	// takes the session up and logs it.
+	lines := logs.FilterMessage("logged in").All()
+	for deadline := time.Now().Add(enginetest.Timeout); len(lines) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		lines = logs.FilterMessage("logged in").All()
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d lines \"logged in\"", len(lines))
+	}
+	if f := lines[0].ContextMap(); f["user"] != "alice" || f["remote"] != "127.0.0.1" {
+		t.Errorf("logged in: %v", f)
+	} else if _, ok := f["conn"].(uint64); !ok {
+		t.Errorf("logged in: %v", f)
+	}
 }
 
 // TestNetcatPipesAFileIntoANode pipes a file through the real netcat
