@@ -351,6 +351,11 @@ func TestValidationErrors(t *testing.T) {
 		{"admin listen named port", map[string]string{"DUETD_ADMIN_LISTEN": "localhost:http"}, "admin.listen"},
 		{"admin listen empty port", map[string]string{"DUETD_ADMIN_LISTEN": "localhost:"}, "admin.listen"},
 		{"two listeners on one address", map[string]string{"DUETD_WS_LISTEN": ":7070"}, "ws.listen"},
+		{"two listeners on one address, by name", map[string]string{"DUETD_TCP_LISTEN": "127.0.0.1:17070", "DUETD_WS_LISTEN": "localhost:17070"}, "ws.listen"},
+		{"two listeners on one address, by IPv6 name", map[string]string{"DUETD_TCP_LISTEN": "[::1]:17070", "DUETD_WS_LISTEN": "LocalHost:17070"}, "ws.listen"},
+		{"every interface, written two ways", map[string]string{"DUETD_TCP_LISTEN": "0.0.0.0:17070", "DUETD_WS_LISTEN": ":17070"}, "ws.listen"},
+		{"every interface and loopback", map[string]string{"DUETD_TCP_LISTEN": ":9090"}, "admin.listen"},
+		{"every IPv6 interface and an address", map[string]string{"DUETD_TCP_LISTEN": "[::]:17070", "DUETD_WS_LISTEN": "192.0.2.7:17070"}, "ws.listen"},
 		{"all listeners off", map[string]string{"DUETD_TCP_LISTEN": "", "DUETD_WS_LISTEN": "", "DUETD_ADMIN_LISTEN": ""}, "tcp.listen"},
 		{"user listeners off, admin on", map[string]string{"DUETD_TCP_LISTEN": "", "DUETD_WS_LISTEN": ""}, "tcp.listen"},
 		{"log level", map[string]string{"DUETD_LOG_LEVEL": "verbose"}, "log.level"},
@@ -436,6 +441,21 @@ func TestValidationErrors(t *testing.T) {
 				t.Errorf("error %q does not start with config: %s:", err, tt.key)
 			}
 		})
+	}
+}
+
+// Listeners on one port and different addresses of one machine can
+// all be bound: only an address in common, or every interface, overlaps.
+func TestListenersThatDoNotOverlap(t *testing.T) {
+	for _, vars := range []map[string]string{
+		{"DUETD_TCP_LISTEN": "127.0.0.1:17070", "DUETD_WS_LISTEN": "127.0.0.2:17070"},
+		{"DUETD_TCP_LISTEN": "127.0.0.1:17070", "DUETD_WS_LISTEN": "[::1]:17070"},
+		{"DUETD_TCP_LISTEN": "192.0.2.7:17070", "DUETD_WS_LISTEN": "localhost:17070"},
+		{"DUETD_TCP_LISTEN": "localhost:0", "DUETD_WS_LISTEN": ":0", "DUETD_ADMIN_LISTEN": "127.0.0.1:0"},
+	} {
+		if _, _, err := Load(nil, env(vars)); err != nil {
+			t.Errorf("%v: %v", vars, err)
+		}
 	}
 }
 

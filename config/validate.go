@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,7 @@ func (c *Config) Validate() error {
 		{"ws.listen", c.WS.Listen},
 		{"admin.listen", c.Admin.Listen},
 	}
-	seen := make(map[string]string)
+	var fixed []struct{ key, addr string } // checked, on a fixed port
 	for _, l := range listeners {
 		if l.addr == "" {
 			continue
@@ -56,10 +57,13 @@ func (c *Config) Validate() error {
 		if _, port, _ := net.SplitHostPort(l.addr); port == "0" {
 			continue
 		}
-		if other, dup := seen[l.addr]; dup {
-			bad(l.key, "%q is also %s; two listeners cannot share an address", l.addr, other)
+		for _, other := range fixed {
+			if listenOverlaps(l.addr, other.addr) {
+				bad(l.key, "%q overlaps %s (%q); two listeners cannot share an address", l.addr, other.key, other.addr)
+				break
+			}
 		}
-		seen[l.addr] = l.key
+		fixed = append(fixed, l)
 	}
 	// The admin listener serves operators, not users: a daemon with only
 	// that one on could never pair anyone, and the engine refuses to
@@ -211,6 +215,51 @@ func checkListen(addr string) error {
 		return fmt.Errorf("port in %q must be a number from 0 to 65535", addr)
 	}
 	return nil
+}
+
+// listenOverlaps reports whether listeners on a and b, two addresses
+// checkListen accepted, would need the same socket, so that the second
+// could not be bound: the same port, and a host in common. An empty or
+// unspecified host (every interface) has every host in common with any
+// other; "localhost" is loopback, 127.0.0.1 and ::1. Other names are
+// not resolved, only compared: a check that looked them up would pass
+// or fail with the resolver.
+func listenOverlaps(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb {
+		return false
+	}
+	ia, ib := listenHosts(ha), listenHosts(hb)
+	if ia == nil || ib == nil {
+		return true // every interface
+	}
+	for _, x := range ia {
+		if slices.Contains(ib, x) {
+			return true
+		}
+	}
+	return false
+}
+
+// listenHosts is what a listen address's host stands for, as strings
+// compared by listenOverlaps: nil for every interface, IP addresses in
+// their canonical form, any other name in lower case.
+func listenHosts(host string) []string {
+	if strings.EqualFold(host, "localhost") {
+		return []string{"127.0.0.1", "::1"}
+	}
+	if host == "" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return []string{strings.ToLower(host)}
+	}
+	if ip.IsUnspecified() {
+		return nil
+	}
+	return []string{ip.Unmap().String()}
 }
 
 // checkRedisURL never quotes the URL back: it may carry a password.
