@@ -128,7 +128,10 @@ func (c Cluster) Warnings() []*Error {
 	}
 	if c.SecretFile != "" {
 		if fi, err := os.Stat(c.SecretFile); err == nil && fi.Mode().Perm()&0o004 != 0 {
-			w = append(w, &Error{Key: "cluster.secret_file", Msg: fmt.Sprintf("%s is readable by every user of this host; make it readable by duetd alone (chmod 0400)", c.SecretFile)})
+			// The service reads it as the duetd user, and the file is
+			// root's (OPERATIONS.md): 0400 would keep duetd out too.
+			w = append(w, &Error{Key: "cluster.secret_file", Msg: fmt.Sprintf("%s is readable by every user of this host; give it to duetd's group alone: chown root:duetd %s && chmod 0640 %s",
+				c.SecretFile, c.SecretFile, c.SecretFile)})
 		}
 	}
 	return w

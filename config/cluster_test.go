@@ -133,7 +133,8 @@ func TestClusterWarnings(t *testing.T) {
 		{Cluster{Redis: "redis://[::1]:6379"}, ""},
 		{Cluster{Redis: "redis://localhost:6379"}, ""},
 		{Cluster{}, ""},
-		{Cluster{Redis: "redis://127.0.0.1:6379", SecretFile: public}, "cluster.secret_file: " + public + " is readable by every user of this host"},
+		{Cluster{Redis: "redis://127.0.0.1:6379", SecretFile: public}, "cluster.secret_file: " + public + " is readable by every user of this host; " +
+			"give it to duetd's group alone: chown root:duetd " + public + " && chmod 0640 " + public},
 		{Cluster{Redis: "redis://127.0.0.1:6379", SecretFile: private}, ""},
 	} {
 		w := tt.c.Warnings()

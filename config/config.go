@@ -29,7 +29,9 @@ type Config struct {
 
 // Shutdown shapes a drain: a node of a cluster told to stop (SIGTERM) or
 // to drain (POST /drain on the admin listener) tells its clients to
-// reconnect and resume, on any node, and parks their sessions for them.
+// reconnect and resume, on any node, and parks their sessions for them;
+// a single node with resume.state_file, told to stop, tells them to
+// resume on the next process, and writes their sessions for it.
 type Shutdown struct {
 	// DrainPeriod spreads the drain's closes evenly over this long, so
 	// that the other nodes see the reconnections at that rate rather

@@ -166,6 +166,23 @@ func TestCrossNodeChat(t *testing.T) {
 	dup.Expect(`^! name_taken: `)
 }
 
+// TestCloseSaysItLeft: a node that leaves the cluster cleanly says so,
+// and not that it reaped a dead node's users, about itself.
+func TestCloseSaysItLeft(t *testing.T) {
+	r := startRedis(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	n := joinTestNode(t, r, "n1", hub.New(hub.Options{}), func(o *Options) { o.Logger = zap.New(core) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if logs.FilterMessage("reaped a dead node's users").Len() != 0 ||
+		logs.FilterMessage("left the cluster: removed this node's users from the directory").Len() != 1 {
+		t.Errorf("logged %v", logs.All())
+	}
+}
+
 // TestLoginLoggedOnANode: a login on a node of a cluster, which waits on
 // the directory off the loop, writes the debug line "logged in" with its
 // connection, as a single node's does. (Before, it wrote none.)

@@ -934,7 +934,9 @@ func (n *Node) check() {
 		}
 	}
 	for node := range dead {
-		n.reap(node)
+		if n.reap(node) {
+			n.log.Info("reaped a dead node's users", zap.String("dead_node", node))
+		}
 	}
 	n.forgetSenders(gone)
 	n.mu.Lock()
@@ -972,9 +974,10 @@ func (n *Node) noteForeign(nodes []string) {
 	}
 }
 
-// reap removes a dead node's users from the directory, in batches so no
-// one script holds Redis long.
-func (n *Node) reap(node string) {
+// reap removes a node's users from the directory, in batches so no one
+// script holds Redis long: a dead node's, or this node's own as it
+// leaves. It reports whether it removed them all.
+func (n *Node) reap(node string) bool {
 	for {
 		ctx, cancel := n.op()
 		left, err := reapScript.Run(ctx, n.rdb,
@@ -983,13 +986,10 @@ func (n *Node) reap(node string) {
 		cancel()
 		if err != nil {
 			n.linkLost("reap", err)
-			return
+			return false
 		}
 		if left <= 0 {
-			if left == 0 {
-				n.log.Info("reaped a dead node's users", zap.String("dead_node", node))
-			}
-			return
+			return left == 0
 		}
 	}
 }
@@ -1255,8 +1255,8 @@ func (n *Node) Close(ctx context.Context) error {
 			return nil
 		})
 		cancel()
-		if err == nil {
-			n.reap(n.id)
+		if err == nil && n.reap(n.id) {
+			n.log.Info("left the cluster: removed this node's users from the directory")
 		}
 	}
 	n.halt()

@@ -66,7 +66,8 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 		}
 		f := a.drain.Load()
 		if f == nil {
-			http.Error(w, "drain needs cluster mode (cluster.redis): a single node has no other node to hand its sessions to, and ends them when it stops", http.StatusConflict)
+			http.Error(w, "drain needs cluster mode (cluster.redis): a single node has no other node to hand its sessions to; "+
+				"it drains when it stops (SIGTERM), keeping its sessions for the next process with resume.state_file and ending them without", http.StatusConflict)
 			return
 		}
 		// A drain takes as long as shutdown.drain_period and the parks
