@@ -113,6 +113,12 @@ if [ -e "$config" ]; then
   if [ -n "$(find "$config" -perm -o=r)" ]; then
     echo "warning: $config is readable by every user, and may hold the Redis password; chgrp duetd $config && chmod 0640 $config" >&2
   fi
+  # The unit once set resume.state_file in its environment; the
+  # configuration sets it now, so an older one left in place would have
+  # restarts end every conversation.
+  if ! grep -Eq '^[[:space:]]+state_file:[[:space:]]*[^[:space:]"#]' "$config"; then
+    echo "note: $config sets no resume.state_file, so a restart ends every conversation; on a single node, set it under resume: state_file: /var/lib/duetd/sessions (docs/RESUME.md)"
+  fi
 else
   run install -m 0640 "${group[@]}" scripts/duetd.yaml "$config"
 fi

@@ -629,13 +629,50 @@ func TestInstallScript(t *testing.T) {
 	if !strings.Contains(out, "keeping the existing") || !strings.Contains(out, "warning: "+cfg+" is readable by every user") {
 		t.Errorf("second run: %s", out)
 	}
+	// A configuration from before the state file's path moved from the
+	// unit's environment into the file is kept, and said to lack it.
+	if !strings.Contains(out, "note: "+cfg+" sets no resume.state_file") {
+		t.Errorf("second run, an older configuration: %s", out)
+	}
+	unitText, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/duetd.service"))
+	if bytes.Contains(unitText, []byte("DUETD_")) {
+		t.Error("the unit sets a DUETD_ variable, which duetd check-config from a shell would not see")
+	}
 	if b, _ := os.ReadFile(cfg); string(b) != "log:\n  level: debug\n" {
 		t.Errorf("config overwritten: %q", b)
 	}
-	// The installed example config is valid as it stands.
-	out2, err := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", "../../scripts/duetd.yaml").CombinedOutput()
-	if err != nil {
+	// The installed example config is valid as it stands, with the
+	// state directory the unit makes: check-config from a shell checks
+	// what the service will run, the state file's path included.
+	check := func(conf string, env ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(root, "usr/local/bin/duetd"), "check-config", "--config", conf)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "DUETD_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	stateDir := t.TempDir()
+	example, _ := os.ReadFile("../../scripts/duetd.yaml")
+	conf := filepath.Join(t.TempDir(), "duetd.yaml")
+	os.WriteFile(conf, bytes.Replace(example, []byte("/var/lib/duetd/"), []byte(stateDir+"/"), 1), 0o600)
+	if out2, err := check(conf); err != nil {
 		t.Fatalf("check-config on the example: %v\n%s", err, out2)
+	}
+	// A cluster, or resume off, is refused until that line is emptied.
+	for _, env := range [][]string{
+		{"DUETD_CLUSTER_REDIS=redis://127.0.0.1:6379", "DUETD_CLUSTER_SECRET=" + clusterSecret},
+		{"DUETD_RESUME_WINDOW=0s"},
+	} {
+		if out2, err := check(conf, env...); err == nil || !strings.Contains(out2, "resume.state_file") {
+			t.Errorf("check-config on the example with %v: %v\n%s", env, err, out2)
+		}
+		if out2, err := check(conf, append(env, "DUETD_RESUME_STATE_FILE=")...); err != nil {
+			t.Errorf("check-config on the example with %v and no state file: %v\n%s", env, err, out2)
+		}
 	}
 
 	// The sysusers.d entry makes the user and group the unit runs as.
