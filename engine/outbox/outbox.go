@@ -570,7 +570,7 @@ func (o *Outbox) Dropped() int {
 func (o *Outbox) Unreceived(held int) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.unreceivedLocked(held)
+	return o.unreceivedLocked(held, false)
 }
 
 // NotReceived implements hub.ReceiptCounter: Unreceived, from any
@@ -594,10 +594,17 @@ func (o *Outbox) NotReceived() int {
 	if o.buf != nil {
 		held -= int64(len(o.buf.B))
 	}
-	return n + o.unreceivedLocked(int(max(held, 0)))
+	return n + o.unreceivedLocked(int(max(held, 0)), true)
 }
 
-func (o *Outbox) unreceivedLocked(held int) int {
+// marks says whether to place the unacknowledged bytes against the
+// trail's past marks too: for a takeover (NotReceived), whose old
+// connection is closed in good order, its client's kernel handing its
+// program what it acknowledged. A connection cut off (Abort, a drain's
+// Unreceived) counts from the newest message seen acknowledged instead:
+// what its client acknowledged and never read is lost with it when it
+// stopped reading, and that count, coarser, covers it.
+func (o *Outbox) unreceivedLocked(held int, marks bool) int {
 	sd := o.side
 	if o.closed || sd == nil {
 		return o.unsentLocked()
@@ -635,7 +642,7 @@ func (o *Outbox) unreceivedLocked(held int) int {
 		case t.markEnd > 0 && acked >= t.markEnd:
 			known = max(known, t.mark)
 		}
-		if sd.past != nil {
+		if marks && sd.past != nil {
 			for _, m := range sd.past[:min(int(sd.pastN), pastLen)] {
 				if m.end <= acked {
 					known = max(known, m.seq)
@@ -789,7 +796,7 @@ func (o *Outbox) close(held int, gone bool) (lost int, waiters []hub.Waiter) {
 	if gone {
 		// Before closed is set, which Unreceived reads as nothing
 		// followed any more; it holds the batch as below.
-		lost = o.unreceivedLocked(held)
+		lost = o.unreceivedLocked(held, false)
 	} else {
 		if sd := o.side; sd != nil && sd.flight.pending() > 0 && sd.flight.settled {
 			sd.flight.hold(held)
