@@ -101,8 +101,13 @@ type Node struct {
 	// batch, each with how many messages of each pairing such batches
 	// carried: lost, and told with the pairing's cut.
 	suspects map[string]map[uint64]int
-	cuts     map[uint64]*remoteOutbox // pairings whose sender was full, to cut
-	peers    map[string]peer          // by node id: its incarnation and newest epoch known here
+	// cuts are the pairings whose sender was full, to cut, under a
+	// lock of their own: the first refusal of a pairing asks for its
+	// cut with its outbox's lock held (requestCut), and n.mu is taken
+	// before an outbox's, walking the routes.
+	cutsMu sync.Mutex
+	cuts   map[uint64]*remoteOutbox
+	peers  map[string]peer // by node id: its incarnation and newest epoch known here
 
 	// Moving sessions (move.go, route.go).
 	routes    map[uint64]*remoteOutbox // by pairing: outboxes whose partner is not live anywhere
@@ -592,9 +597,9 @@ func (n *Node) suspect(node string, batch []byte) {
 // requestCut asks the node's goroutine to cut a pairing whose sender is
 // full; Deliver, which notices, runs under hub locks and cannot.
 func (n *Node) requestCut(pair uint64, o *remoteOutbox) {
-	n.mu.Lock()
+	n.cutsMu.Lock()
 	n.cuts[pair] = o
-	n.mu.Unlock()
+	n.cutsMu.Unlock()
 	select {
 	case n.downCh <- struct{}{}:
 	default:
@@ -645,10 +650,10 @@ func (n *Node) run() {
 // cutOverflowed cuts the pairings whose sender was full, telling the
 // user here how many messages did not go, and the partner why.
 func (n *Node) cutOverflowed() {
-	n.mu.Lock()
+	n.cutsMu.Lock()
 	cuts := n.cuts
 	n.cuts = make(map[uint64]*remoteOutbox)
-	n.mu.Unlock()
+	n.cutsMu.Unlock()
 	for pair, o := range cuts {
 		cut := n.hub.CutPair(pair, proto.ReasonLinkLost, int(o.dropped.Load()))
 		n.countCuts(cutQueueFull, len(cut))
