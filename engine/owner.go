@@ -87,6 +87,9 @@ func (cn *conn) RefusedLate(err *proto.Error) {
 			return
 		}
 		cn.answer(proto.OpSay, 0, err)
+		if g := cn.guard; g != nil && g.refused == refusalOf(err) {
+			g.refusedLate = true
+		}
 	})
 }
 

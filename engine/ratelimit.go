@@ -65,6 +65,10 @@ type inputGuard struct {
 	refused        refusal // the run of refused says going on, if any
 	refusedCount   int     // says of the run not sent since the last summary
 	refusedThisSec bool    // a say of the run was refused since the last check
+	// refusedLate: the run is of refusals from the partner's node
+	// (RefusedLate), which come after the says were taken here. A say
+	// taken meanwhile does not end it: it is refused there in turn.
+	refusedLate bool
 	// The ids of the first and last says refusedCount counts, as their
 	// client gave them (0: none).
 	refusedFirstID, refusedLastID uint64
@@ -255,7 +259,7 @@ func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
 		run = refusalOf(err)
 	}
 	if g := cn.guard; g != nil && g.refused != refusedNone &&
-		(op != proto.OpSay || err == nil || run != refusedNone && run != g.refused) {
+		(op != proto.OpSay || err == nil && !g.refusedLate || run != refusedNone && run != g.refused) {
 		// Anything but a failed say ends a run of refused says, and so
 		// does a say refused another way (the partner left, or went
 		// away): the user is doing something else now, or the reason
@@ -301,7 +305,7 @@ func (cn *conn) endRefusedRun() {
 		return
 	}
 	cn.tellNotSent(g)
-	g.refused = refusedNone
+	g.refused, g.refusedLate = refusedNone, false
 }
 
 // notSentWhy ends the summary of a run of refused says.
@@ -342,7 +346,7 @@ func (cn *conn) checkGuard() {
 	if g.refused != refusedNone {
 		cn.tellNotSent(g)
 		if !g.refusedThisSec {
-			g.refused = refusedNone
+			g.refused, g.refusedLate = refusedNone, false
 		}
 	}
 	g.refusedThisSec = false

@@ -821,6 +821,18 @@ func (p *redisProxy) restore() {
 // told is, and the rest in a count (they came one error a message, and
 // none was counted).
 func TestCrossNodeAwayFullToldAsOnOneNode(t *testing.T) {
+	for _, typed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pasted", true: "typed"}[typed], func(t *testing.T) {
+			testCrossNodeAwayFull(t, typed)
+		})
+	}
+}
+
+// testCrossNodeAwayFull sends the lines in one write (pasted), or one
+// at a time, 50 ms apart (typed): each is taken on the sender's node
+// before the partner's refuses it, and a say taken must not end the run
+// of those refused.
+func testCrossNodeAwayFull(t *testing.T, typed bool) {
 	r := startRedis(t)
 	const size = 64 // each kept message counts its text and 64 bytes
 	a := startHubNode(t, r, "a", resumeOptions(3*(size+64)))
@@ -838,11 +850,28 @@ func TestCrossNodeAwayFullToldAsOnOneNode(t *testing.T) {
 	for i := range sent {
 		fmt.Fprintf(&lines, "%02d %s\n", i, strings.Repeat("x", size-3))
 	}
-	if _, err := bob.Conn.Write([]byte(lines.String())); err != nil {
-		t.Fatal(err)
+	if !typed {
+		if _, err := bob.Conn.Write([]byte(lines.String())); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		for _, l := range strings.SplitAfter(lines.String(), "\n") {
+			if _, err := bob.Conn.Write([]byte(l)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	bob.Expect(`^! peer_away_full: alice is away, and 3 of your messages \(.*\) are waiting for them; this one was not sent$`)
-	bob.Expect(fmt.Sprintf(`^\* %d more lines were not sent: your partner is away and no more of your messages can be kept for them$`, sent-3-1))
+	// The rest are counted, in one summary or a few (one a second).
+	for more := 0; more < sent-3-1; {
+		l := bob.Line()
+		var n int
+		if _, err := fmt.Sscanf(l, "* %d more line", &n); err != nil || !strings.HasSuffix(l, " not sent: your partner is away and no more of your messages can be kept for them") {
+			t.Fatalf("bob was told %q, with %d of %d counted", l, more, sent-3-1)
+		}
+		more += n
+	}
 	if _, errs := m.counts(proto.ErrPeerAwayFull.Code); errs != 1 {
 		t.Fatalf("counted %d errors told", errs)
 	}
