@@ -428,9 +428,17 @@ func (cn *conn) tellSay(err *proto.Error, id uint64) {
 // the client so has run on this loop: not connected, not logged in,
 // which is not true of the user, whose session goes on elsewhere. It is
 // not told: the eviction, queued to this loop, tells what is, and
-// closes. The hub is asked only for those two answers.
+// closes. The hub (its lock) is asked only for those two answers, and
+// not for each say of a run of not_paired refusals going on: the first
+// was asked of.
 func (cn *conn) retiredAnswer(err *proto.Error) bool {
-	return (err == proto.ErrNotPaired || err == proto.ErrNotLoggedIn) && cn.sess != nil && cn.sess.Retired()
+	if err != proto.ErrNotPaired && err != proto.ErrNotLoggedIn || cn.sess == nil {
+		return false
+	}
+	if g := cn.guard; g != nil && g.refused != refusedNone && g.refused == refusalOf(err) {
+		return false
+	}
+	return cn.sess.Retired()
 }
 
 // handle carries out one command: the one place both protocols meet.
