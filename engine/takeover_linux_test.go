@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -39,15 +38,7 @@ func TestTakeoverReplaysWhatTheOldSocketHeld(t *testing.T) {
 		o.Resume.Buffer = 32 << 20
 		o.Resume.ReplayRecent = recent
 	})
-	old := newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
-	old.expect(`^\* welcome`)
-	old.send("/login alice")
-	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
-	key := regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + token)
-	bob.Expect(`^\* you are connected with alice$`)
-	old.expect(`^\* bob is connected$`)
+	old, key, bob := pairWithSlowReader(t, d)
 
 	var got bytes.Buffer
 	stop := enginetest.ReadSlowlyInto(old.c, &got)

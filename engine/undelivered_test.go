@@ -39,6 +39,24 @@ func sendNumbered(c io.Writer, count, pad int) <-chan error {
 	return done
 }
 
+// pairWithSlowReader logs alice in on a connection with a small
+// receive buffer (256 KiB), so that what is written to her fills the
+// kernel's buffers soon, and pairs bob with her: her connection, her
+// resume key, and bob.
+func pairWithSlowReader(t *testing.T, d *enginetest.Daemon) (old *lineConn, key string, bob *enginetest.LineClient) {
+	t.Helper()
+	old = newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
+	old.expect(`^\* welcome`)
+	old.send("/login alice")
+	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
+	key = regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
+	bob = d.DialLine(t).Login("bob")
+	bob.Send("/connect " + token)
+	bob.Expect(`^\* you are connected with alice$`)
+	old.expect(`^\* bob is connected$`)
+	return old, key, bob
+}
+
 // TestTakeoverReplaysWhatTheOldConnectionNeverWrote: alice's connection
 // is open but she stopped reading, so the server holds what her socket
 // would not take, when she resumes from a new connection. What the old
@@ -55,15 +73,7 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 		o.Resume.Buffer = 32 << 20
 		o.Resume.ReplayRecent = recent
 	})
-	old := newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
-	old.expect(`^\* welcome`)
-	old.send("/login alice")
-	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
-	key := regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + token)
-	bob.Expect(`^\* you are connected with alice$`)
-	old.expect(`^\* bob is connected$`)
+	old, key, bob := pairWithSlowReader(t, d)
 
 	// alice reads slowly, 64 KiB at a time.
 	stop := enginetest.ReadSlowly(old.c)
@@ -101,15 +111,7 @@ func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
 		o.Limits.SlowTimeout = time.Second
 		o.Resume.ReplayRecent = time.Second
 	})
-	old := newLineConn(t, dialReceiveBuffer(t, d.TCP, 256<<10))
-	old.expect(`^\* welcome`)
-	old.send("/login alice")
-	token := tokenInLine.FindStringSubmatch(old.expect(`^\* you are alice`))[1]
-	key := regexp.MustCompile(`^\* resume key: (\w+) `).FindStringSubmatch(old.expect(`^\* resume key: `))[1]
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + token)
-	bob.Expect(`^\* you are connected with alice$`)
-	old.expect(`^\* bob is connected$`)
+	old, key, bob := pairWithSlowReader(t, d)
 
 	var got bytes.Buffer
 	stop := enginetest.ReadSlowlyInto(old.c, &got)
