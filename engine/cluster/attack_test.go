@@ -873,3 +873,35 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 	phone.Send("from my phone, on the other node")
 	bob.Expect(`^<alice> from my phone, on the other node$`)
 }
+
+// TestLoginEndingAParkedSessionTellsTheCount: a login with alice's
+// password on one node ends her session parked by another's drain; bob,
+// on a third, who spoke to her while she was parked, is told how many
+// of his messages she never had, as he would be on one node, where the
+// same login ends her session away.
+func TestLoginEndingAParkedSessionTellsTheCount(t *testing.T) {
+	r := startRedis(t)
+	nodes := accountsNodes(t, r, false, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	alice := a.DialLine(t).LoginPassword("alice", "s3cret")
+	bob := c.DialLine(t).LoginPassword("bob", "hunter2")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	if _, parked := drainNode(t, a, 0); parked != 1 {
+		t.Fatalf("a parked %d sessions", parked)
+	}
+	bob.Expect(`^\* alice lost the connection`)
+	bob.Send("one")
+	bob.Send("two")
+	// Both queued for her before the login that ends her session.
+	rc := redisClient(t, r)
+	qk := "duet:parkq:" + a.keys.nameHash("alice")
+	for deadline := time.Now().Add(enginetest.Timeout); rc.LLen(context.Background(), qk).Val() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("never queued")
+		}
+	}
+	b.DialLine(t).LoginPassword("alice", "s3cret")
+	bob.Expect(`^\* alice logged in elsewhere; 2 of your messages were not delivered; you are free to be joined again$`)
+}

@@ -436,6 +436,7 @@ func (n *Node) evictParked(key string) *proto.Error {
 		return proto.ErrUnavailable // taken up meanwhile: a later login asks its node
 	}
 	blob, genArg, pairArg, peerNode, lease := arg(res, 1), arg(res, 2), arg(res, 3), arg(res, 4), arg(res, 5)
+	queued, _ := strconv.Atoi(arg(res, 6))
 	pair, _ := strconv.ParseUint(pairArg, 10, 64)
 	gen, err := strconv.ParseUint(genArg, 10, 32)
 	if pair == 0 || err != nil {
@@ -451,8 +452,12 @@ func (n *Node) evictParked(key string) *proto.Error {
 	if err != nil || p.Pair == nil || p.Pair.ID != pair {
 		return nil
 	}
+	// The partner's messages the session never had, kept with it or
+	// queued for it while parked, go with it: the partner is told, as
+	// on one node.
+	undelivered := p.UndeliveredFrom(p.Pair.PeerName) + max(queued, 0)
 	if peerNode == "" {
-		n.releaseParked(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
+		n.releaseParked(p.Pair.PeerKey, pair, proto.ReasonReplaced, undelivered)
 		return nil
 	}
 	li, ok := parseLease(lease)
@@ -460,10 +465,10 @@ func (n *Node) evictParked(key string) *proto.Error {
 		return nil // the partner's node is dead: its user is reaped
 	}
 	if addr := address(peerNode, li.inc); addr != n.addr {
-		n.sender(addr).add(true, frameLeft, pair, p.Pair.PeerKey, string(proto.ReasonReplaced), nil, 0)
+		n.sender(addr).add(true, frameLeft, pair, p.Pair.PeerKey, string(proto.ReasonReplaced), nil, uint64(undelivered))
 		return nil
 	}
-	n.partnerLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, 0)
+	n.partnerLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, undelivered)
 	return nil
 }
 

@@ -287,7 +287,8 @@ return {node, leaseOf(ARGV[1], node)}
 // KEYS: user, park, queue. ARGV: hashed name, prefix.
 // Returns {'gone'}, {'moved'} (taken up meanwhile: ask its node), or
 // {'ok', the park's sealed session, its gen, pair id, the partner's node
-// (empty when it is parked too, or there is none), that node's lease}.
+// (empty when it is parked too, or there is none), that node's lease,
+// how many messages were queued for it}.
 var evictParkedScript = redis.NewScript(forgetLua + leaseOfLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'peer', 'pair')
 if not rec[1] then return {'gone'} end
@@ -299,8 +300,9 @@ if rec[4] and rec[4] ~= '' then
   if pr[2] == rec[5] and pr[1] then pnode, lease = pr[1], leaseOf(ARGV[2], pr[1]) end
 end
 forget(KEYS[1], ARGV[1], rec[2], rec[3], ARGV[2])
+local queued = redis.call('LLEN', KEYS[3])
 redis.call('DEL', KEYS[2], KEYS[3])
-return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease}
+return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease, tostring(queued)}
 `)
 
 // claimParkedScript takes a parked session for this node, as parked

@@ -123,6 +123,26 @@ type ParkedPair struct {
 	Holder bool
 }
 
+// UndeliveredFrom is how many messages from its partner peer the
+// session parked as p never had: those delivered since it went away,
+// and those its connection never wrote before, less those from anyone
+// else. It is what its partner is told were not delivered if the
+// session ends parked (a login with its password elsewhere), as
+// Session.awayUndeliveredLocked tells for one away on a hub; the
+// messages queued for it while parked come on top.
+func (p *Parked) UndeliveredFrom(peer string) int {
+	unsent := min(uint64(p.Unsent), p.AwaySeq)
+	since := p.Seq - p.AwaySeq + unsent // the newest this many
+	n := int(since)
+	h := p.History
+	for i := len(h) - int(min(since, uint64(len(h)))); i < len(h); i++ {
+		if h[i].From != peer {
+			n--
+		}
+	}
+	return n
+}
+
 // Cost is what p's history counts against resume.buffer.
 func (p *Parked) Cost() int64 {
 	var c int64

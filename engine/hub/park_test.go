@@ -806,3 +806,30 @@ func TestDrainEndsNoSessionForRoom(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestParkedUndeliveredFrom: a session parked away counts, of its
+// partner's messages, those it never had as the hub counts them for a
+// session away here: those its connection never wrote, and those that
+// came since it went.
+func TestParkedUndeliveredFrom(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, bob, _ := resumablePair(t, h)
+	sayEach(t, bob.Session, numbered("before", 0, 4)...)
+	alice.Detach(proto.ReasonDisconnected, 2) // her connection never wrote the last 2
+	sayEach(t, bob.Session, numbered("away", 0, 3)...)
+	var parked *Parked
+	for _, p := range h.Snapshot() {
+		if p.Name == "alice" {
+			parked = p
+		}
+	}
+	if parked == nil {
+		t.Fatal("alice was not parked")
+	}
+	if n := parked.UndeliveredFrom("bob"); n != 2+3 {
+		t.Fatalf("undelivered from bob: %d, want 5", n)
+	}
+	if n := parked.UndeliveredFrom("carol"); n != 0 {
+		t.Fatalf("undelivered from carol: %d, want 0", n)
+	}
+}
