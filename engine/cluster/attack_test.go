@@ -805,8 +805,8 @@ func accountsNodes(t *testing.T, r *redisServer, takeover bool, ids ...string) [
 // sessions between nodes; each logs in again on b with the password
 // before resuming (a lost key, a new device). The parked session is
 // ended where it is parked, its resume key is unknown from then on, and
-// its partner is told it was replaced: bob on another node, carol on b
-// itself.
+// its partner is told it was replaced, with how many of its messages
+// the session never had: bob on another node, carol on b itself.
 func TestAccountLoginEndsAParkedSession(t *testing.T) {
 	r := startRedis(t)
 	nodes := accountsNodes(t, r, false, "a", "b", "c")
@@ -831,11 +831,28 @@ func TestAccountLoginEndsAParkedSession(t *testing.T) {
 	}
 	bob.Expect(`^\* alice lost the connection`)
 	carol.Expect(`^\* dave lost the connection`)
+	// What each says to the parked session is queued for it, and when
+	// the session ends parked, its partner is told of it as on one node.
+	bob.Send("one")
+	bob.Send("two")
+	carol.Send("three")
+	rc := redisClient(t, r)
+	for _, q := range []struct {
+		name string
+		n    int64
+	}{{"alice", 2}, {"dave", 1}} {
+		qk := "duet:parkq:" + a.keys.nameHash(q.name)
+		for deadline := time.Now().Add(enginetest.Timeout); rc.LLen(context.Background(), qk).Val() < q.n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("never queued for %s", q.name)
+			}
+		}
+	}
 
 	b.DialLine(t).LoginPassword("alice", "s3cret")
-	bob.Expect(`^\* alice logged in elsewhere; you are free to be joined again$`)
+	bob.Expect(`^\* alice logged in elsewhere; 2 of your messages were not delivered; you are free to be joined again$`)
 	b.DialLine(t).LoginPassword("dave", "0boe")
-	carol.Expect(`^\* dave logged in elsewhere; you are free to be joined again$`)
+	carol.Expect(`^\* dave logged in elsewhere; 1 of your messages was not delivered; you are free to be joined again$`)
 	old := c.DialLine(t)
 	old.Send("/resume " + alice.Key)
 	old.Expect(`^! bad_resume_key: `)
@@ -872,36 +889,4 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 	phone.Expect(`^\* bob is connected$`)
 	phone.Send("from my phone, on the other node")
 	bob.Expect(`^<alice> from my phone, on the other node$`)
-}
-
-// TestLoginEndingAParkedSessionTellsTheCount: a login with alice's
-// password on one node ends her session parked by another's drain; bob,
-// on a third, who spoke to her while she was parked, is told how many
-// of his messages she never had, as he would be on one node, where the
-// same login ends her session away.
-func TestLoginEndingAParkedSessionTellsTheCount(t *testing.T) {
-	r := startRedis(t)
-	nodes := accountsNodes(t, r, false, "a", "b", "c")
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	alice := a.DialLine(t).LoginPassword("alice", "s3cret")
-	bob := c.DialLine(t).LoginPassword("bob", "hunter2")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
-	if _, parked := drainNode(t, a, 0); parked != 1 {
-		t.Fatalf("a parked %d sessions", parked)
-	}
-	bob.Expect(`^\* alice lost the connection`)
-	bob.Send("one")
-	bob.Send("two")
-	// Both queued for her before the login that ends her session.
-	rc := redisClient(t, r)
-	qk := "duet:parkq:" + a.keys.nameHash("alice")
-	for deadline := time.Now().Add(enginetest.Timeout); rc.LLen(context.Background(), qk).Val() < 2; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("never queued")
-		}
-	}
-	b.DialLine(t).LoginPassword("alice", "s3cret")
-	bob.Expect(`^\* alice logged in elsewhere; 2 of your messages were not delivered; you are free to be joined again$`)
 }
