@@ -733,3 +733,26 @@ func TestE2EPageBrokenTextKept(t *testing.T) {
 	alice.do("empty the box", chromedp.Evaluate[chromedp.Void](`document.getElementById('message').value = ''`))
 	talk(alice, bob, "mended: 🙂")
 }
+
+// TestE2EPageLogoutShowsNoWaitingText: what alice typed while the
+// conversation was being secured is not shown, as not sent, on the
+// login screen her logout leaves for the next person.
+func TestE2EPageLogoutShowsNoWaitingText(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	// bob, a Go client, never answers the exchange.
+	connectByToken(t, bt.daemon, alice)
+	alice.waitPaired("bob")
+	alice.waitSecure("securing")
+	alice.say("private words typed while securing")
+	alice.expectEntry("the waiting notice", func(e logEntry) bool { return e.Kind == "e2e_waiting" })
+	alice.do("log out", chromedp.Click(chromedp.ID("logout")))
+	alice.waitJS("the login form", `!document.getElementById('login-view').hidden`)
+	alice.expectEntry("the logged out notice", func(e logEntry) bool { return e.Text == "Logged out." })
+	alice.do("settle", chromedp.Sleep(500*time.Millisecond))
+	if n := alice.countText("private words typed while securing"); n != 0 {
+		t.Errorf("the login screen shows alice's message %d times%s", n, alice.logDump())
+	}
+}

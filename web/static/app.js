@@ -1339,7 +1339,9 @@ function onNewToken() {
 function onLogout() {
   const ws = st.ws;
   // The conversation goes from the screen too, before the next person
-  // uses this tab.
+  // uses this tab; so does what waits to be sealed, which would come
+  // back as not sent once the pairing ends.
+  secure.loggedOut();
   ui.log.replaceChildren();
   // Logging out is not a drop: the session is not to be resumed, by this
   // page or by a reload of it.

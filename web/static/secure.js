@@ -364,6 +364,13 @@ export function createSecure(page) {
     draw();
   }
 
+  // loggedOut drops the texts waiting for the keys without a word: the
+  // log they would be shown in, as not sent, is cleared for whoever uses
+  // the tab next. The pairing itself ends as ever (unpaired).
+  function loggedOut() {
+    if (pairing) pairing.waiting = [];
+  }
+
   function unpaired() {
     forget();
     later(() => {
@@ -726,6 +733,7 @@ export function createSecure(page) {
     noteConnect,
     paired,
     unpaired,
+    loggedOut,
     sealed,
     plainMessage,
     sendText,
