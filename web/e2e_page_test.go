@@ -756,3 +756,80 @@ func TestE2EPageLogoutShowsNoWaitingText(t *testing.T) {
 		t.Errorf("the login screen shows alice's message %d times%s", n, alice.logDump())
 	}
 }
+
+// TestE2EPageInsecurePartnerPlaintextShown: bob's page is not a secure
+// context (plain http from a name other than localhost), so it tells
+// alice's page it cannot encrypt and sends in the clear at once. alice's
+// page says encryption failed and shows his messages marked unencrypted;
+// it had refused them as text injected into an encrypted conversation,
+// and they were lost while bob's page showed them sent. bob's page does
+// not say he chose to send without encryption: he was not asked.
+func TestE2EPageInsecurePartnerPlaintextShown(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	d := enginetest.Start(t, nil)
+	bt := launchBrowserWith(t, chromium, d, chromedp.Flag("host-resolver-rules", "MAP insecure.test 127.0.0.1"))
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	aliceToken := alice.login()
+
+	bob := bt.newPerson("bob")
+	bob.open(strings.Replace(bt.pageURL(), "127.0.0.1", "insecure.test", 1))
+	bob.login()
+	if eval[bool](bob, `window.isSecureContext`) {
+		t.Fatal("bob's page is a secure context")
+	}
+	bob.connectTo(aliceToken)
+	bob.waitPaired("alice")
+	bob.waitSecure("plain")
+	if text := eval[string](bob, `document.getElementById('secure-text').textContent`); strings.Contains(text, "You chose") {
+		t.Errorf("bob's #secure says he chose: %q", text)
+	}
+	bob.say("hello alice, from an http page")
+	alice.waitSecure("failed")
+	e := alice.expectEntry("bob's message", func(e logEntry) bool {
+		return e.has("msg", "theirs") && e.Text == "hello alice, from an http page"
+	})
+	if !e.has("unencrypted") {
+		t.Errorf("bob's message is not marked unencrypted: %v", e)
+	}
+	alice.expectNoCode("e2e_plaintext_refused")
+	// Chromium's own word that it ignores a header meant for a secure
+	// context is the browser's, not the page's.
+	for _, problem := range bob.takeProblems() {
+		if !strings.Contains(problem, "Cross-Origin-Opener-Policy") {
+			t.Errorf("bob: the page reported %s", problem)
+		}
+	}
+}
+
+// TestE2EPageRefusedPlaintextShownOnAgreeing: bob's page aborts the
+// exchange (the codes differ, say) and goes on in the clear; alice has
+// not agreed to. His plaintext is held, not shown, until she chooses to
+// send without encryption: then it is shown, marked unencrypted. It was
+// dropped for good before.
+func TestE2EPageRefusedPlaintextShownOnAgreeing(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	bob := pairByLink(t, bt.daemon, alice)
+	bob.sealEnvs([][]byte{bob.s.Abort(e2e.ReasonHandshakeFailed)})
+	alice.waitSecure("failed")
+	bob.ws.Say("said before alice agreed")
+	alice.expectEntry("the held notice", func(e logEntry) bool { return e.Code == "e2e_plaintext_held" })
+	if n := alice.countText("said before alice agreed"); n != 0 {
+		t.Fatalf("shown before alice agreed, %d times%s", n, alice.logDump())
+	}
+	alice.do("send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	e := alice.expectEntry("bob's held message", func(e logEntry) bool {
+		return e.has("msg", "theirs") && e.Text == "said before alice agreed"
+	})
+	if !e.has("unencrypted") {
+		t.Errorf("bob's message is not marked unencrypted: %v", e)
+	}
+	bob.ws.Say("said after")
+	alice.expectMessage("theirs", "bob", "said after")
+	if n := alice.countText("said before alice agreed"); n != 1 {
+		t.Errorf("bob's held message is shown %d times%s", n, alice.logDump())
+	}
+}

@@ -717,6 +717,7 @@ function restoreSession() {
     // would take it for sent. A copy kept before refusals were recorded
     // has no failed field: its messages show as they did then.
     if (m.failed === true && m.side === 'mine') markFailed(li, kept);
+    if (m.unencrypted === true && m.side === 'theirs') markUnencrypted(li, kept);
     // One shown as sent keeps its id, so that the resume can still mark
     // it lost if the server never had it, and the page numbers on after
     // it. A copy kept without ids has nothing to go by.
@@ -938,18 +939,6 @@ const handlers = {
     }
     render();
     ui.message.focus();
-  },
-
-  message(ev) {
-    // A message shown already (its seq is not past the last one) is not
-    // shown again.
-    if (!takeSeq(ev.seq)) return;
-    const from = String(ev.from || st.peer);
-    const text = String(ev.text ?? '');
-    addMessage('theirs', from, text);
-    keepMessage('theirs', from, text);
-    ackSoon();
-    noteUnread();
   },
 
   peer_left(ev) {
@@ -1513,6 +1502,26 @@ function addMessage(side, from, text, when) {
   return append(li);
 }
 
+// showMessage shows a plaintext message of the partner's, marked
+// unencrypted when it came in a pairing whose encryption failed, in the
+// log and in its kept record.
+function showMessage(ev, unencrypted) {
+  const from = String(ev.from || st.peer);
+  const text = String(ev.text ?? '');
+  const li = addMessage('theirs', from, text);
+  const kept = keepMessage('theirs', from, text);
+  if (unencrypted) markUnencrypted(li, kept);
+  noteUnread();
+}
+
+// markUnencrypted marks a partner's message that came in the clear in a
+// pairing that was to be encrypted, so that a reload shows it so too.
+function markUnencrypted(li, kept) {
+  li.classList.add('unencrypted');
+  li.dataset.e2e = 'plain';
+  if (kept) kept.unencrypted = true;
+}
+
 // markFailed marks a message of ours the server refused ("not sent", by
 // the style), in the log and in its kept record, if any, so that a
 // reload shows it refused too rather than sent.
@@ -1628,36 +1637,44 @@ function hook(type, fn) {
 }
 
 hook('paired', (ev) => secure.paired(ev));
-hook('sealed', (ev) => {
-  // Numbered with the messages: one shown already is not shown again.
-  if (!takeSeq(ev.seq)) return;
-  // It is shown once decrypted: until then it is not acknowledged, nor
-  // saved as shown (shownLast).
+// reading notes that the message numbered seq is being read: until the
+// function it returns is called, once it is shown or refused, it is not
+// acknowledged, nor saved as shown (shownLast).
+function reading(seq) {
   const r = st.resume;
-  const seq = ev.seq;
-  const reading = r !== null && Number.isSafeInteger(seq) && seq > 0;
-  if (reading) r.reading.push(seq);
-  secure.sealed(ev, () => {
-    if (reading) {
+  const numbered = r !== null && Number.isSafeInteger(seq) && seq > 0;
+  if (numbered) r.reading.push(seq);
+  return () => {
+    if (numbered) {
       const i = r.reading.indexOf(seq);
       if (i >= 0) r.reading.splice(i, 1);
       if (st.resume === r) saveSoon();
     }
     ackSoon();
-  });
+  };
+}
+
+hook('sealed', (ev) => {
+  // Numbered with the messages: one shown already is not shown again.
+  if (!takeSeq(ev.seq)) return;
+  // It is shown once decrypted.
+  secure.sealed(ev, reading(ev.seq));
 });
 hook('peer_back', (ev) => secure.peerBack(ev));
 hook('peer_away', () => secure.peerAway());
 hook('resumed', (ev) => secure.resumed(ev));
 hook('bye', () => secure.unpaired());
-{
-  // A plaintext message in a pairing that encrypts is not the partner's
-  // page, which seals everything: it is refused, not shown.
-  const shown = handlers.message;
-  handlers.message = (ev) => {
-    if (secure.plainMessage()) shown(ev);
-  };
-}
+// A plaintext message is judged by the pairing it came in, in order with
+// the sealed frames before it (the partner's word that it cannot
+// encrypt, say): secure.js shows it, marked unencrypted if it must be,
+// holds it until the person agrees to go on without encryption, or
+// refuses it.
+hook('message', (ev) => {
+  // A message shown already (its seq is not past the last one) is not
+  // shown again.
+  if (!takeSeq(ev.seq)) return;
+  secure.plainMessage(ev, (unencrypted) => showMessage(ev, unencrypted), reading(ev.seq));
+});
 
 // ---- Start --------------------------------------------------------------
 

@@ -21,6 +21,10 @@ import * as e2e from './e2e.js';
 // encryption failed (docs/E2E.md, "What the page does").
 const HANDSHAKE_LIMIT_MS = 30000;
 
+// How many of the partner's plaintext messages a failed pairing holds
+// until the person agrees to go on without encryption; more are refused.
+const HOLD_LIMIT = 100;
+
 // The keys the state is kept under in sessionStorage: the pairing's, and
 // the secret of the link this page shares, so that a link handed out
 // stays good across a reload for as long as its token does.
@@ -109,8 +113,11 @@ export function createSecure(page) {
   //   peer, role, pairId, peerProto, linkSecret (held for this pairing)
   //   mode: 'securing' | 'secure' | 'plain' | 'failed'
   //   session (e2e.Session), verified (people compared), agreed (to
-  //   send without encryption), why (shown while plain or failed),
-  //   waiting (texts typed while securing), timer.
+  //   send without encryption), chose (the person agreed, rather than
+  //   the page for them), cannot (the partner said it cannot encrypt),
+  //   why (shown while plain or failed), waiting (texts typed while
+  //   securing), held (the partner's plaintext, until the person
+  //   agrees), timer.
   let pairing = null;
 
   // retired is the pairing a resume found ended or replaced while this
@@ -142,7 +149,13 @@ export function createSecure(page) {
     try {
       sessionStorage.setItem(
         STORE_KEY,
-        JSON.stringify({ pair_id: p.pairId, verified: p.verified, agreed: p.agreed, state: p.session.toJSON() }),
+        JSON.stringify({
+          pair_id: p.pairId,
+          verified: p.verified,
+          agreed: p.agreed,
+          cannot: p.cannot,
+          state: p.session.toJSON(),
+        }),
       );
     } catch {
       // Storage full or refused: the keys stay in memory, and a reload
@@ -213,8 +226,11 @@ export function createSecure(page) {
       session: null,
       verified: false,
       agreed: false,
+      chose: false,
+      cannot: false,
       why: '',
       waiting: [],
+      held: [],
       timer: 0,
       abort: '', // an abort not sent yet: this page was offline
     };
@@ -310,7 +326,11 @@ export function createSecure(page) {
     p.why = why;
     p.agreed = false;
     store();
-    page.error('e2e_failed', 'Encryption failed: ' + why + ' Nothing more is sent unless you choose “Send without encryption”.');
+    const shown = p.cannot ? ' What ' + p.peer + ' sends is shown marked unencrypted.' : '';
+    page.error(
+      'e2e_failed',
+      'Encryption failed: ' + why + shown + ' Nothing more is sent unless you choose “Send without encryption”.',
+    );
     dropWaiting(p);
     draw();
   }
@@ -425,6 +445,9 @@ export function createSecure(page) {
     }
     if (r.error) {
       if (!over && r.error.code === 'peer_aborted') {
+        // A partner that cannot encrypt sends in the clear from now on,
+        // as it says: its text is shown, marked, rather than lost.
+        p.cannot = r.reason === 'cannot_encrypt';
         fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
       } else if (!over && r.error.fatal) {
         fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
@@ -440,13 +463,39 @@ export function createSecure(page) {
     if (!over) progress(p);
   }
 
-  // plainMessage says whether a plaintext message may be shown: not in
-  // a pairing that encrypts, whose partner's page seals everything.
-  function plainMessage() {
-    const p = pairing;
-    if (!p || p.mode === 'plain' || (p.mode === 'failed' && p.agreed)) return true;
-    page.error('e2e_plaintext_refused', 'Unencrypted text arrived in an encrypted conversation; it was not shown.');
-    return false;
+  // plainMessage judges a plaintext message, in order with the sealed
+  // frames before it: show(unencrypted) shows it, and done, if given, is
+  // called once it is shown, held or refused. A server must not slip
+  // text into an encrypted conversation unnoticed (docs/E2E.md, "What
+  // the page does"): in a pairing that encrypts, or is being secured,
+  // it is refused, since the partner's page seals everything. Once
+  // encryption failed it is shown marked unencrypted, at once if the
+  // partner said it cannot encrypt or the person agreed to go on
+  // without encryption, else held until the person does.
+  function plainMessage(ev, show, done) {
+    later(() => {
+      try {
+        const p = pairing;
+        if (!p || p.mode === 'plain') {
+          show(false);
+        } else if (p.mode === 'failed' && (p.agreed || p.cannot)) {
+          show(true);
+        } else if (p.mode === 'failed' && p.held.length < HOLD_LIMIT) {
+          if (p.held.length === 0) {
+            page.error(
+              'e2e_plaintext_held',
+              'Unencrypted text from ' + p.peer + ' arrived; it is shown, marked unencrypted, if you choose “Send without encryption”.',
+            );
+          }
+          p.held.push(() => show(true));
+        } else {
+          const where = p.mode === 'securing' ? 'while the conversation was being secured' : 'in an encrypted conversation';
+          page.error('e2e_plaintext_refused', 'Unencrypted text arrived ' + where + '; it was not shown.');
+        }
+      } finally {
+        if (done) done();
+      }
+    });
   }
 
   // ---- Sending ----------------------------------------------------------
@@ -621,6 +670,7 @@ export function createSecure(page) {
     }
     const p = newPairing(ev, kept.state.token);
     p.verified = kept.verified === true;
+    p.cannot = kept.cannot === true;
     forget();
     pairing = p;
     later(async () => {
@@ -681,7 +731,7 @@ export function createSecure(page) {
       state = 'unverified';
       text = 'Encrypted, not verified: compare the code with ' + p.peer + '.';
     }
-    if (p && (p.mode === 'plain' || p.mode === 'failed') && p.agreed) {
+    if (p && (p.mode === 'plain' || p.mode === 'failed') && p.chose) {
       text += ' You chose to send without encryption.';
     }
     ui.box.hidden = state === 'none';
@@ -715,10 +765,15 @@ export function createSecure(page) {
     const p = pairing;
     if (!p || p.agreed) return;
     p.agreed = true;
+    p.chose = true;
     store();
     page.notice('You chose to send without encryption: the server can read what you send from now on.', {
       kind: 'plaintext_agreed',
     });
+    // What the partner sent in the clear meanwhile is shown now, marked.
+    const held = p.held;
+    p.held = [];
+    for (const show of held) show();
     draw();
   }
 
