@@ -321,3 +321,42 @@ func TestE2EPageAbortGoesWhenBack(t *testing.T) {
 	}
 	alice.onlyFailedSockets()
 }
+
+// TestE2EPagePlainReplayOfEndedPairing: alice's page talks in the clear
+// with bob on a terminal, and goes away. Meanwhile bob says something
+// and leaves, and carol connects to alice's token. Back, alice's page
+// starts carol's exchange and is replayed bob's message: it is judged by
+// the pairing it came in, which was plain, and shown. It was refused as
+// plaintext in carol's pairing, which encrypts.
+func TestE2EPagePlainReplayOfEndedPairing(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	nc := startNC(t, bt.daemon.TCP)
+	nc.send("/login bob")
+	nc.expectToken()
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	aliceToken := alice.login()
+	nc.send("/connect " + aliceToken)
+	nc.expect("* you are connected with alice")
+	alice.waitPaired("bob")
+	alice.waitSecure("plain")
+	alice.say("hi bob")
+	nc.expect("<alice> hi bob")
+
+	alice.do("go away", chromedp.Navigate("about:blank"))
+	nc.send("said while alice was away")
+	nc.send("/leave")
+	nc.expect("* you left alice")
+	carol := bt.daemon.DialWS(t).Login("carol")
+	carol.Connect(aliceToken)
+	carol.Expect("paired")
+
+	alice.open(bt.pageURL())
+	alice.waitJS("back with carol", `document.getElementById('peer').textContent === 'Talking with carol'`)
+	alice.expectMessage("theirs", "bob", "said while alice was away")
+	alice.waitSecure("securing")
+	alice.expectNoCode("e2e_plaintext_refused")
+	if n := alice.countText("said while alice was away"); n != 1 {
+		t.Errorf("bob's message is shown %d times%s", n, alice.logDump())
+	}
+}

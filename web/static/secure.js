@@ -9,7 +9,8 @@
 //
 // Keys live in this module's memory and, for a reload, in sessionStorage
 // under duet.e2e (e2e.js's state, the pairing's id and whether the
-// people compared the code); nothing of them goes to the server, a
+// people compared the code; for a plain pairing, its id and partner
+// only); nothing of them goes to the server, a
 // cookie, localStorage or the console. A link's secret lives in memory,
 // in the link the person hands on and, on the page that shares it, in
 // sessionStorage under duet.e2e.link, so that a reload keeps the link
@@ -121,9 +122,10 @@ export function createSecure(page) {
   let pairing = null;
 
   // retired is the pairing a resume found ended or replaced while this
-  // page was away, kept only to read what its partner sealed before it
-  // ended: the replay that follows the resume. Set and cleared in
-  // later's steps, so that each frame is read by the pairing it came in.
+  // page was away, kept only to read what its partner sealed or said in
+  // the clear before it ended: the replay that follows the resume. Set
+  // and cleared in later's steps, so that each frame is read by the
+  // pairing it came in.
   let retired = null;
 
   // One queue for every asynchronous step, so that frames are sent and
@@ -160,6 +162,16 @@ export function createSecure(page) {
     } catch {
       // Storage full or refused: the keys stay in memory, and a reload
       // starts a new exchange.
+    }
+  }
+
+  // storePlain notes that p, a pairing with no keys, is plain, so that
+  // a reloaded page reads what its partner sent before it ended as such.
+  function storePlain(p) {
+    try {
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ pair_id: p.pairId, peer: p.peer, plain: true }));
+    } catch {
+      // Then a reload refuses that replay, as text in another pairing.
     }
   }
 
@@ -309,6 +321,7 @@ export function createSecure(page) {
     p.mode = 'plain';
     p.why = why;
     p.agreed = !(p.role === 'initiator' && p.linkSecret);
+    storePlain(p);
     page.error('plaintext', why + (p.agreed ? '' : ' You opened a link that promised encryption: nothing is sent unless you choose “Send without encryption”.')).dataset.kind = 'plaintext';
     draw();
   }
@@ -475,12 +488,16 @@ export function createSecure(page) {
   function plainMessage(ev, show, done) {
     later(() => {
       try {
-        const p = pairing;
+        // A message of the pairing a resume found ended or replaced is
+        // judged by that pairing, as its sealed frames are read by it.
+        const from = String(ev.from || '');
+        let p = pairing;
+        if (retired && retired.peer === from && !(p && p.peer === from)) p = retired;
         if (!p || p.mode === 'plain') {
           show(false);
         } else if (p.mode === 'failed' && (p.agreed || p.cannot)) {
           show(true);
-        } else if (p.mode === 'failed' && p.held.length < HOLD_LIMIT) {
+        } else if (p.mode === 'failed' && p !== retired && p.held.length < HOLD_LIMIT) {
           if (p.held.length === 0) {
             page.error(
               'e2e_plaintext_held',
@@ -591,12 +608,21 @@ export function createSecure(page) {
   }
 
   // retire keeps old, ended or replaced by a resume, to read the replay
-  // of what its partner sealed (see retired). kept is the state a
+  // of what its partner sealed or said (see retired). kept is the state a
   // reloaded page kept of it instead, when it has none in memory.
   function retire(old, kept) {
-    if (old && old.session) {
+    if (old && (old.session || old.mode === 'plain')) {
       later(() => {
         retired = old;
+      });
+      return;
+    }
+    if (kept && kept.plain === true) {
+      later(() => {
+        const p = newPairing({ peer: kept.peer, pair_id: kept.pair_id }, '');
+        p.mode = 'plain';
+        p.agreed = true;
+        retired = p;
       });
       return;
     }
@@ -659,7 +685,7 @@ export function createSecure(page) {
       fail(pairing, apart(pairing.peer), '');
       return;
     }
-    if (!kept || kept.pair_id !== ev.pair_id || !ev.pair_id) {
+    if (!kept || !kept.state || kept.pair_id !== ev.pair_id || !ev.pair_id) {
       // Another pairing, or none kept: a new exchange, in the role the
       // server gives; the partner's first steps are among the replay,
       // after what the partner of the pairing before (if any) sealed
