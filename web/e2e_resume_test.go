@@ -322,6 +322,35 @@ func TestE2EPageAbortGoesWhenBack(t *testing.T) {
 	alice.onlyFailedSockets()
 }
 
+// TestE2EPageWaitingSurvivesReload: what alice typed while the
+// conversation was being secured waits for the keys across a reload of
+// her tab, as it waits without one: bob, who answers the exchange only
+// after the reload, receives it sealed. It vanished with the reload,
+// neither sent nor shown not sent.
+func TestE2EPageWaitingSurvivesReload(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	bob := connectByToken(t, bt.daemon, alice)
+	alice.waitSecure("securing")
+	alice.say("typed while securing")
+	alice.expectEntry("the waiting notice", func(e logEntry) bool { return e.Kind == "e2e_waiting" })
+	alice.do("reload", chromedp.Reload())
+	alice.waitJS("back with bob", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	for {
+		res := bob.step()
+		bob.sealEnvs(res.Out)
+		if res.Text != "" {
+			if res.Text != "typed while securing" {
+				t.Fatalf("bob received %q", res.Text)
+			}
+			break
+		}
+	}
+	alice.expectSealedMessage("mine", "typed while securing")
+}
+
 // TestE2EPagePlainReplayOfEndedPairing: alice's page talks in the clear
 // with bob on a terminal, and goes away. Meanwhile bob says something
 // and leaves, and carol connects to alice's token. Back, alice's page

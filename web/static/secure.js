@@ -8,8 +8,8 @@
 // sends. It draws its own part of the page (#secure) and nothing else.
 //
 // Keys live in this module's memory and, for a reload, in sessionStorage
-// under duet.e2e (e2e.js's state, the pairing's id and whether the
-// people compared the code; for a plain pairing, its id and partner
+// under duet.e2e (e2e.js's state, the pairing's id, whether the people
+// compared the code and the texts waiting for the keys; for a plain pairing, its id and partner
 // only); nothing of them goes to the server, a
 // cookie, localStorage or the console. A link's secret lives in memory,
 // in the link the person hands on and, on the page that shares it, in
@@ -156,6 +156,7 @@ export function createSecure(page) {
           verified: p.verified,
           agreed: p.agreed,
           cannot: p.cannot,
+          waiting: p.waiting,
           state: p.session.toJSON(),
         }),
       );
@@ -355,6 +356,20 @@ export function createSecure(page) {
   function dropWaiting(p) {
     for (const text of p.waiting) page.notSent(text);
     p.waiting = [];
+    if (pairing === p) store();
+  }
+
+  // keptWaiting is the texts a reloaded page kept waiting for the keys
+  // of the pairing in kept.
+  function keptWaiting(kept) {
+    const waiting = kept && Array.isArray(kept.waiting) ? kept.waiting : [];
+    return waiting.filter((text) => typeof text === 'string');
+  }
+
+  // dropKeptWaiting shows what a reloaded page kept waiting as not sent:
+  // the pairing it waited for is not the one the page goes on with.
+  function dropKeptWaiting(kept) {
+    for (const text of keptWaiting(kept)) page.notSent(text);
   }
 
   // startTimer gives the exchange HANDSHAKE_LIMIT_MS from now; it is
@@ -379,6 +394,7 @@ export function createSecure(page) {
       const waiting = p.waiting;
       p.waiting = [];
       for (const text of waiting) sealAndSend(p, text);
+      if (waiting.length > 0) store();
     }
     if (s.state === 'confirmed' && p.mode === 'securing') {
       clearTimeout(p.timer);
@@ -401,7 +417,9 @@ export function createSecure(page) {
   // log they would be shown in, as not sent, is cleared for whoever uses
   // the tab next. The pairing itself ends as ever (unpaired).
   function loggedOut() {
-    if (pairing) pairing.waiting = [];
+    if (!pairing) return;
+    pairing.waiting = [];
+    store();
   }
 
   function unpaired() {
@@ -531,6 +549,9 @@ export function createSecure(page) {
     const s = p.session;
     if (!s || (s.state !== 'keyed' && s.state !== 'confirmed')) {
       p.waiting.push(text);
+      // Kept for a reload too: it goes from the restored page, or is
+      // shown not sent there.
+      store();
       page.notice('Securing the conversation… your message goes as soon as it is.', { kind: 'e2e_waiting' });
       return true;
     }
@@ -655,6 +676,7 @@ export function createSecure(page) {
     if (!ev.peer) {
       const kept = old ? null : keptState();
       forget();
+      dropKeptWaiting(kept);
       retire(old, kept);
       draw();
       return;
@@ -682,6 +704,7 @@ export function createSecure(page) {
       // frame.
       forget();
       pairing = newPairing(ev, '');
+      if (!old) pairing.waiting = keptWaiting(kept);
       fail(pairing, apart(pairing.peer), '');
       return;
     }
@@ -691,12 +714,15 @@ export function createSecure(page) {
       // after what the partner of the pairing before (if any) sealed
       // before it ended.
       paired(ev);
+      if (!old) dropKeptWaiting(kept);
       retire(old, old ? null : kept);
       return;
     }
     const p = newPairing(ev, kept.state.token);
     p.verified = kept.verified === true;
     p.cannot = kept.cannot === true;
+    // What was typed before the reload waits for these keys still.
+    p.waiting = old ? [] : keptWaiting(kept);
     forget();
     pairing = p;
     later(async () => {
@@ -723,7 +749,8 @@ export function createSecure(page) {
       if (session.state === 'confirmed') p.mode = 'secure';
       else startTimer(p);
       for (const d of session.resend()) sendSeal(d);
-      draw();
+      // Sends what was waiting, if the keys are agreed already.
+      progress(p);
     });
   }
 
