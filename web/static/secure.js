@@ -9,8 +9,8 @@
 //
 // Keys live in this module's memory and, for a reload, in sessionStorage
 // under duet.e2e (e2e.js's state, the pairing's id, whether the people
-// compared the code and the texts waiting for the keys; for a plain pairing, its id and partner
-// only); nothing of them goes to the server, a
+// compared the code and the texts waiting for the keys; for a plain
+// pairing, its id and partner only); nothing of them goes to the server, a
 // cookie, localStorage or the console. A link's secret lives in memory,
 // in the link the person hands on and, on the page that shares it, in
 // sessionStorage under duet.e2e.link, so that a reload keeps the link
