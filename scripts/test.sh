@@ -9,28 +9,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's header says how long the run has taken so far, so that a
+# slow step shows in CI's log.
+step() { echo "== $* ($SECONDS s in)"; }
+
 bash scripts/deps.sh
 
-echo "== gofmt"
+step gofmt
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-echo "== go vet"
+step go vet
 go vet ./...
 
-echo "== go test -race"
+step go test -race
 go test -race -count=1 -timeout 25m ./...
 
 fuzztime=${FUZZTIME:-15s}
 if [ "$fuzztime" != "0" ]; then
-  echo "== fuzzing, $fuzztime per target"
+  step "fuzzing, $fuzztime per target"
   # Every Fuzz* function in the module, run one at a time.
   grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r file; do
     pkg=./$(dirname "${file#./}")
     for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
-      echo "-- $pkg $target"
+      echo "-- $pkg $target ($SECONDS s in)"
       log=$(mktemp)
       if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg" 2>&1 | tee "$log"; then
         # Go's fuzzer can end a timed run with "context deadline exceeded"
@@ -48,4 +52,4 @@ if [ "$fuzztime" != "0" ]; then
     done
   done
 fi
-echo "== all tests passed"
+step all tests passed
