@@ -96,7 +96,7 @@ const (
 	EvError              // Err says what went wrong; the connection stays usable
 	EvShutdown           // the server is shutting down; the connection closes next
 	EvBye                // answer to quit; the connection closes next
-	EvNotice             // Text is a server notice that needs no reply (e.g. throttling)
+	EvNotice             // Text is a server notice that needs no reply (e.g. throttling); Count as for EvPeerLeft
 	// EvResumed answers a resume: Name, Token and Peer (empty when not
 	// paired) as after it, Count messages replayed next, Missed older
 	// ones that could not be kept, ID the last message of the session's
@@ -219,7 +219,9 @@ type Event struct {
 	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect
 	Reason    Reason // EvPeerLeft
 	// Count is, on EvPeerLeft, the messages to the peer that were not
-	// delivered; on EvResumed and EvReplayEnd, the messages replayed.
+	// delivered; on an EvNotice that tells an ending, the messages the
+	// user sent on the connection that were not delivered; on
+	// EvResumed and EvReplayEnd, the messages replayed.
 	Count int
 	Err   *Error // EvError; EvNotice counting says refused: why
 	Auth  string // EvHello: "open" or "accounts"

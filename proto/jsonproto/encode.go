@@ -74,10 +74,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendString(dst, ev.Peer)
 		dst = append(dst, `,"reason":`...)
 		dst = appendString(dst, string(ev.Reason))
-		if ev.Count > 0 {
-			dst = append(dst, `,"undelivered":`...)
-			dst = strconv.AppendInt(dst, int64(ev.Count), 10)
-		}
+		dst = appendUndelivered(dst, ev.Count)
 		return append(dst, '}')
 	case proto.EvLeft:
 		dst = append(dst, `{"type":"left","peer":`...)
@@ -138,6 +135,9 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 				dst = strconv.AppendUint(dst, ev.ID, 10)
 			}
 		}
+		// An ending's notice: the user's own messages lost with the
+		// connection, counted as a partner's leaving counts them.
+		dst = appendUndelivered(dst, ev.Count)
 		return append(dst, '}')
 	case proto.EvResumed:
 		dst = append(dst, `{"type":"resumed","name":`...)
@@ -185,6 +185,16 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		return append(dst, '}')
 	}
 	return dst
+}
+
+// appendUndelivered appends the "undelivered" member when n, a count of
+// the user's messages that were not delivered, is not 0.
+func appendUndelivered(dst []byte, n int) []byte {
+	if n <= 0 {
+		return dst
+	}
+	dst = append(dst, `,"undelivered":`...)
+	return strconv.AppendInt(dst, int64(n), 10)
 }
 
 // appendInitiator appends the "initiator" member.

@@ -103,7 +103,15 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvNotice:
 		prefixStart := len(dst)
 		dst = append(dst, "* "...)
-		return appendLines(dst, prefixStart, ev.Text, false)
+		dst = appendLines(dst, prefixStart, ev.Text, false)
+		if ev.Count > 0 {
+			// An ending's notice that the user's own messages were lost
+			// with the connection says how many on its last line, as a
+			// partner's leaving does.
+			dst = appendUndelivered(dst[:len(dst)-len("\r\n")], ev.Count)
+			dst = append(dst, "\r\n"...)
+		}
+		return dst
 	case proto.EvResumed:
 		return appendResumed(dst, ev)
 	case proto.EvReplayEnd:
@@ -242,15 +250,21 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, ')')
 	}
 	if ev.Count > 0 {
-		dst = append(dst, "; "...)
-		dst = strconv.AppendInt(dst, int64(ev.Count), 10)
-		if ev.Count == 1 {
-			dst = append(dst, " of your messages was not delivered"...)
-		} else {
-			dst = append(dst, " of your messages were not delivered"...)
-		}
+		dst = appendUndelivered(dst, ev.Count)
 	}
 	return append(dst, "; you are free to be joined again\r\n"...)
+}
+
+// appendUndelivered says that n of the user's messages were not
+// delivered: to a partner who left (peer_left), or from a connection
+// that ended (an ending's notice).
+func appendUndelivered(dst []byte, n int) []byte {
+	dst = append(dst, "; "...)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	if n == 1 {
+		return append(dst, " of your messages was not delivered"...)
+	}
+	return append(dst, " of your messages were not delivered"...)
 }
 
 // appendLines appends text as one or more lines. The bytes of dst from
