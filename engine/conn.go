@@ -427,7 +427,8 @@ func (cn *conn) tellSay(err *proto.Error, id uint64) {
 // login with its password replaced it), before the eviction that tells
 // the client so has run on this loop: not connected, not logged in,
 // which is not true of the user, whose session goes on elsewhere. It is
-// not told: the eviction, queued to this loop, tells what is, and
+// not told: the eviction, queued to this loop, tells what is, with how
+// many of the user's messages were refused so (inputGuard.retired), and
 // closes. The hub (its lock) is asked only for those two answers, and
 // not for each say of a run of not_paired refusals going on: the first
 // was asked of.
@@ -509,6 +510,11 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// say that fails (rejectInput), so a flood of seals to a
 		// terminal is answered at the rate limit, not frame for frame.
 		to, serr := cn.sess.Seal(cmd.Text, cmd.ID)
+		if serr != nil && cn.retiredAnswer(serr) {
+			// Counted for the eviction to tell, as a say is (answer).
+			cn.guardFor().retired++
+			return
+		}
 		if serr != nil {
 			// Like a say that fails, it does not end a run of refused
 			// messages (answer): a seal dropped for want of a token

@@ -195,6 +195,11 @@ type endDetail struct {
 	text   string
 	header string
 	notice string
+	// undelivered is how many messages the client sent on the
+	// connection that it took and did not deliver, which the notice
+	// counts: those an eviction's session refused before the eviction
+	// ran (conn.evicted).
+	undelivered int
 	// method is the method of the HTTP request the ending answers, ""
 	// when none was read: the answer to a HEAD request has no body.
 	method string
@@ -237,7 +242,7 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
 	}
 	if notice := cmp.Or(d.notice, info.notice); notice != "" {
-		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice)})
+		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: d.undelivered})
 	}
 	if info.last != 0 {
 		dst = enc(dst, &proto.Event{Kind: info.last})

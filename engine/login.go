@@ -177,6 +177,13 @@ func (cn *conn) evicted(why hub.Eviction) {
 			}
 			return
 		}
-		cn.end(e)
+		// What the connection read after its session was taken, and
+		// could not deliver, is told with the eviction: it was not
+		// told before (retiredAnswer).
+		var d endDetail
+		if g := cn.guard; g != nil {
+			d.undelivered = g.retired
+		}
+		cn.endAs(e, d)
 	})
 }

@@ -72,6 +72,13 @@ type inputGuard struct {
 	// The ids of the first and last says refusedCount counts, as their
 	// client gave them (0: none).
 	refusedFirstID, refusedLastID uint64
+
+	// retired counts the says and seals refused because the hub took
+	// the session from this connection (a resume or a login elsewhere),
+	// which the eviction that follows tells (evicted): they are told no
+	// error of their own, which would not be true of the user
+	// (retiredAnswer), but not lost without a word either.
+	retired int
 }
 
 // refusal is why a run of says is not sent.
@@ -252,6 +259,9 @@ func (cn *conn) rejectSay(err *proto.Error, id uint64) {
 // the one a say's client gave it (0: none, or not a say).
 func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
 	if err != nil && cn.retiredAnswer(err) {
+		if op == proto.OpSay {
+			cn.guardFor().retired++
+		}
 		return
 	}
 	var run refusal
@@ -354,7 +364,7 @@ func (cn *conn) checkGuard() {
 		g.droppedRun = 0
 	}
 	g.droppedThisSec = 0
-	if g.refused == refusedNone && g.droppedRun == 0 {
+	if g.refused == refusedNone && g.droppedRun == 0 && g.retired == 0 {
 		cn.guard = nil
 	}
 }

@@ -4,12 +4,17 @@ package engine_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"golang.org/x/sys/unix"
 
 	"duet/engine"
@@ -104,4 +109,168 @@ func socketInQueue(t *testing.T, c net.Conn) int {
 		t.Fatal(err, ierr)
 	}
 	return n
+}
+
+// TestTakeoverCountsWhatTheOldConnectionSentMeanwhile: alice's old
+// connection sends messages after a resume elsewhere took her session,
+// before the eviction that closes it has run. They cannot be delivered
+// (the session they came on is retired), and the eviction's notice says
+// how many were not: each message the old connection sent reached bob
+// or is in that count, none both and none neither. The one event loop
+// is held while the resume and the messages arrive, so that it reads the
+// resume first (its bytes came first) and the messages in the same turn,
+// before the eviction the resume queued to it: the window, every time.
+func TestTakeoverCountsWhatTheOldConnectionSentMeanwhile(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
+	const late = 7
+	t.Run("line", func(t *testing.T) {
+		alice, bob := pairLines(t, d, "alice", "bob")
+		var sent []byte
+		var want []string
+		for i := range late {
+			sent = fmt.Appendf(sent, "late %d\n", i)
+			want = append(want, fmt.Sprint("<alice> late ", i))
+		}
+		back := resumeWhileHeld(t, d, alice.Conn, sent, alice.Key)
+		notice := regexp.MustCompile(`^\* your session was resumed on another connection; this one is closed(?:; (\d+) of your messages (?:was|were) not delivered)?$`)
+		counted := -1
+		for {
+			l, err := alice.TryLine(enginetest.Timeout)
+			if err != nil {
+				break
+			}
+			switch m := notice.FindStringSubmatch(l); {
+			case m != nil:
+				counted, _ = strconv.Atoi(m[1])
+			case l != "* bye":
+				t.Errorf("the old connection was told %q", l)
+			}
+		}
+		back.Send("back")
+		var got []string
+		for l := bob.Line(); l != "<alice> back"; l = bob.Line() {
+			got = append(got, l)
+		}
+		checkLateCount(t, want, counted, got)
+	})
+	t.Run("json", func(t *testing.T) {
+		// Both partners are pages, so that seals are relayed too: every
+		// other message is one.
+		alice, bob := d.DialWS(t).Login("carol"), d.DialWS(t).Login("dave")
+		bob.Connect(alice.Token)
+		alice.Expect("paired")
+		bob.Expect("paired")
+		var sent bytes.Buffer
+		var want []string
+		for i := range late {
+			frame := fmt.Sprintf(`{"type":"say","text":"late %d","id":%d}`, i, i+1)
+			want = append(want, fmt.Sprint("message late ", i))
+			if i%2 == 1 {
+				data := fmt.Sprintf("AQQAAAAAAAAAAfo_eEKPDsp2p1I9Gsi%04d", i)
+				frame = fmt.Sprintf(`{"type":"seal","data":"%s","id":%d}`, data, i+1)
+				want[i] = "sealed " + data
+			}
+			if err := wsutil.WriteClientText(&sent, []byte(frame)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		back := resumeWhileHeld(t, d, alice.Conn, sent.Bytes(), alice.Key)
+		counted := -1
+		code, _ := alice.ReadUntilClose(func(ev map[string]any) {
+			switch {
+			case ev["type"] == "notice" && ev["text"] == "your session was resumed on another connection; this one is closed":
+				n, _ := ev["undelivered"].(float64)
+				counted = int(n)
+			case ev["type"] != "bye":
+				t.Errorf("the old connection was told %v", ev)
+			}
+		})
+		if code != ws.StatusNormalClosure {
+			t.Errorf("closed with %d", code)
+		}
+		back.Send("back")
+		var got []string
+		for {
+			ev := bob.Next()
+			if ev["type"] == "message" && ev["text"] == "back" {
+				break
+			}
+			got = append(got, fmt.Sprint(ev["type"], " ", ev["text"], ev["data"]))
+		}
+		checkLateCount(t, want, counted, got)
+	})
+}
+
+// resumeWhileHeld resumes key on a new line connection to d while d's
+// loops are held, with the bytes of the resume in the kernel before
+// sent, which old sends then, and returns the new connection once its
+// resume is answered.
+func resumeWhileHeld(t *testing.T, d *enginetest.Daemon, old net.Conn, sent []byte, key string) *enginetest.LineClient {
+	t.Helper()
+	back := d.DialLine(t)
+	backFD, oldFD := d.ServerFD(back.Conn.LocalAddr()), d.ServerFD(old.LocalAddr())
+	if backFD < 0 || oldFD < 0 {
+		t.Fatal("a connection is not on the server")
+	}
+	release := d.HoldLoops()
+	defer release()
+	resume := []byte("/resume " + key + "\n")
+	for _, w := range []struct {
+		c  net.Conn
+		fd int
+		b  []byte
+	}{{back.Conn, backFD, resume}, {old, oldFD, sent}} {
+		if _, err := w.c.Write(w.b); err != nil {
+			t.Fatal(err)
+		}
+		waitUnread(t, w.fd, len(w.b))
+	}
+	release()
+	var peer string
+	peer, _, _, back.Key = enginetest.ReadResumed(t, back.Line)
+	if peer == "" {
+		t.Fatal("resumed with no partner")
+	}
+	return back
+}
+
+// waitUnread waits until the kernel holds n bytes unread on the
+// server's descriptor fd.
+func waitUnread(t *testing.T, fd, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(enginetest.Timeout); ; time.Sleep(time.Millisecond) {
+		got, err := engine.Unread(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's socket holds %d bytes of the %d sent", got, n)
+		}
+	}
+}
+
+// checkLateCount checks the count the old connection was told of the
+// messages it sent late, want as the partner would see each, against
+// what the partner got of them: every one delivered or counted, none
+// both.
+func checkLateCount(t *testing.T, want []string, counted int, got []string) {
+	t.Helper()
+	if counted < 0 {
+		t.Fatal("the old connection was not told its session was resumed elsewhere")
+	}
+	if len(got) > len(want) || !slices.Equal(got, want[:len(got)]) {
+		t.Fatalf("the partner got %q of %q", got, want)
+	}
+	if len(got)+counted != len(want) {
+		t.Fatalf("of %d messages sent late the partner got %d and %d were counted not delivered", len(want), len(got), counted)
+	}
+	if counted != len(want) {
+		// The loop read the resume before the messages, which all came
+		// after it: were none counted, the window was not made.
+		t.Fatalf("%d of the %d messages sent after the resume were counted not delivered", counted, len(want))
+	}
 }
