@@ -3,7 +3,9 @@ package web_test
 // Browser tests: the page in web/static, served by a real daemon on
 // loopback, driven in Debian's Chromium through the DevTools protocol.
 // Each person in a test is a tab in a browser context of its own (its own
-// storage, its own WebSocket), all in one Chromium process per test.
+// storage, its own WebSocket), in one Chromium process that the tests
+// share (sharedBrowser), or, for a test that needs Chromium's options
+// of its own, one of its own.
 
 import (
 	"context"
@@ -78,13 +80,14 @@ func findChromium(t *testing.T) string {
 type browserTest struct {
 	t      *testing.T
 	daemon *enginetest.Daemon
-	root   context.Context // the browser; its tab is not used by any person
+	root   context.Context // the browser, within the test's deadline; its tab is not used by any person
 	shots  string          // where screenshots go
 }
 
-// startBrowserTest starts a daemon and a headless Chromium with a fresh
-// profile. Both stop when the test ends, or when browserTestTimeout runs
-// out, whichever is first. The daemon has session resume off, as
+// startBrowserTest starts a daemon and opens the shared headless
+// Chromium to the test. The daemon stops, and the test's tabs close,
+// when the test ends, or when browserTestTimeout runs out, whichever is
+// first. The daemon has session resume off, as
 // resume.window 0 sets it: these tests hold the page to what it does
 // without resume (a closed tab ends the conversation; after a drop the
 // page logs in again), which it must still do for such a server.
@@ -114,9 +117,10 @@ func launchBrowser(t *testing.T, chromium string, d *enginetest.Daemon) *browser
 }
 
 // launchBrowserWith is launchBrowser with more of Chromium's options.
+// With none, the test shares the package's one Chromium (sharedBrowser);
+// with some, it starts one of its own.
 func launchBrowserWith(t *testing.T, chromium string, d *enginetest.Daemon, extra ...chromedp.ExecAllocatorOption) *browserTest {
 	t.Helper()
-	profile := t.TempDir()
 	// Screenshots go to the test's temporary directory, or, to look at
 	// them afterwards, to DUET_SCREENSHOT_DIR.
 	shots := t.TempDir()
@@ -126,8 +130,64 @@ func launchBrowserWith(t *testing.T, chromium string, d *enginetest.Daemon, extr
 			t.Fatal(err)
 		}
 	}
-
+	bt := &browserTest{t: t, daemon: d, shots: shots}
+	// chromedp reports its own errors from its goroutines; t.Logf must
+	// not be called once the test is over.
+	var logMu sync.Mutex
+	testOver := false
+	logf := func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if !testOver {
+			t.Logf("chromedp: "+format, args...)
+		}
+	}
+	over := func() {
+		logMu.Lock()
+		testOver = true
+		logMu.Unlock()
+	}
+	if len(extra) == 0 {
+		root, err := sharedBrowser.start(chromium)
+		if err != nil {
+			t.Fatalf("start Chromium (%s): %v", chromium, err)
+		}
+		// The test's tabs close when it ends (each person's cleanup,
+		// which waits for its tab to close), before the daemon stops; a
+		// test that runs past browserTestTimeout has them closed, and
+		// every action fails, so a hung page cannot hang the suite.
+		ctx, cancel := context.WithTimeout(root, browserTestTimeout)
+		sharedBrowser.listen(bt, logf)
+		t.Cleanup(func() {
+			sharedBrowser.listen(bt, nil)
+			cancel()
+			over()
+		})
+		bt.root = ctx
+		return bt
+	}
 	ctx, cancelTimeout := context.WithTimeout(context.Background(), browserTestTimeout)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, chromiumOptions(chromium, t.TempDir(), extra...)...)
+	root, cancelRoot := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logf))
+	// Cleanups run last-registered first: the browser closes (and its
+	// process is waited for) before the profile directory is removed and
+	// before the daemon stops.
+	t.Cleanup(func() {
+		cancelRoot()
+		cancelAlloc()
+		cancelTimeout()
+		over()
+	})
+	if err := chromedp.Do(root); err != nil {
+		t.Fatalf("start Chromium (%s): %v", chromium, err)
+	}
+	bt.root = root
+	return bt
+}
+
+// chromiumOptions are the options Chromium runs with, with its profile in
+// profile.
+func chromiumOptions(chromium, profile string, extra ...chromedp.ExecAllocatorOption) []chromedp.ExecAllocatorOption {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.UserDataDir(profile),
@@ -141,35 +201,84 @@ func launchBrowserWith(t *testing.T, chromium string, d *enginetest.Daemon, extr
 		chromedp.Flag("disable-quic", true),
 		chromedp.WindowSize(desktopWidth, desktopHeight),
 	)
-	opts = append(opts, extra...)
-	// chromedp reports its own errors from its goroutines; t.Logf must
-	// not be called once the test is over.
-	var logMu sync.Mutex
-	testOver := false
-	logf := func(format string, args ...any) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		if !testOver {
-			t.Logf("chromedp: "+format, args...)
+	return append(opts, extra...)
+}
+
+// sharedBrowser is the one Chromium that browser tests with no options of
+// their own share. Starting and stopping Chromium took about 2 s of each
+// test's 4 to 15; shared, each test still has tabs of its own, each in a
+// browser context of its own (its own storage, cookies, permissions and
+// WebSockets), which is all a test's persons ever had of their own.
+// TestMain stops it.
+var sharedBrowser sharedChromium
+
+type sharedChromium struct {
+	once    sync.Once
+	root    context.Context
+	stop    func()
+	profile string
+	err     error
+
+	mu   sync.Mutex
+	logs map[*browserTest]func(string, ...any) // the running tests', for chromedp's errors
+}
+
+// start starts the shared Chromium, the first time, and returns its root
+// context, whose tab no test uses.
+func (sc *sharedChromium) start(chromium string) (context.Context, error) {
+	sc.once.Do(func() {
+		sc.profile, sc.err = os.MkdirTemp("", "duet-chromium-")
+		if sc.err != nil {
+			return
 		}
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	root, cancelRoot := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logf))
-	// Cleanups run last-registered first: the browser closes (and its
-	// process is waited for) before the profile directory is removed and
-	// before the daemon stops.
-	t.Cleanup(func() {
-		cancelRoot()
-		cancelAlloc()
-		cancelTimeout()
-		logMu.Lock()
-		testOver = true
-		logMu.Unlock()
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromiumOptions(chromium, sc.profile)...)
+		root, cancelRoot := chromedp.NewContext(allocCtx, chromedp.WithErrorf(sc.logf))
+		sc.root = root
+		sc.stop = func() {
+			cancelRoot() // waits for Chromium to exit
+			cancelAlloc()
+			_ = os.RemoveAll(sc.profile)
+		}
+		sc.err = chromedp.Do(root)
 	})
-	if err := chromedp.Do(root); err != nil {
-		t.Fatalf("start Chromium (%s): %v", chromium, err)
+	return sc.root, sc.err
+}
+
+// listen sends chromedp's errors to bt's log while bt runs (logf), and
+// stops (nil). An error of the browser's cannot be told from which
+// test's tab it came, so each running test logs it.
+func (sc *sharedChromium) listen(bt *browserTest, logf func(string, ...any)) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if logf == nil {
+		delete(sc.logs, bt)
+		return
 	}
-	return &browserTest{t: t, daemon: d, root: root, shots: shots}
+	if sc.logs == nil {
+		sc.logs = make(map[*browserTest]func(string, ...any))
+	}
+	sc.logs[bt] = logf
+}
+
+func (sc *sharedChromium) logf(format string, args ...any) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, logf := range sc.logs {
+		logf(format, args...)
+	}
+}
+
+// close stops the shared Chromium if it was started.
+func (sc *sharedChromium) close() {
+	if sc.stop != nil {
+		sc.stop()
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	sharedBrowser.close()
+	os.Exit(code)
 }
 
 // pageURL is the page's address on the test daemon.
