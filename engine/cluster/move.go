@@ -468,7 +468,7 @@ func (n *Node) evictParked(key string) *proto.Error {
 		n.sender(addr).add(true, frameLeft, pair, p.Pair.PeerKey, string(proto.ReasonReplaced), nil, uint64(undelivered))
 		return nil
 	}
-	n.partnerLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, undelivered)
+	n.partnerLeft(p.Pair.PeerKey, pair, proto.ReasonReplaced, undelivered, "", 0, false)
 	return nil
 }
 

@@ -1071,7 +1071,8 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		case frameAway, frameBack, frameError:
 			n.remoteEvent(src, f)
 		case frameLeft:
-			n.partnerLeft(f.to, f.pair, proto.Reason(f.a), int(f.n))
+			arrived, ok := parseArrivals(f.b)
+			n.partnerLeft(f.to, f.pair, proto.Reason(f.a), int(f.n), src, arrived, ok)
 		case frameFreeze:
 			gen := uint32(min(f.n, 1<<32-1))
 			if o := n.route(f.to, f.pair); o != nil {
@@ -1116,9 +1117,16 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 // partnerLeft ends pairing pair of the session key of this node, whose
 // partner on another node (or parked) left it for reason, with count of
 // the session's messages undelivered: what a left frame says, or a
-// login here that ended the partner where it was parked.
-func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count int) {
+// login here that ended the partner where it was parked. A left frame
+// from the partner's node src that says how many of the session's
+// messages arrived there (withArrived) adds those sent there that did
+// not: they were on their way as the pairing ended, and src dropped
+// them.
+func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count int, src string, arrived uint64, withArrived bool) {
 	if o := n.route(key, pair); o != nil {
+		if withArrived {
+			count += o.notArrived(src, arrived)
+		}
 		o.forget()
 	}
 	if !n.hub.RemoteLeft(key, pair, reason, count) {

@@ -92,6 +92,10 @@ type remoteOutbox struct {
 	// dropped counts messages refused because the sender (or what is
 	// held) was full; the first one asks the node to cut the pairing.
 	dropped atomic.Int64
+	// arrived counts the partner's messages in the pairing that reached
+	// the hub here (hub.ArrivalCounter); the end of the pairing tells
+	// the partner's node how many.
+	arrived atomic.Uint64
 
 	mu       sync.Mutex
 	idle     sync.Cond // signalled when busy goes false, and when the end is held
@@ -100,6 +104,12 @@ type remoteOutbox struct {
 	gen      uint32  // the partner's moves, as last heard
 	held     []heldFrame
 	heldSize int
+	// sent counts the messages handed to s since the partner went live
+	// there: a partner's node counts its arrivals from the session
+	// here since it took the partner up, which it did before this node
+	// sent it anything (O), so a left frame from s sets its arrivals
+	// against this (notArrived).
+	sent uint64
 	// index is, while parked, the place in the partner's queue of the
 	// next message queued for it.
 	index  uint64
@@ -154,7 +164,7 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 	case proto.EvPaired:
 		s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), uint64(ev.PeerProto))
 	case proto.EvPeerLeft:
-		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), nil, uint64(ev.Count))
+		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), appendArrivals(o.arrived.Load()), uint64(ev.Count))
 	case proto.EvPeerAway:
 		s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
 	case proto.EvPeerBack:
@@ -177,7 +187,25 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 func (o *remoteOutbox) passMessage(s *sender, kind byte, text []byte) {
 	if o.dropped.Load() > 0 || !s.add(false, kind, o.pair, o.to, o.from, text, 0) {
 		o.refuse()
+		return
 	}
+	o.sent++
+}
+
+// Arrived implements hub.ArrivalCounter.
+func (o *remoteOutbox) Arrived() { o.arrived.Add(1) }
+
+// notArrived returns how many of the messages o sent to the partner's
+// node src, since the partner went live there, did not arrive, by the
+// count src says did (arrived). For src not the node o sends to, it
+// cannot tell, and returns 0.
+func (o *remoteOutbox) notArrived(src string, arrived uint64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.s == nil || o.s.dest != src || o.sent <= arrived {
+		return 0
+	}
+	return int(o.sent - arrived)
 }
 
 // refuse counts a message that does not go to the partner; the first
@@ -210,7 +238,7 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 		if o.state == routeGone {
 			return false
 		}
-		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
+		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), b: appendArrivals(o.arrived.Load()), n: uint64(ev.Count)})
 		o.idle.Broadcast() // a claim here may wait for it (takeLeft)
 	default:
 		// What else a partner is told (this side went away, came back,
@@ -418,6 +446,9 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 			if o.state == routeLive {
 				after = append(after, func() { o.n.addRoute(o) })
 			}
+			if o.s != m.to {
+				o.sent = 0
+			}
 			o.state, o.gen, o.s = routeFrozen, m.gen, m.to
 			dest := m.to.dest
 			after = append(after, func() { o.n.hub.Reroute(o.from, o.pair, dest) })
@@ -440,6 +471,7 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 				continue
 			}
 			refused := false
+			o.sent = 0
 			for _, h := range o.held {
 				if carries(h.kind) {
 					// Held before any was refused (holdLocked holds
@@ -450,6 +482,8 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 					if refused || !m.to.add(false, h.kind, o.pair, o.to, o.from, h.b, 0) {
 						refused = true
 						o.refuse()
+					} else {
+						o.sent++
 					}
 				} else {
 					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)

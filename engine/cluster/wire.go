@@ -29,7 +29,13 @@ import (
 const (
 	framePaired  = 'P' // a = claimant's key, b = claimant's name, n = its protocol
 	frameMessage = 'M' // a = sender's key, b = text
-	frameLeft    = 'L' // a = reason, n = undelivered count
+	frameLeft    = 'L' // a = reason, n = undelivered count, b = arrivals
+
+	// A left frame's arrivals (b) are, as a uvarint, how many of the
+	// receiving user's messages in the pairing reached the sending node
+	// (hub.ArrivalCounter): the receiving node counts what it sent there
+	// beyond them as undelivered too. A node from before it sends none
+	// (b empty), and the count is then n alone.
 
 	// A sealed frame's data (end-to-end encryption between two pages,
 	// docs/E2E.md), carried as a message is and numbered in the same
@@ -124,6 +130,16 @@ func appendFrame(dst []byte, kind byte, pair uint64, to, a string, b []byte, n u
 	dst = appendStr(dst, a)
 	dst = appendBytes(dst, b)
 	return binary.AppendUvarint(dst, n)
+}
+
+// appendArrivals is a left frame's arrivals (its b), count of them.
+func appendArrivals(count uint64) []byte { return binary.AppendUvarint(nil, count) }
+
+// parseArrivals reads a left frame's arrivals; ok is false when it has
+// none, or none that reads.
+func parseArrivals(b []byte) (count uint64, ok bool) {
+	v, n := binary.Uvarint(b)
+	return v, n > 0 && n == len(b)
 }
 
 var errBadBatch = errors.New("cluster: malformed batch")

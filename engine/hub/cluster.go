@@ -34,6 +34,16 @@ type RemoteCut struct {
 	PairID  uint64
 }
 
+// An ArrivalCounter is the Outbox of a partner on another node
+// (Directory.Remote) that counts the partner's messages that reached
+// this node while the pairing was open here. A message the partner's
+// node sent that arrives once the pairing has ended here is dropped;
+// the end of the pairing, told to that node with this count, lets it
+// tell its user how many of theirs never arrived.
+type ArrivalCounter interface {
+	Arrived()
+}
+
 // remoteRoom is a room whose partner is on another node.
 type remoteRoom struct {
 	r     *room
@@ -154,6 +164,13 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte, sealed bool)
 	local := r.other(rr.stub)
 	if local == nil {
 		return false
+	}
+	// Arrived while the pairing is open, under the lock its end takes:
+	// the count its end tells is exact. A message refused below is
+	// counted too: its speaker is told of it (an error), not in the
+	// count of what never arrived.
+	if ac, ok := rr.stub.outbox().(ArrivalCounter); ok {
+		ac.Arrived()
 	}
 	if sealed && local.client != proto.ProtoJSON {
 		rr.stub.q.Deliver(&proto.Event{Kind: proto.EvError, Err: proto.ErrPeerCannotDecrypt})
