@@ -98,9 +98,9 @@ type Node struct {
 	ps      *redis.PubSub
 	lost    []hub.RemoteCut // pairings cut by a lost link, to tell their nodes once it is back
 	// suspects are the addresses of nodes that had no listener for a
-	// batch, each with how many messages of each pairing such batches
-	// carried: lost, and told with the pairing's cut.
-	suspects map[string]map[uint64]int
+	// batch (their senders count what such batches carried: lost, and
+	// told with the pairing's cut).
+	suspects map[string]bool
 	// cuts are the pairings whose sender was full, to cut, under a
 	// lock of their own: the first refusal of a pairing asks for its
 	// cut with its outbox's lock held (requestCut), and n.mu is taken
@@ -202,7 +202,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		leaving:    make(chan struct{}),
 		runDone:    make(chan struct{}),
 		senders:    make(map[string]*sender),
-		suspects:   make(map[string]map[uint64]int),
+		suspects:   make(map[string]bool),
 		cuts:       make(map[uint64]*remoteOutbox),
 		peers:      make(map[string]peer),
 		routes:     make(map[uint64]*remoteOutbox),
@@ -571,27 +571,12 @@ func (n *Node) linkLost(what string, err error) {
 	}
 }
 
-// suspect records that node had nobody listening for batch, the
-// frames of a batch that was not delivered (nil for none); the next
-// check decides.
-func (n *Node) suspect(node string, batch []byte) {
+// suspect records that node had nobody listening for a batch; the
+// next check decides.
+func (n *Node) suspect(node string) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	lost := n.suspects[node]
-	if lost == nil {
-		lost = make(map[uint64]int)
-		n.suspects[node] = lost
-	}
-	r := batchReader{b: batch}
-	for {
-		f, ok, err := r.next()
-		if !ok || err != nil {
-			return
-		}
-		if carries(f.kind) {
-			lost[f.pair]++
-		}
-	}
+	n.suspects[node] = true
+	n.mu.Unlock()
 }
 
 // requestCut asks the node's goroutine to cut a pairing whose sender is
@@ -827,7 +812,7 @@ func (n *Node) check() {
 	}
 	n.mu.Lock()
 	suspects := n.suspects
-	n.suspects = make(map[string]map[uint64]int)
+	n.suspects = make(map[string]bool)
 	n.mu.Unlock()
 	remote := n.hub.RemoteNodes()
 	nodes := make(map[string]bool)
@@ -906,29 +891,12 @@ func (n *Node) check() {
 	// (O) this node never had, is followed to that node, dead or alive.
 	n.followClaims(ctx, dead, live)
 	n.cutAwaited(gone)
-	// The pairings whose messages went in a batch that reached nobody
-	// end with the count of them, before the rest are cut below.
-	deafCuts := 0
-	for addr, lost := range suspects {
-		reason, cause := proto.ReasonLinkLost, cutNodeDeaf
-		if gone(addr) {
-			reason, cause = proto.ReasonDisconnected, cutNodeGone
-		}
-		for pair, count := range lost {
-			cuts := n.hub.CutPairOn(pair, addr, reason, count)
-			n.countCuts(cause, len(cuts))
-			for _, c := range cuts {
-				if o := n.route(c.Key, c.PairID); o != nil {
-					o.forget()
-				}
-				if reason == proto.ReasonLinkLost {
-					n.tellLeft(c, reason)
-					deafCuts++
-				}
-			}
-		}
-	}
+	// Each user is told how many of their messages reached nobody: in
+	// batches that reached no one, and, from the moment the cut
+	// begins, those still on their way out, which nobody will get
+	// either (sender.takeLost, asked as the pairing ends).
 	if slices.ContainsFunc(remote, gone) {
+		n.reachNobody(gone, true)
 		cuts := n.hub.CutRemote(gone, proto.ReasonDisconnected)
 		n.countCuts(cutNodeGone, len(cuts))
 		for _, c := range cuts {
@@ -950,16 +918,34 @@ func (n *Node) check() {
 	}
 	n.mu.Unlock()
 	if len(deaf) > 0 {
-		cuts := n.hub.CutRemote(func(addr string) bool { return deaf[addr] }, proto.ReasonLinkLost)
+		isDeaf := func(addr string) bool { return deaf[addr] }
+		n.reachNobody(isDeaf, true)
+		cuts := n.hub.CutRemote(isDeaf, proto.ReasonLinkLost)
+		n.reachNobody(isDeaf, false)
 		n.countCuts(cutNodeDeaf, len(cuts))
-		deafCuts += len(cuts)
 		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
 			n.tellLeft(c, proto.ReasonLinkLost)
 		}
+		if len(cuts) > 0 {
+			n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
+		}
 	}
-	if deafCuts > 0 {
-		n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", deafCuts))
+}
+
+// reachNobody sets or clears nobody on the senders for the addresses
+// that match accepts (sender.reachesNobody).
+func (n *Node) reachNobody(match func(addr string) bool, nobody bool) {
+	n.mu.Lock()
+	var list []*sender
+	for addr, s := range n.senders {
+		if match(addr) {
+			list = append(list, s)
+		}
+	}
+	n.mu.Unlock()
+	for _, s := range list {
+		s.reachesNobody(nobody)
 	}
 }
 
@@ -1125,7 +1111,7 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count int, src string, arrived uint64, withArrived bool) {
 	if o := n.route(key, pair); o != nil {
 		if withArrived {
-			count += o.notArrived(src, arrived)
+			o.arrivedThere(src, arrived)
 		}
 		o.forget()
 	}

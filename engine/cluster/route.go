@@ -108,8 +108,10 @@ type remoteOutbox struct {
 	// there: a partner's node counts its arrivals from the session
 	// here since it took the partner up, which it did before this node
 	// sent it anything (O), so a left frame from s sets its arrivals
-	// against this (notArrived).
-	sent uint64
+	// against this (Lost). told says that one did, with arrivals.
+	sent     uint64
+	told     bool
+	arrivals uint64
 	// index is, while parked, the place in the partner's queue of the
 	// next message queued for it.
 	index  uint64
@@ -195,17 +197,32 @@ func (o *remoteOutbox) passMessage(s *sender, kind byte, text []byte) {
 // Arrived implements hub.ArrivalCounter.
 func (o *remoteOutbox) Arrived() { o.arrived.Add(1) }
 
-// notArrived returns how many of the messages o sent to the partner's
-// node src, since the partner went live there, did not arrive, by the
-// count src says did (arrived). For src not the node o sends to, it
-// cannot tell, and returns 0.
-func (o *remoteOutbox) notArrived(src string, arrived uint64) int {
+// arrivedThere records that the partner's node src, ending the
+// pairing, says arrived of the session's messages reached it. From
+// another node than the one o sends to, it says nothing of them.
+func (o *remoteOutbox) arrivedThere(src string, arrived uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.s == nil || o.s.dest != src || o.sent <= arrived {
+	if o.s != nil && o.s.dest == src {
+		o.told, o.arrivals = true, arrived
+	}
+}
+
+// Lost implements hub.LossCounter: the messages sent beyond what the
+// partner's node said reached it, or else those its sender knows
+// reached no one.
+func (o *remoteOutbox) Lost() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.s == nil {
 		return 0
 	}
-	return int(o.sent - arrived)
+	lost := o.s.takeLost(o.pair)
+	if o.told {
+		// Those are among the sent, and did not arrive.
+		return int(o.sent - min(o.arrivals, o.sent))
+	}
+	return lost
 }
 
 // refuse counts a message that does not go to the partner; the first

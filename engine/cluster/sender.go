@@ -23,10 +23,18 @@ type sender struct {
 	wake    chan struct{}
 	stop    context.CancelFunc // ends run; the node is dead
 
-	mu    sync.Mutex
-	buf   []byte // the pending frames; nil when empty
-	spare []byte
-	busy  bool // a batch is being published
+	mu     sync.Mutex
+	buf    []byte // the pending frames; nil when empty
+	spare  []byte
+	busy   bool   // a batch is being published
+	flight []byte // its frames, until it is known whether they reached anyone
+	// lost counts, by pairing, the messages in batches that reached no
+	// one, until the pairing's end counts them (takeLost).
+	lost map[uint64]int
+	// nobody is set while the node cuts the pairings with the
+	// destination, found dead or not listening: what is pending or in
+	// flight for it then reaches no one either.
+	nobody bool
 
 	// Used by the sender's goroutine alone.
 	sealed  []byte // the batch as published
@@ -85,6 +93,7 @@ func (s *sender) flush(ctx context.Context) {
 	b := s.buf
 	s.buf = nil
 	s.busy = b != nil
+	s.flight = b
 	s.mu.Unlock()
 	if b == nil {
 		return
@@ -95,6 +104,7 @@ func (s *sender) flush(ctx context.Context) {
 			s.spare = b[:0]
 		}
 		s.busy = false
+		s.flight = nil
 		s.mu.Unlock()
 	}()
 	if !s.n.up.Load() {
@@ -112,7 +122,8 @@ func (s *sender) flush(ctx context.Context) {
 		if epoch, ok = s.n.epochOf(s.node, s.inc); !ok {
 			// The incarnation is gone. The next check cuts its
 			// pairings with disconnected, or link_lost if it lives.
-			s.n.suspect(s.dest, b)
+			s.lose()
+			s.n.suspect(s.dest)
 			return
 		}
 	}
@@ -130,8 +141,73 @@ func (s *sender) flush(ctx context.Context) {
 		// Nobody listens on that node's channel: it died, or lost its
 		// own link to Redis. The next check finds out which and tells
 		// the users paired with it.
-		s.n.suspect(s.dest, b)
+		s.lose()
+		s.n.suspect(s.dest)
 	}
+}
+
+// lose counts the messages of the batch in flight as lost, by pairing:
+// it reached no one.
+func (s *sender) lose() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost == nil {
+		s.lost = make(map[uint64]int)
+	}
+	r := batchReader{b: s.flight}
+	for {
+		f, ok, err := r.next()
+		if !ok || err != nil {
+			break
+		}
+		if carries(f.kind) {
+			s.lost[f.pair]++
+		}
+	}
+	s.flight = nil
+}
+
+// takeLost returns how many messages of pairing pair, which is ending,
+// never reach the destination: those in batches that reached no one,
+// and, while the destination is found to reach no one (nobody), those
+// pending or in flight. It forgets them.
+func (s *sender) takeLost(pair uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.lost[pair]
+	delete(s.lost, pair)
+	if s.nobody {
+		n += messagesOf(s.buf, pair) + messagesOf(s.flight, pair)
+	}
+	return n
+}
+
+// messagesOf counts the messages of pairing pair in frames.
+func messagesOf(frames []byte, pair uint64) int {
+	n := 0
+	r := batchReader{b: frames}
+	for {
+		f, ok, err := r.next()
+		if !ok || err != nil {
+			return n
+		}
+		if carries(f.kind) && f.pair == pair {
+			n++
+		}
+	}
+}
+
+// reachesNobody sets nobody, for the node to cut the pairings with the
+// destination, or clears it once they are cut. Once they are, what
+// was lost for them is of no more use: a batch still on its way out
+// when they were cut, counted then, may add to it after.
+func (s *sender) reachesNobody(nobody bool) {
+	s.mu.Lock()
+	s.nobody = nobody
+	if !nobody {
+		s.lost = nil
+	}
+	s.mu.Unlock()
 }
 
 // drain waits until everything queued so far has been published, or ctx

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -741,10 +742,12 @@ func TestParkedPartnerCutForRedisLossIsTold(t *testing.T) {
 
 // redisProxy stands between one node and Redis, and can cut that node
 // off alone: cut closes every connection through it and refuses new
-// ones until restore.
+// ones until restore. It can also make each of Redis's answers to that
+// node late, by lag, as a distant or loaded Redis is.
 type redisProxy struct {
 	ln     net.Listener
 	target string
+	lag    atomic.Int64 // nanoseconds
 	mu     sync.Mutex
 	down   bool
 	conns  map[net.Conn]bool
@@ -787,8 +790,27 @@ func (p *redisProxy) serve() {
 		}
 		p.conns[in], p.conns[out] = true, true
 		p.mu.Unlock()
-		go p.pipe(in, out)
+		go p.answer(in, out)
 		go p.pipe(out, in)
+	}
+}
+
+// answer carries Redis's answers to the node, each read late by lag.
+func (p *redisProxy) answer(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			time.Sleep(time.Duration(p.lag.Load()))
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package cluster
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"duet/engine/enginetest"
 	"duet/proto"
 )
 
@@ -46,4 +48,48 @@ func TestLeaveCountsWhatWasInFlight(t *testing.T) {
 	if ev.Reason != proto.ReasonLeft || ev.Count != 3 {
 		t.Fatalf("alice was told %+v; want left, 3 undelivered", ev)
 	}
+}
+
+// TestSpeakingThroughTheCheck: alice keeps speaking to bob, whose node
+// has just died (its lease not yet run out), until her pairing is cut.
+// What she says while the check that cuts it asks Redis about the dead
+// node, and what is still on its way out as it cuts, reaches nobody
+// too: she is told of every message she sent that bob never got. Her
+// node's Redis answers late, as a loaded one does, so that the check
+// takes a while.
+func TestSpeakingThroughTheCheck(t *testing.T) {
+	r := startRedis(t)
+	px := startRedisProxy(t, r)
+	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
+	b := startHubNode(t, r, "b", resumeOptions(0)) // its lease outlives it by 10 s
+	alice, bob := a.login(t, "alice"), b.login(t, "bob")
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	b.halt()
+	px.lag.Store(int64(5 * time.Millisecond))
+	// Said without a pause, but for a yield now and then: the check,
+	// a second away at most, finds alice speaking.
+	sent := 0
+	for deadline := time.Now().Add(enginetest.Timeout); ; sent++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's pairing was not cut; she said %d", sent)
+		}
+		if _, _, err := alice.s.SayAll([][]byte{[]byte(fmt.Sprint("to nobody ", sent))}, nil); err != nil {
+			if err != proto.ErrNotPaired {
+				t.Fatalf("say %d: %v", sent, err)
+			}
+			break
+		}
+		if sent%64 == 63 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	ev := alice.box.next(t, proto.EvPeerLeft)
+	if ev.Reason != proto.ReasonLinkLost || ev.Count != sent {
+		t.Fatalf("alice was told %s with %d undelivered; she sent %d", ev.Reason, ev.Count, sent)
+	}
+	waitCut(t, a.Node, "node_deaf", 1)
 }

@@ -44,6 +44,17 @@ type ArrivalCounter interface {
 	Arrived()
 }
 
+// A LossCounter is the Outbox of a partner on another node that can
+// tell, as the pairing ends here, how many of the messages handed to
+// it will never reach that node: sent to no one, or on their way to a
+// node found dead, or past what that node says reached it. The hub asks
+// under the room's lock, so that nothing more is handed to it after,
+// and tells the session here that many more as undelivered. It must
+// not call back into the hub.
+type LossCounter interface {
+	Lost() int
+}
+
 // remoteRoom is a room whose partner is on another node.
 type remoteRoom struct {
 	r     *room
@@ -285,11 +296,6 @@ func (h *Hub) CutRemote(match func(node string) bool, reason proto.Reason) []Rem
 // here reason and how many of its messages were not delivered.
 func (h *Hub) CutPair(pairID uint64, reason proto.Reason, undelivered int) []RemoteCut {
 	return h.cutRemote(func(rr remoteRoom) bool { return rr.r.pairID == pairID }, reason, undelivered)
-}
-
-// CutPairOn is CutPair for a pairing whose partner is on node still.
-func (h *Hub) CutPairOn(pairID uint64, node string, reason proto.Reason, undelivered int) []RemoteCut {
-	return h.cutRemote(func(rr remoteRoom) bool { return rr.r.pairID == pairID && rr.node == node }, reason, undelivered)
 }
 
 func (h *Hub) cutRemote(match func(remoteRoom) bool, reason proto.Reason, undelivered int) []RemoteCut {

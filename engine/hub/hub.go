@@ -1167,6 +1167,10 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int, sta
 			unsent = 0
 		}
 		undelivered += unsent + dropped
+		if lc, ok := s.outbox().(LossCounter); ok {
+			// s stands in for a partner on another node.
+			undelivered += lc.Lost()
+		}
 		if s.away != nil {
 			// s ends away: what the partner sent it since it went, and
 			// what its connection never wrote, will never reach it. The
