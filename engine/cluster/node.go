@@ -664,11 +664,25 @@ func (n *Node) goDown() {
 	if ps != nil {
 		_ = ps.Close()
 	}
+	// What the senders hold, or are publishing, reaches no one now:
+	// each pairing's cut counts its part (sender.takeLost) for its
+	// user, and then it is dropped.
 	for _, s := range senders {
-		s.discard()
+		s.reachesNobody(true)
+	}
+	// A batch being published as the link went may yet get through, on
+	// a connection made again as Redis comes back; its answer, due
+	// within a round trip's timeout, says whether it reached anyone,
+	// before its pairings are cut and their users told how many did not.
+	deadline := time.Now().Add(n.opts.OpTimeout + 100*time.Millisecond)
+	for _, s := range senders {
+		s.landed(deadline)
 	}
 	n.forgetRoutes()
 	cuts := n.hub.CutRemote(func(string) bool { return true }, proto.ReasonLinkLost)
+	for _, s := range senders {
+		s.discard()
+	}
 	n.countCuts(cutRedisLost, len(cuts))
 	if len(cuts) > 0 {
 		n.log.Warn("cross-node pairings cut: link to Redis lost", zap.Int("pairings", len(cuts)))
@@ -724,6 +738,12 @@ func (n *Node) recover() bool {
 	n.ps = ps
 	lost := n.lost
 	n.lost = nil
+	for _, s := range n.senders {
+		// A batch on its way out as the link went was counted as
+		// reaching no one when its pairing was cut, and may have
+		// added to what the sender counts since: of no more use.
+		s.reachesNobody(false)
+	}
 	n.mu.Unlock()
 	n.up.Store(true)
 	n.wg.Add(1)

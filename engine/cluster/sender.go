@@ -109,7 +109,8 @@ func (s *sender) flush(ctx context.Context) {
 	}()
 	if !s.n.up.Load() {
 		// The link is down: the pairings these frames belong to are
-		// being cut and their users told link_lost.
+		// being cut and their users told link_lost, with these.
+		s.lose()
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.n.opts.OpTimeout)
@@ -133,6 +134,11 @@ func (s *sender) flush(ctx context.Context) {
 		s.sealed = nil
 	}
 	if err != nil {
+		// Counted as reaching no one, though Redis may have carried
+		// it out and lost only its answer: the user is told of a
+		// message that may have arrived rather than not told of one
+		// that did not.
+		s.lose()
 		s.n.linkLost("publish", err)
 		return
 	}
@@ -228,9 +234,25 @@ func (s *sender) drain(ctx context.Context) {
 	}
 }
 
-// discard drops what is pending; used when the link is lost.
+// landed waits until the batch being published, if any, has its
+// answer, or until deadline.
+func (s *sender) landed(deadline time.Time) {
+	for {
+		s.mu.Lock()
+		flying := s.flight != nil
+		s.mu.Unlock()
+		if !flying || time.Now().After(deadline) || s.n.ctx.Err() != nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// discard drops what is pending, once the link is lost and the
+// pairings it was for are cut, which counted it as reaching no one.
 func (s *sender) discard() {
 	s.mu.Lock()
 	s.buf = nil
 	s.mu.Unlock()
+	s.reachesNobody(false)
 }

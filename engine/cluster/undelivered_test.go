@@ -93,3 +93,50 @@ func TestSpeakingThroughTheCheck(t *testing.T) {
 	}
 	waitCut(t, a.Node, "node_deaf", 1)
 }
+
+// TestSpeakingAsRedisGoes: alice, on node a, speaks to bob, on node b,
+// as a loses its link to Redis; what a had not yet published reaches
+// nobody, and alice is told how many, with link_lost.
+func TestSpeakingAsRedisGoes(t *testing.T) {
+	r := startRedis(t)
+	px := startRedisProxy(t, r)
+	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob := a.login(t, "alice"), b.login(t, "bob")
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	sent := a.Stats().BatchesSent
+	alice.say(t, "received")
+	bob.box.next(t, proto.EvMessage)
+	// Its publish answered too: one whose answer the cut loses is
+	// counted as reaching no one, though it did.
+	for deadline := time.Now().Add(enginetest.Timeout); a.Stats().BatchesSent == sent; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a's publish was never answered")
+		}
+	}
+
+	// a's sender waits on the node's lock to publish, and so does a's
+	// own goroutine to act on the lost link: what alice says now is
+	// taken, and still on its way out when Redis goes.
+	a.mu.Lock()
+	for i := range 5 {
+		alice.say(t, fmt.Sprint("never published ", i))
+	}
+	px.cut()
+	a.mu.Unlock()
+	ev := alice.box.next(t, proto.EvPeerLeft)
+	if ev.Reason != proto.ReasonLinkLost || ev.Count != 5 {
+		t.Fatalf("alice was told %s with %d undelivered; want link_lost, 5", ev.Reason, ev.Count)
+	}
+	waitCut(t, a.Node, "redis_lost", 1)
+
+	// Linked again, a tells b: bob is told of the end, after nothing.
+	px.restore()
+	if ev := bob.box.next(t, proto.EvPeerLeft); ev.Reason != proto.ReasonLinkLost {
+		t.Fatalf("bob was told %+v", ev)
+	}
+}
