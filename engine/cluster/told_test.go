@@ -908,12 +908,7 @@ func TestSpeakingToANodeThatJustDied(t *testing.T) {
 	window := hub.Options{ResumeWindow: time.Minute}
 	a := startHubNode(t, r, "a", window)
 	b := startHubNode(t, r, "b", window) // its lease outlives it by 10 s
-	alice, bob := a.login(t, "alice"), b.login(t, "bob")
-	if err := alice.s.Connect([]byte(bob.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, _ := pairHubUsers(t, a, b)
 	b.halt()
 	for i := range 3 {
 		alice.say(t, fmt.Sprint("to nobody ", i))

@@ -12,6 +12,18 @@ import (
 // Tests of the count of undelivered messages a user is told when a
 // pairing across nodes ends: what its partner never got, as on one node.
 
+// pairHubUsers logs alice in on a and bob on b, and pairs them.
+func pairHubUsers(t testing.TB, a, b *hubNode) (alice, bob *hubUser) {
+	t.Helper()
+	alice, bob = a.login(t, "alice"), b.login(t, "bob")
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	return alice, bob
+}
+
 // TestLeaveCountsWhatWasInFlight: alice, on node a, speaks while bob,
 // on node b, leaves; her last messages are on their way to b as his
 // leave is on its way back, and b drops them. alice is told how many
@@ -20,12 +32,7 @@ func TestLeaveCountsWhatWasInFlight(t *testing.T) {
 	r := startRedis(t)
 	a := startHubNode(t, r, "a", resumeOptions(0))
 	b := startHubNode(t, r, "b", resumeOptions(0))
-	alice, bob := a.login(t, "alice"), b.login(t, "bob")
-	if err := alice.s.Connect([]byte(bob.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, bob := pairHubUsers(t, a, b)
 	for i := range 2 {
 		alice.say(t, fmt.Sprint("received ", i))
 		bob.box.next(t, proto.EvMessage)
@@ -62,12 +69,7 @@ func TestSpeakingThroughTheCheck(t *testing.T) {
 	px := startRedisProxy(t, r)
 	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
 	b := startHubNode(t, r, "b", resumeOptions(0)) // its lease outlives it by 10 s
-	alice, bob := a.login(t, "alice"), b.login(t, "bob")
-	if err := alice.s.Connect([]byte(bob.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, _ := pairHubUsers(t, a, b)
 	b.halt()
 	px.lag.Store(int64(5 * time.Millisecond))
 	// Said without a pause, but for a yield now and then: the check,
@@ -102,12 +104,7 @@ func TestSpeakingAsRedisGoes(t *testing.T) {
 	px := startRedisProxy(t, r)
 	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
 	b := startHubNode(t, r, "b", resumeOptions(0))
-	alice, bob := a.login(t, "alice"), b.login(t, "bob")
-	if err := alice.s.Connect([]byte(bob.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, bob := pairHubUsers(t, a, b)
 	sent := a.Stats().BatchesSent
 	alice.say(t, "received")
 	bob.box.next(t, proto.EvMessage)
