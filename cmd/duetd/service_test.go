@@ -658,7 +658,7 @@ func TestInstallScript(t *testing.T) {
 	stateDir := t.TempDir()
 	example, _ := os.ReadFile("../../scripts/duetd.yaml")
 	conf := filepath.Join(t.TempDir(), "duetd.yaml")
-	os.WriteFile(conf, bytes.Replace(example, []byte("/var/lib/duetd/"), []byte(stateDir+"/"), 1), 0o600)
+	os.WriteFile(conf, bytes.Replace(example, []byte("state_file: /var/lib/duetd/"), []byte("state_file: "+stateDir+"/"), 1), 0o600)
 	if out2, err := check(conf); err != nil {
 		t.Fatalf("check-config on the example: %v\n%s", err, out2)
 	}

@@ -157,7 +157,9 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 			stdout: `(?m)^trusted_proxies\s+\["0\.0\.0\.0/0"\]\s+file$`,
 			stderr: `config: trusted_proxies: "0\.0\.0\.0/0" trusts every IPv4 address: any client there can claim any address`},
 		{name: "state file where none can be written", yaml: "resume:\n  state_file: " + filepath.Join(dir, "none", "state") + "\n",
-			stderr: `resume\.state_file: cannot write beside .*/none/state: .*no such file or directory`},
+			stderr: `resume\.state_file: cannot write beside .*/none/state: .*no such file or directory; ` +
+				`create .*/none writable by the user duetd runs as \(the systemd unit makes /var/lib/duetd: StateDirectory\), ` +
+				`or set resume\.state_file: "" \(DUETD_RESUME_STATE_FILE=\) to end every session at a stop`},
 		{name: "state file naming a directory", yaml: "resume:\n  state_file: " + stateDir + "\n",
 			stderr: `resume\.state_file: .*/statedir is a directory; name a file in it, such as .*/statedir/sessions`},
 		{name: "state file ending in a separator", yaml: "resume:\n  state_file: " + filepath.Join(dir, "newdir") + "/\n",

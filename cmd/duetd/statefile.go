@@ -50,7 +50,12 @@ func checkStateDir(path string) error {
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".duetd-state-check-*")
 	if err != nil {
-		return fmt.Errorf("resume.state_file: cannot write beside %s: %w", path, err)
+		// The example configuration names the directory the systemd unit
+		// makes, which a start from a shell, or a unit of one's own, may
+		// not have: say both ways out.
+		return fmt.Errorf("resume.state_file: cannot write beside %s: %w; create %s writable by the user duetd runs as "+
+			"(the systemd unit makes /var/lib/duetd: StateDirectory), or set resume.state_file: \"\" (DUETD_RESUME_STATE_FILE=) "+
+			"to end every session at a stop", path, err, filepath.Dir(path))
 	}
 	name := f.Name()
 	f.Close()
