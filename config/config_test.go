@@ -993,3 +993,42 @@ func TestChanged(t *testing.T) {
 		t.Errorf("nil vs empty: %v", got)
 	}
 }
+
+// An operator who names a users file, or turns takeover on, but leaves
+// auth.mode open believes the server restricted while anyone may log in
+// under any name: neither is refused (a file being prepared for a
+// switch is fine), but neither is silent.
+func TestAuthKeysIgnoredInOpenMode(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want []string // keys warned about
+	}{
+		{"users file", map[string]string{"DUETD_AUTH_USERS_FILE": "/etc/duetd/users"}, []string{"auth.users_file"}},
+		{"takeover", map[string]string{"DUETD_AUTH_TAKEOVER": "true"}, []string{"auth.takeover"}},
+		{"both", map[string]string{"DUETD_AUTH_USERS_FILE": "/etc/duetd/users", "DUETD_AUTH_TAKEOVER": "true"}, []string{"auth.users_file", "auth.takeover"}},
+		{"accounts", map[string]string{"DUETD_AUTH_MODE": "accounts", "DUETD_AUTH_USERS_FILE": "/etc/duetd/users", "DUETD_AUTH_TAKEOVER": "true"}, nil},
+		{"open alone", map[string]string{"DUETD_AUTH_MODE": "open"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, src, err := Load(nil, env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keys []string
+			for _, w := range src.Warnings() {
+				keys = append(keys, w.Key)
+				if !strings.Contains(w.Msg, "auth.mode is open") || !strings.Contains(w.Msg, "anyone may log in") {
+					t.Errorf("%s: %q does not say the server is open", w.Key, w.Msg)
+				}
+			}
+			if !slices.Equal(keys, tt.want) {
+				t.Errorf("warned about %q, want %q", keys, tt.want)
+			}
+			// A reload warns again.
+			if _, src2, err := src.Reload(); err != nil || len(src2.Warnings()) != len(tt.want) {
+				t.Errorf("reload: %v, %v", err, src2.Warnings())
+			}
+		})
+	}
+}

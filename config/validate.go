@@ -313,9 +313,10 @@ func parseNet(s string) (netip.Prefix, error) {
 }
 
 // Warnings returns what is valid but probably not meant, each a *Error
-// naming its key: trusted proxies that cover too much (below) and the
-// cluster's (Cluster.Warnings). Load puts them in Sources.Warnings, and
-// Describe prints them after the keys.
+// naming its key: trusted proxies that cover too much (below), accounts
+// keys in open mode (authWarnings) and the cluster's (Cluster.Warnings).
+// Load puts them in Sources.Warnings, and Describe prints them after the
+// keys.
 //
 // A trusted_proxies entry as wide as a continent's share of the internet
 // (0.0.0.0/0, ::/0, 2000::/3) lets any client in it name any address it
@@ -334,7 +335,27 @@ func (c *Config) Warnings() []*Error {
 				"which defeats limits.max_conns_per_ip, the throttles and the addresses in the logs; list only your proxies",
 			s, coverage(p))})
 	}
+	out = append(out, c.Auth.warnings()...)
 	return append(out, c.Cluster.Warnings()...)
+}
+
+// warnings lists the accounts keys set in open mode, which ignores
+// them: an operator who names a users file and forgets auth.mode:
+// accounts believes the server restricted while anyone may /login under
+// any free name. They are not refused, as a file may be made ready
+// before the switch, which takes a restart.
+func (a Auth) warnings() []*Error {
+	if a.Mode != "open" {
+		return nil
+	}
+	var w []*Error
+	if a.UsersFile != "" {
+		w = append(w, &Error{Key: "auth.users_file", Msg: "is set but auth.mode is open: the file is ignored and anyone may log in under any free name; set auth.mode: accounts"})
+	}
+	if a.Takeover {
+		w = append(w, &Error{Key: "auth.takeover", Msg: "is set but auth.mode is open: it is ignored and anyone may log in under any free name; set auth.mode: accounts"})
+	}
+	return w
 }
 
 // tooWide reports whether p covers more of the internet than any one

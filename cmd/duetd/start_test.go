@@ -164,6 +164,9 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 			stderr: `resume\.state_file: .*/statedir is a directory; name a file in it, such as .*/statedir/sessions`},
 		{name: "state file ending in a separator", yaml: "resume:\n  state_file: " + filepath.Join(dir, "newdir") + "/\n",
 			stderr: `resume\.state_file: .*/newdir/ ends in "/", so it names a directory; name a file in it, such as .*/newdir/sessions`},
+		{name: "users file in open mode", yaml: "auth:\n  users_file: " + good + "\n", ok: true,
+			stdout: `(?m)^auth\.mode\s+"open"\s+default$`,
+			stderr: `config: auth\.users_file: is set but auth\.mode is open: the file is ignored and anyone may log in under any free name; set auth\.mode: accounts`},
 		{name: "unknown variable", env: []string{"DUETD_LIMITS_MAX_LINES=32768"}, ok: true,
 			stdout: `(?m)^limits\.max_line\s+16384\s+default$`,
 			stderr: `config: DUETD_LIMITS_MAX_LINES: names no key, so it is ignored; did you mean DUETD_LIMITS_MAX_LINE\?`},
@@ -372,10 +375,11 @@ func TestReloadNamesKeys(t *testing.T) {
 	check("same sockets", w, c, []string{"DUETD_LIMITS_MAX_LINES"},
 		[]string{"admin.listen", "limits.max_conns_per_ip", "log.level", "tcp.listen", "ws.listen"})
 
-	// Another TCP address and a restart-only key.
+	// Another TCP address and a restart-only key; takeover set in open
+	// mode, which does nothing there and is warned about at each load.
 	d.TCP = "127.0.0.1:1"
 	w, c = reload("log:\n  level: debug\n  format: console\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
-	check("new address", w, c, []string{"DUETD_LIMITS_MAX_LINES", "tcp.listen", "log.format"},
+	check("new address", w, c, []string{"DUETD_LIMITS_MAX_LINES", "auth.takeover", "tcp.listen", "log.format"},
 		[]string{"auth.takeover", "log.format", "tcp.listen"})
 	e, _ = d.WaitLog(0, "tcp.listen changes only on restart")
 	if e["configured"] != "127.0.0.1:1" || e["listening"] != bound {
@@ -385,12 +389,12 @@ func TestReloadNamesKeys(t *testing.T) {
 	// The same file again: nothing changed since the last load, but
 	// neither is in effect yet, so both are warned about again.
 	w, c = reload("log:\n  level: debug\n  format: console\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
-	check("same file", w, c, []string{"DUETD_LIMITS_MAX_LINES", "tcp.listen", "log.format"}, nil)
+	check("same file", w, c, []string{"DUETD_LIMITS_MAX_LINES", "auth.takeover", "tcp.listen", "log.format"}, nil)
 
 	// Back to the bound address: no more warning about it.
 	d.TCP = bound
 	w, c = reload("log:\n  level: debug\nlimits:\n  max_conns_per_ip: 8\nauth:\n  takeover: true\n")
-	check("back", w, c, []string{"DUETD_LIMITS_MAX_LINES"}, []string{"log.format", "tcp.listen"})
+	check("back", w, c, []string{"DUETD_LIMITS_MAX_LINES", "auth.takeover"}, []string{"log.format", "tcp.listen"})
 
 	d.Signal(syscall.SIGTERM)
 	if code := d.WaitExit(waitLimit); code != 0 {
