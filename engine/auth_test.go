@@ -64,6 +64,24 @@ func TestAccountsInputWaitsForTheLogin(t *testing.T) {
 	c.Expect(`^! already_logged_in: `)
 }
 
+// TestAccountsNotLoggedInSaysPassword: what the server says to do before
+// a login is what works in accounts mode, as the greeting says: a name
+// alone would be answered auth_failed.
+func TestAccountsNotLoggedInSaysPassword(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	d, _ := enginetest.StartAccounts(t, users, nil)
+	c := d.DialLine(t)
+	c.Send("hello?")
+	c.Expect(`^! not_logged_in: log in first: /login NAME PASSWORD$`)
+	c.LoginPassword("alice", "s3cret")
+
+	w := d.DialWS(t)
+	w.Send(map[string]any{"type": "say", "text": "hello?"})
+	if ev := w.Expect("error"); ev["code"] != "not_logged_in" || ev["text"] != "log in first: /login NAME PASSWORD" {
+		t.Fatalf("error: %v", ev)
+	}
+}
+
 func TestAccountsWrongPasswordAndUnknownNameLookAlike(t *testing.T) {
 	users := authtest.Users(t, "alice", "s3cret")
 	d, _ := enginetest.StartAccounts(t, users, nil)

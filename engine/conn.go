@@ -418,6 +418,10 @@ func (cn *conn) tellSay(err *proto.Error, id uint64) {
 	if cn.retiredAnswer(err) {
 		return
 	}
+	if err == proto.ErrNotLoggedIn {
+		// The hub knows no auth mode: the text says how to log in here.
+		err = proto.NotLoggedIn(cn.loop.srv.opts.AuthMode)
+	}
 	cn.loop.srv.metrics.Error(err.Code)
 	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err, ID: id})
 }

@@ -175,7 +175,7 @@ func TestLineErrors(t *testing.T) {
 	bob := d.DialLine(t).Login("bob")
 	c := d.DialLine(t)
 	steps := []struct{ send, want string }{
-		{"hello?", `^! not_logged_in: `},
+		{"hello?", `^! not_logged_in: log in first: /login NAME$`},
 		{"/connect " + bob.Token, `^! not_logged_in: `},
 		{"/login", `^! bad_name: `},
 		{"/login bad name!", `^! bad_name: `},

@@ -14,22 +14,26 @@ func (e *Error) Error() string { return e.Code + ": " + e.Text }
 // The errors duet reports. Each is a value with a stable code; the
 // connection that receives one stays usable unless the text says so.
 var (
-	ErrNotLoggedIn     = &Error{"not_logged_in", "log in first: /login NAME"}
-	ErrAlreadyLoggedIn = &Error{"already_logged_in", "you are already logged in"}
-	ErrBadName         = &Error{"bad_name", "a name is 1 to 32 letters, digits, '_', '-' or '.'"}
-	ErrNameTaken       = &Error{"name_taken", "that name is in use; pick another"}
-	ErrBadToken        = &Error{"bad_token", "a token is 32 hexadecimal characters"}
-	ErrUnknownToken    = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
-	ErrSelfConnect     = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
-	ErrAlreadyPaired   = &Error{"already_paired", "you are already connected; /leave first"}
-	ErrRoomFull        = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
-	ErrNotPaired       = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
-	ErrUnknownCommand  = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
-	ErrUnknownType     = &Error{"unknown_type", "unknown message type"}
-	ErrBadJSON         = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
-	ErrBadMessage      = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
-	ErrTooLong         = &Error{"too_long", "message too long; it was not sent"}
-	ErrInvalidUTF8     = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
+	ErrNotLoggedIn = &Error{"not_logged_in", "log in first: /login NAME"}
+	// ErrNotLoggedInAccounts is ErrNotLoggedIn on a server with
+	// accounts, whose login takes a password, as its greeting says
+	// (NotLoggedIn picks). Its Code is ErrNotLoggedIn's.
+	ErrNotLoggedInAccounts = &Error{"not_logged_in", "log in first: /login NAME PASSWORD"}
+	ErrAlreadyLoggedIn     = &Error{"already_logged_in", "you are already logged in"}
+	ErrBadName             = &Error{"bad_name", "a name is 1 to 32 letters, digits, '_', '-' or '.'"}
+	ErrNameTaken           = &Error{"name_taken", "that name is in use; pick another"}
+	ErrBadToken            = &Error{"bad_token", "a token is 32 hexadecimal characters"}
+	ErrUnknownToken        = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
+	ErrSelfConnect         = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
+	ErrAlreadyPaired       = &Error{"already_paired", "you are already connected; /leave first"}
+	ErrRoomFull            = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
+	ErrNotPaired           = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
+	ErrUnknownCommand      = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
+	ErrUnknownType         = &Error{"unknown_type", "unknown message type"}
+	ErrBadJSON             = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
+	ErrBadMessage          = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
+	ErrTooLong             = &Error{"too_long", "message too long; it was not sent"}
+	ErrInvalidUTF8         = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
 	// ErrInvalidUTF8Telnet is ErrInvalidUTF8 told on the line port to a
 	// client not sending in telnet's BINARY: Debian's telnet changes some
 	// letters until it first sends a telnet command, and a Ctrl-C is one
@@ -98,7 +102,7 @@ var (
 
 // Errors lists every error, for documentation and tests.
 var Errors = []*Error{
-	ErrNotLoggedIn, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
+	ErrNotLoggedIn, ErrNotLoggedInAccounts, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
 	ErrUnknownToken, ErrZeroToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
@@ -106,6 +110,16 @@ var Errors = []*Error{
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrNotParked, ErrFlooded,
+}
+
+// NotLoggedIn is the not_logged_in error of a server whose auth.mode is
+// mode ("open" or "accounts"): it says how to log in there, as the hello
+// does, so that following it does not end in auth_failed.
+func NotLoggedIn(mode string) *Error {
+	if mode == "accounts" {
+		return ErrNotLoggedInAccounts
+	}
+	return ErrNotLoggedIn
 }
 
 // AlreadyPaired is ErrAlreadyPaired told with the partner's name: two
