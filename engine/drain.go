@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"duet/proto/line"
+	"duet/proto"
 )
 
 // A drain is how a node of a cluster goes for a restart without ending
@@ -277,5 +277,5 @@ func drainNoticeText(isLine bool, key string, window time.Duration) string {
 	} else {
 		b = append(b, "the server is restarting; reconnect and resume your session within "...)
 	}
-	return string(line.AppendWindow(b, window))
+	return string(proto.AppendWindow(b, window))
 }

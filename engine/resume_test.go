@@ -300,6 +300,37 @@ func pairLineWS(t *testing.T, d *enginetest.Daemon) (alice *enginetest.LineClien
 	return alice, bob
 }
 
+// TestLoginAsAwayName: a user whose connection dropped and who logs in
+// again under the same name is told the name is its away session's, to
+// resume with its key, or to have again once the session's time is up;
+// not merely to pick another, which a name held by a connected user is
+// still answered, in either protocol.
+func TestLoginAsAwayName(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	enginetest.Reset(t, alice.Conn)
+	waitFor(t, "alice away", func() bool { return d.Hub.Stats().Away == 1 })
+
+	again := d.DialLine(t)
+	again.Send("/login alice")
+	again.Expect(`^! name_taken: that name is in use by a session whose connection dropped; if it is yours, type /resume KEY with the resume key you were shown, or log in again once its time is up, in (1m\d+s|2m)$`)
+	w := d.DialWS(t)
+	w.Send(map[string]string{"type": "login", "name": "Alice"})
+	if ev := w.Expect("error"); ev["code"] != "name_taken" || !strings.Contains(ev["text"].(string), "/resume KEY") {
+		t.Fatalf("login over WebSocket as away alice: %v", ev)
+	}
+
+	again.Send("/resume " + alice.Key)
+	if peer, _, _, _ := enginetest.ReadResumed(t, again.Line); peer != "" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	w.Send(map[string]string{"type": "login", "name": "alice"})
+	if ev := w.Expect("error"); ev["code"] != "name_taken" || ev["text"] != "that name is in use; pick another" {
+		t.Fatalf("login over WebSocket as connected alice: %v", ev)
+	}
+}
+
 // TestResumeWindowExpires: a session nobody resumes within
 // resume.window ends: its partner is told timeout and is free to be
 // joined at once, its name is free, and its key is refused.

@@ -1,6 +1,9 @@
 package proto
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+)
 
 // Error is a failure told to the client it concerns. Code is the stable
 // API (clients switch on it); Text is for people and may change.
@@ -130,6 +133,18 @@ func AlreadyPaired(peer string) *Error {
 	return &Error{Code: ErrAlreadyPaired.Code, Text: "you are already connected with " + peer + "; /leave first to connect to someone else"}
 }
 
+// NameAway is ErrNameTaken told for a name whose session is away (its
+// connection dropped, and it waits for a resume) for left more: most
+// often its own user, back on a new connection, who needs to know that
+// the name is theirs to resume, or to have again once that time is up,
+// and not to pick another. Its Code is ErrNameTaken's.
+func NameAway(left time.Duration) *Error {
+	text := make([]byte, 0, 160)
+	text = append(text, "that name is in use by a session whose connection dropped; if it is yours, type /resume KEY with the resume key you were shown, or log in again once its time is up, in "...)
+	text = AppendWindow(text, left)
+	return &Error{Code: ErrNameTaken.Code, Text: string(text)}
+}
+
 // PeerAwayFull is ErrPeerAwayFull told with the partner's name and what
 // is waiting for them: waiting messages kept since they went away,
 // taking size bytes. None may be: what was kept for a resume before they
@@ -164,4 +179,27 @@ func appendSize(dst []byte, n int64) []byte {
 	}
 	dst = strconv.AppendInt(dst, (n+1023)/1024, 10)
 	return append(dst, " KiB"...)
+}
+
+// AppendWindow appends d as a person writes a short duration: whole
+// hours, minutes and seconds, rounded up to the second, leaving out the
+// parts that are zero ("2m", "1m30s", "1h").
+func AppendWindow(dst []byte, d time.Duration) []byte {
+	secs := int64((d + time.Second - 1) / time.Second)
+	if secs <= 0 {
+		return append(dst, "0s"...)
+	}
+	if h := secs / 3600; h > 0 {
+		dst = strconv.AppendInt(dst, h, 10)
+		dst = append(dst, 'h')
+	}
+	if m := secs / 60 % 60; m > 0 {
+		dst = strconv.AppendInt(dst, m, 10)
+		dst = append(dst, 'm')
+	}
+	if s := secs % 60; s > 0 {
+		dst = strconv.AppendInt(dst, s, 10)
+		dst = append(dst, 's')
+	}
+	return dst
 }

@@ -797,7 +797,12 @@ func (h *Hub) newSession(name []byte, out Outbox) (*Session, proto.ResumeKey) {
 func (h *Hub) hold(s *Session, key string) *proto.Error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.names.filed(key) != nil {
+	if old := h.names.filed(key); old != nil {
+		if old.away != nil && old.keyIs(key) {
+			// Most often its own user, back on a new connection
+			// without the resume key in mind.
+			return proto.NameAway(max(old.away.deadline-h.clock.now(), 0))
+		}
 		return proto.ErrNameTaken
 	}
 	h.enterLocked(s, key)

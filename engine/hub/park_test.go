@@ -596,7 +596,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// Names and tokens are taken, the pair's room full.
-	if _, err := h2.Login([]byte("Carol"), &recorder{}); err != proto.ErrNameTaken {
+	if _, err := h2.Login([]byte("Carol"), &recorder{}); err == nil || err.Code != proto.ErrNameTaken.Code {
 		t.Fatalf("carol's name: %v", err)
 	}
 	dave := login(t, h2, "dave")

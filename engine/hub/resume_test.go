@@ -189,7 +189,7 @@ func TestDetachKeepsNameTokenAndPairing(t *testing.T) {
 		t.Fatalf("bob was told %+v", evs)
 	}
 	mustErr(t, carol.Connect(tok(alice.Session)), proto.ErrRoomFull)
-	if _, err := h.Login([]byte("ALICE"), &recorder{}); err != proto.ErrNameTaken {
+	if _, err := h.Login([]byte("ALICE"), &recorder{}); err == nil || err.Code != proto.ErrNameTaken.Code {
 		t.Fatalf("login as away alice: %v", err)
 	}
 	if bob.Peer() != "alice" {
@@ -203,6 +203,38 @@ func TestDetachKeepsNameTokenAndPairing(t *testing.T) {
 	}
 	if st := h.Stats(); st.Away != 1 || st.Users != 3 || st.Pairs != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestLoginAsAwayNameSaysResume: a user whose connection dropped and
+// who logs in again under the same name is not told merely to pick
+// another: the name is its own away session's, which it may resume, or
+// have again once the session's time is up, and the answer says so and
+// how long that is. A name held by a connected user is name_taken as
+// ever.
+func TestLoginAsAwayNameSaysResume(t *testing.T) {
+	h, clock := newClockedHub(resumeOpts())
+	alice, _ := resumable(t, h, "alice")
+	resumable(t, h, "bob")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	clock.advance(20 * time.Second)
+
+	_, err := h.Login([]byte("Alice"), &recorder{})
+	if err == nil || err.Code != proto.ErrNameTaken.Code {
+		t.Fatalf("login as away alice: %v, want name_taken", err)
+	}
+	for _, want := range []string{"/resume KEY", "1m40s"} {
+		if !strings.Contains(err.Text, want) {
+			t.Errorf("login as away alice: %q does not say %q", err.Text, want)
+		}
+	}
+	if _, err := h.Login([]byte("BOB"), &recorder{}); err != proto.ErrNameTaken {
+		t.Fatalf("login as connected bob: %v, want %v", err, proto.ErrNameTaken)
+	}
+	// Once the window ends, the name is free.
+	clock.advance(100 * time.Second)
+	if _, err := h.Login([]byte("alice"), &recorder{}); err != nil {
+		t.Fatalf("login as alice after her window: %v", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package line
 import (
 	"bytes"
 	"strconv"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -121,7 +120,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
 		dst = append(dst, " lost the connection; waiting up to "...)
-		dst = AppendWindow(dst, ev.Window)
+		dst = proto.AppendWindow(dst, ev.Window)
 		dst = append(dst, " for "...)
 		dst = appendSafe(dst, ev.Peer)
 		return append(dst, " to come back\r\n"...)
@@ -153,7 +152,7 @@ func appendResumeKey(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, " (if your connection drops, reconnect and type /resume "...)
 	dst = appendSafe(dst, ev.ResumeKey)
 	dst = append(dst, " within "...)
-	dst = AppendWindow(dst, ev.Window)
+	dst = proto.AppendWindow(dst, ev.Window)
 	return append(dst, ")\r\n"...)
 }
 
@@ -196,29 +195,6 @@ func appendResumeTail(dst []byte, ev *proto.Event) []byte {
 		}
 	}
 	return appendResumeKey(dst, ev)
-}
-
-// AppendWindow appends d as a person writes a short duration: whole
-// hours, minutes and seconds, rounded up to the second, leaving out the
-// parts that are zero ("2m", "1m30s", "1h").
-func AppendWindow(dst []byte, d time.Duration) []byte {
-	secs := int64((d + time.Second - 1) / time.Second)
-	if secs <= 0 {
-		return append(dst, "0s"...)
-	}
-	if h := secs / 3600; h > 0 {
-		dst = strconv.AppendInt(dst, h, 10)
-		dst = append(dst, 'h')
-	}
-	if m := secs / 60 % 60; m > 0 {
-		dst = strconv.AppendInt(dst, m, 10)
-		dst = append(dst, 'm')
-	}
-	if s := secs % 60; s > 0 {
-		dst = strconv.AppendInt(dst, s, 10)
-		dst = append(dst, 's')
-	}
-	return dst
 }
 
 // peerLeftWords is how each reason reads around the peer's name.
