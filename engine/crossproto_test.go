@@ -50,14 +50,18 @@ func TestHTTPOnLinePortRunsNothing(t *testing.T) {
 	// The requests as Go's client writes them, on a raw socket, read to
 	// the end: one is refused at its request line; one whose request
 	// line is too long to be read (a long URL) at the Host line after it.
+	// The answer names the web port, where an HTTP client belongs.
 	short, _ := http.NewRequest("POST", "http://"+d.TCP+"/", strings.NewReader(body))
 	long, _ := http.NewRequest("POST", "http://"+d.TCP+"/"+strings.Repeat("a", 300), strings.NewReader(body))
+	_, webPort, _ := net.SplitHostPort(d.WS)
+	refused := "! http_request: this port speaks duet's line protocol, not HTTP\r\n" +
+		"* browsers and HTTP clients use the web port, port " + webPort + "\r\n"
 	for _, tt := range []struct {
 		req  *http.Request
 		want string
 	}{
-		{short, "! http_request: this port speaks duet's line protocol, not HTTP\r\n"},
-		{long, "! too_long: message too long; it was not sent\r\n! http_request: this port speaks duet's line protocol, not HTTP\r\n"},
+		{short, refused},
+		{long, "! too_long: message too long; it was not sent\r\n" + refused},
 	} {
 		var head bytes.Buffer
 		if err := tt.req.Write(&head); err != nil {
@@ -101,6 +105,18 @@ func TestHTTPOnLinePortRunsNothing(t *testing.T) {
 	// Refusals are logged (sampled: at most one a second).
 	if n := logs.FilterMessage("connection refused: an HTTP request on the line port").Len(); n < 1 {
 		t.Fatal("the refusal was not logged")
+	}
+}
+
+// TestHTTPOnLinePortWithoutWebPort: a server with no web port names
+// none.
+func TestHTTPOnLinePortWithoutWebPort(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) { o.WSListen = "" })
+	c := d.DialLine(t)
+	c.Send("GET / HTTP/1.1")
+	c.Expect(`^! http_request: this port speaks duet's line protocol, not HTTP$`)
+	if l, err := c.TryLine(enginetest.Timeout); err == nil {
+		t.Fatalf("then %q, want the close", l)
 	}
 }
 

@@ -64,8 +64,9 @@ func (cn *conn) answerTelnet() {
 // port before logging in. A web page can make a browser send one to any
 // port (fetch, a form); were its lines read as commands, the request's
 // body would log in and connect from the visitor's address. Nothing of it
-// is acted on: the connection is told why, and closed.
+// is acted on: the connection is told why, and where the web port is,
+// and closed.
 func (cn *conn) refuseHTTP() {
 	cn.loop.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
-	cn.end(endHTTPOnLine)
+	cn.endAs(endHTTPOnLine, endDetail{notice: cn.loop.srv.linePortWord()})
 }

@@ -188,9 +188,12 @@ func TestProxyHeaderDeadline(t *testing.T) {
 	start := time.Now()
 	c := dialFrom(t, "127.0.0.1", d.TCP)
 	c.Write([]byte("PROXY TCP4 192.0.2.7")) // and nothing more
+	// An admin's nc from the proxy's host looks just like this: the
+	// answer says where connections from there must come from.
 	l, _ := bufio.NewReader(c).ReadString('\n')
-	if !strings.HasPrefix(l, "! bad_proxy_header:") {
-		t.Fatalf("got %q", l)
+	if want := "! bad_proxy_header: this port expects connections through the proxy: " +
+		"one from a trusted_proxies address must begin with a PROXY protocol header, and this one's was malformed or missing\r\n"; l != want {
+		t.Fatalf("got %q, want %q", l, want)
 	}
 	if waited := time.Since(start); waited < time.Second || waited > 8*time.Second {
 		t.Fatalf("cut off after %v, want a little over 1s", waited)

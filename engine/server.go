@@ -596,14 +596,14 @@ func onListener(local, bound net.Addr) bool {
 	return l.IP == nil || l.IP.IsUnspecified() || b.IP.IsUnspecified() || l.IP.Equal(b.IP)
 }
 
-// logRefusal logs a refused connection, sampled: a flood of them costs
-// one line a second.
-func (s *Server) logRefusal(e ending, msg string, ip netip.Addr) {
+// logRefusal logs a refused connection, with extra fields if any,
+// sampled: a flood of them costs one line a second.
+func (s *Server) logRefusal(e ending, msg string, ip netip.Addr, extra ...zap.Field) {
 	ok, suppressed := s.refusalLog.Allow(time.Now())
 	if !ok {
 		return
 	}
-	fields := []zap.Field{zap.String("reason", endings[e].label), zap.Stringer("remote", ip)}
+	fields := append([]zap.Field{zap.String("reason", endings[e].label), zap.Stringer("remote", ip)}, extra...)
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
 	}

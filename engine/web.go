@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/gobwas/ws"
+	"go.uber.org/zap"
 
 	"duet/proto"
 	"duet/proto/httphead"
@@ -48,10 +49,29 @@ func (cn *conn) readWeb(buf []byte) int {
 // port: what the port is for, and where the line port is.
 func (s *Server) webPortWord() string {
 	word := "this is duet's web port, for browsers and WebSocket clients; netcat and telnet speak to the line port"
-	if _, port, err := net.SplitHostPort(s.opts.TCPListen); err == nil && port != "" {
+	if port := listenPort(s.opts.TCPListen); port != "" {
 		word += ", port " + port
 	}
 	return word
+}
+
+// linePortWord is the notice after the refusal of an HTTP request on the
+// line port (http_request): where the web port is, or "" with none.
+func (s *Server) linePortWord() string {
+	if port := listenPort(s.opts.WSListen); port != "" {
+		return "browsers and HTTP clients use the web port, port " + port
+	}
+	return ""
+}
+
+// listenPort is the port of a listen address (the bound one, once the
+// server has started), or "" for a listener that is off.
+func listenPort(listen string) string {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	return port
 }
 
 // readRequest answers one HTTP request: the upgrade to WebSocket at /ws,
@@ -99,6 +119,10 @@ func (cn *conn) readRequest(buf []byte) int {
 			e := endProtocol
 			if errors.Is(err, wsframe.ErrOriginRefused) {
 				e = endOrigin
+				// The browser is told only 403: the operator whose page
+				// is served from another host learns why here.
+				cn.loop.srv.logRefusal(e, "WebSocket refused: its origin is not allowed; if it is your page's, add it to ws.allowed_origins",
+					cn.addr.ip, zap.String("origin", req.Header.Get("Origin")))
 			}
 			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end

@@ -16,6 +16,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"duet/config"
 	"duet/engine"
@@ -111,6 +113,34 @@ func TestWSOriginRules(t *testing.T) {
 				t.Fatalf("%q %q: status %d, want %d", strings.TrimSpace(tc.hostLine), strings.TrimSpace(tc.origin), got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWSOriginRefusalLogged: a WebSocket refused for its origin is
+// logged at info level or above, naming the origin and the key that
+// would allow it, so that an operator whose page is served from another
+// host finds why its users cannot connect. The log is sampled, as other
+// refusals are: a flood of them costs a line a second.
+func TestWSOriginRefusalLogged(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.InfoLevel)
+	d := startDaemon(t, func(o *engine.Options) { o.Logger = zap.New(core) })
+	start := time.Now()
+	for range 20 {
+		if _, status := dialWSRaw(t, d, "127.0.0.1", "Origin: https://chat.example\r\n"); status != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", status)
+		}
+	}
+	refusals := logs.FilterMessageSnippet("ws.allowed_origins").All()
+	if len(refusals) == 0 {
+		t.Fatalf("the refusal was not logged: %v", logs.All())
+	}
+	if most := int(time.Since(start)/time.Second) + 1; len(refusals) > most {
+		t.Errorf("%d refusals logged in %v; want them sampled, one a second", len(refusals), time.Since(start))
+	}
+	fields := refusals[0].ContextMap()
+	if fields["origin"] != "https://chat.example" || fields["reason"] != "origin" || fields["remote"] != "127.0.0.1" {
+		t.Errorf("logged %q with %v", refusals[0].Message, fields)
 	}
 }
 

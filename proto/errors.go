@@ -91,7 +91,11 @@ var (
 	ErrServerFull     = &Error{"server_full", "the server has too many connections; try again later"}
 	ErrTooManyConns   = &Error{"too_many_connections", "too many connections from your address"}
 	ErrUntrustedProxy = &Error{"untrusted_proxy", "a PROXY header is accepted only from a trusted proxy"}
-	ErrBadProxyHeader = &Error{"bad_proxy_header", "malformed or missing PROXY protocol header"}
+	// ErrBadProxyHeader is told by the line port to a connection from
+	// a trusted proxy's address that began with no valid PROXY header:
+	// most often an admin's nc on the proxy's host, who needs to know
+	// why a port that greets others greets no one from there.
+	ErrBadProxyHeader = &Error{"bad_proxy_header", "this port expects connections through the proxy: one from a trusted_proxies address must begin with a PROXY protocol header, and this one's was malformed or missing"}
 	ErrHTTPRequest    = &Error{"http_request", "this port speaks duet's line protocol, not HTTP"}
 	// ErrNotParked ends a session that a node of a cluster, draining
 	// for a restart, could not park for a resume (its link to Redis
