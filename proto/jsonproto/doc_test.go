@@ -32,9 +32,18 @@ func TestProtocolDocShowsResumeFrames(t *testing.T) {
 	if perr != nil {
 		t.Fatal(perr)
 	}
+	bobToken, perr := proto.ParseToken([]byte("f277a513462178957108e42bdb8de761"))
+	if perr != nil {
+		t.Fatal(perr)
+	}
 	for _, ev := range []proto.Event{
 		{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
 		{Kind: proto.EvMessage, From: "bob", Text: []byte("still there?"), Seq: 2},
+		// The transcript before, from a server with the default
+		// configuration (resume on): keys in welcomes, numbered messages.
+		{Kind: proto.EvWelcome, Name: "bob", Token: bobToken, ResumeKey: "c4r8n2w6j0x5m9t3q7v1kd8hzb", Window: 2 * time.Minute},
+		{Kind: proto.EvMessage, From: "bob", Text: []byte("hi alice!\nsecond line"), Seq: 1},
+		{Kind: proto.EvMessage, From: "alice", Text: []byte("hello \"bob\" 🙂"), Seq: 1},
 		{Kind: proto.EvResumed, Name: "alice", Token: token, Peer: "bob", PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44,
 			Count: 1, ID: 1, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
 		{Kind: proto.EvMessage, From: "alice", Text: []byte("yes"), Seq: 1},

@@ -51,12 +51,30 @@ func TestProtocolDocIsComplete(t *testing.T) {
 		{Kind: proto.EvReplayEnd, Count: 2, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
 		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
 		{Kind: proto.EvPeerBack, Peer: "alice"},
-		{Kind: proto.EvError, Err: proto.PeerAwayFull("alice", 3514, 250<<10)},
+		{Kind: proto.EvError, Err: proto.PeerAwayFull("alice", 2520, 2520*40)},
 	} {
 		for _, l := range strings.SplitAfter(string(AppendEvent(nil, &ev)), "\r\n") {
 			if l = strings.TrimSuffix(l, "\r\n"); l != "" && !strings.Contains(doc, "< "+l+"\n") {
 				t.Errorf("docs/PROTOCOL.md has no transcript line %q", l)
 			}
+		}
+	}
+	// The netcat transcript's logins, answered as a server with the
+	// default configuration (resume on) answers them: each welcome is
+	// followed by its resume key.
+	for _, u := range []struct{ name, token, key string }{
+		{"alice", "5366c6d06ecff31059750e8cf80a97de", "hx3m9qz0v4c8t2kj7nwb5r1e6d"},
+		{"bob", "d86013ddf4f4d27c7763408d6e774a91", "2p8wq5m1x9d3v7kc0hr4njt6fb"},
+		{"carol", "04f312d988c25a753c37a198e6dc0114", "m6t1c9v3q8x0z5k2wj7dh4rnpb"},
+	} {
+		tok, err := proto.ParseToken([]byte(u.token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := string(AppendEvent(nil, &proto.Event{Kind: proto.EvWelcome, Name: u.name, Token: tok, ResumeKey: u.key, Window: 2 * time.Minute}))
+		want := "> /login " + u.name + "\n< " + strings.ReplaceAll(strings.TrimSuffix(lines, "\r\n"), "\r\n", "\n< ") + "\n"
+		if !strings.Contains(doc, want) {
+			t.Errorf("docs/PROTOCOL.md does not show %s's login as answered:\n%s", u.name, want)
 		}
 	}
 	help := strings.ReplaceAll(helpText, "\r\n", "\n")
