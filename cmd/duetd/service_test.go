@@ -765,6 +765,26 @@ func TestInstallScriptWithoutGo(t *testing.T) {
 	}
 }
 
+// TestReadmeGoVersion: the README asks for the Go that go.mod requires,
+// as install.sh does: an older one refuses to build the module.
+func TestReadmeGoVersion(t *testing.T) {
+	mod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod names no go version")
+	}
+	if want := "Go " + string(m[1]) + " or later"; !bytes.Contains(bytes.Join(bytes.Fields(readme), []byte(" ")), []byte(want)) {
+		t.Errorf("README.md does not say %q", want)
+	}
+}
+
 // TestInstallScriptRelativePaths: DESTDIR and DUETD_BINARY name paths
 // as the caller sees them, from wherever install.sh is run, not from
 // the clone it changes into to find its own files.
