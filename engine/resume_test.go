@@ -314,7 +314,7 @@ func TestLoginAsAwayName(t *testing.T) {
 
 	again := d.DialLine(t)
 	again.Send("/login alice")
-	again.Expect(`^! name_taken: that name is in use by a session whose connection dropped; if it is yours, type /resume KEY with the resume key you were shown, or log in again once its time is up, in (1m\d+s|2m)$`)
+	again.Expect(`^! name_taken: that name is in use by a session whose connection dropped; if it is yours, resume it \(on a terminal, /resume KEY with the key you were shown; a page resumes by itself when reloaded in its tab\), or log in again once its time is up, in (1m\d+s|2m)$`)
 	w := d.DialWS(t)
 	w.Send(map[string]string{"type": "login", "name": "Alice"})
 	if ev := w.Expect("error"); ev["code"] != "name_taken" || !strings.Contains(ev["text"].(string), "/resume KEY") {

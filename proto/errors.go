@@ -143,8 +143,8 @@ func AlreadyPaired(peer string) *Error {
 // the name is theirs to resume, or to have again once that time is up,
 // and not to pick another. Its Code is ErrNameTaken's.
 func NameAway(left time.Duration) *Error {
-	text := make([]byte, 0, 160)
-	text = append(text, "that name is in use by a session whose connection dropped; if it is yours, type /resume KEY with the resume key you were shown, or log in again once its time is up, in "...)
+	text := make([]byte, 0, 224)
+	text = append(text, "that name is in use by a session whose connection dropped; if it is yours, resume it (on a terminal, /resume KEY with the key you were shown; a page resumes by itself when reloaded in its tab), or log in again once its time is up, in "...)
 	text = AppendWindow(text, left)
 	return &Error{Code: ErrNameTaken.Code, Text: string(text)}
 }
