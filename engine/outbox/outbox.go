@@ -936,9 +936,18 @@ func (o *Outbox) LookAcked(after int) (seq uint64, looked bool) {
 		return t.acked, false
 	}
 	unacked, ok := o.owner.Unacked()
-	// A look that failed counts as one: a socket that cannot tell is
-	// asked again only once a stride more has left, not at every call.
-	t.checked = t.sent
+	if after > 0 {
+		// A look that failed counts as one: a socket that cannot tell
+		// is asked again only once a stride more has left, not at
+		// every call. A look whenever (after 0: the hub's, of a
+		// conversation gone quiet) does not count: made while the
+		// client had not yet acknowledged what it was sent, it would
+		// put off the look that the client's next read earns, which
+		// finds what the client acknowledged by sending, until a
+		// stride more was written, which a quiet conversation may
+		// never write.
+		t.checked = t.sent
+	}
 	if !ok {
 		return t.acked, false
 	}

@@ -474,3 +474,33 @@ func TestNoticeAfterMessagesDoesNotHideThem(t *testing.T) {
 		t.Fatalf("aborted with only the notice unacknowledged: %d lost, want 0", lost)
 	}
 }
+
+// TestLookWheneverDoesNotPutOffTheStrideLook: a look whenever (after 0,
+// the hub's look at a conversation gone quiet), made while the client
+// had not acknowledged what it was sent, does not put off the look its
+// next read earns: that look finds everything acknowledged. Before, it
+// waited for a stride more to be written, which a quiet conversation
+// never wrote, and its partner was told, when it dropped, that messages
+// it had read never reached it.
+func TestLookWheneverDoesNotPutOffTheStrideLook(t *testing.T) {
+	const stride = 4 << 10
+	a, o := newAckOwner()
+	text := string(make([]byte, 100))
+	seq := uint64(1)
+	for sent := 0; sent < stride; sent += len("message a \n") + len(text) {
+		numbered(o, seq, text)
+		seq++
+	}
+	// Half of what was written is not acknowledged yet as the quiet
+	// look comes.
+	a.unacked = stride / 2
+	if got := o.TransportAcked(0); got != 0 {
+		t.Fatalf("acked %d with half unacknowledged and no mark before, want 0", got)
+	}
+	// The client reads everything and answers, which acknowledges it.
+	a.unacked = 0
+	got, looked := o.LookAcked(stride)
+	if !looked || got != seq-1 {
+		t.Fatalf("after the client answered: acked %d (looked %v), want %d: everything", got, looked, seq-1)
+	}
+}
