@@ -200,6 +200,10 @@ type endDetail struct {
 	// counts: those an eviction's session refused before the eviction
 	// ran (conn.evicted).
 	undelivered int
+	// notSent is the count of the user's says refused since the last
+	// one was told (inputGuard), told first (EvNone: none). endAs takes
+	// it from the guard: an ending is the last chance to tell it.
+	notSent proto.Event
 	// method is the method of the HTTP request the ending answers, ""
 	// when none was read: the answer to a HEAD request has no body.
 	method string
@@ -238,6 +242,11 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 	if st == stageWS {
 		enc = webEncoder{}.AppendEvent
 	}
+	start := len(dst)
+	if d.notSent.Kind != proto.EvNone {
+		dst = enc(dst, &d.notSent)
+	}
+	said := len(dst)
 	if info.err != nil {
 		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
 	}
@@ -255,6 +264,11 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		if code != 0 {
 			dst = wsframe.AppendClose(dst, code, text)
 		}
+	}
+	if len(dst) == said {
+		// An ending that says nothing (its client is gone, or is not
+		// reading) tells no count either.
+		return dst[:start]
 	}
 	return dst
 }
@@ -369,6 +383,13 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	// From here the loop writes the connection's last bytes itself: no
 	// delivery may be written after its goodbye.
 	cn.out.SetDirect(false)
+	if g := cn.guard; g != nil {
+		// The says refused since the last count was told are counted in
+		// the goodbye, before it: no count comes after an ending, and an
+		// outbox a drain retired (drainBegin), or endDraining retires,
+		// takes no event but the connection's own last bytes.
+		d.notSent, _ = cn.notSent(g)
+	}
 	if info.refusal {
 		cn.loop.srv.metrics.Rejected(info.label)
 	} else if info.err != nil && cn.stage != stageHTTP {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"duet/proto"
 	"duet/proto/jsonproto"
+	"duet/proto/line"
 )
 
 // TestEndingsTable: every ending has a row with a label of its own; a
@@ -47,6 +49,32 @@ func TestEndingsTable(t *testing.T) {
 	}
 	if endings[endNone].label != "" {
 		t.Error("endNone, an open connection, has a row")
+	}
+}
+
+// TestGoodbyeTellsTheNotSentCountFirst: an ending that says anything to
+// its client, in either protocol, says first the count of refused says
+// not told yet; one that says nothing (its client is gone, or is not
+// reading) tells no count either.
+func TestGoodbyeTellsTheNotSentCountFirst(t *testing.T) {
+	count := proto.Event{Kind: proto.EvNotice, Text: []byte("3 more lines were not sent: you are not connected to anyone"),
+		Err: proto.ErrNotPaired, FirstID: 4, ID: 6}
+	for e := endNone + 1; e < numEndings; e++ {
+		for _, st := range []stage{stageLine, stageWS} {
+			enc := line.AppendEvent
+			if st == stageWS {
+				enc = webEncoder{}.AppendEvent
+			}
+			bye := goodbye(nil, e, st, endDetail{})
+			got := goodbye(nil, e, st, endDetail{notSent: count})
+			var want []byte
+			if len(bye) > 0 {
+				want = append(enc(nil, &count), bye...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s at stage %d: %q, want %q", endings[e].label, st, got, want)
+			}
+		}
 	}
 }
 

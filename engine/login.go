@@ -179,7 +179,10 @@ func (cn *conn) evicted(why hub.Eviction) {
 		}
 		// What the connection read after its session was taken, and
 		// could not deliver, is told with the eviction: it was not
-		// told before (retiredAnswer).
+		// told before (retiredAnswer). A say that joined a run of
+		// not_paired refusals going on is counted in the run instead,
+		// whose count the goodbye tells before the notice (endAs):
+		// none is in both.
 		var d endDetail
 		if g := cn.guard; g != nil {
 			d.undelivered = g.retired

@@ -40,7 +40,9 @@ import (
 // after its pair ended (not_paired), or while its partner is away with
 // as much kept for them as resume.buffer allows (peer_away_full), would
 // otherwise get one error per line. It gets the error once and then,
-// once a second, a notice that counts the lines that were not sent. A
+// once a second, a notice that counts the lines that were not sent; the
+// ending of the connection, if it comes first, tells that notice before
+// its goodbye (endAs), so that no refused line goes untold. A
 // JSON client that numbers its messages ("id") is told which: the
 // error names the first, and each notice the first and last it counts,
 // since the says of a run follow one another with nothing between them
@@ -327,8 +329,17 @@ var notSentWhy = [...]string{
 
 // tellNotSent sends the summary of says not sent since the last one.
 func (cn *conn) tellNotSent(g *inputGuard) {
+	if ev, ok := cn.notSent(g); ok {
+		cn.out.Deliver(&ev)
+	}
+}
+
+// notSent takes the summary of says not sent since the last one, if
+// any, for the caller to tell: tellNotSent, or an ending, whose goodbye
+// tells it first (endAs).
+func (cn *conn) notSent(g *inputGuard) (proto.Event, bool) {
 	if g.refusedCount == 0 {
-		return
+		return proto.Event{}, false
 	}
 	unit := " more lines were"
 	switch {
@@ -341,8 +352,8 @@ func (cn *conn) tellNotSent(g *inputGuard) {
 	}
 	text := strconv.Itoa(g.refusedCount) + unit + notSentWhy[g.refused]
 	g.refusedCount = 0
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: []byte(text),
-		Err: refusalErr[g.refused], FirstID: g.refusedFirstID, ID: g.refusedLastID})
+	return proto.Event{Kind: proto.EvNotice, Text: []byte(text),
+		Err: refusalErr[g.refused], FirstID: g.refusedFirstID, ID: g.refusedLastID}, true
 }
 
 // checkGuard runs once a second for every connection: it sends the

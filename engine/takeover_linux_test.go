@@ -132,21 +132,11 @@ func TestTakeoverCountsWhatTheOldConnectionSentMeanwhile(t *testing.T) {
 			sent = fmt.Appendf(sent, "late %d\n", i)
 			want = append(want, fmt.Sprint("<alice> late ", i))
 		}
-		back := resumeWhileHeld(t, d, alice.Conn, sent, alice.Key)
-		notice := regexp.MustCompile(`^\* your session was resumed on another connection; this one is closed(?:; (\d+) of your messages (?:was|were) not delivered)?$`)
-		counted := -1
-		for {
-			l, err := alice.TryLine(enginetest.Timeout)
-			if err != nil {
-				break
-			}
-			switch m := notice.FindStringSubmatch(l); {
-			case m != nil:
-				counted, _ = strconv.Atoi(m[1])
-			case l != "* bye":
-				t.Errorf("the old connection was told %q", l)
-			}
+		back, peer := resumeWhileHeld(t, d, alice.Conn, sent, alice.Key)
+		if peer == "" {
+			t.Fatal("resumed with no partner")
 		}
+		counted := readEviction(t, alice, func(l string) { t.Errorf("the old connection was told %q", l) })
 		back.Send("back")
 		var got []string
 		for l := bob.Line(); l != "<alice> back"; l = bob.Line() {
@@ -175,7 +165,10 @@ func TestTakeoverCountsWhatTheOldConnectionSentMeanwhile(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		back := resumeWhileHeld(t, d, alice.Conn, sent.Bytes(), alice.Key)
+		back, peer := resumeWhileHeld(t, d, alice.Conn, sent.Bytes(), alice.Key)
+		if peer == "" {
+			t.Fatal("resumed with no partner")
+		}
 		counted := -1
 		code, _ := alice.ReadUntilClose(func(ev map[string]any) {
 			switch {
@@ -202,11 +195,37 @@ func TestTakeoverCountsWhatTheOldConnectionSentMeanwhile(t *testing.T) {
 	})
 }
 
+// evictionNotice is what a line connection whose session was resumed
+// elsewhere is told, with the count of its messages not delivered.
+var evictionNotice = regexp.MustCompile(`^\* your session was resumed on another connection; this one is closed(?:; (\d+) of your messages (?:was|were) not delivered)?$`)
+
+// readEviction reads lc until it is closed, and returns the count its
+// eviction's notice told (-1: no notice). The lines before the notice go
+// to before; after it, only bye may come.
+func readEviction(t *testing.T, lc *enginetest.LineClient, before func(l string)) (undelivered int) {
+	t.Helper()
+	undelivered = -1
+	for {
+		l, err := lc.TryLine(enginetest.Timeout)
+		if err != nil {
+			return undelivered
+		}
+		switch m := evictionNotice.FindStringSubmatch(l); {
+		case m != nil:
+			undelivered, _ = strconv.Atoi(m[1])
+		case undelivered < 0:
+			before(l)
+		case l != "* bye":
+			t.Errorf("after the notice: %q", l)
+		}
+	}
+}
+
 // resumeWhileHeld resumes key on a new line connection to d while d's
 // loops are held, with the bytes of the resume in the kernel before
 // sent, which old sends then, and returns the new connection once its
-// resume is answered.
-func resumeWhileHeld(t *testing.T, d *enginetest.Daemon, old net.Conn, sent []byte, key string) *enginetest.LineClient {
+// resume is answered, and the partner it was resumed with ("": none).
+func resumeWhileHeld(t *testing.T, d *enginetest.Daemon, old net.Conn, sent []byte, key string) (*enginetest.LineClient, string) {
 	t.Helper()
 	back := d.DialLine(t)
 	backFD, oldFD := d.ServerFD(back.Conn.LocalAddr()), d.ServerFD(old.LocalAddr())
@@ -229,10 +248,7 @@ func resumeWhileHeld(t *testing.T, d *enginetest.Daemon, old net.Conn, sent []by
 	release()
 	var peer string
 	peer, _, _, back.Key = enginetest.ReadResumed(t, back.Line)
-	if peer == "" {
-		t.Fatal("resumed with no partner")
-	}
-	return back
+	return back, peer
 }
 
 // waitUnread waits until the kernel holds n bytes unread on the
@@ -272,5 +288,36 @@ func checkLateCount(t *testing.T, want []string, counted int, got []string) {
 		// The loop read the resume before the messages, which all came
 		// after it: were none counted, the window was not made.
 		t.Fatalf("%d of the %d messages sent after the resume were counted not delivered", counted, len(want))
+	}
+}
+
+// TestTakeoverCountsARunOfRefusalsGoingOn: alice, paired with no one,
+// goes on saying things, refused in a run whose count is told once a
+// second, when a resume elsewhere takes her session; her old connection
+// sends more before the eviction that closes it has run. Each say after
+// the first refused is counted once before the connection closes:
+// those of the run, the late ones among them, by the run's count, which
+// the goodbye tells first, and any late one that did not join the run
+// (it had ended: a quiet second) by the eviction's notice.
+func TestTakeoverCountsARunOfRefusalsGoingOn(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
+	alice := d.DialLine(t).Login("alice")
+	counted := refuseLines(t, alice)
+	const late = 7
+	var sent []byte
+	for i := range late {
+		sent = fmt.Appendf(sent, "late %d\n", i)
+	}
+	if _, peer := resumeWhileHeld(t, d, alice.Conn, sent, alice.Key); peer != "" {
+		t.Fatalf("resumed with %s", peer)
+	}
+	undelivered := readEviction(t, alice, func(l string) { counted += lineCount(t, l) })
+	if undelivered < 0 {
+		t.Fatal("the old connection was not told its session was resumed elsewhere")
+	}
+	t.Logf("%d counted in the run, %d as not delivered", counted, undelivered)
+	if want := runSays - 1 + late; counted+undelivered != want {
+		t.Fatalf("of %d says refused after the first, %d were counted in the run and %d as not delivered", want, counted, undelivered)
 	}
 }
