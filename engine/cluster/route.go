@@ -73,6 +73,10 @@ type move struct {
 	gen    uint32
 	window time.Duration // K: how long it may still wait for a resume
 	to     *sender       // Z: the node moving it; O: its new node
+	// arrived is, for O, how many of the partner's messages had
+	// reached the hub here as the word came: all from the nodes it was
+	// on before, since its new node sends it nothing before its word.
+	arrived uint64
 }
 
 // localParked is the kind of a move that tells a stub made here
@@ -94,7 +98,8 @@ type remoteOutbox struct {
 	dropped atomic.Int64
 	// arrived counts the partner's messages in the pairing that reached
 	// the hub here (hub.ArrivalCounter); the end of the pairing tells
-	// the partner's node how many.
+	// the partner's node how many, of those since the partner went live
+	// there (arrivedThere).
 	arrived atomic.Uint64
 
 	mu       sync.Mutex
@@ -112,6 +117,11 @@ type remoteOutbox struct {
 	sent     uint64
 	told     bool
 	arrivals uint64
+	// before is how many of the partner's messages had arrived from
+	// the nodes it was on before it went live where it is: its node
+	// counts only what it sent since (its sent), and is told the
+	// arrivals beyond these.
+	before uint64
 	// index is, while parked, the place in the partner's queue of the
 	// next message queued for it.
 	index  uint64
@@ -166,7 +176,7 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 	case proto.EvPaired:
 		s.add(true, framePaired, o.pair, o.to, o.from, []byte(ev.Peer), uint64(ev.PeerProto))
 	case proto.EvPeerLeft:
-		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), appendArrivals(o.arrived.Load()), uint64(ev.Count))
+		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), o.arrivalsLocked(), uint64(ev.Count))
 	case proto.EvPeerAway:
 		s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
 	case proto.EvPeerBack:
@@ -196,6 +206,13 @@ func (o *remoteOutbox) passMessage(s *sender, kind byte, text []byte) {
 
 // Arrived implements hub.ArrivalCounter.
 func (o *remoteOutbox) Arrived() { o.arrived.Add(1) }
+
+// arrivalsLocked is a left frame's arrivals: how many of the partner's
+// messages reached the hub here from the node it is live on, since it
+// went live there, as that node counts what it sent (sent).
+func (o *remoteOutbox) arrivalsLocked() []byte {
+	return appendArrivals(o.arrived.Load() - o.before)
+}
 
 // arrivedThere records that the partner's node src, ending the
 // pairing, says arrived of the session's messages reached it. From
@@ -255,7 +272,9 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 		if o.state == routeGone {
 			return false
 		}
-		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), b: appendArrivals(o.arrived.Load()), n: uint64(ev.Count)})
+		// Its arrivals are told as it is sent (movesLocked), to the
+		// node the partner is live on then.
+		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
 		o.idle.Broadcast() // a claim here may wait for it (takeLeft)
 	default:
 		// What else a partner is told (this side went away, came back,
@@ -427,8 +446,13 @@ func (o *remoteOutbox) unquiesce() {
 }
 
 // control applies news of the partner's session, in the order it came;
-// while the parker is busy with the outbox, once it is done.
+// while the parker is busy with the outbox, once it is done. It is
+// called in the order frames arrive, messages among them: the arrivals
+// an O finds came before it, wherever it is applied.
 func (o *remoteOutbox) control(m move) {
+	if m.kind == frameMoved {
+		m.arrived = o.arrived.Load()
+	}
 	o.mu.Lock()
 	o.moves = append(o.moves, m)
 	var after []func()
@@ -488,7 +512,7 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 				continue
 			}
 			refused := false
-			o.sent = 0
+			o.sent, o.before = 0, m.arrived
 			for _, h := range o.held {
 				if carries(h.kind) {
 					// Held before any was refused (holdLocked holds
@@ -503,7 +527,10 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 						o.sent++
 					}
 				} else {
-					m.to.add(true, h.kind, o.pair, o.to, h.a, h.b, h.n)
+					// A left frame held: the pairing ended here before
+					// the new node's word, and none of its messages
+					// arrived while it was open.
+					m.to.add(true, h.kind, o.pair, o.to, h.a, o.arrivalsLocked(), h.n)
 				}
 			}
 			o.held, o.heldSize = nil, 0

@@ -137,3 +137,121 @@ func TestSpeakingAsRedisGoes(t *testing.T) {
 		t.Fatalf("bob was told %+v", ev)
 	}
 }
+
+// TestLeaveCountsWhatWasInFlightAfterAMove is TestLeaveCountsWhatWasInFlight
+// with a session moved to node c during the pairing, by each of the
+// ways a session moves. When alice moved, b has her messages from both
+// nodes, and c counts only those it sent; what b says reached it counts
+// from her move, as c's do. When bob moved, c counts only what reached
+// it since, and a what it sent since. Either way she is told exactly
+// the messages that never reached bob.
+func TestLeaveCountsWhatWasInFlightAfterAMove(t *testing.T) {
+	resumed := func(t *testing.T, from, to *hubNode, u, partner *hubUser) {
+		u.s.Detach(proto.ReasonDisconnected, 0)
+		partner.box.next(t, proto.EvPeerAway)
+		u.resumeOn(t, to, 0, false)
+		partner.box.next(t, proto.EvPeerBack)
+	}
+	drained := func(t *testing.T, from, to *hubNode, u, partner *hubUser) {
+		u.s.Detach(proto.ReasonDisconnected, 0)
+		partner.box.next(t, proto.EvPeerAway)
+		if n := from.drain(t); n != 1 {
+			t.Fatalf("%s parked %d sessions, want 1", from.ID(), n)
+		}
+		u.resumeOn(t, to, 0, false)
+		partner.box.next(t, proto.EvPeerBack)
+	}
+	for _, tc := range []struct {
+		name       string
+		aliceMoves bool
+		move       func(t *testing.T, from, to *hubNode, u, partner *hubUser)
+	}{
+		{"alice resumed there", true, resumed},
+		{"alice parked by a drain", true, drained},
+		{"bob resumed there", false, resumed},
+		{"bob parked by a drain", false, drained},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRedis(t)
+			a := startHubNode(t, r, "a", resumeOptions(0))
+			b := startHubNode(t, r, "b", resumeOptions(0))
+			c := startHubNode(t, r, "c", resumeOptions(0))
+			alice, bob := pairHubUsers(t, a, b)
+			for i := range 4 {
+				alice.say(t, fmt.Sprint("before the move ", i))
+				bob.box.next(t, proto.EvMessage)
+			}
+			speaking := a
+			if tc.aliceMoves {
+				tc.move(t, a, c, alice, bob)
+				speaking = c
+			} else {
+				tc.move(t, b, c, bob, alice)
+			}
+			for i := range 2 {
+				alice.say(t, fmt.Sprint("after the move ", i))
+				bob.box.next(t, proto.EvMessage)
+			}
+
+			// As in TestLeaveCountsWhatWasInFlight, on alice's node.
+			speaking.mu.Lock()
+			for i := range 3 {
+				alice.say(t, fmt.Sprint("in flight ", i))
+			}
+			if err := bob.s.Leave(); err != nil {
+				speaking.mu.Unlock()
+				t.Fatal(err)
+			}
+			speaking.mu.Unlock()
+			bob.box.next(t, proto.EvLeft)
+			ev := alice.box.next(t, proto.EvPeerLeft)
+			if ev.Reason != proto.ReasonLeft || ev.Count != 3 {
+				t.Fatalf("alice was told %s with %d undelivered; want left, 3", ev.Reason, ev.Count)
+			}
+		})
+	}
+}
+
+// TestLeaveHeldForAMovingPartnerCounts: bob leaves while alice is
+// parked, and b holds his leave for her (its parker has not written it
+// beside the park); she is taken up on c, and b sends the leave there.
+// What she says on c before it arrives reaches b after the pairing
+// ended there: none of it arrived, whatever reached b from a.
+func TestLeaveHeldForAMovingPartnerCounts(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice, bob := pairHubUsers(t, a, b)
+	for i := range 4 {
+		alice.say(t, fmt.Sprint("from a ", i))
+		bob.box.next(t, proto.EvMessage)
+	}
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	bob.box.next(t, proto.EvPeerAway)
+	if n := a.drain(t); n != 1 {
+		t.Fatalf("a parked %d sessions, want 1", n)
+	}
+	holdParker(t, b.Node, "alice")
+	if err := bob.s.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	bob.box.next(t, proto.EvLeft)
+
+	// b's listener waits on its node's lock: c's word that it took
+	// alice up, and what she says after it, reach b together.
+	b.mu.Lock()
+	ev, _ := alice.resumeOn(t, c, 0, false)
+	if ev.Peer != "bob" {
+		b.mu.Unlock()
+		t.Fatalf("alice resumed with %+v; want paired with bob, his leave on its way", ev)
+	}
+	for i := range 3 {
+		alice.say(t, fmt.Sprint("too late ", i))
+	}
+	b.mu.Unlock()
+	left := alice.box.next(t, proto.EvPeerLeft)
+	if left.Reason != proto.ReasonLeft || left.Count != 3 {
+		t.Fatalf("alice was told %s with %d undelivered; want left, 3", left.Reason, left.Count)
+	}
+}

@@ -33,9 +33,13 @@ const (
 
 	// A left frame's arrivals (b) are, as a uvarint, how many of the
 	// receiving user's messages in the pairing reached the sending node
-	// (hub.ArrivalCounter): the receiving node counts what it sent there
-	// beyond them as undelivered too. A node from before it sends none
-	// (b empty), and the count is then n alone.
+	// (hub.ArrivalCounter) from the receiving node, since the user's
+	// session went live there (a session that moved during the pairing
+	// came from other nodes before): the receiving node counts what it
+	// sent there since beyond them as undelivered too. A node from
+	// before it sends none (b empty), and the count is then n alone; one
+	// from before the move's reckoning counts the whole pairing's, which
+	// tells a moved user too few.
 
 	// A sealed frame's data (end-to-end encryption between two pages,
 	// docs/E2E.md), carried as a message is and numbered in the same
