@@ -24,6 +24,25 @@ func pairHubUsers(t testing.TB, a, b *hubNode) (alice, bob *hubUser) {
 	return alice, bob
 }
 
+// sayTo has u say count messages, prefix and a number, and waits for
+// to to get each.
+func (u *hubUser) sayTo(t testing.TB, to *hubUser, count int, prefix string) {
+	t.Helper()
+	for i := range count {
+		u.say(t, fmt.Sprint(prefix, i))
+		to.box.next(t, proto.EvMessage)
+	}
+}
+
+// toldLeft checks that u is told next that its pairing ended for
+// reason, with count of its messages undelivered.
+func (u *hubUser) toldLeft(t testing.TB, reason proto.Reason, count int) {
+	t.Helper()
+	if ev := u.box.next(t, proto.EvPeerLeft); ev.Reason != reason || ev.Count != count {
+		t.Fatalf("told %s with %d undelivered; want %s, %d", ev.Reason, ev.Count, reason, count)
+	}
+}
+
 // TestLeaveCountsWhatWasInFlight: alice, on node a, speaks while bob,
 // on node b, leaves; her last messages are on their way to b as his
 // leave is on its way back, and b drops them. alice is told how many
@@ -33,28 +52,30 @@ func TestLeaveCountsWhatWasInFlight(t *testing.T) {
 	a := startHubNode(t, r, "a", resumeOptions(0))
 	b := startHubNode(t, r, "b", resumeOptions(0))
 	alice, bob := pairHubUsers(t, a, b)
-	for i := range 2 {
-		alice.say(t, fmt.Sprint("received ", i))
-		bob.box.next(t, proto.EvMessage)
-	}
+	leaveWithMessagesInFlight(t, a, alice, bob)
+}
 
-	// a's sender waits on the node's lock to publish, and its listener
-	// to take b's word in: what alice says now is taken and counted as
-	// sent, but reaches b only after bob has left.
-	a.mu.Lock()
+// leaveWithMessagesInFlight has alice, on node at, say 2 messages bob
+// gets, then 3 that reach his node after he left, and checks she is
+// told those 3 were not delivered.
+func leaveWithMessagesInFlight(t *testing.T, at *hubNode, alice, bob *hubUser) {
+	t.Helper()
+	alice.sayTo(t, bob, 2, "received ")
+
+	// at's sender waits on the node's lock to publish, and its listener
+	// to take bob's node's word in: what alice says now is taken and
+	// counted as sent, but reaches bob's node only after he has left.
+	at.mu.Lock()
 	for i := range 3 {
 		alice.say(t, fmt.Sprint("in flight ", i))
 	}
 	if err := bob.s.Leave(); err != nil {
-		a.mu.Unlock()
+		at.mu.Unlock()
 		t.Fatal(err)
 	}
-	a.mu.Unlock()
+	at.mu.Unlock()
 	bob.box.next(t, proto.EvLeft)
-	ev := alice.box.next(t, proto.EvPeerLeft)
-	if ev.Reason != proto.ReasonLeft || ev.Count != 3 {
-		t.Fatalf("alice was told %+v; want left, 3 undelivered", ev)
-	}
+	alice.toldLeft(t, proto.ReasonLeft, 3)
 }
 
 // TestSpeakingThroughTheCheck: alice keeps speaking to bob, whose node
@@ -138,6 +159,30 @@ func TestSpeakingAsRedisGoes(t *testing.T) {
 	}
 }
 
+// pairedBeforeAMove starts nodes a, b and c, pairs alice on a with bob
+// on b, and has alice say 4 messages bob gets, before either moves.
+func pairedBeforeAMove(t *testing.T) (a, b, c *hubNode, alice, bob *hubUser) {
+	t.Helper()
+	r := startRedis(t)
+	a = startHubNode(t, r, "a", resumeOptions(0))
+	b = startHubNode(t, r, "b", resumeOptions(0))
+	c = startHubNode(t, r, "c", resumeOptions(0))
+	alice, bob = pairHubUsers(t, a, b)
+	alice.sayTo(t, bob, 4, "before the move ")
+	return a, b, c, alice, bob
+}
+
+// parkByDrain has u's session go away, and its node, from, park it, as
+// a drain does.
+func parkByDrain(t testing.TB, from *hubNode, u, partner *hubUser) {
+	t.Helper()
+	u.s.Detach(proto.ReasonDisconnected, 0)
+	partner.box.next(t, proto.EvPeerAway)
+	if n := from.drain(t); n != 1 {
+		t.Fatalf("%s parked %d sessions, want 1", from.ID(), n)
+	}
+}
+
 // TestLeaveCountsWhatWasInFlightAfterAMove is TestLeaveCountsWhatWasInFlight
 // with a session moved to node c during the pairing, by each of the
 // ways a session moves. When alice moved, b has her messages from both
@@ -153,11 +198,7 @@ func TestLeaveCountsWhatWasInFlightAfterAMove(t *testing.T) {
 		partner.box.next(t, proto.EvPeerBack)
 	}
 	drained := func(t *testing.T, from, to *hubNode, u, partner *hubUser) {
-		u.s.Detach(proto.ReasonDisconnected, 0)
-		partner.box.next(t, proto.EvPeerAway)
-		if n := from.drain(t); n != 1 {
-			t.Fatalf("%s parked %d sessions, want 1", from.ID(), n)
-		}
+		parkByDrain(t, from, u, partner)
 		u.resumeOn(t, to, 0, false)
 		partner.box.next(t, proto.EvPeerBack)
 	}
@@ -172,15 +213,7 @@ func TestLeaveCountsWhatWasInFlightAfterAMove(t *testing.T) {
 		{"bob parked by a drain", false, drained},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := startRedis(t)
-			a := startHubNode(t, r, "a", resumeOptions(0))
-			b := startHubNode(t, r, "b", resumeOptions(0))
-			c := startHubNode(t, r, "c", resumeOptions(0))
-			alice, bob := pairHubUsers(t, a, b)
-			for i := range 4 {
-				alice.say(t, fmt.Sprint("before the move ", i))
-				bob.box.next(t, proto.EvMessage)
-			}
+			a, b, c, alice, bob := pairedBeforeAMove(t)
 			speaking := a
 			if tc.aliceMoves {
 				tc.move(t, a, c, alice, bob)
@@ -188,26 +221,7 @@ func TestLeaveCountsWhatWasInFlightAfterAMove(t *testing.T) {
 			} else {
 				tc.move(t, b, c, bob, alice)
 			}
-			for i := range 2 {
-				alice.say(t, fmt.Sprint("after the move ", i))
-				bob.box.next(t, proto.EvMessage)
-			}
-
-			// As in TestLeaveCountsWhatWasInFlight, on alice's node.
-			speaking.mu.Lock()
-			for i := range 3 {
-				alice.say(t, fmt.Sprint("in flight ", i))
-			}
-			if err := bob.s.Leave(); err != nil {
-				speaking.mu.Unlock()
-				t.Fatal(err)
-			}
-			speaking.mu.Unlock()
-			bob.box.next(t, proto.EvLeft)
-			ev := alice.box.next(t, proto.EvPeerLeft)
-			if ev.Reason != proto.ReasonLeft || ev.Count != 3 {
-				t.Fatalf("alice was told %s with %d undelivered; want left, 3", ev.Reason, ev.Count)
-			}
+			leaveWithMessagesInFlight(t, speaking, alice, bob)
 		})
 	}
 }
@@ -218,20 +232,8 @@ func TestLeaveCountsWhatWasInFlightAfterAMove(t *testing.T) {
 // What she says on c before it arrives reaches b after the pairing
 // ended there: none of it arrived, whatever reached b from a.
 func TestLeaveHeldForAMovingPartnerCounts(t *testing.T) {
-	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startHubNode(t, r, "b", resumeOptions(0))
-	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice, bob := pairHubUsers(t, a, b)
-	for i := range 4 {
-		alice.say(t, fmt.Sprint("from a ", i))
-		bob.box.next(t, proto.EvMessage)
-	}
-	alice.s.Detach(proto.ReasonDisconnected, 0)
-	bob.box.next(t, proto.EvPeerAway)
-	if n := a.drain(t); n != 1 {
-		t.Fatalf("a parked %d sessions, want 1", n)
-	}
+	a, b, c, alice, bob := pairedBeforeAMove(t)
+	parkByDrain(t, a, alice, bob)
 	holdParker(t, b.Node, "alice")
 	if err := bob.s.Leave(); err != nil {
 		t.Fatal(err)
@@ -250,8 +252,5 @@ func TestLeaveHeldForAMovingPartnerCounts(t *testing.T) {
 		alice.say(t, fmt.Sprint("too late ", i))
 	}
 	b.mu.Unlock()
-	left := alice.box.next(t, proto.EvPeerLeft)
-	if left.Reason != proto.ReasonLeft || left.Count != 3 {
-		t.Fatalf("alice was told %s with %d undelivered; want left, 3", left.Reason, left.Count)
-	}
+	alice.toldLeft(t, proto.ReasonLeft, 3)
 }
