@@ -708,7 +708,17 @@ func (n *Node) restore(p *hub.Parked) {
 // outbox here holds messages for it, the end goes after them, through
 // the parker, as a partner's leave does: beside the park in order, or
 // to the node that takes the session up meanwhile.
+//
+// A partner live on another node is told how many of its messages
+// reached this one, as a leave tells it: what was on its way as the
+// pairing was cut (a batch Redis handed this node as it lost its link,
+// and that it never read) was published to a listener, and only this
+// node can say it did not arrive.
 func (n *Node) tellLeft(c hub.RemoteCut, reason proto.Reason) {
+	var arrivals []byte
+	if co, ok := c.Outbox.(*remoteOutbox); ok {
+		arrivals = co.arrivalsTo(c.Node)
+	}
 	o := n.route(c.Key, c.PairID)
 	if c.Node == "" && o != nil && o.cut(reason) {
 		return
@@ -717,7 +727,7 @@ func (n *Node) tellLeft(c hub.RemoteCut, reason proto.Reason) {
 		o.forget()
 	}
 	if c.Node != "" {
-		n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(reason), nil, 0)
+		n.sender(c.Node).add(true, frameLeft, c.PairID, c.PeerKey, string(reason), arrivals, 0)
 		return
 	}
 	go n.releaseParked(c.PeerKey, c.PairID, reason, 0)

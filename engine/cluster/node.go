@@ -746,11 +746,14 @@ func (n *Node) recover() bool {
 	}
 	n.mu.Unlock()
 	n.up.Store(true)
-	n.wg.Add(1)
-	go n.listen(ps)
+	// Told before this node listens: a message of a cut pairing that
+	// comes is answered with an end that says nothing of arrivals, and
+	// must not overtake the one that does.
 	for _, c := range lost {
 		n.tellLeft(c, proto.ReasonLinkLost)
 	}
+	n.wg.Add(1)
+	go n.listen(ps)
 	n.log.Info("linked to the cluster", zap.Int("told_of_lost_pairings", len(lost)))
 	return true
 }

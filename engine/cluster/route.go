@@ -214,6 +214,18 @@ func (o *remoteOutbox) arrivalsLocked() []byte {
 	return appendArrivals(o.arrived.Load() - o.before)
 }
 
+// arrivalsTo is a left frame's arrivals for node, or none when the
+// partner is not live there: it would set them against what it sent
+// since it went live where it is, which may be none of them.
+func (o *remoteOutbox) arrivalsTo(node string) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state != routeLive || o.s == nil || o.s.dest != node {
+		return nil
+	}
+	return o.arrivalsLocked()
+}
+
 // arrivedThere records that the partner's node src, ending the
 // pairing, says arrived of the session's messages reached it. From
 // another node than the one o sends to, it says nothing of them.

@@ -743,14 +743,18 @@ func TestParkedPartnerCutForRedisLossIsTold(t *testing.T) {
 // redisProxy stands between one node and Redis, and can cut that node
 // off alone: cut closes every connection through it and refuses new
 // ones until restore. It can also make each of Redis's answers to that
-// node late, by lag, as a distant or loaded Redis is.
+// node late, by lag, as a distant or loaded Redis is, or keep them from
+// it while stalled: what Redis hands the node meanwhile is taken from
+// Redis, and lost if the node is cut off before the stall ends, as a
+// node that stops reading as it loses its link loses it.
 type redisProxy struct {
-	ln     net.Listener
-	target string
-	lag    atomic.Int64 // nanoseconds
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]bool
+	ln      net.Listener
+	target  string
+	lag     atomic.Int64 // nanoseconds
+	stalled atomic.Bool
+	mu      sync.Mutex
+	down    bool
+	conns   map[net.Conn]bool
 }
 
 func startRedisProxy(t testing.TB, r *redisServer) *redisProxy {
@@ -804,6 +808,9 @@ func (p *redisProxy) answer(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			time.Sleep(time.Duration(p.lag.Load()))
+			for p.stalled.Load() && !p.isDown() {
+				time.Sleep(time.Millisecond)
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -828,6 +835,12 @@ func (p *redisProxy) cut() {
 		_ = c.Close()
 	}
 	clear(p.conns)
+}
+
+func (p *redisProxy) isDown() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.down
 }
 
 func (p *redisProxy) restore() {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -253,4 +254,36 @@ func TestLeaveHeldForAMovingPartnerCounts(t *testing.T) {
 	}
 	b.mu.Unlock()
 	alice.toldLeft(t, proto.ReasonLeft, 3)
+}
+
+// TestLinkLostCountsWhatWasNeverRead: bob's node b loses its link to
+// Redis just after Redis took alice's last messages for it, and before
+// b read them. a published them to a listener, and cannot know they
+// were lost; b, linked again, tells a the pairing it cut, with how many
+// of alice's messages reached it, and alice is told the rest.
+func TestLinkLostCountsWhatWasNeverRead(t *testing.T) {
+	r := startRedis(t)
+	px := startRedisProxy(t, r)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNodeWith(t, r, "b", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
+	alice, bob := pairHubUsers(t, a, b)
+	alice.sayTo(t, bob, 2, "received ")
+
+	px.stalled.Store(true)
+	for i := range 3 {
+		alice.say(t, fmt.Sprint("never read ", i))
+	}
+	// Published, and Redis answered that b listened.
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	if a.drainSenders(ctx); ctx.Err() != nil {
+		t.Fatal("a never published alice's messages")
+	}
+	px.cut()
+	if ev := bob.box.next(t, proto.EvPeerLeft); ev.Reason != proto.ReasonLinkLost {
+		t.Fatalf("bob was told %s", ev.Reason)
+	}
+	px.stalled.Store(false)
+	px.restore()
+	alice.toldLeft(t, proto.ReasonLinkLost, 3)
 }

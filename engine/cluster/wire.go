@@ -36,7 +36,9 @@ const (
 	// (hub.ArrivalCounter) from the receiving node, since the user's
 	// session went live there (a session that moved during the pairing
 	// came from other nodes before): the receiving node counts what it
-	// sent there since beyond them as undelivered too. A node from
+	// sent there since beyond them as undelivered too. The left frame
+	// of a pairing cut rather than left (link_lost: a node linked to
+	// Redis again, a full sender) carries them as well. A node from
 	// before it sends none (b empty), and the count is then n alone; one
 	// from before the move's reckoning counts the whole pairing's, which
 	// tells a moved user too few.

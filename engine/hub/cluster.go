@@ -32,6 +32,10 @@ type RemoteCut struct {
 	PeerKey string // the partner, on Node
 	Node    string
 	PairID  uint64
+	// Outbox is the partner's stub's, which keeps what it counted of
+	// the pairing (an ArrivalCounter's arrivals) for the partner's node
+	// to be told with the cut.
+	Outbox Outbox
 }
 
 // An ArrivalCounter is the Outbox of a partner on another node
@@ -332,7 +336,7 @@ func (h *Hub) unpairRemote(rooms []remoteRoom, reason proto.Reason, undelivered 
 			continue
 		}
 		h.unpairLocked(rr.stub, reason, undelivered, false)
-		cuts = append(cuts, RemoteCut{Key: rr.local.Key(), PeerKey: rr.stub.Key(), Node: rr.node, PairID: rr.r.pairID})
+		cuts = append(cuts, RemoteCut{Key: rr.local.Key(), PeerKey: rr.stub.Key(), Node: rr.node, PairID: rr.r.pairID, Outbox: rr.stub.outbox()})
 	}
 	return cuts
 }
