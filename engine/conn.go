@@ -303,7 +303,8 @@ func (cn *conn) readLines(buf []byte) int {
 				cn.addToRun(text, 0)
 				continue
 			}
-		} else if line.IsHTTPRequest(ln) {
+		} else if line.IsHTTPRequest(ln) && !cn.sentAway() {
+			// Before login only: a drained client's line is a say.
 			cn.refuseHTTP()
 			break
 		}
@@ -448,6 +449,9 @@ func (cn *conn) retiredAnswer(err *proto.Error) bool {
 
 // handle carries out one command: the one place both protocols meet.
 func (cn *conn) handle(cmd *proto.Command) {
+	if cn.drainedInput(cmd) {
+		return
+	}
 	if !cn.admit(cmd) {
 		return
 	}

@@ -196,8 +196,8 @@ func (s *Server) Draining() bool { return s.restarting.Load() }
 // resume may come on another connection before this one has closed. It
 // returns the session's key ("" for none) and what the client is to be
 // told, and false if the connection is ending already. Until
-// drainFinish, a command that needs a session is refused as before a
-// login.
+// drainFinish, the connection carries out nothing it reads, and counts
+// the messages among it for the notice (drainedInput).
 func (cn *conn) drainBegin() (key, notice string, ok bool) {
 	if cn.closed || cn.closing != endNone {
 		return "", "", false
@@ -226,31 +226,69 @@ func (cn *conn) drainBegin() (key, notice string, ok bool) {
 		}
 		cn.endSession(endDrain, cn.out.Unreceived(cn.c.OutboundBuffered()))
 		cn.sess = nil
+		cn.guardFor().sentAway = true
 	}
 	return key, notice, true
+}
+
+// sentAway reports whether a drain sent the connection's session away
+// and has yet to close it (inputGuard.sentAway).
+func (cn *conn) sentAway() bool { return cn.guard != nil && cn.guard.sentAway }
+
+// drainedInput takes a command read between a drain's two halves, and
+// reports whether it did. Its answer could not be written (the outbox
+// is retired), and carrying it out would be worse: a login or a resume
+// would take a session onto a connection about to close. So it is not
+// carried out, and a message is counted instead, for the drain's notice
+// to tell (drainFinish): the client is told to resume, and that these
+// never went, rather than nothing. No token is spent on it, so that none
+// is dropped and told an error that cannot be written; a quit goes too,
+// the connection closing at the notice anyway.
+func (cn *conn) drainedInput(cmd *proto.Command) bool {
+	if !cn.sentAway() {
+		return false
+	}
+	if cmd.Op == proto.OpSay || cmd.Op == proto.OpSeal {
+		cn.guard.retired++
+	}
+	return true
 }
 
 // drainFinish ends the connection for e: endDrain tells the client to
 // reconnect (a line client with its resume key, which it would
 // otherwise have to find further up its screen), endNotParked that its
 // session could not be kept; either closes the connection once what is
-// queued for it is written. It reports false for a connection that
-// closed, or began to end another way, meanwhile: it is told nothing.
+// queued for it is written. Either tells how many messages the client
+// sent meanwhile, which went nowhere (drainedInput). It reports false
+// for a connection that closed, or began to end another way,
+// meanwhile: it is told nothing.
 func (cn *conn) drainFinish(e ending, notice string) bool {
 	if cn.closed {
 		return false
 	}
+	var undelivered int
+	if cn.sentAway() {
+		undelivered = cn.guard.retired
+	}
 	if e != endDrain {
 		notice = ""
+		if undelivered > 0 {
+			// not_parked tells no notice of its own: the count needs one.
+			notice = notParkedNotice
+		}
 	}
 	// Bytes buffered on a connection that has not upgraded are a
 	// request not yet whole: that one is answered (503). With none, the
 	// connection is between requests.
 	idle := cn.stage == stageHTTP && cn.c.InboundBuffered() == 0
 	told := cn.closing == endNone // else it is ending another way: closed now
-	cn.endAs(e, endDetail{notice: notice, idle: idle})
+	cn.endAs(e, endDetail{notice: notice, idle: idle, undelivered: undelivered})
 	return told
 }
+
+// notParkedNotice carries the count of a not_parked ending's messages
+// that went nowhere, between its error and its goodbye.
+const notParkedNotice = "the server is restarting"
 
 // drainNotice is what a client is told as a drain ends its connection.
 func (cn *conn) drainNotice() string {

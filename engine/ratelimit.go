@@ -75,12 +75,22 @@ type inputGuard struct {
 	// client gave them (0: none).
 	refusedFirstID, refusedLastID uint64
 
-	// retired counts the says and seals refused because the hub took
-	// the session from this connection (a resume or a login elsewhere),
-	// which the eviction that follows tells (evicted): they are told no
-	// error of their own, which would not be true of the user
-	// (retiredAnswer), but not lost without a word either.
+	// retired counts the says and seals refused because the session
+	// left this connection: the hub took it (a resume or a login
+	// elsewhere), which the eviction that follows tells (evicted), or a
+	// drain sent it away (sentAway), which its notice tells
+	// (drainFinish). They are told no error of their own, which would
+	// not be true of the user (retiredAnswer), or could not be written
+	// (the drain retired the outbox), but not lost without a word
+	// either.
 	retired int
+	// sentAway: a drain sent the connection's session away (drainBegin)
+	// and closes the connection with its notice (drainFinish), a park
+	// on Redis later. The input read meanwhile is not carried out: the
+	// connection carries no session, its outbox takes nothing but the
+	// goodbye, and its client is about to be told to resume elsewhere
+	// (drainedInput).
+	sentAway bool
 }
 
 // refusal is why a run of says is not sent.
