@@ -136,6 +136,33 @@ func linesUntilClosed(lc *enginetest.LineClient, prefix string) (got []string) {
 	}
 }
 
+// TestDrainTellsARunOfRefusalsGoingOn: alice, paired with no one, has
+// said things that were refused, the first told and the rest counted
+// for the count told once a second, when a drain sends her session
+// away. The park takes over two of the loop's seconds: the count is not
+// told into an outbox the drain retired, where it would never be
+// written, but by the drain's goodbye. (Before, the second's count was
+// taken, and lost.)
+func TestDrainTellsARunOfRefusalsGoingOn(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
+	alice := d.DialLine(t).Login("alice")
+	counted := refuseLines(t, alice)
+	// The loop counts its seconds by its own tick, which a test cannot
+	// see: two and a half of them pass during the park, and a second's
+	// count, if taken then, is taken.
+	drained := drainWhile(t, d, 1, true, func() { time.Sleep(2500 * time.Millisecond) })
+	notice := "* the server is restarting; reconnect and type /resume " + alice.Key + " within 2m"
+	for l := alice.Line(); l != notice; l = alice.Line() {
+		counted += lineCount(t, l)
+	}
+	alice.ExpectClosed()
+	<-drained
+	if counted != runSays-1 {
+		t.Fatalf("of %d says refused, the first told, %d were counted, want %d", runSays, counted, runSays-1)
+	}
+}
+
 // drainWhile drains d, whose clients have parks sessions, with a park
 // that waits until during has returned, then reports parked, and
 // returns a channel closed once the drain is over.

@@ -371,7 +371,9 @@ func (cn *conn) notSent(g *inputGuard) (proto.Event, bool) {
 // once nothing in it matters any more.
 func (cn *conn) checkGuard() {
 	g := cn.guard
-	if g == nil || cn.closed || cn.closing != endNone {
+	if g == nil || cn.closed || cn.closing != endNone || g.sentAway {
+		// A drained connection's summary could not be written: the
+		// drain's goodbye tells it (endAs).
 		return
 	}
 	if g.refused != refusedNone {
