@@ -364,8 +364,16 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	bob.Expect("peer_away")
 	bob.Say("to a")
 	ev, texts = alice.resumeOn(t, a, 7, true)
+	if len(texts) == 0 && ev.Missed == 0 {
+		// b read bob's frame after c had fenced the pairing for the
+		// move: b held it, and sends it to a once told of the move,
+		// after the resume, as the next message.
+		if m := alice.box.next(t, proto.EvMessage); m.Seq == 8 {
+			texts = append(texts, string(m.Text))
+		}
+	}
 	if strings.Join(texts, ",") != "to a" {
-		t.Fatalf("resumed %+v, replayed %q", ev, texts)
+		t.Fatalf("resumed %+v, replayed or then given %q", ev, texts)
 	}
 	bob.Expect("peer_back")
 	bob.Say("on a again")
