@@ -37,13 +37,14 @@ if [ "$fuzztime" != "0" ]; then
       echo "-- $pkg $target ($SECONDS s in)"
       log=$(mktemp)
       if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg" 2>&1 | tee "$log"; then
-        # Go's fuzzer can end a timed run with "context deadline exceeded"
-        # when a worker is descheduled at the deadline on a busy machine;
-        # that is not a finding (a finding writes a failing input). Run
-        # such a target once more; a real failure still fails.
+        # Go 1.26's fuzzing coordinator can end a timed run with a bare
+        # "context deadline exceeded" when its deadline fires while a
+        # worker is still stopping (go.dev/issue/75804, fixed in Go 1.27).
+        # It comes after the whole fuzz time was spent, and running again
+        # can hit it again on a busy machine. That is not a finding: a
+        # finding writes its failing input and says so, and fails here.
         if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
-          echo "-- $pkg $target: the fuzzer hit its own deadline, not a finding; running it again"
-          go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"
+          echo "-- $pkg $target: fuzzed for $fuzztime with no finding; the bare deadline error is Go's go.dev/issue/75804"
         else
           rm -f "$log"; exit 1
         fi
