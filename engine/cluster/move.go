@@ -192,6 +192,18 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	var pair uint64
 	if p.Pair != nil {
 		pair = p.Pair.ID
+		// Both sides of a parked pair may be resumed here at once (a
+		// drain tells them to reconnect together). Each claim reads the
+		// partner's record as it stands and takes the session up by it:
+		// as a partner still parked, or one taken up here, whose room
+		// it joins. Between the partner's claim and its import neither
+		// holds, and the session came back unpaired, told nothing. So
+		// one pairing's claims here wait for each other; the second
+		// finds the first's room.
+		mu := &n.claims[pair%uint64(len(n.claims))]
+		mu.Lock()
+		defer mu.Unlock()
+		defer n.claimDone(n.claimBegun(pair))
 	}
 	ctx, cancel := n.op()
 	res, err := claimParkedScript.Run(ctx, n.rdb,
@@ -333,6 +345,48 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		}
 	}
 	return true, nil
+}
+
+// claimBegun notes that a claim of a session of pair is under way
+// here, for frames of that pairing to wait for (awaitClaim). Once the
+// claim's script has run, the directory says the session is here, and
+// the partner's node, taking its own session up elsewhere at the same
+// moment, sends word of it here (O), and then its messages: what the
+// claim has not yet taken up would find no pairing here and end it.
+func (n *Node) claimBegun(pair uint64) (uint64, chan struct{}) {
+	ch := make(chan struct{})
+	n.mu.Lock()
+	n.claiming[pair] = ch
+	n.mu.Unlock()
+	n.claimsInFlight.Add(1)
+	return pair, ch
+}
+
+// claimDone ends what claimBegun began.
+func (n *Node) claimDone(pair uint64, ch chan struct{}) {
+	n.mu.Lock()
+	delete(n.claiming, pair)
+	n.mu.Unlock()
+	n.claimsInFlight.Add(-1)
+	close(ch)
+}
+
+// awaitClaim holds the frames of this node's channel, in order, until
+// a claim here of a session of pair is done (at most a move's timeout).
+func (n *Node) awaitClaim(pair uint64) {
+	n.mu.Lock()
+	ch := n.claiming[pair]
+	n.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(n.moveTimeout())
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-n.ctx.Done():
+	}
 }
 
 // askHandOver asks the node at addr to park the session whose resume key

@@ -114,10 +114,18 @@ type Node struct {
 	parkList  []*remoteOutbox          // outboxes with messages to queue for a parked partner
 	fences    map[uint64]chan struct{} // by pairing: parks waiting for the partner's node
 	handOvers map[uint64]chan string   // by request: resumes waiting for a session's node
-	parkWake  chan struct{}
-	requests  atomic.Uint64
-	parked    atomic.Uint64 // sessions parked by this node
-	moved     atomic.Uint64 // parked sessions taken up by this node
+	// claims are taken by pairing: the claims of both sides of one
+	// pairing on this node go one after the other (Node.claim).
+	claims [16]sync.Mutex
+	// claiming holds, by pairing, a channel closed when a claim of one
+	// of its sessions here is done (under mu); claimsInFlight counts
+	// them, so that a frame looks only while there are any (awaitClaim).
+	claiming       map[uint64]chan struct{}
+	claimsInFlight atomic.Int32
+	parkWake       chan struct{}
+	requests       atomic.Uint64
+	parked         atomic.Uint64 // sessions parked by this node
+	moved          atomic.Uint64 // parked sessions taken up by this node
 
 	pairings atomic.Uint64                 // cross-node pairings made by a connect here
 	cut      [len(CutCauses)]atomic.Uint64 // cross-node pairings cut here, by CutCauses
@@ -208,6 +216,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		routes:     make(map[uint64]*remoteOutbox),
 		fences:     make(map[uint64]chan struct{}),
 		handOvers:  make(map[uint64]chan string),
+		claiming:   make(map[uint64]chan struct{}),
 		parkWake:   make(chan struct{}, 1),
 		rejectLog:  sampler{period: 10 * time.Second},
 		foreignLog: sampler{period: time.Minute},
@@ -1055,6 +1064,9 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		}
 		if !ok {
 			return frames[:0]
+		}
+		if f.pair != 0 && n.claimsInFlight.Load() > 0 {
+			n.awaitClaim(f.pair)
 		}
 		switch f.kind {
 		case framePaired:

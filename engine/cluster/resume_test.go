@@ -1296,3 +1296,94 @@ func TestClaimerDiesBeforeItsWord(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainedPairResumedAtOnce: both sides of a pair parked by a drain
+// come back at the same moment, as two pages told to reconnect at once
+// do, on the same node or on two others. Each claim reads the other's
+// record as it stands. On one node, neither claim found the other's
+// session taken up, and one side came back unpaired, told nothing (on
+// the first round, before one pairing's claims waited for each other).
+// On two, the partner's node sent word of its claim (O) before this
+// node had taken its own session up, found no pairing here, and the
+// pairing was cut, disconnected (2 of 10 runs beside four busy loops,
+// before frames of a pairing waited for its claim here).
+func TestDrainedPairResumedAtOnce(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	const rounds = 60
+	for i := range rounds {
+		alice := a.login(t, fmt.Sprintf("alice%d", i))
+		bob := a.login(t, fmt.Sprintf("bob%d", i))
+		if err := bob.s.Connect([]byte(alice.token)); err != nil {
+			t.Fatal(err)
+		}
+		alice.box.next(t, proto.EvPaired)
+		bob.box.next(t, proto.EvPaired)
+		alice.s.Detach(proto.ReasonDisconnected, 0)
+		bob.box.next(t, proto.EvPeerAway)
+		bob.s.Detach(proto.ReasonDisconnected, 0)
+		if n := a.drain(t); n != 2 {
+			t.Fatalf("parked %d", n)
+		}
+		// Half the rounds on one node, half on two; the second resume
+		// starts a little later each round, so that one of them lands
+		// inside the other's claim.
+		bobsNode := b
+		if i%2 == 1 {
+			bobsNode = c
+		}
+		var wg sync.WaitGroup
+		var aev, bev proto.Event
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			aev, _ = alice.resumeOn(t, b, 0, true)
+		}()
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i/2%10) * 200 * time.Microsecond)
+			bev, _ = bob.resumeOn(t, bobsNode, 0, true)
+		}()
+		wg.Wait()
+		if aev.Peer != bob.s.Name() || bev.Peer != alice.s.Name() {
+			t.Fatalf("round %d, bob on %s: alice resumed with peer %q, bob with %q", i, bobsNode.ID(), aev.Peer, bev.Peer)
+		}
+		alice.say(t, "to bob")
+		expectMessageAfterMoves(t, bob.box, "to bob")
+		bob.say(t, "to alice")
+		expectMessageAfterMoves(t, alice.box, "to alice")
+	}
+}
+
+// expectMessageAfterMoves waits for a message with text in box, past
+// the news of a partner who was away and is back that a resume at the
+// same time as the partner's may bring first.
+func expectMessageAfterMoves(t *testing.T, box *inbox, text string) {
+	t.Helper()
+	deadline := time.After(enginetest.Timeout)
+	for {
+		box.mu.Lock()
+		if len(box.evs) == 0 {
+			notify := box.notify
+			box.mu.Unlock()
+			select {
+			case <-notify:
+				continue
+			case <-deadline:
+				t.Fatalf("no message %q within %v", text, enginetest.Timeout)
+			}
+		}
+		ev := box.evs[0]
+		box.evs = box.evs[1:]
+		box.mu.Unlock()
+		switch {
+		case ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack:
+		case ev.Kind == proto.EvMessage && string(ev.Text) == text:
+			return
+		default:
+			t.Fatalf("got %v %+v, want the message %q", ev.Kind, ev, text)
+		}
+	}
+}
