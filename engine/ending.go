@@ -129,6 +129,11 @@ type endingInfo struct {
 	// refused before it could be used. Its error is not counted in
 	// duet_errors_total.
 	refusal bool
+	// logged is the warning a refusal is logged with (Server.logRefusal),
+	// sampled, whether the connection is refused as it opens or for what
+	// it sent first: a client can cause one at will. "" for an ending
+	// not logged so.
+	logged string
 }
 
 var endings = [numEndings]endingInfo{
@@ -164,20 +169,28 @@ var endings = [numEndings]endingInfo{
 		wsCode: ws.StatusProtocolError, wsText: "protocol error", status: 400, statusText: "malformed request"},
 	endBinary: {label: "binary", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusUnsupportedData, wsText: "send JSON in text frames"},
-	endOrigin: {label: "origin", status: 403, statusText: "handshake error: origin not allowed"},
+	// The browser is told only 403: the operator whose page is served
+	// from another host learns why from the log.
+	endOrigin: {label: "origin", status: 403, statusText: "handshake error: origin not allowed",
+		logged: "WebSocket refused: its origin is not allowed; if it is your page's, add it to ws.allowed_origins"},
 	// An HTTP answer, and those pipelined before it, are written whole
 	// before the close, however slowly the client reads them.
 	endTooMany: {label: "too_many_requests", status: 429, statusText: "too many requests", drain: true},
 	endServed:  {label: "served", drain: true},
 	endLoginWait: {label: "login_timeout", err: proto.ErrLoginTimeout,
 		wsCode: ws.StatusPolicyViolation, wsText: "login timeout"},
-	endHeadWait:   {label: "handshake_timeout", status: 408, statusText: "request timeout"},
-	endHTTPOnLine: {label: "http_request", err: proto.ErrHTTPRequest, refusal: true},
-	endUntrusted:  {label: "untrusted_proxy", err: proto.ErrUntrustedProxy, refusal: true},
-	endBadProxy:   {label: "bad_proxy_header", err: proto.ErrBadProxyHeader, refusal: true},
-	endPerAddr:    {label: "too_many_connections", err: proto.ErrTooManyConns, status: 503, refusal: true},
-	endFull:       {label: "server_full", err: proto.ErrServerFull, status: 503, refusal: true},
-	endDraining:   {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true},
+	endHeadWait: {label: "handshake_timeout", status: 408, statusText: "request timeout"},
+	endHTTPOnLine: {label: "http_request", err: proto.ErrHTTPRequest, refusal: true,
+		logged: "connection refused: an HTTP request on the line port"},
+	endUntrusted: {label: "untrusted_proxy", err: proto.ErrUntrustedProxy, refusal: true,
+		logged: "connection refused: a PROXY header from a peer not in trusted_proxies"},
+	endBadProxy: {label: "bad_proxy_header", err: proto.ErrBadProxyHeader, refusal: true,
+		logged: "connection refused: a trusted proxy's PROXY header malformed or missing"},
+	endPerAddr: {label: "too_many_connections", err: proto.ErrTooManyConns, status: 503, refusal: true,
+		logged: "connection refused: too many from one address"},
+	endFull: {label: "server_full", err: proto.ErrServerFull, status: 503, refusal: true,
+		logged: "connection refused: server full"},
+	endDraining: {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true},
 }
 
 // statusServiceRestart is the WebSocket close code 1012 (IANA registry):

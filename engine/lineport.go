@@ -67,6 +67,5 @@ func (cn *conn) answerTelnet() {
 // is acted on: the connection is told why, and where the web port is,
 // and closed.
 func (cn *conn) refuseHTTP() {
-	cn.loop.srv.logRefusal(endHTTPOnLine, "connection refused: an HTTP request on the line port", cn.addr.ip)
-	cn.endAs(endHTTPOnLine, endDetail{notice: cn.loop.srv.linePortWord()})
+	cn.refuseAs(endHTTPOnLine, endDetail{notice: cn.loop.srv.linePortWord()})
 }

@@ -127,12 +127,15 @@ func (cn *conn) readPreamble(buf []byte) int {
 	return n + cn.readLines(buf[n:])
 }
 
-// refuse ends a connection refused for who it comes from, and logs it.
+// refuse ends a connection refused for who it comes from or for what it
+// sent first, and logs it as a connection refused as it opens is logged:
+// sampled, since a client can open such connections in a loop, and under
+// the client's address, the one a proxy named if it named one.
 func (cn *conn) refuse(e ending) { cn.refuseAs(e, endDetail{}) }
 
 // refuseAs is refuse with the defaults d overrides.
 func (cn *conn) refuseAs(e ending, d endDetail) {
-	cn.logger().Info("connection refused", zap.String("reason", endings[e].label))
+	cn.loop.srv.logRefusal(e, cn.addr.ip, zap.Uint64("conn", cn.id))
 	cn.endAs(e, d)
 }
 

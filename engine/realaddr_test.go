@@ -2,12 +2,17 @@ package engine_test
 
 import (
 	"bufio"
+	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"duet/engine"
 	"duet/engine/enginetest"
@@ -238,5 +243,112 @@ func TestTrustedProxiesChange(t *testing.T) {
 	c.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 1 2\r\n"))
 	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "! untrusted_proxy:") {
 		t.Fatalf("got %q", l)
+	}
+}
+
+// TestRefusalsAfterOpenSampled: a connection refused for what it sends
+// first (a PROXY header from a peer not trusted, a trusted proxy's
+// malformed one, a client the proxy names that has too many connections
+// already, on either port) is logged through the same sampler as one
+// refused as it opens: a client opening such connections in a loop
+// costs a line a second, not one each, and the lines let through count
+// the ones held back. Every client is still told why.
+func TestRefusalsAfterOpenSampled(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Logger = zap.New(core)
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		o.Limits.MaxConnsPerIP = 1
+	})
+	// The one connection each proxied client may have, held open.
+	held := dialFrom(t, "127.0.0.1", d.TCP)
+	held.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 40000 7070\r\n"))
+	if l, _ := bufio.NewReader(held).ReadString('\n'); !strings.HasPrefix(l, "* welcome to duet") {
+		t.Fatalf("greeting %q", l)
+	}
+	if _, status := dialWSRaw(t, d, "127.0.0.1", "X-Forwarded-For: 203.0.113.9\r\n"); status != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status %d", status)
+	}
+	waitAddrs(t, d, "192.0.2.7", "203.0.113.9")
+
+	// refused returns the lines logged so far for the refusals the test
+	// makes.
+	refused := func() []observer.LoggedEntry {
+		return logs.Filter(func(e observer.LoggedEntry) bool {
+			switch e.ContextMap()["reason"] {
+			case "untrusted_proxy", "bad_proxy_header", "too_many_connections":
+				return true
+			}
+			return false
+		}).All()
+	}
+	lineRefused := func(src, send, want string) {
+		t.Helper()
+		c := dialFrom(t, src, d.TCP)
+		r := bufio.NewReader(c)
+		if src != "127.0.0.1" {
+			if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "* welcome") {
+				t.Fatalf("greeting %q", l)
+			}
+		}
+		c.Write([]byte(send))
+		if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, want) {
+			t.Fatalf("got %q, want %q", l, want)
+		}
+		c.Close()
+	}
+	attacks := []func(i int){
+		func(i int) {
+			// From a new address each time: the peer's own connection
+			// counts against its address until it closes.
+			lineRefused(fmt.Sprintf("127.0.1.%d", 1+i%250), "PROXY TCP4 1.2.3.4 127.0.0.1 1111 7070\r\n", "! untrusted_proxy:")
+		},
+		func(int) { lineRefused("127.0.0.1", "/login mallory\r\n", "! bad_proxy_header:") },
+		func(int) {
+			lineRefused("127.0.0.1", "PROXY TCP4 192.0.2.7 127.0.0.1 40001 7070\r\n", "! too_many_connections:")
+		},
+		func(int) {
+			wc, status := dialWSRaw(t, d, "127.0.0.1", "X-Forwarded-For: 203.0.113.9\r\n")
+			if status != http.StatusServiceUnavailable {
+				t.Fatalf("upgrade behind the proxy past the limit: status %d, want 503", status)
+			}
+			wc.c.Close()
+		},
+	}
+	const rounds = 50
+	start := time.Now()
+	for i := range rounds {
+		for _, attack := range attacks {
+			attack(i)
+		}
+	}
+	total := rounds * len(attacks)
+	if n := len(refused()); n > int(time.Since(start)/time.Second)+1 {
+		t.Fatalf("%d refusals logged of %d in %v; want them sampled, one a second", n, total, time.Since(start))
+	}
+	// Once the sampler lets a line through again, it counts all those
+	// it held back: no refusal goes uncounted.
+	deadline := time.Now().Add(enginetest.Timeout)
+	for n := len(refused()); len(refused()) == n; total++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no refusal logged after the flood")
+		}
+		time.Sleep(100 * time.Millisecond)
+		attacks[1](0)
+	}
+	lines := refused()
+	notLogged := 0
+	for _, e := range lines {
+		// One level and one kind of message, whichever way the
+		// connection was refused.
+		if e.Level != zap.WarnLevel || !strings.HasPrefix(e.Message, "connection refused: ") {
+			t.Errorf("refusal logged at %v as %q, want a warning like those refused as they open", e.Level, e.Message)
+		}
+		if n, ok := e.ContextMap()["refusals_not_logged"].(int64); ok {
+			notLogged += int(n)
+		}
+	}
+	if len(lines)+notLogged != total {
+		t.Errorf("%d refusals logged and %d counted as not logged; want %d in all", len(lines), notLogged, total)
 	}
 }

@@ -596,9 +596,10 @@ func onListener(local, bound net.Addr) bool {
 	return l.IP == nil || l.IP.IsUnspecified() || b.IP.IsUnspecified() || l.IP.Equal(b.IP)
 }
 
-// logRefusal logs a refused connection, with extra fields if any,
-// sampled: a flood of them costs one line a second.
-func (s *Server) logRefusal(e ending, msg string, ip netip.Addr, extra ...zap.Field) {
+// logRefusal logs a connection refused for e, from client address ip,
+// with extra fields if any, as the endings table says (logged), sampled:
+// a flood of them costs one line a second.
+func (s *Server) logRefusal(e ending, ip netip.Addr, extra ...zap.Field) {
 	ok, suppressed := s.refusalLog.Allow(time.Now())
 	if !ok {
 		return
@@ -607,7 +608,7 @@ func (s *Server) logRefusal(e ending, msg string, ip netip.Addr, extra ...zap.Fi
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
 	}
-	s.log.Warn(msg, fields...)
+	s.log.Warn(endings[e].logged, fields...)
 }
 
 // OnShutdown implements gnet.EventHandler.
@@ -637,14 +638,14 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	bits := v6bitsOf(lim.IPv6Prefix)
 	key := tally.AddrKey(ip, int(bits))
 	if s.conns.Load() >= int64(lim.MaxConns) {
-		s.logRefusal(endFull, "connection refused: server full", ip)
+		s.logRefusal(endFull, ip)
 		return refuse(endFull)
 	}
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
 	if !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP) {
-		s.logRefusal(endPerAddr, "connection refused: too many from one address", ip)
+		s.logRefusal(endPerAddr, ip)
 		return refuse(endPerAddr)
 	}
 	if n := s.conns.Add(1); n > s.connsPeak.Load() {

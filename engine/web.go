@@ -119,10 +119,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			e := endProtocol
 			if errors.Is(err, wsframe.ErrOriginRefused) {
 				e = endOrigin
-				// The browser is told only 403: the operator whose page
-				// is served from another host learns why here.
-				cn.loop.srv.logRefusal(e, "WebSocket refused: its origin is not allowed; if it is your page's, add it to ws.allowed_origins",
-					cn.addr.ip, zap.String("origin", req.Header.Get("Origin")))
+				cn.loop.srv.logRefusal(e, cn.addr.ip, zap.String("origin", req.Header.Get("Origin")))
 			}
 			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end
