@@ -542,29 +542,78 @@ func TestWSUpgradeWithBodyRefused(t *testing.T) {
 		{"Content-Length: 0", "Content-Length: 0\r\n", "", http.StatusSwitchingProtocols},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dialFrom(t, "127.0.0.1", d.WS)
-			c.SetDeadline(time.Now().Add(enginetest.Timeout))
-			if _, err := io.WriteString(c, upgradeRequest("x", tc.extra)+tc.body); err != nil {
-				t.Fatal(err)
-			}
-			r := bufio.NewReader(c)
-			resp, err := http.ReadResponse(r, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
-			}
-			if tc.status == http.StatusSwitchingProtocols {
-				return
-			}
-			body, err := io.ReadAll(resp.Body)
-			if err != nil || !strings.Contains(string(body), "body") {
-				t.Fatalf("the 400 says %q (%v), not why", body, err)
-			}
-			if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
-				t.Fatalf("after the 400: %q (%v), want the connection closed", rest, err)
+			upgradeAnswered(t, d, upgradeRequest("x", tc.extra)+tc.body, tc.status, "body")
+		})
+	}
+}
+
+// upgradeAnswered sends req to the web port and checks the answer's
+// status; an answer other than 101 must say why (its body holds why)
+// and close the connection.
+func upgradeAnswered(t *testing.T, d *enginetest.Daemon, req string, status int, why string) {
+	t.Helper()
+	c := dialFrom(t, "127.0.0.1", d.WS)
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d", resp.StatusCode, status)
+	}
+	if status == http.StatusSwitchingProtocols {
+		return
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.Contains(string(body), why) {
+		t.Fatalf("the %d says %q (%v), not why", status, body, err)
+	}
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Fatalf("after the %d: %q (%v), want the connection closed", status, rest, err)
+	}
+}
+
+// TestWSUpgradeBadKeyRefused: a WebSocket handshake whose
+// Sec-WebSocket-Key is not the base64 of 16 bytes (RFC 6455 section
+// 4.2.1), or that sends the key twice, is refused with 400 and closed,
+// counted as a protocol ending like the other refused handshakes, and
+// does not upgrade. A good key written with '+' and '/', which the URL
+// alphabet lacks, upgrades.
+func TestWSUpgradeBadKeyRefused(t *testing.T) {
+	t.Parallel()
+	m := &countingMetrics{counts: map[string]int{}}
+	d := startDaemon(t, func(o *engine.Options) { o.Metrics = m })
+	const good = "dGhlIHNhbXBsZSBub25jZQ=="
+	refused := 0
+	for _, tc := range []struct {
+		name, keys string // the Sec-WebSocket-Key lines
+		status     int
+	}{
+		{"not base64", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n", http.StatusBadRequest},
+		{"17 bytes", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jISE=\r\n", http.StatusBadRequest},
+		{"URL alphabet", "Sec-WebSocket-Key: -__7__v_-__7__v_-__7_w==\r\n", http.StatusBadRequest},
+		{"twice", "Sec-WebSocket-Key: " + good + "\r\nSec-WebSocket-Key: " + good + "\r\n", http.StatusBadRequest},
+		{"twice, one bad", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\nsec-websocket-key: " + good + "\r\n", http.StatusBadRequest},
+		{"standard alphabet", "Sec-WebSocket-Key: +//7//v/+//7//v/+//7/w==\r\n", http.StatusSwitchingProtocols},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				tc.keys + "Sec-WebSocket-Version: 13\r\n\r\n"
+			upgradeAnswered(t, d, req, tc.status, "Sec-WebSocket-Key")
+			if tc.status != http.StatusSwitchingProtocols {
+				refused++
 			}
 		})
+	}
+	deadline := time.Now().Add(enginetest.Timeout)
+	for m.snapshot()["disconnected protocol"] != refused {
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics %v, want %d protocol endings", m.snapshot(), refused)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

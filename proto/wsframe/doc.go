@@ -11,7 +11,9 @@
 //
 // The types are those of github.com/gobwas/ws (ws.Header, ws.OpCode,
 // ws.StatusCode), and gobwas decides the rules it already knows: the
-// handshake (ws.Upgrader over an in-memory reader and writer), the header
+// handshake (ws.Upgrader over an in-memory reader and writer, with what
+// it leaves unchecked checked here: one Host, one Origin, one
+// Sec-WebSocket-Key and that key the base64 of 16 bytes), the header
 // rules (ws.CheckHeader) and close codes (ws.CheckCloseFrameData). Frame
 // headers are parsed and written here by hand because gobwas reads and
 // writes them through io interfaces, which allocates on every frame; and

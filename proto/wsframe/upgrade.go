@@ -2,6 +2,7 @@ package wsframe
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -48,7 +49,7 @@ var (
 	)
 	ErrDuplicateHeader = ws.RejectConnectionError(
 		ws.RejectionStatus(http.StatusBadRequest),
-		ws.RejectionReason("handshake error: repeated Host or Origin header"),
+		ws.RejectionReason("handshake error: repeated Host, Origin or Sec-WebSocket-Key header"),
 	)
 	// ErrSubprotocol is the cause for a client that offered
 	// subprotocols, none of which UpgradeConfig.Subprotocols lists. The
@@ -84,7 +85,8 @@ func (e *HandshakeError) Unwrap() error { return e.Err }
 // On success resp is the 101 Switching Protocols response and err is nil.
 // On failure resp is nil and err is a *HandshakeError, to be answered
 // before closing the connection: 400 for a malformed or incomplete
-// handshake, 403 for a refused Origin, 404 for another path, 405 with
+// handshake (a Sec-WebSocket-Key that is not the base64 of 16 bytes, as
+// RFC 6455 section 4.2.1 requires, or that comes twice, among others), 403 for a refused Origin, 404 for another path, 405 with
 // "Allow: GET" for a method other than GET, 426 with
 // "Sec-WebSocket-Version: 13" for a version other than 13, and 505 for
 // HTTP older than 1.1.
@@ -136,6 +138,9 @@ func Upgrade(head []byte, cfg UpgradeConfig) (resp []byte, err error) {
 		// The Origin check waits for the end of the head because Host and
 		// Origin may come in either order.
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if err := checkKey(head); err != nil {
+				return nil, err
+			}
 			if cfg.CheckOrigin != nil && !cfg.CheckOrigin(origin, host) {
 				return nil, ErrOriginRefused
 			}
@@ -210,6 +215,65 @@ func refusal(err error) *HandshakeError {
 		e.Header = "Allow: GET\r\n"
 	}
 	return e
+}
+
+// checkKey checks the Sec-WebSocket-Key lines of a head gobwas has
+// accepted: there must be one, and its value the base64 of 16 bytes (RFC
+// 6455 section 4.2.1). gobwas checks only that a value is 24 characters
+// long, and answers the last of several; it hands none of them to
+// OnHeader. So the lines are read here again, as gobwas reads them: lines
+// end in LF or CRLF, the first is the request line, the first empty one
+// ends the head, and a header's name (in any case) and value are what
+// surround the first colon, trimmed of spaces and tabs.
+func checkKey(head []byte) error {
+	var key []byte
+	seen := false
+	_, rest, _ := bytes.Cut(head, []byte("\n"))
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		line, _ = bytes.CutSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !asciiEqualFold(bytes.Trim(name, " \t"), "Sec-WebSocket-Key") {
+			continue
+		}
+		if seen {
+			return ErrDuplicateHeader
+		}
+		seen, key = true, bytes.Trim(value, " \t")
+	}
+	// Strict: the bits a 16-byte nonce leaves over in its last character
+	// are zero, as every encoder writes them.
+	var nonce [18]byte
+	if n, err := base64.StdEncoding.Strict().Decode(nonce[:], key); err != nil || n != 16 {
+		return ws.ErrHandshakeBadSecKey
+	}
+	return nil
+}
+
+// asciiEqualFold reports whether a and b are equal but for the case of
+// ASCII letters, as gobwas compares header names. bytes.EqualFold would
+// also take the Kelvin sign for a K.
+func asciiEqualFold(a []byte, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // requestPath returns the path of a request target, without its query.

@@ -193,6 +193,11 @@ func without(request, name string) string {
 	return b.String()
 }
 
+// withKey is goodRequest with another Sec-WebSocket-Key value.
+func withKey(key string) string {
+	return strings.Replace(goodRequest, "dGhlIHNhbXBsZSBub25jZQ==", key, 1)
+}
+
 // with adds header lines just before the blank line.
 func with(request string, lines ...string) string {
 	return strings.TrimSuffix(request, "\r\n") + strings.Join(lines, "\r\n") + "\r\n\r\n"
@@ -216,6 +221,19 @@ func TestUpgrade(t *testing.T) {
 		{name: "missing Connection", head: without(goodRequest, "Connection"), status: 400, err: ws.ErrHandshakeBadConnection},
 		{name: "missing key", head: without(goodRequest, "Sec-WebSocket-Key"), status: 400, err: ws.ErrHandshakeBadSecKey},
 		{name: "short key", head: strings.Replace(goodRequest, "dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=", 1), status: 400, err: ws.ErrHandshakeBadSecKey},
+		// RFC 6455 section 4.2.1: the key is the base64 of 16 bytes.
+		// gobwas checks only that it is 24 characters long.
+		{name: "key not base64", head: withKey("!!!!!!!!!!!!!!!!!!!!!!=="), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "key of 17 bytes", head: withKey("dGhlIHNhbXBsZSBub25jISE="), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "key of 18 bytes", head: withKey("dGhlIHNhbXBsZSBub25jZSEh"), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "key in the URL alphabet", head: withKey("-__7__v_-__7__v_-__7_w=="), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "key with stray bits", head: withKey("dGhlIHNhbXBsZSBub25jZR=="), status: 400, err: ws.ErrHandshakeBadSecKey},
+		{name: "key in the standard alphabet", head: withKey("+//7//v/+//7//v/+//7/w=="), status: 101, headers: map[string]string{"Sec-WebSocket-Accept": "/s236q/Ln8uUc71+9TrXBaf0/uc="}},
+		{name: "key among spaces", head: withKey(" \tdGhlIHNhbXBsZSBub25jZQ== "), status: 101, headers: map[string]string{"Sec-WebSocket-Accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}},
+		{name: "two keys", head: with(goodRequest, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), status: 400, err: ErrDuplicateHeader},
+		{name: "two keys, the second lowercase", head: with(goodRequest, "sec-websocket-key: +//7//v/+//7//v/+//7/w=="), status: 400, err: ErrDuplicateHeader},
+		{name: "a name that is the key's only in Unicode", head: with(goodRequest, "Sec-WebSocket-\u212aey: !"), status: 101},
+		{name: "two keys, the first bad", head: with(withKey("!!!!!!!!!!!!!!!!!!!!!!=="), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), status: 400, err: ErrDuplicateHeader},
 		{name: "missing version", head: without(goodRequest, "Sec-WebSocket-Version"), status: 400, err: ws.ErrHandshakeBadSecVersion},
 		{
 			name: "wrong version", head: strings.Replace(goodRequest, "Version: 13", "Version: 8", 1),
