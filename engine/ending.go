@@ -296,44 +296,61 @@ func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{
 // error pending on the socket then (socketError). A line or web client
 // that ends its input has closed; a WebSocket client closes with a close
 // frame, so one that simply stops was lost, like any connection that
-// failed. A connection the kernel timed out may have been a reader that
-// stopped reading instead (timedOut): onClose asks its socket.
+// failed (peerGone). A connection the kernel gave up on may have been a
+// reader that stopped reading instead (timedOut): onClose asks its
+// socket.
 //
 // gnet says io.EOF (wrapped in a read *os.SyscallError) when a read
-// returns end of input, and the read's error for a reset (ECONNRESET), a
-// keepalive or user timeout that gave up on the peer (ETIMEDOUT) or a
-// failed write (EPIPE). But when epoll reports an error or a hang-up on
-// a socket whose reading is paused (a held connection: hold.go), gnet
-// closes it with a bare io.EOF without reading, whatever happened: the
-// socket's own pending error is what tells a reset from an end of input
-// then, and a timeout from either.
+// returns end of input, and the read's or the write's error otherwise.
+// But when epoll reports an error or a hang-up on a socket whose reading
+// is paused (a held connection: hold.go), gnet closes it with a bare
+// io.EOF without reading, whatever happened: the socket's own pending
+// error is what tells a failure from an end of input then.
 func wentAway(st stage, err, sockErr error) ending {
-	if st == stageWS || sockErr != nil || err != nil && !errors.Is(err, io.EOF) {
+	if st == stageWS || peerGone(err, sockErr) {
 		return endLost
 	}
 	return endClosed
 }
 
-// timedOut reports whether the kernel gave up on the connection's peer
-// (ETIMEDOUT), as gnet or the socket tells it: keepalive probes went
-// unanswered, or TCP_USER_TIMEOUT passed with what was written to the
-// peer unacknowledged or its receive window closed. The last is a
-// reader that stopped reading, which stoppedReading tells apart, and
-// which ends slow, not lost.
-func timedOut(err, sockErr error) bool {
-	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(sockErr, syscall.ETIMEDOUT)
+// peerGone reports whether the connection failed, as gnet or the socket
+// tells it: any error but an end of input. Then what the socket wrote
+// that the peer's TCP had not acknowledged never reaches it, and is
+// counted lost with what was never written (outbox.Abort). A connection
+// the server closes itself, or whose client ended its input, may still
+// deliver what its socket holds, and counts only what was never written.
+//
+// The errors are not a short list. The peer's TCP resets the
+// connection (ECONNRESET; EPIPE for a write after that), or the kernel
+// gives up on the peer (timedOut): keepalive probes or what was written
+// went unanswered, and it reports ETIMEDOUT, or in its place the last
+// error the network gave it meanwhile (Linux's tcp_write_err reports
+// the socket's soft error): no route to host when a link or the
+// neighbour that leads to the peer failed, and whatever an ICMP error
+// about the peer said (EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENONET,
+// ECONNREFUSED, EPROTO, EACCES and more). Counting only the first three
+// as gone once closed such a connection as if it might still deliver,
+// and a resume replayed only the newest of what never reached it,
+// saying nothing of the rest.
+func peerGone(err, sockErr error) bool {
+	return sockErr != nil || err != nil && !errors.Is(err, io.EOF)
 }
 
-// peerGone reports whether the kernel found the connection's peer gone
-// (a reset, TCP's timeout, or a write after the peer's reset), as gnet
-// or the socket tells it: what the socket wrote that the peer's TCP had
-// not acknowledged then never reaches it, and is counted lost with what
-// was never written (outbox.Abort). A connection the server closes
-// itself, or whose client ended its input, may still deliver what its
-// socket holds, and counts only what was never written.
-func peerGone(err, sockErr error) bool {
+// timedOut reports whether the kernel gave up on the connection's peer,
+// rather than the peer's TCP ending it: any failure (peerGone) but a
+// reset and a write after one. The kernel gives up when keepalive probes
+// go unanswered, or TCP_USER_TIMEOUT passes with what was written to
+// the peer unacknowledged or its receive window closed, and reports
+// ETIMEDOUT or the soft error it holds then (peerGone). The last is a
+// reader that stopped reading, which stoppedReading tells apart, and
+// which ends slow, not lost, whatever error the kernel reported: its
+// answers to the window probes would have cleared a soft error, and one
+// that came after them says only that the network failed a reader that
+// had stopped reading.
+func timedOut(err, sockErr error) bool {
 	for _, e := range []error{err, sockErr} {
-		if errors.Is(e, syscall.ECONNRESET) || errors.Is(e, syscall.ETIMEDOUT) || errors.Is(e, syscall.EPIPE) {
+		var errno syscall.Errno
+		if errors.As(e, &errno) && errno != syscall.ECONNRESET && errno != syscall.EPIPE {
 			return true
 		}
 	}

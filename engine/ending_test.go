@@ -329,3 +329,50 @@ func TestNeedsSocketError(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerGone: every failure gnet or the socket reports, but an end of
+// input, is the peer gone, and all but a reset (and a write after one)
+// the kernel giving up on it, which may have been a reader that stopped
+// reading. Linux reports its timeout as the soft error it holds when it
+// gives up: no route to host for a link that went down, and whatever an
+// ICMP error said. Before, only ECONNRESET, ETIMEDOUT and EPIPE were
+// the peer gone, and only ETIMEDOUT the kernel giving up.
+func TestPeerGone(t *testing.T) {
+	read := func(e error) error { return os.NewSyscallError("read", e) }
+	for _, tc := range []struct {
+		err, sockErr    error
+		gone, gaveUp    bool
+		line, websocket ending
+	}{
+		{read(io.EOF), nil, false, false, endClosed, endLost},
+		{io.EOF, nil, false, false, endClosed, endLost},
+		{nil, nil, false, false, endClosed, endLost},
+		{read(syscall.ECONNRESET), nil, true, false, endLost, endLost},
+		{os.NewSyscallError("write", syscall.EPIPE), nil, true, false, endLost, endLost},
+		{io.EOF, syscall.ECONNRESET, true, false, endLost, endLost},
+		{read(syscall.ETIMEDOUT), nil, true, true, endLost, endLost},
+		{io.EOF, syscall.ETIMEDOUT, true, true, endLost, endLost},
+		{read(syscall.EHOSTUNREACH), nil, true, true, endLost, endLost},
+		{os.NewSyscallError("write", syscall.EHOSTUNREACH), nil, true, true, endLost, endLost},
+		{io.EOF, syscall.EHOSTUNREACH, true, true, endLost, endLost},
+		{nil, syscall.ENETUNREACH, true, true, endLost, endLost},
+		{read(syscall.EHOSTDOWN), nil, true, true, endLost, endLost},
+		{read(syscall.ENETDOWN), nil, true, true, endLost, endLost},
+		{read(syscall.ECONNREFUSED), nil, true, true, endLost, endLost},
+		{read(syscall.EPROTO), nil, true, true, endLost, endLost},
+		{read(syscall.ENOPROTOOPT), nil, true, true, endLost, endLost},
+	} {
+		if got := peerGone(tc.err, tc.sockErr); got != tc.gone {
+			t.Errorf("peerGone(%v, %v) = %v, want %v", tc.err, tc.sockErr, got, tc.gone)
+		}
+		if got := timedOut(tc.err, tc.sockErr); got != tc.gaveUp {
+			t.Errorf("timedOut(%v, %v) = %v, want %v", tc.err, tc.sockErr, got, tc.gaveUp)
+		}
+		if got := wentAway(stageLine, tc.err, tc.sockErr); got != tc.line {
+			t.Errorf("wentAway(line, %v, %v) = %s, want %s", tc.err, tc.sockErr, endings[got].label, endings[tc.line].label)
+		}
+		if got := wentAway(stageWS, tc.err, tc.sockErr); got != tc.websocket {
+			t.Errorf("wentAway(websocket, %v, %v) = %s, want %s", tc.err, tc.sockErr, endings[got].label, endings[tc.websocket].label)
+		}
+	}
+}

@@ -25,8 +25,9 @@ func setOOBInline(fd int) error {
 }
 
 // stoppedReading reports whether the peer of socket fd, which the kernel
-// has just aborted for its user timeout (ETIMEDOUT), was there but not
-// reading: a slow reader, not a dead one.
+// has just aborted for its user timeout (ETIMEDOUT, or the soft error it
+// held then: timedOut), was there but not reading: a slow reader, not a
+// dead one.
 //
 // Linux aborts for the user timeout not only a connection whose written
 // data goes unacknowledged, but also one whose peer keeps its receive

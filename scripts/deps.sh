@@ -2,7 +2,8 @@
 # Installs, from Debian's packages, the real programs duet's tests talk to:
 # netcat and telnet (line-protocol users), redis-server (cluster mode),
 # chromium (the browser client), htpasswd (accounts files), nginx with
-# its stream module (the TLS front) and systemd-analyze (the unit file). Only what is missing is
+# its stream module (the TLS front), systemd-analyze (the unit file) and
+# ip (routes changed in a test's own network namespace). Only what is missing is
 # installed, and only when running as root with apt-get; otherwise it
 # says what is missing and the tests that need it skip (or fail, under
 # the DUET_REQUIRE_* variables that CI sets).
@@ -16,6 +17,7 @@ declare -A need=(
   [htpasswd]=apache2-utils
   [nginx]=nginx
   [systemd-analyze]=systemd
+  [ip]=iproute2
 )
 missing=()
 for cmd in "${!need[@]}"; do
