@@ -310,8 +310,8 @@ func (cn *conn) readLines(buf []byte) int {
 		}
 		cmd, perr := cn.line.Decode(ln)
 		if perr != nil {
-			if perr == proto.ErrInvalidUTF8 && !cn.line.Binary() {
-				perr = proto.ErrInvalidUTF8Telnet
+			if perr == proto.ErrInvalidUTF8 {
+				perr = line.NotUTF8(ln, cn.line.Binary())
 			}
 			cn.sayRun()
 			cn.rejectInput(perr)

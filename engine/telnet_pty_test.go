@@ -149,6 +149,48 @@ func TestRealTelnetBinaryTurnedOff(t *testing.T) {
 	}
 }
 
+// TestRealTelnetWhichHint: the answer to a line that is not UTF-8 tells
+// a telnet user to press Ctrl-C only when telnet broke the line, which a
+// Ctrl-C mends. A terminal that sends Latin-1 (é as the byte e9, which
+// telnet passes as it is) is told to send UTF-8, before the Ctrl-C and
+// after it. A letter with a byte 0x9d (Н) opens telnet's prompt, which
+// takes the rest of the line; what came before the letter goes out with
+// the next line, which is refused: it is told to press Ctrl-C, and once
+// it has, the letter arrives. Before, every line outside BINARY got the
+// Ctrl-C hint, Latin-1 too.
+func TestRealTelnetWhichHint(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+	useUTF8 := "! invalid_utf8: " + proto.ErrInvalidUTF8Terminal.Text
+	ctrlC := "! invalid_utf8: " + proto.ErrInvalidUTF8Telnet.Text
+
+	tn.typeLine("caf\xe9 au lait")
+	tn.expect(regexp.QuoteMeta(useUTF8))
+
+	tn.typeLine("Нет")
+	tn.expect(regexp.QuoteMeta("telnet> "))
+	tn.type_("\r") // back to the connection
+	tn.typeLine("ok")
+	tn.expect(regexp.QuoteMeta(ctrlC))
+	tn.type_("\x03")
+	tn.typeLine("/who")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+	tn.typeLine("Нет")
+	if got := bob.Line(); got != "<alice> Нет" {
+		t.Fatalf("bob got %q", got)
+	}
+
+	tn.typeLine("caf\xe9 au lait")
+	tn.expect(regexp.QuoteMeta(useUTF8))
+	tn.typeLine("still here")
+	if got := bob.Line(); got != "<alice> still here" {
+		t.Fatalf("bob got %q", got)
+	}
+}
+
 // ptyProgram is a program running in a pseudo-terminal: what it writes
 // to the terminal is collected, and what is typed goes to the terminal's
 // input, through its line discipline, as from a keyboard.

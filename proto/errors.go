@@ -38,14 +38,20 @@ var (
 	ErrTooLong             = &Error{"too_long", "message too long; it was not sent"}
 	ErrInvalidUTF8         = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
 	// ErrInvalidUTF8Telnet is ErrInvalidUTF8 told on the line port to a
-	// client not sending in telnet's BINARY: Debian's telnet changes some
-	// letters until it first sends a telnet command, and a Ctrl-C is one
-	// (docs/PROTOCOL.md, "Letters"). Its Code is ErrInvalidUTF8's.
+	// client not sending in telnet's BINARY, for a line that telnet broke
+	// (line.TelnetMangled): Debian's telnet changes some letters until it
+	// first sends a telnet command, and a Ctrl-C is one (docs/PROTOCOL.md,
+	// "Letters"). Its Code is ErrInvalidUTF8's.
 	ErrInvalidUTF8Telnet = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once, then type it again: telnet changes some letters until then)"}
-	ErrEmptyMessage      = &Error{"empty_message", "nothing to send"}
-	ErrRateLimited       = &Error{"rate_limited", "too many requests; slow down"}
-	ErrThrottled         = &Error{"throttled", "too many failed connect attempts from your address; wait and try again"}
-	ErrAuthFailed        = &Error{"auth_failed", "wrong name or password"}
+	// ErrInvalidUTF8Terminal is ErrInvalidUTF8 told on the line port for
+	// any other line: the terminal sends another encoding (Latin-1 é is
+	// the byte e9), which only its user can change. Its Code is
+	// ErrInvalidUTF8's.
+	ErrInvalidUTF8Terminal = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent (set your terminal's character encoding to UTF-8)"}
+	ErrEmptyMessage        = &Error{"empty_message", "nothing to send"}
+	ErrRateLimited         = &Error{"rate_limited", "too many requests; slow down"}
+	ErrThrottled           = &Error{"throttled", "too many failed connect attempts from your address; wait and try again"}
+	ErrAuthFailed          = &Error{"auth_failed", "wrong name or password"}
 	// ErrTooManyAttempts refuses a login without checking it: too many
 	// have failed from the client's address or for the name, and the
 	// attempts already waiting their turn fill the queue. The event that
@@ -112,7 +118,7 @@ var Errors = []*Error{
 	ErrNotLoggedIn, ErrNotLoggedInAccounts, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
 	ErrUnknownToken, ErrZeroToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
-	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
+	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
