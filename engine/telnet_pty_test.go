@@ -58,11 +58,11 @@ func TestRealTelnet(t *testing.T) {
 		t.Fatalf("bob got %q, want %q", got, "<alice> "+first)
 	}
 
-	// Ctrl-C (with half a line typed, which the terminal throws away),
-	// Ctrl-\ and Ctrl-Z: each is a command and a timing mark. After
-	// each, the telnet user still gets answers and the partner's
-	// messages.
-	for i, key := range []string{"half a line\x03", "\x1c", "\x1a"} {
+	// Ctrl-C, Ctrl-\ and Ctrl-Z, each with half a line typed, which the
+	// terminal throws away (docs/PROTOCOL.md, keys): each is a command
+	// and a timing mark. After each, the telnet user still gets answers
+	// and the partner's messages.
+	for i, key := range []string{"half a line\x03", "half a line\x1c", "half a line\x1a"} {
 		tn.type_(key)
 		tn.typeLine("/who")
 		tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
