@@ -33,13 +33,7 @@ func releaseParker(n *Node, key string) {
 // (away, then a drained).
 func parkedPair(t *testing.T, a *hubNode) (alice, bob *hubUser) {
 	t.Helper()
-	alice = a.login(t, "alice")
-	bob = a.login(t, "bob")
-	if err := bob.s.Connect([]byte(alice.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, bob = a.pairedOn(t, "alice", "bob")
 	alice.s.Detach(proto.ReasonDisconnected, 0)
 	bob.box.next(t, proto.EvPeerAway)
 	if n := a.drain(t); n != 1 {

@@ -117,6 +117,19 @@ type hubUser struct {
 	key   string // the resume key its last welcome or resume carried
 }
 
+// pairedOn logs in two users on n, the second connecting to the first,
+// and takes the news of their pairing from both.
+func (n *hubNode) pairedOn(t testing.TB, first, second string) (a, b *hubUser) {
+	t.Helper()
+	a, b = n.login(t, first), n.login(t, second)
+	if err := b.s.Connect([]byte(a.token)); err != nil {
+		t.Fatal(err)
+	}
+	a.box.next(t, proto.EvPaired)
+	b.box.next(t, proto.EvPaired)
+	return a, b
+}
+
 func (n *hubNode) login(t testing.TB, name string) *hubUser {
 	t.Helper()
 	box := newInbox()
@@ -722,13 +735,7 @@ func TestDrainedPair(t *testing.T) {
 	a := startHubNode(t, r, "a", resumeOptions(0))
 	b := startHubNode(t, r, "b", resumeOptions(0))
 	c := startHubNode(t, r, "c", resumeOptions(0))
-	alice := a.login(t, "alice")
-	bob := a.login(t, "bob")
-	if err := bob.s.Connect([]byte(alice.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, bob := a.pairedOn(t, "alice", "bob")
 
 	// As a drain spreads its closes: alice goes first, and is parked;
 	// bob still talks to her, then goes too.
@@ -1314,13 +1321,7 @@ func TestDrainedPairResumedAtOnce(t *testing.T) {
 	c := startHubNode(t, r, "c", resumeOptions(0))
 	const rounds = 60
 	for i := range rounds {
-		alice := a.login(t, fmt.Sprintf("alice%d", i))
-		bob := a.login(t, fmt.Sprintf("bob%d", i))
-		if err := bob.s.Connect([]byte(alice.token)); err != nil {
-			t.Fatal(err)
-		}
-		alice.box.next(t, proto.EvPaired)
-		bob.box.next(t, proto.EvPaired)
+		alice, bob := a.pairedOn(t, fmt.Sprintf("alice%d", i), fmt.Sprintf("bob%d", i))
 		alice.s.Detach(proto.ReasonDisconnected, 0)
 		bob.box.next(t, proto.EvPeerAway)
 		bob.s.Detach(proto.ReasonDisconnected, 0)
