@@ -107,7 +107,7 @@ const (
 	// protocol closes its list of missed messages with it; JSON sends
 	// nothing for it.
 	EvReplayEnd
-	EvPeerAway // Peer lost the connection; the session waits up to Window for it to come back
+	EvPeerAway // Peer lost the connection; the session waits up to Window for it to come back; Count as for EvPeerLeft
 	EvPeerBack // Peer came back (resumed its session)
 	// EvSealed: From sent an end-to-end encrypted envelope, Text, in
 	// base64url (docs/E2E.md). It is numbered and kept for a resume as
@@ -219,7 +219,8 @@ type Event struct {
 	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect
 	Reason    Reason // EvPeerLeft
 	// Count is, on EvPeerLeft, the messages to the peer that were not
-	// delivered; on an EvNotice that tells an ending, the messages the
+	// delivered; on EvPeerAway, the messages to the peer that will never
+	// reach it (they were not kept for its resume); on an EvNotice that tells an ending, the messages the
 	// user sent on the connection that were not delivered; on
 	// EvResumed and EvReplayEnd, the messages replayed.
 	Count int

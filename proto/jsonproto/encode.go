@@ -177,6 +177,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendString(dst, ev.Peer)
 		dst = append(dst, `,"window_s":`...)
 		dst = appendSeconds(dst, ev.Window)
+		dst = appendUndelivered(dst, ev.Count)
 		return append(dst, '}')
 	case proto.EvPeerBack:
 		dst = append(dst, `{"type":"peer_back","name":`...)

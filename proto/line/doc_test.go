@@ -50,6 +50,7 @@ func TestProtocolDocIsComplete(t *testing.T) {
 		{Kind: proto.EvResumed, Name: "alice", Token: docToken, Peer: "bob", Count: 2, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
 		{Kind: proto.EvReplayEnd, Count: 2, ResumeKey: "7f3xw9q2m8vd4kc6h0n1prt5jb", Window: 2 * time.Minute},
 		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
+		{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute, Count: 588},
 		{Kind: proto.EvPeerBack, Peer: "alice"},
 		{Kind: proto.EvError, Err: proto.PeerAwayFull("alice", 2520, 2520*40)},
 	} {

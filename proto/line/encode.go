@@ -123,7 +123,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = proto.AppendWindow(dst, ev.Window)
 		dst = append(dst, " for "...)
 		dst = appendSafe(dst, ev.Peer)
-		return append(dst, " to come back\r\n"...)
+		dst = append(dst, " to come back"...)
+		if ev.Count > 0 {
+			dst = appendUndelivered(dst, ev.Count)
+		}
+		return append(dst, "\r\n"...)
 	case proto.EvPeerBack:
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
@@ -232,8 +236,8 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 }
 
 // appendUndelivered says that n of the user's messages were not
-// delivered: to a partner who left (peer_left), or from a connection
-// that ended (an ending's notice).
+// delivered: to a partner who left (peer_left) or went away (peer_away),
+// or from a connection that ended (an ending's notice).
 func appendUndelivered(dst []byte, n int) []byte {
 	dst = append(dst, "; "...)
 	dst = strconv.AppendInt(dst, int64(n), 10)
