@@ -392,3 +392,52 @@ func TestTakeoverOldConnectionToldNothingFalse(t *testing.T) {
 		bob.Send("/quit")
 	}
 }
+
+// TestResetReaderTellsSenderWhatWasNotKept: alice stops reading while
+// bob sends far more than her socket and resume.buffer hold, then her
+// connection is reset. bob is told, with the away news, how many of his
+// messages will never reach her, exactly as many as her resume reports
+// it could not keep. (He was told only that she lost the connection.)
+func TestResetReaderTellsSenderWhatWasNotKept(t *testing.T) {
+	t.Parallel()
+	const recent = time.Second
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = 256 << 10
+		o.Resume.ReplayRecent = recent
+	})
+	old, key, bob := pairWithSlowReader(t, d)
+	// alice reads nothing: her socket and the server's fill, and the
+	// server holds the rest.
+	if err := <-sendNumbered(bob.Conn, count, 200); err != nil {
+		t.Fatal(err)
+	}
+	taken(t, d, count)
+	// Every message older than resume.replay_recent by the drop: her
+	// resume counts as missed only what her connection never had.
+	time.Sleep(2 * recent)
+	enginetest.Reset(t, old.c)
+
+	told := bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back`)
+	m := regexp.MustCompile(`; (\d+) of your messages were not delivered$`).FindStringSubmatch(told)
+	if m == nil {
+		t.Fatalf("bob was told %q: none of his messages lost, while resume.buffer kept a fraction of them", told)
+	}
+	lost, _ := strconv.Atoi(m[1])
+	_, peer, replayed, missed := enginetest.ResumeLine(t, d, key)
+	if peer != "bob" {
+		t.Fatalf("resumed with %q", peer)
+	}
+	t.Logf("bob was told %d were not delivered; alice's resume replayed %d and counted %d as not kept", lost, len(replayed), missed)
+	if missed != lost {
+		t.Fatalf("alice's resume counted %d messages not kept; bob was told %d were not delivered", missed, lost)
+	}
+	// What was kept is the newest, to the last.
+	for i, l := range replayed {
+		if m := bobLine.FindStringSubmatch(l); m == nil || m[2] != strconv.Itoa(count-len(replayed)+i) {
+			t.Fatalf("replayed %q as %d of the last %d", l, i, len(replayed))
+		}
+	}
+}

@@ -624,6 +624,21 @@ func (hs *history) keptFrom(from string, seq uint64) (n int, size int64) {
 	return n, size
 }
 
+// unsentKept looks at the newest unsent messages up to seq, those a
+// session's connection never wrote before it went (away.unsent): it
+// returns the index, among the messages kept, of the first of them kept,
+// and how many of them are not kept. Those are missing for good: a
+// resume counts them as missed (replayLocked), and the sender is told
+// of them as the session goes away (DetachFrom). A nil history keeps
+// none.
+func (hs *history) unsentKept(seq uint64, unsent int) (first, lost int) {
+	if hs == nil {
+		return 0, unsent
+	}
+	first = hs.seqIndex(seq - min(uint64(unsent), seq) + 1)
+	return first, unsent - (hs.seqIndex(seq+1) - first)
+}
+
 // noteLoss records that message seq, delivered at, was dropped for room
 // now. Runs that ended more than recent ago are forgotten: no resume can
 // ask about them any more.

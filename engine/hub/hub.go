@@ -1202,23 +1202,55 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int, sta
 }
 
 // awayUndeliveredLocked counts the messages from `from` that s, which is
-// away, never received: those its connection had not written when it
-// dropped, and those delivered since. One that was not kept is counted
-// whoever sent it. Hub.mu is held, and the lock of s's room.
+// away, never received and its partner was not told of as it went: those
+// delivered since, and those its connection had not written when it
+// dropped that are kept still (awayTally). Hub.mu is held, and the lock
+// of s's room.
 func (s *Session) awayUndeliveredLocked(from string) int {
 	a := s.away
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
-	unsent := min(uint64(a.unsent), a.seq)
-	n := int(s.seq - a.seq + unsent)
+	t := newAwayTally(s.seq, a.seq, a.unsent, from)
 	if hs := s.hist; hs != nil {
-		hs.each(hs.seqIndex(a.seq-unsent+1), func(_ uint64, _ time.Duration, sender string, _ proto.EventKind, _ []byte) {
-			if sender != from {
-				n--
-			}
+		hs.each(hs.seqIndex(t.first), func(seq uint64, _ time.Duration, sender string, _ proto.EventKind, _ []byte) {
+			t.kept(seq, sender)
 		})
 	}
-	return n
+	return t.n
+}
+
+// awayTally counts what the partner peer of a session that ends away is
+// told were not delivered to it. The messages delivered since it went
+// count, whoever sent them when they were not kept: it could not be
+// told who. Of those its connection had never written as it went (the
+// newest unsent up to the last it was given then), those not kept were
+// told with the away news (DetachFrom), and only the kept ones from peer
+// count here, so that none is counted twice.
+type awayTally struct {
+	awaySeq uint64 // the last message delivered before the session went
+	first   uint64 // the first its connection never wrote
+	peer    string
+	n       int
+}
+
+// newAwayTally starts a tally for a session given messages up to seq,
+// up to awaySeq before it went away, the newest unsent of them never
+// written: those since, as if none were kept. kept then counts each
+// kept message numbered first or more.
+func newAwayTally(seq, awaySeq uint64, unsent int, peer string) awayTally {
+	return awayTally{awaySeq: awaySeq, first: awaySeq - min(uint64(unsent), awaySeq) + 1, peer: peer, n: int(seq - awaySeq)}
+}
+
+// kept counts message seq from `from`, which is kept.
+func (t *awayTally) kept(seq uint64, from string) {
+	switch {
+	case seq > t.awaySeq:
+		if from != t.peer {
+			t.n--
+		}
+	case from == t.peer:
+		t.n++
+	}
 }
 
 // Who tells s its name, token and partner.

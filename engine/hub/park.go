@@ -124,23 +124,22 @@ type ParkedPair struct {
 }
 
 // UndeliveredFrom is how many messages from its partner peer the
-// session parked as p never had: those delivered since it went away,
-// and those its connection never wrote before, less those from anyone
-// else. It is what its partner is told were not delivered if the
+// session parked as p never had, and its partner was not told of as it
+// went away: those delivered since it went, and those its connection
+// never wrote before that are kept still, less those from anyone else
+// (awayTally). It is what its partner is told were not delivered if the
 // session ends parked (a login with its password elsewhere), as
 // Session.awayUndeliveredLocked tells for one away on a hub; the
 // messages queued for it while parked come on top.
 func (p *Parked) UndeliveredFrom(peer string) int {
-	unsent := min(uint64(p.Unsent), p.AwaySeq)
-	since := p.Seq - p.AwaySeq + unsent // the newest this many
-	n := int(since)
-	h := p.History
-	for i := len(h) - int(min(since, uint64(len(h)))); i < len(h); i++ {
-		if h[i].From != peer {
-			n--
+	t := newAwayTally(p.Seq, p.AwaySeq, p.Unsent, peer)
+	for _, m := range p.History {
+		// One queued while parked is numbered 0, and counts on top.
+		if m.Seq >= t.first {
+			t.kept(m.Seq, m.From)
 		}
 	}
-	return n
+	return t.n
 }
 
 // Cost is what p's history counts against resume.buffer.

@@ -222,11 +222,17 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	s.hmu.Lock()
 	a.seq = s.seq
 	s.away = a
+	// Of what the connection never wrote, those not kept will never
+	// reach s: the partner is told now, with the away news, as many as
+	// s's resume counts missed for them, and the end of the window
+	// counts them no more (awayUndeliveredLocked). Not kept, they are
+	// counted whoever sent them, as at that end.
+	_, lost := s.hist.unsentKept(a.seq, a.unsent)
 	s.hmu.Unlock()
 	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
-			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window})
+			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
 		}
 		r.mu.Unlock()
 	}
@@ -655,16 +661,16 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 		missed = hs.lostSince(cutoff)
 		if g.unsent > 0 {
 			// The messages never written are the newest before the drop
-			// (or the takeover): those from first to g.seq. When some
+			// (or the takeover): the last g.unsent up to g.seq. When some
 			// came before the cutoff, every message after them is among
 			// them too, so those of them not kept are all that is
 			// missing. Those not kept are missing even when none kept
 			// came before the cutoff: dropped for room long after they
-			// came, no loss run recalls them (noteLoss).
-			first := g.seq - min(uint64(g.unsent), g.seq) + 1
-			i := hs.seqIndex(first)
+			// came, no loss run recalls them (noteLoss). Those not kept
+			// are what the partner was told as the session went away.
+			i, lost := hs.unsentKept(g.seq, g.unsent)
 			from = min(from, i)
-			missed = max(missed, g.unsent-(hs.seqIndex(g.seq+1)-i))
+			missed = max(missed, lost)
 		}
 	} else {
 		missed = g.unsent // never written, and none kept

@@ -1636,3 +1636,53 @@ func TestResumeAfterResumeTurnedOffGivesNoKey(t *testing.T) {
 		t.Fatalf("bob was told %+v", evs)
 	}
 }
+
+// TestAwayTellsWhatCouldNotBeKept: a reader that stopped reading goes
+// away with more of its partner's messages unwritten than resume.buffer
+// keeps. The partner is told, with the away news, how many of its
+// messages will never reach the reader: exactly as many as the reader's
+// resume reports missed. Told once: the end of the window, or of a
+// parked session, counts only what was kept (and what came after).
+func TestAwayTellsWhatCouldNotBeKept(t *testing.T) {
+	const sent, kept = 10, 4
+	opts := resumeOpts()
+	opts.ResumeBuffer = kept * (2 + entryCost) // a0..a9: two bytes each
+	for _, end := range []string{"line resume", "json resume", "window", "parked"} {
+		t.Run(end, func(t *testing.T) {
+			h, clk := newClockedHub(opts)
+			alice, bob, key := resumablePair(t, h)
+			sayEach(t, bob.Session, numbered("a", 0, sent)...)
+			// Her connection wrote none of them: the oldest six were
+			// dropped for room while she was attached.
+			alice.Detach(proto.ReasonSlow, sent)
+			evs := bob.box.take()
+			if len(evs) != 1 || evs[0].Kind != proto.EvPeerAway || evs[0].Count != sent-kept {
+				t.Fatalf("bob was told %+v, want peer_away with %d undelivered", evs, sent-kept)
+			}
+			switch end {
+			case "line resume", "json resume":
+				res, err := h.Resume([]byte(key), 0, end == "json resume", &recorder{})
+				if err != nil || res.Missed != evs[0].Count || res.Replayed != kept {
+					t.Fatalf("resume %+v, %v; want %d missed, as bob was told, and %d replayed", res, err, evs[0].Count, kept)
+				}
+			// The kept ones fill resume.buffer: bob may send no more.
+			case "window":
+				clk.advance(2 * time.Minute)
+				if ev := bob.box.last(t); ev.Kind != proto.EvPeerLeft || ev.Count != kept {
+					t.Fatalf("bob was told %+v, want peer_left with %d undelivered", ev, kept)
+				}
+			case "parked":
+				for _, p := range h.Snapshot() {
+					if p.Name != "alice" {
+						continue
+					}
+					if n := p.UndeliveredFrom("bob"); n != kept {
+						t.Fatalf("undelivered from bob: %d, want %d", n, kept)
+					}
+					return
+				}
+				t.Fatal("alice was not parked")
+			}
+		})
+	}
+}
