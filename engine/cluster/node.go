@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -1092,7 +1093,7 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 		case frameAway, frameBack, frameError:
 			n.remoteEvent(src, f)
 		case frameLeft:
-			arrived, ok := parseArrivals(f.b)
+			arrived, ok := parseCount(f.b)
 			n.partnerLeft(f.to, f.pair, proto.Reason(f.a), int(f.n), src, arrived, ok)
 		case frameFreeze:
 			gen := uint32(min(f.n, 1<<32-1))
@@ -1167,6 +1168,9 @@ func (n *Node) remoteEvent(src string, f frame) {
 	case frameAway:
 		ev.Kind = proto.EvPeerAway
 		ev.Window = time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond
+		if undelivered, ok := parseCount(f.b); ok {
+			ev.Count = int(min(undelivered, math.MaxInt32))
+		}
 	case frameError:
 		// Only the errors a partner's session sends back; anything
 		// else is a bug on the sending node, sealed as it is.

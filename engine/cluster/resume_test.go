@@ -1388,3 +1388,35 @@ func expectMessageAfterMoves(t *testing.T, box *inbox, text string) {
 		}
 	}
 }
+
+// TestCrossNodeAwayTellsWhatCouldNotBeKept: alice goes away with more of
+// bob's messages unwritten than resume.buffer keeps, bob on another
+// node. He is told, with the away news, how many will never reach her:
+// exactly as many as her resume reports missed.
+func TestCrossNodeAwayTellsWhatCouldNotBeKept(t *testing.T) {
+	const sent, kept = 10, 4
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(kept*(2+64))) // m0..m9: two bytes each
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice := a.login(t, "alice")
+	bob := b.login(t, "bob")
+	if err := bob.s.Connect([]byte(alice.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	for i := range sent {
+		bob.say(t, fmt.Sprint("m", i))
+	}
+	for range sent {
+		alice.box.next(t, proto.EvMessage)
+	}
+	// Her connection wrote none of them.
+	alice.s.Detach(proto.ReasonSlow, sent)
+	if ev := bob.box.next(t, proto.EvPeerAway); ev.Peer != "alice" || ev.Count != sent-kept {
+		t.Fatalf("bob was told %+v, want peer_away with %d undelivered", ev, sent-kept)
+	}
+	if ev, texts := alice.resumeOn(t, a, 0, false); ev.Missed != sent-kept || len(texts) != kept {
+		t.Fatalf("alice resumed %+v, replayed %q; want %d missed, as bob was told", ev, texts, sent-kept)
+	}
+}

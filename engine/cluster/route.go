@@ -178,7 +178,11 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 	case proto.EvPeerLeft:
 		s.add(true, frameLeft, o.pair, o.to, string(ev.Reason), o.arrivalsLocked(), uint64(ev.Count))
 	case proto.EvPeerAway:
-		s.add(true, frameAway, o.pair, o.to, "", nil, uint64(max(ev.Window, 0)/time.Millisecond))
+		var undelivered []byte
+		if ev.Count > 0 {
+			undelivered = appendCount(uint64(ev.Count))
+		}
+		s.add(true, frameAway, o.pair, o.to, "", undelivered, uint64(max(ev.Window, 0)/time.Millisecond))
 	case proto.EvPeerBack:
 		s.add(true, frameBack, o.pair, o.to, "", nil, uint64(ev.PeerProto))
 	case proto.EvError:
@@ -211,7 +215,7 @@ func (o *remoteOutbox) Arrived() { o.arrived.Add(1) }
 // messages reached the hub here from the node it is live on, since it
 // went live there, as that node counts what it sent (sent).
 func (o *remoteOutbox) arrivalsLocked() []byte {
-	return appendArrivals(o.arrived.Load() - o.before)
+	return appendCount(o.arrived.Load() - o.before)
 }
 
 // arrivalsTo is a left frame's arrivals for node, or none when the

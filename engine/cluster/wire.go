@@ -49,7 +49,9 @@ const (
 	frameSealed = 'S'
 
 	// The partner's session went away (n = how long it may still take
-	// to come back, in milliseconds), came back, or refused a message
+	// to come back, in milliseconds; b = how many of the receiving
+	// user's messages will never reach it, as a uvarint, empty when
+	// none: peer_away's undelivered), came back, or refused a message
 	// (a = the error's code, b = its text: peer_away_full, which says
 	// how much is waiting, or peer_cannot_decrypt for a sealed frame
 	// that reached a terminal): what a resumable session's partner is
@@ -57,7 +59,9 @@ const (
 	// protocol the session came back over. A protocol (P, B) is
 	// proto.Protocol's number: 0 from a node from before it was said,
 	// and the partner is then told none, as for a pairing that cannot
-	// be encrypted.
+	// be encrypted. An away frame's b is empty from a node from before
+	// it was carried, and read as none; a node from before ignores it,
+	// and its user is told the away news without the count.
 	frameAway  = 'A'
 	frameBack  = 'B'
 	frameError = 'E'
@@ -138,12 +142,13 @@ func appendFrame(dst []byte, kind byte, pair uint64, to, a string, b []byte, n u
 	return binary.AppendUvarint(dst, n)
 }
 
-// appendArrivals is a left frame's arrivals (its b), count of them.
-func appendArrivals(count uint64) []byte { return binary.AppendUvarint(nil, count) }
+// appendCount is a count carried in a frame's b, as a uvarint: a left
+// frame's arrivals, an away frame's undelivered.
+func appendCount(count uint64) []byte { return binary.AppendUvarint(nil, count) }
 
-// parseArrivals reads a left frame's arrivals; ok is false when it has
-// none, or none that reads.
-func parseArrivals(b []byte) (count uint64, ok bool) {
+// parseCount reads a count carried in a frame's b; ok is false when it
+// has none (a node from before it was carried), or none that reads.
+func parseCount(b []byte) (count uint64, ok bool) {
 	v, n := binary.Uvarint(b)
 	return v, n > 0 && n == len(b)
 }

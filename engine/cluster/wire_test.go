@@ -117,17 +117,18 @@ func FuzzBatch(f *testing.F) {
 	})
 }
 
-// TestLeftArrivals: a left frame's arrivals read back as written, and
-// one with none (a node from before them) or a bad one says none.
-func TestLeftArrivals(t *testing.T) {
+// TestFrameCount: a count carried in a frame's b (a left frame's
+// arrivals, an away frame's undelivered) reads back as written, and
+// one with none (a node from before it) or a bad one says none.
+func TestFrameCount(t *testing.T) {
 	for _, want := range []uint64{0, 1, 127, 128, 1<<63 + 9} {
-		if got, ok := parseArrivals(appendArrivals(want)); !ok || got != want {
-			t.Errorf("arrivals %d read back as %d, %v", want, got, ok)
+		if got, ok := parseCount(appendCount(want)); !ok || got != want {
+			t.Errorf("count %d read back as %d, %v", want, got, ok)
 		}
 	}
 	for _, b := range [][]byte{nil, {0x80}, {1, 2}} {
-		if got, ok := parseArrivals(b); ok {
-			t.Errorf("arrivals %x read as %d", b, got)
+		if got, ok := parseCount(b); ok {
+			t.Errorf("count %x read as %d", b, got)
 		}
 	}
 }
