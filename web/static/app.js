@@ -949,9 +949,7 @@ const handlers = {
       text = 'While you were away, ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
       clearEndedAway();
     }
-    const n = Number(ev.undelivered) || 0;
-    if (n > 0) text += ' ' + n + (n === 1 ? ' message' : ' messages') + ' you sent did not reach them.';
-    notice(text, { kind: 'peer_left', reason: ev.reason });
+    notice(text + undelivered(ev), { kind: 'peer_left', reason: ev.reason });
     unpair();
   },
 
@@ -959,7 +957,7 @@ const handlers = {
     const peer = String(ev.name || st.peer || 'Your peer');
     st.peerAway = true;
     const wait = Number(ev.window_s) > 0 ? ' up to ' + duration(Number(ev.window_s)) : '';
-    notice(peer + ' lost the connection; waiting' + wait + ' for them to come back.', { kind: 'peer_away' });
+    notice(peer + ' lost the connection; waiting' + wait + ' for them to come back.' + undelivered(ev), { kind: 'peer_away' });
   },
 
   peer_back(ev) {
@@ -1038,6 +1036,13 @@ function noteUnread() {
   if (!document.hidden) return;
   st.unread++;
   document.title = '(' + st.unread + ') duet';
+}
+
+// undelivered says how many of the user's messages will never reach the
+// partner (peer_left's and peer_away's "undelivered"), or nothing.
+function undelivered(ev) {
+  const n = Number(ev.undelivered) || 0;
+  return n > 0 ? ' ' + n + (n === 1 ? ' message' : ' messages') + ' you sent did not reach them.' : '';
 }
 
 // leftReason puts a peer_left reason into words.
