@@ -73,6 +73,14 @@ type away struct {
 	// a peer_left after a resume that names a partner would read as
 	// that pairing's end. Guarded by Hub.mu.
 	left *PeerLeft
+
+	// untold is how many of its partner's messages the session went away
+	// without (they were never written, and not kept), which that
+	// partner, untoldTo, could not be told then, being away itself: its
+	// resume tells them with the news that the session is away, or the
+	// session's end with its own count. Guarded by Hub.mu.
+	untold   int
+	untoldTo *Session
 }
 
 // PeerLeft is a peer_left a session was told while it was away: what
@@ -232,6 +240,9 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
+			if p.away != nil && !p.away.attached && lost > 0 {
+				a.untold, a.untoldTo = lost, p
+			}
 			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
 		}
 		r.mu.Unlock()
@@ -356,11 +367,22 @@ func (h *Hub) unlinkAwayLocked(s *Session) {
 // tellAwayLocked tells to, just paired with s, that s is away, if it is,
 // and how long it may still take to come back.
 func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
-	if s.away == nil {
+	h.tellAwayToLocked(s, nil, to)
+}
+
+// tellAwayToLocked is tellAwayLocked for a partner resumed, whose
+// session was peer until then: with how many of its messages s went
+// away without, if it was not told as s went (away.untold).
+func (h *Hub) tellAwayToLocked(s, peer *Session, to Outbox) {
+	a := s.away
+	if a == nil {
 		return
 	}
-	left := max(s.away.deadline-h.clock.now(), 0)
-	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: left})
+	ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: max(a.deadline-h.clock.now(), 0)}
+	if peer != nil && a.untoldTo == peer {
+		ev.Count, a.untold, a.untoldTo = a.untold, 0, nil
+	}
+	deliver(to, ev)
 }
 
 // CloseAway ends every session that is away, telling their partners
@@ -555,8 +577,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// The partner is away too: the peer_away that said so went to a
 		// connection that is gone (or to the zombie), and the answer
 		// above says only with whom the user is paired. Told here, the
-		// user knows why nothing comes back, and peer_back follows.
-		h.tellAwayLocked(peer, s.q)
+		// user knows why nothing comes back, and peer_back follows;
+		// and how many of its messages the partner went away without,
+		// which it was not told then.
+		h.tellAwayToLocked(peer, old, s.q)
 	}
 	if a != nil && a.left != nil && peer == nil {
 		// The pairing ended while the session was away: the answer says

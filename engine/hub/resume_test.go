@@ -1686,3 +1686,41 @@ func TestAwayTellsWhatCouldNotBeKept(t *testing.T) {
 		})
 	}
 }
+
+// TestAwayToldToAPartnerAwayItself: bob goes away, then alice, who had
+// stopped reading, goes away with more of bob's messages unwritten than
+// resume.buffer keeps. The peer_away that counts them goes nowhere: bob
+// is away. His resume tells him alice is away, with that count, once;
+// and her window's end, after, counts only what was kept. Before, the
+// count was lost with bob's connection: his resume said she was away,
+// and nothing of the six.
+func TestAwayToldToAPartnerAwayItself(t *testing.T) {
+	const sent, kept = 10, 4
+	opts := resumeOpts()
+	opts.ResumeBuffer = kept * (2 + entryCost) // a0..a9: two bytes each
+	h, clk := newClockedHub(opts)
+	alice, _ := resumable(t, h, "alice")
+	bob, bobKey := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	sayEach(t, bob.Session, numbered("a", 0, sent)...)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	alice.Detach(proto.ReasonSlow, sent)
+
+	box := &recorder{}
+	if _, err := h.Resume([]byte(bobKey), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	var away []proto.Event
+	for _, ev := range box.take() {
+		if ev.Kind == proto.EvPeerAway {
+			away = append(away, ev)
+		}
+	}
+	if len(away) != 1 || away[0].Peer != "alice" || away[0].Count != sent-kept {
+		t.Fatalf("bob's resume told him %+v, want one peer_away with %d undelivered", away, sent-kept)
+	}
+	clk.advance(2 * time.Minute)
+	if ev := box.last(t); ev.Kind != proto.EvPeerLeft || ev.Count != kept {
+		t.Fatalf("bob was told %+v, want peer_left with %d undelivered", ev, kept)
+	}
+}
