@@ -137,14 +137,12 @@ func TestDrain(t *testing.T) {
 func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
 	const count = 30_000
 	h := hub.New(hub.Options{})
+	keep := keepsForSlowReader(32<<20, 0)
 	edit := func(o *engine.Options) {
+		keep(o)
 		o.Hub = h
 		o.Limits.MessageRate = 1e6
 		o.Limits.MessageBurst = 1e6
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 32 << 20
 	}
 	a, b := enginetest.Start(t, edit), enginetest.Start(t, edit)
 	alice := a.DialLine(t)

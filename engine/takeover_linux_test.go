@@ -36,13 +36,7 @@ func TestTakeoverReplaysWhatTheOldSocketHeld(t *testing.T) {
 	// kernel to find her dead (TCP_USER_TIMEOUT), and no takeover is
 	// left to test.
 	const recent = 2 * time.Second
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 32 << 20
-		o.Resume.ReplayRecent = recent
-	})
+	d := enginetest.Start(t, keepsForSlowReader(32<<20, recent))
 	old, key, bob := pairWithSlowReader(t, d)
 
 	var got bytes.Buffer

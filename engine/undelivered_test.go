@@ -39,6 +39,23 @@ func sendNumbered(c io.Writer, count, pad int) <-chan error {
 	return done
 }
 
+// keepsForSlowReader edits a daemon's options for a reader that stops
+// reading: what is written to it is queued (64 MiB before the sender
+// is held back), it is not cut off for a minute, and buffer bytes of it
+// are kept for its resume, the last recent of it replayed whatever the
+// client says it read (the default when 0).
+func keepsForSlowReader(buffer int, recent time.Duration) func(*engine.Options) {
+	return func(o *engine.Options) {
+		o.Limits.OutboundHigh = 64 << 20
+		o.Limits.OutboundMax = 128 << 20
+		o.Limits.SlowTimeout = time.Minute
+		o.Resume.Buffer = buffer
+		if recent > 0 {
+			o.Resume.ReplayRecent = recent
+		}
+	}
+}
+
 // pairWithSlowReader logs alice in on a connection with a small
 // receive buffer (256 KiB), so that what is written to her fills the
 // kernel's buffers soon, and pairs bob with her: her connection, her
@@ -66,13 +83,7 @@ func pairWithSlowReader(t *testing.T, d *enginetest.Daemon) (old *lineConn, key 
 func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 	t.Parallel()
 	const recent = 2 * time.Second
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 32 << 20
-		o.Resume.ReplayRecent = recent
-	})
+	d := enginetest.Start(t, keepsForSlowReader(32<<20, recent))
 	old, key, bob := pairWithSlowReader(t, d)
 
 	// alice reads slowly, 64 KiB at a time.
@@ -401,13 +412,7 @@ func TestTakeoverOldConnectionToldNothingFalse(t *testing.T) {
 func TestResetReaderTellsSenderWhatWasNotKept(t *testing.T) {
 	t.Parallel()
 	const recent = time.Second
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.OutboundHigh = 64 << 20
-		o.Limits.OutboundMax = 128 << 20
-		o.Limits.SlowTimeout = time.Minute
-		o.Resume.Buffer = 256 << 10
-		o.Resume.ReplayRecent = recent
-	})
+	d := enginetest.Start(t, keepsForSlowReader(256<<10, recent))
 	old, key, bob := pairWithSlowReader(t, d)
 	// alice reads nothing: her socket and the server's fill, and the
 	// server holds the rest.
