@@ -290,7 +290,9 @@ func (cn *conn) readLines(buf []byte) int {
 			// Answered after the messages before it, as a line that does
 			// not decode is.
 			cn.sayRun()
-			cn.rejectInput(err)
+			if !cn.drainedRefusal(!line.IsCommand(buf[used-n : used])) {
+				cn.rejectInput(err)
+			}
 			continue
 		}
 		if ln == nil {
@@ -314,7 +316,9 @@ func (cn *conn) readLines(buf []byte) int {
 				perr = line.NotUTF8(ln, cn.line.Binary())
 			}
 			cn.sayRun()
-			cn.rejectInput(perr)
+			if !cn.drainedRefusal(!line.IsCommand(ln)) {
+				cn.rejectInput(perr)
+			}
 			continue
 		}
 		if cmd.Op == proto.OpNone {

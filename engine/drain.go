@@ -254,6 +254,23 @@ func (cn *conn) drainedInput(cmd *proto.Command) bool {
 	return true
 }
 
+// drainedRefusal takes input read between a drain's two halves that is
+// refused as it is read (a line too long or that does not decode, a
+// JSON say whose text does not), and reports whether it did. Its error
+// could not be written, as no answer can then (drainedInput): it is not
+// told, and a message is counted for the drain's notice. say says
+// whether the input was a message: on the line port, any line but a
+// command; in JSON, a say or seal.
+func (cn *conn) drainedRefusal(say bool) bool {
+	if !cn.sentAway() {
+		return false
+	}
+	if say {
+		cn.guard.retired++
+	}
+	return true
+}
+
 // drainFinish ends the connection for e: endDrain tells the client to
 // reconnect (a line client with its resume key, which it would
 // otherwise have to find further up its screen), endNotParked that its

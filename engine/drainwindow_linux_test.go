@@ -59,8 +59,19 @@ func TestDrainCountsWhatWasSentBetweenItsHalves(t *testing.T) {
 		d := enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
 		alice, bob := enginetest.PairWS(t, d)
 		var sent bytes.Buffer
+		// The last say would be refused as it is read (a lone
+		// surrogate), and so would the frame after it, which is not a
+		// message. (Before, that say was answered into an outbox the
+		// drain had retired, and not counted.)
+		var frames []string
 		for i := range late {
-			frame := fmt.Sprintf(`{"type":"say","text":"late %d","id":%d}`, i, i+1)
+			text := fmt.Sprint("late ", i)
+			if i == late-1 {
+				text = `\ud800`
+			}
+			frames = append(frames, fmt.Sprintf(`{"type":"say","text":"%s","id":%d}`, text, i+1))
+		}
+		for _, frame := range append(frames, `{"type":"frob"}`) {
 			if err := wsutil.WriteClientText(&sent, []byte(frame)); err != nil {
 				t.Fatal(err)
 			}
@@ -111,14 +122,21 @@ func TestDrainNotParkedCountsWhatWasSentBetweenItsHalves(t *testing.T) {
 
 // latePair starts a daemon with one loop and pairs alice and bob on
 // it, line clients, and returns with them the lines alice is to send
-// late, n of them.
+// late: n messages, the last two of which would be refused as they are
+// read (one not UTF-8, one too long), and a command that would be
+// refused so too, which is not a message. (Before, the two refused
+// messages were answered into an outbox the drain had retired, and not
+// counted: 2 fewer than sent.)
 func latePair(t *testing.T, n int) (d *enginetest.Daemon, alice, bob *enginetest.LineClient, sent []byte) {
 	t.Helper()
 	d = enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
 	alice, bob = pairLines(t, d, "alice", "bob")
-	for i := range n {
+	for i := range n - 2 {
 		sent = fmt.Appendf(sent, "late %d\n", i)
 	}
+	sent = append(sent, "late caf\xe9\n"...)
+	sent = append(sent, "/frob\xff\n"...)
+	sent = append(sent, strings.Repeat("late ", 4000)+"\n"...)
 	return d, alice, bob, sent
 }
 

@@ -199,7 +199,9 @@ func (cn *conn) readFrame(buf []byte) int {
 		if perr != nil {
 			// A say or seal refused as it is read names its id (0 for
 			// anything else).
-			cn.rejectSay(perr, cmd.ID)
+			if !cn.drainedRefusal(cmd.Op == proto.OpSay || cmd.Op == proto.OpSeal) {
+				cn.rejectSay(perr, cmd.ID)
+			}
 			return n
 		}
 		cn.handle(&cmd)

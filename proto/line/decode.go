@@ -48,6 +48,14 @@ func (f *Framer) Say(line []byte) (text []byte, ok bool) {
 	return sayText(line)
 }
 
+// IsCommand reports whether line, or the start of one, is a command
+// rather than a message: it starts with a '/' that is not the "//" of a
+// message. It looks at nothing else, so it answers for a line that
+// Decode refuses, or the start of one too long to be read.
+func IsCommand(line []byte) bool {
+	return len(line) > 0 && line[0] == '/' && (len(line) == 1 || line[1] != '/')
+}
+
 // sayText returns the text of line, valid UTF-8, when it is a message:
 // a line that is not blank and does not start with '/', or one that
 // starts with "//", which escapes a message's first slash.

@@ -141,3 +141,20 @@ func TestDecodeAliases(t *testing.T) {
 		t.Errorf("appending to Name changed the line: %q", line)
 	}
 }
+
+func TestIsCommand(t *testing.T) {
+	for in, want := range map[string]bool{
+		"/login alice": true,
+		"/":            true,
+		"/frob\xff":    true,
+		"//not one":    false,
+		"hello":        false,
+		"":             false,
+		" /x":          false,
+		"caf\xe9":      false,
+	} {
+		if got := IsCommand([]byte(in)); got != want {
+			t.Errorf("IsCommand(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
