@@ -87,6 +87,7 @@ type Node struct {
 	gate *gate   // what it accepts
 
 	up     atomic.Bool   // Redis reachable and this node registered in it
+	link   linkLog       // why the node is not linked, as last logged
 	downCh chan struct{} // wakes run: the link failed, or a pairing is to be cut
 	// leaving stops run before Close removes the lease, so no heartbeat
 	// writes it again (and no recovery writes the users back) after.
@@ -199,6 +200,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 
 	n := &Node{
 		opts:       opts,
+		link:       newLinkLog(opts.RedisURL, ropts.Password),
 		id:         opts.NodeID,
 		addr:       address(opts.NodeID, inc),
 		log:        opts.Logger.With(zap.String("node", opts.NodeID)),
@@ -224,9 +226,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	h.SetDirectory(n)
-	if !n.recover() {
-		n.log.Warn("cannot reach Redis; this node answers unavailable until it can")
-	}
+	n.recover()
 	n.wg.Add(2)
 	go n.run()
 	go n.runParker()
@@ -573,7 +573,7 @@ func (n *Node) linkLost(what string, err error) {
 		return
 	}
 	if n.up.CompareAndSwap(true, false) {
-		n.log.Warn("lost the link to Redis", zap.String("during", what), zap.Error(err))
+		n.link.lost(n.log, what, err)
 		select {
 		case n.downCh <- struct{}{}:
 		default:
@@ -723,26 +723,36 @@ func (n *Node) heartbeat() (lapsed bool, err error) {
 // recover links the node to Redis again: it listens on its channel,
 // renews its lease, writes back every user of this node (a restarted
 // Redis has forgotten them, and other nodes may have reaped them), and
-// tells the nodes of pairings cut meanwhile. It reports success.
-func (n *Node) recover() bool {
+// tells the nodes of pairings cut meanwhile. When it cannot, it says
+// why (linkLog.cannotLink), and the node tries again at its next
+// heartbeat.
+func (n *Node) recover() {
 	ctx, cancel := context.WithTimeout(n.ctx, 4*n.opts.OpTimeout)
 	defer cancel()
+	failed := func(during string, err error) {
+		if n.ctx.Err() == nil {
+			n.link.cannotLink(n.log, during, err)
+		}
+	}
 	if err := n.rdb.Ping(ctx).Err(); err != nil {
-		return false
+		failed("ping", err)
+		return
 	}
 	ps := n.rdb.Subscribe(ctx, n.channelOf(n.id))
 	if _, err := ps.Receive(ctx); err != nil {
 		_ = ps.Close()
-		return false
+		failed("subscribe", err)
+		return
 	}
 	if _, err := n.heartbeat(); err != nil {
 		_ = ps.Close()
-		return false
+		failed("heartbeat", err)
+		return
 	}
 	if err := n.reregister(ctx); err != nil {
-		n.log.Warn("cannot write this node's users back to Redis", zap.Error(err))
 		_ = ps.Close()
-		return false
+		failed("write_back", err)
+		return
 	}
 	n.mu.Lock()
 	n.ps = ps
@@ -755,6 +765,7 @@ func (n *Node) recover() bool {
 		s.reachesNobody(false)
 	}
 	n.mu.Unlock()
+	n.link.linked()
 	n.up.Store(true)
 	// Told before this node listens: a message of a cut pairing that
 	// comes is answered with an end that says nothing of arrivals, and
@@ -765,7 +776,6 @@ func (n *Node) recover() bool {
 	n.wg.Add(1)
 	go n.listen(ps)
 	n.log.Info("linked to the cluster", zap.Int("told_of_lost_pairings", len(lost)))
-	return true
 }
 
 // reregister makes the directory's records of this node's users match

@@ -18,13 +18,23 @@ import (
 type Redis struct {
 	t    testing.TB
 	Port string
-	cmd  *exec.Cmd
+	// Password is the default user's (requirepass), "" for none; a
+	// restart keeps it.
+	Password string
+	cmd      *exec.Cmd
 }
 
 // StartRedis starts a redis-server and stops it when the test ends. It
 // skips the test when redis-server is not installed, unless
 // DUET_REQUIRE_REDIS=1, which makes that a failure.
 func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	return StartRedisAuth(t, "")
+}
+
+// StartRedisAuth is StartRedis with the default user's password set to
+// password (requirepass), so that a client must give it.
+func StartRedisAuth(t testing.TB, password string) *Redis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("DUET_REQUIRE_REDIS") == "1" {
@@ -38,7 +48,7 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	ln.Close()
-	r := &Redis{t: t, Port: port}
+	r := &Redis{t: t, Port: port, Password: password}
 	r.Start()
 	t.Cleanup(r.Stop)
 	return r
@@ -53,12 +63,16 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + r.Port }
 // Start starts the server (again) on its port and waits until it answers.
 func (r *Redis) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", r.Port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	args := []string{"--port", r.Port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"}
+	if r.Password != "" {
+		args = append(args, "--requirepass", r.Password)
+	}
+	r.cmd = exec.Command("redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), Password: r.Password})
 	defer c.Close()
 	deadline := time.Now().Add(Timeout)
 	for c.Ping(context.Background()).Err() != nil {
