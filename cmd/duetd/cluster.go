@@ -10,6 +10,7 @@ import (
 	"duet/config"
 	"duet/engine/cluster"
 	"duet/engine/hub"
+	"duet/engine/service"
 )
 
 // joinCluster puts core in cluster mode when cluster.redis is set,
@@ -42,6 +43,19 @@ func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheu
 			log.Warn("leaving the cluster", zap.Error(err))
 		}
 	}, nil
+}
+
+// linkedToRedis is the readiness of a node of a cluster: while it is
+// not linked to Redis it answers every login unavailable, so /readyz
+// answers 503, and a load balancer, or an operator's rolling restart,
+// does not take it for a node that serves.
+func linkedToRedis(node *cluster.Node) service.ReadyCheck {
+	return func() string {
+		if node.Up() {
+			return ""
+		}
+		return "not linked to Redis"
+	}
 }
 
 // clusterCollector reads the cluster node's counts when scraped.

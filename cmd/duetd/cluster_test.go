@@ -151,6 +151,79 @@ func TestClusterStartWarning(t *testing.T) {
 	t.Errorf("no warning in:\n%s", strings.Join(d.Lines(), "\n"))
 }
 
+// TestClusterReadyzFollowsTheLink: a node of a cluster is ready only
+// while it is linked to Redis, since until then it answers every login
+// unavailable. One given the wrong Redis password answers /readyz 503,
+// saying why, and logs Redis's answer, never the password; one given
+// the right one answers 200, turns 503 when Redis dies and 200 again
+// when it is back. (Before, /readyz answered 200 on a node that could
+// not link, so a rolling restart went on past it, and a load balancer
+// sent it users.)
+func TestClusterReadyzFollowsTheLink(t *testing.T) {
+	const right, wrong = "RightPW123456", "WrongPWzzzz99"
+	r := enginetest.StartRedisAuth(t, right)
+	conf := func(id, password string) string {
+		return "log:\n  level: debug\ncluster:\n  redis: \"redis://default:" + password + "@" + r.Addr() + "/0\"\n" +
+			"  node_id: " + id + "\n  secret: \"" + clusterSecret + "\"\n"
+	}
+	denied, linked := startDaemon(t, conf("denied", wrong)), startDaemon(t, conf("linked", right))
+	denied.WaitReady()
+	linked.WaitReady()
+
+	readyz := func(d *daemon) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + d.Admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	// waitReadyz waits until d's /readyz answers code: a node finds its
+	// link lost or back within a heartbeat or two.
+	waitReadyz := func(d *daemon, code int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(waitLimit)
+		for {
+			got, body := readyz(d)
+			if got == code {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz answers %d %q, want %d", what, got, body, code)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	if code, body := readyz(denied); code != 503 || body != "not linked to Redis\n" {
+		t.Errorf("a node with the wrong Redis password: /readyz %d %q", code, body)
+	}
+	if e, _ := denied.WaitLog(0, "cannot link to Redis; this node answers unavailable until it can"); !strings.Contains(fmt.Sprint(e["error"]), "WRONGPASS") {
+		t.Errorf("the node does not say why it cannot link: %v", e)
+	}
+	waitReadyz(linked, 200, "a node linked to Redis")
+
+	r.Stop()
+	waitReadyz(linked, 503, "a node that lost Redis")
+	if code, body := readyz(linked); code == 503 && body != "not linked to Redis\n" {
+		t.Errorf("a node that lost Redis: /readyz says %q", body)
+	}
+	r.Start()
+	waitReadyz(linked, 200, "a node whose Redis is back")
+	if code, _ := readyz(denied); code != 503 {
+		t.Errorf("a node with the wrong Redis password, Redis back: /readyz %d", code)
+	}
+	for _, d := range []*daemon{denied, linked} {
+		for _, l := range d.Lines() {
+			if strings.Contains(l, wrong) || strings.Contains(l, right) {
+				t.Errorf("a Redis password is logged: %s", l)
+			}
+		}
+	}
+}
+
 // TestClusterDrainProcess: two duetd processes on a real Redis. POST
 // /drain on the first tells its line client to reconnect, with its
 // resume key, parks the session, says so, and leaves the node up but not
@@ -264,10 +337,16 @@ func TestClusterDrainWithoutRedis(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "Redis") {
 		t.Fatalf("POST /drain without Redis: %d %q", resp.StatusCode, body)
 	}
-	if resp, err := http.Get("http://" + p1.Admin + "/readyz"); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("/readyz after a refused drain: %v %v", resp, err)
+	// Not ready while unlinked, but not drained either: the refused
+	// drain left the node as it was.
+	if resp, err := http.Get("http://" + p1.Admin + "/readyz"); err != nil {
+		t.Fatal(err)
 	} else {
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != 503 || string(body) != "not linked to Redis\n" {
+			t.Fatalf("/readyz after a refused drain: %d %q", resp.StatusCode, body)
+		}
 	}
 	carol.Send("still here")
 	alice.Expect(`^<carol> still here$`)

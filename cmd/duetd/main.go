@@ -169,6 +169,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		drain = newDrainer(d.srv, node, d.ops, log, cfg)
 		if d.ops.admin != nil {
 			d.ops.admin.SetDrain(drain.run)
+			d.ops.admin.SetReadyCheck(linkedToRedis(node))
 		}
 	}
 	d.ops.started(d.srv)

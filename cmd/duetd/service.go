@@ -51,7 +51,8 @@ func (o *operations) listen(addr string) error {
 }
 
 // started runs once every listener is bound: it says where the admin
-// listener is, turns /readyz to 200, and only then tells systemd the
+// listener is, turns /readyz to 200 (a node of a cluster's only while it
+// is linked to Redis, linkedToRedis), and only then tells systemd the
 // service is ready.
 func (o *operations) started(srv *engine.Server) {
 	if o.admin != nil {

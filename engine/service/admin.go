@@ -18,15 +18,22 @@ import (
 //
 //	/metrics     Prometheus text format
 //	/healthz     200 while the process runs
-//	/readyz      200 once every listener is bound, 503 before and while shutting down or drained
+//	/readyz      200 once every listener is bound, 503 before and while shutting down or drained,
+//	             and while a readiness check fails (SetReadyCheck: a node of a cluster not linked to Redis)
 //	POST /drain  drains a node of a cluster for a restart (SetDrain), answering when it is done
 type Admin struct {
 	srv   *http.Server
 	ln    net.Listener
 	ready atomic.Bool
+	check atomic.Pointer[ReadyCheck]
 	drain atomic.Pointer[Drainer]
 	done  chan struct{}
 }
+
+// ReadyCheck is a condition of readiness besides the daemon's own start
+// and stop, asked at each /readyz: "" when it holds, or why not, which
+// /readyz answers with its 503.
+type ReadyCheck func() string
 
 // Drainer drains the node (POST /drain) and says what it did in a line,
 // or why it could not.
@@ -52,6 +59,12 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 		if !a.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
+		}
+		if f := a.check.Load(); f != nil {
+			if why := (*f)(); why != "" {
+				http.Error(w, why, http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
@@ -110,6 +123,10 @@ func (a *Admin) SetDrain(f Drainer) { a.drain.Store(&f) }
 
 // SetReady sets what /readyz answers.
 func (a *Admin) SetReady(ready bool) { a.ready.Store(ready) }
+
+// SetReadyCheck sets a condition /readyz asks while the daemon is
+// ready; with none set, being ready is enough.
+func (a *Admin) SetReadyCheck(f ReadyCheck) { a.check.Store(&f) }
 
 // Close stops the listener, letting scrapes in flight finish until ctx ends.
 func (a *Admin) Close(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +97,41 @@ func TestAdminEndpoints(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestAdminReadyCheck: /readyz asks its check while the daemon is
+// ready and answers 503 with why it fails; a daemon not ready (starting,
+// stopping, drained) says so first.
+func TestAdminReadyCheck(t *testing.T) {
+	a := startAdmin(t, NewMetrics(hub.New(hub.Options{})).Registry)
+	client := &http.Client{Timeout: 5 * time.Second}
+	var why atomic.Pointer[string]
+	why.Store(ptr("not linked to Redis"))
+	a.SetReadyCheck(func() string { return *why.Load() })
+	for _, s := range []struct {
+		name  string
+		ready bool
+		why   string
+		code  int
+		body  string
+	}{
+		{"not ready, check failing", false, "not linked to Redis", 503, "not ready\n"},
+		{"ready, check failing", true, "not linked to Redis", 503, "not linked to Redis\n"},
+		{"ready, check holding", true, "", 200, "ready\n"},
+		{"stopping, check holding", false, "", 503, "not ready\n"},
+	} {
+		a.SetReady(s.ready)
+		why.Store(&s.why)
+		resp, err := client.Get("http://" + a.Addr().String() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != s.code || string(b) != s.body {
+			t.Errorf("%s: %d %q, want %d %q", s.name, resp.StatusCode, b, s.code, s.body)
+		}
+	}
+}
 
 // TestAdminDrain: POST /drain answers 409 on a single node, runs the
 // drain set and says what it did, refuses GET, and refuses any request
