@@ -55,11 +55,7 @@ func startNodeEngine(t testing.TB, r *redisServer, id string, edit func(*Options
 	h := hub.New(hub.Options{})
 	n := joinTestNode(t, r, id, h, edit)
 	// Registered first, so it runs after the engine's shutdown.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Close(ctx)
-	})
+	closeAtEnd(t, n)
 	d := enginetest.Start(t, func(o *engine.Options) {
 		o.Hub = h
 		o.Limits.MessageRate = 1e6
@@ -71,11 +67,18 @@ func startNodeEngine(t testing.TB, r *redisServer, id string, edit func(*Options
 	return &testNode{Node: n, Daemon: d}
 }
 
-// joinTestNode joins h to the cluster on r as node id, with the test
-// options edited first, and waits until the node is linked to Redis.
-func joinTestNode(t testing.TB, r *redisServer, id string, h *hub.Hub, edit func(*Options)) *Node {
-	t.Helper()
-	opts := Options{
+// closeAtEnd has n leave the cluster when the test ends.
+func closeAtEnd(t testing.TB, n *Node) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+}
+
+// testOptions are the options of the tests' node id on r.
+func testOptions(t testing.TB, r *redisServer, id string) Options {
+	return Options{
 		RedisURL: r.URL(),
 		NodeID:   id,
 		Secret:   testSecret,
@@ -86,6 +89,13 @@ func joinTestNode(t testing.TB, r *redisServer, id string, h *hub.Hub, edit func
 		LeaseTTL:  10 * time.Second,
 		OpTimeout: 3 * time.Second,
 	}
+}
+
+// joinTestNode joins h to the cluster on r as node id, with the test
+// options edited first, and waits until the node is linked to Redis.
+func joinTestNode(t testing.TB, r *redisServer, id string, h *hub.Hub, edit func(*Options)) *Node {
+	t.Helper()
+	opts := testOptions(t, r, id)
 	if edit != nil {
 		edit(&opts)
 	}
