@@ -36,6 +36,10 @@ func TestProtocolDocShowsResumeFrames(t *testing.T) {
 	if perr != nil {
 		t.Fatal(perr)
 	}
+	accountsToken, perr := proto.ParseToken([]byte("0b1e5bd3ad6c4d4c9f0e6e0f2a1f4c55"))
+	if perr != nil {
+		t.Fatal(perr)
+	}
 	for _, ev := range []proto.Event{
 		{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
 		{Kind: proto.EvMessage, From: "bob", Text: []byte("still there?"), Seq: 2},
@@ -51,9 +55,28 @@ func TestProtocolDocShowsResumeFrames(t *testing.T) {
 		{Kind: proto.EvPeerBack, Peer: "alice", PeerProto: proto.ProtoJSON},
 		{Kind: proto.EvPaired, Peer: "bob", PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44},
 		{Kind: proto.EvPaired, Peer: "alice", Initiator: true, PeerProto: proto.ProtoJSON, PairID: 0x5f0c8d4904365c44},
+		// The accounts mode transcript's, a server with resume on too.
+		{Kind: proto.EvWelcome, Name: "alice", Token: accountsToken, ResumeKey: "4575b4hfrz9752hmek5ws60ats", Window: 2 * time.Minute},
 	} {
 		if frame := string(AppendEvent(nil, &ev)); !strings.Contains(string(data), "< "+frame+"\n") {
 			t.Errorf("docs/PROTOCOL.md has no transcript line for %s", frame)
 		}
+	}
+}
+
+// TestAuthDocShowsWelcome keeps the welcome in docs/AUTH.md the one the
+// codec writes for a server with the default configuration (resume on).
+func TestAuthDocShowsWelcome(t *testing.T) {
+	data, err := os.ReadFile("../../docs/AUTH.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, perr := proto.ParseToken([]byte("3f9c2d7a0b8e4f6a9c1d5e7b2a4f80e1"))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	ev := proto.Event{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute}
+	if frame := string(AppendEvent(nil, &ev)); !strings.Contains(string(data), "`"+frame+"`") {
+		t.Errorf("docs/AUTH.md does not show the welcome %s", frame)
 	}
 }

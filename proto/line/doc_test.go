@@ -60,20 +60,16 @@ func TestProtocolDocIsComplete(t *testing.T) {
 			}
 		}
 	}
-	// The netcat transcript's logins, answered as a server with the
-	// default configuration (resume on) answers them: each welcome is
-	// followed by its resume key.
-	for _, u := range []struct{ name, token, key string }{
-		{"alice", "5366c6d06ecff31059750e8cf80a97de", "hx3m9qz0v4c8t2kj7nwb5r1e6d"},
-		{"bob", "d86013ddf4f4d27c7763408d6e774a91", "2p8wq5m1x9d3v7kc0hr4njt6fb"},
-		{"carol", "04f312d988c25a753c37a198e6dc0114", "m6t1c9v3q8x0z5k2wj7dh4rnpb"},
+	// The transcripts' logins, answered as a server with the default
+	// configuration (resume on) answers them: each welcome is followed
+	// by its resume key. The last is the accounts mode transcript's.
+	for _, u := range []struct{ login, name, token, key string }{
+		{"/login alice", "alice", "5366c6d06ecff31059750e8cf80a97de", "hx3m9qz0v4c8t2kj7nwb5r1e6d"},
+		{"/login bob", "bob", "d86013ddf4f4d27c7763408d6e774a91", "2p8wq5m1x9d3v7kc0hr4njt6fb"},
+		{"/login carol", "carol", "04f312d988c25a753c37a198e6dc0114", "m6t1c9v3q8x0z5k2wj7dh4rnpb"},
+		{"/login alice hunter2", "alice", "5366c6d06ecff31059750e8cf80a97de", "4twbh8jpxdztd20yqqk7thfb79"},
 	} {
-		tok, err := proto.ParseToken([]byte(u.token))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := string(AppendEvent(nil, &proto.Event{Kind: proto.EvWelcome, Name: u.name, Token: tok, ResumeKey: u.key, Window: 2 * time.Minute}))
-		want := "> /login " + u.name + "\n< " + strings.ReplaceAll(strings.TrimSuffix(lines, "\r\n"), "\r\n", "\n< ") + "\n"
+		want := "> " + u.login + "\n" + welcomeLines(t, "< ", u.name, u.token, u.key)
 		if !strings.Contains(doc, want) {
 			t.Errorf("docs/PROTOCOL.md does not show %s's login as answered:\n%s", u.name, want)
 		}
@@ -82,6 +78,33 @@ func TestProtocolDocIsComplete(t *testing.T) {
 	if !strings.Contains(doc, help) {
 		t.Errorf("docs/PROTOCOL.md does not show the help text as sent")
 	}
+}
+
+// TestAuthDocShowsLogin keeps the login in docs/AUTH.md answered as a
+// server with the default configuration (resume on) answers it.
+func TestAuthDocShowsLogin(t *testing.T) {
+	data, err := os.ReadFile("../../docs/AUTH.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "/login alice correct horse battery staple\n" +
+		welcomeLines(t, "", "alice", "3f9c2d7a0b8e4f6a9c1d5e7b2a4f80e1", "k7m2qv0c9x4t8ghj3nwp5rbe6d")
+	if !strings.Contains(string(data), want) {
+		t.Errorf("docs/AUTH.md does not show the login as answered:\n%s", want)
+	}
+}
+
+// welcomeLines is a welcome with its resume key, a window of 2m, as the
+// codec writes it, each line after prefix and ending in LF as the
+// transcripts show them.
+func welcomeLines(t *testing.T, prefix, name, token, key string) string {
+	t.Helper()
+	tok, err := proto.ParseToken([]byte(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := string(AppendEvent(nil, &proto.Event{Kind: proto.EvWelcome, Name: name, Token: tok, ResumeKey: key, Window: 2 * time.Minute}))
+	return prefix + strings.ReplaceAll(strings.TrimSuffix(lines, "\r\n"), "\r\n", "\n"+prefix) + "\n"
 }
 
 // docToken is alice's token in the netcat transcripts.
