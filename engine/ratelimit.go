@@ -44,9 +44,11 @@ import (
 // ending of the connection, if it comes first, tells that notice before
 // its goodbye (endAs), so that no refused line goes untold. A
 // JSON client that numbers its messages ("id") is told which: the
-// error names the first, and each notice the first and last it counts,
-// since the says of a run follow one another with nothing between them
-// (anything else ends the run).
+// error names the first, and each notice the first and last it counts.
+// Anything carried out ends the run (handle, answer); input refused as
+// it is decoded does not, and is told its own error (rejectInput), so
+// every say between those ids was refused, by the notice or by an error
+// of its own.
 
 // abuseFactor is how many bursts' worth of dropped input, without a
 // quiet second in between, end a connection.
