@@ -120,6 +120,46 @@ func TestHTTPOnLinePortWithoutWebPort(t *testing.T) {
 	}
 }
 
+// TestLineOnWebPort: netcat or telnet connected to the web port is told
+// at its first command where to go instead: the line port, by its port,
+// or, on a server without one, that there is none and what to use.
+func TestLineOnWebPort(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		tcp     string // tcp.listen
+		wantEnd func(d *enginetest.Daemon) string
+	}{
+		{"line port on", "127.0.0.1:0", func(d *enginetest.Daemon) string {
+			_, port, _ := net.SplitHostPort(d.TCP)
+			return "; netcat and telnet speak to the line port, port " + port
+		}},
+		{"line port off", "", func(*enginetest.Daemon) string {
+			return "; this server has no line port for netcat and telnet: use a browser or a WebSocket client"
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := enginetest.Start(t, func(o *engine.Options) { o.TCPListen = tt.tcp })
+			c, err := net.DialTimeout("tcp", d.WS, enginetest.Timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(enginetest.Timeout))
+			if _, err := c.Write([]byte("/login alice\n")); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c) // to the close
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "this is duet's web port, for browsers and WebSocket clients" + tt.wantEnd(d)
+			if !bytes.HasPrefix(got, []byte("HTTP/1.1 400 ")) || !bytes.HasSuffix(bytes.TrimRight(got, "\r\n"), []byte(want)) {
+				t.Errorf("answered %q, want a 400 ending %q", got, want)
+			}
+		})
+	}
+}
+
 // waitCount waits until m's count of key is as ok wants.
 func waitCount(t *testing.T, m *countingMetrics, key string, ok func(int) bool) {
 	t.Helper()

@@ -46,13 +46,16 @@ func (cn *conn) readWeb(buf []byte) int {
 }
 
 // webPortWord is the answer to a line-protocol command sent to the web
-// port: what the port is for, and where the line port is.
+// port: what the port is for, and where the line port is. A server
+// with none says so, rather than send the client to look for a port
+// that is not there, as linePortWord names no web port on a server
+// without one.
 func (s *Server) webPortWord() string {
-	word := "this is duet's web port, for browsers and WebSocket clients; netcat and telnet speak to the line port"
+	const word = "this is duet's web port, for browsers and WebSocket clients"
 	if port := listenPort(s.opts.TCPListen); port != "" {
-		word += ", port " + port
+		return word + "; netcat and telnet speak to the line port, port " + port
 	}
-	return word
+	return word + "; this server has no line port for netcat and telnet: use a browser or a WebSocket client"
 }
 
 // linePortWord is the notice after the refusal of an HTTP request on the
