@@ -481,6 +481,43 @@ func TestValidationReportsEverything(t *testing.T) {
 	}
 }
 
+// A default value that another key's setting rules out is named as the
+// default, with that setting and what to do, so that the operator who
+// lowered resume.window learns why resume.replay_recent, which they
+// never set, is refused. A value that was set is named by where.
+func TestErrorsNameWhereTheValueCameFrom(t *testing.T) {
+	path := writeConfig(t, "limits:\n  max_line: 1000\n")
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"default under a lowered window", nil, map[string]string{"DUETD_RESUME_WINDOW": "10s"},
+			"config: resume.replay_recent: must be greater than 0 and at most resume.window (10s), got 30s " +
+				"(the default, which resume.window set from DUETD_RESUME_WINDOW rules out; lower resume.replay_recent too)"},
+		{"set under a lowered window", nil, map[string]string{"DUETD_RESUME_WINDOW": "10s", "DUETD_RESUME_REPLAY_RECENT": "20s"},
+			"got 20s (set from DUETD_RESUME_REPLAY_RECENT)"},
+		{"default under a lowered limit in the file", []string{"--config", path}, nil,
+			"config: limits.max_text: 16384 exceeds limits.max_line (1000): a full message could not be sent over TCP " +
+				"(the default, which limits.max_line set in " + path + " rules out; lower limits.max_text too)"},
+		{"default listener on a flag's port", []string{"--tcp-listen", ":9090"}, nil,
+			"(the default, which tcp.listen set from --tcp-listen rules out; change admin.listen too)"},
+		{"default users file in accounts mode", nil, map[string]string{"DUETD_AUTH_MODE": "accounts"},
+			"config: auth.users_file: required when auth.mode is accounts " +
+				"(the default, which auth.mode set from DUETD_AUTH_MODE rules out; set auth.users_file too)"},
+		{"default buffer under a raised text", nil, map[string]string{"DUETD_LIMITS_MAX_LINE": "140000", "DUETD_LIMITS_MAX_TEXT": "140000", "DUETD_LIMITS_MAX_FRAME": "262144"},
+			"(the default, which limits.max_text set from DUETD_LIMITS_MAX_TEXT rules out; raise resume.buffer too)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Load(tt.args, env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v\nwant it to hold %q", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestValidateAcceptsEdgeValues(t *testing.T) {
 	c := Defaults()
 	c.TCP.Listen = "[::1]:0"

@@ -560,6 +560,10 @@ func editDistance(a, b string) int {
 
 // annotate adds to each validation error where the offending value came
 // from, so "must be greater than 0" points at the file, variable or flag.
+// A default value is wrong only as it relates to another key's (Error's
+// against), which was set: that setting is named, and what to do, as in
+// "got 30s (the default, which resume.window set from
+// DUETD_RESUME_WINDOW rules out; lower resume.replay_recent too)".
 func annotate(err error, src *Sources) error {
 	var list []error
 	if joined, ok := err.(interface{ Unwrap() []error }); ok {
@@ -570,8 +574,16 @@ func annotate(err error, src *Sources) error {
 	out := make([]error, 0, len(list))
 	for _, e := range list {
 		var ce *Error
-		if errors.As(e, &ce) && src.Of(ce.Key) != SourceDefault && src.Of(ce.Key) != "" {
+		if !errors.As(e, &ce) {
+			out = append(out, e)
+			continue
+		}
+		switch from := src.Of(ce.Key); {
+		case from != SourceDefault && from != "":
 			e = &Error{Key: ce.Key, Msg: ce.Msg + " (set " + src.origin(ce.Key) + ")"}
+		case ce.against != "" && src.Of(ce.against) != SourceDefault:
+			e = &Error{Key: ce.Key, Msg: ce.Msg + " (the default, which " + ce.against + " set " + src.origin(ce.against) +
+				" rules out; " + ce.fix + " " + ce.Key + " too)"}
 		}
 		out = append(out, e)
 	}

@@ -23,6 +23,19 @@ import (
 type Error struct {
 	Key string // dotted key, e.g. "limits.max_line"
 	Msg string
+	// against is the key whose value this one's is judged by, when the
+	// problem is how the two relate (resume.window for
+	// resume.replay_recent), and fix what to do to this key to mend it
+	// ("lower"). A default value can be wrong only so: Load then says
+	// which setting ruled it out (annotate), since the operator never
+	// set the key the error names.
+	against, fix string
+}
+
+// relation is the problem that key's value does not fit against's, as
+// format says; fix is what to do to key to mend it.
+func relation(key, against, fix, format string, args ...any) *Error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...), against: against, fix: fix}
 }
 
 func (e *Error) Error() string {
@@ -59,7 +72,7 @@ func (c *Config) Validate() error {
 		}
 		for _, other := range fixed {
 			if listenOverlaps(l.addr, other.addr) {
-				bad(l.key, "%q overlaps %s (%q); two listeners cannot share an address", l.addr, other.key, other.addr)
+				problems = append(problems, relation(l.key, other.key, "change", "%q overlaps %s (%q); two listeners cannot share an address", l.addr, other.key, other.addr))
 				break
 			}
 		}
@@ -120,19 +133,19 @@ func (c *Config) Validate() error {
 	if positive {
 		l := c.Limits
 		if l.MaxText > l.MaxLine {
-			bad("limits.max_text", "%d exceeds limits.max_line (%d): a full message could not be sent over TCP", l.MaxText, l.MaxLine)
+			problems = append(problems, relation("limits.max_text", "limits.max_line", "lower", "%d exceeds limits.max_line (%d): a full message could not be sent over TCP", l.MaxText, l.MaxLine))
 		}
 		if need := longestFrame(l.MaxText); need > l.MaxFrame {
-			bad("limits.max_text", "%d needs limits.max_frame of at least %d (it is %d): a full message could not be sent over WebSocket", l.MaxText, need, l.MaxFrame)
+			problems = append(problems, relation("limits.max_text", "limits.max_frame", "lower", "%d needs limits.max_frame of at least %d (it is %d): a full message could not be sent over WebSocket", l.MaxText, need, l.MaxFrame))
 		}
 		if l.OutboundHigh >= l.OutboundMax {
-			bad("limits.outbound_high", "%d must be below limits.outbound_max (%d), or a reader is cut off before its sender is ever paused", l.OutboundHigh, l.OutboundMax)
+			problems = append(problems, relation("limits.outbound_high", "limits.outbound_max", "lower", "%d must be below limits.outbound_max (%d), or a reader is cut off before its sender is ever paused", l.OutboundHigh, l.OutboundMax))
 		}
 		if l.IPv6Prefix < MinIPv6Prefix || l.IPv6Prefix > 128 {
 			bad("limits.ipv6_prefix", "must be between %d and 128 (bits of an IPv6 address that name one client), got %d", MinIPv6Prefix, l.IPv6Prefix)
 		}
 		if l.PingInterval >= l.IdleTimeout {
-			bad("limits.ping_interval", "%v must be below limits.idle_timeout (%v), or healthy WebSockets time out between pings", l.PingInterval, l.IdleTimeout)
+			problems = append(problems, relation("limits.ping_interval", "limits.idle_timeout", "lower", "%v must be below limits.idle_timeout (%v), or healthy WebSockets time out between pings", l.PingInterval, l.IdleTimeout))
 		}
 	}
 
@@ -142,7 +155,7 @@ func (c *Config) Validate() error {
 	case "open":
 	case "accounts":
 		if c.Auth.UsersFile == "" {
-			bad("auth.users_file", "required when auth.mode is accounts")
+			problems = append(problems, relation("auth.users_file", "auth.mode", "set", "required when auth.mode is accounts"))
 		}
 	default:
 		bad("auth.mode", "want open or accounts, got %q", c.Auth.Mode)
@@ -173,7 +186,7 @@ func (c *Config) checkResume() []error {
 	case r.Window < 0 || r.Window > MaxResumeWindow || r.Window%time.Second != 0:
 		bad("resume.window", "must be 0 (resume off) or a whole number of seconds up to %v, got %v", MaxResumeWindow, r.Window)
 	case r.Window > 0 && (r.ReplayRecent <= 0 || r.ReplayRecent > r.Window):
-		bad("resume.replay_recent", "must be greater than 0 and at most resume.window (%v), got %v", r.Window, r.ReplayRecent)
+		problems = append(problems, relation("resume.replay_recent", "resume.window", "lower", "must be greater than 0 and at most resume.window (%v), got %v", r.Window, r.ReplayRecent))
 	case r.ReplayRecent <= 0:
 		bad("resume.replay_recent", "must be greater than 0, got %v", r.ReplayRecent)
 	}
@@ -181,12 +194,12 @@ func (c *Config) checkResume() []error {
 	case r.Buffer <= 0:
 		bad("resume.buffer", "must be greater than 0, got %d", r.Buffer)
 	case l.MaxText > 0 && r.Buffer < 2*l.MaxText:
-		bad("resume.buffer", "%d is below twice limits.max_text (%d): the longest messages could not be kept", r.Buffer, l.MaxText)
+		problems = append(problems, relation("resume.buffer", "limits.max_text", "raise", "%d is below twice limits.max_text (%d): the longest messages could not be kept", r.Buffer, l.MaxText))
 	case l.OutboundMax > 0 && r.Buffer > l.OutboundMax/8:
 		// JSON escaping can make a text six times longer: a replay
 		// must fit in the new connection's queue with room to spare,
 		// or replaying would cut the connection off.
-		bad("resume.buffer", "%d is above an eighth of limits.outbound_max (%d): replaying it could overflow the connection it is replayed to", r.Buffer, l.OutboundMax)
+		problems = append(problems, relation("resume.buffer", "limits.outbound_max", "lower", "%d is above an eighth of limits.outbound_max (%d): replaying it could overflow the connection it is replayed to", r.Buffer, l.OutboundMax))
 	}
 	if r.MaxAway < 0 {
 		bad("resume.max_away", "must be 0 (a quarter of limits.max_conns) or more, got %d", r.MaxAway)
