@@ -956,6 +956,45 @@ func TestUnknownEnvWarns(t *testing.T) {
 	}
 }
 
+// A name is suggested for a misspelt one only when it is a typo away:
+// one edit in a short name, two in a longer one, a swap of two letters
+// counting as one. Past that a near name is chance ("foo" is two edits
+// from "log"), and suggesting it sends the operator the wrong way. The
+// file's keys and the environment's variables share the rule.
+func TestSuggestionsOnlyForTypos(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		{"foo", ""},
+		{"bar", ""},
+		{"lgo", "log"},
+		{"limit", "limits"},
+		{"tcp.lisen", "tcp.listen"},
+		{"tpc.listen", "tcp.listen"},
+		{"resume.windw", "resume.window"},
+		{"resume.wndw", "resume.window"},
+		{"max_line", "limits.max_line"},
+	} {
+		if got := nearestKey(tt.name); got != tt.want {
+			t.Errorf("nearestKey(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	for _, tt := range []struct{ name, want string }{
+		{"DUETD_FOO", ""},
+		{"DUETD_LGO_LEVEL", "DUETD_LOG_LEVEL"},
+		{"DUETD_LIMITS_MAX_LINES", "DUETD_LIMITS_MAX_LINE"},
+		{"DUETD_CONFG", "DUETD_CONFIG"},
+		{"DUETD_WINDOW", "DUETD_RESUME_WINDOW"},
+	} {
+		if got := nearestEnv(tt.name); got != tt.want {
+			t.Errorf("nearestEnv(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	// As the operator meets it.
+	_, _, err := Load([]string{"--config", writeConfig(t, "foo: 1\n")}, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "config: foo: unknown key in ") || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("unknown key far from any: %v", err)
+	}
+}
+
 // trusted_proxies entries that cover a large share of the internet are
 // accepted with a warning; a network's own proxies are not warned about.
 func TestTrustedProxiesTooWide(t *testing.T) {

@@ -473,26 +473,14 @@ func nearestKey(name string) string {
 	// Keys are lower case; "TCP" or "Listen" is a different word to the
 	// edit distance, not to the operator who wrote it.
 	name = strings.ToLower(name)
-	best, bestDist := "", 3
-	consider := func(candidate string) {
-		if d := editDistance(name, candidate); d < bestDist || (d == bestDist && candidate < best) {
-			best, bestDist = candidate, d
-		}
-	}
+	names := make([]string, 0, len(keys)+len(sections))
 	for _, k := range keys {
-		consider(k.name)
+		names = append(names, k.name)
 	}
-	for s := range sections {
-		consider(s)
+	if best := nearest(name, append(names, slices.Collect(maps.Keys(sections))...)); best != "" {
+		return best
 	}
-	if best == "" {
-		names := make([]string, len(keys))
-		for i, k := range keys {
-			names[i] = k.name
-		}
-		best = elsewhere(name, ".", names)
-	}
-	return best
+	return elsewhere(name, ".", names)
 }
 
 // elsewhere suggests, for a name no key is spelt like, the keys it would
@@ -519,26 +507,45 @@ func elsewhere(name, sep string, candidates []string) string {
 }
 
 // nearestEnv is nearestKey for a DUETD_* variable: the variable of the
-// key it probably meant, or "".
+// key it probably meant, or "". The prefix, which every candidate
+// shares, is no part of what is compared: it would let a short name
+// stray as far as a long one.
 func nearestEnv(name string) string {
 	name = strings.ToUpper(name)
-	best, bestDist := "", 3
 	candidates := []string{configEnv}
 	for _, k := range keys {
 		candidates = append(candidates, EnvName(k.name))
 	}
+	trimmed := make([]string, len(candidates))
+	for i, c := range candidates {
+		trimmed[i] = strings.TrimPrefix(c, envPrefix)
+	}
+	if best := nearest(strings.TrimPrefix(name, envPrefix), trimmed); best != "" {
+		return envPrefix + best
+	}
+	return elsewhere(name, "_", candidates)
+}
+
+// nearest is the candidate a typo away from name, the first in order of
+// the fewest edits, then alphabetically; or "" if none is. A typo is one
+// edit in a name of up to five letters and two in a longer one: past
+// that a near name is chance, not what was meant ("foo" is two edits
+// from "log"), and suggesting it sends the operator the wrong way.
+func nearest(name string, candidates []string) string {
+	best, bestDist := "", min(2, max(len(name), 3)/3)+1
 	for _, c := range candidates {
 		if d := editDistance(name, c); d < bestDist || (d == bestDist && c < best) {
 			best, bestDist = c, d
 		}
 	}
-	if best == "" {
-		best = elsewhere(name, "_", candidates)
-	}
 	return best
 }
 
+// editDistance counts the edits that make a into b: a letter inserted,
+// deleted or replaced, or two neighbours swapped ("tpc" for "tcp", the
+// commonest slip of a typist, is one edit and not two).
 func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -552,8 +559,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }
