@@ -58,7 +58,8 @@ var commands = []string{"run", "check-config", "version", "help"}
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd, args, err := command(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "duetd: %v\nRun 'duetd help' for usage.\n", err)
+		printError(stderr, err)
+		fmt.Fprintln(stderr, "Run 'duetd help' for usage.")
 		return exitConfig
 	}
 	switch cmd {
@@ -75,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "duetd:", err)
+		printError(stderr, err)
 		if ue, ok := errors.AsType[*config.UsageError](err); ok {
 			if slices.Contains(commands, ue.Arg) {
 				// duetd --config X check-config: a habit from tools
@@ -93,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	level := zap.NewAtomicLevel()
 	log, err := newLogger(cfg.Log, level, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "duetd:", err)
+		printError(stderr, err)
 		return exitConfig
 	}
 	defer func() { _ = log.Sync() }()
@@ -288,6 +289,16 @@ Documentation: /usr/local/share/doc/duetd/OPERATIONS.md, or docs/ in the source.
 `
 }
 
+// printError writes err to stderr, each of its lines (each problem of
+// a configuration with several: config reports them all, joined) after
+// the program's name, as a line of a log that holds other programs'
+// lines must be.
+func printError(stderr io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(stderr, "duetd:", line)
+	}
+}
+
 // checkConfig is duetd check-config: it builds everything a start builds
 // short of binding a socket or reaching Redis, with the same code, so it
 // refuses what a start would refuse; then it prints every effective value.
@@ -300,7 +311,7 @@ func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writ
 		err = checkStateDir(cfg.Resume.StateFile)
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "duetd:", err)
+		printError(stderr, err)
 		return exitConfig
 	}
 	if d.accounts != nil {
