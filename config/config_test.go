@@ -962,30 +962,27 @@ func TestUnknownEnvWarns(t *testing.T) {
 // from "log"), and suggesting it sends the operator the wrong way. The
 // file's keys and the environment's variables share the rule.
 func TestSuggestionsOnlyForTypos(t *testing.T) {
-	for _, tt := range []struct{ name, want string }{
-		{"foo", ""},
-		{"bar", ""},
-		{"lgo", "log"},
-		{"limit", "limits"},
-		{"tcp.lisen", "tcp.listen"},
-		{"tpc.listen", "tcp.listen"},
-		{"resume.windw", "resume.window"},
-		{"resume.wndw", "resume.window"},
-		{"max_line", "limits.max_line"},
+	for _, tt := range []struct {
+		nearest    func(string) string
+		name, want string
+	}{
+		{nearestKey, "foo", ""},
+		{nearestKey, "bar", ""},
+		{nearestKey, "lgo", "log"},
+		{nearestKey, "limit", "limits"},
+		{nearestKey, "tcp.lisen", "tcp.listen"},
+		{nearestKey, "tpc.listen", "tcp.listen"},
+		{nearestKey, "resume.windw", "resume.window"},
+		{nearestKey, "resume.wndw", "resume.window"},
+		{nearestKey, "max_line", "limits.max_line"},
+		{nearestEnv, "DUETD_FOO", ""},
+		{nearestEnv, "DUETD_LGO_LEVEL", "DUETD_LOG_LEVEL"},
+		{nearestEnv, "DUETD_LIMITS_MAX_LINES", "DUETD_LIMITS_MAX_LINE"},
+		{nearestEnv, "DUETD_CONFG", "DUETD_CONFIG"},
+		{nearestEnv, "DUETD_WINDOW", "DUETD_RESUME_WINDOW"},
 	} {
-		if got := nearestKey(tt.name); got != tt.want {
-			t.Errorf("nearestKey(%q) = %q, want %q", tt.name, got, tt.want)
-		}
-	}
-	for _, tt := range []struct{ name, want string }{
-		{"DUETD_FOO", ""},
-		{"DUETD_LGO_LEVEL", "DUETD_LOG_LEVEL"},
-		{"DUETD_LIMITS_MAX_LINES", "DUETD_LIMITS_MAX_LINE"},
-		{"DUETD_CONFG", "DUETD_CONFIG"},
-		{"DUETD_WINDOW", "DUETD_RESUME_WINDOW"},
-	} {
-		if got := nearestEnv(tt.name); got != tt.want {
-			t.Errorf("nearestEnv(%q) = %q, want %q", tt.name, got, tt.want)
+		if got := tt.nearest(tt.name); got != tt.want {
+			t.Errorf("suggested %q for %q, want %q", got, tt.name, tt.want)
 		}
 	}
 	// As the operator meets it.

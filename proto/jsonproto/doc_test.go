@@ -28,18 +28,9 @@ func TestProtocolDocShowsResumeFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, perr := proto.ParseToken([]byte("2711929ec8e0355f5114f12de5370c65"))
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	bobToken, perr := proto.ParseToken([]byte("f277a513462178957108e42bdb8de761"))
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	accountsToken, perr := proto.ParseToken([]byte("0b1e5bd3ad6c4d4c9f0e6e0f2a1f4c55"))
-	if perr != nil {
-		t.Fatal(perr)
-	}
+	token := docToken(t, "2711929ec8e0355f5114f12de5370c65")
+	bobToken := docToken(t, "f277a513462178957108e42bdb8de761")
+	accountsToken := docToken(t, "0b1e5bd3ad6c4d4c9f0e6e0f2a1f4c55")
 	for _, ev := range []proto.Event{
 		{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute},
 		{Kind: proto.EvMessage, From: "bob", Text: []byte("still there?"), Seq: 2},
@@ -71,12 +62,18 @@ func TestAuthDocShowsWelcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, perr := proto.ParseToken([]byte("3f9c2d7a0b8e4f6a9c1d5e7b2a4f80e1"))
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	ev := proto.Event{Kind: proto.EvWelcome, Name: "alice", Token: token, ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute}
+	ev := proto.Event{Kind: proto.EvWelcome, Name: "alice", Token: docToken(t, "3f9c2d7a0b8e4f6a9c1d5e7b2a4f80e1"), ResumeKey: "k7m2qv0c9x4t8ghj3nwp5rbe6d", Window: 2 * time.Minute}
 	if frame := string(AppendEvent(nil, &ev)); !strings.Contains(string(data), "`"+frame+"`") {
 		t.Errorf("docs/AUTH.md does not show the welcome %s", frame)
 	}
+}
+
+// docToken is a token the documents show, as the codec takes it.
+func docToken(t *testing.T, hex string) proto.Token {
+	t.Helper()
+	token, err := proto.ParseToken([]byte(hex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
 }
