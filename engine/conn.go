@@ -837,7 +837,7 @@ func (cn *conn) onClose(err error) {
 			sockErr = syscall.Errno(e)
 		}
 		gone = peerGone(err, sockErr)
-		cn.closing = wentAway(cn.stage, err, sockErr)
+		cn.closing = wentAway(cn.stage, cn.addr.fromProxy, err, sockErr)
 		if timedOut(err, sockErr) && stoppedReading(cn.c.Fd()) {
 			// The kernel cut a reader that had stopped reading, before
 			// limits.slow_timeout did (usertimeout_linux.go): it ends as

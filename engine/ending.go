@@ -28,21 +28,22 @@ import (
 // same table for readers, and a test holds the two together.
 //
 // Ending a connection is not ending its session. An ending the client
-// chose (quit, a clean end of input on the line port, a WebSocket close
-// other than 1001) or that a broken or hostile client earned ends the
-// session; one that says the client may still be there, behind a
-// network that failed or a page that reloads (lost, going_away, slow,
-// idle), sends it away to wait for a resume (docs/RESUME.md).
+// chose (quit, a clean end of input on the line port straight from the
+// client, a WebSocket close other than 1001) or that a broken or hostile
+// client earned ends the session; one that says the client may still be
+// there, behind a network that failed, a proxy that hides how it failed,
+// or a page that reloads (lost, going_away, slow, idle), sends it away
+// to wait for a resume (docs/RESUME.md).
 type ending uint8
 
 const (
 	endNone ending = iota // the connection is open
 
 	endQuit        // the user asked: /quit, JSON quit
-	endClosed      // the client closed: end of input on the line or web port, or a WebSocket close frame but for 1000 and 1001
+	endClosed      // the client closed: end of input on the line (not through a trusted proxy) or web port, or a WebSocket close frame but for 1000 and 1001
 	endNormalClose // the client's WebSocket close frame said 1000 normal closure: the page closed it on purpose
 	endGoingAway   // the client's WebSocket close frame said 1001 going away (a page left or reloaded)
-	endLost        // the connection failed: reset, read or write error, a keepalive timeout, a WebSocket gone without a close frame
+	endLost        // the connection failed: reset, read or write error, a keepalive timeout, a WebSocket gone without a close frame, a line connection's end of input through a trusted proxy
 	endSlow        // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
 	endIdle        // a WebSocket sent nothing, pongs included, for limits.idle_timeout
 	endShutdown    // the server is shutting down
@@ -293,12 +294,23 @@ func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{
 
 // wentAway is the ending of a connection that closed without one: the
 // client went away. err is what gnet handed OnClose, and sockErr the
-// error pending on the socket then (socketError). A line or web client
-// that ends its input has closed; a WebSocket client closes with a close
-// frame, so one that simply stops was lost, like any connection that
-// failed (peerGone). A connection the kernel gave up on may have been a
-// reader that stopped reading instead (timedOut): onClose asks its
-// socket.
+// error pending on the socket then (socketError); proxied says the
+// socket's peer is a trusted proxy (connAddr.fromProxy). A line or web
+// client that ends its input has closed; a WebSocket client closes with
+// a close frame, so one that simply stops was lost, like any connection
+// that failed (peerGone). A connection the kernel gave up on may have
+// been a reader that stopped reading instead (timedOut): onClose asks
+// its socket.
+//
+// A line connection through a trusted proxy that ends its input was
+// lost too: the end of input is the proxy's, not the user's. nginx's
+// stream proxy ends its connection to duetd with a clean end of input
+// whatever ended its client's, a reset included, and so it does when it
+// restarts or its proxy_timeout passes; a user that quit on purpose is
+// told apart only by /quit. Taken for a leave, such an end freed the
+// partner and ended a session its user could have resumed. A web
+// connection through a proxy has no session until it upgrades, and a
+// WebSocket says its leave in a close frame, which the proxy passes on.
 //
 // gnet says io.EOF (wrapped in a read *os.SyscallError) when a read
 // returns end of input, and the read's or the write's error otherwise.
@@ -306,8 +318,8 @@ func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{
 // is paused (a held connection: hold.go), gnet closes it with a bare
 // io.EOF without reading, whatever happened: the socket's own pending
 // error is what tells a failure from an end of input then.
-func wentAway(st stage, err, sockErr error) ending {
-	if st == stageWS || peerGone(err, sockErr) {
+func wentAway(st stage, proxied bool, err, sockErr error) ending {
+	if st == stageWS || st == stageLine && proxied || peerGone(err, sockErr) {
 		return endLost
 	}
 	return endClosed

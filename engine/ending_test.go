@@ -322,7 +322,7 @@ func TestNeedsSocketError(t *testing.T) {
 			// Spared the look, the answer is the one any pending error
 			// would have given; but for a read that returned end of
 			// input, which is the client closing whatever came after.
-			with, without := wentAway(tc.st, tc.err, syscall.ECONNRESET), wentAway(tc.st, tc.err, nil)
+			with, without := wentAway(tc.st, false, tc.err, syscall.ECONNRESET), wentAway(tc.st, false, tc.err, nil)
 			if with != without && !(tc.err == readEOF && without == endClosed) {
 				t.Errorf("stage %d, %v: %v with a pending error, %v without", tc.st, tc.err, with, without)
 			}
@@ -336,7 +336,9 @@ func TestNeedsSocketError(t *testing.T) {
 // reading. Linux reports its timeout as the soft error it holds when it
 // gives up: no route to host for a link that went down, and whatever an
 // ICMP error said. Before, only ECONNRESET, ETIMEDOUT and EPIPE were
-// the peer gone, and only ETIMEDOUT the kernel giving up.
+// the peer gone, and only ETIMEDOUT the kernel giving up. A line
+// connection through a trusted proxy is lost however it ends: the
+// proxy ends its input for a reset too.
 func TestPeerGone(t *testing.T) {
 	read := func(e error) error { return os.NewSyscallError("read", e) }
 	for _, tc := range []struct {
@@ -368,11 +370,23 @@ func TestPeerGone(t *testing.T) {
 		if got := timedOut(tc.err, tc.sockErr); got != tc.gaveUp {
 			t.Errorf("timedOut(%v, %v) = %v, want %v", tc.err, tc.sockErr, got, tc.gaveUp)
 		}
-		if got := wentAway(stageLine, tc.err, tc.sockErr); got != tc.line {
-			t.Errorf("wentAway(line, %v, %v) = %s, want %s", tc.err, tc.sockErr, endings[got].label, endings[tc.line].label)
-		}
-		if got := wentAway(stageWS, tc.err, tc.sockErr); got != tc.websocket {
-			t.Errorf("wentAway(websocket, %v, %v) = %s, want %s", tc.err, tc.sockErr, endings[got].label, endings[tc.websocket].label)
+		for _, w := range []struct {
+			name    string
+			st      stage
+			proxied bool
+			want    ending
+		}{
+			{"line", stageLine, false, tc.line},
+			{"line via proxy", stageLine, true, endLost},
+			// No session before an upgrade: an HTTP connection's end is
+			// counted as it was.
+			{"http via proxy", stageHTTP, true, tc.line},
+			{"websocket", stageWS, false, tc.websocket},
+			{"websocket via proxy", stageWS, true, tc.websocket},
+		} {
+			if got := wentAway(w.st, w.proxied, tc.err, tc.sockErr); got != w.want {
+				t.Errorf("wentAway(%s, %v, %v) = %s, want %s", w.name, tc.err, tc.sockErr, endings[got].label, endings[w.want].label)
+			}
 		}
 	}
 }

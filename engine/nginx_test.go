@@ -99,9 +99,11 @@ func TestNginxFront(t *testing.T) {
 	alice.Write([]byte("/login alice\r\n"))
 	welcome := readLine()
 	token := welcome[len(welcome)-32:]
-	if k := readLine(); !strings.HasPrefix(k, "* resume key: ") {
+	k := readLine()
+	if !strings.HasPrefix(k, "* resume key: ") {
 		t.Fatalf("alice got %q, want her resume key", k)
 	}
+	key, _, _ := strings.Cut(strings.TrimPrefix(k, "* resume key: "), " ")
 
 	// bob: wss:// from 127.0.0.3, claiming in X-Forwarded-For lines of
 	// his own to be somewhere else; nginx appends his real address and
@@ -185,6 +187,28 @@ func TestNginxFront(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(strings.ToLower(string(body)), "<html") {
 		t.Fatalf("page: %d %.80q", resp.StatusCode, body)
+	}
+
+	// alice's connection is reset (SO_LINGER 0). nginx passes that on to
+	// the daemon as a clean end of input, which must not be taken for
+	// alice leaving: bob is told she is away, and she resumes through
+	// nginx.
+	enginetest.Reset(t, raw)
+	if a := next(); !strings.Contains(a, `"type":"peer_away"`) {
+		t.Fatalf("bob got %q, want peer_away", a)
+	}
+	raw = dialFrom(t, "127.0.0.2", tlsPort)
+	alice = tls.Client(raw, tlsConf)
+	ar = bufio.NewReader(alice)
+	if g := readLine(); !strings.HasPrefix(g, "* welcome to duet") {
+		t.Fatalf("greeting %q", g)
+	}
+	alice.Write([]byte("/resume " + key + "\r\n"))
+	if peer, _, _, _ := enginetest.ReadResumed(t, readLine); peer != "bob" {
+		t.Fatalf("alice resumed connected with %q", peer)
+	}
+	if b := next(); !strings.Contains(b, `"type":"peer_back"`) {
+		t.Fatalf("bob got %q, want peer_back", b)
 	}
 
 	// Straight to the daemon, not through nginx: a PROXY header from an

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -592,38 +593,57 @@ func TestResumeWrongKeyThrottled(t *testing.T) {
 // TestResetOrEndOfInput: what gnet hands OnClose tells a drop from a
 // leave. A reset sends the session away (with resume on) or ends it with
 // reason disconnected (with resume off, as before resume existed); an
-// end of input (netcat's Ctrl-D) always ends it. A reset while the
+// end of input (netcat's Ctrl-D) ends it. A reset while the
 // connection's input is held for back-pressure, when gnet learns of it
 // from epoll without reading and says only io.EOF, is a drop all the
 // same: the socket's pending error says so.
+//
+// Through a trusted proxy an end of input is a drop too: nginx's stream
+// proxy passes its client's reset, its own restart and its
+// proxy_timeout on as a clean end of input, so that proves nothing of
+// the user. A drop resumes from a new connection; a leave leaves nothing
+// to resume.
 func TestResetOrEndOfInput(t *testing.T) {
 	t.Parallel()
 	const (
 		away = `^\* alice lost the connection; waiting up to 2m for alice to come back$`
 		gone = `^\* alice disconnected; you are free to be joined again$`
+		// proxy is the trusted proxy's address, where the proxied
+		// connections come from; the others come from 127.0.0.1.
+		proxy = "127.0.0.9"
 	)
 	for _, tc := range []struct {
-		name   string
-		window time.Duration
-		held   bool
-		end    func(t testing.TB, c net.Conn)
-		told   string
+		name    string
+		window  time.Duration
+		held    bool
+		proxied bool
+		end     func(t testing.TB, c net.Conn)
+		told    string
 	}{
-		{"reset, resume on", 2 * time.Minute, false, enginetest.Reset, away},
-		{"reset while held, resume on", 2 * time.Minute, true, enginetest.Reset, away},
-		{"reset, resume off", 0, false, enginetest.Reset, gone},
-		{"reset while held, resume off", 0, true, enginetest.Reset, gone},
-		{"end of input, resume on", 2 * time.Minute, false, closeWrite, gone},
-		{"end of input while held, resume on", 2 * time.Minute, true, closeWrite, gone},
-		{"end of input, resume off", 0, false, closeWrite, gone},
+		{"reset, resume on", 2 * time.Minute, false, false, enginetest.Reset, away},
+		{"reset while held, resume on", 2 * time.Minute, true, false, enginetest.Reset, away},
+		{"reset, resume off", 0, false, false, enginetest.Reset, gone},
+		{"reset while held, resume off", 0, true, false, enginetest.Reset, gone},
+		{"end of input, resume on", 2 * time.Minute, false, false, closeWrite, gone},
+		{"end of input while held, resume on", 2 * time.Minute, true, false, closeWrite, gone},
+		{"end of input, resume off", 0, false, false, closeWrite, gone},
+		{"proxied reset, resume on", 2 * time.Minute, false, true, enginetest.Reset, away},
+		{"proxied end of input, resume on", 2 * time.Minute, false, true, closeWrite, away},
+		{"proxied end of input while held, resume on", 2 * time.Minute, true, true, closeWrite, away},
+		{"proxied end of input, resume off", 0, false, true, closeWrite, gone},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := enginetest.Start(t, func(o *engine.Options) {
 				o.Resume.Window = tc.window
 				o.Limits.OutboundHigh = 64 << 10
+				o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(proxy + "/32")}
 			})
-			alice := d.DialLine(t).Login("alice")
+			dial := d.DialLine
+			if tc.proxied {
+				dial = func(t testing.TB) *enginetest.LineClient { return d.DialLineVia(t, proxy, "192.0.2.7") }
+			}
+			alice := dial(t).Login("alice")
 			bob := d.DialLine(t).Login("bob")
 			bob.Send("/connect " + alice.Token)
 			bob.Expect(`connected with alice`)
@@ -646,6 +666,19 @@ func TestResetOrEndOfInput(t *testing.T) {
 			if st := d.Hub.Stats(); (st.Away == 1) != (tc.told == away) {
 				t.Fatalf("hub stats %+v", st)
 			}
+			if tc.window == 0 {
+				return
+			}
+			back := dial(t)
+			back.Send("/resume " + alice.Key)
+			if tc.told == gone {
+				back.Expect(`^! bad_resume_key: `)
+				return
+			}
+			if peer, _, missed, _ := enginetest.ReadResumed(t, back.Line); peer != "bob" || missed != 0 {
+				t.Fatalf("resumed with %q, %d missed", peer, missed)
+			}
+			bob.Expect(`^\* alice is back$`)
 		})
 	}
 }

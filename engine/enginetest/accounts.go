@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/engine"
 	"duet/engine/auth"
@@ -62,6 +63,23 @@ func (wc *WSClient) LoginPassword(name, password string) *WSClient {
 // count per address.
 func (d *Daemon) DialLineFrom(t testing.TB, localIP string) *LineClient {
 	t.Helper()
+	return d.dialLine(t, localIP, "")
+}
+
+// DialLineVia is DialLine through a proxy at proxyIP (another loopback
+// address, which the daemon must list in trusted_proxies): the
+// connection comes from proxyIP and opens with the PROXY protocol
+// header (version 1) that names client, as nginx's stream proxy with
+// proxy_protocol on sends it.
+func (d *Daemon) DialLineVia(t testing.TB, proxyIP, client string) *LineClient {
+	t.Helper()
+	return d.dialLine(t, proxyIP, "PROXY TCP4 "+client+" "+proxyIP+" 40000 7070\r\n")
+}
+
+// dialLine connects to the line port from localIP, sends preamble, and
+// reads the greeting.
+func (d *Daemon) dialLine(t testing.TB, localIP, preamble string) *LineClient {
+	t.Helper()
 	dialer := net.Dialer{Timeout: Timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}}
 	c, err := dialer.Dial("tcp", d.TCP)
 	if err != nil {
@@ -69,6 +87,12 @@ func (d *Daemon) DialLineFrom(t testing.TB, localIP string) *LineClient {
 	}
 	t.Cleanup(func() { c.Close() })
 	lc := &LineClient{t: t, Conn: c, r: bufio.NewReaderSize(c, 64<<10), resume: d.Resume}
+	if preamble != "" {
+		c.SetWriteDeadline(time.Now().Add(Timeout))
+		if _, err := c.Write([]byte(preamble)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if g := lc.Line(); !strings.HasPrefix(g, "* welcome to duet") {
 		t.Fatalf("greeting: %q", g)
 	}
