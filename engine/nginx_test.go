@@ -33,53 +33,9 @@ import (
 // from its own loopback address, pair and chat through it, and the daemon
 // sees their own addresses, not nginx's.
 func TestNginxFront(t *testing.T) {
-	nginx := requireNginx(t)
 	d := startBehindProxy(t)
-	dir := t.TempDir()
-	certPEM := writeSelfSigned(t, dir)
-	tlsPort, httpsPort := freeLoopbackPort(t), freeLoopbackPort(t)
-
-	tmpl, err := os.ReadFile("../scripts/nginx/duet.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers as root too: they read files in a private temp dir
-	}
-	conf := string(tmpl)
-	for _, r := range [][2]string{
-		{"user www-data;", user},
-		{"worker_processes auto;", "worker_processes 1;"},
-		// Debian's module snippets name modules relative to the prefix,
-		// which -p moves.
-		{"include /etc/nginx/modules-enabled/*.conf;", "load_module " + streamModule + ";"},
-		{"worker_rlimit_nofile 1048576;", ""},
-		{"worker_connections 65536;", "worker_connections 256;"},
-		{"listen 7443 ssl;", "listen " + tlsPort + " ssl;"},
-		{"listen 443 ssl;", "listen " + httpsPort + " ssl;"},
-		{"/etc/nginx/tls/duet.crt", filepath.Join(dir, "cert.pem")},
-		{"/etc/nginx/tls/duet.key", filepath.Join(dir, "key.pem")},
-		{"proxy_pass 127.0.0.1:7070;", "proxy_pass " + d.TCP + ";"},
-		{"http://127.0.0.1:8080", "http://" + d.WS},
-		{"/var/log/nginx/duet-access.log", filepath.Join(dir, "access.log")},
-		{"http {\n", "http {\n" + tempPaths(dir)},
-	} {
-		if !strings.Contains(conf, r[0]) {
-			t.Fatalf("scripts/nginx/duet.conf no longer has %q; update this test with it", r[0])
-		}
-		conf = strings.ReplaceAll(conf, r[0], r[1])
-	}
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	startNginx(t, nginx, dir)
-	waitListening(t, tlsPort)
-	waitListening(t, httpsPort)
-
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
-	tlsConf := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	front := startNginxFront(t, d)
+	tlsPort, httpsPort, tlsConf := front.tls, front.https, front.client
 
 	// alice: the line protocol over TLS, from 127.0.0.2.
 	raw := dialFrom(t, "127.0.0.2", tlsPort)
@@ -108,50 +64,9 @@ func TestNginxFront(t *testing.T) {
 	// bob: wss:// from 127.0.0.3, claiming in X-Forwarded-For lines of
 	// his own to be somewhere else; nginx appends his real address and
 	// only that may be believed.
-	dialer := ws.Dialer{
-		TLSConfig: tlsConf,
-		Timeout:   enginetest.Timeout,
-		Header: ws.HandshakeHeaderHTTP(http.Header{
-			"X-Forwarded-For": {"203.0.113.66", "198.51.100.7, garbage"},
-		}),
-		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}
-			return nd.DialContext(ctx, network, addr)
-		},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
-	defer cancel()
-	bob, br, _, err := dialer.Dial(ctx, "wss://"+httpsPort+"/ws")
-	if err != nil {
-		t.Fatalf("wss dial: %v", err)
-	}
-	t.Cleanup(func() { bob.Close() })
-	bob.SetDeadline(time.Now().Add(enginetest.Timeout))
-	var bobR io.Reader = bob
-	if br != nil {
-		bobR = io.MultiReader(br, bob)
-	}
-	next := func() string {
-		t.Helper()
-		for {
-			b, op, err := wsutil.ReadServerData(struct {
-				io.Reader
-				io.Writer
-			}{bobR, bob})
-			if err != nil {
-				t.Fatalf("wss read: %v", err)
-			}
-			if op == ws.OpText {
-				return string(b)
-			}
-		}
-	}
-	send := func(s string) {
-		t.Helper()
-		if err := wsutil.WriteClientText(bob, []byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, next, send := front.dialWS(t, "127.0.0.3", http.Header{
+		"X-Forwarded-For": {"203.0.113.66", "198.51.100.7, garbage"},
+	})
 	if h := next(); !strings.Contains(h, `"hello"`) {
 		t.Fatalf("hello %q", h)
 	}
@@ -220,6 +135,121 @@ func TestNginxFront(t *testing.T) {
 	if l, _ := cr.ReadString('\n'); !strings.HasPrefix(l, "! untrusted_proxy:") {
 		t.Fatalf("untrusted PROXY header answered %q", l)
 	}
+}
+
+// nginxFront is scripts/nginx/duet.conf running in a real nginx in front
+// of a daemon.
+type nginxFront struct {
+	tls, https string      // its TLS line port and its https port
+	client     *tls.Config // a client's, which trusts its certificate
+}
+
+// startNginxFront runs scripts/nginx/duet.conf in a real nginx in front
+// of d, which must trust 127.0.0.1, and stops it when the test ends.
+// edit's replacements are made to the file as shipped, then those that
+// fit it to a test: its ports, its files, d's addresses. Each must find
+// what it replaces.
+func startNginxFront(t *testing.T, d *enginetest.Daemon, edit ...[2]string) *nginxFront {
+	t.Helper()
+	nginx := requireNginx(t)
+	dir := t.TempDir()
+	certPEM := writeSelfSigned(t, dir)
+	f := &nginxFront{tls: freeLoopbackPort(t), https: freeLoopbackPort(t)}
+
+	tmpl, err := os.ReadFile("../scripts/nginx/duet.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers as root too: they read files in a private temp dir
+	}
+	conf := string(tmpl)
+	for _, r := range append(edit, [][2]string{
+		{"user www-data;", user},
+		{"worker_processes auto;", "worker_processes 1;"},
+		// Debian's module snippets name modules relative to the prefix,
+		// which -p moves.
+		{"include /etc/nginx/modules-enabled/*.conf;", "load_module " + streamModule + ";"},
+		{"worker_rlimit_nofile 1048576;", ""},
+		{"worker_connections 65536;", "worker_connections 256;"},
+		{"listen 7443 ", "listen " + f.tls + " "},
+		{"listen 443 ", "listen " + f.https + " "},
+		{"/etc/nginx/tls/duet.crt", filepath.Join(dir, "cert.pem")},
+		{"/etc/nginx/tls/duet.key", filepath.Join(dir, "key.pem")},
+		{"proxy_pass 127.0.0.1:7070;", "proxy_pass " + d.TCP + ";"},
+		{"http://127.0.0.1:8080", "http://" + d.WS},
+		{"/var/log/nginx/duet-access.log", filepath.Join(dir, "access.log")},
+		{"http {\n", "http {\n" + tempPaths(dir)},
+	}...) {
+		if !strings.Contains(conf, r[0]) {
+			t.Fatalf("scripts/nginx/duet.conf no longer has %q; update this test with it", r[0])
+		}
+		conf = strings.ReplaceAll(conf, r[0], r[1])
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNginx(t, nginx, dir)
+	waitListening(t, f.tls)
+	waitListening(t, f.https)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	f.client = &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	return f
+}
+
+// dialWS opens wss://.../ws through the front from loopback address src,
+// with header's lines in the handshake. raw is the TCP connection under
+// its TLS; next reads the next text message, and send sends one.
+func (f *nginxFront) dialWS(t *testing.T, src string, header http.Header) (raw net.Conn, next func() string, send func(string)) {
+	t.Helper()
+	dialer := ws.Dialer{
+		TLSConfig: f.client,
+		Timeout:   enginetest.Timeout,
+		Header:    ws.HandshakeHeaderHTTP(header),
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			c, err := nd.DialContext(ctx, network, addr)
+			raw = c
+			return c, err
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+	defer cancel()
+	c, br, _, err := dialer.Dial(ctx, "wss://"+f.https+"/ws")
+	if err != nil {
+		t.Fatalf("wss dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	var r io.Reader = c
+	if br != nil {
+		r = io.MultiReader(br, c)
+	}
+	next = func() string {
+		t.Helper()
+		for {
+			b, op, err := wsutil.ReadServerData(struct {
+				io.Reader
+				io.Writer
+			}{r, c})
+			if err != nil {
+				t.Fatalf("wss read: %v", err)
+			}
+			if op == ws.OpText {
+				return string(b)
+			}
+		}
+	}
+	send = func(s string) {
+		t.Helper()
+		if err := wsutil.WriteClientText(c, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return raw, next, send
 }
 
 // streamModule is where Debian's libnginx-mod-stream puts the module.
