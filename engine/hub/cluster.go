@@ -212,11 +212,19 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte, sealed bool)
 // session key of this node, if pairing pairID is still here. An
 // EvPeerAway or EvPeerBack names the partner as this node knows it: ev's
 // Peer is set to the partner's name. An EvPeerBack says the protocol the
-// partner came back over, which the room then tells and seals by.
+// partner came back over, which the room then tells and seals by. A
+// session here that is away keeps the count of an EvPeerAway, and
+// whether an EvPeerBack followed, for its resume to tell (away.untold).
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
 		return false
+	}
+	news := ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack
+	if news {
+		// Whether the session is away, and what it keeps then.
+		h.mu.Lock()
+		defer h.mu.Unlock()
 	}
 	rr.r.mu.Lock()
 	defer rr.r.mu.Unlock()
@@ -224,8 +232,16 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	if local == nil {
 		return false
 	}
-	if ev.Kind == proto.EvPeerAway || ev.Kind == proto.EvPeerBack {
+	if news {
 		ev.Peer = rr.stub.name
+		if a := local.away; a != nil {
+			// Dropped (awayQueue): the session's resume tells it.
+			if ev.Kind == proto.EvPeerAway {
+				a.partnerWent(ev.Count, h.clock.now()+ev.Window)
+			} else {
+				a.partnerBack()
+			}
+		}
 	}
 	if ev.Kind == proto.EvPeerBack {
 		rr.stub.client = ev.PeerProto

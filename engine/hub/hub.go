@@ -1182,14 +1182,6 @@ func (h *Hub) unpairLocked(s *Session, reason proto.Reason, undelivered int, sta
 			// partner was let send them, so it is told, as it is of a
 			// connection that closes with messages queued.
 			undelivered += s.awayUndeliveredLocked(peer.name)
-			if s.away.untoldTo == peer {
-				// Not told as s went: peer was away itself.
-				undelivered += s.away.untold
-			}
-		}
-		if peer.away != nil && peer.away.untoldTo == s {
-			// What peer went away without is told to no one now.
-			peer.away.untold, peer.away.untoldTo = 0, nil
 		}
 		// Told before its room is cleared: a SayAll racing this sees the
 		// room (and waits for its lock) until peer_left is queued, so

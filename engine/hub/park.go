@@ -75,6 +75,16 @@ type Parked struct {
 	// resume then says nothing of it, proto.IDUnknown) until it relays
 	// a numbered message of its own.
 	LastID uint64
+	// Untold is how many of the session's messages its partner went
+	// away without while the session was away itself, which it was not
+	// told (away.untold): its resume tells them, with the news that the
+	// partner went away, UntoldWindow being what remained of the
+	// partner's window then, and, with UntoldBack, that it came back
+	// since; or the end of the pairing counts them (Unpair). 0 when
+	// none: then UntoldWindow and UntoldBack are not kept.
+	Untold       int
+	UntoldWindow time.Duration
+	UntoldBack   bool
 }
 
 // ParkedMessage is one message kept for a session's resume.
@@ -161,8 +171,9 @@ func (p *Parked) Unpair(reason proto.Reason, undelivered int) {
 	if p.Pair == nil {
 		return
 	}
-	p.Left = &PeerLeft{Peer: p.Pair.PeerName, Reason: reason, Undelivered: undelivered}
+	p.Left = &PeerLeft{Peer: p.Pair.PeerName, Reason: reason, Undelivered: undelivered + p.Untold}
 	p.Pair = nil
+	p.Untold, p.UntoldWindow, p.UntoldBack = 0, 0, false
 }
 
 // WaitingFrom is how many of p's messages delivered while it was away
@@ -349,6 +360,9 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		p.WindowLeft = max(a.deadline-now, 0)
 		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.text, a.unsent
 		p.Left = a.left
+		if a.untold > 0 {
+			p.Untold, p.UntoldWindow, p.UntoldBack = a.untold, max(a.peerUntil-now, 0), a.peerBack
+		}
 	} else {
 		p.Attached, p.WindowLeft = true, window
 		p.AwaySeq = s.seq
@@ -524,7 +538,8 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	if s.lastID == 0 {
 		s.lastID = proto.IDUnknown
 	}
-	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left}
+	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left,
+		untold: p.Untold, peerUntil: now + p.UntoldWindow, peerBack: p.UntoldBack}
 	s.hmu.Lock()
 	s.seq = p.Seq
 	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {
@@ -694,7 +709,7 @@ func (h *Hub) Restore(parked []*Parked) int {
 	for id, ss := range pairs {
 		if len(ss) != 2 || ss[0].s.Key() == ss[1].s.Key() {
 			for _, one := range ss {
-				one.s.away.left = &PeerLeft{Peer: one.peer, Reason: proto.ReasonShutdown}
+				one.s.away.keepLeft(PeerLeft{Peer: one.peer, Reason: proto.ReasonShutdown})
 			}
 			continue
 		}

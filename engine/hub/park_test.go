@@ -59,6 +59,13 @@ func TestParkedRoundTrip(t *testing.T) {
 	roundTrip(t, &numbered)
 	numbered.Pair, numbered.Left = nil, left.Left
 	roundTrip(t, &numbered)
+	owed := *p
+	owed.Untold, owed.UntoldWindow, owed.UntoldBack = 588, 90*time.Second, true
+	roundTrip(t, &owed)
+	owed.LastID, owed.UntoldBack = 1<<40, false
+	roundTrip(t, &owed)
+	owed.Pair, owed.Left, owed.UntoldWindow = nil, left.Left, 0
+	roundTrip(t, &owed)
 	bad := *p
 	bad.Key = "bob"
 	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
@@ -122,14 +129,31 @@ func TestParkedVersions(t *testing.T) {
 	if b := p.AppendBinary(nil); b[2] != 3 {
 		t.Fatalf("with a last id and a peer_left, version %d", b[2])
 	}
+	// What its partner went away without, untold, needs version 4,
+	// with a last id or without, and a peer_left or without.
+	p.Untold, p.UntoldWindow = 6, time.Minute
+	if b := p.AppendBinary(nil); b[2] != 4 {
+		t.Fatalf("with an untold count, version %d", b[2])
+	}
+	p.LastID, p.Left = 0, nil
+	b4 := p.AppendBinary(nil)
+	if b4[2] != 4 {
+		t.Fatalf("with an untold count alone, version %d", b4[2])
+	}
+	if got, err := ParseParked(b4); err != nil || !reflect.DeepEqual(got, p) {
+		t.Fatalf("got %+v, %v\nwant %+v", got, err, p)
+	}
 	// Version 2 always carries a peer_left, version 3 a last id that
-	// is not 0 (one that is is written as an older version), and
-	// nothing newer reads.
+	// is not 0 (one that is is written as an older version), version 4
+	// an untold count that is not 0, and nothing newer reads.
 	for _, b := range [][]byte{
 		append([]byte("DP\x02"), v1[3:]...),
 		append(append([]byte("DP\x03"), v1[3:]...), 0, 0),
 		append(append([]byte("DP\x03"), v1[3:]...), 9, 2),
 		append([]byte("DP\x04"), v1[3:]...),
+		append(append([]byte("DP\x04"), v1[3:]...), 0, 0, 0, 0, 0),
+		append(append([]byte("DP\x04"), v1[3:]...), 0, 0, 6, 0, 2),
+		append([]byte("DP\x05"), b4[3:]...),
 	} {
 		if _, err := ParseParked(b); err == nil {
 			t.Fatalf("%q parsed", b[:3])
@@ -183,6 +207,9 @@ func FuzzParseParked(f *testing.F) {
 	f.Add((&Parked{Name: "c", Key: "c", Left: &PeerLeft{Peer: "Dd", Reason: proto.ReasonTimeout, Undelivered: 2}}).AppendBinary(nil))
 	f.Add((&Parked{Name: "e", Key: "e", LastID: 300}).AppendBinary(nil))
 	f.Add((&Parked{Name: "f", Key: "f", LastID: 1, Left: &PeerLeft{Peer: "g", Reason: proto.ReasonLeft}}).AppendBinary(nil))
+	f.Add((&Parked{Name: "h", Key: "h", Untold: 3, UntoldWindow: time.Second}).AppendBinary(nil))
+	f.Add((&Parked{Name: "i", Key: "i", LastID: 2, Untold: 1, UntoldBack: true, Pair: &ParkedPair{ID: 4, PeerKey: "j", PeerName: "J"},
+		Left: &PeerLeft{Peer: "k", Reason: proto.ReasonTimeout, Undelivered: 5}}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseParked(b)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 // cluster:
 //
 //	parked  = "DP" 1 body | "DP" 2 body left | "DP" 3 body uvarint(lastid) hasleft
+//	        | "DP" 4 body uvarint(lastid) hasleft untold
 //	body    = str(name) str(key) token:16 resume:32
 //	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
 //	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
@@ -21,6 +22,7 @@ import (
 //	pair    = 0 | 1 uvarint(id) str(peerkey) str(peername) str(peernode)
 //	left    = str(peer) str(reason) uvarint(undelivered)
 //	hasleft = 0 | 1 left
+//	untold  = uvarint(count) varint(window) back:byte
 //	str     = uvarint(len) bytes
 //
 // Durations are in nanoseconds; flags' bit 0 is Attached; sealed is 1
@@ -40,11 +42,19 @@ import (
 // this form instead, and the form without it (cluster's writePark), so
 // that a node from before version 3 takes up a page's session too;
 // version 3 is still read, as the build before that wrote it.
+//
+// Version 4 adds what the session's partner went away without that the
+// session was not told (Parked.Untold, never 0; UntoldWindow; back is 1
+// for UntoldBack, else 0), with LastID, 0 when not known, and Left if
+// there is one. A Parked whose Untold is 0 is written as an older
+// version, for the same reason; and the cluster seals Untold beside
+// the form too, as it does LastID.
 
 const (
 	parkedVersion1 = 1
 	parkedVersion2 = 2 // with Left
 	parkedVersion3 = 3 // with LastID, and Left or not
+	parkedVersion4 = 4 // with Untold, and LastID and Left or not
 )
 
 // ErrBadParked is the error of a Parked that cannot be read.
@@ -58,6 +68,8 @@ const maxParkedString = 1 << 10
 func (p *Parked) AppendBinary(dst []byte) []byte {
 	version := byte(parkedVersion1)
 	switch {
+	case p.Untold > 0:
+		version = parkedVersion4
 	case p.LastID != 0:
 		version = parkedVersion3
 	case p.Left != nil:
@@ -70,11 +82,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 	dst = append(dst, p.Resume[:]...)
 	dst = binary.AppendUvarint(dst, uint64(p.Gen))
 	dst = binary.AppendUvarint(dst, p.Seq)
-	var flags byte
-	if p.Attached {
-		flags |= 1
-	}
-	dst = append(dst, flags)
+	dst = append(dst, flag(p.Attached)) // flags: bit 0 alone
 	dst = binary.AppendVarint(dst, int64(p.AwayFor))
 	dst = binary.AppendVarint(dst, int64(p.WindowLeft))
 	dst = binary.AppendUvarint(dst, p.AwaySeq)
@@ -85,11 +93,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, m.Seq)
 		dst = binary.AppendVarint(dst, int64(m.Age))
 		dst = appendPStr(dst, m.From)
-		var sealed byte
-		if m.Sealed {
-			sealed = 1
-		}
-		dst = append(dst, sealed)
+		dst = append(dst, flag(m.Sealed))
 		dst = appendPBytes(dst, m.Text)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(p.Loss)))
@@ -99,28 +103,36 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, int64(l.MinAge))
 		dst = binary.AppendVarint(dst, int64(l.MaxAge))
 	}
-	if p.Pair == nil {
-		dst = append(dst, 0)
-	} else {
-		dst = append(dst, 1)
+	dst = append(dst, flag(p.Pair != nil))
+	if p.Pair != nil {
 		dst = binary.AppendUvarint(dst, p.Pair.ID)
 		dst = appendPStr(dst, p.Pair.PeerKey)
 		dst = appendPStr(dst, p.Pair.PeerName)
 		dst = appendPStr(dst, p.Pair.PeerNode)
 	}
-	if version == parkedVersion3 {
+	if version >= parkedVersion3 {
 		dst = binary.AppendUvarint(dst, p.LastID)
-		if p.Left == nil {
-			return append(dst, 0)
-		}
-		dst = append(dst, 1)
+		dst = append(dst, flag(p.Left != nil))
 	}
-	if p.Left == nil {
-		return dst
+	if p.Left != nil {
+		dst = appendPStr(dst, p.Left.Peer)
+		dst = appendPStr(dst, string(p.Left.Reason))
+		dst = binary.AppendUvarint(dst, uint64(p.Left.Undelivered))
 	}
-	dst = appendPStr(dst, p.Left.Peer)
-	dst = appendPStr(dst, string(p.Left.Reason))
-	return binary.AppendUvarint(dst, uint64(p.Left.Undelivered))
+	if version == parkedVersion4 {
+		dst = binary.AppendUvarint(dst, uint64(p.Untold))
+		dst = binary.AppendVarint(dst, int64(p.UntoldWindow))
+		dst = append(dst, flag(p.UntoldBack))
+	}
+	return dst
+}
+
+// flag is a boolean written down: 1 for true, 0 for false.
+func flag(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ParseParked reads a Parked that AppendBinary wrote. It checks what it
@@ -129,7 +141,7 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 // on anything else, extra bytes included.
 func ParseParked(b []byte) (*Parked, error) {
 	r := pReader{b: b}
-	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] < parkedVersion1 || b[2] > parkedVersion3 {
+	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] < parkedVersion1 || b[2] > parkedVersion4 {
 		return nil, ErrBadParked
 	}
 	r.b = b[3:]
@@ -158,55 +170,40 @@ func ParseParked(b []byte) (*Parked, error) {
 	n := r.count(5)
 	for range n {
 		m := ParkedMessage{Seq: r.uvarint(), Age: r.duration(), From: r.str()}
-		switch r.byte() {
-		case 0:
-		case 1:
-			m.Sealed = true
-		default:
-			r.fail()
-		}
+		m.Sealed = r.flag()
 		m.Text = r.bytes()
 		p.History = append(p.History, m)
 	}
 	n = r.count(4)
 	for range n {
 		l := ParkedLoss{Last: r.uvarint()}
-		c := r.uvarint()
-		if c > 1<<31 {
-			r.fail()
-		}
-		l.Count, l.MinAge, l.MaxAge = int(c), r.duration(), r.duration()
+		l.Count = r.count31()
+		l.MinAge, l.MaxAge = r.duration(), r.duration()
 		p.Loss = append(p.Loss, l)
 	}
-	switch r.byte() {
-	case 0:
-	case 1:
+	if r.flag() {
 		p.Pair = &ParkedPair{ID: r.uvarint(), PeerKey: r.str(), PeerName: r.str(), PeerNode: r.str()}
-	default:
-		r.fail()
 	}
-	hasLeft := b[2] == parkedVersion2
-	if b[2] == parkedVersion3 {
-		// Never 0: that is written as an older version.
-		if p.LastID = r.uvarint(); p.LastID == 0 {
+	version := b[2]
+	hasLeft := version == parkedVersion2
+	if version >= parkedVersion3 {
+		// Never 0 in version 3: that is written as an older version.
+		if p.LastID = r.uvarint(); p.LastID == 0 && version == parkedVersion3 {
 			r.fail()
 		}
-		switch r.byte() {
-		case 0:
-		case 1:
-			hasLeft = true
-		default:
-			r.fail()
-		}
+		hasLeft = r.flag()
 	}
 	if hasLeft {
 		l := &PeerLeft{Peer: r.str(), Reason: proto.Reason(r.str())}
-		if u := r.uvarint(); u <= 1<<31 {
-			l.Undelivered = int(u)
-		} else {
+		l.Undelivered = r.count31()
+		p.Left = l
+	}
+	if version == parkedVersion4 {
+		// Never 0 either.
+		if p.Untold = r.count31(); p.Untold == 0 {
 			r.fail()
 		}
-		p.Left = l
+		p.UntoldWindow, p.UntoldBack = r.duration(), r.flag()
 	}
 	if r.bad || len(r.b) != 0 || !proto.ValidName([]byte(p.Name)) || fold(p.Name) != p.Key || p.AwaySeq > p.Seq {
 		return nil, ErrBadParked
@@ -270,6 +267,28 @@ func (r *pReader) byte() byte {
 	c := r.b[0]
 	r.b = r.b[1:]
 	return c
+}
+
+// flag reads a boolean written down (flag).
+func (r *pReader) flag() bool {
+	switch r.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	r.fail()
+	return false
+}
+
+// count31 reads a count of messages: at most 1<<31.
+func (r *pReader) count31() int {
+	u := r.uvarint()
+	if u > 1<<31 {
+		r.fail()
+		return 0
+	}
+	return int(u)
 }
 
 func (r *pReader) fixed(dst []byte) {

@@ -74,13 +74,42 @@ type away struct {
 	// that pairing's end. Guarded by Hub.mu.
 	left *PeerLeft
 
-	// untold is how many of its partner's messages the session went away
-	// without (they were never written, and not kept), which that
-	// partner, untoldTo, could not be told then, being away itself: its
-	// resume tells them with the news that the session is away, or the
-	// session's end with its own count. Guarded by Hub.mu.
-	untold   int
-	untoldTo *Session
+	// untold is how many of the session's messages its partner went
+	// away without (never written to the partner, and not kept for its
+	// resume) while the session was away itself: the peer_away that
+	// counted them went to awayQueue. peerUntil is when the partner's
+	// window ends, as the last news of its going away said, and
+	// peerBack says news of its return came after. The session's resume
+	// tells the count with that news (tellPeerLocked); if the pairing
+	// ends first, the peer_left kept for the resume counts it
+	// (keepLeft). They are kept with the session told, not with the
+	// partner, so that they go with it when it is parked
+	// (Parked.Untold), wherever it is taken up: the two may be taken up
+	// on different nodes. Guarded by Hub.mu.
+	untold    int
+	peerUntil time.Duration
+	peerBack  bool
+}
+
+// partnerWent notes that the partner of the session, away, went away
+// too, without lost of the session's messages, its window ending at
+// until: news the session was not told.
+func (a *away) partnerWent(lost int, until time.Duration) {
+	a.untold += lost
+	a.peerUntil, a.peerBack = until, false
+}
+
+// partnerBack notes that the partner of the session, away, came back:
+// news the session was not told.
+func (a *away) partnerBack() { a.peerBack = true }
+
+// keepLeft keeps left, the end of the session's pairing while it is
+// away, for its resume, counting with it what the partner went away
+// without that the session was not told (untold).
+func (a *away) keepLeft(left PeerLeft) {
+	left.Undelivered += a.untold
+	a.untold, a.peerBack = 0, false
+	a.left = &left
 }
 
 // PeerLeft is a peer_left a session was told while it was away: what
@@ -101,7 +130,7 @@ func (p *PeerLeft) event() proto.Event {
 // the room that ends.
 func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 	if a := s.away; a != nil {
-		a.left = &left
+		a.keepLeft(left)
 		return
 	}
 	deliver(s.q, left.event())
@@ -111,8 +140,8 @@ func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 // while it was away is no longer what its resume should tell. Hub.mu is
 // held.
 func (s *Session) pairedAwayLocked() {
-	if s.away != nil {
-		s.away.left = nil
+	if a := s.away; a != nil {
+		a.left, a.untold, a.peerBack = nil, 0, false
 	}
 }
 
@@ -240,8 +269,9 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
-			if p.away != nil && !p.away.attached && lost > 0 {
-				a.untold, a.untoldTo = lost, p
+			if pa := p.away; pa != nil {
+				// Dropped (awayQueue): p's resume tells it.
+				pa.partnerWent(lost, a.deadline)
 			}
 			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
 		}
@@ -367,22 +397,42 @@ func (h *Hub) unlinkAwayLocked(s *Session) {
 // tellAwayLocked tells to, just paired with s, that s is away, if it is,
 // and how long it may still take to come back.
 func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
-	h.tellAwayToLocked(s, nil, to)
-}
-
-// tellAwayToLocked is tellAwayLocked for a partner resumed, whose
-// session was peer until then: with how many of its messages s went
-// away without, if it was not told as s went (away.untold).
-func (h *Hub) tellAwayToLocked(s, peer *Session, to Outbox) {
-	a := s.away
-	if a == nil {
+	if s.away == nil {
 		return
 	}
-	ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: max(a.deadline-h.clock.now(), 0)}
-	if peer != nil && a.untoldTo == peer {
-		ev.Count, a.untold, a.untoldTo = a.untold, 0, nil
+	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: max(s.away.deadline-h.clock.now(), 0)})
+}
+
+// tellPeerLocked tells to, the connection of a session just resumed
+// and paired with peer in r, what it may not know of peer: that peer is
+// away, if it is away on this hub, and how long it may still take; and
+// with that, how many of the session's messages peer went away without
+// while the session was away too (a, the session's away state: untold),
+// which it was not told. When peer is not away here, that count comes
+// with the news the session missed: that peer went away, with what
+// remains of the window it then had, and, if it came back since, that
+// it is back. A partner on another node is known back when news of its
+// return reached this hub, or when the directory that took the session
+// up found it taken up on another node since (Parked.UntoldBack), and
+// never while it is parked (parked). The count is told once: the
+// resume retires a.
+func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, parked bool, to Outbox) {
+	untold := 0
+	if a != nil {
+		untold = a.untold
 	}
-	deliver(to, ev)
+	now := h.clock.now()
+	if pa := peer.away; pa != nil && !pa.attached {
+		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(pa.deadline-now, 0), Count: untold})
+		return
+	}
+	if untold == 0 {
+		return
+	}
+	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(a.peerUntil-now, 0), Count: untold})
+	if peer != r.stub || a.peerBack && !parked {
+		deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
+	}
 }
 
 // CloseAway ends every session that is away, telling their partners
@@ -531,6 +581,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 
 	r := old.room.Load()
 	var peer *Session
+	parked := false // peer is parked between nodes
 	if r != nil {
 		r.mu.Lock()
 		if r.a == old {
@@ -541,6 +592,9 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		peer = r.other(s)
 		s.room.Store(r)
 		old.room.Store(nil)
+		if peer != nil && peer == r.stub && a != nil && a.untold > 0 {
+			parked = h.remoteNode(r) == ""
+		}
 	}
 	s.sentMessages.Store(old.sentMessages.Load())
 	s.sentBytes.Store(old.sentBytes.Load())
@@ -573,14 +627,15 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		g.unsent = notReceived(zombie)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
-	if peer != nil && peer.away != nil && !peer.away.attached {
-		// The partner is away too: the peer_away that said so went to a
-		// connection that is gone (or to the zombie), and the answer
-		// above says only with whom the user is paired. Told here, the
-		// user knows why nothing comes back, and peer_back follows;
-		// and how many of its messages the partner went away without,
-		// which it was not told then.
-		h.tellAwayToLocked(peer, old, s.q)
+	if peer != nil {
+		// The partner may be away too: the peer_away that said so went
+		// to a connection that is gone (or to the zombie), and the
+		// answer above says only with whom the user is paired. Told
+		// here, the user knows why nothing comes back, and peer_back
+		// follows; and how many of its messages the partner went away
+		// without, which it was not told then, even if the partner is
+		// back by now.
+		h.tellPeerLocked(a, r, peer, parked, s.q)
 	}
 	if a != nil && a.left != nil && peer == nil {
 		// The pairing ended while the session was away: the answer says
@@ -593,6 +648,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.hmu.Unlock()
 	if r != nil {
 		if a != nil && !a.attached && peer != nil {
+			if pa := peer.away; pa != nil {
+				// Dropped (awayQueue): the partner's resume tells it.
+				pa.partnerBack()
+			}
 			deliver(peer.q, proto.Event{Kind: proto.EvPeerBack, Peer: s.name, PeerProto: r.protoOf(s)})
 		}
 		r.mu.Unlock()

@@ -155,6 +155,7 @@ func (p *Parked) Age(d time.Duration) {
 	}
 	p.AwayFor += d
 	p.WindowLeft = max(p.WindowLeft-d, 0)
+	p.UntoldWindow = max(p.UntoldWindow-d, 0)
 	for i := range p.History {
 		p.History[i].Age += d
 	}

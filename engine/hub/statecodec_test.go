@@ -162,6 +162,10 @@ func FuzzReadState(f *testing.F) {
 			Pair: &ParkedPair{ID: 1, PeerKey: "bob", PeerName: "bob", PeerNode: localNode, Tag: 7}},
 		{Name: "bob", Key: "bob", Client: proto.ProtoLine},
 	}))
+	f.Add(writeState(f, time.Unix(3, 4), []*Parked{
+		{Name: "carol", Key: "carol", WindowLeft: time.Minute, Untold: 6, UntoldWindow: time.Minute, Client: proto.ProtoJSON,
+			Pair: &ParkedPair{ID: 2, PeerKey: "dave", PeerName: "dave", PeerNode: localNode, Tag: 9, Holder: true}},
+	}))
 	f.Add([]byte("DS\x01\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		at, parked, err := ReadState(bytes.NewReader(b))
