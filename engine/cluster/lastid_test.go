@@ -59,17 +59,7 @@ func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
 		t.Fatalf("parked %d", n)
 	}
 
-	rc := redisClient(t, r)
-	hn := a.keys.nameHash("alice")
-	park := rc.HGetAll(context.Background(), "duet:park:"+hn).Val()
-	gen, err := strconv.ParseUint(park["gen"], 10, 32)
-	if err != nil {
-		t.Fatalf("park %v: %v", park, err)
-	}
-	pt, err := c.keys.opener().open([]byte(park["blob"]), parkAAD(hn, uint32(gen)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	park, hn, gen, pt, sum := parkOf(t, r, c, alice)
 	// What a node from before the last id accepts: versions 1 and 2.
 	if pt[2] > 2 {
 		t.Fatalf("parked as version %d, which a node from before the last id cannot read", pt[2])
@@ -80,17 +70,12 @@ func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
 	if park["lastid"] == "" {
 		t.Fatalf("no last id beside the park: %v", park)
 	}
-	k, perr := proto.ParseResumeKey([]byte(alice.key))
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	sum := sha256.Sum256(k[:])
-	if _, err := c.openParked(hn, park["blob"], park["gen"], park["lastid"], park["holder"], &sum); err != nil {
+	if _, err := c.openParked(hn, park["blob"], park["gen"], beside{lastID: park["lastid"], holder: park["holder"]}, &sum); err != nil {
 		t.Fatal(err)
 	}
 	// Moved to another park of hers: refused.
-	other := c.seal.sealNamed(nil, binary.AppendUvarint(nil, 41), lastIDAAD(hn, uint32(gen)+1))
-	if _, err := c.openParked(hn, park["blob"], park["gen"], string(other), "", &sum); err == nil {
+	other := c.seal.sealNamed(nil, binary.AppendUvarint(nil, 41), lastIDAAD(hn, gen+1))
+	if _, err := c.openParked(hn, park["blob"], park["gen"], beside{lastID: string(other)}, &sum); err == nil {
 		t.Fatal("took a last id sealed for another park")
 	}
 
@@ -99,4 +84,26 @@ func TestParkedLastIDReadsOnAnOlderNode(t *testing.T) {
 		t.Fatalf("resumed on another node %+v, want the last id 41", ev)
 	}
 	bob.Expect("peer_back")
+}
+
+// parkOf reads the park of u's session in Redis, as node c finds it:
+// its fields, its session's hashed name, its gen, its blob opened, and
+// the hash of u's resume key, which finds it.
+func parkOf(t testing.TB, r *redisServer, c *hubNode, u *hubUser) (park map[string]string, hn string, gen uint32, pt []byte, sum hub.ResumeHash) {
+	t.Helper()
+	rc := redisClient(t, r)
+	hn = c.keys.nameHash(u.s.Key())
+	park = rc.HGetAll(context.Background(), "duet:park:"+hn).Val()
+	g, err := strconv.ParseUint(park["gen"], 10, 32)
+	if err != nil {
+		t.Fatalf("park %v: %v", park, err)
+	}
+	if pt, err = c.keys.opener().open([]byte(park["blob"]), parkAAD(hn, uint32(g))); err != nil {
+		t.Fatal(err)
+	}
+	k, perr := proto.ParseResumeKey([]byte(u.key))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	return park, hn, uint32(g), pt, sha256.Sum256(k[:])
 }

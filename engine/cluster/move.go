@@ -126,7 +126,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if len(res) < 6 {
 			return proto.ErrUnknownResumeKey
 		}
-		p, err := n.openParked(hn, res[4], res[5], arg(res, 6), arg(res, 7), sum)
+		p, err := n.openParked(hn, res[4], res[5], beside{lastID: arg(res, 6), holder: arg(res, 7), untold: arg(res, 8)}, sum)
 		if err != nil {
 			return proto.ErrUnknownResumeKey
 		}
@@ -149,10 +149,9 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 // record, parked as gen, with that key. A sealed state that fails was
 // written by someone without the cluster secret, or moved from another
 // record by someone who can write to Redis: it is refused and counted.
-// lastID is the park's sealed last id (writePark), empty when it has
-// none, and holder its sealed holder mark, empty when it has none; one
-// that fails refuses the park as the blob would.
-func (n *Node) openParked(hn, blob, genArg, lastID, holder string, sum *hub.ResumeHash) (*hub.Parked, error) {
+// What the park holds beside the blob goes into the session; a part of
+// it that fails refuses the park as the blob would.
+func (n *Node) openParked(hn, blob, genArg string, bs beside, sum *hub.ResumeHash) (*hub.Parked, error) {
 	gen, err := strconv.ParseUint(genArg, 10, 32)
 	if err == nil {
 		op := n.keys.opener()
@@ -161,17 +160,8 @@ func (n *Node) openParked(hn, blob, genArg, lastID, holder string, sum *hub.Resu
 			var p *hub.Parked
 			if p, err = hub.ParseParked(pt); err == nil {
 				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 &&
-					n.openHolder(op, p, hn, uint32(gen), holder) {
-					if lastID == "" {
-						return p, nil
-					}
-					var b []byte
-					if b, err = op.open([]byte(lastID), lastIDAAD(hn, uint32(gen))); err == nil {
-						if id, k := binary.Uvarint(b); k == len(b) && id != 0 {
-							p.LastID = id
-							return p, nil
-						}
-					}
+					bs.open(op, p, hn, uint32(gen)) {
+					return p, nil
 				}
 				err = errBadRecord
 			}
@@ -278,6 +268,8 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		if paired || ending {
 			pp.PeerProto = n.clientOf(n.keys.nameHash(pp.PeerKey), peerClient)
 		}
+		// Where the partner was as the session was parked.
+		was := pp.PeerNode
 		switch {
 		case !(paired || ending):
 			// The partner left, or its node died, while the session
@@ -304,6 +296,14 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 				n.countCuts(cutNodeGone, 1)
 			} else {
 				pp.PeerNode = address(peerNode, li.inc)
+				if p.Untold > 0 && pp.PeerNode != was {
+					// Only a resume takes a session up on a live
+					// node: the partner came back since the session
+					// was parked, and the news of it, handed to the
+					// session's stub while it was parked, was
+					// dropped (holdLocked). The resume tells it.
+					p.UntoldBack = true
+				}
 			}
 		}
 	}
@@ -661,21 +661,66 @@ func (n *Node) fenced(pair uint64) {
 	}
 }
 
-// openHolder reads a park's sealed holder mark, if it has one, into p:
-// the session is the one whose token its partner claimed. It reports
-// false for a mark that does not open as this park's.
-func (n *Node) openHolder(op *opener, p *hub.Parked, hn string, gen uint32, holder string) bool {
-	if holder == "" {
+// beside is what a park holds sealed beside its blob (writePark), each
+// empty when it has none.
+type beside struct {
+	lastID, holder, untold string
+}
+
+// open reads what a park holds beside its blob (writePark) into p, the
+// session the blob holds, parked as gen by the session hn: its holder
+// mark (the session is the one whose token its partner claimed), its
+// last id, and what its partner went away without (sealUntold). It
+// reports false for a part that does not open as this park's, or does
+// not read as what it is.
+func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
+	return openPart(op, bs.holder, holderAAD(hn, gen), func(b []byte) bool {
+		if len(b) != 1 || b[0] != 1 {
+			return false
+		}
+		if p.Pair != nil {
+			p.Pair.Holder = true
+		}
+		return true
+	}) && openPart(op, bs.lastID, lastIDAAD(hn, gen), func(b []byte) bool {
+		id, k := binary.Uvarint(b)
+		p.LastID = id
+		return k == len(b) && id != 0
+	}) && openPart(op, bs.untold, untoldAAD(hn, gen), func(b []byte) bool {
+		count, k := binary.Uvarint(b)
+		if k <= 0 || count == 0 || count > math.MaxInt32 {
+			return false
+		}
+		window, j := binary.Varint(b[k:])
+		if j <= 0 || window < 0 || len(b) != k+j+1 || b[k+j] > 1 {
+			return false
+		}
+		p.Untold, p.UntoldWindow, p.UntoldBack = int(count), time.Duration(window), b[k+j] == 1
+		return true
+	})
+}
+
+// openPart opens a part of a park sealed beside its blob for aad, and
+// reports whether read reads it; a part that is empty is none, and
+// reads.
+func openPart(op *opener, sealed string, aad []byte, read func(b []byte) bool) bool {
+	if sealed == "" {
 		return true
 	}
-	b, err := op.open([]byte(holder), holderAAD(hn, gen))
-	if err != nil || len(b) != 1 || b[0] != 1 {
-		return false
+	b, err := op.open([]byte(sealed), aad)
+	return err == nil && read(b)
+}
+
+// sealUntold seals what p's partner went away without (Parked.Untold),
+// for its park (writePark).
+func (n *Node) sealUntold(p *hub.Parked, hn string) []byte {
+	b := binary.AppendUvarint(nil, uint64(p.Untold))
+	b = binary.AppendVarint(b, int64(p.UntoldWindow))
+	var back byte
+	if p.UntoldBack {
+		back = 1
 	}
-	if p.Pair != nil {
-		p.Pair.Holder = true
-	}
-	return true
+	return n.seal.sealNamed(nil, append(b, back), untoldAAD(hn, p.Gen))
 }
 
 // writePark writes p, sealed, to Redis, and marks its record as on no
@@ -704,6 +749,17 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	if p.Pair != nil && p.Pair.Holder {
 		holder = n.seal.sealNamed(nil, []byte{1}, holderAAD(hn, p.Gen))
 	}
+	// And what its partner went away without (the form's version 4):
+	// a node from before it takes the session up without it, and its
+	// resume there tells the news of the partner as it did, with no
+	// count.
+	var untold []byte
+	if p.Untold > 0 {
+		untold = n.sealUntold(p, hn)
+		bare := *p
+		bare.Untold, bare.UntoldWindow, bare.UntoldBack = 0, 0, false
+		p = &bare
+	}
 	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
 	ttl := p.WindowLeft
 	if p.Pair != nil {
@@ -721,7 +777,7 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
 		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), waiting, size,
-		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder).Text()
+		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder, untold).Text()
 	if err != nil {
 		n.linkLost("park", err)
 		return err

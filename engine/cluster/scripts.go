@@ -209,7 +209,9 @@ return #keys
 // (blob), its moves (gen), the id of its last message relayed (lastid,
 // sealed, for a page that numbers them; beside the blob so that the
 // blob stays in a form every node since version 2 reads, see
-// writePark), and what its queue may still take: n
+// writePark), which side of its pairing it is (holder) and what its
+// partner went away without (untold), sealed beside it too, and what
+// its queue may still take: n
 // messages queued, cost counted against max (resume.buffer), and wait
 // and size, what a refusal says is waiting. The queue is a list of
 // sealed messages. Every key of a parked session expires with its
@@ -232,7 +234,8 @@ end
 // KEYS: user, park, queue, node's user set.
 // ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
 // ttl in ms, prefix, sealed last id (empty for none), sealed holder mark
-// (empty when the session connected to its partner, or has none).
+// (empty when the session connected to its partner, or has none),
+// sealed untold (empty for none).
 var parkScript = redis.NewScript(parkLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
 if rec[1] ~= ARGV[2] then return 'gone' end
@@ -242,6 +245,7 @@ redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[2], 'by', ARGV[2], 'blob', ARGV[3], 'gen', ARGV[4], 'n', '0', 'max', ARGV[5], 'cost', ARGV[6], 'wait', ARGV[7], 'size', ARGV[8])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'lastid', ARGV[11]) end
 if ARGV[12] and ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'holder', ARGV[12]) end
+if ARGV[13] and ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'untold', ARGV[13]) end
 expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], ARGV[10], tonumber(ARGV[9]))
 return 'ok'
 `)
@@ -259,16 +263,17 @@ end
 // KEYS: the resume key. ARGV: prefix, rk.
 // Returns {} when no session has it, else {hashed name, node (empty when
 // parked), that node's lease}, and when it is parked, the park's
-// sealer (by), sealed session, gen and sealed last id (empty for none).
+// sealer (by), sealed session, gen, and its sealed last id, holder mark
+// and untold (each empty for none).
 var findScript = redis.NewScript(leaseOfLua + `
 local hn = redis.call('GET', KEYS[1])
 if not hn then return {} end
 local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
 if not rec[1] or rec[2] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
-local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder')
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder', 'untold')
 if not p[2] then return {} end
-return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or ''}
+return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or '', p[6] or ''}
 `)
 
 // holderScript says where a user's session is, for a login of the same

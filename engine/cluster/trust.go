@@ -324,23 +324,27 @@ func (o *opener) open(sealed, aad []byte) ([]byte, error) {
 // parkAAD binds a parked session to its hashed name and its moves, so a
 // parked state cannot be taken for another session's, or for an earlier
 // one of the same session.
-func parkAAD(hashedName string, gen uint32) []byte {
-	b := append([]byte{'K'}, hashedName...)
-	return binary.BigEndian.AppendUint32(b, gen)
-}
+func parkAAD(hashedName string, gen uint32) []byte { return parkPartAAD('K', hashedName, gen) }
 
 // lastIDAAD binds a parked session's last id (writePark) to that
 // session and that park, as parkAAD binds the session itself, so an id
 // cannot be moved to another session or another of its parks.
-func lastIDAAD(hashedName string, gen uint32) []byte {
-	b := append([]byte{'I'}, hashedName...)
-	return binary.BigEndian.AppendUint32(b, gen)
-}
+func lastIDAAD(hashedName string, gen uint32) []byte { return parkPartAAD('I', hashedName, gen) }
 
 // holderAAD binds a parked session's holder mark (writePark) to that
 // session and that park, as lastIDAAD binds its last id.
-func holderAAD(hashedName string, gen uint32) []byte {
-	b := append([]byte{'H'}, hashedName...)
+func holderAAD(hashedName string, gen uint32) []byte { return parkPartAAD('H', hashedName, gen) }
+
+// untoldAAD binds what a parked session's partner went away without
+// (writePark) to that session and that park, as lastIDAAD binds its
+// last id.
+func untoldAAD(hashedName string, gen uint32) []byte { return parkPartAAD('U', hashedName, gen) }
+
+// parkPartAAD binds a part of a park, of kind, to its session and that
+// park (gen): each part is sealed for its own kind, so that none can be
+// taken for another.
+func parkPartAAD(kind byte, hashedName string, gen uint32) []byte {
+	b := append([]byte{kind}, hashedName...)
 	return binary.BigEndian.AppendUint32(b, gen)
 }
 
