@@ -518,25 +518,12 @@ func (cn *conn) handle(cmd *proto.Command) {
 		cn.sess.Ack(cmd.Last)
 		return
 	case proto.OpSeal:
-		// Relayed as a say is, unread; a refused one is charged like a
-		// say that fails (rejectInput), so a flood of seals to a
-		// terminal is answered at the rate limit, not frame for frame.
-		to, serr := cn.sess.Seal(cmd.Text, cmd.ID)
-		if serr != nil && cn.retiredAnswer(serr) {
-			// Counted for the eviction to tell, as a say is (answer).
-			cn.guardFor().retired++
-			return
+		// Relayed as a say is, unread, and answered as a say is
+		// (answer).
+		var to hub.Queue
+		if to, err = cn.sess.Seal(cmd.Text, cmd.ID); err == nil {
+			cn.backPressure(to)
 		}
-		if serr != nil {
-			// Like a say that fails, it does not end a run of refused
-			// messages (answer): a seal dropped for want of a token
-			// joins the run, and is counted, not told an error of its
-			// own.
-			cn.rejectSay(serr, cmd.ID)
-			cn.backPressure(cn.out)
-			return
-		}
-		cn.backPressure(to)
 	case proto.OpConnect:
 		var held bool
 		if err, held = cn.connect(cmd.Token); held {
@@ -555,7 +542,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	default:
 		err = proto.ErrUnknownCommand
 	}
-	cn.answer(cmd.Op, 0, err)
+	cn.answer(cmd.Op, cmd.ID, err)
 	// A client that never reads its own replies is held like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(cn.out)

@@ -1462,14 +1462,17 @@ func TestHostileNumberedSaysRateLimited(t *testing.T) {
 	if ev := wc.event(); ev["type"] != "error" || ev["code"] != "bad_message" || ev["id"] != 8.0 {
 		t.Fatalf("say whose text is not a string: %v", ev)
 	}
-	// Empty says and seals with no partner are refused, and each
-	// refusal spends a token: past the burst they are dropped. Dropped commands among them name nothing.
+	// Empty says and seals whose data is not base64url are refused, and
+	// each refusal spends a token: past the burst they are dropped.
+	// Dropped commands among them name nothing. (Messages refused with
+	// no partner would spend none: they form a run, told by its first's
+	// error and counts.)
 	const n = 100
 	var frames []byte
 	for i := 1; i <= n; i++ {
 		msg := `{"type":"say","text":"","id":` // empty_message
 		if i%2 == 0 {
-			msg = `{"type":"seal","data":"QQ","id":` // not_paired
+			msg = `{"type":"seal","data":"QQ==","id":` // bad_message
 		}
 		frames = append(frames, clientFrame(0x81, []byte(msg+strconv.Itoa(i)+`}`), true)...)
 		if i%10 == 0 {

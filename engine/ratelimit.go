@@ -40,15 +40,16 @@ import (
 // after its pair ended (not_paired), or while its partner is away with
 // as much kept for them as resume.buffer allows (peer_away_full), would
 // otherwise get one error per line. It gets the error once and then,
-// once a second, a notice that counts the lines that were not sent; the
-// ending of the connection, if it comes first, tells that notice before
-// its goodbye (endAs), so that no refused line goes untold. A
-// JSON client that numbers its messages ("id") is told which: the
-// error names the first, and each notice the first and last it counts.
-// Anything carried out ends the run (handle, answer); input refused as
-// it is decoded does not, and is told its own error (rejectInput), so
-// every say between those ids was refused, by the notice or by an error
-// of its own.
+// once a second, a notice that counts the lines that were not sent. A
+// seal is a say the server cannot read: it joins the same run, and is
+// counted in the same notice. The ending of the connection, if it comes
+// first, tells that notice before its goodbye (endAs), so that no
+// refused line goes untold. A JSON client that numbers its messages
+// ("id") is told which: the error names the first, and each notice the
+// first and last it counts. Anything carried out ends the run (handle,
+// answer); input refused as it is decoded does not, and is told its own
+// error (rejectInput), so every say or seal between those ids was
+// refused, by the notice or by an error of its own.
 
 // abuseFactor is how many bursts' worth of dropped input, without a
 // quiet second in between, end a connection.
@@ -65,7 +66,7 @@ type inputGuard struct {
 	droppedRun     int       // inputs dropped since the last quiet second
 	droppedThisSec int       // inputs dropped since the last per-second check
 
-	// Says that could not be sent.
+	// Says and seals that could not be sent.
 	refused        refusal // the run of refused says going on, if any
 	refusedCount   int     // says of the run not sent since the last summary
 	refusedThisSec bool    // a say of the run was refused since the last check
@@ -95,7 +96,7 @@ type inputGuard struct {
 	sentAway bool
 }
 
-// refusal is why a run of says is not sent.
+// refusal is why a run of says (seals among them) is not sent.
 type refusal uint8
 
 const (
@@ -114,7 +115,8 @@ var refusalErr = [...]*proto.Error{
 	refusedRateLimited: proto.ErrRateLimited,
 }
 
-// refusalOf is the run a say refused with err belongs to, if any.
+// refusalOf is the run a say or seal refused with err belongs to, if
+// any.
 func refusalOf(err *proto.Error) refusal {
 	switch err.Code {
 	case proto.ErrNotPaired.Code:
@@ -270,32 +272,38 @@ func (cn *conn) rejectSay(err *proto.Error, id uint64) {
 }
 
 // answer tells the outcome of a command that handle carried out; id is
-// the one a say's client gave it (0: none, or not a say).
+// the one a say's or seal's client gave it (0: none, or not a message).
+// A seal is answered exactly as a say is: its refusals join the same
+// runs and counts, so that a page whose partner cannot take its
+// messages is told once and counted, encrypted or not.
 func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
+	message := op == proto.OpSay || op == proto.OpSeal
 	if err != nil && cn.retiredAnswer(err) {
-		if op == proto.OpSay {
+		if message {
 			cn.guardFor().retired++
 		}
 		return
 	}
 	var run refusal
-	if op == proto.OpSay && err != nil {
+	if message && err != nil {
 		run = refusalOf(err)
 	}
 	if g := cn.guard; g != nil && g.refused != refusedNone &&
-		(op != proto.OpSay || err == nil && !g.refusedLate || run != refusedNone && run != g.refused) {
-		// Anything but a failed say ends a run of refused says, and so
-		// does a say refused another way (the partner left, or went
-		// away): the user is doing something else now, or the reason
-		// changed, and the next failure is told anew.
+		(!message || err == nil && !g.refusedLate || run != refusedNone && run != g.refused) {
+		// Anything but a failed message ends a run of refused ones, and
+		// so does a message refused another way (the partner left, or
+		// went away): the user is doing something else now, or the
+		// reason changed, and the next failure is told anew.
 		cn.endRefusedRun()
 	}
 	switch {
 	case err == nil:
 	case run != refusedNone:
 		cn.refusedSay(run, err, id)
-	case op == proto.OpSay:
-		// The say was not charged on the way in: its error is.
+	case message:
+		// The message was not charged on the way in: its error is, so
+		// that a flood of seals to a terminal (peer_cannot_decrypt) is
+		// answered at the rate limit, not frame for frame.
 		cn.rejectSay(err, id)
 	default:
 		cn.tell(err)
