@@ -59,17 +59,24 @@ func TestDrainCountsWhatWasSentBetweenItsHalves(t *testing.T) {
 		d := enginetest.Start(t, func(o *engine.Options) { o.Loops = 1 })
 		alice, bob := enginetest.PairWS(t, d)
 		var sent bytes.Buffer
-		// The last say would be refused as it is read (a lone
-		// surrogate), and so would the frame after it, which is not a
-		// message. (Before, that say was answered into an outbox the
-		// drain had retired, and not counted.)
+		// Every other message is a seal, counted as a say is. The last
+		// say would be refused as it is read (a lone surrogate), and so
+		// would the seal before it (its data is not base64url) and the
+		// frame after it, which is not a message. (Before, that say was
+		// answered into an outbox the drain had retired, and not
+		// counted.)
 		var frames []string
 		for i := range late {
-			text := fmt.Sprint("late ", i)
-			if i == late-1 {
-				text = `\ud800`
+			frame := fmt.Sprintf(`{"type":"say","text":"late %d","id":%d}`, i, i+1)
+			switch {
+			case i == late-1:
+				frame = fmt.Sprintf(`{"type":"say","text":"\ud800","id":%d}`, i+1)
+			case i == late-2:
+				frame = fmt.Sprintf(`{"type":"seal","data":"bGF0ZQ==","id":%d}`, i+1)
+			case i%2 == 1:
+				frame = fmt.Sprintf(`{"type":"seal","data":"bGF0ZSA%d","id":%d}`, i, i+1)
 			}
-			frames = append(frames, fmt.Sprintf(`{"type":"say","text":"%s","id":%d}`, text, i+1))
+			frames = append(frames, frame)
 		}
 		for _, frame := range append(frames, `{"type":"frob"}`) {
 			if err := wsutil.WriteClientText(&sent, []byte(frame)); err != nil {
@@ -91,8 +98,8 @@ func TestDrainCountsWhatWasSentBetweenItsHalves(t *testing.T) {
 		}
 		var got []string
 		bob.ReadUntilClose(func(ev map[string]any) {
-			if ev["type"] == "message" {
-				got = append(got, fmt.Sprint(ev["text"]))
+			if ev["type"] == "message" || ev["type"] == "sealed" {
+				got = append(got, fmt.Sprint(ev["text"], ev["data"]))
 			}
 		})
 		<-drained
