@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"duet/engine/enginetest"
 	"duet/proto"
 )
 
@@ -45,13 +46,13 @@ func TestRouteLockOrder(t *testing.T) {
 			refusals.Add(1)
 		}
 	}()
-	var lc, lr int64
-	for range 10 {
-		time.Sleep(100 * time.Millisecond)
-		c, r := checks.Load(), refusals.Load()
-		if c == lc || r == lr {
-			t.Fatalf("stuck: %d checks, %d refusals, and no more for 100 ms", c, r)
+	// A deadlock stops both for good; a busy machine only slows them.
+	// So each must get well past the other's start, however long that
+	// takes, within a bound no live run comes near.
+	const enough = 20000
+	for deadline := time.Now().Add(enginetest.Timeout); checks.Load() < enough || refusals.Load() < enough; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck: %d checks and %d refusals in %v, want %d of each", checks.Load(), refusals.Load(), enginetest.Timeout, enough)
 		}
-		lc, lr = c, r
 	}
 }
