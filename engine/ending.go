@@ -29,20 +29,20 @@ import (
 //
 // Ending a connection is not ending its session. An ending the client
 // chose (quit, a clean end of input on the line port straight from the
-// client, a WebSocket close other than 1001) or that a broken or hostile
-// client earned ends the session; one that says the client may still be
-// there, behind a network that failed, a proxy that hides how it failed,
-// or a page that reloads (lost, going_away, slow, idle), sends it away
-// to wait for a resume (docs/RESUME.md).
+// client, a WebSocket close other than 1001 and 4001) or that a broken
+// or hostile client earned ends the session; one that says the client
+// may still be there, behind a network that failed, a proxy that hides
+// how it failed, or a page that reloads or was left (lost, going_away,
+// slow, idle), sends it away to wait for a resume (docs/RESUME.md).
 type ending uint8
 
 const (
 	endNone ending = iota // the connection is open
 
 	endQuit        // the user asked: /quit, JSON quit
-	endClosed      // the client closed: end of input on the line (not through a trusted proxy) or web port, or a WebSocket close frame but for 1000 and 1001
+	endClosed      // the client closed: end of input on the line (not through a trusted proxy) or web port, or a WebSocket close frame but for 1000, 1001 and 4001
 	endNormalClose // the client's WebSocket close frame said 1000 normal closure: the page closed it on purpose
-	endGoingAway   // the client's WebSocket close frame said 1001 going away (a page left or reloaded)
+	endGoingAway   // the client's WebSocket close frame said 1001 going away (a page left or reloaded), or 4001, a page's own for it
 	endLost        // the connection failed: reset, read or write error, a keepalive timeout, a WebSocket gone without a close frame, a line connection's end of input through a trusted proxy
 	endSlow        // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
 	endIdle        // a WebSocket sent nothing, pongs included, for limits.idle_timeout
@@ -197,6 +197,15 @@ var endings = [numEndings]endingInfo{
 // statusServiceRestart is the WebSocket close code 1012 (IANA registry):
 // the server is restarting, and a client may reconnect at once.
 const statusServiceRestart ws.StatusCode = 1012
+
+// statusPageAway is duet's own WebSocket close code 4001, in the range
+// RFC 6455 leaves to applications: going away, as 1001 says, but sent by
+// a page's script, which may close only with 1000 or 3000-4999. A page
+// left for another may be kept frozen by the browser, socket open, to
+// be shown again on Back (the back-forward cache): it closes its socket
+// with this as it is hidden, and its session goes away to wait for its
+// resume, as after the browser's own 1001 for a reload.
+const statusPageAway ws.StatusCode = 4001
 
 // endDetail overrides an ending's defaults for one close: the close code
 // and reason the WebSocket frame reader chose, or the status, text and

@@ -721,8 +721,10 @@ func holdBack(t *testing.T, d *enginetest.Daemon, c net.Conn) {
 
 // TestWebSocketCloseCodes: a page's close frame says what became of its
 // session. 1000, which a page sends only on purpose, is a leave; 1001
-// going away (a reload, a tab closed) is a drop, and the session waits;
-// any other code ends it as a disconnect.
+// going away (a reload, a tab closed) is a drop, and the session waits,
+// and so is 4001, the code a page sends itself for it (a page left for
+// another, which the browser may keep with its socket open); any other
+// code ends it as a disconnect.
 func TestWebSocketCloseCodes(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -732,6 +734,7 @@ func TestWebSocketCloseCodes(t *testing.T) {
 		{1000, `^\* alice left; you are free to be joined again$`},
 		{1001, `^\* alice lost the connection; waiting up to 2m for alice to come back$`},
 		{4000, `^\* alice disconnected; you are free to be joined again$`},
+		{4001, `^\* alice lost the connection; waiting up to 2m for alice to come back$`},
 	} {
 		t.Run(strconv.Itoa(int(tc.code)), func(t *testing.T) {
 			t.Parallel()

@@ -225,12 +225,13 @@ func (cn *conn) readFrame(buf []byte) int {
 	case ws.OpClose:
 		// Answer the close and end. The reader has checked the code.
 		// 1001 going away is what a browser sends for a page left or
-		// reloaded: its session waits for the page to resume it. 1000 is
-		// what a page sends only on purpose, as the user leaves: the
-		// partner is told left. Anything else (no code, 1005, a code of
-		// the page's own) ends the session as a disconnect.
+		// reloaded, and 4001 what a page sends for it itself: its session
+		// waits for the page to resume it. 1000 is what a page sends only
+		// on purpose, as the user leaves: the partner is told left.
+		// Anything else (no code, 1005, another code of the page's own)
+		// ends the session as a disconnect.
 		switch code, _ := ws.ParseCloseFrameData(msg.Payload); code {
-		case ws.StatusGoingAway:
+		case ws.StatusGoingAway, statusPageAway:
 			cn.end(endGoingAway)
 		case ws.StatusNormalClosure:
 			cn.end(endNormalClose)

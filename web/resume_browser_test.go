@@ -8,6 +8,8 @@ package web_test
 import (
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strconv"
@@ -658,6 +660,71 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 	talk(bob, alice, "there you are")
 	alice.screenshot("expired")
 	alice.onlyFailedSockets()
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumePageLeft: a page left for another in the same tab is
+// kept frozen by the browser for Back (its back-forward cache), and its
+// socket would be kept with it, answering pings, its partner told
+// nothing for as long as the browser keeps it (ten minutes). The page
+// closes its socket as it is hidden: its partner is told at once that
+// it is away, and Back shows the page again, which resumes and shows
+// what was said meanwhile.
+func TestBrowserResumePageLeft(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	start := time.Now()
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	talk(alice, bob, "back in a minute")
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>another page</title><p>elsewhere")
+	}))
+	t.Cleanup(other.Close)
+
+	// A mark in the page's window: only a page shown again from the
+	// cache, not loaded anew, still has it.
+	alice.do("mark the page", chromedp.Evaluate[chromedp.Void](`window.leftOnce = true`))
+	left := time.Now()
+	alice.do("go to another page", chromedp.Navigate(other.URL))
+	e := bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	if e.Text != "alice lost the connection; waiting up to 2m for them to come back." {
+		t.Errorf("bob is told %v", e)
+	}
+	t.Logf("bob told alice is away %v after she left", time.Since(left).Round(time.Millisecond))
+	during := []string{"still there?", "I will wait"}
+	for _, text := range during {
+		bob.say(text)
+	}
+
+	// Started, not waited for: a page shown again from the cache is not
+	// loaded, and fires no load event for a navigation to wait on.
+	alice.do("go back", chromedp.Evaluate[chromedp.Void](`setTimeout(() => history.back(), 0)`))
+	alice.waitJS("back online", `document.getElementById('state').dataset.state === 'online'
+		&& document.getElementById('peer').textContent === 'Talking with bob'`)
+	if !eval[bool](alice, `window.leftOnce === true`) {
+		t.Fatal("the page was loaded anew, not shown again from the back-forward cache")
+	}
+	e = alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Errorf("alice is told %v", e)
+	}
+	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "alice is back." })
+	// chromedp's queries of the DOM do not find the nodes of a page
+	// shown again from the cache: the page's own script sends.
+	alice.do("say here again", chromedp.Evaluate[chromedp.Void](`document.getElementById('message').value = 'here again';
+		document.getElementById('compose').requestSubmit()`))
+	bob.expectMessage("theirs", "alice", "here again")
+	want := []string{msgLine("You", "back in a minute")}
+	for _, text := range during {
+		want = append(want, msgLine("bob", text))
+	}
+	alice.expectConversation(append(want, msgLine("You", "here again")))
+	bob.expectNoPeerLeft()
+	if st := bt.daemon.Hub.Stats(); st.ResumedAway != 1 || st.ResumedZombie != 0 {
+		t.Errorf("resumes of a session away: %d, of a zombie: %d; want 1 and 0", st.ResumedAway, st.ResumedZombie)
+	}
+	bt.expectAllAcked()
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 

@@ -43,6 +43,12 @@ const BACKOFF_MAX_MS = 30000;
 // A socket that opens but never greets is as good as closed.
 const HELLO_TIMEOUT_MS = 10000;
 
+// The close code a page sends as it is hidden for another: duet's own
+// for "going away", which the server takes as it takes the browser's
+// 1001, a page script being allowed only 1000 and 3000-4999
+// (docs/PROTOCOL.md).
+const CLOSE_PAGE_AWAY = 4001;
+
 // How often, and for how long, to try logging in again while the server
 // still holds our name from a connection it has not yet seen die. Its idle
 // timeout is 90s by default, so two minutes covers it.
@@ -758,9 +764,8 @@ function replaceSocket(ws) {
   if (st.resume) {
     // The new socket resumes, and the server hands the session over and
     // closes the old connection. The page cannot close it itself without
-    // ending the session (a page may close only with 1000 or 3000-4999,
-    // and the server ends the session on either); it closes it once the
-    // session has moved.
+    // ending the session (1000) or sending it away, its partner told
+    // (CLOSE_PAGE_AWAY); it closes it once the session has moved.
     st.stale = ws;
   } else {
     ws.close(1000, 'not answering');
@@ -798,6 +803,24 @@ function closeStale() {
   const old = st.stale;
   st.stale = null;
   old.close(1000, 'replaced');
+}
+
+// pageHidden runs as the page is hidden for another, or unloaded. A page
+// left for another in the same tab may be kept, frozen, to be shown
+// again on Back (the back-forward cache), and its socket with it: open,
+// the server's pings answered, the partner told nothing until the
+// browser drops the page minutes later. So the page closes its socket
+// itself, as the browser does for a reload or a closed tab: the session
+// goes away on the server, and the partner is told at once. Shown again
+// from the cache, the page reconnects and resumes (pageshow, woke).
+// What is waiting to be written to sessionStorage is written first.
+function pageHidden() {
+  saveNow();
+  const ws = st.ws;
+  // A logout under way ends the session with its quit.
+  if (!ws || st.quitting) return;
+  ws.close(CLOSE_PAGE_AWAY, 'page hidden');
+  dropped(null);
 }
 
 // watchForWake notices a machine that slept: timers stop meanwhile, so
@@ -1706,10 +1729,7 @@ function start() {
   // backoff, and do not trust a socket that may have died meanwhile.
   window.addEventListener('online', woke);
   watchForWake();
-  // A reload or a closed tab: the browser closes the socket with 1001
-  // "going away" by itself, which the server takes for a drop, so a
-  // reload resumes. What is waiting to be written is written now.
-  window.addEventListener('pagehide', saveNow);
+  window.addEventListener('pagehide', pageHidden);
   window.addEventListener('pageshow', (e) => {
     if (e.persisted) woke();
   });
