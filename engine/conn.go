@@ -60,6 +60,12 @@ type conn struct {
 	// partner's loop reads as it delivers (owner.go), and which this
 	// connection's own reads do not write (TestConnLayout).
 	web bool
+	// refused is the refusal a web connection met as it opened (too many
+	// from its address, the server full or shutting down), endNone for
+	// one admitted: it is kept to read its request, and ends only so,
+	// told why in the answer (refuseRequest). Set when it is made, never
+	// changed; it fills what would be padding after web.
+	refused ending
 
 	addr connAddr
 
@@ -815,6 +821,12 @@ func (cn *conn) onClose(err error) {
 	// knows which of its messages end there.
 	held := cn.finalWrite()
 	gone := false
+	if cn.closing == endNone && cn.refused != endNone {
+		// Refused as it opened, and gone before its request was
+		// answered: it was refused all the same.
+		cn.loop.srv.metrics.Rejected(endings[cn.refused].label)
+		cn.closing = cn.refused
+	}
 	if cn.closing == endNone {
 		var sockErr error
 		if needsSocketError(err) {

@@ -188,15 +188,22 @@ var endings = [numEndings]endingInfo{
 	endBadProxy: {label: "bad_proxy_header", err: proto.ErrBadProxyHeader, refusal: true,
 		logged: "connection refused: a trusted proxy's PROXY header malformed or missing"},
 	endPerAddr: {label: "too_many_connections", err: proto.ErrTooManyConns, status: 503, refusal: true,
+		wsCode: statusTryAgainLater, wsText: "try again later",
 		logged: "connection refused: too many from one address"},
 	endFull: {label: "server_full", err: proto.ErrServerFull, status: 503, refusal: true,
+		wsCode: statusTryAgainLater, wsText: "try again later",
 		logged: "connection refused: server full"},
-	endDraining: {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true},
+	endDraining: {label: "shutting_down", err: proto.ErrShuttingDown, status: 503, refusal: true,
+		wsCode: statusTryAgainLater, wsText: "try again later"},
 }
 
 // statusServiceRestart is the WebSocket close code 1012 (IANA registry):
 // the server is restarting, and a client may reconnect at once.
 const statusServiceRestart ws.StatusCode = 1012
+
+// statusTryAgainLater is the WebSocket close code 1013 (IANA registry):
+// the server is overloaded, and a client should try again later.
+const statusTryAgainLater ws.StatusCode = 1013
 
 // statusPageAway is duet's own WebSocket close code 4001, in the range
 // RFC 6455 leaves to applications: going away, as 1001 says, but sent by
@@ -424,6 +431,12 @@ func (cn *conn) endAs(e ending, d endDetail) {
 	}
 	if cn.closed {
 		return
+	}
+	if r := cn.refused; r != endNone {
+		// A connection refused as it opened ends as refused, whatever
+		// ends it first (its request not sent in time, one that is not
+		// HTTP, a drain), as it would have been as it opened.
+		e, d = r, endDetail{method: d.method, idle: d.idle}
 	}
 	info := &endings[e]
 	if cn.closing != endNone {

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand"
 	"net"
 	"net/http"
@@ -36,6 +37,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"duet/config"
 	"duet/engine"
 	"duet/engine/enginetest"
 	"duet/proto"
@@ -156,6 +158,20 @@ func upgradeRequest(host, extra string) string {
 // it also reads the hello event.
 func dialWSRaw(t *testing.T, d *enginetest.Daemon, local, extra string) (*wsConn, int) {
 	t.Helper()
+	wc, status := upgradeFrom(t, d, local, extra)
+	if status != http.StatusSwitchingProtocols {
+		return wc, status
+	}
+	if ev := wc.event(); ev["type"] != "hello" {
+		t.Fatalf("first event %v, want hello", ev)
+	}
+	return wc, status
+}
+
+// upgradeFrom sends an upgrade from local and returns the response
+// status, and the connection to read on.
+func upgradeFrom(t *testing.T, d *enginetest.Daemon, local, extra string) (*wsConn, int) {
+	t.Helper()
 	c := dialFrom(t, local, d.WS)
 	c.SetDeadline(time.Now().Add(enginetest.Timeout))
 	if _, err := io.WriteString(c, upgradeRequest(d.WS, extra)); err != nil {
@@ -165,12 +181,6 @@ func dialWSRaw(t *testing.T, d *enginetest.Daemon, local, extra string) (*wsConn
 	resp, err := http.ReadResponse(wc.r, nil)
 	if err != nil {
 		t.Fatalf("upgrade response: %v", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return wc, resp.StatusCode
-	}
-	if ev := wc.event(); ev["type"] != "hello" {
-		t.Fatalf("first event %v, want hello", ev)
 	}
 	return wc, resp.StatusCode
 }
@@ -1141,7 +1151,8 @@ func TestHostileConnectionFlood(t *testing.T) {
 	refusedWeb := func(local string) {
 		t.Helper()
 		c := dialFrom(t, local, d.WS)
-		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		c.SetDeadline(time.Now().Add(enginetest.Timeout))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: duet.test\r\n\r\n")
 		got, _ := io.ReadAll(c)
 		if !bytes.HasPrefix(got, []byte("HTTP/1.1 503 ")) {
 			t.Fatalf("web port over the cap answered %.60q", got)
@@ -1170,6 +1181,134 @@ func TestHostileConnectionFlood(t *testing.T) {
 	refusedLine("127.0.2.1", "server_full")
 	refusedWeb("127.0.2.1")
 	pair.finish()
+}
+
+// TestWebSocketRefusalTold: a WebSocket upgrade on a connection refused
+// as it opens (too many from its address, the server full) is accepted,
+// and the refusal told in it: the error, then close 1013, try again
+// later; a page cannot read the status of an upgrade refused. Anything
+// else is answered 503 as before: a page's request, an upgrade from
+// another site, a request never finished. Each counts once as the
+// refusal it is. Past engine.RefusalsKeptPerAddr such connections at
+// once from an address, the next is answered 503 as it opens, unread.
+func TestWebSocketRefusalTold(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		reason, text string
+		edit         func(o *engine.Options)
+		from         string
+	}{
+		{"too_many_connections", "too many connections from your address",
+			func(o *engine.Options) { o.Limits.MaxConnsPerIP = 1 }, "127.0.0.1"},
+		{"server_full", "the server has too many connections; try again later",
+			func(o *engine.Options) { o.Limits.MaxConns = 1 }, "127.0.0.2"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			t.Parallel()
+			m := &countingMetrics{counts: map[string]int{}}
+			var lim config.Limits
+			d := enginetest.Start(t, func(o *engine.Options) {
+				o.Metrics = m
+				o.Limits.HandshakeTimeout = time.Second
+				tc.edit(o)
+				lim = o.Limits
+			})
+			held := d.DialLine(t) // from 127.0.0.1
+
+			wc := refusedWS(t, d, tc.from, "")
+			if ev := wc.event(); ev["type"] != "error" || ev["code"] != tc.reason || ev["text"] != tc.text {
+				t.Fatalf("the refused WebSocket is told %v", ev)
+			}
+			if code, reason := wc.expectClose(); code != 1013 || reason != "try again later" {
+				t.Fatalf("then closed %d %q, want 1013 \"try again later\"", code, reason)
+			}
+
+			expect503 := func(what, request string) {
+				t.Helper()
+				c := dialFrom(t, tc.from, d.WS)
+				c.SetDeadline(time.Now().Add(enginetest.Timeout))
+				io.WriteString(c, request)
+				if got, _ := io.ReadAll(c); !bytes.HasPrefix(got, []byte("HTTP/1.1 503 ")) {
+					t.Fatalf("%s answered %.80q, want a 503", what, got)
+				}
+			}
+			expect503("a page's request", "GET / HTTP/1.1\r\nHost: "+d.WS+"\r\n\r\n")
+			expect503("an upgrade from another site", upgradeRequest(d.WS, "Origin: http://evil.test\r\n"))
+			// Nothing sent: answered once limits.handshake_timeout is out,
+			// as any request head not sent in time is.
+			expect503("a connection that sends nothing", "")
+			// A client that hangs up unanswered was refused all the same.
+			gone := dialFrom(t, tc.from, d.WS)
+			gone.Close()
+			for deadline := time.Now().Add(enginetest.Timeout); m.snapshot()["disconnected "+tc.reason] < 5; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the connection that hung up was not counted: %v", m.snapshot())
+				}
+			}
+			waitRefusalsKept(t, d, tc.from, 0)
+
+			// Connections kept for their request are bounded per address:
+			// past the bound, one is answered at once, unread. Those kept
+			// are kept for as long as the test looks.
+			lim.HandshakeTimeout = time.Hour
+			d.SetLimits(lim)
+			var silent []net.Conn
+			for range engine.RefusalsKeptPerAddr {
+				c := dialFrom(t, tc.from, d.WS)
+				silent = append(silent, c)
+			}
+			waitRefusalsKept(t, d, tc.from, engine.RefusalsKeptPerAddr)
+			c := dialFrom(t, tc.from, d.WS)
+			c.SetReadDeadline(time.Now().Add(enginetest.Timeout / 2))
+			if got, _ := io.ReadAll(c); !bytes.HasPrefix(got, []byte("HTTP/1.1 503 ")) {
+				t.Fatalf("a connection past the bound answered %.80q, want a 503 at once", got)
+			}
+			for _, c := range silent {
+				c.Close()
+			}
+			waitRefusalsKept(t, d, tc.from, 0)
+			held.Conn.Close()
+
+			refused := 5 + engine.RefusalsKeptPerAddr + 1
+			want := map[string]int{
+				"open line": 1, "open http": refused - 1, "open ws": 1,
+				"now line": 0, "now http": 0, "now ws": 0,
+				"rejected " + tc.reason: refused, "disconnected " + tc.reason: refused,
+				"disconnected closed": 1,
+			}
+			for deadline := time.Now().Add(enginetest.Timeout); ; time.Sleep(10 * time.Millisecond) {
+				got := m.snapshot()
+				if maps.Equal(got, want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("metrics %v, want %v", got, want)
+				}
+			}
+		})
+	}
+}
+
+// waitRefusalsKept waits until the daemon keeps n connections from ip
+// that it refused as they opened.
+func waitRefusalsKept(t *testing.T, d *enginetest.Daemon, ip string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(enginetest.Timeout); d.RefusalsKept(ip) != n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections from %s kept for their request, want %d", d.RefusalsKept(ip), ip, n)
+		}
+	}
+}
+
+// refusedWS upgrades from local, on a connection the daemon refuses,
+// and returns it once upgraded.
+func refusedWS(t *testing.T, d *enginetest.Daemon, local, extra string) *wsConn {
+	t.Helper()
+	wc, status := upgradeFrom(t, d, local, extra)
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("a refused upgrade answered %d, want it accepted and the refusal told in it", status)
+	}
+	return wc
 }
 
 // TestHostileSlowReader: a partner that never reads while its partner

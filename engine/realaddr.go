@@ -153,21 +153,21 @@ func (cn *conn) checkPreamble() {
 }
 
 // forwardedFor takes the client's address from X-Forwarded-For on a
-// request from a trusted proxy. It reports false when the connection was
-// refused for that address.
-func (cn *conn) forwardedFor(req *http.Request) bool {
+// request from a trusted proxy. It returns the refusal the connection
+// meets for that address (logged), endNone if none.
+func (cn *conn) forwardedFor(req *http.Request) ending {
 	if !cn.addr.fromProxy {
-		return true
+		return endNone
 	}
 	ip := peerIP(cn.c.RemoteAddr()) // the proxy's own
 	if a, ok := httphead.ForwardedClient(req.Header.Values("X-Forwarded-For"), cn.loop.srv.trustedAddr); ok {
 		ip = a.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
-		cn.refuseAs(endPerAddr, endDetail{method: req.Method})
-		return false
+		cn.loop.srv.logRefusal(endPerAddr, cn.addr.ip, zap.Uint64("conn", cn.id))
+		return endPerAddr
 	}
-	return true
+	return endNone
 }
 
 // lineHello is the greeting a line connection gets on open.

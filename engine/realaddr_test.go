@@ -308,9 +308,9 @@ func TestRefusalsAfterOpenSampled(t *testing.T) {
 			lineRefused("127.0.0.1", "PROXY TCP4 192.0.2.7 127.0.0.1 40001 7070\r\n", "! too_many_connections:")
 		},
 		func(int) {
-			wc, status := dialWSRaw(t, d, "127.0.0.1", "X-Forwarded-For: 203.0.113.9\r\n")
-			if status != http.StatusServiceUnavailable {
-				t.Fatalf("upgrade behind the proxy past the limit: status %d, want 503", status)
+			wc := refusedWS(t, d, "127.0.0.1", "X-Forwarded-For: 203.0.113.9\r\n")
+			if ev := wc.event(); ev["type"] != "error" || ev["code"] != "too_many_connections" {
+				t.Fatalf("upgrade behind the proxy past the limit: told %v", ev)
 			}
 			wc.c.Close()
 		},

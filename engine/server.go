@@ -113,6 +113,7 @@ type Server struct {
 	loops   map[gnet.EventLoop]*loopState
 
 	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
+	refusing     *tally.Counter        // connections refused as they opened, kept to read their request (refuseRequest), per peer address
 	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
 	refusalLog   logsample.Sampler     // refused connections are logged at most once a second
 	// Failed connects and resumes are logged at most once a second, and
@@ -160,6 +161,7 @@ func New(opts Options) (*Server, error) {
 	// limits.max_conns (which a reload may raise) bounds it; it needs no
 	// bound of its own.
 	s.perIP = tally.NewCounter(math.MaxInt)
+	s.refusing = tally.NewCounter(refusalsKeptAddrs)
 	s.connectFails = auth.NewConnectThrottle()
 	return s, nil
 }
@@ -614,8 +616,10 @@ func (s *Server) logRefusal(e ending, ip netip.Addr, extra ...zap.Field) {
 // OnShutdown implements gnet.EventHandler.
 func (s *Server) OnShutdown(gnet.Engine) {}
 
-// OnOpen admits a connection, or refuses it with one line (or an HTTP
-// 503) saying why.
+// OnOpen admits a connection, or refuses it with one line saying why. A
+// connection refused on the web port is kept to read its request, and
+// told why in the answer to it (refuseRequest); past the bounds of that,
+// it is answered 503 at once.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && onListener(c.LocalAddr(), s.tcpAddr)
 	ip := peerIP(c.RemoteAddr())
@@ -631,27 +635,34 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		}
 		return webRefusal(e), gnet.Close
 	}
-	if s.draining.Load() || s.restarting.Load() {
-		return refuse(endDraining)
-	}
 	lim := s.lim()
 	bits := v6bitsOf(lim.IPv6Prefix)
 	key := tally.AddrKey(ip, int(bits))
-	if s.conns.Load() >= int64(lim.MaxConns) {
-		s.logRefusal(endFull, ip)
-		return refuse(endFull)
-	}
 	// A trusted proxy's connection is counted once the client it carries
 	// is known (realaddr.go), not against the proxy's own address.
 	fromProxy := s.trustedPeer(c.RemoteAddr())
-	if !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP) {
+	refused := endNone
+	switch {
+	case s.draining.Load() || s.restarting.Load():
+		refused = endDraining
+	case s.conns.Load() >= int64(lim.MaxConns):
+		s.logRefusal(endFull, ip)
+		refused = endFull
+	case !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP):
 		s.logRefusal(endPerAddr, ip)
-		return refuse(endPerAddr)
+		refused = endPerAddr
 	}
-	if n := s.conns.Add(1); n > s.connsPeak.Load() {
-		// Two loops may race here; the lower store loses a connection
-		// of the peak, which is only a hint (TakeConnsPeak).
-		s.connsPeak.Store(n)
+	if refused != endNone && (isLine || !s.refusing.Acquire(key, refusalsKeptPerAddr)) {
+		return refuse(refused)
+	}
+	// A connection kept only to be refused is not admitted: it counts
+	// toward no limit.
+	if refused == endNone {
+		if n := s.conns.Add(1); n > s.connsPeak.Load() {
+			// Two loops may race here; the lower store loses a connection
+			// of the peak, which is only a hint (TakeConnsPeak).
+			s.connsPeak.Store(n)
+		}
 	}
 	if s.userTimeoutEach.Load() {
 		if d := s.userTimeout(); d > 0 {
@@ -660,7 +671,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	ls := s.loopFor(c)
 	ls.clockIn()
-	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy, fromProxy: fromProxy})
+	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy && refused == endNone, fromProxy: fromProxy})
+	cn.refused = refused
 	c.SetContext(cn)
 	ls.addConn(cn)
 	s.metrics.ConnOpened(cn.protocol())
@@ -700,7 +712,11 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		cn.releaseAddr() // else once the close is over (finishLate)
 	}
 	s.metrics.ConnClosed(cn.protocol())
-	s.conns.Add(-1)
+	if cn.refused != endNone {
+		s.refusing.Release(cn.addr.key())
+	} else {
+		s.conns.Add(-1)
+	}
 	return gnet.None
 }
 

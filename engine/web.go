@@ -102,20 +102,25 @@ func (cn *conn) readRequest(buf []byte) int {
 	}
 	req, end := h.Request, h.End
 	head := buf[:end]
-	if !cn.forwardedFor(req) {
-		return len(buf)
+	refusal := cn.refused
+	if refusal == endNone {
+		refusal = cn.forwardedFor(req)
 	}
 	// A request body is never expected here: a page request's is not
 	// skipped (the answer closes the connection instead), and an
 	// upgrade's would be read as WebSocket frames, so one that declares
 	// a body is refused before it upgrades.
 	hasBody := req.ContentLength != 0 || len(req.TransferEncoding) > 0
+	if refusal != endNone {
+		cn.refuseRequest(refusal, req, head, hasBody)
+		return len(buf)
+	}
 	if req.URL.Path == wsPath {
 		if hasBody {
 			cn.endAs(endProtocol, endDetail{status: http.StatusBadRequest, text: "handshake error: a WebSocket upgrade request must not have a body", method: req.Method})
 			return end
 		}
-		resp, err := wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: cn.loop.srv.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
+		resp, err := cn.loop.srv.upgrade(head)
 		if err != nil {
 			var refused *wsframe.HandshakeError
 			errors.As(err, &refused)
@@ -127,13 +132,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end
 		}
-		cn.out.DeliverRaw(resp)
-		cn.stage = stageWS
-		cn.out.SetDirect(true) // see WriteDirect
-		cn.loop.srv.metrics.ConnClosed(protoHTTP)
-		cn.loop.srv.metrics.ConnOpened(protoWS)
-		cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.loop.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
-		cn.opened = cn.loop.stamp()
+		cn.upgraded(resp)
 		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
 		return end
 	}
@@ -162,6 +161,52 @@ func (cn *conn) readRequest(buf []byte) int {
 	// queue by a whole page.
 	cn.backPressure(cn.out)
 	return end
+}
+
+// upgrade answers the WebSocket handshake in head, or says why it is
+// refused.
+func (s *Server) upgrade(head []byte) ([]byte, error) {
+	return wsframe.Upgrade(head, wsframe.UpgradeConfig{Path: wsPath, CheckOrigin: s.checkOrigin, Subprotocols: []string{jsonproto.Subprotocol}})
+}
+
+// upgraded makes the connection a WebSocket, its handshake answered
+// with resp.
+func (cn *conn) upgraded(resp []byte) {
+	cn.out.DeliverRaw(resp)
+	cn.stage = stageWS
+	cn.out.SetDirect(true) // see WriteDirect
+	cn.loop.srv.metrics.ConnClosed(protoHTTP)
+	cn.loop.srv.metrics.ConnOpened(protoWS)
+	cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.loop.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
+	cn.opened = cn.loop.stamp()
+}
+
+// A connection refused on the web port as it opens is kept to read its
+// request (refuseRequest), rather than answered at once, unread, with a
+// 503 its client may not be able to read. These bound how many are kept:
+// from one address, and the addresses with any, so at most 1024 in all,
+// each for at most limits.handshake_timeout. Past them a refusal is
+// answered 503 as the connection opens. A page retrying with back-off
+// opens one at a time.
+const (
+	refusalsKeptPerAddr = 4
+	refusalsKeptAddrs   = 256
+)
+
+// refuseRequest answers the request of a connection refused for e: as
+// it opened, or for the client a trusted proxy names. A browser page
+// cannot read the status of a WebSocket upgrade refused, and would know
+// only that it could not connect: an upgrade that would be accepted is
+// accepted, and the refusal told in it, its error and then close 1013,
+// try again later. Anything else (a page's request, an upgrade refused
+// for its origin) is answered with the refusal's status, 503.
+func (cn *conn) refuseRequest(e ending, req *http.Request, head []byte, hasBody bool) {
+	if req.URL.Path == wsPath && !hasBody {
+		if resp, err := cn.loop.srv.upgrade(head); err == nil {
+			cn.upgraded(resp)
+		}
+	}
+	cn.endAs(e, endDetail{method: req.Method})
 }
 
 // readFrame handles one WebSocket frame.
