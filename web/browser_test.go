@@ -8,6 +8,7 @@ package web_test
 // of its own, one of its own.
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -1212,18 +1213,98 @@ func TestBrowserReconnects(t *testing.T) {
 	}
 }
 
+// TestBrowserRefusedTellsWhy: a server that refuses the page's
+// connection (here: too many connections from its address, which the
+// page's own connections count toward) says why, and the page shows it,
+// once however often it tries again, not that it cannot reach the
+// server; once there is room it is back by itself.
+func TestBrowserRefusedTellsWhy(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	const perIP = 8
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = perIP })
+	bt := launchBrowser(t, chromium, d)
+	proxy := startCutProxy(t, d.WS)
+	alice := bt.newPerson("alice")
+	alice.open(proxy.url())
+	alice.login()
+	proxy.cut()
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	for deadline := time.Now().Add(waitTimeout); d.Conns() > 0; time.Sleep(pollEvery) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon still holds %d connections after the page's were cut", d.Conns())
+		}
+	}
+	// Terminals from the page's address take all its room.
+	greet := func() (net.Conn, string) {
+		c, err := net.DialTimeout("tcp", d.TCP, enginetest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		l, _ := bufio.NewReader(c).ReadString('\n')
+		return c, l
+	}
+	var held []net.Conn
+	for range perIP {
+		c, l := greet()
+		if !strings.HasPrefix(l, "* welcome") {
+			t.Fatalf("a terminal within the limit is greeted %q", l)
+		}
+		held = append(held, c)
+	}
+	if c, l := greet(); !strings.HasPrefix(l, "! too_many_connections:") {
+		t.Fatalf("a terminal past the limit is greeted %q", l)
+	} else {
+		c.Close()
+	}
+
+	proxy.restore()
+	tries := proxy.carried.Load()
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e := alice.expectEntry("the refusal", func(e logEntry) bool { return e.has("error") })
+	if e.Code != "too_many_connections" || e.Text != "too many connections from your address" {
+		t.Errorf("alice is told %v", e)
+	}
+	// The page goes on trying, with back-off.
+	for deadline := time.Now().Add(waitTimeout); proxy.carried.Load() < tries+3; time.Sleep(pollEvery) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the page tried %d times in %v", proxy.carried.Load()-tries, waitTimeout)
+		}
+	}
+	alice.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+	told := 0
+	for _, e := range alice.log() {
+		if e.has("error") {
+			told++
+		}
+		if strings.Contains(e.Text, "Cannot reach the server") {
+			t.Errorf("alice is told %v", e)
+		}
+	}
+	if told != 1 {
+		t.Errorf("alice is told of the refusal %d times in %d tries%s", told, proxy.carried.Load()-tries, alice.logDump())
+	}
+
+	for _, c := range held {
+		c.Close()
+	}
+	alice.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+	e = alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected." {
+		t.Errorf("alice is told %v", e)
+	}
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
+	alice.onlyFailedSockets()
+}
+
 // TestBrowserOtherSiteCannotConnect: a page from another origin cannot
 // open a WebSocket to the daemon and act as whoever visits it.
 func TestBrowserOtherSiteCannotConnect(t *testing.T) {
 	bt := startBrowserTest(t)
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, "<!doctype html><title>another site</title>")
-	}))
-	t.Cleanup(other.Close)
+	other := anotherSite(t)
 
 	mallory := bt.newPerson("mallory")
-	mallory.do("open another site", chromedp.Navigate(other.URL))
+	mallory.do("open another site", chromedp.Navigate(other))
 	try := fmt.Sprintf(`new Promise((resolve) => {
 		const ws = new WebSocket('ws://%s/ws');
 		ws.onopen = () => { ws.close(); resolve('opened'); };
@@ -1237,7 +1318,7 @@ func TestBrowserOtherSiteCannotConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got != "refused" {
-		t.Fatalf("a WebSocket from %s to the daemon: %s", other.URL, got)
+		t.Fatalf("a WebSocket from %s to the daemon: %s", other, got)
 	}
 	// Chromium reports the refused handshake in the console; that is the
 	// point of the test, and the only report allowed.
@@ -1246,6 +1327,18 @@ func TestBrowserOtherSiteCannotConnect(t *testing.T) {
 			t.Errorf("the page reported: %s", p)
 		}
 	}
+}
+
+// anotherSite serves a page of its own on loopback, on another origin
+// than the daemon's, and returns its address.
+func anotherSite(t *testing.T) string {
+	t.Helper()
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>another site</title>")
+	}))
+	t.Cleanup(other.Close)
+	return other.URL
 }
 
 // TestBrowserAccounts: with accounts, the page asks for a password, shows

@@ -170,6 +170,7 @@ const st = {
   loginResend: false, // a login was on its way when it did: send it again
   renewing: false, // reconnecting after loginExpired, which is not news
   failNoted: false, // the log already says the server cannot be reached
+  refused: '', // the code of the refusal last told, until a hello: the same one is not told again
   shutdown: false, // the server said it is going down
   quitting: false, // the person logged out; the close that follows is expected
 
@@ -868,6 +869,7 @@ const handlers = {
   hello(ev) {
     clearTimeout(st.helloTimer);
     st.ready = true;
+    st.refused = '';
     st.auth = ev.auth === 'accounts' ? 'accounts' : 'open';
     if (Number.isInteger(ev.max_text) && ev.max_text > 0) st.maxText = ev.max_text;
     setState('online', 'Online');
@@ -1141,6 +1143,17 @@ const NAME_BUSY = new Set(['name_taken', 'already_online']);
 // of ours it refuses, if it names one.
 function serverError(code, text, id) {
   const shown = FRIENDLY[code] || text;
+
+  if (!st.ready) {
+    // Before its hello the server speaks only to refuse the connection
+    // (too many from this address, the server full or shutting down),
+    // and then closes it: the page tries again with back-off, as when it
+    // cannot reach the server, and says why once, not at every try.
+    if (st.refused !== code) error(code, shown);
+    st.refused = code;
+    st.failNoted = true;
+    return;
+  }
 
   if (st.resuming) {
     // The server answers in order, and nothing else was sent while the
