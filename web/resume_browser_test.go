@@ -398,6 +398,8 @@ func TestBrowserResumeReload(t *testing.T) {
 		want = append(want, msgLine("bob", text))
 	}
 	alice.expectConversation(want)
+	// The messages kept are shown sealed, as they went.
+	alice.expectOnlySealed()
 	// The pair works both ways, and alice's page has a fresh key: the one
 	// it resumed with is retired.
 	talk(alice, bob, "back again")

@@ -364,6 +364,7 @@ function sendMine(obj, text) {
   if (!send({ ...obj, id })) return null;
   const li = addMessage('mine', st.name, text);
   const kept = keepMessage('mine', st.name, text);
+  if (obj.type === 'seal') markSealed(li, kept);
   // Kept with its id, so that a reload can still mark it lost.
   if (kept) kept.id = id;
   st.lastMine = { li, kept };
@@ -725,6 +726,7 @@ function restoreSession() {
     // has no failed field: its messages show as they did then.
     if (m.failed === true && m.side === 'mine') markFailed(li, kept);
     if (m.unencrypted === true && m.side === 'theirs') markUnencrypted(li, kept);
+    if (m.sealed === true) markSealed(li, kept);
     // One shown as sent keeps its id, so that the resume can still mark
     // it lost if the server never had it, and the page numbers on after
     // it. A copy kept without ids has nothing to go by.
@@ -1602,6 +1604,13 @@ function markUnencrypted(li, kept) {
   if (kept) kept.unencrypted = true;
 }
 
+// markSealed marks a message that went or came sealed, in the log and in
+// its kept record, so that a reload shows it so too.
+function markSealed(li, kept) {
+  li.dataset.e2e = 'sealed';
+  if (kept) kept.sealed = true;
+}
+
 // markFailed marks a message of ours the server refused ("not sent", by
 // the style), in the log and in its kept record, if any, so that a
 // reload shows it refused too rather than sent.
@@ -1690,9 +1699,10 @@ const secure = createSecure({
   send,
   notice,
   error,
+  // A message that came sealed, decrypted.
   addMessage: (side, from, text, when) => {
     const el = addMessage(side, from, text, when);
-    keepMessage(side, from, text);
+    markSealed(el, keepMessage(side, from, text));
     // A sealed message counts as unread as a plaintext one does.
     if (side === 'theirs') noteUnread();
     return el;

@@ -60,10 +60,11 @@ const UNSUPPORTED_WORDS = {
 // of #secure and reaching the rest of the page through page: send(obj)
 // (a frame, false when offline), notice(text, opts) and error(code,
 // text) (each returns the log entry), addMessage(side, from, text)
-// (likewise), sendMine(obj, text) (sends the person's own message and
-// shows it: its entry is marked failed if the server refuses it; null
-// when offline), notSent(text) (shows the person's message as not
-// sent), me() (own name),
+// (shows a message that came sealed, marked so; likewise),
+// sendMine(obj, text) (sends the person's own message and shows it,
+// marked sealed if obj is a seal: its entry is marked failed if the
+// server refuses it; null when offline), notSent(text) (shows the
+// person's message as not sent), me() (own name),
 // myToken(), maxText(), redraw() (the whole page, whose share link this
 // module's secret is part of).
 export function createSecure(page) {
@@ -488,8 +489,7 @@ export function createSecure(page) {
       }
     }
     if (r.kind === 'message' && !r.error && r.text !== '') {
-      const li = page.addMessage('theirs', p.peer, r.text);
-      li.dataset.e2e = 'sealed';
+      page.addMessage('theirs', p.peer, r.text);
     }
     if (!over) progress(p);
   }
@@ -571,8 +571,7 @@ export function createSecure(page) {
         return;
       }
       if (pairing !== p) return;
-      const li = page.sendMine({ type: 'seal', data }, text);
-      if (li) li.dataset.e2e = 'sealed';
+      page.sendMine({ type: 'seal', data }, text);
     });
   }
 
