@@ -254,19 +254,47 @@ func msgLine(from, text string) string { return from + ": " + text }
 // order: no message missing, none twice.
 func (p *person) expectConversation(want []string) {
 	p.t.Helper()
+	p.expectShown("conversation", want, func(e logEntry) string {
+		if e.has("msg") {
+			return msgLine(e.From, e.Text)
+		}
+		return ""
+	})
+}
+
+// expectStory waits until #log's messages and the notices of where a
+// pairing began or ended ("paired: TEXT", "left: TEXT", "peer_left:
+// TEXT") are exactly want, in order.
+func (p *person) expectStory(want []string) {
+	p.t.Helper()
+	p.expectShown("story", want, func(e logEntry) string {
+		switch {
+		case e.has("msg"):
+			return msgLine(e.From, e.Text)
+		case e.Kind == "paired" || e.Kind == "left" || e.Kind == "peer_left":
+			return e.Kind + ": " + e.Text
+		}
+		return ""
+	})
+}
+
+// expectShown waits until the lines line makes of #log's entries (none
+// of an entry it makes "" of) are exactly want, in order.
+func (p *person) expectShown(what string, want []string, line func(logEntry) string) {
+	p.t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		var got []string
 		for _, e := range p.log() {
-			if e.has("msg") {
-				got = append(got, msgLine(e.From, e.Text))
+			if l := line(e); l != "" {
+				got = append(got, l)
 			}
 		}
-		if strings.Join(got, "\n") == strings.Join(want, "\n") {
+		if slices.Equal(got, want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: the conversation shown is\n  %s\nwant\n  %s%s", p.name,
+			p.t.Fatalf("%s: the %s shown is\n  %s\nwant\n  %s%s", p.name, what,
 				strings.Join(got, "\n  "), strings.Join(want, "\n  "), p.logDump())
 		}
 		time.Sleep(pollEvery)
@@ -360,8 +388,10 @@ func (p *person) onlyFailedSockets() {
 // TestBrowserResumeReload: a page reloaded mid-conversation, while its
 // peer goes on talking, comes back to the same pairing and shows every
 // message once, in order: those it showed before the reload, kept in
-// sessionStorage, and those sent meanwhile, replayed by the server. The
-// peer is told at most that it was away and is back.
+// sessionStorage, and those sent meanwhile, replayed by the server,
+// sealed as they went, after the notice of the pairing. The peer is told
+// at most that it was away and is back. After leaving and pairing again,
+// a reload still shows where one conversation ended and the next began.
 func TestBrowserResumeReload(t *testing.T) {
 	bt := startResumeTest(t, 0)
 	start := time.Now()
@@ -398,7 +428,10 @@ func TestBrowserResumeReload(t *testing.T) {
 		want = append(want, msgLine("bob", text))
 	}
 	alice.expectConversation(want)
-	// The messages kept are shown sealed, as they went.
+	// What the page kept, it shows as it was: the notice of the pairing
+	// before the messages, and the messages sealed, as they went.
+	pairedNotice := "bob connected to you. Say hello!"
+	alice.expectStory(append([]string{"paired: " + pairedNotice}, want...))
 	alice.expectOnlySealed()
 	// The pair works both ways, and alice's page has a fresh key: the one
 	// it resumed with is retired.
@@ -414,6 +447,21 @@ func TestBrowserResumeReload(t *testing.T) {
 	bob.expectNoPeerLeft()
 	bt.expectAllAcked()
 	alice.screenshot("reloaded")
+
+	// alice leaves and bob connects again: after a reload her page still
+	// shows where the first conversation ended and the second began.
+	alice.do("leave", chromedp.Click(chromedp.ID("leave")))
+	alice.expectEntry("a left notice", func(e logEntry) bool { return e.Kind == "left" })
+	bob.connectTo(eval[string](alice, `document.getElementById('token').textContent`))
+	alice.waitJS("paired again", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	talk(bob, alice, "hello again")
+	alice.reloadAndResume()
+	want = append(want, msgLine("You", "back again"))
+	alice.expectStory(append(append([]string{"paired: " + pairedNotice}, want...),
+		"left: You left the conversation with bob.",
+		"paired: "+pairedNotice,
+		msgLine("bob", "hello again")))
+	alice.expectOnlySealed()
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 

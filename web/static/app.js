@@ -642,8 +642,9 @@ function sendQuiet(obj) {
 }
 
 // keepMessage keeps a message shown, for a reload to show again: the
-// newest KEEP_MESSAGES, within KEEP_CHARS of text. It returns the record
-// kept, or null when nothing is kept (resume is off).
+// newest KEEP_MESSAGES, within KEEP_CHARS of text, with the notices of
+// KEPT_NOTICES among them (side "notice"). It returns the record kept,
+// or null when nothing is kept (resume is off).
 function keepMessage(side, from, text) {
   if (!st.resume) return null;
   const m = { side, from, text, at: Date.now() };
@@ -714,10 +715,20 @@ function restoreSession() {
   st.peer = typeof data.peer === 'string' ? data.peer : '';
   st.restored = true;
   for (const m of Array.isArray(data.kept) ? data.kept : []) {
-    if (!m || (m.side !== 'mine' && m.side !== 'theirs') || typeof m.text !== 'string') continue;
-    const from = String(m.from || '');
+    if (!m || typeof m.text !== 'string') continue;
     const at = Number(m.at);
-    const li = addMessage(m.side, from, m.text, Number.isFinite(at) ? new Date(at) : undefined);
+    const when = Number.isFinite(at) ? new Date(at) : undefined;
+    if (m.side === 'notice') {
+      if (!KEPT_NOTICES.has(m.kind)) continue;
+      const opts = { kind: m.kind, reason: typeof m.reason === 'string' ? m.reason : '' };
+      showNotice(m.text, opts, when);
+      st.kept.push({ side: 'notice', from: '', text: m.text, at, ...opts });
+      st.keptChars += m.text.length;
+      continue;
+    }
+    if (m.side !== 'mine' && m.side !== 'theirs') continue;
+    const from = String(m.from || '');
+    const li = addMessage(m.side, from, m.text, when);
     const kept = { side: m.side, from, text: m.text, at };
     st.kept.push(kept);
     st.keptChars += m.text.length;
@@ -1619,9 +1630,27 @@ function markFailed(li, kept) {
   if (kept) kept.failed = true;
 }
 
+// The notices that say where a conversation began or ended: kept with
+// the messages, so that a reload does not run one conversation into the
+// next.
+const KEPT_NOTICES = new Set(['paired', 'left', 'peer_left']);
+
 // notice logs a system line. opts.kind and opts.reason become data
 // attributes so that tests and styles can pick them out.
 function notice(text, opts = {}) {
+  const li = showNotice(text, opts);
+  if (KEPT_NOTICES.has(opts.kind)) {
+    const kept = keepMessage('notice', '', text);
+    if (kept) {
+      kept.kind = opts.kind;
+      kept.reason = opts.reason ? String(opts.reason) : '';
+    }
+  }
+  return li;
+}
+
+// showNotice draws a notice, stamped when (now if not given).
+function showNotice(text, opts, when) {
   const li = document.createElement('li');
   li.className = 'notice';
   if (opts.kind) li.dataset.kind = opts.kind;
@@ -1629,7 +1658,7 @@ function notice(text, opts = {}) {
   const span = document.createElement('span');
   span.className = 'text';
   span.textContent = text;
-  li.append(stamp(), span);
+  li.append(stamp(when), span);
   return append(li);
 }
 
