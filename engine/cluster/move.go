@@ -230,6 +230,10 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 	// A partner on this node is left to its route here (below); the
 	// script never answers so for one.
 	ending := res[1] == "2"
+	// What a partner parked too has left of its window: its park keeps
+	// it for that, plus grace (writePark).
+	ttl, _ := strconv.ParseInt(peerTTL, 10, 64)
+	parkedWindow := max(time.Duration(ttl)*time.Millisecond-n.grace(), 0)
 	// The protocol its last connection spoke, by which its partner's
 	// seals are kept for it until its resume.
 	p.Client = n.clientOf(hn, res[9])
@@ -279,7 +283,12 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 			here = n.route(pp.PeerKey, pp.ID)
 			p.Unpair(n.openLeft(op, hn, pp.ID, left))
 		case peerNode == "":
-			pp.PeerNode = ""
+			// A partner parked is away (a drain parks sessions that
+			// went away), for the window its park has left: the
+			// resume tells it. One parked for the instant of a move
+			// from a connection still open is not, and is said to be
+			// all the same: its park does not say which it is.
+			pp.PeerNode, pp.PeerAway, pp.PeerWindow = "", true, parkedWindow
 		case peerNode == n.id:
 			pp.PeerNode = n.addr
 			if here = n.route(pp.PeerKey, pp.ID); here != nil {
@@ -335,9 +344,8 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 		switch pp.PeerNode {
 		case "":
 			gen, _ := strconv.ParseUint(peerGen, 10, 32)
-			ttl, _ := strconv.ParseInt(peerTTL, 10, 64)
 			if o := n.route(p.Key, pp.ID); o != nil {
-				o.control(move{kind: localParked, gen: uint32(gen), window: time.Duration(ttl)*time.Millisecond - n.grace()})
+				o.control(move{kind: localParked, gen: uint32(gen), window: parkedWindow})
 			}
 		case n.addr:
 		default:

@@ -729,7 +729,8 @@ func TestParkedSessionExpires(t *testing.T) {
 // TestDrainedPair: both sides of a pair on a node that is drained are
 // parked, one after the other while the second still talks to the
 // first; each is resumed on a different node, and what each said to the
-// other while it was parked is there, in order.
+// other while it was parked is there, in order. The first resumed is
+// told the other is away, then back.
 func TestDrainedPair(t *testing.T) {
 	r := startRedis(t)
 	a := startHubNode(t, r, "a", resumeOptions(0))
@@ -761,6 +762,9 @@ func TestDrainedPair(t *testing.T) {
 	ev, texts := alice.resumeOn(t, b, 0, true)
 	if ev.Peer != "bob" || strings.Join(texts, ",") != "to parked alice 1,to parked alice 2" {
 		t.Fatalf("alice resumed %+v, replayed %q", ev, texts)
+	}
+	if ev := alice.box.next(t, proto.EvPeerAway); ev.Peer != "bob" {
+		t.Fatalf("alice: %+v", ev)
 	}
 	alice.say(t, "to parked bob")
 	waitQueued(t, rc, a, "bob", 1)

@@ -1,6 +1,10 @@
 package hub
 
-import "duet/proto"
+import (
+	"time"
+
+	"duet/proto"
+)
 
 // Cluster mode. Several nodes share one token space through a Directory
 // (package engine/cluster keeps it in Redis). Each node's hub keeps only
@@ -65,6 +69,28 @@ type remoteRoom struct {
 	local *Session // the session on this node (a resume replaces it)
 	stub  *Session // stands in for the partner on node
 	node  string
+	// peerAway is set while the partner is away, as the last news of it
+	// here said, and peerUntil is when its window ends then: a resume
+	// of the session here tells it (tellPeerLocked), as it tells of a
+	// partner away on this hub, which keeps its own away state. The
+	// news is the away and back events the partner's node sends
+	// (RemoteEvent), and where the session or the partner was taken up
+	// from (Import, Export). A stub has no away state: one would make
+	// it a session away here, keeping messages for a resume.
+	peerAway  bool
+	peerUntil time.Duration
+}
+
+// notePeerLocked records news of the partner in r, a room with a
+// partner on another node: that it is away until until, or back.
+// Hub.mu is held, and r.mu.
+func (h *Hub) notePeerLocked(r *room, away bool, until time.Duration) {
+	h.remoteMu.Lock()
+	defer h.remoteMu.Unlock()
+	if rr, ok := h.remote[r.pairID]; ok && rr.r == r {
+		rr.peerAway, rr.peerUntil = away, until
+		h.remote[r.pairID] = rr
+	}
 }
 
 // Clustered reports whether the hub consults a cluster directory, whose
@@ -212,9 +238,11 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte, sealed bool)
 // session key of this node, if pairing pairID is still here. An
 // EvPeerAway or EvPeerBack names the partner as this node knows it: ev's
 // Peer is set to the partner's name. An EvPeerBack says the protocol the
-// partner came back over, which the room then tells and seals by. A
-// session here that is away keeps the count of an EvPeerAway, and
-// whether an EvPeerBack followed, for its resume to tell (away.untold).
+// partner came back over, which the room then tells and seals by. The
+// hub keeps the news of the partner (remoteRoom.peerAway), which a
+// resume of the session tells. A session here that is away keeps the
+// count of an EvPeerAway, and whether an EvPeerBack followed, for its
+// resume to tell (away.untold).
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
@@ -234,10 +262,12 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	}
 	if news {
 		ev.Peer = rr.stub.name
+		away, until := ev.Kind == proto.EvPeerAway, h.clock.now()+ev.Window
+		h.notePeerLocked(rr.r, away, until)
 		if a := local.away; a != nil {
 			// Dropped (awayQueue): the session's resume tells it.
-			if ev.Kind == proto.EvPeerAway {
-				a.partnerWent(ev.Count, h.clock.now()+ev.Window)
+			if away {
+				a.partnerWent(ev.Count, until)
 			} else {
 				a.partnerBack()
 			}

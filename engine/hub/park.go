@@ -123,6 +123,12 @@ type ParkedPair struct {
 	// session (a state file carries it beside, WriteState): a
 	// cluster's nodes tag a pairing alike without it.
 	Tag uint64
+	// PeerAway is set when the partner is away, PeerWindow being how
+	// long it may still take to come back: the directory that takes the
+	// session up says so of a partner parked between nodes, which is
+	// away (it is not written down with the session).
+	PeerAway   bool
+	PeerWindow time.Duration
 	// Holder is set when the session is the one whose token its partner
 	// claimed, not the one that connected: its resumes are told so
 	// (initiator false), wherever it is taken up, which end-to-end
@@ -417,8 +423,14 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			}
 			r.stub = stub
 			stub.room.Store(r)
+			// The partner's resume tells that the session is away, as
+			// it did while the session was here.
+			rr := remoteRoom{r: r, local: peer, stub: stub, node: ""}
+			if a := s.away; a != nil && !a.attached {
+				rr.peerAway, rr.peerUntil = true, a.deadline
+			}
 			h.remoteMu.Lock()
-			h.remote[r.pairID] = remoteRoom{r: r, local: peer, stub: stub, node: ""}
+			h.remote[r.pairID] = rr
 			h.remoteMu.Unlock()
 		default:
 			// Every session is leaving (Snapshot): the room closes as
@@ -584,7 +596,16 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 				a, b = stub, s
 			}
 			r := h.newRoom(a, b, pp.ID, stub, pp.PeerProto)
-			h.addRemoteLocked(remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}, false)
+			rr := remoteRoom{r: r, local: s, stub: stub, node: pp.PeerNode}
+			switch {
+			case pp.PeerAway:
+				rr.peerAway, rr.peerUntil = true, now+pp.PeerWindow
+			case p.Untold > 0 && !p.UntoldBack:
+				// The news of the partner's going away that the count
+				// came with is the last the session had.
+				rr.peerAway, rr.peerUntil = true, now+p.UntoldWindow
+			}
+			h.addRemoteLocked(rr, false)
 		}
 	}
 	return s, release, nil

@@ -405,34 +405,48 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 
 // tellPeerLocked tells to, the connection of a session just resumed
 // and paired with peer in r, what it may not know of peer: that peer is
-// away, if it is away on this hub, and how long it may still take; and
+// away, if it is (peerAwayLocked), and how long it may still take; and
 // with that, how many of the session's messages peer went away without
 // while the session was away too (a, the session's away state: untold),
-// which it was not told. When peer is not away here, that count comes
-// with the news the session missed: that peer went away, with what
-// remains of the window it then had, and, if it came back since, that
-// it is back. A partner on another node is known back when news of its
-// return reached this hub, or when the directory that took the session
-// up found it taken up on another node since (Parked.UntoldBack), and
-// never while it is parked (parked). The count is told once: the
-// resume retires a.
-func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, parked bool, to Outbox) {
+// which it was not told. When peer is not away, that count comes with
+// the news the session missed: that peer went away, with what remained
+// of the window it then had, and that it is back. The count is told
+// once: the resume retires a.
+func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	untold := 0
 	if a != nil {
 		untold = a.untold
 	}
 	now := h.clock.now()
-	if pa := peer.away; pa != nil && !pa.attached {
-		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(pa.deadline-now, 0), Count: untold})
+	if until, away := h.peerAwayLocked(r, peer); away {
+		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold})
 		return
 	}
 	if untold == 0 {
 		return
 	}
 	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(a.peerUntil-now, 0), Count: untold})
-	if peer != r.stub || a.peerBack && !parked {
-		deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
+	deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
+}
+
+// peerAwayLocked reports whether peer, a side of r, is away, and when
+// its window ends: a session of this hub by its away state (one taken
+// up here attached never went away, as far as its partner was told),
+// and a partner on another node, or parked between nodes, by the last
+// news of it here (remoteRoom.peerAway). Hub.mu is held, and r.mu.
+func (h *Hub) peerAwayLocked(r *room, peer *Session) (until time.Duration, away bool) {
+	if peer != r.stub {
+		if pa := peer.away; pa != nil && !pa.attached {
+			return pa.deadline, true
+		}
+		return 0, false
 	}
+	h.remoteMu.RLock()
+	defer h.remoteMu.RUnlock()
+	if rr, ok := h.remote[r.pairID]; ok && rr.r == r && rr.peerAway {
+		return rr.peerUntil, true
+	}
+	return 0, false
 }
 
 // CloseAway ends every session that is away, telling their partners
@@ -581,7 +595,6 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 
 	r := old.room.Load()
 	var peer *Session
-	parked := false // peer is parked between nodes
 	if r != nil {
 		r.mu.Lock()
 		if r.a == old {
@@ -592,9 +605,6 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		peer = r.other(s)
 		s.room.Store(r)
 		old.room.Store(nil)
-		if peer != nil && peer == r.stub && a != nil && a.untold > 0 {
-			parked = h.remoteNode(r) == ""
-		}
 	}
 	s.sentMessages.Store(old.sentMessages.Load())
 	s.sentBytes.Store(old.sentBytes.Load())
@@ -635,7 +645,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// follows; and how many of its messages the partner went away
 		// without, which it was not told then, even if the partner is
 		// back by now.
-		h.tellPeerLocked(a, r, peer, parked, s.q)
+		h.tellPeerLocked(a, r, peer, s.q)
 	}
 	if a != nil && a.left != nil && peer == nil {
 		// The pairing ended while the session was away: the answer says
