@@ -308,9 +308,11 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 				if p.Untold > 0 && pp.PeerNode != was {
 					// Only a resume takes a session up on a live
 					// node: the partner came back since the session
-					// was parked, and the news of it, handed to the
-					// session's stub while it was parked, was
-					// dropped (holdLocked). The resume tells it.
+					// was parked. The news of it, held for the
+					// session by the partner's node, comes once that
+					// node is told where the session is (PartnerMoved),
+					// which may be after the resume: the resume tells
+					// it now, and the news is not told again.
 					p.UntoldBack = true
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,12 @@ func (b *inbox) Deliver(ev *proto.Event) {
 // next waits for the next event, which must be of kind.
 func (b *inbox) next(t testing.TB, kind proto.EventKind) proto.Event {
 	t.Helper()
+	return b.nextOf(t, kind)
+}
+
+// nextOf waits for the next event, which must be of one of kinds.
+func (b *inbox) nextOf(t testing.TB, kinds ...proto.EventKind) proto.Event {
+	t.Helper()
 	deadline := time.After(enginetest.Timeout)
 	for {
 		b.mu.Lock()
@@ -83,8 +90,8 @@ func (b *inbox) next(t testing.TB, kind proto.EventKind) proto.Event {
 			ev := b.evs[0]
 			b.evs = b.evs[1:]
 			b.mu.Unlock()
-			if ev.Kind != kind {
-				t.Fatalf("got %v %+v, want %v", ev.Kind, ev, kind)
+			if !slices.Contains(kinds, ev.Kind) {
+				t.Fatalf("got %v %+v, want %v", ev.Kind, ev, kinds)
 			}
 			return ev
 		}
@@ -93,7 +100,7 @@ func (b *inbox) next(t testing.TB, kind proto.EventKind) proto.Event {
 		select {
 		case <-notify:
 		case <-deadline:
-			t.Fatalf("no %v event within %v", kind, enginetest.Timeout)
+			t.Fatalf("no %v event within %v", kinds, enginetest.Timeout)
 		}
 	}
 }

@@ -136,6 +136,15 @@ type remoteOutbox struct {
 	// nowhere counts the checks in a row that found the partner, parked
 	// or awaited here, neither parked nor on any node (followClaims).
 	nowhere int
+	// untold and back are the news of the session here that the
+	// partner was not told while it was not live anywhere: how many of
+	// its messages the session went away without (the counts of the
+	// away events held), and whether the session came back since. The
+	// node that takes the partner up is told them with the session's
+	// state then (hub.PartnerMoved), or, taken up here, the hub takes
+	// the count (TakeHeld).
+	untold int
+	back   bool
 }
 
 func newRemoteOutbox(n *Node, node, key, name, from string, pair uint64) *remoteOutbox {
@@ -292,10 +301,18 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 		// node the partner is live on then.
 		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
 		o.idle.Broadcast() // a claim here may wait for it (takeLeft)
+	case proto.EvPeerAway:
+		// A session away keeps this news for its resume, and so does
+		// the partner, wherever it is taken up.
+		o.untold += ev.Count
+		return false
+	case proto.EvPeerBack:
+		o.back = true
+		return false
 	default:
-		// What else a partner is told (this side went away, came back,
-		// or refused a message) means nothing to a session that is
-		// away, as the partner is while it moves: it would drop it too.
+		// A refusal of the partner's message, which it sent before it
+		// moved: a session away has no connection to tell it to
+		// either.
 		return false
 	}
 	return o.state == routeParked
@@ -303,9 +320,9 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 
 // TakeHeld implements hub.Holder: the partner was taken up on this node,
 // in the place of the stub.
-func (o *remoteOutbox) TakeHeld(yield func(text []byte, sealed bool)) {
+func (o *remoteOutbox) TakeHeld(yield func(text []byte, sealed bool)) (untold int) {
 	o.mu.Lock()
-	held := o.held
+	held, untold := o.held, o.untold
 	o.held, o.heldSize = nil, 0
 	o.goneLocked()
 	o.mu.Unlock()
@@ -315,6 +332,7 @@ func (o *remoteOutbox) TakeHeld(yield func(text []byte, sealed bool)) {
 			yield(h.b, h.kind == frameSealed)
 		}
 	}
+	return untold
 }
 
 // takeLeft ends the outbox of a partner just taken up on this node
@@ -556,9 +574,14 @@ func (o *remoteOutbox) movesLocked() (after []func()) {
 				o.timer = nil
 			}
 			dest := m.to.dest
+			untold, back := o.untold, o.back
+			o.untold, o.back = 0, false
 			after = append(after, func() {
 				o.n.dropRoute(o)
 				o.n.hub.Reroute(o.from, o.pair, dest)
+				// Live there now: through this outbox, in order with
+				// what the session says next.
+				o.n.hub.PartnerMoved(o.from, o.pair, untold, back)
 			})
 		}
 	}

@@ -82,15 +82,20 @@ type remoteRoom struct {
 }
 
 // notePeerLocked records news of the partner in r, a room with a
-// partner on another node: that it is away until until, or back.
-// Hub.mu is held, and r.mu.
-func (h *Hub) notePeerLocked(r *room, away bool, until time.Duration) {
+// partner on another node: that it is away until until, or back; and
+// reports whether it was away as the news before said. Hub.mu is held,
+// and r.mu.
+func (h *Hub) notePeerLocked(r *room, away bool, until time.Duration) (wasAway bool) {
 	h.remoteMu.Lock()
 	defer h.remoteMu.Unlock()
-	if rr, ok := h.remote[r.pairID]; ok && rr.r == r {
-		rr.peerAway, rr.peerUntil = away, until
-		h.remote[r.pairID] = rr
+	rr, ok := h.remote[r.pairID]
+	if !ok || rr.r != r {
+		return false
 	}
+	wasAway = rr.peerAway
+	rr.peerAway, rr.peerUntil = away, until
+	h.remote[r.pairID] = rr
+	return wasAway
 }
 
 // Clustered reports whether the hub consults a cluster directory, whose
@@ -242,7 +247,10 @@ func (h *Hub) RemoteMessage(key string, pairID uint64, text []byte, sealed bool)
 // hub keeps the news of the partner (remoteRoom.peerAway), which a
 // resume of the session tells. A session here that is away keeps the
 // count of an EvPeerAway, and whether an EvPeerBack followed, for its
-// resume to tell (away.untold).
+// resume to tell (away.untold). News that says what the last news
+// said, with no count, is not told to a connected session: it is the
+// partner's node telling again what it cannot know the session was
+// told, as the session arrives on this node (PartnerMoved).
 func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	rr, ok := h.remoteRoomOf(key, pairID)
 	if !ok {
@@ -260,10 +268,11 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	if local == nil {
 		return false
 	}
+	told := false // the session was told this already
 	if news {
 		ev.Peer = rr.stub.name
 		away, until := ev.Kind == proto.EvPeerAway, h.clock.now()+ev.Window
-		h.notePeerLocked(rr.r, away, until)
+		told = h.notePeerLocked(rr.r, away, until) == away && ev.Count == 0
 		if a := local.away; a != nil {
 			// Dropped (awayQueue): the session's resume tells it.
 			if away {
@@ -277,6 +286,9 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 		rr.stub.client = ev.PeerProto
 		ev.PeerProto = rr.r.protoOf(rr.stub)
 	}
+	if told {
+		return true
+	}
 	if ev.Kind == proto.EvError && ev.Err != nil {
 		// The only errors a partner's node sends: a say of the session
 		// here that it refused.
@@ -285,6 +297,44 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 	}
 	local.q.Deliver(ev)
 	return true
+}
+
+// PartnerMoved tells the partner in pairing pairID of the session key
+// of this node, just taken up on another node (the stub's Outbox
+// reaches it there now), where the session stands: away, with what
+// remains of its window, if it is. The partner's resume tells it
+// (tellPeerLocked): the node the partner was on knew it from this
+// node's news, and the node it is on now has had none. With it goes
+// the news the partner could not be told while it moved (the stub's
+// Outbox held it): untold of its messages the session went away
+// without, and back, that the session came back since. A partner
+// connected there already is not told again what it was told
+// (RemoteEvent).
+func (h *Hub) PartnerMoved(key string, pairID uint64, untold int, back bool) {
+	rr, ok := h.remoteRoomOf(key, pairID)
+	if !ok {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := rr.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	local := r.other(rr.stub)
+	if local == nil {
+		return
+	}
+	if a := local.away; a != nil && !a.attached {
+		deliver(rr.stub.q, proto.Event{Kind: proto.EvPeerAway, Peer: local.name, Window: max(a.deadline-h.clock.now(), 0), Count: untold})
+		return
+	}
+	if untold > 0 {
+		// It is back: no time is left to wait for it.
+		deliver(rr.stub.q, proto.Event{Kind: proto.EvPeerAway, Peer: local.name, Count: untold})
+	}
+	if untold > 0 || back {
+		deliver(rr.stub.q, proto.Event{Kind: proto.EvPeerBack, Peer: local.name, PeerProto: r.protoOf(local)})
+	}
 }
 
 // remoteRoomOf returns the cross-node room of pairing pairID, if the

@@ -376,7 +376,10 @@ func TestClusterSealAcrossNodes(t *testing.T) {
 		t.Fatalf("sealed frames counted: %d, want 1", st.Sealed)
 	}
 
-	// bob is resumed over the line protocol on his node.
+	// bob goes away, and is resumed over the line protocol on his node.
+	if !h.RemoteEvent("alice", 1, &proto.Event{Kind: proto.EvPeerAway, Window: time.Minute}) {
+		t.Fatal("peer_away for a live pairing refused")
+	}
 	if !h.RemoteEvent("alice", 1, &proto.Event{Kind: proto.EvPeerBack, PeerProto: proto.ProtoLine}) {
 		t.Fatal("peer_back for a live pairing refused")
 	}

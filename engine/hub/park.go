@@ -126,7 +126,9 @@ type ParkedPair struct {
 	// PeerAway is set when the partner is away, PeerWindow being how
 	// long it may still take to come back: the directory that takes the
 	// session up says so of a partner parked between nodes, which is
-	// away (it is not written down with the session).
+	// away (it is not written down with the session). A partner live on
+	// another node is away or not as its node says, which tells the
+	// node that takes the session up.
 	PeerAway   bool
 	PeerWindow time.Duration
 	// Holder is set when the session is the one whose token its partner
@@ -209,8 +211,11 @@ type Holder interface {
 	Outbox
 	// TakeHeld hands each message held to yield, oldest first (a
 	// sealed frame's data with sealed set), and forgets them and
-	// anything handed to the Outbox later.
-	TakeHeld(yield func(text []byte, sealed bool))
+	// anything handed to the Outbox later. It returns how many of the
+	// session's messages the partner went away without while it held
+	// (the counts of the EvPeerAway it was handed), which the session
+	// was not told.
+	TakeHeld(yield func(text []byte, sealed bool)) (untold int)
 }
 
 // A Mover is a Directory that moves sessions between nodes: a cluster's.
@@ -641,7 +646,7 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 	s.room.Store(r)
 	if hd, ok := rr.stub.outbox().(Holder); ok {
 		rl := getRelay(peer.name)
-		hd.TakeHeld(func(text []byte, sealed bool) {
+		untold := hd.TakeHeld(func(text []byte, sealed bool) {
 			rl.ev.Kind = proto.EvMessage
 			if sealed {
 				rl.ev.Kind = proto.EvSealed
@@ -652,6 +657,15 @@ func (h *Hub) takeStubLocked(s *Session, pp *ParkedPair) bool {
 			}
 		})
 		putRelay(rl)
+		if a := s.away; a != nil && untold > 0 {
+			// The resume tells it, as if the session had been away
+			// here (DetachFrom), and that the partner is back if it is.
+			until, away := h.peerAwayLocked(r, peer)
+			a.partnerWent(untold, until)
+			if !away {
+				a.partnerBack()
+			}
+		}
 	}
 	return true
 }

@@ -29,7 +29,7 @@ func (b *holdBox) Deliver(ev *proto.Event) {
 	}
 }
 
-func (b *holdBox) TakeHeld(yield func([]byte, bool)) {
+func (b *holdBox) TakeHeld(yield func([]byte, bool)) int {
 	b.mu.Lock()
 	held := b.held
 	b.held, b.taken = nil, true
@@ -37,6 +37,7 @@ func (b *holdBox) TakeHeld(yield func([]byte, bool)) {
 	for _, t := range held {
 		yield(t, false)
 	}
+	return 0
 }
 
 func TestParkedRoundTrip(t *testing.T) {

@@ -121,3 +121,69 @@ func TestResumeToldPartnerParkedAsTakenUp(t *testing.T) {
 		t.Fatalf("bob's resume told him %+v, want %+v", after, want)
 	}
 }
+
+// TestPartnerMovedTellsWhereTheSessionStands: bob's partner, alice, on
+// another node, is taken up on a node that has had no news of bob.
+// That node is told whether he is away (with what remains of his
+// window) and what she was not told while she moved: how many of her
+// messages he went away without, and that he came back since. Nothing,
+// when there is nothing to tell.
+func TestPartnerMovedTellsWhereTheSessionStands(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		away   bool
+		untold int
+		back   bool
+		want   []proto.Event
+	}{
+		{name: "away", away: true, untold: 3,
+			want: []proto.Event{{Kind: proto.EvPeerAway, Peer: "bob", Window: 90 * time.Second, Count: 3}}},
+		{name: "back", back: true,
+			want: []proto.Event{{Kind: proto.EvPeerBack, Peer: "bob"}}},
+		{name: "back, owing", untold: 2, back: true,
+			want: []proto.Event{{Kind: proto.EvPeerAway, Peer: "bob", Count: 2}, {Kind: proto.EvPeerBack, Peer: "bob"}}},
+		{name: "nothing to tell"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, d, clk := clusterHub(t, resumeOpts())
+			bob, _ := remotePair(t, h, d)
+			toAlice := d.remote["alice"]
+			if tc.away {
+				bob.Detach(proto.ReasonDisconnected, 0)
+			}
+			toAlice.take()
+			clk.advance(30 * time.Second)
+			h.PartnerMoved("bob", 1, tc.untold, tc.back)
+			if got := toAlice.take(); len(got)+len(tc.want) > 0 && !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("alice's node was told %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRemoteNewsToldOnce: news of a partner on another node that says
+// what the last news said (its node telling it again as the session
+// arrives there, PartnerMoved) is not told again to a connected
+// session; news with a count of messages the partner went away without
+// is.
+func TestRemoteNewsToldOnce(t *testing.T) {
+	h, d, _ := clusterHub(t, resumeOpts())
+	bob, _ := remotePair(t, h, d)
+	for i, tc := range []struct {
+		ev   proto.Event
+		told bool
+	}{
+		{proto.Event{Kind: proto.EvPeerAway, Window: time.Minute}, true},
+		{proto.Event{Kind: proto.EvPeerAway, Window: time.Minute}, false},
+		{proto.Event{Kind: proto.EvPeerAway, Window: time.Minute, Count: 2}, true},
+		{proto.Event{Kind: proto.EvPeerBack}, true},
+		{proto.Event{Kind: proto.EvPeerBack}, false},
+	} {
+		if !h.RemoteEvent("bob", 1, &tc.ev) {
+			t.Fatalf("news %d found no pairing", i)
+		}
+		if n := len(bob.box.take()); n > 1 || (n == 1) != tc.told {
+			t.Fatalf("news %d (%v, count %d): told %d times, want told %v", i, tc.ev.Kind, tc.ev.Count, n, tc.told)
+		}
+	}
+}

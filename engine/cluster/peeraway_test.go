@@ -1,0 +1,208 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"duet/proto"
+)
+
+// Tests of what a resume tells of a partner on another node that is
+// away: as on one node, the resumed session is told peer_away, with
+// the time the partner may still take, so that its user knows why
+// nothing comes back, and peer_back when the partner returns.
+
+// pairedAcross logs in alice (on a) and bob (on b), named with i, and
+// pairs them, alice connecting.
+func pairedAcross(t testing.TB, a, b *hubNode, i int) (alice, bob *hubUser) {
+	t.Helper()
+	alice, bob = a.login(t, fmt.Sprint("alice", i)), b.login(t, fmt.Sprint("bob", i))
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	return alice, bob
+}
+
+// parkAway sends u's session away and has its node, n, park it, as a
+// drain does; partner, if not nil and not away itself, is told.
+func parkAway(t testing.TB, n *hubNode, u, partner *hubUser) {
+	t.Helper()
+	u.s.Detach(proto.ReasonDisconnected, 0)
+	if partner != nil {
+		partner.box.next(t, proto.EvPeerAway)
+	}
+	if parked := n.drain(t); parked != 1 {
+		t.Fatalf("%s parked %d sessions, want 1", n.ID(), parked)
+	}
+}
+
+// toldAway checks that u is told next that partner is away, with some
+// of its window left.
+func toldAway(t testing.TB, u, partner *hubUser) {
+	t.Helper()
+	if ev := u.box.next(t, proto.EvPeerAway); ev.Peer != partner.s.Name() || ev.Window <= 0 || ev.Window > 2*time.Minute {
+		t.Fatalf("%s was told %+v, want peer_away naming %s with its window", u.s.Name(), ev, partner.s.Name())
+	}
+}
+
+// TestResumeToldPartnerAwayOnAnotherNode: alice, on node a, is paired
+// with bob, on node b; bob goes away, then alice. However each of them
+// went (away on a live node, or parked by a drain, before or after the
+// other) and wherever alice resumes (her own node, or another), her
+// resume tells her bob is away, with what remains of his window; and
+// when he comes back she is told so, once: the next thing each is told
+// is the other's message. Before, a resume was told nothing of a
+// partner away on another node or parked: the node knew only what its
+// session's connection had been told, and that connection was gone.
+func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
+	r := startRedis(t)
+	// Ways for both to go away, alice on a and bob on b.
+	bothAway := func(t *testing.T, a, b *hubNode, alice, bob *hubUser) {
+		bob.s.Detach(proto.ReasonDisconnected, 0)
+		alice.box.next(t, proto.EvPeerAway)
+		alice.s.Detach(proto.ReasonDisconnected, 0)
+	}
+	heIsParked := func(t *testing.T, a, b *hubNode, alice, bob *hubUser) {
+		parkAway(t, b, bob, alice)
+		alice.s.Detach(proto.ReasonDisconnected, 0)
+	}
+	sheIsParkedThenHeGoes := func(t *testing.T, a, b *hubNode, alice, bob *hubUser) {
+		parkAway(t, a, alice, bob)
+		bob.s.Detach(proto.ReasonDisconnected, 0)
+	}
+	bothParked := func(t *testing.T, a, b *hubNode, alice, bob *hubUser) {
+		parkAway(t, a, alice, bob)
+		parkAway(t, b, bob, nil)
+	}
+	for i, tc := range []struct {
+		name string
+		away func(t *testing.T, a, b *hubNode, alice, bob *hubUser)
+		// herNode is where alice resumes, hisNode where bob then does:
+		// 0 for a, 1 for b, 2 for c.
+		herNode, hisNode int
+	}{
+		{"both away, she resumes on her node", bothAway, 0, 1},
+		{"both away, she resumes on a third node", bothAway, 2, 1},
+		{"he is parked, she resumes on her node", heIsParked, 0, 2},
+		{"he is parked, she resumes on a third node", heIsParked, 2, 1},
+		{"she is parked, then he goes away", sheIsParkedThenHeGoes, 2, 1},
+		{"she is parked, then he is", bothParked, 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Nodes of its own, so that a drain parks only its users.
+			var nodes [3]*hubNode
+			for j, id := range []string{"a", "b", "c"} {
+				nodes[j] = startHubNode(t, r, fmt.Sprint(id, i), resumeOptions(0))
+			}
+			alice, bob := pairedAcross(t, nodes[0], nodes[1], i)
+			tc.away(t, nodes[0], nodes[1], alice, bob)
+			alice.resumeOn(t, nodes[tc.herNode], 0, true)
+			toldAway(t, alice, bob)
+
+			bob.resumeOn(t, nodes[tc.hisNode], 0, true)
+			if ev := alice.box.next(t, proto.EvPeerBack); ev.Peer != bob.s.Name() {
+				t.Fatalf("alice was told %+v, want peer_back", ev)
+			}
+			bob.say(t, "back")
+			if ev := alice.box.next(t, proto.EvMessage); string(ev.Text) != "back" {
+				t.Fatalf("alice was told %+v", ev)
+			}
+			// bob's resume may come before the news that she is back
+			// reaches his node: he is told she is away, then back.
+			alice.say(t, "welcome back")
+			ev := bob.box.nextOf(t, proto.EvPeerAway, proto.EvMessage)
+			if ev.Kind == proto.EvPeerAway {
+				if ev.Peer != alice.s.Name() {
+					t.Fatalf("bob was told %+v", ev)
+				}
+				if ev := bob.box.next(t, proto.EvPeerBack); ev.Peer != alice.s.Name() {
+					t.Fatalf("bob was told %+v", ev)
+				}
+				ev = bob.box.next(t, proto.EvMessage)
+			}
+			if string(ev.Text) != "welcome back" {
+				t.Fatalf("bob was told %+v", ev)
+			}
+		})
+	}
+}
+
+// TestParkedToldWhatThePartnerWentAwayWithout: alice is parked (her
+// node drains) when bob, on node b, goes away without some of her
+// messages (his connection never wrote them, and his node kept only
+// some). Wherever she is taken up, on his node or a third, her resume
+// tells her he is away and how many of hers he will never get: as many
+// as his resume counts missed. Before, the count was dropped with the
+// news, which a parked session was not told.
+func TestParkedToldWhatThePartnerWentAwayWithout(t *testing.T) {
+	const sent, kept = 10, 4
+	r := startRedis(t)
+	for i, tc := range []struct {
+		name    string
+		herNode int // 1 for b, 2 for c
+	}{
+		{"taken up on his node", 1},
+		{"taken up on a third node", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startHubNode(t, r, fmt.Sprint("a", i), resumeOptions(0))
+			b := startHubNode(t, r, fmt.Sprint("b", i), resumeOptions(kept*(2+64))) // m0..m9: two bytes each
+			c := startHubNode(t, r, fmt.Sprint("c", i), resumeOptions(0))
+			nodes := []*hubNode{a, b, c}
+			alice, bob := pairedAcross(t, a, b, i)
+			alice.sayTo(t, bob, sent, "m")
+			parkAway(t, a, alice, bob)
+			bob.s.Detach(proto.ReasonSlow, sent)
+
+			alice.resumeOn(t, nodes[tc.herNode], 0, true)
+			if ev := alice.box.next(t, proto.EvPeerAway); ev.Peer != bob.s.Name() || ev.Count != sent-kept || ev.Window <= 0 {
+				t.Fatalf("alice was told %+v, want peer_away with %d undelivered", ev, sent-kept)
+			}
+			if ev, texts := bob.resumeOn(t, b, 0, false); ev.Missed != sent-kept || len(texts) != kept {
+				t.Fatalf("bob resumed %+v, replayed %q; want %d missed, as alice was told", ev, texts, sent-kept)
+			}
+			if ev := alice.box.next(t, proto.EvPeerBack); ev.Peer != bob.s.Name() {
+				t.Fatalf("alice was told %+v, want peer_back", ev)
+			}
+		})
+	}
+}
+
+// TestParkedToldThePartnerCameBack: bob is away on node b when alice,
+// on node a, goes away without some of his messages; then b drains,
+// parking him, and alice comes back on a. bob, taken up on a third
+// node, is told she went away without them, and that she is back.
+// Before, the news of her return was dropped for a session parked, and
+// he was told only that she was away.
+func TestParkedToldThePartnerCameBack(t *testing.T) {
+	const sent, kept = 10, 4
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(kept*(2+64))) // m0..m9: two bytes each
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice, bob := pairedAcross(t, a, b, 0)
+	bob.sayTo(t, alice, sent, "m")
+	bob.s.Detach(proto.ReasonDisconnected, 0)
+	alice.box.next(t, proto.EvPeerAway)
+	alice.s.Detach(proto.ReasonSlow, sent)
+	if parked := b.drain(t); parked != 1 {
+		t.Fatalf("b parked %d sessions, want 1", parked)
+	}
+	alice.resumeOn(t, a, 0, true)
+	toldAway(t, alice, bob)
+
+	bob.resumeOn(t, c, 0, true)
+	if ev := bob.box.next(t, proto.EvPeerAway); ev.Peer != alice.s.Name() || ev.Count != sent-kept {
+		t.Fatalf("bob was told %+v, want peer_away with %d undelivered", ev, sent-kept)
+	}
+	if ev := bob.box.next(t, proto.EvPeerBack); ev.Peer != alice.s.Name() {
+		t.Fatalf("bob was told %+v, want peer_back", ev)
+	}
+	alice.say(t, "hello again")
+	if ev := bob.box.next(t, proto.EvMessage); string(ev.Text) != "hello again" {
+		t.Fatalf("bob was told %+v", ev)
+	}
+}
