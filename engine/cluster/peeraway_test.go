@@ -206,3 +206,31 @@ func TestParkedToldThePartnerCameBack(t *testing.T) {
 		t.Fatalf("bob was told %+v", ev)
 	}
 }
+
+// TestParkedToldLeftCountsWhatThePartnerWentAwayWithout: alice is
+// parked when bob goes away without some of her messages, then his
+// session ends (his node cannot park it). Her resume tells her he
+// left, counting every message of hers he never got: those he went
+// away without, and those kept for him. Before, it counted only those
+// kept for him.
+func TestParkedToldLeftCountsWhatThePartnerWentAwayWithout(t *testing.T) {
+	const sent, kept = 10, 4
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(kept*(2+64))) // m0..m9: two bytes each
+	c := startHubNode(t, r, "c", resumeOptions(0))
+	alice, bob := pairedAcross(t, a, b, 0)
+	alice.sayTo(t, bob, sent, "m")
+	parkAway(t, a, alice, bob)
+	bob.s.Detach(proto.ReasonSlow, sent)
+	if !b.hub.EndAway(bob.s.Key(), proto.ReasonShutdown) {
+		t.Fatal("bob's session was not away")
+	}
+	waitReleased(t, r, a.Node, alice.s.Name())
+	if ev, _ := alice.resumeOn(t, c, 0, true); ev.Peer != "" {
+		t.Fatalf("alice resumed %+v, paired still", ev)
+	}
+	if ev := alice.box.next(t, proto.EvPeerLeft); ev.Peer != bob.s.Name() || ev.Reason != proto.ReasonShutdown || ev.Count != sent {
+		t.Fatalf("alice was told %+v, want peer_left (shutdown) with %d undelivered", ev, sent)
+	}
+}

@@ -298,8 +298,11 @@ func (o *remoteOutbox) holdLocked(ev *proto.Event) bool {
 			return false
 		}
 		// Its arrivals are told as it is sent (movesLocked), to the
-		// node the partner is live on then.
-		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count)})
+		// node the partner is live on then. It counts what the session
+		// went away without, which the partner was not told (as a
+		// session away keeps it, away.keepLeft).
+		o.held = append(o.held, heldFrame{kind: frameLeft, a: string(ev.Reason), n: uint64(ev.Count + o.untold)})
+		o.untold = 0
 		o.idle.Broadcast() // a claim here may wait for it (takeLeft)
 	case proto.EvPeerAway:
 		// A session away keeps this news for its resume, and so does

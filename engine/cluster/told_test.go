@@ -64,7 +64,7 @@ func drainedKey(t testing.TB, lc *enginetest.LineClient) string {
 
 // waitReleased waits until name's parked session's record says it is
 // paired no more, as its partner's node writes when the partner leaves.
-func waitReleased(t testing.TB, r *redisServer, n *testNode, name string) {
+func waitReleased(t testing.TB, r *redisServer, n *Node, name string) {
 	t.Helper()
 	rc := redisClient(t, r)
 	uk := "duet:user:" + n.keys.nameHash(name)
@@ -109,7 +109,7 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 	bob.Expect("left")
 	dave.Send("/quit")
 	dave.Expect(`^\* bye$`)
-	waitReleased(t, r, b, "carol")
+	waitReleased(t, r, b.Node, "carol")
 
 	back, peer, _, _ := enginetest.ResumeLine(t, c.Daemon, aliceKey)
 	if peer != "" {
@@ -203,7 +203,7 @@ func TestParkedPartnerLeftElsewhereIsTold(t *testing.T) {
 	r := startRedis(t)
 	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
 	key, aliceToken := leftWhileParked(t, a, b)
-	waitReleased(t, r, b, "bob")
+	waitReleased(t, r, b.Node, "bob")
 	back, peer, replayed, missed := enginetest.ResumeLine(t, c.Daemon, key)
 	// b's answer may come before the resume is answered, in part or
 	// whole: what came is replayed, as for a session away, and the rest
