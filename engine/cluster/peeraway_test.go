@@ -26,6 +26,18 @@ func pairedAcross(t testing.TB, a, b *hubNode, i int) (alice, bob *hubUser) {
 	return alice, bob
 }
 
+// threeNodes starts hub nodes a, b and c on r, their ids ending in
+// run, of which a keeps aKeeps and b bKeeps two-byte messages for a
+// session (0: resume.buffer's default).
+func threeNodes(t testing.TB, r *redisServer, run, aKeeps, bKeeps int) [3]*hubNode {
+	t.Helper()
+	var nodes [3]*hubNode
+	for i, keeps := range []int{aKeeps, bKeeps, 0} {
+		nodes[i] = startHubNode(t, r, fmt.Sprint(string(rune('a'+i)), run), resumeOptions(keeps*(2+64)))
+	}
+	return nodes
+}
+
 // parkAway sends u's session away and has its node, n, park it, as a
 // drain does; partner, if not nil and not away itself, is told.
 func parkAway(t testing.TB, n *hubNode, u, partner *hubUser) {
@@ -53,8 +65,8 @@ func toldAway(t testing.TB, u, partner *hubUser) {
 // went (away on a live node, or parked by a drain, before or after the
 // other) and wherever alice resumes (her own node, or another), her
 // resume tells her bob is away, with what remains of his window; and
-// when he comes back she is told so, once: the next thing each is told
-// is the other's message. Before, a resume was told nothing of a
+// when he comes back she is told so, once: the next thing she is told
+// is his message. Before, a resume was told nothing of a
 // partner away on another node or parked: the node knew only what its
 // session's connection had been told, and that connection was gone.
 func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
@@ -93,10 +105,7 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Nodes of its own, so that a drain parks only its users.
-			var nodes [3]*hubNode
-			for j, id := range []string{"a", "b", "c"} {
-				nodes[j] = startHubNode(t, r, fmt.Sprint(id, i), resumeOptions(0))
-			}
+			nodes := threeNodes(t, r, i, 0, 0)
 			alice, bob := pairedAcross(t, nodes[0], nodes[1], i)
 			tc.away(t, nodes[0], nodes[1], alice, bob)
 			alice.resumeOn(t, nodes[tc.herNode], 0, true)
@@ -148,10 +157,8 @@ func TestParkedToldWhatThePartnerWentAwayWithout(t *testing.T) {
 		{"taken up on a third node", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := startHubNode(t, r, fmt.Sprint("a", i), resumeOptions(0))
-			b := startHubNode(t, r, fmt.Sprint("b", i), resumeOptions(kept*(2+64))) // m0..m9: two bytes each
-			c := startHubNode(t, r, fmt.Sprint("c", i), resumeOptions(0))
-			nodes := []*hubNode{a, b, c}
+			nodes := threeNodes(t, r, i, 0, kept) // m0..m9
+			a, b := nodes[0], nodes[1]
 			alice, bob := pairedAcross(t, a, b, i)
 			alice.sayTo(t, bob, sent, "m")
 			parkAway(t, a, alice, bob)
@@ -180,9 +187,8 @@ func TestParkedToldWhatThePartnerWentAwayWithout(t *testing.T) {
 func TestParkedToldThePartnerCameBack(t *testing.T) {
 	const sent, kept = 10, 4
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(kept*(2+64))) // m0..m9: two bytes each
-	b := startHubNode(t, r, "b", resumeOptions(0))
-	c := startHubNode(t, r, "c", resumeOptions(0))
+	nodes := threeNodes(t, r, 0, kept, 0) // m0..m9
+	a, b, c := nodes[0], nodes[1], nodes[2]
 	alice, bob := pairedAcross(t, a, b, 0)
 	bob.sayTo(t, alice, sent, "m")
 	bob.s.Detach(proto.ReasonDisconnected, 0)
@@ -216,9 +222,8 @@ func TestParkedToldThePartnerCameBack(t *testing.T) {
 func TestParkedToldLeftCountsWhatThePartnerWentAwayWithout(t *testing.T) {
 	const sent, kept = 10, 4
 	r := startRedis(t)
-	a := startHubNode(t, r, "a", resumeOptions(0))
-	b := startHubNode(t, r, "b", resumeOptions(kept*(2+64))) // m0..m9: two bytes each
-	c := startHubNode(t, r, "c", resumeOptions(0))
+	nodes := threeNodes(t, r, 0, 0, kept) // m0..m9
+	a, b, c := nodes[0], nodes[1], nodes[2]
 	alice, bob := pairedAcross(t, a, b, 0)
 	alice.sayTo(t, bob, sent, "m")
 	parkAway(t, a, alice, bob)
