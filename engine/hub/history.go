@@ -895,6 +895,12 @@ func (s *Session) Ack(last uint64) {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
 	s.clientAcks = true
+	if a := s.away; a != nil {
+		// Late, from the connection that carried s: what was kept
+		// since s went was handed to no connection, and stays for its
+		// resume.
+		last = min(last, a.seq)
+	}
 	s.dropThroughLocked(last)
 	s.settleLocked()
 }
