@@ -1,11 +1,71 @@
 package hub
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"duet/proto"
 )
+
+// awayFull pairs alice and bob on a hub that keeps buffer bytes for a
+// resume, sends alice away, and has bob fill what is kept for her with
+// one-byte messages, as a line client piping short lines does. It
+// returns bob's session and how many of his messages are waiting.
+func awayFull(tb testing.TB, buffer int) (bob *Session, waiting int) {
+	tb.Helper()
+	h := New(Options{ResumeWindow: time.Minute, ResumeBuffer: buffer})
+	alice, _ := h.Login([]byte("alice"), discard{})
+	bob, _ = h.Login([]byte("bob"), discard{})
+	if err := bob.Connect([]byte(alice.Token().String())); err != nil {
+		tb.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	run := make([][]byte, 64)
+	for i := range run {
+		run[i] = []byte("x")
+	}
+	for {
+		_, n, err := bob.SayAll(run, nil)
+		waiting += n
+		if err != nil {
+			if err.Code != proto.ErrPeerAwayFull.Code {
+				tb.Fatal(err)
+			}
+			return bob, waiting
+		}
+	}
+}
+
+// TestAwayFullRefusalIsCheap: a message refused because its partner is
+// away with resume.buffer full costs what a not_paired one does, however
+// much is kept: a sender piping short lines at such a partner once had
+// each line count the whole history, and stalled its event loop, and
+// every pair on it, for seconds.
+func TestAwayFullRefusalIsCheap(t *testing.T) {
+	const kept, refused = 50000, 100000
+	bob, waiting := awayFull(t, kept*(1+entryCost))
+	if waiting != kept {
+		t.Fatalf("%d messages kept, want %d", waiting, kept)
+	}
+	want := "alice is away, and 50000 of your messages (49 KiB) are waiting for them; this one was not sent"
+	// Far more than the refusals take (well under a second, under the
+	// race detector too), and far less than counting the history for
+	// each took: minutes.
+	const limit = 10 * time.Second
+	start := time.Now()
+	text := [][]byte{[]byte("x")}
+	for i := range refused {
+		_, n, err := bob.SayAll(text, nil)
+		if n != 0 || err == nil || err.Text != want {
+			t.Fatalf("refusal %d: relayed %d, %v; want %q", i, n, err, want)
+		}
+		if i%1000 == 999 && time.Since(start) > limit {
+			t.Fatalf("%d refusals took %v: each costs the history's size", i+1, time.Since(start))
+		}
+	}
+}
 
 // TestAckWhileAwayKeepsWhatCameSince: an acknowledgement that reaches a
 // session once it is away (from the connection that carried it) covers
@@ -25,5 +85,47 @@ func TestAckWhileAwayKeepsWhatCameSince(t *testing.T) {
 	_, replayed, _ := replay(t, box.take())
 	if got := strings.Join(texts2(replayed), ","); got != "away 1,away 2" {
 		t.Fatalf("replayed %q, want the messages that came while away", got)
+	}
+}
+
+// TestAwayFullCountsAfterImport: what a refusal says is waiting counts
+// the messages kept while the session was away before it was moved, and
+// those queued for it while it was parked, as well as those kept since.
+func TestAwayFullCountsAfterImport(t *testing.T) {
+	opts := resumeOpts()
+	opts.ResumeBuffer = 5 * (entryCost + 6)
+	h, _, _ := clusterHub(t, opts)
+	alice, bob, _ := resumablePair(t, h)
+	sayEach(t, bob.Session, "before")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "away 1")
+	p := export(t, h, "alice")
+	if err := h.Import(p, []ParkedMessage{{From: "bob", Text: []byte("queued")}}); err != nil {
+		t.Fatal(err)
+	}
+	sayEach(t, bob.Session, "more 1", "more 2")
+	err := say(bob.Session, []byte("more 3"))
+	if want := "alice is away, and 4 of your messages (24 bytes) are waiting for them; this one was not sent"; err == nil || err.Text != want {
+		t.Fatalf("bob was told %v, want %q", err, want)
+	}
+}
+
+// BenchmarkSayToAwayFull times a one-byte message refused with
+// peer_away_full, its partner's resume.buffer full of one-byte
+// messages from its sender, for buffers from a quarter of the default
+// to sixteen times it: what a refusal costs must not grow with them.
+func BenchmarkSayToAwayFull(b *testing.B) {
+	for _, buffer := range []int{64 << 10, DefaultResumeBuffer, 1 << 20, 4 << 20} {
+		b.Run(fmt.Sprintf("buffer=%dKiB", buffer>>10), func(b *testing.B) {
+			bob, _ := awayFull(b, buffer)
+			text := [][]byte{[]byte("x")}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, _, err := bob.SayAll(text, nil); err == nil {
+					b.Fatal("relayed")
+				}
+			}
+		})
 	}
 }

@@ -609,21 +609,6 @@ func (hs *history) each(from int, f func(seq uint64, at time.Duration, sender st
 	})
 }
 
-// keptFrom returns how many of the messages kept after seq from sent,
-// and the bytes of their texts. A nil history keeps none.
-func (hs *history) keptFrom(from string, seq uint64) (n int, size int64) {
-	if hs == nil {
-		return 0, 0
-	}
-	hs.each(hs.seqIndex(seq+1), func(_ uint64, _ time.Duration, sender string, _ proto.EventKind, text []byte) {
-		if sender == from {
-			n++
-			size += int64(len(text))
-		}
-	})
-	return n, size
-}
-
 // unsentKept looks at the newest unsent messages up to seq, those a
 // session's connection never wrote before it went (away.unsent): it
 // returns the index, among the messages kept, of the first of them kept,
@@ -720,27 +705,26 @@ func (s *Session) keepLocked(h *Hub, from string, sealed bool, texts [][]byte, f
 		if s.hist != nil {
 			cost = s.hist.cost
 		}
-		n := 0
+		n, size := 0, int64(0)
 		for _, text := range texts {
 			c := int64(len(text)) + entryCost
 			if cost+c > buffer {
 				break
 			}
 			cost += c
+			size += int64(len(text))
 			n++
 		}
 		for i, text := range texts[:n] {
 			s.historyLocked().push(first+uint64(i), now, from, sealed, text)
-			a.text += int64(len(text))
+		}
+		if n > 0 {
+			a.keep(from, n, size)
 		}
 		if n < len(texts) {
 			h.awayRefused.Add(1)
 			s.settleLocked()
-			// The sender is told of its own messages only: a pairing
-			// made while s was away follows one whose messages are
-			// kept still.
-			waiting, size := s.hist.keptFrom(from, a.seq)
-			return n, proto.PeerAwayFull(s.name, waiting, size)
+			return n, a.refusal(s.name, from)
 		}
 		return n, nil
 	}
@@ -898,7 +882,7 @@ func (s *Session) Ack(last uint64) {
 	if a := s.away; a != nil {
 		// Late, from the connection that carried s: what was kept
 		// since s went was handed to no connection, and stays for its
-		// resume.
+		// resume (and in what a refusal says is waiting, away.kept).
 		last = min(last, a.seq)
 	}
 	s.dropThroughLocked(last)

@@ -46,8 +46,11 @@ type Parked struct {
 	// WindowLeft is how long it may still wait for a resume.
 	WindowLeft time.Duration
 	// AwaySeq is the number of the last message delivered before it
-	// went away, and AwayText the bytes of the texts kept since: what a
-	// refusal while it is away (peer_away_full) says is waiting.
+	// went away: those in History numbered after it are what a refusal
+	// while it is away (peer_away_full) says is waiting, which the hub
+	// that takes it up counts from there, by sender (away.kept).
+	// AwayText is the bytes of their texts, still written for nodes of
+	// earlier versions, which told it as the size.
 	AwaySeq  uint64
 	AwayText int64
 	// Unsent is how many of the messages up to AwaySeq its connection
@@ -369,7 +372,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			p.AwayFor = now - a.since
 		}
 		p.WindowLeft = max(a.deadline-now, 0)
-		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.text, a.unsent
+		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.keptText(), a.unsent
 		p.Left = a.left
 		if a.untold > 0 {
 			p.Untold, p.UntoldWindow, p.UntoldBack = a.untold, max(a.peerUntil-now, 0), a.peerBack
@@ -555,7 +558,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	if s.lastID == 0 {
 		s.lastID = proto.IDUnknown
 	}
-	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, text: p.AwayText, attached: p.Attached, unsent: p.Unsent, left: p.Left,
+	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, attached: p.Attached, unsent: p.Unsent, left: p.Left,
 		untold: p.Untold, peerUntil: now + p.UntoldWindow, peerBack: p.UntoldBack}
 	s.hmu.Lock()
 	s.seq = p.Seq
@@ -563,6 +566,9 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		hs := s.historyLocked()
 		for _, m := range p.History {
 			hs.push(m.Seq, now-m.Age, m.From, m.Sealed, m.Text)
+			if m.Seq > p.AwaySeq {
+				a.keep(m.From, 1, int64(len(m.Text)))
+			}
 		}
 		for _, l := range p.Loss {
 			hs.loss = append(hs.loss, lossRun{last: l.Last, count: l.Count, minAt: now - l.MinAge, maxAt: now - l.MaxAge})
@@ -570,7 +576,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		for _, m := range queued {
 			s.seq++
 			hs.push(s.seq, now-m.Age, m.From, m.Sealed, m.Text)
-			a.text += int64(len(m.Text))
+			a.keep(m.From, 1, int64(len(m.Text)))
 		}
 		s.settleLocked()
 	}

@@ -62,9 +62,18 @@ type away struct {
 	from               *fromAway
 	fromPrev, fromNext *Session
 
-	// text is the bytes of the texts kept while away; guarded by
-	// Session.hmu.
-	text int64
+	// kept counts the messages kept for the session's resume since it
+	// went away, by sender, in the order the senders came: what a
+	// refusal (peer_away_full) tells a sender is waiting for them.
+	// Nothing kept since is dropped while the session is away: not for
+	// room (what does not fit is refused), not for age (the window
+	// counts from when it went), not by an acknowledgement (Ack: no
+	// connection was handed it). So counts kept as messages are stay
+	// those of the history, and a refusal looks at none of it: a look
+	// for each, against a full buffer of short lines piped flat out,
+	// held the sender's event loop, and every pair on it, for seconds.
+	// Guarded by Session.hmu.
+	kept []keptFrom
 
 	// left is the end of the session's pairing while it was away, which
 	// its connection could not be told (awayQueue drops it): its resume
@@ -89,6 +98,59 @@ type away struct {
 	untold    int
 	peerUntil time.Duration
 	peerBack  bool
+}
+
+// keptFrom counts the messages from one sender kept for a session
+// since it went away.
+type keptFrom struct {
+	from string
+	n    int
+	size int64 // the bytes of their texts
+	// refusal is the peer_away_full made for this count, once one was:
+	// a sender refused once is refused again for every line it sends
+	// until something is kept, and each is told the same.
+	refusal *proto.Error
+}
+
+// keep counts n messages from `from`, of size bytes of text, kept for
+// the session since it went away.
+func (a *away) keep(from string, n int, size int64) {
+	k := a.keptFor(from)
+	k.n += n
+	k.size += size
+	k.refusal = nil
+}
+
+// keptFor returns the count of what was kept from `from`, starting one
+// if there is none: nearly always the one partner's, the newest.
+func (a *away) keptFor(from string) *keptFrom {
+	for i := len(a.kept) - 1; i >= 0; i-- {
+		if a.kept[i].from == from {
+			return &a.kept[i]
+		}
+	}
+	a.kept = append(a.kept, keptFrom{from: from})
+	return &a.kept[len(a.kept)-1]
+}
+
+// refusal is peer_away_full for a message from `from` to the session,
+// called name: it is told of its own messages only, as a pairing made
+// while the session was away follows one whose messages are kept still.
+func (a *away) refusal(name, from string) *proto.Error {
+	k := a.keptFor(from)
+	if k.refusal == nil {
+		k.refusal = proto.PeerAwayFull(name, k.n, k.size)
+	}
+	return k.refusal
+}
+
+// keptText is the bytes of the texts kept since the session went away.
+func (a *away) keptText() int64 {
+	var n int64
+	for _, k := range a.kept {
+		n += k.size
+	}
+	return n
 }
 
 // partnerWent notes that the partner of the session, away, went away
