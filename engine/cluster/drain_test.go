@@ -408,8 +408,11 @@ func sumGot(rs []*roller) int {
 func TestDrainedStalledReaderLosesNothing(t *testing.T) {
 	// Long enough that a loaded machine does not find alice, reading
 	// slowly, dead (TCP_USER_TIMEOUT) before the drain.
-	const recent = 3 * time.Second
-	const count = 30_000
+	const recent = 5 * time.Second
+	// As many as alice, reading 64 KiB each 200 ms, takes well over
+	// the wait below to read: some are still queued for her when a
+	// drains.
+	const count = 10_000 * int(recent/time.Second)
 	// Reading slowly, alice is never cut as slow: her stalled
 	// connection, drained, is found dead by TCP_USER_TIMEOUT
 	// (resume.replay_recent) once her reads stop.
