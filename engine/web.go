@@ -9,6 +9,7 @@ import (
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
 
+	"duet/engine/logsample"
 	"duet/proto"
 	"duet/proto/httphead"
 	"duet/proto/jsonproto"
@@ -127,7 +128,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			e := endProtocol
 			if errors.Is(err, wsframe.ErrOriginRefused) {
 				e = endOrigin
-				cn.loop.srv.logRefusal(e, cn.addr.ip, zap.String("origin", req.Header.Get("Origin")))
+				cn.loop.srv.logRefusal(e, cn.addr.ip, zap.String("origin", logsample.Printable(req.Header.Get("Origin"), 64)))
 			}
 			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end

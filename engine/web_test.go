@@ -144,6 +144,28 @@ func TestWSOriginRefusalLogged(t *testing.T) {
 	}
 }
 
+// TestWSOriginRefusalLogIsPrintable: any client may write the Origin
+// header; the log line of its refusal shows it cut short and escaped, so
+// a bidi override or kilobytes of header do not reach the operator's
+// terminal as they were sent.
+func TestWSOriginRefusalLogIsPrintable(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.InfoLevel)
+	d := startDaemon(t, func(o *engine.Options) { o.Logger = zap.New(core) })
+	origin := "http://evil.example/\u202e\"} fake" + strings.Repeat("A", 7000)
+	if _, status := dialWSRaw(t, d, "127.0.0.1", "Origin: "+origin+"\r\n"); status != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", status)
+	}
+	refusals := logs.FilterMessageSnippet("ws.allowed_origins").All()
+	if len(refusals) != 1 {
+		t.Fatalf("%d refusals logged, want 1: %v", len(refusals), logs.All())
+	}
+	got, _ := refusals[0].ContextMap()["origin"].(string)
+	if want := `http://evil.example/\u202e\"} fake` + strings.Repeat("A", 64-len("http://evil.example/\u202e\"} fake")) + "…"; got != want {
+		t.Errorf("logged origin %.120q (%d bytes), want %q", got, len(got), want)
+	}
+}
+
 // TestWebHeaders: over the wire, every page answer carries the security
 // headers and, when configured, HSTS; an error answered before a request
 // could be read, and a refused WebSocket handshake, carry the security

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"duet/engine/logsample"
 	"duet/proto"
 )
 
@@ -573,9 +574,4 @@ func (s *sampler) allow() (ok bool, suppressed int) {
 
 // printable shortens and cleans a string an attacker may have chosen
 // (a node id in a forged header) for a log line.
-func printable(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strconv.QuoteToASCII(s)
-}
+func printable(s string) string { return logsample.Printable(s, 64) }

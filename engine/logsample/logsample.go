@@ -5,6 +5,7 @@
 package logsample
 
 import (
+	"strconv"
 	"sync"
 	"time"
 )
@@ -38,4 +39,23 @@ func (s *Sampler) Allow(now time.Time) (ok bool, suppressed int) {
 	s.last = now
 	suppressed, s.suppressed = s.suppressed, 0
 	return true, suppressed
+}
+
+// Printable is s, a string a client chose (a header, a node id in a
+// forged frame), made fit for a log line: cut to at most max bytes, with
+// "…" after it if cut, and every rune outside printable ASCII written as
+// a Go escape. A log line then shows what was sent, and neither a bidi
+// override nor a control character nor a header of kilobytes reaches an
+// operator's terminal as it was.
+func Printable(s string, max int) string {
+	cut := len(s) > max
+	if cut {
+		s = s[:max]
+	}
+	q := strconv.QuoteToASCII(s)
+	q = q[1 : len(q)-1]
+	if cut {
+		q += "…"
+	}
+	return q
 }

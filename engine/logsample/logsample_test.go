@@ -1,6 +1,7 @@
 package logsample
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,20 @@ func TestSamplerLetsOneThroughPerInterval(t *testing.T) {
 	s.Allow(now)
 	if ok, _ := s.Allow(now.Add(time.Second)); ok {
 		t.Fatal("a line a second after the last was let through, with a minute's interval")
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://chat.example", "https://chat.example"},
+		{"http://x/\u202e\"} fake", `http://x/\u202e\"} fake`},
+		{"a\nb\x00c\x1b[2J", `a\nb\x00c\x1b[2J`},
+		{"\xff\xfe", `\xff\xfe`},
+		{strings.Repeat("A", 7000), strings.Repeat("A", 64) + "…"},
+		{"日本", `\u65e5\u672c`},
+	} {
+		if got := Printable(tc.in, 64); got != tc.want {
+			t.Errorf("Printable(%.20q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
