@@ -98,7 +98,12 @@ type Node struct {
 	mu      sync.Mutex
 	senders map[string]*sender
 	ps      *redis.PubSub
-	lost    []hub.RemoteCut // pairings cut by a lost link, to tell their nodes once it is back
+	// readingOut is, while the node reads out its subscription before
+	// it cuts (readOut), the payload of the PING it sent on it and a
+	// channel the listener closes once it has read the answer.
+	readingOut readingOut
+	readOuts   uint64          // read-outs begun, for a payload of each its own
+	lost       []hub.RemoteCut // pairings cut by a lost link, to tell their nodes once it is back
 	// suspects are the addresses of nodes that had no listener for a
 	// batch (their senders count what such batches carried: lost, and
 	// told with the pairing's cut).
@@ -634,6 +639,9 @@ func (n *Node) run() {
 		}
 		if err != nil {
 			n.linkLost("heartbeat", err)
+			if lapsed {
+				n.readOut()
+			}
 			n.goDown()
 			n.recover() // at once: a lapsed lease needs no wait
 			continue
@@ -1033,7 +1041,7 @@ func (n *Node) listen(ps *redis.PubSub) {
 	defer n.wg.Done()
 	var buf []byte // decrypted frames, reused from batch to batch
 	for {
-		msg, err := ps.ReceiveMessage(n.ctx)
+		msg, err := ps.Receive(n.ctx)
 		if err != nil {
 			n.mu.Lock()
 			current := n.ps == ps
@@ -1041,9 +1049,71 @@ func (n *Node) listen(ps *redis.PubSub) {
 			if current {
 				n.linkLost("subscribe", err)
 			}
+			// Nothing more will be read: a read-out waits no longer.
+			n.readTo("")
 			return
 		}
-		buf = n.dispatch([]byte(msg.Payload), buf)
+		switch m := msg.(type) {
+		case *redis.Message:
+			buf = n.dispatch([]byte(m.Payload), buf)
+		case *redis.Pong:
+			n.readTo(m.Payload)
+		}
+	}
+}
+
+// readingOut is a read-out of the node's subscription under way.
+type readingOut struct {
+	payload string
+	done    chan struct{}
+}
+
+// readOut delivers what this node's subscription holds before the node
+// cuts its cross-node pairings for a lapsed lease. The node was unheard
+// for longer than its lease (a stall): the other nodes may have reaped
+// it and told its users' partners they were disconnected, counting as
+// delivered every message Redis took for this node's subscription, which
+// it has not read yet. Those are read and delivered first, for the
+// pairings this node still has, so that nothing Redis took for it is
+// dropped untold. Redis answers a PING on the subscription after all it
+// queued there before; the listener says when it reads that answer.
+// Bounded by a round trip's timeout: what a subscription Redis dropped
+// held is gone, and what a reader too slow leaves is counted, where the
+// partner's node still has the pairing, by the left frame this node
+// sends once linked again.
+func (n *Node) readOut() {
+	n.mu.Lock()
+	ps := n.ps
+	if ps == nil {
+		n.mu.Unlock()
+		return
+	}
+	n.readOuts++
+	r := readingOut{payload: "read-out " + strconv.FormatUint(n.readOuts, 10), done: make(chan struct{})}
+	n.readingOut = r
+	n.mu.Unlock()
+	ctx, cancel := n.op()
+	defer cancel()
+	if err := ps.Ping(ctx, r.payload); err == nil {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			if n.ctx.Err() == nil {
+				n.log.Warn("cut cross-node pairings before this node had read all Redis handed it", zap.Duration("waited", n.opts.OpTimeout))
+			}
+		}
+	}
+	n.readTo(r.payload)
+}
+
+// readTo ends the read-out waiting for payload, which the listener
+// has read the answer of; "" ends any, as the listener stops.
+func (n *Node) readTo(payload string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r := n.readingOut; r.done != nil && (payload == "" || payload == r.payload) {
+		close(r.done)
+		n.readingOut = readingOut{}
 	}
 }
 

@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"duet/engine/enginetest"
+	"duet/proto"
+)
+
+// gatedBox is an inbox whose Deliver of a message waits, once shut,
+// until it is opened: the node's listener, delivering it, stalls there
+// as a stopped process would, and what Redis hands the node meanwhile
+// stays unread in its subscription.
+type gatedBox struct {
+	*inbox
+	shut    chan struct{} // a message arriving while this is open stalls
+	stalled chan struct{} // closed once one has
+	open    chan struct{} // closed to let it through
+}
+
+func newGatedBox() *gatedBox {
+	return &gatedBox{inbox: newInbox(), shut: make(chan struct{}, 1), stalled: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (b *gatedBox) Deliver(ev *proto.Event) {
+	if ev.Kind == proto.EvMessage {
+		select {
+		case <-b.shut:
+			close(b.stalled)
+			<-b.open
+		default:
+		}
+	}
+	b.inbox.Deliver(ev)
+}
+
+// TestStalledNodeReadsOutBeforeItCuts: bob's node b stalls (its
+// listener and its heartbeat stop) while alice, on node a, speaks to
+// him; Redis takes her messages for b's subscription, answering that b
+// listens. b's lease runs out, and a reaps b and tells alice bob is
+// gone, with nothing undelivered: what it published reached a
+// listener. When b runs again its heartbeat finds its lease lapsed,
+// and b cuts its cross-node pairings; it first reads out what its
+// subscription holds, so bob gets every message alice was told
+// nothing of. Before, b closed its subscription first, and bob never
+// got them, nor was alice told.
+func TestStalledNodeReadsOutBeforeItCuts(t *testing.T) {
+	const said = 20
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice := a.login(t, "alice")
+	box := newGatedBox()
+	s, err := b.hub.Login([]byte("bob"), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := &hubUser{s: s, box: box.inbox, token: box.next(t, proto.EvWelcome).Token.String()}
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	alice.sayTo(t, bob, 2, "before the stall ")
+
+	// b's listener stalls delivering her first message; the rest wait
+	// in its subscription, published, and answered as heard.
+	box.shut <- struct{}{}
+	alice.say(t, "stalled 0")
+	select {
+	case <-box.stalled:
+	case <-time.After(enginetest.Timeout):
+		t.Fatal("b's listener never delivered alice's message")
+	}
+	for i := 1; i < said; i++ {
+		alice.say(t, fmt.Sprint("stalled ", i))
+	}
+	waitAnswered(t, a.Node)
+
+	// b's own goroutine stalls too, at its next turn (it takes cutsMu
+	// first): its lease, taken away, stays away, and a reaps b.
+	b.cutsMu.Lock()
+	rc := redisClient(t, r)
+	ctx := context.Background()
+	var ev proto.Event
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		if err := rc.Del(ctx, "duet:lease:b").Err(); err != nil {
+			b.cutsMu.Unlock()
+			t.Fatal(err)
+		}
+		alice.box.mu.Lock()
+		told := len(alice.box.evs) > 0
+		alice.box.mu.Unlock()
+		if told {
+			ev = alice.box.next(t, proto.EvPeerLeft)
+			break
+		}
+		if time.Now().After(deadline) {
+			b.cutsMu.Unlock()
+			t.Fatal("a never reaped b")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.cutsMu.Unlock()
+
+	// b runs again: its heartbeat finds the lease lapsed; its listener
+	// goes on once b acts on that.
+	for deadline := time.Now().Add(enginetest.Timeout); !actedOnLapse(b.Node); {
+		if time.Now().After(deadline) {
+			close(box.open)
+			t.Fatal("b never found its lease lapsed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(box.open)
+	got := 0
+	for {
+		m := bob.box.nextOf(t, proto.EvMessage, proto.EvPeerLeft)
+		if m.Kind == proto.EvPeerLeft {
+			break
+		}
+		if want := fmt.Sprint("stalled ", got); string(m.Text) != want {
+			t.Fatalf("bob got %q, want %q", m.Text, want)
+		}
+		got++
+	}
+	if got+ev.Count != said {
+		t.Fatalf("bob got %d of alice's %d messages, and she was told %s with %d undelivered", got, said, ev.Reason, ev.Count)
+	}
+}
+
+// actedOnLapse reports whether n has begun to act on a lapsed lease:
+// it reads out its subscription, or has closed it.
+func actedOnLapse(n *Node) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.readingOut.done != nil || n.ps == nil
+}
