@@ -162,8 +162,13 @@ export function createSecure(page) {
         }),
       );
     } catch {
-      // Storage full or refused: the keys stay in memory, and a reload
-      // starts a new exchange.
+      // Storage full (the page keeps its log there too) or refused. What
+      // an earlier write kept is older than what this page may have sent
+      // since: a reload that restored it would seal again with counters
+      // already used, which AES-GCM does not survive. It goes (removing
+      // needs no room), the keys stay in memory, and a reload starts a
+      // new exchange.
+      unstore();
     }
   }
 
@@ -173,7 +178,18 @@ export function createSecure(page) {
     try {
       sessionStorage.setItem(STORE_KEY, JSON.stringify({ pair_id: p.pairId, peer: p.peer, plain: true }));
     } catch {
-      // Then a reload refuses that replay, as text in another pairing.
+      // Then a reload refuses that replay, as text in another pairing;
+      // nothing kept of a pairing before it is left for a reload to use.
+      unstore();
+    }
+  }
+
+  // unstore deletes what is kept under STORE_KEY.
+  function unstore() {
+    try {
+      sessionStorage.removeItem(STORE_KEY);
+    } catch {
+      // Storage refused altogether: nothing was stored, then.
     }
   }
 
@@ -183,11 +199,7 @@ export function createSecure(page) {
       dropWaiting(pairing);
     }
     pairing = null;
-    try {
-      sessionStorage.removeItem(STORE_KEY);
-    } catch {
-      // Nothing was stored, then.
-    }
+    unstore();
   }
 
   // ---- Share links ------------------------------------------------------

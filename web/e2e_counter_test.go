@@ -1,0 +1,105 @@
+package web_test
+
+// A page seals each message with AES-GCM under its pairing's key and a
+// nonce made of the message's counter: a counter sealed twice under one
+// key gives whoever relays the two the XOR of their texts and the key
+// that authenticates them, whatever the partner then refuses. These
+// tests take a page to where it kept a counter it had already used: a
+// reload that restores a state older than what the page sent (its
+// sessionStorage failed to take the newer one). The partner is bob, a Go
+// client of proto/e2e that makes no new exchange, so that every message
+// the page can seal is under the pairing's one key.
+
+import (
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"duet/proto/e2e"
+)
+
+// readMessage reads bob's frames until a message from the page, and
+// returns what bob's side made of it. Each counter the page sealed is
+// noted in used; one that comes again fails the test, whether or not
+// bob's side would open it.
+func (g *goPeer) readMessage(used map[uint64]string) e2e.Result {
+	g.t.Helper()
+	for {
+		ev := g.ws.Next()
+		if ev["type"] != "sealed" {
+			continue
+		}
+		env, err := e2e.DecodeData(ev["data"].(string))
+		if err != nil {
+			g.t.Fatalf("sealed frame %v: %v", ev, err)
+		}
+		e, err := e2e.Decode(env)
+		if err != nil {
+			g.t.Fatalf("sealed frame %v: %v", ev, err)
+		}
+		if e.Kind != e2e.KindMessage {
+			// A handshake step sent again after a resume.
+			continue
+		}
+		res, err := g.s.Receive(env)
+		if before, ok := used[e.Counter]; ok {
+			g.t.Fatalf("the page sealed counter %d twice under one key (first %q; again: %v)", e.Counter, before, err)
+		}
+		if err != nil {
+			g.t.Fatalf("the page's message %d: %v", e.Counter, err)
+		}
+		used[e.Counter] = res.Text
+		return res
+	}
+}
+
+// expectSealedOnce has p, back with bob, send text, and checks that no
+// counter is sealed twice. bob first sends his steps of the exchange
+// again, as a page does when its partner is back: a page that goes on
+// with the pairing's keys takes them as steps it has, and shows the
+// conversation verified; one that starts a new exchange fails it, since
+// bob's steps are those of the first, and says so. Verified, it seals
+// the text, which bob must read with a counter not used before; failed,
+// it sends nothing.
+func (p *person) expectSealedOnce(bob *goPeer, used map[uint64]string, text string) {
+	p.t.Helper()
+	bob.sealEnvs(bob.s.Resend())
+	p.waitJS("the encryption verified or failed", `['verified', 'failed'].includes(document.getElementById('secure').dataset.state)`)
+	if state, _ := p.secureState(); state == "failed" {
+		p.say(text)
+		p.expectEntry("the text not sent", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+		return
+	}
+	p.say(text)
+	if res := bob.readMessage(used); res.Text != text {
+		p.t.Fatalf("bob read %q, want %q", res.Text, text)
+	}
+}
+
+// TestE2EPageStorageFullReusesNoCounter: alice's page seals a message
+// after its sessionStorage took the state of an earlier one and then
+// stopped taking anything (full: the page keeps its log there too). A
+// reload restored the earlier state, and sealed its next message with
+// the counter already used.
+func TestE2EPageStorageFullReusesNoCounter(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	bob := pairByLink(t, bt.daemon, alice)
+	used := map[uint64]string{}
+	alice.say("kept")
+	bob.readMessage(used)
+
+	// A full storage throws this on every write that needs room; removing
+	// an item needs none.
+	alice.do("fill the storage", chromedp.Evaluate[chromedp.Void](`Storage.prototype.setItem = function () {
+		throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+	}`))
+	alice.say("not kept")
+	bob.readMessage(used)
+
+	alice.do("reload", chromedp.Reload())
+	alice.waitJS("back with bob", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	alice.expectSealedOnce(bob, used, "after the reload")
+}
