@@ -4,13 +4,17 @@ package web_test
 // nonce made of the message's counter: a counter sealed twice under one
 // key gives whoever relays the two the XOR of their texts and the key
 // that authenticates them, whatever the partner then refuses. These
-// tests take a page to where it kept a counter it had already used: a
-// reload that restores a state older than what the page sent (its
-// sessionStorage failed to take the newer one). The partner is bob, a Go
-// client of proto/e2e that makes no new exchange, so that every message
-// the page can seal is under the pairing's one key.
+// tests take a page to the two places where it kept a counter it had
+// already used: a reload that restores a state older than what the page
+// sent (its sessionStorage failed to take the newer one), and a second
+// tab holding a copy of the first one's state (a duplicated tab). The
+// partner is bob, a Go client of proto/e2e that makes no new exchange,
+// so that every message the page can seal is under the pairing's one
+// key.
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -25,17 +29,10 @@ import (
 func (g *goPeer) readMessage(used map[uint64]string) e2e.Result {
 	g.t.Helper()
 	for {
-		ev := g.ws.Next()
-		if ev["type"] != "sealed" {
-			continue
-		}
-		env, err := e2e.DecodeData(ev["data"].(string))
-		if err != nil {
-			g.t.Fatalf("sealed frame %v: %v", ev, err)
-		}
+		env := g.nextEnvelope()
 		e, err := e2e.Decode(env)
 		if err != nil {
-			g.t.Fatalf("sealed frame %v: %v", ev, err)
+			g.t.Fatalf("the page's envelope %x: %v", env, err)
 		}
 		if e.Kind != e2e.KindMessage {
 			// A handshake step sent again after a resume.
@@ -76,20 +73,28 @@ func (p *person) expectSealedOnce(bob *goPeer, used map[uint64]string, text stri
 	}
 }
 
+// sealingPage has bob pair with alice's page by her link, and her page
+// seal text for him; used holds its counter.
+func sealingPage(t *testing.T, text string) (bt *browserTest, alice *person, bob *goPeer, used map[uint64]string) {
+	t.Helper()
+	bt = startResumeTest(t, 0)
+	alice = bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	bob = pairByLink(t, bt.daemon, alice)
+	used = map[uint64]string{}
+	alice.say(text)
+	bob.readMessage(used)
+	return bt, alice, bob, used
+}
+
 // TestE2EPageStorageFullReusesNoCounter: alice's page seals a message
 // after its sessionStorage took the state of an earlier one and then
 // stopped taking anything (full: the page keeps its log there too). A
 // reload restored the earlier state, and sealed its next message with
 // the counter already used.
 func TestE2EPageStorageFullReusesNoCounter(t *testing.T) {
-	bt := startResumeTest(t, 0)
-	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
-	alice.login()
-	bob := pairByLink(t, bt.daemon, alice)
-	used := map[uint64]string{}
-	alice.say("kept")
-	bob.readMessage(used)
+	_, alice, bob, used := sealingPage(t, "kept")
 
 	// A full storage throws this on every write that needs room; removing
 	// an item needs none.
@@ -102,4 +107,41 @@ func TestE2EPageStorageFullReusesNoCounter(t *testing.T) {
 	alice.do("reload", chromedp.Reload())
 	alice.waitJS("back with bob", `document.getElementById('peer').textContent === 'Talking with bob'`)
 	alice.expectSealedOnce(bob, used, "after the reload")
+}
+
+// TestE2EPageDuplicatedTabReusesNoCounter: a tab duplicated from
+// alice's (a browser copies the tab's sessionStorage to the copy) loads
+// while alice's page goes on sealing, resumes her session and seals. It
+// restored the keys and the counter alice's page had when it was copied,
+// and sealed with a counter alice's page had used since.
+func TestE2EPageDuplicatedTabReusesNoCounter(t *testing.T) {
+	bt, alice, bob, used := sealingPage(t, "before the copy")
+
+	// The copy: a tab of the same browser, its sessionStorage that of
+	// alice's tab, filled on a page of the same origin that is not duet's
+	// (a 404) so that nothing reads it before it is complete.
+	ctx, cancel := chromedp.NewContext(alice.ctx)
+	copied := bt.watch("alice's copy", ctx, cancel)
+	// Run before watch's check: the 404 is this test's doing, and so is
+	// the browser's look for that page's icon.
+	t.Cleanup(func() {
+		for _, problem := range copied.takeProblems() {
+			if !strings.Contains(problem, "status of 404") {
+				t.Errorf("alice's copy: the page reported: %s", problem)
+			}
+		}
+	})
+	copied.do("open a page of the origin", chromedp.Navigate(bt.pageURL()+"no-such-page"))
+	items := eval[string](alice, `JSON.stringify(Object.entries(sessionStorage))`)
+	copied.do("copy the storage", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+		`for (const [k, v] of JSON.parse(%q)) sessionStorage.setItem(k, v)`, items)))
+
+	alice.say("while the copy loads")
+	bob.readMessage(used)
+	copied.open(bt.pageURL())
+	copied.waitJS("back with bob", `document.getElementById('peer').textContent === 'Talking with bob'`)
+	// The copy took the session: alice's page is told so.
+	alice.waitJS("alice's page logged out", `document.getElementById('login-view').hidden === false`)
+	copied.expectSealedOnce(bob, used, "from the copy")
+	copied.expectEntry("why the copy secures the conversation anew", func(e logEntry) bool { return e.Kind == "e2e_elsewhere" })
 }

@@ -48,6 +48,17 @@ func (g *goPeer) seal(text string) {
 // envelope held and what the partner answers to it, unsent.
 func (g *goPeer) step() e2e.Result {
 	g.t.Helper()
+	res, err := g.s.Receive(g.nextEnvelope())
+	if err != nil {
+		g.t.Fatalf("the page's envelope: %v", err)
+	}
+	return res
+}
+
+// nextEnvelope reads frames until a sealed one, and returns its
+// envelope.
+func (g *goPeer) nextEnvelope() []byte {
+	g.t.Helper()
 	for {
 		ev := g.ws.Next()
 		if ev["type"] != "sealed" {
@@ -57,11 +68,7 @@ func (g *goPeer) step() e2e.Result {
 		if err != nil {
 			g.t.Fatalf("sealed frame %v: %v", ev, err)
 		}
-		res, err := g.s.Receive(env)
-		if err != nil {
-			g.t.Fatalf("the page's envelope: %v", err)
-		}
-		return res
+		return env
 	}
 }
 

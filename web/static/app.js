@@ -892,10 +892,16 @@ const handlers = {
     }
     if (st.resume) {
       // The session is away on the server: take it back. What the page
-      // says about it waits for the answer.
+      // says about it waits for the answer. The resume waits, too, until
+      // the page knows whether the encryption's keys kept in this tab
+      // are its own to go on with (secure.js, claim): at once but after
+      // a reload, where the page before this one must be gone first.
       st.failNoted = false;
       st.renewing = false;
-      sendResume();
+      const ws = st.ws;
+      secure.claimed.then(() => {
+        if (st.ws === ws && st.resume) sendResume();
+      });
       return;
     }
     if (st.failNoted) notice('Connected to the server again.', { kind: 'connection' });

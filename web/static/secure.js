@@ -8,13 +8,14 @@
 // sends. It draws its own part of the page (#secure) and nothing else.
 //
 // Keys live in this module's memory and, for a reload, in sessionStorage
-// under duet.e2e (e2e.js's state, the pairing's id, whether the people
-// compared the code and the texts waiting for the keys; for a plain
-// pairing, its id and partner only); nothing of them goes to the server, a
-// cookie, localStorage or the console. A link's secret lives in memory,
-// in the link the person hands on and, on the page that shares it, in
-// sessionStorage under duet.e2e.link, so that a reload keeps the link
-// good for as long as its token is.
+// under duet.e2e (the id of the page that holds them, e2e.js's state,
+// the pairing's id, whether the people compared the code and the texts
+// waiting for the keys; for a plain pairing, its id and partner only);
+// nothing of them goes to the server, a cookie, localStorage or the
+// console. A link's secret lives in memory, in the link the person
+// hands on and, on the page that shares it, in sessionStorage under
+// duet.e2e.link, so that a reload keeps the link good for as long as
+// its token is.
 
 import * as e2e from './e2e.js';
 
@@ -31,6 +32,17 @@ const HOLD_LIMIT = 100;
 // stays good across a reload for as long as its token does.
 const STORE_KEY = 'duet.e2e';
 const LINK_KEY = 'duet.e2e.link';
+
+// A page holds a Web Lock named this and its id for as long as it lives,
+// and writes the id beside the state it keeps (see claim).
+const HOLDER_LOCK = 'duet.e2e.holder.';
+
+// How long a page waits for the page that kept the state it finds to let
+// go of its lock: after a reload, the page before it may not be gone yet
+// when this one runs. It is gone in milliseconds; a tab that holds a
+// copy of another's state (a duplicated tab) waits this long before it
+// gives up on that state.
+const CLAIM_WAIT_MS = 5000;
 
 // What a peer's abort reason means, in words; {peer} is its name.
 const ABORT_WORDS = {
@@ -87,6 +99,60 @@ export function createSecure(page) {
     // The share link gains its secret once the page knows it can use one.
     page.redraw();
   });
+
+  // holder is this page's id, '' until claimed settles: the id written
+  // beside the state it keeps, and the name (after HOLDER_LOCK) of the
+  // lock it holds for as long as it lives. A page uses a state kept in
+  // sessionStorage only when its holder is this page's own (keptState).
+  let holder = '';
+  // elsewhere is the holder of the state kept in this tab when another
+  // live page held its lock as this one claimed it.
+  let elsewhere = '';
+  const claimed = claim();
+
+  // claim makes this page the holder of the state kept in this tab, if
+  // no other live page holds it, or else a holder of its own. A reload
+  // of the tab finds the state of the page before it, which lets go of
+  // its lock as it goes: the new page takes the lock over, and the keys.
+  // A tab that got a copy of another's sessionStorage (a browser's
+  // Duplicate copies it) finds a state that a live page holds, and may
+  // go on sealing with: sealing from the copy too would use its counters
+  // twice. It waits CLAIM_WAIT_MS for that lock, then takes a new id,
+  // so that the kept state is not used and the pairing starts a new
+  // exchange. A page kept for Back (the back-forward cache) keeps its
+  // lock; the browser drops the page from the cache rather than keep a
+  // lock another page asks for. Without Web Locks (not a secure
+  // context, where the page cannot encrypt anyway) the page holds
+  // nothing, and uses no kept state. It never rejects.
+  async function claim() {
+    if (!globalThis.navigator || !navigator.locks) return;
+    const kept = readKept();
+    const was = kept && typeof kept.holder === 'string' ? kept.holder : '';
+    if (was !== '') {
+      if (await hold(was, CLAIM_WAIT_MS)) {
+        holder = was;
+        return;
+      }
+      elsewhere = was;
+    }
+    const id = e2e.toBase64url(crypto.getRandomValues(new Uint8Array(16)));
+    if (await hold(id, 0)) holder = id;
+  }
+
+  // hold takes the lock of id for as long as this page lives, waiting up
+  // to waitMs for a page that holds it, and resolves to whether it got it.
+  function hold(id, waitMs) {
+    return new Promise((resolve) => {
+      const options = waitMs > 0 ? { signal: AbortSignal.timeout(waitMs) } : { ifAvailable: true };
+      navigator.locks
+        .request(HOLDER_LOCK + id, options, (lock) => {
+          resolve(lock !== null);
+          // Held until the page is gone.
+          return lock === null ? undefined : new Promise(() => {});
+        })
+        .catch(() => resolve(false));
+    });
+  }
 
   // The link secret of each token this page made one for (the sharer's
   // side), and those of links it opened (the side that connects).
@@ -153,6 +219,7 @@ export function createSecure(page) {
       sessionStorage.setItem(
         STORE_KEY,
         JSON.stringify({
+          holder,
           pair_id: p.pairId,
           verified: p.verified,
           agreed: p.agreed,
@@ -176,7 +243,7 @@ export function createSecure(page) {
   // a reloaded page reads what its partner sent before it ended as such.
   function storePlain(p) {
     try {
-      sessionStorage.setItem(STORE_KEY, JSON.stringify({ pair_id: p.pairId, peer: p.peer, plain: true }));
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ holder, pair_id: p.pairId, peer: p.peer, plain: true }));
     } catch {
       // Then a reload refuses that replay, as text in another pairing;
       // nothing kept of a pairing before it is left for a reload to use.
@@ -292,6 +359,8 @@ export function createSecure(page) {
     }
     later(async () => {
       await ready;
+      // What it stores carries its holder.
+      await claimed;
       if (pairing !== p) return;
       if (unsupported !== '') {
         sendSeal(e2e.abortData('cannot_encrypt'));
@@ -674,7 +743,28 @@ export function createSecure(page) {
     });
   }
 
+  // keptState is what this page kept in sessionStorage, or what the page
+  // before it in this tab kept, once claimed has made this page its
+  // holder; null otherwise.
   function keptState() {
+    const kept = readKept();
+    return kept && holder !== '' && kept.holder === holder ? kept : null;
+  }
+
+  // heldElsewhere tells the person, as the pairing the server resumed
+  // starts a new exchange, when this tab kept that pairing's keys but
+  // another live page holds them (claim): this tab is a copy of that
+  // one's.
+  function heldElsewhere(ev) {
+    const kept = readKept();
+    if (!kept || !kept.state || elsewhere === '' || kept.holder !== elsewhere) return;
+    if (!ev.pair_id || kept.pair_id !== ev.pair_id) return;
+    page.notice('Another tab holds this conversation’s keys: this one cannot use them, and secures it anew.', {
+      kind: 'e2e_elsewhere',
+    });
+  }
+
+  function readKept() {
     try {
       return JSON.parse(sessionStorage.getItem(STORE_KEY) || 'null');
     } catch {
@@ -724,6 +814,7 @@ export function createSecure(page) {
       // server gives; the partner's first steps are among the replay,
       // after what the partner of the pairing before (if any) sealed
       // before it ended.
+      if (!old) heldElsewhere(ev);
       paired(ev);
       if (!old) dropKeptWaiting(kept);
       retire(old, old ? null : kept);
@@ -860,6 +951,9 @@ export function createSecure(page) {
     peerAway,
     offline,
     resumed,
+    // claimed resolves once the page knows whether the state kept in
+    // this tab is its own: a resume, which restores it, waits for it.
+    claimed,
     // encrypting says whether the current pairing seals what is sent.
     encrypting: () => pairing !== null && (pairing.mode === 'securing' || pairing.mode === 'secure'),
     draw,
