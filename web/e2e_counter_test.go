@@ -149,3 +149,23 @@ func TestE2EPageDuplicatedTabReusesNoCounter(t *testing.T) {
 	copied.expectSealedOnce(bob, used, "from the copy")
 	copied.expectEntry("why the copy secures the conversation anew", func(e logEntry) bool { return e.Kind == "e2e_elsewhere" })
 }
+
+// TestE2EPageReloadKeepsAnEarlierPagesState: a page of the version
+// before holders kept its state with none; a reload into this version
+// must go on with those keys, not secure the conversation anew (which
+// the partner's page, holding the pairing's keys, would fail as
+// interference).
+func TestE2EPageReloadKeepsAnEarlierPagesState(t *testing.T) {
+	_, alice, bob, used := sealingPage(t, "kept")
+	alice.do("keep the state as a page before holders did", chromedp.Evaluate[chromedp.Void](`{
+		const kept = JSON.parse(sessionStorage.getItem('duet.e2e'));
+		if (!kept || !kept.holder) throw new Error('no holder kept: ' + JSON.stringify(kept));
+		delete kept.holder;
+		sessionStorage.setItem('duet.e2e', JSON.stringify(kept));
+	}`))
+	alice.do("reload", chromedp.Reload())
+	alice.expectSealedOnce(bob, used, "after the reload")
+	if state, _ := alice.secureState(); state != "verified" {
+		t.Fatalf("after the reload the encryption is %q, want verified with the kept keys", state)
+	}
+}

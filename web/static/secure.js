@@ -136,7 +136,22 @@ export function createSecure(page) {
       elsewhere = was;
     }
     const id = e2e.toBase64url(crypto.getRandomValues(new Uint8Array(16)));
-    if (await hold(id, 0)) holder = id;
+    if (!(await hold(id, 0))) return;
+    holder = id;
+    // A state kept by a page of the version before holders carries none:
+    // a reload into this version goes on with its keys, as that page
+    // did, rather than secure anew a conversation whose partner holds
+    // them (which would fail as if someone between them interfered).
+    if (kept && kept.holder === undefined && kept.state) adopt(kept);
+  }
+
+  // adopt makes kept, a state with no holder, this page's own.
+  function adopt(kept) {
+    try {
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ ...kept, holder }));
+    } catch {
+      unstore();
+    }
   }
 
   // hold takes the lock of id for as long as this page lives, waiting up
