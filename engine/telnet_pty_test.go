@@ -416,3 +416,80 @@ func TestNewcomerSlipsInRealClients(t *testing.T) {
 		})
 	}
 }
+
+// TestRealTelnetCtrlCDropsSentPart: telnet sends the part of a line
+// typed so far when its user presses Ctrl-D. A Ctrl-C (or Ctrl-\,
+// Ctrl-Z) after that throws the line away, as the terminal shows it: the
+// part already sent never reaches the partner, only the line typed after
+// it. telnet's `send el` erases the line too, and `send ec` one
+// character.
+func TestRealTelnetCtrlCDropsSentPart(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+
+	for _, key := range []string{"\x03", "\x1c", "\x1a"} {
+		// Ctrl-D hands the part to telnet, which sends it at once; the
+		// key after it must not be typed before telnet has read the
+		// part, or the terminal throws the part away itself.
+		mark := tn.bytesRead()
+		tn.type_("secret password\x04")
+		tn.waitRead(mark, len("secret password"))
+		tn.type_(key)
+		tn.typeLine("hi")
+		if got := bob.Line(); got != "<alice> hi" {
+			t.Errorf("Ctrl-D, then %q, then a line: the partner read %q", key, got)
+		}
+	}
+
+	// telnet's escape prompt sends the part before the command:
+	// `send el` erases the line, `send ec` the character before it.
+	for _, c := range []struct{ cmd, then, want string }{
+		{"el", "hi", "hi"},
+		{"ec", "d!", "secret password!"},
+	} {
+		tn.type_("secret passworx\x1d")
+		tn.expect(regexp.QuoteMeta("telnet> "))
+		tn.typeLine("send " + c.cmd)
+		tn.typeLine(c.then)
+		if got := bob.Line(); got != "<alice> "+c.want {
+			t.Errorf("`send %s`, then %q: the partner read %q, want %q", c.cmd, c.then, got, "<alice> "+c.want)
+		}
+	}
+}
+
+// bytesRead returns how many bytes the program has read so far
+// (rchar in /proc/PID/io: from its terminal and its socket alike).
+func (p *ptyProgram) bytesRead() int {
+	p.t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/io")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				p.t.Fatal(err)
+			}
+			return n
+		}
+	}
+	p.t.Fatalf("no rchar in %q", b)
+	return 0
+}
+
+// waitRead waits until the program has read at least n bytes since
+// bytesRead returned mark.
+func (p *ptyProgram) waitRead(mark, n int) {
+	p.t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for p.bytesRead() < mark+n {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the program did not read %d bytes typed", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

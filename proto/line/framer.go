@@ -110,10 +110,10 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			if prev != telnetSub && prev != telnetSubCommand {
 				if _, replaced := restoredByte(prev, c); replaced && f.tn.binaryIn == optYes {
 					// In BINARY the client replaces no byte, so this is
-					// a key press: make it a NOP, which clean drops
-					// whatever comes around it.
-					buf[i] = telnetNOP
-					f.nops = append(f.nops, i)
+					// a key press: make it a command clean never takes
+					// for a byte, whatever comes around it (keyPress).
+					buf[i] = keyPress(c)
+					f.keys = append(f.keys, i)
 				}
 				f.tn.heard(prev, c)
 			}
@@ -188,14 +188,14 @@ type Framer struct {
 	// answers owed to it (telnet.go).
 	tn telnetSession
 
-	// nops are where scan made a key press sent in BINARY a NOP, in the
-	// line not returned yet. The caller's next buffer may be a copy of
-	// the bytes it was given (gnet copies what it has buffered together
-	// with what arrives), made before that write: Next makes them NOPs
-	// again, or clean would take the command for a byte telnet
-	// replaced, and the same bytes would give another line split
+	// keys are where scan rewrote a key press sent in BINARY
+	// (keyPress), in the line not returned yet. The caller's next buffer
+	// may be a copy of the bytes it was given (gnet copies what it has
+	// buffered together with what arrives), made before that write: Next
+	// rewrites them again, or clean would take the command for a byte
+	// telnet replaced, and the same bytes would give another line split
 	// otherwise.
-	nops []int
+	keys []int
 }
 
 // AtRest reports whether f holds nothing of its input beyond the lines
@@ -253,14 +253,14 @@ func (f *Framer) maxLine() int {
 // The returned line aliases buf and is valid until buf is reused.
 func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 	if f.scanned > len(buf) {
-		f.nops = f.nops[:0] // started over below
+		f.keys = f.keys[:0] // started over below
 	}
-	for _, at := range f.nops {
-		buf[at] = telnetNOP
+	for _, at := range f.keys {
+		buf[at] = keyPress(buf[at])
 	}
 	line, n, err = f.next(buf)
 	if n > 0 {
-		f.nops = f.nops[:0]
+		f.keys = f.keys[:0]
 	}
 	return line, n, err
 }
@@ -358,8 +358,9 @@ func (f *Framer) skip(buf []byte, from int) int {
 // dropped, and a backspace (^H or DEL) drops itself and the character
 // before it. raw is one line without its '\n', starting in plain data. A
 // command that stands where a UTF-8 continuation byte is due is put back
-// as the byte the client replaced with it (restoredByte; scan has made
-// those the client sent in BINARY into NOPs).
+// as the byte the client replaced with it (restoredByte; scan has
+// rewritten those the client sent in BINARY, keyPress); any other acts
+// on the line as the key it stands for (lineKey).
 func clean(raw []byte) []byte {
 	// Most lines need nothing done, or only the '\r' of a CRLF dropped:
 	// Next has found that itself for a plain line, and for others a few
@@ -392,6 +393,16 @@ func clean(raw []byte) []byte {
 				raw[w] = b
 				w++
 				afterCR = false
+				continue
+			}
+			if prev != telnetCommand {
+				continue
+			}
+			switch eraseLine, eraseChar := lineKey(c); {
+			case eraseLine:
+				w, afterCR = 0, false
+			case eraseChar:
+				w, afterCR = len(erase(raw[:w])), false
 			}
 			continue
 		}

@@ -119,7 +119,31 @@ func TestFramer(t *testing.T) {
 		{"a 255 before the line feed", 0, []string{"\xff\nok then\n"}, []string{`line "\xff"`, `line "ok then"`}},
 		{"a 255 before CRLF", 0, []string{"\xff\r\nok\n"}, []string{`line "\xff"`, `line "ok"`}},
 		{"a 255 split from the line feed", 0, []string{"ab\xff", "\nok\n"}, []string{"wait 3", `line "ab\xff"`, `line "ok"`}},
-		{"IAC AYT and IP", 0, []string{"a\xff\xf6b\xff\xf4c\n"}, []string{`reply "\xff\xfd\x00* yes, the server is here\r\n"`, `line "abc"`}},
+		{"IAC AYT and IP", 0, []string{"a\xff\xf6b\xff\xf4c\n"}, []string{`reply "\xff\xfd\x00* yes, the server is here\r\n"`, `line "c"`}},
+		// Ctrl-C, Ctrl-\ and Ctrl-Z after telnet has sent part of a line
+		// (a Ctrl-D or its escape prompt sends what the terminal holds):
+		// the terminal throws away what it holds, and the server the
+		// part it was sent. So does telnet's `send el`; `send ec`
+		// erases one character.
+		{
+			"Ctrl-C after part of a line was sent", 0,
+			[]string{"secret password", "\xff\xf4\xff\xfd\x06", "hi\r\n"},
+			[]string{"wait 15", `reply "\xff\xfd\x00\xff\xfb\x06"`, "wait 20", `line "hi"`},
+		},
+		{"Ctrl-D after Ctrl-C after part of a line is mid-line", 0, []string{"secret\xff\xf4\xff\xfd\x06\x04hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "hi"`}},
+		{"Ctrl-\\ after part of a line", 0, []string{"secret\xff\xf3\xff\xfd\x06hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "hi"`}},
+		{"Ctrl-Z after part of a line", 0, []string{"secret\xff\xed\xff\xfd\x06hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "hi"`}},
+		{"Ctrl-C after a whole letter", 0, []string{"\xd1\x83\xff\xf4\xff\xfd\x06hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "hi"`}},
+		{
+			"Ctrl-C in BINARY after part of a line", 0,
+			[]string{"\xff\xfb\x00", "secret\xd1", "\xff\xf4\xff\xfd\x06hi\n"},
+			[]string{`reply "\xff\xfd\x00"`, "wait 3", "wait 10", `reply "\xff\xfb\x06"`, `line "hi"`},
+		},
+		{"a letter telnet made IP stays", 0, []string{"say \xd1\xff\xf4\xff\xfd\x06!\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "say у!"`}},
+		{"EL erases the line", 0, []string{"secret\xff\xf8hi\n"}, []string{`reply "\xff\xfd\x00"`, `line "hi"`}},
+		{"EC erases a character", 0, []string{"ab\xd1\x84\xff\xf7c\n"}, []string{`reply "\xff\xfd\x00"`, `line "abc"`}},
+		{"EC at the start erases nothing", 0, []string{"\xff\xf7\xff\xf7ab\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
+		{"AO erases nothing", 0, []string{"ab\xff\xf5\xff\xfd\x06c\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "abc"`}},
 		{"IAC SE outside a subnegotiation", 0, []string{"a\xff\xf0b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
 		{
 			"subnegotiation with a newline in its data",
@@ -360,6 +384,9 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 	st := telnetData
 	var line []byte
 	raw := 0 // bytes of the current line so far, as received
+	// begun: the line has had data, even if a key has erased it since;
+	// an EOT is a line of its own only before any.
+	begun := false
 	skipping := false
 	for _, c := range data {
 		// Outside BINARY, a command may stand for a byte the client
@@ -385,10 +412,10 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 				st = telnetData
 			}
 			log = append(log, fmt.Sprintf("line %q", refClean(line)))
-			line, raw = line[:0], 0
+			line, raw, begun = line[:0], 0, false
 			continue
 		}
-		if st == telnetData && c == 0x04 && len(line) == 0 {
+		if st == telnetData && c == 0x04 && !begun {
 			// Ctrl-D before any data of the line: a line of its own.
 			log = append(log, `line "\x04"`)
 			raw = 0
@@ -399,7 +426,7 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 			// Max bytes and no line end: the line is over-long. The
 			// parser restarts in plain data after the cut.
 			log = append(log, "too_long")
-			skipping, st, line, raw = true, telnetData, line[:0], 0
+			skipping, st, line, raw, begun = true, telnetData, line[:0], 0, false
 			continue
 		}
 		prev := st
@@ -410,15 +437,27 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 				line = append(line, 0xff) // a 255 that began no command
 			}
 			line = append(line, c)
+			begun = true
 			continue
 		}
-		if prev != telnetCommand || !replacing {
+		if prev != telnetCommand {
 			continue
 		}
 		// A command where a UTF-8 continuation byte is due is the byte
-		// inetutils telnet replaced with it.
-		if b := refRestored[c]; b != 0 && refPartialRune(refClean(line)) {
+		// inetutils telnet replaced with it, outside BINARY.
+		if b := refRestored[c]; b != 0 && replacing && refPartialRune(refClean(line)) {
 			line = append(line, b)
+			continue
+		}
+		// Any other is the key it stands for: IP, BRK, SUSP and EL erase
+		// the line so far, EC the character before it.
+		switch c {
+		case 0xf4, 0xf3, 0xed, 0xf8:
+			line = line[:0]
+		case 0xf7:
+			line = refClean(line)
+			_, size := utf8.DecodeLastRune(line)
+			line = line[:len(line)-size]
 		}
 	}
 	return log, reply

@@ -32,6 +32,9 @@ func FuzzFramer(f *testing.F) {
 	f.Add([]byte("\x04abc\x04\x04de\x7f\bf\r\n\xff\xf4\xff\xfd\x06\x04\xd1\x84\b\x1b[A\n"), uint16(64), uint8(2))
 	// What inetutils telnet sent for "у я 本 ك Ě ŏ" and Ctrl-C outside BINARY.
 	f.Add([]byte("\xd1\xff\xf4\xff\xfd\x06 \xd1\xff\xf5\xff\xfd\x06 \xe6\xff\xf3\xff\xfd\x06\xac \xd9\xff\xf4\xff\xfd\x06 \xc4\xff\xed\xff\xfd\x06 \xc5\xff\xf5\xff\xfd\x06\r\n\xff\xf4\xff\xfd\x06\xff\xfb\x00\xd1\xff\xf4\x83\n"), uint16(64), uint8(3))
+	// Ctrl-C after telnet sent part of a line, outside BINARY and in it;
+	// telnet's `send el` and `send ec`.
+	f.Add([]byte("secret\xff\xf4\xff\xfd\x06hi\r\n\xff\xfb\x00no\xd1\xff\xf4\xff\xfd\x06\x04yes\r\n\xff\xf8x\xd1\x84\xff\xf7\xff\xf7y\n"), uint16(64), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
 		fr := &Framer{Max: 1 + int(maxLine)%512}
 		step := 1 + int(readSize)%64
@@ -267,9 +270,10 @@ func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
 func TestFramerMatchesModel(t *testing.T) {
 	// Plain bytes, line ends, telnet's commands and options (BINARY and
 	// TIMING-MARK among them), the UTF-8 lead and continuation bytes
-	// that restoring replaced bytes depends on, and the keys the framer
-	// acts on (Ctrl-D, both backspaces).
-	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xd1\xe6\xf0\x83\x9c\x04\x08\x7f"
+	// that restoring replaced bytes depends on, the keys the framer
+	// acts on (Ctrl-D, both backspaces), and the commands that erase
+	// (EL, EC) or do not (AO).
+	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xf8\xf7\xf5\xd1\xe6\xf0\x83\x9c\x04\x08\x7f"
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		data := make([]byte, rng.IntN(80))

@@ -27,10 +27,14 @@ package line
 //     option is off already. So the client stays in its default mode:
 //     line at a time, with local echo and editing.
 //   - Of the two-byte commands, only ARE-YOU-THERE is answered, with a
-//     server line. INTERRUPT-PROCESS (Ctrl-C), BREAK, SUSPEND, ABORT-OUTPUT
-//     and the rest do nothing: Ctrl-C never ends a session; /quit does,
-//     and so does Ctrl-D on an empty line, which telnet sends as a byte
-//     (keys.go).
+//     server line. INTERRUPT-PROCESS (Ctrl-C), BREAK (Ctrl-\) and
+//     SUSPEND (Ctrl-Z) never end a session (/quit does, and so does
+//     Ctrl-D on an empty line, which telnet sends as a byte, keys.go):
+//     they throw away the line begun, as the terminal does with what it
+//     holds of it (lineKey). ERASE-LINE and ERASE-CHARACTER (telnet's
+//     `send el`, `send ec`) erase as RFC 854 says. ABORT-OUTPUT and the
+//     rest do nothing: AO is about the server's output, which the client
+//     has already stopped showing by the time it arrives.
 
 // Telnet command bytes (RFC 854).
 const (
@@ -40,6 +44,8 @@ const (
 	telnetWONT = 252
 	telnetWILL = 251
 	telnetSB   = 250 // subnegotiation begins; it runs to IAC SE
+	telnetEL   = 248 // erase line
+	telnetEC   = 247 // erase character
 	telnetAYT  = 246 // are you there
 	telnetAO   = 245 // abort output
 	telnetIP   = 244 // interrupt process
@@ -200,6 +206,38 @@ func restoredByte(prev telnetState, c byte) (byte, bool) {
 		return 0x80 | 0x0f, true
 	}
 	return 0, false
+}
+
+// lineKey is what the command c (the byte after IAC) does to the line
+// begun, when it stands for a key press, not for a byte telnet replaced
+// (restoredByte): a client's Ctrl-C, Ctrl-\ and Ctrl-Z (IP, BRK, SUSP)
+// and its `send el` (EL) erase the whole line, as the terminal throws
+// away what it holds of the line for those keys; `send ec` (EC) erases
+// one character, as a backspace does. The part of the line the client
+// sent before the key (telnet sends it at a Ctrl-D, or as its user
+// leaves its escape prompt) is thrown away too, or a Ctrl-C the user
+// saw cancel the line would send it joined to the next.
+func lineKey(c byte) (eraseLine, eraseChar bool) {
+	switch c {
+	case telnetIP, telnetBRK, telnetSUSP, telnetEL:
+		return true, false
+	case telnetEC:
+		return false, true
+	}
+	return false, false
+}
+
+// keyPress is the command scan writes in place of c, a command that
+// restoredByte could take for a byte, when the client sends in BINARY,
+// where it is a key press: EL for the keys that erase the line
+// (lineKey), which restoredByte never takes for a byte, and NOP for
+// the rest (AO). It maps what it returns to itself, so that Next can
+// write it again over a copy of the bytes or over the same bytes alike.
+func keyPress(c byte) byte {
+	if eraseLine, _ := lineKey(c); eraseLine {
+		return telnetEL
+	}
+	return telnetNOP
 }
 
 // continuationDue reports whether b ends inside a UTF-8 sequence: its

@@ -69,29 +69,35 @@ func TestContinuationDue(t *testing.T) {
 	}
 }
 
-// TestBinaryKeyPressAcrossCopies: in BINARY a key press (IAC IP) after
-// the first byte of a character is no byte telnet replaced, whether the
-// line comes in one read or in two, and whether the second read hands
-// back the bytes of the first as they were or as a copy made before the
-// framer looked at them (gnet copies what it buffered together with
-// what arrives).
+// TestBinaryKeyPressAcrossCopies: in BINARY a key press (IAC AO, IAC
+// IP) after the first byte of a character is no byte telnet replaced,
+// whether the line comes in one read or in two, and whether the second
+// read hands back the bytes of the first as they were or as a copy made
+// before the framer looked at them (gnet copies what it buffered
+// together with what arrives): AO does nothing, IP (Ctrl-C) erases the
+// line begun.
 func TestBinaryKeyPressAcrossCopies(t *testing.T) {
-	for _, copyBetween := range []bool{false, true} {
-		f := &Framer{}
-		f.Next([]byte("\xff\xfb\x00\n")) // IAC WILL BINARY
-		f.Reply()
-		first := []byte("\xd1\xff\xf4") // a lead byte, then IAC IP
-		before := bytes.Clone(first)
-		if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
-			t.Fatalf("a line begun: %q %d %v", line, n, err)
-		}
-		held := first
-		if copyBetween {
-			held = before
-		}
-		line, _, err := f.Next(append(bytes.Clone(held), '\n'))
-		if err != nil || string(line) != "\xd1" {
-			t.Fatalf("copy %v: line %q, %v; want the lead byte alone", copyBetween, line, err)
+	for _, key := range []struct {
+		cmd  byte
+		want string
+	}{{telnetAO, "\xd1"}, {telnetIP, ""}} {
+		for _, copyBetween := range []bool{false, true} {
+			f := &Framer{}
+			f.Next([]byte("\xff\xfb\x00\n")) // IAC WILL BINARY
+			f.Reply()
+			first := []byte{0xd1, telnetIAC, key.cmd} // a lead byte, then the key
+			before := bytes.Clone(first)
+			if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
+				t.Fatalf("a line begun: %q %d %v", line, n, err)
+			}
+			held := first
+			if copyBetween {
+				held = before
+			}
+			line, _, err := f.Next(append(bytes.Clone(held), '\n'))
+			if err != nil || string(line) != key.want {
+				t.Fatalf("command %d, copy %v: line %q, %v; want %q", key.cmd, copyBetween, line, err, key.want)
+			}
 		}
 	}
 }
