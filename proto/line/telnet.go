@@ -8,9 +8,12 @@ package line
 // is ever answered in turn:
 //
 //   - DO TIMING-MARK (RFC 860) is answered WILL TIMING-MARK, every time.
-//     A client sends it after Ctrl-C and the like, and shows nothing the
-//     server sends until it has its answer; the answer goes out after the
-//     answers to everything the client sent before it, as the RFC asks.
+//     A client sends it after Ctrl-C and the like, and throws away all
+//     it reads from the server until it has the answer, what the server
+//     wrote before the Ctrl-C that it had not shown yet included; the
+//     answer goes out after the answers to everything the client sent
+//     before it, as the RFC asks. The server cannot know what was thrown
+//     away (the client's TCP acknowledged it), so nothing is sent again.
 //   - BINARY (RFC 856) from the client to the server is asked for (DO
 //     BINARY) at the client's first command, and again at a Ctrl-C
 //     (IP) while it is off. Outside BINARY,
