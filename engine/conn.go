@@ -149,6 +149,12 @@ type wsState struct {
 	r        wsframe.Reader
 	lastRecv time.Time // the last whole frame: idle detection
 	lastPing time.Time
+	// acked is what the client's TCP had acknowledged at the last look,
+	// and behind says the socket then held bytes it could not send yet
+	// (lookReading). behind is false when there was no look the tick
+	// before: a look compares with the one just before it only.
+	acked  uint64
+	behind bool
 }
 
 // flowState is a connection's flow control: the hold on its input
@@ -771,7 +777,18 @@ func (cn *conn) checkDeadlines() {
 			// cut off as slow, and silence counts from then.
 			cn.ws.lastRecv = now
 		}
-		if now.Sub(cn.ws.lastRecv) > lim.IdleTimeout {
+		// A ping waits its turn behind what was queued for the client
+		// before it, and a reader on a slow link may take a minute to
+		// reach it: a client that is seen taking what the server writes
+		// (flow.lastProgress) is not idle, however long since its last
+		// frame. Its frames overdue, it is looked at each tick.
+		quiet := now.Sub(cn.ws.lastRecv)
+		if quiet > lim.PingInterval {
+			cn.lookReading()
+		} else {
+			cn.ws.behind = false
+		}
+		if min(quiet, cn.loop.since(cn.flow.lastProgress)) > lim.IdleTimeout {
 			cn.end(endIdle)
 			return
 		}
@@ -781,6 +798,32 @@ func (cn *conn) checkDeadlines() {
 			cn.flush()
 		}
 	}
+}
+
+// lookReading sees whether a WebSocket's client took some of what the
+// server wrote since the last look, a tick before: its TCP acknowledged
+// more, while its socket held bytes it could not send yet. The client's
+// receive window was full, or its path slow, and it made room: it is
+// reading, only slower than it is written to, and a ping waits behind
+// what was written before it. That is progress (flow.lastProgress), as
+// the slow-reader check sees it while gnet holds output; this look sees
+// it too once gnet's buffer has drained and only the kernel's is left,
+// megabytes a slow reader takes a minute to empty.
+//
+// An acknowledgement alone says less: a client's kernel acknowledges
+// what fits its receive buffer whether or not its program reads, the
+// pings included, so a program that hung would never be idle. Over a
+// slow path it still does, until that buffer is full; from then on it
+// acknowledges nothing more. The count of what was acknowledged is
+// asked, not the socket's queue (SIOCOUTQ, checkOwed), into which what
+// the socket is written between two looks would blur it: the count only
+// grows.
+func (cn *conn) lookReading() {
+	acked, waiting, ok := sendState(cn.c.Fd())
+	if ok && cn.ws.behind && acked > cn.ws.acked {
+		cn.flow.lastProgress = cn.loop.stamp()
+	}
+	cn.ws.acked, cn.ws.behind = acked, waiting
 }
 
 // shutdown tells this connection's user the server is going away; it is

@@ -62,11 +62,8 @@ func setOOBInline(fd int) error {
 // tcpi_snd_wnd came in Linux 5.4; before that the socket cannot say,
 // and the ending stays lost.
 func stoppedReading(fd int) bool {
-	var info unix.TCPInfo
-	size := uint32(unsafe.Sizeof(info))
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
-		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
-	if errno != 0 || uintptr(size) < unsafe.Offsetof(info.Snd_wnd)+unsafe.Sizeof(info.Snd_wnd) {
+	info, size, ok := tcpInfo(fd)
+	if !ok || size < unsafe.Offsetof(info.Snd_wnd)+unsafe.Sizeof(info.Snd_wnd) {
 		return false
 	}
 	ms, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
