@@ -84,7 +84,7 @@ type Limits struct {
 	MaxText          int           `mapstructure:"max_text"`          // bytes of text in one message, default 16 KiB
 	LoginTimeout     time.Duration `mapstructure:"login_timeout"`     // time to log in after connecting, default 60s
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"` // time to finish an HTTP request or WebSocket upgrade, default 5s
-	IdleTimeout      time.Duration `mapstructure:"idle_timeout"`      // WebSocket: close after this long with no frame (pings keep it alive), default 90s
+	IdleTimeout      time.Duration `mapstructure:"idle_timeout"`      // WebSocket: close after this long with no frame (pongs keep it alive) and nothing read, default 90s
 	PingInterval     time.Duration `mapstructure:"ping_interval"`     // WebSocket ping period, default 30s
 	TCPKeepAlive     time.Duration `mapstructure:"tcp_keepalive"`     // TCP keepalive idle time, default 60s
 	MaxConns         int           `mapstructure:"max_conns"`         // connections in all, default 100000

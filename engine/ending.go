@@ -45,7 +45,7 @@ const (
 	endGoingAway   // the client's WebSocket close frame said 1001 going away (a page left or reloaded), or 4001, a page's own for it
 	endLost        // the connection failed: reset, read or write error, a keepalive timeout, a WebSocket gone without a close frame, a line connection's end of input through a trusted proxy
 	endSlow        // a reader that stopped reading was cut off (limits.slow_timeout, limits.outbound_max)
-	endIdle        // a WebSocket sent nothing, pongs included, for limits.idle_timeout
+	endIdle        // a WebSocket sent nothing, pongs included, and read nothing, for limits.idle_timeout
 	endShutdown    // the server is shutting down
 	endReplaced    // the account logged in on another connection (auth.takeover)
 	endResumed     // the session was resumed on another connection, which carries it now
