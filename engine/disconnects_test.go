@@ -306,20 +306,26 @@ func dialSmallReceiveBuffer(t *testing.T, addr string) net.Conn {
 // bytes, which the kernel does not grow.
 func dialReceiveBuffer(t *testing.T, addr string, size int) net.Conn {
 	t.Helper()
-	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+	dialer := net.Dialer{Timeout: enginetest.Timeout, Control: receiveBuffer(size)}
 	raw, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
 	return raw
+}
+
+// receiveBuffer is a dialer's Control that gives the socket a receive
+// buffer of size bytes, which the kernel does not grow.
+func receiveBuffer(size int) func(_, _ string, rc syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}
 }
 
 // refusedWhileShuttingDown opens a connection while the server shuts

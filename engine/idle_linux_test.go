@@ -11,7 +11,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -88,15 +87,7 @@ func slowWSReader(t *testing.T, count, reads int) {
 	dialer := ws.Dialer{
 		Timeout: enginetest.Timeout,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				if err := rc.Control(func(fd uintptr) {
-					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 32<<10)
-				}); err != nil {
-					return err
-				}
-				return serr
-			}}
+			nd := net.Dialer{Control: receiveBuffer(32 << 10)}
 			return nd.DialContext(ctx, network, addr)
 		},
 	}
