@@ -732,6 +732,35 @@ func TestE2EBrowserInterop(t *testing.T) {
 			t.Fatalf("Go hears the page's abort as %v, reason %v", err, r.Reason)
 		}
 	})
+
+	t.Run("every abort reason", func(t *testing.T) {
+		// Both know the same reasons by the same bytes and names, and
+		// each hears the other's as it was sent.
+		inJS := evalAwait[map[string]int](p, `Promise.resolve(e2e.REASONS)`)
+		for _, reason := range e2e.Reasons {
+			name := reason.String()
+			if b, ok := inJS[name]; !ok || b != int(reason) {
+				t.Errorf("e2e.js knows %s as %d (known: %v), proto/e2e as %d", name, b, ok, reason)
+			}
+			delete(inJS, name)
+			env, err := e2e.DecodeData(evalAwait[string](p, fmt.Sprintf(`Promise.resolve(e2e.abortData(%s))`, js(name))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e, err := e2e.Decode(env); err != nil || e.Kind != e2e.KindAbort || e.Reason != reason {
+				t.Errorf("Go reads the page's abort %s as %v %v, %v", name, e.Kind, e.Reason, err)
+			}
+			s := jsSide{p, "abort " + name}
+			s.start(jsConfig(e2e.Responder, ""), "")
+			g, _ := goStart(t, e2e.Initiator, "")
+			if r := s.receive(e2e.EncodeData(g.Abort(reason))); r.code() != "peer_aborted" || r.Reason != name {
+				t.Errorf("the page hears Go's abort %s as %s, reason %q", name, r.code(), r.Reason)
+			}
+		}
+		for name := range inJS {
+			t.Errorf("e2e.js knows the reason %s, proto/e2e does not", name)
+		}
+	})
 }
 
 // jsToGoAfterGap seals text in the page and expects Go to open it after gap

@@ -112,3 +112,33 @@ func TestProtocolTranscript(t *testing.T) {
 		t.Errorf("PROTOCOL.md does not seal the first message as %s", first)
 	}
 }
+
+// TestDocReasons keeps the abort reasons in docs/E2E.md the list in
+// Reasons: every one, with its byte and its name.
+func TestDocReasons(t *testing.T) {
+	doc := readSpec(t)
+	// The bullet that gives them, to the next.
+	_, item, ok := strings.Cut(doc, "\n- **reason** (abort):")
+	if !ok {
+		t.Fatal("E2E.md gives no abort reasons")
+	}
+	item, _, _ = strings.Cut(item, "\n- ")
+	// A name has a '_' in it ("`0x00` is not a reason" names none).
+	documented := map[string]string{}
+	for _, m := range regexp.MustCompile("`0x([0-9a-f]{2})`\\s+([a-z]+_[a-z_]+)").FindAllStringSubmatch(item, -1) {
+		documented[m[2]] = m[1]
+	}
+	for _, r := range Reasons {
+		b, ok := documented[r.String()]
+		switch {
+		case !ok:
+			t.Errorf("E2E.md does not list the reason %s", r)
+		case b != hex.EncodeToString([]byte{byte(r)}):
+			t.Errorf("E2E.md gives %s as 0x%s; it is %#02x", r, b, byte(r))
+		}
+		delete(documented, r.String())
+	}
+	for name := range documented {
+		t.Errorf("E2E.md lists the reason %s, which is not one", name)
+	}
+}

@@ -165,7 +165,14 @@ const (
 	ReasonHandshakeFailed    Reason = 3 // commitment or confirmation mismatch, or an unusable key
 	ReasonProtocolError      Reason = 4 // an envelope out of turn
 	ReasonUnsupportedVersion Reason = 5 // an envelope of a version this side does not speak
+	ReasonKeysLost           Reason = 6 // this side no longer holds the pairing's keys (a reloaded page whose storage was full, a copied tab)
 )
+
+// Reasons lists every abort reason, for documentation and tests.
+var Reasons = []Reason{
+	ReasonCannotEncrypt, ReasonUnknownLinkSecret, ReasonHandshakeFailed, ReasonProtocolError,
+	ReasonUnsupportedVersion, ReasonKeysLost,
+}
 
 func (r Reason) String() string {
 	switch r {
@@ -179,6 +186,8 @@ func (r Reason) String() string {
 		return "protocol_error"
 	case ReasonUnsupportedVersion:
 		return "unsupported_version"
+	case ReasonKeysLost:
+		return "keys_lost"
 	}
 	return "unknown"
 }

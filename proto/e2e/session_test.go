@@ -531,6 +531,27 @@ func TestAbort(t *testing.T) {
 	}
 }
 
+// TestAbortReasons: each reason goes from one side to the other as it
+// was given, under a name of its own.
+func TestAbortReasons(t *testing.T) {
+	names := map[string]Reason{}
+	for _, reason := range Reasons {
+		ini, res := handshake(t, nil, nil)
+		r, err := res.Receive(ini.Abort(reason))
+		wantErr(t, reason.String(), err, ErrPeerAborted)
+		if r.Reason != reason {
+			t.Errorf("abort %v arrives as %v", reason, r.Reason)
+		}
+		if other, dup := names[reason.String()]; dup || reason.String() == "unknown" {
+			t.Errorf("reason %d is named %q, as %d is", reason, reason.String(), other)
+		}
+		names[reason.String()] = reason
+	}
+	if ReasonKeysLost.String() != "keys_lost" {
+		t.Errorf("ReasonKeysLost is named %q", ReasonKeysLost.String())
+	}
+}
+
 func TestConfigRefused(t *testing.T) {
 	ok := Config{Role: Initiator, Token: testToken, InitiatorName: "bob", ResponderName: "alice"}
 	for _, tt := range []struct {

@@ -62,6 +62,7 @@ export const REASONS = {
   handshake_failed: 3,
   protocol_error: 4,
   unsupported_version: 5,
+  keys_lost: 6,
 };
 const REASON_NAMES = Object.fromEntries(Object.entries(REASONS).map(([k, v]) => [v, k]));
 
@@ -261,8 +262,10 @@ export async function supported() {
 }
 
 // abortData returns the data of an abort for reason (a name in REASONS),
-// for a page that cannot start a session at all: cannot_encrypt, sent in
-// place of its first step so that its partner is not left waiting.
+// for a page that has no session to abort: cannot_encrypt, from a page
+// that cannot start one, sent in place of its first step so that its
+// partner is not left waiting; keys_lost, from a page that lost the
+// session of the pairing it resumed into.
 export function abortData(reason) {
   return toBase64url(abortEnvelope(REASONS[reason] || REASONS.protocol_error));
 }
