@@ -79,6 +79,60 @@ func (p *person) expectSealedOnce(bob *goPeer, used map[uint64]string, text stri
 	}
 }
 
+// expectKeysLost checks that p, resumed into its pairing with bob
+// without its keys, told bob so, with an abort keys_lost rather than an
+// exchange that fails as if someone between them interfered, and told
+// its person why, in words that contain why.
+func (p *person) expectKeysLost(bob *goPeer, why string) {
+	p.t.Helper()
+	for {
+		e, err := e2e.Decode(bob.nextEnvelope())
+		if err != nil {
+			p.t.Fatalf("the page's envelope: %v", err)
+		}
+		if e.Kind != e2e.KindAbort {
+			continue
+		}
+		if e.Reason != e2e.ReasonKeysLost {
+			p.t.Fatalf("the page aborted the pairing's encryption with %v, want %v%s", e.Reason, e2e.ReasonKeysLost, p.logDump())
+		}
+		break
+	}
+	p.expectHonestFailure(why)
+}
+
+// expectHonestFailure checks that p's encryption failed for why, and that
+// nothing on p's page says someone may be interfering.
+func (p *person) expectHonestFailure(why string) {
+	p.t.Helper()
+	p.waitSecure("failed")
+	if text := eval[string](p, `document.getElementById('secure-text').textContent`); !strings.Contains(text, why) {
+		p.t.Fatalf("%s's page says %q, want it to say %q", p.name, text, why)
+	}
+	for _, e := range p.log() {
+		if strings.Contains(e.Text, "interfering") {
+			p.t.Fatalf("%s's page says %q%s", p.name, e.Text, p.logDump())
+		}
+	}
+}
+
+// fillStorage has p's sessionStorage refuse, as a storage that is
+// nearly full does (the page keeps its log there too), every write
+// larger than a few hundred characters: the encryption's state, not a
+// note of a few dozen. Removing an item needs no room.
+func (p *person) fillStorage() {
+	p.t.Helper()
+	p.do("fill the storage", chromedp.Evaluate[chromedp.Void](`{
+		const setItem = Storage.prototype.setItem;
+		Storage.prototype.setItem = function (key, value) {
+			if (String(key).length + String(value).length > 400) {
+				throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+			}
+			return setItem.call(this, key, value);
+		};
+	}`))
+}
+
 // sealingPage has bob pair with alice's page by her link, and her page
 // seal text for him; used holds its counter.
 func sealingPage(t *testing.T, text string) (bt *browserTest, alice *person, bob *goPeer, used map[uint64]string) {
@@ -96,29 +150,46 @@ func sealingPage(t *testing.T, text string) (bt *browserTest, alice *person, bob
 
 // TestE2EPageStorageFullReusesNoCounter: alice's page seals a message
 // after its sessionStorage took the state of an earlier one and then
-// stopped taking anything (full: the page keeps its log there too). A
-// reload restored the earlier state, and sealed its next message with
-// the counter already used.
+// stopped taking it (full: the page keeps its log there too). A reload
+// restored the earlier state, and sealed its next message with the
+// counter already used. The reloaded page has no keys: it tells bob so
+// (keys_lost) and its person why, rather than start an exchange that
+// bob's side, holding the pairing's keys, fails as interference.
 func TestE2EPageStorageFullReusesNoCounter(t *testing.T) {
 	_, alice, bob, used := sealingPage(t, "kept")
 
-	// A full storage throws this on every write that needs room; removing
-	// an item needs none.
-	alice.do("fill the storage", chromedp.Evaluate[chromedp.Void](`Storage.prototype.setItem = function () {
-		throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
-	}`))
+	alice.fillStorage()
 	alice.say("not kept")
 	bob.readMessage(used)
 
 	alice.do("reload", chromedp.Reload())
 	alice.expectSealedOnce(bob, used, "after the reload")
+	alice.expectKeysLost(bob, "this tab lost the conversation’s keys")
+
+	// What bob sealed with the keys the page lost cannot be read, and the
+	// page says so; his steps sent again (expectSealedOnce) were no
+	// message, and it said nothing of them.
+	bob.seal("after the loss")
+	alice.expectEntry("the message it cannot read", func(e logEntry) bool {
+		return e.Code == "e2e_unreadable" && strings.Contains(e.Text, "keys this tab lost")
+	})
+	unreadable := 0
+	for _, e := range alice.log() {
+		if e.Code == "e2e_unreadable" {
+			unreadable++
+		}
+	}
+	if unreadable != 1 {
+		t.Fatalf("the page reported %d frames it cannot read, want 1: the message%s", unreadable, alice.logDump())
+	}
 }
 
 // TestE2EPageDuplicatedTabReusesNoCounter: a tab duplicated from
 // alice's (a browser copies the tab's sessionStorage to the copy) loads
 // while alice's page goes on sealing, resumes her session and seals. It
 // restored the keys and the counter alice's page had when it was copied,
-// and sealed with a counter alice's page had used since.
+// and sealed with a counter alice's page had used since. The copy may
+// not use them: it tells bob so (keys_lost) and its person why.
 func TestE2EPageDuplicatedTabReusesNoCounter(t *testing.T) {
 	bt, alice, bob, used := sealingPage(t, "before the copy")
 
@@ -147,7 +218,7 @@ func TestE2EPageDuplicatedTabReusesNoCounter(t *testing.T) {
 	// The copy takes the session: alice's page is told so.
 	alice.waitJS("alice's page logged out", `document.getElementById('login-view').hidden === false`)
 	copied.expectSealedOnce(bob, used, "from the copy")
-	copied.expectEntry("why the copy secures the conversation anew", func(e logEntry) bool { return e.Kind == "e2e_elsewhere" })
+	copied.expectKeysLost(bob, "another tab holds this conversation’s keys")
 }
 
 // TestE2EPageReloadKeepsAnEarlierPagesState: a page of the version

@@ -619,14 +619,14 @@ func TestE2EPageWithGoClient(t *testing.T) {
 	}
 }
 
-// TestE2EPageReloadKeepsEncryption: a page reloaded in the middle of an
-// encrypted conversation resumes its session and goes on under the same
-// keys, from what it kept in sessionStorage, with nothing new shown to
-// the person: still verified, and the messages sealed.
-func TestE2EPageReloadKeepsEncryption(t *testing.T) {
+// linkPairResumable starts a daemon with session resume on, where bob's
+// page opens the link alice's page shares: their talk is encrypted and
+// verified.
+func linkPairResumable(t *testing.T) (bt *browserTest, alice, bob *person) {
+	t.Helper()
 	chromium := setUpBrowserTest(t)
-	bt := launchBrowser(t, chromium, enginetest.Start(t, nil)) // session resume on
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	bt = launchBrowser(t, chromium, enginetest.Start(t, nil))
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
 	alice.open(bt.pageURL())
 	token := alice.login()
 	bob.open(alice.shareLink())
@@ -634,6 +634,15 @@ func TestE2EPageReloadKeepsEncryption(t *testing.T) {
 	bob.acceptInvite(token)
 	alice.waitSecure("verified")
 	bob.waitSecure("verified")
+	return bt, alice, bob
+}
+
+// TestE2EPageReloadKeepsEncryption: a page reloaded in the middle of an
+// encrypted conversation resumes its session and goes on under the same
+// keys, from what it kept in sessionStorage, with nothing new shown to
+// the person: still verified, and the messages sealed.
+func TestE2EPageReloadKeepsEncryption(t *testing.T) {
+	bt, alice, bob := linkPairResumable(t)
 	_, code := bob.secureState()
 	alice.say("before the reload")
 	bob.expectSealedMessage("theirs", "before the reload")
@@ -649,6 +658,28 @@ func TestE2EPageReloadKeepsEncryption(t *testing.T) {
 	bob.expectSealedMessage("theirs", "after the reload")
 	bob.say("still sealed")
 	alice.expectSealedMessage("theirs", "still sealed")
+	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
+		t.Fatalf("%d plaintext messages relayed", n)
+	}
+}
+
+// TestE2EPageKeysLostToldToPartner: bob's page could not keep the
+// pairing's keys (its storage was full), and is reloaded. The page has
+// none, and alice's still holds them: an exchange begun anew fails, and
+// both pages said someone between them may be interfering. Each says
+// instead what happened, and neither sends in the clear unasked.
+func TestE2EPageKeysLostToldToPartner(t *testing.T) {
+	bt, alice, bob := linkPairResumable(t)
+	bob.fillStorage()
+	alice.say("while bob's storage is full")
+	bob.expectSealedMessage("theirs", "while bob's storage is full")
+	bob.do("reload", chromedp.Reload())
+	bob.waitJS("the reloaded page back with alice", `document.getElementById('peer').textContent === 'Talking with alice'`)
+
+	bob.expectHonestFailure("this tab lost the conversation’s keys")
+	alice.expectHonestFailure("bob’s tab lost the keys of this conversation")
+	alice.say("unasked")
+	alice.expectEntry("the text not sent", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
 	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
 		t.Fatalf("%d plaintext messages relayed", n)
 	}

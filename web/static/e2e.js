@@ -270,6 +270,19 @@ export function abortData(reason) {
   return toBase64url(abortEnvelope(REASONS[reason] || REASONS.protocol_error));
 }
 
+// kindOf names the envelope in data ('commit', 'hello', 'confirm',
+// 'message' or 'abort'), or '' for data that is none: for a page that
+// has no session to read it with.
+export function kindOf(data) {
+  const b = fromBase64url(String(data));
+  if (!b) return '';
+  try {
+    return KIND_NAMES[decode(b).kind];
+  } catch {
+    return '';
+  }
+}
+
 // makeLinkSecret returns a new link secret: 16 random bytes, base64url.
 export function makeLinkSecret() {
   return toBase64url(random(MIN_SECRET));

@@ -10,7 +10,8 @@
 // Keys live in this module's memory and, for a reload, in sessionStorage
 // under duet.e2e (the id of the page that holds them, e2e.js's state,
 // the pairing's id, whether the people compared the code and the texts
-// waiting for the keys; for a plain pairing, its id and partner only);
+// waiting for the keys; for a plain pairing, its id and partner only;
+// for one whose keys the storage refused, its id and that they are lost);
 // nothing of them goes to the server, a cookie, localStorage or the
 // console. A link's secret lives in memory, in the link the person
 // hands on and, on the page that shares it, in sessionStorage under
@@ -51,6 +52,14 @@ const ABORT_WORDS = {
   handshake_failed: 'The keys did not match: someone between you may be interfering.',
   protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
   unsupported_version: '{peer}’s page speaks another version of encryption.',
+  keys_lost: '{peer}’s tab lost the keys of this conversation, and can no longer read or seal in it. Leave and connect again to talk encrypted.',
+};
+
+// Why this tab resumed into a pairing without its keys, in words
+// (lostKeys): its storage refused them, or another tab holds them.
+const LOST_WORDS = {
+  storage: 'this tab lost the conversation’s keys: its storage was full, so they could not be kept for a reload. Leave and connect again to talk encrypted.',
+  elsewhere: 'another tab holds this conversation’s keys, and this one may not use them. Leave and connect again to talk encrypted.',
 };
 
 // What this page's own fatal errors mean, in words.
@@ -200,7 +209,8 @@ export function createSecure(page) {
   //   the page for them), cannot (the partner said it cannot encrypt),
   //   why (shown while plain or failed), waiting (texts typed while
   //   securing), held (the partner's plaintext, until the person
-  //   agrees), timer.
+  //   agrees), timer, abort (not sent yet), lost (why this tab lost
+  //   the keys).
   let pairing = null;
 
   // retired is the pairing a resume found ended or replaced while this
@@ -248,9 +258,26 @@ export function createSecure(page) {
       // an earlier write kept is older than what this page may have sent
       // since: a reload that restored it would seal again with counters
       // already used, which AES-GCM does not survive. It goes (removing
-      // needs no room), the keys stay in memory, and a reload starts a
-      // new exchange.
+      // needs no room), the keys stay in memory, and a reload finds
+      // that they were lost.
       unstore();
+      keepLost(p.pairId, 'storage');
+    }
+  }
+
+  // keepLost notes, where no state is kept, that this tab lost the keys
+  // of the pairing pairId, and why (a name in LOST_WORDS), so that a
+  // reload into that pairing tells the partner so (lostKeys) rather than
+  // secure it anew: the partner's page holds the keys, and would fail
+  // the exchange as if someone between them interfered. A note of a few
+  // dozen characters fits where the state did not; if even it does not,
+  // a reload finds nothing kept, and secures the pairing anew.
+  function keepLost(pairId, why) {
+    if (pairId === '') return;
+    try {
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ lost: pairId, why }));
+    } catch {
+      // Nothing kept, then.
     }
   }
 
@@ -341,6 +368,7 @@ export function createSecure(page) {
       held: [],
       timer: 0,
       abort: '', // an abort not sent yet: this page was offline
+      lost: '', // why this tab lost the keys (LOST_WORDS), when it did
     };
   }
 
@@ -427,10 +455,11 @@ export function createSecure(page) {
   function fail(p, why, abortReason) {
     if (p.mode === 'failed') return;
     clearTimeout(p.timer);
-    if (abortReason && p.session && p.session.state !== 'failed') {
+    if (abortReason && !(p.session && p.session.state === 'failed')) {
       // Offline, it goes once the connection is back (resend): the
-      // partner must learn that this side failed.
-      const data = p.session.abort(abortReason);
+      // partner must learn that this side failed. A pairing with no
+      // session (this tab lost it) says so without one.
+      const data = p.session ? p.session.abort(abortReason) : e2e.abortData(abortReason);
       if (!sendSeal(data)) p.abort = data;
     }
     p.mode = 'failed';
@@ -562,6 +591,14 @@ export function createSecure(page) {
       // first steps or its own word that it cannot either, carries no
       // message.
       if (p && p.mode === 'plain') return;
+      if (p && p.lost) {
+        // The partner's steps of the exchange whose keys this tab lost
+        // (sent again as it came back), or its own abort, carry no
+        // message; a message sealed with those keys is lost with them.
+        if (e2e.kindOf(data) !== 'message') return;
+        page.error('e2e_unreadable', 'A message from ' + p.peer + ' arrived sealed with the keys this tab lost; it cannot be read.');
+        return;
+      }
       page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
       return;
     }
@@ -714,11 +751,12 @@ export function createSecure(page) {
 
   function resend(p) {
     later(() => {
-      if (!p || pairing !== p || !p.session) return;
+      if (!p || pairing !== p) return;
       if (p.mode === 'failed') {
         if (p.abort && sendSeal(p.abort)) p.abort = '';
         return;
       }
+      if (!p.session) return;
       for (const d of p.session.resend()) sendSeal(d);
     });
   }
@@ -766,17 +804,18 @@ export function createSecure(page) {
     return kept && holder !== '' && kept.holder === holder ? kept : null;
   }
 
-  // heldElsewhere tells the person, as the pairing the server resumed
-  // starts a new exchange, when this tab kept that pairing's keys but
-  // another live page holds them (claim): this tab is a copy of that
-  // one's.
-  function heldElsewhere(ev) {
+  // lostKeys says why this tab, reloaded or copied, lost the keys of
+  // the pairing ev resumes it into (a name in LOST_WORDS), or '' when it
+  // did not: its storage refused them (keepLost), or it holds a copy of
+  // them that another live page holds (claim), which it may not use. A
+  // partner now on a terminal (or a node that cannot say) could not read
+  // an abort: the pairing goes plain, as a new one would.
+  function lostKeys(ev) {
     const kept = readKept();
-    if (!kept || !kept.state || elsewhere === '' || kept.holder !== elsewhere) return;
-    if (!ev.pair_id || kept.pair_id !== ev.pair_id) return;
-    page.notice('Another tab holds this conversation’s keys: this one cannot use them, and secures it anew.', {
-      kind: 'e2e_elsewhere',
-    });
+    if (!kept || !ev.pair_id || ev.peer_proto !== 'json') return '';
+    if (kept.lost === ev.pair_id && Object.hasOwn(LOST_WORDS, kept.why)) return kept.why;
+    if (kept.state && elsewhere !== '' && kept.holder === elsewhere && kept.pair_id === ev.pair_id) return 'elsewhere';
+    return '';
   }
 
   function readKept() {
@@ -813,6 +852,20 @@ export function createSecure(page) {
       if (pairing.mode !== 'plain') fail(pairing, apart(pairing.peer), '');
       return;
     }
+    const lost = old ? '' : lostKeys(ev);
+    if (lost !== '') {
+      // The partner's page holds this pairing's keys, and this one has
+      // none: an exchange begun anew would fail there as if someone
+      // between them interfered. The partner is told what happened,
+      // and the pairing's encryption ends on both pages. The note stays
+      // for another reload, which says so again.
+      forget();
+      pairing = newPairing(ev, '');
+      pairing.lost = lost;
+      keepLost(pairing.pairId, lost);
+      fail(pairing, LOST_WORDS[lost], 'keys_lost');
+      return;
+    }
     const kept = keptState();
     if (kept && kept.pair_id && pairId === '' && kept.state && keptPartner(kept.state) === String(ev.peer)) {
       // As above, after a reload: the pairing this page encrypted, with
@@ -829,7 +882,6 @@ export function createSecure(page) {
       // server gives; the partner's first steps are among the replay,
       // after what the partner of the pairing before (if any) sealed
       // before it ended.
-      if (!old) heldElsewhere(ev);
       paired(ev);
       if (!old) dropKeptWaiting(kept);
       retire(old, old ? null : kept);
