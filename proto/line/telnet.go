@@ -13,7 +13,9 @@ package line
 //     wrote before the Ctrl-C that it had not shown yet included; the
 //     answer goes out after the answers to everything the client sent
 //     before it, as the RFC asks. The server cannot know what was thrown
-//     away (the client's TCP acknowledged it), so nothing is sent again.
+//     away (the client's TCP acknowledged it), so nothing is sent again;
+//     the engine learns of the timing mark (TimingMark) and tells the
+//     user how many messages it wrote just before.
 //   - BINARY (RFC 856) from the client to the server is asked for (DO
 //     BINARY) at the client's first command, and again at a Ctrl-C
 //     (IP) while it is off. Outside BINARY,
@@ -89,7 +91,9 @@ const (
 type telnetSession struct {
 	spoke    bool     // the client has sent a telnet command
 	binaryIn optState // whether the client sends in BINARY
-	reply    []byte   // answers not yet taken by Reply
+	// mark: reply holds an answer to a timing mark (TimingMark).
+	mark  bool
+	reply []byte // answers not yet taken by Reply
 }
 
 // heard acts on the byte c that follows a command byte: prev is the
@@ -140,7 +144,7 @@ func (s *telnetSession) heard(prev telnetState, c byte) {
 		s.binaryIn = optNo
 	case telnetDo:
 		if c == optTimingMark {
-			s.send(telnetWILL, optTimingMark)
+			s.mark = s.send(telnetWILL, optTimingMark) || s.mark
 			return
 		}
 		s.send(telnetWONT, c)
@@ -149,11 +153,14 @@ func (s *telnetSession) heard(prev telnetState, c byte) {
 	// which are never left on.
 }
 
-// send queues IAC verb opt, unless the queue is full.
-func (s *telnetSession) send(verb, opt byte) {
-	if len(s.reply)+3 <= maxReply {
-		s.reply = append(s.reply, telnetIAC, verb, opt)
+// send queues IAC verb opt, unless the queue is full, and reports
+// whether it did.
+func (s *telnetSession) send(verb, opt byte) bool {
+	if len(s.reply)+3 > maxReply {
+		return false
 	}
+	s.reply = append(s.reply, telnetIAC, verb, opt)
+	return true
 }
 
 // answer queues b, unless the queue is full.
@@ -170,9 +177,17 @@ func (s *telnetSession) answer(b string) {
 // call of Next.
 func (f *Framer) Reply() []byte {
 	r := f.tn.reply
-	f.tn.reply = f.tn.reply[:0]
+	f.tn.reply, f.tn.mark = f.tn.reply[:0], false
 	return r
 }
+
+// TimingMark reports whether the answers Reply is about to return hold
+// one to a timing mark (DO TIMING-MARK, RFC 860). The client asked for
+// it at a Ctrl-C or the like, and throws away all it reads from the
+// server until the answer: what the server wrote before the answer, and
+// the client had not shown by then, never reaches its user. Call it
+// before Reply, which forgets it.
+func (f *Framer) TimingMark() bool { return f.tn.mark }
 
 // Binary reports whether the client sends in telnet's BINARY, in which
 // telnet changes no byte it sends (see restoredByte): the server asks for

@@ -101,3 +101,102 @@ func TestBinaryKeyPressAcrossCopies(t *testing.T) {
 		}
 	}
 }
+
+// TestTelnetTimingMark checks that TimingMark tells the answers Reply
+// holds a timing mark's, at a Ctrl-C and nowhere else, that Reply
+// forgets it, and that a timing mark whose answer the full queue
+// dropped is not told: no answer, no notice after it would be shown.
+func TestTelnetTimingMark(t *testing.T) {
+	for _, tt := range []struct {
+		name, in string
+		want     bool
+	}{
+		{"Ctrl-C", "\xff\xf4\xff\xfd\x06", true},
+		{"Ctrl-C in a line", "half\xff\xf4\xff\xfd\x06hi\r\n", true},
+		{"a timing mark split across reads, whole", "\xff\xfd\x06", true},
+		{"other options", "\xff\xfd\x01\xff\xfb\x18\xff\xfd\x00", false},
+		{"IP alone", "\xff\xf4", false},
+		{"AYT", "\xff\xf6", false},
+		{"a 6 that is data", "\xff\xf4 \x06\n", false},
+		{"netcat", "hello\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var f Framer
+			buf := []byte(tt.in)
+			for len(buf) > 0 {
+				_, n, _ := f.Next(buf)
+				if n == 0 {
+					break
+				}
+				buf = buf[n:]
+			}
+			if got := f.TimingMark(); got != tt.want {
+				t.Fatalf("TimingMark() = %v, want %v (reply %q)", got, tt.want, f.tn.reply)
+			}
+			f.Reply()
+			if f.TimingMark() {
+				t.Fatal("TimingMark() still true after Reply")
+			}
+		})
+	}
+
+	t.Run("answer dropped", func(t *testing.T) {
+		f := Framer{Max: 1 << 20}
+		// DO BINARY, then a WONT for each: room for one answer more.
+		flood := bytes.Repeat([]byte{telnetIAC, telnetDO, 1}, maxReply/3-2)
+		f.Next(append(flood, telnetIAC, telnetDO, optTimingMark, telnetIAC, telnetDO, optTimingMark, '\n'))
+		if !f.TimingMark() {
+			t.Fatal("TimingMark() false for a timing mark answered as the queue filled")
+		}
+		if r := f.Reply(); len(r)+3 <= maxReply || !bytes.HasSuffix(r, []byte{telnetIAC, telnetWILL, optTimingMark}) {
+			t.Fatalf("reply of %d bytes ends %q, want it full, ending in one WILL TIMING-MARK", len(r), r[max(0, len(r)-6):])
+		}
+		f.Next(append(bytes.Repeat([]byte{telnetIAC, telnetDO, 1}, maxReply/3), telnetIAC, telnetDO, optTimingMark, '\n'))
+		if r := f.tn.reply; len(r)+3 <= maxReply || bytes.HasSuffix(r, []byte{telnetIAC, telnetWILL, optTimingMark}) {
+			t.Fatalf("reply of %d bytes ends %q, want it full, with no room for the answer", len(r), r[max(0, len(r)-6):])
+		}
+		if f.TimingMark() {
+			t.Fatal("TimingMark() true for a timing mark that was not answered")
+		}
+	})
+}
+
+// TestFramerCRLF checks that CRLF tells a line telnet ended (CR LF) from
+// one netcat ended (LF alone), on the fast path for plain lines and the
+// slow one alike, and says nothing of a line that ended otherwise.
+func TestFramerCRLF(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"/login alice\r\n", true},
+		{"/login alice\n", false},
+		{"\r\n", true},
+		{"\n", false},
+		{"привет\r\n", true},
+		{"привет\n", false},
+		{"half\xff\xf4\xff\xfd\x06hi\r\n", true},
+		{"half\xff\xf4\xff\xfd\x06hi\n", false},
+		{"tab\there\r\n", true},
+		{"\x04", false},
+	} {
+		var f Framer
+		ln, n, err := f.Next([]byte(tt.in))
+		if n == 0 || err != nil {
+			t.Fatalf("%q: no line (n %d, err %v)", tt.in, n, err)
+		}
+		if got := f.CRLF(); got != tt.want {
+			t.Errorf("%q (line %q): CRLF() = %v, want %v", tt.in, ln, got, tt.want)
+		}
+	}
+	// The answer is the last line's, not the first's.
+	var f Framer
+	buf := []byte("one\r\ntwo\n")
+	_, n, _ := f.Next(buf)
+	if !f.CRLF() {
+		t.Fatal("the first line ended in CR LF")
+	}
+	if f.Next(buf[n:]); f.CRLF() {
+		t.Fatal("the second line ended in LF alone")
+	}
+}
