@@ -84,8 +84,8 @@ type conn struct {
 	// input. Written by any goroutine.
 	directErr atomic.Int32
 
-	line *line.Framer // stageProxy, stageLine, while not at rest (lendFramer); nil on the web port
-	ws   *wsState     // stageWS; nil before the upgrade
+	line *lineIn  // stageProxy, stageLine, while not at rest (lendFramer); nil on the web port
+	ws   *wsState // stageWS; nil before the upgrade
 
 	sess *hub.Session
 	out  *outbox.Outbox
@@ -298,6 +298,9 @@ func (cn *conn) readLines(buf []byte) int {
 			break
 		}
 		used += n
+		if cn.line.marks == nil && cn.line.CRLF() {
+			cn.watchMarks()
+		}
 		if err != nil {
 			// Answered after the messages before it, as a line that does
 			// not decode is.
@@ -617,8 +620,11 @@ func (cn *conn) flush() {
 		return
 	}
 	held := cn.c.OutboundBuffered()
-	b, _ := cn.out.Take(held)
+	b, msgs := cn.out.Take(held)
 	if b != nil {
+		if cn.line != nil && cn.line.marks != nil {
+			cn.line.marks.wrote(cn.loop.stamp(), msgs, len(b.B))
+		}
 		// gnet holds nothing now (Take hands out bytes only then). If it
 		// held some at the last look, the socket took it, which it does
 		// only as the reader makes room: progress, seen here before the
@@ -761,6 +767,10 @@ func (cn *conn) checkDeadlines() {
 	case stageLine:
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			cn.end(endLoginWait)
+			return
+		}
+		if cn.line != nil && cn.line.marks != nil {
+			cn.tellMarks()
 		}
 	case stageWS:
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {

@@ -15,6 +15,15 @@ import "duet/proto/line"
 // rest (restFramer); one that holds something keeps it. So a loop has a
 // spare or two, and each idle connection none.
 
+// lineIn is a line connection's reader: its framer, and for a telnet
+// client the watch on what a Ctrl-C may hide from it (timingmark.go),
+// which keeps the reader with the connection for good, as the telnet
+// session in its framer does.
+type lineIn struct {
+	line.Framer
+	marks *markWatch // nil until the client shows it is telnet
+}
+
 // lendFramer gives the connection a framer for a read, if it has none.
 // Its Max is limits.max_line as it is now, for a framer the connection
 // kept too (a telnet client's keeps its session for good): a reload
@@ -27,7 +36,7 @@ func (cn *conn) lendFramer() {
 			ls.framers[n-1] = nil
 			ls.framers = ls.framers[:n-1]
 		} else {
-			cn.line = new(line.Framer)
+			cn.line = new(lineIn)
 		}
 	}
 	cn.line.Max = cn.loop.srv.lim().MaxLine
@@ -36,10 +45,10 @@ func (cn *conn) lendFramer() {
 // restFramer gives the connection's framer back to its loop once a read
 // leaves it at rest.
 func (cn *conn) restFramer() {
-	if cn.line == nil || !cn.line.AtRest() {
+	if cn.line == nil || cn.line.marks != nil || !cn.line.AtRest() {
 		return
 	}
-	*cn.line = line.Framer{}
+	*cn.line = lineIn{}
 	cn.loop.framers = append(cn.loop.framers, cn.line)
 	cn.line = nil
 }
@@ -47,14 +56,19 @@ func (cn *conn) restFramer() {
 // answerTelnet sends the telnet answers the framer owes the client, as
 // they are: after the answers to everything the client sent before the
 // commands (RFC 860's timing mark asks for that), so a run of messages
-// in progress is relayed first.
+// in progress is relayed first. After a timing mark's answer comes the
+// notice of what the client may have thrown away (timingmark.go).
 func (cn *conn) answerTelnet() {
+	mark := cn.line.TimingMark()
 	r := cn.line.Reply()
 	if len(r) == 0 {
 		return
 	}
 	cn.sayRun()
 	cn.out.DeliverRaw(r)
+	if mark {
+		cn.timingMark()
+	}
 	// A client that sends commands and never reads the answers is paused
 	// like any other client that does not read its replies.
 	cn.backPressure(cn.out)

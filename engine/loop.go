@@ -10,7 +10,6 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"duet/proto/jsonproto"
-	"duet/proto/line"
 )
 
 // loopState is duet's state for one gnet event loop. Fields marked
@@ -32,7 +31,7 @@ type loopState struct {
 	// idle loop is not woken for them.
 	backlogArmed bool
 	backlogTimer *time.Timer
-	framers      []*line.Framer    // spare line framers (lendFramer)
+	framers      []*lineIn         // spare line readers (lendFramer)
 	json         jsonproto.Decoder // one per loop: decoding happens on the loop
 	run          [][]byte          // messages read together, relayed as one run (see addToRun)
 	runIDs       []uint64          // the id each message of run came with (0: none), for its refusal

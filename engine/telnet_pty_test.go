@@ -4,6 +4,7 @@ package engine_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -492,4 +493,115 @@ func (p *ptyProgram) waitRead(mark, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestRealTelnetCtrlCTellsWhatItHid: at a Ctrl-C telnet throws away all
+// it has not shown of the server's output until the answer to its timing
+// mark, and the kernel throws away what the terminal had not passed on
+// yet. A burst of the partner's messages arriving as the user presses
+// Ctrl-C is lost to the user, though written and acknowledged. The
+// server cannot know which of them the user saw, but it knows how many
+// it wrote lately: a notice after the answer says so, with a count that
+// covers every message of the burst that never reached the screen. The
+// Ctrl-C is the user's first, before telnet has sent any command. A
+// Ctrl-C in a quiet conversation shows no notice.
+func TestRealTelnetCtrlCTellsWhatItHid(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+	const status = `\* you are alice, your token is [0-9a-f]{32}, connected with bob`
+	notice := regexp.MustCompile(`\* telnet may not have shown the last (?:(\d+) messages|(message)) from bob, which arrived as you pressed Ctrl-C\r\n`)
+
+	const n = 20000
+	var burst bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&burst, "burst %05d ok\n", i)
+	}
+	from := tn.written()
+	bob.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := bob.Conn.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// Ctrl-C as soon as telnet shows the burst.
+	tn.waitShown(from, "<bob> burst 00000 ok")
+	tn.type_("\x03")
+	tn.typeLine("/who")
+	tn.expect(status)
+	// What bob sends now comes after the whole burst, and after the
+	// answer to the timing mark, which telnet has had (it showed the
+	// answer to /who): once it shows, every message of the burst is on
+	// the screen or was thrown away.
+	bob.Send("after the burst")
+	tn.expect(regexp.QuoteMeta("<bob> after the burst"))
+	screen := tn.output(from)
+	shown := map[string]bool{}
+	for _, m := range regexp.MustCompile(`<bob> burst (\d{5}) ok\r\n`).FindAllStringSubmatch(screen, -1) {
+		shown[m[1]] = true
+	}
+	hidden := n - len(shown)
+	told := 0
+	switch m := notice.FindStringSubmatch(screen); {
+	case m == nil:
+	case m[2] != "":
+		told = 1
+	default:
+		told, _ = strconv.Atoi(m[1])
+	}
+	t.Logf("telnet showed %d of the %d messages; the notice counted %d", len(shown), n, told)
+	if told < hidden || told > n {
+		t.Fatalf("%d of the %d messages never reached the screen, and the notice counted %d: want from %d to %d\n%s",
+			hidden, n, told, hidden, n, screen[max(0, len(screen)-2000):])
+	}
+
+	// Quiet: a Ctrl-C seconds after the last message (well past the
+	// window), and another right after it, show nothing new.
+	bob.Send("hello")
+	tn.expect(regexp.QuoteMeta("<bob> hello"))
+	time.Sleep(3 * time.Second)
+	from = tn.written()
+	for range 2 {
+		tn.type_("\x03")
+		tn.typeLine("/who")
+		tn.expect(status)
+	}
+	if screen := tn.output(from); strings.Contains(screen, "may not have shown") {
+		t.Fatalf("a Ctrl-C in a quiet conversation showed a notice:\n%s", screen)
+	}
+}
+
+// written is how much the program has written to its terminal so far,
+// for output.
+func (p *ptyProgram) written() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.out)
+}
+
+// waitShown waits until the program has written s after the mark
+// written returned, looking often: it does not move expect on.
+func (p *ptyProgram) waitShown(from int, s string) {
+	p.t.Helper()
+	deadline := time.Now().Add(enginetest.Timeout)
+	for {
+		p.mu.Lock()
+		found := bytes.Contains(p.out[from:], []byte(s))
+		p.mu.Unlock()
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the program did not show %q", s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// output is what the program wrote from the mark written returned up to
+// what expect last matched.
+func (p *ptyProgram) output(from int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return string(p.out[from:max(from, p.seen)])
 }

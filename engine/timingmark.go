@@ -1,0 +1,240 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"duet/proto"
+)
+
+// What telnet throws away at a Ctrl-C, and the notice that says so.
+//
+// At a Ctrl-C (and Ctrl-\, Ctrl-Z, and the letters it turns into
+// commands before BINARY), telnet sends IAC IP and IAC DO TIMING-MARK,
+// and throws away everything it reads from the server until the answer,
+// WILL TIMING-MARK: what the server writes in that round trip, and what
+// telnet had read, or its socket held, and not shown yet (the kernel
+// throws away what the terminal had not passed on, too). The server
+// cannot know which messages those were: the client's TCP acknowledged
+// them, and the connection stays up, so no resume brings them back. What
+// it can know is how many it wrote lately. So the messages written to a
+// telnet client are noted as they leave (markWatch), and when a timing
+// mark is read, a notice after its answer, which telnet shows, counts
+// those written shortly before, and those its TCP had not acknowledged
+// yet, which telnet had not even read: "* telnet may not have shown the
+// last 3 messages from bob, which arrived as you pressed Ctrl-C". None
+// is sent when there were none, as at a Ctrl-C in a quiet conversation.
+//
+// The messages are not sent again: the keep holds a line client's only
+// until its TCP is seen to acknowledge them, which it did for most of
+// these, and those telnet did show would be shown twice.
+//
+// The watch begins with the first line a client ends in CR LF, as telnet
+// does from its first line on, before it has sent any command (netcat
+// ends its lines with LF alone), or with its first timing mark. From then
+// on every byte for the client leaves through its loop's flush, where it
+// is noted: direct writes (owner.go) are turned off for it, which costs
+// a loop wake-up a delivery for a human typing, nothing that matters.
+
+const (
+	// markWindow is how long before a timing mark is read the messages
+	// written may have been thrown away. It covers the round trip the
+	// timing mark took, which is all telnet loses of what it reads as
+	// fast as it comes, with room for a slow network (a second of
+	// mobile latency) and a terminal a little behind. Messages written
+	// earlier that the client's TCP had not acknowledged are counted
+	// however old. Longer, and a Ctrl-C seconds after a message would
+	// be told of it, which telnet has shown.
+	markWindow = 2 * time.Second
+	// markSlot is how long one entry of the watch gathers writes: a
+	// count may take in this much more than markWindow.
+	markSlot = 250 * time.Millisecond
+	// markEntries entries of markSlot cover twice markWindow; a timing
+	// mark ends an entry early, so a flood of them with messages between
+	// forgets older messages sooner, and counts fewer of them.
+	markEntries = 16
+	// markEvery bounds the notices to one a second: what a flood of
+	// Ctrl-Cs hides meanwhile is counted in the next, which the tick
+	// sends (tellMarks).
+	markEvery = time.Second
+)
+
+// markEntry is messages written to the client within markSlot.
+type markEntry struct {
+	first stamp // when the first of them was written
+	end   int64 // markWatch.written just after the last of them
+	msgs  int32
+}
+
+// markWatch notes what was written to a telnet client lately, and counts
+// for a notice what a timing mark may have thrown away. It lives with
+// the connection's framer, on its loop.
+type markWatch struct {
+	// written counts the bytes handed to the socket since the watch
+	// began: positions in the client's stream.
+	written int64
+	log     [markEntries]markEntry // newest at head; n in use
+	head, n int
+	// split: the next write begins an entry of its own, so that an
+	// entry lies wholly before or after a timing mark's answer.
+	split bool
+
+	// due: a timing mark was read at dueAt, when everything up to
+	// dueAcked had been acknowledged by the client's TCP, and its answer
+	// is still queued. It is counted once the answer leaves (wrote).
+	due      bool
+	dueAt    stamp
+	dueAcked int64
+	// counted: the entries that end up to here are counted already, in
+	// owed or in a notice.
+	counted int64
+	// owed is the messages counted for a notice not sent yet.
+	owed int
+	// told is the count of the last notice, sent at toldAt; told is 0
+	// when that notice may itself have been thrown away since, and its
+	// count is in owed again.
+	told   int
+	toldAt stamp
+	spoke  bool // a notice was sent
+}
+
+// wrote notes size bytes handed to the socket at now, msgs relayed
+// messages among them, and counts for a timing mark whose answer was
+// among them.
+func (w *markWatch) wrote(now stamp, msgs, size int) {
+	w.written += int64(size)
+	if msgs > 0 {
+		e := &w.log[w.head]
+		if w.n == 0 || w.split || now-e.first >= stamp(markSlot) {
+			w.head = (w.head + 1) % markEntries
+			w.n = min(w.n+1, markEntries)
+			e = &w.log[w.head]
+			*e = markEntry{first: now}
+			w.split = false
+		}
+		e.msgs += int32(msgs)
+		e.end = w.written
+	}
+	if w.due {
+		w.count()
+	}
+}
+
+// marked notes a timing mark read at now, when the client's TCP had
+// acknowledged everything written up to acked. Its answer is queued
+// already; what was written or queued before it is counted as it leaves
+// (wrote). A second one before that widens the count.
+func (w *markWatch) marked(now stamp, acked int64) {
+	if !w.due {
+		w.due, w.dueAt, w.dueAcked = true, now, acked
+	} else {
+		w.dueAcked = min(w.dueAcked, acked)
+	}
+	w.split = true
+}
+
+// count adds to owed the messages the timing mark due may have thrown
+// away: those written from markWindow before it was read, and before
+// that, those the client's TCP had not acknowledged, up to the answer,
+// which has just left. Entries newest first: once one is neither recent
+// nor unacknowledged, no older one is.
+func (w *markWatch) count() {
+	from := w.dueAt - stamp(markWindow) - stamp(markSlot)
+	if w.spoke && w.told > 0 && w.dueAt-w.toldAt < stamp(markWindow) {
+		// The last notice came shortly before this timing mark, which
+		// may have thrown it away too: its count is owed again.
+		w.owed += w.told
+		w.told = 0
+	}
+	for i, k := 0, w.head; i < w.n; i, k = i+1, (k+markEntries-1)%markEntries {
+		e := &w.log[k]
+		if e.end <= w.counted || e.first <= from && e.end <= w.dueAcked {
+			break
+		}
+		w.owed += int(e.msgs)
+	}
+	w.counted = w.written
+	w.due = false
+	w.split = true
+}
+
+// take returns the count for a notice to send at now, if one is owed
+// and the last was at least markEvery ago, and notes it sent.
+func (w *markWatch) take(now stamp) (int, bool) {
+	if w.owed == 0 || w.due || w.spoke && now-w.toldAt < stamp(markEvery) {
+		return 0, false
+	}
+	n := w.owed
+	w.owed, w.told, w.toldAt, w.spoke = 0, n, now, true
+	return n, true
+}
+
+// watchMarks begins the connection's markWatch, once the client shows
+// it is telnet. Every write to it passes its loop's flush from now on.
+func (cn *conn) watchMarks() {
+	if cn.line.marks != nil {
+		return
+	}
+	cn.line.marks = new(markWatch)
+	cn.out.SetDirect(false)
+}
+
+// timingMark acts on a timing mark the client sent, whose answer has
+// just been queued: what was written before it is counted, and the
+// notice, if any, queued behind the answer.
+func (cn *conn) timingMark() {
+	if cn.flow.draining || cn.closing != endNone {
+		// Closed, or ending: nothing is told any more, and the
+		// goodbye is the last line written.
+		return
+	}
+	cn.watchMarks()
+	w := cn.line.marks
+	held := cn.c.OutboundBuffered()
+	acked := w.written - int64(held)
+	if n, ok := unacked(cn.c.Fd()); ok {
+		acked -= int64(n)
+	}
+	w.marked(cn.loop.stamp(), acked)
+	// The answer, and what was queued before it, leave now: they are
+	// counted as they do, unless the socket is full, and then as it
+	// drains.
+	cn.flush()
+	if cn.closed {
+		return
+	}
+	cn.tellMarks()
+}
+
+// tellMarks sends the notice of what a timing mark may have thrown
+// away, if one is owed and not too soon after the last. It runs after a
+// timing mark, and each tick for what waited.
+func (cn *conn) tellMarks() {
+	w := cn.line.marks
+	n, ok := w.take(cn.loop.stamp())
+	if !ok {
+		return
+	}
+	peer := ""
+	if cn.sess != nil {
+		peer = cn.sess.Peer()
+	}
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, peer)})
+}
+
+// markNotice is the notice's text for n messages, from peer, the
+// partner, when there is one.
+func markNotice(n int, peer string) []byte {
+	b := append(make([]byte, 0, 96), "telnet may not have shown the last "...)
+	if n == 1 {
+		b = append(b, "message"...)
+	} else {
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, " messages"...)
+	}
+	if peer != "" {
+		b = append(b, " from "...)
+		b = append(b, peer...)
+	}
+	return append(b, ", which arrived as you pressed Ctrl-C"...)
+}

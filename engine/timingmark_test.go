@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"testing"
+	"time"
+)
+
+// at is a moment of a loop's clock, s seconds in.
+func at(s float64) stamp { return stamp(time.Duration(s * float64(time.Second))) }
+
+// TestMarkWatchCounts: a timing mark counts the messages written within
+// markWindow before it was read, and those written earlier that the
+// client's TCP had not acknowledged, up to its answer; nothing in a quiet
+// conversation; and each message once.
+func TestMarkWatchCounts(t *testing.T) {
+	// acked < 0: everything written was acknowledged.
+	mark := func(w *markWatch, now stamp, acked int64) {
+		if acked < 0 {
+			acked = w.written
+		}
+		w.marked(now, acked)
+		w.wrote(now, 0, 3) // the answer leaves
+	}
+	for _, tt := range []struct {
+		name string
+		run  func(w *markWatch) stamp // returns when to take the notice
+		want int
+	}{
+		{"quiet", func(w *markWatch) stamp {
+			mark(w, at(10), -1)
+			return at(10)
+		}, 0},
+		{"messages long ago, acknowledged", func(w *markWatch) stamp {
+			w.wrote(at(1), 5, 100)
+			w.wrote(at(4), 2, 40)
+			mark(w, at(10), -1)
+			return at(10)
+		}, 0},
+		{"messages just before", func(w *markWatch) stamp {
+			w.wrote(at(1), 5, 100)
+			w.wrote(at(9.5), 2, 40)
+			w.wrote(at(9.9), 3, 60)
+			mark(w, at(10), -1)
+			return at(10)
+		}, 5},
+		{"messages long ago, unacknowledged", func(w *markWatch) stamp {
+			w.wrote(at(1), 5, 100)
+			w.wrote(at(4), 2, 40)
+			mark(w, at(10), 90) // the last of the first five is not acknowledged
+			return at(10)
+		}, 7},
+		{"queued before the answer, the socket full", func(w *markWatch) stamp {
+			w.wrote(at(1), 5, 100)
+			w.marked(at(10), 100)
+			if _, ok := w.take(at(10)); ok {
+				t.Fatal("a notice before the answer left")
+			}
+			w.wrote(at(11), 4, 83) // the queued messages and the answer
+			w.wrote(at(11.1), 2, 40)
+			return at(11.1)
+		}, 4},
+		{"a second mark with nothing new", func(w *markWatch) stamp {
+			w.wrote(at(1), 5, 100)
+			mark(w, at(10), 50) // unacknowledged for long: counted here
+			if n, ok := w.take(at(10)); !ok || n != 5 {
+				t.Fatalf("first notice %d, %v; want 5", n, ok)
+			}
+			mark(w, at(13), 50)
+			return at(13)
+		}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var w markWatch
+			now := tt.run(&w)
+			n, ok := w.take(now)
+			if ok != (tt.want > 0) || n != tt.want {
+				t.Fatalf("notice %d (%v), want %d", n, ok, tt.want)
+			}
+			if _, again := w.take(now + at(5)); again {
+				t.Fatal("a second notice for the same messages")
+			}
+		})
+	}
+}
+
+// TestMarkWatchRate: notices come at most one a markEvery, and what the
+// timing marks between hid is counted in the next; a timing mark soon
+// after a notice, which it may have thrown away, counts the notice's
+// messages again.
+func TestMarkWatchRate(t *testing.T) {
+	var w markWatch
+	w.wrote(at(10), 3, 60)
+	w.marked(at(10.1), w.written)
+	w.wrote(at(10.1), 0, 3)
+	if n, ok := w.take(at(10.1)); !ok || n != 3 {
+		t.Fatalf("first notice %d (%v), want 3", n, ok)
+	}
+	w.wrote(at(10.1), 0, 80) // the notice
+
+	// Ctrl-C again at once, with two more messages before it: the
+	// notice may be gone too. Too soon for another.
+	w.wrote(at(10.3), 2, 40)
+	w.marked(at(10.4), w.written)
+	w.wrote(at(10.4), 0, 3)
+	if _, ok := w.take(at(10.4)); ok {
+		t.Fatal("a second notice within markEvery")
+	}
+	if _, ok := w.take(at(10.9)); ok {
+		t.Fatal("a second notice within markEvery")
+	}
+	if n, ok := w.take(at(11.2)); !ok || n != 5 {
+		t.Fatalf("the notice a tick sends: %d (%v), want 5", n, ok)
+	}
+
+	// Much later, a Ctrl-C with nothing new: nothing.
+	w.marked(at(20), w.written)
+	w.wrote(at(20), 0, 3)
+	if n, ok := w.take(at(20)); ok {
+		t.Fatalf("a notice of %d in a quiet conversation", n)
+	}
+}
+
+// TestMarkWatchFlood: a flood of timing marks between messages splits
+// the entries early; the watch keeps markEntries of them and counts
+// within those.
+func TestMarkWatchFlood(t *testing.T) {
+	var w markWatch
+	now := at(100)
+	for range 3 * markEntries {
+		w.wrote(now, 1, 20)
+		w.marked(now, w.written)
+		w.wrote(now, 0, 3)
+		now += stamp(10 * time.Millisecond)
+	}
+	if w.n != markEntries {
+		t.Fatalf("%d entries, want %d", w.n, markEntries)
+	}
+	n, ok := w.take(now)
+	if !ok || n != 3*markEntries {
+		t.Fatalf("notice %d (%v), want %d: each mark counted its message", n, ok, 3*markEntries)
+	}
+}
+
+// TestMarkNotice: the notice's text, for one message and more, with the
+// partner named when there is one.
+func TestMarkNotice(t *testing.T) {
+	for _, tt := range []struct {
+		n          int
+		peer, want string
+	}{
+		{3, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
+		{1, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
+		{12, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C"},
+	} {
+		if got := string(markNotice(tt.n, tt.peer)); got != tt.want {
+			t.Errorf("markNotice(%d, %q) = %q, want %q", tt.n, tt.peer, got, tt.want)
+		}
+	}
+}
