@@ -640,6 +640,11 @@ func (cn *conn) flush() {
 			return
 		}
 		held = cn.c.OutboundBuffered()
+		if cn.line != nil && cn.line.marks != nil {
+			// A timing mark's answer may have left just now: the
+			// notice of what it cost goes right behind it.
+			cn.tellMarks()
+		}
 	}
 	cn.settle(held)
 }

@@ -196,20 +196,20 @@ func (cn *conn) timingMark() {
 		acked -= int64(n)
 	}
 	w.marked(cn.loop.stamp(), acked)
-	// The answer, and what was queued before it, leave now: they are
-	// counted as they do, unless the socket is full, and then as it
-	// drains.
+	// The answer, and what was queued before it, leave now, unless the
+	// socket is full, and then as it drains: the flush that hands them
+	// to the socket counts them and queues the notice.
 	cn.flush()
-	if cn.closed {
-		return
-	}
-	cn.tellMarks()
 }
 
 // tellMarks sends the notice of what a timing mark may have thrown
-// away, if one is owed and not too soon after the last. It runs after a
-// timing mark, and each tick for what waited.
+// away, if one is owed and not too soon after the last. It runs after
+// each flush that wrote (the one with a timing mark's answer counts
+// what it cost), and each tick for what waited.
 func (cn *conn) tellMarks() {
+	if cn.closing != endNone || cn.flow.draining {
+		return // the goodbye is the last line written
+	}
 	w := cn.line.marks
 	n, ok := w.take(cn.loop.stamp())
 	if !ok {
