@@ -298,9 +298,6 @@ func (cn *conn) readLines(buf []byte) int {
 			break
 		}
 		used += n
-		if cn.line.marks == nil && cn.line.CRLF() {
-			cn.watchMarks()
-		}
 		if err != nil {
 			// Answered after the messages before it, as a line that does
 			// not decode is.

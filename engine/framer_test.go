@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"syscall"
 	"testing"
+
+	"duet/proto"
 )
 
 // TestIdleLineConnectionHoldsNoFramer: a line connection keeps a framer
@@ -44,3 +47,49 @@ func TestIdleLineConnectionHoldsNoFramer(t *testing.T) {
 		t.Fatal("a telnet client's framer was given back")
 	}
 }
+
+// TestCRLFClientKeepsDirectWrites: a client that ends its lines in CR LF
+// (nc -C, most programs, Windows clients, telnet before its first
+// command) costs what one ending them in LF alone does: its framer goes
+// back to the loop after each read of whole lines, and deliveries to it
+// while its loop sleeps are written directly. Only a timing mark, which
+// telnet alone sends, begins the watch on what a Ctrl-C hides, which
+// keeps both.
+func TestCRLFClientKeepsDirectWrites(t *testing.T) {
+	cn, _ := socketConn(t)
+	cn.c = writingConn{cn.c.(fdConn)}
+	ev := &proto.Event{Kind: proto.EvMessage, From: "bob"}
+	in := []byte("/login alice\r\n/who\r\n")
+	cn.loop.beginTraffic()
+	if used := cn.readLines(in); used != len(in) || cn.line != nil {
+		t.Fatalf("after CR LF lines: used %d of %d, framer kept %v", used, len(in), cn.line != nil)
+	}
+	cn.loop.busy.Store(false) // the read is over: the loop sleeps
+	cn.flush()
+	before := cn.out.DirectWrites()
+	cn.out.DeliverMessages(ev, [][]byte{[]byte("hi")})
+	if got := cn.out.DirectWrites() - before; got != 1 {
+		t.Fatalf("a delivery to an idle CR LF client: %d direct writes, want 1", got)
+	}
+
+	// A Ctrl-C: IAC IP, IAC DO TIMING-MARK. Now it is telnet.
+	in = []byte("\xff\xf4\xff\xfd\x06")
+	cn.loop.beginTraffic()
+	cn.readLines(in)
+	cn.loop.busy.Store(false)
+	if cn.line == nil || cn.line.marks == nil {
+		t.Fatal("a timing mark did not begin the watch")
+	}
+	before = cn.out.DirectWrites()
+	cn.out.DeliverMessages(ev, [][]byte{[]byte("hi")})
+	if got := cn.out.DirectWrites() - before; got != 0 {
+		t.Fatalf("a delivery to a watched client: %d direct writes, want 0", got)
+	}
+}
+
+// writingConn is a gnet.Conn that writes to its descriptor at once, as
+// gnet does when the socket takes all: it holds nothing.
+type writingConn struct{ fdConn }
+
+func (c writingConn) Write(b []byte) (int, error) { return syscall.Write(c.fd, b) }
+func (writingConn) OutboundBuffered() int         { return 0 }

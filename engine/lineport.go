@@ -21,7 +21,7 @@ import "duet/proto/line"
 // session in its framer does.
 type lineIn struct {
 	line.Framer
-	marks *markWatch // nil until the client shows it is telnet
+	marks *markWatch // nil until the client's first timing mark
 }
 
 // lendFramer gives the connection a framer for a read, if it has none.

@@ -29,12 +29,22 @@ import (
 // until its TCP is seen to acknowledge them, which it did for most of
 // these, and those telnet did show would be shown twice.
 //
-// The watch begins with the first line a client ends in CR LF, as telnet
-// does from its first line on, before it has sent any command (netcat
-// ends its lines with LF alone), or with its first timing mark. From then
-// on every byte for the client leaves through its loop's flush, where it
-// is noted: direct writes (owner.go) are turned off for it, which costs
-// a loop wake-up a delivery for a human typing, nothing that matters.
+// The watch begins with the client's first timing mark, a telnet command
+// no other client sends: a client that only ends its lines in CR LF, as
+// telnet does but so do nc -C and many programs, costs what any line
+// client does. From then on every byte for the client leaves through its
+// loop's flush, where it is noted: direct writes (owner.go) are turned
+// off for it, which costs a loop wake-up a delivery for a human typing,
+// and its framer stays with it, as a telnet client's does anyway once it
+// has sent a command.
+//
+// So the first timing mark finds no log of what was written before it:
+// it counts only what was queued behind its answer. If the client's TCP
+// had not acknowledged all that was written before then (SIOCOUTQ), which
+// telnet threw away too, the notice says so without a count: "* telnet
+// may not have shown messages from bob that arrived as you pressed
+// Ctrl-C". Messages it had read and not shown are not told of: the first
+// Ctrl-C is best pressed right after connecting, before pairing.
 
 const (
 	// markWindow is how long before a timing mark is read the messages
@@ -82,20 +92,26 @@ type markWatch struct {
 	// due: a timing mark was read at dueAt, when everything up to
 	// dueAcked had been acknowledged by the client's TCP, and its answer
 	// is still queued. It is counted once the answer leaves (wrote).
+	// dueAcked < 0: bytes written before the watch began were not
+	// acknowledged, and how many messages they held is not known.
 	due      bool
 	dueAt    stamp
 	dueAcked int64
 	// counted: the entries that end up to here are counted already, in
 	// owed or in a notice.
 	counted int64
-	// owed is the messages counted for a notice not sent yet.
-	owed int
-	// told is the count of the last notice, sent at toldAt; told is 0
-	// when that notice may itself have been thrown away since, and its
-	// count is in owed again.
-	told   int
-	toldAt stamp
-	spoke  bool // a notice was sent
+	// owed is the messages counted for a notice not sent yet; vague
+	// says it holds some not counted, written before the watch began,
+	// and the notice gives no count.
+	owed  int
+	vague bool
+	// told is the count of the last notice, sent at toldAt, and
+	// toldVague whether it gave none; both are cleared when that notice
+	// may itself have been thrown away since, and are in owed again.
+	told      int
+	toldVague bool
+	toldAt    stamp
+	spoke     bool // a notice was sent
 }
 
 // wrote notes size bytes handed to the socket at now, msgs relayed
@@ -140,11 +156,15 @@ func (w *markWatch) marked(now stamp, acked int64) {
 // nor unacknowledged, no older one is.
 func (w *markWatch) count() {
 	from := w.dueAt - stamp(markWindow) - stamp(markSlot)
-	if w.spoke && w.told > 0 && w.dueAt-w.toldAt < stamp(markWindow) {
+	if w.spoke && (w.told > 0 || w.toldVague) && w.dueAt-w.toldAt < stamp(markWindow) {
 		// The last notice came shortly before this timing mark, which
 		// may have thrown it away too: its count is owed again.
 		w.owed += w.told
-		w.told = 0
+		w.vague = w.vague || w.toldVague
+		w.told, w.toldVague = 0, false
+	}
+	if w.dueAcked < 0 {
+		w.vague = true
 	}
 	for i, k := 0, w.head; i < w.n; i, k = i+1, (k+markEntries-1)%markEntries {
 		e := &w.log[k]
@@ -158,19 +178,21 @@ func (w *markWatch) count() {
 	w.split = true
 }
 
-// take returns the count for a notice to send at now, if one is owed
+// take returns the count for a notice to send at now, and whether it is
+// vague (a lower bound, which the notice does not give), if one is owed
 // and the last was at least markEvery ago, and notes it sent.
-func (w *markWatch) take(now stamp) (int, bool) {
-	if w.owed == 0 || w.due || w.spoke && now-w.toldAt < stamp(markEvery) {
-		return 0, false
+func (w *markWatch) take(now stamp) (n int, vague, ok bool) {
+	if w.owed == 0 && !w.vague || w.due || w.spoke && now-w.toldAt < stamp(markEvery) {
+		return 0, false, false
 	}
-	n := w.owed
-	w.owed, w.told, w.toldAt, w.spoke = 0, n, now, true
-	return n, true
+	n, vague = w.owed, w.vague
+	w.owed, w.vague = 0, false
+	w.told, w.toldVague, w.toldAt, w.spoke = n, vague, now, true
+	return n, vague, true
 }
 
-// watchMarks begins the connection's markWatch, once the client shows
-// it is telnet. Every write to it passes its loop's flush from now on.
+// watchMarks begins the connection's markWatch at its first timing mark.
+// Every write to it passes its loop's flush from now on.
 func (cn *conn) watchMarks() {
 	if cn.line.marks != nil {
 		return
@@ -195,6 +217,12 @@ func (cn *conn) timingMark() {
 	if n, ok := unacked(cn.c.Fd()); ok {
 		acked -= int64(n)
 	}
+	if acked < 0 && (cn.sess == nil || cn.sess.Peer() == "") {
+		// What was written before the watch began and not acknowledged
+		// holds no partner's message: unpaired, the server writes only
+		// its own lines.
+		acked = 0
+	}
 	w.marked(cn.loop.stamp(), acked)
 	// The answer, and what was queued before it, leave now, unless the
 	// socket is full, and then as it drains: the flush that hands them
@@ -211,7 +239,7 @@ func (cn *conn) tellMarks() {
 		return // the goodbye is the last line written
 	}
 	w := cn.line.marks
-	n, ok := w.take(cn.loop.stamp())
+	n, vague, ok := w.take(cn.loop.stamp())
 	if !ok {
 		return
 	}
@@ -219,22 +247,29 @@ func (cn *conn) tellMarks() {
 	if cn.sess != nil {
 		peer = cn.sess.Peer()
 	}
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, peer)})
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, vague, peer)})
 }
 
-// markNotice is the notice's text for n messages, from peer, the
-// partner, when there is one.
-func markNotice(n int, peer string) []byte {
-	b := append(make([]byte, 0, 96), "telnet may not have shown the last "...)
-	if n == 1 {
-		b = append(b, "message"...)
-	} else {
+// markNotice is the notice's text for n messages, or for some not
+// counted when vague, from peer, the partner, when there is one.
+func markNotice(n int, vague bool, peer string) []byte {
+	b := append(make([]byte, 0, 96), "telnet may not have shown "...)
+	switch {
+	case vague:
+		b = append(b, "messages"...)
+	case n == 1:
+		b = append(b, "the last message"...)
+	default:
+		b = append(b, "the last "...)
 		b = strconv.AppendInt(b, int64(n), 10)
 		b = append(b, " messages"...)
 	}
 	if peer != "" {
 		b = append(b, " from "...)
 		b = append(b, peer...)
+	}
+	if vague {
+		return append(b, " that arrived as you pressed Ctrl-C"...)
 	}
 	return append(b, ", which arrived as you pressed Ctrl-C"...)
 }

@@ -25,8 +25,16 @@ import (
 // it costs the user. The notice comes with the answer as it leaves,
 // before the answer to anything the client sends once it has read it,
 // and counts at least the messages before the answer that the client
-// had not read at its Ctrl-C, all of which telnet would throw away.
+// had not read at its Ctrl-C, all of which telnet would throw away,
+// when the client pressed Ctrl-C once before, as it is advised to, right
+// after connecting. When that Ctrl-C is its first, the server has no log
+// of what it wrote before, and the notice says so without a count.
 func TestTimingMarkNoticeBehindAFullSocket(t *testing.T) {
+	t.Run("after an early Ctrl-C", func(t *testing.T) { markBehindAFullSocket(t, true) })
+	t.Run("the first Ctrl-C", func(t *testing.T) { markBehindAFullSocket(t, false) })
+}
+
+func markBehindAFullSocket(t *testing.T, early bool) {
 	const count = 10_000
 	h := hub.New(hub.Options{})
 	d := enginetest.Start(t, func(o *engine.Options) {
@@ -65,6 +73,24 @@ func TestTimingMarkNoticeBehindAFullSocket(t *testing.T) {
 	if token == nil {
 		t.Fatal("no token")
 	}
+	// The answers to a Ctrl-C: DO BINARY (the first command), then WILL
+	// TIMING-MARK.
+	const answer = "\xff\xfb\x06"
+	if early {
+		send("\xff\xf4\xff\xfd\x06") // Ctrl-C, unpaired: nothing to tell
+		var got []byte
+		for !bytes.HasSuffix(got, []byte(answer)) {
+			alice.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+			c, err := r.ReadByte()
+			if err != nil {
+				t.Fatalf("no answer to the early timing mark in %q: %v", got, err)
+			}
+			got = append(got, c)
+		}
+		if !bytes.HasSuffix(got, []byte("\xff\xfd\x00"+answer)) || bytes.Contains(got, []byte("telnet may not")) {
+			t.Fatalf("the early Ctrl-C was answered %q", got)
+		}
+	}
 	bob := d.DialLine(t).Login("bob")
 	bob.Send("/connect " + token[1])
 	bob.Expect(`^\* you are connected with alice$`)
@@ -94,10 +120,8 @@ func TestTimingMarkNoticeBehindAFullSocket(t *testing.T) {
 	send("\xff\xf4\xff\xfd\x06")       // Ctrl-C
 
 	// Everything before the answer telnet would have thrown away. The
-	// answers come between lines: DO BINARY (the first command), then
-	// WILL TIMING-MARK, with nothing after it but what the server sends
-	// of its own.
-	const answer = "\xff\xfb\x06"
+	// answers come between lines, with nothing after them but what the
+	// server sends of its own.
 	var got []byte
 	chunk := make([]byte, 64<<10)
 	for !bytes.Contains(got, []byte(answer)) {
@@ -115,11 +139,20 @@ func TestTimingMarkNoticeBehindAFullSocket(t *testing.T) {
 	send("/who\r\n")
 	r = bufio.NewReader(io.MultiReader(bytes.NewReader(after), alice))
 	notice := regexp.MustCompile(`^\* telnet may not have shown the last (\d+) messages from bob, which arrived as you pressed Ctrl-C$`)
-	told := 0
+	const vague = "* telnet may not have shown messages from bob that arrived as you pressed Ctrl-C"
+	told, toldVague := 0, false
 	for l := line(); !strings.HasPrefix(l, "* you are alice, "); l = line() {
 		if m := notice.FindStringSubmatch(l); m != nil {
 			told, _ = strconv.Atoi(m[1])
 		}
+		toldVague = toldVague || l == vague
+	}
+	if !early {
+		// Written before the watch began, unread: no count, but a word.
+		if !toldVague || told != 0 {
+			t.Fatalf("%d messages alice had not read were before the answer to her first Ctrl-C; told %v, counted %d; want %q alone", unread, toldVague, told, vague)
+		}
+		return
 	}
 	t.Logf("%d messages alice had not read were before the answer; the notice counted %d", unread, told)
 	if told < unread || told > count {

@@ -13,70 +13,87 @@ func at(s float64) stamp { return stamp(time.Duration(s * float64(time.Second)))
 // client's TCP had not acknowledged, up to its answer; nothing in a quiet
 // conversation; and each message once.
 func TestMarkWatchCounts(t *testing.T) {
-	// acked < 0: everything written was acknowledged.
+	// acked == all: everything written was acknowledged.
+	const all = int64(-1 << 62)
 	mark := func(w *markWatch, now stamp, acked int64) {
-		if acked < 0 {
+		if acked == all {
 			acked = w.written
 		}
 		w.marked(now, acked)
 		w.wrote(now, 0, 3) // the answer leaves
 	}
 	for _, tt := range []struct {
-		name string
-		run  func(w *markWatch) stamp // returns when to take the notice
-		want int
+		name  string
+		run   func(w *markWatch) stamp // returns when to take the notice
+		want  int
+		vague bool
 	}{
 		{"quiet", func(w *markWatch) stamp {
-			mark(w, at(10), -1)
+			mark(w, at(10), all)
 			return at(10)
-		}, 0},
+		}, 0, false},
 		{"messages long ago, acknowledged", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
 			w.wrote(at(4), 2, 40)
-			mark(w, at(10), -1)
+			mark(w, at(10), all)
 			return at(10)
-		}, 0},
+		}, 0, false},
 		{"messages just before", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
 			w.wrote(at(9.5), 2, 40)
 			w.wrote(at(9.9), 3, 60)
-			mark(w, at(10), -1)
+			mark(w, at(10), all)
 			return at(10)
-		}, 5},
+		}, 5, false},
 		{"messages long ago, unacknowledged", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
 			w.wrote(at(4), 2, 40)
 			mark(w, at(10), 90) // the last of the first five is not acknowledged
 			return at(10)
-		}, 7},
+		}, 7, false},
 		{"queued before the answer, the socket full", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
 			w.marked(at(10), 100)
-			if _, ok := w.take(at(10)); ok {
+			if _, _, ok := w.take(at(10)); ok {
 				t.Fatal("a notice before the answer left")
 			}
 			w.wrote(at(11), 4, 83) // the queued messages and the answer
 			w.wrote(at(11.1), 2, 40)
 			return at(11.1)
-		}, 4},
+		}, 4, false},
 		{"a second mark with nothing new", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
 			mark(w, at(10), 50) // unacknowledged for long: counted here
-			if n, ok := w.take(at(10)); !ok || n != 5 {
+			if n, _, ok := w.take(at(10)); !ok || n != 5 {
 				t.Fatalf("first notice %d, %v; want 5", n, ok)
 			}
 			mark(w, at(13), 50)
 			return at(13)
-		}, 0},
+		}, 0, false},
+		// The first timing mark begins the watch: what was written
+		// before is not in the log.
+		{"the first mark, all acknowledged", func(w *markWatch) stamp {
+			mark(w, at(10), 0)
+			return at(10)
+		}, 0, false},
+		{"the first mark, some unacknowledged", func(w *markWatch) stamp {
+			mark(w, at(10), -700)
+			return at(10)
+		}, 0, true},
+		{"the first mark, some unacknowledged, some queued", func(w *markWatch) stamp {
+			w.marked(at(10), -700)
+			w.wrote(at(10), 4, 83) // the queued messages and the answer
+			return at(10)
+		}, 4, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var w markWatch
 			now := tt.run(&w)
-			n, ok := w.take(now)
-			if ok != (tt.want > 0) || n != tt.want {
-				t.Fatalf("notice %d (%v), want %d", n, ok, tt.want)
+			n, vague, ok := w.take(now)
+			if ok != (tt.want > 0 || tt.vague) || n != tt.want || vague != tt.vague {
+				t.Fatalf("notice %d (vague %v, %v), want %d (vague %v)", n, vague, ok, tt.want, tt.vague)
 			}
-			if _, again := w.take(now + at(5)); again {
+			if _, _, again := w.take(now + at(5)); again {
 				t.Fatal("a second notice for the same messages")
 			}
 		})
@@ -92,7 +109,7 @@ func TestMarkWatchRate(t *testing.T) {
 	w.wrote(at(10), 3, 60)
 	w.marked(at(10.1), w.written)
 	w.wrote(at(10.1), 0, 3)
-	if n, ok := w.take(at(10.1)); !ok || n != 3 {
+	if n, _, ok := w.take(at(10.1)); !ok || n != 3 {
 		t.Fatalf("first notice %d (%v), want 3", n, ok)
 	}
 	w.wrote(at(10.1), 0, 80) // the notice
@@ -102,21 +119,44 @@ func TestMarkWatchRate(t *testing.T) {
 	w.wrote(at(10.3), 2, 40)
 	w.marked(at(10.4), w.written)
 	w.wrote(at(10.4), 0, 3)
-	if _, ok := w.take(at(10.4)); ok {
+	if _, _, ok := w.take(at(10.4)); ok {
 		t.Fatal("a second notice within markEvery")
 	}
-	if _, ok := w.take(at(10.9)); ok {
+	if _, _, ok := w.take(at(10.9)); ok {
 		t.Fatal("a second notice within markEvery")
 	}
-	if n, ok := w.take(at(11.2)); !ok || n != 5 {
+	if n, _, ok := w.take(at(11.2)); !ok || n != 5 {
 		t.Fatalf("the notice a tick sends: %d (%v), want 5", n, ok)
 	}
 
 	// Much later, a Ctrl-C with nothing new: nothing.
 	w.marked(at(20), w.written)
 	w.wrote(at(20), 0, 3)
-	if n, ok := w.take(at(20)); ok {
+	if n, _, ok := w.take(at(20)); ok {
 		t.Fatalf("a notice of %d in a quiet conversation", n)
+	}
+}
+
+// TestMarkWatchVagueAgain: a timing mark soon after a notice without a
+// count, which it may have thrown away, owes that notice again.
+func TestMarkWatchVagueAgain(t *testing.T) {
+	var w markWatch
+	w.marked(at(10), -300)
+	w.wrote(at(10), 0, 3)
+	if n, vague, ok := w.take(at(10)); !ok || !vague || n != 0 {
+		t.Fatalf("first notice %d (vague %v, %v), want vague", n, vague, ok)
+	}
+	w.wrote(at(10), 0, 80) // the notice
+	w.marked(at(10.5), w.written)
+	w.wrote(at(10.5), 0, 3)
+	if n, vague, ok := w.take(at(11.5)); !ok || !vague || n != 0 {
+		t.Fatalf("second notice %d (vague %v, %v), want vague", n, vague, ok)
+	}
+	w.wrote(at(11.5), 0, 80)
+	w.marked(at(20), w.written)
+	w.wrote(at(20), 0, 3)
+	if n, vague, ok := w.take(at(20)); ok {
+		t.Fatalf("a notice of %d (vague %v) in a quiet conversation", n, vague)
 	}
 }
 
@@ -135,25 +175,28 @@ func TestMarkWatchFlood(t *testing.T) {
 	if w.n != markEntries {
 		t.Fatalf("%d entries, want %d", w.n, markEntries)
 	}
-	n, ok := w.take(now)
+	n, _, ok := w.take(now)
 	if !ok || n != 3*markEntries {
 		t.Fatalf("notice %d (%v), want %d: each mark counted its message", n, ok, 3*markEntries)
 	}
 }
 
-// TestMarkNotice: the notice's text, for one message and more, with the
-// partner named when there is one.
+// TestMarkNotice: the notice's text, for one message and more, and
+// without a count, with the partner named when there is one.
 func TestMarkNotice(t *testing.T) {
 	for _, tt := range []struct {
 		n          int
+		vague      bool
 		peer, want string
 	}{
-		{3, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
-		{1, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
-		{12, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C"},
+		{3, false, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
+		{1, false, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
+		{12, false, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C"},
+		{4, true, "bob", "telnet may not have shown messages from bob that arrived as you pressed Ctrl-C"},
+		{0, true, "", "telnet may not have shown messages that arrived as you pressed Ctrl-C"},
 	} {
-		if got := string(markNotice(tt.n, tt.peer)); got != tt.want {
-			t.Errorf("markNotice(%d, %q) = %q, want %q", tt.n, tt.peer, got, tt.want)
+		if got := string(markNotice(tt.n, tt.vague, tt.peer)); got != tt.want {
+			t.Errorf("markNotice(%d, %v, %q) = %q, want %q", tt.n, tt.vague, tt.peer, got, tt.want)
 		}
 	}
 }

@@ -176,8 +176,6 @@ type Framer struct {
 	// ended says the client's input has ended (End): the bytes after its
 	// last '\n' are its last line.
 	ended bool
-	// crlf says the last line Next returned ended in CR LF (CRLF).
-	crlf bool
 
 	// plainAt and plainLen say where the last line Next returned lies,
 	// if Next found it plain, and are zero otherwise: Decode trusts that
@@ -209,12 +207,6 @@ func (f *Framer) AtRest() bool {
 	return f.scanned == 0 && !f.skipping && f.state == telnetData &&
 		!f.tn.spoke && f.tn.binaryIn == optNo && len(f.tn.reply) == 0
 }
-
-// CRLF reports whether the last line Next returned ended in CR LF, as
-// telnet ends every line the user types (the end of line of RFC 854's
-// network virtual terminal), from its first, before it has sent any
-// telnet command; netcat sends a line feed alone.
-func (f *Framer) CRLF() bool { return f.crlf }
 
 // End tells f that the client's input has ended (it shut its side of the
 // connection, as netcat -N does at the end of a file) and that the bytes
@@ -274,7 +266,7 @@ func (f *Framer) Next(buf []byte) (line []byte, n int, err *proto.Error) {
 }
 
 func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
-	f.plainAt, f.plainLen, f.crlf = 0, 0, false
+	f.plainAt, f.plainLen = 0, 0
 	if f.skipping {
 		return nil, f.skip(buf, 0), nil
 	}
@@ -309,7 +301,7 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 		}
 		switch {
 		case end < limit && buf[end] == '\n':
-			f.scanned, f.begun, f.crlf = 0, false, end > k
+			f.scanned, f.begun = 0, false
 			line = buf[:k:k]
 			f.plainAt, f.plainLen = uintptr(unsafe.Pointer(unsafe.SliceData(line))), k
 			return line, end + 1, nil
@@ -326,7 +318,6 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 		if buf[end] == keyEOT {
 			return buf[end : end+1 : end+1], end + 1, nil
 		}
-		f.crlf = end > 0 && buf[end-1] == '\r'
 		return clean(buf[:end]), end + 1, nil
 	}
 	if len(buf) < maxLine {
