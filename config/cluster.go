@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -145,4 +147,48 @@ func isLoopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// Shared settings are what a session or a message is held to on
+// whichever node has it at the time, so that every node of a cluster
+// should have the same values (docs/CLUSTER.md): resume.* and limits.*,
+// and who may log in under which name. Left out are the bounds that
+// size one node's share of the load, which a larger machine may well
+// raise (limits.max_conns, limits.max_conns_per_ip, resume.max_away,
+// resume.max_away_per_ip), and resume.state_file, a single node's path
+// that a node of a cluster refuses.
+var sharedSections = []string{"limits.", "resume.", "auth.mode", "auth.takeover"}
+
+var notShared = []string{
+	"limits.max_conns", "limits.max_conns_per_ip",
+	"resume.max_away", "resume.max_away_per_ip", "resume.state_file",
+}
+
+// SharedKeys returns the keys of the shared settings, sorted.
+func SharedKeys() []string {
+	var out []string
+	for _, name := range Keys() {
+		if !slices.Contains(notShared, name) && slices.ContainsFunc(sharedSections, func(s string) bool {
+			return name == s || strings.HasSuffix(s, ".") && strings.HasPrefix(name, s)
+		}) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// SettingsFingerprint is a short hash of the shared settings: 16 hex
+// digits, the first 8 bytes of the SHA-256 of one "key=value" line per
+// shared key, sorted by key, each value as check-config prints it. Each
+// node of a cluster publishes its own, and warns of a node whose
+// fingerprint differs: nothing else would tell an operator that a
+// session is held to other limits on the next node. It is a plain hash,
+// not keyed, so that `duetd check-config` prints the same one on every
+// node given the same values, before any of them starts.
+func (c *Config) SettingsFingerprint() string {
+	h := sha256.New()
+	for _, name := range SharedKeys() {
+		fmt.Fprintf(h, "%s=%s\n", name, formatValue(keyByName[name].field(c)))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

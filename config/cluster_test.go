@@ -7,9 +7,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testSecret is 256 bits in hex, as `openssl rand -hex 32` writes them.
@@ -161,5 +163,46 @@ func TestClusterWarnings(t *testing.T) {
 	ws := src.Warnings()
 	if len(ws) != 1 || !strings.HasPrefix(ws[0].Error(), "config: cluster.redis: 10.0.0.5 is not a loopback address") {
 		t.Errorf("warnings %v", ws)
+	}
+}
+
+// TestSettingsFingerprint: the fingerprint changes with each shared
+// setting, and with nothing that sizes one node or names it.
+func TestSettingsFingerprint(t *testing.T) {
+	base := Defaults()
+	fp := base.SettingsFingerprint()
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(fp) {
+		t.Fatalf("fingerprint %q: want 16 hex digits", fp)
+	}
+	for _, tc := range []struct {
+		key    string
+		edit   func(*Config)
+		shared bool
+	}{
+		{"limits.max_line", func(c *Config) { c.Limits.MaxLine = 8192 }, true},
+		{"limits.message_rate", func(c *Config) { c.Limits.MessageRate = 10.5 }, true},
+		{"resume.window", func(c *Config) { c.Resume.Window = time.Minute }, true},
+		{"resume.buffer", func(c *Config) { c.Resume.Buffer++ }, true},
+		{"auth.mode", func(c *Config) { c.Auth.Mode = "accounts" }, true},
+		{"auth.takeover", func(c *Config) { c.Auth.Takeover = true }, true},
+		{"limits.max_conns", func(c *Config) { c.Limits.MaxConns = 250000 }, false},
+		{"limits.max_conns_per_ip", func(c *Config) { c.Limits.MaxConnsPerIP = 8 }, false},
+		{"resume.max_away", func(c *Config) { c.Resume.MaxAway = 10 }, false},
+		{"resume.state_file", func(c *Config) { c.Resume.StateFile = "/var/lib/duetd/sessions" }, false},
+		{"cluster.node_id", func(c *Config) { c.Cluster.NodeID = "web-3" }, false},
+		{"tcp.listen", func(c *Config) { c.TCP.Listen = ":7071" }, false},
+		{"auth.users_file", func(c *Config) { c.Auth.UsersFile = "/etc/duetd/users" }, false},
+	} {
+		c := Defaults()
+		tc.edit(&c)
+		if got := c.SettingsFingerprint() != fp; got != tc.shared {
+			t.Errorf("%s changed: fingerprint changed %v, want %v", tc.key, got, tc.shared)
+		}
+		if got := slices.Contains(SharedKeys(), tc.key); got != tc.shared {
+			t.Errorf("SharedKeys holds %s: %v, want %v", tc.key, got, tc.shared)
+		}
+	}
+	if again := Defaults(); again.SettingsFingerprint() != fp {
+		t.Errorf("the same values gave %s, then %s", fp, again.SettingsFingerprint())
 	}
 }
