@@ -53,6 +53,10 @@ type Options struct {
 	// MaxQueue is the bytes of events queued for one other node before
 	// pairings with it are cut rather than buffered further (default 8 MiB).
 	MaxQueue int
+	// Settings is the fingerprint of the settings every node should
+	// share (config.SettingsFingerprint), published beside the lease;
+	// "" publishes none, as a node from before it did.
+	Settings string
 
 	// epochPeriod is how long one of this node's receive epochs lasts
 	// (default 1 minute): a replayed batch is refused for its epoch at
@@ -144,6 +148,11 @@ type Node struct {
 	rejectLog       sampler      // refused batches and records
 	foreignLog      sampler      // nodes with another secret
 
+	// Shared settings (settings.go).
+	settings      atomic.Pointer[string]  // fingerprint of this node's, published beside its lease
+	otherSettings atomic.Int64            // live nodes whose fingerprint differs, at the last check
+	settingsTold  map[string]toldSettings // by node: what was last warned of; only check touches it
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -229,6 +238,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		rejectLog:  sampler{period: 10 * time.Second},
 		foreignLog: sampler{period: time.Minute},
 	}
+	n.settings.Store(&opts.Settings)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	h.SetDirectory(n)
 	n.recover()
@@ -722,6 +732,7 @@ func (n *Node) heartbeat() (lapsed bool, err error) {
 	_, err = n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		had = p.Exists(ctx, n.leaseOf(n.id))
 		p.Set(ctx, n.leaseOf(n.id), lease, n.opts.LeaseTTL)
+		n.publishSettings(ctx, p)
 		p.SAdd(ctx, n.nodesKey(), n.id)
 		return nil
 	})
@@ -878,12 +889,15 @@ func (n *Node) check() {
 	delete(nodes, n.id)
 	if len(nodes) == 0 {
 		n.foreign.Store(0)
+		n.compareSettings(nil, nil)
 		return
 	}
 	pipe := n.rdb.Pipeline()
 	leases := make(map[string]*redis.StringCmd, len(nodes))
+	settings := make(map[string]*redis.StringCmd, len(nodes))
 	for node := range nodes {
 		leases[node] = pipe.Get(ctx, n.leaseOf(node))
+		settings[node] = pipe.Get(ctx, n.settingsOf(node))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		n.linkLost("check", err)
@@ -910,6 +924,7 @@ func (n *Node) check() {
 		}
 	}
 	n.noteForeign(foreign)
+	n.compareSettings(live, settings)
 
 	// Gone: the node, or the incarnation a pairing was made with. A
 	// partner parked between nodes is on none.
@@ -1296,6 +1311,9 @@ type Stats struct {
 	// told link_lost or disconnected. A pairing that both of its nodes
 	// cut (both lost Redis) counts on each.
 	PairingsCut map[string]uint64
+	// NodesWithOtherSettings counts the live nodes whose shared settings
+	// (Options.Settings) differ from this node's, at the last check.
+	NodesWithOtherSettings int
 }
 
 // Why a node cuts a pairing across nodes (Stats.PairingsCut), listed so
@@ -1335,6 +1353,8 @@ func (n *Node) Stats() Stats {
 		SessionsMoved:   n.moved.Load(),
 		Pairings:        n.pairings.Load(),
 		PairingsCut:     make(map[string]uint64, len(CutCauses)),
+
+		NodesWithOtherSettings: int(n.otherSettings.Load()),
 	}
 	for i, r := range RejectReasons {
 		st.BatchesRejected[r] = n.rejected[i].Load()
@@ -1369,7 +1389,7 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.up.Load() {
 		cctx, cancel := context.WithTimeout(ctx, n.opts.OpTimeout)
 		_, err = n.rdb.TxPipelined(cctx, func(p redis.Pipeliner) error {
-			p.Del(cctx, n.leaseOf(n.id))
+			p.Del(cctx, n.leaseOf(n.id), n.settingsOf(n.id))
 			return nil
 		})
 		cancel()
