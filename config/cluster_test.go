@@ -179,7 +179,7 @@ func TestSettingsFingerprint(t *testing.T) {
 		edit   func(*Config)
 		shared bool
 	}{
-		{"limits.max_line", func(c *Config) { c.Limits.MaxLine = 8192 }, true},
+		{"limits.max_line", func(c *Config) { c.Limits.MaxLine = 32768 }, true},
 		{"limits.message_rate", func(c *Config) { c.Limits.MessageRate = 10.5 }, true},
 		{"resume.window", func(c *Config) { c.Resume.Window = time.Minute }, true},
 		{"resume.buffer", func(c *Config) { c.Resume.Buffer++ }, true},
@@ -204,5 +204,22 @@ func TestSettingsFingerprint(t *testing.T) {
 	}
 	if again := Defaults(); again.SettingsFingerprint() != fp {
 		t.Errorf("the same values gave %s, then %s", fp, again.SettingsFingerprint())
+	}
+}
+
+// TestKeep: Keep takes the keys named from the other configuration, and
+// nothing else.
+func TestKeep(t *testing.T) {
+	started, loaded := Defaults(), Defaults()
+	loaded.Limits.TCPKeepAlive = 30 * time.Second
+	loaded.Limits.MaxLine = 32768
+	loaded.WS.AllowedOrigins = []string{"https://chat.example"}
+	c := loaded
+	c.Keep(&started, "limits.tcp_keepalive", "ws.allowed_origins", "no.such_key")
+	if c.Limits.TCPKeepAlive != started.Limits.TCPKeepAlive || len(c.WS.AllowedOrigins) != 0 {
+		t.Errorf("kept %v and %v, want the started values", c.Limits.TCPKeepAlive, c.WS.AllowedOrigins)
+	}
+	if c.Limits.MaxLine != 32768 || loaded.Limits.TCPKeepAlive != 30*time.Second {
+		t.Errorf("changed what it was not asked to: max_line %d, the loaded keepalive %v", c.Limits.MaxLine, loaded.Limits.TCPKeepAlive)
 	}
 }

@@ -99,6 +99,17 @@ func Changed(a, b *Config) []string {
 	return out
 }
 
+// Keep sets each of keys in c to its value in prev: a reload keeps the
+// values of the keys that change only on restart, in what it says is in
+// effect. Unknown keys are ignored.
+func (c *Config) Keep(prev *Config, keys ...string) {
+	for _, name := range keys {
+		if k, ok := keyByName[name]; ok {
+			k.field(c).Set(k.field(prev))
+		}
+	}
+}
+
 // formatValue writes a value as it would be written in the YAML file.
 func formatValue(v reflect.Value) string {
 	if v.Type() == durationType {

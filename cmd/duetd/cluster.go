@@ -16,8 +16,10 @@ import (
 // joinCluster puts core in cluster mode when cluster.redis is set,
 // registers the cluster's metrics with reg, and returns the node and
 // what leaves the cluster again; with no cluster.redis it does nothing
-// and the node stays a single node, all in memory (node nil).
-func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheus.Registerer) (node *cluster.Node, leave func(), err error) {
+// and the node stays a single node, all in memory (node nil). settings
+// is the fingerprint of the settings every node should share, which the
+// node publishes for the others to compare with theirs.
+func joinCluster(c config.Cluster, settings string, core *hub.Hub, log *zap.Logger, reg prometheus.Registerer) (node *cluster.Node, leave func(), err error) {
 	if c.Redis == "" {
 		return nil, func() {}, nil
 	}
@@ -26,14 +28,14 @@ func joinCluster(c config.Cluster, core *hub.Hub, log *zap.Logger, reg prometheu
 		return nil, nil, err
 	}
 	cluster.LogRedisTo(log)
-	node, err = cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret})
+	node, err = cluster.Join(core, cluster.Options{RedisURL: c.Redis, NodeID: c.NodeID, Logger: log, Secret: secret, Settings: settings})
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := reg.Register(clusterCollector{node}); err != nil {
 		return nil, nil, err
 	}
-	log.Info("cluster mode", zap.String("node_id", node.ID()), zap.Bool("linked", node.Up()))
+	log.Info("cluster mode", zap.String("node_id", node.ID()), zap.Bool("linked", node.Up()), zap.String("settings", settings))
 	return node, func() {
 		// The engine has logged everyone out by now, or parked them; what is left is
 		// to send what is queued for other nodes and drop the lease.
@@ -73,6 +75,8 @@ var (
 		"Directory records a connect found not written by a node of this cluster.", nil, nil)
 	foreignNodesDesc = prometheus.NewDesc("duet_cluster_foreign_nodes",
 		"Nodes in Redis whose lease names another cluster secret: they and this node cannot pair.", nil, nil)
+	otherSettingsDesc = prometheus.NewDesc("duet_cluster_nodes_with_other_settings",
+		"Live nodes whose shared settings (resume.*, limits.*, auth; their fingerprint) differ from this node's: a session is held to the values of whichever node has it.", nil, nil)
 	pairingsDesc = prometheus.NewDesc("duet_cluster_pairings_total",
 		"Pairings made by a connect on this node with a user on another node.", nil, nil)
 	pairingsCutDesc = prometheus.NewDesc("duet_cluster_pairings_cut_total",
@@ -90,6 +94,7 @@ func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- batchesRejectedDesc
 	ch <- recordsRejectedDesc
 	ch <- foreignNodesDesc
+	ch <- otherSettingsDesc
 	ch <- pairingsDesc
 	ch <- pairingsCutDesc
 	ch <- sessionsParkedDesc
@@ -105,6 +110,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(recordsRejectedDesc, prometheus.CounterValue, float64(st.RecordsRejected))
 	ch <- prometheus.MustNewConstMetric(foreignNodesDesc, prometheus.GaugeValue, float64(st.ForeignNodes))
+	ch <- prometheus.MustNewConstMetric(otherSettingsDesc, prometheus.GaugeValue, float64(st.NodesWithOtherSettings))
 	ch <- prometheus.MustNewConstMetric(pairingsDesc, prometheus.CounterValue, float64(st.Pairings))
 	for _, c := range cluster.CutCauses {
 		ch <- prometheus.MustNewConstMetric(pairingsCutDesc, prometheus.CounterValue, float64(st.PairingsCut[c]), c)

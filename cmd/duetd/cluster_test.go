@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"duet/config"
 	"duet/engine/enginetest"
 )
 
@@ -69,22 +70,36 @@ func TestClusterCheckConfig(t *testing.T) {
 	if strings.Contains(stdout, clusterSecret[:16]) || !strings.Contains(stdout, `"xxxxx"`) {
 		t.Errorf("the secret is not hidden:\n%s", stdout)
 	}
+	// The fingerprint the nodes compare, as a node with these values
+	// publishes it.
+	want := config.Defaults()
+	if !strings.Contains(stdout, "\n# shared settings fingerprint: "+want.SettingsFingerprint()+" ") {
+		t.Errorf("no fingerprint %s:\n%s", want.SettingsFingerprint(), stdout)
+	}
 }
 
 // TestClusterProcess runs duetd in cluster mode against a real Redis,
 // with the secret in a file: it warns at start of nothing (Redis is on
 // loopback), refuses a batch someone publishes on its channel, counts it
-// in its metrics and logs it, and never logs the secret.
+// in its metrics and logs it, and never logs the secret. It publishes
+// the fingerprint of its shared settings, and a reload that changes
+// one publishes the new one.
 func TestClusterProcess(t *testing.T) {
 	r := enginetest.StartRedis(t)
 	secretFile := filepath.Join(t.TempDir(), "cluster-secret")
 	if err := os.WriteFile(secretFile, []byte(clusterSecret+"\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, "cluster:\n  redis: \""+r.URL()+"\"\n  node_id: p1\n  secret_file: \""+secretFile+"\"\n")
+	conf := "cluster:\n  redis: \"" + r.URL() + "\"\n  node_id: p1\n  secret_file: \"" + secretFile + "\"\n"
+	d := startDaemon(t, conf)
 	d.WaitReady()
-	if e, _ := d.WaitLog(0, "cluster mode"); e["linked"] != true {
+	e, _ := d.WaitLog(0, "cluster mode")
+	if e["linked"] != true {
 		t.Fatalf("cluster mode: %v", e)
+	}
+	defaults := config.Defaults()
+	if e["settings"] != defaults.SettingsFingerprint() {
+		t.Errorf("cluster mode: settings %v, want %s", e["settings"], defaults.SettingsFingerprint())
 	}
 
 	c := redis.NewClient(&redis.Options{Addr: r.Addr()})
@@ -92,7 +107,7 @@ func TestClusterProcess(t *testing.T) {
 	if err := c.Publish(context.Background(), "duet:node:p1", "not a batch").Err(); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := d.WaitLog(0, "refused a batch published on this node's channel")
+	e, _ = d.WaitLog(0, "refused a batch published on this node's channel")
 	if e["reason"] != "malformed" {
 		t.Errorf("log: %v", e)
 	}
@@ -103,6 +118,7 @@ func TestClusterProcess(t *testing.T) {
 		`duet_cluster_batches_rejected_total{reason="stale"}`:     0,
 		`duet_cluster_records_rejected_total`:                     0,
 		`duet_cluster_foreign_nodes`:                              0,
+		`duet_cluster_nodes_with_other_settings`:                  0,
 		`duet_cluster_batches_sent_total`:                         0,
 		`duet_cluster_pairings_total`:                             0,
 		`duet_cluster_pairings_cut_total{cause="redis_lost"}`:     0,
@@ -127,6 +143,29 @@ func TestClusterProcess(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
 	}
+
+	// What it publishes for the other nodes to compare: the values in
+	// effect, after a reload too. limits.tcp_keepalive changes only on
+	// restart, so it is not in effect, nor in what is published.
+	published := func(want string) {
+		t.Helper()
+		var v string
+		deadline := time.Now().Add(waitLimit)
+		for v != want && time.Now().Before(deadline) {
+			v, _ = c.Get(context.Background(), "duet:settings:p1").Result()
+			time.Sleep(50 * time.Millisecond)
+		}
+		if v != want {
+			t.Errorf("duet:settings:p1 = %q, want %q", v, want)
+		}
+	}
+	published(defaults.SettingsFingerprint())
+	reloaded := defaults
+	reloaded.Limits.MaxLine = 32768
+	d.writeConfig(conf + "limits:\n  max_line: 32768\n  tcp_keepalive: 30s\n")
+	d.Signal(syscall.SIGHUP)
+	published(reloaded.SettingsFingerprint())
+
 	for _, l := range d.Lines() {
 		if strings.Contains(l, `"level":"warn"`) && strings.Contains(l, "cluster.") {
 			t.Errorf("a warning for a loopback Redis: %s", l)

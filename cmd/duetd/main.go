@@ -115,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if d.accounts != nil {
 		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
 	}
-	node, leaveCluster, err := joinCluster(cfg.Cluster, d.core, log, d.ops.metrics.Registry)
+	node, leaveCluster, err := joinCluster(cfg.Cluster, cfg.SettingsFingerprint(), d.core, log, d.ops.metrics.Registry)
 	if err != nil {
 		log.Error("bad cluster configuration", zap.Error(err))
 		return exitConfig
@@ -178,7 +178,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stopMem()
 	go newMemReturn(d.srv.Conns, d.srv.TakeConnsPeak).run(memCtx, log)
 
-	r := &reloader{log: log, level: level, d: d, started: cfg, cfg: cfg, src: src}
+	r := &reloader{log: log, level: level, d: d, node: node, started: cfg, cfg: cfg, src: src}
 	for {
 		select {
 		case err := <-d.srv.Done():
@@ -322,6 +322,11 @@ func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writ
 		src.Note("auth.users_file", note)
 	}
 	fmt.Fprint(stdout, cfg.Describe(src))
+	if cfg.Cluster.Redis != "" {
+		// What the nodes compare: a node whose fingerprint is not this
+		// one's says so in its log, and in its metrics.
+		fmt.Fprintf(stdout, "# shared settings fingerprint: %s (every node of the cluster should print the same)\n", cfg.SettingsFingerprint())
+	}
 	return exitOK
 }
 

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"duet/config"
+	"duet/engine/cluster"
 )
 
 // restartOnly are the keys a reload cannot apply: they shaped something
@@ -39,6 +40,7 @@ type reloader struct {
 	log   *zap.Logger
 	level zap.AtomicLevel
 	d     *built
+	node  *cluster.Node // nil on a single node
 
 	started *config.Config  // in effect since start, computed values included
 	cfg     *config.Config  // the last configuration loaded
@@ -92,10 +94,16 @@ func (r *reloader) reload() {
 				zap.String("configured", l.configured), zap.Stringer("listening", addrOrNone(l.bound)))
 		}
 	}
+	inEffect := *cfg
 	for _, key := range config.Changed(r.started, cfg) {
 		if isRestartOnly(key) {
 			r.log.Warn(key+" changes only on restart", zap.String("key", key))
+			inEffect.Keep(r.started, key)
 		}
+	}
+	if r.node != nil {
+		// The other nodes compare the values in effect here.
+		r.node.SetSettings(inEffect.SettingsFingerprint())
 	}
 
 	changed := config.Changed(r.cfg, cfg)
