@@ -863,7 +863,8 @@ func loadScripts(ctx context.Context, rdb *redis.Client) error {
 // no listener for a batch but still holds its lease lost its own link,
 // and its pairings are cut with link_lost. Leases also tell this node
 // the other nodes' current epochs, and which of them were given another
-// cluster secret.
+// cluster secret; the fingerprints beside them, whose shared settings
+// differ from this node's (settings.go).
 func (n *Node) check() {
 	ctx, cancel := n.op()
 	defer cancel()
