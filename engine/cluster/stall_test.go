@@ -37,6 +37,38 @@ func (b *gatedBox) Deliver(ev *proto.Event) {
 	b.inbox.Deliver(ev)
 }
 
+// pairGated logs alice in on a and bob on b, bob's inbox a gatedBox,
+// and pairs them.
+func pairGated(t testing.TB, a, b *hubNode) (alice, bob *hubUser, box *gatedBox) {
+	t.Helper()
+	alice = a.login(t, "alice")
+	box = newGatedBox()
+	s, err := b.hub.Login([]byte("bob"), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob = &hubUser{s: s, box: box.inbox, token: box.next(t, proto.EvWelcome).Token.String()}
+	if err := alice.s.Connect([]byte(bob.token)); err != nil {
+		t.Fatal(err)
+	}
+	alice.box.next(t, proto.EvPaired)
+	bob.box.next(t, proto.EvPaired)
+	return alice, bob, box
+}
+
+// stallOn shuts box and has u say text: the listener of the node of
+// box's user stalls delivering it.
+func stallOn(t testing.TB, box *gatedBox, u *hubUser, text string) {
+	t.Helper()
+	box.shut <- struct{}{}
+	u.say(t, text)
+	select {
+	case <-box.stalled:
+	case <-time.After(enginetest.Timeout):
+		t.Fatal("the listener never delivered the message")
+	}
+}
+
 // TestStalledNodeReadsOutBeforeItCuts: bob's node b stalls (its
 // listener and its heartbeat stop) while alice, on node a, speaks to
 // him; Redis takes her messages for b's subscription, answering that b
@@ -52,29 +84,12 @@ func TestStalledNodeReadsOutBeforeItCuts(t *testing.T) {
 	r := startRedis(t)
 	a := startHubNode(t, r, "a", resumeOptions(0))
 	b := startHubNode(t, r, "b", resumeOptions(0))
-	alice := a.login(t, "alice")
-	box := newGatedBox()
-	s, err := b.hub.Login([]byte("bob"), box)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := &hubUser{s: s, box: box.inbox, token: box.next(t, proto.EvWelcome).Token.String()}
-	if err := alice.s.Connect([]byte(bob.token)); err != nil {
-		t.Fatal(err)
-	}
-	alice.box.next(t, proto.EvPaired)
-	bob.box.next(t, proto.EvPaired)
+	alice, bob, box := pairGated(t, a, b)
 	alice.sayTo(t, bob, 2, "before the stall ")
 
 	// b's listener stalls delivering her first message; the rest wait
 	// in its subscription, published, and answered as heard.
-	box.shut <- struct{}{}
-	alice.say(t, "stalled 0")
-	select {
-	case <-box.stalled:
-	case <-time.After(enginetest.Timeout):
-		t.Fatal("b's listener never delivered alice's message")
-	}
+	stallOn(t, box, alice, "stalled 0")
 	for i := 1; i < said; i++ {
 		alice.say(t, fmt.Sprint("stalled ", i))
 	}
