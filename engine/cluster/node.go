@@ -58,6 +58,11 @@ type Options struct {
 	// "" publishes none, as a node from before it did.
 	Settings string
 
+	// deafWait is how long a pairing with a node found alive but deaf
+	// (a batch to it reached no listener) waits for that node's word of
+	// what reached it (L) before it is cut without (default LeaseTTL).
+	deafWait time.Duration
+
 	// epochPeriod is how long one of this node's receive epochs lasts
 	// (default 1 minute): a replayed batch is refused for its epoch at
 	// most two periods after it was sent, and for its sequence number
@@ -112,6 +117,11 @@ type Node struct {
 	// batch (their senders count what such batches carried: lost, and
 	// told with the pairing's cut).
 	suspects map[string]bool
+	// deaf holds, by address, the nodes found alive but deaf, and the
+	// pairings with them that wait for their word (awaitWord); deafDue
+	// wakes run once a wait may be over.
+	deaf    map[string]*deafWait
+	deafDue chan struct{}
 	// cuts are the pairings whose sender was full, to cut, under a
 	// lock of their own: the first refusal of a pairing asks for its
 	// cut with its outbox's lock held (requestCut), and n.mu is taken
@@ -192,6 +202,14 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 8 << 20
 	}
+	if opts.deafWait <= 0 {
+		// A node that lost its link and is not linked again within its
+		// lease is reaped, which ends its pairings (node_gone); one
+		// whose subscription Redis dropped, and that has not read to
+		// its end within a lease, is waited for no longer than one that
+		// cannot be heard at all.
+		opts.deafWait = opts.LeaseTTL
+	}
 	if opts.epochPeriod <= 0 {
 		// Far longer than a heartbeat, by which every sender has learned
 		// the new epoch from the lease: batches bound to the previous
@@ -228,6 +246,8 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		runDone:    make(chan struct{}),
 		senders:    make(map[string]*sender),
 		suspects:   make(map[string]bool),
+		deaf:       make(map[string]*deafWait),
+		deafDue:    make(chan struct{}, 1),
 		cuts:       make(map[uint64]*remoteOutbox),
 		peers:      make(map[string]peer),
 		routes:     make(map[uint64]*remoteOutbox),
@@ -631,6 +651,9 @@ func (n *Node) run() {
 			return
 		case <-tick.C:
 		case <-n.downCh:
+		case <-n.deafDue:
+			n.cutDeaf()
+			continue
 		}
 		if time.Since(epochStarted) >= n.opts.epochPeriod {
 			// Before the heartbeat, which tells the other nodes.
@@ -708,6 +731,10 @@ func (n *Node) goDown() {
 	}
 	n.forgetRoutes()
 	cuts := n.hub.CutRemote(func(string) bool { return true }, proto.ReasonLinkLost)
+	// Pairings waiting for a deaf node's word are among those cut.
+	n.mu.Lock()
+	clear(n.deaf)
+	n.mu.Unlock()
 	for _, s := range senders {
 		s.discard()
 	}
@@ -861,10 +888,11 @@ func loadScripts(ctx context.Context, rdb *redis.Client) error {
 // peer is gone; a node whose lease shows another incarnation restarted,
 // and pairings with its earlier run end the same way. A node that had
 // no listener for a batch but still holds its lease lost its own link,
-// and its pairings are cut with link_lost. Leases also tell this node
-// the other nodes' current epochs, and which of them were given another
-// cluster secret; the fingerprints beside them, whose shared settings
-// differ from this node's (settings.go).
+// or its subscription, and its pairings are cut with link_lost, once
+// it says what reached it or a while after (awaitWord). Leases also
+// tell this node the other nodes' current epochs, and which of them
+// were given another cluster secret; the fingerprints beside them, whose
+// shared settings differ from this node's (settings.go).
 func (n *Node) check() {
 	ctx, cancel := n.op()
 	defer cancel()
@@ -984,18 +1012,97 @@ func (n *Node) check() {
 		delete(n.peers, node)
 	}
 	n.mu.Unlock()
-	if len(deaf) > 0 {
-		isDeaf := func(addr string) bool { return deaf[addr] }
+	for addr := range deaf {
+		n.awaitWord(addr)
+	}
+}
+
+// deafWait is the wait for the word of a node found alive but deaf.
+type deafWait struct {
+	until time.Time
+	pairs map[uint64]bool // the pairings with it that wait
+}
+
+// awaitWord ends the pairings with the node at addr, alive but deaf:
+// a batch to it reached no listener, and is lost, even if the node
+// listens again by now. Its users' partners here are told once the
+// node says how many of their messages reached it (L), or once
+// Options.deafWait is over without that word. The node was not
+// listening because it lost its link or Redis dropped its
+// subscription, and either way it cuts its own cross-node pairings,
+// reads what it had, and, linked again, says what reached it. A batch
+// Redis took for it before (PUBLISH answered 1), and dropped with the
+// subscription, is counted as delivered here until then: told at once,
+// a user would not learn of it. The pairings go on meanwhile, and what
+// their users say is counted with the rest; other nodes' pairings do
+// not wait.
+func (n *Node) awaitWord(addr string) {
+	pairs := n.hub.RemotePairs(func(a string) bool { return a == addr })
+	if len(pairs) == 0 {
+		return
+	}
+	n.mu.Lock()
+	w := n.deaf[addr]
+	if w == nil {
+		w = &deafWait{until: time.Now().Add(n.opts.deafWait), pairs: make(map[uint64]bool)}
+		n.deaf[addr] = w
+		time.AfterFunc(n.opts.deafWait, func() {
+			select {
+			case n.deafDue <- struct{}{}:
+			default:
+			}
+		})
+		n.log.Warn("cross-node pairings to cut: their node is not listening; waiting for its word of what reached it",
+			zap.String("peer_node", addr), zap.Int("pairings", len(pairs)), zap.Duration("for", n.opts.deafWait))
+	}
+	for _, p := range pairs {
+		w.pairs[p] = true
+	}
+	n.mu.Unlock()
+}
+
+// awaitingWord reports whether pairing pair waits for the word of the
+// node at addr.
+func (n *Node) awaitingWord(addr string, pair uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w := n.deaf[addr]
+	return w != nil && w.pairs[pair]
+}
+
+// cutDeaf cuts the pairings whose deaf node's word did not come in
+// time, telling their users as many of their messages undelivered as
+// this node knows of: those that reached no one, and those still on
+// their way to that node. The other node, once linked again, learns of
+// them from the left frames it is sent. It runs on the node's
+// goroutine, as awaitWord does; a wait is forgotten only once its
+// pairings are cut, so that one its node's word ends meanwhile is
+// counted where it is told (partnerLeft).
+func (n *Node) cutDeaf() {
+	now := time.Now()
+	n.mu.Lock()
+	due := make(map[string]*deafWait)
+	for addr, w := range n.deaf {
+		if !now.Before(w.until) {
+			due[addr] = w
+		}
+	}
+	n.mu.Unlock()
+	for addr, w := range due {
+		isDeaf := func(a string) bool { return a == addr }
 		n.reachNobody(isDeaf, true)
-		cuts := n.hub.CutRemote(isDeaf, proto.ReasonLinkLost)
+		cuts := n.hub.CutPairs(func(pair uint64) bool { return w.pairs[pair] }, proto.ReasonLinkLost)
 		n.reachNobody(isDeaf, false)
+		n.mu.Lock()
+		delete(n.deaf, addr)
+		n.mu.Unlock()
 		n.countCuts(cutNodeDeaf, len(cuts))
-		// The other node, once linked again, learns of them from these.
 		for _, c := range cuts {
 			n.tellLeft(c, proto.ReasonLinkLost)
 		}
 		if len(cuts) > 0 {
-			n.log.Warn("cross-node pairings cut: their node is not listening", zap.Int("pairings", len(cuts)))
+			n.log.Warn("cross-node pairings cut: their node is not listening, and did not say what reached it",
+				zap.String("peer_node", addr), zap.Int("pairings", len(cuts)))
 		}
 	}
 }
@@ -1247,10 +1354,17 @@ func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count i
 		}
 		o.forget()
 	}
+	// Asked first: the wait may be over, and the pairing cut, as this
+	// ends it; each ending counts where it is told.
+	deaf := n.awaitingWord(src, pair)
 	if !n.hub.RemoteLeft(key, pair, reason, count) {
 		// A pairing this node never saw (its paired frame was lost with
 		// a link): only the claim marked the record.
 		n.Release(key, pair)
+		return
+	}
+	if deaf {
+		n.countCuts(cutNodeDeaf, 1)
 	}
 }
 

@@ -704,13 +704,14 @@ func sendAcross(t *testing.T, a, b *testNode, bob *enginetest.LineClient, count 
 // its node could not free, says paired, and the session is taken up
 // paired. The node that took it up finds the partner's node not
 // listening, cuts the pairing as its own (link_lost), and tells the
-// user, who need not say anything first to learn it.
+// user, who need not say anything first to learn it. It waits no time
+// for the word of b, which is linked again only later.
 func TestParkedPartnerCutForRedisLossIsTold(t *testing.T) {
 	r := startRedis(t)
 	px := startRedisProxy(t, r)
 	a := startNode(t, r, "a")
 	b := startNodeWith(t, r, "b", func(o *Options) { o.RedisURL = px.url() })
-	c := startNode(t, r, "c")
+	c := startNodeWith(t, r, "c", noWordAwaited)
 	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
@@ -915,11 +916,12 @@ func testCrossNodeAwayFull(t *testing.T, typed bool) {
 // TestSpeakingToANodeThatJustDied: a user whose partner's node has just
 // died (its lease not yet run out) and who speaks meanwhile is told the
 // link was lost with the count of the messages that reached nobody, and
-// the cut is counted.
+// the cut is counted. Her node waits no time for the dead node's word
+// of what reached it, which never comes.
 func TestSpeakingToANodeThatJustDied(t *testing.T) {
 	r := startRedis(t)
 	window := hub.Options{ResumeWindow: time.Minute}
-	a := startHubNode(t, r, "a", window)
+	a := startHubNodeWith(t, r, "a", window, noWordAwaited)
 	b := startHubNode(t, r, "b", window) // its lease outlives it by 10 s
 	alice, _ := pairHubUsers(t, a, b)
 	b.halt()

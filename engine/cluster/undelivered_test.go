@@ -85,11 +85,12 @@ func leaveWithMessagesInFlight(t *testing.T, at *hubNode, alice, bob *hubUser) {
 // node, and what is still on its way out as it cuts, reaches nobody
 // too: she is told of every message she sent that bob never got. Her
 // node's Redis answers late, as a loaded one does, so that the check
-// takes a while.
+// takes a while. A dead node says nothing of what reached it: a waits
+// no time for its word.
 func TestSpeakingThroughTheCheck(t *testing.T) {
 	r := startRedis(t)
 	px := startRedisProxy(t, r)
-	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url() })
+	a := startHubNodeWith(t, r, "a", resumeOptions(0), func(o *Options) { o.RedisURL = px.url(); noWordAwaited(o) })
 	b := startHubNode(t, r, "b", resumeOptions(0)) // its lease outlives it by 10 s
 	alice, _ := pairHubUsers(t, a, b)
 	b.halt()
@@ -161,6 +162,10 @@ func TestSpeakingAsRedisGoes(t *testing.T) {
 		t.Fatalf("bob was told %+v", ev)
 	}
 }
+
+// noWordAwaited has a node wait no time for the word of a node found
+// deaf (Options.deafWait): cut at once, as it is when none comes.
+func noWordAwaited(o *Options) { o.deafWait = time.Millisecond }
 
 // waitAnswered waits until Redis has answered the publish of every
 // batch n queued for other nodes so far.

@@ -398,6 +398,23 @@ func (h *Hub) CutPair(pairID uint64, reason proto.Reason, undelivered int) []Rem
 	return h.cutRemote(func(rr remoteRoom) bool { return rr.r.pairID == pairID }, reason, undelivered)
 }
 
+// CutPairs ends the cross-node pairings whose number match accepts, as
+// CutRemote does.
+func (h *Hub) CutPairs(match func(pairID uint64) bool, reason proto.Reason) []RemoteCut {
+	return h.cutRemote(func(rr remoteRoom) bool { return match(rr.r.pairID) }, reason, 0)
+}
+
+// RemotePairs lists the numbers of the cross-node pairings whose
+// partner is on a node that match accepts.
+func (h *Hub) RemotePairs(match func(node string) bool) []uint64 {
+	rooms := h.remoteRooms(func(rr remoteRoom) bool { return match(rr.node) })
+	pairs := make([]uint64, len(rooms))
+	for i, rr := range rooms {
+		pairs[i] = rr.r.pairID
+	}
+	return pairs
+}
+
 func (h *Hub) cutRemote(match func(remoteRoom) bool, reason proto.Reason, undelivered int) []RemoteCut {
 	rooms := h.remoteRooms(match)
 	// Free the sessions in the directory first: once told, they may be
