@@ -61,6 +61,9 @@ type Options struct {
 	// X-Forwarded-For (web port) names the real client.
 	TrustedProxies []netip.Prefix
 	Metrics        Metrics // nil counts nothing
+	// Descriptors is the part of the descriptor limit the engine may
+	// use; the zero value caps nothing (descriptors.go).
+	Descriptors Descriptors
 }
 
 // Server is a running duet engine.
@@ -112,6 +115,7 @@ type Server struct {
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
 
+	files        fileShare             // the engine's share of the descriptor limit (descriptors.go)
 	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
 	refusing     *tally.Counter        // connections refused as they opened, kept to read their request (refuseRequest), per peer address
 	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
@@ -161,7 +165,14 @@ func New(opts Options) (*Server, error) {
 	// limits.max_conns (which a reload may raise) bounds it; it needs no
 	// bound of its own.
 	s.perIP = tally.NewCounter(math.MaxInt)
-	s.refusing = tally.NewCounter(refusalsKeptAddrs)
+	listeners := 0
+	for _, l := range []string{opts.TCPListen, opts.WSListen} {
+		if l != "" {
+			listeners++
+		}
+	}
+	s.files = shareFiles(opts.Descriptors, eventLoops(opts), listeners, opts.WSListen != "", somaxconn())
+	s.refusing = tally.NewCounter(s.files.refusalAddrs)
 	s.connectFails = auth.NewConnectThrottle()
 	return s, nil
 }
@@ -526,6 +537,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 		}
 	}
 	s.listenerOOBInline()
+	s.listenerBacklogs()
 	s.hubMu.Lock()
 	s.listening = true
 	s.listenerUserTimeouts()
@@ -645,7 +657,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	switch {
 	case s.draining.Load() || s.restarting.Load():
 		refused = endDraining
-	case s.conns.Load() >= int64(lim.MaxConns):
+	case s.conns.Load() >= int64(s.MaxConns()):
 		s.logRefusal(endFull, ip)
 		refused = endFull
 	case !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP):

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -68,6 +69,26 @@ type Options struct {
 	// most two periods after it was sent, and for its sequence number
 	// before that.
 	epochPeriod time.Duration
+}
+
+// RedisConns is how many connections to Redis a node with the URL
+// redisURL opens at most: go-redis's pool (pool_size in the URL, else
+// ten per GOMAXPROCS), its pool for pipelines, and the node's pub/sub
+// subscription. A URL that does not parse counts as the defaults; Join
+// refuses it anyway.
+func RedisConns(redisURL string) int {
+	poolSize, pipelines := 10*runtime.GOMAXPROCS(0), redis.DefaultPipelinePoolSize
+	if o, err := redis.ParseURL(redisURL); err == nil {
+		if o.PoolSize > 0 {
+			poolSize = o.PoolSize
+		}
+		if o.PipelinePoolSize < 0 {
+			pipelines = 0
+		} else if o.PipelinePoolSize > 0 {
+			pipelines = o.PipelinePoolSize
+		}
+	}
+	return poolSize + pipelines + 1
 }
 
 // DefaultNodeID is the host's name plus a random suffix, so two nodes on
