@@ -112,6 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("bad configuration", zap.Error(err))
 		return exitConfig
 	}
+	warnedConns := warnConnsRoom(log, d, cfg.Limits.MaxConns, 0)
 	if d.accounts != nil {
 		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
 	}
@@ -178,7 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stopMem()
 	go newMemReturn(d.srv.Conns, d.srv.TakeConnsPeak).run(memCtx, log)
 
-	r := &reloader{log: log, level: level, d: d, node: node, started: cfg, cfg: cfg, src: src}
+	r := &reloader{log: log, level: level, d: d, node: node, started: cfg, cfg: cfg, src: src, warnedConns: warnedConns}
 	for {
 		select {
 		case err := <-d.srv.Done():
@@ -321,6 +322,9 @@ func checkConfig(cfg *config.Config, src *config.Sources, stdout, stderr io.Writ
 		}
 		src.Note("auth.users_file", note)
 	}
+	if note := connsRoomNote(d, cfg.Limits.MaxConns); note != "" {
+		src.Note("limits.max_conns", note)
+	}
 	fmt.Fprint(stdout, cfg.Describe(src))
 	if cfg.Cluster.Redis != "" {
 		// What the nodes compare: a node whose fingerprint is not this
@@ -337,6 +341,7 @@ type built struct {
 	core     *hub.Hub
 	ops      *operations
 	srv      *engine.Server
+	files    engine.Descriptors // the engine's part of the descriptor limit
 }
 
 // build checks and builds everything that depends on the configuration:
@@ -354,6 +359,7 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 	}
 	d.core = hub.New(engine.HubOptions(cfg.Limits, cfg.Resume))
 	d.ops = newOperations(log, d.core)
+	d.files = descriptors(cfg)
 	d.srv, err = engine.New(engine.Options{
 		TCPListen:      cfg.TCP.Listen,
 		WSListen:       cfg.WS.Listen,
@@ -367,6 +373,7 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 		Logger:         log,
 		TrustedProxies: cfg.TrustedNets(),
 		Metrics:        d.ops.metrics,
+		Descriptors:    d.files,
 	})
 	if err != nil {
 		return nil, err

@@ -84,10 +84,26 @@ func startDaemon(t *testing.T, extra string, env ...string) *daemon {
 // free loopback port.
 func startDaemonAt(t *testing.T, tcp, ws, admin, extra string, env ...string) *daemon {
 	t.Helper()
+	d := newDaemon(t, tcp, ws, admin, extra)
+	d.start(exec.Command(duetdBinary(t), "--config", d.Conf), env...)
+	return d
+}
+
+// newDaemon writes the config file of a daemon that start is to run.
+func newDaemon(t *testing.T, tcp, ws, admin, extra string) *daemon {
+	t.Helper()
 	d := &daemon{t: t, notify: make(chan struct{}), exited: make(chan struct{}), TCP: tcp, WS: ws, Admin: admin}
 	d.Conf = filepath.Join(t.TempDir(), "duetd.yaml")
 	d.writeConfig(extra)
-	d.cmd = exec.Command(duetdBinary(t), "--config", d.Conf)
+	return d
+}
+
+// start runs cmd, duetd with d's config file or a program that runs it
+// in the end, with env added to its environment.
+func (d *daemon) start(cmd *exec.Cmd, env ...string) {
+	t := d.t
+	t.Helper()
+	d.cmd = cmd
 	// Only the config file counts, and log.format stays "auto": stderr is
 	// a pipe here, as under systemd, so the logs must come out as JSON,
 	// which WaitLog relies on.
@@ -116,7 +132,6 @@ func startDaemonAt(t *testing.T, tcp, ws, admin, extra string, env ...string) *d
 			t.Logf("duetd log:\n%s", strings.Join(d.Lines(), "\n"))
 		}
 	})
-	return d
 }
 
 // writeConfig writes the config file: the bound addresses once known,

@@ -45,6 +45,8 @@ type reloader struct {
 	started *config.Config  // in effect since start, computed values included
 	cfg     *config.Config  // the last configuration loaded
 	src     *config.Sources // where it came from; Reload reads the same places
+
+	warnedConns int // the limits.max_conns last warned of as more than the descriptor limit allows (warnConnsRoom)
 }
 
 // reload re-reads the configuration. What can change without dropping a
@@ -67,6 +69,7 @@ func (r *reloader) reload() {
 	}
 	srv := r.d.srv
 	srv.SetLimits(cfg.Limits)
+	r.warnedConns = warnConnsRoom(r.log, r.d, cfg.Limits.MaxConns, r.warnedConns)
 	srv.SetResume(cfg.Resume)
 	srv.SetAllowedOrigins(cfg.WS.AllowedOrigins)
 	srv.SetTakeover(cfg.Auth.Takeover)

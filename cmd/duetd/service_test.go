@@ -344,20 +344,7 @@ func TestMetrics(t *testing.T) {
 		`duet_connections_opened_total{protocol="ws"}`:              3,
 		`duet_slow_consumer_cuts_total`:                             0,
 	}
-	var got map[string]float64
-	deadline := time.Now().Add(waitLimit)
-	for {
-		got = scrape(t, "http://"+d.Admin+"/metrics")
-		if matches(got, want) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
+	got := waitMetrics(t, "http://"+d.Admin+"/metrics", want)
 	for _, name := range []string{"go_goroutines", "process_open_fds"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("no %s", name)
@@ -385,6 +372,25 @@ func readAll(c net.Conn) (string, error) {
 			return b.String(), err
 		}
 	}
+}
+
+// waitMetrics scrapes url until its metrics read as want, or fails the
+// test with those that do not at waitLimit, and returns the last read.
+func waitMetrics(t *testing.T, url string, want map[string]float64) map[string]float64 {
+	t.Helper()
+	var got map[string]float64
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(50 * time.Millisecond) {
+		got = scrape(t, url)
+		if matches(got, want) || time.Now().After(deadline) {
+			break
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	return got
 }
 
 func matches(got, want map[string]float64) bool {

@@ -350,6 +350,9 @@ func TestReloadNamesKeys(t *testing.T) {
 	if e["key"] != "DUETD_LIMITS_MAX_LINES" || e.level() != "warn" {
 		t.Errorf("start warning %v", e)
 	}
+	// What a start warns of besides (a descriptor limit lower than
+	// limits.max_conns needs, say) is logged before it listens.
+	_, next = d.WaitLog(next, "admin listening")
 
 	// reload writes the file (listen addresses as bound, then extra),
 	// reloads, and returns the warnings logged and the keys changed.
