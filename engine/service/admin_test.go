@@ -223,3 +223,28 @@ func startAdmin(t *testing.T, reg *prometheus.Registry) *Admin {
 	})
 	return a
 }
+
+// TestStartTime: duet_start_time_seconds says when the metrics were
+// made, at start, read from the clock and not from /proc/stat, which
+// the systemd unit hides (ProcSubset=pid) and without which the process
+// collector leaves out process_start_time_seconds.
+func TestStartTime(t *testing.T) {
+	before := time.Now()
+	m := NewMetrics(hub.New(hub.Options{}))
+	after := time.Now()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "duet_start_time_seconds" {
+			continue
+		}
+		got := f.GetMetric()[0].GetGauge().GetValue()
+		if lo, hi := float64(before.UnixMilli())/1e3, float64(after.UnixMilli()+1)/1e3; got < lo || got > hi {
+			t.Fatalf("duet_start_time_seconds %f, want between %f and %f", got, lo, hi)
+		}
+		return
+	}
+	t.Fatal("no duet_start_time_seconds")
+}

@@ -5,6 +5,8 @@
 package service
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -65,6 +67,15 @@ func NewMetrics(core *hub.Hub) *Metrics {
 		byProtocol:  make(map[string]prometheus.Gauge),
 		openedByPro: make(map[string]prometheus.Counter),
 	}
+	// The process collector's process_start_time_seconds needs the boot
+	// time from /proc/stat, which the systemd unit hides (ProcSubset=pid):
+	// under it the series is silently left out. The metrics are made at
+	// start, so their making tells the same from the clock alone.
+	started := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "duet_start_time_seconds",
+		Help: "When duetd started, in seconds since the Unix epoch (process_start_time_seconds needs /proc/stat, which the systemd unit hides).",
+	})
+	started.Set(float64(time.Now().UnixMicro()) / 1e6)
 	// Resolve the per-protocol series once: the map is read-only after
 	// this, so the engine's loops can use it without a lock, and every
 	// series shows from the first scrape on, at zero.
@@ -73,7 +84,7 @@ func NewMetrics(core *hub.Hub) *Metrics {
 		m.openedByPro[p] = m.opened.WithLabelValues(p)
 	}
 	m.Registry.MustRegister(
-		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts,
+		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts, started,
 		hubCollector{core},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
