@@ -1271,7 +1271,7 @@ func TestWebSocketRefusalTold(t *testing.T) {
 
 			refused := 5 + engine.RefusalsKeptPerAddr + 1
 			want := map[string]int{
-				"open line": 1, "open http": refused - 1, "open ws": 1,
+				"open line": 1, "open http": refused - 1, "upgraded": 1,
 				"now line": 0, "now http": 0, "now ws": 0,
 				"rejected " + tc.reason: refused, "disconnected " + tc.reason: refused,
 				"disconnected closed": 1,

@@ -9,10 +9,14 @@ package engine
 // The methods are called on event loops and must not block.
 type Metrics interface {
 	// ConnOpened and ConnClosed bracket a connection of one protocol:
-	// "line", "http" (the web port before an upgrade) or "ws". An upgrade
-	// closes the "http" connection and opens a "ws" one.
+	// "line", "http" (the web port before an upgrade) or "ws". A
+	// connection opens once, as "line" or "http" by its port.
 	ConnOpened(protocol string)
 	ConnClosed(protocol string)
+	// Upgraded counts a web connection become a WebSocket: from then on
+	// its protocol is "ws", and its close a "ws" one. It opens nothing:
+	// the connection was counted opened as "http".
+	Upgraded()
 	// Rejected counts a connection refused before it could be used, by
 	// the label of its ending: "shutting_down", "server_full",
 	// "too_many_connections", "untrusted_proxy", "bad_proxy_header",
@@ -41,6 +45,7 @@ type noMetrics struct{}
 
 func (noMetrics) ConnOpened(string)   {}
 func (noMetrics) ConnClosed(string)   {}
+func (noMetrics) Upgraded()           {}
 func (noMetrics) Rejected(string)     {}
 func (noMetrics) Error(string)        {}
 func (noMetrics) SlowCut()            {}

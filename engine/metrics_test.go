@@ -25,6 +25,7 @@ func (m *countingMetrics) add(key string, d int) {
 
 func (m *countingMetrics) ConnOpened(p string)   { m.add("open "+p, 1); m.add("now "+p, 1) }
 func (m *countingMetrics) ConnClosed(p string)   { m.add("now "+p, -1) }
+func (m *countingMetrics) Upgraded()             { m.add("now http", -1); m.add("now ws", 1); m.add("upgraded", 1) }
 func (m *countingMetrics) Rejected(r string)     { m.add("rejected "+r, 1) }
 func (m *countingMetrics) Error(c string)        { m.add("error "+c, 1) }
 func (m *countingMetrics) SlowCut()              { m.add("slow", 1) }
@@ -37,7 +38,7 @@ func (m *countingMetrics) snapshot() map[string]int {
 }
 
 // TestMetricsHooks: every connection opened is closed again, per
-// protocol, across a WebSocket upgrade; errors and refusals are counted
+// protocol, across a WebSocket upgrade, which opens nothing more; errors and refusals are counted
 // by code and reason.
 func TestMetricsHooks(t *testing.T) {
 	m := &countingMetrics{counts: map[string]int{}}
@@ -60,7 +61,7 @@ func TestMetricsHooks(t *testing.T) {
 	b.Conn.Close()
 	c.Conn.Close()
 	want := map[string]int{
-		"open line": 2, "open http": 1, "open ws": 1,
+		"open line": 2, "open http": 1, "upgraded": 1,
 		"now line": 0, "now http": 0, "now ws": 0,
 		"error not_logged_in": 1, "error unknown_token": 1,
 		"rejected too_many_connections": 1,

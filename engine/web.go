@@ -176,8 +176,7 @@ func (cn *conn) upgraded(resp []byte) {
 	cn.out.DeliverRaw(resp)
 	cn.stage = stageWS
 	cn.out.SetDirect(true) // see WriteDirect
-	cn.loop.srv.metrics.ConnClosed(protoHTTP)
-	cn.loop.srv.metrics.ConnOpened(protoWS)
+	cn.loop.srv.metrics.Upgraded()
 	cn.ws = &wsState{r: wsframe.Reader{MaxMessage: cn.loop.srv.lim().MaxFrame}, lastRecv: cn.loop.now, lastPing: cn.loop.now}
 	cn.opened = cn.loop.stamp()
 }

@@ -287,7 +287,9 @@ func restOfEvents(t *testing.T, wc *enginetest.WSClient) (events []string, close
 
 // TestMetrics checks /metrics, parsed as Prometheus text, against the
 // traffic sent: 3 pairings, 10 messages, a room_full error, one pair
-// ended by a leave, a refused connection. /healthz and /readyz answer too.
+// ended by a leave, a refused connection. Each of the 8 connections is
+// counted opened once, by the port it came in on, and each of the 3
+// WebSockets upgraded once. /healthz and /readyz answer too.
 func TestMetrics(t *testing.T) {
 	d := startDaemon(t, "")
 	d.WaitReady()
@@ -341,10 +343,16 @@ func TestMetrics(t *testing.T) {
 		`duet_connections_rejected_total{reason="untrusted_proxy"}`: 1,
 		`duet_connections{protocol="line"}`:                         4,
 		`duet_connections{protocol="ws"}`:                           3,
-		`duet_connections_opened_total{protocol="ws"}`:              3,
+		`duet_connections_opened_total{protocol="line"}`:            5,
+		`duet_connections_opened_total{protocol="http"}`:            3,
+		`duet_ws_upgrades_total`:                                    3,
 		`duet_slow_consumer_cuts_total`:                             0,
 	}
 	got := waitMetrics(t, "http://"+d.Admin+"/metrics", want)
+	// An upgrade opens no second connection.
+	if v, ok := got[`duet_connections_opened_total{protocol="ws"}`]; ok {
+		t.Errorf(`duet_connections_opened_total{protocol="ws"} = %v, want no such series`, v)
+	}
 	for _, name := range []string{"go_goroutines", "process_open_fds"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("no %s", name)

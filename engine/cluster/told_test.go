@@ -400,6 +400,7 @@ func newEndCounter() *endCounter {
 
 func (*endCounter) ConnOpened(string) {}
 func (*endCounter) ConnClosed(string) {}
+func (*endCounter) Upgraded()         {}
 func (*endCounter) Rejected(string)   {}
 func (*endCounter) SlowCut()          {}
 

@@ -19,8 +19,8 @@ func TestAdminEndpoints(t *testing.T) {
 	m := NewMetrics(hub.New(hub.Options{}))
 	m.ConnOpened("line")
 	m.ConnOpened("http")
-	m.ConnClosed("http")
-	m.ConnOpened("ws")
+	m.Upgraded()
+	m.ConnOpened("ws")       // no connection opens as one: ignored
 	m.ConnOpened("nonsense") // not a protocol: ignored, not a new series
 	m.Rejected("server_full")
 	m.Disconnected("server_full")
@@ -68,6 +68,7 @@ func TestAdminEndpoints(t *testing.T) {
 				`duet_connections{protocol="http"} 0`,
 				`duet_connections{protocol="ws"} 1`,
 				`duet_connections_opened_total{protocol="http"} 1`,
+				`duet_ws_upgrades_total 1`,
 				`duet_connections_rejected_total{reason="server_full"} 1`,
 				`duet_errors_total{code="room_full"} 1`,
 				`duet_disconnects_total{reason="server_full"} 1`,
@@ -91,6 +92,9 @@ func TestAdminEndpoints(t *testing.T) {
 			}
 			if strings.Contains(body, "nonsense") {
 				t.Errorf("an unknown protocol made a series")
+			}
+			if strings.Contains(body, `duet_connections_opened_total{protocol="ws"}`) {
+				t.Errorf("an upgrade counted as a connection opened")
 			}
 		}
 	}

@@ -28,12 +28,19 @@ type Metrics struct {
 	disconnects *prometheus.CounterVec
 	errors      *prometheus.CounterVec
 	slowCuts    prometheus.Counter
+	upgrades    prometheus.Counter
 	byProtocol  map[string]prometheus.Gauge
 	openedByPro map[string]prometheus.Counter
 }
 
-// Protocols as the engine names them.
-var protocols = []string{"line", "http", "ws"}
+// Protocols as the engine names them. A connection opens as one of
+// openedAs, by its port, and a web one may then become a WebSocket: an
+// upgrade is counted apart (duet_ws_upgrades_total), so that the opened
+// counts add up to the connections accepted.
+var (
+	protocols = []string{"line", "http", "ws"}
+	openedAs  = []string{"line", "http"}
+)
 
 // NewMetrics registers duetd's metrics, reading users, pairs and relay
 // counters from core when scraped.
@@ -46,7 +53,7 @@ func NewMetrics(core *hub.Hub) *Metrics {
 		}, []string{"protocol"}),
 		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_connections_opened_total",
-			Help: "Connections accepted by protocol; a WebSocket upgrade counts as a ws connection.",
+			Help: "Connections accepted, by the port's protocol: line (TCP) or http (the web port, WebSockets included: duet_ws_upgrades_total counts those).",
 		}, []string{"protocol"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duet_connections_rejected_total",
@@ -63,6 +70,10 @@ func NewMetrics(core *hub.Hub) *Metrics {
 		slowCuts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duet_slow_consumer_cuts_total",
 			Help: "Readers cut off for not reading their messages.",
+		}),
+		upgrades: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duet_ws_upgrades_total",
+			Help: "Web connections upgraded to WebSocket; each was counted opened as http.",
 		}),
 		byProtocol:  make(map[string]prometheus.Gauge),
 		openedByPro: make(map[string]prometheus.Counter),
@@ -81,10 +92,12 @@ func NewMetrics(core *hub.Hub) *Metrics {
 	// series shows from the first scrape on, at zero.
 	for _, p := range protocols {
 		m.byProtocol[p] = m.conns.WithLabelValues(p)
+	}
+	for _, p := range openedAs {
 		m.openedByPro[p] = m.opened.WithLabelValues(p)
 	}
 	m.Registry.MustRegister(
-		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts, started,
+		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts, m.upgrades, started,
 		hubCollector{core},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -94,10 +107,17 @@ func NewMetrics(core *hub.Hub) *Metrics {
 
 // ConnOpened implements engine.Metrics.
 func (m *Metrics) ConnOpened(protocol string) {
-	if g, ok := m.byProtocol[protocol]; ok {
-		g.Inc()
-		m.openedByPro[protocol].Inc()
+	if c, ok := m.openedByPro[protocol]; ok {
+		c.Inc()
+		m.byProtocol[protocol].Inc()
 	}
+}
+
+// Upgraded implements engine.Metrics.
+func (m *Metrics) Upgraded() {
+	m.byProtocol["http"].Dec()
+	m.byProtocol["ws"].Inc()
+	m.upgrades.Inc()
 }
 
 // ConnClosed implements engine.Metrics.
