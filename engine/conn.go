@@ -185,8 +185,8 @@ type flowState struct {
 	lastProgress stamp // when the reader was last seen to take some
 }
 
-func newConn(s *Server, ls *loopState, c gnet.Conn, isLine bool, addr connAddr) *conn {
-	cn := &conn{loop: ls, c: c, id: s.nextID.Add(1), addr: addr, opened: ls.stamp()}
+func newConn(ls *loopState, c gnet.Conn, id uint64, isLine bool, addr connAddr) *conn {
+	cn := &conn{loop: ls, c: c, id: id, addr: addr, opened: ls.stamp()}
 	cn.out = cn.newOutbox(isLine)
 	if isLine {
 		cn.stage = stageProxy

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"go.uber.org/zap"
-
 	"duet/engine/tally"
 	"duet/proto"
 	"duet/proto/httphead"
@@ -135,7 +133,7 @@ func (cn *conn) refuse(e ending) { cn.refuseAs(e, endDetail{}) }
 
 // refuseAs is refuse with the defaults d overrides.
 func (cn *conn) refuseAs(e ending, d endDetail) {
-	cn.loop.srv.logRefusal(e, cn.addr.ip, zap.Uint64("conn", cn.id))
+	cn.loop.srv.logRefusal(e, cn.id, cn.addr.ip)
 	cn.endAs(e, d)
 }
 
@@ -164,7 +162,7 @@ func (cn *conn) forwardedFor(req *http.Request) ending {
 		ip = a.Unmap().WithZone("")
 	}
 	if !cn.claimAddr(ip) {
-		cn.loop.srv.logRefusal(endPerAddr, cn.addr.ip, zap.Uint64("conn", cn.id))
+		cn.loop.srv.logRefusal(endPerAddr, cn.id, cn.addr.ip)
 		return endPerAddr
 	}
 	return endNone

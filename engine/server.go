@@ -610,15 +610,15 @@ func onListener(local, bound net.Addr) bool {
 	return l.IP == nil || l.IP.IsUnspecified() || b.IP.IsUnspecified() || l.IP.Equal(b.IP)
 }
 
-// logRefusal logs a connection refused for e, from client address ip,
+// logRefusal logs connection id refused for e, from client address ip,
 // with extra fields if any, as the endings table says (logged), sampled:
 // a flood of them costs one line a second.
-func (s *Server) logRefusal(e ending, ip netip.Addr, extra ...zap.Field) {
+func (s *Server) logRefusal(e ending, id uint64, ip netip.Addr, extra ...zap.Field) {
 	ok, suppressed := s.refusalLog.Allow(time.Now())
 	if !ok {
 		return
 	}
-	fields := append([]zap.Field{zap.String("reason", endings[e].label), zap.Stringer("remote", ip)}, extra...)
+	fields := append([]zap.Field{zap.String("reason", endings[e].label), zap.Uint64("conn", id), zap.Stringer("remote", ip)}, extra...)
 	if suppressed > 0 {
 		fields = append(fields, zap.Int("refusals_not_logged", suppressed))
 	}
@@ -635,12 +635,16 @@ func (s *Server) OnShutdown(gnet.Engine) {}
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && onListener(c.LocalAddr(), s.tcpAddr)
 	ip := peerIP(c.RemoteAddr())
+	// The id comes first, so that the lines logging a refusal name the
+	// connection, as every line about one does, even one refused before
+	// it is made.
+	id := s.nextID.Add(1)
 	refuse := func(e ending) ([]byte, gnet.Action) {
 		label := endings[e].label
 		s.metrics.Rejected(label)
 		s.metrics.Disconnected(label)
 		if s.log.Core().Enabled(zapcore.DebugLevel) {
-			s.log.Debug("connection refused", zap.String("reason", label), zap.Stringer("remote", ip))
+			s.log.Debug("connection refused", zap.String("reason", label), zap.Uint64("conn", id), zap.Stringer("remote", ip))
 		}
 		if isLine {
 			return lineRefusal(e), gnet.Close
@@ -658,10 +662,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case s.draining.Load() || s.restarting.Load():
 		refused = endDraining
 	case s.conns.Load() >= int64(s.MaxConns()):
-		s.logRefusal(endFull, ip)
+		s.logRefusal(endFull, id, ip)
 		refused = endFull
 	case !fromProxy && !s.perIP.Acquire(key, lim.MaxConnsPerIP):
-		s.logRefusal(endPerAddr, ip)
+		s.logRefusal(endPerAddr, id, ip)
 		refused = endPerAddr
 	}
 	if refused != endNone && (isLine || !s.refusing.Acquire(key, refusalsKeptPerAddr)) {
@@ -683,7 +687,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	ls := s.loopFor(c)
 	ls.clockIn()
-	cn := newConn(s, ls, c, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy && refused == endNone, fromProxy: fromProxy})
+	cn := newConn(ls, c, id, isLine, connAddr{ip: ip, v6bits: bits, counted: !fromProxy && refused == endNone, fromProxy: fromProxy})
 	cn.refused = refused
 	c.SetContext(cn)
 	ls.addConn(cn)

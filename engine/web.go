@@ -128,7 +128,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			e := endProtocol
 			if errors.Is(err, wsframe.ErrOriginRefused) {
 				e = endOrigin
-				cn.loop.srv.logRefusal(e, cn.addr.ip, zap.String("origin", logsample.Printable(req.Header.Get("Origin"), 64)))
+				cn.loop.srv.logRefusal(e, cn.id, cn.addr.ip, zap.String("origin", logsample.Printable(req.Header.Get("Origin"), 64)))
 			}
 			cn.endAs(e, endDetail{status: refused.Status, text: refused.Reason, header: refused.Header, method: req.Method})
 			return end
