@@ -1105,3 +1105,49 @@ func TestAuthKeysIgnoredInOpenMode(t *testing.T) {
 		})
 	}
 }
+
+// A state file under /tmp or /var/tmp is lost at the very restart it is
+// for when duetd runs under the systemd unit, whose PrivateTmp=yes gives
+// the service a /tmp of its own, deleted as it stops. Elsewhere it
+// works, so it is warned of, not refused.
+func TestStateFileInTmpWarned(t *testing.T) {
+	for _, tt := range []struct {
+		path string
+		warn bool
+	}{
+		{"/tmp/duetd/sessions", true},
+		{"/var/tmp/sessions", true},
+		{"/tmp//x/../sessions", true},
+		{"/var/lib/duetd/sessions", false},
+		{"/tmp/../var/lib/duetd/sessions", false},
+		{"/tmpfiles/sessions", false},
+		{"", false},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			_, src, err := Load(nil, env(map[string]string{"DUETD_RESUME_STATE_FILE": tt.path}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var warned []*Error
+			for _, w := range src.Warnings() {
+				if w.Key == "resume.state_file" {
+					warned = append(warned, w)
+				}
+			}
+			if !tt.warn {
+				if len(warned) != 0 {
+					t.Fatalf("warned %v", warned)
+				}
+				return
+			}
+			if len(warned) != 1 {
+				t.Fatalf("warned %v, want one warning about resume.state_file", src.Warnings())
+			}
+			for _, want := range []string{tt.path, "PrivateTmp", "/var/lib/duetd"} {
+				if !strings.Contains(warned[0].Msg, want) {
+					t.Errorf("%q does not say %q", warned[0].Msg, want)
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -349,7 +350,30 @@ func (c *Config) Warnings() []*Error {
 			s, coverage(p))})
 	}
 	out = append(out, c.Auth.warnings()...)
+	out = append(out, c.Resume.warnings()...)
 	return append(out, c.Cluster.Warnings()...)
+}
+
+// warnings lists a state file in a temporary directory. Under the
+// systemd unit, whose PrivateTmp=yes gives the service a /tmp and a
+// /var/tmp of its own, deleted when it stops, the file is gone by the
+// time the next process looks: the stop logs that it kept the sessions,
+// and the restart finds none. Run otherwise it works, until a reboot or
+// a cleaner of /tmp, so it is not refused.
+func (r Resume) warnings() []*Error {
+	if r.StateFile == "" {
+		return nil
+	}
+	clean := filepath.Clean(r.StateFile)
+	for _, tmp := range []string{"/tmp", "/var/tmp"} {
+		if strings.HasPrefix(clean, tmp+"/") {
+			return []*Error{{Key: "resume.state_file", Msg: fmt.Sprintf(
+				"%q is under %s, which the systemd unit gives the service a private copy of (PrivateTmp=yes), deleted when it stops: "+
+					"the sessions a restart keeps there are lost; put it in /var/lib/duetd (the unit's StateDirectory), as /var/lib/duetd/sessions",
+				r.StateFile, tmp)}}
+		}
+	}
+	return nil
 }
 
 // warnings lists the accounts keys set in open mode, which ignores
