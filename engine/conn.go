@@ -855,8 +855,9 @@ func (cn *conn) shutdown() {
 func (cn *conn) onClose(err error) {
 	if cn.heldInputCounts() {
 		// The input that came before the end is acted on, with nothing
-		// held any more. An ending chosen before is set aside meanwhile,
-		// so an ending the input brings (a quit) takes its place.
+		// held any more. An ending the server chose before is set aside
+		// meanwhile, so an ending the input brings (a quit) takes its
+		// place.
 		prior := cn.closing
 		cn.flow.hold, cn.closing = inputHold{}, endNone
 		cn.flow.draining = true

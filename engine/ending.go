@@ -130,6 +130,10 @@ type endingInfo struct {
 	// refused before it could be used. Its error is not counted in
 	// duet_errors_total.
 	refusal bool
+	// byInput marks an ending the client's input brought (a quit, a
+	// close or binary frame, a flood, a protocol error): what the client
+	// sent after it is not acted on (heldInputCounts).
+	byInput bool
 	// logged is the warning a refusal is logged with (Server.logRefusal),
 	// sampled, whether the connection is refused as it opens or for what
 	// it sent first: a client can cause one at will. "" for an ending
@@ -138,13 +142,13 @@ type endingInfo struct {
 }
 
 var endings = [numEndings]endingInfo{
-	endQuit: {label: "quit", partner: proto.ReasonLeft, session: endSession,
+	endQuit: {byInput: true, label: "quit", partner: proto.ReasonLeft, session: endSession,
 		last: proto.EvBye, wsCode: ws.StatusNormalClosure, wsText: "bye", drain: true},
-	endClosed: {label: "closed", partner: proto.ReasonDisconnected, session: endSession,
+	endClosed: {byInput: true, label: "closed", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusNormalClosure},
-	endNormalClose: {label: "normal_closure", partner: proto.ReasonLeft, session: endSession,
+	endNormalClose: {byInput: true, label: "normal_closure", partner: proto.ReasonLeft, session: endSession,
 		wsCode: ws.StatusNormalClosure},
-	endGoingAway: {label: "going_away", partner: proto.ReasonDisconnected, session: detachSession,
+	endGoingAway: {byInput: true, label: "going_away", partner: proto.ReasonDisconnected, session: detachSession,
 		wsCode: ws.StatusNormalClosure},
 	endLost: {label: "lost", partner: proto.ReasonDisconnected, session: detachSession},
 	endSlow: {label: "slow", partner: proto.ReasonSlow, session: detachSession},
@@ -163,12 +167,12 @@ var endings = [numEndings]endingInfo{
 		status: 503, statusText: "the server is restarting", drain: true},
 	endNotParked: {label: "not_parked", partner: proto.ReasonShutdown, session: endSession,
 		err: proto.ErrNotParked, last: proto.EvShutdown, wsCode: statusServiceRestart, wsText: "service restart", drain: true},
-	endFlood: {label: "flood", partner: proto.ReasonDisconnected, session: endSession,
+	endFlood: {byInput: true, label: "flood", partner: proto.ReasonDisconnected, session: endSession,
 		err: proto.ErrFlooded, wsCode: ws.StatusPolicyViolation, wsText: "rate limit exceeded",
 		status: 429, statusText: "too many requests"},
-	endProtocol: {label: "protocol", partner: proto.ReasonDisconnected, session: endSession,
+	endProtocol: {byInput: true, label: "protocol", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusProtocolError, wsText: "protocol error", status: 400, statusText: "malformed request"},
-	endBinary: {label: "binary", partner: proto.ReasonDisconnected, session: endSession,
+	endBinary: {byInput: true, label: "binary", partner: proto.ReasonDisconnected, session: endSession,
 		wsCode: ws.StatusUnsupportedData, wsText: "send JSON in text frames"},
 	// The browser is told only 403: the operator whose page is served
 	// from another host learns why from the log.

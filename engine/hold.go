@@ -145,14 +145,21 @@ func (cn *conn) abandonHold(e ending) {
 
 // heldInputCounts decides, as a connection closes, whether the input it
 // has not read yet is still acted on. It is, for a logged-in connection
-// (only one can have anything to say), unless the input waits on an
-// answer that will not come now, or the close came in the middle of
-// reading it: that read has not discarded what it acted on yet, and would
-// see it twice. A file piped through netcat ends with end-of-file right
-// after its last line, and the lines back-pressure held back are still
-// relayed; how many there can be is bounded by heldInputMax.
+// (only one can have anything to say) that the client closed, by ending
+// its input or as its connection broke: a file piped through netcat ends
+// with end-of-file right after its last line, and the lines
+// back-pressure held back are still relayed; how many there can be is
+// bounded by heldInputMax. So it is when the server chose the ending
+// (slow, shutdown, a drain): the client sent that input before it, and
+// its TCP was told it arrived. It is not when the input itself brought
+// the ending: what came after a quit, a close or binary frame, a flood
+// or a protocol error is the client's after its end (RFC 6455 allows no
+// data after a close frame). Nor when the input waits on an answer that
+// will not come now, or the close came in the middle of reading it: that
+// read has not discarded what it acted on yet, and would see it twice.
 func (cn *conn) heldInputCounts() bool {
-	return cn.sess != nil && !cn.flow.reading && !cn.flow.hold.why.awaitsAnswer() && cn.c.InboundBuffered() > 0
+	return cn.sess != nil && !endings[cn.closing].byInput && !cn.flow.reading &&
+		!cn.flow.hold.why.awaitsAnswer() && cn.c.InboundBuffered() > 0
 }
 
 // heldInputMax bounds the input a held connection may hold in the
