@@ -80,7 +80,7 @@ type Log struct {
 // Limits bound what one client can cost everyone else.
 type Limits struct {
 	MaxLine          int           `mapstructure:"max_line"`          // bytes in one TCP line, default 16 KiB
-	MaxFrame         int           `mapstructure:"max_frame"`         // bytes in one WebSocket message, default 64 KiB
+	MaxFrame         int           `mapstructure:"max_frame"`         // bytes in one WebSocket message, default 128 KiB
 	MaxText          int           `mapstructure:"max_text"`          // bytes of text in one message, default 16 KiB
 	LoginTimeout     time.Duration `mapstructure:"login_timeout"`     // time to log in after connecting, default 60s
 	HandshakeTimeout time.Duration `mapstructure:"handshake_timeout"` // time to finish an HTTP request or WebSocket upgrade, default 5s

@@ -281,15 +281,15 @@ limits:
 // Everything not set by a layer keeps the value and source of the layer
 // below, key by key rather than section by section.
 func TestLayersMergePerKey(t *testing.T) {
-	path := writeConfig(t, "limits:\n  max_line: 20000\n  max_frame: 70000\n")
+	path := writeConfig(t, "limits:\n  max_line: 20000\n  max_frame: 140000\n")
 	cfg, src, err := Load([]string{"--config", path, "--admin-listen", "127.0.0.1:9999"},
-		env(map[string]string{"DUETD_LIMITS_MAX_FRAME": "80000", "DUETD_LOG_LEVEL": "warn"}))
+		env(map[string]string{"DUETD_LIMITS_MAX_FRAME": "150000", "DUETD_LOG_LEVEL": "warn"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Defaults()
 	want.Limits.MaxLine = 20000
-	want.Limits.MaxFrame = 80000
+	want.Limits.MaxFrame = 150000
 	want.Log.Level = "warn"
 	want.Admin.Listen = "127.0.0.1:9999"
 	if !reflect.DeepEqual(*cfg, want) {
@@ -506,7 +506,7 @@ func TestErrorsNameWhereTheValueCameFrom(t *testing.T) {
 		{"default users file in accounts mode", nil, map[string]string{"DUETD_AUTH_MODE": "accounts"},
 			"config: auth.users_file: required when auth.mode is accounts " +
 				"(the default, which auth.mode set from DUETD_AUTH_MODE rules out; set auth.users_file too)"},
-		{"default buffer under a raised text", nil, map[string]string{"DUETD_LIMITS_MAX_LINE": "140000", "DUETD_LIMITS_MAX_TEXT": "140000", "DUETD_LIMITS_MAX_FRAME": "262144"},
+		{"default buffer under a raised text", nil, map[string]string{"DUETD_LIMITS_MAX_LINE": "140000", "DUETD_LIMITS_MAX_TEXT": "140000", "DUETD_LIMITS_MAX_FRAME": "1048576"},
 			"(the default, which limits.max_text set from DUETD_LIMITS_MAX_TEXT rules out; raise resume.buffer too)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

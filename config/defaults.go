@@ -13,7 +13,7 @@ func Defaults() Config {
 		Log:   Log{Level: "info", Format: "auto"},
 		Limits: Limits{
 			MaxLine:          16384,
-			MaxFrame:         65536,
+			MaxFrame:         131072,
 			MaxText:          16384,
 			LoginTimeout:     60 * time.Second,
 			HandshakeTimeout: 5 * time.Second,

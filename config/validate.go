@@ -442,15 +442,28 @@ func (c *Config) TrustedNets() []netip.Prefix {
 	return nets
 }
 
-// longestFrame is the longest WebSocket message a browser sends for a
-// text of maxText bytes: the text sealed (docs/E2E.md), as
-// {"type":"seal","data":"..."} with as much data as the server relays
-// (proto.SealedLimit), which is longer than the text sent as a say. A
-// max_frame below it closes the sender's WebSocket (1009) for a message
-// the server would otherwise relay.
+// longestFrame is the longest WebSocket message a client sends for a
+// text of maxText bytes, numbered as the browser client numbers its
+// messages (an id of up to 20 digits): the text as a say, or sealed
+// (docs/E2E.md) as {"type":"seal","data":"..."} with as much data as
+// the server relays (proto.SealedLimit). A say's text may take six
+// bytes for each of its own once written as JSON: every encoder writes
+// a control character as \u0001, and Go's writes <, > and & so too. The
+// say is the longer but for a maxText under 19 bytes. A max_frame below
+// it closes the sender's WebSocket (1009) for a message the server would
+// otherwise relay, and its partner is told it disconnected.
+//
+// The frame is held whole before it is read, in gnet's buffer for the
+// connection (and a fragmented one in the frame reader's as well), but
+// only while it comes in: nothing is allocated for it ahead, and an
+// idle connection holds neither.
 func longestFrame(maxText int) int {
-	const seal = len(`{"type":"seal","data":""}`)
-	return seal + int(proto.SealedLimit(maxText))
+	const (
+		id   = len(`,"id":18446744073709551615`)
+		say  = len(`{"type":"say","text":""}`) + id
+		seal = len(`{"type":"seal","data":""}`) + id
+	)
+	return max(say+6*maxText, seal+int(proto.SealedLimit(maxText)))
 }
 
 // originProblem says why o can never equal the Origin header a browser

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -392,45 +393,63 @@ func TestWebAnswersWholeBeforeClose(t *testing.T) {
 }
 
 // TestLongestMessagesFitAFrame: under any limits the configuration
-// accepts, a browser's longest message, a say of limits.max_text bytes
-// or its sealed form (proto.SealedLimit), fits in limits.max_frame and is
-// relayed, rather than closing the sender's WebSocket with 1009.
+// accepts, a browser's longest message fits in limits.max_frame and is
+// relayed, rather than closing the sender's WebSocket with 1009: a say
+// of limits.max_text bytes that JSON writes six bytes each (control
+// characters, \u0001, as every encoder escapes them), or its sealed form
+// (proto.SealedLimit), each numbered with the longest id. (Before, the
+// defaults let a say of 16,384 control characters through validation
+// as a 98 KB frame, over the 64 KiB max_frame: the sender was closed
+// with 1009 and its partner told it disconnected.)
 func TestLongestMessagesFitAFrame(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		maxText, maxFrame int
+		maxText, maxFrame int // maxFrame 0: the default
 		accepted          bool
 	}{
-		{16 << 10, 64 << 10, true}, // the defaults
-		{49067, 64 << 10, true},    // the longest text a 64 KiB frame carries sealed
-		{49068, 64 << 10, false},
-		{64 << 10, 64 << 10, false},
+		{16 << 10, 0, true},
+		{10914, 64 << 10, true}, // the longest text a 64 KiB frame carries escaped
+		{10915, 64 << 10, false},
+		{16 << 10, 64 << 10, false},
 	} {
 		cfg := config.Defaults()
-		cfg.Limits.MaxText, cfg.Limits.MaxFrame = tc.maxText, tc.maxFrame
+		cfg.Limits.MaxText = tc.maxText
+		if tc.maxFrame != 0 {
+			cfg.Limits.MaxFrame = tc.maxFrame
+		}
 		cfg.Limits.MaxLine = max(cfg.Limits.MaxLine, tc.maxText)
+		cfg.Resume.Buffer = max(cfg.Resume.Buffer, 2*tc.maxText)
 		if err := cfg.Validate(); (err == nil) != tc.accepted {
-			t.Fatalf("max_text %d, max_frame %d: validation says %v", tc.maxText, tc.maxFrame, err)
+			t.Fatalf("max_text %d, max_frame %d: validation says %v", tc.maxText, cfg.Limits.MaxFrame, err)
 		} else if err != nil {
 			continue
 		}
 		d := startDaemon(t, func(o *engine.Options) { o.Limits = cfg.Limits })
 		alice, bob := enginetest.PairWS(t, d)
-		text := strings.Repeat("a", tc.maxText)
+		text := strings.Repeat("\x01", tc.maxText)
 		data := strings.Repeat("A", int(proto.SealedLimit(tc.maxText)))
-		bob.Say(text)
-		bob.Send(map[string]string{"type": "seal", "data": data})
-		bob.Say("after")
+		// In one write, as json.Marshal writes them: the answer to the
+		// first is read even if it closes the connection.
+		var frames []byte
+		for _, m := range []map[string]any{
+			{"type": "say", "text": text, "id": uint64(math.MaxUint64)},
+			{"type": "seal", "data": data, "id": uint64(math.MaxUint64)},
+			{"type": "say", "text": "after"},
+		} {
+			b, _ := json.Marshal(m)
+			frames = append(frames, clientFrame(0x81, b, true)...)
+		}
+		write(t, bob.Conn, frames)
 		ev, code, err := alice.TryNext(enginetest.Timeout)
 		if err != nil || code != 0 || ev["text"] != text {
-			t.Fatalf("max_text %d, max_frame %d: the longest say came as %.60v, close %d, %v", tc.maxText, tc.maxFrame, ev, code, err)
+			t.Fatalf("max_text %d, max_frame %d: the longest say came as %.60v, close %d, %v", tc.maxText, cfg.Limits.MaxFrame, ev, code, err)
 		}
 		ev, code, err = alice.TryNext(enginetest.Timeout)
 		if err != nil || code != 0 || ev["data"] != data {
-			t.Fatalf("max_text %d, max_frame %d: the longest seal came as %.60v, close %d, %v", tc.maxText, tc.maxFrame, ev, code, err)
+			t.Fatalf("max_text %d, max_frame %d: the longest seal came as %.60v, close %d, %v", tc.maxText, cfg.Limits.MaxFrame, ev, code, err)
 		}
 		if text, _ := enginetest.WSMessage(t, alice); text != "after" {
-			t.Fatalf("max_text %d, max_frame %d: then %q", tc.maxText, tc.maxFrame, text)
+			t.Fatalf("max_text %d, max_frame %d: then %q", tc.maxText, cfg.Limits.MaxFrame, text)
 		}
 	}
 }

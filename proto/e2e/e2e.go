@@ -89,8 +89,8 @@ const (
 
 	// MaxEnvelope bounds an envelope a receiver decodes: larger ones are
 	// refused as bad_envelope before any work is done on them. It is
-	// above anything the server relays (limits.max_frame is 64 KiB of
-	// JSON, base64url included).
+	// above anything the server relays at the default limits.max_text
+	// (proto.SealedLimit: 21,932 characters of base64url).
 	MaxEnvelope = 64 * 1024
 
 	// MaxCounter is the first message counter a sender may not use and a

@@ -10,7 +10,7 @@ import (
 
 // DefaultMaxMessage is the message size limit of a Reader whose MaxMessage
 // is zero or negative. It matches the default of limits.max_frame.
-const DefaultMaxMessage = 64 << 10
+const DefaultMaxMessage = 128 << 10
 
 // retainAssembly is the largest assembly buffer a Reader keeps for the next
 // fragmented message. Browsers rarely fragment, so holding a message-sized

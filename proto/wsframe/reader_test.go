@@ -19,7 +19,8 @@ type readerCase struct {
 }
 
 func readerCases(t *testing.T) []readerCase {
-	long := strings.Repeat("x", 70000)
+	// Past every length the cases take.
+	long := strings.Repeat("x", DefaultMaxMessage+1)
 	snowman := "\u2603" // three bytes: e2 98 83
 	ping := clientFrame(t, true, ws.OpPing, []byte("are you there"))
 	return []readerCase{
