@@ -446,3 +446,57 @@ func TestResetReaderTellsSenderWhatWasNotKept(t *testing.T) {
 		}
 	}
 }
+
+// TestAcknowledgedNotCountedUndelivered: a JSON client acknowledges
+// every message bob sends it, then stops reading while bob sends far
+// more than its socket and resume.buffer hold, and its connection is
+// reset. bob is told as many of his messages were not delivered as
+// alice's resume, naming the last she acknowledged, counts missed: the
+// ones she acknowledged are not among them, though her connection's
+// queue never saw her TCP acknowledge them.
+func TestAcknowledgedNotCountedUndelivered(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, keepsForSlowReader(256<<10, time.Second))
+	alice := d.DialWS(t)
+	enginetest.SmallWindow(t, alice.Conn)
+	alice.Login("alice")
+	alice.Send(map[string]any{"type": "ack", "last": 0})
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect("paired")
+	// Short messages, fewer bytes than the socket is asked about
+	// (ReadStride) after alice's reads: her queue never learns that
+	// her TCP acknowledged them.
+	const acked = 40
+	for i := range acked {
+		bob.Send(fmt.Sprintf("p%d", i))
+		text, seq := enginetest.WSMessage(t, alice)
+		if text != fmt.Sprintf("p%d", i) || seq != uint64(i+1) {
+			t.Fatalf("alice got %q, seq %d", text, seq)
+		}
+		alice.Send(map[string]any{"type": "ack", "last": seq})
+	}
+	waitFor(t, "alice's acks to empty her history", func() bool { return d.Hub.Stats().HistoryBytes == 0 })
+
+	if err := <-sendNumbered(bob.Conn, count, 200); err != nil {
+		t.Fatal(err)
+	}
+	taken(t, d, acked+count)
+	enginetest.Reset(t, alice.Conn)
+
+	told := bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back`)
+	m := regexp.MustCompile(`; (\d+) of your messages were not delivered$`).FindStringSubmatch(told)
+	if m == nil {
+		t.Fatalf("bob was told %q: none of his messages lost, while resume.buffer kept a fraction of them", told)
+	}
+	lost, _ := strconv.Atoi(m[1])
+	_, ev := enginetest.ResumeWS(t, d, alice.Key, acked)
+	missed, _ := ev["missed"].(float64)
+	replayed, _ := ev["replayed"].(float64)
+	t.Logf("bob was told %d were not delivered; alice's resume replays %v and counts %v missed", lost, replayed, missed)
+	if lost != int(missed) || int(missed)+int(replayed) != count {
+		t.Fatalf("bob was told %d of his messages were not delivered; alice's resume after the %d she acknowledged replays %v of the %d after them and counts %v missed",
+			lost, acked, replayed, count, missed)
+	}
+}

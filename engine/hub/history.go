@@ -609,6 +609,16 @@ func (hs *history) each(from int, f func(seq uint64, at time.Duration, sender st
 	})
 }
 
+// unreceivedAfterAck bounds n, a count of the newest messages up to seq
+// that s's connection did not deliver, to those after the last its
+// client acknowledged (acked): a connection's queue learns what was
+// received from its TCP only, now and then, and counts from there, so
+// it may count messages a JSON client acknowledged since, which are
+// neither kept nor lost. s.hmu is held.
+func (s *Session) unreceivedAfterAck(n int, seq uint64) int {
+	return min(n, int(seq-min(s.acked, seq)))
+}
+
 // unsentKept looks at the newest unsent messages up to seq, those a
 // session's connection never wrote before it went (away.unsent): it
 // returns the index, among the messages kept, of the first of them kept,
@@ -885,6 +895,7 @@ func (s *Session) Ack(last uint64) {
 		// resume (and in what a refusal says is waiting, away.kept).
 		last = min(last, a.seq)
 	}
+	s.acked = max(s.acked, min(last, s.seq))
 	s.dropThroughLocked(last)
 	s.settleLocked()
 }

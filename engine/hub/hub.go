@@ -591,6 +591,12 @@ type Session struct {
 	// it joins when it first keeps a message and leaves when the sweep
 	// finds it keeping none (history.go). Guarded by hmu.
 	swept bool
+	// acked is the last message the client acknowledged itself (Ack,
+	// or last in its resume), 0 before any: it was received, whatever
+	// the connection's queue knows of what its TCP acknowledged, and is
+	// never counted among what the connection never delivered
+	// (unreceivedAfterAck). Guarded by hmu.
+	acked uint64
 }
 
 // sealCount is what a session sent sealed: frames, and their data's

@@ -320,6 +320,8 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	}
 	s.hmu.Lock()
 	a.seq = s.seq
+	// None the client acknowledged itself: they were received.
+	a.unsent = s.unreceivedAfterAck(a.unsent, a.seq)
 	s.away = a
 	// Of what the connection never wrote, those not kept will never
 	// reach s: the partner is told now, with the away news, as many as
@@ -673,13 +675,16 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.sealed.Store(old.sealed.Load())
 	s.lastID = old.lastID
 	old.hmu.Lock()
-	hs, seq, swept := old.hist, old.seq, old.swept
+	hs, seq, swept, acked := old.hist, old.seq, old.swept, old.acked
 	old.hist, old.away, old.swept = nil, nil, false
 	old.hmu.Unlock()
 	s.hmu.Lock()
-	s.seq, s.hist = seq, hs
+	s.seq, s.hist, s.acked = seq, hs, acked
 	// A client that says what it received acknowledges for itself.
 	s.clientAcks = hasLast
+	if hasLast {
+		s.acked = max(acked, min(last, seq))
+	}
 	if swept {
 		// The sweep is armed while old is in its set; s takes its place
 		// there if it has something to keep.
@@ -696,7 +701,8 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if a != nil {
 		g = gone{at: a.since, seq: a.seq, unsent: a.unsent}
 	} else {
-		g.unsent = notReceived(zombie)
+		// Less what the old connection's client acknowledged itself.
+		g.unsent = s.unreceivedAfterAck(notReceived(zombie), seq)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
 	if peer != nil {

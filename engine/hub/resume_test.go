@@ -1028,6 +1028,7 @@ func TestSessionLayout(t *testing.T) {
 			{"q", unsafe.Offsetof(s.q), unsafe.Sizeof(s.q)},
 			{"away", unsafe.Offsetof(s.away), unsafe.Sizeof(s.away)},
 			{"clientAcks", unsafe.Offsetof(s.clientAcks), unsafe.Sizeof(s.clientAcks)},
+			{"acked", unsafe.Offsetof(s.acked), unsafe.Sizeof(s.acked)},
 		},
 	}
 	for want, fields := range lines {

@@ -93,3 +93,39 @@ func TestLeaveCountsNothingStillToBeWritten(t *testing.T) {
 		t.Fatalf("bob was told %+v, want peer_left, left, with none undelivered", ev)
 	}
 }
+
+// TestAcknowledgedNotCountedUnsent: a connection's queue learns what its
+// client received from its TCP alone, now and then, and may count among
+// what it never delivered messages the client acknowledged itself
+// (Ack). Those were received: a line resume that takes the session
+// over, or one after it went away, replays those after the last
+// acknowledged and counts none missed, and the partner is told none were
+// not delivered.
+func TestAcknowledgedNotCountedUnsent(t *testing.T) {
+	for _, away := range []bool{false, true} {
+		name := "takeover"
+		if away {
+			name = "away"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := New(resumeOpts())
+			alice, q, key := loginCounting(t, h, "alice")
+			bob, _ := resumable(t, h, "bob")
+			pair(t, bob, alice)
+			sayEach(t, bob.Session, numbered("a", 0, 8)...)
+			alice.Ack(5)
+			// Its queue saw none of the 8 received.
+			q.unsent = 8
+			if away {
+				alice.Detach(proto.ReasonSlow, q.unsent)
+				if ev := bob.box.last(t); ev.Kind != proto.EvPeerAway || ev.Count != 0 {
+					t.Fatalf("bob was told %+v, want peer_away with none undelivered", ev)
+				}
+			}
+			res, err := h.Resume([]byte(key), 0, false, &recorder{})
+			if err != nil || res.Replayed != 3 || res.Missed != 0 {
+				t.Fatalf("resume %+v, %v; want the 3 after the acknowledged replayed, none missed", res, err)
+			}
+		})
+	}
+}
