@@ -601,9 +601,13 @@ func (o *Outbox) NotReceived() int {
 // trail's past marks too: for a takeover (NotReceived), whose old
 // connection is closed in good order, its client's kernel handing its
 // program what it acknowledged. A connection cut off (Abort, a drain's
-// Unreceived) counts from the newest message seen acknowledged instead:
-// what its client acknowledged and never read is lost with it when it
-// stopped reading, and that count, coarser, covers it.
+// Unreceived) counts from the newest message seen acknowledged instead,
+// so that what its TCP acknowledged since that look counts too: a
+// client cut for not reading read none of it. What its TCP was seen to
+// acknowledge before is taken as received, though a program that
+// stopped reading while its kernel still took data never read it:
+// nothing here can tell how much of it the program read, and the hub
+// no longer keeps it (docs/RESUME.md, the line resume).
 func (o *Outbox) unreceivedLocked(held int, marks bool) int {
 	sd := o.side
 	if o.closed || sd == nil {
