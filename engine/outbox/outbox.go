@@ -601,10 +601,11 @@ func (o *Outbox) NotReceived() int {
 // trail's past marks too: for a takeover (NotReceived), whose old
 // connection is closed in good order, its client's kernel handing its
 // program what it acknowledged. A connection cut off (Abort, a drain's
-// Unreceived) counts from the newest message seen acknowledged instead,
-// so that what its TCP acknowledged since that look counts too: a
-// client cut for not reading read none of it. What its TCP was seen to
-// acknowledge before is taken as received, though a program that
+// Unreceived) counts from the newest message seen acknowledged instead
+// (at a look, or now at the trail's newest marks), so that what its TCP
+// acknowledged after that message counts too: a client cut for not
+// reading read none of it. What its TCP was seen to acknowledge is
+// taken as received, though a program that
 // stopped reading while its kernel still took data never read it:
 // nothing here can tell how much of it the program read, and the hub
 // no longer keeps it (docs/RESUME.md, the line resume).
