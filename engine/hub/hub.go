@@ -882,6 +882,16 @@ func (s *Session) Connect(token []byte) *proto.Error {
 	}
 	c, err := h.dir.Claim(s.Key(), t)
 	if err != nil {
+		if err.Code == proto.ErrAlreadyPaired.Code {
+			// Two users who connect to each other at once: the other's
+			// connect claimed this session first, and has most often
+			// paired them by now, which names the partner. In the
+			// instant before, the answer cannot, and the pairing's
+			// notice, which does, follows it.
+			if named := h.canConnect(s, t); named != nil && named.Code == err.Code {
+				return named
+			}
+		}
 		return err
 	}
 	undo, err := h.pair(s, c, t)

@@ -186,3 +186,42 @@ func TestAwayFullCountsTheSendersOwn(t *testing.T) {
 		t.Fatalf("charlie was told %q, want %q", err.Text, want)
 	}
 }
+
+// claimFirst makes another connect, run, before the Claim of the
+// session named key reaches the directory.
+type claimFirst struct {
+	Directory
+	key   string
+	first func()
+	once  sync.Once
+}
+
+func (d *claimFirst) Claim(key string, t proto.Token) (Claim, *proto.Error) {
+	if key == d.key {
+		d.once.Do(d.first)
+	}
+	return d.Directory.Claim(key, t)
+}
+
+// TestCrossedConnectNamesThePartner: alice and bob connect to each
+// other at once, and alice's connect claims and pairs them while bob's
+// is on its way to the directory. Bob is answered already_paired with
+// alice's name, as the partner's name is told to anyone already paired.
+func TestCrossedConnectNamesThePartner(t *testing.T) {
+	h := New(Options{})
+	alice := login(t, h, "alice")
+	bob := login(t, h, "bob")
+	cf := &claimFirst{Directory: h.dir, key: bob.Key(), first: func() {
+		if err := alice.Connect(tok(bob.Session)); err != nil {
+			t.Errorf("alice's connect: %v", err)
+		}
+	}}
+	h.dir = cf
+	err := bob.Connect(tok(alice.Session))
+	if want := proto.AlreadyPaired("alice"); err == nil || err.Code != want.Code || err.Text != want.Text {
+		t.Fatalf("bob's connect: %v, want %q", err, want.Text)
+	}
+	if p := bob.Peer(); p != "alice" {
+		t.Fatalf("bob is paired with %q, want alice", p)
+	}
+}
