@@ -676,8 +676,8 @@ func TestBrowserResumeWindowExpires(t *testing.T) {
 		return e.Kind == "peer_away" && strings.Contains(e.Text, "waiting up to 2s")
 	})
 	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
-	if e.Reason != "timeout" {
-		t.Errorf("bob is told %v", e)
+	if want := "alice did not come back in time, so the conversation ended."; e.Reason != "timeout" || e.Text != want {
+		t.Errorf("bob is told %+v, want reason timeout and %q", e, want)
 	}
 	// Back online: the page tries at once, without sitting out its
 	// backoff.
@@ -845,8 +845,8 @@ func TestBrowserResumeAccounts(t *testing.T) {
 
 	proxy.cut()
 	e := bob.expectEntry("a peer_left notice", func(e logEntry) bool { return e.Kind == "peer_left" })
-	if e.Reason != "timeout" {
-		t.Errorf("bob is told %v", e)
+	if want := "alice did not come back in time, so the conversation ended."; e.Reason != "timeout" || e.Text != want {
+		t.Errorf("bob is told %+v, want reason timeout and %q", e, want)
 	}
 	proxy.restore()
 	alice.do("reload", chromedp.Reload())

@@ -1101,7 +1101,11 @@ function leftReason(peer, reason) {
     case 'slow':
       return peer + ' was cut off: their connection could not keep up.';
     case 'timeout':
-      return peer + ' was silent too long and timed out.';
+      // With resume on, a partner who went away and did not come back
+      // within the server's window; else a connection gone silent.
+      return st.peerAway
+        ? peer + ' did not come back in time, so the conversation ended.'
+        : peer + '’s connection went silent and timed out, so the conversation ended.';
     case 'replaced':
       return peer + ' logged in somewhere else, so this conversation ended.';
     case 'link_lost':
