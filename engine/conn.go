@@ -66,6 +66,10 @@ type conn struct {
 	// told why in the answer (refuseRequest). Set when it is made, never
 	// changed; it fills what would be padding after web.
 	refused ending
+	// directsSeen is the low bits of the outbox's count of direct writes
+	// as the loop's last tick saw it (tickTCP): written once a tick at
+	// most, in what would be padding too.
+	directsSeen uint16
 
 	addr connAddr
 
@@ -167,6 +171,10 @@ type flowState struct {
 	// ended: while draining, the client ended its input (end of file),
 	// so a last line without its '\n' is a line (line.Framer.End).
 	ended bool
+	// tcp says whether the socket's TCP_USER_TIMEOUT is set aside, its
+	// loop counting it instead, and whether the loop wrote to the socket
+	// since its last tick (untimed.go).
+	tcp tcpWatch
 	// late: the connection closed while its input waited on an answer,
 	// and finishes once the answer is in (lateClose). Read by Wake on
 	// any goroutine.
@@ -636,6 +644,7 @@ func (cn *conn) flush() {
 		if cn.closed { // the write failed and gnet closed the connection
 			return
 		}
+		cn.flow.tcp |= wroteSince
 		held = cn.c.OutboundBuffered()
 		if cn.line != nil && cn.line.marks != nil {
 			// A timing mark's answer may have left just now: the
@@ -672,12 +681,16 @@ func (cn *conn) checkBacklog() {
 		return
 	}
 	lim := cn.loop.srv.lim()
+	before := cn.flow.lastProgress
 	held := cn.c.OutboundBuffered()
 	if held == 0 {
 		cn.flush()
 	} else {
 		cn.settle(held)
 		cn.checkOwed(held)
+	}
+	if cn.flow.lastProgress != before {
+		cn.spareReader()
 	}
 	if cn.closing != endNone && held == 0 && !cn.out.Pending() {
 		_ = cn.c.Close()
@@ -834,6 +847,7 @@ func (cn *conn) lookReading() {
 	acked, waiting, ok := sendState(cn.c.Fd())
 	if ok && cn.ws.behind && acked > cn.ws.acked {
 		cn.flow.lastProgress = cn.loop.stamp()
+		cn.spareReader()
 	}
 	cn.ws.acked, cn.ws.behind = acked, waiting
 }

@@ -26,6 +26,11 @@ type loopState struct {
 	// late holds, for a connection that closed while its input waited
 	// on an answer, what its close left to do (lateClose, hold.go).
 	late map[*conn]*lateClose
+	// watched are the connections whose TCP the loop watches, with what
+	// it saw at the last look: those whose user timeout is set aside and
+	// that owed their client something, and those whose socket held
+	// bytes it could not send yet; looked at each tick (untimed.go).
+	watched map[*conn]tcpLook
 	// backlogArmed says backlogTimer will run checkBacklogs; the timer
 	// is armed only while the loop has backlogged connections, so an
 	// idle loop is not woken for them.
@@ -57,6 +62,7 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 		el:         el,
 		epfd:       epfd,
 		backlogged: make(map[*conn]struct{}),
+		watched:    make(map[*conn]tcpLook),
 	}
 	ls.now = time.Now()
 	ls.start = ls.now
@@ -176,9 +182,13 @@ func (ls *loopState) tick(context.Context) error {
 		cn := ls.conns[i]
 		cn.checkDeadlines()
 		cn.checkGuard()
+		cn.tickTCP()
 	}
 	for cn, late := range ls.late {
 		cn.checkLate(late)
+	}
+	for cn, look := range ls.watched {
+		cn.lookTCP(look)
 	}
 	return nil
 }

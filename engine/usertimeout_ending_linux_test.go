@@ -11,8 +11,10 @@ package engine_test
 // read ends slow, a peer that went silent ends lost.
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -259,4 +261,176 @@ func TestDeadPeerCountsWhatItsTCPNeverAcknowledged(t *testing.T) {
 	}
 	alice.Expect(`^\* bob lost the connection; waiting up to 3s for bob to come back$`)
 	alice.Expect(fmt.Sprintf(`^\* bob timed out; %d of your messages were not delivered; you are free to be joined again$`, unread))
+}
+
+// floodSmallReader starts a daemon as startCutByUserTimeout does, pairs
+// alice with bob, a small reader (pairWithSmallReader), and has alice
+// flood him until the test ends.
+func floodSmallReader(t *testing.T) (admin string, bob *lineConn) {
+	t.Helper()
+	d, admin := startCutByUserTimeout(t)
+	alice, bob := pairWithSmallReader(t, d)
+	alice.Conn.SetWriteDeadline(time.Now().Add(4 * enginetest.Timeout))
+	sent := sendNumbered(alice.Conn, 200_000, 200)
+	t.Cleanup(func() {
+		alice.Conn.SetWriteDeadline(time.Now())
+		<-sent
+	})
+	return admin, bob
+}
+
+// expectCutAsSoon waits until one connection is counted as ended for
+// reason, about one user timeout after from (when bob stopped), and
+// checks that none is counted as not.
+func expectCutAsSoon(t *testing.T, admin, reason, not string, from time.Time) {
+	t.Helper()
+	if n := waitDisconnects(t, admin, reason); n != 1 {
+		t.Fatalf("duet_disconnects_total{reason=%q} is %d, want 1", reason, n)
+	}
+	if took := time.Since(from); took > 3*userTimeout {
+		t.Errorf("bob was cut %v after he stopped, want about %v", took, userTimeout)
+	} else {
+		t.Logf("cut %v after bob stopped", took.Round(10*time.Millisecond))
+	}
+	expectNotCounted(t, admin, not)
+}
+
+// readSteadily has bob take up to 16 KiB every half second, until for
+// has passed or what he took ends with stop (when stop is not empty). It
+// fails the test if his connection ends meanwhile, and returns whether
+// he took stop.
+func readSteadily(t *testing.T, bob *lineConn, d time.Duration, stop string) bool {
+	t.Helper()
+	return takeSteadily(t, bob.c, bob.r, d, stop)
+}
+
+// takeSteadily is readSteadily for a reader r of connection c.
+func takeSteadily(t *testing.T, c net.Conn, r io.Reader, d time.Duration, stop string) bool {
+	t.Helper()
+	buf := make([]byte, 16384)
+	var took []byte
+	for until := time.Now().Add(d); time.Now().Before(until); time.Sleep(500 * time.Millisecond) {
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("bob's connection ended while he read, after he took %d bytes more: %v", len(took)+n, err)
+		}
+		took = append(took, buf[:n]...)
+		if stop != "" && strings.HasSuffix(string(took), stop) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestUserTimeoutSparesASteadyReader: bob reads, slowly and steadily,
+// 16 KiB every half second through a 4 KiB receive buffer, while alice
+// floods him. His window closes and opens again twice a second, and his
+// TCP acknowledges what he takes, so he is not to be cut: not by the
+// kernel (TCP_USER_TIMEOUT, resume.replay_recent) nor by duetd
+// (limits.slow_timeout), and after three user timeouts he is still
+// connected and no connection ended. Linux restarts its count of a
+// closed window only once the window admits the whole of the next block
+// it has queued, up to 64 KiB, which bob's never does: before, the
+// kernel cut him as the first user timeout ran out (reset by peer about
+// 2.3 s in, 5 of 5).
+func TestUserTimeoutSparesASteadyReader(t *testing.T) {
+	t.Parallel()
+	admin, bob := floodSmallReader(t)
+	readSteadily(t, bob, 3*userTimeout, "")
+	expectNotCounted(t, admin, "slow")
+	expectNotCounted(t, admin, "lost")
+}
+
+// TestUserTimeoutSparesAReaderThatCaughtUp: bob reads a burst from alice
+// steadily, as in TestUserTimeoutSparesASteadyReader, to its end, and
+// both are quiet for longer than the user timeout; then alice floods
+// him and he reads steadily again: he is not cut in either. Then he
+// stops reading, and is cut as slow once he has taken nothing for the
+// user timeout: the count, set aside while he had taken everything, is
+// kept again from the flood on.
+func TestUserTimeoutSparesAReaderThatCaughtUp(t *testing.T) {
+	t.Parallel()
+	d, admin := startCutByUserTimeout(t)
+	alice, bob := pairWithSmallReader(t, d)
+	alice.Conn.SetWriteDeadline(time.Now().Add(4 * enginetest.Timeout))
+	const burst = 400 // lines of 200 bytes: about three seconds of reading
+	if err := <-sendNumbered(alice.Conn, burst, 200); err != nil {
+		t.Fatal(err)
+	}
+	if !readSteadily(t, bob, 4*enginetest.Timeout, fmt.Sprintf(" m %d %s\r\n", burst-1, strings.Repeat("x", 200))) {
+		t.Fatalf("bob never took alice's last line")
+	}
+	time.Sleep(userTimeout * 3 / 2)
+	sent := sendNumbered(alice.Conn, 200_000, 200)
+	defer func() {
+		alice.Conn.SetWriteDeadline(time.Now())
+		<-sent
+	}()
+	readSteadily(t, bob, 2*userTimeout, "")
+	expectNotCounted(t, admin, "slow")
+	expectCutAsSoon(t, admin, "slow", "lost", time.Now())
+}
+
+// TestUserTimeoutBackOnceTheReaderStops: bob reads steadily while alice
+// floods him, as in TestUserTimeoutSparesASteadyReader, and then stops
+// reading. He is cut as slow once he has taken nothing for the user
+// timeout, as the kernel would have cut him: long before duetd's own
+// limits.slow_timeout (a minute here).
+func TestUserTimeoutBackOnceTheReaderStops(t *testing.T) {
+	t.Parallel()
+	admin, bob := floodSmallReader(t)
+	readSteadily(t, bob, 2*userTimeout, "")
+	expectCutAsSoon(t, admin, "slow", "lost", time.Now())
+}
+
+// TestUserTimeoutSteadyReaderGoneSilentIsLost: bob reads steadily while
+// alice floods him, and then his TCP goes silent (deafen), as behind a
+// network that failed. He is found gone once nothing has been
+// acknowledged for the user timeout, and the ending is lost.
+func TestUserTimeoutSteadyReaderGoneSilentIsLost(t *testing.T) {
+	t.Parallel()
+	admin, bob := floodSmallReader(t)
+	readSteadily(t, bob, 2*userTimeout, "")
+	deafen(t, bob.c)
+	expectCutAsSoon(t, admin, "lost", "slow", time.Now())
+}
+
+// TestUserTimeoutSparesASteadyWebSocketReader is
+// TestUserTimeoutSparesASteadyReader with bob on a WebSocket.
+func TestUserTimeoutSparesASteadyWebSocketReader(t *testing.T) {
+	t.Parallel()
+	d, admin := startCutByUserTimeout(t)
+	alice := d.DialLine(t).Login("alice")
+	c := dialSmallReceiveBuffer(t, d.WS)
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := io.WriteString(c, upgradeRequest(d.WS, "")); err != nil {
+		t.Fatal(err)
+	}
+	bob := &wsConn{t: t, c: c, r: bufio.NewReader(c)}
+	if resp, err := http.ReadResponse(bob.r, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	expectEvent := func(typ string) {
+		t.Helper()
+		for ev := bob.event(); ev["type"] != typ; ev = bob.event() {
+		}
+	}
+	expectEvent("hello")
+	bob.sendJSON(map[string]string{"type": "login", "name": "bob"})
+	expectEvent("welcome")
+	bob.sendJSON(map[string]string{"type": "connect", "token": alice.Token})
+	expectEvent("paired")
+	alice.Expect(`^\* bob is connected$`)
+
+	alice.Conn.SetWriteDeadline(time.Now().Add(2 * enginetest.Timeout))
+	sent := sendNumbered(alice.Conn, 200_000, 200)
+	defer func() {
+		alice.Conn.SetWriteDeadline(time.Now())
+		<-sent
+	}()
+	takeSteadily(t, bob.c, bob.r, 3*userTimeout, "")
+	expectNotCounted(t, admin, "slow")
+	expectNotCounted(t, admin, "lost")
+	expectNotCounted(t, admin, "idle")
 }

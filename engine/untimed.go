@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"syscall"
+
+	"duet/engine/hub"
+)
+
+// A reader that keeps reading, however slowly, is not to be cut off
+// (LIMITS.md, back-pressure). With resume on, every connection has
+// TCP_USER_TIMEOUT set to resume.replay_recent, so that a dead peer is
+// found within it; but Linux counts that timeout, for a receive window
+// kept closed, from its first window probe, and starts the count afresh
+// only when the window it is told of, with nothing in flight, admits
+// the whole of the next block it has queued: up to 64 KiB wherever
+// segmentation is offloaded (nearly every link) and on loopback. A
+// reader that takes a few KiB at a time keeps its window narrower: what
+// it opens is filled and acknowledged, the count goes on, and the
+// kernel cuts a reader that never stopped reading.
+//
+// Nothing but the timeout itself restarts the count, and nothing shows
+// where the kernel's count stands (icsk_probes_tstamp): it is kept even
+// once the reader has caught up, unless a probe found nothing to send,
+// so a timeout given back then could cut at the next closed window. So
+// a connection whose socket is seen holding bytes it cannot send yet
+// (its reader's window, or its path, holds them back) has its timeout
+// set aside for good, and its loop keeps the count itself, from what
+// the reader's TCP acknowledged (lookTCP): a connection that owes its
+// client something, and has had nothing acknowledged for as long as the
+// timeout, is cut as the kernel would have cut it, and ends as such a
+// cut does (onClose): slow if its client answered with its window
+// closed, lost if it went silent.
+//
+// Such a connection is seen three ways: as its backlog in gnet is
+// checked (checkBacklog, every 10 ms, once the reader is seen taking
+// some), as a WebSocket whose frames are overdue is looked at
+// (lookReading, each tick), and, for one whose backlog the kernel alone
+// holds, at the tick after it was written to, when its socket is asked
+// once (lookWritten). A connection not written to since the last tick
+// costs a comparison or two.
+
+// tcpWatch is what a connection's loop knows of its socket's TCP.
+type tcpWatch uint8
+
+const (
+	untimed    tcpWatch = 1 << iota // the user timeout is set aside: the loop counts it (lookTCP)
+	wroteSince                      // the loop wrote to the socket since its last tick
+)
+
+// tcpLook is what a loop last saw of a connection it watches: one whose
+// user timeout is set aside and that owed its client something.
+type tcpLook struct {
+	acked uint64 // tcpi_bytes_acked then
+	since stamp  // when its client's TCP was last seen acknowledging, or the watch began
+}
+
+// spareReader sets aside the user timeout of a connection that was just
+// seen taking some of what it is sent while behind, and has its loop
+// watch it instead: only while the socket holds bytes it could not send
+// yet (the reader's window, or its path, holds them back), as a reader
+// that merely fell behind for a moment need not be. A socket that
+// cannot report what its peer acknowledged keeps its timeout, as does
+// one given none (resume off).
+func (cn *conn) spareReader() {
+	if cn.flow.tcp&untimed != 0 || cn.loop.srv.userTimeout() <= 0 {
+		return
+	}
+	acked, waiting, ok := sendState(cn.c.Fd())
+	if ok && waiting {
+		cn.untime(acked)
+	}
+}
+
+// untime sets the user timeout aside, acked being what the client's TCP
+// has acknowledged now, and watches the connection from now. One that
+// is ending keeps it: lookTCP may have just cut it, and its ending reads
+// the timeout (stoppedReading).
+func (cn *conn) untime(acked uint64) {
+	if cn.closed || cn.closing != endNone || cn.directErr.Load() != 0 || setUserTimeout(cn.c.Fd(), 0) != nil {
+		return
+	}
+	cn.flow.tcp |= untimed
+	cn.loop.watched[cn] = tcpLook{acked: acked, since: cn.loop.stamp()}
+}
+
+// tickTCP runs each tick for every connection: one written to since the
+// last tick, by its loop or directly by a partner's (outbox), is looked
+// at (lookWritten). Only while the connection could be given a user
+// timeout, or has its own set aside: with resume off it costs one
+// comparison.
+func (cn *conn) tickTCP() {
+	written := cn.flow.tcp&wroteSince != 0
+	cn.flow.tcp &^= wroteSince
+	if cn.flow.tcp&untimed == 0 && cn.loop.srv.userTimeout() <= 0 {
+		return
+	}
+	if cn.stage == stageLine || cn.stage == stageWS {
+		if n := uint16(cn.out.DirectWrites()); n != cn.directsSeen {
+			cn.directsSeen, written = n, true
+		}
+	}
+	if written {
+		cn.lookWritten()
+	}
+}
+
+// lookWritten runs at the tick for a connection written to since the
+// last one and not watched. One whose socket holds bytes it could not
+// send yet has its timeout set aside from now, whether or not its reader
+// is taking them: the loop's count of what it takes (lookTCP) cuts one
+// that takes nothing as the kernel would, and spares one that takes
+// some. One whose timeout is set aside already is watched again if it
+// owes its client something.
+func (cn *conn) lookWritten() {
+	if cn.closed || cn.loop.srv.userTimeout() <= 0 && cn.flow.tcp&untimed == 0 {
+		return
+	}
+	if _, ok := cn.loop.watched[cn]; ok {
+		return
+	}
+	acked, waiting, ok := sendState(cn.c.Fd())
+	if !ok {
+		return
+	}
+	if cn.flow.tcp&untimed == 0 {
+		if waiting {
+			cn.untime(acked)
+		}
+		return
+	}
+	if owed, ok := unacked(cn.c.Fd()); ok && owed == 0 && cn.c.OutboundBuffered() == 0 {
+		return // it took everything already
+	}
+	cn.loop.watched[cn] = tcpLook{acked: acked, since: cn.loop.stamp()}
+}
+
+// lookTCP runs each tick for a connection its loop watches, one whose
+// user timeout is set aside, with what the loop saw of it the tick
+// before.
+func (cn *conn) lookTCP(look tcpLook) {
+	ls := cn.loop
+	if cn.closed || cn.flow.tcp&untimed == 0 {
+		delete(ls.watched, cn)
+		return
+	}
+	fd := cn.c.Fd()
+	acked, _, ok := sendState(fd)
+	d := ls.srv.userTimeout()
+	if d <= 0 {
+		// Resume turned off by a reload since: connections opened
+		// before keep the timeout they opened with, and this one, whose
+		// value was not kept, counts the default.
+		d = hub.DefaultReplayRecent
+	}
+	owed, ok2 := unacked(fd)
+	if !ok || !ok2 {
+		// The socket no longer says: the kernel counts again.
+		_ = setUserTimeout(fd, d)
+		cn.flow.tcp &^= untimed
+		delete(ls.watched, cn)
+		return
+	}
+	if acked != look.acked {
+		look.acked, look.since = acked, ls.stamp()
+	}
+	if owed == 0 && cn.c.OutboundBuffered() == 0 {
+		// It has taken all it was sent: nothing to count until it is
+		// written to again (lookWritten).
+		delete(ls.watched, cn)
+		return
+	}
+	if ls.since(look.since) < d {
+		ls.watched[cn] = look
+		return
+	}
+	// Nothing acknowledged for as long as the timeout, with something
+	// owed: cut as the kernel would have, and ended as its cut is
+	// (onClose), the timeout given back so that stoppedReading can tell
+	// a reader that answered from one that went silent.
+	_ = setUserTimeout(fd, d)
+	cn.flow.tcp &^= untimed
+	delete(ls.watched, cn)
+	cn.directErr.CompareAndSwap(0, int32(syscall.ETIMEDOUT))
+	_ = cn.c.Close()
+}
