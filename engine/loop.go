@@ -26,11 +26,14 @@ type loopState struct {
 	// late holds, for a connection that closed while its input waited
 	// on an answer, what its close left to do (lateClose, hold.go).
 	late map[*conn]*lateClose
-	// watched are the connections whose TCP the loop watches, with what
-	// it saw at the last look: those whose user timeout is set aside and
-	// that owed their client something, and those whose socket held
-	// bytes it could not send yet; looked at each tick (untimed.go).
-	watched map[*conn]tcpLook
+	// watched are the connections whose user timeout is set aside and
+	// that owed their client something at the last look, with what the
+	// look saw; looked at every watchInterval while there are any, on
+	// watchTimer (untimed.go).
+	watched    map[*conn]tcpLook
+	watchArmed bool
+	watchTimer *time.Timer
+	watchTask  gnet.Runnable
 	// backlogArmed says backlogTimer will run checkBacklogs; the timer
 	// is armed only while the loop has backlogged connections, so an
 	// idle loop is not woken for them.
@@ -69,6 +72,7 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
 	ls.tickTask = gnet.RunnableFunc(ls.tick)
 	ls.backlogTask = gnet.RunnableFunc(ls.checkBacklogs)
+	ls.watchTask = gnet.RunnableFunc(ls.lookWatched)
 	return ls
 }
 
@@ -186,9 +190,6 @@ func (ls *loopState) tick(context.Context) error {
 	}
 	for cn, late := range ls.late {
 		cn.checkLate(late)
-	}
-	for cn, look := range ls.watched {
-		cn.lookTCP(look)
 	}
 	return nil
 }

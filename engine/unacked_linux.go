@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,4 +39,19 @@ func sendState(fd int) (acked uint64, waiting, ok bool) {
 		return 0, false, false
 	}
 	return info.Bytes_acked, info.Notsent_bytes > 0, true
+}
+
+// ackState is what socket fd's TCP reports of what its peer
+// acknowledged (TCP_INFO), for the loop's count in place of the user
+// timeout (untimed.go). Before Linux 4.6 the socket cannot say.
+func ackState(fd int) (s tcpAcks, ok bool) {
+	info, size, ok := tcpInfo(fd)
+	if !ok || size < unsafe.Offsetof(info.Notsent_bytes)+unsafe.Sizeof(info.Notsent_bytes) {
+		return tcpAcks{}, false
+	}
+	return tcpAcks{
+		acked:   info.Bytes_acked,
+		lastAck: time.Duration(info.Last_ack_recv) * time.Millisecond,
+		notsent: info.Notsent_bytes,
+	}, true
 }

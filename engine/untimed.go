@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"syscall"
+	"time"
 
 	"duet/engine/hub"
 )
@@ -51,36 +53,50 @@ const (
 // user timeout is set aside and that owed its client something.
 type tcpLook struct {
 	acked uint64 // tcpi_bytes_acked then
-	since stamp  // when its client's TCP was last seen acknowledging, or the watch began
+	since stamp  // when its client's TCP was last seen acknowledging more, or the watch began
+}
+
+// tcpAcks is what a socket's TCP reports of what its peer acknowledged
+// (ackState).
+type tcpAcks struct {
+	acked   uint64        // bytes acknowledged since the connection opened
+	lastAck time.Duration // since the peer last acknowledged anything, more or not (an answer to a window probe)
+	notsent uint32        // bytes the socket holds that it has not sent yet
 }
 
 // spareReader sets aside the user timeout of a connection that was just
-// seen taking some of what it is sent while behind, and has its loop
-// watch it instead: only while the socket holds bytes it could not send
-// yet (the reader's window, or its path, holds them back), as a reader
-// that merely fell behind for a moment need not be. A socket that
-// cannot report what its peer acknowledged keeps its timeout, as does
-// one given none (resume off).
+// seen taking some of what it is sent while behind, if its socket holds
+// bytes it could not send yet. A socket that cannot report what its peer
+// acknowledged keeps its timeout, as does one given none (resume off).
 func (cn *conn) spareReader() {
 	if cn.flow.tcp&untimed != 0 || cn.loop.srv.userTimeout() <= 0 {
 		return
 	}
-	acked, waiting, ok := sendState(cn.c.Fd())
-	if ok && waiting {
-		cn.untime(acked)
+	if a, ok := ackState(cn.c.Fd()); ok && a.notsent > 0 {
+		cn.untime(a)
 	}
 }
 
-// untime sets the user timeout aside, acked being what the client's TCP
-// has acknowledged now, and watches the connection from now. One that
-// is ending keeps it: lookTCP may have just cut it, and its ending reads
-// the timeout (stoppedReading).
-func (cn *conn) untime(acked uint64) {
+// untime sets the user timeout aside, a being what the socket reports
+// now, and watches the connection. One that is ending keeps it: lookTCP
+// may have just cut it, and its ending reads the timeout
+// (stoppedReading).
+func (cn *conn) untime(a tcpAcks) {
 	if cn.closed || cn.closing != endNone || cn.directErr.Load() != 0 || setUserTimeout(cn.c.Fd(), 0) != nil {
 		return
 	}
 	cn.flow.tcp |= untimed
-	cn.loop.watched[cn] = tcpLook{acked: acked, since: cn.loop.stamp()}
+	cn.loop.watch(cn, tcpLook{acked: a.acked, since: cn.loop.ackedAt(a, tickInterval)})
+}
+
+// ackedAt is the stamp of the peer's last acknowledgement as a reports
+// it, or of the last look, within, whichever is later: the socket was
+// written to since the look, or was seen to acknowledge more since, so
+// what it owes its client was sent no earlier. The count so begins where
+// the kernel's would (the first segment left unacknowledged, or the
+// first window probe), not up to a look later.
+func (ls *loopState) ackedAt(a tcpAcks, within time.Duration) stamp {
+	return ls.stamp() - stamp(min(a.lastAck, within))
 }
 
 // tickTCP runs each tick for every connection: one written to since the
@@ -107,10 +123,10 @@ func (cn *conn) tickTCP() {
 // lookWritten runs at the tick for a connection written to since the
 // last one and not watched. One whose socket holds bytes it could not
 // send yet has its timeout set aside from now, whether or not its reader
-// is taking them: the loop's count of what it takes (lookTCP) cuts one
-// that takes nothing as the kernel would, and spares one that takes
-// some. One whose timeout is set aside already is watched again if it
-// owes its client something.
+// is taking them: the loop's count (lookTCP) cuts one that takes nothing
+// as the kernel would, and spares one that takes some. One whose
+// timeout is set aside already is watched again if it owes its client
+// something.
 func (cn *conn) lookWritten() {
 	if cn.closed || cn.loop.srv.userTimeout() <= 0 && cn.flow.tcp&untimed == 0 {
 		return
@@ -118,20 +134,20 @@ func (cn *conn) lookWritten() {
 	if _, ok := cn.loop.watched[cn]; ok {
 		return
 	}
-	acked, waiting, ok := sendState(cn.c.Fd())
+	a, ok := ackState(cn.c.Fd())
 	if !ok {
 		return
 	}
 	if cn.flow.tcp&untimed == 0 {
-		if waiting {
-			cn.untime(acked)
+		if a.notsent > 0 {
+			cn.untime(a)
 		}
 		return
 	}
 	if owed, ok := unacked(cn.c.Fd()); ok && owed == 0 && cn.c.OutboundBuffered() == 0 {
 		return // it took everything already
 	}
-	cn.loop.watched[cn] = tcpLook{acked: acked, since: cn.loop.stamp()}
+	cn.loop.watch(cn, tcpLook{acked: a.acked, since: cn.loop.ackedAt(a, tickInterval)})
 }
 
 // lookTCP runs each tick for a connection its loop watches, one whose
@@ -144,7 +160,6 @@ func (cn *conn) lookTCP(look tcpLook) {
 		return
 	}
 	fd := cn.c.Fd()
-	acked, _, ok := sendState(fd)
 	d := ls.srv.userTimeout()
 	if d <= 0 {
 		// Resume turned off by a reload since: connections opened
@@ -152,16 +167,15 @@ func (cn *conn) lookTCP(look tcpLook) {
 		// value was not kept, counts the default.
 		d = hub.DefaultReplayRecent
 	}
+	a, ok := ackState(fd)
 	owed, ok2 := unacked(fd)
 	if !ok || !ok2 {
 		// The socket no longer says: the kernel counts again.
-		_ = setUserTimeout(fd, d)
-		cn.flow.tcp &^= untimed
-		delete(ls.watched, cn)
+		cn.retime(d)
 		return
 	}
-	if acked != look.acked {
-		look.acked, look.since = acked, ls.stamp()
+	if a.acked != look.acked {
+		look.acked, look.since = a.acked, ls.ackedAt(a, watchInterval)
 	}
 	if owed == 0 && cn.c.OutboundBuffered() == 0 {
 		// It has taken all it was sent: nothing to count until it is
@@ -177,9 +191,57 @@ func (cn *conn) lookTCP(look tcpLook) {
 	// owed: cut as the kernel would have, and ended as its cut is
 	// (onClose), the timeout given back so that stoppedReading can tell
 	// a reader that answered from one that went silent.
-	_ = setUserTimeout(fd, d)
-	cn.flow.tcp &^= untimed
-	delete(ls.watched, cn)
+	cn.retime(d)
 	cn.directErr.CompareAndSwap(0, int32(syscall.ETIMEDOUT))
 	_ = cn.c.Close()
+}
+
+// retime gives the connection its user timeout d back, and stops
+// watching it.
+func (cn *conn) retime(d time.Duration) {
+	_ = setUserTimeout(cn.c.Fd(), d)
+	cn.flow.tcp &^= untimed
+	delete(cn.loop.watched, cn)
+}
+
+// watchInterval is how often a loop looks at the connections it
+// watches: a tenth of a second, so that a count of a few seconds (a
+// test's) is kept as closely as the kernel keeps it, at two system calls
+// a look for each connection behind.
+const watchInterval = 100 * time.Millisecond
+
+// watch has the loop watch cn from now, look being what it saw, and
+// arms the loop's watch timer if it is not.
+func (ls *loopState) watch(cn *conn, look tcpLook) {
+	ls.watched[cn] = look
+	if ls.watchArmed {
+		return
+	}
+	ls.watchArmed = true
+	if ls.watchTimer == nil {
+		ls.watchTimer = time.AfterFunc(watchInterval, ls.wakeForWatch)
+	} else {
+		ls.watchTimer.Reset(watchInterval)
+	}
+}
+
+// wakeForWatch runs on the timer's goroutine. An engine shutting down
+// refuses the task; its connections are being closed anyway.
+func (ls *loopState) wakeForWatch() {
+	_ = ls.el.Execute(context.Background(), ls.watchTask)
+}
+
+// lookWatched runs on the loop every watchInterval while it watches any
+// connection.
+func (ls *loopState) lookWatched(context.Context) error {
+	ls.clockIn()
+	ls.watchArmed = false
+	for cn, look := range ls.watched {
+		cn.lookTCP(look)
+	}
+	if len(ls.watched) > 0 && !ls.watchArmed {
+		ls.watchArmed = true
+		ls.watchTimer.Reset(watchInterval)
+	}
+	return nil
 }
