@@ -28,17 +28,11 @@ type loopState struct {
 	late map[*conn]*lateClose
 	// watched are the connections whose user timeout is set aside and
 	// that owed their client something at the last look, with what the
-	// look saw; looked at every watchInterval while there are any, on
-	// watchTimer (untimed.go).
-	watched    map[*conn]tcpLook
-	watchArmed bool
-	watchTimer *time.Timer
-	watchTask  gnet.Runnable
-	// backlogArmed says backlogTimer will run checkBacklogs; the timer
-	// is armed only while the loop has backlogged connections, so an
-	// idle loop is not woken for them.
-	backlogArmed bool
-	backlogTimer *time.Timer
+	// look saw; looked at every watchInterval while there are any
+	// (untimed.go).
+	watched      map[*conn]tcpLook
+	watchTimer   loopTimer         // runs lookWatched
+	backlogTimer loopTimer         // runs checkBacklogs
 	framers      []*lineIn         // spare line readers (lendFramer)
 	json         jsonproto.Decoder // one per loop: decoding happens on the loop
 	run          [][]byte          // messages read together, relayed as one run (see addToRun)
@@ -54,7 +48,7 @@ type loopState struct {
 	spare     []*conn
 	triggered bool
 
-	flushTask, tickTask, backlogTask gnet.Runnable // made once: a method value would allocate per call
+	flushTask, tickTask gnet.Runnable // made once: a method value would allocate per call
 
 	busy atomic.Bool // the loop is in a read callback and flushes when it ends
 }
@@ -71,8 +65,8 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 	ls.start = ls.now
 	ls.flushTask = gnet.RunnableFunc(ls.flushPending)
 	ls.tickTask = gnet.RunnableFunc(ls.tick)
-	ls.backlogTask = gnet.RunnableFunc(ls.checkBacklogs)
-	ls.watchTask = gnet.RunnableFunc(ls.lookWatched)
+	ls.backlogTimer = loopTimer{ls: ls, every: backlogInterval, task: gnet.RunnableFunc(ls.checkBacklogs)}
+	ls.watchTimer = loopTimer{ls: ls, every: watchInterval, task: gnet.RunnableFunc(ls.lookWatched)}
 	return ls
 }
 
@@ -84,7 +78,7 @@ func (ls *loopState) clockIn() { ls.now = time.Now() }
 
 // execute runs fn on the loop, its clock read first; it fails only when
 // the engine is shutting down. The loop's own tasks, made once so as not
-// to allocate (flushTask, tickTask, backlogTask), read the clock
+// to allocate (flushTask, tickTask, the timers'), read the clock
 // themselves.
 func (ls *loopState) execute(ctx context.Context, fn func()) error {
 	return ls.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
@@ -194,40 +188,59 @@ func (ls *loopState) tick(context.Context) error {
 	return nil
 }
 
+// loopTimer runs a task on its loop every so often, while the loop has
+// something for it: it is armed only then, so that an idle loop is not
+// woken for it.
+type loopTimer struct {
+	ls    *loopState
+	every time.Duration
+	task  gnet.Runnable // made once: a method value would allocate per call
+	armed bool          // the timer will run task
+	timer *time.Timer
+}
+
+// arm has the task run once, every from now, unless it will already.
+func (t *loopTimer) arm() {
+	if t.armed {
+		return
+	}
+	t.armed = true
+	if t.timer == nil {
+		t.timer = time.AfterFunc(t.every, t.wake)
+	} else {
+		t.timer.Reset(t.every)
+	}
+}
+
+// wake runs on the timer's goroutine: it asks the loop to run the task.
+// An engine shutting down refuses it; its connections are being closed
+// anyway.
+func (t *loopTimer) wake() {
+	_ = t.ls.el.Execute(context.Background(), t.task)
+}
+
+// ran is called by the task as it begins: the timer is not armed any
+// more, until the task arms it again.
+func (t *loopTimer) ran() { t.armed = false }
+
 // addBacklog notes that gnet holds output for cn, and arms the loop's
 // backlog timer if it is not: a drained socket then waits at most
 // backlogInterval for the rest of its output.
 func (ls *loopState) addBacklog(cn *conn) {
 	ls.backlogged[cn] = struct{}{}
-	if ls.backlogArmed {
-		return
-	}
-	ls.backlogArmed = true
-	if ls.backlogTimer == nil {
-		ls.backlogTimer = time.AfterFunc(backlogInterval, ls.wakeForBacklog)
-	} else {
-		ls.backlogTimer.Reset(backlogInterval)
-	}
-}
-
-// wakeForBacklog runs on the timer's goroutine: it asks the loop to
-// recheck its backlogged connections. An engine shutting down refuses
-// the task; its connections are being closed anyway.
-func (ls *loopState) wakeForBacklog() {
-	_ = ls.el.Execute(context.Background(), ls.backlogTask)
+	ls.backlogTimer.arm()
 }
 
 // checkBacklogs runs on the loop backlogInterval after a connection was
 // backlogged, and again for as long as any is.
 func (ls *loopState) checkBacklogs(context.Context) error {
 	ls.clockIn()
-	ls.backlogArmed = false
+	ls.backlogTimer.ran()
 	for cn := range ls.backlogged {
 		cn.checkBacklog()
 	}
-	if len(ls.backlogged) > 0 && !ls.backlogArmed {
-		ls.backlogArmed = true
-		ls.backlogTimer.Reset(backlogInterval)
+	if len(ls.backlogged) > 0 {
+		ls.backlogTimer.arm()
 	}
 	return nil
 }

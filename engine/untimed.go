@@ -210,38 +210,22 @@ func (cn *conn) retime(d time.Duration) {
 // a look for each connection behind.
 const watchInterval = 100 * time.Millisecond
 
-// watch has the loop watch cn from now, look being what it saw, and
-// arms the loop's watch timer if it is not.
+// watch has the loop watch cn from now, look being what it saw.
 func (ls *loopState) watch(cn *conn, look tcpLook) {
 	ls.watched[cn] = look
-	if ls.watchArmed {
-		return
-	}
-	ls.watchArmed = true
-	if ls.watchTimer == nil {
-		ls.watchTimer = time.AfterFunc(watchInterval, ls.wakeForWatch)
-	} else {
-		ls.watchTimer.Reset(watchInterval)
-	}
-}
-
-// wakeForWatch runs on the timer's goroutine. An engine shutting down
-// refuses the task; its connections are being closed anyway.
-func (ls *loopState) wakeForWatch() {
-	_ = ls.el.Execute(context.Background(), ls.watchTask)
+	ls.watchTimer.arm()
 }
 
 // lookWatched runs on the loop every watchInterval while it watches any
 // connection.
 func (ls *loopState) lookWatched(context.Context) error {
 	ls.clockIn()
-	ls.watchArmed = false
+	ls.watchTimer.ran()
 	for cn, look := range ls.watched {
 		cn.lookTCP(look)
 	}
-	if len(ls.watched) > 0 && !ls.watchArmed {
-		ls.watchArmed = true
-		ls.watchTimer.Reset(watchInterval)
+	if len(ls.watched) > 0 {
+		ls.watchTimer.arm()
 	}
 	return nil
 }
