@@ -844,12 +844,12 @@ func (cn *conn) checkDeadlines() {
 // the socket is written between two looks would blur it: the count only
 // grows.
 func (cn *conn) lookReading() {
-	acked, waiting, ok := sendState(cn.c.Fd())
-	if ok && cn.ws.behind && acked > cn.ws.acked {
+	a, ok := ackState(cn.c.Fd())
+	if ok && cn.ws.behind && a.acked > cn.ws.acked {
 		cn.flow.lastProgress = cn.loop.stamp()
 		cn.spareReader()
 	}
-	cn.ws.acked, cn.ws.behind = acked, waiting
+	cn.ws.acked, cn.ws.behind = a.acked, a.notsent > 0
 }
 
 // shutdown tells this connection's user the server is going away; it is

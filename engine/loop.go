@@ -199,7 +199,7 @@ type loopTimer struct {
 	timer *time.Timer
 }
 
-// arm has the task run once, every from now, unless it will already.
+// arm has the task run once, t.every from now, unless it is to already.
 func (t *loopTimer) arm() {
 	if t.armed {
 		return

@@ -28,22 +28,12 @@ func tcpInfo(fd int) (info unix.TCPInfo, size uintptr, ok bool) {
 	return info, uintptr(n), errno == 0
 }
 
-// sendState returns how many bytes written to socket fd its peer has
-// acknowledged since the connection opened (tcpi_bytes_acked), and
-// whether the socket holds bytes it has not sent yet
-// (tcpi_notsent_bytes): the peer's receive window, or the path, holds
-// them back. Before Linux 4.6 the socket cannot say.
-func sendState(fd int) (acked uint64, waiting, ok bool) {
-	info, size, ok := tcpInfo(fd)
-	if !ok || size < unsafe.Offsetof(info.Notsent_bytes)+unsafe.Sizeof(info.Notsent_bytes) {
-		return 0, false, false
-	}
-	return info.Bytes_acked, info.Notsent_bytes > 0, true
-}
-
 // ackState is what socket fd's TCP reports of what its peer
-// acknowledged (TCP_INFO), for the loop's count in place of the user
-// timeout (untimed.go). Before Linux 4.6 the socket cannot say.
+// acknowledged (TCP_INFO): how many bytes written to it since the
+// connection opened (tcpi_bytes_acked), how long since it last
+// acknowledged anything, and how many bytes the socket holds that it
+// has not sent yet (tcpi_notsent_bytes): the peer's receive window, or
+// the path, holds them back. Before Linux 4.6 the socket cannot say.
 func ackState(fd int) (s tcpAcks, ok bool) {
 	info, size, ok := tcpInfo(fd)
 	if !ok || size < unsafe.Offsetof(info.Notsent_bytes)+unsafe.Sizeof(info.Notsent_bytes) {

@@ -6,10 +6,7 @@ package engine
 // resume is then trimmed only by age, room and a client's own acks.
 func unacked(int) (int, bool) { return 0, false }
 
-// sendState cannot tell where TCP_INFO is not known: a WebSocket reader
-// is then seen reading only as the server's own buffer for it drains.
-func sendState(int) (acked uint64, waiting, ok bool) { return 0, false, false }
-
-// ackState cannot tell where TCP_INFO is not known: no connection's user
-// timeout is set aside (untimed.go).
+// ackState cannot tell where TCP_INFO is not known: a WebSocket reader
+// is then seen reading only as the server's own buffer for it drains,
+// and no connection's user timeout is set aside (untimed.go).
 func ackState(int) (tcpAcks, bool) { return tcpAcks{}, false }
