@@ -40,8 +40,10 @@ func ackState(fd int) (s tcpAcks, ok bool) {
 		return tcpAcks{}, false
 	}
 	return tcpAcks{
-		acked:   info.Bytes_acked,
-		lastAck: time.Duration(info.Last_ack_recv) * time.Millisecond,
-		notsent: info.Notsent_bytes,
+		acked:    info.Bytes_acked,
+		lastAck:  time.Duration(info.Last_ack_recv) * time.Millisecond,
+		notsent:  info.Notsent_bytes,
+		inFlight: info.Unacked > 0,
+		rto:      time.Duration(info.Rto) * time.Microsecond,
 	}, true
 }

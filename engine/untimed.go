@@ -62,6 +62,10 @@ type tcpAcks struct {
 	acked   uint64        // bytes acknowledged since the connection opened
 	lastAck time.Duration // since the peer last acknowledged anything, more or not (an answer to a window probe)
 	notsent uint32        // bytes the socket holds that it has not sent yet
+	// inFlight: segments were sent that the peer has not acknowledged
+	// (tcpi_unacked); rto is the retransmission timeout (tcpi_rto).
+	inFlight bool
+	rto      time.Duration
 }
 
 // spareReader sets aside the user timeout of a connection that was just
@@ -78,7 +82,8 @@ func (cn *conn) spareReader() {
 }
 
 // untime sets the user timeout aside, a being what the socket reports
-// now, and watches the connection. One that is ending keeps it: lookTCP
+// now, and watches the connection, counting from where the kernel's
+// count began (ackedAt). One that is ending keeps its timeout: lookTCP
 // may have just cut it, and its ending reads the timeout
 // (stoppedReading).
 func (cn *conn) untime(a tcpAcks) {
@@ -89,14 +94,23 @@ func (cn *conn) untime(a tcpAcks) {
 	cn.loop.watch(cn, tcpLook{acked: a.acked, since: cn.loop.ackedAt(a, tickInterval)})
 }
 
-// ackedAt is the stamp of the peer's last acknowledgement as a reports
-// it, or of the last look, within, whichever is later: the socket was
-// written to since the look, or was seen to acknowledge more since, so
-// what it owes its client was sent no earlier. The count so begins where
-// the kernel's would (the first segment left unacknowledged, or the
-// first window probe), not up to a look later.
+// ackedAt is where the kernel's count would have begun, as a reports
+// the socket, or the last look, within ago, whichever is later: the
+// socket was written to since that look, or was seen to acknowledge
+// more since, so what it owes its client was sent no earlier. With
+// segments in flight the kernel counts from the first one left
+// unacknowledged, just after the peer's last acknowledgement; with none
+// (the window closed) from its first window probe, a retransmission
+// timeout after it. Counting from either a look later would cut a peer
+// gone silent after a resume can no longer replay what it missed; from
+// the acknowledgement itself, a reader that stopped sooner than the
+// kernel would have.
 func (ls *loopState) ackedAt(a tcpAcks, within time.Duration) stamp {
-	return ls.stamp() - stamp(min(a.lastAck, within))
+	ago := a.lastAck
+	if !a.inFlight {
+		ago = max(ago-a.rto, 0)
+	}
+	return ls.stamp() - stamp(min(ago, within))
 }
 
 // tickTCP runs each tick for every connection: one written to since the
