@@ -135,14 +135,15 @@ func (cn *conn) tickTCP() {
 }
 
 // lookWritten runs at the tick for a connection written to since the
-// last one and not watched. One whose socket holds bytes it could not
+// last one and not watched, which could be given a user timeout or has
+// its own set aside (tickTCP sees to both). One whose socket holds bytes it could not
 // send yet has its timeout set aside from now, whether or not its reader
 // is taking them: the loop's count (lookTCP) cuts one that takes nothing
 // as the kernel would, and spares one that takes some. One whose
 // timeout is set aside already is watched again if it owes its client
 // something.
 func (cn *conn) lookWritten() {
-	if cn.closed || cn.loop.srv.userTimeout() <= 0 && cn.flow.tcp&untimed == 0 {
+	if cn.closed {
 		return
 	}
 	if _, ok := cn.loop.watched[cn]; ok {
