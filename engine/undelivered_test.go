@@ -404,22 +404,48 @@ func TestTakeoverOldConnectionToldNothingFalse(t *testing.T) {
 	}
 }
 
-// TestResetReaderTellsSenderWhatWasNotKept: alice stops reading while
-// bob sends far more than her socket and resume.buffer hold, then her
-// connection is reset. bob is told, with the away news, how many of his
-// messages will never reach her, exactly as many as her resume reports
-// it could not keep. (He was told only that she lost the connection.)
+// TestResetReaderTellsSenderWhatWasNotKept: alice reads far more
+// slowly than bob sends, far more than her socket and resume.buffer
+// hold, then stops reading, and her connection is reset. bob is told,
+// with the away news, how many of his messages will never reach her,
+// exactly as many as her resume reports it could not keep. (He was told
+// only that she lost the connection.)
 func TestResetReaderTellsSenderWhatWasNotKept(t *testing.T) {
 	t.Parallel()
 	const recent = time.Second
 	d := enginetest.Start(t, keepsForSlowReader(256<<10, recent))
 	old, key, bob := pairWithSlowReader(t, d)
-	// alice reads nothing: her socket and the server's fill, and the
-	// server holds the rest.
+	// Her socket and the server's fill, and the server holds the rest.
+	// Until the server has taken all of bob's messages she reads a
+	// little every 300 ms, so that her TCP acknowledges something well
+	// within her user timeout (resume.replay_recent): a reader that
+	// reads nothing would be cut once it passed, and however long bob's
+	// sending takes (longer on a loaded machine), his later messages
+	// would find her away with resume.buffer full, and be refused.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		// Twice the loopback's largest segment: her TCP reopens its
+		// window, and so acknowledges, only by as much at a time.
+		buf := make([]byte, 128<<10)
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			_ = old.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			_, _ = io.ReadFull(old.c, buf)
+		}
+	}()
 	if err := <-sendNumbered(bob.Conn, count, 200); err != nil {
 		t.Fatal(err)
 	}
 	taken(t, d, count)
+	close(stop)
+	<-stopped
 	// Every message older than resume.replay_recent by the drop: her
 	// resume counts as missed only what her connection never had.
 	time.Sleep(2 * recent)
