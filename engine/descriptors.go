@@ -40,7 +40,8 @@ import (
 // The cap is a margin, not a proof: a flood that keeps a listener's
 // queue full while the main reactor drains it can have more sockets in
 // flight, and a system-wide shortage (ENFILE) stops the engine whatever
-// the process's limit.
+// the process's limit. Then the sessions are handed on as at a stop
+// (Server.OnFailure).
 
 // Descriptors is the part of the process's descriptor limit the engine
 // may use.

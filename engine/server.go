@@ -102,6 +102,9 @@ type Server struct {
 	done    chan error
 
 	draining atomic.Bool
+	// onFailure hands the sessions on when the engine stops on its own
+	// (OnFailure); nil: they end.
+	onFailure atomic.Pointer[func() bool]
 	// hello is the line port's greeting, made once: gnet writes it, or
 	// copies what the socket does not take, and keeps no reference.
 	hello []byte
@@ -459,6 +462,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.draining.Swap(true) {
 		return errors.New("engine: already shutting down")
 	}
+	s.endAll(ctx)
+	s.unlisten()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.eng.Stop(stopCtx)
+	if exitErr := <-s.done; err == nil {
+		err = exitErr
+	}
+	return err
+}
+
+// endAll ends every connection for shutdown, telling each client, and
+// each partner, that the server is shutting down, and returns once all
+// have closed or ctx has ended. s.draining is set.
+func (s *Server) endAll(ctx context.Context) {
 	// No session is kept waiting for a resume: the process that could
 	// resume it is going. Those away now end first, their partners told
 	// shutdown; connections that drop from now on end their sessions
@@ -467,32 +485,75 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ls := range s.loopList() {
 		_ = ls.eachConn(func(cn *conn) { cn.shutdown() })
 	}
-	poll := time.NewTicker(20 * time.Millisecond)
-	defer poll.Stop()
-wait:
-	for s.conns.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			break wait
-		case <-poll.C:
-		}
-	}
+	s.waitClosed(ctx)
 	// A connection that dropped as the shutdown began may have sent its
 	// session away just before; none is left waiting.
 	s.hub.CloseAway(proto.ReasonShutdown)
-	// A reload from now on leaves the listeners alone: gnet closes them
-	// as it stops, and a descriptor duplicated meanwhile might be
-	// another socket's by then (SetResume).
+}
+
+// waitClosed returns once every connection has closed, or ctx has
+// ended.
+func (s *Server) waitClosed(ctx context.Context) {
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+		}
+	}
+}
+
+// unlisten makes a reload leave the listeners alone from now on: gnet
+// closes them as it stops, and a descriptor duplicated meanwhile might
+// be another socket's by then (SetResume).
+func (s *Server) unlisten() {
 	s.hubMu.Lock()
 	s.listening = false
 	s.hubMu.Unlock()
-	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.eng.Stop(stopCtx)
-	if exitErr := <-s.done; err == nil {
-		err = exitErr
+}
+
+// failEndTimeout bounds how long an engine that stops on its own waits
+// for its connections to take their goodbyes (OnShutdown).
+const failEndTimeout = 5 * time.Second
+
+// OnFailure sets f to be called when the engine stops on its own, on an
+// error it cannot go on from: gnet stops the whole engine when a
+// listener's accept fails for want of a descriptor or of memory
+// (EMFILE past the margin descriptors.go keeps, ENFILE, ENOBUFS,
+// ENOMEM). f runs before the connections close, the loops still
+// running, as a stop's hand-over of the sessions would (Drain, then
+// the state file, or the cluster's parks), and reports whether it
+// handed them on. If it did not, or with no f, every connection is
+// ended as Shutdown ends it, each client and partner told. Either way
+// Done then yields the engine's error.
+func (s *Server) OnFailure(f func() bool) { s.onFailure.Store(&f) }
+
+// OnShutdown implements gnet.EventHandler. gnet calls it as the engine
+// stops, before the loops close their connections: after Shutdown's
+// goodbyes, or, with no Shutdown under way, when the engine stops on
+// an error (gnet logs which). Then whatever connection is open is
+// ended here, its client told, rather than closed by gnet without a
+// word, and its session handed on if OnFailure can.
+func (s *Server) OnShutdown(gnet.Engine) {
+	if s.draining.Load() {
+		return
 	}
-	return err
+	s.unlisten()
+	s.log.Error("the engine is stopping on an error; ending every connection as a stop does")
+	if f := s.onFailure.Load(); f != nil && (*f)() {
+		ctx, cancel := context.WithTimeout(context.Background(), failEndTimeout)
+		defer cancel()
+		s.waitClosed(ctx)
+		return
+	}
+	if s.draining.Swap(true) {
+		return // a Shutdown began meanwhile, and ends them
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), failEndTimeout)
+	defer cancel()
+	s.endAll(ctx)
 }
 
 func (s *Server) loopList() []*loopState {
@@ -624,9 +685,6 @@ func (s *Server) logRefusal(e ending, id uint64, ip netip.Addr, extra ...zap.Fie
 	}
 	s.log.Warn(endings[e].logged, fields...)
 }
-
-// OnShutdown implements gnet.EventHandler.
-func (s *Server) OnShutdown(gnet.Engine) {}
 
 // OnOpen admits a connection, or refuses it with one line saying why. A
 // connection refused on the web port is kept to read its request, and

@@ -26,6 +26,13 @@ import (
 // clusterSecret is 256 bits in hex, as `openssl rand -hex 32` writes them.
 const clusterSecret = "8c1e0f7a3b5d9e2c4a6f8b0d1e3c5a7f9b2d4e6a8c0f1b3d5e7a9c2e4f6a8b0d"
 
+// clusterNode is the config of node id of a cluster on the Redis at
+// redisURL, its closes spread over drainPeriod as it drains.
+func clusterNode(redisURL, id, drainPeriod string) string {
+	return "cluster:\n  redis: \"" + redisURL + "\"\n  node_id: " + id + "\n  secret: \"" + clusterSecret + "\"\n" +
+		"shutdown:\n  drain_period: " + drainPeriod + "\n"
+}
+
 // TestClusterCheckConfig: check-config refuses a cluster without a
 // secret, naming the key; it hides the secret, and warns of a Redis
 // that anyone on the network could use.
@@ -270,20 +277,8 @@ func TestClusterReadyzFollowsTheLink(t *testing.T) {
 // then drains the second, which says so and exits cleanly.
 func TestClusterDrainProcess(t *testing.T) {
 	r := enginetest.StartRedis(t)
-	conf := func(id string) string {
-		return "cluster:\n  redis: \"" + r.URL() + "\"\n  node_id: " + id + "\n  secret: \"" + clusterSecret + "\"\n" +
-			"shutdown:\n  drain_period: 300ms\n"
-	}
-	p1, p2 := startDaemon(t, conf("p1")), startDaemon(t, conf("p2"))
-	p1.WaitReady()
-	p2.WaitReady()
-	n1 := &enginetest.Daemon{TCP: p1.TCP, Resume: true}
-	n2 := &enginetest.Daemon{TCP: p2.TCP, Resume: true}
-	alice := n1.DialLine(t).Login("alice")
-	bob := n2.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	p1, p2 := startDaemon(t, clusterNode(r.URL(), "p1", "300ms")), startDaemon(t, clusterNode(r.URL(), "p2", "300ms"))
+	n2, alice, bob := pairAcrossNodes(t, p1, p2)
 
 	resp, err := http.Post("http://"+p1.Admin+"/drain", "", nil)
 	if err != nil {
@@ -303,13 +298,7 @@ func TestClusterDrainProcess(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	back := n2.DialLine(t)
-	back.Send("/resume " + alice.Key)
-	back.Expect(`^\* resumed: you are alice, your token is ` + alice.Token + `; you are connected with bob$`)
-	back.ExpectKey()
-	bob.Expect(`^\* alice is back$`)
-	back.Send("hello from p2")
-	bob.Expect(`^<alice> hello from p2$`)
+	back := resumeOnNode(t, n2, alice, bob)
 
 	// Each node counts its side: the pairing on bob's node, where he
 	// connected, the park on alice's first node and its taking up on
@@ -341,6 +330,37 @@ func TestClusterDrainProcess(t *testing.T) {
 	}
 }
 
+// pairAcrossNodes waits for nodes p1 and p2 to listen, logs alice in
+// on p1 and bob on p2, and pairs them; n2 dials p2.
+func pairAcrossNodes(t *testing.T, p1, p2 *daemon) (n2 *enginetest.Daemon, alice, bob *enginetest.LineClient) {
+	t.Helper()
+	p1.WaitReady()
+	p2.WaitReady()
+	n1 := &enginetest.Daemon{TCP: p1.TCP, Resume: true}
+	n2 = &enginetest.Daemon{TCP: p2.TCP, Resume: true}
+	alice = n1.DialLine(t).Login("alice")
+	bob = n2.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	return n2, alice, bob
+}
+
+// resumeOnNode resumes alice's session on node n2, bob's, where she
+// is still with him: bob is told she is back, and what she sends
+// reaches him.
+func resumeOnNode(t *testing.T, n2 *enginetest.Daemon, alice, bob *enginetest.LineClient) *enginetest.LineClient {
+	t.Helper()
+	back := n2.DialLine(t)
+	back.Send("/resume " + alice.Key)
+	back.Expect(`^\* resumed: you are alice, your token is ` + alice.Token + `; you are connected with bob$`)
+	back.ExpectKey()
+	bob.Expect(`^\* alice is back$`)
+	back.Send("hello from p2")
+	bob.Expect(`^<alice> hello from p2$`)
+	return back
+}
+
 func checkDrainNotice(t *testing.T, l string) {
 	t.Helper()
 	if !regexp.MustCompile(`^\* the server is restarting; reconnect and type /resume [0-9a-z]{26} within 2m$`).MatchString(l) {
@@ -355,8 +375,7 @@ func checkDrainNotice(t *testing.T, l string) {
 // truth: the server is shutting down, and the conversation with it.
 func TestClusterDrainWithoutRedis(t *testing.T) {
 	r := enginetest.StartRedis(t)
-	p1 := startDaemon(t, "cluster:\n  redis: \""+r.URL()+"\"\n  node_id: p1\n  secret: \""+clusterSecret+"\"\n"+
-		"shutdown:\n  drain_period: 300ms\n")
+	p1 := startDaemon(t, clusterNode(r.URL(), "p1", "300ms"))
 	p1.WaitReady()
 	n1 := &enginetest.Daemon{TCP: p1.TCP, Resume: true}
 	alice := n1.DialLine(t).Login("alice")
@@ -407,8 +426,7 @@ func TestClusterDrainWithoutRedis(t *testing.T) {
 // the defaults.)
 func TestClusterStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
 	r := enginetest.StartRedis(t)
-	d := startDaemon(t, "shutdown_timeout: 2s\nshutdown:\n  drain_period: 0s\n"+
-		"cluster:\n  redis: \""+r.URL()+"\"\n  node_id: s1\n  secret: \""+clusterSecret+"\"\n")
+	d := startDaemon(t, "shutdown_timeout: 2s\n"+clusterNode(r.URL(), "s1", "0s"))
 	d.WaitReady()
 	if e, _ := d.WaitLog(0, "cluster mode"); e["linked"] != true {
 		t.Fatalf("cluster mode: %v", e)

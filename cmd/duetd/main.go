@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -180,6 +181,48 @@ func run(args []string, stdout, stderr io.Writer) int {
 	go newMemReturn(d.srv.Conns, d.srv.TakeConnsPeak).run(memCtx, log)
 
 	r := &reloader{log: log, level: level, d: d, node: node, started: cfg, cfg: cfg, src: src, warnedConns: warnedConns}
+	// handOn hands the sessions to whatever takes them up next, as a stop
+	// does: a node of a cluster drains, parking them for the other
+	// nodes; a single node with a state file writes them there for the
+	// next process. It reports whether it did; if not, the shutdown after
+	// it ends every session, telling each user.
+	handOn := func(ctx context.Context, cfg *config.Config) bool {
+		if drain != nil {
+			// The drain is waited for whole, parks included, even past
+			// the deadline: the shutdown would end the sessions being
+			// parked.
+			if _, err := drain.run(context.Background()); err != nil {
+				log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
+				return false
+			}
+			return true
+		}
+		if stateFile == "" {
+			return false
+		}
+		told, kept, err := saveState(ctx, stateFile, d.srv, d.core, cfg.DrainSpread(), r.started.Auth.Mode)
+		if err != nil {
+			log.Error("cannot keep the sessions for the next process; they are lost", zap.Error(err))
+			return false
+		}
+		log.Info("kept the sessions for the next process", zap.String("file", stateFile),
+			zap.Int("sessions", kept), zap.Int("connections", told.Told))
+		return true
+	}
+	// An engine that stops on an error (a listener's accept failing for
+	// want of descriptors) hands the sessions on as a stop does, while
+	// its loops still run, and the daemon then exits 1: systemd's
+	// Restart=on-failure starts the next process, which takes them up.
+	// The hook runs on gnet's goroutine, so it reads the configuration
+	// a reload may replace through live.
+	var live atomic.Pointer[config.Config]
+	live.Store(cfg)
+	d.srv.OnFailure(func() bool {
+		cfg := live.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		return handOn(ctx, cfg)
+	})
 	for {
 		select {
 		case err := <-d.srv.Done():
@@ -189,6 +232,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if sig == syscall.SIGHUP {
 				d.ops.reloading()
 				r.reload()
+				live.Store(r.cfg)
 				if drain != nil {
 					drain.cfg.Store(r.cfg)
 				}
@@ -207,24 +251,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			// have their own short bound (parkTimeout), so that a drain
 			// that used the whole deadline still hands its sessions on.
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			if drain != nil {
-				// The drain is waited for whole, parks included, even past
-				// the deadline: the shutdown would end the sessions being
-				// parked.
-				if _, err := drain.run(context.Background()); err != nil {
-					// The shutdown below ends every session instead,
-					// telling each user the truth.
-					log.Warn("cannot drain: not linked to Redis; shutting down instead, which ends every session", zap.Error(err))
-				}
-			} else if stateFile != "" {
-				told, kept, err := saveState(ctx, stateFile, d.srv, d.core, r.cfg.DrainSpread(), r.started.Auth.Mode)
-				if err != nil {
-					log.Error("cannot keep the sessions for the next process; they are lost", zap.Error(err))
-				} else {
-					log.Info("kept the sessions for the next process", zap.String("file", stateFile),
-						zap.Int("sessions", kept), zap.Int("connections", told.Told))
-				}
-			}
+			handOn(ctx, r.cfg)
 			err := d.srv.Shutdown(ctx)
 			cancel()
 			if err != nil {

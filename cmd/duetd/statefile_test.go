@@ -87,22 +87,7 @@ func TestRestartKeepsConversations(t *testing.T) {
 		t.Fatalf("the state file is still there after its sessions were taken up: %v", err)
 	}
 	cl = &enginetest.Daemon{TCP: d2.TCP, WS: d2.WS, Resume: true}
-	back, peer, replayed, missed := enginetest.ResumeLine(t, cl, aliceKey)
-	if peer != "bob" || missed != 0 || len(replayed) == 0 || replayed[len(replayed)-1] != "<bob> you will read this after it" {
-		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
-	}
-	// bob is not back yet: alice is told he is away, then that he is
-	// back, as after any drop.
-	back.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
-	bback, ev := enginetest.ResumeWS(t, cl, bob.Key, 1)
-	if ev["peer"] != "alice" {
-		t.Fatalf("bob resumed: %v", ev)
-	}
-	back.Expect(`^\* bob is back$`)
-	back.Send("after the restart")
-	if ev := bback.Expect("message"); ev["text"] != "after the restart" {
-		t.Fatalf("bob: %v", ev)
-	}
+	back, bback := resumeBoth(t, cl, aliceKey, bob.Key)
 	bback.Say("so it is")
 	back.Expect(`^<bob> so it is$`)
 
@@ -119,6 +104,31 @@ func TestRestartKeepsConversations(t *testing.T) {
 	if ev := dback.Expect("sealed"); ev["data"] != "c2VhbGVk" {
 		t.Fatalf("dan: %v", ev)
 	}
+}
+
+// resumeBoth resumes alice's line session (key aliceKey) and bob's
+// page's (bobKey) on cl, after a restart: alice is replayed bob's
+// "you will read this after it", which she never read, and told he is
+// away, then back; and what she sends reaches him.
+func resumeBoth(t *testing.T, cl *enginetest.Daemon, aliceKey, bobKey string) (alice *enginetest.LineClient, bob *enginetest.WSClient) {
+	t.Helper()
+	alice, peer, replayed, missed := enginetest.ResumeLine(t, cl, aliceKey)
+	if peer != "bob" || missed != 0 || len(replayed) == 0 || replayed[len(replayed)-1] != "<bob> you will read this after it" {
+		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
+	}
+	// bob is not back yet: alice is told he is away, then that he is
+	// back, as after any drop.
+	alice.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
+	bob, ev := enginetest.ResumeWS(t, cl, bobKey, 1)
+	if ev["peer"] != "alice" {
+		t.Fatalf("bob resumed: %v", ev)
+	}
+	alice.Expect(`^\* bob is back$`)
+	alice.Send("after the restart")
+	if ev := bob.Expect("message"); ev["text"] != "after the restart" {
+		t.Fatalf("bob: %v", ev)
+	}
+	return alice, bob
 }
 
 // TestUnreadableStateFileIsDropped: a state file that is not one duetd
