@@ -8,6 +8,7 @@ import (
 	"duet/config"
 	"duet/engine"
 	"duet/engine/cluster"
+	"duet/engine/service"
 )
 
 // descriptors is the part of the process's descriptor limit the engine
@@ -20,9 +21,10 @@ func descriptors(cfg *config.Config) engine.Descriptors {
 		8 + // files open for a moment: the users file, the state file and its directory, /proc for the metrics
 		32 // a margin: name lookups, systemd's notify socket, what a library opens unsaid
 	if cfg.Admin.Listen != "" {
-		// The listener, and as many scrapes, probes and operators' calls
-		// at once: the admin listener is for the operator's network.
-		elsewhere += 1 + 16
+		// The listener, and the scrapes, probes and operators' calls it
+		// serves at once: the admin listener is for the operator's
+		// network, and makes any more wait.
+		elsewhere += 1 + service.AdminConns
 	}
 	if cfg.Cluster.Redis != "" {
 		elsewhere += cluster.RedisConns(cfg.Cluster.Redis)

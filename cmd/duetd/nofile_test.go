@@ -15,6 +15,49 @@ import (
 	"duet/engine/enginetest"
 )
 
+// full is what a connection past the engine's share of the descriptor
+// limit is told.
+const full = "! server_full: the server has too many connections; try again later"
+
+// dialLine opens a connection to d's line port and reads its first
+// line: the greeting, or a refusal.
+func dialLine(d *daemon) (net.Conn, string, error) {
+	c, err := net.DialTimeout("tcp", d.TCP, waitLimit)
+	if err != nil {
+		return nil, "", err
+	}
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	first, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		c.Close()
+		return nil, first, err
+	}
+	return c, strings.TrimSuffix(first, "\r\n"), nil
+}
+
+// failed fails the test for what a connection read, saying if duetd
+// exited meanwhile.
+func (d *daemon) failed(what string, first string, err error) {
+	d.t.Helper()
+	select {
+	case <-d.exited:
+		d.t.Fatalf("duetd exited (%v) at %s", d.err, what)
+	case <-time.After(time.Second):
+	}
+	d.t.Fatalf("%s: read %q, %v", what, first, err)
+}
+
+// startLimited starts duetd with extra config under a descriptor limit
+// of limit, soft and hard, so that it cannot raise it again.
+func startLimited(t *testing.T, limit int, extra string) *daemon {
+	t.Helper()
+	d := newDaemon(t, "", "", "", extra)
+	d.start(exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit),
+		duetdBinary(t), "--config", d.Conf))
+	d.WaitReady()
+	return d
+}
+
 // TestDescriptorLimitCapsConnections: a duetd whose descriptor limit is
 // far below limits.max_conns admits only as many connections as its
 // descriptors allow, says so once as it starts, and refuses the rest
@@ -24,47 +67,17 @@ import (
 // users pair and talk.
 func TestDescriptorLimitCapsConnections(t *testing.T) {
 	const limit = 500
-	d := newDaemon(t, "", "", "", "limits:\n  max_conns_per_ip: 100000\n")
-	// The shell lowers both the soft and the hard limit, so that duetd
-	// cannot raise it again.
-	d.start(exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, limit),
-		duetdBinary(t), "--config", d.Conf))
-	d.WaitReady()
+	d := startLimited(t, limit, "limits:\n  max_conns_per_ip: 100000\n")
 
-	const full = "! server_full: the server has too many connections; try again later"
 	var open []net.Conn
 	defer func() {
 		for _, c := range open {
 			c.Close()
 		}
 	}()
-	// dial opens a connection to the line port and reads its first
-	// line: the greeting, or a refusal.
-	dial := func() (net.Conn, string, error) {
-		c, err := net.DialTimeout("tcp", d.TCP, waitLimit)
-		if err != nil {
-			return nil, "", err
-		}
-		c.SetReadDeadline(time.Now().Add(waitLimit))
-		first, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			c.Close()
-			return nil, first, err
-		}
-		return c, strings.TrimSuffix(first, "\r\n"), nil
-	}
-	failed := func(what string, first string, err error) {
-		t.Helper()
-		select {
-		case <-d.exited:
-			t.Fatalf("duetd exited (%v) at %s", d.err, what)
-		case <-time.After(time.Second):
-		}
-		t.Fatalf("%s: read %q, %v", what, first, err)
-	}
 	refused := 0
 	for i := 0; i < limit+50; i++ {
-		c, first, err := dial()
+		c, first, err := dialLine(d)
 		switch {
 		case err == nil && strings.HasPrefix(first, "* welcome to duet"):
 			open = append(open, c)
@@ -74,7 +87,7 @@ func TestDescriptorLimitCapsConnections(t *testing.T) {
 			c.Close()
 			continue
 		}
-		failed(fmt.Sprintf("connection %d, with %d open and %d refused", i+1, len(open), refused), first, err)
+		d.failed(fmt.Sprintf("connection %d, with %d open and %d refused", i+1, len(open), refused), first, err)
 	}
 	if len(open) >= limit || refused == 0 {
 		t.Fatalf("%d connections admitted and %d refused under a descriptor limit of %d", len(open), refused, limit)
@@ -150,7 +163,7 @@ func TestDescriptorLimitCapsConnections(t *testing.T) {
 		case r.first == "" && errors.Is(r.err, syscall.ECONNRESET):
 			forgotten++
 		default:
-			failed("a burst of connections", r.first, r.err)
+			d.failed("a burst of connections", r.first, r.err)
 		}
 	}
 	t.Logf("%d admitted, %d refused, %d of the burst forgotten by the kernel", len(open), refused, forgotten)
@@ -177,5 +190,69 @@ func TestDescriptorLimitCapsConnections(t *testing.T) {
 	d.Signal(syscall.SIGTERM)
 	if code := d.WaitExit(waitLimit); code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+// TestAdminFloodLeavesTheEngine: the admin port serves
+// service.AdminConns connections at once, the number the daemon keeps
+// descriptors aside for, and makes the rest wait. A duetd under a low
+// descriptor limit is filled with line connections to its share, then
+// held hundreds of admin connections that send nothing. Before, the
+// admin listener took a descriptor for each, those the engine's share
+// counts on among them, and the next line connection's accept failed
+// for want of one, which stops the engine. Now it is refused
+// server_full, as before the flood; once the admin connections close,
+// /metrics answers, and once the line connections do, two users pair.
+func TestAdminFloodLeavesTheEngine(t *testing.T) {
+	const limit = 200
+	d := startLimited(t, limit, "limits:\n  max_conns_per_ip: 100000\n")
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for i := 0; ; i++ {
+		c, first, err := dialLine(d)
+		if err == nil && strings.HasPrefix(first, "* welcome to duet") {
+			open = append(open, c)
+			continue
+		}
+		if err == nil && first == full {
+			c.Close()
+			break
+		}
+		d.failed(fmt.Sprintf("connection %d", i+1), first, err)
+	}
+	var admin []net.Conn
+	for range limit + 50 {
+		c, err := net.DialTimeout("tcp", d.Admin, waitLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin = append(admin, c)
+	}
+	// Time for the admin listener to accept what it will.
+	time.Sleep(time.Second)
+	c, first, err := dialLine(d)
+	if err != nil || first != full {
+		d.failed(fmt.Sprintf("a line connection with %d open and %d admin connections held", len(open), len(admin)), first, err)
+	}
+	c.Close()
+	if d.logged(0, "the engine is stopping on an error; ending every connection as a stop does") {
+		t.Fatal("the engine stopped")
+	}
+	for _, c := range admin {
+		c.Close()
+	}
+	waitMetrics(t, "http://"+d.Admin+"/metrics", map[string]float64{`duet_connections{protocol="line"}`: float64(len(open))})
+	for _, c := range open {
+		c.Close()
+	}
+	open = nil
+	alice, bob := enginetest.PairWS(t, &enginetest.Daemon{TCP: d.TCP, WS: d.WS, Resume: true})
+	alice.Say("still here")
+	if ev := bob.Expect("message"); ev["text"] != "still here" {
+		t.Fatalf("message %v", ev)
 	}
 }

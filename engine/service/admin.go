@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 )
 
 // Admin is the admin listener: a plain net/http server, since its
@@ -39,13 +40,23 @@ type ReadyCheck func() string
 // or why it could not.
 type Drainer func(ctx context.Context) (string, error)
 
+// AdminConns is how many connections the admin listener serves at once;
+// more wait in its listen queue, which holds no descriptor. The daemon
+// keeps as many descriptors aside for them (cmd/duetd's descriptors):
+// past that, a burst of scrapes, or anyone who can reach the port and
+// holds connections open, would take the descriptors the engine's
+// connections are counted on, and an accept of the engine's that finds
+// none stops it.
+const AdminConns = 16
+
 // StartAdmin listens on addr and serves reg's metrics and the health
-// endpoints in the background.
+// endpoints in the background, AdminConns connections at a time.
 func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	ln = netutil.LimitListener(ln, AdminConns)
 	a := &Admin{ln: ln, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
