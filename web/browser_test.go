@@ -1386,13 +1386,18 @@ func TestBrowserAccounts(t *testing.T) {
 // so a person who takes their time to log in notices nothing.
 func TestBrowserLoginDeadline(t *testing.T) {
 	chromium := setUpBrowserTest(t)
-	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.LoginTimeout = time.Second })
+	// Two seconds, not one: the page must send its login within the
+	// deadline of the socket it has, and with one second, the whole
+	// browser suite run beside two busy loops on two cores once saw the
+	// page not logged in 20 s after the click.
+	const deadline = 2 * time.Second
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.LoginTimeout = deadline })
 	bt := launchBrowser(t, chromium, d)
 	alice := bt.newPerson("alice")
 	alice.open(bt.pageURL())
 	alice.do("type a name, slowly", chromedp.SendKeys(chromedp.ID("name"), "ali"))
 	// Two deadlines pass (each checked once a second by the server).
-	alice.do("wait out the login deadline", chromedp.Sleep(3500*time.Millisecond))
+	alice.do("wait out the login deadline", chromedp.Sleep(2*(deadline+time.Second)+500*time.Millisecond))
 	for _, e := range alice.log() {
 		t.Errorf("the page told of the login deadline: %v", e)
 	}
@@ -1405,7 +1410,7 @@ func TestBrowserLoginDeadline(t *testing.T) {
 	alice.do("log in", chromedp.Click(chromedp.ID("login")))
 	alice.waitLoggedIn()
 	// Logged in, the connection outlives the deadline.
-	alice.do("wait past the deadline again", chromedp.Sleep(2500*time.Millisecond))
+	alice.do("wait past the deadline again", chromedp.Sleep(deadline+1500*time.Millisecond))
 	if state := eval[string](alice, `document.getElementById('state').dataset.state`); state != "online" {
 		t.Errorf("state %q after logging in", state)
 	}

@@ -15,9 +15,9 @@ import (
 	"duet/engine/enginetest"
 )
 
-// full is what a connection past the engine's share of the descriptor
+// serverFull is what a connection past the engine's share of the descriptor
 // limit is told.
-const full = "! server_full: the server has too many connections; try again later"
+const serverFull = "! server_full: the server has too many connections; try again later"
 
 // dialLine opens a connection to d's line port and reads its first
 // line: the greeting, or a refusal.
@@ -82,7 +82,7 @@ func TestDescriptorLimitCapsConnections(t *testing.T) {
 		case err == nil && strings.HasPrefix(first, "* welcome to duet"):
 			open = append(open, c)
 			continue
-		case err == nil && first == full:
+		case err == nil && first == serverFull:
 			refused++
 			c.Close()
 			continue
@@ -158,7 +158,7 @@ func TestDescriptorLimitCapsConnections(t *testing.T) {
 	forgotten := 0
 	for range burst {
 		switch r := <-results; {
-		case r.err == nil && r.first == full:
+		case r.err == nil && r.first == serverFull:
 			refused++
 		case r.first == "" && errors.Is(r.err, syscall.ECONNRESET):
 			forgotten++
@@ -218,7 +218,7 @@ func TestAdminFloodLeavesTheEngine(t *testing.T) {
 			open = append(open, c)
 			continue
 		}
-		if err == nil && first == full {
+		if err == nil && first == serverFull {
 			c.Close()
 			break
 		}
@@ -235,7 +235,7 @@ func TestAdminFloodLeavesTheEngine(t *testing.T) {
 	// Time for the admin listener to accept what it will.
 	time.Sleep(time.Second)
 	c, first, err := dialLine(d)
-	if err != nil || first != full {
+	if err != nil || first != serverFull {
 		d.failed(fmt.Sprintf("a line connection with %d open and %d admin connections held", len(open), len(admin)), first, err)
 	}
 	c.Close()
