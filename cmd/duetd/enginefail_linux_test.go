@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -61,18 +60,6 @@ func (d *daemon) logged(from int, msg string) bool {
 	return false
 }
 
-// pairTerminalAndPage logs alice in on cl's line port and bob on its
-// web port, and pairs them.
-func pairTerminalAndPage(t *testing.T, cl *enginetest.Daemon) (alice *enginetest.LineClient, bob *enginetest.WSClient) {
-	t.Helper()
-	alice = cl.DialLine(t).Login("alice")
-	bob = cl.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	alice.Expect(`^\* bob is connected$`)
-	bob.Expect("paired")
-	return alice, bob
-}
-
 // TestEngineFailureKeepsConversations: the real binary, on a single
 // node with resume.state_file, runs out of descriptors as it accepts a
 // connection, and its engine stops. Before, every connection was
@@ -84,7 +71,7 @@ func pairTerminalAndPage(t *testing.T, cl *enginetest.Daemon) (alice *enginetest
 // alice had not read replayed to her.
 func TestEngineFailureKeepsConversations(t *testing.T) {
 	sf := filepath.Join(t.TempDir(), "sessions")
-	extra := fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	extra := stateFileConfig(sf)
 	d1 := startDaemon(t, extra)
 	d1.WaitReady()
 	cl := &enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}

@@ -26,6 +26,25 @@ import (
 // state file stops.
 var restartingRE = regexp.MustCompile(`^\* the server is restarting; reconnect and type /resume ([0-9a-z]{26}) within \w+$`)
 
+// stateFileConfig is the config of a single node that keeps its
+// sessions in sf across a restart, its drain all at once and its stop
+// within five seconds.
+func stateFileConfig(sf string) string {
+	return fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+}
+
+// pairTerminalAndPage logs alice in on cl's line port and bob on its
+// web port, and pairs them.
+func pairTerminalAndPage(t *testing.T, cl *enginetest.Daemon) (alice *enginetest.LineClient, bob *enginetest.WSClient) {
+	t.Helper()
+	alice = cl.DialLine(t).Login("alice")
+	bob = cl.DialWS(t).Login("bob")
+	bob.Connect(alice.Token)
+	alice.Expect(`^\* bob is connected$`)
+	bob.Expect("paired")
+	return alice, bob
+}
+
 // TestRestartKeepsConversations: the real binary, on a single node
 // with resume.state_file, is stopped with SIGTERM and started again on
 // the same addresses. Every client is told to reconnect and resume;
@@ -37,15 +56,11 @@ var restartingRE = regexp.MustCompile(`^\* the server is restarting; reconnect a
 // reaches the partner. (Before, a restart ended every conversation.)
 func TestRestartKeepsConversations(t *testing.T) {
 	sf := filepath.Join(t.TempDir(), "sessions")
-	extra := fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	extra := stateFileConfig(sf)
 	d1 := startDaemon(t, extra)
 	d1.WaitReady()
 	cl := &enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}
-	alice := cl.DialLine(t).Login("alice")
-	bob := cl.DialWS(t).Login("bob")
-	bob.Connect(alice.Token)
-	alice.Expect(`^\* bob is connected$`)
-	bob.Expect("paired")
+	alice, bob := pairTerminalAndPage(t, cl)
 	carol := cl.DialWS(t).Login("carol")
 	dan := cl.DialWS(t).Login("dan")
 	dan.Connect(carol.Token)
@@ -276,7 +291,7 @@ func TestStopWithAStalledReaderKeepsTheDeadline(t *testing.T) {
 // the next start, where the client resumes.
 func TestFailedStartKeepsTheState(t *testing.T) {
 	sf := filepath.Join(t.TempDir(), "sessions")
-	extra := fmt.Sprintf("shutdown_timeout: 5s\nshutdown:\n  drain_period: 0s\nresume:\n  state_file: %q\n", sf)
+	extra := stateFileConfig(sf)
 	d1 := startDaemon(t, extra)
 	d1.WaitReady()
 	alice := (&enginetest.Daemon{TCP: d1.TCP, WS: d1.WS, Resume: true}).DialLine(t).Login("alice")
