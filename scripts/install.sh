@@ -105,6 +105,16 @@ else
   echo "not creating the duetd user (DESTDIR set): run systemd-sysusers on the target, then chgrp duetd /etc/duetd/duetd.yaml"
 fi
 
+# The state directory the unit's StateDirectory= makes at the first
+# start, made now, so that duetd check-config on the installed
+# configuration, whose resume.state_file lies in it, passes before the
+# service has ever run. Owned by duetd, as systemd would make it.
+owner=()
+if [ -z "$destdir" ]; then
+  owner=(-o duetd -g duetd)
+fi
+run install -d -m 0700 "${owner[@]}" "$destdir/var/lib/duetd"
+
 # The configuration may hold the Redis password: root writes it, the
 # service reads it, nobody else does.
 config=$destdir/etc/duetd/duetd.yaml

@@ -625,6 +625,11 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("not installed: %s", p)
 		}
 	}
+	// The state directory is there before the first start, so that
+	// check-config passes on the installed configuration (below).
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/duetd")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state directory: %v, %v; want a directory, mode 0700", fi, err)
+	}
 	// duetd help and the unit send the operator to the installed guide;
 	// what it and the other guides link to is installed with them.
 	docs := filepath.Join(root, "usr/local/share/doc/duetd")
@@ -779,8 +784,9 @@ func TestInstallScriptWithoutGo(t *testing.T) {
 	}
 }
 
-// TestReadmeGoVersion: the README asks for the Go that go.mod requires,
-// as install.sh does: an older one refuses to build the module.
+// TestReadmeGoVersion: the README and OPERATIONS.md ask for the Go that
+// go.mod requires, as install.sh does: an older one refuses to build the
+// module.
 func TestReadmeGoVersion(t *testing.T) {
 	mod, err := os.ReadFile("../../go.mod")
 	if err != nil {
@@ -794,8 +800,16 @@ func TestReadmeGoVersion(t *testing.T) {
 	if m == nil {
 		t.Fatal("go.mod names no go version")
 	}
-	if want := "Go " + string(m[1]) + " or later"; !bytes.Contains(bytes.Join(bytes.Fields(readme), []byte(" ")), []byte(want)) {
+	want := "Go " + string(m[1]) + " or later"
+	if !bytes.Contains(bytes.Join(bytes.Fields(readme), []byte(" ")), []byte(want)) {
 		t.Errorf("README.md does not say %q", want)
+	}
+	operations, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(bytes.Join(bytes.Fields(operations), []byte(" ")), []byte(want)) {
+		t.Errorf("docs/OPERATIONS.md does not say %q", want)
 	}
 }
 
