@@ -286,7 +286,7 @@ func TestClusterDrainProcess(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != "drained: 1 connections told to reconnect, 0 told their session could not be kept (not_parked), 1 sessions parked\n" {
+	if resp.StatusCode != 200 || string(body) != "drained: 1 connection told to reconnect, 0 told their session could not be kept (not_parked), 1 session parked\n" {
 		t.Fatalf("POST /drain: %d %q", resp.StatusCode, body)
 	}
 	alice.Expect(`^\* the server is restarting; reconnect and type /resume ` + alice.Key + ` within 2m$`)

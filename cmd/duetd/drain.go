@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,14 @@ func (d *drainer) drain() {
 // reconnect apart from those told their session could not be kept, so
 // that an operator never reads the second as the first.
 func drainedText(told engine.Drained, parked int64) string {
-	return fmt.Sprintf("drained: %d connections told to reconnect, %d told their session could not be kept (not_parked), %d sessions parked",
-		told.Told, told.NotParked, parked)
+	return fmt.Sprintf("drained: %s told to reconnect, %d told their session could not be kept (not_parked), %s parked",
+		counted(int64(told.Told), "connection"), told.NotParked, counted(parked, "session"))
+}
+
+// counted is n of thing, in the plural but for one.
+func counted(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return strconv.FormatInt(n, 10) + " " + thing + "s"
 }
