@@ -91,10 +91,17 @@ func TestAccountsWrongPasswordAndUnknownNameLookAlike(t *testing.T) {
 	wrong := c.Line()
 	c.Send("/login mallory wrong")
 	unknown := c.Line()
+	if wrong != "! auth_failed: wrong name or password" || unknown != wrong {
+		t.Fatalf("wrong password %q, unknown name %q", wrong, unknown)
+	}
+	// No password is told so, alike for a name that is an account and
+	// one that is not.
 	c.Send("/login alice")
 	none := c.Line()
-	if wrong != "! auth_failed: wrong name or password" || unknown != wrong || none != wrong {
-		t.Fatalf("wrong password %q, unknown name %q, no password %q", wrong, unknown, none)
+	c.Send("/login mallory")
+	noneUnknown := c.Line()
+	if none != "! auth_failed: this server has accounts: give your password too, /login NAME PASSWORD" || noneUnknown != none {
+		t.Fatalf("no password %q, unknown name and no password %q", none, noneUnknown)
 	}
 	c.Send("/login bad!name pw")
 	c.Expect(`^! bad_name: `)

@@ -54,8 +54,9 @@ func (cn *conn) startLogin(cmd *proto.Command) {
 		return
 	}
 	if len(cmd.Password) == 0 {
-		// Nothing to check, and nothing to learn from the answer.
-		cn.tell(proto.ErrAuthFailed)
+		// Nothing to check, and nothing to learn from the answer but
+		// that this server takes passwords, which its greeting says.
+		cn.tell(proto.ErrNoPassword)
 		return
 	}
 	key, ip := cn.sourceKey(), cn.addr.text()

@@ -52,6 +52,11 @@ var (
 	ErrRateLimited         = &Error{"rate_limited", "too many requests; slow down"}
 	ErrThrottled           = &Error{"throttled", "too many failed connect attempts from your address; wait and try again"}
 	ErrAuthFailed          = &Error{"auth_failed", "wrong name or password"}
+	// ErrNoPassword is ErrAuthFailed for a login that gave no password
+	// on a server with accounts: nothing was checked, so it says what
+	// was missing, alike for every name, which tells no one which names
+	// exist. Its Code is ErrAuthFailed's.
+	ErrNoPassword = &Error{"auth_failed", "this server has accounts: give your password too, /login NAME PASSWORD"}
 	// ErrTooManyAttempts refuses a login without checking it: too many
 	// have failed from the client's address or for the name, and the
 	// attempts already waiting their turn fill the queue. The event that
@@ -118,7 +123,7 @@ var Errors = []*Error{
 	ErrNotLoggedIn, ErrNotLoggedInAccounts, ErrAlreadyLoggedIn, ErrBadName, ErrNoAccounts, ErrNameTaken, ErrBadToken,
 	ErrUnknownToken, ErrZeroToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
-	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed,
+	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed, ErrNoPassword,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
