@@ -365,6 +365,10 @@ func refusedWhileShuttingDown(t *testing.T, d *enginetest.Daemon) {
 		first, _ := bufio.NewReader(c).ReadString('\n')
 		c.Close()
 		if strings.HasPrefix(first, "! shutting_down: ") {
+			// A shutdown that hands no session on is not a restart.
+			if first != "! shutting_down: the server is shutting down\r\n" {
+				t.Errorf("refused while shutting down with %q", first)
+			}
 			return
 		}
 		if time.Now().After(deadline) {

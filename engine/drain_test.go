@@ -117,8 +117,26 @@ func TestDrain(t *testing.T) {
 	}
 	defer late.Close()
 	late.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-	if l, _ := bufio.NewReader(late).ReadString('\n'); !strings.HasPrefix(l, "! shutting_down: ") {
+	// Its users were just told to reconnect: one who does so at once is
+	// told the server is restarting, not that it is going away.
+	if l, _ := bufio.NewReader(late).ReadString('\n'); l != "! shutting_down: the server is restarting; connect again in a moment\r\n" {
 		t.Fatalf("a connection during a drain: %q", l)
+	}
+	lateWS := refusedWS(t, d, "127.0.0.1", "")
+	if ev := lateWS.event(); ev["type"] != "error" || ev["code"] != "shutting_down" || ev["text"] != "the server is restarting; connect again in a moment" {
+		t.Fatalf("a WebSocket during a drain: %v", ev)
+	}
+	if code, _ := lateWS.expectClose(); code != 1013 {
+		t.Fatalf("a WebSocket during a drain closed with %d, want 1013", code)
+	}
+	resp, err := http.Get("http://" + d.WS + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "the server is restarting; connect again in a moment") {
+		t.Fatalf("a page request during a drain: %d %q", resp.StatusCode, body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -223,6 +223,9 @@ const statusPageAway ws.StatusCode = 4001
 // header lines of a refused handshake or an oversized request head, or
 // the notice of a drain, which names the session's resume key.
 type endDetail struct {
+	// err is told in place of the ending's own error: a refusal while
+	// the server drains for a restart says so (refusalDetail).
+	err    *proto.Error
 	wsCode ws.StatusCode
 	wsText string
 	status int
@@ -268,7 +271,7 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 			return dst
 		}
 		if text == "" {
-			text = info.err.Text
+			text = cmp.Or(d.err, info.err).Text
 		}
 		return append(dst, web.ErrorResponse(d.method, status, text, d.header)...)
 	}
@@ -281,8 +284,8 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 		dst = enc(dst, &d.notSent)
 	}
 	said := len(dst)
-	if info.err != nil {
-		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: info.err})
+	if err := cmp.Or(d.err, info.err); err != nil {
+		dst = enc(dst, &proto.Event{Kind: proto.EvError, Err: err})
 	}
 	if notice := cmp.Or(d.notice, info.notice); notice != "" {
 		dst = enc(dst, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: d.undelivered})
@@ -308,9 +311,23 @@ func goodbye(dst []byte, e ending, st stage, d endDetail) []byte {
 }
 
 // lineRefusal is what a connection refused as it opens on the line port
-// is told; webRefusal on the web port.
-func lineRefusal(e ending) []byte { return goodbye(nil, e, stageLine, endDetail{}) }
-func webRefusal(e ending) []byte  { return goodbye(nil, e, stageHTTP, endDetail{}) }
+// is told; webRefusal on the web port. d is the refusal's detail
+// (Server.refusalDetail).
+func lineRefusal(e ending, d endDetail) []byte { return goodbye(nil, e, stageLine, d) }
+func webRefusal(e ending, d endDetail) []byte  { return goodbye(nil, e, stageHTTP, d) }
+
+// refusalDetail is the detail of refusal e as the server stands: a
+// connection refused while the server drains for a restart
+// (Server.Drain: a node of a cluster, or a single node handing its
+// sessions on through resume.state_file) is told the server is
+// restarting, not shutting down, having just told its users to
+// reconnect.
+func (s *Server) refusalDetail(e ending) endDetail {
+	if e == endDraining && s.restarting.Load() {
+		return endDetail{err: proto.ErrRestarting}
+	}
+	return endDetail{}
+}
 
 // wentAway is the ending of a connection that closed without one: the
 // client went away. err is what gnet handed OnClose, and sockErr the
@@ -440,7 +457,9 @@ func (cn *conn) endAs(e ending, d endDetail) {
 		// A connection refused as it opened ends as refused, whatever
 		// ends it first (its request not sent in time, one that is not
 		// HTTP, a drain), as it would have been as it opened.
-		e, d = r, endDetail{method: d.method, idle: d.idle}
+		rd := cn.loop.srv.refusalDetail(r)
+		rd.method, rd.idle = d.method, d.idle
+		e, d = r, rd
 	}
 	info := &endings[e]
 	if cn.closing != endNone {

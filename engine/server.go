@@ -705,9 +705,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 			s.log.Debug("connection refused", zap.String("reason", label), zap.Uint64("conn", id), zap.Stringer("remote", ip))
 		}
 		if isLine {
-			return lineRefusal(e), gnet.Close
+			return lineRefusal(e, s.refusalDetail(e)), gnet.Close
 		}
-		return webRefusal(e), gnet.Close
+		return webRefusal(e, s.refusalDetail(e)), gnet.Close
 	}
 	lim := s.lim()
 	bits := v6bitsOf(lim.IPv6Prefix)

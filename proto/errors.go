@@ -65,6 +65,11 @@ var (
 	ErrAlreadyOnline   = &Error{"already_online", "that account is already logged in elsewhere"}
 	ErrUnavailable     = &Error{"unavailable", "the server cannot do that right now; try again shortly"}
 	ErrShuttingDown    = &Error{"shutting_down", "the server is shutting down"}
+	// ErrRestarting is ErrShuttingDown told to a connection that opens
+	// while the server drains for a restart, whose users were just told
+	// to reconnect: it is not going away for good. Its Code is
+	// ErrShuttingDown's.
+	ErrRestarting = &Error{"shutting_down", "the server is restarting; connect again in a moment"}
 	// ErrBadResumeKey and ErrUnknownResumeKey share bad_resume_key: the
 	// first for what cannot be a key, the second for a key no session
 	// waits for. Which of wrong, expired or used it is, is not said: a
@@ -124,7 +129,7 @@ var Errors = []*Error{
 	ErrUnknownToken, ErrZeroToken, ErrSelfConnect, ErrAlreadyPaired, ErrRoomFull, ErrNotPaired,
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed, ErrNoPassword,
-	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown,
+	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown, ErrRestarting,
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrNotParked, ErrFlooded,
