@@ -49,6 +49,14 @@ type Drainer func(ctx context.Context) (string, error)
 // none stops it.
 const AdminConns = 16
 
+// adminHeadTimeout bounds the wait for a request's head on the admin
+// listener, and adminIdleTimeout how long a connection is kept open
+// between requests: each holds one of AdminConns meanwhile.
+const (
+	adminHeadTimeout = 2 * time.Second
+	adminIdleTimeout = time.Second
+)
+
 // StartAdmin listens on addr and serves reg's metrics and the health
 // endpoints in the background, AdminConns connections at a time.
 func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin, error) {
@@ -107,8 +115,16 @@ func StartAdmin(addr string, reg *prometheus.Registry, log *zap.Logger) (*Admin,
 		_, _ = w.Write([]byte(said + "\n"))
 	})
 	a.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler: mux,
+		// Of AdminConns, none is held long by a connection that asks
+		// nothing: a request's head from an operator's tool or a probe
+		// comes at once, and a scraper or a health check asks again
+		// seconds later, so keeping an idle connection open spares it
+		// nothing. Else sixteen connections that made one request each
+		// and stayed open kept /readyz waiting in the listen queue for
+		// ReadTimeout, past any health check's own timeout.
+		ReadHeaderTimeout: adminHeadTimeout,
+		IdleTimeout:       adminIdleTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      adminWriteTimeout,
 		ErrorLog:          zap.NewStdLog(log),

@@ -1,8 +1,10 @@
 package service
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -251,4 +253,58 @@ func TestStartTime(t *testing.T) {
 		return
 	}
 	t.Fatal("no duet_start_time_seconds")
+}
+
+// TestAdminHeldConnectionsLeaveReadyz: connections that hold every one
+// of the admin listener's AdminConns, having asked once and kept open,
+// or having asked nothing, leave /readyz answered within a health
+// check's timeout: each is closed after adminIdleTimeout, or
+// adminHeadTimeout, not after the ten seconds of ReadTimeout (kept
+// open, before) or five of the head's old timeout (asked nothing).
+func TestAdminHeldConnectionsLeaveReadyz(t *testing.T) {
+	for _, asks := range []bool{true, false} {
+		name := "asked nothing"
+		if asks {
+			name = "asked once, kept open"
+		}
+		t.Run(name, func(t *testing.T) {
+			a := startAdmin(t, prometheus.NewRegistry())
+			a.SetReady(true)
+			addr := a.Addr().String()
+			for range AdminConns {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if !asks {
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || resp.Close {
+					t.Fatalf("healthz: %d, close %v; want 200 on a connection kept open", resp.StatusCode, resp.Close)
+				}
+			}
+			// A health check's own timeout; the connections above
+			// held every slot for longer, before.
+			client := &http.Client{Timeout: 4 * time.Second}
+			start := time.Now()
+			resp, err := client.Get("http://" + addr + "/readyz")
+			if err != nil {
+				t.Fatalf("/readyz with %d connections held: %v after %v", AdminConns, err, time.Since(start))
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("/readyz: %d", resp.StatusCode)
+			}
+			t.Logf("/readyz answered after %v", time.Since(start))
+		})
+	}
 }
