@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -106,6 +107,14 @@ func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Log
 		return false
 	}
 	defer f.Close()
+	if why := notOwnState(f); why != "" {
+		// Whoever could write it could hand themselves any session in
+		// it, in accounts mode a login without the password: left for
+		// the operator, and replaced by the next stop's.
+		log.Error("the state file is not one this process's user alone could have written; its sessions are not taken up",
+			zap.String("file", path), zap.String("why", why))
+		return false
+	}
 	unreadable := func(err error) bool {
 		log.Error("cannot read the state file; its sessions are lost", zap.String("file", path), zap.Error(err))
 		// Only a file duetd could have written is deleted: never a
@@ -149,6 +158,25 @@ func restoreState(path string, h *hub.Hub, accounts *auth.Accounts, log *zap.Log
 	log.Info("took up the sessions the previous process kept", zap.String("file", path),
 		zap.Int("sessions", n), zap.Int("refused", len(parked)-n), zap.Duration("kept_for", away))
 	return true
+}
+
+// notOwnState says why the open state file f is not one only this
+// process's user could have written, or "" if it is: duetd writes it
+// 0600, as that user. A file another user owns, or that others may
+// write, may have been planted (in a directory others can write to) or
+// changed by someone else.
+func notOwnState(f *os.File) string {
+	st, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Sprintf("its mode %#o lets others write it; duetd writes it 0600", perm)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Sprintf("it is owned by uid %d, and duetd runs as uid %d", sys.Uid, os.Geteuid())
+	}
+	return ""
 }
 
 // doneWithState deletes the state file whose sessions restoreState took

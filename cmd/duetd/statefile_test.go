@@ -251,6 +251,87 @@ func TestRestoreKeepsOnlyAccounts(t *testing.T) {
 	}
 }
 
+// TestRestoreRefusesAPlantedStateFile performs the attack a state file
+// in a directory others can write to would allow: someone writes a
+// file holding a session of alice's, whose resume key they chose, for
+// the next start to take up, and resumes it, in accounts mode a login
+// as alice without her password. A file others may write, or another
+// user owns, is not taken up, and is left for the operator; duetd's own
+// is.
+func TestRestoreRefusesAPlantedStateFile(t *testing.T) {
+	users := authtest.Users(t, "alice", "pw-alice")
+	accounts, err := auth.Load(users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := hub.Options{ResumeWindow: time.Minute}
+	planted := hub.New(opts)
+	var welcome keyBox
+	s, perr := planted.Login([]byte("alice"), &welcome)
+	if perr != nil || welcome.key == "" {
+		t.Fatalf("login: %v, resume key %q", perr, welcome.key)
+	}
+	s.Detach(proto.ReasonDisconnected, 0)
+	var b bytes.Buffer
+	b.WriteString(authLine + "accounts\n")
+	if err := hub.WriteState(&b, time.Now(), planted.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, sf string)
+		taken bool
+	}{
+		{"written by duetd's user, 0600", func(t *testing.T, sf string) {}, true},
+		{"writable by others", func(t *testing.T, sf string) { os.Chmod(sf, 0o666) }, false},
+		{"writable by its group", func(t *testing.T, sf string) { os.Chmod(sf, 0o620) }, false},
+		{"owned by another user", func(t *testing.T, sf string) {
+			if os.Geteuid() != 0 {
+				t.Skip("giving a file to another user takes root, as CI runs")
+			}
+			if err := os.Chown(sf, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sf := filepath.Join(t.TempDir(), "sessions")
+			if err := os.WriteFile(sf, b.Bytes(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tc.plant(t, sf)
+			h := hub.New(opts)
+			core, logs := observer.New(zap.InfoLevel)
+			took := restoreState(sf, h, accounts, zap.New(core))
+			_, resumeErr := h.Resume([]byte(welcome.key), 0, false, discard{})
+			if tc.taken {
+				if !took || resumeErr != nil {
+					t.Fatalf("duetd's own state file: took %v, resume %v", took, resumeErr)
+				}
+				return
+			}
+			if took || resumeErr == nil {
+				t.Fatalf("a planted state file was taken up (%v), and alice's session resumed with the planter's key (%v)", took, resumeErr)
+			}
+			if logs.FilterMessage("the state file is not one this process's user alone could have written; its sessions are not taken up").Len() != 1 {
+				t.Errorf("logged %v", logs.All())
+			}
+			if _, err := os.Stat(sf); err != nil {
+				t.Errorf("the planted file is gone: %v; it is left for the operator", err)
+			}
+		})
+	}
+}
+
+// keyBox keeps the resume key a login is welcomed with.
+type keyBox struct{ key string }
+
+func (b *keyBox) Deliver(ev *proto.Event) {
+	if ev.ResumeKey != "" {
+		b.key = ev.ResumeKey
+	}
+}
+
 type discard struct{}
 
 func (discard) Deliver(*proto.Event) {}
