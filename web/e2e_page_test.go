@@ -15,6 +15,8 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +239,81 @@ func TestE2EPageReplayIsRefused(t *testing.T) {
 	if n := bob.countText("say it once"); n != 1 {
 		t.Fatalf("the replayed message was shown %d times", n)
 	}
+}
+
+// TestE2EPageLeaveWhileDecrypting: the partner's last message, and
+// the peer_left right behind it, come while the page is still
+// decrypting, as on a slow phone. The message is shown, though the
+// pairing ended while it was read (it was dropped silently before); and
+// text in the clear that a server slips in between, while the pairing
+// still encrypted, is refused as such, though the pairing has ended by
+// the time its turn comes (it was shown as a plain message before).
+// Altered copies of the message, each refused, keep the page reading.
+func TestE2EPageLeaveWhileDecrypting(t *testing.T) {
+	bt := startBrowserTest(t)
+	var once sync.Once
+	seqOf := regexp.MustCompile(`"seq":(\d+)`)
+	px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
+		out := [][]byte{payload}
+		if !bytes.Contains(payload, []byte(`"data":"AQQ`)) {
+			return out
+		}
+		once.Do(func() {
+			// Copies with a later counter (the envelope's bytes 2 to
+			// 9, base64url characters 3 to 13): not refused unopened
+			// as replays, each takes the page a real decryption, off
+			// its own thread, before it is refused as altered.
+			at := bytes.Index(payload, []byte(`"data":"`)) + len(`"data":"`) + 12
+			for range 30 {
+				changed := bytes.Clone(payload)
+				changed[at] = 'Q'
+				out = append(out, changed)
+			}
+			// Numbered next, where messages are numbered (resume on).
+			seq := ""
+			if m := seqOf.FindSubmatch(payload); m != nil {
+				n, _ := strconv.Atoi(string(m[1]))
+				seq = fmt.Sprintf(`,"seq":%d`, n+1)
+			}
+			out = append(out,
+				fmt.Appendf(nil, `{"type":"message","from":"alice","text":"slipped in by the server"%s}`, seq),
+				[]byte(`{"type":"peer_left","peer":"alice","reason":"left"}`))
+		})
+		return out
+	})
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open("http://" + px.addr + "/")
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	// Bob's page decrypts as a slow phone does: each decryption waits
+	// first for 500 of the page's tasks to pass (a timer would do, but
+	// a page in the background has its timers slowed to one a second).
+	// The altered copies keep it reading while the text and the leave
+	// come.
+	eval[bool](bob, `(() => {
+		const decrypt = SubtleCrypto.prototype.decrypt;
+		const pause = (n) => new Promise((done) => {
+			const ch = new MessageChannel();
+			ch.port1.onmessage = () => (--n > 0 ? ch.port2.postMessage(0) : done());
+			ch.port2.postMessage(0);
+		});
+		SubtleCrypto.prototype.decrypt = function (...args) {
+			return pause(500).then(() => decrypt.apply(this, args));
+		};
+		return true;
+	})()`)
+	alice.say("a sealed one")
+	bob.expectSealedMessage("theirs", "a sealed one")
+	bob.expectEntry("the slipped-in text refused", func(e logEntry) bool { return e.has("error") && e.Code == "e2e_plaintext_refused" })
+	if n := bob.countText("slipped in by the server"); n != 0 {
+		t.Fatalf("text in the clear slipped into an encrypted conversation was shown %d times", n)
+	}
+	bob.expectEntry("alice's leaving", func(e logEntry) bool { return e.Kind == "peer_left" })
 }
 
 // TestE2EPageWithNetcat: a page paired with a real nc says, before any
@@ -473,13 +550,14 @@ func (px *wsProxy) pipe(src, dst net.Conn, fromClient bool) {
 		if !fromClient && op == 1 && fin && px.mangle != nil {
 			out = px.mangle(payload)
 		}
+		// In one write, as a server's frames written together come:
+		// the page may read them in one go.
+		var batch []byte
 		for _, p := range out {
-			if _, err := dst.Write(frameHead(fin, op, key, len(p))); err != nil {
-				return
-			}
-			if _, err := dst.Write(p); err != nil {
-				return
-			}
+			batch = append(append(batch, frameHead(fin, op, key, len(p))...), p...)
+		}
+		if _, err := dst.Write(batch); err != nil {
+			return
 		}
 	}
 }

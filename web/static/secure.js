@@ -603,7 +603,11 @@ export function createSecure(page) {
       return;
     }
     const r = await p.session.receive(data);
-    if (!over && pairing !== p) return;
+    // A pairing that ended while the frame was read (a peer_left right
+    // behind the partner's last message, a slow decryption) is over now:
+    // its partner sealed the message before the end, and it is shown,
+    // as one read after the end is (sealed); nothing is answered.
+    if (pairing !== p) over = true;
     if (!over) for (const out of r.out) sendSeal(out);
     if (r.gap > 0) {
       page.error('e2e_missing', r.gap + (r.gap === 1 ? ' message' : ' messages') + ' from ' + p.peer + ' did not arrive.');
@@ -636,19 +640,27 @@ export function createSecure(page) {
   // encryption failed it is shown marked unencrypted, at once if the
   // partner said it cannot encrypt or the person agreed to go on
   // without encryption, else held until the person does.
+  //
+  // It is judged by the pairing it came in, taken as it comes, as
+  // sealed() takes it: the step may wait behind sealed frames still
+  // being read, and a peer_left right behind the message ends the
+  // pairing at once. Judged by the pairing in force when its turn came,
+  // none, text a server slipped in just before a leave was shown as a
+  // plain message.
   function plainMessage(ev, show, done) {
+    const came = pairing;
     later(() => {
       try {
         // A message of the pairing a resume found ended or replaced is
         // judged by that pairing, as its sealed frames are read by it.
         const from = String(ev.from || '');
-        let p = pairing;
+        let p = came;
         if (retired && retired.peer === from && !(p && p.peer === from)) p = retired;
         if (!p || p.mode === 'plain') {
           show(false);
         } else if (p.mode === 'failed' && (p.agreed || p.cannot)) {
           show(true);
-        } else if (p.mode === 'failed' && p !== retired && p.held.length < HOLD_LIMIT) {
+        } else if (p.mode === 'failed' && p === pairing && p.held.length < HOLD_LIMIT) {
           if (p.held.length === 0) {
             page.error(
               'e2e_plaintext_held',
