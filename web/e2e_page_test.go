@@ -316,6 +316,79 @@ func TestE2EPageLeaveWhileDecrypting(t *testing.T) {
 	bob.expectEntry("alice's leaving", func(e logEntry) bool { return e.Kind == "peer_left" })
 }
 
+// TestE2EPageLeaveAfterMessagesKeepsThem: in an encrypted
+// conversation, messages sent and Leave clicked in the same instant
+// reach the partner, then the leave: the leave waits behind the
+// sealing. (Before, it overtook them, and every one was refused as
+// not sent.)
+func TestE2EPageLeaveAfterMessagesKeepsThem(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(bt.pageURL())
+	bob.open(bt.pageURL())
+	token := alice.login()
+	bob.login()
+	bob.connectTo(token)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	const n = 15
+	eval[bool](bob, fmt.Sprintf(`(() => {
+		const box = document.getElementById('message');
+		const form = document.getElementById('compose');
+		for (let i = 1; i <= %d; i++) {
+			box.value = 'quick ' + i;
+			form.requestSubmit();
+		}
+		document.getElementById('leave').click();
+		return true;
+	})()`, n))
+	alice.expectEntry("bob's leaving", func(e logEntry) bool { return e.Kind == "peer_left" })
+	for i := 1; i <= n; i++ {
+		alice.expectSealedMessage("theirs", fmt.Sprintf("quick %d", i))
+	}
+	bob.expectEntry("the leaving", func(e logEntry) bool { return e.Kind == "left" })
+	for _, e := range bob.log() {
+		if e.has("error") || strings.Contains(e.Text, "not sent") {
+			t.Errorf("bob is told %v%s", e, bob.logDump())
+		}
+	}
+}
+
+// TestE2EPageSealedAfterTheEndShownNotSent: a text whose sealing is
+// still under way when the partner leaves (a slow device, or the
+// partner's leave arriving at that moment) is shown not sent, not
+// dropped without a word.
+func TestE2EPageSealedAfterTheEndShownNotSent(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, bt.pageURL(), bt.pageURL())
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+
+	// Bob's page seals nothing until the test lets it.
+	eval[bool](bob, `(() => {
+		const encrypt = SubtleCrypto.prototype.encrypt;
+		let release;
+		const gate = new Promise((r) => { release = r; });
+		window.releaseSeal = release;
+		SubtleCrypto.prototype.encrypt = function (...args) {
+			return gate.then(() => encrypt.apply(this, args));
+		};
+		return true;
+	})()`)
+	bob.say("my last words")
+	alice.do("leave", chromedp.Click(chromedp.ID("leave")))
+	bob.expectEntry("alice's leaving", func(e logEntry) bool { return e.Kind == "peer_left" })
+	eval[bool](bob, `(window.releaseSeal(), true)`)
+	bob.expectEntry("the text shown not sent", func(e logEntry) bool {
+		return e.has("msg", "mine", "failed") && e.Text == "my last words"
+	})
+	if n := alice.countText("my last words"); n != 0 {
+		t.Fatalf("alice was shown the message %d times", n)
+	}
+}
+
 // TestE2EPageWithNetcat: a page paired with a real nc says, before any
 // message, that the server can read the conversation, and talks in
 // plaintext; a page that opened a link with a secret and finds a

@@ -1382,7 +1382,16 @@ function onLeave() {
     tellOffline();
     return;
   }
-  send({ type: 'leave' });
+  // What was sent before the click goes first: a text being sealed
+  // would otherwise reach the server after the leave, and be refused.
+  secure.afterSent(() => {
+    if (!st.peer) return;
+    if (!st.loggedIn) {
+      tellOffline();
+      return;
+    }
+    send({ type: 'leave' });
+  });
 }
 
 function onNewToken() {

@@ -706,7 +706,14 @@ export function createSecure(page) {
 
   function sealAndSend(p, text) {
     later(async () => {
-      if (pairing !== p) return;
+      // A pairing that ended before the text was sealed (the partner
+      // left as it was sent) takes nothing more: the text is shown not
+      // sent, as one waiting for the keys is (dropWaiting), never
+      // dropped without a word.
+      if (pairing !== p) {
+        page.notSent(text);
+        return;
+      }
       let data;
       try {
         data = await p.session.seal(text);
@@ -715,9 +722,18 @@ export function createSecure(page) {
         page.error('e2e_' + err.code, 'Not sent: ' + err.message + '.');
         return;
       }
-      if (pairing !== p) return;
+      if (pairing !== p) {
+        page.notSent(text);
+        return;
+      }
       page.sendMine({ type: 'seal', data }, text);
     });
+  }
+
+  // afterSent calls fn once every text sealed before it is sent: a
+  // leave clicked right after a message must not overtake it.
+  function afterSent(fn) {
+    later(fn);
   }
 
   // ---- Resume -----------------------------------------------------------
@@ -1026,6 +1042,7 @@ export function createSecure(page) {
     sealed,
     plainMessage,
     sendText,
+    afterSent,
     peerBack,
     peerAway,
     offline,
