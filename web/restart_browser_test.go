@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,16 @@ func TestBrowserRestartKeepsEncryption(t *testing.T) {
 	proxy.retarget(next.WS)
 
 	for _, p := range []*person{alice, bob} {
+		// The drain's notice, in the page's words: it reconnects by
+		// itself, and says so once.
+		p.expectEntry("the restart notice", func(e logEntry) bool {
+			return e.Kind == "reconnecting" && strings.HasPrefix(e.Text, "The server is restarting; reconnecting. Your session is kept for up to 2m.")
+		})
+		for _, e := range p.log() {
+			if strings.Contains(e.Text, "reconnect and resume") || strings.Contains(e.Text, "Lost the connection") {
+				t.Errorf("%s is told %q", p.name, e.Text)
+			}
+		}
 		p.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
 		p.waitJS("online", `document.getElementById('state').dataset.state === 'online'
 			&& document.getElementById('peer').textContent !== ''`)

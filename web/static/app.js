@@ -49,6 +49,12 @@ const HELLO_TIMEOUT_MS = 10000;
 // (docs/PROTOCOL.md).
 const CLOSE_PAGE_AWAY = 4001;
 
+// How the server's notice of a drain begins (engine/drain.go,
+// drainNoticeText): it tells a WebSocket client to reconnect and
+// resume, which the page does by itself as the socket closes (1012),
+// and says so in its own words instead.
+const DRAIN_NOTICE = 'the server is restarting; reconnect and resume your session';
+
 // How often, and for how long, to try logging in again while the server
 // still holds our name from a connection it has not yet seen die. Its idle
 // timeout is 90s by default, so two minutes covers it.
@@ -1045,7 +1051,16 @@ const handlers = {
       refused(ev.first_id, ev.last_id);
       return;
     }
-    notice(String(ev.text || ''));
+    const text = String(ev.text || '');
+    if (st.resume && text.startsWith(DRAIN_NOTICE)) {
+      // The close that follows is a drop like any other, whose notice
+      // this one stands for (droppedAway).
+      st.awayNoted = true;
+      const kept = st.resume.windowS > 0 ? ' for up to ' + duration(st.resume.windowS) : '';
+      notice('The server is restarting; reconnecting. Your session is kept' + kept + '.' + undelivered(ev), { kind: 'reconnecting' });
+      return;
+    }
+    notice(text);
   },
 
   help(ev) {
