@@ -50,6 +50,16 @@ func (p *person) expectSealedMessage(side, text string) {
 		.some((li) => li.dataset.e2e === 'sealed' && li.querySelector('.text').textContent === %q)`, side, text))
 }
 
+// pairEncrypted pairs alice's page, at aliceURL, with bob's, at bobURL,
+// and waits until both say the conversation is encrypted.
+func pairEncrypted(bt *browserTest, aliceURL, bobURL string) (alice, bob *person) {
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, aliceURL, bobURL)
+	alice.waitSecure("unverified")
+	bob.waitSecure("unverified")
+	return alice, bob
+}
+
 // countText counts the log's messages with exactly this text.
 func (p *person) countText(text string) int {
 	p.t.Helper()
@@ -281,14 +291,7 @@ func TestE2EPageLeaveWhileDecrypting(t *testing.T) {
 		})
 		return out
 	})
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	alice.open(bt.pageURL())
-	bob.open("http://" + px.addr + "/")
-	token := alice.login()
-	bob.login()
-	bob.connectTo(token)
-	alice.waitSecure("unverified")
-	bob.waitSecure("unverified")
+	alice, bob := pairEncrypted(bt, bt.pageURL(), "http://"+px.addr+"/")
 
 	// Bob's page decrypts as a slow phone does: each decryption waits
 	// first for 500 of the page's tasks to pass (a timer would do, but
@@ -323,14 +326,7 @@ func TestE2EPageLeaveWhileDecrypting(t *testing.T) {
 // not sent.)
 func TestE2EPageLeaveAfterMessagesKeepsThem(t *testing.T) {
 	bt := startBrowserTest(t)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	alice.open(bt.pageURL())
-	bob.open(bt.pageURL())
-	token := alice.login()
-	bob.login()
-	bob.connectTo(token)
-	alice.waitSecure("unverified")
-	bob.waitSecure("unverified")
+	alice, bob := pairEncrypted(bt, bt.pageURL(), bt.pageURL())
 
 	const n = 15
 	eval[bool](bob, fmt.Sprintf(`(() => {
@@ -361,10 +357,7 @@ func TestE2EPageLeaveAfterMessagesKeepsThem(t *testing.T) {
 // dropped without a word.
 func TestE2EPageSealedAfterTheEndShownNotSent(t *testing.T) {
 	bt := startBrowserTest(t)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, bt.pageURL(), bt.pageURL())
-	alice.waitSecure("unverified")
-	bob.waitSecure("unverified")
+	alice, bob := pairEncrypted(bt, bt.pageURL(), bt.pageURL())
 
 	// Bob's page seals nothing until the test lets it.
 	eval[bool](bob, `(() => {
