@@ -925,6 +925,15 @@ func (cn *conn) onClose(err error) {
 		// replays them, or counts those not kept, however long ago they
 		// came.
 		closeOut = cn.out.Abort
+		if cn.out.Following() {
+			// Those messages must then not arrive: a plain close would
+			// have the kernel go on sending them (FIN-WAIT-1) to a
+			// reader that wakes later, who would read them twice, once
+			// in the resume's replay, its partner told they never came.
+			// A close with linger 0 resets the connection, and drops
+			// them. What the reader's TCP acknowledged stays its own.
+			discardUnacked(cn.c.Fd())
+		}
 	}
 	lost, waiters := closeOut(held)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
@@ -949,4 +958,11 @@ func (cn *conn) endClosed(lost int, waiters []hub.Waiter) {
 		w.Wake()
 	}
 	cn.loop.srv.metrics.Disconnected(info.label)
+}
+
+// discardUnacked makes the close of the socket fd reset the connection:
+// the kernel drops what the socket holds unsent or unacknowledged,
+// rather than go on sending it after the close.
+func discardUnacked(fd int) {
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 }

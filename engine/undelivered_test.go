@@ -12,9 +12,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,6 +176,73 @@ func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
 	if unsaid := first - read - missed; unsaid > 0 {
 		t.Fatalf("%d messages were neither read, replayed nor counted", unsaid)
 	}
+}
+
+// TestSlowCutDropsWhatItCounted: alice stops reading, as a suspended
+// netcat does, and is cut as slow while the server's socket holds
+// megabytes her TCP never acknowledged, which the cut counts as not
+// received: her resume replays them or counts them not kept, and bob is
+// told they were not delivered. They must not reach her old connection
+// too when her client wakes: the cut resets the connection, and the
+// kernel drops them. (A plain close went on sending them: the woken
+// client read every message, then the resume gave them again.)
+func TestSlowCutDropsWhatItCounted(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = time.Second
+		o.Resume.ReplayRecent = time.Second
+	})
+	old, key, bob := pairWithSlowReader(t, d)
+	sent := sendNumbered(bob.Conn, count, 200)
+	bob.Expect(`^\* alice lost the connection; `)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	relayed := settledMessages(t, d)
+
+	// Her client wakes and reads all it can, as netcat would.
+	var got bytes.Buffer
+	_ = old.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	_, _ = io.Copy(&got, old.c)
+	read := 0
+	for _, l := range strings.Split(got.String(), "\r\n") {
+		if m := bobLine.FindStringSubmatch(l); m != nil {
+			if n, _ := strconv.Atoi(m[2]); n != read {
+				t.Fatalf("alice read message %d after %d", n, read-1)
+			}
+			read++
+		}
+	}
+	_, _, replayed, missed := enginetest.ResumeLine(t, d, key)
+	t.Logf("%d relayed; alice read %d (%d bytes) on the old connection; the resume replayed %d and counted %d not kept",
+		relayed, read, got.Len(), len(replayed), missed)
+	// What she reads after the cut is what her own socket had taken,
+	// acknowledged, before it: at most her receive buffer. (The count
+	// of what was not received may take in some of that too, as
+	// RESUME.md says: never fewer than were not.)
+	rcvbuf := rcvbufOf(t, old.c)
+	if got.Len() > rcvbuf+64<<10 {
+		t.Fatalf("alice read %d bytes on the old connection after her client woke, her receive buffer being %d: the server's kernel sent on what the cut counted not received",
+			got.Len(), rcvbuf)
+	}
+}
+
+// rcvbufOf is the size of c's socket receive buffer (SO_RCVBUF, as the
+// kernel has it: twice what was asked).
+func rcvbufOf(t *testing.T, c net.Conn) int {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		n, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	}); err != nil || gerr != nil {
+		t.Fatalf("SO_RCVBUF: %v %v", err, gerr)
+	}
+	return n
 }
 
 // TestCutReaderCountIsExact: bob stops reading and is cut off with part

@@ -828,6 +828,15 @@ func (o *Outbox) close(held int, gone bool) (lost int, waiters []hub.Waiter) {
 	return lost, waiters
 }
 
+// Following reports whether some message the socket took may not have
+// been received: Abort would count what the socket holds unacknowledged
+// as lost, so the owner's close must drop it rather than send it on.
+func (o *Outbox) Following() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.closed && o.side != nil && o.side.following
+}
+
 // Pending reports whether anything is queued.
 func (o *Outbox) Pending() bool {
 	o.mu.Lock()
