@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"duet/engine"
 	"duet/engine/auth"
 	"duet/engine/auth/authtest"
@@ -703,15 +706,18 @@ func TestLoginThrottleGroupsIPv6(t *testing.T) {
 // TestAbandonedLoginsAreNotChecked: logins sent and hung up on do not
 // keep the checker busy after their connections have gone. Thirty
 // connections each send a login for an account whose hash takes a while
-// to check, and close at once; a login after them is answered in about
-// the time of one check, not thirty. (Before, every one was checked: 6000
-// such checks outlived their connections.)
+// to check, and close at once; few of them are checked (each failed
+// check is logged), and a login after them is answered without waiting
+// for thirty. (Before, every one was checked: 6000 such checks outlived
+// their connections.)
 func TestAbandonedLoginsAreNotChecked(t *testing.T) {
 	path := t.TempDir() + "/users"
 	authtest.RunExact(t, "-B", "-C", "9", "-c", "-b", path, "alice", "s3cret")
+	core, logs := observer.New(zap.InfoLevel)
 	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
 		o.Auth.Throttle = auth.ThrottleOptions{Free: 1 << 30}
 		o.Auth.Pool = auth.PoolOptions{Workers: 1, MaxQueue: 100, MaxWait: time.Hour}
+		o.Logger = zap.New(core)
 	})
 	// One check, timed alone.
 	_, one := timedLogin(d.DialLine(t), "alice", "wrong")
@@ -730,11 +736,15 @@ func TestAbandonedLoginsAreNotChecked(t *testing.T) {
 	if !strings.Contains(lines[len(lines)-1], "you are alice") {
 		t.Fatalf("%q", lines)
 	}
-	// Checked in turn behind all thirty, it would take 31 checks.
-	if took > 10*one {
-		t.Fatalf("a login after %d abandoned ones took %v, %.0f checks' time (one check: %v)", n, took, float64(took)/float64(one), one)
+	// The two timed alone failed, and were checked; of the thirty, only
+	// those the checker took before their close was seen. Counted, not
+	// timed: on a busy machine one check's time varies too much.
+	checked := logs.FilterMessage("login failed").Len() - 2
+	t.Logf("one check %v; a login behind %d abandoned ones %v; %d of them checked", one, n, took, checked)
+	if checked > n/3 {
+		t.Fatalf("%d of %d abandoned logins were checked; a login after them took %v, %.0f checks' time (one check: %v)",
+			checked, n, took, float64(took)/float64(one), one)
 	}
-	t.Logf("one check %v; a login behind %d abandoned ones %v", one, n, took)
 }
 
 // TestNetcatPipesAFileWithAPassword: in accounts mode, a file that logs
