@@ -210,7 +210,7 @@ export function createSecure(page) {
   //   why (shown while plain or failed), waiting (texts typed while
   //   securing), held (the partner's plaintext, until the person
   //   agrees), timer, abort (not sent yet), lost (why this tab lost
-  //   the keys).
+  //   the keys), quiet (logged out: nothing more of it is shown).
   let pairing = null;
 
   // retired is the pairing a resume found ended or replaced while this
@@ -369,6 +369,7 @@ export function createSecure(page) {
       timer: 0,
       abort: '', // an abort not sent yet: this page was offline
       lost: '', // why this tab lost the keys (LOST_WORDS), when it did
+      quiet: false, // logged out: nothing more of it is shown
     };
   }
 
@@ -545,6 +546,9 @@ export function createSecure(page) {
   function loggedOut() {
     if (!pairing) return;
     pairing.waiting = [];
+    // Nor is a text whose sealing is under way shown not sent in the
+    // log cleared for the next person.
+    pairing.quiet = true;
     store();
   }
 
@@ -711,7 +715,7 @@ export function createSecure(page) {
       // sent, as one waiting for the keys is (dropWaiting), never
       // dropped without a word.
       if (pairing !== p) {
-        page.notSent(text);
+        if (!p.quiet) page.notSent(text);
         return;
       }
       let data;
@@ -723,7 +727,7 @@ export function createSecure(page) {
         return;
       }
       if (pairing !== p) {
-        page.notSent(text);
+        if (!p.quiet) page.notSent(text);
         return;
       }
       page.sendMine({ type: 'seal', data }, text);
