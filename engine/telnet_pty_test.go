@@ -575,6 +575,42 @@ func TestRealTelnetCtrlCTellsWhatItHid(t *testing.T) {
 	}
 }
 
+// TestRealTelnetCtrlCAfterPartnerLeft: bob sends a burst and leaves;
+// alice presses Ctrl-C as telnet starts showing it, and telnet throws
+// away what it has not shown, bob's leaving among it. The screen says
+// the pairing is over all the same: the notice of what telnet may not
+// have shown says she is not connected to anyone now (or, had the leave
+// come after her Ctrl-C, telnet shows it). (Before, the notice only
+// left out "from bob".)
+func TestRealTelnetCtrlCAfterPartnerLeft(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.type_("\x03")
+	tn.pairWith("alice", bob)
+
+	var burst bytes.Buffer
+	for i := range 2000 {
+		fmt.Fprintf(&burst, "burst %05d ok\n", i)
+	}
+	burst.WriteString("/quit\n")
+	from := tn.written()
+	bob.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := bob.Conn.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	tn.waitShown(from, "<bob> burst 00000 ok")
+	tn.type_("\x03")
+	tn.typeLine("/who")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, not connected`)
+	screen := tn.output(from)
+	if !strings.Contains(screen, "* bob left; you are free to be joined again") &&
+		!strings.Contains(screen, "as you pressed Ctrl-C; you are not connected to anyone now") {
+		t.Fatalf("nothing on the screen says bob left:\n%s", screen[max(0, len(screen)-2000):])
+	}
+}
+
 // written is how much the program has written to its terminal so far,
 // for output.
 func (p *ptyProgram) written() int {

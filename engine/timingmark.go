@@ -269,7 +269,14 @@ func markNotice(n int, vague bool, peer string) []byte {
 		b = append(b, peer...)
 	}
 	if vague {
-		return append(b, " that arrived as you pressed Ctrl-C"...)
+		b = append(b, " that arrived as you pressed Ctrl-C"...)
+	} else {
+		b = append(b, ", which arrived as you pressed Ctrl-C"...)
 	}
-	return append(b, ", which arrived as you pressed Ctrl-C"...)
+	if peer == "" {
+		// The pairing whose messages are counted has ended since, and
+		// telnet may have thrown its end's notice away with them.
+		b = append(b, "; you are not connected to anyone now"...)
+	}
+	return b
 }

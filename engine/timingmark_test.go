@@ -191,9 +191,9 @@ func TestMarkNotice(t *testing.T) {
 	}{
 		{3, false, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
 		{1, false, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
-		{12, false, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C"},
+		{12, false, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C; you are not connected to anyone now"},
 		{4, true, "bob", "telnet may not have shown messages from bob that arrived as you pressed Ctrl-C"},
-		{0, true, "", "telnet may not have shown messages that arrived as you pressed Ctrl-C"},
+		{0, true, "", "telnet may not have shown messages that arrived as you pressed Ctrl-C; you are not connected to anyone now"},
 	} {
 		if got := string(markNotice(tt.n, tt.vague, tt.peer)); got != tt.want {
 			t.Errorf("markNotice(%d, %v, %q) = %q, want %q", tt.n, tt.vague, tt.peer, got, tt.want)
