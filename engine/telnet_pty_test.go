@@ -29,12 +29,7 @@ import (
 // exact text, and the telnet user must go on seeing the partner's
 // messages and answers to commands.
 func TestRealTelnet(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.pairWith("alice", bob)
+	d, bob, tn := telnetWithBob(t, false)
 
 	// The partner's UTF-8 reaches the telnet user, before any telnet
 	// command has been sent either way.
@@ -91,7 +86,7 @@ func TestRealTelnet(t *testing.T) {
 	// What the documentation tells telnet users: Ctrl-C once after
 	// connecting, and every letter is safe from the first line on, those
 	// telnet would drop (х, Å) or act on (Н, そ) included.
-	carol := dialInPTY(t, d, nil, telnet)
+	carol := dialInPTY(t, d, nil, enginetest.ToolPath(t, "telnet"))
 	carol.type_("\x03")
 	carol.pairWith("carol", bob)
 	const safe = "Нет, всё хорошо: Åsa, ąż, そうです"
@@ -105,7 +100,7 @@ func TestRealTelnet(t *testing.T) {
 	// Without it, a line with a letter telnet drops (х) is refused, and
 	// the answer says what to do: a Ctrl-C, then the line again, which
 	// then arrives as typed.
-	dave := dialInPTY(t, d, nil, telnet)
+	dave := dialInPTY(t, d, nil, enginetest.ToolPath(t, "telnet"))
 	dave.pairWith("dave", bob)
 	const russian = "хорошо, привет"
 	dave.typeLine(russian)
@@ -125,12 +120,7 @@ func TestRealTelnet(t *testing.T) {
 // refused, told to press Ctrl-C and type it again; doing so works: the
 // Ctrl-C asks for BINARY anew.
 func TestRealTelnetBinaryTurnedOff(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.type_("\x03")
-	tn.pairWith("alice", bob)
+	_, bob, tn := telnetWithBob(t, true)
 	tn.typeLine("хорошо 1")
 	if got := bob.Line(); got != "<alice> хорошо 1" {
 		t.Fatalf("bob got %q", got)
@@ -160,11 +150,7 @@ func TestRealTelnetBinaryTurnedOff(t *testing.T) {
 // it has, the letter arrives. Before, every line outside BINARY got the
 // Ctrl-C hint, Latin-1 too.
 func TestRealTelnetWhichHint(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.pairWith("alice", bob)
+	_, bob, tn := telnetWithBob(t, false)
 	useUTF8 := "! invalid_utf8: " + proto.ErrInvalidUTF8Terminal.Text
 	ctrlC := "! invalid_utf8: " + proto.ErrInvalidUTF8Telnet.Text
 
@@ -425,11 +411,7 @@ func TestNewcomerSlipsInRealClients(t *testing.T) {
 // it. telnet's `send el` erases the line too, and `send ec` one
 // character.
 func TestRealTelnetCtrlCDropsSentPart(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.pairWith("alice", bob)
+	_, bob, tn := telnetWithBob(t, false)
 
 	for _, key := range []string{"\x03", "\x1c", "\x1a"} {
 		// Ctrl-D hands the part to telnet, which sends it at once; the
@@ -509,25 +491,13 @@ func (p *ptyProgram) waitRead(mark, n int) {
 // the loaded machine took. A Ctrl-C in a quiet conversation shows no
 // notice.
 func TestRealTelnetCtrlCTellsWhatItHid(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.type_("\x03")
-	tn.pairWith("alice", bob)
+	_, bob, tn := telnetWithBob(t, true)
 	const status = `\* you are alice, your token is [0-9a-f]{32}, connected with bob`
 	notice := regexp.MustCompile(`\* telnet may not have shown the last (?:(\d+) messages|(message)) from bob, which arrived as you pressed Ctrl-C\r\n`)
 
 	const n = 20000
-	var burst bytes.Buffer
-	for i := range n {
-		fmt.Fprintf(&burst, "burst %05d ok\n", i)
-	}
 	from := tn.written()
-	bob.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
-	if _, err := bob.Conn.Write(burst.Bytes()); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, bob, n, "")
 	// Ctrl-C as soon as telnet shows the burst.
 	tn.waitShown(from, "<bob> burst 00000 ok")
 	tn.type_("\x03")
@@ -583,23 +553,10 @@ func TestRealTelnetCtrlCTellsWhatItHid(t *testing.T) {
 // come after her Ctrl-C, telnet shows it). (Before, the notice only
 // left out "from bob".)
 func TestRealTelnetCtrlCAfterPartnerLeft(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.type_("\x03")
-	tn.pairWith("alice", bob)
+	_, bob, tn := telnetWithBob(t, true)
 
-	var burst bytes.Buffer
-	for i := range 2000 {
-		fmt.Fprintf(&burst, "burst %05d ok\n", i)
-	}
-	burst.WriteString("/quit\n")
 	from := tn.written()
-	bob.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
-	if _, err := bob.Conn.Write(burst.Bytes()); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, bob, 2000, "/quit\n")
 	tn.waitShown(from, "<bob> burst 00000 ok")
 	tn.type_("\x03")
 	tn.typeLine("/who")
@@ -608,6 +565,37 @@ func TestRealTelnetCtrlCAfterPartnerLeft(t *testing.T) {
 	if !strings.Contains(screen, "* bob left; you are free to be joined again") &&
 		!strings.Contains(screen, "as you pressed Ctrl-C; you are not connected to anyone now") {
 		t.Fatalf("nothing on the screen says bob left:\n%s", screen[max(0, len(screen)-2000):])
+	}
+}
+
+// telnetWithBob starts a daemon, logs bob in with a line client, and
+// pairs alice, in the real telnet on a pty, with him; ctrlC has her
+// press Ctrl-C first, as the README advises.
+func telnetWithBob(t *testing.T, ctrlC bool) (*enginetest.Daemon, *enginetest.LineClient, *ptyProgram) {
+	t.Helper()
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	if ctrlC {
+		tn.type_("\x03")
+	}
+	tn.pairWith("alice", bob)
+	return d, bob, tn
+}
+
+// sendBurst has bob send n lines "burst 00000 ok" and so on in one
+// write, then tail.
+func sendBurst(t *testing.T, bob *enginetest.LineClient, n int, tail string) {
+	t.Helper()
+	var burst bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&burst, "burst %05d ok\n", i)
+	}
+	burst.WriteString(tail)
+	bob.Conn.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := bob.Conn.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -76,6 +76,19 @@ func pairWithSlowReader(t *testing.T, d *enginetest.Daemon) (old *lineConn, key 
 	return old, key, bob
 }
 
+// slowCutPair starts a daemon that cuts a reader stopped for a second
+// (limits.slow_timeout, and resume.replay_recent, its user timeout), and
+// pairs alice, with a 256 KiB receive buffer, and bob (pairWithSlowReader).
+func slowCutPair(t *testing.T) (d *enginetest.Daemon, old *lineConn, key string, bob *enginetest.LineClient) {
+	t.Helper()
+	d = enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.SlowTimeout = time.Second
+		o.Resume.ReplayRecent = time.Second
+	})
+	old, key, bob = pairWithSlowReader(t, d)
+	return d, old, key, bob
+}
+
 // TestTakeoverReplaysWhatTheOldConnectionNeverWrote: alice's connection
 // is open but she stopped reading, so the server holds what her socket
 // would not take, when she resumes from a new connection. What the old
@@ -120,11 +133,7 @@ func TestTakeoverReplaysWhatTheOldConnectionNeverWrote(t *testing.T) {
 // neither replayed nor counted.)
 func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
 	t.Parallel()
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.SlowTimeout = time.Second
-		o.Resume.ReplayRecent = time.Second
-	})
-	old, key, bob := pairWithSlowReader(t, d)
+	d, old, key, bob := slowCutPair(t)
 
 	var got bytes.Buffer
 	stop := enginetest.ReadSlowlyInto(old.c, &got)
@@ -139,19 +148,8 @@ func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
 	// Her client reads what its socket still holds, as netcat would
 	// before it exits: what her TCP acknowledged is hers, and the server
 	// may have let go of it as received.
-	_ = old.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-	_, _ = io.Copy(&got, old.c)
-
 	// What alice's client read before the cut: messages 0 to read-1.
-	read := 0
-	for _, l := range strings.Split(got.String(), "\r\n") {
-		if m := bobLine.FindStringSubmatch(l); m != nil {
-			if n, _ := strconv.Atoi(m[2]); n != read {
-				t.Fatalf("alice read message %d after %d", n, read-1)
-			}
-			read++
-		}
-	}
+	read := readAllNumbered(t, old.c, &got)
 	_, peer, replayed, missed := enginetest.ResumeLine(t, d, key)
 	if peer != "bob" {
 		t.Fatalf("resumed with %q", peer)
@@ -188,11 +186,7 @@ func TestSlowCutCountsWhatItsSocketHeld(t *testing.T) {
 // client read every message, then the resume gave them again.)
 func TestSlowCutDropsWhatItCounted(t *testing.T) {
 	t.Parallel()
-	d := enginetest.Start(t, func(o *engine.Options) {
-		o.Limits.SlowTimeout = time.Second
-		o.Resume.ReplayRecent = time.Second
-	})
-	old, key, bob := pairWithSlowReader(t, d)
+	d, old, key, bob := slowCutPair(t)
 	sent := sendNumbered(bob.Conn, count, 200)
 	bob.Expect(`^\* alice lost the connection; `)
 	if err := <-sent; err != nil {
@@ -202,17 +196,7 @@ func TestSlowCutDropsWhatItCounted(t *testing.T) {
 
 	// Her client wakes and reads all it can, as netcat would.
 	var got bytes.Buffer
-	_ = old.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
-	_, _ = io.Copy(&got, old.c)
-	read := 0
-	for _, l := range strings.Split(got.String(), "\r\n") {
-		if m := bobLine.FindStringSubmatch(l); m != nil {
-			if n, _ := strconv.Atoi(m[2]); n != read {
-				t.Fatalf("alice read message %d after %d", n, read-1)
-			}
-			read++
-		}
-	}
+	read := readAllNumbered(t, old.c, &got)
 	_, _, replayed, missed := enginetest.ResumeLine(t, d, key)
 	t.Logf("%d relayed; alice read %d (%d bytes) on the old connection; the resume replayed %d and counted %d not kept",
 		relayed, read, got.Len(), len(replayed), missed)
@@ -225,6 +209,25 @@ func TestSlowCutDropsWhatItCounted(t *testing.T) {
 		t.Fatalf("alice read %d bytes on the old connection after her client woke, her receive buffer being %d: the server's kernel sent on what the cut counted not received",
 			got.Len(), rcvbuf)
 	}
+}
+
+// readAllNumbered reads from c into got until the connection ends, and
+// returns how many of bob's numbered messages got holds, which must be
+// 0 to that count less one, in order.
+func readAllNumbered(t *testing.T, c net.Conn, got *bytes.Buffer) int {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	_, _ = io.Copy(got, c)
+	read := 0
+	for _, l := range strings.Split(got.String(), "\r\n") {
+		if m := bobLine.FindStringSubmatch(l); m != nil {
+			if n, _ := strconv.Atoi(m[2]); n != read {
+				t.Fatalf("alice read message %d after %d", n, read-1)
+			}
+			read++
+		}
+	}
+	return read
 }
 
 // rcvbufOf is the size of c's socket receive buffer (SO_RCVBUF, as the
