@@ -277,7 +277,20 @@ func lower(c byte) byte {
 }
 
 // requestPath returns the path of a request target, without its query.
+// A target in absolute form ("http://host/ws", RFC 9112 section 3.2.2),
+// which a server must accept though browsers send the path alone, has
+// its scheme and authority taken off first.
 func requestPath(uri []byte) []byte {
+	if len(uri) > 0 && uri[0] != '/' {
+		if i := bytes.Index(uri, []byte("://")); i > 0 {
+			rest := uri[i+len("://"):]
+			j := bytes.IndexAny(rest, "/?")
+			if j < 0 || rest[j] == '?' {
+				return []byte("/")
+			}
+			uri = rest[j:]
+		}
+	}
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
 		return uri[:i]
 	}
