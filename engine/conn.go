@@ -411,6 +411,9 @@ func within(part, whole []byte) bool {
 func (cn *conn) sayRun() {
 	ls := cn.loop
 	texts, ids := ls.run, ls.runIDs
+	if len(texts) > 0 {
+		cn.heardAfterResume()
+	}
 	for len(texts) > 0 {
 		to, relayed, err := cn.sess.SayAll(texts, ids)
 		if relayed > 0 {
@@ -488,6 +491,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	if cn.offLoop(cmd) {
 		return
 	}
+	cn.heardAfterResume()
 	if cn.sess == nil {
 		switch cmd.Op {
 		case proto.OpLogin:

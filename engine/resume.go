@@ -87,3 +87,15 @@ func (cn *conn) resumed(res hub.Resumed, err *proto.Error, throttled bool) *prot
 	}
 	return nil
 }
+
+// heardAfterResume is called as the client says anything: once it has
+// since its session was resumed here, it is taken to have the resume's
+// answer, and the key the resume used stops working (hub, "The key a
+// resume used"). Its commands are read in order, so one sent after it
+// read the answer comes after the resume; one it sent before, in the
+// same breath, retires the key a little early, as before this rule.
+func (cn *conn) heardAfterResume() {
+	if cn.sess != nil && cn.sess.KeyUnsure() {
+		cn.sess.KeyReceived()
+	}
+}

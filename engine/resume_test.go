@@ -162,6 +162,64 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 	}
 }
 
+// TestResumeAnswerLost: a phone reconnects and resumes, and its new
+// connection fails as the answer comes back, unread, with the fresh key
+// in it. Before, the key it held was dead and its name taken for the
+// whole window: it could neither resume nor log in, and bob was told at
+// the end that alice timed out. The key it used takes the session back,
+// with everything bob said, until alice says something after an
+// answer; from then on only the fresh key works (with real netcat).
+func TestResumeAnswerLost(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+	awayAgain := func(c net.Conn) {
+		t.Helper()
+		enginetest.Reset(t, c)
+		bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	}
+	awayAgain(alice.Conn)
+	bob.Send("while away 1")
+
+	lost := d.DialLine(t)
+	lost.Send("/resume " + alice.Key)
+	bob.Expect(`^\* alice is back$`)
+	awayAgain(lost.Conn) // its answer never read
+	bob.Send("while away 2")
+
+	back, peer, replayed, _ := enginetest.ResumeLine(t, d, alice.Key)
+	if got := strings.Join(replayed, "|"); peer != "bob" || got != "<bob> while away 1|<bob> while away 2" {
+		t.Fatalf("resumed with %q, replayed %q", peer, got)
+	}
+	bob.Expect(`^\* alice is back$`)
+	// While that connection is open, the key it used resumes nothing.
+	twice := d.DialLine(t)
+	twice.Send("/resume " + alice.Key)
+	twice.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+
+	// alice speaks: she has the answer, and the key she used is dead.
+	back.Send("back")
+	bob.Expect(`^<alice> back$`)
+	awayAgain(back.Conn)
+	stale := d.DialLine(t)
+	stale.Send("/resume " + alice.Key)
+	stale.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+
+	nc := startNetcat(t, d)
+	if g := nc.next(); !strings.HasPrefix(g, "* welcome to duet") {
+		t.Fatalf("greeting %q", g)
+	}
+	nc.send("/resume " + back.Key)
+	if peer, _, _, _ := enginetest.ReadResumed(t, nc.next); peer != "bob" {
+		t.Fatalf("the fresh key resumed with %q", peer)
+	}
+	bob.Expect(`^\* alice is back$`)
+}
+
 // TestResumeJSONExactlyOnce: a browser reads some of the messages sent
 // to it, and its socket is reset with more on the way (some written to
 // it, some still queued, some sent while it is away). Resuming with last

@@ -376,6 +376,10 @@ type Hub struct {
 	// keys holds the sessions that can be resumed, by the SHA-256 of
 	// their resume key (keyIndexOf): the keys themselves are never kept.
 	keys map[keyIndex]*Session
+	// used holds, for a session resumed whose client has not yet shown
+	// it has the answer, the hash of the key the resume used, which
+	// keys files it under too (resume.go, "The key a resume used").
+	used map[*Session]ResumeHash
 	// The sessions away now, in the order they went away (away.prev
 	// and away.next link them).
 	awayOldest, awayNewest *Session
@@ -435,6 +439,7 @@ func New(opts Options) *Hub {
 		names:     newNameIndex(),
 		tokens:    make(tokenIndex),
 		keys:      make(map[keyIndex]*Session),
+		used:      make(map[*Session]ResumeHash),
 		awayFrom:  make(map[netip.Prefix]*fromAway),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),
@@ -549,6 +554,12 @@ type Session struct {
 	// the directory is told of before the resume that draws it goes on
 	// (resume.go). A second move meanwhile is refused.
 	moving bool
+	// keyUnsure: the session was made by a resume that kept the key it
+	// used (resume.go, "The key a resume used"), and its client has not
+	// said anything since. Set before the session is handed to its
+	// connection, and cleared by that connection's loop alone
+	// (KeyReceived), so it is read there without a lock.
+	keyUnsure bool
 	// gen counts the times the session was taken up by a hub after it
 	// left another (Import): a partner's node tells apart, by it, what
 	// it hears of the session's earlier and later homes.
@@ -1405,7 +1416,7 @@ func (h *Hub) logoutLocked(s *Session) (logout, bool) {
 	h.names.unfile(key, s)
 	h.tokens.unfile(s.token, s)
 	if s.resumable {
-		delete(h.keys, keyIndexOf(s.keyHash))
+		h.unfileKeysLocked(s)
 	}
 	h.keepCounts(s)
 	lo := logout{s: s, key: key, token: s.token, r: s.room.Load(), wasAway: s.away != nil}

@@ -403,7 +403,7 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	s.closed = true
 	h.names.unfile(s.Key(), s)
 	h.tokens.unfile(s.token, s)
-	delete(h.keys, keyIndexOf(s.keyHash))
+	h.unfileKeysLocked(s)
 	h.keepCounts(s)
 
 	if r != nil {

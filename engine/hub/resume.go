@@ -569,7 +569,8 @@ type Resumed struct {
 // handed, in order: EvResumed (who the user is, with whom, how many
 // messages follow and how many were missed, the id of the last message
 // of the user's that was relayed, and a fresh resume key; the one used
-// stops working), the replayed messages with their Seq, and
+// stops working, once the client shows it has this answer: "The key a
+// resume used" below), the replayed messages with their Seq, and
 // after them EvReplayEnd, if any were replayed, then EvPeerAway if the
 // partner is away too. The partner is told EvPeerBack if the session
 // was away.
@@ -631,7 +632,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	// The map found it by half the hash; the whole is compared, in
 	// constant time so that no code path ever compares key material
 	// otherwise.
-	if old == nil || old.closed || subtle.ConstantTimeCompare(old.keyHash[:], sum[:]) != 1 || old.moving && old != moving {
+	if old == nil || old.closed || !h.opensLocked(old, &sum) || old.moving && old != moving {
 		if moving != nil {
 			moving.moving = false
 		}
@@ -650,9 +651,12 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		zombie, res.Zombie = old.q, old.outbox()
 	}
 	old.closed = true
-	delete(h.keys, keyIndexOf(sum))
+	h.unfileKeysLocked(old)
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
+		h.keys[keyIndexOf(sum)] = s
+		h.used[s] = sum
+		s.keyUnsure = true
 	}
 	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
@@ -757,6 +761,65 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	return res, nil
 }
 
+// The key a resume used.
+//
+// A resume's answer carries a fresh key, and the one used stops working
+// for the next resume; but a resume is made over the networks that fail:
+// a phone that reconnects, then loses its connection again before the
+// answer reaches it, holds only the key it used. So the used key is kept
+// beside the fresh one (Hub.used) until the client shows it has the
+// answer, by saying anything after it (KeyReceived). Meanwhile it takes
+// the session back once the connection that resumed it is gone (the
+// session is away), as the fresh one does, and the key not used of the
+// two stops working. While that connection is open it opens nothing: one
+// resume of a key, not two at once. A session moved to another node,
+// or handed on through a restart, keeps only its newest key.
+
+// opensLocked reports whether the key that hashes to sum opens s: its
+// newest key, or the key its last resume used while s is away and its
+// client has not shown it had the answer. Both are compared in constant
+// time. h.mu is held.
+func (h *Hub) opensLocked(s *Session, sum *ResumeHash) bool {
+	newest := subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) == 1
+	usedSum, held := h.used[s]
+	used := held && subtle.ConstantTimeCompare(usedSum[:], sum[:]) == 1
+	return newest || used && s.away != nil
+}
+
+// unfileKeysLocked takes s's keys out of h.keys: its newest, and the
+// one its last resume used if still kept. h.mu is held.
+func (h *Hub) unfileKeysLocked(s *Session) {
+	delete(h.keys, keyIndexOf(s.keyHash))
+	h.forgetUsedLocked(s)
+}
+
+// forgetUsedLocked retires the key s's last resume used, if still kept.
+// h.mu is held.
+func (h *Hub) forgetUsedLocked(s *Session) {
+	if sum, ok := h.used[s]; ok {
+		if i := keyIndexOf(sum); h.keys[i] == s {
+			delete(h.keys, i)
+		}
+		delete(h.used, s)
+	}
+}
+
+// KeyUnsure reports whether s was made by a resume whose client has not
+// shown it has the answer (KeyReceived). Only s's connection asks, on
+// its loop.
+func (s *Session) KeyUnsure() bool { return s.keyUnsure }
+
+// KeyReceived says that s's client has the answer to the resume that
+// made s, with its fresh key: it said something after it. The key the
+// resume used stops working. Only s's connection calls it, on its loop.
+func (s *Session) KeyReceived() {
+	s.keyUnsure = false
+	h := s.hub
+	h.mu.Lock()
+	h.forgetUsedLocked(s)
+	h.mu.Unlock()
+}
+
 // prepareMove readies a resume of the session whose key hashes to sum,
 // with a directory that moves sessions between nodes: it fetches the
 // session to this node if it is elsewhere, marks it moving so that
@@ -769,14 +832,17 @@ func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash, client proto.Protoco
 	for fetched := false; ; fetched = true {
 		h.mu.Lock()
 		s := h.keys[keyIndexOf(*sum)]
-		if s != nil && !s.closed && subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) == 1 {
+		if s != nil && !s.closed && h.opensLocked(s, sum) {
 			if s.moving {
 				h.mu.Unlock()
 				return nil, proto.ErrUnavailable
 			}
 			s.moving = true
+			// The directory holds the session's newest key, whichever
+			// key opened it.
+			held := s.keyHash
 			h.mu.Unlock()
-			mv.Rekey(s.Key(), sum, fresh, client)
+			mv.Rekey(s.Key(), &held, fresh, client)
 			return s, nil
 		}
 		h.mu.Unlock()

@@ -262,6 +262,68 @@ func TestResumeOffDetachIsClose(t *testing.T) {
 	}
 }
 
+// TestResumeUsedKeyUntilAnswered: a resume whose answer never reached
+// its client (the connection failed again as it was answered) leaves
+// the client with the key it used. That key takes the session back once
+// the connection is gone, with every message kept, until the client
+// says something after an answer; never while the connection that
+// resumed is open; and the fresh key of the lost answer stops working.
+func TestResumeUsedKeyUntilAnswered(t *testing.T) {
+	h := New(resumeOpts())
+	alice, bob, key := resumablePair(t, h)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "away1")
+
+	lost := &recorder{} // an answer its client never reads
+	res, err := h.Resume([]byte(key), 0, false, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostKey, _, _ := replay(t, lost.take())
+	// While the connection that resumed is open, the key used opens
+	// nothing: one resume of a key at a time.
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the key used, its resume's connection open: %v", err)
+	}
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	sayEach(t, bob.Session, "away2")
+
+	box := &recorder{}
+	res, err = h.Resume([]byte(key), 0, false, box)
+	if err != nil {
+		t.Fatalf("the key used, its answer lost: %v", err)
+	}
+	resumed, replayed, _ := replay(t, box.take())
+	if got := strings.Join(texts2(replayed), ","); got != "away1,away2" || resumed.Peer != "bob" {
+		t.Fatalf("resumed with %q, replayed %q", resumed.Peer, got)
+	}
+	if _, err := h.Resume([]byte(lostKey.ResumeKey), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the key of the lost answer: %v", err)
+	}
+	// The client speaks: it has the answer, and the key it used is dead
+	// for good.
+	if !res.Session.KeyUnsure() {
+		t.Fatal("a resumed session is not waiting to hear from its client")
+	}
+	res.Session.KeyReceived()
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the key used, its answer received: %v", err)
+	}
+	res, err = h.Resume([]byte(resumed.ResumeKey), 0, false, &recorder{})
+	if err != nil {
+		t.Fatalf("the new key: %v", err)
+	}
+	// A session that ends takes both its keys with it.
+	res.Session.Close(proto.ReasonLeft, 0)
+	h.mu.Lock()
+	keys, used := len(h.keys), len(h.used)
+	h.mu.Unlock()
+	if keys != 1 || used != 0 {
+		t.Fatalf("after alice's quit the hub files %d keys (want bob's alone) and %d used", keys, used)
+	}
+}
+
 // TestResumeReplaysWhatWasQueuedWhileAway is the line protocol's resume:
 // it cannot say what it received, so it is replayed what was queued
 // while it was away, and what was delivered in the moments before.
