@@ -269,6 +269,40 @@ func TestNetcatPipesAFileWithoutFinalNewline(t *testing.T) {
 	finished()
 }
 
+// TestNetcatPipesAFileWithColours pipes a build log through the real
+// netcat: every other line is coloured (ESC, a control character that
+// is refused). The plain lines are relayed, all of them and in order;
+// the coloured ones are refused, past the burst by a rate_limited a
+// second. Before, the refusals dropped past ten bursts counted as a
+// flood though the plain lines between them were relayed: the
+// connection was cut, and the rest of the file lost.
+func TestNetcatPipesAFileWithColours(t *testing.T) {
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+
+	const lines = 30_000 // past ten bursts of refusals (2000 each by default)
+	var in strings.Builder
+	fmt.Fprintf(&in, "/login piper\n/connect %s\n", bob.Token)
+	for i := range lines {
+		fmt.Fprintf(&in, "%d plain line\n\x1b[32mINFO\x1b[0m %d coloured line\n", i, i)
+	}
+	var out strings.Builder
+	finished := enginetest.PipeNetcat(t, d.TCP, strings.NewReader(in.String()), &out)
+
+	bob.Expect(`^\* piper is connected$`)
+	for i := range lines {
+		if got, want := bob.Line(), fmt.Sprintf("<piper> %d plain line", i); got != want {
+			t.Fatalf("line %d: got %.60q", i, got)
+		}
+	}
+	bob.Expect(`^\* piper disconnected; `)
+	finished()
+	said := out.String()
+	if !strings.Contains(said, "! control_character: ") || strings.Contains(said, "closing the connection") {
+		t.Fatalf("nc saw: %.300q ... %.300q", said, said[max(len(said)-300, 0):])
+	}
+}
+
 // TestBackPressureWakesEverySender: two senders wait on one reader's
 // queue: its partner, and the reader itself, which asks for help again
 // and again without reading the answers. As the reader catches up both
