@@ -229,6 +229,13 @@ func (s *Server) marks() outbox.Marks {
 // gnet calls it when input arrives and when the connection is woken
 // (Wake): a held connection first sees whether its hold is over.
 func (cn *conn) onTraffic() gnet.Action {
+	if cn.closing != endNone {
+		if _, lingering := cn.loop.lingering[cn]; lingering {
+			// Read and thrown away (closeSocket).
+			_, _ = cn.c.Discard(-1)
+			return gnet.None
+		}
+	}
 	released := false
 	if cn.held() {
 		if !cn.release() {
@@ -257,7 +264,9 @@ func (cn *conn) onTraffic() gnet.Action {
 		cn.armRead()
 	}
 	if cn.closing != endNone && !cn.closed && !cn.out.Pending() && cn.c.OutboundBuffered() == 0 {
-		return gnet.Close
+		if _, lingering := cn.loop.lingering[cn]; !lingering {
+			cn.closeSocket()
+		}
 	}
 	return gnet.None
 }
@@ -697,7 +706,12 @@ func (cn *conn) checkBacklog() {
 		cn.spareReader()
 	}
 	if cn.closing != endNone && held == 0 && !cn.out.Pending() {
-		_ = cn.c.Close()
+		if _, lingering := cn.loop.lingering[cn]; lingering {
+			delete(cn.loop.backlogged, cn)
+			cn.shutWhenFlushed()
+			return
+		}
+		cn.closeSocket()
 		return
 	}
 	if _, still := cn.loop.backlogged[cn]; !still {

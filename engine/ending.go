@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -526,7 +527,7 @@ func (cn *conn) endDraining(e ending) bool {
 // closeNow flushes what the socket takes at once and closes.
 func (cn *conn) closeNow() {
 	cn.flush()
-	_ = cn.c.Close()
+	cn.closeSocket()
 }
 
 // closeWhenFlushed closes the connection once what is queued for it has
@@ -535,9 +536,64 @@ func (cn *conn) closeNow() {
 func (cn *conn) closeWhenFlushed() {
 	cn.flush()
 	if cn.c.OutboundBuffered() == 0 {
-		_ = cn.c.Close()
+		cn.closeSocket()
 	} else {
 		cn.loop.addBacklog(cn)
+	}
+}
+
+// lingerTime bounds a lingering close (closeSocket): how long a client
+// that went on sending as its connection ended is given to read its
+// goodbye and close its end.
+const lingerTime = 2 * time.Second
+
+// closeSocket closes the connection as it ends. A client may still be
+// sending as it does: a flood, a frame past the limit, a quit with more
+// behind it. The kernel answers the close of a socket with input unread
+// with a reset, which throws away what the socket has not sent yet, the
+// goodbye among it; and a proxy (nginx) that reads the reset drops what
+// it had not passed on. So a connection with input unread lingers, as
+// nginx's own lingering close does: nothing more is delivered to it, its
+// output is written, then it is shut for writing, its goodbye followed
+// by the end of the stream, and what it sends is read and thrown away
+// until it closes its end, or lingerTime has passed. A reader cut for
+// not reading is not: the reset is what drops what it was counted as
+// not receiving (onClose). A connection lingering already, or whose
+// input is held, is closed.
+func (cn *conn) closeSocket() {
+	ls := cn.loop
+	_, lingering := ls.lingering[cn]
+	if lingering || cn.closing == endSlow || cn.held() || cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd()) {
+		_ = cn.c.Close()
+		return
+	}
+	ls.lingering[cn] = ls.stamp() + stamp(lingerTime)
+	for _, w := range cn.out.Retire() {
+		w.Wake()
+	}
+	_, _ = cn.c.Discard(-1)
+	cn.shutWhenFlushed()
+}
+
+// shutWhenFlushed shuts a lingering connection for writing once gnet
+// holds nothing more for it: now, or from checkBacklog.
+func (cn *conn) shutWhenFlushed() {
+	if cn.c.OutboundBuffered() > 0 {
+		cn.loop.addBacklog(cn)
+		return
+	}
+	if unix.Shutdown(cn.c.Fd(), unix.SHUT_WR) != nil {
+		_ = cn.c.Close()
+	}
+}
+
+// lingered closes the lingering connections whose time is up.
+func (ls *loopState) lingered() {
+	now := ls.stamp()
+	for cn, until := range ls.lingering {
+		if now >= until {
+			_ = cn.c.Close()
+		}
 	}
 }
 

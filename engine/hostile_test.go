@@ -975,6 +975,34 @@ func TestHostileGuessingFromManyAddresses(t *testing.T) {
 	}
 }
 
+// TestFloodGoodbyeReachesALateReader: a script writes 40,000 commands
+// at once and reads nothing for a second. It is disconnected as a
+// flood, with most of what it wrote unread; a plain close would have
+// the kernel reset the connection and throw away what it had not sent,
+// the goodbye among it: the client read part of its answers and a
+// reset, never why. The close lingers instead: the client reads every
+// answer, the goodbye, and a clean end of the stream.
+func TestFloodGoodbyeReachesALateReader(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	flooder := dialLine(t, d, "127.0.0.1")
+	flooder.login("flooder")
+	flooder.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := flooder.c.Write([]byte(strings.Repeat("/who\n", 40_000))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	flooder.c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+	rest, err := io.ReadAll(flooder.r)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v", len(rest), err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(rest), "\r\n"), "\r\n")
+	if last := lines[len(lines)-1]; last != "! rate_limited: too many requests for too long; closing the connection" {
+		t.Fatalf("%d lines, the last %q", len(lines), last)
+	}
+}
+
 // TestHostileCommandFlood: commands past the rate are dropped with one
 // rate_limited error a second, and a flood far past it is disconnected
 // with a stated reason; a fast paste to a partner is never refused.

@@ -23,6 +23,7 @@ type loopState struct {
 	// loop-only
 	conns      []*conn            // open connections, in no order (addConn)
 	backlogged map[*conn]struct{} // gnet holds output for these; rechecked every backlogInterval (addBacklog)
+	lingering  map[*conn]stamp    // ended with input unread, closed by the stamp at the latest (closeSocket)
 	// late holds, for a connection that closed while its input waited
 	// on an answer, what its close left to do (lateClose, hold.go).
 	late map[*conn]*lateClose
@@ -59,6 +60,7 @@ func newLoopState(srv *Server, el gnet.EventLoop, epfd int) *loopState {
 		el:         el,
 		epfd:       epfd,
 		backlogged: make(map[*conn]struct{}),
+		lingering:  make(map[*conn]stamp),
 		watched:    make(map[*conn]tcpLook),
 	}
 	ls.now = time.Now()
@@ -185,6 +187,7 @@ func (ls *loopState) tick(context.Context) error {
 	for cn, late := range ls.late {
 		cn.checkLate(late)
 	}
+	ls.lingered()
 	return nil
 }
 

@@ -783,6 +783,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	cn.loop.dropConn(cn)
 	delete(cn.loop.backlogged, cn)
 	delete(cn.loop.watched, cn)
+	delete(cn.loop.lingering, cn)
 	if !cn.flow.late.Load() {
 		cn.releaseAddr() // else once the close is over (finishLate)
 	}

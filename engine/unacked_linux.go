@@ -47,3 +47,10 @@ func ackState(fd int) (s tcpAcks, ok bool) {
 		rto:      time.Duration(info.Rto) * time.Microsecond,
 	}, true
 }
+
+// unreadInput reports whether socket fd holds input not read yet, which
+// a close would answer with a reset (closeSocket).
+func unreadInput(fd int) bool {
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	return err == nil && n > 0
+}

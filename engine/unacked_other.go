@@ -10,3 +10,7 @@ func unacked(int) (int, bool) { return 0, false }
 // is then seen reading only as the server's own buffer for it drains,
 // and no connection's user timeout is set aside (untimed.go).
 func ackState(int) (tcpAcks, bool) { return tcpAcks{}, false }
+
+// unreadInput: other kernels are not asked; what gnet holds unread
+// still makes a close linger (closeSocket).
+func unreadInput(int) bool { return false }
