@@ -464,13 +464,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.endAll(ctx)
 	s.unlisten()
-	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.eng.Stop(stopCtx)
-	if exitErr := <-s.done; err == nil {
-		err = exitErr
+	// gnet's Stop looks whether the engine has stopped every half
+	// second: waited for, it would keep the process up to that long
+	// past shutdown_timeout. It asks the loops to stop, and the engine's
+	// own end (done) is waited for instead.
+	stopped := make(chan error, 1)
+	go func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopped <- s.eng.Stop(stopCtx)
+	}()
+	select {
+	case err := <-s.done:
+		return err
+	case err := <-stopped:
+		// Stop failed, or found the engine stopped before done was
+		// told: done says how it ended.
+		if exitErr := <-s.done; err == nil {
+			err = exitErr
+		}
+		return err
 	}
-	return err
 }
 
 // endAll ends every connection for shutdown, telling each client, and
