@@ -383,18 +383,41 @@ func (d *Decoder) decode(msg []byte) (proto.Command, *proto.Error) {
 	return proto.Command{}, proto.ErrUnknownType
 }
 
-// IsBase64URL reports whether data is one or more characters of the
-// base64url alphabet (RFC 4648 section 5: A-Z, a-z, 0-9, '-', '_'),
-// without padding: what a seal's data may hold. It checks the alphabet
-// only; the server never decodes a sealed envelope.
+// IsBase64URL reports whether data is bytes written in base64url
+// (RFC 4648 section 5: A-Z, a-z, 0-9, '-', '_'), one or more, without
+// padding, as an encoder writes them: what a seal's data may hold. A
+// length that leaves one character over (4n+1) holds no whole byte, and
+// the last character's bits past the last byte are 0 (RFC 4648 section
+// 3.5); base64.RawURLEncoding.Strict decodes exactly these. The server
+// checks the form only, and never decodes a sealed envelope.
 func IsBase64URL(data []byte) bool {
-	if len(data) == 0 {
+	if len(data) == 0 || len(data)%4 == 1 {
 		return false
 	}
+	var last byte
 	for _, c := range data {
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			last = c - 'A'
+		case 'a' <= c && c <= 'z':
+			last = c - 'a' + 26
+		case '0' <= c && c <= '9':
+			last = c - '0' + 52
+		case c == '-':
+			last = 62
+		case c == '_':
+			last = 63
+		default:
 			return false
 		}
+	}
+	// Two characters over hold one byte and 4 bits more; three, two
+	// bytes and 2 bits more.
+	switch len(data) % 4 {
+	case 2:
+		return last&0x0f == 0
+	case 3:
+		return last&0x03 == 0
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package jsonproto
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -343,5 +344,39 @@ func TestDecodeRefusalNamesID(t *testing.T) {
 		if got := golden.FormatCommand(d.Decode([]byte(tt.msg))); got != tt.want {
 			t.Errorf("Decode(%q) = %s, want %s", tt.msg, got, tt.want)
 		}
+	}
+}
+
+// TestIsBase64URL: a seal's data is what an encoder of base64url without
+// padding writes, exactly what base64.RawURLEncoding.Strict decodes:
+// every string of up to three characters of the alphabet and '=', '+',
+// and longer ones made of them, are judged as it judges them. "A",
+// "AAAAA" (a character over, no whole byte) and "AB" (bits past the
+// byte set) were taken before.
+func TestIsBase64URL(t *testing.T) {
+	strict := base64.RawURLEncoding.Strict()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+"
+	check := func(s string) {
+		_, err := strict.DecodeString(s)
+		if want := s != "" && err == nil; IsBase64URL([]byte(s)) != want {
+			t.Fatalf("IsBase64URL(%q) = %v, want %v", s, !want, want)
+		}
+	}
+	var b []byte
+	var each func(n int)
+	each = func(n int) {
+		check(string(b))
+		if n == 0 {
+			return
+		}
+		for i := range len(alphabet) {
+			b = append(b, alphabet[i])
+			each(n - 1)
+			b = b[:len(b)-1]
+		}
+	}
+	each(3)
+	for _, s := range []string{"A", "AAAAA", "AAAAAAAAA", "AB", "AAB", "AAAA==", "AA+/", "AQUB", "AQ", "QQ", "AQQAAAAAAAAAAfo_eEKPDsp2p1I9GsiZCiqINQ"} {
+		check(s)
 	}
 }
