@@ -81,11 +81,32 @@ func Parse(buf []byte) Head {
 		}
 		return Head{}
 	}
+	if spaceBeforeColon(buf[:end]) {
+		return Head{End: end, Status: http.StatusBadRequest, Used: end}
+	}
 	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf[:end])))
 	if err != nil {
 		return Head{End: end, Status: http.StatusBadRequest, Used: end}
 	}
 	return Head{End: end, Request: req}
+}
+
+// spaceBeforeColon reports whether a header line of head has a space or
+// tab between its name and the colon, which RFC 9112 (section 5.1) has a
+// server refuse with 400: http.ReadRequest takes "Content-Length : 5"
+// for a header of another name, and gobwas's handshake trims the name,
+// so such a request would be read two ways (a body one side does not
+// see, then read as WebSocket frames).
+func spaceBeforeColon(head []byte) bool {
+	_, rest, _ := bytes.Cut(head, []byte("\n")) // the request line has no header
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		if i := bytes.IndexByte(line, ':'); i > 0 && (line[i-1] == ' ' || line[i-1] == '\t') {
+			return true
+		}
+	}
+	return false
 }
 
 // ForwardedClient reads the client's address from the X-Forwarded-For
