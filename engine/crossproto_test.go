@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -136,9 +137,19 @@ func TestLineOnWebPort(t *testing.T) {
 		{"line port off", "", func(*enginetest.Daemon) string {
 			return "; this server has no line port for netcat and telnet: use a browser or a WebSocket client"
 		}},
+		// From a trusted proxy, whose client knows the proxy's ports,
+		// not duetd's own, which it may not reach.
+		{"through a proxy", "127.0.0.1:0", func(*enginetest.Daemon) string {
+			return "; netcat and telnet speak to the line port"
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d := enginetest.Start(t, func(o *engine.Options) { o.TCPListen = tt.tcp })
+			d := enginetest.Start(t, func(o *engine.Options) {
+				o.TCPListen = tt.tcp
+				if tt.name == "through a proxy" {
+					o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+				}
+			})
 			c, err := net.DialTimeout("tcp", d.WS, enginetest.Timeout)
 			if err != nil {
 				t.Fatal(err)

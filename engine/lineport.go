@@ -81,5 +81,5 @@ func (cn *conn) answerTelnet() {
 // is acted on: the connection is told why, and where the web port is,
 // and closed.
 func (cn *conn) refuseHTTP() {
-	cn.refuseAs(endHTTPOnLine, endDetail{notice: cn.loop.srv.linePortWord()})
+	cn.refuseAs(endHTTPOnLine, endDetail{notice: cn.loop.srv.linePortWord(cn.addr.fromProxy)})
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -416,5 +417,28 @@ func TestNginxPassesTheCloseOfAClientStillSending(t *testing.T) {
 			}
 		}
 		raw.Close()
+	}
+}
+
+// TestNginxLinePortNamesNoInnerPort: a browser's request sent to the
+// line port through the documented nginx (its stream proxy, TLS) is
+// refused as on the line port itself, and the notice after it does not
+// send the client to duetd's own web port, which only nginx reaches.
+func TestNginxLinePortNamesNoInnerPort(t *testing.T) {
+	d := startBehindProxy(t)
+	front := startNginxFront(t, d)
+	c := tls.Client(dialFrom(t, "127.0.0.2", front.tls), front.client)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: duet.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("after %q: %v", got, err)
+	}
+	want := "! http_request: this port speaks duet's line protocol, not HTTP\r\n* browsers and HTTP clients use the web port\r\n"
+	if !strings.HasSuffix(string(got), want) {
+		t.Fatalf("answered %q, want it to end %q", got, want)
 	}
 }

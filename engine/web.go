@@ -50,22 +50,34 @@ func (cn *conn) readWeb(buf []byte) int {
 // port: what the port is for, and where the line port is. A server
 // with none says so, rather than send the client to look for a port
 // that is not there, as linePortWord names no web port on a server
-// without one.
-func (s *Server) webPortWord() string {
+// without one. A client that came through a trusted proxy (viaProxy)
+// knows the proxy's ports, not duetd's own, which it may not reach: the
+// port is not named.
+func (s *Server) webPortWord(viaProxy bool) string {
 	const word = "this is duet's web port, for browsers and WebSocket clients"
-	if port := listenPort(s.opts.TCPListen); port != "" {
-		return word + "; netcat and telnet speak to the line port, port " + port
+	port := listenPort(s.opts.TCPListen)
+	switch {
+	case port == "":
+		return word + "; this server has no line port for netcat and telnet: use a browser or a WebSocket client"
+	case viaProxy:
+		return word + "; netcat and telnet speak to the line port"
 	}
-	return word + "; this server has no line port for netcat and telnet: use a browser or a WebSocket client"
+	return word + "; netcat and telnet speak to the line port, port " + port
 }
 
 // linePortWord is the notice after the refusal of an HTTP request on the
-// line port (http_request): where the web port is, or "" with none.
-func (s *Server) linePortWord() string {
-	if port := listenPort(s.opts.WSListen); port != "" {
-		return "browsers and HTTP clients use the web port, port " + port
+// line port (http_request): where the web port is, or "" with none. Its
+// port is not named to a client that came through a trusted proxy
+// (viaProxy), as webPortWord's is not.
+func (s *Server) linePortWord(viaProxy bool) string {
+	port := listenPort(s.opts.WSListen)
+	switch {
+	case port == "":
+		return ""
+	case viaProxy:
+		return "browsers and HTTP clients use the web port"
 	}
-	return ""
+	return "browsers and HTTP clients use the web port, port " + port
 }
 
 // listenPort is the port of a listen address (the bound one, once the
@@ -92,7 +104,7 @@ func (cn *conn) readRequest(buf []byte) int {
 		return h.Used
 	case http.StatusBadRequest:
 		if h.Command {
-			cn.endAs(endProtocol, endDetail{status: h.Status, text: cn.loop.srv.webPortWord()})
+			cn.endAs(endProtocol, endDetail{status: h.Status, text: cn.loop.srv.webPortWord(cn.addr.fromProxy)})
 			return h.Used
 		}
 		cn.end(endProtocol)
