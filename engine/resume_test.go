@@ -172,11 +172,7 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 func TestResumeAnswerLost(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := pairLines(t, d, "alice", "bob")
 	awayAgain := func(c net.Conn) {
 		t.Helper()
 		enginetest.Reset(t, c)
