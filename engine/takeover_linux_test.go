@@ -151,7 +151,7 @@ func TestTakeoverCountsWhatTheOldConnectionSentMeanwhile(t *testing.T) {
 			frame := fmt.Sprintf(`{"type":"say","text":"late %d","id":%d}`, i, i+1)
 			want = append(want, fmt.Sprint("message late ", i))
 			if i%2 == 1 {
-				data := fmt.Sprintf("AQQAAAAAAAAAAfo_eEKPDsp2p1I9Gsi%04d", i)
+				data := fmt.Sprintf("AQQAAAAAAAAAAfo_eEKPDsp2p1I9Gsi%04dA", i) // base64url of 27 bytes
 				frame = fmt.Sprintf(`{"type":"seal","data":"%s","id":%d}`, data, i+1)
 				want[i] = "sealed " + data
 			}
