@@ -497,10 +497,10 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// (quit).
 		cn.endRefusedRun()
 	}
+	cn.heardAfterResume()
 	if cn.offLoop(cmd) {
 		return
 	}
-	cn.heardAfterResume()
 	if cn.sess == nil {
 		switch cmd.Op {
 		case proto.OpLogin:

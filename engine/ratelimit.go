@@ -267,6 +267,7 @@ func (cn *conn) rejectInput(err *proto.Error) {
 
 // rejectSay is rejectInput for a say or seal its client gave id.
 func (cn *conn) rejectSay(err *proto.Error, id uint64) {
+	cn.heardAfterResume() // a line the client sent, refused or not
 	if cn.spendSay(id) {
 		cn.tellSay(err, id)
 	}

@@ -164,11 +164,13 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 
 // TestResumeAnswerLost: a phone reconnects and resumes, and its new
 // connection fails as the answer comes back, unread, with the fresh key
-// in it. Before, the key it held was dead and its name taken for the
-// whole window: it could neither resume nor log in, and bob was told at
-// the end that alice timed out. The key it used takes the session back,
-// with everything bob said, until alice says something after an
-// answer; from then on only the fresh key works (with real netcat).
+// in it: reset, or, as a network that fails sends nothing, still
+// looking open. Before, the key it held was dead and its name taken for
+// the whole window: it could neither resume nor log in, and bob was
+// told at the end that alice timed out. The key it used takes the
+// session back, with everything bob said, until alice says something
+// after an answer; from then on only the fresh key works (with real
+// netcat).
 func TestResumeAnswerLost(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
@@ -187,15 +189,14 @@ func TestResumeAnswerLost(t *testing.T) {
 	awayAgain(lost.Conn) // its answer never read
 	bob.Send("while away 2")
 
+	zombie := d.DialLine(t) // its answer never read, and it looks open
+	zombie.Send("/resume " + alice.Key)
+	bob.Expect(`^\* alice is back$`)
+
 	back, peer, replayed, _ := enginetest.ResumeLine(t, d, alice.Key)
 	if got := strings.Join(replayed, "|"); peer != "bob" || got != "<bob> while away 1|<bob> while away 2" {
 		t.Fatalf("resumed with %q, replayed %q", peer, got)
 	}
-	bob.Expect(`^\* alice is back$`)
-	// While that connection is open, the key it used resumes nothing.
-	twice := d.DialLine(t)
-	twice.Send("/resume " + alice.Key)
-	twice.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
 
 	// alice speaks: she has the answer, and the key she used is dead.
 	back.Send("back")
@@ -214,6 +215,33 @@ func TestResumeAnswerLost(t *testing.T) {
 		t.Fatalf("the fresh key resumed with %q", peer)
 	}
 	bob.Expect(`^\* alice is back$`)
+}
+
+// TestResumeKeyRetiredByAnyInput: whatever the client sends after the
+// answer to its resume retires the key it used, a command refused
+// included: it read the answer.
+func TestResumeKeyRetiredByAnyInput(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	for i, input := range []string{"/nosuchcommand", "/who", "hello"} {
+		alice, bob := pairLines(t, d, fmt.Sprint("alice", i), fmt.Sprint("bob", i))
+		enginetest.Reset(t, alice.Conn)
+		bob.Expect(`lost the connection`)
+		back, _, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+		bob.Expect(`is back$`)
+		back.Send(input)
+		if strings.HasPrefix(input, "/") {
+			back.Line() // its answer
+		} else {
+			bob.Expect(input + "$")
+		}
+		enginetest.Reset(t, back.Conn)
+		stale := d.DialLine(t)
+		stale.Send("/resume " + alice.Key)
+		stale.Expect(`^! bad_resume_key: no session is waiting for that resume key`)
+		resumed, _, _, _ := enginetest.ResumeLine(t, d, back.Key)
+		resumed.Send("/quit")
+	}
 }
 
 // TestResumeJSONExactlyOnce: a browser reads some of the messages sent

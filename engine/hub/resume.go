@@ -769,21 +769,24 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 // answer reaches it, holds only the key it used. So the used key is kept
 // beside the fresh one (Hub.used) until the client shows it has the
 // answer, by saying anything after it (KeyReceived). Meanwhile it takes
-// the session back once the connection that resumed it is gone (the
-// session is away), as the fresh one does, and the key not used of the
-// two stops working. While that connection is open it opens nothing: one
-// resume of a key, not two at once. A session moved to another node,
-// or handed on through a restart, keeps only its newest key.
+// the session back as the fresh one does, and the key not used of the
+// two stops working: once the connection that resumed is gone (the
+// session is away), or from that connection while it still looks open,
+// as a zombie's is taken over. A phone whose network failed again sends
+// no reset, and its connection may look open for minutes; the client
+// that asked the resume is the only one that holds the key it used. A
+// session moved to another node, or handed on through a restart, keeps
+// only its newest key.
 
 // opensLocked reports whether the key that hashes to sum opens s: its
-// newest key, or the key its last resume used while s is away and its
-// client has not shown it had the answer. Both are compared in constant
-// time. h.mu is held.
+// newest key, or the key its last resume used while its client has not
+// shown it had the answer. Both are compared in constant time. h.mu is
+// held.
 func (h *Hub) opensLocked(s *Session, sum *ResumeHash) bool {
 	newest := subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) == 1
 	usedSum, held := h.used[s]
 	used := held && subtle.ConstantTimeCompare(usedSum[:], sum[:]) == 1
-	return newest || used && s.away != nil
+	return newest || used
 }
 
 // unfileKeysLocked takes s's keys out of h.keys: its newest, and the

@@ -264,10 +264,11 @@ func TestResumeOffDetachIsClose(t *testing.T) {
 
 // TestResumeUsedKeyUntilAnswered: a resume whose answer never reached
 // its client (the connection failed again as it was answered) leaves
-// the client with the key it used. That key takes the session back once
-// the connection is gone, with every message kept, until the client
-// says something after an answer; never while the connection that
-// resumed is open; and the fresh key of the lost answer stops working.
+// the client with the key it used. That key takes the session back,
+// with every message kept, until the client says something after an
+// answer: from the connection that resumed while it still looks open,
+// as a zombie's is taken over, or once it is gone; and the fresh key of
+// the lost answer stops working.
 func TestResumeUsedKeyUntilAnswered(t *testing.T) {
 	h := New(resumeOpts())
 	alice, bob, key := resumablePair(t, h)
@@ -280,25 +281,31 @@ func TestResumeUsedKeyUntilAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	lostKey, _, _ := replay(t, lost.take())
-	// While the connection that resumed is open, the key used opens
-	// nothing: one resume of a key at a time.
-	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
-		t.Fatalf("the key used, its resume's connection open: %v", err)
+	// Its connection looks open still (a network that failed sends no
+	// reset): the key used takes the session over from it.
+	zombie := &recorder{}
+	res, err = h.Resume([]byte(key), 0, false, zombie)
+	if err != nil || res.Zombie == nil {
+		t.Fatalf("the key used, its resume's connection open: %+v, %v", res, err)
 	}
+	zombieKey, _, _ := replay(t, zombie.take())
+	// And once that connection is gone too.
 	res.Session.Detach(proto.ReasonDisconnected, 0)
 	sayEach(t, bob.Session, "away2")
 
 	box := &recorder{}
 	res, err = h.Resume([]byte(key), 0, false, box)
 	if err != nil {
-		t.Fatalf("the key used, its answer lost: %v", err)
+		t.Fatalf("the key used, its answers lost: %v", err)
 	}
 	resumed, replayed, _ := replay(t, box.take())
 	if got := strings.Join(texts2(replayed), ","); got != "away1,away2" || resumed.Peer != "bob" {
 		t.Fatalf("resumed with %q, replayed %q", resumed.Peer, got)
 	}
-	if _, err := h.Resume([]byte(lostKey.ResumeKey), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
-		t.Fatalf("the key of the lost answer: %v", err)
+	for _, k := range []string{lostKey.ResumeKey, zombieKey.ResumeKey} {
+		if _, err := h.Resume([]byte(k), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+			t.Fatalf("the key of a lost answer: %v", err)
+		}
 	}
 	// The client speaks: it has the answer, and the key it used is dead
 	// for good.
@@ -306,6 +313,9 @@ func TestResumeUsedKeyUntilAnswered(t *testing.T) {
 		t.Fatal("a resumed session is not waiting to hear from its client")
 	}
 	res.Session.KeyReceived()
+	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("the key used, its answer received, the connection open: %v", err)
+	}
 	res.Session.Detach(proto.ReasonDisconnected, 0)
 	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
 		t.Fatalf("the key used, its answer received: %v", err)
@@ -378,7 +388,10 @@ func TestResumeReplaysWhatWasQueuedWhileAway(t *testing.T) {
 	if ev := bob.box.last(t); string(ev.Text) != "hi bob" || ev.From != "alice" {
 		t.Fatalf("bob got %+v", ev)
 	}
-	// The key was used: it is dead, and the new one works.
+	// The key was used, and alice spoke after the answer (as the engine
+	// tells the hub when its client sends anything): it is dead, and
+	// the new one works.
+	alice2.Session.KeyReceived()
 	if _, err := h.Resume([]byte(key), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
 		t.Fatalf("a used key: %v", err)
 	}
