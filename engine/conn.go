@@ -425,6 +425,9 @@ func (cn *conn) sayRun() {
 	}
 	for len(texts) > 0 {
 		to, relayed, err := cn.sess.SayAll(texts, ids)
+		if g := cn.guard; g != nil && relayed > 0 {
+			g.forgive(relayed)
+		}
 		if relayed > 0 {
 			cn.answer(proto.OpSay, 0, nil)
 			cn.backPressure(to)

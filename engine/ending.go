@@ -571,6 +571,14 @@ func (cn *conn) closeSocket() {
 	for _, w := range cn.out.Retire() {
 		w.Wake()
 	}
+	if cn.out.Unsent() == 0 {
+		// Nothing is lost that the socket was not given: the session
+		// ends now, its partner told at once, not once the linger is
+		// over (as a draining ending's, endDraining). Otherwise it ends
+		// as the connection closes, with the count of what it never
+		// wrote.
+		cn.endSession(cn.closing, 0)
+	}
 	_, _ = cn.c.Discard(-1)
 	cn.shutWhenFlushed()
 }

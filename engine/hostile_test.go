@@ -981,12 +981,20 @@ func TestHostileGuessingFromManyAddresses(t *testing.T) {
 // the kernel reset the connection and throw away what it had not sent,
 // the goodbye among it: the client read part of its answers and a
 // reset, never why. The close lingers instead: the client reads every
-// answer, the goodbye, and a clean end of the stream.
+// answer, the goodbye, and a clean end of the stream. Its partner is
+// told as the linger begins, not as it ends: by the time the flooder
+// has read its end of the stream, a second after, long before its
+// linger is over (it never closes its side).
 func TestFloodGoodbyeReachesALateReader(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t, nil)
 	flooder := dialLine(t, d, "127.0.0.1")
-	flooder.login("flooder")
+	token := flooder.login("flooder")
+	bob := dialLine(t, d, "127.0.0.1")
+	bob.login("bob")
+	bob.send("/connect " + token)
+	bob.expect(`^\* you are connected with flooder$`)
+	flooder.expect(`^\* bob is connected$`)
 	flooder.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
 	if _, err := flooder.c.Write([]byte(strings.Repeat("/who\n", 40_000))); err != nil {
 		t.Fatal(err)
@@ -998,6 +1006,35 @@ func TestFloodGoodbyeReachesALateReader(t *testing.T) {
 		t.Fatalf("after %d bytes: %v", len(rest), err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(rest), "\r\n"), "\r\n")
+	if last := lines[len(lines)-1]; last != "! rate_limited: too many requests for too long; closing the connection" {
+		t.Fatalf("%d lines, the last %q", len(lines), last)
+	}
+	if l, err := bob.read(100 * time.Millisecond); err != nil || !strings.HasPrefix(l, "* flooder disconnected; ") {
+		t.Fatalf("bob was told %q, %v", l, err)
+	}
+}
+
+// TestFloodWithSaysIsStillAFlood: a relayed message makes up for ten
+// dropped inputs (a file piped through nc with lines that cannot be
+// sent among its others is not a flood), not for a flood: a script
+// that adds a say to every 9,000 commands past the rate is cut as one,
+// as it was before messages made up for anything.
+func TestFloodWithSaysIsStillAFlood(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, nil)
+	flooder := dialLine(t, d, "127.0.0.1")
+	token := flooder.login("flooder")
+	bob := dialLine(t, d, "127.0.0.1")
+	bob.login("bob")
+	bob.send("/connect " + token)
+	bob.expect(`^\* you are connected with flooder$`)
+	flooder.expect(`^\* bob is connected$`)
+	go io.Copy(io.Discard, bob.c) // bob reads all he is sent
+	go func() {
+		flooder.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		flooder.c.Write([]byte(strings.Repeat(strings.Repeat("/who\n", 9000)+"hi\n", 5)))
+	}()
+	lines := flooder.expectClosed(enginetest.Timeout)
 	if last := lines[len(lines)-1]; last != "! rate_limited: too many requests for too long; closing the connection" {
 		t.Fatalf("%d lines, the last %q", len(lines), last)
 	}

@@ -33,9 +33,9 @@ import (
 // as a refused say is (below): the error names the first dropped, the
 // per-second notice the rest, so that no message is taken for sent. A
 // client that keeps going far past the limit (more than abuseFactor
-// times the burst dropped without a quiet second, or a message relayed,
-// in between) is a script, not a person; it is told so and
-// disconnected.
+// times the burst dropped without a quiet second in between, less ten
+// for each message relayed meanwhile) is a script, not a person; it is
+// told so and disconnected.
 //
 // A say that cannot be sent is a different case: a sender still pasting
 // after its pair ended (not_paired), or while its partner is away with
@@ -53,8 +53,22 @@ import (
 // refused, by the notice or by an error of its own.
 
 // abuseFactor is how many bursts' worth of dropped input, without a
-// quiet second or a message relayed in between, end a connection.
+// quiet second in between, end a connection; each message relayed
+// meanwhile takes forgivenPerMessage dropped inputs off the count.
 const abuseFactor = 10
+
+// forgivenPerMessage is how many dropped inputs a message relayed
+// makes up for: a person's text, or a file of it piped through nc,
+// among lines that cannot be sent (colour codes, another encoding), is
+// not a flood, even with ten such lines for every one sent; a script
+// that adds a say now and then to its flood still is.
+const forgivenPerMessage = 10
+
+// forgive takes what relayed messages make up for off the count of
+// dropped inputs.
+func (g *inputGuard) forgive(relayed int) {
+	g.droppedRun = max(g.droppedRun-relayed*forgivenPerMessage, 0)
+}
 
 // inputGuard is a connection's state for input that was dropped or
 // summarised rather than relayed. It is allocated on the first such
@@ -64,7 +78,7 @@ const abuseFactor = 10
 type inputGuard struct {
 	// Rate limiting.
 	lastRateError  time.Time // when rate_limited was last told
-	droppedRun     int       // inputs dropped since the last quiet second or message relayed
+	droppedRun     int       // inputs dropped since the last quiet second, less those relayed messages made up for (forgive)
 	droppedThisSec int       // inputs dropped since the last per-second check
 
 	// Says and seals that could not be sent.
@@ -289,13 +303,6 @@ func (cn *conn) answer(op proto.Op, id uint64, err *proto.Error) {
 	var run refusal
 	if message && err != nil {
 		run = refusalOf(err)
-	}
-	if g := cn.guard; g != nil && message && err == nil {
-		// A message relayed between the dropped inputs: a person's
-		// text, or a file of it with lines that cannot be sent among
-		// them (colours, another encoding), not a flood of nothing but
-		// those; what is dropped is counted for a flood anew.
-		g.droppedRun = 0
 	}
 	if g := cn.guard; g != nil && g.refused != refusedNone &&
 		(!message || err == nil && !g.refusedLate || run != refusedNone && run != g.refused) {
