@@ -641,7 +641,13 @@ func (p *person) logDump() string {
 // expectEntry waits until #log has an entry that matches.
 func (p *person) expectEntry(what string, match func(logEntry) bool) logEntry {
 	p.t.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	return p.expectEntryWithin(waitTimeout, what, match)
+}
+
+// expectEntryWithin is expectEntry, waiting up to within.
+func (p *person) expectEntryWithin(within time.Duration, what string, match func(logEntry) bool) logEntry {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		for _, e := range p.log() {
 			if match(e) {

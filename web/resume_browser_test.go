@@ -62,6 +62,9 @@ type cutProxy struct {
 	carried atomic.Int64
 	// up counts the bytes carried from the pages to the daemon.
 	up atomic.Int64
+	// freezeAfter, when not 0, is for the next connection carried: it is
+	// frozen once that many reads from the page have been carried.
+	freezeAfter int
 }
 
 func startCutProxy(t *testing.T, target string) *cutProxy {
@@ -123,17 +126,24 @@ func (p *cutProxy) relay(c net.Conn) {
 		return
 	}
 	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+	freezeAfter := p.freezeAfter
+	p.freezeAfter = 0
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn, carried *atomic.Int64) {
 		buf := make([]byte, 32<<10)
-		for {
+		for reads := 1; ; reads++ {
 			n, err := src.Read(buf)
 			if n > 0 && !p.isFrozen(src) {
 				if _, err := dst.Write(buf[:n]); err != nil {
 					break
 				}
 				carried.Add(int64(n))
+				if src == c && reads == freezeAfter {
+					p.mu.Lock()
+					p.frozen[c], p.frozen[s] = true, true
+					p.mu.Unlock()
+				}
 			}
 			if err != nil {
 				break
@@ -184,6 +194,15 @@ func (p *cutProxy) waitAcknowledged(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// freezeNextAfter freezes the next connection the proxy carries once it
+// has carried reads pieces from the page to the daemon: what the daemon
+// answers the last of them never reaches the page.
+func (p *cutProxy) freezeNextAfter(reads int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.freezeAfter = reads
 }
 
 // freeze throws away, from now on, whatever the connections open
@@ -835,6 +854,70 @@ func TestBrowserResumeAfterSleep(t *testing.T) {
 		t.Errorf("resumes of a zombie: %d, want 1", st.ResumedZombie)
 	}
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestBrowserResumeAfterSilentNetwork: the page's network goes silent,
+// with no reset, no close and no wake (a Wi-Fi handover, a NAT that
+// forgot the connection): nothing tells the page, whose socket looks
+// open. Before, it showed itself online for as long, and what alice
+// sent went nowhere, shown as sent. Having heard nothing from the server
+// for a while, the page asks it who it is; with no answer it opens
+// another socket and resumes there, taking the session from the dead
+// one: what bob sent meanwhile is shown once, and what alice sent into
+// the silence is marked not sent.
+func TestBrowserResumeAfterSilentNetwork(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy, alice, bob := pairBehindProxy(t, bt)
+	talk(bob, alice, "before the silence")
+
+	proxy.freeze()
+	bob.say("sent into the silence")
+	alice.say("lost in the silence")
+	// The page's quiet probe (QUIET_PROBE_MS, 30 s of nothing heard),
+	// its wait for an answer (10 s) and the ticks between.
+	e := alice.expectEntryWithin(70*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if !strings.HasPrefix(e.Text, "Reconnected; your conversation with bob goes on. 1 message you sent as the connection dropped did not reach the server") {
+		t.Errorf("alice is told %v", e)
+	}
+	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'`)
+	talk(alice, bob, "after the silence")
+	alice.expectConversation([]string{msgLine("bob", "before the silence"), msgLine("You", "lost in the silence"),
+		msgLine("bob", "sent into the silence"), msgLine("You", "after the silence")})
+	for _, m := range alice.shownMessages() {
+		if failed := slices.Contains(strings.Fields(m.Class), "failed"); failed != (m.Line == msgLine("You", "lost in the silence")) {
+			t.Errorf("alice is shown %+v", m)
+		}
+	}
+	bob.expectConversation([]string{msgLine("You", "before the silence"), msgLine("You", "sent into the silence"),
+		msgLine("alice", "after the silence")})
+}
+
+// TestBrowserResumeAnswerLost: the page reconnects and resumes, and the
+// answer never reaches it: its new socket's network goes silent right
+// after the resume is sent. Before, the page showed itself online and
+// refused to send, with no end; the server had resumed the session, and
+// told bob alice was back. The page waits for the answer as long as for
+// a probe's, then opens another socket and resumes again with the key it
+// has, which the server still takes (the key a resume used works until
+// the client says something after its answer).
+func TestBrowserResumeAnswerLost(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy, alice, bob := pairBehindProxy(t, bt)
+	talk(bob, alice, "before the cut")
+
+	proxy.freezeNextAfter(2) // the next connection's upgrade, then its resume
+	proxy.cut()
+	proxy.restore()
+	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" })
+	bob.say("while the answer is lost")
+	alice.waitJS("not shown online", `document.getElementById('state').dataset.state !== 'online'`)
+	e := alice.expectEntryWithin(40*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	if e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Errorf("alice is told %v", e)
+	}
+	talk(alice, bob, "got it")
+	alice.expectConversation([]string{msgLine("bob", "before the cut"), msgLine("bob", "while the answer is lost"),
+		msgLine("You", "got it")})
 }
 
 // TestBrowserResumeAccounts: in accounts mode the page never keeps the

@@ -91,6 +91,16 @@ const WAKE_GAP_MS = 20000;
 // for a new one, which resumes the session. Giving up a socket that was
 // only slow costs one resume: the server hands the session over.
 const PROBE_TIMEOUT_MS = 3000;
+// A page that has heard nothing from the server for QUIET_PROBE_MS asks
+// it "who", and one that then hears nothing within ANSWER_TIMEOUT_MS
+// gives the socket up for another, which resumes: a network that dies
+// without a word (a Wi-Fi handover, a NAT that forgot the connection)
+// leaves the socket looking open, and the browser does not tell the
+// page that the server's pings go unanswered. The answer to a resume is
+// waited for as long, and the socket given up the same way: the key the
+// resume used still takes the session back (docs/RESUME.md, "The key").
+const QUIET_PROBE_MS = 30000;
+const ANSWER_TIMEOUT_MS = 10000;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 
@@ -191,6 +201,7 @@ const st = {
   ackTimer: 0,
   saveTimer: 0,
   probeTimer: 0,
+  lastHeard: 0, // when the last frame came from the server (Date.now())
   stale: null, // a socket given up after a wake, closed once resumed
   keptChars: 0, // the text in kept, in characters
   leaveKey: '', // the key of a session to end on the next socket: logged out while offline
@@ -245,6 +256,7 @@ function clearTimers() {
   clearTimeout(st.reloginTimer);
   clearTimeout(st.ackTimer);
   clearTimeout(st.probeTimer);
+  st.probeTimer = 0;
   ui.reconnect.hidden = true;
 }
 
@@ -469,7 +481,11 @@ function forgetResume() {
 function sendResume() {
   st.unacked = 0;
   clearTimeout(st.ackTimer);
-  if (send({ type: 'resume', key: st.resume.key, last: st.resume.last })) st.resuming = true;
+  const ws = st.ws;
+  if (send({ type: 'resume', key: st.resume.key, last: st.resume.last })) {
+    st.resuming = true;
+    expectAnswer(ws, ANSWER_TIMEOUT_MS);
+  }
 }
 
 // droppedAway handles a socket that ended while the server keeps the
@@ -499,6 +515,7 @@ function resumed(ev) {
   st.awayNoted = false;
   st.loggedIn = true;
   st.attempt = 0;
+  setState('online', 'Online');
   st.name = String(ev.name || st.name);
   st.token = String(ev.token || '');
   st.peer = String(ev.peer || '');
@@ -570,6 +587,7 @@ function resumeFailed() {
   const peer = st.peer;
   const windowS = st.resume ? st.resume.windowS : 0;
   forgetResume();
+  setState('online', 'Online');
   // The pairing ended with the session: its keys go too, in memory and
   // in sessionStorage, and #secure stops speaking of it.
   secure.unpaired();
@@ -769,12 +787,24 @@ function woke() {
     return;
   }
   if (!st.ready || !st.loggedIn) return;
+  probe(PROBE_TIMEOUT_MS);
+}
+
+// probe asks the server "who" on the socket, quietly: one that sends
+// nothing back within timeout is given up.
+function probe(timeout) {
   const ws = st.ws;
-  if (!sendQuiet({ type: 'who' })) return;
+  if (sendQuiet({ type: 'who' })) expectAnswer(ws, timeout);
+}
+
+// expectAnswer gives up socket ws for another if no frame at all comes
+// through it within timeout (receive clears the timer).
+function expectAnswer(ws, timeout) {
   clearTimeout(st.probeTimer);
   st.probeTimer = setTimeout(() => {
+    st.probeTimer = 0;
     if (st.ws === ws) replaceSocket(ws);
-  }, PROBE_TIMEOUT_MS);
+  }, timeout);
 }
 
 // replaceSocket gives up a socket that stopped answering, though the
@@ -851,7 +881,11 @@ function watchForWake() {
   let last = Date.now();
   setInterval(() => {
     const now = Date.now();
-    if (now - last > WAKE_GAP_MS) woke();
+    if (now - last > WAKE_GAP_MS) {
+      woke();
+    } else if (st.ready && st.loggedIn && !st.probeTimer && now - st.lastHeard > QUIET_PROBE_MS) {
+      probe(ANSWER_TIMEOUT_MS);
+    }
     last = now;
   }, WAKE_TICK_MS);
 }
@@ -865,8 +899,10 @@ function duration(s) {
 // ---- Server events ------------------------------------------------------
 
 function receive(data) {
-  // Any frame says the socket works: a wake's probe is answered.
+  // Any frame says the socket works: a probe is answered.
+  st.lastHeard = Date.now();
   clearTimeout(st.probeTimer);
+  st.probeTimer = 0;
   let ev;
   try {
     ev = JSON.parse(data);
@@ -891,7 +927,9 @@ const handlers = {
     st.refused = '';
     st.auth = ev.auth === 'accounts' ? 'accounts' : 'open';
     if (Number.isInteger(ev.max_text) && ev.max_text > 0) st.maxText = ev.max_text;
-    setState('online', 'Online');
+    // A session to take back is online once the server has said so.
+    if (st.resume) setState('connecting', 'Reconnecting…');
+    else setState('online', 'Online');
     if (st.leaveKey) {
       quitAway(st.leaveKey, false);
       return;
