@@ -6,6 +6,7 @@ package web_test
 // when the server's resume window has run out (docs/RESUME.md).
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"regexp"
@@ -126,9 +127,8 @@ func (p *cutProxy) relay(c net.Conn) {
 		return
 	}
 	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	freezeAfter := p.freezeAfter
-	p.freezeAfter = 0
 	p.mu.Unlock()
+	freezeAfter := 0
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn, carried *atomic.Int64) {
 		buf := make([]byte, 32<<10)
@@ -139,6 +139,13 @@ func (p *cutProxy) relay(c net.Conn) {
 					break
 				}
 				carried.Add(int64(n))
+				if src == c && reads == 1 && bytes.HasPrefix(buf[:n], []byte("GET /ws")) {
+					// The page's socket, not a page, an icon or a
+					// connection the browser opened ahead.
+					p.mu.Lock()
+					freezeAfter, p.freezeAfter = p.freezeAfter, 0
+					p.mu.Unlock()
+				}
 				if src == c && reads == freezeAfter {
 					p.mu.Lock()
 					p.frozen[c], p.frozen[s] = true, true
@@ -196,9 +203,9 @@ func (p *cutProxy) waitAcknowledged(t *testing.T) {
 	}
 }
 
-// freezeNextAfter freezes the next connection the proxy carries once it
-// has carried reads pieces from the page to the daemon: what the daemon
-// answers the last of them never reaches the page.
+// freezeNextAfter freezes the next WebSocket connection the proxy
+// carries once it has carried reads pieces from the page to the daemon:
+// what the daemon answers the last of them never reaches the page.
 func (p *cutProxy) freezeNextAfter(reads int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
