@@ -217,6 +217,28 @@ func TestResumeAnswerLost(t *testing.T) {
 	bob.Expect(`^\* alice is back$`)
 }
 
+// TestResumeToldPartnerBack: alice's connection drops, and bob is told;
+// then his drops too, and alice comes back while he is away. Before,
+// his resume said nothing more of her, and his last word of her was
+// that she lost the connection. It tells him she is back.
+func TestResumeToldPartnerBack(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice, bob := pairLines(t, d, "alice", "bob")
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	enginetest.Reset(t, bob.Conn)
+	back, _, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+	back.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
+	back.Send("while you were away")
+	bobBack, peer, replayed, _ := enginetest.ResumeLine(t, d, bob.Key)
+	if peer != "alice" || strings.Join(replayed, "|") != "<alice> while you were away" {
+		t.Fatalf("bob resumed with %q, replayed %q", peer, replayed)
+	}
+	bobBack.Expect(`^\* alice is back$`)
+	back.Expect(`^\* bob is back$`)
+}
+
 // TestResumeKeyRetiredByAnyInput: whatever the client sends after the
 // answer to its resume retires the key it used, a command refused
 // included: it read the answer.

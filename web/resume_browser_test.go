@@ -927,6 +927,30 @@ func TestBrowserResumeAnswerLost(t *testing.T) {
 		msgLine("You", "got it")})
 }
 
+// TestBrowserResumeFindsPartnerBack: bob's network fails, then alice's;
+// bob comes back while alice is still away, then alice. Before, her
+// resume told her nothing of bob, and her page was left saying "bob
+// lost the connection" as its last word of him. It says he is back.
+func TestBrowserResumeFindsPartnerBack(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxyA, proxyB := startCutProxy(t, bt.daemon.WS), startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxyA.url(), proxyB.url())
+	talk(bob, alice, "hi alice")
+
+	proxyB.cut()
+	alice.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	proxyA.cut()
+	proxyB.restore()
+	bob.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	proxyA.restore()
+	alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	alice.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "bob is back." })
+	talk(alice, bob, "there you are")
+	alice.onlyFailedSockets()
+	bob.onlyFailedSockets()
+}
+
 // TestBrowserResumeAccounts: in accounts mode the page never keeps the
 // password, so a reload that finds the window run out asks for it, the
 // name filled in, rather than logging in by itself.

@@ -98,6 +98,12 @@ type away struct {
 	untold    int
 	peerUntil time.Duration
 	peerBack  bool
+	// peerWent says the partner went away while the session was away
+	// (partnerWent): without it, peerBack is the return of a partner
+	// the session was told had gone, before it went away itself, and
+	// whose return its resume tells (tellPeerLocked). Not carried by a
+	// park: a session taken up elsewhere is told no more than before.
+	peerWent bool
 }
 
 // keptFrom counts the messages from one sender kept for a session
@@ -158,7 +164,7 @@ func (a *away) keptText() int64 {
 // until: news the session was not told.
 func (a *away) partnerWent(lost int, until time.Duration) {
 	a.untold += lost
-	a.peerUntil, a.peerBack = until, false
+	a.peerUntil, a.peerBack, a.peerWent = until, false, true
 }
 
 // partnerBack notes that the partner of the session, away, came back:
@@ -474,8 +480,9 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 // while the session was away too (a, the session's away state: untold),
 // which it was not told. When peer is not away, that count comes with
 // the news the session missed: that peer went away, with what remained
-// of the window it then had, and that it is back. The count is told
-// once: the resume retires a.
+// of the window it then had, and that it is back. A peer that went away
+// before the session did (the session was told) and came back while it
+// was away is told back. The count is told once: the resume retires a.
 func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	untold := 0
 	if a != nil {
@@ -487,6 +494,13 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 		return
 	}
 	if untold == 0 {
+		if a != nil && a.peerBack && !a.peerWent {
+			// The partner went away before the session did, which it
+			// was told, and came back while it was away: the news of
+			// its return went nowhere, and the session's last word of
+			// its partner would be that it lost the connection.
+			deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
+		}
 		return
 	}
 	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(a.peerUntil-now, 0), Count: untold})
