@@ -550,6 +550,12 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// A connection carries one session: a resume is a way in, like a
 		// login, and comes instead of one.
 		err = proto.ErrAlreadyLoggedIn
+		if cmd.Op == proto.OpResume && cn.stage != stageWS {
+			cn.answer(cmd.Op, cmd.ID, err)
+			cn.repeatKey()
+			cn.backPressure(cn.out)
+			return
+		}
 	case proto.OpAck:
 		cn.sess.Ack(cmd.Last)
 		return

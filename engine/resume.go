@@ -99,3 +99,18 @@ func (cn *conn) heardAfterResume() {
 		cn.sess.KeyReceived()
 	}
 }
+
+// repeatKey tells a line client that types /resume on a connection
+// logged in already who it is and its resume key, after the error that
+// refuses it: a telnet user whose Ctrl-C during a resume's replay threw
+// away the answer's last lines, the new key among them, types the
+// resume again, and has no other way to see the key. The connection's
+// own key is shown to the connection it was told on.
+func (cn *conn) repeatKey() {
+	window := cn.loop.srv.resume.Load().Window
+	key := cn.resumeKey.Load()
+	if key == nil || window <= 0 {
+		return
+	}
+	cn.out.Deliver(&proto.Event{Kind: proto.EvWelcome, Name: cn.sess.Name(), Token: cn.sess.Token(), ResumeKey: key.String(), Window: window})
+}

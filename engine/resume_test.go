@@ -239,6 +239,31 @@ func TestResumeToldPartnerBack(t *testing.T) {
 	back.Expect(`^\* bob is back$`)
 }
 
+// TestResumeAgainShowsTheKey: a line client that types /resume on a
+// connection resumed already is refused, and shown who it is and its
+// key again: a telnet user whose Ctrl-C during the replay threw away the
+// answer's last lines, the new key among them, does just that, and had
+// no way to see the key before; the resume typed retires the key used,
+// so the user had none.
+func TestResumeAgainShowsTheKey(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice, bob := pairLines(t, d, "alice", "bob")
+	enginetest.Reset(t, alice.Conn)
+	bob.Expect(`lost the connection`)
+	back, _, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+	bob.Expect(`^\* alice is back$`)
+	back.Send("/resume " + alice.Key)
+	back.Expect(`^! already_logged_in: `)
+	back.Expect(`^\* you are alice, your token is ` + alice.Token + `$`)
+	back.Expect(`^\* resume key: ` + back.Key + ` \(if your connection drops, reconnect and type /resume ` + back.Key + ` within 2m\)$`)
+	enginetest.Reset(t, back.Conn)
+	bob.Expect(`lost the connection`)
+	if _, peer, _, _ := enginetest.ResumeLine(t, d, back.Key); peer != "bob" {
+		t.Fatalf("the key shown resumed with %q", peer)
+	}
+}
+
 // TestResumeKeyRetiredByAnyInput: whatever the client sends after the
 // answer to its resume retires the key it used, a command refused
 // included: it read the answer.
