@@ -672,6 +672,37 @@ func TestResumeBufferLimit(t *testing.T) {
 	}
 }
 
+// TestThrottledResumeAnsweredBeforeLoginDeadline: a user who mistyped
+// the key several times, past limits.connect_failures, types it again
+// and again before logging in. Each try is held longer than the one
+// before; one held past limits.login_timeout was cut by it unanswered,
+// the connection told only that it had not logged in in time. Every
+// try is answered: held while the deadline allows, throttled past it.
+func TestThrottledResumeAnsweredBeforeLoginDeadline(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) {
+		o.Limits.ConnectFailures = 1
+		o.Limits.LoginTimeout = 2 * time.Second // holds of 0.25, 0.5 and 1 s fit; one of 2 s does not
+	})
+	lc := d.DialLine(t)
+	const tries = 6
+	lc.Send(strings.TrimSuffix(strings.Repeat("/resume "+strings.Repeat("k", 26)+"\n", tries), "\n"))
+	var answers []string
+	for l := lc.Line(); !strings.HasPrefix(l, "! login_timeout: "); l = lc.Line() {
+		answers = append(answers, l)
+	}
+	if len(answers) != tries {
+		t.Fatalf("%d tries answered before the login deadline, want %d: %q", len(answers), tries, answers)
+	}
+	for i, a := range answers {
+		// Past the limit a wrong key is answered throttled, held or not
+		// (TestResumeWrongKeyThrottled).
+		if want := "! throttled: "; i == 0 && !strings.HasPrefix(a, "! bad_resume_key: ") || i > 0 && !strings.HasPrefix(a, want) {
+			t.Fatalf("try %d answered %q", i+1, a)
+		}
+	}
+}
+
 // TestResumeWrongKeyThrottled: a wrong resume key is a failed connect
 // for the connect throttle, like a wrong token: past
 // limits.connect_failures, resumes and connects from the address are

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"math"
 	"net/netip"
 	"time"
 
@@ -58,11 +59,29 @@ func (cn *conn) connect(token []byte) (err *proto.Error, held bool) {
 // from this connection: how long it is held before it is checked (0: at
 // once), or throttled when it is refused unchecked.
 func (cn *conn) throttle() (time.Duration, *proto.Error) {
-	last := cn.flow.draining || cn.closing != endNone
-	wait, refuse := cn.loop.srv.connectFails.Admit(cn.sourceKey(), time.Now(), cn.loop.srv.lim().ConnectFailures, !last)
-	if refuse || (wait > 0 && last) {
-		// Nobody waits at the end of a connection: a guesser who sends a
-		// thousand tokens and hangs up must not have them all checked.
+	srv := cn.loop.srv
+	lim := srv.lim()
+	// How long a hold may last. Nobody waits at the end of a connection:
+	// a guesser who sends a thousand tokens and hangs up must not have
+	// them all checked. And a resume held past the login deadline would
+	// be cut by it unanswered (login_timeout), its user never told why.
+	within := time.Duration(math.MaxInt64)
+	switch {
+	case cn.flow.draining || cn.closing != endNone:
+		within = 0
+	case cn.sess == nil:
+		within = lim.LoginTimeout - cn.loop.since(cn.opened)
+	}
+	key, now := cn.sourceKey(), time.Now()
+	wait, refuse := srv.connectFails.Admit(key, now, lim.ConnectFailures, false)
+	if refuse || wait > within {
+		return 0, proto.ErrThrottled
+	}
+	if wait == 0 {
+		return 0, nil
+	}
+	// Queued behind the holds before it.
+	if wait, refuse = srv.connectFails.Admit(key, now, lim.ConnectFailures, true); refuse {
 		return 0, proto.ErrThrottled
 	}
 	return wait, nil
