@@ -98,12 +98,13 @@ type away struct {
 	untold    int
 	peerUntil time.Duration
 	peerBack  bool
-	// peerWent says the partner went away while the session was away
-	// (partnerWent): without it, peerBack is the return of a partner
-	// the session was told had gone, before it went away itself, and
-	// whose return its resume tells (tellPeerLocked). Not carried by a
-	// park: a session taken up elsewhere is told no more than before.
-	peerWent bool
+	// peerWasAway says the partner was away as the session went away:
+	// the session was told so, and its resume tells it the partner is
+	// back if it is by then (tellPeerLocked), which it was not told.
+	// Not carried by a park: a session taken up elsewhere is told no
+	// more than before, rather than of a return it never heard the
+	// start of.
+	peerWasAway bool
 }
 
 // keptFrom counts the messages from one sender kept for a session
@@ -164,7 +165,7 @@ func (a *away) keptText() int64 {
 // until: news the session was not told.
 func (a *away) partnerWent(lost int, until time.Duration) {
 	a.untold += lost
-	a.peerUntil, a.peerBack, a.peerWent = until, false, true
+	a.peerUntil, a.peerBack = until, false
 }
 
 // partnerBack notes that the partner of the session, away, came back:
@@ -339,6 +340,7 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	s.q = awayQueue
 	if r != nil {
 		if p := r.other(s); p != nil {
+			_, a.peerWasAway = h.peerAwayLocked(r, p)
 			if pa := p.away; pa != nil {
 				// Dropped (awayQueue): p's resume tells it.
 				pa.partnerWent(lost, a.deadline)
@@ -494,11 +496,11 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 		return
 	}
 	if untold == 0 {
-		if a != nil && a.peerBack && !a.peerWent {
-			// The partner went away before the session did, which it
-			// was told, and came back while it was away: the news of
-			// its return went nowhere, and the session's last word of
-			// its partner would be that it lost the connection.
+		if a != nil && a.peerWasAway {
+			// The partner was away as the session went away, which it
+			// was told, and came back meanwhile: the news of its return
+			// went nowhere, and the session's last word of its partner
+			// would be that it lost the connection.
 			deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
 		}
 		return
