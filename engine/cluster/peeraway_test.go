@@ -95,13 +95,16 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 		// herNode is where alice resumes, hisNode where bob then does:
 		// 0 for a, 1 for b, 2 for c.
 		herNode, hisNode int
+		// heSawHerGo: bob went away on his node told that she was away,
+		// and his resume, finding her back, tells him so.
+		heSawHerGo bool
 	}{
-		{"both away, she resumes on her node", bothAway, 0, 1},
-		{"both away, she resumes on a third node", bothAway, 2, 1},
-		{"he is parked, she resumes on her node", heIsParked, 0, 2},
-		{"he is parked, she resumes on a third node", heIsParked, 2, 1},
-		{"she is parked, then he goes away", sheIsParkedThenHeGoes, 2, 1},
-		{"she is parked, then he is", bothParked, 2, 0},
+		{"both away, she resumes on her node", bothAway, 0, 1, false},
+		{"both away, she resumes on a third node", bothAway, 2, 1, false},
+		{"he is parked, she resumes on her node", heIsParked, 0, 2, false},
+		{"he is parked, she resumes on a third node", heIsParked, 2, 1, false},
+		{"she is parked, then he goes away", sheIsParkedThenHeGoes, 2, 1, true},
+		{"she is parked, then he is", bothParked, 2, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Nodes of its own, so that a drain parks only its users.
@@ -120,10 +123,13 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 				t.Fatalf("alice was told %+v", ev)
 			}
 			// bob's resume may come before the news that she is back
-			// reaches his node: he is told she is away, then back.
+			// reaches his node: he is told she is away, then back. One
+			// that finds her back tells him so if he went away told
+			// she was away.
 			alice.say(t, "welcome back")
-			ev := bob.box.nextOf(t, proto.EvPeerAway, proto.EvMessage)
-			if ev.Kind == proto.EvPeerAway {
+			ev := bob.box.nextOf(t, proto.EvPeerAway, proto.EvPeerBack, proto.EvMessage)
+			switch {
+			case ev.Kind == proto.EvPeerAway:
 				if ev.Peer != alice.s.Name() {
 					t.Fatalf("bob was told %+v", ev)
 				}
@@ -131,6 +137,13 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 					t.Fatalf("bob was told %+v", ev)
 				}
 				ev = bob.box.next(t, proto.EvMessage)
+			case ev.Kind == proto.EvPeerBack && tc.heSawHerGo:
+				if ev.Peer != alice.s.Name() {
+					t.Fatalf("bob was told %+v", ev)
+				}
+				ev = bob.box.next(t, proto.EvMessage)
+			case tc.heSawHerGo:
+				t.Fatalf("bob, who went away told she was away, was told %+v, not that she is back", ev)
 			}
 			if string(ev.Text) != "welcome back" {
 				t.Fatalf("bob was told %+v", ev)
