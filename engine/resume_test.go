@@ -264,6 +264,38 @@ func TestResumeAgainShowsTheKey(t *testing.T) {
 	}
 }
 
+// TestResumeAnswerLostRetellsNews: what a resume's answer tells of the
+// user's absence (the partner is back; the pairing ended) is told again
+// to a resume with the same key, when the first answer was lost with
+// its connection: before, the second resume, taking the session over
+// from the first, told nothing of it.
+func TestResumeAnswerLostRetellsNews(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	resumeTwice := func(key, news string) {
+		t.Helper()
+		// The answer read here stands for one its client never read:
+		// the client says nothing after it, and its network fails
+		// without a word, the connection open still to the server.
+		lost, _, _, _ := enginetest.ResumeLine(t, d, key)
+		lost.Expect(news)
+		back, _, _, _ := enginetest.ResumeLine(t, d, key)
+		back.Expect(news)
+	}
+	alice, bob := pairLines(t, d, "alice", "bob")
+	enginetest.Reset(t, bob.Conn)
+	alice.Expect(`^\* bob lost the connection`)
+	enginetest.Reset(t, alice.Conn)
+	enginetest.ResumeLine(t, d, bob.Key)
+	resumeTwice(alice.Key, `^\* bob is back$`)
+
+	carol, dave := pairLines(t, d, "carol", "dave")
+	enginetest.Reset(t, carol.Conn)
+	dave.Expect(`^\* carol lost the connection`)
+	dave.Send("/quit")
+	resumeTwice(carol.Key, `^\* dave left; you are free to be joined again$`)
+}
+
 // TestResumeKeyRetiredByAnyInput: whatever the client sends after the
 // answer to its resume retires the key it used, a command refused
 // included: it read the answer.

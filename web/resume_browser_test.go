@@ -881,8 +881,8 @@ func TestBrowserResumeAfterSilentNetwork(t *testing.T) {
 	bob.say("sent into the silence")
 	alice.say("lost in the silence")
 	// The page's quiet probe (QUIET_PROBE_MS, 30 s of nothing heard),
-	// its wait for an answer (10 s) and the ticks between.
-	e := alice.expectEntryWithin(70*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	// its wait for an answer (20 s) and the ticks between.
+	e := alice.expectEntryWithin(80*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
 	if !strings.HasPrefix(e.Text, "Reconnected; your conversation with bob goes on. 1 message you sent as the connection dropped did not reach the server") {
 		t.Errorf("alice is told %v", e)
 	}
@@ -918,7 +918,7 @@ func TestBrowserResumeAnswerLost(t *testing.T) {
 	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" })
 	bob.say("while the answer is lost")
 	alice.waitJS("not shown online", `document.getElementById('state').dataset.state !== 'online'`)
-	e := alice.expectEntryWithin(40*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	e := alice.expectEntryWithin(50*time.Second, "a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
 	if e.Text != "Reconnected; your conversation with bob goes on." {
 		t.Errorf("alice is told %v", e)
 	}

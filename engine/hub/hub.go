@@ -377,9 +377,9 @@ type Hub struct {
 	// their resume key (keyIndexOf): the keys themselves are never kept.
 	keys map[keyIndex]*Session
 	// used holds, for a session resumed whose client has not yet shown
-	// it has the answer, the hash of the key the resume used, which
-	// keys files it under too (resume.go, "The key a resume used").
-	used map[*Session]ResumeHash
+	// it has the answer, the key the resume used, which keys files it
+	// under too (resume.go, "The key a resume used").
+	used map[*Session]usedKey
 	// The sessions away now, in the order they went away (away.prev
 	// and away.next link them).
 	awayOldest, awayNewest *Session
@@ -439,7 +439,7 @@ func New(opts Options) *Hub {
 		names:     newNameIndex(),
 		tokens:    make(tokenIndex),
 		keys:      make(map[keyIndex]*Session),
-		used:      make(map[*Session]ResumeHash),
+		used:      make(map[*Session]usedKey),
 		awayFrom:  make(map[netip.Prefix]*fromAway),
 		histories: make(map[*Session]struct{}),
 		remote:    make(map[uint64]remoteRoom),

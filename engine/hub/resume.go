@@ -659,6 +659,14 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s.name, s.token, s.gen, s.claim = old.name, old.token, old.gen, old.claim
 	old.moving = false
 	a := old.away
+	// What the answer tells of the session's absence (its partner, a
+	// pairing that ended meanwhile): that of the away state it comes
+	// back from, or, taken over with the key its last resume used, what
+	// that resume's answer, which its client may never have read, told.
+	news := a
+	if a == nil && h.usedOpensLocked(old, &sum) {
+		news = h.used[old].news
+	}
 	var zombie Queue
 	var res Resumed
 	if a != nil {
@@ -671,7 +679,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if s.resumable {
 		h.keys[keyIndexOf(s.keyHash)] = s
 		h.keys[keyIndexOf(sum)] = s
-		h.used[s] = sum
+		h.used[s] = usedKey{sum: sum, news: news}
 		s.keyUnsure = true
 	}
 	h.names.file(s.Key(), s)
@@ -733,14 +741,14 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// follows; and how many of its messages the partner went away
 		// without, which it was not told then, even if the partner is
 		// back by now.
-		h.tellPeerLocked(a, r, peer, s.q)
+		h.tellPeerLocked(news, r, peer, s.q)
 	}
-	if a != nil && a.left != nil && peer == nil {
+	if news != nil && news.left != nil && peer == nil {
 		// The pairing ended while the session was away: the answer says
 		// only that the user is paired with no one. Told here, as it
 		// would have been told live, the user learns who went, why, and
 		// how many of their messages never reached them.
-		deliver(s.q, a.left.event())
+		deliver(s.q, news.left.event())
 	}
 	s.settleLocked()
 	s.hmu.Unlock()
@@ -794,15 +802,30 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 // session moved to another node, or handed on through a restart, keeps
 // only its newest key.
 
+// usedKey is the key a resume used, kept until its client shows it has
+// the answer (Hub.used): its hash, and the news of the session's absence
+// that answer told (the away state it was resumed from, nil when it was
+// taken over from an open connection), which a resume with the same key
+// tells again: the client that lost the answer lost the news with it.
+type usedKey struct {
+	sum  ResumeHash
+	news *away
+}
+
 // opensLocked reports whether the key that hashes to sum opens s: its
 // newest key, or the key its last resume used while its client has not
 // shown it had the answer. Both are compared in constant time. h.mu is
 // held.
 func (h *Hub) opensLocked(s *Session, sum *ResumeHash) bool {
 	newest := subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) == 1
-	usedSum, held := h.used[s]
-	used := held && subtle.ConstantTimeCompare(usedSum[:], sum[:]) == 1
-	return newest || used
+	return newest || h.usedOpensLocked(s, sum)
+}
+
+// usedOpensLocked reports whether sum is the hash of the key s's resume
+// used, still kept. h.mu is held.
+func (h *Hub) usedOpensLocked(s *Session, sum *ResumeHash) bool {
+	u, held := h.used[s]
+	return held && subtle.ConstantTimeCompare(u.sum[:], sum[:]) == 1
 }
 
 // unfileKeysLocked takes s's keys out of h.keys: its newest, and the
@@ -815,8 +838,8 @@ func (h *Hub) unfileKeysLocked(s *Session) {
 // forgetUsedLocked retires the key s's last resume used, if still kept.
 // h.mu is held.
 func (h *Hub) forgetUsedLocked(s *Session) {
-	if sum, ok := h.used[s]; ok {
-		if i := keyIndexOf(sum); h.keys[i] == s {
+	if u, ok := h.used[s]; ok {
+		if i := keyIndexOf(u.sum); h.keys[i] == s {
 			delete(h.keys, i)
 		}
 		delete(h.used, s)

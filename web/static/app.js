@@ -99,8 +99,11 @@ const PROBE_TIMEOUT_MS = 3000;
 // page that the server's pings go unanswered. The answer to a resume is
 // waited for as long, and the socket given up the same way: the key the
 // resume used still takes the session back (docs/RESUME.md, "The key").
+// The wait is longer than the failed-connect throttle holds a resume or
+// a connect, and what comes behind it, at most (16 s): a socket only
+// held is not given up.
 const QUIET_PROBE_MS = 30000;
-const ANSWER_TIMEOUT_MS = 10000;
+const ANSWER_TIMEOUT_MS = 20000;
 
 const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 
