@@ -975,6 +975,21 @@ func TestHostileGuessingFromManyAddresses(t *testing.T) {
 	}
 }
 
+// flooderWithBob starts a daemon on its embedded limits and pairs two
+// line clients on it, the flooder and bob.
+func flooderWithBob(t *testing.T) (flooder, bob *lineConn) {
+	t.Helper()
+	d := startDaemon(t, nil)
+	flooder = dialLine(t, d, "127.0.0.1")
+	token := flooder.login("flooder")
+	bob = dialLine(t, d, "127.0.0.1")
+	bob.login("bob")
+	bob.send("/connect " + token)
+	bob.expect(`^\* you are connected with flooder$`)
+	flooder.expect(`^\* bob is connected$`)
+	return flooder, bob
+}
+
 // TestFloodGoodbyeReachesALateReader: a script writes 40,000 commands
 // at once and reads nothing for a second. It is disconnected as a
 // flood, with most of what it wrote unread; a plain close would have
@@ -987,14 +1002,7 @@ func TestHostileGuessingFromManyAddresses(t *testing.T) {
 // linger is over (it never closes its side).
 func TestFloodGoodbyeReachesALateReader(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, nil)
-	flooder := dialLine(t, d, "127.0.0.1")
-	token := flooder.login("flooder")
-	bob := dialLine(t, d, "127.0.0.1")
-	bob.login("bob")
-	bob.send("/connect " + token)
-	bob.expect(`^\* you are connected with flooder$`)
-	flooder.expect(`^\* bob is connected$`)
+	flooder, bob := flooderWithBob(t)
 	flooder.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
 	if _, err := flooder.c.Write([]byte(strings.Repeat("/who\n", 40_000))); err != nil {
 		t.Fatal(err)
@@ -1021,14 +1029,7 @@ func TestFloodGoodbyeReachesALateReader(t *testing.T) {
 // as it was before messages made up for anything.
 func TestFloodWithSaysIsStillAFlood(t *testing.T) {
 	t.Parallel()
-	d := startDaemon(t, nil)
-	flooder := dialLine(t, d, "127.0.0.1")
-	token := flooder.login("flooder")
-	bob := dialLine(t, d, "127.0.0.1")
-	bob.login("bob")
-	bob.send("/connect " + token)
-	bob.expect(`^\* you are connected with flooder$`)
-	flooder.expect(`^\* bob is connected$`)
+	flooder, bob := flooderWithBob(t)
 	go io.Copy(io.Discard, bob.c) // bob reads all he is sent
 	go func() {
 		flooder.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
