@@ -482,9 +482,9 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 // while the session was away too (a, the session's away state: untold),
 // which it was not told. When peer is not away, that count comes with
 // the news the session missed: that peer went away, with what remained
-// of the window it then had, and that it is back. A peer that went away
-// before the session did (the session was told) and came back while it
-// was away is told back. The count is told once: the resume retires a.
+// of the window it then had, and that it is back. A peer that was away
+// as the session went away (it was told so) and is back by now is told
+// back (a.peerWasAway). The count is told once: the resume retires a.
 func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	untold := 0
 	if a != nil {
