@@ -2,6 +2,7 @@ package jsonproto
 
 import (
 	"bytes"
+	"encoding/base64"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -207,7 +208,7 @@ func (d *referenceDecoder) Decode(msg []byte) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpAck, Last: last}, nil
 	case "seal":
 		data, ok := referenceStringOf(f.data)
-		if !ok || len(data) == 0 || strings.Trim(string(data), referenceBase64URL) != "" {
+		if !ok || len(data) == 0 || strings.Trim(string(data), referenceBase64URL) != "" || !referenceWholeBytes(data) {
 			return proto.Command{Op: proto.OpSeal, ID: f.messageID()}, proto.ErrBadMessage
 		}
 		return proto.Command{Op: proto.OpSeal, Text: data, ID: f.messageID()}, nil
@@ -228,6 +229,14 @@ func (d *referenceDecoder) parses(msg []byte) bool {
 
 // referenceBase64URL is the base64url alphabet, spelled out.
 const referenceBase64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// referenceWholeBytes reports whether data, of the base64url alphabet,
+// is bytes as an encoder writes them without padding: what Go's strict
+// decoder takes.
+func referenceWholeBytes(data []byte) bool {
+	_, err := base64.RawURLEncoding.Strict().DecodeString(string(data))
+	return err == nil
+}
 
 // referenceCountOf returns v's value if v is a JSON number written with
 // digits alone that strconv reads as a uint64.
