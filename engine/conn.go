@@ -550,12 +550,6 @@ func (cn *conn) handle(cmd *proto.Command) {
 		// A connection carries one session: a resume is a way in, like a
 		// login, and comes instead of one.
 		err = proto.ErrAlreadyLoggedIn
-		if cmd.Op == proto.OpResume && cn.stage != stageWS {
-			cn.answer(cmd.Op, cmd.ID, err)
-			cn.repeatKey()
-			cn.backPressure(cn.out)
-			return
-		}
 	case proto.OpAck:
 		cn.sess.Ack(cmd.Last)
 		return
@@ -585,6 +579,9 @@ func (cn *conn) handle(cmd *proto.Command) {
 		err = proto.ErrUnknownCommand
 	}
 	cn.answer(cmd.Op, cmd.ID, err)
+	if cmd.Op == proto.OpResume && cn.stage != stageWS {
+		cn.repeatKey() // after already_logged_in
+	}
 	// A client that never reads its own replies is held like any other
 	// slow reader: its input waits until its output drains.
 	cn.backPressure(cn.out)
