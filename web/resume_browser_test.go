@@ -63,9 +63,9 @@ type cutProxy struct {
 	carried atomic.Int64
 	// up counts the bytes carried from the pages to the daemon.
 	up atomic.Int64
-	// freezeAfter, when not 0, is for the next connection carried: it is
-	// frozen once that many reads from the page have been carried.
-	freezeAfter int
+	// freezeNext is for the next WebSocket connection carried: it is
+	// frozen once the page has sent its first frame (freezeNextFrame).
+	freezeNext bool
 }
 
 func startCutProxy(t *testing.T, target string) *cutProxy {
@@ -128,28 +128,41 @@ func (p *cutProxy) relay(c net.Conn) {
 	}
 	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 	p.mu.Unlock()
-	freezeAfter := 0
+	// For freezeNextFrame: whether this is the connection to freeze once
+	// the page has sent a frame, and the page's bytes so far (its
+	// upgrade request's head, which its frames follow).
+	freeze, first := false, true
+	var sent []byte
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn, carried *atomic.Int64) {
 		buf := make([]byte, 32<<10)
-		for reads := 1; ; reads++ {
+		for {
 			n, err := src.Read(buf)
 			if n > 0 && !p.isFrozen(src) {
 				if _, err := dst.Write(buf[:n]); err != nil {
 					break
 				}
 				carried.Add(int64(n))
-				if src == c && reads == 1 && bytes.HasPrefix(buf[:n], []byte("GET /ws")) {
-					// The page's socket, not a page, an icon or a
-					// connection the browser opened ahead.
-					p.mu.Lock()
-					freezeAfter, p.freezeAfter = p.freezeAfter, 0
-					p.mu.Unlock()
+				if src == c && first {
+					first = false
+					if bytes.HasPrefix(buf[:n], []byte("GET /ws")) {
+						// The page's socket, not a page, an icon or a
+						// connection the browser opened ahead.
+						p.mu.Lock()
+						freeze, p.freezeNext = p.freezeNext, false
+						p.mu.Unlock()
+					}
 				}
-				if src == c && reads == freezeAfter {
-					p.mu.Lock()
-					p.frozen[c], p.frozen[s] = true, true
-					p.mu.Unlock()
+				if src == c && freeze {
+					sent = append(sent, buf[:n]...)
+					if end := bytes.Index(sent, []byte("\r\n\r\n")); end >= 0 && len(sent) > end+4 {
+						// A frame came after the head: what the daemon
+						// answers it never reaches the page.
+						freeze = false
+						p.mu.Lock()
+						p.frozen[c], p.frozen[s] = true, true
+						p.mu.Unlock()
+					}
 				}
 			}
 			if err != nil {
@@ -203,13 +216,13 @@ func (p *cutProxy) waitAcknowledged(t *testing.T) {
 	}
 }
 
-// freezeNextAfter freezes the next WebSocket connection the proxy
-// carries once it has carried reads pieces from the page to the daemon:
-// what the daemon answers the last of them never reaches the page.
-func (p *cutProxy) freezeNextAfter(reads int) {
+// freezeNextFrame freezes the next WebSocket connection the proxy
+// carries once it has carried the page's first frame to the daemon:
+// what the daemon answers it never reaches the page.
+func (p *cutProxy) freezeNextFrame() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.freezeAfter = reads
+	p.freezeNext = true
 }
 
 // freeze throws away, from now on, whatever the connections open
@@ -912,7 +925,7 @@ func TestBrowserResumeAnswerLost(t *testing.T) {
 	proxy, alice, bob := pairBehindProxy(t, bt)
 	talk(bob, alice, "before the cut")
 
-	proxy.freezeNextAfter(2) // the next connection's upgrade, then its resume
+	proxy.freezeNextFrame() // the next socket's first frame: its resume
 	proxy.cut()
 	proxy.restore()
 	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" })
