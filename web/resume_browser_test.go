@@ -139,10 +139,6 @@ func (p *cutProxy) relay(c net.Conn) {
 		for {
 			n, err := src.Read(buf)
 			if n > 0 && !p.isFrozen(src) {
-				if _, err := dst.Write(buf[:n]); err != nil {
-					break
-				}
-				carried.Add(int64(n))
 				if src == c && first {
 					first = false
 					if bytes.HasPrefix(buf[:n], []byte("GET /ws")) {
@@ -156,14 +152,25 @@ func (p *cutProxy) relay(c net.Conn) {
 				if src == c && freeze {
 					sent = append(sent, buf[:n]...)
 					if end := bytes.Index(sent, []byte("\r\n\r\n")); end >= 0 && len(sent) > end+4 {
-						// A frame came after the head: what the daemon
-						// answers it never reaches the page.
+						// A frame comes after the head: what the daemon
+						// answers it never reaches the page. Frozen
+						// before the frame is passed on, so that no
+						// answer overtakes the freeze.
 						freeze = false
 						p.mu.Lock()
 						p.frozen[c], p.frozen[s] = true, true
 						p.mu.Unlock()
+						if _, err := dst.Write(buf[:n]); err != nil {
+							break
+						}
+						carried.Add(int64(n))
+						continue
 					}
 				}
+				if _, err := dst.Write(buf[:n]); err != nil {
+					break
+				}
+				carried.Add(int64(n))
 			}
 			if err != nil {
 				break
