@@ -253,10 +253,17 @@ func TestResumeAgainShowsTheKey(t *testing.T) {
 	bob.Expect(`lost the connection`)
 	back, _, _, _ := enginetest.ResumeLine(t, d, alice.Key)
 	bob.Expect(`^\* alice is back$`)
-	back.Send("/resume " + alice.Key)
-	back.Expect(`^! already_logged_in: `)
-	back.Expect(`^\* you are alice, your token is ` + alice.Token + `$`)
-	back.Expect(`^\* resume key: ` + back.Key + ` \(if your connection drops, reconnect and type /resume ` + back.Key + ` within 2m\)$`)
+	// The key used, or none: a user who lost the key has none to type.
+	for _, again := range []string{"/resume " + alice.Key, "/resume"} {
+		back.Send(again)
+		back.Expect(`^! already_logged_in: `)
+		back.Expect(`^\* you are alice, your token is ` + alice.Token + `$`)
+		back.Expect(`^\* resume key: ` + back.Key + ` \(if your connection drops, reconnect and type /resume ` + back.Key + ` within 2m\)$`)
+	}
+	// Before a login, no key is a bad one.
+	none := d.DialLine(t)
+	none.Send("/resume  ")
+	none.Expect(`^! bad_resume_key: a resume key is 26 letters and digits`)
 	enginetest.Reset(t, back.Conn)
 	bob.Expect(`lost the connection`)
 	if _, peer, _, _ := enginetest.ResumeLine(t, d, back.Key); peer != "bob" {

@@ -164,12 +164,11 @@ func decode(line []byte, f *Framer) (proto.Command, *proto.Error) {
 		return proto.Command{Op: proto.OpNewToken}, nil
 	case equalFoldASCII(name, "resume"):
 		// The key is the rest of the line, as a token is for connect: a
-		// key with a space in it is a bad key, which the hub says.
-		key := trimBlanks(args)
-		if len(key) == 0 {
-			return proto.Command{}, proto.ErrBadResumeKey
-		}
-		return proto.Command{Op: proto.OpResume, Key: key}, nil
+		// key with a space in it is a bad key, which the hub says. So is
+		// no key at all: on a connection logged in already, the engine
+		// answers that it is, and shows the key to use, which a telnet
+		// user who lost it types a bare /resume to see.
+		return proto.Command{Op: proto.OpResume, Key: trimBlanks(args)}, nil
 	}
 	return proto.Command{}, proto.ErrUnknownCommand
 }
