@@ -3,6 +3,7 @@ package web_test
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -218,6 +219,47 @@ func TestE2EPageReloadWhileDecrypting(t *testing.T) {
 		t.Fatalf("alice shows the message %d times%s", n, alice.logDump())
 	}
 	alice.expectNoCode("e2e_missing")
+}
+
+// TestE2EPageReloadTwiceKeepsEncryption: a page reloaded, then
+// reloaded again before anything changed its state (its partner sent
+// nothing: away, or quiet), goes on under the same keys. The first
+// reload took the kept state out of the storage and put nothing back
+// until the next message, so the second found no keys, and the
+// pairing's encryption failed on both pages with no one interfering.
+func TestE2EPageReloadTwiceKeepsEncryption(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	bob := pairByLink(t, bt.daemon, alice)
+	bob.seal("before the reloads")
+	alice.expectSealedMessage("theirs", "before the reloads")
+	for i := range 2 {
+		alice.do("reload", chromedp.Reload())
+		alice.waitJS("back with bob", `document.getElementById('peer').textContent === 'Talking with bob'`)
+		alice.waitSecure("verified")
+		alice.waitJS(fmt.Sprintf("the keys kept after reload %d", i+1), `sessionStorage.getItem('duet.e2e') !== null`)
+	}
+	bob.seal("after two reloads")
+	alice.expectSealedMessage("theirs", "after two reloads")
+	alice.say("sealed still")
+	for {
+		if res := bob.step(); res.Kind == e2e.KindMessage {
+			if res.Text != "sealed still" {
+				t.Fatalf("bob read %q", res.Text)
+			}
+			break
+		}
+	}
+	for _, e := range alice.log() {
+		if strings.HasPrefix(e.Code, "e2e_") && e.Code != "e2e_verified" {
+			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
+		}
+	}
+	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
+		t.Fatalf("%d plaintext messages relayed", n)
+	}
 }
 
 // TestE2EPageAgreedPlainSurvivesReload: after encryption failed, alice

@@ -941,6 +941,10 @@ export function createSecure(page) {
         return;
       }
       p.session = session;
+      // Kept again at once: forget() took it out of the storage, and
+      // nothing may change the state before another reload (a partner
+      // away, or quiet), which would find no keys.
+      store();
       if (session.state === 'failed') {
         fail(p, 'encryption had failed before the page was reloaded.', '');
         // The choice to go on without encryption outlives the reload.
