@@ -1022,6 +1022,85 @@ func TestFloodGoodbyeReachesALateReader(t *testing.T) {
 	}
 }
 
+// TestFloodClosesSampled: a client that reconnects to flood again, cut
+// in milliseconds each time, costs a log line a second, not one a cut
+// (hundreds a second, which used up a journal's rate limit and hid
+// every other line); the lines let through count the cuts held back.
+// Nor does a flood of one refusal hide another reason's line: an
+// upgrade refused for its origin, the line an operator needs to allow
+// it, is logged among a flood of connections refused as too many.
+func TestFloodClosesSampled(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.InfoLevel)
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Logger = zap.New(core)
+		o.Limits.MessageRate = 10
+		o.Limits.MessageBurst = 2
+		o.Limits.MaxConnsPerIP = 1
+	})
+	floods := func() []observer.LoggedEntry {
+		return logs.FilterMessage("connection closed: input flood past the rate limit").All()
+	}
+	total := 0
+	flood := func() {
+		t.Helper()
+		// From a new address each time, past max_conns_per_ip.
+		c := dialLine(t, d, fmt.Sprintf("127.2.%d.%d", total/250, 1+total%250))
+		c.c.SetWriteDeadline(time.Now().Add(enginetest.Timeout))
+		c.c.Write([]byte(strings.Repeat("/\n", 200)))
+		if lines := c.expectClosed(enginetest.Timeout); lines[len(lines)-1] != "! rate_limited: too many requests for too long; closing the connection" {
+			t.Fatalf("the flood was told %q", lines[len(lines)-1])
+		}
+		c.c.Close()
+	}
+	start := time.Now()
+	for ; total < 100 || time.Since(start) < 1500*time.Millisecond; total++ {
+		flood()
+	}
+	if n := len(floods()); n > int(time.Since(start)/time.Second)+1 {
+		t.Fatalf("%d of %d flood cuts logged in %v; want one line a second", n, total, time.Since(start))
+	}
+	deadline := time.Now().Add(enginetest.Timeout)
+	for n := len(floods()); len(floods()) == n; total++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no flood cut logged after the others")
+		}
+		time.Sleep(100 * time.Millisecond)
+		flood()
+	}
+	notLogged := 0
+	for _, e := range floods() {
+		n, _ := e.ContextMap()["floods_not_logged"].(int64)
+		notLogged += int(n)
+	}
+	if got := len(floods()) + notLogged; got != total {
+		t.Errorf("%d flood cuts logged and %d counted as not logged; want %d in all", len(floods()), notLogged, total)
+	}
+
+	// One connection held from 127.0.0.1: each more is refused.
+	held := dialLine(t, d, "127.0.0.1")
+	defer held.c.Close()
+	origins := func() int {
+		return logs.Filter(func(e observer.LoggedEntry) bool { return e.ContextMap()["reason"] == "origin" }).Len()
+	}
+	for i := range 50 {
+		c := dialFrom(t, "127.0.0.1", d.TCP)
+		c.SetReadDeadline(time.Now().Add(enginetest.Timeout))
+		if l, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(l, "! too_many_connections:") {
+			t.Fatalf("connection %d past the limit told %q", i, l)
+		}
+		c.Close()
+		if i == 25 {
+			if _, status := dialWSRaw(t, d, "127.0.3.1", "Origin: http://elsewhere.example\r\n"); status != http.StatusForbidden {
+				t.Fatalf("an upgrade from another origin answered %d", status)
+			}
+		}
+	}
+	if origins() != 1 {
+		t.Fatalf("the upgrade refused for its origin logged %d times among refusals for too many connections, want once", origins())
+	}
+}
+
 // TestFloodWithSaysIsStillAFlood: a relayed message makes up for ten
 // dropped inputs (a file piped through nc with lines that cannot be
 // sent among its others is not a flood), not for a flood: a script

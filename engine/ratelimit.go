@@ -266,8 +266,17 @@ func (cn *conn) droppedSay(g *inputGuard, id uint64) {
 
 // closeForFlood ends a connection that kept sending far past its rate.
 func (cn *conn) closeForFlood() {
-	cn.logger().Warn("connection closed: input flood past the rate limit", zap.String("reason", endings[endFlood].label),
-		zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.loop.srv.lim().MessageRate))
+	// Sampled as refusals are: a client that reconnects to flood again
+	// is cut in milliseconds each time, and would write hundreds of
+	// lines a second.
+	if ok, suppressed := cn.loop.srv.endingLog[endFlood].Allow(time.Now()); ok {
+		fields := []zap.Field{zap.String("reason", endings[endFlood].label),
+			zap.Int("dropped", cn.guard.droppedRun), zap.Float64("message_rate", cn.loop.srv.lim().MessageRate)}
+		if suppressed > 0 {
+			fields = append(fields, zap.Int("floods_not_logged", suppressed))
+		}
+		cn.logger().Warn("connection closed: input flood past the rate limit", fields...)
+	}
 	cn.end(endFlood)
 }
 

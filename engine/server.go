@@ -122,7 +122,12 @@ type Server struct {
 	perIP        *tally.Counter        // open connections per client address (tally.AddrKey)
 	refusing     *tally.Counter        // connections refused as they opened, kept to read their request (refuseRequest), per peer address
 	connectFails *auth.ConnectThrottle // failed connects per address (throttle.go)
-	refusalLog   logsample.Sampler     // refused connections are logged at most once a second
+	// Connections refused, and closed for flooding, are logged at most
+	// once a second for each reason: a flood of one reason (a client
+	// that reconnects to flood again, a loop past max_conns_per_ip)
+	// costs a line a second, and does not hide the lines of another
+	// (an origin to allow) from the operator.
+	endingLog [numEndings]logsample.Sampler
 	// Failed connects and resumes are logged at most once a second, and
 	// so are addresses reaching limits.connect_failures (throttle.go).
 	failureLog, failureLimitLog logsample.Sampler
@@ -687,9 +692,9 @@ func onListener(local, bound net.Addr) bool {
 
 // logRefusal logs connection id refused for e, from client address ip,
 // with extra fields if any, as the endings table says (logged), sampled:
-// a flood of them costs one line a second.
+// a flood of them costs one line a second for each reason.
 func (s *Server) logRefusal(e ending, id uint64, ip netip.Addr, extra ...zap.Field) {
-	ok, suppressed := s.refusalLog.Allow(time.Now())
+	ok, suppressed := s.endingLog[e].Allow(time.Now())
 	if !ok {
 		return
 	}
