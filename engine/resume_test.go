@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -237,6 +238,48 @@ func TestResumeToldPartnerBack(t *testing.T) {
 	}
 	bobBack.Expect(`^\* alice is back$`)
 	back.Expect(`^\* bob is back$`)
+}
+
+// TestResumeToldPairingEndedBeforeAnother: alice's messages to bob, who
+// was away, never reached him: his session ended while alice was away
+// too, and carol connected to alice's token before she came back. Her
+// resume names carol, and tells how the pairing with bob ended and that
+// her messages never reached him; before, it told nothing of bob, and
+// said carol, who never went away, "is back" (news of bob's absence
+// taken for carol's).
+func TestResumeToldPairingEndedBeforeAnother(t *testing.T) {
+	t.Parallel()
+	// One session away at most: alice's going away ends bob's.
+	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.MaxAway = 1 })
+	alice, bob := pairLines(t, d, "alice", "bob")
+	enginetest.Reset(t, bob.Conn)
+	alice.Expect(`^\* bob lost the connection`)
+	for _, text := range []string{"one", "two", "three"} {
+		alice.Send(text)
+	}
+	alice.Send("/who") // its answer: the three were read before the reset
+	alice.Expect(`^\* you are alice, .* connected with bob`)
+	enginetest.Reset(t, alice.Conn)
+	carol := d.DialLine(t).Login("carol")
+	waitFor(t, "bob's session ended", func() bool {
+		carol.Send("/connect " + alice.Token)
+		l := carol.Expect(`^(\* you are connected with alice|! room_full: )`)
+		return strings.HasPrefix(l, "* you are")
+	})
+	carol.Expect(`^\* alice lost the connection`)
+	back, peer, _, _ := enginetest.ResumeLine(t, d, alice.Key)
+	if peer != "carol" {
+		t.Fatalf("alice resumed with %q", peer)
+	}
+	carol.Expect(`^\* alice is back$`)
+	back.Send("/who")
+	var told []string
+	for l := back.Line(); !strings.HasPrefix(l, "* you are alice"); l = back.Line() {
+		told = append(told, l)
+	}
+	if want := []string{"* while you were away, bob timed out; 3 of your messages were not delivered"}; !slices.Equal(told, want) {
+		t.Fatalf("alice's resume told %q, want %q", told, want)
+	}
 }
 
 // TestResumeAgainShowsTheKey: a line client that types /resume on a

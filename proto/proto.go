@@ -113,6 +113,11 @@ const (
 	// base64url (docs/E2E.md). It is numbered and kept for a resume as
 	// a message is.
 	EvSealed
+	// EvEndedAway tells a resumed session of a pairing that ended while
+	// it was away and was followed by another, before the one it is in
+	// now (or before the one whose EvPeerLeft follows): Peer is gone for
+	// Reason, and Count messages to it were not delivered.
+	EvEndedAway
 )
 
 var eventNames = [...]string{
@@ -134,6 +139,7 @@ var eventNames = [...]string{
 	EvPeerAway:  "peer_away",
 	EvPeerBack:  "peer_back",
 	EvSealed:    "sealed",
+	EvEndedAway: "ended_away",
 }
 
 // String returns the event's JSON "type" value.
@@ -213,7 +219,7 @@ type Event struct {
 	Kind      EventKind
 	Name      string // EvWelcome, EvStatus, EvResumed: the session's own name
 	Token     Token  // EvWelcome, EvStatus, EvResumed
-	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus, EvResumed, EvPeerAway, EvPeerBack
+	Peer      string // EvPaired, EvPeerLeft, EvLeft, EvStatus, EvResumed, EvPeerAway, EvPeerBack, EvEndedAway
 	From      string // EvMessage, EvSealed
 	Text      []byte // EvMessage, EvNotice; EvSealed: the envelope's base64url
 	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect

@@ -629,6 +629,66 @@ func TestBrowserResumeToldWhoLeftWhileAway(t *testing.T) {
 	}
 }
 
+// TestBrowserResumeToldPairingEndedBeforeAnother: alice's page talks
+// with bob on a terminal, who drops; her messages wait for him. Her
+// network fails too, bob's session ends, and carol connects to her
+// token before she is back. Back, the page says carol connected, and
+// how the conversation with bob ended, with her messages that never
+// reached him; before, it said nothing of bob, and that carol "is
+// back", who never went away.
+func TestBrowserResumeToldPairingEndedBeforeAnother(t *testing.T) {
+	chromium := setUpBrowserTest(t)
+	// One session away at most: alice's going away ends bob's.
+	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.MaxAway = 1 })
+	bt := launchBrowser(t, chromium, d)
+	proxy := startCutProxy(t, d.WS)
+	alice := bt.newPerson("alice")
+	alice.open(proxy.url())
+	token := alice.login()
+	bob := d.DialLine(t).Login("bob")
+	alice.connectTo(bob.Token)
+	bob.Expect(`^\* alice is connected`)
+	enginetest.Reset(t, bob.Conn)
+	alice.expectEntry("bob away", func(e logEntry) bool { return e.Kind == "peer_away" })
+	for _, text := range []string{"one", "two", "three"} {
+		alice.say(text)
+	}
+	// Kept for bob, before the network fails.
+	for d.Hub.Stats().Messages < 3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy.cut()
+	carol := d.DialLine(t).Login("carol")
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		carol.Send("/connect " + token)
+		if l := carol.Expect(`^(\* you are connected with alice|! room_full: )`); strings.HasPrefix(l, "* you are") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob's session did not end")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	carol.Expect(`^\* alice lost the connection`)
+	proxy.restore()
+	alice.expectEntry("back, with carol", func(e logEntry) bool {
+		return e.Kind == "paired" && e.Text == "Reconnected. carol connected to you while you were away."
+	})
+	e := alice.expectEntry("bob's end", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if want := "While you were away, bob did not come back in time, so the conversation ended. 3 messages you sent did not reach them."; e.Text != want {
+		t.Errorf("alice is told %q, want %q", e.Text, want)
+	}
+	carol.Expect(`^\* alice is back$`)
+	carol.Send("hello alice")
+	alice.expectMessage("theirs", "carol", "hello alice")
+	for _, e := range alice.log() {
+		if e.Kind == "peer_back" {
+			t.Errorf("alice is told %q%s", e.Text, alice.logDump())
+		}
+	}
+}
+
 // TestBrowserResumeLeaveIsNotADrop: leaving a conversation and logging
 // out are told to the peer at once as leaving, never as a connection
 // lost, and logging out forgets the resume key. Logging out while the

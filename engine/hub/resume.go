@@ -77,11 +77,15 @@ type away struct {
 
 	// left is the end of the session's pairing while it was away, which
 	// its connection could not be told (awayQueue drops it): its resume
-	// tells it. Only the last is kept, and a pairing made meanwhile
-	// clears it, since the user comes back to the state it led to, and
-	// a peer_left after a resume that names a partner would read as
-	// that pairing's end. Guarded by Hub.mu.
-	left *PeerLeft
+	// tells it. A pairing made meanwhile moves it to earlier, since a
+	// peer_left after a resume that names a partner would read as that
+	// pairing's end: the resume tells those as ended_away, each with
+	// how many of the user's messages never reached that partner, which
+	// were lost untold before. earlier keeps the last maxEndedAway, and
+	// is not carried by a park, which keeps left alone. Guarded by
+	// Hub.mu.
+	left    *PeerLeft
+	earlier []PeerLeft
 
 	// untold is how many of the session's messages its partner went
 	// away without (never written to the partner, and not kept for its
@@ -194,6 +198,13 @@ func (p *PeerLeft) event() proto.Event {
 	return proto.Event{Kind: proto.EvPeerLeft, Peer: p.Peer, Reason: p.Reason, Count: p.Undelivered}
 }
 
+// endedAway is p told of a pairing that another followed.
+func (p *PeerLeft) endedAway() proto.Event {
+	ev := p.event()
+	ev.Kind = proto.EvEndedAway
+	return ev
+}
+
 // tellPeerLeftLocked tells s that its partner is gone; while s is away,
 // it keeps left for s's resume instead. Hub.mu is held, and the lock of
 // the room that ends.
@@ -205,12 +216,24 @@ func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 	deliver(s.q, left.event())
 }
 
+// maxEndedAway bounds the pairings ended while a session was away, each
+// followed by another, that its resume tells (away.earlier): each needs
+// someone to connect to the session's token while it is away.
+const maxEndedAway = 8
+
 // pairedAwayLocked notes that s was just paired: a pairing that ended
-// while it was away is no longer what its resume should tell. Hub.mu is
-// held.
+// while it was away is no longer what the state its resume finds comes
+// from, but is told as an earlier one; nor is news of the partner before
+// (away or back) news of this one. Hub.mu is held.
 func (s *Session) pairedAwayLocked() {
 	if a := s.away; a != nil {
-		a.left, a.untold, a.peerBack = nil, 0, false
+		if a.left != nil {
+			if len(a.earlier) == maxEndedAway {
+				a.earlier = append(a.earlier[:0], a.earlier[1:]...)
+			}
+			a.earlier = append(a.earlier, *a.left)
+		}
+		a.left, a.untold, a.peerBack, a.peerWasAway, a.peerUntil = nil, 0, false, false, 0
 	}
 }
 
@@ -733,6 +756,14 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		g.unsent = s.unreceivedAfterAck(notReceived(zombie), seq)
 	}
 	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
+	if news != nil {
+		// Pairings that ended while the session was away, each followed
+		// by another: the answer names the partner now, and the replay
+		// may hold their messages, but not how they ended.
+		for i := range news.earlier {
+			deliver(s.q, news.earlier[i].endedAway())
+		}
+	}
 	if peer != nil {
 		// The partner may be away too: the peer_away that said so went
 		// to a connection that is gone (or to the zombie), and the

@@ -1622,13 +1622,12 @@ func TestResumeTellsWhoLeftWhileAway(t *testing.T) {
 	}
 }
 
-// TestResumeTellsOnlyTheLastPairingsEnd: what a resume tells of a
-// pairing that ended while the session was away is the state the user
-// comes back to. A pairing made after it (someone connected to the
-// token) is what the answer names, and no peer_left of the earlier one
-// follows, which would read as the end of the new one; when that one
-// ends too, its end is what is told.
-func TestResumeTellsOnlyTheLastPairingsEnd(t *testing.T) {
+// TestResumeTellsEachPairingsEnd: a pairing made after one that ended
+// while the session was away (someone connected to the token) is what
+// the answer names, and the earlier one's end is told as ended_away,
+// not peer_left, which would read as the end of the new one; when that
+// one ends too, its end is told last, as peer_left.
+func TestResumeTellsEachPairingsEnd(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
 	alice, key := resumable(t, h, "alice")
 	bob, _ := resumable(t, h, "bob")
@@ -1646,8 +1645,9 @@ func TestResumeTellsOnlyTheLastPairingsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed, _, after := replay(t, box.take())
-	if resumed.Peer != "carol" || len(after) != 0 {
-		t.Fatalf("resumed %+v, then %+v; want carol, and nothing of bob", resumed, after)
+	bobLeft := proto.Event{Kind: proto.EvEndedAway, Peer: "bob", Reason: proto.ReasonLeft}
+	if resumed.Peer != "carol" || len(after) != 1 || !reflect.DeepEqual(after[0], bobLeft) {
+		t.Fatalf("resumed %+v, then %+v; want carol, and bob's ended_away", resumed, after)
 	}
 
 	// Away again: carol goes, dave connects and goes too.
@@ -1664,9 +1664,12 @@ func TestResumeTellsOnlyTheLastPairingsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed, _, after = replay(t, box.take())
-	want := proto.Event{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft}
-	if resumed.Peer != "" || len(after) != 1 || !reflect.DeepEqual(after[0], want) {
-		t.Fatalf("resumed %+v, then %+v; want dave's peer_left alone", resumed, after)
+	want := []proto.Event{
+		{Kind: proto.EvEndedAway, Peer: "carol", Reason: proto.ReasonDisconnected, Count: 2},
+		{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft},
+	}
+	if resumed.Peer != "" || !reflect.DeepEqual(after, want) {
+		t.Fatalf("resumed %+v, then %+v; want carol's ended_away, then dave's peer_left", resumed, after)
 	}
 }
 

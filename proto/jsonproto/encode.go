@@ -69,8 +69,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvMessage:
 		dst = AppendMessageHead(dst, ev.From)
 		return AppendMessageText(dst, ev.Text, ev.Seq)
-	case proto.EvPeerLeft:
-		dst = append(dst, `{"type":"peer_left","peer":`...)
+	case proto.EvPeerLeft, proto.EvEndedAway:
+		dst = append(dst, `{"type":"`...)
+		dst = append(dst, ev.Kind.String()...)
+		dst = append(dst, `","peer":`...)
 		dst = appendString(dst, ev.Peer)
 		dst = append(dst, `,"reason":`...)
 		dst = appendString(dst, string(ev.Reason))

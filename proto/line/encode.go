@@ -64,7 +64,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendSafe(dst, ev.From)
 		dst = append(dst, "> "...)
 		return appendLines(dst, prefixStart, ev.Text, true)
-	case proto.EvPeerLeft:
+	case proto.EvPeerLeft, proto.EvEndedAway:
 		return appendPeerLeft(dst, ev)
 	case proto.EvLeft:
 		dst = append(dst, "* you left "...)
@@ -214,9 +214,14 @@ var peerLeftWords = map[proto.Reason]struct{ before, after string }{
 }
 
 // appendPeerLeft says who is gone and why, how many messages were lost on
-// the way to them, and that the user may be joined again.
+// the way to them, and that the user may be joined again; or, for a
+// pairing that ended while the user was away and was followed by
+// another, that it ended then.
 func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, "* "...)
+	if ev.Kind == proto.EvEndedAway {
+		dst = append(dst, "while you were away, "...)
+	}
 	if w, known := peerLeftWords[ev.Reason]; known {
 		dst = append(dst, w.before...)
 		dst = appendSafe(dst, ev.Peer)
@@ -231,6 +236,9 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 	}
 	if ev.Count > 0 {
 		dst = appendUndelivered(dst, ev.Count)
+	}
+	if ev.Kind == proto.EvEndedAway {
+		return append(dst, "\r\n"...)
 	}
 	return append(dst, "; you are free to be joined again\r\n"...)
 }

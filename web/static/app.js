@@ -1034,14 +1034,24 @@ const handlers = {
 
   peer_left(ev) {
     const peer = String(ev.peer || st.peer || 'Your peer');
-    let text = leftReason(peer, String(ev.reason || ''));
+    let text = leftReason(peer, String(ev.reason || ''), st.peerAway);
     if (st.endedAway) {
       // Told after a resume: it happened while the page was away.
-      text = 'While you were away, ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
+      text = whileAway(peer, text);
       clearEndedAway();
     }
     notice(text + undelivered(ev), { kind: 'peer_left', reason: ev.reason });
     unpair();
+  },
+
+  // A pairing that ended while the page was away, and another came
+  // after it: told after a resume, before the peer_left of the later
+  // one if that ended too. It ends nothing now. A partner of then who
+  // timed out had gone away: with resume on, a session waits only so.
+  ended_away(ev) {
+    const peer = String(ev.peer || 'Your peer');
+    const text = whileAway(peer, leftReason(peer, String(ev.reason || ''), true));
+    notice(text + undelivered(ev), { kind: 'peer_left', reason: ev.reason });
   },
 
   peer_away(ev) {
@@ -1145,8 +1155,15 @@ function undelivered(ev) {
   return n > 0 ? ' ' + n + (n === 1 ? ' message' : ' messages') + ' you sent did not reach them.' : '';
 }
 
-// leftReason puts a peer_left reason into words.
-function leftReason(peer, reason) {
+// whileAway words text, the end of a pairing, as one that came while
+// the page was away.
+function whileAway(peer, text) {
+  return 'While you were away, ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
+}
+
+// leftReason puts a peer_left reason into words; peerAway says the peer
+// was last known to be away.
+function leftReason(peer, reason, peerAway) {
   switch (reason) {
     case 'left':
       return peer + ' left the conversation.';
@@ -1159,7 +1176,7 @@ function leftReason(peer, reason) {
     case 'timeout':
       // With resume on, a partner who went away and did not come back
       // within the server's window; else a connection gone silent.
-      return st.peerAway
+      return peerAway
         ? peer + ' did not come back in time, so the conversation ended.'
         : peer + '’s connection went silent and timed out, so the conversation ended.';
     case 'replaced':
