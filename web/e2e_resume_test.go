@@ -131,6 +131,17 @@ func pairByLink(t *testing.T, d *enginetest.Daemon, alice *person) *goPeer {
 	return g
 }
 
+// aliceResumable starts a daemon with session resume on, and logs in
+// alice's page.
+func aliceResumable(t *testing.T) (*browserTest, *person) {
+	t.Helper()
+	bt := startResumeTest(t, 0)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	return bt, alice
+}
+
 // awayPage opens alice's page through a proxy whose network can be
 // cut, logs her in and has bob pair with her by her link.
 func awayPage(t *testing.T) (bt *browserTest, px *cutProxy, alice *person, token string, bob *goPeer) {
@@ -195,10 +206,7 @@ func TestE2EPageSealedWhileAwayThenNewPartner(t *testing.T) {
 // sealed message resumes from before it: the message is replayed and
 // shown after the reload, not counted as missing.
 func TestE2EPageReloadWhileDecrypting(t *testing.T) {
-	bt := startResumeTest(t, 0)
-	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
-	alice.login()
+	bt, alice := aliceResumable(t)
 	bob := pairByLink(t, bt.daemon, alice)
 	// A slow device: each decryption takes three seconds.
 	alice.do("slow decryption", chromedp.Evaluate[chromedp.Void](`{
@@ -228,10 +236,7 @@ func TestE2EPageReloadWhileDecrypting(t *testing.T) {
 // until the next message, so the second found no keys, and the
 // pairing's encryption failed on both pages with no one interfering.
 func TestE2EPageReloadTwiceKeepsEncryption(t *testing.T) {
-	bt := startResumeTest(t, 0)
-	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
-	alice.login()
+	bt, alice := aliceResumable(t)
 	bob := pairByLink(t, bt.daemon, alice)
 	bob.seal("before the reloads")
 	alice.expectSealedMessage("theirs", "before the reloads")
@@ -266,10 +271,7 @@ func TestE2EPageReloadTwiceKeepsEncryption(t *testing.T) {
 // chose to go on without it. A reload keeps that choice: bob's
 // plaintext is shown, not refused.
 func TestE2EPageAgreedPlainSurvivesReload(t *testing.T) {
-	bt := startResumeTest(t, 0)
-	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
-	alice.login()
+	bt, alice := aliceResumable(t)
 	bob := pairByLink(t, bt.daemon, alice)
 	bob.sealEnvs([][]byte{bob.s.Abort(e2e.ReasonHandshakeFailed)})
 	alice.waitSecure("failed")
@@ -377,10 +379,7 @@ func TestE2EPageAbortGoesWhenBack(t *testing.T) {
 // after the reload, receives it sealed. It vanished with the reload,
 // neither sent nor shown not sent.
 func TestE2EPageWaitingSurvivesReload(t *testing.T) {
-	bt := startResumeTest(t, 0)
-	alice := bt.newPerson("alice")
-	alice.open(bt.pageURL())
-	alice.login()
+	bt, alice := aliceResumable(t)
 	bob := connectByToken(t, bt.daemon, alice)
 	alice.waitSecure("securing")
 	alice.say("typed while securing")
