@@ -134,6 +134,14 @@ type Node struct {
 	readingOut readingOut
 	readOuts   uint64          // read-outs begun, for a payload of each its own
 	lost       []hub.RemoteCut // pairings cut by a lost link, to tell their nodes once it is back
+	// cutArrived keeps, by pairing, how many of the partner's messages
+	// had arrived here when this node cut a cross-node pairing because
+	// the partner's node was gone (its lease lapsed), for cutArrivedFor.
+	// A node that had only stalled runs again with the pairing, and
+	// publishes what its user typed meanwhile; the left frame that
+	// answers carries the count, so that the user is told how many of
+	// those messages were lost, not none.
+	cutArrived map[uint64]cutArrival
 	// suspects are the addresses of nodes that had no listener for a
 	// batch (their senders count what such batches carried: lost, and
 	// told with the pairing's cut).
@@ -1017,6 +1025,9 @@ func (n *Node) check() {
 		n.countCuts(cutNodeGone, len(cuts))
 		for _, c := range cuts {
 			n.log.Debug("peer's node is gone", zap.String("peer_node", c.Node))
+			if co, ok := c.Outbox.(*remoteOutbox); ok {
+				n.keepCutArrived(c.PairID, c.Node, co.arrivalsTo(c.Node))
+			}
 			if o := n.route(c.Key, c.PairID); o != nil {
 				o.forget()
 			}
@@ -1312,7 +1323,7 @@ func (n *Node) dispatch(batch, buf []byte) []byte {
 					told = make(map[uint64]bool)
 				}
 				told[f.pair] = true
-				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonLinkLost), nil, 0)
+				n.sender(src).add(true, frameLeft, f.pair, f.a, string(proto.ReasonLinkLost), n.cutArrivedFor(f.pair, src), 0)
 			}
 		case frameAway, frameBack, frameError:
 			n.remoteEvent(src, f)
@@ -1387,6 +1398,59 @@ func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count i
 	if deaf {
 		n.countCuts(cutNodeDeaf, 1)
 	}
+}
+
+// cutArrival is what cutArrived keeps of one pairing.
+type cutArrival struct {
+	node    string // the partner's node
+	arrived []byte // the arrivals a left frame carries
+	at      time.Time
+}
+
+// A pairing's arrivals are kept for cutArrivedKeep after its cut, at
+// most maxCutArrived of them: a node stalled longer finds its lease
+// lapsed and cuts its pairings itself as it runs again, counting from
+// what it knows.
+const (
+	cutArrivedKeep = 10 * time.Minute
+	maxCutArrived  = 1 << 16
+)
+
+// keepCutArrived keeps arrived, the arrivals of pairing pair with a
+// partner on node, which this node cut as it found that node gone.
+func (n *Node) keepCutArrived(pair uint64, node string, arrived []byte) {
+	if arrived == nil {
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.cutArrived) >= maxCutArrived {
+		for p, c := range n.cutArrived {
+			if now.Sub(c.at) > cutArrivedKeep {
+				delete(n.cutArrived, p)
+			}
+		}
+		if len(n.cutArrived) >= maxCutArrived {
+			return
+		}
+	}
+	if n.cutArrived == nil {
+		n.cutArrived = make(map[uint64]cutArrival)
+	}
+	n.cutArrived[pair] = cutArrival{node: node, arrived: arrived, at: now}
+}
+
+// cutArrivedFor returns the arrivals kept for pairing pair if node is
+// its partner's, or nil.
+func (n *Node) cutArrivedFor(pair uint64, node string) []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, ok := n.cutArrived[pair]
+	if !ok || c.node != node || time.Since(c.at) > cutArrivedKeep {
+		return nil
+	}
+	return c.arrived
 }
 
 // remoteEvent hands the hub what a partner's node says about the

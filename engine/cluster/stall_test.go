@@ -154,3 +154,49 @@ func actedOnLapse(n *Node) bool {
 	defer n.mu.Unlock()
 	return n.readingOut.done != nil || n.ps == nil
 }
+
+// TestStalledNodeToldWhatDidNotArrive: bob's node b stalls past its
+// lease, and a reaps it and tells alice bob is gone. b runs again, with
+// the pairing still, and publishes what bob typed meanwhile; a, which
+// cut the pairing, drops it and answers that the pairing is lost. bob
+// is told how many of his messages never reached alice: a kept what
+// had arrived of his when it cut, and says it in that answer. Before,
+// the answer carried no count, and bob was told none were lost (a real
+// stalled node lost 160 of 180 so, untold).
+func TestStalledNodeToldWhatDidNotArrive(t *testing.T) {
+	const typed = 7
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob := pairHubUsers(t, a, b)
+	bob.sayTo(t, alice, 3, "before the stall ")
+	alice.sayTo(t, bob, 2, "before the stall ")
+
+	// b's own goroutine stalls at its next turn (it takes cutsMu
+	// first): its lease, taken away, stays away, and a reaps b.
+	b.cutsMu.Lock()
+	defer b.cutsMu.Unlock()
+	rc := redisClient(t, r)
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		if err := rc.Del(context.Background(), "duet:lease:b").Err(); err != nil {
+			t.Fatal(err)
+		}
+		alice.box.mu.Lock()
+		told := len(alice.box.evs) > 0
+		alice.box.mu.Unlock()
+		if told {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a never reaped b")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	alice.toldLeft(t, proto.ReasonDisconnected, 0)
+
+	// What bob typed as b stalled, read once it runs again.
+	for i := range typed {
+		bob.say(t, fmt.Sprint("during the stall ", i))
+	}
+	bob.toldLeft(t, proto.ReasonLinkLost, typed)
+}
