@@ -317,33 +317,42 @@ func TestResumeAgainShowsTheKey(t *testing.T) {
 // TestResumeAnswerLostRetellsNews: what a resume's answer tells of the
 // user's absence (the partner is back; the pairing ended) is told again
 // to a resume with the same key, when the first answer was lost with
-// its connection: before, the second resume, taking the session over
-// from the first, told nothing of it.
+// its connection, whether the server saw that connection drop or not:
+// before, the second resume, taking the session over from the first,
+// told nothing of it, and nor did one after a drop the server saw.
 func TestResumeAnswerLostRetellsNews(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	resumeTwice := func(key, news string) {
+	resumeTwice := func(key, news string, dropped bool) {
 		t.Helper()
 		// The answer read here stands for one its client never read:
-		// the client says nothing after it, and its network fails
-		// without a word, the connection open still to the server.
+		// the client says nothing after it, and its network fails,
+		// without a word (the connection open still to the server) or
+		// with a reset the server sees (the session away again).
 		lost, _, _, _ := enginetest.ResumeLine(t, d, key)
 		lost.Expect(news)
+		if dropped {
+			away := d.Hub.Stats().Away
+			enginetest.Reset(t, lost.Conn)
+			waitFor(t, "the session away again", func() bool { return d.Hub.Stats().Away > away })
+		}
 		back, _, _, _ := enginetest.ResumeLine(t, d, key)
 		back.Expect(news)
 	}
-	alice, bob := pairLines(t, d, "alice", "bob")
-	enginetest.Reset(t, bob.Conn)
-	alice.Expect(`^\* bob lost the connection`)
-	enginetest.Reset(t, alice.Conn)
-	enginetest.ResumeLine(t, d, bob.Key)
-	resumeTwice(alice.Key, `^\* bob is back$`)
+	for i, dropped := range []bool{false, true} {
+		alice, bob := pairLines(t, d, fmt.Sprint("alice", i), fmt.Sprint("bob", i))
+		enginetest.Reset(t, bob.Conn)
+		alice.Expect(`^\* bob\d lost the connection`)
+		enginetest.Reset(t, alice.Conn)
+		enginetest.ResumeLine(t, d, bob.Key)
+		resumeTwice(alice.Key, `^\* bob\d is back$`, dropped)
 
-	carol, dave := pairLines(t, d, "carol", "dave")
-	enginetest.Reset(t, carol.Conn)
-	dave.Expect(`^\* carol lost the connection`)
-	dave.Send("/quit")
-	resumeTwice(carol.Key, `^\* dave left; you are free to be joined again$`)
+		carol, dave := pairLines(t, d, fmt.Sprint("carol", i), fmt.Sprint("dave", i))
+		enginetest.Reset(t, carol.Conn)
+		dave.Expect(`^\* carol\d lost the connection`)
+		dave.Send("/quit")
+		resumeTwice(carol.Key, `^\* dave\d left; you are free to be joined again$`, dropped)
+	}
 }
 
 // TestResumeKeyRetiredByAnyInput: whatever the client sends after the

@@ -216,6 +216,45 @@ func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 	deliver(s.q, left.event())
 }
 
+// retold is the news a resume tells with the key the session's last
+// resume used, whose answer its client may never have read, when the
+// session went away again since: what that answer told (before), then
+// what came while it was away again (since), as one absence. The ends
+// of pairings come in order, the last as left (told as peer_left if no
+// pairing follows it); of the partner's absence, a count of messages
+// it went away without that before told, for a pairing that ended
+// since, goes with that pairing's end, and the rest of before's news
+// of the partner counts only if the pairing is the same.
+func retold(before, since *away) *away {
+	if before == nil {
+		return since
+	}
+	m := &away{untold: since.untold, peerUntil: since.peerUntil, peerBack: since.peerBack, peerWasAway: since.peerWasAway}
+	var ended []PeerLeft
+	ended = append(ended, before.earlier...)
+	if before.left != nil {
+		ended = append(ended, *before.left)
+	}
+	first := len(ended) // the first end of a pairing since
+	ended = append(ended, since.earlier...)
+	if since.left != nil {
+		ended = append(ended, *since.left)
+	}
+	switch {
+	case first < len(ended):
+		ended[first].Undelivered += before.untold
+	case before.left == nil:
+		// The same pairing as before's.
+		m.untold += before.untold
+		m.peerWasAway = m.peerWasAway || before.peerWasAway
+	}
+	if n := len(ended); n > 0 {
+		m.left = &ended[n-1]
+		m.earlier = ended[max(n-1-maxEndedAway, 0) : n-1]
+	}
+	return m
+}
+
 // maxEndedAway bounds the pairings ended while a session was away, each
 // followed by another, that its resume tells (away.earlier): each needs
 // someone to connect to the session's token while it is away.
@@ -687,8 +726,13 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	// back from, or, taken over with the key its last resume used, what
 	// that resume's answer, which its client may never have read, told.
 	news := a
-	if a == nil && h.usedOpensLocked(old, &sum) {
-		news = h.used[old].news
+	if h.usedOpensLocked(old, &sum) {
+		if a == nil {
+			news = h.used[old].news
+		} else {
+			// Away again since: what came since follows.
+			news = retold(h.used[old].news, a)
+		}
 	}
 	var zombie Queue
 	var res Resumed
@@ -762,6 +806,11 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// may hold their messages, but not how they ended.
 		for i := range news.earlier {
 			deliver(s.q, news.earlier[i].endedAway())
+		}
+		if news.left != nil && peer != nil {
+			// Paired since, with no end of the pairing kept after it
+			// (retold: a pairing made in the second absence).
+			deliver(s.q, news.left.endedAway())
 		}
 	}
 	if peer != nil {

@@ -1622,6 +1622,43 @@ func TestResumeTellsWhoLeftWhileAway(t *testing.T) {
 	}
 }
 
+// TestResumeRetellsAcrossAnotherAbsence: alice's resume, whose answer
+// told her bob left, is lost with its connection, which drops; carol
+// connects to her token meanwhile. Her resume with the key she used
+// names carol, and tells bob's leaving again, as an earlier pairing's
+// end (ended_away), with the count of her messages he never got.
+func TestResumeRetellsAcrossAnotherAbsence(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, _ := resumable(t, h, "bob")
+	carol, _ := resumable(t, h, "carol")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Close(proto.ReasonLeft, 2)
+	lost := &recorder{}
+	res, err := h.Resume([]byte(key), 0, true, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobLeft := proto.Event{Kind: proto.EvPeerLeft, Peer: "bob", Reason: proto.ReasonLeft, Count: 2}
+	if _, _, after := replay(t, lost.take()); !reflect.DeepEqual(after, []proto.Event{bobLeft}) {
+		t.Fatalf("the first resume told %+v", after)
+	}
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	if err := carol.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatalf("the key used, its answer lost: %v", err)
+	}
+	resumed, _, after := replay(t, box.take())
+	bobLeft.Kind = proto.EvEndedAway
+	if resumed.Peer != "carol" || !reflect.DeepEqual(after, []proto.Event{bobLeft}) {
+		t.Fatalf("resumed %+v, then %+v; want carol, and bob's ended_away", resumed, after)
+	}
+}
+
 // TestResumeTellsEachPairingsEnd: a pairing made after one that ended
 // while the session was away (someone connected to the token) is what
 // the answer names, and the earlier one's end is told as ended_away,
