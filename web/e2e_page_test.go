@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,6 +219,67 @@ func TestE2EPageFlippedByteIsAnError(t *testing.T) {
 	bob.expectEntry("the gap reported", func(e logEntry) bool { return e.has("error") && e.Code == "e2e_missing" })
 	if n := bob.countText("this one is tampered with"); n != 0 {
 		t.Fatalf("the altered message was shown %d times", n)
+	}
+}
+
+// TestE2EPageForgedAbortToldToBoth: the server swallows a sealed message
+// of bob's and puts an abort in his name in its place, then text of its
+// own as bob's. Aborts are not signed; alice's page weighs what one
+// says against what bob's page did. One that says bob's browser cannot
+// encrypt, from a page that has encrypted, is found forged at once;
+// another (the exchange went wrong) once a sealed message of bob's
+// comes after it, which a page that aborted never sends. Either way
+// alice's page says someone may be interfering, shows none of the
+// server's text, and answers with an abort, so that bob's page fails
+// too and bob learns his messages are not read. Before, alice's page
+// believed the abort (showing the server's text at once, marked
+// unencrypted, for "cannot encrypt"), and bob's page went on showing
+// the conversation encrypted while alice read none of it.
+func TestE2EPageForgedAbortToldToBoth(t *testing.T) {
+	for _, tc := range []struct{ reason, abort string }{
+		{"cannot_encrypt", "AQUB"},
+		{"protocol_error", "AQUE"},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			bt := startBrowserTest(t)
+			var armed atomic.Bool
+			px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
+				if !bytes.Contains(payload, []byte(`"data":"AQQ`)) || !armed.CompareAndSwap(true, false) {
+					return [][]byte{payload}
+				}
+				return [][]byte{
+					[]byte(`{"type":"sealed","from":"bob","data":"` + tc.abort + `"}`),
+					[]byte(`{"type":"message","from":"bob","text":"SERVER WROTE THIS"}`),
+				}
+			})
+			alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+			alice.open("http://" + px.addr + "/")
+			bob.open(bt.pageURL())
+			token := alice.login()
+			bob.login()
+			bob.connectTo(token)
+			alice.waitSecure("unverified")
+			bob.waitSecure("unverified")
+			bob.say("before")
+			alice.expectSealedMessage("theirs", "before")
+
+			armed.Store(true)
+			bob.say("swallowed")
+			alice.waitSecure("failed")
+			if tc.reason == "protocol_error" {
+				// Believed until bob seals again.
+				bob.say("after the abort")
+			}
+			alice.expectEntry("the forged abort found", func(e logEntry) bool {
+				return e.Code == "e2e_forged_abort" || e.Code == "e2e_failed" && strings.Contains(e.Text, "may be interfering")
+			})
+			bob.waitSecure("failed")
+			for _, text := range []string{"SERVER WROTE THIS", "swallowed", "after the abort"} {
+				if n := alice.countText(text); n != 0 {
+					t.Errorf("alice's page shows %q%s", text, alice.logDump())
+				}
+			}
+		})
 	}
 }
 

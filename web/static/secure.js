@@ -55,6 +55,13 @@ const ABORT_WORDS = {
   keys_lost: '{peer}’s tab lost the keys of this conversation, and can no longer read or seal in it. Leave and connect again to talk encrypted.',
 };
 
+// An abort that says the partner cannot encrypt, from a partner whose
+// page has encrypted; and a message from the partner after an abort.
+const FORGED_ABORT_WORDS =
+  'an abort in {peer}’s name said their browser cannot encrypt, but it has been encrypting: someone between you may be interfering.';
+const FORGED_MESSAGE_WORDS =
+  'A message from {peer} arrived after an abort in their name, which their page cannot have sent: someone between you may be interfering. It cannot be read; {peer}’s page is told that encryption failed.';
+
 // Why this tab resumed into a pairing without its keys, in words
 // (lostKeys): its storage refused them, or another tab holds them.
 const LOST_WORDS = {
@@ -370,6 +377,8 @@ export function createSecure(page) {
       abort: '', // an abort not sent yet: this page was offline
       lost: '', // why this tab lost the keys (LOST_WORDS), when it did
       quiet: false, // logged out: nothing more of it is shown
+      peerAbort: '', // the reason of the abort received in the partner's name
+      forgedTold: false, // that abort was found not the partner's, and answered
     };
   }
 
@@ -606,6 +615,7 @@ export function createSecure(page) {
       page.error('e2e_unreadable', 'An encrypted message arrived that this page cannot read.');
       return;
     }
+    const had = p.session.state;
     const r = await p.session.receive(data);
     // A pairing that ended while the frame was read (a peer_left right
     // behind the partner's last message, a slow decryption) is over now:
@@ -618,12 +628,38 @@ export function createSecure(page) {
     }
     if (r.error) {
       if (!over && r.error.code === 'peer_aborted') {
-        // A partner that cannot encrypt sends in the clear from now on,
-        // as it says: its text is shown, marked, rather than lost.
-        p.cannot = r.reason === 'cannot_encrypt';
-        fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
+        // Aborts are not signed (a page with no keys must be able to
+        // send one): what one says is weighed against what the partner
+        // did. A page that cannot encrypt says so in place of its first
+        // step; one whose steps gave keys here has encrypted, and this
+        // abort is not its own. Else a partner that cannot encrypt
+        // sends in the clear from now on, as it says: its text is
+        // shown, marked, rather than lost.
+        p.peerAbort = r.reason;
+        if (r.reason === 'cannot_encrypt' && (had === 'keyed' || had === 'confirmed')) {
+          // Answered at once, as below.
+          p.forgedTold = true;
+          sendSeal(e2e.abortData('protocol_error'));
+          fail(p, words(FORGED_ABORT_WORDS, p.peer), '');
+        } else {
+          p.cannot = r.reason === 'cannot_encrypt';
+          fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
+        }
       } else if (!over && r.error.fatal) {
         fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
+      } else if (!over && p.peerAbort && p.peerAbort !== 'keys_lost' && e2e.kindOf(data) === 'message') {
+        // A page that aborts seals nothing after it, and what it sealed
+        // before comes before it: the abort was not the partner's, whose
+        // page goes on sealing, unaware. Said here once, and answered
+        // with an abort, so that the partner's page fails too and its
+        // person learns that nothing it sends is read. (An abort from a
+        // tab that lost its keys is excepted: the tab that kept them may
+        // still be sealing.)
+        if (!p.forgedTold) {
+          p.forgedTold = true;
+          page.error('e2e_forged_abort', words(FORGED_MESSAGE_WORDS, p.peer));
+          sendSeal(e2e.abortData('protocol_error'));
+        }
       } else {
         const li = page.error('e2e_' + r.error.code, 'From ' + p.peer + ': ' + r.error.text + '.');
         li.dataset.kind = 'e2e_refused';
