@@ -267,6 +267,55 @@ func TestE2EPageReloadTwiceKeepsEncryption(t *testing.T) {
 	}
 }
 
+// TestE2EPageNewPairingWithTheSamePartner: while alice's page is away,
+// bob leaves their verified conversation and connects to her token
+// again. Back, her page says bob left, that he connected again and
+// this is a new conversation, and that what she verified before does
+// not carry over; the new one is secured afresh (by her link's secret
+// again, which bob's page keeps for her token).
+// Before, it said the conversation "goes on", and only a changed code
+// showed that it did not (a server that forges a new pairing looks the
+// same).
+func TestE2EPageNewPairingWithTheSamePartner(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	px := startCutProxy(t, bt.daemon.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	alice.open(px.url())
+	token := alice.login()
+	// Her link, on the page's own address: bob's network is not cut.
+	link := alice.shareLink()
+	bob.open(bt.pageURL() + link[strings.IndexByte(link, '#'):])
+	bob.login()
+	bob.acceptInvite(token)
+	alice.waitSecure("verified")
+	bob.waitSecure("verified")
+
+	px.cut()
+	bob.expectEntry("alice away", func(e logEntry) bool { return e.Kind == "peer_away" })
+	bob.do("leave", chromedp.Click(chromedp.ID("leave")))
+	bob.expectEntry("bob left", func(e logEntry) bool { return e.Kind == "left" })
+	bob.connectTo(token)
+	bob.waitJS("bob paired again", `document.getElementById('peer').textContent === 'Talking with alice'`)
+	px.restore()
+
+	alice.expectEntry("bob's leaving", func(e logEntry) bool {
+		return e.Kind == "peer_left" && e.Text == "While you were away, bob left the conversation."
+	})
+	alice.expectEntry("a new conversation", func(e logEntry) bool {
+		return e.Kind == "paired" && e.Text == "Reconnected. bob connected to you again while you were away: this is a new conversation."
+	})
+	alice.expectEntry("the verification void", func(e logEntry) bool { return e.Code == "e2e_new_pairing" })
+	alice.waitSecure("verified")
+	bob.waitSecure("verified")
+	bob.say("sealed anew")
+	alice.expectSealedMessage("theirs", "sealed anew")
+	for _, e := range alice.log() {
+		if strings.Contains(e.Text, "goes on") {
+			t.Errorf("alice's page said %q%s", e.Text, alice.logDump())
+		}
+	}
+}
+
 // TestE2EPageAgreedPlainSurvivesReload: after encryption failed, alice
 // chose to go on without it. A reload keeps that choice: bob's
 // plaintext is shown, not refused.

@@ -164,6 +164,7 @@ const st = {
   nameBusy: false, // that login found the name still held; retrying
   token: '',
   peer: '',
+  pairId: '', // the pairing's id (pair_id), to tell a new pairing with the same partner
 
   invite: '', // a token from a share link, offered once logged in; connects only on a click
   lastOp: '', // the type of the last command sent, to tie errors to it
@@ -522,6 +523,13 @@ function resumed(ev) {
   st.name = String(ev.name || st.name);
   st.token = String(ev.token || '');
   st.peer = String(ev.peer || '');
+  // The same partner may be a new pairing: the one before ended while
+  // the page was away (ended_away says how), and the partner connected
+  // again. An id missing on either side (a node of an older version)
+  // says nothing.
+  const pairBefore = st.pairId;
+  st.pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
+  const newPairing = pairBefore !== '' && st.pairId !== '' && pairBefore !== st.pairId;
   st.peerAway = false;
   if (typeof ev.resume_key === 'string' && ev.resume_key) st.resume.key = ev.resume_key;
   if (Number(ev.window_s) > 0) st.resume.windowS = Number(ev.window_s);
@@ -535,7 +543,10 @@ function resumed(ev) {
 
   let text;
   let kind = 'resumed';
-  if (st.peer && st.peer === before) {
+  if (st.peer && st.peer === before && newPairing) {
+    text = 'Reconnected. ' + st.peer + ' connected to you again while you were away: this is a new conversation.';
+    kind = 'paired';
+  } else if (st.peer && st.peer === before) {
     text = restored ? 'Back in your conversation with ' + st.peer + '.' : 'Reconnected; your conversation with ' + st.peer + ' goes on.';
   } else if (st.peer) {
     text = 'Reconnected. ' + st.peer + ' connected to you while you were away.';
@@ -706,6 +717,7 @@ function saveNow() {
     window_s: st.resume.windowS,
     name: st.name,
     peer: st.peer,
+    pair_id: st.pairId,
     kept: st.kept,
   };
   try {
@@ -740,6 +752,7 @@ function restoreSession() {
   };
   st.name = typeof data.name === 'string' && NAME_RE.test(data.name) ? data.name : '';
   st.peer = typeof data.peer === 'string' ? data.peer : '';
+  st.pairId = typeof data.pair_id === 'string' ? data.pair_id : '';
   st.restored = true;
   for (const m of Array.isArray(data.kept) ? data.kept : []) {
     if (!m || typeof m.text !== 'string') continue;
@@ -1017,6 +1030,7 @@ const handlers = {
 
   paired(ev) {
     st.peer = String(ev.peer || '');
+    st.pairId = typeof ev.pair_id === 'string' ? ev.pair_id : '';
     clearEndedAway();
     st.peerAway = false;
     saveSoon();

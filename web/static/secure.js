@@ -62,6 +62,11 @@ const FORGED_ABORT_WORDS =
 const FORGED_MESSAGE_WORDS =
   'A message from {peer} arrived after an abort in their name, which their page cannot have sent: someone between you may be interfering. It cannot be read; {peer}’s page is told that encryption failed.';
 
+// A resume into a new pairing with the same partner as the one this page
+// encrypted before.
+const NEW_PAIRING_WORDS =
+  'The server says your conversation with {peer} ended and a new one began while you were away. It is secured afresh: what you verified before does not carry over.';
+
 // Why this tab resumed into a pairing without its keys, in words
 // (lostKeys): its storage refused them, or another tab holds them.
 const LOST_WORDS = {
@@ -950,7 +955,16 @@ export function createSecure(page) {
       // server gives; the partner's first steps are among the replay,
       // after what the partner of the pairing before (if any) sealed
       // before it ended.
+      const peer = String(ev.peer);
+      const again = old ? old.peer === peer && old.session !== null : !!(kept && kept.state && keptPartner(kept.state) === peer);
       paired(ev);
+      if (again) {
+        // The same partner, a new pairing: the server says the one
+        // before ended while this page was away (told by ended_away),
+        // or lies. Either way what was verified of it does not carry
+        // over, which the person must know before trusting the new one.
+        page.error('e2e_new_pairing', words(NEW_PAIRING_WORDS, peer));
+      }
       if (!old) dropKeptWaiting(kept);
       retire(old, old ? null : kept);
       return;
