@@ -1021,6 +1021,7 @@ func (n *Node) check() {
 	// either (sender.takeLost, asked as the pairing ends).
 	if slices.ContainsFunc(remote, gone) {
 		n.reachNobody(gone, true)
+		n.routesToDead(gone)
 		cuts := n.hub.CutRemote(gone, proto.ReasonDisconnected)
 		n.countCuts(cutNodeGone, len(cuts))
 		for _, c := range cuts {
@@ -1397,6 +1398,17 @@ func (n *Node) partnerLeft(key string, pair uint64, reason proto.Reason, count i
 	}
 	if deaf {
 		n.countCuts(cutNodeDeaf, 1)
+	}
+}
+
+// routesToDead notes, on the outbox of each pairing with a partner on a
+// node gone, that the node died: what it kept for a partner away is
+// lost with it, and counted so as the pairing is cut.
+func (n *Node) routesToDead(gone func(addr string) bool) {
+	for _, out := range n.hub.RemoteOutboxes(gone) {
+		if o, ok := out.(*remoteOutbox); ok {
+			o.partnerNodeDead()
+		}
 	}
 }
 

@@ -117,6 +117,14 @@ type remoteOutbox struct {
 	sent     uint64
 	told     bool
 	arrivals uint64
+	// awayFrom is sent as the partner's node last said it went away
+	// (hub.PartnerAwayNoter), while away says it has not come back:
+	// what was sent since is kept on that node for its resume. Should
+	// that node die (nodeDead), all of it is lost, which no word from
+	// it will say (Lost).
+	awayFrom uint64
+	away     bool
+	nodeDead bool
 	// before is how many of the partner's messages had arrived from
 	// the nodes it was on before it went live where it is: its node
 	// counts only what it sent since (its sent), and is told the
@@ -264,7 +272,31 @@ func (o *remoteOutbox) Lost() int {
 		// Those are among the sent, and did not arrive.
 		return int(o.sent - min(o.arrivals, o.sent))
 	}
+	if o.nodeDead && o.away {
+		// Kept there for the partner, and gone with the node; those
+		// that reached no one are among them, or were sent before it
+		// went away: the larger count is the nearer.
+		lost = max(lost, int(o.sent-min(o.awayFrom, o.sent)))
+	}
 	return lost
+}
+
+// PartnerAway implements hub.PartnerAwayNoter.
+func (o *remoteOutbox) PartnerAway(away bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if away && !o.away {
+		o.awayFrom = o.sent
+	}
+	o.away = away
+}
+
+// partnerNodeDead notes that the partner's node died: what it kept for
+// the partner away is lost (Lost).
+func (o *remoteOutbox) partnerNodeDead() {
+	o.mu.Lock()
+	o.nodeDead = true
+	o.mu.Unlock()
 }
 
 // refuse counts a message that does not go to the partner; the first

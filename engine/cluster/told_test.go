@@ -936,3 +936,29 @@ func TestSpeakingToANodeThatJustDied(t *testing.T) {
 	waitCut(t, a.Node, "node_deaf", 1) // counted once alice is told
 
 }
+
+// TestMessagesKeptOnADeadNodeCounted: bob's connection drops, and his
+// node keeps alice's messages for his resume; then his node dies. alice
+// is told bob disconnected, and that her messages since he went away
+// never reached him: they died with the node that kept them. Before,
+// she was told none were lost (on a single node, such an end counts
+// them).
+func TestMessagesKeptOnADeadNodeCounted(t *testing.T) {
+	const kept = 4
+	r := startRedis(t)
+	a := startHubNodeWith(t, r, "a", resumeOptions(0), noWordAwaited)
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob := pairHubUsers(t, a, b)
+	alice.sayTo(t, bob, 2, "before ")
+	bob.s.Detach(proto.ReasonDisconnected, 0)
+	alice.box.next(t, proto.EvPeerAway)
+	for i := range kept {
+		alice.say(t, fmt.Sprint("kept for bob ", i))
+	}
+	waitAnswered(t, a.Node)
+	b.halt()
+	if err := redisClient(t, r).Del(context.Background(), "duet:lease:b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	alice.toldLeft(t, proto.ReasonDisconnected, kept)
+}

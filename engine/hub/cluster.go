@@ -52,6 +52,14 @@ type ArrivalCounter interface {
 	Arrived()
 }
 
+// A PartnerAwayNoter is the Outbox of a partner on another node that
+// notes whether that partner is away, as its node says: what is handed
+// to it meanwhile is kept there for the partner's resume, and lost with
+// that node if it dies (LossCounter).
+type PartnerAwayNoter interface {
+	PartnerAway(away bool)
+}
+
 // A LossCounter is the Outbox of a partner on another node that can
 // tell, as the pairing ends here, how many of the messages handed to
 // it will never reach that node: sent to no one, or on their way to a
@@ -273,6 +281,9 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 		ev.Peer = rr.stub.name
 		away, until := ev.Kind == proto.EvPeerAway, h.clock.now()+ev.Window
 		told = h.notePeerLocked(rr.r, away, until) == away && ev.Count == 0
+		if an, ok := rr.stub.outbox().(PartnerAwayNoter); ok {
+			an.PartnerAway(away)
+		}
 		if a := local.away; a != nil {
 			// Dropped (awayQueue): the session's resume tells it.
 			if away {
@@ -402,6 +413,17 @@ func (h *Hub) CutPair(pairID uint64, reason proto.Reason, undelivered int) []Rem
 // CutRemote does.
 func (h *Hub) CutPairs(match func(pairID uint64) bool, reason proto.Reason) []RemoteCut {
 	return h.cutRemote(func(rr remoteRoom) bool { return match(rr.r.pairID) }, reason, 0)
+}
+
+// RemoteOutboxes lists the Outboxes of the partners in the cross-node
+// pairings here whose partner is on a node that match accepts.
+func (h *Hub) RemoteOutboxes(match func(node string) bool) []Outbox {
+	rooms := h.remoteRooms(func(rr remoteRoom) bool { return match(rr.node) })
+	out := make([]Outbox, len(rooms))
+	for i, rr := range rooms {
+		out[i] = rr.stub.outbox()
+	}
+	return out
 }
 
 // RemotePairs lists the numbers of the cross-node pairings whose
