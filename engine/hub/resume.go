@@ -213,7 +213,30 @@ func (h *Hub) tellPeerLeftLocked(s *Session, left PeerLeft) {
 		a.keepLeft(left)
 		return
 	}
+	if n := h.unsureNewsLocked(s); n != nil {
+		// Its connection may be one whose client never read the answer
+		// to its resume: a resume with the key that one used tells
+		// this again (retold).
+		n.keepLeft(left)
+	}
 	deliver(s.q, left.event())
+}
+
+// unsureNewsLocked returns, for a session whose client has not shown it
+// read the answer to its resume (Session.keyUnsure), the news that a
+// resume with the key that one used tells again, to which what the
+// session is told since is added: its connection may be as dead as the
+// answer's. It returns nil for any other session. Hub.mu is held.
+func (h *Hub) unsureNewsLocked(s *Session) *away {
+	u, ok := h.used[s]
+	if !ok {
+		return nil
+	}
+	if u.news == nil {
+		u.news = &away{due: -1}
+		h.used[s] = u
+	}
+	return u.news
 }
 
 // retold is the news a resume tells with the key the session's last
@@ -263,9 +286,19 @@ const maxEndedAway = 8
 // pairedAwayLocked notes that s was just paired: a pairing that ended
 // while it was away is no longer what the state its resume finds comes
 // from, but is told as an earlier one; nor is news of the partner before
-// (away or back) news of this one. Hub.mu is held.
+// (away or back) news of this one. So for the news a resume with the
+// key its last resume used tells again (Hub.used). Hub.mu is held.
 func (s *Session) pairedAwayLocked() {
-	if a := s.away; a != nil {
+	a := s.away
+	if a == nil {
+		// Attached, maybe to a connection whose client never read the
+		// answer to its resume: the news a resume with the key that one
+		// used tells again is brought up to date as well.
+		if u, ok := s.hub.used[s]; ok {
+			a = u.news
+		}
+	}
+	if a != nil {
 		if a.left != nil {
 			if len(a.earlier) == maxEndedAway {
 				a.earlier = append(a.earlier[:0], a.earlier[1:]...)

@@ -1659,6 +1659,64 @@ func TestResumeRetellsAcrossAnotherAbsence(t *testing.T) {
 	}
 }
 
+// TestResumeRetellsWhatTheLostAnswersConnectionWasTold: the connection
+// that carried a resume whose answer was lost is told more while it
+// lives (its partner leaves; someone else connects), which its client
+// never reads either. A resume with the key used tells that too, as
+// news of the absence: bob's leaving, and no "carol is back" of a carol
+// who never went away (bob's absence taken for hers).
+func TestResumeRetellsWhatTheLostAnswersConnectionWasTold(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	// bob leaves while the lost answer's connection lives.
+	alice, bob, key := resumablePair(t, h)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	lost := &recorder{}
+	res, err := h.Resume([]byte(key), 0, true, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.Close(proto.ReasonLeft, 0)
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	want := []proto.Event{{Kind: proto.EvPeerLeft, Peer: "bob", Reason: proto.ReasonLeft}}
+	if resumed, _, after := replay(t, box.take()); resumed.Peer != "" || !reflect.DeepEqual(after, want) {
+		t.Fatalf("resumed %+v, then %+v; want bob's peer_left", resumed, after)
+	}
+
+	// dave, away as erin went away, comes back and leaves, and frank
+	// connects, while the lost answer's connection lives.
+	erin, ekey := resumable(t, h, "erin")
+	dave, dkey := resumable(t, h, "dave")
+	frank, _ := resumable(t, h, "frank")
+	pair(t, dave, erin)
+	dave.Detach(proto.ReasonDisconnected, 0)
+	erin.Detach(proto.ReasonDisconnected, 0)
+	lost = &recorder{}
+	if res, err = h.Resume([]byte(ekey), 0, true, lost); err != nil {
+		t.Fatal(err)
+	}
+	daveBack, err := h.Resume([]byte(dkey), 0, true, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	daveBack.Session.Close(proto.ReasonLeft, 0)
+	if err := frank.Connect(tok(erin.Session)); err != nil {
+		t.Fatal(err)
+	}
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	box = &recorder{}
+	if _, err := h.Resume([]byte(ekey), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	want = []proto.Event{{Kind: proto.EvEndedAway, Peer: "dave", Reason: proto.ReasonLeft}}
+	if resumed, _, after := replay(t, box.take()); resumed.Peer != "frank" || !reflect.DeepEqual(after, want) {
+		t.Fatalf("resumed %+v, then %+v; want frank, and dave's ended_away alone", resumed, after)
+	}
+}
+
 // TestResumeTellsEachPairingsEnd: a pairing made after one that ended
 // while the session was away (someone connected to the token) is what
 // the answer names, and the earlier one's end is told as ended_away,
