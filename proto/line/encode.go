@@ -221,6 +221,11 @@ func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, "* "...)
 	if ev.Kind == proto.EvEndedAway {
 		dst = append(dst, "while you were away, "...)
+		if w := peerLeftWords[ev.Reason]; w.before != "" {
+			// A reason worded with no subject ("lost the link to bob's
+			// server") needs one here.
+			dst = append(dst, "you "...)
+		}
 	}
 	if w, known := peerLeftWords[ev.Reason]; known {
 		dst = append(dst, w.before...)
