@@ -374,6 +374,13 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		p.WindowLeft = max(a.deadline-now, 0)
 		p.AwaySeq, p.AwayText, p.Unsent = a.seq, a.keptText(), a.unsent
 		p.Left = a.left
+		if p.Left == nil && len(a.earlier) > 0 {
+			// One end is carried: the last, of a pairing another
+			// followed. A binary from before ended_away tells none of
+			// it to a session paired since, as it did not keep it.
+			last := a.earlier[len(a.earlier)-1]
+			p.Left = &last
+		}
 		if a.untold > 0 {
 			p.Untold, p.UntoldWindow, p.UntoldBack = a.untold, max(a.peerUntil-now, 0), a.peerBack
 		}
@@ -560,6 +567,10 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	}
 	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, attached: p.Attached, unsent: p.Unsent, left: p.Left,
 		untold: p.Untold, peerUntil: now + p.UntoldWindow, peerBack: p.UntoldBack}
+	if p.Left != nil && p.Pair != nil {
+		// Paired since that end: an earlier pairing's (Export).
+		a.left, a.earlier = nil, []PeerLeft{*p.Left}
+	}
 	s.hmu.Lock()
 	s.seq = p.Seq
 	if len(p.History) > 0 || len(p.Loss) > 0 || len(queued) > 0 {

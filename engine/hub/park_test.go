@@ -720,6 +720,42 @@ func TestTellLeftBeyondBufferIsMissed(t *testing.T) {
 	}
 }
 
+// TestRestoreKeepsAnEarlierPairingsEnd: bob left alice while she was
+// away, and carol connected to her token; then the server restarted,
+// handing the sessions on through its state file. Her resume names
+// carol and tells bob's leaving as an earlier pairing's end: a park
+// carries the last such end (it carried none before, since an end
+// followed by a pairing was not kept as left).
+func TestRestoreKeepsAnEarlierPairingsEnd(t *testing.T) {
+	h1, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h1, "alice")
+	bob, _ := resumable(t, h1, "bob")
+	carol, _ := resumable(t, h1, "carol")
+	pair(t, bob, alice)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	bob.Close(proto.ReasonLeft, 0)
+	if err := carol.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	_, parked, err := ReadState(bytes.NewReader(writeState(t, time.Now(), h1.Snapshot())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, _ := newClockedHub(resumeOpts())
+	if n := h2.Restore(parked); n != 2 {
+		t.Fatalf("restored %d", n)
+	}
+	box := &recorder{}
+	if _, err := h2.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, _, after := replay(t, box.take())
+	want := []proto.Event{{Kind: proto.EvEndedAway, Peer: "bob", Reason: proto.ReasonLeft}}
+	if resumed.Peer != "carol" || !reflect.DeepEqual(after, want) {
+		t.Fatalf("resumed %+v, then %+v; want carol, and bob's ended_away", resumed, after)
+	}
+}
+
 // TestRestoreKeepsWhoConnected: after a restart with a state file, a
 // pair's resumes are told the roles they were paired in: the side that
 // connected is the initiator still (end-to-end encryption starts anew

@@ -81,8 +81,9 @@ type away struct {
 	// peer_left after a resume that names a partner would read as that
 	// pairing's end: the resume tells those as ended_away, each with
 	// how many of the user's messages never reached that partner, which
-	// were lost untold before. earlier keeps the last maxEndedAway, and
-	// is not carried by a park, which keeps left alone. Guarded by
+	// were lost untold before. earlier keeps the last maxEndedAway. A
+	// park carries one end: left, or else the last of earlier, which a
+	// session taken up paired keeps in earlier (Import). Guarded by
 	// Hub.mu.
 	left    *PeerLeft
 	earlier []PeerLeft
@@ -183,6 +184,15 @@ func (a *away) keepLeft(left PeerLeft) {
 	left.Undelivered += a.untold
 	a.untold, a.peerBack = 0, false
 	a.left = &left
+}
+
+// keepEarlier keeps the end of a pairing another followed, the last
+// maxEndedAway of them.
+func (a *away) keepEarlier(left PeerLeft) {
+	if len(a.earlier) == maxEndedAway {
+		a.earlier = append(a.earlier[:0], a.earlier[1:]...)
+	}
+	a.earlier = append(a.earlier, left)
 }
 
 // PeerLeft is a peer_left a session was told while it was away: what
@@ -300,10 +310,7 @@ func (s *Session) pairedAwayLocked() {
 	}
 	if a != nil {
 		if a.left != nil {
-			if len(a.earlier) == maxEndedAway {
-				a.earlier = append(a.earlier[:0], a.earlier[1:]...)
-			}
-			a.earlier = append(a.earlier, *a.left)
+			a.keepEarlier(*a.left)
 		}
 		a.left, a.untold, a.peerBack, a.peerWasAway, a.peerUntil = nil, 0, false, false, 0
 	}
