@@ -252,14 +252,7 @@ func TestE2EPageForgedAbortToldToBoth(t *testing.T) {
 					[]byte(`{"type":"message","from":"bob","text":"SERVER WROTE THIS"}`),
 				}
 			})
-			alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-			alice.open("http://" + px.addr + "/")
-			bob.open(bt.pageURL())
-			token := alice.login()
-			bob.login()
-			bob.connectTo(token)
-			alice.waitSecure("unverified")
-			bob.waitSecure("unverified")
+			alice, bob := pairEncrypted(bt, "http://"+px.addr+"/", bt.pageURL())
 			bob.say("before")
 			alice.expectSealedMessage("theirs", "before")
 

@@ -728,11 +728,7 @@ func TestTellLeftBeyondBufferIsMissed(t *testing.T) {
 // followed by a pairing was not kept as left).
 func TestRestoreKeepsAnEarlierPairingsEnd(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h1, "alice")
-	bob, _ := resumable(t, h1, "bob")
-	carol, _ := resumable(t, h1, "carol")
-	pair(t, bob, alice)
-	alice.Detach(proto.ReasonDisconnected, 0)
+	alice, bob, carol, key := awayFromBob(t, h1)
 	bob.Close(proto.ReasonLeft, 0)
 	if err := carol.Connect(tok(alice.Session)); err != nil {
 		t.Fatal(err)

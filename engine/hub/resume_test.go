@@ -60,6 +60,16 @@ func resumablePair(t *testing.T, h *Hub) (alice, bob user, key string) {
 	return alice, bob, key
 }
 
+// awayFromBob is resumablePair with alice away, and carol logged in to
+// connect to her token.
+func awayFromBob(t *testing.T, h *Hub) (alice, bob, carol user, key string) {
+	t.Helper()
+	alice, bob, key = resumablePair(t, h)
+	carol, _ = resumable(t, h, "carol")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	return alice, bob, carol, key
+}
+
 // sayEach relays each text alone, failing the test on an error.
 func sayEach(t *testing.T, s *Session, texts ...string) {
 	t.Helper()
@@ -1506,11 +1516,7 @@ func TestAwayEndTellsWhatWasNotDelivered(t *testing.T) {
 // is of its own messages, not of those a partner before it left.
 func TestAwayEndCountsOnlyThePartnersMessages(t *testing.T) {
 	h, clk := newClockedHub(resumeOpts())
-	alice, _ := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	carol, _ := resumable(t, h, "carol")
-	pair(t, bob, alice)
-	alice.Detach(proto.ReasonDisconnected, 0)
+	alice, bob, carol, _ := awayFromBob(t, h)
 	sayEach(t, bob.Session, "one", "two")
 	mustErr(t, bob.Leave(), nil)
 	pair(t, carol, alice)
@@ -1629,11 +1635,7 @@ func TestResumeTellsWhoLeftWhileAway(t *testing.T) {
 // end (ended_away), with the count of her messages he never got.
 func TestResumeRetellsAcrossAnotherAbsence(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	carol, _ := resumable(t, h, "carol")
-	pair(t, bob, alice)
-	alice.Detach(proto.ReasonDisconnected, 0)
+	alice, bob, carol, key := awayFromBob(t, h)
 	bob.Close(proto.ReasonLeft, 2)
 	lost := &recorder{}
 	res, err := h.Resume([]byte(key), 0, true, lost)
@@ -1724,12 +1726,8 @@ func TestResumeRetellsWhatTheLostAnswersConnectionWasTold(t *testing.T) {
 // one ends too, its end is told last, as peer_left.
 func TestResumeTellsEachPairingsEnd(t *testing.T) {
 	h, _ := newClockedHub(resumeOpts())
-	alice, key := resumable(t, h, "alice")
-	bob, _ := resumable(t, h, "bob")
-	carol, _ := resumable(t, h, "carol")
+	alice, bob, carol, key := awayFromBob(t, h)
 	dave, _ := resumable(t, h, "dave")
-	pair(t, bob, alice)
-	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.Close(proto.ReasonLeft, 0)
 	if err := carol.Connect(tok(alice.Session)); err != nil {
 		t.Fatal(err)
