@@ -617,15 +617,18 @@ function resumeFailed() {
   if (windowS > 0) text += ' (the server keeps one for ' + duration(windowS) + ')';
   text += '.';
   if (peer) text += ' Your conversation with ' + peer + ' is over.';
-  if (st.name && (st.auth !== 'accounts' || st.password)) {
+  if (st.name && st.auth !== 'accounts') {
     notice(text + ' Logging in again as ' + st.name + '…', { kind: 'expired' });
     st.autoLogin = true;
     st.relogins = 0;
     sendLogin();
     return;
   }
-  // After a reload in accounts mode the password is not known: it is
-  // never kept.
+  // In accounts mode the person is asked, even with the password still
+  // in memory: a tab that wakes long after may find its person logged
+  // in elsewhere since, or logged out on purpose, and a login of its
+  // own would replace that session (takeover) or undo the logout. After
+  // a reload the password is not known anyway: it is never kept.
   notice(text + ' Log in again.', { kind: 'expired' });
   ui.name.value = st.name;
   st.name = '';
