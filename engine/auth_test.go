@@ -831,6 +831,34 @@ func TestNetcatPipesALargerFileWithAPassword(t *testing.T) {
 	finished()
 }
 
+// TestResetDropsAHeldLogin: a client whose login waits its turn, with a
+// connect and a message behind it, breaks its connection (a reset), not
+// ends its input as nc -N does. The login is dropped unchecked, as for
+// any connection that closes while its login waits, and nothing behind
+// it is acted on: before, a reset read as an end of input, and the
+// login was checked and the lines after it acted on, bob told piper had
+// connected and given the message, with a false warning logged that the
+// input was past its bound.
+func TestResetDropsAHeldLogin(t *testing.T) {
+	path := t.TempDir() + "/users"
+	authtest.RunExact(t, "-B", "-C", "4", "-c", "-b", path, "piper", "pw1")
+	authtest.RunExact(t, "-B", "-C", "4", "-b", path, "bob", "pw2")
+	d, _ := enginetest.StartAccounts(t, path, func(o *engine.Options) {
+		// One failure free, then a turn of 2 s.
+		o.Auth.Throttle = auth.ThrottleOptions{Free: 1, Base: 2 * time.Second, Max: 2 * time.Second, MaxWait: time.Hour}
+	})
+	bob := d.DialLineFrom(t, "127.0.0.9").LoginPassword("bob", "pw2")
+	c := d.DialLineFrom(t, "127.0.0.62")
+	c.Send("/login piper wrong")
+	c.Expect(`^! auth_failed: `)
+	c.Send("/login piper pw1\n/connect " + bob.Token + "\nhello bob")
+	time.Sleep(200 * time.Millisecond) // the login waits its turn
+	enginetest.Reset(t, c.Conn)
+	if l, err := bob.TryLine(3 * time.Second); err == nil {
+		t.Fatalf("bob was told %q", l)
+	}
+}
+
 // TestHangUpsWithInputKeepTheirPlaces: a login with input behind it,
 // hung up on before its answer, is checked after all (the input is
 // acted on then), and until it is, its connection still counts against

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -232,7 +233,19 @@ func (cn *conn) lateInput(err error) *lateClose {
 	// without reading it. It all came before the end of input.
 	whole := len(buf) <= heldInputMax
 	if whole && cn.loop.epfd >= 0 {
-		rest, whole = readRest(cn.c.Fd(), rest, heldInputMax)
+		var rerr error
+		if rest, whole, rerr = readRest(cn.c.Fd(), rest, heldInputMax); rerr != nil {
+			// Broken (a reset), not ended: the login waiting its turn
+			// is dropped unchecked, as for any connection that closes
+			// while it waits (AUTH.md), with what came behind it. The
+			// read took the error off the socket; it is kept as the
+			// connection's ending.
+			var errno syscall.Errno
+			if errors.As(rerr, &errno) {
+				cn.directErr.CompareAndSwap(0, int32(errno))
+			}
+			return nil
+		}
 	}
 	if !whole {
 		// Past the bound: acted on up to its last whole line, so that

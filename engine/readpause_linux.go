@@ -81,10 +81,12 @@ func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 
 // readRest appends to b what the kernel still holds of fd's input, up
 // to max bytes in all, and reports whether that reached the end of the
-// input. A held login hears the client hang up (setReadInterest), and
-// gnet then closes the connection without reading what came before the
-// end; lateInput reads it here, while the descriptor is still open.
-func readRest(fd int, b []byte, max int) ([]byte, bool) {
+// input; or the error that ended the read instead (a reset: the client
+// did not end its input, it broke the connection). A held login hears
+// the client hang up (setReadInterest), and gnet then closes the
+// connection without reading what came before the end; lateInput reads
+// it here, while the descriptor is still open.
+func readRest(fd int, b []byte, max int) ([]byte, bool, error) {
 	for len(b) < max {
 		if cap(b)-len(b) < 16<<10 {
 			b = slices.Grow(b, 64<<10)
@@ -94,9 +96,11 @@ func readRest(fd int, b []byte, max int) ([]byte, bool) {
 		case n > 0:
 			b = b[:len(b)+n]
 		case err == unix.EINTR:
+		case err != nil && err != unix.EAGAIN:
+			return b, false, err
 		default:
-			return b, n == 0 && err == nil
+			return b, n == 0 && err == nil, nil
 		}
 	}
-	return b, false
+	return b, false, nil
 }
