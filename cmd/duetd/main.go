@@ -116,6 +116,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	warnedConns := warnConnsRoom(log, d, cfg.Limits.MaxConns, 0)
 	if d.accounts != nil {
 		log.Info("accounts loaded", zap.String("file", d.accounts.Path()), zap.Int("accounts", d.accounts.Len()))
+		warnNoAccounts(log, d.accounts.Path(), d.accounts.Len())
 	}
 	node, leaveCluster, err := joinCluster(cfg.Cluster, cfg.SettingsFingerprint(), d.core, log, d.ops.metrics.Registry)
 	if err != nil {

@@ -81,6 +81,7 @@ func (r *reloader) reload() {
 			r.log.Error("users file reload failed; keeping the old accounts", zap.String("key", "auth.users_file"), zap.Error(err))
 		} else {
 			r.log.Info("accounts reloaded", zap.Int("accounts", accounts.Len()))
+			warnNoAccounts(r.log, accounts.Path(), accounts.Len())
 		}
 	}
 
@@ -137,4 +138,14 @@ func listensOn(configured string, bound net.Addr) bool {
 		return b.IP == nil || b.IP.IsUnspecified()
 	}
 	return c.IP.Equal(b.IP)
+}
+
+// warnNoAccounts says that nobody can log in, when the users file has no
+// entry: an empty file, or htpasswd -D of its last user, is valid, and
+// would otherwise show only as every login refused.
+func warnNoAccounts(log *zap.Logger, path string, n int) {
+	if n == 0 {
+		log.Warn("the users file has no accounts: nobody can log in until one is added (htpasswd -B FILE NAME, then SIGHUP)",
+			zap.String("file", path), zap.String("key", "auth.users_file"))
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"duet/config"
+	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 )
 
@@ -454,4 +455,35 @@ func TestConnectByShareLink(t *testing.T) {
 	dan.Send("/connect http://" + d.WS + "/#" + strings.ToUpper(carol.Token))
 	dan.Expect(`^\* you are connected with carol$`)
 	carol.Expect(`^\* dan is connected$`)
+}
+
+// TestNoAccountsWarned: a users file with no entry (empty, or its last
+// user removed with htpasswd -D) is valid, and nobody can log in: duetd
+// says so as a warning, at start and at the reload that empties it,
+// rather than in an info line's count alone.
+func TestNoAccountsWarned(t *testing.T) {
+	const warning = "the users file has no accounts: nobody can log in until one is added (htpasswd -B FILE NAME, then SIGHUP)"
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "auth:\n  mode: accounts\n  users_file: "+users+"\n")
+	d.WaitReady()
+	_, from := d.WaitLog(0, warning)
+
+	one := authtest.Users(t, "alice", "pw-alice")
+	b, err := os.ReadFile(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(users, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGHUP)
+	_, from = d.WaitLog(from, "accounts reloaded")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGHUP)
+	d.WaitLog(from, warning)
 }
