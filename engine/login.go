@@ -133,7 +133,7 @@ func (cn *conn) loginReplacing(account string) (s *hub.Session, replaced bool, e
 		return s, old != nil, err
 	}
 	s, err = h.LoginReplacingAway([]byte(account), cn.out)
-	if err == proto.ErrNameTaken {
+	if err != nil && err.Code == proto.ErrNameTaken.Code {
 		// Every name logged in is an account's: the account is in use.
 		err = proto.ErrAlreadyOnline
 	}

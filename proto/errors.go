@@ -25,18 +25,23 @@ var (
 	ErrAlreadyLoggedIn     = &Error{"already_logged_in", "you are already logged in"}
 	ErrBadName             = &Error{"bad_name", "a name is 1 to 32 letters, digits, '_', '-' or '.'"}
 	ErrNameTaken           = &Error{"name_taken", "that name is in use; pick another"}
-	ErrBadToken            = &Error{"bad_token", "a token is 32 hexadecimal characters"}
-	ErrUnknownToken        = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
-	ErrSelfConnect         = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
-	ErrAlreadyPaired       = &Error{"already_paired", "you are already connected; /leave first"}
-	ErrRoomFull            = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
-	ErrNotPaired           = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
-	ErrUnknownCommand      = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
-	ErrUnknownType         = &Error{"unknown_type", "unknown message type"}
-	ErrBadJSON             = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
-	ErrBadMessage          = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
-	ErrTooLong             = &Error{"too_long", "message too long; it was not sent"}
-	ErrInvalidUTF8         = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
+	// ErrNameTakenElsewhere is ErrNameTaken told by a node of a cluster
+	// for a name another node holds: whether its session is away (its
+	// own user, back on another node) that node knows, not this one, so
+	// the text says both. Its Code is ErrNameTaken's.
+	ErrNameTakenElsewhere = &Error{"name_taken", "that name is in use on another server of this service; if it is yours and your connection dropped, resume it (on a terminal, /resume KEY with the key you were shown; a page resumes by itself when reloaded in its tab), or pick another"}
+	ErrBadToken           = &Error{"bad_token", "a token is 32 hexadecimal characters"}
+	ErrUnknownToken       = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
+	ErrSelfConnect        = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
+	ErrAlreadyPaired      = &Error{"already_paired", "you are already connected; /leave first"}
+	ErrRoomFull           = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
+	ErrNotPaired          = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
+	ErrUnknownCommand     = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
+	ErrUnknownType        = &Error{"unknown_type", "unknown message type"}
+	ErrBadJSON            = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
+	ErrBadMessage         = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
+	ErrTooLong            = &Error{"too_long", "message too long; it was not sent"}
+	ErrInvalidUTF8        = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
 	// ErrInvalidUTF8Telnet is ErrInvalidUTF8 told on the line port to a
 	// client not sending in telnet's BINARY, for a line that telnet broke
 	// (line.TelnetMangled): Debian's telnet changes some letters until it

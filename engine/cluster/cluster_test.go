@@ -173,7 +173,7 @@ func TestCrossNodeChat(t *testing.T) {
 	// A name is unique across the cluster, in any case.
 	dup := a.DialLine(t)
 	dup.Send("/login Bob")
-	dup.Expect(`^! name_taken: `)
+	dup.Expect(`^! name_taken: that name is in use on another server of this service; if it is yours and your connection dropped, resume it `)
 }
 
 // TestCloseSaysItLeft: a node that leaves the cluster cleanly says so,

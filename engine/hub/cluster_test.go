@@ -131,7 +131,9 @@ func TestClusterLoginConsultsDirectory(t *testing.T) {
 	d.names["bob"] = true // bob is online on another node
 	d.mu.Unlock()
 	_, err := h.Login([]byte("Bob"), &recorder{})
-	mustErr(t, err, proto.ErrNameTaken)
+	// Whether bob is away there, his node knows: the text says what to
+	// do if he is.
+	mustErr(t, err, proto.ErrNameTakenElsewhere)
 
 	d.mu.Lock()
 	d.down = true

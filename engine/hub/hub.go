@@ -850,6 +850,10 @@ func (h *Hub) register(s *Session, key string, rk proto.ResumeKey, evict func() 
 	if err == proto.ErrNameTaken && evict != nil && evict() {
 		err = h.dir.Register(s.name, key, s.token, sum, s.client)
 	}
+	if err == proto.ErrNameTaken && h.remoteDir {
+		// Free here (hold), taken on another node.
+		err = proto.ErrNameTakenElsewhere
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
