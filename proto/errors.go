@@ -41,7 +41,10 @@ var (
 	ErrBadJSON            = &Error{"bad_json", "malformed JSON: send one JSON object per message"}
 	ErrBadMessage         = &Error{"bad_message", "a field is missing, repeated, or not of the type it must be"}
 	ErrTooLong            = &Error{"too_long", "message too long; it was not sent"}
-	ErrInvalidUTF8        = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
+	// ErrCommandTooLong is ErrTooLong for a line that starts as a command
+	// (one "/"): nothing was to be sent. Its Code is ErrTooLong's.
+	ErrCommandTooLong = &Error{"too_long", "line too long for a command; it was ignored"}
+	ErrInvalidUTF8    = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent"}
 	// ErrInvalidUTF8Telnet is ErrInvalidUTF8 told on the line port to a
 	// client not sending in telnet's BINARY, for a line that telnet broke
 	// (line.TelnetMangled): Debian's telnet changes some letters until it
@@ -137,7 +140,7 @@ var Errors = []*Error{
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown, ErrRestarting,
 	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
-	ErrNotParked, ErrFlooded,
+	ErrNotParked, ErrFlooded, ErrCommandTooLong,
 }
 
 // NotLoggedIn is the not_logged_in error of a server whose auth.mode is

@@ -245,7 +245,7 @@ func (f *Framer) maxLine() int {
 // last line.
 //
 // If no newline is found within Max bytes, Next returns proto.ErrTooLong
-// once, with n the bytes dropped; later calls then silently drop the rest
+// (proto.ErrCommandTooLong for a command) once, with n the bytes dropped; later calls then silently drop the rest
 // of that over-long line (n > 0, line == nil, err == nil) up to and
 // including its '\n'. A caller's buffer of Max bytes is therefore always
 // enough to make progress.
@@ -283,7 +283,7 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 		// where the search for its end has got to.
 		from := f.scanned
 		f.scanned, f.skipping = 0, true
-		return nil, f.skip(buf, from), proto.ErrTooLong
+		return nil, f.skip(buf, from), tooLong(buf)
 	}
 	limit := min(len(buf), maxLine)
 	from := f.scanned
@@ -336,7 +336,17 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 	// input instead of swallowing the connection.
 	f.scanned, f.state, f.begun = 0, telnetData, false
 	f.skipping = true
-	return nil, f.skip(buf, maxLine), proto.ErrTooLong
+	return nil, f.skip(buf, maxLine), tooLong(buf)
+}
+
+// tooLong is the error for the over-long line that buf starts: one that
+// starts as a command (a "/", not "//", which begins a message) was to
+// send nothing, and is told so.
+func tooLong(buf []byte) *proto.Error {
+	if len(buf) > 0 && buf[0] == '/' && (len(buf) < 2 || buf[1] != '/') {
+		return proto.ErrCommandTooLong
+	}
+	return proto.ErrTooLong
 }
 
 // skip drops buf[from:] up to and including the '\n' that ends the

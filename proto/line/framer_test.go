@@ -611,3 +611,22 @@ func TestFramerAtRest(t *testing.T) {
 		})
 	}
 }
+
+// TestFramerTooLongCommand: an over-long line that starts as a command
+// is told in a command's words (it was ignored), not a message's (it
+// was not sent); one that starts "//" is a message.
+func TestFramerTooLongCommand(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want *proto.Error
+	}{
+		{"/login alice a-long-password\n", proto.ErrCommandTooLong},
+		{"//a message that starts with a slash\n", proto.ErrTooLong},
+		{"a plain message, too long\n", proto.ErrTooLong},
+	} {
+		f := &Framer{Max: 8}
+		if _, _, err := f.Next([]byte(tc.line)); err != tc.want {
+			t.Errorf("%q: %v, want %v", tc.line, err, tc.want)
+		}
+	}
+}
