@@ -1085,47 +1085,59 @@ func TestBrowserResumeAccounts(t *testing.T) {
 }
 
 // TestBrowserResumeAccountsAsksAfterExpiry: alice's tab lost its network
-// past the window; meanwhile she logged in from another tab (her phone,
-// say). When the first tab's network comes back, its session is gone:
-// it asks her to log in again rather than log in by itself with the
-// password it held in memory, which, with takeover on, threw her out
-// of the session she was using (and, with takeover off, retried for two
-// minutes, and took the name back as soon as she logged out).
+// past the window (or with resume off, at once); meanwhile she logged
+// in from another tab (her phone, say). When the first tab's network
+// comes back, its session is gone: it asks her to log in again rather
+// than log in by itself with the password it held in memory, which,
+// with takeover on, threw her out of the session she was using (and,
+// with takeover off, retried for two minutes, and took the name back as
+// soon as she logged out).
 func TestBrowserResumeAccountsAsksAfterExpiry(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	users := authtest.Users(t, "alice", "correct horse")
-	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
-		o.Resume.Window = 2 * time.Second
-		o.Resume.ReplayRecent = 2 * time.Second
-		o.Auth.Takeover = true
-	})
-	bt := launchBrowser(t, chromium, d)
-	proxy := startCutProxy(t, bt.daemon.WS)
-	tab, phone := bt.newPerson("alice"), bt.newPerson("alice")
-	tab.open(proxy.url())
-	tab.submitLogin("correct horse")
-	tab.waitLoggedIn()
-	proxy.cut()
-	tab.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
-	phone.open(bt.pageURL())
-	phone.submitLogin("correct horse")
-	phone.waitLoggedIn() // in place of the tab's session, away: a password login replaces it
-	proxy.restore()
-	tab.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
-	e := tab.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
-	if want := "Your session ended while you were away (the server keeps one for 2s). Log in again."; e.Text != want {
-		t.Errorf("the tab says %q, want %q", e.Text, want)
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		want   string
+	}{
+		{"resume on", 2 * time.Second, "Your session ended while you were away (the server keeps one for 2s). Log in again."},
+		{"resume off", 0, "Log in again to go on."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chromium := setUpBrowserTest(t)
+			users := authtest.Users(t, "alice", "correct horse")
+			d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) {
+				o.Resume.Window = tc.window
+				o.Resume.ReplayRecent = tc.window
+				o.Auth.Takeover = true
+			})
+			bt := launchBrowser(t, chromium, d)
+			proxy := startCutProxy(t, bt.daemon.WS)
+			tab, phone := bt.newPerson("alice"), bt.newPerson("alice")
+			tab.open(proxy.url())
+			tab.submitLogin("correct horse")
+			tab.waitLoggedIn()
+			proxy.cut()
+			tab.waitJS("reconnecting", `document.getElementById('state').dataset.state === 'reconnecting'`)
+			phone.open(bt.pageURL())
+			phone.submitLogin("correct horse")
+			phone.waitLoggedIn() // in place of the tab's session, away or gone
+			proxy.restore()
+			tab.do("back online", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('online'))`))
+			e := tab.expectEntry("an expired notice", func(e logEntry) bool { return e.Kind == "expired" })
+			if e.Text != tc.want {
+				t.Errorf("the tab says %q, want %q", e.Text, tc.want)
+			}
+			tab.waitJS("the login form, the name filled in", `!document.getElementById('login-view').hidden
+				&& document.getElementById('name').value === 'alice'`)
+			phone.do("settle", chromedp.Sleep(time.Second))
+			for _, e := range phone.log() {
+				if strings.Contains(e.Text, "another connection") || e.Kind == "expired" {
+					t.Errorf("the phone is told %q%s", e.Text, phone.logDump())
+				}
+			}
+			phone.waitJS("still logged in", `document.getElementById('login-view').hidden`)
+			tab.onlyFailedSockets()
+		})
 	}
-	tab.waitJS("the login form, the name filled in", `!document.getElementById('login-view').hidden
-		&& document.getElementById('name').value === 'alice'`)
-	phone.do("settle", chromedp.Sleep(time.Second))
-	for _, e := range phone.log() {
-		if strings.Contains(e.Text, "another connection") || e.Kind == "expired" {
-			t.Errorf("the phone is told %q%s", e.Text, phone.logDump())
-		}
-	}
-	phone.waitJS("still logged in", `document.getElementById('login-view').hidden`)
-	tab.onlyFailedSockets()
 }
 
 // TestBrowserResumePeerAwayFull: to a partner away for long enough that

@@ -971,7 +971,20 @@ const handlers = {
     st.failNoted = false;
     const renewed = st.renewing;
     st.renewing = false;
-    if (st.name) {
+    if (st.name && st.auth === 'accounts' && !st.loginResend) {
+      // The connection dropped while logged in, and the server keeps no
+      // session to resume: in accounts mode the person is asked, as
+      // after a session that ran out while away (resumeFailed), rather
+      // than logged in with the password the page holds, which would
+      // replace a session opened elsewhere since, or undo a logout.
+      notice('Log in again to go on.', { kind: 'expired' });
+      ui.name.value = st.name;
+      st.name = '';
+      st.password = '';
+      st.attempt = 0;
+      render();
+      focusLogin();
+    } else if (st.name) {
       // The connection dropped while logged in: take the same name again.
       // Or a login the person sent was cut off by the login deadline:
       // send it again as theirs.
