@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -235,16 +234,13 @@ func (cn *conn) lateInput(err error) *lateClose {
 	if whole && cn.loop.epfd >= 0 {
 		var rerr error
 		if rest, whole, rerr = readRest(cn.c.Fd(), rest, heldInputMax); rerr != nil {
-			// Broken (a reset), not ended: the login waiting its turn
-			// is dropped unchecked, as for any connection that closes
-			// while it waits (AUTH.md), with what came behind it. The
-			// read took the error off the socket; it is kept as the
-			// connection's ending.
-			var errno syscall.Errno
-			if errors.As(rerr, &errno) {
-				cn.directErr.CompareAndSwap(0, int32(errno))
-			}
-			return nil
+			// A reset after what was read: most often a client that
+			// closed right after sending, with the server's welcome
+			// unread (a plain script's send and close), which makes the
+			// kernel reset the connection. Its input ended there as with
+			// a FIN, and is acted on the same way (AUTH.md); it was
+			// read whole, within the bound.
+			whole = true
 		}
 	}
 	if !whole {

@@ -81,8 +81,8 @@ func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 
 // readRest appends to b what the kernel still holds of fd's input, up
 // to max bytes in all, and reports whether that reached the end of the
-// input; or the error that ended the read instead (a reset: the client
-// did not end its input, it broke the connection). A held login hears
+// input; or the error that ended the read instead (a reset, after what
+// it read). A held login hears
 // the client hang up (setReadInterest), and gnet then closes the
 // connection without reading what came before the end; lateInput reads
 // it here, while the descriptor is still open.
