@@ -129,15 +129,19 @@ func (cn *conn) loginAs(account string) {
 func (cn *conn) loginReplacing(account string) (s *hub.Session, replaced bool, err *proto.Error) {
 	h := cn.loop.srv.hub
 	if cn.loop.srv.takeover.Load() {
-		s, old, err := h.LoginReplacing([]byte(account), cn.out)
-		return s, old != nil, err
+		var old hub.Outbox
+		s, old, err = h.LoginReplacing([]byte(account), cn.out)
+		replaced = old != nil
+	} else {
+		s, err = h.LoginReplacingAway([]byte(account), cn.out)
 	}
-	s, err = h.LoginReplacingAway([]byte(account), cn.out)
 	if err != nil && err.Code == proto.ErrNameTaken.Code {
-		// Every name logged in is an account's: the account is in use.
+		// Every name logged in is an account's: the account is in use
+		// (with takeover, its session elsewhere did not let go in time:
+		// a node of a cluster that stalled). No other name would do.
 		err = proto.ErrAlreadyOnline
 	}
-	return s, false, err
+	return s, replaced, err
 }
 
 // accountLoggedIn takes the hub's answer to the login of account, on
