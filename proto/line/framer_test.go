@@ -54,7 +54,7 @@ func drain(t testing.TB, f *Framer, pending *[]byte) []string {
 		}
 		switch {
 		case err != nil:
-			if err != proto.ErrTooLong || n == 0 || line != nil {
+			if err.Code != proto.ErrTooLong.Code || n == 0 || line != nil {
 				t.Fatalf("Next returned error %v with n=%d line=%q", err, n, line)
 			}
 			log = append(log, fmt.Sprintf("%s dropped %d", err.Code, n))
