@@ -232,16 +232,7 @@ func (cn *conn) lateInput(err error) *lateClose {
 	// without reading it. It all came before the end of input.
 	whole := len(buf) <= heldInputMax
 	if whole && cn.loop.epfd >= 0 {
-		var rerr error
-		if rest, whole, rerr = readRest(cn.c.Fd(), rest, heldInputMax); rerr != nil {
-			// A reset after what was read: most often a client that
-			// closed right after sending, with the server's welcome
-			// unread (a plain script's send and close), which makes the
-			// kernel reset the connection. Its input ended there as with
-			// a FIN, and is acted on the same way (AUTH.md); it was
-			// read whole, within the bound.
-			whole = true
-		}
+		rest, whole = readRest(cn.c.Fd(), rest, heldInputMax)
 	}
 	if !whole {
 		// Past the bound: acted on up to its last whole line, so that

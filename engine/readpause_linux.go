@@ -81,12 +81,14 @@ func setReadInterest(epfd, fd int, read, write, hangup bool) error {
 
 // readRest appends to b what the kernel still holds of fd's input, up
 // to max bytes in all, and reports whether that reached the end of the
-// input; or the error that ended the read instead (a reset, after what
-// it read). A held login hears
-// the client hang up (setReadInterest), and gnet then closes the
-// connection without reading what came before the end; lateInput reads
-// it here, while the descriptor is still open.
-func readRest(fd int, b []byte, max int) ([]byte, bool, error) {
+// input. A held login hears the client hang up (setReadInterest), and
+// gnet then closes the connection without reading what came before the
+// end; lateInput reads it here, while the descriptor is still open. A
+// reset after what was read ends the input as a FIN does: most often a
+// client that closed right after sending, the server's welcome unread
+// (a plain script's send and close), which makes the kernel reset the
+// connection (AUTH.md).
+func readRest(fd int, b []byte, max int) ([]byte, bool) {
 	for len(b) < max {
 		if cap(b)-len(b) < 16<<10 {
 			b = slices.Grow(b, 64<<10)
@@ -97,10 +99,10 @@ func readRest(fd int, b []byte, max int) ([]byte, bool, error) {
 			b = b[:len(b)+n]
 		case err == unix.EINTR:
 		case err != nil && err != unix.EAGAIN:
-			return b, false, err
+			return b, true
 		default:
-			return b, n == 0 && err == nil, nil
+			return b, n == 0 && err == nil
 		}
 	}
-	return b, false, nil
+	return b, false
 }

@@ -9,4 +9,4 @@ func epollFD(gnet.Conn) int { return -1 }
 
 func setReadInterest(epfd, fd int, read, write, hangup bool) error { return nil }
 
-func readRest(fd int, b []byte, max int) ([]byte, bool, error) { return b, true, nil }
+func readRest(fd int, b []byte, max int) ([]byte, bool) { return b, true }
