@@ -629,10 +629,17 @@ function resumeFailed() {
   // in elsewhere since, or logged out on purpose, and a login of its
   // own would replace that session (takeover) or undo the logout. After
   // a reload the password is not known anyway: it is never kept.
-  notice(text + ' Log in again.', { kind: 'expired' });
+  askToLogIn(text + ' Log in again.');
+}
+
+// askToLogIn says text and gives the login form back, the name filled
+// in: the session is gone, and the page does not log in by itself.
+function askToLogIn(text) {
+  notice(text, { kind: 'expired' });
   ui.name.value = st.name;
   st.name = '';
   st.password = '';
+  st.attempt = 0;
   render();
   focusLogin();
 }
@@ -977,13 +984,7 @@ const handlers = {
       // after a session that ran out while away (resumeFailed), rather
       // than logged in with the password the page holds, which would
       // replace a session opened elsewhere since, or undo a logout.
-      notice('Log in again to go on.', { kind: 'expired' });
-      ui.name.value = st.name;
-      st.name = '';
-      st.password = '';
-      st.attempt = 0;
-      render();
-      focusLogin();
+      askToLogIn('Log in again to go on.');
     } else if (st.name) {
       // The connection dropped while logged in: take the same name again.
       // Or a login the person sent was cut off by the login deadline:
