@@ -234,14 +234,26 @@ func TestE2EPageFlippedByteIsAnError(t *testing.T) {
 // too and bob learns his messages are not read. Before, alice's page
 // believed the abort (showing the server's text at once, marked
 // unencrypted, for "cannot encrypt"), and bob's page went on showing
-// the conversation encrypted while alice read none of it.
+// the conversation encrypted while alice read none of it. A reload of
+// alice's page between the abort and bob's next seal changes nothing
+// (before, the reloaded page had forgotten the abort, and the forgery
+// went unnoticed).
 func TestE2EPageForgedAbortToldToBoth(t *testing.T) {
-	for _, tc := range []struct{ reason, abort string }{
-		{"cannot_encrypt", "AQUB"},
-		{"protocol_error", "AQUE"},
+	for _, tc := range []struct {
+		name, reason, abort string
+		reload              bool // alice's page is reloaded between the abort and bob's next seal
+	}{
+		{"cannot_encrypt", "cannot_encrypt", "AQUB", false},
+		{"protocol_error", "protocol_error", "AQUE", false},
+		{"protocol_error_then_reload", "protocol_error", "AQUE", true},
 	} {
-		t.Run(tc.reason, func(t *testing.T) {
-			bt := startBrowserTest(t)
+		t.Run(tc.name, func(t *testing.T) {
+			var bt *browserTest
+			if tc.reload {
+				bt = startResumeTest(t, 0)
+			} else {
+				bt = startBrowserTest(t)
+			}
 			var armed atomic.Bool
 			px := startWSProxy(t, bt.daemon.WS, func(payload []byte) [][]byte {
 				if !bytes.Contains(payload, []byte(`"data":"AQQ`)) || !armed.CompareAndSwap(true, false) {
@@ -259,6 +271,10 @@ func TestE2EPageForgedAbortToldToBoth(t *testing.T) {
 			armed.Store(true)
 			bob.say("swallowed")
 			alice.waitSecure("failed")
+			if tc.reload {
+				alice.reloadAndResume()
+				alice.waitSecure("failed")
+			}
 			if tc.reason == "protocol_error" {
 				// Believed until bob seals again.
 				bob.say("after the abort")

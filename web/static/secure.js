@@ -262,6 +262,8 @@ export function createSecure(page) {
           agreed: p.agreed,
           cannot: p.cannot,
           waiting: p.waiting,
+          peer_abort: p.peerAbort,
+          forged_told: p.forgedTold,
           state: p.session.toJSON(),
         }),
       );
@@ -972,6 +974,10 @@ export function createSecure(page) {
     const p = newPairing(ev, kept.state.token);
     p.verified = kept.verified === true;
     p.cannot = kept.cannot === true;
+    // An abort in the partner's name is weighed after a reload as
+    // before it: a sealed message that follows it shows it forged.
+    p.peerAbort = typeof kept.peer_abort === 'string' ? kept.peer_abort : '';
+    p.forgedTold = kept.forged_told === true;
     // What was typed before the reload waits for these keys still.
     p.waiting = old ? [] : keptWaiting(kept);
     forget();
