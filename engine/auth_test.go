@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"duet/engine"
@@ -957,6 +958,39 @@ func TestTooManyAttemptsWS(t *testing.T) {
 	for i, a := range answersTo(t, held, start) {
 		if a.code != "auth_failed" {
 			t.Fatalf("queued attempt %d answered %q", i, a.code)
+		}
+	}
+}
+
+// TestFailedLoginLogsNoUnknownName: a person types their password where
+// the name goes. The failed login's log line says the name was no
+// account's, and no line holds what was typed; a wrong password for an
+// account is logged with the account's name, as an operator needs to
+// see which accounts are guessed at. (Before, the password typed was
+// logged as the name.)
+func TestFailedLoginLogsNoUnknownName(t *testing.T) {
+	users := authtest.Users(t, "alice", "s3cret")
+	core, logs := observer.New(zapcore.DebugLevel)
+	d, _ := enginetest.StartAccounts(t, users, func(o *engine.Options) { o.Logger = zap.New(core) })
+	c := d.DialLine(t)
+	c.Send("/login Tr0ub4dor3 alice")
+	c.Expect(`^! auth_failed: `)
+	c.Send("/login ALICE guess")
+	c.Expect(`^! auth_failed: `)
+
+	lines := logs.FilterMessage("login failed").All()
+	if len(lines) != 2 {
+		t.Fatalf("%d lines \"login failed\"; the log has %v", len(lines), messages(logs))
+	}
+	if f := lines[0].ContextMap(); f["unknown_name"] != true || f["name"] != nil {
+		t.Errorf("the failed login with an unknown name was logged with %v", f)
+	}
+	if f := lines[1].ContextMap(); f["name"] != "ALICE" || f["unknown_name"] != nil {
+		t.Errorf("the failed login of an account was logged with %v", f)
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), "Tr0ub4dor3") {
+			t.Errorf("the log holds what was typed as the name: %q %v", e.Message, e.ContextMap())
 		}
 	}
 }

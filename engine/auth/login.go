@@ -55,7 +55,7 @@ func (l *Logins) Admit(name []byte, ip string, addr netip.Prefix, conn uint64) A
 	adm := l.throttle.Admit(addr, string(name))
 	if adm.Refused {
 		if ok, suppressed := l.tooManyLog.Allow(time.Now()); ok {
-			l.log.Info("login refused: too many attempts", zap.Uint64("conn", conn), zap.ByteString("name", name),
+			l.log.Info("login refused: too many attempts", zap.Uint64("conn", conn), l.loggedName(name),
 				zap.String("remote", ip), zap.Duration("retry_after", adm.RetryAfter),
 				zap.Int("refusals_not_logged", suppressed))
 		}
@@ -165,8 +165,22 @@ func (lg *Login) verify() {
 	lg.err = proto.ErrAuthFailed
 	// Never the password: not even a wrong one, which is often a right
 	// one for another account or a near miss.
-	l.log.Info("login failed", zap.Uint64("conn", lg.conn), zap.ByteString("name", lg.name), zap.String("remote", lg.ip),
+	l.log.Info("login failed", zap.Uint64("conn", lg.conn), l.loggedName(lg.name), zap.String("remote", lg.ip),
 		zap.Duration("next_delay", next))
+}
+
+// loggedName is how a log line about a login names the name tried: as
+// it is when it is an account's, else only as unknown. A name that is
+// no account's is as often a password typed into the wrong field (a
+// terminal user who typed "/login" and then the password; a person who
+// typed them in the wrong order) as a name guessed: a log must not keep
+// it. An operator still sees every attempt and its address, and which
+// accounts are being guessed at.
+func (l *Logins) loggedName(name []byte) zap.Field {
+	if l.accounts.Has(string(name)) {
+		return zap.ByteString("name", name)
+	}
+	return zap.Bool("unknown_name", true)
 }
 
 // finish publishes the result and tells the owner.
