@@ -116,9 +116,22 @@ type Node struct {
 	seal *sealer // what this incarnation writes
 	gate *gate   // what it accepts
 
-	up     atomic.Bool   // Redis reachable and this node registered in it
-	link   linkLog       // why the node is not linked, as last logged
-	downCh chan struct{} // wakes run: the link failed, or a pairing is to be cut
+	up atomic.Bool // Redis reachable and this node registered in it
+	// leaseUntil is when this node's lease may lapse by its own clock:
+	// the last renewal's sending plus LeaseTTL, in nanoseconds since
+	// started (monotonic); Redis sets the TTL once the renewal arrives,
+	// so the lease lapses there no sooner. Past it, the other nodes may
+	// have reaped this node and cut its pairings: what it publishes to
+	// them then is dropped there, and their answer saying so can come
+	// after this node has closed its subscription (a node stopped, then
+	// run again, publishes what its users typed meanwhile before its
+	// heartbeat finds the lease gone). So the senders publish nothing
+	// past it until a heartbeat says (sender.flush): renewed, they go
+	// on; lapsed, the pairings are cut and what they held counted.
+	leaseUntil atomic.Int64
+	started    time.Time
+	link       linkLog       // why the node is not linked, as last logged
+	downCh     chan struct{} // wakes run: the link failed, or a pairing is to be cut
 	// leaving stops run before Close removes the lease, so no heartbeat
 	// writes it again (and no recovery writes the users back) after.
 	leaving   chan struct{}
@@ -271,6 +284,7 @@ func Join(h *hub.Hub, opts Options) (*Node, error) {
 		seal:       seal,
 		gate:       newGate(keys, inc),
 		downCh:     make(chan struct{}, 1),
+		started:    time.Now(),
 		leaving:    make(chan struct{}),
 		runDone:    make(chan struct{}),
 		senders:    make(map[string]*sender),
@@ -785,6 +799,7 @@ func (n *Node) heartbeat() (lapsed bool, err error) {
 	defer cancel()
 	var had *redis.IntCmd
 	lease := n.keys.lease(n.seal.inc, n.gate.epoch.Load())
+	sent := n.clock()
 	_, err = n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		had = p.Exists(ctx, n.leaseOf(n.id))
 		p.Set(ctx, n.leaseOf(n.id), lease, n.opts.LeaseTTL)
@@ -792,7 +807,44 @@ func (n *Node) heartbeat() (lapsed bool, err error) {
 		p.SAdd(ctx, n.nodesKey(), n.id)
 		return nil
 	})
-	return err == nil && had.Val() == 0, err
+	lapsed = err == nil && had.Val() == 0
+	if err == nil && !lapsed {
+		// A lapsed lease, though written again, is the caller's to act
+		// on first; recover renews it as it links again.
+		n.renewed(sent)
+	}
+	return lapsed, err
+}
+
+// clock is the time on the node's monotonic clock (leaseUntil).
+func (n *Node) clock() int64 { return int64(time.Since(n.started)) }
+
+// renewed notes that the lease was renewed by a write sent at sent, and
+// wakes the senders that held what they had for it (sender.flush).
+func (n *Node) renewed(sent int64) {
+	n.leaseUntil.Store(sent + int64(n.opts.LeaseTTL))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range n.senders {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// leaseMayHaveLapsed reports whether the node's lease may have lapsed
+// by its own clock (leaseUntil), and if so wakes the node's goroutine
+// to find out.
+func (n *Node) leaseMayHaveLapsed() bool {
+	if n.clock() < n.leaseUntil.Load() {
+		return false
+	}
+	select {
+	case n.downCh <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // recover links the node to Redis again: it listens on its channel,
@@ -819,11 +871,13 @@ func (n *Node) recover() {
 		failed("subscribe", err)
 		return
 	}
+	sent := n.clock()
 	if _, err := n.heartbeat(); err != nil {
 		_ = ps.Close()
 		failed("heartbeat", err)
 		return
 	}
+	n.renewed(sent)
 	if err := n.reregister(ctx); err != nil {
 		_ = ps.Close()
 		failed("write_back", err)

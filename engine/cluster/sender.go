@@ -89,6 +89,14 @@ func (s *sender) run(ctx context.Context) {
 
 // flush seals and publishes the pending batch.
 func (s *sender) flush(ctx context.Context) {
+	if s.n.up.Load() && s.n.leaseMayHaveLapsed() {
+		// The node runs again after a stall past its lease: the other
+		// nodes may have cut these pairings, would drop the batch, and
+		// their answer saying so may never be read. It waits for the
+		// node's heartbeat: a renewal wakes the sender again, a lapse
+		// cuts the pairings, counting what waits (takeLost).
+		return
+	}
 	s.mu.Lock()
 	b := s.buf
 	s.buf = nil

@@ -200,3 +200,57 @@ func TestStalledNodeToldWhatDidNotArrive(t *testing.T) {
 	}
 	bob.toldLeft(t, proto.ReasonLinkLost, typed)
 }
+
+// TestStalledNodePublishesNothingPastItsLease: bob's node b stalls past
+// its lease (not renewed: it lapses by itself), and a reaps it. As b
+// runs again, its event loops read what bob typed meanwhile before its
+// heartbeat finds the lease gone: b publishes none of it, since a has
+// cut the pairing and would drop it, and its answer saying so could
+// come after b closed its subscription. b's heartbeat finds the lease
+// lapsed, and bob is told how many of his messages never reached alice.
+// Before, b published them, and a real node stopped for 5 s and run
+// again told its users of none of them in two runs of four (its
+// subscription closed before a's answer came).
+func TestStalledNodePublishesNothingPastItsLease(t *testing.T) {
+	const typed = 5
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNodeWith(t, r, "b", resumeOptions(0), func(o *Options) { o.LeaseTTL = 2 * time.Second })
+	alice, bob := pairHubUsers(t, a, b)
+	bob.sayTo(t, alice, 2, "before the stall ")
+
+	// b's own goroutine stalls at its next turn (it takes cutsMu
+	// first): no heartbeat renews its lease, and a reaps b.
+	b.cutsMu.Lock()
+	stalled := true
+	defer func() {
+		if stalled {
+			b.cutsMu.Unlock()
+		}
+	}()
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		alice.box.mu.Lock()
+		told := len(alice.box.evs) > 0
+		alice.box.mu.Unlock()
+		if told {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a never reaped b")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	alice.toldLeft(t, proto.ReasonDisconnected, 0)
+
+	received := a.Stats().BatchesReceived
+	for i := range typed {
+		bob.say(t, fmt.Sprint("during the stall ", i))
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := a.Stats().BatchesReceived; got != received {
+		t.Errorf("b published %d batches to a past its lease", got-received)
+	}
+	b.cutsMu.Unlock()
+	stalled = false
+	bob.toldLeft(t, proto.ReasonLinkLost, typed)
+}
