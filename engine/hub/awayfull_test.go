@@ -129,3 +129,49 @@ func BenchmarkSayToAwayFull(b *testing.B) {
 		})
 	}
 }
+
+// TestAwayFullRefusalsHoldNothingPerSender: alice is away, her
+// resume.buffer full of bob's messages, and bob gone; one after another,
+// thousands of users connect to her token under new names, send a line
+// and leave, as anyone who knows an away session's token can. Each is
+// refused, told that nothing of theirs is waiting, and leaves nothing
+// behind in alice's session: before, each left a count of its own,
+// about 220 bytes held (and looked through by every refusal after) for
+// as long as alice stayed away, without bound.
+func TestAwayFullRefusalsHoldNothingPerSender(t *testing.T) {
+	const senders = 5000
+	h := New(Options{ResumeWindow: time.Minute, ResumeBuffer: 64 * (1 + entryCost)})
+	alice, _ := h.Login([]byte("alice"), discard{})
+	bob, _ := h.Login([]byte("bob"), discard{})
+	if err := bob.Connect([]byte(alice.Token().String())); err != nil {
+		t.Fatal(err)
+	}
+	alice.Detach(proto.ReasonDisconnected, 0)
+	for {
+		if _, _, err := bob.SayAll([][]byte{[]byte("x")}, nil); err != nil {
+			break
+		}
+	}
+	bob.Close(proto.ReasonLeft, 0)
+	want := "alice is away, and the messages kept for them from before they went fill all the room there is; this one was not sent"
+	for i := range senders {
+		s, err := h.Login(fmt.Appendf(nil, "sender%d", i), discard{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Connect([]byte(alice.Token().String())); err != nil {
+			t.Fatalf("sender %d: %v", i, err)
+		}
+		_, n, err := s.SayAll([][]byte{[]byte("hello")}, nil)
+		if n != 0 || err == nil || err.Code != proto.ErrPeerAwayFull.Code || err.Text != want {
+			t.Fatalf("sender %d: %d kept, %v", i, n, err)
+		}
+		s.Close(proto.ReasonLeft, 0)
+	}
+	alice.hmu.Lock()
+	kept := len(alice.away.kept)
+	alice.hmu.Unlock()
+	if kept != 1 {
+		t.Fatalf("alice's session holds counts for %d senders, want bob's alone", kept)
+	}
+}

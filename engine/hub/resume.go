@@ -74,6 +74,9 @@ type away struct {
 	// held the sender's event loop, and every pair on it, for seconds.
 	// Guarded by Session.hmu.
 	kept []keptFrom
+	// noneKept is the refusal of a sender none of whose messages were
+	// kept (refusal). Guarded by Session.hmu.
+	noneKept *proto.Error
 
 	// left is the end of the session's pairing while it was away, which
 	// its connection could not be told (awayQueue drops it): its resume
@@ -136,10 +139,8 @@ func (a *away) keep(from string, n int, size int64) {
 // keptFor returns the count of what was kept from `from`, starting one
 // if there is none: nearly always the one partner's, the newest.
 func (a *away) keptFor(from string) *keptFrom {
-	for i := len(a.kept) - 1; i >= 0; i-- {
-		if a.kept[i].from == from {
-			return &a.kept[i]
-		}
+	if k := a.keptOf(from); k != nil {
+		return k
 	}
 	a.kept = append(a.kept, keptFrom{from: from})
 	return &a.kept[len(a.kept)-1]
@@ -148,12 +149,34 @@ func (a *away) keptFor(from string) *keptFrom {
 // refusal is peer_away_full for a message from `from` to the session,
 // called name: it is told of its own messages only, as a pairing made
 // while the session was away follows one whose messages are kept still.
+// A sender none of whose messages were kept is given the one refusal
+// that says so (noneKept), and no count of its own: anyone may connect
+// to an away session's token under a new name, send a line and leave,
+// and a count for each would hold memory, and time to look through,
+// without bound for as long as the session stays away.
 func (a *away) refusal(name, from string) *proto.Error {
-	k := a.keptFor(from)
+	k := a.keptOf(from)
+	if k == nil {
+		if a.noneKept == nil {
+			a.noneKept = proto.PeerAwayFull(name, 0, 0)
+		}
+		return a.noneKept
+	}
 	if k.refusal == nil {
 		k.refusal = proto.PeerAwayFull(name, k.n, k.size)
 	}
 	return k.refusal
+}
+
+// keptOf returns the count of what was kept from `from`, or nil if
+// nothing was.
+func (a *away) keptOf(from string) *keptFrom {
+	for i := len(a.kept) - 1; i >= 0; i-- {
+		if a.kept[i].from == from {
+			return &a.kept[i]
+		}
+	}
+	return nil
 }
 
 // keptText is the bytes of the texts kept since the session went away.
