@@ -178,6 +178,43 @@ func TestRealTelnetWhichHint(t *testing.T) {
 	}
 }
 
+// TestRealTelnetCtrlCAfterItsPromptSentPartOfALetter: before its first
+// Ctrl-C, telnet opens its prompt at the second byte of "Н", sending the
+// first alone; its user leaves the prompt and, as the README says,
+// presses Ctrl-C and types the line again. The Ctrl-C throws the lone
+// byte away, and the line arrives as typed. Before, the Ctrl-C was
+// taken for the byte telnet replaces with it inside a letter, and the
+// partner read "ЃНет, спасибо" (a command typed next went to the
+// partner as a message: "Ѓ/who").
+func TestRealTelnetCtrlCAfterItsPromptSentPartOfALetter(t *testing.T) {
+	_, bob, tn := telnetWithBob(t, false)
+	tn.typeLine("Нет")
+	// The prompt took the rest of the line for a command, and asks
+	// again; an empty line leaves it.
+	tn.expect(regexp.QuoteMeta("?Invalid command"))
+	tn.expect(regexp.QuoteMeta("telnet> "))
+	// Each key waits for telnet to have acted on the one before: it
+	// changes the terminal's modes as it leaves the prompt, and again
+	// as it takes up BINARY, which the server asks for in its answer
+	// to the Ctrl-C; what was typed ahead of a change can be thrown
+	// away, or read in the mode before it. (The first change follows
+	// the read of the Enter at once; the second a round trip over
+	// loopback after the Ctrl-C, which telnet reads from no terminal:
+	// the pauses let those few calls run.)
+	mark := tn.bytesRead()
+	tn.type_("\r")
+	tn.waitRead(mark, 1)
+	time.Sleep(200 * time.Millisecond)
+	tn.type_("\x03")
+	time.Sleep(500 * time.Millisecond)
+	tn.typeLine("/who")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+	tn.typeLine("Нет, спасибо")
+	if got := bob.Line(); got != "<alice> Нет, спасибо" {
+		t.Fatalf("bob got %q", got)
+	}
+}
+
 // ptyProgram is a program running in a pseudo-terminal: what it writes
 // to the terminal is collected, and what is typed goes to the terminal's
 // input, through its line discipline, as from a keyboard.

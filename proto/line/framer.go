@@ -108,7 +108,7 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 				return i, telnetData // after a 255 that began no command
 			}
 			if prev != telnetSub && prev != telnetSubCommand {
-				if _, replaced := restoredByte(prev, c); replaced && f.tn.binaryIn == optYes {
+				if _, replaced := restoredByte(prev, c); replaced && (f.tn.binaryIn == optYes || keyAlone(buf, from, i, limit)) {
 					// In BINARY the client replaces no byte, so this is
 					// a key press: make it a command clean never takes
 					// for a byte, whatever comes around it (keyPress).
@@ -148,6 +148,39 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 		st = telnetCommand
 	}
 	return -1, st
+}
+
+// keyAlone reports whether the command at buf[i], one telnet makes of a
+// byte (restoredByte), is a key press all the same, though the line so
+// far ends inside a character: its IAC begins what arrived after that
+// line (buf[from:limit]), and nothing but telnet commands follows it
+// there. telnet writes a byte it replaces in the write that holds the
+// bytes before it and, the line being sent at Enter, the rest of the
+// line. The first bytes of a character arrive alone when telnet's
+// escape character opens its prompt (Ctrl-], which is the second byte
+// of "Н" in its low seven bits, before BINARY): telnet sends what was
+// typed before it. A user who leaves the prompt and presses Ctrl-C, as
+// the server's answer to a line so mangled says, means to throw that
+// away. Taken for the byte 0x83, the Ctrl-C made "Ѓ" of them, sent
+// with the line typed next.
+//
+// It is the one rule of framing that depends on how the input arrived.
+// A byte telnet replaced would be taken for a Ctrl-C only if the
+// network cut its line right after the character's first bytes and the
+// next read held the command and nothing of the line after it: a typed
+// line's write is far shorter than a segment.
+func keyAlone(buf []byte, from, i, limit int) bool {
+	if i-1 != from || !continuationDue(buf[:from]) {
+		return false
+	}
+	st := telnetData
+	for _, c := range buf[i+1 : limit] {
+		var keep bool
+		if st, keep = st.step(c); keep {
+			return false
+		}
+	}
+	return true
 }
 
 // Framer splits a TCP byte stream into lines. Max is the longest line in

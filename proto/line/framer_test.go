@@ -139,6 +139,29 @@ func TestFramer(t *testing.T) {
 			[]string{"\xff\xfb\x00", "secret\xd1", "\xff\xf4\xff\xfd\x06hi\n"},
 			[]string{`reply "\xff\xfd\x00"`, "wait 3", "wait 10", `reply "\xff\xfb\x06"`, `line "hi"`},
 		},
+		// Debian's telnet, outside BINARY, opens its prompt at the
+		// second byte of "Н" (0x9d: Ctrl-] in its low seven bits),
+		// sending the first alone; its user leaves the prompt and
+		// presses Ctrl-C to throw the line away, as the server's
+		// answer to a mangled line says. The Ctrl-C arrives on its
+		// own: a key, not the byte 0x83 (which made "Ѓ" of the next
+		// line's start, sent so). In one read with the byte before it,
+		// or with more of the line after it, it is that byte.
+		{
+			"Ctrl-C after telnet's prompt sent part of a letter", 0,
+			[]string{"\xd0", "\xff\xf4\xff\xfd\x06", "\xff\xfb\x00", "\xd0\x9d\xd0\xb5\xd1\x82\r\n"},
+			[]string{"wait 1", `reply "\xff\xfd\x00\xff\xfb\x06"`, "wait 6", "wait 9", `line "Нет"`},
+		},
+		{
+			"the same after part of a Japanese letter", 0,
+			[]string{"\xe3\x81", "\xff\xf4", "\xff\xfd\x06\xff\xfb\x00\xe3\x81\x9d\r\n"},
+			[]string{"wait 2", `reply "\xff\xfd\x00"`, "wait 4", `reply "\xff\xfb\x06"`, `line "そ"`},
+		},
+		{
+			"a letter telnet made IP cut by the network stays", 0,
+			[]string{"say \xd1", "\xff\xf4\xff\xfd\x06!\n"},
+			[]string{"wait 5", `reply "\xff\xfd\x00\xff\xfb\x06"`, `line "say у!"`},
+		},
 		{"a letter telnet made IP stays", 0, []string{"say \xd1\xff\xf4\xff\xfd\x06!\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "say у!"`}},
 		{"EL erases the line", 0, []string{"secret\xff\xf8hi\n"}, []string{`reply "\xff\xfd\x00"`, `line "hi"`}},
 		{"EC erases a character", 0, []string{"ab\xd1\x84\xff\xf7c\n"}, []string{`reply "\xff\xfd\x00"`, `line "abc"`}},
@@ -379,16 +402,31 @@ func TestFramerInPlace(t *testing.T) {
 // clarity rather than speed, with its own model of telnet's answers
 // (refTelnet). It returns the lines and errors in order, and every
 // answer the client is owed, in order.
-func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
+func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte) {
 	var tn refTelnet
 	st := telnetData
 	var line []byte
 	raw := 0 // bytes of the current line so far, as received
+	// lineIn is the current line as received, commands and all.
+	var lineIn []byte
+	// readEnd is where the read that each byte came in ends.
+	readEnd := make([]int, len(data))
+	readStart := make([]bool, len(data))
+	start := 0
+	for _, end := range append(reads, len(data)) {
+		for j := start; j < end; j++ {
+			readEnd[j] = end
+		}
+		if start < end {
+			readStart[start] = true
+		}
+		start = max(start, end)
+	}
 	// begun: the line has had data, even if a key has erased it since;
 	// an EOT is a line of its own only before any.
 	begun := false
 	skipping := false
-	for _, c := range data {
+	for j, c := range data {
 		// Outside BINARY, a command may stand for a byte the client
 		// replaced; in BINARY it never does.
 		replacing := st == telnetCommand && tn.binary != optYes
@@ -412,13 +450,13 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 				st = telnetData
 			}
 			log = append(log, fmt.Sprintf("line %q", refClean(line)))
-			line, raw, begun = line[:0], 0, false
+			line, raw, begun, lineIn = line[:0], 0, false, lineIn[:0]
 			continue
 		}
 		if st == telnetData && c == 0x04 && !begun {
 			// Ctrl-D before any data of the line: a line of its own.
 			log = append(log, `line "\x04"`)
-			raw = 0
+			raw, lineIn = 0, lineIn[:0]
 			continue
 		}
 		raw++
@@ -426,9 +464,10 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 			// Max bytes and no line end: the line is over-long. The
 			// parser restarts in plain data after the cut.
 			log = append(log, "too_long")
-			skipping, st, line, raw, begun = true, telnetData, line[:0], 0, false
+			skipping, st, line, raw, begun, lineIn = true, telnetData, line[:0], 0, false, lineIn[:0]
 			continue
 		}
+		lineIn = append(lineIn, c)
 		prev := st
 		var keep bool
 		st, keep = st.step(c)
@@ -444,8 +483,11 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 			continue
 		}
 		// A command where a UTF-8 continuation byte is due is the byte
-		// inetutils telnet replaced with it, outside BINARY.
-		if b := refRestored[c]; b != 0 && replacing && refPartialRune(refClean(line)) {
+		// inetutils telnet replaced with it, outside BINARY; unless it
+		// came on its own, beginning a read of commands alone, after a
+		// line that ended inside a character (its prompt sent that).
+		alone := j > 0 && readStart[j-1] && readEnd[j-1] > j && refPartialRune(lineIn[:len(lineIn)-2]) && refCommandsOnly(data[j+1:readEnd[j]])
+		if b := refRestored[c]; b != 0 && replacing && !alone && refPartialRune(refClean(line)) {
 			line = append(line, b)
 			continue
 		}
@@ -461,6 +503,19 @@ func refFrame(data []byte, maxLine int) (log []string, reply []byte) {
 		}
 	}
 	return log, reply
+}
+
+// refCommandsOnly reports whether b, read from plain data, holds telnet
+// commands alone.
+func refCommandsOnly(b []byte) bool {
+	st := telnetData
+	for _, c := range b {
+		var keep bool
+		if st, keep = st.step(c); keep {
+			return false
+		}
+	}
+	return true
 }
 
 // refClean drops every '\r', a NUL right after one, and every EOT
@@ -567,7 +622,7 @@ func (m *refTelnet) heard(reply []byte, st telnetState, c byte) []byte {
 func TestRefFrameAgrees(t *testing.T) {
 	// The model itself must agree with the hand-written table above on a
 	// few cases, so that a fuzz failure points at the right side.
-	got, reply := refFrame([]byte("a\r\nb\xff\xfb\nc\n0123456789\nok\n\xd1\xff\xf4\xff\xfd\x06!\n"), 8)
+	got, reply := refFrame([]byte("a\r\nb\xff\xfb\nc\n0123456789\nok\n\xd1\xff\xf4\xff\xfd\x06!\n"), 8, nil)
 	want := []string{`line "a"`, `line "bc"`, "too_long", `line "ok"`, `line "у!"`}
 	wantReply := "\xff\xfd\x00\xff\xfe\n\xff\xfb\x06"
 	if !slices.Equal(got, want) || string(reply) != wantReply {
