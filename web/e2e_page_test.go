@@ -1079,3 +1079,40 @@ func TestE2EPageRefusedPlaintextShownOnAgreeing(t *testing.T) {
 		t.Errorf("bob's held message is shown %d times%s", n, alice.logDump())
 	}
 }
+
+// TestE2EPageStaleLinkSaysWhatToDo: carol opens alice's link while
+// alice talks with bob on a terminal; alice's page makes a new link
+// after that pairing (bob could only paste hers into /connect, secret
+// and all), so once bob leaves, carol's connect, with the link she
+// holds, cannot be secured. Both pages say why and what to do: carol
+// asks for alice's current link; alice sends it. Before, both said
+// only that the link was not one alice's page made, as if someone
+// between them forged it.
+func TestE2EPageStaleLinkSaysWhatToDo(t *testing.T) {
+	bt := startBrowserTest(t)
+	alice, carol := bt.newPerson("alice"), bt.newPerson("carol")
+	alice.open(bt.pageURL())
+	token := alice.login()
+	carol.open(alice.shareLink())
+	carol.login()
+	bob := bt.daemon.DialLine(t).Login("bob")
+	bob.Send("/connect " + token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.waitPaired("bob")
+	bob.Send("/leave")
+	bob.Expect(`^\* you left alice$`)
+
+	carol.acceptInvite(token)
+	carol.waitPaired("alice")
+	alice.waitPaired("carol")
+	carol.waitSecure("failed")
+	alice.waitSecure("failed")
+	carol.expectEntry("what to do", func(e logEntry) bool {
+		return e.Code == "e2e_failed" && strings.Contains(e.Text, "alice’s page no longer knows the link you used") &&
+			strings.Contains(e.Text, "Ask alice for their current link")
+	})
+	alice.expectEntry("what to do", func(e logEntry) bool {
+		return e.Code == "e2e_failed" && strings.Contains(e.Text, "carol used a link of yours this page no longer knows") &&
+			strings.Contains(e.Text, "Send carol your current link")
+	})
+}

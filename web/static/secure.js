@@ -48,7 +48,8 @@ const CLAIM_WAIT_MS = 5000;
 // What a peer's abort reason means, in words; {peer} is its name.
 const ABORT_WORDS = {
   cannot_encrypt: '{peer}’s browser cannot encrypt.',
-  unknown_link_secret: 'This link is not the one {peer}’s page made, so the conversation could not be secured.',
+  unknown_link_secret:
+    '{peer}’s page no longer knows the link you used (it makes a new one after a conversation with someone on a terminal, and when its token changes), so the conversation could not be secured. Ask {peer} for their current link, leave, and connect with it.',
   handshake_failed: 'The keys did not match: someone between you may be interfering.',
   protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
   unsupported_version: '{peer}’s page speaks another version of encryption.',
@@ -79,7 +80,8 @@ const FATAL_WORDS = {
   confirm_failed: 'The keys did not match: someone between you may be interfering.',
   commit_mismatch: 'The keys did not match: someone between you may be interfering.',
   bad_key: 'The keys did not match: someone between you may be interfering.',
-  unknown_link_secret: 'This link is not one your page made, so the conversation could not be secured.',
+  unknown_link_secret:
+    '{peer} used a link of yours this page no longer knows (it makes a new one after a conversation with someone on a terminal, and when your token changes), so the conversation could not be secured. Send {peer} your current link.',
 };
 
 // Why this browser cannot encrypt, in words (e2e.supported()).
@@ -653,7 +655,7 @@ export function createSecure(page) {
           fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
         }
       } else if (!over && r.error.fatal) {
-        fail(p, FATAL_WORDS[r.error.code] || r.error.text + '.', '');
+        fail(p, FATAL_WORDS[r.error.code] ? words(FATAL_WORDS[r.error.code], p.peer) : r.error.text + '.', '');
       } else if (!over && p.peerAbort && p.peerAbort !== 'keys_lost' && e2e.kindOf(data) === 'message') {
         // A page that aborts seals nothing after it, and what it sealed
         // before comes before it: the abort was not the partner's, whose
