@@ -34,7 +34,7 @@ var (
 	ErrUnknownToken       = &Error{"unknown_token", "no one online holds that token; check it, or ask for a new one"}
 	ErrSelfConnect        = &Error{"self_connect", "that is your own token; give it to the person you want to talk to"}
 	ErrAlreadyPaired      = &Error{"already_paired", "you are already connected; /leave first"}
-	ErrRoomFull           = &Error{"room_full", "Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}
+	ErrRoomFull           = &Error{"room_full", "Room is Full: that user is already talking with someone. Try the same token again when they are free"}
 	ErrNotPaired          = &Error{"not_paired", "you are not connected to anyone; /connect TOKEN first"}
 	ErrUnknownCommand     = &Error{"unknown_command", "unknown command; /help lists them (start a message with // to send a leading /)"}
 	ErrUnknownType        = &Error{"unknown_type", "unknown message type"}
@@ -83,7 +83,7 @@ var (
 	// waits for. Which of wrong, expired or used it is, is not said: a
 	// guesser must not learn that a key once existed.
 	ErrBadResumeKey     = &Error{"bad_resume_key", "a resume key is 26 letters and digits, as the server showed it"}
-	ErrUnknownResumeKey = &Error{"bad_resume_key", "no session is waiting for that resume key: it is wrong, has expired or was used already; log in again"}
+	ErrUnknownResumeKey = &Error{"bad_resume_key", "no session is waiting for that resume key: it is wrong or was used already, or its session ended (a quit, closing nc or telnet, or the time to resume ran out); log in again"}
 	// ErrNoAccounts shares bad_name's code: in open mode a login of more
 	// than one word is either a name with a space in it or a name and a
 	// password the server does not use, and its text answers both.

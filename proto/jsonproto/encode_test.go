@@ -50,7 +50,7 @@ func TestAppendEvent(t *testing.T) {
 			`{"type":"status","name":"alice","token":"` + testTokenHex + `"}`},
 		{"help", proto.Event{Kind: proto.EvHelp}, string(appendString([]byte(`{"type":"help","text":`), helpText)) + "}"},
 		{"error", proto.Event{Kind: proto.EvError, Err: proto.ErrRoomFull},
-			`{"type":"error","code":"room_full","text":"Room is Full: that user is already talking with someone. Ask them for a new token when they are free"}`},
+			`{"type":"error","code":"room_full","text":"Room is Full: that user is already talking with someone. Try the same token again when they are free"}`},
 		{"error with a time to retry", proto.Event{Kind: proto.EvError, Err: proto.ErrTooManyAttempts, RetryAfter: 2500 * time.Millisecond},
 			`{"type":"error","code":"too_many_attempts","text":"too many failed logins from your address or for that name; try again later","retry_after":3}`},
 		{"error without an error", proto.Event{Kind: proto.EvError},

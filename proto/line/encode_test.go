@@ -90,7 +90,7 @@ func TestAppendEvent(t *testing.T) {
 			"* you are alice, your token is " + testTokenHex + ", not connected\r\n"},
 		{"help", proto.Event{Kind: proto.EvHelp}, helpText},
 		{"error", proto.Event{Kind: proto.EvError, Err: proto.ErrRoomFull},
-			"! room_full: Room is Full: that user is already talking with someone. Ask them for a new token when they are free\r\n"},
+			"! room_full: Room is Full: that user is already talking with someone. Try the same token again when they are free\r\n"},
 		{"error without an error", proto.Event{Kind: proto.EvError},
 			"! unavailable: the server cannot do that right now; try again shortly\r\n"},
 		{"shutdown", proto.Event{Kind: proto.EvShutdown}, "* the server is shutting down; goodbye\r\n"},
