@@ -1517,3 +1517,26 @@ func (p *person) lastKeptID(text string) int {
 	p.waitJS("the page keeps "+text, last+`.text === `+js(text))
 	return eval[int](p, last+`.id`)
 }
+
+// TestBrowserPeerAwayTimeReadsAsTheServers: alice's page connects to
+// bob, whose terminal's connection dropped a moment ago. The page says
+// how long bob may still take as the server's line texts do, in minutes
+// and seconds ("1m58s"), where it said "118s".
+func TestBrowserPeerAwayTimeReadsAsTheServers(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	bob := bt.daemon.DialLine(t).Login("bob")
+	bob.Send("/who")
+	token := regexp.MustCompile(`[0-9a-f]{32}`).FindString(bob.Expect(`^\* you are bob, your token is [0-9a-f]{32}, not connected$`))
+	enginetest.Reset(t, bob.Conn)
+	// A second or more of the window gone, so that what is left is no
+	// whole number of minutes.
+	time.Sleep(1100 * time.Millisecond)
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	alice.login()
+	alice.connectTo(token)
+	e := alice.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	if !regexp.MustCompile(`^bob lost the connection; waiting up to 1m5\ds for them to come back\.$`).MatchString(e.Text) {
+		t.Errorf("alice is told %q", e.Text)
+	}
+}

@@ -916,10 +916,15 @@ function watchForWake() {
   }, WAKE_TICK_MS);
 }
 
-// duration says a number of seconds as the server's texts do: 2m, 90s.
+// duration says a number of seconds as the server's texts do
+// (proto.AppendWindow): 2m, 1m53s, 1h30m.
 function duration(s) {
-  if (s >= 60 && s % 60 === 0) return s / 60 + 'm';
-  return s + 's';
+  const secs = Math.ceil(s);
+  if (!(secs > 0)) return '0s';
+  const h = Math.floor(secs / 3600);
+  const m = Math.floor(secs / 60) % 60;
+  const r = secs % 60;
+  return (h > 0 ? h + 'h' : '') + (m > 0 ? m + 'm' : '') + (r > 0 ? r + 's' : '');
 }
 
 // ---- Server events ------------------------------------------------------
