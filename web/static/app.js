@@ -1280,8 +1280,13 @@ function serverError(code, text, id) {
     // Before its hello the server speaks only to refuse the connection
     // (too many from this address, the server full or shutting down),
     // and then closes it: the page tries again with back-off, as when it
-    // cannot reach the server, and says why once, not at every try.
-    if (st.refused !== code) error(code, shown);
+    // cannot reach the server, and says why once, not at every try. A
+    // server restarting refuses the page it told to reconnect until the
+    // next process listens: the page said it is reconnecting, which is
+    // what it goes on doing, and the refusal's "connect again" would ask
+    // the person to act.
+    const restarting = code === 'shutting_down' && text.startsWith('the server is restarting') && st.resume && st.awayNoted;
+    if (st.refused !== code && !restarting) error(code, shown);
     st.refused = code;
     st.failNoted = true;
     return;
