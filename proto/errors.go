@@ -84,6 +84,12 @@ var (
 	// guesser must not learn that a key once existed.
 	ErrBadResumeKey     = &Error{"bad_resume_key", "a resume key is 26 letters and digits, as the server showed it"}
 	ErrUnknownResumeKey = &Error{"bad_resume_key", "no session is waiting for that resume key: it is wrong or was used already, or its session ended (a quit, closing nc or telnet, or the time to resume ran out); log in again"}
+	// ErrSessionEndedWithNode is bad_resume_key for a key whose session
+	// ended as the cluster node it was on stopped (it died, or stalled
+	// past its lease and was reaped, or shut down): a client handles it
+	// as any, and its user is told what happened. It is no guess: it
+	// counts towards no throttle.
+	ErrSessionEndedWithNode = &Error{"bad_resume_key", "your session ended when the server it was on stopped; log in again"}
 	// ErrNoAccounts shares bad_name's code: in open mode a login of more
 	// than one word is either a name with a space in it or a name and a
 	// password the server does not use, and its text answers both.
@@ -138,7 +144,7 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed, ErrNoPassword,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown, ErrRestarting,
-	ErrBadResumeKey, ErrUnknownResumeKey, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
+	ErrBadResumeKey, ErrUnknownResumeKey, ErrSessionEndedWithNode, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrNotParked, ErrFlooded, ErrCommandTooLong,
 }

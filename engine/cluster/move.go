@@ -99,6 +99,9 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 			n.linkLost("resume", err)
 			return proto.ErrUnavailable
 		}
+		if len(res) == 1 && res[0] == "!" {
+			return proto.ErrSessionEndedWithNode
+		}
 		if len(res) < 3 {
 			return proto.ErrUnknownResumeKey
 		}

@@ -1234,7 +1234,7 @@ func (n *Node) reap(node string) bool {
 		ctx, cancel := n.op()
 		left, err := reapScript.Run(ctx, n.rdb,
 			[]string{n.usersOf(node), n.leaseOf(node), n.nodesKey()},
-			node, n.opts.Prefix, 500).Int()
+			node, n.opts.Prefix, 500, n.hub.Window().Milliseconds()).Int()
 		cancel()
 		if err != nil {
 			n.linkLost("reap", err)

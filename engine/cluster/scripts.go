@@ -177,11 +177,15 @@ return 'ok'
 
 // reapScript removes up to a batch of a dead node's users: their names
 // and tokens are freed, and a partner's record on another node is freed
-// too (that node tells its user when it sees the lease gone). It returns
-// how many it took, 0 when the node is gone entirely, -1 when the node
-// is alive after all.
+// too (that node tells its user when it sees the lease gone). Each
+// resume key is left marked '!' for a while (ttl ms, none for 0), so
+// that a resume of it is told its session ended with its node, not
+// that the key is wrong; a node that was only stalled, writing its
+// users back, writes the key over (registerScript). It returns how
+// many it took, 0 when the node is gone entirely, -1 when the node is
+// alive after all.
 // KEYS: dead node's user set, its lease, the node set.
-// ARGV: dead node, prefix, batch size.
+// ARGV: dead node, prefix, batch size, ttl.
 var reapScript = redis.NewScript(forgetLua + `
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local keys = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
@@ -190,6 +194,9 @@ for _, k in ipairs(keys) do
   local rec = redis.call('HMGET', ukey, 'node', 'tok', 'peer', 'pair', 'rk')
   if rec[1] == ARGV[1] then
     forget(ukey, k, rec[2], rec[5], ARGV[2])
+    if tonumber(ARGV[4]) > 0 and rec[5] and rec[5] ~= '' then
+      redis.call('SET', ARGV[2] .. 'resume:' .. rec[5], '!', 'PX', ARGV[4], 'NX')
+    end
     if rec[3] and rec[3] ~= '' then
       local pkey = ARGV[2] .. 'user:' .. rec[3]
       if redis.call('HGET', pkey, 'pair') == rec[4] then
@@ -261,13 +268,15 @@ end
 
 // findScript finds the session a resume key belongs to.
 // KEYS: the resume key. ARGV: prefix, rk.
-// Returns {} when no session has it, else {hashed name, node (empty when
+// Returns {} when no session has it, {'!'} when its session ended with
+// its node (reapScript), else {hashed name, node (empty when
 // parked), that node's lease}, and when it is parked, the park's
 // sealer (by), sealed session, gen, and its sealed last id, holder mark
 // and untold (each empty for none).
 var findScript = redis.NewScript(leaseOfLua + `
 local hn = redis.call('GET', KEYS[1])
 if not hn then return {} end
+if hn == '!' then return {'!'} end
 local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
 if not rec[1] or rec[2] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end

@@ -962,3 +962,39 @@ func TestMessagesKeptOnADeadNodeCounted(t *testing.T) {
 	}
 	alice.toldLeft(t, proto.ReasonDisconnected, kept)
 }
+
+// TestResumeOfADeadNodesSessionToldItEnded: bob's connection drops, and
+// then his node dies. His client resumes on another node: it is told
+// his session ended with the server it was on, not that the key is
+// wrong, expired or used (which sent people looking for a mistake of
+// theirs), and the resume counts towards no throttle. A key no session
+// had is refused as before.
+func TestResumeOfADeadNodesSessionToldItEnded(t *testing.T) {
+	r := startRedis(t)
+	a := startHubNodeWith(t, r, "a", resumeOptions(0), noWordAwaited)
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob := pairHubUsers(t, a, b)
+	bob.s.Detach(proto.ReasonDisconnected, 0)
+	alice.box.next(t, proto.EvPeerAway)
+	b.halt()
+	if err := redisClient(t, r).Del(context.Background(), "duet:lease:b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	alice.toldLeft(t, proto.ReasonDisconnected, 0)
+	var err *proto.Error
+	for deadline := time.Now().Add(enginetest.Timeout); ; time.Sleep(50 * time.Millisecond) {
+		// Unavailable until a has reaped b's users.
+		if _, err = a.hub.Resume([]byte(bob.key), 0, false, newInbox()); err != proto.ErrUnavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != proto.ErrSessionEndedWithNode {
+		t.Fatalf("bob's resume: %v, want %v", err, proto.ErrSessionEndedWithNode)
+	}
+	if st := a.hub.Stats(); st.ResumeEnded != 1 || st.ResumeBadKey != 0 {
+		t.Errorf("resumes counted: %d ended with their node, %d with a bad key", st.ResumeEnded, st.ResumeBadKey)
+	}
+	if _, err := a.hub.Resume([]byte(proto.NewResumeKey().String()), 0, false, newInbox()); err != proto.ErrUnknownResumeKey {
+		t.Fatalf("a key no session had: %v", err)
+	}
+}

@@ -414,8 +414,8 @@ type Hub struct {
 	closedSealedB  atomic.Uint64
 
 	// Resume's counters (Stats).
-	resumedAway, resumedZombie, resumeBadKey atomic.Uint64
-	awayTimedOut, awayEvicted, awayRefused   atomic.Uint64
+	resumedAway, resumedZombie, resumeBadKey, resumeEnded atomic.Uint64
+	awayTimedOut, awayEvicted, awayRefused                atomic.Uint64
 
 	dir  Directory
 	node string // dir.NodeID()
@@ -485,6 +485,10 @@ func (h *Hub) SetOptions(opts Options) {
 
 // window is resume.window now: 0 when resume is off.
 func (h *Hub) window() time.Duration { return time.Duration(h.resumeWindow.Load()) }
+
+// Window is how long a session that went away waits for its resume
+// (resume.window), 0 with resume off.
+func (h *Hub) Window() time.Duration { return h.window() }
 
 // Session is one logged-in user, as one connection holds it. When
 // resume is on it outlives that connection: it goes away when the
@@ -1473,6 +1477,9 @@ type Stats struct {
 	// one whose old connection was still open (taken over), and
 	// refused for a bad resume key.
 	ResumedAway, ResumedZombie, ResumeBadKey uint64
+	// ResumeEnded counts resumes of sessions that ended with the
+	// cluster node they were on (proto.ErrSessionEndedWithNode).
+	ResumeEnded uint64
 	// Away sessions that ended since start because their window ran
 	// out, or because resume.max_away, or resume.max_away_per_ip for
 	// their address, was reached and they had been away the longest.
@@ -1509,6 +1516,7 @@ func (h *Hub) Stats() Stats {
 		ResumedAway:   h.resumedAway.Load(),
 		ResumedZombie: h.resumedZombie.Load(),
 		ResumeBadKey:  h.resumeBadKey.Load(),
+		ResumeEnded:   h.resumeEnded.Load(),
 		AwayTimedOut:  h.awayTimedOut.Load(),
 		AwayEvicted:   h.awayEvicted.Load(),
 		AwayRefused:   h.awayRefused.Load(),

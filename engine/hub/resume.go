@@ -760,7 +760,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	if mv, ok := h.dir.(Mover); ok {
 		var err *proto.Error
 		if moving, err = h.prepareMove(mv, &sum, &s.keyHash, s.client); err != nil {
-			if err.Code == proto.ErrUnknownResumeKey.Code {
+			switch {
+			case err == proto.ErrSessionEndedWithNode:
+				h.resumeEnded.Add(1)
+			case err.Code == proto.ErrUnknownResumeKey.Code:
 				h.resumeBadKey.Add(1)
 			}
 			return Resumed{}, err

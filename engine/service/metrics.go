@@ -202,6 +202,7 @@ func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumedAway), "away")
 	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumedZombie), "zombie")
 	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumeBadKey), "bad_key")
+	ch <- prometheus.MustNewConstMetric(resumesDesc, prometheus.CounterValue, float64(st.ResumeEnded), "ended_with_node")
 	ch <- prometheus.MustNewConstMetric(awayEndedDesc, prometheus.CounterValue, float64(st.AwayTimedOut), "timeout")
 	ch <- prometheus.MustNewConstMetric(awayEndedDesc, prometheus.CounterValue, float64(st.AwayEvicted), "evicted")
 	ch <- prometheus.MustNewConstMetric(awayFullDesc, prometheus.CounterValue, float64(st.AwayRefused))
