@@ -32,7 +32,7 @@ func TestSeedStoryLine(t *testing.T) {
 	bob.Expect(`^\* you are connected with alice$`)
 
 	carol.Send("/connect " + alice.Token)
-	carol.Expect(`^! room_full: Room is Full.*new token`)
+	carol.Expect(`^! room_full: Room is Full.*same token again when they are free`)
 	carol.Send("/connect " + bob.Token)
 	carol.Expect(`^! room_full: Room is Full`)
 
