@@ -80,7 +80,7 @@ var (
 	pairingsDesc = prometheus.NewDesc("duet_cluster_pairings_total",
 		"Pairings made by a connect on this node with a user on another node.", nil, nil)
 	pairingsCutDesc = prometheus.NewDesc("duet_cluster_pairings_cut_total",
-		"Pairings of this node's users with users on other nodes that this node cut, by cause: redis_lost, node_gone, node_deaf, queue_full, move_timeout.",
+		"Pairings of this node's users with users on other nodes that this node cut, by cause: redis_lost, node_gone, node_deaf, queue_full, move_timeout, lease_lapsed.",
 		[]string{"cause"}, nil)
 	sessionsParkedDesc = prometheus.NewDesc("duet_cluster_sessions_parked_total",
 		"Sessions this node parked in Redis for another node to take up (a drain, or a resume on another node).", nil, nil)

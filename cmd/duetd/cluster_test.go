@@ -133,6 +133,7 @@ func TestClusterProcess(t *testing.T) {
 		`duet_cluster_pairings_cut_total{cause="node_deaf"}`:      0,
 		`duet_cluster_pairings_cut_total{cause="queue_full"}`:     0,
 		`duet_cluster_pairings_cut_total{cause="move_timeout"}`:   0,
+		`duet_cluster_pairings_cut_total{cause="lease_lapsed"}`:   0,
 		`duet_cluster_sessions_parked_total`:                      0,
 		`duet_cluster_sessions_taken_up_total`:                    0,
 	}

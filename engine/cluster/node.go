@@ -117,6 +117,9 @@ type Node struct {
 	gate *gate   // what it accepts
 
 	up atomic.Bool // Redis reachable and this node registered in it
+	// cutLapsed says the node goes down for a lapsed lease (leaseLapsed),
+	// not a lost link: goDown counts its cuts so.
+	cutLapsed atomic.Bool
 	// leaseUntil is when this node's lease may lapse by its own clock:
 	// the last renewal's sending plus LeaseTTL, in nanoseconds since
 	// started (monotonic); Redis sets the TTL once the renewal arrives,
@@ -659,6 +662,25 @@ func (n *Node) linkLost(what string, err error) {
 	}
 }
 
+// errNoLease is the error a heartbeat that found the node's lease gone
+// stands for.
+var errNoLease = errors.New("this node's lease had lapsed")
+
+// leaseLapsed notes that the node goes down for a heartbeat that found
+// its lease gone, not for a lost link: Redis answers, but the node went
+// unheard past its lease (it stalled, or Redis lost the lease), and the
+// other nodes may have reaped its users. Its cuts count as lease_lapsed
+// (goDown), and it says so.
+func (n *Node) leaseLapsed() {
+	if n.ctx.Err() != nil {
+		return
+	}
+	n.up.Store(false)
+	n.cutLapsed.Store(true)
+	n.log.Warn("this node's lease had lapsed: it went unheard past it (it stalled, or Redis lost the lease), and the other nodes may have taken it for dead; it cuts its cross-node pairings and writes its users back",
+		zap.Duration("lease_ttl", n.opts.LeaseTTL))
+}
+
 // suspect records that node had nobody listening for a batch; the
 // next check decides.
 func (n *Node) suspect(node string) {
@@ -711,12 +733,14 @@ func (n *Node) run() {
 		}
 		lapsed, err := n.heartbeat()
 		if err == nil && lapsed {
-			err = errors.New("this node's lease had lapsed")
+			n.leaseLapsed()
+			err = errNoLease
 		}
 		if err != nil {
-			n.linkLost("heartbeat", err)
 			if lapsed {
 				n.readOut()
+			} else {
+				n.linkLost("heartbeat", err)
 			}
 			n.goDown()
 			n.recover() // at once: a lapsed lease needs no wait
@@ -781,9 +805,13 @@ func (n *Node) goDown() {
 	for _, s := range senders {
 		s.discard()
 	}
-	n.countCuts(cutRedisLost, len(cuts))
+	cause, why := cutRedisLost, "cross-node pairings cut: link to Redis lost"
+	if n.cutLapsed.Swap(false) {
+		cause, why = cutLeaseLapsed, "cross-node pairings cut: this node's lease had lapsed"
+	}
+	n.countCuts(cause, len(cuts))
 	if len(cuts) > 0 {
-		n.log.Warn("cross-node pairings cut: link to Redis lost", zap.Int("pairings", len(cuts)))
+		n.log.Warn(why, zap.Int("pairings", len(cuts)))
 		n.mu.Lock()
 		n.lost = append(n.lost, cuts...)
 		n.mu.Unlock()
@@ -1089,8 +1117,8 @@ func (n *Node) check() {
 		}
 	}
 	for node := range dead {
-		if n.reap(node) {
-			n.log.Info("reaped a dead node's users", zap.String("dead_node", node))
+		if users, ok := n.reap(node); ok {
+			n.log.Info("reaped a dead node's users", zap.String("dead_node", node), zap.Int("users", users))
 		}
 	}
 	n.forgetSenders(gone)
@@ -1228,21 +1256,23 @@ func (n *Node) noteForeign(nodes []string) {
 
 // reap removes a node's users from the directory, in batches so no one
 // script holds Redis long: a dead node's, or this node's own as it
-// leaves. It reports whether it removed them all.
-func (n *Node) reap(node string) bool {
+// leaves. It returns how many it removed, and whether it removed them
+// all.
+func (n *Node) reap(node string) (users int, all bool) {
 	for {
 		ctx, cancel := n.op()
-		left, err := reapScript.Run(ctx, n.rdb,
+		took, err := reapScript.Run(ctx, n.rdb,
 			[]string{n.usersOf(node), n.leaseOf(node), n.nodesKey()},
 			node, n.opts.Prefix, 500, n.hub.Window().Milliseconds()).Int()
 		cancel()
 		if err != nil {
 			n.linkLost("reap", err)
-			return false
+			return users, false
 		}
-		if left <= 0 {
-			return left == 0
+		if took <= 0 {
+			return users, took == 0
 		}
+		users += took
 	}
 }
 
@@ -1593,8 +1623,10 @@ type Stats struct {
 //   - queue_full: more was queued for the partner's node than it took
 //     (Options.MaxQueue);
 //   - move_timeout: the partner's node did not answer while this node
-//     parked a session of the pairing.
-var CutCauses = [...]string{"redis_lost", "node_gone", "node_deaf", "queue_full", "move_timeout"}
+//     parked a session of the pairing;
+//   - lease_lapsed: this node went unheard past its lease (it stalled,
+//     or Redis lost the lease), and the other nodes may have reaped it.
+var CutCauses = [...]string{"redis_lost", "node_gone", "node_deaf", "queue_full", "move_timeout", "lease_lapsed"}
 
 const (
 	cutRedisLost = iota
@@ -1602,6 +1634,7 @@ const (
 	cutNodeDeaf
 	cutQueueFull
 	cutMoveTimeout
+	cutLeaseLapsed
 )
 
 // countCuts counts k pairings cut for cause.
@@ -1659,8 +1692,10 @@ func (n *Node) Close(ctx context.Context) error {
 			return nil
 		})
 		cancel()
-		if err == nil && n.reap(n.id) {
-			n.log.Info("left the cluster: removed this node's users from the directory")
+		if err == nil {
+			if users, ok := n.reap(n.id); ok {
+				n.log.Info("left the cluster: removed this node's users from the directory", zap.Int("users", users))
+			}
 		}
 	}
 	n.halt()

@@ -253,4 +253,9 @@ func TestStalledNodePublishesNothingPastItsLease(t *testing.T) {
 	b.cutsMu.Unlock()
 	stalled = false
 	bob.toldLeft(t, proto.ReasonLinkLost, typed)
+	// Counted for what it was, not as Redis lost.
+	waitCut(t, b.Node, "lease_lapsed", 1)
+	if n := b.Stats().PairingsCut["redis_lost"]; n != 0 {
+		t.Errorf("%d pairings counted cut for Redis lost", n)
+	}
 }
