@@ -57,7 +57,13 @@ if [ -z "$binary" ] && ! command -v go >/dev/null; then
   exit 1
 fi
 if [ -z "$binary" ]; then
-  version=$(git describe --always --dirty 2>/dev/null || echo dev)
+  # A clone owned by another user than root, which runs this, is one git
+  # refuses to read ("dubious ownership"): this one is trusted for the
+  # one command, which changes nothing.
+  if ! version=$(git -c safe.directory="$PWD" describe --always --dirty 2>/dev/null); then
+    version=dev
+    echo "install.sh: git could not say which version this is (not a clone of the repository?); building it as \"dev\"" >&2
+  fi
   if [ "$dry" = 1 ]; then
     builddir=${TMPDIR:-/tmp}/tmp.XXXXXXXXXX # what mktemp -d will make of it
   else

@@ -784,6 +784,46 @@ func TestInstallScriptWithoutGo(t *testing.T) {
 	}
 }
 
+// TestInstallScriptVersionInAnotherUsersClone: root runs install.sh in
+// a clone that another user owns, as `sudo scripts/install.sh` does in
+// one's own clone. git refuses to read such a repository ("dubious
+// ownership"); install.sh still builds the version the clone holds, not
+// one called "dev" without a word, as it did.
+func TestInstallScriptVersionInAnotherUsersClone(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run install.sh as root does in a clone another user owns")
+	}
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatalf("no git: %v", err)
+	}
+	clone := filepath.Join(t.TempDir(), "duet")
+	for _, args := range [][]string{
+		{git, "-c", "safe.directory=*", "clone", "-q", "../..", clone},
+		// The script as it is here, committed or not.
+		{"cp", "../../scripts/install.sh", filepath.Join(clone, "scripts/install.sh")},
+		{"chown", "-R", "nobody", clone},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	head, err := exec.Command(git, "-c", "safe.directory=*", "-C", clone, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", filepath.Join(clone, "scripts/install.sh"), "--dry-run")
+	cmd.Env = append(os.Environ(), "DESTDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("install.sh --dry-run: %v\n%s", err, out)
+	}
+	want := regexp.MustCompile(`main\.version=` + strings.TrimSpace(string(head)) + `(-dirty)? `)
+	if !want.Match(out) {
+		t.Errorf("install.sh --dry-run in a clone of another user's builds no version %s:\n%s", want, out)
+	}
+}
+
 // TestReadmeGoVersion: the README and OPERATIONS.md ask for the Go that
 // go.mod requires, as install.sh does: an older one refuses to build the
 // module.
