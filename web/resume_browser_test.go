@@ -887,6 +887,13 @@ func TestBrowserResumePageLeft(t *testing.T) {
 	if e.Text != "Reconnected; your conversation with bob goes on." {
 		t.Errorf("alice is told %v", e)
 	}
+	// The page closed its socket itself: it lost nothing, and says so
+	// (before, it said "Lost the connection to the server").
+	for _, e := range alice.log() {
+		if e.Kind == "reconnecting" {
+			t.Errorf("alice is told %v", e)
+		}
+	}
 	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "alice is back." })
 	// chromedp's queries of the DOM do not find the nodes of a page
 	// shown again from the cache: the page's own script sends.

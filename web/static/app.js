@@ -896,6 +896,9 @@ function pageHidden() {
   // A logout under way ends the session with its quit.
   if (!ws || st.quitting) return;
   ws.close(CLOSE_PAGE_AWAY, 'page hidden');
+  // Closed on purpose, with nothing lost: a page shown again says it
+  // reconnected, not that it lost the connection.
+  st.awayNoted = true;
   dropped(null);
 }
 
