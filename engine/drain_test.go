@@ -191,7 +191,8 @@ func TestDrainNotParkedTellsWhatNeverArrived(t *testing.T) {
 	stop, cancelStop := context.WithTimeout(context.Background(), time.Second)
 	defer cancelStop()
 	_ = a.Stop(stop)
-	bob.Expect(`^\* alice lost the connection; `) // away, to be parked
+	// alice went away to be parked: bob, on the hub that drains, is not
+	// told so (TestDrainTellsNoOneTheirPartnerLostTheConnection).
 	l := bob.Expect(`^\* alice's server is shutting down; \d+ of your messages were not delivered; `)
 	told, _ := strconv.Atoi(regexp.MustCompile(`\d+`).FindString(l))
 
@@ -304,4 +305,37 @@ func TestDrainCountsOnlyThoseTold(t *testing.T) {
 		got.Told+counted["disconnected closed"] != n || counted["disconnected closed"] < len(leaving)-1 {
 		t.Fatalf("Drain says %+v; counted %v", got, counted)
 	}
+}
+
+// TestDrainTellsNoOneTheirPartnerLostTheConnection: a single server
+// drains for a restart, and closes a pair's connections one after the
+// other. The one closed later is told the restart, not first that its
+// partner lost the connection, which the partner did not; its resume on
+// the next process says the partner is back. Before, it read "* alice
+// lost the connection; waiting up to 2m for alice to come back", then
+// the restart.
+func TestDrainTellsNoOneTheirPartnerLostTheConnection(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice := d.DialLine(t).Login("alice")
+	bob := d.DialLine(t).Login("bob")
+	bob.Send("/connect " + alice.Token)
+	bob.Expect(`^\* you are connected with alice$`)
+	alice.Expect(`^\* bob is connected$`)
+
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)
+		defer cancel()
+		d.Drain(ctx, 600*time.Millisecond, nil)
+	}()
+	var wg sync.WaitGroup
+	for _, lc := range []*enginetest.LineClient{alice, bob} {
+		wg.Go(func() {
+			if l := lc.Line(); !strings.HasPrefix(l, "* the server is restarting; reconnect and type /resume ") {
+				t.Errorf("%s is told %q before the restart", lc.Name, l)
+			}
+			lc.ExpectClosed()
+		})
+	}
+	wg.Wait()
 }

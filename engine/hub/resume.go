@@ -466,11 +466,20 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	if r != nil {
 		if p := r.other(s); p != nil {
 			_, a.peerWasAway = h.peerAwayLocked(r, p)
-			if pa := p.away; pa != nil {
+			switch pa := p.away; {
+			case pa != nil:
 				// Dropped (awayQueue): p's resume tells it.
 				pa.partnerWent(lost, a.deadline)
+				deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
+			case h.draining.Load() && p != r.stub && lost == 0:
+				// The server drains for a restart, and p, on it too, is
+				// about to be told so and go away in its turn: told
+				// first that s lost the connection, which s did not, its
+				// user would read of a failure of s's. Its resume says
+				// where s is by then (away, or back).
+			default:
+				deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
 			}
-			deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
 		}
 		r.mu.Unlock()
 	}

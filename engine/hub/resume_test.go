@@ -1896,3 +1896,39 @@ func TestAwayToldToAPartnerAwayItself(t *testing.T) {
 		t.Fatalf("bob was told %+v, want peer_left with %d undelivered", ev, kept)
 	}
 }
+
+// TestDrainedPartnerToldOnResume: the hub drains for a restart, and
+// alice goes away first: bob, about to be told of the restart himself,
+// is not told she lost the connection. Each resume says where the other
+// is by then: alice, back first, that bob is away; bob, that alice is
+// back; and alice then that bob is back.
+func TestDrainedPartnerToldOnResume(t *testing.T) {
+	h := New(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	bob, bobKey := resumable(t, h, "bob")
+	pair(t, bob, alice)
+	h.SetDraining()
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if evs := bob.box.take(); len(evs) != 0 {
+		t.Fatalf("bob, to be drained too, is told %+v", evs)
+	}
+	bob.Detach(proto.ReasonDisconnected, 0)
+
+	aliceBack := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, false, aliceBack); err != nil {
+		t.Fatal(err)
+	}
+	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "bob" {
+		t.Fatalf("alice's resume ends with %+v, want bob away", ev)
+	}
+	bobBack := &recorder{}
+	if _, err := h.Resume([]byte(bobKey), 0, false, bobBack); err != nil {
+		t.Fatal(err)
+	}
+	if ev := bobBack.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "alice" {
+		t.Fatalf("bob's resume ends with %+v, want alice back", ev)
+	}
+	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" {
+		t.Fatalf("alice is told %+v, want bob back", ev)
+	}
+}
