@@ -223,7 +223,11 @@ type Event struct {
 	From      string // EvMessage, EvSealed
 	Text      []byte // EvMessage, EvNotice; EvSealed: the envelope's base64url
 	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect
-	Reason    Reason // EvPeerLeft
+	// JoinedAway is, on EvPeerLeft and EvEndedAway told on a resume,
+	// that the pairing began while the session was away: its user was
+	// never told the partner connected.
+	JoinedAway bool
+	Reason     Reason // EvPeerLeft
 	// Count is, on EvPeerLeft, the messages to the peer that were not
 	// delivered; on EvPeerAway, the messages to the peer that will never
 	// reach it (they were not kept for its resume); on an EvNotice that tells an ending, the messages the

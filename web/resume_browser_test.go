@@ -1547,3 +1547,31 @@ func TestBrowserPeerAwayTimeReadsAsTheServers(t *testing.T) {
 		t.Errorf("alice is told %q", e.Text)
 	}
 }
+
+// TestBrowserResumeToldWhoConnectedAndLeftWhileAway: alice's page is
+// away; carol connects to her token from a terminal, says hello and
+// leaves. Back, the page shows carol's message, and that she connected
+// while alice was away and then left. Before, it said only "While you
+// were away, carol left the conversation.", of someone it never said
+// had connected.
+func TestBrowserResumeToldWhoConnectedAndLeftWhileAway(t *testing.T) {
+	bt := startResumeTest(t, 0)
+	proxy := startCutProxy(t, bt.daemon.WS)
+	alice := bt.newPerson("alice")
+	alice.open(proxy.url())
+	token := alice.login()
+	proxy.cut()
+	carol := bt.daemon.DialLine(t).Login("carol")
+	carol.Send("/connect " + token)
+	carol.Expect(`^\* you are connected with alice$`)
+	carol.Expect(`^\* alice lost the connection`)
+	carol.Send("hello alice")
+	carol.Send("/leave")
+	carol.Expect(`^\* you left alice$`)
+	proxy.restore()
+	alice.expectMessage("theirs", "carol", "hello alice")
+	e := alice.expectEntry("carol's end", func(e logEntry) bool { return e.Kind == "peer_left" })
+	if want := "While you were away, carol connected to you, then carol left the conversation."; e.Text != want {
+		t.Errorf("alice is told %q, want %q", e.Text, want)
+	}
+}

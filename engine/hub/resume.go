@@ -90,6 +90,10 @@ type away struct {
 	// Hub.mu.
 	left    *PeerLeft
 	earlier []PeerLeft
+	// joined says the session's pairing began while it was away: its
+	// end is told with that (PeerLeft.Joined). Not carried by a park.
+	// Guarded by Hub.mu.
+	joined bool
 
 	// untold is how many of the session's messages its partner went
 	// away without (never written to the partner, and not kept for its
@@ -205,7 +209,8 @@ func (a *away) partnerBack() { a.peerBack = true }
 // without that the session was not told (untold).
 func (a *away) keepLeft(left PeerLeft) {
 	left.Undelivered += a.untold
-	a.untold, a.peerBack = 0, false
+	left.Joined = a.joined
+	a.untold, a.peerBack, a.joined = 0, false, false
 	a.left = &left
 }
 
@@ -224,11 +229,14 @@ type PeerLeft struct {
 	Peer        string
 	Reason      proto.Reason
 	Undelivered int // the session's messages that never reached Peer
+	// Joined says Peer connected to the session while it was away,
+	// which it was never told (proto.Event.JoinedAway).
+	Joined bool
 }
 
 // event is the peer_left p keeps, as it was told.
 func (p *PeerLeft) event() proto.Event {
-	return proto.Event{Kind: proto.EvPeerLeft, Peer: p.Peer, Reason: p.Reason, Count: p.Undelivered}
+	return proto.Event{Kind: proto.EvPeerLeft, Peer: p.Peer, Reason: p.Reason, Count: p.Undelivered, JoinedAway: p.Joined}
 }
 
 // endedAway is p told of a pairing that another followed.
@@ -285,7 +293,7 @@ func retold(before, since *away) *away {
 	if before == nil {
 		return since
 	}
-	m := &away{untold: since.untold, peerUntil: since.peerUntil, peerBack: since.peerBack, peerWasAway: since.peerWasAway}
+	m := &away{untold: since.untold, peerUntil: since.peerUntil, peerBack: since.peerBack, peerWasAway: since.peerWasAway, joined: since.joined}
 	var ended []PeerLeft
 	ended = append(ended, before.earlier...)
 	if before.left != nil {
@@ -336,6 +344,8 @@ func (s *Session) pairedAwayLocked() {
 			a.keepEarlier(*a.left)
 		}
 		a.left, a.untold, a.peerBack, a.peerWasAway, a.peerUntil = nil, 0, false, false, 0
+		// Told of nothing of it: the pairing's end says it began.
+		a.joined = s.away != nil
 	}
 }
 

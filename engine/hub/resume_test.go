@@ -1759,7 +1759,8 @@ func TestResumeTellsEachPairingsEnd(t *testing.T) {
 	resumed, _, after = replay(t, box.take())
 	want := []proto.Event{
 		{Kind: proto.EvEndedAway, Peer: "carol", Reason: proto.ReasonDisconnected, Count: 2},
-		{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft},
+		// dave connected while alice was away, which she never heard.
+		{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft, JoinedAway: true},
 	}
 	if resumed.Peer != "" || !reflect.DeepEqual(after, want) {
 		t.Fatalf("resumed %+v, then %+v; want carol's ended_away, then dave's peer_left", resumed, after)
@@ -1930,5 +1931,50 @@ func TestDrainedPartnerToldOnResume(t *testing.T) {
 	}
 	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" {
 		t.Fatalf("alice is told %+v, want bob back", ev)
+	}
+}
+
+// TestResumeToldWhoConnectedWhileAway: alice is away, unpaired; carol
+// connects to her token, says something and times out; dave connects,
+// says something and leaves. alice's resume replays both, and tells
+// that each connected while she was away, and how each pairing ended.
+// Before, she read carol's and dave's messages and that they left,
+// never that they had connected.
+func TestResumeToldWhoConnectedWhileAway(t *testing.T) {
+	h, _ := newClockedHub(resumeOpts())
+	alice, key := resumable(t, h, "alice")
+	carol, _ := resumable(t, h, "carol")
+	dave, _ := resumable(t, h, "dave")
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if err := carol.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	if err := say(carol.Session, []byte("hello from carol")); err != nil {
+		t.Fatal(err)
+	}
+	carol.Close(proto.ReasonTimeout, 0)
+	if err := dave.Connect(tok(alice.Session)); err != nil {
+		t.Fatal(err)
+	}
+	if err := say(dave.Session, []byte("hello from dave")); err != nil {
+		t.Fatal(err)
+	}
+	if err := dave.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	box := &recorder{}
+	if _, err := h.Resume([]byte(key), 0, true, box); err != nil {
+		t.Fatal(err)
+	}
+	resumed, evs, after := replay(t, box.take())
+	if got := texts2(evs); resumed.Peer != "" || !reflect.DeepEqual(got, []string{"hello from carol", "hello from dave"}) {
+		t.Fatalf("resumed %+v, replayed %q", resumed, got)
+	}
+	want := []proto.Event{
+		{Kind: proto.EvEndedAway, Peer: "carol", Reason: proto.ReasonTimeout, JoinedAway: true},
+		{Kind: proto.EvPeerLeft, Peer: "dave", Reason: proto.ReasonLeft, JoinedAway: true},
+	}
+	if !reflect.DeepEqual(after, want) {
+		t.Fatalf("then %+v; want %+v", after, want)
 	}
 }

@@ -77,6 +77,9 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, `,"reason":`...)
 		dst = appendString(dst, string(ev.Reason))
 		dst = appendUndelivered(dst, ev.Count)
+		if ev.JoinedAway {
+			dst = append(dst, `,"joined_away":true`...)
+		}
 		return append(dst, '}')
 	case proto.EvLeft:
 		dst = append(dst, `{"type":"left","peer":`...)

@@ -219,8 +219,13 @@ var peerLeftWords = map[proto.Reason]struct{ before, after string }{
 // another, that it ended then.
 func appendPeerLeft(dst []byte, ev *proto.Event) []byte {
 	dst = append(dst, "* "...)
-	if ev.Kind == proto.EvEndedAway {
+	if ev.JoinedAway || ev.Kind == proto.EvEndedAway {
 		dst = append(dst, "while you were away, "...)
+		if ev.JoinedAway {
+			// Its user never heard of the pairing: its start first.
+			dst = appendSafe(dst, ev.Peer)
+			dst = append(dst, " connected to you; then "...)
+		}
 		if w := peerLeftWords[ev.Reason]; w.before != "" {
 			// A reason worded with no subject ("lost the link to bob's
 			// server") needs one here.

@@ -1076,7 +1076,7 @@ const handlers = {
     let text = leftReason(peer, String(ev.reason || ''), st.peerAway);
     if (st.endedAway) {
       // Told after a resume: it happened while the page was away.
-      text = whileAway(peer, text);
+      text = whileAway(peer, joinedAway(ev, peer, text));
       clearEndedAway();
     }
     notice(text + undelivered(ev), { kind: 'peer_left', reason: ev.reason });
@@ -1089,7 +1089,7 @@ const handlers = {
   // timed out had gone away: with resume on, a session waits only so.
   ended_away(ev) {
     const peer = String(ev.peer || 'Your peer');
-    const text = whileAway(peer, leftReason(peer, String(ev.reason || ''), true));
+    const text = whileAway(peer, joinedAway(ev, peer, leftReason(peer, String(ev.reason || ''), true)));
     notice(text + undelivered(ev), { kind: 'peer_left', reason: ev.reason });
   },
 
@@ -1192,6 +1192,14 @@ function noteUnread() {
 function undelivered(ev) {
   const n = Number(ev.undelivered) || 0;
   return n > 0 ? ' ' + n + (n === 1 ? ' message' : ' messages') + ' you sent did not reach them.' : '';
+}
+
+// joinedAway puts before text, the end of a pairing with peer told on a
+// resume, that the pairing began while the page was away too, when the
+// server says so: the person never heard of it.
+function joinedAway(ev, peer, text) {
+  if (ev.joined_away !== true) return text;
+  return peer + ' connected to you, then ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
 }
 
 // whileAway words text, the end of a pairing, as one that came while
