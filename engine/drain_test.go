@@ -310,18 +310,14 @@ func TestDrainCountsOnlyThoseTold(t *testing.T) {
 // TestDrainTellsNoOneTheirPartnerLostTheConnection: a single server
 // drains for a restart, and closes a pair's connections one after the
 // other. The one closed later is told the restart, not first that its
-// partner lost the connection, which the partner did not; its resume on
-// the next process says the partner is back. Before, it read "* alice
-// lost the connection; waiting up to 2m for alice to come back", then
-// the restart.
+// partner lost the connection, which the partner did not (hub
+// TestDrainedPartnerToldOnResume: what the resumes say). Before, it
+// read "* alice lost the connection; waiting up to 2m for alice to come
+// back", then the restart.
 func TestDrainTellsNoOneTheirPartnerLostTheConnection(t *testing.T) {
 	t.Parallel()
 	d := enginetest.Start(t, nil)
-	alice := d.DialLine(t).Login("alice")
-	bob := d.DialLine(t).Login("bob")
-	bob.Send("/connect " + alice.Token)
-	bob.Expect(`^\* you are connected with alice$`)
-	alice.Expect(`^\* bob is connected$`)
+	alice, bob := pairLines(t, d, "alice", "bob")
 
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), enginetest.Timeout)

@@ -177,21 +177,11 @@ func TestStalledNodeToldWhatDidNotArrive(t *testing.T) {
 	b.cutsMu.Lock()
 	defer b.cutsMu.Unlock()
 	rc := redisClient(t, r)
-	for deadline := time.Now().Add(enginetest.Timeout); ; {
+	untilTold(t, alice, func() {
 		if err := rc.Del(context.Background(), "duet:lease:b").Err(); err != nil {
 			t.Fatal(err)
 		}
-		alice.box.mu.Lock()
-		told := len(alice.box.evs) > 0
-		alice.box.mu.Unlock()
-		if told {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a never reaped b")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
 	alice.toldLeft(t, proto.ReasonDisconnected, 0)
 
 	// What bob typed as b stalled, read once it runs again.
@@ -228,18 +218,7 @@ func TestStalledNodePublishesNothingPastItsLease(t *testing.T) {
 			b.cutsMu.Unlock()
 		}
 	}()
-	for deadline := time.Now().Add(enginetest.Timeout); ; {
-		alice.box.mu.Lock()
-		told := len(alice.box.evs) > 0
-		alice.box.mu.Unlock()
-		if told {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a never reaped b")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	untilTold(t, alice, func() {})
 	alice.toldLeft(t, proto.ReasonDisconnected, 0)
 
 	received := a.Stats().BatchesReceived
@@ -257,5 +236,24 @@ func TestStalledNodePublishesNothingPastItsLease(t *testing.T) {
 	waitCut(t, b.Node, "lease_lapsed", 1)
 	if n := b.Stats().PairingsCut["redis_lost"]; n != 0 {
 		t.Errorf("%d pairings counted cut for Redis lost", n)
+	}
+}
+
+// untilTold waits until u, whose partner's node stalls, is told
+// something (a reaped that node), calling each at every turn.
+func untilTold(t *testing.T, u *hubUser, each func()) {
+	t.Helper()
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		each()
+		u.box.mu.Lock()
+		told := len(u.box.evs) > 0
+		u.box.mu.Unlock()
+		if told {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled node was never reaped")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
