@@ -169,8 +169,14 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 // network cut its line right after the character's first bytes and the
 // next read held the command and nothing of the line after it: a typed
 // line's write is far shorter than a segment.
+//
+// What came before must end in a data byte: telnet without its
+// autoflush (`toggle autoflush`) sends each byte it replaced as a
+// command on its own, with no timing mark after it, so a letter with
+// two of them ("ッ", e3 83 83) arrives as e3 IAC IP, then IAC IP alone:
+// there the line so far ends in a command.
 func keyAlone(buf []byte, from, i, limit int) bool {
-	if i-1 != from || !continuationDue(buf[:from]) {
+	if i-1 != from || !dataEndsInsideALetter(buf[:from]) {
 		return false
 	}
 	st := telnetData
@@ -181,6 +187,26 @@ func keyAlone(buf []byte, from, i, limit int) bool {
 		}
 	}
 	return true
+}
+
+// dataEndsInsideALetter reports whether raw, the line so far as it
+// came (starting in plain data), ends in a data byte, and its data
+// bytes (telnet commands left out) end inside a UTF-8 character
+// (continuationDue).
+func dataEndsInsideALetter(raw []byte) bool {
+	var tail [3]byte // the last data bytes, newest last
+	n := 0
+	st := telnetData
+	last := false // the last byte was data
+	for _, c := range raw {
+		st, last = st.step(c)
+		if last {
+			copy(tail[:], tail[1:])
+			tail[2] = c
+			n++
+		}
+	}
+	return last && continuationDue(tail[3-min(n, 3):])
 }
 
 // Framer splits a TCP byte stream into lines. Max is the longest line in

@@ -162,6 +162,15 @@ func TestFramer(t *testing.T) {
 			[]string{"say \xd1", "\xff\xf4\xff\xfd\x06!\n"},
 			[]string{"wait 5", `reply "\xff\xfd\x00\xff\xfb\x06"`, `line "say у!"`},
 		},
+		// Without its autoflush, telnet sends each byte it replaced as
+		// a command of its own, with no timing mark: "ッ" (e3 83 83)
+		// comes as e3 IAC IP, then IAC IP alone. The second follows a
+		// command, not a letter's first bytes: a byte too.
+		{
+			"two bytes telnet made IP, each in a write of its own", 0,
+			[]string{"ab\xe3\xff\xf4", "\xff\xf4", "\r\n"},
+			[]string{`reply "\xff\xfd\x00"`, "wait 5", "wait 7", `line "abッ"`},
+		},
 		{"a letter telnet made IP stays", 0, []string{"say \xd1\xff\xf4\xff\xfd\x06!\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "say у!"`}},
 		{"EL erases the line", 0, []string{"secret\xff\xf8hi\n"}, []string{`reply "\xff\xfd\x00"`, `line "hi"`}},
 		{"EC erases a character", 0, []string{"ab\xd1\x84\xff\xf7c\n"}, []string{`reply "\xff\xfd\x00"`, `line "abc"`}},
@@ -486,7 +495,7 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 		// inetutils telnet replaced with it, outside BINARY; unless it
 		// came on its own, beginning a read of commands alone, after a
 		// line that ended inside a character (its prompt sent that).
-		alone := j > 0 && readStart[j-1] && readEnd[j-1] > j && refPartialRune(lineIn[:len(lineIn)-2]) && refCommandsOnly(data[j+1:readEnd[j]])
+		alone := j > 0 && readStart[j-1] && readEnd[j-1] > j && refDataEndsPartial(lineIn[:len(lineIn)-2]) && refCommandsOnly(data[j+1:readEnd[j]])
 		if b := refRestored[c]; b != 0 && replacing && !alone && refPartialRune(refClean(line)) {
 			line = append(line, b)
 			continue
@@ -503,6 +512,21 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 		}
 	}
 	return log, reply
+}
+
+// refDataEndsPartial reports whether b, a line as received from plain
+// data, ends in a data byte, and its data bytes end with the first
+// bytes of a UTF-8 character.
+func refDataEndsPartial(b []byte) bool {
+	var dataBytes []byte
+	st := telnetData
+	keep := false
+	for _, c := range b {
+		if st, keep = st.step(c); keep {
+			dataBytes = append(dataBytes, c)
+		}
+	}
+	return keep && refPartialRune(dataBytes)
 }
 
 // refCommandsOnly reports whether b, read from plain data, holds telnet
