@@ -1199,13 +1199,20 @@ function undelivered(ev) {
 // server says so: the person never heard of it.
 function joinedAway(ev, peer, text) {
   if (ev.joined_away !== true) return text;
-  return peer + ' connected to you, then ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
+  return peer + ' connected to you, then ' + continued(peer, text);
 }
 
 // whileAway words text, the end of a pairing, as one that came while
 // the page was away.
 function whileAway(peer, text) {
-  return 'While you were away, ' + (text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1));
+  return 'While you were away, ' + continued(peer, text);
+}
+
+// continued is text, a sentence about peer, as it reads after words
+// put before it: lowercase first, but for a sentence that begins with
+// peer's name.
+function continued(peer, text) {
+  return text.startsWith(peer) ? text : text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 // leftReason puts a peer_left reason into words; peerAway says the peer
