@@ -179,6 +179,9 @@ func TestE2EPageSealedWhileAwayThenLeft(t *testing.T) {
 			t.Fatalf("alice's page said %q%s", e.Text, alice.logDump())
 		}
 	}
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestE2EPageSealedWhileAwayThenNewPartner: as above, and carol connects
@@ -200,6 +203,9 @@ func TestE2EPageSealedWhileAwayThenNewPartner(t *testing.T) {
 		t.Fatalf("alice shows bob's message %d times%s", n, alice.logDump())
 	}
 	alice.expectNoCode("e2e_no_keys", "e2e_unreadable")
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestE2EPageReloadWhileDecrypting: a page reloaded while it decrypts a
@@ -314,6 +320,9 @@ func TestE2EPageNewPairingWithTheSamePartner(t *testing.T) {
 			t.Errorf("alice's page said %q%s", e.Text, alice.logDump())
 		}
 	}
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestE2EPageAgreedPlainSurvivesReload: after encryption failed, alice

@@ -627,6 +627,9 @@ func TestBrowserResumeToldWhoLeftWhileAway(t *testing.T) {
 	if ends != 1 {
 		t.Errorf("alice is told %d times that the conversation ended%s", ends, alice.logDump())
 	}
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestBrowserResumeToldPairingEndedBeforeAnother: alice's page talks
@@ -687,6 +690,9 @@ func TestBrowserResumeToldPairingEndedBeforeAnother(t *testing.T) {
 			t.Errorf("alice is told %q%s", e.Text, alice.logDump())
 		}
 	}
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestBrowserResumeLeaveIsNotADrop: leaving a conversation and logging
@@ -1012,6 +1018,9 @@ func TestBrowserResumeAnswerLost(t *testing.T) {
 	talk(alice, bob, "got it")
 	alice.expectConversation([]string{msgLine("bob", "before the cut"), msgLine("bob", "while the answer is lost"),
 		msgLine("You", "got it")})
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
 
 // TestBrowserResumeFindsPartnerBack: bob's network fails, then alice's;
@@ -1574,4 +1583,7 @@ func TestBrowserResumeToldWhoConnectedAndLeftWhileAway(t *testing.T) {
 	if want := "While you were away, carol connected to you, then carol left the conversation."; e.Text != want {
 		t.Errorf("alice is told %q, want %q", e.Text, want)
 	}
+	// Its network was cut: the browser's words for a socket it could
+	// not open then are expected.
+	alice.onlyFailedSockets()
 }
