@@ -463,7 +463,12 @@ func (cn *conn) tellSay(err *proto.Error, id uint64) {
 		err = proto.NotLoggedIn(cn.loop.srv.opts.AuthMode)
 	}
 	cn.loop.srv.metrics.Error(err.Code)
-	cn.out.Deliver(&proto.Event{Kind: proto.EvError, Err: err, ID: id})
+	if err == proto.ErrInvalidUTF8Telnet && cn.line != nil {
+		// Only telnet mangles a line so: its timing marks may throw
+		// this answer away (timingmark.go).
+		cn.watchMarks()
+	}
+	cn.answerLine(&proto.Event{Kind: proto.EvError, Err: err, ID: id})
 }
 
 // retiredAnswer reports whether err is what a session the hub has taken

@@ -375,7 +375,7 @@ var notSentWhy = [...]string{
 // tellNotSent sends the summary of says not sent since the last one.
 func (cn *conn) tellNotSent(g *inputGuard) {
 	if ev, ok := cn.notSent(g); ok {
-		cn.out.Deliver(&ev)
+		cn.answerLine(&ev)
 	}
 }
 

@@ -215,6 +215,23 @@ func TestRealTelnetCtrlCAfterItsPromptSentPartOfALetter(t *testing.T) {
 	}
 }
 
+// TestRealTelnetPastedBlockToldItsRefusal: alice pastes two lines.
+// Telnet drops a byte of the first (the 0x85 in "х"), which is refused;
+// in the second it turns a byte of "у" into a command and a timing mark,
+// and throws away what it has not shown of the server's output, the
+// refusal among it. After the answer she is told, and shown the refusal
+// again. (Before, the first line was lost without a word, every time.)
+func TestRealTelnetPastedBlockToldItsRefusal(t *testing.T) {
+	_, bob, tn := telnetWithBob(t, false)
+	tn.type_("хорошо\rугу\r")
+	if got := bob.Line(); got != "<alice> угу" {
+		t.Fatalf("bob got %q", got)
+	}
+	tn.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once"))
+	tn.typeLine("/who")
+	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+}
+
 // ptyProgram is a program running in a pseudo-terminal: what it writes
 // to the terminal is collected, and what is typed goes to the terminal's
 // input, through its line discipline, as from a keyboard.

@@ -67,7 +67,19 @@ const (
 	// Ctrl-Cs hides meanwhile is counted in the next, which the tick
 	// sends (tellMarks).
 	markEvery = time.Second
+	// markAnswers is how many of the server's latest answers to the
+	// client's lines the watch keeps to tell again.
+	markAnswers = 4
 )
+
+// markAnswer is an answer to one of the client's lines (an error, or the
+// notice counting lines not sent), kept to be told again.
+type markAnswer struct {
+	ev   proto.Event // Kind, Err, Text: what the line encoder writes
+	at   stamp       // when it was queued
+	end  int64       // markWatch.written just after it; 0 while queued
+	owed bool        // a timing mark may have thrown it away: to tell again
+}
 
 // markEntry is messages written to the client within markSlot.
 type markEntry struct {
@@ -112,6 +124,24 @@ type markWatch struct {
 	toldVague bool
 	toldAt    stamp
 	spoke     bool // a notice was sent
+
+	// answers are the latest of the server's answers to the client's
+	// lines, oldest first from ahead (a ring); owedAnswers counts those
+	// owed, even the ones the ring has let go since.
+	answers     [markAnswers]markAnswer
+	ahead, an   int
+	owedAnswers int
+}
+
+// answered notes an answer to one of the client's lines, queued at now.
+func (w *markWatch) answered(now stamp, ev *proto.Event) {
+	a := &w.answers[(w.ahead+w.an)%markAnswers]
+	if w.an == markAnswers {
+		w.ahead = (w.ahead + 1) % markAnswers
+	} else {
+		w.an++
+	}
+	*a = markAnswer{ev: proto.Event{Kind: ev.Kind, Err: ev.Err, Text: ev.Text}, at: now}
 }
 
 // wrote notes size bytes handed to the socket at now, msgs relayed
@@ -119,6 +149,14 @@ type markWatch struct {
 // among them.
 func (w *markWatch) wrote(now stamp, msgs, size int) {
 	w.written += int64(size)
+	for i := w.an - 1; i >= 0; i-- {
+		// Queued answers left in this write.
+		a := &w.answers[(w.ahead+i)%markAnswers]
+		if a.end != 0 {
+			break
+		}
+		a.end = w.written
+	}
 	if msgs > 0 {
 		e := &w.log[w.head]
 		if w.n == 0 || w.split || now-e.first >= stamp(markSlot) {
@@ -173,6 +211,16 @@ func (w *markWatch) count() {
 		}
 		w.owed += int(e.msgs)
 	}
+	for i := w.an - 1; i >= 0; i-- {
+		a := &w.answers[(w.ahead+i)%markAnswers]
+		if a.end <= w.counted || a.at <= from && a.end <= w.dueAcked {
+			break
+		}
+		if !a.owed {
+			a.owed = true
+			w.owedAnswers++
+		}
+	}
 	w.counted = w.written
 	w.due = false
 	w.split = true
@@ -180,15 +228,32 @@ func (w *markWatch) count() {
 
 // take returns the count for a notice to send at now, and whether it is
 // vague (a lower bound, which the notice does not give), if one is owed
-// and the last was at least markEvery ago, and notes it sent.
+// and the last was at least markEvery ago, and notes it sent. Answers
+// owed are told by retell, at the same time: ok is true for those alone
+// too.
 func (w *markWatch) take(now stamp) (n int, vague, ok bool) {
-	if w.owed == 0 && !w.vague || w.due || w.spoke && now-w.toldAt < stamp(markEvery) {
+	if w.owed == 0 && !w.vague && w.owedAnswers == 0 || w.due || w.spoke && now-w.toldAt < stamp(markEvery) {
 		return 0, false, false
 	}
 	n, vague = w.owed, w.vague
 	w.owed, w.vague = 0, false
 	w.told, w.toldVague, w.toldAt, w.spoke = n, vague, now, true
 	return n, vague, true
+}
+
+// retell takes the answers owed: how many, and those the watch still
+// holds, oldest first, with the owed mark cleared. Each one told again
+// is noted again (answered), so that a timing mark soon after it counts
+// it as it would the first time.
+func (w *markWatch) retell() (n int, kept []proto.Event) {
+	n, w.owedAnswers = w.owedAnswers, 0
+	for i := range w.an {
+		if a := &w.answers[(w.ahead+i)%markAnswers]; a.owed {
+			a.owed = false
+			kept = append(kept, a.ev)
+		}
+	}
+	return n, kept
 }
 
 // watchMarks begins the connection's markWatch at its first timing mark.
@@ -243,11 +308,59 @@ func (cn *conn) tellMarks() {
 	if !ok {
 		return
 	}
-	peer := ""
-	if cn.sess != nil {
-		peer = cn.sess.Peer()
+	if n > 0 || vague {
+		peer := ""
+		if cn.sess != nil {
+			peer = cn.sess.Peer()
+		}
+		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, vague, peer)})
 	}
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, vague, peer)})
+	if w.owedAnswers == 0 {
+		return
+	}
+	owed, kept := w.retell()
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: answersNotice(owed, len(kept))})
+	for i := range kept {
+		cn.answerLine(&kept[i])
+	}
+}
+
+// answerLine sends an answer to the client's lines: an error, or the
+// notice counting lines not sent. A telnet client's is noted, to be
+// told again if a timing mark may have thrown it away.
+func (cn *conn) answerLine(ev *proto.Event) {
+	if cn.line != nil && cn.line.marks != nil {
+		cn.line.marks.answered(cn.loop.stamp(), ev)
+	}
+	cn.out.Deliver(ev)
+}
+
+// answersNotice is the text that comes before the server's answers a
+// timing mark may have thrown away, kept of owed.
+func answersNotice(owed, kept int) []byte {
+	b := append(make([]byte, 0, 128), "telnet may not have shown "...)
+	if owed == 1 {
+		b = append(b, "the server's last answer to you"...)
+	} else {
+		b = append(b, "the server's last "...)
+		b = strconv.AppendInt(b, int64(owed), 10)
+		b = append(b, " answers to you"...)
+	}
+	b = append(b, ", which arrived as you pressed Ctrl-C"...)
+	switch {
+	case kept == 0:
+		// A flood of answers since has pushed them out.
+		return b
+	case kept == 1:
+		b = append(b, "; here it is again:"...)
+	case kept == owed:
+		b = append(b, "; here they are again:"...)
+	default:
+		b = append(b, "; here are the last "...)
+		b = strconv.AppendInt(b, int64(kept), 10)
+		b = append(b, " again:"...)
+	}
+	return b
 }
 
 // markNotice is the notice's text for n messages, or for some not

@@ -3,6 +3,8 @@ package engine
 import (
 	"testing"
 	"time"
+
+	"duet/proto"
 )
 
 // at is a moment of a loop's clock, s seconds in.
@@ -197,6 +199,115 @@ func TestMarkNotice(t *testing.T) {
 	} {
 		if got := string(markNotice(tt.n, tt.vague, tt.peer)); got != tt.want {
 			t.Errorf("markNotice(%d, %v, %q) = %q, want %q", tt.n, tt.vague, tt.peer, got, tt.want)
+		}
+	}
+}
+
+// TestMarkWatchAnswers: the server's answers to the client's lines are
+// owed again when a timing mark may have thrown them away (written
+// within markWindow before it, unacknowledged, or queued before its
+// answer), not when they are old and acknowledged; each is owed once,
+// and one told again is counted again by a mark soon after; the watch
+// keeps the last markAnswers.
+func TestMarkWatchAnswers(t *testing.T) {
+	refusal := &proto.Event{Kind: proto.EvError, Err: proto.ErrInvalidUTF8Telnet}
+	notSent := &proto.Event{Kind: proto.EvNotice, Text: []byte("3 more lines were not sent")}
+	retold := func(w *markWatch, now stamp) (int, []proto.Event) {
+		t.Helper()
+		if n, _, ok := w.take(now); !ok || n != 0 {
+			t.Fatalf("take %d, %v: want answers alone", n, ok)
+		}
+		return w.retell()
+	}
+
+	t.Run("queued before the answer", func(t *testing.T) {
+		var w markWatch
+		w.answered(at(10), refusal)
+		w.marked(at(10), 0)
+		w.wrote(at(10), 0, 160) // the refusal and the answer
+		n, kept := retold(&w, at(10))
+		if n != 1 || len(kept) != 1 || kept[0].Err != proto.ErrInvalidUTF8Telnet {
+			t.Fatalf("retold %d, %v", n, kept)
+		}
+		if _, _, again := w.take(at(20)); again {
+			t.Fatal("told twice")
+		}
+	})
+	t.Run("written just before, and long before", func(t *testing.T) {
+		var w markWatch
+		w.answered(at(1), notSent)
+		w.wrote(at(1), 0, 30)
+		w.answered(at(9.5), refusal)
+		w.wrote(at(9.5), 0, 120)
+		w.marked(at(10), w.written)
+		w.wrote(at(10), 0, 3)
+		n, kept := retold(&w, at(10))
+		if n != 1 || len(kept) != 1 || kept[0].Kind != proto.EvError {
+			t.Fatalf("retold %d, %v: want the recent refusal only", n, kept)
+		}
+	})
+	t.Run("long before, unacknowledged", func(t *testing.T) {
+		var w markWatch
+		w.answered(at(1), notSent)
+		w.wrote(at(1), 0, 30)
+		w.marked(at(10), 10)
+		w.wrote(at(10), 0, 3)
+		n, kept := retold(&w, at(10))
+		if n != 1 || len(kept) != 1 || string(kept[0].Text) != "3 more lines were not sent" {
+			t.Fatalf("retold %d, %v", n, kept)
+		}
+	})
+	t.Run("quiet", func(t *testing.T) {
+		var w markWatch
+		w.answered(at(1), refusal)
+		w.wrote(at(1), 0, 120)
+		w.marked(at(10), w.written)
+		w.wrote(at(10), 0, 3)
+		if n, _, ok := w.take(at(10)); ok {
+			t.Fatalf("a notice of %d for an answer shown long ago", n)
+		}
+	})
+	t.Run("told again, then a mark", func(t *testing.T) {
+		var w markWatch
+		w.answered(at(10), refusal)
+		w.marked(at(10), 0)
+		w.wrote(at(10), 0, 160)
+		_, kept := retold(&w, at(10))
+		w.answered(at(10), &kept[0]) // as tellMarks sends it
+		w.wrote(at(10), 0, 200)
+		w.marked(at(10.5), w.written)
+		w.wrote(at(10.5), 0, 3)
+		n, kept := retold(&w, at(11.5))
+		if n != 1 || len(kept) != 1 {
+			t.Fatalf("retold %d, %v: want the one told again, once", n, kept)
+		}
+	})
+	t.Run("more than the watch keeps", func(t *testing.T) {
+		var w markWatch
+		for range markAnswers + 2 {
+			w.answered(at(10), refusal)
+		}
+		w.marked(at(10), 0)
+		w.wrote(at(10), 0, 800)
+		if n, kept := retold(&w, at(10)); n != markAnswers || len(kept) != markAnswers {
+			t.Fatalf("retold %d, kept %d: want the %d kept", n, len(kept), markAnswers)
+		}
+	})
+}
+
+// TestAnswersNotice: the text before answers told again.
+func TestAnswersNotice(t *testing.T) {
+	for _, tt := range []struct {
+		owed, kept int
+		want       string
+	}{
+		{1, 1, "telnet may not have shown the server's last answer to you, which arrived as you pressed Ctrl-C; here it is again:"},
+		{3, 3, "telnet may not have shown the server's last 3 answers to you, which arrived as you pressed Ctrl-C; here they are again:"},
+		{6, 4, "telnet may not have shown the server's last 6 answers to you, which arrived as you pressed Ctrl-C; here are the last 4 again:"},
+		{2, 0, "telnet may not have shown the server's last 2 answers to you, which arrived as you pressed Ctrl-C"},
+	} {
+		if got := string(answersNotice(tt.owed, tt.kept)); got != tt.want {
+			t.Errorf("answersNotice(%d, %d) = %q, want %q", tt.owed, tt.kept, got, tt.want)
 		}
 	}
 }
