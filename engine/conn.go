@@ -810,7 +810,7 @@ func (cn *conn) checkDeadlines() {
 		}
 	case stageLine:
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
-			cn.end(endLoginWait)
+			cn.loginTimedOut()
 			return
 		}
 		if cn.line != nil && cn.line.marks != nil {
@@ -820,7 +820,7 @@ func (cn *conn) checkDeadlines() {
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {
 			// As on the line port, a connection that never logs in is not
 			// kept: the client reads the error, then the close.
-			cn.end(endLoginWait)
+			cn.loginTimedOut()
 			return
 		}
 		if cn.held() {

@@ -152,7 +152,7 @@ func TestEveryEndingCounted(t *testing.T) {
 			o.Limits.LoginTimeout = time.Second
 		}, func(t *testing.T, d *enginetest.Daemon) {
 			// Not a byte sent, not even a first line: told all the same.
-			d.DialLine(t).Expect(`^! login_timeout: `)
+			d.DialLine(t).Expect(`^! login_timeout: no login within 1s; goodbye$`)
 		}},
 		{"handshake_timeout", func(t *testing.T, o *engine.Options) {
 			o.Limits.HandshakeTimeout = time.Second

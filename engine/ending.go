@@ -219,6 +219,12 @@ const statusTryAgainLater ws.StatusCode = 1013
 // resume, as after the browser's own 1001 for a reload.
 const statusPageAway ws.StatusCode = 4001
 
+// loginTimedOut ends a connection that did not log in within
+// limits.login_timeout, telling it the limit.
+func (cn *conn) loginTimedOut() {
+	cn.endAs(endLoginWait, endDetail{err: proto.LoginTimeout(cn.loop.srv.lim().LoginTimeout)})
+}
+
 // endDetail overrides an ending's defaults for one close: the close code
 // and reason the WebSocket frame reader chose, or the status, text and
 // header lines of a refused handshake or an oversized request head, or

@@ -146,7 +146,7 @@ func (cn *conn) checkPreamble() {
 	case cn.addr.fromProxy && cn.loop.since(cn.opened) > lim.HandshakeTimeout:
 		cn.refuse(endBadProxy)
 	case !cn.addr.fromProxy && cn.loop.since(cn.opened) > lim.LoginTimeout:
-		cn.end(endLoginWait)
+		cn.loginTimedOut()
 	}
 }
 

@@ -117,7 +117,7 @@ var (
 	ErrControlChar = &Error{"control_character", "the line holds a key that is not text (an arrow, Escape, Ctrl-L, ...); it was not sent"}
 
 	// Connection-level errors: the connection closes right after them.
-	ErrLoginTimeout   = &Error{"login_timeout", "no login in time; goodbye"}
+	ErrLoginTimeout   = &Error{"login_timeout", "no login within 1m; goodbye"} // LoginTimeout, with the default limit
 	ErrServerFull     = &Error{"server_full", "the server has too many connections; try again later"}
 	ErrTooManyConns   = &Error{"too_many_connections", "too many connections from your address"}
 	ErrUntrustedProxy = &Error{"untrusted_proxy", "a PROXY header is accepted only from a trusted proxy"}
@@ -157,6 +157,13 @@ func NotLoggedIn(mode string) *Error {
 		return ErrNotLoggedInAccounts
 	}
 	return ErrNotLoggedIn
+}
+
+// LoginTimeout is ErrLoginTimeout told with the limit, limits.login_timeout,
+// so that whoever was cut off knows how long they have next time. Its
+// Code is ErrLoginTimeout's.
+func LoginTimeout(limit time.Duration) *Error {
+	return &Error{Code: ErrLoginTimeout.Code, Text: string(AppendWindow([]byte("no login within "), limit)) + "; goodbye"}
 }
 
 // AlreadyPaired is ErrAlreadyPaired told with the partner's name: two

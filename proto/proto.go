@@ -223,6 +223,9 @@ type Event struct {
 	From      string // EvMessage, EvSealed
 	Text      []byte // EvMessage, EvNotice; EvSealed: the envelope's base64url
 	Initiator bool   // EvPaired, EvResumed (when paired): true when this side sent connect
+	// NewToken is, on EvWelcome, the answer to newtoken: Token replaces
+	// the one before, which no longer works.
+	NewToken bool
 	// JoinedAway is, on EvPeerLeft and EvEndedAway told on a resume,
 	// that the pairing began while the session was away: its user was
 	// never told the partner connected.

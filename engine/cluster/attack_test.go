@@ -217,7 +217,7 @@ func (s *redisSpy) dump() map[string][]byte {
 	}
 }
 
-var tokenRE = regexp.MustCompile(`your token is ([0-9a-f]{32})`)
+var tokenRE = regexp.MustCompile(`your (?:new )?token is ([0-9a-f]{32})`)
 
 // tokenIn reads the token out of a welcome line.
 func tokenIn(t testing.TB, line string) string {
@@ -311,7 +311,7 @@ func TestRedisReaderLearnsNoSecrets(t *testing.T) {
 	bob.Expect("left")
 	alice.Expect(`^\* Brambleby left; you are free to be joined again$`)
 	alice.Send("/newtoken")
-	newToken := tokenIn(t, alice.Expect(`^\* you are Wisteria, your token is `))
+	newToken := tokenIn(t, alice.Expect(`^\* your new token is `))
 	bob.Connect(newToken)
 	alice.Expect(`^\* Brambleby is connected$`)
 	bob.Expect("paired")

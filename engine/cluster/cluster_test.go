@@ -555,7 +555,7 @@ func TestPipedSession(t *testing.T) {
 	piped.Expect(`^\* you are pipey, your token is `)
 	piped.ExpectKey()
 	piped.Expect(`^\* you are connected with alice$`)
-	piped.Expect(`^\* you are pipey, your token is `)
+	piped.Expect(`^\* your new token is [0-9a-f]{32}; the one before no longer works$`)
 }
 
 // TestSenderFull: when more is queued for another node than MaxQueue
@@ -764,7 +764,7 @@ func TestRedisACLUser(t *testing.T) {
 	bob.Expect("left")
 	alice.Expect(`^\* bob left; you are free to be joined again$`)
 	alice.Send("/newtoken")
-	fresh := tokenIn(t, alice.Expect(`^\* you are alice, your token is `))
+	fresh := tokenIn(t, alice.Expect(`^\* your new token is `))
 	bob.Connect(fresh)
 	alice.Expect(`^\* bob is connected$`)
 	bob.Expect("paired")

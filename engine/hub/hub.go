@@ -1359,7 +1359,7 @@ func (h *Hub) adoptToken(s *Session, old, fresh proto.Token) bool {
 	}
 	h.tokens.unfile(old, s)
 	s.token = fresh
-	deliver(s.q, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token})
+	deliver(s.q, proto.Event{Kind: proto.EvWelcome, Name: s.name, Token: s.token, NewToken: true})
 	return true
 }
 

@@ -245,7 +245,7 @@ func TestNewTokenRetiresOld(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := alice.box.last(t)
-	if ev.Kind != proto.EvWelcome || ev.Token.String() == string(old) || ev.Token != alice.Token() {
+	if ev.Kind != proto.EvWelcome || !ev.NewToken || ev.Token.String() == string(old) || ev.Token != alice.Token() {
 		t.Fatalf("got %+v", ev)
 	}
 	mustErr(t, bob.Connect(old), proto.ErrUnknownToken)

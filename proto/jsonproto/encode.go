@@ -42,6 +42,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvWelcome:
 		dst = append(dst, `{"type":"welcome","name":`...)
 		dst = appendString(dst, ev.Name)
+		if ev.NewToken {
+			dst = appendToken(dst, ev.Token, ',')
+			return append(dst, `"newtoken":true}`...)
+		}
 		if ev.ResumeKey == "" {
 			return appendToken(dst, ev.Token, '}')
 		}

@@ -78,6 +78,10 @@ func TestProtocolDocIsComplete(t *testing.T) {
 	if !strings.Contains(doc, help) {
 		t.Errorf("docs/PROTOCOL.md does not show the help text as sent")
 	}
+	login := strings.TrimPrefix(strings.TrimSuffix(helpAccounts, helpRest), helpHead)
+	if !strings.Contains(doc, "```\n"+strings.ReplaceAll(login, "\r\n", "\n")+"```") {
+		t.Errorf("docs/PROTOCOL.md does not show the login line of the help text with accounts as sent: %q", login)
+	}
 }
 
 // TestAuthDocShowsLogin keeps the login in docs/AUTH.md answered as a

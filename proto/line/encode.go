@@ -9,20 +9,24 @@ import (
 	"duet/proto"
 )
 
-// helpText answers /help. Every line starts with "* " like every other
-// server line, so a reader can tell it from a peer's message.
-const helpText = "" +
-	"* commands (upper or lower case):\r\n" +
-	"* /login NAME           log in as NAME: 1 to 32 letters, digits, '_', '-' or '.'\r\n" +
-	"* /login NAME PASSWORD  log in when the server uses accounts\r\n" +
-	"* /connect TOKEN        talk with the person who gave you TOKEN\r\n" +
-	"* /leave                end the conversation and stay logged in\r\n" +
-	"* /who                  show your name, your token and who you are talking with\r\n" +
-	"* /newtoken             get a new token; the old one stops working\r\n" +
-	"* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n" +
-	"* /help                 show this list\r\n" +
-	"* /quit                 close the connection (/exit works too)\r\n" +
-	"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
+// helpText answers /help on a server without accounts, helpAccounts on
+// one with: each shows the login its server takes. Every line starts
+// with "* " like every other server line, so a reader can tell it from a
+// peer's message.
+const (
+	helpText     = helpHead + "* /login NAME           log in as NAME: 1 to 32 letters, digits, '_', '-' or '.'\r\n" + helpRest
+	helpAccounts = helpHead + "* /login NAME PASSWORD  log in with your account's name and password\r\n" + helpRest
+	helpHead     = "* commands (upper or lower case):\r\n"
+	helpRest     = "" +
+		"* /connect TOKEN        talk with the person who gave you TOKEN\r\n" +
+		"* /leave                end the conversation and stay logged in\r\n" +
+		"* /who                  show your name, your token and who you are talking with\r\n" +
+		"* /newtoken             get a new token; the old one stops working\r\n" +
+		"* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n" +
+		"* /help                 show this list\r\n" +
+		"* /quit                 close the connection (/exit works too)\r\n" +
+		"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
+)
 
 // AppendEvent appends the line-protocol rendering of ev to dst: one or
 // more lines, each ending in "\r\n". Server lines start with "* ", errors
@@ -43,6 +47,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		}
 		return append(dst, "* welcome to duet. Log in with /login NAME, then share your token or /connect to someone's. /help lists the commands.\r\n"...)
 	case proto.EvWelcome:
+		if ev.NewToken {
+			dst = append(dst, "* your new token is "...)
+			dst = ev.Token.Append(dst)
+			return append(dst, "; the one before no longer works\r\n"...)
+		}
 		dst = append(dst, "* you are "...)
 		dst = appendSafe(dst, ev.Name)
 		dst = append(dst, ", your token is "...)
@@ -82,6 +91,9 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendSafe(dst, ev.Peer)
 		return append(dst, "\r\n"...)
 	case proto.EvHelp:
+		if ev.Auth == "accounts" {
+			return append(dst, helpAccounts...)
+		}
 		return append(dst, helpText...)
 	case proto.EvError:
 		err := ev.Err

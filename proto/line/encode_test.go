@@ -89,6 +89,7 @@ func TestAppendEvent(t *testing.T) {
 		{"status alone", proto.Event{Kind: proto.EvStatus, Name: "alice", Token: testToken},
 			"* you are alice, your token is " + testTokenHex + ", not connected\r\n"},
 		{"help", proto.Event{Kind: proto.EvHelp}, helpText},
+		{"help with accounts", proto.Event{Kind: proto.EvHelp, Auth: "accounts"}, helpAccounts},
 		{"error", proto.Event{Kind: proto.EvError, Err: proto.ErrRoomFull},
 			"! room_full: Room is Full: that user is already talking with someone. Try the same token again when they are free\r\n"},
 		{"error without an error", proto.Event{Kind: proto.EvError},

@@ -134,6 +134,7 @@ type eventSpec struct {
 	Text      string `json:"text"`
 	Initiator bool   `json:"initiator"`
 	Joined    bool   `json:"joined_away"`
+	NewToken  bool   `json:"newtoken"`
 	Reason    string `json:"reason"`
 	Count     int    `json:"count"`
 	Err       string `json:"err"`
@@ -158,7 +159,7 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 		t.Fatalf("event %s: %v", spec, err)
 	}
 	ev := &proto.Event{
-		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator, JoinedAway: s.Joined,
+		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator, JoinedAway: s.Joined, NewToken: s.NewToken,
 		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
 		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed, PairID: s.PairID,
 		ID: s.ID, FirstID: s.FirstID,
