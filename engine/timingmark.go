@@ -75,10 +75,14 @@ const (
 // markAnswer is an answer to one of the client's lines (an error, or the
 // notice counting lines not sent), kept to be told again.
 type markAnswer struct {
-	ev   proto.Event // Kind, Err, Text: what the line encoder writes
-	at   stamp       // when it was queued
-	end  int64       // markWatch.written just after it; 0 while queued
-	owed bool        // a timing mark may have thrown it away: to tell again
+	// kind, err and text are what the line encoder writes of the
+	// event (a whole proto.Event would make the watch 1 KiB larger).
+	kind proto.EventKind
+	err  *proto.Error
+	text []byte
+	at   stamp // when it was queued
+	end  int64 // markWatch.written just after it; 0 while queued
+	owed bool  // a timing mark may have thrown it away: to tell again
 }
 
 // markEntry is messages written to the client within markSlot.
@@ -141,7 +145,7 @@ func (w *markWatch) answered(now stamp, ev *proto.Event) {
 	} else {
 		w.an++
 	}
-	*a = markAnswer{ev: proto.Event{Kind: ev.Kind, Err: ev.Err, Text: ev.Text}, at: now}
+	*a = markAnswer{kind: ev.Kind, err: ev.Err, text: ev.Text, at: now}
 }
 
 // wrote notes size bytes handed to the socket at now, msgs relayed
@@ -250,7 +254,7 @@ func (w *markWatch) retell() (n int, kept []proto.Event) {
 	for i := range w.an {
 		if a := &w.answers[(w.ahead+i)%markAnswers]; a.owed {
 			a.owed = false
-			kept = append(kept, a.ev)
+			kept = append(kept, proto.Event{Kind: a.kind, Err: a.err, Text: a.text})
 		}
 	}
 	return n, kept
