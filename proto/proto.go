@@ -230,7 +230,11 @@ type Event struct {
 	// that the pairing began while the session was away: its user was
 	// never told the partner connected.
 	JoinedAway bool
-	Reason     Reason // EvPeerLeft
+	// Reason is, on EvPeerLeft, why the pairing ended; on EvPeerAway,
+	// ReasonShutdown when the partner's server is restarting (its
+	// connection was closed for it to reconnect elsewhere), else empty:
+	// the connection was lost.
+	Reason Reason
 	// Count is, on EvPeerLeft, the messages to the peer that were not
 	// delivered; on EvPeerAway, the messages to the peer that will never
 	// reach it (they were not kept for its resume); on an EvNotice that tells an ending, the messages the

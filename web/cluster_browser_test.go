@@ -107,7 +107,7 @@ func (rr *rollingRestart) drainFirst(t *testing.T) int {
 // back through the balancer, on the second node, and resumes there: the
 // conversation goes on under the same keys (the same code), every
 // message shown once, in order, and sealed, and bob is told no more
-// than that alice was away and is back. Reloaded, alice's page restores
+// than that alice's server restarted and she is back. Reloaded, alice's page restores
 // its keys and goes on as before.
 func TestBrowserRollingRestart(t *testing.T) {
 	rr := startRollingRestart(t)
@@ -135,6 +135,9 @@ func TestBrowserRollingRestart(t *testing.T) {
 	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
 		&& document.getElementById('peer').textContent === 'Talking with bob'`)
 	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "alice is back." })
+	if e := bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" }); !strings.HasPrefix(e.Text, "alice's server is restarting; waiting up to ") {
+		t.Errorf("bob is told %v, want that alice's server is restarting", e)
+	}
 	talk(alice, bob, "yes, on the other node")
 	talk(bob, alice, "good")
 	alice.expectConversation([]string{msgLine("You", "hi bob"), msgLine("bob", "hi alice"),

@@ -292,7 +292,7 @@ func TestClusterDrainProcess(t *testing.T) {
 	}
 	alice.Expect(`^\* the server is restarting; reconnect and type /resume ` + alice.Key + ` within 2m$`)
 	alice.ExpectClosed()
-	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	bob.Expect(`^\* alice's server is restarting; waiting up to 2m for alice to come back$`)
 	if resp, err := http.Get("http://" + p1.Admin + "/readyz"); err != nil || resp.StatusCode != 503 {
 		t.Fatalf("a drained node's /readyz: %v %v", resp, err)
 	} else {
@@ -319,7 +319,7 @@ func TestClusterDrainProcess(t *testing.T) {
 	p2.Signal(syscall.SIGTERM)
 	// bob may be told to go first, and back then told he is away.
 	l := back.Line()
-	if strings.HasPrefix(l, "* bob lost the connection") {
+	if strings.HasPrefix(l, "* bob's server is restarting") {
 		l = back.Line()
 	}
 	checkDrainNotice(t, l)

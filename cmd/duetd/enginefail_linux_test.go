@@ -138,7 +138,7 @@ func TestClusterEngineFailureParks(t *testing.T) {
 	failEngine(t, p1)
 	alice.Expect(`^\* the server is restarting; reconnect and type /resume ` + alice.Key + ` within 2m$`)
 	alice.ExpectClosed()
-	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
+	bob.Expect(`^\* alice's server is restarting; waiting up to 2m for alice to come back$`)
 	if code := p1.WaitExit(waitLimit); code != exitRuntime {
 		t.Fatalf("exit code %d, want %d", code, exitRuntime)
 	}

@@ -829,8 +829,8 @@ func TestAccountLoginEndsAParkedSession(t *testing.T) {
 	if _, parked := drainNode(t, a, 0); parked != 2 {
 		t.Fatalf("a parked %d sessions", parked)
 	}
-	bob.Expect(`^\* alice lost the connection`)
-	carol.Expect(`^\* dave lost the connection`)
+	bob.Expect(`^\* alice's server is restarting; `)
+	carol.Expect(`^\* dave's server is restarting; `)
 	// What each says to the parked session is queued for it, and when
 	// the session ends parked, its partner is told of it as on one node.
 	bob.Send("one")

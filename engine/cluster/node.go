@@ -1559,6 +1559,11 @@ func (n *Node) remoteEvent(src string, f frame) {
 	case frameAway:
 		ev.Kind = proto.EvPeerAway
 		ev.Window = time.Duration(min(f.n, uint64(maxWindow/time.Millisecond))) * time.Millisecond
+		if proto.Reason(f.a) == proto.ReasonShutdown {
+			// Its node drains for a restart. (A node before this
+			// sends none, and is taken to have lost the connection.)
+			ev.Reason = proto.ReasonShutdown
+		}
 		if undelivered, ok := parseCount(f.b); ok {
 			ev.Count = int(min(undelivered, math.MaxInt32))
 		}

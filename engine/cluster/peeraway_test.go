@@ -252,3 +252,26 @@ func TestParkedToldLeftCountsWhatThePartnerWentAwayWithout(t *testing.T) {
 		t.Fatalf("alice was told %+v, want peer_left (shutdown) with %d undelivered", ev, sent)
 	}
 }
+
+// TestDrainToldPartnerTheServerRestarts: alice, on node a, is paired
+// with bob, on node b. When her connection drops, bob is told she lost
+// the connection; when a drains for a restart and closes it for her to
+// reconnect elsewhere, he is told her server is restarting. Before, a
+// drain told him she lost the connection, a failure of hers that never
+// happened.
+func TestDrainToldPartnerTheServerRestarts(t *testing.T) {
+	r := startRedis(t)
+	a, b := startHubNode(t, r, "a", resumeOptions(0)), startHubNode(t, r, "b", resumeOptions(0))
+	for i, drain := range []bool{false, true} {
+		alice, bob := pairedAcross(t, a, b, i)
+		want := proto.Reason("")
+		if drain {
+			a.hub.SetDraining()
+			want = proto.ReasonShutdown
+		}
+		alice.s.Detach(proto.ReasonDisconnected, 0)
+		if ev := bob.box.next(t, proto.EvPeerAway); ev.Reason != want || ev.Peer != alice.s.Name() {
+			t.Fatalf("draining %v: bob was told %+v, want peer_away with reason %q", drain, ev, want)
+		}
+	}
+}

@@ -199,7 +199,7 @@ func (o *remoteOutbox) passLocked(s *sender, ev *proto.Event) {
 		if ev.Count > 0 {
 			undelivered = appendCount(uint64(ev.Count))
 		}
-		s.add(true, frameAway, o.pair, o.to, "", undelivered, uint64(max(ev.Window, 0)/time.Millisecond))
+		s.add(true, frameAway, o.pair, o.to, string(ev.Reason), undelivered, uint64(max(ev.Window, 0)/time.Millisecond))
 	case proto.EvPeerBack:
 		s.add(true, frameBack, o.pair, o.to, "", nil, uint64(ev.PeerProto))
 	case proto.EvError:

@@ -103,7 +103,7 @@ func TestParkedPartnerLeftIsTold(t *testing.T) {
 		t.Fatalf("carol closed with %d", code)
 	}
 	bob.Expect("peer_away")
-	dave.Expect(`^\* carol lost the connection; `)
+	dave.Expect(`^\* carol's server is restarting; `)
 
 	bob.Send(map[string]any{"type": "leave"})
 	bob.Expect("left")
@@ -157,7 +157,7 @@ func TestParkedPartnerLeavingHereIsTold(t *testing.T) {
 	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
+	bob.Expect(`^\* alice's server is restarting; `)
 	holdParker(t, b.Node, "alice")
 	bob.Send("bye alice")
 	var pair uint64
@@ -282,7 +282,7 @@ func TestParkedPartnerCutIsTold(t *testing.T) {
 	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
+	bob.Expect(`^\* alice's server is restarting; `)
 	holdParker(t, b.Node, "alice")
 
 	// Each message counts its text and 64 bytes: four are held, the
@@ -320,7 +320,7 @@ func leftWhileParked(t testing.TB, a, b *testNode) (key, token string) {
 	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	drainNode(t, a, 0)
 	key = drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
+	bob.Expect(`^\* alice's server is restarting; `)
 	holdParker(t, b.Node, "alice")
 	bob.Send("bye alice")
 	bob.Send("/leave")
@@ -366,7 +366,7 @@ func TestParkedPartnerNodeDiedIsTold(t *testing.T) {
 
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
+	bob.Expect(`^\* alice's server is restarting; `)
 	b.halt()
 	// Until b's lease runs out, b is alive to the others, and a resume
 	// pairs alice with bob there, to be cut live when b is found dead;
@@ -716,7 +716,7 @@ func TestParkedPartnerCutForRedisLossIsTold(t *testing.T) {
 	alice, bob := lineJoinsLine(t, a.Daemon, "alice", b.Daemon, "bob")
 	drainNode(t, a, 0)
 	key := drainedKey(t, alice)
-	bob.Expect(`^\* alice lost the connection; `)
+	bob.Expect(`^\* alice's server is restarting; `)
 
 	px.cut()
 	bob.Expect(`^\* lost the link to alice's server; you are free to be joined again$`)

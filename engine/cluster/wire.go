@@ -61,7 +61,10 @@ const (
 	// and the partner is then told none, as for a pairing that cannot
 	// be encrypted. An away frame's b is empty from a node from before
 	// it was carried, and read as none; a node from before ignores it,
-	// and its user is told the away news without the count.
+	// and its user is told the away news without the count. An away
+	// frame's a is "shutdown" when the session's node drains for a
+	// restart, else empty (lost the connection); a node from before
+	// sends and ignores it alike.
 	frameAway  = 'A'
 	frameBack  = 'B'
 	frameError = 'E'

@@ -488,7 +488,14 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 				// user would read of a failure of s's. Its resume says
 				// where s is by then (away, or back).
 			default:
-				deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost})
+				ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost}
+				if h.draining.Load() {
+					// A partner on another node of a cluster: s did not
+					// lose the connection, its server is restarting,
+					// and s comes back on another.
+					ev.Reason = proto.ReasonShutdown
+				}
+				deliver(p.q, ev)
 			}
 		}
 		r.mu.Unlock()

@@ -187,6 +187,10 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, `,"window_s":`...)
 		dst = appendSeconds(dst, ev.Window)
 		dst = appendUndelivered(dst, ev.Count)
+		if ev.Reason != "" {
+			dst = append(dst, `,"reason":`...)
+			dst = appendString(dst, string(ev.Reason))
+		}
 		return append(dst, '}')
 	case proto.EvPeerBack:
 		dst = append(dst, `{"type":"peer_back","name":`...)

@@ -131,7 +131,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 	case proto.EvPeerAway:
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " lost the connection; waiting up to "...)
+		if ev.Reason == proto.ReasonShutdown {
+			dst = append(dst, "'s server is restarting; waiting up to "...)
+		} else {
+			dst = append(dst, " lost the connection; waiting up to "...)
+		}
 		dst = proto.AppendWindow(dst, ev.Window)
 		dst = append(dst, " for "...)
 		dst = appendSafe(dst, ev.Peer)

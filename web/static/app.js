@@ -1097,7 +1097,8 @@ const handlers = {
     const peer = String(ev.name || st.peer || 'Your peer');
     st.peerAway = true;
     const wait = Number(ev.window_s) > 0 ? ' up to ' + duration(Number(ev.window_s)) : '';
-    notice(peer + ' lost the connection; waiting' + wait + ' for them to come back.' + undelivered(ev), { kind: 'peer_away' });
+    const why = ev.reason === 'shutdown' ? "'s server is restarting" : ' lost the connection';
+    notice(peer + why + '; waiting' + wait + ' for them to come back.' + undelivered(ev), { kind: 'peer_away' });
   },
 
   peer_back(ev) {
