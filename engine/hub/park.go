@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"crypto/subtle"
 	"net/netip"
 	"time"
 
@@ -88,6 +87,56 @@ type Parked struct {
 	Untold       int
 	UntoldWindow time.Duration
 	UntoldBack   bool
+	// Used is the key the session's last resume used, kept still (its
+	// client had not shown it read the answer: usedKey), with the news
+	// that answer told; nil when none. Where the session is taken up,
+	// a resume with that key takes it back and tells the news again,
+	// as on the hub that answered.
+	Used *ParkedUsed
+}
+
+// ParkedUsed is the key a parked session's last resume used, and the
+// news of the session's absence its answer told (usedKey), which a
+// resume with it tells again. Durations are relative to the export, as
+// Parked's.
+type ParkedUsed struct {
+	Resume ResumeHash // the key's hash
+	// Earlier and Left are the ends of pairings told (away.earlier,
+	// away.left): those another pairing followed, oldest first, and the
+	// last if none followed it.
+	Earlier []PeerLeft
+	Left    *PeerLeft
+	// Untold, UntoldWindow and UntoldBack are what the partner went
+	// away without, told (as Parked's); PeerWasAway says the partner
+	// was away as the session went away (away.peerWasAway).
+	Untold       int
+	UntoldWindow time.Duration
+	UntoldBack   bool
+	PeerWasAway  bool
+}
+
+// parkedUsed is u written down for a Parked exported at now.
+func parkedUsed(u usedKey, now time.Duration) *ParkedUsed {
+	pu := &ParkedUsed{Resume: u.sum}
+	if n := u.news; n != nil {
+		pu.Earlier = append([]PeerLeft(nil), n.earlier...)
+		if n.left != nil {
+			left := *n.left
+			pu.Left = &left
+		}
+		pu.PeerWasAway = n.peerWasAway
+		if n.untold > 0 {
+			pu.Untold, pu.UntoldWindow, pu.UntoldBack = n.untold, max(n.peerUntil-now, 0), n.peerBack
+		}
+	}
+	return pu
+}
+
+// key is pu as a hub keeps it, taken up at now.
+func (pu *ParkedUsed) key(now time.Duration) usedKey {
+	news := &away{due: -1, earlier: pu.Earlier, left: pu.Left, untold: pu.Untold, peerUntil: now + pu.UntoldWindow,
+		peerBack: pu.UntoldBack, peerWasAway: pu.PeerWasAway}
+	return usedKey{sum: pu.Resume, news: news}
 }
 
 // ParkedMessage is one message kept for a session's resume.
@@ -277,9 +326,12 @@ func (h *Hub) BeginPark(key string, sum *ResumeHash) (*Ticket, *proto.Error) {
 	defer h.mu.Unlock()
 	var s *Session
 	if sum != nil {
-		// Found by half the hash, the whole compared in constant time.
+		// Found by half the hash, the whole compared in constant time:
+		// its newest key, or the one its last resume used, kept still
+		// (a resume with it elsewhere retries one whose answer was
+		// lost).
 		s = h.keys[keyIndexOf(*sum)]
-		if s != nil && subtle.ConstantTimeCompare(s.keyHash[:], sum[:]) != 1 {
+		if s != nil && !h.opensLocked(s, sum) {
 			s = nil
 		}
 	} else {
@@ -406,6 +458,11 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		zombie = s.q
 	} else {
 		h.unlinkAwayLocked(s)
+	}
+	if u, ok := h.used[s]; ok {
+		// The key its last resume used goes with it: its client may
+		// retry with it wherever the session is.
+		p.Used = parkedUsed(u, now)
 	}
 	s.closed = true
 	h.names.unfile(s.Key(), s)
@@ -597,6 +654,15 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 	h.names.file(s.Key(), s)
 	h.tokens.file(s.token, s)
 	h.keys[keyIndexOf(s.keyHash)] = s
+	if u := p.Used; u != nil {
+		// Filed as the resume that used it filed it; one whose place
+		// is taken here is dropped, the session still found by its
+		// newest key.
+		if _, taken := h.keys[keyIndexOf(u.Resume)]; !taken {
+			h.keys[keyIndexOf(u.Resume)] = s
+			h.used[s] = u.key(now)
+		}
+	}
 	// A Parked does not say where the connection the session left came
 	// from: the session counts against no address's
 	// resume.max_away_per_ip, only resume.max_away, until a connection

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -67,6 +68,19 @@ func TestParkedRoundTrip(t *testing.T) {
 	roundTrip(t, &owed)
 	owed.Pair, owed.Left, owed.UntoldWindow = nil, left.Left, 0
 	roundTrip(t, &owed)
+	// The key its last resume used, with the news its answer told: of
+	// nothing, and of pairings ended and the partner's absence; beside
+	// an untold count or none.
+	used := *p
+	used.Used = &ParkedUsed{Resume: ResumeHash{9, 8, 7}}
+	roundTrip(t, &used)
+	used.Used = &ParkedUsed{Resume: ResumeHash{6}, Earlier: []PeerLeft{{Peer: "Dave", Reason: proto.ReasonLeft, Joined: true},
+		{Peer: "Erin", Reason: proto.ReasonTimeout, Undelivered: 3}}, Left: &PeerLeft{Peer: "Bob", Reason: proto.ReasonReplaced, Undelivered: 1 << 20},
+		Untold: 4, UntoldWindow: time.Minute, UntoldBack: true, PeerWasAway: true}
+	roundTrip(t, &used)
+	used.Untold, used.UntoldWindow, used.LastID = 2, time.Second, 5
+	used.Used.Left, used.Used.Untold, used.Used.UntoldWindow, used.Used.UntoldBack = nil, 0, 0, false
+	roundTrip(t, &used)
 	bad := *p
 	bad.Key = "bob"
 	if _, err := ParseParked(bad.AppendBinary(nil)); err == nil {
@@ -154,11 +168,44 @@ func TestParkedVersions(t *testing.T) {
 		append([]byte("DP\x04"), v1[3:]...),
 		append(append([]byte("DP\x04"), v1[3:]...), 0, 0, 0, 0, 0),
 		append(append([]byte("DP\x04"), v1[3:]...), 0, 0, 6, 0, 2),
-		append([]byte("DP\x05"), b4[3:]...),
+		append([]byte("DP\x06"), b4[3:]...),
 	} {
 		if _, err := ParseParked(b); err == nil {
 			t.Fatalf("%q parsed", b[:3])
 		}
+	}
+	// The key the session's last resume used needs version 5, with
+	// an untold count or without; version 4 (above) reads without it.
+	p.Used = &ParkedUsed{Resume: ResumeHash{1}, Left: &PeerLeft{Peer: "x", Reason: proto.ReasonLeft}}
+	b5 := p.AppendBinary(nil)
+	if b5[2] != 5 {
+		t.Fatalf("with a used key, version %d", b5[2])
+	}
+	if got, err := ParseParked(b5); err != nil || !reflect.DeepEqual(got, p) {
+		t.Fatalf("got %+v, %v\nwant %+v", got, err, p)
+	}
+	p.Untold, p.UntoldWindow = 0, 0
+	if b := p.AppendBinary(nil); b[2] != 5 {
+		t.Fatalf("with a used key alone, version %d", b[2])
+	}
+	// Version 5's untold count may be 0, but then nothing else of it
+	// is kept, nor in its news; nor more ends than a hub keeps.
+	u := (&ParkedUsed{Resume: ResumeHash{1}}).AppendBinary(nil)
+	tooMany := (&ParkedUsed{Earlier: make([]PeerLeft, maxEndedAway+1)}).AppendBinary(nil)
+	for _, b := range [][]byte{
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 2, 0), u...),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 1), u...),
+		append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-3]), 0, 2, 0)...),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-1]), 4)...),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), tooMany...),
+	} {
+		if _, err := ParseParked(b); err == nil {
+			t.Fatalf("%q parsed", b)
+		}
+	}
+	if _, err := ParseParked(append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), u...)); err != nil {
+		t.Fatalf("version 5 with nothing but the used key: %v", err)
 	}
 }
 
@@ -211,6 +258,8 @@ func FuzzParseParked(f *testing.F) {
 	f.Add((&Parked{Name: "h", Key: "h", Untold: 3, UntoldWindow: time.Second}).AppendBinary(nil))
 	f.Add((&Parked{Name: "i", Key: "i", LastID: 2, Untold: 1, UntoldBack: true, Pair: &ParkedPair{ID: 4, PeerKey: "j", PeerName: "J"},
 		Left: &PeerLeft{Peer: "k", Reason: proto.ReasonTimeout, Undelivered: 5}}).AppendBinary(nil))
+	f.Add((&Parked{Name: "l", Key: "l", Used: &ParkedUsed{Resume: ResumeHash{3}, Earlier: []PeerLeft{{Peer: "m", Joined: true}},
+		Left: &PeerLeft{Peer: "n", Reason: proto.ReasonLeft}, Untold: 2, UntoldBack: true, PeerWasAway: true}}).AppendBinary(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseParked(b)
 		if err != nil {

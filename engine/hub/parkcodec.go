@@ -13,6 +13,7 @@ import (
 //
 //	parked  = "DP" 1 body | "DP" 2 body left | "DP" 3 body uvarint(lastid) hasleft
 //	        | "DP" 4 body uvarint(lastid) hasleft untold
+//	        | "DP" 5 body uvarint(lastid) hasleft uvarint(untold) varint(window) back:byte used
 //	body    = str(name) str(key) token:16 resume:32
 //	          uvarint(gen) uvarint(seq) flags:byte varint(awayfor)
 //	          varint(windowleft) uvarint(awayseq) varint(awaytext) uvarint(unsent)
@@ -23,6 +24,9 @@ import (
 //	left    = str(peer) str(reason) uvarint(undelivered)
 //	hasleft = 0 | 1 left
 //	untold  = uvarint(count) varint(window) back:byte
+//	used    = resume:32 uvarint(count) end* hasend uvarint(untold) varint(window) flags:byte
+//	end     = left joined:byte
+//	hasend  = 0 | 1 end
 //	str     = uvarint(len) bytes
 //
 // Durations are in nanoseconds; flags' bit 0 is Attached; sealed is 1
@@ -49,12 +53,23 @@ import (
 // there is one. A Parked whose Untold is 0 is written as an older
 // version, for the same reason; and the cluster seals Untold beside
 // the form too, as it does LastID.
+//
+// Version 5 adds the key the session's last resume used and the news
+// its answer told (Parked.Used: used, written by ParkedUsed's
+// AppendBinary), with LastID, Left and Untold as version 4 has them,
+// Untold 0 allowed (its window and back then 0). A Parked without Used
+// is written as an older version, for the same reason; and the cluster
+// seals Used beside the form too. In used, ends are the news's earlier
+// ends, oldest first, then its last (hasend); joined is 1 for
+// PeerLeft.Joined; flags' bit 0 is UntoldBack, allowed only with an
+// untold count, and bit 1 PeerWasAway.
 
 const (
 	parkedVersion1 = 1
 	parkedVersion2 = 2 // with Left
 	parkedVersion3 = 3 // with LastID, and Left or not
 	parkedVersion4 = 4 // with Untold, and LastID and Left or not
+	parkedVersion5 = 5 // with Used, and Untold, LastID and Left or not
 )
 
 // ErrBadParked is the error of a Parked that cannot be read.
@@ -68,6 +83,8 @@ const maxParkedString = 1 << 10
 func (p *Parked) AppendBinary(dst []byte) []byte {
 	version := byte(parkedVersion1)
 	switch {
+	case p.Used != nil:
+		version = parkedVersion5
 	case p.Untold > 0:
 		version = parkedVersion4
 	case p.LastID != 0:
@@ -119,12 +136,84 @@ func (p *Parked) AppendBinary(dst []byte) []byte {
 		dst = appendPStr(dst, string(p.Left.Reason))
 		dst = binary.AppendUvarint(dst, uint64(p.Left.Undelivered))
 	}
-	if version == parkedVersion4 {
+	if version >= parkedVersion4 {
 		dst = binary.AppendUvarint(dst, uint64(p.Untold))
 		dst = binary.AppendVarint(dst, int64(p.UntoldWindow))
 		dst = append(dst, flag(p.UntoldBack))
 	}
+	if version == parkedVersion5 {
+		dst = p.Used.AppendBinary(dst)
+	}
 	return dst
+}
+
+// AppendBinary appends u, written down (used, above), to dst.
+func (u *ParkedUsed) AppendBinary(dst []byte) []byte {
+	dst = append(dst, u.Resume[:]...)
+	dst = binary.AppendUvarint(dst, uint64(len(u.Earlier)))
+	for i := range u.Earlier {
+		dst = appendEnd(dst, &u.Earlier[i])
+	}
+	dst = append(dst, flag(u.Left != nil))
+	if u.Left != nil {
+		dst = appendEnd(dst, u.Left)
+	}
+	dst = binary.AppendUvarint(dst, uint64(u.Untold))
+	dst = binary.AppendVarint(dst, int64(u.UntoldWindow))
+	return append(dst, flag(u.UntoldBack)|flag(u.PeerWasAway)<<1)
+}
+
+// appendEnd appends l, the end of a pairing (end, above), to dst.
+func appendEnd(dst []byte, l *PeerLeft) []byte {
+	dst = appendPStr(dst, l.Peer)
+	dst = appendPStr(dst, string(l.Reason))
+	dst = binary.AppendUvarint(dst, uint64(l.Undelivered))
+	return append(dst, flag(l.Joined))
+}
+
+// ParseParkedUsed reads a ParkedUsed that its AppendBinary wrote, and
+// nothing after it; it fails with ErrBadParked on anything else.
+func ParseParkedUsed(b []byte) (*ParkedUsed, error) {
+	r := pReader{b: b}
+	u := r.used()
+	if r.bad || len(r.b) != 0 {
+		return nil, ErrBadParked
+	}
+	return u, nil
+}
+
+// used reads a ParkedUsed (used, above).
+func (r *pReader) used() *ParkedUsed {
+	u := &ParkedUsed{}
+	r.fixed(u.Resume[:])
+	n := r.count(4)
+	if n > maxEndedAway {
+		r.fail()
+	}
+	for range n {
+		u.Earlier = append(u.Earlier, r.end())
+	}
+	if r.flag() {
+		l := r.end()
+		u.Left = &l
+	}
+	u.Untold, u.UntoldWindow = r.count31(), r.duration()
+	flags := r.byte()
+	u.UntoldBack, u.PeerWasAway = flags&1 != 0, flags&2 != 0
+	// Nothing of the partner's absence is kept without a count but
+	// PeerWasAway (Parked.Untold).
+	if flags&^3 != 0 || u.Untold == 0 && (u.UntoldWindow != 0 || u.UntoldBack) {
+		r.fail()
+	}
+	return u
+}
+
+// end reads the end of a pairing (end, above).
+func (r *pReader) end() PeerLeft {
+	l := PeerLeft{Peer: r.str(), Reason: proto.Reason(r.str())}
+	l.Undelivered = r.count31()
+	l.Joined = r.flag()
+	return l
 }
 
 // flag is a boolean written down: 1 for true, 0 for false.
@@ -141,7 +230,7 @@ func flag(b bool) byte {
 // on anything else, extra bytes included.
 func ParseParked(b []byte) (*Parked, error) {
 	r := pReader{b: b}
-	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] < parkedVersion1 || b[2] > parkedVersion4 {
+	if len(b) < 3 || b[0] != 'D' || b[1] != 'P' || b[2] < parkedVersion1 || b[2] > parkedVersion5 {
 		return nil, ErrBadParked
 	}
 	r.b = b[3:]
@@ -198,12 +287,17 @@ func ParseParked(b []byte) (*Parked, error) {
 		l.Undelivered = r.count31()
 		p.Left = l
 	}
-	if version == parkedVersion4 {
-		// Never 0 either.
-		if p.Untold = r.count31(); p.Untold == 0 {
+	if version >= parkedVersion4 {
+		// Never 0 either in version 4; in version 5, 0 with nothing
+		// else of it.
+		p.Untold = r.count31()
+		p.UntoldWindow, p.UntoldBack = r.duration(), r.flag()
+		if p.Untold == 0 && (version == parkedVersion4 || p.UntoldWindow != 0 || p.UntoldBack) {
 			r.fail()
 		}
-		p.UntoldWindow, p.UntoldBack = r.duration(), r.flag()
+	}
+	if version == parkedVersion5 {
+		p.Used = r.used()
 	}
 	if r.bad || len(r.b) != 0 || !proto.ValidName([]byte(p.Name)) || fold(p.Name) != p.Key || p.AwaySeq > p.Seq {
 		return nil, ErrBadParked

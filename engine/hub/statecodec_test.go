@@ -179,3 +179,67 @@ func FuzzReadState(f *testing.F) {
 		}
 	})
 }
+
+// TestStateKeepsTheUsedKey: alice's resume, whose answer told her bob
+// left, is lost with its connection, and the node restarts before she
+// retries. The state the next process reads keeps the key she used
+// beside her newest: a resume with it takes her session back there and
+// tells bob's leaving again, with the message he sent, once; and the
+// fresh key of the lost answer stops working. A resume with that fresh
+// key instead works too, and retires the one used.
+func TestStateKeepsTheUsedKey(t *testing.T) {
+	restarted := func(t *testing.T) (h2 *Hub, used, fresh string) {
+		h1, _ := newClockedHub(resumeOpts())
+		alice, bob, key := resumablePair(t, h1)
+		alice.Detach(proto.ReasonDisconnected, 0)
+		sayEach(t, bob.Session, "bye")
+		bob.Close(proto.ReasonLeft, 2)
+		lost := &recorder{}
+		res, err := h1.Resume([]byte(key), 0, true, lost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumed, _, _ := replay(t, lost.take())
+		res.Session.Detach(proto.ReasonDisconnected, 0)
+		_, parked, rerr := ReadState(bytes.NewReader(writeState(t, time.Now(), h1.Snapshot())))
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		h2, _ = newClockedHub(resumeOpts())
+		if n := h2.Restore(parked); n != 1 {
+			t.Fatalf("restored %d", n)
+		}
+		return h2, key, resumed.ResumeKey
+	}
+	bobLeft := proto.Event{Kind: proto.EvPeerLeft, Peer: "bob", Reason: proto.ReasonLeft, Count: 2}
+
+	t.Run("used", func(t *testing.T) {
+		h2, used, fresh := restarted(t)
+		box := &recorder{}
+		if _, err := h2.Resume([]byte(used), 0, true, box); err != nil {
+			t.Fatalf("the key used, its answer lost, after the restart: %v", err)
+		}
+		resumed, replayed, after := replay(t, box.take())
+		if resumed.Peer != "" || !reflect.DeepEqual(texts2(replayed), []string{"bye"}) || !reflect.DeepEqual(after, []proto.Event{bobLeft}) {
+			t.Fatalf("resumed %+v, replayed %q, then %+v; want bye, and bob's peer_left", resumed, texts2(replayed), after)
+		}
+		if _, err := h2.Resume([]byte(fresh), 0, true, &recorder{}); err == nil || err.Code != proto.ErrBadResumeKey.Code {
+			t.Fatalf("the lost answer's key after a resume with the one used: %v", err)
+		}
+	})
+	t.Run("newest", func(t *testing.T) {
+		h2, used, fresh := restarted(t)
+		box := &recorder{}
+		res, err := h2.Resume([]byte(fresh), 1, true, box)
+		if err != nil {
+			t.Fatalf("the newest key after the restart: %v", err)
+		}
+		if resumed, replayed, after := replay(t, box.take()); resumed.Peer != "" || len(replayed) != 0 || len(after) != 0 {
+			t.Fatalf("resumed %+v, replayed %+v, then %+v", resumed, replayed, after)
+		}
+		res.Session.KeyReceived()
+		if _, err := h2.Resume([]byte(used), 0, true, &recorder{}); err == nil || err.Code != proto.ErrBadResumeKey.Code {
+			t.Fatalf("the key used, once the answer to the newest was read: %v", err)
+		}
+	})
+}
