@@ -64,21 +64,38 @@ func (n *Node) queueKey(hashedName string) string { return n.key("parkq", hashed
 func (n *Node) resumeKey(rk string) string        { return n.key("resume", rk) }
 
 // Rekey implements hub.Mover.
-func (n *Node) Rekey(key string, old, fresh *hub.ResumeHash, client proto.Protocol) {
+func (n *Node) Rekey(key string, old, used, fresh *hub.ResumeHash, client proto.Protocol) {
 	if !n.up.Load() {
-		return // written back on recovery, with the key then current
+		return // written back on recovery, with the keys then current
 	}
 	ctx, cancel := n.op()
 	defer cancel()
 	hn := n.keys.nameHash(key)
+	ru := ""
+	if used != nil {
+		ru = n.keys.resumeHash(used)
+	}
 	res, err := rekeyScript.Run(ctx, n.rdb, []string{n.userKey(hn)},
-		hn, n.id, n.keys.resumeHash(old), n.keys.resumeHash(fresh), n.opts.Prefix, n.keys.clientField(hn, client)).Text()
+		hn, n.id, n.keys.resumeHash(old), n.keys.resumeHash(fresh), n.opts.Prefix, n.keys.clientField(hn, client), ru).Text()
 	if err != nil {
 		n.linkLost("resume", err)
 		return
 	}
 	if res != "ok" {
 		n.log.Warn("the directory did not hold the resume key a session of this node was resumed with; it holds the new one only if written back", zap.String("answer", res))
+	}
+}
+
+// RetireUsed implements hub.Mover.
+func (n *Node) RetireUsed(key string, used *hub.ResumeHash) {
+	if !n.up.Load() {
+		return // written back on recovery, without it
+	}
+	ctx, cancel := n.op()
+	defer cancel()
+	hn := n.keys.nameHash(key)
+	if err := retireScript.Run(ctx, n.rdb, []string{n.userKey(hn)}, hn, n.keys.resumeHash(used), n.opts.Prefix).Err(); err != nil {
+		n.linkLost("resume", err)
 	}
 }
 
@@ -129,7 +146,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if len(res) < 6 {
 			return proto.ErrUnknownResumeKey
 		}
-		p, err := n.openParked(hn, res[4], res[5], beside{lastID: arg(res, 6), holder: arg(res, 7), untold: arg(res, 8)}, sum)
+		p, err := n.openParked(hn, res[4], res[5], beside{lastID: arg(res, 6), holder: arg(res, 7), untold: arg(res, 8), used: arg(res, 9)}, sum)
 		if err != nil {
 			return proto.ErrUnknownResumeKey
 		}
@@ -149,7 +166,8 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 
 // openParked opens a parked session found for the resume key whose
 // hash is sum, and checks it is what it should be: the session of that
-// record, parked as gen, with that key. A sealed state that fails was
+// record, parked as gen, with that key (its newest, or the one its last
+// resume used, kept still). A sealed state that fails was
 // written by someone without the cluster secret, or moved from another
 // record by someone who can write to Redis: it is refused and counted.
 // What the park holds beside the blob goes into the session; a part of
@@ -162,8 +180,7 @@ func (n *Node) openParked(hn, blob, genArg string, bs beside, sum *hub.ResumeHas
 		if pt, err = op.open([]byte(blob), parkAAD(hn, uint32(gen))); err == nil {
 			var p *hub.Parked
 			if p, err = hub.ParseParked(pt); err == nil {
-				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1 &&
-					bs.open(op, p, hn, uint32(gen)) {
+				if p.Gen == uint32(gen) && n.keys.nameHash(p.Key) == hn && bs.open(op, p, hn, uint32(gen)) && opens(p, sum) {
 					return p, nil
 				}
 				err = errBadRecord
@@ -176,6 +193,14 @@ func (n *Node) openParked(hn, blob, genArg string, bs beside, sum *hub.ResumeHas
 			zap.Error(err), zap.Int("suppressed_since_last", suppressed))
 	}
 	return nil, err
+}
+
+// opens reports whether the resume key whose hash is sum opens p: its
+// newest key, or the one its last resume used, kept still. Both are
+// compared in constant time.
+func opens(p *hub.Parked, sum *hub.ResumeHash) bool {
+	newest := subtle.ConstantTimeCompare(p.Resume[:], sum[:]) == 1
+	return newest || p.Used != nil && subtle.ConstantTimeCompare(p.Used.Resume[:], sum[:]) == 1
 }
 
 // claim takes p, parked, for this node, with what was queued for it,
@@ -677,13 +702,14 @@ func (n *Node) fenced(pair uint64) {
 // beside is what a park holds sealed beside its blob (writePark), each
 // empty when it has none.
 type beside struct {
-	lastID, holder, untold string
+	lastID, holder, untold, used string
 }
 
 // open reads what a park holds beside its blob (writePark) into p, the
 // session the blob holds, parked as gen by the session hn: its holder
 // mark (the session is the one whose token its partner claimed), its
-// last id, and what its partner went away without (sealUntold). It
+// last id, what its partner went away without (sealUntold), and the key
+// its last resume used, with that answer's news (hub.ParkedUsed). It
 // reports false for a part that does not open as this park's, or does
 // not read as what it is.
 func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
@@ -710,6 +736,10 @@ func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
 		}
 		p.Untold, p.UntoldWindow, p.UntoldBack = int(count), time.Duration(window), b[k+j] == 1
 		return true
+	}) && openPart(op, bs.used, usedAAD(hn, gen), func(b []byte) bool {
+		u, err := hub.ParseParkedUsed(b)
+		p.Used = u
+		return err == nil
 	})
 }
 
@@ -773,6 +803,16 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 		bare.Untold, bare.UntoldWindow, bare.UntoldBack = 0, 0, false
 		p = &bare
 	}
+	// And the key its last resume used, with the news its answer told
+	// (the form's version 5): a node from before it takes the session
+	// up without it, found by its newest key alone, as it was.
+	var used []byte
+	if p.Used != nil {
+		used = n.seal.sealNamed(nil, p.Used.AppendBinary(nil), usedAAD(hn, p.Gen))
+		bare := *p
+		bare.Used = nil
+		p = &bare
+	}
 	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
 	ttl := p.WindowLeft
 	if p.Pair != nil {
@@ -790,7 +830,7 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
 		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), waiting, size,
-		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder, untold).Text()
+		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder, untold, used).Text()
 	if err != nil {
 		n.linkLost("park", err)
 		return err

@@ -961,17 +961,20 @@ func (n *Node) reregister(ctx context.Context) error {
 	results := make([]*redis.Cmd, len(regs))
 	for i, r := range regs {
 		hk, ht := n.keys.nameHash(r.Key), n.keys.tokenHash(r.Token)
-		peer, rk := "", ""
+		peer, rk, ru := "", "", ""
 		if r.PeerKey != "" {
 			peer = n.keys.nameHash(r.PeerKey)
 		}
 		if r.Resume != nil {
 			rk = n.keys.resumeHash(r.Resume)
 		}
+		if r.Used != nil {
+			ru = n.keys.resumeHash(r.Used)
+		}
 		results[i] = registerScript.Run(ctx, pipe,
 			[]string{n.userKey(hk), n.tokenKey(ht), n.usersOf(n.id)},
 			n.seal.record(r.Name, r.Key, hk), hk, ht, n.id, peer, n.pairArg(r.PairID), n.opts.Prefix,
-			n.keys.tokenTag(r.Token, hk), rk, n.keys.clientField(hk, r.Client))
+			n.keys.tokenTag(r.Token, hk), rk, n.keys.clientField(hk, r.Client), ru)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err

@@ -330,7 +330,8 @@ func pairedAcrossNodes(t *testing.T, r *redisServer) (a, c *hubNode, alice *hubU
 // TestResumeOnAnotherNode: a session away on one node is resumed on
 // another: the node that held it hands it over, with what was kept for
 // it, its partner is told it is back (once), and the pairing carries on
-// both ways from the new node; the old key is refused, everywhere.
+// both ways from the new node; the old key is refused everywhere once
+// its client shows it read the answer.
 func TestResumeOnAnotherNode(t *testing.T) {
 	r := startRedis(t)
 	a, c, alice, bob := pairedAcrossNodes(t, r)
@@ -374,9 +375,21 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	if ev := bob.Expect("message"); ev["text"] != "from c to b" {
 		t.Fatalf("bob: %v", ev)
 	}
+	// Until alice shows she read the answer, the directory finds her
+	// session by the key she used too, for a retry on any node
+	// (TestResumeAnswerLostOnAnotherNode).
+	if !c.inDirectory(t, oldKey) {
+		t.Fatal("the directory lost the key alice used before she read the answer")
+	}
 	// alice spoke after the answer, as the engine tells the hub when its
-	// client sends anything: the key she used is dead everywhere.
+	// client sends anything: the key she used is dead everywhere, in
+	// the directory too.
 	alice.s.KeyReceived()
+	for deadline := time.Now().Add(enginetest.Timeout); c.inDirectory(t, oldKey); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the directory still finds alice by the key she used")
+		}
+	}
 	for _, n := range []*hubNode{a, c} {
 		if _, err := n.hub.Resume([]byte(oldKey), 0, false, newInbox()); err == nil || err.Code != "bad_resume_key" {
 			t.Fatalf("the used key on %s: %v", n.ID(), err)

@@ -34,38 +34,69 @@ redis.call('SADD', KEYS[3], ARGV[2])
 return 'ok'
 `)
 
+// A user's record names the resume keys its session is found by: rk,
+// its newest, and ru, the one its last resume used, kept until its
+// client shows it read the answer (hub's usedKey), empty or missing for
+// none. A resume key points to a record only while one of the two
+// names it (findScript): one left behind by a write that failed
+// matches nothing.
+
 // forgetLua is Lua that deletes a user's record and the keys that point
-// to it (its token and its resume key), given the record's key k, its
-// hashed name hn, the fields tok and rk read from it, and the prefix p.
+// to it (its token and its resume keys), given the record's key k, its
+// hashed name hn, the fields tok, rk and ru read from it, and the
+// prefix p.
 const forgetLua = `
-local function forget(k, hn, tok, rk, p)
+local function forget(k, hn, tok, rk, ru, p)
   redis.call('DEL', k)
   if tok and redis.call('GET', p .. 'token:' .. tok) == hn then redis.call('DEL', p .. 'token:' .. tok) end
-  if rk and rk ~= '' and redis.call('GET', p .. 'resume:' .. rk) == hn then redis.call('DEL', p .. 'resume:' .. rk) end
+  for _, r in ipairs({rk or '', ru or ''}) do
+    if r ~= '' and redis.call('GET', p .. 'resume:' .. r) == hn then redis.call('DEL', p .. 'resume:' .. r) end
+  end
 end
 `
 
-// logoutScript frees a user's name, token and resume key, if they are
+// logoutScript frees a user's name, token and resume keys, if they are
 // still this node's user's.
 // KEYS: user, token, node's user set. ARGV: hashed name, hashed token,
 // node, prefix.
 var logoutScript = redis.NewScript(forgetLua + `
-local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk')
-if rec[1] == ARGV[2] and rec[2] == ARGV[3] then forget(KEYS[1], ARGV[1], rec[1], rec[3], ARGV[4]) end
+local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk', 'ru')
+if rec[1] == ARGV[2] and rec[2] == ARGV[3] then forget(KEYS[1], ARGV[1], rec[1], rec[3], rec[4], ARGV[4]) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('SREM', KEYS[3], ARGV[1])
 return 'ok'
 `)
 
-// rekeyScript replaces the resume key a user of this node is found by,
-// and the protocol its client speaks, as a resume may change it.
-// KEYS: user. ARGV: hashed name, node, old rk, new rk, prefix, client.
+// rekeyScript replaces the resume keys a user of this node is found by
+// as a resume gives it a fresh one and keeps the one it used (ru, empty
+// for none), and the protocol its client speaks, as a resume may change
+// it. The newest key until now and the key an earlier resume used stop
+// pointing to the record, but the one used.
+// KEYS: user. ARGV: hashed name, node, old rk, new rk, prefix, client,
+// used rk.
 var rekeyScript = redis.NewScript(`
-local rec = redis.call('HMGET', KEYS[1], 'node', 'rk')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'rk', 'ru')
 if rec[1] ~= ARGV[2] or rec[2] ~= ARGV[3] then return 'stale' end
-if redis.call('GET', ARGV[5] .. 'resume:' .. ARGV[3]) == ARGV[1] then redis.call('DEL', ARGV[5] .. 'resume:' .. ARGV[3]) end
+for _, r in ipairs({ARGV[3], rec[3] or ''}) do
+  if r ~= '' and r ~= ARGV[7] and redis.call('GET', ARGV[5] .. 'resume:' .. r) == ARGV[1] then redis.call('DEL', ARGV[5] .. 'resume:' .. r) end
+end
 redis.call('SET', ARGV[5] .. 'resume:' .. ARGV[4], ARGV[1])
-redis.call('HSET', KEYS[1], 'rk', ARGV[4], 'cl', ARGV[6])
+if ARGV[7] ~= '' then redis.call('SET', ARGV[5] .. 'resume:' .. ARGV[7], ARGV[1]) end
+redis.call('HSET', KEYS[1], 'rk', ARGV[4], 'ru', ARGV[7], 'cl', ARGV[6])
+return 'ok'
+`)
+
+// retireScript stops a resume key a user's last resume used pointing
+// to the record, once its client showed it read the answer; the record
+// stops naming it if it still does. Wherever the session is (a park
+// carries only a key its hub keeps), and whatever came since: a rekey
+// that named another used key retired this one already.
+// KEYS: user. ARGV: hashed name, used rk, prefix.
+var retireScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'rk', 'ru')
+if rec[1] == ARGV[2] then return 'ok' end
+if redis.call('GET', ARGV[3] .. 'resume:' .. ARGV[2]) == ARGV[1] then redis.call('DEL', ARGV[3] .. 'resume:' .. ARGV[2]) end
+if rec[2] == ARGV[2] then redis.call('HSET', KEYS[1], 'ru', '') end
 return 'ok'
 `)
 
@@ -152,16 +183,18 @@ return 'ok'
 // theirs.
 // KEYS: user, token, node's user set.
 // ARGV: sealed name, hashed name, hashed token, node, partner's hashed
-// name, pair, prefix, token tag, rk, client.
+// name, pair, prefix, token tag, rk, client, ru (the used key, empty for
+// none).
 var registerScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[1], 'node')
 if owner and owner ~= ARGV[4] and (owner == '' or redis.call('EXISTS', ARGV[7] .. 'lease:' .. owner) == 1) then
   return 'name_taken'
 end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6], 'rk', ARGV[9], 'cl', ARGV[10])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'tok', ARGV[3], 'tag', ARGV[8], 'node', ARGV[4], 'peer', ARGV[5], 'pair', ARGV[6], 'rk', ARGV[9], 'cl', ARGV[10], 'ru', ARGV[11])
 redis.call('PERSIST', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2])
 if ARGV[9] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[9], ARGV[2]) end
+if ARGV[11] ~= '' then redis.call('SET', ARGV[7] .. 'resume:' .. ARGV[11], ARGV[2]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 return 'ok'
 `)
@@ -169,8 +202,8 @@ return 'ok'
 // dropScript removes one user of this node that is no longer logged in.
 // KEYS: user, node's user set. ARGV: hashed name, node, prefix.
 var dropScript = redis.NewScript(forgetLua + `
-local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk')
-if rec[2] == ARGV[2] then forget(KEYS[1], ARGV[1], rec[1], rec[3], ARGV[3]) end
+local rec = redis.call('HMGET', KEYS[1], 'tok', 'node', 'rk', 'ru')
+if rec[2] == ARGV[2] then forget(KEYS[1], ARGV[1], rec[1], rec[3], rec[4], ARGV[3]) end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 'ok'
 `)
@@ -178,7 +211,8 @@ return 'ok'
 // reapScript removes up to a batch of a dead node's users: their names
 // and tokens are freed, and a partner's record on another node is freed
 // too (that node tells its user when it sees the lease gone). Each
-// resume key is left marked '!' for a while (ttl ms, none for 0), so
+// resume key (the newest, and the one the last resume used if kept) is
+// left marked '!' for a while (ttl ms, none for 0), so
 // that a resume of it is told its session ended with its node, not
 // that the key is wrong; a node that was only stalled, writing its
 // users back, writes the key over (registerScript). It returns how
@@ -191,11 +225,13 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local keys = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
 for _, k in ipairs(keys) do
   local ukey = ARGV[2] .. 'user:' .. k
-  local rec = redis.call('HMGET', ukey, 'node', 'tok', 'peer', 'pair', 'rk')
+  local rec = redis.call('HMGET', ukey, 'node', 'tok', 'peer', 'pair', 'rk', 'ru')
   if rec[1] == ARGV[1] then
-    forget(ukey, k, rec[2], rec[5], ARGV[2])
-    if tonumber(ARGV[4]) > 0 and rec[5] and rec[5] ~= '' then
-      redis.call('SET', ARGV[2] .. 'resume:' .. rec[5], '!', 'PX', ARGV[4], 'NX')
+    forget(ukey, k, rec[2], rec[5], rec[6], ARGV[2])
+    if tonumber(ARGV[4]) > 0 then
+      for _, r in ipairs({rec[5] or '', rec[6] or ''}) do
+        if r ~= '' then redis.call('SET', ARGV[2] .. 'resume:' .. r, '!', 'PX', ARGV[4], 'NX') end
+      end
     end
     if rec[3] and rec[3] ~= '' then
       local pkey = ARGV[2] .. 'user:' .. rec[3]
@@ -226,14 +262,17 @@ return #keys
 // tell the partner): nothing is left if nobody takes it up.
 
 // parkLua is Lua that sets the expiry of a parked session's keys:
-// record k, park hash pk, queue qk, and its token and resume key.
+// record k, park hash pk, queue qk, and its token and resume keys (rk,
+// ru).
 const parkLua = `
-local function expire(k, pk, qk, hn, tok, rk, p, ttl)
+local function expire(k, pk, qk, hn, tok, rk, ru, p, ttl)
   redis.call('PEXPIRE', k, ttl)
   redis.call('PEXPIRE', pk, ttl)
   if redis.call('EXISTS', qk) == 1 then redis.call('PEXPIRE', qk, ttl) end
   if tok and redis.call('GET', p .. 'token:' .. tok) == hn then redis.call('PEXPIRE', p .. 'token:' .. tok, ttl) end
-  if rk and rk ~= '' and redis.call('GET', p .. 'resume:' .. rk) == hn then redis.call('PEXPIRE', p .. 'resume:' .. rk, ttl) end
+  for _, r in ipairs({rk or '', ru or ''}) do
+    if r ~= '' and redis.call('GET', p .. 'resume:' .. r) == hn then redis.call('PEXPIRE', p .. 'resume:' .. r, ttl) end
+  end
 end
 `
 
@@ -242,9 +281,9 @@ end
 // ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
 // ttl in ms, prefix, sealed last id (empty for none), sealed holder mark
 // (empty when the session connected to its partner, or has none),
-// sealed untold (empty for none).
+// sealed untold (empty for none), sealed used key (empty for none).
 var parkScript = redis.NewScript(parkLua + `
-local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'ru')
 if rec[1] ~= ARGV[2] then return 'gone' end
 redis.call('HSET', KEYS[1], 'node', '')
 redis.call('SREM', KEYS[4], ARGV[1])
@@ -253,7 +292,8 @@ redis.call('HSET', KEYS[2], 'by', ARGV[2], 'blob', ARGV[3], 'gen', ARGV[4], 'n',
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'lastid', ARGV[11]) end
 if ARGV[12] and ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'holder', ARGV[12]) end
 if ARGV[13] and ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'untold', ARGV[13]) end
-expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], ARGV[10], tonumber(ARGV[9]))
+if ARGV[14] and ARGV[14] ~= '' then redis.call('HSET', KEYS[2], 'used', ARGV[14]) end
+expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], rec[4], ARGV[10], tonumber(ARGV[9]))
 return 'ok'
 `)
 
@@ -266,23 +306,24 @@ local function leaseOf(p, node)
 end
 `
 
-// findScript finds the session a resume key belongs to.
+// findScript finds the session a resume key belongs to: its newest, or
+// the one its last resume used.
 // KEYS: the resume key. ARGV: prefix, rk.
 // Returns {} when no session has it, {'!'} when its session ended with
 // its node (reapScript), else {hashed name, node (empty when
 // parked), that node's lease}, and when it is parked, the park's
-// sealer (by), sealed session, gen, and its sealed last id, holder mark
-// and untold (each empty for none).
+// sealer (by), sealed session, gen, and its sealed last id, holder mark,
+// untold and used key (each empty for none).
 var findScript = redis.NewScript(leaseOfLua + `
 local hn = redis.call('GET', KEYS[1])
 if not hn then return {} end
 if hn == '!' then return {'!'} end
-local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk')
-if not rec[1] or rec[2] ~= ARGV[2] then return {} end
+local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk', 'ru')
+if not rec[1] or rec[2] ~= ARGV[2] and rec[3] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
-local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder', 'untold')
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder', 'untold', 'used')
 if not p[2] then return {} end
-return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or '', p[6] or ''}
+return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or '', p[6] or '', p[7] or ''}
 `)
 
 // holderScript says where a user's session is, for a login of the same
@@ -297,14 +338,14 @@ return {node, leaseOf(ARGV[1], node)}
 `)
 
 // evictParkedScript ends a parked session for a login of its account
-// elsewhere: its record, token, resume key, park and queue go.
+// elsewhere: its record, token, resume keys, park and queue go.
 // KEYS: user, park, queue. ARGV: hashed name, prefix.
 // Returns {'gone'}, {'moved'} (taken up meanwhile: ask its node), or
 // {'ok', the park's sealed session, its gen, pair id, the partner's node
 // (empty when it is parked too, or there is none), that node's lease,
 // how many messages were queued for it}.
 var evictParkedScript = redis.NewScript(forgetLua + leaseOfLua + `
-local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'peer', 'pair')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'peer', 'pair', 'ru')
 if not rec[1] then return {'gone'} end
 if rec[1] ~= '' then return {'moved'} end
 local p = redis.call('HMGET', KEYS[2], 'blob', 'gen')
@@ -313,7 +354,7 @@ if rec[4] and rec[4] ~= '' then
   local pr = redis.call('HMGET', ARGV[2] .. 'user:' .. rec[4], 'node', 'pair')
   if pr[2] == rec[5] and pr[1] then pnode, lease = pr[1], leaseOf(ARGV[2], pr[1]) end
 end
-forget(KEYS[1], ARGV[1], rec[2], rec[3], ARGV[2])
+forget(KEYS[1], ARGV[1], rec[2], rec[3], rec[6], ARGV[2])
 local queued = redis.call('LLEN', KEYS[3])
 redis.call('DEL', KEYS[2], KEYS[3])
 return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease, tostring(queued)}
@@ -342,7 +383,7 @@ return {'ok', p[1] or '', p[2] or '', rec[5] or '0', pnode, lease, tostring(queu
 // no such pairing, and would be room_full to everyone.
 var claimParkedScript = redis.NewScript(leaseOfLua + `
 if redis.call('EXISTS', KEYS[5]) == 0 then return {'unavailable'} end
-local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk', 'cl')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'peer', 'pair', 'tok', 'rk', 'cl', 'ru')
 if not rec[1] then return {'gone'} end
 if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[4] then return {'owned'} end
 local q = redis.call('LRANGE', KEYS[3], 0, -1)
@@ -372,7 +413,9 @@ redis.call('HSET', KEYS[1], 'node', ARGV[2], 'name', ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('PERSIST', KEYS[1])
 if rec[4] and redis.call('GET', ARGV[3] .. 'token:' .. rec[4]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'token:' .. rec[4]) end
-if rec[5] and rec[5] ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. rec[5]) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. rec[5]) end
+for _, r in ipairs({rec[5] or '', rec[7] or ''}) do
+  if r ~= '' and redis.call('GET', ARGV[3] .. 'resume:' .. r) == ARGV[1] then redis.call('PERSIST', ARGV[3] .. 'resume:' .. r) end
+end
 local out = {'ok', paired, rec[3] or '0', pnode, peerlease, pgen, pttl, left, pclient, rec[6] or ''}
 for _, m in ipairs(q) do out[#out + 1] = m end
 return out
@@ -430,7 +473,7 @@ return out
 // left.
 // Returns {'ok'}, {'moved', node, its lease} or {'gone'}.
 var releaseParkedScript = redis.NewScript(parkLua + leaseOfLua + `
-local rec = redis.call('HMGET', KEYS[1], 'node', 'pair', 'tok', 'rk')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'pair', 'tok', 'rk', 'ru')
 if not rec[1] then return {'gone'} end
 if rec[1] ~= '' then return {'moved', rec[1], leaseOf(ARGV[3], rec[1])} end
 if rec[2] == ARGV[2] then
@@ -438,7 +481,7 @@ if rec[2] == ARGV[2] then
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'left', ARGV[5]) end
   local ttl = redis.call('PTTL', KEYS[2])
   local grace = tonumber(ARGV[4])
-  if ttl > grace then expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[3], rec[4], ARGV[3], ttl - grace) end
+  if ttl > grace then expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[3], rec[4], rec[5], ARGV[3], ttl - grace) end
 end
 return {'ok'}
 `)
@@ -448,10 +491,10 @@ return {'ok'}
 // KEYS: user, park, queue. ARGV: hashed name, gen, prefix.
 // Returns 'expired', 'moved' or 'gone'.
 var expireParkedScript = redis.NewScript(forgetLua + `
-local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk')
+local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'ru')
 if not rec[1] then return 'gone' end
 if rec[1] ~= '' or redis.call('HGET', KEYS[2], 'gen') ~= ARGV[2] then return 'moved' end
-forget(KEYS[1], ARGV[1], rec[2], rec[3], ARGV[3])
+forget(KEYS[1], ARGV[1], rec[2], rec[3], rec[4], ARGV[3])
 redis.call('DEL', KEYS[2], KEYS[3])
 return 'expired'
 `)

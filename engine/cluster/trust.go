@@ -341,6 +341,11 @@ func holderAAD(hashedName string, gen uint32) []byte { return parkPartAAD('H', h
 // last id.
 func untoldAAD(hashedName string, gen uint32) []byte { return parkPartAAD('U', hashedName, gen) }
 
+// usedAAD binds the key a parked session's last resume used, with its
+// news (writePark), to that session and that park, as lastIDAAD binds
+// its last id.
+func usedAAD(hashedName string, gen uint32) []byte { return parkPartAAD('D', hashedName, gen) }
+
 // parkPartAAD binds a part of a park, of kind, to its session and that
 // park (gen): each part is sealed for its own kind, so that none can be
 // taken for another.

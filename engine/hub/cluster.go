@@ -25,9 +25,12 @@ type Registration struct {
 	Name, Key string
 	Token     proto.Token
 	Resume    *ResumeHash // nil when the session cannot be resumed
-	Client    proto.Protocol
-	PeerKey   string // "" when not paired
-	PairID    uint64
+	// Used is the key the session's last resume used, kept until its
+	// client shows it read the answer (usedKey); nil when none is.
+	Used    *ResumeHash
+	Client  proto.Protocol
+	PeerKey string // "" when not paired
+	PairID  uint64
 }
 
 // RemoteCut is a cross-node pairing the hub ended on its own side.
@@ -502,6 +505,9 @@ func (h *Hub) Registrations() []Registration {
 		if s.resumable {
 			rk := s.keyHash
 			reg.Resume = &rk
+		}
+		if u, ok := h.used[s]; ok {
+			reg.Used = &u.sum
 		}
 		if r := s.room.Load(); r != nil {
 			if p := r.peer(s); p != nil {

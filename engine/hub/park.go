@@ -276,10 +276,20 @@ type Mover interface {
 	Directory
 	// Rekey tells the directory that the session key of this node is to
 	// be found by the resume key whose hash is fresh from now on, and
-	// no longer by old. It is called with no hub lock held, before the
-	// fresh key is handed out. A directory that cannot be reached
-	// catches up later (Registrations).
-	Rekey(key string, old, fresh *ResumeHash, client proto.Protocol)
+	// by used, the key the resume used (nil for none kept), until
+	// RetireUsed or the next Rekey; no longer by old, its newest key
+	// until now, unless old is used, nor by the key an earlier resume
+	// used. It is called with no hub lock held, before the fresh key is
+	// handed out. A directory that cannot be reached catches up later
+	// (Registrations).
+	Rekey(key string, old, used, fresh *ResumeHash, client proto.Protocol)
+	// RetireUsed tells the directory that the session key of this node
+	// is no longer to be found by used, the key its last resume used,
+	// whose answer its client has shown it read (Session.KeyReceived).
+	// It may wait on the network, and the hub calls it from a goroutine
+	// of its own; a directory that cannot be reached catches up later
+	// (Registrations).
+	RetireUsed(key string, used *ResumeHash)
 	// Fetch brings to this hub the session whose resume key hashes to
 	// sum, from the node that holds it or from where it was parked:
 	// it has that session exported, claims it, and takes it up here

@@ -784,8 +784,14 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	s := &Session{hub: h, q: queueOf(out), client: protocolOf(out), resumable: h.window() > 0, keyHash: sha256.Sum256(fresh[:])}
 	var moving *Session
 	if mv, ok := h.dir.(Mover); ok {
+		// The key used is kept, for a retry whose answer was lost, by a
+		// session that gets a fresh one.
+		var used *ResumeHash
+		if s.resumable {
+			used = &sum
+		}
 		var err *proto.Error
-		if moving, err = h.prepareMove(mv, &sum, &s.keyHash, s.client); err != nil {
+		if moving, err = h.prepareMove(mv, &sum, used, &s.keyHash, s.client); err != nil {
 			switch {
 			case err == proto.ErrSessionEndedWithNode:
 				h.resumeEnded.Add(1)
@@ -1030,19 +1036,27 @@ func (s *Session) KeyReceived() {
 	s.keyUnsure = false
 	h := s.hub
 	h.mu.Lock()
+	u, held := h.used[s]
 	h.forgetUsedLocked(s)
 	h.mu.Unlock()
+	if mv, ok := h.dir.(Mover); ok && held {
+		// Off the connection's loop: the directory is on the network.
+		// The next resume's Rekey retires the key too, whichever comes
+		// first.
+		go mv.RetireUsed(s.Key(), &u.sum)
+	}
 }
 
 // prepareMove readies a resume of the session whose key hashes to sum,
 // with a directory that moves sessions between nodes: it fetches the
 // session to this node if it is elsewhere, marks it moving so that
 // nothing else moves it meanwhile, and tells the directory of the fresh
-// key before that key is handed out, so that a resume of it on any node
+// key before that key is handed out, and of used, the key the resume
+// keeps beside it (sum, or nil), so that a resume of either on any node
 // finds the session, and of the protocol the resume speaks (client),
 // which a claim of the session's token is told. It returns the session,
 // marked.
-func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash, client proto.Protocol) (*Session, *proto.Error) {
+func (h *Hub) prepareMove(mv Mover, sum, used, fresh *ResumeHash, client proto.Protocol) (*Session, *proto.Error) {
 	for fetched := false; ; fetched = true {
 		h.mu.Lock()
 		s := h.keys[keyIndexOf(*sum)]
@@ -1053,10 +1067,11 @@ func (h *Hub) prepareMove(mv Mover, sum, fresh *ResumeHash, client proto.Protoco
 			}
 			s.moving = true
 			// The directory holds the session's newest key, whichever
-			// key opened it.
+			// key opened it, and the key its last resume used, kept
+			// still, which this resume's replaces.
 			held := s.keyHash
 			h.mu.Unlock()
-			mv.Rekey(s.Key(), &held, fresh, client)
+			mv.Rekey(s.Key(), &held, used, fresh, client)
 			return s, nil
 		}
 		h.mu.Unlock()
