@@ -19,7 +19,9 @@ import (
 //
 // at is when the sessions were parked (Unix nanoseconds), so that the
 // next process counts the time it took to start against each session's
-// window (Parked.Age); parked is one Parked as AppendBinary writes it;
+// window (Parked.Age); parked is one Parked as AppendBinary writes it
+// (with the key the session's last resume used, if it kept one:
+// Parked.Used);
 // tag is the id its pairing's two sides were told (Event.PairID), 0
 // when it is not paired, so that the pages of a pairing restored find
 // it by the id they know and go on under the same keys; client is the
@@ -156,6 +158,9 @@ func (p *Parked) Age(d time.Duration) {
 	p.AwayFor += d
 	p.WindowLeft = max(p.WindowLeft-d, 0)
 	p.UntoldWindow = max(p.UntoldWindow-d, 0)
+	if p.Used != nil {
+		p.Used.UntoldWindow = max(p.Used.UntoldWindow-d, 0)
+	}
 	for i := range p.History {
 		p.History[i].Age += d
 	}

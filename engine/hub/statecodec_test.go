@@ -243,3 +243,18 @@ func TestStateKeepsTheUsedKey(t *testing.T) {
 		}
 	})
 }
+
+// TestAgeCountsAgainstTheUsedKeysNews: the time a restart took counts
+// against what remained of the partner's window in the news the lost
+// answer told, as against the session's own.
+func TestAgeCountsAgainstTheUsedKeysNews(t *testing.T) {
+	p := &Parked{WindowLeft: time.Minute, Used: &ParkedUsed{Untold: 2, UntoldWindow: 30 * time.Second}}
+	p.Age(20 * time.Second)
+	if p.WindowLeft != 40*time.Second || p.Used.UntoldWindow != 10*time.Second {
+		t.Fatalf("aged 20s: window %v, the news's %v", p.WindowLeft, p.Used.UntoldWindow)
+	}
+	p.Age(time.Minute)
+	if p.Used.UntoldWindow != 0 {
+		t.Fatalf("aged past it: %v", p.Used.UntoldWindow)
+	}
+}
