@@ -976,9 +976,16 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 // session is away), or from that connection while it still looks open,
 // as a zombie's is taken over. A phone whose network failed again sends
 // no reset, and its connection may look open for minutes; the client
-// that asked the resume is the only one that holds the key it used. A
-// session moved to another node, or handed on through a restart, keeps
-// only its newest key.
+// that asked the resume is the only one that holds the key it used.
+//
+// A load balancer may send the retry to any node, and the node that
+// answered may move the session meanwhile: so in a cluster the directory
+// finds the session by the key used too (Mover.Rekey) until it is
+// retired (Mover.RetireUsed, or the next Rekey), and the session takes
+// the key, with the news, wherever it goes (Parked.Used): a hand-over
+// asked with it (BeginPark), a park, the state a restart hands on. The
+// node that takes it up files both keys, and a resume with either is
+// answered as it would be here.
 
 // usedKey is the key a resume used, kept until its client shows it has
 // the answer (Hub.used): its hash, and the news of the session's absence
