@@ -135,7 +135,7 @@ func TestBrowserRollingRestart(t *testing.T) {
 	alice.waitJS("online", `document.getElementById('state').dataset.state === 'online'
 		&& document.getElementById('peer').textContent === 'Talking with bob'`)
 	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" && e.Text == "alice is back." })
-	if e := bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" }); !strings.HasPrefix(e.Text, "alice's server is restarting; waiting up to ") {
+	if e := bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" }); !strings.HasPrefix(e.Text, "alice’s server is restarting; waiting up to ") {
 		t.Errorf("bob is told %v, want that alice's server is restarting", e)
 	}
 	talk(alice, bob, "yes, on the other node")

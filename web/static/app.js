@@ -1097,7 +1097,7 @@ const handlers = {
     const peer = String(ev.name || st.peer || 'Your peer');
     st.peerAway = true;
     const wait = Number(ev.window_s) > 0 ? ' up to ' + duration(Number(ev.window_s)) : '';
-    const why = ev.reason === 'shutdown' ? "'s server is restarting" : ' lost the connection';
+    const why = ev.reason === 'shutdown' ? '’s server is restarting' : ' lost the connection';
     notice(peer + why + '; waiting' + wait + ' for them to come back.' + undelivered(ev), { kind: 'peer_away' });
   },
 
@@ -1859,7 +1859,7 @@ function render() {
   // While either side is away the pairing holds, greyed out.
   const away = paired && (st.peerAway || !st.loggedIn);
   ui.peer.classList.toggle('away', away);
-  ui.peer.title = !away ? '' : st.loggedIn ? st.peer + ' lost the connection and may come back' : 'Reconnecting…';
+  ui.peer.title = !away ? '' : st.loggedIn ? st.peer + ' is away and may come back' : 'Reconnecting…';
   ui.leave.disabled = !paired;
   ui.message.disabled = !paired;
   ui.send.disabled = !paired;
