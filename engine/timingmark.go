@@ -80,16 +80,16 @@ type markAnswer struct {
 	kind proto.EventKind
 	err  *proto.Error
 	text []byte
-	at   stamp // when it was queued
 	end  int64 // markWatch.written just after it; 0 while queued
 	owed bool  // a timing mark may have thrown it away: to tell again
 }
 
 // markEntry is messages written to the client within markSlot.
 type markEntry struct {
-	first stamp // when the first of them was written
-	end   int64 // markWatch.written just after the last of them
-	msgs  int32
+	first   stamp // when the first of them was written
+	end     int64 // markWatch.written just after the last of them
+	msgs    int32
+	answers int32 // the server's answers to the client's lines among them
 }
 
 // markWatch notes what was written to a telnet client lately, and counts
@@ -130,11 +130,14 @@ type markWatch struct {
 	spoke     bool // a notice was sent
 
 	// answers are the latest of the server's answers to the client's
-	// lines, oldest first from ahead (a ring); owedAnswers counts those
-	// owed, even the ones the ring has let go since.
+	// lines, oldest first from ahead (a ring), for their texts; the log
+	// counts them all, as it does messages: owedAnswers counts those
+	// owed, even the ones the ring has let go, and queued those noted
+	// since the last write.
 	answers     [markAnswers]markAnswer
 	ahead, an   int
 	owedAnswers int
+	queued      int32
 }
 
 // answered notes an answer to one of the client's lines, queued at now.
@@ -145,7 +148,8 @@ func (w *markWatch) answered(now stamp, ev *proto.Event) {
 	} else {
 		w.an++
 	}
-	*a = markAnswer{kind: ev.Kind, err: ev.Err, text: ev.Text, at: now}
+	*a = markAnswer{kind: ev.Kind, err: ev.Err, text: ev.Text}
+	w.queued++
 }
 
 // wrote notes size bytes handed to the socket at now, msgs relayed
@@ -161,7 +165,7 @@ func (w *markWatch) wrote(now stamp, msgs, size int) {
 		}
 		a.end = w.written
 	}
-	if msgs > 0 {
+	if msgs > 0 || w.queued > 0 {
 		e := &w.log[w.head]
 		if w.n == 0 || w.split || now-e.first >= stamp(markSlot) {
 			w.head = (w.head + 1) % markEntries
@@ -171,6 +175,8 @@ func (w *markWatch) wrote(now stamp, msgs, size int) {
 			w.split = false
 		}
 		e.msgs += int32(msgs)
+		e.answers += w.queued
+		w.queued = 0
 		e.end = w.written
 	}
 	if w.due {
@@ -208,22 +214,24 @@ func (w *markWatch) count() {
 	if w.dueAcked < 0 {
 		w.vague = true
 	}
+	// What lies after the entries counted is counted: a kept answer
+	// among it is told again.
+	counted := w.counted
 	for i, k := 0, w.head; i < w.n; i, k = i+1, (k+markEntries-1)%markEntries {
 		e := &w.log[k]
 		if e.end <= w.counted || e.first <= from && e.end <= w.dueAcked {
+			counted = max(counted, e.end)
 			break
 		}
 		w.owed += int(e.msgs)
+		w.owedAnswers += int(e.answers)
 	}
 	for i := w.an - 1; i >= 0; i-- {
 		a := &w.answers[(w.ahead+i)%markAnswers]
-		if a.end <= w.counted || a.at <= from && a.end <= w.dueAcked {
+		if a.end <= counted {
 			break
 		}
-		if !a.owed {
-			a.owed = true
-			w.owedAnswers++
-		}
+		a.owed = true
 	}
 	w.counted = w.written
 	w.due = false
@@ -257,7 +265,9 @@ func (w *markWatch) retell() (n int, kept []proto.Event) {
 			kept = append(kept, proto.Event{Kind: a.kind, Err: a.err, Text: a.text})
 		}
 	}
-	return n, kept
+	// An answer whose entry the log let go (a flood of timing marks
+	// between them) was not counted, but is told.
+	return max(n, len(kept)), kept
 }
 
 // watchMarks begins the connection's markWatch at its first timing mark.
