@@ -59,7 +59,7 @@ func (cn *conn) restFramer() {
 // in progress is relayed first. After a timing mark's answer comes the
 // notice of what the client may have thrown away (timingmark.go).
 func (cn *conn) answerTelnet() {
-	mark := cn.line.TimingMark()
+	mark, byKey := cn.line.TimingMark(), cn.line.TimingMarkByKey()
 	r := cn.line.Reply()
 	if len(r) == 0 {
 		return
@@ -67,7 +67,7 @@ func (cn *conn) answerTelnet() {
 	cn.sayRun()
 	cn.out.DeliverRaw(r)
 	if mark {
-		cn.timingMark()
+		cn.timingMark(byKey)
 	}
 	// A client that sends commands and never reads the answers is paused
 	// like any other client that does not read its replies.

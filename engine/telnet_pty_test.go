@@ -220,9 +220,11 @@ func TestRealTelnetCtrlCAfterItsPromptSentPartOfALetter(t *testing.T) {
 // in the second it turns a byte of "у" into a command and a timing mark,
 // and throws away what it has not shown of the server's output, the
 // refusal among it. After the answer she is told, and shown the refusal
-// again. (Before, the first line was lost without a word, every time.)
+// again, in words that do not say she pressed Ctrl-C. (Before, the
+// first line was lost without a word, every time.)
 func TestRealTelnetPastedBlockToldItsRefusal(t *testing.T) {
 	_, bob, tn := telnetWithBob(t, false)
+	from := tn.written()
 	tn.type_("хорошо\rугу\r")
 	if got := bob.Line(); got != "<alice> угу" {
 		t.Fatalf("bob got %q", got)
@@ -230,6 +232,10 @@ func TestRealTelnetPastedBlockToldItsRefusal(t *testing.T) {
 	tn.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once"))
 	tn.typeLine("/who")
 	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
+	// She pressed no key: a notice says what telnet did.
+	if screen := tn.output(from); strings.Contains(screen, "you pressed Ctrl-C") {
+		t.Fatalf("a notice says she pressed Ctrl-C:\n%s", screen)
+	}
 }
 
 // ptyProgram is a program running in a pseudo-terminal: what it writes

@@ -138,6 +138,11 @@ type markWatch struct {
 	ahead, an   int
 	owedAnswers int
 	queued      int32
+
+	// byKey: a timing mark since the last notice came at a key press;
+	// else all came in letters telnet changed, and its user pressed no
+	// key (the notice says so).
+	byKey bool
 }
 
 // answered notes an answer to one of the client's lines, queued at now.
@@ -185,10 +190,12 @@ func (w *markWatch) wrote(now stamp, msgs, size int) {
 }
 
 // marked notes a timing mark read at now, when the client's TCP had
-// acknowledged everything written up to acked. Its answer is queued
+// acknowledged everything written up to acked; byKey says it came at a
+// key press, not in a letter telnet changed (Framer.TimingMarkByKey). Its answer is queued
 // already; what was written or queued before it is counted as it leaves
 // (wrote). A second one before that widens the count.
-func (w *markWatch) marked(now stamp, acked int64) {
+func (w *markWatch) marked(now stamp, acked int64, byKey bool) {
+	w.byKey = w.byKey || byKey
 	if !w.due {
 		w.due, w.dueAt, w.dueAcked = true, now, acked
 	} else {
@@ -250,6 +257,7 @@ func (w *markWatch) take(now stamp) (n int, vague, ok bool) {
 	n, vague = w.owed, w.vague
 	w.owed, w.vague = 0, false
 	w.told, w.toldVague, w.toldAt, w.spoke = n, vague, now, true
+	w.byKey = false
 	return n, vague, true
 }
 
@@ -283,7 +291,7 @@ func (cn *conn) watchMarks() {
 // timingMark acts on a timing mark the client sent, whose answer has
 // just been queued: what was written before it is counted, and the
 // notice, if any, queued behind the answer.
-func (cn *conn) timingMark() {
+func (cn *conn) timingMark(byKey bool) {
 	if cn.flow.draining || cn.closing != endNone {
 		// Closed, or ending: nothing is told any more, and the
 		// goodbye is the last line written.
@@ -302,7 +310,7 @@ func (cn *conn) timingMark() {
 		// its own lines.
 		acked = 0
 	}
-	w.marked(cn.loop.stamp(), acked)
+	w.marked(cn.loop.stamp(), acked, byKey)
 	// The answer, and what was queued before it, leave now, unless the
 	// socket is full, and then as it drains: the flush that hands them
 	// to the socket counts them and queues the notice.
@@ -318,6 +326,7 @@ func (cn *conn) tellMarks() {
 		return // the goodbye is the last line written
 	}
 	w := cn.line.marks
+	byKey := w.byKey
 	n, vague, ok := w.take(cn.loop.stamp())
 	if !ok {
 		return
@@ -327,13 +336,13 @@ func (cn *conn) tellMarks() {
 		if cn.sess != nil {
 			peer = cn.sess.Peer()
 		}
-		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, vague, peer)})
+		cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: markNotice(n, vague, peer, byKey)})
 	}
 	if w.owedAnswers == 0 {
 		return
 	}
 	owed, kept := w.retell()
-	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: answersNotice(owed, len(kept))})
+	cn.out.Deliver(&proto.Event{Kind: proto.EvNotice, Text: answersNotice(owed, len(kept), byKey)})
 	for i := range kept {
 		cn.answerLine(&kept[i])
 	}
@@ -350,8 +359,8 @@ func (cn *conn) answerLine(ev *proto.Event) {
 }
 
 // answersNotice is the text that comes before the server's answers a
-// timing mark may have thrown away, kept of owed.
-func answersNotice(owed, kept int) []byte {
+// timing mark may have thrown away, kept of owed; byKey as markNotice's.
+func answersNotice(owed, kept int, byKey bool) []byte {
 	b := append(make([]byte, 0, 128), "telnet may not have shown "...)
 	if owed == 1 {
 		b = append(b, "the server's last answer to you"...)
@@ -360,7 +369,8 @@ func answersNotice(owed, kept int) []byte {
 		b = strconv.AppendInt(b, int64(owed), 10)
 		b = append(b, " answers to you"...)
 	}
-	b = append(b, ", which arrived as you pressed Ctrl-C"...)
+	b = append(b, ", which arrived as "...)
+	b = appendMarkCause(b, byKey)
 	switch {
 	case kept == 0:
 		// A flood of answers since has pushed them out.
@@ -378,8 +388,10 @@ func answersNotice(owed, kept int) []byte {
 }
 
 // markNotice is the notice's text for n messages, or for some not
-// counted when vague, from peer, the partner, when there is one.
-func markNotice(n int, vague bool, peer string) []byte {
+// counted when vague, from peer, the partner, when there is one; byKey
+// says a timing mark came at a key press, else only in letters telnet
+// changed.
+func markNotice(n int, vague bool, peer string, byKey bool) []byte {
 	b := append(make([]byte, 0, 96), "telnet may not have shown "...)
 	switch {
 	case vague:
@@ -396,14 +408,25 @@ func markNotice(n int, vague bool, peer string) []byte {
 		b = append(b, peer...)
 	}
 	if vague {
-		b = append(b, " that arrived as you pressed Ctrl-C"...)
+		b = append(b, " that arrived as "...)
 	} else {
-		b = append(b, ", which arrived as you pressed Ctrl-C"...)
+		b = append(b, ", which arrived as "...)
 	}
+	b = appendMarkCause(b, byKey)
 	if peer == "" {
 		// The pairing whose messages are counted has ended since, and
 		// telnet may have thrown its end's notice away with them.
 		b = append(b, "; you are not connected to anyone now"...)
 	}
 	return b
+}
+
+// appendMarkCause says what made telnet send the timing mark: a key
+// press, or, when byKey is false, only letters telnet changed, where its
+// user pressed no key.
+func appendMarkCause(b []byte, byKey bool) []byte {
+	if byKey {
+		return append(b, "you pressed Ctrl-C"...)
+	}
+	return append(b, "telnet turned a letter you typed into a Ctrl-C"...)
 }

@@ -21,7 +21,7 @@ func TestMarkWatchCounts(t *testing.T) {
 		if acked == all {
 			acked = w.written
 		}
-		w.marked(now, acked)
+		w.marked(now, acked, true)
 		w.wrote(now, 0, 3) // the answer leaves
 	}
 	for _, tt := range []struct {
@@ -55,7 +55,7 @@ func TestMarkWatchCounts(t *testing.T) {
 		}, 7, false},
 		{"queued before the answer, the socket full", func(w *markWatch) stamp {
 			w.wrote(at(1), 5, 100)
-			w.marked(at(10), 100)
+			w.marked(at(10), 100, true)
 			if _, _, ok := w.take(at(10)); ok {
 				t.Fatal("a notice before the answer left")
 			}
@@ -83,7 +83,7 @@ func TestMarkWatchCounts(t *testing.T) {
 			return at(10)
 		}, 0, true},
 		{"the first mark, some unacknowledged, some queued", func(w *markWatch) stamp {
-			w.marked(at(10), -700)
+			w.marked(at(10), -700, true)
 			w.wrote(at(10), 4, 83) // the queued messages and the answer
 			return at(10)
 		}, 4, true},
@@ -109,7 +109,7 @@ func TestMarkWatchCounts(t *testing.T) {
 func TestMarkWatchRate(t *testing.T) {
 	var w markWatch
 	w.wrote(at(10), 3, 60)
-	w.marked(at(10.1), w.written)
+	w.marked(at(10.1), w.written, true)
 	w.wrote(at(10.1), 0, 3)
 	if n, _, ok := w.take(at(10.1)); !ok || n != 3 {
 		t.Fatalf("first notice %d (%v), want 3", n, ok)
@@ -119,7 +119,7 @@ func TestMarkWatchRate(t *testing.T) {
 	// Ctrl-C again at once, with two more messages before it: the
 	// notice may be gone too. Too soon for another.
 	w.wrote(at(10.3), 2, 40)
-	w.marked(at(10.4), w.written)
+	w.marked(at(10.4), w.written, true)
 	w.wrote(at(10.4), 0, 3)
 	if _, _, ok := w.take(at(10.4)); ok {
 		t.Fatal("a second notice within markEvery")
@@ -132,7 +132,7 @@ func TestMarkWatchRate(t *testing.T) {
 	}
 
 	// Much later, a Ctrl-C with nothing new: nothing.
-	w.marked(at(20), w.written)
+	w.marked(at(20), w.written, true)
 	w.wrote(at(20), 0, 3)
 	if n, _, ok := w.take(at(20)); ok {
 		t.Fatalf("a notice of %d in a quiet conversation", n)
@@ -143,19 +143,19 @@ func TestMarkWatchRate(t *testing.T) {
 // count, which it may have thrown away, owes that notice again.
 func TestMarkWatchVagueAgain(t *testing.T) {
 	var w markWatch
-	w.marked(at(10), -300)
+	w.marked(at(10), -300, true)
 	w.wrote(at(10), 0, 3)
 	if n, vague, ok := w.take(at(10)); !ok || !vague || n != 0 {
 		t.Fatalf("first notice %d (vague %v, %v), want vague", n, vague, ok)
 	}
 	w.wrote(at(10), 0, 80) // the notice
-	w.marked(at(10.5), w.written)
+	w.marked(at(10.5), w.written, true)
 	w.wrote(at(10.5), 0, 3)
 	if n, vague, ok := w.take(at(11.5)); !ok || !vague || n != 0 {
 		t.Fatalf("second notice %d (vague %v, %v), want vague", n, vague, ok)
 	}
 	w.wrote(at(11.5), 0, 80)
-	w.marked(at(20), w.written)
+	w.marked(at(20), w.written, true)
 	w.wrote(at(20), 0, 3)
 	if n, vague, ok := w.take(at(20)); ok {
 		t.Fatalf("a notice of %d (vague %v) in a quiet conversation", n, vague)
@@ -170,7 +170,7 @@ func TestMarkWatchFlood(t *testing.T) {
 	now := at(100)
 	for range 3 * markEntries {
 		w.wrote(now, 1, 20)
-		w.marked(now, w.written)
+		w.marked(now, w.written, true)
 		w.wrote(now, 0, 3)
 		now += stamp(10 * time.Millisecond)
 	}
@@ -184,21 +184,24 @@ func TestMarkWatchFlood(t *testing.T) {
 }
 
 // TestMarkNotice: the notice's text, for one message and more, and
-// without a count, with the partner named when there is one.
+// without a count, with the partner named when there is one, and for
+// timing marks telnet sent for letters alone, with no key pressed.
 func TestMarkNotice(t *testing.T) {
 	for _, tt := range []struct {
-		n          int
-		vague      bool
-		peer, want string
+		n            int
+		vague, byKey bool
+		peer, want   string
 	}{
-		{3, false, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
-		{1, false, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
-		{12, false, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C; you are not connected to anyone now"},
-		{4, true, "bob", "telnet may not have shown messages from bob that arrived as you pressed Ctrl-C"},
-		{0, true, "", "telnet may not have shown messages that arrived as you pressed Ctrl-C; you are not connected to anyone now"},
+		{3, false, true, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as you pressed Ctrl-C"},
+		{1, false, true, "bob", "telnet may not have shown the last message from bob, which arrived as you pressed Ctrl-C"},
+		{12, false, true, "", "telnet may not have shown the last 12 messages, which arrived as you pressed Ctrl-C; you are not connected to anyone now"},
+		{4, true, true, "bob", "telnet may not have shown messages from bob that arrived as you pressed Ctrl-C"},
+		{0, true, true, "", "telnet may not have shown messages that arrived as you pressed Ctrl-C; you are not connected to anyone now"},
+		{3, false, false, "bob", "telnet may not have shown the last 3 messages from bob, which arrived as telnet turned a letter you typed into a Ctrl-C"},
+		{4, true, false, "bob", "telnet may not have shown messages from bob that arrived as telnet turned a letter you typed into a Ctrl-C"},
 	} {
-		if got := string(markNotice(tt.n, tt.vague, tt.peer)); got != tt.want {
-			t.Errorf("markNotice(%d, %v, %q) = %q, want %q", tt.n, tt.vague, tt.peer, got, tt.want)
+		if got := string(markNotice(tt.n, tt.vague, tt.peer, tt.byKey)); got != tt.want {
+			t.Errorf("markNotice(%d, %v, %q, %v) = %q, want %q", tt.n, tt.vague, tt.peer, tt.byKey, got, tt.want)
 		}
 	}
 }
@@ -223,7 +226,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 	t.Run("queued before the answer", func(t *testing.T) {
 		var w markWatch
 		w.answered(at(10), refusal)
-		w.marked(at(10), 0)
+		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 160) // the refusal and the answer
 		n, kept := retold(&w, at(10))
 		if n != 1 || len(kept) != 1 || kept[0].Err != proto.ErrInvalidUTF8Telnet {
@@ -239,7 +242,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 		w.wrote(at(1), 0, 30)
 		w.answered(at(9.5), refusal)
 		w.wrote(at(9.5), 0, 120)
-		w.marked(at(10), w.written)
+		w.marked(at(10), w.written, true)
 		w.wrote(at(10), 0, 3)
 		n, kept := retold(&w, at(10))
 		if n != 1 || len(kept) != 1 || kept[0].Kind != proto.EvError {
@@ -250,7 +253,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 		var w markWatch
 		w.answered(at(1), notSent)
 		w.wrote(at(1), 0, 30)
-		w.marked(at(10), 10)
+		w.marked(at(10), 10, true)
 		w.wrote(at(10), 0, 3)
 		n, kept := retold(&w, at(10))
 		if n != 1 || len(kept) != 1 || string(kept[0].Text) != "3 more lines were not sent" {
@@ -261,7 +264,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 		var w markWatch
 		w.answered(at(1), refusal)
 		w.wrote(at(1), 0, 120)
-		w.marked(at(10), w.written)
+		w.marked(at(10), w.written, true)
 		w.wrote(at(10), 0, 3)
 		if n, _, ok := w.take(at(10)); ok {
 			t.Fatalf("a notice of %d for an answer shown long ago", n)
@@ -270,12 +273,12 @@ func TestMarkWatchAnswers(t *testing.T) {
 	t.Run("told again, then a mark", func(t *testing.T) {
 		var w markWatch
 		w.answered(at(10), refusal)
-		w.marked(at(10), 0)
+		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 160)
 		_, kept := retold(&w, at(10))
 		w.answered(at(10), &kept[0]) // as tellMarks sends it
 		w.wrote(at(10), 0, 200)
-		w.marked(at(10.5), w.written)
+		w.marked(at(10.5), w.written, true)
 		w.wrote(at(10.5), 0, 3)
 		n, kept := retold(&w, at(11.5))
 		if n != 1 || len(kept) != 1 {
@@ -287,7 +290,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 		for range markAnswers + 2 {
 			w.answered(at(10), refusal)
 		}
-		w.marked(at(10), 0)
+		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 800)
 		// All are counted; the last markAnswers are told again.
 		if n, kept := retold(&w, at(10)); n != markAnswers+2 || len(kept) != markAnswers {
@@ -300,15 +303,37 @@ func TestMarkWatchAnswers(t *testing.T) {
 func TestAnswersNotice(t *testing.T) {
 	for _, tt := range []struct {
 		owed, kept int
+		byKey      bool
 		want       string
 	}{
-		{1, 1, "telnet may not have shown the server's last answer to you, which arrived as you pressed Ctrl-C; here it is again:"},
-		{3, 3, "telnet may not have shown the server's last 3 answers to you, which arrived as you pressed Ctrl-C; here they are again:"},
-		{6, 4, "telnet may not have shown the server's last 6 answers to you, which arrived as you pressed Ctrl-C; here are the last 4 again:"},
-		{2, 0, "telnet may not have shown the server's last 2 answers to you, which arrived as you pressed Ctrl-C"},
+		{1, 1, true, "telnet may not have shown the server's last answer to you, which arrived as you pressed Ctrl-C; here it is again:"},
+		{3, 3, true, "telnet may not have shown the server's last 3 answers to you, which arrived as you pressed Ctrl-C; here they are again:"},
+		{6, 4, true, "telnet may not have shown the server's last 6 answers to you, which arrived as you pressed Ctrl-C; here are the last 4 again:"},
+		{2, 0, true, "telnet may not have shown the server's last 2 answers to you, which arrived as you pressed Ctrl-C"},
+		{1, 1, false, "telnet may not have shown the server's last answer to you, which arrived as telnet turned a letter you typed into a Ctrl-C; here it is again:"},
 	} {
-		if got := string(answersNotice(tt.owed, tt.kept)); got != tt.want {
-			t.Errorf("answersNotice(%d, %d) = %q, want %q", tt.owed, tt.kept, got, tt.want)
+		if got := string(answersNotice(tt.owed, tt.kept, tt.byKey)); got != tt.want {
+			t.Errorf("answersNotice(%d, %d, %v) = %q, want %q", tt.owed, tt.kept, tt.byKey, got, tt.want)
 		}
+	}
+}
+
+// TestMarkWatchByKey: the notice speaks of a key press if any timing
+// mark since the last came at one, else of a letter telnet changed.
+func TestMarkWatchByKey(t *testing.T) {
+	var w markWatch
+	w.wrote(at(10), 2, 40)
+	w.marked(at(10), w.written, false)
+	w.wrote(at(10), 0, 3)
+	if w.byKey {
+		t.Fatal("a letter's timing mark taken for a key's")
+	}
+	w.marked(at(10.2), w.written, true)
+	w.wrote(at(10.2), 0, 3)
+	if !w.byKey {
+		t.Fatal("a key's timing mark after a letter's not noted")
+	}
+	if _, _, ok := w.take(at(10.2)); !ok || w.byKey {
+		t.Fatalf("after the notice (%v), byKey %v: want it cleared", ok, w.byKey)
 	}
 }

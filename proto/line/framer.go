@@ -108,14 +108,30 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 				return i, telnetData // after a 255 that began no command
 			}
 			if prev != telnetSub && prev != telnetSubCommand {
-				if _, replaced := restoredByte(prev, c); replaced && (f.tn.binaryIn == optYes || keyAlone(buf, from, i, limit)) {
-					// In BINARY the client replaces no byte, so this is
-					// a key press: make it a command clean never takes
-					// for a byte, whatever comes around it (keyPress).
-					buf[i] = keyPress(c)
-					f.keys = append(f.keys, i)
+				if _, replaced := restoredByte(prev, c); replaced {
+					if f.tn.binaryIn == optYes || keyAlone(buf, from, i, limit) {
+						// In BINARY the client replaces no byte, so this
+						// is a key press: make it a command clean never
+						// takes for a byte, whatever comes around it
+						// (keyPress).
+						buf[i] = keyPress(c)
+						f.keys = append(f.keys, i)
+						f.tn.letter = false
+					} else {
+						// As clean will see it: a byte put back where
+						// the data before ends inside a letter. Only
+						// the wording of a notice depends on it, so the
+						// last few bytes are read, not the line so far,
+						// which a flood of such commands would have
+						// read again and again. (A line being dropped,
+						// too long, has no data here.)
+						f.tn.letter = i > 0 && !f.skipping && dataEndsInsideALetter(buf[max(0, i-1-letterLookBack):i-1])
+					}
 				}
 				f.tn.heard(prev, c)
+				if prev == telnetDo && c == optTimingMark && f.tn.mark {
+					f.tn.markByKey = f.tn.markByKey || !f.tn.letter
+				}
 			}
 			i++
 			continue
@@ -188,6 +204,12 @@ func keyAlone(buf []byte, from, i, limit int) bool {
 	}
 	return true
 }
+
+// letterLookBack is how many bytes before a command telnet makes of a
+// byte are read to tell whether it stood inside a letter, for the
+// wording of a notice (TimingMarkByKey): room for a letter's first
+// bytes among a few commands.
+const letterLookBack = 16
 
 // dataEndsInsideALetter reports whether raw, the line so far as it
 // came (starting in plain data), ends in a data byte, and its data

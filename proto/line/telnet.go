@@ -91,9 +91,13 @@ const (
 type telnetSession struct {
 	spoke    bool     // the client has sent a telnet command
 	binaryIn optState // whether the client sends in BINARY
-	// mark: reply holds an answer to a timing mark (TimingMark).
-	mark  bool
-	reply []byte // answers not yet taken by Reply
+	// mark: reply holds an answer to a timing mark (TimingMark);
+	// markByKey: one of them followed a key press, not a letter's byte
+	// (TimingMarkByKey). letter: the last command telnet makes of a
+	// byte stood inside a letter, as telnet sends one in place of a
+	// letter's byte.
+	mark, markByKey, letter bool
+	reply                   []byte // answers not yet taken by Reply
 }
 
 // heard acts on the byte c that follows a command byte: prev is the
@@ -177,7 +181,7 @@ func (s *telnetSession) answer(b string) {
 // call of Next.
 func (f *Framer) Reply() []byte {
 	r := f.tn.reply
-	f.tn.reply, f.tn.mark = f.tn.reply[:0], false
+	f.tn.reply, f.tn.mark, f.tn.markByKey = f.tn.reply[:0], false, false
 	return r
 }
 
@@ -188,6 +192,13 @@ func (f *Framer) Reply() []byte {
 // the client had not shown by then, never reaches its user. Call it
 // before Reply, which forgets it.
 func (f *Framer) TimingMark() bool { return f.tn.mark }
+
+// TimingMarkByKey reports whether a timing mark TimingMark tells of
+// followed a key press (Ctrl-C, Ctrl-\, Ctrl-Z), rather than a byte of
+// a letter, which telnet sends as the same command and timing mark
+// until BINARY: its user pressed no key, and a notice that says so
+// would puzzle them. Call it before Reply, which forgets it.
+func (f *Framer) TimingMarkByKey() bool { return f.tn.markByKey }
 
 // Binary reports whether the client sends in telnet's BINARY, in which
 // telnet changes no byte it sends (see restoredByte): the server asks for

@@ -103,22 +103,27 @@ func TestBinaryKeyPressAcrossCopies(t *testing.T) {
 }
 
 // TestTelnetTimingMark checks that TimingMark tells the answers Reply
-// holds a timing mark's, at a Ctrl-C and nowhere else, that Reply
+// holds a timing mark's, at a Ctrl-C and nowhere else, and
+// TimingMarkByKey whether one came at a key rather than in a letter
+// telnet changed; that Reply
 // forgets it, and that a timing mark whose answer the full queue
 // dropped is not told: no answer, no notice after it would be shown.
 func TestTelnetTimingMark(t *testing.T) {
 	for _, tt := range []struct {
-		name, in string
-		want     bool
+		name, in    string
+		want, byKey bool
 	}{
-		{"Ctrl-C", "\xff\xf4\xff\xfd\x06", true},
-		{"Ctrl-C in a line", "half\xff\xf4\xff\xfd\x06hi\r\n", true},
-		{"a timing mark split across reads, whole", "\xff\xfd\x06", true},
-		{"other options", "\xff\xfd\x01\xff\xfb\x18\xff\xfd\x00", false},
-		{"IP alone", "\xff\xf4", false},
-		{"AYT", "\xff\xf6", false},
-		{"a 6 that is data", "\xff\xf4 \x06\n", false},
-		{"netcat", "hello\n", false},
+		{"Ctrl-C", "\xff\xf4\xff\xfd\x06", true, true},
+		{"Ctrl-C in a line", "half\xff\xf4\xff\xfd\x06hi\r\n", true, true},
+		{"a timing mark split across reads, whole", "\xff\xfd\x06", true, true},
+		// "угу": telnet sends each у, d1 83, as d1 IAC IP DO TM.
+		{"letters telnet changed", "\xd1\xff\xf4\xff\xfd\x06\xd0\xb3\xd1\xff\xf4\xff\xfd\x06\r\n", true, false},
+		{"a letter telnet changed, then Ctrl-C", "\xd1\xff\xf4\xff\xfd\x06\r\n\xff\xf4\xff\xfd\x06", true, true},
+		{"other options", "\xff\xfd\x01\xff\xfb\x18\xff\xfd\x00", false, false},
+		{"IP alone", "\xff\xf4", false, false},
+		{"AYT", "\xff\xf6", false, false},
+		{"a 6 that is data", "\xff\xf4 \x06\n", false, false},
+		{"netcat", "hello\n", false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var f Framer
@@ -133,8 +138,11 @@ func TestTelnetTimingMark(t *testing.T) {
 			if got := f.TimingMark(); got != tt.want {
 				t.Fatalf("TimingMark() = %v, want %v (reply %q)", got, tt.want, f.tn.reply)
 			}
+			if got := f.TimingMarkByKey(); got != tt.byKey {
+				t.Fatalf("TimingMarkByKey() = %v, want %v", got, tt.byKey)
+			}
 			f.Reply()
-			if f.TimingMark() {
+			if f.TimingMark() || f.TimingMarkByKey() {
 				t.Fatal("TimingMark() still true after Reply")
 			}
 		})
