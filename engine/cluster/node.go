@@ -727,6 +727,16 @@ func (n *Node) run() {
 		}
 		n.cutOverflowed()
 		if !n.up.Load() {
+			if n.leasePast() {
+				// Down for a call that timed out (a publish, a check)
+				// across a stall that outlasted the lease: the other
+				// nodes may have reaped this one, telling its users'
+				// partners that nothing was lost, and Redis holds
+				// what they said since for this node's subscription.
+				// It is read out before the cut, as when a heartbeat
+				// finds the lease gone.
+				n.readOut()
+			}
 			n.goDown()
 			n.recover()
 			continue
@@ -737,9 +747,10 @@ func (n *Node) run() {
 			err = errNoLease
 		}
 		if err != nil {
-			if lapsed {
+			if lapsed || n.leasePast() {
 				n.readOut()
-			} else {
+			}
+			if !lapsed {
 				n.linkLost("heartbeat", err)
 			}
 			n.goDown()
@@ -861,11 +872,15 @@ func (n *Node) renewed(sent int64) {
 	}
 }
 
+// leasePast reports whether the node's lease may have lapsed by its own
+// clock: the last renewal's sending plus the lease's TTL has passed.
+func (n *Node) leasePast() bool { return n.clock() >= n.leaseUntil.Load() }
+
 // leaseMayHaveLapsed reports whether the node's lease may have lapsed
 // by its own clock (leaseUntil), and if so wakes the node's goroutine
 // to find out.
 func (n *Node) leaseMayHaveLapsed() bool {
-	if n.clock() < n.leaseUntil.Load() {
+	if !n.leasePast() {
 		return false
 	}
 	select {

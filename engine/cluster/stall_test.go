@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -255,5 +256,78 @@ func untilTold(t *testing.T, u *hubUser, each func()) {
 			t.Fatal("the stalled node was never reaped")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStalledNodeWhoseCallTimedOutReadsOut: as
+// TestStalledNodeReadsOutBeforeItCuts, but b, running again, goes down
+// because a Redis call it had in flight as it stopped timed out (a
+// publish here; a check or a heartbeat alike), before any heartbeat
+// finds its lease lapsed. alice was told bob disconnected, with nothing
+// undelivered; bob gets every message Redis took for b. Before, b cut
+// its pairings without reading them out, and they were lost untold (a
+// real node stopped for 2.5 to 4 s over a link with a round trip of a
+// millisecond or more, 2 runs in 12).
+func TestStalledNodeWhoseCallTimedOutReadsOut(t *testing.T) {
+	const said = 20
+	r := startRedis(t)
+	a := startHubNode(t, r, "a", resumeOptions(0))
+	b := startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob, box := pairGated(t, a, b)
+	alice.sayTo(t, bob, 2, "before the stall ")
+	stallOn(t, box, alice, "stalled 0")
+	for i := 1; i < said; i++ {
+		alice.say(t, fmt.Sprint("stalled ", i))
+	}
+	waitAnswered(t, a.Node)
+	b.cutsMu.Lock()
+	rc := redisClient(t, r)
+	ctx := context.Background()
+	var ev proto.Event
+	for deadline := time.Now().Add(enginetest.Timeout); ; {
+		if err := rc.Del(ctx, "duet:lease:b").Err(); err != nil {
+			b.cutsMu.Unlock()
+			t.Fatal(err)
+		}
+		alice.box.mu.Lock()
+		told := len(alice.box.evs) > 0
+		alice.box.mu.Unlock()
+		if told {
+			ev = alice.box.next(t, proto.EvPeerLeft)
+			break
+		}
+		if time.Now().After(deadline) {
+			b.cutsMu.Unlock()
+			t.Fatal("a never reaped b")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// b runs again: a publish it had in flight timed out in the stop.
+	// Its own clock says the lease may have lapsed, as after a stall
+	// past it.
+	b.leaseUntil.Store(0)
+	b.linkLost("publish", errors.New("read tcp: i/o timeout"))
+	b.cutsMu.Unlock()
+	for deadline := time.Now().Add(enginetest.Timeout); !actedOnLapse(b.Node); {
+		if time.Now().After(deadline) {
+			close(box.open)
+			t.Fatal("b never acted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(box.open)
+	got := 0
+	for {
+		m := bob.box.nextOf(t, proto.EvMessage, proto.EvPeerLeft)
+		if m.Kind == proto.EvPeerLeft {
+			break
+		}
+		if want := fmt.Sprint("stalled ", got); string(m.Text) != want {
+			t.Fatalf("bob got %q, want %q", m.Text, want)
+		}
+		got++
+	}
+	if got+ev.Count != said {
+		t.Fatalf("bob got %d of alice's %d messages, and she was told %s with %d undelivered", got, said, ev.Reason, ev.Count)
 	}
 }
