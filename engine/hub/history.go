@@ -750,7 +750,7 @@ func (s *Session) keepLocked(h *Hub, from string, sealed bool, texts [][]byte, f
 			// to have received, asking its socket as often as after
 			// the client's reads.
 			s.trimReceivedLocked(ReadStride)
-		case hs.textBytes() >= keepStride:
+		case hs.textBytes() >= keepStride && !s.answerUnread:
 			// Otherwise only a history that holds a stride's worth is
 			// looked at: a look finds something new only once a stride
 			// more was written since the last, and a client that sends
@@ -909,7 +909,7 @@ func (s *Session) Received(last uint64) {
 		return
 	}
 	s.hmu.Lock()
-	if !s.clientAcks && s.away == nil {
+	if !s.clientAcks && s.away == nil && !s.answerUnread {
 		s.dropThroughLocked(last)
 		s.settleLocked()
 	}
@@ -962,7 +962,7 @@ func (h *Hub) sweep() {
 		if hs := s.hist; hs != nil {
 			hs.trimAge(s.ageLimitLocked(h, now))
 			hs.trimLoss(now - recent)
-			if s.away == nil && !s.clientAcks {
+			if s.away == nil && !s.clientAcks && !s.answerUnread {
 				// A conversation that went quiet: what was written last is
 				// looked at now rather than at the next message.
 				s.trimReceivedLocked(0)

@@ -602,6 +602,15 @@ type Session struct {
 	// may still be lost to it (a page reloaded), so what it has not
 	// acknowledged is kept. Guarded by hmu.
 	clientAcks bool
+	// answerUnread is keyUnsure, under hmu: while its client has not
+	// shown it read the answer to the resume that made the session,
+	// what its transport acknowledged may be lost to it with that
+	// connection, the answer's replay among it, which a resume with the
+	// key it used replays again (usedKey.replayFrom); so nothing is
+	// dropped for the transport's acknowledgements meanwhile (the sweep,
+	// Received, keep), but to make room in resume.buffer, where it is
+	// dropped first, rather than be noted lost.
+	answerUnread bool
 	// swept is set while the session is in the hub's histories, which
 	// it joins when it first keeps a message and leaves when the sweep
 	// finds it keeping none (history.go). Guarded by hmu.

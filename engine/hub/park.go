@@ -113,11 +113,14 @@ type ParkedUsed struct {
 	UntoldWindow time.Duration
 	UntoldBack   bool
 	PeerWasAway  bool
+	// ReplayFrom is the first message the answer replayed to a client
+	// that does not say what it received, 0 for none (usedKey).
+	ReplayFrom uint64
 }
 
 // parkedUsed is u written down for a Parked exported at now.
 func parkedUsed(u usedKey, now time.Duration) *ParkedUsed {
-	pu := &ParkedUsed{Resume: u.sum}
+	pu := &ParkedUsed{Resume: u.sum, ReplayFrom: u.replayFrom}
 	if n := u.news; n != nil {
 		pu.Earlier = append([]PeerLeft(nil), n.earlier...)
 		if n.left != nil {
@@ -136,7 +139,7 @@ func parkedUsed(u usedKey, now time.Duration) *ParkedUsed {
 func (pu *ParkedUsed) key(now time.Duration) usedKey {
 	news := &away{due: -1, earlier: pu.Earlier, left: pu.Left, untold: pu.Untold, peerUntil: now + pu.UntoldWindow,
 		peerBack: pu.UntoldBack, peerWasAway: pu.PeerWasAway}
-	return usedKey{sum: pu.Resume, news: news}
+	return usedKey{sum: pu.Resume, news: news, replayFrom: pu.ReplayFrom}
 }
 
 // ParkedMessage is one message kept for a session's resume.

@@ -176,7 +176,7 @@ func TestParkedVersions(t *testing.T) {
 	}
 	// The key the session's last resume used needs version 5, with
 	// an untold count or without; version 4 (above) reads without it.
-	p.Used = &ParkedUsed{Resume: ResumeHash{1}, Left: &PeerLeft{Peer: "x", Reason: proto.ReasonLeft}}
+	p.Used = &ParkedUsed{Resume: ResumeHash{1}, Left: &PeerLeft{Peer: "x", Reason: proto.ReasonLeft}, ReplayFrom: 300}
 	b5 := p.AppendBinary(nil)
 	if b5[2] != 5 {
 		t.Fatalf("with a used key, version %d", b5[2])
@@ -196,8 +196,8 @@ func TestParkedVersions(t *testing.T) {
 		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 2, 0), u...),
 		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 1), u...),
 		append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0),
-		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-3]), 0, 2, 0)...),
-		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-1]), 4)...),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-4]), 0, 2, 0, 0)...),
+		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), append(slices.Clone(u[:len(u)-2]), 4, 0)...),
 		append(append(append([]byte("DP\x05"), v1[3:]...), 0, 0, 0, 0, 0), tooMany...),
 	} {
 		if _, err := ParseParked(b); err == nil {

@@ -25,6 +25,7 @@ import (
 //	hasleft = 0 | 1 left
 //	untold  = uvarint(count) varint(window) back:byte
 //	used    = resume:32 uvarint(count) end* hasend uvarint(untold) varint(window) flags:byte
+//	          uvarint(replayfrom)
 //	end     = left joined:byte
 //	hasend  = 0 | 1 end
 //	str     = uvarint(len) bytes
@@ -62,7 +63,8 @@ import (
 // seals Used beside the form too. In used, ends are the news's earlier
 // ends, oldest first, then its last (hasend); joined is 1 for
 // PeerLeft.Joined; flags' bit 0 is UntoldBack, allowed only with an
-// untold count, and bit 1 PeerWasAway.
+// untold count, and bit 1 PeerWasAway; replayfrom is ReplayFrom, 0 for
+// none.
 
 const (
 	parkedVersion1 = 1
@@ -160,7 +162,8 @@ func (u *ParkedUsed) AppendBinary(dst []byte) []byte {
 	}
 	dst = binary.AppendUvarint(dst, uint64(u.Untold))
 	dst = binary.AppendVarint(dst, int64(u.UntoldWindow))
-	return append(dst, flag(u.UntoldBack)|flag(u.PeerWasAway)<<1)
+	dst = append(dst, flag(u.UntoldBack)|flag(u.PeerWasAway)<<1)
+	return binary.AppendUvarint(dst, u.ReplayFrom)
 }
 
 // appendEnd appends l, the end of a pairing (end, above), to dst.
@@ -205,6 +208,7 @@ func (r *pReader) used() *ParkedUsed {
 	if flags&^3 != 0 || u.Untold == 0 && (u.UntoldWindow != 0 || u.UntoldBack) {
 		r.fail()
 	}
+	u.ReplayFrom = r.uvarint()
 	return u
 }
 

@@ -824,7 +824,11 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	// back from, or, taken over with the key its last resume used, what
 	// that resume's answer, which its client may never have read, told.
 	news := a
+	// again: the first message the lost answer replayed to a client
+	// that does not say what it received, replayed again.
+	var again uint64
 	if h.usedOpensLocked(old, &sum) {
+		again = h.used[old].replayFrom
 		if a == nil {
 			news = h.used[old].news
 		} else {
@@ -873,6 +877,7 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 	old.hmu.Unlock()
 	s.hmu.Lock()
 	s.seq, s.hist, s.acked = seq, hs, acked
+	s.answerUnread = s.keyUnsure
 	// A client that says what it received acknowledges for itself.
 	s.clientAcks = hasLast
 	if hasLast {
@@ -897,7 +902,12 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// Less what the old connection's client acknowledged itself.
 		g.unsent = s.unreceivedAfterAck(notReceived(zombie), seq)
 	}
-	res.Replayed, res.Missed = s.replayLocked(last, hasLast, g, fresh, r, peer)
+	var first uint64
+	res.Replayed, res.Missed, first = s.replayLocked(last, hasLast, g, fresh, r, peer, again)
+	if u, ok := h.used[s]; ok && !hasLast && first != 0 {
+		u.replayFrom = first
+		h.used[s] = u
+	}
 	if news != nil {
 		// Pairings that ended while the session was away, each followed
 		// by another: the answer names the partner now, and the replay
@@ -995,6 +1005,12 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 type usedKey struct {
 	sum  ResumeHash
 	news *away
+	// replayFrom is the number of the first message the answer
+	// replayed to a client that does not say what it received (a line
+	// client), 0 for none: that client may have lost them with the
+	// answer, though its TCP acknowledged them, and a resume with the
+	// same key replays them again (Session.answerUnread keeps them).
+	replayFrom uint64
 }
 
 // opensLocked reports whether the key that hashes to sum opens s: its
@@ -1041,6 +1057,9 @@ func (s *Session) KeyUnsure() bool { return s.keyUnsure }
 // resume used stops working. Only s's connection calls it, on its loop.
 func (s *Session) KeyReceived() {
 	s.keyUnsure = false
+	s.hmu.Lock()
+	s.answerUnread = false
+	s.hmu.Unlock()
 	h := s.hub
 	h.mu.Lock()
 	u, held := h.used[s]
@@ -1103,10 +1122,12 @@ type gone struct {
 
 // replayLocked hands s's new connection the answer to its resume and
 // the messages to replay (see Resume), and returns how many it replayed
-// and how many it could not. g is how its last connection left it; r is
-// s's room and peer s's partner, if any. s.hmu is held, and the lock of
-// s's room.
-func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.ResumeKey, r *room, peer *Session) (replayed, missed int) {
+// and how many it could not, and the number of the first replayed (0:
+// none). g is how its last connection left it; r is s's room and peer
+// s's partner, if any; again, when not 0, is the first message a lost
+// answer replayed, which the replay holds again when kept. s.hmu is
+// held, and the lock of s's room.
+func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.ResumeKey, r *room, peer *Session, again uint64) (replayed, missed int, first uint64) {
 	h := s.hub
 	hs := s.hist
 	from := 0 // the first entry to replay
@@ -1135,6 +1156,9 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 			from = min(from, i)
 			missed = max(missed, lost)
 		}
+		if again != 0 {
+			from = min(from, hs.seqIndex(again))
+		}
 	} else {
 		missed = g.unsent // never written, and none kept
 	}
@@ -1156,16 +1180,19 @@ func (s *Session) replayLocked(last uint64, hasLast bool, g gone, key proto.Resu
 	}
 	s.q.Deliver(&ev)
 	if replayed == 0 {
-		return replayed, missed
+		return replayed, missed, 0
 	}
 	var msg proto.Event
 	hs.each(from, func(seq uint64, _ time.Duration, sender string, kind proto.EventKind, text []byte) {
+		if first == 0 {
+			first = seq
+		}
 		msg.Kind, msg.From, msg.Text, msg.Seq = kind, sender, text, seq
 		s.q.Deliver(&msg)
 	})
 	ev.Kind = proto.EvReplayEnd
 	s.q.Deliver(&ev)
-	return replayed, missed
+	return replayed, missed, first
 }
 
 // awayHeap is the hub's away sessions by deadline, soonest first, as a

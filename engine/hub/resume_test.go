@@ -1978,3 +1978,79 @@ func TestResumeToldWhoConnectedWhileAway(t *testing.T) {
 		t.Fatalf("then %+v; want %+v", after, want)
 	}
 }
+
+// ackingRecorder is a recorder whose transport acknowledged every
+// message handed to it, as a line client's TCP does for one that reads
+// all, or for one that never will, once its kernel has them.
+type ackingRecorder struct {
+	recorder
+	acked uint64
+}
+
+func (q *ackingRecorder) Deliver(ev *proto.Event) {
+	if ev.Seq > 0 {
+		q.acked = ev.Seq
+	}
+	q.recorder.Deliver(ev)
+}
+
+func (q *ackingRecorder) TransportAcked(int) uint64 { return q.acked }
+
+// TestResumeAnswerLostReplaysItAgain: alice, on the line protocol, is
+// away while bob says something; her resume's answer replays it, and
+// her connection's TCP acknowledges it, but the connection dies before
+// her client reads any of it (a phone that lost its network again). Her
+// retry with the key she used, long past resume.replay_recent, replays
+// it again. Before, the sweep, or her connection's next read, dropped it
+// as received, and the retry replayed nothing: lost, untold.
+func TestResumeAnswerLostReplaysItAgain(t *testing.T) {
+	h, clk := newClockedHub(resumeOpts())
+	alice, bob, key := resumablePair(t, h)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	if err := say(bob.Session, []byte("while you were away")); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(time.Minute)
+	replayed := func(res Resumed, box *ackingRecorder) string {
+		t.Helper()
+		var got []string
+		for _, ev := range box.take() {
+			if ev.Kind == proto.EvMessage {
+				got = append(got, string(ev.Text))
+			}
+		}
+		return fmt.Sprint(res.Replayed, got)
+	}
+	lost := &ackingRecorder{}
+	res, err := h.Resume([]byte(key), 0, false, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := replayed(res, lost); got != "1 [while you were away]" {
+		t.Fatalf("the answer replayed %s", got)
+	}
+	// What its TCP acknowledged is dropped as received: by the sweep,
+	// and as the connection reads.
+	clk.advance(h.sweepPeriod())
+	res.Session.Received(lost.acked)
+	res.Session.Detach(proto.ReasonDisconnected, 0)
+	clk.advance(time.Minute)
+
+	back := &ackingRecorder{}
+	res, err = h.Resume([]byte(key), 0, false, back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := replayed(res, back); got != "1 [while you were away]" {
+		t.Fatalf("the retry with the key the lost answer's resume used replayed %s", got)
+	}
+	// She reads it, and says so: what was replayed is hers, and goes.
+	res.Session.KeyReceived()
+	res.Session.Received(back.acked)
+	res.Session.hmu.Lock()
+	kept := res.Session.hist != nil && res.Session.hist.n > 0
+	res.Session.hmu.Unlock()
+	if kept {
+		t.Fatal("what she received is still kept once she showed she read the answer")
+	}
+}
