@@ -1352,9 +1352,13 @@ func (n *Node) readOut() {
 	n.mu.Unlock()
 	ctx, cancel := n.op()
 	defer cancel()
+	began := time.Now()
 	if err := ps.Ping(ctx, r.payload); err == nil {
 		select {
 		case <-r.done:
+			// Said, so that an operator reading of a stall can tell the
+			// users' partners' last words were delivered.
+			n.log.Info("read out what Redis held for this node before cutting its cross-node pairings", zap.Duration("took", time.Since(began)))
 		case <-ctx.Done():
 			if n.ctx.Err() == nil {
 				n.log.Warn("cut cross-node pairings before this node had read all Redis handed it", zap.Duration("waited", n.opts.OpTimeout))
