@@ -1570,6 +1570,14 @@ func TestBrowserResumeToldWhoConnectedAndLeftWhileAway(t *testing.T) {
 	alice.open(proxy.url())
 	token := alice.login()
 	proxy.cut()
+	// carol connects once the server has seen the page's connection
+	// drop: before, she would connect to alice live, which is no
+	// pairing made while alice was away.
+	for deadline := time.Now().Add(enginetest.Timeout); bt.daemon.Hub.Stats().Away == 0; time.Sleep(pollEvery) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never saw alice's page's connection drop")
+		}
+	}
 	carol := bt.daemon.DialLine(t).Login("carol")
 	carol.Send("/connect " + token)
 	carol.Expect(`^\* you are connected with alice$`)
