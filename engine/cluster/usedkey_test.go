@@ -360,3 +360,52 @@ func TestParkWithoutTheUsedKeyOpens(t *testing.T) {
 		t.Fatalf("c took up %d, refused %d", st.SessionsMoved, st.RecordsRejected)
 	}
 }
+
+// TestResumeAnswerLostToldPartnerBack: alice, on node a, and bob, on
+// node b, are both away; alice's resume on a says bob is away, but its
+// answer is lost: its connection looks open still (zombie), or a saw it
+// drop (away). bob comes back. Her retry with the key she used lands on
+// node c and says bob is back: the last word of him she may have read
+// is that he was away. Before, it said nothing of him.
+func TestResumeAnswerLostToldPartnerBack(t *testing.T) {
+	for _, lost := range []string{"zombie", "away"} {
+		t.Run(lost, func(t *testing.T) {
+			r := startRedis(t)
+			a := startHubNode(t, r, "a", resumeOptions(0))
+			b := startHubNode(t, r, "b", resumeOptions(0))
+			c := startHubNode(t, r, "c", resumeOptions(0))
+			alice, bob := pairHubUsers(t, a, b)
+			alice.s.Detach(proto.ReasonDisconnected, 0)
+			bob.box.next(t, proto.EvPeerAway)
+			bob.s.Detach(proto.ReasonDisconnected, 0)
+
+			lostBox := newInbox()
+			res, err := a.hub.Resume([]byte(alice.key), 0, false, lostBox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lostBox.next(t, proto.EvResumed)
+			if ev := lostBox.next(t, proto.EvPeerAway); ev.Peer != "bob" {
+				t.Fatalf("the lost answer told %+v, want bob away", ev)
+			}
+			if lost == "away" {
+				res.Session.Detach(proto.ReasonDisconnected, 0)
+			}
+			if _, err := b.hub.Resume([]byte(bob.key), 0, false, newInbox()); err != nil {
+				t.Fatal(err)
+			}
+			// Published before the retry's hand-over asks a for the
+			// session: a has it first.
+			waitAnswered(t, b.Node)
+
+			retry := newInbox()
+			if _, err := c.hub.Resume([]byte(alice.key), 0, false, retry); err != nil {
+				t.Fatal(err)
+			}
+			retry.next(t, proto.EvResumed)
+			if ev := retry.nextOf(t, proto.EvPeerBack, proto.EvPeerAway); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" {
+				t.Fatalf("the retry told %+v, want bob back", ev)
+			}
+		})
+	}
+}

@@ -294,6 +294,8 @@ func (h *Hub) RemoteEvent(key string, pairID uint64, ev *proto.Event) bool {
 			} else {
 				a.partnerBack()
 			}
+		} else if away {
+			h.toldPeerAwayLocked(local)
 		}
 	}
 	if ev.Kind == proto.EvPeerBack {

@@ -280,6 +280,18 @@ func (h *Hub) unsureNewsLocked(s *Session) *away {
 	return u.news
 }
 
+// toldPeerAwayLocked notes, for a session whose client may not have
+// read the answer to its resume (unsureNewsLocked), that its connection
+// was told its partner is away: a resume with the key that resume used
+// tells where the partner is by then (tellPeerLocked), back if it came
+// back, which that connection may have been told, and lost, too.
+// Hub.mu is held.
+func (h *Hub) toldPeerAwayLocked(s *Session) {
+	if n := h.unsureNewsLocked(s); n != nil {
+		n.peerWasAway = true
+	}
+}
+
 // retold is the news a resume tells with the key the session's last
 // resume used, whose answer its client may never have read, when the
 // session went away again since: what that answer told (before), then
@@ -488,6 +500,7 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 				// user would read of a failure of s's. Its resume says
 				// where s is by then (away, or back).
 			default:
+				h.toldPeerAwayLocked(p)
 				ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost}
 				if h.draining.Load() {
 					// A partner on another node of a cluster: s did not
@@ -930,6 +943,9 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		// without, which it was not told then, even if the partner is
 		// back by now.
 		h.tellPeerLocked(news, r, peer, s.q)
+		if _, away := h.peerAwayLocked(r, peer); away {
+			h.toldPeerAwayLocked(s)
+		}
 	}
 	if news != nil && news.left != nil && peer == nil {
 		// The pairing ended while the session was away: the answer says
