@@ -145,8 +145,8 @@ type markWatch struct {
 	byKey bool
 }
 
-// answered notes an answer to one of the client's lines, queued at now.
-func (w *markWatch) answered(now stamp, ev *proto.Event) {
+// answered notes an answer to one of the client's lines, just queued.
+func (w *markWatch) answered(ev *proto.Event) {
 	a := &w.answers[(w.ahead+w.an)%markAnswers]
 	if w.an == markAnswers {
 		w.ahead = (w.ahead + 1) % markAnswers
@@ -191,9 +191,10 @@ func (w *markWatch) wrote(now stamp, msgs, size int) {
 
 // marked notes a timing mark read at now, when the client's TCP had
 // acknowledged everything written up to acked; byKey says it came at a
-// key press, not in a letter telnet changed (Framer.TimingMarkByKey). Its answer is queued
-// already; what was written or queued before it is counted as it leaves
-// (wrote). A second one before that widens the count.
+// key press, not in a letter telnet changed (Framer.TimingMarkByKey).
+// Its answer is queued already; what was written or queued before it is
+// counted as it leaves (wrote). A second one before that widens the
+// count.
 func (w *markWatch) marked(now stamp, acked int64, byKey bool) {
 	w.byKey = w.byKey || byKey
 	if !w.due {
@@ -353,7 +354,7 @@ func (cn *conn) tellMarks() {
 // told again if a timing mark may have thrown it away.
 func (cn *conn) answerLine(ev *proto.Event) {
 	if cn.line != nil && cn.line.marks != nil {
-		cn.line.marks.answered(cn.loop.stamp(), ev)
+		cn.line.marks.answered(ev)
 	}
 	cn.out.Deliver(ev)
 }

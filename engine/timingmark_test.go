@@ -225,7 +225,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 
 	t.Run("queued before the answer", func(t *testing.T) {
 		var w markWatch
-		w.answered(at(10), refusal)
+		w.answered(refusal)
 		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 160) // the refusal and the answer
 		n, kept := retold(&w, at(10))
@@ -238,9 +238,9 @@ func TestMarkWatchAnswers(t *testing.T) {
 	})
 	t.Run("written just before, and long before", func(t *testing.T) {
 		var w markWatch
-		w.answered(at(1), notSent)
+		w.answered(notSent)
 		w.wrote(at(1), 0, 30)
-		w.answered(at(9.5), refusal)
+		w.answered(refusal)
 		w.wrote(at(9.5), 0, 120)
 		w.marked(at(10), w.written, true)
 		w.wrote(at(10), 0, 3)
@@ -251,7 +251,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 	})
 	t.Run("long before, unacknowledged", func(t *testing.T) {
 		var w markWatch
-		w.answered(at(1), notSent)
+		w.answered(notSent)
 		w.wrote(at(1), 0, 30)
 		w.marked(at(10), 10, true)
 		w.wrote(at(10), 0, 3)
@@ -262,7 +262,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 	})
 	t.Run("quiet", func(t *testing.T) {
 		var w markWatch
-		w.answered(at(1), refusal)
+		w.answered(refusal)
 		w.wrote(at(1), 0, 120)
 		w.marked(at(10), w.written, true)
 		w.wrote(at(10), 0, 3)
@@ -272,11 +272,11 @@ func TestMarkWatchAnswers(t *testing.T) {
 	})
 	t.Run("told again, then a mark", func(t *testing.T) {
 		var w markWatch
-		w.answered(at(10), refusal)
+		w.answered(refusal)
 		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 160)
 		_, kept := retold(&w, at(10))
-		w.answered(at(10), &kept[0]) // as tellMarks sends it
+		w.answered(&kept[0]) // as tellMarks sends it
 		w.wrote(at(10), 0, 200)
 		w.marked(at(10.5), w.written, true)
 		w.wrote(at(10.5), 0, 3)
@@ -288,7 +288,7 @@ func TestMarkWatchAnswers(t *testing.T) {
 	t.Run("more than the watch keeps", func(t *testing.T) {
 		var w markWatch
 		for range markAnswers + 2 {
-			w.answered(at(10), refusal)
+			w.answered(refusal)
 		}
 		w.marked(at(10), 0, true)
 		w.wrote(at(10), 0, 800)

@@ -727,18 +727,7 @@ func (n *Node) run() {
 		}
 		n.cutOverflowed()
 		if !n.up.Load() {
-			if n.leasePast() {
-				// Down for a call that timed out (a publish, a check)
-				// across a stall that outlasted the lease: the other
-				// nodes may have reaped this one, telling its users'
-				// partners that nothing was lost, and Redis holds
-				// what they said since for this node's subscription.
-				// It is read out before the cut, as when a heartbeat
-				// finds the lease gone.
-				n.readOut()
-			}
-			n.goDown()
-			n.recover()
+			n.relink(false)
 			continue
 		}
 		lapsed, err := n.heartbeat()
@@ -747,18 +736,28 @@ func (n *Node) run() {
 			err = errNoLease
 		}
 		if err != nil {
-			if lapsed || n.leasePast() {
-				n.readOut()
-			}
 			if !lapsed {
 				n.linkLost("heartbeat", err)
 			}
-			n.goDown()
-			n.recover() // at once: a lapsed lease needs no wait
+			n.relink(lapsed) // at once: a lapsed lease needs no wait
 			continue
 		}
 		n.check()
 	}
+}
+
+// relink cuts the node's cross-node pairings and links it to Redis again
+// (goDown, recover). When its lease may have lapsed (lapsed: a heartbeat
+// found it gone; or by the node's own clock, after a call that timed out
+// across a stall), it first reads out its subscription: the other nodes
+// may have reaped it, telling its users' partners that nothing was
+// lost, and Redis holds what they said since for this node.
+func (n *Node) relink(lapsed bool) {
+	if lapsed || n.leasePast() {
+		n.readOut()
+	}
+	n.goDown()
+	n.recover()
 }
 
 // cutOverflowed cuts the pairings whose sender was full, telling the
