@@ -123,17 +123,18 @@ func TestRestartKeepsConversations(t *testing.T) {
 
 // resumeBoth resumes alice's line session (key aliceKey) and bob's
 // page's (bobKey) on cl, after a restart: alice is replayed bob's
-// "you will read this after it", which she never read, and told he is
-// away, then back; and what she sends reaches him.
+// "you will read this after it", which she never read, and told his
+// server is restarting, then that he is back; and what she sends
+// reaches him.
 func resumeBoth(t *testing.T, cl *enginetest.Daemon, aliceKey, bobKey string) (alice *enginetest.LineClient, bob *enginetest.WSClient) {
 	t.Helper()
 	alice, peer, replayed, missed := enginetest.ResumeLine(t, cl, aliceKey)
 	if peer != "bob" || missed != 0 || len(replayed) == 0 || replayed[len(replayed)-1] != "<bob> you will read this after it" {
 		t.Fatalf("alice resumed with %q, replayed %q, %d missed", peer, replayed, missed)
 	}
-	// bob is not back yet: alice is told he is away, then that he is
-	// back, as after any drop.
-	alice.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
+	// bob is not back yet: alice is told he is away, for the restart
+	// (he lost no connection), then that he is back.
+	alice.Expect(`^\* bob's server is restarting; waiting up to \w+ for bob to come back$`)
 	bob, ev := enginetest.ResumeWS(t, cl, bobKey, 1)
 	if ev["peer"] != "alice" {
 		t.Fatalf("bob resumed: %v", ev)

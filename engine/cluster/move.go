@@ -146,7 +146,7 @@ func (n *Node) Fetch(sum *hub.ResumeHash) *proto.Error {
 		if len(res) < 6 {
 			return proto.ErrUnknownResumeKey
 		}
-		p, err := n.openParked(hn, res[4], res[5], beside{lastID: arg(res, 6), holder: arg(res, 7), untold: arg(res, 8), used: arg(res, 9)}, sum)
+		p, err := n.openParked(hn, res[4], res[5], beside{lastID: arg(res, 6), holder: arg(res, 7), untold: arg(res, 8), used: arg(res, 9), told: arg(res, 10)}, sum)
 		if err != nil {
 			return proto.ErrUnknownResumeKey
 		}
@@ -342,6 +342,14 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 					// which may be after the resume: the resume tells
 					// it now, and the news is not told again.
 					p.UntoldBack = true
+				}
+				if pp.PeerNode == was {
+					// A partner that was away as the session went
+					// away may be away still: its node says so
+					// (PartnerMoved), maybe only after the resume.
+					// Told back now, the session might be told away
+					// after.
+					p.PeerWasAway = false
 				}
 			}
 		}
@@ -702,16 +710,17 @@ func (n *Node) fenced(pair uint64) {
 // beside is what a park holds sealed beside its blob (writePark), each
 // empty when it has none.
 type beside struct {
-	lastID, holder, untold, used string
+	lastID, holder, untold, used, told string
 }
 
 // open reads what a park holds beside its blob (writePark) into p, the
 // session the blob holds, parked as gen by the session hn: its holder
 // mark (the session is the one whose token its partner claimed), its
-// last id, what its partner went away without (sealUntold), and the key
-// its last resume used, with that answer's news (hub.ParkedUsed). It
-// reports false for a part that does not open as this park's, or does
-// not read as what it is.
+// last id, what its partner went away without (sealUntold), the key
+// its last resume used, with that answer's news (hub.ParkedUsed), and
+// what it was told of its pairing while away (sealTold). It reports
+// false for a part that does not open as this park's, or does not read
+// as what it is.
 func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
 	return openPart(op, bs.holder, holderAAD(hn, gen), func(b []byte) bool {
 		if len(b) != 1 || b[0] != 1 {
@@ -740,7 +749,49 @@ func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
 		u, err := hub.ParseParkedUsed(b)
 		p.Used = u
 		return err == nil
+	}) && openPart(op, bs.told, toldAAD(hn, gen), func(b []byte) bool {
+		if len(b) != 1 || b[0] == 0 || b[0]&^toldAll != 0 ||
+			p.Pair == nil && b[0]&toldPaired != 0 || p.Left == nil && b[0]&toldLeftJoined != 0 {
+			return false
+		}
+		if p.Pair != nil {
+			p.PeerWasAway, p.Joined = b[0]&toldPeerWasAway != 0, b[0]&toldJoined != 0
+		}
+		if p.Left != nil {
+			p.Left.Joined = b[0]&toldLeftJoined != 0
+		}
+		return true
 	})
+}
+
+// What a parked session was told of its pairing while away, sealed
+// beside its park (sealTold): one byte of these.
+const (
+	toldPeerWasAway = 1 << iota // hub.Parked.PeerWasAway
+	toldJoined                  // hub.Parked.Joined
+	toldLeftJoined              // hub.Parked.Left.Joined
+	toldPaired      = toldPeerWasAway | toldJoined
+	toldAll         = toldPaired | toldLeftJoined
+)
+
+// sealTold seals what p was told of its pairing while away, for its
+// park (writePark); nil when it holds nothing, for a park written
+// without it.
+func (n *Node) sealTold(p *hub.Parked, hn string) []byte {
+	var b byte
+	if p.Pair != nil && p.PeerWasAway {
+		b |= toldPeerWasAway
+	}
+	if p.Pair != nil && p.Joined {
+		b |= toldJoined
+	}
+	if p.Left != nil && p.Left.Joined {
+		b |= toldLeftJoined
+	}
+	if b == 0 {
+		return nil
+	}
+	return n.seal.sealNamed(nil, []byte{b}, toldAAD(hn, p.Gen))
 }
 
 // openPart opens a part of a park sealed beside its blob for aad, and
@@ -813,6 +864,10 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 		bare.Used = nil
 		p = &bare
 	}
+	// And what it was told of its pairing while away, which the form
+	// never held: a node from before it takes the session up without
+	// it, as it did.
+	told := n.sealTold(p, hn)
 	blob := n.seal.sealNamed(nil, p.AppendBinary(nil), parkAAD(hn, p.Gen))
 	ttl := p.WindowLeft
 	if p.Pair != nil {
@@ -830,7 +885,7 @@ func (n *Node) writePark(ctx context.Context, p *hub.Parked) error {
 	res, err := parkScript.Run(ctx, n.rdb,
 		[]string{n.userKey(hn), n.parkKey(hn), n.queueKey(hn), n.usersOf(n.id)},
 		hn, n.id, blob, p.Gen, n.hub.ResumeBuffer(), p.Cost(), waiting, size,
-		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder, untold, used).Text()
+		max(ttl.Milliseconds(), 1), n.opts.Prefix, lastID, holder, untold, used, told).Text()
 	if err != nil {
 		n.linkLost("park", err)
 		return err

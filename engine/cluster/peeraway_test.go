@@ -95,8 +95,9 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 		// herNode is where alice resumes, hisNode where bob then does:
 		// 0 for a, 1 for b, 2 for c.
 		herNode, hisNode int
-		// heSawHerGo: bob went away on his node told that she was away,
-		// and his resume, finding her back, tells him so.
+		// heSawHerGo: bob went away told that she was away, on his
+		// node or parked by its drain, and his resume, finding her
+		// back, tells him so.
 		heSawHerGo bool
 	}{
 		{"both away, she resumes on her node", bothAway, 0, 1, false},
@@ -104,7 +105,7 @@ func TestResumeToldPartnerAwayOnAnotherNode(t *testing.T) {
 		{"he is parked, she resumes on her node", heIsParked, 0, 2, false},
 		{"he is parked, she resumes on a third node", heIsParked, 2, 1, false},
 		{"she is parked, then he goes away", sheIsParkedThenHeGoes, 2, 1, true},
-		{"she is parked, then he is", bothParked, 2, 0, false},
+		{"she is parked, then he is", bothParked, 2, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Nodes of its own, so that a drain parks only its users.

@@ -795,6 +795,11 @@ func TestDrainedPair(t *testing.T) {
 	if ev.Peer != "alice" || strings.Join(texts, ",") != "to parked bob" {
 		t.Fatalf("bob resumed %+v, replayed %q", ev, texts)
 	}
+	// He went away told that she was away, and she is back: his
+	// resume says so, or his last word of her would be that she went.
+	if ev := bob.box.next(t, proto.EvPeerBack); ev.Peer != "alice" {
+		t.Fatalf("bob: %+v", ev)
+	}
 	if ev := alice.box.next(t, proto.EvPeerBack); ev.Peer != "bob" {
 		t.Fatalf("alice: %+v", ev)
 	}

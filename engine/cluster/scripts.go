@@ -252,8 +252,10 @@ return #keys
 // (blob), its moves (gen), the id of its last message relayed (lastid,
 // sealed, for a page that numbers them; beside the blob so that the
 // blob stays in a form every node since version 2 reads, see
-// writePark), which side of its pairing it is (holder) and what its
-// partner went away without (untold), sealed beside it too, and what
+// writePark), which side of its pairing it is (holder), what its
+// partner went away without (untold), the key its last resume used
+// (used) and what it was told of its pairing while away (told), sealed
+// beside it too, and what
 // its queue may still take: n
 // messages queued, cost counted against max (resume.buffer), and wait
 // and size, what a refusal says is waiting. The queue is a list of
@@ -281,7 +283,8 @@ end
 // ARGV: hashed name, node, sealed session, gen, max, cost, wait, size,
 // ttl in ms, prefix, sealed last id (empty for none), sealed holder mark
 // (empty when the session connected to its partner, or has none),
-// sealed untold (empty for none), sealed used key (empty for none).
+// sealed untold (empty for none), sealed used key (empty for none),
+// sealed told (empty for none).
 var parkScript = redis.NewScript(parkLua + `
 local rec = redis.call('HMGET', KEYS[1], 'node', 'tok', 'rk', 'ru')
 if rec[1] ~= ARGV[2] then return 'gone' end
@@ -293,6 +296,7 @@ if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'lastid', ARGV[11]) end
 if ARGV[12] and ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'holder', ARGV[12]) end
 if ARGV[13] and ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'untold', ARGV[13]) end
 if ARGV[14] and ARGV[14] ~= '' then redis.call('HSET', KEYS[2], 'used', ARGV[14]) end
+if ARGV[15] and ARGV[15] ~= '' then redis.call('HSET', KEYS[2], 'told', ARGV[15]) end
 expire(KEYS[1], KEYS[2], KEYS[3], ARGV[1], rec[2], rec[3], rec[4], ARGV[10], tonumber(ARGV[9]))
 return 'ok'
 `)
@@ -313,7 +317,7 @@ end
 // its node (reapScript), else {hashed name, node (empty when
 // parked), that node's lease}, and when it is parked, the park's
 // sealer (by), sealed session, gen, and its sealed last id, holder mark,
-// untold and used key (each empty for none).
+// untold, used key and told (each empty for none).
 var findScript = redis.NewScript(leaseOfLua + `
 local hn = redis.call('GET', KEYS[1])
 if not hn then return {} end
@@ -321,9 +325,9 @@ if hn == '!' then return {'!'} end
 local rec = redis.call('HMGET', ARGV[1] .. 'user:' .. hn, 'node', 'rk', 'ru')
 if not rec[1] or rec[2] ~= ARGV[2] and rec[3] ~= ARGV[2] then return {} end
 if rec[1] ~= '' then return {hn, rec[1], leaseOf(ARGV[1], rec[1])} end
-local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder', 'untold', 'used')
+local p = redis.call('HMGET', ARGV[1] .. 'park:' .. hn, 'by', 'blob', 'gen', 'lastid', 'holder', 'untold', 'used', 'told')
 if not p[2] then return {} end
-return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or '', p[6] or '', p[7] or ''}
+return {hn, '', '', p[1], p[2], p[3], p[4] or '', p[5] or '', p[6] or '', p[7] or '', p[8] or ''}
 `)
 
 // holderScript says where a user's session is, for a login of the same

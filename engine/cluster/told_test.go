@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -996,5 +997,104 @@ func TestResumeOfADeadNodesSessionToldItEnded(t *testing.T) {
 	}
 	if _, err := a.hub.Resume([]byte(proto.NewResumeKey().String()), 0, false, newInbox()); err != proto.ErrUnknownResumeKey {
 		t.Fatalf("a key no session had: %v", err)
+	}
+}
+
+// TestDrainCarriesWhatAwayWasTold: what a session away was told of its
+// pairing goes with it when its node drains, as through a single node's
+// restart. Alice, told that bob lost the connection before her own
+// connection dropped, is told on her resume on another node that bob is
+// back, as he came back meanwhile; before, her last word of him was
+// that he lost the connection. Dave, to whose token carol, on another
+// node, connected while he was away, is told so, and that she left;
+// before, he was told only that carol, of whom he had never heard,
+// left.
+func TestDrainCarriesWhatAwayWasTold(t *testing.T) {
+	r := startRedis(t)
+	a, b, c := startNode(t, r, "a"), startNode(t, r, "b"), startNode(t, r, "c")
+
+	// Each reset comes once a /who is answered: a reset while the
+	// connection waits on the directory (its login, a connect) is taken
+	// for a client that hung up right after sending (readRest), and
+	// ends the session.
+	settled := func(lc *enginetest.LineClient, name string) {
+		lc.Send("/who")
+		lc.Expect(`^\* you are ` + name + `, `)
+		enginetest.Reset(t, lc.Conn)
+	}
+	dave := a.DialLine(t).Login("dave")
+	settled(dave, "dave")
+	waitUntil(t, "dave's drop seen", func() bool { return a.Hub.Stats().Away == 1 })
+	carol := b.DialLine(t).Login("carol")
+	carol.Send("/connect " + dave.Token)
+	carol.Expect(`^\* you are connected with dave$`)
+	carol.Expect(`^\* dave lost the connection; `)
+
+	alice, bob := lineJoinsLine(t, a.Daemon, "alice", a.Daemon, "bob")
+	settled(bob, "bob")
+	alice.Expect(`^\* bob lost the connection; `)
+	settled(alice, "alice")
+	bobBack, _, _, _ := enginetest.ResumeLine(t, a.Daemon, bob.Key)
+	bobBack.Expect(`^\* alice lost the connection; `)
+
+	drainNode(t, a, 0)
+	bobKey := drainedKey(t, bobBack)
+	checkToldBesideThePark(t, r, c.Node, "dave", dave.Key)
+	carol.Send("/quit")
+	carol.Expect(`^\* bye$`)
+	waitReleased(t, r, b.Node, "dave")
+
+	// Bob first, live on c as alice resumes there.
+	if _, peer, _, _ := enginetest.ResumeLine(t, c.Daemon, bobKey); peer != "alice" {
+		t.Fatalf("bob resumed with %q", peer)
+	}
+	for _, who := range []struct {
+		name, key string
+		want      []string
+	}{
+		{"alice", alice.Key, []string{`* bob is back`}},
+		{"dave", dave.Key, []string{`* while you were away, carol connected to you; then carol left; you are free to be joined again`}},
+	} {
+		back, _, _, _ := enginetest.ResumeLine(t, c.Daemon, who.key)
+		back.Send("/who")
+		var told []string
+		for l := back.Line(); !strings.HasPrefix(l, "* you are "+who.name); l = back.Line() {
+			told = append(told, l)
+		}
+		if !slices.Equal(told, who.want) {
+			t.Errorf("%s's resume told %q, want %q", who.name, told, who.want)
+		}
+	}
+}
+
+// checkToldBesideThePark checks that the park of name, whose pairing
+// began while it was away, is in the form every node reads (version 1),
+// with what it was told sealed beside it, which a node of this version
+// (c) reads back; and that a part sealed for another park of its is
+// refused.
+func checkToldBesideThePark(t *testing.T, r *redisServer, c *Node, name, key string) {
+	t.Helper()
+	hn := c.keys.nameHash(name)
+	park := redisClient(t, r).HGetAll(context.Background(), "duet:park:"+hn).Val()
+	gen, err := strconv.ParseUint(park["gen"], 10, 32)
+	if err != nil {
+		t.Fatalf("park %v: %v", park, err)
+	}
+	pt, err := c.keys.opener().open([]byte(park["blob"]), parkAAD(hn, uint32(gen)))
+	if err != nil || pt[2] != 1 || park["told"] == "" {
+		t.Fatalf("parked as version %d (%v), told %q: want version 1 with told beside", pt[2], err, park["told"])
+	}
+	k, perr := proto.ParseResumeKey([]byte(key))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	sum := hub.ResumeHash(sha256.Sum256(k[:]))
+	p, err := c.openParked(hn, park["blob"], park["gen"], beside{told: park["told"]}, &sum)
+	if err != nil || !p.Joined || p.PeerWasAway {
+		t.Fatalf("read back %+v, %v; want joined", p, err)
+	}
+	other := c.sealTold(&hub.Parked{Gen: uint32(gen) + 1, Joined: true, Pair: p.Pair}, hn)
+	if _, err := c.openParked(hn, park["blob"], park["gen"], beside{told: string(other)}, &sum); err == nil {
+		t.Fatal("took what was told sealed for another park")
 	}
 }

@@ -346,6 +346,11 @@ func untoldAAD(hashedName string, gen uint32) []byte { return parkPartAAD('U', h
 // its last id.
 func usedAAD(hashedName string, gen uint32) []byte { return parkPartAAD('D', hashedName, gen) }
 
+// toldAAD binds what a parked session was told of its pairing while away
+// (writePark) to that session and that park, as lastIDAAD binds its
+// last id.
+func toldAAD(hashedName string, gen uint32) []byte { return parkPartAAD('T', hashedName, gen) }
+
 // parkPartAAD binds a part of a park, of kind, to its session and that
 // park (gen): each part is sealed for its own kind, so that none can be
 // taken for another.

@@ -341,7 +341,7 @@ func (h *Hub) PartnerMoved(key string, pairID uint64, untold int, back bool) {
 		return
 	}
 	if a := local.away; a != nil && !a.attached {
-		deliver(rr.stub.q, proto.Event{Kind: proto.EvPeerAway, Peer: local.name, Window: max(a.deadline-h.clock.now(), 0), Count: untold})
+		deliver(rr.stub.q, proto.Event{Kind: proto.EvPeerAway, Peer: local.name, Window: max(a.deadline-h.clock.now(), 0), Count: untold, Reason: a.reason()})
 		return
 	}
 	if untold > 0 {

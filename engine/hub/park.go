@@ -93,6 +93,22 @@ type Parked struct {
 	// a resume with that key takes it back and tells the news again,
 	// as on the hub that answered.
 	Used *ParkedUsed
+	// PeerWasAway says the partner of the session's pairing (Pair) was
+	// away as the session went away, which it was told: its resume
+	// tells it the partner is back, if it is by then
+	// (away.peerWasAway). Joined says that pairing began while the
+	// session was away (away.joined): its end is told so, as
+	// Left.Joined tells of the pairing Left ended. None of the three is
+	// written down with the session (a state file carries them beside
+	// it, a cluster's park too), for the form every node version reads.
+	PeerWasAway, Joined bool
+	// Shutdown says the session went away as its server drained for a
+	// restart (away.shutdown): its partner, resuming before it, is told
+	// that its server is restarting, not that it lost the connection.
+	// A state file carries it beside the session, as the three above;
+	// a cluster's park does not, since a session is taken up there by
+	// its own resume alone.
+	Shutdown bool
 }
 
 // ParkedUsed is the key a parked session's last resume used, and the
@@ -234,9 +250,10 @@ func (p *Parked) Unpair(reason proto.Reason, undelivered int) {
 	if p.Pair == nil {
 		return
 	}
-	p.Left = &PeerLeft{Peer: p.Pair.PeerName, Reason: reason, Undelivered: undelivered + p.Untold}
+	p.Left = &PeerLeft{Peer: p.Pair.PeerName, Reason: reason, Undelivered: undelivered + p.Untold, Joined: p.Joined}
 	p.Pair = nil
 	p.Untold, p.UntoldWindow, p.UntoldBack = 0, 0, false
+	p.PeerWasAway, p.Joined = false, false
 }
 
 // WaitingFrom is how many of p's messages delivered while it was away
@@ -449,6 +466,9 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		if a.untold > 0 {
 			p.Untold, p.UntoldWindow, p.UntoldBack = a.untold, max(a.peerUntil-now, 0), a.peerBack
 		}
+		// Of the pairing, if there is one (below).
+		p.PeerWasAway, p.Joined = a.peerWasAway, a.joined
+		p.Shutdown = a.shutdown && !a.attached
 	} else {
 		p.Attached, p.WindowLeft = true, window
 		p.AwaySeq = s.seq
@@ -529,6 +549,9 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 		}
 		s.room.Store(nil)
 		r.mu.Unlock()
+	}
+	if p.Pair == nil {
+		p.PeerWasAway, p.Joined = false, false
 	}
 	if zombie != nil {
 		// What the connection still carrying the session never wrote
@@ -636,7 +659,7 @@ func (h *Hub) importLocked(p *Parked, queued []ParkedMessage, pair bool) (s *Ses
 		s.lastID = proto.IDUnknown
 	}
 	a := &away{due: -1, since: now - p.AwayFor, deadline: now + p.WindowLeft, seq: p.AwaySeq, attached: p.Attached, unsent: p.Unsent, left: p.Left,
-		untold: p.Untold, peerUntil: now + p.UntoldWindow, peerBack: p.UntoldBack}
+		untold: p.Untold, peerUntil: now + p.UntoldWindow, peerBack: p.UntoldBack, peerWasAway: p.PeerWasAway, joined: p.Joined, shutdown: p.Shutdown}
 	if p.Left != nil && p.Pair != nil {
 		// Paired since that end: an earlier pairing's (Export).
 		a.left, a.earlier = nil, []PeerLeft{*p.Left}

@@ -942,3 +942,103 @@ func TestParkedUndeliveredFrom(t *testing.T) {
 		t.Fatalf("undelivered from carol: %d, want 0", n)
 	}
 }
+
+// TestRestartToldPartnerBack: bob was away as alice's connection
+// dropped (she was told so), and came back while she was away; then the
+// server restarted, handing the sessions on through its state file.
+// Her resume says bob is back, as it does without the restart
+// (TestResumeToldPartnerBack); before, the park did not carry what she
+// had been told, and her last word of him was that he lost the
+// connection.
+func TestRestartToldPartnerBack(t *testing.T) {
+	h1, _ := newClockedHub(resumeOpts())
+	alice, aliceKey := resumable(t, h1, "alice")
+	bob, bobKey := resumable(t, h1, "bob")
+	pair(t, bob, alice)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	resumeEvents(t, h1, bobKey, &recorder{})
+	h2, _ := restart(t, h1, time.Second)
+	after := resumeEvents(t, h2, aliceKey, &recorder{})
+	if len(after) != 1 || after[0].Kind != proto.EvPeerBack || after[0].Peer != "bob" {
+		t.Fatalf("alice's resume told %+v, want bob's peer_back", after)
+	}
+
+	// Still away as the server restarted: told that, not back.
+	h1, _ = newClockedHub(resumeOpts())
+	alice, aliceKey = resumable(t, h1, "alice")
+	bob, _ = resumable(t, h1, "bob")
+	pair(t, bob, alice)
+	bob.Detach(proto.ReasonDisconnected, 0)
+	alice.Detach(proto.ReasonDisconnected, 0)
+	h2, _ = restart(t, h1, time.Second)
+	after = resumeEvents(t, h2, aliceKey, &recorder{})
+	if len(after) != 1 || after[0].Kind != proto.EvPeerAway || after[0].Peer != "bob" {
+		t.Fatalf("alice's resume told %+v, want bob's peer_away", after)
+	}
+}
+
+// TestRestartKeepsJoinedAway: carol connected to alice's token while
+// alice was away, and left, before or after the server restarted
+// through its state file. Alice's resume tells that carol connected
+// while she was away, then left, as it does without the restart;
+// before, the park dropped that the pairing began while she was away,
+// and she was told that carol, of whom she had never heard, left.
+func TestRestartKeepsJoinedAway(t *testing.T) {
+	for _, leftFirst := range []bool{true, false} {
+		h1, _ := newClockedHub(resumeOpts())
+		alice, aliceKey := resumable(t, h1, "alice")
+		carol, carolKey := resumable(t, h1, "carol")
+		alice.Detach(proto.ReasonDisconnected, 0)
+		if err := carol.Connect(tok(alice.Session)); err != nil {
+			t.Fatal(err)
+		}
+		if leftFirst {
+			carol.Close(proto.ReasonLeft, 0)
+		}
+		h2, _ := restart(t, h1, time.Second)
+		if !leftFirst {
+			if _, err := h2.Resume([]byte(carolKey), 0, true, &recorder{}); err != nil {
+				t.Fatal(err)
+			}
+			back := h2.names.lookup("carol")
+			back.Close(proto.ReasonLeft, 0)
+		}
+		after := resumeEvents(t, h2, aliceKey, &recorder{})
+		want := []proto.Event{{Kind: proto.EvPeerLeft, Peer: "carol", Reason: proto.ReasonLeft, JoinedAway: true}}
+		if !reflect.DeepEqual(after, want) {
+			t.Errorf("carol left before the restart %v: alice's resume told %+v, want %+v", leftFirst, after, want)
+		}
+	}
+}
+
+// TestRestartToldPartnerServerRestarted: the server drained for a
+// restart, handing its sessions on through its state file; alice
+// resumes first. She is told bob's server is restarting, as bob's
+// partner is told live as it drains (DetachFrom), not that he lost the
+// connection, which he did not; before, the restart's next process
+// knew only that he was away. One who was away before the restart
+// began did lose the connection, and she is told that.
+func TestRestartToldPartnerServerRestarted(t *testing.T) {
+	for _, lostBefore := range []bool{false, true} {
+		h1, _ := newClockedHub(resumeOpts())
+		alice, aliceKey := resumable(t, h1, "alice")
+		bob, _ := resumable(t, h1, "bob")
+		pair(t, bob, alice)
+		if lostBefore {
+			bob.Detach(proto.ReasonDisconnected, 0)
+		}
+		h1.SetDraining()
+		alice.Detach(proto.ReasonShutdown, 0)
+		bob.Detach(proto.ReasonShutdown, 0)
+		h2, _ := restart(t, h1, time.Second)
+		after := resumeEvents(t, h2, aliceKey, &recorder{})
+		want := proto.ReasonShutdown
+		if lostBefore {
+			want = ""
+		}
+		if len(after) != 1 || after[0].Kind != proto.EvPeerAway || after[0].Peer != "bob" || after[0].Reason != want {
+			t.Errorf("bob away before the restart %v: alice's resume told %+v, want bob's peer_away with reason %q", lostBefore, after, want)
+		}
+	}
+}

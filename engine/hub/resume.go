@@ -91,8 +91,7 @@ type away struct {
 	left    *PeerLeft
 	earlier []PeerLeft
 	// joined says the session's pairing began while it was away: its
-	// end is told with that (PeerLeft.Joined). Not carried by a park.
-	// Guarded by Hub.mu.
+	// end is told with that (PeerLeft.Joined). Guarded by Hub.mu.
 	joined bool
 
 	// untold is how many of the session's messages its partner went
@@ -113,10 +112,22 @@ type away struct {
 	// peerWasAway says the partner was away as the session went away:
 	// the session was told so, and its resume tells it the partner is
 	// back if it is by then (tellPeerLocked), which it was not told.
-	// Not carried by a park: a session taken up elsewhere is told no
-	// more than before, rather than of a return it never heard the
-	// start of.
+	// A park carries it, and joined (Parked.PeerWasAway).
 	peerWasAway bool
+	// shutdown says the session went away as its server drained for a
+	// restart, not for a connection lost: its partner is told so
+	// (reason), here and after the restart (Parked.Shutdown).
+	shutdown bool
+}
+
+// reason is why the session went away, as its partner is told:
+// proto.ReasonShutdown when its server drained (shutdown), else none,
+// the connection lost.
+func (a *away) reason() proto.Reason {
+	if a.shutdown {
+		return proto.ReasonShutdown
+	}
+	return ""
 }
 
 // keptFrom counts the messages from one sender kept for a session
@@ -463,7 +474,7 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	if !h.draining.Load() {
 		evicted = h.makeRoomLocked(from)
 	}
-	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0), due: -1}
+	a := &away{since: now, deadline: now + window, unsent: max(undelivered, 0), due: -1, shutdown: h.draining.Load()}
 	r := s.room.Load()
 	if r != nil {
 		r.mu.Lock()
@@ -636,7 +647,7 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 	if s.away == nil {
 		return
 	}
-	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: max(s.away.deadline-h.clock.now(), 0)})
+	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: max(s.away.deadline-h.clock.now(), 0), Reason: s.away.reason()})
 }
 
 // tellPeerLocked tells to, the connection of a session just resumed
@@ -656,7 +667,13 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	}
 	now := h.clock.now()
 	if until, away := h.peerAwayLocked(r, peer); away {
-		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold})
+		ev := proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold}
+		if peer != r.stub {
+			// Away here: gone with its server's restart, maybe, which
+			// is what its partner was told as it went (DetachFrom).
+			ev.Reason = peer.away.reason()
+		}
+		deliver(to, ev)
 		return
 	}
 	if untold == 0 {

@@ -29,19 +29,31 @@ import (
 // which its partner's seals are kept for it until it is back; flags has
 // flagHolder set for the side of a pairing whose token its partner
 // claimed (ParkedPair.Holder), so that Restore gives each side its role
-// again. All three travel beside the Parked, which a cluster's nodes
-// exchange in the form every version since the first reads, and which
-// needs none of them there: a cluster's nodes tag a pairing alike
-// (Directory.PairTag), keep each user's protocol in the directory, and
-// carry Holder beside the park.
+// again, flagPeerWasAway and flagJoined for Parked.PeerWasAway and
+// Joined, flagLeftJoined for Parked.Left.Joined, and flagShutdown for
+// Parked.Shutdown, so that a resume after the restart tells what it
+// would have told before. All travel
+// beside the Parked, which a cluster's nodes exchange in the form every
+// version since the first reads, and which needs none of them there: a
+// cluster's nodes tag a pairing alike (Directory.PairTag), keep each
+// user's protocol in the directory, and carry the flags beside the
+// park.
 //
 // Version 1, written before flags, is read too: its entries have no
 // flags, and each pair's side that connected comes first (Restore takes
-// the first it reads as that side when neither is marked).
+// the first it reads as that side when neither is marked). A flag is
+// set only where it holds, so that a state whose sessions need none of
+// the later ones reads in a build from before them.
 
 const (
-	stateVersion = 2
-	flagHolder   = 1
+	stateVersion    = 2
+	flagHolder      = 1
+	flagPeerWasAway = 2
+	flagJoined      = 4
+	flagLeftJoined  = 8
+	flagShutdown    = 16
+	// flagsPaired are the flags of a session's pairing.
+	flagsPaired = flagHolder | flagPeerWasAway | flagJoined
 )
 
 // ErrBadState is the error of a state that cannot be read.
@@ -67,15 +79,27 @@ func WriteState(w io.Writer, at time.Time, parked []*Parked) error {
 		bw.Write(num)
 		bw.Write(one)
 		var flags uint64
-		if p.Pair != nil && p.Pair.Holder {
-			flags |= flagHolder
+		if p.Pair != nil {
+			flags |= bit(p.Pair.Holder, flagHolder) | bit(p.PeerWasAway, flagPeerWasAway) | bit(p.Joined, flagJoined)
 		}
+		if p.Left != nil {
+			flags |= bit(p.Left.Joined, flagLeftJoined)
+		}
+		flags |= bit(p.Shutdown, flagShutdown)
 		num = binary.AppendUvarint(num[:0], tag)
 		num = binary.AppendUvarint(num, uint64(p.Client))
 		num = binary.AppendUvarint(num, flags)
 		bw.Write(num)
 	}
 	return bw.Flush() // the first error of any write, if one failed
+}
+
+// bit is flag if b holds, else 0.
+func bit(b bool, flag uint64) uint64 {
+	if b {
+		return flag
+	}
+	return 0
 }
 
 // ReadState reads what WriteState wrote, to its end: when the sessions
@@ -126,19 +150,24 @@ func ReadState(r io.Reader) (at time.Time, parked []*Parked, err error) {
 		}
 		var flags uint64
 		if version >= 2 {
-			if flags, err = binary.ReadUvarint(br); err != nil || flags&^flagHolder != 0 {
+			if flags, err = binary.ReadUvarint(br); err != nil || flags&^(flagsPaired|flagLeftJoined|flagShutdown) != 0 {
 				return bad(err)
 			}
 		}
 		p, err := ParseParked(blob.Bytes()) // it copies what it keeps
-		if err != nil || p.Pair == nil && (tag != 0 || flags != 0) {
+		if err != nil || p.Pair == nil && (tag != 0 || flags&flagsPaired != 0) || p.Left == nil && flags&flagLeftJoined != 0 {
 			return bad(nil)
 		}
 		p.Client = proto.Protocol(client)
 		if p.Pair != nil {
 			p.Pair.Tag = tag
 			p.Pair.Holder = flags&flagHolder != 0
+			p.PeerWasAway, p.Joined = flags&flagPeerWasAway != 0, flags&flagJoined != 0
 		}
+		if p.Left != nil {
+			p.Left.Joined = flags&flagLeftJoined != 0
+		}
+		p.Shutdown = flags&flagShutdown != 0
 		parked = append(parked, p)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {

@@ -166,6 +166,10 @@ func FuzzReadState(f *testing.F) {
 		{Name: "carol", Key: "carol", WindowLeft: time.Minute, Untold: 6, UntoldWindow: time.Minute, Client: proto.ProtoJSON,
 			Pair: &ParkedPair{ID: 2, PeerKey: "dave", PeerName: "dave", PeerNode: localNode, Tag: 9, Holder: true}},
 	}))
+	f.Add(writeState(f, time.Unix(5, 6), []*Parked{
+		{Name: "erin", Key: "erin", WindowLeft: time.Minute, PeerWasAway: true, Joined: true, Left: &PeerLeft{Peer: "gus", Reason: proto.ReasonLeft, Joined: true},
+			Pair: &ParkedPair{ID: 3, PeerKey: "fay", PeerName: "fay", PeerNode: localNode, Tag: 11}},
+	}))
 	f.Add([]byte("DS\x01\x00\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		at, parked, err := ReadState(bytes.NewReader(b))
@@ -256,5 +260,39 @@ func TestAgeCountsAgainstTheUsedKeysNews(t *testing.T) {
 	p.Age(time.Minute)
 	if p.Used.UntoldWindow != 0 {
 		t.Fatalf("aged past it: %v", p.Used.UntoldWindow)
+	}
+}
+
+// TestStateFlags: what a session was told of its pairing while away
+// (Parked.PeerWasAway, Joined, Left.Joined), and that it went away for
+// the restart (Shutdown), are read back as written, and
+// a flag where it cannot hold (of a pairing on a session without one,
+// of an end on one that keeps none) is refused, as the state's other
+// errors are.
+func TestStateFlags(t *testing.T) {
+	pp := &ParkedPair{ID: 3, PeerKey: "fay", PeerName: "fay", PeerNode: localNode, Tag: 11}
+	left := &PeerLeft{Peer: "gus", Reason: proto.ReasonLeft, Joined: true}
+	for _, p := range []*Parked{
+		{Name: "erin", Key: "erin", PeerWasAway: true, Pair: pp},
+		{Name: "erin", Key: "erin", Joined: true, Pair: pp},
+		{Name: "erin", Key: "erin", Left: left},
+		{Name: "erin", Key: "erin", PeerWasAway: true, Joined: true, Left: left, Pair: pp},
+		{Name: "erin", Key: "erin", Shutdown: true},
+	} {
+		_, got, err := ReadState(bytes.NewReader(writeState(t, time.Unix(1, 0), []*Parked{p})))
+		if err != nil || len(got) != 1 || got[0].PeerWasAway != p.PeerWasAway || got[0].Joined != p.Joined || got[0].Shutdown != p.Shutdown ||
+			(got[0].Left != nil && got[0].Left.Joined) != (p.Left != nil && p.Left.Joined) {
+			t.Fatalf("%+v read back as %+v, %v", p, got, err)
+		}
+	}
+	// A session unpaired with flagJoined, one without an end with
+	// flagLeftJoined, and a flag no build knows: the entry's flags are
+	// its last byte.
+	for _, flags := range []byte{flagJoined, flagPeerWasAway, flagLeftJoined, 32} {
+		b := writeState(t, time.Unix(1, 0), []*Parked{{Name: "erin", Key: "erin"}})
+		b[len(b)-1] = flags
+		if _, _, err := ReadState(bytes.NewReader(b)); err != ErrBadState {
+			t.Errorf("flags %d on a session with no pairing and no end: %v", flags, err)
+		}
 	}
 }
