@@ -23,7 +23,7 @@ var (
 	// (NotLoggedIn picks). Its Code is ErrNotLoggedIn's.
 	ErrNotLoggedInAccounts = &Error{"not_logged_in", "log in first: /login NAME PASSWORD"}
 	ErrAlreadyLoggedIn     = &Error{"already_logged_in", "you are already logged in"}
-	ErrBadName             = &Error{"bad_name", "a name is 1 to 32 letters, digits, '_', '-' or '.'"}
+	ErrBadName             = &Error{"bad_name", "a name is 1 to 32 letters a-z or A-Z, digits, '_', '-' or '.'"}
 	ErrNameTaken           = &Error{"name_taken", "that name is in use; pick another"}
 	// ErrNameTakenElsewhere is ErrNameTaken told by a node of a cluster
 	// for a name another node holds: whether its session is away (its
@@ -93,7 +93,7 @@ var (
 	// ErrNoAccounts shares bad_name's code: in open mode a login of more
 	// than one word is either a name with a space in it or a name and a
 	// password the server does not use, and its text answers both.
-	ErrNoAccounts = &Error{"bad_name", "a name is one word of 1 to 32 letters, digits, '_', '-' or '.'; this server has no accounts, so give no password"}
+	ErrNoAccounts = &Error{"bad_name", "a name is one word of 1 to 32 letters a-z or A-Z, digits, '_', '-' or '.'; this server has no accounts, so give no password"}
 	// ErrZeroToken answers the all-zero token as ErrUnknownToken does,
 	// code and text: it is well formed, and no one holds it. It is a
 	// value of its own because, unlike a token some user might hold, it

@@ -14,7 +14,7 @@ import (
 // with "* " like every other server line, so a reader can tell it from a
 // peer's message.
 const (
-	helpText     = helpHead + "* /login NAME           log in as NAME: 1 to 32 letters, digits, '_', '-' or '.'\r\n" + helpRest
+	helpText     = helpHead + "* /login NAME           log in as NAME: 1 to 32 letters a-z or A-Z, digits, '_', '-' or '.'\r\n" + helpRest
 	helpAccounts = helpHead + "* /login NAME PASSWORD  log in with your account's name and password\r\n" + helpRest
 	helpHead     = "* commands (upper or lower case):\r\n"
 	helpRest     = "" +

@@ -1403,7 +1403,7 @@ function onLogin(e) {
   const name = ui.name.value.trim();
   if (!NAME_RE.test(name)) {
     ui.name.setAttribute('aria-invalid', 'true');
-    error('bad_name', 'A name is 1 to 32 letters, digits, “_”, “-” or “.”.');
+    error('bad_name', 'A name is 1 to 32 letters a–z or A–Z, digits, “_”, “-” or “.”.');
     ui.name.focus();
     return;
   }
