@@ -806,7 +806,14 @@ func (cn *conn) checkDeadlines() {
 			// would race the client's next request and be read as its
 			// answer. Part of a head in, or a first request never
 			// finished, is answered 408.
-			cn.endAs(endHeadWait, endDetail{idle: cn.keptAlive && cn.c.InboundBuffered() == 0})
+			d := endDetail{idle: cn.keptAlive && cn.c.InboundBuffered() == 0}
+			if !cn.keptAlive && cn.c.InboundBuffered() == 0 {
+				// Nothing came at all: netcat or telnet at the wrong
+				// port, most likely, waiting for a greeting. Told where
+				// to go, as one that types a command is (webPortWord).
+				d.status, d.text = 408, "request timeout: "+cn.loop.srv.webPortWord(cn.addr.fromProxy)
+			}
+			cn.endAs(endHeadWait, d)
 		}
 	case stageLine:
 		if cn.sess == nil && cn.loop.since(cn.opened) > lim.LoginTimeout {

@@ -171,6 +171,30 @@ func TestLineOnWebPort(t *testing.T) {
 	}
 }
 
+// TestSilentOnWebPort: netcat or telnet connected to the web port that
+// types nothing, waiting for a greeting, is answered 408 at the
+// handshake timeout with where to go instead, as one that types a
+// command is (TestLineOnWebPort); before, the 408 said only "request
+// timeout".
+func TestSilentOnWebPort(t *testing.T) {
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.HandshakeTimeout = 300 * time.Millisecond })
+	c, err := net.DialTimeout("tcp", d.WS, enginetest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(enginetest.Timeout))
+	got, err := io.ReadAll(c) // to the close
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(d.TCP)
+	want := "request timeout: this is duet's web port, for browsers and WebSocket clients; netcat and telnet speak to the line port, port " + port
+	if !bytes.HasPrefix(got, []byte("HTTP/1.1 408 ")) || !bytes.HasSuffix(bytes.TrimRight(got, "\r\n"), []byte(want)) {
+		t.Errorf("answered %q, want a 408 ending %q", got, want)
+	}
+}
+
 // waitCount waits until m's count of key is as ok wants.
 func waitCount(t *testing.T, m *countingMetrics, key string, ok func(int) bool) {
 	t.Helper()
