@@ -159,6 +159,9 @@ type wsState struct {
 	// before: a look compares with the one just before it only.
 	acked  uint64
 	behind bool
+	// pongOwed says a ping of the server's awaits its pong, which costs
+	// nothing; any other pong spends a token (readFrame).
+	pongOwed bool
 }
 
 // flowState is a connection's flow control: the hold on its input
@@ -854,7 +857,7 @@ func (cn *conn) checkDeadlines() {
 			return
 		}
 		if now.Sub(cn.ws.lastPing) >= lim.PingInterval {
-			cn.ws.lastPing = now
+			cn.ws.lastPing, cn.ws.pongOwed = now, true
 			cn.out.DeliverRaw(wsframe.AppendFrame(nil, ws.OpPing, nil))
 			cn.flush()
 		}

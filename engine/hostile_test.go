@@ -1120,6 +1120,47 @@ func TestFloodWithSaysIsStillAFlood(t *testing.T) {
 	}
 }
 
+// TestHostileFreeFrameFloods: WebSocket frames that carry nothing, a
+// pong nobody asked for or an empty fragment of a message that never
+// ends, cost their sender nothing to send and the server a read each.
+// Before, a flood of either was read for ever (millions a second, one
+// core busy); now unasked pongs spend tokens and are cut as any flood
+// (1008), and a message in more than wsframe.MaxFragments frames is
+// refused (1008), either within a second.
+func TestHostileFreeFrameFloods(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.MessageRate = 10
+		o.Limits.MessageBurst = 20
+	})
+	for _, tc := range []struct {
+		name   string
+		frames []byte
+		reason string
+	}{
+		{"pongs", bytes.Repeat(clientFrame(0x8A, nil, true), 5000), "rate limit"},
+		// A text frame without FIN, then continuations without it.
+		{"empty fragments", append(clientFrame(0x01, []byte("a"), true), bytes.Repeat(clientFrame(0x00, nil, true), 5000)...), "fragments"},
+	} {
+		wc := dialWS(t, d, "127.0.0.1")
+		go func() { wc.c.SetWriteDeadline(time.Now().Add(10 * time.Second)); wc.c.Write(tc.frames) }()
+		start := time.Now()
+		for {
+			f, err := wc.frame(enginetest.Timeout)
+			if err != nil {
+				t.Fatalf("%s: %v, not closed", tc.name, err)
+			}
+			if f.Header.OpCode == ws.OpClose {
+				code, reason := ws.ParseCloseFrameData(f.Payload)
+				if code != ws.StatusPolicyViolation || !strings.Contains(reason, tc.reason) || time.Since(start) > time.Second {
+					t.Errorf("%s: closed with %d %q after %v, want 1008 saying %q within a second", tc.name, code, reason, time.Since(start), tc.reason)
+				}
+				break
+			}
+		}
+	}
+}
+
 // TestHostileCommandFlood: commands past the rate are dropped with one
 // rate_limited error a second, and a flood far past it is disconnected
 // with a stated reason; a fast paste to a partner is never refused.

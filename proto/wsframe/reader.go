@@ -76,6 +76,9 @@ type Reader struct {
 	// fragmented message; op is that message's opcode.
 	fragmented bool
 	op         ws.OpCode
+	// fragments counts the frames of the fragmented message so far
+	// (MaxFragments); it fits where the two fields above leave room.
+	fragments uint16
 	// assembly holds the payload of the fragmented message so far. It is
 	// never longer, nor allocated larger, than the message limit.
 	assembly []byte
@@ -86,6 +89,13 @@ type Reader struct {
 	// err is the violation that ended the stream; Next keeps returning it.
 	err error
 }
+
+// MaxFragments bounds the frames of one fragmented message. Browsers
+// send a message in one frame, and libraries that fragment do so in
+// pieces of kilobytes; without a bound, a client could send empty
+// continuation frames for ever, each read and checked at no cost to it,
+// as the message they never finish never grows.
+const MaxFragments = 1024
 
 func (r *Reader) limit() int {
 	if r.MaxMessage <= 0 {
@@ -206,6 +216,13 @@ func (r *Reader) nextFrame(buf []byte) (Message, bool, int, error) {
 		r.op = h.OpCode
 		r.assembly = r.assembly[:0]
 		r.validated = 0
+		r.fragments = 0
+	}
+	if r.fragments++; r.fragments > MaxFragments {
+		return Message{}, false, 0, &CloseError{
+			Code:   ws.StatusPolicyViolation,
+			Reason: "message in more than " + strconv.Itoa(MaxFragments) + " fragments",
+		}
 	}
 
 	r.appendFragment(payload)

@@ -634,3 +634,34 @@ func TestParseHeaderBothSides(t *testing.T) {
 		t.Fatal("a length with its most significant bit set was accepted")
 	}
 }
+
+// TestReaderBoundsFragments: a message may come in up to MaxFragments
+// frames, and the frame past that closes the stream 1008, even with
+// nothing in any of them: before, empty continuation frames could be
+// sent for ever, each read at no cost, the message never growing to its
+// limit. A message after one in MaxFragments frames counts afresh.
+func TestReaderBoundsFragments(t *testing.T) {
+	fragments := func(n int, fin bool) []byte {
+		b := clientFrame(t, false, ws.OpText, []byte("a"))
+		for range n - 2 {
+			b = append(b, clientFrame(t, false, ws.OpContinuation, nil)...)
+		}
+		return append(b, clientFrame(t, fin, ws.OpContinuation, []byte("b"))...)
+	}
+	r := &Reader{}
+	checkEvents(t, readWhole(t, r, concat(fragments(MaxFragments, true), fragments(MaxFragments, true))),
+		[]event{message(ws.OpText, "ab"), message(ws.OpText, "ab")})
+
+	r = &Reader{}
+	input := fragments(MaxFragments+1, false)
+	var err error
+	for len(input) > 0 && err == nil {
+		var n int
+		_, _, n, err = r.Next(input)
+		input = input[n:]
+	}
+	var closeErr *CloseError
+	if !errors.As(err, &closeErr) || closeErr.Code != ws.StatusPolicyViolation || len(input) == 0 {
+		t.Fatalf("a message in %d fragments: %v, with %d bytes left unread", MaxFragments+1, err, len(input))
+	}
+}
