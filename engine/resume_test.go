@@ -119,7 +119,7 @@ func TestResumeAfterResetNetcat(t *testing.T) {
 	}
 	// Nothing was refused: the answer to who is the next thing bob reads.
 	bob.Send("/who")
-	bob.Expect(`^\* you are bob, your token is [0-9a-f]{32}, connected with alice$`)
+	bob.Expect(`^\* you are bob, your token is [0-9a-f]{32}, connected with alice, who lost the connection; `)
 
 	nc := startNetcat(t, d)
 	if g := nc.next(); !strings.HasPrefix(g, "* welcome to duet") {
@@ -1392,4 +1392,22 @@ func settledHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestWhoSaysPartnerAway: /who tells that the partner is away and for
+// how long it may still take, as peer_away did, which its user may have
+// scrolled past, wondering why nothing comes; before, it said only
+// "connected with bob". Back, the partner is connected as before.
+func TestWhoSaysPartnerAway(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, nil)
+	alice, bob := pairLines(t, d, "alice", "bob")
+	enginetest.Reset(t, bob.Conn)
+	alice.Expect(`^\* bob lost the connection; `)
+	alice.Send("/who")
+	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, connected with bob, who lost the connection; waiting up to (2m|1m5\ds) for bob to come back$`)
+	enginetest.ResumeLine(t, d, bob.Key)
+	alice.Expect(`^\* bob is back$`)
+	alice.Send("/who")
+	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, connected with bob$`)
 }

@@ -230,10 +230,14 @@ type Event struct {
 	// that the pairing began while the session was away: its user was
 	// never told the partner connected.
 	JoinedAway bool
-	// Reason is, on EvPeerLeft, why the pairing ended; on EvPeerAway,
-	// ReasonShutdown when the partner's server is restarting (its
-	// connection was closed for it to reconnect elsewhere), else empty:
-	// the connection was lost.
+	// PeerAway is, on EvStatus, that the partner is away: Window is how
+	// long it may still take to come back, and Reason why it went, as
+	// on EvPeerAway.
+	PeerAway bool
+	// Reason is, on EvPeerLeft, why the pairing ended; on EvPeerAway
+	// (and EvStatus with PeerAway), ReasonShutdown when the partner's
+	// server is restarting (its connection was closed for it to
+	// reconnect elsewhere), else empty: the connection was lost.
 	Reason Reason
 	// Count is, on EvPeerLeft, the messages to the peer that were not
 	// delivered; on EvPeerAway, the messages to the peer that will never

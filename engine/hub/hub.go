@@ -1305,6 +1305,17 @@ func (s *Session) Who() {
 		// A session retired by a resume elsewhere, or logged out, is
 		// not the user's any more: its connection is told so, not this.
 		ev := proto.Event{Kind: proto.EvStatus, Name: s.name, Token: s.token, Peer: s.Peer()}
+		if r := s.room.Load(); r != nil {
+			r.mu.Lock()
+			if peer := r.other(s); peer != nil {
+				if until, why, away := h.peerAwayWhyLocked(r, peer); away {
+					// As peer_away said, which its user may have
+					// scrolled past, wondering why nothing comes.
+					ev.PeerAway, ev.Window, ev.Reason = true, max(until-h.clock.now(), 0), why
+				}
+			}
+			r.mu.Unlock()
+		}
 		deliver(s.q, ev)
 	}
 	h.mu.Unlock()

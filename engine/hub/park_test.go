@@ -1032,13 +1032,23 @@ func TestRestartToldPartnerServerRestarted(t *testing.T) {
 		alice.Detach(proto.ReasonShutdown, 0)
 		bob.Detach(proto.ReasonShutdown, 0)
 		h2, _ := restart(t, h1, time.Second)
-		after := resumeEvents(t, h2, aliceKey, &recorder{})
+		box := &recorder{}
+		res, err := h2.Resume([]byte(aliceKey), 0, true, box)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, after := replay(t, box.take())
 		want := proto.ReasonShutdown
 		if lostBefore {
 			want = ""
 		}
 		if len(after) != 1 || after[0].Kind != proto.EvPeerAway || after[0].Peer != "bob" || after[0].Reason != want {
 			t.Errorf("bob away before the restart %v: alice's resume told %+v, want bob's peer_away with reason %q", lostBefore, after, want)
+		}
+		// And her /who, as she wonders why he says nothing.
+		res.Session.Who()
+		if ev := box.last(t); ev.Kind != proto.EvStatus || ev.Peer != "bob" || !ev.PeerAway || ev.Reason != want || ev.Window <= 0 {
+			t.Errorf("bob away before the restart %v: alice's /who told %+v, want bob away with reason %q", lostBefore, ev, want)
 		}
 	}
 }

@@ -666,14 +666,8 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 		untold = a.untold
 	}
 	now := h.clock.now()
-	if until, away := h.peerAwayLocked(r, peer); away {
-		ev := proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold}
-		if peer != r.stub {
-			// Away here: gone with its server's restart, maybe, which
-			// is what its partner was told as it went (DetachFrom).
-			ev.Reason = peer.away.reason()
-		}
-		deliver(to, ev)
+	if until, why, away := h.peerAwayWhyLocked(r, peer); away {
+		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold, Reason: why})
 		return
 	}
 	if untold == 0 {
@@ -688,6 +682,18 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	}
 	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(a.peerUntil-now, 0), Count: untold})
 	deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
+}
+
+// peerAwayWhyLocked is peerAwayLocked with why peer went away, as its
+// partner was told as it went: gone with its server's restart
+// (away.reason) when it is away on this hub, else the connection lost,
+// as far as this hub knows. Hub.mu is held, and r.mu.
+func (h *Hub) peerAwayWhyLocked(r *room, peer *Session) (until time.Duration, why proto.Reason, away bool) {
+	until, away = h.peerAwayLocked(r, peer)
+	if away && peer != r.stub {
+		why = peer.away.reason()
+	}
+	return until, why, away
 }
 
 // peerAwayLocked reports whether peer, a side of r, is away, and when

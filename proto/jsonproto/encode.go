@@ -98,6 +98,14 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = appendToken(dst, ev.Token, ',')
 		dst = append(dst, `"peer":`...)
 		dst = appendString(dst, ev.Peer)
+		if ev.PeerAway {
+			dst = append(dst, `,"peer_away":true,"window_s":`...)
+			dst = appendSeconds(dst, ev.Window)
+			if ev.Reason != "" {
+				dst = append(dst, `,"reason":`...)
+				dst = appendString(dst, string(ev.Reason))
+			}
+		}
 		return append(dst, '}')
 	case proto.EvHelp:
 		dst = append(dst, `{"type":"help","text":`...)

@@ -89,6 +89,19 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		}
 		dst = append(dst, ", connected with "...)
 		dst = appendSafe(dst, ev.Peer)
+		if ev.PeerAway {
+			// As peer_away said it, which the user may have scrolled
+			// past: who types /who wonders why nothing comes.
+			if ev.Reason == proto.ReasonShutdown {
+				dst = append(dst, ", whose server is restarting; waiting up to "...)
+			} else {
+				dst = append(dst, ", who lost the connection; waiting up to "...)
+			}
+			dst = proto.AppendWindow(dst, ev.Window)
+			dst = append(dst, " for "...)
+			dst = appendSafe(dst, ev.Peer)
+			dst = append(dst, " to come back"...)
+		}
 		return append(dst, "\r\n"...)
 	case proto.EvHelp:
 		if ev.Auth == "accounts" {

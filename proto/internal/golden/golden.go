@@ -143,6 +143,7 @@ type eventSpec struct {
 	ResumeKey string `json:"resume_key"`
 	Window    string `json:"window"` // a time.Duration, as "2m"
 	Missed    int    `json:"missed"`
+	PeerAway  bool   `json:"peer_away"`
 	PeerProto string `json:"peer_proto"` // "line", "json" or ""
 	PairID    uint64 `json:"pair_id"`
 	ID        uint64 `json:"id"`
@@ -159,7 +160,7 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 		t.Fatalf("event %s: %v", spec, err)
 	}
 	ev := &proto.Event{
-		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator, JoinedAway: s.Joined, NewToken: s.NewToken,
+		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator, JoinedAway: s.Joined, NewToken: s.NewToken, PeerAway: s.PeerAway,
 		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
 		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed, PairID: s.PairID,
 		ID: s.ID, FirstID: s.FirstID,
