@@ -343,13 +343,14 @@ func (n *Node) claim(hn string, p *hub.Parked) (bool, *proto.Error) {
 					// it now, and the news is not told again.
 					p.UntoldBack = true
 				}
-				if pp.PeerNode == was {
-					// A partner that was away as the session went
-					// away may be away still: its node says so
-					// (PartnerMoved), maybe only after the resume.
-					// Told back now, the session might be told away
-					// after.
-					p.PeerWasAway = false
+				if pp.PeerNode != was {
+					// Resumed since, as above: away no more, whatever
+					// the session's node last heard (ParkedPair.PeerAway).
+					// Still on the node it was on, it is away or not as
+					// that node last said, which tells what changed
+					// since when told where the session is
+					// (PartnerMoved).
+					pp.PeerAway, pp.PeerWindow = false, 0
 				}
 			}
 		}
@@ -750,40 +751,60 @@ func (bs beside) open(op *opener, p *hub.Parked, hn string, gen uint32) bool {
 		p.Used = u
 		return err == nil
 	}) && openPart(op, bs.told, toldAAD(hn, gen), func(b []byte) bool {
-		if len(b) != 1 || b[0] == 0 || b[0]&^toldAll != 0 ||
+		if len(b) == 0 || b[0] == 0 || b[0]&^toldAll != 0 ||
 			p.Pair == nil && b[0]&toldPaired != 0 || p.Left == nil && b[0]&toldLeftJoined != 0 {
 			return false
 		}
+		flags, rest := b[0], b[1:]
+		if flags&toldPeerAway != 0 {
+			window, k := binary.Varint(rest)
+			if k <= 0 || window < 0 {
+				return false
+			}
+			p.Pair.PeerAway, p.Pair.PeerWindow = true, time.Duration(window)
+			rest = rest[k:]
+		}
+		if len(rest) != 0 {
+			return false
+		}
 		if p.Pair != nil {
-			p.PeerWasAway, p.Joined = b[0]&toldPeerWasAway != 0, b[0]&toldJoined != 0
+			p.PeerWasAway, p.Joined = flags&toldPeerWasAway != 0, flags&toldJoined != 0
 		}
 		if p.Left != nil {
-			p.Left.Joined = b[0]&toldLeftJoined != 0
+			p.Left.Joined = flags&toldLeftJoined != 0
 		}
 		return true
 	})
 }
 
-// What a parked session was told of its pairing while away, sealed
-// beside its park (sealTold): one byte of these.
+// What a parked session was told of its pairing while away, and what
+// its node last heard of its partner, sealed beside its park (sealTold):
+// a byte of these, then, with toldPeerAway, varint(the partner's window
+// left, in nanoseconds).
 const (
 	toldPeerWasAway = 1 << iota // hub.Parked.PeerWasAway
 	toldJoined                  // hub.Parked.Joined
 	toldLeftJoined              // hub.Parked.Left.Joined
-	toldPaired      = toldPeerWasAway | toldJoined
+	toldPeerAway                // hub.ParkedPair.PeerAway, and PeerWindow
+	toldPaired      = toldPeerWasAway | toldJoined | toldPeerAway
 	toldAll         = toldPaired | toldLeftJoined
 )
 
-// sealTold seals what p was told of its pairing while away, for its
-// park (writePark); nil when it holds nothing, for a park written
-// without it.
+// sealTold seals what p was told of its pairing while away, and what
+// its node last heard of its partner, for its park (writePark); nil
+// when it holds nothing, for a park written without it.
 func (n *Node) sealTold(p *hub.Parked, hn string) []byte {
 	var b byte
-	if p.Pair != nil && p.PeerWasAway {
-		b |= toldPeerWasAway
-	}
-	if p.Pair != nil && p.Joined {
-		b |= toldJoined
+	if pp := p.Pair; pp != nil {
+		if p.PeerWasAway {
+			b |= toldPeerWasAway
+		}
+		if p.Joined {
+			b |= toldJoined
+		}
+		if pp.PeerAway {
+			b |= toldPeerAway
+		}
 	}
 	if p.Left != nil && p.Left.Joined {
 		b |= toldLeftJoined
@@ -791,7 +812,11 @@ func (n *Node) sealTold(p *hub.Parked, hn string) []byte {
 	if b == 0 {
 		return nil
 	}
-	return n.seal.sealNamed(nil, []byte{b}, toldAAD(hn, p.Gen))
+	told := []byte{b}
+	if b&toldPeerAway != 0 {
+		told = binary.AppendVarint(told, int64(p.Pair.PeerWindow))
+	}
+	return n.seal.sealNamed(nil, told, toldAAD(hn, p.Gen))
 }
 
 // openPart opens a part of a park sealed beside its blob for aad, and

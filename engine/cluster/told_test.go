@@ -1037,8 +1037,41 @@ func TestDrainCarriesWhatAwayWasTold(t *testing.T) {
 	bobBack, _, _, _ := enginetest.ResumeLine(t, a.Daemon, bob.Key)
 	bobBack.Expect(`^\* alice lost the connection; `)
 
+	// Across nodes: erin on a, fred on b, fred back on b before a
+	// drains. Her node knew he was back as it parked her, which the
+	// node she resumes on learns from the park.
+	erin, fred := lineJoinsLine(t, a.Daemon, "erin", b.Daemon, "fred")
+	settled(fred, "fred")
+	erin.Expect(`^\* fred lost the connection; `)
+	settled(erin, "erin")
+	fredBack, _, _, _ := enginetest.ResumeLine(t, b.Daemon, fred.Key)
+	fredBack.Expect(`^\* erin lost the connection; `)
+	// His message comes after the news of his return, on the same
+	// link: kept for her on a, it says a heard that he is back.
+	fredBack.Send("for erin")
+	waitUntil(t, "fred's return heard on a", func() bool { return a.Hub.Stats().HistoryBytes > 0 })
+
+	// And hana, on b, back only once george, on a, is parked.
+	george, hana := lineJoinsLine(t, a.Daemon, "george", b.Daemon, "hana")
+	settled(hana, "hana")
+	george.Expect(`^\* hana lost the connection; `)
+	settled(george, "george")
+	waitUntil(t, "george's drop seen", func() bool { return a.Hub.Stats().Away == 4 })
+
 	drainNode(t, a, 0)
 	bobKey := drainedKey(t, bobBack)
+	enginetest.ResumeLine(t, b.Daemon, hana.Key)
+	back, _, _, _ := enginetest.ResumeLine(t, c.Daemon, george.Key)
+	// As a last heard as it parked him, then her return, which b held
+	// for him; or, should b's word come first, her return alone.
+	if l := back.Line(); l != "* hana is back" {
+		if !strings.HasPrefix(l, "* hana lost the connection; ") {
+			t.Errorf("george's resume told %q", l)
+		}
+		if l = back.Line(); l != "* hana is back" {
+			t.Errorf("george's resume told %q, want that hana is back", l)
+		}
+	}
 	checkToldBesideThePark(t, r, c.Node, "dave", dave.Key)
 	carol.Send("/quit")
 	carol.Expect(`^\* bye$`)
@@ -1053,6 +1086,7 @@ func TestDrainCarriesWhatAwayWasTold(t *testing.T) {
 		want      []string
 	}{
 		{"alice", alice.Key, []string{`* bob is back`}},
+		{"erin", erin.Key, []string{`* fred is back`}},
 		{"dave", dave.Key, []string{`* while you were away, carol connected to you; then carol left; you are free to be joined again`}},
 	} {
 		back, _, _, _ := enginetest.ResumeLine(t, c.Daemon, who.key)

@@ -195,11 +195,13 @@ type ParkedPair struct {
 	// cluster's nodes tag a pairing alike without it.
 	Tag uint64
 	// PeerAway is set when the partner is away, PeerWindow being how
-	// long it may still take to come back: the directory that takes the
-	// session up says so of a partner parked between nodes, which is
-	// away (it is not written down with the session). A partner live on
-	// another node is away or not as its node says, which tells the
-	// node that takes the session up.
+	// long it may still take to come back: Export says so of a partner
+	// on another node as this hub last heard, and the directory that
+	// takes the session up says so of a partner parked between nodes,
+	// which is away, and of one that has moved since, which is not (it
+	// is not written down with the session: a cluster's park carries
+	// it beside). A partner live on another node is away or not as its
+	// node says, which tells the node that takes the session up.
 	PeerAway   bool
 	PeerWindow time.Duration
 	// Holder is set when the session is the one whose token its partner
@@ -506,6 +508,14 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 	if r != nil {
 		peer := r.other(s)
 		holder := r.b == s
+		// Whether the partner is away, as this hub last heard, which
+		// the node that takes the session up knows nothing of until the
+		// partner's node next says (ParkedPair.PeerAway).
+		var peerUntil time.Duration
+		peerAway := false
+		if peer != nil {
+			peerUntil, peerAway = h.peerAwayLocked(r, peer)
+		}
 		switch {
 		case peer == nil:
 		case peer == r.stub:
@@ -546,6 +556,9 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 				r.close()
 				h.rooms--
 			}
+		}
+		if p.Pair != nil && peerAway {
+			p.Pair.PeerAway, p.Pair.PeerWindow = true, max(peerUntil-now, 0)
 		}
 		s.room.Store(nil)
 		r.mu.Unlock()

@@ -1023,7 +1023,7 @@ func TestRestartToldPartnerServerRestarted(t *testing.T) {
 	for _, lostBefore := range []bool{false, true} {
 		h1, _ := newClockedHub(resumeOpts())
 		alice, aliceKey := resumable(t, h1, "alice")
-		bob, _ := resumable(t, h1, "bob")
+		bob, bobKey := resumable(t, h1, "bob")
 		pair(t, bob, alice)
 		if lostBefore {
 			bob.Detach(proto.ReasonDisconnected, 0)
@@ -1049,6 +1049,11 @@ func TestRestartToldPartnerServerRestarted(t *testing.T) {
 		res.Session.Who()
 		if ev := box.last(t); ev.Kind != proto.EvStatus || ev.Peer != "bob" || !ev.PeerAway || ev.Reason != want || ev.Window <= 0 {
 			t.Errorf("bob away before the restart %v: alice's /who told %+v, want bob away with reason %q", lostBefore, ev, want)
+		}
+		// His resume: the drain told him nothing of her going, so her
+		// return is no news (before, he was told "alice is back").
+		if after := resumeEvents(t, h2, bobKey, &recorder{}); len(after) != 0 {
+			t.Errorf("bob away before the restart %v: bob's resume told %+v, want nothing", lostBefore, after)
 		}
 	}
 }

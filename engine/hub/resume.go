@@ -118,6 +118,12 @@ type away struct {
 	// restart, not for a connection lost: its partner is told so
 	// (reason), here and after the restart (Parked.Shutdown).
 	shutdown bool
+	// unannounced says its partner was not told it went away: the
+	// drain that sent it away was about to tell the partner of the
+	// restart itself (DetachFrom). The partner's return then says
+	// nothing of it (peerWasAway). Not carried by a park: a partner
+	// on another node was told.
+	unannounced bool
 }
 
 // reason is why the session went away, as its partner is told:
@@ -499,6 +505,11 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 	if r != nil {
 		if p := r.other(s); p != nil {
 			_, a.peerWasAway = h.peerAwayLocked(r, p)
+			if pa := p.away; pa != nil && pa.unannounced {
+				// s was never told that p went away (a drain, below):
+				// p's return is no news to it either.
+				a.peerWasAway = false
+			}
 			switch pa := p.away; {
 			case pa != nil:
 				// Dropped (awayQueue): p's resume tells it.
@@ -510,6 +521,7 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 				// first that s lost the connection, which s did not, its
 				// user would read of a failure of s's. Its resume says
 				// where s is by then (away, or back).
+				a.unannounced = true
 			default:
 				h.toldPeerAwayLocked(p)
 				ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost}

@@ -1901,8 +1901,10 @@ func TestAwayToldToAPartnerAwayItself(t *testing.T) {
 // TestDrainedPartnerToldOnResume: the hub drains for a restart, and
 // alice goes away first: bob, about to be told of the restart himself,
 // is not told she lost the connection. Each resume says where the other
-// is by then: alice, back first, that bob is away; bob, that alice is
-// back; and alice then that bob is back.
+// is by then: alice, back first, that bob's server is restarting; bob
+// nothing of alice, whose going he never heard of (before, that she is
+// back: news of a return whose start he was never told); and alice then
+// that bob is back.
 func TestDrainedPartnerToldOnResume(t *testing.T) {
 	h := New(resumeOpts())
 	alice, key := resumable(t, h, "alice")
@@ -1919,15 +1921,15 @@ func TestDrainedPartnerToldOnResume(t *testing.T) {
 	if _, err := h.Resume([]byte(key), 0, false, aliceBack); err != nil {
 		t.Fatal(err)
 	}
-	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "bob" {
-		t.Fatalf("alice's resume ends with %+v, want bob away", ev)
+	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerAway || ev.Peer != "bob" || ev.Reason != proto.ReasonShutdown {
+		t.Fatalf("alice's resume ends with %+v, want bob away for the restart", ev)
 	}
 	bobBack := &recorder{}
 	if _, err := h.Resume([]byte(bobKey), 0, false, bobBack); err != nil {
 		t.Fatal(err)
 	}
-	if ev := bobBack.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "alice" {
-		t.Fatalf("bob's resume ends with %+v, want alice back", ev)
+	if ev := bobBack.last(t); ev.Kind != proto.EvResumed || ev.Peer != "alice" {
+		t.Fatalf("bob's resume ends with %+v, want the resumed event alone", ev)
 	}
 	if ev := aliceBack.last(t); ev.Kind != proto.EvPeerBack || ev.Peer != "bob" {
 		t.Fatalf("alice is told %+v, want bob back", ev)

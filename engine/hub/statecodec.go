@@ -42,8 +42,10 @@ import (
 // Version 1, written before flags, is read too: its entries have no
 // flags, and each pair's side that connected comes first (Restore takes
 // the first it reads as that side when neither is marked). A flag is
-// set only where it holds, so that a state whose sessions need none of
-// the later ones reads in a build from before them.
+// set only where it holds; flagShutdown holds for every session a
+// drain sent away, so a build that knows no flag but flagHolder reads
+// none of this build's states (OPERATIONS.md says a downgrade ends the
+// conversations).
 
 const (
 	stateVersion    = 2
