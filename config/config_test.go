@@ -396,6 +396,10 @@ func TestValidationErrors(t *testing.T) {
 		{"max_text over max_frame", map[string]string{"DUETD_LIMITS_MAX_FRAME": "1000", "DUETD_LIMITS_MAX_TEXT": "1001"}, "limits.max_text"},
 		{"outbound_high not below max", map[string]string{"DUETD_LIMITS_OUTBOUND_HIGH": "4194304"}, "limits.outbound_high"},
 		{"ping not below idle", map[string]string{"DUETD_LIMITS_PING_INTERVAL": "90s"}, "limits.ping_interval"},
+		// Pings go out once a second at most, and their pongs take a
+		// round trip: these cut WebSockets that answer every ping.
+		{"ping too close to idle", map[string]string{"DUETD_LIMITS_PING_INTERVAL": "89s"}, "limits.ping_interval"},
+		{"ping under the tick", map[string]string{"DUETD_LIMITS_PING_INTERVAL": "200ms", "DUETD_LIMITS_IDLE_TIMEOUT": "2s"}, "limits.ping_interval"},
 		{"auth mode", map[string]string{"DUETD_AUTH_MODE": "ldap"}, "auth.mode"},
 		{"accounts without users file", map[string]string{"DUETD_AUTH_MODE": "accounts"}, "auth.users_file"},
 		{"redis scheme", map[string]string{"DUETD_CLUSTER_REDIS": "http://localhost:6379", "DUETD_CLUSTER_SECRET": testSecret}, "cluster.redis"},

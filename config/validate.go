@@ -145,8 +145,12 @@ func (c *Config) Validate() error {
 		if l.IPv6Prefix < MinIPv6Prefix || l.IPv6Prefix > 128 {
 			bad("limits.ipv6_prefix", "must be between %d and 128 (bits of an IPv6 address that name one client), got %d", MinIPv6Prefix, l.IPv6Prefix)
 		}
-		if l.PingInterval >= l.IdleTimeout {
-			problems = append(problems, relation("limits.ping_interval", "limits.idle_timeout", "lower", "%v must be below limits.idle_timeout (%v), or healthy WebSockets time out between pings", l.PingInterval, l.IdleTimeout))
+		// Pings go out on the engine's one-second tick, so up to a
+		// second late, and each pong takes a round trip: an idle limit
+		// closer than that to the ping's period cuts WebSockets that
+		// answer every ping.
+		if max(l.PingInterval, time.Second)+pingSlack > l.IdleTimeout {
+			problems = append(problems, relation("limits.ping_interval", "limits.idle_timeout", "lower", "%v must be at least %v below limits.idle_timeout (%v), and pings go out once a second at most: healthy WebSockets would time out between pings", l.PingInterval, pingSlack, l.IdleTimeout))
 		}
 	}
 
@@ -177,6 +181,10 @@ func (c *Config) Validate() error {
 const MaxResumeWindow = 24 * time.Hour
 
 // checkResume checks the resume section, and how it fits the limits.
+// pingSlack is how far below limits.idle_timeout limits.ping_interval
+// must be (Validate).
+const pingSlack = 2 * time.Second
+
 func (c *Config) checkResume() []error {
 	var problems []error
 	bad := func(key, format string, args ...any) {

@@ -159,9 +159,10 @@ type wsState struct {
 	// before: a look compares with the one just before it only.
 	acked  uint64
 	behind bool
-	// pongOwed says a ping of the server's awaits its pong, which costs
-	// nothing; any other pong spends a token (readFrame).
-	pongOwed bool
+	// pongsOwed counts the server's pings not yet answered, whose
+	// pongs cost nothing; any other pong spends a token (spendPong). A
+	// client that reads late answers several at once.
+	pongsOwed uint8
 }
 
 // flowState is a connection's flow control: the hold on its input
@@ -857,7 +858,10 @@ func (cn *conn) checkDeadlines() {
 			return
 		}
 		if now.Sub(cn.ws.lastPing) >= lim.PingInterval {
-			cn.ws.lastPing, cn.ws.pongOwed = now, true
+			cn.ws.lastPing = now
+			if cn.ws.pongsOwed < math.MaxUint8 {
+				cn.ws.pongsOwed++
+			}
 			cn.out.DeliverRaw(wsframe.AppendFrame(nil, ws.OpPing, nil))
 			cn.flush()
 		}

@@ -1161,6 +1161,54 @@ func TestHostileFreeFrameFloods(t *testing.T) {
 	}
 }
 
+// TestPongsAnswerPingsFree: a client that reads late answers several of
+// the server's pings at once, each pong free, and a heartbeat pong of
+// its own that finds no token is dropped without a word, nothing it
+// meant being lost. Before, only the first answer was free (the others,
+// with its burst spent, drew rate_limited), and so did the heartbeat.
+func TestPongsAnswerPingsFree(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.MessageRate = 0.01
+		o.Limits.MessageBurst = 3
+		o.Limits.PingInterval = time.Second
+		o.Limits.IdleTimeout = 10 * time.Second
+	})
+	wc := dialWS(t, d, "127.0.0.1")
+	// The login and two whos spend the burst.
+	wc.sendJSON(map[string]any{"type": "login", "name": "late"})
+	wc.sendJSON(map[string]any{"type": "who"})
+	wc.sendJSON(map[string]any{"type": "who"})
+	time.Sleep(3500 * time.Millisecond)
+	pings, errs := 0, 0
+	read := func() {
+		for {
+			f, err := wc.frame(300 * time.Millisecond)
+			if err != nil {
+				return
+			}
+			switch {
+			case f.Header.OpCode == ws.OpPing:
+				pings++
+			case bytes.Contains(f.Payload, []byte(`"type":"error"`)):
+				errs++
+				t.Errorf("told %s", f.Payload)
+			}
+		}
+	}
+	read()
+	if pings < 2 {
+		t.Fatalf("%d pings in 3.5s at one a second", pings)
+	}
+	for range pings + 1 { // and a heartbeat of its own
+		wc.write(clientFrame(0x8A, nil, true))
+	}
+	read()
+	if errs != 0 {
+		t.Errorf("%d errors for answering %d pings late, and one heartbeat", errs, pings)
+	}
+}
+
 // TestHostileCommandFlood: commands past the rate are dropped with one
 // rate_limited error a second, and a flood far past it is disconnected
 // with a stated reason; a fast paste to a partner is never refused.

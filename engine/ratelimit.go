@@ -246,6 +246,32 @@ func (cn *conn) dropInput(g *inputGuard, id uint64) {
 	}
 }
 
+// dropQuietly records one dropped input that asks for no answer and
+// whose loss changes nothing (a pong nobody asked for, spendPong): it
+// counts toward the flood that closes the connection, as dropInput's
+// do, and is not told, since nothing the client meant was lost.
+func (cn *conn) dropQuietly() {
+	if cn.flow.draining || cn.closing != endNone {
+		return
+	}
+	g := cn.guardFor()
+	if g.droppedRun++; g.droppedRun > abuseFactor*max(cn.loop.srv.lim().MessageBurst, 1) {
+		cn.closeForFlood()
+	}
+}
+
+// spendPong takes what a pong costs: nothing for the answer to a ping
+// of the server's (pongsOwed), a token for any other, dropped quietly
+// when there is none.
+func (cn *conn) spendPong() {
+	switch {
+	case cn.ws.pongsOwed > 0:
+		cn.ws.pongsOwed--
+	case !cn.takeToken():
+		cn.dropQuietly()
+	}
+}
+
 // droppedSay tells a numbered say or seal dropped for want of a token
 // as refusedSay tells a say with no partner: the first of a run with
 // rate_limited and its id, the rest by the per-second notice, whose

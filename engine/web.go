@@ -281,13 +281,9 @@ func (cn *conn) readFrame(buf []byte) int {
 	case ws.OpPong:
 		// The answer to the server's ping is free; a pong unasked (RFC
 		// 6455 allows them, as a heartbeat) spends a token, so that a
-		// flood of them is dropped and then cut as any flood is, rather
-		// than read for ever at no cost.
-		if cn.ws.pongOwed {
-			cn.ws.pongOwed = false
-		} else {
-			cn.spend()
-		}
+		// flood of them is cut as any flood is, rather than read for
+		// ever at no cost.
+		cn.spendPong()
 	case ws.OpClose:
 		// Answer the close and end. The reader has checked the code.
 		// 1001 going away is what a browser sends for a page left or

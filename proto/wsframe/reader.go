@@ -77,8 +77,11 @@ type Reader struct {
 	fragmented bool
 	op         ws.OpCode
 	// fragments counts the frames of the fragmented message so far
-	// (MaxFragments); it fits where the two fields above leave room.
+	// (MaxFragments), empty those of them that carried nothing
+	// (MaxEmptyFragments); they fit where the two fields above leave
+	// room.
 	fragments uint16
+	empty     uint8
 	// assembly holds the payload of the fragmented message so far. It is
 	// never longer, nor allocated larger, than the message limit.
 	assembly []byte
@@ -96,6 +99,11 @@ type Reader struct {
 // continuation frames for ever, each read and checked at no cost to it,
 // as the message they never finish never grows.
 const MaxFragments = 1024
+
+// MaxEmptyFragments bounds the frames of one fragmented message that
+// carry nothing but its final one: legal, and of no use, they would
+// let a client send MaxFragments frames for every message it says.
+const MaxEmptyFragments = 16
 
 func (r *Reader) limit() int {
 	if r.MaxMessage <= 0 {
@@ -216,12 +224,20 @@ func (r *Reader) nextFrame(buf []byte) (Message, bool, int, error) {
 		r.op = h.OpCode
 		r.assembly = r.assembly[:0]
 		r.validated = 0
-		r.fragments = 0
+		r.fragments, r.empty = 0, 0
 	}
 	if r.fragments++; r.fragments > MaxFragments {
 		return Message{}, false, 0, &CloseError{
 			Code:   ws.StatusPolicyViolation,
 			Reason: "message in more than " + strconv.Itoa(MaxFragments) + " fragments",
+		}
+	}
+	if len(payload) == 0 && !h.Fin {
+		if r.empty++; r.empty > MaxEmptyFragments {
+			return Message{}, false, 0, &CloseError{
+				Code:   ws.StatusPolicyViolation,
+				Reason: "message in more than " + strconv.Itoa(MaxEmptyFragments) + " empty fragments",
+			}
 		}
 	}
 

@@ -636,32 +636,47 @@ func TestParseHeaderBothSides(t *testing.T) {
 }
 
 // TestReaderBoundsFragments: a message may come in up to MaxFragments
-// frames, and the frame past that closes the stream 1008, even with
-// nothing in any of them: before, empty continuation frames could be
-// sent for ever, each read at no cost, the message never growing to its
-// limit. A message after one in MaxFragments frames counts afresh.
+// frames, MaxEmptyFragments of them empty but its last, and the frame
+// past either closes the stream 1008: before, empty continuation frames
+// could be sent for ever, each read at no cost, the message never
+// growing to its limit. A message after one at both bounds counts
+// afresh.
 func TestReaderBoundsFragments(t *testing.T) {
-	fragments := func(n int, fin bool) []byte {
+	// n frames: "a", then empty ones, then "x" ones, then "b".
+	fragments := func(n, empty int, fin bool) []byte {
 		b := clientFrame(t, false, ws.OpText, []byte("a"))
-		for range n - 2 {
-			b = append(b, clientFrame(t, false, ws.OpContinuation, nil)...)
+		for i := range n - 2 {
+			var p []byte
+			if i >= empty {
+				p = []byte("x")
+			}
+			b = append(b, clientFrame(t, false, ws.OpContinuation, p)...)
 		}
 		return append(b, clientFrame(t, fin, ws.OpContinuation, []byte("b"))...)
 	}
+	want := "a" + strings.Repeat("x", MaxFragments-2-MaxEmptyFragments) + "b"
 	r := &Reader{}
-	checkEvents(t, readWhole(t, r, concat(fragments(MaxFragments, true), fragments(MaxFragments, true))),
-		[]event{message(ws.OpText, "ab"), message(ws.OpText, "ab")})
+	checkEvents(t, readWhole(t, r, concat(fragments(MaxFragments, MaxEmptyFragments, true), fragments(MaxFragments, MaxEmptyFragments, true))),
+		[]event{message(ws.OpText, want), message(ws.OpText, want)})
 
-	r = &Reader{}
-	input := fragments(MaxFragments+1, false)
-	var err error
-	for len(input) > 0 && err == nil {
-		var n int
-		_, _, n, err = r.Next(input)
-		input = input[n:]
-	}
-	var closeErr *CloseError
-	if !errors.As(err, &closeErr) || closeErr.Code != ws.StatusPolicyViolation || len(input) == 0 {
-		t.Fatalf("a message in %d fragments: %v, with %d bytes left unread", MaxFragments+1, err, len(input))
+	for _, tc := range []struct {
+		name     string
+		n, empty int
+	}{
+		{"frames", MaxFragments + 1, 0},
+		{"empty frames", MaxEmptyFragments + 3, MaxEmptyFragments + 1},
+	} {
+		r = &Reader{}
+		input := fragments(tc.n, tc.empty, false)
+		var err error
+		for len(input) > 0 && err == nil {
+			var n int
+			_, _, n, err = r.Next(input)
+			input = input[n:]
+		}
+		var closeErr *CloseError
+		if !errors.As(err, &closeErr) || closeErr.Code != ws.StatusPolicyViolation || len(input) == 0 {
+			t.Errorf("a message of %d %s: %v, with %d bytes left unread", tc.n, tc.name, err, len(input))
+		}
 	}
 }
