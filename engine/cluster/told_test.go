@@ -1030,22 +1030,23 @@ func TestDrainCarriesWhatAwayWasTold(t *testing.T) {
 	carol.Expect(`^\* you are connected with dave$`)
 	carol.Expect(`^\* dave lost the connection; `)
 
-	alice, bob := lineJoinsLine(t, a.Daemon, "alice", a.Daemon, "bob")
-	settled(bob, "bob")
-	alice.Expect(`^\* bob lost the connection; `)
-	settled(alice, "alice")
-	bobBack, _, _, _ := enginetest.ResumeLine(t, a.Daemon, bob.Key)
-	bobBack.Expect(`^\* alice lost the connection; `)
+	// holder on hd and joiner on jd are paired; the joiner goes away,
+	// then the holder, told so; the joiner comes back on jd.
+	bothAwayOneBack := func(hd *testNode, hname string, jd *testNode, jname string) (holder, joinerBack *enginetest.LineClient) {
+		holder, joiner := lineJoinsLine(t, hd.Daemon, hname, jd.Daemon, jname)
+		settled(joiner, jname)
+		holder.Expect(`^\* ` + jname + ` lost the connection; `)
+		settled(holder, hname)
+		joinerBack, _, _, _ = enginetest.ResumeLine(t, jd.Daemon, joiner.Key)
+		joinerBack.Expect(`^\* ` + hname + ` lost the connection; `)
+		return holder, joinerBack
+	}
+	alice, bobBack := bothAwayOneBack(a, "alice", a, "bob")
 
 	// Across nodes: erin on a, fred on b, fred back on b before a
 	// drains. Her node knew he was back as it parked her, which the
 	// node she resumes on learns from the park.
-	erin, fred := lineJoinsLine(t, a.Daemon, "erin", b.Daemon, "fred")
-	settled(fred, "fred")
-	erin.Expect(`^\* fred lost the connection; `)
-	settled(erin, "erin")
-	fredBack, _, _, _ := enginetest.ResumeLine(t, b.Daemon, fred.Key)
-	fredBack.Expect(`^\* erin lost the connection; `)
+	erin, fredBack := bothAwayOneBack(a, "erin", b, "fred")
 	// His message comes after the news of his return, on the same
 	// link: kept for her on a, it says a heard that he is back.
 	fredBack.Send("for erin")

@@ -28,6 +28,16 @@ const (
 		"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
 )
 
+// appendWaiting appends how long the server waits for ev's partner,
+// away (EvPeerAway, EvStatus with PeerAway), to come back.
+func appendWaiting(dst []byte, ev *proto.Event) []byte {
+	dst = append(dst, "; waiting up to "...)
+	dst = proto.AppendWindow(dst, ev.Window)
+	dst = append(dst, " for "...)
+	dst = appendSafe(dst, ev.Peer)
+	return append(dst, " to come back"...)
+}
+
 // AppendEvent appends the line-protocol rendering of ev to dst: one or
 // more lines, each ending in "\r\n". Server lines start with "* ", errors
 // with "! ", and a peer's messages with "<name> ", so no message can pass
@@ -93,14 +103,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 			// As peer_away said it, which the user may have scrolled
 			// past: who types /who wonders why nothing comes.
 			if ev.Reason == proto.ReasonShutdown {
-				dst = append(dst, ", whose server is restarting; waiting up to "...)
+				dst = append(dst, ", whose server is restarting"...)
 			} else {
-				dst = append(dst, ", who lost the connection; waiting up to "...)
+				dst = append(dst, ", who lost the connection"...)
 			}
-			dst = proto.AppendWindow(dst, ev.Window)
-			dst = append(dst, " for "...)
-			dst = appendSafe(dst, ev.Peer)
-			dst = append(dst, " to come back"...)
+			dst = appendWaiting(dst, ev)
 		}
 		return append(dst, "\r\n"...)
 	case proto.EvHelp:
@@ -145,14 +152,11 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		dst = append(dst, "* "...)
 		dst = appendSafe(dst, ev.Peer)
 		if ev.Reason == proto.ReasonShutdown {
-			dst = append(dst, "'s server is restarting; waiting up to "...)
+			dst = append(dst, "'s server is restarting"...)
 		} else {
-			dst = append(dst, " lost the connection; waiting up to "...)
+			dst = append(dst, " lost the connection"...)
 		}
-		dst = proto.AppendWindow(dst, ev.Window)
-		dst = append(dst, " for "...)
-		dst = appendSafe(dst, ev.Peer)
-		dst = append(dst, " to come back"...)
+		dst = appendWaiting(dst, ev)
 		if ev.Count > 0 {
 			dst = appendUndelivered(dst, ev.Count)
 		}
