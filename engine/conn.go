@@ -537,7 +537,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpResume:
 			cn.answer(cmd.Op, 0, cn.startResume(cmd))
 		case proto.OpHelp:
-			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode})
+			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode, Window: cn.loop.srv.resume.Load().Window})
 		case proto.OpQuit:
 			cn.end(endQuit)
 		default:
@@ -579,7 +579,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpWho:
 		cn.sess.Who()
 	case proto.OpHelp:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode})
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode, Window: cn.loop.srv.resume.Load().Window})
 	case proto.OpNewToken:
 		err = cn.sess.NewToken()
 	case proto.OpQuit:

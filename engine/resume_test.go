@@ -25,6 +25,7 @@ import (
 	"duet/engine/auth/authtest"
 	"duet/engine/enginetest"
 	"duet/engine/service"
+	"duet/proto"
 )
 
 // Session resume over the wire (docs/RESUME.md): every test here runs a
@@ -1410,4 +1411,23 @@ func TestWhoSaysPartnerAway(t *testing.T) {
 	alice.Expect(`^\* bob is back$`)
 	alice.Send("/who")
 	alice.Expect(`^\* you are alice, your token is [0-9a-f]{32}, connected with bob$`)
+}
+
+// TestResumeOffSaysSo: on a server with resume off, /help does not offer
+// /resume, and a /resume typed all the same is told that the server
+// keeps no sessions, not that the key is wrong; before, both read as on
+// a server that keeps them.
+func TestResumeOffSaysSo(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Resume.Window = 0 })
+	c := d.DialLine(t)
+	c.Send("/help")
+	c.Expect(`^\* commands `)
+	for l := c.Line(); !strings.HasPrefix(l, "* any other line"); l = c.Line() {
+		if strings.Contains(l, "/resume") {
+			t.Errorf("/help offers %q", l)
+		}
+	}
+	c.Send("/resume " + proto.NewResumeKey().String())
+	c.Expect(`^! bad_resume_key: this server keeps no sessions to resume \(its resume is off\); log in again$`)
 }

@@ -90,6 +90,11 @@ var (
 	// as any, and its user is told what happened. It is no guess: it
 	// counts towards no throttle.
 	ErrSessionEndedWithNode = &Error{"bad_resume_key", "your session ended when the server it was on stopped; log in again"}
+	// ErrResumeOff is bad_resume_key for a key no session waits for on
+	// a server with resume off (resume.window 0), which keeps no
+	// session to resume: that, not a mistyped key, is what its user
+	// needs to know. It counts towards no throttle either.
+	ErrResumeOff = &Error{"bad_resume_key", "this server keeps no sessions to resume (its resume is off); log in again"}
 	// ErrNoAccounts shares bad_name's code: in open mode a login of more
 	// than one word is either a name with a space in it or a name and a
 	// password the server does not use, and its text answers both.
@@ -144,7 +149,7 @@ var Errors = []*Error{
 	ErrUnknownCommand, ErrUnknownType, ErrBadJSON, ErrBadMessage, ErrTooLong,
 	ErrInvalidUTF8, ErrInvalidUTF8Telnet, ErrInvalidUTF8Terminal, ErrEmptyMessage, ErrRateLimited, ErrThrottled, ErrAuthFailed, ErrNoPassword,
 	ErrTooManyAttempts, ErrAlreadyOnline, ErrUnavailable, ErrShuttingDown, ErrRestarting,
-	ErrBadResumeKey, ErrUnknownResumeKey, ErrSessionEndedWithNode, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
+	ErrBadResumeKey, ErrUnknownResumeKey, ErrSessionEndedWithNode, ErrResumeOff, ErrPeerAwayFull, ErrPeerCannotDecrypt, ErrControlChar,
 	ErrLoginTimeout, ErrServerFull, ErrTooManyConns, ErrUntrustedProxy, ErrBadProxyHeader, ErrHTTPRequest,
 	ErrNotParked, ErrFlooded, ErrCommandTooLong,
 }

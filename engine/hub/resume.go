@@ -862,6 +862,10 @@ func (h *Hub) Resume(key []byte, last uint64, hasLast bool, out Outbox) (Resumed
 		}
 		h.mu.Unlock()
 		h.resumeBadKey.Add(1)
+		if h.window() <= 0 {
+			// None will ever be found: resume is off here.
+			return Resumed{}, proto.ErrResumeOff
+		}
 		return Resumed{}, proto.ErrUnknownResumeKey
 	}
 	s.name, s.token, s.gen, s.claim = old.name, old.token, old.gen, old.claim

@@ -258,7 +258,9 @@ func TestResumeOffDetachIsClose(t *testing.T) {
 		t.Fatalf("bob was told %+v", evs)
 	}
 	login(t, h, "alice") // free at once
-	if _, err := h.Resume([]byte(proto.NewResumeKey().String()), 0, false, &recorder{}); err != proto.ErrUnknownResumeKey {
+	// Told that resume is off, not that the key is wrong: the
+	// server keeps no sessions to resume.
+	if _, err := h.Resume([]byte(proto.NewResumeKey().String()), 0, false, &recorder{}); err != proto.ErrResumeOff {
 		t.Fatalf("resume with resume off: %v", err)
 	}
 	// A session that logged in while resume was off has no key, and

@@ -9,24 +9,40 @@ import (
 	"duet/proto"
 )
 
-// helpText answers /help on a server without accounts, helpAccounts on
-// one with: each shows the login its server takes. Every line starts
-// with "* " like every other server line, so a reader can tell it from a
-// peer's message.
+// The answer to /help: the login its server takes (helpLogin without
+// accounts, helpLoginAccounts with), and /resume only on a server that
+// keeps sessions to resume. Every line starts with "* " like every other
+// server line, so a reader can tell it from a peer's message.
 const (
-	helpText     = helpHead + "* /login NAME           log in as NAME: 1 to 32 letters a-z or A-Z, digits, '_', '-' or '.'\r\n" + helpRest
-	helpAccounts = helpHead + "* /login NAME PASSWORD  log in with your account's name and password\r\n" + helpRest
-	helpHead     = "* commands (upper or lower case):\r\n"
-	helpRest     = "" +
+	helpHead          = "* commands (upper or lower case):\r\n"
+	helpLogin         = "* /login NAME           log in as NAME: 1 to 32 letters a-z or A-Z, digits, '_', '-' or '.'\r\n"
+	helpLoginAccounts = "* /login NAME PASSWORD  log in with your account's name and password\r\n"
+	helpCommands      = "" +
 		"* /connect TOKEN        talk with the person who gave you TOKEN\r\n" +
 		"* /leave                end the conversation and stay logged in\r\n" +
 		"* /who                  show your name, your token and who you are talking with\r\n" +
-		"* /newtoken             get a new token; the old one stops working\r\n" +
-		"* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n" +
+		"* /newtoken             get a new token; the old one stops working\r\n"
+	helpResume = "* /resume KEY           instead of logging in: take your session back after your connection dropped, with the resume key you were shown\r\n"
+	helpTail   = "" +
 		"* /help                 show this list\r\n" +
 		"* /quit                 close the connection (/exit works too)\r\n" +
 		"* any other line goes to the person you are talking with; start it with // to send a line that begins with /\r\n"
 )
+
+// appendHelp appends the answer to /help (ev: EvHelp) to dst.
+func appendHelp(dst []byte, ev *proto.Event) []byte {
+	dst = append(dst, helpHead...)
+	if ev.Auth == "accounts" {
+		dst = append(dst, helpLoginAccounts...)
+	} else {
+		dst = append(dst, helpLogin...)
+	}
+	dst = append(dst, helpCommands...)
+	if ev.Window > 0 {
+		dst = append(dst, helpResume...)
+	}
+	return append(dst, helpTail...)
+}
 
 // appendWaiting appends how long the server waits for ev's partner,
 // away (EvPeerAway, EvStatus with PeerAway), to come back.
@@ -111,10 +127,7 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		}
 		return append(dst, "\r\n"...)
 	case proto.EvHelp:
-		if ev.Auth == "accounts" {
-			return append(dst, helpAccounts...)
-		}
-		return append(dst, helpText...)
+		return appendHelp(dst, ev)
 	case proto.EvError:
 		err := ev.Err
 		if err == nil {

@@ -3,6 +3,7 @@ package line
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"duet/proto"
 )
@@ -88,8 +89,10 @@ func TestAppendEvent(t *testing.T) {
 			"* you are alice, your token is " + testTokenHex + ", connected with bob\r\n"},
 		{"status alone", proto.Event{Kind: proto.EvStatus, Name: "alice", Token: testToken},
 			"* you are alice, your token is " + testTokenHex + ", not connected\r\n"},
-		{"help", proto.Event{Kind: proto.EvHelp}, helpText},
-		{"help with accounts", proto.Event{Kind: proto.EvHelp, Auth: "accounts"}, helpAccounts},
+		{"help", proto.Event{Kind: proto.EvHelp, Window: time.Minute}, helpHead + helpLogin + helpCommands + helpResume + helpTail},
+		{"help with accounts", proto.Event{Kind: proto.EvHelp, Auth: "accounts", Window: time.Minute}, helpHead + helpLoginAccounts + helpCommands + helpResume + helpTail},
+		// A server that keeps no sessions has nothing to resume.
+		{"help with resume off", proto.Event{Kind: proto.EvHelp}, helpHead + helpLogin + helpCommands + helpTail},
 		{"error", proto.Event{Kind: proto.EvError, Err: proto.ErrRoomFull},
 			"! room_full: Room is Full: that user is already talking with someone. Try the same token again when they are free\r\n"},
 		{"error without an error", proto.Event{Kind: proto.EvError},
