@@ -235,8 +235,14 @@ func (s *Server) marks() outbox.Marks {
 func (cn *conn) onTraffic() gnet.Action {
 	if cn.closing != endNone {
 		if _, lingering := cn.loop.lingering[cn]; lingering {
-			// Read and thrown away (closeSocket).
-			_, _ = cn.c.Discard(-1)
+			// Read and thrown away (closeSocket), or, within a drain's
+			// grace, answered.
+			if _, graced := cn.loop.graced[cn]; graced {
+				cn.readLate()
+				cn.graceOver()
+			} else {
+				_, _ = cn.c.Discard(-1)
+			}
 			return gnet.None
 		}
 	}

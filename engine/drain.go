@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"duet/proto"
+	"duet/proto/line"
 )
 
 // A drain is how a node of a cluster goes for a restart without ending
@@ -333,4 +335,52 @@ func drainNoticeText(isLine bool, key string, window time.Duration) string {
 		b = append(b, "the server is restarting; reconnect and resume your session within "...)
 	}
 	return string(proto.AppendWindow(b, window))
+}
+
+// drainGrace is how long a line client a drain told to resume is
+// answered after the notice (closeSocket), before its connection is
+// shut for writing: what it sent before the notice reached it arrives
+// within a round trip. Shut on the loop's tick, it is answered for a
+// second or two.
+const drainGrace = 500 * time.Millisecond
+
+// readLate answers what a line client a drain told to resume sent after
+// the notice, in its grace: the messages among it were not delivered,
+// and the notice is told again with their count, as its user would
+// otherwise take them for sent. The input is thrown away up to its
+// last whole line; a part line waits for its end, up to the bound of a
+// line.
+func (cn *conn) readLate() {
+	buf, _ := cn.c.Peek(-1)
+	end := bytes.LastIndexByte(buf, '\n') + 1
+	n := lateMessages(buf[:end])
+	if len(buf)-end > cn.loop.srv.lim().MaxLine {
+		end = len(buf)
+	}
+	_, _ = cn.c.Discard(end)
+	key := cn.resumeKey.Load()
+	if n == 0 || key == nil {
+		return
+	}
+	notice := drainNoticeText(true, key.String(), cn.loop.srv.resume.Load().Window)
+	_, _ = cn.c.Write(line.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: n}))
+}
+
+// lateMessages counts the messages among lines, whole lines of the line
+// protocol: any line but a command (one starting with a single '/') or
+// an empty one.
+func lateMessages(lines []byte) int {
+	n := 0
+	for len(lines) > 0 {
+		l, rest, _ := bytes.Cut(lines, []byte{'\n'})
+		lines = rest
+		l = bytes.TrimRight(l, "\r")
+		switch {
+		case len(l) == 0:
+		case l[0] == '/' && !bytes.HasPrefix(l, []byte("//")):
+		default:
+			n++
+		}
+	}
+	return n
 }

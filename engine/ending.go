@@ -566,14 +566,30 @@ const lingerTime = 2 * time.Second
 // not reading is not: the reset is what drops what it was counted as
 // not receiving (onClose). A connection lingering already, or whose
 // input is held, is closed.
+//
+// A line connection a drain told to resume lingers whatever it holds,
+// and is shut for writing only after drainGrace: what its client sent
+// before it read the notice, which reaches the server after it, is
+// answered then (readLate), rather than thrown away untold.
 func (cn *conn) closeSocket() {
 	ls := cn.loop
 	_, lingering := ls.lingering[cn]
-	if lingering || cn.closing == endSlow || cn.held() || cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd()) {
+	graced := !lingering && cn.closing == endDrain && cn.stage == stageLine && cn.resumeKey.Load() != nil && !cn.held()
+	if !graced && (lingering || cn.closing == endSlow || cn.held() || cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd())) {
 		_ = cn.c.Close()
 		return
 	}
 	ls.lingering[cn] = ls.stamp() + stamp(lingerTime)
+	if graced {
+		if ls.graced == nil {
+			ls.graced = make(map[*conn]stamp)
+		}
+		ls.graced[cn] = ls.stamp() + stamp(drainGrace)
+		// Woken then to be shut (graceOver), not left to the loop's
+		// tick, which an engine failing over to its next process no
+		// longer runs.
+		time.AfterFunc(drainGrace, cn.Wake)
+	}
 	for _, w := range cn.out.Retire() {
 		w.Wake()
 	}
@@ -585,13 +601,20 @@ func (cn *conn) closeSocket() {
 		// wrote.
 		cn.endSession(cn.closing, 0)
 	}
-	_, _ = cn.c.Discard(-1)
+	if graced {
+		cn.readLate()
+	} else {
+		_, _ = cn.c.Discard(-1)
+	}
 	cn.shutWhenFlushed()
 }
 
 // shutWhenFlushed shuts a lingering connection for writing once gnet
 // holds nothing more for it: now, or from checkBacklog.
 func (cn *conn) shutWhenFlushed() {
+	if _, graced := cn.loop.graced[cn]; graced {
+		return // answering what its client sent late (lingered shuts it)
+	}
 	if cn.c.OutboundBuffered() > 0 {
 		cn.loop.addBacklog(cn)
 		return
@@ -601,8 +624,28 @@ func (cn *conn) shutWhenFlushed() {
 	}
 }
 
-// lingered closes the lingering connections whose time is up.
+// graceOver shuts a graced connection for writing once its grace is
+// over, and reports whether it is (or was never graced).
+func (cn *conn) graceOver() bool {
+	until, graced := cn.loop.graced[cn]
+	if !graced {
+		return true
+	}
+	if cn.loop.stamp() < until {
+		return false
+	}
+	delete(cn.loop.graced, cn)
+	cn.shutWhenFlushed()
+	return true
+}
+
+// lingered shuts the graced connections whose grace is over (a
+// backstop: each is woken for it), and closes the lingering
+// connections whose time is up.
 func (ls *loopState) lingered() {
+	for cn := range ls.graced {
+		cn.graceOver()
+	}
 	now := ls.stamp()
 	for cn, until := range ls.lingering {
 		if now >= until {

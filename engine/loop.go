@@ -24,6 +24,10 @@ type loopState struct {
 	conns      []*conn            // open connections, in no order (addConn)
 	backlogged map[*conn]struct{} // gnet holds output for these; rechecked every backlogInterval (addBacklog)
 	lingering  map[*conn]stamp    // ended with input unread, closed by the stamp at the latest (closeSocket)
+	// graced are lingering line connections a drain told to resume,
+	// answered until the stamp (readLate), then shut for writing; made
+	// at the first.
+	graced map[*conn]stamp
 	// late holds, for a connection that closed while its input waited
 	// on an answer, what its close left to do (lateClose, hold.go).
 	late map[*conn]*lateClose

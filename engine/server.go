@@ -803,6 +803,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	delete(cn.loop.backlogged, cn)
 	delete(cn.loop.watched, cn)
 	delete(cn.loop.lingering, cn)
+	delete(cn.loop.graced, cn)
 	if !cn.flow.late.Load() {
 		cn.releaseAddr() // else once the close is over (finishLate)
 	}

@@ -471,11 +471,17 @@ func testRedisLostMidDrain(t *testing.T, fail func(*redisServer)) {
 	lcs[0].Expect(`^\* l1 is connected$`)
 
 	outcomes := make(chan drainOutcome, lines+webs)
+	// As the first client is told: a line client's connection closes a
+	// grace later (the engine's drainGrace), and others are told
+	// meanwhile.
+	firstTold := make(chan struct{})
+	var once sync.Once
+	first := func() { once.Do(func() { close(firstTold) }) }
 	for _, lc := range lcs {
-		go func() { outcomes <- lineOutcome(lc) }()
+		go func() { outcomes <- lineOutcome(lc, first) }()
 	}
 	for _, wc := range wcs {
-		go func() { outcomes <- webOutcome(wc) }()
+		go func() { outcomes <- webOutcome(wc, first) }()
 	}
 
 	const period = 2 * time.Second
@@ -486,7 +492,7 @@ func testRedisLostMidDrain(t *testing.T, fail func(*redisServer)) {
 
 	// Redis dies once the first client has been told.
 	var got []drainOutcome
-	got = append(got, <-outcomes)
+	<-firstTold
 	fail(r)
 	killed := time.Now()
 	for len(got) < lines+webs {
@@ -531,7 +537,7 @@ func testRedisLostMidDrain(t *testing.T, fail func(*redisServer)) {
 
 // lineOutcome reads what a line client is told until its connection
 // closes.
-func lineOutcome(lc *enginetest.LineClient) drainOutcome {
+func lineOutcome(lc *enginetest.LineClient, told func()) drainOutcome {
 	o := drainOutcome{name: lc.Name}
 	for {
 		l, err := lc.TryLine(2 * enginetest.Timeout)
@@ -544,8 +550,10 @@ func lineOutcome(lc *enginetest.LineClient) drainOutcome {
 		switch {
 		case drainLineRE.MatchString(l):
 			o.resume, o.at = true, time.Now()
+			told()
 		case strings.HasPrefix(l, "! not_parked: the server is restarting and could not keep your session; log in again"):
 			o.unkept, o.at = true, time.Now()
+			told()
 		case l == "* the server is shutting down; goodbye" && o.unkept:
 		case strings.HasSuffix(l, "; you are free to be joined again"):
 			switch {
@@ -565,7 +573,7 @@ func lineOutcome(lc *enginetest.LineClient) drainOutcome {
 }
 
 // webOutcome reads what a WebSocket client is told until it is closed.
-func webOutcome(wc *enginetest.WSClient) drainOutcome {
+func webOutcome(wc *enginetest.WSClient, told func()) drainOutcome {
 	o := drainOutcome{name: wc.Name}
 	shutdown := false
 	for {
@@ -584,6 +592,7 @@ func webOutcome(wc *enginetest.WSClient) drainOutcome {
 		case "notice":
 			if strings.HasPrefix(ev["text"].(string), "the server is restarting; reconnect and resume") {
 				o.resume, o.at = true, time.Now()
+				told()
 			}
 		case "error":
 			if ev["code"] != "not_parked" {
@@ -591,6 +600,7 @@ func webOutcome(wc *enginetest.WSClient) drainOutcome {
 				return o
 			}
 			o.unkept, o.at = true, time.Now()
+			told()
 		case "shutdown":
 			shutdown = true
 		case "peer_left":
