@@ -844,9 +844,7 @@ func TestRestoreKeepsWhoConnected(t *testing.T) {
 // for good.)
 func TestRestoreTakesUpEverySession(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, aliceKey := resumable(t, h1, "alice")
-	bob, bobKey := resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, bob, aliceKey, bobKey := keyedPair(t, h1)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	bob.Detach(proto.ReasonDisconnected, 0)
 	opts := resumeOpts()
@@ -952,9 +950,7 @@ func TestParkedUndeliveredFrom(t *testing.T) {
 // connection.
 func TestRestartToldPartnerBack(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
-	alice, aliceKey := resumable(t, h1, "alice")
-	bob, bobKey := resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, bob, aliceKey, bobKey := keyedPair(t, h1)
 	bob.Detach(proto.ReasonDisconnected, 0)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	resumeEvents(t, h1, bobKey, &recorder{})
@@ -966,9 +962,7 @@ func TestRestartToldPartnerBack(t *testing.T) {
 
 	// Still away as the server restarted: told that, not back.
 	h1, _ = newClockedHub(resumeOpts())
-	alice, aliceKey = resumable(t, h1, "alice")
-	bob, _ = resumable(t, h1, "bob")
-	pair(t, bob, alice)
+	alice, bob, aliceKey, _ = keyedPair(t, h1)
 	bob.Detach(proto.ReasonDisconnected, 0)
 	alice.Detach(proto.ReasonDisconnected, 0)
 	h2, _ = restart(t, h1, time.Second)
@@ -1022,9 +1016,7 @@ func TestRestartKeepsJoinedAway(t *testing.T) {
 func TestRestartToldPartnerServerRestarted(t *testing.T) {
 	for _, lostBefore := range []bool{false, true} {
 		h1, _ := newClockedHub(resumeOpts())
-		alice, aliceKey := resumable(t, h1, "alice")
-		bob, bobKey := resumable(t, h1, "bob")
-		pair(t, bob, alice)
+		alice, bob, aliceKey, bobKey := keyedPair(t, h1)
 		if lostBefore {
 			bob.Detach(proto.ReasonDisconnected, 0)
 		}

@@ -524,14 +524,10 @@ func (s *Session) DetachFrom(from netip.Prefix, reason proto.Reason, undelivered
 				a.unannounced = true
 			default:
 				h.toldPeerAwayLocked(p)
-				ev := proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost}
-				if h.draining.Load() {
-					// A partner on another node of a cluster: s did not
-					// lose the connection, its server is restarting,
-					// and s comes back on another.
-					ev.Reason = proto.ReasonShutdown
-				}
-				deliver(p.q, ev)
+				// Draining, a partner on another node of a cluster: s
+				// did not lose the connection, its server is
+				// restarting, and s comes back on another (reason).
+				deliver(p.q, proto.Event{Kind: proto.EvPeerAway, Peer: s.name, Window: window, Count: lost, Reason: a.reason()})
 			}
 		}
 		r.mu.Unlock()

@@ -54,10 +54,17 @@ func pair(t *testing.T, a, b user) {
 // them, bob connecting to alice; it returns both, and alice's key.
 func resumablePair(t *testing.T, h *Hub) (alice, bob user, key string) {
 	t.Helper()
-	alice, key = resumable(t, h, "alice")
-	bob, _ = resumable(t, h, "bob")
-	pair(t, bob, alice)
+	alice, bob, key, _ = keyedPair(t, h)
 	return alice, bob, key
+}
+
+// keyedPair is resumablePair with bob's key too.
+func keyedPair(t *testing.T, h *Hub) (alice, bob user, aliceKey, bobKey string) {
+	t.Helper()
+	alice, aliceKey = resumable(t, h, "alice")
+	bob, bobKey = resumable(t, h, "bob")
+	pair(t, bob, alice)
+	return alice, bob, aliceKey, bobKey
 }
 
 // awayFromBob is resumablePair with alice away, and carol logged in to
