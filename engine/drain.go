@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"duet/proto"
-	"duet/proto/line"
 )
 
 // A drain is how a node of a cluster goes for a restart without ending
@@ -337,33 +336,28 @@ func drainNoticeText(isLine bool, key string, window time.Duration) string {
 	return string(proto.AppendWindow(b, window))
 }
 
-// drainGrace is how long a line client a drain told to resume is
-// answered after the notice (closeSocket), before its connection is
-// shut for writing: what it sent before the notice reached it arrives
-// within a round trip. Shut on the loop's tick, it is answered for a
-// second or two.
+// drainGrace is how long a line client a drain told to resume is read
+// after the notice (closeSocket), before the messages it sent meanwhile
+// are told and its connection closes: what it sent before the notice
+// reached it arrives within a round trip.
 const drainGrace = 500 * time.Millisecond
 
-// readLate answers what a line client a drain told to resume sent after
-// the notice, in its grace: the messages among it were not delivered,
-// and the notice is told again with their count, as its user would
-// otherwise take them for sent. The input is thrown away up to its
-// last whole line; a part line waits for its end, up to the bound of a
-// line.
+// readLate counts the messages a line client a drain told to resume
+// sent after the notice, in its grace (closeSocket): they were not
+// delivered, and graceOver tells the notice again with their count, as
+// its user would otherwise take them for sent. The input is thrown away
+// up to its last whole line; a part line waits for its end, up to the
+// bound of a line.
 func (cn *conn) readLate() {
 	buf, _ := cn.c.Peek(-1)
 	end := bytes.LastIndexByte(buf, '\n') + 1
-	n := lateMessages(buf[:end])
+	if g := cn.loop.graced[cn]; g != nil {
+		g.late += lateMessages(buf[:end])
+	}
 	if len(buf)-end > cn.loop.srv.lim().MaxLine {
 		end = len(buf)
 	}
 	_, _ = cn.c.Discard(end)
-	key := cn.resumeKey.Load()
-	if n == 0 || key == nil {
-		return
-	}
-	notice := drainNoticeText(true, key.String(), cn.loop.srv.resume.Load().Window)
-	_, _ = cn.c.Write(line.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: n}))
 }
 
 // lateMessages counts the messages among lines, whole lines of the line

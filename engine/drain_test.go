@@ -340,9 +340,12 @@ func TestDrainTellsNoOneTheirPartnerLostTheConnection(t *testing.T) {
 
 // TestDrainAnswersLinesSentLate: what a line client sent as the drain's
 // notice was on its way to it, which the server reads after the
-// notice, is answered: the notice again, with how many of its messages
-// were not delivered, as the client would otherwise take them for
-// sent; commands among it count for nothing. Before, it was read and
+// notice, is answered: the notice again, once, with how many of its
+// messages were not delivered, as the client would otherwise take them
+// for sent; commands among it count for nothing. Then the connection
+// closes at once, as one with nothing unread does, not lingering: a
+// netcat whose input is a terminal ignores the end of the stream, and
+// its user would type on into it. Before, what came late was read and
 // thrown away untold (an audit lost a line in one restart of three,
 // with both users typing).
 func TestDrainAnswersLinesSentLate(t *testing.T) {
@@ -356,10 +359,18 @@ func TestDrainAnswersLinesSentLate(t *testing.T) {
 	}()
 	notice := `^\* the server is restarting; reconnect and type /resume ` + alice.Key + ` within 2m`
 	alice.Expect(notice + `$`)
-	// As the notice came: typed before it was read.
-	if _, err := alice.Conn.Write([]byte("one\r\n/who\r\n\r\ntwo\n//three\n")); err != nil {
+	// As the notice came: typed before it was read, in two reads.
+	if _, err := alice.Conn.Write([]byte("one\r\n/who\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := alice.Conn.Write([]byte("\r\ntwo\n//three\n")); err != nil {
 		t.Fatal(err)
 	}
 	alice.Expect(notice + `; 3 of your messages were not delivered$`)
+	told := time.Now()
 	alice.ExpectClosed()
+	if waited := time.Since(told); waited > time.Second {
+		t.Errorf("closed %v after the count, lingering", waited)
+	}
 }

@@ -567,10 +567,10 @@ const lingerTime = 2 * time.Second
 // not receiving (onClose). A connection lingering already, or whose
 // input is held, is closed.
 //
-// A line connection a drain told to resume lingers whatever it holds,
-// and is shut for writing only after drainGrace: what its client sent
-// before it read the notice, which reaches the server after it, is
-// answered then (readLate), rather than thrown away untold.
+// A line connection a drain told to resume lingers whatever it holds
+// for drainGrace first: what its client sent before it read the
+// notice, which reaches the server after it, is counted (readLate) and
+// told at the grace's end (graceOver), rather than thrown away untold.
 func (cn *conn) closeSocket() {
 	ls := cn.loop
 	_, lingering := ls.lingering[cn]
@@ -582,12 +582,11 @@ func (cn *conn) closeSocket() {
 	ls.lingering[cn] = ls.stamp() + stamp(lingerTime)
 	if graced {
 		if ls.graced == nil {
-			ls.graced = make(map[*conn]stamp)
+			ls.graced = make(map[*conn]*grace)
 		}
-		ls.graced[cn] = ls.stamp() + stamp(drainGrace)
-		// Woken then to be shut (graceOver), not left to the loop's
-		// tick, which an engine failing over to its next process no
-		// longer runs.
+		ls.graced[cn] = &grace{until: ls.stamp() + stamp(drainGrace)}
+		// Woken then (graceOver), not left to the loop's tick, which an
+		// engine failing over to its next process no longer runs.
 		time.AfterFunc(drainGrace, cn.Wake)
 	}
 	for _, w := range cn.out.Retire() {
@@ -613,7 +612,7 @@ func (cn *conn) closeSocket() {
 // holds nothing more for it: now, or from checkBacklog.
 func (cn *conn) shutWhenFlushed() {
 	if _, graced := cn.loop.graced[cn]; graced {
-		return // answering what its client sent late (lingered shuts it)
+		return // counting what its client sent late (graceOver)
 	}
 	if cn.c.OutboundBuffered() > 0 {
 		cn.loop.addBacklog(cn)
@@ -624,17 +623,40 @@ func (cn *conn) shutWhenFlushed() {
 	}
 }
 
-// graceOver shuts a graced connection for writing once its grace is
-// over, and reports whether it is (or was never graced).
+// grace is what a drain's grace keeps of a line connection (closeSocket):
+// when it ends, and how many messages came late meanwhile.
+type grace struct {
+	until stamp
+	late  int
+}
+
+// graceOver ends a graced connection's grace once it is over: the
+// notice is told again with the count of messages that came late, if
+// any, once; then the connection closes as any that ends does
+// (closeSocket): at once if nothing is unread, the kernel answering
+// whatever comes next with a reset, which a netcat that ignores the end
+// of the stream (its input a terminal) reads and exits on; else it
+// lingers, shut for writing. It reports whether the grace is over (or
+// there was none).
 func (cn *conn) graceOver() bool {
-	until, graced := cn.loop.graced[cn]
+	g, graced := cn.loop.graced[cn]
 	if !graced {
 		return true
 	}
-	if cn.loop.stamp() < until {
+	if cn.loop.stamp() < g.until {
 		return false
 	}
 	delete(cn.loop.graced, cn)
+	if key := cn.resumeKey.Load(); g.late > 0 && key != nil {
+		notice := drainNoticeText(true, key.String(), cn.loop.srv.resume.Load().Window)
+		_, _ = cn.c.Write(line.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: g.late}))
+	}
+	if cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd()) {
+		// gnet writes what it holds before it closes.
+		_ = cn.c.Close()
+		return true
+	}
+	_, _ = cn.c.Discard(-1)
 	cn.shutWhenFlushed()
 	return true
 }

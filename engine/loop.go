@@ -25,9 +25,8 @@ type loopState struct {
 	backlogged map[*conn]struct{} // gnet holds output for these; rechecked every backlogInterval (addBacklog)
 	lingering  map[*conn]stamp    // ended with input unread, closed by the stamp at the latest (closeSocket)
 	// graced are lingering line connections a drain told to resume,
-	// answered until the stamp (readLate), then shut for writing; made
-	// at the first.
-	graced map[*conn]stamp
+	// in their grace (closeSocket); made at the first.
+	graced map[*conn]*grace
 	// late holds, for a connection that closed while its input waited
 	// on an answer, what its close left to do (lateClose, hold.go).
 	late map[*conn]*lateClose
