@@ -229,6 +229,12 @@ func (s *Server) marks() outbox.Marks {
 	return outbox.Marks{High: int64(l.OutboundHigh), Max: int64(l.OutboundMax)}
 }
 
+// help answers /help: with the login this server takes, and /resume
+// only if it keeps sessions to resume.
+func (cn *conn) help() {
+	cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode, Window: cn.loop.srv.resume.Load().Window})
+}
+
 // onTraffic reads what has arrived and acts on each complete command.
 // gnet calls it when input arrives and when the connection is woken
 // (Wake): a held connection first sees whether its hold is over.
@@ -543,7 +549,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 		case proto.OpResume:
 			cn.answer(cmd.Op, 0, cn.startResume(cmd))
 		case proto.OpHelp:
-			cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode, Window: cn.loop.srv.resume.Load().Window})
+			cn.help()
 		case proto.OpQuit:
 			cn.end(endQuit)
 		default:
@@ -585,7 +591,7 @@ func (cn *conn) handle(cmd *proto.Command) {
 	case proto.OpWho:
 		cn.sess.Who()
 	case proto.OpHelp:
-		cn.out.Deliver(&proto.Event{Kind: proto.EvHelp, Auth: cn.loop.srv.opts.AuthMode, Window: cn.loop.srv.resume.Load().Window})
+		cn.help()
 	case proto.OpNewToken:
 		err = cn.sess.NewToken()
 	case proto.OpQuit:

@@ -575,7 +575,7 @@ func (cn *conn) closeSocket() {
 	ls := cn.loop
 	_, lingering := ls.lingering[cn]
 	graced := !lingering && cn.closing == endDrain && cn.stage == stageLine && cn.resumeKey.Load() != nil && !cn.held()
-	if !graced && (lingering || cn.closing == endSlow || cn.held() || cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd())) {
+	if !graced && (lingering || cn.closing == endSlow || cn.held() || !cn.inputUnread()) {
 		_ = cn.c.Close()
 		return
 	}
@@ -636,29 +636,31 @@ type grace struct {
 // (closeSocket): at once if nothing is unread, the kernel answering
 // whatever comes next with a reset, which a netcat that ignores the end
 // of the stream (its input a terminal) reads and exits on; else it
-// lingers, shut for writing. It reports whether the grace is over (or
-// there was none).
-func (cn *conn) graceOver() bool {
+// lingers, shut for writing. It does nothing before the grace is over,
+// or to a connection never graced.
+func (cn *conn) graceOver() {
 	g, graced := cn.loop.graced[cn]
-	if !graced {
-		return true
-	}
-	if cn.loop.stamp() < g.until {
-		return false
+	if !graced || cn.loop.stamp() < g.until {
+		return
 	}
 	delete(cn.loop.graced, cn)
 	if key := cn.resumeKey.Load(); g.late > 0 && key != nil {
 		notice := drainNoticeText(true, key.String(), cn.loop.srv.resume.Load().Window)
 		_, _ = cn.c.Write(line.AppendEvent(nil, &proto.Event{Kind: proto.EvNotice, Text: []byte(notice), Count: g.late}))
 	}
-	if cn.c.InboundBuffered() == 0 && !unreadInput(cn.c.Fd()) {
+	if !cn.inputUnread() {
 		// gnet writes what it holds before it closes.
 		_ = cn.c.Close()
-		return true
+		return
 	}
 	_, _ = cn.c.Discard(-1)
 	cn.shutWhenFlushed()
-	return true
+}
+
+// inputUnread reports whether input is left unread, by gnet or in the
+// kernel: closed so, the connection would be reset (closeSocket).
+func (cn *conn) inputUnread() bool {
+	return cn.c.InboundBuffered() > 0 || unreadInput(cn.c.Fd())
 }
 
 // lingered shuts the graced connections whose grace is over (a
