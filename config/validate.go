@@ -180,11 +180,11 @@ func (c *Config) Validate() error {
 // for longer than a day would be a mailbox, which duet is not.
 const MaxResumeWindow = 24 * time.Hour
 
-// checkResume checks the resume section, and how it fits the limits.
 // pingSlack is how far below limits.idle_timeout limits.ping_interval
 // must be (Validate).
 const pingSlack = 2 * time.Second
 
+// checkResume checks the resume section, and how it fits the limits.
 func (c *Config) checkResume() []error {
 	var problems []error
 	bad := func(key, format string, args ...any) {

@@ -228,9 +228,7 @@ func (cn *conn) dropInput(g *inputGuard, id uint64) {
 		return
 	}
 	g.droppedThisSec++
-	g.droppedRun++
-	if g.droppedRun > abuseFactor*max(cn.loop.srv.lim().MessageBurst, 1) {
-		cn.closeForFlood()
+	if cn.floodDrop(g) {
 		return
 	}
 	if cn.stage == stageHTTP {
@@ -254,10 +252,18 @@ func (cn *conn) dropQuietly() {
 	if cn.flow.draining || cn.closing != endNone {
 		return
 	}
-	g := cn.guardFor()
-	if g.droppedRun++; g.droppedRun > abuseFactor*max(cn.loop.srv.lim().MessageBurst, 1) {
+	cn.floodDrop(cn.guardFor())
+}
+
+// floodDrop counts one dropped input toward the flood that closes the
+// connection, and reports whether it closed it.
+func (cn *conn) floodDrop(g *inputGuard) bool {
+	g.droppedRun++
+	if g.droppedRun > abuseFactor*max(cn.loop.srv.lim().MessageBurst, 1) {
 		cn.closeForFlood()
+		return true
 	}
+	return false
 }
 
 // spendPong takes what a pong costs: nothing for the answer to a ping
