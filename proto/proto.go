@@ -268,7 +268,9 @@ type Event struct {
 	// Window after the drop. Empty when resume is off.
 	ResumeKey string
 	// Window is how long a session whose connection dropped waits for a
-	// resume: EvWelcome, EvResumed, EvReplayEnd and EvPeerAway.
+	// resume: EvWelcome, EvResumed, EvReplayEnd and EvPeerAway; on
+	// EvStatus with PeerAway, what is left of the partner's; on EvHelp,
+	// resume.window, 0 with resume off (the help leaves /resume out).
 	Window time.Duration
 	// Missed, on EvResumed and EvReplayEnd, counts the messages the
 	// resume should have replayed but that could not be kept.
