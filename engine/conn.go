@@ -260,19 +260,23 @@ func (cn *conn) onTraffic() gnet.Action {
 		}
 		released = true
 	}
-	cn.out.SetInline(true)
-	cn.readInput()
-	cn.out.SetInline(false)
-	cn.flush()
 	if cn.sess != nil {
 		// The client just sent, and with it acknowledged all it had
 		// received: the moment to see what of the messages kept for its
 		// resume it has (hub.ReadStride). What was found before, the
-		// session was told then.
+		// session was told then. The look comes before the input is
+		// acted on: an answer it carries reaches the partner, whose
+		// reply may be queued to this client from another loop at once,
+		// and a look after it would find that reply unacknowledged and
+		// take nothing newer than the look before as received.
 		if seq, looked := cn.out.LookAcked(hub.ReadStride); looked {
 			cn.sess.Received(seq)
 		}
 	}
+	cn.out.SetInline(true)
+	cn.readInput()
+	cn.out.SetInline(false)
+	cn.flush()
 	if released && !cn.held() {
 		// Re-arm only once the input held back is used up: gnet closes a
 		// connection as soon as it reads end-of-file, without handing over
