@@ -230,9 +230,13 @@ func TestResumeToldPartnerBack(t *testing.T) {
 	enginetest.Reset(t, alice.Conn)
 	bob.Expect(`^\* alice lost the connection; waiting up to 2m for alice to come back$`)
 	enginetest.Reset(t, bob.Conn)
+	// Both away before alice comes back: else she may come back while
+	// bob's connection, already reset, still counts as open.
+	waitFor(t, "both sessions to be away", func() bool { return d.Hub.Stats().Away == 2 })
 	back, _, _, _ := enginetest.ResumeLine(t, d, alice.Key)
 	back.Expect(`^\* bob lost the connection; waiting up to \w+ for bob to come back$`)
 	back.Send("while you were away")
+	waitFor(t, "alice's message to be kept for bob", func() bool { return d.Hub.Stats().HistoryBytes > 0 })
 	bobBack, peer, replayed, _ := enginetest.ResumeLine(t, d, bob.Key)
 	if peer != "alice" || strings.Join(replayed, "|") != "<alice> while you were away" {
 		t.Fatalf("bob resumed with %q, replayed %q", peer, replayed)
