@@ -348,14 +348,21 @@ func TestResumeAnswerLostRetellsNews(t *testing.T) {
 		alice, bob := pairLines(t, d, fmt.Sprint("alice", i), fmt.Sprint("bob", i))
 		enginetest.Reset(t, bob.Conn)
 		alice.Expect(`^\* bob\d lost the connection`)
+		away := d.Hub.Stats().Away
 		enginetest.Reset(t, alice.Conn)
+		// Alice away before bob comes back: else he may come back while
+		// her connection, already reset, still counts as open, and the
+		// news of his return goes to it.
+		waitFor(t, "alice away", func() bool { return d.Hub.Stats().Away > away })
 		enginetest.ResumeLine(t, d, bob.Key)
 		resumeTwice(alice.Key, `^\* bob\d is back$`, dropped)
 
 		carol, dave := pairLines(t, d, fmt.Sprint("carol", i), fmt.Sprint("dave", i))
 		enginetest.Reset(t, carol.Conn)
 		dave.Expect(`^\* carol\d lost the connection`)
+		pairs := d.Hub.Stats().Pairs
 		dave.Send("/quit")
+		waitFor(t, "dave gone", func() bool { return d.Hub.Stats().Pairs < pairs })
 		resumeTwice(carol.Key, `^\* dave\d left; you are free to be joined again$`, dropped)
 	}
 }
