@@ -203,6 +203,12 @@ func TestEveryEndingCounted(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = admin.Close(context.Background()) })
+			// Before any connection, the series shows at zero: its
+			// first count is an increase a rate or an alert sees.
+			zero := fmt.Sprintf("\nduet_disconnects_total{reason=%q} 0\n", tc.reason)
+			if body := scrape(t, &http.Client{Timeout: enginetest.Timeout}, admin.Addr().String()); !strings.Contains(string(body), zero) {
+				t.Fatalf("a fresh server's /metrics lacks %q:\n%s", zero, grepLines(body, "duet_disconnects_total"))
+			}
 			tc.provoke(t, d)
 			if n := waitDisconnects(t, admin.Addr().String(), tc.reason); n != 1 {
 				t.Fatalf("duet_disconnects_total{reason=%q} is %d, want 1", tc.reason, n)
@@ -222,7 +228,10 @@ func waitDisconnects(t *testing.T, admin, reason string) int {
 	client := &http.Client{Timeout: enginetest.Timeout}
 	for deadline := time.Now().Add(enginetest.Timeout); ; time.Sleep(50 * time.Millisecond) {
 		body := scrape(t, client, admin)
-		if series.Match(body) {
+		// Every series shows from the start, at zero (MetricsDeclarer).
+		if m := series.FindSubmatch(body); m == nil {
+			t.Fatalf("no duet_disconnects_total series for %s; /metrics has:\n%s", reason, grepLines(body, "duet_disconnects_total"))
+		} else if string(m[1]) != "0" {
 			// A second count, should there be one, has had time to come.
 			time.Sleep(100 * time.Millisecond)
 			m := series.FindSubmatch(scrape(t, client, admin))

@@ -33,6 +33,33 @@ type Metrics interface {
 	Disconnected(reason string)
 }
 
+// A MetricsDeclarer is Metrics that shows each of its series from the
+// start, at zero: the engine declares the labels it may count, once, as
+// it is made. A counter whose first event makes its series appear reads
+// as no increase to a rate or an alert; one at zero does not.
+type MetricsDeclarer interface {
+	// Declare names every label Rejected (refusals) and Disconnected
+	// (endings) may be called with.
+	Declare(refusals, endings []string)
+}
+
+// declareLabels declares the endings table's labels to m, if it takes
+// them (MetricsDeclarer).
+func declareLabels(m Metrics) {
+	d, ok := m.(MetricsDeclarer)
+	if !ok {
+		return
+	}
+	var refusals, all []string
+	for _, info := range endings {
+		all = append(all, info.label)
+		if info.refusal {
+			refusals = append(refusals, info.label)
+		}
+	}
+	d.Declare(refusals, all)
+}
+
 // Protocol names used with Metrics.
 const (
 	protoLine = "line"

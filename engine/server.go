@@ -169,6 +169,7 @@ func New(opts Options) (*Server, error) {
 	if s.metrics = opts.Metrics; s.metrics == nil {
 		s.metrics = noMetrics{}
 	}
+	declareLabels(s.metrics)
 	// The counter holds only addresses with connections open, so
 	// limits.max_conns (which a reload may raise) bounds it; it needs no
 	// bound of its own.

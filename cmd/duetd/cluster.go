@@ -86,6 +86,8 @@ var (
 		"Sessions this node parked in Redis for another node to take up (a drain, or a resume on another node).", nil, nil)
 	sessionsTakenUpDesc = prometheus.NewDesc("duet_cluster_sessions_taken_up_total",
 		"Parked sessions this node took up for a resume.", nil, nil)
+	linkedDesc = prometheus.NewDesc("duet_cluster_linked",
+		"1 while this node is linked to Redis, 0 while it is not (it then answers logins unavailable, and /readyz 503).", nil, nil)
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -99,6 +101,7 @@ func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pairingsCutDesc
 	ch <- sessionsParkedDesc
 	ch <- sessionsTakenUpDesc
+	ch <- linkedDesc
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -117,4 +120,9 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(sessionsParkedDesc, prometheus.CounterValue, float64(st.SessionsParked))
 	ch <- prometheus.MustNewConstMetric(sessionsTakenUpDesc, prometheus.CounterValue, float64(st.SessionsMoved))
+	linked := 0.0
+	if c.node.Up() {
+		linked = 1
+	}
+	ch <- prometheus.MustNewConstMetric(linkedDesc, prometheus.GaugeValue, linked)
 }

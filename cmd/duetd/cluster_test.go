@@ -136,6 +136,7 @@ func TestClusterProcess(t *testing.T) {
 		`duet_cluster_pairings_cut_total{cause="lease_lapsed"}`:   0,
 		`duet_cluster_sessions_parked_total`:                      0,
 		`duet_cluster_sessions_taken_up_total`:                    0,
+		`duet_cluster_linked`:                                     1,
 	}
 	var got map[string]float64
 	deadline := time.Now().Add(waitLimit)
@@ -252,10 +253,22 @@ func TestClusterReadyzFollowsTheLink(t *testing.T) {
 	}
 	waitReadyz(linked, 200, "a node linked to Redis")
 
+	// The metric an alert reads says the same as /readyz.
+	linkedMetric := func(d *daemon) float64 { return scrape(t, "http://"+d.Admin+"/metrics")["duet_cluster_linked"] }
+	if v := linkedMetric(linked); v != 1 {
+		t.Errorf("a node linked to Redis: duet_cluster_linked %v", v)
+	}
+	if v := linkedMetric(denied); v != 0 {
+		t.Errorf("a node with the wrong Redis password: duet_cluster_linked %v", v)
+	}
+
 	r.Stop()
 	waitReadyz(linked, 503, "a node that lost Redis")
 	if code, body := readyz(linked); code == 503 && body != "not linked to Redis\n" {
 		t.Errorf("a node that lost Redis: /readyz says %q", body)
+	}
+	if v := linkedMetric(linked); v != 0 {
+		t.Errorf("a node that lost Redis: duet_cluster_linked %v", v)
 	}
 	r.Start()
 	waitReadyz(linked, 200, "a node whose Redis is back")

@@ -30,6 +30,7 @@ func TestAdminEndpoints(t *testing.T) {
 	m.Disconnected("slow")
 	m.Error("room_full")
 	m.SlowCut()
+	m.Declare([]string{"server_full", "too_many_connections"}, []string{"server_full", "slow", "quit"})
 	a := startAdmin(t, m.Registry)
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func(path string) (int, string) {
@@ -75,6 +76,11 @@ func TestAdminEndpoints(t *testing.T) {
 				`duet_errors_total{code="room_full"} 1`,
 				`duet_disconnects_total{reason="server_full"} 1`,
 				`duet_disconnects_total{reason="slow"} 2`,
+				// Declared, and every error code: at zero from the start.
+				`duet_disconnects_total{reason="quit"} 0`,
+				`duet_connections_rejected_total{reason="too_many_connections"} 0`,
+				`duet_errors_total{code="bad_token"} 0`,
+				`duet_resumes_total{outcome="ended_with_node"} 0`,
 				// The hub's resume figures show from the start, at zero.
 				`duet_away_sessions 0`,
 				`duet_resume_kept_bytes 0`,

@@ -96,6 +96,11 @@ func NewMetrics(core *hub.Hub) *Metrics {
 	for _, p := range openedAs {
 		m.openedByPro[p] = m.opened.WithLabelValues(p)
 	}
+	// Every error code shows at zero from the start too: the first of
+	// one is then an increase a rate or an alert sees (Declare).
+	for _, e := range proto.Errors {
+		m.errors.WithLabelValues(e.Code)
+	}
 	m.Registry.MustRegister(
 		m.conns, m.opened, m.rejected, m.disconnects, m.errors, m.slowCuts, m.upgrades, started,
 		hubCollector{core},
@@ -124,6 +129,17 @@ func (m *Metrics) Upgraded() {
 func (m *Metrics) ConnClosed(protocol string) {
 	if g, ok := m.byProtocol[protocol]; ok {
 		g.Dec()
+	}
+}
+
+// Declare implements engine.MetricsDeclarer: the refusals and endings
+// the engine may count show at zero from the start.
+func (m *Metrics) Declare(refusals, endings []string) {
+	for _, r := range refusals {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, e := range endings {
+		m.disconnects.WithLabelValues(e)
 	}
 }
 
@@ -160,7 +176,7 @@ var (
 	keptDesc = prometheus.NewDesc("duet_resume_kept_bytes",
 		"What the messages kept for resumes count against resume.buffer, all sessions together: each its text and 64 bytes.", nil, nil)
 	resumesDesc = prometheus.NewDesc("duet_resumes_total",
-		"Resumes since start, by outcome: away (a session that was away), zombie (one whose old connection was still open, which was closed), bad_key (refused for a key that is wrong, malformed, expired or used).",
+		"Resumes since start, by outcome: away (a session that was away), zombie (one whose old connection was still open, which was closed), bad_key (refused for a key that is wrong, malformed, expired or used), ended_with_node (refused: on a cluster, the session ended as its node died or stopped).",
 		[]string{"outcome"}, nil)
 	awayEndedDesc = prometheus.NewDesc("duet_away_sessions_ended_total",
 		"Away sessions ended since start without a resume, by reason: timeout (resume.window ran out), evicted (resume.max_away, or resume.max_away_per_ip for their address, was reached and they had been away the longest).",
