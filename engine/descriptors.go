@@ -27,8 +27,9 @@ import (
 //     OnOpen and close those refused: a listener's whole accept queue,
 //     its backlog and one more, which gnet sets to net.core.somaxconn
 //     (4096 on Linux 5.4 and later, and up to 65535).
-//   - The web port's refused connections kept to read their request
-//     (refuseRequest): refusalsKeptPerAddr from each of
+//   - The refused connections kept: on the web port to read their
+//     request (refuseRequest), on the line port to linger after their
+//     refusal (closeSocket): refusalsKeptPerAddr from each of
 //     refusalsKeptAddrs addresses.
 //
 // Where the limit is low, those two would take most of it, and leave

@@ -515,3 +515,23 @@ func TestIdleKeepAliveClosedQuietly(t *testing.T) {
 	write(t, first, []byte("GET / HT"))
 	expectStatus(t, first, http.StatusRequestTimeout)
 }
+
+// TestRefusalReachesNetcatThatSentFirst: a line client refused as it
+// opens that sends at once, as `nc -N < file` does, reads its refusal.
+// Before, the server closed the socket as it wrote the refusal; the
+// client's first line, arriving after, was answered with a reset, and
+// netcat, which looks at a socket's error before its input, exited
+// without printing it: two runs in three printed nothing.
+func TestRefusalReachesNetcatThatSentFirst(t *testing.T) {
+	t.Parallel()
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxConnsPerIP = 1 })
+	d.DialLine(t).Login("held") // the one connection 127.0.0.1 may have
+	for i := range 10 {
+		var out strings.Builder
+		finished := enginetest.PipeNetcat(t, d.TCP, strings.NewReader("/login eager\n"), &out)
+		finished()
+		if !strings.HasPrefix(out.String(), "! too_many_connections: ") {
+			t.Fatalf("run %d: nc printed %q, want the refusal", i, out.String())
+		}
+	}
+}

@@ -567,6 +567,10 @@ const lingerTime = 2 * time.Second
 // not receiving (onClose). A connection lingering already, or whose
 // input is held, is closed.
 //
+// A line connection refused as it opened lingers whatever it holds: its
+// client may have sent before it read the refusal, which reaches the
+// server after it.
+//
 // A line connection a drain told to resume lingers whatever it holds
 // for drainGrace first: what its client sent before it read the
 // notice, which reaches the server after it, is counted (readLate) and
@@ -575,7 +579,8 @@ func (cn *conn) closeSocket() {
 	ls := cn.loop
 	_, lingering := ls.lingering[cn]
 	graced := !lingering && cn.closing == endDrain && cn.stage == stageLine && cn.resumeKey.Load() != nil && !cn.held()
-	if !graced && (lingering || cn.closing == endSlow || cn.held() || !cn.inputUnread()) {
+	refusedLine := !lingering && cn.refused != endNone && !cn.web
+	if !graced && !refusedLine && (lingering || cn.closing == endSlow || cn.held() || !cn.inputUnread()) {
 		_ = cn.c.Close()
 		return
 	}

@@ -708,8 +708,9 @@ func (s *Server) logRefusal(e ending, id uint64, ip netip.Addr, extra ...zap.Fie
 
 // OnOpen admits a connection, or refuses it with one line saying why. A
 // connection refused on the web port is kept to read its request, and
-// told why in the answer to it (refuseRequest); past the bounds of that,
-// it is answered 503 at once.
+// told why in the answer to it (refuseRequest); one refused on the line
+// port is told at once and kept to linger (closeSocket); past the bounds
+// of those, it is answered at once, unread, and closed.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	isLine := s.tcpAddr != nil && onListener(c.LocalAddr(), s.tcpAddr)
 	ip := peerIP(c.RemoteAddr())
@@ -746,7 +747,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.logRefusal(endPerAddr, id, ip)
 		refused = endPerAddr
 	}
-	if refused != endNone && (isLine || !s.refusing.Acquire(key, refusalsKeptPerAddr)) {
+	if refused != endNone && !s.refusing.Acquire(key, refusalsKeptPerAddr) {
 		return refuse(refused)
 	}
 	// A connection kept only to be refused is not admitted: it counts
@@ -771,6 +772,15 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	ls.addConn(cn)
 	s.metrics.ConnOpened(cn.protocol())
 	cn.logOpened()
+	if isLine && refused != endNone {
+		// Told now, then lingering (closeSocket): its client may have
+		// sent at once, as `nc -N < file` does, and a close as the
+		// refusal is written answers that input with a reset, which a
+		// netcat reads before the refusal, and exits on.
+		cn.stage = stageLine
+		cn.endAs(refused, endDetail{})
+		return nil, gnet.None
+	}
 	if isLine && !fromProxy {
 		return s.hello, gnet.None
 	}

@@ -195,11 +195,14 @@ func (cn *conn) upgraded(resp []byte) {
 
 // A connection refused on the web port as it opens is kept to read its
 // request (refuseRequest), rather than answered at once, unread, with a
-// 503 its client may not be able to read. These bound how many are kept:
-// from one address, and the addresses with any, so at most 1024 in all,
-// each for at most limits.handshake_timeout. Past them a refusal is
-// answered 503 as the connection opens. A page retrying with back-off
-// opens one at a time.
+// 503 its client may not be able to read; one refused on the line port
+// is kept to linger after its refusal (closeSocket), so that input its
+// client sent at once does not meet a reset. These bound how many are
+// kept, of both: from one address, and the addresses with any, so at
+// most 1024 in all, each for at most limits.handshake_timeout (a line
+// one, lingerTime). Past them a refusal is answered as the connection
+// opens, unread: 503, or the line. A page retrying with back-off opens
+// one at a time.
 const (
 	refusalsKeptPerAddr = 4
 	refusalsKeptAddrs   = 256
