@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"duet/engine"
 	"duet/engine/enginetest"
 	"duet/proto"
 )
@@ -500,6 +501,30 @@ func TestRealTelnetCtrlCDropsSentPart(t *testing.T) {
 		if got := bob.Line(); got != "<alice> "+c.want {
 			t.Errorf("`send %s`, then %q: the partner read %q, want %q", c.cmd, c.then, got, "<alice> "+c.want)
 		}
+	}
+}
+
+// TestRealTelnetCtrlCEndsOverLongLine: a line past limits.max_line is
+// refused as it passes it, and the rest of it is thrown away up to its
+// line feed. Its user, told, presses Ctrl-C, and the terminal throws the
+// line away: what it types next is a new line, which reaches the
+// partner. Before, the server went on throwing away up to the next line
+// feed, and that line was lost without a word.
+func TestRealTelnetCtrlCEndsOverLongLine(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxLine = 64 })
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+
+	// Ctrl-D hands the part typed to telnet, which sends it at once.
+	mark := tn.written()
+	tn.type_(strings.Repeat("x", 100) + "\x04")
+	tn.waitShown(mark, "! too_long: ")
+	tn.type_("\x03")
+	tn.typeLine("typed after Ctrl-C")
+	if got := bob.Line(); got != "<alice> typed after Ctrl-C" {
+		t.Errorf("after an over-long line and Ctrl-C, the partner read %q", got)
 	}
 }
 

@@ -132,6 +132,9 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 				if prev == telnetDo && c == optTimingMark && f.tn.mark {
 					f.tn.markByKey = f.tn.markByKey || !f.tn.letter
 				}
+				if f.skipping && prev == telnetCommand && skipEndsAt(c, f.tn.binaryIn == optYes, i == 1 || (i == 0 && f.skipIACFirst)) {
+					return i, telnetData
+				}
 			}
 			i++
 			continue
@@ -237,8 +240,10 @@ func dataEndsInsideALetter(raw []byte) bool {
 type Framer struct {
 	Max int
 
-	// skipping is set while the rest of an over-long line is dropped.
-	skipping bool
+	// skipping is set while the rest of an over-long line is dropped;
+	// skipIACFirst, while the last bytes dropped are an IAC that came
+	// alone, the whole of what the client sent last (skipEndsAt).
+	skipping, skipIACFirst bool
 	// scanned is how many leading bytes of the caller's buffer have been
 	// searched for a line end without finding one, and state is the
 	// telnet parser's state there. Remembering it keeps a line that
@@ -430,17 +435,39 @@ func tooLong(buf []byte) *proto.Error {
 	return proto.ErrTooLong
 }
 
+// skipEndsAt reports whether the command c at buf[i], after an IAC, ends
+// the skip of an over-long line (skip), its IAC the first byte of what
+// the client sent (first): a key that erases the line
+// (lineKey), such as Ctrl-C. Its user saw the line thrown away, and what
+// it types next is a new line; skipped on to the next line feed, that
+// line would be lost without a word. In BINARY every such command is the
+// key. Outside it, one may stand for a byte telnet replaced inside a
+// letter (restoredByte) of the line being skipped: it is taken for the
+// key only as the first bytes of what the client sent (skip is handed a
+// read at a time, and consumes it all), as telnet sends Ctrl-C, on its
+// own; a replaced byte comes inside the write of its line. Like
+// keyAlone, it is a rule that depends on how the input arrived.
+func skipEndsAt(c byte, binary, first bool) bool {
+	eraseLine, _ := lineKey(c)
+	return eraseLine && (binary || first)
+}
+
 // skip drops buf[from:] up to and including the '\n' that ends the
-// over-long line being skipped, and returns the bytes consumed from the
-// start of buf.
+// over-long line being skipped, or the key that erases it (skipEndsAt),
+// and returns the bytes consumed from the start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
 	f.begun = true // the rest of a line: an EOT in it starts nothing
 	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
-		f.skipping, f.state, f.begun = false, telnetData, false
+		f.skipping, f.skipIACFirst, f.state, f.begun = false, false, telnetData, false
 		return end + 1
 	}
 	f.state = st
+	// An IAC that came alone: its command, in the next read, follows it
+	// as the first bytes the client sent.
+	if len(buf) > from {
+		f.skipIACFirst = from == 0 && len(buf) == 1 && st == telnetCommand
+	}
 	return len(buf)
 }
 

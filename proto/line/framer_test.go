@@ -211,6 +211,22 @@ func TestFramer(t *testing.T) {
 			[]string{`reply "\xff\xfd\x00"`, "too_long dropped 9", `line "world"`, `line "ok"`},
 		},
 		{"default Max", 0, []string{strings.Repeat("x", DefaultMaxLine) + "\nok\n"}, []string{fmt.Sprintf("too_long dropped %d", DefaultMaxLine+1), `line "ok"`}},
+		{
+			// The user saw Ctrl-C throw the over-long line away: what it
+			// types next is a line of its own, not the rest of that one
+			// skipped without a word.
+			"Ctrl-C ends the skip of an over-long line",
+			12, []string{"0123456789abcd", "\xff\xf4\xff\xfd\x06", "next\r\n"},
+			[]string{"too_long dropped 14", `reply "\xff\xfd\x00"`, "skipped 2", `reply "\xff\xfb\x06"`, "wait 3", `line "next"`},
+		},
+		{
+			// Telnet sends the byte 0x83 of a letter such as "у" (d1 83)
+			// as IAC IP: inside a letter it is no key, and the skip goes
+			// on to the line feed.
+			"IAC IP inside a letter goes on skipping",
+			8, []string{"0123456789ab\xd1\xff\xf4cd\nok\n"},
+			[]string{`reply "\xff\xfd\x00"`, "too_long dropped 18", `line "ok"`},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -443,6 +459,13 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 			reply = tn.heard(reply, st, c)
 		}
 		if skipping {
+			if st == telnetCommand && refErasesLine(c) && (tn.binary == optYes || (j > 0 && readStart[j-1])) {
+				// A key that erases the line, as the first bytes of a
+				// read or in BINARY, ends the skip.
+				st = telnetData
+				skipping = false
+				continue
+			}
 			if (st == telnetData || st == telnetCommand) && c == '\n' {
 				st = telnetData
 				skipping = false
@@ -513,6 +536,10 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 	}
 	return log, reply
 }
+
+// refErasesLine reports whether c, after an IAC, is a key that erases
+// the line: IP, BRK, SUSP or EL.
+func refErasesLine(c byte) bool { return c == 0xf4 || c == 0xf3 || c == 0xed || c == 0xf8 }
 
 // refDataEndsPartial reports whether b, a line as received from plain
 // data, ends in a data byte, and its data bytes end with the first
