@@ -1115,4 +1115,16 @@ func TestE2EPageStaleLinkSaysWhatToDo(t *testing.T) {
 		return e.Code == "e2e_failed" && strings.Contains(e.Text, "carol used a link of yours this page no longer knows") &&
 			strings.Contains(e.Text, "Send carol your current link")
 	})
+
+	// Carol does as told, with alice's token alone: the secret alice's
+	// page no longer knows is dropped with the failure, so the pairing
+	// is secured, not verified. Before, the page kept it for the token,
+	// and every connect failed the same way until a reload.
+	carol.do("leave", chromedp.Click(chromedp.ID("leave")))
+	alice.waitJS("carol gone", `document.getElementById('peer').textContent === 'Not connected to anyone'`)
+	carol.connectTo(token)
+	carol.waitPaired("alice")
+	alice.waitPaired("carol")
+	carol.waitSecure("unverified")
+	alice.waitSecure("unverified")
 }

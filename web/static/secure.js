@@ -49,7 +49,7 @@ const CLAIM_WAIT_MS = 5000;
 const ABORT_WORDS = {
   cannot_encrypt: '{peer}’s browser cannot encrypt.',
   unknown_link_secret:
-    '{peer}’s page no longer knows the link you used (it makes a new one after a conversation with someone on a terminal, and when its token changes), so the conversation could not be secured. Ask {peer} for their current link, leave, and connect with it.',
+    '{peer}’s page no longer knows the link you used (it makes a new one after a conversation with someone on a terminal, and when its token changes), so the conversation could not be secured. Ask {peer} for their current link, leave, and connect with it; or leave and connect with their token alone, to talk encrypted but not verified.',
   handshake_failed: 'The keys did not match: someone between you may be interfering.',
   protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
   unsupported_version: '{peer}’s page speaks another version of encryption.',
@@ -652,6 +652,12 @@ export function createSecure(page) {
           fail(p, words(FORGED_ABORT_WORDS, p.peer), '');
         } else {
           p.cannot = r.reason === 'cannot_encrypt';
+          if (r.reason === 'unknown_link_secret' && p.role === 'initiator' && linkSecrets.get(p.token) === p.linkSecret) {
+            // The partner's page no longer knows it: kept, it would fail
+            // the same way at every connect with that token, typed
+            // alone included, until the tab is reloaded.
+            linkSecrets.delete(p.token);
+          }
           fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
         }
       } else if (!over && r.error.fatal) {
