@@ -590,6 +590,60 @@ func TestBrowserResumeNetworkDrop(t *testing.T) {
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
 
+// TestBrowserResumeRetriesWithinWindow: the page's network is down for
+// most of a short resume window. Its backoff doubles each step, but no
+// step carries the next try past the window: back with two seconds of
+// it left, the page resumes. Before, it tried about 1, 2-3, 4-7 and
+// 8-15 s after the drop, and with a 9 s window and the network back at
+// 7 s found its session ended nearly every time.
+func TestBrowserResumeRetriesWithinWindow(t *testing.T) {
+	const window = 9 * time.Second
+	bt := startResumeTest(t, window)
+	proxy, alice, bob := pairBehindProxy(t, bt)
+	talk(bob, alice, "hi alice")
+
+	cut := time.Now()
+	proxy.cut()
+	bob.expectEntry("a peer_away notice", func(e logEntry) bool { return e.Kind == "peer_away" })
+	alice.do("stay down", chromedp.Sleep(time.Until(cut.Add(7*time.Second))))
+	proxy.restore()
+	e := alice.expectEntry("a resumed notice", func(e logEntry) bool {
+		return e.Kind == "resumed" || strings.Contains(e.Text, "ended while you were away")
+	})
+	if e.Kind != "resumed" || e.Text != "Reconnected; your conversation with bob goes on." {
+		t.Fatalf("alice, her network back %v after the drop, with a %v window, is told %v%s",
+			7*time.Second, window, e, alice.logDump())
+	}
+	bob.expectEntry("a peer_back notice", func(e logEntry) bool { return e.Kind == "peer_back" })
+	talk(alice, bob, "back in time")
+	bob.expectNoPeerLeft()
+	alice.onlyFailedSockets()
+}
+
+// TestBrowserOfflineSaysSo: the browser says the device went offline
+// while the page's socket still looks open, carrying nothing (as
+// Chromium's does). The page asks the server at once, and, with no
+// answer, says it is reconnecting within seconds; before, it said
+// Online for about 43 s, until its own check of a quiet socket.
+func TestBrowserOfflineSaysSo(t *testing.T) {
+	const probeTimeout = 3 * time.Second // app.js's PROBE_TIMEOUT_MS
+	bt := startResumeTest(t, 0)
+	proxy, alice, bob := pairBehindProxy(t, bt)
+	talk(bob, alice, "hi alice")
+	proxy.freeze()
+	start := time.Now()
+	alice.do("go offline", chromedp.Evaluate[chromedp.Void](`window.dispatchEvent(new Event('offline'))`))
+	// Said in the log, and by the state, which the next try, through
+	// the proxy, may end within a second.
+	alice.expectEntry("a reconnecting notice", func(e logEntry) bool { return e.Kind == "reconnecting" })
+	if took := time.Since(start); took > 2*probeTimeout {
+		t.Errorf("the page said Online for %v after the browser went offline", took)
+	}
+	proxy.restore()
+	alice.expectEntry("a resumed notice", func(e logEntry) bool { return e.Kind == "resumed" })
+	talk(alice, bob, "back")
+}
+
 // TestBrowserResumeToldWhoLeftWhileAway: the peer leaves while the
 // page's network is down. Back, the page says once, in the peer_left
 // notice the server tells after the resume, who left and why, as it

@@ -338,7 +338,15 @@ function backoff(attempt) {
 }
 
 function retryLater() {
-  const delay = backoff(st.attempt);
+  let delay = backoff(st.attempt);
+  if (st.resume && st.resume.windowS > 0 && st.resume.awaySince > 0) {
+    // The session is kept only so long: a step of the backoff must not
+    // carry the next try past the window, or a network back in time
+    // finds the session ended. Each is at most a third of what is left,
+    // so the last tries land within it.
+    const left = st.resume.windowS * 1000 - (Date.now() - st.resume.awaySince);
+    if (left > 0) delay = Math.min(delay, Math.max(BACKOFF_MIN_MS, Math.round(left / 3)));
+  }
   st.attempt++;
   st.retryAt = Date.now() + delay;
   st.retryTimer = setTimeout(connect, delay);
@@ -502,6 +510,8 @@ function droppedAway(peer) {
   st.resuming = false;
   if (!st.awayNoted) {
     st.awayNoted = true;
+    // Its window is counted from about now (retryLater).
+    st.resume.awaySince = Date.now();
     const kept = st.resume.windowS > 0 ? ' for up to ' + duration(st.resume.windowS) : '';
     notice('Lost the connection to the server; reconnecting. Your session is kept' + kept + '.', { kind: 'reconnecting' });
   }
@@ -517,6 +527,7 @@ function resumed(ev) {
   st.resuming = false;
   st.restored = false;
   st.awayNoted = false;
+  st.resume.awaySince = 0;
   st.loggedIn = true;
   st.attempt = 0;
   setState('online', 'Online');
@@ -814,6 +825,15 @@ function woke() {
   }
   if (!st.ready || !st.loggedIn) return;
   probe(PROBE_TIMEOUT_MS);
+}
+
+// wentOffline runs when the browser says the device lost its network. A
+// socket may look open long after (Chromium keeps it, carrying nothing),
+// and the page would say Online meanwhile: it is asked at once whether
+// it still works, and given up if it does not answer (probe), so that
+// the page says it is reconnecting, and tries as its backoff says.
+function wentOffline() {
+  if (st.ws && st.ready && st.loggedIn) probe(PROBE_TIMEOUT_MS);
 }
 
 // probe asks the server "who" on the socket, quietly: one that sends
@@ -1971,6 +1991,7 @@ function start() {
   // When the device comes back online, or wakes up, do not sit out the
   // backoff, and do not trust a socket that may have died meanwhile.
   window.addEventListener('online', woke);
+  window.addEventListener('offline', wentOffline);
   watchForWake();
   window.addEventListener('pagehide', pageHidden);
   window.addEventListener('pageshow', (e) => {
