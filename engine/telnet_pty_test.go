@@ -105,7 +105,7 @@ func TestRealTelnet(t *testing.T) {
 	dave.pairWith("dave", bob)
 	const russian = "хорошо, привет"
 	dave.typeLine(russian)
-	dave.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once, then type it again"))
+	dave.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (if you use telnet, press Ctrl-C once, then type it again"))
 	dave.type_("\x03")
 	// telnet agrees to BINARY a round trip later.
 	dave.typeLine("/who")
@@ -230,7 +230,7 @@ func TestRealTelnetPastedBlockToldItsRefusal(t *testing.T) {
 	if got := bob.Line(); got != "<alice> угу" {
 		t.Fatalf("bob got %q", got)
 	}
-	tn.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once"))
+	tn.expect(regexp.QuoteMeta("! invalid_utf8: text must be valid UTF-8; it was not sent (if you use telnet, press Ctrl-C once"))
 	tn.typeLine("/who")
 	tn.expect(`\* you are alice, your token is [0-9a-f]{32}, connected with bob`)
 	// She pressed no key: a notice says what telnet did.

@@ -50,7 +50,7 @@ var (
 	// (line.TelnetMangled): Debian's telnet changes some letters until it
 	// first sends a telnet command, and a Ctrl-C is one (docs/PROTOCOL.md,
 	// "Letters"). Its Code is ErrInvalidUTF8's.
-	ErrInvalidUTF8Telnet = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent (in telnet, press Ctrl-C once, then type it again: telnet changes some letters until then)"}
+	ErrInvalidUTF8Telnet = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent (if you use telnet, press Ctrl-C once, then type it again: telnet changes some letters until then)"}
 	// ErrInvalidUTF8Terminal is ErrInvalidUTF8 told on the line port for
 	// any other line: the terminal sends another encoding (Latin-1 é is
 	// the byte e9), which only its user can change. Its Code is
