@@ -486,6 +486,10 @@ func TestBrowserResumeReload(t *testing.T) {
 	if peer := eval[string](alice, `document.getElementById('peer').textContent`); peer != "Talking with bob" {
 		t.Errorf("after the reload #peer says %q", peer)
 	}
+	// The focus is where she goes on: a keyboard user types at once.
+	if focus := eval[string](alice, `document.activeElement ? document.activeElement.id : ''`); focus != "message" {
+		t.Errorf("after the reload the focus is on %q, want the message box", focus)
+	}
 	after := "four, after the reload"
 	talk(bob, alice, after)
 	want := []string{

@@ -1127,7 +1127,14 @@ const handlers = {
   },
 
   resumed(ev) {
+    const restored = st.restored;
     resumed(ev);
+    if (restored && (!document.activeElement || document.activeElement === document.body)) {
+      // A reload leaves the focus nowhere: it goes where the person
+      // goes on, as after a login or a pairing.
+      render();
+      (st.peer ? ui.message : ui.connectToken).focus();
+    }
   },
 
   left(ev) {
