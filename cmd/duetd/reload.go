@@ -64,7 +64,11 @@ func (r *reloader) reload() {
 	for _, w := range src.Warnings() {
 		r.log.Warn(w.Error(), zap.String("key", w.Key))
 	}
-	if lvl, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
+	// A level that says more applies at once; one that says less comes
+	// last (below), so that a reload setting log.level to warn still
+	// says it was done, and what it changed.
+	lvl, lvlErr := zapcore.ParseLevel(cfg.Log.Level)
+	if lvlErr == nil && lvl < r.level.Level() {
 		r.level.SetLevel(lvl)
 	}
 	srv := r.d.srv
@@ -113,6 +117,9 @@ func (r *reloader) reload() {
 	changed := config.Changed(r.cfg, cfg)
 	r.cfg, r.src = cfg, src
 	r.log.Info("configuration reloaded", zap.Strings("changed", changed))
+	if lvlErr == nil {
+		r.level.SetLevel(lvl)
+	}
 }
 
 // listensOn reports whether a listener configured as configured is the

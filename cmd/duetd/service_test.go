@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -197,8 +198,16 @@ func TestReloadKeepsPairsTalking(t *testing.T) {
 	bob.Say("and me")
 	alice.Expect(`^<bob> and me$`)
 	dave := cl.DialLine(t) // still at debug: the bad file changed nothing
-	d.WaitLog(next, "connection opened")
+	_, next = d.WaitLog(next, "connection opened")
 	dave.Conn.Close()
+
+	// A reload that quiets the log still says it was done, and what it
+	// changed; the lines after it are at the new level.
+	d.writeConfig("log:\n  level: warn\n")
+	d.Signal(syscall.SIGHUP)
+	if e, _ = d.WaitLog(next, "configuration reloaded"); !strings.Contains(fmt.Sprint(e["changed"]), "log.level") {
+		t.Errorf("the reload to warn logged %v", e)
+	}
 
 	d.Signal(syscall.SIGTERM)
 	if code := d.WaitExit(waitLimit); code != 0 {
