@@ -467,7 +467,24 @@ func TestResumeJSONExactlyOnce(t *testing.T) {
 // replay, which is right but not what such a test counts).
 func taken(t *testing.T, d *enginetest.Daemon, n uint64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("the server to take %d messages", n), func() bool { return d.Hub.Stats().Messages >= n })
+	// Tens of thousands of messages, under the race detector on a
+	// machine other tests load too, may take longer than one Timeout;
+	// progress is what must not stop.
+	what := fmt.Sprintf("the server to take %d messages", n)
+	for tries := 0; ; tries++ {
+		before := d.Hub.Stats().Messages
+		deadline := time.Now().Add(enginetest.Timeout)
+		for d.Hub.Stats().Messages < n && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		now := d.Hub.Stats().Messages
+		if now >= n {
+			return
+		}
+		if now == before || tries == 5 {
+			t.Fatalf("timed out waiting for %s: %d taken", what, now)
+		}
+	}
 }
 
 // waitFor polls cond until it holds, or fails the test.
