@@ -528,6 +528,36 @@ func TestRealTelnetCtrlCEndsOverLongLine(t *testing.T) {
 	}
 }
 
+// TestRealTelnetOverLongLineKeepsItsRest: outside BINARY, telnet sends
+// some bytes of a letter as commands, each at the end of a write of its
+// own: "ッ" (e3 83 83) comes as two writes, the second beginning with
+// IAC IP, which is no Ctrl-C. Typed past limits.max_line, before any
+// Ctrl-C, such a line is refused, and none of it reaches the partner.
+func TestRealTelnetOverLongLineKeepsItsRest(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, func(o *engine.Options) { o.Limits.MaxLine = 64 })
+	bob := d.DialLine(t).Login("bob")
+	for i, long := range []string{
+		strings.Repeat("a", 70) + "ッ leaked tail",
+		strings.Repeat("a", 70) + "ボ leaked tail",
+		"きょうはとてもよいてんきなので、でかけましょう。ボールをもっていきます",
+		strings.Repeat("уГ ", 30) + "leaked tail",
+	} {
+		tn := dialInPTY(t, d, nil, telnet)
+		name := fmt.Sprintf("alice%d", i)
+		tn.pairWith(name, bob)
+		mark := tn.written()
+		tn.typeLine(long)
+		tn.waitShown(mark, "! too_long: ")
+		tn.typeLine("after")
+		if got := bob.Line(); got != "<"+name+"> after" {
+			t.Errorf("%q, too long: the partner read %q first, want only the line after it", long, got)
+		}
+		tn.type_("\x04")
+		tn.leaves(name, bob)
+	}
+}
+
 // bytesRead returns how many bytes the program has read so far
 // (rchar in /proc/PID/io: from its terminal and its socket alike).
 func (p *ptyProgram) bytesRead() int {

@@ -104,6 +104,9 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			st, keep = st.step(c)
 			// IAC IAC is a data byte: the line has begun.
 			f.begun = f.begun || keep
+			if !keep {
+				f.cmdAt = i
+			}
 			if keep && c == '\n' {
 				return i, telnetData // after a 255 that began no command
 			}
@@ -132,7 +135,7 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 				if prev == telnetDo && c == optTimingMark && f.tn.mark {
 					f.tn.markByKey = f.tn.markByKey || !f.tn.letter
 				}
-				if f.skipping && prev == telnetCommand && skipEndsAt(c, f.tn.binaryIn == optYes, i == 1 || (i == 0 && f.skipIACFirst)) {
+				if f.skipping && prev == telnetCommand && skipEndsAt(c, f.tn.binaryIn == optYes, (i == 1 && f.skipLastData) || (i == 0 && f.skipIACFirst)) {
 					return i, telnetData
 				}
 			}
@@ -240,10 +243,13 @@ func dataEndsInsideALetter(raw []byte) bool {
 type Framer struct {
 	Max int
 
-	// skipping is set while the rest of an over-long line is dropped;
-	// skipIACFirst, while the last bytes dropped are an IAC that came
-	// alone, the whole of what the client sent last (skipEndsAt).
-	skipping, skipIACFirst bool
+	// skipping is set while the rest of an over-long line is dropped.
+	// While it is (skipEndsAt): skipLastData says what the client sent
+	// last ended in a data byte, not a telnet command; skipIACFirst, that
+	// it was an IAC alone, after what ended in a data byte; and cmdAt is
+	// where in the buffer scan last read a command's byte.
+	skipping, skipLastData, skipIACFirst bool
+	cmdAt                                int
 	// scanned is how many leading bytes of the caller's buffer have been
 	// searched for a line end without finding one, and state is the
 	// telnet parser's state there. Remembering it keeps a line that
@@ -368,7 +374,7 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 		// allows: it is too long, and the rest of it is dropped from
 		// where the search for its end has got to.
 		from := f.scanned
-		f.scanned, f.skipping = 0, true
+		f.scanned, f.skipping, f.skipLastData, f.skipIACFirst = 0, true, false, false
 		return nil, f.skip(buf, from), tooLong(buf)
 	}
 	limit := min(len(buf), maxLine)
@@ -421,7 +427,7 @@ func (f *Framer) next(buf []byte) (line []byte, n int, err *proto.Error) {
 	// subnegotiation that never ends costs at most one line's worth of
 	// input instead of swallowing the connection.
 	f.scanned, f.state, f.begun = 0, telnetData, false
-	f.skipping = true
+	f.skipping, f.skipLastData, f.skipIACFirst = true, false, false
 	return nil, f.skip(buf, maxLine), tooLong(buf)
 }
 
@@ -435,18 +441,20 @@ func tooLong(buf []byte) *proto.Error {
 	return proto.ErrTooLong
 }
 
-// skipEndsAt reports whether the command c at buf[i], after an IAC, ends
-// the skip of an over-long line (skip), its IAC the first byte of what
-// the client sent (first): a key that erases the line
-// (lineKey), such as Ctrl-C. Its user saw the line thrown away, and what
-// it types next is a new line; skipped on to the next line feed, that
-// line would be lost without a word. In BINARY every such command is the
-// key. Outside it, one may stand for a byte telnet replaced inside a
-// letter (restoredByte) of the line being skipped: it is taken for the
-// key only as the first bytes of what the client sent (skip is handed a
-// read at a time, and consumes it all), as telnet sends Ctrl-C, on its
-// own; a replaced byte comes inside the write of its line. Like
-// keyAlone, it is a rule that depends on how the input arrived.
+// skipEndsAt reports whether the command c, after an IAC, ends the skip
+// of an over-long line (skip): a key that erases the line (lineKey),
+// such as Ctrl-C. Its user saw the line thrown away, and what it types
+// next is a new line; skipped on to the next line feed, that line would
+// be lost without a word. In BINARY every such command is the key.
+// Outside it, one may stand for a byte telnet replaced inside a letter
+// (restoredByte) of the line being skipped, and is taken for the key
+// only as telnet sends Ctrl-C: its IAC first in what the client sent,
+// after what ended in a data byte (first). telnet sends each byte it
+// replaces at the end of a write, with a request for a timing mark after
+// it, so a letter with two such bytes (ッ is e3 83 83) comes as two
+// writes, the second of which begins with the command: after a write
+// that ended in a command, it is no key. Like keyAlone, it is a rule
+// that depends on how the input arrived.
 func skipEndsAt(c byte, binary, first bool) bool {
 	eraseLine, _ := lineKey(c)
 	return eraseLine && (binary || first)
@@ -457,16 +465,19 @@ func skipEndsAt(c byte, binary, first bool) bool {
 // and returns the bytes consumed from the start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
 	f.begun = true // the rest of a line: an EOT in it starts nothing
+	f.cmdAt = -1
 	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
-		f.skipping, f.skipIACFirst, f.state, f.begun = false, false, telnetData, false
+		f.skipping, f.skipLastData, f.skipIACFirst, f.state, f.begun = false, false, false, telnetData, false
 		return end + 1
 	}
 	f.state = st
-	// An IAC that came alone: its command, in the next read, follows it
-	// as the first bytes the client sent.
 	if len(buf) > from {
-		f.skipIACFirst = from == 0 && len(buf) == 1 && st == telnetCommand
+		// An IAC that came alone, after what ended in a data byte: its
+		// command, in the next read, follows it as the first bytes the
+		// client sent (skipEndsAt).
+		f.skipIACFirst = from == 0 && len(buf) == 1 && st == telnetCommand && f.skipLastData
+		f.skipLastData = st == telnetData && f.cmdAt != len(buf)-1
 	}
 	return len(buf)
 }

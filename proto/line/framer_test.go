@@ -220,6 +220,15 @@ func TestFramer(t *testing.T) {
 			[]string{"too_long dropped 14", `reply "\xff\xfd\x00"`, "skipped 2", `reply "\xff\xfb\x06"`, "wait 3", `line "next"`},
 		},
 		{
+			// telnet sends a byte it replaces at the end of a write, with
+			// a request for a timing mark: "ッ" (e3 83 83) comes as two
+			// writes, the second beginning with IAC IP. After a write
+			// that ended in a command, it is no key.
+			"a letter's second replaced byte goes on skipping",
+			64, []string{strings.Repeat("a", 70) + "\xe3\xff\xf4\xff\xfd\x06", "\xff\xf4\xff\xfd\x06", " leaked tail\r\n", "next\r\n"},
+			[]string{`reply "\xff\xfd\x00\xff\xfb\x06"`, "too_long dropped 76", `reply "\xff\xfb\x06"`, "skipped 5", "skipped 14", `line "next"`},
+		},
+		{
 			// Telnet sends the byte 0x83 of a letter such as "у" (d1 83)
 			// as IAC IP: inside a letter it is no key, and the skip goes
 			// on to the line feed.
@@ -451,6 +460,8 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 	// an EOT is a line of its own only before any.
 	begun := false
 	skipping := false
+	// dataAt says which bytes, read while skipping, were data.
+	dataAt := make([]bool, len(data))
 	for j, c := range data {
 		// Outside BINARY, a command may stand for a byte the client
 		// replaced; in BINARY it never does.
@@ -459,9 +470,10 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 			reply = tn.heard(reply, st, c)
 		}
 		if skipping {
-			if st == telnetCommand && refErasesLine(c) && (tn.binary == optYes || (j > 0 && readStart[j-1])) {
-				// A key that erases the line, as the first bytes of a
-				// read or in BINARY, ends the skip.
+			if st == telnetCommand && refErasesLine(c) && (tn.binary == optYes || (j > 1 && readStart[j-1] && dataAt[j-2])) {
+				// A key that erases the line ends the skip: in BINARY,
+				// or its IAC first in a read, after one that ended in
+				// a data byte.
 				st = telnetData
 				skipping = false
 				continue
@@ -471,7 +483,7 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 				skipping = false
 				continue
 			}
-			st, _ = st.step(c)
+			st, dataAt[j] = st.step(c)
 			continue
 		}
 		if (st == telnetData || st == telnetCommand) && c == '\n' {
