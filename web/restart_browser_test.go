@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"duet/engine"
 	"duet/engine/enginetest"
 	"duet/engine/hub"
@@ -104,6 +106,66 @@ func TestBrowserRestartKeepsEncryption(t *testing.T) {
 		}
 	}
 	alice.screenshot("encryption kept through a restart")
+	alice.onlyFailedSockets()
+	bob.onlyFailedSockets()
+}
+
+// TestBrowserRestartRetriesWithinWindow: a restart that takes 7 s of a
+// 9 s resume window. As after a network drop
+// (TestBrowserResumeRetriesWithinWindow), no step of the page's backoff
+// carries its next try past the window; the restart's notice, which
+// comes before the socket closes, must not keep the window from being
+// counted. Before, the page tried again at 10.5-11.4 s and found its
+// session ended.
+func TestBrowserRestartRetriesWithinWindow(t *testing.T) {
+	const window = 9 * time.Second
+	short := func(o *engine.Options) { o.Resume.Window, o.Resume.ReplayRecent = window, window }
+	chromium := setUpBrowserTest(t)
+	first := enginetest.Start(t, short)
+	bt := launchBrowser(t, chromium, first)
+	proxy := startCutProxy(t, first.WS)
+	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), proxy.url())
+	talk(alice, bob, "before the restart")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*enginetest.Timeout)
+	defer cancel()
+	drained := time.Now()
+	first.Drain(ctx, 0, nil)
+	time.Sleep(1500 * time.Millisecond)
+	var state bytes.Buffer
+	if err := hub.WriteState(&state, time.Now(), first.Hub.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at, parked, err := hub.ReadState(&state)
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("read back %d sessions: %v", len(parked), err)
+	}
+	alice.do("the restart takes 7 s", chromedp.Sleep(time.Until(drained.Add(7*time.Second))))
+	for _, p := range parked {
+		p.Age(time.Since(at))
+	}
+	h := hub.New(hub.Options{})
+	if n := h.Restore(parked); n != 2 {
+		t.Fatalf("restored %d sessions", n)
+	}
+	next := enginetest.Start(t, func(o *engine.Options) { o.Hub = h; short(o) })
+	proxy.retarget(next.WS)
+	for _, p := range []*person{alice, bob} {
+		e := p.expectEntry("a resumed notice", func(e logEntry) bool {
+			return e.Kind == "resumed" || e.Kind == "expired"
+		})
+		if e.Kind != "resumed" {
+			t.Errorf("%s, the server back %v after the drain, with a %v window, is told %v%s",
+				p.name, time.Since(drained).Round(100*time.Millisecond), window, e, p.logDump())
+		}
+	}
+	talk(alice, bob, "after the restart")
+	// The pages tried while no process listened: the browser's words
+	// for a socket it could not open then are expected.
 	alice.onlyFailedSockets()
 	bob.onlyFailedSockets()
 }

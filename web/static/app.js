@@ -508,10 +508,11 @@ function droppedAway(peer) {
   st.peer = peer;
   secure.offline();
   st.resuming = false;
+  // Its window is counted from about now (retryLater), whoever said it
+  // went away: this drop, or a restart's notice just before it.
+  if (!st.resume.awaySince) st.resume.awaySince = Date.now();
   if (!st.awayNoted) {
     st.awayNoted = true;
-    // Its window is counted from about now (retryLater).
-    st.resume.awaySince = Date.now();
     const kept = st.resume.windowS > 0 ? ' for up to ' + duration(st.resume.windowS) : '';
     notice('Lost the connection to the server; reconnecting. Your session is kept' + kept + '.', { kind: 'reconnecting' });
   }
