@@ -206,8 +206,12 @@ func TestEveryEndingCounted(t *testing.T) {
 			// Before any connection, the series shows at zero: its
 			// first count is an increase a rate or an alert sees.
 			zero := fmt.Sprintf("\nduet_disconnects_total{reason=%q} 0\n", tc.reason)
-			if body := scrape(t, &http.Client{Timeout: enginetest.Timeout}, admin.Addr().String()); !strings.Contains(string(body), zero) {
+			body := scrape(t, &http.Client{Timeout: enginetest.Timeout}, admin.Addr().String())
+			if !strings.Contains(string(body), zero) {
 				t.Fatalf("a fresh server's /metrics lacks %q:\n%s", zero, grepLines(body, "duet_disconnects_total"))
+			}
+			if strings.Contains(string(body), `reason=""`) {
+				t.Errorf("a fresh server's /metrics has a series with no reason:\n%s", grepLines(body, `reason=""`))
 			}
 			tc.provoke(t, d)
 			if n := waitDisconnects(t, admin.Addr().String(), tc.reason); n != 1 {

@@ -52,6 +52,9 @@ func declareLabels(m Metrics) {
 	}
 	var refusals, all []string
 	for _, info := range endings {
+		if info.label == "" {
+			continue // endNone: no ending
+		}
 		all = append(all, info.label)
 		if info.refusal {
 			refusals = append(refusals, info.label)
