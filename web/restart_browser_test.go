@@ -27,46 +27,19 @@ import (
 // would have made both pages start a new exchange, with a new code to
 // compare.)
 func TestBrowserRestartKeepsEncryption(t *testing.T) {
-	chromium := setUpBrowserTest(t)
-	first := enginetest.Start(t, nil)
-	bt := launchBrowser(t, chromium, first)
-	proxy := startCutProxy(t, first.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), proxy.url())
+	first, proxy, alice, bob := pairedToRestart(t, nil)
 	alice.waitSecure("unverified")
 	bob.waitSecure("unverified")
 	_, code := alice.secureState()
 	talk(alice, bob, "before the restart")
 	bob.expectSealedMessage("theirs", "before the restart")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*enginetest.Timeout)
-	defer cancel()
-	first.Drain(ctx, 0, nil)
 	// The pages try to reconnect a second or so after the drain's
 	// notice, while this process still answers, refusing them for the
 	// restart (shutting_down), as a process that hands its sessions on
 	// does until it stops. The page says nothing of that refusal: its
 	// own notice has said it is reconnecting.
-	time.Sleep(2500 * time.Millisecond)
-	var state bytes.Buffer
-	if err := hub.WriteState(&state, time.Now(), first.Hub.Snapshot()); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	at, parked, err := hub.ReadState(&state)
-	if err != nil || len(parked) != 2 {
-		t.Fatalf("read back %d sessions: %v", len(parked), err)
-	}
-	for _, p := range parked {
-		p.Age(time.Since(at))
-	}
-	h := hub.New(hub.Options{})
-	if n := h.Restore(parked); n != 2 {
-		t.Fatalf("restored %d sessions", n)
-	}
-	next := enginetest.Start(t, func(o *engine.Options) { o.Hub = h })
+	next := restart(t, first, 2500*time.Millisecond, nil, nil)
 	proxy.retarget(next.WS)
 
 	for _, p := range []*person{alice, bob} {
@@ -120,39 +93,13 @@ func TestBrowserRestartKeepsEncryption(t *testing.T) {
 func TestBrowserRestartRetriesWithinWindow(t *testing.T) {
 	const window = 9 * time.Second
 	short := func(o *engine.Options) { o.Resume.Window, o.Resume.ReplayRecent = window, window }
-	chromium := setUpBrowserTest(t)
-	first := enginetest.Start(t, short)
-	bt := launchBrowser(t, chromium, first)
-	proxy := startCutProxy(t, first.WS)
-	alice, bob := bt.newPerson("alice"), bt.newPerson("bob")
-	pair(alice, bob, proxy.url(), proxy.url())
+	first, proxy, alice, bob := pairedToRestart(t, short)
 	talk(alice, bob, "before the restart")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*enginetest.Timeout)
-	defer cancel()
 	drained := time.Now()
-	first.Drain(ctx, 0, nil)
-	time.Sleep(1500 * time.Millisecond)
-	var state bytes.Buffer
-	if err := hub.WriteState(&state, time.Now(), first.Hub.Snapshot()); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	at, parked, err := hub.ReadState(&state)
-	if err != nil || len(parked) != 2 {
-		t.Fatalf("read back %d sessions: %v", len(parked), err)
-	}
-	alice.do("the restart takes 7 s", chromedp.Sleep(time.Until(drained.Add(7*time.Second))))
-	for _, p := range parked {
-		p.Age(time.Since(at))
-	}
-	h := hub.New(hub.Options{})
-	if n := h.Restore(parked); n != 2 {
-		t.Fatalf("restored %d sessions", n)
-	}
-	next := enginetest.Start(t, func(o *engine.Options) { o.Hub = h; short(o) })
+	next := restart(t, first, 1500*time.Millisecond, func() {
+		alice.do("the restart takes 7 s", chromedp.Sleep(time.Until(drained.Add(7*time.Second))))
+	}, short)
 	proxy.retarget(next.WS)
 	for _, p := range []*person{alice, bob} {
 		e := p.expectEntry("a resumed notice", func(e logEntry) bool {
@@ -168,4 +115,59 @@ func TestBrowserRestartRetriesWithinWindow(t *testing.T) {
 	// for a socket it could not open then are expected.
 	alice.onlyFailedSockets()
 	bob.onlyFailedSockets()
+}
+
+// pairedToRestart starts a daemon with edit's options and pairs alice's
+// and bob's pages on it, both behind a proxy that stands for the address
+// they know, which a restart retargets to the next process.
+func pairedToRestart(t *testing.T, edit func(*engine.Options)) (first *enginetest.Daemon, proxy *cutProxy, alice, bob *person) {
+	t.Helper()
+	chromium := setUpBrowserTest(t)
+	first = enginetest.Start(t, edit)
+	bt := launchBrowser(t, chromium, first)
+	proxy = startCutProxy(t, first.WS)
+	alice, bob = bt.newPerson("alice"), bt.newPerson("bob")
+	pair(alice, bob, proxy.url(), proxy.url())
+	return first, proxy, alice, bob
+}
+
+// restart hands first's two sessions to a next process, as duetd does
+// with resume.state_file: a drain tells each page to reconnect; settle
+// later the sessions are written down (hub.Snapshot, hub.WriteState)
+// and first stops; down, if given, is the time until the next process,
+// which reads them back (hub.ReadState, Parked.Age, hub.Restore) before
+// it listens, with edit's options.
+func restart(t *testing.T, first *enginetest.Daemon, settle time.Duration, down func(), edit func(*engine.Options)) *enginetest.Daemon {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*enginetest.Timeout)
+	defer cancel()
+	first.Drain(ctx, 0, nil)
+	time.Sleep(settle)
+	var state bytes.Buffer
+	if err := hub.WriteState(&state, time.Now(), first.Hub.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at, parked, err := hub.ReadState(&state)
+	if err != nil || len(parked) != 2 {
+		t.Fatalf("read back %d sessions: %v", len(parked), err)
+	}
+	if down != nil {
+		down()
+	}
+	for _, p := range parked {
+		p.Age(time.Since(at))
+	}
+	h := hub.New(hub.Options{})
+	if n := h.Restore(parked); n != 2 {
+		t.Fatalf("restored %d sessions", n)
+	}
+	return enginetest.Start(t, func(o *engine.Options) {
+		o.Hub = h
+		if edit != nil {
+			edit(o)
+		}
+	})
 }
