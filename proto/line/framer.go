@@ -104,9 +104,7 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			st, keep = st.step(c)
 			// IAC IAC is a data byte: the line has begun.
 			f.begun = f.begun || keep
-			if !keep {
-				f.cmdAt = i
-			}
+			f.cmdLast = !keep
 			if keep && c == '\n' {
 				return i, telnetData // after a 255 that began no command
 			}
@@ -164,6 +162,7 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 			if nl >= 0 {
 				return i + nl, telnetData
 			}
+			f.cmdLast = false
 			return -1, telnetData
 		}
 		i += iac + 1
@@ -246,10 +245,10 @@ type Framer struct {
 	// skipping is set while the rest of an over-long line is dropped.
 	// While it is (skipEndsAt): skipLastData says what the client sent
 	// last ended in a data byte, not a telnet command; skipIACFirst, that
-	// it was an IAC alone, after what ended in a data byte; and cmdAt is
-	// where in the buffer scan last read a command's byte.
-	skipping, skipLastData, skipIACFirst bool
-	cmdAt                                int
+	// it was an IAC alone, after what ended in a data byte; and cmdLast,
+	// that the last byte scan read where it found no line end was a
+	// command's.
+	skipping, skipLastData, skipIACFirst, cmdLast bool
 	// scanned is how many leading bytes of the caller's buffer have been
 	// searched for a line end without finding one, and state is the
 	// telnet parser's state there. Remembering it keeps a line that
@@ -465,7 +464,6 @@ func skipEndsAt(c byte, binary, first bool) bool {
 // and returns the bytes consumed from the start of buf.
 func (f *Framer) skip(buf []byte, from int) int {
 	f.begun = true // the rest of a line: an EOT in it starts nothing
-	f.cmdAt = -1
 	end, st := f.scan(buf, from, len(buf), f.state)
 	if end >= 0 {
 		f.skipping, f.skipLastData, f.skipIACFirst, f.state, f.begun = false, false, false, telnetData, false
@@ -477,7 +475,7 @@ func (f *Framer) skip(buf []byte, from int) int {
 		// command, in the next read, follows it as the first bytes the
 		// client sent (skipEndsAt).
 		f.skipIACFirst = from == 0 && len(buf) == 1 && st == telnetCommand && f.skipLastData
-		f.skipLastData = st == telnetData && f.cmdAt != len(buf)-1
+		f.skipLastData = st == telnetData && !f.cmdLast
 	}
 	return len(buf)
 }
