@@ -3,6 +3,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"regexp"
 	"testing"
 	"time"
@@ -152,5 +153,33 @@ func TestTelnetEscapeCommands(t *testing.T) {
 		if got := bob.Line(); got != "<alice> after "+cmd {
 			t.Errorf("after telnet's `send %s` the partner read %q", cmd, got)
 		}
+	}
+}
+
+// TestNetcatLatin1Bytes types, in nc in a terminal, text in a single-byte
+// encoding whose 255 comes before a byte telnet reads as SB or SE
+// (Latin-1 "ÿú", cp1251 "яр"). No telnet client begins with either, so
+// the 255 is text: the line is refused as not UTF-8, the next line
+// reaches the partner, and the netcat user is sent no telnet command.
+// (Taken for a subnegotiation, "ÿú" swallowed every line after it,
+// unanswered, up to limits.max_line bytes.)
+func TestNetcatLatin1Bytes(t *testing.T) {
+	nc := enginetest.ToolPath(t, "nc")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	alice := dialInPTY(t, d, nil, nc)
+	alice.pairWith("alice", bob)
+	for _, text := range []string{"\xff\xfa hi", "\xff\xf0\xea\xee"} {
+		alice.typeLine(text)
+		alice.expect(regexp.QuoteMeta("! invalid_utf8: "))
+		alice.typeLine("ok")
+		if got := bob.Line(); got != "<alice> ok" {
+			t.Fatalf("after %q the partner read %q", text, got)
+		}
+	}
+	alice.mu.Lock()
+	defer alice.mu.Unlock()
+	if bytes.Contains(alice.out, []byte("\xff\xfd")) {
+		t.Fatalf("the netcat user was sent a telnet command: %q", alice.out)
 	}
 }

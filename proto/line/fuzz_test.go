@@ -40,6 +40,9 @@ func FuzzFramer(f *testing.F) {
 	// Part of "Н" telnet sent as its prompt opened, a Ctrl-C, the answer
 	// to the request for BINARY, and the line typed again.
 	f.Add([]byte("\xd0\xff\xf4\xff\xfd\x06\xff\xfb\x00\xd0\x9d\xd0\xb5\xd1\x82\r\n\xd1\xff\xf4\xff\xfd\x06\xff\xfc\x00\xd1\xff\xf4\n"), uint16(64), uint8(1))
+	// A netcat user's "ÿú" and "ÿð" (255, then SB or SE), then telnet's
+	// first command and a subnegotiation after it.
+	f.Add([]byte("\xff\xfahi\n\xff\xf0\n\xff\xf1\xff\xfa\x1f\n\xff\xf0ok\n"), uint16(64), uint8(2))
 	f.Fuzz(func(t *testing.T, data []byte, maxLine uint16, readSize uint8) {
 		fr := &Framer{Max: 1 + int(maxLine)%512}
 		step := 1 + int(readSize)%64

@@ -269,6 +269,25 @@ func keyPress(c byte) byte {
 	return telnetNOP
 }
 
+// notFirstCommand reports whether c, after an IAC, is a command no
+// telnet client sends before any other: SB and SE, which only follow an
+// option both sides agreed to (RFC 855), and duet agrees to none that
+// has a subnegotiation. From a client that has sent no command yet, the
+// IAC is a 255 of its own text, and c the text after it.
+func notFirstCommand(c byte) bool { return c == telnetSB || c == telnetSE }
+
+// rewritten is the byte scan writes over c at a place it records in
+// keys: a 255 of text for a command that cannot come first
+// (notFirstCommand), or the command keyPress makes of a key. It maps
+// what it returns to itself, so that Next can write it again over a
+// copy of the bytes or over the same bytes alike.
+func rewritten(c byte) byte {
+	if c == telnetIAC || notFirstCommand(c) {
+		return telnetIAC
+	}
+	return keyPress(c)
+}
+
 // continuationDue reports whether b ends inside a UTF-8 sequence: its
 // last lead byte, among its last three bytes, announces more bytes than
 // follow it.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"duet/proto"
 )
 
 // TestTelnetNetcatGetsNoAnswer checks that a client that never sends a
@@ -98,6 +100,40 @@ func TestBinaryKeyPressAcrossCopies(t *testing.T) {
 			if err != nil || string(line) != key.want {
 				t.Fatalf("command %d, copy %v: line %q, %v; want %q", key.cmd, copyBetween, line, err, key.want)
 			}
+		}
+	}
+}
+
+// TestNetcatSBAcrossCopies: a netcat user's 255 before a byte telnet
+// reads as SB (notFirstCommand) is text whether the line comes in one
+// read or two, and whether the second read hands back the bytes of the
+// first as they were or as a copy made before the framer looked at
+// them: the line is refused, not swallowed, and no answer is owed.
+func TestNetcatSBAcrossCopies(t *testing.T) {
+	for _, copyBetween := range []bool{false, true} {
+		f := &Framer{}
+		first := []byte("a\xff\xfa")
+		before := bytes.Clone(first)
+		if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
+			t.Fatalf("a line begun: %q %d %v", line, n, err)
+		}
+		held := first
+		if copyBetween {
+			held = before
+		}
+		buf := append(bytes.Clone(held), "b\nok\n"...)
+		line, n, err := f.Next(buf)
+		if err != nil || string(line) != "a\xffb" {
+			t.Fatalf("copy %v: line %q, %v; want %q", copyBetween, line, err, "a\xffb")
+		}
+		if _, derr := Decode(line); derr != proto.ErrInvalidUTF8 {
+			t.Fatalf("copy %v: Decode(%q) = %v, want invalid_utf8", copyBetween, line, derr)
+		}
+		if line, _, err := f.Next(buf[n:]); err != nil || string(line) != "ok" {
+			t.Fatalf("copy %v: next line %q, %v", copyBetween, line, err)
+		}
+		if r := f.Reply(); len(r) > 0 {
+			t.Fatalf("copy %v: a netcat user owed %q", copyBetween, r)
 		}
 	}
 }
