@@ -146,7 +146,7 @@ func (cn *conn) readRequest(buf []byte) int {
 			return end
 		}
 		cn.upgraded(resp)
-		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode})
+		cn.out.Deliver(&proto.Event{Kind: proto.EvHello, Auth: cn.loop.srv.opts.AuthMode, MaxText: cn.loop.srv.lim().MaxText})
 		return end
 	}
 	if !cn.spend() {

@@ -247,6 +247,10 @@ type Event struct {
 	Count int
 	Err   *Error // EvError; EvNotice counting says refused: why
 	Auth  string // EvHello: "open" or "accounts"
+	// MaxText is, on EvHello, the most bytes of text a say may carry
+	// (limits.max_text), for a client that checks before it sends; 0:
+	// not told. JSON only: a line's limit is its length (limits.max_line).
+	MaxText int
 
 	// PeerProto is, on EvPaired, EvResumed (when paired) and
 	// EvPeerBack, the protocol the partner's connection speaks, so a

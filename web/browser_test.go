@@ -827,6 +827,35 @@ func TestBrowserWithLineClient(t *testing.T) {
 	alice.screenshot("with-netcat")
 }
 
+// TestBrowserKnowsTheServersMaxText: the page checks a message against
+// the server's limits.max_text, which the hello tells it, not against its
+// own default: past a lowered limit it says the limit and keeps the text,
+// and a message at the limit goes. (Before, the hello did not carry the
+// limit: the page sent a message past it, to be refused, and never said
+// what the limit was; under a raised one it refused messages the server
+// would take.)
+func TestBrowserKnowsTheServersMaxText(t *testing.T) {
+	const maxText = 100
+	bt := launchBrowser(t, setUpBrowserTest(t), enginetest.Start(t, func(o *engine.Options) {
+		o.Resume.Window = 0
+		o.Limits.MaxText = maxText
+	}))
+	alice := bt.newPerson("alice")
+	alice.open(bt.pageURL())
+	bob := alice.terminalConnects(alice.login(), "bob")
+
+	long := strings.Repeat("x", maxText+1)
+	alice.typeAndEnter(long)
+	e := alice.expectEntry("the too_long error", func(e logEntry) bool { return e.Code == "too_long" })
+	if want := fmt.Sprintf("Message too long: %d bytes, the limit is %d. It was not sent.", maxText+1, maxText); e.Text != want {
+		t.Errorf("the page says %q, want %q", e.Text, want)
+	}
+	alice.waitJS("the text kept", fmt.Sprintf(`document.getElementById('message').value === %q`, long))
+	alice.do("clear the box", chromedp.Evaluate[chromedp.Void](`document.getElementById('message').value = ''`))
+	alice.say(long[1:])
+	bob.Expect(`^<alice> x{100}$`)
+}
+
 // TestBrowserRoomFull: a third person who tries the token of someone who
 // is talking is told Room is Full, and the pair is not disturbed.
 func TestBrowserRoomFull(t *testing.T) {

@@ -38,7 +38,12 @@ func AppendEvent(dst []byte, ev *proto.Event) []byte {
 		}
 		dst = append(dst, `{"type":"hello","auth":`...)
 		dst = appendString(dst, auth)
-		return append(dst, `,"server":"duet"}`...)
+		dst = append(dst, `,"server":"duet"`...)
+		if ev.MaxText > 0 {
+			dst = append(dst, `,"max_text":`...)
+			dst = strconv.AppendInt(dst, int64(ev.MaxText), 10)
+		}
+		return append(dst, '}')
 	case proto.EvWelcome:
 		dst = append(dst, `{"type":"welcome","name":`...)
 		dst = appendString(dst, ev.Name)

@@ -139,6 +139,7 @@ type eventSpec struct {
 	Count     int    `json:"count"`
 	Err       string `json:"err"`
 	Auth      string `json:"auth"`
+	MaxText   int    `json:"max_text"`
 	Seq       uint64 `json:"seq"`
 	ResumeKey string `json:"resume_key"`
 	Window    string `json:"window"` // a time.Duration, as "2m"
@@ -161,7 +162,7 @@ func ParseEvent(t *testing.T, spec []byte) *proto.Event {
 	}
 	ev := &proto.Event{
 		Name: s.Name, Peer: s.Peer, From: s.From, Initiator: s.Initiator, JoinedAway: s.Joined, NewToken: s.NewToken, PeerAway: s.PeerAway,
-		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth,
+		Reason: proto.Reason(s.Reason), Count: s.Count, Auth: s.Auth, MaxText: s.MaxText,
 		Seq: s.Seq, ResumeKey: s.ResumeKey, Missed: s.Missed, PairID: s.PairID,
 		ID: s.ID, FirstID: s.FirstID,
 	}
