@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"maps"
 	"net/netip"
@@ -1044,6 +1045,55 @@ func TestTrustedProxiesTooWide(t *testing.T) {
 	want := []string{`"0.0.0.0/0" trusts every IPv4 address`, `"::/0" trusts every IPv6 address`, `"0.0.0.0/4" trusts 1/16 of all IPv4 addresses`}
 	if !slices.Equal(msgs, want) {
 		t.Errorf("got %q\nwant %q", msgs, want)
+	}
+}
+
+// An admin listener off loopback is accepted with a warning naming
+// admin.listen, what anyone who reaches it can do, and how to restrict
+// it; one on loopback, or off, is not warned about.
+func TestAdminListenOffLoopback(t *testing.T) {
+	for addr, where := range map[string]string{
+		"0.0.0.0:9999":            "listens on every interface",
+		":9090":                   "listens on every interface",
+		"[::]:9090":               "listens on every interface",
+		"10.0.0.5:9090":           "is not a loopback address",
+		"[2001:db8::1]:90":        "is not a loopback address",
+		"admin.example:90":        "is not a loopback address",
+		"127.0.0.1:9090":          "",
+		"127.0.0.2:9090":          "",
+		"127.255.255.1:0":         "",
+		"[::1]:9090":              "",
+		"localhost:9090":          "",
+		"LocalHost:9090":          "",
+		"[::ffff:127.0.0.1]:9090": "",
+		"":                        "",
+	} {
+		_, src, err := Load(nil, env(map[string]string{"DUETD_ADMIN_LISTEN": addr}))
+		if err != nil {
+			t.Fatalf("%q: %v", addr, err)
+		}
+		ws := src.Warnings()
+		if where == "" {
+			if len(ws) != 0 {
+				t.Errorf("%q: warned %v", addr, ws)
+			}
+			continue
+		}
+		if len(ws) != 1 || ws[0].Key != "admin.listen" || !strings.HasPrefix(ws[0].Msg, fmt.Sprintf("%q %s, ", addr, where)) ||
+			!strings.Contains(ws[0].Msg, "no authentication") || !strings.Contains(ws[0].Msg, "/metrics") ||
+			!strings.Contains(ws[0].Msg, "POST /drain") || !strings.Contains(ws[0].Msg, "bind it to loopback") ||
+			!strings.Contains(ws[0].Msg, "firewall") {
+			t.Errorf("%q: warnings %v", addr, ws)
+		}
+	}
+	// From the file as from the environment: the warning is about the
+	// value in effect, wherever it was set.
+	path := writeConfig(t, "admin:\n  listen: \"0.0.0.0:9090\"\n")
+	if _, src, err := Load([]string{"--config", path}, noEnv); err != nil || len(src.Warnings()) != 1 {
+		t.Errorf("file: %v, warnings %v", err, src.Warnings())
+	}
+	if _, src, err := Load([]string{"--config", path, "--admin-listen", "127.0.0.1:9090"}, noEnv); err != nil || len(src.Warnings()) != 0 {
+		t.Errorf("file overridden by a flag: %v, warnings %v", err, src.Warnings())
 	}
 }
 

@@ -335,8 +335,9 @@ func parseNet(s string) (netip.Prefix, error) {
 }
 
 // Warnings returns what is valid but probably not meant, each a *Error
-// naming its key: trusted proxies that cover too much (below), accounts
-// keys in open mode (authWarnings) and the cluster's (Cluster.Warnings).
+// naming its key: trusted proxies that cover too much (below), an admin
+// listener off loopback (Admin.warnings), accounts keys in open mode
+// (Auth.warnings) and the cluster's (Cluster.Warnings).
 // Load puts them in Sources.Warnings, and Describe prints them after the
 // keys.
 //
@@ -357,9 +358,37 @@ func (c *Config) Warnings() []*Error {
 				"which defeats limits.max_conns_per_ip, the throttles and the addresses in the logs; list only your proxies",
 			s, coverage(p))})
 	}
+	out = append(out, c.Admin.warnings()...)
 	out = append(out, c.Auth.warnings()...)
 	out = append(out, c.Resume.warnings()...)
 	return append(out, c.Cluster.Warnings()...)
+}
+
+// warnings lists an admin listener that is not on loopback. The listener
+// has no authentication: whoever reaches it reads /metrics (the users and
+// pairs online, the traffic relayed, the process's resources) and, in
+// cluster mode, can drain the node with POST /drain, which moves every
+// session off it. A private network, or a firewall that lets only the
+// monitoring in, may make that safe, which duet cannot see from here, so
+// it is accepted, but never silently. A host name other than localhost
+// is not resolved (the check would pass or fail with the resolver), so
+// it is warned of as any address off loopback is.
+func (a Admin) warnings() []*Error {
+	if a.Listen == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil || isLoopbackHost(host) {
+		return nil
+	}
+	where := "is not a loopback address"
+	if listenHosts(host) == nil {
+		where = "listens on every interface"
+	}
+	return []*Error{{Key: "admin.listen", Msg: fmt.Sprintf(
+		"%q %s, and the admin listener has no authentication: whoever can reach it reads /metrics and, in cluster mode, "+
+			"can drain this node with POST /drain; bind it to loopback (127.0.0.1:9090), or firewall the port so that only your monitoring reaches it",
+		a.Listen, where)}}
 }
 
 // warnings lists a state file in a temporary directory. Under the
