@@ -486,6 +486,89 @@ func TestValidationReportsEverything(t *testing.T) {
 	}
 }
 
+// A value that does not parse is one problem among the others: every
+// value that does not parse is reported, from the file and the
+// environment alike, and then what validation finds in the keys that
+// did parse. A problem judged against a key whose value did not parse
+// is left out, as it would be judged on a value nobody set.
+func TestParseProblemsDoNotHideOthers(t *testing.T) {
+	path := writeConfig(t, "limits:\n  max_line: lots\n  max_conns: 0\ntcp:\n  listen: 7070\nlog:\n  levle: debug\n")
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		want     []string // error keys, in order
+		contains []string
+		absent   string
+	}{
+		{name: "environment", env: map[string]string{
+			"DUETD_LIMITS_MAX_TEXT":  "abc",
+			"DUETD_LOG_LEVEL":        "loud",
+			"DUETD_LIMITS_MAX_FRAME": "100",
+			"DUETD_SHUTDOWN_TIMEOUT": "0s",
+			"DUETD_AUTH_TAKEOVER":    "sometimes",
+		},
+			want: []string{"limits.max_text", "auth.takeover", "log.level", "shutdown_timeout"},
+			contains: []string{
+				`config: limits.max_text: want a whole number, got "abc" from DUETD_LIMITS_MAX_TEXT`,
+				`config: auth.takeover: want true or false, got "sometimes" from DUETD_AUTH_TAKEOVER`,
+				`config: log.level: want debug, info, warn or error, got "loud" (set from DUETD_LOG_LEVEL)`,
+				`config: shutdown_timeout: must be greater than 0, got 0s (set from DUETD_SHUTDOWN_TIMEOUT)`,
+			},
+			// limits.max_frame is judged against limits.max_text, which
+			// holds no value that was set.
+			absent: "16384"},
+		{name: "file and environment", args: []string{"--config", path}, env: map[string]string{
+			"DUETD_RESUME_WINDOW": "ten seconds",
+			"DUETD_AUTH_MODE":     "ldap",
+		},
+			want: []string{"limits.max_line", "log.levle", "tcp.listen", "resume.window", "limits.max_conns", "auth.mode"},
+			contains: []string{
+				`config: limits.max_line: want a whole number, got "lots" in ` + path,
+				`config: log.levle: unknown key in ` + path + `; did you mean log.level?`,
+				`config: tcp.listen: want a string, got 7070 (quote it) in ` + path,
+				`config: resume.window: want a duration such as "30s" or "1m30s", got "ten seconds" from DUETD_RESUME_WINDOW`,
+				`config: limits.max_conns: must be greater than 0, got 0 (set in ` + path + `)`,
+				`config: auth.mode: want open or accounts, got "ldap" (set from DUETD_AUTH_MODE)`,
+			}},
+		// A good value in the environment is the one in effect over a bad
+		// one in the file: the file's is reported, and the good one is
+		// judged as any other.
+		{name: "bad file value under a good variable", args: []string{"--config", path},
+			env:  map[string]string{"DUETD_LIMITS_MAX_LINE": "1000", "DUETD_LIMITS_MAX_CONNS": "10", "DUETD_TCP_LISTEN": ":7070", "DUETD_LOG_LEVEL": "info"},
+			want: []string{"limits.max_line", "log.levle", "tcp.listen", "limits.max_text"},
+			contains: []string{
+				`config: limits.max_text: 16384 exceeds limits.max_line (1000): a full message could not be sent over TCP ` +
+					`(the default, which limits.max_line set from DUETD_LIMITS_MAX_LINE rules out; lower limits.max_text too)`,
+			}},
+		// A bad variable is the value in effect over a good one in the
+		// file, so what is judged against it is left out too.
+		{name: "bad variable over a good file value", args: []string{"--config", writeConfig(t, "limits:\n  max_line: 1000\n")},
+			env:    map[string]string{"DUETD_LIMITS_MAX_LINE": "1k"},
+			want:   []string{"limits.max_line"},
+			absent: "exceeds"},
+		// A section that is not a mapping leaves each of its keys without
+		// a value set: resume.buffer is not judged against limits.max_text.
+		{name: "section not a mapping", args: []string{"--config", writeConfig(t, "limits: 5\nresume:\n  buffer: 1000\n  max_away: -1\n")},
+			want: []string{"limits", "resume.max_away"}, absent: "resume.buffer"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Load(tt.args, env(tt.env))
+			if got := errorKeys(err); !slices.Equal(got, tt.want) {
+				t.Errorf("error keys %v, want %v; error:\n%v", got, tt.want, err)
+			}
+			for _, want := range tt.contains {
+				if !strings.Contains(err.Error(), want+"\n") && !strings.HasSuffix(err.Error(), want) {
+					t.Errorf("error does not hold the line %q:\n%v", want, err)
+				}
+			}
+			if tt.absent != "" && strings.Contains(err.Error(), tt.absent) {
+				t.Errorf("error holds %q:\n%v", tt.absent, err)
+			}
+		})
+	}
+}
+
 // A default value that another key's setting rules out is named as the
 // default, with that setting and what to do, so that the operator who
 // lowered resume.window learns why resume.replay_recent, which they

@@ -200,11 +200,23 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 		src.source[k.name] = SourceDefault
 	}
 
+	// A value that does not parse is one problem among the others, not
+	// the end of the check: it is reported, its key keeps the value of
+	// the layer below (the default, or the file's), and every other key
+	// is still validated, so that one run of check-config shows
+	// everything there is to fix. unparsed holds the keys whose value in
+	// effect did not parse, so that no problem judged on the stand-in
+	// value is reported (see Load's end).
 	var problems []error
+	unparsed := make(map[string]bool)
 	if src.File != "" {
-		fileValues, err := readFile(src.File, fileNamedBy)
+		fileValues, fileProblems, err := readFile(src.File, fileNamedBy)
 		if err != nil {
 			return nil, nil, err
+		}
+		problems = append(problems, fileProblems...)
+		for _, p := range fileProblems {
+			markUnparsed(unparsed, p)
 		}
 		if err := v.MergeConfigMap(nest(fileValues)); err != nil {
 			return nil, nil, fmt.Errorf("config: %s: %w", src.File, err)
@@ -229,8 +241,12 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 		}
 		if _, err := k.decode(raw); err != nil {
 			problems = append(problems, &Error{Key: k.name, Msg: err.Error() + " from " + EnvName(k.name)})
+			unparsed[k.name] = true
 			continue
 		}
+		// A good value here overrides a bad one in the file: that one is
+		// still reported, but the value in effect is this one.
+		delete(unparsed, k.name)
 		envValues[k.name] = raw
 		src.source[k.name] = SourceEnv
 	}
@@ -249,27 +265,81 @@ func Load(args []string, environ []string) (*Config, *Sources, error) {
 			src.source[f.key] = SourceFlag
 		}
 	}
-	if len(problems) > 0 {
-		return nil, nil, errors.Join(problems...)
-	}
 
-	cfg := new(Config)
+	// Values that did not parse never reached viper, so what fails here
+	// is a flag's; its key then keeps Defaults' value.
+	cfg := Defaults()
 	for _, k := range keys {
 		val, err := k.decode(v.Get(k.name))
 		if err != nil {
 			problems = append(problems, &Error{Key: k.name, Msg: err.Error() + " " + src.origin(k.name)})
+			unparsed[k.name] = true
 			continue
 		}
-		k.field(cfg).Set(val)
+		if src.source[k.name] == SourceFlag {
+			delete(unparsed, k.name)
+		}
+		k.field(&cfg).Set(val)
+	}
+	if err := parsedOnly(cfg.Validate(), unparsed); err != nil {
+		problems = append(problems, unjoin(annotate(err, src))...)
 	}
 	if len(problems) > 0 {
 		return nil, nil, errors.Join(problems...)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, nil, annotate(err, src)
-	}
 	src.warnings = append(unknownEnv(environ), cfg.Warnings()...)
-	return cfg, src, nil
+	return &cfg, src, nil
+}
+
+// markUnparsed records in unparsed the keys a problem of the file leaves
+// without their value: the key named, or every key of a section that is
+// not a mapping. An unknown key names no key, and marks none.
+func markUnparsed(unparsed map[string]bool, problem error) {
+	var ce *Error
+	if !errors.As(problem, &ce) {
+		return
+	}
+	if _, ok := keyByName[ce.Key]; ok {
+		unparsed[ce.Key] = true
+		return
+	}
+	if sections[ce.Key] {
+		for _, k := range keys {
+			if strings.HasPrefix(k.name, ce.Key+".") {
+				unparsed[k.name] = true
+			}
+		}
+	}
+}
+
+// parsedOnly leaves out of Validate's err the problems of keys whose
+// value did not parse, and those judged against such a key (Error's
+// against): they were judged on a value the operator did not set, the
+// default or the file's standing in for it, so they could only mislead.
+// The key's own problem, that its value did not parse, is reported
+// already. nil when nothing is left.
+func parsedOnly(err error, unparsed map[string]bool) error {
+	if err == nil || len(unparsed) == 0 {
+		return err
+	}
+	var out []error
+	for _, e := range unjoin(err) {
+		var ce *Error
+		if errors.As(e, &ce) && (unparsed[ce.Key] || unparsed[ce.against]) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+// unjoin lists the errors errors.Join joined into err, or err alone, so
+// that the problems Load returns are one flat list, each its own line.
+func unjoin(err error) []error {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		return joined.Unwrap()
+	}
+	return []error{err}
 }
 
 // lookupIn returns a lookup over environ. When a name occurs twice the
@@ -351,22 +421,23 @@ func newFlagSet() *pflag.FlagSet {
 // DUETD_CONFIG), into a flat map from key to raw value. Unknown keys are
 // errors, not warnings: a misspelt key that is silently ignored leaves
 // the default in force, and nobody notices until it matters.
-func readFile(path, namedBy string) (map[string]any, error) {
+//
+// A file that cannot be read, or is not YAML, is err: nothing in it can
+// be used. Keys that are unknown or whose value does not parse are
+// problems, each an *Error naming its key; values holds the others, for
+// Load to check with the rest of the configuration.
+func readFile(path, namedBy string) (values map[string]any, problems []error, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, unreadable(err, namedBy)
+		return nil, nil, unreadable(err, namedBy)
 	}
 	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config: %s: %w%s", path, err, tabHint(data))
+		return nil, nil, fmt.Errorf("config: %s: %w%s", path, err, tabHint(data))
 	}
-	values := make(map[string]any)
-	var problems []error
+	values = make(map[string]any)
 	flattenYAML(doc, "", path, values, &problems)
-	if len(problems) > 0 {
-		return nil, errors.Join(problems...)
-	}
-	return values, nil
+	return values, problems, nil
 }
 
 // tabHint names the first line indented with a tab, which YAML forbids
@@ -575,12 +646,7 @@ func editDistance(a, b string) int {
 // "got 30s (the default, which resume.window set from
 // DUETD_RESUME_WINDOW rules out; lower resume.replay_recent too)".
 func annotate(err error, src *Sources) error {
-	var list []error
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		list = joined.Unwrap()
-	} else {
-		list = []error{err}
-	}
+	list := unjoin(err)
 	out := make([]error, 0, len(list))
 	for _, e := range list {
 		var ce *Error

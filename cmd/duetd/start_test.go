@@ -90,12 +90,14 @@ func TestCommandLine(t *testing.T) {
 // TestEveryErrorPrefixed: when the configuration has several problems,
 // each is a line of its own that starts with the program's name, as the
 // first does, for a reader (or a grep) of a log that holds other
-// programs' lines too.
+// programs' lines too. A value that does not parse is one of them, and
+// the others are still found.
 func TestEveryErrorPrefixed(t *testing.T) {
-	env := []string{"DUETD_LOG_LEVEL=loud", "DUETD_LIMITS_MAX_CONNS=0", "DUETD_AUTH_MODE=nobody"}
+	env := []string{"DUETD_LIMITS_MAX_TEXT=abc", "DUETD_LOG_LEVEL=loud", "DUETD_LIMITS_MAX_CONNS=0", "DUETD_AUTH_MODE=nobody"}
 	for _, args := range [][]string{{"check-config"}, {"run", "--admin-listen", ""}} {
 		code, _, stderr := runDuetd(t, args, env...)
-		want := "duetd: config: log.level: want debug, info, warn or error, got \"loud\" (set from DUETD_LOG_LEVEL)\n" +
+		want := "duetd: config: limits.max_text: want a whole number, got \"abc\" from DUETD_LIMITS_MAX_TEXT\n" +
+			"duetd: config: log.level: want debug, info, warn or error, got \"loud\" (set from DUETD_LOG_LEVEL)\n" +
 			"duetd: config: limits.max_conns: must be greater than 0, got 0 (set from DUETD_LIMITS_MAX_CONNS)\n" +
 			"duetd: config: auth.mode: want open or accounts, got \"nobody\" (set from DUETD_AUTH_MODE)\n"
 		if code != exitConfig || stderr != want {
