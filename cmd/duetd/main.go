@@ -414,6 +414,15 @@ func build(cfg *config.Config, src *config.Sources, log *zap.Logger, site *web.S
 // by its mode, says what to do: the first start in accounts mode meets
 // one of them unless docs/AUTH.md was followed to the letter.
 func usersFileError(path string, err error) error {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		// Each bad line of the file (auth.Parse) is a line of the
+		// output of its own, and each names the key, as the first would.
+		var each []error
+		for _, e := range joined.Unwrap() {
+			each = append(each, fmt.Errorf("auth.users_file: %w", e))
+		}
+		return errors.Join(each...)
+	}
 	hint := config.FileHint(path, err)
 	if hint == "" && errors.Is(err, fs.ErrNotExist) {
 		hint = fmt.Sprintf("create it with its first user: htpasswd -B -c %s NAME (docs/AUTH.md)", path)

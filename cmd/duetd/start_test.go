@@ -127,6 +127,15 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 	if out, err := exec.Command(htpasswd, "-b", "-B", "-c", one, "alice", "pw-alice").CombinedOutput(); err != nil {
 		t.Fatalf("htpasswd: %v\n%s", err, out)
 	}
+	// Two bad lines, each to be reported, around a good one.
+	twoBad := filepath.Join(dir, "users-two-bad")
+	goodLines, err := os.ReadFile(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(twoBad, append(append([]byte("carol:$apr1$salt$hash\n"), goodLines...), "dave:secret\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	md5 := filepath.Join(dir, "users-md5")
 	if out, err := exec.Command(htpasswd, "-b", "-m", "-c", md5, "carol", "pw").CombinedOutput(); err != nil {
 		t.Fatalf("htpasswd: %v\n%s", err, out)
@@ -155,6 +164,9 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 	}{
 		{name: "md5 users file", yaml: "auth:\n  mode: accounts\n  users_file: " + md5 + "\n",
 			stderr: `users-md5:1: user "carol": MD5 .*only bcrypt is accepted`},
+		{name: "users file with two bad lines", yaml: "auth:\n  mode: accounts\n  users_file: " + twoBad + "\n",
+			stderr: `auth\.users_file: .*users-two-bad:1: user "carol": MD5 .*only bcrypt is accepted.*\n` +
+				`(duetd: )?auth\.users_file: .*users-two-bad:3: user "dave": plain-text or unknown hash`},
 		{name: "missing users file", yaml: "auth:\n  mode: accounts\n  users_file: " + filepath.Join(dir, "none") + "\n",
 			stderr: `auth\.users_file: .*none: no such file or directory; create it with its first user: htpasswd -B -c .*none NAME`},
 		{name: "bcrypt users file", yaml: "auth:\n  mode: accounts\n  users_file: " + good + "\n", ok: true,

@@ -16,6 +16,7 @@ package auth
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -85,6 +86,12 @@ type entry struct {
 // Len is the number of accounts.
 func (t *Table) Len() int { return len(t.byKey) }
 
+// maxLineErrors bounds the bad lines Parse reports one by one. A file
+// with a few bad entries has each named, so that one run of check-config
+// shows all there is to fix; a file that is no htpasswd file at all (a
+// log, a key) would otherwise put a line in the log for each of its own.
+const maxLineErrors = 20
+
 // Parse reads an htpasswd file. Every entry must be a bcrypt hash as
 // `htpasswd -B` writes it ($2y$, or $2a$/$2b$ from other tools); any
 // other kind of hash is refused, naming the line and the user, because
@@ -92,8 +99,17 @@ func (t *Table) Len() int { return len(t.byKey) }
 // easily than bcrypt. Blank lines and lines starting with '#' are
 // skipped. A user name must be a valid duet name, and may appear only
 // once, regardless of case. file names the source in errors.
+//
+// A file with bad lines is refused whole, every bad line reported (up to
+// maxLineErrors of them, and how many more), each a *LineError, joined
+// in the order of the file.
 func Parse(r io.Reader, file string) (*Table, error) {
 	t := &Table{byKey: make(map[string]entry)}
+	var bad []error
+	// seen holds every valid name met, by folded name, as first spelt,
+	// bad entries' too: a name that appears twice is reported even when
+	// one of the two entries is refused for its hash.
+	seen := make(map[string]string)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 256), maxFileLine)
 	n := 0
@@ -104,40 +120,58 @@ func Parse(r io.Reader, file string) (*Table, error) {
 		if len(trimmed) == 0 || trimmed[0] == '#' {
 			continue
 		}
-		fail := func(user, format string, args ...any) error {
-			return &LineError{File: file, Line: n, User: user, Msg: fmt.Sprintf(format, args...)}
+		fail := func(user, format string, args ...any) {
+			bad = append(bad, &LineError{File: file, Line: n, User: user, Msg: fmt.Sprintf(format, args...)})
 		}
 		user, hash, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
-			return nil, fail("", "not NAME:HASH")
+			fail("", "not NAME:HASH")
+			continue
 		}
 		name := string(user)
 		if !proto.ValidName(user) {
 			// A name duet cannot log in under is a mistake in the file;
 			// say so now rather than let the account silently not work.
-			return nil, fail(printable(name), "not a valid duet name (1 to %d letters, digits, '_', '-' or '.')", proto.MaxNameLen)
+			fail(printable(name), "not a valid duet name (1 to %d letters, digits, '_', '-' or '.')", proto.MaxNameLen)
+			continue
+		}
+		key := fold(name)
+		prev, dup := seen[key]
+		if !dup {
+			seen[key] = name
 		}
 		if kind := hashKind(hash); kind != "" {
-			return nil, fail(name, "%s hash; only bcrypt is accepted: recreate it with htpasswd -B", kind)
+			fail(name, "%s hash; only bcrypt is accepted: recreate it with htpasswd -B", kind)
+			continue
 		}
 		cost, err := bcrypt.Cost(hash)
 		if err != nil || len(hash) != bcryptLen {
-			return nil, fail(name, "malformed bcrypt hash")
+			fail(name, "malformed bcrypt hash")
+			continue
 		}
 		if cost > MaxCost {
-			return nil, fail(name, "bcrypt cost %d is above %d, the most duet accepts: each step up doubles how long any login under this name, right or wrong, occupies a password checker; recreate it with htpasswd -B -C %d or lower", cost, MaxCost, MaxCost)
+			fail(name, "bcrypt cost %d is above %d, the most duet accepts: each step up doubles how long any login under this name, right or wrong, occupies a password checker; recreate it with htpasswd -B -C %d or lower", cost, MaxCost, MaxCost)
+			continue
 		}
-		key := fold(name)
-		if prev, dup := t.byKey[key]; dup {
-			return nil, fail(name, "appears twice (also as %q); names are unique regardless of case", prev.name)
+		if dup {
+			fail(name, "appears twice (also as %q); names are unique regardless of case", prev)
+			continue
 		}
 		t.byKey[key] = entry{name: name, hash: bytes.Clone(hash), cost: cost}
 	}
 	if err := sc.Err(); err != nil {
 		if err == bufio.ErrTooLong {
-			return nil, &LineError{File: file, Line: n + 1, Msg: fmt.Sprintf("line longer than %d bytes: not an htpasswd file", maxFileLine)}
+			bad = append(bad, &LineError{File: file, Line: n + 1, Msg: fmt.Sprintf("line longer than %d bytes: not an htpasswd file", maxFileLine)})
+		} else {
+			bad = append(bad, fmt.Errorf("%s: %w", file, err))
 		}
-		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(bad) > maxLineErrors {
+		more := len(bad) - maxLineErrors
+		bad = append(bad[:maxLineErrors], fmt.Errorf("%s: %d more bad lines not shown", file, more))
+	}
+	if len(bad) > 0 {
+		return nil, errors.Join(bad...)
 	}
 	t.dummies = make(map[int][]byte)
 	for _, e := range t.byKey {

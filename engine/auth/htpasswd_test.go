@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,6 +87,70 @@ func TestParse(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseReportsEveryBadLine: a file with several bad lines is refused
+// with each of them named, in order, good lines between them or not, so
+// that one run of check-config shows all there is to fix. A name that
+// appears twice is found even when its first entry is refused.
+func TestParseReportsEveryBadLine(t *testing.T) {
+	file := "bob:" + hashMD5 + "\n" + // 1
+		"alice:" + hashY + "\n" + // 2, good
+		"al ice:" + hashY + "\n" + // 3
+		"# a comment\n" + // 4
+		"carol " + hashY + "\n" + // 5
+		"ALICE:" + hashY + "\n" + // 6
+		"Bob:" + hashY + "\n" + // 7
+		"dave:secret\n" // 8
+	tab, err := Parse(strings.NewReader(file), "users")
+	if tab != nil {
+		t.Errorf("a table with %d accounts from a file with bad lines", tab.Len())
+	}
+	want := []struct {
+		line      int
+		user, has string
+	}{
+		{1, "bob", "MD5"},
+		{3, "al ice", "valid duet name"},
+		{5, "", "NAME:HASH"},
+		{6, "ALICE", `appears twice (also as "alice")`},
+		{7, "Bob", `appears twice (also as "bob")`},
+		{8, "dave", "plain"},
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("err = %v, want the bad lines joined", err)
+	}
+	got := joined.Unwrap()
+	if len(got) != len(want) {
+		t.Fatalf("%d errors, want %d:\n%v", len(got), len(want), err)
+	}
+	for i, w := range want {
+		var le *LineError
+		if !errors.As(got[i], &le) || le.Line != w.line || le.User != w.user || !strings.Contains(le.Msg, w.has) {
+			t.Errorf("error %d = %v, want line %d user %q msg with %q", i, got[i], w.line, w.user, w.has)
+		}
+	}
+	// The first is what errors.As finds, as when only one line was bad.
+	var le *LineError
+	if !errors.As(err, &le) || le.Line != 1 {
+		t.Errorf("errors.As found %v", le)
+	}
+	// Each bad line is a line of the message.
+	if lines := strings.Split(err.Error(), "\n"); len(lines) != len(want) || !strings.HasPrefix(lines[5], "users:8: ") {
+		t.Errorf("message:\n%s", err)
+	}
+}
+
+// TestParseBoundsTheBadLines: a file that is not an htpasswd file at all
+// names its first bad lines, and then only how many more there are.
+func TestParseBoundsTheBadLines(t *testing.T) {
+	_, err := Parse(strings.NewReader(strings.Repeat("not an entry\n", maxLineErrors+7)), "users")
+	lines := strings.Split(fmt.Sprint(err), "\n")
+	if len(lines) != maxLineErrors+1 || lines[maxLineErrors-1] != "users:"+strconv.Itoa(maxLineErrors)+": not NAME:HASH" ||
+		lines[maxLineErrors] != "users: 7 more bad lines not shown" {
+		t.Errorf("%d lines:\n%v", len(lines), err)
 	}
 }
 
