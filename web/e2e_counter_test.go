@@ -69,7 +69,7 @@ func (p *person) expectSealedOnce(bob *goPeer, used map[uint64]string, text stri
 	bob.sealEnvs(bob.s.Resend())
 	p.waitJS("the encryption verified or failed", `['verified', 'failed'].includes(document.getElementById('secure').dataset.state)`)
 	if state, _ := p.secureState(); state == "failed" {
-		p.say(text)
+		p.typeAndEnter(text)
 		p.expectEntry("the text not sent", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
 		return
 	}

@@ -276,8 +276,13 @@ func TestE2EPageForgedAbortToldToBoth(t *testing.T) {
 				alice.waitSecure("failed")
 			}
 			if tc.reason == "protocol_error" {
-				// Believed until bob seals again.
-				bob.say("after the abort")
+				// Believed until bob seals again. After the reload
+				// bob's page may have failed already: the resume
+				// replays his "swallowed", which the proxy kept from
+				// alice, and her page, finding the abort forged,
+				// answers. His page then refuses the text, and keeps
+				// it in the box.
+				bob.typeAndEnter("after the abort")
 			}
 			alice.expectEntry("the forged abort found", func(e logEntry) bool {
 				return e.Code == "e2e_forged_abort" || e.Code == "e2e_failed" && strings.Contains(e.Text, "may be interfering")
@@ -486,13 +491,85 @@ func TestE2EPageWithNetcat(t *testing.T) {
 	carol.acceptInvite(bobToken)
 	nc.expect("* carol is connected")
 	carol.waitSecure("plain")
-	carol.say("must not go in the clear")
+	carol.typeAndEnter("not in the clear unasked")
 	carol.expectEntry("a refusal to send plaintext", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+	if n := bt.daemon.Hub.Stats().Messages; n != 1 {
+		t.Fatalf("%d plaintext messages relayed, want alice's one", n)
+	}
 	carol.do("agree to send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	// The first line bob's terminal gets from carol is the one refused,
+	// sent once she agreed.
+	nc.expect("<carol> not in the clear unasked")
 	carol.say("sent after agreeing")
-	// The first line bob's terminal gets from carol is the one sent
-	// after she agreed.
 	nc.expect("<carol> sent after agreeing")
+}
+
+// TestE2EPageRefusedTextGoesOnAgreeing: carol opens a link with a
+// secret, and bob, whose token it names, is on a terminal. The page
+// refuses what carol types until she agrees to send without
+// encryption, and says that the button sends it; it keeps the text in
+// the box, and the click sends it, so she need not type it again.
+// Before, the box was emptied as the text was refused, and the click
+// sent nothing: the message was lost.
+func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
+	bt := startBrowserTest(t)
+	bob := bt.daemon.DialLine(t).Login("bob")
+	carol := bt.newPerson("carol")
+	carol.open(bt.pageURL() + "#" + bob.Token + ".oKGio6SlpqeoqaqrrK2urw")
+	carol.login()
+	carol.acceptInvite(bob.Token)
+	bob.Expect(`^\* carol is connected`)
+	carol.waitPaired("bob")
+	carol.waitSecure("plain")
+
+	const text = "hello bob, once I agree"
+	carol.typeAndEnter(text)
+	e := carol.expectEntry("the refusal", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+	if !strings.Contains(e.Text, "It is still in the message box: choose “Send without encryption” to send it anyway.") {
+		t.Errorf("the refusal says %q", e.Text)
+	}
+	carol.waitJS("the refused text kept in the box", fmt.Sprintf(`document.getElementById('message').value === %q`, text))
+	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
+		t.Fatalf("%d plaintext messages relayed before carol agreed", n)
+	}
+
+	carol.do("send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	bob.Expect(`^<carol> ` + regexp.QuoteMeta(text) + `$`)
+	carol.waitJS("the box emptied once it is sent", `document.getElementById('message').value === ''`)
+	carol.expectMessage("mine", "You", text)
+	if n := carol.countText(text); n != 1 {
+		t.Errorf("carol's page shows the text %d times%s", n, carol.logDump())
+	}
+	carol.say("and the next one")
+	bob.Expect(`^<carol> and the next one$`)
+}
+
+// TestE2EPageRefusedTextChangedIsNotSent: the click that agrees sends
+// the refused text only if the box still holds it as it was refused:
+// what carol has changed since is hers to send, with Send.
+func TestE2EPageRefusedTextChangedIsNotSent(t *testing.T) {
+	bt := startBrowserTest(t)
+	bob := bt.daemon.DialLine(t).Login("bob")
+	carol := bt.newPerson("carol")
+	carol.open(bt.pageURL() + "#" + bob.Token + ".oKGio6SlpqeoqaqrrK2urw")
+	carol.login()
+	carol.acceptInvite(bob.Token)
+	bob.Expect(`^\* carol is connected`)
+	carol.waitSecure("plain")
+
+	carol.typeAndEnter("first try")
+	carol.expectEntry("the refusal", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+	carol.do("change the text", chromedp.Evaluate[chromedp.Void](`document.getElementById('message').value = 'second thoughts'`))
+	carol.do("send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	carol.expectEntry("the agreement", func(e logEntry) bool { return e.Kind == "plaintext_agreed" })
+	if v := eval[string](carol, `document.getElementById('message').value`); v != "second thoughts" {
+		t.Fatalf("the box holds %q, want the changed text kept", v)
+	}
+	carol.do("send", chromedp.Click(chromedp.ID("send")))
+	bob.Expect(`^<carol> second thoughts$`)
+	if n := bt.daemon.Hub.Stats().Messages; n != 1 {
+		t.Fatalf("%d plaintext messages relayed, want the one carol sent with Send", n)
+	}
 }
 
 // netcat is a real nc connected to the daemon's line port.
@@ -893,7 +970,7 @@ func TestE2EPageKeysLostToldToPartner(t *testing.T) {
 
 	bob.expectHonestFailure("this tab lost the conversation’s keys")
 	alice.expectHonestFailure("bob’s tab lost the keys of this conversation")
-	alice.say("unasked")
+	alice.typeAndEnter("unasked")
 	alice.expectEntry("the text not sent", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
 	if n := bt.daemon.Hub.Stats().Messages; n != 0 {
 		t.Fatalf("%d plaintext messages relayed", n)

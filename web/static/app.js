@@ -1506,9 +1506,15 @@ function onSend(e) {
     error('too_long', 'Message too long: ' + size + ' bytes, the limit is ' + st.maxText + '. It was not sent.');
     return;
   }
-  if (secure.sendText(text)) {
-    // Sealed (shown once sent), waiting for the keys, or refused with a
-    // word to the person: secure.js has it.
+  const how = secure.sendText(text);
+  if (how === 'kept') {
+    // Refused with a word to the person, until they agree to send
+    // without encryption: the text stays, to go then.
+    ui.message.focus();
+    return;
+  }
+  if (how === 'taken') {
+    // Sealed (shown once sent) or waiting for the keys: secure.js has it.
     ui.message.value = '';
     ui.message.focus();
     return;
@@ -1918,6 +1924,11 @@ const secure = createSecure({
   },
   sendMine,
   notSent: (text) => markFailed(addMessage('mine', st.name, text), keepMessage('mine', st.name, text)),
+  // Through onSend, which checks it again (the connection, the size)
+  // and empties the box once it is sent.
+  sendRefused: (text) => {
+    if (ui.message.value === text && !ui.message.disabled) ui.compose.requestSubmit();
+  },
   me: () => st.name,
   myToken: () => st.token,
   maxText: () => st.maxText,

@@ -99,7 +99,8 @@ const UNSUPPORTED_WORDS = {
 // sendMine(obj, text) (sends the person's own message and shows it,
 // marked sealed if obj is a seal: its entry is marked failed if the
 // server refuses it; null when offline), notSent(text) (shows the
-// person's message as not sent), me() (own name),
+// person's message as not sent), sendRefused(text) (sends the message
+// box as the person would, if it still holds text), me() (own name),
 // myToken(), maxText(), redraw() (the whole page, whose share link this
 // module's secret is part of).
 export function createSecure(page) {
@@ -382,6 +383,7 @@ export function createSecure(page) {
       why: '',
       waiting: [],
       held: [],
+      refused: '', // the last text refused, to go once the person agrees
       timer: 0,
       abort: '', // an abort not sent yet: this page was offline
       lost: '', // why this tab lost the keys (LOST_WORDS), when it did
@@ -735,16 +737,24 @@ export function createSecure(page) {
 
   // ---- Sending ----------------------------------------------------------
 
-  // sendText takes the text the person sends. It returns true when it
-  // took care of it (sealed it, queued it, or refused it with a word to
-  // the person), false when the page should send it as a plain say.
+  // sendText takes the text the person sends. It returns 'say' when the
+  // page should send it as a plain say, 'taken' when this module took
+  // care of it (sealed it, or queued it for the keys), and 'kept' when
+  // it refused it with a word to the person: the text stays in the box,
+  // and goes if the person then agrees to send without encryption
+  // (onPlain). A box emptied on a refusal lost the text: the button
+  // the refusal pointed to had nothing to send.
   function sendText(text) {
     const p = pairing;
-    if (!p) return false;
+    if (!p) return 'say';
     if (p.mode === 'plain' || p.mode === 'failed') {
-      if (p.agreed) return false;
-      page.error('e2e_not_sent', 'Not sent: ' + p.why + ' Choose “Send without encryption” to send it anyway.');
-      return true;
+      if (p.agreed) return 'say';
+      p.refused = text;
+      page.error(
+        'e2e_not_sent',
+        'Not sent: ' + p.why + ' It is still in the message box: choose “Send without encryption” to send it anyway.',
+      );
+      return 'kept';
     }
     const s = p.session;
     if (!s || (s.state !== 'keyed' && s.state !== 'confirmed')) {
@@ -753,10 +763,10 @@ export function createSecure(page) {
       // shown not sent there.
       store();
       page.notice('Securing the conversation… your message goes as soon as it is.', { kind: 'e2e_waiting' });
-      return true;
+      return 'taken';
     }
     sealAndSend(p, text);
-    return true;
+    return 'taken';
   }
 
   function sealAndSend(p, text) {
@@ -1097,6 +1107,12 @@ export function createSecure(page) {
     p.held = [];
     for (const show of held) show();
     draw();
+    // The text the page refused goes now: the refusal said this button
+    // sends it. Only if the box still holds it as it was refused: what
+    // the person has changed or typed since is theirs to send.
+    const refused = p.refused;
+    p.refused = '';
+    if (refused !== '') page.sendRefused(refused);
   }
 
   ui.match.addEventListener('click', onMatch);
