@@ -989,6 +989,32 @@ func securePair(t *testing.T) (alice, bob *person) {
 	return alice, bob
 }
 
+// TestE2EPageCodesDifferToldToPartner: bob confirms that the codes
+// match; alice finds they differ. bob's page, which had the keys
+// confirmed, is told that alice found the codes differ. Before, it said
+// "Encryption failed: The keys did not match", which is not what
+// happened on either page, with a capital after the colon.
+func TestE2EPageCodesDifferToldToPartner(t *testing.T) {
+	alice, bob := securePair(t)
+	bob.do("the codes match", chromedp.Click(chromedp.ID("secure-match")))
+	bob.waitSecure("verified")
+	alice.do("they differ", chromedp.Click(chromedp.ID("secure-differ")))
+	alice.waitSecure("failed")
+	if text := eval[string](alice, `document.getElementById('secure-text').textContent`); text != "Encryption failed: the codes differ: someone between you may be reading this conversation." {
+		t.Errorf("alice's page says %q", text)
+	}
+
+	bob.waitSecure("failed")
+	const told = "Encryption failed: alice found that the codes differ (or alice’s page could not confirm the keys): someone between you may be interfering."
+	if text := eval[string](bob, `document.getElementById('secure-text').textContent`); text != told {
+		t.Errorf("bob's page says %q, want %q", text, told)
+	}
+	e := bob.expectEntry("the failure in the log", func(e logEntry) bool { return e.Code == "e2e_failed" })
+	if !strings.HasPrefix(e.Text, told+" ") {
+		t.Errorf("bob's log says %q, want it to begin %q", e.Text, told)
+	}
+}
+
 // TestE2EPageUnreadInTitle: while the tab is hidden, each message from
 // the partner counts in the title, "(2) duet", sealed ones as much as
 // plaintext; showing the tab again clears the count.
@@ -1138,6 +1164,11 @@ func TestE2EPageRefusedPlaintextShownOnAgreeing(t *testing.T) {
 	bob := pairByLink(t, bt.daemon, alice)
 	bob.sealEnvs([][]byte{bob.s.Abort(e2e.ReasonHandshakeFailed)})
 	alice.waitSecure("failed")
+	// The link's secret proved the keys: there was no code to find
+	// different. The words follow "Encryption failed: " in lower case.
+	if text := eval[string](alice, `document.getElementById('secure-text').textContent`); text != "Encryption failed: the keys did not match: someone between you may be interfering." {
+		t.Errorf("alice's page says %q", text)
+	}
 	bob.ws.Say("said before alice agreed")
 	alice.expectEntry("the held notice", func(e logEntry) bool { return e.Code == "e2e_plaintext_held" })
 	if n := alice.countText("said before alice agreed"); n != 0 {

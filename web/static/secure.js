@@ -45,16 +45,27 @@ const HOLDER_LOCK = 'duet.e2e.holder.';
 // gives up on that state.
 const CLAIM_WAIT_MS = 5000;
 
-// What a peer's abort reason means, in words; {peer} is its name.
+// What a peer's abort reason means, in words; {peer} is its name. Each
+// follows "Encryption failed: ", hence the small letter.
 const ABORT_WORDS = {
   cannot_encrypt: '{peer}’s browser cannot encrypt.',
   unknown_link_secret:
     '{peer}’s page no longer knows the link you used (it makes a new one after a conversation with someone on a terminal, and when its token changes), so the conversation could not be secured. Ask {peer} for their current link, leave, and connect with it; or leave and connect with their token alone, to talk encrypted but not verified.',
-  handshake_failed: 'The keys did not match: someone between you may be interfering.',
+  handshake_failed: 'the keys did not match: someone between you may be interfering.',
   protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
   unsupported_version: '{peer}’s page speaks another version of encryption.',
   keys_lost: '{peer}’s tab lost the keys of this conversation, and can no longer read or seal in it. Leave and connect again to talk encrypted.',
 };
+
+// An abort handshake_failed that comes once this page has checked the
+// partner's confirmation, in a pairing whose people compare the code:
+// the partner's page arrived at the same keys, so "the keys did not
+// match" would be untrue. Its person found that the codes differ ("They
+// differ" sends this abort, since the protocol has no reason of its own
+// for it), or, less likely, that page never got this one's confirmation
+// intact, or in time. (A pairing the link's secret proves shows no code.)
+const CODES_DIFFER_WORDS =
+  '{peer} found that the codes differ (or {peer}’s page could not confirm the keys): someone between you may be interfering.';
 
 // An abort that says the partner cannot encrypt, from a partner whose
 // page has encrypted; and a message from the partner after an abort.
@@ -75,11 +86,12 @@ const LOST_WORDS = {
   elsewhere: 'another tab holds this conversation’s keys, and this one may not use them. Leave and connect again to talk encrypted.',
 };
 
-// What this page's own fatal errors mean, in words.
+// What this page's own fatal errors mean, in words; as ABORT_WORDS,
+// each follows "Encryption failed: ".
 const FATAL_WORDS = {
-  confirm_failed: 'The keys did not match: someone between you may be interfering.',
-  commit_mismatch: 'The keys did not match: someone between you may be interfering.',
-  bad_key: 'The keys did not match: someone between you may be interfering.',
+  confirm_failed: 'the keys did not match: someone between you may be interfering.',
+  commit_mismatch: 'the keys did not match: someone between you may be interfering.',
+  bad_key: 'the keys did not match: someone between you may be interfering.',
   unknown_link_secret:
     '{peer} used a link of yours this page no longer knows (it makes a new one after a conversation with someone on a terminal, and when your token changes), so the conversation could not be secured. Send {peer} your current link.',
 };
@@ -660,7 +672,8 @@ export function createSecure(page) {
             // alone included, until the tab is reloaded.
             linkSecrets.delete(p.token);
           }
-          fail(p, words(ABORT_WORDS[r.reason] || ABORT_WORDS.protocol_error, p.peer), '');
+          const differ = r.reason === 'handshake_failed' && had === 'confirmed' && !p.session.linkSecretUsed;
+          fail(p, words((differ ? CODES_DIFFER_WORDS : ABORT_WORDS[r.reason]) || ABORT_WORDS.protocol_error, p.peer), '');
         }
       } else if (!over && r.error.fatal) {
         fail(p, FATAL_WORDS[r.error.code] ? words(FATAL_WORDS[r.error.code], p.peer) : r.error.text + '.', '');
