@@ -188,12 +188,6 @@ func TestCheckConfigChecksWhatStartChecks(t *testing.T) {
 		{name: "trusted proxies wide open", yaml: "trusted_proxies: [\"0.0.0.0/0\"]\n", ok: true,
 			stdout: `(?m)^trusted_proxies\s+\["0\.0\.0\.0/0"\]\s+file$`,
 			stderr: `config: trusted_proxies: "0\.0\.0\.0/0" trusts every IPv4 address: any client there can claim any address`},
-		// The start binds a free port on every interface for as long as
-		// the test runs: no address off loopback is known to exist here.
-		{name: "admin listener off loopback", env: []string{"DUETD_ADMIN_LISTEN=0.0.0.0:0"}, ok: true,
-			stdout: `(?m)^admin\.listen\s+"0\.0\.0\.0:0"\s+env$`,
-			stderr: `config: admin\.listen: "0\.0\.0\.0:0" listens on every interface, and the admin listener has no authentication: ` +
-				`whoever can reach it reads /metrics and, in cluster mode, can drain this node with POST /drain; bind it to loopback`},
 		{name: "state file where none can be written", yaml: "resume:\n  state_file: " + filepath.Join(dir, "none", "state") + "\n",
 			stderr: `resume\.state_file: cannot write beside .*/none/state: .*no such file or directory; ` +
 				`create .*/none writable by the user duetd runs as \(the systemd unit makes /var/lib/duetd: StateDirectory\), ` +
