@@ -151,7 +151,7 @@ func v6bitsOf(bits int) uint8 {
 // wsState is a WebSocket's own state, made at the upgrade.
 type wsState struct {
 	r        wsframe.Reader
-	lastRecv time.Time // the last whole frame: idle detection
+	lastRecv time.Time // the last whole frame outside a fragmented message: idle detection
 	lastPing time.Time
 	// acked is what the client's TCP had acknowledged at the last look,
 	// and behind says the socket then held bytes it could not send yet

@@ -1902,3 +1902,41 @@ func TestHostileNumberedSaysRateLimited(t *testing.T) {
 		t.Errorf("%d messages named rate_limited, %d by an error: %v", limited, rateErrors, named)
 	}
 }
+
+// TestFragmentedMessageCutAtIdleTimeout: a client that begins a
+// fragmented message and never finishes it, answering every ping, is
+// cut at limits.idle_timeout as an idle one is, its unfinished message
+// with it. Before, each pong counted as a sign of life, and the message
+// (up to limits.max_frame) was held for as long as the client liked.
+func TestFragmentedMessageCutAtIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = 3 * time.Second
+	d := startDaemon(t, func(o *engine.Options) {
+		o.Limits.PingInterval = time.Second
+		o.Limits.IdleTimeout = idle
+	})
+	wc := dialWS(t, d, "127.0.0.1")
+	wc.sendJSON(map[string]any{"type": "login", "name": "slowpoke"})
+	start := time.Now()
+	wc.write(clientFrame(0x01, bytes.Repeat([]byte("x"), 60000), true)) // text, not final
+	for time.Since(start) < 3*idle {
+		f, err := wc.frame(enginetest.Timeout)
+		if err != nil {
+			t.Fatalf("read after %v: %v", time.Since(start), err)
+		}
+		switch f.Header.OpCode {
+		case ws.OpPing:
+			wc.write(clientFrame(0x8A, nil, true))
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			if code != ws.StatusGoingAway || reason != "idle timeout" {
+				t.Fatalf("closed %d %q", code, reason)
+			}
+			if took := time.Since(start); took > idle+2*time.Second {
+				t.Fatalf("cut after %v, idle timeout %v", took, idle)
+			}
+			return
+		}
+	}
+	t.Fatalf("a message begun and never finished was held %v past the idle timeout %v, its client answering every ping", 3*idle-idle, idle)
+}

@@ -239,7 +239,14 @@ func (cn *conn) readFrame(buf []byte) int {
 	if n == 0 {
 		return 0
 	}
-	cn.ws.lastRecv = cn.loop.now
+	if !cn.ws.r.InMessage() {
+		// A frame while a fragmented message is being assembled, a pong
+		// between its fragments among them, is no sign of life: it
+		// must be finished within limits.idle_timeout of the frame
+		// before its first, or a client that answers every ping could
+		// hold its unfinished message (up to limits.max_frame) for ever.
+		cn.ws.lastRecv = cn.loop.now
+	}
 	if !ok {
 		return n
 	}

@@ -105,6 +105,11 @@ const MaxFragments = 1024
 // let a client send MaxFragments frames for every message it says.
 const MaxEmptyFragments = 16
 
+// InMessage reports whether a fragmented message has begun and not yet
+// ended: the frames read since its first belong to it, or are control
+// frames read between its fragments.
+func (r *Reader) InMessage() bool { return r.fragmented }
+
 func (r *Reader) limit() int {
 	if r.MaxMessage <= 0 {
 		return DefaultMaxMessage
