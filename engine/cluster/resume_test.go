@@ -796,7 +796,11 @@ func TestDrainedPair(t *testing.T) {
 		t.Fatalf("bob resumed %+v, replayed %q", ev, texts)
 	}
 	// He went away told that she was away, and she is back: his
-	// resume says so, or his last word of her would be that she went.
+	// resume says so, or his last word of her would be that she went;
+	// and first that she went, which may have died with his connection.
+	if ev := bob.box.next(t, proto.EvPeerAway); ev.Peer != "alice" {
+		t.Fatalf("bob: %+v", ev)
+	}
 	if ev := bob.box.next(t, proto.EvPeerBack); ev.Peer != "alice" {
 		t.Fatalf("bob: %+v", ev)
 	}

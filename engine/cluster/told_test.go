@@ -1013,9 +1013,10 @@ func TestResumeOfADeadNodesSessionToldItEnded(t *testing.T) {
 // TestDrainCarriesWhatAwayWasTold: what a session away was told of its
 // pairing goes with it when its node drains, as through a single node's
 // restart. Alice, told that bob lost the connection before her own
-// connection dropped, is told on her resume on another node that bob is
-// back, as he came back meanwhile; before, her last word of him was
-// that he lost the connection. Dave, to whose token carol, on another
+// connection dropped, is told on her resume on another node that bob
+// went away, news that may have died with her connection, and is back,
+// as he came back meanwhile; before, her last word of him was that he
+// lost the connection. Dave, to whose token carol, on another
 // node, connected while he was away, is told so, and that she left;
 // before, he was told only that carol, of whom he had never heard,
 // left.
@@ -1096,8 +1097,8 @@ func TestDrainCarriesWhatAwayWasTold(t *testing.T) {
 		name, key string
 		want      []string
 	}{
-		{"alice", alice.Key, []string{`* bob is back`}},
-		{"erin", erin.Key, []string{`* fred is back`}},
+		{"alice", alice.Key, []string{`* bob lost the connection; waiting up to 2m for bob to come back`, `* bob is back`}},
+		{"erin", erin.Key, []string{`* fred lost the connection; waiting up to 2m for fred to come back`, `* fred is back`}},
 		{"dave", dave.Key, []string{`* while you were away, carol connected to you; then carol left; you are free to be joined again`}},
 	} {
 		back, _, _, _ := enginetest.ResumeLine(t, c.Daemon, who.key)

@@ -944,9 +944,9 @@ func TestParkedUndeliveredFrom(t *testing.T) {
 // TestRestartToldPartnerBack: bob was away as alice's connection
 // dropped (she was told so), and came back while she was away; then the
 // server restarted, handing the sessions on through its state file.
-// Her resume says bob is back, as it does without the restart
-// (TestResumeToldPartnerBack); before, the park did not carry what she
-// had been told, and her last word of him was that he lost the
+// Her resume says bob went away and is back, as it does without the
+// restart (TestResumeToldPartnerBack); before, the park did not carry
+// what she had been told, and her last word of him was that he lost the
 // connection.
 func TestRestartToldPartnerBack(t *testing.T) {
 	h1, _ := newClockedHub(resumeOpts())
@@ -956,8 +956,8 @@ func TestRestartToldPartnerBack(t *testing.T) {
 	resumeEvents(t, h1, bobKey, &recorder{})
 	h2, _ := restart(t, h1, time.Second)
 	after := resumeEvents(t, h2, aliceKey, &recorder{})
-	if len(after) != 1 || after[0].Kind != proto.EvPeerBack || after[0].Peer != "bob" {
-		t.Fatalf("alice's resume told %+v, want bob's peer_back", after)
+	if len(after) != 2 || after[0].Kind != proto.EvPeerAway || after[1].Kind != proto.EvPeerBack || after[1].Peer != "bob" {
+		t.Fatalf("alice's resume told %+v, want bob's peer_away and peer_back", after)
 	}
 
 	// Still away as the server restarted: told that, not back.

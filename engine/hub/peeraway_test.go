@@ -30,7 +30,7 @@ func remotePair(t *testing.T, h *Hub, d *fakeDirectory) (bob user, bobKey string
 // connected (he is told) or away (he is not). Either way his resume
 // half a minute later tells him she is away, with 1m30s of her window
 // left; unless news that she is back came first: then, if he had been
-// told she went, that she is back. Before, a resume was told nothing of
+// told she went, that she went and is back. Before, a resume was told nothing of
 // a partner on another node, unless she went away without some of his
 // messages.
 func TestResumeToldRemotePartnerAway(t *testing.T) {
@@ -46,9 +46,12 @@ func TestResumeToldRemotePartnerAway(t *testing.T) {
 		{name: "she went while he was away", during: []proto.Event{away}, want: toldAway},
 		{name: "she went and came back while he was connected", before: []proto.Event{away, back}},
 		// He was told she went, not that she came back: his resume
-		// tells him, or his last word of her would be that she went.
+		// tells him, or his last word of her would be that she went;
+		// and, first, that she went, told as it was then, which may
+		// have died with his connection.
 		{name: "she came back while he was away", before: []proto.Event{away}, during: []proto.Event{back},
-			want: []proto.Event{{Kind: proto.EvPeerBack, Peer: "alice", PeerProto: proto.ProtoJSON}}},
+			want: []proto.Event{{Kind: proto.EvPeerAway, Peer: "alice", Window: 2 * time.Minute},
+				{Kind: proto.EvPeerBack, Peer: "alice", PeerProto: proto.ProtoJSON}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, d, clk := clusterHub(t, resumeOpts())
@@ -72,7 +75,7 @@ func TestResumeToldRemotePartnerAway(t *testing.T) {
 			if after := resumeEvents(t, h, bobKey, box); len(after)+len(tc.want) > 0 && !reflect.DeepEqual(after, tc.want) {
 				t.Fatalf("bob's resume told him %+v, want %+v", after, tc.want)
 			}
-			if len(tc.want) > 0 && tc.want[0].Kind == proto.EvPeerAway {
+			if len(tc.want) > 0 && tc.want[len(tc.want)-1].Kind == proto.EvPeerAway {
 				// She comes back: he is told at once.
 				tell([]proto.Event{back})
 				want := []proto.Event{{Kind: proto.EvPeerBack, Peer: "alice", PeerProto: proto.ProtoJSON}}

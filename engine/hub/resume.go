@@ -110,8 +110,9 @@ type away struct {
 	peerUntil time.Duration
 	peerBack  bool
 	// peerWasAway says the partner was away as the session went away:
-	// the session was told so, and its resume tells it the partner is
-	// back if it is by then (tellPeerLocked), which it was not told.
+	// the session was told so, unless the news died with its
+	// connection, and its resume tells it again, with the partner's
+	// return if it is back by then (tellPeerLocked).
 	// A park carries it, and joined (Parked.PeerWasAway).
 	peerWasAway bool
 	// shutdown says the session went away as its server drained for a
@@ -665,9 +666,11 @@ func (h *Hub) tellAwayLocked(s *Session, to Outbox) {
 // while the session was away too (a, the session's away state: untold),
 // which it was not told. When peer is not away, that count comes with
 // the news the session missed: that peer went away, with what remained
-// of the window it then had, and that it is back. A peer that was away
-// as the session went away (it was told so) and is back by now is told
-// back (a.peerWasAway). The count is told once: the resume retires a.
+// of the window it then had, and that it is back; so it is, count or
+// none, of a peer that was away as the session went away and is back
+// by now (a.peerWasAway). A peer that went away and came back while the
+// session was away, and lost none of its messages, is no news: it is
+// there. The count is told once: the resume retires a.
 func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 	untold := 0
 	if a != nil {
@@ -678,17 +681,22 @@ func (h *Hub) tellPeerLocked(a *away, r *room, peer *Session, to Outbox) {
 		deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(until-now, 0), Count: untold, Reason: why})
 		return
 	}
-	if untold == 0 {
-		if a != nil && a.peerWasAway {
-			// The partner was away as the session went away, which it
-			// was told, and came back meanwhile: the news of its return
-			// went nowhere, and the session's last word of its partner
-			// would be that it lost the connection.
-			deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
-		}
+	if untold == 0 && (a == nil || !a.peerWasAway) {
 		return
 	}
-	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: max(a.peerUntil-now, 0), Count: untold})
+	// Some of the session's messages never reached the partner, who
+	// went away and came back meanwhile: both news, with the count and
+	// what remained of the partner's window then. Or the partner was
+	// away as the session went away (peerWasAway), and came back since:
+	// the session was told of that away, but the news may have died
+	// with its connection, unread, and a return alone would be of an
+	// absence it never heard of. Both news, the away as it was told
+	// then, with the whole window.
+	window := max(a.peerUntil-now, 0)
+	if untold == 0 {
+		window = h.window()
+	}
+	deliver(to, proto.Event{Kind: proto.EvPeerAway, Peer: peer.name, Window: window, Count: untold})
 	deliver(to, proto.Event{Kind: proto.EvPeerBack, Peer: peer.name, PeerProto: r.protoOf(peer)})
 }
 
