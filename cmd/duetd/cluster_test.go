@@ -369,6 +369,7 @@ func resumeOnNode(t *testing.T, n2 *enginetest.Daemon, alice, bob *enginetest.Li
 	back.Send("/resume " + alice.Key)
 	back.Expect(`^\* resumed: you are alice, your token is ` + alice.Token + `; you are connected with bob$`)
 	back.ExpectKey()
+	back.Expect(`^\* anything you typed as your connection dropped may not have reached bob; ask bob, or send it again$`)
 	bob.Expect(`^\* alice is back$`)
 	back.Send("hello from p2")
 	bob.Expect(`^<alice> hello from p2$`)

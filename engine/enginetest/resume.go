@@ -82,6 +82,11 @@ func ReadResumed(t testing.TB, next func() string) (peer string, replayed []stri
 	if m == nil || m[1] != m[2] {
 		t.Fatalf("want the new resume key, got %q", l)
 	}
+	if peer != "" {
+		if l, want := next(), "* anything you typed as your connection dropped may not have reached "+peer+"; ask "+peer+", or send it again"; l != want {
+			t.Fatalf("want %q, got %q", want, l)
+		}
+	}
 	return peer, replayed, missed, m[1]
 }
 

@@ -233,7 +233,11 @@ func appendResumed(dst []byte, ev *proto.Event) []byte {
 }
 
 // appendResumeTail ends the answer to a resume: how many messages could
-// not be kept, if any, and the new resume key.
+// not be kept, if any, the new resume key, and, when paired, that a
+// line the user typed as the connection dropped may be lost. Such a
+// line never reached the server, and the line protocol numbers no line
+// (a JSON client learns which of its messages arrived from last_id): the
+// partner is the one who can say what arrived.
 func appendResumeTail(dst []byte, ev *proto.Event) []byte {
 	if ev.Missed > 0 {
 		dst = append(dst, "* "...)
@@ -244,7 +248,15 @@ func appendResumeTail(dst []byte, ev *proto.Event) []byte {
 			dst = append(dst, " older messages could not be kept\r\n"...)
 		}
 	}
-	return appendResumeKey(dst, ev)
+	dst = appendResumeKey(dst, ev)
+	if ev.Peer == "" {
+		return dst
+	}
+	dst = append(dst, "* anything you typed as your connection dropped may not have reached "...)
+	dst = appendSafe(dst, ev.Peer)
+	dst = append(dst, "; ask "...)
+	dst = appendSafe(dst, ev.Peer)
+	return append(dst, ", or send it again\r\n"...)
 }
 
 // peerLeftWords is how each reason reads around the peer's name.
