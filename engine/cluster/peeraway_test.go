@@ -276,3 +276,30 @@ func TestDrainToldPartnerTheServerRestarts(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainUnannouncedAwayComesBackUntold: alice and bob are both on
+// node a, which drains for a restart. Alice is sent away first; bob,
+// about to be told of the restart himself, is not told she went. She
+// resumes on b at once, while bob is still on a: he is told nothing of
+// her return either. Before, he read "alice is back" of an absence he
+// was never told of.
+func TestDrainUnannouncedAwayComesBackUntold(t *testing.T) {
+	r := startRedis(t)
+	a, b := startHubNode(t, r, "a", resumeOptions(0)), startHubNode(t, r, "b", resumeOptions(0))
+	alice, bob := a.pairedOn(t, "alice", "bob")
+	a.hub.SetDraining()
+	alice.s.Detach(proto.ReasonDisconnected, 0)
+	if n := a.drain(t); n != 1 {
+		t.Fatalf("parked %d", n)
+	}
+	if ev, _ := alice.resumeOn(t, b, 0, true); ev.Peer != "bob" {
+		t.Fatalf("alice resumed %+v", ev)
+	}
+	waitAnswered(t, b.Node)
+	bob.box.quiet(t, time.Second)
+	// He still talks to her, on b now.
+	bob.say(t, "still there?")
+	if m := alice.box.next(t, proto.EvMessage); string(m.Text) != "still there?" {
+		t.Fatalf("alice: %+v", m)
+	}
+}

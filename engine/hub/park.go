@@ -539,9 +539,11 @@ func (h *Hub) exportLocked(s *Session, keepPeer bool) (*Parked, Queue, *proto.Er
 			r.stub = stub
 			stub.room.Store(r)
 			// The partner's resume tells that the session is away, as
-			// it did while the session was here.
+			// it did while the session was here; unless the partner
+			// was not told it went (a drain's, unannounced): then its
+			// return, from wherever it is taken up, is no news either.
 			rr := remoteRoom{r: r, local: peer, stub: stub, node: ""}
-			if a := s.away; a != nil && !a.attached {
+			if a := s.away; a != nil && !a.attached && !a.unannounced {
 				rr.peerAway, rr.peerUntil = true, a.deadline
 			}
 			h.remoteMu.Lock()
