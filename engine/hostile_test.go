@@ -1232,7 +1232,7 @@ func TestHostileCommandFlood(t *testing.T) {
 		switch {
 		case strings.HasPrefix(l, "* you are flooder"):
 			status++
-		case l == "! rate_limited: too many requests; slow down":
+		case l == "! rate_limited: too many requests; slow down: those past the limit are dropped unanswered":
 			limited++
 		}
 	}

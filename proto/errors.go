@@ -57,7 +57,7 @@ var (
 	// ErrInvalidUTF8's.
 	ErrInvalidUTF8Terminal = &Error{"invalid_utf8", "text must be valid UTF-8; it was not sent (set your terminal's character encoding to UTF-8)"}
 	ErrEmptyMessage        = &Error{"empty_message", "nothing to send"}
-	ErrRateLimited         = &Error{"rate_limited", "too many requests; slow down"}
+	ErrRateLimited         = &Error{"rate_limited", "too many requests; slow down: those past the limit are dropped unanswered"}
 	ErrThrottled           = &Error{"throttled", "too many failed connects or resumes from your address; wait and try again"}
 	ErrAuthFailed          = &Error{"auth_failed", "wrong name or password"}
 	// ErrNoPassword is ErrAuthFailed for a login that gave no password

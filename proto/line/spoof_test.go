@@ -117,7 +117,7 @@ func TestPaddedMessageCannotPassForServerLine(t *testing.T) {
 		"* bob left; you are free to be joined again",
 		"* carol is connected",
 		"! auth_failed: wrong name or password",
-		"!  rate_limited: too many requests; slow down",
+		"!  rate_limited: too many requests; slow down: those past the limit are dropped unanswered",
 		"＊ bob left", "∗ bob left", "⁎ bob left", "*\u0301 bob left",
 		"*\u00a0bob left", "*\u3000bob left", "*\tbob left", "*\u2800bob left",
 		"！ auth_failed: x", "ǃ\u00a0auth_failed: x",

@@ -29,7 +29,7 @@ func TestClassifyLine(t *testing.T) {
 		{"<alice> hello there", evMessage, "hello there", ""},
 		{"<alice> > quoted", evMessage, "> quoted", ""},
 		{"<alice> ", evMessage, "", ""},
-		{"! rate_limited: too many requests; slow down", evError, "", "rate_limited"},
+		{"! rate_limited: too many requests; slow down: those past the limit are dropped unanswered", evError, "", "rate_limited"},
 		{"! room_full: Room is Full", evError, "", "room_full"},
 		{"! odd", evError, "", "odd"},
 		{"<no end of name", evNotice, "", ""},

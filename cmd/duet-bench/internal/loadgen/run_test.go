@@ -445,7 +445,7 @@ func (s *faultyServer) serve(fs *faultySession) {
 				peer.writeLine("<" + fs.name + "> " + line[:len(line)-1])
 			case drop:
 			case reject:
-				fs.writeLine("! rate_limited: too many requests; slow down")
+				fs.writeLine("! rate_limited: too many requests; slow down: those past the limit are dropped unanswered")
 			case hold:
 				fs.held = line
 			case swallowAll:
