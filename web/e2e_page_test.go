@@ -504,14 +504,11 @@ func TestE2EPageWithNetcat(t *testing.T) {
 	nc.expect("<carol> sent after agreeing")
 }
 
-// TestE2EPageRefusedTextGoesOnAgreeing: carol opens a link with a
-// secret, and bob, whose token it names, is on a terminal. The page
-// refuses what carol types until she agrees to send without
-// encryption, and says that the button sends it; it keeps the text in
-// the box, and the click sends it, so she need not type it again.
-// Before, the box was emptied as the text was refused, and the click
-// sent nothing: the message was lost.
-func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
+// linkToTerminal starts a browser test in which carol's page opens a
+// link with a secret to bob, who is on a terminal: paired, the page
+// finds it cannot encrypt, and says so.
+func linkToTerminal(t *testing.T) (*browserTest, *enginetest.LineClient, *person) {
+	t.Helper()
 	bt := startBrowserTest(t)
 	bob := bt.daemon.DialLine(t).Login("bob")
 	carol := bt.newPerson("carol")
@@ -521,6 +518,18 @@ func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
 	bob.Expect(`^\* carol is connected`)
 	carol.waitPaired("bob")
 	carol.waitSecure("plain")
+	return bt, bob, carol
+}
+
+// TestE2EPageRefusedTextGoesOnAgreeing: carol opens a link with a
+// secret, and bob, whose token it names, is on a terminal. The page
+// refuses what carol types until she agrees to send without
+// encryption, and says that the button sends it; it keeps the text in
+// the box, and the click sends it, so she need not type it again.
+// Before, the box was emptied as the text was refused, and the click
+// sent nothing: the message was lost.
+func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
+	bt, bob, carol := linkToTerminal(t)
 
 	const text = "hello bob, once I agree"
 	carol.typeAndEnter(text)
@@ -548,14 +557,7 @@ func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
 // the refused text only if the box still holds it as it was refused:
 // what carol has changed since is hers to send, with Send.
 func TestE2EPageRefusedTextChangedIsNotSent(t *testing.T) {
-	bt := startBrowserTest(t)
-	bob := bt.daemon.DialLine(t).Login("bob")
-	carol := bt.newPerson("carol")
-	carol.open(bt.pageURL() + "#" + bob.Token + ".oKGio6SlpqeoqaqrrK2urw")
-	carol.login()
-	carol.acceptInvite(bob.Token)
-	bob.Expect(`^\* carol is connected`)
-	carol.waitSecure("plain")
+	bt, bob, carol := linkToTerminal(t)
 
 	carol.typeAndEnter("first try")
 	carol.expectEntry("the refusal", func(e logEntry) bool { return e.Code == "e2e_not_sent" })

@@ -87,21 +87,28 @@ func TestBinaryKeyPressAcrossCopies(t *testing.T) {
 			f := &Framer{}
 			f.Next([]byte("\xff\xfb\x00\n")) // IAC WILL BINARY
 			f.Reply()
-			first := []byte{0xd1, telnetIAC, key.cmd} // a lead byte, then the key
-			before := bytes.Clone(first)
-			if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
-				t.Fatalf("a line begun: %q %d %v", line, n, err)
-			}
-			held := first
-			if copyBetween {
-				held = before
-			}
-			line, _, err := f.Next(append(bytes.Clone(held), '\n'))
+			buf := secondRead(t, f, []byte{0xd1, telnetIAC, key.cmd}, "\n", copyBetween) // a lead byte, then the key
+			line, _, err := f.Next(buf)
 			if err != nil || string(line) != key.want {
 				t.Fatalf("command %d, copy %v: line %q, %v; want %q", key.cmd, copyBetween, line, err, key.want)
 			}
 		}
 	}
+}
+
+// secondRead hands f first, the start of a line, and returns what the
+// next read holds: first followed by then, as gnet hands it back, first
+// as f left it or, copyBetween, as a copy made before f looked at it.
+func secondRead(t *testing.T, f *Framer, first []byte, then string, copyBetween bool) []byte {
+	t.Helper()
+	before := bytes.Clone(first)
+	if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
+		t.Fatalf("a line begun: %q %d %v", line, n, err)
+	}
+	if copyBetween {
+		first = before
+	}
+	return append(bytes.Clone(first), then...)
 }
 
 // TestNetcatSBAcrossCopies: a netcat user's 255 before a byte telnet
@@ -112,16 +119,7 @@ func TestBinaryKeyPressAcrossCopies(t *testing.T) {
 func TestNetcatSBAcrossCopies(t *testing.T) {
 	for _, copyBetween := range []bool{false, true} {
 		f := &Framer{}
-		first := []byte("a\xff\xfa")
-		before := bytes.Clone(first)
-		if line, n, err := f.Next(first); line != nil || n != 0 || err != nil {
-			t.Fatalf("a line begun: %q %d %v", line, n, err)
-		}
-		held := first
-		if copyBetween {
-			held = before
-		}
-		buf := append(bytes.Clone(held), "b\nok\n"...)
+		buf := secondRead(t, f, []byte("a\xff\xfa"), "b\nok\n", copyBetween)
 		line, n, err := f.Next(buf)
 		if err != nil || string(line) != "a\xffb" {
 			t.Fatalf("copy %v: line %q, %v; want %q", copyBetween, line, err, "a\xffb")
