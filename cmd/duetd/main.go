@@ -458,10 +458,12 @@ func newLogger(c config.Log, level zap.AtomicLevel, out io.Writer) (*zap.Logger,
 		return nil, &config.Error{Key: "log.level", Msg: err.Error()}
 	}
 	level.SetLevel(lvl)
+	f, isFile := out.(*os.File)
+	onTerminal := isFile && term.IsTerminal(int(f.Fd()))
 	format := c.Format
 	if format == "auto" || format == "" {
 		format = "json"
-		if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if onTerminal {
 			format = "console"
 		}
 	}
@@ -472,7 +474,12 @@ func newLogger(c config.Log, level zap.AtomicLevel, out io.Writer) (*zap.Logger,
 	encCfg.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		// Colour only for a terminal: console chosen for a pipe or a
+		// file, escape codes would be bytes in every line read there.
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if onTerminal {
+			encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -267,6 +268,31 @@ func TestLogDurations(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("%s: %q lacks %s", format, out.String(), want)
 		}
+	}
+}
+
+// TestConsoleLogUncolouredOffATerminal: log.format console written to a
+// pipe or a file, not a terminal, holds no terminal escape codes, which
+// would be bytes in every line read there; before, each level was
+// coloured wherever it went.
+func TestConsoleLogUncolouredOffATerminal(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	log, err := newLogger(config.Log{Level: "info", Format: "console"}, zap.NewAtomicLevel(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn("configuration reloaded")
+	w.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "\tWARN\tconfiguration reloaded") || strings.Contains(string(out), "\x1b[") {
+		t.Errorf("console log to a pipe: %q", out)
 	}
 }
 
