@@ -183,3 +183,30 @@ func TestNetcatLatin1Bytes(t *testing.T) {
 		t.Fatalf("the netcat user was sent a telnet command: %q", alice.out)
 	}
 }
+
+// TestTelnetModeCharacter: Debian telnet's `mode character` asks the
+// server to echo and to suppress go-ahead; both are refused, telnet
+// stays in line mode, and its user is told why, once. The next line
+// typed reaches the partner. Before, the refusal said nothing, and the
+// user was left to wonder why the mode did not change.
+func TestTelnetModeCharacter(t *testing.T) {
+	telnet := enginetest.ToolPath(t, "telnet")
+	d := enginetest.Start(t, nil)
+	bob := d.DialLine(t).Login("bob")
+	tn := dialInPTY(t, d, nil, telnet)
+	tn.pairWith("alice", bob)
+	for range 2 {
+		tn.type_("\x1d")
+		tn.expect(regexp.QuoteMeta("telnet> "))
+		tn.typeLine("mode character")
+		tn.typeLine("still a line")
+		if got := bob.Line(); got != "<alice> still a line" {
+			t.Fatalf("after `mode character` the partner read %q", got)
+		}
+	}
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if n := bytes.Count(tn.out, []byte("* duet reads a line at a time: type a line and press Enter; telnet stays in line mode")); n != 1 {
+		t.Fatalf("told %d times why the mode stays: %q", n, tn.out)
+	}
+}

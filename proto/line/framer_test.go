@@ -102,7 +102,13 @@ func TestFramer(t *testing.T) {
 		{"backspace erases one byte that is not UTF-8", 0, []string{"a\xe6\x9c\bb\n"}, []string{`line "a\xe6b"`}},
 		{"backspace across reads", 0, []string{"ab", "\b", "c\n"}, []string{"wait 2", "wait 3", `line "ac"`}},
 		{"IAC WILL", 0, []string{"\xff\xfb\x01hi\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x01"`, `line "hi"`}},
-		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x03b\xff\xfe\x18c\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\x03"`, `line "abc"`}},
+		{"IAC WONT DO DONT", 0, []string{"\xff\xfc\x01a\xff\xfd\x05b\xff\xfe\x18c\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\x05"`, `line "abc"`}},
+		// A request to type a character at a time (DO SGA, DO ECHO:
+		// Debian telnet's `mode character`) is refused, and said why,
+		// once.
+		{"mode character", 0, []string{"\xff\xfd\x03\xff\xfd\x01", "hi\n\xff\xfd\x03\xff\xfd\x01ok\n"}, []string{
+			`reply "\xff\xfd\x00\xff\xfc\x03* duet reads a line at a time: type a line and press Enter; telnet stays in line mode\r\n\xff\xfc\x01"`,
+			"wait 6", `line "hi"`, `reply "\xff\xfc\x03\xff\xfc\x01"`, `line "ok"`}},
 		{"IAC DO with option byte 10 is not a line end", 0, []string{"\xff\xfd\nhi\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\n"`, `line "hi"`}},
 		{"IAC DO with option byte 13 is not dropped as CR", 0, []string{"a\xff\xfd\rb\n"}, []string{`reply "\xff\xfd\x00\xff\xfc\r"`, `line "ab"`}},
 		{"IAC IAC is a literal 255", 0, []string{"a\xff\xffb\n"}, []string{`line "a\xffb"`}},
@@ -648,8 +654,8 @@ func refPartialRune(b []byte) bool {
 // refTelnet models the server's answers to telnet commands, from the
 // rules in PROTOCOL.md rather than from telnet.go.
 type refTelnet struct {
-	spoke  bool
-	binary optState
+	spoke, toldLineMode bool
+	binary              optState
 }
 
 // heard answers the byte c read in parser state st (after IAC, or after
@@ -690,7 +696,11 @@ func (m *refTelnet) heard(reply []byte, st telnetState, c byte) []byte {
 		if c == 6 {
 			reply = append(reply, iac, 0xfb, 6) // WILL TIMING-MARK
 		} else {
-			reply = append(reply, iac, 0xfc, c) // WONT
+			reply = append(reply, iac, 0xfc, c)        // WONT
+			if (c == 1 || c == 3) && !m.toldLineMode { // ECHO, SGA: once
+				m.toldLineMode = true
+				reply = append(reply, "* duet reads a line at a time: type a line and press Enter; telnet stays in line mode\r\n"...)
+			}
 		}
 	}
 	return reply

@@ -279,12 +279,12 @@ func checkAgainstModel(t *testing.T, fr *Framer, data []byte, reads []int) {
 // sizes that change from read to read, so that every go test covers far
 // more than the seed corpus.
 func TestFramerMatchesModel(t *testing.T) {
-	// Plain bytes, line ends, telnet's commands and options (BINARY and
-	// TIMING-MARK among them), the UTF-8 lead and continuation bytes
-	// that restoring replaced bytes depends on, the keys the framer
-	// acts on (Ctrl-D, both backspaces), and the commands that erase
-	// (EL, EC) or do not (AO).
-	const alphabet = "ab\r\n\x00\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xf8\xf7\xf5\xd1\xe6\xf0\x83\x9c\x04\x08\x7f"
+	// Plain bytes, line ends, telnet's commands and options (BINARY,
+	// TIMING-MARK, ECHO and SGA among them), the UTF-8 lead and
+	// continuation bytes that restoring replaced bytes depends on, the
+	// keys the framer acts on (Ctrl-D, both backspaces), and the
+	// commands that erase (EL, EC) or do not (AO).
+	const alphabet = "ab\r\n\x00\x01\x03\x06\xff\xfa\xf0\xfb\xfc\xfd\xfe\xf1\xf4\xf3\xf6\xed\xf8\xf7\xf5\xd1\xe6\xf0\x83\x9c\x04\x08\x7f"
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		data := make([]byte, rng.IntN(80))

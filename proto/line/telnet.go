@@ -64,12 +64,21 @@ const (
 // Telnet options duet knows by name.
 const (
 	optBinary     = 0 // RFC 856
+	optEcho       = 1 // RFC 857
+	optSGA        = 3 // RFC 858, suppress go-ahead
 	optTimingMark = 6 // RFC 860
 )
 
 // aytAnswer is the visible evidence RFC 854 asks for in answer to
 // ARE-YOU-THERE: a server line, like every other.
 const aytAnswer = "* yes, the server is here\r\n"
+
+// lineModeAnswer says why a request to type a character at a time is
+// refused: telnet asks the server to echo (DO ECHO) and to suppress
+// go-ahead (DO SGA) for it (Debian telnet's `mode character`, or
+// another client as it connects), and goes on a line at a time, saying
+// nothing, when both are refused.
+const lineModeAnswer = "* duet reads a line at a time: type a line and press Enter; telnet stays in line mode\r\n"
 
 // maxReply bounds the answers a Framer holds between two calls of Reply:
 // the engine takes them after every call of Next, so this is per line
@@ -97,7 +106,9 @@ type telnetSession struct {
 	// byte stood inside a letter, as telnet sends one in place of a
 	// letter's byte.
 	mark, markByKey, letter bool
-	reply                   []byte // answers not yet taken by Reply
+	// toldLineMode: lineModeAnswer was sent, once for the connection.
+	toldLineMode bool
+	reply        []byte // answers not yet taken by Reply
 }
 
 // heard acts on the byte c that follows a command byte: prev is the
@@ -152,6 +163,10 @@ func (s *telnetSession) heard(prev telnetState, c byte) {
 			return
 		}
 		s.send(telnetWONT, c)
+		if (c == optEcho || c == optSGA) && !s.toldLineMode {
+			s.toldLineMode = true
+			s.answer(lineModeAnswer)
+		}
 	}
 	// DONT needs no answer: the server offers nothing but timing marks,
 	// which are never left on.

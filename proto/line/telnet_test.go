@@ -185,7 +185,7 @@ func TestTelnetTimingMark(t *testing.T) {
 	t.Run("answer dropped", func(t *testing.T) {
 		f := Framer{Max: 1 << 20}
 		// DO BINARY, then a WONT for each: room for one answer more.
-		flood := bytes.Repeat([]byte{telnetIAC, telnetDO, 1}, maxReply/3-2)
+		flood := bytes.Repeat([]byte{telnetIAC, telnetDO, 5}, maxReply/3-2)
 		f.Next(append(flood, telnetIAC, telnetDO, optTimingMark, telnetIAC, telnetDO, optTimingMark, '\n'))
 		if !f.TimingMark() {
 			t.Fatal("TimingMark() false for a timing mark answered as the queue filled")
@@ -193,7 +193,7 @@ func TestTelnetTimingMark(t *testing.T) {
 		if r := f.Reply(); len(r)+3 <= maxReply || !bytes.HasSuffix(r, []byte{telnetIAC, telnetWILL, optTimingMark}) {
 			t.Fatalf("reply of %d bytes ends %q, want it full, ending in one WILL TIMING-MARK", len(r), r[max(0, len(r)-6):])
 		}
-		f.Next(append(bytes.Repeat([]byte{telnetIAC, telnetDO, 1}, maxReply/3), telnetIAC, telnetDO, optTimingMark, '\n'))
+		f.Next(append(bytes.Repeat([]byte{telnetIAC, telnetDO, 5}, maxReply/3), telnetIAC, telnetDO, optTimingMark, '\n'))
 		if r := f.tn.reply; len(r)+3 <= maxReply || bytes.HasSuffix(r, []byte{telnetIAC, telnetWILL, optTimingMark}) {
 			t.Fatalf("reply of %d bytes ends %q, want it full, with no room for the answer", len(r), r[max(0, len(r)-6):])
 		}
