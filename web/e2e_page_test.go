@@ -509,7 +509,13 @@ func TestE2EPageWithNetcat(t *testing.T) {
 // finds it cannot encrypt, and says so.
 func linkToTerminal(t *testing.T) (*browserTest, *enginetest.LineClient, *person) {
 	t.Helper()
-	bt := startBrowserTest(t)
+	return linkToTerminalOn(t, startBrowserTest(t))
+}
+
+// linkToTerminalOn is linkToTerminal with a browser test of the
+// caller's.
+func linkToTerminalOn(t *testing.T, bt *browserTest) (*browserTest, *enginetest.LineClient, *person) {
+	t.Helper()
 	bob := bt.daemon.DialLine(t).Login("bob")
 	carol := bt.newPerson("carol")
 	carol.open(bt.pageURL() + "#" + bob.Token + ".oKGio6SlpqeoqaqrrK2urw")
@@ -551,6 +557,37 @@ func TestE2EPageRefusedTextGoesOnAgreeing(t *testing.T) {
 	}
 	carol.say("and the next one")
 	bob.Expect(`^<carol> and the next one$`)
+}
+
+// TestE2EPageReloadKeepsThePromise: carol opened a link that promised
+// encryption, to bob on a terminal, and her page sends nothing until she
+// agrees. She reloads the tab: the reloaded page still sends nothing
+// until she agrees, and asks again. Before, the reload forgot the link's
+// secret and with it the promise: what she typed next went to bob in the
+// clear, unasked.
+func TestE2EPageReloadKeepsThePromise(t *testing.T) {
+	_, bob, carol := linkToTerminalOn(t, startResumeTest(t, 0))
+	reload := func() {
+		t.Helper()
+		carol.reloadAndResume()
+		bob.Expect(`^\* carol lost the connection`)
+		bob.Expect(`^\* carol is back$`)
+	}
+	reload()
+	carol.typeAndEnter("first words after the reload")
+	e := carol.expectEntry("the refusal", func(e logEntry) bool { return e.Code == "e2e_not_sent" })
+	if !strings.Contains(e.Text, "Send without encryption") {
+		t.Errorf("the refusal says %q", e.Text)
+	}
+	if l, err := bob.TryLine(500 * time.Millisecond); err == nil {
+		t.Fatalf("bob read %q before carol agreed", l)
+	}
+	// Agreeing outlives a reload in its turn.
+	carol.do("send without encryption", chromedp.Click(chromedp.ID("secure-plain")))
+	bob.Expect(`^<carol> first words after the reload$`)
+	reload()
+	carol.say("and after another")
+	bob.Expect(`^<carol> and after another$`)
 }
 
 // TestE2EPageRefusedTextChangedIsNotSent: the click that agrees sends

@@ -227,6 +227,10 @@ export function createSecure(page) {
     }
   }
   let connectingTo = ''; // the token of the last connect sent
+  // promised is the id of a plain pairing that a page reloaded into it
+  // found kept unagreed (storePlain): its link promised encryption, and
+  // the reload forgot the link's secret, not the promise (goPlain).
+  let promised = '';
 
   // The current pairing, or null. Its fields:
   //   peer, role, pairId, peerProto, linkSecret (held for this pairing)
@@ -311,10 +315,13 @@ export function createSecure(page) {
   }
 
   // storePlain notes that p, a pairing with no keys, is plain, so that
-  // a reloaded page reads what its partner sent before it ended as such.
+  // a reloaded page reads what its partner sent before it ended as such;
+  // and whether the person agreed to send in the clear: a page that
+  // opened a link promising encryption sends nothing until they do, and
+  // a reload, which forgets the link's secret, must not forget that.
   function storePlain(p) {
     try {
-      sessionStorage.setItem(STORE_KEY, JSON.stringify({ holder, pair_id: p.pairId, peer: p.peer, plain: true }));
+      sessionStorage.setItem(STORE_KEY, JSON.stringify({ holder, pair_id: p.pairId, peer: p.peer, plain: true, agreed: p.agreed }));
     } catch {
       // Then a reload refuses that replay, as text in another pairing;
       // nothing kept of a pairing before it is left for a reload to use.
@@ -479,7 +486,7 @@ export function createSecure(page) {
   function goPlain(p, why) {
     p.mode = 'plain';
     p.why = why;
-    p.agreed = !(p.role === 'initiator' && p.linkSecret);
+    p.agreed = !(p.role === 'initiator' && (p.linkSecret || promised === p.pairId));
     storePlain(p);
     page.error('plaintext', why + (p.agreed ? '' : ' You opened a link that promised encryption: nothing is sent unless you choose “Send without encryption”.')).dataset.kind = 'plaintext';
     draw();
@@ -983,6 +990,13 @@ export function createSecure(page) {
       fail(pairing, apart(pairing.peer), '');
       return;
     }
+    // A plain pairing kept before a reload, or by the tab this one was
+    // copied from, with no agreement to send in the clear: its link
+    // promised encryption, and the person is asked again (goPlain).
+    // Being asked once too often is safe where keys are not: no holder
+    // is needed.
+    const keptPlain = old ? null : readKept();
+    promised = keptPlain && keptPlain.plain === true && keptPlain.agreed === false && pairId !== '' && keptPlain.pair_id === pairId ? pairId : '';
     if (!kept || !kept.state || kept.pair_id !== ev.pair_id || !ev.pair_id) {
       // Another pairing, or none kept: a new exchange, in the role the
       // server gives; the partner's first steps are among the replay,
@@ -1111,7 +1125,8 @@ export function createSecure(page) {
     if (!p || p.agreed) return;
     p.agreed = true;
     p.chose = true;
-    store();
+    if (p.mode === 'plain') storePlain(p);
+    else store();
     page.notice('You chose to send without encryption: the server can read what you send from now on.', {
       kind: 'plaintext_agreed',
     });
