@@ -158,8 +158,9 @@ func TestTelnetEscapeCommands(t *testing.T) {
 
 // TestNetcatLatin1Bytes types, in nc in a terminal, text in a single-byte
 // encoding whose 255 comes before a byte telnet reads as SB or SE
-// (Latin-1 "ÿú", cp1251 "яр"). No telnet client begins with either, so
-// the 255 is text: the line is refused as not UTF-8, the next line
+// (Latin-1 "ÿú", cp1251 "яр"). No telnet client sends either before it
+// has offered an option, so the 255 is text, even after a command
+// netcat sent the same way: the line is refused as not UTF-8, the next line
 // reaches the partner, and the netcat user is sent no telnet command.
 // (Taken for a subnegotiation, "ÿú" swallowed every line after it,
 // unanswered, up to limits.max_line bytes.)
@@ -178,9 +179,19 @@ func TestNetcatLatin1Bytes(t *testing.T) {
 		}
 	}
 	alice.mu.Lock()
-	defer alice.mu.Unlock()
 	if bytes.Contains(alice.out, []byte("\xff\xfd")) {
 		t.Fatalf("the netcat user was sent a telnet command: %q", alice.out)
+	}
+	alice.mu.Unlock()
+	// cp1251 "ясно" is IAC NOP, a telnet command (PROTOCOL.md): after
+	// it, "яъ" is still text, as the client offered no option.
+	for _, text := range []string{"\xff\xf1\xed\xee", "\xff\xfa hi"} {
+		alice.typeLine(text)
+		alice.expect(regexp.QuoteMeta("! invalid_utf8: "))
+		alice.typeLine("ok")
+		if got := bob.Line(); got != "<alice> ok" {
+			t.Fatalf("after %q the partner read %q", text, got)
+		}
 	}
 }
 

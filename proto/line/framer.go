@@ -99,13 +99,13 @@ func (f *Framer) scan(buf []byte, from, limit int, st telnetState) (int, telnetS
 	for i < limit {
 		if st != telnetData {
 			c := buf[i]
-			if st == telnetCommand && !f.tn.spoke && notFirstCommand(c) {
-				// No telnet client begins with this command: a netcat
-				// user typed 255 and this byte (Latin-1 "ÿú", cp1251
-				// "яъ"). Made IAC IAC, it is a 255 of text, so that
-				// the line is refused as not UTF-8; taken for a
-				// subnegotiation, it swallowed the lines after it
-				// unanswered, up to Max bytes.
+			if st == telnetCommand && !f.tn.offered && subCommand(c) {
+				// No telnet client sends this command before it has
+				// offered an option: a netcat user typed 255 and this
+				// byte (Latin-1 "ÿú", cp1251 "яъ"). Made IAC IAC, it is
+				// a 255 of text, so that the line is refused as not
+				// UTF-8; taken for a subnegotiation, it swallowed the
+				// lines after it unanswered, up to Max bytes.
 				c = telnetIAC
 				buf[i] = c
 				f.keys = append(f.keys, i)
@@ -291,8 +291,9 @@ type Framer struct {
 	tn telnetSession
 
 	// keys are where scan rewrote a key press sent in BINARY
-	// (keyPress), or a command that cannot begin a client's telnet
-	// (notFirstCommand), in the line not returned yet (rewritten). The caller's next buffer
+	// (keyPress), or a subnegotiation's command from a client that
+	// offered no option (subCommand), in the line not returned yet
+	// (rewritten). The caller's next buffer
 	// may be a copy of the bytes it was given (gnet copies what it has
 	// buffered together with what arrives), made before that write: Next
 	// rewrites them again, or clean would take the command for a byte

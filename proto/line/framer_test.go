@@ -182,7 +182,7 @@ func TestFramer(t *testing.T) {
 		{"EC erases a character", 0, []string{"ab\xd1\x84\xff\xf7c\n"}, []string{`reply "\xff\xfd\x00"`, `line "abc"`}},
 		{"EC at the start erases nothing", 0, []string{"\xff\xf7\xff\xf7ab\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
 		{"AO erases nothing", 0, []string{"ab\xff\xf5\xff\xfd\x06c\n"}, []string{`reply "\xff\xfd\x00\xff\xfb\x06"`, `line "abc"`}},
-		{"IAC SE outside a subnegotiation", 0, []string{"\xff\xf1a\xff\xf0b\n"}, []string{`reply "\xff\xfd\x00"`, `line "ab"`}},
+		{"IAC SE outside a subnegotiation", 0, []string{"\xff\xfb\x1fa\xff\xf0b\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x1f"`, `line "ab"`}},
 		// A client offers an option before it sends its subnegotiation
 		// (WILL NAWS here); the server refuses it, but one sent at once
 		// arrives all the same.
@@ -194,18 +194,22 @@ func TestFramer(t *testing.T) {
 			"subnegotiation with IAC IAC and a stray IAC in its data",
 			0, []string{"\xff\xfb\x18\xff\xfa\x18\xff\xff\xff\x01\n\xff\xf0ok\n"}, []string{`reply "\xff\xfd\x00\xff\xfe\x18"`, `line "ok"`},
 		},
-		// No telnet client begins with SB or SE: a netcat user typed
-		// 255 and that byte ("ÿú", "ÿð" in Latin-1), and its line is
-		// refused as not UTF-8, not swallowed.
+		// No telnet client sends SB or SE before it has offered an
+		// option: a netcat user typed 255 and that byte ("ÿú", "ÿð" in
+		// Latin-1), and its line is refused as not UTF-8, not
+		// swallowed.
 		{"SB first is text", 0, []string{"\xff\xfahi\nok\n"}, []string{`line "\xffhi"`, `line "ok"`}},
 		{"SE first is text", 0, []string{"a\xff\xf0b\n"}, []string{`line "a\xffb"`}},
 		{"SB first split from its IAC", 0, []string{"a\xff", "\xfa", "\n", "ok\n"}, []string{"wait 2", "wait 3", `line "a\xff"`, `line "ok"`}},
+		// Nor after other commands, while the client has offered no
+		// option: cp1251 "ясно" is IAC NOP, then "яъ" is text again.
+		{"SB after a NOP is text", 0, []string{"\xff\xf1x\n\xff\xfahi\nok\n"}, []string{`reply "\xff\xfd\x00"`, `line "x"`, `line "\xffhi"`, `line "ok"`}},
 		{"IAC split from its command", 0, []string{"\xff", "\xfb", "\x01hi\n"}, []string{"wait 1", `reply "\xff\xfd\x00"`, "wait 2", `reply "\xff\xfe\x01"`, `line "hi"`}},
 		{"IAC WILL split from its option", 0, []string{"\xff\xfb", "\n", "hi\n"}, []string{`reply "\xff\xfd\x00"`, "wait 2", `reply "\xff\xfe\n"`, "wait 3", `line "hi"`}},
 		{
 			"subnegotiation split everywhere",
-			0, []string{"x\xff\xf1", "\xff", "\xfa", "\x1f\n", "\xff", "\xf0", "y\r", "\n"},
-			[]string{`reply "\xff\xfd\x00"`, "wait 3", "wait 4", "wait 5", "wait 7", "wait 8", "wait 9", "wait 11", `line "xy"`},
+			0, []string{"x\xff\xfb\x1f", "\xff", "\xfa", "\x1f\n", "\xff", "\xf0", "y\r", "\n"},
+			[]string{`reply "\xff\xfd\x00\xff\xfe\x1f"`, "wait 4", "wait 5", "wait 6", "wait 8", "wait 9", "wait 10", "wait 12", `line "xy"`},
 		},
 		{"CR and NUL split", 0, []string{"a\r", "\x00b\n"}, []string{"wait 2", `line "ab"`}},
 		{"longest line with LF", 8, []string{"1234567\n"}, []string{`line "1234567"`}},
@@ -222,8 +226,8 @@ func TestFramer(t *testing.T) {
 		{
 			// A subnegotiation that never ends swallows at most one line.
 			"unterminated subnegotiation",
-			8, []string{"\xff\xf1\xff\xfa\x01hello\nworld\nok\n"},
-			[]string{`reply "\xff\xfd\x00"`, "too_long dropped 11", `line "world"`, `line "ok"`},
+			8, []string{"\xff\xfb\x01\xff\xfa\x01hello\nworld\nok\n"},
+			[]string{`reply "\xff\xfd\x00\xff\xfe\x01"`, "too_long dropped 12", `line "world"`, `line "ok"`},
 		},
 		{"default Max", 0, []string{strings.Repeat("x", DefaultMaxLine) + "\nok\n"}, []string{fmt.Sprintf("too_long dropped %d", DefaultMaxLine+1), `line "ok"`}},
 		{
@@ -314,7 +318,7 @@ func TestFramerMaxLowered(t *testing.T) {
 		{"plain", "0123456789", "ab\nok\n", []string{"too_long dropped 13", `line "ok"`}},
 		{"not plain", "01234567\x80", "9\nok\n", []string{"too_long dropped 11", `line "ok"`}},
 		{"exactly the new Max", "012345", "\nok\n", []string{"too_long dropped 7", `line "ok"`}},
-		{"inside a subnegotiation", "\xff\xf1\xff\xfa\x01\n", "xy\xff\xf0\nok\n", []string{"too_long dropped 11", `line "ok"`}},
+		{"inside a subnegotiation", "\xff\xfb\x01\xff\xfa\x01\n", "xy\xff\xf0\nok\n", []string{"too_long dropped 12", `line "ok"`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &Framer{Max: 64}
@@ -478,9 +482,10 @@ func refFrame(data []byte, maxLine int, reads []int) (log []string, reply []byte
 	// dataAt says which bytes, read while skipping, were data.
 	dataAt := make([]bool, len(data))
 	for j, c := range data {
-		if st == telnetCommand && !tn.spoke && (c == 0xfa || c == 0xf0) {
-			// SB or SE before any command: no telnet client begins
-			// so, and the 255 before it is text.
+		if st == telnetCommand && !tn.offered && (c == 0xfa || c == 0xf0) {
+			// SB or SE from a client that offered no option (WILL):
+			// no telnet client sends one then, and the 255 before it
+			// is text.
 			c = 0xff
 		}
 		// Outside BINARY, a command may stand for a byte the client
@@ -654,8 +659,8 @@ func refPartialRune(b []byte) bool {
 // refTelnet models the server's answers to telnet commands, from the
 // rules in PROTOCOL.md rather than from telnet.go.
 type refTelnet struct {
-	spoke, toldLineMode bool
-	binary              optState
+	spoke, toldLineMode, offered bool
+	binary                       optState
 }
 
 // heard answers the byte c read in parser state st (after IAC, or after
@@ -676,6 +681,7 @@ func (m *refTelnet) heard(reply []byte, st telnetState, c byte) []byte {
 			reply = append(reply, "* yes, the server is here\r\n"...)
 		}
 	case telnetWill:
+		m.offered = true
 		switch {
 		case c != 0:
 			reply = append(reply, iac, 0xfe, c) // DONT

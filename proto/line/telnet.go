@@ -107,8 +107,10 @@ type telnetSession struct {
 	// letter's byte.
 	mark, markByKey, letter bool
 	// toldLineMode: lineModeAnswer was sent, once for the connection.
-	toldLineMode bool
-	reply        []byte // answers not yet taken by Reply
+	// offered: the client has offered an option (WILL), so that a
+	// subnegotiation may follow (subCommand).
+	toldLineMode, offered bool
+	reply                 []byte // answers not yet taken by Reply
 }
 
 // heard acts on the byte c that follows a command byte: prev is the
@@ -141,6 +143,7 @@ func (s *telnetSession) heard(prev telnetState, c byte) {
 			s.answer(aytAnswer)
 		}
 	case telnetWill:
+		s.offered = true
 		if c != optBinary {
 			s.send(telnetDONT, c)
 			return
@@ -284,20 +287,22 @@ func keyPress(c byte) byte {
 	return telnetNOP
 }
 
-// notFirstCommand reports whether c, after an IAC, is a command no
-// telnet client sends before any other: SB and SE, which only follow an
-// option both sides agreed to (RFC 855), and duet agrees to none that
-// has a subnegotiation. From a client that has sent no command yet, the
-// IAC is a 255 of its own text, and c the text after it.
-func notFirstCommand(c byte) bool { return c == telnetSB || c == telnetSE }
+// subCommand reports whether c, after an IAC, begins or ends a
+// subnegotiation (SB, SE). A client sends one only of an option it
+// offered (WILL: a window size, a terminal type; RFC 855), and duet
+// agrees to none that has one. From a client that has offered no
+// option (telnetSession.offered), the IAC is a 255 of its own text,
+// and c the text after it: netcat sends them for Latin-1 "ÿú" or
+// cp1251 "яъ", whatever else it sent before (cp1251 "ясно" is IAC NOP).
+func subCommand(c byte) bool { return c == telnetSB || c == telnetSE }
 
 // rewritten is the byte scan writes over c at a place it records in
-// keys: a 255 of text for a command that cannot come first
-// (notFirstCommand), or the command keyPress makes of a key. It maps
-// what it returns to itself, so that Next can write it again over a
-// copy of the bytes or over the same bytes alike.
+// keys: a 255 of text for a subnegotiation's command from a client that
+// offered no option (subCommand), or the command keyPress makes of a
+// key. It maps what it returns to itself, so that Next can write it
+// again over a copy of the bytes or over the same bytes alike.
 func rewritten(c byte) byte {
-	if c == telnetIAC || notFirstCommand(c) {
+	if c == telnetIAC || subCommand(c) {
 		return telnetIAC
 	}
 	return keyPress(c)

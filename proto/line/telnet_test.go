@@ -112,7 +112,7 @@ func secondRead(t *testing.T, f *Framer, first []byte, then string, copyBetween 
 }
 
 // TestNetcatSBAcrossCopies: a netcat user's 255 before a byte telnet
-// reads as SB (notFirstCommand) is text whether the line comes in one
+// reads as SB (subCommand) is text whether the line comes in one
 // read or two, and whether the second read hands back the bytes of the
 // first as they were or as a copy made before the framer looked at
 // them: the line is refused, not swallowed, and no answer is owed.
