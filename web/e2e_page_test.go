@@ -93,6 +93,13 @@ func TestE2EPageLinkIsVerified(t *testing.T) {
 	if ac == "" || ac != bc {
 		t.Fatalf("codes: alice %q, bob %q", ac, bc)
 	}
+	// Verified with nothing to do, as README says, and said so beside
+	// the code, which is shown still.
+	for _, p := range []*person{alice, bob} {
+		if text := eval[string](p, `document.getElementById('secure-text').textContent`); text != "End-to-end encrypted, verified by the link: nothing to compare." {
+			t.Errorf("%s's page says %q", p.name, text)
+		}
+	}
 	bob.say("over the link, sealed")
 	alice.expectSealedMessage("theirs", "over the link, sealed")
 	bob.expectSealedMessage("mine", "over the link, sealed")

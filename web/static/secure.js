@@ -1081,8 +1081,10 @@ export function createSecure(page) {
       state = 'securing';
       text = 'Securing the conversation…';
     } else if (p.session && p.session.linkSecretUsed) {
+      // The code is still shown, for those who compare it anyway: say
+      // that they need not.
       state = 'verified';
-      text = 'End-to-end encrypted.';
+      text = 'End-to-end encrypted, verified by the link: nothing to compare.';
     } else if (p.verified) {
       state = 'verified';
       text = 'End-to-end encrypted, verified.';
