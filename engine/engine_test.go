@@ -311,11 +311,12 @@ func TestTelnet(t *testing.T) {
 			t.Fatalf("telnet answer %q, %v; want %q", got, err, want)
 		}
 	}
-	write("\xff\xfd\x03\xff\xfb\x18")              // IAC DO SGA, IAC WILL TTYPE
-	answer("\xff\xfd\x00\xff\xfc\x03\xff\xfe\x18") // DO BINARY, WONT SGA, DONT TTYPE
-	write("/login al\xff")                         // IAC split across reads...
-	write("\xfb\x01ice\r\n")                       // ...IAC WILL ECHO completed here
-	answer("\xff\xfe\x01")                         // DONT ECHO
+	write("\xff\xfd\x03\xff\xfb\x18") // IAC DO SGA, IAC WILL TTYPE
+	// DO BINARY, WONT SGA and why, DONT TTYPE.
+	answer("\xff\xfd\x00\xff\xfc\x03* duet reads a line at a time: type a line and press Enter; telnet stays in line mode\r\n\xff\xfe\x18")
+	write("/login al\xff")   // IAC split across reads...
+	write("\xfb\x01ice\r\n") // ...IAC WILL ECHO completed here
+	answer("\xff\xfe\x01")   // DONT ECHO
 	tn.Expect(`^\* you are alice, your token is [0-9a-f]{32}$`)
 	tn.ExpectKey()
 	write("/connect " + bob.Token + "\r\n")
