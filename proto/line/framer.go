@@ -293,11 +293,11 @@ type Framer struct {
 	// keys are where scan rewrote a key press sent in BINARY
 	// (keyPress), or a subnegotiation's command from a client that
 	// offered no option (subCommand), in the line not returned yet
-	// (rewritten). The caller's next buffer
-	// may be a copy of the bytes it was given (gnet copies what it has
-	// buffered together with what arrives), made before that write: Next
-	// rewrites them again, or clean would take the command for a byte
-	// telnet replaced, and the same bytes would give another line split
+	// (rewritten). The caller's next buffer may be a copy of the bytes
+	// it was given (gnet copies what it has buffered together with what
+	// arrives), made before that write: Next rewrites them again, or
+	// clean would take the command for a byte telnet replaced (or a
+	// subnegotiation), and the same bytes would give another line split
 	// otherwise.
 	keys []int
 }
