@@ -1924,6 +1924,15 @@ const secure = createSecure({
   },
   sendMine,
   notSent: (text) => markFailed(addMessage('mine', st.name, text), keepMessage('mine', st.name, text)),
+  // Back in the box, as a say sent offline stays there, unless the
+  // person has typed something since: then shown not sent.
+  unsent: (text) => {
+    if (ui.message.value === '') {
+      ui.message.value = text;
+      return;
+    }
+    markFailed(addMessage('mine', st.name, text), keepMessage('mine', st.name, text));
+  },
   // Through onSend, which checks it again (the connection, the size)
   // and empties the box once it is sent.
   sendRefused: (text) => {

@@ -52,7 +52,8 @@ const ABORT_WORDS = {
   unknown_link_secret:
     '{peer}’s page no longer knows the link you used (it makes a new one after a conversation with someone on a terminal, and when its token changes), so the conversation could not be secured. Ask {peer} for their current link, leave, and connect with it; or leave and connect with their token alone, to talk encrypted but not verified.',
   handshake_failed: 'the keys did not match: someone between you may be interfering.',
-  protocol_error: '{peer}’s page gave up on encryption: the exchange went wrong.',
+  protocol_error:
+    '{peer}’s page gave up on encryption: the exchange went wrong, or did not complete in time (one of you may have been asleep or offline as it began). Leave and connect again to talk encrypted.',
   unsupported_version: '{peer}’s page speaks another version of encryption.',
   keys_lost: '{peer}’s tab lost the keys of this conversation, and can no longer read or seal in it. Leave and connect again to talk encrypted.',
 };
@@ -111,7 +112,8 @@ const UNSUPPORTED_WORDS = {
 // sendMine(obj, text) (sends the person's own message and shows it,
 // marked sealed if obj is a seal: its entry is marked failed if the
 // server refuses it; null when offline), notSent(text) (shows the
-// person's message as not sent), sendRefused(text) (sends the message
+// person's message as not sent), unsent(text) (gives back a text that
+// could not be sent, offline), sendRefused(text) (sends the message
 // box as the person would, if it still holds text), me() (own name),
 // myToken(), maxText(), redraw() (the whole page, whose share link this
 // module's secret is part of).
@@ -548,7 +550,11 @@ export function createSecure(page) {
   function timeUp(p) {
     if (pairing !== p || p.mode !== 'securing' || !p.session) return;
     if (p.session.state === 'confirmed') return;
-    fail(p, p.peer + '’s page did not complete the exchange in time.', 'handshake_failed');
+    // protocol_error, not handshake_failed: no key was found wrong, and
+    // the partner's page, perhaps only asleep (a phone locked as it
+    // connected), would read "the keys did not match: someone between
+    // you may be interfering".
+    fail(p, p.peer + '’s page did not complete the exchange in time.', 'protocol_error');
   }
 
   // progress looks at the session after a step, and moves the page on.
@@ -811,7 +817,11 @@ export function createSecure(page) {
         if (!p.quiet) page.notSent(text);
         return;
       }
-      page.sendMine({ type: 'seal', data }, text);
+      // The connection may have died while the text was sealed (a page
+      // woken from sleep learns so moments after it wakes): nothing was
+      // sent, and the text goes back to the person (page.unsent), never
+      // dropped. Its counter is spent: the partner is told of a gap.
+      if (!page.sendMine({ type: 'seal', data }, text)) page.unsent(text);
     });
   }
 
