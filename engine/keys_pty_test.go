@@ -170,14 +170,19 @@ func TestNetcatLatin1Bytes(t *testing.T) {
 	bob := d.DialLine(t).Login("bob")
 	alice := dialInPTY(t, d, nil, nc)
 	alice.pairWith("alice", bob)
-	for _, text := range []string{"\xff\xfa hi", "\xff\xf0\xea\xee"} {
-		alice.typeLine(text)
-		alice.expect(regexp.QuoteMeta("! invalid_utf8: "))
-		alice.typeLine("ok")
-		if got := bob.Line(); got != "<alice> ok" {
-			t.Fatalf("after %q the partner read %q", text, got)
+	// Each text is refused, and the line after it reaches bob.
+	refused := func(texts ...string) {
+		t.Helper()
+		for _, text := range texts {
+			alice.typeLine(text)
+			alice.expect(regexp.QuoteMeta("! invalid_utf8: "))
+			alice.typeLine("ok")
+			if got := bob.Line(); got != "<alice> ok" {
+				t.Fatalf("after %q the partner read %q", text, got)
+			}
 		}
 	}
+	refused("\xff\xfa hi", "\xff\xf0\xea\xee")
 	alice.mu.Lock()
 	if bytes.Contains(alice.out, []byte("\xff\xfd")) {
 		t.Fatalf("the netcat user was sent a telnet command: %q", alice.out)
@@ -185,14 +190,7 @@ func TestNetcatLatin1Bytes(t *testing.T) {
 	alice.mu.Unlock()
 	// cp1251 "ясно" is IAC NOP, a telnet command (PROTOCOL.md): after
 	// it, "яъ" is still text, as the client offered no option.
-	for _, text := range []string{"\xff\xf1\xed\xee", "\xff\xfa hi"} {
-		alice.typeLine(text)
-		alice.expect(regexp.QuoteMeta("! invalid_utf8: "))
-		alice.typeLine("ok")
-		if got := bob.Line(); got != "<alice> ok" {
-			t.Fatalf("after %q the partner read %q", text, got)
-		}
-	}
+	refused("\xff\xf1\xed\xee", "\xff\xfa hi")
 }
 
 // TestTelnetModeCharacter: Debian telnet's `mode character` asks the
@@ -201,15 +199,22 @@ func TestNetcatLatin1Bytes(t *testing.T) {
 // typed reaches the partner. Before, the refusal said nothing, and the
 // user was left to wonder why the mode did not change.
 func TestTelnetModeCharacter(t *testing.T) {
-	telnet := enginetest.ToolPath(t, "telnet")
-	d := enginetest.Start(t, nil)
-	bob := d.DialLine(t).Login("bob")
-	tn := dialInPTY(t, d, nil, telnet)
-	tn.pairWith("alice", bob)
-	for range 2 {
+	_, bob, tn := telnetWithBob(t, false)
+	escape := func(cmd string) {
+		t.Helper()
 		tn.type_("\x1d")
 		tn.expect(regexp.QuoteMeta("telnet> "))
-		tn.typeLine("mode character")
+		tn.typeLine(cmd)
+	}
+	for range 2 {
+		escape("mode character")
+		// telnet goes a character at a time until the refusals come
+		// back, sending Enter as CR NUL, which ends no line: a line
+		// typed within that round trip would wait. A person types
+		// slower than that; the test waits for an answer that comes
+		// after the refusals, as telnet reads them in turn.
+		escape("send ayt")
+		tn.expect(regexp.QuoteMeta("* yes, the server is here"))
 		tn.typeLine("still a line")
 		if got := bob.Line(); got != "<alice> still a line" {
 			t.Fatalf("after `mode character` the partner read %q", got)
